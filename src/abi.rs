@@ -1,0 +1,160 @@
+//! Kernel ABI types for x86_64 that both the system layer and the image format speak.
+//!
+//! These are plain data with the kernel's field order and layout (`#[repr(C)]`), so `sys`
+//! can hand them to ptrace and the injected syscalls as bytes (through [`crate::sys::Pod`]),
+//! and `image` can serialize them. This module owns layouts only, no behaviour.
+
+use serde::{Deserialize, Serialize};
+
+/// `struct user_regs_struct` (asm/user_64.h): what `PTRACE_GETREGS` and `NT_PRSTATUS` carry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpRegs {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub rbp: u64,
+    pub rbx: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub orig_rax: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub eflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+    pub fs_base: u64,
+    pub gs_base: u64,
+    pub ds: u64,
+    pub es: u64,
+    pub fs: u64,
+    pub gs: u64,
+}
+
+/// The kernel's `struct sigaction` for `rt_sigaction(2)` on x86_64 (not glibc's layout).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelSigaction {
+    pub handler: u64,
+    pub flags: u64,
+    pub restorer: u64,
+    pub mask: u64,
+}
+
+/// `stack_t` for `sigaltstack(2)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AltStack {
+    pub sp: u64,
+    pub flags: i32,
+    pub _pad: i32,
+    pub size: u64,
+}
+
+/// `struct ptrace_rseq_configuration` (linux/ptrace.h).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RseqConfig {
+    pub rseq_abi_pointer: u64,
+    pub rseq_abi_size: u32,
+    pub signature: u32,
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// A `siginfo_t` as the kernel copies it: 128 opaque bytes, first the signal number.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SigInfo(pub [u8; 128]);
+
+impl SigInfo {
+    /// `si_signo`.
+    pub fn signo(&self) -> i32 {
+        i32::from_ne_bytes([self.0[0], self.0[1], self.0[2], self.0[3]])
+    }
+}
+
+impl Serialize for SigInfo {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SigInfo {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes: Vec<u8> = serde_bytes_vec(d)?;
+        let arr: [u8; 128] = bytes
+            .try_into()
+            .map_err(|_| serde::de::Error::custom("siginfo must be 128 bytes"))?;
+        Ok(SigInfo(arr))
+    }
+}
+
+fn serde_bytes_vec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<u8>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("bytes")
+        }
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(b) = a.next_element()? {
+                out.push(b);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_bytes(V)
+}
+
+/// `struct prctl_mm_map` (linux/prctl.h) for `PR_SET_MM_MAP`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PrctlMmMap {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+    pub auxv: u64,
+    pub auxv_size: u32,
+    pub exe_fd: u32,
+}
+
+/// `struct iovec`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoVec {
+    pub base: u64,
+    pub len: u64,
+}
+
+/// Page size on x86_64; stasis refuses to run elsewhere.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// Syscall restart codes the kernel leaves in `rax` while a task sits in a signal stop.
+pub const ERESTARTSYS: i64 = 512;
+pub const ERESTARTNOINTR: i64 = 513;
+pub const ERESTARTNOHAND: i64 = 514;
+pub const ERESTART_RESTARTBLOCK: i64 = 516;

@@ -1,0 +1,113 @@
+//! The address-space record: mappings, the kernel's mm fields, and where saved pages go.
+
+use serde::{Deserialize, Serialize};
+
+/// `mm-<pid>.img`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MmImage {
+    /// Mappings in address order, non-overlapping.
+    pub vmas: Vec<Vma>,
+    /// Saved pages in the order they are stored in `pages-<pid>.img`.
+    pub page_runs: Vec<PageRun>,
+    pub fields: MmFields,
+    /// `/proc/PID/auxv` as (type, value) words, AT_NULL included.
+    pub auxv: Vec<u64>,
+    /// `/proc/PID/exe`.
+    pub exe: Option<FileId>,
+    /// Symbol offsets of the dumped vDSO, to check the restoring kernel's one matches.
+    pub vdso_symbols: Vec<(String, u64)>,
+}
+
+/// The kernel's `mm_struct` fields that `PR_SET_MM_MAP` restores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MmFields {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+}
+
+/// One mapping.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vma {
+    pub start: u64,
+    pub end: u64,
+    /// `PROT_READ | PROT_WRITE | PROT_EXEC` bits.
+    pub prot: u32,
+    /// `MAP_SHARED` rather than `MAP_PRIVATE`.
+    pub shared: bool,
+    pub kind: VmaKind,
+    /// Flags from smaps `VmFlags` that are restored with mmap/madvise/mlock/mseal.
+    pub flags: VmaFlags,
+}
+
+impl Vma {
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+}
+
+/// What backs a mapping.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmaKind {
+    /// Anonymous memory (heap and stack included).
+    Anon,
+    /// A file, mapped from `offset`.
+    File { file: FileId, offset: u64 },
+    /// The kernel's special mappings, moved back to where they were.
+    Vdso,
+    Vvar,
+    VvarVclock,
+}
+
+/// Mapping flags beyond protection (smaps `VmFlags` two-letter codes in brackets).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmaFlags {
+    /// `gd`: grows down (a stack).
+    pub growsdown: bool,
+    /// `nr`: MAP_NORESERVE.
+    pub noreserve: bool,
+    /// `dd`: MADV_DONTDUMP.
+    pub dontdump: bool,
+    /// `dc`: MADV_DONTFORK.
+    pub dontfork: bool,
+    /// `wf`: MADV_WIPEONFORK.
+    pub wipeonfork: bool,
+    /// `hg` / `nh`: MADV_HUGEPAGE / MADV_NOHUGEPAGE.
+    pub hugepage: bool,
+    pub nohugepage: bool,
+    /// `mg`: MADV_MERGEABLE.
+    pub mergeable: bool,
+    /// `lo` / `lf`: mlock'ed (on fault).
+    pub locked: bool,
+    pub lockonfault: bool,
+    /// `sl`: mseal'ed.
+    pub sealed: bool,
+}
+
+/// A contiguous run of saved pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageRun {
+    pub addr: u64,
+    pub pages: u64,
+}
+
+/// A file as it was at dump time, so restore can tell if it changed since.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileId {
+    pub path: String,
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+}

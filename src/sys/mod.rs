@@ -1,0 +1,6 @@
+//! The system layer: every `unsafe` block of stasis lives under this module, each file
+//! opening with a `# Safety` note. Wrappers here are thin and typed; policy lives above.
+
+pub mod pod;
+
+pub use pod::Pod;
