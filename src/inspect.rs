@@ -1,1 +1,104 @@
-//! TODO
+//! `stasis inspect`: what an image holds, as text for people or JSON for tools (like
+//! CRIU's `crit show`). Reads metadata only; page contents are summarized by count.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::image::files::FdKind;
+use crate::image::mm::{Vma, VmaKind};
+use crate::image::{Image, ImageError, ProcessImage};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("write output")]
+    Write(#[from] std::io::Error),
+    #[error("encode JSON")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Prints the image at `dir`.
+pub fn inspect(dir: &Path, json: bool, out: &mut impl Write) -> Result<(), InspectError> {
+    let image = Image::load_metadata(dir)?;
+    if json {
+        serde_json::to_writer_pretty(&mut *out, &to_json(&image))?;
+        writeln!(out)?;
+    } else {
+        text(&image, out)?;
+    }
+    Ok(())
+}
+
+fn to_json(image: &Image) -> serde_json::Value {
+    let processes: Vec<serde_json::Value> = image
+        .processes
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "pid": p.task.pid,
+                "task": p.task,
+                "mm": p.mm,
+                "files": p.files,
+                "pages_stored": stored_pages(p),
+            })
+        })
+        .collect();
+    serde_json::json!({ "inventory": image.inventory, "processes": processes })
+}
+
+fn stored_pages(p: &ProcessImage) -> u64 {
+    p.mm.page_runs.iter().map(|r| r.pages).sum()
+}
+
+fn text(image: &Image, out: &mut impl Write) -> std::io::Result<()> {
+    let inv = &image.inventory;
+    writeln!(out, "image {} (stasis {}, kernel {}, host {})", image.dir.display(), inv.stasis_version, inv.kernel_release, inv.hostname)?;
+    let features = crate::sys::cpu::xfeature_names(inv.cpu.xcr0).join(" ");
+    writeln!(out, "cpu: {} (xsave {} bytes: {features})", inv.cpu.model_name, inv.cpu.xsave_size)?;
+    for p in &image.processes {
+        process(p, out)?;
+    }
+    Ok(())
+}
+
+fn process(p: &ProcessImage, out: &mut impl Write) -> std::io::Result<()> {
+    let t = &p.task;
+    writeln!(out, "\nprocess {} \"{}\" (pgid {}, sid {}, ppid {}), cwd {}, umask {:03o}", t.pid, t.comm, t.pgid, t.sid, t.ppid, t.cwd, t.umask)?;
+    writeln!(out, "  creds: uid {:?} gid {:?} groups {:?}", t.creds.uid, t.creds.gid, t.creds.groups)?;
+    for th in &t.threads {
+        let r = &th.regs;
+        writeln!(out, "  thread {}: rip {:#x} rsp {:#x} rax {:#x} orig_rax {} fs_base {:#x}", th.tid, r.rip, r.rsp, r.rax, r.orig_rax as i64, r.fs_base)?;
+        writeln!(out, "    xsave {} bytes, sigmask {:#018x}, {} pending, rseq {}", th.xsave.len(), th.sigmask, th.pending.len(),
+            th.rseq.map(|r| format!("{:#x}", r.rseq_abi_pointer)).unwrap_or_else(|| "none".into()))?;
+    }
+    let handled = t.sigactions.iter().filter(|a| a.handler > 1).count();
+    writeln!(out, "  signals: {handled} handlers, {} shared pending", t.shared_pending.len())?;
+    writeln!(out, "  memory: {} mappings, {} pages stored", p.mm.vmas.len(), stored_pages(p))?;
+    for v in &p.mm.vmas {
+        writeln!(out, "    {}", vma_line(v))?;
+    }
+    writeln!(out, "  files: {} fds", p.files.fds.len())?;
+    for f in &p.files.fds {
+        let what = match &f.kind {
+            FdKind::Path { file, pos } => format!("{} pos {pos}", file.path),
+            FdKind::CharDev { path, .. } => format!("{path} (char device)"),
+            FdKind::Tty { .. } => "terminal (shell job)".to_string(),
+        };
+        writeln!(out, "    {:>4} flags {:#o}{} {what}", f.fd, f.flags, if f.cloexec { " cloexec" } else { "" })?;
+    }
+    Ok(())
+}
+
+fn vma_line(v: &Vma) -> String {
+    let p = |bit: i32, c: char| if v.prot & bit as u32 != 0 { c } else { '-' };
+    let perms = format!("{}{}{}{}", p(libc::PROT_READ, 'r'), p(libc::PROT_WRITE, 'w'), p(libc::PROT_EXEC, 'x'), if v.shared { 's' } else { 'p' });
+    let what = match &v.kind {
+        VmaKind::Anon => "anon".to_string(),
+        VmaKind::File { file, offset } => format!("{} @{offset:#x}", file.path),
+        VmaKind::Vdso => "[vdso]".into(),
+        VmaKind::Vvar => "[vvar]".into(),
+        VmaKind::VvarVclock => "[vvar_vclock]".into(),
+    };
+    format!("{:#014x}-{:#014x} {perms} {what}", v.start, v.end)
+}

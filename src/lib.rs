@@ -13,3 +13,4 @@ pub mod inspect;
 pub mod proc;
 pub mod restore;
 pub mod sys;
+pub mod vdso;

@@ -1,1 +1,17 @@
-fn main() {}
+//! The `stasis` binary: parse arguments, run one subcommand, exit with its code.
+
+mod cli;
+
+use clap::Parser;
+use cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Dump(a) => cli::dump::run(a),
+        Command::Restore(a) => cli::restore::run(a),
+        Command::Check => cli::check::run(),
+        Command::Inspect(a) => cli::inspect::run(a),
+    };
+    std::process::exit(code);
+}

@@ -1,1 +1,157 @@
-//! TODO
+//! Restore: rebuild a dumped task from an image directory, with its pid, address space,
+//! registers, signals and files, and let it carry on.
+//!
+//! Everything in the image and everything the host must provide is verified before any
+//! process is created. Then the task is rebuilt stage by stage ([`RestoreStage`]), each
+//! stage run by the new task itself through injected syscalls; a failure kills the
+//! half-built task and reports the stage.
+
+mod child;
+mod error;
+mod files;
+mod memory;
+mod mm;
+mod task;
+pub mod verify;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub use error::RestoreError;
+
+use crate::image::{Image, ProcessImage};
+use child::Child;
+
+/// Top of the x86_64 user address space (4-level paging).
+pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+
+/// What `stasis restore` was asked to do.
+#[derive(Clone, Debug)]
+pub struct RestoreOptions {
+    pub dir: PathBuf,
+    pub shell_job: bool,
+}
+
+/// The restored task.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Restored {
+    pub pid: i32,
+    pub pages: u64,
+    pub total: Duration,
+}
+
+/// The stages of rebuilding one process, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestoreStage {
+    /// Create the child with the exact pid, seize it, map the helper page.
+    Takeover,
+    /// Drop the inherited mappings and move the vDSO block to its saved place.
+    AddressSpace,
+    /// Recreate every mapping at its address.
+    Mappings,
+    /// Read saved pages into place.
+    Memory,
+    /// Final protections, madvise flags, mlock.
+    Protections,
+    /// brk, arg/env, auxv and the exe link (`PR_SET_MM_MAP`).
+    MmFields,
+    /// The fd table.
+    Files,
+    /// cwd, root, umask.
+    Fs,
+    /// Session and process group.
+    Ids,
+    /// Personality and comm.
+    Attributes,
+    /// Signal handlers.
+    SigActions,
+    /// sigaltstack, clear_child_tid, rseq.
+    ThreadAttrs,
+    /// Groups, gids, uids (drops privileges).
+    Creds,
+    /// Requeue pending signals.
+    Signals,
+    /// Seal sealed mappings.
+    Seals,
+    /// Unmap the helper, load registers, resume.
+    Resume,
+}
+
+impl RestoreStage {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Takeover => "takeover",
+            Self::AddressSpace => "address space",
+            Self::Mappings => "mappings",
+            Self::Memory => "memory",
+            Self::Protections => "protections",
+            Self::MmFields => "mm fields",
+            Self::Files => "files",
+            Self::Fs => "fs",
+            Self::Ids => "ids",
+            Self::Attributes => "attributes",
+            Self::SigActions => "sigactions",
+            Self::ThreadAttrs => "thread attributes",
+            Self::Creds => "credentials",
+            Self::Signals => "signals",
+            Self::Seals => "seals",
+            Self::Resume => "resume",
+        }
+    }
+}
+
+/// Loads and verifies the image, then rebuilds its root process.
+pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
+    let started = Instant::now();
+    let image = Image::load(&opts.dir)?;
+    if image.processes.len() != 1 {
+        return Err(RestoreError::Unsupported { what: "images of process trees are not supported yet".into() });
+    }
+    verify::host_accepts(&image)?;
+    let shell_job = opts.shell_job || image.inventory.shell_job;
+    let p = &image.processes[0];
+    let pages = rebuild(&image, p, shell_job)?;
+    Ok(Restored { pid: p.task.pid, pages, total: started.elapsed() })
+}
+
+fn rebuild(image: &Image, p: &ProcessImage, shell_job: bool) -> Result<u64, RestoreError> {
+    let pid = p.task.pid;
+    let at = |stage: RestoreStage| move |e: RestoreError| RestoreError::Stage { stage: stage.name(), pid, source: Box::new(e) };
+    let child = child::create(pid, &p.mm.vmas).map_err(at(RestoreStage::Takeover))?;
+    match build(&child, image, p, shell_job) {
+        Ok(pages) => {
+            let t = &p.task.threads[0];
+            task::resume(child, t).map_err(at(RestoreStage::Resume))?;
+            Ok(pages)
+        }
+        Err(e) => {
+            child::kill_and_reap(pid);
+            child.task.forget();
+            Err(e)
+        }
+    }
+}
+
+fn build(child: &Child, image: &Image, p: &ProcessImage, shell_job: bool) -> Result<u64, RestoreError> {
+    let pid = p.task.pid;
+    let stage = |s: RestoreStage, r: Result<(), RestoreError>| {
+        r.map_err(|e| RestoreError::Stage { stage: s.name(), pid, source: Box::new(e) })
+    };
+    let filled = memory::filled_vmas(&p.mm);
+    stage(RestoreStage::AddressSpace, mm::clear_and_move_vdso(child, &p.mm))?;
+    stage(RestoreStage::Mappings, mm::map_all(child, &p.mm, &filled))?;
+    let mut pages = 0;
+    stage(RestoreStage::Memory, memory::fill(child, &p.mm, &image.pages_path(pid)).map(|n| pages = n))?;
+    stage(RestoreStage::Protections, mm::finish_vmas(child, &p.mm, &filled))?;
+    stage(RestoreStage::MmFields, mm::set_mm_fields(child, &p.mm))?;
+    stage(RestoreStage::Files, files::restore_fds(child, &p.files))?;
+    stage(RestoreStage::Fs, files::restore_fs(child, &p.task))?;
+    stage(RestoreStage::Ids, task::restore_ids(child, &p.task, shell_job))?;
+    stage(RestoreStage::Attributes, task::restore_attrs(child, &p.task))?;
+    stage(RestoreStage::SigActions, task::restore_sigactions(child, &p.task))?;
+    stage(RestoreStage::ThreadAttrs, task::restore_thread_attrs(child, &p.task.threads[0]))?;
+    stage(RestoreStage::Creds, task::restore_creds(child, &p.task))?;
+    stage(RestoreStage::Signals, task::queue_signals(child, &p.task))?;
+    stage(RestoreStage::Seals, mm::seal(child, &p.mm))?;
+    Ok(pages / crate::abi::PAGE_SIZE)
+}

@@ -1,6 +1,11 @@
 //! The system layer: every `unsafe` block of stasis lives under this module, each file
 //! opening with a `# Safety` note. Wrappers here are thin and typed; policy lives above.
 
+pub mod clone;
+pub mod inject;
+pub mod mem;
+pub mod pagemap;
 pub mod pod;
+pub mod ptrace;
 
 pub use pod::Pod;

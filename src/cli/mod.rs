@@ -1,0 +1,49 @@
+//! Command-line types (clap) and one file per subcommand. Each turns its arguments into
+//! the library's options, calls the library, and returns the exit code.
+
+pub mod check;
+pub mod dump;
+pub mod inspect;
+pub mod restore;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes (documented in README.md).
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+
+/// stasis: checkpoint a running Linux process into an image directory and restore it.
+#[derive(Parser, Debug)]
+#[command(name = "stasis", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Freeze a process, save it to an image directory, then kill it (or leave it running).
+    Dump(dump::DumpArgs),
+    /// Recreate a process from an image directory, with the same pid.
+    Restore(restore::RestoreArgs),
+    /// Probe every kernel feature stasis relies on.
+    Check,
+    /// Show what an image directory holds.
+    Inspect(inspect::InspectArgs),
+}
+
+/// Prints an error and its causes on one line, CRIU-user friendly.
+pub fn report(err: &dyn std::error::Error) {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = s.source();
+    }
+    eprintln!("stasis: {line}");
+}

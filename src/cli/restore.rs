@@ -1,0 +1,70 @@
+//! `stasis restore`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+use super::{report, EXIT_FAILED, EXIT_OK};
+use stasis::restore::{restore, RestoreOptions};
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Image directory written by `stasis dump`.
+    #[arg(short = 'D', long = "images-dir")]
+    pub dir: PathBuf,
+    /// Return once the process runs instead of waiting for it.
+    #[arg(short = 'd', long = "restore-detached")]
+    pub detached: bool,
+    /// Write the restored pid here.
+    #[arg(long = "pidfile")]
+    pub pidfile: Option<PathBuf>,
+    /// Re-attach terminal fds to the current terminal.
+    #[arg(short = 'j', long = "shell-job")]
+    pub shell_job: bool,
+    /// Print a summary line.
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+}
+
+pub fn run(args: RestoreArgs) -> i32 {
+    let opts = RestoreOptions { dir: args.dir, shell_job: args.shell_job };
+    let restored = match restore(&opts) {
+        Ok(r) => r,
+        Err(e) => {
+            report(&e);
+            return EXIT_FAILED;
+        }
+    };
+    if args.verbose {
+        eprintln!("stasis: restored pid {}: {} pages in {:.1} ms", restored.pid, restored.pages, restored.total.as_secs_f64() * 1e3);
+    }
+    if let Some(path) = &args.pidfile {
+        if let Err(e) = std::fs::write(path, format!("{}\n", restored.pid)) {
+            eprintln!("stasis: write pid file {}: {e}", path.display());
+            return EXIT_FAILED;
+        }
+    }
+    if args.detached {
+        EXIT_OK
+    } else {
+        wait_for(restored.pid)
+    }
+}
+
+/// Waits for the restored task and turns its end into our exit code (128+signal if killed).
+fn wait_for(pid: i32) -> i32 {
+    loop {
+        match waitpid(Pid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                eprintln!("stasis: wait for pid {pid}: {e}");
+                return EXIT_FAILED;
+            }
+        }
+    }
+}

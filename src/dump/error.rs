@@ -1,0 +1,50 @@
+//! Errors of the dump, each naming the task and the object that failed.
+
+use crate::image::ImageError;
+use crate::proc::ProcError;
+use crate::sys::inject::InjectError;
+use crate::sys::mem::MemError;
+use crate::sys::pagemap::PagemapError;
+use crate::sys::ptrace::PtraceError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error("pid {pid} does not exist")]
+    NoSuchTask { pid: i32 },
+    #[error("pid {pid} is stasis itself")]
+    SelfDump { pid: i32 },
+    #[error("pid {pid} is a zombie")]
+    Zombie { pid: i32 },
+    #[error("pid {pid} is traced by pid {tracer}; detach that tracer first")]
+    Traced { pid: i32, tracer: i32 },
+    #[error("pid {pid} has {threads} threads; this version of stasis dumps single-threaded processes only")]
+    Threads { pid: i32, threads: usize },
+    #[error("pid {pid} belongs to session {sid}, whose leader is outside the dumped tree; use --shell-job (-j) to restore it into the restorer's session")]
+    ForeignSession { pid: i32, sid: i32 },
+    #[error("pid {pid} is in process group {pgid} led by another process; dumping process groups spanning processes is not supported yet")]
+    ForeignGroup { pid: i32, pgid: i32 },
+    #[error("{what}")]
+    Unsupported { what: String },
+    #[error("stat {path}")]
+    Stat { path: String, #[source] source: std::io::Error },
+    #[error("pid {pid} has no syscall instruction in its vDSO to run queries with")]
+    NoSyscallInsn { pid: i32 },
+    #[error(transparent)]
+    Proc(#[from] ProcError),
+    #[error(transparent)]
+    Ptrace(#[from] PtraceError),
+    #[error(transparent)]
+    Inject(#[from] InjectError),
+    #[error(transparent)]
+    Mem(#[from] MemError),
+    #[error(transparent)]
+    Pagemap(#[from] PagemapError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}
+
+impl DumpError {
+    pub fn unsupported(what: impl Into<String>) -> Self {
+        DumpError::Unsupported { what: what.into() }
+    }
+}

@@ -1,0 +1,67 @@
+//! Freezing: checks that a task can be dumped, then seizes and stops it.
+//!
+//! Everything that can refuse a dump without touching the task happens in [`preflight`],
+//! before the task is seized.
+
+use super::DumpError;
+use crate::proc;
+use crate::sys::ptrace::{self, Seized, Stop};
+
+/// Facts gathered before the freeze.
+pub struct Preflight {
+    pub stat: proc::Stat,
+    pub status: proc::Status,
+}
+
+/// Refuses tasks stasis cannot dump, naming why.
+pub fn preflight(pid: i32, shell_job: bool) -> Result<Preflight, DumpError> {
+    if pid == std::process::id() as i32 {
+        return Err(DumpError::SelfDump { pid });
+    }
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(DumpError::NoSuchTask { pid });
+    }
+    let stat = proc::stat(pid)?;
+    let status = proc::status(pid)?;
+    if status.tgid != pid {
+        return Err(DumpError::unsupported(format!("pid {pid} is a thread of process {}; dump the process", status.tgid)));
+    }
+    if matches!(stat.state, 'Z' | 'X') {
+        return Err(DumpError::Zombie { pid });
+    }
+    if status.tracer_pid != 0 {
+        return Err(DumpError::Traced { pid, tracer: status.tracer_pid });
+    }
+    let threads = proc::tids(pid)?.len();
+    if threads != 1 {
+        return Err(DumpError::Threads { pid, threads });
+    }
+    check_ids(pid, &stat, shell_job)?;
+    Ok(Preflight { stat, status })
+}
+
+/// A lone process restores its session and group only if it leads them (or with -j).
+fn check_ids(pid: i32, stat: &proc::Stat, shell_job: bool) -> Result<(), DumpError> {
+    if shell_job {
+        return Ok(());
+    }
+    if stat.session != pid {
+        return Err(DumpError::ForeignSession { pid, sid: stat.session });
+    }
+    if stat.pgrp != pid {
+        return Err(DumpError::ForeignGroup { pid, pgid: stat.pgrp });
+    }
+    Ok(())
+}
+
+/// Seizes `pid` and stops it with `PTRACE_INTERRUPT`.
+pub fn freeze(pid: i32) -> Result<Seized, DumpError> {
+    let task = ptrace::seize(pid)?;
+    match task.interrupt()? {
+        Stop::Event(sig) if sig == libc::SIGTRAP => Ok(task),
+        Stop::Event(_) => Err(DumpError::unsupported(format!(
+            "pid {pid} is stopped by job control; dumping stopped tasks is not supported yet"
+        ))),
+        other => Err(task.unexpected("freeze", other).into()),
+    }
+}

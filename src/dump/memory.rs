@@ -1,0 +1,225 @@
+//! Page contents: which pages to save (`PAGEMAP_SCAN`), reading them in large batches
+//! (`process_vm_readv`, or `/proc/PID/mem` for unreadable mappings) and streaming them into
+//! the pages file. Pages holding only zeros are not stored where a fresh mapping reads as
+//! zeros anyway. The restore side is `restore/memory.rs`.
+
+use super::DumpError;
+use crate::abi::PAGE_SIZE;
+use crate::image::mm::{PageRun, Vma, VmaKind};
+use crate::image::pages::PagesWriter;
+use crate::sys::mem::{vm_read, Mem};
+use crate::sys::pagemap::{Pagemap, Query, PAGE_IS_FILE, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED};
+
+/// Bytes read from the task per batch: bounds stasis's own memory whatever the target size.
+const CHUNK: usize = 4 << 20;
+/// `IOV_MAX`.
+const MAX_IOVS: usize = 1024;
+
+/// Counts for the summary line.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MemoryStats {
+    pub pages_stored: u64,
+    pub zero_pages_skipped: u64,
+}
+
+/// A range of pages to read, and whether all-zero pages in it may be dropped.
+#[derive(Clone, Copy, Debug)]
+struct Range {
+    start: u64,
+    end: u64,
+    readable: bool,
+    drop_zeros: bool,
+}
+
+/// Saves every page of `vmas` that a fresh mapping would not reproduce.
+pub fn dump(pid: i32, vmas: &[Vma], out: &mut PagesWriter) -> Result<(Vec<PageRun>, MemoryStats), DumpError> {
+    let ranges = ranges_to_save(pid, vmas)?;
+    let mem = Mem::open(pid, false)?;
+    let mut saver = Saver { pid, mem, out, buf: vec![0u8; CHUNK], runs: Vec::new(), stats: MemoryStats::default() };
+    for batch in batches(&ranges) {
+        saver.save_batch(&batch)?;
+    }
+    Ok((saver.runs, saver.stats))
+}
+
+fn ranges_to_save(pid: i32, vmas: &[Vma]) -> Result<Vec<Range>, DumpError> {
+    let pagemap = Pagemap::open(pid)?;
+    let query = Query { any: PAGE_IS_PRESENT | PAGE_IS_SWAPPED, report: PAGE_IS_FILE | PAGE_IS_PFNZERO, ..Default::default() };
+    let mut out = Vec::new();
+    for vma in vmas {
+        let (private_file, drop_zeros) = match vma.kind {
+            VmaKind::Anon => (false, true),
+            VmaKind::File { .. } if !vma.shared => (true, false),
+            _ => continue,
+        };
+        let readable = vma.prot & libc::PROT_READ as u32 != 0;
+        for r in pagemap.scan(vma.start, vma.end, query)? {
+            let skip_file = private_file && r.categories & PAGE_IS_FILE != 0;
+            if r.categories & PAGE_IS_PFNZERO == 0 && !skip_file {
+                out.push(Range { start: r.start, end: r.end, readable, drop_zeros });
+            }
+        }
+    }
+    Ok(coalesce(out))
+}
+
+/// Merges touching ranges of the same kind (PAGEMAP_SCAN splits at VMA boundaries).
+fn coalesce(ranges: Vec<Range>) -> Vec<Range> {
+    let mut out: Vec<Range> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(l) if l.end == r.start && l.readable == r.readable && l.drop_zeros == r.drop_zeros => l.end = r.end,
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// Splits ranges into batches of at most CHUNK bytes and MAX_IOVS pieces, each batch all
+/// readable or a single unreadable piece.
+fn batches(ranges: &[Range]) -> Vec<Vec<Range>> {
+    let mut out = Vec::new();
+    let mut cur: Vec<Range> = Vec::new();
+    let mut bytes = 0u64;
+    for r in ranges {
+        let mut start = r.start;
+        while start < r.end {
+            if bytes == CHUNK as u64 || cur.len() == MAX_IOVS || (!cur.is_empty() && cur[0].readable != r.readable) {
+                out.push(std::mem::take(&mut cur));
+                bytes = 0;
+            }
+            let end = r.end.min(start + (CHUNK as u64 - bytes));
+            cur.push(Range { start, end, ..*r });
+            bytes += end - start;
+            start = end;
+            if !r.readable {
+                out.push(std::mem::take(&mut cur));
+                bytes = 0;
+            }
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+struct Saver<'a> {
+    pid: i32,
+    mem: Mem,
+    out: &'a mut PagesWriter,
+    buf: Vec<u8>,
+    runs: Vec<PageRun>,
+    stats: MemoryStats,
+}
+
+impl Saver<'_> {
+    fn save_batch(&mut self, batch: &[Range]) -> Result<(), DumpError> {
+        let total: usize = batch.iter().map(|r| (r.end - r.start) as usize).sum();
+        self.read(batch, total)?;
+        let mut off = 0usize;
+        for r in batch {
+            let len = (r.end - r.start) as usize;
+            self.store(r, off)?;
+            off += len;
+        }
+        Ok(())
+    }
+
+    fn read(&mut self, batch: &[Range], total: usize) -> Result<(), DumpError> {
+        let buf = &mut self.buf[..total];
+        if batch[0].readable {
+            let iovs: Vec<(u64, usize)> = batch.iter().map(|r| (r.start, (r.end - r.start) as usize)).collect();
+            if vm_read(self.pid, buf, &iovs)? == total {
+                return Ok(());
+            }
+        }
+        let mut off = 0;
+        for r in batch {
+            let len = (r.end - r.start) as usize;
+            self.mem.read(r.start, &mut buf[off..off + len])?;
+            off += len;
+        }
+        Ok(())
+    }
+
+    /// Writes the pages of `r` (at `off` in the buffer), skipping droppable zero pages.
+    fn store(&mut self, r: &Range, off: usize) -> Result<(), DumpError> {
+        let pages = ((r.end - r.start) / PAGE_SIZE) as usize;
+        let mut i = 0;
+        while i < pages {
+            let keep = |j: usize| !r.drop_zeros || !is_zero(self.page(off, j));
+            if !keep(i) {
+                self.stats.zero_pages_skipped += 1;
+                i += 1;
+                continue;
+            }
+            let first = i;
+            while i < pages && keep(i) {
+                i += 1;
+            }
+            self.emit(r.start + first as u64 * PAGE_SIZE, off + first * PAGE_SIZE, i - first)?;
+        }
+        Ok(())
+    }
+
+    fn page(&self, off: usize, i: usize) -> &[u8] {
+        &self.buf[off + i * PAGE_SIZE as usize..off + (i + 1) * PAGE_SIZE as usize]
+    }
+
+    fn emit(&mut self, addr: u64, off: usize, pages: usize) -> Result<(), DumpError> {
+        let len = pages * PAGE_SIZE as usize;
+        self.out.write(&self.buf[off..off + len])?;
+        self.stats.pages_stored += pages as u64;
+        match self.runs.last_mut() {
+            Some(last) if last.addr + last.pages * PAGE_SIZE == addr => last.pages += pages as u64,
+            _ => self.runs.push(PageRun { addr, pages: pages as u64 }),
+        }
+        Ok(())
+    }
+}
+
+/// True if the page holds only zero bytes (compared 8 bytes at a time; pages are 4 KiB).
+fn is_zero(page: &[u8]) -> bool {
+    page.chunks_exact(8).all(|w| u64::from_ne_bytes(w.try_into().expect("8-byte chunk")) == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(start: u64, end: u64) -> Range {
+        Range { start, end, readable: true, drop_zeros: true }
+    }
+
+    #[test]
+    fn batches_split_at_chunk_size() {
+        let big = r(0, 3 * CHUNK as u64);
+        let b = batches(&[big]);
+        assert_eq!(b.len(), 3);
+        assert!(b.iter().all(|x| x.len() == 1 && x[0].end - x[0].start == CHUNK as u64));
+    }
+
+    #[test]
+    fn unreadable_ranges_are_alone() {
+        let mut u = r(0x10000, 0x12000);
+        u.readable = false;
+        let b = batches(&[r(0, 0x1000), u, r(0x20000, 0x21000)]);
+        assert_eq!(b.len(), 3);
+    }
+
+    #[test]
+    fn coalesce_merges_touching() {
+        let c = coalesce(vec![r(0, 0x1000), r(0x1000, 0x3000), r(0x5000, 0x6000)]);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].end, 0x3000);
+    }
+
+    #[test]
+    fn zero_detection() {
+        let mut p = vec![0u8; 4096];
+        assert!(is_zero(&p));
+        p[4095] = 1;
+        assert!(!is_zero(&p));
+    }
+}

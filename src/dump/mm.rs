@@ -1,0 +1,132 @@
+//! The address space's shape: mappings from smaps, the kernel's mm fields from stat, auxv,
+//! the exe link and the vDSO's symbols. Page contents are `dump/memory.rs`; the restore
+//! side is `restore/mm.rs`.
+
+use std::os::unix::fs::MetadataExt;
+
+use super::DumpError;
+use crate::image::mm::{FileId, MmFields, Vma, VmaFlags, VmaKind};
+use crate::proc::{self, MapEntry, MapPath};
+
+/// Converts every mapping, refusing kinds stasis cannot restore.
+pub fn vmas(pid: i32, maps: &[MapEntry]) -> Result<Vec<Vma>, DumpError> {
+    let mut out = Vec::with_capacity(maps.len());
+    for e in maps {
+        if let Some(kind) = kind_of(pid, e)? {
+            out.push(Vma { start: e.start, end: e.end, prot: prot_of(e), shared: e.shared, kind, flags: flags_of(e) });
+        }
+    }
+    Ok(out)
+}
+
+fn kind_of(pid: i32, e: &MapEntry) -> Result<Option<VmaKind>, DumpError> {
+    let what = || format!("mapping {:#x}-{:#x} of pid {pid}", e.start, e.end);
+    if (e.has_flag("io") || e.has_flag("pf")) && !matches!(e.path, MapPath::Vvar | MapPath::VvarVclock) {
+        return Err(DumpError::unsupported(format!("{} is a device (VM_IO/VM_PFNMAP) mapping, which stasis cannot checkpoint", what())));
+    }
+    Ok(Some(match &e.path {
+        MapPath::Anonymous | MapPath::Heap | MapPath::Stack if !e.shared => VmaKind::Anon,
+        MapPath::Deleted(p) if p == "/dev/zero" && e.shared => VmaKind::Anon,
+        MapPath::Other(name) if name.starts_with("[anon:") && !e.shared => VmaKind::Anon,
+        MapPath::File(path) => VmaKind::File { file: mapped_file(pid, e, path)?, offset: e.offset },
+        MapPath::Vdso => VmaKind::Vdso,
+        MapPath::Vvar => VmaKind::Vvar,
+        MapPath::VvarVclock => VmaKind::VvarVclock,
+        MapPath::Vsyscall => return Ok(None),
+        MapPath::Deleted(p) => {
+            return Err(DumpError::unsupported(format!("{} maps deleted file {p}, which stasis cannot checkpoint yet", what())))
+        }
+        other => {
+            return Err(DumpError::unsupported(format!("{} is a {other:?} mapping, which stasis cannot checkpoint", what())))
+        }
+    }))
+}
+
+fn prot_of(e: &MapEntry) -> u32 {
+    let mut p = 0;
+    if e.read {
+        p |= libc::PROT_READ;
+    }
+    if e.write {
+        p |= libc::PROT_WRITE;
+    }
+    if e.exec {
+        p |= libc::PROT_EXEC;
+    }
+    p as u32
+}
+
+fn flags_of(e: &MapEntry) -> VmaFlags {
+    VmaFlags {
+        growsdown: e.has_flag("gd"),
+        noreserve: e.has_flag("nr"),
+        dontdump: e.has_flag("dd") && !matches!(e.path, MapPath::Vvar | MapPath::VvarVclock),
+        dontfork: e.has_flag("dc"),
+        wipeonfork: e.has_flag("wf"),
+        hugepage: e.has_flag("hg"),
+        nohugepage: e.has_flag("nh"),
+        mergeable: e.has_flag("mg"),
+        locked: e.has_flag("lo"),
+        lockonfault: e.has_flag("lf"),
+        sealed: e.has_flag("sl"),
+    }
+}
+
+/// Identity of a mapped file, taken through `/proc/PID/map_files` (the object really
+/// mapped) and checked against what its path names now.
+fn mapped_file(pid: i32, e: &MapEntry, path: &str) -> Result<FileId, DumpError> {
+    let link = format!("/proc/{pid}/map_files/{:x}-{:x}", e.start, e.end);
+    let id = file_id(&link, path)?;
+    let now = std::fs::metadata(path).map_err(|source| DumpError::Stat { path: path.to_string(), source })?;
+    if now.dev() != id.dev || now.ino() != id.ino {
+        return Err(DumpError::unsupported(format!(
+            "mapping {:#x}-{:#x} of pid {pid}: {path} was replaced after it was mapped (not the same inode), so it cannot be reopened",
+            e.start, e.end
+        )));
+    }
+    Ok(id)
+}
+
+/// `stat` of `through` (a /proc magic link), recorded under the name `path`.
+pub fn file_id(through: &str, path: &str) -> Result<FileId, DumpError> {
+    let m = std::fs::metadata(through).map_err(|source| DumpError::Stat { path: through.to_string(), source })?;
+    Ok(FileId {
+        path: path.to_string(),
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+    })
+}
+
+/// The `mm_struct` fields restored with `PR_SET_MM_MAP`.
+pub fn fields(stat: &proc::Stat, brk: u64) -> MmFields {
+    MmFields {
+        start_code: stat.start_code,
+        end_code: stat.end_code,
+        start_data: stat.start_data,
+        end_data: stat.end_data,
+        start_brk: stat.start_brk,
+        brk,
+        start_stack: stat.start_stack,
+        arg_start: stat.arg_start,
+        arg_end: stat.arg_end,
+        env_start: stat.env_start,
+        env_end: stat.env_end,
+    }
+}
+
+/// The executable, through `/proc/PID/exe`.
+pub fn exe(pid: i32) -> Result<Option<FileId>, DumpError> {
+    let link = proc::link(pid, "exe")?;
+    let path = link.to_string_lossy().into_owned();
+    if path.ends_with(" (deleted)") {
+        return Err(DumpError::unsupported(format!("the executable of pid {pid} ({path}) was deleted; stasis cannot checkpoint it yet")));
+    }
+    file_id(&format!("/proc/{pid}/exe"), &path).map(Some)
+}
+
+/// Where the vDSO is, if the task has one.
+pub fn vdso_range(vmas: &[Vma]) -> Option<(u64, u64)> {
+    vmas.iter().find(|v| v.kind == VmaKind::Vdso).map(|v| (v.start, v.end))
+}

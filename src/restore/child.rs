@@ -1,0 +1,159 @@
+//! The restored process's shell: a child created with the exact pid, seized, and given a
+//! helper page (a `syscall` instruction plus scratch space) in a hole of the target's
+//! address space, from which every later step runs. The helper page is the last thing
+//! unmapped before the task resumes.
+
+use super::RestoreError;
+use crate::abi::GpRegs;
+use crate::image::mm::Vma;
+use crate::sys::clone::clone_with_pid;
+use crate::sys::inject::Remote;
+use crate::sys::mem::Mem;
+use crate::sys::ptrace::{self, Seized, Stop};
+use crate::sys::Pod;
+
+/// Size of the helper mapping: one page of code, the rest scratch.
+pub const HELPER_LEN: u64 = 256 * 1024;
+/// `syscall; int3; int3` — the int3s are never reached: every call stops at syscall exit.
+const HELPER_CODE: [u8; 4] = [0x0f, 0x05, 0xcc, 0xcc];
+const RSEQ_FLAG_UNREGISTER: u64 = 1;
+
+/// A child being restored: seized, every signal blocked, running our syscalls.
+pub struct Child {
+    pub task: Seized,
+    pub mem: Mem,
+    /// Registers at the takeover, the base for every injected call.
+    pub base: GpRegs,
+    pub helper: u64,
+}
+
+impl Child {
+    pub fn pid(&self) -> i32 {
+        self.task.tid()
+    }
+
+    pub fn remote(&self) -> Remote<'_> {
+        Remote::new(&self.task, self.helper, self.base)
+    }
+
+    /// Scratch space: `HELPER_LEN - 4096` bytes after the code page.
+    pub fn scratch(&self) -> u64 {
+        self.helper + 4096
+    }
+
+    /// Writes `bytes` into scratch at `off` and returns their address in the task.
+    pub fn put(&self, off: u64, bytes: &[u8]) -> Result<u64, RestoreError> {
+        let addr = self.scratch() + off;
+        self.mem.write(addr, bytes)?;
+        Ok(addr)
+    }
+
+    /// Writes a NUL-terminated string into scratch at `off`.
+    pub fn put_str(&self, off: u64, s: &str) -> Result<u64, RestoreError> {
+        let mut bytes = s.as_bytes().to_vec();
+        bytes.push(0);
+        self.put(off, &bytes)
+    }
+
+    pub fn put_pod<T: Pod>(&self, off: u64, v: &T) -> Result<u64, RestoreError> {
+        self.put(off, v.as_bytes())
+    }
+}
+
+/// Creates the process with `pid`, seizes it and installs the helper page.
+///
+/// Ordering requirements: the inherited rseq registration is dropped before anything of
+/// the old address space goes away (the kernel would write into it on every return to
+/// user space), and all signals stay blocked from here to the final resume.
+pub fn create(pid: i32, target: &[Vma]) -> Result<Child, RestoreError> {
+    let got = clone_with_pid(pid)?;
+    let task = ptrace::seize(got)?;
+    let guard = KillOnDrop(got);
+    let mem = Mem::open(got, true)?;
+    let base = stop_in_pause(&task, &mem)?;
+    task.set_sigmask(!0)?;
+    let entry = Remote::new(&task, base.rip - 2, base);
+    if let Some(rseq) = task.rseq()? {
+        let args = [rseq.rseq_abi_pointer, u64::from(rseq.rseq_abi_size), RSEQ_FLAG_UNREGISTER, u64::from(rseq.signature)];
+        entry.call("rseq(unregister)", libc::SYS_rseq, &args)?;
+    }
+    let helper = map_helper(&entry, got, target)?;
+    mem.write(helper, &HELPER_CODE)?;
+    std::mem::forget(guard);
+    Ok(Child { task, mem, base, helper })
+}
+
+/// Stops the child where it waits in `pause()`, so `rip - 2` is a `syscall` instruction.
+fn stop_in_pause(task: &Seized, mem: &Mem) -> Result<GpRegs, RestoreError> {
+    for _ in 0..1000 {
+        match task.interrupt()? {
+            Stop::Event(_) => {}
+            other => return Err(task.unexpected("takeover", other).into()),
+        }
+        let regs = task.regs()?;
+        let mut insn = [0u8; 2];
+        if regs.orig_rax == libc::SYS_pause as u64 && mem.read(regs.rip - 2, &mut insn).is_ok() && insn == [0x0f, 0x05] {
+            return Ok(regs);
+        }
+        task.cont()?;
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    Err(RestoreError::Unsupported { what: format!("pid {} never reached its parking syscall", task.tid()) })
+}
+
+/// Kills and reaps a half-made child if takeover fails.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        kill_and_reap(self.0);
+    }
+}
+
+/// SIGKILL `pid` and reap it (it is our child).
+pub fn kill_and_reap(pid: i32) {
+    let p = nix::unistd::Pid::from_raw(pid);
+    let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(p, Some(nix::sys::wait::WaitPidFlag::__WALL));
+}
+
+fn map_helper(entry: &Remote, pid: i32, target: &[Vma]) -> Result<u64, RestoreError> {
+    let own = crate::proc::maps(pid).map_err(|e| RestoreError::Unsupported { what: e.to_string() })?;
+    let mut taken: Vec<(u64, u64)> = target.iter().map(|v| (v.start, v.end)).collect();
+    taken.extend(own.iter().map(|m| (m.start, m.end)));
+    let at = find_hole(&mut taken, HELPER_LEN).ok_or_else(|| RestoreError::Unsupported {
+        what: format!("no room for the {HELPER_LEN}-byte restore helper in the address space of pid {pid}"),
+    })?;
+    let prot = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
+    entry.call("mmap(helper)", libc::SYS_mmap, &[at, HELPER_LEN, prot, flags, u64::MAX, 0])?;
+    Ok(at)
+}
+
+/// Lowest gap of `len` bytes above 4 GiB (clear of low fixed mappings) among `taken`.
+pub fn find_hole(taken: &mut [(u64, u64)], len: u64) -> Option<u64> {
+    taken.sort_unstable();
+    let mut at: u64 = 1 << 32;
+    for &(s, e) in taken.iter() {
+        if e <= at {
+            continue;
+        }
+        if s >= at + len {
+            return Some(at);
+        }
+        at = e;
+    }
+    (at + len <= super::TASK_SIZE).then_some(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_hole;
+
+    #[test]
+    fn hole_between_mappings() {
+        let mut t = vec![(0x1_0000_0000, 0x1_0001_0000), (0x1_0004_0000, 0x1_0005_0000)];
+        assert_eq!(find_hole(&mut t, 0x30000), Some(0x1_0001_0000));
+        assert_eq!(find_hole(&mut t, 0x40000), Some(0x1_0005_0000));
+    }
+}

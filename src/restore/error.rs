@@ -1,0 +1,41 @@
+//! Errors of the restore, each naming the pid, file or mapping concerned.
+
+use crate::image::ImageError;
+use crate::sys::clone::CloneError;
+use crate::sys::inject::InjectError;
+use crate::sys::mem::MemError;
+use crate::sys::ptrace::PtraceError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("pid {pid} is in use by {owner}; stasis restores exact pids, so free it first (or restore into a new pid namespace)")]
+    PidTaken { pid: i32, owner: String },
+    #[error("pid {pid} is not below this kernel's pid_max ({pid_max})")]
+    PidMax { pid: i32, pid_max: i32 },
+    #[error("the image needs CPU features this machine lacks: {missing}")]
+    CpuFeatures { missing: String },
+    #[error("the vDSO here differs from the dumped one ({what}); restoring across kernels with different vDSOs is not supported yet")]
+    Vdso { what: String },
+    #[error("{path} changed since the dump ({what}); it is needed unchanged by pid {pid}")]
+    FileChanged { pid: i32, path: String, what: String },
+    #[error("{what}")]
+    Unsupported { what: String },
+    #[error("stage {stage} of pid {pid}")]
+    Stage { stage: &'static str, pid: i32, #[source] source: Box<RestoreError> },
+    #[error(transparent)]
+    Clone(#[from] CloneError),
+    #[error(transparent)]
+    Ptrace(#[from] PtraceError),
+    #[error(transparent)]
+    Inject(#[from] InjectError),
+    #[error(transparent)]
+    Mem(#[from] MemError),
+    #[error("read {path}")]
+    Read { path: String, #[source] source: std::io::Error },
+    #[error("write pid file {path}")]
+    PidFile { path: String, #[source] source: std::io::Error },
+    #[error("wait for pid {pid}")]
+    Wait { pid: i32, #[source] source: nix::errno::Errno },
+}

@@ -1,0 +1,202 @@
+//! The address space's shape: the child's inherited mappings are removed, the vDSO block is
+//! moved to where the task had it, every mapping is recreated at its address, and the
+//! kernel's mm fields (brk, arg/env, auxv, exe link) are set with `PR_SET_MM_MAP`.
+//! The dump side is `dump/mm.rs`; page contents are `restore/memory.rs`.
+
+use std::collections::HashSet;
+
+use super::child::{Child, HELPER_LEN};
+use super::{RestoreError, TASK_SIZE};
+use crate::abi::PrctlMmMap;
+use crate::image::mm::{MmImage, Vma, VmaKind};
+
+const MREMAP_MAYMOVE: u64 = 1;
+const MREMAP_FIXED: u64 = 2;
+const PR_SET_MM: u64 = 35;
+const PR_SET_MM_MAP: u64 = 14;
+
+/// Removes everything but the helper and the vDSO block, then moves the vDSO block.
+pub fn clear_and_move_vdso(child: &Child, mm: &MmImage) -> Result<(), RestoreError> {
+    let specials = super::verify::own_specials()?;
+    let mut keep: Vec<(u64, u64)> = specials.iter().map(|&(_, s, e)| (s, e)).collect();
+    keep.push((child.helper, child.helper + HELPER_LEN));
+    keep.sort_unstable();
+    let remote = child.remote();
+    let mut at = 0x1000u64;
+    for &(s, e) in keep.iter().chain(std::iter::once(&(TASK_SIZE, TASK_SIZE))) {
+        if s > at {
+            remote.call("munmap", libc::SYS_munmap, &[at, s - at])?;
+        }
+        at = at.max(e);
+    }
+    move_specials(child, mm, &specials)
+}
+
+/// Moves each of vvar, vvar_vclock and vdso to its saved address (through a spare hole
+/// first when old and new places overlap), or unmaps it if the task had none.
+fn move_specials(child: &Child, mm: &MmImage, specials: &[(VmaKind, u64, u64)]) -> Result<(), RestoreError> {
+    let remote = child.remote();
+    let lo = specials.iter().map(|s| s.1).min().unwrap_or(0);
+    let hi = specials.iter().map(|s| s.2).max().unwrap_or(0);
+    let targets: Vec<(u64, u64, Option<&Vma>)> =
+        specials.iter().map(|(k, s, e)| (*s, *e, mm.vmas.iter().find(|v| &v.kind == k))).collect();
+    let overlap = targets.iter().any(|(_, _, v)| v.is_some_and(|v| v.start < hi && v.end > lo));
+    let spare = child.helper + HELPER_LEN; // never a target address: the helper's hole was free
+    let mut moved = Vec::new();
+    for (s, e, v) in targets {
+        let Some(v) = v else {
+            remote.call("munmap(vdso)", libc::SYS_munmap, &[s, e - s])?;
+            continue;
+        };
+        let via = if overlap { spare + (s - lo) } else { v.start };
+        remote.call("mremap(vdso)", libc::SYS_mremap, &[s, e - s, e - s, MREMAP_MAYMOVE | MREMAP_FIXED, via])?;
+        moved.push((via, v));
+    }
+    for (via, v) in moved.into_iter().filter(|(via, v)| *via != v.start) {
+        remote.call("mremap(vdso)", libc::SYS_mremap, &[via, v.len(), v.len(), MREMAP_MAYMOVE | MREMAP_FIXED, v.start])?;
+    }
+    Ok(())
+}
+
+/// Recreates every ordinary mapping. Mappings that will receive saved pages are made
+/// writable for now; [`finish_vmas`] puts the real protection back.
+pub fn map_all(child: &Child, mm: &MmImage, filled: &HashSet<u64>) -> Result<(), RestoreError> {
+    let mut open: Option<(String, u64)> = None;
+    for v in mm.vmas.iter().filter(|v| !is_special(v)) {
+        map_one(child, v, filled.contains(&v.start), &mut open)?;
+    }
+    if let Some((_, fd)) = open {
+        child.remote().call("close", libc::SYS_close, &[fd])?;
+    }
+    Ok(())
+}
+
+fn is_special(v: &Vma) -> bool {
+    matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock)
+}
+
+fn map_one(child: &Child, v: &Vma, filled: bool, open: &mut Option<(String, u64)>) -> Result<(), RestoreError> {
+    let remote = child.remote();
+    let prot = u64::from(v.prot) | if filled { libc::PROT_WRITE as u64 } else { 0 };
+    let mut flags = libc::MAP_FIXED_NOREPLACE | if v.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE };
+    if v.flags.growsdown {
+        flags |= libc::MAP_GROWSDOWN;
+    }
+    if v.flags.noreserve {
+        flags |= libc::MAP_NORESERVE;
+    }
+    let (fd, offset) = match &v.kind {
+        VmaKind::File { file, offset } => (file_fd(child, &file.path, v, open)?, *offset),
+        _ => {
+            flags |= libc::MAP_ANONYMOUS;
+            (u64::MAX, 0)
+        }
+    };
+    remote.call("mmap", libc::SYS_mmap, &[v.start, v.len(), prot, flags as u64, fd, offset])?;
+    Ok(())
+}
+
+/// An fd in the child for `path`, reusing the last one (libraries map one file many times).
+fn file_fd(child: &Child, path: &str, v: &Vma, open: &mut Option<(String, u64)>) -> Result<u64, RestoreError> {
+    let writable = v.shared && v.prot & libc::PROT_WRITE as u32 != 0;
+    if let Some((p, fd)) = open {
+        if p == path && !writable {
+            return Ok(*fd);
+        }
+        child.remote().call("close", libc::SYS_close, &[*fd])?;
+        *open = None;
+    }
+    let mode = if writable { libc::O_RDWR } else { libc::O_RDONLY };
+    let fd = open_in(child, path, mode | libc::O_CLOEXEC)?;
+    *open = Some((path.to_string(), fd));
+    Ok(fd)
+}
+
+/// `openat(AT_FDCWD, path, flags)` run by the child.
+pub fn open_in(child: &Child, path: &str, flags: i32) -> Result<u64, RestoreError> {
+    let addr = child.put_str(0, path)?;
+    let fd = child.remote().raw(libc::SYS_openat, &[libc::AT_FDCWD as u64, addr, flags as u64, 0])?;
+    if fd < 0 {
+        return Err(RestoreError::Unsupported {
+            what: format!("open {path} in pid {}: {}", child.pid(), nix::errno::Errno::from_raw(-fd as i32).desc()),
+        });
+    }
+    Ok(fd as u64)
+}
+
+/// Final protections, madvise flags and mlock. Seals come last of all (see `seal`).
+pub fn finish_vmas(child: &Child, mm: &MmImage, filled: &HashSet<u64>) -> Result<(), RestoreError> {
+    let remote = child.remote();
+    for v in mm.vmas.iter().filter(|v| !is_special(v)) {
+        if filled.contains(&v.start) && v.prot & libc::PROT_WRITE as u32 == 0 {
+            remote.call("mprotect", libc::SYS_mprotect, &[v.start, v.len(), u64::from(v.prot)])?;
+        }
+        for advice in advices(v) {
+            remote.call("madvise", libc::SYS_madvise, &[v.start, v.len(), advice as u64])?;
+        }
+        if v.flags.locked || v.flags.lockonfault {
+            let onfault = if v.flags.lockonfault { 1 } else { 0 };
+            remote.call("mlock2", libc::SYS_mlock2, &[v.start, v.len(), onfault])?;
+        }
+    }
+    Ok(())
+}
+
+fn advices(v: &Vma) -> Vec<i32> {
+    let f = &v.flags;
+    let table = [
+        (f.dontdump, libc::MADV_DONTDUMP),
+        (f.dontfork, libc::MADV_DONTFORK),
+        (f.wipeonfork, libc::MADV_WIPEONFORK),
+        (f.hugepage, libc::MADV_HUGEPAGE),
+        (f.nohugepage, libc::MADV_NOHUGEPAGE),
+        (f.mergeable, libc::MADV_MERGEABLE),
+    ];
+    table.iter().filter(|(on, _)| *on).map(|(_, a)| *a).collect()
+}
+
+/// `mseal(2)` of sealed mappings; after this nothing may touch them.
+pub fn seal(child: &Child, mm: &MmImage) -> Result<(), RestoreError> {
+    for v in mm.vmas.iter().filter(|v| v.flags.sealed && !is_special(v)) {
+        child.remote().call("mseal", 462, &[v.start, v.len(), 0])?;
+    }
+    Ok(())
+}
+
+/// `prctl(PR_SET_MM, PR_SET_MM_MAP)`: brk, code/data/stack bounds, arg/env, auxv and the
+/// exe link in one validated call.
+///
+/// Ordering requirements: the old executable (stasis) must be unmapped first, or the
+/// kernel refuses the exe change with EBUSY.
+pub fn set_mm_fields(child: &Child, mm: &MmImage) -> Result<(), RestoreError> {
+    let exe_fd = match &mm.exe {
+        Some(f) => open_in(child, &f.path, libc::O_RDONLY | libc::O_CLOEXEC)?,
+        None => u64::from(u32::MAX),
+    };
+    let auxv: Vec<u8> = mm.auxv.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let auxv_addr = child.put(1024, &auxv)?;
+    let f = &mm.fields;
+    let map = PrctlMmMap {
+        start_code: f.start_code,
+        end_code: f.end_code,
+        start_data: f.start_data,
+        end_data: f.end_data,
+        start_brk: f.start_brk,
+        brk: f.brk,
+        start_stack: f.start_stack,
+        arg_start: f.arg_start,
+        arg_end: f.arg_end,
+        env_start: f.env_start,
+        env_end: f.env_end,
+        auxv: auxv_addr,
+        auxv_size: auxv.len() as u32,
+        exe_fd: exe_fd as u32,
+    };
+    let addr = child.put_pod(0, &map)?;
+    let size = std::mem::size_of::<PrctlMmMap>() as u64;
+    child.remote().call("prctl(PR_SET_MM_MAP)", libc::SYS_prctl, &[PR_SET_MM, PR_SET_MM_MAP, addr, size, 0])?;
+    if mm.exe.is_some() {
+        child.remote().call("close", libc::SYS_close, &[exe_fd])?;
+    }
+    Ok(())
+}

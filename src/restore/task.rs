@@ -1,0 +1,118 @@
+//! Per-task state, the restore side of `dump/task.rs`: session and group, personality,
+//! name, signal handlers, altstack, clear_child_tid, rseq, credentials, queued signals,
+//! and finally the registers and the resume.
+
+use super::child::Child;
+use super::RestoreError;
+use crate::abi::AltStack;
+use crate::image::task::{TaskImage, ThreadImage};
+
+const RSEQ_SIG_FLAGS: u64 = 0;
+
+/// Session and process group. Without `--shell-job` the task led its own session (dump
+/// checks this); with it, the task joins the restorer's session and leads its own group
+/// again if it did.
+pub fn restore_ids(child: &Child, task: &TaskImage, shell_job: bool) -> Result<(), RestoreError> {
+    let remote = child.remote();
+    if !shell_job && task.sid == task.pid {
+        remote.call("setsid", libc::SYS_setsid, &[])?;
+    } else if task.pgid == task.pid {
+        remote.call("setpgid", libc::SYS_setpgid, &[0, 0])?;
+    }
+    Ok(())
+}
+
+/// Personality and comm.
+pub fn restore_attrs(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
+    let remote = child.remote();
+    remote.call("personality", libc::SYS_personality, &[u64::from(task.personality)])?;
+    let name = child.put_str(0, &task.comm)?;
+    remote.call("prctl(PR_SET_NAME)", libc::SYS_prctl, &[libc::PR_SET_NAME as u64, name])?;
+    Ok(())
+}
+
+/// Handlers for every signal but SIGKILL and SIGSTOP.
+pub fn restore_sigactions(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
+    let remote = child.remote();
+    for (i, act) in task.sigactions.iter().enumerate() {
+        let sig = i as u64 + 1;
+        if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
+            continue;
+        }
+        let addr = child.put_pod(0, act)?;
+        remote.call("rt_sigaction", libc::SYS_rt_sigaction, &[sig, addr, 0, 8])?;
+    }
+    Ok(())
+}
+
+/// sigaltstack, clear_child_tid and rseq of one thread (run by that thread).
+pub fn restore_thread_attrs(child: &Child, t: &ThreadImage) -> Result<(), RestoreError> {
+    let remote = child.remote();
+    // SS_ONSTACK is reported, not settable: the kernel derives it from the stack pointer.
+    let alt = AltStack { flags: t.altstack.flags & !libc::SS_ONSTACK, ..t.altstack };
+    let alt = if alt.flags & libc::SS_DISABLE != 0 { AltStack { flags: libc::SS_DISABLE, ..Default::default() } } else { alt };
+    let addr = child.put_pod(0, &alt)?;
+    remote.call("sigaltstack", libc::SYS_sigaltstack, &[addr, 0])?;
+    remote.call("set_tid_address", libc::SYS_set_tid_address, &[t.clear_child_tid])?;
+    if let Some(r) = &t.rseq {
+        let args = [r.rseq_abi_pointer, u64::from(r.rseq_abi_size), RSEQ_SIG_FLAGS, u64::from(r.signature)];
+        remote.call("rseq", libc::SYS_rseq, &args)?;
+    }
+    Ok(())
+}
+
+/// Groups, gids, then uids: after this the child may have lost the privilege for
+/// anything but what is left (queueing signals to itself, unmapping the helper).
+pub fn restore_creds(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
+    let c = &task.creds;
+    let remote = child.remote();
+    let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
+    let addr = child.put(0, &groups)?;
+    remote.call("setgroups", libc::SYS_setgroups, &[c.groups.len() as u64, addr])?;
+    remote.call("setresgid", libc::SYS_setresgid, &[c.gid[0].into(), c.gid[1].into(), c.gid[2].into()])?;
+    remote.call("setfsgid", libc::SYS_setfsgid, &[c.gid[3].into()])?;
+    remote.call("setresuid", libc::SYS_setresuid, &[c.uid[0].into(), c.uid[1].into(), c.uid[2].into()])?;
+    remote.call("setfsuid", libc::SYS_setfsuid, &[c.uid[3].into()])?;
+    Ok(())
+}
+
+/// Requeues saved signals, process-wide then per thread, with their full siginfo. Every
+/// signal is blocked in the child until the final mask is set.
+pub fn queue_signals(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
+    let remote = child.remote();
+    let pid = task.pid as u64;
+    for info in &task.shared_pending {
+        let addr = child.put_pod(0, info)?;
+        remote.call("rt_sigqueueinfo", libc::SYS_rt_sigqueueinfo, &[pid, info.signo() as u64, addr])?;
+    }
+    for t in &task.threads {
+        for info in &t.pending {
+            let addr = child.put_pod(0, info)?;
+            let args = [pid, t.tid as u64, info.signo() as u64, addr];
+            remote.call("rt_tgsigqueueinfo", libc::SYS_rt_tgsigqueueinfo, &args)?;
+        }
+    }
+    Ok(())
+}
+
+/// Unmaps the helper, loads the saved registers and mask, and lets the task go.
+///
+/// Ordering requirements: this is the last step. The munmap of the helper runs from the
+/// helper itself; the task is stopped at its syscall exit and never returns there,
+/// because the saved registers replace the injected ones before it resumes. It is then
+/// parked inside signal delivery so the kernel applies its own syscall-restart rules to
+/// the saved registers (a task frozen in `read` re-enters it, one in `nanosleep` returns
+/// EINTR, as after any signal).
+pub fn resume(child: Child, t: &ThreadImage) -> Result<(), RestoreError> {
+    child.remote().call("munmap(helper)", libc::SYS_munmap, &[child.helper, super::child::HELPER_LEN])?;
+    child.task.set_regs(&t.regs)?;
+    if !t.xsave.is_empty() {
+        let mut xsave = t.xsave.clone();
+        xsave.resize(child.task.xstate()?.len(), 0);
+        child.task.set_xstate(&xsave)?;
+    }
+    child.task.set_sigmask(t.sigmask)?;
+    child.task.park()?;
+    child.task.release()?;
+    Ok(())
+}

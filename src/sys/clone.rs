@@ -1,0 +1,63 @@
+//! # Safety
+//! `clone3(2)` through the raw syscall: the child starts as a copy of the calling thread and
+//! runs only the async-signal-safe `park_forever` before it is taken over with ptrace.
+//!
+//! Creating a task with an exact PID (`set_tid`, Linux 5.5).
+#![allow(unsafe_code)]
+
+use nix::errno::Errno;
+
+/// `struct clone_args` (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CloneError {
+    #[error("pid {pid} is already in use")]
+    PidTaken { pid: i32 },
+    #[error("clone3 with set_tid {pid} (needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE and Linux 5.5)")]
+    Clone { pid: i32, #[source] source: Errno },
+}
+
+/// `clone3(set_tid = [pid], exit_signal = SIGCHLD)` — a child process with exactly `pid`.
+///
+/// The child does nothing but wait in `pause()` until the caller seizes it and replaces
+/// every part of it. Returns the child's pid (== `pid`).
+pub fn clone_with_pid(pid: i32) -> Result<i32, CloneError> {
+    let tids = [pid as libc::pid_t];
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: tids.as_ptr() as u64,
+        set_tid_size: 1,
+        ..Default::default()
+    };
+    // SAFETY: `args` and `tids` are valid for the call; without CLONE_VM the child gets a
+    // copy of our memory, and it only calls `park_forever`, which is async-signal-safe.
+    let r = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    match Errno::result(r) {
+        Ok(0) => park_forever(),
+        Ok(child) => Ok(child as i32),
+        Err(Errno::EEXIST) => Err(CloneError::PidTaken { pid }),
+        Err(source) => Err(CloneError::Clone { pid, source }),
+    }
+}
+
+fn park_forever() -> ! {
+    loop {
+        // SAFETY: pause(2) has no memory effects.
+        unsafe { libc::pause() };
+    }
+}

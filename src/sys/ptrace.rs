@@ -1,0 +1,272 @@
+//! # Safety
+//! Raw `ptrace(2)` requests that nix does not wrap (register sets by `NT_*`, signal masks,
+//! siginfo peeking, rseq configuration). Each passes a pointer to a local buffer of the
+//! size the kernel is told about, so the kernel never writes past it.
+//!
+//! [`Seized`] is the typed handle: only a task we seized and stopped offers register and
+//! signal access. Dropping it detaches (best effort); callers choose [`Seized::release`]
+//! (leave it running) or [`Seized::kill`] explicitly.
+#![allow(unsafe_code)]
+
+use nix::errno::Errno;
+use nix::sys::ptrace;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::Pod;
+use crate::abi::{GpRegs, RseqConfig, SigInfo};
+
+const NT_PRSTATUS: usize = 1;
+const NT_X86_XSTATE: usize = 0x202;
+const PTRACE_GETSIGMASK: u32 = 0x420a;
+const PTRACE_SETSIGMASK: u32 = 0x420b;
+const PTRACE_PEEKSIGINFO: u32 = 0x4209;
+const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
+const PTRACE_GET_RSEQ_CONFIGURATION: u32 = 0x420f;
+const PTRACE_EVENT_STOP: i32 = 128;
+/// Upper bound for the xsave regset; the kernel reports the real size it filled.
+const XSTATE_MAX: usize = 64 * 1024;
+
+/// Errors of ptrace operations, each naming the task.
+#[derive(Debug, thiserror::Error)]
+pub enum PtraceError {
+    #[error("ptrace {op} of tid {tid}")]
+    Request { op: &'static str, tid: i32, #[source] source: Errno },
+    #[error("wait for tid {tid}")]
+    Wait { tid: i32, #[source] source: Errno },
+    #[error("tid {tid} {what} while stopped for {op}")]
+    Unexpected { tid: i32, op: &'static str, what: String },
+}
+
+/// How a traced task stopped (or ended).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// `PTRACE_EVENT_STOP`: interrupt or group stop; the signal is SIGTRAP or the stop signal.
+    Event(i32),
+    /// Syscall entry or exit (`PTRACE_O_TRACESYSGOOD`).
+    Syscall,
+    /// Signal-delivery stop with this signal.
+    Signal(i32),
+    /// Other ptrace event (fork, exec...) with its number.
+    OtherEvent(i32),
+    Exited(i32),
+    Killed(i32),
+}
+
+/// A task seized with `PTRACE_SEIZE`.
+#[derive(Debug)]
+pub struct Seized {
+    tid: i32,
+    released: bool,
+}
+
+/// `ptrace(PTRACE_SEIZE, tid, 0, TRACESYSGOOD)` — attach without stopping; see ptrace(2).
+pub fn seize(tid: i32) -> Result<Seized, PtraceError> {
+    let opts = ptrace::Options::PTRACE_O_TRACESYSGOOD;
+    ptrace::seize(Pid::from_raw(tid), opts).map_err(|source| PtraceError::Request { op: "seize", tid, source })?;
+    Ok(Seized { tid, released: false })
+}
+
+/// Waits for any state change of `tid` (`__WALL`: threads too).
+pub fn wait_tid(tid: i32) -> Result<Stop, PtraceError> {
+    loop {
+        match waitpid(Pid::from_raw(tid), Some(WaitPidFlag::__WALL)) {
+            Ok(status) => return Ok(classify(status)),
+            Err(Errno::EINTR) => continue,
+            Err(source) => return Err(PtraceError::Wait { tid, source }),
+        }
+    }
+}
+
+fn classify(status: WaitStatus) -> Stop {
+    match status {
+        WaitStatus::PtraceEvent(_, sig, PTRACE_EVENT_STOP) => Stop::Event(sig as i32),
+        WaitStatus::PtraceEvent(_, _, ev) => Stop::OtherEvent(ev),
+        WaitStatus::PtraceSyscall(_) => Stop::Syscall,
+        WaitStatus::Stopped(_, sig) => Stop::Signal(sig as i32),
+        WaitStatus::Exited(_, code) => Stop::Exited(code),
+        WaitStatus::Signaled(_, sig, _) => Stop::Killed(sig as i32),
+        _ => Stop::OtherEvent(-1),
+    }
+}
+
+impl Seized {
+    pub fn tid(&self) -> i32 {
+        self.tid
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.tid)
+    }
+
+    fn err(&self, op: &'static str) -> impl FnOnce(Errno) -> PtraceError {
+        let tid = self.tid;
+        move |source| PtraceError::Request { op, tid, source }
+    }
+
+    /// `PTRACE_INTERRUPT` and wait for the resulting stop.
+    pub fn interrupt(&self) -> Result<Stop, PtraceError> {
+        ptrace::interrupt(self.pid()).map_err(self.err("interrupt"))?;
+        self.wait_event("interrupt")
+    }
+
+    /// Waits until the task reports `PTRACE_EVENT_STOP`, passing through nothing else.
+    pub fn wait_event(&self, op: &'static str) -> Result<Stop, PtraceError> {
+        match wait_tid(self.tid)? {
+            s @ Stop::Event(_) => Ok(s),
+            other => Err(self.unexpected(op, other)),
+        }
+    }
+
+    pub fn unexpected(&self, op: &'static str, stop: Stop) -> PtraceError {
+        PtraceError::Unexpected { tid: self.tid, op, what: format!("reported {stop:?}") }
+    }
+
+    /// `PTRACE_SYSCALL`: run to the next syscall entry/exit stop.
+    pub fn resume_to_syscall(&self) -> Result<(), PtraceError> {
+        ptrace::syscall(self.pid(), None).map_err(self.err("syscall"))
+    }
+
+    /// `PTRACE_CONT` with no signal.
+    pub fn cont(&self) -> Result<(), PtraceError> {
+        ptrace::cont(self.pid(), None).map_err(self.err("cont"))
+    }
+
+    /// Parks a task that sits in a syscall-exit stop back in a clean `PTRACE_EVENT_STOP`
+    /// inside signal delivery, where resuming applies the kernel's syscall-restart rules
+    /// to whatever registers are set now. Ordering: set the final registers first.
+    pub fn park(&self) -> Result<(), PtraceError> {
+        ptrace::interrupt(self.pid()).map_err(self.err("interrupt"))?;
+        self.cont()?;
+        self.wait_event("park").map(|_| ())
+    }
+
+    /// Detach and let the task run on. Consumes the handle.
+    pub fn release(mut self) -> Result<(), PtraceError> {
+        self.released = true;
+        ptrace::detach(self.pid(), None).map_err(self.err("detach"))
+    }
+
+    /// SIGKILL the task while it is still traced and wait until it is gone.
+    pub fn kill(mut self) -> Result<(), PtraceError> {
+        self.released = true;
+        nix::sys::signal::kill(self.pid(), Signal::SIGKILL).map_err(self.err("kill"))?;
+        loop {
+            match wait_tid(self.tid) {
+                Ok(Stop::Exited(_)) | Ok(Stop::Killed(_)) => return Ok(()),
+                Ok(_) => continue,
+                Err(PtraceError::Wait { source: Errno::ECHILD, .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Forget the handle without detaching (the task is gone or was handed over).
+    pub fn forget(mut self) {
+        self.released = true;
+    }
+
+    /// `PTRACE_GETREGSET NT_PRSTATUS`.
+    pub fn regs(&self) -> Result<GpRegs, PtraceError> {
+        let mut regs = GpRegs::default();
+        let len = self.get_regset(NT_PRSTATUS, regs.as_bytes_mut()).map_err(self.err("getregs"))?;
+        if len != std::mem::size_of::<GpRegs>() {
+            return Err(self.unexpected("getregs", Stop::OtherEvent(len as i32)));
+        }
+        Ok(regs)
+    }
+
+    /// `PTRACE_SETREGSET NT_PRSTATUS`.
+    pub fn set_regs(&self, regs: &GpRegs) -> Result<(), PtraceError> {
+        self.set_regset(NT_PRSTATUS, regs.as_bytes()).map_err(self.err("setregs"))
+    }
+
+    /// `PTRACE_GETREGSET NT_X86_XSTATE`: the xsave area, as long as the kernel makes it.
+    pub fn xstate(&self) -> Result<Vec<u8>, PtraceError> {
+        let mut buf = vec![0u8; XSTATE_MAX];
+        let len = self.get_regset(NT_X86_XSTATE, &mut buf).map_err(self.err("get xstate"))?;
+        buf.truncate(len);
+        Ok(buf)
+    }
+
+    /// `PTRACE_SETREGSET NT_X86_XSTATE`.
+    pub fn set_xstate(&self, xsave: &[u8]) -> Result<(), PtraceError> {
+        self.set_regset(NT_X86_XSTATE, xsave).map_err(self.err("set xstate"))
+    }
+
+    fn get_regset(&self, kind: usize, buf: &mut [u8]) -> Result<usize, Errno> {
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        // SAFETY: the iovec describes `buf`, which outlives the call; the kernel writes at
+        // most iov_len bytes and updates iov_len to the amount written.
+        let r = unsafe { libc::ptrace(libc::PTRACE_GETREGSET, self.tid, kind, &mut iov as *mut libc::iovec) };
+        Errno::result(r).map(|_| iov.iov_len)
+    }
+
+    fn set_regset(&self, kind: usize, buf: &[u8]) -> Result<(), Errno> {
+        let mut iov = libc::iovec { iov_base: buf.as_ptr() as *mut libc::c_void, iov_len: buf.len() };
+        // SAFETY: the kernel only reads iov_len bytes from `buf`, which outlives the call.
+        let r = unsafe { libc::ptrace(libc::PTRACE_SETREGSET, self.tid, kind, &mut iov as *mut libc::iovec) };
+        Errno::result(r).map(drop)
+    }
+
+    /// `PTRACE_GETSIGMASK`: the blocked-signal mask.
+    pub fn sigmask(&self) -> Result<u64, PtraceError> {
+        let mut mask = 0u64;
+        // SAFETY: data points to a u64 and addr gives its size (8), as PTRACE_GETSIGMASK requires.
+        let r = unsafe { libc::ptrace(PTRACE_GETSIGMASK, self.tid, 8usize, &mut mask as *mut u64) };
+        Errno::result(r).map_err(self.err("getsigmask"))?;
+        Ok(mask)
+    }
+
+    /// `PTRACE_SETSIGMASK`.
+    pub fn set_sigmask(&self, mask: u64) -> Result<(), PtraceError> {
+        // SAFETY: the kernel reads 8 bytes from a live u64.
+        let r = unsafe { libc::ptrace(PTRACE_SETSIGMASK, self.tid, 8usize, &mask as *const u64) };
+        Errno::result(r).map(drop).map_err(self.err("setsigmask"))
+    }
+
+    /// `PTRACE_PEEKSIGINFO`: queued signals without dequeuing them; `shared` reads the
+    /// process-wide queue instead of the thread's.
+    pub fn pending(&self, shared: bool) -> Result<Vec<SigInfo>, PtraceError> {
+        let mut out = Vec::new();
+        loop {
+            let mut batch = [SigInfo::default(); 32];
+            let args = peek_args(out.len() as u64, shared, batch.len() as u32);
+            // SAFETY: `args` is a struct ptrace_peeksiginfo_args {u64 off; u32 flags; s32 nr}
+            // and `batch` has room for nr siginfos of 128 bytes each.
+            let r = unsafe { libc::ptrace(PTRACE_PEEKSIGINFO, self.tid, args.as_ptr(), batch.as_mut_ptr()) };
+            let n = Errno::result(r).map_err(self.err("peeksiginfo"))? as usize;
+            out.extend_from_slice(&batch[..n]);
+            if n < batch.len() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// `PTRACE_GET_RSEQ_CONFIGURATION`; `None` when no rseq area is registered.
+    pub fn rseq(&self) -> Result<Option<RseqConfig>, PtraceError> {
+        let mut conf = RseqConfig::default();
+        let size = std::mem::size_of::<RseqConfig>();
+        // SAFETY: the kernel writes at most `size` bytes (addr) into `conf`.
+        let r = unsafe { libc::ptrace(PTRACE_GET_RSEQ_CONFIGURATION, self.tid, size, &mut conf as *mut RseqConfig) };
+        Errno::result(r).map_err(self.err("get rseq configuration"))?;
+        Ok((conf.rseq_abi_pointer != 0).then_some(conf))
+    }
+}
+
+/// `struct ptrace_peeksiginfo_args { u64 off; u32 flags; s32 nr; }` as two u64 words.
+fn peek_args(off: u64, shared: bool, nr: u32) -> [u64; 2] {
+    let flags = if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 };
+    [off, u64::from(flags) | (u64::from(nr) << 32)]
+}
+
+impl Drop for Seized {
+    /// Policy: a handle dropped without `release`/`kill` detaches, so an error path never
+    /// leaves a task stopped under a tracer that is about to go away.
+    fn drop(&mut self) {
+        if !self.released {
+            let _ = ptrace::detach(self.pid(), None);
+        }
+    }
+}
