@@ -1,1 +1,303 @@
-//! TODO
+//! Reading a live process through `/proc`.
+//!
+//! This module owns the text formats of `/proc/PID/{smaps,maps,stat,status,fdinfo/N,auxv}`
+//! and the small files and links next to them (`comm`, `personality`, `fd/`, `task/`, `cwd`,
+//! `root`, `exe`). Each format has a pure parser in its own submodule, tested on text captured
+//! from a real kernel; the readers here only read the file, call the parser and attach the
+//! path to any error.
+//!
+//! It does not interpret what it reads (whether a mapping is dumpable, what an fd points at):
+//! that is `dump`'s job. It holds no unsafe code and never stops or traces the process.
+//!
+//! Text is decoded lossily: a mapped file whose name is not UTF-8 comes back with U+FFFD in
+//! its path.
+
+pub mod auxv;
+pub mod fdinfo;
+pub mod maps;
+pub mod stat;
+pub mod status;
+
+pub use fdinfo::FdInfo;
+pub use maps::{MapEntry, MapPath};
+pub use stat::Stat;
+pub use status::Status;
+
+use std::path::{Path, PathBuf};
+
+/// A failure to read or understand a `/proc` file.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcError {
+    /// The file or directory could not be read (the process may have exited).
+    #[error("read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text did not have the expected shape. `line` is 1-based; 0 means the file as a
+    /// whole (e.g. a required key is missing). Pure parsers name the format (`"smaps"`);
+    /// the readers replace that with the full path.
+    #[error("parse {path} line {line}: {what}")]
+    Parse {
+        path: String,
+        line: usize,
+        what: String,
+    },
+}
+
+/// Builds a [`ProcError::Parse`]; used by the pure parsers.
+pub(crate) fn parse_error(format: &str, line: usize, what: impl Into<String>) -> ProcError {
+    ProcError::Parse {
+        path: format.to_string(),
+        line,
+        what: what.into(),
+    }
+}
+
+/// `/proc/PID/smaps`: every mapping with its `VmFlags` and `Rss`.
+pub fn smaps(pid: i32) -> Result<Vec<MapEntry>, ProcError> {
+    parse_file(pid, "smaps", maps::parse_smaps)
+}
+
+/// `/proc/PID/maps`: every mapping; `vm_flags` is empty and `rss_kb` is 0.
+pub fn maps(pid: i32) -> Result<Vec<MapEntry>, ProcError> {
+    parse_file(pid, "maps", maps::parse_maps)
+}
+
+/// `/proc/PID/stat`.
+pub fn stat(pid: i32) -> Result<Stat, ProcError> {
+    parse_file(pid, "stat", stat::parse_stat)
+}
+
+/// `/proc/PID/status`.
+pub fn status(pid: i32) -> Result<Status, ProcError> {
+    parse_file(pid, "status", status::parse_status)
+}
+
+/// `/proc/PID/fdinfo/FD`.
+pub fn fdinfo(pid: i32, fd: i32) -> Result<FdInfo, ProcError> {
+    parse_file(pid, &format!("fdinfo/{fd}"), fdinfo::parse_fdinfo)
+}
+
+/// The open descriptors of `pid`: the entries of `/proc/PID/fd`, sorted.
+pub fn fds(pid: i32) -> Result<Vec<i32>, ProcError> {
+    numbered_entries(&proc_path(pid, "fd"))
+}
+
+/// The threads of `pid`: the entries of `/proc/PID/task`, sorted.
+pub fn tids(pid: i32) -> Result<Vec<i32>, ProcError> {
+    numbered_entries(&proc_path(pid, "task"))
+}
+
+/// `/proc/PID/auxv` as native-endian words, through the `AT_NULL` pair.
+pub fn auxv(pid: i32) -> Result<Vec<u64>, ProcError> {
+    let path = proc_path(pid, "auxv");
+    let bytes = std::fs::read(&path).map_err(|source| ProcError::Read { path, source })?;
+    Ok(auxv::parse_auxv(&bytes))
+}
+
+/// `/proc/PID/comm` without its trailing newline.
+pub fn comm(pid: i32) -> Result<String, ProcError> {
+    let text = read_text(&proc_path(pid, "comm"))?;
+    Ok(text.strip_suffix('\n').unwrap_or(&text).to_string())
+}
+
+/// `/proc/PID/personality`: the `personality(2)` word, written by the kernel in hex.
+pub fn personality(pid: i32) -> Result<u32, ProcError> {
+    let path = proc_path(pid, "personality");
+    let text = read_text(&path)?;
+    u32::from_str_radix(text.trim(), 16).map_err(|e| ProcError::Parse {
+        path: path.display().to_string(),
+        line: 1,
+        what: format!("personality {:?}: {e}", text.trim()),
+    })
+}
+
+/// `readlink /proc/PID/<name>`, e.g. `cwd`, `root`, `exe` or `fd/3`.
+pub fn link(pid: i32, name: &str) -> Result<PathBuf, ProcError> {
+    let path = proc_path(pid, name);
+    std::fs::read_link(&path).map_err(|source| ProcError::Read { path, source })
+}
+
+fn proc_path(pid: i32, name: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/{name}"))
+}
+
+/// Reads `/proc/PID/<name>` and runs `parse` on it, naming the file in any parse error.
+fn parse_file<T>(
+    pid: i32,
+    name: &str,
+    parse: fn(&str) -> Result<T, ProcError>,
+) -> Result<T, ProcError> {
+    let path = proc_path(pid, name);
+    let text = read_text(&path)?;
+    parse(&text).map_err(|e| with_path(e, &path))
+}
+
+fn read_text(path: &Path) -> Result<String, ProcError> {
+    let bytes = std::fs::read(path).map_err(|source| ProcError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Replaces the format name a pure parser put in a [`ProcError::Parse`] with the real path.
+fn with_path(err: ProcError, path: &Path) -> ProcError {
+    match err {
+        ProcError::Parse { line, what, .. } => ProcError::Parse {
+            path: path.display().to_string(),
+            line,
+            what,
+        },
+        other => other,
+    }
+}
+
+/// The numeric entry names of a directory such as `/proc/PID/fd`, sorted.
+fn numbered_entries(dir: &Path) -> Result<Vec<i32>, ProcError> {
+    let read_err = |source| ProcError::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut numbers = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read_err)? {
+        let name = entry.map_err(read_err)?.file_name();
+        numbers.push(entry_number(dir, &name.to_string_lossy())?);
+    }
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+fn entry_number(dir: &Path, name: &str) -> Result<i32, ProcError> {
+    name.parse().map_err(|_| ProcError::Parse {
+        path: dir.display().to_string(),
+        line: 0,
+        what: format!("entry {name:?} is not a number"),
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn me() -> i32 {
+        i32::try_from(std::process::id()).expect("pid fits in i32")
+    }
+
+    #[test]
+    fn smaps_of_self_has_stack_vdso_and_flags() {
+        let entries = smaps(me()).unwrap();
+        assert!(entries.iter().any(|e| e.path == MapPath::Stack));
+        assert!(entries.iter().any(|e| e.path == MapPath::Vdso));
+        let stack = entries.iter().find(|e| e.path == MapPath::Stack).unwrap();
+        assert!(stack.has_flag("gd"));
+        assert!(stack.rss_kb > 0);
+        assert!(entries.windows(2).all(|w| w[0].end <= w[1].start));
+    }
+
+    #[test]
+    fn maps_of_self_matches_smaps_ranges_without_flags() {
+        let entries = maps(me()).unwrap();
+        assert!(entries
+            .iter()
+            .any(|e| e.path == MapPath::Heap || e.path == MapPath::Stack));
+        assert!(entries
+            .iter()
+            .all(|e| e.vm_flags.is_empty() && e.rss_kb == 0));
+        let exe = std::env::current_exe().unwrap();
+        let exe = exe.to_string_lossy();
+        assert!(entries
+            .iter()
+            .any(|e| e.path == MapPath::File(exe.to_string())));
+    }
+
+    #[test]
+    fn stat_of_self() {
+        let s = stat(me()).unwrap();
+        assert_eq!(s.pid, me());
+        assert!(s.num_threads >= 1);
+        assert!(s.start_code < s.end_code);
+        assert!(s.arg_start < s.arg_end);
+        assert!(matches!(s.state, 'R' | 'S'));
+    }
+
+    #[test]
+    fn status_of_self() {
+        let s = status(me()).unwrap();
+        assert_eq!(s.pid, me());
+        assert_eq!(s.tgid, me());
+        assert_eq!(s.ns_pid.last(), Some(&me()));
+        assert!(s.threads >= 1);
+        assert!(s.umask.is_some());
+    }
+
+    #[test]
+    fn fdinfo_of_an_open_file() {
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        let info = fdinfo(me(), file.as_raw_fd()).unwrap();
+        assert_eq!(info.flags & libc::O_ACCMODE, libc::O_RDONLY);
+        assert_ne!(info.flags & libc::O_CLOEXEC, 0);
+        assert_eq!(info.pos, 0);
+    }
+
+    #[test]
+    fn fds_lists_an_open_file() {
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        let fds = fds(me()).unwrap();
+        assert!(fds.contains(&file.as_raw_fd()));
+        assert!(fds.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn tids_include_the_main_thread() {
+        let tids = tids(me()).unwrap();
+        assert!(tids.contains(&me()));
+        assert!(tids.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn auxv_of_self_has_page_size() {
+        let words = auxv(me()).unwrap();
+        assert_eq!(words.len() % 2, 0);
+        assert_eq!(&words[words.len() - 2..], &[0, 0]);
+        let pairs: Vec<_> = words.chunks(2).map(|p| (p[0], p[1])).collect();
+        assert!(pairs.contains(&(libc::AT_PAGESZ, 4096)));
+    }
+
+    #[test]
+    fn comm_of_self_has_no_newline() {
+        let name = comm(me()).unwrap();
+        assert!(!name.is_empty() && !name.contains('\n'));
+        assert_eq!(name, stat(me()).unwrap().comm);
+    }
+
+    #[test]
+    fn personality_of_self_parses() {
+        let persona = personality(me()).unwrap();
+        assert_eq!(persona & 0xff, 0, "PER_LINUX");
+    }
+
+    #[test]
+    fn link_exe_is_current_exe() {
+        let exe = link(me(), "exe").unwrap();
+        assert_eq!(exe, std::env::current_exe().unwrap());
+        assert!(link(me(), "cwd").unwrap().is_absolute());
+    }
+
+    #[test]
+    fn missing_process_is_a_read_error_naming_the_path() {
+        let err = stat(i32::MAX).unwrap_err();
+        assert!(matches!(&err, ProcError::Read { path, .. } if path.ends_with("stat")));
+        assert_eq!(err.to_string(), format!("read /proc/{}/stat", i32::MAX));
+    }
+
+    #[test]
+    fn reader_parse_errors_name_the_file() {
+        let err = with_path(parse_error("stat", 1, "x"), Path::new("/proc/1/stat"));
+        assert_eq!(err.to_string(), "parse /proc/1/stat line 1: x");
+    }
+}
