@@ -4,8 +4,28 @@
 //! Layout of a directory (see `docs/image-format.md`):
 //! `inventory.img`, and per process `task-<pid>.img`, `mm-<pid>.img`, `files-<pid>.img`,
 //! `pages-<pid>.img`.
+//!
+//! - [`file`]: the header and postcard payload of one record file.
+//! - [`pages`]: the raw page data files.
+//! - [`dir`]: writing a directory atomically ([`ImageWriter`]).
+//! - [`load`]: reading and verifying a whole directory ([`Image`]).
+//! - [`validate`]: "impossible values" checks on decoded records.
 
+pub mod dir;
+pub mod error;
+pub mod file;
 pub mod files;
 pub mod inventory;
+pub mod load;
 pub mod mm;
+pub mod pages;
 pub mod task;
+pub mod validate;
+
+#[cfg(test)]
+mod sample;
+
+pub use dir::ImageWriter;
+pub use error::ImageError;
+pub use file::Kind;
+pub use load::{Image, ProcessImage};

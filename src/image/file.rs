@@ -1,0 +1,433 @@
+//! Framing of one image file: the 32-byte header (magic, kind, format version, payload
+//! length, crc32) and the postcard payload of a record. It owns the byte layout and its
+//! checks, not where files live (`dir`, `load`) nor whether values make sense (`validate`).
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::error::ImageError;
+
+/// Version of the on-disk format; bumped by any change to a header or a record's fields.
+pub const FORMAT_VERSION: u32 = 1;
+/// The oldest format version this build still reads.
+pub const OLDEST_VERSION: u32 = 1;
+/// First bytes of every image file. The high-bit byte catches 7-bit transfers, the name
+/// makes `head -c8` readable, the newline catches line-ending conversion (as PNG's).
+pub const MAGIC: [u8; 8] = *b"\x89STASIS\n";
+/// magic 8 | kind u32 | version u32 | payload length u64 | crc32 u32 | reserved u32 (LE).
+pub const HEADER_LEN: usize = 32;
+/// Records whose payload is above this are refused, on write and on read.
+pub const MAX_RECORD_LEN: u64 = 256 << 20;
+
+/// What an image file holds; stored in the header so a renamed file is caught.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Kind {
+    Inventory = 1,
+    Task = 2,
+    Mm = 3,
+    Files = 4,
+    Pages = 5,
+}
+
+/// Human name of a kind number, for messages.
+pub fn kind_name(kind: u32) -> &'static str {
+    match kind {
+        1 => "inventory",
+        2 => "task",
+        3 => "mm",
+        4 => "files",
+        5 => "pages",
+        _ => "unknown",
+    }
+}
+
+/// A parsed header whose magic and version have been checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub kind: u32,
+    pub version: u32,
+    pub len: u64,
+    pub crc: u32,
+    pub reserved: u32,
+}
+
+impl Header {
+    /// A current-version header for `len` payload bytes with checksum `crc`.
+    pub fn new(kind: Kind, len: u64, crc: u32) -> Self {
+        let (kind, version, reserved) = (kind as u32, FORMAT_VERSION, 0);
+        Header {
+            kind,
+            version,
+            len,
+            crc,
+            reserved,
+        }
+    }
+
+    pub fn to_bytes(self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[0..8].copy_from_slice(&MAGIC);
+        b[8..12].copy_from_slice(&self.kind.to_le_bytes());
+        b[12..16].copy_from_slice(&self.version.to_le_bytes());
+        b[16..24].copy_from_slice(&self.len.to_le_bytes());
+        b[24..28].copy_from_slice(&self.crc.to_le_bytes());
+        b[28..32].copy_from_slice(&self.reserved.to_le_bytes());
+        b
+    }
+
+    /// Parses the start of `bytes`. Ordering requirements: magic, then version (a newer
+    /// version may lay the rest out differently), then kind, then the reserved word.
+    pub fn parse(bytes: &[u8], kind: Kind, path: &Path) -> Result<Self, ImageError> {
+        let b: &[u8; HEADER_LEN] = match bytes.get(..HEADER_LEN) {
+            Some(b) => b.try_into().expect("slice has HEADER_LEN bytes"),
+            None => return Err(truncated(path, HEADER_LEN as u64, bytes.len() as u64)),
+        };
+        if b[0..8] != MAGIC {
+            return Err(ImageError::BadMagic { path: path.into() });
+        }
+        let h = Header {
+            kind: le32(&b[8..12]),
+            version: le32(&b[12..16]),
+            len: u64::from_le_bytes(b[16..24].try_into().expect("8 bytes")),
+            crc: le32(&b[24..28]),
+            reserved: le32(&b[28..32]),
+        };
+        h.check(kind, path)?;
+        Ok(h)
+    }
+
+    fn check(&self, kind: Kind, path: &Path) -> Result<(), ImageError> {
+        let path = path.to_path_buf();
+        if self.version > FORMAT_VERSION {
+            let (found, supported) = (self.version, FORMAT_VERSION);
+            return Err(ImageError::NewerVersion {
+                path,
+                found,
+                supported,
+            });
+        }
+        if self.version < OLDEST_VERSION {
+            let (found, oldest) = (self.version, OLDEST_VERSION);
+            return Err(ImageError::OlderVersion {
+                path,
+                found,
+                oldest,
+            });
+        }
+        if self.kind != kind as u32 {
+            let (expected, found) = (kind as u32, self.kind);
+            return Err(ImageError::WrongKind {
+                path,
+                expected,
+                found,
+            });
+        }
+        if self.reserved != 0 {
+            return Err(ImageError::invalid(
+                path,
+                "reserved header word is not zero",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn le32(b: &[u8]) -> u32 {
+    u32::from_le_bytes(b.try_into().expect("4 bytes"))
+}
+
+pub(crate) fn truncated(path: &Path, expected: u64, found: u64) -> ImageError {
+    let path = path.to_path_buf();
+    ImageError::Truncated {
+        path,
+        expected,
+        found,
+    }
+}
+
+/// Encodes `value` as a complete image file: header followed by the postcard payload.
+pub fn encode<T: Serialize>(kind: Kind, value: &T) -> Result<Vec<u8>, ImageError> {
+    let out = postcard::to_extend(value, vec![0u8; HEADER_LEN])
+        .map_err(|source| ImageError::Encode { source })?;
+    let len = (out.len() - HEADER_LEN) as u64;
+    if len > MAX_RECORD_LEN {
+        return Err(ImageError::TooLargeToWrite {
+            kind: kind as u32,
+            len,
+        });
+    }
+    let mut out = out;
+    let header = Header::new(kind, len, crc32fast::hash(&out[HEADER_LEN..]));
+    out[..HEADER_LEN].copy_from_slice(&header.to_bytes());
+    Ok(out)
+}
+
+/// Decodes a complete image file of `kind` read from `path` (named in errors).
+pub fn decode<T: DeserializeOwned>(kind: Kind, bytes: &[u8], path: &Path) -> Result<T, ImageError> {
+    let header = Header::parse(bytes, kind, path)?;
+    let payload = payload(&header, &bytes[HEADER_LEN..], path)?;
+    let (value, rest) = postcard::take_from_bytes(payload).map_err(|source| {
+        let path = path.to_path_buf();
+        ImageError::Decode { path, source }
+    })?;
+    if !rest.is_empty() {
+        let extra = rest.len() as u64;
+        return Err(ImageError::TrailingBytes {
+            path: path.into(),
+            extra,
+        });
+    }
+    Ok(value)
+}
+
+/// The payload after the header, once its length is capped and matched and its crc checked.
+fn payload<'a>(header: &Header, after: &'a [u8], path: &Path) -> Result<&'a [u8], ImageError> {
+    if header.len > MAX_RECORD_LEN {
+        return Err(ImageError::TooLarge {
+            path: path.into(),
+            len: header.len,
+        });
+    }
+    let found = after.len() as u64;
+    if found < header.len {
+        return Err(truncated(
+            path,
+            HEADER_LEN as u64 + header.len,
+            HEADER_LEN as u64 + found,
+        ));
+    }
+    if found > header.len {
+        let extra = found - header.len;
+        return Err(ImageError::TrailingBytes {
+            path: path.into(),
+            extra,
+        });
+    }
+    let crc = crc32fast::hash(after);
+    if crc != header.crc {
+        let (expected, found) = (header.crc, crc);
+        return Err(ImageError::Checksum {
+            path: path.into(),
+            expected,
+            found,
+        });
+    }
+    Ok(after)
+}
+
+/// Reads and decodes the record file at `path`, never reading more than the size cap allows.
+pub fn read<T: DeserializeOwned>(kind: Kind, path: &Path) -> Result<T, ImageError> {
+    let file = File::open(path).map_err(ImageError::io("open", path))?;
+    let cap = HEADER_LEN as u64 + MAX_RECORD_LEN + 1;
+    let mut bytes = Vec::new();
+    file.take(cap)
+        .read_to_end(&mut bytes)
+        .map_err(ImageError::io("read", path))?;
+    decode(kind, &bytes, path)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::image::sample::{self, XorShift};
+
+    fn path() -> &'static Path {
+        Path::new("task-1.img")
+    }
+
+    fn encoded() -> Vec<u8> {
+        encode(Kind::Task, &sample::task(1)).unwrap()
+    }
+
+    fn decode_task(bytes: &[u8]) -> Result<crate::image::task::TaskImage, ImageError> {
+        decode(Kind::Task, bytes, path())
+    }
+
+    #[test]
+    fn header_layout_is_little_endian_at_fixed_offsets() {
+        let b = Header::new(Kind::Mm, 0x0102_0304_0506_0708, 0xAABB_CCDD).to_bytes();
+        assert_eq!(&b[0..8], &MAGIC);
+        assert_eq!(&b[8..12], &[3, 0, 0, 0]);
+        assert_eq!(&b[12..16], &FORMAT_VERSION.to_le_bytes());
+        assert_eq!(&b[16..24], &[8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(&b[24..28], &[0xDD, 0xCC, 0xBB, 0xAA]);
+        assert_eq!(&b[28..32], &[0; 4]);
+    }
+
+    #[test]
+    fn golden_bytes_of_a_small_record() {
+        let run = crate::image::mm::PageRun {
+            addr: 0x1000,
+            pages: 3,
+        };
+        let b = encode(Kind::Mm, &run).unwrap();
+        assert_eq!(&b[HEADER_LEN..], &[0x80, 0x20, 0x03]);
+        assert_eq!(&b[16..24], &3u64.to_le_bytes());
+        assert_eq!(
+            &b[24..28],
+            &crc32fast::hash(&[0x80, 0x20, 0x03]).to_le_bytes()
+        );
+    }
+
+    #[test]
+    fn rejects_bad_magic() {
+        let mut b = encoded();
+        b[1] ^= 0x20;
+        assert!(matches!(decode_task(&b), Err(ImageError::BadMagic { .. })));
+    }
+
+    #[test]
+    fn rejects_wrong_kind() {
+        let b = encode(Kind::Files, &sample::files()).unwrap();
+        let err = decode_task(&b).unwrap_err();
+        assert!(matches!(
+            err,
+            ImageError::WrongKind {
+                expected: 2,
+                found: 4,
+                ..
+            }
+        ));
+        assert_eq!(
+            err.to_string(),
+            "task-1.img: holds a files record, expected a task record"
+        );
+    }
+
+    #[test]
+    fn rejects_newer_version() {
+        let mut b = encoded();
+        b[12..16].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        let err = decode_task(&b).unwrap_err();
+        assert!(matches!(
+            err,
+            ImageError::NewerVersion {
+                found: 2,
+                supported: 1,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn rejects_version_zero() {
+        let mut b = encoded();
+        b[12..16].copy_from_slice(&0u32.to_le_bytes());
+        assert!(matches!(
+            decode_task(&b),
+            Err(ImageError::OlderVersion { found: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_nonzero_reserved_word() {
+        let mut b = encoded();
+        b[31] = 1;
+        assert!(matches!(decode_task(&b), Err(ImageError::Invalid { .. })));
+    }
+
+    #[test]
+    fn rejects_truncated_header() {
+        let b = encoded();
+        let err = decode_task(&b[..HEADER_LEN - 1]).unwrap_err();
+        assert!(matches!(
+            err,
+            ImageError::Truncated {
+                expected: 32,
+                found: 31,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn rejects_truncated_payload() {
+        let b = encoded();
+        let err = decode_task(&b[..b.len() - 1]).unwrap_err();
+        let (e, f) = (b.len() as u64, b.len() as u64 - 1);
+        assert!(
+            matches!(err, ImageError::Truncated { expected, found, .. } if expected == e && found == f)
+        );
+    }
+
+    #[test]
+    fn rejects_trailing_bytes() {
+        let mut b = encoded();
+        b.push(0);
+        assert!(matches!(
+            decode_task(&b),
+            Err(ImageError::TrailingBytes { extra: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_checksum_mismatch() {
+        let mut b = encoded();
+        b[HEADER_LEN + 3] ^= 0x01;
+        assert!(matches!(decode_task(&b), Err(ImageError::Checksum { .. })));
+    }
+
+    #[test]
+    fn rejects_record_over_the_cap_without_reading_it() {
+        let mut b = Header::new(Kind::Task, MAX_RECORD_LEN + 1, 0)
+            .to_bytes()
+            .to_vec();
+        b.extend_from_slice(&[0; 16]);
+        let err = decode_task(&b).unwrap_err();
+        assert!(matches!(err, ImageError::TooLarge { len, .. } if len == MAX_RECORD_LEN + 1));
+    }
+
+    #[test]
+    fn rejects_payload_that_is_not_the_record() {
+        let payload = [0xFFu8; 4];
+        let mut b = Header::new(Kind::Task, 4, crc32fast::hash(&payload))
+            .to_bytes()
+            .to_vec();
+        b.extend_from_slice(&payload);
+        assert!(matches!(decode_task(&b), Err(ImageError::Decode { .. })));
+    }
+
+    #[test]
+    fn read_names_a_missing_file() {
+        let err =
+            read::<crate::image::task::TaskImage>(Kind::Task, Path::new("/nonexistent/x.img"));
+        assert_eq!(err.unwrap_err().to_string(), "open /nonexistent/x.img");
+    }
+
+    fn roundtrip<T>(kind: Kind, value: &T)
+    where
+        T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let bytes = encode(kind, value).unwrap();
+        assert_eq!(&decode::<T>(kind, &bytes, path()).unwrap(), value);
+    }
+
+    #[test]
+    fn property_random_records_round_trip() {
+        let mut rng = XorShift::new(0x5EED);
+        for _ in 0..300 {
+            roundtrip(Kind::Inventory, &sample::random_inventory(&mut rng));
+            roundtrip(Kind::Task, &sample::random_task(&mut rng));
+            roundtrip(Kind::Mm, &sample::random_mm(&mut rng));
+            roundtrip(Kind::Files, &sample::random_files(&mut rng));
+        }
+    }
+
+    #[test]
+    fn property_any_corruption_or_truncation_is_an_error() {
+        let mut rng = XorShift::new(0xBAD);
+        for _ in 0..300 {
+            let mut b = encode(Kind::Mm, &sample::random_mm(&mut rng)).unwrap();
+            let cut = rng.below(b.len() as u64) as usize;
+            assert!(decode::<crate::image::mm::MmImage>(Kind::Mm, &b[..cut], path()).is_err());
+            let at = rng.below(b.len() as u64) as usize;
+            b[at] ^= 1 << rng.below(8);
+            assert!(decode::<crate::image::mm::MmImage>(Kind::Mm, &b, path()).is_err());
+        }
+    }
+}

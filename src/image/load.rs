@@ -1,0 +1,267 @@
+//! Verified loading of an image directory: every record is decoded, validated and the page
+//! files verified before restore touches the system. It owns the directory's file names and
+//! the order of checks, not the framing (`file`, `pages`) nor the rules (`validate`).
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use super::error::ImageError;
+use super::file::{read, Kind};
+use super::files::FilesImage;
+use super::inventory::Inventory;
+use super::mm::MmImage;
+use super::pages::{check_pages, verify_pages};
+use super::task::TaskImage;
+use super::validate;
+
+/// Name of the inventory file; a directory without it is not an image.
+pub const INVENTORY: &str = "inventory.img";
+
+/// The records of one process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessImage {
+    pub task: TaskImage,
+    pub mm: MmImage,
+    pub files: FilesImage,
+}
+
+/// A loaded and verified image directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    pub dir: PathBuf,
+    pub inventory: Inventory,
+    pub processes: Vec<ProcessImage>,
+}
+
+impl Image {
+    /// Reads inventory.img, then task-/mm-/files-<pid>.img for every pid in inventory.pids,
+    /// validates every record and verifies pages-<pid>.img (length == sum of page_runs
+    /// pages, crc).
+    pub fn load(dir: &Path) -> Result<Image, ImageError> {
+        let image = Self::load_metadata(dir)?;
+        for p in &image.processes {
+            verify_pages(&image.pages_path(p.task.pid), validate::total_pages(&p.mm))?;
+        }
+        Ok(image)
+    }
+
+    /// Like [`Image::load`] but skips the page checksum pass (for `inspect`): the page files'
+    /// headers, lengths and sizes are still checked.
+    pub fn load_metadata(dir: &Path) -> Result<Image, ImageError> {
+        let inventory = load_inventory(dir)?;
+        let processes = inventory
+            .pids
+            .iter()
+            .map(|&pid| load_process(dir, pid))
+            .collect::<Result<Vec<_>, _>>()?;
+        let dir = dir.to_path_buf();
+        Ok(Image {
+            dir,
+            inventory,
+            processes,
+        })
+    }
+
+    /// `pages-<pid>.img` in this image's directory.
+    pub fn pages_path(&self, pid: i32) -> PathBuf {
+        self.dir.join(record_name("pages", pid))
+    }
+}
+
+/// The file name of a per-process file: `record_name("task", 123)` is `task-123.img`.
+pub fn record_name(prefix: &str, pid: i32) -> String {
+    format!("{prefix}-{pid}.img")
+}
+
+fn load_inventory(dir: &Path) -> Result<Inventory, ImageError> {
+    let path = dir.join(INVENTORY);
+    let inventory = read(Kind::Inventory, &path).map_err(|e| match e {
+        ImageError::Io { source, .. } if source.kind() == ErrorKind::NotFound => {
+            ImageError::NotAnImage { path: dir.into() }
+        }
+        e => e,
+    })?;
+    validate::inventory(&inventory, &path)?;
+    Ok(inventory)
+}
+
+/// Ordering requirements: mm is validated before its page count is trusted.
+fn load_process(dir: &Path, pid: i32) -> Result<ProcessImage, ImageError> {
+    let path = dir.join(record_name("task", pid));
+    let task = read(Kind::Task, &path)?;
+    validate::task(&task, pid, &path)?;
+    let path = dir.join(record_name("mm", pid));
+    let mm = read(Kind::Mm, &path)?;
+    validate::mm(&mm, &path)?;
+    let path = dir.join(record_name("files", pid));
+    let files = read(Kind::Files, &path)?;
+    validate::files(&files, &path)?;
+    let pages = dir.join(record_name("pages", pid));
+    check_pages(&pages, validate::total_pages(&mm))?;
+    Ok(ProcessImage { task, mm, files })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::image::dir::ImageWriter;
+    use crate::image::file::encode;
+    use crate::image::pages::PAGES_DATA_OFFSET;
+    use crate::image::sample;
+    use std::fs;
+
+    const PID: i32 = 42;
+
+    fn process() -> ProcessImage {
+        let (task, mm, files) = (sample::task(PID), sample::mm(), sample::files());
+        ProcessImage { task, mm, files }
+    }
+
+    /// Writes one process with `pages` pages of data and commits it to `dir`.
+    fn write_image(dir: &Path, p: &ProcessImage, pages: u8) -> Image {
+        let w = ImageWriter::create(dir).unwrap();
+        let inventory = sample::inventory(&[PID]);
+        w.write_record(&record_name("task", PID), Kind::Task, &p.task)
+            .unwrap();
+        w.write_record(&record_name("mm", PID), Kind::Mm, &p.mm)
+            .unwrap();
+        w.write_record(&record_name("files", PID), Kind::Files, &p.files)
+            .unwrap();
+        let mut pw = w.pages(&record_name("pages", PID)).unwrap();
+        (0..pages).for_each(|i| pw.write(&[i; 4096]).unwrap());
+        pw.finish().unwrap();
+        w.write_record(INVENTORY, Kind::Inventory, &inventory)
+            .unwrap();
+        w.commit().unwrap();
+        let (dir, processes) = (dir.to_path_buf(), vec![p.clone()]);
+        Image {
+            dir,
+            inventory,
+            processes,
+        }
+    }
+
+    fn fixture() -> (tempfile::TempDir, PathBuf) {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("img");
+        write_image(&dir, &process(), 3);
+        (parent, dir)
+    }
+
+    #[test]
+    fn round_trip() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("img");
+        let written = write_image(&dir, &process(), 3);
+        assert_eq!(Image::load(&dir).unwrap(), written);
+        assert_eq!(Image::load_metadata(&dir).unwrap(), written);
+        assert_eq!(written.pages_path(PID), dir.join("pages-42.img"));
+    }
+
+    #[test]
+    fn record_names() {
+        assert_eq!(record_name("task", 123), "task-123.img");
+    }
+
+    #[test]
+    fn missing_inventory_is_not_an_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Image::load(dir.path()).unwrap_err();
+        assert!(matches!(err, ImageError::NotAnImage { .. }));
+        assert!(err
+            .to_string()
+            .ends_with(": not a stasis image directory (no inventory.img)"));
+    }
+
+    #[test]
+    fn missing_process_file_names_it() {
+        let (_parent, dir) = fixture();
+        fs::remove_file(dir.join("mm-42.img")).unwrap();
+        let err = Image::load(&dir).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("open {}", dir.join("mm-42.img").display())
+        );
+    }
+
+    #[test]
+    fn pages_checksum_mismatch() {
+        let (_parent, dir) = fixture();
+        let path = dir.join("pages-42.img");
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[PAGES_DATA_OFFSET as usize + 4097] ^= 1;
+        fs::write(&path, bytes).unwrap();
+        assert!(matches!(
+            Image::load(&dir),
+            Err(ImageError::Checksum { .. })
+        ));
+        Image::load_metadata(&dir).unwrap();
+    }
+
+    #[test]
+    fn pages_file_shorter_than_page_runs() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("img");
+        write_image(&dir, &process(), 2);
+        let err = Image::load_metadata(&dir).unwrap_err();
+        assert!(matches!(
+            err,
+            ImageError::PageCount {
+                expected: 3,
+                found: 2,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn record_checksum_mismatch() {
+        let (_parent, dir) = fixture();
+        let path = dir.join("files-42.img");
+        let mut bytes = fs::read(&path).unwrap();
+        *bytes.last_mut().unwrap() ^= 0x10;
+        fs::write(&path, bytes).unwrap();
+        let err = Image::load(&dir).unwrap_err();
+        assert!(
+            matches!(err, ImageError::Checksum { path, .. } if path == dir.join("files-42.img"))
+        );
+    }
+
+    #[test]
+    fn record_renamed_to_another_kind() {
+        let (_parent, dir) = fixture();
+        fs::copy(dir.join("files-42.img"), dir.join("mm-42.img")).unwrap();
+        assert!(matches!(
+            Image::load(&dir),
+            Err(ImageError::WrongKind {
+                expected: 3,
+                found: 4,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn invalid_record_is_refused_with_its_path() {
+        let (_parent, dir) = fixture();
+        let mut task = sample::task(PID);
+        task.pid = 43;
+        fs::write(dir.join("task-42.img"), encode(Kind::Task, &task).unwrap()).unwrap();
+        let err = Image::load(&dir).unwrap_err();
+        let expected = format!(
+            "{}: holds pid 43, but the file name says 42",
+            dir.join("task-42.img").display()
+        );
+        assert_eq!(err.to_string(), expected);
+    }
+
+    #[test]
+    fn invalid_inventory_is_refused() {
+        let (_parent, dir) = fixture();
+        let mut inv = sample::inventory(&[PID]);
+        inv.root_pid = 1;
+        fs::write(dir.join(INVENTORY), encode(Kind::Inventory, &inv).unwrap()).unwrap();
+        assert!(matches!(Image::load(&dir), Err(ImageError::Invalid { .. })));
+    }
+}

@@ -1,0 +1,316 @@
+//! The raw page data file, `pages-<pid>.img`: a standard header padded with zeros to
+//! [`PAGES_DATA_OFFSET`], then whole 4096-byte pages in the order of the mm record's page
+//! runs. The header's length is the number of data bytes and its crc32 covers them. This
+//! module streams the file out and verifies it; which page goes where is `mm`'s business.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::error::ImageError;
+use super::file::{truncated, Header, Kind, HEADER_LEN};
+use crate::abi::PAGE_SIZE;
+
+/// Where the first page starts: page aligned, so the data can be mmap'ed.
+pub const PAGES_DATA_OFFSET: u64 = 4096;
+const WRITE_BUFFER: usize = 1 << 20;
+const VERIFY_CHUNK: usize = 4 << 20;
+
+/// Streams pages into a new pages file. Until [`PagesWriter::finish`] the header is zeros,
+/// so a file left half-written is refused for its bad magic.
+pub struct PagesWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+    crc: crc32fast::Hasher,
+    len: u64,
+}
+
+impl PagesWriter {
+    /// Creates (or truncates) `path`, mode 0600: page data is the process's memory.
+    pub fn create(path: &Path) -> Result<Self, ImageError> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(ImageError::io("create", path))?;
+        let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
+        out.write_all(&[0; PAGES_DATA_OFFSET as usize])
+            .map_err(ImageError::io("write", path))?;
+        let (path, crc) = (path.to_path_buf(), crc32fast::Hasher::new());
+        Ok(PagesWriter {
+            path,
+            out,
+            crc,
+            len: 0,
+        })
+    }
+
+    /// Appends whole pages; `data.len()` must be a multiple of 4096.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), ImageError> {
+        if data.len() as u64 % PAGE_SIZE != 0 {
+            let (path, len) = (self.path.clone(), data.len() as u64);
+            return Err(ImageError::UnalignedWrite { path, len });
+        }
+        self.out
+            .write_all(data)
+            .map_err(ImageError::io("write", &self.path))?;
+        self.crc.update(data);
+        self.len += data.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the header, fsyncs, and returns the number of pages written.
+    pub fn finish(self) -> Result<u64, ImageError> {
+        let path = self.path;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| ImageError::io("write", &path)(e.into_error()))?;
+        let header = Header::new(Kind::Pages, self.len, self.crc.finalize());
+        file.write_all_at(&header.to_bytes(), 0)
+            .map_err(ImageError::io("write", &path))?;
+        file.sync_all().map_err(ImageError::io("fsync", &path))?;
+        Ok(self.len / PAGE_SIZE)
+    }
+}
+
+/// Checks the header, the page count, the file size and the crc32 of the data.
+pub fn verify_pages(path: &Path, expected_pages: u64) -> Result<(), ImageError> {
+    let (mut file, len) = check_pages(path, expected_pages)?;
+    let crc = stream_crc(&mut file, len, path)?;
+    let header = read_header(&file, path)?;
+    if crc != header.crc {
+        let (expected, found) = (header.crc, crc);
+        return Err(ImageError::Checksum {
+            path: path.into(),
+            expected,
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// Everything [`verify_pages`] checks but the crc; returns the file positioned at the data
+/// and the data length.
+pub fn check_pages(path: &Path, expected_pages: u64) -> Result<(File, u64), ImageError> {
+    let mut file = File::open(path).map_err(ImageError::io("open", path))?;
+    let header = read_header(&file, path)?;
+    check_len(&header, expected_pages, path)?;
+    let size = file.metadata().map_err(ImageError::io("stat", path))?.len();
+    check_size(size, PAGES_DATA_OFFSET + header.len, path)?;
+    let mut padding = vec![0u8; PAGES_DATA_OFFSET as usize];
+    file.read_exact(&mut padding)
+        .map_err(ImageError::io("read", path))?;
+    if padding[HEADER_LEN..].iter().any(|&b| b != 0) {
+        return Err(ImageError::invalid(path, "header padding is not zero"));
+    }
+    Ok((file, header.len))
+}
+
+fn read_header(file: &File, path: &Path) -> Result<Header, ImageError> {
+    let mut buf = [0u8; HEADER_LEN];
+    let n = read_at_most(file, &mut buf, path)?;
+    Header::parse(&buf[..n], Kind::Pages, path)
+}
+
+/// Reads up to `buf.len()` bytes from offset 0; fewer only at end of file.
+fn read_at_most(file: &File, buf: &mut [u8], path: &Path) -> Result<usize, ImageError> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ImageError::io("read", path)(e)),
+        }
+    }
+    Ok(n)
+}
+
+fn check_len(header: &Header, expected_pages: u64, path: &Path) -> Result<(), ImageError> {
+    if header.len % PAGE_SIZE != 0 {
+        let what = format!("data length {} is not a whole number of pages", header.len);
+        return Err(ImageError::invalid(path, what));
+    }
+    let found = header.len / PAGE_SIZE;
+    if found != expected_pages {
+        let path = path.to_path_buf();
+        return Err(ImageError::PageCount {
+            path,
+            expected: expected_pages,
+            found,
+        });
+    }
+    Ok(())
+}
+
+fn check_size(size: u64, expected: u64, path: &Path) -> Result<(), ImageError> {
+    if size < expected {
+        return Err(truncated(path, expected, size));
+    }
+    if size > expected {
+        let extra = size - expected;
+        return Err(ImageError::TrailingBytes {
+            path: path.into(),
+            extra,
+        });
+    }
+    Ok(())
+}
+
+fn stream_crc(file: &mut File, len: u64, path: &Path) -> Result<u32, ImageError> {
+    let mut crc = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; VERIFY_CHUNK];
+    let mut left = len;
+    while left > 0 {
+        let chunk = &mut buf[..left.min(VERIFY_CHUNK as u64) as usize];
+        file.read_exact(chunk)
+            .map_err(ImageError::io("read", path))?;
+        crc.update(chunk);
+        left -= chunk.len() as u64;
+    }
+    Ok(crc.finalize())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn write_pages(path: &Path, pages: u8) -> u64 {
+        let mut w = PagesWriter::create(path).unwrap();
+        for i in 0..pages {
+            w.write(&[i + 1; 4096]).unwrap();
+        }
+        w.finish().unwrap()
+    }
+
+    fn flip(path: &Path, offset: u64) {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let mut b = [0u8];
+        f.read_exact_at(&mut b, offset).unwrap();
+        f.write_all_at(&[b[0] ^ 0x80], offset).unwrap();
+    }
+
+    #[test]
+    fn writes_and_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pages-1.img");
+        assert_eq!(write_pages(&path, 3), 3);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 4096 * 4);
+        verify_pages(&path, 3).unwrap();
+    }
+
+    #[test]
+    fn large_write_in_one_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.img");
+        let mut w = PagesWriter::create(&path).unwrap();
+        w.write(&vec![7u8; 3 << 20]).unwrap();
+        assert_eq!(w.finish().unwrap(), 768);
+        verify_pages(&path, 768).unwrap();
+    }
+
+    #[test]
+    fn refuses_partial_page_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = PagesWriter::create(&dir.path().join("p.img")).unwrap();
+        let err = w.write(&[0; 100]).unwrap_err();
+        assert!(matches!(err, ImageError::UnalignedWrite { len: 100, .. }));
+    }
+
+    #[test]
+    fn unfinished_file_has_bad_magic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.img");
+        let mut w = PagesWriter::create(&path).unwrap();
+        w.write(&[1; 4096]).unwrap();
+        drop(w);
+        assert!(matches!(
+            verify_pages(&path, 1),
+            Err(ImageError::BadMagic { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_checksum_mismatch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.img");
+        write_pages(&path, 2);
+        flip(&path, PAGES_DATA_OFFSET + 5000);
+        assert!(matches!(
+            verify_pages(&path, 2),
+            Err(ImageError::Checksum { .. })
+        ));
+        check_pages(&path, 2).unwrap();
+    }
+
+    #[test]
+    fn rejects_wrong_page_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.img");
+        write_pages(&path, 2);
+        let err = verify_pages(&path, 3).unwrap_err();
+        assert!(matches!(
+            err,
+            ImageError::PageCount {
+                expected: 3,
+                found: 2,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn rejects_truncated_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.img");
+        write_pages(&path, 2);
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(PAGES_DATA_OFFSET + 4096).unwrap();
+        let err = verify_pages(&path, 2).unwrap_err();
+        assert!(matches!(
+            err,
+            ImageError::Truncated {
+                expected: 12288,
+                found: 8192,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn rejects_truncated_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.img");
+        std::fs::write(&path, [0u8; 10]).unwrap();
+        let err = verify_pages(&path, 0).unwrap_err();
+        assert!(matches!(
+            err,
+            ImageError::Truncated {
+                expected: 32,
+                found: 10,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn rejects_nonzero_padding() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.img");
+        write_pages(&path, 1);
+        flip(&path, 100);
+        assert!(matches!(
+            verify_pages(&path, 1),
+            Err(ImageError::Invalid { .. })
+        ));
+    }
+}

@@ -1,0 +1,330 @@
+//! Test fixtures: small valid records for one process, and a tiny xorshift generator of
+//! arbitrary (not necessarily valid) records for the codec's property tests.
+
+use crate::abi::{AltStack, GpRegs, KernelSigaction, RseqConfig, SigInfo};
+
+use super::files::{FdEntry, FdKind, FilesImage};
+use super::inventory::{CpuInfo, Inventory};
+use super::mm::{FileId, MmFields, MmImage, PageRun, Vma, VmaFlags, VmaKind};
+use super::task::{Creds, TaskImage, ThreadImage};
+
+pub fn inventory(pids: &[i32]) -> Inventory {
+    Inventory {
+        stasis_version: "0.1.0".into(),
+        created_unix: 1_700_000_000,
+        kernel_release: "6.8.0".into(),
+        hostname: "box".into(),
+        root_pid: pids[0],
+        pids: pids.to_vec(),
+        cpu: CpuInfo {
+            xcr0: 7,
+            xsave_size: 832,
+            model_name: "cpu".into(),
+        },
+        shell_job: false,
+    }
+}
+
+pub fn thread(tid: i32) -> ThreadImage {
+    ThreadImage {
+        tid,
+        regs: GpRegs {
+            rip: 0x401000,
+            rsp: 0x7ffd_0000_0ff0,
+            ..GpRegs::default()
+        },
+        xsave: vec![0; 832],
+        sigmask: 0,
+        pending: vec![SigInfo([0; 128])],
+        rseq: Some(RseqConfig::default()),
+        clear_child_tid: 0,
+        altstack: AltStack::default(),
+    }
+}
+
+pub fn task(pid: i32) -> TaskImage {
+    TaskImage {
+        pid,
+        pgid: pid,
+        sid: pid,
+        ppid: 1,
+        comm: "victim".into(),
+        personality: 0,
+        umask: 0o022,
+        cwd: "/".into(),
+        root: "/".into(),
+        creds: Creds {
+            uid: [1000; 4],
+            gid: [1000; 4],
+            groups: vec![1000],
+        },
+        sigactions: vec![KernelSigaction::default(); 64],
+        shared_pending: vec![],
+        threads: vec![thread(pid), thread(pid + 1)],
+    }
+}
+
+pub fn file_id(path: &str) -> FileId {
+    FileId {
+        path: path.into(),
+        dev: 2049,
+        ino: 42,
+        size: 8192,
+        mtime_ns: 1,
+    }
+}
+
+pub fn vma(start: u64, end: u64, kind: VmaKind) -> Vma {
+    Vma {
+        start,
+        end,
+        prot: 3,
+        shared: false,
+        kind,
+        flags: VmaFlags::default(),
+    }
+}
+
+/// Three mappings; three saved pages in two runs.
+pub fn mm() -> MmImage {
+    let exe = file_id("/bin/victim");
+    let text = VmaKind::File {
+        file: exe.clone(),
+        offset: 0,
+    };
+    MmImage {
+        vmas: vec![
+            vma(0x40_0000, 0x40_2000, text),
+            vma(0x60_0000, 0x60_4000, VmaKind::Anon),
+            vma(0x7ffd_0000_0000, 0x7ffd_0000_1000, VmaKind::Anon),
+        ],
+        page_runs: vec![
+            PageRun {
+                addr: 0x60_0000,
+                pages: 2,
+            },
+            PageRun {
+                addr: 0x7ffd_0000_0000,
+                pages: 1,
+            },
+        ],
+        fields: MmFields {
+            start_code: 0x40_0000,
+            end_code: 0x40_2000,
+            ..MmFields::default()
+        },
+        auxv: vec![6, 4096, 0, 0],
+        exe: Some(exe),
+        vdso_symbols: vec![("__vdso_clock_gettime".into(), 0xc10)],
+    }
+}
+
+pub fn files() -> FilesImage {
+    let null = FdKind::CharDev {
+        path: "/dev/null".into(),
+        rdev: 0x103,
+        pos: 0,
+    };
+    let log = FdKind::Path {
+        file: file_id("/tmp/log"),
+        pos: 17,
+    };
+    FilesImage {
+        fds: vec![
+            FdEntry {
+                fd: 0,
+                cloexec: false,
+                flags: 0,
+                kind: null,
+            },
+            FdEntry {
+                fd: 1,
+                cloexec: false,
+                flags: 1,
+                kind: FdKind::Tty { rdev: 0x8800 },
+            },
+            FdEntry {
+                fd: 3,
+                cloexec: true,
+                flags: 0o2001,
+                kind: log,
+            },
+        ],
+    }
+}
+
+/// Marsaglia's xorshift64: deterministic, dependency-free, good enough for test data.
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new(seed: u64) -> Self {
+        XorShift(seed.max(1))
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A value in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn bool(&mut self) -> bool {
+        self.next() & 1 == 1
+    }
+
+    pub fn i32(&mut self) -> i32 {
+        self.next() as i32
+    }
+
+    pub fn string(&mut self) -> String {
+        let len = self.below(12);
+        (0..len)
+            .map(|_| char::from_u32(self.below(0x3000) as u32).unwrap_or('?'))
+            .collect()
+    }
+
+    pub fn vec<T>(&mut self, max: u64, mut f: impl FnMut(&mut Self) -> T) -> Vec<T> {
+        let len = self.below(max + 1);
+        (0..len).map(|_| f(self)).collect()
+    }
+}
+
+pub fn random_inventory(r: &mut XorShift) -> Inventory {
+    Inventory {
+        stasis_version: r.string(),
+        created_unix: r.next(),
+        kernel_release: r.string(),
+        hostname: r.string(),
+        root_pid: r.i32(),
+        pids: r.vec(5, XorShift::i32),
+        cpu: CpuInfo {
+            xcr0: r.next(),
+            xsave_size: r.next() as u32,
+            model_name: r.string(),
+        },
+        shell_job: r.bool(),
+    }
+}
+
+fn random_thread(r: &mut XorShift) -> ThreadImage {
+    let mut t = thread(r.i32());
+    t.regs = GpRegs {
+        rax: r.next(),
+        rip: r.next(),
+        eflags: r.next(),
+        ..GpRegs::default()
+    };
+    t.xsave = r.vec(600, |r| r.next() as u8);
+    t.sigmask = r.next();
+    t.pending = r.vec(2, |r| SigInfo([r.next() as u8; 128]));
+    t.rseq = r.bool().then(RseqConfig::default);
+    t.altstack = AltStack {
+        sp: r.next(),
+        flags: r.i32(),
+        _pad: 0,
+        size: r.next(),
+    };
+    t
+}
+
+pub fn random_task(r: &mut XorShift) -> TaskImage {
+    let mut t = task(r.i32());
+    t.comm = r.string();
+    t.creds.groups = r.vec(4, |r| r.next() as u32);
+    let sigaction = |r: &mut XorShift| KernelSigaction {
+        handler: r.next(),
+        flags: r.next(),
+        restorer: 0,
+        mask: r.next(),
+    };
+    t.sigactions = r.vec(64, sigaction);
+    t.threads = r.vec(3, random_thread);
+    t
+}
+
+fn random_file_id(r: &mut XorShift) -> FileId {
+    FileId {
+        path: r.string(),
+        dev: r.next(),
+        ino: r.next(),
+        size: r.next(),
+        mtime_ns: r.next() as i64,
+    }
+}
+
+fn random_vma(r: &mut XorShift) -> Vma {
+    let kind = match r.below(5) {
+        0 => VmaKind::Anon,
+        1 => VmaKind::File {
+            file: random_file_id(r),
+            offset: r.next(),
+        },
+        2 => VmaKind::Vdso,
+        3 => VmaKind::Vvar,
+        _ => VmaKind::VvarVclock,
+    };
+    let flags = VmaFlags {
+        growsdown: r.bool(),
+        sealed: r.bool(),
+        ..VmaFlags::default()
+    };
+    Vma {
+        start: r.next(),
+        end: r.next(),
+        prot: r.next() as u32,
+        shared: r.bool(),
+        kind,
+        flags,
+    }
+}
+
+pub fn random_mm(r: &mut XorShift) -> MmImage {
+    MmImage {
+        vmas: r.vec(6, random_vma),
+        page_runs: r.vec(6, |r| PageRun {
+            addr: r.next(),
+            pages: r.below(1 << 20),
+        }),
+        fields: MmFields {
+            start_code: r.next(),
+            brk: r.next(),
+            env_end: r.next(),
+            ..MmFields::default()
+        },
+        auxv: r.vec(8, XorShift::next),
+        exe: r.bool().then(|| random_file_id(r)),
+        vdso_symbols: r.vec(3, |r| (r.string(), r.next())),
+    }
+}
+
+fn random_fd(r: &mut XorShift) -> FdEntry {
+    let kind = match r.below(3) {
+        0 => FdKind::Path {
+            file: random_file_id(r),
+            pos: r.next(),
+        },
+        1 => FdKind::CharDev {
+            path: r.string(),
+            rdev: r.next(),
+            pos: r.next(),
+        },
+        _ => FdKind::Tty { rdev: r.next() },
+    };
+    FdEntry {
+        fd: r.i32(),
+        cloexec: r.bool(),
+        flags: r.i32(),
+        kind,
+    }
+}
+
+pub fn random_files(r: &mut XorShift) -> FilesImage {
+    FilesImage {
+        fds: r.vec(6, random_fd),
+    }
+}

@@ -1,0 +1,447 @@
+//! "Impossible values" checks on decoded records: pure functions that refuse what no kernel
+//! could have produced, so that restore never acts on a crafted or corrupted image. Each
+//! failure is an [`ImageError::Invalid`] naming the file and what is wrong. It does not check
+//! anything against the live system (that is `check`'s and `restore`'s job).
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use super::error::ImageError;
+use super::files::FilesImage;
+use super::inventory::Inventory;
+use super::mm::{MmFields, MmImage, PageRun, Vma};
+use super::task::TaskImage;
+use crate::abi::PAGE_SIZE;
+
+/// Linux's `PID_MAX_LIMIT` on 64-bit.
+pub const PID_MAX: i32 = 4_194_304;
+/// Exclusive end of the x86_64 user address space (4-level paging).
+pub const USER_END: u64 = 0x0000_8000_0000_0000;
+/// Signals 1..=64.
+pub const SIGNALS: usize = 64;
+/// The legacy area plus the xsave header: the smallest real xsave image.
+pub const XSAVE_MIN: usize = 576;
+pub const XSAVE_MAX: usize = 1 << 20;
+
+type Check = Result<(), ImageError>;
+
+fn fail(path: &Path, what: String) -> Check {
+    Err(ImageError::invalid(path, what))
+}
+
+/// pids in range and unique, the root first.
+pub fn inventory(inv: &Inventory, path: &Path) -> Check {
+    let Some(&first) = inv.pids.first() else {
+        return fail(path, "lists no processes".into());
+    };
+    check_ids(&inv.pids, "pid", path)?;
+    if inv.root_pid != first {
+        return fail(
+            path,
+            format!(
+                "root pid {} is not the first listed pid {first}",
+                inv.root_pid
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Each id in `1..=PID_MAX`, none twice.
+fn check_ids(ids: &[i32], what: &str, path: &Path) -> Check {
+    let mut seen = HashSet::new();
+    for &id in ids {
+        if !(1..=PID_MAX).contains(&id) {
+            return fail(path, format!("{what} {id} is outside 1..={PID_MAX}"));
+        }
+        if !seen.insert(id) {
+            return fail(path, format!("{what} {id} is listed twice"));
+        }
+    }
+    Ok(())
+}
+
+/// `task` is the record of `pid` (from the file name) with a leader thread and sane sizes.
+pub fn task(task: &TaskImage, pid: i32, path: &Path) -> Check {
+    if task.pid != pid {
+        return fail(
+            path,
+            format!("holds pid {}, but the file name says {pid}", task.pid),
+        );
+    }
+    let Some(leader) = task.threads.first() else {
+        return fail(path, "has no threads".into());
+    };
+    if leader.tid != pid {
+        return fail(
+            path,
+            format!(
+                "first thread {} is not the thread-group leader {pid}",
+                leader.tid
+            ),
+        );
+    }
+    let tids: Vec<i32> = task.threads.iter().map(|t| t.tid).collect();
+    check_ids(&tids, "tid", path)?;
+    if task.sigactions.len() != SIGNALS {
+        return fail(
+            path,
+            format!(
+                "has {} signal handlers, expected {SIGNALS}",
+                task.sigactions.len()
+            ),
+        );
+    }
+    task.threads
+        .iter()
+        .try_for_each(|t| xsave(t.tid, t.xsave.len(), path))
+}
+
+fn xsave(tid: i32, len: usize, path: &Path) -> Check {
+    if len > XSAVE_MAX || (len != 0 && len < XSAVE_MIN) {
+        return fail(
+            path,
+            format!(
+                "thread {tid} has an xsave area of {len} bytes, outside {XSAVE_MIN}..={XSAVE_MAX}"
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Mappings, page runs, mm fields and auxv.
+pub fn mm(mm: &MmImage, path: &Path) -> Check {
+    mm.vmas.iter().try_for_each(|v| vma(v, path))?;
+    for pair in mm.vmas.windows(2) {
+        if pair[1].start < pair[0].end {
+            return fail(
+                path,
+                format!(
+                    "mapping {} overlaps or precedes {}",
+                    span(&pair[1]),
+                    span(&pair[0])
+                ),
+            );
+        }
+    }
+    page_runs(&mm.page_runs, &mm.vmas, path)?;
+    fields(&mm.fields, path)?;
+    auxv(&mm.auxv, path)
+}
+
+fn span(v: &Vma) -> String {
+    format!("{:#x}-{:#x}", v.start, v.end)
+}
+
+fn vma(v: &Vma, path: &Path) -> Check {
+    if v.start % PAGE_SIZE != 0 || v.end % PAGE_SIZE != 0 {
+        return fail(path, format!("mapping {} is not page aligned", span(v)));
+    }
+    if v.start >= v.end {
+        return fail(path, format!("mapping {} is empty or reversed", span(v)));
+    }
+    if v.end > USER_END {
+        return fail(
+            path,
+            format!("mapping {} extends beyond user space", span(v)),
+        );
+    }
+    Ok(())
+}
+
+/// Runs are aligned, non-empty, each inside one mapping, in address order. `vmas` must
+/// already be valid and sorted.
+fn page_runs(runs: &[PageRun], vmas: &[Vma], path: &Path) -> Check {
+    let mut prev_end = 0;
+    for run in runs {
+        let label = format!("page run {:#x}+{}", run.addr, run.pages);
+        if run.addr % PAGE_SIZE != 0 {
+            return fail(path, format!("{label} is not page aligned"));
+        }
+        if run.pages == 0 {
+            return fail(path, format!("{label} is empty"));
+        }
+        let end = run_end(run, vmas).ok_or_else(|| {
+            ImageError::invalid(path, format!("{label} lies outside every mapping"))
+        })?;
+        if run.addr < prev_end {
+            return fail(
+                path,
+                format!("{label} overlaps or precedes the previous run"),
+            );
+        }
+        prev_end = end;
+    }
+    Ok(())
+}
+
+/// The end address of `run` if it fits inside one of the sorted `vmas`.
+fn run_end(run: &PageRun, vmas: &[Vma]) -> Option<u64> {
+    let i = vmas.partition_point(|v| v.end <= run.addr);
+    let v = vmas.get(i).filter(|v| v.start <= run.addr)?;
+    let room = (v.end - run.addr) / PAGE_SIZE;
+    (run.pages <= room).then(|| run.addr + run.pages * PAGE_SIZE)
+}
+
+fn fields(f: &MmFields, path: &Path) -> Check {
+    let pairs = [
+        ("start_code", f.start_code, "end_code", f.end_code),
+        ("start_data", f.start_data, "end_data", f.end_data),
+        ("start_brk", f.start_brk, "brk", f.brk),
+        ("arg_start", f.arg_start, "arg_end", f.arg_end),
+        ("env_start", f.env_start, "env_end", f.env_end),
+    ];
+    for (a, x, b, y) in pairs {
+        if x > y {
+            return fail(path, format!("{a} {x:#x} is above {b} {y:#x}"));
+        }
+    }
+    Ok(())
+}
+
+fn auxv(words: &[u64], path: &Path) -> Check {
+    if words.len() % 2 != 0 {
+        return fail(
+            path,
+            format!("auxv has an odd number of words ({})", words.len()),
+        );
+    }
+    if !words.ends_with(&[0, 0]) {
+        return fail(path, "auxv does not end with AT_NULL (0, 0)".into());
+    }
+    Ok(())
+}
+
+/// fds non-negative, unique, in increasing order.
+pub fn files(files: &FilesImage, path: &Path) -> Check {
+    let mut prev = None;
+    for fd in files.fds.iter().map(|e| e.fd) {
+        if fd < 0 {
+            return fail(path, format!("fd {fd} is negative"));
+        }
+        match prev {
+            Some(p) if p == fd => return fail(path, format!("fd {fd} is listed twice")),
+            Some(p) if p > fd => return fail(path, format!("fd {fd} comes after fd {p}")),
+            _ => prev = Some(fd),
+        }
+    }
+    Ok(())
+}
+
+/// Total pages of the mm record's runs; call after [`mm`] succeeded (no overflow then).
+pub fn total_pages(mm: &MmImage) -> u64 {
+    mm.page_runs.iter().map(|r| r.pages).sum()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::image::mm::{PageRun, VmaKind};
+    use crate::image::sample;
+
+    fn path() -> &'static Path {
+        Path::new("x.img")
+    }
+
+    fn message(r: Check) -> String {
+        match r {
+            Err(ImageError::Invalid { what, .. }) => what,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    fn inv_err(f: impl FnOnce(&mut Inventory)) -> String {
+        let mut inv = sample::inventory(&[10, 11]);
+        f(&mut inv);
+        message(inventory(&inv, path()))
+    }
+
+    fn task_err(f: impl FnOnce(&mut TaskImage)) -> String {
+        let mut t = sample::task(10);
+        f(&mut t);
+        message(task(&t, 10, path()))
+    }
+
+    fn mm_err(f: impl FnOnce(&mut MmImage)) -> String {
+        let mut m = sample::mm();
+        f(&mut m);
+        message(mm(&m, path()))
+    }
+
+    fn files_err(f: impl FnOnce(&mut FilesImage)) -> String {
+        let mut fi = sample::files();
+        f(&mut fi);
+        message(files(&fi, path()))
+    }
+
+    #[test]
+    fn samples_are_valid() {
+        inventory(&sample::inventory(&[10, 11]), path()).unwrap();
+        task(&sample::task(10), 10, path()).unwrap();
+        mm(&sample::mm(), path()).unwrap();
+        files(&sample::files(), path()).unwrap();
+        assert_eq!(total_pages(&sample::mm()), 3);
+    }
+
+    #[test]
+    fn inventory_rules() {
+        assert_eq!(inv_err(|i| i.pids.clear()), "lists no processes");
+        assert_eq!(inv_err(|i| i.pids[1] = 0), "pid 0 is outside 1..=4194304");
+        assert_eq!(
+            inv_err(|i| i.pids[1] = PID_MAX + 1),
+            "pid 4194305 is outside 1..=4194304"
+        );
+        assert_eq!(inv_err(|i| i.pids[1] = 10), "pid 10 is listed twice");
+        assert_eq!(
+            inv_err(|i| i.root_pid = 11),
+            "root pid 11 is not the first listed pid 10"
+        );
+    }
+
+    #[test]
+    fn task_rules() {
+        assert_eq!(
+            task_err(|t| t.pid = 12),
+            "holds pid 12, but the file name says 10"
+        );
+        assert_eq!(task_err(|t| t.threads.clear()), "has no threads");
+        assert_eq!(
+            task_err(|t| t.threads.swap(0, 1)),
+            "first thread 11 is not the thread-group leader 10"
+        );
+        assert_eq!(
+            task_err(|t| t.threads[1].tid = 10),
+            "tid 10 is listed twice"
+        );
+        assert_eq!(
+            task_err(|t| t.threads[1].tid = -1),
+            "tid -1 is outside 1..=4194304"
+        );
+        assert_eq!(
+            task_err(|t| t.sigactions.pop().map(drop).unwrap()),
+            "has 63 signal handlers, expected 64"
+        );
+    }
+
+    #[test]
+    fn xsave_size_rules() {
+        let too_small = task_err(|t| t.threads[1].xsave = vec![0; 575]);
+        assert_eq!(
+            too_small,
+            "thread 11 has an xsave area of 575 bytes, outside 576..=1048576"
+        );
+        let too_big = task_err(|t| t.threads[0].xsave = vec![0; XSAVE_MAX + 1]);
+        assert!(too_big.contains("1048577 bytes"));
+        let mut t = sample::task(10);
+        t.threads[0].xsave.clear();
+        task(&t, 10, path()).unwrap();
+    }
+
+    #[test]
+    fn vma_rules() {
+        assert_eq!(
+            mm_err(|m| m.vmas[0].start += 1),
+            "mapping 0x400001-0x402000 is not page aligned"
+        );
+        assert_eq!(
+            mm_err(|m| m.vmas[0].end = 0x40_0000),
+            "mapping 0x400000-0x400000 is empty or reversed"
+        );
+        let high = mm_err(|m| m.vmas[2].end = USER_END + PAGE_SIZE);
+        assert_eq!(
+            high,
+            "mapping 0x7ffd00000000-0x800000001000 extends beyond user space"
+        );
+        let unsorted = mm_err(|m| m.vmas.swap(0, 1));
+        assert_eq!(
+            unsorted,
+            "mapping 0x400000-0x402000 overlaps or precedes 0x600000-0x604000"
+        );
+        let overlap = mm_err(|m| m.vmas[0].end = 0x60_1000);
+        assert_eq!(
+            overlap,
+            "mapping 0x600000-0x604000 overlaps or precedes 0x400000-0x601000"
+        );
+    }
+
+    #[test]
+    fn page_run_rules() {
+        let run = |addr, pages| PageRun { addr, pages };
+        assert_eq!(
+            mm_err(|m| m.page_runs[0] = run(0x60_0010, 1)),
+            "page run 0x600010+1 is not page aligned"
+        );
+        assert_eq!(
+            mm_err(|m| m.page_runs[0] = run(0x60_0000, 0)),
+            "page run 0x600000+0 is empty"
+        );
+        let outside = mm_err(|m| m.page_runs[0] = run(0x1000, 3));
+        assert_eq!(outside, "page run 0x1000+3 lies outside every mapping");
+        let overhang = mm_err(|m| m.page_runs[0] = run(0x60_2000, 3));
+        assert_eq!(overhang, "page run 0x602000+3 lies outside every mapping");
+        let huge = mm_err(|m| m.page_runs[0] = run(0x60_0000, u64::MAX));
+        assert!(huge.ends_with("lies outside every mapping"));
+        let unsorted = mm_err(|m| m.page_runs.swap(0, 1));
+        assert_eq!(
+            unsorted,
+            "page run 0x600000+2 overlaps or precedes the previous run"
+        );
+        let overlap = mm_err(|m| m.page_runs.insert(1, run(0x60_1000, 1)));
+        assert_eq!(
+            overlap,
+            "page run 0x601000+1 overlaps or precedes the previous run"
+        );
+    }
+
+    #[test]
+    fn run_spanning_two_adjacent_mappings_is_refused() {
+        let mut m = sample::mm();
+        m.vmas
+            .insert(2, sample::vma(0x60_4000, 0x60_5000, VmaKind::Anon));
+        m.page_runs[0] = PageRun {
+            addr: 0x60_3000,
+            pages: 2,
+        };
+        assert!(message(mm(&m, path())).ends_with("lies outside every mapping"));
+    }
+
+    #[test]
+    fn mm_field_rules() {
+        assert_eq!(
+            mm_err(|m| m.fields.start_code = 0x50_0000),
+            "start_code 0x500000 is above end_code 0x402000"
+        );
+        let f = |set: fn(&mut MmFields)| mm_err(|m| set(&mut m.fields));
+        assert_eq!(
+            f(|f| f.start_data = 1),
+            "start_data 0x1 is above end_data 0x0"
+        );
+        assert_eq!(f(|f| f.start_brk = 1), "start_brk 0x1 is above brk 0x0");
+        assert_eq!(f(|f| f.arg_start = 1), "arg_start 0x1 is above arg_end 0x0");
+        assert_eq!(f(|f| f.env_start = 1), "env_start 0x1 is above env_end 0x0");
+    }
+
+    #[test]
+    fn auxv_rules() {
+        assert_eq!(
+            mm_err(|m| m.auxv.push(0)),
+            "auxv has an odd number of words (5)"
+        );
+        assert_eq!(
+            mm_err(|m| m.auxv = vec![0, 0, 6, 4096]),
+            "auxv does not end with AT_NULL (0, 0)"
+        );
+        assert_eq!(
+            mm_err(|m| m.auxv.clear()),
+            "auxv does not end with AT_NULL (0, 0)"
+        );
+    }
+
+    #[test]
+    fn fd_rules() {
+        assert_eq!(files_err(|f| f.fds[0].fd = -1), "fd -1 is negative");
+        assert_eq!(files_err(|f| f.fds[1].fd = 0), "fd 0 is listed twice");
+        assert_eq!(files_err(|f| f.fds.swap(1, 2)), "fd 1 comes after fd 3");
+    }
+}
