@@ -158,7 +158,7 @@ impl Saver<'_> {
             while i < pages && keep(i) {
                 i += 1;
             }
-            self.emit(r.start + first as u64 * PAGE_SIZE, off + first * PAGE_SIZE, i - first)?;
+            self.emit(r.start + first as u64 * PAGE_SIZE, off + first * PAGE_SIZE as usize, i - first)?;
         }
         Ok(())
     }
