@@ -2,10 +2,12 @@
 //! opening with a `# Safety` note. Wrappers here are thin and typed; policy lives above.
 
 pub mod clone;
+pub mod cpu;
 pub mod inject;
 pub mod mem;
 pub mod pagemap;
 pub mod pod;
+pub mod probe;
 pub mod ptrace;
 
 pub use pod::Pod;

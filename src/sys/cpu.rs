@@ -1,0 +1,143 @@
+//! # Safety
+//! CPU facts recorded in the image inventory and compared on restore: XCR0 (which xsave
+//! features the OS enabled), the xsave area size, and the model name for humans.
+//! `cpuid` and `xgetbv` are instructions, not syscalls; `xgetbv` faults (#UD) unless the OS
+//! set CR4.OSXSAVE, so it is only executed after CPUID.1:ECX.OSXSAVE says it is enabled.
+//! This module does not decide compatibility; `restore` compares the numbers.
+#![allow(unsafe_code)]
+
+use core::arch::x86_64::{__cpuid_count, __get_cpuid_max, _xgetbv, CpuidResult};
+
+/// CPUID.1:ECX bit 27: the OS enabled XSAVE/XGETBV (CR4.OSXSAVE).
+const CPUID1_ECX_OSXSAVE: u32 = 1 << 27;
+/// The CPUID leaf describing the xsave area.
+const LEAF_XSAVE: u32 = 0xd;
+
+/// `cpuid` with `leaf`/`subleaf`; all zeros if the CPU does not have that leaf.
+#[allow(unused_unsafe)] // `__cpuid_count` is an unsafe fn before Rust 1.87 (our MSRV is 1.80).
+fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
+    // SAFETY: `cpuid` exists on every x86_64 CPU and only writes the four result registers;
+    // asking for the maximum basic leaf (leaf 0) is always valid.
+    let (max_leaf, _) = unsafe { __get_cpuid_max(0) };
+    if leaf > max_leaf {
+        return CpuidResult {
+            eax: 0,
+            ebx: 0,
+            ecx: 0,
+            edx: 0,
+        };
+    }
+    // SAFETY: as above, and `leaf` is at most the maximum basic leaf the CPU reports, so the
+    // result is defined.
+    unsafe { __cpuid_count(leaf, subleaf) }
+}
+
+/// `xgetbv` with ECX = 0.
+///
+/// # Safety
+/// The caller must have checked CPUID.1:ECX.OSXSAVE; without it `xgetbv` raises #UD.
+#[target_feature(enable = "xsave")]
+unsafe fn xgetbv0() -> u64 {
+    // SAFETY: the caller guarantees OSXSAVE, so XCR0 is readable from ring 3.
+    unsafe { _xgetbv(0) }
+}
+
+/// XCR0: the xsave feature bits the kernel enabled (`xgetbv(0)`); 0 when the OS did not
+/// enable XSAVE at all.
+pub fn xcr0() -> u64 {
+    if cpuid(1, 0).ecx & CPUID1_ECX_OSXSAVE == 0 {
+        return 0;
+    }
+    // SAFETY: OSXSAVE was checked just above, which also implies the CPU has XSAVE.
+    unsafe { xgetbv0() }
+}
+
+/// Size in bytes of the xsave area for the features currently enabled in XCR0
+/// (CPUID leaf 0xD subleaf 0, EBX); 0 if the CPU has no leaf 0xD.
+pub fn xsave_size() -> u32 {
+    cpuid(LEAF_XSAVE, 0).ebx
+}
+
+/// The first "model name" in `/proc/cpuinfo`, or `"unknown"`.
+pub fn model_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| parse_model_name(&text))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The value of the first `model name` line of `/proc/cpuinfo` text.
+fn parse_model_name(cpuinfo: &str) -> Option<String> {
+    cpuinfo.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        (key.trim() == "model name").then(|| value.trim().to_owned())
+    })
+}
+
+/// Names of the xsave feature bits set in `mask`, lowest bit first; bits without a
+/// well-known name are called `xfeature-N`.
+pub fn xfeature_names(mask: u64) -> Vec<String> {
+    (0..64)
+        .filter(|bit| mask & (1u64 << bit) != 0)
+        .map(|bit| match xfeature_name(bit) {
+            Some(name) => name.to_owned(),
+            None => format!("xfeature-{bit}"),
+        })
+        .collect()
+}
+
+/// The kernel's name for xsave feature `bit` (arch/x86/include/asm/fpu/types.h).
+fn xfeature_name(bit: u32) -> Option<&'static str> {
+    Some(match bit {
+        0 => "x87",
+        1 => "sse",
+        2 => "avx",
+        3 => "mpx-bndregs",
+        4 => "mpx-bndcsr",
+        5 => "avx512-opmask",
+        6 => "avx512-zmm-hi256",
+        7 => "avx512-hi16-zmm",
+        9 => "pkru",
+        11 => "cet-user",
+        17 => "amx-tilecfg",
+        18 => "amx-tiledata",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_of_the_legacy_and_avx_bits() {
+        assert_eq!(xfeature_names(0b111), ["x87", "sse", "avx"]);
+    }
+
+    #[test]
+    fn unnamed_bits_get_their_number() {
+        assert_eq!(
+            xfeature_names((1 << 9) | (1 << 10)),
+            ["pkru", "xfeature-10"]
+        );
+        assert!(xfeature_names(0).is_empty());
+    }
+
+    #[test]
+    fn xsave_area_holds_at_least_the_legacy_region_and_header() {
+        assert!(xsave_size() >= 576, "xsave_size = {}", xsave_size());
+    }
+
+    #[test]
+    fn xcr0_has_x87_and_sse() {
+        assert_eq!(xcr0() & 3, 3, "xcr0 = {:#x}", xcr0());
+    }
+
+    #[test]
+    fn model_name_is_the_first_one() {
+        let text =
+            "processor\t: 0\nmodel name\t: Foo CPU @ 3GHz\n\nprocessor\t: 1\nmodel name\t: Bar\n";
+        assert_eq!(parse_model_name(text).as_deref(), Some("Foo CPU @ 3GHz"));
+        assert_eq!(parse_model_name("processor : 0\n"), None);
+    }
+}
