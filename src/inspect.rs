@@ -53,9 +53,20 @@ fn stored_pages(p: &ProcessImage) -> u64 {
 
 fn text(image: &Image, out: &mut impl Write) -> std::io::Result<()> {
     let inv = &image.inventory;
-    writeln!(out, "image {} (stasis {}, kernel {}, host {})", image.dir.display(), inv.stasis_version, inv.kernel_release, inv.hostname)?;
+    writeln!(
+        out,
+        "image {} (stasis {}, kernel {}, host {})",
+        image.dir.display(),
+        inv.stasis_version,
+        inv.kernel_release,
+        inv.hostname
+    )?;
     let features = crate::sys::cpu::xfeature_names(inv.cpu.xcr0).join(" ");
-    writeln!(out, "cpu: {} (xsave {} bytes: {features})", inv.cpu.model_name, inv.cpu.xsave_size)?;
+    writeln!(
+        out,
+        "cpu: {} (xsave {} bytes: {features})",
+        inv.cpu.model_name, inv.cpu.xsave_size
+    )?;
     for p in &image.processes {
         process(p, out)?;
     }
@@ -64,17 +75,46 @@ fn text(image: &Image, out: &mut impl Write) -> std::io::Result<()> {
 
 fn process(p: &ProcessImage, out: &mut impl Write) -> std::io::Result<()> {
     let t = &p.task;
-    writeln!(out, "\nprocess {} \"{}\" (pgid {}, sid {}, ppid {}), cwd {}, umask {:03o}", t.pid, t.comm, t.pgid, t.sid, t.ppid, t.cwd, t.umask)?;
-    writeln!(out, "  creds: uid {:?} gid {:?} groups {:?}", t.creds.uid, t.creds.gid, t.creds.groups)?;
+    writeln!(
+        out,
+        "\nprocess {} \"{}\" (pgid {}, sid {}, ppid {}), cwd {}, umask {:03o}",
+        t.pid, t.comm, t.pgid, t.sid, t.ppid, t.cwd, t.umask
+    )?;
+    writeln!(
+        out,
+        "  creds: uid {:?} gid {:?} groups {:?}",
+        t.creds.uid, t.creds.gid, t.creds.groups
+    )?;
     for th in &t.threads {
         let r = &th.regs;
-        writeln!(out, "  thread {}: rip {:#x} rsp {:#x} rax {:#x} orig_rax {} fs_base {:#x}", th.tid, r.rip, r.rsp, r.rax, r.orig_rax as i64, r.fs_base)?;
-        writeln!(out, "    xsave {} bytes, sigmask {:#018x}, {} pending, rseq {}", th.xsave.len(), th.sigmask, th.pending.len(),
-            th.rseq.map(|r| format!("{:#x}", r.rseq_abi_pointer)).unwrap_or_else(|| "none".into()))?;
+        writeln!(
+            out,
+            "  thread {}: rip {:#x} rsp {:#x} rax {:#x} orig_rax {} fs_base {:#x}",
+            th.tid, r.rip, r.rsp, r.rax, r.orig_rax as i64, r.fs_base
+        )?;
+        writeln!(
+            out,
+            "    xsave {} bytes, sigmask {:#018x}, {} pending, rseq {}",
+            th.xsave.len(),
+            th.sigmask,
+            th.pending.len(),
+            th.rseq
+                .map(|r| format!("{:#x}", r.rseq_abi_pointer))
+                .unwrap_or_else(|| "none".into())
+        )?;
     }
     let handled = t.sigactions.iter().filter(|a| a.handler > 1).count();
-    writeln!(out, "  signals: {handled} handlers, {} shared pending", t.shared_pending.len())?;
-    writeln!(out, "  memory: {} mappings, {} pages stored", p.mm.vmas.len(), stored_pages(p))?;
+    writeln!(
+        out,
+        "  signals: {handled} handlers, {} shared pending",
+        t.shared_pending.len()
+    )?;
+    writeln!(
+        out,
+        "  memory: {} mappings, {} pages stored",
+        p.mm.vmas.len(),
+        stored_pages(p)
+    )?;
     for v in &p.mm.vmas {
         writeln!(out, "    {}", vma_line(v))?;
     }
@@ -85,14 +125,26 @@ fn process(p: &ProcessImage, out: &mut impl Write) -> std::io::Result<()> {
             FdKind::CharDev { path, .. } => format!("{path} (char device)"),
             FdKind::Tty { .. } => "terminal (shell job)".to_string(),
         };
-        writeln!(out, "    {:>4} flags {:#o}{} {what}", f.fd, f.flags, if f.cloexec { " cloexec" } else { "" })?;
+        writeln!(
+            out,
+            "    {:>4} flags {:#o}{} {what}",
+            f.fd,
+            f.flags,
+            if f.cloexec { " cloexec" } else { "" }
+        )?;
     }
     Ok(())
 }
 
 fn vma_line(v: &Vma) -> String {
     let p = |bit: i32, c: char| if v.prot & bit as u32 != 0 { c } else { '-' };
-    let perms = format!("{}{}{}{}", p(libc::PROT_READ, 'r'), p(libc::PROT_WRITE, 'w'), p(libc::PROT_EXEC, 'x'), if v.shared { 's' } else { 'p' });
+    let perms = format!(
+        "{}{}{}{}",
+        p(libc::PROT_READ, 'r'),
+        p(libc::PROT_WRITE, 'w'),
+        p(libc::PROT_EXEC, 'x'),
+        if v.shared { 's' } else { 'p' }
+    );
     let what = match &v.kind {
         VmaKind::Anon => "anon".to_string(),
         VmaKind::File { file, offset } => format!("{} @{offset:#x}", file.path),

@@ -9,7 +9,11 @@ pub fn symbols(image: &[u8]) -> Result<Vec<(String, u64)>, String> {
         .dynsyms
         .iter()
         .filter(|s| s.st_value != 0)
-        .filter_map(|s| elf.dynstrtab.get_at(s.st_name).map(|n| (n.to_string(), s.st_value)))
+        .filter_map(|s| {
+            elf.dynstrtab
+                .get_at(s.st_name)
+                .map(|n| (n.to_string(), s.st_value))
+        })
         .collect();
     out.sort();
     Ok(out)

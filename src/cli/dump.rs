@@ -30,7 +30,12 @@ pub struct DumpArgs {
 }
 
 pub fn run(args: DumpArgs) -> i32 {
-    let opts = DumpOptions { pid: args.pid, dir: args.dir, leave_running: args.leave_running, shell_job: args.shell_job };
+    let opts = DumpOptions {
+        pid: args.pid,
+        dir: args.dir,
+        leave_running: args.leave_running,
+        shell_job: args.shell_job,
+    };
     match dump(&opts) {
         Ok(s) => {
             if args.verbose {

@@ -29,7 +29,10 @@ pub struct RestoreArgs {
 }
 
 pub fn run(args: RestoreArgs) -> i32 {
-    let opts = RestoreOptions { dir: args.dir, shell_job: args.shell_job };
+    let opts = RestoreOptions {
+        dir: args.dir,
+        shell_job: args.shell_job,
+    };
     let restored = match restore(&opts) {
         Ok(r) => r,
         Err(e) => {
@@ -38,7 +41,12 @@ pub fn run(args: RestoreArgs) -> i32 {
         }
     };
     if args.verbose {
-        eprintln!("stasis: restored pid {}: {} pages in {:.1} ms", restored.pid, restored.pages, restored.total.as_secs_f64() * 1e3);
+        eprintln!(
+            "stasis: restored pid {}: {} pages in {:.1} ms",
+            restored.pid,
+            restored.pages,
+            restored.total.as_secs_f64() * 1e3
+        );
     }
     if let Some(path) = &args.pidfile {
         if let Err(e) = std::fs::write(path, format!("{}\n", restored.pid)) {

@@ -26,7 +26,11 @@ pub enum DumpError {
     #[error("{what}")]
     Unsupported { what: String },
     #[error("stat {path}")]
-    Stat { path: String, #[source] source: std::io::Error },
+    Stat {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("pid {pid} has no syscall instruction in its vDSO to run queries with")]
     NoSyscallInsn { pid: i32 },
     #[error(transparent)]

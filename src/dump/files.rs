@@ -20,14 +20,29 @@ pub fn fd_table(pid: i32, shell_job: bool) -> Result<FilesImage, DumpError> {
 
 fn fd_entry(pid: i32, fd: i32, shell_job: bool) -> Result<FdEntry, DumpError> {
     let info = proc::fdinfo(pid, fd)?;
-    let target = proc::link(pid, &format!("fd/{fd}"))?.to_string_lossy().into_owned();
+    let target = proc::link(pid, &format!("fd/{fd}"))?
+        .to_string_lossy()
+        .into_owned();
     let kind = fd_kind(pid, fd, &target, info.pos, shell_job)?;
-    Ok(FdEntry { fd, cloexec: info.flags & libc::O_CLOEXEC != 0, flags: info.flags & !libc::O_CLOEXEC, kind })
+    Ok(FdEntry {
+        fd,
+        cloexec: info.flags & libc::O_CLOEXEC != 0,
+        flags: info.flags & !libc::O_CLOEXEC,
+        kind,
+    })
 }
 
-fn fd_kind(pid: i32, fd: i32, target: &str, pos: u64, shell_job: bool) -> Result<FdKind, DumpError> {
+fn fd_kind(
+    pid: i32,
+    fd: i32,
+    target: &str,
+    pos: u64,
+    shell_job: bool,
+) -> Result<FdKind, DumpError> {
     let refuse = |kind: &str| {
-        DumpError::unsupported(format!("fd {fd} of pid {pid} is {kind} ({target}), which stasis cannot checkpoint yet"))
+        DumpError::unsupported(format!(
+            "fd {fd} of pid {pid} is {kind} ({target}), which stasis cannot checkpoint yet"
+        ))
     };
     if let Some(kind) = special_kind(target) {
         return Err(refuse(kind));
@@ -36,10 +51,16 @@ fn fd_kind(pid: i32, fd: i32, target: &str, pos: u64, shell_job: bool) -> Result
         return Err(refuse("a deleted file"));
     }
     let through = format!("/proc/{pid}/fd/{fd}");
-    let meta = std::fs::metadata(&through).map_err(|source| DumpError::Stat { path: through.clone(), source })?;
+    let meta = std::fs::metadata(&through).map_err(|source| DumpError::Stat {
+        path: through.clone(),
+        source,
+    })?;
     let ft = meta.file_type();
     if ft.is_file() || ft.is_dir() {
-        return Ok(FdKind::Path { file: checked_path(pid, fd, &through, target)?, pos });
+        return Ok(FdKind::Path {
+            file: checked_path(pid, fd, &through, target)?,
+            pos,
+        });
     }
     if ft.is_char_device() {
         return char_device(meta.rdev(), target, pos, shell_job).ok_or_else(|| {
@@ -48,7 +69,13 @@ fn fd_kind(pid: i32, fd: i32, target: &str, pos: u64, shell_job: bool) -> Result
             ))
         });
     }
-    Err(refuse(if ft.is_fifo() { "a FIFO" } else if ft.is_socket() { "a socket" } else { "a block device" }))
+    Err(refuse(if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "a block device"
+    }))
 }
 
 /// Kinds recognizable from the link text alone.
@@ -78,7 +105,12 @@ fn special_kind(target: &str) -> Option<&'static str> {
     }
 }
 
-fn checked_path(pid: i32, fd: i32, through: &str, target: &str) -> Result<crate::image::mm::FileId, DumpError> {
+fn checked_path(
+    pid: i32,
+    fd: i32,
+    through: &str,
+    target: &str,
+) -> Result<crate::image::mm::FileId, DumpError> {
     let id = file_id(through, target)?;
     match std::fs::metadata(target) {
         Ok(m) if m.dev() == id.dev && m.ino() == id.ino => Ok(id),
@@ -91,7 +123,11 @@ fn checked_path(pid: i32, fd: i32, through: &str, target: &str) -> Result<crate:
 /// Terminals become `Tty` under `--shell-job`; other character devices reopen by path.
 fn char_device(rdev: u64, target: &str, pos: u64, shell_job: bool) -> Option<FdKind> {
     if !is_tty(rdev) {
-        return Some(FdKind::CharDev { path: target.to_string(), rdev, pos });
+        return Some(FdKind::CharDev {
+            path: target.to_string(),
+            rdev,
+            pos,
+        });
     }
     shell_job.then_some(FdKind::Tty { rdev })
 }

@@ -24,13 +24,19 @@ pub fn preflight(pid: i32, shell_job: bool) -> Result<Preflight, DumpError> {
     let stat = proc::stat(pid)?;
     let status = proc::status(pid)?;
     if status.tgid != pid {
-        return Err(DumpError::unsupported(format!("pid {pid} is a thread of process {}; dump the process", status.tgid)));
+        return Err(DumpError::unsupported(format!(
+            "pid {pid} is a thread of process {}; dump the process",
+            status.tgid
+        )));
     }
     if matches!(stat.state, 'Z' | 'X') {
         return Err(DumpError::Zombie { pid });
     }
     if status.tracer_pid != 0 {
-        return Err(DumpError::Traced { pid, tracer: status.tracer_pid });
+        return Err(DumpError::Traced {
+            pid,
+            tracer: status.tracer_pid,
+        });
     }
     let threads = proc::tids(pid)?.len();
     if threads != 1 {
@@ -46,10 +52,16 @@ fn check_ids(pid: i32, stat: &proc::Stat, shell_job: bool) -> Result<(), DumpErr
         return Ok(());
     }
     if stat.session != pid {
-        return Err(DumpError::ForeignSession { pid, sid: stat.session });
+        return Err(DumpError::ForeignSession {
+            pid,
+            sid: stat.session,
+        });
     }
     if stat.pgrp != pid {
-        return Err(DumpError::ForeignGroup { pid, pgid: stat.pgrp });
+        return Err(DumpError::ForeignGroup {
+            pid,
+            pgid: stat.pgrp,
+        });
     }
     Ok(())
 }

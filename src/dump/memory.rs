@@ -8,7 +8,9 @@ use crate::abi::PAGE_SIZE;
 use crate::image::mm::{PageRun, Vma, VmaKind};
 use crate::image::pages::PagesWriter;
 use crate::sys::mem::{vm_read, Mem};
-use crate::sys::pagemap::{Pagemap, Query, PAGE_IS_FILE, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED};
+use crate::sys::pagemap::{
+    Pagemap, Query, PAGE_IS_FILE, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED,
+};
 
 /// Bytes read from the task per batch: bounds stasis's own memory whatever the target size.
 const CHUNK: usize = 4 << 20;
@@ -25,6 +27,8 @@ pub struct MemoryStats {
 /// A range of pages to read, and whether all-zero pages in it may be dropped.
 #[derive(Clone, Copy, Debug)]
 struct Range {
+    /// Start of the mapping the range lies in: runs never cross mappings.
+    vma: u64,
     start: u64,
     end: u64,
     readable: bool,
@@ -32,10 +36,22 @@ struct Range {
 }
 
 /// Saves every page of `vmas` that a fresh mapping would not reproduce.
-pub fn dump(pid: i32, vmas: &[Vma], out: &mut PagesWriter) -> Result<(Vec<PageRun>, MemoryStats), DumpError> {
+pub fn dump(
+    pid: i32,
+    vmas: &[Vma],
+    out: &mut PagesWriter,
+) -> Result<(Vec<PageRun>, MemoryStats), DumpError> {
     let ranges = ranges_to_save(pid, vmas)?;
     let mem = Mem::open(pid, false)?;
-    let mut saver = Saver { pid, mem, out, buf: vec![0u8; CHUNK], runs: Vec::new(), stats: MemoryStats::default() };
+    let mut saver = Saver {
+        pid,
+        mem,
+        out,
+        buf: vec![0u8; CHUNK],
+        runs: Vec::new(),
+        run_vma: 0,
+        stats: MemoryStats::default(),
+    };
     for batch in batches(&ranges) {
         saver.save_batch(&batch)?;
     }
@@ -44,7 +60,11 @@ pub fn dump(pid: i32, vmas: &[Vma], out: &mut PagesWriter) -> Result<(Vec<PageRu
 
 fn ranges_to_save(pid: i32, vmas: &[Vma]) -> Result<Vec<Range>, DumpError> {
     let pagemap = Pagemap::open(pid)?;
-    let query = Query { any: PAGE_IS_PRESENT | PAGE_IS_SWAPPED, report: PAGE_IS_FILE | PAGE_IS_PFNZERO, ..Default::default() };
+    let query = Query {
+        any: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+        report: PAGE_IS_FILE | PAGE_IS_PFNZERO,
+        ..Default::default()
+    };
     let mut out = Vec::new();
     for vma in vmas {
         let (private_file, drop_zeros) = match vma.kind {
@@ -56,19 +76,25 @@ fn ranges_to_save(pid: i32, vmas: &[Vma]) -> Result<Vec<Range>, DumpError> {
         for r in pagemap.scan(vma.start, vma.end, query)? {
             let skip_file = private_file && r.categories & PAGE_IS_FILE != 0;
             if r.categories & PAGE_IS_PFNZERO == 0 && !skip_file {
-                out.push(Range { start: r.start, end: r.end, readable, drop_zeros });
+                out.push(Range {
+                    vma: vma.start,
+                    start: r.start,
+                    end: r.end,
+                    readable,
+                    drop_zeros,
+                });
             }
         }
     }
     Ok(coalesce(out))
 }
 
-/// Merges touching ranges of the same kind (PAGEMAP_SCAN splits at VMA boundaries).
+/// Merges touching ranges of one mapping (PAGEMAP_SCAN splits them by category).
 fn coalesce(ranges: Vec<Range>) -> Vec<Range> {
     let mut out: Vec<Range> = Vec::with_capacity(ranges.len());
     for r in ranges {
         match out.last_mut() {
-            Some(l) if l.end == r.start && l.readable == r.readable && l.drop_zeros == r.drop_zeros => l.end = r.end,
+            Some(l) if l.end == r.start && l.vma == r.vma => l.end = r.end,
             _ => out.push(r),
         }
     }
@@ -84,7 +110,10 @@ fn batches(ranges: &[Range]) -> Vec<Vec<Range>> {
     for r in ranges {
         let mut start = r.start;
         while start < r.end {
-            if bytes == CHUNK as u64 || cur.len() == MAX_IOVS || (!cur.is_empty() && cur[0].readable != r.readable) {
+            if bytes == CHUNK as u64
+                || cur.len() == MAX_IOVS
+                || (!cur.is_empty() && cur[0].readable != r.readable)
+            {
                 out.push(std::mem::take(&mut cur));
                 bytes = 0;
             }
@@ -110,6 +139,8 @@ struct Saver<'a> {
     out: &'a mut PagesWriter,
     buf: Vec<u8>,
     runs: Vec<PageRun>,
+    /// Mapping of the last run, so runs are cut at mapping boundaries.
+    run_vma: u64,
     stats: MemoryStats,
 }
 
@@ -129,7 +160,10 @@ impl Saver<'_> {
     fn read(&mut self, batch: &[Range], total: usize) -> Result<(), DumpError> {
         let buf = &mut self.buf[..total];
         if batch[0].readable {
-            let iovs: Vec<(u64, usize)> = batch.iter().map(|r| (r.start, (r.end - r.start) as usize)).collect();
+            let iovs: Vec<(u64, usize)> = batch
+                .iter()
+                .map(|r| (r.start, (r.end - r.start) as usize))
+                .collect();
             if vm_read(self.pid, buf, &iovs)? == total {
                 return Ok(());
             }
@@ -158,7 +192,12 @@ impl Saver<'_> {
             while i < pages && keep(i) {
                 i += 1;
             }
-            self.emit(r.start + first as u64 * PAGE_SIZE, off + first * PAGE_SIZE as usize, i - first)?;
+            self.emit(
+                r.vma,
+                r.start + first as u64 * PAGE_SIZE,
+                off + first * PAGE_SIZE as usize,
+                i - first,
+            )?;
         }
         Ok(())
     }
@@ -167,21 +206,28 @@ impl Saver<'_> {
         &self.buf[off + i * PAGE_SIZE as usize..off + (i + 1) * PAGE_SIZE as usize]
     }
 
-    fn emit(&mut self, addr: u64, off: usize, pages: usize) -> Result<(), DumpError> {
+    fn emit(&mut self, vma: u64, addr: u64, off: usize, pages: usize) -> Result<(), DumpError> {
         let len = pages * PAGE_SIZE as usize;
         self.out.write(&self.buf[off..off + len])?;
         self.stats.pages_stored += pages as u64;
         match self.runs.last_mut() {
-            Some(last) if last.addr + last.pages * PAGE_SIZE == addr => last.pages += pages as u64,
-            _ => self.runs.push(PageRun { addr, pages: pages as u64 }),
+            Some(last) if last.addr + last.pages * PAGE_SIZE == addr && self.run_vma == vma => {
+                last.pages += pages as u64
+            }
+            _ => self.runs.push(PageRun {
+                addr,
+                pages: pages as u64,
+            }),
         }
+        self.run_vma = vma;
         Ok(())
     }
 }
 
 /// True if the page holds only zero bytes (compared 8 bytes at a time; pages are 4 KiB).
 fn is_zero(page: &[u8]) -> bool {
-    page.chunks_exact(8).all(|w| u64::from_ne_bytes(w.try_into().expect("8-byte chunk")) == 0)
+    page.chunks_exact(8)
+        .all(|w| u64::from_ne_bytes(w.try_into().expect("8-byte chunk")) == 0)
 }
 
 #[cfg(test)]
@@ -189,7 +235,13 @@ mod tests {
     use super::*;
 
     fn r(start: u64, end: u64) -> Range {
-        Range { start, end, readable: true, drop_zeros: true }
+        Range {
+            vma: 0,
+            start,
+            end,
+            readable: true,
+            drop_zeros: true,
+        }
     }
 
     #[test]
@@ -197,7 +249,9 @@ mod tests {
         let big = r(0, 3 * CHUNK as u64);
         let b = batches(&[big]);
         assert_eq!(b.len(), 3);
-        assert!(b.iter().all(|x| x.len() == 1 && x[0].end - x[0].start == CHUNK as u64));
+        assert!(b
+            .iter()
+            .all(|x| x.len() == 1 && x[0].end - x[0].start == CHUNK as u64));
     }
 
     #[test]

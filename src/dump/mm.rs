@@ -13,7 +13,14 @@ pub fn vmas(pid: i32, maps: &[MapEntry]) -> Result<Vec<Vma>, DumpError> {
     let mut out = Vec::with_capacity(maps.len());
     for e in maps {
         if let Some(kind) = kind_of(pid, e)? {
-            out.push(Vma { start: e.start, end: e.end, prot: prot_of(e), shared: e.shared, kind, flags: flags_of(e) });
+            out.push(Vma {
+                start: e.start,
+                end: e.end,
+                prot: prot_of(e),
+                shared: e.shared,
+                kind,
+                flags: flags_of(e),
+            });
         }
     }
     Ok(out)
@@ -21,23 +28,37 @@ pub fn vmas(pid: i32, maps: &[MapEntry]) -> Result<Vec<Vma>, DumpError> {
 
 fn kind_of(pid: i32, e: &MapEntry) -> Result<Option<VmaKind>, DumpError> {
     let what = || format!("mapping {:#x}-{:#x} of pid {pid}", e.start, e.end);
-    if (e.has_flag("io") || e.has_flag("pf")) && !matches!(e.path, MapPath::Vvar | MapPath::VvarVclock) {
-        return Err(DumpError::unsupported(format!("{} is a device (VM_IO/VM_PFNMAP) mapping, which stasis cannot checkpoint", what())));
+    if (e.has_flag("io") || e.has_flag("pf"))
+        && !matches!(e.path, MapPath::Vvar | MapPath::VvarVclock)
+    {
+        return Err(DumpError::unsupported(format!(
+            "{} is a device (VM_IO/VM_PFNMAP) mapping, which stasis cannot checkpoint",
+            what()
+        )));
     }
     Ok(Some(match &e.path {
         MapPath::Anonymous | MapPath::Heap | MapPath::Stack if !e.shared => VmaKind::Anon,
         MapPath::Deleted(p) if p == "/dev/zero" && e.shared => VmaKind::Anon,
         MapPath::Other(name) if name.starts_with("[anon:") && !e.shared => VmaKind::Anon,
-        MapPath::File(path) => VmaKind::File { file: mapped_file(pid, e, path)?, offset: e.offset },
+        MapPath::File(path) => VmaKind::File {
+            file: mapped_file(pid, e, path)?,
+            offset: e.offset,
+        },
         MapPath::Vdso => VmaKind::Vdso,
         MapPath::Vvar => VmaKind::Vvar,
         MapPath::VvarVclock => VmaKind::VvarVclock,
         MapPath::Vsyscall => return Ok(None),
         MapPath::Deleted(p) => {
-            return Err(DumpError::unsupported(format!("{} maps deleted file {p}, which stasis cannot checkpoint yet", what())))
+            return Err(DumpError::unsupported(format!(
+                "{} maps deleted file {p}, which stasis cannot checkpoint yet",
+                what()
+            )))
         }
         other => {
-            return Err(DumpError::unsupported(format!("{} is a {other:?} mapping, which stasis cannot checkpoint", what())))
+            return Err(DumpError::unsupported(format!(
+                "{} is a {other:?} mapping, which stasis cannot checkpoint",
+                what()
+            )))
         }
     }))
 }
@@ -77,7 +98,10 @@ fn flags_of(e: &MapEntry) -> VmaFlags {
 fn mapped_file(pid: i32, e: &MapEntry, path: &str) -> Result<FileId, DumpError> {
     let link = format!("/proc/{pid}/map_files/{:x}-{:x}", e.start, e.end);
     let id = file_id(&link, path)?;
-    let now = std::fs::metadata(path).map_err(|source| DumpError::Stat { path: path.to_string(), source })?;
+    let now = std::fs::metadata(path).map_err(|source| DumpError::Stat {
+        path: path.to_string(),
+        source,
+    })?;
     if now.dev() != id.dev || now.ino() != id.ino {
         return Err(DumpError::unsupported(format!(
             "mapping {:#x}-{:#x} of pid {pid}: {path} was replaced after it was mapped (not the same inode), so it cannot be reopened",
@@ -89,7 +113,10 @@ fn mapped_file(pid: i32, e: &MapEntry, path: &str) -> Result<FileId, DumpError> 
 
 /// `stat` of `through` (a /proc magic link), recorded under the name `path`.
 pub fn file_id(through: &str, path: &str) -> Result<FileId, DumpError> {
-    let m = std::fs::metadata(through).map_err(|source| DumpError::Stat { path: through.to_string(), source })?;
+    let m = std::fs::metadata(through).map_err(|source| DumpError::Stat {
+        path: through.to_string(),
+        source,
+    })?;
     Ok(FileId {
         path: path.to_string(),
         dev: m.dev(),
@@ -121,12 +148,16 @@ pub fn exe(pid: i32) -> Result<Option<FileId>, DumpError> {
     let link = proc::link(pid, "exe")?;
     let path = link.to_string_lossy().into_owned();
     if path.ends_with(" (deleted)") {
-        return Err(DumpError::unsupported(format!("the executable of pid {pid} ({path}) was deleted; stasis cannot checkpoint it yet")));
+        return Err(DumpError::unsupported(format!(
+            "the executable of pid {pid} ({path}) was deleted; stasis cannot checkpoint it yet"
+        )));
     }
     file_id(&format!("/proc/{pid}/exe"), &path).map(Some)
 }
 
 /// Where the vDSO is, if the task has one.
 pub fn vdso_range(vmas: &[Vma]) -> Option<(u64, u64)> {
-    vmas.iter().find(|v| v.kind == VmaKind::Vdso).map(|v| (v.start, v.end))
+    vmas.iter()
+        .find(|v| v.kind == VmaKind::Vdso)
+        .map(|v| (v.start, v.end))
 }

@@ -84,7 +84,14 @@ fn save(task: &Seized, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSu
     let (page_runs, mstats) = memory::dump(pid, &vmas, &mut pages)?;
     pages.finish()?;
 
-    let mm = MmImage { vmas, page_runs, fields: mm::fields(&stat, q.brk), auxv: proc::auxv(pid)?, exe, vdso_symbols };
+    let mm = MmImage {
+        vmas,
+        page_runs,
+        fields: mm::fields(&stat, q.brk),
+        auxv: proc::auxv(pid)?,
+        exe,
+        vdso_symbols,
+    };
     let task_image = TaskImage {
         pid,
         pgid: stat.pgrp,
@@ -95,7 +102,11 @@ fn save(task: &Seized, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSu
         umask: status.umask.unwrap_or(0o022),
         cwd: proc::link(pid, "cwd")?.to_string_lossy().into_owned(),
         root: proc::link(pid, "root")?.to_string_lossy().into_owned(),
-        creds: Creds { uid: status.uid, gid: status.gid, groups: status.groups.clone() },
+        creds: Creds {
+            uid: status.uid,
+            gid: status.gid,
+            groups: status.groups.clone(),
+        },
         sigactions: q.sigactions,
         shared_pending: task.pending(true)?,
         threads: vec![thread],
@@ -103,26 +114,43 @@ fn save(task: &Seized, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSu
     writer.write_record(&record_name("mm", pid), Kind::Mm, &mm)?;
     writer.write_record(&record_name("files", pid), Kind::Files, &files)?;
     writer.write_record(&record_name("task", pid), Kind::Task, &task_image)?;
-    writer.write_record("inventory.img", Kind::Inventory, &inventory(pid, opts.shell_job))?;
+    writer.write_record(
+        "inventory.img",
+        Kind::Inventory,
+        &inventory(pid, opts.shell_job),
+    )?;
     writer.commit()?;
-    Ok(DumpSummary { pid, pages_stored: mstats.pages_stored, zero_pages_skipped: mstats.zero_pages_skipped, ..Default::default() })
+    Ok(DumpSummary {
+        pid,
+        pages_stored: mstats.pages_stored,
+        zero_pages_skipped: mstats.zero_pages_skipped,
+        ..Default::default()
+    })
 }
 
 fn vdso_symbols(pid: i32, vdso: Option<(u64, u64)>) -> Result<Vec<(String, u64)>, DumpError> {
-    let Some((start, end)) = vdso else { return Ok(Vec::new()) };
+    let Some((start, end)) = vdso else {
+        return Ok(Vec::new());
+    };
     let mut text = vec![0u8; (end - start) as usize];
     Mem::open(pid, false)?.read(start, &mut text)?;
-    crate::vdso::symbols(&text).map_err(|e| DumpError::unsupported(format!("vDSO of pid {pid}: {e}")))
+    crate::vdso::symbols(&text)
+        .map_err(|e| DumpError::unsupported(format!("vDSO of pid {pid}: {e}")))
 }
 
 fn inventory(pid: i32, shell_job: bool) -> Inventory {
     let uts = nix::sys::utsname::uname().ok();
     let field = |f: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr| {
-        uts.as_ref().map(|u| f(u).to_string_lossy().into_owned()).unwrap_or_default()
+        uts.as_ref()
+            .map(|u| f(u).to_string_lossy().into_owned())
+            .unwrap_or_default()
     };
     Inventory {
         stasis_version: env!("CARGO_PKG_VERSION").to_string(),
-        created_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        created_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
         kernel_release: field(|u| u.release()),
         hostname: field(|u| u.nodename()),
         root_pid: pid,

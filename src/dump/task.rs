@@ -37,7 +37,12 @@ pub fn thread_state(task: &Seized) -> Result<ThreadImage, DumpError> {
 /// Ordering requirements: every signal is blocked while the task runs our syscalls (so no
 /// handler can run on borrowed registers), and the task's own registers and mask are put
 /// back, then the task is parked in a clean stop, before this returns — on error too.
-pub fn query(task: &Seized, regs: &GpRegs, sigmask: u64, syscall_ip: u64) -> Result<Queried, DumpError> {
+pub fn query(
+    task: &Seized,
+    regs: &GpRegs,
+    sigmask: u64,
+    syscall_ip: u64,
+) -> Result<Queried, DumpError> {
     task.set_sigmask(!0)?;
     let remote = Remote::new(task, syscall_ip, *regs);
     let result = run_queries(&remote);
@@ -60,15 +65,28 @@ fn queries_with_scratch(remote: &Remote, scratch: u64) -> Result<Queried, DumpEr
     let mem = Mem::open(remote.task().tid(), false)?;
     let mut sigactions = Vec::with_capacity(64);
     for sig in 1..=64u64 {
-        remote.call("rt_sigaction", libc::SYS_rt_sigaction, &[sig, 0, scratch, 8])?;
+        remote.call(
+            "rt_sigaction",
+            libc::SYS_rt_sigaction,
+            &[sig, 0, scratch, 8],
+        )?;
         sigactions.push(read_pod::<KernelSigaction>(&mem, scratch)?);
     }
     let brk = remote.call("brk", libc::SYS_brk, &[0])?;
-    remote.call("prctl(PR_GET_TID_ADDRESS)", libc::SYS_prctl, &[libc::PR_GET_TID_ADDRESS as u64, scratch])?;
+    remote.call(
+        "prctl(PR_GET_TID_ADDRESS)",
+        libc::SYS_prctl,
+        &[libc::PR_GET_TID_ADDRESS as u64, scratch],
+    )?;
     let clear_child_tid = read_pod::<u64>(&mem, scratch)?;
     remote.call("sigaltstack", libc::SYS_sigaltstack, &[0, scratch])?;
     let altstack = read_pod::<AltStack>(&mem, scratch)?;
-    Ok(Queried { sigactions, brk, clear_child_tid, altstack })
+    Ok(Queried {
+        sigactions,
+        brk,
+        clear_child_tid,
+        altstack,
+    })
 }
 
 fn read_pod<T: Pod>(mem: &Mem, addr: u64) -> Result<T, DumpError> {
@@ -83,6 +101,9 @@ pub fn find_syscall_insn(pid: i32, vdso: Option<(u64, u64)>) -> Result<u64, Dump
     let (start, end) = vdso.ok_or(DumpError::NoSyscallInsn { pid })?;
     let mut text = vec![0u8; (end - start) as usize];
     Mem::open(pid, false)?.read(start, &mut text)?;
-    let at = text.windows(2).position(|w| w == [0x0f, 0x05]).ok_or(DumpError::NoSyscallInsn { pid })?;
+    let at = text
+        .windows(2)
+        .position(|w| w == [0x0f, 0x05])
+        .ok_or(DumpError::NoSyscallInsn { pid })?;
     Ok(start + at as u64)
 }

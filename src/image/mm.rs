@@ -63,7 +63,10 @@ pub enum VmaKind {
     /// Anonymous memory (heap and stack included).
     Anon,
     /// A file, mapped from `offset`.
-    File { file: FileId, offset: u64 },
+    File {
+        file: FileId,
+        offset: u64,
+    },
     /// The kernel's special mappings, moved back to where they were.
     Vdso,
     Vvar,

@@ -74,13 +74,23 @@ pub fn create(pid: i32, target: &[Vma]) -> Result<Child, RestoreError> {
     task.set_sigmask(!0)?;
     let entry = Remote::new(&task, base.rip - 2, base);
     if let Some(rseq) = task.rseq()? {
-        let args = [rseq.rseq_abi_pointer, u64::from(rseq.rseq_abi_size), RSEQ_FLAG_UNREGISTER, u64::from(rseq.signature)];
+        let args = [
+            rseq.rseq_abi_pointer,
+            u64::from(rseq.rseq_abi_size),
+            RSEQ_FLAG_UNREGISTER,
+            u64::from(rseq.signature),
+        ];
         entry.call("rseq(unregister)", libc::SYS_rseq, &args)?;
     }
     let helper = map_helper(&entry, got, target)?;
     mem.write(helper, &HELPER_CODE)?;
     std::mem::forget(guard);
-    Ok(Child { task, mem, base, helper })
+    Ok(Child {
+        task,
+        mem,
+        base,
+        helper,
+    })
 }
 
 /// Stops the child where it waits in `pause()`, so `rip - 2` is a `syscall` instruction.
@@ -92,13 +102,18 @@ fn stop_in_pause(task: &Seized, mem: &Mem) -> Result<GpRegs, RestoreError> {
         }
         let regs = task.regs()?;
         let mut insn = [0u8; 2];
-        if regs.orig_rax == libc::SYS_pause as u64 && mem.read(regs.rip - 2, &mut insn).is_ok() && insn == [0x0f, 0x05] {
+        if regs.orig_rax == libc::SYS_pause as u64
+            && mem.read(regs.rip - 2, &mut insn).is_ok()
+            && insn == [0x0f, 0x05]
+        {
             return Ok(regs);
         }
         task.cont()?;
         std::thread::sleep(std::time::Duration::from_micros(200));
     }
-    Err(RestoreError::Unsupported { what: format!("pid {} never reached its parking syscall", task.tid()) })
+    Err(RestoreError::Unsupported {
+        what: format!("pid {} never reached its parking syscall", task.tid()),
+    })
 }
 
 /// Kills and reaps a half-made child if takeover fails.
@@ -118,15 +133,23 @@ pub fn kill_and_reap(pid: i32) {
 }
 
 fn map_helper(entry: &Remote, pid: i32, target: &[Vma]) -> Result<u64, RestoreError> {
-    let own = crate::proc::maps(pid).map_err(|e| RestoreError::Unsupported { what: e.to_string() })?;
+    let own = crate::proc::maps(pid).map_err(|e| RestoreError::Unsupported {
+        what: e.to_string(),
+    })?;
     let mut taken: Vec<(u64, u64)> = target.iter().map(|v| (v.start, v.end)).collect();
     taken.extend(own.iter().map(|m| (m.start, m.end)));
     let at = find_hole(&mut taken, HELPER_LEN).ok_or_else(|| RestoreError::Unsupported {
-        what: format!("no room for the {HELPER_LEN}-byte restore helper in the address space of pid {pid}"),
+        what: format!(
+            "no room for the {HELPER_LEN}-byte restore helper in the address space of pid {pid}"
+        ),
     })?;
     let prot = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
     let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
-    entry.call("mmap(helper)", libc::SYS_mmap, &[at, HELPER_LEN, prot, flags, u64::MAX, 0])?;
+    entry.call(
+        "mmap(helper)",
+        libc::SYS_mmap,
+        &[at, HELPER_LEN, prot, flags, u64::MAX, 0],
+    )?;
     Ok(at)
 }
 
@@ -152,7 +175,10 @@ mod tests {
 
     #[test]
     fn hole_between_mappings() {
-        let mut t = vec![(0x1_0000_0000, 0x1_0001_0000), (0x1_0004_0000, 0x1_0005_0000)];
+        let mut t = vec![
+            (0x1_0000_0000, 0x1_0001_0000),
+            (0x1_0004_0000, 0x1_0005_0000),
+        ];
         assert_eq!(find_hole(&mut t, 0x30000), Some(0x1_0001_0000));
         assert_eq!(find_hole(&mut t, 0x40000), Some(0x1_0005_0000));
     }

@@ -19,11 +19,20 @@ pub enum RestoreError {
     #[error("the vDSO here differs from the dumped one ({what}); restoring across kernels with different vDSOs is not supported yet")]
     Vdso { what: String },
     #[error("{path} changed since the dump ({what}); it is needed unchanged by pid {pid}")]
-    FileChanged { pid: i32, path: String, what: String },
+    FileChanged {
+        pid: i32,
+        path: String,
+        what: String,
+    },
     #[error("{what}")]
     Unsupported { what: String },
     #[error("stage {stage} of pid {pid}")]
-    Stage { stage: &'static str, pid: i32, #[source] source: Box<RestoreError> },
+    Stage {
+        stage: &'static str,
+        pid: i32,
+        #[source]
+        source: Box<RestoreError>,
+    },
     #[error(transparent)]
     Clone(#[from] CloneError),
     #[error(transparent)]
@@ -33,9 +42,21 @@ pub enum RestoreError {
     #[error(transparent)]
     Mem(#[from] MemError),
     #[error("read {path}")]
-    Read { path: String, #[source] source: std::io::Error },
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("write pid file {path}")]
-    PidFile { path: String, #[source] source: std::io::Error },
+    PidFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("wait for pid {pid}")]
-    Wait { pid: i32, #[source] source: nix::errno::Errno },
+    Wait {
+        pid: i32,
+        #[source]
+        source: nix::errno::Errno,
+    },
 }

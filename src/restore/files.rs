@@ -20,7 +20,11 @@ const CLOSE_RANGE_ALL: u64 = u32::MAX as u64;
 pub fn restore_fds(child: &Child, files: &FilesImage) -> Result<(), RestoreError> {
     let remote = child.remote();
     let top = files.fds.iter().map(|f| f.fd).max().unwrap_or(0) as u64 + 1;
-    let tty = if files.fds.iter().any(|f| matches!(f.kind, FdKind::Tty { .. })) {
+    let tty = if files
+        .fds
+        .iter()
+        .any(|f| matches!(f.kind, FdKind::Tty { .. }))
+    {
         Some(terminal_in_child(child, top)?)
     } else {
         None
@@ -29,10 +33,18 @@ pub fn restore_fds(child: &Child, files: &FilesImage) -> Result<(), RestoreError
     match tty {
         Some(t) => {
             remote.call("close_range", libc::SYS_close_range, &[0, t - 1, 0])?;
-            remote.call("close_range", libc::SYS_close_range, &[t + 1, CLOSE_RANGE_ALL, 0])?;
+            remote.call(
+                "close_range",
+                libc::SYS_close_range,
+                &[t + 1, CLOSE_RANGE_ALL, 0],
+            )?;
         }
         None => {
-            remote.call("close_range", libc::SYS_close_range, &[0, CLOSE_RANGE_ALL, 0])?;
+            remote.call(
+                "close_range",
+                libc::SYS_close_range,
+                &[0, CLOSE_RANGE_ALL, 0],
+            )?;
         }
     }
     for entry in &files.fds {
@@ -47,14 +59,26 @@ pub fn restore_fds(child: &Child, files: &FilesImage) -> Result<(), RestoreError
 /// The restorer's terminal (the first of its stdin/stdout/stderr that is one), duplicated
 /// in the child above every saved fd number.
 fn terminal_in_child(child: &Child, above: u64) -> Result<u64, RestoreError> {
-    let ours = [std::io::stdin().as_raw_fd(), std::io::stdout().as_raw_fd(), std::io::stderr().as_raw_fd()];
-    let terminal = [std::io::stdin().is_terminal(), std::io::stdout().is_terminal(), std::io::stderr().is_terminal()];
+    let ours = [
+        std::io::stdin().as_raw_fd(),
+        std::io::stdout().as_raw_fd(),
+        std::io::stderr().as_raw_fd(),
+    ];
+    let terminal = [
+        std::io::stdin().is_terminal(),
+        std::io::stdout().is_terminal(),
+        std::io::stderr().is_terminal(),
+    ];
     let Some(i) = terminal.iter().position(|t| *t) else {
         return Err(RestoreError::Unsupported {
             what: "the image holds terminal fds (--shell-job) but stasis restore is not running on a terminal".into(),
         });
     };
-    Ok(child.remote().call("fcntl(F_DUPFD)", libc::SYS_fcntl, &[ours[i] as u64, libc::F_DUPFD as u64, above])?)
+    Ok(child.remote().call(
+        "fcntl(F_DUPFD)",
+        libc::SYS_fcntl,
+        &[ours[i] as u64, libc::F_DUPFD as u64, above],
+    )?)
 }
 
 fn install(child: &Child, e: &FdEntry, tty: Option<u64>) -> Result<(), RestoreError> {
@@ -66,15 +90,24 @@ fn install(child: &Child, e: &FdEntry, tty: Option<u64>) -> Result<(), RestoreEr
             remote.call("dup3", libc::SYS_dup3, &[t, e.fd as u64, cloexec as u64])?;
             return Ok(());
         }
-        FdKind::Path { file, pos } => (open_in(child, &file.path, reopen_flags(e.flags) | cloexec)?, *pos),
-        FdKind::CharDev { path, pos, .. } => (open_in(child, path, reopen_flags(e.flags) | cloexec)?, *pos),
+        FdKind::Path { file, pos } => (
+            open_in(child, &file.path, reopen_flags(e.flags) | cloexec)?,
+            *pos,
+        ),
+        FdKind::CharDev { path, pos, .. } => {
+            (open_in(child, path, reopen_flags(e.flags) | cloexec)?, *pos)
+        }
     };
     if got != e.fd as u64 {
         remote.call("dup3", libc::SYS_dup3, &[got, e.fd as u64, cloexec as u64])?;
         remote.call("close", libc::SYS_close, &[got])?;
     }
     if pos != 0 {
-        remote.call("lseek", libc::SYS_lseek, &[e.fd as u64, pos, libc::SEEK_SET as u64])?;
+        remote.call(
+            "lseek",
+            libc::SYS_lseek,
+            &[e.fd as u64, pos, libc::SEEK_SET as u64],
+        )?;
     }
     Ok(())
 }

@@ -37,7 +37,11 @@ pub fn filled_vmas(mm: &MmImage) -> HashSet<u64> {
 
 /// Fills every saved page. Ordering requirements: all mappings exist and are writable.
 pub fn fill(child: &Child, mm: &MmImage, pages: &Path) -> Result<u64, RestoreError> {
-    let fd = open_in(child, &pages.to_string_lossy(), libc::O_RDONLY | libc::O_CLOEXEC)?;
+    let fd = open_in(
+        child,
+        &pages.to_string_lossy(),
+        libc::O_RDONLY | libc::O_CLOEXEC,
+    )?;
     let mut offset = PAGES_DATA_OFFSET;
     for batch in iov_batches(&mm.page_runs) {
         offset += read_batch(child, fd, &batch, offset)?;
@@ -83,9 +87,15 @@ fn read_batch(child: &Child, fd: u64, batch: &[IoVec], offset: u64) -> Result<u6
         let bytes = slice_as_bytes(&rest);
         debug_assert!(bytes.len() as u64 <= HELPER_LEN - 4096);
         let addr = child.put(0, bytes)?;
-        let n = child.remote().call("preadv", libc::SYS_preadv, &[fd, addr, rest.len() as u64, offset + done, 0])?;
+        let n = child.remote().call(
+            "preadv",
+            libc::SYS_preadv,
+            &[fd, addr, rest.len() as u64, offset + done, 0],
+        )?;
         if n == 0 {
-            return Err(RestoreError::Unsupported { what: format!("pages file ended early at offset {}", offset + done) });
+            return Err(RestoreError::Unsupported {
+                what: format!("pages file ended early at offset {}", offset + done),
+            });
         }
         done += n;
     }
@@ -100,7 +110,10 @@ fn skip(batch: &[IoVec], mut done: u64) -> Vec<IoVec> {
             done -= iov.len;
             continue;
         }
-        out.push(IoVec { base: iov.base + done, len: iov.len - done });
+        out.push(IoVec {
+            base: iov.base + done,
+            len: iov.len - done,
+        });
         done = 0;
     }
     out
@@ -112,15 +125,50 @@ mod tests {
 
     #[test]
     fn skip_cuts_inside_an_iovec() {
-        let b = [IoVec { base: 0x1000, len: 0x2000 }, IoVec { base: 0x9000, len: 0x1000 }];
-        assert_eq!(skip(&b, 0x1000), vec![IoVec { base: 0x2000, len: 0x1000 }, IoVec { base: 0x9000, len: 0x1000 }]);
-        assert_eq!(skip(&b, 0x2000), vec![IoVec { base: 0x9000, len: 0x1000 }]);
+        let b = [
+            IoVec {
+                base: 0x1000,
+                len: 0x2000,
+            },
+            IoVec {
+                base: 0x9000,
+                len: 0x1000,
+            },
+        ];
+        assert_eq!(
+            skip(&b, 0x1000),
+            vec![
+                IoVec {
+                    base: 0x2000,
+                    len: 0x1000
+                },
+                IoVec {
+                    base: 0x9000,
+                    len: 0x1000
+                }
+            ]
+        );
+        assert_eq!(
+            skip(&b, 0x2000),
+            vec![IoVec {
+                base: 0x9000,
+                len: 0x1000
+            }]
+        );
     }
 
     #[test]
     fn batches_respect_iov_max() {
-        let runs: Vec<PageRun> = (0..2500).map(|i| PageRun { addr: i * 0x2000, pages: 1 }).collect();
+        let runs: Vec<PageRun> = (0..2500)
+            .map(|i| PageRun {
+                addr: i * 0x2000,
+                pages: 1,
+            })
+            .collect();
         let b = iov_batches(&runs);
-        assert_eq!(b.iter().map(|x| x.len()).collect::<Vec<_>>(), vec![1024, 1024, 452]);
+        assert_eq!(
+            b.iter().map(|x| x.len()).collect::<Vec<_>>(),
+            vec![1024, 1024, 452]
+        );
     }
 }

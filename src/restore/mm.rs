@@ -34,13 +34,21 @@ pub fn clear_and_move_vdso(child: &Child, mm: &MmImage) -> Result<(), RestoreErr
 
 /// Moves each of vvar, vvar_vclock and vdso to its saved address (through a spare hole
 /// first when old and new places overlap), or unmaps it if the task had none.
-fn move_specials(child: &Child, mm: &MmImage, specials: &[(VmaKind, u64, u64)]) -> Result<(), RestoreError> {
+fn move_specials(
+    child: &Child,
+    mm: &MmImage,
+    specials: &[(VmaKind, u64, u64)],
+) -> Result<(), RestoreError> {
     let remote = child.remote();
     let lo = specials.iter().map(|s| s.1).min().unwrap_or(0);
     let hi = specials.iter().map(|s| s.2).max().unwrap_or(0);
-    let targets: Vec<(u64, u64, Option<&Vma>)> =
-        specials.iter().map(|(k, s, e)| (*s, *e, mm.vmas.iter().find(|v| &v.kind == k))).collect();
-    let overlap = targets.iter().any(|(_, _, v)| v.is_some_and(|v| v.start < hi && v.end > lo));
+    let targets: Vec<(u64, u64, Option<&Vma>)> = specials
+        .iter()
+        .map(|(k, s, e)| (*s, *e, mm.vmas.iter().find(|v| &v.kind == k)))
+        .collect();
+    let overlap = targets
+        .iter()
+        .any(|(_, _, v)| v.is_some_and(|v| v.start < hi && v.end > lo));
     let spare = child.helper + HELPER_LEN; // never a target address: the helper's hole was free
     let mut moved = Vec::new();
     for (s, e, v) in targets {
@@ -49,11 +57,25 @@ fn move_specials(child: &Child, mm: &MmImage, specials: &[(VmaKind, u64, u64)]) 
             continue;
         };
         let via = if overlap { spare + (s - lo) } else { v.start };
-        remote.call("mremap(vdso)", libc::SYS_mremap, &[s, e - s, e - s, MREMAP_MAYMOVE | MREMAP_FIXED, via])?;
+        remote.call(
+            "mremap(vdso)",
+            libc::SYS_mremap,
+            &[s, e - s, e - s, MREMAP_MAYMOVE | MREMAP_FIXED, via],
+        )?;
         moved.push((via, v));
     }
     for (via, v) in moved.into_iter().filter(|(via, v)| *via != v.start) {
-        remote.call("mremap(vdso)", libc::SYS_mremap, &[via, v.len(), v.len(), MREMAP_MAYMOVE | MREMAP_FIXED, v.start])?;
+        remote.call(
+            "mremap(vdso)",
+            libc::SYS_mremap,
+            &[
+                via,
+                v.len(),
+                v.len(),
+                MREMAP_MAYMOVE | MREMAP_FIXED,
+                v.start,
+            ],
+        )?;
     }
     Ok(())
 }
@@ -75,10 +97,20 @@ fn is_special(v: &Vma) -> bool {
     matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock)
 }
 
-fn map_one(child: &Child, v: &Vma, filled: bool, open: &mut Option<(String, u64)>) -> Result<(), RestoreError> {
+fn map_one(
+    child: &Child,
+    v: &Vma,
+    filled: bool,
+    open: &mut Option<(String, u64)>,
+) -> Result<(), RestoreError> {
     let remote = child.remote();
     let prot = u64::from(v.prot) | if filled { libc::PROT_WRITE as u64 } else { 0 };
-    let mut flags = libc::MAP_FIXED_NOREPLACE | if v.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE };
+    let mut flags = libc::MAP_FIXED_NOREPLACE
+        | if v.shared {
+            libc::MAP_SHARED
+        } else {
+            libc::MAP_PRIVATE
+        };
     if v.flags.growsdown {
         flags |= libc::MAP_GROWSDOWN;
     }
@@ -92,12 +124,21 @@ fn map_one(child: &Child, v: &Vma, filled: bool, open: &mut Option<(String, u64)
             (u64::MAX, 0)
         }
     };
-    remote.call("mmap", libc::SYS_mmap, &[v.start, v.len(), prot, flags as u64, fd, offset])?;
+    remote.call(
+        "mmap",
+        libc::SYS_mmap,
+        &[v.start, v.len(), prot, flags as u64, fd, offset],
+    )?;
     Ok(())
 }
 
 /// An fd in the child for `path`, reusing the last one (libraries map one file many times).
-fn file_fd(child: &Child, path: &str, v: &Vma, open: &mut Option<(String, u64)>) -> Result<u64, RestoreError> {
+fn file_fd(
+    child: &Child,
+    path: &str,
+    v: &Vma,
+    open: &mut Option<(String, u64)>,
+) -> Result<u64, RestoreError> {
     let writable = v.shared && v.prot & libc::PROT_WRITE as u32 != 0;
     if let Some((p, fd)) = open {
         if p == path && !writable {
@@ -106,7 +147,11 @@ fn file_fd(child: &Child, path: &str, v: &Vma, open: &mut Option<(String, u64)>)
         child.remote().call("close", libc::SYS_close, &[*fd])?;
         *open = None;
     }
-    let mode = if writable { libc::O_RDWR } else { libc::O_RDONLY };
+    let mode = if writable {
+        libc::O_RDWR
+    } else {
+        libc::O_RDONLY
+    };
     let fd = open_in(child, path, mode | libc::O_CLOEXEC)?;
     *open = Some((path.to_string(), fd));
     Ok(fd)
@@ -115,10 +160,17 @@ fn file_fd(child: &Child, path: &str, v: &Vma, open: &mut Option<(String, u64)>)
 /// `openat(AT_FDCWD, path, flags)` run by the child.
 pub fn open_in(child: &Child, path: &str, flags: i32) -> Result<u64, RestoreError> {
     let addr = child.put_str(0, path)?;
-    let fd = child.remote().raw(libc::SYS_openat, &[libc::AT_FDCWD as u64, addr, flags as u64, 0])?;
+    let fd = child.remote().raw(
+        libc::SYS_openat,
+        &[libc::AT_FDCWD as u64, addr, flags as u64, 0],
+    )?;
     if fd < 0 {
         return Err(RestoreError::Unsupported {
-            what: format!("open {path} in pid {}: {}", child.pid(), nix::errno::Errno::from_raw(-fd as i32).desc()),
+            what: format!(
+                "open {path} in pid {}: {}",
+                child.pid(),
+                nix::errno::Errno::from_raw(-fd as i32).desc()
+            ),
         });
     }
     Ok(fd as u64)
@@ -129,10 +181,18 @@ pub fn finish_vmas(child: &Child, mm: &MmImage, filled: &HashSet<u64>) -> Result
     let remote = child.remote();
     for v in mm.vmas.iter().filter(|v| !is_special(v)) {
         if filled.contains(&v.start) && v.prot & libc::PROT_WRITE as u32 == 0 {
-            remote.call("mprotect", libc::SYS_mprotect, &[v.start, v.len(), u64::from(v.prot)])?;
+            remote.call(
+                "mprotect",
+                libc::SYS_mprotect,
+                &[v.start, v.len(), u64::from(v.prot)],
+            )?;
         }
         for advice in advices(v) {
-            remote.call("madvise", libc::SYS_madvise, &[v.start, v.len(), advice as u64])?;
+            remote.call(
+                "madvise",
+                libc::SYS_madvise,
+                &[v.start, v.len(), advice as u64],
+            )?;
         }
         if v.flags.locked || v.flags.lockonfault {
             let onfault = if v.flags.lockonfault { 1 } else { 0 };
@@ -152,7 +212,11 @@ fn advices(v: &Vma) -> Vec<i32> {
         (f.nohugepage, libc::MADV_NOHUGEPAGE),
         (f.mergeable, libc::MADV_MERGEABLE),
     ];
-    table.iter().filter(|(on, _)| *on).map(|(_, a)| *a).collect()
+    table
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, a)| *a)
+        .collect()
 }
 
 /// `mseal(2)` of sealed mappings; after this nothing may touch them.
@@ -194,7 +258,11 @@ pub fn set_mm_fields(child: &Child, mm: &MmImage) -> Result<(), RestoreError> {
     };
     let addr = child.put_pod(0, &map)?;
     let size = std::mem::size_of::<PrctlMmMap>() as u64;
-    child.remote().call("prctl(PR_SET_MM_MAP)", libc::SYS_prctl, &[PR_SET_MM, PR_SET_MM_MAP, addr, size, 0])?;
+    child.remote().call(
+        "prctl(PR_SET_MM_MAP)",
+        libc::SYS_prctl,
+        &[PR_SET_MM, PR_SET_MM_MAP, addr, size, 0],
+    )?;
     if mm.exe.is_some() {
         child.remote().call("close", libc::SYS_close, &[exe_fd])?;
     }

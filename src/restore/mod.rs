@@ -105,18 +105,30 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     let started = Instant::now();
     let image = Image::load(&opts.dir)?;
     if image.processes.len() != 1 {
-        return Err(RestoreError::Unsupported { what: "images of process trees are not supported yet".into() });
+        return Err(RestoreError::Unsupported {
+            what: "images of process trees are not supported yet".into(),
+        });
     }
     verify::host_accepts(&image)?;
     let shell_job = opts.shell_job || image.inventory.shell_job;
     let p = &image.processes[0];
     let pages = rebuild(&image, p, shell_job)?;
-    Ok(Restored { pid: p.task.pid, pages, total: started.elapsed() })
+    Ok(Restored {
+        pid: p.task.pid,
+        pages,
+        total: started.elapsed(),
+    })
 }
 
 fn rebuild(image: &Image, p: &ProcessImage, shell_job: bool) -> Result<u64, RestoreError> {
     let pid = p.task.pid;
-    let at = |stage: RestoreStage| move |e: RestoreError| RestoreError::Stage { stage: stage.name(), pid, source: Box::new(e) };
+    let at = |stage: RestoreStage| {
+        move |e: RestoreError| RestoreError::Stage {
+            stage: stage.name(),
+            pid,
+            source: Box::new(e),
+        }
+    };
     let child = child::create(pid, &p.mm.vmas).map_err(at(RestoreStage::Takeover))?;
     match build(&child, image, p, shell_job) {
         Ok(pages) => {
@@ -132,24 +144,54 @@ fn rebuild(image: &Image, p: &ProcessImage, shell_job: bool) -> Result<u64, Rest
     }
 }
 
-fn build(child: &Child, image: &Image, p: &ProcessImage, shell_job: bool) -> Result<u64, RestoreError> {
+fn build(
+    child: &Child,
+    image: &Image,
+    p: &ProcessImage,
+    shell_job: bool,
+) -> Result<u64, RestoreError> {
     let pid = p.task.pid;
     let stage = |s: RestoreStage, r: Result<(), RestoreError>| {
-        r.map_err(|e| RestoreError::Stage { stage: s.name(), pid, source: Box::new(e) })
+        r.map_err(|e| RestoreError::Stage {
+            stage: s.name(),
+            pid,
+            source: Box::new(e),
+        })
     };
     let filled = memory::filled_vmas(&p.mm);
-    stage(RestoreStage::AddressSpace, mm::clear_and_move_vdso(child, &p.mm))?;
+    stage(
+        RestoreStage::AddressSpace,
+        mm::clear_and_move_vdso(child, &p.mm),
+    )?;
     stage(RestoreStage::Mappings, mm::map_all(child, &p.mm, &filled))?;
     let mut pages = 0;
-    stage(RestoreStage::Memory, memory::fill(child, &p.mm, &image.pages_path(pid)).map(|n| pages = n))?;
-    stage(RestoreStage::Protections, mm::finish_vmas(child, &p.mm, &filled))?;
+    stage(
+        RestoreStage::Memory,
+        memory::fill(child, &p.mm, &image.pages_path(pid)).map(|n| pages = n),
+    )?;
+    stage(
+        RestoreStage::Protections,
+        mm::finish_vmas(child, &p.mm, &filled),
+    )?;
     stage(RestoreStage::MmFields, mm::set_mm_fields(child, &p.mm))?;
     stage(RestoreStage::Files, files::restore_fds(child, &p.files))?;
     stage(RestoreStage::Fs, files::restore_fs(child, &p.task))?;
-    stage(RestoreStage::Ids, task::restore_ids(child, &p.task, shell_job))?;
-    stage(RestoreStage::Attributes, task::restore_attrs(child, &p.task))?;
-    stage(RestoreStage::SigActions, task::restore_sigactions(child, &p.task))?;
-    stage(RestoreStage::ThreadAttrs, task::restore_thread_attrs(child, &p.task.threads[0]))?;
+    stage(
+        RestoreStage::Ids,
+        task::restore_ids(child, &p.task, shell_job),
+    )?;
+    stage(
+        RestoreStage::Attributes,
+        task::restore_attrs(child, &p.task),
+    )?;
+    stage(
+        RestoreStage::SigActions,
+        task::restore_sigactions(child, &p.task),
+    )?;
+    stage(
+        RestoreStage::ThreadAttrs,
+        task::restore_thread_attrs(child, &p.task.threads[0]),
+    )?;
     stage(RestoreStage::Creds, task::restore_creds(child, &p.task))?;
     stage(RestoreStage::Signals, task::queue_signals(child, &p.task))?;
     stage(RestoreStage::Seals, mm::seal(child, &p.mm))?;

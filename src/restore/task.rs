@@ -25,9 +25,17 @@ pub fn restore_ids(child: &Child, task: &TaskImage, shell_job: bool) -> Result<(
 /// Personality and comm.
 pub fn restore_attrs(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
     let remote = child.remote();
-    remote.call("personality", libc::SYS_personality, &[u64::from(task.personality)])?;
+    remote.call(
+        "personality",
+        libc::SYS_personality,
+        &[u64::from(task.personality)],
+    )?;
     let name = child.put_str(0, &task.comm)?;
-    remote.call("prctl(PR_SET_NAME)", libc::SYS_prctl, &[libc::PR_SET_NAME as u64, name])?;
+    remote.call(
+        "prctl(PR_SET_NAME)",
+        libc::SYS_prctl,
+        &[libc::PR_SET_NAME as u64, name],
+    )?;
     Ok(())
 }
 
@@ -49,13 +57,32 @@ pub fn restore_sigactions(child: &Child, task: &TaskImage) -> Result<(), Restore
 pub fn restore_thread_attrs(child: &Child, t: &ThreadImage) -> Result<(), RestoreError> {
     let remote = child.remote();
     // SS_ONSTACK is reported, not settable: the kernel derives it from the stack pointer.
-    let alt = AltStack { flags: t.altstack.flags & !libc::SS_ONSTACK, ..t.altstack };
-    let alt = if alt.flags & libc::SS_DISABLE != 0 { AltStack { flags: libc::SS_DISABLE, ..Default::default() } } else { alt };
+    let alt = AltStack {
+        flags: t.altstack.flags & !libc::SS_ONSTACK,
+        ..t.altstack
+    };
+    let alt = if alt.flags & libc::SS_DISABLE != 0 {
+        AltStack {
+            flags: libc::SS_DISABLE,
+            ..Default::default()
+        }
+    } else {
+        alt
+    };
     let addr = child.put_pod(0, &alt)?;
     remote.call("sigaltstack", libc::SYS_sigaltstack, &[addr, 0])?;
-    remote.call("set_tid_address", libc::SYS_set_tid_address, &[t.clear_child_tid])?;
+    remote.call(
+        "set_tid_address",
+        libc::SYS_set_tid_address,
+        &[t.clear_child_tid],
+    )?;
     if let Some(r) = &t.rseq {
-        let args = [r.rseq_abi_pointer, u64::from(r.rseq_abi_size), RSEQ_SIG_FLAGS, u64::from(r.signature)];
+        let args = [
+            r.rseq_abi_pointer,
+            u64::from(r.rseq_abi_size),
+            RSEQ_SIG_FLAGS,
+            u64::from(r.signature),
+        ];
         remote.call("rseq", libc::SYS_rseq, &args)?;
     }
     Ok(())
@@ -68,10 +95,22 @@ pub fn restore_creds(child: &Child, task: &TaskImage) -> Result<(), RestoreError
     let remote = child.remote();
     let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
     let addr = child.put(0, &groups)?;
-    remote.call("setgroups", libc::SYS_setgroups, &[c.groups.len() as u64, addr])?;
-    remote.call("setresgid", libc::SYS_setresgid, &[c.gid[0].into(), c.gid[1].into(), c.gid[2].into()])?;
+    remote.call(
+        "setgroups",
+        libc::SYS_setgroups,
+        &[c.groups.len() as u64, addr],
+    )?;
+    remote.call(
+        "setresgid",
+        libc::SYS_setresgid,
+        &[c.gid[0].into(), c.gid[1].into(), c.gid[2].into()],
+    )?;
     remote.call("setfsgid", libc::SYS_setfsgid, &[c.gid[3].into()])?;
-    remote.call("setresuid", libc::SYS_setresuid, &[c.uid[0].into(), c.uid[1].into(), c.uid[2].into()])?;
+    remote.call(
+        "setresuid",
+        libc::SYS_setresuid,
+        &[c.uid[0].into(), c.uid[1].into(), c.uid[2].into()],
+    )?;
     remote.call("setfsuid", libc::SYS_setfsuid, &[c.uid[3].into()])?;
     Ok(())
 }
@@ -83,7 +122,11 @@ pub fn queue_signals(child: &Child, task: &TaskImage) -> Result<(), RestoreError
     let pid = task.pid as u64;
     for info in &task.shared_pending {
         let addr = child.put_pod(0, info)?;
-        remote.call("rt_sigqueueinfo", libc::SYS_rt_sigqueueinfo, &[pid, info.signo() as u64, addr])?;
+        remote.call(
+            "rt_sigqueueinfo",
+            libc::SYS_rt_sigqueueinfo,
+            &[pid, info.signo() as u64, addr],
+        )?;
     }
     for t in &task.threads {
         for info in &t.pending {
@@ -104,7 +147,11 @@ pub fn queue_signals(child: &Child, task: &TaskImage) -> Result<(), RestoreError
 /// the saved registers (a task frozen in `read` re-enters it, one in `nanosleep` returns
 /// EINTR, as after any signal).
 pub fn resume(child: Child, t: &ThreadImage) -> Result<(), RestoreError> {
-    child.remote().call("munmap(helper)", libc::SYS_munmap, &[child.helper, super::child::HELPER_LEN])?;
+    child.remote().call(
+        "munmap(helper)",
+        libc::SYS_munmap,
+        &[child.helper, super::child::HELPER_LEN],
+    )?;
     child.task.set_regs(&t.regs)?;
     if !t.xsave.is_empty() {
         let mut xsave = t.xsave.clone();

@@ -28,17 +28,24 @@ fn cpu_features(saved: u64) -> Result<(), RestoreError> {
     if missing == 0 {
         return Ok(());
     }
-    Err(RestoreError::CpuFeatures { missing: cpu::xfeature_names(missing).join(", ") })
+    Err(RestoreError::CpuFeatures {
+        missing: cpu::xfeature_names(missing).join(", "),
+    })
 }
 
 /// The pid, and the tids of its threads, are unused and below pid_max.
 pub fn pid_free(pid: i32) -> Result<(), RestoreError> {
-    let pid_max: i32 = read_trim("/proc/sys/kernel/pid_max")?.parse().unwrap_or(4_194_304);
+    let pid_max: i32 = read_trim("/proc/sys/kernel/pid_max")?
+        .parse()
+        .unwrap_or(4_194_304);
     if pid >= pid_max {
         return Err(RestoreError::PidMax { pid, pid_max });
     }
     if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
-        return Err(RestoreError::PidTaken { pid, owner: format!("\"{}\"", comm.trim_end()) });
+        return Err(RestoreError::PidTaken {
+            pid,
+            owner: format!("\"{}\"", comm.trim_end()),
+        });
     }
     Ok(())
 }
@@ -46,11 +53,16 @@ pub fn pid_free(pid: i32) -> Result<(), RestoreError> {
 fn read_trim(path: &str) -> Result<String, RestoreError> {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_string())
-        .map_err(|source| RestoreError::Read { path: path.to_string(), source })
+        .map_err(|source| RestoreError::Read {
+            path: path.to_string(),
+            source,
+        })
 }
 
 fn hostname() -> String {
-    nix::sys::utsname::uname().map(|u| u.nodename().to_string_lossy().into_owned()).unwrap_or_default()
+    nix::sys::utsname::uname()
+        .map(|u| u.nodename().to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Our vDSO exports the dumped symbols at the same offsets, and the special mappings
@@ -59,12 +71,19 @@ fn vdso_matches(p: &ProcessImage) -> Result<(), RestoreError> {
     let here = own_specials()?;
     for kind in [VmaKind::Vvar, VmaKind::VvarVclock, VmaKind::Vdso] {
         let saved = p.mm.vmas.iter().find(|v| v.kind == kind).map(|v| v.len());
-        let ours = here.iter().find(|(k, _, _)| *k == kind).map(|(_, s, e)| e - s);
+        let ours = here
+            .iter()
+            .find(|(k, _, _)| *k == kind)
+            .map(|(_, s, e)| e - s);
         if saved.is_some() && saved != ours {
-            return Err(RestoreError::Vdso { what: format!("{kind:?} is {saved:?} bytes there, {ours:?} here") });
+            return Err(RestoreError::Vdso {
+                what: format!("{kind:?} is {saved:?} bytes there, {ours:?} here"),
+            });
         }
     }
-    let Some((_, start, end)) = here.iter().find(|(k, _, _)| *k == VmaKind::Vdso) else { return Ok(()) };
+    let Some((_, start, end)) = here.iter().find(|(k, _, _)| *k == VmaKind::Vdso) else {
+        return Ok(());
+    };
     let mut text = vec![0u8; (end - start) as usize];
     Mem::open(std::process::id() as i32, false)?.read(*start, &mut text)?;
     let symbols = crate::vdso::symbols(&text).map_err(|what| RestoreError::Vdso { what })?;
@@ -72,13 +91,18 @@ fn vdso_matches(p: &ProcessImage) -> Result<(), RestoreError> {
     if diff.is_empty() {
         Ok(())
     } else {
-        Err(RestoreError::Vdso { what: format!("symbols differ: {}", diff.join(", ")) })
+        Err(RestoreError::Vdso {
+            what: format!("symbols differ: {}", diff.join(", ")),
+        })
     }
 }
 
 /// Our own vvar/vvar_vclock/vdso mappings: the restored task inherits exactly these.
 pub fn own_specials() -> Result<Vec<(VmaKind, u64, u64)>, RestoreError> {
-    let maps = crate::proc::maps(std::process::id() as i32).map_err(|e| RestoreError::Unsupported { what: e.to_string() })?;
+    let maps =
+        crate::proc::maps(std::process::id() as i32).map_err(|e| RestoreError::Unsupported {
+            what: e.to_string(),
+        })?;
     Ok(maps
         .iter()
         .filter_map(|m| {
@@ -112,15 +136,30 @@ fn files_unchanged(p: &ProcessImage, same_host: bool) -> Result<(), RestoreError
 
 /// Mapped files must be identical (size and mtime); open files must still be the same
 /// inode on the same host (their contents may have been appended to by the task itself).
-fn check_file(pid: i32, f: &FileId, contents_matter: bool, same_host: bool) -> Result<(), RestoreError> {
-    let changed = |what: String| RestoreError::FileChanged { pid, path: f.path.clone(), what };
+fn check_file(
+    pid: i32,
+    f: &FileId,
+    contents_matter: bool,
+    same_host: bool,
+) -> Result<(), RestoreError> {
+    let changed = |what: String| RestoreError::FileChanged {
+        pid,
+        path: f.path.clone(),
+        what,
+    };
     let m = std::fs::metadata(&f.path).map_err(|e| changed(format!("cannot stat it: {e}")))?;
     if same_host && (m.dev() != f.dev || m.ino() != f.ino) {
         return Err(changed(format!("inode {} is now {}", f.ino, m.ino())));
     }
     let mtime_ns = m.mtime() * 1_000_000_000 + m.mtime_nsec();
     if contents_matter && (m.size() != f.size || mtime_ns != f.mtime_ns) {
-        return Err(changed(format!("size {} → {}, mtime {} → {}", f.size, m.size(), f.mtime_ns, mtime_ns)));
+        return Err(changed(format!(
+            "size {} → {}, mtime {} → {}",
+            f.size,
+            m.size(),
+            f.mtime_ns,
+            mtime_ns
+        )));
     }
     Ok(())
 }

@@ -28,8 +28,14 @@ struct CloneArgs {
 pub enum CloneError {
     #[error("pid {pid} is already in use")]
     PidTaken { pid: i32 },
-    #[error("clone3 with set_tid {pid} (needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE and Linux 5.5)")]
-    Clone { pid: i32, #[source] source: Errno },
+    #[error(
+        "clone3 with set_tid {pid} (needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE and Linux 5.5)"
+    )]
+    Clone {
+        pid: i32,
+        #[source]
+        source: Errno,
+    },
 }
 
 /// `clone3(set_tid = [pid], exit_signal = SIGCHLD)` — a child process with exactly `pid`.
@@ -46,7 +52,13 @@ pub fn clone_with_pid(pid: i32) -> Result<i32, CloneError> {
     };
     // SAFETY: `args` and `tids` are valid for the call; without CLONE_VM the child gets a
     // copy of our memory, and it only calls `park_forever`, which is async-signal-safe.
-    let r = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
     match Errno::result(r) {
         Ok(0) => park_forever(),
         Ok(child) => Ok(child as i32),

@@ -16,7 +16,12 @@ pub enum InjectError {
     #[error(transparent)]
     Ptrace(#[from] PtraceError),
     #[error("{name} injected into tid {tid}")]
-    Failed { name: &'static str, tid: i32, #[source] source: Errno },
+    Failed {
+        name: &'static str,
+        tid: i32,
+        #[source]
+        source: Errno,
+    },
 }
 
 /// A task that runs syscalls for us.
@@ -54,7 +59,11 @@ impl<'a> Remote<'a> {
     pub fn call(&self, name: &'static str, nr: i64, args: &[u64]) -> Result<u64, InjectError> {
         let r = self.raw(nr, args)?;
         if (-4095..0).contains(&r) {
-            return Err(InjectError::Failed { name, tid: self.task.tid(), source: Errno::from_raw(-r as i32) });
+            return Err(InjectError::Failed {
+                name,
+                tid: self.task.tid(),
+                source: Errno::from_raw(-r as i32),
+            });
         }
         Ok(r as u64)
     }

@@ -15,11 +15,26 @@ use nix::errno::Errno;
 #[derive(Debug, thiserror::Error)]
 pub enum MemError {
     #[error("open {path}")]
-    Open { path: PathBuf, #[source] source: std::io::Error },
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{op} {len} bytes at {addr:#x} of pid {pid}")]
-    Access { op: &'static str, pid: i32, addr: u64, len: usize, #[source] source: std::io::Error },
+    Access {
+        op: &'static str,
+        pid: i32,
+        addr: u64,
+        len: usize,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("process_vm_readv from pid {pid}")]
-    VmRead { pid: i32, #[source] source: Errno },
+    VmRead {
+        pid: i32,
+        #[source]
+        source: Errno,
+    },
 }
 
 /// `/proc/PID/mem` of a stopped task.
@@ -40,28 +55,48 @@ impl Mem {
     }
 
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
-        self.file.read_exact_at(buf, addr).map_err(|source| self.access("read", addr, buf.len(), source))
+        self.file
+            .read_exact_at(buf, addr)
+            .map_err(|source| self.access("read", addr, buf.len(), source))
     }
 
     pub fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemError> {
-        self.file.write_all_at(buf, addr).map_err(|source| self.access("write", addr, buf.len(), source))
+        self.file
+            .write_all_at(buf, addr)
+            .map_err(|source| self.access("write", addr, buf.len(), source))
     }
 
     fn access(&self, op: &'static str, addr: u64, len: usize, source: std::io::Error) -> MemError {
-        MemError::Access { op, pid: self.pid, addr, len, source }
+        MemError::Access {
+            op,
+            pid: self.pid,
+            addr,
+            len,
+            source,
+        }
     }
 }
 
 /// `process_vm_readv(2)` — copy the remote ranges, in order, into `local`; returns the
 /// number of bytes copied (short when a range is unmapped or unreadable).
 pub fn vm_read(pid: i32, local: &mut [u8], remote: &[(u64, usize)]) -> Result<usize, MemError> {
-    let liov = libc::iovec { iov_base: local.as_mut_ptr().cast(), iov_len: local.len() };
+    let liov = libc::iovec {
+        iov_base: local.as_mut_ptr().cast(),
+        iov_len: local.len(),
+    };
     let riov: Vec<libc::iovec> = remote
         .iter()
-        .map(|&(addr, len)| libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: len })
+        .map(|&(addr, len)| libc::iovec {
+            iov_base: addr as *mut libc::c_void,
+            iov_len: len,
+        })
         .collect();
     // SAFETY: `liov` describes `local`, valid for writes of its length for the whole call;
     // remote iovecs are addresses in the other task, which the kernel checks itself.
-    let r = unsafe { libc::process_vm_readv(pid, &liov, 1, riov.as_ptr(), riov.len() as libc::c_ulong, 0) };
-    Errno::result(r).map(|n| n as usize).map_err(|source| MemError::VmRead { pid, source })
+    let r = unsafe {
+        libc::process_vm_readv(pid, &liov, 1, riov.as_ptr(), riov.len() as libc::c_ulong, 0)
+    };
+    Errno::result(r)
+        .map(|n| n as usize)
+        .map_err(|source| MemError::VmRead { pid, source })
 }

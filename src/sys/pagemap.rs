@@ -63,9 +63,18 @@ pub struct Query {
 #[derive(Debug, thiserror::Error)]
 pub enum PagemapError {
     #[error("open {path}")]
-    Open { path: PathBuf, #[source] source: std::io::Error },
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("PAGEMAP_SCAN of pid {pid} at {addr:#x} (needs Linux 6.7 or newer)")]
-    Scan { pid: i32, addr: u64, #[source] source: Errno },
+    Scan {
+        pid: i32,
+        addr: u64,
+        #[source]
+        source: Errno,
+    },
 }
 
 /// `/proc/PID/pagemap` opened for scanning.
@@ -91,7 +100,13 @@ impl Pagemap {
         Ok(out)
     }
 
-    fn scan_once(&self, start: u64, end: u64, q: Query, out: &mut Vec<PageRegion>) -> Result<u64, PagemapError> {
+    fn scan_once(
+        &self,
+        start: u64,
+        end: u64,
+        q: Query,
+        out: &mut Vec<PageRegion>,
+    ) -> Result<u64, PagemapError> {
         let mut vec = vec![PageRegion::default(); REGIONS_PER_CALL];
         let mut arg = PmScanArg {
             size: std::mem::size_of::<PmScanArg>() as u64,
@@ -107,10 +122,24 @@ impl Pagemap {
         };
         // SAFETY: `arg` is a correctly sized pm_scan_arg; `vec` has room for vec_len
         // page_region entries and outlives the call; the kernel writes only within them.
-        let r = unsafe { libc::ioctl(self.file.as_raw_fd(), PAGEMAP_SCAN, &mut arg as *mut PmScanArg) };
-        let n = Errno::result(r).map_err(|source| PagemapError::Scan { pid: self.pid, addr: start, source })?;
+        let r = unsafe {
+            libc::ioctl(
+                self.file.as_raw_fd(),
+                PAGEMAP_SCAN,
+                &mut arg as *mut PmScanArg,
+            )
+        };
+        let n = Errno::result(r).map_err(|source| PagemapError::Scan {
+            pid: self.pid,
+            addr: start,
+            source,
+        })?;
         out.extend_from_slice(&vec[..n as usize]);
         // A walk that made no progress would loop forever; treat it as done.
-        Ok(if arg.walk_end > start { arg.walk_end } else { end })
+        Ok(if arg.walk_end > start {
+            arg.walk_end
+        } else {
+            end
+        })
     }
 }

@@ -17,7 +17,10 @@ pub unsafe trait Pod: Copy + Default {
         // SAFETY: Pod types are repr(C) integers without padding, so every byte is
         // initialized; the slice borrows `self` for its lifetime.
         unsafe {
-            std::slice::from_raw_parts(self as *const Self as *const u8, std::mem::size_of::<Self>())
+            std::slice::from_raw_parts(
+                self as *const Self as *const u8,
+                std::mem::size_of::<Self>(),
+            )
         }
     }
 
@@ -26,7 +29,10 @@ pub unsafe trait Pod: Copy + Default {
         // SAFETY: as above, and any byte pattern is a valid Pod value, so writes through
         // the slice cannot create an invalid value.
         unsafe {
-            std::slice::from_raw_parts_mut(self as *mut Self as *mut u8, std::mem::size_of::<Self>())
+            std::slice::from_raw_parts_mut(
+                self as *mut Self as *mut u8,
+                std::mem::size_of::<Self>(),
+            )
         }
     }
 

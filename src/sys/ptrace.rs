@@ -32,11 +32,24 @@ const XSTATE_MAX: usize = 64 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum PtraceError {
     #[error("ptrace {op} of tid {tid}")]
-    Request { op: &'static str, tid: i32, #[source] source: Errno },
+    Request {
+        op: &'static str,
+        tid: i32,
+        #[source]
+        source: Errno,
+    },
     #[error("wait for tid {tid}")]
-    Wait { tid: i32, #[source] source: Errno },
+    Wait {
+        tid: i32,
+        #[source]
+        source: Errno,
+    },
     #[error("tid {tid} {what} while stopped for {op}")]
-    Unexpected { tid: i32, op: &'static str, what: String },
+    Unexpected {
+        tid: i32,
+        op: &'static str,
+        what: String,
+    },
 }
 
 /// How a traced task stopped (or ended).
@@ -64,8 +77,15 @@ pub struct Seized {
 /// `ptrace(PTRACE_SEIZE, tid, 0, TRACESYSGOOD)` — attach without stopping; see ptrace(2).
 pub fn seize(tid: i32) -> Result<Seized, PtraceError> {
     let opts = ptrace::Options::PTRACE_O_TRACESYSGOOD;
-    ptrace::seize(Pid::from_raw(tid), opts).map_err(|source| PtraceError::Request { op: "seize", tid, source })?;
-    Ok(Seized { tid, released: false })
+    ptrace::seize(Pid::from_raw(tid), opts).map_err(|source| PtraceError::Request {
+        op: "seize",
+        tid,
+        source,
+    })?;
+    Ok(Seized {
+        tid,
+        released: false,
+    })
 }
 
 /// Waits for any state change of `tid` (`__WALL`: threads too).
@@ -120,7 +140,11 @@ impl Seized {
     }
 
     pub fn unexpected(&self, op: &'static str, stop: Stop) -> PtraceError {
-        PtraceError::Unexpected { tid: self.tid, op, what: format!("reported {stop:?}") }
+        PtraceError::Unexpected {
+            tid: self.tid,
+            op,
+            what: format!("reported {stop:?}"),
+        }
     }
 
     /// `PTRACE_SYSCALL`: run to the next syscall entry/exit stop.
@@ -156,7 +180,10 @@ impl Seized {
             match wait_tid(self.tid) {
                 Ok(Stop::Exited(_)) | Ok(Stop::Killed(_)) => return Ok(()),
                 Ok(_) => continue,
-                Err(PtraceError::Wait { source: Errno::ECHILD, .. }) => return Ok(()),
+                Err(PtraceError::Wait {
+                    source: Errno::ECHILD,
+                    ..
+                }) => return Ok(()),
                 Err(e) => return Err(e),
             }
         }
@@ -170,7 +197,9 @@ impl Seized {
     /// `PTRACE_GETREGSET NT_PRSTATUS`.
     pub fn regs(&self) -> Result<GpRegs, PtraceError> {
         let mut regs = GpRegs::default();
-        let len = self.get_regset(NT_PRSTATUS, regs.as_bytes_mut()).map_err(self.err("getregs"))?;
+        let len = self
+            .get_regset(NT_PRSTATUS, regs.as_bytes_mut())
+            .map_err(self.err("getregs"))?;
         if len != std::mem::size_of::<GpRegs>() {
             return Err(self.unexpected("getregs", Stop::OtherEvent(len as i32)));
         }
@@ -179,34 +208,58 @@ impl Seized {
 
     /// `PTRACE_SETREGSET NT_PRSTATUS`.
     pub fn set_regs(&self, regs: &GpRegs) -> Result<(), PtraceError> {
-        self.set_regset(NT_PRSTATUS, regs.as_bytes()).map_err(self.err("setregs"))
+        self.set_regset(NT_PRSTATUS, regs.as_bytes())
+            .map_err(self.err("setregs"))
     }
 
     /// `PTRACE_GETREGSET NT_X86_XSTATE`: the xsave area, as long as the kernel makes it.
     pub fn xstate(&self) -> Result<Vec<u8>, PtraceError> {
         let mut buf = vec![0u8; XSTATE_MAX];
-        let len = self.get_regset(NT_X86_XSTATE, &mut buf).map_err(self.err("get xstate"))?;
+        let len = self
+            .get_regset(NT_X86_XSTATE, &mut buf)
+            .map_err(self.err("get xstate"))?;
         buf.truncate(len);
         Ok(buf)
     }
 
     /// `PTRACE_SETREGSET NT_X86_XSTATE`.
     pub fn set_xstate(&self, xsave: &[u8]) -> Result<(), PtraceError> {
-        self.set_regset(NT_X86_XSTATE, xsave).map_err(self.err("set xstate"))
+        self.set_regset(NT_X86_XSTATE, xsave)
+            .map_err(self.err("set xstate"))
     }
 
     fn get_regset(&self, kind: usize, buf: &mut [u8]) -> Result<usize, Errno> {
-        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
         // SAFETY: the iovec describes `buf`, which outlives the call; the kernel writes at
         // most iov_len bytes and updates iov_len to the amount written.
-        let r = unsafe { libc::ptrace(libc::PTRACE_GETREGSET, self.tid, kind, &mut iov as *mut libc::iovec) };
+        let r = unsafe {
+            libc::ptrace(
+                libc::PTRACE_GETREGSET,
+                self.tid,
+                kind,
+                &mut iov as *mut libc::iovec,
+            )
+        };
         Errno::result(r).map(|_| iov.iov_len)
     }
 
     fn set_regset(&self, kind: usize, buf: &[u8]) -> Result<(), Errno> {
-        let mut iov = libc::iovec { iov_base: buf.as_ptr() as *mut libc::c_void, iov_len: buf.len() };
+        let mut iov = libc::iovec {
+            iov_base: buf.as_ptr() as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
         // SAFETY: the kernel only reads iov_len bytes from `buf`, which outlives the call.
-        let r = unsafe { libc::ptrace(libc::PTRACE_SETREGSET, self.tid, kind, &mut iov as *mut libc::iovec) };
+        let r = unsafe {
+            libc::ptrace(
+                libc::PTRACE_SETREGSET,
+                self.tid,
+                kind,
+                &mut iov as *mut libc::iovec,
+            )
+        };
         Errno::result(r).map(drop)
     }
 
@@ -235,7 +288,14 @@ impl Seized {
             let args = peek_args(out.len() as u64, shared, batch.len() as u32);
             // SAFETY: `args` is a struct ptrace_peeksiginfo_args {u64 off; u32 flags; s32 nr}
             // and `batch` has room for nr siginfos of 128 bytes each.
-            let r = unsafe { libc::ptrace(PTRACE_PEEKSIGINFO, self.tid, args.as_ptr(), batch.as_mut_ptr()) };
+            let r = unsafe {
+                libc::ptrace(
+                    PTRACE_PEEKSIGINFO,
+                    self.tid,
+                    args.as_ptr(),
+                    batch.as_mut_ptr(),
+                )
+            };
             let n = Errno::result(r).map_err(self.err("peeksiginfo"))? as usize;
             out.extend_from_slice(&batch[..n]);
             if n < batch.len() {
@@ -249,7 +309,14 @@ impl Seized {
         let mut conf = RseqConfig::default();
         let size = std::mem::size_of::<RseqConfig>();
         // SAFETY: the kernel writes at most `size` bytes (addr) into `conf`.
-        let r = unsafe { libc::ptrace(PTRACE_GET_RSEQ_CONFIGURATION, self.tid, size, &mut conf as *mut RseqConfig) };
+        let r = unsafe {
+            libc::ptrace(
+                PTRACE_GET_RSEQ_CONFIGURATION,
+                self.tid,
+                size,
+                &mut conf as *mut RseqConfig,
+            )
+        };
         Errno::result(r).map_err(self.err("get rseq configuration"))?;
         Ok((conf.rseq_abi_pointer != 0).then_some(conf))
     }
