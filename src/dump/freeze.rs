@@ -38,6 +38,12 @@ pub fn preflight(pid: i32, shell_job: bool) -> Result<Preflight, DumpError> {
             tracer: status.tracer_pid,
         });
     }
+    if status.seccomp != 0 {
+        return Err(DumpError::unsupported(format!(
+            "pid {pid} runs under seccomp (mode {}); saving seccomp filters is not supported yet",
+            status.seccomp
+        )));
+    }
     let threads = proc::tids(pid)?.len();
     if threads != 1 {
         return Err(DumpError::Threads { pid, threads });

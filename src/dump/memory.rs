@@ -9,7 +9,7 @@ use crate::image::mm::{PageRun, Vma, VmaKind};
 use crate::image::pages::PagesWriter;
 use crate::sys::mem::{vm_read, Mem};
 use crate::sys::pagemap::{
-    Pagemap, Query, PAGE_IS_FILE, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED,
+    Pagemap, Query, PAGE_IS_FILE, PAGE_IS_GUARD, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED,
 };
 
 /// Bytes read from the task per batch: bounds stasis's own memory whatever the target size.
@@ -61,8 +61,8 @@ pub fn dump(
 fn ranges_to_save(pid: i32, vmas: &[Vma]) -> Result<Vec<Range>, DumpError> {
     let pagemap = Pagemap::open(pid)?;
     let query = Query {
-        any: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-        report: PAGE_IS_FILE | PAGE_IS_PFNZERO,
+        any: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_GUARD,
+        report: PAGE_IS_FILE | PAGE_IS_PFNZERO | PAGE_IS_GUARD,
         ..Default::default()
     };
     let mut out = Vec::new();
@@ -74,6 +74,12 @@ fn ranges_to_save(pid: i32, vmas: &[Vma]) -> Result<Vec<Range>, DumpError> {
         };
         let readable = vma.prot & libc::PROT_READ as u32 != 0;
         for r in pagemap.scan(vma.start, vma.end, query)? {
+            if r.categories & PAGE_IS_GUARD != 0 {
+                return Err(DumpError::unsupported(format!(
+                    "pid {pid} has guard pages (MADV_GUARD_INSTALL) at {:#x}-{:#x}, which stasis cannot restore yet",
+                    r.start, r.end
+                )));
+            }
             let skip_file = private_file && r.categories & PAGE_IS_FILE != 0;
             if r.categories & PAGE_IS_PFNZERO == 0 && !skip_file {
                 out.push(Range {

@@ -90,8 +90,32 @@ impl Pagemap {
         Ok(Pagemap { pid, file })
     }
 
-    /// All matching regions in `[start, end)`, looping on `walk_end`.
+    /// All matching regions in `[start, end)`, looping on `walk_end`. Kernels older than
+    /// 6.14 do not know `PAGE_IS_GUARD` (EINVAL): they cannot have guard pages either, so
+    /// the query is repeated without it.
     pub fn scan(&self, start: u64, end: u64, q: Query) -> Result<Vec<PageRegion>, PagemapError> {
+        match self.scan_all(start, end, q) {
+            Err(PagemapError::Scan {
+                source: Errno::EINVAL,
+                ..
+            }) if (q.any | q.report) & PAGE_IS_GUARD != 0 => {
+                let g = !PAGE_IS_GUARD;
+                self.scan_all(
+                    start,
+                    end,
+                    Query {
+                        all: q.all & g,
+                        inverted: q.inverted & g,
+                        any: q.any & g,
+                        report: q.report & g,
+                    },
+                )
+            }
+            r => r,
+        }
+    }
+
+    fn scan_all(&self, start: u64, end: u64, q: Query) -> Result<Vec<PageRegion>, PagemapError> {
         let mut out = Vec::new();
         let mut at = start;
         while at < end {
@@ -141,5 +165,64 @@ impl Pagemap {
         } else {
             end
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Maps 16 pages of our own, touches some, installs a guard page, and scans.
+    #[test]
+    fn scan_finds_present_and_guard_pages() {
+        let len = 16 * 4096;
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        // SAFETY: a fresh private anonymous mapping, used only inside this test.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        let base = p as u64;
+        // SAFETY: pages 0 and 1 lie inside the mapping above.
+        unsafe { std::ptr::write_volatile(p as *mut u8, 1) };
+        // SAFETY: as above.
+        unsafe { std::ptr::write_volatile((p as *mut u8).add(4096), 1) };
+        // SAFETY: MADV_GUARD_INSTALL (102) on page 8 of our own mapping.
+        let guard = unsafe { libc::madvise((p as *mut u8).add(8 * 4096).cast(), 4096, 102) } == 0;
+        let pm = Pagemap::open(std::process::id() as i32).expect("open own pagemap");
+        let q = Query {
+            any: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_GUARD,
+            report: PAGE_IS_PRESENT | PAGE_IS_GUARD,
+            ..Default::default()
+        };
+        let regions = pm.scan(base, base + len as u64, q).expect("scan");
+        assert_eq!(
+            regions[0],
+            PageRegion {
+                start: base,
+                end: base + 8192,
+                categories: PAGE_IS_PRESENT
+            }
+        );
+        if guard {
+            let g = base + 8 * 4096;
+            assert!(
+                regions.contains(&PageRegion {
+                    start: g,
+                    end: g + 4096,
+                    categories: PAGE_IS_GUARD
+                }),
+                "{regions:x?}"
+            );
+        }
+        // SAFETY: unmapping the mapping made above.
+        unsafe { libc::munmap(p, len) };
     }
 }
