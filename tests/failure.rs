@@ -160,17 +160,15 @@ fn dump_killed_midway() {
         let img = tmp.join("img");
         let mut dump = common::start(&mut common::dump_cmd(victim.pid, &img, &[]));
         common::sleep_ms(delay_ms);
-        if let Some(out) = dump.try_finish() {
-            eprintln!(
-                "note: the dump finished within {delay_ms} ms ({:?}); attempt not counted",
-                out.status
-            );
+        dump.kill(); // (a no-op if it already exited)
+        let out = dump.finish(Duration::from_secs(10));
+        if out.status.code().is_some() {
+            // It won the race: a complete dump, which killed the victim.
+            out.assert_ok("a dump that finished before the kill");
+            eprintln!("note: the dump finished within {delay_ms} ms; attempt not counted");
             let _ = victim.wait_exit(Duration::from_secs(10));
             continue;
         }
-        dump.kill();
-        let out = dump.finish(Duration::from_secs(10));
-        assert_eq!(out.status.code(), None, "stasis was not killed: {out:?}");
         interrupted += 1;
         assert_no_image(tmp.path());
         // The tracer is gone and reaped, so the kernel has detached it already.

@@ -334,9 +334,7 @@ impl Proc {
 
     /// Non-blocking reap: `Some(status)` once the process has ended.
     pub fn try_reap(&mut self) -> Option<Status> {
-        if self.reaped {
-            return None;
-        }
+        assert!(!self.reaped, "pid {} was reaped already", self.pid);
         let mut st = 0;
         // SAFETY: waitpid on one specific pid; st is a valid out-pointer.
         let r = unsafe { libc::waitpid(self.pid, &mut st, libc::WNOHANG | libc::__WALL) };
