@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Run the whole test suite. Installs what the tests need (gcc, python3, bash, coreutils)
+# only when missing. Tests run one at a time: they share ptrace, PIDs and the
+# subreaper, and restore into fixed PIDs. Extra arguments go to the test binaries
+# (e.g. a name filter). Exits with cargo's status.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+for tool in gcc python3 bash sleep; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "test.sh: missing ${missing[*]}; installing gcc python3 bash coreutils" >&2
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        echo "test.sh: cannot install (needs root and apt-get); install ${missing[*]} yourself" >&2
+        exit 1
+    fi
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y gcc python3 bash coreutils
+fi
+command -v cargo >/dev/null 2>&1 || { echo "test.sh: cargo not found (install Rust: https://rustup.rs)" >&2; exit 1; }
+if [ "$(id -u)" -ne 0 ]; then
+    echo "test.sh: not root: dump/restore tests will print SKIP lines" >&2
+fi
+
+exec cargo test --release -- --test-threads=1 "$@"

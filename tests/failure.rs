@@ -1,0 +1,351 @@
+//! Failure paths: a dump that fails must leave its target running, untraced and intact
+//! (the victim still PASSes its own verification afterwards); a restore that fails must
+//! name what is wrong and create no process.
+//!
+//! All victims here are `memory` (its verification covers every byte it holds).
+
+mod common;
+
+use common::{Proc, Start, Status, TempDir};
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Spawn `memory ARGS` in tmp/work and wait for READY.
+fn memory_victim(tmp: &TempDir, args: &[&str]) -> Proc {
+    let work = tmp.join("work");
+    fs::create_dir_all(&work).expect("mkdir work");
+    let mut victim = common::spawn_victim("memory", args, &work);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    victim
+}
+
+/// The failed dump's aftermath: the victim runs freely, then passes on go.
+fn assert_survived(mut victim: Proc) {
+    common::assert_untouched(&victim);
+    victim.go_and_expect_pass();
+}
+
+fn assert_no_image(dir: &Path) {
+    let found = common::find_inventories(dir);
+    assert!(
+        found.is_empty(),
+        "a failed dump left complete-looking images: {found:?}"
+    );
+}
+
+#[test]
+fn dump_refuses_pipe() {
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_pipe");
+    let tmp = TempDir::new("pipe");
+    let victim = memory_victim(&tmp, &["-s", "4", "-p"]);
+    let out = common::dump(victim.pid, &tmp.join("img"), &[]);
+    let msg = out.assert_failed("dump of a task holding a pipe");
+    assert!(msg.contains("pipe"), "message does not say pipe: {msg}");
+    assert!(
+        msg.contains("fd 40") || msg.contains("fd 41"),
+        "message does not name the fd (40 or 41): {msg}"
+    );
+    assert!(
+        msg.contains(&victim.pid.to_string()),
+        "message does not name the pid: {msg}"
+    );
+    assert_no_image(tmp.path());
+    assert_survived(victim);
+}
+
+#[test]
+fn dump_refuses_foreign_session() {
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_foreign_session");
+    let tmp = TempDir::new("session");
+    let work = tmp.join("work");
+    fs::create_dir(&work).expect("mkdir work");
+    let mut victim = common::spawn_victim_in_our_session("memory", &["-s", "1"], &work);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let out = common::dump(victim.pid, &tmp.join("img"), &[]);
+    let msg = out.assert_failed("dump of a task in our session");
+    assert!(
+        msg.contains("session") || msg.contains("shell-job"),
+        "message does not explain the session: {msg}"
+    );
+    assert_no_image(tmp.path());
+    common::assert_untouched(&victim);
+    victim.go_and_expect_pass();
+}
+
+#[test]
+fn dump_refuses_nonempty_dir() {
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_nonempty_dir");
+    let tmp = TempDir::new("nonempty");
+    let victim = memory_victim(&tmp, &["-s", "1"]);
+    let img = tmp.join("img");
+    fs::create_dir(&img).expect("mkdir img");
+    fs::write(img.join("precious.txt"), "keep me").expect("write");
+    let out = common::dump(victim.pid, &img, &[]);
+    let msg = out.assert_failed("dump into a non-empty directory");
+    assert!(
+        msg.contains(&img.display().to_string()) || msg.contains("empty"),
+        "message does not name the directory: {msg}"
+    );
+    assert_eq!(
+        fs::read_to_string(img.join("precious.txt")).ok().as_deref(),
+        Some("keep me")
+    );
+    assert_no_image(tmp.path());
+    assert_survived(victim);
+}
+
+/// A tmpfs mounted for one test, lazily unmounted on drop.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &Path, size: &str) -> Result<Mount, String> {
+        fs::create_dir_all(at).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Mount(at.to_path_buf()))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn dump_full_disk() {
+    let _serial = common::serial();
+    require_privileged!("dump_full_disk");
+    let tmp = TempDir::new("fulldisk");
+    let mnt = match Mount::tmpfs(&tmp.join("mnt"), "1M") {
+        Ok(m) => m,
+        Err(why) => return common::skip("dump_full_disk", &why),
+    };
+    let victim = memory_victim(&tmp, &["-s", "64"]);
+    let out = common::dump(victim.pid, &mnt.0.join("img"), &[]);
+    let msg = out.assert_failed("dump onto a full filesystem");
+    assert!(
+        msg.contains("No space left") || msg.contains("ENOSPC"),
+        "message does not say the disk is full: {msg}"
+    );
+    assert_no_image(&mnt.0);
+    assert_survived(victim);
+}
+
+#[test]
+fn dump_killed_midway() {
+    let _serial = common::serial();
+    require_privileged!("dump_killed_midway");
+    let mut interrupted = 0;
+    for delay_ms in [50, 100, 150] {
+        let tmp = TempDir::new(&format!("killed-{delay_ms}"));
+        let mut victim = memory_victim(&tmp, &["-s", "512"]);
+        let img = tmp.join("img");
+        let mut dump = common::start(&mut common::dump_cmd(victim.pid, &img, &[]));
+        common::sleep_ms(delay_ms);
+        dump.kill(); // (a no-op if it already exited)
+        let out = dump.finish(Duration::from_secs(10));
+        if out.status.code().is_some() {
+            // It won the race: a complete dump, which killed the victim.
+            out.assert_ok("a dump that finished before the kill");
+            eprintln!("note: the dump finished within {delay_ms} ms; attempt not counted");
+            let _ = victim.wait_exit(Duration::from_secs(10));
+            continue;
+        }
+        interrupted += 1;
+        assert_no_image(tmp.path());
+        // The tracer is gone and reaped, so the kernel has detached it already.
+        assert_survived(victim);
+    }
+    assert!(
+        interrupted > 0,
+        "every dump of 512 MiB finished before the kill; nothing tested"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Restore failures. The original keeps running (dumped with -R) and the failed restore
+// must not create any process: same pid, same start time, same number of `memory`s.
+
+/// A victim dumped with --leave-running into tmp/img.
+fn dumped_running(tmp: &TempDir) -> Proc {
+    let victim = memory_victim(tmp, &["-s", "4"]);
+    common::dump(victim.pid, &tmp.join("img"), &["-R"]).assert_ok("stasis dump -R");
+    common::assert_untouched(&victim);
+    victim
+}
+
+/// `stasis restore` of `img` must fail with exit 1 and leave the process table as it was.
+fn assert_restore_fails(victim: &Proc, img: &Path) -> String {
+    let started = common::start_time(victim.pid);
+    let memories = common::count_comm("memory");
+    let out = common::restore_detached(img).expect_err("restore succeeded");
+    let msg = out.assert_failed("restore").to_string();
+    if let Ok(text) = fs::read_to_string(img.with_extension("pid")) {
+        panic!("a failed restore wrote a pidfile ({text:?}); message: {msg}");
+    }
+    assert_eq!(
+        common::start_time(victim.pid),
+        started,
+        "pid {} is another process now",
+        victim.pid
+    );
+    assert_eq!(
+        common::count_comm("memory"),
+        memories,
+        "the failed restore left a process behind"
+    );
+    common::assert_untouched(victim);
+    msg
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for e in fs::read_dir(from).expect("read image dir") {
+        let e = e.expect("dir entry");
+        fs::copy(e.path(), to.join(e.file_name())).expect("copy image file");
+    }
+}
+
+fn image_file(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    let listing: Vec<_> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(p.exists(), "image has no {name}; it holds {listing:?}");
+    p
+}
+
+/// Dump a victim, corrupt `file` in a copy of the image with `corrupt`, restore the copy.
+fn corrupt_case(test: &str, file: impl Fn(i32) -> String, corrupt: impl Fn(&Path)) {
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let victim = dumped_running(&tmp);
+    let name = file(victim.pid);
+    let bad = tmp.join("bad");
+    copy_dir(&tmp.join("img"), &bad);
+    corrupt(&image_file(&bad, &name));
+    let msg = assert_restore_fails(&victim, &bad);
+    assert!(msg.contains(&name), "message does not name {name}: {msg}");
+    assert_survived(victim);
+}
+
+fn patch(path: &Path, offset: u64, bytes: impl FnOnce(&mut [u8])) {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open image file");
+    let len = f.metadata().expect("stat").len();
+    assert!(offset + 4 <= len, "{} is only {len} bytes", path.display());
+    let mut buf = [0u8; 4];
+    f.seek(SeekFrom::Start(offset)).expect("seek");
+    f.read_exact(&mut buf).expect("read");
+    bytes(&mut buf);
+    f.seek(SeekFrom::Start(offset)).expect("seek");
+    f.write_all(&buf).expect("write");
+}
+
+fn len(path: &Path) -> u64 {
+    fs::metadata(path).expect("stat").len()
+}
+
+#[test]
+fn restore_rejects_flipped_page_byte() {
+    corrupt_case(
+        "restore_rejects_flipped_page_byte",
+        |pid| format!("pages-{pid}.img"),
+        |p| patch(p, len(p) / 2, |b| b[0] ^= 0x01),
+    );
+}
+
+#[test]
+fn restore_rejects_truncated_mm() {
+    corrupt_case(
+        "restore_rejects_truncated_mm",
+        |pid| format!("mm-{pid}.img"),
+        |p| {
+            let f = OpenOptions::new().write(true).open(p).expect("open");
+            f.set_len(len(p) / 2).expect("truncate");
+        },
+    );
+}
+
+#[test]
+fn restore_rejects_bad_task_magic() {
+    corrupt_case(
+        "restore_rejects_bad_task_magic",
+        |pid| format!("task-{pid}.img"),
+        |p| patch(p, 0, |b| b.iter_mut().for_each(|x| *x ^= 0xff)),
+    );
+}
+
+#[test]
+fn restore_rejects_newer_inventory_version() {
+    corrupt_case(
+        "restore_rejects_newer_inventory_version",
+        |_| "inventory.img".to_string(),
+        |p| patch(p, 12, |b| b.copy_from_slice(&999u32.to_le_bytes())),
+    );
+}
+
+#[test]
+fn restore_refuses_taken_pid() {
+    let _serial = common::serial();
+    require_privileged!("restore_refuses_taken_pid");
+    let tmp = TempDir::new("pidtaken");
+    let victim = dumped_running(&tmp);
+    let msg = assert_restore_fails(&victim, &tmp.join("img"));
+    assert!(
+        msg.contains(&victim.pid.to_string()),
+        "message does not name pid {}: {msg}",
+        victim.pid
+    );
+    assert_survived(victim);
+}
+
+/// The harness reaps what it spawns, by pid (needs no root).
+#[test]
+fn harness_reaps_by_pid() {
+    let _serial = common::serial();
+    let tmp = TempDir::new("harness");
+    let mut p = common::spawn_logged(
+        std::process::Command::new("true").current_dir(tmp.path()),
+        &tmp.join("log"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        if let Some(st) = p.try_reap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline);
+        common::sleep_ms(5);
+    };
+    assert_eq!(st, Status::Exited(0));
+    assert!(
+        common::proc_state(p.pid).is_none(),
+        "pid {} not reaped",
+        p.pid
+    );
+}

@@ -1,0 +1,212 @@
+//! Unmodified programs (python3, coreutils sleep, bash) dumped and restored with `-d`:
+//! each must carry on from where it was, under the same pid.
+
+mod common;
+
+use common::{Proc, Status, TempDir};
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Counts, mutates one entry of a 200k-entry dict per tick and writes
+/// "counter checksum-ok pid" to argv[1] every 100 ms.
+const PY_COUNTER: &str = r#"
+import os, sys, time
+path = sys.argv[1]
+d = {i: (i * 7) % 1000003 for i in range(200000)}
+base = sum(d.values())
+counter = 0
+while True:
+    counter += 1
+    d[counter % 200000] += 1
+    ok = sum(d.values()) == base + counter
+    with open(path + ".tmp", "w") as f:
+        f.write(f"{counter} {ok} {os.getpid()}\n")
+    os.rename(path + ".tmp", path)
+    time.sleep(0.1)
+"#;
+
+fn which(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Poll `f` every 20 ms until it returns Some, or panic after `timeout`.
+fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        common::sleep_ms(20);
+    }
+}
+
+/// Dump `proc` (killing it), reap it, restore with -d and adopt the restored task.
+fn dump_restore(proc: &mut Proc, tmp: &TempDir) -> Proc {
+    let img = tmp.join("img");
+    common::dump(proc.pid, &img, &[]).assert_ok("stasis dump");
+    assert_eq!(
+        proc.wait_exit(Duration::from_secs(10)),
+        Status::Signaled(libc::SIGKILL)
+    );
+    let pid =
+        common::restore_detached(&img).unwrap_or_else(|out| panic!("restore failed: {out:?}"));
+    assert_eq!(pid, proc.pid, "restored under another pid");
+    Proc::adopt(pid, &proc.log)
+}
+
+/// Kill a restored program and check it was still running (not exited on its own).
+fn stop(mut restored: Proc) {
+    assert!(
+        restored.alive(),
+        "pid {} is not running; log:\n{}",
+        restored.pid,
+        restored.log_text()
+    );
+    restored.signal(libc::SIGKILL);
+    assert_eq!(
+        restored.wait_exit(Duration::from_secs(10)),
+        Status::Signaled(libc::SIGKILL)
+    );
+}
+
+fn read_state(path: &Path) -> Option<(u64, bool, i32)> {
+    let text = fs::read_to_string(path).ok()?;
+    let mut it = text.split_whitespace();
+    Some((
+        it.next()?.parse().ok()?,
+        it.next()? == "True",
+        it.next()?.parse().ok()?,
+    ))
+}
+
+#[test]
+fn python_counter_continues() {
+    let _serial = common::serial();
+    require_privileged!("python_counter_continues");
+    if !which("python3") {
+        return common::skip("python_counter_continues", "python3 is not installed");
+    }
+    let tmp = TempDir::new("python");
+    let state = tmp.join("state");
+    let mut py = common::spawn_logged(
+        Command::new("python3")
+            .arg("-c")
+            .arg(PY_COUNTER)
+            .arg(&state)
+            .current_dir(tmp.path()),
+        &tmp.join("python.log"),
+    );
+    // 3 s of counting, so that a counter restarted from zero could not catch up.
+    let (before, ok, pid) = wait_for("the counter to reach 30", Duration::from_secs(60), || {
+        read_state(&state).filter(|s| s.0 >= 30)
+    });
+    assert!(
+        ok && pid == py.pid,
+        "bad state before the dump: {before} {ok} {pid}"
+    );
+    let restored = dump_restore(&mut py, &tmp);
+    let (at_dump, _, _) = read_state(&state).expect("state file");
+
+    common::sleep_ms(500);
+    let (c1, ok1, pid1) = read_state(&state).expect("state file");
+    assert!(
+        c1 > at_dump,
+        "counter did not advance after restore: {c1} (was {at_dump} at dump); log:\n{}",
+        restored.log_text()
+    );
+    assert!(
+        c1 <= at_dump + 20,
+        "counter jumped from {at_dump} to {c1} in 0.5 s"
+    );
+    assert!(
+        ok1,
+        "dict checksum no longer matches the counter after restore"
+    );
+    assert_eq!(pid1, py.pid, "os.getpid() changed");
+    let c2 = wait_for(
+        "the counter to advance again",
+        Duration::from_secs(10),
+        || read_state(&state).filter(|s| s.0 > c1 && s.1).map(|s| s.0),
+    );
+    assert!(c2 > c1);
+    stop(restored);
+}
+
+#[test]
+fn sleep_keeps_sleeping() {
+    let _serial = common::serial();
+    require_privileged!("sleep_keeps_sleeping");
+    let tmp = TempDir::new("sleep");
+    let mut sleeper = common::spawn_logged(
+        Command::new("sleep").arg("1000").current_dir(tmp.path()),
+        &tmp.join("sleep.log"),
+    );
+    // Dump it once it is sleep, not the forked harness.
+    let pid = sleeper.pid;
+    wait_for("sleep to exec", Duration::from_secs(10), || {
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (comm.trim_end() == "sleep" && common::proc_state(pid) == Some('S')).then_some(())
+    });
+    let restored = dump_restore(&mut sleeper, &tmp);
+    common::sleep_ms(1000);
+    assert_eq!(
+        fs::read(format!("/proc/{pid}/cmdline")).ok(),
+        Some(b"sleep\x001000\x00".to_vec())
+    );
+    assert_eq!(
+        common::proc_state(pid),
+        Some('S'),
+        "restored sleep is not sleeping"
+    );
+    stop(restored);
+}
+
+#[test]
+fn bash_loop_continues() {
+    let _serial = common::serial();
+    require_privileged!("bash_loop_continues");
+    let tmp = TempDir::new("bash");
+    let log = tmp.join("numbers");
+    // Builtins only: no child processes.
+    let script =
+        r#"i=0; while :; do i=$((i+1)); if (( i % 20000 == 0 )); then echo $i >> "$1"; fi; done"#;
+    let mut bash = common::spawn_logged(
+        Command::new("bash")
+            .args(["-c", script, "bash"])
+            .arg(&log)
+            .current_dir(tmp.path()),
+        &tmp.join("bash.log"),
+    );
+    let numbers = || -> Vec<u64> {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect()
+    };
+    wait_for("three numbers", Duration::from_secs(60), || {
+        (numbers().len() >= 3).then_some(())
+    });
+    let restored = dump_restore(&mut bash, &tmp);
+    let at_dump = numbers().len();
+    wait_for("new numbers after restore", Duration::from_secs(30), || {
+        (numbers().len() >= at_dump + 3).then_some(())
+    });
+    // One sequence across the restore: a reset loop would write 20000 again.
+    for (i, n) in numbers().iter().enumerate() {
+        let last = at_dump as u64 * 20000;
+        assert_eq!(
+            *n,
+            (i as u64 + 1) * 20000,
+            "line {} is {n}: the loop did not continue from {last}",
+            i + 1
+        );
+    }
+    stop(restored);
+}

@@ -1,0 +1,93 @@
+/*
+ * The victim contract, shared by every program in tests/victims/.
+ *
+ *   1. set up the state under test;
+ *   2. victim_ready(): print "READY" on stdout (the harness waits for it in the log);
+ *   3. victim_wait_go(): sleep until SIGUSR1 (the harness dumps and restores meanwhile);
+ *   4. verify everything, then victim_pass() or FAILF(...): "PASS" / "FAIL: <what>".
+ *
+ * A victim that cannot test its feature on this machine prints "SKIP: <why>" and exits 0.
+ * SIGUSR1 is level-triggered: the harness may send it more than once, so the handler only
+ * sets a flag and victims retry syscalls that fail with EINTR.
+ */
+#ifndef STASIS_VICTIM_H
+#define STASIS_VICTIM_H
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t victim_go;
+
+static inline void victim_on_go(int sig)
+{
+	(void)sig;
+	victim_go = 1;
+}
+
+/* Install the SIGUSR1 handler. No SA_RESTART: blocking calls see EINTR on go. */
+static inline void victim_install_go(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = victim_on_go;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGUSR1, &sa, NULL) != 0) {
+		printf("FAIL: sigaction(SIGUSR1): %s\n", strerror(errno));
+		exit(1);
+	}
+}
+
+static inline void victim_ready(void)
+{
+	printf("READY\n");
+	fflush(stdout);
+}
+
+static inline void victim_wait_go(void)
+{
+	while (!victim_go)
+		pause();
+}
+
+static inline void victim_pass(void)
+{
+	printf("PASS\n");
+	fflush(stdout);
+	exit(0);
+}
+
+static inline void victim_skip(const char *why)
+{
+	printf("SKIP: %s\n", why);
+	fflush(stdout);
+	exit(0);
+}
+
+__attribute__((format(printf, 1, 2), noreturn))
+static inline void victim_fail(const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("FAIL: ");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+	exit(1);
+}
+
+/* CHECK(cond, "what", ...): fail with the message unless cond holds. */
+#define CHECK(cond, ...) do { if (!(cond)) victim_fail(__VA_ARGS__); } while (0)
+/* Fail naming the call and errno when a setup syscall returns -1 / NULL-ish. */
+#define CHECK_SYS(expr) do { if ((long)(expr) == -1) \
+	victim_fail("%s: %s (line %d)", #expr, strerror(errno), __LINE__); } while (0)
+
+#endif
