@@ -124,6 +124,7 @@ fn process(p: &ProcessImage, out: &mut impl Write) -> std::io::Result<()> {
             FdKind::Path { file, pos } => format!("{} pos {pos}", file.path),
             FdKind::CharDev { path, .. } => format!("{path} (char device)"),
             FdKind::Tty { .. } => "terminal (shell job)".to_string(),
+            FdKind::Dup { of } => format!("same open file as fd {of}"),
         };
         writeln!(
             out,

@@ -11,6 +11,8 @@ use clap::{Parser, Subcommand};
 /// Exit codes (documented in README.md).
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
+/// Usage errors: clap exits with this code itself.
+#[allow(dead_code)]
 pub const EXIT_USAGE: i32 = 2;
 
 /// stasis: checkpoint a running Linux process into an image directory and restore it.

@@ -11,11 +11,36 @@ use crate::proc;
 
 /// All open fds of `pid`.
 pub fn fd_table(pid: i32, shell_job: bool) -> Result<FilesImage, DumpError> {
-    let mut fds = Vec::new();
+    let mut fds: Vec<FdEntry> = Vec::new();
     for fd in proc::fds(pid)? {
-        fds.push(fd_entry(pid, fd, shell_job)?);
+        let entry = fd_entry(pid, fd, shell_job)?;
+        let dup = fds
+            .iter()
+            .find(|e| !matches!(e.kind, FdKind::Dup { .. }) && same_description(pid, e, &entry));
+        let entry = match dup {
+            Some(orig) => FdEntry {
+                kind: FdKind::Dup { of: orig.fd },
+                ..entry
+            },
+            None => entry,
+        };
+        fds.push(entry);
     }
     Ok(FilesImage { fds })
+}
+
+/// Two fds of `pid` share one open file description (`kcmp(KCMP_FILE)`); only asked for
+/// fds that name the same object, so the common case costs no syscall.
+fn same_description(pid: i32, a: &FdEntry, b: &FdEntry) -> bool {
+    let same_object = match (&a.kind, &b.kind) {
+        (FdKind::Path { file: x, .. }, FdKind::Path { file: y, .. }) => {
+            x.dev == y.dev && x.ino == y.ino
+        }
+        (FdKind::CharDev { rdev: x, .. }, FdKind::CharDev { rdev: y, .. }) => x == y,
+        _ => false,
+    };
+    let p = nix::unistd::Pid::from_raw(pid);
+    same_object && crate::sys::probe::kcmp_file(p, p, a.fd, b.fd) == Ok(0)
 }
 
 fn fd_entry(pid: i32, fd: i32, shell_job: bool) -> Result<FdEntry, DumpError> {

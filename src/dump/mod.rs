@@ -100,6 +100,7 @@ fn save(task: &Seized, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSu
         comm: proc::comm(pid)?,
         personality: proc::personality(pid)?,
         umask: status.umask.unwrap_or(0o022),
+        rlimits: proc::limits(pid)?,
         cwd: proc::link(pid, "cwd")?.to_string_lossy().into_owned(),
         root: proc::link(pid, "root")?.to_string_lossy().into_owned(),
         creds: Creds {

@@ -30,4 +30,7 @@ pub enum FdKind {
     CharDev { path: String, rdev: u64, pos: u64 },
     /// The invoking terminal (`--shell-job`): restored as the restorer's terminal.
     Tty { rdev: u64 },
+    /// The same open file description as the earlier fd `of` (a `dup`): one offset and
+    /// one set of status flags for both.
+    Dup { of: i32 },
 }

@@ -51,6 +51,7 @@ pub fn task(pid: i32) -> TaskImage {
         comm: "victim".into(),
         personality: 0,
         umask: 0o022,
+        rlimits: vec![(u64::MAX, u64::MAX); 16],
         cwd: "/".into(),
         root: "/".into(),
         creds: Creds {

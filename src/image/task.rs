@@ -18,6 +18,8 @@ pub struct TaskImage {
     /// `personality(2)` value.
     pub personality: u32,
     pub umask: u32,
+    /// `(soft, hard)` per `RLIMIT_*` (16 entries); `u64::MAX` is unlimited.
+    pub rlimits: Vec<(u64, u64)>,
     /// Working directory and root, as paths in the dumper's mount namespace.
     pub cwd: String,
     pub root: String,

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use super::error::ImageError;
-use super::files::FilesImage;
+use super::files::{FdKind, FilesImage};
 use super::inventory::Inventory;
 use super::mm::{MmFields, MmImage, PageRun, Vma};
 use super::task::TaskImage;
@@ -83,6 +83,12 @@ pub fn task(task: &TaskImage, pid: i32, path: &Path) -> Check {
     }
     let tids: Vec<i32> = task.threads.iter().map(|t| t.tid).collect();
     check_ids(&tids, "tid", path)?;
+    if task.rlimits.len() != 16 || task.rlimits.iter().any(|(soft, hard)| soft > hard) {
+        return fail(
+            path,
+            "resource limits are not 16 (soft <= hard) pairs".to_string(),
+        );
+    }
     if task.sigactions.len() != SIGNALS {
         return fail(
             path,
@@ -215,6 +221,23 @@ fn auxv(words: &[u64], path: &Path) -> Check {
 /// fds non-negative, unique, in increasing order.
 pub fn files(files: &FilesImage, path: &Path) -> Check {
     let mut prev = None;
+    for (i, e) in files.fds.iter().enumerate() {
+        if let FdKind::Dup { of } = e.kind {
+            let earlier = &files.fds[..i];
+            if !earlier
+                .iter()
+                .any(|x| x.fd == of && !matches!(x.kind, FdKind::Dup { .. }))
+            {
+                return fail(
+                    path,
+                    format!(
+                        "fd {} duplicates fd {of}, which is not an earlier original fd",
+                        e.fd
+                    ),
+                );
+            }
+        }
+    }
     for fd in files.fds.iter().map(|e| e.fd) {
         if fd < 0 {
             return fail(path, format!("fd {fd} is negative"));

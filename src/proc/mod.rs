@@ -14,6 +14,7 @@
 
 pub mod auxv;
 pub mod fdinfo;
+pub mod limits;
 pub mod maps;
 pub mod stat;
 pub mod status;
@@ -68,6 +69,11 @@ pub fn maps(pid: i32) -> Result<Vec<MapEntry>, ProcError> {
 /// `/proc/PID/stat`.
 pub fn stat(pid: i32) -> Result<Stat, ProcError> {
     parse_file(pid, "stat", stat::parse_stat)
+}
+
+/// `/proc/PID/limits`: `(soft, hard)` per `RLIMIT_*`.
+pub fn limits(pid: i32) -> Result<Vec<(u64, u64)>, ProcError> {
+    parse_file(pid, "limits", limits::parse_limits)
 }
 
 /// `/proc/PID/status`.

@@ -90,6 +90,14 @@ fn install(child: &Child, e: &FdEntry, tty: Option<u64>) -> Result<(), RestoreEr
             remote.call("dup3", libc::SYS_dup3, &[t, e.fd as u64, cloexec as u64])?;
             return Ok(());
         }
+        FdKind::Dup { of } => {
+            remote.call(
+                "dup3",
+                libc::SYS_dup3,
+                &[*of as u64, e.fd as u64, cloexec as u64],
+            )?;
+            return Ok(());
+        }
         FdKind::Path { file, pos } => (
             open_in(child, &file.path, reopen_flags(e.flags) | cloexec)?,
             *pos,

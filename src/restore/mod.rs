@@ -63,6 +63,8 @@ pub enum RestoreStage {
     Ids,
     /// Personality and comm.
     Attributes,
+    /// Resource limits.
+    Limits,
     /// Signal handlers.
     SigActions,
     /// sigaltstack, clear_child_tid, rseq.
@@ -90,6 +92,7 @@ impl RestoreStage {
             Self::Fs => "fs",
             Self::Ids => "ids",
             Self::Attributes => "attributes",
+            Self::Limits => "resource limits",
             Self::SigActions => "sigactions",
             Self::ThreadAttrs => "thread attributes",
             Self::Creds => "credentials",
@@ -184,6 +187,7 @@ fn build(
         RestoreStage::Attributes,
         task::restore_attrs(child, &p.task),
     )?;
+    stage(RestoreStage::Limits, task::restore_rlimits(child, &p.task))?;
     stage(
         RestoreStage::SigActions,
         task::restore_sigactions(child, &p.task),

@@ -39,6 +39,24 @@ pub fn restore_attrs(child: &Child, task: &TaskImage) -> Result<(), RestoreError
     Ok(())
 }
 
+/// Resource limits. Raising a hard limit above the restorer's needs CAP_SYS_RESOURCE,
+/// which is refused with the limit named rather than restored lower.
+pub fn restore_rlimits(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
+    for (res, &(soft, hard)) in task.rlimits.iter().enumerate() {
+        let addr = child.put(0, &[soft.to_ne_bytes(), hard.to_ne_bytes()].concat())?;
+        let r = child
+            .remote()
+            .raw(libc::SYS_prlimit64, &[0, res as u64, addr, 0])?;
+        if r < 0 {
+            let why = nix::errno::Errno::from_raw(-r as i32);
+            return Err(RestoreError::Unsupported {
+                what: format!("set resource limit {res} of pid {} to {soft}/{hard}: {why} (raising a hard limit needs CAP_SYS_RESOURCE)", task.pid),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Handlers for every signal but SIGKILL and SIGSTOP.
 pub fn restore_sigactions(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
     let remote = child.remote();
