@@ -7,17 +7,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for tool in gcc python3 bash sleep; do
+for tool in gcc python3 bash sleep script; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
-    echo "test.sh: missing ${missing[*]}; installing gcc python3 bash coreutils" >&2
+    echo "test.sh: missing ${missing[*]}; installing gcc python3 bash coreutils bsdutils" >&2
     if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
         echo "test.sh: cannot install (needs root and apt-get); install ${missing[*]} yourself" >&2
         exit 1
     fi
     apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y gcc python3 bash coreutils
+    DEBIAN_FRONTEND=noninteractive apt-get install -y gcc python3 bash coreutils bsdutils
 fi
 command -v cargo >/dev/null 2>&1 || { echo "test.sh: cargo not found (install Rust: https://rustup.rs)" >&2; exit 1; }
 if [ "$(id -u)" -ne 0 ]; then
