@@ -158,4 +158,5 @@ victim_tests! {
     syscalls_clock_abs: "syscalls" ["clock_abs"];
     files: "files";
     procattrs: "procattrs";
+    timers: "timers";
 }
