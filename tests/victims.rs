@@ -159,4 +159,7 @@ victim_tests! {
     files: "files";
     procattrs: "procattrs";
     timers: "timers";
+    sched_batch: "sched" ["batch"];
+    sched_fifo: "sched" ["fifo"];
+    prctl: "prctl";
 }

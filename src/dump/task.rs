@@ -116,7 +116,7 @@ fn queries_with_scratch(q: &Query, known: &Known) -> Result<Queried, DumpError> 
             libc::SYS_rt_sigaction,
             &[sig, 0, scratch, 8],
         )?;
-        sigactions.push(read_pod::<KernelSigaction>(&mem, scratch)?);
+        sigactions.push(read_pod::<KernelSigaction>(mem, scratch)?);
     }
     let brk = remote.call("brk", libc::SYS_brk, &[0])?;
     remote.call(
@@ -124,9 +124,9 @@ fn queries_with_scratch(q: &Query, known: &Known) -> Result<Queried, DumpError> 
         libc::SYS_prctl,
         &[libc::PR_GET_TID_ADDRESS as u64, scratch],
     )?;
-    let clear_child_tid = read_pod::<u64>(&mem, scratch)?;
+    let clear_child_tid = read_pod::<u64>(mem, scratch)?;
     remote.call("sigaltstack", libc::SYS_sigaltstack, &[0, scratch])?;
-    let altstack = read_pod::<AltStack>(&mem, scratch)?;
+    let altstack = read_pod::<AltStack>(mem, scratch)?;
     Ok(Queried {
         sigactions,
         brk,
