@@ -162,4 +162,5 @@ victim_tests! {
     sched_batch: "sched" ["batch"];
     sched_fifo: "sched" ["fifo"];
     prctl: "prctl";
+    creds: "creds";
 }
