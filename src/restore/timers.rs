@@ -22,8 +22,8 @@ const SPEC_OFF: u64 = 256;
 /// Every interval timer and POSIX timer of the task.
 ///
 /// Ordering requirements: late, so restore work does not eat the remaining times, and
-/// before the credentials change: `PR_TIMER_CREATE_RESTORE_IDS` needs
-/// CAP_CHECKPOINT_RESTORE and alarm clocks CAP_WAKE_ALARM. Expiries until the resume
+/// before the credentials change: timers on `*_ALARM` clocks need CAP_WAKE_ALARM
+/// (`PR_TIMER_CREATE_RESTORE_IDS` itself needs no privilege on Linux 6.18). Expiries until the resume
 /// only queue signals (all are blocked in the child).
 pub fn restore_timers(child: &Child, timers: &Timers) -> Result<(), RestoreError> {
     for (which, it) in timers.itimers.iter().enumerate() {
