@@ -158,4 +158,9 @@ victim_tests! {
     syscalls_clock_abs: "syscalls" ["clock_abs"];
     files: "files";
     procattrs: "procattrs";
+    timers: "timers";
+    sched_batch: "sched" ["batch"];
+    sched_fifo: "sched" ["fifo"];
+    prctl: "prctl";
+    creds: "creds";
 }

@@ -6,12 +6,16 @@
 //! streamed into the image) → commit (fsync + rename) → kill or release.
 //! Any failure before the end detaches and leaves the task running exactly as it was.
 
+pub mod creds;
 mod error;
 pub mod files;
 pub mod freeze;
 pub mod memory;
 pub mod mm;
+pub mod prctl;
+pub mod sched;
 pub mod task;
+pub mod timers;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -21,7 +25,7 @@ pub use error::DumpError;
 use crate::image::inventory::{CpuInfo, Inventory};
 use crate::image::load::record_name;
 use crate::image::mm::MmImage;
-use crate::image::task::{Creds, TaskImage};
+use crate::image::task::TaskImage;
 use crate::image::{ImageWriter, Kind};
 use crate::proc;
 use crate::sys::mem::Mem;
@@ -74,9 +78,14 @@ fn save(task: &Seized, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSu
     let vdso_symbols = vdso_symbols(pid, vdso)?;
     let mut thread = task::thread_state(task)?;
     let ip = task::find_syscall_insn(pid, vdso)?;
-    let q = task::query(task, &thread.regs, thread.sigmask, ip)?;
+    let known = task::Known {
+        timers: &proc::timers(pid)?,
+    };
+    let q = task::query(task, &thread.regs, thread.sigmask, ip, &known)?;
     thread.clear_child_tid = q.clear_child_tid;
     thread.altstack = q.altstack;
+    thread.pdeathsig = q.pdeathsig;
+    thread.sched = sched::thread_sched(thread.tid, q.timerslack_ns)?;
     let stat = proc::stat(pid)?;
     let status = proc::status(pid)?;
 
@@ -103,11 +112,10 @@ fn save(task: &Seized, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSu
         rlimits: proc::limits(pid)?,
         cwd: proc::link(pid, "cwd")?.to_string_lossy().into_owned(),
         root: proc::link(pid, "root")?.to_string_lossy().into_owned(),
-        creds: Creds {
-            uid: status.uid,
-            gid: status.gid,
-            groups: status.groups.clone(),
-        },
+        creds: creds::creds(&status, q.securebits),
+        oom_score_adj: proc::oom_score_adj(pid)?,
+        attrs: q.attrs,
+        timers: q.timers,
         sigactions: q.sigactions,
         shared_pending: task.pending(true)?,
         threads: vec![thread],

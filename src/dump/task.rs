@@ -4,7 +4,8 @@
 
 use super::DumpError;
 use crate::abi::{AltStack, GpRegs, KernelSigaction};
-use crate::image::task::ThreadImage;
+use crate::image::task::{ProcessAttrs, ThreadImage, ThreadSched, Timers};
+use crate::proc::timers::ProcTimer;
 use crate::sys::inject::Remote;
 use crate::sys::mem::Mem;
 use crate::sys::ptrace::Seized;
@@ -16,6 +17,39 @@ pub struct Queried {
     pub brk: u64,
     pub clear_child_tid: u64,
     pub altstack: AltStack,
+    pub timers: Timers,
+    pub attrs: ProcessAttrs,
+    pub pdeathsig: i32,
+    pub securebits: u32,
+    pub timerslack_ns: u64,
+}
+
+/// What the queries need to know from outside: the timers listed in `/proc/PID/timers`.
+pub struct Known<'a> {
+    pub timers: &'a [ProcTimer],
+}
+
+/// A task running our queries, with a scratch page for their results.
+pub struct Query<'a> {
+    pub remote: &'a Remote<'a>,
+    pub mem: Mem,
+    pub scratch: u64,
+}
+
+impl Query<'_> {
+    pub fn call(&self, name: &'static str, nr: i64, args: &[u64]) -> Result<u64, DumpError> {
+        Ok(self.remote.call(name, nr, args)?)
+    }
+
+    /// The raw result (negative errno on failure), for calls a kernel may lack.
+    pub fn raw(&self, nr: i64, args: &[u64]) -> Result<i64, DumpError> {
+        Ok(self.remote.raw(nr, args)?)
+    }
+
+    /// Reads a `T` from scratch at `off`.
+    pub fn read<T: Pod>(&self, off: u64) -> Result<T, DumpError> {
+        read_pod(&self.mem, self.scratch + off)
+    }
 }
 
 /// Registers, xsave area, mask, per-thread pending signals and rseq of a stopped thread.
@@ -29,6 +63,8 @@ pub fn thread_state(task: &Seized) -> Result<ThreadImage, DumpError> {
         rseq: task.rseq()?,
         clear_child_tid: 0,
         altstack: AltStack::default(),
+        sched: ThreadSched::default(),
+        pdeathsig: 0,
     })
 }
 
@@ -42,27 +78,37 @@ pub fn query(
     regs: &GpRegs,
     sigmask: u64,
     syscall_ip: u64,
+    known: &Known,
 ) -> Result<Queried, DumpError> {
     task.set_sigmask(!0)?;
     let remote = Remote::new(task, syscall_ip, *regs);
-    let result = run_queries(&remote);
+    let result = run_queries(&remote, known);
     task.set_regs(regs)?;
     task.set_sigmask(sigmask)?;
     task.park()?;
     result
 }
 
-fn run_queries(remote: &Remote) -> Result<Queried, DumpError> {
+fn run_queries(remote: &Remote, known: &Known) -> Result<Queried, DumpError> {
     let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
     let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
     let scratch = remote.call("mmap", libc::SYS_mmap, &[0, 4096, prot, flags, u64::MAX, 0])?;
-    let result = queries_with_scratch(remote, scratch);
+    let result = Mem::open(remote.task().tid(), false)
+        .map_err(DumpError::from)
+        .and_then(|mem| {
+            let q = Query {
+                remote,
+                mem,
+                scratch,
+            };
+            queries_with_scratch(&q, known)
+        });
     remote.call("munmap", libc::SYS_munmap, &[scratch, 4096])?;
     result
 }
 
-fn queries_with_scratch(remote: &Remote, scratch: u64) -> Result<Queried, DumpError> {
-    let mem = Mem::open(remote.task().tid(), false)?;
+fn queries_with_scratch(q: &Query, known: &Known) -> Result<Queried, DumpError> {
+    let (remote, mem, scratch) = (q.remote, &q.mem, q.scratch);
     let mut sigactions = Vec::with_capacity(64);
     for sig in 1..=64u64 {
         remote.call(
@@ -70,7 +116,7 @@ fn queries_with_scratch(remote: &Remote, scratch: u64) -> Result<Queried, DumpEr
             libc::SYS_rt_sigaction,
             &[sig, 0, scratch, 8],
         )?;
-        sigactions.push(read_pod::<KernelSigaction>(&mem, scratch)?);
+        sigactions.push(read_pod::<KernelSigaction>(mem, scratch)?);
     }
     let brk = remote.call("brk", libc::SYS_brk, &[0])?;
     remote.call(
@@ -78,14 +124,19 @@ fn queries_with_scratch(remote: &Remote, scratch: u64) -> Result<Queried, DumpEr
         libc::SYS_prctl,
         &[libc::PR_GET_TID_ADDRESS as u64, scratch],
     )?;
-    let clear_child_tid = read_pod::<u64>(&mem, scratch)?;
+    let clear_child_tid = read_pod::<u64>(mem, scratch)?;
     remote.call("sigaltstack", libc::SYS_sigaltstack, &[0, scratch])?;
-    let altstack = read_pod::<AltStack>(&mem, scratch)?;
+    let altstack = read_pod::<AltStack>(mem, scratch)?;
     Ok(Queried {
         sigactions,
         brk,
         clear_child_tid,
         altstack,
+        timers: super::timers::query(q, known.timers)?,
+        attrs: super::prctl::query_process(q)?,
+        pdeathsig: super::prctl::query_pdeathsig(q)?,
+        securebits: super::creds::query_securebits(q)?,
+        timerslack_ns: super::sched::query_timerslack(q)?,
     })
 }
 

@@ -7,11 +7,15 @@
 //! half-built task and reports the stage.
 
 mod child;
+mod creds;
 mod error;
 mod files;
 mod memory;
 mod mm;
+mod prctl;
+mod sched;
 mod task;
+mod timers;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -69,7 +73,14 @@ pub enum RestoreStage {
     SigActions,
     /// sigaltstack, clear_child_tid, rseq.
     ThreadAttrs,
-    /// Groups, gids, uids (drops privileges).
+    /// THP disable, child subreaper, membarrier registrations.
+    ProcAttrs,
+    /// Timer slack, I/O priority, nice, affinity, policy, oom_score_adj.
+    Sched,
+    /// Interval timers and POSIX timers (late, but privileged: before Creds).
+    Timers,
+    /// Securebits, groups, gids, uids, capabilities (drops privileges), then dumpable,
+    /// parent-death signal and no_new_privs, which a credential change resets.
     Creds,
     /// Requeue pending signals.
     Signals,
@@ -95,6 +106,9 @@ impl RestoreStage {
             Self::Limits => "resource limits",
             Self::SigActions => "sigactions",
             Self::ThreadAttrs => "thread attributes",
+            Self::ProcAttrs => "process attributes",
+            Self::Sched => "scheduling",
+            Self::Timers => "timers",
             Self::Creds => "credentials",
             Self::Signals => "signals",
             Self::Seals => "seals",
@@ -196,8 +210,23 @@ fn build(
         RestoreStage::ThreadAttrs,
         task::restore_thread_attrs(child, &p.task.threads[0]),
     )?;
-    stage(RestoreStage::Creds, task::restore_creds(child, &p.task))?;
+    stage(
+        RestoreStage::ProcAttrs,
+        prctl::restore_process(child, &p.task.attrs),
+    )?;
+    stage(RestoreStage::Sched, restore_sched(child, &p.task))?;
+    stage(
+        RestoreStage::Timers,
+        timers::restore_timers(child, &p.task.timers),
+    )?;
+    stage(RestoreStage::Creds, creds::restore_creds(child, &p.task))?;
     stage(RestoreStage::Signals, task::queue_signals(child, &p.task))?;
     stage(RestoreStage::Seals, mm::seal(child, &p.mm))?;
     Ok(pages / crate::abi::PAGE_SIZE)
+}
+
+fn restore_sched(child: &Child, task: &crate::image::task::TaskImage) -> Result<(), RestoreError> {
+    let t = &task.threads[0];
+    sched::restore_thread(child, t.tid, &t.sched)?;
+    sched::restore_oom_score_adj(task.pid, task.oom_score_adj)
 }

@@ -1,5 +1,5 @@
 //! Per-task state, the restore side of `dump/task.rs`: session and group, personality,
-//! name, signal handlers, altstack, clear_child_tid, rseq, credentials, queued signals,
+//! name, signal handlers, altstack, clear_child_tid, rseq, queued signals,
 //! and finally the registers and the resume.
 
 use super::child::Child;
@@ -103,33 +103,6 @@ pub fn restore_thread_attrs(child: &Child, t: &ThreadImage) -> Result<(), Restor
         ];
         remote.call("rseq", libc::SYS_rseq, &args)?;
     }
-    Ok(())
-}
-
-/// Groups, gids, then uids: after this the child may have lost the privilege for
-/// anything but what is left (queueing signals to itself, unmapping the helper).
-pub fn restore_creds(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
-    let c = &task.creds;
-    let remote = child.remote();
-    let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
-    let addr = child.put(0, &groups)?;
-    remote.call(
-        "setgroups",
-        libc::SYS_setgroups,
-        &[c.groups.len() as u64, addr],
-    )?;
-    remote.call(
-        "setresgid",
-        libc::SYS_setresgid,
-        &[c.gid[0].into(), c.gid[1].into(), c.gid[2].into()],
-    )?;
-    remote.call("setfsgid", libc::SYS_setfsgid, &[c.gid[3].into()])?;
-    remote.call(
-        "setresuid",
-        libc::SYS_setresuid,
-        &[c.uid[0].into(), c.uid[1].into(), c.uid[2].into()],
-    )?;
-    remote.call("setfsuid", libc::SYS_setfsuid, &[c.uid[3].into()])?;
     Ok(())
 }
 
