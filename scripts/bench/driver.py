@@ -276,6 +276,8 @@ def add_fractions(s, mem_bytes, dump_limit, restore_limit):
         mem_bytes = s["pages_stored"] * PAGE
     elif mem_bytes is None:
         return
+    if mem_bytes < 64 * MIB:
+        return  # fixed costs dominate; a rate would mean nothing
     s["dump_gibps"] = mem_bytes / GIB / s["dump_s"]
     s["dump_frac"] = s["dump_gibps"] / dump_limit
     s["restore_gibps"] = mem_bytes / GIB / s["restore_s"]
