@@ -349,3 +349,42 @@ fn harness_reaps_by_pid() {
         p.pid
     );
 }
+
+/// A process with a child is refused (trees are not supported yet) and left running:
+/// dumping the parent alone would orphan the child and leave its pid in use as the child's
+/// session id. Regression test for the benchmark's 50-process tree, which stasis used to
+/// "dump" by killing only the root.
+#[test]
+fn dump_refuses_process_with_children() {
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_process_with_children");
+    let tmp = TempDir::new("children");
+    let log = tmp.join("parent.log");
+    let script = "sleep 60 & echo \"CHILD $!\"; echo READY; wait";
+    let mut parent = common::spawn_logged(
+        std::process::Command::new("bash").args(["-c", script]),
+        &log,
+    );
+    assert_eq!(parent.wait_ready(), Start::Ready);
+    let child: i32 = parent
+        .log_text()
+        .lines()
+        .find_map(|l| l.strip_prefix("CHILD ").and_then(|p| p.trim().parse().ok()))
+        .expect("child pid in the log");
+    let out = common::dump(parent.pid, &tmp.join("img"), &[]);
+    let msg = out.assert_failed("dump of a process with a child");
+    assert!(
+        msg.contains(&child.to_string()) && msg.contains("child"),
+        "message does not name child {child}: {msg}"
+    );
+    assert_no_image(tmp.path());
+    common::assert_untouched(&parent);
+    assert!(
+        common::proc_state(child).is_some(),
+        "the child {child} is gone"
+    );
+    // Let bash reap its child, then end bash.
+    common::kill(child, libc::SIGKILL).expect("kill child");
+    parent.signal(libc::SIGKILL);
+    parent.wait_exit(common::EXIT_TIMEOUT);
+}

@@ -49,6 +49,7 @@ pub fn preflight(pid: i32, shell_job: bool) -> Result<Preflight, DumpError> {
         return Err(DumpError::Threads { pid, threads });
     }
     check_ids(pid, &stat, shell_job)?;
+    check_alone(pid)?;
     Ok(Preflight { stat, status })
 }
 
@@ -70,6 +71,49 @@ fn check_ids(pid: i32, stat: &proc::Stat, shell_job: bool) -> Result<(), DumpErr
         });
     }
     Ok(())
+}
+
+/// Refuses a task that other processes depend on: its children, or members of the session
+/// or process group it leads. Dumping it alone would orphan them (they would keep its pid
+/// as their session or group id, so it could not even be restored).
+fn check_alone(pid: i32) -> Result<(), DumpError> {
+    let Some((other, why)) = dependents(pid)?.into_iter().next() else {
+        return Ok(());
+    };
+    Err(DumpError::unsupported(format!(
+        "pid {pid} is not alone: pid {other} is {why}; dumping process trees is not supported yet"
+    )))
+}
+
+/// Every other process that is a child of `pid` or shares its session or group.
+fn dependents(pid: i32) -> Result<Vec<(i32, &'static str)>, DumpError> {
+    let dir = std::fs::read_dir("/proc").map_err(|source| DumpError::Stat {
+        path: "/proc".into(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for entry in dir.flatten() {
+        let Some(other) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // A process that exits while we look is no dependent.
+        let Ok(st) = proc::stat(other) else { continue };
+        if other == pid {
+            continue;
+        }
+        if st.ppid == pid {
+            out.push((other, "its child"));
+        } else if st.session == pid {
+            out.push((other, "in its session"));
+        } else if st.pgrp == pid {
+            out.push((other, "in its process group"));
+        }
+    }
+    Ok(out)
 }
 
 /// Seizes `pid` and stops it with `PTRACE_INTERRUPT`.
