@@ -158,4 +158,6 @@ victim_tests! {
     syscalls_clock_abs: "syscalls" ["clock_abs"];
     files: "files";
     procattrs: "procattrs";
+    threads: "threads";
+    threads_64: "threads" ["64"];
 }

@@ -25,7 +25,7 @@ use crate::image::task::{Creds, TaskImage};
 use crate::image::{ImageWriter, Kind};
 use crate::proc;
 use crate::sys::mem::Mem;
-use crate::sys::ptrace::Seized;
+use freeze::Frozen;
 
 /// What `stasis dump` was asked to do.
 #[derive(Clone, Debug)]
@@ -65,18 +65,20 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
 }
 
 /// Collects and writes the whole image of a frozen task.
-fn save(task: &Seized, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSummary, DumpError> {
+fn save(task: &Frozen, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSummary, DumpError> {
     let pid = opts.pid;
     let vmas = mm::vmas(pid, &proc::smaps(pid)?)?;
     let files = files::fd_table(pid, opts.shell_job)?;
     let exe = mm::exe(pid)?;
     let vdso = mm::vdso_range(&vmas);
     let vdso_symbols = vdso_symbols(pid, vdso)?;
-    let mut thread = task::thread_state(task)?;
+    let mut threads = task
+        .threads()
+        .iter()
+        .map(|t| task::thread_state(pid, t))
+        .collect::<Result<Vec<_>, _>>()?;
     let ip = task::find_syscall_insn(pid, vdso)?;
-    let q = task::query(task, &thread.regs, thread.sigmask, ip)?;
-    thread.clear_child_tid = q.clear_child_tid;
-    thread.altstack = q.altstack;
+    let q = task::query(task.threads(), &mut threads, ip)?;
     let stat = proc::stat(pid)?;
     let status = proc::status(pid)?;
 
@@ -109,8 +111,8 @@ fn save(task: &Seized, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSu
             groups: status.groups.clone(),
         },
         sigactions: q.sigactions,
-        shared_pending: task.pending(true)?,
-        threads: vec![thread],
+        shared_pending: task.leader().pending(true)?,
+        threads,
     };
     writer.write_record(&record_name("mm", pid), Kind::Mm, &mm)?;
     writer.write_record(&record_name("files", pid), Kind::Files, &files)?;

@@ -1,9 +1,10 @@
-//! Per-task state: registers, signals, rseq, and the values only the task itself can
-//! report (sigactions, brk, clear_child_tid, sigaltstack), queried with injected syscalls.
+//! Per-task and per-thread state: registers, signals, rseq, names, robust futex lists, and
+//! the values only the task itself can report (sigactions and brk, asked in the leader;
+//! clear_child_tid and sigaltstack, asked in each thread), queried with injected syscalls.
 //! The restore side is `restore/task.rs`.
 
 use super::DumpError;
-use crate::abi::{AltStack, GpRegs, KernelSigaction};
+use crate::abi::{AltStack, KernelSigaction};
 use crate::image::task::ThreadImage;
 use crate::sys::inject::Remote;
 use crate::sys::mem::Mem;
@@ -14,12 +15,12 @@ use crate::sys::Pod;
 pub struct Queried {
     pub sigactions: Vec<KernelSigaction>,
     pub brk: u64,
-    pub clear_child_tid: u64,
-    pub altstack: AltStack,
 }
 
-/// Registers, xsave area, mask, per-thread pending signals and rseq of a stopped thread.
-pub fn thread_state(task: &Seized) -> Result<ThreadImage, DumpError> {
+/// Registers, xsave area, mask, per-thread pending signals, rseq, name and robust list of
+/// a stopped thread of `pid`. `clear_child_tid` and `altstack` are filled by [`query`].
+pub fn thread_state(pid: i32, task: &Seized) -> Result<ThreadImage, DumpError> {
+    let robust = crate::sys::thread::robust_list(task.tid())?;
     Ok(ThreadImage {
         tid: task.tid(),
         regs: task.regs()?,
@@ -29,40 +30,75 @@ pub fn thread_state(task: &Seized) -> Result<ThreadImage, DumpError> {
         rseq: task.rseq()?,
         clear_child_tid: 0,
         altstack: AltStack::default(),
+        comm: crate::proc::thread_comm(pid, task.tid())?,
+        robust_list: robust.head,
+        robust_list_len: robust.len,
     })
 }
 
-/// Runs the queries inside the task.
+/// Runs the queries: the process-wide ones in the leader, the per-thread ones
+/// (`clear_child_tid`, `sigaltstack`) in each thread itself, filling `states`.
+/// `threads` and `states` are in the same order, the leader first.
 ///
-/// Ordering requirements: every signal is blocked while the task runs our syscalls (so no
-/// handler can run on borrowed registers), and the task's own registers and mask are put
-/// back, then the task is parked in a clean stop, before this returns — on error too.
+/// Ordering requirements: the leader maps a scratch page first and unmaps it last; each
+/// thread borrowed for queries gets every signal blocked while it runs our syscalls (so
+/// no handler runs on borrowed registers) and its own registers and mask back, then is
+/// parked in a clean stop, before the next thread is borrowed — on error too.
 pub fn query(
-    task: &Seized,
-    regs: &GpRegs,
-    sigmask: u64,
+    threads: &[Seized],
+    states: &mut [ThreadImage],
     syscall_ip: u64,
 ) -> Result<Queried, DumpError> {
+    let (leader, others) = states.split_first_mut().expect("a process has a leader");
+    let leader_state = leader.clone();
+    borrowed(&threads[0], &leader_state, syscall_ip, |remote| {
+        let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let scratch = remote.call("mmap", libc::SYS_mmap, &[0, 4096, prot, flags, u64::MAX, 0])?;
+        let result = all_queries(remote, scratch, threads, leader, others, syscall_ip);
+        remote.call("munmap", libc::SYS_munmap, &[scratch, 4096])?;
+        result
+    })
+}
+
+fn all_queries(
+    remote: &Remote,
+    scratch: u64,
+    threads: &[Seized],
+    leader: &mut ThreadImage,
+    others: &mut [ThreadImage],
+    syscall_ip: u64,
+) -> Result<Queried, DumpError> {
+    let mem = Mem::open(remote.task().tid(), false)?;
+    let q = process_queries(remote, &mem, scratch)?;
+    thread_queries(remote, &mem, scratch, leader)?;
+    for (task, state) in threads[1..].iter().zip(others.iter_mut()) {
+        let saved = state.clone();
+        borrowed(task, &saved, syscall_ip, |r| {
+            thread_queries(r, &mem, scratch, state)
+        })?;
+    }
+    Ok(q)
+}
+
+/// Lends `task` to `f` as a [`Remote`] and puts it back as `state` says.
+fn borrowed<T>(
+    task: &Seized,
+    state: &ThreadImage,
+    syscall_ip: u64,
+    f: impl FnOnce(&Remote) -> Result<T, DumpError>,
+) -> Result<T, DumpError> {
     task.set_sigmask(!0)?;
-    let remote = Remote::new(task, syscall_ip, *regs);
-    let result = run_queries(&remote);
-    task.set_regs(regs)?;
-    task.set_sigmask(sigmask)?;
+    let remote = Remote::new(task, syscall_ip, state.regs);
+    let result = f(&remote);
+    task.set_regs(&state.regs)?;
+    task.set_sigmask(state.sigmask)?;
     task.park()?;
     result
 }
 
-fn run_queries(remote: &Remote) -> Result<Queried, DumpError> {
-    let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
-    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-    let scratch = remote.call("mmap", libc::SYS_mmap, &[0, 4096, prot, flags, u64::MAX, 0])?;
-    let result = queries_with_scratch(remote, scratch);
-    remote.call("munmap", libc::SYS_munmap, &[scratch, 4096])?;
-    result
-}
-
-fn queries_with_scratch(remote: &Remote, scratch: u64) -> Result<Queried, DumpError> {
-    let mem = Mem::open(remote.task().tid(), false)?;
+/// The 64 sigactions and `brk`: shared by the whole process, asked once.
+fn process_queries(remote: &Remote, mem: &Mem, scratch: u64) -> Result<Queried, DumpError> {
     let mut sigactions = Vec::with_capacity(64);
     for sig in 1..=64u64 {
         remote.call(
@@ -70,23 +106,28 @@ fn queries_with_scratch(remote: &Remote, scratch: u64) -> Result<Queried, DumpEr
             libc::SYS_rt_sigaction,
             &[sig, 0, scratch, 8],
         )?;
-        sigactions.push(read_pod::<KernelSigaction>(&mem, scratch)?);
+        sigactions.push(read_pod::<KernelSigaction>(mem, scratch)?);
     }
     let brk = remote.call("brk", libc::SYS_brk, &[0])?;
+    Ok(Queried { sigactions, brk })
+}
+
+/// `clear_child_tid` and the alternate signal stack: per thread, asked in the thread.
+fn thread_queries(
+    remote: &Remote,
+    mem: &Mem,
+    scratch: u64,
+    state: &mut ThreadImage,
+) -> Result<(), DumpError> {
     remote.call(
         "prctl(PR_GET_TID_ADDRESS)",
         libc::SYS_prctl,
         &[libc::PR_GET_TID_ADDRESS as u64, scratch],
     )?;
-    let clear_child_tid = read_pod::<u64>(&mem, scratch)?;
+    state.clear_child_tid = read_pod::<u64>(mem, scratch)?;
     remote.call("sigaltstack", libc::SYS_sigaltstack, &[0, scratch])?;
-    let altstack = read_pod::<AltStack>(&mem, scratch)?;
-    Ok(Queried {
-        sigactions,
-        brk,
-        clear_child_tid,
-        altstack,
-    })
+    state.altstack = read_pod::<AltStack>(mem, scratch)?;
+    Ok(())
 }
 
 fn read_pod<T: Pod>(mem: &Mem, addr: u64) -> Result<T, DumpError> {

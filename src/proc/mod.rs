@@ -109,6 +109,12 @@ pub fn comm(pid: i32) -> Result<String, ProcError> {
     Ok(text.strip_suffix('\n').unwrap_or(&text).to_string())
 }
 
+/// `/proc/PID/task/TID/comm` without its trailing newline: one thread's name.
+pub fn thread_comm(pid: i32, tid: i32) -> Result<String, ProcError> {
+    let text = read_text(&proc_path(pid, &format!("task/{tid}/comm")))?;
+    Ok(text.strip_suffix('\n').unwrap_or(&text).to_string())
+}
+
 /// `/proc/PID/personality`: the `personality(2)` word, written by the kernel in hex.
 pub fn personality(pid: i32) -> Result<u32, ProcError> {
     let path = proc_path(pid, "personality");

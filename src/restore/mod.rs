@@ -12,6 +12,7 @@ mod files;
 mod memory;
 mod mm;
 mod task;
+mod threads;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -67,15 +68,17 @@ pub enum RestoreStage {
     Limits,
     /// Signal handlers.
     SigActions,
-    /// sigaltstack, clear_child_tid, rseq.
+    /// Create the other threads with their tids (`clone3` injected into the leader).
+    Threads,
+    /// Per thread, in the thread: sigaltstack, clear_child_tid, robust list, rseq, name.
     ThreadAttrs,
-    /// Groups, gids, uids (drops privileges).
+    /// Groups, gids, uids of every thread (drops privileges).
     Creds,
     /// Requeue pending signals.
     Signals,
     /// Seal sealed mappings.
     Seals,
-    /// Unmap the helper, load registers, resume.
+    /// Load every thread's registers, unmap the helper, resume.
     Resume,
 }
 
@@ -94,6 +97,7 @@ impl RestoreStage {
             Self::Attributes => "attributes",
             Self::Limits => "resource limits",
             Self::SigActions => "sigactions",
+            Self::Threads => "threads",
             Self::ThreadAttrs => "thread attributes",
             Self::Creds => "credentials",
             Self::Signals => "signals",
@@ -132,23 +136,21 @@ fn rebuild(image: &Image, p: &ProcessImage, shell_job: bool) -> Result<u64, Rest
             source: Box::new(e),
         }
     };
-    let child = child::create(pid, &p.mm.vmas).map_err(at(RestoreStage::Takeover))?;
-    match build(&child, image, p, shell_job) {
+    let mut child = child::create(pid, &p.mm.vmas).map_err(at(RestoreStage::Takeover))?;
+    match build(&mut child, image, p, shell_job) {
         Ok(pages) => {
-            let t = &p.task.threads[0];
-            task::resume(child, t).map_err(at(RestoreStage::Resume))?;
+            task::resume(child, &p.task).map_err(at(RestoreStage::Resume))?;
             Ok(pages)
         }
         Err(e) => {
-            child::kill_and_reap(pid);
-            child.task.forget();
+            child.kill_and_reap();
             Err(e)
         }
     }
 }
 
 fn build(
-    child: &Child,
+    child: &mut Child,
     image: &Image,
     p: &ProcessImage,
     shell_job: bool,
@@ -192,9 +194,10 @@ fn build(
         RestoreStage::SigActions,
         task::restore_sigactions(child, &p.task),
     )?;
+    stage(RestoreStage::Threads, threads::create(child, &p.task))?;
     stage(
         RestoreStage::ThreadAttrs,
-        task::restore_thread_attrs(child, &p.task.threads[0]),
+        task::restore_thread_attrs(child, &p.task),
     )?;
     stage(RestoreStage::Creds, task::restore_creds(child, &p.task))?;
     stage(RestoreStage::Signals, task::queue_signals(child, &p.task))?;

@@ -9,5 +9,6 @@ pub mod pagemap;
 pub mod pod;
 pub mod probe;
 pub mod ptrace;
+pub mod thread;
 
 pub use pod::Pod;

@@ -3,7 +3,7 @@
 //! registers, siginfo and friends through [`Pod`], so no other file needs a transmute.
 #![allow(unsafe_code)]
 
-use crate::abi::{AltStack, GpRegs, IoVec, KernelSigaction, PrctlMmMap, RseqConfig, SigInfo};
+use crate::abi::{AltStack, CloneArgs, GpRegs, IoVec, KernelSigaction, PrctlMmMap, RseqConfig, SigInfo};
 
 /// Plain old data: any byte pattern of `size_of::<Self>()` is a valid value, and the type
 /// has no padding whose contents could leak or matter.
@@ -59,6 +59,8 @@ unsafe impl Pod for PrctlMmMap {}
 // SAFETY: see above.
 unsafe impl Pod for IoVec {}
 // SAFETY: see above.
+unsafe impl Pod for CloneArgs {}
+// SAFETY: see above.
 unsafe impl Pod for u64 {}
 // SAFETY: see above.
 unsafe impl Pod for i32 {}
@@ -77,6 +79,7 @@ const _: () = assert!(std::mem::size_of::<AltStack>() == 24);
 const _: () = assert!(std::mem::size_of::<RseqConfig>() == 24);
 const _: () = assert!(std::mem::size_of::<PrctlMmMap>() == 104);
 const _: () = assert!(std::mem::size_of::<SigInfo>() == 128);
+const _: () = assert!(std::mem::size_of::<CloneArgs>() == 88);
 
 /// A slice of Pod values as bytes.
 pub fn slice_as_bytes<T: Pod>(items: &[T]) -> &[u8] {
