@@ -94,9 +94,10 @@ mod tests {
     use super::*;
     use crate::sys::Pod;
 
+    const _: () = assert!(SET_TID_OFF + 4 <= CLONE_ARGS_OFF);
+
     #[test]
-    fn clone_args_do_not_overlap_set_tid() {
-        assert!(SET_TID_OFF + 4 <= CLONE_ARGS_OFF);
+    fn clone_args_are_ver2_sized() {
         assert_eq!(std::mem::size_of::<CloneArgs>(), CloneArgs::default().as_bytes().len());
     }
 }
