@@ -175,3 +175,111 @@ pub const ERESTARTSYS: i64 = 512;
 pub const ERESTARTNOINTR: i64 = 513;
 pub const ERESTARTNOHAND: i64 = 514;
 pub const ERESTART_RESTARTBLOCK: i64 = 516;
+
+/// `struct itimerspec` (`timer_gettime`/`timer_settime`, sub-second part in ns) and
+/// `struct itimerval` (`getitimer`/`setitimer`, in µs): both are two (seconds, sub-second)
+/// pairs of i64, the interval first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimerPair {
+    pub interval_sec: i64,
+    pub interval_sub: i64,
+    pub value_sec: i64,
+    pub value_sub: i64,
+}
+
+impl TimerPair {
+    /// From (interval, value) in units of `1/per_sec` seconds.
+    pub fn from_units(interval: u64, value: u64, per_sec: u64) -> Self {
+        let split = |v: u64| ((v / per_sec) as i64, (v % per_sec) as i64);
+        let (interval_sec, interval_sub) = split(interval);
+        let (value_sec, value_sub) = split(value);
+        TimerPair {
+            interval_sec,
+            interval_sub,
+            value_sec,
+            value_sub,
+        }
+    }
+
+    /// (interval, value) in units of `1/per_sec` seconds; negative parts count as 0.
+    pub fn to_units(self, per_sec: u64) -> (u64, u64) {
+        let join = |s: i64, sub: i64| {
+            (s.max(0) as u64)
+                .saturating_mul(per_sec)
+                .saturating_add(sub.max(0) as u64)
+        };
+        (
+            join(self.interval_sec, self.interval_sub),
+            join(self.value_sec, self.value_sub),
+        )
+    }
+}
+
+/// The kernel's `struct sigevent` as `timer_create(2)` reads it (64 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelSigevent {
+    pub value: u64,
+    pub signo: i32,
+    pub notify: i32,
+    /// The target thread for `SIGEV_THREAD_ID`.
+    pub tid: i32,
+    pub _pad: [i32; 11],
+}
+
+/// `struct __user_cap_header_struct` for `capget`/`capset`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CapHeader {
+    pub version: u32,
+    pub pid: i32,
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`: 64-bit sets as two `CapData` halves.
+pub const CAP_VERSION_3: u32 = 0x2008_0522;
+
+/// Two `struct __user_cap_data_struct`: the low 32 capabilities, then the high ones.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CapData {
+    pub effective_lo: u32,
+    pub permitted_lo: u32,
+    pub inheritable_lo: u32,
+    pub effective_hi: u32,
+    pub permitted_hi: u32,
+    pub inheritable_hi: u32,
+}
+
+impl CapData {
+    pub fn new(effective: u64, permitted: u64, inheritable: u64) -> Self {
+        CapData {
+            effective_lo: effective as u32,
+            permitted_lo: permitted as u32,
+            inheritable_lo: inheritable as u32,
+            effective_hi: (effective >> 32) as u32,
+            permitted_hi: (permitted >> 32) as u32,
+            inheritable_hi: (inheritable >> 32) as u32,
+        }
+    }
+
+    pub fn permitted(&self) -> u64 {
+        u64::from(self.permitted_lo) | (u64::from(self.permitted_hi) << 32)
+    }
+}
+
+/// `struct sched_attr` (linux/sched/types.h), `SCHED_ATTR_SIZE_VER1` = 56 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedAttr {
+    pub size: u32,
+    pub policy: u32,
+    pub flags: u64,
+    pub nice: i32,
+    pub priority: u32,
+    pub runtime: u64,
+    pub deadline: u64,
+    pub period: u64,
+    pub util_min: u32,
+    pub util_max: u32,
+}

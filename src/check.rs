@@ -23,7 +23,8 @@ use nix::unistd::{sysconf, Pid, SysconfVar};
 
 use crate::abi::{PrctlMmMap, SigInfo, PAGE_SIZE};
 use crate::sys::cpu;
-use crate::sys::probe::{self, ChildEnd, PageRegion, PausedChild};
+use crate::sys::pagemap::{PageRegion, Pagemap, Query, PAGE_IS_PRESENT};
+use crate::sys::probe::{self, ChildEnd, PausedChild};
 
 /// The outcome of one probe.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,8 +115,8 @@ pub enum CheckError {
         "kcmp(KCMP_FILE) says fd {fd} differs between a process and its fork (result {result})"
     )]
     KcmpResult { fd: i32, result: i32 },
-    #[error("ioctl(PAGEMAP_SCAN) on /proc/self/pagemap failed")]
-    PagemapScan(#[source] Errno),
+    #[error("PAGEMAP_SCAN of our own pagemap failed")]
+    PagemapScan(#[source] crate::sys::pagemap::PagemapError),
     #[error("PAGEMAP_SCAN did not report the touched page at {addr:#x} as present: {found:?}")]
     PagemapScanResult { addr: u64, found: Vec<PageRegion> },
     #[error("clone3 with CLONE_NEWPID and set_tid [1] failed")]
@@ -245,8 +246,6 @@ static MARKER: [u8; 16] = *b"stasis-check-mrk";
 
 /// `UFFD_FEATURE_WP_ASYNC` (linux/userfaultfd.h, Linux 6.7).
 const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
-/// `PAGE_IS_PRESENT` category of `PAGEMAP_SCAN` (linux/fs.h).
-const PAGE_IS_PRESENT: u64 = 1 << 3;
 /// `NT_X86_XSTATE` (linux/elf.h).
 const NT_X86_XSTATE: u32 = 0x202;
 /// Pagemap entry bit: the page was written since the last soft-dirty clear.
@@ -561,33 +560,23 @@ fn touched_page(buf: &mut Vec<u8>) -> u64 {
 
 /// `PAGEMAP_SCAN` finds a page this process just wrote as present.
 fn pagemap_scan() -> Result<String, CheckError> {
-    let path = "/proc/self/pagemap";
-    let pagemap = File::open(path).map_err(|source| CheckError::Open {
-        path: path.into(),
-        source,
-    })?;
+    let pagemap = Pagemap::open(std::process::id() as i32).map_err(CheckError::PagemapScan)?;
     let mut buf = Vec::new();
     let addr = touched_page(&mut buf);
-    let mut regions = [PageRegion::default(); 4];
-    let n = probe::pagemap_scan(
-        pagemap.as_fd(),
-        addr,
-        addr + PAGE_SIZE,
-        PAGE_IS_PRESENT,
-        PAGE_IS_PRESENT,
-        &mut regions,
-    )
-    .map_err(CheckError::PagemapScan)?;
+    let q = Query {
+        all: PAGE_IS_PRESENT,
+        report: PAGE_IS_PRESENT,
+        ..Default::default()
+    };
+    let found = pagemap
+        .scan(addr, addr + PAGE_SIZE, q)
+        .map_err(CheckError::PagemapScan)?;
     std::hint::black_box(&buf);
-    let found = &regions[..n.min(regions.len())];
-    match found {
+    match found.as_slice() {
         [r] if r.start == addr && r.categories & PAGE_IS_PRESENT != 0 => {
             Ok(format!("page {addr:#x} reported present"))
         }
-        _ => Err(CheckError::PagemapScanResult {
-            addr,
-            found: found.to_vec(),
-        }),
+        _ => Err(CheckError::PagemapScanResult { addr, found }),
     }
 }
 

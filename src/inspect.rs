@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::image::files::FdKind;
 use crate::image::mm::{Vma, VmaKind};
+use crate::image::task::Timers;
 use crate::image::{Image, ImageError, ProcessImage};
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +86,19 @@ fn process(p: &ProcessImage, out: &mut impl Write) -> std::io::Result<()> {
         "  creds: uid {:?} gid {:?} groups {:?}",
         t.creds.uid, t.creds.gid, t.creds.groups
     )?;
+    let c = &t.creds.caps;
+    writeln!(
+        out,
+        "  caps: inh {:#x} prm {:#x} eff {:#x} bnd {:#x} amb {:#x}, securebits {:#x}, no_new_privs {}",
+        c.inheritable, c.permitted, c.effective, c.bounding, c.ambient, t.creds.securebits, t.creds.no_new_privs
+    )?;
+    let a = &t.attrs;
+    writeln!(
+        out,
+        "  attrs: dumpable {}, thp_disable {:#x}, child_subreaper {}, membarrier {:#x}, oom_score_adj {}",
+        a.dumpable, a.thp_disable, a.child_subreaper, a.membarrier, t.oom_score_adj
+    )?;
+    timers(&t.timers, out)?;
     for th in &t.threads {
         let r = &th.regs;
         writeln!(
@@ -101,6 +115,12 @@ fn process(p: &ProcessImage, out: &mut impl Write) -> std::io::Result<()> {
             th.rseq
                 .map(|r| format!("{:#x}", r.rseq_abi_pointer))
                 .unwrap_or_else(|| "none".into())
+        )?;
+        let s = &th.sched;
+        writeln!(
+            out,
+            "    sched: policy {} prio {} flags {:#x} nice {}, affinity {:x?}, timerslack {} ns, ioprio {:#x}, pdeathsig {}",
+            s.policy, s.priority, s.flags, s.nice, s.affinity, s.timerslack_ns, s.ioprio, th.pdeathsig
         )?;
     }
     let handled = t.sigactions.iter().filter(|a| a.handler > 1).count();
@@ -132,6 +152,26 @@ fn process(p: &ProcessImage, out: &mut impl Write) -> std::io::Result<()> {
             f.fd,
             f.flags,
             if f.cloexec { " cloexec" } else { "" }
+        )?;
+    }
+    Ok(())
+}
+
+fn timers(t: &Timers, out: &mut impl Write) -> std::io::Result<()> {
+    for (name, it) in ["real", "virtual", "prof"].iter().zip(&t.itimers) {
+        if it.value_us != 0 {
+            writeln!(
+                out,
+                "  itimer {name}: {} us left, interval {} us",
+                it.value_us, it.interval_us
+            )?;
+        }
+    }
+    for p in &t.posix {
+        writeln!(
+            out,
+            "  timer {}: clock {} notify {} signal {} value {:#x}, {} ns left, interval {} ns, overrun {}",
+            p.id, p.clock, p.notify, p.signal, p.sigev_value, p.remaining_ns, p.interval_ns, p.overrun
         )?;
     }
     Ok(())

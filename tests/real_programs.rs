@@ -274,13 +274,15 @@ fn python_threads_continue() {
     let tids_before = common::thread_ids(py.pid);
     assert_eq!(tids_before.len(), 5, "python should run 5 threads");
     let restored = dump_restore(&mut py, &tmp);
-    assert_eq!(common::thread_ids(py.pid), tids_before, "thread ids changed");
-    let (at_dump, ..) = read_threads_state(&state).expect("state file");
-    let after = wait_for(
-        "the threads to count on",
-        Duration::from_secs(10),
-        || read_threads_state(&state).filter(|s| s.0 > at_dump + 100),
+    assert_eq!(
+        common::thread_ids(py.pid),
+        tids_before,
+        "thread ids changed"
     );
+    let (at_dump, ..) = read_threads_state(&state).expect("state file");
+    let after = wait_for("the threads to count on", Duration::from_secs(10), || {
+        read_threads_state(&state).filter(|s| s.0 > at_dump + 100)
+    });
     assert_eq!(
         (after.0, after.2, after.3),
         (after.1, 5, py.pid),

@@ -160,4 +160,10 @@ victim_tests! {
     procattrs: "procattrs";
     threads: "threads";
     threads_64: "threads" ["64"];
+    timers: "timers";
+    sched_batch: "sched" ["batch"];
+    sched_fifo: "sched" ["fifo"];
+    prctl: "prctl";
+    creds: "creds";
+    creds_threads: "creds" ["threads"];
 }

@@ -43,7 +43,7 @@ pub fn run(args: DumpArgs) -> i32 {
                     "stasis: dumped pid {}: {} pages stored ({} MiB), {} zero pages skipped, frozen {:.1} ms, total {:.1} ms",
                     s.pid,
                     s.pages_stored,
-                    s.pages_stored * 4096 >> 20,
+                    (s.pages_stored * 4096) >> 20,
                     s.zero_pages_skipped,
                     s.frozen.as_secs_f64() * 1e3,
                     s.total.as_secs_f64() * 1e3

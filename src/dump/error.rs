@@ -6,6 +6,7 @@ use crate::sys::inject::InjectError;
 use crate::sys::mem::MemError;
 use crate::sys::pagemap::PagemapError;
 use crate::sys::ptrace::PtraceError;
+use crate::sys::sched::SchedError;
 use crate::sys::thread::RobustListError;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,8 @@ pub enum DumpError {
     Pagemap(#[from] PagemapError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error(transparent)]
+    Sched(#[from] SchedError),
 }
 
 impl DumpError {

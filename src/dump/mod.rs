@@ -6,12 +6,16 @@
 //! streamed into the image) → commit (fsync + rename) → kill or release.
 //! Any failure before the end detaches and leaves the task running exactly as it was.
 
+pub mod creds;
 mod error;
 pub mod files;
 pub mod freeze;
 pub mod memory;
 pub mod mm;
+pub mod prctl;
+pub mod sched;
 pub mod task;
+pub mod timers;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -21,7 +25,7 @@ pub use error::DumpError;
 use crate::image::inventory::{CpuInfo, Inventory};
 use crate::image::load::record_name;
 use crate::image::mm::MmImage;
-use crate::image::task::{Creds, TaskImage};
+use crate::image::task::TaskImage;
 use crate::image::{ImageWriter, Kind};
 use crate::proc;
 use crate::sys::mem::Mem;
@@ -78,9 +82,17 @@ fn save(task: &Frozen, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSu
         .map(|t| task::thread_state(pid, t))
         .collect::<Result<Vec<_>, _>>()?;
     let ip = task::find_syscall_insn(pid, vdso)?;
-    let q = task::query(task.threads(), &mut threads, ip)?;
+    let known = task::Known {
+        timers: &proc::timers(pid)?,
+        tids: &threads.iter().map(|t| t.tid).collect::<Vec<_>>(),
+    };
+    let q = task::query(task.threads(), &mut threads, ip, &known)?;
     let stat = proc::stat(pid)?;
     let status = proc::status(pid)?;
+    let creds = creds::creds(&status, q.securebits);
+    for (t, &bits) in threads[1..].iter().zip(&q.thread_securebits) {
+        creds::check_thread(pid, t.tid, bits, &creds)?;
+    }
 
     let mut pages = writer.pages(&record_name("pages", pid))?;
     let (page_runs, mstats) = memory::dump(pid, &vmas, &mut pages)?;
@@ -105,11 +117,10 @@ fn save(task: &Frozen, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSu
         rlimits: proc::limits(pid)?,
         cwd: proc::link(pid, "cwd")?.to_string_lossy().into_owned(),
         root: proc::link(pid, "root")?.to_string_lossy().into_owned(),
-        creds: Creds {
-            uid: status.uid,
-            gid: status.gid,
-            groups: status.groups.clone(),
-        },
+        creds,
+        oom_score_adj: proc::oom_score_adj(pid)?,
+        attrs: q.attrs,
+        timers: q.timers,
         sigactions: q.sigactions,
         shared_pending: task.leader().pending(true)?,
         threads,

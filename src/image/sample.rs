@@ -6,7 +6,9 @@ use crate::abi::{AltStack, GpRegs, KernelSigaction, RseqConfig, SigInfo};
 use super::files::{FdEntry, FdKind, FilesImage};
 use super::inventory::{CpuInfo, Inventory};
 use super::mm::{FileId, MmFields, MmImage, PageRun, Vma, VmaFlags, VmaKind};
-use super::task::{Creds, TaskImage, ThreadImage};
+use super::task::{
+    Caps, Creds, ITimer, PosixTimer, ProcessAttrs, TaskImage, ThreadImage, ThreadSched, Timers,
+};
 
 pub fn inventory(pids: &[i32]) -> Inventory {
     Inventory {
@@ -42,6 +44,13 @@ pub fn thread(tid: i32) -> ThreadImage {
         comm: format!("thread-{tid}"),
         robust_list: 0x7f00_0000_0a20,
         robust_list_len: 24,
+        sched: ThreadSched {
+            nice: 0,
+            affinity: vec![0xf],
+            timerslack_ns: 50_000,
+            ..ThreadSched::default()
+        },
+        pdeathsig: 0,
     }
 }
 
@@ -61,6 +70,29 @@ pub fn task(pid: i32) -> TaskImage {
             uid: [1000; 4],
             gid: [1000; 4],
             groups: vec![1000],
+            caps: Caps {
+                bounding: 0x1ff_ffff_ffff,
+                ..Caps::default()
+            },
+            securebits: 0,
+            no_new_privs: false,
+        },
+        oom_score_adj: 0,
+        attrs: ProcessAttrs {
+            dumpable: 1,
+            ..ProcessAttrs::default()
+        },
+        timers: Timers {
+            itimers: [ITimer::default(); 3],
+            posix: vec![PosixTimer {
+                id: 0,
+                clock: 1,
+                signal: 34,
+                target: pid,
+                interval_ns: 100_000_000,
+                remaining_ns: 50_000_000,
+                ..PosixTimer::default()
+            }],
         },
         sigactions: vec![KernelSigaction::default(); 64],
         shared_pending: vec![],
@@ -228,6 +260,9 @@ fn random_thread(r: &mut XorShift) -> ThreadImage {
     t.pending = r.vec(2, |r| SigInfo([r.next() as u8; 128]));
     t.robust_list = r.next();
     t.rseq = r.bool().then(RseqConfig::default);
+    t.sched.affinity = r.vec(3, XorShift::next);
+    t.sched.policy = r.next() as u32;
+    t.pdeathsig = r.i32();
     t.altstack = AltStack {
         sp: r.next(),
         flags: r.i32(),
@@ -248,6 +283,15 @@ pub fn random_task(r: &mut XorShift) -> TaskImage {
         mask: r.next(),
     };
     t.sigactions = r.vec(64, sigaction);
+    t.creds.caps.ambient = r.next();
+    t.oom_score_adj = r.i32();
+    t.timers.itimers[1].value_us = r.next();
+    t.timers.posix = r.vec(3, |r| PosixTimer {
+        id: r.i32(),
+        clock: r.i32(),
+        remaining_ns: r.next(),
+        ..PosixTimer::default()
+    });
     t.threads = r.vec(3, random_thread);
     t
 }

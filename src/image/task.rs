@@ -1,4 +1,5 @@
-//! Per-process and per-thread records: identity, registers, signals, fs context, creds.
+//! Per-process and per-thread records: identity, registers, signals, fs context, creds,
+//! capabilities, timers, scheduling and prctl attributes.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +25,12 @@ pub struct TaskImage {
     pub cwd: String,
     pub root: String,
     pub creds: Creds,
+    /// `/proc/PID/oom_score_adj`.
+    pub oom_score_adj: i32,
+    /// Process-wide prctl and mm attributes.
+    pub attrs: ProcessAttrs,
+    /// Interval timers and POSIX timers.
+    pub timers: Timers,
     /// Handlers for signals 1..=64, index 0 is signal 1.
     pub sigactions: Vec<KernelSigaction>,
     /// Signals queued for the whole process (shared pending queue).
@@ -38,6 +45,70 @@ pub struct Creds {
     pub uid: [u32; 4],
     pub gid: [u32; 4],
     pub groups: Vec<u32>,
+    /// The capability sets (`/proc/PID/status` `CapInh`..`CapAmb`).
+    pub caps: Caps,
+    /// `PR_GET_SECUREBITS`.
+    pub securebits: u32,
+    /// `PR_GET_NO_NEW_PRIVS` (`NoNewPrivs` in status); set last at restore.
+    pub no_new_privs: bool,
+}
+
+/// Capability sets, one bit per `CAP_*`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caps {
+    pub inheritable: u64,
+    pub permitted: u64,
+    pub effective: u64,
+    pub bounding: u64,
+    pub ambient: u64,
+}
+
+/// Process-wide attributes set with prctl/membarrier.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessAttrs {
+    /// `PR_GET_DUMPABLE`: 0, 1, or 2 (`suid_dumpable`, which prctl cannot set: restored as 0).
+    pub dumpable: u32,
+    /// `PR_GET_THP_DISABLE`: bit 0 disabled, the other bits its flags
+    /// (`PR_THP_DISABLE_EXCEPT_ADVISED`).
+    pub thp_disable: u32,
+    /// `PR_GET_CHILD_SUBREAPER`.
+    pub child_subreaper: bool,
+    /// `MEMBARRIER_CMD_GET_REGISTRATIONS`: the `MEMBARRIER_CMD_REGISTER_*` commands done.
+    pub membarrier: u32,
+}
+
+/// The timers of a process.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timers {
+    /// `ITIMER_REAL`, `ITIMER_VIRTUAL`, `ITIMER_PROF`.
+    pub itimers: [ITimer; 3],
+    /// POSIX timers in increasing id order.
+    pub posix: Vec<PosixTimer>,
+}
+
+/// One `getitimer(2)` value, in microseconds; `value_us == 0` is disarmed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ITimer {
+    pub interval_us: u64,
+    pub value_us: u64,
+}
+
+/// One POSIX timer (`timer_create(2)`), restored under the same id.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PosixTimer {
+    pub id: i32,
+    pub clock: i32,
+    /// `SIGEV_SIGNAL` 0, `SIGEV_NONE` 1, `SIGEV_THREAD` 2, or'ed with `SIGEV_THREAD_ID` 4.
+    pub notify: i32,
+    pub signal: i32,
+    /// The thread signalled under `SIGEV_THREAD_ID` (else the pid).
+    pub target: i32,
+    pub sigev_value: u64,
+    pub interval_ns: u64,
+    /// Time left until the next expiry; 0 is disarmed.
+    pub remaining_ns: u64,
+    /// `timer_getoverrun(2)` (informational: no call sets it).
+    pub overrun: i32,
 }
 
 /// One thread's CPU and signal state.
@@ -63,4 +134,30 @@ pub struct ThreadImage {
     pub robust_list: u64,
     /// Its registered length.
     pub robust_list_len: u64,
+    /// Scheduling attributes.
+    pub sched: ThreadSched,
+    /// `PR_GET_PDEATHSIG` (0 none).
+    pub pdeathsig: i32,
+}
+
+/// A thread's scheduling attributes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadSched {
+    /// `getpriority(PRIO_PROCESS, tid)`: -20..=19, kept under real-time policies too.
+    pub nice: i32,
+    /// `sched_getattr(2)`: `SCHED_*` policy, flags, rt priority, deadline parameters.
+    pub policy: u32,
+    pub flags: u64,
+    pub priority: u32,
+    pub runtime: u64,
+    pub deadline: u64,
+    pub period: u64,
+    pub util_min: u32,
+    pub util_max: u32,
+    /// CPU affinity mask, 64 CPUs per word, trailing zero words dropped.
+    pub affinity: Vec<u64>,
+    /// `PR_GET_TIMERSLACK` in ns (0 under real-time policies).
+    pub timerslack_ns: u64,
+    /// `ioprio_get(IOPRIO_WHO_PROCESS, tid)`: class << 13 | level.
+    pub ioprio: u32,
 }

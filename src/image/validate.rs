@@ -10,7 +10,7 @@ use super::error::ImageError;
 use super::files::{FdKind, FilesImage};
 use super::inventory::Inventory;
 use super::mm::{MmFields, MmImage, PageRun, Vma};
-use super::task::TaskImage;
+use super::task::{PosixTimer, TaskImage, ThreadImage};
 use crate::abi::PAGE_SIZE;
 
 /// Linux's `PID_MAX_LIMIT` on 64-bit.
@@ -100,7 +100,100 @@ pub fn task(task: &TaskImage, pid: i32, path: &Path) -> Check {
     }
     task.threads
         .iter()
-        .try_for_each(|t| xsave(t.tid, t.xsave.len(), path))
+        .try_for_each(|t| xsave(t.tid, t.xsave.len(), path))?;
+    task.threads
+        .iter()
+        .try_for_each(|t| thread_attrs(t, path))?;
+    attrs(task, path)?;
+    posix_timers(&task.timers.posix, path)
+}
+
+/// Policy, nice, affinity and parent-death signal of a thread.
+fn thread_attrs(t: &ThreadImage, path: &Path) -> Check {
+    let s = &t.sched;
+    if !matches!(s.policy, 0..=3 | 5 | 6) {
+        return fail(
+            path,
+            format!("thread {} has scheduling policy {}", t.tid, s.policy),
+        );
+    }
+    if !(-20..=19).contains(&s.nice) {
+        return fail(path, format!("thread {} has nice {}", t.tid, s.nice));
+    }
+    if s.affinity.iter().all(|&w| w == 0) {
+        return fail(path, format!("thread {} may run on no CPU", t.tid));
+    }
+    if !(0..=SIGNALS as i32).contains(&t.pdeathsig) {
+        return fail(
+            path,
+            format!("thread {} has parent-death signal {}", t.tid, t.pdeathsig),
+        );
+    }
+    Ok(())
+}
+
+/// oom_score_adj, dumpable, securebits and capability-set relations.
+fn attrs(task: &TaskImage, path: &Path) -> Check {
+    if !(-1000..=1000).contains(&task.oom_score_adj) {
+        return fail(
+            path,
+            format!(
+                "oom_score_adj {} is outside -1000..=1000",
+                task.oom_score_adj
+            ),
+        );
+    }
+    if task.attrs.dumpable > 2 {
+        return fail(path, format!("dumpable is {}", task.attrs.dumpable));
+    }
+    let c = &task.creds;
+    if c.securebits >= 1 << 8 {
+        return fail(
+            path,
+            format!("securebits {:#x} has unknown bits", c.securebits),
+        );
+    }
+    let caps = &c.caps;
+    if caps.effective & !caps.permitted != 0 {
+        return fail(
+            path,
+            "effective capabilities outside the permitted set".into(),
+        );
+    }
+    if caps.ambient & !(caps.permitted & caps.inheritable) != 0 {
+        return fail(
+            path,
+            "ambient capabilities outside permitted and inheritable".into(),
+        );
+    }
+    Ok(())
+}
+
+/// Timer ids unique and increasing, a known notify kind, a real signal where one is sent.
+fn posix_timers(timers: &[PosixTimer], path: &Path) -> Check {
+    let mut prev = -1;
+    for t in timers {
+        if t.id <= prev {
+            return fail(
+                path,
+                format!("POSIX timer {} comes after timer {prev}", t.id),
+            );
+        }
+        prev = t.id;
+        if !matches!(t.notify, 0 | 1 | 2 | 4) {
+            return fail(
+                path,
+                format!("POSIX timer {} has notify {}", t.id, t.notify),
+            );
+        }
+        if t.notify != 1 && !(1..=SIGNALS as i32).contains(&t.signal) {
+            return fail(
+                path,
+                format!("POSIX timer {} sends signal {}", t.id, t.signal),
+            );
+        }
+    }
+    Ok(())
 }
 
 fn xsave(tid: i32, len: usize, path: &Path) -> Check {
@@ -345,6 +438,61 @@ mod tests {
             task_err(|t| t.sigactions.pop().map(drop).unwrap()),
             "has 63 signal handlers, expected 64"
         );
+    }
+
+    #[test]
+    fn attribute_rules() {
+        assert_eq!(
+            task_err(|t| t.threads[0].sched.policy = 4),
+            "thread 10 has scheduling policy 4"
+        );
+        assert_eq!(
+            task_err(|t| t.threads[0].sched.nice = 20),
+            "thread 10 has nice 20"
+        );
+        assert_eq!(
+            task_err(|t| t.threads[1].sched.affinity.clear()),
+            "thread 11 may run on no CPU"
+        );
+        assert_eq!(
+            task_err(|t| t.threads[0].pdeathsig = 65),
+            "thread 10 has parent-death signal 65"
+        );
+        assert_eq!(
+            task_err(|t| t.oom_score_adj = 1001),
+            "oom_score_adj 1001 is outside -1000..=1000"
+        );
+        assert_eq!(task_err(|t| t.attrs.dumpable = 3), "dumpable is 3");
+        assert_eq!(
+            task_err(|t| t.creds.securebits = 0x100),
+            "securebits 0x100 has unknown bits"
+        );
+        assert_eq!(
+            task_err(|t| t.creds.caps.effective = 1),
+            "effective capabilities outside the permitted set"
+        );
+        assert_eq!(
+            task_err(|t| t.creds.caps.ambient = 1),
+            "ambient capabilities outside permitted and inheritable"
+        );
+    }
+
+    #[test]
+    fn timer_rules() {
+        let dup = task_err(|t| t.timers.posix.push(t.timers.posix[0]));
+        assert_eq!(dup, "POSIX timer 0 comes after timer 0");
+        assert_eq!(
+            task_err(|t| t.timers.posix[0].notify = 3),
+            "POSIX timer 0 has notify 3"
+        );
+        assert_eq!(
+            task_err(|t| t.timers.posix[0].signal = 0),
+            "POSIX timer 0 sends signal 0"
+        );
+        let mut t = sample::task(10);
+        t.timers.posix[0].notify = 1;
+        t.timers.posix[0].signal = 0;
+        task(&t, 10, path()).unwrap();
     }
 
     #[test]

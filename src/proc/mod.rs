@@ -1,7 +1,7 @@
 //! Reading a live process through `/proc`.
 //!
-//! This module owns the text formats of `/proc/PID/{smaps,maps,stat,status,fdinfo/N,auxv}`
-//! and the small files and links next to them (`comm`, `personality`, `fd/`, `task/`, `cwd`,
+//! This module owns the text formats of `/proc/PID/{smaps,maps,stat,status,fdinfo/N,auxv,timers}`
+//! and the small files and links next to them (`comm`, `personality`, `oom_score_adj`, `fd/`, `task/`, `cwd`,
 //! `root`, `exe`). Each format has a pure parser in its own submodule, tested on text captured
 //! from a real kernel; the readers here only read the file, call the parser and attach the
 //! path to any error.
@@ -18,6 +18,7 @@ pub mod limits;
 pub mod maps;
 pub mod stat;
 pub mod status;
+pub mod timers;
 
 pub use fdinfo::FdInfo;
 pub use maps::{MapEntry, MapPath};
@@ -79,6 +80,27 @@ pub fn limits(pid: i32) -> Result<Vec<(u64, u64)>, ProcError> {
 /// `/proc/PID/status`.
 pub fn status(pid: i32) -> Result<Status, ProcError> {
     parse_file(pid, "status", status::parse_status)
+}
+
+/// `/proc/PID/task/TID/status`: one thread's credentials and state.
+pub fn thread_status(pid: i32, tid: i32) -> Result<Status, ProcError> {
+    parse_file(pid, &format!("task/{tid}/status"), status::parse_status)
+}
+
+/// `/proc/PID/timers`: the POSIX timers.
+pub fn timers(pid: i32) -> Result<Vec<timers::ProcTimer>, ProcError> {
+    parse_file(pid, "timers", timers::parse_timers)
+}
+
+/// `/proc/PID/oom_score_adj`.
+pub fn oom_score_adj(pid: i32) -> Result<i32, ProcError> {
+    let path = proc_path(pid, "oom_score_adj");
+    let text = read_text(&path)?;
+    text.trim().parse().map_err(|e| ProcError::Parse {
+        path: path.display().to_string(),
+        line: 1,
+        what: format!("oom_score_adj {:?}: {e}", text.trim()),
+    })
 }
 
 /// `/proc/PID/fdinfo/FD`.

@@ -60,7 +60,10 @@ impl Child {
 
     /// `(stack, size)` for `clone3`: the helper's last page.
     pub fn thread_stack(&self) -> (u64, u64) {
-        (self.helper + HELPER_LEN - THREAD_STACK_LEN, THREAD_STACK_LEN)
+        (
+            self.helper + HELPER_LEN - THREAD_STACK_LEN,
+            THREAD_STACK_LEN,
+        )
     }
 
     /// SIGKILL the half-built process and reap every thread, then the leader.

@@ -5,6 +5,7 @@ use crate::sys::clone::CloneError;
 use crate::sys::inject::InjectError;
 use crate::sys::mem::MemError;
 use crate::sys::ptrace::PtraceError;
+use crate::sys::sched::SchedError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -43,6 +44,14 @@ pub enum RestoreError {
     Mem(#[from] MemError),
     #[error("read {path}")]
     Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Sched(#[from] SchedError),
+    #[error("write {path}")]
+    Write {
         path: String,
         #[source]
         source: std::io::Error,

@@ -7,12 +7,16 @@
 //! half-built task and reports the stage.
 
 mod child;
+mod creds;
 mod error;
 mod files;
 mod memory;
 mod mm;
+mod prctl;
+mod sched;
 mod task;
 mod threads;
+mod timers;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -72,7 +76,16 @@ pub enum RestoreStage {
     Threads,
     /// Per thread, in the thread: sigaltstack, clear_child_tid, robust list, rseq, name.
     ThreadAttrs,
-    /// Groups, gids, uids of every thread (drops privileges).
+    /// THP disable, child subreaper, membarrier registrations.
+    ProcAttrs,
+    /// Timer slack, I/O priority, nice, affinity, policy of every thread; oom_score_adj.
+    Sched,
+    /// Interval timers and POSIX timers (late, but privileged: before Creds; after
+    /// Threads, as a timer may signal one thread).
+    Timers,
+    /// In every thread, the leader last: securebits, groups, gids, uids, capabilities
+    /// (drops privileges), then dumpable, parent-death signal and no_new_privs, which a
+    /// credential change resets.
     Creds,
     /// Requeue pending signals.
     Signals,
@@ -99,6 +112,9 @@ impl RestoreStage {
             Self::SigActions => "sigactions",
             Self::Threads => "threads",
             Self::ThreadAttrs => "thread attributes",
+            Self::ProcAttrs => "process attributes",
+            Self::Sched => "scheduling",
+            Self::Timers => "timers",
             Self::Creds => "credentials",
             Self::Signals => "signals",
             Self::Seals => "seals",
@@ -199,7 +215,16 @@ fn build(
         RestoreStage::ThreadAttrs,
         task::restore_thread_attrs(child, &p.task),
     )?;
-    stage(RestoreStage::Creds, task::restore_creds(child, &p.task))?;
+    stage(
+        RestoreStage::ProcAttrs,
+        prctl::restore_process(child, &p.task.attrs),
+    )?;
+    stage(RestoreStage::Sched, sched::restore_sched(child, &p.task))?;
+    stage(
+        RestoreStage::Timers,
+        timers::restore_timers(child, &p.task.timers),
+    )?;
+    stage(RestoreStage::Creds, creds::restore_creds(child, &p.task))?;
     stage(RestoreStage::Signals, task::queue_signals(child, &p.task))?;
     stage(RestoreStage::Seals, mm::seal(child, &p.mm))?;
     Ok(pages / crate::abi::PAGE_SIZE)

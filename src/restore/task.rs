@@ -1,6 +1,7 @@
 //! Per-task and per-thread state, the restore side of `dump/task.rs`: session and group,
 //! personality, name, signal handlers; per thread altstack, clear_child_tid, rseq, robust
-//! list, name and credentials; queued signals; and finally the registers and the resume.
+//! list and name; queued signals; and finally the registers and the resume. Credentials
+//! (per thread too) are `restore/creds.rs`.
 
 use super::child::Child;
 use super::RestoreError;
@@ -126,42 +127,6 @@ fn thread_attrs(child: &Child, remote: &Remote, t: &ThreadImage) -> Result<(), R
         libc::SYS_prctl,
         &[libc::PR_SET_NAME as u64, name],
     )?;
-    Ok(())
-}
-
-/// Credentials of every thread: Linux keeps them per thread, so each thread drops its own
-/// (the leader last).
-pub fn restore_creds(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
-    for thread in &child.threads {
-        thread_creds(child, &child.remote_in(thread), task)?;
-    }
-    thread_creds(child, &child.remote(), task)
-}
-
-/// Groups, gids, then uids of the thread behind `remote`: after this it may have lost the
-/// privilege for anything but what is left (queueing signals to itself, unmapping the
-/// helper).
-fn thread_creds(child: &Child, remote: &Remote, task: &TaskImage) -> Result<(), RestoreError> {
-    let c = &task.creds;
-    let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
-    let addr = child.put(0, &groups)?;
-    remote.call(
-        "setgroups",
-        libc::SYS_setgroups,
-        &[c.groups.len() as u64, addr],
-    )?;
-    remote.call(
-        "setresgid",
-        libc::SYS_setresgid,
-        &[c.gid[0].into(), c.gid[1].into(), c.gid[2].into()],
-    )?;
-    remote.call("setfsgid", libc::SYS_setfsgid, &[c.gid[3].into()])?;
-    remote.call(
-        "setresuid",
-        libc::SYS_setresuid,
-        &[c.uid[0].into(), c.uid[1].into(), c.uid[2].into()],
-    )?;
-    remote.call("setfsuid", libc::SYS_setfsuid, &[c.uid[3].into()])?;
     Ok(())
 }
 

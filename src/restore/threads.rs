@@ -98,6 +98,9 @@ mod tests {
 
     #[test]
     fn clone_args_are_ver2_sized() {
-        assert_eq!(std::mem::size_of::<CloneArgs>(), CloneArgs::default().as_bytes().len());
+        assert_eq!(
+            std::mem::size_of::<CloneArgs>(),
+            CloneArgs::default().as_bytes().len()
+        );
     }
 }

@@ -73,7 +73,12 @@ impl<'a> Remote<'a> {
     ///
     /// The creator stops three times: syscall entry, `PTRACE_EVENT_CLONE` (the new tid is
     /// its event message), syscall exit. A failing clone has no event stop.
-    pub fn clone_thread(&self, name: &'static str, nr: i64, args: &[u64]) -> Result<Seized, InjectError> {
+    pub fn clone_thread(
+        &self,
+        name: &'static str,
+        nr: i64,
+        args: &[u64],
+    ) -> Result<Seized, InjectError> {
         self.task.set_regs(&self.call_regs(nr, args))?;
         self.step("syscall entry")?;
         self.task.resume_to_syscall()?;

@@ -9,6 +9,7 @@ pub mod pagemap;
 pub mod pod;
 pub mod probe;
 pub mod ptrace;
+pub mod sched;
 pub mod thread;
 
 pub use pod::Pod;

@@ -3,7 +3,10 @@
 //! registers, siginfo and friends through [`Pod`], so no other file needs a transmute.
 #![allow(unsafe_code)]
 
-use crate::abi::{AltStack, CloneArgs, GpRegs, IoVec, KernelSigaction, PrctlMmMap, RseqConfig, SigInfo};
+use crate::abi::{
+    AltStack, CapData, CapHeader, CloneArgs, GpRegs, IoVec, KernelSigaction, KernelSigevent,
+    PrctlMmMap, RseqConfig, SchedAttr, SigInfo, TimerPair,
+};
 
 /// Plain old data: any byte pattern of `size_of::<Self>()` is a valid value, and the type
 /// has no padding whose contents could leak or matter.
@@ -61,6 +64,16 @@ unsafe impl Pod for IoVec {}
 // SAFETY: see above.
 unsafe impl Pod for CloneArgs {}
 // SAFETY: see above.
+unsafe impl Pod for TimerPair {}
+// SAFETY: see above (the trailing padding is an explicit `[i32; 11]`).
+unsafe impl Pod for KernelSigevent {}
+// SAFETY: see above.
+unsafe impl Pod for CapHeader {}
+// SAFETY: see above.
+unsafe impl Pod for CapData {}
+// SAFETY: see above (the u32 pairs keep every u64 8-byte aligned).
+unsafe impl Pod for SchedAttr {}
+// SAFETY: see above.
 unsafe impl Pod for u64 {}
 // SAFETY: see above.
 unsafe impl Pod for i32 {}
@@ -80,6 +93,11 @@ const _: () = assert!(std::mem::size_of::<RseqConfig>() == 24);
 const _: () = assert!(std::mem::size_of::<PrctlMmMap>() == 104);
 const _: () = assert!(std::mem::size_of::<SigInfo>() == 128);
 const _: () = assert!(std::mem::size_of::<CloneArgs>() == 88);
+const _: () = assert!(std::mem::size_of::<TimerPair>() == 32);
+const _: () = assert!(std::mem::size_of::<KernelSigevent>() == 64);
+const _: () = assert!(std::mem::size_of::<CapHeader>() == 8);
+const _: () = assert!(std::mem::size_of::<CapData>() == 24);
+const _: () = assert!(std::mem::size_of::<SchedAttr>() == 56);
 
 /// A slice of Pod values as bytes.
 pub fn slice_as_bytes<T: Pod>(items: &[T]) -> &[u8] {

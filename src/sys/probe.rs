@@ -25,8 +25,6 @@ use crate::abi::{IoVec, RseqConfig, SigInfo};
 const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
 /// `KCMP_FILE` (linux/kcmp.h).
 const KCMP_FILE: libc::c_long = 0;
-/// `PAGEMAP_SCAN` = `_IOWR('f', 16, struct pm_scan_arg)` (linux/fs.h, Linux 6.7).
-const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
 /// `UFFD_API` (linux/userfaultfd.h).
 const UFFD_API: u64 = 0xaa;
 /// `UFFDIO_API` = `_IOWR(0xAA, 0x3F, struct uffdio_api)`.
@@ -328,71 +326,6 @@ pub fn kcmp_file(pid1: Pid, pid2: Pid, fd1: RawFd, fd2: RawFd) -> nix::Result<i3
         )
     };
     Errno::result(ret).map(|r| r as i32)
-}
-
-/// `struct page_region` (linux/fs.h): one run of pages sharing `categories`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PageRegion {
-    pub start: u64,
-    pub end: u64,
-    pub categories: u64,
-}
-
-/// `struct pm_scan_arg` (linux/fs.h).
-#[repr(C)]
-#[derive(Default)]
-struct PmScanArg {
-    size: u64,
-    flags: u64,
-    start: u64,
-    end: u64,
-    walk_end: u64,
-    vec: u64,
-    vec_len: u64,
-    max_pages: u64,
-    category_inverted: u64,
-    category_mask: u64,
-    category_anyof_mask: u64,
-    return_mask: u64,
-}
-
-const _: () = assert!(std::mem::size_of::<PmScanArg>() == 96);
-const _: () = assert!(std::mem::size_of::<PageRegion>() == 24);
-
-/// `ioctl(pagemap, PAGEMAP_SCAN, ..)` over `[start, end)` — the pages having every
-/// category in `category_mask`, reported with `return_mask` categories into `out`; returns
-/// the number of regions filled (Linux 6.7). No write-protect flags are ever passed.
-/// See [the pagemap docs](https://docs.kernel.org/admin-guide/mm/pagemap.html).
-pub fn pagemap_scan(
-    pagemap: BorrowedFd<'_>,
-    start: u64,
-    end: u64,
-    category_mask: u64,
-    return_mask: u64,
-    out: &mut [PageRegion],
-) -> nix::Result<usize> {
-    let mut arg = PmScanArg {
-        size: std::mem::size_of::<PmScanArg>() as u64,
-        start,
-        end,
-        vec: out.as_mut_ptr() as u64,
-        vec_len: out.len() as u64,
-        category_mask,
-        return_mask,
-        ..PmScanArg::default()
-    };
-    // SAFETY: `arg` is the kernel's struct with its size set; `vec`/`vec_len` describe
-    // `out`, which stays borrowed, and the kernel writes at most `vec_len` regions there.
-    // With flags 0 the scan only reads page tables: it changes nothing in [start, end).
-    let n = unsafe {
-        libc::ioctl(
-            pagemap.as_raw_fd(),
-            PAGEMAP_SCAN,
-            &mut arg as *mut PmScanArg,
-        )
-    };
-    Errno::result(n).map(|n| n as usize)
 }
 
 /// `userfaultfd(O_CLOEXEC | O_NONBLOCK)` — a new, not yet initialized userfaultfd.

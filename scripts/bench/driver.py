@@ -1,0 +1,400 @@
+#!/usr/bin/env python3
+"""Benchmark driver for scripts/bench.sh: workloads, dump/restore timings, machine limits.
+
+It makes itself a child subreaper (PID 1 here does not reap orphans, and a zombie keeps the
+pid a restore needs), so restored processes re-parent to it, and it reaps by pid whatever it
+started. Workloads run in their own session with stdout to a regular file; see workload.c
+for their contract (READY, SIGUSR1 -> OK/BAD file).
+"""
+import argparse
+import ctypes
+import json
+import os
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+PR_SET_CHILD_SUBREAPER = 36
+PAGE = 4096
+GIB = 1 << 30
+MIB = 1 << 20
+
+# name, argv after the workload binary (OKFILE appended), memory figure label, needs --big
+WORKLOADS = [
+    ("tiny", ["mem", "1", "0"], False),
+    ("1g-random", ["mem", "1024", "0"], False),
+    ("1g-halfzero", ["mem", "1024", "2"], False),
+    ("4g-random", ["mem", "4096", "0"], True),
+    ("tree-50", ["tree", "50"], False),
+    ("threads-64", ["threads", "64"], False),
+    ("fds-1000", ["fds", "1000"], False),
+]
+QUICK = {"1g-random", "1g-halfzero"}
+# Words in stasis's refusals of what it does not support yet (threads, trees, pipes...).
+REFUSAL_MARKERS = ("not supported", "single-threaded processes only", "cannot checkpoint",
+                   "unsupported")
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def set_subreaper():
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def reap_orphans():
+    """Reap any re-parented child that already exited, without blocking."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def kill_and_reap(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            got, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            # Not our child (yet): it may still be re-parenting; wait until it is gone.
+            if not os.path.exists(f"/proc/{pid}"):
+                return
+            got = 0
+        if got == pid:
+            return
+        time.sleep(0.005)
+    raise RuntimeError(f"pid {pid} did not go away after SIGKILL")
+
+
+def session_members(sid):
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[3]) == sid:  # field 6 of stat: session
+            pids.append(int(entry))
+    return pids
+
+
+def kill_session(sid):
+    """SIGKILL every process of the workload's session and reap them (they are ours:
+    children, or orphans re-parented to this subreaper)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        members = session_members(sid)
+        if not members:
+            return
+        for pid in members:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        reap_orphans()
+        time.sleep(0.005)
+    raise RuntimeError(f"session {sid} did not go away after SIGKILL")
+
+
+def run_measured(argv, stderr_path):
+    """Run argv; return (wall seconds, exit status, peak RSS KiB of it and its reaped children)."""
+    with open(stderr_path, "wb") as err:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                close_fds=True)
+        _, status, ru = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)  # keep Popen from waiting again
+    return wall, proc.returncode, ru.ru_maxrss
+
+
+def wait_for_file(path, what, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(path) as f:
+                text = f.read()
+            if text.endswith("\n"):
+                return text
+        except FileNotFoundError:
+            pass
+        time.sleep(0.001)
+    raise RuntimeError(f"timed out after {timeout}s waiting for {what} ({path})")
+
+
+def dir_bytes(path):
+    """Allocated bytes of every file under path (sparse holes do not count)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total
+
+
+class Bench:
+    def __init__(self, args, bindir, scratch):
+        self.args = args
+        self.bindir = bindir
+        self.scratch = scratch
+        self.stasis = args.stasis
+
+    def start_workload(self, wl_argv, tag):
+        okfile = os.path.join(self.scratch, f"{tag}.ok")
+        out = os.path.join(self.scratch, f"{tag}.out")
+        for p in (okfile, out):
+            if os.path.exists(p):
+                os.unlink(p)
+        with open(out, "wb") as f:
+            proc = subprocess.Popen([os.path.join(self.bindir, "workload")] + wl_argv + [okfile],
+                                    stdin=subprocess.DEVNULL, stdout=f, stderr=f,
+                                    close_fds=True, start_new_session=True)
+        try:
+            text = wait_for_file(out, "workload READY", 600)
+        except RuntimeError:
+            kill_and_reap(proc.pid)
+            raise
+        if not text.startswith("READY"):
+            kill_and_reap(proc.pid)
+            raise RuntimeError(f"workload failed: {text.strip()}")
+        return proc.pid, okfile
+
+    def templates(self, tool):
+        if tool == "stasis":
+            return (f"{shlex.quote(self.stasis)} dump -t {{pid}} -D {{dir}} --stats-json {{stats}}",
+                    f"{shlex.quote(self.stasis)} restore -D {{dir}} -d")
+        return self.args.compare
+
+    def one_run(self, tool, wl_argv, storage, tag):
+        """Start the workload, dump it, restore it, verify it; return the figures."""
+        pid, okfile = self.start_workload(wl_argv, tag)
+        img = os.path.join(storage, f"stasis-bench-{tag}")
+        stats = os.path.join(self.scratch, f"{tag}.stats.json")
+        shutil.rmtree(img, ignore_errors=True)
+        for p in (stats,):
+            if os.path.exists(p):
+                os.unlink(p)
+        dump_t, restore_t = self.templates(tool)
+        fill = dict(pid=pid, dir=shlex.quote(img), stats=shlex.quote(stats))
+        res = {"tool": tool}
+        try:
+            err = os.path.join(self.scratch, f"{tag}.dump.err")
+            wall, rc, rss = run_measured(["sh", "-c", dump_t.format(**fill)], err)
+            msg = open(err, errors="replace").read().strip()
+            if rc != 0:
+                refused = any(m in msg for m in REFUSAL_MARKERS)
+                res.update(status="skipped" if refused else "dump-failed", error=msg)
+                return res
+            res.update(dump_s=wall, dump_rss_kib=rss, image_bytes=dir_bytes(img))
+            if os.path.exists(stats):
+                s = json.load(open(stats))
+                res.update(frozen_s=s["frozen"]["secs"] + s["frozen"]["nanos"] / 1e9,
+                           pages_stored=s["pages_stored"],
+                           zero_pages_skipped=s["zero_pages_skipped"],
+                           dump_total_s=s["total"]["secs"] + s["total"]["nanos"] / 1e9)
+            kill_and_reap(pid)  # the dump killed it; reap the zombie so the pid is free
+            left = session_members(pid)
+            if left:
+                res.update(status="dump-incomplete",
+                           error=f"dump exited 0 but left {len(left)} other processes of the "
+                                 f"workload running (e.g. pid {left[0]}): a tree was dumped "
+                                 f"as its root only")
+                return res
+            if os.path.exists(okfile):
+                os.unlink(okfile)
+            err = os.path.join(self.scratch, f"{tag}.restore.err")
+            t0 = time.monotonic()
+            wall, rc, rss = run_measured(["sh", "-c", restore_t.format(**fill)], err)
+            if rc != 0:
+                res.update(status="restore-failed",
+                           error=open(err, errors="replace").read().strip())
+                return res
+            os.kill(pid, signal.SIGUSR1)
+            verdict = wait_for_file(okfile, "verification after restore", 600)
+            res.update(restore_s=wall, restore_verified_s=time.monotonic() - t0,
+                       restore_rss_kib=rss)
+            if verdict.startswith("OK"):
+                res.update(status="ok", verify_s=int(verdict.split()[1]) / 1e9)
+            else:
+                res.update(status="verify-bad", error=verdict.strip())
+            return res
+        finally:
+            kill_session(pid)
+            reap_orphans()
+            shutil.rmtree(img, ignore_errors=True)
+
+    def limits(self, storages):
+        out = subprocess.run([os.path.join(self.bindir, "limits")] + storages,
+                             check=True, capture_output=True, text=True).stdout
+        return {k: float(v) for k, v in (line.split() for line in out.splitlines())}
+
+
+def median(runs, key):
+    vals = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def summarize(runs):
+    ok = [r for r in runs if r["status"] == "ok"]
+    if not ok:
+        return {"status": runs[0]["status"], "error": runs[0].get("error", ""), "runs": len(runs)}
+    keys = ["dump_s", "frozen_s", "dump_total_s", "restore_s", "restore_verified_s", "verify_s",
+            "image_bytes", "dump_rss_kib", "restore_rss_kib", "pages_stored",
+            "zero_pages_skipped"]
+    s = {k: median(ok, k) for k in keys}
+    s.update(status="ok" if len(ok) == len(runs) else f"{len(ok)}/{len(runs)} ok", runs=len(runs))
+    bad = [r for r in runs if r["status"] != "ok"]
+    if bad:
+        s["error"] = bad[0].get("error", bad[0]["status"])
+    return s
+
+
+def add_fractions(s, mem_bytes, dump_limit, restore_limit):
+    """Rates in GiB/s of the bytes a tool had to move (stasis: the pages it stored; another
+    tool: the workload's memory) and their fraction of the applicable limit."""
+    if s.get("status") not in ("ok",) and not str(s.get("status", "")).endswith("ok"):
+        return
+    if not s.get("dump_s"):
+        return
+    if s.get("pages_stored") is not None:
+        mem_bytes = s["pages_stored"] * PAGE
+    elif mem_bytes is None:
+        return
+    if mem_bytes < 64 * MIB:
+        return  # fixed costs dominate; a rate would mean nothing
+    s["dump_gibps"] = mem_bytes / GIB / s["dump_s"]
+    s["dump_frac"] = s["dump_gibps"] / dump_limit
+    s["restore_gibps"] = mem_bytes / GIB / s["restore_s"]
+    s["restore_frac"] = s["restore_gibps"] / restore_limit
+
+
+def fmt(v, spec, dash="-"):
+    return dash if v is None else format(v, spec)
+
+
+def print_table(results, limits, tools):
+    print(f"machine limits (GiB/s, best of 3): memcpy {limits['memcpy']:.2f}, tmpfs write "
+          f"{limits['tmpfs_write']:.2f}, disk write {limits['disk_write']:.2f}, first touch "
+          f"{limits['first_touch']:.2f} (THP {limits['first_touch_thp']:.2f})")
+    hdr = ("| workload | storage | tool | dump s | frozen s | dump GiB/s (% limit) | restore s "
+           "| restore+verify s | restore GiB/s (% limit) | image MiB | RSS dump/restore MiB | status |")
+    print(hdr)
+    print("|" + "---|" * (hdr.count("|") - 1))
+    for r in results:
+        for tool in tools:
+            s = r["tools"].get(tool)
+            if s is None:
+                continue
+            if s["status"] != "ok" and "dump_s" not in s:
+                print(f"| {r['workload']} | {r['storage']} | {tool} | | | | | | | | | "
+                      f"{s['status']}: {first_line(s.get('error', ''))} |")
+                continue
+            dump_rate = (f"{s['dump_gibps']:.2f} ({s['dump_frac'] * 100:.0f}%)"
+                         if s.get("dump_gibps") else "-")
+            rest_rate = (f"{s['restore_gibps']:.2f} ({s['restore_frac'] * 100:.0f}%)"
+                         if s.get("restore_gibps") else "-")
+            rss = f"{fmt(kib_mib(s['dump_rss_kib']), '.0f')}/{fmt(kib_mib(s['restore_rss_kib']), '.0f')}"
+            print(f"| {r['workload']} | {r['storage']} | {tool} | {fmt(s['dump_s'], '.3f')} | "
+                  f"{fmt(s['frozen_s'], '.3f')} | {dump_rate} | {fmt(s['restore_s'], '.3f')} | "
+                  f"{fmt(s['restore_verified_s'], '.3f')} | {rest_rate} | "
+                  f"{fmt(s['image_bytes'] and s['image_bytes'] / MIB, '.0f')} | {rss} | {s['status']} |")
+        if len(tools) == 2 and all(r["tools"].get(t, {}).get("dump_s") for t in tools):
+            a, b = (r["tools"][t] for t in tools)
+            print(f"| {r['workload']} | {r['storage']} | ratio {tools[0]}/{tools[1]} | "
+                  f"{a['dump_s'] / b['dump_s']:.2f} | | | {a['restore_s'] / b['restore_s']:.2f} | "
+                  f"{a['restore_verified_s'] / b['restore_verified_s']:.2f} | | "
+                  f"{a['image_bytes'] / max(b['image_bytes'], 1):.2f} | | |")
+
+
+def kib_mib(v):
+    return None if v is None else v / 1024
+
+
+def first_line(text):
+    return text.splitlines()[0][:120] if text else ""
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--stasis", required=True)
+    ap.add_argument("--bindir", required=True, help="where workload and limits were built")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--big", action="store_true")
+    ap.add_argument("--json")
+    ap.add_argument("--compare", nargs=2, metavar=("DUMP_TEMPLATE", "RESTORE_TEMPLATE"))
+    ap.add_argument("--storage", default="/dev/shm,/var/tmp")
+    ap.add_argument("--only", help="comma-separated workload names")
+    args = ap.parse_args()
+    if args.quick:
+        args.runs = 1
+    set_subreaper()
+    storages = args.storage.split(",")
+    scratch = os.path.join("/var/tmp", f"stasis-bench-scratch.{os.getpid()}")
+    os.makedirs(scratch)
+    bench = Bench(args, args.bindir, scratch)
+    tools = ["stasis"] + (["other"] if args.compare else [])
+    try:
+        log("measuring machine limits")
+        # Fresh-memory rates are noisy here: the limit is the best of three measurements.
+        samples = [bench.limits([storages[0], storages[-1]]) for _ in range(3)]
+        limits = {k: max(s[k] for s in samples) for k in samples[0]}
+        log("limits (GiB/s, best of 3): " + ", ".join(f"{k} {v:.2f}" for k, v in limits.items()))
+        results = []
+        for name, wl_argv, big in WORKLOADS:
+            if args.only and name not in args.only.split(","):
+                continue
+            if args.quick and name not in QUICK or big and not args.big and not args.only:
+                continue
+            mem_bytes = int(wl_argv[1]) * MIB if wl_argv[0] == "mem" else None
+            for storage in storages:
+                runs = {t: [] for t in tools}
+                for i in range(args.runs):
+                    for tool in tools:  # alternate tools run by run
+                        tag = f"{name}-{tool}-{i}"
+                        r = bench.one_run(tool, wl_argv, storage, tag)
+                        log(f"{name} {storage} {tool} run {i + 1}: {r['status']} "
+                            f"dump {fmt(r.get('dump_s'), '.3f')} s, restore+verify "
+                            f"{fmt(r.get('restore_verified_s'), '.3f')} s")
+                        runs[tool].append(r)
+                    if all(runs[t][-1]["status"] == "skipped" for t in tools):
+                        break  # refused: one attempt says it all
+                on_tmpfs = storage.startswith("/dev/shm")
+                dump_limit = limits["tmpfs_write" if on_tmpfs else "disk_write"]
+                entry = {"workload": name, "storage": storage, "memory_bytes": mem_bytes,
+                         "tools": {}, "raw": runs}
+                for tool in tools:
+                    s = summarize(runs[tool])
+                    add_fractions(s, mem_bytes, dump_limit, limits["first_touch"])
+                    entry["tools"][tool] = s
+                results.append(entry)
+        print_table(results, limits, tools)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                           "kernel": os.uname().release, "runs": args.runs,
+                           "limits_gibps": limits, "limits_samples_gibps": samples,
+                           "compare": args.compare, "results": results}, f, indent=1)
+    finally:
+        reap_orphans()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+/* Machine limits for scripts/bench.sh, each printed as "name GiB/s":
+ *   memcpy       copy between two resident 256 MiB buffers (best of 5)
+ *   tmpfs_write  write 1 GiB into a fresh file with 8 MiB writes (the dump's floor on tmpfs)
+ *   disk_write   the same into DISKDIR, no fsync
+ *   first_touch  mmap 1 GiB anonymous and write one byte per 4 KiB page (the restore's floor)
+ *   first_touch_thp  the same with MADV_HUGEPAGE (what avoiding 4 KiB faults could reach)
+ * usage: limits TMPFSDIR DISKDIR
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define GIB (1UL << 30)
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void *resident(size_t len)
+{
+    char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) { perror("mmap"); exit(1); }
+    for (size_t i = 0; i < len; i++) p[i] = (char)(i * 131 + 7);
+    return p;
+}
+
+static double file_write(const char *dir, const char *buf, size_t chunk)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/stasis-bench-limits.%d", dir, getpid());
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0) { perror(path); exit(1); }
+    double t0 = now();
+    for (size_t done = 0; done < GIB; done += chunk)
+        if (write(fd, buf, chunk) != (ssize_t)chunk) { perror("write"); exit(1); }
+    double t = now() - t0;
+    close(fd);
+    unlink(path);
+    return 1.0 / t;
+}
+
+static double touch(int advice)
+{
+    char *m = mmap(NULL, GIB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) { perror("mmap"); exit(1); }
+    madvise(m, GIB, advice);
+    double t0 = now();
+    for (size_t i = 0; i < GIB; i += 4096) m[i] = 1;
+    double t = now() - t0;
+    munmap(m, GIB);
+    return 1.0 / t;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 3) { fprintf(stderr, "usage: limits TMPFSDIR DISKDIR\n"); return 2; }
+    size_t len = 256UL << 20;
+    char *a = resident(len), *b = resident(len);
+    double best = 1e9;
+    for (int i = 0; i < 5; i++) {
+        double t0 = now();
+        memcpy(b, a, len);
+        double t = now() - t0;
+        if (t < best) best = t;
+    }
+    printf("memcpy %.3f\n", (double)len / GIB / best);
+    size_t chunk = 8UL << 20;
+    printf("tmpfs_write %.3f\n", file_write(argv[1], a, chunk));
+    printf("disk_write %.3f\n", file_write(argv[2], a, chunk));
+    munmap(a, len);
+    munmap(b, len);
+
+    printf("first_touch %.3f\n", touch(MADV_NOHUGEPAGE));
+    printf("first_touch_thp %.3f\n", touch(MADV_HUGEPAGE));
+    return 0;
+}

@@ -1,0 +1,142 @@
+/* Benchmark workloads for scripts/bench.sh.
+ *
+ *   workload mem   MIB ZERO_EVERY OKFILE   MIB of anonymous memory, random data; every
+ *                                          ZERO_EVERY-th page written with zeros (0 = none)
+ *   workload tree  N OKFILE                the same verifier plus N-1 sleeping children
+ *   workload threads N OKFILE              N threads (main included)
+ *   workload fds   N OKFILE                N extra fds: files and pipes
+ *
+ * Contract: set up state, print "READY" on stdout, then wait. On SIGUSR1 re-verify the
+ * memory against the checksum taken at setup and write "OK <verify-ns>" or "BAD" to OKFILE
+ * (written to OKFILE.tmp and renamed, so a reader never sees half a line).
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAGE 4096UL
+
+static volatile sig_atomic_t verify_requested;
+static uint64_t *mem;
+static size_t mem_words;
+static uint64_t expected;
+static const char *okfile;
+
+static void on_usr1(int sig) { (void)sig; verify_requested = 1; }
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* Position-dependent so that swapped pages are caught, cheap enough to run at memory speed. */
+static uint64_t checksum(void)
+{
+    uint64_t a = 0, b = 0;
+    for (size_t i = 0; i < mem_words; i += 2) {
+        a += mem[i] ^ i;
+        b ^= mem[i + 1] + a;
+    }
+    return a * 0x9e3779b97f4a7c15ULL ^ b;
+}
+
+static void fill(size_t mib, unsigned zero_every)
+{
+    size_t len = mib << 20;
+    mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) { perror("mmap"); exit(2); }
+    mem_words = len / 8;
+    uint64_t x = 0x243f6a8885a308d3ULL ^ (uint64_t)getpid();
+    size_t words_per_page = PAGE / 8;
+    for (size_t p = 0; p < len / PAGE; p++) {
+        uint64_t *w = mem + p * words_per_page;
+        if (zero_every && p % zero_every == 0) {
+            memset(w, 0, PAGE);
+            continue;
+        }
+        for (size_t i = 0; i < words_per_page; i++) {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            w[i] = x;
+        }
+    }
+    expected = checksum();
+}
+
+static void write_result(void)
+{
+    uint64_t t0 = now_ns();
+    int ok = checksum() == expected;
+    uint64_t t1 = now_ns();
+    char tmp[4096], line[64];
+    snprintf(tmp, sizeof tmp, "%s.tmp", okfile);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return;
+    int n = ok ? snprintf(line, sizeof line, "OK %llu\n", (unsigned long long)(t1 - t0))
+               : snprintf(line, sizeof line, "BAD\n");
+    if (write(fd, line, n) != n) { close(fd); return; }
+    close(fd);
+    rename(tmp, okfile);
+}
+
+static void *sleeper(void *arg) { (void)arg; for (;;) pause(); return NULL; }
+
+int main(int argc, char **argv)
+{
+    if (argc < 4) { fprintf(stderr, "usage: see the top of workload.c\n"); return 2; }
+    /* Inherited fds beyond 0-2 (the environment may leak some) would be dumped too. */
+    syscall(SYS_close_range, 3, ~0U, 0);
+    const char *kind = argv[1];
+    long n = atol(argv[2]);
+    okfile = argv[argc - 1];
+
+    struct sigaction sa = { .sa_handler = on_usr1 };
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, NULL);
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &block, &old);
+
+    if (!strcmp(kind, "mem")) {
+        fill((size_t)n, argc > 4 ? (unsigned)atoi(argv[3]) : 0);
+    } else if (!strcmp(kind, "tree")) {
+        fill(1, 0);
+        for (long i = 1; i < n; i++)
+            if (fork() == 0) { for (;;) pause(); }
+    } else if (!strcmp(kind, "threads")) {
+        fill(1, 0);
+        for (long i = 1; i < n; i++) {
+            pthread_t t;
+            pthread_create(&t, NULL, sleeper, NULL);
+        }
+    } else if (!strcmp(kind, "fds")) {
+        fill(1, 0);
+        for (long i = 0; i < n; i += 3) {
+            int p[2];
+            if (open("/dev/null", O_RDONLY) < 0 || pipe(p) < 0) { perror("fds"); return 2; }
+        }
+    } else {
+        fprintf(stderr, "unknown workload %s\n", kind);
+        return 2;
+    }
+    printf("READY %d\n", getpid());
+    fflush(stdout);
+    for (;;) {
+        sigsuspend(&old);
+        if (verify_requested) {
+            verify_requested = 0;
+            write_result();
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Credentials, the restore side of `dump/creds.rs`: securebits, groups, gids, uids, the
+//! five capability sets, then what a credential change resets (dumpable, parent-death
+//! signal, see `restore/prctl.rs`) and finally no_new_privs.
+//!
+//! Linux keeps all of these but dumpable per thread (`struct cred`, `task->atomic_flags`),
+//! so every thread of the process runs the whole sequence itself.
+
+use super::child::Child;
+use super::RestoreError;
+use crate::abi::{CapData, CapHeader, CAP_VERSION_3};
+use crate::image::task::{Caps, Creds, TaskImage, ThreadImage};
+use crate::sys::inject::Remote;
+
+const SECBIT_KEEP_CAPS: u64 = 1 << 4;
+const PR_CAP_AMBIENT_RAISE: u64 = 2;
+const HDR_OFF: u64 = 0;
+const DATA_OFF: u64 = 64;
+
+/// All credentials of every thread; the process drops its privileges here.
+///
+/// Ordering requirements: the other threads first, the leader last: the leader runs the
+/// later stages (signals, seals, the helper's unmapping), and a credential change in any
+/// thread resets the process-wide dumpable flag, which the leader sets for good last.
+pub fn restore_creds(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
+    let kept = capget(child, &child.remote())?.permitted();
+    check_caps(task.pid, &task.creds.caps, kept)?;
+    for (thread, t) in child.threads.iter().zip(&task.threads[1..]) {
+        thread_creds(child, &child.remote_in(thread), task, t)?;
+    }
+    thread_creds(child, &child.remote(), task, &task.threads[0])
+}
+
+/// The credentials of the thread behind `remote`, which is `t`.
+///
+/// Ordering requirements:
+/// 1. `SECBIT_KEEP_CAPS` before the uid change, so the permitted set survives it;
+/// 2. groups, gids, uids;
+/// 3. `capset` with every kept capability effective, to hold `CAP_SETPCAP` for:
+/// 4. bounding-set drops, then ambient raises (before securebits, which may forbid them),
+///    then the saved securebits (needs `CAP_SETPCAP`);
+/// 5. the saved `capset`: after it the thread may be unprivileged;
+/// 6. dumpable and the parent-death signal (reset by steps 2-5), no_new_privs last.
+fn thread_creds(
+    child: &Child,
+    remote: &Remote,
+    task: &TaskImage,
+    t: &ThreadImage,
+) -> Result<(), RestoreError> {
+    let c = &task.creds;
+    set_securebits(remote, SECBIT_KEEP_CAPS)?;
+    set_ids(child, remote, c)?;
+    let kept = capget(child, remote)?.permitted();
+    capset(child, remote, CapData::new(kept, kept, c.caps.inheritable))?;
+    drop_bounding(remote, c.caps.bounding)?;
+    raise_ambient(remote, c.caps.ambient)?;
+    set_securebits(remote, u64::from(c.securebits))?;
+    let caps = &c.caps;
+    capset(
+        child,
+        remote,
+        CapData::new(caps.effective, caps.permitted, caps.inheritable),
+    )?;
+    super::prctl::restore_after_creds(remote, &task.attrs, t.pdeathsig)?;
+    if c.no_new_privs {
+        let args = [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0];
+        remote.call("prctl(PR_SET_NO_NEW_PRIVS)", libc::SYS_prctl, &args)?;
+    }
+    Ok(())
+}
+
+/// Groups, gids, then uids.
+fn set_ids(child: &Child, remote: &Remote, c: &Creds) -> Result<(), RestoreError> {
+    let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
+    let addr = child.put(0, &groups)?;
+    remote.call(
+        "setgroups",
+        libc::SYS_setgroups,
+        &[c.groups.len() as u64, addr],
+    )?;
+    remote.call(
+        "setresgid",
+        libc::SYS_setresgid,
+        &[c.gid[0].into(), c.gid[1].into(), c.gid[2].into()],
+    )?;
+    remote.call("setfsgid", libc::SYS_setfsgid, &[c.gid[3].into()])?;
+    remote.call(
+        "setresuid",
+        libc::SYS_setresuid,
+        &[c.uid[0].into(), c.uid[1].into(), c.uid[2].into()],
+    )?;
+    remote.call("setfsuid", libc::SYS_setfsuid, &[c.uid[3].into()])?;
+    Ok(())
+}
+
+/// Refuses capabilities the child cannot get: permitted ones the restorer lacks, and
+/// bounding-set members it lacks (a bounding set only shrinks).
+fn check_caps(pid: i32, caps: &Caps, kept: u64) -> Result<(), RestoreError> {
+    let last = cap_last_cap()?;
+    let valid = if last >= 63 {
+        !0
+    } else {
+        (1u64 << (last + 1)) - 1
+    };
+    let missing_prm = caps.permitted & valid & !kept;
+    let missing_bnd = caps.bounding & valid & !kept;
+    if missing_prm | missing_bnd != 0 {
+        return Err(RestoreError::Unsupported {
+            what: format!(
+                "pid {pid} had capabilities {:#x} that the restorer does not have; restore from a process holding them",
+                missing_prm | missing_bnd
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// `/proc/sys/kernel/cap_last_cap`.
+fn cap_last_cap() -> Result<u32, RestoreError> {
+    let path = "/proc/sys/kernel/cap_last_cap";
+    let text = std::fs::read_to_string(path).map_err(|source| RestoreError::Read {
+        path: path.into(),
+        source,
+    })?;
+    text.trim().parse().map_err(|e| RestoreError::Unsupported {
+        what: format!("{path}: {e}"),
+    })
+}
+
+fn set_securebits(remote: &Remote, bits: u64) -> Result<(), RestoreError> {
+    let args = [libc::PR_SET_SECUREBITS as u64, bits];
+    remote.call("prctl(PR_SET_SECUREBITS)", libc::SYS_prctl, &args)?;
+    Ok(())
+}
+
+fn header(child: &Child) -> Result<u64, RestoreError> {
+    let hdr = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    child.put_pod(HDR_OFF, &hdr)
+}
+
+fn capget(child: &Child, remote: &Remote) -> Result<CapData, RestoreError> {
+    let hdr = header(child)?;
+    let data = child.put_pod(DATA_OFF, &CapData::default())?;
+    remote.call("capget", libc::SYS_capget, &[hdr, data])?;
+    let mut bytes = [0u8; std::mem::size_of::<CapData>()];
+    child.mem.read(data, &mut bytes)?;
+    Ok(crate::sys::Pod::from_bytes(&bytes).unwrap_or_default())
+}
+
+fn capset(child: &Child, remote: &Remote, caps: CapData) -> Result<(), RestoreError> {
+    let hdr = header(child)?;
+    let data = child.put_pod(DATA_OFF, &caps)?;
+    remote.call("capset", libc::SYS_capset, &[hdr, data])?;
+    Ok(())
+}
+
+/// Drops from the bounding set every capability this kernel knows that `keep` lacks.
+fn drop_bounding(remote: &Remote, keep: u64) -> Result<(), RestoreError> {
+    for cap in (0..=cap_last_cap()?.min(63)).filter(|c| keep & (1 << c) == 0) {
+        let args = [libc::PR_CAPBSET_DROP as u64, u64::from(cap)];
+        remote.call("prctl(PR_CAPBSET_DROP)", libc::SYS_prctl, &args)?;
+    }
+    Ok(())
+}
+
+fn raise_ambient(remote: &Remote, ambient: u64) -> Result<(), RestoreError> {
+    for cap in (0..64u64).filter(|c| ambient & (1 << c) != 0) {
+        let args = [libc::PR_CAP_AMBIENT as u64, PR_CAP_AMBIENT_RAISE, cap, 0, 0];
+        remote.call("prctl(PR_CAP_AMBIENT_RAISE)", libc::SYS_prctl, &args)?;
+    }
+    Ok(())
+}

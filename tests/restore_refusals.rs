@@ -1,0 +1,96 @@
+//! Restores the host cannot honour are refused before any process exists: an image whose
+//! registers need a CPU feature this machine lacks, and one whose vDSO differs from this
+//! kernel's. The images are real dumps, re-encoded through the library's own codec so that
+//! only the one field under test is wrong (checksums stay valid).
+
+mod common;
+
+use std::path::Path;
+
+use common::{Start, TempDir};
+use stasis::image::file::{encode, read, Kind};
+use stasis::image::inventory::Inventory;
+use stasis::image::mm::MmImage;
+
+/// Dumps (and kills) a small `memory` victim; returns its pid and the image directory.
+fn dumped(tmp: &TempDir) -> (i32, std::path::PathBuf) {
+    let work = tmp.join("work");
+    std::fs::create_dir_all(&work).expect("mkdir work");
+    let mut victim = common::spawn_victim("memory", &["-s", "4"], &work);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let img = tmp.join("img");
+    common::dump(victim.pid, &img, &[]).assert_ok("dump");
+    victim.wait_exit(common::EXIT_TIMEOUT);
+    (victim.pid, img)
+}
+
+fn rewrite<T: serde::Serialize + serde::de::DeserializeOwned>(
+    path: &Path,
+    kind: Kind,
+    edit: impl FnOnce(&mut T),
+) {
+    let mut value: T = read(kind, path).expect("decode record");
+    edit(&mut value);
+    std::fs::write(path, encode(kind, &value).expect("encode record")).expect("write record");
+}
+
+fn restore_fails(pid: i32, img: &Path) -> String {
+    let out = common::stasis(&[
+        std::ffi::OsStr::new("restore"),
+        "-D".as_ref(),
+        img.as_os_str(),
+    ]);
+    let msg = out
+        .assert_failed("restore that the host cannot honour")
+        .to_string();
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "pid {pid} was created anyway"
+    );
+    msg
+}
+
+#[test]
+fn restore_refuses_missing_cpu_feature() {
+    let _serial = common::serial();
+    require_privileged!("restore_refuses_missing_cpu_feature");
+    let tmp = TempDir::new("cpu");
+    let (pid, img) = dumped(&tmp);
+    // Bit 18 is AMX tile data; claim the registers were saved with it (this CPU lacks it,
+    // or if it has it, bit 62 is reserved and no CPU has it).
+    let missing = if stasis::sys::cpu::xcr0() & (1 << 18) == 0 {
+        1u64 << 18
+    } else {
+        1u64 << 62
+    };
+    rewrite::<Inventory>(&img.join("inventory.img"), Kind::Inventory, |inv| {
+        inv.cpu.xcr0 |= missing
+    });
+    let msg = restore_fails(pid, &img);
+    let name = stasis::sys::cpu::xfeature_names(missing).join(", ");
+    assert!(
+        msg.contains("CPU features") && msg.contains(&name),
+        "message does not name {name}: {msg}"
+    );
+}
+
+#[test]
+fn restore_refuses_foreign_vdso() {
+    let _serial = common::serial();
+    require_privileged!("restore_refuses_foreign_vdso");
+    let tmp = TempDir::new("vdso");
+    let (pid, img) = dumped(&tmp);
+    let mm = img.join(format!("mm-{pid}.img"));
+    rewrite::<MmImage>(&mm, Kind::Mm, |m| {
+        let sym = m
+            .vdso_symbols
+            .first_mut()
+            .expect("the victim had a vDSO with symbols");
+        sym.1 += 0x40;
+    });
+    let msg = restore_fails(pid, &img);
+    assert!(
+        msg.contains("vDSO"),
+        "message does not mention the vDSO: {msg}"
+    );
+}
