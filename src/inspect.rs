@@ -103,8 +103,8 @@ fn process(p: &ProcessImage, out: &mut impl Write) -> std::io::Result<()> {
         let r = &th.regs;
         writeln!(
             out,
-            "  thread {}: rip {:#x} rsp {:#x} rax {:#x} orig_rax {} fs_base {:#x}",
-            th.tid, r.rip, r.rsp, r.rax, r.orig_rax as i64, r.fs_base
+            "  thread {} \"{}\": rip {:#x} rsp {:#x} rax {:#x} orig_rax {} fs_base {:#x}",
+            th.tid, th.comm, r.rip, r.rsp, r.rax, r.orig_rax as i64, r.fs_base
         )?;
         writeln!(
             out,

@@ -27,6 +27,33 @@ while True:
     time.sleep(0.1)
 "#;
 
+/// Four threads add to one shared counter under a lock, each also counting its own adds;
+/// the main thread writes "total sum-of-own-counts alive-threads pid" to argv[1] every
+/// 100 ms. A lost update or a dead thread shows as a mismatch or a count below 5.
+const PY_THREADS: &str = r#"
+import os, sys, threading, time
+path = sys.argv[1]
+lock = threading.Lock()
+total = 0
+own = [0] * 4
+def work(i):
+    global total
+    while True:
+        with lock:
+            total += 1
+            own[i] += 1
+        time.sleep(0.001)
+for i in range(4):
+    threading.Thread(target=work, args=(i,), name=f"worker-{i}", daemon=True).start()
+while True:
+    with lock:
+        t, s = total, sum(own)
+    with open(path + ".tmp", "w") as f:
+        f.write(f"{t} {s} {threading.active_count()} {os.getpid()}\n")
+    os.rename(path + ".tmp", path)
+    time.sleep(0.1)
+"#;
+
 fn which(tool: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
@@ -208,5 +235,59 @@ fn bash_loop_continues() {
             i + 1
         );
     }
+    stop(restored);
+}
+
+/// `(total, sum of per-thread counts, live threads, pid)` from the threaded counter.
+fn read_threads_state(path: &Path) -> Option<(u64, u64, usize, i32)> {
+    let text = fs::read_to_string(path).ok()?;
+    let v: Vec<&str> = text.split_whitespace().collect();
+    Some((
+        v.first()?.parse().ok()?,
+        v.get(1)?.parse().ok()?,
+        v.get(2)?.parse().ok()?,
+        v.get(3)?.parse().ok()?,
+    ))
+}
+
+#[test]
+fn python_threads_continue() {
+    let _serial = common::serial();
+    require_privileged!("python_threads_continue");
+    if !which("python3") {
+        return common::skip("python_threads_continue", "python3 is not installed");
+    }
+    let tmp = TempDir::new("python-threads");
+    let state = tmp.join("state");
+    let mut py = common::spawn_logged(
+        Command::new("python3")
+            .arg("-c")
+            .arg(PY_THREADS)
+            .arg(&state)
+            .current_dir(tmp.path()),
+        &tmp.join("python.log"),
+    );
+    let before = wait_for("the threads to count", Duration::from_secs(60), || {
+        read_threads_state(&state).filter(|s| s.0 >= 200)
+    });
+    assert_eq!((before.0, before.2, before.3), (before.1, 5, py.pid));
+    let tids_before = common::thread_ids(py.pid);
+    assert_eq!(tids_before.len(), 5, "python should run 5 threads");
+    let restored = dump_restore(&mut py, &tmp);
+    assert_eq!(
+        common::thread_ids(py.pid),
+        tids_before,
+        "thread ids changed"
+    );
+    let (at_dump, ..) = read_threads_state(&state).expect("state file");
+    let after = wait_for("the threads to count on", Duration::from_secs(10), || {
+        read_threads_state(&state).filter(|s| s.0 > at_dump + 100)
+    });
+    assert_eq!(
+        (after.0, after.2, after.3),
+        (after.1, 5, py.pid),
+        "total vs own counts, live threads, pid after restore; log:\n{}",
+        restored.log_text()
+    );
     stop(restored);
 }

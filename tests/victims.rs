@@ -158,9 +158,13 @@ victim_tests! {
     syscalls_clock_abs: "syscalls" ["clock_abs"];
     files: "files";
     procattrs: "procattrs";
+    threads: "threads";
+    threads_64: "threads" ["64"];
     timers: "timers";
     sched_batch: "sched" ["batch"];
     sched_fifo: "sched" ["fifo"];
     prctl: "prctl";
     creds: "creds";
+    creds_threads: "creds" ["threads"];
+    mmflags: "mmflags";
 }

@@ -1,6 +1,8 @@
 //! Credentials: ids, groups, the five capability sets and no_new_privs from
 //! `/proc/PID/status`, securebits asked with an injected `PR_GET_SECUREBITS`.
-//! The restore side is `restore/creds.rs`.
+//! Linux keeps credentials per thread; the image holds the leader's, restored in every
+//! thread, and a thread whose own differ is refused. The restore side is
+//! `restore/creds.rs`.
 
 use super::task::Query;
 use super::DumpError;
@@ -29,4 +31,16 @@ pub fn creds(status: &Status, securebits: u32) -> Creds {
 pub fn query_securebits(q: &Query) -> Result<u32, DumpError> {
     let op = libc::PR_GET_SECUREBITS as u64;
     Ok(q.call("prctl(PR_GET_SECUREBITS)", libc::SYS_prctl, &[op])? as u32)
+}
+
+/// Refuses thread `tid` of `pid` if its credentials (`/proc/PID/task/TID/status` and the
+/// `securebits` it reported) differ from its leader's: the image keeps one set for all.
+pub fn check_thread(pid: i32, tid: i32, securebits: u32, leader: &Creds) -> Result<(), DumpError> {
+    let own = creds(&crate::proc::thread_status(pid, tid)?, securebits);
+    if own == *leader {
+        return Ok(());
+    }
+    Err(DumpError::unsupported(format!(
+        "thread {tid} of pid {pid} has credentials (ids, groups, capabilities, securebits or no_new_privs) other than its leader's, which stasis cannot checkpoint"
+    )))
 }

@@ -7,6 +7,7 @@ use crate::sys::mem::MemError;
 use crate::sys::pagemap::PagemapError;
 use crate::sys::ptrace::PtraceError;
 use crate::sys::sched::SchedError;
+use crate::sys::thread::RobustListError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DumpError {
@@ -18,8 +19,6 @@ pub enum DumpError {
     Zombie { pid: i32 },
     #[error("pid {pid} is traced by pid {tracer}; detach that tracer first")]
     Traced { pid: i32, tracer: i32 },
-    #[error("pid {pid} has {threads} threads; this version of stasis dumps single-threaded processes only")]
-    Threads { pid: i32, threads: usize },
     #[error("pid {pid} belongs to session {sid}, whose leader is outside the dumped tree; use --shell-job (-j) to restore it into the restorer's session")]
     ForeignSession { pid: i32, sid: i32 },
     #[error("pid {pid} is in process group {pgid} led by another process; dumping process groups spanning processes is not supported yet")]
@@ -38,6 +37,8 @@ pub enum DumpError {
     Proc(#[from] ProcError),
     #[error(transparent)]
     Ptrace(#[from] PtraceError),
+    #[error(transparent)]
+    RobustList(#[from] RobustListError),
     #[error(transparent)]
     Inject(#[from] InjectError),
     #[error(transparent)]

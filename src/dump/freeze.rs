@@ -1,7 +1,8 @@
-//! Freezing: checks that a task can be dumped, then seizes and stops it.
+//! Freezing: checks that a process can be dumped, then seizes and stops every thread.
 //!
 //! Everything that can refuse a dump without touching the task happens in [`preflight`],
-//! before the task is seized.
+//! before the task is seized. [`Frozen`] owns the stopped threads; dropping it detaches
+//! them all, so an error anywhere in the dump lets the process run on.
 
 use super::DumpError;
 use crate::proc;
@@ -43,10 +44,6 @@ pub fn preflight(pid: i32, shell_job: bool) -> Result<Preflight, DumpError> {
             "pid {pid} runs under seccomp (mode {}); saving seccomp filters is not supported yet",
             status.seccomp
         )));
-    }
-    let threads = proc::tids(pid)?.len();
-    if threads != 1 {
-        return Err(DumpError::Threads { pid, threads });
     }
     check_ids(pid, &stat, shell_job)?;
     check_alone(pid)?;
@@ -116,14 +113,139 @@ fn dependents(pid: i32) -> Result<Vec<(i32, &'static str)>, DumpError> {
     Ok(out)
 }
 
-/// Seizes `pid` and stops it with `PTRACE_INTERRUPT`.
-pub fn freeze(pid: i32) -> Result<Seized, DumpError> {
-    let task = ptrace::seize(pid)?;
-    match task.interrupt()? {
-        Stop::Event(sig) if sig == libc::SIGTRAP => Ok(task),
-        Stop::Event(_) => Err(DumpError::unsupported(format!(
-            "pid {pid} is stopped by job control; dumping stopped tasks is not supported yet"
-        ))),
-        other => Err(task.unexpected("freeze", other).into()),
+/// Every thread of a process, seized and stopped in a `PTRACE_EVENT_STOP`; the leader
+/// (tid == pid) first. Dropping it detaches every thread.
+pub struct Frozen {
+    threads: Vec<Seized>,
+}
+
+impl Frozen {
+    pub fn leader(&self) -> &Seized {
+        &self.threads[0]
     }
+
+    /// All threads, the leader first.
+    pub fn threads(&self) -> &[Seized] {
+        &self.threads
+    }
+
+    fn has(&self, tid: i32) -> bool {
+        self.threads.iter().any(|t| t.tid() == tid)
+    }
+
+    /// Detach every thread: the process runs on.
+    pub fn release(self) -> Result<(), DumpError> {
+        for t in self.threads {
+            t.release()?;
+        }
+        Ok(())
+    }
+
+    /// SIGKILL the process and reap every thread.
+    ///
+    /// Ordering requirements: the other threads are reaped before the leader — the kernel
+    /// reports a leader's exit only once the rest of its thread group is gone.
+    pub fn kill(mut self) -> Result<(), DumpError> {
+        let leader = self.threads.remove(0);
+        leader.sigkill()?;
+        for t in self.threads.drain(..) {
+            t.reap()?;
+        }
+        leader.reap()?;
+        Ok(())
+    }
+}
+
+/// Seizes and stops every thread of `pid`, the leader first.
+///
+/// Ordering requirements: threads may be created while this runs, so `/proc/PID/task` is
+/// listed again until a listing shows no thread that is not stopped yet. A stopped
+/// thread creates no threads, and one created by a thread between its seize and its stop
+/// is attached by the kernel (`PTRACE_O_TRACECLONE`) and collected from the clone event.
+pub fn freeze(pid: i32) -> Result<Frozen, DumpError> {
+    let mut frozen = Frozen {
+        threads: Vec::new(),
+    };
+    freeze_thread(pid, pid, &mut frozen)?;
+    loop {
+        let fresh: Vec<i32> = proc::tids(pid)?
+            .into_iter()
+            .filter(|&t| !frozen.has(t))
+            .collect();
+        if fresh.is_empty() {
+            return Ok(frozen);
+        }
+        for tid in fresh {
+            if !frozen.has(tid) {
+                freeze_thread(pid, tid, &mut frozen)?;
+            }
+        }
+    }
+}
+
+/// Seizes and stops thread `tid` of `pid`, and any thread it creates meanwhile. A thread
+/// other than the leader that exits first is skipped.
+fn freeze_thread(pid: i32, tid: i32, frozen: &mut Frozen) -> Result<(), DumpError> {
+    let task = match ptrace::seize(tid) {
+        Ok(task) => task,
+        Err(_) if tid != pid && thread_gone(tid) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut born = Vec::new();
+    task.request_interrupt()?;
+    loop {
+        match ptrace::wait_tid(tid)? {
+            Stop::Event(sig) if sig == libc::SIGTRAP => break,
+            Stop::Event(_) => return Err(stopped_by_job_control(pid)),
+            Stop::OtherEvent(ptrace::PTRACE_EVENT_CLONE) => {
+                born.push(ptrace::adopt(task.event_msg()? as i32));
+                task.request_interrupt()?;
+                task.cont()?;
+            }
+            // A signal that arrived before the interrupt: deliver it, then stop.
+            Stop::Signal(sig) => task.cont_with(sig)?,
+            Stop::Exited(_) | Stop::Killed(_) if tid != pid => {
+                task.forget();
+                return Ok(());
+            }
+            other => return Err(task.unexpected("freeze", other).into()),
+        }
+    }
+    frozen.threads.push(task);
+    for child in born {
+        adopt_born(pid, child, frozen)?;
+    }
+    Ok(())
+}
+
+/// A thread attached by the kernel at its creation starts in a `PTRACE_EVENT_STOP`.
+/// A clone that is not a thread of `pid` (no `CLONE_THREAD`) is let go.
+fn adopt_born(pid: i32, child: Seized, frozen: &mut Frozen) -> Result<(), DumpError> {
+    match ptrace::wait_tid(child.tid())? {
+        Stop::Event(sig) if sig == libc::SIGTRAP => {}
+        Stop::Event(_) => return Err(stopped_by_job_control(pid)),
+        Stop::Exited(_) | Stop::Killed(_) => {
+            child.forget();
+            return Ok(());
+        }
+        other => return Err(child.unexpected("freeze new thread", other).into()),
+    }
+    let tgid = proc::status(child.tid())?.tgid;
+    if tgid == pid {
+        frozen.threads.push(child);
+    } else {
+        child.release()?;
+    }
+    Ok(())
+}
+
+/// Whether `tid` has exited or is exiting (seizing it then fails with ESRCH or EPERM).
+fn thread_gone(tid: i32) -> bool {
+    proc::stat(tid).map_or(true, |s| matches!(s.state, 'Z' | 'X'))
+}
+
+fn stopped_by_job_control(pid: i32) -> DumpError {
+    DumpError::unsupported(format!(
+        "pid {pid} is stopped by job control; dumping stopped tasks is not supported yet"
+    ))
 }

@@ -29,7 +29,7 @@ use crate::image::task::TaskImage;
 use crate::image::{ImageWriter, Kind};
 use crate::proc;
 use crate::sys::mem::Mem;
-use crate::sys::ptrace::Seized;
+use freeze::Frozen;
 
 /// What `stasis dump` was asked to do.
 #[derive(Clone, Debug)]
@@ -69,25 +69,30 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
 }
 
 /// Collects and writes the whole image of a frozen task.
-fn save(task: &Seized, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSummary, DumpError> {
+fn save(task: &Frozen, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSummary, DumpError> {
     let pid = opts.pid;
     let vmas = mm::vmas(pid, &proc::smaps(pid)?)?;
     let files = files::fd_table(pid, opts.shell_job)?;
     let exe = mm::exe(pid)?;
     let vdso = mm::vdso_range(&vmas);
     let vdso_symbols = vdso_symbols(pid, vdso)?;
-    let mut thread = task::thread_state(task)?;
+    let mut threads = task
+        .threads()
+        .iter()
+        .map(|t| task::thread_state(pid, t))
+        .collect::<Result<Vec<_>, _>>()?;
     let ip = task::find_syscall_insn(pid, vdso)?;
     let known = task::Known {
         timers: &proc::timers(pid)?,
+        tids: &threads.iter().map(|t| t.tid).collect::<Vec<_>>(),
     };
-    let q = task::query(task, &thread.regs, thread.sigmask, ip, &known)?;
-    thread.clear_child_tid = q.clear_child_tid;
-    thread.altstack = q.altstack;
-    thread.pdeathsig = q.pdeathsig;
-    thread.sched = sched::thread_sched(thread.tid, q.timerslack_ns)?;
+    let q = task::query(task.threads(), &mut threads, ip, &known)?;
     let stat = proc::stat(pid)?;
     let status = proc::status(pid)?;
+    let creds = creds::creds(&status, q.securebits);
+    for (t, &bits) in threads[1..].iter().zip(&q.thread_securebits) {
+        creds::check_thread(pid, t.tid, bits, &creds)?;
+    }
 
     let mut pages = writer.pages(&record_name("pages", pid))?;
     let (page_runs, mstats) = memory::dump(pid, &vmas, &mut pages)?;
@@ -112,13 +117,13 @@ fn save(task: &Seized, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSu
         rlimits: proc::limits(pid)?,
         cwd: proc::link(pid, "cwd")?.to_string_lossy().into_owned(),
         root: proc::link(pid, "root")?.to_string_lossy().into_owned(),
-        creds: creds::creds(&status, q.securebits),
+        creds,
         oom_score_adj: proc::oom_score_adj(pid)?,
         attrs: q.attrs,
         timers: q.timers,
         sigactions: q.sigactions,
-        shared_pending: task.pending(true)?,
-        threads: vec![thread],
+        shared_pending: task.leader().pending(true)?,
+        threads,
     };
     writer.write_record(&record_name("mm", pid), Kind::Mm, &mm)?;
     writer.write_record(&record_name("files", pid), Kind::Files, &files)?;

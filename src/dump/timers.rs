@@ -12,7 +12,8 @@ use crate::proc::timers::ProcTimer;
 const ITIMERS: [u64; 3] = [0, 1, 2];
 
 /// Reads every timer of the task. `listed` is `/proc/PID/timers`.
-pub fn query(q: &Query, listed: &[ProcTimer]) -> Result<Timers, DumpError> {
+/// `tids` are the process's threads, whose CPU clocks a timer may measure.
+pub fn query(q: &Query, listed: &[ProcTimer], tids: &[i32]) -> Result<Timers, DumpError> {
     let mut itimers = [ITimer::default(); 3];
     for (slot, which) in itimers.iter_mut().zip(ITIMERS) {
         q.call("getitimer", libc::SYS_getitimer, &[which, q.scratch])?;
@@ -25,14 +26,14 @@ pub fn query(q: &Query, listed: &[ProcTimer]) -> Result<Timers, DumpError> {
     let pid = q.remote.task().tid();
     let mut posix = listed
         .iter()
-        .map(|t| posix_timer(q, pid, t))
+        .map(|t| posix_timer(q, pid, tids, t))
         .collect::<Result<Vec<_>, _>>()?;
     posix.sort_by_key(|t| t.id);
     Ok(Timers { itimers, posix })
 }
 
-fn posix_timer(q: &Query, pid: i32, t: &ProcTimer) -> Result<PosixTimer, DumpError> {
-    check_clock(pid, t)?;
+fn posix_timer(q: &Query, pid: i32, tids: &[i32], t: &ProcTimer) -> Result<PosixTimer, DumpError> {
+    check_clock(pid, tids, t)?;
     let id = t.id as u64;
     q.call("timer_gettime", libc::SYS_timer_gettime, &[id, q.scratch])?;
     let (interval_ns, remaining_ns) = q.read::<TimerPair>(0)?.to_units(1_000_000_000);
@@ -51,14 +52,14 @@ fn posix_timer(q: &Query, pid: i32, t: &ProcTimer) -> Result<PosixTimer, DumpErr
 }
 
 /// Refuses clocks that name something outside the task: a clock fd (`FD_TO_CLOCKID`) or
-/// the CPU clock of another process.
-fn check_clock(pid: i32, t: &ProcTimer) -> Result<(), DumpError> {
+/// the CPU clock of another process (its own threads' clocks are fine).
+fn check_clock(pid: i32, tids: &[i32], t: &ProcTimer) -> Result<(), DumpError> {
     if t.clock >= 0 {
         return Ok(());
     }
     let what = match cpu_clock_owner(t.clock) {
         None => "a clock file descriptor (dynamic POSIX clock)".to_string(),
-        Some(owner) if owner == 0 || owner == pid => return Ok(()),
+        Some(owner) if owner == 0 || owner == pid || tids.contains(&owner) => return Ok(()),
         Some(owner) => format!("the CPU time of pid {owner}, outside the dump"),
     };
     Err(DumpError::unsupported(format!(

@@ -11,9 +11,11 @@ use serde::{de::DeserializeOwned, Serialize};
 use super::error::ImageError;
 
 /// Version of the on-disk format; bumped by any change to a header or a record's fields.
-pub const FORMAT_VERSION: u32 = 1;
-/// The oldest format version this build still reads.
-pub const OLDEST_VERSION: u32 = 1;
+/// Version 2 added the per-thread `comm`, `robust_list` and `robust_list_len`.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build still reads (version 1 thread records lack the
+/// fields above and are not converted).
+pub const OLDEST_VERSION: u32 = 2;
 /// First bytes of every image file. The high-bit byte catches 7-bit transfers, the name
 /// makes `head -c8` readable, the newline catches line-ending conversion (as PNG's).
 pub const MAGIC: [u8; 8] = *b"\x89STASIS\n";
@@ -307,8 +309,8 @@ mod tests {
         assert!(matches!(
             err,
             ImageError::NewerVersion {
-                found: 2,
-                supported: 1,
+                found: 3,
+                supported: 2,
                 ..
             }
         ));
@@ -321,6 +323,17 @@ mod tests {
         assert!(matches!(
             decode_task(&b),
             Err(ImageError::OlderVersion { found: 0, .. })
+        ));
+    }
+
+    /// Version 1 thread records have no comm or robust list: refused, not misread.
+    #[test]
+    fn rejects_version_one() {
+        let mut b = encoded();
+        b[12..16].copy_from_slice(&1u32.to_le_bytes());
+        assert!(matches!(
+            decode_task(&b),
+            Err(ImageError::OlderVersion { found: 1, .. })
         ));
     }
 

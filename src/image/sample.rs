@@ -41,6 +41,9 @@ pub fn thread(tid: i32) -> ThreadImage {
         rseq: Some(RseqConfig::default()),
         clear_child_tid: 0,
         altstack: AltStack::default(),
+        comm: format!("thread-{tid}"),
+        robust_list: 0x7f00_0000_0a20,
+        robust_list_len: 24,
         sched: ThreadSched {
             nice: 0,
             affinity: vec![0xf],
@@ -255,6 +258,7 @@ fn random_thread(r: &mut XorShift) -> ThreadImage {
     t.xsave = r.vec(600, |r| r.next() as u8);
     t.sigmask = r.next();
     t.pending = r.vec(2, |r| SigInfo([r.next() as u8; 128]));
+    t.robust_list = r.next();
     t.rseq = r.bool().then(RseqConfig::default);
     t.sched.affinity = r.vec(3, XorShift::next);
     t.sched.policy = r.next() as u32;

@@ -128,6 +128,12 @@ pub struct ThreadImage {
     /// `set_tid_address(2)` value (`PR_GET_TID_ADDRESS`).
     pub clear_child_tid: u64,
     pub altstack: AltStack,
+    /// `/proc/PID/task/TID/comm`: the thread's name.
+    pub comm: String,
+    /// Robust futex list head (`get_robust_list(2)`), 0 when none is registered.
+    pub robust_list: u64,
+    /// Its registered length.
+    pub robust_list_len: u64,
     /// Scheduling attributes.
     pub sched: ThreadSched,
     /// `PR_GET_PDEATHSIG` (0 none).

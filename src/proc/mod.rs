@@ -82,6 +82,11 @@ pub fn status(pid: i32) -> Result<Status, ProcError> {
     parse_file(pid, "status", status::parse_status)
 }
 
+/// `/proc/PID/task/TID/status`: one thread's credentials and state.
+pub fn thread_status(pid: i32, tid: i32) -> Result<Status, ProcError> {
+    parse_file(pid, &format!("task/{tid}/status"), status::parse_status)
+}
+
 /// `/proc/PID/timers`: the POSIX timers.
 pub fn timers(pid: i32) -> Result<Vec<timers::ProcTimer>, ProcError> {
     parse_file(pid, "timers", timers::parse_timers)
@@ -123,6 +128,12 @@ pub fn auxv(pid: i32) -> Result<Vec<u64>, ProcError> {
 /// `/proc/PID/comm` without its trailing newline.
 pub fn comm(pid: i32) -> Result<String, ProcError> {
     let text = read_text(&proc_path(pid, "comm"))?;
+    Ok(text.strip_suffix('\n').unwrap_or(&text).to_string())
+}
+
+/// `/proc/PID/task/TID/comm` without its trailing newline: one thread's name.
+pub fn thread_comm(pid: i32, tid: i32) -> Result<String, ProcError> {
+    let text = read_text(&proc_path(pid, &format!("task/{tid}/comm")))?;
     Ok(text.strip_suffix('\n').unwrap_or(&text).to_string())
 }
 

@@ -1,7 +1,8 @@
 //! The restored process's shell: a child created with the exact pid, seized, and given a
 //! helper page (a `syscall` instruction plus scratch space) in a hole of the target's
 //! address space, from which every later step runs. The helper page is the last thing
-//! unmapped before the task resumes.
+//! unmapped before the task resumes. The other threads of the process (see `threads.rs`)
+//! run their syscalls from the same helper.
 
 use super::RestoreError;
 use crate::abi::GpRegs;
@@ -14,8 +15,15 @@ use crate::sys::Pod;
 
 /// Size of the helper mapping: one page of code, the rest scratch.
 pub const HELPER_LEN: u64 = 256 * 1024;
-/// `syscall; int3; int3` — the int3s are never reached: every call stops at syscall exit.
+/// `syscall; int3; int3` — the int3s are never reached: every call stops at syscall exit,
+/// and a thread created from here stops before its first instruction (it is attached
+/// through `PTRACE_O_TRACECLONE`). Should stasis die and the task run on from the helper,
+/// the int3 raises a SIGTRAP that, blocked, kills the half-built process.
 const HELPER_CODE: [u8; 4] = [0x0f, 0x05, 0xcc, 0xcc];
+/// The last page of the helper is the stack `clone3` gives new threads. No thread runs
+/// user code on it: each is stopped before its first instruction and leaves with its own
+/// saved registers.
+const THREAD_STACK_LEN: u64 = 4096;
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
 
 /// A child being restored: seized, every signal blocked, running our syscalls.
@@ -25,6 +33,15 @@ pub struct Child {
     /// Registers at the takeover, the base for every injected call.
     pub base: GpRegs,
     pub helper: u64,
+    /// The other threads, in image order, once created.
+    pub threads: Vec<Thread>,
+}
+
+/// A thread of the child other than the leader, created by `clone3` from the helper.
+pub struct Thread {
+    pub task: Seized,
+    /// Registers at its first stop, the base for every call injected into it.
+    pub base: GpRegs,
 }
 
 impl Child {
@@ -36,7 +53,32 @@ impl Child {
         Remote::new(&self.task, self.helper, self.base)
     }
 
-    /// Scratch space: `HELPER_LEN - 4096` bytes after the code page.
+    /// A remote running syscalls in `thread` from the helper.
+    pub fn remote_in<'a>(&self, thread: &'a Thread) -> Remote<'a> {
+        Remote::new(&thread.task, self.helper, thread.base)
+    }
+
+    /// `(stack, size)` for `clone3`: the helper's last page.
+    pub fn thread_stack(&self) -> (u64, u64) {
+        (
+            self.helper + HELPER_LEN - THREAD_STACK_LEN,
+            THREAD_STACK_LEN,
+        )
+    }
+
+    /// SIGKILL the half-built process and reap every thread, then the leader.
+    pub fn kill_and_reap(self) {
+        let pid = self.pid();
+        let _ = self.task.sigkill();
+        for t in self.threads {
+            let _ = t.task.reap();
+        }
+        kill_and_reap(pid);
+        self.task.forget();
+    }
+
+    /// Scratch space: `HELPER_LEN - 4096` bytes after the code page (the last page is
+    /// also the new threads' stack).
     pub fn scratch(&self) -> u64 {
         self.helper + 4096
     }
@@ -90,6 +132,7 @@ pub fn create(pid: i32, target: &[Vma]) -> Result<Child, RestoreError> {
         mem,
         base,
         helper,
+        threads: Vec::new(),
     })
 }
 

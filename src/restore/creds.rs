@@ -1,18 +1,36 @@
 //! Credentials, the restore side of `dump/creds.rs`: securebits, groups, gids, uids, the
 //! five capability sets, then what a credential change resets (dumpable, parent-death
 //! signal, see `restore/prctl.rs`) and finally no_new_privs.
+//!
+//! Linux keeps all of these but dumpable per thread (`struct cred`, `task->atomic_flags`),
+//! so every thread of the process runs the whole sequence itself.
 
 use super::child::Child;
 use super::RestoreError;
 use crate::abi::{CapData, CapHeader, CAP_VERSION_3};
-use crate::image::task::{Caps, Creds, TaskImage};
+use crate::image::task::{Caps, Creds, TaskImage, ThreadImage};
+use crate::sys::inject::Remote;
 
 const SECBIT_KEEP_CAPS: u64 = 1 << 4;
 const PR_CAP_AMBIENT_RAISE: u64 = 2;
 const HDR_OFF: u64 = 0;
 const DATA_OFF: u64 = 64;
 
-/// All credentials of the task; the child drops its privileges here.
+/// All credentials of every thread; the process drops its privileges here.
+///
+/// Ordering requirements: the other threads first, the leader last: the leader runs the
+/// later stages (signals, seals, the helper's unmapping), and a credential change in any
+/// thread resets the process-wide dumpable flag, which the leader sets for good last.
+pub fn restore_creds(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
+    let kept = capget(child, &child.remote())?.permitted();
+    check_caps(task.pid, &task.creds.caps, kept)?;
+    for (thread, t) in child.threads.iter().zip(&task.threads[1..]) {
+        thread_creds(child, &child.remote_in(thread), task, t)?;
+    }
+    thread_creds(child, &child.remote(), task, &task.threads[0])
+}
+
+/// The credentials of the thread behind `remote`, which is `t`.
 ///
 /// Ordering requirements:
 /// 1. `SECBIT_KEEP_CAPS` before the uid change, so the permitted set survives it;
@@ -20,36 +38,38 @@ const DATA_OFF: u64 = 64;
 /// 3. `capset` with every kept capability effective, to hold `CAP_SETPCAP` for:
 /// 4. bounding-set drops, then ambient raises (before securebits, which may forbid them),
 ///    then the saved securebits (needs `CAP_SETPCAP`);
-/// 5. the saved `capset`: after it the child may be unprivileged;
+/// 5. the saved `capset`: after it the thread may be unprivileged;
 /// 6. dumpable and the parent-death signal (reset by steps 2-5), no_new_privs last.
-pub fn restore_creds(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
+fn thread_creds(
+    child: &Child,
+    remote: &Remote,
+    task: &TaskImage,
+    t: &ThreadImage,
+) -> Result<(), RestoreError> {
     let c = &task.creds;
-    set_securebits(child, SECBIT_KEEP_CAPS)?;
-    set_ids(child, c)?;
-    let kept = capget(child)?.permitted();
-    check_caps(task.pid, &c.caps, kept)?;
-    capset(child, CapData::new(kept, kept, c.caps.inheritable))?;
-    drop_bounding(child, c.caps.bounding)?;
-    raise_ambient(child, c.caps.ambient)?;
-    set_securebits(child, u64::from(c.securebits))?;
+    set_securebits(remote, SECBIT_KEEP_CAPS)?;
+    set_ids(child, remote, c)?;
+    let kept = capget(child, remote)?.permitted();
+    capset(child, remote, CapData::new(kept, kept, c.caps.inheritable))?;
+    drop_bounding(remote, c.caps.bounding)?;
+    raise_ambient(remote, c.caps.ambient)?;
+    set_securebits(remote, u64::from(c.securebits))?;
     let caps = &c.caps;
     capset(
         child,
+        remote,
         CapData::new(caps.effective, caps.permitted, caps.inheritable),
     )?;
-    let t = &task.threads[0];
-    super::prctl::restore_after_creds(child, &task.attrs, t.pdeathsig)?;
+    super::prctl::restore_after_creds(remote, &task.attrs, t.pdeathsig)?;
     if c.no_new_privs {
         let args = [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0];
-        let remote = child.remote();
         remote.call("prctl(PR_SET_NO_NEW_PRIVS)", libc::SYS_prctl, &args)?;
     }
     Ok(())
 }
 
 /// Groups, gids, then uids.
-fn set_ids(child: &Child, c: &Creds) -> Result<(), RestoreError> {
-    let remote = child.remote();
+fn set_ids(child: &Child, remote: &Remote, c: &Creds) -> Result<(), RestoreError> {
     let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
     let addr = child.put(0, &groups)?;
     remote.call(
@@ -106,9 +126,8 @@ fn cap_last_cap() -> Result<u32, RestoreError> {
     })
 }
 
-fn set_securebits(child: &Child, bits: u64) -> Result<(), RestoreError> {
+fn set_securebits(remote: &Remote, bits: u64) -> Result<(), RestoreError> {
     let args = [libc::PR_SET_SECUREBITS as u64, bits];
-    let remote = child.remote();
     remote.call("prctl(PR_SET_SECUREBITS)", libc::SYS_prctl, &args)?;
     Ok(())
 }
@@ -121,29 +140,24 @@ fn header(child: &Child) -> Result<u64, RestoreError> {
     child.put_pod(HDR_OFF, &hdr)
 }
 
-fn capget(child: &Child) -> Result<CapData, RestoreError> {
+fn capget(child: &Child, remote: &Remote) -> Result<CapData, RestoreError> {
     let hdr = header(child)?;
     let data = child.put_pod(DATA_OFF, &CapData::default())?;
-    child
-        .remote()
-        .call("capget", libc::SYS_capget, &[hdr, data])?;
+    remote.call("capget", libc::SYS_capget, &[hdr, data])?;
     let mut bytes = [0u8; std::mem::size_of::<CapData>()];
     child.mem.read(data, &mut bytes)?;
     Ok(crate::sys::Pod::from_bytes(&bytes).unwrap_or_default())
 }
 
-fn capset(child: &Child, caps: CapData) -> Result<(), RestoreError> {
+fn capset(child: &Child, remote: &Remote, caps: CapData) -> Result<(), RestoreError> {
     let hdr = header(child)?;
     let data = child.put_pod(DATA_OFF, &caps)?;
-    child
-        .remote()
-        .call("capset", libc::SYS_capset, &[hdr, data])?;
+    remote.call("capset", libc::SYS_capset, &[hdr, data])?;
     Ok(())
 }
 
 /// Drops from the bounding set every capability this kernel knows that `keep` lacks.
-fn drop_bounding(child: &Child, keep: u64) -> Result<(), RestoreError> {
-    let remote = child.remote();
+fn drop_bounding(remote: &Remote, keep: u64) -> Result<(), RestoreError> {
     for cap in (0..=cap_last_cap()?.min(63)).filter(|c| keep & (1 << c) == 0) {
         let args = [libc::PR_CAPBSET_DROP as u64, u64::from(cap)];
         remote.call("prctl(PR_CAPBSET_DROP)", libc::SYS_prctl, &args)?;
@@ -151,8 +165,7 @@ fn drop_bounding(child: &Child, keep: u64) -> Result<(), RestoreError> {
     Ok(())
 }
 
-fn raise_ambient(child: &Child, ambient: u64) -> Result<(), RestoreError> {
-    let remote = child.remote();
+fn raise_ambient(remote: &Remote, ambient: u64) -> Result<(), RestoreError> {
     for cap in (0..64u64).filter(|c| ambient & (1 << c) != 0) {
         let args = [libc::PR_CAP_AMBIENT as u64, PR_CAP_AMBIENT_RAISE, cap, 0, 0];
         remote.call("prctl(PR_CAP_AMBIENT_RAISE)", libc::SYS_prctl, &args)?;

@@ -15,6 +15,7 @@ mod mm;
 mod prctl;
 mod sched;
 mod task;
+mod threads;
 mod timers;
 pub mod verify;
 
@@ -71,22 +72,26 @@ pub enum RestoreStage {
     Limits,
     /// Signal handlers.
     SigActions,
-    /// sigaltstack, clear_child_tid, rseq.
+    /// Create the other threads with their tids (`clone3` injected into the leader).
+    Threads,
+    /// Per thread, in the thread: sigaltstack, clear_child_tid, robust list, rseq, name.
     ThreadAttrs,
     /// THP disable, child subreaper, membarrier registrations.
     ProcAttrs,
-    /// Timer slack, I/O priority, nice, affinity, policy, oom_score_adj.
+    /// Timer slack, I/O priority, nice, affinity, policy of every thread; oom_score_adj.
     Sched,
-    /// Interval timers and POSIX timers (late, but privileged: before Creds).
+    /// Interval timers and POSIX timers (late, but privileged: before Creds; after
+    /// Threads, as a timer may signal one thread).
     Timers,
-    /// Securebits, groups, gids, uids, capabilities (drops privileges), then dumpable,
-    /// parent-death signal and no_new_privs, which a credential change resets.
+    /// In every thread, the leader last: securebits, groups, gids, uids, capabilities
+    /// (drops privileges), then dumpable, parent-death signal and no_new_privs, which a
+    /// credential change resets.
     Creds,
     /// Requeue pending signals.
     Signals,
     /// Seal sealed mappings.
     Seals,
-    /// Unmap the helper, load registers, resume.
+    /// Load every thread's registers, unmap the helper, resume.
     Resume,
 }
 
@@ -105,6 +110,7 @@ impl RestoreStage {
             Self::Attributes => "attributes",
             Self::Limits => "resource limits",
             Self::SigActions => "sigactions",
+            Self::Threads => "threads",
             Self::ThreadAttrs => "thread attributes",
             Self::ProcAttrs => "process attributes",
             Self::Sched => "scheduling",
@@ -146,23 +152,21 @@ fn rebuild(image: &Image, p: &ProcessImage, shell_job: bool) -> Result<u64, Rest
             source: Box::new(e),
         }
     };
-    let child = child::create(pid, &p.mm.vmas).map_err(at(RestoreStage::Takeover))?;
-    match build(&child, image, p, shell_job) {
+    let mut child = child::create(pid, &p.mm.vmas).map_err(at(RestoreStage::Takeover))?;
+    match build(&mut child, image, p, shell_job) {
         Ok(pages) => {
-            let t = &p.task.threads[0];
-            task::resume(child, t).map_err(at(RestoreStage::Resume))?;
+            task::resume(child, &p.task).map_err(at(RestoreStage::Resume))?;
             Ok(pages)
         }
         Err(e) => {
-            child::kill_and_reap(pid);
-            child.task.forget();
+            child.kill_and_reap();
             Err(e)
         }
     }
 }
 
 fn build(
-    child: &Child,
+    child: &mut Child,
     image: &Image,
     p: &ProcessImage,
     shell_job: bool,
@@ -206,15 +210,16 @@ fn build(
         RestoreStage::SigActions,
         task::restore_sigactions(child, &p.task),
     )?;
+    stage(RestoreStage::Threads, threads::create(child, &p.task))?;
     stage(
         RestoreStage::ThreadAttrs,
-        task::restore_thread_attrs(child, &p.task.threads[0]),
+        task::restore_thread_attrs(child, &p.task),
     )?;
     stage(
         RestoreStage::ProcAttrs,
         prctl::restore_process(child, &p.task.attrs),
     )?;
-    stage(RestoreStage::Sched, restore_sched(child, &p.task))?;
+    stage(RestoreStage::Sched, sched::restore_sched(child, &p.task))?;
     stage(
         RestoreStage::Timers,
         timers::restore_timers(child, &p.task.timers),
@@ -223,10 +228,4 @@ fn build(
     stage(RestoreStage::Signals, task::queue_signals(child, &p.task))?;
     stage(RestoreStage::Seals, mm::seal(child, &p.mm))?;
     Ok(pages / crate::abi::PAGE_SIZE)
-}
-
-fn restore_sched(child: &Child, task: &crate::image::task::TaskImage) -> Result<(), RestoreError> {
-    let t = &task.threads[0];
-    sched::restore_thread(child, t.tid, &t.sched)?;
-    sched::restore_oom_score_adj(task.pid, task.oom_score_adj)
 }

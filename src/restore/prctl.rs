@@ -7,6 +7,7 @@
 use super::child::Child;
 use super::RestoreError;
 use crate::image::task::ProcessAttrs;
+use crate::sys::inject::Remote;
 
 /// The `MEMBARRIER_CMD_REGISTER_*` commands `MEMBARRIER_CMD_GET_REGISTRATIONS` reports:
 /// global expedited, private expedited, its sync-core and rseq variants.
@@ -37,17 +38,17 @@ pub fn restore_process(child: &Child, a: &ProcessAttrs) -> Result<(), RestoreErr
     Ok(())
 }
 
-/// Dumpable and the parent-death signal.
+/// Dumpable and the parent-death signal, run by each thread after its own credentials
+/// (the parent-death signal is per thread, dumpable per process).
 ///
 /// Ordering requirements: after the last id or capability change (`commit_creds` resets
 /// both). Dumpable 2 (`suid_dumpable`) cannot be set with prctl and is restored as 0, the
 /// stricter choice.
 pub fn restore_after_creds(
-    child: &Child,
+    remote: &Remote,
     a: &ProcessAttrs,
     pdeathsig: i32,
 ) -> Result<(), RestoreError> {
-    let remote = child.remote();
     let dumpable = u64::from(a.dumpable == 1);
     let args = [libc::PR_SET_DUMPABLE as u64, dumpable];
     remote.call("prctl(PR_SET_DUMPABLE)", libc::SYS_prctl, &args)?;

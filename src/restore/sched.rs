@@ -1,11 +1,12 @@
 //! Scheduling, the restore side of `dump/sched.rs`: timer slack (injected), I/O
 //! priority, nice, CPU affinity and policy (set from outside on the child's tid), and
-//! the process's `oom_score_adj`.
+//! the process's `oom_score_adj`. Every thread gets its own.
 
 use super::child::Child;
 use super::RestoreError;
 use crate::abi::SchedAttr;
-use crate::image::task::ThreadSched;
+use crate::image::task::{TaskImage, ThreadSched};
+use crate::sys::inject::Remote;
 use crate::sys::sched;
 
 const SCHED_ATTR_SIZE: u32 = 56;
@@ -14,16 +15,29 @@ const SETTABLE_FLAGS: u64 = 0x7;
 const SCHED_FLAG_UTIL_CLAMP: u64 = 0x20 | 0x40;
 const UCLAMP_DEFAULT: (u32, u32) = (0, 1024);
 
-/// One thread's scheduling attributes.
+/// Scheduling of every thread (each sets its own timer slack) and `oom_score_adj`.
+///
+/// Ordering requirements: after the threads exist (each gets its own attributes, not the
+/// leader's it inherited), before the credentials drop (raising nice or a real-time
+/// policy needs CAP_SYS_NICE).
+pub fn restore_sched(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
+    let t = &task.threads[0];
+    restore_thread(&child.remote(), t.tid, &t.sched)?;
+    for (thread, t) in child.threads.iter().zip(&task.threads[1..]) {
+        restore_thread(&child.remote_in(thread), t.tid, &t.sched)?;
+    }
+    restore_oom_score_adj(task.pid, task.oom_score_adj)
+}
+
+/// One thread's scheduling attributes; `remote` runs in that thread.
 ///
 /// Ordering requirements: timer slack before the policy (a real-time policy forces the
 /// slack to 0 and ignores `PR_SET_TIMERSLACK`); nice before the policy (under a
 /// real-time policy `sched_setattr` carries no nice value); affinity before the policy
 /// (a `SCHED_DEADLINE` task's affinity cannot be changed).
-pub fn restore_thread(child: &Child, tid: i32, s: &ThreadSched) -> Result<(), RestoreError> {
+fn restore_thread(remote: &Remote, tid: i32, s: &ThreadSched) -> Result<(), RestoreError> {
     if s.timerslack_ns != 0 {
         let args = [libc::PR_SET_TIMERSLACK as u64, s.timerslack_ns];
-        let remote = child.remote();
         remote.call("prctl(PR_SET_TIMERSLACK)", libc::SYS_prctl, &args)?;
     }
     sched::set_ioprio(tid, s.ioprio)?;
@@ -67,7 +81,7 @@ fn set_affinity(tid: i32, words: &[u64]) -> Result<(), RestoreError> {
 }
 
 /// `/proc/PID/oom_score_adj`. Lowering it below the restorer's own needs CAP_SYS_RESOURCE.
-pub fn restore_oom_score_adj(pid: i32, value: i32) -> Result<(), RestoreError> {
+fn restore_oom_score_adj(pid: i32, value: i32) -> Result<(), RestoreError> {
     let path = format!("/proc/{pid}/oom_score_adj");
     std::fs::write(&path, value.to_string()).map_err(|source| RestoreError::Write { path, source })
 }

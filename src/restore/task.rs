@@ -1,11 +1,14 @@
-//! Per-task state, the restore side of `dump/task.rs`: session and group, personality,
-//! name, signal handlers, altstack, clear_child_tid, rseq, queued signals,
-//! and finally the registers and the resume.
+//! Per-task and per-thread state, the restore side of `dump/task.rs`: session and group,
+//! personality, name, signal handlers; per thread altstack, clear_child_tid, rseq, robust
+//! list and name; queued signals; and finally the registers and the resume. Credentials
+//! (per thread too) are `restore/creds.rs`.
 
 use super::child::Child;
 use super::RestoreError;
 use crate::abi::AltStack;
 use crate::image::task::{TaskImage, ThreadImage};
+use crate::sys::inject::Remote;
+use crate::sys::ptrace::Seized;
 
 const RSEQ_SIG_FLAGS: u64 = 0;
 
@@ -71,9 +74,17 @@ pub fn restore_sigactions(child: &Child, task: &TaskImage) -> Result<(), Restore
     Ok(())
 }
 
-/// sigaltstack, clear_child_tid and rseq of one thread (run by that thread).
-pub fn restore_thread_attrs(child: &Child, t: &ThreadImage) -> Result<(), RestoreError> {
-    let remote = child.remote();
+/// sigaltstack, clear_child_tid, rseq, robust list and name of every thread, each set by
+/// the thread itself (all of these are per-thread kernel state).
+pub fn restore_thread_attrs(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
+    thread_attrs(child, &child.remote(), &task.threads[0])?;
+    for (thread, t) in child.threads.iter().zip(&task.threads[1..]) {
+        thread_attrs(child, &child.remote_in(thread), t)?;
+    }
+    Ok(())
+}
+
+fn thread_attrs(child: &Child, remote: &Remote, t: &ThreadImage) -> Result<(), RestoreError> {
     // SS_ONSTACK is reported, not settable: the kernel derives it from the stack pointer.
     let alt = AltStack {
         flags: t.altstack.flags & !libc::SS_ONSTACK,
@@ -94,6 +105,13 @@ pub fn restore_thread_attrs(child: &Child, t: &ThreadImage) -> Result<(), Restor
         libc::SYS_set_tid_address,
         &[t.clear_child_tid],
     )?;
+    if t.robust_list != 0 {
+        remote.call(
+            "set_robust_list",
+            libc::SYS_set_robust_list,
+            &[t.robust_list, t.robust_list_len],
+        )?;
+    }
     if let Some(r) = &t.rseq {
         let args = [
             r.rseq_abi_pointer,
@@ -103,6 +121,12 @@ pub fn restore_thread_attrs(child: &Child, t: &ThreadImage) -> Result<(), Restor
         ];
         remote.call("rseq", libc::SYS_rseq, &args)?;
     }
+    let name = child.put_str(0, &t.comm)?;
+    remote.call(
+        "prctl(PR_SET_NAME)",
+        libc::SYS_prctl,
+        &[libc::PR_SET_NAME as u64, name],
+    )?;
     Ok(())
 }
 
@@ -129,28 +153,56 @@ pub fn queue_signals(child: &Child, task: &TaskImage) -> Result<(), RestoreError
     Ok(())
 }
 
-/// Unmaps the helper, loads the saved registers and mask, and lets the task go.
+/// Loads every thread's saved registers and mask, unmaps the helper and lets the process
+/// go; on failure the half-built process is killed.
 ///
-/// Ordering requirements: this is the last step. The munmap of the helper runs from the
-/// helper itself; the task is stopped at its syscall exit and never returns there,
-/// because the saved registers replace the injected ones before it resumes. It is then
-/// parked inside signal delivery so the kernel applies its own syscall-restart rules to
-/// the saved registers (a task frozen in `read` re-enters it, one in `nanosleep` returns
-/// EINTR, as after any signal).
-pub fn resume(child: Child, t: &ThreadImage) -> Result<(), RestoreError> {
+/// Ordering requirements: this is the last step. Every other thread gets its final
+/// registers and is parked first, so none will execute helper code again; then the
+/// leader unmaps the helper, from the helper itself: it is stopped at its syscall exit
+/// and never returns there, because its saved registers replace the injected ones before
+/// it resumes. Parking puts each thread inside signal delivery so the kernel applies its
+/// own syscall-restart rules to the saved registers (a thread frozen in `read` re-enters
+/// it, one in `nanosleep` returns EINTR, as after any signal). Only then is any thread
+/// detached.
+pub fn resume(child: Child, task: &TaskImage) -> Result<(), RestoreError> {
+    match load_all(&child, task) {
+        Ok(()) => release_all(child),
+        Err(e) => {
+            child.kill_and_reap();
+            Err(e)
+        }
+    }
+}
+
+fn load_all(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
+    for (thread, t) in child.threads.iter().zip(&task.threads[1..]) {
+        load_and_park(&thread.task, t)?;
+    }
     child.remote().call(
         "munmap(helper)",
         libc::SYS_munmap,
         &[child.helper, super::child::HELPER_LEN],
     )?;
-    child.task.set_regs(&t.regs)?;
+    load_and_park(&child.task, &task.threads[0])
+}
+
+/// Registers, xsave area and mask of one thread, then a clean stop.
+fn load_and_park(task: &Seized, t: &ThreadImage) -> Result<(), RestoreError> {
+    task.set_regs(&t.regs)?;
     if !t.xsave.is_empty() {
         let mut xsave = t.xsave.clone();
-        xsave.resize(child.task.xstate()?.len(), 0);
-        child.task.set_xstate(&xsave)?;
+        xsave.resize(task.xstate()?.len(), 0);
+        task.set_xstate(&xsave)?;
     }
-    child.task.set_sigmask(t.sigmask)?;
-    child.task.park()?;
+    task.set_sigmask(t.sigmask)?;
+    task.park()?;
+    Ok(())
+}
+
+fn release_all(child: Child) -> Result<(), RestoreError> {
+    for thread in child.threads {
+        thread.task.release()?;
+    }
     child.task.release()?;
     Ok(())
 }

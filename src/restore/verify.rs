@@ -16,7 +16,9 @@ pub fn host_accepts(image: &Image) -> Result<(), RestoreError> {
     cpu_features(image.inventory.cpu.xcr0)?;
     let same_host = hostname() == image.inventory.hostname;
     for p in &image.processes {
-        pid_free(p.task.pid)?;
+        for t in &p.task.threads {
+            pid_free(t.tid)?;
+        }
         vdso_matches(p)?;
         files_unchanged(p, same_host)?;
     }

@@ -7,22 +7,7 @@
 
 use nix::errno::Errno;
 
-/// `struct clone_args` (CLONE_ARGS_SIZE_VER2).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
+use crate::abi::CloneArgs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CloneError {

@@ -7,7 +7,7 @@
 
 use nix::errno::Errno;
 
-use super::ptrace::{PtraceError, Seized, Stop};
+use super::ptrace::{PtraceError, Seized, Stop, PTRACE_EVENT_CLONE};
 use crate::abi::GpRegs;
 
 /// Errors of injected syscalls.
@@ -66,6 +66,46 @@ impl<'a> Remote<'a> {
             });
         }
         Ok(r as u64)
+    }
+
+    /// Runs a thread-creating syscall (`clone3` with `CLONE_THREAD`) in a task seized with
+    /// `PTRACE_O_TRACECLONE`, and returns the new thread, attached to us by the kernel.
+    ///
+    /// The creator stops three times: syscall entry, `PTRACE_EVENT_CLONE` (the new tid is
+    /// its event message), syscall exit. A failing clone has no event stop.
+    pub fn clone_thread(
+        &self,
+        name: &'static str,
+        nr: i64,
+        args: &[u64],
+    ) -> Result<Seized, InjectError> {
+        self.task.set_regs(&self.call_regs(nr, args))?;
+        self.step("syscall entry")?;
+        self.task.resume_to_syscall()?;
+        let child = match super::ptrace::wait_tid(self.task.tid())? {
+            Stop::OtherEvent(PTRACE_EVENT_CLONE) => {
+                let tid = self.task.event_msg()? as i32;
+                self.step("syscall exit")?;
+                Some(super::ptrace::adopt(tid))
+            }
+            Stop::Syscall => None,
+            other => return Err(self.task.unexpected(name, other).into()),
+        };
+        let r = self.task.regs()?.rax as i64;
+        match child {
+            Some(thread) if r == i64::from(thread.tid()) => Ok(thread),
+            Some(thread) => Err(PtraceError::Unexpected {
+                tid: self.task.tid(),
+                op: name,
+                what: format!("returned {r} after reporting new thread {}", thread.tid()),
+            }
+            .into()),
+            None => Err(InjectError::Failed {
+                name,
+                tid: self.task.tid(),
+                source: Errno::from_raw(-r as i32),
+            }),
+        }
     }
 
     fn call_regs(&self, nr: i64, args: &[u64]) -> GpRegs {

@@ -10,5 +10,6 @@ pub mod pod;
 pub mod probe;
 pub mod ptrace;
 pub mod sched;
+pub mod thread;
 
 pub use pod::Pod;

@@ -4,8 +4,8 @@
 #![allow(unsafe_code)]
 
 use crate::abi::{
-    AltStack, CapData, CapHeader, GpRegs, IoVec, KernelSigaction, KernelSigevent, PrctlMmMap,
-    RseqConfig, SchedAttr, SigInfo, TimerPair,
+    AltStack, CapData, CapHeader, CloneArgs, GpRegs, IoVec, KernelSigaction, KernelSigevent,
+    PrctlMmMap, RseqConfig, SchedAttr, SigInfo, TimerPair,
 };
 
 /// Plain old data: any byte pattern of `size_of::<Self>()` is a valid value, and the type
@@ -62,6 +62,8 @@ unsafe impl Pod for PrctlMmMap {}
 // SAFETY: see above.
 unsafe impl Pod for IoVec {}
 // SAFETY: see above.
+unsafe impl Pod for CloneArgs {}
+// SAFETY: see above.
 unsafe impl Pod for TimerPair {}
 // SAFETY: see above (the trailing padding is an explicit `[i32; 11]`).
 unsafe impl Pod for KernelSigevent {}
@@ -90,6 +92,7 @@ const _: () = assert!(std::mem::size_of::<AltStack>() == 24);
 const _: () = assert!(std::mem::size_of::<RseqConfig>() == 24);
 const _: () = assert!(std::mem::size_of::<PrctlMmMap>() == 104);
 const _: () = assert!(std::mem::size_of::<SigInfo>() == 128);
+const _: () = assert!(std::mem::size_of::<CloneArgs>() == 88);
 const _: () = assert!(std::mem::size_of::<TimerPair>() == 32);
 const _: () = assert!(std::mem::size_of::<KernelSigevent>() == 64);
 const _: () = assert!(std::mem::size_of::<CapHeader>() == 8);

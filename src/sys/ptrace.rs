@@ -25,6 +25,8 @@ const PTRACE_PEEKSIGINFO: u32 = 0x4209;
 const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
 const PTRACE_GET_RSEQ_CONFIGURATION: u32 = 0x420f;
 const PTRACE_EVENT_STOP: i32 = 128;
+/// `PTRACE_EVENT_CLONE`: the tracee created a thread (reported with `PTRACE_O_TRACECLONE`).
+pub const PTRACE_EVENT_CLONE: i32 = 3;
 /// Upper bound for the xsave regset; the kernel reports the real size it filled.
 const XSTATE_MAX: usize = 64 * 1024;
 
@@ -74,18 +76,28 @@ pub struct Seized {
     released: bool,
 }
 
-/// `ptrace(PTRACE_SEIZE, tid, 0, TRACESYSGOOD)` — attach without stopping; see ptrace(2).
+/// `ptrace(PTRACE_SEIZE, tid, 0, TRACESYSGOOD | TRACECLONE)` — attach without stopping;
+/// see [ptrace(2)](https://man7.org/linux/man-pages/man2/ptrace.2.html).
+///
+/// With `PTRACE_O_TRACECLONE`, a thread the task creates is attached by the kernel before
+/// it runs a single instruction and starts in a `PTRACE_EVENT_STOP` (see [`adopt`]).
 pub fn seize(tid: i32) -> Result<Seized, PtraceError> {
-    let opts = ptrace::Options::PTRACE_O_TRACESYSGOOD;
+    let opts = ptrace::Options::PTRACE_O_TRACESYSGOOD | ptrace::Options::PTRACE_O_TRACECLONE;
     ptrace::seize(Pid::from_raw(tid), opts).map_err(|source| PtraceError::Request {
         op: "seize",
         tid,
         source,
     })?;
-    Ok(Seized {
+    Ok(adopt(tid))
+}
+
+/// The handle of a thread the kernel attached to us (`PTRACE_O_TRACECLONE`): the tid came
+/// from [`Seized::event_msg`] after a [`PTRACE_EVENT_CLONE`] stop of its creator.
+pub fn adopt(tid: i32) -> Seized {
+    Seized {
         tid,
         released: false,
-    })
+    }
 }
 
 /// Waits for any state change of `tid` (`__WALL`: threads too).
@@ -127,8 +139,15 @@ impl Seized {
 
     /// `PTRACE_INTERRUPT` and wait for the resulting stop.
     pub fn interrupt(&self) -> Result<Stop, PtraceError> {
-        ptrace::interrupt(self.pid()).map_err(self.err("interrupt"))?;
+        self.request_interrupt()?;
         self.wait_event("interrupt")
+    }
+
+    /// `PTRACE_INTERRUPT` without waiting: the task stops in a `PTRACE_EVENT_STOP` the next
+    /// time it is about to return to user space. Repeating it before that stop is harmless
+    /// (the kernel sets one flag).
+    pub fn request_interrupt(&self) -> Result<(), PtraceError> {
+        ptrace::interrupt(self.pid()).map_err(self.err("interrupt"))
     }
 
     /// Waits until the task reports `PTRACE_EVENT_STOP`, passing through nothing else.
@@ -157,6 +176,18 @@ impl Seized {
         ptrace::cont(self.pid(), None).map_err(self.err("cont"))
     }
 
+    /// `PTRACE_CONT` delivering `sig`: passes on a signal that arrived while seized.
+    pub fn cont_with(&self, sig: i32) -> Result<(), PtraceError> {
+        let sig = Signal::try_from(sig).ok();
+        ptrace::cont(self.pid(), sig).map_err(self.err("cont"))
+    }
+
+    /// `PTRACE_GETEVENTMSG`: after a [`PTRACE_EVENT_CLONE`] stop, the new thread's tid.
+    pub fn event_msg(&self) -> Result<u64, PtraceError> {
+        let msg = ptrace::getevent(self.pid()).map_err(self.err("geteventmsg"))?;
+        Ok(msg as u64)
+    }
+
     /// Parks a task that sits in a syscall-exit stop back in a clean `PTRACE_EVENT_STOP`
     /// inside signal delivery, where resuming applies the kernel's syscall-restart rules
     /// to whatever registers are set now. Ordering: set the final registers first.
@@ -173,9 +204,19 @@ impl Seized {
     }
 
     /// SIGKILL the task while it is still traced and wait until it is gone.
-    pub fn kill(mut self) -> Result<(), PtraceError> {
+    pub fn kill(self) -> Result<(), PtraceError> {
+        self.sigkill()?;
+        self.reap()
+    }
+
+    /// Send SIGKILL (to the whole thread group: signals sent by tid are process-wide).
+    pub fn sigkill(&self) -> Result<(), PtraceError> {
+        nix::sys::signal::kill(self.pid(), Signal::SIGKILL).map_err(self.err("kill"))
+    }
+
+    /// Wait until the task, killed, has exited, and consume the handle.
+    pub fn reap(mut self) -> Result<(), PtraceError> {
         self.released = true;
-        nix::sys::signal::kill(self.pid(), Signal::SIGKILL).map_err(self.err("kill"))?;
         loop {
             match wait_tid(self.tid) {
                 Ok(Stop::Exited(_)) | Ok(Stop::Killed(_)) => return Ok(()),

@@ -51,10 +51,12 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("syscalls", &[]),
     ("files", &[]),
     ("procattrs", &[]),
+    ("threads", &["-pthread"]),
     ("timers", &[]),
     ("sched", &[]),
     ("prctl", &[]),
-    ("creds", &[]),
+    ("creds", &["-pthread"]),
+    ("mmflags", &[]),
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -496,6 +498,18 @@ pub fn status_field(pid: i32, field: &str) -> Option<String> {
             .strip_prefix(':')
             .map(|v| v.trim().to_string())
     })
+}
+
+/// The thread ids of `pid` (`/proc/PID/task`), sorted.
+pub fn thread_ids(pid: i32) -> Vec<i32> {
+    let mut tids: Vec<i32> = fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    tids.sort_unstable();
+    tids
 }
 
 /// Number of processes whose comm is `comm`.

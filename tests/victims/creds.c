@@ -8,10 +8,16 @@
  * {NET_BIND_SERVICE}. The Uid/Gid/Groups/Cap* lines of /proc/self/status and the
  * securebits are recorded.
  * After go: all identical, read from the kernel inside the restored task.
+ *
+ * With "threads": also no_new_privs, then two threads (created after the setup, so they
+ * inherit it all) record their own /proc/thread-self/status lines and securebits; after go
+ * each checks its own again, since Linux keeps credentials per thread.
  */
 #include "victim.h"
 
 #include <grp.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <linux/capability.h>
 #include <linux/securebits.h>
 #include <sys/prctl.h>
@@ -20,14 +26,33 @@
 static char before[4096];
 static int bits_before;
 
+#define NTHREADS 2
+
+struct worker {
+	pthread_t th;
+	char before[4096];
+	int bits;
+	atomic_int state; /* 0 starting, 1 recorded, 2 asked to check, 3 passed, 4 failed */
+	char why[8448];
+};
+
+static struct worker workers[NTHREADS];
+
+static void status_lines_of(const char *path, char *out, size_t cap);
+
 static void status_lines(char *out, size_t cap)
+{
+	status_lines_of("/proc/self/status", out, cap);
+}
+
+static void status_lines_of(const char *path, char *out, size_t cap)
 {
 	static const char *keys[] = { "Uid:", "Gid:", "Groups:", "CapInh:", "CapPrm:", "CapEff:", "CapBnd:",
 				      "CapAmb:", "NoNewPrivs:" };
 	char line[512];
-	FILE *f = fopen("/proc/self/status", "r");
+	FILE *f = fopen(path, "r");
 
-	CHECK(f != NULL, "open /proc/self/status: %s", strerror(errno));
+	CHECK(f != NULL, "open %s: %s", path, strerror(errno));
 	out[0] = 0;
 	while (fgets(line, sizeof(line), f))
 		for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
@@ -85,13 +110,66 @@ static void verify(void)
 	CHECK(getuid() == 65534 && geteuid() == 65534, "uid %d euid %d", getuid(), geteuid());
 }
 
-int main(void)
+static void *worker_main(void *arg)
 {
+	struct worker *w = arg;
+	char now[4096];
+	int bits;
+
+	status_lines_of("/proc/thread-self/status", w->before, sizeof(w->before));
+	w->bits = prctl(PR_GET_SECUREBITS);
+	atomic_store(&w->state, 1);
+	while (atomic_load(&w->state) != 2)
+		usleep(1000);
+	status_lines_of("/proc/thread-self/status", now, sizeof(now));
+	bits = prctl(PR_GET_SECUREBITS);
+	if (strcmp(now, w->before) != 0 || bits != w->bits) {
+		snprintf(w->why, sizeof(w->why), "securebits %#x, were %#x; credentials were:\n%sare:\n%s", bits,
+			 w->bits, w->before, now);
+		atomic_store(&w->state, 4);
+	} else {
+		atomic_store(&w->state, 3);
+	}
+	return NULL;
+}
+
+static void start_workers(void)
+{
+	CHECK_SYS(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
+	status_lines(before, sizeof(before));
+	for (int i = 0; i < NTHREADS; i++) {
+		int e = pthread_create(&workers[i].th, NULL, worker_main, &workers[i]);
+
+		CHECK(e == 0, "pthread_create: %s", strerror(e));
+	}
+	for (int i = 0; i < NTHREADS; i++)
+		while (atomic_load(&workers[i].state) != 1)
+			usleep(1000);
+}
+
+static void verify_workers(void)
+{
+	for (int i = 0; i < NTHREADS; i++)
+		atomic_store(&workers[i].state, 2);
+	for (int i = 0; i < NTHREADS; i++) {
+		pthread_join(workers[i].th, NULL);
+		CHECK(atomic_load(&workers[i].state) == 3, "thread %d: %s", i, workers[i].why);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	int threads = argc > 1 && !strcmp(argv[1], "threads");
+
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	victim_install_go();
 	setup();
+	if (threads)
+		start_workers();
 	victim_ready();
 	victim_wait_go();
 	verify();
+	if (threads)
+		verify_workers();
 	victim_pass();
 }
