@@ -154,18 +154,21 @@ fn dump_killed_midway() {
     let _serial = common::serial();
     require_privileged!("dump_killed_midway");
     let mut interrupted = 0;
-    for delay_ms in [50, 100, 150] {
-        let tmp = TempDir::new(&format!("killed-{delay_ms}"));
+    // Kill points: once this many MiB of the victim's 512 MiB are in the pages file, i.e.
+    // truly mid-way through the memory dump. (The injected queries before it are a
+    // documented, sub-millisecond window that no kill point here aims at.)
+    for mib in [16u64, 128, 384] {
+        let tmp = TempDir::new(&format!("killed-{mib}"));
         let mut victim = memory_victim(&tmp, &["-s", "512"]);
         let img = tmp.join("img");
         let mut dump = common::start(&mut common::dump_cmd(victim.pid, &img, &[]));
-        common::sleep_ms(delay_ms);
+        wait_for_pages(tmp.path(), mib << 20, Duration::from_secs(60));
         dump.kill(); // (a no-op if it already exited)
         let out = dump.finish(Duration::from_secs(10));
         if out.status.code().is_some() {
             // It won the race: a complete dump, which killed the victim.
             out.assert_ok("a dump that finished before the kill");
-            eprintln!("note: the dump finished within {delay_ms} ms; attempt not counted");
+            eprintln!("note: the dump finished before {mib} MiB were seen; attempt not counted");
             let _ = victim.wait_exit(Duration::from_secs(10));
             continue;
         }
@@ -178,6 +181,37 @@ fn dump_killed_midway() {
         interrupted > 0,
         "every dump of 512 MiB finished before the kill; nothing tested"
     );
+}
+
+/// Waits until a pages file under `dir` (in the dump's temporary directory) holds `bytes`.
+fn wait_for_pages(dir: &Path, bytes: u64, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if pages_bytes(dir) >= bytes {
+            return;
+        }
+        common::sleep_ms(1);
+    }
+    panic!(
+        "the dump never wrote {bytes} bytes of pages under {}",
+        dir.display()
+    );
+}
+
+fn pages_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("stasis-tmp"))
+        .filter_map(|e| fs::read_dir(e.path()).ok())
+        .flat_map(|d| d.flatten())
+        .filter(|f| f.file_name().to_string_lossy().starts_with("pages-"))
+        .filter_map(|f| f.metadata().ok())
+        .map(|m| m.len())
+        .max()
+        .unwrap_or(0)
 }
 
 // ---------------------------------------------------------------------------------------
