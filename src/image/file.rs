@@ -209,15 +209,7 @@ fn payload<'a>(header: &Header, after: &'a [u8], path: &Path) -> Result<&'a [u8]
             extra,
         });
     }
-    let crc = crc32fast::hash(after);
-    if crc != header.crc {
-        let (expected, found) = (header.crc, crc);
-        return Err(ImageError::Checksum {
-            path: path.into(),
-            expected,
-            found,
-        });
-    }
+    check_crc(path, header.crc, crc32fast::hash(after))?;
     Ok(after)
 }
 
@@ -230,6 +222,18 @@ pub fn read<T: DeserializeOwned>(kind: Kind, path: &Path) -> Result<T, ImageErro
         .read_to_end(&mut bytes)
         .map_err(ImageError::io("read", path))?;
     decode(kind, &bytes, path)
+}
+
+/// The checksum the header promises against the one computed over the data.
+pub(crate) fn check_crc(path: &Path, expected: u32, found: u32) -> Result<(), ImageError> {
+    if expected == found {
+        return Ok(());
+    }
+    Err(ImageError::Checksum {
+        path: path.into(),
+        expected,
+        found,
+    })
 }
 
 #[cfg(test)]

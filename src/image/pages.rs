@@ -82,14 +82,7 @@ pub fn verify_pages(path: &Path, expected_pages: u64) -> Result<(), ImageError> 
     let (mut file, len) = check_pages(path, expected_pages)?;
     let crc = stream_crc(&mut file, len, path)?;
     let header = read_header(&file, path)?;
-    if crc != header.crc {
-        let (expected, found) = (header.crc, crc);
-        return Err(ImageError::Checksum {
-            path: path.into(),
-            expected,
-            found,
-        });
-    }
+    super::file::check_crc(path, header.crc, crc)?;
     Ok(())
 }
 

@@ -66,7 +66,7 @@ pub enum RestoreStage {
     Fs,
     /// Session and process group.
     Ids,
-    /// Personality and comm.
+    /// Personality.
     Attributes,
     /// Resource limits.
     Limits,

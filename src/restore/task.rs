@@ -25,19 +25,14 @@ pub fn restore_ids(child: &Child, task: &TaskImage, shell_job: bool) -> Result<(
     Ok(())
 }
 
-/// Personality and comm.
+/// Personality. (Names are per thread: the leader's, which is `comm`, is set with the
+/// others in [`restore_thread_attrs`].)
 pub fn restore_attrs(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
     let remote = child.remote();
     remote.call(
         "personality",
         libc::SYS_personality,
         &[u64::from(task.personality)],
-    )?;
-    let name = child.put_str(0, &task.comm)?;
-    remote.call(
-        "prctl(PR_SET_NAME)",
-        libc::SYS_prctl,
-        &[libc::PR_SET_NAME as u64, name],
     )?;
     Ok(())
 }
