@@ -9,6 +9,7 @@
  * a valid cpu. Older glibc: the rseq part is skipped with a note.
  */
 #include "victim.h"
+#include "rseq.h"
 
 #include <fcntl.h>
 #include <limits.h>
@@ -21,11 +22,7 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 
-#define RSEQ_SIG_X86 0x53053053
 
-/* Exported by glibc >= 2.35; weak so older glibc links and we can tell. */
-extern const ptrdiff_t __rseq_offset __attribute__((weak));
-extern const unsigned int __rseq_size __attribute__((weak));
 
 struct snap {
 	char comm[16];
@@ -77,26 +74,6 @@ static void take(struct snap *s)
 		CHECK_SYS(getrlimit(r, &s->lim[r]));
 }
 
-static void *rseq_area(void)
-{
-	return (char *)__builtin_thread_pointer() + __rseq_offset;
-}
-
-/* 0: registered (EBUSY), 1: not registered (and now it is), -1: cannot tell. */
-static int rseq_probe(void)
-{
-	unsigned int lens[] = { __rseq_size, 32 };
-
-	for (unsigned i = 0; i < 2; i++) {
-		long r = syscall(SYS_rseq, rseq_area(), lens[i], 0, RSEQ_SIG_X86);
-
-		if (r == -1 && errno == EBUSY)
-			return 0;
-		if (r == 0)
-			return 1;
-	}
-	return -1;
-}
 
 static void setup(void)
 {

@@ -13,6 +13,7 @@
  * threads are joined.
  */
 #include "victim.h"
+#include "rseq.h"
 
 #include <linux/futex.h>
 #include <pthread.h>
@@ -24,11 +25,8 @@
 
 #define MAX_WORKERS 64
 #define QCAP 256
-#define RSEQ_SIG_X86 0x53053053
 #define TLS_MAGIC 0x7415c0de00000000ul
 
-extern const ptrdiff_t __rseq_offset __attribute__((weak));
-extern const unsigned int __rseq_size __attribute__((weak));
 
 struct slot {
 	pthread_t th;
@@ -62,26 +60,6 @@ static void on_usr2(int sig)
 	(void)sig;
 }
 
-static void *rseq_area(void)
-{
-	return (char *)__builtin_thread_pointer() + __rseq_offset;
-}
-
-/* 0: registered (EBUSY), 1: was not registered (and now is), -1: cannot tell. */
-static int rseq_probe(void)
-{
-	unsigned int lens[] = { __rseq_size, 32 };
-
-	for (unsigned i = 0; i < 2; i++) {
-		long r = syscall(SYS_rseq, rseq_area(), lens[i], 0, RSEQ_SIG_X86);
-
-		if (r == -1 && errno == EBUSY)
-			return 0;
-		if (r == 0)
-			return 1;
-	}
-	return -1;
-}
 
 static void record(struct slot *s, int index, const char *name)
 {
