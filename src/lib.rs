@@ -11,6 +11,7 @@ pub mod dump;
 pub mod image;
 pub mod inspect;
 pub mod proc;
+pub mod progress;
 pub mod restore;
 pub mod sys;
 pub mod vdso;

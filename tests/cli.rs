@@ -156,3 +156,148 @@ fn mentions(v: &serde_json::Value, pid: i32) -> bool {
         _ => false,
     }
 }
+
+/// A dump and a restore each print one summary line, off a terminal no progress bar, and
+/// `--stats-json` writes the same figures; the page count matches the pages file.
+#[test]
+fn summary_line_and_stats_json() {
+    let _serial = common::serial();
+    require_privileged!("summary_line_and_stats_json");
+    let tmp = TempDir::new("stats");
+    let mut victim = common::spawn_victim("memory", &["-s", "8"], tmp.path());
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let (img, dump_json, restore_json) = (tmp.join("img"), tmp.join("d.json"), tmp.join("r.json"));
+    let out = common::dump(victim.pid, &img, &["--stats-json", path_str(&dump_json)]);
+    out.assert_ok("stasis dump --stats-json");
+    victim.wait_exit(common::EXIT_TIMEOUT);
+    let d = read_json(&dump_json);
+    let pages = d["pages_stored"].as_u64().expect("pages_stored");
+    assert!(
+        pages >= 2048,
+        "8 MiB of random data but {pages} pages:\n{d:#}"
+    );
+    assert_eq!(d["bytes_stored"].as_u64(), Some(pages * 4096), "{d:#}");
+    assert!(secs(&d, "memory_s") <= secs(&d, "frozen_s"), "{d:#}");
+    assert!(secs(&d, "frozen_s") <= secs(&d, "total_s"), "{d:#}");
+    assert!(d["mb_per_s"].as_f64() > Some(0.0), "{d:#}");
+    let size = std::fs::metadata(img.join(format!("pages-{}.img", victim.pid)))
+        .expect("stat the pages file")
+        .len();
+    assert_eq!(
+        size,
+        4096 + pages * 4096,
+        "pages file size vs {pages} pages"
+    );
+    let expected = format!("stasis: dumped pid {}: {pages} pages (", victim.pid);
+    assert_one_line(
+        &out.stderr,
+        &expected,
+        &["MB/s", "zero pages skipped", "frozen "],
+    );
+
+    let out = common::stasis(&[
+        "restore",
+        "-D",
+        path_str(&img),
+        "-d",
+        "--stats-json",
+        path_str(&restore_json),
+    ]);
+    out.assert_ok("stasis restore -d --stats-json");
+    let mut restored = common::Proc::adopt(victim.pid, &victim.log);
+    let r = read_json(&restore_json);
+    assert_eq!(r["pages"].as_u64(), Some(pages), "{r:#}");
+    assert_eq!(r["bytes"].as_u64(), Some(pages * 4096), "{r:#}");
+    assert!(
+        secs(&r, "load_s") + secs(&r, "memory_s") <= secs(&r, "total_s"),
+        "{r:#}"
+    );
+    let expected = format!("stasis: restored pid {}: {pages} pages (", victim.pid);
+    assert_one_line(&out.stderr, &expected, &["MB/s", "running after"]);
+    restored.go_and_expect_pass();
+}
+
+/// `--quiet` prints nothing on success.
+#[test]
+fn quiet_dump_prints_nothing() {
+    let _serial = common::serial();
+    require_privileged!("quiet_dump_prints_nothing");
+    let tmp = TempDir::new("quiet");
+    let mut victim = common::spawn_victim("memory", &["-s", "1"], tmp.path());
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let out = common::dump(victim.pid, &tmp.join("img"), &["-R", "-q"]);
+    out.assert_ok("stasis dump -R -q");
+    assert_eq!(out.stderr, "", "--quiet printed something");
+    victim.go_and_expect_pass();
+}
+
+/// On a terminal (a pty from script(1)), `--progress always` draws the bar, then the
+/// summary line follows.
+#[test]
+fn progress_bar_on_a_terminal() {
+    let _serial = common::serial();
+    require_privileged!("progress_bar_on_a_terminal");
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return common::skip("progress_bar_on_a_terminal", "script(1) is not installed");
+    }
+    let tmp = TempDir::new("progress");
+    let mut victim = common::spawn_victim("memory", &["-s", "16"], tmp.path());
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let cmd = format!(
+        "{} dump -R -t {} -D {} --progress always",
+        common::STASIS,
+        victim.pid,
+        tmp.join("img").display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script(1)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "dump on a pty failed:\n{text}");
+    assert!(text.contains("stasis: dumping pages ["), "no bar:\n{text}");
+    let summary = text.find("stasis: dumped pid").expect("no summary line");
+    assert!(
+        text.rfind("dumping pages [")
+            .is_some_and(|bar| bar < summary),
+        "the bar comes after the summary:\n{text}"
+    );
+    victim.go_and_expect_pass();
+}
+
+fn path_str(p: &std::path::Path) -> &str {
+    p.to_str().expect("test paths are UTF-8")
+}
+
+fn read_json(path: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("--stats-json wrote no {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
+}
+
+fn secs(v: &serde_json::Value, key: &str) -> f64 {
+    let s = v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no number {key:?} in {v:#}"));
+    assert!(s >= 0.0, "{key} is negative in {v:#}");
+    s
+}
+
+/// `stderr` is exactly one line, starting with `start` and holding every one of `words`.
+fn assert_one_line(stderr: &str, start: &str, words: &[&str]) {
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one summary line:\n{stderr}");
+    assert!(
+        lines[0].starts_with(start),
+        "{:?} does not start with {start:?}",
+        lines[0]
+    );
+    for w in words {
+        assert!(lines[0].contains(w), "{:?} lacks {w:?}", lines[0]);
+    }
+}

@@ -95,6 +95,26 @@ def session_members(sid):
     return pids
 
 
+def live_session_members(sid):
+    """Members of the session still running: a tool that dumped a whole tree kills it, and
+    its killed children are reaped here (they re-parent to this subreaper) before counting."""
+    deadline = time.monotonic() + 2
+    while True:
+        reap_orphans()
+        alive = [p for p in session_members(sid) if proc_state(p) not in ("Z", "X", None)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.01)
+
+
+def proc_state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
 def kill_session(sid):
     """SIGKILL every process of the workload's session and reap them (they are ours:
     children, or orphans re-parented to this subreaper)."""
@@ -178,7 +198,7 @@ class Bench:
     def templates(self, tool):
         if tool == "stasis":
             return (f"{shlex.quote(self.stasis)} dump -t {{pid}} -D {{dir}} --stats-json {{stats}}",
-                    f"{shlex.quote(self.stasis)} restore -D {{dir}} -d")
+                    f"{shlex.quote(self.stasis)} restore -D {{dir}} -d --stats-json {{rstats}}")
         return self.args.compare
 
     def one_run(self, tool, wl_argv, storage, tag):
@@ -186,12 +206,14 @@ class Bench:
         pid, okfile = self.start_workload(wl_argv, tag)
         img = os.path.join(storage, f"stasis-bench-{tag}")
         stats = os.path.join(self.scratch, f"{tag}.stats.json")
+        rstats = os.path.join(self.scratch, f"{tag}.rstats.json")
         shutil.rmtree(img, ignore_errors=True)
-        for p in (stats,):
+        for p in (stats, rstats):
             if os.path.exists(p):
                 os.unlink(p)
         dump_t, restore_t = self.templates(tool)
-        fill = dict(pid=pid, dir=shlex.quote(img), stats=shlex.quote(stats))
+        fill = dict(pid=pid, dir=shlex.quote(img), stats=shlex.quote(stats),
+                    rstats=shlex.quote(rstats))
         res = {"tool": tool}
         try:
             err = os.path.join(self.scratch, f"{tag}.dump.err")
@@ -204,12 +226,11 @@ class Bench:
             res.update(dump_s=wall, dump_rss_kib=rss, image_bytes=dir_bytes(img))
             if os.path.exists(stats):
                 s = json.load(open(stats))
-                res.update(frozen_s=s["frozen"]["secs"] + s["frozen"]["nanos"] / 1e9,
-                           pages_stored=s["pages_stored"],
+                res.update(frozen_s=s["frozen_s"], pages_stored=s["pages_stored"],
                            zero_pages_skipped=s["zero_pages_skipped"],
-                           dump_total_s=s["total"]["secs"] + s["total"]["nanos"] / 1e9)
+                           dump_memory_s=s["memory_s"], dump_total_s=s["total_s"])
             kill_and_reap(pid)  # the dump killed it; reap the zombie so the pid is free
-            left = session_members(pid)
+            left = live_session_members(pid)
             if left:
                 res.update(status="dump-incomplete",
                            error=f"dump exited 0 but left {len(left)} other processes of the "
@@ -229,6 +250,9 @@ class Bench:
             verdict = wait_for_file(okfile, "verification after restore", 600)
             res.update(restore_s=wall, restore_verified_s=time.monotonic() - t0,
                        restore_rss_kib=rss)
+            if os.path.exists(rstats):
+                s = json.load(open(rstats))
+                res.update(restore_load_s=s["load_s"], restore_memory_s=s["memory_s"])
             if verdict.startswith("OK"):
                 res.update(status="ok", verify_s=int(verdict.split()[1]) / 1e9)
             else:
@@ -254,7 +278,8 @@ def summarize(runs):
     ok = [r for r in runs if r["status"] == "ok"]
     if not ok:
         return {"status": runs[0]["status"], "error": runs[0].get("error", ""), "runs": len(runs)}
-    keys = ["dump_s", "frozen_s", "dump_total_s", "restore_s", "restore_verified_s", "verify_s",
+    keys = ["dump_s", "frozen_s", "dump_memory_s", "dump_total_s", "restore_s",
+            "restore_load_s", "restore_memory_s", "restore_verified_s", "verify_s",
             "image_bytes", "dump_rss_kib", "restore_rss_kib", "pages_stored",
             "zero_pages_skipped"]
     s = {k: median(ok, k) for k in keys}

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{report, EXIT_FAILED, EXIT_OK};
+use super::progress::{self, When};
+use super::{report, stats, EXIT_FAILED, EXIT_OK};
 use stasis::dump::{dump, DumpOptions};
 
 #[derive(Args, Debug)]
@@ -21,10 +22,13 @@ pub struct DumpArgs {
     /// The process is attached to the invoking terminal: save terminal fds as such.
     #[arg(short = 'j', long = "shell-job")]
     pub shell_job: bool,
-    /// Print a summary line.
-    #[arg(short = 'v', long = "verbose")]
-    pub verbose: bool,
-    /// Write the dump figures as JSON to this file.
+    /// Do not print the summary line.
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
+    /// Show a progress bar on a terminal.
+    #[arg(long = "progress", value_enum, default_value_t)]
+    pub progress: When,
+    /// Write the dump figures (pages, bytes, MB/s, frozen and total time) as JSON here.
     #[arg(long = "stats-json")]
     pub stats_json: Option<PathBuf>,
 }
@@ -36,27 +40,23 @@ pub fn run(args: DumpArgs) -> i32 {
         leave_running: args.leave_running,
         shell_job: args.shell_job,
     };
-    match dump(&opts) {
-        Ok(s) => {
-            if args.verbose {
-                eprintln!(
-                    "stasis: dumped pid {}: {} pages stored ({} MiB), {} zero pages skipped, frozen {:.1} ms, total {:.1} ms",
-                    s.pid,
-                    s.pages_stored,
-                    (s.pages_stored * 4096) >> 20,
-                    s.zero_pages_skipped,
-                    s.frozen.as_secs_f64() * 1e3,
-                    s.total.as_secs_f64() * 1e3
-                );
-            }
-            if let Some(path) = args.stats_json {
-                let _ = std::fs::write(path, serde_json::to_vec_pretty(&s).unwrap_or_default());
-            }
-            EXIT_OK
-        }
+    if !args.quiet {
+        progress::install(args.progress);
+    }
+    let summary = match dump(&opts) {
+        Ok(s) => s,
         Err(e) => {
             report(&e);
-            EXIT_FAILED
+            return EXIT_FAILED;
+        }
+    };
+    if !args.quiet {
+        eprintln!("{}", stats::dump_line(&summary));
+    }
+    if let Some(path) = &args.stats_json {
+        if let Err(e) = stats::write_json(path, &stats::dump_json(&summary)) {
+            eprintln!("stasis: warning: {e}");
         }
     }
+    EXIT_OK
 }

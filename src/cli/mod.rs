@@ -4,7 +4,9 @@
 pub mod check;
 pub mod dump;
 pub mod inspect;
+pub mod progress;
 pub mod restore;
+pub mod stats;
 
 use clap::{Parser, Subcommand};
 

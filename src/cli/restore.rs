@@ -6,7 +6,8 @@ use clap::Args;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
-use super::{report, EXIT_FAILED, EXIT_OK};
+use super::progress::{self, When};
+use super::{report, stats, EXIT_FAILED, EXIT_OK};
 use stasis::restore::{restore, RestoreOptions};
 
 #[derive(Args, Debug)]
@@ -23,9 +24,15 @@ pub struct RestoreArgs {
     /// Re-attach terminal fds to the current terminal.
     #[arg(short = 'j', long = "shell-job")]
     pub shell_job: bool,
-    /// Print a summary line.
-    #[arg(short = 'v', long = "verbose")]
-    pub verbose: bool,
+    /// Do not print the summary line.
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
+    /// Show a progress bar on a terminal.
+    #[arg(long = "progress", value_enum, default_value_t)]
+    pub progress: When,
+    /// Write the restore figures (pages, bytes, MB/s, times) as JSON here.
+    #[arg(long = "stats-json")]
+    pub stats_json: Option<PathBuf>,
 }
 
 pub fn run(args: RestoreArgs) -> i32 {
@@ -33,6 +40,9 @@ pub fn run(args: RestoreArgs) -> i32 {
         dir: args.dir,
         shell_job: args.shell_job,
     };
+    if !args.quiet {
+        progress::install(args.progress);
+    }
     let restored = match restore(&opts) {
         Ok(r) => r,
         Err(e) => {
@@ -40,13 +50,13 @@ pub fn run(args: RestoreArgs) -> i32 {
             return EXIT_FAILED;
         }
     };
-    if args.verbose {
-        eprintln!(
-            "stasis: restored pid {}: {} pages in {:.1} ms",
-            restored.pid,
-            restored.pages,
-            restored.total.as_secs_f64() * 1e3
-        );
+    if !args.quiet {
+        eprintln!("{}", stats::restore_line(&restored));
+    }
+    if let Some(path) = &args.stats_json {
+        if let Err(e) = stats::write_json(path, &stats::restore_json(&restored)) {
+            eprintln!("stasis: warning: {e}");
+        }
     }
     if let Some(path) = &args.pidfile {
         if let Err(e) = std::fs::write(path, format!("{}\n", restored.pid)) {

@@ -2,26 +2,39 @@
 //! (`process_vm_readv`, or `/proc/PID/mem` for unreadable mappings) and streaming them into
 //! the pages file. Pages holding only zeros are not stored where a fresh mapping reads as
 //! zeros anyway. The restore side is `restore/memory.rs`.
+//!
+//! Reading and writing overlap: this thread reads a batch from the task and finds its zero
+//! pages while a writer thread checksums and writes the previous batch (writing into fresh
+//! page-cache pages is the slow part). [`BUFFERS`] buffers of [`CHUNK`] bytes go round
+//! between the two, which bounds stasis's own memory whatever the target's size.
+
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
+use std::time::{Duration, Instant};
 
 use super::DumpError;
 use crate::abi::PAGE_SIZE;
 use crate::image::mm::{PageRun, Vma, VmaKind};
 use crate::image::pages::PagesWriter;
+use crate::progress::Phase;
 use crate::sys::mem::{vm_read, Mem};
 use crate::sys::pagemap::{
     Pagemap, Query, PAGE_IS_FILE, PAGE_IS_GUARD, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED,
 };
 
-/// Bytes read from the task per batch: bounds stasis's own memory whatever the target size.
+/// Bytes read from the task per batch.
 const CHUNK: usize = 4 << 20;
+/// Buffers in flight between the reader and the writer.
+const BUFFERS: usize = 3;
 /// `IOV_MAX`.
 const MAX_IOVS: usize = 1024;
 
-/// Counts for the summary line.
+/// Counts and time for the summary line.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MemoryStats {
     pub pages_stored: u64,
     pub zero_pages_skipped: u64,
+    /// From the page scan to the last page written (the fsync is the caller's).
+    pub elapsed: Duration,
 }
 
 /// A range of pages to read, and whether all-zero pages in it may be dropped.
@@ -35,27 +48,58 @@ struct Range {
     drop_zeros: bool,
 }
 
+/// A filled buffer and the byte ranges of it to append to the pages file, in order.
+struct Chunk {
+    buf: Vec<u8>,
+    pieces: Vec<(usize, usize)>,
+}
+
 /// Saves every page of `vmas` that a fresh mapping would not reproduce.
 pub fn dump(
     pid: i32,
     vmas: &[Vma],
     out: &mut PagesWriter,
 ) -> Result<(Vec<PageRun>, MemoryStats), DumpError> {
+    let started = Instant::now();
     let ranges = ranges_to_save(pid, vmas)?;
-    let mem = Mem::open(pid, false)?;
-    let mut saver = Saver {
+    let mut reader = Reader {
         pid,
-        mem,
-        out,
-        buf: vec![0u8; CHUNK],
+        mem: Mem::open(pid, false)?,
         runs: Vec::new(),
         run_vma: 0,
         stats: MemoryStats::default(),
     };
-    for batch in batches(&ranges) {
-        saver.save_batch(&batch)?;
+    let total = ranges.iter().map(|r| r.end - r.start).sum();
+    let progress = Phase::begin("dumping pages", total);
+    std::thread::scope(|s| {
+        let (to_writer, chunks) = sync_channel::<Chunk>(BUFFERS);
+        let (to_reader, free) = channel::<Vec<u8>>();
+        let writer = s.spawn(move || write_chunks(out, chunks, to_reader));
+        let read = reader.read_all(&ranges, &to_writer, &free, &progress);
+        drop(to_writer);
+        let written = writer.join().expect("the page writer does not panic");
+        read.and(written)
+    })?;
+    reader.stats.elapsed = started.elapsed();
+    Ok((reader.runs, reader.stats))
+}
+
+/// The writer thread: appends each chunk's pieces and hands the buffer back.
+fn write_chunks(
+    out: &mut PagesWriter,
+    chunks: Receiver<Chunk>,
+    free: Sender<Vec<u8>>,
+) -> Result<(), DumpError> {
+    for chunk in chunks {
+        let pieces: Vec<&[u8]> = chunk
+            .pieces
+            .iter()
+            .map(|&(off, len)| &chunk.buf[off..off + len])
+            .collect();
+        out.write_pieces(&pieces)?;
+        let _ = free.send(chunk.buf);
     }
-    Ok((saver.runs, saver.stats))
+    Ok(())
 }
 
 fn ranges_to_save(pid: i32, vmas: &[Vma]) -> Result<Vec<Range>, DumpError> {
@@ -139,39 +183,58 @@ fn batches(ranges: &[Range]) -> Vec<Vec<Range>> {
     out
 }
 
-struct Saver<'a> {
+/// The reading side: fills buffers from the task and decides which pages are stored.
+struct Reader {
     pid: i32,
     mem: Mem,
-    out: &'a mut PagesWriter,
-    buf: Vec<u8>,
     runs: Vec<PageRun>,
     /// Mapping of the last run, so runs are cut at mapping boundaries.
     run_vma: u64,
     stats: MemoryStats,
 }
 
-impl Saver<'_> {
-    fn save_batch(&mut self, batch: &[Range]) -> Result<(), DumpError> {
-        let total: usize = batch.iter().map(|r| (r.end - r.start) as usize).sum();
-        self.read(batch, total)?;
-        let mut off = 0usize;
-        for r in batch {
-            let len = (r.end - r.start) as usize;
-            self.store(r, off)?;
-            off += len;
+impl Reader {
+    /// Reads every batch and passes it on; stops early (Ok) if the writer has stopped,
+    /// whose own error then tells why.
+    fn read_all(
+        &mut self,
+        ranges: &[Range],
+        to_writer: &SyncSender<Chunk>,
+        free: &Receiver<Vec<u8>>,
+        progress: &Phase,
+    ) -> Result<(), DumpError> {
+        let mut spare = BUFFERS;
+        for batch in batches(ranges) {
+            let mut buf = if spare > 0 {
+                spare -= 1;
+                vec![0u8; CHUNK]
+            } else {
+                match free.recv() {
+                    Ok(b) => b,
+                    Err(_) => return Ok(()),
+                }
+            };
+            let total = self.read(&batch, &mut buf)?;
+            let pieces = self.plan(&batch, &buf);
+            progress.advance(total as u64);
+            if to_writer.send(Chunk { buf, pieces }).is_err() {
+                return Ok(());
+            }
         }
         Ok(())
     }
 
-    fn read(&mut self, batch: &[Range], total: usize) -> Result<(), DumpError> {
-        let buf = &mut self.buf[..total];
+    /// Reads the batch into the start of `buf`; returns its length.
+    fn read(&self, batch: &[Range], buf: &mut [u8]) -> Result<usize, DumpError> {
+        let total: usize = batch.iter().map(|r| (r.end - r.start) as usize).sum();
+        let buf = &mut buf[..total];
         if batch[0].readable {
             let iovs: Vec<(u64, usize)> = batch
                 .iter()
                 .map(|r| (r.start, (r.end - r.start) as usize))
                 .collect();
             if vm_read(self.pid, buf, &iovs)? == total {
-                return Ok(());
+                return Ok(total);
             }
         }
         let mut off = 0;
@@ -180,53 +243,43 @@ impl Saver<'_> {
             self.mem.read(r.start, &mut buf[off..off + len])?;
             off += len;
         }
-        Ok(())
+        Ok(total)
     }
 
-    /// Writes the pages of `r` (at `off` in the buffer), skipping droppable zero pages.
-    fn store(&mut self, r: &Range, off: usize) -> Result<(), DumpError> {
-        let pages = ((r.end - r.start) / PAGE_SIZE) as usize;
-        let mut i = 0;
-        while i < pages {
-            let keep = |j: usize| !r.drop_zeros || !is_zero(self.page(off, j));
-            if !keep(i) {
-                self.stats.zero_pages_skipped += 1;
-                i += 1;
-                continue;
+    /// The pieces of `buf` to store: every page but droppable zero pages. Records the runs.
+    fn plan(&mut self, batch: &[Range], buf: &[u8]) -> Vec<(usize, usize)> {
+        let page = PAGE_SIZE as usize;
+        let mut pieces: Vec<(usize, usize)> = Vec::new();
+        let mut off = 0usize;
+        for r in batch {
+            let pages = ((r.end - r.start) / PAGE_SIZE) as usize;
+            for i in 0..pages {
+                let at = off + i * page;
+                if r.drop_zeros && is_zero(&buf[at..at + page]) {
+                    self.stats.zero_pages_skipped += 1;
+                    continue;
+                }
+                match pieces.last_mut() {
+                    Some((o, l)) if *o + *l == at => *l += page,
+                    _ => pieces.push((at, page)),
+                }
+                self.record(r.vma, r.start + (i * page) as u64);
             }
-            let first = i;
-            while i < pages && keep(i) {
-                i += 1;
-            }
-            self.emit(
-                r.vma,
-                r.start + first as u64 * PAGE_SIZE,
-                off + first * PAGE_SIZE as usize,
-                i - first,
-            )?;
+            off += pages * page;
         }
-        Ok(())
+        pieces
     }
 
-    fn page(&self, off: usize, i: usize) -> &[u8] {
-        &self.buf[off + i * PAGE_SIZE as usize..off + (i + 1) * PAGE_SIZE as usize]
-    }
-
-    fn emit(&mut self, vma: u64, addr: u64, off: usize, pages: usize) -> Result<(), DumpError> {
-        let len = pages * PAGE_SIZE as usize;
-        self.out.write(&self.buf[off..off + len])?;
-        self.stats.pages_stored += pages as u64;
+    /// Notes that the page at `addr` (of the mapping at `vma`) is the next one stored.
+    fn record(&mut self, vma: u64, addr: u64) {
+        self.stats.pages_stored += 1;
         match self.runs.last_mut() {
             Some(last) if last.addr + last.pages * PAGE_SIZE == addr && self.run_vma == vma => {
-                last.pages += pages as u64
+                last.pages += 1
             }
-            _ => self.runs.push(PageRun {
-                addr,
-                pages: pages as u64,
-            }),
+            _ => self.runs.push(PageRun { addr, pages: 1 }),
         }
         self.run_vma = vma;
-        Ok(())
     }
 }
 

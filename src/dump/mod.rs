@@ -41,11 +41,13 @@ pub struct DumpOptions {
 }
 
 /// Figures for the summary line and `--stats-json`.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default)]
 pub struct DumpSummary {
     pub pid: i32,
     pub pages_stored: u64,
     pub zero_pages_skipped: u64,
+    /// Scanning, reading and writing the pages (before the fsync).
+    pub memory: Duration,
     pub frozen: Duration,
     pub total: Duration,
 }
@@ -138,6 +140,7 @@ fn save(task: &Frozen, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSu
         pid,
         pages_stored: mstats.pages_stored,
         zero_pages_skipped: mstats.zero_pages_skipped,
+        memory: mstats.elapsed,
         ..Default::default()
     })
 }

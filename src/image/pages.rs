@@ -4,7 +4,7 @@
 //! module streams the file out and verifies it; which page goes where is `mm`'s business.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Write};
+use std::io::{IoSlice, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -14,14 +14,16 @@ use crate::abi::PAGE_SIZE;
 
 /// Where the first page starts: page aligned, so the data can be mmap'ed.
 pub const PAGES_DATA_OFFSET: u64 = 4096;
-const WRITE_BUFFER: usize = 1 << 20;
 const VERIFY_CHUNK: usize = 4 << 20;
+/// `IOV_MAX`.
+const MAX_IOVS: usize = 1024;
 
-/// Streams pages into a new pages file. Until [`PagesWriter::finish`] the header is zeros,
-/// so a file left half-written is refused for its bad magic.
+/// Streams pages into a new pages file, unbuffered: callers hand over large pieces. Until
+/// [`PagesWriter::finish`] the header is zeros, so a file left half-written is refused for
+/// its bad magic.
 pub struct PagesWriter {
     path: PathBuf,
-    out: BufWriter<File>,
+    out: File,
     crc: crc32fast::Hasher,
     len: u64,
 }
@@ -36,7 +38,7 @@ impl PagesWriter {
             .mode(0o600)
             .open(path)
             .map_err(ImageError::io("create", path))?;
-        let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
+        let mut out = file;
         out.write_all(&[0; PAGES_DATA_OFFSET as usize])
             .map_err(ImageError::io("write", path))?;
         let (path, crc) = (path.to_path_buf(), crc32fast::Hasher::new());
@@ -50,25 +52,52 @@ impl PagesWriter {
 
     /// Appends whole pages; `data.len()` must be a multiple of 4096.
     pub fn write(&mut self, data: &[u8]) -> Result<(), ImageError> {
-        if data.len() as u64 % PAGE_SIZE != 0 {
-            let (path, len) = (self.path.clone(), data.len() as u64);
+        self.write_pieces(&[data])
+    }
+
+    /// Appends the pieces one after the other, with as few `writev` calls as `IOV_MAX`
+    /// allows; each piece's length must be a multiple of 4096.
+    pub fn write_pieces(&mut self, pieces: &[&[u8]]) -> Result<(), ImageError> {
+        if let Some(p) = pieces.iter().find(|p| p.len() as u64 % PAGE_SIZE != 0) {
+            let (path, len) = (self.path.clone(), p.len() as u64);
             return Err(ImageError::UnalignedWrite { path, len });
         }
-        self.out
-            .write_all(data)
-            .map_err(ImageError::io("write", &self.path))?;
-        self.crc.update(data);
-        self.len += data.len() as u64;
+        for group in pieces.chunks(MAX_IOVS) {
+            self.write_group(group)
+                .map_err(ImageError::io("write", &self.path))?;
+        }
+        for p in pieces {
+            self.crc.update(p);
+            self.len += p.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// `writev` until every byte of `pieces` is written.
+    fn write_group(&mut self, pieces: &[&[u8]]) -> std::io::Result<()> {
+        let (mut first, mut skip) = (0, 0);
+        while first < pieces.len() {
+            let mut iovs = Vec::with_capacity(pieces.len() - first);
+            iovs.push(IoSlice::new(&pieces[first][skip..]));
+            iovs.extend(pieces[first + 1..].iter().map(|p| IoSlice::new(p)));
+            let mut n = match self.out.write_vectored(&iovs) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            while first < pieces.len() && n >= pieces[first].len() - skip {
+                n -= pieces[first].len() - skip;
+                (first, skip) = (first + 1, 0);
+            }
+            skip += n;
+        }
         Ok(())
     }
 
     /// Writes the header, fsyncs, and returns the number of pages written.
     pub fn finish(self) -> Result<u64, ImageError> {
-        let path = self.path;
-        let file = self
-            .out
-            .into_inner()
-            .map_err(|e| ImageError::io("write", &path)(e.into_error()))?;
+        let (path, file) = (self.path, self.out);
         let header = Header::new(Kind::Pages, self.len, self.crc.finalize());
         file.write_all_at(&header.to_bytes(), 0)
             .map_err(ImageError::io("write", &path))?;
@@ -155,6 +184,7 @@ fn check_size(size: u64, expected: u64, path: &Path) -> Result<(), ImageError> {
 }
 
 fn stream_crc(file: &mut File, len: u64, path: &Path) -> Result<u32, ImageError> {
+    let progress = crate::progress::Phase::begin("verifying pages", len);
     let mut crc = crc32fast::Hasher::new();
     let mut buf = vec![0u8; VERIFY_CHUNK];
     let mut left = len;
@@ -163,6 +193,7 @@ fn stream_crc(file: &mut File, len: u64, path: &Path) -> Result<u32, ImageError>
         file.read_exact(chunk)
             .map_err(ImageError::io("read", path))?;
         crc.update(chunk);
+        progress.advance(chunk.len() as u64);
         left -= chunk.len() as u64;
     }
     Ok(crc.finalize())
@@ -209,6 +240,22 @@ mod tests {
         w.write(&vec![7u8; 3 << 20]).unwrap();
         assert_eq!(w.finish().unwrap(), 768);
         verify_pages(&path, 768).unwrap();
+    }
+
+    #[test]
+    fn pieces_are_written_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.img");
+        let mut w = PagesWriter::create(&path).unwrap();
+        let many: Vec<Vec<u8>> = (0..1500u32).map(|i| vec![i as u8; 4096]).collect();
+        let refs: Vec<&[u8]> = many.iter().map(|v| &v[..]).collect();
+        w.write_pieces(&refs).unwrap();
+        assert_eq!(w.finish().unwrap(), 1500);
+        verify_pages(&path, 1500).unwrap();
+        let data = std::fs::read(&path).unwrap();
+        for (i, page) in data[4096..].chunks(4096).enumerate() {
+            assert!(page.iter().all(|&b| b == i as u8), "page {i} out of place");
+        }
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Page contents: the child reads its saved pages straight from the pages file into place
-//! with `preadv`, one injected call per up to 1024 runs, so each byte is copied once, by
-//! the kernel, into the page it belongs to. The dump side is `dump/memory.rs`.
+//! with `preadv`, one injected call per up to 1024 runs or [`BATCH_BYTES`], so each byte is
+//! copied once, by the kernel, into the page it belongs to. The dump side is
+//! `dump/memory.rs`.
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use super::child::{Child, HELPER_LEN};
 use super::mm::open_in;
@@ -11,12 +13,21 @@ use super::RestoreError;
 use crate::abi::{IoVec, PAGE_SIZE};
 use crate::image::mm::{MmImage, PageRun};
 use crate::image::pages::PAGES_DATA_OFFSET;
+use crate::progress::Phase;
 use crate::sys::pod::slice_as_bytes;
 
 /// `IOV_MAX`, and what fits in scratch.
 const MAX_IOVS: usize = 1024;
-/// Largest single read the kernel does (`MAX_RW_COUNT`), rounded to pages.
-const MAX_READ: u64 = 0x7fff_f000;
+/// Bytes per injected `preadv`: the call's round trip (tens of µs) is noise next to
+/// faulting in this much, and progress is reported this often.
+const BATCH_BYTES: u64 = 64 << 20;
+
+/// What [`fill`] did, for the summary line.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Filled {
+    pub bytes: u64,
+    pub elapsed: Duration,
+}
 
 /// Starts of the mappings that receive saved pages.
 pub fn filled_vmas(mm: &MmImage) -> HashSet<u64> {
@@ -36,41 +47,45 @@ pub fn filled_vmas(mm: &MmImage) -> HashSet<u64> {
 }
 
 /// Fills every saved page. Ordering requirements: all mappings exist and are writable.
-pub fn fill(child: &Child, mm: &MmImage, pages: &Path) -> Result<u64, RestoreError> {
+pub fn fill(child: &Child, mm: &MmImage, pages: &Path) -> Result<Filled, RestoreError> {
+    let started = Instant::now();
     let fd = open_in(
         child,
         &pages.to_string_lossy(),
         libc::O_RDONLY | libc::O_CLOEXEC,
     )?;
+    let total = mm.page_runs.iter().map(|r| r.pages * PAGE_SIZE).sum();
+    let progress = Phase::begin("restoring pages", total);
     let mut offset = PAGES_DATA_OFFSET;
     for batch in iov_batches(&mm.page_runs) {
-        offset += read_batch(child, fd, &batch, offset)?;
+        let n = read_batch(child, fd, &batch, offset)?;
+        progress.advance(n);
+        offset += n;
     }
     child.remote().call("close", libc::SYS_close, &[fd])?;
-    Ok(offset - PAGES_DATA_OFFSET)
+    Ok(Filled {
+        bytes: offset - PAGES_DATA_OFFSET,
+        elapsed: started.elapsed(),
+    })
 }
 
-/// Runs cut into iovecs no longer than a single read and batches of `MAX_IOVS`.
+/// Runs cut into batches of at most `MAX_IOVS` iovecs and `BATCH_BYTES` bytes.
 fn iov_batches(runs: &[PageRun]) -> Vec<Vec<IoVec>> {
-    let mut iovs = Vec::new();
-    for r in runs {
-        let (mut base, end) = (r.addr, r.addr + r.pages * PAGE_SIZE);
-        while base < end {
-            let len = (end - base).min(MAX_READ);
-            iovs.push(IoVec { base, len });
-            base += len;
-        }
-    }
     let mut out = Vec::new();
     let mut batch: Vec<IoVec> = Vec::new();
     let mut bytes = 0;
-    for iov in iovs {
-        if batch.len() == MAX_IOVS || bytes + iov.len > MAX_READ {
-            out.push(std::mem::take(&mut batch));
-            bytes = 0;
+    for r in runs {
+        let (mut base, end) = (r.addr, r.addr + r.pages * PAGE_SIZE);
+        while base < end {
+            if batch.len() == MAX_IOVS || bytes == BATCH_BYTES {
+                out.push(std::mem::take(&mut batch));
+                bytes = 0;
+            }
+            let len = (end - base).min(BATCH_BYTES - bytes);
+            batch.push(IoVec { base, len });
+            bytes += len;
+            base += len;
         }
-        bytes += iov.len;
-        batch.push(iov);
     }
     if !batch.is_empty() {
         out.push(batch);
@@ -170,5 +185,14 @@ mod tests {
             b.iter().map(|x| x.len()).collect::<Vec<_>>(),
             vec![1024, 1024, 452]
         );
+    }
+
+    #[test]
+    fn batches_respect_batch_bytes() {
+        let pages = 2 * BATCH_BYTES / PAGE_SIZE + 3;
+        let b = iov_batches(&[PageRun { addr: 0, pages }]);
+        let sizes: Vec<u64> = b.iter().map(|x| x.iter().map(|i| i.len).sum()).collect();
+        assert_eq!(sizes, vec![BATCH_BYTES, BATCH_BYTES, 3 * PAGE_SIZE]);
+        assert_eq!(b[1][0].base, BATCH_BYTES);
     }
 }

@@ -37,11 +37,15 @@ pub struct RestoreOptions {
     pub shell_job: bool,
 }
 
-/// The restored task.
-#[derive(Clone, Debug, serde::Serialize)]
+/// The restored task, and figures for the summary line and `--stats-json`.
+#[derive(Clone, Debug)]
 pub struct Restored {
     pub pid: i32,
     pub pages: u64,
+    /// Loading and verifying the image (checksums of every file, page data included).
+    pub load: Duration,
+    /// Reading the saved pages into place.
+    pub memory: Duration,
     pub total: Duration,
 }
 
@@ -127,6 +131,7 @@ impl RestoreStage {
 pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     let started = Instant::now();
     let image = Image::load(&opts.dir)?;
+    let load = started.elapsed();
     if image.processes.len() != 1 {
         return Err(RestoreError::Unsupported {
             what: "images of process trees are not supported yet".into(),
@@ -135,15 +140,21 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     verify::host_accepts(&image)?;
     let shell_job = opts.shell_job || image.inventory.shell_job;
     let p = &image.processes[0];
-    let pages = rebuild(&image, p, shell_job)?;
+    let filled = rebuild(&image, p, shell_job)?;
     Ok(Restored {
         pid: p.task.pid,
-        pages,
+        pages: filled.bytes / crate::abi::PAGE_SIZE,
+        load,
+        memory: filled.elapsed,
         total: started.elapsed(),
     })
 }
 
-fn rebuild(image: &Image, p: &ProcessImage, shell_job: bool) -> Result<u64, RestoreError> {
+fn rebuild(
+    image: &Image,
+    p: &ProcessImage,
+    shell_job: bool,
+) -> Result<memory::Filled, RestoreError> {
     let pid = p.task.pid;
     let at = |stage: RestoreStage| {
         move |e: RestoreError| RestoreError::Stage {
@@ -154,9 +165,9 @@ fn rebuild(image: &Image, p: &ProcessImage, shell_job: bool) -> Result<u64, Rest
     };
     let mut child = child::create(pid, &p.mm.vmas).map_err(at(RestoreStage::Takeover))?;
     match build(&mut child, image, p, shell_job) {
-        Ok(pages) => {
+        Ok(filled) => {
             task::resume(child, &p.task).map_err(at(RestoreStage::Resume))?;
-            Ok(pages)
+            Ok(filled)
         }
         Err(e) => {
             child.kill_and_reap();
@@ -170,7 +181,7 @@ fn build(
     image: &Image,
     p: &ProcessImage,
     shell_job: bool,
-) -> Result<u64, RestoreError> {
+) -> Result<memory::Filled, RestoreError> {
     let pid = p.task.pid;
     let stage = |s: RestoreStage, r: Result<(), RestoreError>| {
         r.map_err(|e| RestoreError::Stage {
@@ -185,10 +196,10 @@ fn build(
         mm::clear_and_move_vdso(child, &p.mm),
     )?;
     stage(RestoreStage::Mappings, mm::map_all(child, &p.mm, &filled))?;
-    let mut pages = 0;
+    let mut copied = memory::Filled::default();
     stage(
         RestoreStage::Memory,
-        memory::fill(child, &p.mm, &image.pages_path(pid)).map(|n| pages = n),
+        memory::fill(child, &p.mm, &image.pages_path(pid)).map(|f| copied = f),
     )?;
     stage(
         RestoreStage::Protections,
@@ -227,5 +238,5 @@ fn build(
     stage(RestoreStage::Creds, creds::restore_creds(child, &p.task))?;
     stage(RestoreStage::Signals, task::queue_signals(child, &p.task))?;
     stage(RestoreStage::Seals, mm::seal(child, &p.mm))?;
-    Ok(pages / crate::abi::PAGE_SIZE)
+    Ok(copied)
 }
