@@ -201,9 +201,19 @@ class Bench:
                     f"{shlex.quote(self.stasis)} restore -D {{dir}} -d --stats-json {{rstats}}")
         return self.args.compare
 
+    def probe(self, argv):
+        """The second of two runs of one limits probe (GiB/s): the first one leaves freed,
+        host-backed memory behind, as the second leaves it for the operation that follows."""
+        for _ in range(2):
+            out = subprocess.run([os.path.join(self.bindir, "limits")] + argv, check=True,
+                                 capture_output=True, text=True).stdout
+        return float(out.split()[1])
+
     def one_run(self, tool, wl_argv, storage, tag):
         """Start the workload, dump it, restore it, verify it; return the figures."""
         pid, okfile = self.start_workload(wl_argv, tag)
+        paired = self.args.paired and wl_argv[0] == "mem" and int(wl_argv[1]) >= 64
+        mib = wl_argv[1]
         img = os.path.join(storage, f"stasis-bench-{tag}")
         stats = os.path.join(self.scratch, f"{tag}.stats.json")
         rstats = os.path.join(self.scratch, f"{tag}.rstats.json")
@@ -216,6 +226,8 @@ class Bench:
                     rstats=shlex.quote(rstats))
         res = {"tool": tool}
         try:
+            if paired:
+                res["dump_limit_gibps"] = self.probe(["write", storage, mib])
             err = os.path.join(self.scratch, f"{tag}.dump.err")
             wall, rc, rss = run_measured(["sh", "-c", dump_t.format(**fill)], err)
             msg = open(err, errors="replace").read().strip()
@@ -239,6 +251,8 @@ class Bench:
                 return res
             if os.path.exists(okfile):
                 os.unlink(okfile)
+            if paired:
+                res["restore_limit_gibps"] = self.probe(["touch", mib])
             err = os.path.join(self.scratch, f"{tag}.restore.err")
             t0 = time.monotonic()
             wall, rc, rss = run_measured(["sh", "-c", restore_t.format(**fill)], err)
@@ -290,9 +304,11 @@ def summarize(runs):
     return s
 
 
-def add_fractions(s, mem_bytes, dump_limit, restore_limit):
+def add_fractions(s, runs, mem_bytes, dump_limit, restore_limit):
     """Rates in GiB/s of the bytes a tool had to move (stasis: the pages it stored; another
-    tool: the workload's memory) and their fraction of the applicable limit."""
+    tool: the workload's memory) and their fraction of the applicable limit: the limit
+    probed right before the operation in the same run when there is one (--paired, the
+    median of the per-run fractions), else the limit measured at the start."""
     if s.get("status") not in ("ok",) and not str(s.get("status", "")).endswith("ok"):
         return
     if not s.get("dump_s"):
@@ -304,9 +320,16 @@ def add_fractions(s, mem_bytes, dump_limit, restore_limit):
     if mem_bytes < 64 * MIB:
         return  # fixed costs dominate; a rate would mean nothing
     s["dump_gibps"] = mem_bytes / GIB / s["dump_s"]
-    s["dump_frac"] = s["dump_gibps"] / dump_limit
     s["restore_gibps"] = mem_bytes / GIB / s["restore_s"]
-    s["restore_frac"] = s["restore_gibps"] / restore_limit
+    ok = [r for r in runs if r["status"] == "ok"]
+    for op, limit in (("dump", dump_limit), ("restore", restore_limit)):
+        paired = [mem_bytes / GIB / r[f"{op}_s"] / r[f"{op}_limit_gibps"]
+                  for r in ok if r.get(f"{op}_limit_gibps")]
+        if paired:
+            s[f"{op}_frac"] = statistics.median(paired)
+            s[f"{op}_limit_gibps"] = median(ok, f"{op}_limit_gibps")
+        else:
+            s[f"{op}_frac"] = s[f"{op}_gibps"] / limit
 
 
 def fmt(v, spec, dash="-"):
@@ -330,10 +353,7 @@ def print_table(results, limits, tools):
                 print(f"| {r['workload']} | {r['storage']} | {tool} | | | | | | | | | "
                       f"{s['status']}: {first_line(s.get('error', ''))} |")
                 continue
-            dump_rate = (f"{s['dump_gibps']:.2f} ({s['dump_frac'] * 100:.0f}%)"
-                         if s.get("dump_gibps") else "-")
-            rest_rate = (f"{s['restore_gibps']:.2f} ({s['restore_frac'] * 100:.0f}%)"
-                         if s.get("restore_gibps") else "-")
+            dump_rate, rest_rate = rate_cell(s, "dump"), rate_cell(s, "restore")
             rss = f"{fmt(kib_mib(s['dump_rss_kib']), '.0f')}/{fmt(kib_mib(s['restore_rss_kib']), '.0f')}"
             print(f"| {r['workload']} | {r['storage']} | {tool} | {fmt(s['dump_s'], '.3f')} | "
                   f"{fmt(s['frozen_s'], '.3f')} | {dump_rate} | {fmt(s['restore_s'], '.3f')} | "
@@ -345,6 +365,16 @@ def print_table(results, limits, tools):
                   f"{a['dump_s'] / b['dump_s']:.2f} | | | {a['restore_s'] / b['restore_s']:.2f} | "
                   f"{a['restore_verified_s'] / b['restore_verified_s']:.2f} | | "
                   f"{a['image_bytes'] / max(b['image_bytes'], 1):.2f} | | |")
+
+
+def rate_cell(s, op):
+    """'0.85 (92%)', or with a limit probed in the same runs '0.85 (92% of 0.92)'."""
+    if not s.get(f"{op}_gibps"):
+        return "-"
+    cell = f"{s[f'{op}_gibps']:.2f} ({s[f'{op}_frac'] * 100:.0f}%"
+    if s.get(f"{op}_limit_gibps"):
+        cell += f" of {s[f'{op}_limit_gibps']:.2f}"
+    return cell + ")"
 
 
 def kib_mib(v):
@@ -366,6 +396,9 @@ def main():
     ap.add_argument("--compare", nargs=2, metavar=("DUMP_TEMPLATE", "RESTORE_TEMPLATE"))
     ap.add_argument("--storage", default="/dev/shm,/var/tmp")
     ap.add_argument("--only", help="comma-separated workload names")
+    ap.add_argument("--no-paired", dest="paired", action="store_false",
+                    help="do not probe the limits right before each dump and restore of the "
+                         "memory workloads (fractions then use the limits from the start)")
     args = ap.parse_args()
     if args.quick:
         args.runs = 1
@@ -395,7 +428,10 @@ def main():
                         tag = f"{name}-{tool}-{i}"
                         r = bench.one_run(tool, wl_argv, storage, tag)
                         log(f"{name} {storage} {tool} run {i + 1}: {r['status']} "
-                            f"dump {fmt(r.get('dump_s'), '.3f')} s, restore+verify "
+                            f"dump {fmt(r.get('dump_s'), '.3f')} s (limit "
+                            f"{fmt(r.get('dump_limit_gibps'), '.2f')} GiB/s), restore "
+                            f"{fmt(r.get('restore_s'), '.3f')} s (limit "
+                            f"{fmt(r.get('restore_limit_gibps'), '.2f')} GiB/s), restore+verify "
                             f"{fmt(r.get('restore_verified_s'), '.3f')} s")
                         runs[tool].append(r)
                     if all(runs[t][-1]["status"] == "skipped" for t in tools):
@@ -406,7 +442,7 @@ def main():
                          "tools": {}, "raw": runs}
                 for tool in tools:
                     s = summarize(runs[tool])
-                    add_fractions(s, mem_bytes, dump_limit, limits["first_touch"])
+                    add_fractions(s, runs[tool], mem_bytes, dump_limit, limits["first_touch"])
                     entry["tools"][tool] = s
                 results.append(entry)
         print_table(results, limits, tools)

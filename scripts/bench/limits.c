@@ -4,7 +4,15 @@
  *   disk_write   the same into DISKDIR, no fsync
  *   first_touch  mmap 1 GiB anonymous and write one byte per 4 KiB page (the restore's floor)
  *   first_touch_thp  the same with MADV_HUGEPAGE (what avoiding 4 KiB faults could reach)
- * usage: limits TMPFSDIR DISKDIR
+ *
+ * usage: limits TMPFSDIR DISKDIR       all of the above
+ *        limits write DIR MIB           only the file write rate, MIB into DIR ("write")
+ *        limits touch MIB               only the 4 KiB first-touch rate ("touch")
+ *
+ * The single probes let the driver measure a limit right before the operation it bounds:
+ * in a VM that hands free memory back to its host (free page reporting), fresh pages cost
+ * several times more when the host must fault them in again, so a limit measured seconds
+ * earlier may not hold for the operation.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -17,6 +25,7 @@
 #include <unistd.h>
 
 #define GIB (1UL << 30)
+#define CHUNK (8UL << 20)
 
 static double now(void)
 {
@@ -33,36 +42,57 @@ static void *resident(size_t len)
     return p;
 }
 
-static double file_write(const char *dir, const char *buf, size_t chunk)
+/* GiB/s of writing len bytes of buf (CHUNK at a time) into a new file in dir. */
+static double file_write(const char *dir, const char *buf, size_t len)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/stasis-bench-limits.%d", dir, getpid());
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (fd < 0) { perror(path); exit(1); }
     double t0 = now();
-    for (size_t done = 0; done < GIB; done += chunk)
-        if (write(fd, buf, chunk) != (ssize_t)chunk) { perror("write"); exit(1); }
+    for (size_t done = 0; done < len; done += CHUNK)
+        if (write(fd, buf, CHUNK) != (ssize_t)CHUNK) { perror("write"); exit(1); }
     double t = now() - t0;
     close(fd);
     unlink(path);
-    return 1.0 / t;
+    return (double)len / GIB / t;
 }
 
-static double touch(int advice)
+/* GiB/s of first touching len bytes of fresh anonymous memory. */
+static double touch(size_t len, int advice)
 {
-    char *m = mmap(NULL, GIB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) { perror("mmap"); exit(1); }
-    madvise(m, GIB, advice);
+    madvise(m, len, advice);
     double t0 = now();
-    for (size_t i = 0; i < GIB; i += 4096) m[i] = 1;
+    for (size_t i = 0; i < len; i += 4096) m[i] = 1;
     double t = now() - t0;
-    munmap(m, GIB);
-    return 1.0 / t;
+    munmap(m, len);
+    return (double)len / GIB / t;
+}
+
+static size_t mib_arg(const char *s)
+{
+    size_t mib = strtoul(s, NULL, 10);
+    mib = (mib + 7) / 8 * 8; /* whole chunks */
+    return (mib ? mib : 8) << 20;
 }
 
 int main(int argc, char **argv)
 {
-    if (argc != 3) { fprintf(stderr, "usage: limits TMPFSDIR DISKDIR\n"); return 2; }
+    if (argc == 4 && !strcmp(argv[1], "write")) {
+        char *buf = resident(CHUNK);
+        printf("write %.3f\n", file_write(argv[2], buf, mib_arg(argv[3])));
+        return 0;
+    }
+    if (argc == 3 && !strcmp(argv[1], "touch")) {
+        printf("touch %.3f\n", touch(mib_arg(argv[2]), MADV_NOHUGEPAGE));
+        return 0;
+    }
+    if (argc != 3) {
+        fprintf(stderr, "usage: limits TMPFSDIR DISKDIR | limits write DIR MIB | limits touch MIB\n");
+        return 2;
+    }
     size_t len = 256UL << 20;
     char *a = resident(len), *b = resident(len);
     double best = 1e9;
@@ -73,13 +103,12 @@ int main(int argc, char **argv)
         if (t < best) best = t;
     }
     printf("memcpy %.3f\n", (double)len / GIB / best);
-    size_t chunk = 8UL << 20;
-    printf("tmpfs_write %.3f\n", file_write(argv[1], a, chunk));
-    printf("disk_write %.3f\n", file_write(argv[2], a, chunk));
+    printf("tmpfs_write %.3f\n", file_write(argv[1], a, GIB));
+    printf("disk_write %.3f\n", file_write(argv[2], a, GIB));
     munmap(a, len);
     munmap(b, len);
 
-    printf("first_touch %.3f\n", touch(MADV_NOHUGEPAGE));
-    printf("first_touch_thp %.3f\n", touch(MADV_HUGEPAGE));
+    printf("first_touch %.3f\n", touch(GIB, MADV_NOHUGEPAGE));
+    printf("first_touch_thp %.3f\n", touch(GIB, MADV_HUGEPAGE));
     return 0;
 }
