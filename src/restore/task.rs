@@ -7,6 +7,7 @@ use super::child::Child;
 use super::RestoreError;
 use crate::abi::AltStack;
 use crate::image::task::{TaskImage, ThreadImage};
+use crate::sys::inherit;
 use crate::sys::inject::Remote;
 use crate::sys::ptrace::Seized;
 
@@ -39,8 +40,13 @@ pub fn restore_attrs(child: &Child, task: &TaskImage) -> Result<(), RestoreError
 
 /// Resource limits. Raising a hard limit above the restorer's needs CAP_SYS_RESOURCE,
 /// which is refused with the limit named rather than restored lower.
+///
+/// The child inherited stasis's limits: only those that differ are set.
 pub fn restore_rlimits(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
     for (res, &(soft, hard)) in task.rlimits.iter().enumerate() {
+        if inherit::own_rlimit(res as u32) == Ok((soft, hard)) {
+            continue;
+        }
         let addr = child.put(0, &[soft.to_ne_bytes(), hard.to_ne_bytes()].concat())?;
         let r = child
             .remote()
@@ -55,12 +61,16 @@ pub fn restore_rlimits(child: &Child, task: &TaskImage) -> Result<(), RestoreErr
     Ok(())
 }
 
-/// Handlers for every signal but SIGKILL and SIGSTOP.
+/// Handlers for every signal but SIGKILL and SIGSTOP. The child inherited stasis's
+/// actions (handlers, flags, masks): only those that differ are set.
 pub fn restore_sigactions(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
     let remote = child.remote();
     for (i, act) in task.sigactions.iter().enumerate() {
         let sig = i as u64 + 1;
         if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
+            continue;
+        }
+        if inherit::own_sigaction(sig as i32).as_ref() == Ok(act) {
             continue;
         }
         let addr = child.put_pod(0, act)?;
