@@ -150,6 +150,8 @@ macro_rules! victim_tests {
 
 victim_tests! {
     memory: "memory";
+    // Large enough (4+ batches) that stasis fills pages alongside the child.
+    memory_large: "memory" ["-s", "256"];
     regs: "regs";
     signals: "signals";
     syscalls_nanosleep: "syscalls" ["nanosleep"];

@@ -2,9 +2,16 @@
 //! with `preadv`, one injected call per up to 1024 runs or [`BATCH_BYTES`], so each byte is
 //! copied once, by the kernel, into the page it belongs to. The dump side is
 //! `dump/memory.rs`.
+//!
+//! Faulting in fresh pages is the cost, and faults of one process scale across CPUs: for
+//! large images a helper thread of stasis fills batches too, taking the next batch as the
+//! child does (`pread` into a small buffer, `process_vm_writev` into the child).
 
 use std::collections::HashSet;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::child::{Child, HELPER_LEN};
@@ -13,7 +20,9 @@ use super::RestoreError;
 use crate::abi::{IoVec, PAGE_SIZE};
 use crate::image::mm::{MmImage, PageRun};
 use crate::image::pages::PAGES_DATA_OFFSET;
+use crate::image::ImageError;
 use crate::progress::Phase;
+use crate::sys::mem::vm_write;
 use crate::sys::pod::slice_as_bytes;
 
 /// `IOV_MAX`, and what fits in scratch.
@@ -21,6 +30,10 @@ const MAX_IOVS: usize = 1024;
 /// Bytes per injected `preadv`: the call's round trip (tens of µs) is noise next to
 /// faulting in this much, and progress is reported this often.
 const BATCH_BYTES: u64 = 64 << 20;
+/// Images at least this large get the helper thread.
+const PARALLEL_MIN: u64 = 2 * BATCH_BYTES;
+/// The helper's buffer: what it reads from the file per step.
+const HELPER_CHUNK: usize = 4 << 20;
 
 /// What [`fill`] did, for the summary line.
 #[derive(Clone, Copy, Debug, Default)]
@@ -49,24 +62,146 @@ pub fn filled_vmas(mm: &MmImage) -> HashSet<u64> {
 /// Fills every saved page. Ordering requirements: all mappings exist and are writable.
 pub fn fill(child: &Child, mm: &MmImage, pages: &Path) -> Result<Filled, RestoreError> {
     let started = Instant::now();
+    let batches = iov_batches(&mm.page_runs);
+    let work = Work {
+        offsets: offsets(&batches),
+        batches,
+        next: AtomicUsize::new(0),
+        progress: Phase::begin("restoring pages", total_bytes(&mm.page_runs)),
+    };
     let fd = open_in(
         child,
         &pages.to_string_lossy(),
         libc::O_RDONLY | libc::O_CLOEXEC,
     )?;
-    let total = mm.page_runs.iter().map(|r| r.pages * PAGE_SIZE).sum();
-    let progress = Phase::begin("restoring pages", total);
-    let mut offset = PAGES_DATA_OFFSET;
-    for batch in iov_batches(&mm.page_runs) {
-        let n = read_batch(child, fd, &batch, offset)?;
-        progress.advance(n);
-        offset += n;
-    }
+    let total = total_bytes(&mm.page_runs);
+    let helped = total >= PARALLEL_MIN && cpus() > 1;
+    let pid = child.pid();
+    std::thread::scope(|s| {
+        let helper = helped.then(|| s.spawn(|| work.stop_on_error(help(pid, pages, &work))));
+        let mine = work.stop_on_error(fill_injected(child, fd, &work));
+        let theirs = helper.map_or(Ok(()), |h| {
+            h.join().expect("the fill helper does not panic")
+        });
+        mine.and(theirs)
+    })?;
     child.remote().call("close", libc::SYS_close, &[fd])?;
     Ok(Filled {
-        bytes: offset - PAGES_DATA_OFFSET,
+        bytes: total,
         elapsed: started.elapsed(),
     })
+}
+
+fn total_bytes(runs: &[PageRun]) -> u64 {
+    runs.iter().map(|r| r.pages * PAGE_SIZE).sum()
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Batches shared by the fillers: each takes the next one until none is left.
+struct Work {
+    batches: Vec<Vec<IoVec>>,
+    /// File offset of each batch's data.
+    offsets: Vec<u64>,
+    next: AtomicUsize,
+    progress: Phase,
+}
+
+impl Work {
+    /// The next batch to fill and its file offset.
+    fn take(&self) -> Option<(&[IoVec], u64)> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        Some((self.batches.get(i)?, self.offsets[i]))
+    }
+
+    /// Passes `r` on; an error also stops the other filler after its current batch.
+    fn stop_on_error(&self, r: Result<(), RestoreError>) -> Result<(), RestoreError> {
+        if r.is_err() {
+            self.next.store(self.batches.len(), Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+/// Where each batch's data starts in the pages file.
+fn offsets(batches: &[Vec<IoVec>]) -> Vec<u64> {
+    let mut at = PAGES_DATA_OFFSET;
+    batches
+        .iter()
+        .map(|b| {
+            let start = at;
+            at += b.iter().map(|i| i.len).sum::<u64>();
+            start
+        })
+        .collect()
+}
+
+/// The child's share: one injected `preadv` per batch.
+fn fill_injected(child: &Child, fd: u64, work: &Work) -> Result<(), RestoreError> {
+    while let Some((batch, offset)) = work.take() {
+        work.progress.advance(read_batch(child, fd, batch, offset)?);
+    }
+    Ok(())
+}
+
+/// The helper's share: each batch read into a buffer and written into the child.
+fn help(pid: i32, pages: &Path, work: &Work) -> Result<(), RestoreError> {
+    let io = |op| move |e| RestoreError::from(ImageError::io(op, pages)(e));
+    let file = File::open(pages).map_err(io("open"))?;
+    let mut buf = vec![0u8; HELPER_CHUNK];
+    while let Some((batch, mut offset)) = work.take() {
+        for piece in pieces(batch, HELPER_CHUNK as u64) {
+            let len: u64 = piece.iter().map(|i| i.len).sum();
+            let data = &mut buf[..len as usize];
+            file.read_exact_at(data, offset).map_err(io("read"))?;
+            write_all(pid, data, &piece)?;
+            offset += len;
+        }
+        work.progress.advance(batch.iter().map(|i| i.len).sum());
+    }
+    Ok(())
+}
+
+/// `process_vm_writev` until all of `data` is in place.
+fn write_all(pid: i32, data: &[u8], iovs: &[IoVec]) -> Result<(), RestoreError> {
+    let mut done = 0;
+    while done < data.len() {
+        let rest: Vec<(u64, usize)> = skip(iovs, done as u64)
+            .iter()
+            .map(|i| (i.base, i.len as usize))
+            .collect();
+        let n = vm_write(pid, &data[done..], &rest)?;
+        if n == 0 {
+            return Err(RestoreError::Unsupported {
+                what: format!("pid {pid} took no bytes at {:#x}", rest[0].0),
+            });
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+/// `batch` cut into consecutive pieces of at most `max` bytes.
+fn pieces(batch: &[IoVec], max: u64) -> Vec<Vec<IoVec>> {
+    let mut out = vec![Vec::new()];
+    let mut bytes = 0;
+    for iov in batch {
+        let (mut base, end) = (iov.base, iov.base + iov.len);
+        while base < end {
+            if bytes == max {
+                out.push(Vec::new());
+                bytes = 0;
+            }
+            let len = (end - base).min(max - bytes);
+            out.last_mut()
+                .expect("never empty")
+                .push(IoVec { base, len });
+            (base, bytes) = (base + len, bytes + len);
+        }
+    }
+    out
 }
 
 /// Runs cut into batches of at most `MAX_IOVS` iovecs and `BATCH_BYTES` bytes.
@@ -185,6 +320,46 @@ mod tests {
             b.iter().map(|x| x.len()).collect::<Vec<_>>(),
             vec![1024, 1024, 452]
         );
+    }
+
+    #[test]
+    fn pieces_cut_and_keep_order() {
+        let b = [
+            IoVec {
+                base: 0x10000,
+                len: 0x3000,
+            },
+            IoVec {
+                base: 0x40000,
+                len: 0x1000,
+            },
+        ];
+        let p = pieces(&b, 0x2000);
+        let flat: Vec<(u64, u64)> = p.iter().flatten().map(|i| (i.base, i.len)).collect();
+        assert_eq!(
+            flat,
+            vec![(0x10000, 0x2000), (0x12000, 0x1000), (0x40000, 0x1000)]
+        );
+        assert_eq!(p.len(), 2);
+        assert!(p
+            .iter()
+            .all(|x| x.iter().map(|i| i.len).sum::<u64>() <= 0x2000));
+    }
+
+    #[test]
+    fn offsets_follow_the_file() {
+        let runs = [
+            PageRun { addr: 0, pages: 1 },
+            PageRun {
+                addr: 0x100000,
+                pages: 2 * BATCH_BYTES / PAGE_SIZE,
+            },
+        ];
+        let b = iov_batches(&runs);
+        let o = offsets(&b);
+        assert_eq!(o[0], PAGES_DATA_OFFSET);
+        assert_eq!(o[1], PAGES_DATA_OFFSET + BATCH_BYTES);
+        assert_eq!(o.len(), 3);
     }
 
     #[test]

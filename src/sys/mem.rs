@@ -1,8 +1,10 @@
 //! # Safety
-//! `process_vm_readv(2)` with iovecs built from live Rust slices.
+//! `process_vm_readv(2)` and `process_vm_writev(2)` with local iovecs built from live Rust
+//! slices.
 //!
 //! Reading and writing another task's memory: `process_vm_readv` for bulk reads of
-//! readable mappings, `/proc/PID/mem` (which uses FOLL_FORCE) for the rest and for writes.
+//! readable mappings, `process_vm_writev` for bulk writes into writable ones, and
+//! `/proc/PID/mem` (which uses FOLL_FORCE) for the rest.
 #![allow(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
@@ -31,6 +33,12 @@ pub enum MemError {
     },
     #[error("process_vm_readv from pid {pid}")]
     VmRead {
+        pid: i32,
+        #[source]
+        source: Errno,
+    },
+    #[error("process_vm_writev into pid {pid}")]
+    VmWrite {
         pid: i32,
         #[source]
         source: Errno,
@@ -99,4 +107,30 @@ pub fn vm_read(pid: i32, local: &mut [u8], remote: &[(u64, usize)]) -> Result<us
     Errno::result(r)
         .map(|n| n as usize)
         .map_err(|source| MemError::VmRead { pid, source })
+}
+
+/// `process_vm_writev(2)` — copy `local` into the remote ranges, in order; returns the
+/// number of bytes copied (short when a range is unmapped or not writable). Missing pages
+/// of the target are faulted in, in the caller's context.
+pub fn vm_write(pid: i32, local: &[u8], remote: &[(u64, usize)]) -> Result<usize, MemError> {
+    let liov = libc::iovec {
+        iov_base: local.as_ptr() as *mut libc::c_void,
+        iov_len: local.len(),
+    };
+    let riov: Vec<libc::iovec> = remote
+        .iter()
+        .map(|&(addr, len)| libc::iovec {
+            iov_base: addr as *mut libc::c_void,
+            iov_len: len,
+        })
+        .collect();
+    // SAFETY: `liov` describes `local`, valid for reads of its length for the whole call
+    // (the kernel only reads it); remote iovecs are addresses in the other task, which the
+    // kernel checks itself.
+    let r = unsafe {
+        libc::process_vm_writev(pid, &liov, 1, riov.as_ptr(), riov.len() as libc::c_ulong, 0)
+    };
+    Errno::result(r)
+        .map(|n| n as usize)
+        .map_err(|source| MemError::VmWrite { pid, source })
 }
