@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use super::DumpError;
 use crate::abi::PAGE_SIZE;
 use crate::image::mm::{PageRun, Vma, VmaKind};
-use crate::image::pages::PagesWriter;
+use crate::image::pages::{PagesWriter, PAGES_DATA_OFFSET};
 use crate::progress::Phase;
+use crate::sys::file::start_writeback;
 use crate::sys::mem::{vm_read, Mem};
 use crate::sys::pagemap::{
     Pagemap, Query, PAGE_IS_FILE, PAGE_IS_GUARD, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED,
@@ -27,6 +28,9 @@ const CHUNK: usize = 4 << 20;
 const BUFFERS: usize = 3;
 /// `IOV_MAX`.
 const MAX_IOVS: usize = 1024;
+/// Writeback of the pages file is started every this many bytes, so that on a disk the
+/// final fsync overlaps the copying instead of following it.
+const WRITEBACK_EVERY: u64 = 64 << 20;
 
 /// Counts and time for the summary line.
 #[derive(Clone, Copy, Debug, Default)]
@@ -90,6 +94,7 @@ fn write_chunks(
     chunks: Receiver<Chunk>,
     free: Sender<Vec<u8>>,
 ) -> Result<(), DumpError> {
+    let mut synced = 0;
     for chunk in chunks {
         let pieces: Vec<&[u8]> = chunk
             .pieces
@@ -98,6 +103,15 @@ fn write_chunks(
             .collect();
         out.write_pieces(&pieces)?;
         let _ = free.send(chunk.buf);
+        if out.data_len() - synced >= WRITEBACK_EVERY {
+            // Only a hint: the fsync in `finish` is what makes the data durable.
+            let _ = start_writeback(
+                out.file(),
+                PAGES_DATA_OFFSET + synced,
+                out.data_len() - synced,
+            );
+            synced = out.data_len();
+        }
     }
     Ok(())
 }

@@ -95,6 +95,16 @@ impl PagesWriter {
         Ok(())
     }
 
+    /// The file being written, for calls this module does not make (writeback hints).
+    pub fn file(&self) -> &File {
+        &self.out
+    }
+
+    /// Data bytes written so far; the data starts at [`PAGES_DATA_OFFSET`].
+    pub fn data_len(&self) -> u64 {
+        self.len
+    }
+
     /// Writes the header, fsyncs, and returns the number of pages written.
     pub fn finish(self) -> Result<u64, ImageError> {
         let (path, file) = (self.path, self.out);

@@ -3,6 +3,7 @@
 
 pub mod clone;
 pub mod cpu;
+pub mod file;
 pub mod inherit;
 pub mod inject;
 pub mod mem;
