@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::image::files::FdKind;
 use crate::image::mm::{Vma, VmaKind};
+use crate::image::sock::{InetSocket, InetState, SockAddr, UnixPeer, UnixSocket};
 use crate::image::task::Timers;
 use crate::image::{Image, ImageError, ProcessImage};
 
@@ -145,6 +146,15 @@ fn process(p: &ProcessImage, out: &mut impl Write) -> std::io::Result<()> {
             FdKind::CharDev { path, .. } => format!("{path} (char device)"),
             FdKind::Tty { .. } => "terminal (shell job)".to_string(),
             FdKind::Dup { of } => format!("same open file as fd {of}"),
+            FdKind::Unix(u) => unix_line(u),
+            FdKind::Inet(s) => inet_line(s),
+            FdKind::PtyMaster(m) => format!(
+                "pty master of /dev/pts/{} ({} bytes input, {} bytes output buffered)",
+                m.index,
+                m.input.len(),
+                m.output.len()
+            ),
+            FdKind::PtySlave { index } => format!("pty slave /dev/pts/{index}"),
         };
         writeln!(
             out,
@@ -155,6 +165,60 @@ fn process(p: &ProcessImage, out: &mut impl Write) -> std::io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+fn unix_line(u: &UnixSocket) -> String {
+    let ty = match u.sock_type {
+        libc::SOCK_STREAM => "stream",
+        libc::SOCK_DGRAM => "dgram",
+        libc::SOCK_SEQPACKET => "seqpacket",
+        _ => "?",
+    };
+    let name = match u.name.first() {
+        None => String::new(),
+        Some(0) => format!(" @{}", String::from_utf8_lossy(&u.name[1..])),
+        Some(_) => format!(" {}", String::from_utf8_lossy(&u.name)),
+    };
+    let state = match (&u.listen_backlog, &u.peer) {
+        (Some(b), _) => format!(" listening (backlog {b})"),
+        (_, UnixPeer::None) => String::new(),
+        (_, UnixPeer::Socket { ino }) => format!(" peer socket:[{ino}]"),
+        (_, UnixPeer::Pending { listener, .. }) => format!(" pending on socket:[{listener}]"),
+        (_, UnixPeer::Closed) => " peer closed".into(),
+        (_, UnixPeer::External { .. }) => " external peer".into(),
+    };
+    let bytes: usize = u.queue.iter().map(|m| m.data.len()).sum();
+    format!(
+        "unix {ty} socket:[{}]{name}{state}, {} queued ({bytes} bytes)",
+        u.ino,
+        u.queue.len()
+    )
+}
+
+fn inet_line(s: &InetSocket) -> String {
+    let proto = if s.protocol == libc::IPPROTO_TCP {
+        "tcp"
+    } else {
+        "udp"
+    };
+    let v = if s.family == libc::AF_INET6 { "6" } else { "" };
+    let addr = |a: &Option<SockAddr>| a.as_ref().map_or("*".into(), crate::dump::files::addr_text);
+    let state = match &s.state {
+        InetState::Unconnected => String::new(),
+        InetState::Listening { backlog } => format!(" listening (backlog {backlog})"),
+        InetState::Established(r) => format!(
+            " established, {} bytes to send, {} received{}",
+            r.send_queue.len(),
+            r.recv_queue.len(),
+            if r.locked { ", network locked" } else { "" }
+        ),
+        InetState::Closed => " closed".into(),
+    };
+    format!(
+        "{proto}{v} {} -> {}{state}",
+        addr(&s.local),
+        addr(&s.remote)
+    )
 }
 
 fn timers(t: &Timers, out: &mut impl Write) -> std::io::Result<()> {

@@ -21,7 +21,7 @@ enum Mode {
     Attached,
 }
 
-fn scenario(test: &str, victim: &str, args: &[&str], mode: Mode) {
+fn scenario(test: &str, victim: &str, args: &[&str], dump_flags: &[&str], mode: Mode) {
     let _serial = common::serial();
     if mode != Mode::Standalone {
         require_privileged!(test);
@@ -38,7 +38,7 @@ fn scenario(test: &str, victim: &str, args: &[&str], mode: Mode) {
     match mode {
         Mode::Standalone => proc.go_and_expect_pass(),
         Mode::Detached => {
-            dump_and_reap(&mut proc, &tmp);
+            dump_and_reap(&mut proc, &tmp, dump_flags);
             let pid = common::restore_detached(&tmp.join("img")).unwrap_or_else(|out| {
                 panic!(
                     "restore -d failed: {out:?}\nvictim log:\n{}",
@@ -51,15 +51,15 @@ fn scenario(test: &str, victim: &str, args: &[&str], mode: Mode) {
             restored.go_and_expect_pass();
         }
         Mode::Attached => {
-            dump_and_reap(&mut proc, &tmp);
+            dump_and_reap(&mut proc, &tmp, dump_flags);
             restore_attached(&proc, &tmp);
         }
     }
 }
 
 /// Dump `proc` into tmp/img and reap it: a dump without -R SIGKILLs the task.
-fn dump_and_reap(proc: &mut Proc, tmp: &TempDir) {
-    common::dump(proc.pid, &tmp.join("img"), &[]).assert_ok("stasis dump");
+fn dump_and_reap(proc: &mut Proc, tmp: &TempDir, flags: &[&str]) {
+    common::dump(proc.pid, &tmp.join("img"), flags).assert_ok("stasis dump");
     let st = proc.wait_exit(Duration::from_secs(10));
     assert_eq!(
         st,
@@ -125,24 +125,25 @@ fn restore_attached(orig: &Proc, tmp: &TempDir) {
 }
 
 macro_rules! victim_tests {
-    ($($module:ident: $victim:literal $([$($arg:literal),*])?;)*) => {$(
+    ($($module:ident: $victim:literal $([$($arg:literal),*])? $(dump [$($flag:literal),*])?;)*) => {$(
         mod $module {
             use super::{scenario, Mode};
             const ARGS: &[&str] = &[$($($arg),*)?];
+            const FLAGS: &[&str] = &[$($($flag),*)?];
             fn name(t: &str) -> String {
                 format!("{}::{t}", stringify!($module))
             }
             #[test]
             fn standalone() {
-                scenario(&name("standalone"), $victim, ARGS, Mode::Standalone);
+                scenario(&name("standalone"), $victim, ARGS, FLAGS, Mode::Standalone);
             }
             #[test]
             fn restore_detached() {
-                scenario(&name("restore_detached"), $victim, ARGS, Mode::Detached);
+                scenario(&name("restore_detached"), $victim, ARGS, FLAGS, Mode::Detached);
             }
             #[test]
             fn restore_attached() {
-                scenario(&name("restore_attached"), $victim, ARGS, Mode::Attached);
+                scenario(&name("restore_attached"), $victim, ARGS, FLAGS, Mode::Attached);
             }
         }
     )*};
@@ -167,4 +168,6 @@ victim_tests! {
     creds: "creds";
     creds_threads: "creds" ["threads"];
     mmflags: "mmflags";
+    unix_sockets: "unix_sockets";
+    unix_inflight: "unix_sockets" ["inflight"] dump ["--skip-in-flight"];
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{report, EXIT_FAILED, EXIT_OK};
+use stasis::dump::files::FdOptions;
 use stasis::dump::{dump, DumpOptions};
 
 #[derive(Args, Debug)]
@@ -21,6 +22,20 @@ pub struct DumpArgs {
     /// The process is attached to the invoking terminal: save terminal fds as such.
     #[arg(short = 'j', long = "shell-job")]
     pub shell_job: bool,
+    /// Save established TCP connections (TCP_REPAIR) so they resume after restore.
+    #[arg(long = "tcp-established")]
+    pub tcp_established: bool,
+    /// Save established TCP connections as closed (the restored task sees them reset).
+    #[arg(long = "tcp-close")]
+    pub tcp_close: bool,
+    /// Allow unix sockets connected to sockets outside the process: they are connected
+    /// to the same address again at restore.
+    #[arg(long = "ext-unix-sk")]
+    pub ext_unix_sk: bool,
+    /// Drop file descriptors in flight (SCM_RIGHTS) and connections not yet accepted
+    /// instead of refusing the dump.
+    #[arg(long = "skip-in-flight")]
+    pub skip_in_flight: bool,
     /// Print a summary line.
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
@@ -34,7 +49,13 @@ pub fn run(args: DumpArgs) -> i32 {
         pid: args.pid,
         dir: args.dir,
         leave_running: args.leave_running,
-        shell_job: args.shell_job,
+        fds: FdOptions {
+            shell_job: args.shell_job,
+            tcp_established: args.tcp_established,
+            tcp_close: args.tcp_close,
+            ext_unix_sk: args.ext_unix_sk,
+            skip_in_flight: args.skip_in_flight,
+        },
     };
     match dump(&opts) {
         Ok(s) => {

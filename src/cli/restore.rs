@@ -23,6 +23,9 @@ pub struct RestoreArgs {
     /// Re-attach terminal fds to the current terminal.
     #[arg(short = 'j', long = "shell-job")]
     pub shell_job: bool,
+    /// Restore established TCP connections closed (the task sees them aborted).
+    #[arg(long = "tcp-close")]
+    pub tcp_close: bool,
     /// Print a summary line.
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
@@ -32,6 +35,7 @@ pub fn run(args: RestoreArgs) -> i32 {
     let opts = RestoreOptions {
         dir: args.dir,
         shell_job: args.shell_job,
+        tcp_close: args.tcp_close,
     };
     let restored = match restore(&opts) {
         Ok(r) => r,

@@ -37,7 +37,8 @@ pub struct DumpOptions {
     pub pid: i32,
     pub dir: PathBuf,
     pub leave_running: bool,
-    pub shell_job: bool,
+    /// Fd options; `fds.shell_job` is `--shell-job`.
+    pub fds: files::FdOptions,
 }
 
 /// Figures for the summary line and `--stats-json`.
@@ -53,15 +54,19 @@ pub struct DumpSummary {
 /// Dumps `opts.pid` into `opts.dir`.
 pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     let started = Instant::now();
-    freeze::preflight(opts.pid, opts.shell_job)?;
+    freeze::preflight(opts.pid, opts.fds.shell_job)?;
     let writer = ImageWriter::create(&opts.dir)?;
     let task = freeze::freeze(opts.pid)?;
     let frozen = Instant::now();
-    let mut summary = save(&task, opts, writer)?;
+    let (mut summary, held) = save(&task, opts, writer)?;
+    // Ordering requirements: sockets held in repair mode leave it before a released
+    // task runs again; after a kill, our duplicates are closed still in repair mode.
     if opts.leave_running {
+        drop(held);
         task.release()?;
     } else {
         task.kill()?;
+        held.keep_for_restore();
     }
     summary.frozen = frozen.elapsed();
     summary.total = started.elapsed();
@@ -69,10 +74,14 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
 }
 
 /// Collects and writes the whole image of a frozen task.
-fn save(task: &Frozen, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSummary, DumpError> {
+fn save(
+    task: &Frozen,
+    opts: &DumpOptions,
+    writer: ImageWriter,
+) -> Result<(DumpSummary, files::Held), DumpError> {
     let pid = opts.pid;
     let vmas = mm::vmas(pid, &proc::smaps(pid)?)?;
-    let files = files::fd_table(pid, opts.shell_job)?;
+    let (files, held) = files::fd_table(pid, &opts.fds)?;
     let exe = mm::exe(pid)?;
     let vdso = mm::vdso_range(&vmas);
     let vdso_symbols = vdso_symbols(pid, vdso)?;
@@ -131,15 +140,16 @@ fn save(task: &Frozen, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSu
     writer.write_record(
         "inventory.img",
         Kind::Inventory,
-        &inventory(pid, opts.shell_job),
+        &inventory(pid, opts.fds.shell_job),
     )?;
     writer.commit()?;
-    Ok(DumpSummary {
+    let summary = DumpSummary {
         pid,
         pages_stored: mstats.pages_stored,
         zero_pages_skipped: mstats.zero_pages_skipped,
         ..Default::default()
-    })
+    };
+    Ok((summary, held))
 }
 
 fn vdso_symbols(pid: i32, vdso: Option<(u64, u64)>) -> Result<Vec<(String, u64)>, DumpError> {

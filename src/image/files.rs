@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::mm::FileId;
+use super::sock::{InetSocket, PtyMaster, UnixSocket};
 
 /// `files-<pid>.img`: the open file descriptors of one process, in fd order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,4 +34,13 @@ pub enum FdKind {
     /// The same open file description as the earlier fd `of` (a `dup`): one offset and
     /// one set of status flags for both.
     Dup { of: i32 },
+    /// A unix socket (see `image::sock`).
+    Unix(Box<UnixSocket>),
+    /// A TCP or UDP socket.
+    Inet(Box<InetSocket>),
+    /// A pseudo-terminal master with its pair's state.
+    PtyMaster(Box<PtyMaster>),
+    /// A slave of the pty master with pts number `index` held by the same process (its
+    /// own open file: flags and access mode are the entry's).
+    PtySlave { index: u32 },
 }

@@ -19,6 +19,7 @@ pub mod inventory;
 pub mod load;
 pub mod mm;
 pub mod pages;
+pub mod sock;
 pub mod task;
 pub mod validate;
 

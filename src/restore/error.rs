@@ -27,6 +27,13 @@ pub enum RestoreError {
     },
     #[error("{what}")]
     Unsupported { what: String },
+    #[error("fd {fd} of pid {pid}")]
+    Fd {
+        fd: i32,
+        pid: i32,
+        #[source]
+        source: Box<RestoreError>,
+    },
     #[error("stage {stage} of pid {pid}")]
     Stage {
         stage: &'static str,

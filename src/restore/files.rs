@@ -3,7 +3,14 @@
 //!
 //! Ordering requirements: runs after memory is filled (the pages fd is gone) and installs
 //! fds in increasing order, so `openat` — which returns the lowest free number — never
-//! hands out a number that a later entry needs.
+//! hands out a number that a later entry needs. Sockets and pseudo-terminals are built
+//! first, at temporary numbers (`files/prep.rs`; `files/{unix,inet,pty}.rs`), and
+//! `dup3`ed into place by the same loop.
+
+mod inet;
+mod prep;
+mod pty;
+mod unix;
 
 use std::io::IsTerminal;
 use std::os::fd::AsRawFd;
@@ -16,8 +23,9 @@ use crate::image::task::TaskImage;
 
 const CLOSE_RANGE_ALL: u64 = u32::MAX as u64;
 
-/// Replaces the inherited fds with the saved table.
-pub fn restore_fds(child: &Child, files: &FilesImage) -> Result<(), RestoreError> {
+/// Replaces the inherited fds with the saved table. `tcp_close`: established TCP
+/// connections come back closed.
+pub fn restore_fds(child: &Child, files: &FilesImage, tcp_close: bool) -> Result<(), RestoreError> {
     let remote = child.remote();
     let top = files.fds.iter().map(|f| f.fd).max().unwrap_or(0) as u64 + 1;
     let tty = if files
@@ -47,9 +55,14 @@ pub fn restore_fds(child: &Child, files: &FilesImage) -> Result<(), RestoreError
             )?;
         }
     }
+    let mut prepared = prep::Prepared::new(tty.map_or(top, |t| t + 1));
+    unix::prepare(child, files, &mut prepared)?;
+    inet::prepare(child, files, &mut prepared, tcp_close)?;
+    pty::prepare(child, files, &mut prepared)?;
     for entry in &files.fds {
-        install(child, entry, tty)?;
+        install(child, entry, tty, &prepared)?;
     }
+    prepared.close_all(child)?;
     if let Some(t) = tty {
         remote.call("close", libc::SYS_close, &[t])?;
     }
@@ -81,9 +94,18 @@ fn terminal_in_child(child: &Child, above: u64) -> Result<u64, RestoreError> {
     )?)
 }
 
-fn install(child: &Child, e: &FdEntry, tty: Option<u64>) -> Result<(), RestoreError> {
+fn install(
+    child: &Child,
+    e: &FdEntry,
+    tty: Option<u64>,
+    prepared: &prep::Prepared,
+) -> Result<(), RestoreError> {
     let remote = child.remote();
     let cloexec = if e.cloexec { libc::O_CLOEXEC } else { 0 };
+    if let Some(t) = prepared.get(e.fd) {
+        remote.call("dup3", libc::SYS_dup3, &[t, e.fd as u64, cloexec as u64])?;
+        return Ok(());
+    }
     let (got, pos) = match &e.kind {
         FdKind::Tty { .. } => {
             let t = tty.expect("a terminal fd exists when the table holds one");
@@ -104,6 +126,11 @@ fn install(child: &Child, e: &FdEntry, tty: Option<u64>) -> Result<(), RestoreEr
         ),
         FdKind::CharDev { path, pos, .. } => {
             (open_in(child, path, reopen_flags(e.flags) | cloexec)?, *pos)
+        }
+        FdKind::Unix(_) | FdKind::Inet(_) | FdKind::PtyMaster(_) | FdKind::PtySlave { .. } => {
+            return Err(RestoreError::Unsupported {
+                what: format!("fd {} of pid {} was not prepared", e.fd, child.pid()),
+            })
         }
     };
     if got != e.fd as u64 {
@@ -136,5 +163,19 @@ pub fn restore_fs(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
         remote.call("chroot", libc::SYS_chroot, &[root])?;
     }
     remote.call("umask", libc::SYS_umask, &[u64::from(task.umask)])?;
+    Ok(())
+}
+
+/// Lifts the network lock the dump put on connections to peers outside the image.
+pub fn unlock_network(files: &FilesImage, pid: i32) -> Result<(), RestoreError> {
+    use crate::image::sock::InetState;
+    let locked = files.fds.iter().any(|e| {
+        matches!(&e.kind, FdKind::Inet(s) if matches!(&s.state, InetState::Established(r) if r.locked))
+    });
+    if locked {
+        crate::netlock::unlock(pid).map_err(|e| RestoreError::Unsupported {
+            what: format!("lift the network lock of pid {pid}: {e}"),
+        })?;
+    }
     Ok(())
 }

@@ -35,6 +35,8 @@ pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 pub struct RestoreOptions {
     pub dir: PathBuf,
     pub shell_job: bool,
+    /// `--tcp-close`: established TCP connections come back closed.
+    pub tcp_close: bool,
 }
 
 /// The restored task.
@@ -135,7 +137,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     verify::host_accepts(&image)?;
     let shell_job = opts.shell_job || image.inventory.shell_job;
     let p = &image.processes[0];
-    let pages = rebuild(&image, p, shell_job)?;
+    let rebuilt = rebuild(&image, p, shell_job, opts.tcp_close);
+    // Rebuilt or not, the connections held by the dump's network lock are settled now.
+    files::unlock_network(&p.files, p.task.pid)?;
+    let pages = rebuilt?;
     Ok(Restored {
         pid: p.task.pid,
         pages,
@@ -143,7 +148,12 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     })
 }
 
-fn rebuild(image: &Image, p: &ProcessImage, shell_job: bool) -> Result<u64, RestoreError> {
+fn rebuild(
+    image: &Image,
+    p: &ProcessImage,
+    shell_job: bool,
+    tcp_close: bool,
+) -> Result<u64, RestoreError> {
     let pid = p.task.pid;
     let at = |stage: RestoreStage| {
         move |e: RestoreError| RestoreError::Stage {
@@ -153,7 +163,7 @@ fn rebuild(image: &Image, p: &ProcessImage, shell_job: bool) -> Result<u64, Rest
         }
     };
     let mut child = child::create(pid, &p.mm.vmas).map_err(at(RestoreStage::Takeover))?;
-    match build(&mut child, image, p, shell_job) {
+    match build(&mut child, image, p, shell_job, tcp_close) {
         Ok(pages) => {
             task::resume(child, &p.task).map_err(at(RestoreStage::Resume))?;
             Ok(pages)
@@ -170,6 +180,7 @@ fn build(
     image: &Image,
     p: &ProcessImage,
     shell_job: bool,
+    tcp_close: bool,
 ) -> Result<u64, RestoreError> {
     let pid = p.task.pid;
     let stage = |s: RestoreStage, r: Result<(), RestoreError>| {
@@ -195,7 +206,10 @@ fn build(
         mm::finish_vmas(child, &p.mm, &filled),
     )?;
     stage(RestoreStage::MmFields, mm::set_mm_fields(child, &p.mm))?;
-    stage(RestoreStage::Files, files::restore_fds(child, &p.files))?;
+    stage(
+        RestoreStage::Files,
+        files::restore_fds(child, &p.files, tcp_close),
+    )?;
     stage(RestoreStage::Fs, files::restore_fs(child, &p.task))?;
     stage(
         RestoreStage::Ids,

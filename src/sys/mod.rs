@@ -10,6 +10,8 @@ pub mod pod;
 pub mod probe;
 pub mod ptrace;
 pub mod sched;
+pub mod sock_diag;
+pub mod socket;
 pub mod thread;
 
 pub use pod::Pod;
