@@ -141,9 +141,9 @@ fn process(p: &ProcessImage, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "  files: {} fds", p.files.fds.len())?;
     for f in &p.files.fds {
         let what = match &f.kind {
-            FdKind::Path { file, pos } => format!("{} pos {pos}", file.path),
-            FdKind::CharDev { path, .. } => format!("{path} (char device)"),
-            FdKind::Tty { .. } => "terminal (shell job)".to_string(),
+            FdKind::Path(p) => format!("{} pos {}", p.file.path, p.pos),
+            FdKind::CharDev(c) => format!("{} (char device)", c.path),
+            FdKind::Tty(_) => "terminal (shell job)".to_string(),
             FdKind::Dup { of } => format!("same open file as fd {of}"),
         };
         writeln!(

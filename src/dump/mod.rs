@@ -72,7 +72,10 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
 fn save(task: &Frozen, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSummary, DumpError> {
     let pid = opts.pid;
     let vmas = mm::vmas(pid, &proc::smaps(pid)?)?;
-    let files = files::fd_table(pid, opts.shell_job)?;
+    let fd_opts = files::FdOptions {
+        shell_job: opts.shell_job,
+    };
+    let files = files::fd_table(pid, &fd_opts)?;
     let exe = mm::exe(pid)?;
     let vdso = mm::vdso_range(&vmas);
     let vdso_symbols = vdso_symbols(pid, vdso)?;

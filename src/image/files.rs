@@ -1,4 +1,10 @@
-//! The fd table record.
+//! The fd table record: one [`FdEntry`] per descriptor, whose [`FdKind`] says what it
+//! refers to. Each kind of object has its own struct (`PathFd`, `CharDevFd`, ...), and the
+//! code that dumps and restores it lives in `dump/files/<kind>.rs` and
+//! `restore/files/<kind>.rs`.
+//!
+//! Objects are created once, by the first fd that holds them; every other fd holding the
+//! same open file description refers to that one ([`FdKind::Dup`] within a process).
 
 use serde::{Deserialize, Serialize};
 
@@ -24,13 +30,34 @@ pub struct FdEntry {
 /// What the descriptor refers to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FdKind {
-    /// A regular file or directory, reopened by path at `pos`.
-    Path { file: FileId, pos: u64 },
+    /// A regular file or directory, reopened by path.
+    Path(PathFd),
     /// A character device reopened by path (`/dev/null`, `/dev/urandom`, ...).
-    CharDev { path: String, rdev: u64, pos: u64 },
+    CharDev(CharDevFd),
     /// The invoking terminal (`--shell-job`): restored as the restorer's terminal.
-    Tty { rdev: u64 },
+    Tty(TtyFd),
     /// The same open file description as the earlier fd `of` (a `dup`): one offset and
     /// one set of status flags for both.
     Dup { of: i32 },
+}
+
+/// A regular file or directory, reopened by path at `pos`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathFd {
+    pub file: FileId,
+    pub pos: u64,
+}
+
+/// A character device other than a terminal, reopened by path at `pos`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CharDevFd {
+    pub path: String,
+    pub rdev: u64,
+    pub pos: u64,
+}
+
+/// A terminal fd of a shell job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TtyFd {
+    pub rdev: u64,
 }

@@ -3,7 +3,7 @@
 
 use crate::abi::{AltStack, GpRegs, KernelSigaction, RseqConfig, SigInfo};
 
-use super::files::{FdEntry, FdKind, FilesImage};
+use super::files::{CharDevFd, FdEntry, FdKind, FilesImage, PathFd, TtyFd};
 use super::inventory::{CpuInfo, Inventory};
 use super::mm::{FileId, MmFields, MmImage, PageRun, Vma, VmaFlags, VmaKind};
 use super::task::{
@@ -156,15 +156,15 @@ pub fn mm() -> MmImage {
 }
 
 pub fn files() -> FilesImage {
-    let null = FdKind::CharDev {
+    let null = FdKind::CharDev(CharDevFd {
         path: "/dev/null".into(),
         rdev: 0x103,
         pos: 0,
-    };
-    let log = FdKind::Path {
+    });
+    let log = FdKind::Path(PathFd {
         file: file_id("/tmp/log"),
         pos: 17,
-    };
+    });
     FilesImage {
         fds: vec![
             FdEntry {
@@ -177,7 +177,7 @@ pub fn files() -> FilesImage {
                 fd: 1,
                 cloexec: false,
                 flags: 1,
-                kind: FdKind::Tty { rdev: 0x8800 },
+                kind: FdKind::Tty(TtyFd { rdev: 0x8800 }),
             },
             FdEntry {
                 fd: 3,
@@ -353,16 +353,16 @@ pub fn random_mm(r: &mut XorShift) -> MmImage {
 
 fn random_fd(r: &mut XorShift) -> FdEntry {
     let kind = match r.below(3) {
-        0 => FdKind::Path {
+        0 => FdKind::Path(PathFd {
             file: random_file_id(r),
             pos: r.next(),
-        },
-        1 => FdKind::CharDev {
+        }),
+        1 => FdKind::CharDev(CharDevFd {
             path: r.string(),
             rdev: r.next(),
             pos: r.next(),
-        },
-        _ => FdKind::Tty { rdev: r.next() },
+        }),
+        _ => FdKind::Tty(TtyFd { rdev: r.next() }),
     };
     FdEntry {
         fd: r.i32(),

@@ -129,8 +129,8 @@ fn files_unchanged(p: &ProcessImage, same_host: bool) -> Result<(), RestoreError
         check_file(pid, file, true, same_host)?;
     }
     for fd in &p.files.fds {
-        if let FdKind::Path { file, .. } = &fd.kind {
-            check_file(pid, file, false, same_host)?;
+        if let FdKind::Path(path) = &fd.kind {
+            check_file(pid, &path.file, false, same_host)?;
         }
     }
     Ok(())
