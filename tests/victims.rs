@@ -38,7 +38,7 @@ fn scenario(test: &str, victim: &str, args: &[&str], mode: Mode) {
     match mode {
         Mode::Standalone => proc.go_and_expect_pass(),
         Mode::Detached => {
-            dump_and_reap(&mut proc, &tmp);
+            dump_and_reap(&mut proc, victim, &tmp);
             let pid = common::restore_detached(&tmp.join("img")).unwrap_or_else(|out| {
                 panic!(
                     "restore -d failed: {out:?}\nvictim log:\n{}",
@@ -51,15 +51,23 @@ fn scenario(test: &str, victim: &str, args: &[&str], mode: Mode) {
             restored.go_and_expect_pass();
         }
         Mode::Attached => {
-            dump_and_reap(&mut proc, &tmp);
+            dump_and_reap(&mut proc, victim, &tmp);
             restore_attached(&proc, &tmp);
         }
     }
 }
 
+/// Extra `stasis dump` options a victim needs.
+fn dump_args(victim: &str) -> &'static [&'static str] {
+    match victim {
+        "locks" => &["--file-locks"],
+        _ => &[],
+    }
+}
+
 /// Dump `proc` into tmp/img and reap it: a dump without -R SIGKILLs the task.
-fn dump_and_reap(proc: &mut Proc, tmp: &TempDir) {
-    common::dump(proc.pid, &tmp.join("img"), &[]).assert_ok("stasis dump");
+fn dump_and_reap(proc: &mut Proc, victim: &str, tmp: &TempDir) {
+    common::dump(proc.pid, &tmp.join("img"), dump_args(victim)).assert_ok("stasis dump");
     let st = proc.wait_exit(Duration::from_secs(10));
     assert_eq!(
         st,
@@ -167,4 +175,10 @@ victim_tests! {
     creds: "creds";
     creds_threads: "creds" ["threads"];
     mmflags: "mmflags";
+    pipes: "pipes";
+    anonfds: "anonfds";
+    inotify: "inotify";
+    memfd: "memfd";
+    ghost: "ghost";
+    locks: "locks";
 }

@@ -38,7 +38,14 @@ pub struct DumpOptions {
     pub dir: PathBuf,
     pub leave_running: bool,
     pub shell_job: bool,
+    /// Largest deleted-but-open file whose contents are saved (`--ghost-limit`).
+    pub ghost_limit: u64,
+    /// Save and restore file locks (`--file-locks`).
+    pub file_locks: bool,
 }
+
+/// CRIU's default `--ghost-limit`: 1 MiB.
+pub const DEFAULT_GHOST_LIMIT: u64 = 1 << 20;
 
 /// Figures for the summary line and `--stats-json`.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -74,6 +81,9 @@ fn save(task: &Frozen, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSu
     let vmas = mm::vmas(pid, &proc::smaps(pid)?)?;
     let fd_opts = files::FdOptions {
         shell_job: opts.shell_job,
+        ghost_limit: opts.ghost_limit,
+        file_locks: opts.file_locks,
+        pids: vec![pid],
     };
     let files = files::fd_table(pid, &fd_opts)?;
     let exe = mm::exe(pid)?;

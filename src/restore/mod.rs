@@ -35,6 +35,8 @@ pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 pub struct RestoreOptions {
     pub dir: PathBuf,
     pub shell_job: bool,
+    /// Do not refuse open files that changed since the dump (`--skip-file-check`).
+    pub skip_file_check: bool,
 }
 
 /// The restored task.
@@ -132,7 +134,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
             what: "images of process trees are not supported yet".into(),
         });
     }
-    verify::host_accepts(&image)?;
+    verify::host_accepts(&image, opts.skip_file_check)?;
     let shell_job = opts.shell_job || image.inventory.shell_job;
     let p = &image.processes[0];
     let pages = rebuild(&image, p, shell_job)?;

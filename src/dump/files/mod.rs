@@ -4,12 +4,29 @@
 //! kind family, each the twin of `restore/files/<kind>.rs`. Kinds stasis cannot restore are
 //! refused here, naming the fd, the pid and the kind.
 //!
-//! - [`path`]: regular files and directories;
-//! - [`chardev`]: character devices and terminals.
+//! - [`path`]: regular files, directories, `O_PATH` fds and deleted ("ghost") files;
+//! - [`chardev`]: character devices and terminals;
+//! - [`pipe`]: pipes and FIFOs, with their buffered bytes;
+//! - [`eventfd`], [`timerfd`], [`signalfd`], [`epoll`], [`inotify`], [`memfd`], [`pidfd`];
+//! - [`locks`]: flock, POSIX and OFD locks held through the fds.
+//!
+//! An object is created by the first fd that holds it; later fds of the same open file
+//! description are [`FdKind::Dup`]s of it, and the other end of a pipe is a
+//! [`FdKind::PipePeer`] of the end seen first.
 
 pub mod chardev;
+pub mod epoll;
+pub mod eventfd;
+pub mod inotify;
+pub mod locks;
+pub mod memfd;
 pub mod path;
+pub mod pidfd;
+pub mod pipe;
+pub mod signalfd;
+pub mod timerfd;
 
+use std::collections::HashMap;
 use std::fs::Metadata;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
@@ -20,9 +37,26 @@ use crate::proc::{self, FdInfo};
 pub use chardev::is_tty;
 
 /// What the fd code needs of the dump options.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct FdOptions {
     pub shell_job: bool,
+    /// Largest deleted-but-open file whose contents are saved (`--ghost-limit`).
+    pub ghost_limit: u64,
+    /// Save file locks (`--file-locks`); without it a held lock is refused.
+    pub file_locks: bool,
+    /// Every process of the image (a pidfd must refer to one of them).
+    pub pids: Vec<i32>,
+}
+
+/// What earlier fds of the table created, for later fds that refer to it.
+#[derive(Default)]
+pub struct Walk {
+    /// Fds that created an object, with its identity (for `kcmp` dedup).
+    created: Vec<(i32, (u64, u64))>,
+    /// Pipe inode → the fd that creates the pipe, and the fd holding the other end.
+    pub pipes: HashMap<u64, (i32, Option<i32>)>,
+    /// FIFO and memfd inodes already seen (their data is saved once).
+    pub inodes: HashMap<u64, i32>,
 }
 
 /// One open fd of the target, as seen from outside.
@@ -80,17 +114,23 @@ impl OpenFd {
     }
 }
 
-/// All open fds of `pid`.
+/// All open fds of `pid`, and the locks held through them.
 pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<FilesImage, DumpError> {
     let mut fds: Vec<FdEntry> = Vec::new();
-    let mut created: Vec<(i32, (u64, u64))> = Vec::new();
+    let mut lock_list = Vec::new();
+    let mut walk = Walk::default();
+    let mut epolls = Vec::new();
     for fd in proc::fds(pid)? {
         let open = OpenFd::inspect(pid, fd)?;
-        let kind = match same_description(&open, &created) {
+        let kind = match same_description(&open, &walk.created) {
             Some(of) => FdKind::Dup { of },
             None => {
-                created.push((fd, open.object()));
-                classify(&open, opts)?
+                walk.created.push((fd, open.object()));
+                lock_list.extend(locks::dump(&open, opts.file_locks)?);
+                if epoll::is_epoll(&open) {
+                    epolls.push(fd);
+                }
+                classify(&open, opts, &mut walk)?
             }
         };
         fds.push(FdEntry {
@@ -100,7 +140,12 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<FilesImage, DumpError> {
             kind,
         });
     }
-    Ok(FilesImage { fds })
+    pipe::link_peers(&mut fds, &walk);
+    epoll::check_targets(pid, &fds, &epolls)?;
+    Ok(FilesImage {
+        fds,
+        locks: lock_list,
+    })
 }
 
 /// The earlier fd holding the same open file description (`kcmp(KCMP_FILE)`), asked only
@@ -115,52 +160,67 @@ fn same_description(open: &OpenFd, created: &[(i32, (u64, u64))]) -> Option<i32>
 }
 
 /// Dispatches by kind.
-fn classify(open: &OpenFd, opts: &FdOptions) -> Result<FdKind, DumpError> {
-    if let Some(kind) = special_kind(&open.target) {
-        return Err(open.refuse(kind));
+fn classify(open: &OpenFd, opts: &FdOptions, walk: &mut Walk) -> Result<FdKind, DumpError> {
+    if open.info.flags & libc::O_PATH != 0 {
+        return path::dump_opath(open);
     }
-    if open.target.ends_with(" (deleted)") {
-        return Err(open.refuse("a deleted file"));
+    if let Some(name) = open.target.strip_prefix("anon_inode:") {
+        return anon_inode(open, name.trim_matches(|c| c == '[' || c == ']'), opts);
+    }
+    if open.target.starts_with("pipe:") {
+        return pipe::dump(open, walk);
+    }
+    if open.target.starts_with("/memfd:") {
+        return memfd::dump(open, walk);
     }
     let ft = open.meta.file_type();
+    if ft.is_file() && open.target.ends_with(" (deleted)") {
+        return path::dump_ghost(open, opts.ghost_limit);
+    }
     if ft.is_file() || ft.is_dir() {
         return path::dump(open);
     }
     if ft.is_char_device() {
         return chardev::dump(open, opts.shell_job);
     }
-    Err(open.refuse(if ft.is_fifo() {
-        "a FIFO"
-    } else if ft.is_socket() {
+    if ft.is_fifo() {
+        return pipe::dump_fifo(open, walk);
+    }
+    Err(open.refuse(if ft.is_socket() {
         "a socket"
-    } else {
+    } else if ft.is_block_device() {
         "a block device"
+    } else {
+        "a file of unknown type"
     }))
 }
 
-/// Kinds recognizable from the link text alone.
-fn special_kind(target: &str) -> Option<&'static str> {
-    if target.starts_with("pipe:") {
-        Some("a pipe")
-    } else if target.starts_with("socket:") {
-        Some("a socket")
-    } else if target.starts_with("/memfd:") {
-        Some("a memfd")
-    } else if let Some(rest) = target.strip_prefix("anon_inode:") {
-        Some(match rest.trim_matches(|c| c == '[' || c == ']') {
-            "eventfd" => "an eventfd",
-            "eventpoll" => "an epoll instance",
-            "timerfd" => "a timerfd",
-            "signalfd" => "a signalfd",
-            "inotify" => "an inotify instance",
-            "io_uring" => "an io_uring instance",
-            "userfaultfd" => "a userfaultfd",
-            "bpf-map" | "bpf-prog" => "a bpf object",
-            "perf_event" => "a perf_event",
-            "pidfd" => "a pidfd",
-            _ => "an anonymous-inode file",
-        })
-    } else {
-        None
+/// Objects without a path (`anon_inode:[eventfd]`...).
+fn anon_inode(open: &OpenFd, name: &str, opts: &FdOptions) -> Result<FdKind, DumpError> {
+    match name {
+        "eventfd" => eventfd::dump(open),
+        "timerfd" => timerfd::dump(open),
+        "signalfd" => signalfd::dump(open),
+        "eventpoll" => epoll::dump(open),
+        "inotify" => inotify::dump(open),
+        "pidfd" => pidfd::dump(open, &opts.pids),
+        other => Err(open.refuse(unsupported_kind(other))),
     }
+}
+
+/// What to call an anonymous-inode file stasis does not save.
+fn unsupported_kind(name: &str) -> &'static str {
+    match name {
+        "io_uring" => "an io_uring instance",
+        "userfaultfd" => "a userfaultfd",
+        "bpf-map" | "bpf-prog" | "bpf_link" | "bpf-link" => "a bpf object",
+        "perf_event" => "a perf_event",
+        "fanotify" => "a fanotify instance",
+        _ => "an anonymous-inode file",
+    }
+}
+
+/// A value from the fd's fdinfo, or an error naming the fd.
+pub fn parsed<T>(open: &OpenFd, r: Result<T, String>) -> Result<T, DumpError> {
+    r.map_err(|e| open.error(&format!("has unexpected fdinfo: {e}")))
 }

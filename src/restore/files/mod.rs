@@ -1,16 +1,30 @@
 //! The fd table, cwd/root and umask, rebuilt inside the child. Each kind of fd is
 //! recreated by the twin of its dump module (`dump/files/<kind>.rs`):
 //!
-//! - [`path`]: regular files and directories;
-//! - [`chardev`]: character devices and the shell job's terminal.
+//! - [`path`]: regular files, directories, `O_PATH` fds and ghost files;
+//! - [`chardev`]: character devices and the shell job's terminal;
+//! - [`pipe`]: pipes and FIFOs with their bytes;
+//! - [`eventfd`], [`timerfd`], [`signalfd`], [`epoll`], [`inotify`], [`memfd`], [`pidfd`];
+//! - [`locks`]: file locks, taken once every fd exists.
 //!
 //! Ordering requirements: runs after memory is filled (the pages fd is gone) and installs
-//! fds in increasing order, so every fd an entry refers to (`Dup { of }`) exists already;
-//! objects are created wherever the kernel puts them and then moved to their number
-//! ([`place`]), so a lower free number handed out meanwhile does no harm.
+//! fds in increasing order, so every fd an entry refers to (`Dup { of }`, `PipePeer`)
+//! exists already; objects are created wherever the kernel puts them and then moved to
+//! their number ([`Install::place`]), so a lower free number handed out meanwhile does no
+//! harm. Epoll instances (and their dups) come last, once every target exists, an epoll
+//! watching an epoll after that one. Locks come after every fd.
 
 mod chardev;
+mod epoll;
+mod eventfd;
+mod inotify;
+mod locks;
+mod memfd;
 mod path;
+mod pidfd;
+mod pipe;
+mod signalfd;
+mod timerfd;
 
 use super::child::Child;
 use super::RestoreError;
@@ -45,15 +59,62 @@ impl Install<'_> {
             | self.cloexec()
     }
 
+    /// The entry's fd number.
+    pub fn fd(&self) -> u64 {
+        self.entry.fd as u64
+    }
+
     /// Moves the child's fd `got` to the entry's number (with its `FD_CLOEXEC`).
     pub fn place(&self, got: u64) -> Result<(), RestoreError> {
-        let want = self.entry.fd as u64;
+        let want = self.fd();
         if got != want {
             let remote = self.child.remote();
             remote.call("dup3", libc::SYS_dup3, &[got, want, self.cloexec() as u64])?;
             remote.call("close", libc::SYS_close, &[got])?;
         }
         Ok(())
+    }
+
+    /// A helper fd of the child moved above the entry's number if it sits on it (so
+    /// placing the entry's object cannot close it); returns where it is now.
+    pub fn aside(&self, fd: u64) -> Result<u64, RestoreError> {
+        if fd != self.fd() {
+            return Ok(fd);
+        }
+        let args = [fd, libc::F_DUPFD_CLOEXEC as u64, self.fd() + 1];
+        let moved = self.call("fcntl(F_DUPFD_CLOEXEC)", libc::SYS_fcntl, &args)?;
+        self.call("close", libc::SYS_close, &[fd])?;
+        Ok(moved)
+    }
+
+    /// Sets `FD_CLOEXEC` of the entry's fd as saved (for objects created with a fixed one).
+    pub fn set_cloexec(&self) -> Result<(), RestoreError> {
+        let flag = u64::from(self.entry.cloexec);
+        let args = [self.fd(), libc::F_SETFD as u64, flag];
+        self.child
+            .remote()
+            .call("fcntl(F_SETFD)", libc::SYS_fcntl, &args)?;
+        Ok(())
+    }
+
+    /// Sets the entry's file status flags (`O_NONBLOCK`, `O_DIRECT`, `O_APPEND`...) on
+    /// the child's fd `fd`.
+    pub fn set_status_flags(&self, fd: u64) -> Result<(), RestoreError> {
+        let args = [fd, libc::F_SETFL as u64, self.entry.flags as u64];
+        self.child
+            .remote()
+            .call("fcntl(F_SETFL)", libc::SYS_fcntl, &args)?;
+        Ok(())
+    }
+
+    /// Runs a syscall in the child, naming the fd in the error.
+    pub fn call(&self, name: &'static str, nr: i64, args: &[u64]) -> Result<u64, RestoreError> {
+        self.child
+            .remote()
+            .call(name, nr, args)
+            .map_err(|e| RestoreError::Unsupported {
+                what: format!("fd {} of pid {}: {e}", self.entry.fd, self.child.pid()),
+            })
     }
 
     /// Duplicates the child's fd `of` at the entry's number (one open file description).
@@ -82,22 +143,75 @@ pub fn restore_fds(child: &Child, files: &FilesImage) -> Result<(), RestoreError
     for (first, last) in ranges {
         remote.call("close_range", libc::SYS_close_range, &[first, last, 0])?;
     }
-    for entry in &files.fds {
+    for entry in install_order(&files.fds) {
         install(&Install { child, entry, tty })?;
     }
     if let Some(t) = tty {
         remote.call("close", libc::SYS_close, &[t])?;
     }
-    Ok(())
+    locks::restore(child, &files.locks)
+}
+
+/// Fd order, except that epoll instances and their dups come after every other fd, each
+/// epoll after the epolls it watches (a cycle cannot be built by epoll_ctl, so none is
+/// in an image).
+fn install_order(fds: &[FdEntry]) -> Vec<&FdEntry> {
+    let late = |e: &FdEntry, done: &[i32]| match &e.kind {
+        FdKind::Epoll(ep) => Some(ep.targets.iter().all(|t| {
+            let target = fds.iter().find(|x| x.fd == t.fd);
+            !target.is_some_and(|x| is_epoll(fds, x)) || done.contains(&t.fd)
+        })),
+        FdKind::Dup { of } if fds.iter().any(|x| x.fd == *of && is_epoll(fds, x)) => {
+            Some(done.contains(of))
+        }
+        _ => None,
+    };
+    let mut order: Vec<&FdEntry> = fds.iter().filter(|e| late(e, &[]).is_none()).collect();
+    let mut done: Vec<i32> = Vec::new();
+    let mut left: Vec<&FdEntry> = fds.iter().filter(|e| late(e, &[]).is_some()).collect();
+    while !left.is_empty() {
+        let (ready, rest): (Vec<&FdEntry>, Vec<&FdEntry>) =
+            left.iter().partition(|e| late(e, &done) == Some(true));
+        if ready.is_empty() {
+            order.extend(rest);
+            break;
+        }
+        done.extend(ready.iter().map(|e| e.fd));
+        order.extend(ready);
+        left = rest;
+    }
+    order
+}
+
+fn is_epoll(fds: &[FdEntry], e: &FdEntry) -> bool {
+    match &e.kind {
+        FdKind::Epoll(_) => true,
+        FdKind::Dup { of } => fds
+            .iter()
+            .any(|x| x.fd == *of && matches!(x.kind, FdKind::Epoll(_))),
+        _ => false,
+    }
 }
 
 /// Dispatches by kind.
 fn install(at: &Install) -> Result<(), RestoreError> {
     match &at.entry.kind {
         FdKind::Path(p) => path::restore(at, p),
+        FdKind::OPath(p) => path::restore_opath(at, p),
+        FdKind::Ghost(g) => path::restore_ghost(at, g),
         FdKind::CharDev(c) => chardev::restore(at, c),
         FdKind::Tty(_) => chardev::restore_tty(at),
         FdKind::Dup { of } => at.dup_of(*of as u64),
+        FdKind::Pipe(p) => pipe::restore(at, p),
+        FdKind::PipePeer { .. } => pipe::restore_peer(at),
+        FdKind::Fifo(f) => pipe::restore_fifo(at, f),
+        FdKind::EventFd(e) => eventfd::restore(at, e),
+        FdKind::TimerFd(t) => timerfd::restore(at, t),
+        FdKind::SignalFd(s) => signalfd::restore(at, s),
+        FdKind::Epoll(e) => epoll::restore(at, e),
+        FdKind::Inotify(i) => inotify::restore(at, i),
+        FdKind::Memfd(m) => memfd::restore(at, m),
+        FdKind::PidFd(p) => pidfd::restore(at, p),
     }
 }
 
