@@ -65,6 +65,27 @@ fn dump_refuses_userfaultfd() {
     refused_kind("dump_refuses_userfaultfd", "userfaultfd", "a userfaultfd");
 }
 
+/// A deleted-but-open file above `--ghost-limit` is refused, naming the fd and the flag.
+#[test]
+fn dump_refuses_ghost_above_limit() {
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_ghost_above_limit");
+    let tmp = TempDir::new("ghost-limit");
+    let work = tmp.join("work");
+    fs::create_dir_all(&work).expect("mkdir work");
+    let mut victim = common::spawn_victim("ghost", &[], &work);
+    if let Start::Skip(why) = victim.wait_ready() {
+        return common::skip("dump_refuses_ghost_above_limit", &why);
+    }
+    let out = common::dump(victim.pid, &tmp.join("img"), &["--ghost-limit", "4K"]);
+    let msg = out.assert_failed("dump of a 5000-byte ghost file with a 4 KiB limit");
+    let want = format!("fd 10 of pid {} is deleted file", victim.pid);
+    assert!(msg.contains(&want), "message does not say {want:?}: {msg}");
+    assert!(msg.contains("--ghost-limit"), "message does not name the flag: {msg}");
+    assert_no_image(tmp.path());
+    assert_survived(victim);
+}
+
 /// A held lock without `--file-locks` is refused, naming the fd and the pid.
 #[test]
 fn dump_refuses_locks_without_file_locks() {
