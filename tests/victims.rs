@@ -38,7 +38,7 @@ fn scenario(test: &str, victim: &str, args: &[&str], dump_flags: &[&str], mode: 
     match mode {
         Mode::Standalone => proc.go_and_expect_pass(),
         Mode::Detached => {
-            dump_and_reap(&mut proc, &tmp, dump_flags);
+            dump_and_reap(&mut proc, victim, &tmp, dump_flags);
             let pid = common::restore_detached(&tmp.join("img")).unwrap_or_else(|out| {
                 panic!(
                     "restore -d failed: {out:?}\nvictim log:\n{}",
@@ -51,15 +51,25 @@ fn scenario(test: &str, victim: &str, args: &[&str], dump_flags: &[&str], mode: 
             restored.go_and_expect_pass();
         }
         Mode::Attached => {
-            dump_and_reap(&mut proc, &tmp, dump_flags);
+            dump_and_reap(&mut proc, victim, &tmp, dump_flags);
             restore_attached(&proc, &tmp);
         }
     }
 }
 
-/// Dump `proc` into tmp/img and reap it: a dump without -R SIGKILLs the task.
-fn dump_and_reap(proc: &mut Proc, tmp: &TempDir, flags: &[&str]) {
-    common::dump(proc.pid, &tmp.join("img"), flags).assert_ok("stasis dump");
+/// Extra `stasis dump` options a victim needs.
+fn dump_args(victim: &str) -> &'static [&'static str] {
+    match victim {
+        "locks" => &["--file-locks"],
+        _ => &[],
+    }
+}
+
+/// Dump `proc` into tmp/img with the victim's options and `flags`, and reap it: a dump
+/// without -R SIGKILLs the task.
+fn dump_and_reap(proc: &mut Proc, victim: &str, tmp: &TempDir, flags: &[&str]) {
+    let all: Vec<&str> = dump_args(victim).iter().chain(flags).copied().collect();
+    common::dump(proc.pid, &tmp.join("img"), &all).assert_ok("stasis dump");
     let st = proc.wait_exit(Duration::from_secs(10));
     assert_eq!(
         st,
@@ -170,4 +180,13 @@ victim_tests! {
     mmflags: "mmflags";
     unix_sockets: "unix_sockets";
     unix_inflight: "unix_sockets" ["inflight"] dump ["--skip-in-flight"];
+    inet_sockets: "inet_sockets";
+    tcp_established: "inet_sockets" ["established"] dump ["--tcp-established"];
+    tcp_close: "inet_sockets" ["close"] dump ["--tcp-close"];
+    pipes: "pipes";
+    anonfds: "anonfds";
+    inotify: "inotify";
+    memfd: "memfd";
+    ghost: "ghost";
+    locks: "locks";
 }

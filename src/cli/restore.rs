@@ -26,6 +26,9 @@ pub struct RestoreArgs {
     /// Restore established TCP connections closed (the task sees them aborted).
     #[arg(long = "tcp-close")]
     pub tcp_close: bool,
+    /// Restore open files even if they changed (size, mtime or inode) since the dump.
+    #[arg(long = "skip-file-check")]
+    pub skip_file_check: bool,
     /// Print a summary line.
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
@@ -36,6 +39,7 @@ pub fn run(args: RestoreArgs) -> i32 {
         dir: args.dir,
         shell_job: args.shell_job,
         tcp_close: args.tcp_close,
+        skip_file_check: args.skip_file_check,
     };
     let restored = match restore(&opts) {
         Ok(r) => r,

@@ -37,9 +37,21 @@ pub struct DumpOptions {
     pub pid: i32,
     pub dir: PathBuf,
     pub leave_running: bool,
-    /// Fd options; `fds.shell_job` is `--shell-job`.
-    pub fds: files::FdOptions,
+    pub shell_job: bool,
+    /// Largest deleted-but-open file whose contents are saved (`--ghost-limit`).
+    pub ghost_limit: u64,
+    /// Save and restore file locks (`--file-locks`).
+    pub file_locks: bool,
+    /// `--tcp-established`, `--tcp-close`, `--ext-unix-sk`, `--skip-in-flight` (see
+    /// [`files::FdOptions`]).
+    pub tcp_established: bool,
+    pub tcp_close: bool,
+    pub ext_unix_sk: bool,
+    pub skip_in_flight: bool,
 }
+
+/// CRIU's default `--ghost-limit`: 1 MiB.
+pub const DEFAULT_GHOST_LIMIT: u64 = 1 << 20;
 
 /// Figures for the summary line and `--stats-json`.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -54,7 +66,7 @@ pub struct DumpSummary {
 /// Dumps `opts.pid` into `opts.dir`.
 pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     let started = Instant::now();
-    freeze::preflight(opts.pid, opts.fds.shell_job)?;
+    freeze::preflight(opts.pid, opts.shell_job)?;
     let writer = ImageWriter::create(&opts.dir)?;
     let task = freeze::freeze(opts.pid)?;
     let frozen = Instant::now();
@@ -81,7 +93,17 @@ fn save(
 ) -> Result<(DumpSummary, files::Held), DumpError> {
     let pid = opts.pid;
     let vmas = mm::vmas(pid, &proc::smaps(pid)?)?;
-    let (files, held) = files::fd_table(pid, &opts.fds)?;
+    let fd_opts = files::FdOptions {
+        shell_job: opts.shell_job,
+        ghost_limit: opts.ghost_limit,
+        file_locks: opts.file_locks,
+        pids: vec![pid],
+        tcp_established: opts.tcp_established,
+        tcp_close: opts.tcp_close,
+        ext_unix_sk: opts.ext_unix_sk,
+        skip_in_flight: opts.skip_in_flight,
+    };
+    let (files, held) = files::fd_table(pid, &fd_opts)?;
     let exe = mm::exe(pid)?;
     let vdso = mm::vdso_range(&vmas);
     let vdso_symbols = vdso_symbols(pid, vdso)?;
@@ -140,7 +162,7 @@ fn save(
     writer.write_record(
         "inventory.img",
         Kind::Inventory,
-        &inventory(pid, opts.fds.shell_job),
+        &inventory(pid, opts.shell_job),
     )?;
     writer.commit()?;
     let summary = DumpSummary {

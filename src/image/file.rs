@@ -11,11 +11,13 @@ use serde::{de::DeserializeOwned, Serialize};
 use super::error::ImageError;
 
 /// Version of the on-disk format; bumped by any change to a header or a record's fields.
-/// Version 2 added the per-thread `comm`, `robust_list` and `robust_list_len`.
-pub const FORMAT_VERSION: u32 = 2;
-/// The oldest format version this build still reads (version 1 thread records lack the
-/// fields above and are not converted).
-pub const OLDEST_VERSION: u32 = 2;
+/// Version 2 added the per-thread `comm`, `robust_list` and `robust_list_len`; version 3
+/// the file locks of the files record and the fd kinds after `Dup` (pipes, FIFOs,
+/// O_PATH, ghost files, eventfd, timerfd, signalfd, epoll, inotify, memfd, pidfd).
+pub const FORMAT_VERSION: u32 = 3;
+/// The oldest format version this build still reads (older files records lack `locks`
+/// and are not converted).
+pub const OLDEST_VERSION: u32 = 3;
 /// First bytes of every image file. The high-bit byte catches 7-bit transfers, the name
 /// makes `head -c8` readable, the newline catches line-ending conversion (as PNG's).
 pub const MAGIC: [u8; 8] = *b"\x89STASIS\n";
@@ -313,8 +315,8 @@ mod tests {
         assert!(matches!(
             err,
             ImageError::NewerVersion {
-                found: 3,
-                supported: 2,
+                found: 4,
+                supported: 3,
                 ..
             }
         ));
@@ -330,15 +332,18 @@ mod tests {
         ));
     }
 
-    /// Version 1 thread records have no comm or robust list: refused, not misread.
+    /// Version 1 thread records have no comm or robust list, version 2 files records no
+    /// locks: refused, not misread.
     #[test]
-    fn rejects_version_one() {
-        let mut b = encoded();
-        b[12..16].copy_from_slice(&1u32.to_le_bytes());
-        assert!(matches!(
-            decode_task(&b),
-            Err(ImageError::OlderVersion { found: 1, .. })
-        ));
+    fn rejects_versions_one_and_two() {
+        for v in [1u32, 2] {
+            let mut b = encoded();
+            b[12..16].copy_from_slice(&v.to_le_bytes());
+            assert!(matches!(
+                decode_task(&b),
+                Err(ImageError::OlderVersion { found, .. }) if found == v
+            ));
+        }
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct RestoreOptions {
     pub shell_job: bool,
     /// `--tcp-close`: established TCP connections come back closed.
     pub tcp_close: bool,
+    /// Do not refuse open files that changed since the dump (`--skip-file-check`).
+    pub skip_file_check: bool,
 }
 
 /// The restored task.
@@ -134,7 +136,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
             what: "images of process trees are not supported yet".into(),
         });
     }
-    verify::host_accepts(&image)?;
+    verify::host_accepts(&image, opts.skip_file_check)?;
     let shell_job = opts.shell_job || image.inventory.shell_job;
     let p = &image.processes[0];
     let rebuilt = rebuild(&image, p, shell_job, opts.tcp_close);

@@ -58,6 +58,14 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("creds", &["-pthread"]),
     ("mmflags", &[]),
     ("unix_sockets", &[]),
+    ("inet_sockets", &[]),
+    ("pipes", &[]),
+    ("anonfds", &[]),
+    ("inotify", &[]),
+    ("memfd", &[]),
+    ("ghost", &[]),
+    ("locks", &[]),
+    ("unsupported", &[]),
 ];
 
 // ---------------------------------------------------------------------------------------
