@@ -28,6 +28,10 @@ const TCPI_OPT_TIMESTAMPS: u8 = 1;
 const TCPI_OPT_SACK: u8 = 2;
 const TCPI_OPT_WSCALE: u8 = 4;
 
+/// Ordering requirements: every connection leaves repair mode only once all of them
+/// exist — a segment (the window probe, never-sent data) reaching a connection whose
+/// other end is not rebuilt yet would meet a listener or nothing, and be answered with a
+/// reset.
 pub fn prepare(
     child: &Child,
     files: &FilesImage,
@@ -35,14 +39,26 @@ pub fn prepare(
     tcp_close: bool,
 ) -> Result<(), RestoreError> {
     let pid = child.pid();
-    for e in &files.fds {
-        let FdKind::Inet(s) = &e.kind else { continue };
-        let fd = one(child, e, s, prepared, tcp_close).map_err(|err| RestoreError::Fd {
-            fd: e.fd,
+    let at = |fd: i32| {
+        move |err: RestoreError| RestoreError::Fd {
+            fd,
             pid,
             source: Box::new(err),
-        })?;
+        }
+    };
+    let mut repaired = Vec::new();
+    for e in &files.fds {
+        let FdKind::Inet(s) = &e.kind else { continue };
+        let fd = one(child, e, s, prepared, tcp_close).map_err(at(e.fd))?;
         prepared.assign(e.fd, fd);
+        if let InetState::Established(r) = &s.state {
+            if !tcp_close {
+                repaired.push((e, s, r, fd));
+            }
+        }
+    }
+    for (e, s, r, fd) in repaired {
+        resume(child, fd, s, r).map_err(at(e.fd))?;
     }
     Ok(())
 }
@@ -65,6 +81,7 @@ fn one(
         &[s.family as u64, ty as u64, s.protocol as u64],
     )?;
     let fd = prepared.park(child, got)?;
+    buffers(child, fd, s)?;
     if s.family == libc::AF_INET6 {
         prep::set_int(
             child,
@@ -123,23 +140,18 @@ fn options(child: &Child, fd: u64, s: &InetSocket) -> Result<(), RestoreError> {
     if s.nodelay {
         prep::set_int(child, fd, libc::SOL_TCP, libc::TCP_NODELAY, 1)?;
     }
-    if let Some(v) = o.rcvbuf {
-        prep::set_int(
-            child,
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (v / 2) as i32,
-        )?;
+    Ok(())
+}
+
+/// Buffer sizes, first of all: the queues of a connection must fit in them (TCP grows a
+/// connection's buffers by itself; setting them fixes them at the saved size, as CRIU).
+fn buffers(child: &Child, fd: u64, s: &InetSocket) -> Result<(), RestoreError> {
+    let sol = libc::SOL_SOCKET;
+    if let Some(v) = s.opts.rcvbuf {
+        prep::set_int(child, fd, sol, libc::SO_RCVBUFFORCE, (v / 2) as i32)?;
     }
-    if let Some(v) = o.sndbuf {
-        prep::set_int(
-            child,
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUFFORCE,
-            (v / 2) as i32,
-        )?;
+    if let Some(v) = s.opts.sndbuf {
+        prep::set_int(child, fd, sol, libc::SO_SNDBUFFORCE, (v / 2) as i32)?;
     }
     Ok(())
 }
@@ -219,8 +231,14 @@ fn repair(child: &Child, fd: u64, s: &InetSocket, r: &TcpRepair) -> Result<(), R
     send_halving(child, fd, &r.send_queue[..sent])?;
     let window: Vec<u8> = r.window.iter().flat_map(|w| w.to_ne_bytes()).collect();
     prep::set_bytes(child, fd, libc::SOL_TCP, libc::TCP_REPAIR_WINDOW, &window)?;
-    set_queue(child, fd, TCP_NO_QUEUE)?;
+    set_queue(child, fd, TCP_NO_QUEUE)
+}
+
+/// Out of repair mode (a window probe tells the peer we are back), the never-sent part
+/// of the send queue sent for real, and the options repair mode would have reset.
+fn resume(child: &Child, fd: u64, s: &InetSocket, r: &TcpRepair) -> Result<(), RestoreError> {
     repair_on(child, fd, false)?;
+    let sent = r.send_queue.len() - r.unsent as usize;
     prep::send_all(child, fd, &r.send_queue[sent..], prep::CHUNK)?;
     options(child, fd, s)
 }
