@@ -183,6 +183,7 @@ victim_tests! {
     inet_sockets: "inet_sockets";
     tcp_established: "inet_sockets" ["established"] dump ["--tcp-established"];
     tcp_close: "inet_sockets" ["close"] dump ["--tcp-close"];
+    pty: "pty";
     pipes: "pipes";
     anonfds: "anonfds";
     inotify: "inotify";

@@ -165,29 +165,57 @@ pub struct PtyMaster {
 
 /// `termios` (kernel `struct termios` bytes) with everything that transforms bytes
 /// passing through the line discipline cleared: input translation and flow control,
-/// output processing, canonical mode, echo and signals. Buffered data is moved in and
-/// out of a pty in this mode.
+/// output processing, canonical mode, echo and signals. Buffered data is read out of a
+/// pty in this mode (a partial canonical line included).
 pub fn raw_termios(termios: &[u8]) -> Vec<u8> {
     let mut t = termios.to_vec();
+    clear_bits(&mut t, RAW_IFLAG, libc::OPOST, RAW_LFLAG);
+    t
+}
+
+/// `termios` with echo, signal characters, flow control and output processing off but
+/// canonical mode as saved: buffered data is written back into a pty in this mode, so a
+/// canonical reader finds the same lines (input translation applies once more: a no-op
+/// for text it already went through, unless `INLCR`/`IGNCR` change it).
+pub fn refill_termios(termios: &[u8]) -> Vec<u8> {
+    let mut t = termios.to_vec();
+    let echo = libc::ECHO | libc::ECHOE | libc::ECHOK | libc::ECHONL | libc::ECHOCTL | libc::ECHOKE;
+    clear_bits(&mut t, libc::IXON, libc::OPOST, echo | libc::ISIG);
+    t
+}
+
+const RAW_IFLAG: u32 = libc::IGNBRK
+    | libc::BRKINT
+    | libc::PARMRK
+    | libc::ISTRIP
+    | libc::INLCR
+    | libc::IGNCR
+    | libc::ICRNL
+    | libc::IXON;
+const RAW_LFLAG: u32 = libc::ECHO | libc::ECHONL | libc::ICANON | libc::ISIG | libc::IEXTEN;
+
+/// Clears bits of `c_iflag` (offset 0), `c_oflag` (4) and `c_lflag` (12).
+fn clear_bits(t: &mut [u8], iflag: u32, oflag: u32, lflag: u32) {
     let mut clear = |at: usize, bits: u32| {
         if let Some(b) = t.get_mut(at..at + 4) {
             let v = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) & !bits;
             b.copy_from_slice(&v.to_ne_bytes());
         }
     };
-    let iflag = libc::IGNBRK
-        | libc::BRKINT
-        | libc::PARMRK
-        | libc::ISTRIP
-        | libc::INLCR
-        | libc::IGNCR
-        | libc::ICRNL
-        | libc::IXON;
     clear(0, iflag);
-    clear(4, libc::OPOST);
-    clear(
-        12,
-        libc::ECHO | libc::ECHONL | libc::ICANON | libc::ISIG | libc::IEXTEN,
-    );
-    t
+    clear(4, oflag);
+    clear(12, lflag);
+}
+
+/// How much of `input` written into a pty with `termios` a reader's `FIONREAD` counts
+/// once the line discipline has it: everything, or in canonical mode the complete lines
+/// only (up to the last newline).
+pub fn visible_input(termios: &[u8], input: &[u8]) -> usize {
+    let lflag = termios
+        .get(12..16)
+        .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+    if lflag & libc::ICANON == 0 {
+        return input.len();
+    }
+    input.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1)
 }

@@ -59,6 +59,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("mmflags", &[]),
     ("unix_sockets", &[]),
     ("inet_sockets", &[]),
+    ("pty", &[]),
     ("pipes", &[]),
     ("anonfds", &[]),
     ("inotify", &[]),

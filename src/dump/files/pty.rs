@@ -16,7 +16,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use super::sock::SockCtx;
 use crate::dump::DumpError;
 use crate::image::files::FdKind;
-use crate::image::sock::{raw_termios, PtyMaster};
+use crate::image::sock::{raw_termios, refill_termios, visible_input, PtyMaster};
 use crate::sys::socket::{
     ioctl_buf, ioctl_get_int, TCGETS, TCSETS, TERMIOS_LEN, TIOCGPKT, TIOCGPTLCK, TIOCGWINSZ,
 };
@@ -99,11 +99,14 @@ fn buffered(
     ioctl_buf(master, TCSETS, &mut raw)?;
     let input = drain(slave);
     let output = drain(master);
+    let mut refill = refill_termios(termios);
+    ioctl_buf(master, TCSETS, &mut refill)?;
     let back = put_back(
         master,
         slave,
         input.as_deref().unwrap_or(&[]),
         output.as_deref().unwrap_or(&[]),
+        termios,
     );
     let mut orig = termios.to_vec();
     ioctl_buf(master, TCSETS, &mut orig)?;
@@ -133,11 +136,17 @@ fn put_back(
     slave: BorrowedFd<'_>,
     input: &[u8],
     output: &[u8],
+    termios: &[u8],
 ) -> nix::Result<()> {
     write_all(master, input)?;
     write_all(slave, output)?;
     for _ in 0..2000 {
-        if pending(slave)? as usize >= input.len() && pending(master)? as usize >= output.len() {
+        if pending(slave)? as usize >= visible_input(termios, input)
+            && pending(master)? as usize >= output.len()
+        {
+            // A partial canonical line is not counted: it came in the same write as
+            // the lines before it; give the line discipline a moment for it anyway.
+            std::thread::sleep(std::time::Duration::from_millis(5));
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_micros(100));

@@ -10,7 +10,7 @@
 
 use super::prep::{self, Prepared};
 use crate::image::files::{FdEntry, FdKind, FilesImage};
-use crate::image::sock::{raw_termios, PtyMaster};
+use crate::image::sock::{refill_termios, visible_input, PtyMaster};
 use crate::restore::child::Child;
 use crate::restore::RestoreError;
 use crate::sys::socket::{TCSETS, TIOCGPTN, TIOCGPTPEER, TIOCPKT, TIOCSPTLCK, TIOCSWINSZ};
@@ -62,7 +62,7 @@ fn pair(
         prepared.assign(s.fd, slave);
         first_slave.get_or_insert(slave);
     }
-    ioctl_buf(child, master, TCSETS, &raw_termios(&m.termios))?;
+    ioctl_buf(child, master, TCSETS, &refill_termios(&m.termios))?;
     if let Some(slave) = first_slave {
         write_all(child, slave, &m.output)?;
         write_all(child, master, &m.input)?;
@@ -112,7 +112,11 @@ fn open_master(
 /// asynchronously, and must be there before the saved termios applies).
 fn settle(child: &Child, master: u64, slave: u64, m: &PtyMaster) -> Result<(), RestoreError> {
     for _ in 0..2000 {
-        if readable(child, slave)? >= m.input.len() && readable(child, master)? >= m.output.len() {
+        if readable(child, slave)? >= visible_input(&m.termios, &m.input)
+            && readable(child, master)? >= m.output.len()
+        {
+            // A partial canonical line is not counted (see the dump side).
+            std::thread::sleep(std::time::Duration::from_millis(5));
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_micros(100));
