@@ -60,6 +60,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("unix_sockets", &[]),
     ("inet_sockets", &[]),
     ("pty", &[]),
+    ("tcp_echo", &[]),
     ("pipes", &[]),
     ("anonfds", &[]),
     ("inotify", &[]),
