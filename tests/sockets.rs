@@ -40,7 +40,10 @@ fn assert_refused(mut v: Proc, tmp: &TempDir, flags: &[&str], words: &[&str]) {
 fn dump_restore(v: &mut Proc, tmp: &TempDir, flags: &[&str]) -> Proc {
     let img = tmp.join("img");
     common::dump(v.pid, &img, flags).assert_ok("stasis dump");
-    assert_eq!(v.wait_exit(Duration::from_secs(10)), Status::Signaled(libc::SIGKILL));
+    assert_eq!(
+        v.wait_exit(Duration::from_secs(10)),
+        Status::Signaled(libc::SIGKILL)
+    );
     let pid = common::restore_detached(&img).unwrap_or_else(|o| panic!("restore failed: {o:?}"));
     assert_eq!(pid, v.pid);
     Proc::adopt(pid, &v.log)
@@ -51,8 +54,15 @@ fn dump_refuses_fds_in_flight() {
     let _serial = common::serial();
     require_privileged!("dump_refuses_fds_in_flight");
     let tmp = TempDir::new("inflight");
-    let Some(v) = victim(&tmp, "unix_sockets", &["inflight"]) else { return };
-    assert_refused(v, &tmp, &[], &["fd 10 ", "file descriptors in flight", "--skip-in-flight"]);
+    let Some(v) = victim(&tmp, "unix_sockets", &["inflight"]) else {
+        return;
+    };
+    assert_refused(
+        v,
+        &tmp,
+        &[],
+        &["fd 10 ", "file descriptors in flight", "--skip-in-flight"],
+    );
 }
 
 #[test]
@@ -60,7 +70,9 @@ fn skip_in_flight_drops_the_fd() {
     let _serial = common::serial();
     require_privileged!("skip_in_flight_drops_the_fd");
     let tmp = TempDir::new("inflight-dropped");
-    let Some(mut v) = victim(&tmp, "unix_sockets", &["inflight-dropped"]) else { return };
+    let Some(mut v) = victim(&tmp, "unix_sockets", &["inflight-dropped"]) else {
+        return;
+    };
     dump_restore(&mut v, &tmp, &["--skip-in-flight"]).go_and_expect_pass();
 }
 
@@ -69,8 +81,15 @@ fn dump_refuses_established_tcp_without_option() {
     let _serial = common::serial();
     require_privileged!("dump_refuses_established_tcp_without_option");
     let tmp = TempDir::new("tcp-refused");
-    let Some(v) = victim(&tmp, "inet_sockets", &["established"]) else { return };
-    assert_refused(v, &tmp, &[], &["fd 14 ", "established TCP connection", "--tcp-established"]);
+    let Some(v) = victim(&tmp, "inet_sockets", &["established"]) else {
+        return;
+    };
+    assert_refused(
+        v,
+        &tmp,
+        &[],
+        &["fd 14 ", "established TCP connection", "--tcp-established"],
+    );
 }
 
 #[test]
@@ -86,7 +105,10 @@ fn dump_refuses_netlink_socket() {
         Command::new("python3").arg("-c").arg(script),
         &tmp.join("py.log"),
     );
-    let fd = wait_line(&py, "READY").split_whitespace().nth(1).map(str::to_string);
+    let fd = wait_line(&py, "READY")
+        .split_whitespace()
+        .nth(1)
+        .map(str::to_string);
     let out = common::dump(py.pid, &tmp.join("img"), &[]);
     let msg = out.assert_failed("dump of a netlink socket");
     let fd = fd.expect("fd printed");
@@ -104,7 +126,11 @@ fn wait_line(p: &Proc, prefix: &str) -> String {
         if let Some(l) = p.log_text().lines().find(|l| l.starts_with(prefix)) {
             return l.to_string();
         }
-        assert!(Instant::now() < deadline, "no {prefix} line; log:\n{}", p.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "no {prefix} line; log:\n{}",
+            p.log_text()
+        );
         common::sleep_ms(20);
     }
 }
@@ -125,14 +151,20 @@ fn tcp_peer_outside_keeps_talking() {
     let _serial = common::serial();
     require_privileged!("tcp_peer_outside_keeps_talking");
     if !have("nft") {
-        return common::skip("tcp_peer_outside_keeps_talking", "nft (nftables) is not installed");
+        return common::skip(
+            "tcp_peer_outside_keeps_talking",
+            "nft (nftables) is not installed",
+        );
     }
     let tmp = TempDir::new("tcp-peer");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port().to_string();
-    let Some(mut v) = victim(&tmp, "tcp_echo", &[&port]) else { return };
+    let Some(mut v) = victim(&tmp, "tcp_echo", &[&port]) else {
+        return;
+    };
     let (conn, _) = listener.accept().expect("accept");
-    conn.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
     let talker = talk(conn.try_clone().expect("clone"));
     let mut echoes = BufReader::new(conn);
     let mut expect = 0u64;
@@ -140,7 +172,11 @@ fn tcp_peer_outside_keeps_talking() {
         while expect < n {
             let mut line = String::new();
             echoes.read_line(&mut line).expect("echo");
-            assert_eq!(line.trim_end(), format!("line {expect}"), "echo out of order");
+            assert_eq!(
+                line.trim_end(),
+                format!("line {expect}"),
+                "echo out of order"
+            );
             expect += 1;
         }
     };
@@ -161,7 +197,10 @@ fn tcp_peer_outside_keeps_talking() {
         !common::find_inventories(tmp.path()).is_empty(),
         "no image was written"
     );
-    let nft = Command::new("nft").args(["list", "tables"]).output().expect("nft");
+    let nft = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .expect("nft");
     assert!(
         !String::from_utf8_lossy(&nft.stdout).contains(&format!("stasis_{}", v.pid)),
         "the network lock is still there"

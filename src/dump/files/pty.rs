@@ -156,7 +156,7 @@ fn put_back(
 
 /// `FIONREAD`: bytes readable now.
 fn pending(fd: BorrowedFd<'_>) -> nix::Result<i32> {
-    ioctl_get_int(fd, libc::FIONREAD as u64)
+    ioctl_get_int(fd, libc::FIONREAD)
 }
 
 fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> nix::Result<()> {

@@ -135,7 +135,7 @@ fn readable(child: &Child, fd: u64) -> Result<usize, RestoreError> {
     child.remote().call(
         "ioctl(FIONREAD)",
         libc::SYS_ioctl,
-        &[fd, libc::FIONREAD as u64, out],
+        &[fd, libc::FIONREAD, out],
     )?;
     let mut b = [0u8; 4];
     child.mem.read(out, &mut b)?;
