@@ -145,6 +145,7 @@ fn process(p: &ProcessImage, out: &mut impl Write) -> std::io::Result<()> {
             FdKind::CharDev { path, .. } => format!("{path} (char device)"),
             FdKind::Tty { .. } => "terminal (shell job)".to_string(),
             FdKind::Dup { of } => format!("same open file as fd {of}"),
+            FdKind::Inherited { pid, fd } => format!("same open file as fd {fd} of pid {pid}"),
         };
         writeln!(
             out,

@@ -11,11 +11,12 @@ use serde::{de::DeserializeOwned, Serialize};
 use super::error::ImageError;
 
 /// Version of the on-disk format; bumped by any change to a header or a record's fields.
-/// Version 2 added the per-thread `comm`, `robust_list` and `robust_list_len`.
-pub const FORMAT_VERSION: u32 = 2;
-/// The oldest format version this build still reads (version 1 thread records lack the
-/// fields above and are not converted).
-pub const OLDEST_VERSION: u32 = 2;
+/// Version 2 added the per-thread `comm`, `robust_list` and `robust_list_len`; version 3
+/// the process tree (`tree.img`, needed to restore any image).
+pub const FORMAT_VERSION: u32 = 3;
+/// The oldest format version this build still reads (older images have no `tree.img` and
+/// are not converted).
+pub const OLDEST_VERSION: u32 = 3;
 /// First bytes of every image file. The high-bit byte catches 7-bit transfers, the name
 /// makes `head -c8` readable, the newline catches line-ending conversion (as PNG's).
 pub const MAGIC: [u8; 8] = *b"\x89STASIS\n";
@@ -33,6 +34,7 @@ pub enum Kind {
     Mm = 3,
     Files = 4,
     Pages = 5,
+    Tree = 6,
 }
 
 /// Human name of a kind number, for messages.
@@ -43,6 +45,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         3 => "mm",
         4 => "files",
         5 => "pages",
+        6 => "tree",
         _ => "unknown",
     }
 }
@@ -313,10 +316,10 @@ mod tests {
         assert!(matches!(
             err,
             ImageError::NewerVersion {
-                found: 3,
-                supported: 2,
+                found,
+                supported: FORMAT_VERSION,
                 ..
-            }
+            } if found == FORMAT_VERSION + 1
         ));
     }
 
