@@ -291,3 +291,76 @@ fn python_threads_continue() {
     );
     stop(restored);
 }
+
+/// Each worker counts into `<name>.count` every 50 ms, with a `sleep` child per tick.
+const XARGS_WORKER: &str = r#"i=0; while :; do i=$((i+1)); echo $i > "$0.count"; sleep 0.05; done"#;
+
+/// `xargs -P 2` with two shell workers, each forking a `sleep` per tick: a tree that
+/// changes while it is frozen. After restore the same pids run on and both counters
+/// continue from where they were.
+#[test]
+fn xargs_workers_continue() {
+    let _serial = common::serial();
+    require_privileged!("xargs_workers_continue");
+    let tmp = TempDir::new("xargs");
+    let input = tmp.join("input");
+    fs::write(&input, "w1\nw2\n").expect("write input");
+    let mut xargs = common::spawn_logged(
+        Command::new("xargs")
+            .args(["-P", "2", "-n", "1", "-a"])
+            .arg(&input)
+            .args(["sh", "-c", XARGS_WORKER])
+            .current_dir(tmp.path()),
+        &tmp.join("xargs.log"),
+    );
+    let count = |w: &str| -> Option<u64> {
+        fs::read_to_string(tmp.join(format!("{w}.count")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    wait_for("both workers counting", Duration::from_secs(30), || {
+        (count("w1")? >= 5 && count("w2")? >= 5).then_some(())
+    });
+    let family = common::TreeGuard(common::descendants(xargs.pid));
+    let workers: Vec<i32> = family
+        .0
+        .iter()
+        .copied()
+        .filter(|&p| common::descendants(p).len() <= 1 && comm(p).as_deref() == Some("sh"))
+        .collect();
+    assert_eq!(
+        workers.len(),
+        2,
+        "two sh workers under xargs: {:?}",
+        family.0
+    );
+    let img = tmp.join("img");
+    common::dump(xargs.pid, &img, &[]).assert_ok("stasis dump");
+    assert_eq!(
+        xargs.wait_exit(Duration::from_secs(10)),
+        Status::Signaled(libc::SIGKILL)
+    );
+    common::reap_image_tree(&img);
+    let at_dump = (count("w1").unwrap_or(0), count("w2").unwrap_or(0));
+    let pid =
+        common::restore_detached(&img).unwrap_or_else(|out| panic!("restore failed: {out:?}"));
+    assert_eq!(pid, xargs.pid, "restored under another pid");
+    let restored = Proc::adopt(pid, &xargs.log);
+    let family = common::TreeGuard(common::descendants(pid));
+    for w in &workers {
+        assert_eq!(comm(*w).as_deref(), Some("sh"), "worker {w} is not back");
+    }
+    wait_for("both counters to go on", Duration::from_secs(30), || {
+        (count("w1")? > at_dump.0 + 5 && count("w2")? > at_dump.1 + 5).then_some(())
+    });
+    stop(restored);
+    drop(family);
+}
+
+fn comm(pid: i32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}

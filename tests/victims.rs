@@ -35,11 +35,11 @@ fn scenario(test: &str, victim: &str, args: &[&str], mode: Mode) {
         return;
     }
     common::sleep_ms(SETTLE_MS);
-    let family = common::TreeGuard(common::descendants(proc.pid));
+    let _family = common::TreeGuard(common::descendants(proc.pid));
     match mode {
         Mode::Standalone => proc.go_and_expect_pass(),
         Mode::Detached => {
-            dump_and_reap(&mut proc, &tmp, &family);
+            dump_and_reap(&mut proc, &tmp);
             let pid = common::restore_detached(&tmp.join("img")).unwrap_or_else(|out| {
                 panic!(
                     "restore -d failed: {out:?}\nvictim log:\n{}",
@@ -52,7 +52,7 @@ fn scenario(test: &str, victim: &str, args: &[&str], mode: Mode) {
             restored.go_and_expect_pass();
         }
         Mode::Attached => {
-            dump_and_reap(&mut proc, &tmp, &family);
+            dump_and_reap(&mut proc, &tmp);
             restore_attached(&proc, &tmp);
         }
     }
@@ -60,7 +60,7 @@ fn scenario(test: &str, victim: &str, args: &[&str], mode: Mode) {
 
 /// Dump `proc` into tmp/img and reap it: a dump without -R SIGKILLs the task, and its
 /// descendants, which become ours to reap (we are the subreaper).
-fn dump_and_reap(proc: &mut Proc, tmp: &TempDir, family: &common::TreeGuard) {
+fn dump_and_reap(proc: &mut Proc, tmp: &TempDir) {
     common::dump(proc.pid, &tmp.join("img"), &[]).assert_ok("stasis dump");
     let st = proc.wait_exit(Duration::from_secs(10));
     assert_eq!(
@@ -68,7 +68,7 @@ fn dump_and_reap(proc: &mut Proc, tmp: &TempDir, family: &common::TreeGuard) {
         Status::Signaled(libc::SIGKILL),
         "dumped task should have been SIGKILLed"
     );
-    common::reap_all(&family.0, false);
+    common::reap_image_tree(&tmp.join("img"));
 }
 
 fn restore_attached(orig: &Proc, tmp: &TempDir) {

@@ -63,7 +63,11 @@ pub fn freeze_tree(root: i32, shell_job: bool) -> Result<FrozenTree, DumpError> 
         }
         for pid in fresh {
             if pid != root {
-                freeze::check_process(pid, &proc::status(pid)?)?;
+                // Gone since the scan: the next scan tells whether it left a zombie.
+                let Ok(status) = proc::status(pid) else {
+                    continue;
+                };
+                freeze::check_process(pid, &status)?;
             }
             if let Some(f) = freeze::freeze(pid, adopted.remove(&pid), &mut adopted)? {
                 frozen.insert(pid, f);

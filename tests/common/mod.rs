@@ -800,6 +800,14 @@ pub fn reap_all(pids: &[i32], kill_them: bool) {
     }
 }
 
+/// Reaps every process of the tree in image `img` but the root (orphans of a killing
+/// dump are reparented to us, the subreaper).
+pub fn reap_image_tree(img: &Path) {
+    let image = stasis::image::Image::load_metadata(img).expect("load the dumped image");
+    let pids: Vec<i32> = image.tree.processes[1..].iter().map(|p| p.pid).collect();
+    reap_all(&pids, false);
+}
+
 /// Kills and reaps a victim's descendants when dropped (a failed test leaves none).
 pub struct TreeGuard(pub Vec<i32>);
 

@@ -54,21 +54,34 @@ static pid_t spawn(struct family *f, void (*body)(void))
 	return p;
 }
 
-/* Forward go to every child and reap each; any failure fails this process. */
+/*
+ * Forward go to every child and reap each; any failure fails this process. Go is
+ * repeated until each child has exited (level-triggered, as from the harness): a child
+ * between its flag check and pause() would miss a single signal.
+ */
 static void go_children(struct family *f, const char *who)
 {
-	for (int i = 0; i < f->n; i++)
-		kill(f->kids[i], SIGUSR1);
-	for (int i = 0; i < f->n; i++) {
-		int st;
-		pid_t r;
+	int left = f->n;
+	int done[MAX_KIDS] = { 0 };
 
-		do
-			r = waitpid(f->kids[i], &st, 0);
-		while (r == -1 && errno == EINTR);
-		CHECK(r == f->kids[i], "%s: waitpid(%d): %s", who, f->kids[i], strerror(errno));
-		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
-		      "%s: child %d ended with status %#x", who, f->kids[i], st);
+	while (left > 0) {
+		for (int i = 0; i < f->n; i++) {
+			int st;
+			pid_t r;
+
+			if (done[i])
+				continue;
+			kill(f->kids[i], SIGUSR1);
+			r = waitpid(f->kids[i], &st, WNOHANG);
+			if (r == 0 || (r == -1 && errno == EINTR))
+				continue;
+			CHECK(r == f->kids[i], "%s: waitpid(%d): %s", who, f->kids[i], strerror(errno));
+			CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+			      "%s: child %d ended with status %#x", who, f->kids[i], st);
+			done[i] = 1;
+			left--;
+		}
+		usleep(10000);
 	}
 }
 
@@ -98,9 +111,9 @@ static void a_body(void)
 	char buf[5];
 
 	a_pid = getpid();
-	shm[pg] = 'A';
 	for (int i = 0; i < 1 + extra_leaves; i++)
 		spawn(&f, leaf);
+	shm[pg] = 'A'; /* the root waits for this: READY means every leaf exists */
 	victim_wait_go();
 	check_ids("A", root_pid, root_pid, root_pid);
 	CHECK(shm[0] == 'R', "A: shared page 0 holds %#x, not the root's 'R'", shm[0]);
