@@ -302,14 +302,71 @@ const XARGS_WORKER: &str = r#"i=0; while :; do i=$((i+1)); echo $i > "$0.count";
 fn xargs_workers_continue() {
     let _serial = common::serial();
     require_privileged!("xargs_workers_continue");
-    let tmp = TempDir::new("xargs");
+    xargs_round_trip(&TempDir::new("xargs"), None);
+}
+
+/// The same tree in a cgroup v2, dumped with `--freeze-cgroup`.
+#[test]
+fn xargs_frozen_by_cgroup_v2() {
+    let _serial = common::serial();
+    require_privileged!("xargs_frozen_by_cgroup_v2");
+    cgroup_round_trip(
+        "xargs_frozen_by_cgroup_v2",
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup",
+    );
+}
+
+/// The same tree in a cgroup v1 freezer, dumped with `--freeze-cgroup`.
+#[test]
+fn xargs_frozen_by_cgroup_v1() {
+    let _serial = common::serial();
+    require_privileged!("xargs_frozen_by_cgroup_v1");
+    cgroup_round_trip("xargs_frozen_by_cgroup_v1", "/sys/fs/cgroup/freezer", "");
+}
+
+/// Runs the xargs round trip in a fresh cgroup under the first of `roots` that is a
+/// cgroup hierarchy with a freezer; skips (saying why) if there is none.
+fn cgroup_round_trip(test: &str, root: &str, alt_root: &str) {
+    let root = [root, alt_root]
+        .into_iter()
+        .filter(|r| !r.is_empty())
+        .map(Path::new)
+        .find(|r| r.join("cgroup.procs").exists());
+    let Some(root) = root else {
+        common::skip(test, "no such cgroup hierarchy on this machine");
+        return;
+    };
+    let tmp = TempDir::new(test);
+    let cg = root.join(format!("stasis-{}", std::process::id()));
+    if let Err(e) = fs::create_dir(&cg) {
+        common::skip(test, &format!("cannot create cgroup {}: {e}", cg.display()));
+        return;
+    }
+    if !cg.join("cgroup.freeze").exists() && !cg.join("freezer.state").exists() {
+        let _ = fs::remove_dir(&cg);
+        common::skip(test, &format!("cgroup {} has no freezer", cg.display()));
+        return;
+    }
+    xargs_round_trip(&tmp, Some(&cg));
+    let _ = fs::remove_dir(&cg);
+}
+
+fn xargs_round_trip(tmp: &TempDir, cgroup: Option<&Path>) {
     let input = tmp.join("input");
     fs::write(&input, "w1\nw2\n").expect("write input");
+    // Join the cgroup first, so that every process of the tree is born in it.
+    let join = match cgroup {
+        Some(cg) => format!("echo $$ > {}/cgroup.procs && ", cg.display()),
+        None => String::new(),
+    };
+    let script = format!(
+        "{join}exec xargs -P 2 -n 1 -a {} sh -c '{XARGS_WORKER}'",
+        input.display()
+    );
     let mut xargs = common::spawn_logged(
-        Command::new("xargs")
-            .args(["-P", "2", "-n", "1", "-a"])
-            .arg(&input)
-            .args(["sh", "-c", XARGS_WORKER])
+        Command::new("sh")
+            .args(["-c", &script])
             .current_dir(tmp.path()),
         &tmp.join("xargs.log"),
     );
@@ -328,7 +385,7 @@ fn xargs_workers_continue() {
         .0
         .iter()
         .copied()
-        .filter(|&p| common::descendants(p).len() <= 1 && comm(p).as_deref() == Some("sh"))
+        .filter(|&p| comm(p).as_deref() == Some("sh"))
         .collect();
     assert_eq!(
         workers.len(),
@@ -337,7 +394,12 @@ fn xargs_workers_continue() {
         family.0
     );
     let img = tmp.join("img");
-    common::dump(xargs.pid, &img, &[]).assert_ok("stasis dump");
+    let cg_arg = cgroup.map(|c| c.display().to_string());
+    let extra: Vec<&str> = match &cg_arg {
+        Some(c) => vec!["--freeze-cgroup", c],
+        None => vec![],
+    };
+    common::dump(xargs.pid, &img, &extra).assert_ok("stasis dump");
     assert_eq!(
         xargs.wait_exit(Duration::from_secs(10)),
         Status::Signaled(libc::SIGKILL)

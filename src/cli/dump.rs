@@ -21,6 +21,10 @@ pub struct DumpArgs {
     /// The process is attached to the invoking terminal: save terminal fds as such.
     #[arg(short = 'j', long = "shell-job")]
     pub shell_job: bool,
+    /// Freeze this cgroup (v1 freezer or v2) before seizing the tree: for trees that fork
+    /// faster than they can be frozen one by one.
+    #[arg(long = "freeze-cgroup", value_name = "PATH")]
+    pub freeze_cgroup: Option<std::path::PathBuf>,
     /// Print a summary line.
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
@@ -35,6 +39,7 @@ pub fn run(args: DumpArgs) -> i32 {
         dir: args.dir,
         leave_running: args.leave_running,
         shell_job: args.shell_job,
+        freeze_cgroup: args.freeze_cgroup,
     };
     match dump(&opts) {
         Ok(s) => {

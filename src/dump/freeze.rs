@@ -86,8 +86,14 @@ pub struct Frozen {
     pub stopped: bool,
 }
 
-/// Processes the kernel attached to us because a frozen task forked them (stopped, by pid).
-pub type Adopted = std::collections::HashMap<i32, Seized>;
+/// Tasks attached to us before their turn in the freeze, by tid: processes the kernel
+/// attached because a frozen task forked them (already stopped), and tasks seized while
+/// their cgroup was frozen (an interrupt requested, not waited for yet).
+#[derive(Default)]
+pub struct Adopted {
+    pub stopped: std::collections::HashMap<i32, Seized>,
+    pub interrupted: std::collections::HashMap<i32, Seized>,
+}
 
 impl Frozen {
     pub fn pid(&self) -> i32 {
@@ -186,14 +192,19 @@ fn freeze_thread(
     frozen: &mut Frozen,
     adopted: &mut Adopted,
 ) -> Result<bool, DumpError> {
-    let task = match ptrace::seize(tid) {
-        Ok(task) => task,
-        Err(_) if thread_gone(tid) => return Ok(false),
-        Err(e) => return Err(e.into()),
+    let task = match adopted.interrupted.remove(&tid) {
+        Some(task) => task,
+        None => match ptrace::seize(tid) {
+            Ok(task) => {
+                task.request_interrupt()?;
+                task
+            }
+            Err(_) if thread_gone(tid) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        },
     };
     let mut born = Vec::new();
     let mut group_stop = false;
-    task.request_interrupt()?;
     loop {
         match ptrace::wait_tid(tid)? {
             Stop::Event(sig) if sig == libc::SIGTRAP || group_stop => break,
@@ -247,7 +258,7 @@ fn adopt_born(
     if proc::status(child.tid())?.tgid == pid {
         frozen.threads.push(child);
     } else {
-        adopted.insert(child.tid(), child);
+        adopted.stopped.insert(child.tid(), child);
     }
     Ok(())
 }

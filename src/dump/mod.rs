@@ -7,6 +7,7 @@
 //! (fsync + rename) → kill or release. Any failure before the end detaches and leaves
 //! every task running exactly as it was.
 
+pub mod cgroup;
 pub mod creds;
 mod error;
 pub mod files;
@@ -46,6 +47,8 @@ pub struct DumpOptions {
     pub dir: PathBuf,
     pub leave_running: bool,
     pub shell_job: bool,
+    /// Freeze this cgroup first (`--freeze-cgroup`).
+    pub freeze_cgroup: Option<PathBuf>,
 }
 
 /// Figures for the summary line and `--stats-json`.
@@ -63,7 +66,11 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     let started = Instant::now();
     freeze::preflight(opts.pid, opts.shell_job)?;
     let writer = ImageWriter::create(&opts.dir)?;
-    let tree = tree::freeze_tree(opts.pid, opts.shell_job)?;
+    let adopted = match &opts.freeze_cgroup {
+        Some(path) => seize_cgroup(path)?,
+        None => freeze::Adopted::default(),
+    };
+    let tree = tree::freeze_tree(opts.pid, opts.shell_job, adopted)?;
     let frozen = Instant::now();
     let mut summary = save_tree(&tree, opts, writer)?;
     if opts.leave_running {
@@ -74,6 +81,23 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     summary.frozen = frozen.elapsed();
     summary.total = started.elapsed();
     Ok(summary)
+}
+
+/// Freezes the cgroup, seizes every task in it and asks each to stop, then thaws it: each
+/// task traps into our interrupt before it runs another user instruction (so it forks
+/// nothing more).
+fn seize_cgroup(path: &std::path::Path) -> Result<freeze::Adopted, DumpError> {
+    let cg = cgroup::freeze(path)?;
+    let mut adopted = freeze::Adopted::default();
+    for tid in cg.tids()? {
+        // A task that exits meanwhile is not seized; the tree scan decides what it was.
+        if let Ok(task) = crate::sys::ptrace::seize(tid) {
+            task.request_interrupt()?;
+            adopted.interrupted.insert(tid, task);
+        }
+    }
+    cg.thaw()?;
+    Ok(adopted)
 }
 
 /// Writes every process, then the tree and the inventory, and commits the image.

@@ -40,16 +40,20 @@ impl FrozenTree {
     }
 }
 
-/// Freezes the tree rooted at `root` and checks it can be restored.
+/// Freezes the tree rooted at `root` and checks it can be restored. `adopted` holds tasks
+/// attached beforehand (`--freeze-cgroup`).
 ///
 /// Ordering requirements: each round scans `/proc`, then freezes every process of the
 /// tree not frozen yet; a frozen process forks no more, and a fork that raced its freeze
 /// is attached to us by the kernel (`PTRACE_O_TRACEFORK`), so the rounds end once a scan
 /// shows nothing new. Zombies are only recorded: no one can reap them once their parents
 /// are frozen, which the final scan guarantees.
-pub fn freeze_tree(root: i32, shell_job: bool) -> Result<FrozenTree, DumpError> {
+pub fn freeze_tree(
+    root: i32,
+    shell_job: bool,
+    mut adopted: Adopted,
+) -> Result<FrozenTree, DumpError> {
     let mut frozen: HashMap<i32, Frozen> = HashMap::new();
-    let mut adopted = Adopted::new();
     let table = loop {
         let table = scan()?;
         let order = descendants(root, &table);
@@ -69,11 +73,16 @@ pub fn freeze_tree(root: i32, shell_job: bool) -> Result<FrozenTree, DumpError> 
                 };
                 freeze::check_process(pid, &status)?;
             }
-            if let Some(f) = freeze::freeze(pid, adopted.remove(&pid), &mut adopted)? {
+            let leader = adopted.stopped.remove(&pid);
+            if let Some(f) = freeze::freeze(pid, leader, &mut adopted)? {
                 frozen.insert(pid, f);
             }
         }
     };
+    // Tasks of a frozen cgroup outside the tree: let them go.
+    for (_, task) in adopted.interrupted.drain().chain(adopted.stopped.drain()) {
+        let _ = task.release();
+    }
     let record = describe(root, &table, &frozen)?;
     check(&record, &table, shell_job)?;
     let procs = record
