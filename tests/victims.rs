@@ -35,6 +35,7 @@ fn scenario(test: &str, victim: &str, args: &[&str], dump_flags: &[&str], mode: 
         return;
     }
     common::sleep_ms(SETTLE_MS);
+    let _family = common::TreeGuard(common::descendants(proc.pid));
     match mode {
         Mode::Standalone => proc.go_and_expect_pass(),
         Mode::Detached => {
@@ -66,7 +67,8 @@ fn dump_args(victim: &str) -> &'static [&'static str] {
 }
 
 /// Dump `proc` into tmp/img with the victim's options and `flags`, and reap it: a dump
-/// without -R SIGKILLs the task.
+/// without -R SIGKILLs the task, and its descendants, which become ours to reap (we are
+/// the subreaper).
 fn dump_and_reap(proc: &mut Proc, victim: &str, tmp: &TempDir, flags: &[&str]) {
     let all: Vec<&str> = dump_args(victim).iter().chain(flags).copied().collect();
     common::dump(proc.pid, &tmp.join("img"), &all).assert_ok("stasis dump");
@@ -76,6 +78,7 @@ fn dump_and_reap(proc: &mut Proc, victim: &str, tmp: &TempDir, flags: &[&str]) {
         Status::Signaled(libc::SIGKILL),
         "dumped task should have been SIGKILLed"
     );
+    common::reap_image_tree(&tmp.join("img"));
 }
 
 fn restore_attached(orig: &Proc, tmp: &TempDir) {
@@ -190,4 +193,6 @@ victim_tests! {
     memfd: "memfd";
     ghost: "ghost";
     locks: "locks";
+    tree: "tree";
+    tree_50: "tree" ["50"];
 }

@@ -12,12 +12,13 @@ use super::error::ImageError;
 
 /// Version of the on-disk format; bumped by any change to a header or a record's fields.
 /// Version 2 added the per-thread `comm`, `robust_list` and `robust_list_len`; version 3
-/// the file locks of the files record and the fd kinds after `Dup` (pipes, FIFOs,
-/// O_PATH, ghost files, eventfd, timerfd, signalfd, epoll, inotify, memfd, pidfd).
-pub const FORMAT_VERSION: u32 = 3;
-/// The oldest format version this build still reads (older files records lack `locks`
-/// and are not converted).
-pub const OLDEST_VERSION: u32 = 3;
+/// the process tree (`tree.img`, needed to restore any image); version 4 the file locks
+/// of the files record and the fd kinds after `Dup` (pipes, FIFOs, O_PATH, ghost files,
+/// eventfd, timerfd, signalfd, epoll, inotify, memfd, pidfd, sockets, ptys, inherited).
+pub const FORMAT_VERSION: u32 = 4;
+/// The oldest format version this build still reads (older images lack `tree.img`, the
+/// files record's `locks`, and are not converted).
+pub const OLDEST_VERSION: u32 = 4;
 /// First bytes of every image file. The high-bit byte catches 7-bit transfers, the name
 /// makes `head -c8` readable, the newline catches line-ending conversion (as PNG's).
 pub const MAGIC: [u8; 8] = *b"\x89STASIS\n";
@@ -35,6 +36,7 @@ pub enum Kind {
     Mm = 3,
     Files = 4,
     Pages = 5,
+    Tree = 6,
 }
 
 /// Human name of a kind number, for messages.
@@ -45,6 +47,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         3 => "mm",
         4 => "files",
         5 => "pages",
+        6 => "tree",
         _ => "unknown",
     }
 }
@@ -315,10 +318,10 @@ mod tests {
         assert!(matches!(
             err,
             ImageError::NewerVersion {
-                found: 4,
-                supported: 3,
+                found,
+                supported: FORMAT_VERSION,
                 ..
-            }
+            } if found == FORMAT_VERSION + 1
         ));
     }
 

@@ -233,6 +233,7 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::Inotify(i) => inotify::restore(at, i),
         FdKind::Memfd(m) => memfd::restore(at, m),
         FdKind::PidFd(p) => pidfd::restore(at, p),
+        FdKind::Inherited { pid, fd } => restore_inherited(at, *pid, *fd),
         FdKind::Unix(_) | FdKind::Inet(_) | FdKind::PtyMaster(_) | FdKind::PtySlave { .. } => {
             match at.prepared.get(at.entry.fd) {
                 Some(t) => at.dup_of(t),
@@ -246,6 +247,39 @@ fn install(at: &Install) -> Result<(), RestoreError> {
             }
         }
     }
+}
+
+/// The entry's fd as a copy of fd `fd` of the already restored process `owner`: the
+/// same open file description.
+fn restore_inherited(at: &Install, owner: i32, fd: i32) -> Result<(), RestoreError> {
+    let got = take_from(at.child, owner, fd)?;
+    at.place(got)?;
+    // pidfd_getfd always sets FD_CLOEXEC; `place` set the saved one unless it moved nothing.
+    if got == at.fd() {
+        at.set_cloexec()?;
+    }
+    Ok(())
+}
+
+/// A copy, in the child, of fd `fd` of the already restored process `owner`
+/// (`pidfd_open` + `pidfd_getfd`, Linux 5.6, run by the child, which is still privileged
+/// here). Returns the new fd number.
+fn take_from(child: &Child, owner: i32, fd: i32) -> Result<u64, RestoreError> {
+    let remote = child.remote();
+    let pidfd = remote.call("pidfd_open", libc::SYS_pidfd_open, &[owner as u64, 0])?;
+    let got = remote.raw(libc::SYS_pidfd_getfd, &[pidfd, fd as u64, 0]);
+    remote.call("close", libc::SYS_close, &[pidfd])?;
+    let got = got?;
+    if got < 0 {
+        return Err(RestoreError::Unsupported {
+            what: format!(
+                "pidfd_getfd of fd {fd} of pid {owner} into pid {}: {}",
+                child.pid(),
+                nix::errno::Errno::from_raw(-got as i32)
+            ),
+        });
+    }
+    Ok(got as u64)
 }
 
 /// Sets the file offset of the entry's fd.
