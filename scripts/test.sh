@@ -19,13 +19,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y gcc python3 bash coreutils bsdutils
 fi
-# Optional: nft (the network lock of TCP connections to outside peers). Tests that need
-# it print SKIP when it cannot be installed.
-if ! command -v nft >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "test.sh: installing nftables" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y nftables >&2 ||
-        { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y nftables >&2; } ||
-        echo "test.sh: could not install nftables; tests needing nft will be skipped" >&2
+# Optional: nft (the network lock of TCP connections to outside peers) and redis-server
+# (a real-program test). Tests that need them print SKIP when they cannot be installed.
+optional=()
+command -v nft >/dev/null 2>&1 || optional+=(nftables)
+command -v redis-server >/dev/null 2>&1 || optional+=(redis-server)
+if [ "${#optional[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing ${optional[*]}" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "${optional[@]}" >&2 ||
+        { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y "${optional[@]}" >&2; } ||
+        echo "test.sh: could not install ${optional[*]}; tests needing them will be skipped" >&2
 fi
 command -v cargo >/dev/null 2>&1 || { echo "test.sh: cargo not found (install Rust: https://rustup.rs)" >&2; exit 1; }
 if [ "$(id -u)" -ne 0 ]; then

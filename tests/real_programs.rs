@@ -504,3 +504,148 @@ fn comm(pid: i32) -> Option<String> {
         .ok()
         .map(|s| s.trim().to_string())
 }
+
+/// `GET /name` on 127.0.0.1:`port`; the body, if the answer is 200.
+fn http_get(port: u16, name: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET /{name} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).ok()?;
+    let (head, body) = reply.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.0 200").then(|| body.to_string())
+}
+
+/// `python3 -m http.server` on loopback: a listening TCP socket (with the accept
+/// machinery of socketserver around it) answers before the dump and after the restore,
+/// on the same port.
+#[test]
+fn python_http_server_serves_after_restore() {
+    let _serial = common::serial();
+    require_privileged!("python_http_server_serves_after_restore");
+    if !which("python3") {
+        return common::skip(
+            "python_http_server_serves_after_restore",
+            "python3 is not installed",
+        );
+    }
+    let tmp = TempDir::new("http");
+    fs::write(tmp.join("hello.txt"), "served by stasis\n").expect("write hello.txt");
+    let mut py = common::spawn_logged(
+        Command::new("python3")
+            .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1"])
+            .current_dir(tmp.path()),
+        &tmp.join("http.log"),
+    );
+    let port: u16 = wait_for("the server to listen", Duration::from_secs(30), || {
+        let log = py.log_text();
+        let line = log.lines().find(|l| l.starts_with("Serving HTTP"))?;
+        line.split(" port ")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    });
+    assert_eq!(
+        http_get(port, "hello.txt").as_deref(),
+        Some("served by stasis\n")
+    );
+    let restored = dump_restore(&mut py, &tmp);
+    let body = wait_for("an answer after restore", Duration::from_secs(10), || {
+        http_get(port, "hello.txt")
+    });
+    assert_eq!(body, "served by stasis\n");
+    assert!(
+        restored.log_text().matches("GET /hello.txt").count() >= 2,
+        "the restored server did not log the second request:\n{}",
+        restored.log_text()
+    );
+    stop(restored);
+}
+
+/// One RESP command on `conn`, the reply's first line.
+fn redis(conn: &mut std::io::BufReader<std::net::TcpStream>, args: &[&str]) -> String {
+    use std::io::{BufRead, Write};
+    let mut cmd = format!("*{}\r\n", args.len());
+    for a in args {
+        cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    conn.get_mut()
+        .write_all(cmd.as_bytes())
+        .expect("send to redis");
+    let mut line = String::new();
+    conn.read_line(&mut line).expect("redis reply");
+    if line.starts_with('$') && line.trim_end() != "$-1" {
+        line.clear();
+        conn.read_line(&mut line).expect("redis bulk reply");
+    }
+    line.trim_end().to_string()
+}
+
+/// `redis-server` with data and a connected client (this test, on loopback) dumped with
+/// `--tcp-established`: after the restore the same client connection keeps working and
+/// the data is there.
+#[test]
+fn redis_client_survives_restore() {
+    let _serial = common::serial();
+    require_privileged!("redis_client_survives_restore");
+    for tool in ["redis-server", "nft"] {
+        if !which(tool) {
+            return common::skip(
+                "redis_client_survives_restore",
+                &format!("{tool} is not installed"),
+            );
+        }
+    }
+    let tmp = TempDir::new("redis");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut server = common::spawn_logged(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--daemonize", "no", "--dir"])
+            .arg(tmp.path()),
+        &tmp.join("redis.log"),
+    );
+    let stream = wait_for("redis to listen", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut conn = std::io::BufReader::new(stream);
+    assert_eq!(redis(&mut conn, &["PING"]), "+PONG");
+    for i in 0..100 {
+        assert_eq!(
+            redis(&mut conn, &["SET", &format!("k{i}"), &format!("v{i}")]),
+            "+OK"
+        );
+    }
+    let img = tmp.join("img");
+    common::dump(server.pid, &img, &["--tcp-established"]).assert_ok("stasis dump");
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(10)),
+        Status::Signaled(libc::SIGKILL)
+    );
+    let pid = common::restore_detached(&img).unwrap_or_else(|o| panic!("restore failed: {o:?}"));
+    let restored = Proc::adopt(pid, &server.log);
+    assert_eq!(
+        redis(&mut conn, &["GET", "k42"]),
+        "v42",
+        "the old connection after restore"
+    );
+    assert_eq!(redis(&mut conn, &["INCR", "counter"]), ":1");
+    assert_eq!(redis(&mut conn, &["DBSIZE"]), ":101");
+    stop(restored);
+}

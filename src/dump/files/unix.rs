@@ -113,7 +113,7 @@ fn peer(ctx: &mut SockCtx<'_>, fd: i32, ino: u64, d: &UnixDiag) -> Result<UnixPe
         .unwrap_or_default();
     if !ctx.opts.ext_unix_sk {
         return Err(DumpError::unsupported(format!(
-            "fd {fd} of pid {pid} is a unix socket connected to socket:[{p}]{} outside the dumped process; use --ext-unix-sk to connect it to that address again at restore",
+            "fd {fd} of pid {pid} is a unix socket connected to socket:[{p}]{}, which pid {pid} does not hold (unix connections between processes are not checkpointed yet); use --ext-unix-sk to connect it to that address again at restore",
             display_name(&name)
         )));
     }
