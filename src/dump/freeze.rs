@@ -39,12 +39,6 @@ pub fn preflight(pid: i32, shell_job: bool) -> Result<Preflight, DumpError> {
             tracer: status.tracer_pid,
         });
     }
-    if status.seccomp != 0 {
-        return Err(DumpError::unsupported(format!(
-            "pid {pid} runs under seccomp (mode {}); saving seccomp filters is not supported yet",
-            status.seccomp
-        )));
-    }
     check_ids(pid, &stat, shell_job)?;
     check_alone(pid)?;
     Ok(Preflight { stat, status })

@@ -1,15 +1,18 @@
 //! Page contents: which pages to save (`PAGEMAP_SCAN`), reading them in large batches
 //! (`process_vm_readv`, or `/proc/PID/mem` for unreadable mappings) and streaming them into
 //! the pages file. Pages holding only zeros are not stored where a fresh mapping reads as
-//! zeros anyway. The restore side is `restore/memory.rs`.
+//! zeros anyway. Guard regions (`MADV_GUARD_INSTALL`) have no contents: the same scan
+//! finds them, and they are recorded to be installed again. The restore side is
+//! `restore/memory.rs` (guards: `restore/mm.rs`).
 
 use super::DumpError;
 use crate::abi::PAGE_SIZE;
-use crate::image::mm::{PageRun, Vma, VmaKind};
+use crate::image::mm::{Guard, PageRun, Vma, VmaKind};
 use crate::image::pages::PagesWriter;
 use crate::sys::mem::{vm_read, Mem};
 use crate::sys::pagemap::{
-    Pagemap, Query, PAGE_IS_FILE, PAGE_IS_GUARD, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED,
+    PageRegion, Pagemap, Query, PAGE_IS_FILE, PAGE_IS_GUARD, PAGE_IS_PFNZERO, PAGE_IS_PRESENT,
+    PAGE_IS_SWAPPED,
 };
 
 /// Bytes read from the task per batch: bounds stasis's own memory whatever the target size.
@@ -35,13 +38,14 @@ struct Range {
     drop_zeros: bool,
 }
 
-/// Saves every page of `vmas` that a fresh mapping would not reproduce.
+/// Saves every page of `vmas` that a fresh mapping would not reproduce; returns the runs
+/// saved and the guard regions found.
 pub fn dump(
     pid: i32,
     vmas: &[Vma],
     out: &mut PagesWriter,
-) -> Result<(Vec<PageRun>, MemoryStats), DumpError> {
-    let ranges = ranges_to_save(pid, vmas)?;
+) -> Result<(Vec<PageRun>, Vec<Guard>, MemoryStats), DumpError> {
+    let (ranges, guards) = ranges_to_save(pid, vmas)?;
     let mem = Mem::open(pid, false)?;
     let mut saver = Saver {
         pid,
@@ -55,30 +59,45 @@ pub fn dump(
     for batch in batches(&ranges) {
         saver.save_batch(&batch)?;
     }
-    Ok((saver.runs, saver.stats))
+    Ok((saver.runs, guards, saver.stats))
 }
 
-fn ranges_to_save(pid: i32, vmas: &[Vma]) -> Result<Vec<Range>, DumpError> {
+/// The ranges whose pages are saved, and the guard regions, of every mapping. Shared file
+/// mappings keep their contents in the file: only their guards are looked for.
+fn ranges_to_save(pid: i32, vmas: &[Vma]) -> Result<(Vec<Range>, Vec<Guard>), DumpError> {
     let pagemap = Pagemap::open(pid)?;
     let query = Query {
         any: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_GUARD,
         report: PAGE_IS_FILE | PAGE_IS_PFNZERO | PAGE_IS_GUARD,
         ..Default::default()
     };
-    let mut out = Vec::new();
+    let guards_only = Query {
+        all: PAGE_IS_GUARD,
+        report: PAGE_IS_GUARD,
+        ..Default::default()
+    };
+    let (mut out, mut guards) = (Vec::new(), Vec::new());
     for vma in vmas {
         let (private_file, drop_zeros) = match vma.kind {
             VmaKind::Anon => (false, true),
             VmaKind::File { .. } if !vma.shared => (true, false),
+            VmaKind::File { .. } => {
+                let found = pagemap.scan(vma.start, vma.end, guards_only)?;
+                guards.extend(
+                    found
+                        .iter()
+                        .filter(|r| r.categories & PAGE_IS_GUARD != 0)
+                        .map(guard),
+                );
+                continue;
+            }
             _ => continue,
         };
         let readable = vma.prot & libc::PROT_READ as u32 != 0;
         for r in pagemap.scan(vma.start, vma.end, query)? {
             if r.categories & PAGE_IS_GUARD != 0 {
-                return Err(DumpError::unsupported(format!(
-                    "pid {pid} has guard pages (MADV_GUARD_INSTALL) at {:#x}-{:#x}, which stasis cannot restore yet",
-                    r.start, r.end
-                )));
+                guards.push(guard(&r));
+                continue;
             }
             let skip_file = private_file && r.categories & PAGE_IS_FILE != 0;
             if r.categories & PAGE_IS_PFNZERO == 0 && !skip_file {
@@ -92,7 +111,14 @@ fn ranges_to_save(pid: i32, vmas: &[Vma]) -> Result<Vec<Range>, DumpError> {
             }
         }
     }
-    Ok(coalesce(out))
+    Ok((coalesce(out), guards))
+}
+
+fn guard(r: &PageRegion) -> Guard {
+    Guard {
+        start: r.start,
+        end: r.end,
+    }
 }
 
 /// Merges touching ranges of one mapping (PAGEMAP_SCAN splits them by category).

@@ -6,6 +6,7 @@
 //! streamed into the image) → commit (fsync + rename) → kill or release.
 //! Any failure before the end detaches and leaves the task running exactly as it was.
 
+pub mod audit;
 pub mod creds;
 mod error;
 pub mod files;
@@ -14,6 +15,7 @@ pub mod memory;
 pub mod mm;
 pub mod prctl;
 pub mod sched;
+pub mod seccomp;
 pub mod task;
 pub mod timers;
 
@@ -81,6 +83,7 @@ fn save(task: &Frozen, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSu
         .iter()
         .map(|t| task::thread_state(pid, t))
         .collect::<Result<Vec<_>, _>>()?;
+    let seccomp = seccomp::collect(pid, task.threads(), &mut threads)?;
     let ip = task::find_syscall_insn(pid, vdso)?;
     let known = task::Known {
         timers: &proc::timers(pid)?,
@@ -95,7 +98,7 @@ fn save(task: &Frozen, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSu
     }
 
     let mut pages = writer.pages(&record_name("pages", pid))?;
-    let (page_runs, mstats) = memory::dump(pid, &vmas, &mut pages)?;
+    let (page_runs, guards, mstats) = memory::dump(pid, &vmas, &mut pages)?;
     pages.finish()?;
 
     let mm = MmImage {
@@ -105,6 +108,7 @@ fn save(task: &Frozen, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSu
         auxv: proc::auxv(pid)?,
         exe,
         vdso_symbols,
+        guards,
     };
     let task_image = TaskImage {
         pid,
@@ -123,7 +127,9 @@ fn save(task: &Frozen, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSu
         timers: q.timers,
         sigactions: q.sigactions,
         shared_pending: task.leader().pending(true)?,
+        audit: audit::audit(pid, known.tids)?,
         threads,
+        seccomp,
     };
     writer.write_record(&record_name("mm", pid), Kind::Mm, &mm)?;
     writer.write_record(&record_name("files", pid), Kind::Files, &files)?;

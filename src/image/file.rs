@@ -11,11 +11,12 @@ use serde::{de::DeserializeOwned, Serialize};
 use super::error::ImageError;
 
 /// Version of the on-disk format; bumped by any change to a header or a record's fields.
-/// Version 2 added the per-thread `comm`, `robust_list` and `robust_list_len`.
-pub const FORMAT_VERSION: u32 = 2;
-/// The oldest format version this build still reads (version 1 thread records lack the
-/// fields above and are not converted).
-pub const OLDEST_VERSION: u32 = 2;
+/// Version 2 added the per-thread `comm`, `robust_list` and `robust_list_len`; version 3
+/// the seccomp filters and per-thread seccomp state, the audit loginuid and guard regions.
+pub const FORMAT_VERSION: u32 = 3;
+/// The oldest format version this build still reads (older records lack the fields above
+/// and are not converted).
+pub const OLDEST_VERSION: u32 = 3;
 /// First bytes of every image file. The high-bit byte catches 7-bit transfers, the name
 /// makes `head -c8` readable, the newline catches line-ending conversion (as PNG's).
 pub const MAGIC: [u8; 8] = *b"\x89STASIS\n";

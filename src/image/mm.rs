@@ -16,6 +16,15 @@ pub struct MmImage {
     pub exe: Option<FileId>,
     /// Symbol offsets of the dumped vDSO, to check the restoring kernel's one matches.
     pub vdso_symbols: Vec<(String, u64)>,
+    /// Guard regions (`MADV_GUARD_INSTALL`) in address order, each inside one mapping.
+    pub guards: Vec<Guard>,
+}
+
+/// Pages `[start, end)` of one mapping that fault on any access (a guard region).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Guard {
+    pub start: u64,
+    pub end: u64,
 }
 
 /// The kernel's `mm_struct` fields that `PR_SET_MM_MAP` restores.
