@@ -57,6 +57,42 @@ fn dump_refuses_pipe() {
 }
 
 #[test]
+fn dump_refuses_memfd_secret() {
+    let test = "dump_refuses_memfd_secret";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new("secret");
+    let work = tmp.join("work");
+    fs::create_dir(&work).expect("mkdir work");
+    let mut victim = common::spawn_victim("memory", &["-s", "1", "-S"], &work);
+    if let Start::Skip(why) = victim.wait_ready() {
+        return common::skip(test, &why);
+    }
+    let log = victim.log_text();
+    let addr = log
+        .lines()
+        .find_map(|l| l.strip_prefix("SECRET "))
+        .unwrap_or_else(|| panic!("no SECRET line in the log:\n{log}"))
+        .to_string();
+    let out = common::dump(victim.pid, &tmp.join("img"), &[]);
+    let msg = out.assert_failed("dump of a task with a memfd_secret mapping");
+    assert!(
+        msg.contains("memfd_secret"),
+        "message does not say memfd_secret: {msg}"
+    );
+    assert!(
+        msg.contains(&addr),
+        "message does not name the mapping at {addr}: {msg}"
+    );
+    assert!(
+        msg.contains(&victim.pid.to_string()),
+        "message does not name the pid: {msg}"
+    );
+    assert_no_image(tmp.path());
+    assert_survived(victim);
+}
+
+#[test]
 fn dump_refuses_foreign_session() {
     let _serial = common::serial();
     require_privileged!("dump_refuses_foreign_session");
