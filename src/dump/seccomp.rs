@@ -54,8 +54,9 @@ fn thread(
         )));
     }
     task.suspend_seccomp().map_err(|e| {
+        let why = std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string());
         DumpError::unsupported(format!(
-            "thread {tid} of pid {pid} runs under seccomp (mode {mode}); suspending it for the dump failed ({e}): stasis needs CAP_SYS_ADMIN and must not run under seccomp itself"
+            "thread {tid} of pid {pid} runs under seccomp (mode {mode}) and suspending it with PTRACE_O_SUSPEND_SECCOMP failed ({why}): stasis needs CAP_SYS_ADMIN and must not run under seccomp itself"
         ))
     })?;
     if mode == MODE_STRICT {
