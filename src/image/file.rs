@@ -314,10 +314,10 @@ mod tests {
         assert!(matches!(
             err,
             ImageError::NewerVersion {
-                found: 3,
-                supported: 2,
+                found,
+                supported: FORMAT_VERSION,
                 ..
-            }
+            } if found == FORMAT_VERSION + 1
         ));
     }
 
@@ -331,15 +331,18 @@ mod tests {
         ));
     }
 
-    /// Version 1 thread records have no comm or robust list: refused, not misread.
+    /// Version 1 thread records have no comm or robust list, version 2 records no
+    /// seccomp, audit or guard regions: refused, not misread.
     #[test]
-    fn rejects_version_one() {
-        let mut b = encoded();
-        b[12..16].copy_from_slice(&1u32.to_le_bytes());
-        assert!(matches!(
-            decode_task(&b),
-            Err(ImageError::OlderVersion { found: 1, .. })
-        ));
+    fn rejects_versions_one_and_two() {
+        for v in [1u32, 2] {
+            let mut b = encoded();
+            b[12..16].copy_from_slice(&v.to_le_bytes());
+            assert!(matches!(
+                decode_task(&b),
+                Err(ImageError::OlderVersion { found, .. }) if found == v
+            ));
+        }
     }
 
     #[test]
