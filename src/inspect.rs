@@ -326,6 +326,7 @@ fn files(p: &ProcessImage, out: &mut impl Write) -> std::io::Result<()> {
             FdKind::CharDev { path, .. } => format!("{path} (char device)"),
             FdKind::Tty { .. } => "terminal (shell job)".to_string(),
             FdKind::Dup { of } => format!("same open file as fd {of}"),
+            FdKind::Inherited { pid, fd } => format!("same open file as fd {fd} of pid {pid}"),
         };
         writeln!(
             out,
@@ -437,6 +438,7 @@ mod tests {
         Image {
             dir: "/img".into(),
             inventory: sample::inventory(&[10]),
+            tree: sample::tree(&[10]),
             processes: vec![ProcessImage {
                 task,
                 mm,

@@ -95,13 +95,14 @@ fn scenario(test: &str, victim: &str, args: &[&str], mode: Mode, expect: Expect)
         return;
     }
     common::sleep_ms(SETTLE_MS);
+    let family = common::TreeGuard(common::descendants(proc.pid));
     match mode {
         Mode::Standalone => {
             let st = proc.go();
             expect.check(&proc, st);
         }
         Mode::Detached => {
-            dump_and_reap(&mut proc, &tmp);
+            dump_and_reap(&mut proc, &tmp, &family);
             let pid = common::restore_detached(&tmp.join("img")).unwrap_or_else(|out| {
                 panic!(
                     "restore -d failed: {out:?}\nvictim log:\n{}",
@@ -115,14 +116,15 @@ fn scenario(test: &str, victim: &str, args: &[&str], mode: Mode, expect: Expect)
             expect.check(&restored, st);
         }
         Mode::Attached => {
-            dump_and_reap(&mut proc, &tmp);
+            dump_and_reap(&mut proc, &tmp, &family);
             restore_attached(&proc, &tmp, expect);
         }
     }
 }
 
-/// Dump `proc` into tmp/img and reap it: a dump without -R SIGKILLs the task.
-fn dump_and_reap(proc: &mut Proc, tmp: &TempDir) {
+/// Dump `proc` into tmp/img and reap it: a dump without -R SIGKILLs the task, and its
+/// descendants, which become ours to reap (we are the subreaper).
+fn dump_and_reap(proc: &mut Proc, tmp: &TempDir, family: &common::TreeGuard) {
     common::dump(proc.pid, &tmp.join("img"), &[]).assert_ok("stasis dump");
     let st = proc.wait_exit(Duration::from_secs(10));
     assert_eq!(
@@ -130,6 +132,7 @@ fn dump_and_reap(proc: &mut Proc, tmp: &TempDir) {
         Status::Signaled(libc::SIGKILL),
         "dumped task should have been SIGKILLed"
     );
+    common::reap_all(&family.0, false);
 }
 
 fn restore_attached(orig: &Proc, tmp: &TempDir, expect: Expect) {
@@ -241,4 +244,6 @@ victim_tests! {
     seccomp_strict: "seccomp" ["strict"];
     loginuid: "loginuid";
     guards: "guards";
+    tree: "tree";
+    tree_50: "tree" ["50"];
 }

@@ -38,14 +38,19 @@ struct Range {
     drop_zeros: bool,
 }
 
+/// Address ranges to save in a mapping instead of what `PAGEMAP_SCAN` reports, by mapping
+/// start: shared memory is saved once for the tree, from its data (see `dump/shared.rs`).
+pub type Overrides = std::collections::HashMap<u64, Vec<(u64, u64)>>;
+
 /// Saves every page of `vmas` that a fresh mapping would not reproduce; returns the runs
 /// saved and the guard regions found.
 pub fn dump(
     pid: i32,
     vmas: &[Vma],
+    overrides: &Overrides,
     out: &mut PagesWriter,
 ) -> Result<(Vec<PageRun>, Vec<Guard>, MemoryStats), DumpError> {
-    let (ranges, guards) = ranges_to_save(pid, vmas)?;
+    let (ranges, guards) = ranges_to_save(pid, vmas, overrides)?;
     let mem = Mem::open(pid, false)?;
     let mut saver = Saver {
         pid,
@@ -63,17 +68,18 @@ pub fn dump(
 }
 
 /// The ranges whose pages are saved, and the guard regions, of every mapping. Shared file
-/// mappings keep their contents in the file: only their guards are looked for.
-fn ranges_to_save(pid: i32, vmas: &[Vma]) -> Result<(Vec<Range>, Vec<Guard>), DumpError> {
+/// mappings keep their contents in the file: only their guards are looked for. In a
+/// mapping with [`Overrides`], pages under this process's guards cannot be read through
+/// it and are left out (what the shared object holds there comes back as zeros).
+fn ranges_to_save(
+    pid: i32,
+    vmas: &[Vma],
+    overrides: &Overrides,
+) -> Result<(Vec<Range>, Vec<Guard>), DumpError> {
     let pagemap = Pagemap::open(pid)?;
     let query = Query {
         any: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_GUARD,
         report: PAGE_IS_FILE | PAGE_IS_PFNZERO | PAGE_IS_GUARD,
-        ..Default::default()
-    };
-    let guards_only = Query {
-        all: PAGE_IS_GUARD,
-        report: PAGE_IS_GUARD,
         ..Default::default()
     };
     let (mut out, mut guards) = (Vec::new(), Vec::new());
@@ -82,18 +88,24 @@ fn ranges_to_save(pid: i32, vmas: &[Vma]) -> Result<(Vec<Range>, Vec<Guard>), Du
             VmaKind::Anon => (false, true),
             VmaKind::File { .. } if !vma.shared => (true, false),
             VmaKind::File { .. } => {
-                let found = pagemap.scan(vma.start, vma.end, guards_only)?;
-                guards.extend(
-                    found
-                        .iter()
-                        .filter(|r| r.categories & PAGE_IS_GUARD != 0)
-                        .map(guard),
-                );
+                guards.extend(guards_in(&pagemap, vma)?);
                 continue;
             }
             _ => continue,
         };
         let readable = vma.prot & libc::PROT_READ as u32 != 0;
+        if let Some(given) = overrides.get(&vma.start) {
+            let own = guards_in(&pagemap, vma)?;
+            out.extend(outside(given, &own).into_iter().map(|(start, end)| Range {
+                vma: vma.start,
+                start,
+                end,
+                readable,
+                drop_zeros,
+            }));
+            guards.extend(own);
+            continue;
+        }
         for r in pagemap.scan(vma.start, vma.end, query)? {
             if r.categories & PAGE_IS_GUARD != 0 {
                 guards.push(guard(&r));
@@ -119,6 +131,41 @@ fn guard(r: &PageRegion) -> Guard {
         start: r.start,
         end: r.end,
     }
+}
+
+/// The guard regions of one mapping.
+fn guards_in(pagemap: &Pagemap, vma: &Vma) -> Result<Vec<Guard>, DumpError> {
+    let query = Query {
+        all: PAGE_IS_GUARD,
+        report: PAGE_IS_GUARD,
+        ..Default::default()
+    };
+    let found = pagemap.scan(vma.start, vma.end, query)?;
+    Ok(found
+        .iter()
+        .filter(|r| r.categories & PAGE_IS_GUARD != 0)
+        .map(guard)
+        .collect())
+}
+
+/// The parts of the sorted `ranges` outside the sorted `guards`.
+fn outside(ranges: &[(u64, u64)], guards: &[Guard]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for &(mut start, end) in ranges {
+        for g in guards {
+            if g.start >= end || g.end <= start {
+                continue;
+            }
+            if g.start > start {
+                out.push((start, g.start));
+            }
+            start = g.end;
+        }
+        if start < end {
+            out.push((start, end));
+        }
+    }
+    out
 }
 
 /// Merges touching ranges of one mapping (PAGEMAP_SCAN splits them by category).
@@ -299,6 +346,21 @@ mod tests {
         let c = coalesce(vec![r(0, 0x1000), r(0x1000, 0x3000), r(0x5000, 0x6000)]);
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].end, 0x3000);
+    }
+
+    #[test]
+    fn guards_are_cut_out_of_ranges() {
+        let g = |start, end| Guard { start, end };
+        let ranges = [(0x1000, 0x5000), (0x8000, 0x9000)];
+        assert_eq!(
+            outside(&ranges, &[g(0x2000, 0x3000), g(0x4000, 0x8000)]),
+            vec![(0x1000, 0x2000), (0x3000, 0x4000), (0x8000, 0x9000)]
+        );
+        assert_eq!(
+            outside(&ranges, &[g(0x1000, 0x5000)]),
+            vec![(0x8000, 0x9000)]
+        );
+        assert_eq!(outside(&ranges, &[]), ranges.to_vec());
     }
 
     #[test]

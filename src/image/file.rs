@@ -12,11 +12,12 @@ use super::error::ImageError;
 
 /// Version of the on-disk format; bumped by any change to a header or a record's fields.
 /// Version 2 added the per-thread `comm`, `robust_list` and `robust_list_len`; version 3
-/// the seccomp filters and per-thread seccomp state, the audit loginuid and guard regions.
-pub const FORMAT_VERSION: u32 = 3;
-/// The oldest format version this build still reads (older records lack the fields above
+/// the process tree (`tree.img`, needed to restore any image); version 4 the seccomp
+/// filters and per-thread seccomp state, the audit loginuid and guard regions.
+pub const FORMAT_VERSION: u32 = 4;
+/// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
-pub const OLDEST_VERSION: u32 = 3;
+pub const OLDEST_VERSION: u32 = 4;
 /// First bytes of every image file. The high-bit byte catches 7-bit transfers, the name
 /// makes `head -c8` readable, the newline catches line-ending conversion (as PNG's).
 pub const MAGIC: [u8; 8] = *b"\x89STASIS\n";
@@ -34,6 +35,7 @@ pub enum Kind {
     Mm = 3,
     Files = 4,
     Pages = 5,
+    Tree = 6,
 }
 
 /// Human name of a kind number, for messages.
@@ -44,6 +46,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         3 => "mm",
         4 => "files",
         5 => "pages",
+        6 => "tree",
         _ => "unknown",
     }
 }
@@ -331,11 +334,11 @@ mod tests {
         ));
     }
 
-    /// Version 1 thread records have no comm or robust list, version 2 records no
-    /// seccomp, audit or guard regions: refused, not misread.
+    /// Version 1 thread records have no comm or robust list, version 2 images no tree,
+    /// version 3 records no seccomp, audit or guard regions: refused, not misread.
     #[test]
-    fn rejects_versions_one_and_two() {
-        for v in [1u32, 2] {
+    fn rejects_versions_one_to_three() {
+        for v in [1u32, 2, 3] {
             let mut b = encoded();
             b[12..16].copy_from_slice(&v.to_le_bytes());
             assert!(matches!(

@@ -98,6 +98,18 @@ fn install(child: &Child, e: &FdEntry, tty: Option<u64>) -> Result<(), RestoreEr
             )?;
             return Ok(());
         }
+        FdKind::Inherited { pid, fd } => {
+            let got = take_from(child, *pid, *fd)?;
+            if got == e.fd as u64 && !e.cloexec {
+                // pidfd_getfd always sets FD_CLOEXEC.
+                remote.call(
+                    "fcntl(F_SETFD)",
+                    libc::SYS_fcntl,
+                    &[got, libc::F_SETFD as u64, 0],
+                )?;
+            }
+            (got, 0)
+        }
         FdKind::Path { file, pos } => (
             open_in(child, &file.path, reopen_flags(e.flags) | cloexec)?,
             *pos,
@@ -118,6 +130,27 @@ fn install(child: &Child, e: &FdEntry, tty: Option<u64>) -> Result<(), RestoreEr
         )?;
     }
     Ok(())
+}
+
+/// A copy, in the child, of fd `fd` of the already restored process `owner`: the same
+/// open file description (`pidfd_open` + `pidfd_getfd`, Linux 5.6, run by the child,
+/// which is still privileged here). Returns the new fd number.
+fn take_from(child: &Child, owner: i32, fd: i32) -> Result<u64, RestoreError> {
+    let remote = child.remote();
+    let pidfd = remote.call("pidfd_open", libc::SYS_pidfd_open, &[owner as u64, 0])?;
+    let got = remote.raw(libc::SYS_pidfd_getfd, &[pidfd, fd as u64, 0]);
+    remote.call("close", libc::SYS_close, &[pidfd])?;
+    let got = got?;
+    if got < 0 {
+        return Err(RestoreError::Unsupported {
+            what: format!(
+                "pidfd_getfd of fd {fd} of pid {owner} into pid {}: {}",
+                child.pid(),
+                nix::errno::Errno::from_raw(-got as i32)
+            ),
+        });
+    }
+    Ok(got as u64)
 }
 
 /// Open flags that recreate the file status flags without side effects on the file.

@@ -31,7 +31,10 @@ const PTRACE_O_SUSPEND_SECCOMP: usize = 1 << 21;
 /// `BPF_MAXINSNS`: no seccomp filter is longer.
 const BPF_MAXINSNS: usize = 4096;
 const PTRACE_EVENT_STOP: i32 = 128;
-/// `PTRACE_EVENT_CLONE`: the tracee created a thread (reported with `PTRACE_O_TRACECLONE`).
+/// `PTRACE_EVENT_FORK`: the tracee created a process (reported with `PTRACE_O_TRACEFORK`).
+pub const PTRACE_EVENT_FORK: i32 = 1;
+/// `PTRACE_EVENT_CLONE`: the tracee created a thread, or a process with an exit signal
+/// other than SIGCHLD (reported with `PTRACE_O_TRACECLONE`).
 pub const PTRACE_EVENT_CLONE: i32 = 3;
 /// Upper bound for the xsave regset; the kernel reports the real size it filled.
 const XSTATE_MAX: usize = 64 * 1024;
@@ -82,14 +85,16 @@ pub struct Seized {
     released: bool,
 }
 
-const SEIZE_OPTIONS: ptrace::Options =
-    ptrace::Options::PTRACE_O_TRACESYSGOOD.union(ptrace::Options::PTRACE_O_TRACECLONE);
+const SEIZE_OPTIONS: ptrace::Options = ptrace::Options::PTRACE_O_TRACESYSGOOD
+    .union(ptrace::Options::PTRACE_O_TRACECLONE)
+    .union(ptrace::Options::PTRACE_O_TRACEFORK);
 
-/// `ptrace(PTRACE_SEIZE, tid, 0, TRACESYSGOOD | TRACECLONE)` — attach without stopping;
-/// see [ptrace(2)](https://man7.org/linux/man-pages/man2/ptrace.2.html).
+/// `ptrace(PTRACE_SEIZE, tid, 0, TRACESYSGOOD | TRACECLONE | TRACEFORK)` — attach without
+/// stopping; see [ptrace(2)](https://man7.org/linux/man-pages/man2/ptrace.2.html).
 ///
-/// With `PTRACE_O_TRACECLONE`, a thread the task creates is attached by the kernel before
-/// it runs a single instruction and starts in a `PTRACE_EVENT_STOP` (see [`adopt`]).
+/// With `PTRACE_O_TRACECLONE` and `PTRACE_O_TRACEFORK`, a thread or process the task
+/// creates is attached by the kernel before it runs a single instruction and starts in a
+/// `PTRACE_EVENT_STOP` (see [`adopt`]).
 pub fn seize(tid: i32) -> Result<Seized, PtraceError> {
     ptrace::seize(Pid::from_raw(tid), SEIZE_OPTIONS).map_err(|source| PtraceError::Request {
         op: "seize",
