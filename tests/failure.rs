@@ -93,6 +93,28 @@ fn dump_refuses_memfd_secret() {
     assert_survived(victim);
 }
 
+/// Dies by SIGSYS after go, as `seccomp kill` does while its filter is in force.
+fn assert_still_filtered(mut victim: Proc) {
+    let st = victim.go();
+    let log = victim.log_text();
+    assert_eq!(st, Status::Signaled(libc::SIGSYS), "log:\n{log}");
+    assert_eq!(log.lines().last(), Some("CALLING getpid"), "log:\n{log}");
+}
+
+/// Seccomp is suspended while the dump runs syscalls in the task; a task dumped with
+/// `-R` (left running) gets its filter back with the detach.
+#[test]
+fn leave_running_dump_keeps_seccomp() {
+    let _serial = common::serial();
+    require_privileged!("leave_running_dump_keeps_seccomp");
+    let tmp = TempDir::new("seccomp-r");
+    let mut victim = victim_in(&tmp, "seccomp", &["kill"]);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    common::dump(victim.pid, &tmp.join("img"), &["-R"]).assert_ok("stasis dump -R");
+    common::assert_untouched(&victim);
+    assert_still_filtered(victim);
+}
+
 /// Seccomp is dumped with `PTRACE_O_SUSPEND_SECCOMP`, which needs CAP_SYS_ADMIN: without
 /// it the dump is refused saying so, and the task keeps its filter (it still dies by
 /// SIGSYS on getpid after go).
@@ -115,10 +137,7 @@ fn dump_refuses_seccomp_without_cap_sys_admin() {
     assert_refused(&out, what, victim.pid, &["CAP_SYS_ADMIN"]);
     assert_no_image(tmp.path());
     common::assert_untouched(&victim);
-    let st = victim.go();
-    let log = victim.log_text();
-    assert_eq!(st, Status::Signaled(libc::SIGSYS), "log:\n{log}");
-    assert_eq!(log.lines().last(), Some("CALLING getpid"), "log:\n{log}");
+    assert_still_filtered(victim);
 }
 
 #[test]
