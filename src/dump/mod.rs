@@ -7,6 +7,7 @@
 //! (fsync + rename) → kill or release. Any failure before the end detaches and leaves
 //! every task running exactly as it was.
 
+pub mod audit;
 pub mod cgroup;
 pub mod creds;
 mod error;
@@ -16,6 +17,7 @@ pub mod memory;
 pub mod mm;
 pub mod prctl;
 pub mod sched;
+pub mod seccomp;
 pub mod shared;
 pub mod task;
 pub mod timers;
@@ -155,6 +157,7 @@ fn save(
         .iter()
         .map(|t| task::thread_state(pid, t))
         .collect::<Result<Vec<_>, _>>()?;
+    let seccomp = seccomp::collect(pid, task.threads(), &mut threads)?;
     let ip = task::find_syscall_insn(pid, vdso)?;
     let known = task::Known {
         timers: &proc::timers(pid)?,
@@ -169,7 +172,7 @@ fn save(
     }
 
     let mut pages = writer.pages(&record_name("pages", pid))?;
-    let (page_runs, mstats) = memory::dump(pid, &vmas, &overrides, &mut pages)?;
+    let (page_runs, guards, mstats) = memory::dump(pid, &vmas, &overrides, &mut pages)?;
     pages.finish()?;
 
     let mm = MmImage {
@@ -180,6 +183,7 @@ fn save(
         exe,
         vdso_symbols,
         shmem,
+        guards,
     };
     let task_image = TaskImage {
         pid,
@@ -198,7 +202,9 @@ fn save(
         timers: q.timers,
         sigactions: q.sigactions,
         shared_pending: task.leader().pending(true)?,
+        audit: audit::audit(pid, known.tids)?,
         threads,
+        seccomp,
     };
     writer.write_record(&record_name("mm", pid), Kind::Mm, &mm)?;
     writer.write_record(&record_name("files", pid), Kind::Files, &files)?;

@@ -12,11 +12,12 @@ use super::error::ImageError;
 
 /// Version of the on-disk format; bumped by any change to a header or a record's fields.
 /// Version 2 added the per-thread `comm`, `robust_list` and `robust_list_len`; version 3
-/// the process tree (`tree.img`, needed to restore any image).
-pub const FORMAT_VERSION: u32 = 3;
-/// The oldest format version this build still reads (older images have no `tree.img` and
-/// are not converted).
-pub const OLDEST_VERSION: u32 = 3;
+/// the process tree (`tree.img`, needed to restore any image); version 4 the seccomp
+/// filters and per-thread seccomp state, the audit loginuid and guard regions.
+pub const FORMAT_VERSION: u32 = 4;
+/// The oldest format version this build still reads (older images lack the fields above
+/// and are not converted).
+pub const OLDEST_VERSION: u32 = 4;
 /// First bytes of every image file. The high-bit byte catches 7-bit transfers, the name
 /// makes `head -c8` readable, the newline catches line-ending conversion (as PNG's).
 pub const MAGIC: [u8; 8] = *b"\x89STASIS\n";
@@ -333,15 +334,18 @@ mod tests {
         ));
     }
 
-    /// Version 1 thread records have no comm or robust list: refused, not misread.
+    /// Version 1 thread records have no comm or robust list, version 2 images no tree,
+    /// version 3 records no seccomp, audit or guard regions: refused, not misread.
     #[test]
-    fn rejects_version_one() {
-        let mut b = encoded();
-        b[12..16].copy_from_slice(&1u32.to_le_bytes());
-        assert!(matches!(
-            decode_task(&b),
-            Err(ImageError::OlderVersion { found: 1, .. })
-        ));
+    fn rejects_versions_one_to_three() {
+        for v in [1u32, 2, 3] {
+            let mut b = encoded();
+            b[12..16].copy_from_slice(&v.to_le_bytes());
+            assert!(matches!(
+                decode_task(&b),
+                Err(ImageError::OlderVersion { found, .. }) if found == v
+            ));
+        }
     }
 
     #[test]
