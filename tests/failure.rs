@@ -81,7 +81,10 @@ fn dump_refuses_ghost_above_limit() {
     let msg = out.assert_failed("dump of a 5000-byte ghost file with a 4 KiB limit");
     let want = format!("fd 10 of pid {} is deleted file", victim.pid);
     assert!(msg.contains(&want), "message does not say {want:?}: {msg}");
-    assert!(msg.contains("--ghost-limit"), "message does not name the flag: {msg}");
+    assert!(
+        msg.contains("--ghost-limit"),
+        "message does not name the flag: {msg}"
+    );
     assert_no_image(tmp.path());
     assert_survived(victim);
 }

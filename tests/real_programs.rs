@@ -198,7 +198,10 @@ fn python_pipe_and_eventfd_survive() {
     let _serial = common::serial();
     require_privileged!("python_pipe_and_eventfd_survive");
     if !which("python3") {
-        return common::skip("python_pipe_and_eventfd_survive", "python3 is not installed");
+        return common::skip(
+            "python_pipe_and_eventfd_survive",
+            "python3 is not installed",
+        );
     }
     let tmp = TempDir::new("python-pipes");
     let state = tmp.join("state");
@@ -216,9 +219,11 @@ fn python_pipe_and_eventfd_survive() {
     });
     let restored = dump_restore(&mut py, &tmp);
     let at_dump = tick(&fs::read_to_string(&state).expect("state")).expect("tick");
-    wait_for("python to tick after restore", Duration::from_secs(10), || {
-        tick(&fs::read_to_string(&state).ok()?).filter(|t| *t > at_dump)
-    });
+    wait_for(
+        "python to tick after restore",
+        Duration::from_secs(10),
+        || tick(&fs::read_to_string(&state).ok()?).filter(|t| *t > at_dump),
+    );
     fs::write(tmp.join("state.go"), b"").expect("write the go file");
     let result = wait_for("python's result", Duration::from_secs(10), || {
         fs::read_to_string(tmp.join("state.result")).ok()
