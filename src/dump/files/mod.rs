@@ -51,8 +51,9 @@ pub struct FdOptions {
 /// What earlier fds of the table created, for later fds that refer to it.
 #[derive(Default)]
 pub struct Walk {
-    /// Fds that created an object, with its identity (for `kcmp` dedup).
-    created: Vec<(i32, (u64, u64))>,
+    /// Per object identity, the fds that created an open file description of it, in
+    /// `kcmp` order (for dedup by binary search).
+    created: HashMap<(u64, u64), Vec<i32>>,
     /// Pipe inode → the fd that creates the pipe, and the fd holding the other end.
     pub pipes: HashMap<u64, (i32, Option<i32>)>,
     /// FIFO and memfd inodes already seen (their data is saved once).
@@ -122,10 +123,9 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<FilesImage, DumpError> {
     let mut epolls = Vec::new();
     for fd in proc::fds(pid)? {
         let open = OpenFd::inspect(pid, fd)?;
-        let kind = match same_description(&open, &walk.created) {
+        let kind = match same_description(&open, &mut walk.created) {
             Some(of) => FdKind::Dup { of },
             None => {
-                walk.created.push((fd, open.object()));
                 lock_list.extend(locks::dump(&open, opts.file_locks)?);
                 if epoll::is_epoll(&open) {
                     epolls.push(fd);
@@ -149,14 +149,26 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<FilesImage, DumpError> {
 }
 
 /// The earlier fd holding the same open file description (`kcmp(KCMP_FILE)`), asked only
-/// for fds of the same object, so the common case costs no syscall.
-fn same_description(open: &OpenFd, created: &[(i32, (u64, u64))]) -> Option<i32> {
+/// for fds of the same object, so the common case costs no syscall. `kcmp` orders open
+/// file descriptions, so a thousand opens of one file cost a binary search each, not a
+/// scan. A new description is recorded in `created`.
+fn same_description(open: &OpenFd, created: &mut HashMap<(u64, u64), Vec<i32>>) -> Option<i32> {
     let p = nix::unistd::Pid::from_raw(open.pid);
-    created
-        .iter()
-        .filter(|(_, object)| *object == open.object())
-        .find(|(fd, _)| crate::sys::probe::kcmp_file(p, p, *fd, open.fd) == Ok(0))
-        .map(|(fd, _)| *fd)
+    let fds = created.entry(open.object()).or_default();
+    let found = fds.binary_search_by(|&earlier| {
+        match crate::sys::probe::kcmp_file(p, p, earlier, open.fd) {
+            Ok(0) => std::cmp::Ordering::Equal,
+            Ok(1) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        }
+    });
+    match found {
+        Ok(i) => Some(fds[i]),
+        Err(i) => {
+            fds.insert(i, open.fd);
+            None
+        }
+    }
 }
 
 /// Dispatches by kind.
