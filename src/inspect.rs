@@ -7,6 +7,7 @@ use std::path::Path;
 use crate::image::files::FdKind;
 use crate::image::mm::{Vma, VmaKind};
 use crate::image::task::Timers;
+use crate::image::tree::{ProcState, TreeImage};
 use crate::image::{Image, ImageError, ProcessImage};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +46,11 @@ fn to_json(image: &Image) -> serde_json::Value {
             })
         })
         .collect();
-    serde_json::json!({ "inventory": image.inventory, "processes": processes })
+    serde_json::json!({
+        "inventory": image.inventory,
+        "tree": image.tree,
+        "processes": processes,
+    })
 }
 
 fn stored_pages(p: &ProcessImage) -> u64 {
@@ -68,8 +73,32 @@ fn text(image: &Image, out: &mut impl Write) -> std::io::Result<()> {
         "cpu: {} (xsave {} bytes: {features})",
         inv.cpu.model_name, inv.cpu.xsave_size
     )?;
+    tree(&image.tree, out)?;
     for p in &image.processes {
         process(p, out)?;
+    }
+    Ok(())
+}
+
+fn tree(t: &TreeImage, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(out, "tree: {} processes", t.processes.len())?;
+    for e in &t.processes {
+        let state = match e.state {
+            ProcState::Alive { stopped: false } => "running".to_string(),
+            ProcState::Alive { stopped: true } => "stopped".to_string(),
+            ProcState::Zombie { status } => format!("zombie (wait status {status:#x})"),
+        };
+        let shares = match (e.shares_files, e.shares_fs) {
+            (true, true) => " shares fd table and fs with parent",
+            (true, false) => " shares fd table with parent",
+            (false, true) => " shares fs with parent",
+            (false, false) => "",
+        };
+        writeln!(
+            out,
+            "  pid {} ({}) parent {} pgid {} sid {} {state}{shares}",
+            e.pid, e.comm, e.ppid, e.pgid, e.sid
+        )?;
     }
     Ok(())
 }
@@ -198,6 +227,7 @@ fn describe(kind: &FdKind) -> String {
         FdKind::CharDev(c) => format!("{} (char device)", c.path),
         FdKind::Tty(_) => "terminal (shell job)".to_string(),
         FdKind::Dup { of } => format!("same open file as fd {of}"),
+        FdKind::Inherited { pid, fd } => format!("same open file as fd {fd} of pid {pid}"),
         FdKind::Pipe(p) => format!(
             "pipe:[{}] {:?} end, other end {}, size {}, {} bytes buffered",
             p.ino,

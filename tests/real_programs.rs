@@ -369,3 +369,138 @@ fn python_threads_continue() {
     );
     stop(restored);
 }
+
+/// Each worker counts into `<name>.count` every 50 ms, with a `sleep` child per tick.
+const XARGS_WORKER: &str = r#"i=0; while :; do i=$((i+1)); echo $i > "$0.count"; sleep 0.05; done"#;
+
+/// `xargs -P 2` with two shell workers, each forking a `sleep` per tick: a tree that
+/// changes while it is frozen. After restore the same pids run on and both counters
+/// continue from where they were.
+#[test]
+fn xargs_workers_continue() {
+    let _serial = common::serial();
+    require_privileged!("xargs_workers_continue");
+    xargs_round_trip(&TempDir::new("xargs"), None);
+}
+
+/// The same tree in a cgroup v2, dumped with `--freeze-cgroup`.
+#[test]
+fn xargs_frozen_by_cgroup_v2() {
+    let _serial = common::serial();
+    require_privileged!("xargs_frozen_by_cgroup_v2");
+    cgroup_round_trip(
+        "xargs_frozen_by_cgroup_v2",
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup",
+    );
+}
+
+/// The same tree in a cgroup v1 freezer, dumped with `--freeze-cgroup`.
+#[test]
+fn xargs_frozen_by_cgroup_v1() {
+    let _serial = common::serial();
+    require_privileged!("xargs_frozen_by_cgroup_v1");
+    cgroup_round_trip("xargs_frozen_by_cgroup_v1", "/sys/fs/cgroup/freezer", "");
+}
+
+/// Runs the xargs round trip in a fresh cgroup under the first of `roots` that is a
+/// cgroup hierarchy with a freezer; skips (saying why) if there is none.
+fn cgroup_round_trip(test: &str, root: &str, alt_root: &str) {
+    let root = [root, alt_root]
+        .into_iter()
+        .filter(|r| !r.is_empty())
+        .map(Path::new)
+        .find(|r| r.join("cgroup.procs").exists());
+    let Some(root) = root else {
+        common::skip(test, "no such cgroup hierarchy on this machine");
+        return;
+    };
+    let tmp = TempDir::new(test);
+    let cg = root.join(format!("stasis-{}", std::process::id()));
+    if let Err(e) = fs::create_dir(&cg) {
+        common::skip(test, &format!("cannot create cgroup {}: {e}", cg.display()));
+        return;
+    }
+    if !cg.join("cgroup.freeze").exists() && !cg.join("freezer.state").exists() {
+        let _ = fs::remove_dir(&cg);
+        common::skip(test, &format!("cgroup {} has no freezer", cg.display()));
+        return;
+    }
+    xargs_round_trip(&tmp, Some(&cg));
+    let _ = fs::remove_dir(&cg);
+}
+
+fn xargs_round_trip(tmp: &TempDir, cgroup: Option<&Path>) {
+    let input = tmp.join("input");
+    fs::write(&input, "w1\nw2\n").expect("write input");
+    // Join the cgroup first, so that every process of the tree is born in it.
+    let join = match cgroup {
+        Some(cg) => format!("echo $$ > {}/cgroup.procs && ", cg.display()),
+        None => String::new(),
+    };
+    let script = format!(
+        "{join}exec xargs -P 2 -n 1 -a {} sh -c '{XARGS_WORKER}'",
+        input.display()
+    );
+    let mut xargs = common::spawn_logged(
+        Command::new("sh")
+            .args(["-c", &script])
+            .current_dir(tmp.path()),
+        &tmp.join("xargs.log"),
+    );
+    let count = |w: &str| -> Option<u64> {
+        fs::read_to_string(tmp.join(format!("{w}.count")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    wait_for("both workers counting", Duration::from_secs(30), || {
+        (count("w1")? >= 5 && count("w2")? >= 5).then_some(())
+    });
+    let family = common::TreeGuard(common::descendants(xargs.pid));
+    let workers: Vec<i32> = family
+        .0
+        .iter()
+        .copied()
+        .filter(|&p| comm(p).as_deref() == Some("sh"))
+        .collect();
+    assert_eq!(
+        workers.len(),
+        2,
+        "two sh workers under xargs: {:?}",
+        family.0
+    );
+    let img = tmp.join("img");
+    let cg_arg = cgroup.map(|c| c.display().to_string());
+    let extra: Vec<&str> = match &cg_arg {
+        Some(c) => vec!["--freeze-cgroup", c],
+        None => vec![],
+    };
+    common::dump(xargs.pid, &img, &extra).assert_ok("stasis dump");
+    assert_eq!(
+        xargs.wait_exit(Duration::from_secs(10)),
+        Status::Signaled(libc::SIGKILL)
+    );
+    common::reap_image_tree(&img);
+    let at_dump = (count("w1").unwrap_or(0), count("w2").unwrap_or(0));
+    let pid =
+        common::restore_detached(&img).unwrap_or_else(|out| panic!("restore failed: {out:?}"));
+    assert_eq!(pid, xargs.pid, "restored under another pid");
+    let restored = Proc::adopt(pid, &xargs.log);
+    let family = common::TreeGuard(common::descendants(pid));
+    for w in &workers {
+        assert_eq!(comm(*w).as_deref(), Some("sh"), "worker {w} is not back");
+    }
+    wait_for("both counters to go on", Duration::from_secs(30), || {
+        (count("w1")? > at_dump.0 + 5 && count("w2")? > at_dump.1 + 5).then_some(())
+    });
+    stop(restored);
+    drop(family);
+}
+
+fn comm(pid: i32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}

@@ -35,6 +35,7 @@ fn scenario(test: &str, victim: &str, args: &[&str], mode: Mode) {
         return;
     }
     common::sleep_ms(SETTLE_MS);
+    let _family = common::TreeGuard(common::descendants(proc.pid));
     match mode {
         Mode::Standalone => proc.go_and_expect_pass(),
         Mode::Detached => {
@@ -65,7 +66,8 @@ fn dump_args(victim: &str) -> &'static [&'static str] {
     }
 }
 
-/// Dump `proc` into tmp/img and reap it: a dump without -R SIGKILLs the task.
+/// Dump `proc` into tmp/img and reap it: a dump without -R SIGKILLs the task, and its
+/// descendants, which become ours to reap (we are the subreaper).
 fn dump_and_reap(proc: &mut Proc, victim: &str, tmp: &TempDir) {
     common::dump(proc.pid, &tmp.join("img"), dump_args(victim)).assert_ok("stasis dump");
     let st = proc.wait_exit(Duration::from_secs(10));
@@ -74,6 +76,7 @@ fn dump_and_reap(proc: &mut Proc, victim: &str, tmp: &TempDir) {
         Status::Signaled(libc::SIGKILL),
         "dumped task should have been SIGKILLed"
     );
+    common::reap_image_tree(&tmp.join("img"));
 }
 
 fn restore_attached(orig: &Proc, tmp: &TempDir) {
@@ -175,6 +178,8 @@ victim_tests! {
     creds: "creds";
     creds_threads: "creds" ["threads"];
     mmflags: "mmflags";
+    tree: "tree";
+    tree_50: "tree" ["50"];
     pipes: "pipes";
     anonfds: "anonfds";
     inotify: "inotify";

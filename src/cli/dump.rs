@@ -29,6 +29,10 @@ pub struct DumpArgs {
     /// refused.
     #[arg(long = "file-locks")]
     pub file_locks: bool,
+    /// Freeze this cgroup (v1 freezer or v2) before seizing the tree: for trees that fork
+    /// faster than they can be frozen one by one.
+    #[arg(long = "freeze-cgroup", value_name = "PATH")]
+    pub freeze_cgroup: Option<std::path::PathBuf>,
     /// Print a summary line.
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
@@ -45,6 +49,7 @@ pub fn run(args: DumpArgs) -> i32 {
         shell_job: args.shell_job,
         ghost_limit: args.ghost_limit,
         file_locks: args.file_locks,
+        freeze_cgroup: args.freeze_cgroup,
     };
     match dump(&opts) {
         Ok(s) => {

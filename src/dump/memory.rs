@@ -35,13 +35,18 @@ struct Range {
     drop_zeros: bool,
 }
 
+/// Address ranges to save in a mapping instead of what `PAGEMAP_SCAN` reports, by mapping
+/// start: shared memory is saved once for the tree, from its data (see `dump/shared.rs`).
+pub type Overrides = std::collections::HashMap<u64, Vec<(u64, u64)>>;
+
 /// Saves every page of `vmas` that a fresh mapping would not reproduce.
 pub fn dump(
     pid: i32,
     vmas: &[Vma],
+    overrides: &Overrides,
     out: &mut PagesWriter,
 ) -> Result<(Vec<PageRun>, MemoryStats), DumpError> {
-    let ranges = ranges_to_save(pid, vmas)?;
+    let ranges = ranges_to_save(pid, vmas, overrides)?;
     let mem = Mem::open(pid, false)?;
     let mut saver = Saver {
         pid,
@@ -58,7 +63,7 @@ pub fn dump(
     Ok((saver.runs, saver.stats))
 }
 
-fn ranges_to_save(pid: i32, vmas: &[Vma]) -> Result<Vec<Range>, DumpError> {
+fn ranges_to_save(pid: i32, vmas: &[Vma], overrides: &Overrides) -> Result<Vec<Range>, DumpError> {
     let pagemap = Pagemap::open(pid)?;
     let query = Query {
         any: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_GUARD,
@@ -73,6 +78,16 @@ fn ranges_to_save(pid: i32, vmas: &[Vma]) -> Result<Vec<Range>, DumpError> {
             _ => continue,
         };
         let readable = vma.prot & libc::PROT_READ as u32 != 0;
+        if let Some(given) = overrides.get(&vma.start) {
+            out.extend(given.iter().map(|&(start, end)| Range {
+                vma: vma.start,
+                start,
+                end,
+                readable,
+                drop_zeros,
+            }));
+            continue;
+        }
         for r in pagemap.scan(vma.start, vma.end, query)? {
             if r.categories & PAGE_IS_GUARD != 0 {
                 return Err(DumpError::unsupported(format!(

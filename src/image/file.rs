@@ -12,12 +12,13 @@ use super::error::ImageError;
 
 /// Version of the on-disk format; bumped by any change to a header or a record's fields.
 /// Version 2 added the per-thread `comm`, `robust_list` and `robust_list_len`; version 3
-/// the file locks of the files record and the fd kinds after `Dup` (pipes, FIFOs,
-/// O_PATH, ghost files, eventfd, timerfd, signalfd, epoll, inotify, memfd, pidfd).
-pub const FORMAT_VERSION: u32 = 3;
-/// The oldest format version this build still reads (older files records lack `locks`
-/// and are not converted).
-pub const OLDEST_VERSION: u32 = 3;
+/// the process tree (`tree.img`, needed to restore any image); version 4 the file locks
+/// of the files record and the fd kinds after `Inherited` (pipes, FIFOs, O_PATH, ghost
+/// files, eventfd, timerfd, signalfd, epoll, inotify, memfd, pidfd).
+pub const FORMAT_VERSION: u32 = 4;
+/// The oldest format version this build still reads (older images have no `tree.img` or
+/// no file locks and are not converted).
+pub const OLDEST_VERSION: u32 = 4;
 /// First bytes of every image file. The high-bit byte catches 7-bit transfers, the name
 /// makes `head -c8` readable, the newline catches line-ending conversion (as PNG's).
 pub const MAGIC: [u8; 8] = *b"\x89STASIS\n";
@@ -35,6 +36,7 @@ pub enum Kind {
     Mm = 3,
     Files = 4,
     Pages = 5,
+    Tree = 6,
 }
 
 /// Human name of a kind number, for messages.
@@ -45,6 +47,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         3 => "mm",
         4 => "files",
         5 => "pages",
+        6 => "tree",
         _ => "unknown",
     }
 }
@@ -315,10 +318,10 @@ mod tests {
         assert!(matches!(
             err,
             ImageError::NewerVersion {
-                found: 4,
-                supported: 3,
+                found,
+                supported: FORMAT_VERSION,
                 ..
-            }
+            } if found == FORMAT_VERSION + 1
         ));
     }
 
@@ -332,11 +335,11 @@ mod tests {
         ));
     }
 
-    /// Version 1 thread records have no comm or robust list, version 2 files records no
-    /// locks: refused, not misread.
+    /// Version 1 thread records have no comm or robust list, version 2 images no tree,
+    /// version 3 files records no locks: refused, not misread.
     #[test]
-    fn rejects_versions_one_and_two() {
-        for v in [1u32, 2] {
+    fn rejects_versions_one_to_three() {
+        for v in [1u32, 2, 3] {
             let mut b = encoded();
             b[12..16].copy_from_slice(&v.to_le_bytes());
             assert!(matches!(

@@ -41,6 +41,10 @@ pub enum FdKind {
     /// The same open file description as the earlier fd `of` (a `dup`): one offset and
     /// one set of status flags for both.
     Dup { of: i32 },
+    /// The same open file description as fd `fd` of process `pid`, which comes earlier in
+    /// the tree (inherited across `fork`, or passed over a socket): one offset and one set
+    /// of status flags for every holder.
+    Inherited { pid: i32, fd: i32 },
     /// One end of a pipe, which this fd creates (with its buffered bytes).
     Pipe(PipeFd),
     /// The other end of the pipe created by the earlier fd `of`, which put it here.

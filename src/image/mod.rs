@@ -2,7 +2,7 @@
 //! loading. This module knows the format, not processes: it never touches a live task.
 //!
 //! Layout of a directory (see `docs/image-format.md`):
-//! `inventory.img`, and per process `task-<pid>.img`, `mm-<pid>.img`, `files-<pid>.img`,
+//! `inventory.img`, `tree.img`, and per live process `task-<pid>.img`, `mm-<pid>.img`, `files-<pid>.img`,
 //! `pages-<pid>.img`.
 //!
 //! - [`file`]: the header and postcard payload of one record file.
@@ -20,6 +20,7 @@ pub mod load;
 pub mod mm;
 pub mod pages;
 pub mod task;
+pub mod tree;
 pub mod validate;
 
 #[cfg(test)]

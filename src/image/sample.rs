@@ -8,10 +8,11 @@ use super::files::{
     PathFd, PipeEnd, PipeFd, TtyFd,
 };
 use super::inventory::{CpuInfo, Inventory};
-use super::mm::{FileId, MmFields, MmImage, PageRun, Vma, VmaFlags, VmaKind};
+use super::mm::{FileId, MmFields, MmImage, PageRun, ShmemOwner, ShmemRef, Vma, VmaFlags, VmaKind};
 use super::task::{
     Caps, Creds, ITimer, PosixTimer, ProcessAttrs, TaskImage, ThreadImage, ThreadSched, Timers,
 };
+use super::tree::{ProcEntry, ProcState, TreeImage};
 
 pub fn inventory(pids: &[i32]) -> Inventory {
     Inventory {
@@ -28,6 +29,26 @@ pub fn inventory(pids: &[i32]) -> Inventory {
         },
         shell_job: false,
     }
+}
+
+/// A tree of live processes, each the child of the one before.
+pub fn tree(pids: &[i32]) -> TreeImage {
+    let processes = pids
+        .iter()
+        .enumerate()
+        .map(|(i, &pid)| ProcEntry {
+            pid,
+            comm: format!("proc-{pid}"),
+            ppid: if i == 0 { 1 } else { pids[i - 1] },
+            pgid: pids[0],
+            sid: pids[0],
+            exit_signal: libc::SIGCHLD,
+            state: ProcState::Alive { stopped: false },
+            shares_files: false,
+            shares_fs: false,
+        })
+        .collect();
+    TreeImage { processes }
 }
 
 pub fn thread(tid: i32) -> ThreadImage {
@@ -155,6 +176,7 @@ pub fn mm() -> MmImage {
         auxv: vec![6, 4096, 0, 0],
         exe: Some(exe),
         vdso_symbols: vec![("__vdso_clock_gettime".into(), 0xc10)],
+        shmem: Vec::new(),
     }
 }
 
@@ -397,6 +419,15 @@ pub fn random_mm(r: &mut XorShift) -> MmImage {
         auxv: r.vec(8, XorShift::next),
         exe: r.bool().then(|| random_file_id(r)),
         vdso_symbols: r.vec(3, |r| (r.string(), r.next())),
+        shmem: r.vec(3, |r| ShmemRef {
+            start: r.next(),
+            owner: r.bool().then(|| ShmemOwner {
+                pid: r.i32(),
+                start: r.next(),
+                end: r.next(),
+                offset: r.next(),
+            }),
+        }),
     }
 }
 

@@ -11,6 +11,7 @@ use super::files::{FdKind, FilesImage};
 use super::inventory::Inventory;
 use super::mm::{MmFields, MmImage, PageRun, Vma};
 use super::task::{PosixTimer, TaskImage, ThreadImage};
+use super::tree::{ProcEntry, ProcState, TreeImage};
 use crate::abi::PAGE_SIZE;
 
 /// Linux's `PID_MAX_LIMIT` on 64-bit.
@@ -45,6 +46,97 @@ pub fn inventory(inv: &Inventory, path: &Path) -> Check {
         );
     }
     Ok(())
+}
+
+/// The tree lists every process once, the root first, parents before children; its live
+/// processes are exactly `inventory.pids`, in the same order; ids and statuses are sane.
+pub fn tree(tree: &TreeImage, inv: &Inventory, path: &Path) -> Check {
+    let pids: Vec<i32> = tree.processes.iter().map(|p| p.pid).collect();
+    check_ids(&pids, "pid", path)?;
+    if pids.first() != Some(&inv.root_pid) {
+        return fail(
+            path,
+            format!("does not start with the root pid {}", inv.root_pid),
+        );
+    }
+    let alive: Vec<i32> = tree.alive().map(|p| p.pid).collect();
+    if alive != inv.pids {
+        return fail(
+            path,
+            "its live processes are not the inventory's pids".into(),
+        );
+    }
+    for (i, p) in tree.processes.iter().enumerate().skip(1) {
+        if !tree.processes[..i].iter().any(|q| q.pid == p.ppid) {
+            return fail(
+                path,
+                format!("pid {} comes before its parent {}", p.pid, p.ppid),
+            );
+        }
+        proc_entry(p, path)?;
+    }
+    proc_entry(&tree.processes[0], path)
+}
+
+fn proc_entry(p: &ProcEntry, path: &Path) -> Check {
+    let ids_ok = [p.ppid, p.pgid, p.sid]
+        .iter()
+        .all(|id| (0..=PID_MAX).contains(id));
+    if !ids_ok || !(0..=SIGNALS as i32).contains(&p.exit_signal) {
+        return fail(
+            path,
+            format!("pid {} has impossible ids or exit signal", p.pid),
+        );
+    }
+    if let ProcState::Zombie { status } = p.state {
+        if status & !0xffff != 0 {
+            return fail(
+                path,
+                format!("zombie {} has wait status {status:#x}", p.pid),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Every `Inherited` fd names an original fd (not itself a reference) of a process that
+/// comes earlier in `order`.
+pub fn inherited_fds(order: &[(i32, &FilesImage)], path: &Path) -> Check {
+    for (i, (pid, files)) in order.iter().enumerate() {
+        for e in &files.fds {
+            let FdKind::Inherited { pid: owner, fd } = e.kind else {
+                continue;
+            };
+            let found = order[..i].iter().any(|(p, f)| {
+                *p == owner
+                    && f.fds.iter().any(|x| {
+                        x.fd == fd
+                            && !matches!(x.kind, FdKind::Dup { .. } | FdKind::Inherited { .. })
+                    })
+            });
+            if !found {
+                return fail(
+                    path,
+                    format!("fd {} of pid {pid} refers to fd {fd} of pid {owner}, which is not an earlier original fd", e.fd),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A process's own record agrees with the tree on its ids.
+pub fn process_in_tree(task: &TaskImage, tree: &TreeImage, path: &Path) -> Check {
+    match tree.get(task.pid) {
+        Some(e) if e.pgid == task.pgid && e.sid == task.sid => Ok(()),
+        _ => fail(
+            path,
+            format!(
+                "pid {}: session or group differ from its task record",
+                task.pid
+            ),
+        ),
+    }
 }
 
 /// Each id in `1..=PID_MAX`, none twice.

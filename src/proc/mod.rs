@@ -114,6 +114,23 @@ pub fn fds(pid: i32) -> Result<Vec<i32>, ProcError> {
     numbered_entries(&proc_path(pid, "fd"))
 }
 
+/// Every process (thread-group leader) in the pid namespace of `/proc`, sorted. Entries
+/// that are not numbers (`self`, `sys`...) are skipped.
+pub fn pids() -> Result<Vec<i32>, ProcError> {
+    let dir = Path::new("/proc");
+    let read_err = |source| ProcError::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read_err)? {
+        let name = entry.map_err(read_err)?.file_name();
+        pids.extend(name.to_str().and_then(|n| n.parse::<i32>().ok()));
+    }
+    pids.sort_unstable();
+    Ok(pids)
+}
+
 /// The threads of `pid`: the entries of `/proc/PID/task`, sorted.
 pub fn tids(pid: i32) -> Result<Vec<i32>, ProcError> {
     numbered_entries(&proc_path(pid, "task"))

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use super::child::{Child, HELPER_LEN};
 use super::{RestoreError, TASK_SIZE};
 use crate::abi::PrctlMmMap;
-use crate::image::mm::{MmImage, Vma, VmaKind};
+use crate::image::mm::{MmImage, ShmemOwner, Vma, VmaKind};
 
 const MREMAP_MAYMOVE: u64 = 1;
 const MREMAP_FIXED: u64 = 2;
@@ -17,7 +17,7 @@ const PR_SET_MM_MAP: u64 = 14;
 
 /// Removes everything but the helper and the vDSO block, then moves the vDSO block.
 pub fn clear_and_move_vdso(child: &Child, mm: &MmImage) -> Result<(), RestoreError> {
-    let specials = super::verify::own_specials()?;
+    let specials = super::verify::specials(child.pid())?;
     let mut keep: Vec<(u64, u64)> = specials.iter().map(|&(_, s, e)| (s, e)).collect();
     keep.push((child.helper, child.helper + HELPER_LEN));
     keep.sort_unstable();
@@ -46,6 +46,12 @@ fn move_specials(
         .iter()
         .map(|(k, s, e)| (*s, *e, mm.vmas.iter().find(|v| &v.kind == k)))
         .collect();
+    if targets
+        .iter()
+        .all(|(s, _, v)| v.is_some_and(|v| v.start == *s))
+    {
+        return Ok(()); // a forked child: its parent moved them already
+    }
     let overlap = targets
         .iter()
         .any(|(_, _, v)| v.is_some_and(|v| v.start < hi && v.end > lo));
@@ -85,12 +91,38 @@ fn move_specials(
 pub fn map_all(child: &Child, mm: &MmImage, filled: &HashSet<u64>) -> Result<(), RestoreError> {
     let mut open: Option<(String, u64)> = None;
     for v in mm.vmas.iter().filter(|v| !is_special(v)) {
-        map_one(child, v, filled.contains(&v.start), &mut open)?;
+        let owner = mm.shmem.iter().find(|r| r.start == v.start);
+        match owner.and_then(|r| r.owner) {
+            Some(o) => map_shared_from(child, v, &o)?,
+            None => map_one(child, v, filled.contains(&v.start), &mut open)?,
+        }
     }
     if let Some((_, fd)) = open {
         child.remote().call("close", libc::SYS_close, &[fd])?;
     }
     Ok(())
+}
+
+/// Maps the shared memory object that an earlier process of the tree created, through
+/// that process's `/proc/PID/map_files` entry (the child is still privileged here).
+fn map_shared_from(child: &Child, v: &Vma, o: &ShmemOwner) -> Result<(), RestoreError> {
+    let path = format!("/proc/{}/map_files/{:x}-{:x}", o.pid, o.start, o.end);
+    let fd = open_in(child, &path, libc::O_RDWR | libc::O_CLOEXEC)?;
+    let flags = libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE;
+    let r = child.remote().call(
+        "mmap(shared)",
+        libc::SYS_mmap,
+        &[
+            v.start,
+            v.len(),
+            u64::from(v.prot),
+            flags as u64,
+            fd,
+            o.offset,
+        ],
+    );
+    child.remote().call("close", libc::SYS_close, &[fd])?;
+    r.map(|_| ()).map_err(RestoreError::from)
 }
 
 fn is_special(v: &Vma) -> bool {

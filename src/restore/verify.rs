@@ -15,10 +15,8 @@ use crate::sys::mem::Mem;
 pub fn host_accepts(image: &Image, skip_file_check: bool) -> Result<(), RestoreError> {
     cpu_features(image.inventory.cpu.xcr0)?;
     let same_host = hostname() == image.inventory.hostname;
+    pids_free(image)?;
     for p in &image.processes {
-        for t in &p.task.threads {
-            pid_free(t.tid)?;
-        }
         vdso_matches(p)?;
         files_unchanged(p, same_host)?;
         if !skip_file_check {
@@ -38,7 +36,42 @@ fn cpu_features(saved: u64) -> Result<(), RestoreError> {
     })
 }
 
-/// The pid, and the tids of its threads, are unused and below pid_max.
+/// Every pid and tid of the image (zombies included) is unused and below pid_max; if
+/// some are taken, the error names them all.
+fn pids_free(image: &Image) -> Result<(), RestoreError> {
+    let zombies = image.tree.processes.iter().map(|p| p.pid);
+    let tids = image
+        .processes
+        .iter()
+        .flat_map(|p| p.task.threads.iter().map(|t| t.tid));
+    let mut ids: Vec<i32> = zombies.chain(tids).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut taken = Vec::new();
+    for id in ids {
+        match pid_free(id) {
+            Ok(()) => {}
+            Err(RestoreError::PidTaken { pid, owner }) => taken.push((pid, owner)),
+            Err(e) => return Err(e),
+        }
+    }
+    match taken.len() {
+        0 => Ok(()),
+        1 => {
+            let (pid, owner) = taken.remove(0);
+            Err(RestoreError::PidTaken { pid, owner })
+        }
+        _ => Err(RestoreError::PidsTaken {
+            list: taken
+                .iter()
+                .map(|(p, o)| format!("{p} ({o})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+/// The pid is unused and below pid_max.
 pub fn pid_free(pid: i32) -> Result<(), RestoreError> {
     let pid_max: i32 = read_trim("/proc/sys/kernel/pid_max")?
         .parse()
@@ -102,12 +135,16 @@ fn vdso_matches(p: &ProcessImage) -> Result<(), RestoreError> {
     }
 }
 
-/// Our own vvar/vvar_vclock/vdso mappings: the restored task inherits exactly these.
+/// Our own vvar/vvar_vclock/vdso mappings: the restored root inherits exactly these.
 pub fn own_specials() -> Result<Vec<(VmaKind, u64, u64)>, RestoreError> {
-    let maps =
-        crate::proc::maps(std::process::id() as i32).map_err(|e| RestoreError::Unsupported {
-            what: e.to_string(),
-        })?;
+    specials(std::process::id() as i32)
+}
+
+/// The vvar/vvar_vclock/vdso mappings of `pid`.
+pub fn specials(pid: i32) -> Result<Vec<(VmaKind, u64, u64)>, RestoreError> {
+    let maps = crate::proc::maps(pid).map_err(|e| RestoreError::Unsupported {
+        what: e.to_string(),
+    })?;
     Ok(maps
         .iter()
         .filter_map(|m| {

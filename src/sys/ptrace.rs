@@ -25,7 +25,10 @@ const PTRACE_PEEKSIGINFO: u32 = 0x4209;
 const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
 const PTRACE_GET_RSEQ_CONFIGURATION: u32 = 0x420f;
 const PTRACE_EVENT_STOP: i32 = 128;
-/// `PTRACE_EVENT_CLONE`: the tracee created a thread (reported with `PTRACE_O_TRACECLONE`).
+/// `PTRACE_EVENT_FORK`: the tracee created a process (reported with `PTRACE_O_TRACEFORK`).
+pub const PTRACE_EVENT_FORK: i32 = 1;
+/// `PTRACE_EVENT_CLONE`: the tracee created a thread, or a process with an exit signal
+/// other than SIGCHLD (reported with `PTRACE_O_TRACECLONE`).
 pub const PTRACE_EVENT_CLONE: i32 = 3;
 /// Upper bound for the xsave regset; the kernel reports the real size it filled.
 const XSTATE_MAX: usize = 64 * 1024;
@@ -76,13 +79,16 @@ pub struct Seized {
     released: bool,
 }
 
-/// `ptrace(PTRACE_SEIZE, tid, 0, TRACESYSGOOD | TRACECLONE)` — attach without stopping;
-/// see [ptrace(2)](https://man7.org/linux/man-pages/man2/ptrace.2.html).
+/// `ptrace(PTRACE_SEIZE, tid, 0, TRACESYSGOOD | TRACECLONE | TRACEFORK)` — attach without
+/// stopping; see [ptrace(2)](https://man7.org/linux/man-pages/man2/ptrace.2.html).
 ///
-/// With `PTRACE_O_TRACECLONE`, a thread the task creates is attached by the kernel before
-/// it runs a single instruction and starts in a `PTRACE_EVENT_STOP` (see [`adopt`]).
+/// With `PTRACE_O_TRACECLONE` and `PTRACE_O_TRACEFORK`, a thread or process the task
+/// creates is attached by the kernel before it runs a single instruction and starts in a
+/// `PTRACE_EVENT_STOP` (see [`adopt`]).
 pub fn seize(tid: i32) -> Result<Seized, PtraceError> {
-    let opts = ptrace::Options::PTRACE_O_TRACESYSGOOD | ptrace::Options::PTRACE_O_TRACECLONE;
+    let opts = ptrace::Options::PTRACE_O_TRACESYSGOOD
+        | ptrace::Options::PTRACE_O_TRACECLONE
+        | ptrace::Options::PTRACE_O_TRACEFORK;
     ptrace::seize(Pid::from_raw(tid), opts).map_err(|source| PtraceError::Request {
         op: "seize",
         tid,

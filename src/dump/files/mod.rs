@@ -232,6 +232,49 @@ fn unsupported_kind(name: &str) -> &'static str {
     }
 }
 
+/// Objects that fds create (pipes, memfds, ghost files) seen so far in the tree, by
+/// `(st_dev, st_ino)`, with the process that creates them.
+pub type TreeObjects = HashMap<(u64, u64), i32>;
+
+/// Refuses an object that two processes of the tree hold through different open file
+/// descriptions (two pipe ends in two processes, a memfd reopened by another process):
+/// each process would create its own copy. Runs after `Shared::link_files` turned the
+/// descriptions inherited from an earlier process into `Inherited`.
+pub fn check_split_objects(
+    pid: i32,
+    files: &FilesImage,
+    seen: &mut TreeObjects,
+) -> Result<(), DumpError> {
+    for e in &files.fds {
+        let what = match &e.kind {
+            FdKind::Pipe(_) | FdKind::PipePeer { .. } => "a pipe",
+            FdKind::Memfd(_) => "a memfd",
+            FdKind::Ghost(_) => "a deleted file",
+            _ => continue,
+        };
+        let split = |other: String| {
+            DumpError::unsupported(format!(
+                "fd {} of pid {pid} is {what} whose other open file description is held by {other}; stasis cannot yet restore such an object shared across processes",
+                e.fd
+            ))
+        };
+        if let FdKind::PipePeer { of } = e.kind {
+            let creator = files.fds.iter().find(|x| x.fd == of).map(|x| &x.kind);
+            if !matches!(creator, Some(FdKind::Pipe(_))) {
+                return Err(split(format!("an earlier process (through fd {of})")));
+            }
+        }
+        let open = OpenFd::inspect(pid, e.fd)?;
+        match seen.get(&open.object()) {
+            Some(&q) if q != pid => return Err(split(format!("pid {q}"))),
+            _ => {
+                seen.insert(open.object(), pid);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A value from the fd's fdinfo, or an error naming the fd.
 pub fn parsed<T>(open: &OpenFd, r: Result<T, String>) -> Result<T, DumpError> {
     r.map_err(|e| open.error(&format!("has unexpected fdinfo: {e}")))

@@ -202,6 +202,7 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::CharDev(c) => chardev::restore(at, c),
         FdKind::Tty(_) => chardev::restore_tty(at),
         FdKind::Dup { of } => at.dup_of(*of as u64),
+        FdKind::Inherited { pid, fd } => inherit(at, *pid, *fd),
         FdKind::Pipe(p) => pipe::restore(at, p),
         FdKind::PipePeer { .. } => pipe::restore_peer(at),
         FdKind::Fifo(f) => pipe::restore_fifo(at, f),
@@ -213,6 +214,38 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::Memfd(m) => memfd::restore(at, m),
         FdKind::PidFd(p) => pidfd::restore(at, p),
     }
+}
+
+/// The same open file description as fd `fd` of the already restored process `owner`.
+fn inherit(at: &Install, owner: i32, fd: i32) -> Result<(), RestoreError> {
+    let got = take_from(at.child, owner, fd)?;
+    at.place(got)?;
+    if got == at.fd() {
+        // pidfd_getfd always sets FD_CLOEXEC.
+        at.set_cloexec()?;
+    }
+    Ok(())
+}
+
+/// A copy, in the child, of fd `fd` of the already restored process `owner`: the same
+/// open file description (`pidfd_open` + `pidfd_getfd`, Linux 5.6, run by the child,
+/// which is still privileged here). Returns the new fd number.
+fn take_from(child: &Child, owner: i32, fd: i32) -> Result<u64, RestoreError> {
+    let remote = child.remote();
+    let pidfd = remote.call("pidfd_open", libc::SYS_pidfd_open, &[owner as u64, 0])?;
+    let got = remote.raw(libc::SYS_pidfd_getfd, &[pidfd, fd as u64, 0]);
+    remote.call("close", libc::SYS_close, &[pidfd])?;
+    let got = got?;
+    if got < 0 {
+        return Err(RestoreError::Unsupported {
+            what: format!(
+                "pidfd_getfd of fd {fd} of pid {owner} into pid {}: {}",
+                child.pid(),
+                nix::errno::Errno::from_raw(-got as i32)
+            ),
+        });
+    }
+    Ok(got as u64)
 }
 
 /// Sets the file offset of the entry's fd.
