@@ -350,13 +350,7 @@ fn memory(p: &ProcessImage, out: &mut impl Write) -> std::io::Result<()> {
 fn files(p: &ProcessImage, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "  files: {} fds", p.files.fds.len())?;
     for f in &p.files.fds {
-        let what = match &f.kind {
-            FdKind::Path { file, pos } => format!("{} pos {pos}", file.path),
-            FdKind::CharDev { path, .. } => format!("{path} (char device)"),
-            FdKind::Tty { .. } => "terminal (shell job)".to_string(),
-            FdKind::Dup { of } => format!("same open file as fd {of}"),
-            FdKind::Inherited { pid, fd } => format!("same open file as fd {fd} of pid {pid}"),
-        };
+        let what = describe(&f.kind);
         writeln!(
             out,
             "    {:>4} flags {:#o}{} {what}",
@@ -437,6 +431,49 @@ fn vma_flags(v: &Vma) -> String {
         String::new()
     } else {
         format!(" [{}]", set.join(" "))
+    }
+}
+
+/// One line about what an fd is.
+fn describe(kind: &FdKind) -> String {
+    match kind {
+        FdKind::Path(p) => format!("{} pos {}", p.file.path, p.pos),
+        FdKind::CharDev(c) => format!("{} (char device)", c.path),
+        FdKind::Tty(_) => "terminal (shell job)".to_string(),
+        FdKind::Dup { of } => format!("same open file as fd {of}"),
+        FdKind::Inherited { pid, fd } => format!("same open file as fd {fd} of pid {pid}"),
+        FdKind::Pipe(p) => format!(
+            "pipe:[{}] {:?} end, other end {}, size {}, {} bytes buffered",
+            p.ino,
+            p.end,
+            p.peer
+                .map_or("closed".to_string(), |fd| format!("at fd {fd}")),
+            p.size,
+            p.data.len()
+        ),
+        FdKind::PipePeer { of } => format!("other end of the pipe of fd {of}"),
+        FdKind::Fifo(f) => format!("FIFO {} ({} bytes buffered)", f.file.path, f.data.len()),
+        FdKind::OPath(p) => format!("{} (O_PATH)", p.path),
+        FdKind::Ghost(g) => format!("{} (deleted, {} bytes saved)", g.path, g.contents.len()),
+        FdKind::EventFd(e) => format!("eventfd count {} semaphore {}", e.count, e.semaphore),
+        FdKind::TimerFd(t) => format!(
+            "timerfd clock {} left {} ns interval {} ns ticks {}",
+            t.clock, t.value_ns, t.interval_ns, t.ticks
+        ),
+        FdKind::SignalFd(s) => format!("signalfd mask {:#x}", s.mask),
+        FdKind::Epoll(e) => format!(
+            "epoll watching fds {:?}",
+            e.targets.iter().map(|t| t.fd).collect::<Vec<_>>()
+        ),
+        FdKind::Inotify(i) => format!(
+            "inotify watching {:?}",
+            i.watches
+                .iter()
+                .map(|w| w.path.as_str())
+                .collect::<Vec<_>>()
+        ),
+        FdKind::Memfd(m) => format!("memfd:{} size {} seals {:#x}", m.name, m.size, m.seals),
+        FdKind::PidFd(p) => format!("pidfd of pid {}", p.pid),
     }
 }
 

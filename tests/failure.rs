@@ -2,7 +2,7 @@
 //! (the victim still PASSes its own verification afterwards); a restore that fails must
 //! name what is wrong and create no process.
 //!
-//! All victims here are `memory` (its verification covers every byte it holds).
+//! Most victims here are `memory` (its verification covers every byte it holds).
 
 mod common;
 
@@ -53,18 +53,77 @@ fn assert_no_image(dir: &Path) {
     );
 }
 
-#[test]
-fn dump_refuses_pipe() {
+/// A victim holding at fd 10 a kind of file stasis refuses (`unsupported KIND`).
+fn refused_kind(test: &str, kind: &str, what: &str) {
     let _serial = common::serial();
-    require_privileged!("dump_refuses_pipe");
-    let tmp = TempDir::new("pipe");
-    let victim = memory_victim(&tmp, &["-s", "4", "-p"]);
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let work = tmp.join("work");
+    fs::create_dir_all(&work).expect("mkdir work");
+    let mut victim = common::spawn_victim("unsupported", &[kind], &work);
+    if let Start::Skip(why) = victim.wait_ready() {
+        common::skip(test, &why);
+        return;
+    }
     let out = common::dump(victim.pid, &tmp.join("img"), &[]);
-    let what = "dump of a task holding a pipe";
-    let msg = assert_refused(&out, what, victim.pid, &["pipe"]);
+    let msg = out.assert_failed(&format!("dump of a task holding {what}"));
+    let want = format!("fd 10 of pid {} is {what}", victim.pid);
+    assert!(msg.contains(&want), "message does not say {want:?}: {msg}");
+    assert_no_image(tmp.path());
+    assert_survived(victim);
+}
+
+#[test]
+fn dump_refuses_io_uring() {
+    refused_kind("dump_refuses_io_uring", "io_uring", "an io_uring instance");
+}
+
+#[test]
+fn dump_refuses_userfaultfd() {
+    refused_kind("dump_refuses_userfaultfd", "userfaultfd", "a userfaultfd");
+}
+
+/// A deleted-but-open file above `--ghost-limit` is refused, naming the fd and the flag.
+#[test]
+fn dump_refuses_ghost_above_limit() {
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_ghost_above_limit");
+    let tmp = TempDir::new("ghost-limit");
+    let work = tmp.join("work");
+    fs::create_dir_all(&work).expect("mkdir work");
+    let mut victim = common::spawn_victim("ghost", &[], &work);
+    if let Start::Skip(why) = victim.wait_ready() {
+        return common::skip("dump_refuses_ghost_above_limit", &why);
+    }
+    let out = common::dump(victim.pid, &tmp.join("img"), &["--ghost-limit", "4K"]);
+    let msg = out.assert_failed("dump of a 5000-byte ghost file with a 4 KiB limit");
+    let want = format!("fd 10 of pid {} is deleted file", victim.pid);
+    assert!(msg.contains(&want), "message does not say {want:?}: {msg}");
     assert!(
-        msg.contains("fd 40") || msg.contains("fd 41"),
-        "message does not name the fd (40 or 41): {msg}"
+        msg.contains("--ghost-limit"),
+        "message does not name the flag: {msg}"
+    );
+    assert_no_image(tmp.path());
+    assert_survived(victim);
+}
+
+/// A held lock without `--file-locks` is refused, naming the fd and the pid.
+#[test]
+fn dump_refuses_locks_without_file_locks() {
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_locks_without_file_locks");
+    let tmp = TempDir::new("locks");
+    let work = tmp.join("work");
+    fs::create_dir_all(&work).expect("mkdir work");
+    let mut victim = common::spawn_victim("locks", &[], &work);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let out = common::dump(victim.pid, &tmp.join("img"), &[]);
+    let msg = out.assert_failed("dump of a task holding file locks");
+    let want = format!("fd 10 of pid {} holds a FLOCK lock", victim.pid);
+    assert!(msg.contains(&want), "message does not say {want:?}: {msg}");
+    assert!(
+        msg.contains("--file-locks"),
+        "message does not name the flag: {msg}"
     );
     assert_no_image(tmp.path());
     assert_survived(victim);

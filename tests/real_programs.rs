@@ -1,4 +1,5 @@
-//! Unmodified programs (python3, coreutils sleep, bash) dumped and restored with `-d`:
+//! Unmodified programs (python3 — counting, threads, pipes/eventfd/epoll —, coreutils
+//! sleep, bash) dumped and restored with `-d`:
 //! each must carry on from where it was, under the same pid.
 
 mod common;
@@ -163,6 +164,83 @@ fn python_counter_continues() {
     );
     assert!(c2 > c1);
     stop(restored);
+}
+
+/// Holds a pipe with unread bytes, an eventfd with a count and an epoll instance watching
+/// both; writes "tick pid" to argv[1] every 100 ms. Once argv[1].go exists it reads
+/// everything and writes "bytes count ready-fds pid" to argv[1].result.
+const PY_PIPES: &str = r#"
+import os, select, sys, time
+path = sys.argv[1]
+r, w = os.pipe()
+os.write(w, b"bytes-in-flight")
+efd = os.eventfd(5, os.EFD_NONBLOCK)
+ep = select.epoll()
+ep.register(r, select.EPOLLIN)
+ep.register(efd, select.EPOLLIN)
+tick = 0
+while not os.path.exists(path + ".go"):
+    tick += 1
+    with open(path + ".tmp", "w") as f:
+        f.write(f"{tick} {os.getpid()}\n")
+    os.rename(path + ".tmp", path)
+    time.sleep(0.1)
+ready = len(ep.poll(1))
+data = os.read(r, 100).decode()
+count = os.eventfd_read(efd)
+with open(path + ".tmp", "w") as f:
+    f.write(f"{data} {count} {ready} {os.getpid()}\n")
+os.rename(path + ".tmp", path + ".result")
+"#;
+
+#[test]
+fn python_pipe_and_eventfd_survive() {
+    let _serial = common::serial();
+    require_privileged!("python_pipe_and_eventfd_survive");
+    if !which("python3") {
+        return common::skip(
+            "python_pipe_and_eventfd_survive",
+            "python3 is not installed",
+        );
+    }
+    let tmp = TempDir::new("python-pipes");
+    let state = tmp.join("state");
+    let mut py = common::spawn_logged(
+        Command::new("python3")
+            .arg("-c")
+            .arg(PY_PIPES)
+            .arg(&state)
+            .current_dir(tmp.path()),
+        &tmp.join("python.log"),
+    );
+    let tick = |s: &str| s.split_whitespace().next()?.parse::<u64>().ok();
+    wait_for("python to tick 5 times", Duration::from_secs(60), || {
+        tick(&fs::read_to_string(&state).ok()?).filter(|t| *t >= 5)
+    });
+    let restored = dump_restore(&mut py, &tmp);
+    let at_dump = tick(&fs::read_to_string(&state).expect("state")).expect("tick");
+    wait_for(
+        "python to tick after restore",
+        Duration::from_secs(10),
+        || tick(&fs::read_to_string(&state).ok()?).filter(|t| *t > at_dump),
+    );
+    fs::write(tmp.join("state.go"), b"").expect("write the go file");
+    let result = wait_for("python's result", Duration::from_secs(10), || {
+        fs::read_to_string(tmp.join("state.result")).ok()
+    });
+    assert_eq!(
+        result,
+        format!("bytes-in-flight 5 2 {}\n", py.pid),
+        "pipe bytes, eventfd count, epoll readiness or pid differ; log:\n{}",
+        restored.log_text()
+    );
+    let mut restored = restored;
+    assert_eq!(
+        restored.wait_exit(Duration::from_secs(10)),
+        Status::Exited(0),
+        "log:\n{}",
+        restored.log_text()
+    );
 }
 
 #[test]

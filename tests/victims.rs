@@ -102,7 +102,7 @@ fn scenario(test: &str, victim: &str, args: &[&str], mode: Mode, expect: Expect)
             expect.check(&proc, st);
         }
         Mode::Detached => {
-            dump_and_reap(&mut proc, &tmp);
+            dump_and_reap(&mut proc, victim, &tmp);
             let pid = common::restore_detached(&tmp.join("img")).unwrap_or_else(|out| {
                 panic!(
                     "restore -d failed: {out:?}\nvictim log:\n{}",
@@ -116,16 +116,24 @@ fn scenario(test: &str, victim: &str, args: &[&str], mode: Mode, expect: Expect)
             expect.check(&restored, st);
         }
         Mode::Attached => {
-            dump_and_reap(&mut proc, &tmp);
+            dump_and_reap(&mut proc, victim, &tmp);
             restore_attached(&proc, &tmp, expect);
         }
     }
 }
 
+/// Extra `stasis dump` options a victim needs.
+fn dump_args(victim: &str) -> &'static [&'static str] {
+    match victim {
+        "locks" => &["--file-locks"],
+        _ => &[],
+    }
+}
+
 /// Dump `proc` into tmp/img and reap it: a dump without -R SIGKILLs the task, and its
 /// descendants, which become ours to reap (we are the subreaper).
-fn dump_and_reap(proc: &mut Proc, tmp: &TempDir) {
-    common::dump(proc.pid, &tmp.join("img"), &[]).assert_ok("stasis dump");
+fn dump_and_reap(proc: &mut Proc, victim: &str, tmp: &TempDir) {
+    common::dump(proc.pid, &tmp.join("img"), dump_args(victim)).assert_ok("stasis dump");
     let st = proc.wait_exit(Duration::from_secs(10));
     assert_eq!(
         st,
@@ -246,4 +254,10 @@ victim_tests! {
     guards: "guards";
     tree: "tree";
     tree_50: "tree" ["50"];
+    pipes: "pipes";
+    anonfds: "anonfds";
+    inotify: "inotify";
+    memfd: "memfd";
+    ghost: "ghost";
+    locks: "locks";
 }

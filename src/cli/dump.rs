@@ -21,6 +21,14 @@ pub struct DumpArgs {
     /// The process is attached to the invoking terminal: save terminal fds as such.
     #[arg(short = 'j', long = "shell-job")]
     pub shell_job: bool,
+    /// Save the contents of files deleted while open up to this size (bytes, or with a
+    /// K/M/G suffix); a larger one is refused.
+    #[arg(long = "ghost-limit", value_parser = parse_size, default_value = "1M")]
+    pub ghost_limit: u64,
+    /// Save file locks (flock, POSIX, OFD) held by the process; without it a held lock is
+    /// refused.
+    #[arg(long = "file-locks")]
+    pub file_locks: bool,
     /// Freeze this cgroup (v1 freezer or v2) before seizing the tree: for trees that fork
     /// faster than they can be frozen one by one.
     #[arg(long = "freeze-cgroup", value_name = "PATH")]
@@ -39,6 +47,8 @@ pub fn run(args: DumpArgs) -> i32 {
         dir: args.dir,
         leave_running: args.leave_running,
         shell_job: args.shell_job,
+        ghost_limit: args.ghost_limit,
+        file_locks: args.file_locks,
         freeze_cgroup: args.freeze_cgroup,
     };
     match dump(&opts) {
@@ -63,5 +73,35 @@ pub fn run(args: DumpArgs) -> i32 {
             report(&e);
             EXIT_FAILED
         }
+    }
+}
+
+/// `4096`, `64K`, `1M`, `2G` (binary units) → bytes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let (digits, shift) = match text.as_bytes().last() {
+        Some(b'K' | b'k') => (&text[..text.len() - 1], 10),
+        Some(b'M' | b'm') => (&text[..text.len() - 1], 20),
+        Some(b'G' | b'g') => (&text[..text.len() - 1], 30),
+        _ => (text, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|e| format!("{text:?} is not a size (bytes, or with a K/M/G suffix): {e}"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("99999999999G").is_err());
     }
 }

@@ -23,6 +23,9 @@ pub struct RestoreArgs {
     /// Re-attach terminal fds to the current terminal.
     #[arg(short = 'j', long = "shell-job")]
     pub shell_job: bool,
+    /// Restore open files even if they changed (size, mtime or inode) since the dump.
+    #[arg(long = "skip-file-check")]
+    pub skip_file_check: bool,
     /// Print a summary line.
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
@@ -32,6 +35,7 @@ pub fn run(args: RestoreArgs) -> i32 {
     let opts = RestoreOptions {
         dir: args.dir,
         shell_job: args.shell_job,
+        skip_file_check: args.skip_file_check,
     };
     let restored = match restore(&opts) {
         Ok(r) => r,

@@ -49,9 +49,16 @@ pub struct DumpOptions {
     pub dir: PathBuf,
     pub leave_running: bool,
     pub shell_job: bool,
+    /// Largest deleted-but-open file whose contents are saved (`--ghost-limit`).
+    pub ghost_limit: u64,
+    /// Save and restore file locks (`--file-locks`).
+    pub file_locks: bool,
     /// Freeze this cgroup first (`--freeze-cgroup`).
     pub freeze_cgroup: Option<PathBuf>,
 }
+
+/// CRIU's default `--ghost-limit`: 1 MiB.
+pub const DEFAULT_GHOST_LIMIT: u64 = 1 << 20;
 
 /// Figures for the summary line and `--stats-json`.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -113,8 +120,14 @@ fn save_tree(
         pid: opts.pid,
         ..Default::default()
     };
+    let fd_opts = files::FdOptions {
+        shell_job: opts.shell_job,
+        ghost_limit: opts.ghost_limit,
+        file_locks: opts.file_locks,
+        pids: tree.procs.iter().map(Frozen::pid).collect(),
+    };
     for (task, entry) in tree.procs.iter().zip(tree.record.alive()) {
-        let stats = save(task, entry, opts.shell_job, &writer, &mut shared)?;
+        let stats = save(task, entry, &fd_opts, &writer, &mut shared)?;
         summary.pages_stored += stats.pages_stored;
         summary.zero_pages_skipped += stats.zero_pages_skipped;
     }
@@ -133,7 +146,7 @@ fn save_tree(
 fn save(
     task: &Frozen,
     entry: &ProcEntry,
-    shell_job: bool,
+    fd_opts: &files::FdOptions,
     writer: &ImageWriter,
     shared: &mut Shared,
 ) -> Result<memory::MemoryStats, DumpError> {
@@ -145,8 +158,9 @@ fn save(
     let files = if entry.shares_files {
         FilesImage::default()
     } else {
-        let mut files = files::fd_table(pid, shell_job)?;
+        let mut files = files::fd_table(pid, fd_opts)?;
         shared.link_files(pid, &mut files)?;
+        files::check_split_objects(pid, &files, &mut shared.fd_objects)?;
         files
     };
     let exe = mm::exe(pid)?;

@@ -3,7 +3,10 @@
 
 use crate::abi::{AltStack, GpRegs, KernelSigaction, RseqConfig, SigInfo};
 
-use super::files::{FdEntry, FdKind, FilesImage};
+use super::files::{
+    CharDevFd, EpollFd, EpollTarget, EventFd, FdEntry, FdKind, FileLock, FilesImage, LockKind,
+    PathFd, PipeEnd, PipeFd, TtyFd,
+};
 use super::inventory::{CpuInfo, Inventory};
 use super::mm::{
     FileId, Guard, MmFields, MmImage, PageRun, ShmemOwner, ShmemRef, Vma, VmaFlags, VmaKind,
@@ -219,15 +222,15 @@ pub fn mm() -> MmImage {
 }
 
 pub fn files() -> FilesImage {
-    let null = FdKind::CharDev {
+    let null = FdKind::CharDev(CharDevFd {
         path: "/dev/null".into(),
         rdev: 0x103,
         pos: 0,
-    };
-    let log = FdKind::Path {
+    });
+    let log = FdKind::Path(PathFd {
         file: file_id("/tmp/log"),
         pos: 17,
-    };
+    });
     FilesImage {
         fds: vec![
             FdEntry {
@@ -240,7 +243,7 @@ pub fn files() -> FilesImage {
                 fd: 1,
                 cloexec: false,
                 flags: 1,
-                kind: FdKind::Tty { rdev: 0x8800 },
+                kind: FdKind::Tty(TtyFd { rdev: 0x8800 }),
             },
             FdEntry {
                 fd: 3,
@@ -248,7 +251,53 @@ pub fn files() -> FilesImage {
                 flags: 0o2001,
                 kind: log,
             },
+            entry(4, FdKind::Pipe(pipe(Some(5)))),
+            entry(5, FdKind::PipePeer { of: 4 }),
+            entry(6, FdKind::Dup { of: 5 }),
+            entry(
+                7,
+                FdKind::EventFd(EventFd {
+                    count: 3,
+                    semaphore: true,
+                }),
+            ),
+            entry(
+                8,
+                FdKind::Epoll(EpollFd {
+                    targets: vec![EpollTarget {
+                        fd: 7,
+                        events: 1,
+                        data: 99,
+                    }],
+                }),
+            ),
         ],
+        locks: vec![FileLock {
+            fd: 3,
+            kind: LockKind::Posix,
+            write: true,
+            start: 0,
+            len: 10,
+        }],
+    }
+}
+
+fn entry(fd: i32, kind: FdKind) -> FdEntry {
+    FdEntry {
+        fd,
+        cloexec: false,
+        flags: 0,
+        kind,
+    }
+}
+
+fn pipe(peer: Option<i32>) -> PipeFd {
+    PipeFd {
+        ino: 77,
+        end: PipeEnd::Read,
+        peer,
+        size: 65536,
+        data: b"in flight".to_vec(),
     }
 }
 
@@ -441,17 +490,25 @@ pub fn random_mm(r: &mut XorShift) -> MmImage {
 }
 
 fn random_fd(r: &mut XorShift) -> FdEntry {
-    let kind = match r.below(3) {
-        0 => FdKind::Path {
+    let kind = match r.below(6) {
+        0 => FdKind::Path(PathFd {
             file: random_file_id(r),
             pos: r.next(),
-        },
-        1 => FdKind::CharDev {
+        }),
+        1 => FdKind::CharDev(CharDevFd {
             path: r.string(),
             rdev: r.next(),
             pos: r.next(),
-        },
-        _ => FdKind::Tty { rdev: r.next() },
+        }),
+        3 => FdKind::Pipe(PipeFd {
+            data: r.vec(20, |r| r.next() as u8),
+            ..pipe(None)
+        }),
+        4 => FdKind::EventFd(EventFd {
+            count: r.next(),
+            semaphore: r.bool(),
+        }),
+        _ => FdKind::Tty(TtyFd { rdev: r.next() }),
     };
     FdEntry {
         fd: r.i32(),
@@ -464,5 +521,12 @@ fn random_fd(r: &mut XorShift) -> FdEntry {
 pub fn random_files(r: &mut XorShift) -> FilesImage {
     FilesImage {
         fds: r.vec(6, random_fd),
+        locks: r.vec(2, |r| FileLock {
+            fd: r.i32(),
+            kind: LockKind::Ofd,
+            write: r.bool(),
+            start: r.next(),
+            len: r.next(),
+        }),
     }
 }

@@ -442,8 +442,51 @@ fn auxv(words: &[u64], path: &Path) -> Check {
     Ok(())
 }
 
-/// fds non-negative, unique, in increasing order.
+/// fds non-negative, unique, in increasing order; every fd an entry or a lock refers to
+/// is in the table (a `Dup` or `PipePeer` refers to an earlier fd, a pipe's `peer` to the
+/// `PipePeer` naming it back).
 pub fn files(files: &FilesImage, path: &Path) -> Check {
+    references(files, path)?;
+    order(files, path)
+}
+
+fn references(files: &FilesImage, path: &Path) -> Check {
+    let has = |fd: i32| files.fds.iter().any(|e| e.fd == fd);
+    for (i, e) in files.fds.iter().enumerate() {
+        let earlier = &files.fds[..i];
+        let bad = match &e.kind {
+            FdKind::PipePeer { of } => !earlier
+                .iter()
+                .any(|x| x.fd == *of && matches!(&x.kind, FdKind::Pipe(p) if p.peer == Some(e.fd))),
+            FdKind::Pipe(p) => p.peer.is_some_and(|peer| {
+                !files
+                    .fds
+                    .iter()
+                    .any(|x| x.fd == peer && x.kind == FdKind::PipePeer { of: e.fd })
+            }),
+            FdKind::Epoll(ep) => ep.targets.iter().any(|t| !has(t.fd)),
+            _ => false,
+        };
+        if bad {
+            return fail(
+                path,
+                format!("fd {} refers to an fd that is not in the table", e.fd),
+            );
+        }
+    }
+    if let Some(l) = files.locks.iter().find(|l| !has(l.fd)) {
+        return fail(
+            path,
+            format!(
+                "a lock is held through fd {}, which is not in the table",
+                l.fd
+            ),
+        );
+    }
+    Ok(())
+}
+
+fn order(files: &FilesImage, path: &Path) -> Check {
     let mut prev = None;
     for (i, e) in files.fds.iter().enumerate() {
         if let FdKind::Dup { of } = e.kind {
@@ -778,5 +821,20 @@ mod tests {
         assert_eq!(files_err(|f| f.fds[0].fd = -1), "fd -1 is negative");
         assert_eq!(files_err(|f| f.fds[1].fd = 0), "fd 0 is listed twice");
         assert_eq!(files_err(|f| f.fds.swap(1, 2)), "fd 1 comes after fd 3");
+    }
+
+    #[test]
+    fn fd_references() {
+        let dangling = |fd: i32| format!("fd {fd} refers to an fd that is not in the table");
+        assert_eq!(files_err(|f| f.fds.retain(|e| e.fd != 5)), dangling(4));
+        assert_eq!(
+            files_err(|f| f.fds[4].kind = FdKind::PipePeer { of: 3 }),
+            dangling(4)
+        );
+        assert_eq!(files_err(|f| f.fds.retain(|e| e.fd != 7)), dangling(8));
+        assert_eq!(
+            files_err(|f| f.locks[0].fd = 9),
+            "a lock is held through fd 9, which is not in the table"
+        );
     }
 }

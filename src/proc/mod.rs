@@ -14,6 +14,7 @@
 
 pub mod auxv;
 pub mod fdinfo;
+pub mod fdkinds;
 pub mod limits;
 pub mod maps;
 pub mod stat;

@@ -100,6 +100,18 @@ impl Child {
     pub fn put_pod<T: Pod>(&self, off: u64, v: &T) -> Result<u64, RestoreError> {
         self.put(off, v.as_bytes())
     }
+
+    /// A duplicate of the child's fd `fd` in stasis (`pidfd_getfd`: the same open file
+    /// description), to fill it with data from stasis's side.
+    pub fn steal(&self, fd: u64) -> Result<std::os::fd::OwnedFd, RestoreError> {
+        use std::os::fd::AsFd;
+        let pid = nix::unistd::Pid::from_raw(self.pid());
+        let fail = |e: nix::errno::Errno| RestoreError::Unsupported {
+            what: format!("pidfd_getfd of fd {fd} of pid {pid}: {}", e.desc()),
+        };
+        let pidfd = crate::sys::probe::pidfd_open(pid).map_err(fail)?;
+        crate::sys::probe::pidfd_getfd(pidfd.as_fd(), fd as i32).map_err(fail)
+    }
 }
 
 /// Creates the process with `pid`, seizes it and installs the helper page.

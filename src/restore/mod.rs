@@ -39,6 +39,8 @@ pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 pub struct RestoreOptions {
     pub dir: PathBuf,
     pub shell_job: bool,
+    /// Do not refuse open files that changed since the dump (`--skip-file-check`).
+    pub skip_file_check: bool,
 }
 
 /// The restored task.
@@ -142,7 +144,7 @@ impl RestoreStage {
 pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     let started = Instant::now();
     let image = Image::load(&opts.dir)?;
-    verify::host_accepts(&image)?;
+    verify::host_accepts(&image, opts.skip_file_check)?;
     let shell_job = opts.shell_job || image.inventory.shell_job;
     let _orphans = Subreaper::become_one();
     let mut b = Builder {

@@ -12,7 +12,7 @@ use crate::sys::cpu;
 use crate::sys::mem::Mem;
 
 /// Every check, in the order a user would want to hear about them.
-pub fn host_accepts(image: &Image) -> Result<(), RestoreError> {
+pub fn host_accepts(image: &Image, skip_file_check: bool) -> Result<(), RestoreError> {
     cpu_features(image.inventory.cpu.xcr0)?;
     let same_host = hostname() == image.inventory.hostname;
     pids_free(image)?;
@@ -20,6 +20,9 @@ pub fn host_accepts(image: &Image) -> Result<(), RestoreError> {
         vdso_matches(p)?;
         files_unchanged(p, same_host)?;
         super::seccomp::host_accepts(&p.task)?;
+        if !skip_file_check {
+            fds_unchanged(p, same_host)?;
+        }
     }
     Ok(())
 }
@@ -166,16 +169,40 @@ fn files_unchanged(p: &ProcessImage, same_host: bool) -> Result<(), RestoreError
     for file in mapped.chain(p.mm.exe.iter()) {
         check_file(pid, file, true, same_host)?;
     }
+    Ok(())
+}
+
+/// Files open by path must be unchanged: same inode on the same host, and for regular
+/// files the same size and mtime (a directory's change with its entries; a FIFO's with
+/// its opens). `--skip-file-check` skips this.
+fn fds_unchanged(p: &ProcessImage, same_host: bool) -> Result<(), RestoreError> {
     for fd in &p.files.fds {
-        if let FdKind::Path { file, .. } = &fd.kind {
-            check_file(pid, file, false, same_host)?;
-        }
+        let (file, contents_matter) = match &fd.kind {
+            FdKind::Path(path) => (&path.file, is_regular(&path.file.path)),
+            FdKind::Fifo(fifo) => (&fifo.file, false),
+            _ => continue,
+        };
+        check_file(p.task.pid, file, contents_matter, same_host).map_err(|e| match e {
+            RestoreError::FileChanged { pid, path, what } => RestoreError::FileChanged {
+                pid,
+                path,
+                what: format!(
+                    "{what} (fd {}; --skip-file-check restores it anyway)",
+                    fd.fd
+                ),
+            },
+            other => other,
+        })?;
     }
     Ok(())
 }
 
-/// Mapped files must be identical (size and mtime); open files must still be the same
-/// inode on the same host (their contents may have been appended to by the task itself).
+fn is_regular(path: &str) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file())
+}
+
+/// Mapped files must be identical (size and mtime), and every file the same inode on
+/// the same host.
 fn check_file(
     pid: i32,
     f: &FileId,

@@ -3,6 +3,7 @@
 
 pub mod clone;
 pub mod cpu;
+pub mod fd;
 pub mod inject;
 pub mod kcmp;
 pub mod mem;
