@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 
 /// Spawn `memory ARGS` in tmp/work and wait for READY.
 fn memory_victim(tmp: &TempDir, args: &[&str]) -> Proc {
-    let work = tmp.join("work");
-    fs::create_dir_all(&work).expect("mkdir work");
-    let mut victim = common::spawn_victim("memory", args, &work);
+    let mut victim = victim_in(tmp, "memory", args);
     assert_eq!(victim.wait_ready(), Start::Ready);
     victim
 }
@@ -25,6 +23,26 @@ fn memory_victim(tmp: &TempDir, args: &[&str]) -> Proc {
 fn assert_survived(mut victim: Proc) {
     common::assert_untouched(&victim);
     victim.go_and_expect_pass();
+}
+
+/// The dump failed (exit 1, one message) naming the pid and each of `needles`; returns
+/// the message.
+fn assert_refused(out: &common::Output, what: &str, pid: i32, needles: &[&str]) -> String {
+    let msg = out.assert_failed(what);
+    for n in needles.iter().copied().chain([pid.to_string().as_str()]) {
+        assert!(
+            msg.contains(n),
+            "{what}: message does not name {n:?}: {msg}"
+        );
+    }
+    msg.to_string()
+}
+
+/// Spawns victim `name ARGS` in tmp/work.
+fn victim_in(tmp: &TempDir, name: &str, args: &[&str]) -> Proc {
+    let work = tmp.join("work");
+    fs::create_dir_all(&work).expect("mkdir work");
+    common::spawn_victim(name, args, &work)
 }
 
 fn assert_no_image(dir: &Path) {
@@ -109,6 +127,76 @@ fn dump_refuses_locks_without_file_locks() {
     );
     assert_no_image(tmp.path());
     assert_survived(victim);
+}
+
+#[test]
+fn dump_refuses_memfd_secret() {
+    let test = "dump_refuses_memfd_secret";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new("secret");
+    let mut victim = victim_in(&tmp, "memory", &["-s", "1", "-S"]);
+    if let Start::Skip(why) = victim.wait_ready() {
+        return common::skip(test, &why);
+    }
+    let log = victim.log_text();
+    let addr = log
+        .lines()
+        .find_map(|l| l.strip_prefix("SECRET "))
+        .unwrap_or_else(|| panic!("no SECRET line in the log:\n{log}"))
+        .to_string();
+    let out = common::dump(victim.pid, &tmp.join("img"), &[]);
+    let what = "dump of a task with a memfd_secret mapping";
+    assert_refused(&out, what, victim.pid, &["memfd_secret", &addr]);
+    assert_no_image(tmp.path());
+    assert_survived(victim);
+}
+
+/// Dies by SIGSYS after go, as `seccomp kill` does while its filter is in force.
+fn assert_still_filtered(mut victim: Proc) {
+    let st = victim.go();
+    let log = victim.log_text();
+    assert_eq!(st, Status::Signaled(libc::SIGSYS), "log:\n{log}");
+    assert_eq!(log.lines().last(), Some("CALLING getpid"), "log:\n{log}");
+}
+
+/// Seccomp is suspended while the dump runs syscalls in the task; a task dumped with
+/// `-R` (left running) gets its filter back with the detach.
+#[test]
+fn leave_running_dump_keeps_seccomp() {
+    let _serial = common::serial();
+    require_privileged!("leave_running_dump_keeps_seccomp");
+    let tmp = TempDir::new("seccomp-r");
+    let mut victim = victim_in(&tmp, "seccomp", &["kill"]);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    common::dump(victim.pid, &tmp.join("img"), &["-R"]).assert_ok("stasis dump -R");
+    common::assert_untouched(&victim);
+    assert_still_filtered(victim);
+}
+
+/// Seccomp is dumped with `PTRACE_O_SUSPEND_SECCOMP`, which needs CAP_SYS_ADMIN: without
+/// it the dump is refused saying so, and the task keeps its filter (it still dies by
+/// SIGSYS on getpid after go).
+#[test]
+fn dump_refuses_seccomp_without_cap_sys_admin() {
+    let test = "dump_refuses_seccomp_without_cap_sys_admin";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new("seccomp-cap");
+    let mut victim = victim_in(&tmp, "seccomp", &["kill"]);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let pid = victim.pid.to_string();
+    let img = tmp.join("img");
+    let args = ["dump", "-t", &pid, "-D", &img.to_string_lossy()];
+    let out = match common::stasis_without_cap("sys_admin", &args) {
+        Ok(out) => out,
+        Err(why) => return common::skip(test, &why),
+    };
+    let what = "dump of a seccomp task without CAP_SYS_ADMIN";
+    assert_refused(&out, what, victim.pid, &["CAP_SYS_ADMIN"]);
+    assert_no_image(tmp.path());
+    common::assert_untouched(&victim);
+    assert_still_filtered(victim);
 }
 
 #[test]

@@ -95,6 +95,30 @@ def session_members(sid):
     return pids
 
 
+def live_after_reaping(pids):
+    """Reaps the zombies among `pids` (killed members of a dumped tree, re-parented to us)
+    and returns the pids still alive."""
+    deadline = time.monotonic() + 5
+    live = list(pids)
+    while live and time.monotonic() < deadline:
+        for p in list(live):
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except (FileNotFoundError, ProcessLookupError):
+                live.remove(p)
+                continue
+            if state in "ZX":
+                try:
+                    os.waitpid(p, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+        time.sleep(0.01)
+        live = [p for p in live if os.path.exists(f"/proc/{p}")
+                and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] not in "ZX"]
+    return live
+
+
 def kill_session(sid):
     """SIGKILL every process of the workload's session and reap them (they are ours:
     children, or orphans re-parented to this subreaper)."""
@@ -209,7 +233,7 @@ class Bench:
                            zero_pages_skipped=s["zero_pages_skipped"],
                            dump_total_s=s["total"]["secs"] + s["total"]["nanos"] / 1e9)
             kill_and_reap(pid)  # the dump killed it; reap the zombie so the pid is free
-            left = session_members(pid)
+            left = live_after_reaping(session_members(pid))
             if left:
                 res.update(status="dump-incomplete",
                            error=f"dump exited 0 but left {len(left)} other processes of the "

@@ -40,7 +40,8 @@ pub fn preflight(pid: i32, shell_job: bool) -> Result<Preflight, DumpError> {
     Ok(Preflight { stat, status })
 }
 
-/// Refusals that apply to every process of the tree: traced by someone else, seccomp.
+/// Refusals that apply to every process of the tree: traced by someone else. (Seccomp is
+/// dumped: see `seccomp.rs`.)
 pub fn check_process(pid: i32, status: &proc::Status) -> Result<(), DumpError> {
     let me = std::process::id() as i32;
     if status.tracer_pid != 0 && status.tracer_pid != me {
@@ -48,12 +49,6 @@ pub fn check_process(pid: i32, status: &proc::Status) -> Result<(), DumpError> {
             pid,
             tracer: status.tracer_pid,
         });
-    }
-    if status.seccomp != 0 {
-        return Err(DumpError::unsupported(format!(
-            "pid {pid} runs under seccomp (mode {}); saving seccomp filters is not supported yet",
-            status.seccomp
-        )));
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! (fsync + rename) → kill or release. Any failure before the end detaches and leaves
 //! every task running exactly as it was.
 
+pub mod audit;
 pub mod cgroup;
 pub mod creds;
 mod error;
@@ -16,6 +17,7 @@ pub mod memory;
 pub mod mm;
 pub mod prctl;
 pub mod sched;
+pub mod seccomp;
 pub mod shared;
 pub mod task;
 pub mod timers;
@@ -129,9 +131,9 @@ fn save_tree(
         ..Default::default()
     };
     let pids: Vec<i32> = tree.procs.iter().map(Frozen::pid).collect();
+    let fd_opts = fd_options(opts, &pids);
     let mut held = Vec::new();
     for (task, entry) in tree.procs.iter().zip(tree.record.alive()) {
-        let fd_opts = fd_options(opts, &pids);
         let (stats, h) = save(task, entry, &fd_opts, &writer, &mut shared)?;
         held.push(h);
         summary.pages_stored += stats.pages_stored;
@@ -179,6 +181,7 @@ fn save(
     } else {
         let (mut files, held) = files::fd_table(pid, fd_opts)?;
         shared.link_files(pid, &mut files)?;
+        files::check_split_objects(pid, &files, &mut shared.fd_objects)?;
         (files, held)
     };
     let exe = mm::exe(pid)?;
@@ -189,6 +192,7 @@ fn save(
         .iter()
         .map(|t| task::thread_state(pid, t))
         .collect::<Result<Vec<_>, _>>()?;
+    let seccomp = seccomp::collect(pid, task.threads(), &mut threads)?;
     let ip = task::find_syscall_insn(pid, vdso)?;
     let known = task::Known {
         timers: &proc::timers(pid)?,
@@ -203,7 +207,7 @@ fn save(
     }
 
     let mut pages = writer.pages(&record_name("pages", pid))?;
-    let (page_runs, mstats) = memory::dump(pid, &vmas, &overrides, &mut pages)?;
+    let (page_runs, guards, mstats) = memory::dump(pid, &vmas, &overrides, &mut pages)?;
     pages.finish()?;
 
     let mm = MmImage {
@@ -214,6 +218,7 @@ fn save(
         exe,
         vdso_symbols,
         shmem,
+        guards,
     };
     let task_image = TaskImage {
         pid,
@@ -232,7 +237,9 @@ fn save(
         timers: q.timers,
         sigactions: q.sigactions,
         shared_pending: task.leader().pending(true)?,
+        audit: audit::audit(pid, known.tids)?,
         threads,
+        seccomp,
     };
     writer.write_record(&record_name("mm", pid), Kind::Mm, &mm)?;
     writer.write_record(&record_name("files", pid), Kind::Files, &files)?;

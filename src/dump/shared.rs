@@ -20,6 +20,8 @@ pub struct Shared {
     files: HashMap<(u64, u64), Vec<(i32, i32)>>,
     /// Inode of a shmem object → its owner's mapping and that mapping's object offset.
     shmem: HashMap<u64, (ShmemOwner, u64)>,
+    /// Pipes, memfds and ghost files, to refuse one split across processes.
+    pub fd_objects: super::files::TreeObjects,
 }
 
 impl Shared {

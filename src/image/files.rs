@@ -42,6 +42,10 @@ pub enum FdKind {
     /// The same open file description as the earlier fd `of` (a `dup`): one offset and
     /// one set of status flags for both.
     Dup { of: i32 },
+    /// The same open file description as fd `fd` of process `pid`, which comes earlier in
+    /// the tree (inherited across `fork`, or passed over a socket): one offset and one set
+    /// of status flags for every holder.
+    Inherited { pid: i32, fd: i32 },
     /// One end of a pipe, which this fd creates (with its buffered bytes).
     Pipe(PipeFd),
     /// The other end of the pipe created by the earlier fd `of`, which put it here.
@@ -76,10 +80,6 @@ pub enum FdKind {
     /// A slave of the pty master with pts number `index` held by the same process (its
     /// own open file: flags and access mode are the entry's).
     PtySlave { index: u32 },
-    /// The same open file description as fd `fd` of process `pid`, which comes earlier in
-    /// the tree (inherited across `fork`, or passed over a socket): one offset and one set
-    /// of status flags for every holder.
-    Inherited { pid: i32, fd: i32 },
 }
 
 /// A regular file or directory, reopened by path at `pos`.

@@ -18,6 +18,8 @@ pub struct MmImage {
     pub vdso_symbols: Vec<(String, u64)>,
     /// The shared anonymous mappings, and which process of the tree creates each object.
     pub shmem: Vec<ShmemRef>,
+    /// Guard regions (`MADV_GUARD_INSTALL`) in address order, each inside one mapping.
+    pub guards: Vec<Guard>,
 }
 
 /// A shared anonymous mapping (`MAP_SHARED | MAP_ANONYMOUS`): a shmem object that several
@@ -39,6 +41,13 @@ pub struct ShmemOwner {
     pub end: u64,
     /// Offset in the object of this process's mapping, relative to the owner's mapping.
     pub offset: u64,
+}
+
+/// Pages `[start, end)` of one mapping that fault on any access (a guard region).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Guard {
+    pub start: u64,
+    pub end: u64,
 }
 
 /// The kernel's `mm_struct` fields that `PR_SET_MM_MAP` restores.

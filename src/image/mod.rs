@@ -9,7 +9,7 @@
 //! - [`pages`]: the raw page data files.
 //! - [`dir`]: writing a directory atomically ([`ImageWriter`]).
 //! - [`load`]: reading and verifying a whole directory ([`Image`]).
-//! - [`validate`]: "impossible values" checks on decoded records.
+//! - [`validate`]: "impossible values" checks on decoded records ([`seccomp`] checks its own).
 
 pub mod dir;
 pub mod error;
@@ -19,13 +19,14 @@ pub mod inventory;
 pub mod load;
 pub mod mm;
 pub mod pages;
+pub mod seccomp;
 pub mod sock;
 pub mod task;
 pub mod tree;
 pub mod validate;
 
 #[cfg(test)]
-mod sample;
+pub(crate) mod sample;
 
 pub use dir::ImageWriter;
 pub use error::ImageError;

@@ -8,9 +8,13 @@ use super::files::{
     PathFd, PipeEnd, PipeFd, TtyFd,
 };
 use super::inventory::{CpuInfo, Inventory};
-use super::mm::{FileId, MmFields, MmImage, PageRun, ShmemOwner, ShmemRef, Vma, VmaFlags, VmaKind};
+use super::mm::{
+    FileId, Guard, MmFields, MmImage, PageRun, ShmemOwner, ShmemRef, Vma, VmaFlags, VmaKind,
+};
+use super::seccomp::{SeccompFilter, ThreadSeccomp, FILTER_FLAG_LOG, MODE_FILTER};
 use super::task::{
-    Caps, Creds, ITimer, PosixTimer, ProcessAttrs, TaskImage, ThreadImage, ThreadSched, Timers,
+    Audit, Caps, Creds, ITimer, PosixTimer, ProcessAttrs, TaskImage, ThreadImage, ThreadSched,
+    Timers,
 };
 use super::tree::{ProcEntry, ProcState, TreeImage};
 
@@ -75,7 +79,24 @@ pub fn thread(tid: i32) -> ThreadImage {
             ..ThreadSched::default()
         },
         pdeathsig: 0,
+        seccomp: ThreadSeccomp::default(),
     }
+}
+
+/// Two stacked seccomp filters: an allow-all, then one returning ENOSYS (logged).
+pub fn seccomp_filters() -> Vec<SeccompFilter> {
+    vec![
+        SeccompFilter {
+            prev: None,
+            flags: 0,
+            insns: vec![0x7fff_0000_0000_0006],
+        },
+        SeccompFilter {
+            prev: Some(0),
+            flags: FILTER_FLAG_LOG,
+            insns: vec![0x20, 0x0005_0026_0000_0006],
+        },
+    ]
 }
 
 pub fn task(pid: i32) -> TaskImage {
@@ -120,7 +141,23 @@ pub fn task(pid: i32) -> TaskImage {
         },
         sigactions: vec![KernelSigaction::default(); 64],
         shared_pending: vec![],
-        threads: vec![thread(pid), thread(pid + 1)],
+        threads: vec![thread(pid), filtered(thread(pid + 1))],
+        seccomp: seccomp_filters(),
+        audit: Some(Audit {
+            loginuid: 1000,
+            sessionid: 3,
+        }),
+    }
+}
+
+/// `t` under both filters of [`seccomp_filters`].
+fn filtered(t: ThreadImage) -> ThreadImage {
+    ThreadImage {
+        seccomp: ThreadSeccomp {
+            mode: MODE_FILTER,
+            filter: Some(1),
+        },
+        ..t
     }
 }
 
@@ -177,6 +214,10 @@ pub fn mm() -> MmImage {
         exe: Some(exe),
         vdso_symbols: vec![("__vdso_clock_gettime".into(), 0xc10)],
         shmem: Vec::new(),
+        guards: vec![Guard {
+            start: 0x60_3000,
+            end: 0x60_4000,
+        }],
     }
 }
 
@@ -334,6 +375,10 @@ fn random_thread(r: &mut XorShift) -> ThreadImage {
     t.sched.affinity = r.vec(3, XorShift::next);
     t.sched.policy = r.next() as u32;
     t.pdeathsig = r.i32();
+    t.seccomp = ThreadSeccomp {
+        mode: r.next() as u32,
+        filter: r.bool().then(|| r.next() as u32),
+    };
     t.altstack = AltStack {
         sp: r.next(),
         flags: r.i32(),
@@ -364,6 +409,15 @@ pub fn random_task(r: &mut XorShift) -> TaskImage {
         ..PosixTimer::default()
     });
     t.threads = r.vec(3, random_thread);
+    t.seccomp = r.vec(3, |r| SeccompFilter {
+        prev: r.bool().then(|| r.next() as u32),
+        flags: r.next() as u32,
+        insns: r.vec(4, XorShift::next),
+    });
+    t.audit = r.bool().then(|| Audit {
+        loginuid: r.next() as u32,
+        sessionid: r.next() as u32,
+    });
     t
 }
 
@@ -427,6 +481,10 @@ pub fn random_mm(r: &mut XorShift) -> MmImage {
                 end: r.next(),
                 offset: r.next(),
             }),
+        }),
+        guards: r.vec(3, |r| Guard {
+            start: r.next(),
+            end: r.next(),
         }),
     }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use super::error::ImageError;
 use super::files::{FdKind, FilesImage};
 use super::inventory::Inventory;
-use super::mm::{MmFields, MmImage, PageRun, Vma};
+use super::mm::{Guard, MmFields, MmImage, PageRun, Vma};
 use super::task::{PosixTimer, TaskImage, ThreadImage};
 use super::tree::{ProcEntry, ProcState, TreeImage};
 use crate::abi::PAGE_SIZE;
@@ -197,6 +197,8 @@ pub fn task(task: &TaskImage, pid: i32, path: &Path) -> Check {
         .iter()
         .try_for_each(|t| thread_attrs(t, path))?;
     attrs(task, path)?;
+    let seccomp: Vec<_> = task.threads.iter().map(|t| (t.tid, t.seccomp)).collect();
+    super::seccomp::validate(&task.seccomp, &seccomp, path)?;
     posix_timers(&task.timers.posix, path)
 }
 
@@ -316,6 +318,7 @@ pub fn mm(mm: &MmImage, path: &Path) -> Check {
         }
     }
     page_runs(&mm.page_runs, &mm.vmas, path)?;
+    guards(mm, path)?;
     fields(&mm.fields, path)?;
     auxv(&mm.auxv, path)
 }
@@ -364,6 +367,42 @@ fn page_runs(runs: &[PageRun], vmas: &[Vma], path: &Path) -> Check {
         prev_end = end;
     }
     Ok(())
+}
+
+/// Guard regions are aligned, non-empty, each inside one mapping, in address order, and
+/// hold no saved page (a guard page has no contents). Mappings and runs must be valid.
+fn guards(mm: &MmImage, path: &Path) -> Check {
+    let mut prev_end = 0;
+    for g in &mm.guards {
+        let label = format!("guard region {:#x}-{:#x}", g.start, g.end);
+        if g.start % PAGE_SIZE != 0 || g.end % PAGE_SIZE != 0 || g.start >= g.end {
+            return fail(path, format!("{label} is empty or not page aligned"));
+        }
+        let as_run = PageRun {
+            addr: g.start,
+            pages: (g.end - g.start) / PAGE_SIZE,
+        };
+        if run_end(&as_run, &mm.vmas).is_none() {
+            return fail(path, format!("{label} lies outside every mapping"));
+        }
+        if g.start < prev_end {
+            return fail(
+                path,
+                format!("{label} overlaps or precedes the previous one"),
+            );
+        }
+        if holds_pages(g, &mm.page_runs) {
+            return fail(path, format!("{label} overlaps saved pages"));
+        }
+        prev_end = g.end;
+    }
+    Ok(())
+}
+
+/// Whether a run of the sorted `runs` overlaps `g`.
+fn holds_pages(g: &Guard, runs: &[PageRun]) -> bool {
+    let i = runs.partition_point(|r| r.addr + r.pages * PAGE_SIZE <= g.start);
+    runs.get(i).is_some_and(|r| r.addr < g.end)
 }
 
 /// The end address of `run` if it fits inside one of the sorted `vmas`.
@@ -697,6 +736,39 @@ mod tests {
         assert_eq!(
             overlap,
             "page run 0x601000+1 overlaps or precedes the previous run"
+        );
+    }
+
+    #[test]
+    fn guard_rules() {
+        let guard = |start, end| Guard { start, end };
+        assert_eq!(
+            mm_err(|m| m.guards[0] = guard(0x60_3000, 0x60_3000)),
+            "guard region 0x603000-0x603000 is empty or not page aligned"
+        );
+        assert_eq!(
+            mm_err(|m| m.guards[0] = guard(0x60_3000, 0x60_5000)),
+            "guard region 0x603000-0x605000 lies outside every mapping"
+        );
+        assert_eq!(
+            mm_err(|m| m.guards[0] = guard(0x60_1000, 0x60_3000)),
+            "guard region 0x601000-0x603000 overlaps saved pages"
+        );
+        assert_eq!(
+            mm_err(|m| m.guards.push(guard(0x40_0000, 0x40_1000))),
+            "guard region 0x400000-0x401000 overlaps or precedes the previous one"
+        );
+    }
+
+    #[test]
+    fn seccomp_rules() {
+        assert_eq!(
+            task_err(|t| t.threads[1].seccomp.filter = Some(5)),
+            "thread 11 has seccomp mode 2 with filter Some(5) of 2"
+        );
+        assert_eq!(
+            task_err(|t| t.seccomp[0].prev = Some(1)),
+            "seccomp filter 0 follows a later filter"
         );
     }
 

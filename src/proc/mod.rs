@@ -95,12 +95,29 @@ pub fn timers(pid: i32) -> Result<Vec<timers::ProcTimer>, ProcError> {
 
 /// `/proc/PID/oom_score_adj`.
 pub fn oom_score_adj(pid: i32) -> Result<i32, ProcError> {
-    let path = proc_path(pid, "oom_score_adj");
+    number(pid, "oom_score_adj")
+}
+
+/// `/proc/PID/NAME` for the audit ids `loginuid` and `sessionid` (`task/TID/loginuid` for
+/// one thread); `None` when the kernel has no audit support (the file is absent).
+pub fn audit_id(pid: i32, name: &str) -> Result<Option<u32>, ProcError> {
+    if !proc_path(pid, name).exists() {
+        return Ok(None);
+    }
+    number(pid, name).map(Some)
+}
+
+/// `/proc/PID/NAME` holding one decimal number.
+fn number<T: std::str::FromStr>(pid: i32, name: &str) -> Result<T, ProcError>
+where
+    T::Err: std::fmt::Display,
+{
+    let path = proc_path(pid, name);
     let text = read_text(&path)?;
     text.trim().parse().map_err(|e| ProcError::Parse {
         path: path.display().to_string(),
         line: 1,
-        what: format!("oom_score_adj {:?}: {e}", text.trim()),
+        what: format!("{name} {:?}: {e}", text.trim()),
     })
 }
 

@@ -6,6 +6,7 @@
 //! stage run by the new task itself through injected syscalls; a failure kills the
 //! half-built task and reports the stage.
 
+mod audit;
 mod child;
 mod creds;
 mod error;
@@ -14,6 +15,7 @@ mod memory;
 mod mm;
 mod prctl;
 mod sched;
+mod seccomp;
 mod task;
 mod threads;
 mod timers;
@@ -75,6 +77,8 @@ pub enum RestoreStage {
     Fs,
     /// Personality.
     Attributes,
+    /// Audit loginuid (before Threads: they inherit it).
+    Audit,
     /// Resource limits.
     Limits,
     /// Signal handlers.
@@ -90,6 +94,9 @@ pub enum RestoreStage {
     /// Interval timers and POSIX timers (late, but privileged: before Creds; after
     /// Threads, as a timer may signal one thread).
     Timers,
+    /// Seccomp filters and strict mode of every thread (after Threads; before Creds, as
+    /// installing a filter without no_new_privs is privileged).
+    Seccomp,
     /// In every thread, the leader last: securebits, groups, gids, uids, capabilities
     /// (drops privileges), then dumpable, parent-death signal and no_new_privs, which a
     /// credential change resets.
@@ -117,6 +124,7 @@ impl RestoreStage {
             Self::Files => "files",
             Self::Fs => "fs",
             Self::Attributes => "attributes",
+            Self::Audit => "audit loginuid",
             Self::Limits => "resource limits",
             Self::SigActions => "sigactions",
             Self::Threads => "threads",
@@ -124,6 +132,7 @@ impl RestoreStage {
             Self::ProcAttrs => "process attributes",
             Self::Sched => "scheduling",
             Self::Timers => "timers",
+            Self::Seccomp => "seccomp",
             Self::Creds => "credentials",
             Self::Signals => "signals",
             Self::Seals => "seals",
@@ -351,6 +360,7 @@ fn finish(
         RestoreStage::Attributes,
         task::restore_attrs(child, &p.task),
     )?;
+    stage(RestoreStage::Audit, audit::restore_loginuid(child, &p.task))?;
     stage(RestoreStage::Limits, task::restore_rlimits(child, &p.task))?;
     stage(
         RestoreStage::SigActions,
@@ -369,6 +379,10 @@ fn finish(
     stage(
         RestoreStage::Timers,
         timers::restore_timers(child, &p.task.timers),
+    )?;
+    stage(
+        RestoreStage::Seccomp,
+        seccomp::restore_seccomp(child, &p.task),
     )?;
     stage(RestoreStage::Creds, creds::restore_creds(child, &p.task))?;
     stage(RestoreStage::Signals, task::queue_signals(child, &p.task))?;

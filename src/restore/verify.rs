@@ -1,6 +1,6 @@
 //! Checks that the host can take the image, before any process is created: the pid is
-//! free, the CPU has every saved xsave feature, the vDSO matches, and every file the task
-//! maps or holds is the one it had.
+//! free, the CPU has every saved xsave feature, the vDSO matches, every file the task
+//! maps or holds is the one it had, and seccomp can be restored.
 
 use std::os::unix::fs::MetadataExt;
 
@@ -19,6 +19,7 @@ pub fn host_accepts(image: &Image, skip_file_check: bool) -> Result<(), RestoreE
     for p in &image.processes {
         vdso_matches(p)?;
         files_unchanged(p, same_host)?;
+        super::seccomp::host_accepts(&p.task)?;
         if !skip_file_check {
             fds_unchanged(p, same_host)?;
         }

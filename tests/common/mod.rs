@@ -57,6 +57,10 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("prctl", &[]),
     ("creds", &["-pthread"]),
     ("mmflags", &[]),
+    ("seccomp", &["-pthread"]),
+    ("loginuid", &[]),
+    ("guards", &[]),
+    ("tree", &[]),
     ("unix_sockets", &[]),
     ("inet_sockets", &[]),
     ("pty", &[]),
@@ -68,7 +72,6 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("ghost", &[]),
     ("locks", &[]),
     ("unsupported", &[]),
-    ("tree", &[]),
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -713,6 +716,21 @@ pub fn stasis_cmd<S: AsRef<OsStr>>(args: &[S]) -> Command {
 /// Run `stasis ARGS` to completion (bounded by [`STASIS_TIMEOUT`]).
 pub fn stasis<S: AsRef<OsStr>>(args: &[S]) -> Output {
     start(&mut stasis_cmd(args)).finish(STASIS_TIMEOUT)
+}
+
+/// `stasis ARGS` run without capability `cap` (e.g. `"sys_admin"`): `setpriv` drops it
+/// from the bounding set, so the exec of stasis (as root) does not get it back. `Err` says
+/// why this cannot run here (no setpriv).
+pub fn stasis_without_cap<S: AsRef<OsStr>>(cap: &str, args: &[S]) -> Result<Output, String> {
+    if !Path::new("/usr/bin/setpriv").exists() {
+        return Err("needs setpriv (util-linux) to drop a capability".into());
+    }
+    let mut cmd = Command::new("/usr/bin/setpriv");
+    cmd.arg("--bounding-set")
+        .arg(format!("-{cap}"))
+        .arg(STASIS)
+        .args(args);
+    Ok(start(&mut cmd).finish(STASIS_TIMEOUT))
 }
 
 /// `stasis dump -t PID -D DIR EXTRA...`, not started.

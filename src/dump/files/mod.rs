@@ -66,8 +66,9 @@ pub struct FdOptions {
 /// What earlier fds of the table created, for later fds that refer to it.
 #[derive(Default)]
 pub struct Walk {
-    /// Fds that created an object, with its identity (for `kcmp` dedup).
-    created: Vec<(i32, (u64, u64))>,
+    /// Per object identity, the fds that created an open file description of it, in
+    /// `kcmp` order (for dedup by binary search).
+    created: HashMap<(u64, u64), Vec<i32>>,
     /// Pipe inode → the fd that creates the pipe, and the fd holding the other end.
     pub pipes: HashMap<u64, (i32, Option<i32>)>,
     /// FIFO and memfd inodes already seen (their data is saved once).
@@ -145,10 +146,9 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
     find_ptys(&mut ctx, &opened);
     for open in opened {
         let fd = open.fd;
-        let kind = match same_description(&open, &walk.created) {
+        let kind = match same_description(&open, &mut walk.created) {
             Some(of) => FdKind::Dup { of },
             None => {
-                walk.created.push((fd, open.object()));
                 lock_list.extend(locks::dump(&open, opts.file_locks)?);
                 if epoll::is_epoll(&open) {
                     epolls.push(fd);
@@ -186,14 +186,26 @@ fn find_ptys(ctx: &mut SockCtx<'_>, opened: &[OpenFd]) {
 }
 
 /// The earlier fd holding the same open file description (`kcmp(KCMP_FILE)`), asked only
-/// for fds of the same object, so the common case costs no syscall.
-fn same_description(open: &OpenFd, created: &[(i32, (u64, u64))]) -> Option<i32> {
+/// for fds of the same object, so the common case costs no syscall. `kcmp` orders open
+/// file descriptions, so a thousand opens of one file cost a binary search each, not a
+/// scan. A new description is recorded in `created`.
+fn same_description(open: &OpenFd, created: &mut HashMap<(u64, u64), Vec<i32>>) -> Option<i32> {
     let p = nix::unistd::Pid::from_raw(open.pid);
-    created
-        .iter()
-        .filter(|(_, object)| *object == open.object())
-        .find(|(fd, _)| crate::sys::probe::kcmp_file(p, p, *fd, open.fd) == Ok(0))
-        .map(|(fd, _)| *fd)
+    let fds = created.entry(open.object()).or_default();
+    let found = fds.binary_search_by(|&earlier| {
+        match crate::sys::probe::kcmp_file(p, p, earlier, open.fd) {
+            Ok(0) => std::cmp::Ordering::Equal,
+            Ok(1) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        }
+    });
+    match found {
+        Ok(i) => Some(fds[i]),
+        Err(i) => {
+            fds.insert(i, open.fd);
+            None
+        }
+    }
 }
 
 /// Dispatches by kind.
@@ -272,6 +284,49 @@ fn unsupported_kind(name: &str) -> &'static str {
         "fanotify" => "a fanotify instance",
         _ => "an anonymous-inode file",
     }
+}
+
+/// Objects that fds create (pipes, memfds, ghost files) seen so far in the tree, by
+/// `(st_dev, st_ino)`, with the process that creates them.
+pub type TreeObjects = HashMap<(u64, u64), i32>;
+
+/// Refuses an object that two processes of the tree hold through different open file
+/// descriptions (two pipe ends in two processes, a memfd reopened by another process):
+/// each process would create its own copy. Runs after `Shared::link_files` turned the
+/// descriptions inherited from an earlier process into `Inherited`.
+pub fn check_split_objects(
+    pid: i32,
+    files: &FilesImage,
+    seen: &mut TreeObjects,
+) -> Result<(), DumpError> {
+    for e in &files.fds {
+        let what = match &e.kind {
+            FdKind::Pipe(_) | FdKind::PipePeer { .. } => "a pipe",
+            FdKind::Memfd(_) => "a memfd",
+            FdKind::Ghost(_) => "a deleted file",
+            _ => continue,
+        };
+        let split = |other: String| {
+            DumpError::unsupported(format!(
+                "fd {} of pid {pid} is {what} whose other open file description is held by {other}; stasis cannot yet restore such an object shared across processes",
+                e.fd
+            ))
+        };
+        if let FdKind::PipePeer { of } = e.kind {
+            let creator = files.fds.iter().find(|x| x.fd == of).map(|x| &x.kind);
+            if !matches!(creator, Some(FdKind::Pipe(_))) {
+                return Err(split(format!("an earlier process (through fd {of})")));
+            }
+        }
+        let open = OpenFd::inspect(pid, e.fd)?;
+        match seen.get(&open.object()) {
+            Some(&q) if q != pid => return Err(split(format!("pid {q}"))),
+            _ => {
+                seen.insert(open.object(), pid);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A value from the fd's fdinfo, or an error naming the fd.

@@ -223,6 +223,7 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::CharDev(c) => chardev::restore(at, c),
         FdKind::Tty(_) => chardev::restore_tty(at),
         FdKind::Dup { of } => at.dup_of(*of as u64),
+        FdKind::Inherited { pid, fd } => inherit(at, *pid, *fd),
         FdKind::Pipe(p) => pipe::restore(at, p),
         FdKind::PipePeer { .. } => pipe::restore_peer(at),
         FdKind::Fifo(f) => pipe::restore_fifo(at, f),
@@ -233,7 +234,6 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::Inotify(i) => inotify::restore(at, i),
         FdKind::Memfd(m) => memfd::restore(at, m),
         FdKind::PidFd(p) => pidfd::restore(at, p),
-        FdKind::Inherited { pid, fd } => restore_inherited(at, *pid, *fd),
         FdKind::Unix(_) | FdKind::Inet(_) | FdKind::PtyMaster(_) | FdKind::PtySlave { .. } => {
             match at.prepared.get(at.entry.fd) {
                 Some(t) => at.dup_of(t),
@@ -249,21 +249,20 @@ fn install(at: &Install) -> Result<(), RestoreError> {
     }
 }
 
-/// The entry's fd as a copy of fd `fd` of the already restored process `owner`: the
-/// same open file description.
-fn restore_inherited(at: &Install, owner: i32, fd: i32) -> Result<(), RestoreError> {
+/// The same open file description as fd `fd` of the already restored process `owner`.
+fn inherit(at: &Install, owner: i32, fd: i32) -> Result<(), RestoreError> {
     let got = take_from(at.child, owner, fd)?;
     at.place(got)?;
-    // pidfd_getfd always sets FD_CLOEXEC; `place` set the saved one unless it moved nothing.
     if got == at.fd() {
+        // pidfd_getfd always sets FD_CLOEXEC.
         at.set_cloexec()?;
     }
     Ok(())
 }
 
-/// A copy, in the child, of fd `fd` of the already restored process `owner`
-/// (`pidfd_open` + `pidfd_getfd`, Linux 5.6, run by the child, which is still privileged
-/// here). Returns the new fd number.
+/// A copy, in the child, of fd `fd` of the already restored process `owner`: the same
+/// open file description (`pidfd_open` + `pidfd_getfd`, Linux 5.6, run by the child,
+/// which is still privileged here). Returns the new fd number.
 fn take_from(child: &Child, owner: i32, fd: i32) -> Result<u64, RestoreError> {
     let remote = child.remote();
     let pidfd = remote.call("pidfd_open", libc::SYS_pidfd_open, &[owner as u64, 0])?;
