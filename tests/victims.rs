@@ -263,4 +263,10 @@ victim_tests! {
     memfd: "memfd";
     ghost: "ghost";
     locks: "locks";
+    unix_sockets: "unix_sockets";
+    unix_inflight: "unix_sockets" ["inflight"];
+    inet_sockets: "inet_sockets";
+    tcp_established: "inet_sockets" ["established"];
+    tcp_close: "inet_sockets" ["close"];
+    pty: "pty";
 }
