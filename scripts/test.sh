@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run the whole test suite. Installs what the tests need (gcc, python3, bash, coreutils)
-# only when missing. Tests run one at a time: they share ptrace, PIDs and the
+# Run the whole test suite. Installs what the tests need (gcc, python3, bash, coreutils,
+# and nftables if it can) only when missing. Tests run one at a time: they share ptrace, PIDs and the
 # subreaper, and restore into fixed PIDs. Extra arguments go to the test binaries
 # (e.g. a name filter). Exits with cargo's status.
 set -euo pipefail
@@ -18,6 +18,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y gcc python3 bash coreutils bsdutils
+fi
+# Optional: nft (the network lock of TCP connections to outside peers) and redis-server
+# (a real-program test). Tests that need them print SKIP when they cannot be installed.
+optional=()
+command -v nft >/dev/null 2>&1 || optional+=(nftables)
+command -v redis-server >/dev/null 2>&1 || optional+=(redis-server)
+if [ "${#optional[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing ${optional[*]}" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "${optional[@]}" >&2 ||
+        { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y "${optional[@]}" >&2; } ||
+        echo "test.sh: could not install ${optional[*]}; tests needing them will be skipped" >&2
 fi
 command -v cargo >/dev/null 2>&1 || { echo "test.sh: cargo not found (install Rust: https://rustup.rs)" >&2; exit 1; }
 if [ "$(id -u)" -ne 0 ]; then

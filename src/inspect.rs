@@ -1,12 +1,21 @@
 //! `stasis inspect`: what an image holds, as text for people or JSON for tools (like
 //! CRIU's `crit show`). Reads metadata only; page contents are summarized by count.
+//! The text shows every saved item of a task: ids and credentials, attributes, audit ids,
+//! limits, timers, per thread registers, signals, altstack, scheduling and seccomp, the
+//! handlers, mappings with their flags, guard regions, and the fds.
 
 use std::io::Write;
 use std::path::Path;
 
+use crate::abi::SigInfo;
 use crate::image::files::FdKind;
 use crate::image::mm::{Vma, VmaKind};
-use crate::image::task::Timers;
+use crate::image::seccomp::{
+    chain, SeccompFilter, ThreadSeccomp, FILTER_FLAG_LOG, MODE_DISABLED, MODE_STRICT,
+};
+use crate::image::sock::{InetSocket, InetState, SockAddr, UnixPeer, UnixSocket};
+use crate::image::task::{TaskImage, ThreadImage, Timers};
+use crate::image::tree::{ProcState, TreeImage};
 use crate::image::{Image, ImageError, ProcessImage};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +54,11 @@ fn to_json(image: &Image) -> serde_json::Value {
             })
         })
         .collect();
-    serde_json::json!({ "inventory": image.inventory, "processes": processes })
+    serde_json::json!({
+        "inventory": image.inventory,
+        "tree": image.tree,
+        "processes": processes,
+    })
 }
 
 fn stored_pages(p: &ProcessImage) -> u64 {
@@ -68,8 +81,32 @@ fn text(image: &Image, out: &mut impl Write) -> std::io::Result<()> {
         "cpu: {} (xsave {} bytes: {features})",
         inv.cpu.model_name, inv.cpu.xsave_size
     )?;
+    tree(&image.tree, out)?;
     for p in &image.processes {
         process(p, out)?;
+    }
+    Ok(())
+}
+
+fn tree(t: &TreeImage, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(out, "tree: {} processes", t.processes.len())?;
+    for e in &t.processes {
+        let state = match e.state {
+            ProcState::Alive { stopped: false } => "running".to_string(),
+            ProcState::Alive { stopped: true } => "stopped".to_string(),
+            ProcState::Zombie { status } => format!("zombie (wait status {status:#x})"),
+        };
+        let shares = match (e.shares_files, e.shares_fs) {
+            (true, true) => " shares fd table and fs with parent",
+            (true, false) => " shares fd table with parent",
+            (false, true) => " shares fs with parent",
+            (false, false) => "",
+        };
+        writeln!(
+            out,
+            "  pid {} ({}) parent {} pgid {} sid {} {state}{shares}",
+            e.pid, e.comm, e.ppid, e.pgid, e.sid
+        )?;
     }
     Ok(())
 }
@@ -78,9 +115,36 @@ fn process(p: &ProcessImage, out: &mut impl Write) -> std::io::Result<()> {
     let t = &p.task;
     writeln!(
         out,
-        "\nprocess {} \"{}\" (pgid {}, sid {}, ppid {}), cwd {}, umask {:03o}",
-        t.pid, t.comm, t.pgid, t.sid, t.ppid, t.cwd, t.umask
+        "\nprocess {} \"{}\" (pgid {}, sid {}, ppid {}), cwd {}, root {}, umask {:03o}",
+        t.pid, t.comm, t.pgid, t.sid, t.ppid, t.cwd, t.root, t.umask
     )?;
+    creds(t, out)?;
+    let a = &t.attrs;
+    writeln!(
+        out,
+        "  attrs: personality {:#x}, dumpable {}, thp_disable {:#x}, child_subreaper {}, membarrier {:#x}, oom_score_adj {}",
+        t.personality, a.dumpable, a.thp_disable, a.child_subreaper, a.membarrier, t.oom_score_adj
+    )?;
+    match t.audit {
+        Some(au) => writeln!(
+            out,
+            "  audit: loginuid {}, sessionid {}",
+            id_or_unset(au.loginuid),
+            id_or_unset(au.sessionid)
+        )?,
+        None => writeln!(out, "  audit: none (the dumping kernel has no audit)")?,
+    }
+    writeln!(out, "  rlimits: {}", rlimits(&t.rlimits))?;
+    timers(&t.timers, out)?;
+    for th in &t.threads {
+        thread(th, &t.seccomp, out)?;
+    }
+    signals(t, out)?;
+    memory(p, out)?;
+    files(p, out)
+}
+
+fn creds(t: &TaskImage, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(
         out,
         "  creds: uid {:?} gid {:?} groups {:?}",
@@ -91,61 +155,203 @@ fn process(p: &ProcessImage, out: &mut impl Write) -> std::io::Result<()> {
         out,
         "  caps: inh {:#x} prm {:#x} eff {:#x} bnd {:#x} amb {:#x}, securebits {:#x}, no_new_privs {}",
         c.inheritable, c.permitted, c.effective, c.bounding, c.ambient, t.creds.securebits, t.creds.no_new_privs
-    )?;
-    let a = &t.attrs;
+    )
+}
+
+/// A login or session id; `u32::MAX` is the kernel's "unset".
+fn id_or_unset(id: u32) -> String {
+    if id == u32::MAX {
+        "unset".into()
+    } else {
+        id.to_string()
+    }
+}
+
+/// `name soft/hard` per resource, `unlimited` for `RLIM_INFINITY`.
+fn rlimits(limits: &[(u64, u64)]) -> String {
+    const NAMES: [&str; 16] = [
+        "cpu",
+        "fsize",
+        "data",
+        "stack",
+        "core",
+        "rss",
+        "nproc",
+        "nofile",
+        "memlock",
+        "as",
+        "locks",
+        "sigpending",
+        "msgqueue",
+        "nice",
+        "rtprio",
+        "rttime",
+    ];
+    let value = |v: u64| {
+        if v == u64::MAX {
+            "unlimited".to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    NAMES
+        .iter()
+        .zip(limits)
+        .map(|(name, &(soft, hard))| format!("{name} {}/{}", value(soft), value(hard)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn thread(
+    th: &ThreadImage,
+    filters: &[SeccompFilter],
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    let r = &th.regs;
     writeln!(
         out,
-        "  attrs: dumpable {}, thp_disable {:#x}, child_subreaper {}, membarrier {:#x}, oom_score_adj {}",
-        a.dumpable, a.thp_disable, a.child_subreaper, a.membarrier, t.oom_score_adj
+        "  thread {} \"{}\": rip {:#x} rsp {:#x} rax {:#x} orig_rax {} fs_base {:#x}",
+        th.tid, th.comm, r.rip, r.rsp, r.rax, r.orig_rax as i64, r.fs_base
     )?;
-    timers(&t.timers, out)?;
-    for th in &t.threads {
-        let r = &th.regs;
+    writeln!(
+        out,
+        "    xsave {} bytes, sigmask {:#018x}, rseq {}, robust list {:#x}, clear_child_tid {:#x}",
+        th.xsave.len(),
+        th.sigmask,
+        th.rseq
+            .map(|r| format!("{:#x}", r.rseq_abi_pointer))
+            .unwrap_or_else(|| "none".into()),
+        th.robust_list,
+        th.clear_child_tid
+    )?;
+    writeln!(out, "    pending: {}", signal_list(&th.pending))?;
+    let alt = &th.altstack;
+    if alt.flags & libc::SS_DISABLE != 0 || alt.size == 0 {
+        writeln!(out, "    sigaltstack: none")?;
+    } else {
         writeln!(
             out,
-            "  thread {} \"{}\": rip {:#x} rsp {:#x} rax {:#x} orig_rax {} fs_base {:#x}",
-            th.tid, th.comm, r.rip, r.rsp, r.rax, r.orig_rax as i64, r.fs_base
-        )?;
-        writeln!(
-            out,
-            "    xsave {} bytes, sigmask {:#018x}, {} pending, rseq {}",
-            th.xsave.len(),
-            th.sigmask,
-            th.pending.len(),
-            th.rseq
-                .map(|r| format!("{:#x}", r.rseq_abi_pointer))
-                .unwrap_or_else(|| "none".into())
-        )?;
-        let s = &th.sched;
-        writeln!(
-            out,
-            "    sched: policy {} prio {} flags {:#x} nice {}, affinity {:x?}, timerslack {} ns, ioprio {:#x}, pdeathsig {}",
-            s.policy, s.priority, s.flags, s.nice, s.affinity, s.timerslack_ns, s.ioprio, th.pdeathsig
+            "    sigaltstack: {:#x} size {} flags {:#x}",
+            alt.sp, alt.size, alt.flags
         )?;
     }
-    let handled = t.sigactions.iter().filter(|a| a.handler > 1).count();
+    let s = &th.sched;
     writeln!(
         out,
-        "  signals: {handled} handlers, {} shared pending",
-        t.shared_pending.len()
+        "    sched: policy {} prio {} flags {:#x} nice {}, affinity {:x?}, timerslack {} ns, ioprio {:#x}, pdeathsig {}",
+        s.policy, s.priority, s.flags, s.nice, s.affinity, s.timerslack_ns, s.ioprio, th.pdeathsig
     )?;
+    writeln!(out, "    seccomp: {}", seccomp_line(th.seccomp, filters))
+}
+
+/// The signal numbers of queued signals, in queue order.
+fn signal_list(queue: &[SigInfo]) -> String {
+    if queue.is_empty() {
+        return "none".into();
+    }
+    let sigs: Vec<String> = queue.iter().map(|i| i.signo().to_string()).collect();
+    format!("{} (signals {})", queue.len(), sigs.join(" "))
+}
+
+fn seccomp_line(s: ThreadSeccomp, filters: &[SeccompFilter]) -> String {
+    match s.mode {
+        MODE_DISABLED => "disabled".into(),
+        MODE_STRICT => "strict".into(),
+        _ => {
+            let chain: Vec<String> = chain(filters, s.filter)
+                .into_iter()
+                .map(|i| {
+                    let f = &filters[i as usize];
+                    let log = if f.flags & FILTER_FLAG_LOG != 0 {
+                        " log"
+                    } else {
+                        ""
+                    };
+                    format!("#{i} {} insns{log}", f.insns.len())
+                })
+                .collect();
+            format!(
+                "filter, {} filters (oldest first: {})",
+                chain.len(),
+                chain.join(", ")
+            )
+        }
+    }
+}
+
+fn signals(t: &TaskImage, out: &mut impl Write) -> std::io::Result<()> {
+    let handled = t.sigactions.iter().filter(|a| a.handler > 1).count();
+    let ignored = t.sigactions.iter().filter(|a| a.handler == 1).count();
     writeln!(
         out,
-        "  memory: {} mappings, {} pages stored",
+        "  signals: {handled} handlers, {ignored} ignored, shared pending: {}",
+        signal_list(&t.shared_pending)
+    )?;
+    for (i, a) in t
+        .sigactions
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.handler > 1)
+    {
+        writeln!(
+            out,
+            "    handler {}: {:#x} flags {:#x} ({}) mask {:#x}",
+            i + 1,
+            a.handler,
+            a.flags,
+            sa_flags(a.flags),
+            a.mask
+        )?;
+    }
+    Ok(())
+}
+
+fn sa_flags(flags: u64) -> String {
+    const NAMES: [(u64, &str); 8] = [
+        (0x1, "SA_NOCLDSTOP"),
+        (0x2, "SA_NOCLDWAIT"),
+        (0x4, "SA_SIGINFO"),
+        (0x0400_0000, "SA_RESTORER"),
+        (0x0800_0000, "SA_ONSTACK"),
+        (0x1000_0000, "SA_RESTART"),
+        (0x4000_0000, "SA_NODEFER"),
+        (0x8000_0000, "SA_RESETHAND"),
+    ];
+    let set: Vec<&str> = NAMES
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    set.join("|")
+}
+
+fn memory(p: &ProcessImage, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "  memory: {} mappings, {} pages stored, {} guard regions",
         p.mm.vmas.len(),
-        stored_pages(p)
+        stored_pages(p),
+        p.mm.guards.len()
     )?;
     for v in &p.mm.vmas {
         writeln!(out, "    {}", vma_line(v))?;
     }
+    for g in &p.mm.guards {
+        writeln!(
+            out,
+            "    guard {:#014x}-{:#014x} ({} pages)",
+            g.start,
+            g.end,
+            (g.end - g.start) / crate::abi::PAGE_SIZE
+        )?;
+    }
+    Ok(())
+}
+
+fn files(p: &ProcessImage, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "  files: {} fds", p.files.fds.len())?;
     for f in &p.files.fds {
-        let what = match &f.kind {
-            FdKind::Path { file, pos } => format!("{} pos {pos}", file.path),
-            FdKind::CharDev { path, .. } => format!("{path} (char device)"),
-            FdKind::Tty { .. } => "terminal (shell job)".to_string(),
-            FdKind::Dup { of } => format!("same open file as fd {of}"),
-        };
+        let what = describe(&f.kind);
         writeln!(
             out,
             "    {:>4} flags {:#o}{} {what}",
@@ -155,6 +361,60 @@ fn process(p: &ProcessImage, out: &mut impl Write) -> std::io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+fn unix_line(u: &UnixSocket) -> String {
+    let ty = match u.sock_type {
+        libc::SOCK_STREAM => "stream",
+        libc::SOCK_DGRAM => "dgram",
+        libc::SOCK_SEQPACKET => "seqpacket",
+        _ => "?",
+    };
+    let name = match u.name.first() {
+        None => String::new(),
+        Some(0) => format!(" @{}", String::from_utf8_lossy(&u.name[1..])),
+        Some(_) => format!(" {}", String::from_utf8_lossy(&u.name)),
+    };
+    let state = match (&u.listen_backlog, &u.peer) {
+        (Some(b), _) => format!(" listening (backlog {b})"),
+        (_, UnixPeer::None) => String::new(),
+        (_, UnixPeer::Socket { ino }) => format!(" peer socket:[{ino}]"),
+        (_, UnixPeer::Pending { listener, .. }) => format!(" pending on socket:[{listener}]"),
+        (_, UnixPeer::Closed) => " peer closed".into(),
+        (_, UnixPeer::External { .. }) => " external peer".into(),
+    };
+    let bytes: usize = u.queue.iter().map(|m| m.data.len()).sum();
+    format!(
+        "unix {ty} socket:[{}]{name}{state}, {} queued ({bytes} bytes)",
+        u.ino,
+        u.queue.len()
+    )
+}
+
+fn inet_line(s: &InetSocket) -> String {
+    let proto = if s.protocol == libc::IPPROTO_TCP {
+        "tcp"
+    } else {
+        "udp"
+    };
+    let v = if s.family == libc::AF_INET6 { "6" } else { "" };
+    let addr = |a: &Option<SockAddr>| a.as_ref().map_or("*".into(), crate::dump::files::addr_text);
+    let state = match &s.state {
+        InetState::Unconnected => String::new(),
+        InetState::Listening { backlog } => format!(" listening (backlog {backlog})"),
+        InetState::Established(r) => format!(
+            " established, {} bytes to send, {} received{}",
+            r.send_queue.len(),
+            r.recv_queue.len(),
+            if r.locked { ", network locked" } else { "" }
+        ),
+        InetState::Closed => " closed".into(),
+    };
+    format!(
+        "{proto}{v} {} -> {}{state}",
+        addr(&s.local),
+        addr(&s.remote)
+    )
 }
 
 fn timers(t: &Timers, out: &mut impl Write) -> std::io::Result<()> {
@@ -193,5 +453,172 @@ fn vma_line(v: &Vma) -> String {
         VmaKind::Vvar => "[vvar]".into(),
         VmaKind::VvarVclock => "[vvar_vclock]".into(),
     };
-    format!("{:#014x}-{:#014x} {perms} {what}", v.start, v.end)
+    format!(
+        "{:#014x}-{:#014x} {perms} {what}{}",
+        v.start,
+        v.end,
+        vma_flags(v)
+    )
+}
+
+/// The mapping's flags beyond protection, as ` [locked sealed ...]`, or nothing.
+fn vma_flags(v: &Vma) -> String {
+    let f = &v.flags;
+    let names = [
+        (f.growsdown, "growsdown"),
+        (f.noreserve, "noreserve"),
+        (f.dontdump, "dontdump"),
+        (f.dontfork, "dontfork"),
+        (f.wipeonfork, "wipeonfork"),
+        (f.hugepage, "hugepage"),
+        (f.nohugepage, "nohugepage"),
+        (f.mergeable, "mergeable"),
+        (f.locked, "locked"),
+        (f.lockonfault, "lockonfault"),
+        (f.sealed, "sealed"),
+    ];
+    let set: Vec<&str> = names
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| *n)
+        .collect();
+    if set.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", set.join(" "))
+    }
+}
+
+/// One line about what an fd is.
+fn describe(kind: &FdKind) -> String {
+    match kind {
+        FdKind::Path(p) => format!("{} pos {}", p.file.path, p.pos),
+        FdKind::CharDev(c) => format!("{} (char device)", c.path),
+        FdKind::Tty(_) => "terminal (shell job)".to_string(),
+        FdKind::Dup { of } => format!("same open file as fd {of}"),
+        FdKind::Inherited { pid, fd } => format!("same open file as fd {fd} of pid {pid}"),
+        FdKind::Pipe(p) => format!(
+            "pipe:[{}] {:?} end, other end {}, size {}, {} bytes buffered",
+            p.ino,
+            p.end,
+            p.peer
+                .map_or("closed".to_string(), |fd| format!("at fd {fd}")),
+            p.size,
+            p.data.len()
+        ),
+        FdKind::PipePeer { of } => format!("other end of the pipe of fd {of}"),
+        FdKind::Fifo(f) => format!("FIFO {} ({} bytes buffered)", f.file.path, f.data.len()),
+        FdKind::OPath(p) => format!("{} (O_PATH)", p.path),
+        FdKind::Ghost(g) => format!("{} (deleted, {} bytes saved)", g.path, g.contents.len()),
+        FdKind::EventFd(e) => format!("eventfd count {} semaphore {}", e.count, e.semaphore),
+        FdKind::TimerFd(t) => format!(
+            "timerfd clock {} left {} ns interval {} ns ticks {}",
+            t.clock, t.value_ns, t.interval_ns, t.ticks
+        ),
+        FdKind::SignalFd(s) => format!("signalfd mask {:#x}", s.mask),
+        FdKind::Epoll(e) => format!(
+            "epoll watching fds {:?}",
+            e.targets.iter().map(|t| t.fd).collect::<Vec<_>>()
+        ),
+        FdKind::Unix(u) => unix_line(u),
+        FdKind::Inet(s) => inet_line(s),
+        FdKind::PtyMaster(m) => format!(
+            "pty master of /dev/pts/{} ({} bytes input, {} bytes output buffered)",
+            m.index,
+            m.input.len(),
+            m.output.len()
+        ),
+        FdKind::PtySlave { index } => format!("pty slave /dev/pts/{index}"),
+        FdKind::Inotify(i) => format!(
+            "inotify watching {:?}",
+            i.watches
+                .iter()
+                .map(|w| w.path.as_str())
+                .collect::<Vec<_>>()
+        ),
+        FdKind::Memfd(m) => format!("memfd:{} size {} seals {:#x}", m.name, m.size, m.seals),
+        FdKind::PidFd(p) => format!("pidfd of pid {}", p.pid),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::{AltStack, KernelSigaction};
+    use crate::image::sample;
+
+    fn sample_image() -> Image {
+        let mut task = sample::task(10);
+        task.sigactions[9] = KernelSigaction {
+            handler: 0x40_1100,
+            flags: 0x1c00_0004,
+            restorer: 0x40_1200,
+            mask: 0,
+        };
+        task.threads[0].altstack = AltStack {
+            sp: 0x7f00_0000_0000,
+            flags: 0,
+            _pad: 0,
+            size: 65536,
+        };
+        task.timers.itimers[0].value_us = 500;
+        let mut mm = sample::mm();
+        mm.vmas[1].flags.locked = true;
+        mm.vmas[1].flags.sealed = true;
+        Image {
+            dir: "/img".into(),
+            inventory: sample::inventory(&[10]),
+            tree: sample::tree(&[10]),
+            processes: vec![ProcessImage {
+                task,
+                mm,
+                files: sample::files(),
+            }],
+        }
+    }
+
+    #[test]
+    fn text_shows_every_task_attribute() {
+        let mut out = Vec::new();
+        text(&sample_image(), &mut out).expect("write to a vector");
+        let text = String::from_utf8(out).expect("utf-8");
+        let wanted = [
+            "creds: uid [1000, 1000, 1000, 1000] gid [1000, 1000, 1000, 1000] groups [1000]",
+            "caps: inh 0x0 prm 0x0 eff 0x0 bnd 0x1ffffffffff amb 0x0, securebits 0x0, no_new_privs false",
+            "attrs: personality 0x0, dumpable 1, thp_disable 0x0, child_subreaper false, membarrier 0x0, oom_score_adj 0",
+            "audit: loginuid 1000, sessionid 3",
+            "rlimits: cpu unlimited/unlimited, fsize unlimited/unlimited",
+            "itimer real: 500 us left",
+            "timer 0: clock 1 notify 0 signal 34",
+            "thread 10 \"thread-10\"",
+            "pending: 1 (signals 0)",
+            "sigaltstack: 0x7f0000000000 size 65536 flags 0x0",
+            "sigaltstack: none",
+            "sched: policy 0 prio 0 flags 0x0 nice 0, affinity [f], timerslack 50000 ns, ioprio 0x0, pdeathsig 0",
+            "seccomp: disabled",
+            "seccomp: filter, 2 filters (oldest first: #0 1 insns, #1 2 insns log)",
+            "signals: 1 handlers, 0 ignored, shared pending: none",
+            "handler 10: 0x401100 flags 0x1c000004 (SA_SIGINFO|SA_RESTORER|SA_ONSTACK|SA_RESTART) mask 0x0",
+            "memory: 3 mappings, 3 pages stored, 1 guard regions",
+            "0x000000600000-0x000000604000 rw-p anon [locked sealed]",
+            "guard 0x000000603000-0x000000604000 (1 pages)",
+        ];
+        for w in wanted {
+            assert!(text.contains(w), "{w:?} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn json_holds_the_new_records() {
+        let json = to_json(&sample_image()).to_string();
+        for key in [
+            "\"seccomp\"",
+            "\"audit\"",
+            "\"loginuid\"",
+            "\"guards\"",
+            "\"insns\"",
+        ] {
+            assert!(json.contains(key), "{key} missing from {json}");
+        }
+    }
 }

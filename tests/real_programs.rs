@@ -1,4 +1,5 @@
-//! Unmodified programs (python3, coreutils sleep, bash) dumped and restored with `-d`:
+//! Unmodified programs (python3 — counting, threads, pipes/eventfd/epoll —, coreutils
+//! sleep, bash) dumped and restored with `-d`:
 //! each must carry on from where it was, under the same pid.
 
 mod common;
@@ -165,6 +166,83 @@ fn python_counter_continues() {
     stop(restored);
 }
 
+/// Holds a pipe with unread bytes, an eventfd with a count and an epoll instance watching
+/// both; writes "tick pid" to argv[1] every 100 ms. Once argv[1].go exists it reads
+/// everything and writes "bytes count ready-fds pid" to argv[1].result.
+const PY_PIPES: &str = r#"
+import os, select, sys, time
+path = sys.argv[1]
+r, w = os.pipe()
+os.write(w, b"bytes-in-flight")
+efd = os.eventfd(5, os.EFD_NONBLOCK)
+ep = select.epoll()
+ep.register(r, select.EPOLLIN)
+ep.register(efd, select.EPOLLIN)
+tick = 0
+while not os.path.exists(path + ".go"):
+    tick += 1
+    with open(path + ".tmp", "w") as f:
+        f.write(f"{tick} {os.getpid()}\n")
+    os.rename(path + ".tmp", path)
+    time.sleep(0.1)
+ready = len(ep.poll(1))
+data = os.read(r, 100).decode()
+count = os.eventfd_read(efd)
+with open(path + ".tmp", "w") as f:
+    f.write(f"{data} {count} {ready} {os.getpid()}\n")
+os.rename(path + ".tmp", path + ".result")
+"#;
+
+#[test]
+fn python_pipe_and_eventfd_survive() {
+    let _serial = common::serial();
+    require_privileged!("python_pipe_and_eventfd_survive");
+    if !which("python3") {
+        return common::skip(
+            "python_pipe_and_eventfd_survive",
+            "python3 is not installed",
+        );
+    }
+    let tmp = TempDir::new("python-pipes");
+    let state = tmp.join("state");
+    let mut py = common::spawn_logged(
+        Command::new("python3")
+            .arg("-c")
+            .arg(PY_PIPES)
+            .arg(&state)
+            .current_dir(tmp.path()),
+        &tmp.join("python.log"),
+    );
+    let tick = |s: &str| s.split_whitespace().next()?.parse::<u64>().ok();
+    wait_for("python to tick 5 times", Duration::from_secs(60), || {
+        tick(&fs::read_to_string(&state).ok()?).filter(|t| *t >= 5)
+    });
+    let restored = dump_restore(&mut py, &tmp);
+    let at_dump = tick(&fs::read_to_string(&state).expect("state")).expect("tick");
+    wait_for(
+        "python to tick after restore",
+        Duration::from_secs(10),
+        || tick(&fs::read_to_string(&state).ok()?).filter(|t| *t > at_dump),
+    );
+    fs::write(tmp.join("state.go"), b"").expect("write the go file");
+    let result = wait_for("python's result", Duration::from_secs(10), || {
+        fs::read_to_string(tmp.join("state.result")).ok()
+    });
+    assert_eq!(
+        result,
+        format!("bytes-in-flight 5 2 {}\n", py.pid),
+        "pipe bytes, eventfd count, epoll readiness or pid differ; log:\n{}",
+        restored.log_text()
+    );
+    let mut restored = restored;
+    assert_eq!(
+        restored.wait_exit(Duration::from_secs(10)),
+        Status::Exited(0),
+        "log:\n{}",
+        restored.log_text()
+    );
+}
+
 #[test]
 fn sleep_keeps_sleeping() {
     let _serial = common::serial();
@@ -289,5 +367,285 @@ fn python_threads_continue() {
         "total vs own counts, live threads, pid after restore; log:\n{}",
         restored.log_text()
     );
+    stop(restored);
+}
+
+/// Each worker counts into `<name>.count` every 50 ms, with a `sleep` child per tick.
+const XARGS_WORKER: &str = r#"i=0; while :; do i=$((i+1)); echo $i > "$0.count"; sleep 0.05; done"#;
+
+/// `xargs -P 2` with two shell workers, each forking a `sleep` per tick: a tree that
+/// changes while it is frozen. After restore the same pids run on and both counters
+/// continue from where they were.
+#[test]
+fn xargs_workers_continue() {
+    let _serial = common::serial();
+    require_privileged!("xargs_workers_continue");
+    xargs_round_trip(&TempDir::new("xargs"), None);
+}
+
+/// The same tree in a cgroup v2, dumped with `--freeze-cgroup`.
+#[test]
+fn xargs_frozen_by_cgroup_v2() {
+    let _serial = common::serial();
+    require_privileged!("xargs_frozen_by_cgroup_v2");
+    cgroup_round_trip(
+        "xargs_frozen_by_cgroup_v2",
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup",
+    );
+}
+
+/// The same tree in a cgroup v1 freezer, dumped with `--freeze-cgroup`.
+#[test]
+fn xargs_frozen_by_cgroup_v1() {
+    let _serial = common::serial();
+    require_privileged!("xargs_frozen_by_cgroup_v1");
+    cgroup_round_trip("xargs_frozen_by_cgroup_v1", "/sys/fs/cgroup/freezer", "");
+}
+
+/// Runs the xargs round trip in a fresh cgroup under the first of `roots` that is a
+/// cgroup hierarchy with a freezer; skips (saying why) if there is none.
+fn cgroup_round_trip(test: &str, root: &str, alt_root: &str) {
+    let root = [root, alt_root]
+        .into_iter()
+        .filter(|r| !r.is_empty())
+        .map(Path::new)
+        .find(|r| r.join("cgroup.procs").exists());
+    let Some(root) = root else {
+        common::skip(test, "no such cgroup hierarchy on this machine");
+        return;
+    };
+    let tmp = TempDir::new(test);
+    let cg = root.join(format!("stasis-{}", std::process::id()));
+    if let Err(e) = fs::create_dir(&cg) {
+        common::skip(test, &format!("cannot create cgroup {}: {e}", cg.display()));
+        return;
+    }
+    if !cg.join("cgroup.freeze").exists() && !cg.join("freezer.state").exists() {
+        let _ = fs::remove_dir(&cg);
+        common::skip(test, &format!("cgroup {} has no freezer", cg.display()));
+        return;
+    }
+    xargs_round_trip(&tmp, Some(&cg));
+    let _ = fs::remove_dir(&cg);
+}
+
+fn xargs_round_trip(tmp: &TempDir, cgroup: Option<&Path>) {
+    let input = tmp.join("input");
+    fs::write(&input, "w1\nw2\n").expect("write input");
+    // Join the cgroup first, so that every process of the tree is born in it.
+    let join = match cgroup {
+        Some(cg) => format!("echo $$ > {}/cgroup.procs && ", cg.display()),
+        None => String::new(),
+    };
+    let script = format!(
+        "{join}exec xargs -P 2 -n 1 -a {} sh -c '{XARGS_WORKER}'",
+        input.display()
+    );
+    let mut xargs = common::spawn_logged(
+        Command::new("sh")
+            .args(["-c", &script])
+            .current_dir(tmp.path()),
+        &tmp.join("xargs.log"),
+    );
+    let count = |w: &str| -> Option<u64> {
+        fs::read_to_string(tmp.join(format!("{w}.count")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    wait_for("both workers counting", Duration::from_secs(30), || {
+        (count("w1")? >= 5 && count("w2")? >= 5).then_some(())
+    });
+    let family = common::TreeGuard(common::descendants(xargs.pid));
+    let workers: Vec<i32> = family
+        .0
+        .iter()
+        .copied()
+        .filter(|&p| comm(p).as_deref() == Some("sh"))
+        .collect();
+    assert_eq!(
+        workers.len(),
+        2,
+        "two sh workers under xargs: {:?}",
+        family.0
+    );
+    let img = tmp.join("img");
+    let cg_arg = cgroup.map(|c| c.display().to_string());
+    let extra: Vec<&str> = match &cg_arg {
+        Some(c) => vec!["--freeze-cgroup", c],
+        None => vec![],
+    };
+    common::dump(xargs.pid, &img, &extra).assert_ok("stasis dump");
+    assert_eq!(
+        xargs.wait_exit(Duration::from_secs(10)),
+        Status::Signaled(libc::SIGKILL)
+    );
+    common::reap_image_tree(&img);
+    let at_dump = (count("w1").unwrap_or(0), count("w2").unwrap_or(0));
+    let pid =
+        common::restore_detached(&img).unwrap_or_else(|out| panic!("restore failed: {out:?}"));
+    assert_eq!(pid, xargs.pid, "restored under another pid");
+    let restored = Proc::adopt(pid, &xargs.log);
+    let family = common::TreeGuard(common::descendants(pid));
+    for w in &workers {
+        assert_eq!(comm(*w).as_deref(), Some("sh"), "worker {w} is not back");
+    }
+    wait_for("both counters to go on", Duration::from_secs(30), || {
+        (count("w1")? > at_dump.0 + 5 && count("w2")? > at_dump.1 + 5).then_some(())
+    });
+    stop(restored);
+    drop(family);
+}
+
+fn comm(pid: i32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// `GET /name` on 127.0.0.1:`port`; the body, if the answer is 200.
+fn http_get(port: u16, name: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET /{name} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).ok()?;
+    let (head, body) = reply.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.0 200").then(|| body.to_string())
+}
+
+/// `python3 -m http.server` on loopback: a listening TCP socket (with the accept
+/// machinery of socketserver around it) answers before the dump and after the restore,
+/// on the same port.
+#[test]
+fn python_http_server_serves_after_restore() {
+    let _serial = common::serial();
+    require_privileged!("python_http_server_serves_after_restore");
+    if !which("python3") {
+        return common::skip(
+            "python_http_server_serves_after_restore",
+            "python3 is not installed",
+        );
+    }
+    let tmp = TempDir::new("http");
+    fs::write(tmp.join("hello.txt"), "served by stasis\n").expect("write hello.txt");
+    let mut py = common::spawn_logged(
+        Command::new("python3")
+            .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1"])
+            .current_dir(tmp.path()),
+        &tmp.join("http.log"),
+    );
+    let port: u16 = wait_for("the server to listen", Duration::from_secs(30), || {
+        let log = py.log_text();
+        let line = log.lines().find(|l| l.starts_with("Serving HTTP"))?;
+        line.split(" port ")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    });
+    assert_eq!(
+        http_get(port, "hello.txt").as_deref(),
+        Some("served by stasis\n")
+    );
+    let restored = dump_restore(&mut py, &tmp);
+    let body = wait_for("an answer after restore", Duration::from_secs(10), || {
+        http_get(port, "hello.txt")
+    });
+    assert_eq!(body, "served by stasis\n");
+    assert!(
+        restored.log_text().matches("GET /hello.txt").count() >= 2,
+        "the restored server did not log the second request:\n{}",
+        restored.log_text()
+    );
+    stop(restored);
+}
+
+/// One RESP command on `conn`, the reply's first line.
+fn redis(conn: &mut std::io::BufReader<std::net::TcpStream>, args: &[&str]) -> String {
+    use std::io::{BufRead, Write};
+    let mut cmd = format!("*{}\r\n", args.len());
+    for a in args {
+        cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    conn.get_mut()
+        .write_all(cmd.as_bytes())
+        .expect("send to redis");
+    let mut line = String::new();
+    conn.read_line(&mut line).expect("redis reply");
+    if line.starts_with('$') && line.trim_end() != "$-1" {
+        line.clear();
+        conn.read_line(&mut line).expect("redis bulk reply");
+    }
+    line.trim_end().to_string()
+}
+
+/// `redis-server` with data and a connected client (this test, on loopback) dumped with
+/// `--tcp-established`: after the restore the same client connection keeps working and
+/// the data is there.
+#[test]
+fn redis_client_survives_restore() {
+    let _serial = common::serial();
+    require_privileged!("redis_client_survives_restore");
+    for tool in ["redis-server", "nft"] {
+        if !which(tool) {
+            return common::skip(
+                "redis_client_survives_restore",
+                &format!("{tool} is not installed"),
+            );
+        }
+    }
+    let tmp = TempDir::new("redis");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut server = common::spawn_logged(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--daemonize", "no", "--dir"])
+            .arg(tmp.path()),
+        &tmp.join("redis.log"),
+    );
+    let stream = wait_for("redis to listen", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut conn = std::io::BufReader::new(stream);
+    assert_eq!(redis(&mut conn, &["PING"]), "+PONG");
+    for i in 0..100 {
+        assert_eq!(
+            redis(&mut conn, &["SET", &format!("k{i}"), &format!("v{i}")]),
+            "+OK"
+        );
+    }
+    let img = tmp.join("img");
+    common::dump(server.pid, &img, &["--tcp-established"]).assert_ok("stasis dump");
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(10)),
+        Status::Signaled(libc::SIGKILL)
+    );
+    let pid = common::restore_detached(&img).unwrap_or_else(|o| panic!("restore failed: {o:?}"));
+    let restored = Proc::adopt(pid, &server.log);
+    assert_eq!(
+        redis(&mut conn, &["GET", "k42"]),
+        "v42",
+        "the old connection after restore"
+    );
+    assert_eq!(redis(&mut conn, &["INCR", "counter"]), ":1");
+    assert_eq!(redis(&mut conn, &["DBSIZE"]), ":101");
     stop(restored);
 }

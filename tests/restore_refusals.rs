@@ -1,6 +1,6 @@
 //! Restores the host cannot honour are refused before any process exists: an image whose
-//! registers need a CPU feature this machine lacks, and one whose vDSO differs from this
-//! kernel's. The images are real dumps, re-encoded through the library's own codec so that
+//! registers need a CPU feature this machine lacks, one whose vDSO differs from this
+//! kernel's, and a seccomp task restored without CAP_SYS_ADMIN. The images are real dumps, re-encoded through the library's own codec so that
 //! only the one field under test is wrong (checksums stay valid).
 
 mod common;
@@ -93,4 +93,72 @@ fn restore_refuses_foreign_vdso() {
         msg.contains("vDSO"),
         "message does not mention the vDSO: {msg}"
     );
+}
+
+#[test]
+fn restore_refuses_seccomp_without_cap_sys_admin() {
+    let test = "restore_refuses_seccomp_without_cap_sys_admin";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new("seccomp-cap");
+    let work = tmp.join("work");
+    std::fs::create_dir_all(&work).expect("mkdir work");
+    let mut victim = common::spawn_victim("seccomp", &["kill"], &work);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let img = tmp.join("img");
+    common::dump(victim.pid, &img, &[]).assert_ok("dump");
+    victim.wait_exit(common::EXIT_TIMEOUT);
+    let out =
+        match common::stasis_without_cap("sys_admin", &["restore", "-D", &img.to_string_lossy()]) {
+            Ok(out) => out,
+            Err(why) => return common::skip(test, &why),
+        };
+    let msg = out.assert_failed("restore of a seccomp task without CAP_SYS_ADMIN");
+    assert!(
+        msg.contains("CAP_SYS_ADMIN"),
+        "message does not name CAP_SYS_ADMIN: {msg}"
+    );
+    assert!(
+        !Path::new(&format!("/proc/{}", victim.pid)).exists(),
+        "pid {} was created anyway",
+        victim.pid
+    );
+}
+
+/// A file the task had open that changed after the dump is refused, naming it and the
+/// override; `--skip-file-check` restores anyway.
+#[test]
+fn restore_refuses_changed_open_file() {
+    let _serial = common::serial();
+    require_privileged!("restore_refuses_changed_open_file");
+    let tmp = TempDir::new("changed");
+    let work = tmp.join("work");
+    std::fs::create_dir_all(&work).expect("mkdir work");
+    let mut victim = common::spawn_victim("memory", &["-s", "4"], &work);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let img = tmp.join("img");
+    common::dump(victim.pid, &img, &[]).assert_ok("dump");
+    victim.wait_exit(common::EXIT_TIMEOUT);
+    // The victim's stdout is its log, open at fd 1: append to it behind its back.
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&victim.log)
+        .expect("open the log");
+    std::io::Write::write_all(&mut log, b"appended after the dump\n").expect("append");
+    let msg = restore_fails(victim.pid, &img);
+    let log_name = victim.log.display().to_string();
+    assert!(
+        msg.contains(&log_name) && msg.contains("fd 1") && msg.contains("--skip-file-check"),
+        "message does not name the file, the fd and the override: {msg}"
+    );
+    let out = common::stasis(&[
+        std::ffi::OsStr::new("restore"),
+        "-D".as_ref(),
+        img.as_os_str(),
+        "-d".as_ref(),
+        "--skip-file-check".as_ref(),
+    ]);
+    out.assert_ok("restore --skip-file-check");
+    let mut restored = common::Proc::adopt(victim.pid, &victim.log);
+    restored.go_and_expect_pass();
 }

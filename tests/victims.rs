@@ -21,7 +21,67 @@ enum Mode {
     Attached,
 }
 
-fn scenario(test: &str, victim: &str, args: &[&str], mode: Mode) {
+/// How a victim ends after go.
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    /// Exit 0 with `PASS` as the last log line.
+    Pass,
+    /// Killed by the signal, the log ending with the line (printed just before the call
+    /// that must kill it).
+    Killed(i32, &'static str),
+}
+
+impl Expect {
+    fn status(self) -> Status {
+        match self {
+            Expect::Pass => Status::Exited(0),
+            Expect::Killed(sig, _) => Status::Signaled(sig),
+        }
+    }
+
+    /// What the attached `stasis restore` exits with: the task's status.
+    fn restore_exit_code(self) -> i32 {
+        match self {
+            Expect::Pass => 0,
+            Expect::Killed(sig, _) => 128 + sig,
+        }
+    }
+
+    fn last_line(self) -> &'static str {
+        match self {
+            Expect::Pass => "PASS",
+            Expect::Killed(_, line) => line,
+        }
+    }
+
+    /// The victim ended as expected, having printed READY once (not started over).
+    fn check(self, proc: &Proc, st: Status) {
+        let log = proc.log_text();
+        assert_eq!(
+            st,
+            self.status(),
+            "victim pid {} ended unexpectedly; log:\n{log}",
+            proc.pid
+        );
+        self.check_log(&log);
+    }
+
+    fn check_log(self, log: &str) {
+        assert_eq!(
+            log.lines().last(),
+            Some(self.last_line()),
+            "victim log does not end with {:?}:\n{log}",
+            self.last_line()
+        );
+        let readies = log.lines().filter(|l| *l == "READY").count();
+        assert_eq!(
+            readies, 1,
+            "victim printed READY {readies} times (started over?):\n{log}"
+        );
+    }
+}
+
+fn scenario(test: &str, victim: &str, args: &[&str], mode: Mode, expect: Expect) {
     let _serial = common::serial();
     if mode != Mode::Standalone {
         require_privileged!(test);
@@ -35,10 +95,14 @@ fn scenario(test: &str, victim: &str, args: &[&str], mode: Mode) {
         return;
     }
     common::sleep_ms(SETTLE_MS);
+    let _family = common::TreeGuard(common::descendants(proc.pid));
     match mode {
-        Mode::Standalone => proc.go_and_expect_pass(),
+        Mode::Standalone => {
+            let st = proc.go();
+            expect.check(&proc, st);
+        }
         Mode::Detached => {
-            dump_and_reap(&mut proc, &tmp);
+            dump_and_reap(&mut proc, victim, args, &tmp);
             let pid = common::restore_detached(&tmp.join("img")).unwrap_or_else(|out| {
                 panic!(
                     "restore -d failed: {out:?}\nvictim log:\n{}",
@@ -48,27 +112,41 @@ fn scenario(test: &str, victim: &str, args: &[&str], mode: Mode) {
             assert_eq!(pid, proc.pid, "restored under another pid");
             // stasis has exited: as subreaper we are the restored task's parent now.
             let mut restored = Proc::adopt(pid, &proc.log);
-            restored.go_and_expect_pass();
+            let st = restored.go();
+            expect.check(&restored, st);
         }
         Mode::Attached => {
-            dump_and_reap(&mut proc, &tmp);
-            restore_attached(&proc, &tmp);
+            dump_and_reap(&mut proc, victim, args, &tmp);
+            restore_attached(&proc, &tmp, expect);
         }
     }
 }
 
-/// Dump `proc` into tmp/img and reap it: a dump without -R SIGKILLs the task.
-fn dump_and_reap(proc: &mut Proc, tmp: &TempDir) {
-    common::dump(proc.pid, &tmp.join("img"), &[]).assert_ok("stasis dump");
+/// Extra `stasis dump` options a victim needs.
+fn dump_args(victim: &str, args: &[&str]) -> &'static [&'static str] {
+    match (victim, args.first().copied()) {
+        ("locks", _) => &["--file-locks"],
+        ("unix_sockets", Some("inflight")) => &["--skip-in-flight"],
+        ("inet_sockets", Some("established")) => &["--tcp-established"],
+        ("inet_sockets", Some("close")) => &["--tcp-close"],
+        _ => &[],
+    }
+}
+
+/// Dump `proc` into tmp/img and reap it: a dump without -R SIGKILLs the task, and its
+/// descendants, which become ours to reap (we are the subreaper).
+fn dump_and_reap(proc: &mut Proc, victim: &str, args: &[&str], tmp: &TempDir) {
+    common::dump(proc.pid, &tmp.join("img"), dump_args(victim, args)).assert_ok("stasis dump");
     let st = proc.wait_exit(Duration::from_secs(10));
     assert_eq!(
         st,
         Status::Signaled(libc::SIGKILL),
         "dumped task should have been SIGKILLed"
     );
+    common::reap_image_tree(&tmp.join("img"));
 }
 
-fn restore_attached(orig: &Proc, tmp: &TempDir) {
+fn restore_attached(orig: &Proc, tmp: &TempDir, expect: Expect) {
     let img = tmp.join("img");
     let mut restore = common::start(
         common::stasis_cmd(&["restore".as_ref(), "-D".as_ref(), img.as_os_str()])
@@ -112,37 +190,41 @@ fn restore_attached(orig: &Proc, tmp: &TempDir) {
     let log = orig.log_text();
     assert_eq!(
         out.code(),
-        Some(0),
+        Some(expect.restore_exit_code()),
         "stasis restore exited with {:?} (task status); stderr: {}\nvictim log:\n{log}",
         out.status,
         out.stderr
     );
-    assert_eq!(
-        log.lines().last(),
-        Some("PASS"),
-        "victim log does not end with PASS:\n{log}"
-    );
+    expect.check_log(&log);
 }
 
+/// `module: "victim" ["arg", ...] => Expect::...;` — the expectation defaults to PASS.
 macro_rules! victim_tests {
-    ($($module:ident: $victim:literal $([$($arg:literal),*])?;)*) => {$(
+    ($($module:ident: $victim:literal $([$($arg:literal),*])? $(=> $expect:expr)?;)*) => {$(
         mod $module {
-            use super::{scenario, Mode};
+            #[allow(unused_imports)]
+            use super::{scenario, Expect, Mode};
             const ARGS: &[&str] = &[$($($arg),*)?];
             fn name(t: &str) -> String {
                 format!("{}::{t}", stringify!($module))
             }
+            #[allow(unused_variables)]
+            fn expect() -> Expect {
+                let e = Expect::Pass;
+                $(let e = $expect;)?
+                e
+            }
             #[test]
             fn standalone() {
-                scenario(&name("standalone"), $victim, ARGS, Mode::Standalone);
+                scenario(&name("standalone"), $victim, ARGS, Mode::Standalone, expect());
             }
             #[test]
             fn restore_detached() {
-                scenario(&name("restore_detached"), $victim, ARGS, Mode::Detached);
+                scenario(&name("restore_detached"), $victim, ARGS, Mode::Detached, expect());
             }
             #[test]
             fn restore_attached() {
-                scenario(&name("restore_attached"), $victim, ARGS, Mode::Attached);
+                scenario(&name("restore_attached"), $victim, ARGS, Mode::Attached, expect());
             }
         }
     )*};
@@ -169,4 +251,24 @@ victim_tests! {
     creds: "creds";
     creds_threads: "creds" ["threads"];
     mmflags: "mmflags";
+    seccomp_stacked: "seccomp" ["stacked"];
+    seccomp_tsync: "seccomp" ["tsync"];
+    seccomp_kill: "seccomp" ["kill"] => Expect::Killed(libc::SIGSYS, "CALLING getpid");
+    seccomp_strict: "seccomp" ["strict"];
+    loginuid: "loginuid";
+    guards: "guards";
+    tree: "tree";
+    tree_50: "tree" ["50"];
+    pipes: "pipes";
+    anonfds: "anonfds";
+    inotify: "inotify";
+    memfd: "memfd";
+    ghost: "ghost";
+    locks: "locks";
+    unix_sockets: "unix_sockets";
+    unix_inflight: "unix_sockets" ["inflight"];
+    inet_sockets: "inet_sockets";
+    tcp_established: "inet_sockets" ["established"];
+    tcp_close: "inet_sockets" ["close"];
+    pty: "pty";
 }

@@ -95,24 +95,28 @@ def session_members(sid):
     return pids
 
 
-def live_session_members(sid):
-    """Members of the session still running: a tool that dumped a whole tree kills it, and
-    its killed children are reaped here (they re-parent to this subreaper) before counting."""
-    deadline = time.monotonic() + 2
-    while True:
-        reap_orphans()
-        alive = [p for p in session_members(sid) if proc_state(p) not in ("Z", "X", None)]
-        if not alive or time.monotonic() > deadline:
-            return alive
+def live_after_reaping(pids):
+    """Reaps the zombies among `pids` (killed members of a dumped tree, re-parented to us)
+    and returns the pids still alive."""
+    deadline = time.monotonic() + 5
+    live = list(pids)
+    while live and time.monotonic() < deadline:
+        for p in list(live):
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except (FileNotFoundError, ProcessLookupError):
+                live.remove(p)
+                continue
+            if state in "ZX":
+                try:
+                    os.waitpid(p, os.WNOHANG)
+                except ChildProcessError:
+                    pass
         time.sleep(0.01)
-
-
-def proc_state(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return None
+        live = [p for p in live if os.path.exists(f"/proc/{p}")
+                and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] not in "ZX"]
+    return live
 
 
 def kill_session(sid):
@@ -242,7 +246,7 @@ class Bench:
                            zero_pages_skipped=s["zero_pages_skipped"],
                            dump_memory_s=s["memory_s"], dump_total_s=s["total_s"])
             kill_and_reap(pid)  # the dump killed it; reap the zombie so the pid is free
-            left = live_session_members(pid)
+            left = live_after_reaping(session_members(pid))
             if left:
                 res.update(status="dump-incomplete",
                            error=f"dump exited 0 but left {len(left)} other processes of the "

@@ -22,6 +22,32 @@ pub struct DumpArgs {
     /// The process is attached to the invoking terminal: save terminal fds as such.
     #[arg(short = 'j', long = "shell-job")]
     pub shell_job: bool,
+    /// Save established TCP connections (TCP_REPAIR) so they resume after restore.
+    #[arg(long = "tcp-established")]
+    pub tcp_established: bool,
+    /// Save established TCP connections as closed (the restored task sees them reset).
+    #[arg(long = "tcp-close")]
+    pub tcp_close: bool,
+    /// Allow unix sockets connected to sockets outside the process: they are connected
+    /// to the same address again at restore.
+    #[arg(long = "ext-unix-sk")]
+    pub ext_unix_sk: bool,
+    /// Drop file descriptors in flight (SCM_RIGHTS) and connections not yet accepted
+    /// instead of refusing the dump.
+    #[arg(long = "skip-in-flight")]
+    pub skip_in_flight: bool,
+    /// Save the contents of files deleted while open up to this size (bytes, or with a
+    /// K/M/G suffix); a larger one is refused.
+    #[arg(long = "ghost-limit", value_parser = parse_size, default_value = "1M")]
+    pub ghost_limit: u64,
+    /// Save file locks (flock, POSIX, OFD) held by the process; without it a held lock is
+    /// refused.
+    #[arg(long = "file-locks")]
+    pub file_locks: bool,
+    /// Freeze this cgroup (v1 freezer or v2) before seizing the tree: for trees that fork
+    /// faster than they can be frozen one by one.
+    #[arg(long = "freeze-cgroup", value_name = "PATH")]
+    pub freeze_cgroup: Option<std::path::PathBuf>,
     /// Do not print the summary line.
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
@@ -39,6 +65,13 @@ pub fn run(args: DumpArgs) -> i32 {
         dir: args.dir,
         leave_running: args.leave_running,
         shell_job: args.shell_job,
+        tcp_established: args.tcp_established,
+        tcp_close: args.tcp_close,
+        ext_unix_sk: args.ext_unix_sk,
+        skip_in_flight: args.skip_in_flight,
+        ghost_limit: args.ghost_limit,
+        file_locks: args.file_locks,
+        freeze_cgroup: args.freeze_cgroup,
     };
     if !args.quiet {
         progress::install(args.progress);
@@ -59,4 +92,34 @@ pub fn run(args: DumpArgs) -> i32 {
         }
     }
     EXIT_OK
+}
+
+/// `4096`, `64K`, `1M`, `2G` (binary units) → bytes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let (digits, shift) = match text.as_bytes().last() {
+        Some(b'K' | b'k') => (&text[..text.len() - 1], 10),
+        Some(b'M' | b'm') => (&text[..text.len() - 1], 20),
+        Some(b'G' | b'g') => (&text[..text.len() - 1], 30),
+        _ => (text, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|e| format!("{text:?} is not a size (bytes, or with a K/M/G suffix): {e}"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("99999999999G").is_err());
+    }
 }

@@ -24,6 +24,12 @@ pub struct RestoreArgs {
     /// Re-attach terminal fds to the current terminal.
     #[arg(short = 'j', long = "shell-job")]
     pub shell_job: bool,
+    /// Restore established TCP connections closed (the task sees them aborted).
+    #[arg(long = "tcp-close")]
+    pub tcp_close: bool,
+    /// Restore open files even if they changed (size, mtime or inode) since the dump.
+    #[arg(long = "skip-file-check")]
+    pub skip_file_check: bool,
     /// Do not print the summary line.
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
@@ -39,6 +45,8 @@ pub fn run(args: RestoreArgs) -> i32 {
     let opts = RestoreOptions {
         dir: args.dir,
         shell_job: args.shell_job,
+        tcp_close: args.tcp_close,
+        skip_file_check: args.skip_file_check,
     };
     if !args.quiet {
         progress::install(args.progress);

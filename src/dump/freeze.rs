@@ -1,8 +1,10 @@
-//! Freezing: checks that a process can be dumped, then seizes and stops every thread.
+//! Freezing one process: checks that it can be dumped, then seizes and stops every thread.
+//! The tree around it is `tree.rs`.
 //!
-//! Everything that can refuse a dump without touching the task happens in [`preflight`],
-//! before the task is seized. [`Frozen`] owns the stopped threads; dropping it detaches
-//! them all, so an error anywhere in the dump lets the process run on.
+//! Everything that can refuse a dump without touching the root happens in [`preflight`],
+//! before it is seized; [`check_process`] repeats the per-process refusals for every
+//! process of the tree. [`Frozen`] owns the stopped threads; dropping it detaches them
+//! all, so an error anywhere in the dump lets the process run on.
 
 use super::DumpError;
 use crate::proc;
@@ -33,24 +35,25 @@ pub fn preflight(pid: i32, shell_job: bool) -> Result<Preflight, DumpError> {
     if matches!(stat.state, 'Z' | 'X') {
         return Err(DumpError::Zombie { pid });
     }
-    if status.tracer_pid != 0 {
+    check_process(pid, &status)?;
+    check_ids(pid, &stat, shell_job)?;
+    Ok(Preflight { stat, status })
+}
+
+/// Refusals that apply to every process of the tree: traced by someone else. (Seccomp is
+/// dumped: see `seccomp.rs`.)
+pub fn check_process(pid: i32, status: &proc::Status) -> Result<(), DumpError> {
+    let me = std::process::id() as i32;
+    if status.tracer_pid != 0 && status.tracer_pid != me {
         return Err(DumpError::Traced {
             pid,
             tracer: status.tracer_pid,
         });
     }
-    if status.seccomp != 0 {
-        return Err(DumpError::unsupported(format!(
-            "pid {pid} runs under seccomp (mode {}); saving seccomp filters is not supported yet",
-            status.seccomp
-        )));
-    }
-    check_ids(pid, &stat, shell_job)?;
-    check_alone(pid)?;
-    Ok(Preflight { stat, status })
+    Ok(())
 }
 
-/// A lone process restores its session and group only if it leads them (or with -j).
+/// The root restores its session and group only if it leads them (or with -j).
 fn check_ids(pid: i32, stat: &proc::Stat, shell_job: bool) -> Result<(), DumpError> {
     if shell_job {
         return Ok(());
@@ -70,56 +73,28 @@ fn check_ids(pid: i32, stat: &proc::Stat, shell_job: bool) -> Result<(), DumpErr
     Ok(())
 }
 
-/// Refuses a task that other processes depend on: its children, or members of the session
-/// or process group it leads. Dumping it alone would orphan them (they would keep its pid
-/// as their session or group id, so it could not even be restored).
-fn check_alone(pid: i32) -> Result<(), DumpError> {
-    let Some((other, why)) = dependents(pid)?.into_iter().next() else {
-        return Ok(());
-    };
-    Err(DumpError::unsupported(format!(
-        "pid {pid} is not alone: pid {other} is {why}; dumping process trees is not supported yet"
-    )))
-}
-
-/// Every other process that is a child of `pid` or shares its session or group.
-fn dependents(pid: i32) -> Result<Vec<(i32, &'static str)>, DumpError> {
-    let dir = std::fs::read_dir("/proc").map_err(|source| DumpError::Stat {
-        path: "/proc".into(),
-        source,
-    })?;
-    let mut out = Vec::new();
-    for entry in dir.flatten() {
-        let Some(other) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        // A process that exits while we look is no dependent.
-        let Ok(st) = proc::stat(other) else { continue };
-        if other == pid {
-            continue;
-        }
-        if st.ppid == pid {
-            out.push((other, "its child"));
-        } else if st.session == pid {
-            out.push((other, "in its session"));
-        } else if st.pgrp == pid {
-            out.push((other, "in its process group"));
-        }
-    }
-    Ok(out)
-}
-
 /// Every thread of a process, seized and stopped in a `PTRACE_EVENT_STOP`; the leader
 /// (tid == pid) first. Dropping it detaches every thread.
 pub struct Frozen {
     threads: Vec<Seized>,
+    /// The process was stopped by job control when seized: it is stopped again when let go.
+    pub stopped: bool,
+}
+
+/// Tasks attached to us before their turn in the freeze, by tid: processes the kernel
+/// attached because a frozen task forked them (already stopped), and tasks seized while
+/// their cgroup was frozen (an interrupt requested, not waited for yet).
+#[derive(Default)]
+pub struct Adopted {
+    pub stopped: std::collections::HashMap<i32, Seized>,
+    pub interrupted: std::collections::HashMap<i32, Seized>,
 }
 
 impl Frozen {
+    pub fn pid(&self) -> i32 {
+        self.threads[0].tid()
+    }
+
     pub fn leader(&self) -> &Seized {
         &self.threads[0]
     }
@@ -133,8 +108,13 @@ impl Frozen {
         self.threads.iter().any(|t| t.tid() == tid)
     }
 
-    /// Detach every thread: the process runs on.
+    /// Detach every thread: the process runs on (or stays stopped, if it was).
     pub fn release(self) -> Result<(), DumpError> {
+        if self.stopped {
+            let pid = nix::unistd::Pid::from_raw(self.pid());
+            // Queued while traced, taken at once after the detach: no instruction runs.
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP);
+        }
         for t in self.threads {
             t.release()?;
         }
@@ -156,85 +136,124 @@ impl Frozen {
     }
 }
 
-/// Seizes and stops every thread of `pid`, the leader first.
+/// Seizes and stops every thread of `pid`, the leader first; `None` if the process turned
+/// out to have exited (a zombie or gone) before it could be seized. `leader` is the
+/// leader already attached and stopped by the kernel (a process forked during the freeze).
+/// Processes forked meanwhile by the threads frozen here are added to `adopted`.
 ///
 /// Ordering requirements: threads may be created while this runs, so `/proc/PID/task` is
 /// listed again until a listing shows no thread that is not stopped yet. A stopped
 /// thread creates no threads, and one created by a thread between its seize and its stop
 /// is attached by the kernel (`PTRACE_O_TRACECLONE`) and collected from the clone event.
-pub fn freeze(pid: i32) -> Result<Frozen, DumpError> {
+pub fn freeze(
+    pid: i32,
+    leader: Option<Seized>,
+    adopted: &mut Adopted,
+) -> Result<Option<Frozen>, DumpError> {
     let mut frozen = Frozen {
         threads: Vec::new(),
+        stopped: false,
     };
-    freeze_thread(pid, pid, &mut frozen)?;
+    match leader {
+        Some(task) => frozen.threads.push(task),
+        None => {
+            if !freeze_thread(pid, pid, &mut frozen, adopted)? {
+                return Ok(None);
+            }
+        }
+    }
     loop {
         let fresh: Vec<i32> = proc::tids(pid)?
             .into_iter()
             .filter(|&t| !frozen.has(t))
             .collect();
         if fresh.is_empty() {
-            return Ok(frozen);
+            return Ok(Some(frozen));
         }
         for tid in fresh {
             if !frozen.has(tid) {
-                freeze_thread(pid, tid, &mut frozen)?;
+                freeze_thread(pid, tid, &mut frozen, adopted)?;
             }
         }
     }
 }
 
-/// Seizes and stops thread `tid` of `pid`, and any thread it creates meanwhile. A thread
-/// other than the leader that exits first is skipped.
-fn freeze_thread(pid: i32, tid: i32, frozen: &mut Frozen) -> Result<(), DumpError> {
-    let task = match ptrace::seize(tid) {
-        Ok(task) => task,
-        Err(_) if tid != pid && thread_gone(tid) => return Ok(()),
-        Err(e) => return Err(e.into()),
+/// Seizes and stops thread `tid` of `pid`, and any thread or process it creates
+/// meanwhile. Returns false if the thread exited first (a leader that did so leaves a
+/// zombie, which the tree records as such).
+fn freeze_thread(
+    pid: i32,
+    tid: i32,
+    frozen: &mut Frozen,
+    adopted: &mut Adopted,
+) -> Result<bool, DumpError> {
+    let task = match adopted.interrupted.remove(&tid) {
+        Some(task) => task,
+        None => match ptrace::seize(tid) {
+            Ok(task) => {
+                task.request_interrupt()?;
+                task
+            }
+            Err(_) if thread_gone(tid) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        },
     };
     let mut born = Vec::new();
-    task.request_interrupt()?;
+    let mut group_stop = false;
     loop {
         match ptrace::wait_tid(tid)? {
-            Stop::Event(sig) if sig == libc::SIGTRAP => break,
-            Stop::Event(_) => return Err(stopped_by_job_control(pid)),
-            Stop::OtherEvent(ptrace::PTRACE_EVENT_CLONE) => {
+            Stop::Event(sig) if sig == libc::SIGTRAP || group_stop => break,
+            Stop::Event(_) => {
+                // A group stop (SIGSTOP, SIGTSTP...), which seizing does not end: start
+                // the thread again and it traps at once on our interrupt, where syscalls
+                // can be injected (the kernel labels that trap with the stop signal too,
+                // while the group is stopped). It is stopped again when released.
+                frozen.stopped = true;
+                group_stop = true;
+                task.request_interrupt()?;
+                task.cont()?;
+            }
+            Stop::OtherEvent(ptrace::PTRACE_EVENT_CLONE | ptrace::PTRACE_EVENT_FORK) => {
                 born.push(ptrace::adopt(task.event_msg()? as i32));
                 task.request_interrupt()?;
                 task.cont()?;
             }
             // A signal that arrived before the interrupt: deliver it, then stop.
             Stop::Signal(sig) => task.cont_with(sig)?,
-            Stop::Exited(_) | Stop::Killed(_) if tid != pid => {
+            Stop::Exited(_) | Stop::Killed(_) => {
                 task.forget();
-                return Ok(());
+                return Ok(false);
             }
             other => return Err(task.unexpected("freeze", other).into()),
         }
     }
     frozen.threads.push(task);
     for child in born {
-        adopt_born(pid, child, frozen)?;
+        adopt_born(pid, child, frozen, adopted)?;
     }
-    Ok(())
+    Ok(true)
 }
 
-/// A thread attached by the kernel at its creation starts in a `PTRACE_EVENT_STOP`.
-/// A clone that is not a thread of `pid` (no `CLONE_THREAD`) is let go.
-fn adopt_born(pid: i32, child: Seized, frozen: &mut Frozen) -> Result<(), DumpError> {
+/// A task attached by the kernel at its creation starts in a `PTRACE_EVENT_STOP`. A new
+/// thread of `pid` joins `frozen`; a new process goes to `adopted`, stopped.
+fn adopt_born(
+    pid: i32,
+    child: Seized,
+    frozen: &mut Frozen,
+    adopted: &mut Adopted,
+) -> Result<(), DumpError> {
     match ptrace::wait_tid(child.tid())? {
-        Stop::Event(sig) if sig == libc::SIGTRAP => {}
-        Stop::Event(_) => return Err(stopped_by_job_control(pid)),
+        Stop::Event(_) => {}
         Stop::Exited(_) | Stop::Killed(_) => {
             child.forget();
             return Ok(());
         }
-        other => return Err(child.unexpected("freeze new thread", other).into()),
+        other => return Err(child.unexpected("freeze new task", other).into()),
     }
-    let tgid = proc::status(child.tid())?.tgid;
-    if tgid == pid {
+    if proc::status(child.tid())?.tgid == pid {
         frozen.threads.push(child);
     } else {
-        child.release()?;
+        adopted.stopped.insert(child.tid(), child);
     }
     Ok(())
 }
@@ -242,10 +261,4 @@ fn adopt_born(pid: i32, child: Seized, frozen: &mut Frozen) -> Result<(), DumpEr
 /// Whether `tid` has exited or is exiting (seizing it then fails with ESRCH or EPERM).
 fn thread_gone(tid: i32) -> bool {
     proc::stat(tid).map_or(true, |s| matches!(s.state, 'Z' | 'X'))
-}
-
-fn stopped_by_job_control(pid: i32) -> DumpError {
-    DumpError::unsupported(format!(
-        "pid {pid} is stopped by job control; dumping stopped tasks is not supported yet"
-    ))
 }

@@ -1,7 +1,9 @@
 //! Page contents: which pages to save (`PAGEMAP_SCAN`), reading them in large batches
 //! (`process_vm_readv`, or `/proc/PID/mem` for unreadable mappings) and streaming them into
 //! the pages file. Pages holding only zeros are not stored where a fresh mapping reads as
-//! zeros anyway. The restore side is `restore/memory.rs`.
+//! zeros anyway. Guard regions (`MADV_GUARD_INSTALL`) have no contents: the same scan
+//! finds them, and they are recorded to be installed again. The restore side is
+//! `restore/memory.rs` (guards: `restore/mm.rs`).
 //!
 //! Reading and writing overlap: this thread reads a batch from the task and finds its zero
 //! pages while a writer thread checksums and writes the previous batch (writing into fresh
@@ -13,13 +15,14 @@ use std::time::{Duration, Instant};
 
 use super::DumpError;
 use crate::abi::PAGE_SIZE;
-use crate::image::mm::{PageRun, Vma, VmaKind};
+use crate::image::mm::{Guard, PageRun, Vma, VmaKind};
 use crate::image::pages::{PagesWriter, PAGES_DATA_OFFSET};
 use crate::progress::Phase;
 use crate::sys::file::start_writeback;
 use crate::sys::mem::{vm_read, Mem};
 use crate::sys::pagemap::{
-    Pagemap, Query, PAGE_IS_FILE, PAGE_IS_GUARD, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED,
+    PageRegion, Pagemap, Query, PAGE_IS_FILE, PAGE_IS_GUARD, PAGE_IS_PFNZERO, PAGE_IS_PRESENT,
+    PAGE_IS_SWAPPED,
 };
 
 /// Bytes read from the task per batch.
@@ -58,14 +61,20 @@ struct Chunk {
     pieces: Vec<(usize, usize)>,
 }
 
-/// Saves every page of `vmas` that a fresh mapping would not reproduce.
+/// Address ranges to save in a mapping instead of what `PAGEMAP_SCAN` reports, by mapping
+/// start: shared memory is saved once for the tree, from its data (see `dump/shared.rs`).
+pub type Overrides = std::collections::HashMap<u64, Vec<(u64, u64)>>;
+
+/// Saves every page of `vmas` that a fresh mapping would not reproduce; returns the runs
+/// saved and the guard regions found.
 pub fn dump(
     pid: i32,
     vmas: &[Vma],
+    overrides: &Overrides,
     out: &mut PagesWriter,
-) -> Result<(Vec<PageRun>, MemoryStats), DumpError> {
+) -> Result<(Vec<PageRun>, Vec<Guard>, MemoryStats), DumpError> {
     let started = Instant::now();
-    let ranges = ranges_to_save(pid, vmas)?;
+    let (ranges, guards) = ranges_to_save(pid, vmas, overrides)?;
     let mut reader = Reader {
         pid,
         mem: Mem::open(pid, false)?,
@@ -85,7 +94,7 @@ pub fn dump(
         read.and(written)
     })?;
     reader.stats.elapsed = started.elapsed();
-    Ok((reader.runs, reader.stats))
+    Ok((reader.runs, guards, reader.stats))
 }
 
 /// The writer thread: appends each chunk's pieces and hands the buffer back.
@@ -116,27 +125,49 @@ fn write_chunks(
     Ok(())
 }
 
-fn ranges_to_save(pid: i32, vmas: &[Vma]) -> Result<Vec<Range>, DumpError> {
+/// The ranges whose pages are saved, and the guard regions, of every mapping. Shared file
+/// mappings keep their contents in the file: only their guards are looked for. In a
+/// mapping with [`Overrides`], pages under this process's guards cannot be read through
+/// it and are left out (what the shared object holds there comes back as zeros).
+fn ranges_to_save(
+    pid: i32,
+    vmas: &[Vma],
+    overrides: &Overrides,
+) -> Result<(Vec<Range>, Vec<Guard>), DumpError> {
     let pagemap = Pagemap::open(pid)?;
     let query = Query {
         any: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_GUARD,
         report: PAGE_IS_FILE | PAGE_IS_PFNZERO | PAGE_IS_GUARD,
         ..Default::default()
     };
-    let mut out = Vec::new();
+    let (mut out, mut guards) = (Vec::new(), Vec::new());
     for vma in vmas {
         let (private_file, drop_zeros) = match vma.kind {
             VmaKind::Anon => (false, true),
             VmaKind::File { .. } if !vma.shared => (true, false),
+            VmaKind::File { .. } => {
+                guards.extend(guards_in(&pagemap, vma)?);
+                continue;
+            }
             _ => continue,
         };
         let readable = vma.prot & libc::PROT_READ as u32 != 0;
+        if let Some(given) = overrides.get(&vma.start) {
+            let own = guards_in(&pagemap, vma)?;
+            out.extend(outside(given, &own).into_iter().map(|(start, end)| Range {
+                vma: vma.start,
+                start,
+                end,
+                readable,
+                drop_zeros,
+            }));
+            guards.extend(own);
+            continue;
+        }
         for r in pagemap.scan(vma.start, vma.end, query)? {
             if r.categories & PAGE_IS_GUARD != 0 {
-                return Err(DumpError::unsupported(format!(
-                    "pid {pid} has guard pages (MADV_GUARD_INSTALL) at {:#x}-{:#x}, which stasis cannot restore yet",
-                    r.start, r.end
-                )));
+                guards.push(guard(&r));
+                continue;
             }
             let skip_file = private_file && r.categories & PAGE_IS_FILE != 0;
             if r.categories & PAGE_IS_PFNZERO == 0 && !skip_file {
@@ -150,7 +181,49 @@ fn ranges_to_save(pid: i32, vmas: &[Vma]) -> Result<Vec<Range>, DumpError> {
             }
         }
     }
-    Ok(coalesce(out))
+    Ok((coalesce(out), guards))
+}
+
+fn guard(r: &PageRegion) -> Guard {
+    Guard {
+        start: r.start,
+        end: r.end,
+    }
+}
+
+/// The guard regions of one mapping.
+fn guards_in(pagemap: &Pagemap, vma: &Vma) -> Result<Vec<Guard>, DumpError> {
+    let query = Query {
+        all: PAGE_IS_GUARD,
+        report: PAGE_IS_GUARD,
+        ..Default::default()
+    };
+    let found = pagemap.scan(vma.start, vma.end, query)?;
+    Ok(found
+        .iter()
+        .filter(|r| r.categories & PAGE_IS_GUARD != 0)
+        .map(guard)
+        .collect())
+}
+
+/// The parts of the sorted `ranges` outside the sorted `guards`.
+fn outside(ranges: &[(u64, u64)], guards: &[Guard]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for &(mut start, end) in ranges {
+        for g in guards {
+            if g.start >= end || g.end <= start {
+                continue;
+            }
+            if g.start > start {
+                out.push((start, g.start));
+            }
+            start = g.end;
+        }
+        if start < end {
+            out.push((start, end));
+        }
+    }
+    out
 }
 
 /// Merges touching ranges of one mapping (PAGEMAP_SCAN splits them by category).
@@ -340,6 +413,21 @@ mod tests {
         let c = coalesce(vec![r(0, 0x1000), r(0x1000, 0x3000), r(0x5000, 0x6000)]);
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].end, 0x3000);
+    }
+
+    #[test]
+    fn guards_are_cut_out_of_ranges() {
+        let g = |start, end| Guard { start, end };
+        let ranges = [(0x1000, 0x5000), (0x8000, 0x9000)];
+        assert_eq!(
+            outside(&ranges, &[g(0x2000, 0x3000), g(0x4000, 0x8000)]),
+            vec![(0x1000, 0x2000), (0x3000, 0x4000), (0x8000, 0x9000)]
+        );
+        assert_eq!(
+            outside(&ranges, &[g(0x1000, 0x5000)]),
+            vec![(0x8000, 0x9000)]
+        );
+        assert_eq!(outside(&ranges, &[]), ranges.to_vec());
     }
 
     #[test]

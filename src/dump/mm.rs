@@ -8,6 +8,9 @@ use super::DumpError;
 use crate::image::mm::{FileId, MmFields, Vma, VmaFlags, VmaKind};
 use crate::proc::{self, MapEntry, MapPath};
 
+/// How a `memfd_secret(2)` mapping shows in maps (the kernel's internal `secretmem` file).
+const SECRETMEM: &str = "/secretmem";
+
 /// Converts every mapping, refusing kinds stasis cannot restore.
 pub fn vmas(pid: i32, maps: &[MapEntry]) -> Result<Vec<Vma>, DumpError> {
     let mut out = Vec::with_capacity(maps.len());
@@ -48,6 +51,12 @@ fn kind_of(pid: i32, e: &MapEntry) -> Result<Option<VmaKind>, DumpError> {
         MapPath::Vvar => VmaKind::Vvar,
         MapPath::VvarVclock => VmaKind::VvarVclock,
         MapPath::Vsyscall => return Ok(None),
+        MapPath::Deleted(p) if p == SECRETMEM => {
+            return Err(DumpError::unsupported(format!(
+                "{} is a memfd_secret mapping ({SECRETMEM}), whose pages no other process can read, which stasis cannot checkpoint",
+                what()
+            )))
+        }
         MapPath::Deleted(p) => {
             return Err(DumpError::unsupported(format!(
                 "{} maps deleted file {p}, which stasis cannot checkpoint yet",

@@ -1,11 +1,14 @@
-//! Dump: freeze a running task, save everything needed to bring it back into an image
-//! directory, then kill it or let it run on.
+//! Dump: freeze a running process tree, save everything needed to bring it back into an
+//! image directory, then kill it or let it run on.
 //!
-//! Phases, in order: preflight (refuse without touching the task) → freeze (seize +
-//! interrupt) → collect (/proc, ptrace, queries injected into the task) → memory (pages
-//! streamed into the image) → commit (fsync + rename) → kill or release.
-//! Any failure before the end detaches and leaves the task running exactly as it was.
+//! Phases, in order: preflight (refuse without touching the root) → freeze (every thread
+//! of every process of the tree, `tree.rs`) → per process: collect (/proc, ptrace,
+//! queries injected into the task) and memory (pages streamed into the image) → commit
+//! (fsync + rename) → kill or release. Any failure before the end detaches and leaves
+//! every task running exactly as it was.
 
+pub mod audit;
+pub mod cgroup;
 pub mod creds;
 mod error;
 pub mod files;
@@ -14,22 +17,30 @@ pub mod memory;
 pub mod mm;
 pub mod prctl;
 pub mod sched;
+pub mod seccomp;
+pub mod shared;
 pub mod task;
 pub mod timers;
+pub mod tree;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub use error::DumpError;
 
+use crate::image::files::FilesImage;
 use crate::image::inventory::{CpuInfo, Inventory};
 use crate::image::load::record_name;
+use crate::image::load::{INVENTORY, TREE};
 use crate::image::mm::MmImage;
 use crate::image::task::TaskImage;
+use crate::image::tree::ProcEntry;
 use crate::image::{ImageWriter, Kind};
 use crate::proc;
 use crate::sys::mem::Mem;
 use freeze::Frozen;
+use shared::Shared;
+use tree::FrozenTree;
 
 /// What `stasis dump` was asked to do.
 #[derive(Clone, Debug)]
@@ -38,7 +49,22 @@ pub struct DumpOptions {
     pub dir: PathBuf,
     pub leave_running: bool,
     pub shell_job: bool,
+    /// Largest deleted-but-open file whose contents are saved (`--ghost-limit`).
+    pub ghost_limit: u64,
+    /// Save and restore file locks (`--file-locks`).
+    pub file_locks: bool,
+    /// `--tcp-established`, `--tcp-close`, `--ext-unix-sk`, `--skip-in-flight` (see
+    /// [`files::FdOptions`]).
+    pub tcp_established: bool,
+    pub tcp_close: bool,
+    pub ext_unix_sk: bool,
+    pub skip_in_flight: bool,
+    /// Freeze this cgroup first (`--freeze-cgroup`).
+    pub freeze_cgroup: Option<PathBuf>,
 }
+
+/// CRIU's default `--ghost-limit`: 1 MiB.
+pub const DEFAULT_GHOST_LIMIT: u64 = 1 << 20;
 
 /// Figures for the summary line and `--stats-json`.
 #[derive(Clone, Debug, Default)]
@@ -46,35 +72,121 @@ pub struct DumpSummary {
     pub pid: i32,
     pub pages_stored: u64,
     pub zero_pages_skipped: u64,
-    /// Scanning, reading and writing the pages (before the fsync).
+    /// Scanning, reading and writing the pages (before the fsync), summed over processes.
     pub memory: Duration,
     pub frozen: Duration,
     pub total: Duration,
 }
 
-/// Dumps `opts.pid` into `opts.dir`.
+/// Dumps the tree rooted at `opts.pid` into `opts.dir`.
 pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     let started = Instant::now();
     freeze::preflight(opts.pid, opts.shell_job)?;
     let writer = ImageWriter::create(&opts.dir)?;
-    let task = freeze::freeze(opts.pid)?;
+    let adopted = match &opts.freeze_cgroup {
+        Some(path) => seize_cgroup(path)?,
+        None => freeze::Adopted::default(),
+    };
+    let tree = tree::freeze_tree(opts.pid, opts.shell_job, adopted)?;
     let frozen = Instant::now();
-    let mut summary = save(&task, opts, writer)?;
+    let (mut summary, held) = save_tree(&tree, opts, writer)?;
+    // Ordering requirements: sockets held in repair mode leave it before a released
+    // tree runs again; after a kill, our duplicates are closed still in repair mode.
     if opts.leave_running {
-        task.release()?;
+        drop(held);
+        tree.release()?;
     } else {
-        task.kill()?;
+        tree.kill()?;
+        held.into_iter().for_each(files::Held::keep_for_restore);
     }
     summary.frozen = frozen.elapsed();
     summary.total = started.elapsed();
     Ok(summary)
 }
 
-/// Collects and writes the whole image of a frozen task.
-fn save(task: &Frozen, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSummary, DumpError> {
-    let pid = opts.pid;
-    let vmas = mm::vmas(pid, &proc::smaps(pid)?)?;
-    let files = files::fd_table(pid, opts.shell_job)?;
+/// Freezes the cgroup, seizes every task in it and asks each to stop, then thaws it: each
+/// task traps into our interrupt before it runs another user instruction (so it forks
+/// nothing more).
+fn seize_cgroup(path: &std::path::Path) -> Result<freeze::Adopted, DumpError> {
+    let cg = cgroup::freeze(path)?;
+    let mut adopted = freeze::Adopted::default();
+    for tid in cg.tids()? {
+        // A task that exits meanwhile is not seized; the tree scan decides what it was.
+        if let Ok(task) = crate::sys::ptrace::seize(tid) {
+            task.request_interrupt()?;
+            adopted.interrupted.insert(tid, task);
+        }
+    }
+    cg.thaw()?;
+    Ok(adopted)
+}
+
+/// Writes every process, then the tree and the inventory, and commits the image.
+fn save_tree(
+    tree: &FrozenTree,
+    opts: &DumpOptions,
+    writer: ImageWriter,
+) -> Result<(DumpSummary, Vec<files::Held>), DumpError> {
+    let mut shared = Shared::default();
+    let mut summary = DumpSummary {
+        pid: opts.pid,
+        ..Default::default()
+    };
+    let pids: Vec<i32> = tree.procs.iter().map(Frozen::pid).collect();
+    let fd_opts = fd_options(opts, &pids);
+    let mut held = Vec::new();
+    for (task, entry) in tree.procs.iter().zip(tree.record.alive()) {
+        let (stats, h) = save(task, entry, &fd_opts, &writer, &mut shared)?;
+        held.push(h);
+        summary.pages_stored += stats.pages_stored;
+        summary.zero_pages_skipped += stats.zero_pages_skipped;
+        summary.memory += stats.elapsed;
+    }
+    writer.write_record(TREE, Kind::Tree, &tree.record)?;
+    writer.write_record(
+        INVENTORY,
+        Kind::Inventory,
+        &inventory(&pids, opts.shell_job),
+    )?;
+    writer.commit()?;
+    Ok((summary, held))
+}
+
+fn fd_options(opts: &DumpOptions, pids: &[i32]) -> files::FdOptions {
+    files::FdOptions {
+        shell_job: opts.shell_job,
+        ghost_limit: opts.ghost_limit,
+        file_locks: opts.file_locks,
+        pids: pids.to_vec(),
+        tcp_established: opts.tcp_established,
+        tcp_close: opts.tcp_close,
+        ext_unix_sk: opts.ext_unix_sk,
+        skip_in_flight: opts.skip_in_flight,
+    }
+}
+
+/// Collects and writes the records and pages of one frozen process; returns the sockets
+/// it holds in repair mode with its page figures.
+fn save(
+    task: &Frozen,
+    entry: &ProcEntry,
+    fd_opts: &files::FdOptions,
+    writer: &ImageWriter,
+    shared: &mut Shared,
+) -> Result<(memory::MemoryStats, files::Held), DumpError> {
+    let pid = task.pid();
+    let smaps = proc::smaps(pid)?;
+    let vmas = mm::vmas(pid, &smaps)?;
+    let shmem = shared.link_shmem(pid, &smaps)?;
+    let overrides = shmem_overrides(pid, &smaps, &shmem)?;
+    let (files, held) = if entry.shares_files {
+        (FilesImage::default(), files::Held::new(pid))
+    } else {
+        let (mut files, held) = files::fd_table(pid, fd_opts)?;
+        shared.link_files(pid, &mut files)?;
+        files::check_split_objects(pid, &files, &mut shared.fd_objects)?;
+        (files, held)
+    };
     let exe = mm::exe(pid)?;
     let vdso = mm::vdso_range(&vmas);
     let vdso_symbols = vdso_symbols(pid, vdso)?;
@@ -83,6 +195,7 @@ fn save(task: &Frozen, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSu
         .iter()
         .map(|t| task::thread_state(pid, t))
         .collect::<Result<Vec<_>, _>>()?;
+    let seccomp = seccomp::collect(pid, task.threads(), &mut threads)?;
     let ip = task::find_syscall_insn(pid, vdso)?;
     let known = task::Known {
         timers: &proc::timers(pid)?,
@@ -97,7 +210,7 @@ fn save(task: &Frozen, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSu
     }
 
     let mut pages = writer.pages(&record_name("pages", pid))?;
-    let (page_runs, mstats) = memory::dump(pid, &vmas, &mut pages)?;
+    let (page_runs, guards, mstats) = memory::dump(pid, &vmas, &overrides, &mut pages)?;
     pages.finish()?;
 
     let mm = MmImage {
@@ -107,6 +220,8 @@ fn save(task: &Frozen, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSu
         auxv: proc::auxv(pid)?,
         exe,
         vdso_symbols,
+        shmem,
+        guards,
     };
     let task_image = TaskImage {
         pid,
@@ -125,24 +240,38 @@ fn save(task: &Frozen, opts: &DumpOptions, writer: ImageWriter) -> Result<DumpSu
         timers: q.timers,
         sigactions: q.sigactions,
         shared_pending: task.leader().pending(true)?,
+        audit: audit::audit(pid, known.tids)?,
         threads,
+        seccomp,
     };
     writer.write_record(&record_name("mm", pid), Kind::Mm, &mm)?;
     writer.write_record(&record_name("files", pid), Kind::Files, &files)?;
     writer.write_record(&record_name("task", pid), Kind::Task, &task_image)?;
-    writer.write_record(
-        "inventory.img",
-        Kind::Inventory,
-        &inventory(pid, opts.shell_job),
-    )?;
-    writer.commit()?;
-    Ok(DumpSummary {
-        pid,
-        pages_stored: mstats.pages_stored,
-        zero_pages_skipped: mstats.zero_pages_skipped,
-        memory: mstats.elapsed,
-        ..Default::default()
-    })
+    Ok((mstats, held))
+}
+
+/// Shared memory is saved by the process that owns it, from the object's data; the other
+/// holders save none of it.
+fn shmem_overrides(
+    pid: i32,
+    smaps: &[proc::MapEntry],
+    shmem: &[crate::image::mm::ShmemRef],
+) -> Result<memory::Overrides, DumpError> {
+    let mut out = memory::Overrides::new();
+    for r in shmem {
+        let ranges = match r.owner {
+            Some(_) => Vec::new(),
+            None => {
+                let m = smaps
+                    .iter()
+                    .find(|m| m.start == r.start)
+                    .expect("shmem refs come from these maps");
+                shared::shmem_data(pid, m)?
+            }
+        };
+        out.insert(r.start, ranges);
+    }
+    Ok(out)
 }
 
 fn vdso_symbols(pid: i32, vdso: Option<(u64, u64)>) -> Result<Vec<(String, u64)>, DumpError> {
@@ -155,7 +284,7 @@ fn vdso_symbols(pid: i32, vdso: Option<(u64, u64)>) -> Result<Vec<(String, u64)>
         .map_err(|e| DumpError::unsupported(format!("vDSO of pid {pid}: {e}")))
 }
 
-fn inventory(pid: i32, shell_job: bool) -> Inventory {
+fn inventory(pids: &[i32], shell_job: bool) -> Inventory {
     let uts = nix::sys::utsname::uname().ok();
     let field = |f: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr| {
         uts.as_ref()
@@ -170,8 +299,8 @@ fn inventory(pid: i32, shell_job: bool) -> Inventory {
             .unwrap_or(0),
         kernel_release: field(|u| u.release()),
         hostname: field(|u| u.nodename()),
-        root_pid: pid,
-        pids: vec![pid],
+        root_pid: pids[0],
+        pids: pids.to_vec(),
         cpu: CpuInfo {
             xcr0: crate::sys::cpu::xcr0(),
             xsave_size: crate::sys::cpu::xsave_size(),

@@ -57,7 +57,7 @@ impl Query<'_> {
 
 /// Registers, xsave area, mask, per-thread pending signals, rseq, name and robust list of
 /// a stopped thread of `pid`. `clear_child_tid`, `altstack`, `pdeathsig` and `sched` are
-/// filled by [`query`].
+/// filled by [`query`], `seccomp` by `dump/seccomp.rs`.
 pub fn thread_state(pid: i32, task: &Seized) -> Result<ThreadImage, DumpError> {
     let robust = crate::sys::thread::robust_list(task.tid())?;
     Ok(ThreadImage {
@@ -74,6 +74,7 @@ pub fn thread_state(pid: i32, task: &Seized) -> Result<ThreadImage, DumpError> {
         robust_list_len: robust.len,
         sched: ThreadSched::default(),
         pdeathsig: 0,
+        seccomp: Default::default(),
     })
 }
 

@@ -11,11 +11,16 @@ use serde::{de::DeserializeOwned, Serialize};
 use super::error::ImageError;
 
 /// Version of the on-disk format; bumped by any change to a header or a record's fields.
-/// Version 2 added the per-thread `comm`, `robust_list` and `robust_list_len`.
-pub const FORMAT_VERSION: u32 = 2;
-/// The oldest format version this build still reads (version 1 thread records lack the
-/// fields above and are not converted).
-pub const OLDEST_VERSION: u32 = 2;
+/// Version 2 added the per-thread `comm`, `robust_list` and `robust_list_len`; version 3
+/// the process tree (`tree.img`, needed to restore any image); version 4 the seccomp
+/// filters and per-thread seccomp state, the audit loginuid and guard regions; version 5
+/// the file locks of the files record and the fd kinds after `Inherited` (pipes, FIFOs,
+/// O_PATH, ghost files, eventfd, timerfd, signalfd, epoll, inotify, memfd, pidfd);
+/// version 6 the socket and pty kinds after `PidFd` (a version 5 image reads the same).
+pub const FORMAT_VERSION: u32 = 6;
+/// The oldest format version this build still reads (older images lack the fields above
+/// and are not converted).
+pub const OLDEST_VERSION: u32 = 5;
 /// First bytes of every image file. The high-bit byte catches 7-bit transfers, the name
 /// makes `head -c8` readable, the newline catches line-ending conversion (as PNG's).
 pub const MAGIC: [u8; 8] = *b"\x89STASIS\n";
@@ -33,6 +38,7 @@ pub enum Kind {
     Mm = 3,
     Files = 4,
     Pages = 5,
+    Tree = 6,
 }
 
 /// Human name of a kind number, for messages.
@@ -43,6 +49,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         3 => "mm",
         4 => "files",
         5 => "pages",
+        6 => "tree",
         _ => "unknown",
     }
 }
@@ -313,10 +320,10 @@ mod tests {
         assert!(matches!(
             err,
             ImageError::NewerVersion {
-                found: 3,
-                supported: 2,
+                found,
+                supported: FORMAT_VERSION,
                 ..
-            }
+            } if found == FORMAT_VERSION + 1
         ));
     }
 
@@ -330,15 +337,18 @@ mod tests {
         ));
     }
 
-    /// Version 1 thread records have no comm or robust list: refused, not misread.
+    /// Version 1 thread records have no comm or robust list, version 2 images no tree,
+    /// Older versions (version 4 files records have no locks...): refused, not misread.
     #[test]
-    fn rejects_version_one() {
-        let mut b = encoded();
-        b[12..16].copy_from_slice(&1u32.to_le_bytes());
-        assert!(matches!(
-            decode_task(&b),
-            Err(ImageError::OlderVersion { found: 1, .. })
-        ));
+    fn rejects_versions_one_to_four() {
+        for v in [1u32, 2, 3, 4] {
+            let mut b = encoded();
+            b[12..16].copy_from_slice(&v.to_le_bytes());
+            assert!(matches!(
+                decode_task(&b),
+                Err(ImageError::OlderVersion { found, .. }) if found == v
+            ));
+        }
     }
 
     #[test]

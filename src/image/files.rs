@@ -1,13 +1,22 @@
-//! The fd table record.
+//! The fd table record: one [`FdEntry`] per descriptor, whose [`FdKind`] says what it
+//! refers to. Each kind of object has its own struct (`PathFd`, `CharDevFd`, ...), and the
+//! code that dumps and restores it lives in `dump/files/<kind>.rs` and
+//! `restore/files/<kind>.rs`.
+//!
+//! Objects are created once, by the first fd that holds them; every other fd holding the
+//! same open file description refers to that one ([`FdKind::Dup`] within a process).
 
 use serde::{Deserialize, Serialize};
 
 use super::mm::FileId;
+use super::sock::{InetSocket, PtyMaster, UnixSocket};
 
 /// `files-<pid>.img`: the open file descriptors of one process, in fd order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FilesImage {
     pub fds: Vec<FdEntry>,
+    /// File locks held through these fds (saved and restored under `--file-locks`).
+    pub locks: Vec<FileLock>,
 }
 
 /// One open file descriptor.
@@ -24,13 +33,223 @@ pub struct FdEntry {
 /// What the descriptor refers to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FdKind {
-    /// A regular file or directory, reopened by path at `pos`.
-    Path { file: FileId, pos: u64 },
+    /// A regular file or directory, reopened by path.
+    Path(PathFd),
     /// A character device reopened by path (`/dev/null`, `/dev/urandom`, ...).
-    CharDev { path: String, rdev: u64, pos: u64 },
+    CharDev(CharDevFd),
     /// The invoking terminal (`--shell-job`): restored as the restorer's terminal.
-    Tty { rdev: u64 },
+    Tty(TtyFd),
     /// The same open file description as the earlier fd `of` (a `dup`): one offset and
     /// one set of status flags for both.
     Dup { of: i32 },
+    /// The same open file description as fd `fd` of process `pid`, which comes earlier in
+    /// the tree (inherited across `fork`, or passed over a socket): one offset and one set
+    /// of status flags for every holder.
+    Inherited { pid: i32, fd: i32 },
+    /// One end of a pipe, which this fd creates (with its buffered bytes).
+    Pipe(PipeFd),
+    /// The other end of the pipe created by the earlier fd `of`, which put it here.
+    PipePeer { of: i32 },
+    /// A FIFO reopened by path (the first fd of a FIFO carries its buffered bytes).
+    Fifo(FifoFd),
+    /// An `O_PATH` fd, reopened by path.
+    OPath(OPathFd),
+    /// A regular file deleted while open: recreated from the saved contents, opened,
+    /// unlinked.
+    Ghost(GhostFd),
+    /// An eventfd.
+    EventFd(EventFd),
+    /// A timerfd.
+    TimerFd(TimerFd),
+    /// A signalfd.
+    SignalFd(SignalFd),
+    /// An epoll instance; restored after every other fd (its targets must exist).
+    Epoll(EpollFd),
+    /// An inotify instance.
+    Inotify(InotifyFd),
+    /// A memfd, with contents and seals.
+    Memfd(MemfdFd),
+    /// A pidfd of a process of the image.
+    PidFd(PidFd),
+    /// A unix socket (see `image::sock`).
+    Unix(Box<UnixSocket>),
+    /// A TCP or UDP socket.
+    Inet(Box<InetSocket>),
+    /// A pseudo-terminal master with its pair's state.
+    PtyMaster(Box<PtyMaster>),
+    /// A slave of the pty master with pts number `index` held by the same process (its
+    /// own open file: flags and access mode are the entry's).
+    PtySlave { index: u32 },
+}
+
+/// A regular file or directory, reopened by path at `pos`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathFd {
+    pub file: FileId,
+    pub pos: u64,
+}
+
+/// A character device other than a terminal, reopened by path at `pos`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CharDevFd {
+    pub path: String,
+    pub rdev: u64,
+    pub pos: u64,
+}
+
+/// A terminal fd of a shell job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TtyFd {
+    pub rdev: u64,
+}
+
+/// Which end of a pipe an fd holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PipeEnd {
+    Read,
+    Write,
+}
+
+/// A pipe, created by the first fd that holds either end.
+///
+/// The creating fd gets `end`; the other end is put at fd `peer` of this process, whose
+/// entry is [`FdKind::PipePeer`], or closed when `peer` is `None` (nobody holds it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipeFd {
+    /// Inode number in pipefs at dump time (identifies the pipe, for inspect).
+    pub ino: u64,
+    pub end: PipeEnd,
+    pub peer: Option<i32>,
+    /// `F_GETPIPE_SZ`.
+    pub size: u32,
+    /// The bytes in the buffer, oldest first.
+    pub data: Vec<u8>,
+}
+
+/// A FIFO (named pipe) opened by path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FifoFd {
+    pub file: FileId,
+    /// `F_GETPIPE_SZ`; 0 for every fd but the first of one FIFO.
+    pub size: u32,
+    /// The bytes in the buffer, on the first fd of one FIFO only.
+    pub data: Vec<u8>,
+}
+
+/// An `O_PATH` descriptor of any kind of file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OPathFd {
+    pub path: String,
+}
+
+/// A regular file that was unlinked while open ("ghost" file).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GhostFd {
+    /// Where it lived (the `/proc/PID/fd` link without " (deleted)").
+    pub path: String,
+    /// `st_mode` permission bits, owner and group.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub pos: u64,
+    /// The whole contents (at most `--ghost-limit` bytes).
+    pub contents: Vec<u8>,
+}
+
+/// An eventfd: its counter and mode (`O_NONBLOCK` is in the entry's flags).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventFd {
+    pub count: u64,
+    pub semaphore: bool,
+}
+
+/// A timerfd: its clock and setting, as `timerfd_gettime` would report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimerFd {
+    pub clock: i32,
+    /// Expirations not read yet.
+    pub ticks: u64,
+    /// `TFD_TIMER_ABSTIME` / `TFD_TIMER_CANCEL_ON_SET` of the last `timerfd_settime`.
+    pub settime_flags: i32,
+    /// Time left until the next expiration (0: disarmed), nanoseconds.
+    pub value_ns: u64,
+    pub interval_ns: u64,
+}
+
+/// A signalfd and the signals it accepts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalFd {
+    /// Bit `n - 1` for signal `n`.
+    pub mask: u64,
+}
+
+/// An epoll instance and what it watches.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpollFd {
+    pub targets: Vec<EpollTarget>,
+}
+
+/// One registration of an epoll instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpollTarget {
+    /// The watched fd, in this process's table.
+    pub fd: i32,
+    /// `epoll_event.events`, including `EPOLLET`, `EPOLLONESHOT`...
+    pub events: u32,
+    pub data: u64,
+}
+
+/// An inotify instance and its watches (pending events are not saved).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InotifyFd {
+    pub watches: Vec<InotifyWatch>,
+}
+
+/// One inotify watch, by the path of the watched inode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InotifyWatch {
+    pub wd: i32,
+    pub mask: u32,
+    pub path: String,
+}
+
+/// A memfd (`memfd_create`): name, contents, seals.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemfdFd {
+    /// The name given to `memfd_create` (without the `memfd:` prefix).
+    pub name: String,
+    pub size: u64,
+    pub pos: u64,
+    /// `F_GET_SEALS`.
+    pub seals: u32,
+    pub contents: Vec<u8>,
+}
+
+/// A pidfd.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PidFd {
+    /// The process it refers to (one of the image).
+    pub pid: i32,
+}
+
+/// A lock held through fd `fd`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileLock {
+    pub fd: i32,
+    pub kind: LockKind,
+    pub write: bool,
+    /// Byte range; `len` 0 means "to the end of the file" (always 0 for `flock`).
+    pub start: u64,
+    pub len: u64,
+}
+
+/// Who owns a lock, as the kernel tells them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockKind {
+    /// `flock(2)`: owned by the open file description.
+    Flock,
+    /// `fcntl(F_SETLK)`: owned by the process.
+    Posix,
+    /// `fcntl(F_OFD_SETLK)`: owned by the open file description.
+    Ofd,
 }

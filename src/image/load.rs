@@ -12,10 +12,13 @@ use super::inventory::Inventory;
 use super::mm::MmImage;
 use super::pages::{check_pages, verify_pages};
 use super::task::TaskImage;
+use super::tree::TreeImage;
 use super::validate;
 
 /// Name of the inventory file; a directory without it is not an image.
 pub const INVENTORY: &str = "inventory.img";
+/// Name of the process tree record.
+pub const TREE: &str = "tree.img";
 
 /// The records of one process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +33,8 @@ pub struct ProcessImage {
 pub struct Image {
     pub dir: PathBuf,
     pub inventory: Inventory,
+    pub tree: TreeImage,
+    /// The live processes, in tree order (`inventory.pids`).
     pub processes: Vec<ProcessImage>,
 }
 
@@ -49,17 +54,37 @@ impl Image {
     /// headers, lengths and sizes are still checked.
     pub fn load_metadata(dir: &Path) -> Result<Image, ImageError> {
         let inventory = load_inventory(dir)?;
+        let path = dir.join(TREE);
+        let tree = read(Kind::Tree, &path)?;
+        validate::tree(&tree, &inventory, &path)?;
         let processes = inventory
             .pids
             .iter()
             .map(|&pid| load_process(dir, pid))
             .collect::<Result<Vec<_>, _>>()?;
         let dir = dir.to_path_buf();
-        Ok(Image {
+        let image = Image {
             dir,
             inventory,
+            tree,
             processes,
-        })
+        };
+        let tree_path = image.dir.join(TREE);
+        for p in &image.processes {
+            validate::process_in_tree(&p.task, &image.tree, &tree_path)?;
+        }
+        let order: Vec<_> = image
+            .processes
+            .iter()
+            .map(|p| (p.task.pid, &p.files))
+            .collect();
+        validate::inherited_fds(&order, &tree_path)?;
+        Ok(image)
+    }
+
+    /// The records of live process `pid`.
+    pub fn process(&self, pid: i32) -> Option<&ProcessImage> {
+        self.processes.iter().find(|p| p.task.pid == pid)
     }
 
     /// `pages-<pid>.img` in this image's directory.
@@ -131,6 +156,8 @@ mod tests {
         let mut pw = w.pages(&record_name("pages", PID)).unwrap();
         (0..pages).for_each(|i| pw.write(&[i; 4096]).unwrap());
         pw.finish().unwrap();
+        let tree = sample::tree(&[PID]);
+        w.write_record(TREE, Kind::Tree, &tree).unwrap();
         w.write_record(INVENTORY, Kind::Inventory, &inventory)
             .unwrap();
         w.commit().unwrap();
@@ -138,6 +165,7 @@ mod tests {
         Image {
             dir,
             inventory,
+            tree,
             processes,
         }
     }

@@ -16,6 +16,38 @@ pub struct MmImage {
     pub exe: Option<FileId>,
     /// Symbol offsets of the dumped vDSO, to check the restoring kernel's one matches.
     pub vdso_symbols: Vec<(String, u64)>,
+    /// The shared anonymous mappings, and which process of the tree creates each object.
+    pub shmem: Vec<ShmemRef>,
+    /// Guard regions (`MADV_GUARD_INSTALL`) in address order, each inside one mapping.
+    pub guards: Vec<Guard>,
+}
+
+/// A shared anonymous mapping (`MAP_SHARED | MAP_ANONYMOUS`): a shmem object that several
+/// processes of the tree may map, restored as one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShmemRef {
+    /// Start of the mapping in this process (a shared `VmaKind::Anon` `Vma`).
+    pub start: u64,
+    /// `None`: this process creates the object and its pages are stored here. Otherwise
+    /// the object is the one an earlier process of the tree maps.
+    pub owner: Option<ShmemOwner>,
+}
+
+/// The mapping of an earlier process through which a shared object is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShmemOwner {
+    pub pid: i32,
+    pub start: u64,
+    pub end: u64,
+    /// Offset in the object of this process's mapping, relative to the owner's mapping.
+    pub offset: u64,
+}
+
+/// Pages `[start, end)` of one mapping that fault on any access (a guard region).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Guard {
+    pub start: u64,
+    pub end: u64,
 }
 
 /// The kernel's `mm_struct` fields that `PR_SET_MM_MAP` restores.

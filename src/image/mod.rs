@@ -2,14 +2,14 @@
 //! loading. This module knows the format, not processes: it never touches a live task.
 //!
 //! Layout of a directory (see `docs/image-format.md`):
-//! `inventory.img`, and per process `task-<pid>.img`, `mm-<pid>.img`, `files-<pid>.img`,
+//! `inventory.img`, `tree.img`, and per live process `task-<pid>.img`, `mm-<pid>.img`, `files-<pid>.img`,
 //! `pages-<pid>.img`.
 //!
 //! - [`file`]: the header and postcard payload of one record file.
 //! - [`pages`]: the raw page data files.
 //! - [`dir`]: writing a directory atomically ([`ImageWriter`]).
 //! - [`load`]: reading and verifying a whole directory ([`Image`]).
-//! - [`validate`]: "impossible values" checks on decoded records.
+//! - [`validate`]: "impossible values" checks on decoded records ([`seccomp`] checks its own).
 
 pub mod dir;
 pub mod error;
@@ -19,11 +19,14 @@ pub mod inventory;
 pub mod load;
 pub mod mm;
 pub mod pages;
+pub mod seccomp;
+pub mod sock;
 pub mod task;
+pub mod tree;
 pub mod validate;
 
 #[cfg(test)]
-mod sample;
+pub(crate) mod sample;
 
 pub use dir::ImageWriter;
 pub use error::ImageError;

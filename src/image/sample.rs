@@ -3,12 +3,20 @@
 
 use crate::abi::{AltStack, GpRegs, KernelSigaction, RseqConfig, SigInfo};
 
-use super::files::{FdEntry, FdKind, FilesImage};
-use super::inventory::{CpuInfo, Inventory};
-use super::mm::{FileId, MmFields, MmImage, PageRun, Vma, VmaFlags, VmaKind};
-use super::task::{
-    Caps, Creds, ITimer, PosixTimer, ProcessAttrs, TaskImage, ThreadImage, ThreadSched, Timers,
+use super::files::{
+    CharDevFd, EpollFd, EpollTarget, EventFd, FdEntry, FdKind, FileLock, FilesImage, LockKind,
+    PathFd, PipeEnd, PipeFd, TtyFd,
 };
+use super::inventory::{CpuInfo, Inventory};
+use super::mm::{
+    FileId, Guard, MmFields, MmImage, PageRun, ShmemOwner, ShmemRef, Vma, VmaFlags, VmaKind,
+};
+use super::seccomp::{SeccompFilter, ThreadSeccomp, FILTER_FLAG_LOG, MODE_FILTER};
+use super::task::{
+    Audit, Caps, Creds, ITimer, PosixTimer, ProcessAttrs, TaskImage, ThreadImage, ThreadSched,
+    Timers,
+};
+use super::tree::{ProcEntry, ProcState, TreeImage};
 
 pub fn inventory(pids: &[i32]) -> Inventory {
     Inventory {
@@ -25,6 +33,26 @@ pub fn inventory(pids: &[i32]) -> Inventory {
         },
         shell_job: false,
     }
+}
+
+/// A tree of live processes, each the child of the one before.
+pub fn tree(pids: &[i32]) -> TreeImage {
+    let processes = pids
+        .iter()
+        .enumerate()
+        .map(|(i, &pid)| ProcEntry {
+            pid,
+            comm: format!("proc-{pid}"),
+            ppid: if i == 0 { 1 } else { pids[i - 1] },
+            pgid: pids[0],
+            sid: pids[0],
+            exit_signal: libc::SIGCHLD,
+            state: ProcState::Alive { stopped: false },
+            shares_files: false,
+            shares_fs: false,
+        })
+        .collect();
+    TreeImage { processes }
 }
 
 pub fn thread(tid: i32) -> ThreadImage {
@@ -51,7 +79,24 @@ pub fn thread(tid: i32) -> ThreadImage {
             ..ThreadSched::default()
         },
         pdeathsig: 0,
+        seccomp: ThreadSeccomp::default(),
     }
+}
+
+/// Two stacked seccomp filters: an allow-all, then one returning ENOSYS (logged).
+pub fn seccomp_filters() -> Vec<SeccompFilter> {
+    vec![
+        SeccompFilter {
+            prev: None,
+            flags: 0,
+            insns: vec![0x7fff_0000_0000_0006],
+        },
+        SeccompFilter {
+            prev: Some(0),
+            flags: FILTER_FLAG_LOG,
+            insns: vec![0x20, 0x0005_0026_0000_0006],
+        },
+    ]
 }
 
 pub fn task(pid: i32) -> TaskImage {
@@ -96,7 +141,23 @@ pub fn task(pid: i32) -> TaskImage {
         },
         sigactions: vec![KernelSigaction::default(); 64],
         shared_pending: vec![],
-        threads: vec![thread(pid), thread(pid + 1)],
+        threads: vec![thread(pid), filtered(thread(pid + 1))],
+        seccomp: seccomp_filters(),
+        audit: Some(Audit {
+            loginuid: 1000,
+            sessionid: 3,
+        }),
+    }
+}
+
+/// `t` under both filters of [`seccomp_filters`].
+fn filtered(t: ThreadImage) -> ThreadImage {
+    ThreadImage {
+        seccomp: ThreadSeccomp {
+            mode: MODE_FILTER,
+            filter: Some(1),
+        },
+        ..t
     }
 }
 
@@ -152,19 +213,24 @@ pub fn mm() -> MmImage {
         auxv: vec![6, 4096, 0, 0],
         exe: Some(exe),
         vdso_symbols: vec![("__vdso_clock_gettime".into(), 0xc10)],
+        shmem: Vec::new(),
+        guards: vec![Guard {
+            start: 0x60_3000,
+            end: 0x60_4000,
+        }],
     }
 }
 
 pub fn files() -> FilesImage {
-    let null = FdKind::CharDev {
+    let null = FdKind::CharDev(CharDevFd {
         path: "/dev/null".into(),
         rdev: 0x103,
         pos: 0,
-    };
-    let log = FdKind::Path {
+    });
+    let log = FdKind::Path(PathFd {
         file: file_id("/tmp/log"),
         pos: 17,
-    };
+    });
     FilesImage {
         fds: vec![
             FdEntry {
@@ -177,7 +243,7 @@ pub fn files() -> FilesImage {
                 fd: 1,
                 cloexec: false,
                 flags: 1,
-                kind: FdKind::Tty { rdev: 0x8800 },
+                kind: FdKind::Tty(TtyFd { rdev: 0x8800 }),
             },
             FdEntry {
                 fd: 3,
@@ -185,7 +251,53 @@ pub fn files() -> FilesImage {
                 flags: 0o2001,
                 kind: log,
             },
+            entry(4, FdKind::Pipe(pipe(Some(5)))),
+            entry(5, FdKind::PipePeer { of: 4 }),
+            entry(6, FdKind::Dup { of: 5 }),
+            entry(
+                7,
+                FdKind::EventFd(EventFd {
+                    count: 3,
+                    semaphore: true,
+                }),
+            ),
+            entry(
+                8,
+                FdKind::Epoll(EpollFd {
+                    targets: vec![EpollTarget {
+                        fd: 7,
+                        events: 1,
+                        data: 99,
+                    }],
+                }),
+            ),
         ],
+        locks: vec![FileLock {
+            fd: 3,
+            kind: LockKind::Posix,
+            write: true,
+            start: 0,
+            len: 10,
+        }],
+    }
+}
+
+fn entry(fd: i32, kind: FdKind) -> FdEntry {
+    FdEntry {
+        fd,
+        cloexec: false,
+        flags: 0,
+        kind,
+    }
+}
+
+fn pipe(peer: Option<i32>) -> PipeFd {
+    PipeFd {
+        ino: 77,
+        end: PipeEnd::Read,
+        peer,
+        size: 65536,
+        data: b"in flight".to_vec(),
     }
 }
 
@@ -263,6 +375,10 @@ fn random_thread(r: &mut XorShift) -> ThreadImage {
     t.sched.affinity = r.vec(3, XorShift::next);
     t.sched.policy = r.next() as u32;
     t.pdeathsig = r.i32();
+    t.seccomp = ThreadSeccomp {
+        mode: r.next() as u32,
+        filter: r.bool().then(|| r.next() as u32),
+    };
     t.altstack = AltStack {
         sp: r.next(),
         flags: r.i32(),
@@ -293,6 +409,15 @@ pub fn random_task(r: &mut XorShift) -> TaskImage {
         ..PosixTimer::default()
     });
     t.threads = r.vec(3, random_thread);
+    t.seccomp = r.vec(3, |r| SeccompFilter {
+        prev: r.bool().then(|| r.next() as u32),
+        flags: r.next() as u32,
+        insns: r.vec(4, XorShift::next),
+    });
+    t.audit = r.bool().then(|| Audit {
+        loginuid: r.next() as u32,
+        sessionid: r.next() as u32,
+    });
     t
 }
 
@@ -348,21 +473,42 @@ pub fn random_mm(r: &mut XorShift) -> MmImage {
         auxv: r.vec(8, XorShift::next),
         exe: r.bool().then(|| random_file_id(r)),
         vdso_symbols: r.vec(3, |r| (r.string(), r.next())),
+        shmem: r.vec(3, |r| ShmemRef {
+            start: r.next(),
+            owner: r.bool().then(|| ShmemOwner {
+                pid: r.i32(),
+                start: r.next(),
+                end: r.next(),
+                offset: r.next(),
+            }),
+        }),
+        guards: r.vec(3, |r| Guard {
+            start: r.next(),
+            end: r.next(),
+        }),
     }
 }
 
 fn random_fd(r: &mut XorShift) -> FdEntry {
-    let kind = match r.below(3) {
-        0 => FdKind::Path {
+    let kind = match r.below(6) {
+        0 => FdKind::Path(PathFd {
             file: random_file_id(r),
             pos: r.next(),
-        },
-        1 => FdKind::CharDev {
+        }),
+        1 => FdKind::CharDev(CharDevFd {
             path: r.string(),
             rdev: r.next(),
             pos: r.next(),
-        },
-        _ => FdKind::Tty { rdev: r.next() },
+        }),
+        3 => FdKind::Pipe(PipeFd {
+            data: r.vec(20, |r| r.next() as u8),
+            ..pipe(None)
+        }),
+        4 => FdKind::EventFd(EventFd {
+            count: r.next(),
+            semaphore: r.bool(),
+        }),
+        _ => FdKind::Tty(TtyFd { rdev: r.next() }),
     };
     FdEntry {
         fd: r.i32(),
@@ -375,5 +521,12 @@ fn random_fd(r: &mut XorShift) -> FdEntry {
 pub fn random_files(r: &mut XorShift) -> FilesImage {
     FilesImage {
         fds: r.vec(6, random_fd),
+        locks: r.vec(2, |r| FileLock {
+            fd: r.i32(),
+            kind: LockKind::Ofd,
+            write: r.bool(),
+            start: r.next(),
+            len: r.next(),
+        }),
     }
 }

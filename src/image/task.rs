@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::seccomp::{SeccompFilter, ThreadSeccomp};
 use crate::abi::{AltStack, GpRegs, KernelSigaction, RseqConfig, SigInfo};
 
 /// `task-<pid>.img`: one process and its threads.
@@ -37,6 +38,21 @@ pub struct TaskImage {
     pub shared_pending: Vec<SigInfo>,
     /// The threads; the first is the thread-group leader (tid == pid).
     pub threads: Vec<ThreadImage>,
+    /// The distinct seccomp filters of all threads (see [`ThreadImage::seccomp`]); threads
+    /// whose chains hold identical filters share them.
+    pub seccomp: Vec<SeccompFilter>,
+    /// Audit identity; `None` when the kernel has no audit (`/proc/PID/loginuid` absent).
+    pub audit: Option<Audit>,
+}
+
+/// The audit login identity of a process (`/proc/PID/loginuid`, `/proc/PID/sessionid`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Audit {
+    /// `u32::MAX` is unset.
+    pub loginuid: u32,
+    /// Informational: the kernel hands out a new session id whenever loginuid is set, and
+    /// none can be chosen.
+    pub sessionid: u32,
 }
 
 /// Credentials, restored last so that privileged steps run first.
@@ -138,6 +154,8 @@ pub struct ThreadImage {
     pub sched: ThreadSched,
     /// `PR_GET_PDEATHSIG` (0 none).
     pub pdeathsig: i32,
+    /// Seccomp mode and filter chain.
+    pub seccomp: ThreadSeccomp,
 }
 
 /// A thread's scheduling attributes.

@@ -9,8 +9,9 @@ use std::path::Path;
 use super::error::ImageError;
 use super::files::{FdKind, FilesImage};
 use super::inventory::Inventory;
-use super::mm::{MmFields, MmImage, PageRun, Vma};
+use super::mm::{Guard, MmFields, MmImage, PageRun, Vma};
 use super::task::{PosixTimer, TaskImage, ThreadImage};
+use super::tree::{ProcEntry, ProcState, TreeImage};
 use crate::abi::PAGE_SIZE;
 
 /// Linux's `PID_MAX_LIMIT` on 64-bit.
@@ -45,6 +46,97 @@ pub fn inventory(inv: &Inventory, path: &Path) -> Check {
         );
     }
     Ok(())
+}
+
+/// The tree lists every process once, the root first, parents before children; its live
+/// processes are exactly `inventory.pids`, in the same order; ids and statuses are sane.
+pub fn tree(tree: &TreeImage, inv: &Inventory, path: &Path) -> Check {
+    let pids: Vec<i32> = tree.processes.iter().map(|p| p.pid).collect();
+    check_ids(&pids, "pid", path)?;
+    if pids.first() != Some(&inv.root_pid) {
+        return fail(
+            path,
+            format!("does not start with the root pid {}", inv.root_pid),
+        );
+    }
+    let alive: Vec<i32> = tree.alive().map(|p| p.pid).collect();
+    if alive != inv.pids {
+        return fail(
+            path,
+            "its live processes are not the inventory's pids".into(),
+        );
+    }
+    for (i, p) in tree.processes.iter().enumerate().skip(1) {
+        if !tree.processes[..i].iter().any(|q| q.pid == p.ppid) {
+            return fail(
+                path,
+                format!("pid {} comes before its parent {}", p.pid, p.ppid),
+            );
+        }
+        proc_entry(p, path)?;
+    }
+    proc_entry(&tree.processes[0], path)
+}
+
+fn proc_entry(p: &ProcEntry, path: &Path) -> Check {
+    let ids_ok = [p.ppid, p.pgid, p.sid]
+        .iter()
+        .all(|id| (0..=PID_MAX).contains(id));
+    if !ids_ok || !(0..=SIGNALS as i32).contains(&p.exit_signal) {
+        return fail(
+            path,
+            format!("pid {} has impossible ids or exit signal", p.pid),
+        );
+    }
+    if let ProcState::Zombie { status } = p.state {
+        if status & !0xffff != 0 {
+            return fail(
+                path,
+                format!("zombie {} has wait status {status:#x}", p.pid),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Every `Inherited` fd names an original fd (not itself a reference) of a process that
+/// comes earlier in `order`.
+pub fn inherited_fds(order: &[(i32, &FilesImage)], path: &Path) -> Check {
+    for (i, (pid, files)) in order.iter().enumerate() {
+        for e in &files.fds {
+            let FdKind::Inherited { pid: owner, fd } = e.kind else {
+                continue;
+            };
+            let found = order[..i].iter().any(|(p, f)| {
+                *p == owner
+                    && f.fds.iter().any(|x| {
+                        x.fd == fd
+                            && !matches!(x.kind, FdKind::Dup { .. } | FdKind::Inherited { .. })
+                    })
+            });
+            if !found {
+                return fail(
+                    path,
+                    format!("fd {} of pid {pid} refers to fd {fd} of pid {owner}, which is not an earlier original fd", e.fd),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A process's own record agrees with the tree on its ids.
+pub fn process_in_tree(task: &TaskImage, tree: &TreeImage, path: &Path) -> Check {
+    match tree.get(task.pid) {
+        Some(e) if e.pgid == task.pgid && e.sid == task.sid => Ok(()),
+        _ => fail(
+            path,
+            format!(
+                "pid {}: session or group differ from its task record",
+                task.pid
+            ),
+        ),
+    }
 }
 
 /// Each id in `1..=PID_MAX`, none twice.
@@ -105,6 +197,8 @@ pub fn task(task: &TaskImage, pid: i32, path: &Path) -> Check {
         .iter()
         .try_for_each(|t| thread_attrs(t, path))?;
     attrs(task, path)?;
+    let seccomp: Vec<_> = task.threads.iter().map(|t| (t.tid, t.seccomp)).collect();
+    super::seccomp::validate(&task.seccomp, &seccomp, path)?;
     posix_timers(&task.timers.posix, path)
 }
 
@@ -224,6 +318,7 @@ pub fn mm(mm: &MmImage, path: &Path) -> Check {
         }
     }
     page_runs(&mm.page_runs, &mm.vmas, path)?;
+    guards(mm, path)?;
     fields(&mm.fields, path)?;
     auxv(&mm.auxv, path)
 }
@@ -274,6 +369,42 @@ fn page_runs(runs: &[PageRun], vmas: &[Vma], path: &Path) -> Check {
     Ok(())
 }
 
+/// Guard regions are aligned, non-empty, each inside one mapping, in address order, and
+/// hold no saved page (a guard page has no contents). Mappings and runs must be valid.
+fn guards(mm: &MmImage, path: &Path) -> Check {
+    let mut prev_end = 0;
+    for g in &mm.guards {
+        let label = format!("guard region {:#x}-{:#x}", g.start, g.end);
+        if g.start % PAGE_SIZE != 0 || g.end % PAGE_SIZE != 0 || g.start >= g.end {
+            return fail(path, format!("{label} is empty or not page aligned"));
+        }
+        let as_run = PageRun {
+            addr: g.start,
+            pages: (g.end - g.start) / PAGE_SIZE,
+        };
+        if run_end(&as_run, &mm.vmas).is_none() {
+            return fail(path, format!("{label} lies outside every mapping"));
+        }
+        if g.start < prev_end {
+            return fail(
+                path,
+                format!("{label} overlaps or precedes the previous one"),
+            );
+        }
+        if holds_pages(g, &mm.page_runs) {
+            return fail(path, format!("{label} overlaps saved pages"));
+        }
+        prev_end = g.end;
+    }
+    Ok(())
+}
+
+/// Whether a run of the sorted `runs` overlaps `g`.
+fn holds_pages(g: &Guard, runs: &[PageRun]) -> bool {
+    let i = runs.partition_point(|r| r.addr + r.pages * PAGE_SIZE <= g.start);
+    runs.get(i).is_some_and(|r| r.addr < g.end)
+}
+
 /// The end address of `run` if it fits inside one of the sorted `vmas`.
 fn run_end(run: &PageRun, vmas: &[Vma]) -> Option<u64> {
     let i = vmas.partition_point(|v| v.end <= run.addr);
@@ -311,8 +442,51 @@ fn auxv(words: &[u64], path: &Path) -> Check {
     Ok(())
 }
 
-/// fds non-negative, unique, in increasing order.
+/// fds non-negative, unique, in increasing order; every fd an entry or a lock refers to
+/// is in the table (a `Dup` or `PipePeer` refers to an earlier fd, a pipe's `peer` to the
+/// `PipePeer` naming it back).
 pub fn files(files: &FilesImage, path: &Path) -> Check {
+    references(files, path)?;
+    order(files, path)
+}
+
+fn references(files: &FilesImage, path: &Path) -> Check {
+    let has = |fd: i32| files.fds.iter().any(|e| e.fd == fd);
+    for (i, e) in files.fds.iter().enumerate() {
+        let earlier = &files.fds[..i];
+        let bad = match &e.kind {
+            FdKind::PipePeer { of } => !earlier
+                .iter()
+                .any(|x| x.fd == *of && matches!(&x.kind, FdKind::Pipe(p) if p.peer == Some(e.fd))),
+            FdKind::Pipe(p) => p.peer.is_some_and(|peer| {
+                !files
+                    .fds
+                    .iter()
+                    .any(|x| x.fd == peer && x.kind == FdKind::PipePeer { of: e.fd })
+            }),
+            FdKind::Epoll(ep) => ep.targets.iter().any(|t| !has(t.fd)),
+            _ => false,
+        };
+        if bad {
+            return fail(
+                path,
+                format!("fd {} refers to an fd that is not in the table", e.fd),
+            );
+        }
+    }
+    if let Some(l) = files.locks.iter().find(|l| !has(l.fd)) {
+        return fail(
+            path,
+            format!(
+                "a lock is held through fd {}, which is not in the table",
+                l.fd
+            ),
+        );
+    }
+    Ok(())
+}
+
+fn order(files: &FilesImage, path: &Path) -> Check {
     let mut prev = None;
     for (i, e) in files.fds.iter().enumerate() {
         if let FdKind::Dup { of } = e.kind {
@@ -566,6 +740,39 @@ mod tests {
     }
 
     #[test]
+    fn guard_rules() {
+        let guard = |start, end| Guard { start, end };
+        assert_eq!(
+            mm_err(|m| m.guards[0] = guard(0x60_3000, 0x60_3000)),
+            "guard region 0x603000-0x603000 is empty or not page aligned"
+        );
+        assert_eq!(
+            mm_err(|m| m.guards[0] = guard(0x60_3000, 0x60_5000)),
+            "guard region 0x603000-0x605000 lies outside every mapping"
+        );
+        assert_eq!(
+            mm_err(|m| m.guards[0] = guard(0x60_1000, 0x60_3000)),
+            "guard region 0x601000-0x603000 overlaps saved pages"
+        );
+        assert_eq!(
+            mm_err(|m| m.guards.push(guard(0x40_0000, 0x40_1000))),
+            "guard region 0x400000-0x401000 overlaps or precedes the previous one"
+        );
+    }
+
+    #[test]
+    fn seccomp_rules() {
+        assert_eq!(
+            task_err(|t| t.threads[1].seccomp.filter = Some(5)),
+            "thread 11 has seccomp mode 2 with filter Some(5) of 2"
+        );
+        assert_eq!(
+            task_err(|t| t.seccomp[0].prev = Some(1)),
+            "seccomp filter 0 follows a later filter"
+        );
+    }
+
+    #[test]
     fn run_spanning_two_adjacent_mappings_is_refused() {
         let mut m = sample::mm();
         m.vmas
@@ -614,5 +821,20 @@ mod tests {
         assert_eq!(files_err(|f| f.fds[0].fd = -1), "fd -1 is negative");
         assert_eq!(files_err(|f| f.fds[1].fd = 0), "fd 0 is listed twice");
         assert_eq!(files_err(|f| f.fds.swap(1, 2)), "fd 1 comes after fd 3");
+    }
+
+    #[test]
+    fn fd_references() {
+        let dangling = |fd: i32| format!("fd {fd} refers to an fd that is not in the table");
+        assert_eq!(files_err(|f| f.fds.retain(|e| e.fd != 5)), dangling(4));
+        assert_eq!(
+            files_err(|f| f.fds[4].kind = FdKind::PipePeer { of: 3 }),
+            dangling(4)
+        );
+        assert_eq!(files_err(|f| f.fds.retain(|e| e.fd != 7)), dangling(8));
+        assert_eq!(
+            files_err(|f| f.locks[0].fd = 9),
+            "a lock is held through fd 9, which is not in the table"
+        );
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod auxv;
 pub mod fdinfo;
+pub mod fdkinds;
 pub mod limits;
 pub mod maps;
 pub mod stat;
@@ -94,12 +95,29 @@ pub fn timers(pid: i32) -> Result<Vec<timers::ProcTimer>, ProcError> {
 
 /// `/proc/PID/oom_score_adj`.
 pub fn oom_score_adj(pid: i32) -> Result<i32, ProcError> {
-    let path = proc_path(pid, "oom_score_adj");
+    number(pid, "oom_score_adj")
+}
+
+/// `/proc/PID/NAME` for the audit ids `loginuid` and `sessionid` (`task/TID/loginuid` for
+/// one thread); `None` when the kernel has no audit support (the file is absent).
+pub fn audit_id(pid: i32, name: &str) -> Result<Option<u32>, ProcError> {
+    if !proc_path(pid, name).exists() {
+        return Ok(None);
+    }
+    number(pid, name).map(Some)
+}
+
+/// `/proc/PID/NAME` holding one decimal number.
+fn number<T: std::str::FromStr>(pid: i32, name: &str) -> Result<T, ProcError>
+where
+    T::Err: std::fmt::Display,
+{
+    let path = proc_path(pid, name);
     let text = read_text(&path)?;
     text.trim().parse().map_err(|e| ProcError::Parse {
         path: path.display().to_string(),
         line: 1,
-        what: format!("oom_score_adj {:?}: {e}", text.trim()),
+        what: format!("{name} {:?}: {e}", text.trim()),
     })
 }
 
@@ -111,6 +129,23 @@ pub fn fdinfo(pid: i32, fd: i32) -> Result<FdInfo, ProcError> {
 /// The open descriptors of `pid`: the entries of `/proc/PID/fd`, sorted.
 pub fn fds(pid: i32) -> Result<Vec<i32>, ProcError> {
     numbered_entries(&proc_path(pid, "fd"))
+}
+
+/// Every process (thread-group leader) in the pid namespace of `/proc`, sorted. Entries
+/// that are not numbers (`self`, `sys`...) are skipped.
+pub fn pids() -> Result<Vec<i32>, ProcError> {
+    let dir = Path::new("/proc");
+    let read_err = |source| ProcError::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read_err)? {
+        let name = entry.map_err(read_err)?.file_name();
+        pids.extend(name.to_str().and_then(|n| n.parse::<i32>().ok()));
+    }
+    pids.sort_unstable();
+    Ok(pids)
 }
 
 /// The threads of `pid`: the entries of `/proc/PID/task`, sorted.

@@ -32,6 +32,9 @@ pub struct Stat {
     pub arg_end: u64,
     pub env_start: u64,
     pub env_end: u64,
+    /// Signal sent to the parent on exit (field 38).
+    pub exit_signal: i32,
+    /// Wait status of an exited task (field 52), as `waitpid` reports it.
     pub exit_code: i32,
 }
 
@@ -106,6 +109,7 @@ impl<'a> Fields<'a> {
             arg_end: self.get(49)?,
             env_start: self.get(50)?,
             env_end: self.get(51)?,
+            exit_signal: self.get(38)?,
             exit_code: self.get(52)?,
         })
     }
@@ -152,6 +156,7 @@ mod tests {
             arg_end: 140_724_927_924_785,
             env_start: 140_724_927_924_785,
             env_end: 140_724_927_926_255,
+            exit_signal: 17,
             exit_code: 0,
         };
         assert_eq!(parse_stat(VICTIM).unwrap(), expected);

@@ -100,6 +100,18 @@ impl Child {
     pub fn put_pod<T: Pod>(&self, off: u64, v: &T) -> Result<u64, RestoreError> {
         self.put(off, v.as_bytes())
     }
+
+    /// A duplicate of the child's fd `fd` in stasis (`pidfd_getfd`: the same open file
+    /// description), to fill it with data from stasis's side.
+    pub fn steal(&self, fd: u64) -> Result<std::os::fd::OwnedFd, RestoreError> {
+        use std::os::fd::AsFd;
+        let pid = nix::unistd::Pid::from_raw(self.pid());
+        let fail = |e: nix::errno::Errno| RestoreError::Unsupported {
+            what: format!("pidfd_getfd of fd {fd} of pid {pid}: {}", e.desc()),
+        };
+        let pidfd = crate::sys::probe::pidfd_open(pid).map_err(fail)?;
+        crate::sys::probe::pidfd_getfd(pidfd.as_fd(), fd as i32).map_err(fail)
+    }
 }
 
 /// Creates the process with `pid`, seizes it and installs the helper page.
@@ -126,6 +138,85 @@ pub fn create(pid: i32, target: &[Vma]) -> Result<Child, RestoreError> {
     }
     let helper = map_helper(&entry, got, target)?;
     mem.write(helper, &HELPER_CODE)?;
+    std::mem::forget(guard);
+    Ok(Child {
+        task,
+        mem,
+        base,
+        helper,
+        threads: Vec::new(),
+    })
+}
+
+/// Scratch offsets of the `set_tid` array and the `clone_args` of every injected `clone3`
+/// (clear of offset 0, which per-call helpers use).
+pub const SET_TID_OFF: u64 = 2048;
+pub const CLONE_ARGS_OFF: u64 = 2048 + 64;
+
+/// Creates process `pid` as a child of `parent` with a `clone3` injected into it, with
+/// `exit_signal` and, if the process shared them with its parent, `CLONE_FILES` /
+/// `CLONE_FS`. The kernel attaches it to us (`PTRACE_O_TRACEFORK`); it starts as a copy
+/// of the parent, stopped where `clone3` returns in the parent's helper, which it keeps
+/// using unless that lies where one of its own mappings (`target`) must go.
+///
+/// Ordering requirements: the parent still has every signal blocked (the child inherits
+/// the mask) and is still privileged (`set_tid` needs CAP_CHECKPOINT_RESTORE).
+pub fn fork_from(
+    parent: &Child,
+    pid: i32,
+    exit_signal: i32,
+    share: u64,
+    target: &[Vma],
+) -> Result<Child, RestoreError> {
+    let set_tid = parent.put(SET_TID_OFF, &pid.to_ne_bytes())?;
+    let args = crate::abi::CloneArgs {
+        flags: share,
+        exit_signal: exit_signal as u64,
+        set_tid,
+        set_tid_size: 1,
+        ..Default::default()
+    };
+    let addr = parent.put_pod(CLONE_ARGS_OFF, &args)?;
+    let size = std::mem::size_of::<crate::abi::CloneArgs>() as u64;
+    let task = parent
+        .remote()
+        .clone_task("clone3(process)", libc::SYS_clone3, &[addr, size])
+        .map_err(|e| match e {
+            crate::sys::inject::InjectError::Failed {
+                source: nix::errno::Errno::EEXIST,
+                ..
+            } => crate::sys::clone::CloneError::PidTaken { pid }.into(),
+            e => RestoreError::from(e),
+        })?;
+    let guard = KillOnDrop(task.tid());
+    match ptrace::wait_tid(task.tid())? {
+        Stop::Event(_) => {}
+        other => return Err(task.unexpected("clone3 start", other).into()),
+    }
+    let base = task.regs()?;
+    if task.tid() != pid || base.rip != parent.helper + 2 {
+        return Err(RestoreError::Unsupported {
+            what: format!(
+                "pid {pid} was created as {} at {:#x}, not in the helper of its parent {}",
+                task.tid(),
+                base.rip,
+                parent.pid()
+            ),
+        });
+    }
+    let mem = Mem::open(pid, true)?;
+    let inherited = parent.helper;
+    let clash = target
+        .iter()
+        .any(|v| v.start < inherited + HELPER_LEN && v.end > inherited);
+    let helper = if clash {
+        let entry = Remote::new(&task, inherited, base);
+        let at = map_helper(&entry, pid, target)?;
+        mem.write(at, &HELPER_CODE)?;
+        at
+    } else {
+        inherited
+    };
     std::mem::forget(guard);
     Ok(Child {
         task,

@@ -13,6 +13,8 @@ pub enum RestoreError {
     Image(#[from] ImageError),
     #[error("pid {pid} is in use by {owner}; stasis restores exact pids, so free it first (or restore into a new pid namespace)")]
     PidTaken { pid: i32, owner: String },
+    #[error("pids {list} are in use; stasis restores exact pids, so free them first (or restore into a new pid namespace)")]
+    PidsTaken { list: String },
     #[error("pid {pid} is not below this kernel's pid_max ({pid_max})")]
     PidMax { pid: i32, pid_max: i32 },
     #[error("the image needs CPU features this machine lacks: {missing}")]
@@ -27,6 +29,13 @@ pub enum RestoreError {
     },
     #[error("{what}")]
     Unsupported { what: String },
+    #[error("fd {fd} of pid {pid}")]
+    Fd {
+        fd: i32,
+        pid: i32,
+        #[source]
+        source: Box<RestoreError>,
+    },
     #[error("stage {stage} of pid {pid}")]
     Stage {
         stage: &'static str,

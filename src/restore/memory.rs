@@ -42,6 +42,16 @@ pub struct Filled {
     pub elapsed: Duration,
 }
 
+impl Filled {
+    /// The sum of two fills (of two processes).
+    pub fn and(self, other: Filled) -> Filled {
+        Filled {
+            bytes: self.bytes + other.bytes,
+            elapsed: self.elapsed + other.elapsed,
+        }
+    }
+}
+
 /// Starts of the mappings that receive saved pages.
 pub fn filled_vmas(mm: &MmImage) -> HashSet<u64> {
     let mut out = HashSet::new();

@@ -1,5 +1,6 @@
 //! The address space's shape: the child's inherited mappings are removed, the vDSO block is
-//! moved to where the task had it, every mapping is recreated at its address, and the
+//! moved to where the task had it, every mapping is recreated at its address (with its
+//! protections, madvise flags, guard regions, locks and seals), and the
 //! kernel's mm fields (brk, arg/env, auxv, exe link) are set with `PR_SET_MM_MAP`.
 //! The dump side is `dump/mm.rs`; page contents are `restore/memory.rs`.
 
@@ -8,16 +9,17 @@ use std::collections::HashSet;
 use super::child::{Child, HELPER_LEN};
 use super::{RestoreError, TASK_SIZE};
 use crate::abi::PrctlMmMap;
-use crate::image::mm::{MmImage, Vma, VmaKind};
+use crate::image::mm::{Guard, MmImage, ShmemOwner, Vma, VmaKind};
 
 const MREMAP_MAYMOVE: u64 = 1;
 const MREMAP_FIXED: u64 = 2;
 const PR_SET_MM: u64 = 35;
 const PR_SET_MM_MAP: u64 = 14;
+const MADV_GUARD_INSTALL: u64 = 102;
 
 /// Removes everything but the helper and the vDSO block, then moves the vDSO block.
 pub fn clear_and_move_vdso(child: &Child, mm: &MmImage) -> Result<(), RestoreError> {
-    let specials = super::verify::own_specials()?;
+    let specials = super::verify::specials(child.pid())?;
     let mut keep: Vec<(u64, u64)> = specials.iter().map(|&(_, s, e)| (s, e)).collect();
     keep.push((child.helper, child.helper + HELPER_LEN));
     keep.sort_unstable();
@@ -46,6 +48,12 @@ fn move_specials(
         .iter()
         .map(|(k, s, e)| (*s, *e, mm.vmas.iter().find(|v| &v.kind == k)))
         .collect();
+    if targets
+        .iter()
+        .all(|(s, _, v)| v.is_some_and(|v| v.start == *s))
+    {
+        return Ok(()); // a forked child: its parent moved them already
+    }
     let overlap = targets
         .iter()
         .any(|(_, _, v)| v.is_some_and(|v| v.start < hi && v.end > lo));
@@ -85,12 +93,38 @@ fn move_specials(
 pub fn map_all(child: &Child, mm: &MmImage, filled: &HashSet<u64>) -> Result<(), RestoreError> {
     let mut open: Option<(String, u64)> = None;
     for v in mm.vmas.iter().filter(|v| !is_special(v)) {
-        map_one(child, v, filled.contains(&v.start), &mut open)?;
+        let owner = mm.shmem.iter().find(|r| r.start == v.start);
+        match owner.and_then(|r| r.owner) {
+            Some(o) => map_shared_from(child, v, &o)?,
+            None => map_one(child, v, filled.contains(&v.start), &mut open)?,
+        }
     }
     if let Some((_, fd)) = open {
         child.remote().call("close", libc::SYS_close, &[fd])?;
     }
     Ok(())
+}
+
+/// Maps the shared memory object that an earlier process of the tree created, through
+/// that process's `/proc/PID/map_files` entry (the child is still privileged here).
+fn map_shared_from(child: &Child, v: &Vma, o: &ShmemOwner) -> Result<(), RestoreError> {
+    let path = format!("/proc/{}/map_files/{:x}-{:x}", o.pid, o.start, o.end);
+    let fd = open_in(child, &path, libc::O_RDWR | libc::O_CLOEXEC)?;
+    let flags = libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE;
+    let r = child.remote().call(
+        "mmap(shared)",
+        libc::SYS_mmap,
+        &[
+            v.start,
+            v.len(),
+            u64::from(v.prot),
+            flags as u64,
+            fd,
+            o.offset,
+        ],
+    );
+    child.remote().call("close", libc::SYS_close, &[fd])?;
+    r.map(|_| ()).map_err(RestoreError::from)
 }
 
 fn is_special(v: &Vma) -> bool {
@@ -176,7 +210,11 @@ pub fn open_in(child: &Child, path: &str, flags: i32) -> Result<u64, RestoreErro
     Ok(fd as u64)
 }
 
-/// Final protections, madvise flags and mlock. Seals come last of all (see `seal`).
+/// Final protections, madvise flags, guard regions and mlock. Seals come last of all
+/// (see `seal`).
+///
+/// Ordering requirements: after the pages are filled (installing a guard discards what
+/// its pages hold); guards before mlock (the kernel refuses guards in locked mappings).
 pub fn finish_vmas(child: &Child, mm: &MmImage, filled: &HashSet<u64>) -> Result<(), RestoreError> {
     let remote = child.remote();
     for v in mm.vmas.iter().filter(|v| !is_special(v)) {
@@ -194,10 +232,51 @@ pub fn finish_vmas(child: &Child, mm: &MmImage, filled: &HashSet<u64>) -> Result
                 &[v.start, v.len(), advice as u64],
             )?;
         }
+        let guards = guards_in(&mm.guards, v);
+        install_guards(child, guards)?;
         if v.flags.locked || v.flags.lockonfault {
-            let onfault = if v.flags.lockonfault { 1 } else { 0 };
-            remote.call("mlock2", libc::SYS_mlock2, &[v.start, v.len(), onfault])?;
+            lock(child, v, !guards.is_empty())?;
         }
+    }
+    Ok(())
+}
+
+/// `mlock2` of a locked mapping. With guard regions inside, the kernel marks the mapping
+/// locked and then fails to fault the guard pages in (ENOMEM), as it did for the task:
+/// that error is expected.
+fn lock(child: &Child, v: &Vma, has_guards: bool) -> Result<(), RestoreError> {
+    let onfault = if v.flags.lockonfault { 1 } else { 0 };
+    let args = [v.start, v.len(), onfault];
+    let r = child.remote().raw(libc::SYS_mlock2, &args)?;
+    if r == 0 || (has_guards && r == -i64::from(libc::ENOMEM)) {
+        return Ok(());
+    }
+    Err(RestoreError::Unsupported {
+        what: format!(
+            "mlock2 of mapping {:#x}-{:#x} in pid {}: {}",
+            v.start,
+            v.end,
+            child.pid(),
+            nix::errno::Errno::from_raw(-r as i32).desc()
+        ),
+    })
+}
+
+/// The guard regions inside `v`, from the sorted `guards`.
+fn guards_in<'a>(guards: &'a [Guard], v: &Vma) -> &'a [Guard] {
+    let from = guards.partition_point(|g| g.start < v.start);
+    let to = guards.partition_point(|g| g.start < v.end);
+    &guards[from..to]
+}
+
+/// `madvise(MADV_GUARD_INSTALL)` (Linux 6.13): accesses to these pages fault.
+fn install_guards(child: &Child, guards: &[Guard]) -> Result<(), RestoreError> {
+    for g in guards {
+        child.remote().call(
+            "madvise(MADV_GUARD_INSTALL)",
+            libc::SYS_madvise,
+            &[g.start, g.end - g.start, MADV_GUARD_INSTALL],
+        )?;
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! stage run by the new task itself through injected syscalls; a failure kills the
 //! half-built task and reports the stage.
 
+mod audit;
 mod child;
 mod creds;
 mod error;
@@ -14,9 +15,11 @@ mod memory;
 mod mm;
 mod prctl;
 mod sched;
+mod seccomp;
 mod task;
 mod threads;
 mod timers;
+mod tree;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -24,6 +27,7 @@ use std::time::{Duration, Instant};
 
 pub use error::RestoreError;
 
+use crate::image::tree::{ProcEntry, ProcState};
 use crate::image::{Image, ProcessImage};
 use child::Child;
 
@@ -35,16 +39,21 @@ pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 pub struct RestoreOptions {
     pub dir: PathBuf,
     pub shell_job: bool,
+    /// `--tcp-close`: established TCP connections come back closed.
+    pub tcp_close: bool,
+    /// Do not refuse open files that changed since the dump (`--skip-file-check`).
+    pub skip_file_check: bool,
 }
 
-/// The restored task, and figures for the summary line and `--stats-json`.
+/// The restored tree's root, and figures for the summary line and `--stats-json`.
 #[derive(Clone, Debug)]
 pub struct Restored {
     pub pid: i32,
+    /// Pages read into place, in every process.
     pub pages: u64,
     /// Loading and verifying the image (checksums of every file, page data included).
     pub load: Duration,
-    /// Reading the saved pages into place.
+    /// Reading the saved pages into place, summed over the processes.
     pub memory: Duration,
     pub total: Duration,
 }
@@ -52,8 +61,11 @@ pub struct Restored {
 /// The stages of rebuilding one process, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RestoreStage {
-    /// Create the child with the exact pid, seize it, map the helper page.
+    /// Create the process with its exact pid (from stasis for the root, else by a clone
+    /// injected into its parent), seize it, map the helper page.
     Takeover,
+    /// Lead a new session if the process did.
+    Session,
     /// Drop the inherited mappings and move the vDSO block to its saved place.
     AddressSpace,
     /// Recreate every mapping at its address.
@@ -68,10 +80,10 @@ pub enum RestoreStage {
     Files,
     /// cwd, root, umask.
     Fs,
-    /// Session and process group.
-    Ids,
     /// Personality.
     Attributes,
+    /// Audit loginuid (before Threads: they inherit it).
+    Audit,
     /// Resource limits.
     Limits,
     /// Signal handlers.
@@ -87,6 +99,9 @@ pub enum RestoreStage {
     /// Interval timers and POSIX timers (late, but privileged: before Creds; after
     /// Threads, as a timer may signal one thread).
     Timers,
+    /// Seccomp filters and strict mode of every thread (after Threads; before Creds, as
+    /// installing a filter without no_new_privs is privileged).
+    Seccomp,
     /// In every thread, the leader last: securebits, groups, gids, uids, capabilities
     /// (drops privileges), then dumpable, parent-death signal and no_new_privs, which a
     /// credential change resets.
@@ -95,6 +110,8 @@ pub enum RestoreStage {
     Signals,
     /// Seal sealed mappings.
     Seals,
+    /// Once every process exists: join process groups; zombies exit with their status.
+    Zombies,
     /// Load every thread's registers, unmap the helper, resume.
     Resume,
 }
@@ -103,6 +120,7 @@ impl RestoreStage {
     fn name(self) -> &'static str {
         match self {
             Self::Takeover => "takeover",
+            Self::Session => "session",
             Self::AddressSpace => "address space",
             Self::Mappings => "mappings",
             Self::Memory => "memory",
@@ -110,8 +128,8 @@ impl RestoreStage {
             Self::MmFields => "mm fields",
             Self::Files => "files",
             Self::Fs => "fs",
-            Self::Ids => "ids",
             Self::Attributes => "attributes",
+            Self::Audit => "audit loginuid",
             Self::Limits => "resource limits",
             Self::SigActions => "sigactions",
             Self::Threads => "threads",
@@ -119,30 +137,44 @@ impl RestoreStage {
             Self::ProcAttrs => "process attributes",
             Self::Sched => "scheduling",
             Self::Timers => "timers",
+            Self::Seccomp => "seccomp",
             Self::Creds => "credentials",
             Self::Signals => "signals",
             Self::Seals => "seals",
+            Self::Zombies => "zombies",
             Self::Resume => "resume",
         }
     }
 }
 
-/// Loads and verifies the image, then rebuilds its root process.
+/// Loads and verifies the image, then rebuilds its process tree.
 pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     let started = Instant::now();
     let image = Image::load(&opts.dir)?;
     let load = started.elapsed();
-    if image.processes.len() != 1 {
-        return Err(RestoreError::Unsupported {
-            what: "images of process trees are not supported yet".into(),
-        });
-    }
-    verify::host_accepts(&image)?;
+    verify::host_accepts(&image, opts.skip_file_check)?;
     let shell_job = opts.shell_job || image.inventory.shell_job;
-    let p = &image.processes[0];
-    let filled = rebuild(&image, p, shell_job)?;
+    let _orphans = Subreaper::become_one();
+    let mut b = Builder {
+        image: &image,
+        shell_job,
+        tcp_close: opts.tcp_close,
+        procs: Vec::new(),
+    };
+    let built = match b.build() {
+        Ok(pages) => b.resume().map(|()| pages),
+        Err(e) => {
+            b.kill_all();
+            Err(e)
+        }
+    };
+    // Rebuilt or not, the connections held by the dump's network lock are settled now.
+    for p in &image.processes {
+        files::unlock_network(&p.files, p.task.pid)?;
+    }
+    let filled = built?;
     Ok(Restored {
-        pid: p.task.pid,
+        pid: image.inventory.root_pid,
         pages: filled.bytes / crate::abi::PAGE_SIZE,
         load,
         memory: filled.elapsed,
@@ -150,72 +182,195 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     })
 }
 
-fn rebuild(
-    image: &Image,
-    p: &ProcessImage,
+/// The restorer is the child subreaper while it works, so that if a restore fails, the
+/// processes it killed are reparented to it and reaped, not left as zombies holding
+/// their pids.
+struct Subreaper;
+
+impl Subreaper {
+    fn become_one() -> Self {
+        let _ = nix::sys::prctl::set_child_subreaper(true);
+        Subreaper
+    }
+}
+
+impl Drop for Subreaper {
+    fn drop(&mut self) {
+        let _ = nix::sys::prctl::set_child_subreaper(false);
+    }
+}
+
+/// The tree being rebuilt: a shell per process, in tree order.
+struct Builder<'a> {
+    image: &'a Image,
     shell_job: bool,
-) -> Result<memory::Filled, RestoreError> {
-    let pid = p.task.pid;
-    let at = |stage: RestoreStage| {
-        move |e: RestoreError| RestoreError::Stage {
-            stage: stage.name(),
-            pid,
-            source: Box::new(e),
+    /// `--tcp-close`.
+    tcp_close: bool,
+    procs: Vec<(i32, Child)>,
+}
+
+impl Builder<'_> {
+    /// Every stage of every process but the resume; returns what the memory fills did.
+    fn build(&mut self) -> Result<memory::Filled, RestoreError> {
+        let mut filled = memory::Filled::default();
+        for entry in &self.image.tree.processes {
+            filled = filled.and(self.create(entry)?);
         }
-    };
-    let mut child = child::create(pid, &p.mm.vmas).map_err(at(RestoreStage::Takeover))?;
-    match build(&mut child, image, p, shell_job) {
-        Ok(filled) => {
-            task::resume(child, &p.task).map_err(at(RestoreStage::Resume))?;
-            Ok(filled)
+        tree::restore_groups(&self.image.tree, &self.procs, self.shell_job)?;
+        self.make_zombies()?;
+        for (pid, child) in &mut self.procs {
+            let p = self
+                .image
+                .process(*pid)
+                .expect("live processes have records");
+            let entry = self.image.tree.get(*pid).expect("in the tree");
+            finish(child, p, entry, self.tcp_close)?;
         }
-        Err(e) => {
+        Ok(filled)
+    }
+
+    /// Creates the process of `entry` (from stasis for the root, else from its parent)
+    /// with its session, and for a live one its address space and memory.
+    fn create(&mut self, entry: &ProcEntry) -> Result<memory::Filled, RestoreError> {
+        let pid = entry.pid;
+        let root = self.image.inventory.root_pid;
+        let p = self.image.process(pid);
+        let vmas = p.map_or(&[][..], |p| &p.mm.vmas[..]);
+        let child = if pid == root {
+            child::create(pid, vmas)
+        } else {
+            let parent = self.shell(entry.ppid);
+            child::fork_from(
+                parent,
+                pid,
+                entry.exit_signal,
+                tree::share_flags(entry),
+                vmas,
+            )
+        }
+        .map_err(at(RestoreStage::Takeover, pid))?;
+        self.procs.push((pid, child));
+        let child = &self.procs.last().expect("just pushed").1;
+        tree::restore_session(child, entry, root, self.shell_job)
+            .map_err(at(RestoreStage::Session, pid))?;
+        match p {
+            Some(p) => build_memory(child, self.image, p),
+            None => Ok(memory::Filled::default()),
+        }
+    }
+
+    fn shell(&self, pid: i32) -> &Child {
+        &self
+            .procs
+            .iter()
+            .find(|(p, _)| *p == pid)
+            .expect("parents come first in tree order")
+            .1
+    }
+
+    /// Zombies exit; their parents forget the signals that raised.
+    fn make_zombies(&mut self) -> Result<(), RestoreError> {
+        let mut parents: Vec<(i32, u64)> = Vec::new();
+        for e in &self.image.tree.processes {
+            let ProcState::Zombie { status } = e.state else {
+                continue;
+            };
+            let i = self.procs.iter().position(|(p, _)| *p == e.pid);
+            let (_, child) = self.procs.remove(i.expect("zombies have a shell"));
+            tree::make_zombie(child, e, status).map_err(at(RestoreStage::Zombies, e.pid))?;
+            if e.exit_signal > 0 {
+                parents.push((e.ppid, 1u64 << (e.exit_signal - 1)));
+            }
+        }
+        for (ppid, sig) in parents {
+            tree::forget_exit_signals(self.shell(ppid), sig)
+                .map_err(at(RestoreStage::Zombies, ppid))?;
+        }
+        Ok(())
+    }
+
+    /// Lets every process go, the leaves first (the root last).
+    fn resume(self) -> Result<(), RestoreError> {
+        let mut first = Ok(());
+        for (pid, child) in self.procs.into_iter().rev() {
+            let p = self
+                .image
+                .process(pid)
+                .expect("live processes have records");
+            let stopped = matches!(
+                self.image.tree.get(pid).map(|e| e.state),
+                Some(ProcState::Alive { stopped: true })
+            );
+            let r = task::resume(child, &p.task, stopped).map_err(at(RestoreStage::Resume, pid));
+            first = first.and(r);
+        }
+        first
+    }
+
+    /// Kills every process created so far, and reaps what is ours to reap.
+    fn kill_all(&mut self) {
+        let pids: Vec<i32> = self.image.tree.processes.iter().map(|e| e.pid).collect();
+        for (_, child) in self.procs.drain(..).rev() {
             child.kill_and_reap();
-            Err(e)
+        }
+        for pid in pids {
+            child::kill_and_reap(pid);
         }
     }
 }
 
-fn build(
-    child: &mut Child,
+/// `move |e| Stage { stage, pid, e }`.
+fn at(stage: RestoreStage, pid: i32) -> impl Fn(RestoreError) -> RestoreError {
+    move |e| RestoreError::Stage {
+        stage: stage.name(),
+        pid,
+        source: Box::new(e),
+    }
+}
+
+/// The address space and the memory of a live process: done before its children are
+/// forked from it.
+fn build_memory(
+    child: &Child,
     image: &Image,
     p: &ProcessImage,
-    shell_job: bool,
 ) -> Result<memory::Filled, RestoreError> {
     let pid = p.task.pid;
-    let stage = |s: RestoreStage, r: Result<(), RestoreError>| {
-        r.map_err(|e| RestoreError::Stage {
-            stage: s.name(),
-            pid,
-            source: Box::new(e),
-        })
-    };
     let filled = memory::filled_vmas(&p.mm);
-    stage(
-        RestoreStage::AddressSpace,
-        mm::clear_and_move_vdso(child, &p.mm),
-    )?;
-    stage(RestoreStage::Mappings, mm::map_all(child, &p.mm, &filled))?;
-    let mut copied = memory::Filled::default();
-    stage(
-        RestoreStage::Memory,
-        memory::fill(child, &p.mm, &image.pages_path(pid)).map(|f| copied = f),
-    )?;
+    mm::clear_and_move_vdso(child, &p.mm).map_err(at(RestoreStage::AddressSpace, pid))?;
+    mm::map_all(child, &p.mm, &filled).map_err(at(RestoreStage::Mappings, pid))?;
+    memory::fill(child, &p.mm, &image.pages_path(pid)).map_err(at(RestoreStage::Memory, pid))
+}
+
+/// Every later stage of one live process, once the whole tree exists.
+fn finish(
+    child: &mut Child,
+    p: &ProcessImage,
+    entry: &ProcEntry,
+    tcp_close: bool,
+) -> Result<(), RestoreError> {
+    let pid = p.task.pid;
+    let stage = |s: RestoreStage, r: Result<(), RestoreError>| r.map_err(at(s, pid));
+    let filled = memory::filled_vmas(&p.mm);
     stage(
         RestoreStage::Protections,
         mm::finish_vmas(child, &p.mm, &filled),
     )?;
     stage(RestoreStage::MmFields, mm::set_mm_fields(child, &p.mm))?;
-    stage(RestoreStage::Files, files::restore_fds(child, &p.files))?;
-    stage(RestoreStage::Fs, files::restore_fs(child, &p.task))?;
-    stage(
-        RestoreStage::Ids,
-        task::restore_ids(child, &p.task, shell_job),
-    )?;
+    if !entry.shares_files {
+        stage(
+            RestoreStage::Files,
+            files::restore_fds(child, &p.files, tcp_close),
+        )?;
+    }
+    if !entry.shares_fs {
+        stage(RestoreStage::Fs, files::restore_fs(child, &p.task))?;
+    }
     stage(
         RestoreStage::Attributes,
         task::restore_attrs(child, &p.task),
     )?;
+    stage(RestoreStage::Audit, audit::restore_loginuid(child, &p.task))?;
     stage(RestoreStage::Limits, task::restore_rlimits(child, &p.task))?;
     stage(
         RestoreStage::SigActions,
@@ -235,8 +390,12 @@ fn build(
         RestoreStage::Timers,
         timers::restore_timers(child, &p.task.timers),
     )?;
+    stage(
+        RestoreStage::Seccomp,
+        seccomp::restore_seccomp(child, &p.task),
+    )?;
     stage(RestoreStage::Creds, creds::restore_creds(child, &p.task))?;
     stage(RestoreStage::Signals, task::queue_signals(child, &p.task))?;
     stage(RestoreStage::Seals, mm::seal(child, &p.mm))?;
-    Ok(copied)
+    Ok(())
 }

@@ -13,19 +13,6 @@ use crate::sys::ptrace::Seized;
 
 const RSEQ_SIG_FLAGS: u64 = 0;
 
-/// Session and process group. Without `--shell-job` the task led its own session (dump
-/// checks this); with it, the task joins the restorer's session and leads its own group
-/// again if it did.
-pub fn restore_ids(child: &Child, task: &TaskImage, shell_job: bool) -> Result<(), RestoreError> {
-    let remote = child.remote();
-    if !shell_job && task.sid == task.pid {
-        remote.call("setsid", libc::SYS_setsid, &[])?;
-    } else if task.pgid == task.pid {
-        remote.call("setpgid", libc::SYS_setpgid, &[0, 0])?;
-    }
-    Ok(())
-}
-
 /// Personality. (Names are per thread: the leader's, which is `comm`, is set with the
 /// others in [`restore_thread_attrs`].)
 pub fn restore_attrs(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
@@ -169,9 +156,9 @@ pub fn queue_signals(child: &Child, task: &TaskImage) -> Result<(), RestoreError
 /// own syscall-restart rules to the saved registers (a thread frozen in `read` re-enters
 /// it, one in `nanosleep` returns EINTR, as after any signal). Only then is any thread
 /// detached.
-pub fn resume(child: Child, task: &TaskImage) -> Result<(), RestoreError> {
+pub fn resume(child: Child, task: &TaskImage, stopped: bool) -> Result<(), RestoreError> {
     match load_all(&child, task) {
-        Ok(()) => release_all(child),
+        Ok(()) => release_all(child, stopped),
         Err(e) => {
             child.kill_and_reap();
             Err(e)
@@ -204,7 +191,17 @@ fn load_and_park(task: &Seized, t: &ThreadImage) -> Result<(), RestoreError> {
     Ok(())
 }
 
-fn release_all(child: Child) -> Result<(), RestoreError> {
+/// Detaches every thread. A process that was stopped by job control gets a SIGSTOP first:
+/// queued while it is still parked, it stops the process before any instruction runs.
+fn release_all(child: Child, stopped: bool) -> Result<(), RestoreError> {
+    if stopped {
+        let pid = nix::unistd::Pid::from_raw(child.pid());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).map_err(|e| {
+            RestoreError::Unsupported {
+                what: format!("stop pid {pid} again (it was stopped at dump): {e}"),
+            }
+        })?;
+    }
     for thread in child.threads {
         thread.task.release()?;
     }

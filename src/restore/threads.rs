@@ -3,7 +3,7 @@
 //! leader, once the shared address space, files and handlers are in place. Each thread's
 //! own attributes are set in `task.rs`, its registers at the resume.
 
-use super::child::{Child, Thread};
+use super::child::{Child, Thread, CLONE_ARGS_OFF, SET_TID_OFF};
 use super::RestoreError;
 use crate::abi::CloneArgs;
 use crate::image::task::TaskImage;
@@ -17,10 +17,6 @@ const THREAD_FLAGS: i32 = libc::CLONE_VM
     | libc::CLONE_SIGHAND
     | libc::CLONE_THREAD
     | libc::CLONE_SYSVSEM;
-/// Scratch offsets of the `set_tid` array and the `clone_args` (clear of offset 0, which
-/// per-call helpers use).
-const SET_TID_OFF: u64 = 2048;
-const CLONE_ARGS_OFF: u64 = 2048 + 64;
 
 /// Creates every thread but the leader, in image order.
 ///
@@ -54,7 +50,7 @@ fn create_one(child: &Child, tid: i32) -> Result<Thread, RestoreError> {
     let size = std::mem::size_of::<CloneArgs>() as u64;
     let task = child
         .remote()
-        .clone_thread("clone3(thread)", libc::SYS_clone3, &[addr, size])?;
+        .clone_task("clone3(thread)", libc::SYS_clone3, &[addr, size])?;
     let thread = Thread {
         base: Default::default(),
         task,

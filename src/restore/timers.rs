@@ -27,10 +27,18 @@ const SPEC_OFF: u64 = 256;
 /// only queue signals (all are blocked in the child).
 pub fn restore_timers(child: &Child, timers: &Timers) -> Result<(), RestoreError> {
     for (which, it) in timers.itimers.iter().enumerate() {
-        if it.value_us == 0 {
+        // A periodic ITIMER_REAL whose SIGALRM was pending at the dump reads as disarmed:
+        // since Linux 6.13 the kernel re-arms it when the signal is dequeued. Its next
+        // expiry is at most an interval away. (A timer disarmed with a non-zero interval,
+        // which getitimer cannot tell apart, would come back armed.)
+        let value_us = match it.value_us {
+            0 => it.interval_us,
+            v => v,
+        };
+        if value_us == 0 {
             continue;
         }
-        let val = TimerPair::from_units(it.interval_us, it.value_us, 1_000_000);
+        let val = TimerPair::from_units(it.interval_us, value_us, 1_000_000);
         let addr = child.put_pod(SPEC_OFF, &val)?;
         let args = [which as u64, addr, 0];
         child

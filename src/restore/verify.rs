@@ -1,6 +1,6 @@
 //! Checks that the host can take the image, before any process is created: the pid is
-//! free, the CPU has every saved xsave feature, the vDSO matches, and every file the task
-//! maps or holds is the one it had.
+//! free, the CPU has every saved xsave feature, the vDSO matches, every file the task
+//! maps or holds is the one it had, and seccomp can be restored.
 
 use std::os::unix::fs::MetadataExt;
 
@@ -12,15 +12,17 @@ use crate::sys::cpu;
 use crate::sys::mem::Mem;
 
 /// Every check, in the order a user would want to hear about them.
-pub fn host_accepts(image: &Image) -> Result<(), RestoreError> {
+pub fn host_accepts(image: &Image, skip_file_check: bool) -> Result<(), RestoreError> {
     cpu_features(image.inventory.cpu.xcr0)?;
     let same_host = hostname() == image.inventory.hostname;
+    pids_free(image)?;
     for p in &image.processes {
-        for t in &p.task.threads {
-            pid_free(t.tid)?;
-        }
         vdso_matches(p)?;
         files_unchanged(p, same_host)?;
+        super::seccomp::host_accepts(&p.task)?;
+        if !skip_file_check {
+            fds_unchanged(p, same_host)?;
+        }
     }
     Ok(())
 }
@@ -35,7 +37,42 @@ fn cpu_features(saved: u64) -> Result<(), RestoreError> {
     })
 }
 
-/// The pid, and the tids of its threads, are unused and below pid_max.
+/// Every pid and tid of the image (zombies included) is unused and below pid_max; if
+/// some are taken, the error names them all.
+fn pids_free(image: &Image) -> Result<(), RestoreError> {
+    let zombies = image.tree.processes.iter().map(|p| p.pid);
+    let tids = image
+        .processes
+        .iter()
+        .flat_map(|p| p.task.threads.iter().map(|t| t.tid));
+    let mut ids: Vec<i32> = zombies.chain(tids).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut taken = Vec::new();
+    for id in ids {
+        match pid_free(id) {
+            Ok(()) => {}
+            Err(RestoreError::PidTaken { pid, owner }) => taken.push((pid, owner)),
+            Err(e) => return Err(e),
+        }
+    }
+    match taken.len() {
+        0 => Ok(()),
+        1 => {
+            let (pid, owner) = taken.remove(0);
+            Err(RestoreError::PidTaken { pid, owner })
+        }
+        _ => Err(RestoreError::PidsTaken {
+            list: taken
+                .iter()
+                .map(|(p, o)| format!("{p} ({o})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+/// The pid is unused and below pid_max.
 pub fn pid_free(pid: i32) -> Result<(), RestoreError> {
     let pid_max: i32 = read_trim("/proc/sys/kernel/pid_max")?
         .parse()
@@ -99,12 +136,16 @@ fn vdso_matches(p: &ProcessImage) -> Result<(), RestoreError> {
     }
 }
 
-/// Our own vvar/vvar_vclock/vdso mappings: the restored task inherits exactly these.
+/// Our own vvar/vvar_vclock/vdso mappings: the restored root inherits exactly these.
 pub fn own_specials() -> Result<Vec<(VmaKind, u64, u64)>, RestoreError> {
-    let maps =
-        crate::proc::maps(std::process::id() as i32).map_err(|e| RestoreError::Unsupported {
-            what: e.to_string(),
-        })?;
+    specials(std::process::id() as i32)
+}
+
+/// The vvar/vvar_vclock/vdso mappings of `pid`.
+pub fn specials(pid: i32) -> Result<Vec<(VmaKind, u64, u64)>, RestoreError> {
+    let maps = crate::proc::maps(pid).map_err(|e| RestoreError::Unsupported {
+        what: e.to_string(),
+    })?;
     Ok(maps
         .iter()
         .filter_map(|m| {
@@ -128,16 +169,40 @@ fn files_unchanged(p: &ProcessImage, same_host: bool) -> Result<(), RestoreError
     for file in mapped.chain(p.mm.exe.iter()) {
         check_file(pid, file, true, same_host)?;
     }
+    Ok(())
+}
+
+/// Files open by path must be unchanged: same inode on the same host, and for regular
+/// files the same size and mtime (a directory's change with its entries; a FIFO's with
+/// its opens). `--skip-file-check` skips this.
+fn fds_unchanged(p: &ProcessImage, same_host: bool) -> Result<(), RestoreError> {
     for fd in &p.files.fds {
-        if let FdKind::Path { file, .. } = &fd.kind {
-            check_file(pid, file, false, same_host)?;
-        }
+        let (file, contents_matter) = match &fd.kind {
+            FdKind::Path(path) => (&path.file, is_regular(&path.file.path)),
+            FdKind::Fifo(fifo) => (&fifo.file, false),
+            _ => continue,
+        };
+        check_file(p.task.pid, file, contents_matter, same_host).map_err(|e| match e {
+            RestoreError::FileChanged { pid, path, what } => RestoreError::FileChanged {
+                pid,
+                path,
+                what: format!(
+                    "{what} (fd {}; --skip-file-check restores it anyway)",
+                    fd.fd
+                ),
+            },
+            other => other,
+        })?;
     }
     Ok(())
 }
 
-/// Mapped files must be identical (size and mtime); open files must still be the same
-/// inode on the same host (their contents may have been appended to by the task itself).
+fn is_regular(path: &str) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file())
+}
+
+/// Mapped files must be identical (size and mtime), and every file the same inode on
+/// the same host.
 fn check_file(
     pid: i32,
     f: &FileId,

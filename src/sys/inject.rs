@@ -7,7 +7,7 @@
 
 use nix::errno::Errno;
 
-use super::ptrace::{PtraceError, Seized, Stop, PTRACE_EVENT_CLONE};
+use super::ptrace::{PtraceError, Seized, Stop, PTRACE_EVENT_CLONE, PTRACE_EVENT_FORK};
 use crate::abi::GpRegs;
 
 /// Errors of injected syscalls.
@@ -68,12 +68,14 @@ impl<'a> Remote<'a> {
         Ok(r as u64)
     }
 
-    /// Runs a thread-creating syscall (`clone3` with `CLONE_THREAD`) in a task seized with
-    /// `PTRACE_O_TRACECLONE`, and returns the new thread, attached to us by the kernel.
+    /// Runs a task-creating syscall (`clone3`) in a task seized with `PTRACE_O_TRACECLONE`
+    /// and `PTRACE_O_TRACEFORK`, and returns the new thread or process, attached to us by
+    /// the kernel.
     ///
-    /// The creator stops three times: syscall entry, `PTRACE_EVENT_CLONE` (the new tid is
-    /// its event message), syscall exit. A failing clone has no event stop.
-    pub fn clone_thread(
+    /// The creator stops three times: syscall entry, `PTRACE_EVENT_CLONE` or
+    /// `PTRACE_EVENT_FORK` (the new tid is its event message), syscall exit. A failing
+    /// clone has no event stop.
+    pub fn clone_task(
         &self,
         name: &'static str,
         nr: i64,
@@ -83,7 +85,7 @@ impl<'a> Remote<'a> {
         self.step("syscall entry")?;
         self.task.resume_to_syscall()?;
         let child = match super::ptrace::wait_tid(self.task.tid())? {
-            Stop::OtherEvent(PTRACE_EVENT_CLONE) => {
+            Stop::OtherEvent(PTRACE_EVENT_CLONE | PTRACE_EVENT_FORK) => {
                 let tid = self.task.event_msg()? as i32;
                 self.step("syscall exit")?;
                 Some(super::ptrace::adopt(tid))

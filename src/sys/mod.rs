@@ -3,15 +3,19 @@
 
 pub mod clone;
 pub mod cpu;
+pub mod fd;
 pub mod file;
 pub mod inherit;
 pub mod inject;
+pub mod kcmp;
 pub mod mem;
 pub mod pagemap;
 pub mod pod;
 pub mod probe;
 pub mod ptrace;
 pub mod sched;
+pub mod sock_diag;
+pub mod socket;
 pub mod thread;
 
 pub use pod::Pod;

@@ -1,6 +1,6 @@
 //! # Safety
 //! Raw `ptrace(2)` requests that nix does not wrap (register sets by `NT_*`, signal masks,
-//! siginfo peeking, rseq configuration). Each passes a pointer to a local buffer of the
+//! siginfo peeking, rseq configuration, seccomp filters and their metadata). Each passes a pointer to a local buffer of the
 //! size the kernel is told about, so the kernel never writes past it.
 //!
 //! [`Seized`] is the typed handle: only a task we seized and stopped offers register and
@@ -24,8 +24,17 @@ const PTRACE_SETSIGMASK: u32 = 0x420b;
 const PTRACE_PEEKSIGINFO: u32 = 0x4209;
 const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
 const PTRACE_GET_RSEQ_CONFIGURATION: u32 = 0x420f;
+const PTRACE_SECCOMP_GET_FILTER: u32 = 0x420c;
+const PTRACE_GET_SECCOMP_METADATA: u32 = 0x420d;
+/// `PTRACE_O_SUSPEND_SECCOMP` (nix lacks it).
+const PTRACE_O_SUSPEND_SECCOMP: usize = 1 << 21;
+/// `BPF_MAXINSNS`: no seccomp filter is longer.
+const BPF_MAXINSNS: usize = 4096;
 const PTRACE_EVENT_STOP: i32 = 128;
-/// `PTRACE_EVENT_CLONE`: the tracee created a thread (reported with `PTRACE_O_TRACECLONE`).
+/// `PTRACE_EVENT_FORK`: the tracee created a process (reported with `PTRACE_O_TRACEFORK`).
+pub const PTRACE_EVENT_FORK: i32 = 1;
+/// `PTRACE_EVENT_CLONE`: the tracee created a thread, or a process with an exit signal
+/// other than SIGCHLD (reported with `PTRACE_O_TRACECLONE`).
 pub const PTRACE_EVENT_CLONE: i32 = 3;
 /// Upper bound for the xsave regset; the kernel reports the real size it filled.
 const XSTATE_MAX: usize = 64 * 1024;
@@ -76,14 +85,18 @@ pub struct Seized {
     released: bool,
 }
 
-/// `ptrace(PTRACE_SEIZE, tid, 0, TRACESYSGOOD | TRACECLONE)` — attach without stopping;
-/// see [ptrace(2)](https://man7.org/linux/man-pages/man2/ptrace.2.html).
+const SEIZE_OPTIONS: ptrace::Options = ptrace::Options::PTRACE_O_TRACESYSGOOD
+    .union(ptrace::Options::PTRACE_O_TRACECLONE)
+    .union(ptrace::Options::PTRACE_O_TRACEFORK);
+
+/// `ptrace(PTRACE_SEIZE, tid, 0, TRACESYSGOOD | TRACECLONE | TRACEFORK)` — attach without
+/// stopping; see [ptrace(2)](https://man7.org/linux/man-pages/man2/ptrace.2.html).
 ///
-/// With `PTRACE_O_TRACECLONE`, a thread the task creates is attached by the kernel before
-/// it runs a single instruction and starts in a `PTRACE_EVENT_STOP` (see [`adopt`]).
+/// With `PTRACE_O_TRACECLONE` and `PTRACE_O_TRACEFORK`, a thread or process the task
+/// creates is attached by the kernel before it runs a single instruction and starts in a
+/// `PTRACE_EVENT_STOP` (see [`adopt`]).
 pub fn seize(tid: i32) -> Result<Seized, PtraceError> {
-    let opts = ptrace::Options::PTRACE_O_TRACESYSGOOD | ptrace::Options::PTRACE_O_TRACECLONE;
-    ptrace::seize(Pid::from_raw(tid), opts).map_err(|source| PtraceError::Request {
+    ptrace::seize(Pid::from_raw(tid), SEIZE_OPTIONS).map_err(|source| PtraceError::Request {
         op: "seize",
         tid,
         source,
@@ -343,6 +356,64 @@ impl Seized {
                 return Ok(out);
             }
         }
+    }
+
+    /// `PTRACE_SETOPTIONS` adding `PTRACE_O_SUSPEND_SECCOMP` to the seize options: the
+    /// task's seccomp mode and filters ignore its syscalls while we trace it (so injected
+    /// syscalls pass), until it is detached. Needs CAP_SYS_ADMIN, and a tracer that runs
+    /// under no seccomp itself (EPERM otherwise). Threads the task creates inherit it.
+    pub fn suspend_seccomp(&self) -> Result<(), PtraceError> {
+        let opts = SEIZE_OPTIONS.bits() as usize | PTRACE_O_SUSPEND_SECCOMP;
+        // SAFETY: PTRACE_SETOPTIONS takes the options in `data` as an integer; no memory
+        // is passed.
+        let r = unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, self.tid, 0usize, opts) };
+        Errno::result(r)
+            .map(drop)
+            .map_err(self.err("setoptions(SUSPEND_SECCOMP)"))
+    }
+
+    /// `PTRACE_SECCOMP_GET_FILTER`: the classic BPF instructions of filter `index` of
+    /// the task's chain (0 is the oldest), each `struct sock_filter` as a u64; `None`
+    /// past the newest (ENOENT). Needs CAP_SYS_ADMIN.
+    pub fn seccomp_filter(&self, index: u64) -> Result<Option<Vec<u64>>, PtraceError> {
+        let mut insns = vec![0u64; BPF_MAXINSNS];
+        // SAFETY: `insns` has room for BPF_MAXINSNS 8-byte sock_filter entries, the most
+        // the kernel accepts in one filter, so its copy of the program fits.
+        let r = unsafe {
+            libc::ptrace(
+                PTRACE_SECCOMP_GET_FILTER,
+                self.tid,
+                index as usize,
+                insns.as_mut_ptr(),
+            )
+        };
+        match Errno::result(r) {
+            Ok(n) => {
+                insns.truncate(n as usize);
+                Ok(Some(insns))
+            }
+            Err(Errno::ENOENT) => Ok(None),
+            Err(e) => Err(self.err("seccomp get filter")(e)),
+        }
+    }
+
+    /// `PTRACE_GET_SECCOMP_METADATA`: the flags of filter `index` (only
+    /// `SECCOMP_FILTER_FLAG_LOG` is reported).
+    pub fn seccomp_flags(&self, index: u64) -> Result<u64, PtraceError> {
+        // struct seccomp_metadata { u64 filter_off; u64 flags; }
+        let mut meta = [index, 0u64];
+        // SAFETY: addr is the size of `meta` (16 bytes, struct seccomp_metadata), which
+        // the kernel reads filter_off from and writes flags into.
+        let r = unsafe {
+            libc::ptrace(
+                PTRACE_GET_SECCOMP_METADATA,
+                self.tid,
+                std::mem::size_of_val(&meta),
+                meta.as_mut_ptr(),
+            )
+        };
+        Errno::result(r).map_err(self.err("get seccomp metadata"))?;
+        Ok(meta[1])
     }
 
     /// `PTRACE_GET_RSEQ_CONFIGURATION`; `None` when no rseq area is registered.

@@ -57,6 +57,21 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("prctl", &[]),
     ("creds", &["-pthread"]),
     ("mmflags", &[]),
+    ("seccomp", &["-pthread"]),
+    ("loginuid", &[]),
+    ("guards", &[]),
+    ("tree", &[]),
+    ("unix_sockets", &[]),
+    ("inet_sockets", &[]),
+    ("pty", &[]),
+    ("tcp_echo", &[]),
+    ("pipes", &[]),
+    ("anonfds", &[]),
+    ("inotify", &[]),
+    ("memfd", &[]),
+    ("ghost", &[]),
+    ("locks", &[]),
+    ("unsupported", &[]),
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -703,6 +718,21 @@ pub fn stasis<S: AsRef<OsStr>>(args: &[S]) -> Output {
     start(&mut stasis_cmd(args)).finish(STASIS_TIMEOUT)
 }
 
+/// `stasis ARGS` run without capability `cap` (e.g. `"sys_admin"`): `setpriv` drops it
+/// from the bounding set, so the exec of stasis (as root) does not get it back. `Err` says
+/// why this cannot run here (no setpriv).
+pub fn stasis_without_cap<S: AsRef<OsStr>>(cap: &str, args: &[S]) -> Result<Output, String> {
+    if !Path::new("/usr/bin/setpriv").exists() {
+        return Err("needs setpriv (util-linux) to drop a capability".into());
+    }
+    let mut cmd = Command::new("/usr/bin/setpriv");
+    cmd.arg("--bounding-set")
+        .arg(format!("-{cap}"))
+        .arg(STASIS)
+        .args(args);
+    Ok(start(&mut cmd).finish(STASIS_TIMEOUT))
+}
+
 /// `stasis dump -t PID -D DIR EXTRA...`, not started.
 pub fn dump_cmd(pid: i32, dir: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(STASIS);
@@ -753,6 +783,67 @@ pub fn restored_under(pid: i32, parent: i32) -> bool {
         && field("TracerPid").as_deref() == Some("0")
         && sigcgt & (1 << (libc::SIGUSR1 - 1)) != 0
         && matches!(proc_state(pid), Some('R' | 'S'))
+}
+
+/// Every descendant of `pid`, found through the parent links in /proc.
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let table: Vec<(i32, i32)> = fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter_map(|p| Some((p, parent_of(p)?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(p) = frontier.pop() {
+        for &(child, _) in table.iter().filter(|&&(_, pp)| pp == p) {
+            out.push(child);
+            frontier.push(child);
+        }
+    }
+    out
+}
+
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(1)?.parse().ok()
+}
+
+/// Kills `pids` (if `kill`) and reaps each once it is our child (an orphan reparented to
+/// us, the subreaper), waiting up to 10 s for each to be gone.
+pub fn reap_all(pids: &[i32], kill_them: bool) {
+    for &pid in pids {
+        if kill_them {
+            let _ = kill(pid, libc::SIGKILL);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            let mut st = 0;
+            // SAFETY: waitpid on one pid with a valid out-pointer.
+            unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG | libc::__WALL) };
+            sleep_ms(2);
+        }
+    }
+}
+
+/// Reaps every process of the tree in image `img` but the root (orphans of a killing
+/// dump are reparented to us, the subreaper).
+pub fn reap_image_tree(img: &Path) {
+    let image = stasis::image::Image::load_metadata(img).expect("load the dumped image");
+    let pids: Vec<i32> = image.tree.processes[1..].iter().map(|p| p.pid).collect();
+    reap_all(&pids, false);
+}
+
+/// Kills and reaps a victim's descendants when dropped (a failed test leaves none).
+pub struct TreeGuard(pub Vec<i32>);
+
+impl Drop for TreeGuard {
+    fn drop(&mut self) {
+        reap_all(&self.0, true);
+    }
 }
 
 pub fn sleep_ms(ms: u64) {

@@ -1,10 +1,12 @@
 /*
  * memory: every kind of mapping a single-threaded program has, with known contents.
  *
- * Usage: memory [-s MIB] [-p]
+ * Usage: memory [-s MIB] [-p] [-S]
  *   -s MIB  size of the pseudo-random anonymous region (default 64)
  *   -p      also hold a pipe at fds 40 (read end) and 41 (write end); used by the
  *           failure tests, since stasis must refuse to dump it and leave us intact
+ *   -S      also map a page of memfd_secret memory (printing "SECRET <address>"), which
+ *           stasis must refuse likewise; SKIP where the kernel has no memfd_secret
  *
  * After go: all contents, /proc/self/maps (addresses, perms, offsets, file paths),
  * brk, and that malloc still works.
@@ -307,6 +309,36 @@ static void make_pipe(void)
 	close(p[1]);
 }
 
+static unsigned char *secret;
+
+static void make_secret(void)
+{
+	int fd = syscall(447 /* memfd_secret */, 0);
+	char why[96];
+
+	if (fd < 0) {
+		snprintf(why, sizeof(why), "memfd_secret: %s", strerror(errno));
+		victim_skip(why);
+	}
+	CHECK_SYS(ftruncate(fd, PAGE));
+	secret = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (secret == MAP_FAILED) {
+		snprintf(why, sizeof(why), "mmap of memfd_secret: %s", strerror(errno));
+		victim_skip(why);
+	}
+	close(fd);
+	memset(secret, 0x5e, PAGE);
+	printf("SECRET %p\n", (void *)secret);
+}
+
+static void check_secret(void)
+{
+	size_t i;
+
+	for (i = 0; i < PAGE; i++)
+		CHECK(secret[i] == 0x5e, "secret byte %zu is %#x", i, secret[i]);
+}
+
 static void check_pipe(void)
 {
 	char c = 0;
@@ -317,21 +349,25 @@ static void check_pipe(void)
 
 int main(int argc, char **argv)
 {
-	int opt, with_pipe = 0;
+	int opt, with_pipe = 0, with_secret = 0;
 
-	while ((opt = getopt(argc, argv, "s:p")) != -1) {
+	while ((opt = getopt(argc, argv, "s:pS")) != -1) {
 		if (opt == 's')
 			rand_size = strtoul(optarg, NULL, 0) << 20;
 		else if (opt == 'p')
 			with_pipe = 1;
+		else if (opt == 'S')
+			with_secret = 1;
 		else
-			victim_fail("usage: memory [-s MIB] [-p]");
+			victim_fail("usage: memory [-s MIB] [-p] [-S]");
 	}
 	setvbuf(stdout, stdout_buf, _IOLBF, sizeof(stdout_buf));
 	victim_install_go();
 	setup();
 	if (with_pipe)
 		make_pipe();
+	if (with_secret)
+		make_secret();
 	touch_stack();
 	brk_before = sbrk(0);
 	read_maps(maps_before, sizeof(maps_before));
@@ -343,6 +379,8 @@ int main(int argc, char **argv)
 	verify_live();
 	if (with_pipe)
 		check_pipe();
+	if (with_secret)
+		check_secret();
 	unlink(shfile_name);
 	unlink(privfile_name);
 	victim_pass();

@@ -15,6 +15,7 @@
 
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -89,5 +90,15 @@ static inline void victim_fail(const char *fmt, ...)
 /* Fail naming the call and errno when a setup syscall returns -1 / NULL-ish. */
 #define CHECK_SYS(expr) do { if ((long)(expr) == -1) \
 	victim_fail("%s: %s (line %d)", #expr, strerror(errno), __LINE__); } while (0)
+
+/* Move a freshly opened fd (checked) to number `at`, keeping its FD_CLOEXEC. */
+static inline void victim_place(int fd, int at)
+{
+	CHECK_SYS(fd);
+	if (fd != at) {
+		CHECK_SYS(dup3(fd, at, (fcntl(fd, F_GETFD) & FD_CLOEXEC) ? O_CLOEXEC : 0));
+		close(fd);
+	}
+}
 
 #endif

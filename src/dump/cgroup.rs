@@ -1,0 +1,112 @@
+//! `--freeze-cgroup PATH`: the cgroup freezer stops every task of a fork-heavy tree at
+//! once (cgroup v2 `cgroup.freeze`, v1 `freezer.state`), so the ptrace freeze need not
+//! chase forks. Every task of the cgroup is seized and asked to stop while frozen; on
+//! thaw each traps into our interrupt before running a single user instruction.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::DumpError;
+
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Version {
+    V1,
+    V2,
+}
+
+/// A frozen cgroup; dropping it thaws the cgroup.
+pub struct Frozen {
+    path: PathBuf,
+    version: Version,
+    thawed: bool,
+}
+
+/// Freezes the cgroup at `path` and waits until the kernel reports it frozen.
+pub fn freeze(path: &Path) -> Result<Frozen, DumpError> {
+    let version = if path.join("cgroup.freeze").exists() {
+        Version::V2
+    } else if path.join("freezer.state").exists() {
+        Version::V1
+    } else {
+        return Err(DumpError::unsupported(format!(
+            "{} is not a cgroup with a freezer (no cgroup.freeze nor freezer.state)",
+            path.display()
+        )));
+    };
+    let cg = Frozen {
+        path: path.to_path_buf(),
+        version,
+        thawed: false,
+    };
+    cg.set(true)?;
+    let since = Instant::now();
+    while !cg.is_frozen()? {
+        if since.elapsed() > FREEZE_TIMEOUT {
+            return Err(DumpError::unsupported(format!(
+                "cgroup {} did not freeze within {FREEZE_TIMEOUT:?}",
+                path.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(cg)
+}
+
+impl Frozen {
+    /// Every thread of every process in the cgroup.
+    pub fn tids(&self) -> Result<Vec<i32>, DumpError> {
+        let file = match self.version {
+            Version::V2 => "cgroup.threads",
+            Version::V1 => "tasks",
+        };
+        Ok(self
+            .read(file)?
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect())
+    }
+
+    /// Lets the cgroup run again.
+    pub fn thaw(mut self) -> Result<(), DumpError> {
+        self.thawed = true;
+        self.set(false)
+    }
+
+    fn set(&self, frozen: bool) -> Result<(), DumpError> {
+        let (file, value) = match (self.version, frozen) {
+            (Version::V2, f) => ("cgroup.freeze", if f { "1" } else { "0" }),
+            (Version::V1, true) => ("freezer.state", "FROZEN"),
+            (Version::V1, false) => ("freezer.state", "THAWED"),
+        };
+        let path = self.path.join(file);
+        std::fs::write(&path, value).map_err(|source| DumpError::Stat {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    fn is_frozen(&self) -> Result<bool, DumpError> {
+        Ok(match self.version {
+            Version::V2 => self.read("cgroup.events")?.lines().any(|l| l == "frozen 1"),
+            Version::V1 => self.read("freezer.state")?.trim() == "FROZEN",
+        })
+    }
+
+    fn read(&self, file: &str) -> Result<String, DumpError> {
+        let path = self.path.join(file);
+        std::fs::read_to_string(&path).map_err(|source| DumpError::Stat {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if !self.thawed {
+            let _ = self.set(false);
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! TCP and UDP sockets, IPv4 and IPv6: bound and connected addresses, options, listening
+//! backlogs, and established TCP connections under `--tcp-established`.
+//!
+//! An established connection is saved with `TCP_REPAIR`: the socket is put in repair mode
+//! (the kernel then sends nothing on it, not even when it is closed), and the sequence
+//! numbers, both queues (peeked), the negotiated options, the timestamp clock and the
+//! window are read. When the peer is outside the dumped process, its packets are dropped
+//! first (`crate::netlock`) so nothing changes while the queues are read and nothing
+//! resets the connection while it is down. Sockets stay in repair mode in [`Held`] until
+//! the dump ends: a dump that kills the task closes them silently, any other end (a
+//! failure, `--leave-running`) takes them out of repair mode and lifts the lock.
+//!
+//! Queued UDP datagrams are not saved: they are dropped, as a network may drop them.
+//! Without `--tcp-established` an established connection is refused; `--tcp-close`
+//! saves it as closed. The restore side is `restore/files/inet.rs`.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use nix::sys::socket::{getpeername, getsockname, SockaddrLike, SockaddrStorage};
+
+use super::sock::SockCtx;
+use crate::dump::DumpError;
+use crate::image::files::FdKind;
+use crate::image::sock::{InetSocket, InetState, SockAddr, TcpRepair};
+use crate::sys::sock_diag::{self, TCP_LISTEN};
+use crate::sys::socket::{
+    getsockopt_bytes, getsockopt_int, ioctl_get_int, recv_peek, setsockopt_int, SIOCINQ, SIOCOUTQ,
+    SIOCOUTQNSD, SO_PEEK_OFF, TCP_NO_QUEUE, TCP_RECV_QUEUE, TCP_SEND_QUEUE,
+};
+
+const TCP_ESTABLISHED: u8 = 1;
+const TCP_CLOSE: u8 = 7;
+
+/// Sockets in repair mode and the network lock, owned until the dump ends.
+///
+/// Drop policy: take every socket out of repair mode and lift the lock — the target runs
+/// on as before. [`Held::keep_for_restore`] is the other end, after the task was killed.
+pub struct Held {
+    pid: i32,
+    repaired: Vec<OwnedFd>,
+    locked: bool,
+}
+
+impl Held {
+    pub fn new(pid: i32) -> Self {
+        Held {
+            pid,
+            repaired: Vec::new(),
+            locked: false,
+        }
+    }
+
+    /// The task is dead: close our duplicates while still in repair mode (no FIN, no
+    /// reset), and leave the lock for the restore to lift.
+    pub fn keep_for_restore(mut self) {
+        self.repaired.clear();
+        self.locked = false;
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        for s in &self.repaired {
+            let _ = setsockopt_int(s.as_fd(), libc::SOL_TCP, libc::TCP_REPAIR, 0);
+        }
+        if self.locked {
+            let _ = crate::netlock::unlock(self.pid);
+        }
+    }
+}
+
+pub fn inet_kind(
+    ctx: &mut SockCtx<'_>,
+    fd: i32,
+    ino: u64,
+    sock: OwnedFd,
+    family: i32,
+) -> Result<FdKind, DumpError> {
+    let pid = ctx.pid;
+    let err = |what: String| DumpError::unsupported(format!("fd {fd} of pid {pid}: {what}"));
+    let s = sock.as_fd();
+    let protocol = getsockopt_int(s, libc::SOL_SOCKET, libc::SO_PROTOCOL)
+        .map_err(|e| err(format!("getsockopt(SO_PROTOCOL): {e}")))?;
+    let ty = getsockopt_int(s, libc::SOL_SOCKET, libc::SO_TYPE)
+        .map_err(|e| err(format!("getsockopt(SO_TYPE): {e}")))?;
+    if protocol != libc::IPPROTO_TCP && protocol != libc::IPPROTO_UDP {
+        return Err(DumpError::unsupported(format!(
+            "fd {fd} of pid {pid} is an inet socket of protocol {protocol} (type {ty}); stasis checkpoints TCP and UDP only"
+        )));
+    }
+    let local = address(getsockname::<SockaddrStorage>(fd_raw(s)).ok());
+    let remote = address(getpeername::<SockaddrStorage>(fd_raw(s)).ok());
+    let opts = ctx.common_opts(s, family, ty)?;
+    let v6only = family == libc::AF_INET6
+        && getsockopt_int(s, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).unwrap_or(0) != 0;
+    let nodelay = protocol == libc::IPPROTO_TCP
+        && getsockopt_int(s, libc::SOL_TCP, libc::TCP_NODELAY).unwrap_or(0) != 0;
+    let state = if protocol == libc::IPPROTO_UDP {
+        InetState::Unconnected
+    } else {
+        tcp_state(ctx, fd, ino, sock, family, &local, &remote)?
+    };
+    Ok(FdKind::Inet(Box::new(InetSocket {
+        ino,
+        family,
+        protocol,
+        local,
+        remote,
+        state,
+        opts,
+        v6only,
+        nodelay,
+    })))
+}
+
+fn fd_raw(s: BorrowedFd<'_>) -> i32 {
+    use std::os::fd::AsRawFd;
+    s.as_raw_fd()
+}
+
+/// Port 0 means unbound / unconnected.
+fn address(sa: Option<SockaddrStorage>) -> Option<SockAddr> {
+    let sa = sa?;
+    if let Some(v4) = sa.as_sockaddr_in() {
+        return (v4.port() != 0).then(|| SockAddr {
+            ip: v4.ip().octets().to_vec(),
+            port: v4.port(),
+            scope_id: 0,
+        });
+    }
+    let v6 = sa.as_sockaddr_in6()?;
+    let _ = sa.family();
+    (v6.port() != 0).then(|| SockAddr {
+        ip: v6.ip().octets().to_vec(),
+        port: v6.port(),
+        scope_id: v6.scope_id(),
+    })
+}
+
+fn tcp_state(
+    ctx: &mut SockCtx<'_>,
+    fd: i32,
+    ino: u64,
+    sock: OwnedFd,
+    family: i32,
+    local: &Option<SockAddr>,
+    remote: &Option<SockAddr>,
+) -> Result<InetState, DumpError> {
+    let pid = ctx.pid;
+    let info = tcp_info(sock.as_fd()).map_err(|e| {
+        DumpError::unsupported(format!("fd {fd} of pid {pid}: getsockopt(TCP_INFO): {e}"))
+    })?;
+    match info[0] {
+        TCP_CLOSE => Ok(InetState::Unconnected),
+        TCP_LISTEN => listening(ctx, fd, ino, family),
+        TCP_ESTABLISHED => established(ctx, fd, sock, &info, local, remote),
+        other => Err(DumpError::unsupported(format!(
+            "fd {fd} of pid {pid} is a TCP socket in state {} ({other}); stasis checkpoints listening, unconnected and established ones",
+            state_name(other)
+        ))),
+    }
+}
+
+fn state_name(state: u8) -> &'static str {
+    const NAMES: [&str; 12] = [
+        "?",
+        "ESTABLISHED",
+        "SYN_SENT",
+        "SYN_RECV",
+        "FIN_WAIT1",
+        "FIN_WAIT2",
+        "TIME_WAIT",
+        "CLOSE",
+        "CLOSE_WAIT",
+        "LAST_ACK",
+        "LISTEN",
+        "CLOSING",
+    ];
+    NAMES.get(state as usize).copied().unwrap_or("?")
+}
+
+/// `TCP_INFO`: state at byte 0, options at 5, window scales at 6 (send: low nibble).
+fn tcp_info(s: BorrowedFd<'_>) -> nix::Result<[u8; 8]> {
+    let mut buf = [0u8; 232];
+    getsockopt_bytes(s, libc::SOL_TCP, libc::TCP_INFO, &mut buf)?;
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&buf[..8]);
+    Ok(head)
+}
+
+fn listening(ctx: &SockCtx<'_>, fd: i32, ino: u64, family: i32) -> Result<InetState, DumpError> {
+    let pid = ctx.pid;
+    let all = sock_diag::tcp_sockets(family, 1 << TCP_LISTEN)
+        .map_err(|e| DumpError::unsupported(format!("list TCP listeners: {e}")))?;
+    let d = all.get(&(ino as u32)).ok_or_else(|| {
+        DumpError::unsupported(format!(
+            "fd {fd} of pid {pid}: listening socket:[{ino}] is not in the kernel's TCP table"
+        ))
+    })?;
+    if d.rqueue > 0 && !ctx.opts.skip_in_flight {
+        return Err(DumpError::unsupported(format!(
+            "fd {fd} of pid {pid} is a listening TCP socket with {} connections not yet accepted; use --skip-in-flight to drop them",
+            d.rqueue
+        )));
+    }
+    Ok(InetState::Listening { backlog: d.wqueue })
+}
+
+fn established(
+    ctx: &mut SockCtx<'_>,
+    fd: i32,
+    sock: OwnedFd,
+    info: &[u8; 8],
+    local: &Option<SockAddr>,
+    remote: &Option<SockAddr>,
+) -> Result<InetState, DumpError> {
+    let pid = ctx.pid;
+    let (Some(local), Some(remote)) = (local, remote) else {
+        return Err(DumpError::unsupported(format!(
+            "fd {fd} of pid {pid}: an established TCP socket without addresses"
+        )));
+    };
+    let conn = format!("{} -> {}", addr_text(local), addr_text(remote));
+    if ctx.opts.tcp_close {
+        return Ok(InetState::Closed);
+    }
+    if !ctx.opts.tcp_established {
+        return Err(DumpError::unsupported(format!(
+            "fd {fd} of pid {pid} is an established TCP connection ({conn}); use --tcp-established to checkpoint it with TCP_REPAIR, or --tcp-close to restore it closed"
+        )));
+    }
+    let locked = !peer_inside(ctx, local, remote)?;
+    if locked {
+        crate::netlock::lock(pid, local, remote)
+            .map_err(|e| DumpError::unsupported(format!("fd {fd} of pid {pid} ({conn}): {e}")))?;
+        ctx.held.locked = true;
+    }
+    setsockopt_int(sock.as_fd(), libc::SOL_TCP, libc::TCP_REPAIR, 1).map_err(|e| {
+        DumpError::unsupported(format!(
+            "fd {fd} of pid {pid} ({conn}): setsockopt(TCP_REPAIR): {e}"
+        ))
+    })?;
+    let repaired = sock.as_fd().try_clone_to_owned();
+    ctx.held.repaired.push(sock);
+    let sock = repaired.map_err(|e| DumpError::unsupported(format!("dup: {e}")))?;
+    let mut r = repair_state(sock.as_fd(), info).map_err(|e| {
+        DumpError::unsupported(format!(
+            "fd {fd} of pid {pid} ({conn}): read its TCP_REPAIR state: {e}"
+        ))
+    })?;
+    r.locked = locked;
+    Ok(InetState::Established(Box::new(r)))
+}
+
+pub fn addr_text(a: &SockAddr) -> String {
+    match a.ip.len() {
+        4 => format!("{}.{}.{}.{}:{}", a.ip[0], a.ip[1], a.ip[2], a.ip[3], a.port),
+        _ => {
+            let b: [u8; 16] = a.ip.clone().try_into().unwrap_or([0; 16]);
+            format!("[{}]:{}", std::net::Ipv6Addr::from(b), a.port)
+        }
+    }
+}
+
+/// Whether the other end of `local -> remote` is a socket of the dumped process.
+fn peer_inside(ctx: &SockCtx<'_>, local: &SockAddr, remote: &SockAddr) -> Result<bool, DumpError> {
+    let mask = 1 << TCP_ESTABLISHED;
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        let all = sock_diag::tcp_sockets(family, mask)
+            .map_err(|e| DumpError::unsupported(format!("list TCP connections: {e}")))?;
+        let found = all.values().any(|d| {
+            same(&d.src, remote)
+                && same(&d.dst, local)
+                && ctx.inodes.contains_key(&u64::from(d.ino))
+        });
+        if found {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// A diag address (v4 in the first 4 bytes) equals `a` (v4, or v6 possibly v4-mapped).
+fn same(d: &([u8; 16], u16), a: &SockAddr) -> bool {
+    if d.1 != a.port {
+        return false;
+    }
+    match a.ip.len() {
+        4 => d.0[..4] == a.ip[..] || d.0[..] == mapped(&a.ip)[..],
+        _ => d.0[..] == a.ip[..] || (a.ip[..12] == mapped(&[0; 4])[..12] && d.0[..4] == a.ip[12..]),
+    }
+}
+
+fn mapped(v4: &[u8]) -> [u8; 16] {
+    let mut m = [0u8; 16];
+    m[10] = 0xff;
+    m[11] = 0xff;
+    m[12..].copy_from_slice(&v4[..4]);
+    m
+}
+
+/// Everything `TCP_REPAIR` gives back about a socket in repair mode.
+fn repair_state(s: BorrowedFd<'_>, info: &[u8; 8]) -> nix::Result<TcpRepair> {
+    let outq = ioctl_get_int(s, SIOCOUTQ)? as usize;
+    let unsent = ioctl_get_int(s, SIOCOUTQNSD)? as u32;
+    let inq = ioctl_get_int(s, SIOCINQ)? as usize;
+    let options = info[5];
+    let timestamp = if options & 1 != 0 {
+        getsockopt_int(s, libc::SOL_TCP, libc::TCP_TIMESTAMP)? as u32
+    } else {
+        0
+    };
+    let mut w = [0u8; 20];
+    getsockopt_bytes(s, libc::SOL_TCP, libc::TCP_REPAIR_WINDOW, &mut w)?;
+    let window = std::array::from_fn(|i| {
+        u32::from_ne_bytes([w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]])
+    });
+    let (recv_seq, recv_queue) = queue(s, TCP_RECV_QUEUE, inq)?;
+    let (send_seq, send_queue) = queue(s, TCP_SEND_QUEUE, outq)?;
+    setsockopt_int(s, libc::SOL_TCP, libc::TCP_REPAIR_QUEUE, TCP_NO_QUEUE)?;
+    Ok(TcpRepair {
+        send_seq,
+        recv_seq,
+        send_queue,
+        unsent,
+        recv_queue,
+        mss: getsockopt_int(s, libc::SOL_TCP, libc::TCP_MAXSEG)? as u32,
+        options,
+        snd_wscale: info[6] & 0xf,
+        rcv_wscale: info[6] >> 4,
+        timestamp,
+        window,
+        locked: false,
+    })
+}
+
+/// `TCP_QUEUE_SEQ` of one queue and its bytes, peeked (one byte more is asked for, to
+/// be sure the queue holds exactly `len`).
+fn queue(s: BorrowedFd<'_>, which: i32, len: usize) -> nix::Result<(u32, Vec<u8>)> {
+    setsockopt_int(s, libc::SOL_TCP, libc::TCP_REPAIR_QUEUE, which)?;
+    let seq = getsockopt_int(s, libc::SOL_TCP, libc::TCP_QUEUE_SEQ)? as u32;
+    if len == 0 {
+        return Ok((seq, Vec::new()));
+    }
+    let peek_off = getsockopt_int(s, libc::SOL_SOCKET, SO_PEEK_OFF)?;
+    if peek_off >= 0 {
+        setsockopt_int(s, libc::SOL_SOCKET, SO_PEEK_OFF, 0)?;
+    }
+    let mut buf = vec![0u8; len + 1];
+    let got = recv_peek(s, &mut buf);
+    if peek_off >= 0 {
+        setsockopt_int(s, libc::SOL_SOCKET, SO_PEEK_OFF, peek_off)?;
+    }
+    let got = got?;
+    if got.len != len {
+        return Err(nix::errno::Errno::EIO);
+    }
+    buf.truncate(len);
+    Ok((seq, buf))
+}

@@ -1,0 +1,335 @@
+//! The fd table, cwd/root and umask. Each fd is looked at from `/proc/PID/fd` and
+//! `/proc/PID/fdinfo` ([`OpenFd`]), fds sharing one open file description are recorded once
+//! (the others become [`FdKind::Dup`]), and the rest is dispatched by kind to one module per
+//! kind family, each the twin of `restore/files/<kind>.rs`. Kinds stasis cannot restore are
+//! refused here, naming the fd, the pid and the kind.
+//!
+//! - [`path`]: regular files, directories, `O_PATH` fds and deleted ("ghost") files;
+//! - [`chardev`]: character devices and terminals;
+//! - [`pipe`]: pipes and FIFOs, with their buffered bytes;
+//! - [`eventfd`], [`timerfd`], [`signalfd`], [`epoll`], [`inotify`], [`memfd`], [`pidfd`];
+//! - [`locks`]: flock, POSIX and OFD locks held through the fds;
+//! - `sock`, `unix`, `inet`: sockets (unix, TCP and UDP); `pty`: pseudo-terminal pairs.
+//!
+//! An object is created by the first fd that holds it; later fds of the same open file
+//! description are [`FdKind::Dup`]s of it, and the other end of a pipe is a
+//! [`FdKind::PipePeer`] of the end seen first.
+
+pub mod chardev;
+pub mod epoll;
+pub mod eventfd;
+mod inet;
+pub mod inotify;
+pub mod locks;
+pub mod memfd;
+pub mod path;
+pub mod pidfd;
+pub mod pipe;
+mod pty;
+pub mod signalfd;
+mod sock;
+pub mod timerfd;
+mod unix;
+
+use std::collections::HashMap;
+use std::fs::Metadata;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+use super::DumpError;
+use crate::image::files::{FdEntry, FdKind, FilesImage};
+use crate::proc::{self, FdInfo};
+
+pub use chardev::is_tty;
+pub use inet::{addr_text, Held};
+use sock::SockCtx;
+
+/// What the fd code needs of the dump options.
+#[derive(Clone, Debug, Default)]
+pub struct FdOptions {
+    pub shell_job: bool,
+    /// Largest deleted-but-open file whose contents are saved (`--ghost-limit`).
+    pub ghost_limit: u64,
+    /// Save file locks (`--file-locks`); without it a held lock is refused.
+    pub file_locks: bool,
+    /// Every process of the image (a pidfd must refer to one of them).
+    pub pids: Vec<i32>,
+    /// `--tcp-established`: save established TCP connections with TCP_REPAIR.
+    pub tcp_established: bool,
+    /// `--tcp-close`: save established TCP connections as closed.
+    pub tcp_close: bool,
+    /// `--ext-unix-sk`: unix sockets connected outside are connected again at restore.
+    pub ext_unix_sk: bool,
+    /// `--skip-in-flight`: drop fds in flight and connections not yet accepted.
+    pub skip_in_flight: bool,
+}
+
+/// What earlier fds of the table created, for later fds that refer to it.
+#[derive(Default)]
+pub struct Walk {
+    /// Per object identity, the fds that created an open file description of it, in
+    /// `kcmp` order (for dedup by binary search).
+    created: HashMap<(u64, u64), Vec<i32>>,
+    /// Pipe inode → the fd that creates the pipe, and the fd holding the other end.
+    pub pipes: HashMap<u64, (i32, Option<i32>)>,
+    /// FIFO and memfd inodes already seen (their data is saved once).
+    pub inodes: HashMap<u64, i32>,
+}
+
+/// One open fd of the target, as seen from outside.
+pub struct OpenFd {
+    pub pid: i32,
+    pub fd: i32,
+    /// The `/proc/PID/fd/N` link text (`/path`, `pipe:[123]`, `anon_inode:[eventfd]`...).
+    pub target: String,
+    pub info: FdInfo,
+    /// `stat` of the open file itself (through the magic link).
+    pub meta: Metadata,
+}
+
+impl OpenFd {
+    pub fn inspect(pid: i32, fd: i32) -> Result<OpenFd, DumpError> {
+        let info = proc::fdinfo(pid, fd)?;
+        let target = proc::link(pid, &format!("fd/{fd}"))?
+            .to_string_lossy()
+            .into_owned();
+        let through = format!("/proc/{pid}/fd/{fd}");
+        let meta = std::fs::metadata(&through).map_err(|source| DumpError::Stat {
+            path: through,
+            source,
+        })?;
+        Ok(OpenFd {
+            pid,
+            fd,
+            target,
+            info,
+            meta,
+        })
+    }
+
+    /// `/proc/PID/fd/N`, through which the open file can be reached.
+    pub fn through(&self) -> String {
+        format!("/proc/{}/fd/{}", self.pid, self.fd)
+    }
+
+    /// "fd 3 of pid 42 is <kind> (<target>), which stasis cannot checkpoint yet".
+    pub fn refuse(&self, kind: &str) -> DumpError {
+        self.error(&format!(
+            "is {kind} ({}), which stasis cannot checkpoint yet",
+            self.target
+        ))
+    }
+
+    /// "fd 3 of pid 42 <what>".
+    pub fn error(&self, what: &str) -> DumpError {
+        DumpError::unsupported(format!("fd {} of pid {} {what}", self.fd, self.pid))
+    }
+
+    /// The open file's identity: equal for every fd of one open file description.
+    fn object(&self) -> (u64, u64) {
+        (self.meta.dev(), self.meta.ino())
+    }
+}
+
+/// All open fds of `pid`, the locks held through them, and the sockets held in repair
+/// mode meanwhile (see [`Held`]).
+pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpError> {
+    let mut fds: Vec<FdEntry> = Vec::new();
+    let mut lock_list = Vec::new();
+    let mut walk = Walk::default();
+    let mut epolls = Vec::new();
+    let mut opened = Vec::new();
+    for fd in proc::fds(pid)? {
+        opened.push(OpenFd::inspect(pid, fd)?);
+    }
+    let links: Vec<(i32, String)> = opened.iter().map(|o| (o.fd, o.target.clone())).collect();
+    let mut ctx = SockCtx::new(pid, opts, &links);
+    find_ptys(&mut ctx, &opened);
+    for open in opened {
+        let fd = open.fd;
+        let kind = match same_description(&open, &mut walk.created) {
+            Some(of) => FdKind::Dup { of },
+            None => {
+                lock_list.extend(locks::dump(&open, opts.file_locks)?);
+                if epoll::is_epoll(&open) {
+                    epolls.push(fd);
+                }
+                classify(&open, opts, &mut walk, &mut ctx)?
+            }
+        };
+        fds.push(FdEntry {
+            fd,
+            cloexec: open.info.flags & libc::O_CLOEXEC != 0,
+            flags: open.info.flags & !libc::O_CLOEXEC,
+            kind,
+        });
+    }
+    pipe::link_peers(&mut fds, &walk);
+    epoll::check_targets(pid, &fds, &epolls)?;
+    let image = FilesImage {
+        fds,
+        locks: lock_list,
+    };
+    Ok((image, ctx.held))
+}
+
+/// Pty masters of the process by pts number, and the first fd of each of their slaves.
+fn find_ptys(ctx: &mut SockCtx<'_>, opened: &[OpenFd]) {
+    for open in opened {
+        if pty::is_master(&open.target) {
+            if let Some(index) = pty::master_index(&open.info.extra) {
+                ctx.masters.entry(index).or_insert(open.fd);
+            }
+        } else if let Some(index) = pty::slave_index(open.meta.rdev()) {
+            ctx.slaves.entry(index).or_insert(open.fd);
+        }
+    }
+}
+
+/// The earlier fd holding the same open file description (`kcmp(KCMP_FILE)`), asked only
+/// for fds of the same object, so the common case costs no syscall. `kcmp` orders open
+/// file descriptions, so a thousand opens of one file cost a binary search each, not a
+/// scan. A new description is recorded in `created`.
+fn same_description(open: &OpenFd, created: &mut HashMap<(u64, u64), Vec<i32>>) -> Option<i32> {
+    let p = nix::unistd::Pid::from_raw(open.pid);
+    let fds = created.entry(open.object()).or_default();
+    let found = fds.binary_search_by(|&earlier| {
+        match crate::sys::probe::kcmp_file(p, p, earlier, open.fd) {
+            Ok(0) => std::cmp::Ordering::Equal,
+            Ok(1) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        }
+    });
+    match found {
+        Ok(i) => Some(fds[i]),
+        Err(i) => {
+            fds.insert(i, open.fd);
+            None
+        }
+    }
+}
+
+/// Dispatches by kind.
+fn classify(
+    open: &OpenFd,
+    opts: &FdOptions,
+    walk: &mut Walk,
+    ctx: &mut SockCtx<'_>,
+) -> Result<FdKind, DumpError> {
+    if let Some(ino) = sock::socket_inode(&open.target) {
+        return sock::socket_kind(ctx, open.fd, ino);
+    }
+    if let Some(index) = pty::is_master(&open.target)
+        .then(|| pty::master_index(&open.info.extra))
+        .flatten()
+    {
+        return pty::master_kind(ctx, open.fd, index);
+    }
+    if let Some(kind) = pty::slave_index(open.meta.rdev()).and_then(|i| pty::slave_kind(ctx, i)) {
+        return Ok(kind);
+    }
+    if open.info.flags & libc::O_PATH != 0 {
+        return path::dump_opath(open);
+    }
+    if let Some(name) = open.target.strip_prefix("anon_inode:") {
+        return anon_inode(open, name.trim_matches(|c| c == '[' || c == ']'), opts);
+    }
+    if open.target.starts_with("pipe:") {
+        return pipe::dump(open, walk);
+    }
+    if open.target.starts_with("/memfd:") {
+        return memfd::dump(open, walk);
+    }
+    let ft = open.meta.file_type();
+    if ft.is_file() && open.target.ends_with(" (deleted)") {
+        return path::dump_ghost(open, opts.ghost_limit);
+    }
+    if ft.is_file() || ft.is_dir() {
+        return path::dump(open);
+    }
+    if ft.is_char_device() {
+        return chardev::dump(open, opts.shell_job);
+    }
+    if ft.is_fifo() {
+        return pipe::dump_fifo(open, walk);
+    }
+    Err(open.refuse(if ft.is_socket() {
+        "a socket"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else {
+        "a file of unknown type"
+    }))
+}
+
+/// Objects without a path (`anon_inode:[eventfd]`...).
+fn anon_inode(open: &OpenFd, name: &str, opts: &FdOptions) -> Result<FdKind, DumpError> {
+    match name {
+        "eventfd" => eventfd::dump(open),
+        "timerfd" => timerfd::dump(open),
+        "signalfd" => signalfd::dump(open),
+        "eventpoll" => epoll::dump(open),
+        "inotify" => inotify::dump(open),
+        "pidfd" => pidfd::dump(open, &opts.pids),
+        other => Err(open.refuse(unsupported_kind(other))),
+    }
+}
+
+/// What to call an anonymous-inode file stasis does not save.
+fn unsupported_kind(name: &str) -> &'static str {
+    match name {
+        "io_uring" => "an io_uring instance",
+        "userfaultfd" => "a userfaultfd",
+        "bpf-map" | "bpf-prog" | "bpf_link" | "bpf-link" => "a bpf object",
+        "perf_event" => "a perf_event",
+        "fanotify" => "a fanotify instance",
+        _ => "an anonymous-inode file",
+    }
+}
+
+/// Objects that fds create (pipes, memfds, ghost files) seen so far in the tree, by
+/// `(st_dev, st_ino)`, with the process that creates them.
+pub type TreeObjects = HashMap<(u64, u64), i32>;
+
+/// Refuses an object that two processes of the tree hold through different open file
+/// descriptions (two pipe ends in two processes, a memfd reopened by another process):
+/// each process would create its own copy. Runs after `Shared::link_files` turned the
+/// descriptions inherited from an earlier process into `Inherited`.
+pub fn check_split_objects(
+    pid: i32,
+    files: &FilesImage,
+    seen: &mut TreeObjects,
+) -> Result<(), DumpError> {
+    for e in &files.fds {
+        let what = match &e.kind {
+            FdKind::Pipe(_) | FdKind::PipePeer { .. } => "a pipe",
+            FdKind::Memfd(_) => "a memfd",
+            FdKind::Ghost(_) => "a deleted file",
+            _ => continue,
+        };
+        let split = |other: String| {
+            DumpError::unsupported(format!(
+                "fd {} of pid {pid} is {what} whose other open file description is held by {other}; stasis cannot yet restore such an object shared across processes",
+                e.fd
+            ))
+        };
+        if let FdKind::PipePeer { of } = e.kind {
+            let creator = files.fds.iter().find(|x| x.fd == of).map(|x| &x.kind);
+            if !matches!(creator, Some(FdKind::Pipe(_))) {
+                return Err(split(format!("an earlier process (through fd {of})")));
+            }
+        }
+        let open = OpenFd::inspect(pid, e.fd)?;
+        match seen.get(&open.object()) {
+            Some(&q) if q != pid => return Err(split(format!("pid {q}"))),
+            _ => {
+                seen.insert(open.object(), pid);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A value from the fd's fdinfo, or an error naming the fd.
+pub fn parsed<T>(open: &OpenFd, r: Result<T, String>) -> Result<T, DumpError> {
+    r.map_err(|e| open.error(&format!("has unexpected fdinfo: {e}")))
+}

@@ -1,0 +1,137 @@
+//! Pipes and FIFOs. The restore side is `restore/files/pipe.rs`.
+//!
+//! A pipe has two ends, each its own open file description. The first fd of the table
+//! holding either end records the pipe ([`FdKind::Pipe`]: its end, capacity and buffered
+//! bytes) and the first fd holding the other end becomes its [`FdKind::PipePeer`]; further
+//! fds of either description are `Dup`s. A FIFO is reopened by path; its first fd carries
+//! the FIFO's capacity and bytes.
+//!
+//! The buffered bytes are copied, never consumed: the pipe's read side is duplicated into
+//! stasis (`pidfd_getfd` of a read end, or a fresh read-only open of `/proc/PID/fd/N` when
+//! the process holds only the write end) and `tee(2)`d into a pipe of stasis's own.
+//! `O_DIRECT` (packet) pipes keep their mode, not their packet boundaries.
+
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+
+use super::{OpenFd, Walk};
+use crate::dump::mm::file_id;
+use crate::dump::DumpError;
+use crate::image::files::{FdEntry, FdKind, FifoFd, PipeEnd, PipeFd};
+use crate::sys::fd::{fionread, tee};
+use crate::sys::probe::{pidfd_getfd, pidfd_open};
+
+pub fn dump(open: &OpenFd, walk: &mut Walk) -> Result<FdKind, DumpError> {
+    let ino = open.meta.ino();
+    let end = end_of(open)?;
+    match walk.pipes.get_mut(&ino) {
+        Some((of, peer @ None)) => {
+            *peer = Some(open.fd);
+            Ok(FdKind::PipePeer { of: *of })
+        }
+        Some((of, Some(peer))) => Err(open.error(&format!(
+            "is a third open file description of the pipe of fds {of} and {peer} ({}); stasis restores pipes with one description per end",
+            open.target
+        ))),
+        None => {
+            walk.pipes.insert(ino, (open.fd, None));
+            let (size, data) = contents(open, end)?;
+            Ok(FdKind::Pipe(PipeFd {
+                ino,
+                end,
+                peer: None,
+                size,
+                data,
+            }))
+        }
+    }
+}
+
+/// A FIFO by path; the first fd of one FIFO carries its capacity and bytes.
+pub fn dump_fifo(open: &OpenFd, walk: &mut Walk) -> Result<FdKind, DumpError> {
+    super::path::still_named(open)?;
+    let file = file_id(&open.through(), &open.target)?;
+    let first = walk.inodes.insert(open.meta.ino(), open.fd).is_none();
+    let end = match open.info.flags & libc::O_ACCMODE {
+        libc::O_WRONLY => PipeEnd::Write,
+        _ => PipeEnd::Read,
+    };
+    let (size, data) = if first {
+        contents(open, end)?
+    } else {
+        (0, Vec::new())
+    };
+    Ok(FdKind::Fifo(FifoFd { file, size, data }))
+}
+
+/// Fills in each creating fd's `peer` once the whole table is known.
+pub fn link_peers(fds: &mut [FdEntry], walk: &Walk) {
+    for (creator, peer) in walk.pipes.values() {
+        if let Some(FdKind::Pipe(p)) = fds
+            .iter_mut()
+            .find(|e| e.fd == *creator)
+            .map(|e| &mut e.kind)
+        {
+            p.peer = *peer;
+        }
+    }
+}
+
+fn end_of(open: &OpenFd) -> Result<PipeEnd, DumpError> {
+    match open.info.flags & libc::O_ACCMODE {
+        libc::O_RDONLY => Ok(PipeEnd::Read),
+        libc::O_WRONLY => Ok(PipeEnd::Write),
+        _ => Err(open.error(&format!(
+            "is a pipe opened for reading and writing ({}), which stasis cannot checkpoint",
+            open.target
+        ))),
+    }
+}
+
+/// Capacity and buffered bytes of the pipe behind `open`.
+fn contents(open: &OpenFd, end: PipeEnd) -> Result<(u32, Vec<u8>), DumpError> {
+    let fail = |what: &str, e: nix::errno::Errno| {
+        open.error(&format!("({}): {what}: {}", open.target, e.desc()))
+    };
+    let reader = read_side(open, end).map_err(|e| fail("duplicate its read side", e))?;
+    let size =
+        fcntl(reader.as_fd(), FcntlArg::F_GETPIPE_SZ).map_err(|e| fail("F_GETPIPE_SZ", e))?;
+    let queued = fionread(reader.as_fd()).map_err(|e| fail("FIONREAD", e))?;
+    if queued == 0 {
+        return Ok((size as u32, Vec::new()));
+    }
+    let (ours_r, ours_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| fail("pipe2", e))?;
+    fcntl(ours_w.as_fd(), FcntlArg::F_SETPIPE_SZ(size)).map_err(|e| fail("F_SETPIPE_SZ", e))?;
+    let copied = tee(reader.as_fd(), ours_w.as_fd(), queued).map_err(|e| fail("tee", e))?;
+    if copied != queued {
+        return Err(open.error(&format!(
+            "({}): tee copied {copied} of {queued} buffered bytes",
+            open.target
+        )));
+    }
+    drop(ours_w);
+    let mut data = Vec::with_capacity(queued);
+    std::fs::File::from(ours_r)
+        .read_to_end(&mut data)
+        .map_err(|e| open.error(&format!("({}): read the copy: {e}", open.target)))?;
+    Ok((size as u32, data))
+}
+
+/// A read-side fd of the pipe: the target's own read end (same description, so `tee`
+/// sees exactly its bytes), or a new reader opened through `/proc/PID/fd/N`.
+fn read_side(open: &OpenFd, end: PipeEnd) -> nix::Result<OwnedFd> {
+    if end == PipeEnd::Read {
+        let pidfd = pidfd_open(nix::unistd::Pid::from_raw(open.pid))?;
+        return pidfd_getfd(pidfd.as_fd(), open.fd);
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(open.through())
+        .map(OwnedFd::from)
+        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+}

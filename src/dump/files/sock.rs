@@ -1,0 +1,183 @@
+//! Sockets in the fd table: which family an fd is, the state shared by every socket of one
+//! dump (the target's pidfd, the kernel's unix socket table, the sockets held in repair
+//! mode), and the options common to every family.
+//!
+//! A socket is looked at through a duplicate of the target's fd (`pidfd_getfd`): the same
+//! socket, so nothing here may consume data or change state it does not put back. Unix
+//! sockets are `unix.rs`, TCP and UDP `inet.rs`; other families are refused, naming the
+//! fd, the pid and the family.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use nix::unistd::Pid;
+
+use super::inet::Held;
+use super::FdOptions;
+use crate::dump::DumpError;
+use crate::image::files::FdKind;
+use crate::image::sock::SockOpts;
+use crate::sys::sock_diag::{self, UnixDiag};
+use crate::sys::socket::{getsockopt_int, SO_PEEK_OFF};
+
+/// Per-dump state for sockets and terminals.
+pub struct SockCtx<'a> {
+    pub pid: i32,
+    pub opts: &'a FdOptions,
+    pidfd: Option<OwnedFd>,
+    unix: Option<HashMap<u32, UnixDiag>>,
+    /// Inodes of every socket in the fd table, and the fd first holding each.
+    pub inodes: HashMap<u64, i32>,
+    /// Sockets already described (a second fd on one is a dup).
+    pub seen: HashSet<u64>,
+    /// `SockOpts` of a fresh socket, per (family, type): what "unchanged" means.
+    defaults: HashMap<(i32, i32), (u32, u32)>,
+    pub held: Held,
+    /// Pty masters by pts number (first fd), and the first fd of each of their slaves.
+    pub masters: HashMap<u32, i32>,
+    pub slaves: HashMap<u32, i32>,
+}
+
+impl<'a> SockCtx<'a> {
+    /// `links` are the fd table's `(fd, link text)` pairs.
+    pub fn new(pid: i32, opts: &'a FdOptions, links: &[(i32, String)]) -> Self {
+        let mut inodes = HashMap::new();
+        for (fd, link) in links {
+            if let Some(ino) = socket_inode(link) {
+                inodes.entry(ino).or_insert(*fd);
+            }
+        }
+        SockCtx {
+            pid,
+            opts,
+            pidfd: None,
+            unix: None,
+            inodes,
+            seen: HashSet::new(),
+            defaults: HashMap::new(),
+            held: Held::new(pid),
+            masters: HashMap::new(),
+            slaves: HashMap::new(),
+        }
+    }
+
+    /// A duplicate of the target's fd `fd` (the same open file).
+    pub fn steal(&mut self, fd: i32) -> Result<OwnedFd, DumpError> {
+        let pid = self.pid;
+        if self.pidfd.is_none() {
+            let pidfd = crate::sys::probe::pidfd_open(Pid::from_raw(pid))
+                .map_err(|e| DumpError::unsupported(format!("pidfd_open of pid {pid}: {e}")))?;
+            self.pidfd = Some(pidfd);
+        }
+        let pidfd = self.pidfd.as_ref().expect("opened above");
+        crate::sys::probe::pidfd_getfd(pidfd.as_fd(), fd).map_err(|e| {
+            DumpError::unsupported(format!("pidfd_getfd of fd {fd} of pid {pid}: {e}"))
+        })
+    }
+
+    /// The kernel's table of unix sockets, read once per dump.
+    pub fn unix_table(&mut self) -> Result<&HashMap<u32, UnixDiag>, DumpError> {
+        if self.unix.is_none() {
+            let table = sock_diag::unix_sockets()
+                .map_err(|e| DumpError::unsupported(format!("list unix sockets: {e}")))?;
+            self.unix = Some(table);
+        }
+        Ok(self.unix.as_ref().expect("read above"))
+    }
+
+    /// Options of `sock` (a stolen fd of family `family`, type `ty`); buffer sizes only
+    /// when they differ from a fresh socket's.
+    pub fn common_opts(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        family: i32,
+        ty: i32,
+    ) -> Result<SockOpts, DumpError> {
+        let get = |name| getsockopt_int(sock, libc::SOL_SOCKET, name).unwrap_or(0);
+        let (rcv, snd) = (get(libc::SO_RCVBUF) as u32, get(libc::SO_SNDBUF) as u32);
+        let (drcv, dsnd) = self.default_bufs(family, ty)?;
+        Ok(SockOpts {
+            rcvbuf: (rcv != drcv).then_some(rcv),
+            sndbuf: (snd != dsnd).then_some(snd),
+            passcred: get(libc::SO_PASSCRED) != 0,
+            peek_off: getsockopt_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF).unwrap_or(-1),
+            reuseaddr: get(libc::SO_REUSEADDR) != 0,
+            reuseport: get(libc::SO_REUSEPORT) != 0,
+            keepalive: get(libc::SO_KEEPALIVE) != 0,
+            broadcast: get(libc::SO_BROADCAST) != 0,
+        })
+    }
+
+    fn default_bufs(&mut self, family: i32, ty: i32) -> Result<(u32, u32), DumpError> {
+        if let Some(d) = self.defaults.get(&(family, ty)) {
+            return Ok(*d);
+        }
+        let fresh = fresh_socket(family, ty)?;
+        let get = |name| getsockopt_int(fresh.as_fd(), libc::SOL_SOCKET, name).unwrap_or(0) as u32;
+        let d = (get(libc::SO_RCVBUF), get(libc::SO_SNDBUF));
+        self.defaults.insert((family, ty), d);
+        Ok(d)
+    }
+}
+
+fn fresh_socket(family: i32, ty: i32) -> Result<OwnedFd, DumpError> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    let fam = AddressFamily::from_i32(family)
+        .ok_or_else(|| DumpError::unsupported(format!("socket family {family}")))?;
+    let ty = SockType::try_from(ty)
+        .map_err(|e| DumpError::unsupported(format!("socket type {ty}: {e}")))?;
+    socket(fam, ty, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(|e| DumpError::unsupported(format!("create a probe socket: {e}")))
+}
+
+/// `socket:[1234]` → 1234.
+pub fn socket_inode(link: &str) -> Option<u64> {
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// The kind of fd `fd`, a socket with inode `ino`.
+pub fn socket_kind(ctx: &mut SockCtx<'_>, fd: i32, ino: u64) -> Result<FdKind, DumpError> {
+    if let Some(&first) = ctx.inodes.get(&ino) {
+        if first != fd && ctx.seen.contains(&ino) {
+            return Ok(FdKind::Dup { of: first });
+        }
+    }
+    ctx.seen.insert(ino);
+    if ctx.unix_table()?.contains_key(&(ino as u32)) {
+        return super::unix::unix_kind(ctx, fd, ino);
+    }
+    let sock = ctx.steal(fd)?;
+    let family = getsockopt_int(sock.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN).map_err(|e| {
+        DumpError::unsupported(format!(
+            "fd {fd} of pid {}: getsockopt(SO_DOMAIN): {e}",
+            ctx.pid
+        ))
+    })?;
+    match family {
+        libc::AF_INET | libc::AF_INET6 => super::inet::inet_kind(ctx, fd, ino, sock, family),
+        other => Err(DumpError::unsupported(format!(
+            "fd {fd} of pid {} is a socket of family {} ({other}), which stasis cannot checkpoint",
+            ctx.pid,
+            family_name(other)
+        ))),
+    }
+}
+
+fn family_name(family: i32) -> &'static str {
+    match family {
+        libc::AF_UNIX => "AF_UNIX",
+        libc::AF_NETLINK => "AF_NETLINK",
+        libc::AF_PACKET => "AF_PACKET",
+        libc::AF_VSOCK => "AF_VSOCK",
+        libc::AF_ALG => "AF_ALG",
+        libc::AF_BLUETOOTH => "AF_BLUETOOTH",
+        libc::AF_CAN => "AF_CAN",
+        libc::AF_TIPC => "AF_TIPC",
+        libc::AF_XDP => "AF_XDP",
+        libc::AF_KEY => "AF_KEY",
+        _ => "unknown",
+    }
+}

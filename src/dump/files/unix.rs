@@ -1,0 +1,230 @@
+//! Unix sockets: type, bound name, listening backlog, peer, shutdown state, options and
+//! the receive queue, read without consuming it (`MSG_PEEK` from offset 0 with
+//! `SO_PEEK_OFF`, message by message; the owner's peek offset is put back).
+//!
+//! The peer comes from `unix_diag`: another socket of the process, a connection still in
+//! a listener's queue (`Pending`), a closed peer, or a socket elsewhere — refused unless
+//! `--ext-unix-sk`, which saves its name to connect to again at restore. Messages carrying
+//! fds (`SCM_RIGHTS`) are refused unless `--skip-in-flight`, which keeps them without
+//! their fds. The restore side is `restore/files/unix.rs`.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::MetadataExt;
+
+use super::sock::SockCtx;
+use crate::dump::DumpError;
+use crate::image::files::FdKind;
+use crate::image::sock::{UnixMessage, UnixPeer, UnixSocket};
+use crate::sys::sock_diag::{UnixDiag, TCP_LISTEN};
+use crate::sys::socket::{getsockopt_int, recv_peek, setsockopt_int, Peeked, SO_PEEK_OFF};
+
+/// `TCP_ESTABLISHED`, as unix_diag reports a connected socket.
+const CONNECTED: u8 = 1;
+/// Largest message read in one peek: above `net.core.wmem_max` (4 MiB here), which bounds
+/// a datagram's size.
+const PEEK_BUF: usize = 8 << 20;
+
+pub fn unix_kind(ctx: &mut SockCtx<'_>, fd: i32, ino: u64) -> Result<FdKind, DumpError> {
+    let pid = ctx.pid;
+    let d = ctx.unix_table()?[&(ino as u32)].clone();
+    let bind_dir = bind_dir(pid, fd, &d)?;
+    let peer = peer(ctx, fd, ino, &d)?;
+    let listen_backlog = (d.state == TCP_LISTEN).then_some(d.rqlen.1);
+    if listen_backlog.is_some() {
+        check_pending(ctx, fd, &d)?;
+    }
+    let sock = ctx.steal(fd)?;
+    let opts = ctx.common_opts(sock.as_fd(), libc::AF_UNIX, i32::from(d.sock_type))?;
+    let queue = if listen_backlog.is_some() {
+        Vec::new()
+    } else {
+        peek_queue(sock.as_fd(), &d).map_err(|e| {
+            DumpError::unsupported(format!(
+                "fd {fd} of pid {pid}: peek at its receive queue: {e}"
+            ))
+        })?
+    };
+    check_queue(ctx, fd, &d, &peer, &queue)?;
+    Ok(FdKind::Unix(Box::new(UnixSocket {
+        ino,
+        sock_type: i32::from(d.sock_type),
+        name: d.name.clone(),
+        bind_dir,
+        listen_backlog,
+        peer,
+        shutdown: d.shutdown,
+        queue: queue.into_iter().map(|(m, _)| m).collect(),
+        opts,
+    })))
+}
+
+/// A relative path name was bound relative to some cwd: find which (the process's cwd is
+/// the only candidate stasis can check, through the bound inode).
+fn bind_dir(pid: i32, fd: i32, d: &UnixDiag) -> Result<Option<String>, DumpError> {
+    if d.name.is_empty() || d.name[0] == 0 || d.name[0] == b'/' {
+        return Ok(None);
+    }
+    let cwd = format!("/proc/{pid}/cwd");
+    let name = String::from_utf8_lossy(&d.name).into_owned();
+    let here = std::fs::metadata(format!("{cwd}/{name}")).ok();
+    match (here, d.vfs) {
+        (Some(m), Some((ino, _))) if m.ino() == u64::from(ino) => {
+            let dir = std::fs::read_link(&cwd).map_err(|source| DumpError::Stat { path: cwd, source })?;
+            Ok(Some(dir.to_string_lossy().into_owned()))
+        }
+        _ => Err(DumpError::unsupported(format!(
+            "fd {fd} of pid {pid} is a unix socket bound to the relative name {name:?}, which is not in its current directory any more"
+        ))),
+    }
+}
+
+fn peer(ctx: &mut SockCtx<'_>, fd: i32, ino: u64, d: &UnixDiag) -> Result<UnixPeer, DumpError> {
+    let pid = ctx.pid;
+    let inodes: std::collections::HashSet<u64> = ctx.inodes.keys().copied().collect();
+    let table = ctx.unix_table()?;
+    // A connection not yet accepted: its listener lists us (our peer has no inode yet).
+    let listener = table.values().find_map(|l| {
+        let position = l.icons.iter().position(|c| u64::from(*c) == ino)?;
+        (l.state == TCP_LISTEN && inodes.contains(&u64::from(l.ino))).then_some((l.ino, position))
+    });
+    if let Some((l, position)) = listener {
+        return Ok(UnixPeer::Pending {
+            listener: u64::from(l),
+            position: position as u32,
+        });
+    }
+    // Datagram sockets report "connected" also when another socket connected to them
+    // (and keep a dead peer's pointer): only stream-like ones can have a closed peer.
+    if d.peer == 0 {
+        let stream_like = d.sock_type != libc::SOCK_DGRAM as u8;
+        return Ok(if stream_like && d.state == CONNECTED {
+            UnixPeer::Closed
+        } else {
+            UnixPeer::None
+        });
+    }
+    let p = u64::from(d.peer);
+    if inodes.contains(&p) {
+        return Ok(UnixPeer::Socket { ino: p });
+    }
+    let name = table
+        .get(&d.peer)
+        .map(|p| p.name.clone())
+        .unwrap_or_default();
+    if !ctx.opts.ext_unix_sk {
+        return Err(DumpError::unsupported(format!(
+            "fd {fd} of pid {pid} is a unix socket connected to socket:[{p}]{}, which pid {pid} does not hold (unix connections between processes are not checkpointed yet); use --ext-unix-sk to connect it to that address again at restore",
+            display_name(&name)
+        )));
+    }
+    if name.is_empty() {
+        return Err(DumpError::unsupported(format!(
+            "fd {fd} of pid {pid} is a unix socket connected to the unnamed socket:[{p}] outside the dumped process: there is no address to connect to again"
+        )));
+    }
+    Ok(UnixPeer::External { name })
+}
+
+pub fn display_name(name: &[u8]) -> String {
+    match name.first() {
+        None => String::new(),
+        Some(0) => format!(" (@{})", String::from_utf8_lossy(&name[1..])),
+        Some(_) => format!(" ({})", String::from_utf8_lossy(name)),
+    }
+}
+
+/// Connections not yet accepted: restorable when their client is in the process and
+/// sent nothing yet (its data would sit in a socket without an fd, which nothing can
+/// peek); otherwise refused unless `--skip-in-flight` (dropped).
+fn check_pending(ctx: &mut SockCtx<'_>, fd: i32, d: &UnixDiag) -> Result<(), DumpError> {
+    let (pid, skip) = (ctx.pid, ctx.opts.skip_in_flight);
+    let inodes: Vec<u64> = ctx.inodes.keys().copied().collect();
+    let table = ctx.unix_table()?;
+    for client in &d.icons {
+        let what = if !inodes.contains(&u64::from(*client)) {
+            "a connection from outside the dumped process"
+        } else if table.get(client).is_some_and(|c| c.wmem_alloc > 1) {
+            "a connection whose client already sent data"
+        } else {
+            continue;
+        };
+        if !skip {
+            return Err(DumpError::unsupported(format!(
+                "fd {fd} of pid {pid} is a listening unix socket with {what} not yet accepted; use --skip-in-flight to drop such connections"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Queued data that cannot be put back: from an external peer, or with fds in flight.
+fn check_queue(
+    ctx: &SockCtx<'_>,
+    fd: i32,
+    d: &UnixDiag,
+    peer: &UnixPeer,
+    queue: &[(UnixMessage, usize)],
+) -> Result<(), DumpError> {
+    let pid = ctx.pid;
+    if !queue.is_empty() && matches!(peer, UnixPeer::External { .. }) {
+        return Err(DumpError::unsupported(format!(
+            "fd {fd} of pid {pid} is a unix socket connected outside the dumped process with {} unread messages, which its peer cannot send again",
+            queue.len()
+        )));
+    }
+    let unsendable = d.sock_type == libc::SOCK_DGRAM as u8
+        && !matches!(peer, UnixPeer::Socket { .. })
+        && d.name.is_empty();
+    if !queue.is_empty() && unsendable {
+        return Err(DumpError::unsupported(format!(
+            "fd {fd} of pid {pid} is an unnamed, unconnected unix datagram socket with queued messages, which nothing can address again"
+        )));
+    }
+    let in_flight: usize = queue.iter().map(|(_, fds)| fds).sum();
+    if in_flight > 0 && !ctx.opts.skip_in_flight {
+        return Err(DumpError::unsupported(format!(
+            "fd {fd} of pid {pid} has file descriptors in flight ({in_flight} sent with SCM_RIGHTS, not yet received); use --skip-in-flight to restore the messages without them"
+        )));
+    }
+    Ok(())
+}
+
+/// Every queued message, oldest first, with the number of fds riding on it. The peek
+/// offset is set to 0 and advanced by each peek; the owner's offset is put back after.
+fn peek_queue(sock: BorrowedFd<'_>, d: &UnixDiag) -> nix::Result<Vec<(UnixMessage, usize)>> {
+    let saved = getsockopt_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF)?;
+    setsockopt_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF, 0)?;
+    let result = peek_all(sock, d);
+    setsockopt_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF, saved)?;
+    result
+}
+
+fn peek_all(sock: BorrowedFd<'_>, d: &UnixDiag) -> nix::Result<Vec<(UnixMessage, usize)>> {
+    let stream_like = d.sock_type != libc::SOCK_DGRAM as u8;
+    let mut buf = vec![0u8; PEEK_BUF];
+    let mut out = Vec::new();
+    let mut total = 0usize;
+    loop {
+        // Stream and seqpacket: the diag byte count says when the queue is done (a
+        // shut-down socket reads 0 forever instead of EAGAIN).
+        if stream_like && total >= d.rqlen.0 as usize {
+            return Ok(out);
+        }
+        let p: Peeked = match recv_peek(sock, &mut buf) {
+            Err(nix::errno::Errno::EAGAIN) => return Ok(out),
+            r => r?,
+        };
+        if p.truncated {
+            return Err(nix::errno::Errno::EMSGSIZE);
+        }
+        if stream_like && p.len == 0 {
+            return Ok(out);
+        }
+        total += p.len;
+        let msg = UnixMessage {
+            data: buf[..p.len].to_vec(),
+            creds: p.creds,
+        };
+        out.push((msg, p.fds));
+    }
+}

@@ -1,0 +1,305 @@
+//! The process tree: every process descended from the dumped root, found through the
+//! parent links in `/proc`, frozen process by process until a scan finds nothing new; the
+//! checks that a restore can rebuild it (sessions, groups, shared kernel objects, no
+//! outsider depending on it); and its record, `tree.img`. The restore side is
+//! `restore/tree.rs`.
+
+use std::collections::{HashMap, HashSet};
+
+use super::freeze::{self, Adopted, Frozen};
+use super::DumpError;
+use crate::image::tree::{ProcEntry, ProcState, TreeImage};
+use crate::proc::{self, Stat};
+use crate::sys::kcmp::{self, Object};
+
+/// The frozen tree: live processes stopped, in tree order, and the record describing all.
+pub struct FrozenTree {
+    /// Live processes in tree order (the root first). Dropping them detaches everything.
+    pub procs: Vec<Frozen>,
+    pub record: TreeImage,
+}
+
+impl FrozenTree {
+    /// Lets every process run on (stopped ones stay stopped).
+    pub fn release(self) -> Result<(), DumpError> {
+        let mut first = Ok(());
+        for f in self.procs {
+            if let Err(e) = f.release() {
+                first = first.and(Err(e));
+            }
+        }
+        first
+    }
+
+    /// SIGKILLs every process of the tree and waits until each is gone.
+    pub fn kill(self) -> Result<(), DumpError> {
+        for f in self.procs {
+            f.kill()?;
+        }
+        Ok(())
+    }
+}
+
+/// Freezes the tree rooted at `root` and checks it can be restored. `adopted` holds tasks
+/// attached beforehand (`--freeze-cgroup`).
+///
+/// Ordering requirements: each round scans `/proc`, then freezes every process of the
+/// tree not frozen yet; a frozen process forks no more, and a fork that raced its freeze
+/// is attached to us by the kernel (`PTRACE_O_TRACEFORK`), so the rounds end once a scan
+/// shows nothing new. Zombies are only recorded: no one can reap them once their parents
+/// are frozen, which the final scan guarantees.
+pub fn freeze_tree(
+    root: i32,
+    shell_job: bool,
+    mut adopted: Adopted,
+) -> Result<FrozenTree, DumpError> {
+    let mut frozen: HashMap<i32, Frozen> = HashMap::new();
+    let table = loop {
+        let table = scan()?;
+        let order = descendants(root, &table);
+        let fresh: Vec<i32> = order
+            .iter()
+            .copied()
+            .filter(|p| !frozen.contains_key(p) && !is_zombie(&table[p]))
+            .collect();
+        if fresh.is_empty() {
+            break table;
+        }
+        for pid in fresh {
+            if pid != root {
+                // Gone since the scan: the next scan tells whether it left a zombie.
+                let Ok(status) = proc::status(pid) else {
+                    continue;
+                };
+                freeze::check_process(pid, &status)?;
+            }
+            let leader = adopted.stopped.remove(&pid);
+            if let Some(f) = freeze::freeze(pid, leader, &mut adopted)? {
+                frozen.insert(pid, f);
+            }
+        }
+    };
+    // Tasks of a frozen cgroup outside the tree: let them go.
+    for (_, task) in adopted.interrupted.drain().chain(adopted.stopped.drain()) {
+        let _ = task.release();
+    }
+    let record = describe(root, &table, &frozen)?;
+    check(&record, &table, shell_job)?;
+    let procs = record
+        .alive()
+        .map(|e| {
+            frozen
+                .remove(&e.pid)
+                .expect("every live process of the record is frozen")
+        })
+        .collect();
+    Ok(FrozenTree { procs, record })
+}
+
+/// `/proc/PID/stat` of every process, by pid. Processes that exit while we read are left
+/// out.
+fn scan() -> Result<HashMap<i32, Stat>, DumpError> {
+    Ok(proc::pids()?
+        .into_iter()
+        .filter_map(|pid| proc::stat(pid).ok().map(|s| (pid, s)))
+        .collect())
+}
+
+fn is_zombie(s: &Stat) -> bool {
+    matches!(s.state, 'Z' | 'X')
+}
+
+/// `root` and its descendants in depth-first pre-order, children by increasing pid.
+fn descendants(root: i32, table: &HashMap<i32, Stat>) -> Vec<i32> {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    for (&pid, s) in table {
+        if pid != root {
+            children.entry(s.ppid).or_default().push(pid);
+        }
+    }
+    let mut order = Vec::new();
+    let mut stack = vec![root];
+    while let Some(pid) = stack.pop() {
+        order.push(pid);
+        if let Some(kids) = children.get_mut(&pid) {
+            kids.sort_unstable_by(|a, b| b.cmp(a));
+            stack.extend(kids.iter());
+        }
+    }
+    order
+}
+
+/// The tree record from the final scan.
+fn describe(
+    root: i32,
+    table: &HashMap<i32, Stat>,
+    frozen: &HashMap<i32, Frozen>,
+) -> Result<TreeImage, DumpError> {
+    let mut processes: Vec<ProcEntry> = Vec::new();
+    for pid in descendants(root, table) {
+        let s = &table[&pid];
+        let state = match frozen.get(&pid) {
+            Some(f) => ProcState::Alive { stopped: f.stopped },
+            None => zombie_state(pid, s)?,
+        };
+        let parent = processes.iter().find(|p| p.pid == s.ppid).map(|p| p.pid);
+        let alive = matches!(state, ProcState::Alive { .. });
+        let (shares_files, shares_fs) = match parent {
+            Some(ppid) if alive => (
+                shares(pid, ppid, &processes, Object::Files, "fd table")?,
+                shares(pid, ppid, &processes, Object::Fs, "cwd/root/umask")?,
+            ),
+            _ => (false, false),
+        };
+        if let Some(ppid) = parent.filter(|_| alive) {
+            refuse_shared_vm(pid, ppid)?;
+        }
+        processes.push(ProcEntry {
+            pid,
+            comm: s.comm.clone(),
+            ppid: s.ppid,
+            pgid: s.pgrp,
+            sid: s.session,
+            exit_signal: s.exit_signal,
+            state,
+            shares_files,
+            shares_fs,
+        });
+    }
+    Ok(TreeImage { processes })
+}
+
+fn zombie_state(pid: i32, s: &Stat) -> Result<ProcState, DumpError> {
+    if !is_zombie(s) {
+        return Err(DumpError::unsupported(format!(
+            "pid {pid} could not be frozen but is not a zombie (state {})",
+            s.state
+        )));
+    }
+    if s.num_threads > 1 {
+        return Err(DumpError::unsupported(format!(
+            "pid {pid} is a thread group whose leader exited while {} threads live on; stasis cannot restore that",
+            s.num_threads - 1
+        )));
+    }
+    Ok(ProcState::Zombie {
+        status: s.exit_code,
+    })
+}
+
+/// Whether `pid` shares `what` with its parent. Sharing it with another earlier process
+/// but not the parent cannot be rebuilt by cloning from the parent, and is refused.
+fn shares(
+    pid: i32,
+    ppid: i32,
+    earlier: &[ProcEntry],
+    what: Object,
+    name: &str,
+) -> Result<bool, DumpError> {
+    let same = |other: i32| kcmp::same(pid, other, what, 0, 0).unwrap_or(false);
+    if same(ppid) {
+        return Ok(true);
+    }
+    let alive = earlier
+        .iter()
+        .filter(|p| matches!(p.state, ProcState::Alive { .. }));
+    if let Some(other) = alive.map(|p| p.pid).find(|&o| o != ppid && same(o)) {
+        return Err(DumpError::unsupported(format!(
+            "pid {pid} shares its {name} with pid {other} but not with its parent {ppid}; stasis cannot rebuild that sharing"
+        )));
+    }
+    Ok(false)
+}
+
+/// Processes sharing an address space without being threads of one process
+/// (`CLONE_VM` without `CLONE_THREAD`, as during `vfork`).
+fn refuse_shared_vm(pid: i32, ppid: i32) -> Result<(), DumpError> {
+    if kcmp::same(pid, ppid, Object::Vm, 0, 0).unwrap_or(false) {
+        return Err(DumpError::unsupported(format!(
+            "pid {pid} shares its address space with its parent {ppid} (CLONE_VM, e.g. a vfork child before exec); stasis cannot checkpoint that"
+        )));
+    }
+    Ok(())
+}
+
+/// Sessions and groups a restore can rebuild, and no process outside the tree in them.
+///
+/// A process is restored by cloning its parent, so it inherits the parent's session; it
+/// can only lead a session of its own besides (`setsid`). It can join any group of its
+/// session whose leader is in the tree, or lead its own. With `--shell-job` the root's
+/// session and group may be the invoking shell's: they become the restorer's.
+fn check(tree: &TreeImage, table: &HashMap<i32, Stat>, shell_job: bool) -> Result<(), DumpError> {
+    let root = &tree.processes[0];
+    let pids: HashSet<i32> = tree.processes.iter().map(|p| p.pid).collect();
+    for p in &tree.processes[1..] {
+        let parent = tree.get(p.ppid).expect("the tree lists parents first");
+        if p.sid != p.pid && p.sid != parent.sid {
+            return Err(DumpError::unsupported(format!(
+                "pid {} is in session {}, which neither it nor its parent {} is in; stasis cannot recreate that",
+                p.pid, p.sid, parent.pid
+            )));
+        }
+        let foreign_ok = shell_job && p.pgid == root.pgid && root.pgid != root.pid;
+        let leader_ok = tree.get(p.pgid).is_some_and(|l| l.sid == p.sid);
+        if p.pgid != p.pid && !leader_ok && !foreign_ok {
+            return Err(DumpError::unsupported(format!(
+                "pid {} is in process group {}, whose leader is not in the dumped tree",
+                p.pid, p.pgid
+            )));
+        }
+    }
+    outsiders(&pids, table)
+}
+
+/// Refuses when a process outside the tree is in a session or group the tree leads, or
+/// is... a child of it would have been in the tree. Restoring without it would leave
+/// it in a session or group whose id is taken by the restored leader.
+fn outsiders(pids: &HashSet<i32>, table: &HashMap<i32, Stat>) -> Result<(), DumpError> {
+    for (&other, s) in table {
+        if pids.contains(&other) {
+            continue;
+        }
+        let why = if pids.contains(&s.session) {
+            format!("in the session of pid {}", s.session)
+        } else if pids.contains(&s.pgrp) {
+            format!("in the process group of pid {}", s.pgrp)
+        } else {
+            continue;
+        };
+        return Err(DumpError::unsupported(format!(
+            "pid {other}, outside the dumped tree, is {why}; dump a tree that includes it"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(pid: i32, ppid: i32) -> (i32, Stat) {
+        let s = Stat {
+            pid,
+            ppid,
+            pgrp: pid,
+            session: pid,
+            state: 'S',
+            ..Stat::default()
+        };
+        (pid, s)
+    }
+
+    #[test]
+    fn pre_order_children_by_pid() {
+        let table: HashMap<i32, Stat> = [
+            stat(10, 1),
+            stat(30, 10),
+            stat(20, 10),
+            stat(25, 20),
+            stat(99, 1),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(descendants(10, &table), vec![10, 20, 25, 30]);
+    }
+}

@@ -1,0 +1,291 @@
+//! TCP and UDP sockets rebuilt in the child before the fd table is filled (see `prep.rs`).
+//! The dump side is `dump/files/inet.rs`.
+//!
+//! An established connection is rebuilt with `TCP_REPAIR`. Ordering requirements (the
+//! kernel's, see tcp(7) and CRIU's soccr): repair mode on; bind (repair mode forces the
+//! address reuse that lets it share a port with a listener); both queue sequence numbers
+//! (the queue's start: the saved next sequence minus the saved queue length); connect
+//! (no SYN in repair mode); negotiated options and the timestamp clock (only once
+//! connected); the receive queue; the sent-but-unacknowledged part of the send queue in
+//! repair mode and the never-sent part out of it; the window; repair mode off (a window
+//! probe tells the peer we are back). `--tcp-close` (at dump or restore) rebuilds such a
+//! connection and aborts it without a packet: the task's next call on it fails with
+//! `ECONNABORTED`.
+
+use super::prep::{self, Prepared};
+use crate::image::files::{FdEntry, FdKind, FilesImage};
+use crate::image::sock::{InetSocket, InetState, SockAddr, TcpRepair};
+use crate::restore::child::Child;
+use crate::restore::RestoreError;
+use crate::sys::socket::{TCP_NO_QUEUE, TCP_RECV_QUEUE, TCP_SEND_QUEUE};
+
+/// `TCPOPT_*` codes for `TCP_REPAIR_OPTIONS` and `TCPI_OPT_*` bits of the saved options.
+const TCPOPT_MAXSEG: u32 = 2;
+const TCPOPT_WINDOW: u32 = 3;
+const TCPOPT_SACK_PERM: u32 = 4;
+const TCPOPT_TIMESTAMP: u32 = 8;
+const TCPI_OPT_TIMESTAMPS: u8 = 1;
+const TCPI_OPT_SACK: u8 = 2;
+const TCPI_OPT_WSCALE: u8 = 4;
+
+/// Ordering requirements: every connection leaves repair mode only once all of them
+/// exist — a segment (the window probe, never-sent data) reaching a connection whose
+/// other end is not rebuilt yet would meet a listener or nothing, and be answered with a
+/// reset.
+pub fn prepare(
+    child: &Child,
+    files: &FilesImage,
+    prepared: &mut Prepared,
+    tcp_close: bool,
+) -> Result<(), RestoreError> {
+    let pid = child.pid();
+    let at = |fd: i32| {
+        move |err: RestoreError| RestoreError::Fd {
+            fd,
+            pid,
+            source: Box::new(err),
+        }
+    };
+    let mut repaired = Vec::new();
+    for e in &files.fds {
+        let FdKind::Inet(s) = &e.kind else { continue };
+        let fd = one(child, e, s, prepared, tcp_close).map_err(at(e.fd))?;
+        prepared.assign(e.fd, fd);
+        if let InetState::Established(r) = &s.state {
+            if !tcp_close {
+                repaired.push((e, s, r, fd));
+            }
+        }
+    }
+    for (e, s, r, fd) in repaired {
+        resume(child, fd, s, r).map_err(at(e.fd))?;
+    }
+    Ok(())
+}
+
+fn one(
+    child: &Child,
+    e: &FdEntry,
+    s: &InetSocket,
+    prepared: &mut Prepared,
+    tcp_close: bool,
+) -> Result<u64, RestoreError> {
+    let ty = if s.protocol == libc::IPPROTO_TCP {
+        libc::SOCK_STREAM
+    } else {
+        libc::SOCK_DGRAM
+    };
+    let got = child.remote().call(
+        "socket",
+        libc::SYS_socket,
+        &[s.family as u64, ty as u64, s.protocol as u64],
+    )?;
+    let fd = prepared.park(child, got)?;
+    buffers(child, fd, s)?;
+    if s.family == libc::AF_INET6 {
+        prep::set_int(
+            child,
+            fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            i32::from(s.v6only),
+        )?;
+    }
+    match &s.state {
+        InetState::Unconnected => unconnected(child, fd, s)?,
+        InetState::Listening { backlog } => {
+            options(child, fd, s)?;
+            bind(child, fd, s)?;
+            child
+                .remote()
+                .call("listen", libc::SYS_listen, &[fd, u64::from(*backlog)])?;
+        }
+        InetState::Established(r) if !tcp_close => repair(child, fd, s, r)?,
+        InetState::Established(_) | InetState::Closed => aborted(child, fd, s)?,
+    }
+    prep::set_fl(child, fd, e.flags)?;
+    Ok(fd)
+}
+
+fn unconnected(child: &Child, fd: u64, s: &InetSocket) -> Result<(), RestoreError> {
+    options(child, fd, s)?;
+    bind(child, fd, s)?;
+    if let Some(r) = &s.remote {
+        let (sa, len) = sockaddr(s.family, r);
+        prep::address_call(child, "connect", libc::SYS_connect, fd, &sa, len)?;
+    }
+    Ok(())
+}
+
+fn bind(child: &Child, fd: u64, s: &InetSocket) -> Result<(), RestoreError> {
+    if let Some(l) = &s.local {
+        let (sa, len) = sockaddr(s.family, l);
+        prep::address_call(child, "bind", libc::SYS_bind, fd, &sa, len)?;
+    }
+    Ok(())
+}
+
+/// Options set on a socket out of repair mode (leaving repair mode resets address reuse).
+fn options(child: &Child, fd: u64, s: &InetSocket) -> Result<(), RestoreError> {
+    let o = &s.opts;
+    let flags = [
+        (libc::SO_REUSEADDR, o.reuseaddr),
+        (libc::SO_REUSEPORT, o.reuseport),
+        (libc::SO_KEEPALIVE, o.keepalive),
+        (libc::SO_BROADCAST, o.broadcast),
+    ];
+    for (name, on) in flags.into_iter().filter(|f| f.1) {
+        prep::set_int(child, fd, libc::SOL_SOCKET, name, i32::from(on))?;
+    }
+    if s.nodelay {
+        prep::set_int(child, fd, libc::SOL_TCP, libc::TCP_NODELAY, 1)?;
+    }
+    Ok(())
+}
+
+/// Buffer sizes, first of all: the queues of a connection must fit in them (TCP grows a
+/// connection's buffers by itself; setting them fixes them at the saved size, as CRIU).
+fn buffers(child: &Child, fd: u64, s: &InetSocket) -> Result<(), RestoreError> {
+    let sol = libc::SOL_SOCKET;
+    if let Some(v) = s.opts.rcvbuf {
+        prep::set_int(child, fd, sol, libc::SO_RCVBUFFORCE, (v / 2) as i32)?;
+    }
+    if let Some(v) = s.opts.sndbuf {
+        prep::set_int(child, fd, sol, libc::SO_SNDBUFFORCE, (v / 2) as i32)?;
+    }
+    Ok(())
+}
+
+/// `struct sockaddr_in` / `sockaddr_in6` bytes and length.
+fn sockaddr(family: i32, a: &SockAddr) -> (Vec<u8>, u64) {
+    let mut sa = (family as u16).to_ne_bytes().to_vec();
+    sa.extend_from_slice(&a.port.to_be_bytes());
+    if family == libc::AF_INET {
+        sa.extend_from_slice(&a.ip);
+        sa.resize(16, 0);
+    } else {
+        sa.extend_from_slice(&[0; 4]); // flowinfo
+        sa.extend_from_slice(&a.ip);
+        sa.extend_from_slice(&a.scope_id.to_ne_bytes());
+    }
+    let len = sa.len() as u64;
+    (sa, len)
+}
+
+fn repair_on(child: &Child, fd: u64, on: bool) -> Result<(), RestoreError> {
+    prep::set_int(child, fd, libc::SOL_TCP, libc::TCP_REPAIR, i32::from(on))
+}
+
+fn set_queue(child: &Child, fd: u64, queue: i32) -> Result<(), RestoreError> {
+    prep::set_int(child, fd, libc::SOL_TCP, libc::TCP_REPAIR_QUEUE, queue)
+}
+
+/// Binds and connects `fd` in repair mode, with queue sequence numbers `seqs`
+/// (receive, send) — no packet is sent.
+fn connect_quietly(
+    child: &Child,
+    fd: u64,
+    s: &InetSocket,
+    seqs: (u32, u32),
+) -> Result<(), RestoreError> {
+    let (Some(l), Some(r)) = (&s.local, &s.remote) else {
+        return Err(RestoreError::Unsupported {
+            what: "an established TCP socket without both addresses".into(),
+        });
+    };
+    repair_on(child, fd, true)?;
+    let (sa, len) = sockaddr(s.family, l);
+    prep::address_call(child, "bind", libc::SYS_bind, fd, &sa, len)?;
+    for (queue, seq) in [(TCP_RECV_QUEUE, seqs.0), (TCP_SEND_QUEUE, seqs.1)] {
+        set_queue(child, fd, queue)?;
+        prep::set_int(child, fd, libc::SOL_TCP, libc::TCP_QUEUE_SEQ, seq as i32)?;
+    }
+    let (sa, len) = sockaddr(s.family, r);
+    prep::address_call(child, "connect", libc::SYS_connect, fd, &sa, len)
+}
+
+fn repair(child: &Child, fd: u64, s: &InetSocket, r: &TcpRepair) -> Result<(), RestoreError> {
+    let recv_start = r.recv_seq.wrapping_sub(r.recv_queue.len() as u32);
+    let send_start = r.send_seq.wrapping_sub(r.send_queue.len() as u32);
+    connect_quietly(child, fd, s, (recv_start, send_start))?;
+    prep::set_bytes(
+        child,
+        fd,
+        libc::SOL_TCP,
+        libc::TCP_REPAIR_OPTIONS,
+        &repair_options(r),
+    )?;
+    if r.options & TCPI_OPT_TIMESTAMPS != 0 {
+        prep::set_int(
+            child,
+            fd,
+            libc::SOL_TCP,
+            libc::TCP_TIMESTAMP,
+            r.timestamp as i32,
+        )?;
+    }
+    set_queue(child, fd, TCP_RECV_QUEUE)?;
+    send_halving(child, fd, &r.recv_queue)?;
+    let sent = r.send_queue.len() - r.unsent as usize;
+    set_queue(child, fd, TCP_SEND_QUEUE)?;
+    send_halving(child, fd, &r.send_queue[..sent])?;
+    let window: Vec<u8> = r.window.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    prep::set_bytes(child, fd, libc::SOL_TCP, libc::TCP_REPAIR_WINDOW, &window)?;
+    set_queue(child, fd, TCP_NO_QUEUE)
+}
+
+/// Out of repair mode (a window probe tells the peer we are back), the never-sent part
+/// of the send queue sent for real, and the options repair mode would have reset.
+fn resume(child: &Child, fd: u64, s: &InetSocket, r: &TcpRepair) -> Result<(), RestoreError> {
+    repair_on(child, fd, false)?;
+    let sent = r.send_queue.len() - r.unsent as usize;
+    prep::send_all(child, fd, &r.send_queue[sent..], prep::CHUNK)?;
+    options(child, fd, s)
+}
+
+/// In repair mode the kernel queues each send as one linear buffer: a chunk too large
+/// for its allocator fails with `ENOMEM`, and smaller ones are tried.
+fn send_halving(child: &Child, fd: u64, data: &[u8]) -> Result<(), RestoreError> {
+    let mut chunk = prep::CHUNK;
+    loop {
+        match prep::send_all(child, fd, data, chunk) {
+            Err(RestoreError::Inject(crate::sys::inject::InjectError::Failed {
+                source: nix::errno::Errno::ENOMEM,
+                ..
+            })) if chunk > 4096 => chunk /= 2,
+            r => return r,
+        }
+    }
+}
+
+/// `struct tcp_repair_opt` pairs for what the connection negotiated.
+fn repair_options(r: &TcpRepair) -> Vec<u8> {
+    let mut opts = vec![(TCPOPT_MAXSEG, r.mss)];
+    if r.options & TCPI_OPT_SACK != 0 {
+        opts.push((TCPOPT_SACK_PERM, 0));
+    }
+    if r.options & TCPI_OPT_WSCALE != 0 {
+        opts.push((
+            TCPOPT_WINDOW,
+            u32::from(r.snd_wscale) | u32::from(r.rcv_wscale) << 16,
+        ));
+    }
+    if r.options & TCPI_OPT_TIMESTAMPS != 0 {
+        opts.push((TCPOPT_TIMESTAMP, 0));
+    }
+    opts.iter()
+        .flat_map(|(c, v)| [c.to_ne_bytes(), v.to_ne_bytes()].concat())
+        .collect()
+}
+
+/// A connection restored closed: connected in repair mode, then disconnected in repair
+/// mode (`connect(AF_UNSPEC)`), which aborts it without a packet.
+fn aborted(child: &Child, fd: u64, s: &InetSocket) -> Result<(), RestoreError> {
+    connect_quietly(child, fd, s, (0, 0))?;
+    let unspec = (libc::AF_UNSPEC as u16).to_ne_bytes();
+    let mut sa = unspec.to_vec();
+    sa.resize(16, 0);
+    prep::address_call(child, "connect(AF_UNSPEC)", libc::SYS_connect, fd, &sa, 16)?;
+    repair_on(child, fd, false)?;
+    options(child, fd, s)
+}

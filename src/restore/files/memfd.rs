@@ -1,0 +1,44 @@
+//! memfd, recreated with its name, size, contents (written from stasis into a duplicate
+//! of the child's fd), access mode, offset and seals. The dump side is
+//! `dump/files/memfd.rs`.
+//!
+//! Ordering requirements: seals come last (a write seal would stop the refill).
+
+use std::os::unix::fs::FileExt;
+
+use super::{seek, Install};
+use crate::image::files::MemfdFd;
+use crate::restore::mm::open_in;
+use crate::restore::RestoreError;
+
+pub fn restore(at: &Install, m: &MemfdFd) -> Result<(), RestoreError> {
+    let name = at.child.put_str(0, &m.name)?;
+    let flags = libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC;
+    let mut got = at.call(
+        "memfd_create",
+        libc::SYS_memfd_create,
+        &[name, flags as u64],
+    )?;
+    at.call("ftruncate", libc::SYS_ftruncate, &[got, m.size])?;
+    if !m.contents.is_empty() {
+        let file = std::fs::File::from(at.child.steal(got)?);
+        file.write_all_at(&m.contents, 0)
+            .map_err(|source| RestoreError::Write {
+                path: format!("memfd:{} of pid {}", m.name, at.child.pid()),
+                source,
+            })?;
+    }
+    if at.entry.flags & libc::O_ACCMODE != libc::O_RDWR {
+        let again = open_in(at.child, &format!("/proc/self/fd/{got}"), at.reopen_flags())?;
+        at.call("close", libc::SYS_close, &[got])?;
+        got = again;
+    }
+    at.place(got)?;
+    at.set_cloexec()?;
+    seek(at, m.pos)?;
+    if m.seals != 0 {
+        let args = [at.fd(), libc::F_ADD_SEALS as u64, u64::from(m.seals)];
+        at.call("fcntl(F_ADD_SEALS)", libc::SYS_fcntl, &args)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,319 @@
+//! The fd table, cwd/root and umask, rebuilt inside the child. Each kind of fd is
+//! recreated by the twin of its dump module (`dump/files/<kind>.rs`):
+//!
+//! - [`path`]: regular files, directories, `O_PATH` fds and ghost files;
+//! - [`chardev`]: character devices and the shell job's terminal;
+//! - [`pipe`]: pipes and FIFOs with their bytes;
+//! - [`eventfd`], [`timerfd`], [`signalfd`], [`epoll`], [`inotify`], [`memfd`], [`pidfd`];
+//! - [`locks`]: file locks, taken once every fd exists;
+//! - `unix`, `inet`, `pty`: sockets and pseudo-terminal pairs, built before the table
+//!   loop at temporary numbers (`prep`: pairs, connections and queued data need every
+//!   end at once) and `dup3`ed into place by it.
+//!
+//! Ordering requirements: runs after memory is filled (the pages fd is gone) and installs
+//! fds in increasing order, so every fd an entry refers to (`Dup { of }`, `PipePeer`)
+//! exists already; objects are created wherever the kernel puts them and then moved to
+//! their number ([`Install::place`]), so a lower free number handed out meanwhile does no
+//! harm. Epoll instances (and their dups) come last, once every target exists, an epoll
+//! watching an epoll after that one. Locks come after every fd.
+
+mod chardev;
+mod epoll;
+mod eventfd;
+mod inet;
+mod inotify;
+mod locks;
+mod memfd;
+mod path;
+mod pidfd;
+mod pipe;
+mod prep;
+mod pty;
+mod signalfd;
+mod timerfd;
+mod unix;
+
+use super::child::Child;
+use super::RestoreError;
+use crate::image::files::{FdEntry, FdKind, FilesImage};
+use crate::image::task::TaskImage;
+
+const CLOSE_RANGE_ALL: u64 = u32::MAX as u64;
+
+/// What the kind modules get to build one fd.
+pub struct Install<'a> {
+    pub child: &'a Child,
+    pub entry: &'a FdEntry,
+    /// The restorer's terminal duplicated in the child, when the table holds one.
+    pub tty: Option<u64>,
+    /// Sockets and ptys built ahead of the loop.
+    pub prepared: &'a prep::Prepared,
+}
+
+impl Install<'_> {
+    /// `O_CLOEXEC` if the fd had `FD_CLOEXEC`.
+    pub fn cloexec(&self) -> i32 {
+        if self.entry.cloexec {
+            libc::O_CLOEXEC
+        } else {
+            0
+        }
+    }
+
+    /// Open flags that recreate the file status flags without side effects on the file.
+    pub fn reopen_flags(&self) -> i32 {
+        let flags = self.entry.flags;
+        flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC)
+            | libc::O_NOCTTY
+            | self.cloexec()
+    }
+
+    /// The entry's fd number.
+    pub fn fd(&self) -> u64 {
+        self.entry.fd as u64
+    }
+
+    /// Moves the child's fd `got` to the entry's number (with its `FD_CLOEXEC`).
+    pub fn place(&self, got: u64) -> Result<(), RestoreError> {
+        let want = self.fd();
+        if got != want {
+            let remote = self.child.remote();
+            remote.call("dup3", libc::SYS_dup3, &[got, want, self.cloexec() as u64])?;
+            remote.call("close", libc::SYS_close, &[got])?;
+        }
+        Ok(())
+    }
+
+    /// A helper fd of the child moved above the entry's number if it sits on it (so
+    /// placing the entry's object cannot close it); returns where it is now.
+    pub fn aside(&self, fd: u64) -> Result<u64, RestoreError> {
+        if fd != self.fd() {
+            return Ok(fd);
+        }
+        let args = [fd, libc::F_DUPFD_CLOEXEC as u64, self.fd() + 1];
+        let moved = self.call("fcntl(F_DUPFD_CLOEXEC)", libc::SYS_fcntl, &args)?;
+        self.call("close", libc::SYS_close, &[fd])?;
+        Ok(moved)
+    }
+
+    /// Sets `FD_CLOEXEC` of the entry's fd as saved (for objects created with a fixed one).
+    pub fn set_cloexec(&self) -> Result<(), RestoreError> {
+        let flag = u64::from(self.entry.cloexec);
+        let args = [self.fd(), libc::F_SETFD as u64, flag];
+        self.child
+            .remote()
+            .call("fcntl(F_SETFD)", libc::SYS_fcntl, &args)?;
+        Ok(())
+    }
+
+    /// Sets the entry's file status flags (`O_NONBLOCK`, `O_DIRECT`, `O_APPEND`...) on
+    /// the child's fd `fd`.
+    pub fn set_status_flags(&self, fd: u64) -> Result<(), RestoreError> {
+        let args = [fd, libc::F_SETFL as u64, self.entry.flags as u64];
+        self.child
+            .remote()
+            .call("fcntl(F_SETFL)", libc::SYS_fcntl, &args)?;
+        Ok(())
+    }
+
+    /// Runs a syscall in the child, naming the fd in the error.
+    pub fn call(&self, name: &'static str, nr: i64, args: &[u64]) -> Result<u64, RestoreError> {
+        self.child
+            .remote()
+            .call(name, nr, args)
+            .map_err(|e| RestoreError::Unsupported {
+                what: format!("fd {} of pid {}: {e}", self.entry.fd, self.child.pid()),
+            })
+    }
+
+    /// Duplicates the child's fd `of` at the entry's number (one open file description).
+    pub fn dup_of(&self, of: u64) -> Result<(), RestoreError> {
+        let args = [of, self.entry.fd as u64, self.cloexec() as u64];
+        self.child.remote().call("dup3", libc::SYS_dup3, &args)?;
+        Ok(())
+    }
+}
+
+/// Replaces the inherited fds with the saved table. `tcp_close`: established TCP
+/// connections come back closed.
+pub fn restore_fds(child: &Child, files: &FilesImage, tcp_close: bool) -> Result<(), RestoreError> {
+    let remote = child.remote();
+    let top = files.fds.iter().map(|f| f.fd).max().unwrap_or(0) as u64 + 1;
+    let has_tty = files.fds.iter().any(|f| matches!(f.kind, FdKind::Tty(_)));
+    let tty = if has_tty {
+        Some(chardev::terminal_in_child(child, top)?)
+    } else {
+        None
+    };
+    // Drop everything inherited from stasis, keeping only the terminal duplicate.
+    let ranges = match tty {
+        Some(t) => vec![(0, t - 1), (t + 1, CLOSE_RANGE_ALL)],
+        None => vec![(0, CLOSE_RANGE_ALL)],
+    };
+    for (first, last) in ranges {
+        remote.call("close_range", libc::SYS_close_range, &[first, last, 0])?;
+    }
+    let mut prepared = prep::Prepared::new(tty.map_or(top, |t| t + 1));
+    unix::prepare(child, files, &mut prepared)?;
+    inet::prepare(child, files, &mut prepared, tcp_close)?;
+    pty::prepare(child, files, &mut prepared)?;
+    for entry in install_order(&files.fds) {
+        let prepared = &prepared;
+        install(&Install {
+            child,
+            entry,
+            tty,
+            prepared,
+        })?;
+    }
+    prepared.close_all(child)?;
+    if let Some(t) = tty {
+        remote.call("close", libc::SYS_close, &[t])?;
+    }
+    locks::restore(child, &files.locks)
+}
+
+/// Fd order, except that epoll instances and their dups come after every other fd, each
+/// epoll after the epolls it watches (a cycle cannot be built by epoll_ctl, so none is
+/// in an image).
+fn install_order(fds: &[FdEntry]) -> Vec<&FdEntry> {
+    let late = |e: &FdEntry, done: &[i32]| match &e.kind {
+        FdKind::Epoll(ep) => Some(ep.targets.iter().all(|t| {
+            let target = fds.iter().find(|x| x.fd == t.fd);
+            !target.is_some_and(|x| is_epoll(fds, x)) || done.contains(&t.fd)
+        })),
+        FdKind::Dup { of } if fds.iter().any(|x| x.fd == *of && is_epoll(fds, x)) => {
+            Some(done.contains(of))
+        }
+        _ => None,
+    };
+    let mut order: Vec<&FdEntry> = fds.iter().filter(|e| late(e, &[]).is_none()).collect();
+    let mut done: Vec<i32> = Vec::new();
+    let mut left: Vec<&FdEntry> = fds.iter().filter(|e| late(e, &[]).is_some()).collect();
+    while !left.is_empty() {
+        let (ready, rest): (Vec<&FdEntry>, Vec<&FdEntry>) =
+            left.iter().partition(|e| late(e, &done) == Some(true));
+        if ready.is_empty() {
+            order.extend(rest);
+            break;
+        }
+        done.extend(ready.iter().map(|e| e.fd));
+        order.extend(ready);
+        left = rest;
+    }
+    order
+}
+
+fn is_epoll(fds: &[FdEntry], e: &FdEntry) -> bool {
+    match &e.kind {
+        FdKind::Epoll(_) => true,
+        FdKind::Dup { of } => fds
+            .iter()
+            .any(|x| x.fd == *of && matches!(x.kind, FdKind::Epoll(_))),
+        _ => false,
+    }
+}
+
+/// Dispatches by kind.
+fn install(at: &Install) -> Result<(), RestoreError> {
+    match &at.entry.kind {
+        FdKind::Path(p) => path::restore(at, p),
+        FdKind::OPath(p) => path::restore_opath(at, p),
+        FdKind::Ghost(g) => path::restore_ghost(at, g),
+        FdKind::CharDev(c) => chardev::restore(at, c),
+        FdKind::Tty(_) => chardev::restore_tty(at),
+        FdKind::Dup { of } => at.dup_of(*of as u64),
+        FdKind::Inherited { pid, fd } => inherit(at, *pid, *fd),
+        FdKind::Pipe(p) => pipe::restore(at, p),
+        FdKind::PipePeer { .. } => pipe::restore_peer(at),
+        FdKind::Fifo(f) => pipe::restore_fifo(at, f),
+        FdKind::EventFd(e) => eventfd::restore(at, e),
+        FdKind::TimerFd(t) => timerfd::restore(at, t),
+        FdKind::SignalFd(s) => signalfd::restore(at, s),
+        FdKind::Epoll(e) => epoll::restore(at, e),
+        FdKind::Inotify(i) => inotify::restore(at, i),
+        FdKind::Memfd(m) => memfd::restore(at, m),
+        FdKind::PidFd(p) => pidfd::restore(at, p),
+        FdKind::Unix(_) | FdKind::Inet(_) | FdKind::PtyMaster(_) | FdKind::PtySlave { .. } => {
+            match at.prepared.get(at.entry.fd) {
+                Some(t) => at.dup_of(t),
+                None => Err(RestoreError::Unsupported {
+                    what: format!(
+                        "fd {} of pid {} was not prepared",
+                        at.entry.fd,
+                        at.child.pid()
+                    ),
+                }),
+            }
+        }
+    }
+}
+
+/// The same open file description as fd `fd` of the already restored process `owner`.
+fn inherit(at: &Install, owner: i32, fd: i32) -> Result<(), RestoreError> {
+    let got = take_from(at.child, owner, fd)?;
+    at.place(got)?;
+    if got == at.fd() {
+        // pidfd_getfd always sets FD_CLOEXEC.
+        at.set_cloexec()?;
+    }
+    Ok(())
+}
+
+/// A copy, in the child, of fd `fd` of the already restored process `owner`: the same
+/// open file description (`pidfd_open` + `pidfd_getfd`, Linux 5.6, run by the child,
+/// which is still privileged here). Returns the new fd number.
+fn take_from(child: &Child, owner: i32, fd: i32) -> Result<u64, RestoreError> {
+    let remote = child.remote();
+    let pidfd = remote.call("pidfd_open", libc::SYS_pidfd_open, &[owner as u64, 0])?;
+    let got = remote.raw(libc::SYS_pidfd_getfd, &[pidfd, fd as u64, 0]);
+    remote.call("close", libc::SYS_close, &[pidfd])?;
+    let got = got?;
+    if got < 0 {
+        return Err(RestoreError::Unsupported {
+            what: format!(
+                "pidfd_getfd of fd {fd} of pid {owner} into pid {}: {}",
+                child.pid(),
+                nix::errno::Errno::from_raw(-got as i32)
+            ),
+        });
+    }
+    Ok(got as u64)
+}
+
+/// Sets the file offset of the entry's fd.
+pub fn seek(at: &Install, pos: u64) -> Result<(), RestoreError> {
+    if pos != 0 {
+        let args = [at.entry.fd as u64, pos, libc::SEEK_SET as u64];
+        at.child.remote().call("lseek", libc::SYS_lseek, &args)?;
+    }
+    Ok(())
+}
+
+/// cwd, root and umask. Ordering requirements: after every open by absolute path, and
+/// `chdir` before `chroot` (the cwd path is absolute in the restorer's root).
+pub fn restore_fs(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
+    let remote = child.remote();
+    let cwd = child.put_str(0, &task.cwd)?;
+    remote.call("chdir", libc::SYS_chdir, &[cwd])?;
+    if task.root != "/" {
+        let root = child.put_str(0, &task.root)?;
+        remote.call("chroot", libc::SYS_chroot, &[root])?;
+    }
+    remote.call("umask", libc::SYS_umask, &[u64::from(task.umask)])?;
+    Ok(())
+}
+
+/// Lifts the network lock the dump put on connections to peers outside the image.
+pub fn unlock_network(files: &FilesImage, pid: i32) -> Result<(), RestoreError> {
+    use crate::image::sock::InetState;
+    let locked = files.fds.iter().any(|e| {
+        matches!(&e.kind, FdKind::Inet(s) if matches!(&s.state, InetState::Established(r) if r.locked))
+    });
+    if locked {
+        crate::netlock::unlock(pid).map_err(|e| RestoreError::Unsupported {
+            what: format!("lift the network lock of pid {pid}: {e}"),
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! Regular files and directories, reopened by path with their status flags and offset;
+//! `O_PATH` fds; ghost files, recreated from their saved contents beside their old path,
+//! opened by the child and unlinked again. The dump side is `dump/files/path.rs`;
+//! `restore/verify.rs` has checked beforehand that each path still names the same file.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::{seek, Install};
+use crate::image::files::{GhostFd, OPathFd, PathFd};
+use crate::restore::mm::open_in;
+use crate::restore::RestoreError;
+
+pub fn restore(at: &Install, p: &PathFd) -> Result<(), RestoreError> {
+    at.place(open_in(at.child, &p.file.path, at.reopen_flags())?)?;
+    seek(at, p.pos)
+}
+
+pub fn restore_opath(at: &Install, p: &OPathFd) -> Result<(), RestoreError> {
+    at.place(open_in(at.child, &p.path, at.reopen_flags())?)
+}
+
+/// Ordering requirements: the file exists only between its creation here and the unlink
+/// after the child opened it (the guard unlinks it whatever happens).
+pub fn restore_ghost(at: &Install, g: &GhostFd) -> Result<(), RestoreError> {
+    let path = ghost_path(at, &g.path);
+    let ghost = Unlink(path.clone());
+    create_ghost(&path, g)?;
+    let name = path.to_string_lossy();
+    at.place(open_in(at.child, &name, at.reopen_flags())?)?;
+    drop(ghost);
+    seek(at, g.pos)
+}
+
+/// The old path if it is free, else a hidden sibling (the name then shows in
+/// `/proc/PID/fd` with " (deleted)" like the original).
+fn ghost_path(at: &Install, old: &str) -> PathBuf {
+    let old = Path::new(old);
+    if std::fs::symlink_metadata(old).is_err() {
+        return old.to_path_buf();
+    }
+    let name = old.file_name().unwrap_or_default().to_string_lossy();
+    let hidden = format!(".stasis-ghost-{}-{}-{name}", at.child.pid(), at.entry.fd);
+    old.with_file_name(hidden)
+}
+
+fn create_ghost(path: &Path, g: &GhostFd) -> Result<(), RestoreError> {
+    let fail = |source| RestoreError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(fail)?;
+    file.write_all(&g.contents).map_err(fail)?;
+    std::os::unix::fs::fchown(&file, Some(g.uid), Some(g.gid)).map_err(fail)?;
+    file.set_permissions(std::fs::Permissions::from_mode(g.mode))
+        .map_err(fail)
+}
+
+/// Removes a ghost file when dropped.
+struct Unlink(PathBuf);
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

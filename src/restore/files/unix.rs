@@ -1,0 +1,325 @@
+//! Unix sockets rebuilt in the child, all before the fd table is filled (see `prep.rs`).
+//! The dump side is `dump/files/unix.rs`.
+//!
+//! Ordering requirements, for the sockets of one process:
+//! 1. create: a `socketpair` for every two sockets connected to each other (and for a
+//!    socket whose peer closed: the spare end is closed at step 6), `socket` for the rest;
+//! 2. bind names (a stale socket file left by the dumped process is removed first; a
+//!    relative name is bound from its directory);
+//! 3. `listen`;
+//! 4. `connect`: one-way datagram connections, connections still pending in a listener
+//!    (in its queue order, before anything could accept them), external peers;
+//! 5. fill receive queues, each message sent by the peer (or, for a named unconnected
+//!    receiver, by a temporary socket), with its credentials, the sender's buffer raised
+//!    meanwhile;
+//! 6. shutdown states, spare ends closed;
+//! 7. options: buffer sizes, `SO_PASSCRED`, `SO_PEEK_OFF`, file status flags.
+//!
+//! A pair connected by `connect` + `accept` comes back as a `socketpair`: same type, peer
+//! and data, but the accepted end no longer reports the listener's name.
+
+use std::collections::HashMap;
+
+use super::prep::{self, Prepared};
+use crate::image::files::{FdEntry, FdKind, FilesImage};
+use crate::image::sock::{UnixPeer, UnixSocket};
+use crate::restore::child::Child;
+use crate::restore::RestoreError;
+
+/// The unix sockets of a table: entry and socket, by inode.
+struct Sockets<'a> {
+    list: Vec<(&'a FdEntry, &'a UnixSocket)>,
+    by_ino: HashMap<u64, usize>,
+    temp: HashMap<u64, u64>,
+    /// Spare ends: the other end of a pair whose peer closed, by the socket's inode.
+    spare: HashMap<u64, u64>,
+}
+
+pub fn prepare(
+    child: &Child,
+    files: &FilesImage,
+    prepared: &mut Prepared,
+) -> Result<(), RestoreError> {
+    let list: Vec<_> = files
+        .fds
+        .iter()
+        .filter_map(|e| match &e.kind {
+            FdKind::Unix(u) => Some((e, u.as_ref())),
+            _ => None,
+        })
+        .collect();
+    if list.is_empty() {
+        return Ok(());
+    }
+    let by_ino = list
+        .iter()
+        .enumerate()
+        .map(|(i, (_, u))| (u.ino, i))
+        .collect();
+    let mut s = Sockets {
+        list,
+        by_ino,
+        temp: HashMap::new(),
+        spare: HashMap::new(),
+    };
+    let pid = child.pid();
+    let at = |fd: i32| {
+        move |e: RestoreError| RestoreError::Fd {
+            fd,
+            pid,
+            source: Box::new(e),
+        }
+    };
+    for i in 0..s.list.len() {
+        create(child, &mut s, i, prepared).map_err(at(s.list[i].0.fd))?;
+    }
+    for (e, u) in &s.list {
+        bind_and_listen(child, &s, u).map_err(at(e.fd))?;
+    }
+    connect_all(child, &s).map_err(at(0))?;
+    for (e, u) in &s.list {
+        fill(child, &s, u).map_err(at(e.fd))?;
+    }
+    for (e, u) in &s.list {
+        shut(child, &s, u, prepared).map_err(at(e.fd))?;
+        options(child, s.temp[&u.ino], e, u).map_err(at(e.fd))?;
+        prepared.assign(e.fd, s.temp[&u.ino]);
+    }
+    Ok(())
+}
+
+/// The peer of `u` when the two are connected to each other.
+fn mutual<'a>(s: &Sockets<'a>, u: &UnixSocket) -> Option<&'a UnixSocket> {
+    let UnixPeer::Socket { ino } = u.peer else {
+        return None;
+    };
+    let p = s.list[*s.by_ino.get(&ino)?].1;
+    (p.peer == UnixPeer::Socket { ino: u.ino } && p.sock_type == u.sock_type).then_some(p)
+}
+
+fn create(
+    child: &Child,
+    s: &mut Sockets<'_>,
+    i: usize,
+    prepared: &mut Prepared,
+) -> Result<(), RestoreError> {
+    let u = s.list[i].1;
+    if s.temp.contains_key(&u.ino) {
+        return Ok(());
+    }
+    let ty = u.sock_type as u64;
+    if let Some(p) = mutual(s, u) {
+        let (a, b) = socketpair(child, ty, prepared)?;
+        s.temp.insert(u.ino, a);
+        s.temp.insert(p.ino, b);
+    } else if u.peer == UnixPeer::Closed {
+        let (a, b) = socketpair(child, ty, prepared)?;
+        s.temp.insert(u.ino, a);
+        s.spare.insert(u.ino, b);
+    } else {
+        let got = child.remote().call(
+            "socket(AF_UNIX)",
+            libc::SYS_socket,
+            &[libc::AF_UNIX as u64, ty, 0],
+        )?;
+        s.temp.insert(u.ino, prepared.park(child, got)?);
+    }
+    Ok(())
+}
+
+fn socketpair(child: &Child, ty: u64, prepared: &mut Prepared) -> Result<(u64, u64), RestoreError> {
+    let out = child.put(prep::ARG_OFF, &[0u8; 8])?;
+    child.remote().call(
+        "socketpair(AF_UNIX)",
+        libc::SYS_socketpair,
+        &[libc::AF_UNIX as u64, ty, 0, out],
+    )?;
+    let mut fds = [0u8; 8];
+    child.mem.read(out, &mut fds)?;
+    let a = u64::from(u32::from_ne_bytes([fds[0], fds[1], fds[2], fds[3]]));
+    let b = u64::from(u32::from_ne_bytes([fds[4], fds[5], fds[6], fds[7]]));
+    Ok((prepared.park(child, a)?, prepared.park(child, b)?))
+}
+
+fn bind_and_listen(child: &Child, s: &Sockets<'_>, u: &UnixSocket) -> Result<(), RestoreError> {
+    let fd = s.temp[&u.ino];
+    if !u.name.is_empty() {
+        remove_stale(u)?;
+        if let Some(dir) = &u.bind_dir {
+            let addr = child.put_str(prep::ARG_OFF, dir)?;
+            child.remote().call("chdir", libc::SYS_chdir, &[addr])?;
+        }
+        let (sa, len) = prep::sockaddr_un(&u.name);
+        prep::address_call(child, "bind", libc::SYS_bind, fd, &sa, len)?;
+    }
+    if let Some(backlog) = u.listen_backlog {
+        child
+            .remote()
+            .call("listen", libc::SYS_listen, &[fd, u64::from(backlog)])?;
+    }
+    Ok(())
+}
+
+/// The socket file a dumped process leaves behind keeps its name taken: remove it if it
+/// is a socket (never anything else).
+fn remove_stale(u: &UnixSocket) -> Result<(), RestoreError> {
+    use std::os::unix::fs::FileTypeExt;
+    if u.name[0] == 0 {
+        return Ok(());
+    }
+    let name = String::from_utf8_lossy(&u.name).into_owned();
+    let path = match &u.bind_dir {
+        Some(dir) => format!("{dir}/{name}"),
+        None => name,
+    };
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.file_type().is_socket() => {
+            std::fs::remove_file(&path).map_err(|source| RestoreError::Write { path, source })
+        }
+        _ => Ok(()),
+    }
+}
+
+fn connect_all(child: &Child, s: &Sockets<'_>) -> Result<(), RestoreError> {
+    let mut pending: Vec<(u32, &UnixSocket, &[u8])> = Vec::new();
+    for (_, u) in &s.list {
+        let to: &[u8] = match &u.peer {
+            UnixPeer::Socket { ino } if mutual(s, u).is_none() => &peer_of(s, *ino)?.name,
+            UnixPeer::External { name } => name,
+            UnixPeer::Pending { listener, position } => {
+                pending.push((*position, u, &peer_of(s, *listener)?.name));
+                continue;
+            }
+            _ => continue,
+        };
+        connect(child, s.temp[&u.ino], to)?;
+    }
+    pending.sort_by_key(|p| p.0);
+    for (_, u, to) in pending {
+        connect(child, s.temp[&u.ino], to)?;
+    }
+    Ok(())
+}
+
+fn peer_of<'a>(s: &Sockets<'a>, ino: u64) -> Result<&'a UnixSocket, RestoreError> {
+    let p = s.by_ino.get(&ino).map(|&i| s.list[i].1);
+    match p {
+        Some(p) if !p.name.is_empty() => Ok(p),
+        _ => Err(RestoreError::Unsupported {
+            what: format!("unix socket peer socket:[{ino}] is not a named socket of the image"),
+        }),
+    }
+}
+
+fn connect(child: &Child, fd: u64, name: &[u8]) -> Result<(), RestoreError> {
+    let (sa, len) = prep::sockaddr_un(name);
+    prep::address_call(child, "connect", libc::SYS_connect, fd, &sa, len)
+}
+
+/// Refills the receive queue of `u` through whoever can send to it.
+fn fill(child: &Child, s: &Sockets<'_>, u: &UnixSocket) -> Result<(), RestoreError> {
+    if u.queue.is_empty() {
+        return Ok(());
+    }
+    let peer = mutual(s, u)
+        .map(|p| s.temp[&p.ino])
+        .or_else(|| s.spare.get(&u.ino).copied());
+    let (sender, to, temporary) = match peer {
+        Some(fd) => (fd, None, false),
+        None => {
+            let fd = child.remote().call(
+                "socket(AF_UNIX)",
+                libc::SYS_socket,
+                &[libc::AF_UNIX as u64, u.sock_type as u64, 0],
+            )?;
+            (fd, Some(prep::sockaddr_un(&u.name)), true)
+        }
+    };
+    // Room for the whole queue on the sending side; the final sizes are set later.
+    prep::set_int(
+        child,
+        sender,
+        libc::SOL_SOCKET,
+        libc::SO_SNDBUFFORCE,
+        64 << 20,
+    )?;
+    for m in &u.queue {
+        let creds = if u.opts.passcred { m.creds } else { None };
+        let dest = to.as_ref().map(|(sa, len)| &sa[..*len as usize]);
+        prep::send_msg(child, sender, &m.data, dest, creds)?;
+    }
+    if temporary {
+        child.remote().call("close", libc::SYS_close, &[sender])?;
+    }
+    Ok(())
+}
+
+/// `shutdown` as saved: this side's send direction, and its receive direction when the
+/// peer did not shut its sending (which shuts our receiving by itself).
+fn shut(
+    child: &Child,
+    s: &Sockets<'_>,
+    u: &UnixSocket,
+    prepared: &mut Prepared,
+) -> Result<(), RestoreError> {
+    if let Some(spare) = s.spare.get(&u.ino) {
+        return prepared.discard(child, *spare);
+    }
+    let peer_sent_shut = mutual(s, u).is_some_and(|p| p.shutdown & 2 != 0);
+    let how = match (u.shutdown & 2 != 0, u.shutdown & 1 != 0 && !peer_sent_shut) {
+        (true, true) => libc::SHUT_RDWR,
+        (true, false) => libc::SHUT_WR,
+        (false, true) => libc::SHUT_RD,
+        (false, false) => return Ok(()),
+    };
+    child.remote().call(
+        "shutdown",
+        libc::SYS_shutdown,
+        &[s.temp[&u.ino], how as u64],
+    )?;
+    Ok(())
+}
+
+fn options(child: &Child, fd: u64, e: &FdEntry, u: &UnixSocket) -> Result<(), RestoreError> {
+    let o = &u.opts;
+    if let Some(v) = o.rcvbuf {
+        prep::set_int(
+            child,
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (v / 2) as i32,
+        )?;
+    }
+    // The sender's buffer was raised to refill its peer: always put a size back.
+    let snd = o.sndbuf.unwrap_or_else(wmem_default) / 2;
+    prep::set_int(
+        child,
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_SNDBUFFORCE,
+        snd as i32,
+    )?;
+    if o.passcred {
+        prep::set_int(child, fd, libc::SOL_SOCKET, libc::SO_PASSCRED, 1)?;
+    }
+    if o.peek_off >= 0 {
+        prep::set_int(
+            child,
+            fd,
+            libc::SOL_SOCKET,
+            crate::sys::socket::SO_PEEK_OFF,
+            o.peek_off,
+        )?;
+    }
+    prep::set_fl(child, fd, e.flags)
+}
+
+/// `net.core.wmem_default`: a new socket's send buffer as `getsockopt` reports it (a
+/// `setsockopt` doubles what it is given, hence the halving above).
+fn wmem_default() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/core/wmem_default")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(212_992)
+}

@@ -1,0 +1,176 @@
+//! # Safety
+//! Raw `getsockopt`/`setsockopt`/`ioctl` on sockets and terminals, for the options nix
+//! does not wrap (`TCP_REPAIR*`, `TCP_QUEUE_SEQ`, `SO_PEEK_OFF`, `TCP_INFO`, `SIOCOUTQNSD`,
+//! `TIOCGPTN`...). Every call passes a buffer the kernel writes at most `len` bytes into,
+//! with that `len` taken from the same Rust slice, on an fd borrowed for the call; fds the
+//! kernel returns are wrapped in `OwnedFd` at once.
+//!
+//! What the values mean lives above, in `dump/files/{unix,inet,pty}.rs`.
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+
+/// `TCP_REPAIR_QUEUE` values (linux/tcp.h).
+pub const TCP_NO_QUEUE: i32 = 0;
+pub const TCP_RECV_QUEUE: i32 = 1;
+pub const TCP_SEND_QUEUE: i32 = 2;
+/// `SO_PEEK_OFF` (asm-generic/socket.h).
+pub const SO_PEEK_OFF: i32 = 42;
+/// `SIOCINQ` / `SIOCOUTQ` / `SIOCOUTQNSD`: bytes in the receive queue, in the send queue,
+/// and not yet sent (linux/sockios.h).
+pub const SIOCINQ: u64 = 0x541b;
+pub const SIOCOUTQ: u64 = 0x5411;
+pub const SIOCOUTQNSD: u64 = 0x894b;
+/// Terminal ioctls (asm-generic/ioctls.h, x86_64 values).
+pub const TCGETS: u64 = 0x5401;
+pub const TCSETS: u64 = 0x5402;
+pub const TIOCGWINSZ: u64 = 0x5413;
+pub const TIOCSWINSZ: u64 = 0x5414;
+pub const TIOCPKT: u64 = 0x5420;
+pub const TIOCSCTTY: u64 = 0x540e;
+pub const TIOCGPTN: u64 = 0x8004_5430;
+pub const TIOCSPTLCK: u64 = 0x4004_5431;
+pub const TIOCGPKT: u64 = 0x8004_5438;
+pub const TIOCGPTLCK: u64 = 0x8004_5439;
+pub const TIOCGPTPEER: u64 = 0x5441;
+/// `sizeof(struct termios)` as `TCGETS` copies it (kernel `struct termios`, not glibc's).
+pub const TERMIOS_LEN: usize = 36;
+
+/// `getsockopt(fd, level, name, buf, &len)` — returns the length the kernel wrote.
+/// See [getsockopt(2)](https://man7.org/linux/man-pages/man2/getsockopt.2.html).
+pub fn getsockopt_bytes(
+    fd: BorrowedFd<'_>,
+    level: i32,
+    name: i32,
+    buf: &mut [u8],
+) -> nix::Result<usize> {
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: `buf` is writable for `len` bytes and `len` is a valid out-pointer; the
+    // kernel writes at most `len` bytes and stores the real length in `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    Errno::result(r).map(|_| len as usize)
+}
+
+/// An `int` socket option.
+pub fn getsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32) -> nix::Result<i32> {
+    let mut buf = [0u8; 4];
+    getsockopt_bytes(fd, level, name, &mut buf)?;
+    Ok(i32::from_ne_bytes(buf))
+}
+
+/// `setsockopt(fd, level, name, bytes, len)`.
+/// See [setsockopt(2)](https://man7.org/linux/man-pages/man2/setsockopt.2.html).
+pub fn setsockopt_bytes(
+    fd: BorrowedFd<'_>,
+    level: i32,
+    name: i32,
+    bytes: &[u8],
+) -> nix::Result<()> {
+    // SAFETY: the kernel reads at most `bytes.len()` bytes from `bytes`.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            bytes.as_ptr().cast(),
+            bytes.len() as libc::socklen_t,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+pub fn setsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32, value: i32) -> nix::Result<()> {
+    setsockopt_bytes(fd, level, name, &value.to_ne_bytes())
+}
+
+/// `ioctl(fd, req, &int)` for requests that write one `int`.
+pub fn ioctl_get_int(fd: BorrowedFd<'_>, req: u64) -> nix::Result<i32> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: every request passed here writes exactly one int through the pointer.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), req, &mut v as *mut libc::c_int) };
+    Errno::result(r).map(|_| v)
+}
+
+/// `ioctl(fd, req, buf)` for requests that read or write a struct of `buf.len()` bytes
+/// (`TCGETS`/`TCSETS` with [`TERMIOS_LEN`], `TIOCGWINSZ`/`TIOCSWINSZ` with 8).
+pub fn ioctl_buf(fd: BorrowedFd<'_>, req: u64, buf: &mut [u8]) -> nix::Result<()> {
+    let need = match req {
+        TCGETS | TCSETS => TERMIOS_LEN,
+        TIOCGWINSZ | TIOCSWINSZ => 8,
+        TIOCSPTLCK | TIOCPKT => 4,
+        _ => return Err(Errno::EINVAL),
+    };
+    if buf.len() < need {
+        return Err(Errno::EINVAL);
+    }
+    // SAFETY: `req` is one of the requests above, each of which reads or writes exactly
+    // `need` bytes at the pointer, and `buf` holds at least that many.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), req, buf.as_mut_ptr()) };
+    Errno::result(r).map(drop)
+}
+
+/// `ioctl(master, TIOCGPTPEER, flags)` — opens the slave of a pseudo-terminal master
+/// without going through `/dev/pts` (Linux 4.13).
+/// See [ioctl_tty(2)](https://man7.org/linux/man-pages/man2/ioctl_tty.2.html).
+pub fn open_pty_peer(master: BorrowedFd<'_>, flags: i32) -> nix::Result<OwnedFd> {
+    // SAFETY: TIOCGPTPEER takes its flags by value and returns a new fd.
+    let fd = Errno::result(unsafe { libc::ioctl(master.as_raw_fd(), TIOCGPTPEER, flags) })?;
+    // SAFETY: on success the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// One message (or run of stream bytes) seen with `MSG_PEEK`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Peeked {
+    pub len: usize,
+    /// `MSG_TRUNC`: the message was longer than the buffer.
+    pub truncated: bool,
+    /// `SCM_CREDENTIALS` (pid, uid, gid).
+    pub creds: Option<(i32, u32, u32)>,
+    /// How many `SCM_RIGHTS` fds ride with it (the copies the peek installed in this
+    /// process are closed again).
+    pub fds: usize,
+}
+
+/// `recvmsg(fd, MSG_PEEK | MSG_DONTWAIT)` with room for credentials and fds: reads the
+/// next message at the socket's peek offset without consuming it.
+/// See [recvmsg(2)](https://man7.org/linux/man-pages/man2/recvmsg.2.html), `SO_PEEK_OFF`
+/// in [socket(7)](https://man7.org/linux/man-pages/man7/socket.7.html).
+pub fn recv_peek(fd: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<Peeked> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut cmsg = nix::cmsg_space!(libc::ucred, [RawFd; 253]);
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
+    let msg = recvmsg::<()>(fd.as_raw_fd(), &mut iov, Some(&mut cmsg), flags)?;
+    let mut out = Peeked {
+        len: msg.bytes,
+        truncated: msg.flags.contains(MsgFlags::MSG_TRUNC),
+        ..Peeked::default()
+    };
+    for c in msg.cmsgs()? {
+        match c {
+            ControlMessageOwned::ScmCredentials(u) => {
+                out.creds = Some((u.pid(), u.uid(), u.gid()));
+            }
+            ControlMessageOwned::ScmRights(fds) => {
+                out.fds += fds.len();
+                // SAFETY: recvmsg just installed these fds for us; nothing else refers
+                // to them, and dropping the OwnedFd closes each once.
+                fds.into_iter()
+                    .for_each(|f| drop(unsafe { OwnedFd::from_raw_fd(f) }));
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,71 @@
+/*
+ * inotify: watches by path and mask, with their watch descriptors.
+ *
+ * Before READY (in a fresh directory): fd 10 an inotify instance (O_NONBLOCK) watching the
+ * directory for IN_CREATE (wd 1), file "a" for IN_MODIFY (wd 2, then removed) and file
+ * "b" for IN_MODIFY|IN_CLOSE_WRITE (wd 3); the events of the setup are read away.
+ * After go: F_GETFL; no event is pending; creating "c" reports wd 1 IN_CREATE "c";
+ * writing "b" reports wd 3 IN_MODIFY; writing "a" reports nothing.
+ */
+#include "victim.h"
+
+#include <fcntl.h>
+#include <sys/inotify.h>
+
+static char dir[] = "inotify-XXXXXX";
+
+static void touch(const char *name)
+{
+	int fd = open(name, O_WRONLY | O_CREAT, 0600);
+	CHECK_SYS(fd);
+	CHECK(write(fd, "x", 1) == 1, "write %s", name);
+	close(fd);
+}
+
+static void expect(int fd, int wd, unsigned mask, const char *name)
+{
+	char buf[4096] __attribute__((aligned(8)));
+	struct inotify_event *ev = (struct inotify_event *)buf;
+	ssize_t n = read(fd, buf, sizeof(buf));
+
+	CHECK(n > 0, "inotify: no event for wd %d: %s", wd, n < 0 ? strerror(errno) : "EOF");
+	CHECK(ev->wd == wd && (ev->mask & mask), "inotify: event wd %d mask %#x, want wd %d mask %#x",
+	      ev->wd, ev->mask, wd, mask);
+	CHECK(!name || !strcmp(ev->name, name), "inotify: event for %s, want %s", ev->name, name);
+}
+
+int main(void)
+{
+	char buf[4096];
+	int fl;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	victim_install_go();
+	CHECK(mkdtemp(dir) != NULL, "mkdtemp: %s", strerror(errno));
+	CHECK_SYS(chdir(dir));
+	touch("a");
+	touch("b");
+	victim_place(inotify_init1(IN_NONBLOCK), 10);
+	CHECK(inotify_add_watch(10, ".", IN_CREATE) == 1, "wd 1");
+	CHECK(inotify_add_watch(10, "a", IN_MODIFY) == 2, "wd 2");
+	CHECK_SYS(inotify_rm_watch(10, 2));
+	CHECK(inotify_add_watch(10, "b", IN_MODIFY | IN_CLOSE_WRITE) == 3, "wd 3");
+	while (read(10, buf, sizeof(buf)) > 0)
+		;
+	fl = fcntl(10, F_GETFL);
+	victim_ready();
+	victim_wait_go();
+	CHECK(fcntl(10, F_GETFL) == fl, "fd 10: F_GETFL %#x, was %#x", fcntl(10, F_GETFL), fl);
+	CHECK(read(10, buf, sizeof(buf)) == -1 && errno == EAGAIN, "inotify: stray event after restore");
+	touch("c");
+	expect(10, 1, IN_CREATE, "c");
+	touch("a");
+	touch("b");
+	expect(10, 3, IN_MODIFY, NULL);
+	unlink("a");
+	unlink("b");
+	unlink("c");
+	CHECK_SYS(chdir(".."));
+	rmdir(dir);
+	victim_pass();
+}
