@@ -231,7 +231,8 @@ class Bench:
         res = {"tool": tool}
         try:
             if paired:
-                res["dump_limit_gibps"] = self.probe(["write", storage, mib])
+                sync = [] if storage.startswith("/dev/shm") else ["fsync"]
+                res["dump_limit_gibps"] = self.probe(["write", storage, mib] + sync)
             err = os.path.join(self.scratch, f"{tag}.dump.err")
             wall, rc, rss = run_measured(["sh", "-c", dump_t.format(**fill)], err)
             msg = open(err, errors="replace").read().strip()

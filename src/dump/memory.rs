@@ -8,7 +8,9 @@
 //! Reading and writing overlap: this thread reads a batch from the task and finds its zero
 //! pages while a writer thread checksums and writes the previous batch (writing into fresh
 //! page-cache pages is the slow part). [`BUFFERS`] buffers of [`CHUNK`] bytes go round
-//! between the two, which bounds stasis's own memory whatever the target's size.
+//! between the two, which bounds stasis's own memory whatever the target's size. A third
+//! thread starts writeback of what was written, so that on a disk the final fsync has
+//! little left to do (submitting writeback blocks, so the writer does not do it itself).
 
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::time::{Duration, Instant};
@@ -84,10 +86,21 @@ pub fn dump(
     };
     let total = ranges.iter().map(|r| r.end - r.start).sum();
     let progress = Phase::begin("dumping pages", total);
+    // A second descriptor of the file for the flusher; without one there is no flusher.
+    let flush_file = out.file().try_clone().ok();
     std::thread::scope(|s| {
         let (to_writer, chunks) = sync_channel::<Chunk>(BUFFERS);
         let (to_reader, free) = channel::<Vec<u8>>();
-        let writer = s.spawn(move || write_chunks(out, chunks, to_reader));
+        let (to_flusher, written) = channel::<(u64, u64)>();
+        if let Some(file) = flush_file {
+            s.spawn(move || {
+                for (offset, len) in written {
+                    // Only a hint: the fsync in `finish` is what makes the data durable.
+                    let _ = start_writeback(&file, offset, len);
+                }
+            });
+        }
+        let writer = s.spawn(move || write_chunks(out, chunks, to_reader, to_flusher));
         let read = reader.read_all(&ranges, &to_writer, &free, &progress);
         drop(to_writer);
         let written = writer.join().expect("the page writer does not panic");
@@ -97,11 +110,13 @@ pub fn dump(
     Ok((reader.runs, guards, reader.stats))
 }
 
-/// The writer thread: appends each chunk's pieces and hands the buffer back.
+/// The writer thread: appends each chunk's pieces, hands the buffer back, and every
+/// [`WRITEBACK_EVERY`] bytes passes the file range written to the flusher.
 fn write_chunks(
     out: &mut PagesWriter,
     chunks: Receiver<Chunk>,
     free: Sender<Vec<u8>>,
+    flusher: Sender<(u64, u64)>,
 ) -> Result<(), DumpError> {
     let mut synced = 0;
     for chunk in chunks {
@@ -113,12 +128,7 @@ fn write_chunks(
         out.write_pieces(&pieces)?;
         let _ = free.send(chunk.buf);
         if out.data_len() - synced >= WRITEBACK_EVERY {
-            // Only a hint: the fsync in `finish` is what makes the data durable.
-            let _ = start_writeback(
-                out.file(),
-                PAGES_DATA_OFFSET + synced,
-                out.data_len() - synced,
-            );
+            let _ = flusher.send((PAGES_DATA_OFFSET + synced, out.data_len() - synced));
             synced = out.data_len();
         }
     }
