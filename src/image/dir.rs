@@ -60,7 +60,8 @@ impl ImageWriter {
         let bytes = encode(kind, value)?;
         let path = self.file_path(name)?;
         let mut file = new_file(&path)?;
-        file.write_all(&bytes).map_err(ImageError::io("write", &path))
+        file.write_all(&bytes)
+            .map_err(ImageError::io("write", &path))
     }
 
     /// Starts the pages file `name`.

@@ -9,6 +9,7 @@ use super::child::Child;
 use super::RestoreError;
 use crate::abi::{CapData, CapHeader, CAP_VERSION_3};
 use crate::image::task::{Caps, Creds, TaskImage, ThreadImage};
+use crate::sys::inherit;
 use crate::sys::inject::Remote;
 
 const SECBIT_KEEP_CAPS: u64 = 1 << 4;
@@ -24,10 +25,29 @@ const DATA_OFF: u64 = 64;
 pub fn restore_creds(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
     let kept = capget(child, &child.remote())?.permitted();
     check_caps(task.pid, &task.creds.caps, kept)?;
+    let change = !inherited(&task.creds);
     for (thread, t) in child.threads.iter().zip(&task.threads[1..]) {
-        thread_creds(child, &child.remote_in(thread), task, t)?;
+        thread_creds(child, &child.remote_in(thread), task, t, change)?;
     }
-    thread_creds(child, &child.remote(), task, &task.threads[0])
+    thread_creds(child, &child.remote(), task, &task.threads[0], change)
+}
+
+/// Whether `c` is what every thread of the child already has: the restorer's own ids,
+/// groups, capabilities and securebits, inherited through `clone3` (no earlier stage
+/// changes them). Then only the attributes after the credentials are set.
+fn inherited(c: &Creds) -> bool {
+    let Ok(me) = crate::proc::status(std::process::id() as i32) else {
+        return false;
+    };
+    let own_caps = Caps {
+        inheritable: me.cap_inh,
+        permitted: me.cap_prm,
+        effective: me.cap_eff,
+        bounding: me.cap_bnd,
+        ambient: me.cap_amb,
+    };
+    inherit::own_securebits() == Ok(c.securebits)
+        && (me.uid, me.gid, &me.groups, own_caps) == (c.uid, c.gid, &c.groups, c.caps)
 }
 
 /// The credentials of the thread behind `remote`, which is `t`.
@@ -40,13 +60,28 @@ pub fn restore_creds(child: &Child, task: &TaskImage) -> Result<(), RestoreError
 ///    then the saved securebits (needs `CAP_SETPCAP`);
 /// 5. the saved `capset`: after it the thread may be unprivileged;
 /// 6. dumpable and the parent-death signal (reset by steps 2-5), no_new_privs last.
+///
+/// With `change` false (the thread has these credentials already) steps 1-5 are skipped.
 fn thread_creds(
     child: &Child,
     remote: &Remote,
     task: &TaskImage,
     t: &ThreadImage,
+    change: bool,
 ) -> Result<(), RestoreError> {
-    let c = &task.creds;
+    if change {
+        set_creds(child, remote, &task.creds)?;
+    }
+    super::prctl::restore_after_creds(remote, &task.attrs, t.pdeathsig)?;
+    if task.creds.no_new_privs {
+        let args = [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0];
+        remote.call("prctl(PR_SET_NO_NEW_PRIVS)", libc::SYS_prctl, &args)?;
+    }
+    Ok(())
+}
+
+/// Steps 1-5 of [`thread_creds`].
+fn set_creds(child: &Child, remote: &Remote, c: &Creds) -> Result<(), RestoreError> {
     set_securebits(remote, SECBIT_KEEP_CAPS)?;
     set_ids(child, remote, c)?;
     let kept = capget(child, remote)?.permitted();
@@ -60,11 +95,6 @@ fn thread_creds(
         remote,
         CapData::new(caps.effective, caps.permitted, caps.inheritable),
     )?;
-    super::prctl::restore_after_creds(remote, &task.attrs, t.pdeathsig)?;
-    if c.no_new_privs {
-        let args = [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0];
-        remote.call("prctl(PR_SET_NO_NEW_PRIVS)", libc::SYS_prctl, &args)?;
-    }
     Ok(())
 }
 

@@ -1,11 +1,12 @@
 //! # Safety
 //! `rt_sigaction(2)` with a null new action and `prlimit64(2)` with a null new limit, both
 //! on stasis itself: the kernel only writes the old value into a live local of the kernel's
-//! own layout (`KernelSigaction`, two `u64`s).
+//! own layout (`KernelSigaction`, two `u64`s); `prctl(PR_GET_SECUREBITS)` takes no pointer.
 //!
-//! What a child made by `clone3` inherits from stasis: its signal actions and resource
-//! limits. Restore reads its own to skip setting, in the child, what the child already has
-//! (each setting there is an injected syscall, a ptrace round trip).
+//! What a child made by `clone3` inherits from stasis: its signal actions, resource limits
+//! and credentials (securebits here, the rest from `/proc/self/status`). Restore reads its
+//! own to skip setting, in the child, what the child already has (each setting there is an
+//! injected syscall, a ptrace round trip).
 #![allow(unsafe_code)]
 
 use nix::errno::Errno;
@@ -49,6 +50,14 @@ pub fn own_rlimit(resource: u32) -> Result<(u64, u64), Errno> {
     Errno::result(r).map(|_| (old[0], old[1]))
 }
 
+/// `prctl(PR_GET_SECUREBITS)` of the calling thread; see
+/// [prctl(2)](https://man7.org/linux/man-pages/man2/prctl.2.html).
+pub fn own_securebits() -> Result<u32, Errno> {
+    // SAFETY: PR_GET_SECUREBITS reads no argument and writes no memory.
+    let r = unsafe { libc::prctl(libc::PR_GET_SECUREBITS, 0, 0, 0, 0) };
+    Errno::result(r).map(|bits| bits as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +69,6 @@ mod tests {
         assert_eq!(own_sigaction(libc::SIGKILL).map(|a| a.handler), Ok(0));
         let (soft, hard) = own_rlimit(libc::RLIMIT_NOFILE).expect("prlimit");
         assert!(soft <= hard && soft > 0);
+        assert!(own_securebits().is_ok());
     }
 }
