@@ -538,7 +538,8 @@ fn pidfd(pid: Pid, shared: &File) -> Result<String, CheckError> {
 /// `kcmp(KCMP_FILE)` sees that the child's copy of `shared` is the same open file.
 fn kcmp(pid: Pid, shared: &File) -> Result<String, CheckError> {
     let (me, fd) = (Pid::this(), shared.as_raw_fd());
-    match probe::kcmp_file(me, pid, fd, fd) {
+    let file = crate::sys::kcmp::Object::File;
+    match crate::sys::kcmp::compare(me.as_raw(), pid.as_raw(), file, fd as u64, fd as u64) {
         Ok(0) => Ok(format!("fd {fd} of pids {me} and {pid} is one open file")),
         Ok(result) => Err(CheckError::KcmpResult { fd, result }),
         Err(source) => Err(CheckError::Kcmp {

@@ -83,14 +83,12 @@ pub fn run(args: DumpArgs) -> i32 {
             return EXIT_FAILED;
         }
     };
-    if !args.quiet {
-        eprintln!("{}", stats::dump_line(&summary));
-    }
-    if let Some(path) = &args.stats_json {
-        if let Err(e) = stats::write_json(path, &stats::dump_json(&summary)) {
-            eprintln!("stasis: warning: {e}");
-        }
-    }
+    stats::report(
+        args.quiet,
+        &stats::dump_line(&summary),
+        args.stats_json.as_deref(),
+        || stats::dump_json(&summary),
+    );
     EXIT_OK
 }
 

@@ -58,14 +58,12 @@ pub fn run(args: RestoreArgs) -> i32 {
             return EXIT_FAILED;
         }
     };
-    if !args.quiet {
-        eprintln!("{}", stats::restore_line(&restored));
-    }
-    if let Some(path) = &args.stats_json {
-        if let Err(e) = stats::write_json(path, &stats::restore_json(&restored)) {
-            eprintln!("stasis: warning: {e}");
-        }
-    }
+    stats::report(
+        args.quiet,
+        &stats::restore_line(&restored),
+        args.stats_json.as_deref(),
+        || stats::restore_json(&restored),
+    );
     if let Some(path) = &args.pidfile {
         if let Err(e) = std::fs::write(path, format!("{}\n", restored.pid)) {
             eprintln!("stasis: write pid file {}: {e}", path.display());

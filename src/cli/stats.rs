@@ -70,6 +70,19 @@ pub fn restore_json(r: &Restored) -> Value {
     })
 }
 
+/// Prints the summary `line` on stderr unless `quiet`, and writes `json` to `path` if
+/// asked (a failure there is a warning: the operation itself succeeded).
+pub fn report(quiet: bool, line: &str, path: Option<&Path>, json: impl FnOnce() -> Value) {
+    if !quiet {
+        eprintln!("{line}");
+    }
+    if let Some(path) = path {
+        if let Err(e) = write_json(path, &json()) {
+            eprintln!("stasis: warning: {e}");
+        }
+    }
+}
+
 /// Writes `value` as pretty JSON to `path`.
 pub fn write_json(path: &Path, value: &Value) -> Result<(), String> {
     let text = serde_json::to_string_pretty(value).expect("a JSON value serializes");

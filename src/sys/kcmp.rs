@@ -24,10 +24,16 @@ pub enum Object {
     Sighand = 4,
 }
 
-/// `kcmp(pid1, pid2, type, idx1, idx2) == 0`: both tasks use the same object; see
+/// `kcmp(pid1, pid2, type, idx1, idx2)`: 0 if both tasks use the same object, 1 or 2
+/// for the kernel's ordering of two different ones, 3 if they differ unordered; see
 /// [kcmp(2)](https://man7.org/linux/man-pages/man2/kcmp.2.html).
-pub fn same(pid1: i32, pid2: i32, what: Object, idx1: u64, idx2: u64) -> Result<bool, Errno> {
+pub fn compare(pid1: i32, pid2: i32, what: Object, idx1: u64, idx2: u64) -> Result<i32, Errno> {
     // SAFETY: integer arguments only; the kernel reads nothing from our memory.
     let ret = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, what as i32, idx1, idx2) };
-    Errno::result(ret).map(|r| r == 0)
+    Errno::result(ret).map(|r| r as i32)
+}
+
+/// Both tasks use the same object (`kcmp(...) == 0`).
+pub fn same(pid1: i32, pid2: i32, what: Object, idx1: u64, idx2: u64) -> Result<bool, Errno> {
+    compare(pid1, pid2, what, idx1, idx2).map(|r| r == 0)
 }

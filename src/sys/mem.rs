@@ -92,13 +92,7 @@ pub fn vm_read(pid: i32, local: &mut [u8], remote: &[(u64, usize)]) -> Result<us
         iov_base: local.as_mut_ptr().cast(),
         iov_len: local.len(),
     };
-    let riov: Vec<libc::iovec> = remote
-        .iter()
-        .map(|&(addr, len)| libc::iovec {
-            iov_base: addr as *mut libc::c_void,
-            iov_len: len,
-        })
-        .collect();
+    let riov = remote_iovecs(remote);
     // SAFETY: `liov` describes `local`, valid for writes of its length for the whole call;
     // remote iovecs are addresses in the other task, which the kernel checks itself.
     let r = unsafe {
@@ -109,6 +103,17 @@ pub fn vm_read(pid: i32, local: &mut [u8], remote: &[(u64, usize)]) -> Result<us
         .map_err(|source| MemError::VmRead { pid, source })
 }
 
+/// iovecs naming `(address, length)` ranges in another task (never dereferenced by us).
+fn remote_iovecs(remote: &[(u64, usize)]) -> Vec<libc::iovec> {
+    remote
+        .iter()
+        .map(|&(addr, len)| libc::iovec {
+            iov_base: addr as *mut libc::c_void,
+            iov_len: len,
+        })
+        .collect()
+}
+
 /// `process_vm_writev(2)` — copy `local` into the remote ranges, in order; returns the
 /// number of bytes copied (short when a range is unmapped or not writable). Missing pages
 /// of the target are faulted in, in the caller's context.
@@ -117,13 +122,7 @@ pub fn vm_write(pid: i32, local: &[u8], remote: &[(u64, usize)]) -> Result<usize
         iov_base: local.as_ptr() as *mut libc::c_void,
         iov_len: local.len(),
     };
-    let riov: Vec<libc::iovec> = remote
-        .iter()
-        .map(|&(addr, len)| libc::iovec {
-            iov_base: addr as *mut libc::c_void,
-            iov_len: len,
-        })
-        .collect();
+    let riov = remote_iovecs(remote);
     // SAFETY: `liov` describes `local`, valid for reads of its length for the whole call
     // (the kernel only reads it); remote iovecs are addresses in the other task, which the
     // kernel checks itself.

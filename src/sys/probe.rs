@@ -1,6 +1,6 @@
 //! # Safety
 //! Raw kernel interfaces that, so far, only `stasis check` calls to find out whether the
-//! running kernel has them: ptrace requests nix does not wrap, pidfd and kcmp, the
+//! running kernel has them: ptrace requests nix does not wrap, pidfd, the
 //! `PAGEMAP_SCAN` and `UFFDIO_API` ioctls, `PR_SET_MM_MAP_SIZE`, and short-lived children
 //! (a paused tracee, a vDSO mover, a `clone3` with `set_tid`).
 //!
@@ -23,8 +23,6 @@ use crate::abi::{IoVec, RseqConfig, SigInfo};
 
 /// `PTRACE_PEEKSIGINFO_SHARED`: peek the process-wide queue instead of the thread's.
 const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
-/// `KCMP_FILE` (linux/kcmp.h).
-const KCMP_FILE: libc::c_long = 0;
 /// `UFFD_API` (linux/userfaultfd.h).
 const UFFD_API: u64 = 0xaa;
 /// `UFFDIO_API` = `_IOWR(0xAA, 0x3F, struct uffdio_api)`.
@@ -308,24 +306,6 @@ pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, target_fd: RawFd) -> nix::Result<Owned
     })?;
     // SAFETY: on success the kernel returned a new fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-/// `kcmp(pid1, pid2, KCMP_FILE, fd1, fd2)` — 0 if the two fds refer to the same open file,
-/// 1/2 for an ordering, 3 if they differ.
-/// See [kcmp(2)](https://man7.org/linux/man-pages/man2/kcmp.2.html).
-pub fn kcmp_file(pid1: Pid, pid2: Pid, fd1: RawFd, fd2: RawFd) -> nix::Result<i32> {
-    // SAFETY: integer arguments only.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_kcmp,
-            pid1.as_raw(),
-            pid2.as_raw(),
-            KCMP_FILE,
-            fd1,
-            fd2,
-        )
-    };
-    Errno::result(ret).map(|r| r as i32)
 }
 
 /// `userfaultfd(O_CLOEXEC | O_NONBLOCK)` — a new, not yet initialized userfaultfd.

@@ -190,15 +190,17 @@ fn find_ptys(ctx: &mut SockCtx<'_>, opened: &[OpenFd]) {
 /// file descriptions, so a thousand opens of one file cost a binary search each, not a
 /// scan. A new description is recorded in `created`.
 fn same_description(open: &OpenFd, created: &mut HashMap<(u64, u64), Vec<i32>>) -> Option<i32> {
-    let p = nix::unistd::Pid::from_raw(open.pid);
+    use crate::sys::kcmp::{compare, Object};
+    let (p, fd) = (open.pid, open.fd as u64);
     let fds = created.entry(open.object()).or_default();
-    let found = fds.binary_search_by(|&earlier| {
-        match crate::sys::probe::kcmp_file(p, p, earlier, open.fd) {
-            Ok(0) => std::cmp::Ordering::Equal,
-            Ok(1) => std::cmp::Ordering::Less,
-            _ => std::cmp::Ordering::Greater,
-        }
-    });
+    let found =
+        fds.binary_search_by(
+            |&earlier| match compare(p, p, Object::File, earlier as u64, fd) {
+                Ok(0) => std::cmp::Ordering::Equal,
+                Ok(1) => std::cmp::Ordering::Less,
+                _ => std::cmp::Ordering::Greater,
+            },
+        );
     match found {
         Ok(i) => Some(fds[i]),
         Err(i) => {
