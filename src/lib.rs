@@ -12,6 +12,7 @@ pub mod image;
 pub mod inspect;
 pub mod netlock;
 pub mod proc;
+pub mod profile;
 pub mod progress;
 pub mod restore;
 pub mod sys;

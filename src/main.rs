@@ -13,5 +13,6 @@ fn main() {
         Command::Check => cli::check::run(),
         Command::Inspect(a) => cli::inspect::run(a),
     };
+    stasis::profile::report();
     std::process::exit(code);
 }

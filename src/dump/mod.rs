@@ -87,7 +87,9 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
         Some(path) => seize_cgroup(path)?,
         None => freeze::Adopted::default(),
     };
+    let span = crate::profile::span("freeze tree");
     let tree = tree::freeze_tree(opts.pid, opts.shell_job, adopted)?;
+    drop(span);
     let frozen = Instant::now();
     let (mut summary, held) = save_tree(&tree, opts, writer)?;
     // Ordering requirements: sockets held in repair mode leave it before a released
@@ -96,6 +98,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
         drop(held);
         tree.release()?;
     } else {
+        let _s = crate::profile::span("kill");
         tree.kill()?;
         held.into_iter().for_each(files::Held::keep_for_restore);
     }
@@ -148,6 +151,7 @@ fn save_tree(
         Kind::Inventory,
         &inventory(&pids, opts.shell_job),
     )?;
+    let _s = crate::profile::span("commit");
     writer.commit()?;
     Ok((summary, held))
 }
@@ -175,10 +179,13 @@ fn save(
     shared: &mut Shared,
 ) -> Result<(memory::MemoryStats, files::Held), DumpError> {
     let pid = task.pid();
+    let span = crate::profile::span("smaps+vmas+shmem");
     let smaps = proc::smaps(pid)?;
     let vmas = mm::vmas(pid, &smaps)?;
     let shmem = shared.link_shmem(pid, &smaps)?;
     let overrides = shmem_overrides(pid, &smaps, &shmem)?;
+    drop(span);
+    let span = crate::profile::span("fd table");
     let (files, held) = if entry.shares_files {
         (FilesImage::default(), files::Held::new(pid))
     } else {
@@ -187,6 +194,8 @@ fn save(
         files::check_split_objects(pid, &files, &mut shared.fd_objects)?;
         (files, held)
     };
+    drop(span);
+    let span = crate::profile::span("exe+vdso+threads+seccomp");
     let exe = mm::exe(pid)?;
     let vdso = mm::vdso_range(&vmas);
     let vdso_symbols = vdso_symbols(pid, vdso)?;
@@ -201,7 +210,11 @@ fn save(
         timers: &proc::timers(pid)?,
         tids: &threads.iter().map(|t| t.tid).collect::<Vec<_>>(),
     };
+    drop(span);
+    let span = crate::profile::span("queries");
     let q = task::query(task.threads(), &mut threads, ip, &known)?;
+    drop(span);
+    let span = crate::profile::span("memory");
     let stat = proc::stat(pid)?;
     let status = proc::status(pid)?;
     let creds = creds::creds(&status, q.securebits);
@@ -213,6 +226,8 @@ fn save(
     let (page_runs, guards, mstats) = memory::dump(pid, &vmas, &overrides, &mut pages)?;
     pages.finish()?;
 
+    drop(span);
+    let _s = crate::profile::span("records");
     let mm = MmImage {
         vmas,
         page_runs,

@@ -150,9 +150,15 @@ impl RestoreStage {
 /// Loads and verifies the image, then rebuilds its process tree.
 pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     let started = Instant::now();
-    let image = Image::load(&opts.dir)?;
+    let image = {
+        let _s = crate::profile::span("load");
+        Image::load(&opts.dir)?
+    };
     let load = started.elapsed();
-    verify::host_accepts(&image, opts.skip_file_check)?;
+    {
+        let _s = crate::profile::span("verify");
+        verify::host_accepts(&image, opts.skip_file_check)?;
+    }
     let shell_job = opts.shell_job || image.inventory.shell_job;
     let _orphans = Subreaper::become_one();
     let mut b = Builder {
@@ -162,7 +168,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         procs: Vec::new(),
     };
     let built = match b.build() {
-        Ok(pages) => b.resume().map(|()| pages),
+        Ok(pages) => {
+            let _s = crate::profile::span("resume");
+            b.resume().map(|()| pages)
+        }
         Err(e) => {
             b.kill_all();
             Err(e)
@@ -216,8 +225,10 @@ impl Builder<'_> {
         for entry in &self.image.tree.processes {
             filled = filled.and(self.create(entry)?);
         }
+        let span = crate::profile::span("groups+zombies");
         tree::restore_groups(&self.image.tree, &self.procs, self.shell_job)?;
         self.make_zombies()?;
+        drop(span);
         for (pid, child) in &mut self.procs {
             let p = self
                 .image
@@ -236,6 +247,7 @@ impl Builder<'_> {
         let root = self.image.inventory.root_pid;
         let p = self.image.process(pid);
         let vmas = p.map_or(&[][..], |p| &p.mm.vmas[..]);
+        let span = crate::profile::span("takeover");
         let child = if pid == root {
             child::create(pid, vmas)
         } else {
@@ -249,6 +261,7 @@ impl Builder<'_> {
             )
         }
         .map_err(at(RestoreStage::Takeover, pid))?;
+        drop(span);
         self.procs.push((pid, child));
         let child = &self.procs.last().expect("just pushed").1;
         tree::restore_session(child, entry, root, self.shell_job)
@@ -337,6 +350,7 @@ fn build_memory(
 ) -> Result<memory::Filled, RestoreError> {
     let pid = p.task.pid;
     let filled = memory::filled_vmas(&p.mm);
+    let _s = crate::profile::span("address space+mappings+memory");
     mm::clear_and_move_vdso(child, &p.mm).map_err(at(RestoreStage::AddressSpace, pid))?;
     mm::map_all(child, &p.mm, &filled).map_err(at(RestoreStage::Mappings, pid))?;
     memory::fill(child, &p.mm, &image.pages_path(pid)).map_err(at(RestoreStage::Memory, pid))
@@ -350,52 +364,39 @@ fn finish(
     tcp_close: bool,
 ) -> Result<(), RestoreError> {
     let pid = p.task.pid;
-    let stage = |s: RestoreStage, r: Result<(), RestoreError>| r.map_err(at(s, pid));
+    let stage = |s: RestoreStage, f: &mut dyn FnMut() -> Result<(), RestoreError>| {
+        let _span = crate::profile::span(s.name());
+        f().map_err(at(s, pid))
+    };
     let filled = memory::filled_vmas(&p.mm);
-    stage(
-        RestoreStage::Protections,
-        mm::finish_vmas(child, &p.mm, &filled),
+    stage(RestoreStage::Protections, &mut || mm::finish_vmas(child, &p.mm, &filled),
     )?;
-    stage(RestoreStage::MmFields, mm::set_mm_fields(child, &p.mm))?;
+    stage(RestoreStage::MmFields, &mut || mm::set_mm_fields(child, &p.mm))?;
     if !entry.shares_files {
-        stage(
-            RestoreStage::Files,
-            files::restore_fds(child, &p.files, tcp_close),
+        stage(RestoreStage::Files, &mut || files::restore_fds(child, &p.files, tcp_close),
         )?;
     }
     if !entry.shares_fs {
-        stage(RestoreStage::Fs, files::restore_fs(child, &p.task))?;
+        stage(RestoreStage::Fs, &mut || files::restore_fs(child, &p.task))?;
     }
-    stage(
-        RestoreStage::Attributes,
-        task::restore_attrs(child, &p.task),
+    stage(RestoreStage::Attributes, &mut || task::restore_attrs(child, &p.task),
     )?;
-    stage(RestoreStage::Audit, audit::restore_loginuid(child, &p.task))?;
-    stage(RestoreStage::Limits, task::restore_rlimits(child, &p.task))?;
-    stage(
-        RestoreStage::SigActions,
-        task::restore_sigactions(child, &p.task),
+    stage(RestoreStage::Audit, &mut || audit::restore_loginuid(child, &p.task))?;
+    stage(RestoreStage::Limits, &mut || task::restore_rlimits(child, &p.task))?;
+    stage(RestoreStage::SigActions, &mut || task::restore_sigactions(child, &p.task),
     )?;
-    stage(RestoreStage::Threads, threads::create(child, &p.task))?;
-    stage(
-        RestoreStage::ThreadAttrs,
-        task::restore_thread_attrs(child, &p.task),
+    stage(RestoreStage::Threads, &mut || threads::create(child, &p.task))?;
+    stage(RestoreStage::ThreadAttrs, &mut || task::restore_thread_attrs(child, &p.task),
     )?;
-    stage(
-        RestoreStage::ProcAttrs,
-        prctl::restore_process(child, &p.task.attrs),
+    stage(RestoreStage::ProcAttrs, &mut || prctl::restore_process(child, &p.task.attrs),
     )?;
-    stage(RestoreStage::Sched, sched::restore_sched(child, &p.task))?;
-    stage(
-        RestoreStage::Timers,
-        timers::restore_timers(child, &p.task.timers),
+    stage(RestoreStage::Sched, &mut || sched::restore_sched(child, &p.task))?;
+    stage(RestoreStage::Timers, &mut || timers::restore_timers(child, &p.task.timers),
     )?;
-    stage(
-        RestoreStage::Seccomp,
-        seccomp::restore_seccomp(child, &p.task),
+    stage(RestoreStage::Seccomp, &mut || seccomp::restore_seccomp(child, &p.task),
     )?;
-    stage(RestoreStage::Creds, creds::restore_creds(child, &p.task))?;
-    stage(RestoreStage::Signals, task::queue_signals(child, &p.task))?;
-    stage(RestoreStage::Seals, mm::seal(child, &p.mm))?;
+    stage(RestoreStage::Creds, &mut || creds::restore_creds(child, &p.task))?;
+    stage(RestoreStage::Signals, &mut || task::queue_signals(child, &p.task))?;
+    stage(RestoreStage::Seals, &mut || mm::seal(child, &p.mm))?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The system layer: every `unsafe` block of stasis lives under this module, each file
 //! opening with a `# Safety` note. Wrappers here are thin and typed; policy lives above.
 
+pub mod batch;
 pub mod clone;
 pub mod cpu;
 pub mod fd;

@@ -115,6 +115,7 @@ pub fn adopt(tid: i32) -> Seized {
 
 /// Waits for any state change of `tid` (`__WALL`: threads too).
 pub fn wait_tid(tid: i32) -> Result<Stop, PtraceError> {
+    crate::profile::count("ptrace waits", 1);
     loop {
         match waitpid(Pid::from_raw(tid), Some(WaitPidFlag::__WALL)) {
             Ok(status) => return Ok(classify(status)),
