@@ -4,7 +4,7 @@
 //! thread, and a thread whose own differ is refused. The restore side is
 //! `restore/creds.rs`.
 
-use super::task::Query;
+use crate::sys::batch::{Batch, Done};
 use super::DumpError;
 use crate::image::task::{Caps, Creds};
 use crate::proc::Status;
@@ -27,10 +27,11 @@ pub fn creds(status: &Status, securebits: u32) -> Creds {
     }
 }
 
-/// `PR_GET_SECUREBITS` of the querying thread.
-pub fn query_securebits(q: &Query) -> Result<u32, DumpError> {
+/// `PR_GET_SECUREBITS` of the querying thread, asked in batch `b`.
+pub fn query_securebits(b: &mut Batch) -> impl FnOnce(&Done) -> u32 {
     let op = libc::PR_GET_SECUREBITS as u64;
-    Ok(q.call("prctl(PR_GET_SECUREBITS)", libc::SYS_prctl, &[op])? as u32)
+    let r = b.call("prctl(PR_GET_SECUREBITS)", libc::SYS_prctl, &[op]);
+    move |d| d.ret(r) as u32
 }
 
 /// Refuses thread `tid` of `pid` if its credentials (`/proc/PID/task/TID/status` and the

@@ -2,9 +2,9 @@
 //! outside, they take a tid), timer slack (injected `PR_GET_TIMERSLACK`), and the
 //! process's `oom_score_adj`. The restore side is `restore/sched.rs`.
 
-use super::task::Query;
 use super::DumpError;
 use crate::image::task::ThreadSched;
+use crate::sys::batch::{Batch, Done};
 use crate::sys::sched;
 
 /// Scheduling attributes of thread `tid`; `timerslack_ns` comes from the injected query.
@@ -41,8 +41,9 @@ fn affinity(tid: i32) -> Result<Vec<u64>, DumpError> {
     Ok(words)
 }
 
-/// `PR_GET_TIMERSLACK` of the querying thread, in ns.
-pub fn query_timerslack(q: &Query) -> Result<u64, DumpError> {
+/// `PR_GET_TIMERSLACK` of the querying thread, in ns, asked in batch `b`.
+pub fn query_timerslack(b: &mut Batch) -> impl FnOnce(&Done) -> u64 {
     let op = libc::PR_GET_TIMERSLACK as u64;
-    q.call("prctl(PR_GET_TIMERSLACK)", libc::SYS_prctl, &[op])
+    let r = b.call("prctl(PR_GET_TIMERSLACK)", libc::SYS_prctl, &[op]);
+    move |d| d.ret(r)
 }

@@ -8,10 +8,10 @@ use super::DumpError;
 use crate::abi::{AltStack, KernelSigaction};
 use crate::image::task::{ProcessAttrs, ThreadImage, ThreadSched, Timers};
 use crate::proc::timers::ProcTimer;
+use crate::sys::batch::{Area, Batch, Done, Out, STUB};
 use crate::sys::inject::Remote;
 use crate::sys::mem::Mem;
 use crate::sys::ptrace::Seized;
-use crate::sys::Pod;
 
 /// What the process-wide injected queries return.
 pub struct Queried {
@@ -30,29 +30,6 @@ pub struct Queried {
 pub struct Known<'a> {
     pub timers: &'a [ProcTimer],
     pub tids: &'a [i32],
-}
-
-/// A thread running our queries, with the process's scratch page for their results.
-pub struct Query<'a> {
-    pub remote: &'a Remote<'a>,
-    pub mem: &'a Mem,
-    pub scratch: u64,
-}
-
-impl Query<'_> {
-    pub fn call(&self, name: &'static str, nr: i64, args: &[u64]) -> Result<u64, DumpError> {
-        Ok(self.remote.call(name, nr, args)?)
-    }
-
-    /// The raw result (negative errno on failure), for calls a kernel may lack.
-    pub fn raw(&self, nr: i64, args: &[u64]) -> Result<i64, DumpError> {
-        Ok(self.remote.raw(nr, args)?)
-    }
-
-    /// Reads a `T` from scratch at `off`.
-    pub fn read<T: Pod>(&self, off: u64) -> Result<T, DumpError> {
-        read_pod(self.mem, self.scratch + off)
-    }
 }
 
 /// Registers, xsave area, mask, per-thread pending signals, rseq, name and robust list of
@@ -78,9 +55,15 @@ pub fn thread_state(pid: i32, task: &Seized) -> Result<ThreadImage, DumpError> {
     })
 }
 
+/// Size of the scratch mapping the leader maps for the queries: the batch stub in its
+/// first page, the batches' data and tables after it (only touched pages cost memory).
+const SCRATCH_LEN: u64 = 1 << 20;
+
 /// Runs the queries: the process-wide ones in the leader, the per-thread ones in each
 /// thread itself, filling `states`. `threads` and `states` are in the same order, the
-/// leader first.
+/// leader first. Each thread's queries are one batch (`sys/batch.rs`): one ptrace round
+/// trip, unless a SIGTRAP is pending (the batch stops on one) or the process may not map
+/// executable memory it can write (`PR_SET_MDWE`), where each call is injected alone.
 ///
 /// Ordering requirements: the leader maps a scratch page first and unmaps it last; each
 /// thread borrowed for queries gets every signal blocked while it runs our syscalls (so
@@ -92,53 +75,97 @@ pub fn query(
     syscall_ip: u64,
     known: &Known,
 ) -> Result<Queried, DumpError> {
+    let stub = !sigtrap_pending(&threads[0], states)?;
     let (leader, others) = states.split_first_mut().expect("a process has a leader");
     let leader_state = leader.clone();
-    borrowed(&threads[0], &leader_state, syscall_ip, |remote| {
-        let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
-        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-        let scratch = remote.call("mmap", libc::SYS_mmap, &[0, 4096, prot, flags, u64::MAX, 0])?;
-        let result = Mem::open(remote.task().tid(), false)
-            .map_err(DumpError::from)
-            .and_then(|mem| {
-                let q = Query {
-                    remote,
-                    mem: &mem,
-                    scratch,
-                };
-                let all = All {
-                    threads,
-                    others,
-                    syscall_ip,
-                };
-                all_queries(&q, known, leader, all)
-            });
-        remote.call("munmap", libc::SYS_munmap, &[scratch, 4096])?;
+    let entry = Lend {
+        syscall_ip,
+        area: None,
+    };
+    borrowed(&threads[0], &leader_state, &entry, |remote| {
+        let area = map_scratch(remote, stub)?;
+        let lend = Lend {
+            syscall_ip,
+            area: Some(area),
+        };
+        let result = borrowed_in_place(remote, &lend)
+            .and_then(|remote| all_queries(&remote, known, leader, threads, others, &lend));
+        let scratch = area.region - 4096;
+        remote.call("munmap", libc::SYS_munmap, &[scratch, SCRATCH_LEN])?;
         result
     })
 }
 
-/// The threads other than the leader, to borrow in turn.
-struct All<'a, 'b> {
-    threads: &'a [Seized],
-    others: &'b mut [ThreadImage],
+/// Whether a SIGTRAP waits in the process's queue or a thread's: a batch would stop on it.
+fn sigtrap_pending(leader: &Seized, states: &[ThreadImage]) -> Result<bool, DumpError> {
+    let trap = |i: &crate::abi::SigInfo| i.signo() == libc::SIGTRAP;
+    Ok(leader.pending(true)?.iter().any(trap)
+        || states.iter().any(|t| t.pending.iter().any(trap)))
+}
+
+/// Maps the scratch area in the leader: executable, with the batch stub in its first
+/// page, if `stub` and the process allows it; else plain memory for one-by-one calls.
+fn map_scratch(remote: &Remote, stub: bool) -> Result<Area, DumpError> {
+    let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    let mmap = |prot: u64| {
+        remote.raw(
+            libc::SYS_mmap,
+            &[0, SCRATCH_LEN, prot, flags, u64::MAX, 0],
+        )
+    };
+    let rwx = if stub {
+        mmap(rw | libc::PROT_EXEC as u64)?
+    } else {
+        -1
+    };
+    let (at, stub) = if rwx >= 0 {
+        remote.write_mem(rwx as u64, &STUB)?;
+        (rwx as u64, Some(rwx as u64))
+    } else {
+        let at = remote.call("mmap", libc::SYS_mmap, &[0, SCRATCH_LEN, rw, flags, u64::MAX, 0])?;
+        (at, None)
+    };
+    Ok(Area {
+        stub,
+        region: at + 4096,
+        len: SCRATCH_LEN - 4096,
+    })
+}
+
+/// How a thread is lent: the `syscall` instruction for single calls, the batch area.
+struct Lend {
     syscall_ip: u64,
+    area: Option<Area>,
+}
+
+/// The leader's remote again, now with the scratch area.
+fn borrowed_in_place<'a>(remote: &Remote<'a>, lend: &Lend) -> Result<Remote<'a>, DumpError> {
+    let again = Remote::new(remote.task(), lend.syscall_ip, remote.base());
+    Ok(match lend.area {
+        Some(a) => again.with_area(a),
+        None => again,
+    })
 }
 
 fn all_queries(
-    q: &Query,
+    remote: &Remote,
     known: &Known,
     leader: &mut ThreadImage,
-    all: All,
+    threads: &[Seized],
+    others: &mut [ThreadImage],
+    lend: &Lend,
 ) -> Result<Queried, DumpError> {
-    let mut queried = process_queries(q, known)?;
-    thread_queries(q, leader)?;
-    for (task, state) in all.threads[1..].iter().zip(all.others.iter_mut()) {
+    let mut queried = process_queries(remote, known, leader)?;
+    for (task, state) in threads[1..].iter().zip(others.iter_mut()) {
         let saved = state.clone();
-        let securebits = borrowed(task, &saved, all.syscall_ip, |remote| {
-            let tq = Query { remote, ..*q };
-            thread_queries(&tq, state)?;
-            super::creds::query_securebits(&tq)
+        let securebits = borrowed(task, &saved, lend, |remote| {
+            let mut b = remote.batch();
+            let own = thread_queries(&mut b);
+            let securebits = super::creds::query_securebits(&mut b);
+            let d = remote.run(&b)?;
+            own(&d, state)?;
+            Ok(securebits(&d))
         })?;
         queried.thread_securebits.push(securebits);
     }
@@ -149,11 +176,15 @@ fn all_queries(
 fn borrowed<T>(
     task: &Seized,
     state: &ThreadImage,
-    syscall_ip: u64,
+    lend: &Lend,
     f: impl FnOnce(&Remote) -> Result<T, DumpError>,
 ) -> Result<T, DumpError> {
     task.set_sigmask(!0)?;
-    let remote = Remote::new(task, syscall_ip, state.regs);
+    let remote = Remote::new(task, lend.syscall_ip, state.regs);
+    let remote = match lend.area {
+        Some(a) => remote.with_area(a),
+        None => remote,
+    };
     let result = f(&remote);
     task.set_regs(&state.regs)?;
     task.set_sigmask(state.sigmask)?;
@@ -162,50 +193,62 @@ fn borrowed<T>(
 }
 
 /// Shared by the whole process, asked once in the leader: the 64 sigactions, `brk`,
-/// timers, prctl attributes; and the leader's securebits.
-fn process_queries(q: &Query, known: &Known) -> Result<Queried, DumpError> {
-    let mut sigactions = Vec::with_capacity(64);
-    for sig in 1..=64u64 {
-        q.call(
-            "rt_sigaction",
-            libc::SYS_rt_sigaction,
-            &[sig, 0, q.scratch, 8],
-        )?;
-        sigactions.push(q.read::<KernelSigaction>(0)?);
-    }
-    let brk = q.call("brk", libc::SYS_brk, &[0])?;
+/// timers, prctl attributes; and the leader's securebits and own per-thread values, all
+/// in one batch.
+fn process_queries(
+    remote: &Remote,
+    known: &Known,
+    leader: &mut ThreadImage,
+) -> Result<Queried, DumpError> {
+    let mut b = remote.batch();
+    let actions: Vec<Out<KernelSigaction>> = (1..=64u64)
+        .map(|sig| {
+            let out = b.out::<KernelSigaction>();
+            let args = [sig, 0, out.addr(), 8];
+            b.call("rt_sigaction", libc::SYS_rt_sigaction, &args);
+            out
+        })
+        .collect();
+    let brk = b.call("brk", libc::SYS_brk, &[0]);
+    let pid = remote.task().tid();
+    let timers = super::timers::query(&mut b, pid, known.timers, known.tids)?;
+    let attrs = super::prctl::query_process(&mut b);
+    let securebits = super::creds::query_securebits(&mut b);
+    let own = thread_queries(&mut b);
+    let d = remote.run(&b)?;
+    own(&d, leader)?;
     Ok(Queried {
-        sigactions,
-        brk,
-        timers: super::timers::query(q, known.timers, known.tids)?,
-        attrs: super::prctl::query_process(q)?,
-        securebits: super::creds::query_securebits(q)?,
+        sigactions: actions.into_iter().map(|a| d.get(a)).collect(),
+        brk: d.ret(brk),
+        timers: timers(&d),
+        attrs: attrs(&d),
+        securebits: securebits(&d),
         thread_securebits: Vec::new(),
     })
 }
 
-/// Per thread, asked in the thread: `clear_child_tid`, the alternate signal stack, the
-/// parent-death signal and the scheduling attributes (timer slack injected, the rest read
-/// from outside by tid).
-fn thread_queries(q: &Query, state: &mut ThreadImage) -> Result<(), DumpError> {
-    q.call(
+/// Per thread, asked in the thread (batch `b`): `clear_child_tid`, the alternate signal
+/// stack, the parent-death signal and the scheduling attributes (timer slack injected,
+/// the rest read from outside by tid).
+fn thread_queries(b: &mut Batch) -> impl FnOnce(&Done, &mut ThreadImage) -> Result<(), DumpError> {
+    let tid_address = b.out::<u64>();
+    let op = libc::PR_GET_TID_ADDRESS as u64;
+    b.call(
         "prctl(PR_GET_TID_ADDRESS)",
         libc::SYS_prctl,
-        &[libc::PR_GET_TID_ADDRESS as u64, q.scratch],
-    )?;
-    state.clear_child_tid = q.read::<u64>(0)?;
-    q.call("sigaltstack", libc::SYS_sigaltstack, &[0, q.scratch])?;
-    state.altstack = q.read::<AltStack>(0)?;
-    state.pdeathsig = super::prctl::query_pdeathsig(q)?;
-    let timerslack_ns = super::sched::query_timerslack(q)?;
-    state.sched = super::sched::thread_sched(state.tid, timerslack_ns)?;
-    Ok(())
-}
-
-fn read_pod<T: Pod>(mem: &Mem, addr: u64) -> Result<T, DumpError> {
-    let mut v = T::default();
-    mem.read(addr, v.as_bytes_mut())?;
-    Ok(v)
+        &[op, tid_address.addr()],
+    );
+    let alt = b.out::<AltStack>();
+    b.call("sigaltstack", libc::SYS_sigaltstack, &[0, alt.addr()]);
+    let pdeathsig = super::prctl::query_pdeathsig(b);
+    let timerslack = super::sched::query_timerslack(b);
+    move |d, state| {
+        state.clear_child_tid = d.get(tid_address);
+        state.altstack = d.get(alt);
+        state.pdeathsig = pdeathsig(d);
+        state.sched = super::sched::thread_sched(state.tid, timerslack(d))?;
+        Ok(())
+    }
 }
 
 /// Finds a `syscall` instruction (`0f 05`) in the task's vDSO, so queries run without

@@ -2,53 +2,87 @@
 //! `/proc/PID/timers` and read with `timer_gettime`/`timer_getoverrun`, all injected
 //! into the task. The restore side is `restore/timers.rs`.
 
-use super::task::Query;
 use super::DumpError;
 use crate::abi::TimerPair;
 use crate::image::task::{ITimer, PosixTimer, Timers};
 use crate::proc::timers::ProcTimer;
+use crate::sys::batch::{Batch, Done, Out, Ret};
 
 /// `ITIMER_REAL`, `ITIMER_VIRTUAL`, `ITIMER_PROF`.
 const ITIMERS: [u64; 3] = [0, 1, 2];
 
-/// Reads every timer of the task. `listed` is `/proc/PID/timers`.
+/// Reads every timer of the task, in batch `b`. `listed` is `/proc/PID/timers`.
 /// `tids` are the process's threads, whose CPU clocks a timer may measure.
-pub fn query(q: &Query, listed: &[ProcTimer], tids: &[i32]) -> Result<Timers, DumpError> {
-    let mut itimers = [ITimer::default(); 3];
-    for (slot, which) in itimers.iter_mut().zip(ITIMERS) {
-        q.call("getitimer", libc::SYS_getitimer, &[which, q.scratch])?;
-        let (interval_us, value_us) = q.read::<TimerPair>(0)?.to_units(1_000_000);
-        *slot = ITimer {
-            interval_us,
-            value_us,
-        };
-    }
-    let pid = q.remote.task().tid();
-    let mut posix = listed
+pub fn query<'a>(
+    b: &mut Batch,
+    pid: i32,
+    listed: &'a [ProcTimer],
+    tids: &[i32],
+) -> Result<impl FnOnce(&Done) -> Timers + 'a, DumpError> {
+    let itimers: Vec<Out<TimerPair>> = ITIMERS
         .iter()
-        .map(|t| posix_timer(q, pid, tids, t))
+        .map(|&which| {
+            let out = b.out::<TimerPair>();
+            b.call("getitimer", libc::SYS_getitimer, &[which, out.addr()]);
+            out
+        })
+        .collect();
+    let posix = listed
+        .iter()
+        .map(|t| posix_timer(b, pid, tids, t))
         .collect::<Result<Vec<_>, _>>()?;
-    posix.sort_by_key(|t| t.id);
-    Ok(Timers { itimers, posix })
+    Ok(move |d: &Done| {
+        let mut out = Timers::default();
+        for (slot, pair) in out.itimers.iter_mut().zip(itimers) {
+            let (interval_us, value_us) = d.get(pair).to_units(1_000_000);
+            *slot = ITimer {
+                interval_us,
+                value_us,
+            };
+        }
+        out.posix = posix.into_iter().map(|p| p.finish(d)).collect();
+        out.posix.sort_by_key(|t| t.id);
+        out
+    })
 }
 
-fn posix_timer(q: &Query, pid: i32, tids: &[i32], t: &ProcTimer) -> Result<PosixTimer, DumpError> {
+/// A POSIX timer whose value and overrun a batch reads.
+struct Asked<'a> {
+    t: &'a ProcTimer,
+    value: Out<TimerPair>,
+    overrun: Ret,
+}
+
+impl Asked<'_> {
+    fn finish(self, d: &Done) -> PosixTimer {
+        let t = self.t;
+        let (interval_ns, remaining_ns) = d.get(self.value).to_units(1_000_000_000);
+        PosixTimer {
+            id: t.id,
+            clock: t.clock,
+            notify: t.notify,
+            signal: t.signal,
+            target: t.target,
+            sigev_value: t.sigev_value,
+            interval_ns,
+            remaining_ns,
+            overrun: d.ret(self.overrun) as i32,
+        }
+    }
+}
+
+fn posix_timer<'a>(
+    b: &mut Batch,
+    pid: i32,
+    tids: &[i32],
+    t: &'a ProcTimer,
+) -> Result<Asked<'a>, DumpError> {
     check_clock(pid, tids, t)?;
     let id = t.id as u64;
-    q.call("timer_gettime", libc::SYS_timer_gettime, &[id, q.scratch])?;
-    let (interval_ns, remaining_ns) = q.read::<TimerPair>(0)?.to_units(1_000_000_000);
-    let overrun = q.call("timer_getoverrun", libc::SYS_timer_getoverrun, &[id])? as i32;
-    Ok(PosixTimer {
-        id: t.id,
-        clock: t.clock,
-        notify: t.notify,
-        signal: t.signal,
-        target: t.target,
-        sigev_value: t.sigev_value,
-        interval_ns,
-        remaining_ns,
-        overrun,
-    })
+    let value = b.out::<TimerPair>();
+    b.call("timer_gettime", libc::SYS_timer_gettime, &[id, value.addr()]);
+    let overrun = b.call("timer_getoverrun", libc::SYS_timer_getoverrun, &[id]);
+    Ok(Asked { t, value, overrun })
 }
 
 /// Refuses clocks that name something outside the task: a clock fd (`FD_TO_CLOCKID`) or

@@ -82,8 +82,18 @@ impl<'a> Remote<'a> {
         Batch::new(self.area.expect("batches are built only for remotes given an area"))
     }
 
-    pub fn task(&self) -> &Seized {
+    pub fn task(&self) -> &'a Seized {
         self.task
+    }
+
+    /// The registers every call starts from.
+    pub fn base(&self) -> GpRegs {
+        self.base
+    }
+
+    /// Writes `bytes` at `addr` of the task (`process_vm_writev`: a writable mapping).
+    pub fn write_mem(&self, addr: u64, bytes: &[u8]) -> Result<(), InjectError> {
+        self.write(addr, bytes)
     }
 
     /// Moves execution to another `syscall` instruction.
