@@ -7,6 +7,7 @@
 use super::RestoreError;
 use crate::abi::GpRegs;
 use crate::image::mm::Vma;
+use crate::sys::batch::{Area, STUB};
 use crate::sys::clone::clone_with_pid;
 use crate::sys::inject::Remote;
 use crate::sys::mem::Mem;
@@ -20,6 +21,8 @@ pub const HELPER_LEN: u64 = 256 * 1024;
 /// through `PTRACE_O_TRACECLONE`). Should stasis die and the task run on from the helper,
 /// the int3 raises a SIGTRAP that, blocked, kills the half-built process.
 const HELPER_CODE: [u8; 4] = [0x0f, 0x05, 0xcc, 0xcc];
+/// Offset of the batch stub (`sys/batch.rs`) in the helper's code page.
+const STUB_OFF: u64 = 64;
 /// The last page of the helper is the stack `clone3` gives new threads. No thread runs
 /// user code on it: each is stopped before its first instruction and leaves with its own
 /// saved registers.
@@ -50,12 +53,29 @@ impl Child {
     }
 
     pub fn remote(&self) -> Remote<'_> {
-        Remote::new(&self.task, self.helper, self.base)
+        Remote::new(&self.task, self.helper, self.base).with_area(self.area())
     }
 
     /// A remote running syscalls in `thread` from the helper.
     pub fn remote_in<'a>(&self, thread: &'a Thread) -> Remote<'a> {
-        Remote::new(&thread.task, self.helper, thread.base)
+        Remote::new(&thread.task, self.helper, thread.base).with_area(self.area())
+    }
+
+    /// Where a thread created by a batch of `clone3`s starts: right after the stub's
+    /// `syscall`.
+    pub fn batch_call_return(&self) -> u64 {
+        self.helper + STUB_OFF + crate::sys::batch::STUB_CALL_RETURN
+    }
+
+    /// Where batches run: the stub in the code page, the scratch space (not the threads'
+    /// stack page) for their data and table. A batch overwrites what single calls put
+    /// into scratch.
+    fn area(&self) -> Area {
+        Area {
+            stub: Some(self.helper + STUB_OFF),
+            region: self.scratch(),
+            len: HELPER_LEN - 4096 - THREAD_STACK_LEN,
+        }
     }
 
     /// `(stack, size)` for `clone3`: the helper's last page.
@@ -137,7 +157,7 @@ pub fn create(pid: i32, target: &[Vma]) -> Result<Child, RestoreError> {
         entry.call("rseq(unregister)", libc::SYS_rseq, &args)?;
     }
     let helper = map_helper(&entry, got, target)?;
-    mem.write(helper, &HELPER_CODE)?;
+    write_code(&mem, helper)?;
     std::mem::forget(guard);
     Ok(Child {
         task,
@@ -212,7 +232,7 @@ pub fn fork_from(
     let helper = if clash {
         let entry = Remote::new(&task, inherited, base);
         let at = map_helper(&entry, pid, target)?;
-        mem.write(at, &HELPER_CODE)?;
+        write_code(&mem, at)?;
         at
     } else {
         inherited
@@ -225,6 +245,13 @@ pub fn fork_from(
         helper,
         threads: Vec::new(),
     })
+}
+
+/// The helper's code: the single `syscall` at its start, the batch stub after it.
+fn write_code(mem: &Mem, helper: u64) -> Result<(), RestoreError> {
+    mem.write(helper, &HELPER_CODE)?;
+    mem.write(helper + STUB_OFF, &STUB)?;
+    Ok(())
 }
 
 /// Stops the child where it waits in `pause()`, so `rip - 2` is a `syscall` instruction.

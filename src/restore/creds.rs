@@ -10,12 +10,11 @@ use super::RestoreError;
 use crate::abi::{CapData, CapHeader, CAP_VERSION_3};
 use crate::image::task::{Caps, Creds, TaskImage, ThreadImage};
 use crate::sys::inherit;
+use crate::sys::batch::{Batch, Out};
 use crate::sys::inject::Remote;
 
 const SECBIT_KEEP_CAPS: u64 = 1 << 4;
 const PR_CAP_AMBIENT_RAISE: u64 = 2;
-const HDR_OFF: u64 = 0;
-const DATA_OFF: u64 = 64;
 
 /// All credentials of every thread; the process drops its privileges here.
 ///
@@ -23,13 +22,22 @@ const DATA_OFF: u64 = 64;
 /// later stages (signals, seals, the helper's unmapping), and a credential change in any
 /// thread resets the process-wide dumpable flag, which the leader sets for good last.
 pub fn restore_creds(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
-    let kept = capget(child, &child.remote())?.permitted();
+    let remote = child.remote();
+    let kept = match crate::proc::status(std::process::id() as i32) {
+        // The child has the restorer's own capabilities, inherited through clone3.
+        Ok(me) => me.cap_prm,
+        Err(_) => {
+            let mut b = remote.batch();
+            let kept = capget(&mut b);
+            remote.run(&b)?.get(kept).permitted()
+        }
+    };
     check_caps(task.pid, &task.creds.caps, kept)?;
     let change = !inherited(&task.creds);
     for (thread, t) in child.threads.iter().zip(&task.threads[1..]) {
-        thread_creds(child, &child.remote_in(thread), task, t, change)?;
+        thread_creds(&child.remote_in(thread), task, t, change)?;
     }
-    thread_creds(child, &child.remote(), task, &task.threads[0], change)
+    thread_creds(&remote, task, &task.threads[0], change)
 }
 
 /// Whether `c` is what every thread of the child already has: the restorer's own ids,
@@ -62,63 +70,66 @@ fn inherited(c: &Creds) -> bool {
 /// 6. dumpable and the parent-death signal (reset by steps 2-5), no_new_privs last.
 ///
 /// With `change` false (the thread has these credentials already) steps 1-5 are skipped.
+/// Two batches at most: steps 1-2 with a `capget` of what was kept, then the rest.
 fn thread_creds(
-    child: &Child,
     remote: &Remote,
     task: &TaskImage,
     t: &ThreadImage,
     change: bool,
 ) -> Result<(), RestoreError> {
+    let mut b = remote.batch();
     if change {
-        set_creds(child, remote, &task.creds)?;
+        let kept = set_ids(remote, &task.creds)?;
+        set_caps(&mut b, &task.creds, kept)?;
     }
-    super::prctl::restore_after_creds(remote, &task.attrs, t.pdeathsig)?;
+    super::prctl::restore_after_creds(&mut b, &task.attrs, t.pdeathsig);
     if task.creds.no_new_privs {
         let args = [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0];
-        remote.call("prctl(PR_SET_NO_NEW_PRIVS)", libc::SYS_prctl, &args)?;
+        b.call("prctl(PR_SET_NO_NEW_PRIVS)", libc::SYS_prctl, &args);
     }
+    remote.run(&b)?;
     Ok(())
 }
 
-/// Steps 1-5 of [`thread_creds`].
-fn set_creds(child: &Child, remote: &Remote, c: &Creds) -> Result<(), RestoreError> {
-    set_securebits(remote, SECBIT_KEEP_CAPS)?;
-    set_ids(child, remote, c)?;
-    let kept = capget(child, remote)?.permitted();
-    capset(child, remote, CapData::new(kept, kept, c.caps.inheritable))?;
-    drop_bounding(remote, c.caps.bounding)?;
-    raise_ambient(remote, c.caps.ambient)?;
-    set_securebits(remote, u64::from(c.securebits))?;
-    let caps = &c.caps;
-    capset(
-        child,
-        remote,
-        CapData::new(caps.effective, caps.permitted, caps.inheritable),
-    )?;
-    Ok(())
-}
-
-/// Groups, gids, then uids.
-fn set_ids(child: &Child, remote: &Remote, c: &Creds) -> Result<(), RestoreError> {
+/// Steps 1-2 of [`thread_creds`]; returns the permitted capabilities kept.
+fn set_ids(remote: &Remote, c: &Creds) -> Result<u64, RestoreError> {
+    let mut b = remote.batch();
+    set_securebits(&mut b, SECBIT_KEEP_CAPS);
     let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
-    let addr = child.put(0, &groups)?;
-    remote.call(
+    let addr = b.put(&groups);
+    b.call(
         "setgroups",
         libc::SYS_setgroups,
         &[c.groups.len() as u64, addr],
-    )?;
-    remote.call(
+    );
+    b.call(
         "setresgid",
         libc::SYS_setresgid,
         &[c.gid[0].into(), c.gid[1].into(), c.gid[2].into()],
-    )?;
-    remote.call("setfsgid", libc::SYS_setfsgid, &[c.gid[3].into()])?;
-    remote.call(
+    );
+    b.call("setfsgid", libc::SYS_setfsgid, &[c.gid[3].into()]);
+    b.call(
         "setresuid",
         libc::SYS_setresuid,
         &[c.uid[0].into(), c.uid[1].into(), c.uid[2].into()],
-    )?;
-    remote.call("setfsuid", libc::SYS_setfsuid, &[c.uid[3].into()])?;
+    );
+    b.call("setfsuid", libc::SYS_setfsuid, &[c.uid[3].into()]);
+    let kept = capget(&mut b);
+    let done = remote.run(&b)?;
+    Ok(done.get(kept).permitted())
+}
+
+/// Steps 3-5 of [`thread_creds`], added to `b`.
+fn set_caps(b: &mut Batch, c: &Creds, kept: u64) -> Result<(), RestoreError> {
+    capset(b, CapData::new(kept, kept, c.caps.inheritable));
+    drop_bounding(b, c.caps.bounding)?;
+    raise_ambient(b, c.caps.ambient);
+    set_securebits(b, u64::from(c.securebits));
+    let caps = &c.caps;
+    capset(
+        b,
+        CapData::new(caps.effective, caps.permitted, caps.inheritable),
+    );
     Ok(())
 }
 
@@ -156,49 +167,44 @@ fn cap_last_cap() -> Result<u32, RestoreError> {
     })
 }
 
-fn set_securebits(remote: &Remote, bits: u64) -> Result<(), RestoreError> {
+fn set_securebits(b: &mut Batch, bits: u64) {
     let args = [libc::PR_SET_SECUREBITS as u64, bits];
-    remote.call("prctl(PR_SET_SECUREBITS)", libc::SYS_prctl, &args)?;
-    Ok(())
+    b.call("prctl(PR_SET_SECUREBITS)", libc::SYS_prctl, &args);
 }
 
-fn header(child: &Child) -> Result<u64, RestoreError> {
-    let hdr = CapHeader {
+fn header(b: &mut Batch) -> u64 {
+    b.put_pod(&CapHeader {
         version: CAP_VERSION_3,
         pid: 0,
-    };
-    child.put_pod(HDR_OFF, &hdr)
+    })
 }
 
-fn capget(child: &Child, remote: &Remote) -> Result<CapData, RestoreError> {
-    let hdr = header(child)?;
-    let data = child.put_pod(DATA_OFF, &CapData::default())?;
-    remote.call("capget", libc::SYS_capget, &[hdr, data])?;
-    let mut bytes = [0u8; std::mem::size_of::<CapData>()];
-    child.mem.read(data, &mut bytes)?;
-    Ok(crate::sys::Pod::from_bytes(&bytes).unwrap_or_default())
+/// `capget` of the thread running `b`.
+fn capget(b: &mut Batch) -> Out<CapData> {
+    let hdr = header(b);
+    let data = b.out::<CapData>();
+    b.call("capget", libc::SYS_capget, &[hdr, data.addr()]);
+    data
 }
 
-fn capset(child: &Child, remote: &Remote, caps: CapData) -> Result<(), RestoreError> {
-    let hdr = header(child)?;
-    let data = child.put_pod(DATA_OFF, &caps)?;
-    remote.call("capset", libc::SYS_capset, &[hdr, data])?;
-    Ok(())
+fn capset(b: &mut Batch, caps: CapData) {
+    let hdr = header(b);
+    let data = b.put_pod(&caps);
+    b.call("capset", libc::SYS_capset, &[hdr, data]);
 }
 
 /// Drops from the bounding set every capability this kernel knows that `keep` lacks.
-fn drop_bounding(remote: &Remote, keep: u64) -> Result<(), RestoreError> {
+fn drop_bounding(b: &mut Batch, keep: u64) -> Result<(), RestoreError> {
     for cap in (0..=cap_last_cap()?.min(63)).filter(|c| keep & (1 << c) == 0) {
         let args = [libc::PR_CAPBSET_DROP as u64, u64::from(cap)];
-        remote.call("prctl(PR_CAPBSET_DROP)", libc::SYS_prctl, &args)?;
+        b.call("prctl(PR_CAPBSET_DROP)", libc::SYS_prctl, &args);
     }
     Ok(())
 }
 
-fn raise_ambient(remote: &Remote, ambient: u64) -> Result<(), RestoreError> {
+fn raise_ambient(b: &mut Batch, ambient: u64) {
     for cap in (0..64u64).filter(|c| ambient & (1 << c) != 0) {
         let args = [libc::PR_CAP_AMBIENT as u64, PR_CAP_AMBIENT_RAISE, cap, 0, 0];
-        remote.call("prctl(PR_CAP_AMBIENT_RAISE)", libc::SYS_prctl, &args)?;
+        b.call("prctl(PR_CAP_AMBIENT_RAISE)", libc::SYS_prctl, &args);
     }
-    Ok(())
 }

@@ -10,6 +10,7 @@ use super::child::{Child, HELPER_LEN};
 use super::{RestoreError, TASK_SIZE};
 use crate::abi::PrctlMmMap;
 use crate::image::mm::{Guard, MmImage, ShmemOwner, Vma, VmaKind};
+use crate::sys::batch::{Batch, Done, Ret};
 
 const MREMAP_MAYMOVE: u64 = 1;
 const MREMAP_FIXED: u64 = 2;
@@ -24,24 +25,23 @@ pub fn clear_and_move_vdso(child: &Child, mm: &MmImage) -> Result<(), RestoreErr
     keep.push((child.helper, child.helper + HELPER_LEN));
     keep.sort_unstable();
     let remote = child.remote();
+    let mut b = remote.batch();
     let mut at = 0x1000u64;
     for &(s, e) in keep.iter().chain(std::iter::once(&(TASK_SIZE, TASK_SIZE))) {
         if s > at {
-            remote.call("munmap", libc::SYS_munmap, &[at, s - at])?;
+            b.call("munmap", libc::SYS_munmap, &[at, s - at]);
         }
         at = at.max(e);
     }
-    move_specials(child, mm, &specials)
+    move_specials(&mut b, child.helper, mm, &specials);
+    remote.run(&b)?;
+    Ok(())
 }
 
 /// Moves each of vvar, vvar_vclock and vdso to its saved address (through a spare hole
-/// first when old and new places overlap), or unmaps it if the task had none.
-fn move_specials(
-    child: &Child,
-    mm: &MmImage,
-    specials: &[(VmaKind, u64, u64)],
-) -> Result<(), RestoreError> {
-    let remote = child.remote();
+/// first when old and new places overlap), or unmaps it if the task had none; added to
+/// batch `b`.
+fn move_specials(b: &mut Batch, helper: u64, mm: &MmImage, specials: &[(VmaKind, u64, u64)]) {
     let lo = specials.iter().map(|s| s.1).min().unwrap_or(0);
     let hi = specials.iter().map(|s| s.2).max().unwrap_or(0);
     let targets: Vec<(u64, u64, Option<&Vma>)> = specials
@@ -52,28 +52,28 @@ fn move_specials(
         .iter()
         .all(|(s, _, v)| v.is_some_and(|v| v.start == *s))
     {
-        return Ok(()); // a forked child: its parent moved them already
+        return; // a forked child: its parent moved them already
     }
     let overlap = targets
         .iter()
         .any(|(_, _, v)| v.is_some_and(|v| v.start < hi && v.end > lo));
-    let spare = child.helper + HELPER_LEN; // never a target address: the helper's hole was free
+    let spare = helper + HELPER_LEN; // never a target address: the helper's hole was free
     let mut moved = Vec::new();
     for (s, e, v) in targets {
         let Some(v) = v else {
-            remote.call("munmap(vdso)", libc::SYS_munmap, &[s, e - s])?;
+            b.call("munmap(vdso)", libc::SYS_munmap, &[s, e - s]);
             continue;
         };
         let via = if overlap { spare + (s - lo) } else { v.start };
-        remote.call(
+        b.call(
             "mremap(vdso)",
             libc::SYS_mremap,
             &[s, e - s, e - s, MREMAP_MAYMOVE | MREMAP_FIXED, via],
-        )?;
+        );
         moved.push((via, v));
     }
     for (via, v) in moved.into_iter().filter(|(via, v)| *via != v.start) {
-        remote.call(
+        b.call(
             "mremap(vdso)",
             libc::SYS_mremap,
             &[
@@ -83,61 +83,163 @@ fn move_specials(
                 MREMAP_MAYMOVE | MREMAP_FIXED,
                 v.start,
             ],
-        )?;
+        );
     }
-    Ok(())
 }
+
+/// At most this many files are open in the child at once while mapping.
+const OPEN_AT_ONCE: usize = 256;
 
 /// Recreates every ordinary mapping. Mappings that will receive saved pages are made
 /// writable for now; [`finish_vmas`] puts the real protection back.
+///
+/// In batches: the files of up to [`OPEN_AT_ONCE`] mappings are opened in one, then
+/// those mappings are made and the files closed in another.
 pub fn map_all(child: &Child, mm: &MmImage, filled: &HashSet<u64>) -> Result<(), RestoreError> {
-    let mut open: Option<(String, u64)> = None;
+    let mut group: Vec<(&Vma, Option<Source>)> = Vec::new();
+    let mut files: Vec<Source> = Vec::new();
     for v in mm.vmas.iter().filter(|v| !is_special(v)) {
         let owner = mm.shmem.iter().find(|r| r.start == v.start);
-        match owner.and_then(|r| r.owner) {
-            Some(o) => map_shared_from(child, v, &o)?,
-            None => map_one(child, v, filled.contains(&v.start), &mut open)?,
+        let source = match owner.and_then(|r| r.owner) {
+            Some(o) => Some(Source::shared(&o)),
+            None => Source::file(v),
+        };
+        if let Some(s) = source.as_ref().filter(|s| !files.contains(s)) {
+            if files.len() == OPEN_AT_ONCE {
+                map_group(child, &group, &files, filled)?;
+                (group, files) = (Vec::new(), Vec::new());
+            }
+            files.push(s.clone());
+        }
+        group.push((v, source));
+    }
+    map_group(child, &group, &files, filled)
+}
+
+/// What a file mapping maps: a path opened with these flags, at this file offset (the
+/// shared memory of an earlier process of the tree through its `/proc/PID/map_files`
+/// entry: the child is still privileged here).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Source {
+    path: String,
+    flags: i32,
+    offset: u64,
+    /// Another process's shared memory: mapped `MAP_SHARED` with the saved protection,
+    /// nothing else.
+    shm: bool,
+}
+
+impl Source {
+    fn shared(o: &ShmemOwner) -> Source {
+        Source {
+            path: format!("/proc/{}/map_files/{:x}-{:x}", o.pid, o.start, o.end),
+            flags: libc::O_RDWR | libc::O_CLOEXEC,
+            offset: o.offset,
+            shm: true,
         }
     }
-    if let Some((_, fd)) = open {
-        child.remote().call("close", libc::SYS_close, &[fd])?;
+
+    fn file(v: &Vma) -> Option<Source> {
+        let VmaKind::File { file, offset } = &v.kind else {
+            return None;
+        };
+        let writable = v.shared && v.prot & libc::PROT_WRITE as u32 != 0;
+        let mode = if writable {
+            libc::O_RDWR
+        } else {
+            libc::O_RDONLY
+        };
+        Some(Source {
+            path: file.path.clone(),
+            flags: mode | libc::O_CLOEXEC,
+            offset: *offset,
+            shm: false,
+        })
     }
+
+    /// Equal files (the offset aside) share one fd.
+    fn same_file(&self, other: &Source) -> bool {
+        (&self.path, self.flags) == (&other.path, other.flags)
+    }
+}
+
+/// Opens `files` (one batch), maps `group` (another), closes the files.
+fn map_group(
+    child: &Child,
+    group: &[(&Vma, Option<Source>)],
+    files: &[Source],
+    filled: &HashSet<u64>,
+) -> Result<(), RestoreError> {
+    let fds = open_all(child, files)?;
+    let remote = child.remote();
+    let mut b = remote.batch();
+    for (v, source) in group {
+        let fd = source.as_ref().map(|s| {
+            let i = files.iter().position(|f| f.same_file(s));
+            (fds[i.expect("every source was opened")], s.offset)
+        });
+        match (source, fd) {
+            (Some(s), Some((fd, offset))) if s.shm => map_shared(&mut b, v, fd, offset),
+            _ => map_one(&mut b, v, filled.contains(&v.start), fd),
+        }
+        if b.room() < 4096 {
+            remote.run(&b)?;
+            b = remote.batch();
+        }
+    }
+    for fd in fds {
+        b.call("close", libc::SYS_close, &[fd]);
+    }
+    remote.run(&b)?;
     Ok(())
 }
 
-/// Maps the shared memory object that an earlier process of the tree created, through
-/// that process's `/proc/PID/map_files` entry (the child is still privileged here).
-fn map_shared_from(child: &Child, v: &Vma, o: &ShmemOwner) -> Result<(), RestoreError> {
-    let path = format!("/proc/{}/map_files/{:x}-{:x}", o.pid, o.start, o.end);
-    let fd = open_in(child, &path, libc::O_RDWR | libc::O_CLOEXEC)?;
-    let flags = libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE;
-    let r = child.remote().call(
-        "mmap(shared)",
-        libc::SYS_mmap,
-        &[
-            v.start,
-            v.len(),
-            u64::from(v.prot),
-            flags as u64,
-            fd,
-            o.offset,
-        ],
-    );
-    child.remote().call("close", libc::SYS_close, &[fd])?;
-    r.map(|_| ()).map_err(RestoreError::from)
+/// Opens every file in the child, in one batch; fails naming the first that would not
+/// open.
+fn open_all(child: &Child, files: &[Source]) -> Result<Vec<u64>, RestoreError> {
+    let remote = child.remote();
+    let mut b = remote.batch();
+    let rets: Vec<Ret> = files
+        .iter()
+        .map(|f| {
+            let path = b.put_str(&f.path);
+            let args = [libc::AT_FDCWD as u64, path, f.flags as u64, 0];
+            b.try_call("openat", libc::SYS_openat, &args)
+        })
+        .collect();
+    let done = remote.run(&b)?;
+    let fds: Vec<i64> = rets.iter().map(|&r| done.raw(r)).collect();
+    if let Some(i) = fds.iter().position(|&fd| fd < 0) {
+        for &fd in fds.iter().filter(|&&fd| fd >= 0) {
+            remote.call("close", libc::SYS_close, &[fd as u64])?;
+        }
+        return Err(open_failed(&files[i].path, child.pid(), fds[i]));
+    }
+    Ok(fds.into_iter().map(|fd| fd as u64).collect())
+}
+
+fn open_failed(path: &str, pid: i32, r: i64) -> RestoreError {
+    RestoreError::Unsupported {
+        what: format!(
+            "open {path} in pid {pid}: {}",
+            nix::errno::Errno::from_raw(-r as i32).desc()
+        ),
+    }
+}
+
+/// Adds the `mmap` of another process's shared memory object (fd `fd`) to `b`.
+fn map_shared(b: &mut Batch, v: &Vma, fd: u64, offset: u64) {
+    let flags = (libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE) as u64;
+    let args = [v.start, v.len(), u64::from(v.prot), flags, fd, offset];
+    b.call("mmap(shared)", libc::SYS_mmap, &args);
 }
 
 fn is_special(v: &Vma) -> bool {
     matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock)
 }
 
-fn map_one(
-    child: &Child,
-    v: &Vma,
-    filled: bool,
-    open: &mut Option<(String, u64)>,
-) -> Result<(), RestoreError> {
-    let remote = child.remote();
+/// Adds the `mmap` of `v` to `b`: from `file` (fd and offset) or anonymous.
+fn map_one(b: &mut Batch, v: &Vma, filled: bool, file: Option<(u64, u64)>) {
     let prot = u64::from(v.prot) | if filled { libc::PROT_WRITE as u64 } else { 0 };
     let mut flags = libc::MAP_FIXED_NOREPLACE
         | if v.shared {
@@ -151,44 +253,15 @@ fn map_one(
     if v.flags.noreserve {
         flags |= libc::MAP_NORESERVE;
     }
-    let (fd, offset) = match &v.kind {
-        VmaKind::File { file, offset } => (file_fd(child, &file.path, v, open)?, *offset),
-        _ => {
-            flags |= libc::MAP_ANONYMOUS;
-            (u64::MAX, 0)
-        }
-    };
-    remote.call(
+    let (fd, offset) = file.unwrap_or_else(|| {
+        flags |= libc::MAP_ANONYMOUS;
+        (u64::MAX, 0)
+    });
+    b.call(
         "mmap",
         libc::SYS_mmap,
         &[v.start, v.len(), prot, flags as u64, fd, offset],
-    )?;
-    Ok(())
-}
-
-/// An fd in the child for `path`, reusing the last one (libraries map one file many times).
-fn file_fd(
-    child: &Child,
-    path: &str,
-    v: &Vma,
-    open: &mut Option<(String, u64)>,
-) -> Result<u64, RestoreError> {
-    let writable = v.shared && v.prot & libc::PROT_WRITE as u32 != 0;
-    if let Some((p, fd)) = open {
-        if p == path && !writable {
-            return Ok(*fd);
-        }
-        child.remote().call("close", libc::SYS_close, &[*fd])?;
-        *open = None;
-    }
-    let mode = if writable {
-        libc::O_RDWR
-    } else {
-        libc::O_RDONLY
-    };
-    let fd = open_in(child, path, mode | libc::O_CLOEXEC)?;
-    *open = Some((path.to_string(), fd));
-    Ok(fd)
+    );
 }
 
 /// `openat(AT_FDCWD, path, flags)` run by the child.
@@ -217,49 +290,66 @@ pub fn open_in(child: &Child, path: &str, flags: i32) -> Result<u64, RestoreErro
 /// its pages hold); guards before mlock (the kernel refuses guards in locked mappings).
 pub fn finish_vmas(child: &Child, mm: &MmImage, filled: &HashSet<u64>) -> Result<(), RestoreError> {
     let remote = child.remote();
+    let mut b = remote.batch();
+    let mut locks = Vec::new();
     for v in mm.vmas.iter().filter(|v| !is_special(v)) {
         if filled.contains(&v.start) && v.prot & libc::PROT_WRITE as u32 == 0 {
-            remote.call(
+            b.call(
                 "mprotect",
                 libc::SYS_mprotect,
                 &[v.start, v.len(), u64::from(v.prot)],
-            )?;
+            );
         }
         for advice in advices(v) {
-            remote.call(
+            b.call(
                 "madvise",
                 libc::SYS_madvise,
                 &[v.start, v.len(), advice as u64],
-            )?;
+            );
         }
         let guards = guards_in(&mm.guards, v);
-        install_guards(child, guards)?;
+        install_guards(&mut b, guards);
         if v.flags.locked || v.flags.lockonfault {
-            lock(child, v, !guards.is_empty())?;
+            locks.push((lock(&mut b, v), v, !guards.is_empty()));
+        }
+        if b.room() < 4096 {
+            check_locks(child, &remote.run(&b)?, locks.drain(..))?;
+            b = remote.batch();
         }
     }
-    Ok(())
+    check_locks(child, &remote.run(&b)?, locks)
 }
 
-/// `mlock2` of a locked mapping. With guard regions inside, the kernel marks the mapping
-/// locked and then fails to fault the guard pages in (ENOMEM), as it did for the task:
-/// that error is expected.
-fn lock(child: &Child, v: &Vma, has_guards: bool) -> Result<(), RestoreError> {
+/// `mlock2` of a locked mapping, added to `b`; its result goes to [`check_locks`].
+fn lock(b: &mut Batch, v: &Vma) -> Ret {
     let onfault = if v.flags.lockonfault { 1 } else { 0 };
-    let args = [v.start, v.len(), onfault];
-    let r = child.remote().raw(libc::SYS_mlock2, &args)?;
-    if r == 0 || (has_guards && r == -i64::from(libc::ENOMEM)) {
-        return Ok(());
+    b.try_call("mlock2", libc::SYS_mlock2, &[v.start, v.len(), onfault])
+}
+
+/// The `mlock2` results of mappings (with whether guard regions lie inside). With guard
+/// regions inside, the kernel marks the mapping locked and then fails to fault the guard
+/// pages in (ENOMEM), as it did for the task: that error is expected.
+fn check_locks<'a>(
+    child: &Child,
+    done: &Done,
+    locks: impl IntoIterator<Item = (Ret, &'a Vma, bool)>,
+) -> Result<(), RestoreError> {
+    for (r, v, has_guards) in locks {
+        let r = done.raw(r);
+        if r == 0 || (has_guards && r == -i64::from(libc::ENOMEM)) {
+            continue;
+        }
+        return Err(RestoreError::Unsupported {
+            what: format!(
+                "mlock2 of mapping {:#x}-{:#x} in pid {}: {}",
+                v.start,
+                v.end,
+                child.pid(),
+                nix::errno::Errno::from_raw(-r as i32).desc()
+            ),
+        });
     }
-    Err(RestoreError::Unsupported {
-        what: format!(
-            "mlock2 of mapping {:#x}-{:#x} in pid {}: {}",
-            v.start,
-            v.end,
-            child.pid(),
-            nix::errno::Errno::from_raw(-r as i32).desc()
-        ),
-    })
+    Ok(())
 }
 
 /// The guard regions inside `v`, from the sorted `guards`.
@@ -270,15 +360,14 @@ fn guards_in<'a>(guards: &'a [Guard], v: &Vma) -> &'a [Guard] {
 }
 
 /// `madvise(MADV_GUARD_INSTALL)` (Linux 6.13): accesses to these pages fault.
-fn install_guards(child: &Child, guards: &[Guard]) -> Result<(), RestoreError> {
+fn install_guards(b: &mut Batch, guards: &[Guard]) {
     for g in guards {
-        child.remote().call(
+        b.call(
             "madvise(MADV_GUARD_INSTALL)",
             libc::SYS_madvise,
             &[g.start, g.end - g.start, MADV_GUARD_INSTALL],
-        )?;
+        );
     }
-    Ok(())
 }
 
 fn advices(v: &Vma) -> Vec<i32> {
@@ -316,8 +405,10 @@ pub fn set_mm_fields(child: &Child, mm: &MmImage) -> Result<(), RestoreError> {
         Some(f) => open_in(child, &f.path, libc::O_RDONLY | libc::O_CLOEXEC)?,
         None => u64::from(u32::MAX),
     };
+    let remote = child.remote();
+    let mut b = remote.batch();
     let auxv: Vec<u8> = mm.auxv.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    let auxv_addr = child.put(1024, &auxv)?;
+    let auxv_addr = b.put(&auxv);
     let f = &mm.fields;
     let map = PrctlMmMap {
         start_code: f.start_code,
@@ -335,15 +426,16 @@ pub fn set_mm_fields(child: &Child, mm: &MmImage) -> Result<(), RestoreError> {
         auxv_size: auxv.len() as u32,
         exe_fd: exe_fd as u32,
     };
-    let addr = child.put_pod(0, &map)?;
+    let addr = b.put_pod(&map);
     let size = std::mem::size_of::<PrctlMmMap>() as u64;
-    child.remote().call(
+    b.call(
         "prctl(PR_SET_MM_MAP)",
         libc::SYS_prctl,
         &[PR_SET_MM, PR_SET_MM_MAP, addr, size, 0],
-    )?;
+    );
     if mm.exe.is_some() {
-        child.remote().call("close", libc::SYS_close, &[exe_fd])?;
+        b.call("close", libc::SYS_close, &[exe_fd]);
     }
+    remote.run(&b)?;
     Ok(())
 }

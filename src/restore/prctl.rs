@@ -7,7 +7,7 @@
 use super::child::Child;
 use super::RestoreError;
 use crate::image::task::ProcessAttrs;
-use crate::sys::inject::Remote;
+use crate::sys::batch::Batch;
 
 /// The `MEMBARRIER_CMD_REGISTER_*` commands `MEMBARRIER_CMD_GET_REGISTRATIONS` reports:
 /// global expedited, private expedited, its sync-core and rseq variants.
@@ -16,43 +16,40 @@ const MEMBARRIER_REGISTER: [u32; 4] = [1 << 2, 1 << 4, 1 << 6, 1 << 8];
 /// THP disable, child subreaper and membarrier registrations.
 pub fn restore_process(child: &Child, a: &ProcessAttrs) -> Result<(), RestoreError> {
     let remote = child.remote();
+    let mut b = remote.batch();
     if a.thp_disable & 1 != 0 {
         let args = [
             libc::PR_SET_THP_DISABLE as u64,
             1,
             u64::from(a.thp_disable & !1),
         ];
-        remote.call("prctl(PR_SET_THP_DISABLE)", libc::SYS_prctl, &args)?;
+        b.call("prctl(PR_SET_THP_DISABLE)", libc::SYS_prctl, &args);
     }
     if a.child_subreaper {
         let args = [libc::PR_SET_CHILD_SUBREAPER as u64, 1];
-        remote.call("prctl(PR_SET_CHILD_SUBREAPER)", libc::SYS_prctl, &args)?;
+        b.call("prctl(PR_SET_CHILD_SUBREAPER)", libc::SYS_prctl, &args);
     }
     for cmd in MEMBARRIER_REGISTER
         .into_iter()
         .filter(|c| a.membarrier & c != 0)
     {
         let args = [u64::from(cmd), 0, 0];
-        remote.call("membarrier(register)", libc::SYS_membarrier, &args)?;
+        b.call("membarrier(register)", libc::SYS_membarrier, &args);
     }
+    remote.run(&b)?;
     Ok(())
 }
 
-/// Dumpable and the parent-death signal, run by each thread after its own credentials
+/// Dumpable and the parent-death signal, added to batch `b`, run by each thread after its own credentials
 /// (the parent-death signal is per thread, dumpable per process).
 ///
 /// Ordering requirements: after the last id or capability change (`commit_creds` resets
 /// both). Dumpable 2 (`suid_dumpable`) cannot be set with prctl and is restored as 0, the
 /// stricter choice.
-pub fn restore_after_creds(
-    remote: &Remote,
-    a: &ProcessAttrs,
-    pdeathsig: i32,
-) -> Result<(), RestoreError> {
+pub fn restore_after_creds(b: &mut Batch, a: &ProcessAttrs, pdeathsig: i32) {
     let dumpable = u64::from(a.dumpable == 1);
     let args = [libc::PR_SET_DUMPABLE as u64, dumpable];
-    remote.call("prctl(PR_SET_DUMPABLE)", libc::SYS_prctl, &args)?;
+    b.call("prctl(PR_SET_DUMPABLE)", libc::SYS_prctl, &args);
     let args = [libc::PR_SET_PDEATHSIG as u64, pdeathsig as u64];
-    remote.call("prctl(PR_SET_PDEATHSIG)", libc::SYS_prctl, &args)?;
-    Ok(())
+    b.call("prctl(PR_SET_PDEATHSIG)", libc::SYS_prctl, &args);
 }

@@ -5,7 +5,7 @@
 
 use super::child::Child;
 use super::RestoreError;
-use crate::abi::AltStack;
+use crate::abi::{AltStack, SigInfo};
 use crate::image::task::{TaskImage, ThreadImage};
 use crate::sys::inherit;
 use crate::sys::inject::Remote;
@@ -30,14 +30,20 @@ pub fn restore_attrs(child: &Child, task: &TaskImage) -> Result<(), RestoreError
 ///
 /// The child inherited stasis's limits: only those that differ are set.
 pub fn restore_rlimits(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
+    let remote = child.remote();
+    let mut b = remote.batch();
+    let mut set = Vec::new();
     for (res, &(soft, hard)) in task.rlimits.iter().enumerate() {
         if inherit::own_rlimit(res as u32) == Ok((soft, hard)) {
             continue;
         }
-        let addr = child.put(0, &[soft.to_ne_bytes(), hard.to_ne_bytes()].concat())?;
-        let r = child
-            .remote()
-            .raw(libc::SYS_prlimit64, &[0, res as u64, addr, 0])?;
+        let addr = b.put(&[soft.to_ne_bytes(), hard.to_ne_bytes()].concat());
+        let r = b.try_call("prlimit64", libc::SYS_prlimit64, &[0, res as u64, addr, 0]);
+        set.push((r, res, soft, hard));
+    }
+    let done = remote.run(&b)?;
+    for (r, res, soft, hard) in set {
+        let r = done.raw(r);
         if r < 0 {
             let why = nix::errno::Errno::from_raw(-r as i32);
             return Err(RestoreError::Unsupported {
@@ -52,6 +58,7 @@ pub fn restore_rlimits(child: &Child, task: &TaskImage) -> Result<(), RestoreErr
 /// actions (handlers, flags, masks): only those that differ are set.
 pub fn restore_sigactions(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
     let remote = child.remote();
+    let mut b = remote.batch();
     for (i, act) in task.sigactions.iter().enumerate() {
         let sig = i as u64 + 1;
         if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
@@ -60,23 +67,24 @@ pub fn restore_sigactions(child: &Child, task: &TaskImage) -> Result<(), Restore
         if inherit::own_sigaction(sig as i32).as_ref() == Ok(act) {
             continue;
         }
-        let addr = child.put_pod(0, act)?;
-        remote.call("rt_sigaction", libc::SYS_rt_sigaction, &[sig, addr, 0, 8])?;
+        let addr = b.put_pod(act);
+        b.call("rt_sigaction", libc::SYS_rt_sigaction, &[sig, addr, 0, 8]);
     }
+    remote.run(&b)?;
     Ok(())
 }
 
 /// sigaltstack, clear_child_tid, rseq, robust list and name of every thread, each set by
 /// the thread itself (all of these are per-thread kernel state).
 pub fn restore_thread_attrs(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
-    thread_attrs(child, &child.remote(), &task.threads[0])?;
+    thread_attrs(&child.remote(), &task.threads[0])?;
     for (thread, t) in child.threads.iter().zip(&task.threads[1..]) {
-        thread_attrs(child, &child.remote_in(thread), t)?;
+        thread_attrs(&child.remote_in(thread), t)?;
     }
     Ok(())
 }
 
-fn thread_attrs(child: &Child, remote: &Remote, t: &ThreadImage) -> Result<(), RestoreError> {
+fn thread_attrs(remote: &Remote, t: &ThreadImage) -> Result<(), RestoreError> {
     // SS_ONSTACK is reported, not settable: the kernel derives it from the stack pointer.
     let alt = AltStack {
         flags: t.altstack.flags & !libc::SS_ONSTACK,
@@ -90,19 +98,20 @@ fn thread_attrs(child: &Child, remote: &Remote, t: &ThreadImage) -> Result<(), R
     } else {
         alt
     };
-    let addr = child.put_pod(0, &alt)?;
-    remote.call("sigaltstack", libc::SYS_sigaltstack, &[addr, 0])?;
-    remote.call(
+    let mut b = remote.batch();
+    let addr = b.put_pod(&alt);
+    b.call("sigaltstack", libc::SYS_sigaltstack, &[addr, 0]);
+    b.call(
         "set_tid_address",
         libc::SYS_set_tid_address,
         &[t.clear_child_tid],
-    )?;
+    );
     if t.robust_list != 0 {
-        remote.call(
+        b.call(
             "set_robust_list",
             libc::SYS_set_robust_list,
             &[t.robust_list, t.robust_list_len],
-        )?;
+        );
     }
     if let Some(r) = &t.rseq {
         let args = [
@@ -111,37 +120,59 @@ fn thread_attrs(child: &Child, remote: &Remote, t: &ThreadImage) -> Result<(), R
             RSEQ_SIG_FLAGS,
             u64::from(r.signature),
         ];
-        remote.call("rseq", libc::SYS_rseq, &args)?;
+        b.call("rseq", libc::SYS_rseq, &args);
     }
-    let name = child.put_str(0, &t.comm)?;
-    remote.call(
+    let name = b.put_str(&t.comm);
+    b.call(
         "prctl(PR_SET_NAME)",
         libc::SYS_prctl,
         &[libc::PR_SET_NAME as u64, name],
-    )?;
+    );
+    remote.run(&b)?;
     Ok(())
 }
 
 /// Requeues saved signals, process-wide then per thread, with their full siginfo. Every
 /// signal is blocked in the child until the final mask is set.
+///
+/// Batched, unless a SIGTRAP is among them: a batch lets SIGTRAP through while it runs
+/// (see `sys/batch.rs`), so once one is queued every call must be a single one.
 pub fn queue_signals(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
     let remote = child.remote();
     let pid = task.pid as u64;
-    for info in &task.shared_pending {
-        let addr = child.put_pod(0, info)?;
-        remote.call(
-            "rt_sigqueueinfo",
-            libc::SYS_rt_sigqueueinfo,
-            &[pid, info.signo() as u64, addr],
-        )?;
-    }
-    for t in &task.threads {
-        for info in &t.pending {
-            let addr = child.put_pod(0, info)?;
-            let args = [pid, t.tid as u64, info.signo() as u64, addr];
-            remote.call("rt_tgsigqueueinfo", libc::SYS_rt_tgsigqueueinfo, &args)?;
+    let shared = task.shared_pending.iter().map(|i| (None, i));
+    let own = task
+        .threads
+        .iter()
+        .flat_map(|t| t.pending.iter().map(move |i| (Some(t.tid as u64), i)));
+    let all: Vec<(Option<u64>, &SigInfo)> = shared.chain(own).collect();
+    let trap = all.iter().any(|(_, i)| i.signo() == libc::SIGTRAP);
+    let mut b = remote.batch();
+    for (tid, info) in all {
+        if b.room() < 1024 {
+            remote.run(&b)?;
+            b = remote.batch();
+        }
+        let addr = b.put_pod(info);
+        let signo = info.signo() as u64;
+        match tid {
+            None => b.call(
+                "rt_sigqueueinfo",
+                libc::SYS_rt_sigqueueinfo,
+                &[pid, signo, addr],
+            ),
+            Some(tid) => b.call(
+                "rt_tgsigqueueinfo",
+                libc::SYS_rt_tgsigqueueinfo,
+                &[pid, tid, signo, addr],
+            ),
+        };
+        if trap {
+            remote.run_singly(&b)?;
+            b = remote.batch();
         }
     }
+    remote.run(&b)?;
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 //! leader, once the shared address space, files and handlers are in place. Each thread's
 //! own attributes are set in `task.rs`, its registers at the resume.
 
-use super::child::{Child, Thread, CLONE_ARGS_OFF, SET_TID_OFF};
+use super::child::{Child, Thread};
 use super::RestoreError;
 use crate::abi::CloneArgs;
 use crate::image::task::TaskImage;
@@ -18,6 +18,9 @@ const THREAD_FLAGS: i32 = libc::CLONE_VM
     | libc::CLONE_THREAD
     | libc::CLONE_SYSVSEM;
 
+/// At most this many threads are created per batch.
+const THREADS_PER_BATCH: usize = 512;
+
 /// Creates every thread but the leader, in image order.
 ///
 /// Ordering requirements: after the address space, the files, fs context, personality and
@@ -25,43 +28,65 @@ const THREAD_FLAGS: i32 = libc::CLONE_VM
 /// credentials are dropped (`clone3` with `set_tid` needs CAP_CHECKPOINT_RESTORE or
 /// CAP_SYS_ADMIN). The new threads inherit the leader's all-blocked signal mask.
 pub fn create(child: &mut Child, task: &TaskImage) -> Result<(), RestoreError> {
-    for t in &task.threads[1..] {
-        let thread = create_one(child, t.tid)?;
-        child.threads.push(thread);
+    let tids: Vec<i32> = task.threads[1..].iter().map(|t| t.tid).collect();
+    for some in tids.chunks(THREADS_PER_BATCH) {
+        create_some(child, some)?;
     }
     Ok(())
 }
 
-/// `clone3(THREAD_FLAGS, set_tid = [tid])` run by the leader from the helper. The kernel
-/// attaches the thread to us (the leader is seized with `PTRACE_O_TRACECLONE`); it stops
-/// before its first instruction, which would be the helper's, right after `syscall`.
-fn create_one(child: &Child, tid: i32) -> Result<Thread, RestoreError> {
-    let set_tid = child.put(SET_TID_OFF, &tid.to_ne_bytes())?;
+/// `clone3(THREAD_FLAGS, set_tid = [tid])` for each of `tids`, run by the leader in one
+/// batch. The kernel attaches each thread to us (the leader is seized with
+/// `PTRACE_O_TRACECLONE`); it stops before its first instruction, which would be the
+/// stub's, right after `syscall`. Every thread created is kept in `child.threads`, also
+/// on error, so that a failed restore reaps it.
+fn create_some(child: &mut Child, tids: &[i32]) -> Result<(), RestoreError> {
+    let remote = child.remote();
+    let mut b = remote.batch();
     let (stack, stack_size) = child.thread_stack();
-    let args = CloneArgs {
-        flags: THREAD_FLAGS as u64,
-        stack,
-        stack_size,
-        set_tid,
-        set_tid_size: 1,
-        ..CloneArgs::default()
-    };
-    let addr = child.put_pod(CLONE_ARGS_OFF, &args)?;
     let size = std::mem::size_of::<CloneArgs>() as u64;
-    let task = child
-        .remote()
-        .clone_task("clone3(thread)", libc::SYS_clone3, &[addr, size])?;
-    let thread = Thread {
-        base: Default::default(),
-        task,
-    };
-    match ptrace::wait_tid(thread.task.tid())? {
-        Stop::Event(_) => {}
-        other => return Err(thread.task.unexpected("clone3 start", other).into()),
+    for &tid in tids {
+        let set_tid = b.put(&tid.to_ne_bytes());
+        let args = CloneArgs {
+            flags: THREAD_FLAGS as u64,
+            stack,
+            stack_size,
+            set_tid,
+            set_tid_size: 1,
+            ..CloneArgs::default()
+        };
+        let addr = b.put_pod(&args);
+        b.expect("clone3(thread)", libc::SYS_clone3, &[addr, size], tid as u64);
     }
-    let base = thread.task.regs()?;
-    check_start(child, tid, thread.task.tid(), &base)?;
-    Ok(Thread { base, ..thread })
+    let (tasks, result) = remote.run_spawning(&b);
+    let mut first_err = result.err().map(RestoreError::from);
+    for (task, &want) in tasks.into_iter().zip(tids) {
+        let (thread, started) = first_stop(child, want, task);
+        child.threads.push(thread);
+        if let Err(e) = started {
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// Waits for a new thread's first stop and checks where it is.
+fn first_stop(
+    child: &Child,
+    want: i32,
+    task: crate::sys::ptrace::Seized,
+) -> (Thread, Result<(), RestoreError>) {
+    let stopped = match ptrace::wait_tid(task.tid()) {
+        Ok(Stop::Event(_)) => task.regs().map_err(RestoreError::from),
+        Ok(other) => Err(task.unexpected("clone3 start", other).into()),
+        Err(e) => Err(e.into()),
+    };
+    let checked = stopped.and_then(|base| {
+        check_start(child, want, task.tid(), &base)?;
+        Ok(base)
+    });
+    let base = checked.as_ref().copied().unwrap_or_default();
+    (Thread { task, base }, checked.map(drop))
 }
 
 /// The new thread has the asked tid and sits where `clone3` returns in the helper.
@@ -71,14 +96,14 @@ fn check_start(
     got: i32,
     regs: &crate::abi::GpRegs,
 ) -> Result<(), RestoreError> {
-    if got != want || regs.rip != child.helper + 2 || regs.rax != 0 {
+    let at = child.batch_call_return();
+    if got != want || regs.rip != at || regs.rax != 0 {
         return Err(RestoreError::Unsupported {
             what: format!(
-                "thread {want} of pid {} started as tid {got} at {:#x} with rax {:#x}, not in the helper at {:#x}",
+                "thread {want} of pid {} started as tid {got} at {:#x} with rax {:#x}, not in the helper at {at:#x}",
                 child.pid(),
                 regs.rip,
                 regs.rax,
-                child.helper + 2
             ),
         });
     }
@@ -89,8 +114,6 @@ fn check_start(
 mod tests {
     use super::*;
     use crate::sys::Pod;
-
-    const _: () = assert!(SET_TID_OFF + 4 <= CLONE_ARGS_OFF);
 
     #[test]
     fn clone_args_are_ver2_sized() {

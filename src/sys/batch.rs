@@ -18,8 +18,10 @@
 //! by `int3` with SIGTRAP blocked or ignored would reset the handler to SIG_DFL); a traced
 //! task reports it to us in a signal-delivery stop whatever its disposition, and we resume
 //! it without the signal. SIGTRAP is unblocked for the batch only: no signal handler can
-//! run on borrowed registers. Calls that create tasks (`clone3`) have ptrace event stops
-//! of their own and stay single injected calls.
+//! run on borrowed registers. A call that creates a task (`clone3`) stops its creator at
+//! a ptrace event on the way (`Remote::run_spawning` notes the new task and goes on); the
+//! new task starts right after the stub's `syscall` ([`STUB_CALL_RETURN`]), attached to
+//! us and stopped before its first instruction.
 
 use std::marker::PhantomData;
 
@@ -115,6 +117,9 @@ pub const STUB: [u8; 0x76] = [
 
 /// Where the task stops, relative to the stub: right after the `tgkill`.
 pub const STUB_STOP: u64 = 0x75;
+/// Where a task created by a `clone3` of the table starts, relative to the stub: right
+/// after the loop's `syscall`.
+pub const STUB_CALL_RETURN: u64 = 0x2e;
 
 /// Where a task runs batches: the stub's address (`None`: the calls run one by one as
 /// single injected syscalls, same results) and the region for data and table.
@@ -380,5 +385,7 @@ mod tests {
     #[test]
     fn stub_ends_with_the_stop() {
         assert_eq!(STUB[STUB_STOP as usize - 2..], [0x0f, 0x05, 0xcc]);
+        let ret = STUB_CALL_RETURN as usize;
+        assert_eq!(STUB[ret - 2..ret], [0x0f, 0x05]);
     }
 }

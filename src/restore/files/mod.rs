@@ -294,13 +294,15 @@ pub fn seek(at: &Install, pos: u64) -> Result<(), RestoreError> {
 /// `chdir` before `chroot` (the cwd path is absolute in the restorer's root).
 pub fn restore_fs(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
     let remote = child.remote();
-    let cwd = child.put_str(0, &task.cwd)?;
-    remote.call("chdir", libc::SYS_chdir, &[cwd])?;
+    let mut b = remote.batch();
+    let cwd = b.put_str(&task.cwd);
+    b.call("chdir", libc::SYS_chdir, &[cwd]);
     if task.root != "/" {
-        let root = child.put_str(0, &task.root)?;
-        remote.call("chroot", libc::SYS_chroot, &[root])?;
+        let root = b.put_str(&task.root);
+        b.call("chroot", libc::SYS_chroot, &[root]);
     }
-    remote.call("umask", libc::SYS_umask, &[u64::from(task.umask)])?;
+    b.call("umask", libc::SYS_umask, &[u64::from(task.umask)]);
+    remote.run(&b)?;
     Ok(())
 }
 
