@@ -34,8 +34,10 @@ impl Shared {
             }
             let key = inode(pid, e.fd)?;
             let holders = self.files.entry(key).or_default();
+            // Two descriptions of one process are never the same (dups are `Dup`s).
             let same = |&&(p, fd): &&(i32, i32)| {
-                kcmp::same(pid, p, Object::File, e.fd as u64, fd as u64).unwrap_or(false)
+                p != pid
+                    && kcmp::same(pid, p, Object::File, e.fd as u64, fd as u64).unwrap_or(false)
             };
             match holders.iter().find(same) {
                 Some(&(owner, fd)) => e.kind = FdKind::Inherited { pid: owner, fd },

@@ -138,6 +138,8 @@ pub struct Call {
     pub args: [u64; 6],
     /// [`MUST_SUCCEED`], [`TOLERATE`] or the exact result expected.
     pub expect: u64,
+    /// What the call is for, named in its error ("fd 5 of pid 42 (/dev/null)").
+    pub about: Option<String>,
 }
 
 /// The handle of a call, to read its result from [`Done`].
@@ -241,8 +243,16 @@ impl Batch {
             nr,
             args: a,
             expect,
+            about: None,
         });
         Ret(self.calls.len() - 1)
+    }
+
+    /// Names what the last call added is for, in its error.
+    pub fn about(&mut self, what: impl Into<String>) {
+        if let Some(c) = self.calls.last_mut() {
+            c.about = Some(what.into());
+        }
     }
 
     /// Copies `bytes` into the region (8-byte aligned); returns their address in the task.

@@ -43,6 +43,12 @@ pub enum InjectError {
         bytes: usize,
         len: u64,
     },
+    #[error("{what}")]
+    For {
+        what: String,
+        #[source]
+        source: Box<InjectError>,
+    },
     #[error("batch of syscalls in tid {tid}")]
     Mem {
         tid: i32,
@@ -138,6 +144,7 @@ impl<'a> Remote<'a> {
 
     /// Runs syscall `nr`, mapping a negative result to an error named `name`.
     pub fn call(&self, name: &'static str, nr: i64, args: &[u64]) -> Result<u64, InjectError> {
+        crate::profile::count(name, 1);
         let r = self.raw(nr, args)?;
         if (-4095..0).contains(&r) {
             return Err(InjectError::Failed {
@@ -248,7 +255,14 @@ impl<'a> Remote<'a> {
         };
         if let Some(i) = batch.first_miss(&rets) {
             let call = &batch.calls()[i];
-            return Err(self.miss(call.name, rets[i], call.expect));
+            let e = self.miss(call.name, rets[i], call.expect);
+            return Err(match &call.about {
+                Some(what) => InjectError::For {
+                    what: what.clone(),
+                    source: Box::new(e),
+                },
+                None => e,
+            });
         }
         let mut data = vec![0u8; batch.data().len()];
         self.read(area.region, &mut data)?;

@@ -77,6 +77,8 @@ unsafe impl Pod for SchedAttr {}
 unsafe impl Pod for u64 {}
 // SAFETY: see above.
 unsafe impl Pod for i32 {}
+// SAFETY: two i32s, no padding; every bit pattern is valid (`pipe2`'s `int fds[2]`).
+unsafe impl Pod for [i32; 2] {}
 
 impl Default for SigInfo {
     fn default() -> Self {

@@ -17,6 +17,7 @@
 //! harm. Epoll instances (and their dups) come last, once every target exists, an epoll
 //! watching an epoll after that one. Locks come after every fd.
 
+mod batched;
 mod chardev;
 mod epoll;
 mod eventfd;
@@ -157,15 +158,23 @@ pub fn restore_fds(child: &Child, files: &FilesImage, tcp_close: bool) -> Result
     unix::prepare(child, files, &mut prepared)?;
     inet::prepare(child, files, &mut prepared, tcp_close)?;
     pty::prepare(child, files, &mut prepared)?;
+    let mut batcher = batched::Batcher::new(child);
     for entry in install_order(&files.fds) {
-        let prepared = &prepared;
-        install(&Install {
+        let at = Install {
             child,
             entry,
             tty,
-            prepared,
-        })?;
+            prepared: &prepared,
+        };
+        if batched::takes(entry) {
+            batcher.add(&at)?;
+            continue;
+        }
+        batcher.flush()?;
+        install(&at)?;
+        batcher.forget();
     }
+    batcher.flush()?;
     prepared.close_all(child)?;
     if let Some(t) = tty {
         remote.call("close", libc::SYS_close, &[t])?;
