@@ -16,12 +16,15 @@ const RSEQ_SIG_FLAGS: u64 = 0;
 /// Personality. (Names are per thread: the leader's, which is `comm`, is set with the
 /// others in [`restore_thread_attrs`].)
 pub fn restore_attrs(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
+    // A batch of one: one ptrace stop instead of two.
     let remote = child.remote();
-    remote.call(
+    let mut b = remote.batch();
+    b.call(
         "personality",
         libc::SYS_personality,
         &[u64::from(task.personality)],
-    )?;
+    );
+    remote.run(&b)?;
     Ok(())
 }
 

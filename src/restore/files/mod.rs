@@ -151,9 +151,11 @@ pub fn restore_fds(child: &Child, files: &FilesImage, tcp_close: bool) -> Result
         Some(t) => vec![(0, t - 1), (t + 1, CLOSE_RANGE_ALL)],
         None => vec![(0, CLOSE_RANGE_ALL)],
     };
+    let mut b = remote.batch();
     for (first, last) in ranges {
-        remote.call("close_range", libc::SYS_close_range, &[first, last, 0])?;
+        b.call("close_range", libc::SYS_close_range, &[first, last, 0]);
     }
+    remote.run(&b)?;
     let mut prepared = prep::Prepared::new(tty.map_or(top, |t| t + 1));
     unix::prepare(child, files, &mut prepared)?;
     inet::prepare(child, files, &mut prepared, tcp_close)?;
