@@ -204,12 +204,25 @@ fn parse_file<T>(
     parse(&text).map_err(|e| with_path(e, &path))
 }
 
+/// Reads a whole /proc file. Not `std::fs::read`: /proc files report size 0, so that
+/// would `statx` first and then read in small steps; most fit one 4 KiB read here.
 fn read_text(path: &Path) -> Result<String, ProcError> {
-    let bytes = std::fs::read(path).map_err(|source| ProcError::Read {
+    use std::io::Read;
+    let fail = |source| ProcError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    };
+    let mut file = std::fs::File::open(path).map_err(fail)?;
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(String::from_utf8_lossy(&bytes).into_owned()),
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(fail(e)),
+        }
+    }
 }
 
 /// Replaces the format name a pure parser put in a [`ProcError::Parse`] with the real path.
