@@ -110,19 +110,9 @@ impl<'a> Remote<'a> {
     /// Runs syscall `nr` and returns the raw `rax` (negative errno on failure).
     pub fn raw(&self, nr: i64, args: &[u64]) -> Result<i64, PtraceError> {
         let _span = crate::profile::span("injected syscall");
-        {
-            let _s = crate::profile::span("  setregs");
-            self.task.set_regs(&self.call_regs(nr, args))?;
-        }
-        {
-            let _s = crate::profile::span("  step entry");
-            self.step("syscall entry")?;
-        }
-        {
-            let _s = crate::profile::span("  step exit");
-            self.step("syscall exit")?;
-        }
-        let _s = crate::profile::span("  getregs");
+        self.task.set_regs(&self.call_regs(nr, args))?;
+        self.step("syscall entry")?;
+        self.step("syscall exit")?;
         Ok(self.task.regs()?.rax as i64)
     }
 
