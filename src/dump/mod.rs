@@ -20,6 +20,7 @@ pub mod sched;
 pub mod seccomp;
 pub mod shared;
 pub mod task;
+pub mod terminal;
 pub mod timers;
 pub mod tree;
 

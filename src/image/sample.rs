@@ -52,7 +52,10 @@ pub fn tree(pids: &[i32]) -> TreeImage {
             shares_fs: false,
         })
         .collect();
-    TreeImage { processes }
+    TreeImage {
+        processes,
+        terminal: None,
+    }
 }
 
 pub fn thread(tid: i32) -> ThreadImage {

@@ -13,6 +13,7 @@ use super::mm::{Guard, MmFields, MmImage, PageRun, Vma};
 use super::task::{PosixTimer, TaskImage, ThreadImage};
 use super::tree::{ProcEntry, ProcState, TreeImage};
 use crate::abi::PAGE_SIZE;
+use crate::sys::socket::TERMIOS_LEN;
 
 /// Linux's `PID_MAX_LIMIT` on 64-bit.
 pub const PID_MAX: i32 = 4_194_304;
@@ -74,6 +75,13 @@ pub fn tree(tree: &TreeImage, inv: &Inventory, path: &Path) -> Check {
             );
         }
         proc_entry(p, path)?;
+    }
+    let termios = tree
+        .terminal
+        .as_ref()
+        .map_or(TERMIOS_LEN, |t| t.termios.len());
+    if termios != TERMIOS_LEN {
+        return fail(path, format!("its terminal's termios has {termios} bytes"));
     }
     proc_entry(&tree.processes[0], path)
 }
@@ -572,6 +580,23 @@ mod tests {
         mm(&sample::mm(), path()).unwrap();
         files(&sample::files(), path()).unwrap();
         assert_eq!(total_pages(&sample::mm()), 3);
+    }
+
+    #[test]
+    fn a_job_terminal_needs_a_whole_termios() {
+        use crate::image::tree::JobTerminal;
+        let inv = sample::inventory(&[10]);
+        let mut t = sample::tree(&[10]);
+        t.terminal = Some(JobTerminal {
+            foreground: 10,
+            termios: vec![0; TERMIOS_LEN],
+        });
+        tree(&t, &inv, path()).unwrap();
+        t.terminal.as_mut().unwrap().termios.pop();
+        assert_eq!(
+            message(tree(&t, &inv, path())),
+            "its terminal's termios has 35 bytes"
+        );
     }
 
     #[test]

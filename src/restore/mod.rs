@@ -17,6 +17,7 @@ mod prctl;
 mod sched;
 mod seccomp;
 mod task;
+mod terminal;
 mod threads;
 mod timers;
 mod tree;
@@ -112,6 +113,8 @@ pub enum RestoreStage {
     Seals,
     /// Once every process exists: join process groups; zombies exit with their status.
     Zombies,
+    /// A shell job's terminal (once the groups exist): termios and foreground group.
+    Terminal,
     /// Load every thread's registers, unmap the helper, resume.
     Resume,
 }
@@ -142,6 +145,7 @@ impl RestoreStage {
             Self::Signals => "signals",
             Self::Seals => "seals",
             Self::Zombies => "zombies",
+            Self::Terminal => "terminal",
             Self::Resume => "resume",
         }
     }
@@ -217,6 +221,11 @@ impl Builder<'_> {
             filled = filled.and(self.create(entry)?);
         }
         tree::restore_groups(&self.image.tree, &self.procs, self.shell_job)?;
+        if self.shell_job {
+            let root = self.image.inventory.root_pid;
+            terminal::restore(&self.image.tree, self.shell(root))
+                .map_err(at(RestoreStage::Terminal, root))?;
+        }
         self.make_zombies()?;
         for (pid, child) in &mut self.procs {
             let p = self

@@ -18,6 +18,7 @@
 //! watching an epoll after that one. Locks come after every fd.
 
 mod chardev;
+pub use chardev::terminal_in_child;
 mod epoll;
 mod eventfd;
 mod inet;
