@@ -525,6 +525,18 @@ fn describe(kind: &FdKind) -> String {
         FdKind::Fifo(f) => format!("FIFO {} ({} bytes buffered)", f.file.path, f.data.len()),
         FdKind::OPath(p) => format!("{} (O_PATH)", p.path),
         FdKind::Ghost(g) => format!("{} (deleted, {} bytes saved)", g.path, g.contents.len()),
+        FdKind::Remap(r) => format!(
+            "{} (unlinked, {} {} at {}) pos {}",
+            r.path,
+            r.link.size,
+            if r.copied {
+                "bytes copied"
+            } else {
+                "bytes linked"
+            },
+            r.link.path,
+            r.pos
+        ),
         FdKind::EventFd(e) => format!("eventfd count {} semaphore {}", e.count, e.semaphore),
         FdKind::TimerFd(t) => format!(
             "timerfd clock {} left {} ns interval {} ns ticks {}",

@@ -107,6 +107,62 @@ fn dump_refuses_ghost_above_limit() {
     assert_survived(victim);
 }
 
+/// Files whose name was unlinked that a ghost cannot hold — a deleted one above
+/// `--ghost-limit`, one that keeps another link — are refused without `--link-remap`,
+/// naming the fd and the option.
+#[test]
+fn dump_refuses_unlinked_files_without_link_remap() {
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_unlinked_files_without_link_remap");
+    let tmp = TempDir::new("no-link-remap");
+    let work = tmp.join("work");
+    fs::create_dir_all(&work).expect("mkdir work");
+    let mut victim = common::spawn_victim("ghost", &["remap"], &work);
+    if let Start::Skip(why) = victim.wait_ready() {
+        return common::skip("dump_refuses_unlinked_files_without_link_remap", &why);
+    }
+    let cases: [(&[&str], &str); 2] = [
+        (&["--file-locks"], "fd 10 of pid {} is deleted file"),
+        (
+            &["--file-locks", "--ghost-limit", "8M"],
+            "fd 14 of pid {} is open on",
+        ),
+    ];
+    for (flags, want) in cases {
+        let out = common::dump(victim.pid, &tmp.join("img"), flags);
+        let msg = out.assert_failed("dump of unlinked files without --link-remap");
+        let want = want.replace("{}", &victim.pid.to_string());
+        assert!(msg.contains(&want), "message does not say {want:?}: {msg}");
+        assert!(msg.contains("--link-remap"), "option not named: {msg}");
+        assert_no_image(tmp.path());
+    }
+    assert_survived(victim);
+}
+
+/// A dump with `--link-remap` that fails after links were made (a lock held without
+/// `--file-locks`, on an fd after them) removes them: the victim checks that no
+/// `.stasis-link-` file is left beside its files.
+#[test]
+fn failed_dump_removes_remap_links() {
+    let _serial = common::serial();
+    require_privileged!("failed_dump_removes_remap_links");
+    let tmp = TempDir::new("link-remap-failed");
+    let work = tmp.join("work");
+    fs::create_dir_all(&work).expect("mkdir work");
+    let mut victim = common::spawn_victim("ghost", &["remap"], &work);
+    if let Start::Skip(why) = victim.wait_ready() {
+        return common::skip("failed_dump_removes_remap_links", &why);
+    }
+    let out = common::dump(victim.pid, &tmp.join("img"), &["--link-remap"]);
+    let msg = out.assert_failed("dump with a lock and no --file-locks");
+    assert!(
+        msg.contains("--file-locks"),
+        "not refused for the lock: {msg}"
+    );
+    assert_no_image(tmp.path());
+    assert_survived(victim);
+}
+
 /// A held lock without `--file-locks` is refused, naming the fd and the pid.
 #[test]
 fn dump_refuses_locks_without_file_locks() {

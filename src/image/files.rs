@@ -80,6 +80,9 @@ pub enum FdKind {
     /// A slave of the pty master with pts number `index` held by the same process (its
     /// own open file: flags and access mode are the entry's).
     PtySlave { index: u32 },
+    /// A file without a name of its own, reached through a link stasis made beside it
+    /// at dump time (`--link-remap`); removed once the restore succeeded.
+    Remap(RemapFd),
 }
 
 /// A regular file or directory, reopened by path at `pos`.
@@ -154,6 +157,22 @@ pub struct GhostFd {
     pub pos: u64,
     /// The whole contents (at most `--ghost-limit` bytes).
     pub contents: Vec<u8>,
+}
+
+/// A file whose name was unlinked while open (`--link-remap`): the link stasis made in
+/// its directory at dump time — a hard link when the kernel allows one (the file still has
+/// other names, or is an `O_TMPFILE`), else a copy on the same filesystem (a deleted file
+/// larger than `--ghost-limit`) — instead of its contents in the image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemapFd {
+    /// The link (`.stasis-link-PID-FD-NAME` beside `path`) and its identity, checked
+    /// before restore like any open file.
+    pub link: FileId,
+    /// The name it was open under (the `/proc/PID/fd` link without " (deleted)").
+    pub path: String,
+    pub pos: u64,
+    /// The link is a copy (the file had no link left): one file per process.
+    pub copied: bool,
 }
 
 /// An eventfd: its counter and mode (`O_NONBLOCK` is in the entry's flags).

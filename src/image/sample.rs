@@ -5,7 +5,7 @@ use crate::abi::{AltStack, GpRegs, KernelSigaction, RseqConfig, SigInfo};
 
 use super::files::{
     CharDevFd, EpollFd, EpollTarget, EventFd, FdEntry, FdKind, FileLock, FilesImage, LockKind,
-    PathFd, PipeEnd, PipeFd, TtyFd,
+    PathFd, PipeEnd, PipeFd, RemapFd, TtyFd,
 };
 use super::inventory::{CpuInfo, Inventory};
 use super::mm::{
@@ -493,10 +493,16 @@ pub fn random_mm(r: &mut XorShift) -> MmImage {
 }
 
 fn random_fd(r: &mut XorShift) -> FdEntry {
-    let kind = match r.below(6) {
+    let kind = match r.below(7) {
         0 => FdKind::Path(PathFd {
             file: random_file_id(r),
             pos: r.next(),
+        }),
+        5 => FdKind::Remap(RemapFd {
+            link: random_file_id(r),
+            path: r.string(),
+            pos: r.next(),
+            copied: r.bool(),
         }),
         1 => FdKind::CharDev(CharDevFd {
             path: r.string(),

@@ -165,7 +165,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         tcp_close: opts.tcp_close,
         procs: Vec::new(),
     };
-    let built = match b.build() {
+    let built = match b
+        .build()
+        .and_then(|pages| remove_links(&image).map(|()| pages))
+    {
         Ok(pages) => b.resume().map(|()| pages),
         Err(e) => {
             b.kill_all();
@@ -184,6 +187,15 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         memory: filled.elapsed,
         total: started.elapsed(),
     })
+}
+
+/// Every process holds its files: the links made for `--link-remap` go before any of
+/// them runs (a restore failing earlier leaves them, so the image can be restored again).
+fn remove_links(image: &Image) -> Result<(), RestoreError> {
+    for p in &image.processes {
+        files::remove_remap_links(&p.files)?;
+    }
+    Ok(())
 }
 
 /// The restorer is the child subreaper while it works, so that if a restore fails, the

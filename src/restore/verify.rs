@@ -180,6 +180,7 @@ fn fds_unchanged(p: &ProcessImage, same_host: bool) -> Result<(), RestoreError> 
         let (file, contents_matter) = match &fd.kind {
             FdKind::Path(path) => (&path.file, is_regular(&path.file.path)),
             FdKind::Fifo(fifo) => (&fifo.file, false),
+            FdKind::Remap(r) => (&r.link, true),
             _ => continue,
         };
         check_file(p.task.pid, file, contents_matter, same_host).map_err(|e| match e {

@@ -221,6 +221,7 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::Path(p) => path::restore(at, p),
         FdKind::OPath(p) => path::restore_opath(at, p),
         FdKind::Ghost(g) => path::restore_ghost(at, g),
+        FdKind::Remap(r) => path::restore_remap(at, r),
         FdKind::CharDev(c) => chardev::restore(at, c),
         FdKind::Tty(_) => chardev::restore_tty(at),
         FdKind::Dup { of } => at.dup_of(*of as u64),
@@ -306,6 +307,8 @@ pub fn restore_fs(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
 }
 
 /// Lifts the network lock the dump put on connections to peers outside the image.
+pub use path::remove_remap_links;
+
 pub fn unlock_network(files: &FilesImage, pid: i32) -> Result<(), RestoreError> {
     use crate::image::sock::InetState;
     let locked = files.fds.iter().any(|e| {
