@@ -157,7 +157,7 @@ fn tcp_peer_outside_keeps_talking() {
         );
     }
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    peer_keeps_talking("tcp-peer", listener, "127.0.0.1");
+    peer_keeps_talking("tcp-peer", listener, "127.0.0.1", false);
 }
 
 /// The same with the peer in another network namespace, joined to ours by a veth pair:
@@ -178,13 +178,45 @@ fn tcp_peer_across_netns_keeps_talking() {
         Err(why) => return common::skip(test, &why),
     };
     let listener = net.listen();
-    peer_keeps_talking("tcp-netns", listener, PeerNet::PEER);
+    peer_keeps_talking("tcp-netns", listener, PeerNet::PEER, false);
+}
+
+/// Where `nft` cannot be run, the network lock cannot be taken nor lifted: a dump of a
+/// connection to a peer outside is refused before its socket changes (the peer keeps
+/// talking to the running task), and the restore of an image holding a locked connection
+/// is refused before any process exists; with nft back both go through.
+#[test]
+fn tcp_peer_outside_without_nft_is_refused() {
+    let _serial = common::serial();
+    require_privileged!("tcp_peer_outside_without_nft_is_refused");
+    if !have("nft") {
+        return common::skip(
+            "tcp_peer_outside_without_nft_is_refused",
+            "nft (nftables) is not installed",
+        );
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    peer_keeps_talking("tcp-no-nft", listener, "127.0.0.1", true);
+}
+
+/// `stasis ARGS` with a PATH holding no `nft`: the output of the refused command, which
+/// must name `nft`, its package, `what` and the pid.
+fn refused_without_nft(tmp: &TempDir, args: &[&std::ffi::OsStr], what: &str, pid: i32) {
+    let empty = tmp.join("no-nft");
+    fs::create_dir_all(&empty).expect("mkdir");
+    let out =
+        common::start(common::stasis_cmd(args).env("PATH", &empty)).finish(common::STASIS_TIMEOUT);
+    let msg = out.assert_failed("stasis without nft");
+    for w in ["nft", "nftables", what, &pid.to_string()] {
+        assert!(msg.contains(w), "{w:?} missing from: {msg}");
+    }
 }
 
 /// The peer (this test) accepts the `tcp_echo` victim's connection to `addr` on
 /// `listener`, talks through a dump with `--tcp-established` and a restore, and checks
-/// every echo; the lock must be gone afterwards.
-fn peer_keeps_talking(tag: &str, listener: TcpListener, addr: &str) {
+/// every echo; the lock must be gone afterwards. With `no_nft_first`, a dump and a
+/// restore without `nft` are refused first.
+fn peer_keeps_talking(tag: &str, listener: TcpListener, addr: &str, no_nft_first: bool) {
     let tmp = TempDir::new(tag);
     let port = listener.local_addr().expect("addr").port().to_string();
     let Some(mut v) = victim(&tmp, "tcp_echo", &[&port, addr]) else {
@@ -209,8 +241,29 @@ fn peer_keeps_talking(tag: &str, listener: TcpListener, addr: &str) {
         }
     };
     read_until(20);
-    let restored = dump_restore(&mut v, &tmp, &["--tcp-established"]);
     let img = tmp.join("img");
+    let restored = if no_nft_first {
+        let (pid, dir) = (v.pid.to_string(), img.as_os_str());
+        let args = ["dump", "-t", &pid, "-D"].map(std::ffi::OsStr::new);
+        let dump = [&args[..], &[dir, "--tcp-established".as_ref()]].concat();
+        refused_without_nft(&tmp, &dump, "fd 10 of pid", v.pid);
+        common::assert_untouched(&v);
+        read_until(40);
+        common::dump(v.pid, &img, &["--tcp-established"]).assert_ok("stasis dump");
+        v.wait_exit(Duration::from_secs(10));
+        let restore = ["restore", "-d", "-D"].map(std::ffi::OsStr::new);
+        refused_without_nft(
+            &tmp,
+            &[&restore[..], &[dir]].concat(),
+            "fd 10 of pid",
+            v.pid,
+        );
+        assert_eq!(common::proc_state(v.pid), None, "a process was created");
+        let pid = common::restore_detached(&img).unwrap_or_else(|o| panic!("restore: {o:?}"));
+        Proc::adopt(pid, &v.log)
+    } else {
+        dump_restore(&mut v, &tmp, &["--tcp-established"])
+    };
     let shown = common::stasis(&["inspect".as_ref(), img.as_os_str()]);
     assert!(
         shown.stdout.contains("established") && shown.stdout.contains("network locked"),

@@ -306,18 +306,23 @@ pub fn restore_fs(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
     Ok(())
 }
 
-/// Lifts the network lock the dump put on connections to peers outside the image.
 pub use path::remove_remap_links;
 
+/// Lifts the network lock the dump put on connections to peers outside the image.
 pub fn unlock_network(files: &FilesImage, pid: i32) -> Result<(), RestoreError> {
-    use crate::image::sock::InetState;
-    let locked = files.fds.iter().any(|e| {
-        matches!(&e.kind, FdKind::Inet(s) if matches!(&s.state, InetState::Established(r) if r.locked))
-    });
-    if locked {
+    if locked_connection(files).is_some() {
         crate::netlock::unlock(pid).map_err(|e| RestoreError::Unsupported {
             what: format!("lift the network lock of pid {pid}: {e}"),
         })?;
     }
     Ok(())
+}
+
+/// The first fd of `files` holding a TCP connection under the dump's network lock.
+pub fn locked_connection(files: &FilesImage) -> Option<i32> {
+    use crate::image::sock::InetState;
+    files.fds.iter().find_map(|e| match &e.kind {
+        FdKind::Inet(s) if matches!(&s.state, InetState::Established(r) if r.locked) => Some(e.fd),
+        _ => None,
+    })
 }
