@@ -107,20 +107,30 @@ fn dump_refuses_ghost_above_limit() {
     assert_survived(victim);
 }
 
+/// The `ghost remap` victim, ready, or None if it skips.
+fn remap_victim(test: &str, tmp: &TempDir) -> Option<Proc> {
+    let mut victim = victim_in(tmp, "ghost", &["remap"]);
+    match victim.wait_ready() {
+        Start::Ready => Some(victim),
+        Start::Skip(why) => {
+            common::skip(test, &why);
+            None
+        }
+    }
+}
+
 /// Files whose name was unlinked that a ghost cannot hold — a deleted one above
 /// `--ghost-limit`, one that keeps another link — are refused without `--link-remap`,
 /// naming the fd and the option.
 #[test]
 fn dump_refuses_unlinked_files_without_link_remap() {
+    let test = "dump_refuses_unlinked_files_without_link_remap";
     let _serial = common::serial();
-    require_privileged!("dump_refuses_unlinked_files_without_link_remap");
+    require_privileged!(test);
     let tmp = TempDir::new("no-link-remap");
-    let work = tmp.join("work");
-    fs::create_dir_all(&work).expect("mkdir work");
-    let mut victim = common::spawn_victim("ghost", &["remap"], &work);
-    if let Start::Skip(why) = victim.wait_ready() {
-        return common::skip("dump_refuses_unlinked_files_without_link_remap", &why);
-    }
+    let Some(victim) = remap_victim(test, &tmp) else {
+        return;
+    };
     let cases: [(&[&str], &str); 2] = [
         (&["--file-locks"], "fd 10 of pid {} is deleted file"),
         (
@@ -130,10 +140,13 @@ fn dump_refuses_unlinked_files_without_link_remap() {
     ];
     for (flags, want) in cases {
         let out = common::dump(victim.pid, &tmp.join("img"), flags);
-        let msg = out.assert_failed("dump of unlinked files without --link-remap");
         let want = want.replace("{}", &victim.pid.to_string());
-        assert!(msg.contains(&want), "message does not say {want:?}: {msg}");
-        assert!(msg.contains("--link-remap"), "option not named: {msg}");
+        assert_refused(
+            &out,
+            "dump without --link-remap",
+            victim.pid,
+            &[&want, "--link-remap"],
+        );
         assert_no_image(tmp.path());
     }
     assert_survived(victim);
@@ -144,21 +157,15 @@ fn dump_refuses_unlinked_files_without_link_remap() {
 /// `.stasis-link-` file is left beside its files.
 #[test]
 fn failed_dump_removes_remap_links() {
+    let test = "failed_dump_removes_remap_links";
     let _serial = common::serial();
-    require_privileged!("failed_dump_removes_remap_links");
+    require_privileged!(test);
     let tmp = TempDir::new("link-remap-failed");
-    let work = tmp.join("work");
-    fs::create_dir_all(&work).expect("mkdir work");
-    let mut victim = common::spawn_victim("ghost", &["remap"], &work);
-    if let Start::Skip(why) = victim.wait_ready() {
-        return common::skip("failed_dump_removes_remap_links", &why);
-    }
+    let Some(victim) = remap_victim(test, &tmp) else {
+        return;
+    };
     let out = common::dump(victim.pid, &tmp.join("img"), &["--link-remap"]);
-    let msg = out.assert_failed("dump with a lock and no --file-locks");
-    assert!(
-        msg.contains("--file-locks"),
-        "not refused for the lock: {msg}"
-    );
+    assert_refused(&out, "dump with a lock", victim.pid, &["--file-locks"]);
     assert_no_image(tmp.path());
     assert_survived(victim);
 }
