@@ -6,8 +6,8 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use super::error::ImageError;
-use super::file::{read, Kind};
-use super::files::FilesImage;
+use super::file::{read, read_since, Kind};
+use super::files::{FilesImage, FilesImageV6};
 use super::inventory::Inventory;
 use super::mm::MmImage;
 use super::pages::{check_pages, verify_pages};
@@ -119,7 +119,7 @@ fn load_process(dir: &Path, pid: i32) -> Result<ProcessImage, ImageError> {
     let mm = read(Kind::Mm, &path)?;
     validate::mm(&mm, &path)?;
     let path = dir.join(record_name("files", pid));
-    let files = read(Kind::Files, &path)?;
+    let files = read_since::<FilesImage, FilesImageV6>(Kind::Files, &path, 7)?;
     validate::files(&files, &path)?;
     let pages = dir.join(record_name("pages", pid));
     check_pages(&pages, validate::total_pages(&mm))?;
