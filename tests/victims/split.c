@@ -14,6 +14,9 @@
  * survived the restore) and checks the bytes: the buffered ones once, then the tail,
  * nothing lost or duplicated. C2 writes into the memfd and C1 appends to the deleted
  * file through their own descriptions; the root sees both, at its own offsets.
+ *
+ * "split third": C2 also holds a third open file description of pipe B (opened again
+ * through /proc), which stasis cannot rebuild: the dump must be refused.
  */
 #include "victim.h"
 
@@ -31,6 +34,9 @@
 
 static int pa[2], pb[2], pc[2], sp[2], memfd, ghost, sync_pipe[2];
 static pid_t c1, c2;
+/* "split third": C2 also opens pipe B's read end again (a third open file description
+ * of the pipe), which stasis refuses. */
+static int third;
 
 static char pattern(char tag, int i)
 {
@@ -152,6 +158,10 @@ static void child2(void)
 	close(memfd);
 	mine = open(path, O_RDWR);
 	CHECK_SYS(mine);
+	if (third) {
+		snprintf(path, sizeof(path), "/proc/%d/fd/%d", getppid(), pb[0]);
+		victim_place(open(path, O_RDONLY | O_NONBLOCK), 30);
+	}
 	CHECK_SYS(lseek(mine, 2, SEEK_SET));
 	CHECK_SYS(fcntl(pc[0], F_SETFL, O_NONBLOCK));
 	put_pattern(pb[1], 'b', B_BYTES);
@@ -228,11 +238,12 @@ static void setup(void)
 	put(ghost, "ghostdata");
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	char buf[16];
 	struct stat st;
 
+	third = argc > 1 && strcmp(argv[1], "third") == 0;
 	victim_install_go();
 	setup();
 	c1 = spawn(child1);
