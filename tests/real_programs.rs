@@ -823,3 +823,75 @@ fn nginx_serves_after_restore() {
     stop(restored);
     drop((family, family2));
 }
+
+/// A parent and a `multiprocessing` child (fork) talking over a `multiprocessing.Pipe`
+/// (a socketpair; the parent closed the child's end) with ten requests in flight: the
+/// child answers each number n with n + 1, the parent checks every answer in order and
+/// writes "answers ok pid" to argv[1] every 100 ms. The child's liveness sentinel is a
+/// pipe split the same way.
+const PY_MP: &str = r#"
+import multiprocessing as mp, os, sys, time
+def child(conn):
+    while True:
+        conn.send(conn.recv() + 1)
+if __name__ == "__main__":
+    mp.set_start_method("fork")
+    path = sys.argv[1]
+    ours, theirs = mp.Pipe()
+    p = mp.Process(target=child, args=(theirs,), daemon=True)
+    p.start()
+    theirs.close()
+    sent = answered = 0
+    ok = True
+    last = time.monotonic()
+    while True:
+        while sent - answered < 10:
+            ours.send(sent)
+            sent += 1
+        ok = ok and ours.recv() == answered + 1
+        answered += 1
+        if time.monotonic() - last > 0.1:
+            with open(path + ".tmp", "w") as f:
+                f.write(f"{answered} {ok} {os.getpid()} {p.is_alive()}\n")
+            os.rename(path + ".tmp", path)
+            last = time.monotonic()
+"#;
+
+/// "answers ok pid child-alive" from the multiprocessing test's state file.
+fn read_mp_state(path: &Path) -> Option<(u64, bool, bool)> {
+    let text = fs::read_to_string(path).ok()?;
+    let f: Vec<&str> = text.split_whitespace().collect();
+    Some((f.first()?.parse().ok()?, *f.get(1)? == "True", *f.get(3)? == "True"))
+}
+
+/// Python `multiprocessing`: a socketpair split between parent and child, requests and
+/// answers queued both ways at the dump; after the restore of both processes every
+/// answer still arrives, in order, exactly once.
+#[test]
+fn python_multiprocessing_pipe_continues() {
+    let _serial = common::serial();
+    require_privileged!("python_multiprocessing_pipe_continues");
+    if !which("python3") {
+        return common::skip("python_multiprocessing_pipe_continues", "python3 is not installed");
+    }
+    let tmp = TempDir::new("py-mp");
+    let state = tmp.join("state");
+    let mut py = common::spawn_logged(
+        Command::new("python3").args(["-c", PY_MP]).arg(&state),
+        &tmp.join("py.log"),
+    );
+    wait_for("answers", Duration::from_secs(30), || {
+        read_mp_state(&state).filter(|s| s.0 > 1000)
+    });
+    let family = common::TreeGuard(common::descendants(py.pid));
+    assert_eq!(family.0.len(), 1, "one child: {:?}", family.0);
+    let restored = timed_round_trip("python_multiprocessing_pipe_continues", &mut py, &tmp, &[]);
+    let at_dump = read_mp_state(&state).expect("state at dump").0;
+    let family = common::TreeGuard(common::descendants(restored.pid));
+    let (answers, ok, alive) = wait_for("answers after restore", Duration::from_secs(30), || {
+        read_mp_state(&state).filter(|s| s.0 > at_dump + 1000)
+    });
+    assert!(ok && alive, "after {answers} answers: in order {ok}, child alive {alive}; log:\n{}", restored.log_text());
+    stop(restored);
+    drop(family);
+}
