@@ -119,10 +119,15 @@ fn dump_refuses_third_pipe_description() {
     let kids = common::descendants(victim.pid);
     let out = common::dump(victim.pid, &tmp.join("img"), &[]);
     let msg = out.assert_failed("dump of a pipe with three open file descriptions");
-    let named = kids
-        .iter()
-        .any(|k| msg.contains(&format!("fd 30 of pid {k} is a third open file description of a pipe")));
-    assert!(named, "message does not name fd 30 of a child ({kids:?}): {msg}");
+    let named = kids.iter().any(|k| {
+        msg.contains(&format!(
+            "fd 30 of pid {k} is a third open file description of a pipe"
+        ))
+    });
+    assert!(
+        named,
+        "message does not name fd 30 of a child ({kids:?}): {msg}"
+    );
     assert_no_image(tmp.path());
     assert_survived(victim);
 }

@@ -1,6 +1,6 @@
-//! Unmodified programs (python3 — counting, threads, pipes/eventfd/epoll —, coreutils
-//! sleep, bash) dumped and restored with `-d`:
-//! each must carry on from where it was, under the same pid.
+//! Unmodified programs (python3 — counting, threads, pipes/eventfd/epoll, an HTTP server,
+//! multiprocessing —, coreutils sleep, bash, xargs, a `sh` pipeline, redis, nginx) dumped
+//! and restored with `-d`: each must carry on from where it was, under the same pid(s).
 
 mod common;
 
@@ -690,8 +690,8 @@ fn timed_round_trip(test: &str, root: &mut Proc, tmp: &TempDir, extra: &[&str]) 
 }
 
 /// A shell pipeline (`sh` with `seq`, `cat` and `awk` as children, two pipes from one
-/// child to the next, each with up to 64 KiB in flight) dumped and restored as a whole tree: awk carries on
-/// reading exactly where it was, with no line lost or read twice.
+/// child to the next, each with up to 64 KiB in flight) dumped and restored as a whole
+/// tree: awk carries on reading exactly where it was, with no line lost or read twice.
 #[test]
 fn shell_pipeline_continues() {
     let _serial = common::serial();
@@ -710,15 +710,25 @@ fn shell_pipeline_continues() {
     let family = common::TreeGuard(common::descendants(sh.pid));
     let names: Vec<String> = family.0.iter().filter_map(|&p| comm(p)).collect();
     for name in ["seq", "cat", "awk"] {
-        assert!(names.iter().any(|n| n == name), "{name} under sh: {names:?}");
+        assert!(
+            names.iter().any(|n| n == name),
+            "{name} under sh: {names:?}"
+        );
     }
     let restored = timed_round_trip("shell_pipeline_continues", &mut sh, &tmp, &[]);
     let at_dump = progress(&path).len();
     let family = common::TreeGuard(common::descendants(restored.pid));
-    assert_eq!(family.0.len(), 3, "seq, cat and awk are back: {:?}", family.0);
-    wait_for("awk to go on after the restore", Duration::from_secs(30), || {
-        (progress(&path).len() >= at_dump + 5).then_some(())
-    });
+    assert_eq!(
+        family.0.len(),
+        3,
+        "seq, cat and awk are back: {:?}",
+        family.0
+    );
+    wait_for(
+        "awk to go on after the restore",
+        Duration::from_secs(30),
+        || (progress(&path).len() >= at_dump + 5).then_some(()),
+    );
     assert!(
         !tmp.join("gap").exists(),
         "awk saw a gap: {}",
@@ -816,9 +826,11 @@ fn nginx_serves_after_restore() {
         (now.len() == 2 && now.iter().all(|p| !workers.contains(p))).then_some(now)
     });
     let family2 = common::TreeGuard(fresh.clone());
-    let body = wait_for("an answer after the reload", Duration::from_secs(10), || {
-        http_get(port, "hello.txt")
-    });
+    let body = wait_for(
+        "an answer after the reload",
+        Duration::from_secs(10),
+        || http_get(port, "hello.txt"),
+    );
     assert_eq!(body, "served by stasis\n");
     stop(restored);
     drop((family, family2));
@@ -861,7 +873,11 @@ if __name__ == "__main__":
 fn read_mp_state(path: &Path) -> Option<(u64, bool, bool)> {
     let text = fs::read_to_string(path).ok()?;
     let f: Vec<&str> = text.split_whitespace().collect();
-    Some((f.first()?.parse().ok()?, *f.get(1)? == "True", *f.get(3)? == "True"))
+    Some((
+        f.first()?.parse().ok()?,
+        *f.get(1)? == "True",
+        *f.get(3)? == "True",
+    ))
 }
 
 /// Python `multiprocessing`: a socketpair split between parent and child, requests and
@@ -872,7 +888,10 @@ fn python_multiprocessing_pipe_continues() {
     let _serial = common::serial();
     require_privileged!("python_multiprocessing_pipe_continues");
     if !which("python3") {
-        return common::skip("python_multiprocessing_pipe_continues", "python3 is not installed");
+        return common::skip(
+            "python_multiprocessing_pipe_continues",
+            "python3 is not installed",
+        );
     }
     let tmp = TempDir::new("py-mp");
     let state = tmp.join("state");
@@ -891,7 +910,11 @@ fn python_multiprocessing_pipe_continues() {
     let (answers, ok, alive) = wait_for("answers after restore", Duration::from_secs(30), || {
         read_mp_state(&state).filter(|s| s.0 > at_dump + 1000)
     });
-    assert!(ok && alive, "after {answers} answers: in order {ok}, child alive {alive}; log:\n{}", restored.log_text());
+    assert!(
+        ok && alive,
+        "after {answers} answers: in order {ok}, child alive {alive}; log:\n{}",
+        restored.log_text()
+    );
     stop(restored);
     drop(family);
 }

@@ -157,10 +157,7 @@ fn save_tree(
 
 /// Links the objects split across processes, checks the tables as a restore will, and
 /// writes them. Ordering requirements: after every process's table is known.
-fn write_files(
-    writer: &ImageWriter,
-    tables: &mut [(i32, FilesImage)],
-) -> Result<(), DumpError> {
+fn write_files(writer: &ImageWriter, tables: &mut [(i32, FilesImage)]) -> Result<(), DumpError> {
     files::split::link(tables)?;
     for (pid, files) in tables.iter() {
         let name = record_name("files", *pid);

@@ -292,4 +292,24 @@ mod tests {
         fs::write(dir.join(INVENTORY), encode(Kind::Inventory, &inv).unwrap()).unwrap();
         assert!(matches!(Image::load(&dir), Err(ImageError::Invalid { .. })));
     }
+
+    /// A version 6 image (files records without `spares`) loads, read as having none.
+    #[test]
+    fn version_6_files_record_is_converted() {
+        let (_parent, dir) = fixture();
+        let files = sample::files();
+        let old = super::FilesImageV6 {
+            fds: files.fds.clone(),
+            locks: files.locks.clone(),
+        };
+        fs::write(dir.join("files-42.img"), encode(Kind::Files, &old).unwrap()).unwrap();
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let mut bytes = fs::read(&path).unwrap();
+            bytes[12..16].copy_from_slice(&6u32.to_le_bytes());
+            fs::write(&path, bytes).unwrap();
+        }
+        let image = Image::load(&dir).unwrap();
+        assert_eq!(image.processes[0].files, files);
+    }
 }

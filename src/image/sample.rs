@@ -11,8 +11,8 @@ use super::inventory::{CpuInfo, Inventory};
 use super::mm::{
     FileId, Guard, MmFields, MmImage, PageRun, ShmemOwner, ShmemRef, Vma, VmaFlags, VmaKind,
 };
-use super::sock::{SockOpts, UnixMessage, UnixPeer, UnixSocket};
 use super::seccomp::{SeccompFilter, ThreadSeccomp, FILTER_FLAG_LOG, MODE_FILTER};
+use super::sock::{SockOpts, UnixMessage, UnixPeer, UnixSocket};
 use super::task::{
     Audit, Caps, Creds, ITimer, PosixTimer, ProcessAttrs, TaskImage, ThreadImage, ThreadSched,
     Timers,
@@ -327,7 +327,14 @@ pub fn split_files(a: i32) -> (FilesImage, FilesImage) {
             entry(0, FdKind::Inherited { pid: a, fd: 9 }),
             entry(1, FdKind::Dup { of: 0 }),
             entry(3, FdKind::Inherited { pid: a, fd: 10 }),
-            entry(4, FdKind::Reopen { pid: a, fd: 5, pos: 2 }),
+            entry(
+                4,
+                FdKind::Reopen {
+                    pid: a,
+                    fd: 5,
+                    pos: 2,
+                },
+            ),
         ],
         locks: Vec::new(),
         spares: Vec::new(),

@@ -128,7 +128,11 @@ pub fn inherited_fds(order: &[(i32, &FilesImage)], path: &Path) -> Check {
         }
     }
     for (i, (pid, files)) in order.iter().enumerate() {
-        if let Some(fd) = files.spares.iter().find(|&&fd| !taken(&order[i + 1..], *pid, fd)) {
+        if let Some(fd) = files
+            .spares
+            .iter()
+            .find(|&&fd| !taken(&order[i + 1..], *pid, fd))
+        {
             return fail(
                 path,
                 format!("spare fd {fd} of pid {pid} is taken by no later process"),
@@ -493,7 +497,12 @@ pub fn files(files: &FilesImage, path: &Path) -> Check {
 /// the process creates (not references), and no `Dup` of the process refers to them.
 fn spares(files: &FilesImage, path: &Path) -> Check {
     let is_spare = |fd: i32| files.spares.contains(&fd);
-    let held_top = files.fds.iter().map(|e| e.fd).filter(|&fd| !is_spare(fd)).max();
+    let held_top = files
+        .fds
+        .iter()
+        .map(|e| e.fd)
+        .filter(|&fd| !is_spare(fd))
+        .max();
     for (i, &fd) in files.spares.iter().enumerate() {
         let entry = files.fds.iter().find(|e| e.fd == fd);
         let why = match entry {
@@ -932,23 +941,40 @@ mod tests {
         let wrong = |fd: i32, to: i32| {
             format!("fd {fd} of pid 2 refers to fd {to} of pid 1, which is not an earlier original fd of a kind it can refer to")
         };
-        let reopen_pipe = FdKind::Reopen { pid: 1, fd: 3, pos: 0 };
+        let reopen_pipe = FdKind::Reopen {
+            pid: 1,
+            fd: 3,
+            pos: 0,
+        };
         assert_eq!(split_err(|_, b| b.fds[3].kind = reopen_pipe), wrong(4, 3));
         let inherit_missing = FdKind::Inherited { pid: 1, fd: 11 };
-        assert_eq!(split_err(|_, b| b.fds[2].kind = inherit_missing), wrong(3, 11));
+        assert_eq!(
+            split_err(|_, b| b.fds[2].kind = inherit_missing),
+            wrong(3, 11)
+        );
         // The spares' taker listed before their creator.
         let (a, b) = sample::split_files(1);
         assert!(inherited_fds(&[(2, &b), (1, &a)], path()).is_err());
         // A reopen of a later fd of its own process.
         let (mut a, _) = sample::split_files(1);
-        a.fds[1].kind = FdKind::Reopen { pid: 1, fd: 5, pos: 0 };
+        a.fds[1].kind = FdKind::Reopen {
+            pid: 1,
+            fd: 5,
+            pos: 0,
+        };
         assert!(message(inherited_fds(&[(1, &a)], path())).contains("fd 4 of pid 1 refers to fd 5"));
     }
 
     #[test]
     fn spare_rules() {
-        assert_eq!(spare_err(|a| a.spares = vec![9, 9, 10]), "spare fd 9 is listed twice");
-        assert_eq!(spare_err(|a| a.spares.push(11)), "spare fd 11 is not in the table");
+        assert_eq!(
+            spare_err(|a| a.spares = vec![9, 9, 10]),
+            "spare fd 9 is listed twice"
+        );
+        assert_eq!(
+            spare_err(|a| a.spares.push(11)),
+            "spare fd 11 is not in the table"
+        );
         assert_eq!(
             spare_err(|a| a.spares = vec![4, 9, 10]),
             "spare fd 4 is below an fd the process held"

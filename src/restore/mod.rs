@@ -265,7 +265,10 @@ impl Builder<'_> {
     /// their fds from the spares).
     fn close_spares(&self) -> Result<(), RestoreError> {
         for (pid, child) in &self.procs {
-            let p = self.image.process(*pid).expect("live processes have records");
+            let p = self
+                .image
+                .process(*pid)
+                .expect("live processes have records");
             files::close_spares(child, &p.files).map_err(at(RestoreStage::Files, *pid))?;
         }
         Ok(())

@@ -72,7 +72,12 @@ impl FdOptions {
     /// a socket is first found connected outside its own process).
     pub fn tree_holds_socket(&self, ino: u64) -> bool {
         let read = || {
-            let fds = |pid: i32| proc::fds(pid).unwrap_or_default().into_iter().map(move |fd| (pid, fd));
+            let fds = |pid: i32| {
+                proc::fds(pid)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |fd| (pid, fd))
+            };
             self.pids
                 .iter()
                 .flat_map(|&pid| fds(pid))

@@ -160,7 +160,13 @@ fn reopen_files(tables: &mut Tables) -> Result<(), DumpError> {
             };
             let key = inode(*pid, e.fd)?;
             match first.get(&key) {
-                Some(&(owner, fd)) => e.kind = FdKind::Reopen { pid: owner, fd, pos },
+                Some(&(owner, fd)) => {
+                    e.kind = FdKind::Reopen {
+                        pid: owner,
+                        fd,
+                        pos,
+                    }
+                }
                 None => {
                     first.insert(key, (*pid, e.fd));
                 }
@@ -244,4 +250,62 @@ fn entry_mut(files: &mut FilesImage, fd: i32) -> &mut FdEntry {
         .iter_mut()
         .find(|e| e.fd == fd)
         .expect("descriptions come from this table")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::image::sample;
+
+    /// Tables of pids 1, 2, 3: the sample pair's creator without its spares, a process
+    /// holding the second socket at fd 3 as its own, and one that inherited that fd.
+    fn tables() -> Vec<(i32, FilesImage)> {
+        let (mut a, _) = sample::split_files(1);
+        let second = a.fds.pop().unwrap();
+        a.fds.pop();
+        a.spares.clear();
+        if let FdKind::Pipe(p) = &mut a.fds[0].kind {
+            p.peer = None;
+        }
+        let b = FilesImage {
+            fds: vec![FdEntry { fd: 3, ..second }],
+            ..FilesImage::default()
+        };
+        let c = FilesImage {
+            fds: vec![FdEntry {
+                fd: 0,
+                cloexec: false,
+                flags: 0,
+                kind: FdKind::Inherited { pid: 2, fd: 3 },
+            }],
+            ..FilesImage::default()
+        };
+        vec![(1, a), (2, b), (3, c)]
+    }
+
+    #[test]
+    fn a_socket_pair_across_processes_is_built_by_the_first() {
+        let mut t = tables();
+        sockets(&mut t).unwrap();
+        flatten_inherited(&mut t);
+        assert_eq!(t[0].1.spares, vec![6]);
+        assert!(matches!(&t[0].1.fds[3].kind, FdKind::Unix(u) if u.ino == 101));
+        let taken = FdKind::Inherited { pid: 1, fd: 6 };
+        assert_eq!(t[1].1.fds[0].kind, taken);
+        assert_eq!(t[2].1.fds[0].kind, taken, "the chain through pid 2 is cut");
+        let order: Vec<_> = t.iter().map(|(p, f)| (*p, f)).collect();
+        crate::image::validate::inherited_fds(&order, std::path::Path::new("x")).unwrap();
+    }
+
+    #[test]
+    fn a_socket_whose_peer_no_process_holds_is_refused() {
+        let mut t = tables();
+        t[0].1.fds.remove(1);
+        let err = sockets(&mut t).unwrap_err().to_string();
+        assert!(
+            err.starts_with("fd 3 of pid 2 is a unix socket connected to socket:[100]"),
+            "{err}"
+        );
+    }
 }
