@@ -99,7 +99,8 @@ fn end_of(flags: i32) -> Option<PipeEnd> {
 }
 
 /// Unix sockets connected to each other across processes: every socket of a connected
-/// group (peer links, both ways) is built by the earliest process holding one of them.
+/// group (peer links, both ways, and connections pending in a listener) is built by the
+/// earliest process holding one of them.
 fn sockets(tables: &mut Tables) -> Result<(), DumpError> {
     let mut at: HashMap<u64, Desc> = HashMap::new();
     let mut links: Vec<(u64, u64, Desc)> = Vec::new();
@@ -107,7 +108,7 @@ fn sockets(tables: &mut Tables) -> Result<(), DumpError> {
         for e in &files.fds {
             if let FdKind::Unix(u) = &e.kind {
                 at.insert(u.ino, (i, e.fd));
-                if let UnixPeer::Socket { ino } = u.peer {
+                if let UnixPeer::Socket { ino } | UnixPeer::Pending { listener: ino, .. } = u.peer {
                     links.push((u.ino, ino, (i, e.fd)));
                 }
             }
