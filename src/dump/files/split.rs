@@ -121,20 +121,7 @@ fn sockets(tables: &mut Tables) -> Result<(), DumpError> {
             tables[i].0
         )));
     }
-    // Each group's owner is its smallest table index (groups are small: a few rounds).
-    let mut changed = true;
-    while changed {
-        changed = false;
-        for &(s, p, _) in &links {
-            let low = owner[&s].min(owner[&p]);
-            for ino in [s, p] {
-                if owner[&ino] != low {
-                    owner.insert(ino, low);
-                    changed = true;
-                }
-            }
-        }
-    }
+    lowest_in_group(&mut owner, &links);
     let mut moves: Vec<(Desc, usize)> = at
         .iter()
         .filter(|(ino, (i, _))| owner[*ino] != *i)
@@ -146,6 +133,24 @@ fn sockets(tables: &mut Tables) -> Result<(), DumpError> {
         move_to_spare(tables, from, to, kind);
     }
     Ok(())
+}
+
+/// Gives every socket of a group (sockets joined by `links`) the smallest table index of
+/// the group (groups are small: a few rounds).
+fn lowest_in_group(owner: &mut HashMap<u64, usize>, links: &[(u64, u64, Desc)]) {
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for &(s, p, _) in links {
+            let low = owner[&s].min(owner[&p]);
+            for ino in [s, p] {
+                if owner[&ino] != low {
+                    owner.insert(ino, low);
+                    changed = true;
+                }
+            }
+        }
+    }
 }
 
 /// A second (or later) open file description of a memfd or deleted file reopens the
