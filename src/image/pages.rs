@@ -62,6 +62,19 @@ impl PagesWriter {
     /// Appends the pieces one after the other, with as few `writev` calls as `IOV_MAX`
     /// allows; each piece's length must be a multiple of 4096.
     pub fn write_pieces(&mut self, pieces: &[&[u8]]) -> Result<(), ImageError> {
+        let mut crc = crc32fast::Hasher::new();
+        pieces.iter().for_each(|p| crc.update(p));
+        self.write_summed(pieces, &crc)
+    }
+
+    /// Like [`PagesWriter::write_pieces`], with the crc32 of the pieces (one after the
+    /// other) already computed by the caller, so that a writer thread does not spend its
+    /// time on it.
+    pub fn write_summed(
+        &mut self,
+        pieces: &[&[u8]],
+        crc: &crc32fast::Hasher,
+    ) -> Result<(), ImageError> {
         if let Some(p) = pieces.iter().find(|p| p.len() as u64 % PAGE_SIZE != 0) {
             let (path, len) = (self.path.clone(), p.len() as u64);
             return Err(ImageError::UnalignedWrite { path, len });
@@ -70,10 +83,8 @@ impl PagesWriter {
             self.write_group(group)
                 .map_err(ImageError::io("write", &self.path))?;
         }
-        for p in pieces {
-            self.crc.update(p);
-            self.len += p.len() as u64;
-        }
+        self.crc.combine(crc);
+        self.len += pieces.iter().map(|p| p.len() as u64).sum::<u64>();
         Ok(())
     }
 
