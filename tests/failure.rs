@@ -577,9 +577,7 @@ fn failed_tree_restore_leaves_no_process() {
     let _serial = common::serial();
     require_privileged!("failed_tree_restore_leaves_no_process");
     let tmp = TempDir::new("halftree");
-    let work = tmp.join("work");
-    fs::create_dir_all(&work).expect("mkdir work");
-    let mut victim = common::spawn_victim("tree", &[], &work);
+    let mut victim = victim_in(&tmp, "tree", &[]);
     assert_eq!(victim.wait_ready(), Start::Ready);
     let img = tmp.join("img");
     common::dump(victim.pid, &img, &[]).assert_ok("stasis dump");
