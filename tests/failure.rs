@@ -594,3 +594,41 @@ fn dump_refuses_tree_with_outsider_in_its_session() {
     );
     drop(family);
 }
+
+/// A restore that fails after part of the tree exists kills all of it and reaps it: no
+/// pid of the image is left, not even a zombie whose parent was killed after it.
+#[test]
+fn failed_tree_restore_leaves_no_process() {
+    let _serial = common::serial();
+    require_privileged!("failed_tree_restore_leaves_no_process");
+    let tmp = TempDir::new("halftree");
+    let mut victim = victim_in(&tmp, "tree", &[]);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let img = tmp.join("img");
+    common::dump(victim.pid, &img, &[]).assert_ok("stasis dump");
+    victim.wait_exit(common::EXIT_TIMEOUT);
+    common::reap_image_tree(&img);
+    let image = stasis::image::Image::load_metadata(&img).expect("load the image");
+    let last = image.tree.alive().last().expect("a live process").pid;
+    let pids: Vec<i32> = image.tree.processes.iter().map(|p| p.pid).collect();
+    // The last process of the tree cannot get its working directory back.
+    let gone = "/nonexistent-stasis-cwd";
+    let task = img.join(format!("task-{last}.img"));
+    let kind = stasis::image::file::Kind::Task;
+    let mut t: stasis::image::task::TaskImage =
+        stasis::image::file::read(kind, &task).expect("decode task record");
+    t.cwd = gone.into();
+    let bytes = stasis::image::file::encode(kind, &t).expect("encode task record");
+    fs::write(&task, bytes).expect("write task record");
+    let out = common::restore_detached(&img).expect_err("restore succeeded");
+    let msg = out.assert_failed("restore").to_string();
+    assert!(
+        msg.contains("chdir") && msg.contains(&last.to_string()),
+        "message names neither the chdir nor pid {last}: {msg}"
+    );
+    let left: Vec<i32> = pids
+        .into_iter()
+        .filter(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        .collect();
+    assert!(left.is_empty(), "the failed restore left pids {left:?}");
+}
