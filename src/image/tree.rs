@@ -15,6 +15,21 @@ pub struct TreeImage {
     pub terminal: Option<JobTerminal>,
 }
 
+/// A tree record of format 6 and older (no `terminal`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeImageV6 {
+    pub processes: Vec<ProcEntry>,
+}
+
+impl From<TreeImageV6> for TreeImage {
+    fn from(old: TreeImageV6) -> Self {
+        TreeImage {
+            processes: old.processes,
+            terminal: None,
+        }
+    }
+}
+
 /// The controlling terminal of a shell job: what the job set on it, put on the
 /// restorer's terminal so the job carries on there (`dump/terminal.rs`,
 /// `restore/terminal.rs`).
