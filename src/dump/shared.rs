@@ -1,5 +1,6 @@
 //! What the processes of a tree share with each other: open file descriptions (inherited
-//! across fork: one offset for every holder) and shared anonymous memory objects. The
+//! across fork: one offset for every holder), shared anonymous memory objects, and the
+//! pages a child still shares copy-on-write with its parent (found in `dump/cow.rs`). The
 //! first process in tree order that holds an object owns it; later holders refer to it.
 //! The restore side is `restore/files.rs` (`FdKind::Inherited`) and `restore/mm.rs`
 //! (`ShmemRef`).
@@ -22,6 +23,9 @@ pub struct Shared {
     shmem: HashMap<u64, (ShmemOwner, u64)>,
     /// Pipes, memfds and ghost files, to refuse one split across processes.
     pub fd_objects: super::files::TreeObjects,
+    /// The pages every process dumped so far holds once restored, for its children's
+    /// copy-on-write ranges (`dump/cow.rs`).
+    pub restored_pages: HashMap<i32, Vec<(u64, u64)>>,
 }
 
 impl Shared {

@@ -16,11 +16,12 @@ use super::error::ImageError;
 /// filters and per-thread seccomp state, the audit loginuid and guard regions; version 5
 /// the file locks of the files record and the fd kinds after `Inherited` (pipes, FIFOs,
 /// O_PATH, ghost files, eventfd, timerfd, signalfd, epoll, inotify, memfd, pidfd);
-/// version 6 the socket and pty kinds after `PidFd` (a version 5 image reads the same).
-pub const FORMAT_VERSION: u32 = 6;
+/// version 6 the socket and pty kinds after `PidFd` (a version 5 image reads the same);
+/// version 7 the copy-on-write ranges of the mm record (`cow`).
+pub const FORMAT_VERSION: u32 = 7;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
-pub const OLDEST_VERSION: u32 = 5;
+pub const OLDEST_VERSION: u32 = 7;
 /// First bytes of every image file. The high-bit byte catches 7-bit transfers, the name
 /// makes `head -c8` readable, the newline catches line-ending conversion (as PNG's).
 pub const MAGIC: [u8; 8] = *b"\x89STASIS\n";
@@ -338,10 +339,11 @@ mod tests {
     }
 
     /// Version 1 thread records have no comm or robust list, version 2 images no tree,
-    /// Older versions (version 4 files records have no locks...): refused, not misread.
+    /// Older versions (version 4 files records have no locks, version 6 mm records no
+    /// copy-on-write ranges...): refused, not misread.
     #[test]
-    fn rejects_versions_one_to_four() {
-        for v in [1u32, 2, 3, 4] {
+    fn rejects_versions_one_to_six() {
+        for v in [1u32, 2, 3, 4, 5, 6] {
             let mut b = encoded();
             b[12..16].copy_from_slice(&v.to_le_bytes());
             assert!(matches!(

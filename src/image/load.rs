@@ -72,6 +72,12 @@ impl Image {
         let tree_path = image.dir.join(TREE);
         for p in &image.processes {
             validate::process_in_tree(&p.task, &image.tree, &tree_path)?;
+            let pid = p.task.pid;
+            let parent = (pid != image.inventory.root_pid)
+                .then(|| image.tree.get(pid).and_then(|e| image.process(e.ppid)))
+                .flatten();
+            let path = image.dir.join(record_name("mm", pid));
+            validate::cow_parent(&p.mm, parent.map(|p| &p.mm), &path)?;
         }
         let order: Vec<_> = image
             .processes

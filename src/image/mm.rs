@@ -20,6 +20,25 @@ pub struct MmImage {
     pub shmem: Vec<ShmemRef>,
     /// Guard regions (`MADV_GUARD_INSTALL`) in address order, each inside one mapping.
     pub guards: Vec<Guard>,
+    /// Private anonymous memory still shared copy-on-write with the parent, in address
+    /// order: kept from the parent at restore instead of stored again.
+    pub cow: Vec<CowRange>,
+}
+
+/// `[start, end)`, the start of a private anonymous mapping of this process, which it
+/// still shared copy-on-write with the parent's mapping at the same addresses (same
+/// protection). A process is restored by a fork of its restored parent, so it keeps what
+/// it inherits there instead of mapping it afresh: the shared pages are stored once, by
+/// the parent, and stay shared. The process's own pages in the range are stored and
+/// filled as usual (overwriting the inherited ones), the mapping grows to its own end if
+/// longer, and `zap` lists where the parent has pages but this process reads zeros (they
+/// are dropped with `MADV_DONTNEED`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CowRange {
+    pub start: u64,
+    pub end: u64,
+    /// Sorted, non-overlapping `[start, end)` page ranges inside the range.
+    pub zap: Vec<(u64, u64)>,
 }
 
 /// A shared anonymous mapping (`MAP_SHARED | MAP_ANONYMOUS`): a shmem object that several
@@ -86,6 +105,29 @@ impl Vma {
     }
     pub fn is_empty(&self) -> bool {
         self.end == self.start
+    }
+
+    /// A private mapping of anonymous memory or of a file: its written pages are
+    /// anonymous, and a fork shares them copy-on-write.
+    pub fn is_private_memory(&self) -> bool {
+        !self.shared && matches!(self.kind, VmaKind::Anon | VmaKind::File { .. })
+    }
+
+    /// Whether `p` (another process's mapping, starting at or before this one) maps at
+    /// this mapping's start what this one maps there, as a fork would have left it: both
+    /// private memory of the same backing (anonymous, or the same file at the same
+    /// offset) and the same protection.
+    pub fn same_backing(&self, p: &Vma) -> bool {
+        let backing = match (&self.kind, &p.kind) {
+            (VmaKind::Anon, VmaKind::Anon) => true,
+            (VmaKind::File { file, offset }, VmaKind::File { file: f, offset: o }) => {
+                file == f
+                    && self.start >= p.start
+                    && o.checked_add(self.start - p.start) == Some(*offset)
+            }
+            _ => false,
+        };
+        backing && self.is_private_memory() && p.is_private_memory() && p.prot == self.prot
     }
 }
 

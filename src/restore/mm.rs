@@ -17,11 +17,13 @@ const PR_SET_MM: u64 = 35;
 const PR_SET_MM_MAP: u64 = 14;
 const MADV_GUARD_INSTALL: u64 = 102;
 
-/// Removes everything but the helper and the vDSO block, then moves the vDSO block.
+/// Removes everything but the helper, the vDSO block and the ranges kept copy-on-write
+/// from the parent (`restore/cow.rs`), then moves the vDSO block.
 pub fn clear_and_move_vdso(child: &Child, mm: &MmImage) -> Result<(), RestoreError> {
     let specials = super::verify::specials(child.pid())?;
     let mut keep: Vec<(u64, u64)> = specials.iter().map(|&(_, s, e)| (s, e)).collect();
     keep.push((child.helper, child.helper + HELPER_LEN));
+    keep.extend(mm.cow.iter().map(|c| (c.start, c.end)));
     keep.sort_unstable();
     let remote = child.remote();
     let mut at = 0x1000u64;
@@ -88,15 +90,17 @@ fn move_specials(
     Ok(())
 }
 
-/// Recreates every ordinary mapping. Mappings that will receive saved pages are made
-/// writable for now; [`finish_vmas`] puts the real protection back.
+/// Recreates every ordinary mapping but those kept from the parent. Mappings that will
+/// receive saved pages are made writable for now ([`working_prot`]); [`finish_vmas`] puts
+/// the real protection back.
 pub fn map_all(child: &Child, mm: &MmImage, filled: &HashSet<u64>) -> Result<(), RestoreError> {
     let mut open: Option<(String, u64)> = None;
-    for v in mm.vmas.iter().filter(|v| !is_special(v)) {
+    let kept = |v: &&Vma| mm.cow.iter().any(|c| c.start == v.start);
+    for v in mm.vmas.iter().filter(|v| !is_special(v) && !kept(v)) {
         let owner = mm.shmem.iter().find(|r| r.start == v.start);
         match owner.and_then(|r| r.owner) {
             Some(o) => map_shared_from(child, v, &o)?,
-            None => map_one(child, v, filled.contains(&v.start), &mut open)?,
+            None => map_one(child, v, working_prot(v, filled), &mut open)?,
         }
     }
     if let Some((_, fd)) = open {
@@ -127,6 +131,16 @@ fn map_shared_from(child: &Child, v: &Vma, o: &ShmemOwner) -> Result<(), Restore
     r.map(|_| ()).map_err(RestoreError::from)
 }
 
+/// The protection of `v` from Mappings to Protections: writable while it receives pages.
+pub fn working_prot(v: &Vma, filled: &HashSet<u64>) -> u64 {
+    let write = if filled.contains(&v.start) {
+        libc::PROT_WRITE as u64
+    } else {
+        0
+    };
+    u64::from(v.prot) | write
+}
+
 fn is_special(v: &Vma) -> bool {
     matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock)
 }
@@ -134,11 +148,10 @@ fn is_special(v: &Vma) -> bool {
 fn map_one(
     child: &Child,
     v: &Vma,
-    filled: bool,
+    prot: u64,
     open: &mut Option<(String, u64)>,
 ) -> Result<(), RestoreError> {
     let remote = child.remote();
-    let prot = u64::from(v.prot) | if filled { libc::PROT_WRITE as u64 } else { 0 };
     let mut flags = libc::MAP_FIXED_NOREPLACE
         | if v.shared {
             libc::MAP_SHARED
