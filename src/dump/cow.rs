@@ -189,7 +189,10 @@ mod tests {
         }];
         let parent = [(0x8000, 0x16000), (0x18000, 0x19000), (0x20000, 0x30000)];
         let r = ranges(&[found], &runs, &parent);
-        assert_eq!(r[0].zap, vec![(0x12000, 0x13000), (0x18000, 0x19000)]);
+        assert_eq!(
+            r[0].zap,
+            vec![(0x12000, 0x13000), (0x15000, 0x16000), (0x18000, 0x19000)]
+        );
         assert_eq!((r[0].start, r[0].end), (0x10000, 0x20000));
     }
 
