@@ -20,19 +20,19 @@ pub struct MmImage {
     pub shmem: Vec<ShmemRef>,
     /// Guard regions (`MADV_GUARD_INSTALL`) in address order, each inside one mapping.
     pub guards: Vec<Guard>,
-    /// Private anonymous memory still shared copy-on-write with the parent, in address
-    /// order: kept from the parent at restore instead of stored again.
+    /// Private memory still shared copy-on-write with the parent, in address order: kept
+    /// from the parent at restore instead of stored again.
     pub cow: Vec<CowRange>,
 }
 
-/// `[start, end)`, the start of a private anonymous mapping of this process, which it
-/// still shared copy-on-write with the parent's mapping at the same addresses (same
-/// protection). A process is restored by a fork of its restored parent, so it keeps what
+/// `[start, end)`, from the start of a private anonymous or file mapping of this process,
+/// which it still shared copy-on-write with the parent's mapping at the same addresses
+/// (same backing and protection). A process is restored by a fork of its restored parent, so it keeps what
 /// it inherits there instead of mapping it afresh: the shared pages are stored once, by
 /// the parent, and stay shared. The process's own pages in the range are stored and
 /// filled as usual (overwriting the inherited ones), the mapping grows to its own end if
-/// longer, and `zap` lists where the parent has pages but this process reads zeros (they
-/// are dropped with `MADV_DONTNEED`).
+/// longer, and `zap` lists where the parent has pages that this process did not have (they
+/// are dropped with `MADV_DONTNEED`: zeros, or the file's contents).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CowRange {
     pub start: u64,

@@ -2,9 +2,9 @@
 //! is created by a fork of its restored parent, whose memory is in place, so where the
 //! image says it still shared pages with its parent it keeps the mapping the fork brought
 //! (AddressSpace leaves it) instead of mapping it afresh. Here that mapping becomes the
-//! process's own: its working protection, its own length, and zeros where the parent has
-//! pages the process did not; its own pages are filled later as usual (writing a page
-//! breaks the sharing of that page only).
+//! process's own: its working protection, its own length, and what a fresh mapping holds
+//! (zeros, or the file's contents) where the parent has pages the process did not; its own
+//! pages are filled later as usual (writing a page breaks the sharing of that page only).
 
 use std::collections::HashSet;
 
@@ -66,7 +66,8 @@ fn grow(child: &Child, c: &CowRange, v: &Vma) -> Result<(), RestoreError> {
     Ok(())
 }
 
-/// `MADV_DONTNEED` where the parent has pages that the process read as zeros.
+/// `MADV_DONTNEED` where the parent has pages that the process did not have: they read
+/// as zeros again (or as the file, in a file mapping).
 fn zap(child: &Child, c: &CowRange) -> Result<(), RestoreError> {
     for &(s, e) in &c.zap {
         let args = [s, e - s, libc::MADV_DONTNEED as u64];
