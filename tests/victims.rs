@@ -260,6 +260,7 @@ victim_tests! {
     tree: "tree";
     tree_50: "tree" ["50"];
     cow: "cow";
+    unlinked_maps: "unlinked_maps";
     pipes: "pipes";
     anonfds: "anonfds";
     inotify: "inotify";

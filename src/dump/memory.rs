@@ -156,7 +156,7 @@ fn ranges_to_save(
     let (mut out, mut guards) = (Vec::new(), Vec::new());
     for vma in vmas {
         let (private_file, drop_zeros) = match vma.kind {
-            VmaKind::Anon => (false, true),
+            VmaKind::Anon | VmaKind::Unlinked { .. } => (false, true),
             VmaKind::File { .. } if !vma.shared => (true, false),
             VmaKind::File { .. } => {
                 guards.extend(guards_in(&pagemap, vma)?);

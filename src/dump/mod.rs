@@ -212,6 +212,7 @@ fn save(
         (FilesImage::default(), files::Held::new(pid))
     } else {
         let (mut files, held) = files::fd_table(pid, fd_opts)?;
+        shared.check_unlinked_fds(pid, &unlinked_fds(&files))?;
         shared.link_files(pid, &mut files)?;
         files::check_split_objects(pid, &files, &mut shared.fd_objects)?;
         (files, held)
@@ -283,6 +284,20 @@ fn save(
     writer.write_record(&record_name("files", pid), Kind::Files, &files)?;
     writer.write_record(&record_name("task", pid), Kind::Task, &task_image)?;
     Ok((mstats, held))
+}
+
+/// The fds of memfds and deleted files, which must not also be mapped (`Shared`).
+fn unlinked_fds(files: &FilesImage) -> Vec<(i32, &'static str)> {
+    use crate::image::files::FdKind;
+    files
+        .fds
+        .iter()
+        .filter_map(|e| match e.kind {
+            FdKind::Memfd(_) => Some((e.fd, "a memfd")),
+            FdKind::Ghost(_) => Some((e.fd, "a deleted file")),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Shared memory is saved by the process that owns it, from the object's data; the other

@@ -17,7 +17,7 @@ use super::error::ImageError;
 /// the file locks of the files record and the fd kinds after `Inherited` (pipes, FIFOs,
 /// O_PATH, ghost files, eventfd, timerfd, signalfd, epoll, inotify, memfd, pidfd);
 /// version 6 the socket and pty kinds after `PidFd` (a version 5 image reads the same);
-/// version 7 the copy-on-write ranges of the mm record (`cow`).
+/// version 7 the copy-on-write ranges of the mm record (`cow`) and `VmaKind::Unlinked`.
 pub const FORMAT_VERSION: u32 = 7;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).

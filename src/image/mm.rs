@@ -145,6 +145,20 @@ pub enum VmaKind {
     Vdso,
     Vvar,
     VvarVclock,
+    /// A shared mapping of a file that has no name any more: a memfd, or a deleted file
+    /// (python's semaphores map an unlinked `/dev/shm` file). The object is rebuilt
+    /// once, by the first process of the tree that maps it (`MmImage::shmem`), from the
+    /// pages stored for that mapping; the others map that object.
+    Unlinked {
+        /// The memfd's name (without `/memfd:`), or the file's last path.
+        name: String,
+        memfd: bool,
+        /// Size of the object, and this mapping's offset in it.
+        size: u64,
+        offset: u64,
+        /// Permission bits of a deleted file (recreated with them, then unlinked).
+        mode: u32,
+    },
 }
 
 /// Mapping flags beyond protection (smaps `VmFlags` two-letter codes in brackets).

@@ -9,7 +9,7 @@ use std::path::Path;
 use super::error::ImageError;
 use super::files::{FdKind, FilesImage};
 use super::inventory::Inventory;
-use super::mm::{Guard, MmFields, MmImage, PageRun, Vma};
+use super::mm::{Guard, MmFields, MmImage, PageRun, Vma, VmaKind};
 use super::task::{PosixTimer, TaskImage, ThreadImage};
 use super::tree::{ProcEntry, ProcState, TreeImage};
 use crate::abi::PAGE_SIZE;
@@ -318,6 +318,7 @@ pub fn mm(mm: &MmImage, path: &Path) -> Check {
         }
     }
     page_runs(&mm.page_runs, &mm.vmas, path)?;
+    unlinked(mm, path)?;
     guards(mm, path)?;
     cow(mm, path)?;
     fields(&mm.fields, path)?;
@@ -396,6 +397,25 @@ fn guards(mm: &MmImage, path: &Path) -> Check {
             return fail(path, format!("{label} overlaps saved pages"));
         }
         prev_end = g.end;
+    }
+    Ok(())
+}
+
+/// A mapping of a memfd or deleted file is shared and has its object reference (made by
+/// this process or another).
+fn unlinked(mm: &MmImage, path: &Path) -> Check {
+    for v in &mm.vmas {
+        if matches!(v.kind, VmaKind::Unlinked { .. })
+            && !(v.shared && mm.shmem.iter().any(|r| r.start == v.start))
+        {
+            return fail(
+                path,
+                format!(
+                    "mapping {} of an unlinked object is not shared memory",
+                    span(v)
+                ),
+            );
+        }
     }
     Ok(())
 }

@@ -100,6 +100,9 @@ pub fn map_all(child: &Child, mm: &MmImage, filled: &HashSet<u64>) -> Result<(),
         let owner = mm.shmem.iter().find(|r| r.start == v.start);
         match owner.and_then(|r| r.owner) {
             Some(o) => map_shared_from(child, v, &o)?,
+            None if matches!(v.kind, VmaKind::Unlinked { .. }) => {
+                map_unlinked(child, v, working_prot(v, filled))?
+            }
             None => map_one(child, v, working_prot(v, filled), &mut open)?,
         }
     }
@@ -115,6 +118,12 @@ fn map_shared_from(child: &Child, v: &Vma, o: &ShmemOwner) -> Result<(), Restore
     let path = format!("/proc/{}/map_files/{:x}-{:x}", o.pid, o.start, o.end);
     let fd = open_in(child, &path, libc::O_RDWR | libc::O_CLOEXEC)?;
     let flags = libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE;
+    // A memfd or deleted file is rebuilt whole, so offsets in it are the saved ones; a
+    // shared anonymous object is created for its owner's mapping, from offset 0.
+    let offset = match v.kind {
+        VmaKind::Unlinked { offset, .. } => offset,
+        _ => o.offset,
+    };
     let r = child.remote().call(
         "mmap(shared)",
         libc::SYS_mmap,
@@ -124,11 +133,65 @@ fn map_shared_from(child: &Child, v: &Vma, o: &ShmemOwner) -> Result<(), Restore
             u64::from(v.prot),
             flags as u64,
             fd,
-            o.offset,
+            offset,
         ],
     );
     child.remote().call("close", libc::SYS_close, &[fd])?;
     r.map(|_| ()).map_err(RestoreError::from)
+}
+
+/// Creates the object of an `Unlinked` mapping in the child and maps it: `memfd_create`,
+/// or the deleted file created again (at its old path if that is free, else at a hidden
+/// sibling) and unlinked at once; sized as it was. Its pages are filled with the others.
+fn map_unlinked(child: &Child, v: &Vma, prot: u64) -> Result<(), RestoreError> {
+    let VmaKind::Unlinked {
+        name,
+        memfd,
+        size,
+        offset,
+        mode,
+    } = &v.kind
+    else {
+        unreachable!("called for Unlinked mappings only");
+    };
+    let remote = child.remote();
+    let fd = if *memfd {
+        let addr = child.put_str(0, name)?;
+        let flags = (libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) as u64;
+        remote.call("memfd_create", libc::SYS_memfd_create, &[addr, flags])?
+    } else {
+        recreate_deleted(child, name, v.start)?
+    };
+    let flags = (libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE) as u64;
+    let r = remote
+        .call("ftruncate", libc::SYS_ftruncate, &[fd, *size])
+        .and_then(|_| remote.call("fchmod", libc::SYS_fchmod, &[fd, u64::from(*mode)]))
+        .and_then(|_| {
+            let args = [v.start, v.len(), prot, flags, fd, *offset];
+            remote.call("mmap(unlinked)", libc::SYS_mmap, &args)
+        });
+    remote.call("close", libc::SYS_close, &[fd])?;
+    r.map(|_| ()).map_err(RestoreError::from)
+}
+
+/// Creates the deleted file `path` again in the child (or a hidden sibling if the path is
+/// taken) and unlinks it; returns the child's fd.
+fn recreate_deleted(child: &Child, path: &str, start: u64) -> Result<u64, RestoreError> {
+    let old = std::path::Path::new(path);
+    let at = if std::fs::symlink_metadata(old).is_err() {
+        old.to_path_buf()
+    } else {
+        let name = old.file_name().unwrap_or_default().to_string_lossy();
+        old.with_file_name(format!(".stasis-unlinked-{}-{start:x}-{name}", child.pid()))
+    };
+    let name = at.to_string_lossy();
+    let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
+    let fd = open_in(child, &name, flags)?;
+    std::fs::remove_file(&at).map_err(|source| RestoreError::Write {
+        path: name.into_owned(),
+        source,
+    })?;
+    Ok(fd)
 }
 
 /// The protection of `v` from Mappings to Protections: writable while it receives pages.

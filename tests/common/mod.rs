@@ -62,6 +62,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("guards", &[]),
     ("tree", &[]),
     ("cow", &[]),
+    ("unlinked_maps", &[]),
     ("unix_sockets", &[]),
     ("inet_sockets", &[]),
     ("pty", &[]),
