@@ -125,6 +125,31 @@ fn dump_refuses_ghost_above_limit() {
     assert_survived(victim);
 }
 
+/// A pipe with a third open file description (a child opened the read end again
+/// through /proc) is refused, naming the fd, the child's pid and the kind.
+#[test]
+fn dump_refuses_third_pipe_description() {
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_third_pipe_description");
+    let tmp = TempDir::new("third-pipe");
+    let mut victim = victim_in(&tmp, "split", &["third"]);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let kids = common::descendants(victim.pid);
+    let out = common::dump(victim.pid, &tmp.join("img"), &[]);
+    let msg = out.assert_failed("dump of a pipe with three open file descriptions");
+    let named = kids.iter().any(|k| {
+        msg.contains(&format!(
+            "fd 30 of pid {k} is a third open file description of a pipe"
+        ))
+    });
+    assert!(
+        named,
+        "message does not name fd 30 of a child ({kids:?}): {msg}"
+    );
+    assert_no_image(tmp.path());
+    assert_survived(victim);
+}
+
 /// A held lock without `--file-locks` is refused, naming the fd and the pid.
 #[test]
 fn dump_refuses_locks_without_file_locks() {
@@ -586,4 +611,42 @@ fn dump_refuses_tree_with_outsider_in_its_session() {
         "the outsider {orphan} is gone"
     );
     drop(family);
+}
+
+/// A restore that fails after part of the tree exists kills all of it and reaps it: no
+/// pid of the image is left, not even a zombie whose parent was killed after it.
+#[test]
+fn failed_tree_restore_leaves_no_process() {
+    let _serial = common::serial();
+    require_privileged!("failed_tree_restore_leaves_no_process");
+    let tmp = TempDir::new("halftree");
+    let mut victim = victim_in(&tmp, "tree", &[]);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let img = tmp.join("img");
+    common::dump(victim.pid, &img, &[]).assert_ok("stasis dump");
+    victim.wait_exit(common::EXIT_TIMEOUT);
+    common::reap_image_tree(&img);
+    let image = stasis::image::Image::load_metadata(&img).expect("load the image");
+    let last = image.tree.alive().last().expect("a live process").pid;
+    let pids: Vec<i32> = image.tree.processes.iter().map(|p| p.pid).collect();
+    // The last process of the tree cannot get its working directory back.
+    let gone = "/nonexistent-stasis-cwd";
+    let task = img.join(format!("task-{last}.img"));
+    let kind = stasis::image::file::Kind::Task;
+    let mut t: stasis::image::task::TaskImage =
+        stasis::image::file::read(kind, &task).expect("decode task record");
+    t.cwd = gone.into();
+    let bytes = stasis::image::file::encode(kind, &t).expect("encode task record");
+    fs::write(&task, bytes).expect("write task record");
+    let out = common::restore_detached(&img).expect_err("restore succeeded");
+    let msg = out.assert_failed("restore").to_string();
+    assert!(
+        msg.contains("chdir") && msg.contains(&last.to_string()),
+        "message names neither the chdir nor pid {last}: {msg}"
+    );
+    let left: Vec<i32> = pids
+        .into_iter()
+        .filter(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        .collect();
+    assert!(left.is_empty(), "the failed restore left pids {left:?}");
 }

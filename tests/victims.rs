@@ -273,6 +273,7 @@ victim_tests! {
     tcp_established: "inet_sockets" ["established"];
     tcp_close: "inet_sockets" ["close"];
     pty: "pty";
+    split: "split";
 }
 
 /// The total PSS (KiB) of `pid` and its descendants, from `smaps_rollup`.

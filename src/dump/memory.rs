@@ -5,9 +5,9 @@
 //! finds them, and they are recorded to be installed again. The restore side is
 //! `restore/memory.rs` (guards: `restore/mm.rs`).
 //!
-//! Reading and writing overlap: this thread reads a batch from the task and finds its zero
-//! pages while a writer thread checksums and writes the previous batch (writing into fresh
-//! page-cache pages is the slow part). [`BUFFERS`] buffers of [`CHUNK`] bytes go round
+//! Reading and writing overlap: this thread reads a batch from the task, finds its zero
+//! pages and checksums the rest while a writer thread writes the previous batch (writing
+//! into fresh page-cache pages is the slow part, so the writer does nothing else). [`BUFFERS`] buffers of [`CHUNK`] bytes go round
 //! between the two, which bounds stasis's own memory whatever the target's size. A third
 //! thread starts writeback of what was written, so that on a disk the final fsync has
 //! little left to do (submitting writeback blocks, so the writer does not do it itself).
@@ -61,6 +61,8 @@ struct Range {
 struct Chunk {
     buf: Vec<u8>,
     pieces: Vec<(usize, usize)>,
+    /// crc32 of the pieces, one after the other.
+    crc: crc32fast::Hasher,
 }
 
 /// Address ranges to save in a mapping instead of what `PAGEMAP_SCAN` reports, by mapping
@@ -128,7 +130,7 @@ fn write_chunks(
             .iter()
             .map(|&(off, len)| &chunk.buf[off..off + len])
             .collect();
-        out.write_pieces(&pieces)?;
+        out.write_summed(&pieces, &chunk.crc)?;
         let _ = free.send(chunk.buf);
         if out.data_len() - synced >= WRITEBACK_EVERY {
             let _ = flusher.send((PAGES_DATA_OFFSET + synced, out.data_len() - synced));
@@ -345,8 +347,12 @@ impl Reader {
             };
             let total = self.read(&batch, &mut buf)?;
             let pieces = self.plan(&batch, &buf);
+            let mut crc = crc32fast::Hasher::new();
+            pieces
+                .iter()
+                .for_each(|&(off, len)| crc.update(&buf[off..off + len]));
             progress.advance(total as u64);
-            if to_writer.send(Chunk { buf, pieces }).is_err() {
+            if to_writer.send(Chunk { buf, pieces, crc }).is_err() {
                 return Ok(());
             }
         }

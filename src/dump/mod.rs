@@ -136,14 +136,17 @@ fn save_tree(
     let pids: Vec<i32> = tree.procs.iter().map(Frozen::pid).collect();
     let fd_opts = fd_options(opts, &pids);
     let mut held = Vec::new();
+    let mut tables = Vec::new();
     let layouts = layouts(tree)?;
     for ((task, entry), layout) in tree.procs.iter().zip(tree.record.alive()).zip(layouts) {
-        let (stats, h) = save(task, entry, layout, &fd_opts, &writer, &mut shared)?;
+        let (stats, h, files) = save(task, entry, layout, &fd_opts, &writer, &mut shared)?;
         held.push(h);
+        tables.push((task.pid(), files));
         summary.pages_stored += stats.pages_stored;
         summary.zero_pages_skipped += stats.zero_pages_skipped;
         summary.memory += stats.elapsed;
     }
+    write_files(&writer, &mut tables)?;
     writer.write_record(TREE, Kind::Tree, &tree.record)?;
     writer.write_record(
         INVENTORY,
@@ -181,6 +184,22 @@ fn layouts(tree: &FrozenTree) -> Result<Vec<Layout>, DumpError> {
     Ok(out)
 }
 
+/// Links the objects split across processes, checks the tables as a restore will, and
+/// writes them. Ordering requirements: after every process's table is known.
+fn write_files(writer: &ImageWriter, tables: &mut [(i32, FilesImage)]) -> Result<(), DumpError> {
+    files::split::link(tables)?;
+    for (pid, files) in tables.iter() {
+        let name = record_name("files", *pid);
+        crate::image::validate::files(files, std::path::Path::new(&name))?;
+    }
+    let order: Vec<_> = tables.iter().map(|(pid, f)| (*pid, f)).collect();
+    crate::image::validate::inherited_fds(&order, std::path::Path::new(TREE))?;
+    for (pid, files) in tables.iter() {
+        writer.write_record(&record_name("files", *pid), Kind::Files, files)?;
+    }
+    Ok(())
+}
+
 fn fd_options(opts: &DumpOptions, pids: &[i32]) -> files::FdOptions {
     files::FdOptions {
         shell_job: opts.shell_job,
@@ -191,11 +210,13 @@ fn fd_options(opts: &DumpOptions, pids: &[i32]) -> files::FdOptions {
         tcp_close: opts.tcp_close,
         ext_unix_sk: opts.ext_unix_sk,
         skip_in_flight: opts.skip_in_flight,
+        tree_sockets: Default::default(),
     }
 }
 
-/// Collects and writes the records and pages of one frozen process; returns the sockets
-/// it holds in repair mode with its page figures.
+/// Collects and writes the records and pages of one frozen process; returns its page
+/// figures, the sockets it holds in repair mode and its fd table (written once the whole
+/// tree is known).
 fn save(
     task: &Frozen,
     entry: &ProcEntry,
@@ -203,7 +224,7 @@ fn save(
     fd_opts: &files::FdOptions,
     writer: &ImageWriter,
     shared: &mut Shared,
-) -> Result<(memory::MemoryStats, files::Held), DumpError> {
+) -> Result<(memory::MemoryStats, files::Held, FilesImage), DumpError> {
     let pid = task.pid();
     let Layout { smaps, vmas, cow } = layout;
     let shmem = shared.link_shmem(pid, &smaps)?;
@@ -214,7 +235,6 @@ fn save(
         let (mut files, held) = files::fd_table(pid, fd_opts)?;
         shared.check_unlinked_fds(pid, &unlinked_fds(&files))?;
         shared.link_files(pid, &mut files)?;
-        files::check_split_objects(pid, &files, &mut shared.fd_objects)?;
         (files, held)
     };
     let exe = mm::exe(pid)?;
@@ -281,9 +301,8 @@ fn save(
         seccomp,
     };
     writer.write_record(&record_name("mm", pid), Kind::Mm, &mm)?;
-    writer.write_record(&record_name("files", pid), Kind::Files, &files)?;
     writer.write_record(&record_name("task", pid), Kind::Task, &task_image)?;
-    Ok((mstats, held))
+    Ok((mstats, held, files))
 }
 
 /// The fds of memfds and deleted files, which must not also be mapped (`Shared`).

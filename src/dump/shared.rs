@@ -2,8 +2,10 @@
 //! across fork: one offset for every holder), shared anonymous memory objects, and the
 //! pages a child still shares copy-on-write with its parent (found in `dump/cow.rs`). The
 //! first process in tree order that holds an object owns it; later holders refer to it.
-//! The restore side is `restore/files.rs` (`FdKind::Inherited`) and `restore/mm.rs`
-//! (`ShmemRef`).
+//! Objects whose *different* open file descriptions are held by several processes (the
+//! ends of a pipe, a socket pair) are linked once the whole tree is known
+//! (`dump/files/split.rs`). The restore side is `restore/files/mod.rs`
+//! (`FdKind::Inherited`) and `restore/mm.rs` (`ShmemRef`).
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -24,8 +26,6 @@ pub struct Shared {
     shmem: HashMap<(u64, u64), (ShmemOwner, u64)>,
     /// `(dev, ino)` of the memfds and deleted files held open, by the fd's description.
     unlinked_fds: HashMap<(u64, u64), String>,
-    /// Pipes, memfds and ghost files, to refuse one split across processes.
-    pub fd_objects: super::files::TreeObjects,
     /// The pages every process dumped so far holds once restored, for its children's
     /// copy-on-write ranges (`dump/cow.rs`).
     pub restored_pages: HashMap<i32, Vec<(u64, u64)>>,
@@ -179,7 +179,7 @@ impl Shared {
 }
 
 /// `(st_dev, st_ino)` of what fd `fd` of `pid` refers to.
-fn inode(pid: i32, fd: i32) -> Result<(u64, u64), DumpError> {
+pub fn inode(pid: i32, fd: i32) -> Result<(u64, u64), DumpError> {
     let path = format!("/proc/{pid}/fd/{fd}");
     let meta = std::fs::metadata(&path).map_err(|source| DumpError::Stat { path, source })?;
     Ok((meta.dev(), meta.ino()))

@@ -17,11 +17,13 @@ use super::error::ImageError;
 /// the file locks of the files record and the fd kinds after `Inherited` (pipes, FIFOs,
 /// O_PATH, ghost files, eventfd, timerfd, signalfd, epoll, inotify, memfd, pidfd);
 /// version 6 the socket and pty kinds after `PidFd` (a version 5 image reads the same);
-/// version 7 the copy-on-write ranges of the mm record (`cow`) and `VmaKind::Unlinked`.
+/// version 7 the files record's `spares` and the `Reopen` fd kind (objects split across
+/// the processes of a tree), the mm record's copy-on-write ranges (`cow`) and
+/// `VmaKind::Unlinked` (older files and mm records are converted on load).
 pub const FORMAT_VERSION: u32 = 7;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
-pub const OLDEST_VERSION: u32 = 7;
+pub const OLDEST_VERSION: u32 = 5;
 /// First bytes of every image file. The high-bit byte catches 7-bit transfers, the name
 /// makes `head -c8` readable, the newline catches line-ending conversion (as PNG's).
 pub const MAGIC: [u8; 8] = *b"\x89STASIS\n";
@@ -223,13 +225,32 @@ fn payload<'a>(header: &Header, after: &'a [u8], path: &Path) -> Result<&'a [u8]
 
 /// Reads and decodes the record file at `path`, never reading more than the size cap allows.
 pub fn read<T: DeserializeOwned>(kind: Kind, path: &Path) -> Result<T, ImageError> {
+    decode(kind, &read_capped(path)?, path)
+}
+
+/// Reads a record whose layout changed in format version `changed`: a file of an older
+/// version is decoded as `Old` and converted.
+pub fn read_since<T, Old>(kind: Kind, path: &Path, changed: u32) -> Result<T, ImageError>
+where
+    T: DeserializeOwned,
+    Old: DeserializeOwned + Into<T>,
+{
+    let bytes = read_capped(path)?;
+    if Header::parse(&bytes, kind, path)?.version < changed {
+        return decode::<Old>(kind, &bytes, path).map(Into::into);
+    }
+    decode(kind, &bytes, path)
+}
+
+/// The file at `path`, at most the header, the size cap and one byte more.
+fn read_capped(path: &Path) -> Result<Vec<u8>, ImageError> {
     let file = File::open(path).map_err(ImageError::io("open", path))?;
     let cap = HEADER_LEN as u64 + MAX_RECORD_LEN + 1;
     let mut bytes = Vec::new();
     file.take(cap)
         .read_to_end(&mut bytes)
         .map_err(ImageError::io("read", path))?;
-    decode(kind, &bytes, path)
+    Ok(bytes)
 }
 
 /// The checksum the header promises against the one computed over the data.
@@ -339,11 +360,10 @@ mod tests {
     }
 
     /// Version 1 thread records have no comm or robust list, version 2 images no tree,
-    /// Older versions (version 4 files records have no locks, version 6 mm records no
-    /// copy-on-write ranges...): refused, not misread.
+    /// Older versions (version 4 files records have no locks...): refused, not misread.
     #[test]
-    fn rejects_versions_one_to_six() {
-        for v in [1u32, 2, 3, 4, 5, 6] {
+    fn rejects_versions_one_to_four() {
+        for v in [1u32, 2, 3, 4] {
             let mut b = encoded();
             b[12..16].copy_from_slice(&v.to_le_bytes());
             assert!(matches!(

@@ -25,6 +25,35 @@ pub struct MmImage {
     pub cow: Vec<CowRange>,
 }
 
+/// An mm record of format 6 and older (no `cow`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MmImageV6 {
+    pub vmas: Vec<Vma>,
+    pub page_runs: Vec<PageRun>,
+    pub fields: MmFields,
+    pub auxv: Vec<u64>,
+    pub exe: Option<FileId>,
+    pub vdso_symbols: Vec<(String, u64)>,
+    pub shmem: Vec<ShmemRef>,
+    pub guards: Vec<Guard>,
+}
+
+impl From<MmImageV6> for MmImage {
+    fn from(old: MmImageV6) -> Self {
+        MmImage {
+            vmas: old.vmas,
+            page_runs: old.page_runs,
+            fields: old.fields,
+            auxv: old.auxv,
+            exe: old.exe,
+            vdso_symbols: old.vdso_symbols,
+            shmem: old.shmem,
+            guards: old.guards,
+            cow: Vec::new(),
+        }
+    }
+}
+
 /// `[start, end)`, from the start of a private anonymous or file mapping of this process,
 /// which it still shared copy-on-write with the parent's mapping at the same addresses
 /// (same backing and protection). A process is restored by a fork of its restored parent, so it keeps what

@@ -77,7 +77,8 @@ pub enum RestoreStage {
     Protections,
     /// brk, arg/env, auxv and the exe link (`PR_SET_MM_MAP`).
     MmFields,
-    /// The fd table.
+    /// The fd table (spare fds, held for later processes, are closed once every
+    /// process has its table).
     Files,
     /// cwd, root, umask.
     Fs,
@@ -227,6 +228,7 @@ impl Builder<'_> {
             let entry = self.image.tree.get(*pid).expect("in the tree");
             finish(child, p, entry, self.tcp_close)?;
         }
+        self.close_spares()?;
         Ok(filled)
     }
 
@@ -261,6 +263,19 @@ impl Builder<'_> {
             Some(p) => build_memory(child, self.image, p, parent),
             None => Ok(memory::Filled::default()),
         }
+    }
+
+    /// Ordering requirements: after every process's Files stage (later processes take
+    /// their fds from the spares).
+    fn close_spares(&self) -> Result<(), RestoreError> {
+        for (pid, child) in &self.procs {
+            let p = self
+                .image
+                .process(*pid)
+                .expect("live processes have records");
+            files::close_spares(child, &p.files).map_err(at(RestoreStage::Files, *pid))?;
+        }
+        Ok(())
     }
 
     fn shell(&self, pid: i32) -> &Child {
@@ -317,11 +332,39 @@ impl Builder<'_> {
         for (_, child) in self.procs.drain(..).rev() {
             child.kill_and_reap();
         }
-        for pid in pids {
+        for &pid in &pids {
             child::kill_and_reap(pid);
         }
+        reap_leftovers(&pids);
     }
 }
+
+/// Reaps the killed processes that were not ours to reap when they died: a process whose
+/// parent was killed after it is reparented to the restorer (the subreaper) only once that
+/// parent is gone, after the first reaping pass. Waits for each pid to disappear from
+/// /proc, for at most [`LEFTOVER_WAIT`].
+fn reap_leftovers(pids: &[i32]) {
+    use nix::sys::wait::{waitpid, WaitPidFlag};
+    let deadline = Instant::now() + LEFTOVER_WAIT;
+    let flags = WaitPidFlag::__WALL | WaitPidFlag::WNOHANG;
+    loop {
+        let left: Vec<i32> = pids
+            .iter()
+            .copied()
+            .filter(|&pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .collect();
+        if left.is_empty() || Instant::now() > deadline {
+            return;
+        }
+        for pid in left {
+            let _ = waitpid(nix::unistd::Pid::from_raw(pid), Some(flags));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// How long a failed restore waits for the processes it killed to be gone.
+const LEFTOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `move |e| Stage { stage, pid, e }`.
 fn at(stage: RestoreStage, pid: i32) -> impl Fn(RestoreError) -> RestoreError {
