@@ -83,6 +83,24 @@ fn dump_refuses_userfaultfd() {
     refused_kind("dump_refuses_userfaultfd", "userfaultfd", "a userfaultfd");
 }
 
+/// A memfd both mapped and open is refused (the fd would come back as a second object),
+/// naming the fd and the mapping.
+#[test]
+fn dump_refuses_memfd_both_mapped_and_open() {
+    let test = "dump_refuses_memfd_both_mapped_and_open";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let mut victim = victim_in(&tmp, "unlinked_maps", &["open"]);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let _family = common::TreeGuard(common::descendants(victim.pid));
+    let out = common::dump(victim.pid, &tmp.join("img"), &[]);
+    let what = "dump of a task with a memfd both mapped and open";
+    assert_refused(&out, what, victim.pid, &["fd 10", "a memfd", "also mapped"]);
+    assert_no_image(tmp.path());
+    assert_survived(victim);
+}
+
 /// A deleted-but-open file above `--ghost-limit` is refused, naming the fd and the flag.
 #[test]
 fn dump_refuses_ghost_above_limit() {
@@ -102,6 +120,94 @@ fn dump_refuses_ghost_above_limit() {
     assert!(
         msg.contains("--ghost-limit"),
         "message does not name the flag: {msg}"
+    );
+    assert_no_image(tmp.path());
+    assert_survived(victim);
+}
+
+/// The `ghost remap` victim, ready, or None if it skips.
+fn remap_victim(test: &str, tmp: &TempDir) -> Option<Proc> {
+    let mut victim = victim_in(tmp, "ghost", &["remap"]);
+    match victim.wait_ready() {
+        Start::Ready => Some(victim),
+        Start::Skip(why) => {
+            common::skip(test, &why);
+            None
+        }
+    }
+}
+
+/// Files whose name was unlinked that a ghost cannot hold — a deleted one above
+/// `--ghost-limit`, one that keeps another link — are refused without `--link-remap`,
+/// naming the fd and the option.
+#[test]
+fn dump_refuses_unlinked_files_without_link_remap() {
+    let test = "dump_refuses_unlinked_files_without_link_remap";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new("no-link-remap");
+    let Some(victim) = remap_victim(test, &tmp) else {
+        return;
+    };
+    let cases: [(&[&str], &str); 2] = [
+        (&["--file-locks"], "fd 10 of pid {} is deleted file"),
+        (
+            &["--file-locks", "--ghost-limit", "8M"],
+            "fd 14 of pid {} is open on",
+        ),
+    ];
+    for (flags, want) in cases {
+        let out = common::dump(victim.pid, &tmp.join("img"), flags);
+        let want = want.replace("{}", &victim.pid.to_string());
+        assert_refused(
+            &out,
+            "dump without --link-remap",
+            victim.pid,
+            &[&want, "--link-remap"],
+        );
+        assert_no_image(tmp.path());
+    }
+    assert_survived(victim);
+}
+
+/// A dump with `--link-remap` that fails after links were made (a lock held without
+/// `--file-locks`, on an fd after them) removes them: the victim checks that no
+/// `.stasis-link-` file is left beside its files.
+#[test]
+fn failed_dump_removes_remap_links() {
+    let test = "failed_dump_removes_remap_links";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new("link-remap-failed");
+    let Some(victim) = remap_victim(test, &tmp) else {
+        return;
+    };
+    let out = common::dump(victim.pid, &tmp.join("img"), &["--link-remap"]);
+    assert_refused(&out, "dump with a lock", victim.pid, &["--file-locks"]);
+    assert_no_image(tmp.path());
+    assert_survived(victim);
+}
+
+/// A pipe with a third open file description (a child opened the read end again
+/// through /proc) is refused, naming the fd, the child's pid and the kind.
+#[test]
+fn dump_refuses_third_pipe_description() {
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_third_pipe_description");
+    let tmp = TempDir::new("third-pipe");
+    let mut victim = victim_in(&tmp, "split", &["third"]);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let kids = common::descendants(victim.pid);
+    let out = common::dump(victim.pid, &tmp.join("img"), &[]);
+    let msg = out.assert_failed("dump of a pipe with three open file descriptions");
+    let named = kids.iter().any(|k| {
+        msg.contains(&format!(
+            "fd 30 of pid {k} is a third open file description of a pipe"
+        ))
+    });
+    assert!(
+        named,
+        "message does not name fd 30 of a child ({kids:?}): {msg}"
     );
     assert_no_image(tmp.path());
     assert_survived(victim);
@@ -568,4 +674,42 @@ fn dump_refuses_tree_with_outsider_in_its_session() {
         "the outsider {orphan} is gone"
     );
     drop(family);
+}
+
+/// A restore that fails after part of the tree exists kills all of it and reaps it: no
+/// pid of the image is left, not even a zombie whose parent was killed after it.
+#[test]
+fn failed_tree_restore_leaves_no_process() {
+    let _serial = common::serial();
+    require_privileged!("failed_tree_restore_leaves_no_process");
+    let tmp = TempDir::new("halftree");
+    let mut victim = victim_in(&tmp, "tree", &[]);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let img = tmp.join("img");
+    common::dump(victim.pid, &img, &[]).assert_ok("stasis dump");
+    victim.wait_exit(common::EXIT_TIMEOUT);
+    common::reap_image_tree(&img);
+    let image = stasis::image::Image::load_metadata(&img).expect("load the image");
+    let last = image.tree.alive().last().expect("a live process").pid;
+    let pids: Vec<i32> = image.tree.processes.iter().map(|p| p.pid).collect();
+    // The last process of the tree cannot get its working directory back.
+    let gone = "/nonexistent-stasis-cwd";
+    let task = img.join(format!("task-{last}.img"));
+    let kind = stasis::image::file::Kind::Task;
+    let mut t: stasis::image::task::TaskImage =
+        stasis::image::file::read(kind, &task).expect("decode task record");
+    t.cwd = gone.into();
+    let bytes = stasis::image::file::encode(kind, &t).expect("encode task record");
+    fs::write(&task, bytes).expect("write task record");
+    let out = common::restore_detached(&img).expect_err("restore succeeded");
+    let msg = out.assert_failed("restore").to_string();
+    assert!(
+        msg.contains("chdir") && msg.contains(&last.to_string()),
+        "message names neither the chdir nor pid {last}: {msg}"
+    );
+    let left: Vec<i32> = pids
+        .into_iter()
+        .filter(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        .collect();
+    assert!(left.is_empty(), "the failed restore left pids {left:?}");
 }

@@ -5,9 +5,9 @@
 //! finds them, and they are recorded to be installed again. The restore side is
 //! `restore/memory.rs` (guards: `restore/mm.rs`).
 //!
-//! Reading and writing overlap: this thread reads a batch from the task and finds its zero
-//! pages while a writer thread checksums and writes the previous batch (writing into fresh
-//! page-cache pages is the slow part). [`BUFFERS`] buffers of [`CHUNK`] bytes go round
+//! Reading and writing overlap: this thread reads a batch from the task, finds its zero
+//! pages and checksums the rest while a writer thread writes the previous batch (writing
+//! into fresh page-cache pages is the slow part, so the writer does nothing else). [`BUFFERS`] buffers of [`CHUNK`] bytes go round
 //! between the two, which bounds stasis's own memory whatever the target's size. A third
 //! thread starts writeback of what was written, so that on a disk the final fsync has
 //! little left to do (submitting writeback blocks, so the writer does not do it itself).
@@ -61,22 +61,27 @@ struct Range {
 struct Chunk {
     buf: Vec<u8>,
     pieces: Vec<(usize, usize)>,
+    /// crc32 of the pieces, one after the other.
+    crc: crc32fast::Hasher,
 }
 
 /// Address ranges to save in a mapping instead of what `PAGEMAP_SCAN` reports, by mapping
 /// start: shared memory is saved once for the tree, from its data (see `dump/shared.rs`).
 pub type Overrides = std::collections::HashMap<u64, Vec<(u64, u64)>>;
 
-/// Saves every page of `vmas` that a fresh mapping would not reproduce; returns the runs
-/// saved and the guard regions found.
+/// Saves every page of `vmas` that a fresh mapping would not reproduce, but those in the
+/// sorted `inherited` ranges (shared with the parent, see `dump/cow.rs`); returns the
+/// runs saved and the guard regions found.
 pub fn dump(
     pid: i32,
     vmas: &[Vma],
     overrides: &Overrides,
+    inherited: &[(u64, u64)],
     out: &mut PagesWriter,
 ) -> Result<(Vec<PageRun>, Vec<Guard>, MemoryStats), DumpError> {
     let started = Instant::now();
     let (ranges, guards) = ranges_to_save(pid, vmas, overrides)?;
+    let ranges = cut(ranges, inherited);
     let mut reader = Reader {
         pid,
         mem: Mem::open(pid, false)?,
@@ -125,7 +130,7 @@ fn write_chunks(
             .iter()
             .map(|&(off, len)| &chunk.buf[off..off + len])
             .collect();
-        out.write_pieces(&pieces)?;
+        out.write_summed(&pieces, &chunk.crc)?;
         let _ = free.send(chunk.buf);
         if out.data_len() - synced >= WRITEBACK_EVERY {
             let _ = flusher.send((PAGES_DATA_OFFSET + synced, out.data_len() - synced));
@@ -153,7 +158,7 @@ fn ranges_to_save(
     let (mut out, mut guards) = (Vec::new(), Vec::new());
     for vma in vmas {
         let (private_file, drop_zeros) = match vma.kind {
-            VmaKind::Anon => (false, true),
+            VmaKind::Anon | VmaKind::Unlinked { .. } => (false, true),
             VmaKind::File { .. } if !vma.shared => (true, false),
             VmaKind::File { .. } => {
                 guards.extend(guards_in(&pagemap, vma)?);
@@ -164,13 +169,17 @@ fn ranges_to_save(
         let readable = vma.prot & libc::PROT_READ as u32 != 0;
         if let Some(given) = overrides.get(&vma.start) {
             let own = guards_in(&pagemap, vma)?;
-            out.extend(outside(given, &own).into_iter().map(|(start, end)| Range {
-                vma: vma.start,
-                start,
-                end,
-                readable,
-                drop_zeros,
-            }));
+            out.extend(
+                subtract(given, &pairs(&own))
+                    .into_iter()
+                    .map(|(start, end)| Range {
+                        vma: vma.start,
+                        start,
+                        end,
+                        readable,
+                        drop_zeros,
+                    }),
+            );
             guards.extend(own);
             continue;
         }
@@ -216,24 +225,49 @@ fn guards_in(pagemap: &Pagemap, vma: &Vma) -> Result<Vec<Guard>, DumpError> {
         .collect())
 }
 
-/// The parts of the sorted `ranges` outside the sorted `guards`.
-fn outside(ranges: &[(u64, u64)], guards: &[Guard]) -> Vec<(u64, u64)> {
+/// The parts of the sorted, non-overlapping `ranges` outside the sorted, non-overlapping
+/// `holes`.
+pub fn subtract(ranges: &[(u64, u64)], holes: &[(u64, u64)]) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
+    let mut h = 0;
     for &(mut start, end) in ranges {
-        for g in guards {
-            if g.start >= end || g.end <= start {
-                continue;
+        while h < holes.len() && holes[h].1 <= start {
+            h += 1;
+        }
+        let mut i = h;
+        while start < end && i < holes.len() && holes[i].0 < end {
+            if holes[i].0 > start {
+                out.push((start, holes[i].0));
             }
-            if g.start > start {
-                out.push((start, g.start));
-            }
-            start = g.end;
+            start = start.max(holes[i].1);
+            i += 1;
         }
         if start < end {
             out.push((start, end));
         }
     }
     out
+}
+
+/// `ranges` without the sorted `holes`.
+fn cut(ranges: Vec<Range>, holes: &[(u64, u64)]) -> Vec<Range> {
+    if holes.is_empty() {
+        return ranges;
+    }
+    let mut out = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        let from = holes.partition_point(|h| h.1 <= r.start);
+        let left = subtract(&[(r.start, r.end)], &holes[from..]);
+        out.extend(
+            left.into_iter()
+                .map(|(start, end)| Range { start, end, ..r }),
+        );
+    }
+    out
+}
+
+fn pairs(guards: &[Guard]) -> Vec<(u64, u64)> {
+    guards.iter().map(|g| (g.start, g.end)).collect()
 }
 
 /// Merges touching ranges of one mapping (PAGEMAP_SCAN splits them by category).
@@ -313,8 +347,12 @@ impl Reader {
             };
             let total = self.read(&batch, &mut buf)?;
             let pieces = self.plan(&batch, &buf);
+            let mut crc = crc32fast::Hasher::new();
+            pieces
+                .iter()
+                .for_each(|&(off, len)| crc.update(&buf[off..off + len]));
             progress.advance(total as u64);
-            if to_writer.send(Chunk { buf, pieces }).is_err() {
+            if to_writer.send(Chunk { buf, pieces, crc }).is_err() {
                 return Ok(());
             }
         }
@@ -426,18 +464,31 @@ mod tests {
     }
 
     #[test]
-    fn guards_are_cut_out_of_ranges() {
-        let g = |start, end| Guard { start, end };
+    fn holes_are_cut_out_of_ranges() {
         let ranges = [(0x1000, 0x5000), (0x8000, 0x9000)];
         assert_eq!(
-            outside(&ranges, &[g(0x2000, 0x3000), g(0x4000, 0x8000)]),
+            subtract(&ranges, &[(0x2000, 0x3000), (0x4000, 0x8000)]),
             vec![(0x1000, 0x2000), (0x3000, 0x4000), (0x8000, 0x9000)]
         );
         assert_eq!(
-            outside(&ranges, &[g(0x1000, 0x5000)]),
+            subtract(&ranges, &[(0x1000, 0x5000)]),
             vec![(0x8000, 0x9000)]
         );
-        assert_eq!(outside(&ranges, &[]), ranges.to_vec());
+        assert_eq!(subtract(&ranges, &[]), ranges.to_vec());
+        assert_eq!(
+            subtract(&ranges, &[(0, 0x1800), (0x4800, 0x8800)]),
+            vec![(0x1800, 0x4800), (0x8800, 0x9000)]
+        );
+    }
+
+    #[test]
+    fn cut_keeps_range_attributes() {
+        let c = cut(vec![r(0x1000, 0x4000)], &[(0x2000, 0x3000)]);
+        assert_eq!(
+            c.iter().map(|x| (x.start, x.end)).collect::<Vec<_>>(),
+            vec![(0x1000, 0x2000), (0x3000, 0x4000)]
+        );
+        assert!(c.iter().all(|x| x.readable && x.drop_zeros));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod cgroup;
+pub mod cow;
 pub mod creds;
 mod error;
 pub mod files;
@@ -20,6 +21,7 @@ pub mod sched;
 pub mod seccomp;
 pub mod shared;
 pub mod task;
+pub mod terminal;
 pub mod timers;
 pub mod tree;
 
@@ -51,6 +53,9 @@ pub struct DumpOptions {
     pub shell_job: bool,
     /// Largest deleted-but-open file whose contents are saved (`--ghost-limit`).
     pub ghost_limit: u64,
+    /// `--link-remap`: files whose name was unlinked are kept through a link beside
+    /// them (`files/path.rs`).
+    pub link_remap: bool,
     /// Save and restore file locks (`--file-locks`).
     pub file_locks: bool,
     /// `--tcp-established`, `--tcp-close`, `--ext-unix-sk`, `--skip-in-flight` (see
@@ -91,7 +96,8 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     let tree = tree::freeze_tree(opts.pid, opts.shell_job, adopted)?;
     drop(span);
     let frozen = Instant::now();
-    let (mut summary, held) = save_tree(&tree, opts, writer)?;
+    let (mut summary, mut held) = save_tree(&tree, opts, writer)?;
+    held.iter_mut().for_each(files::Held::keep_links);
     // Ordering requirements: sockets held in repair mode leave it before a released
     // tree runs again; after a kill, our duplicates are closed still in repair mode.
     if opts.leave_running {
@@ -138,13 +144,17 @@ fn save_tree(
     let pids: Vec<i32> = tree.procs.iter().map(Frozen::pid).collect();
     let fd_opts = fd_options(opts, &pids);
     let mut held = Vec::new();
-    for (task, entry) in tree.procs.iter().zip(tree.record.alive()) {
-        let (stats, h) = save(task, entry, &fd_opts, &writer, &mut shared)?;
+    let mut tables = Vec::new();
+    let layouts = layouts(tree)?;
+    for ((task, entry), layout) in tree.procs.iter().zip(tree.record.alive()).zip(layouts) {
+        let (stats, h, files) = save(task, entry, layout, &fd_opts, &writer, &mut shared)?;
         held.push(h);
+        tables.push((task.pid(), files));
         summary.pages_stored += stats.pages_stored;
         summary.zero_pages_skipped += stats.zero_pages_skipped;
         summary.memory += stats.elapsed;
     }
+    write_files(&writer, &mut tables)?;
     writer.write_record(TREE, Kind::Tree, &tree.record)?;
     writer.write_record(
         INVENTORY,
@@ -156,32 +166,78 @@ fn save_tree(
     Ok((summary, held))
 }
 
+/// The mappings of one process, and what of them it still shares copy-on-write with its
+/// parent.
+struct Layout {
+    smaps: Vec<proc::MapEntry>,
+    vmas: Vec<crate::image::mm::Vma>,
+    cow: Vec<cow::Found>,
+}
+
+/// The mappings of every process, in tree order.
+///
+/// Ordering requirements: before any page is read (see `cow::find`).
+fn layouts(tree: &FrozenTree) -> Result<Vec<Layout>, DumpError> {
+    let mut out: Vec<Layout> = Vec::with_capacity(tree.procs.len());
+    for (task, entry) in tree.procs.iter().zip(tree.record.alive()) {
+        let pid = task.pid();
+        let smaps = proc::smaps(pid)?;
+        let vmas = mm::vmas(pid, &smaps)?;
+        let parent = tree.procs.iter().position(|t| t.pid() == entry.ppid);
+        let cow = match parent.and_then(|i| out.get(i)) {
+            Some(p) => cow::find(pid, &vmas, entry.ppid, &p.vmas)?,
+            None => Vec::new(),
+        };
+        out.push(Layout { smaps, vmas, cow });
+    }
+    Ok(out)
+}
+
+/// Links the objects split across processes, checks the tables as a restore will, and
+/// writes them. Ordering requirements: after every process's table is known.
+fn write_files(writer: &ImageWriter, tables: &mut [(i32, FilesImage)]) -> Result<(), DumpError> {
+    files::split::link(tables)?;
+    for (pid, files) in tables.iter() {
+        let name = record_name("files", *pid);
+        crate::image::validate::files(files, std::path::Path::new(&name))?;
+    }
+    let order: Vec<_> = tables.iter().map(|(pid, f)| (*pid, f)).collect();
+    crate::image::validate::inherited_fds(&order, std::path::Path::new(TREE))?;
+    for (pid, files) in tables.iter() {
+        writer.write_record(&record_name("files", *pid), Kind::Files, files)?;
+    }
+    Ok(())
+}
+
 fn fd_options(opts: &DumpOptions, pids: &[i32]) -> files::FdOptions {
     files::FdOptions {
         shell_job: opts.shell_job,
         ghost_limit: opts.ghost_limit,
+        link_remap: opts.link_remap,
         file_locks: opts.file_locks,
         pids: pids.to_vec(),
         tcp_established: opts.tcp_established,
         tcp_close: opts.tcp_close,
         ext_unix_sk: opts.ext_unix_sk,
         skip_in_flight: opts.skip_in_flight,
+        tree_sockets: Default::default(),
     }
 }
 
-/// Collects and writes the records and pages of one frozen process; returns the sockets
-/// it holds in repair mode with its page figures.
+/// Collects and writes the records and pages of one frozen process; returns its page
+/// figures, the sockets it holds in repair mode and its fd table (written once the whole
+/// tree is known).
 fn save(
     task: &Frozen,
     entry: &ProcEntry,
+    layout: Layout,
     fd_opts: &files::FdOptions,
     writer: &ImageWriter,
     shared: &mut Shared,
-) -> Result<(memory::MemoryStats, files::Held), DumpError> {
+) -> Result<(memory::MemoryStats, files::Held, FilesImage), DumpError> {
     let pid = task.pid();
-    let span = crate::profile::span("smaps+vmas+shmem");
-    let smaps = proc::smaps(pid)?;
-    let vmas = mm::vmas(pid, &smaps)?;
+    let span = crate::profile::span("shmem");
+    let Layout { smaps, vmas, cow } = layout;
     let shmem = shared.link_shmem(pid, &smaps)?;
     let overrides = shmem_overrides(pid, &smaps, &shmem)?;
     drop(span);
@@ -190,8 +246,8 @@ fn save(
         (FilesImage::default(), files::Held::new(pid))
     } else {
         let (mut files, held) = files::fd_table(pid, fd_opts)?;
+        shared.check_unlinked_fds(pid, &unlinked_fds(&files))?;
         shared.link_files(pid, &mut files)?;
-        files::check_split_objects(pid, &files, &mut shared.fd_objects)?;
         (files, held)
     };
     drop(span);
@@ -223,8 +279,13 @@ fn save(
     }
 
     let mut pages = writer.pages(&record_name("pages", pid))?;
-    let (page_runs, guards, mstats) = memory::dump(pid, &vmas, &overrides, &mut pages)?;
+    let inherited = cow::shared(&cow);
+    let (page_runs, guards, mstats) = memory::dump(pid, &vmas, &overrides, &inherited, &mut pages)?;
     pages.finish()?;
+    let parent_pages = shared.restored_pages.get(&entry.ppid);
+    let cow_ranges = cow::ranges(&cow, &page_runs, parent_pages.map_or(&[][..], |p| p));
+    let restored = cow::pages_at_restore(&page_runs, &cow);
+    shared.restored_pages.insert(pid, restored);
 
     drop(span);
     let _s = crate::profile::span("records");
@@ -237,6 +298,7 @@ fn save(
         vdso_symbols,
         shmem,
         guards,
+        cow: cow_ranges,
     };
     let task_image = TaskImage {
         pid,
@@ -260,9 +322,22 @@ fn save(
         seccomp,
     };
     writer.write_record(&record_name("mm", pid), Kind::Mm, &mm)?;
-    writer.write_record(&record_name("files", pid), Kind::Files, &files)?;
     writer.write_record(&record_name("task", pid), Kind::Task, &task_image)?;
-    Ok((mstats, held))
+    Ok((mstats, held, files))
+}
+
+/// The fds of memfds and deleted files, which must not also be mapped (`Shared`).
+fn unlinked_fds(files: &FilesImage) -> Vec<(i32, &'static str)> {
+    use crate::image::files::FdKind;
+    files
+        .fds
+        .iter()
+        .filter_map(|e| match e.kind {
+            FdKind::Memfd(_) => Some((e.fd, "a memfd")),
+            FdKind::Ghost(_) => Some((e.fd, "a deleted file")),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Shared memory is saved by the process that owns it, from the object's data; the other

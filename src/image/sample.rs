@@ -5,13 +5,15 @@ use crate::abi::{AltStack, GpRegs, KernelSigaction, RseqConfig, SigInfo};
 
 use super::files::{
     CharDevFd, EpollFd, EpollTarget, EventFd, FdEntry, FdKind, FileLock, FilesImage, LockKind,
-    PathFd, PipeEnd, PipeFd, TtyFd,
+    MemfdFd, PathFd, PipeEnd, PipeFd, RemapFd, TtyFd,
 };
 use super::inventory::{CpuInfo, Inventory};
 use super::mm::{
-    FileId, Guard, MmFields, MmImage, PageRun, ShmemOwner, ShmemRef, Vma, VmaFlags, VmaKind,
+    CowRange, FileId, Guard, MmFields, MmImage, PageRun, ShmemOwner, ShmemRef, Vma, VmaFlags,
+    VmaKind,
 };
 use super::seccomp::{SeccompFilter, ThreadSeccomp, FILTER_FLAG_LOG, MODE_FILTER};
+use super::sock::{SockOpts, UnixMessage, UnixPeer, UnixSocket};
 use super::task::{
     Audit, Caps, Creds, ITimer, PosixTimer, ProcessAttrs, TaskImage, ThreadImage, ThreadSched,
     Timers,
@@ -52,7 +54,10 @@ pub fn tree(pids: &[i32]) -> TreeImage {
             shares_fs: false,
         })
         .collect();
-    TreeImage { processes }
+    TreeImage {
+        processes,
+        terminal: None,
+    }
 }
 
 pub fn thread(tid: i32) -> ThreadImage {
@@ -218,6 +223,7 @@ pub fn mm() -> MmImage {
             start: 0x60_3000,
             end: 0x60_4000,
         }],
+        cow: Vec::new(),
     }
 }
 
@@ -279,7 +285,66 @@ pub fn files() -> FilesImage {
             start: 0,
             len: 10,
         }],
+        spares: Vec::new(),
     }
+}
+
+/// Two processes of a tree sharing split objects: `a` creates a pipe whose write end
+/// (spare fd 9) `b` holds, a socket pair whose second socket (spare fd 10) `b` holds, and
+/// a memfd that `b` opened again.
+pub fn split_files(a: i32) -> (FilesImage, FilesImage) {
+    let unix = |ino: u64, peer: u64| {
+        FdKind::Unix(Box::new(UnixSocket {
+            ino,
+            sock_type: libc::SOCK_STREAM,
+            name: Vec::new(),
+            bind_dir: None,
+            listen_backlog: None,
+            peer: UnixPeer::Socket { ino: peer },
+            shutdown: 0,
+            queue: vec![UnixMessage {
+                data: b"queued".to_vec(),
+                creds: None,
+            }],
+            opts: SockOpts::default(),
+        }))
+    };
+    let memfd = FdKind::Memfd(MemfdFd {
+        name: "shared".into(),
+        size: 4,
+        pos: 1,
+        seals: 0,
+        contents: b"data".to_vec(),
+    });
+    let first = FilesImage {
+        fds: vec![
+            entry(3, FdKind::Pipe(pipe(Some(9)))),
+            entry(4, unix(100, 101)),
+            entry(5, memfd),
+            entry(9, FdKind::PipePeer { of: 3 }),
+            entry(10, unix(101, 100)),
+        ],
+        locks: Vec::new(),
+        spares: vec![9, 10],
+    };
+    let second = FilesImage {
+        fds: vec![
+            entry(0, FdKind::Inherited { pid: a, fd: 9 }),
+            entry(1, FdKind::Dup { of: 0 }),
+            entry(3, FdKind::Inherited { pid: a, fd: 10 }),
+            entry(
+                4,
+                FdKind::Reopen {
+                    pid: a,
+                    fd: 5,
+                    pos: 2,
+                },
+            ),
+        ],
+        locks: Vec::new(),
+        spares: Vec::new(),
+    };
+    (first, second)
 }
 
 fn entry(fd: i32, kind: FdKind) -> FdEntry {
@@ -486,14 +551,25 @@ pub fn random_mm(r: &mut XorShift) -> MmImage {
             start: r.next(),
             end: r.next(),
         }),
+        cow: r.vec(2, |r| CowRange {
+            start: r.next(),
+            end: r.next(),
+            zap: r.vec(2, |r| (r.next(), r.next())),
+        }),
     }
 }
 
 fn random_fd(r: &mut XorShift) -> FdEntry {
-    let kind = match r.below(6) {
+    let kind = match r.below(7) {
         0 => FdKind::Path(PathFd {
             file: random_file_id(r),
             pos: r.next(),
+        }),
+        6 => FdKind::Remap(RemapFd {
+            link: random_file_id(r),
+            path: r.string(),
+            pos: r.next(),
+            copied: r.bool(),
         }),
         1 => FdKind::CharDev(CharDevFd {
             path: r.string(),
@@ -508,6 +584,11 @@ fn random_fd(r: &mut XorShift) -> FdEntry {
             count: r.next(),
             semaphore: r.bool(),
         }),
+        5 => FdKind::Reopen {
+            pid: r.i32(),
+            fd: r.i32(),
+            pos: r.next(),
+        },
         _ => FdKind::Tty(TtyFd { rdev: r.next() }),
     };
     FdEntry {
@@ -528,5 +609,6 @@ pub fn random_files(r: &mut XorShift) -> FilesImage {
             start: r.next(),
             len: r.next(),
         }),
+        spares: r.vec(2, |r| r.i32()),
     }
 }

@@ -18,11 +18,13 @@ const PR_SET_MM: u64 = 35;
 const PR_SET_MM_MAP: u64 = 14;
 const MADV_GUARD_INSTALL: u64 = 102;
 
-/// Removes everything but the helper and the vDSO block, then moves the vDSO block.
+/// Removes everything but the helper, the vDSO block and the ranges kept copy-on-write
+/// from the parent (`restore/cow.rs`), then moves the vDSO block.
 pub fn clear_and_move_vdso(child: &Child, mm: &MmImage) -> Result<(), RestoreError> {
     let specials = super::verify::specials(child.pid())?;
     let mut keep: Vec<(u64, u64)> = specials.iter().map(|&(_, s, e)| (s, e)).collect();
     keep.push((child.helper, child.helper + HELPER_LEN));
+    keep.extend(mm.cow.iter().map(|c| (c.start, c.end)));
     keep.sort_unstable();
     let remote = child.remote();
     let mut b = remote.batch();
@@ -90,21 +92,35 @@ fn move_specials(b: &mut Batch, helper: u64, mm: &MmImage, specials: &[(VmaKind,
 /// At most this many files are open in the child at once while mapping.
 const OPEN_AT_ONCE: usize = 256;
 
-/// Recreates every ordinary mapping. Mappings that will receive saved pages are made
-/// writable for now; [`finish_vmas`] puts the real protection back.
+/// Recreates every ordinary mapping but those kept from the parent. Mappings that will
+/// receive saved pages are made writable for now ([`working_prot`]); [`finish_vmas`] puts
+/// the real protection back.
 ///
 /// In batches: the files of up to [`OPEN_AT_ONCE`] mappings are opened in one, then
-/// those mappings are made and the files closed in another.
+/// those mappings are made and the files closed in another. The objects of `Unlinked`
+/// mappings (memfds, deleted files) are made first, one call at a time.
 pub fn map_all(child: &Child, mm: &MmImage, filled: &HashSet<u64>) -> Result<(), RestoreError> {
+    let kept = |v: &&Vma| mm.cow.iter().any(|c| c.start == v.start);
+    let owner = |v: &Vma| {
+        let r = mm.shmem.iter().find(|r| r.start == v.start);
+        r.and_then(|r| r.owner)
+    };
+    let todo: Vec<&Vma> = mm
+        .vmas
+        .iter()
+        .filter(|v| !is_special(v) && !kept(v))
+        .collect();
+    for v in todo.iter().filter(|v| is_unlinked(v) && owner(v).is_none()) {
+        map_unlinked(child, v, working_prot(v, filled))?;
+    }
     let mut group: Vec<(&Vma, Option<Source>)> = Vec::new();
     let mut files: Vec<Source> = Vec::new();
-    for v in mm.vmas.iter().filter(|v| !is_special(v)) {
-        let owner = mm.shmem.iter().find(|r| r.start == v.start);
-        let source = match owner.and_then(|r| r.owner) {
-            Some(o) => Some(Source::shared(&o)),
+    for v in todo.into_iter().filter(|v| owner(v).is_some() || !is_unlinked(v)) {
+        let source = match owner(v) {
+            Some(o) => Some(Source::shared(&o, v)),
             None => Source::file(v),
         };
-        if let Some(s) = source.as_ref().filter(|s| !files.contains(s)) {
+        if let Some(s) = source.as_ref().filter(|s| !files.iter().any(|f| f.same_file(s))) {
             if files.len() == OPEN_AT_ONCE {
                 map_group(child, &group, &files, filled)?;
                 (group, files) = (Vec::new(), Vec::new());
@@ -114,6 +130,10 @@ pub fn map_all(child: &Child, mm: &MmImage, filled: &HashSet<u64>) -> Result<(),
         group.push((v, source));
     }
     map_group(child, &group, &files, filled)
+}
+
+fn is_unlinked(v: &Vma) -> bool {
+    matches!(v.kind, VmaKind::Unlinked { .. })
 }
 
 /// What a file mapping maps: a path opened with these flags, at this file offset (the
@@ -130,11 +150,17 @@ struct Source {
 }
 
 impl Source {
-    fn shared(o: &ShmemOwner) -> Source {
+    /// A memfd or deleted file is rebuilt whole, so offsets in it are the saved ones; a
+    /// shared anonymous object is created for its owner's mapping, from offset 0.
+    fn shared(o: &ShmemOwner, v: &Vma) -> Source {
+        let offset = match v.kind {
+            VmaKind::Unlinked { offset, .. } => offset,
+            _ => o.offset,
+        };
         Source {
             path: format!("/proc/{}/map_files/{:x}-{:x}", o.pid, o.start, o.end),
             flags: libc::O_RDWR | libc::O_CLOEXEC,
-            offset: o.offset,
+            offset,
             shm: true,
         }
     }
@@ -180,7 +206,7 @@ fn map_group(
         });
         match (source, fd) {
             (Some(s), Some((fd, offset))) if s.shm => map_shared(&mut b, v, fd, offset),
-            _ => map_one(&mut b, v, filled.contains(&v.start), fd),
+            _ => map_one(&mut b, v, working_prot(v, filled), fd),
         }
         if b.room() < 4096 {
             remote.run(&b)?;
@@ -234,13 +260,76 @@ fn map_shared(b: &mut Batch, v: &Vma, fd: u64, offset: u64) {
     b.call("mmap(shared)", libc::SYS_mmap, &args);
 }
 
+/// Creates the object of an `Unlinked` mapping in the child and maps it: `memfd_create`,
+/// or the deleted file created again (at its old path if that is free, else at a hidden
+/// sibling) and unlinked at once; sized as it was. Its pages are filled with the others.
+fn map_unlinked(child: &Child, v: &Vma, prot: u64) -> Result<(), RestoreError> {
+    let VmaKind::Unlinked {
+        name,
+        memfd,
+        size,
+        offset,
+        mode,
+    } = &v.kind
+    else {
+        unreachable!("called for Unlinked mappings only");
+    };
+    let remote = child.remote();
+    let fd = if *memfd {
+        let addr = child.put_str(0, name)?;
+        let flags = (libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) as u64;
+        remote.call("memfd_create", libc::SYS_memfd_create, &[addr, flags])?
+    } else {
+        recreate_deleted(child, name, v.start)?
+    };
+    let flags = (libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE) as u64;
+    let r = remote
+        .call("ftruncate", libc::SYS_ftruncate, &[fd, *size])
+        .and_then(|_| remote.call("fchmod", libc::SYS_fchmod, &[fd, u64::from(*mode)]))
+        .and_then(|_| {
+            let args = [v.start, v.len(), prot, flags, fd, *offset];
+            remote.call("mmap(unlinked)", libc::SYS_mmap, &args)
+        });
+    remote.call("close", libc::SYS_close, &[fd])?;
+    r.map(|_| ()).map_err(RestoreError::from)
+}
+
+/// Creates the deleted file `path` again in the child (or a hidden sibling if the path is
+/// taken) and unlinks it; returns the child's fd.
+fn recreate_deleted(child: &Child, path: &str, start: u64) -> Result<u64, RestoreError> {
+    let old = std::path::Path::new(path);
+    let at = if std::fs::symlink_metadata(old).is_err() {
+        old.to_path_buf()
+    } else {
+        let name = old.file_name().unwrap_or_default().to_string_lossy();
+        old.with_file_name(format!(".stasis-unlinked-{}-{start:x}-{name}", child.pid()))
+    };
+    let name = at.to_string_lossy();
+    let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
+    let fd = open_in(child, &name, flags)?;
+    std::fs::remove_file(&at).map_err(|source| RestoreError::Write {
+        path: name.into_owned(),
+        source,
+    })?;
+    Ok(fd)
+}
+
+/// The protection of `v` from Mappings to Protections: writable while it receives pages.
+pub fn working_prot(v: &Vma, filled: &HashSet<u64>) -> u64 {
+    let write = if filled.contains(&v.start) {
+        libc::PROT_WRITE as u64
+    } else {
+        0
+    };
+    u64::from(v.prot) | write
+}
+
 fn is_special(v: &Vma) -> bool {
     matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock)
 }
 
-/// Adds the `mmap` of `v` to `b`: from `file` (fd and offset) or anonymous.
-fn map_one(b: &mut Batch, v: &Vma, filled: bool, file: Option<(u64, u64)>) {
-    let prot = u64::from(v.prot) | if filled { libc::PROT_WRITE as u64 } else { 0 };
+/// Adds the `mmap` of `v` with `prot` to `b`: from `file` (fd and offset) or anonymous.
+fn map_one(b: &mut Batch, v: &Vma, prot: u64, file: Option<(u64, u64)>) {
     let mut flags = libc::MAP_FIXED_NOREPLACE
         | if v.shared {
             libc::MAP_SHARED

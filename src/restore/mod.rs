@@ -8,6 +8,7 @@
 
 mod audit;
 mod child;
+mod cow;
 mod creds;
 mod error;
 mod files;
@@ -17,6 +18,7 @@ mod prctl;
 mod sched;
 mod seccomp;
 mod task;
+mod terminal;
 mod threads;
 mod timers;
 mod tree;
@@ -76,7 +78,8 @@ pub enum RestoreStage {
     Protections,
     /// brk, arg/env, auxv and the exe link (`PR_SET_MM_MAP`).
     MmFields,
-    /// The fd table.
+    /// The fd table (spare fds, held for later processes, are closed once every
+    /// process has its table).
     Files,
     /// cwd, root, umask.
     Fs,
@@ -112,6 +115,8 @@ pub enum RestoreStage {
     Seals,
     /// Once every process exists: join process groups; zombies exit with their status.
     Zombies,
+    /// A shell job's terminal (once the groups exist): termios and foreground group.
+    Terminal,
     /// Load every thread's registers, unmap the helper, resume.
     Resume,
 }
@@ -142,6 +147,7 @@ impl RestoreStage {
             Self::Signals => "signals",
             Self::Seals => "seals",
             Self::Zombies => "zombies",
+            Self::Terminal => "terminal",
             Self::Resume => "resume",
         }
     }
@@ -167,7 +173,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         tcp_close: opts.tcp_close,
         procs: Vec::new(),
     };
-    let built = match b.build() {
+    let built = match b
+        .build()
+        .and_then(|pages| remove_links(&image).map(|()| pages))
+    {
         Ok(pages) => {
             let _s = crate::profile::span("resume");
             b.resume().map(|()| pages)
@@ -189,6 +198,15 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         memory: filled.elapsed,
         total: started.elapsed(),
     })
+}
+
+/// Every process holds its files: the links made for `--link-remap` go before any of
+/// them runs (a restore failing earlier leaves them, so the image can be restored again).
+fn remove_links(image: &Image) -> Result<(), RestoreError> {
+    for p in &image.processes {
+        files::remove_remap_links(&p.files)?;
+    }
+    Ok(())
 }
 
 /// The restorer is the child subreaper while it works, so that if a restore fails, the
@@ -227,6 +245,11 @@ impl Builder<'_> {
         }
         let span = crate::profile::span("groups+zombies");
         tree::restore_groups(&self.image.tree, &self.procs, self.shell_job)?;
+        if self.shell_job {
+            let root = self.image.inventory.root_pid;
+            terminal::restore(&self.image.tree, self.shell(root))
+                .map_err(at(RestoreStage::Terminal, root))?;
+        }
         self.make_zombies()?;
         drop(span);
         for (pid, child) in &mut self.procs {
@@ -237,6 +260,7 @@ impl Builder<'_> {
             let entry = self.image.tree.get(*pid).expect("in the tree");
             finish(child, p, entry, self.tcp_close)?;
         }
+        self.close_spares()?;
         Ok(filled)
     }
 
@@ -266,10 +290,26 @@ impl Builder<'_> {
         let child = &self.procs.last().expect("just pushed").1;
         tree::restore_session(child, entry, root, self.shell_job)
             .map_err(at(RestoreStage::Session, pid))?;
+        let parent = (pid != root)
+            .then(|| self.image.process(entry.ppid))
+            .flatten();
         match p {
-            Some(p) => build_memory(child, self.image, p),
+            Some(p) => build_memory(child, self.image, p, parent),
             None => Ok(memory::Filled::default()),
         }
+    }
+
+    /// Ordering requirements: after every process's Files stage (later processes take
+    /// their fds from the spares).
+    fn close_spares(&self) -> Result<(), RestoreError> {
+        for (pid, child) in &self.procs {
+            let p = self
+                .image
+                .process(*pid)
+                .expect("live processes have records");
+            files::close_spares(child, &p.files).map_err(at(RestoreStage::Files, *pid))?;
+        }
+        Ok(())
     }
 
     fn shell(&self, pid: i32) -> &Child {
@@ -326,11 +366,39 @@ impl Builder<'_> {
         for (_, child) in self.procs.drain(..).rev() {
             child.kill_and_reap();
         }
-        for pid in pids {
+        for &pid in &pids {
             child::kill_and_reap(pid);
         }
+        reap_leftovers(&pids);
     }
 }
+
+/// Reaps the killed processes that were not ours to reap when they died: a process whose
+/// parent was killed after it is reparented to the restorer (the subreaper) only once that
+/// parent is gone, after the first reaping pass. Waits for each pid to disappear from
+/// /proc, for at most [`LEFTOVER_WAIT`].
+fn reap_leftovers(pids: &[i32]) {
+    use nix::sys::wait::{waitpid, WaitPidFlag};
+    let deadline = Instant::now() + LEFTOVER_WAIT;
+    let flags = WaitPidFlag::__WALL | WaitPidFlag::WNOHANG;
+    loop {
+        let left: Vec<i32> = pids
+            .iter()
+            .copied()
+            .filter(|&pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .collect();
+        if left.is_empty() || Instant::now() > deadline {
+            return;
+        }
+        for pid in left {
+            let _ = waitpid(nix::unistd::Pid::from_raw(pid), Some(flags));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// How long a failed restore waits for the processes it killed to be gone.
+const LEFTOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `move |e| Stage { stage, pid, e }`.
 fn at(stage: RestoreStage, pid: i32) -> impl Fn(RestoreError) -> RestoreError {
@@ -342,17 +410,28 @@ fn at(stage: RestoreStage, pid: i32) -> impl Fn(RestoreError) -> RestoreError {
 }
 
 /// The address space and the memory of a live process: done before its children are
-/// forked from it.
+/// forked from it (they keep what they still shared with it copy-on-write, so its memory
+/// must be exactly as saved when they are).
 fn build_memory(
     child: &Child,
     image: &Image,
     p: &ProcessImage,
+    parent: Option<&ProcessImage>,
 ) -> Result<memory::Filled, RestoreError> {
     let pid = p.task.pid;
     let filled = memory::filled_vmas(&p.mm);
     let _s = crate::profile::span("address space+mappings+memory");
     mm::clear_and_move_vdso(child, &p.mm).map_err(at(RestoreStage::AddressSpace, pid))?;
-    mm::map_all(child, &p.mm, &filled).map_err(at(RestoreStage::Mappings, pid))?;
+    let mapped = match parent {
+        Some(parent) => {
+            let parent_filled = memory::filled_vmas(&parent.mm);
+            cow::adopt(child, &p.mm, &filled, &parent.mm, &parent_filled)
+        }
+        None => Ok(()),
+    };
+    mapped
+        .and_then(|()| mm::map_all(child, &p.mm, &filled))
+        .map_err(at(RestoreStage::Mappings, pid))?;
     memory::fill(child, &p.mm, &image.pages_path(pid)).map_err(at(RestoreStage::Memory, pid))
 }
 

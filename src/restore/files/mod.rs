@@ -15,10 +15,13 @@
 //! exists already; objects are created wherever the kernel puts them and then moved to
 //! their number ([`Install::place`]), so a lower free number handed out meanwhile does no
 //! harm. Epoll instances (and their dups) come last, once every target exists, an epoll
-//! watching an epoll after that one. Locks come after every fd.
+//! watching an epoll after that one. Locks come after every fd. Spare fds (objects a
+//! later process takes, `FilesImage::spares`) are built like any other and closed by
+//! [`close_spares`] once every process of the tree has its fds.
 
 mod batched;
 mod chardev;
+pub use chardev::terminal_in_child;
 mod epoll;
 mod eventfd;
 mod inet;
@@ -231,10 +234,12 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::Path(p) => path::restore(at, p),
         FdKind::OPath(p) => path::restore_opath(at, p),
         FdKind::Ghost(g) => path::restore_ghost(at, g),
+        FdKind::Remap(r) => path::restore_remap(at, r),
         FdKind::CharDev(c) => chardev::restore(at, c),
         FdKind::Tty(_) => chardev::restore_tty(at),
         FdKind::Dup { of } => at.dup_of(*of as u64),
         FdKind::Inherited { pid, fd } => inherit(at, *pid, *fd),
+        FdKind::Reopen { pid, fd, pos } => reopen(at, *pid, *fd, *pos),
         FdKind::Pipe(p) => pipe::restore(at, p),
         FdKind::PipePeer { .. } => pipe::restore_peer(at),
         FdKind::Fifo(f) => pipe::restore_fifo(at, f),
@@ -268,6 +273,27 @@ fn inherit(at: &Install, owner: i32, fd: i32) -> Result<(), RestoreError> {
         // pidfd_getfd always sets FD_CLOEXEC.
         at.set_cloexec()?;
     }
+    Ok(())
+}
+
+/// A new open file description of the file behind fd `fd` of `owner` (this process or
+/// an already restored one), opened through `/proc/OWNER/fd/FD` with the entry's flags.
+fn reopen(at: &Install, owner: i32, fd: i32, pos: u64) -> Result<(), RestoreError> {
+    let path = format!("/proc/{owner}/fd/{fd}");
+    let got = crate::restore::mm::open_in(at.child, &path, at.reopen_flags())?;
+    at.place(got)?;
+    seek(at, pos)
+}
+
+/// Closes the spare fds of a process, once every process of the tree took what it
+/// needed from them (`FilesImage::spares`).
+pub fn close_spares(child: &Child, files: &FilesImage) -> Result<(), RestoreError> {
+    let remote = child.remote();
+    let mut b = remote.batch();
+    for &fd in &files.spares {
+        b.call("close", libc::SYS_close, &[fd as u64]);
+    }
+    remote.run(&b)?;
     Ok(())
 }
 
@@ -317,16 +343,23 @@ pub fn restore_fs(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
     Ok(())
 }
 
+pub use path::remove_remap_links;
+
 /// Lifts the network lock the dump put on connections to peers outside the image.
 pub fn unlock_network(files: &FilesImage, pid: i32) -> Result<(), RestoreError> {
-    use crate::image::sock::InetState;
-    let locked = files.fds.iter().any(|e| {
-        matches!(&e.kind, FdKind::Inet(s) if matches!(&s.state, InetState::Established(r) if r.locked))
-    });
-    if locked {
+    if locked_connection(files).is_some() {
         crate::netlock::unlock(pid).map_err(|e| RestoreError::Unsupported {
             what: format!("lift the network lock of pid {pid}: {e}"),
         })?;
     }
     Ok(())
+}
+
+/// The first fd of `files` holding a TCP connection under the dump's network lock.
+pub fn locked_connection(files: &FilesImage) -> Option<i32> {
+    use crate::image::sock::InetState;
+    files.fds.iter().find_map(|e| match &e.kind {
+        FdKind::Inet(s) if matches!(&s.state, InetState::Established(r) if r.locked) => Some(e.fd),
+        _ => None,
+    })
 }
