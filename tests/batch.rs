@@ -35,7 +35,10 @@ impl Subject {
         let pid = child.id() as i32;
         std::thread::sleep(std::time::Duration::from_millis(50));
         let task = ptrace::seize(pid).expect("seize");
-        assert!(matches!(task.interrupt().expect("interrupt"), Stop::Event(_)));
+        assert!(matches!(
+            task.interrupt().expect("interrupt"),
+            Stop::Event(_)
+        ));
         task.set_sigmask(!0).expect("block signals");
         let base = task.regs().expect("regs");
         let syscall_ip = vdso_syscall(pid);
@@ -189,11 +192,7 @@ fn batch_keeps_sigtrap_disposition_and_mask() {
     let mut b = remote.batch();
     let addr = b.put(stasis::sys::Pod::as_bytes(&ignore));
     let trap = libc::SIGTRAP as u64;
-    b.call(
-        "rt_sigaction",
-        libc::SYS_rt_sigaction,
-        &[trap, addr, 0, 8],
-    );
+    b.call("rt_sigaction", libc::SYS_rt_sigaction, &[trap, addr, 0, 8]);
     remote.run(&b).expect("ignore SIGTRAP");
     let mut b = remote.batch();
     let act = b.out::<KernelSigaction>();

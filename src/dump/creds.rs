@@ -4,10 +4,10 @@
 //! thread, and a thread whose own differ is refused. The restore side is
 //! `restore/creds.rs`.
 
-use crate::sys::batch::{Batch, Done};
 use super::DumpError;
 use crate::image::task::{Caps, Creds};
 use crate::proc::Status;
+use crate::sys::batch::{Batch, Done};
 
 /// Credentials as status reports them, plus the queried securebits.
 pub fn creds(status: &Status, securebits: u32) -> Creds {

@@ -39,6 +39,10 @@ pub fn query_process(b: &mut Batch) -> impl FnOnce(&Done) -> ProcessAttrs {
 pub fn query_pdeathsig(b: &mut Batch) -> impl FnOnce(&Done) -> i32 {
     let sig = b.out::<i32>();
     let op = libc::PR_GET_PDEATHSIG as u64;
-    b.call("prctl(PR_GET_PDEATHSIG)", libc::SYS_prctl, &[op, sig.addr()]);
+    b.call(
+        "prctl(PR_GET_PDEATHSIG)",
+        libc::SYS_prctl,
+        &[op, sig.addr()],
+    );
     move |d| d.get(sig)
 }

@@ -99,8 +99,7 @@ pub fn query(
 /// Whether a SIGTRAP waits in the process's queue or a thread's: a batch would stop on it.
 fn sigtrap_pending(leader: &Seized, states: &[ThreadImage]) -> Result<bool, DumpError> {
     let trap = |i: &crate::abi::SigInfo| i.signo() == libc::SIGTRAP;
-    Ok(leader.pending(true)?.iter().any(trap)
-        || states.iter().any(|t| t.pending.iter().any(trap)))
+    Ok(leader.pending(true)?.iter().any(trap) || states.iter().any(|t| t.pending.iter().any(trap)))
 }
 
 /// Maps the scratch area in the leader: executable, with the batch stub in its first
@@ -108,12 +107,7 @@ fn sigtrap_pending(leader: &Seized, states: &[ThreadImage]) -> Result<bool, Dump
 fn map_scratch(remote: &Remote, stub: bool) -> Result<Area, DumpError> {
     let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
     let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-    let mmap = |prot: u64| {
-        remote.raw(
-            libc::SYS_mmap,
-            &[0, SCRATCH_LEN, prot, flags, u64::MAX, 0],
-        )
-    };
+    let mmap = |prot: u64| remote.raw(libc::SYS_mmap, &[0, SCRATCH_LEN, prot, flags, u64::MAX, 0]);
     let rwx = if stub {
         mmap(rw | libc::PROT_EXEC as u64)?
     } else {
@@ -123,7 +117,11 @@ fn map_scratch(remote: &Remote, stub: bool) -> Result<Area, DumpError> {
         remote.write_mem(rwx as u64, &STUB)?;
         (rwx as u64, Some(rwx as u64))
     } else {
-        let at = remote.call("mmap", libc::SYS_mmap, &[0, SCRATCH_LEN, rw, flags, u64::MAX, 0])?;
+        let at = remote.call(
+            "mmap",
+            libc::SYS_mmap,
+            &[0, SCRATCH_LEN, rw, flags, u64::MAX, 0],
+        )?;
         (at, None)
     };
     Ok(Area {

@@ -80,7 +80,11 @@ fn posix_timer<'a>(
     check_clock(pid, tids, t)?;
     let id = t.id as u64;
     let value = b.out::<TimerPair>();
-    b.call("timer_gettime", libc::SYS_timer_gettime, &[id, value.addr()]);
+    b.call(
+        "timer_gettime",
+        libc::SYS_timer_gettime,
+        &[id, value.addr()],
+    );
     let overrun = b.call("timer_getoverrun", libc::SYS_timer_getoverrun, &[id]);
     Ok(Asked { t, value, overrun })
 }

@@ -9,8 +9,8 @@ use super::child::Child;
 use super::RestoreError;
 use crate::abi::{CapData, CapHeader, CAP_VERSION_3};
 use crate::image::task::{Caps, Creds, TaskImage, ThreadImage};
-use crate::sys::inherit;
 use crate::sys::batch::{Batch, Out};
+use crate::sys::inherit;
 use crate::sys::inject::Remote;
 
 const SECBIT_KEEP_CAPS: u64 = 1 << 4;

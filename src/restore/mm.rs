@@ -115,12 +115,18 @@ pub fn map_all(child: &Child, mm: &MmImage, filled: &HashSet<u64>) -> Result<(),
     }
     let mut group: Vec<(&Vma, Option<Source>)> = Vec::new();
     let mut files: Vec<Source> = Vec::new();
-    for v in todo.into_iter().filter(|v| owner(v).is_some() || !is_unlinked(v)) {
+    for v in todo
+        .into_iter()
+        .filter(|v| owner(v).is_some() || !is_unlinked(v))
+    {
         let source = match owner(v) {
             Some(o) => Some(Source::shared(&o, v)),
             None => Source::file(v),
         };
-        if let Some(s) = source.as_ref().filter(|s| !files.iter().any(|f| f.same_file(s))) {
+        if let Some(s) = source
+            .as_ref()
+            .filter(|s| !files.iter().any(|f| f.same_file(s)))
+        {
             if files.len() == OPEN_AT_ONCE {
                 map_group(child, &group, &files, filled)?;
                 (group, files) = (Vec::new(), Vec::new());

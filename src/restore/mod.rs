@@ -448,34 +448,56 @@ fn finish(
         f().map_err(at(s, pid))
     };
     let filled = memory::filled_vmas(&p.mm);
-    stage(RestoreStage::Protections, &mut || mm::finish_vmas(child, &p.mm, &filled),
-    )?;
-    stage(RestoreStage::MmFields, &mut || mm::set_mm_fields(child, &p.mm))?;
+    stage(RestoreStage::Protections, &mut || {
+        mm::finish_vmas(child, &p.mm, &filled)
+    })?;
+    stage(RestoreStage::MmFields, &mut || {
+        mm::set_mm_fields(child, &p.mm)
+    })?;
     if !entry.shares_files {
-        stage(RestoreStage::Files, &mut || files::restore_fds(child, &p.files, tcp_close),
-        )?;
+        stage(RestoreStage::Files, &mut || {
+            files::restore_fds(child, &p.files, tcp_close)
+        })?;
     }
     if !entry.shares_fs {
         stage(RestoreStage::Fs, &mut || files::restore_fs(child, &p.task))?;
     }
-    stage(RestoreStage::Attributes, &mut || task::restore_attrs(child, &p.task),
-    )?;
-    stage(RestoreStage::Audit, &mut || audit::restore_loginuid(child, &p.task))?;
-    stage(RestoreStage::Limits, &mut || task::restore_rlimits(child, &p.task))?;
-    stage(RestoreStage::SigActions, &mut || task::restore_sigactions(child, &p.task),
-    )?;
-    stage(RestoreStage::Threads, &mut || threads::create(child, &p.task))?;
-    stage(RestoreStage::ThreadAttrs, &mut || task::restore_thread_attrs(child, &p.task),
-    )?;
-    stage(RestoreStage::ProcAttrs, &mut || prctl::restore_process(child, &p.task.attrs),
-    )?;
-    stage(RestoreStage::Sched, &mut || sched::restore_sched(child, &p.task))?;
-    stage(RestoreStage::Timers, &mut || timers::restore_timers(child, &p.task.timers),
-    )?;
-    stage(RestoreStage::Seccomp, &mut || seccomp::restore_seccomp(child, &p.task),
-    )?;
-    stage(RestoreStage::Creds, &mut || creds::restore_creds(child, &p.task))?;
-    stage(RestoreStage::Signals, &mut || task::queue_signals(child, &p.task))?;
+    stage(RestoreStage::Attributes, &mut || {
+        task::restore_attrs(child, &p.task)
+    })?;
+    stage(RestoreStage::Audit, &mut || {
+        audit::restore_loginuid(child, &p.task)
+    })?;
+    stage(RestoreStage::Limits, &mut || {
+        task::restore_rlimits(child, &p.task)
+    })?;
+    stage(RestoreStage::SigActions, &mut || {
+        task::restore_sigactions(child, &p.task)
+    })?;
+    stage(RestoreStage::Threads, &mut || {
+        threads::create(child, &p.task)
+    })?;
+    stage(RestoreStage::ThreadAttrs, &mut || {
+        task::restore_thread_attrs(child, &p.task)
+    })?;
+    stage(RestoreStage::ProcAttrs, &mut || {
+        prctl::restore_process(child, &p.task.attrs)
+    })?;
+    stage(RestoreStage::Sched, &mut || {
+        sched::restore_sched(child, &p.task)
+    })?;
+    stage(RestoreStage::Timers, &mut || {
+        timers::restore_timers(child, &p.task.timers)
+    })?;
+    stage(RestoreStage::Seccomp, &mut || {
+        seccomp::restore_seccomp(child, &p.task)
+    })?;
+    stage(RestoreStage::Creds, &mut || {
+        creds::restore_creds(child, &p.task)
+    })?;
+    stage(RestoreStage::Signals, &mut || {
+        task::queue_signals(child, &p.task)
+    })?;
     stage(RestoreStage::Seals, &mut || mm::seal(child, &p.mm))?;
     Ok(())
 }

@@ -56,7 +56,12 @@ fn create_some(child: &mut Child, tids: &[i32]) -> Result<(), RestoreError> {
             ..CloneArgs::default()
         };
         let addr = b.put_pod(&args);
-        b.expect("clone3(thread)", libc::SYS_clone3, &[addr, size], tid as u64);
+        b.expect(
+            "clone3(thread)",
+            libc::SYS_clone3,
+            &[addr, size],
+            tid as u64,
+        );
     }
     let (tasks, result) = remote.run_spawning(&b);
     let mut first_err = result.err().map(RestoreError::from);

@@ -205,7 +205,9 @@ impl Batch {
 
     /// Bytes still free in the region (each call takes [`ENTRY_LEN`]).
     pub fn room(&self) -> u64 {
-        self.area.len.saturating_sub(self.table_off() + self.table_len())
+        self.area
+            .len
+            .saturating_sub(self.table_off() + self.table_len())
     }
 
     /// The table's offset in the region (after the data, 64-byte aligned).

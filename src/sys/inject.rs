@@ -85,7 +85,10 @@ impl<'a> Remote<'a> {
 
     /// An empty batch for this task's area.
     pub fn batch(&self) -> Batch {
-        Batch::new(self.area.expect("batches are built only for remotes given an area"))
+        Batch::new(
+            self.area
+                .expect("batches are built only for remotes given an area"),
+        )
     }
 
     pub fn task(&self) -> &'a Seized {
@@ -117,7 +120,12 @@ impl<'a> Remote<'a> {
     }
 
     /// [`Remote::raw`], noting the tasks the call creates (see [`Remote::run_spawning`]).
-    fn raw_noting(&self, nr: i64, args: &[u64], created: &mut Vec<i32>) -> Result<i64, PtraceError> {
+    fn raw_noting(
+        &self,
+        nr: i64,
+        args: &[u64],
+        created: &mut Vec<i32>,
+    ) -> Result<i64, PtraceError> {
         self.task.set_regs(&self.call_regs(nr, args))?;
         self.step("syscall entry")?;
         loop {
@@ -357,7 +365,14 @@ impl<'a> Remote<'a> {
         let tid = self.task.tid();
         let n = super::mem::vm_write(tid, bytes, &[(addr, bytes.len())])
             .map_err(|source| InjectError::Mem { tid, source })?;
-        self.whole(n, bytes.len(), MemError::VmWrite { pid: tid, source: Errno::EFAULT })
+        self.whole(
+            n,
+            bytes.len(),
+            MemError::VmWrite {
+                pid: tid,
+                source: Errno::EFAULT,
+            },
+        )
     }
 
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), InjectError> {
@@ -365,7 +380,14 @@ impl<'a> Remote<'a> {
         let len = buf.len();
         let n = super::mem::vm_read(tid, buf, &[(addr, len)])
             .map_err(|source| InjectError::Mem { tid, source })?;
-        self.whole(n, len, MemError::VmRead { pid: tid, source: Errno::EFAULT })
+        self.whole(
+            n,
+            len,
+            MemError::VmRead {
+                pid: tid,
+                source: Errno::EFAULT,
+            },
+        )
     }
 
     /// A short transfer is the error `short`.

@@ -153,7 +153,8 @@ impl<'a> Batcher<'a> {
 
     fn dup3(&mut self, from: u64, to: u64, flags: u64, about: &str) {
         self.table().insert(to);
-        self.batch.expect("dup3", libc::SYS_dup3, &[from, to, flags], to);
+        self.batch
+            .expect("dup3", libc::SYS_dup3, &[from, to, flags], to);
         self.batch.about(about);
     }
 
@@ -184,7 +185,8 @@ impl<'a> Batcher<'a> {
         let args = [pidfd, fd as u64, 0];
         self.batch
             .expect("pidfd_getfd", libc::SYS_pidfd_getfd, &args, got);
-        self.batch.about(format!("{about} (fd {fd} of pid {owner})"));
+        self.batch
+            .about(format!("{about} (fd {fd} of pid {owner})"));
         self.close(pidfd, about);
         self.place(at, got, about);
         if got == at.fd() {
