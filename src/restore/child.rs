@@ -9,7 +9,7 @@ use crate::abi::GpRegs;
 use crate::image::mm::Vma;
 use crate::sys::batch::{Area, STUB};
 use crate::sys::clone::clone_with_pid;
-use crate::sys::inject::Remote;
+use crate::sys::inject::{InjectError, Remote};
 use crate::sys::mem::Mem;
 use crate::sys::ptrace::{self, Seized, Stop};
 use crate::sys::Pod;
@@ -168,53 +168,76 @@ pub fn create(pid: i32, target: &[Vma]) -> Result<Child, RestoreError> {
     })
 }
 
-/// Scratch offsets of the `set_tid` array and the `clone_args` of every injected `clone3`
-/// (clear of offset 0, which per-call helpers use).
-pub const SET_TID_OFF: u64 = 2048;
-pub const CLONE_ARGS_OFF: u64 = 2048 + 64;
+/// A process to create as a child of a restored parent.
+#[derive(Clone, Copy, Debug)]
+pub struct Fork {
+    pub pid: i32,
+    pub exit_signal: i32,
+    /// `CLONE_FILES` / `CLONE_FS` if the process shared them with its parent.
+    pub share: u64,
+}
 
-/// Creates process `pid` as a child of `parent` with a `clone3` injected into it, with
-/// `exit_signal` and, if the process shared them with its parent, `CLONE_FILES` /
-/// `CLONE_FS`. The kernel attaches it to us (`PTRACE_O_TRACEFORK`); it starts as a copy
-/// of the parent, stopped where `clone3` returns in the parent's helper, which it keeps
-/// using unless that lies where one of its own mappings (`target`) must go.
+/// Creates processes `forks` as children of `parent`, with one batch of `clone3`s
+/// (`set_tid` = each one's pid) run by the parent. The kernel attaches each to us
+/// (`PTRACE_O_TRACEFORK`); it starts as a copy of the parent, stopped where `clone3`
+/// returns in the parent's helper. Returns the new tasks, in order, each still to report
+/// its first stop ([`adopt_fork`]), also when the batch failed part way (the error then
+/// names the first pid not created).
 ///
-/// Ordering requirements: the parent still has every signal blocked (the child inherits
-/// the mask) and is still privileged (`set_tid` needs CAP_CHECKPOINT_RESTORE).
-pub fn fork_from(
+/// Ordering requirements: the parent's memory is as saved (its children keep what they
+/// still share with it copy-on-write), it still has every signal blocked (the children
+/// inherit the mask) and is still privileged (`set_tid` needs CAP_CHECKPOINT_RESTORE).
+pub fn fork_many(parent: &Child, forks: &[Fork]) -> (Vec<Seized>, Result<(), RestoreError>) {
+    let remote = parent.remote();
+    let mut b = remote.batch();
+    let size = std::mem::size_of::<crate::abi::CloneArgs>() as u64;
+    for f in forks {
+        let set_tid = b.put(&f.pid.to_ne_bytes());
+        let args = crate::abi::CloneArgs {
+            flags: f.share,
+            exit_signal: f.exit_signal as u64,
+            set_tid,
+            set_tid_size: 1,
+            ..Default::default()
+        };
+        let addr = b.put_pod(&args);
+        b.expect(
+            "clone3(process)",
+            libc::SYS_clone3,
+            &[addr, size],
+            f.pid as u64,
+        );
+    }
+    let (tasks, r) = remote.run_spawning(&b);
+    let r = r.map(drop).map_err(|e| match e {
+        InjectError::Failed {
+            source: nix::errno::Errno::EEXIST,
+            ..
+        } => crate::sys::clone::CloneError::PidTaken {
+            pid: forks[tasks.len().min(forks.len() - 1)].pid,
+        }
+        .into(),
+        e => RestoreError::from(e),
+    });
+    (tasks, r)
+}
+
+/// Takes over process `pid`, created by [`fork_many`] from `parent`: waits for its first
+/// stop, checks where it is, and gives it a helper: its parent's, unless that lies where
+/// one of its own mappings (`target`) must go.
+pub fn adopt_fork(
     parent: &Child,
     pid: i32,
-    exit_signal: i32,
-    share: u64,
+    task: Seized,
     target: &[Vma],
 ) -> Result<Child, RestoreError> {
-    let set_tid = parent.put(SET_TID_OFF, &pid.to_ne_bytes())?;
-    let args = crate::abi::CloneArgs {
-        flags: share,
-        exit_signal: exit_signal as u64,
-        set_tid,
-        set_tid_size: 1,
-        ..Default::default()
-    };
-    let addr = parent.put_pod(CLONE_ARGS_OFF, &args)?;
-    let size = std::mem::size_of::<crate::abi::CloneArgs>() as u64;
-    let task = parent
-        .remote()
-        .clone_task("clone3(process)", libc::SYS_clone3, &[addr, size])
-        .map_err(|e| match e {
-            crate::sys::inject::InjectError::Failed {
-                source: nix::errno::Errno::EEXIST,
-                ..
-            } => crate::sys::clone::CloneError::PidTaken { pid }.into(),
-            e => RestoreError::from(e),
-        })?;
     let guard = KillOnDrop(task.tid());
     match ptrace::wait_tid(task.tid())? {
         Stop::Event(_) => {}
         other => return Err(task.unexpected("clone3 start", other).into()),
     }
     let base = task.regs()?;
-    if task.tid() != pid || base.rip != parent.helper + 2 {
+    if task.tid() != pid || base.rip != parent.batch_call_return() {
         return Err(RestoreError::Unsupported {
             what: format!(
                 "pid {pid} was created as {} at {:#x}, not in the helper of its parent {}",

@@ -24,6 +24,7 @@ mod timers;
 mod tree;
 pub mod verify;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -172,6 +173,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         shell_job,
         tcp_close: opts.tcp_close,
         procs: Vec::new(),
+        forked: HashMap::new(),
     };
     let built = match b
         .build()
@@ -234,6 +236,8 @@ struct Builder<'a> {
     /// `--tcp-close`.
     tcp_close: bool,
     procs: Vec<(i32, Child)>,
+    /// Processes forked with their siblings, not taken over yet.
+    forked: HashMap<i32, crate::sys::ptrace::Seized>,
 }
 
 impl Builder<'_> {
@@ -275,14 +279,8 @@ impl Builder<'_> {
         let child = if pid == root {
             child::create(pid, vmas)
         } else {
-            let parent = self.shell(entry.ppid);
-            child::fork_from(
-                parent,
-                pid,
-                entry.exit_signal,
-                tree::share_flags(entry),
-                vmas,
-            )
+            self.forked_task(entry)
+                .and_then(|task| child::adopt_fork(self.shell(entry.ppid), pid, task, vmas))
         }
         .map_err(at(RestoreStage::Takeover, pid))?;
         drop(span);
@@ -297,6 +295,38 @@ impl Builder<'_> {
             Some(p) => build_memory(child, self.image, p, parent),
             None => Ok(memory::Filled::default()),
         }
+    }
+
+    /// The task of `entry`, forked by its parent together with every sibling not created
+    /// yet (one batch of `clone3`s), unless that happened already.
+    fn forked_task(
+        &mut self,
+        entry: &ProcEntry,
+    ) -> Result<crate::sys::ptrace::Seized, RestoreError> {
+        if let Some(task) = self.forked.remove(&entry.pid) {
+            return Ok(task);
+        }
+        let created = |pid: i32| self.procs.iter().any(|(p, _)| *p == pid);
+        let forks: Vec<child::Fork> = (self.image.tree.processes.iter())
+            .filter(|e| e.ppid == entry.ppid && e.pid != self.image.inventory.root_pid)
+            .filter(|e| !created(e.pid) && !self.forked.contains_key(&e.pid))
+            .map(|e| child::Fork {
+                pid: e.pid,
+                exit_signal: e.exit_signal,
+                share: tree::share_flags(e),
+            })
+            .collect();
+        let (tasks, r) = child::fork_many(self.shell(entry.ppid), &forks);
+        self.forked.extend(forks.iter().map(|f| f.pid).zip(tasks));
+        r?;
+        self.forked
+            .remove(&entry.pid)
+            .ok_or_else(|| RestoreError::Unsupported {
+                what: format!(
+                    "pid {} was not created by its parent {}",
+                    entry.pid, entry.ppid
+                ),
+            })
     }
 
     /// Ordering requirements: after every process's Files stage (later processes take
