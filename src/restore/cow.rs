@@ -12,6 +12,7 @@ use super::child::Child;
 use super::mm::working_prot;
 use super::RestoreError;
 use crate::image::mm::{CowRange, MmImage, Vma};
+use crate::sys::batch::Batch;
 
 /// Ordering requirements: after AddressSpace (nothing but the kept ranges, the helper and
 /// the vDSO block is mapped, so a mapping can grow in place), before Memory.
@@ -22,6 +23,8 @@ pub fn adopt(
     parent: &MmImage,
     parent_filled: &HashSet<u64>,
 ) -> Result<(), RestoreError> {
+    let remote = child.remote();
+    let mut b = remote.batch();
     for c in &mm.cow {
         let v = mm
             .vmas
@@ -36,44 +39,38 @@ pub fn adopt(
         let want = working_prot(v, filled);
         if want != working_prot(p, parent_filled) {
             let args = [c.start, c.end - c.start, want];
-            child.remote().call("mprotect", libc::SYS_mprotect, &args)?;
+            b.call("mprotect", libc::SYS_mprotect, &args);
         }
-        grow(child, c, v)?;
-        zap(child, c)?;
+        grow(&mut b, c, v, child.pid());
+        zap(&mut b, c);
+        if b.room() < 4096 {
+            remote.run(&b)?;
+            b = remote.batch();
+        }
     }
+    remote.run(&b)?;
     Ok(())
 }
 
-/// `mremap` in place to the mapping's own end, when it is longer than the parent's.
-fn grow(child: &Child, c: &CowRange, v: &Vma) -> Result<(), RestoreError> {
+/// `mremap` in place to the mapping's own end, when it is longer than the parent's (it
+/// must stay where it is).
+fn grow(b: &mut Batch, c: &CowRange, v: &Vma, pid: i32) {
     if c.end == v.end {
-        return Ok(());
+        return;
     }
     let args = [c.start, c.end - c.start, v.len(), 0];
-    let at = child
-        .remote()
-        .call("mremap(grow)", libc::SYS_mremap, &args)?;
-    if at != c.start {
-        return Err(RestoreError::Unsupported {
-            what: format!(
-                "mremap of {:#x}-{:#x} in pid {} moved it to {at:#x}",
-                c.start,
-                c.end,
-                child.pid()
-            ),
-        });
-    }
-    Ok(())
+    b.expect("mremap(grow)", libc::SYS_mremap, &args, c.start);
+    b.about(format!(
+        "mremap of {:#x}-{:#x} in pid {pid} in place",
+        c.start, c.end
+    ));
 }
 
 /// `MADV_DONTNEED` where the parent has pages that the process did not have: they read
 /// as zeros again (or as the file, in a file mapping).
-fn zap(child: &Child, c: &CowRange) -> Result<(), RestoreError> {
+fn zap(b: &mut Batch, c: &CowRange) {
     for &(s, e) in &c.zap {
         let args = [s, e - s, libc::MADV_DONTNEED as u64];
-        child
-            .remote()
-            .call("madvise(DONTNEED)", libc::SYS_madvise, &args)?;
+        b.call("madvise(DONTNEED)", libc::SYS_madvise, &args);
     }
-    Ok(())
 }
