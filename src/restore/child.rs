@@ -1,6 +1,7 @@
 //! The restored process's shell: a child created with the exact pid, seized, and given a
-//! helper page (a `syscall` instruction plus scratch space) in a hole of the target's
-//! address space, from which every later step runs. The helper page is the last thing
+//! helper (a code page with a `syscall` instruction and the batch stub of `sys/batch.rs`,
+//! then scratch space) in a hole of the target's address space, from which every later
+//! step runs. The helper page is the last thing
 //! unmapped before the task resumes. The other threads of the process (see `threads.rs`)
 //! run their syscalls from the same helper.
 
