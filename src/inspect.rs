@@ -583,6 +583,10 @@ fn describe(kind: &FdKind) -> String {
         FdKind::Reopen { pid, fd, pos } => {
             format!("the file of fd {fd} of pid {pid}, opened again, pos {pos}")
         }
+        FdKind::Mapped(m) => format!(
+            "the object pid {} maps at {:#x}-{:#x}, opened again, pos {}, seals {:#x}",
+            m.pid, m.start, m.end, m.pos, m.seals
+        ),
     }
 }
 

@@ -83,7 +83,7 @@ fn dump_refuses_userfaultfd() {
     refused_kind("dump_refuses_userfaultfd", "userfaultfd", "a userfaultfd");
 }
 
-/// A memfd both mapped and open is refused (the fd would come back as a second object),
+/// A memfd open and mapped only in part is refused (only the mapped part is saved),
 /// naming the fd and the mapping.
 #[test]
 fn dump_refuses_memfd_both_mapped_and_open() {

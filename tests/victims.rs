@@ -262,6 +262,7 @@ victim_tests! {
     tree_50: "tree" ["50"];
     cow: "cow";
     unlinked_maps: "unlinked_maps";
+    unlinked_maps_fds: "unlinked_maps" ["fds"];
     pipes: "pipes";
     anonfds: "anonfds";
     inotify: "inotify";

@@ -114,6 +114,21 @@ pub enum FdKind {
     /// A file without a name of its own, reached through a link stasis made beside it
     /// at dump time (`--link-remap`); removed once the restore succeeded.
     Remap(RemapFd),
+    /// Another open file description of a memfd or deleted file that a process maps.
+    Mapped(MappedFd),
+}
+
+/// An open file description of the memfd or deleted file that process `pid` maps at
+/// `start..end`: the mapping rebuilds the object (whole: the dump checked that the mapping
+/// covers all of it), and the fd is opened through `/proc/PID/map_files/START-END` with
+/// the entry's flags, at `pos`. A memfd's `seals` (`F_GET_SEALS`) are added again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MappedFd {
+    pub pid: i32,
+    pub start: u64,
+    pub end: u64,
+    pub pos: u64,
+    pub seals: u32,
 }
 
 /// A regular file or directory, reopened by path at `pos`.

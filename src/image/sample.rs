@@ -5,7 +5,7 @@ use crate::abi::{AltStack, GpRegs, KernelSigaction, RseqConfig, SigInfo};
 
 use super::files::{
     CharDevFd, EpollFd, EpollTarget, EventFd, FdEntry, FdKind, FileLock, FilesImage, LockKind,
-    MemfdFd, PathFd, PipeEnd, PipeFd, RemapFd, TtyFd,
+    MappedFd, MemfdFd, PathFd, PipeEnd, PipeFd, RemapFd, TtyFd,
 };
 use super::inventory::{CpuInfo, Inventory};
 use super::mm::{
@@ -560,7 +560,7 @@ pub fn random_mm(r: &mut XorShift) -> MmImage {
 }
 
 fn random_fd(r: &mut XorShift) -> FdEntry {
-    let kind = match r.below(7) {
+    let kind = match r.below(8) {
         0 => FdKind::Path(PathFd {
             file: random_file_id(r),
             pos: r.next(),
@@ -589,6 +589,13 @@ fn random_fd(r: &mut XorShift) -> FdEntry {
             fd: r.i32(),
             pos: r.next(),
         },
+        7 => FdKind::Mapped(MappedFd {
+            pid: r.i32(),
+            start: r.next(),
+            end: r.next(),
+            pos: r.next(),
+            seals: r.next() as u32,
+        }),
         _ => FdKind::Tty(TtyFd { rdev: r.next() }),
     };
     FdEntry {

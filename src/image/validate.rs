@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use super::error::ImageError;
-use super::files::{FdKind, FilesImage};
+use super::files::{FdKind, FilesImage, MappedFd};
 use super::inventory::Inventory;
 use super::mm::{Guard, MmFields, MmImage, PageRun, Vma, VmaKind};
 use super::task::{PosixTimer, TaskImage, ThreadImage};
@@ -176,6 +176,35 @@ fn is_reference(kind: &FdKind) -> bool {
 fn reopenable(kind: &FdKind) -> bool {
     matches!(kind, FdKind::Memfd(_) | FdKind::Ghost(_))
         || matches!(kind, FdKind::Remap(r) if r.copied)
+}
+
+/// Every `Mapped` fd names a mapping of a memfd or deleted file (`VmaKind::Unlinked`)
+/// that a process of the image has at exactly that range.
+pub fn mapped_fds<'a>(
+    files: &FilesImage,
+    mm_of: impl Fn(i32) -> Option<&'a MmImage>,
+    path: &Path,
+) -> Check {
+    for e in &files.fds {
+        let FdKind::Mapped(MappedFd {
+            pid, start, end, ..
+        }) = e.kind
+        else {
+            continue;
+        };
+        let found = mm_of(pid).is_some_and(|mm| {
+            mm.vmas.iter().any(|v| {
+                v.start == start && v.end == end && matches!(v.kind, VmaKind::Unlinked { .. })
+            })
+        });
+        if !found {
+            return fail(
+                path,
+                format!("fd {} reopens the mapping {start:#x}-{end:#x} of pid {pid}, which is not a mapping of a memfd or deleted file in the image", e.fd),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A process's own record agrees with the tree on its ids.

@@ -229,6 +229,11 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::Dup { of } => at.dup_of(*of as u64),
         FdKind::Inherited { pid, fd } => inherit(at, *pid, *fd),
         FdKind::Reopen { pid, fd, pos } => reopen(at, *pid, *fd, *pos),
+        FdKind::Mapped(m) => {
+            let path = format!("/proc/{}/map_files/{:x}-{:x}", m.pid, m.start, m.end);
+            open_at(at, &path, m.pos)?;
+            memfd::add_seals(at, m.seals)
+        }
         FdKind::Pipe(p) => pipe::restore(at, p),
         FdKind::PipePeer { .. } => pipe::restore_peer(at),
         FdKind::Fifo(f) => pipe::restore_fifo(at, f),
@@ -268,8 +273,13 @@ fn inherit(at: &Install, owner: i32, fd: i32) -> Result<(), RestoreError> {
 /// A new open file description of the file behind fd `fd` of `owner` (this process or
 /// an already restored one), opened through `/proc/OWNER/fd/FD` with the entry's flags.
 fn reopen(at: &Install, owner: i32, fd: i32, pos: u64) -> Result<(), RestoreError> {
-    let path = format!("/proc/{owner}/fd/{fd}");
-    let got = crate::restore::mm::open_in(at.child, &path, at.reopen_flags())?;
+    open_at(at, &format!("/proc/{owner}/fd/{fd}"), pos)
+}
+
+/// Opens `path` (a `/proc` link to the object) in the child with the entry's flags, as
+/// the entry's fd, at `pos`.
+fn open_at(at: &Install, path: &str, pos: u64) -> Result<(), RestoreError> {
+    let got = crate::restore::mm::open_in(at.child, path, at.reopen_flags())?;
     at.place(got)?;
     seek(at, pos)
 }
