@@ -64,6 +64,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("unix_sockets", &[]),
     ("inet_sockets", &[]),
     ("pty", &[]),
+    ("split", &[]),
     ("tcp_echo", &[]),
     ("pipes", &[]),
     ("anonfds", &[]),

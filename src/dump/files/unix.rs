@@ -2,8 +2,9 @@
 //! the receive queue, read without consuming it (`MSG_PEEK` from offset 0 with
 //! `SO_PEEK_OFF`, message by message; the owner's peek offset is put back).
 //!
-//! The peer comes from `unix_diag`: another socket of the process, a connection still in
-//! a listener's queue (`Pending`), a closed peer, or a socket elsewhere — refused unless
+//! The peer comes from `unix_diag`: another socket of the process or of another process
+//! of the tree (linked once the tree is known, `split.rs`), a connection still in a
+//! listener's queue (`Pending`), a closed peer, or a socket elsewhere — refused unless
 //! `--ext-unix-sk`, which saves its name to connect to again at restore. Messages carrying
 //! fds (`SCM_RIGHTS`) are refused unless `--skip-in-flight`, which keeps them without
 //! their fds. The restore side is `restore/files/unix.rs`.
@@ -79,7 +80,7 @@ fn bind_dir(pid: i32, fd: i32, d: &UnixDiag) -> Result<Option<String>, DumpError
 }
 
 fn peer(ctx: &mut SockCtx<'_>, fd: i32, ino: u64, d: &UnixDiag) -> Result<UnixPeer, DumpError> {
-    let pid = ctx.pid;
+    let (pid, opts) = (ctx.pid, ctx.opts);
     let inodes: std::collections::HashSet<u64> = ctx.inodes.keys().copied().collect();
     let table = ctx.unix_table()?;
     // A connection not yet accepted: its listener lists us (our peer has no inode yet).
@@ -104,16 +105,16 @@ fn peer(ctx: &mut SockCtx<'_>, fd: i32, ino: u64, d: &UnixDiag) -> Result<UnixPe
         });
     }
     let p = u64::from(d.peer);
-    if inodes.contains(&p) {
+    if inodes.contains(&p) || opts.tree_holds_socket(p) {
         return Ok(UnixPeer::Socket { ino: p });
     }
     let name = table
         .get(&d.peer)
         .map(|p| p.name.clone())
         .unwrap_or_default();
-    if !ctx.opts.ext_unix_sk {
+    if !opts.ext_unix_sk {
         return Err(DumpError::unsupported(format!(
-            "fd {fd} of pid {pid} is a unix socket connected to socket:[{p}]{}, which pid {pid} does not hold (unix connections between processes are not checkpointed yet); use --ext-unix-sk to connect it to that address again at restore",
+            "fd {fd} of pid {pid} is a unix socket connected to socket:[{p}]{}, which no process of the dumped tree holds; use --ext-unix-sk to connect it to that address again at restore",
             display_name(&name)
         )));
     }
