@@ -267,6 +267,7 @@ victim_tests! {
     locks: "locks";
     unix_sockets: "unix_sockets";
     unix_inflight: "unix_sockets" ["inflight"];
+    inflight: "inflight";
     inet_sockets: "inet_sockets";
     tcp_established: "inet_sockets" ["established"];
     tcp_close: "inet_sockets" ["close"];

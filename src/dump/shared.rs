@@ -28,8 +28,10 @@ impl Shared {
     /// Turns every fd of `pid` that shares its open file description with an fd of an
     /// earlier process into an `Inherited` reference, and records the rest as originals.
     pub fn link_files(&mut self, pid: i32, files: &mut FilesImage) -> Result<(), DumpError> {
+        let in_flight: Vec<i32> = files.in_flight.iter().flat_map(|m| m.fds.clone()).collect();
         for e in &mut files.fds {
-            if matches!(e.kind, FdKind::Dup { .. }) {
+            // Files in flight were identified across the tree already (`inflight.rs`).
+            if matches!(e.kind, FdKind::Dup { .. }) || in_flight.contains(&e.fd) {
                 continue;
             }
             let key = inode(pid, e.fd)?;

@@ -8,7 +8,9 @@
 //! [`FdKind::Inherited`] across processes), and another description of the same file
 //! reopens it ([`FdKind::Reopen`]). An object whose descriptions are split across
 //! processes is created by the first process, which holds the others at spare fds
-//! ([`FilesImage::spares`]) until the later processes took them.
+//! ([`FilesImage::spares`]) until the later processes took them. Files in flight (sent
+//! with `SCM_RIGHTS` and not received yet) are entries too, at numbers above every fd the
+//! process held, sent again and closed ([`FilesImage::in_flight`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +29,31 @@ pub struct FilesImage {
     /// ([`FdKind::Inherited`]). Above every fd the process held; closed once every
     /// process of the tree has its fds (format 7; empty in older images).
     pub spares: Vec<i32>,
+    /// Files in flight to the unix sockets of this table, message by message (format 7;
+    /// empty in older images).
+    pub in_flight: Vec<InFlight>,
+}
+
+/// The files riding on one queued message of a unix socket of the table: each is an
+/// entry of the table at a number above every fd the process held (a `Dup` of a held fd
+/// when it is the same open file description, an `Inherited` one of an earlier process,
+/// else the object itself), named by no other message, sent with the message's data
+/// (`SCM_RIGHTS`) and closed once sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InFlight {
+    /// The receiving socket, by its inode (`UnixSocket::ino`).
+    pub socket: u64,
+    /// The message's index in the socket's `queue`.
+    pub message: u32,
+    /// The entries sent, in the message's order.
+    pub fds: Vec<i32>,
+}
+
+impl FilesImage {
+    /// Whether entry `fd` is a file in flight (not an fd the process held).
+    pub fn is_in_flight(&self, fd: i32) -> bool {
+        self.in_flight.iter().any(|m| m.fds.contains(&fd))
+    }
 }
 
 /// A files record of format 6 and older (no `spares`).
@@ -42,6 +69,7 @@ impl From<FilesImageV6> for FilesImage {
             fds: old.fds,
             locks: old.locks,
             spares: Vec::new(),
+            in_flight: Vec::new(),
         }
     }
 }

@@ -4,7 +4,8 @@
 use crate::abi::{AltStack, GpRegs, KernelSigaction, RseqConfig, SigInfo};
 
 use super::files::{
-    CharDevFd, EpollFd, EpollTarget, EventFd, FdEntry, FdKind, FileLock, FilesImage, LockKind,
+    CharDevFd, EpollFd, EpollTarget, EventFd, FdEntry, FdKind, FileLock, FilesImage, InFlight,
+    LockKind,
     MemfdFd, PathFd, PipeEnd, PipeFd, TtyFd,
 };
 use super::inventory::{CpuInfo, Inventory};
@@ -281,6 +282,7 @@ pub fn files() -> FilesImage {
             len: 10,
         }],
         spares: Vec::new(),
+        in_flight: Vec::new(),
     }
 }
 
@@ -321,6 +323,7 @@ pub fn split_files(a: i32) -> (FilesImage, FilesImage) {
         ],
         locks: Vec::new(),
         spares: vec![9, 10],
+        in_flight: Vec::new(),
     };
     let second = FilesImage {
         fds: vec![
@@ -338,6 +341,7 @@ pub fn split_files(a: i32) -> (FilesImage, FilesImage) {
         ],
         locks: Vec::new(),
         spares: Vec::new(),
+        in_flight: Vec::new(),
     };
     (first, second)
 }
@@ -594,5 +598,10 @@ pub fn random_files(r: &mut XorShift) -> FilesImage {
             len: r.next(),
         }),
         spares: r.vec(2, |r| r.i32()),
+        in_flight: r.vec(2, |r| InFlight {
+            socket: r.next(),
+            message: r.next() as u32,
+            fds: r.vec(3, |r| r.i32()),
+        }),
     }
 }

@@ -62,6 +62,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("guards", &[]),
     ("tree", &[]),
     ("unix_sockets", &[]),
+    ("inflight", &[]),
     ("inet_sockets", &[]),
     ("pty", &[]),
     ("split", &[]),

@@ -156,7 +156,7 @@ pub fn restore_fds(child: &Child, files: &FilesImage, tcp_close: bool) -> Result
         remote.call("close_range", libc::SYS_close_range, &[first, last, 0])?;
     }
     let mut prepared = prep::Prepared::new(tty.map_or(top, |t| t + 1));
-    unix::prepare(child, files, &mut prepared)?;
+    let sockets = unix::prepare(child, files, &mut prepared)?;
     inet::prepare(child, files, &mut prepared, tcp_close)?;
     pty::prepare(child, files, &mut prepared)?;
     for entry in install_order(&files.fds) {
@@ -168,6 +168,7 @@ pub fn restore_fds(child: &Child, files: &FilesImage, tcp_close: bool) -> Result
             prepared,
         })?;
     }
+    unix::finish(child, files, sockets, &mut prepared)?;
     prepared.close_all(child)?;
     if let Some(t) = tty {
         remote.call("close", libc::SYS_close, &[t])?;
