@@ -192,8 +192,8 @@ pub fn refused(open: &OpenFd, opts: &FdOptions, why: DumpError) -> Result<(), Du
         return Ok(());
     }
     Err(DumpError::unsupported(format!(
-        "fd {} of pid {} has file descriptors in flight (sent with SCM_RIGHTS, not yet received) that stasis cannot save: {why}; use --skip-in-flight to restore the messages without them",
-        flying.socket, open.pid
+        "fd {} of pid {} has file descriptors in flight (sent with SCM_RIGHTS, not yet received) that stasis cannot save (the one numbered {} in the image): {why}; use --skip-in-flight to restore the messages without such files",
+        flying.socket, open.pid, open.fd
     )))
 }
 
