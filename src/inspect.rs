@@ -556,6 +556,15 @@ fn describe(kind: &FdKind) -> String {
         FdKind::Reopen { pid, fd, pos } => {
             format!("the file of fd {fd} of pid {pid}, opened again, pos {pos}")
         }
+        FdKind::Fanotify(f) => format!(
+            "fanotify flags {:#x} event flags {:#x}, marks {:?}",
+            f.flags,
+            f.event_flags,
+            f.marks
+                .iter()
+                .map(|m| format!("{:?} mask {:#x} ignored {:#x}", m.target, m.mask, m.ignored_mask))
+                .collect::<Vec<_>>()
+        ),
     }
 }
 

@@ -262,6 +262,7 @@ victim_tests! {
     pipes: "pipes";
     anonfds: "anonfds";
     inotify: "inotify";
+    fanotify: "fanotify";
     memfd: "memfd";
     ghost: "ghost";
     locks: "locks";

@@ -139,6 +139,40 @@ pub enum FdKind {
     /// process, at a lower fd, or an earlier one): a memfd or deleted file opened more
     /// than once, reopened through `/proc/PID/fd/FD` with the entry's flags, at `pos`.
     Reopen { pid: i32, fd: i32, pos: u64 },
+    /// A fanotify group with its marks (pending events are not saved).
+    Fanotify(FanotifyFd),
+}
+
+/// A fanotify group: `fanotify_init` flags and its marks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FanotifyFd {
+    /// `fanotify_init` flags (`FAN_CLASS_*`, `FAN_REPORT_*`, `FAN_UNLIMITED_*`...);
+    /// `FAN_CLOEXEC` and `FAN_NONBLOCK` come from the entry.
+    pub flags: u32,
+    /// `event_f_flags`: the open flags of the fds events carry.
+    pub event_flags: u32,
+    pub marks: Vec<FanotifyMark>,
+}
+
+/// One fanotify mark: what it is on, its flags and masks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FanotifyMark {
+    pub target: FanotifyTarget,
+    /// `FAN_MARK_IGNORED_SURV_MODIFY`, `FAN_MARK_EVICTABLE`, `FAN_MARK_IGNORE`.
+    pub flags: u32,
+    pub mask: u32,
+    pub ignored_mask: u32,
+}
+
+/// What a fanotify mark watches, by a path that leads to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FanotifyTarget {
+    /// An inode (file or directory).
+    Inode { path: String },
+    /// A mount (`FAN_MARK_MOUNT`), by its mount point.
+    Mount { path: String },
+    /// A filesystem (`FAN_MARK_FILESYSTEM`), by a mount point of it.
+    Filesystem { path: String },
 }
 
 /// A regular file or directory, reopened by path at `pos`.

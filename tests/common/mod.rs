@@ -63,6 +63,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("tree", &[]),
     ("unix_sockets", &[]),
     ("inflight", &[]),
+    ("fanotify", &[]),
     ("inet_sockets", &[]),
     ("pty", &[]),
     ("split", &[]),

@@ -7,7 +7,8 @@
 //! - [`path`]: regular files, directories, `O_PATH` fds and deleted ("ghost") files;
 //! - [`chardev`]: character devices and terminals;
 //! - [`pipe`]: pipes and FIFOs, with their buffered bytes;
-//! - [`eventfd`], [`timerfd`], [`signalfd`], [`epoll`], [`inotify`], [`memfd`], [`pidfd`];
+//! - [`eventfd`], [`timerfd`], [`signalfd`], [`epoll`], [`inotify`], [`fanotify`],
+//!   [`memfd`], [`pidfd`];
 //! - [`locks`]: flock, POSIX and OFD locks held through the fds;
 //! - `sock`, `unix`, `inet`: sockets (unix, TCP and UDP); `pty`: pseudo-terminal pairs;
 //! - [`inflight`]: files riding on queued unix messages (`SCM_RIGHTS`), walked as more
@@ -21,6 +22,7 @@
 pub mod chardev;
 pub mod epoll;
 pub mod eventfd;
+pub mod fanotify;
 mod inet;
 mod inflight;
 pub mod inotify;
@@ -379,6 +381,7 @@ fn anon_inode(open: &OpenFd, name: &str, opts: &FdOptions) -> Result<FdKind, Dum
         "signalfd" => signalfd::dump(open),
         "eventpoll" => epoll::dump(open),
         "inotify" => inotify::dump(open),
+        "fanotify" => fanotify::dump(open),
         "pidfd" => pidfd::dump(open, &opts.pids),
         other => Err(open.refuse(unsupported_kind(other))),
     }
@@ -391,7 +394,6 @@ fn unsupported_kind(name: &str) -> &'static str {
         "userfaultfd" => "a userfaultfd",
         "bpf-map" | "bpf-prog" | "bpf_link" | "bpf-link" => "a bpf object",
         "perf_event" => "a perf_event",
-        "fanotify" => "a fanotify instance",
         _ => "an anonymous-inode file",
     }
 }

@@ -4,7 +4,8 @@
 //! - [`path`]: regular files, directories, `O_PATH` fds and ghost files;
 //! - [`chardev`]: character devices and the shell job's terminal;
 //! - [`pipe`]: pipes and FIFOs with their bytes;
-//! - [`eventfd`], [`timerfd`], [`signalfd`], [`epoll`], [`inotify`], [`memfd`], [`pidfd`];
+//! - [`eventfd`], [`timerfd`], [`signalfd`], [`epoll`], [`inotify`], [`fanotify`],
+//!   [`memfd`], [`pidfd`];
 //! - [`locks`]: file locks, taken once every fd exists;
 //! - `unix`, `inet`, `pty`: sockets and pseudo-terminal pairs, built before the table
 //!   loop at temporary numbers (`prep`: pairs, connections and queued data need every
@@ -22,6 +23,7 @@
 mod chardev;
 mod epoll;
 mod eventfd;
+mod fanotify;
 mod inet;
 mod inotify;
 mod locks;
@@ -236,6 +238,7 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::SignalFd(s) => signalfd::restore(at, s),
         FdKind::Epoll(e) => epoll::restore(at, e),
         FdKind::Inotify(i) => inotify::restore(at, i),
+        FdKind::Fanotify(f) => fanotify::restore(at, f),
         FdKind::Memfd(m) => memfd::restore(at, m),
         FdKind::PidFd(p) => pidfd::restore(at, p),
         FdKind::Unix(_) | FdKind::Inet(_) | FdKind::PtyMaster(_) | FdKind::PtySlave { .. } => {
