@@ -14,12 +14,19 @@
  * fd 10, closing a new D/h written gives FAN_CLOSE_WRITE for it, closing D/f written
  * gives nothing (ignored), and opening and closing D/g read-only gives FAN_OPEN and
  * FAN_CLOSE_NOWRITE for D/g on fd 11.
+ *
+ * With "perm": fd 12 is also a FAN_CLASS_CONTENT group with FAN_OPEN_PERM on D/p, and a
+ * process outside the tree (a grandchild left to the harness) waits in open(D/p) for its
+ * answer, queued at READY: the dump must be refused (tests/failure.rs). After go the
+ * request is read and allowed.
  */
 #include "victim.h"
 
 #include <limits.h>
 #include <sys/fanotify.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #define MAX_LINES 16
 
@@ -104,10 +111,52 @@ static uint64_t events_for(int fd, const char *name)
 	return mask;
 }
 
-int main(void)
+/* fd 12: a permission group; a grandchild (outside the tree) blocks opening D/p. */
+static void setup_perm(void)
+{
+	char path[PATH_MAX];
+	int queued = 0;
+	pid_t child;
+
+	touch("p", "p");
+	victim_place(fanotify_init(FAN_CLASS_CONTENT | FAN_NONBLOCK, O_RDONLY), 12);
+	mark(12, 0, FAN_OPEN_PERM, "p");
+	snprintf(path, sizeof(path), "%s/p", abs_dir);
+	child = fork();
+	CHECK_SYS(child);
+	if (child == 0) {
+		if (fork() == 0) {
+			setsid();
+			close(open(path, O_RDONLY));
+			_exit(0);
+		}
+		_exit(0);
+	}
+	CHECK_SYS(waitpid(child, NULL, 0));
+	for (int i = 0; i < 500 && queued == 0; i++) {
+		CHECK_SYS(ioctl(12, FIONREAD, &queued));
+		usleep(10000);
+	}
+	CHECK(queued > 0, "no permission request queued");
+}
+
+static void answer_perm(void)
+{
+	struct fanotify_event_metadata m;
+	struct fanotify_response r;
+
+	CHECK(read(12, &m, sizeof(m)) == sizeof(m), "read the permission request: %s", strerror(errno));
+	CHECK(m.mask & FAN_OPEN_PERM, "not a FAN_OPEN_PERM request: %#llx", (unsigned long long)m.mask);
+	r.fd = m.fd;
+	r.response = FAN_ALLOW;
+	CHECK(write(12, &r, sizeof(r)) == sizeof(r), "answer the request: %s", strerror(errno));
+	close(m.fd);
+}
+
+int main(int argc, char **argv)
 {
 	char before10[4096], before11[4096], after[4096];
-	int g10, g11;
+	int g10, g11, perm = argc > 1 && !strcmp(argv[1], "perm");
 
 	victim_install_go();
 	CHECK(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
@@ -133,9 +182,15 @@ int main(void)
 	touch("g", "pending");
 	fdinfo_lines(10, before10, sizeof(before10));
 	fdinfo_lines(11, before11, sizeof(before11));
+	if (perm)
+		setup_perm();
 
 	victim_ready();
 	victim_wait_go();
+	if (perm) {
+		answer_perm();
+		victim_pass();
+	}
 
 	fdinfo_lines(10, after, sizeof(after));
 	CHECK(!strcmp(before10, after), "fd 10 fdinfo changed:\n%s---\n%s", before10, after);
