@@ -8,6 +8,7 @@
  *        --- memfd, opened again by C2 through /proc (own offset) ------------ C2
  *        --- deleted file, opened by C1 by path before the unlink (O_APPEND) - C1
  *   C1 --> pipe C (C1 writes, C2 reads, O_NONBLOCK; bytes buffered) ---------- C2
+ *   root: a listening unix socket; C1 connected to it, not accepted yet
  *
  * No process holds both ends of a pipe or both sockets. On go each writer sends a tail
  * and closes its end; each reader reads to EOF (which also proves that no spare end
@@ -24,6 +25,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
 #define A_BYTES 1000
@@ -32,7 +34,7 @@
 #define TO_CHILD 300
 #define TO_ROOT 400
 
-static int pa[2], pb[2], pc[2], sp[2], memfd, ghost, sync_pipe[2];
+static int pa[2], pb[2], pc[2], sp[2], memfd, ghost, sync_pipe[2], listener;
 static pid_t c1, c2;
 /* "split third": C2 also opens pipe B's read end again (a third open file description
  * of the pipe), which stasis refuses. */
@@ -112,14 +114,37 @@ static void child_ready(void)
 	close(sync_pipe[1]);
 }
 
+static struct sockaddr_un listener_addr(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+	strcpy(sa.sun_path, "listener.sock");
+	return sa;
+}
+
+/* A client connected to the root's listener (not accepted until go). */
+static int connect_listener(void)
+{
+	struct sockaddr_un sa = listener_addr();
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+	CHECK_SYS(fd);
+	CHECK_SYS(connect(fd, (struct sockaddr *)&sa, sizeof(sa)));
+	return fd;
+}
+
 static void child1(void)
 {
+	int pending;
+
 	close(pa[1]);
 	close(pb[0]);
 	close(pb[1]);
 	close(pc[0]);
 	close(sp[0]);
 	close(memfd);
+	close(listener);
+	pending = connect_listener();
 	CHECK_SYS(fcntl(pa[0], F_SETFD, FD_CLOEXEC));
 	close(ghost);
 	ghost = open("ghost", O_RDWR | O_APPEND);
@@ -139,6 +164,7 @@ static void child1(void)
 	expect_stream("C1 pipe A", pa[0], 'a', A_BYTES, "A-END");
 	expect_stream("C1 socket", sp[1], 'k', TO_CHILD, "ROOT-AFTER");
 	put(ghost, "+c1");
+	put(pending, "PENDING-OK");
 	exit(0);
 }
 
@@ -154,6 +180,7 @@ static void child2(void)
 	close(sp[0]);
 	close(sp[1]);
 	close(ghost);
+	close(listener);
 	snprintf(path, sizeof(path), "/proc/%d/fd/%d", getppid(), memfd);
 	close(memfd);
 	mine = open(path, O_RDWR);
@@ -236,12 +263,22 @@ static void setup(void)
 	CHECK_SYS(fd);
 	ghost = fd;
 	put(ghost, "ghostdata");
+	listener = socket(AF_UNIX, SOCK_STREAM, 0);
+	CHECK_SYS(listener);
+	unlink("listener.sock");
+	{
+		struct sockaddr_un sa = listener_addr();
+
+		CHECK_SYS(bind(listener, (struct sockaddr *)&sa, sizeof(sa)));
+	}
+	CHECK_SYS(listen(listener, 4));
 }
 
 int main(int argc, char **argv)
 {
 	char buf[16];
 	struct stat st;
+	int conn;
 
 	third = argc > 1 && strcmp(argv[1], "third") == 0;
 	victim_install_go();
@@ -274,7 +311,10 @@ int main(int argc, char **argv)
 	close(pa[1]);
 	put(sp[0], "ROOT-AFTER");
 	CHECK_SYS(shutdown(sp[0], SHUT_WR));
+	conn = accept(listener, NULL, NULL);
+	CHECK_SYS(conn);
 	go_children();
+	expect_stream("root accepted", conn, 'x', 0, "PENDING-OK");
 	expect_stream("root pipe B", pb[0], 'b', B_BYTES, "B-END");
 	expect_stream("root socket", sp[0], 'r', TO_ROOT, "C1-AFTER");
 	CHECK(pread(memfd, buf, 5, 0) == 5 && memcmp(buf, "heXYo", 5) == 0,

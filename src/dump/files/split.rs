@@ -101,7 +101,8 @@ fn end_of(flags: i32) -> Option<PipeEnd> {
 }
 
 /// Unix sockets connected to each other across processes: every socket of a connected
-/// group (peer links, both ways) is built by the earliest process holding one of them.
+/// group (peer links, both ways, and connections pending in a listener) is built by the
+/// earliest process holding one of them.
 fn sockets(tables: &mut Tables) -> Result<(), DumpError> {
     let mut at: HashMap<u64, Desc> = HashMap::new();
     let mut links: Vec<(u64, u64, Desc)> = Vec::new();
@@ -109,7 +110,7 @@ fn sockets(tables: &mut Tables) -> Result<(), DumpError> {
         for e in &files.fds {
             if let FdKind::Unix(u) = &e.kind {
                 at.insert(u.ino, (i, e.fd));
-                if let UnixPeer::Socket { ino } = u.peer {
+                if let UnixPeer::Socket { ino } | UnixPeer::Pending { listener: ino, .. } = u.peer {
                     links.push((u.ino, ino, (i, e.fd)));
                 }
             }
@@ -122,20 +123,7 @@ fn sockets(tables: &mut Tables) -> Result<(), DumpError> {
             tables[i].0
         )));
     }
-    // Each group's owner is its smallest table index (groups are small: a few rounds).
-    let mut changed = true;
-    while changed {
-        changed = false;
-        for &(s, p, _) in &links {
-            let low = owner[&s].min(owner[&p]);
-            for ino in [s, p] {
-                if owner[&ino] != low {
-                    owner.insert(ino, low);
-                    changed = true;
-                }
-            }
-        }
-    }
+    lowest_in_group(&mut owner, &links);
     let mut moves: Vec<(Desc, usize)> = at
         .iter()
         .filter(|(ino, (i, _))| owner[*ino] != *i)
@@ -147,6 +135,24 @@ fn sockets(tables: &mut Tables) -> Result<(), DumpError> {
         move_to_spare(tables, from, to, kind);
     }
     Ok(())
+}
+
+/// Gives every socket of a group (sockets joined by `links`) the smallest table index of
+/// the group (groups are small: a few rounds).
+fn lowest_in_group(owner: &mut HashMap<u64, usize>, links: &[(u64, u64, Desc)]) {
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for &(s, p, _) in links {
+            let low = owner[&s].min(owner[&p]);
+            for ino in [s, p] {
+                if owner[&ino] != low {
+                    owner.insert(ino, low);
+                    changed = true;
+                }
+            }
+        }
+    }
 }
 
 /// A second (or later) open file description of a memfd or deleted file reopens the

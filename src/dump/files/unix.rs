@@ -78,7 +78,8 @@ fn peer(ctx: &mut SockCtx<'_>, fd: i32, ino: u64, d: &UnixDiag) -> Result<UnixPe
     // A connection not yet accepted: its listener lists us (our peer has no inode yet).
     let listener = table.values().find_map(|l| {
         let position = l.icons.iter().position(|c| u64::from(*c) == ino)?;
-        (l.state == TCP_LISTEN && inodes.contains(&u64::from(l.ino))).then_some((l.ino, position))
+        let ours = inodes.contains(&u64::from(l.ino)) || opts.tree_holds_socket(u64::from(l.ino));
+        (l.state == TCP_LISTEN && ours).then_some((l.ino, position))
     });
     if let Some((l, position)) = listener {
         return Ok(UnixPeer::Pending {
@@ -130,18 +131,19 @@ pub fn display_name(name: &[u8]) -> String {
 /// sent nothing yet (its data would sit in a socket without an fd, which nothing can
 /// peek); otherwise refused unless `--skip-in-flight` (dropped).
 fn check_pending(ctx: &mut SockCtx<'_>, fd: i32, d: &UnixDiag) -> Result<(), DumpError> {
-    let (pid, skip) = (ctx.pid, ctx.opts.skip_in_flight);
+    let (pid, opts) = (ctx.pid, ctx.opts);
     let inodes: Vec<u64> = ctx.inodes.keys().copied().collect();
     let table = ctx.unix_table()?;
     for client in &d.icons {
-        let what = if !inodes.contains(&u64::from(*client)) {
-            "a connection from outside the dumped process"
+        let ino = u64::from(*client);
+        let what = if !inodes.contains(&ino) && !opts.tree_holds_socket(ino) {
+            "a connection from outside the dumped tree"
         } else if table.get(client).is_some_and(|c| c.wmem_alloc > 1) {
             "a connection whose client already sent data"
         } else {
             continue;
         };
-        if !skip {
+        if !opts.skip_in_flight {
             return Err(DumpError::unsupported(format!(
                 "fd {fd} of pid {pid} is a listening unix socket with {what} not yet accepted; use --skip-in-flight to drop such connections"
             )));
