@@ -374,7 +374,12 @@ fn in_flight_note(files: &crate::image::files::FilesImage, fd: i32) -> String {
         .in_flight
         .iter()
         .find(|m| m.fds.contains(&fd))
-        .map(|m| format!(" (in flight to socket:[{}], message {})", m.socket, m.message))
+        .map(|m| {
+            format!(
+                " (in flight to socket:[{}], message {})",
+                m.socket, m.message
+            )
+        })
         .unwrap_or_default()
 }
 
@@ -562,7 +567,10 @@ fn describe(kind: &FdKind) -> String {
             f.event_flags,
             f.marks
                 .iter()
-                .map(|m| format!("{:?} mask {:#x} ignored {:#x}", m.target, m.mask, m.ignored_mask))
+                .map(|m| format!(
+                    "{:?} mask {:#x} ignored {:#x}",
+                    m.target, m.mask, m.ignored_mask
+                ))
                 .collect::<Vec<_>>()
         ),
     }

@@ -5,8 +5,7 @@ use crate::abi::{AltStack, GpRegs, KernelSigaction, RseqConfig, SigInfo};
 
 use super::files::{
     CharDevFd, EpollFd, EpollTarget, EventFd, FdEntry, FdKind, FileLock, FilesImage, InFlight,
-    LockKind,
-    MemfdFd, PathFd, PipeEnd, PipeFd, TtyFd,
+    LockKind, MemfdFd, PathFd, PipeEnd, PipeFd, TtyFd,
 };
 use super::inventory::{CpuInfo, Inventory};
 use super::mm::{
@@ -374,15 +373,29 @@ pub fn in_flight_files() -> FilesImage {
             entry(3, unix(100, 101, 2)),
             entry(4, unix(101, 100, 0)),
             entry(5, FdKind::Pipe(write_end)),
-            entry(6, FdKind::Path(PathFd { file: file_id("/etc/hostname"), pos: 2 })),
+            entry(
+                6,
+                FdKind::Path(PathFd {
+                    file: file_id("/etc/hostname"),
+                    pos: 2,
+                }),
+            ),
             entry(7, FdKind::PipePeer { of: 5 }),
             entry(8, FdKind::Dup { of: 5 }),
         ],
         locks: Vec::new(),
         spares: Vec::new(),
         in_flight: vec![
-            InFlight { socket: 100, message: 0, fds: vec![6, 7] },
-            InFlight { socket: 100, message: 1, fds: vec![8] },
+            InFlight {
+                socket: 100,
+                message: 0,
+                fds: vec![6, 7],
+            },
+            InFlight {
+                socket: 100,
+                message: 1,
+                fds: vec![8],
+            },
         ],
     }
 }

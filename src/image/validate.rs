@@ -515,11 +515,18 @@ fn in_flight(files: &FilesImage, path: &Path) -> Check {
         let why = match socket {
             None => "goes to no unix socket of the table".to_string(),
             Some(u) if m.message as usize >= u.queue.len() => "rides on no queued message".into(),
-            _ if earlier.iter().any(|x| (x.socket, x.message) == (m.socket, m.message)) => {
+            _ if earlier
+                .iter()
+                .any(|x| (x.socket, x.message) == (m.socket, m.message)) =>
+            {
                 "is listed twice".into()
             }
             _ if m.fds.is_empty() || m.fds.len() > 253 => format!("has {} files", m.fds.len()),
-            _ => match m.fds.iter().find_map(|&fd| flying_fd_error(files, fd, held_top, &named)) {
+            _ => match m
+                .fds
+                .iter()
+                .find_map(|&fd| flying_fd_error(files, fd, held_top, &named))
+            {
                 Some(why) => why,
                 None => {
                     named.extend(&m.fds);
@@ -528,14 +535,23 @@ fn in_flight(files: &FilesImage, path: &Path) -> Check {
             },
         };
         let (socket, message) = (m.socket, m.message);
-        return fail(path, format!("message {message} of socket:[{socket}] in flight {why}"));
+        return fail(
+            path,
+            format!("message {message} of socket:[{socket}] in flight {why}"),
+        );
     }
     Ok(())
 }
 
 /// What is wrong with fd `fd` as a file in flight, if anything.
-fn flying_fd_error(files: &FilesImage, fd: i32, held_top: Option<i32>, named: &[i32]) -> Option<String> {
-    let watched = |e: &FdEntry| matches!(&e.kind, FdKind::Epoll(ep) if ep.targets.iter().any(|t| t.fd == fd));
+fn flying_fd_error(
+    files: &FilesImage,
+    fd: i32,
+    held_top: Option<i32>,
+    named: &[i32],
+) -> Option<String> {
+    let watched =
+        |e: &FdEntry| matches!(&e.kind, FdKind::Epoll(ep) if ep.targets.iter().any(|t| t.fd == fd));
     let why = if named.contains(&fd) {
         "is sent twice"
     } else if !files.fds.iter().any(|e| e.fd == fd) {

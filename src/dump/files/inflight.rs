@@ -77,8 +77,8 @@ pub fn collect(ctx: &mut SockCtx<'_>, held: &[OpenFd]) -> Result<Collected, Dump
             for copy in fds {
                 let open = OpenFd::in_flight(ctx.pid, next, &copy, fd)?;
                 if let Some(sock) = socket_inode(&open.target) {
-                    if !ctx.inodes.contains_key(&sock) {
-                        ctx.inodes.insert(sock, next);
+                    if let std::collections::hash_map::Entry::Vacant(e) = ctx.inodes.entry(sock) {
+                        e.insert(next);
                         work.push((next, sock));
                     }
                 }
@@ -207,7 +207,10 @@ pub fn drop_files(messages: &mut Vec<InFlight>, dropped: &[i32]) {
 }
 
 fn position(opts: &FdOptions, pid: i32) -> usize {
-    opts.pids.iter().position(|&p| p == pid).unwrap_or(usize::MAX)
+    opts.pids
+        .iter()
+        .position(|&p| p == pid)
+        .unwrap_or(usize::MAX)
 }
 
 fn tree_files(opts: &FdOptions) -> &HashMap<(u64, u64), Vec<(i32, i32)>> {

@@ -103,12 +103,16 @@ pub struct Walk {
     /// Per object identity, the fds that created an open file description of it (with
     /// where each is reached, see [`OpenFd::reach`]), in `kcmp` order (for dedup by
     /// binary search).
-    created: HashMap<(u64, u64), Vec<(i32, (i32, i32))>>,
+    created: HashMap<(u64, u64), Vec<Created>>,
     /// Pipe inode → the fd that creates the pipe, and the fd holding the other end.
     pub pipes: HashMap<u64, (i32, Option<i32>)>,
     /// FIFO and memfd inodes already seen (their data is saved once).
     pub inodes: HashMap<u64, i32>,
 }
+
+/// An fd that created an open file description: its number in the table, and the
+/// `(pid, fd)` through which it is reached.
+type Created = (i32, (i32, i32));
 
 /// One open fd of the target, as seen from outside.
 pub struct OpenFd {
@@ -276,7 +280,9 @@ fn entry_kind(
 impl Walk {
     /// Forgets fd `fd` (a file in flight dropped from its message).
     fn forget(&mut self, fd: i32) {
-        self.created.values_mut().for_each(|v| v.retain(|c| c.0 != fd));
+        self.created
+            .values_mut()
+            .for_each(|v| v.retain(|c| c.0 != fd));
     }
 }
 
@@ -297,10 +303,7 @@ fn find_ptys(ctx: &mut SockCtx<'_>, opened: &[OpenFd]) {
 /// for fds of the same object, so the common case costs no syscall. `kcmp` orders open
 /// file descriptions, so a thousand opens of one file cost a binary search each, not a
 /// scan. A new description is recorded in `created`.
-fn same_description(
-    open: &OpenFd,
-    created: &mut HashMap<(u64, u64), Vec<(i32, (i32, i32))>>,
-) -> Option<i32> {
+fn same_description(open: &OpenFd, created: &mut HashMap<(u64, u64), Vec<Created>>) -> Option<i32> {
     use crate::sys::kcmp::{compare, Object};
     let (p, fd) = open.reach();
     let fds = created.entry(open.object()).or_default();

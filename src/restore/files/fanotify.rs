@@ -57,7 +57,10 @@ fn mark(at: &Install, fd: u64, m: &FanotifyMark) -> Result<(), RestoreError> {
         } else {
             FAN_MARK_IGNORED_MASK
         };
-        add(base | ignore | (m.flags & FAN_MARK_IGNORED_SURV_MODIFY), m.ignored_mask)?;
+        add(
+            base | ignore | (m.flags & FAN_MARK_IGNORED_SURV_MODIFY),
+            m.ignored_mask,
+        )?;
     }
     Ok(())
 }

@@ -147,7 +147,10 @@ fn control(creds: Option<(i32, u32, u32)>, fds: &[i32]) -> Vec<u8> {
         push(libc::SCM_CREDENTIALS, ucred);
     }
     if !fds.is_empty() {
-        push(libc::SCM_RIGHTS, fds.iter().flat_map(|f| f.to_ne_bytes()).collect());
+        push(
+            libc::SCM_RIGHTS,
+            fds.iter().flat_map(|f| f.to_ne_bytes()).collect(),
+        );
     }
     c
 }
