@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod cgroup;
+pub mod cow;
 pub mod creds;
 mod error;
 pub mod files;
@@ -20,6 +21,7 @@ pub mod sched;
 pub mod seccomp;
 pub mod shared;
 pub mod task;
+pub mod terminal;
 pub mod timers;
 pub mod tree;
 
@@ -51,6 +53,9 @@ pub struct DumpOptions {
     pub shell_job: bool,
     /// Largest deleted-but-open file whose contents are saved (`--ghost-limit`).
     pub ghost_limit: u64,
+    /// `--link-remap`: files whose name was unlinked are kept through a link beside
+    /// them (`files/path.rs`).
+    pub link_remap: bool,
     /// Save and restore file locks (`--file-locks`).
     pub file_locks: bool,
     /// `--tcp-established`, `--tcp-close`, `--ext-unix-sk`, `--skip-in-flight` (see
@@ -89,7 +94,8 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     };
     let tree = tree::freeze_tree(opts.pid, opts.shell_job, adopted)?;
     let frozen = Instant::now();
-    let (mut summary, held) = save_tree(&tree, opts, writer)?;
+    let (mut summary, mut held) = save_tree(&tree, opts, writer)?;
+    held.iter_mut().for_each(files::Held::keep_links);
     // Ordering requirements: sockets held in repair mode leave it before a released
     // tree runs again; after a kill, our duplicates are closed still in repair mode.
     if opts.leave_running {
@@ -136,8 +142,9 @@ fn save_tree(
     let fd_opts = fd_options(opts, &pids);
     let mut held = Vec::new();
     let mut tables = Vec::new();
-    for (task, entry) in tree.procs.iter().zip(tree.record.alive()) {
-        let (stats, h, files) = save(task, entry, &fd_opts, &writer, &mut shared)?;
+    let layouts = layouts(tree)?;
+    for ((task, entry), layout) in tree.procs.iter().zip(tree.record.alive()).zip(layouts) {
+        let (stats, h, files) = save(task, entry, layout, &fd_opts, &writer, &mut shared)?;
         held.push(h);
         tables.push((task.pid(), files));
         summary.pages_stored += stats.pages_stored;
@@ -153,6 +160,33 @@ fn save_tree(
     )?;
     writer.commit()?;
     Ok((summary, held))
+}
+
+/// The mappings of one process, and what of them it still shares copy-on-write with its
+/// parent.
+struct Layout {
+    smaps: Vec<proc::MapEntry>,
+    vmas: Vec<crate::image::mm::Vma>,
+    cow: Vec<cow::Found>,
+}
+
+/// The mappings of every process, in tree order.
+///
+/// Ordering requirements: before any page is read (see `cow::find`).
+fn layouts(tree: &FrozenTree) -> Result<Vec<Layout>, DumpError> {
+    let mut out: Vec<Layout> = Vec::with_capacity(tree.procs.len());
+    for (task, entry) in tree.procs.iter().zip(tree.record.alive()) {
+        let pid = task.pid();
+        let smaps = proc::smaps(pid)?;
+        let vmas = mm::vmas(pid, &smaps)?;
+        let parent = tree.procs.iter().position(|t| t.pid() == entry.ppid);
+        let cow = match parent.and_then(|i| out.get(i)) {
+            Some(p) => cow::find(pid, &vmas, entry.ppid, &p.vmas)?,
+            None => Vec::new(),
+        };
+        out.push(Layout { smaps, vmas, cow });
+    }
+    Ok(out)
 }
 
 /// Links the objects split across processes, checks the tables as a restore will, and
@@ -175,6 +209,7 @@ fn fd_options(opts: &DumpOptions, pids: &[i32]) -> files::FdOptions {
     files::FdOptions {
         shell_job: opts.shell_job,
         ghost_limit: opts.ghost_limit,
+        link_remap: opts.link_remap,
         file_locks: opts.file_locks,
         pids: pids.to_vec(),
         tcp_established: opts.tcp_established,
@@ -192,19 +227,20 @@ fn fd_options(opts: &DumpOptions, pids: &[i32]) -> files::FdOptions {
 fn save(
     task: &Frozen,
     entry: &ProcEntry,
+    layout: Layout,
     fd_opts: &files::FdOptions,
     writer: &ImageWriter,
     shared: &mut Shared,
 ) -> Result<(memory::MemoryStats, files::Held, FilesImage), DumpError> {
     let pid = task.pid();
-    let smaps = proc::smaps(pid)?;
-    let vmas = mm::vmas(pid, &smaps)?;
+    let Layout { smaps, vmas, cow } = layout;
     let shmem = shared.link_shmem(pid, &smaps)?;
     let overrides = shmem_overrides(pid, &smaps, &shmem)?;
     let (files, held) = if entry.shares_files {
         (FilesImage::default(), files::Held::new(pid))
     } else {
         let (mut files, held) = files::fd_table(pid, fd_opts)?;
+        shared.check_unlinked_fds(pid, &unlinked_fds(&files))?;
         shared.link_files(pid, &mut files)?;
         (files, held)
     };
@@ -231,8 +267,13 @@ fn save(
     }
 
     let mut pages = writer.pages(&record_name("pages", pid))?;
-    let (page_runs, guards, mstats) = memory::dump(pid, &vmas, &overrides, &mut pages)?;
+    let inherited = cow::shared(&cow);
+    let (page_runs, guards, mstats) = memory::dump(pid, &vmas, &overrides, &inherited, &mut pages)?;
     pages.finish()?;
+    let parent_pages = shared.restored_pages.get(&entry.ppid);
+    let cow_ranges = cow::ranges(&cow, &page_runs, parent_pages.map_or(&[][..], |p| p));
+    let restored = cow::pages_at_restore(&page_runs, &cow);
+    shared.restored_pages.insert(pid, restored);
 
     let mm = MmImage {
         vmas,
@@ -243,6 +284,7 @@ fn save(
         vdso_symbols,
         shmem,
         guards,
+        cow: cow_ranges,
     };
     let task_image = TaskImage {
         pid,
@@ -268,6 +310,22 @@ fn save(
     writer.write_record(&record_name("mm", pid), Kind::Mm, &mm)?;
     writer.write_record(&record_name("task", pid), Kind::Task, &task_image)?;
     Ok((mstats, held, files))
+}
+
+/// The fds of memfds and deleted files, which must not also be mapped (`Shared`); files
+/// in flight are not in the process's table.
+fn unlinked_fds(files: &FilesImage) -> Vec<(i32, &'static str)> {
+    use crate::image::files::FdKind;
+    files
+        .fds
+        .iter()
+        .filter(|e| !files.is_in_flight(e.fd))
+        .filter_map(|e| match e.kind {
+            FdKind::Memfd(_) => Some((e.fd, "a memfd")),
+            FdKind::Ghost(_) => Some((e.fd, "a deleted file")),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Shared memory is saved by the process that owns it, from the object's data; the other

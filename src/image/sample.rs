@@ -5,11 +5,12 @@ use crate::abi::{AltStack, GpRegs, KernelSigaction, RseqConfig, SigInfo};
 
 use super::files::{
     CharDevFd, EpollFd, EpollTarget, EventFd, FdEntry, FdKind, FileLock, FilesImage, InFlight,
-    LockKind, MemfdFd, PathFd, PipeEnd, PipeFd, TtyFd,
+    LockKind, MemfdFd, PathFd, PipeEnd, PipeFd, RemapFd, TtyFd,
 };
 use super::inventory::{CpuInfo, Inventory};
 use super::mm::{
-    FileId, Guard, MmFields, MmImage, PageRun, ShmemOwner, ShmemRef, Vma, VmaFlags, VmaKind,
+    CowRange, FileId, Guard, MmFields, MmImage, PageRun, ShmemOwner, ShmemRef, Vma, VmaFlags,
+    VmaKind,
 };
 use super::seccomp::{SeccompFilter, ThreadSeccomp, FILTER_FLAG_LOG, MODE_FILTER};
 use super::sock::{SockOpts, UnixMessage, UnixPeer, UnixSocket};
@@ -53,7 +54,10 @@ pub fn tree(pids: &[i32]) -> TreeImage {
             shares_fs: false,
         })
         .collect();
-    TreeImage { processes }
+    TreeImage {
+        processes,
+        terminal: None,
+    }
 }
 
 pub fn thread(tid: i32) -> ThreadImage {
@@ -219,6 +223,7 @@ pub fn mm() -> MmImage {
             start: 0x60_3000,
             end: 0x60_4000,
         }],
+        cow: Vec::new(),
     }
 }
 
@@ -604,14 +609,25 @@ pub fn random_mm(r: &mut XorShift) -> MmImage {
             start: r.next(),
             end: r.next(),
         }),
+        cow: r.vec(2, |r| CowRange {
+            start: r.next(),
+            end: r.next(),
+            zap: r.vec(2, |r| (r.next(), r.next())),
+        }),
     }
 }
 
 fn random_fd(r: &mut XorShift) -> FdEntry {
-    let kind = match r.below(6) {
+    let kind = match r.below(7) {
         0 => FdKind::Path(PathFd {
             file: random_file_id(r),
             pos: r.next(),
+        }),
+        6 => FdKind::Remap(RemapFd {
+            link: random_file_id(r),
+            path: r.string(),
+            pos: r.next(),
+            copied: r.bool(),
         }),
         1 => FdKind::CharDev(CharDevFd {
             path: r.string(),

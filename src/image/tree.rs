@@ -10,6 +10,36 @@ pub struct TreeImage {
     /// Depth-first pre-order from the root (every parent before its children): the order
     /// of dump, and of restore.
     pub processes: Vec<ProcEntry>,
+    /// The terminal of a shell job (`--shell-job`) as its root saw it; `None` without
+    /// `--shell-job` or when the root has no controlling terminal among its fds.
+    pub terminal: Option<JobTerminal>,
+}
+
+/// A tree record of format 6 and older (no `terminal`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeImageV6 {
+    pub processes: Vec<ProcEntry>,
+}
+
+impl From<TreeImageV6> for TreeImage {
+    fn from(old: TreeImageV6) -> Self {
+        TreeImage {
+            processes: old.processes,
+            terminal: None,
+        }
+    }
+}
+
+/// The controlling terminal of a shell job: what the job set on it, put on the
+/// restorer's terminal so the job carries on there (`dump/terminal.rs`,
+/// `restore/terminal.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobTerminal {
+    /// Its foreground process group (`tcgetpgrp`, stat field `tpgid`) at dump time.
+    pub foreground: i32,
+    /// Its kernel `struct termios` (`TCGETS`): a shell's line editor runs it without
+    /// echo or canonical mode, and expects to find it so.
+    pub termios: Vec<u8>,
 }
 
 /// One process of the tree.

@@ -9,10 +9,11 @@ use std::path::Path;
 use super::error::ImageError;
 use super::files::{FdEntry, FdKind, FilesImage};
 use super::inventory::Inventory;
-use super::mm::{Guard, MmFields, MmImage, PageRun, Vma};
+use super::mm::{Guard, MmFields, MmImage, PageRun, Vma, VmaKind};
 use super::task::{PosixTimer, TaskImage, ThreadImage};
 use super::tree::{ProcEntry, ProcState, TreeImage};
 use crate::abi::PAGE_SIZE;
+use crate::sys::socket::TERMIOS_LEN;
 
 /// Linux's `PID_MAX_LIMIT` on 64-bit.
 pub const PID_MAX: i32 = 4_194_304;
@@ -75,6 +76,13 @@ pub fn tree(tree: &TreeImage, inv: &Inventory, path: &Path) -> Check {
         }
         proc_entry(p, path)?;
     }
+    let termios = tree
+        .terminal
+        .as_ref()
+        .map_or(TERMIOS_LEN, |t| t.termios.len());
+    if termios != TERMIOS_LEN {
+        return fail(path, format!("its terminal's termios has {termios} bytes"));
+    }
     proc_entry(&tree.processes[0], path)
 }
 
@@ -100,7 +108,8 @@ fn proc_entry(p: &ProcEntry, path: &Path) -> Check {
 }
 
 /// Every `Inherited` fd names an original fd (not itself a reference) of a process that
-/// comes earlier in `order`; every `Reopen` a memfd or deleted file created by an earlier
+/// comes earlier in `order`; every `Reopen` a memfd or deleted file (ghost or copied link
+/// remap) created by an earlier
 /// fd of its own process or by an earlier process; every spare fd is taken by a later
 /// process.
 pub fn inherited_fds(order: &[(i32, &FilesImage)], path: &Path) -> Check {
@@ -162,9 +171,11 @@ fn is_reference(kind: &FdKind) -> bool {
     matches!(kind, FdKind::Dup { .. } | FdKind::Inherited { .. })
 }
 
-/// What a `Reopen` may name: a file restore creates.
+/// What a `Reopen` may name: a file restore creates (or a copied link remap, which
+/// only its first fd opens).
 fn reopenable(kind: &FdKind) -> bool {
     matches!(kind, FdKind::Memfd(_) | FdKind::Ghost(_))
+        || matches!(kind, FdKind::Remap(r) if r.copied)
 }
 
 /// A process's own record agrees with the tree on its ids.
@@ -360,7 +371,9 @@ pub fn mm(mm: &MmImage, path: &Path) -> Check {
         }
     }
     page_runs(&mm.page_runs, &mm.vmas, path)?;
+    unlinked(mm, path)?;
     guards(mm, path)?;
+    cow(mm, path)?;
     fields(&mm.fields, path)?;
     auxv(&mm.auxv, path)
 }
@@ -437,6 +450,90 @@ fn guards(mm: &MmImage, path: &Path) -> Check {
             return fail(path, format!("{label} overlaps saved pages"));
         }
         prev_end = g.end;
+    }
+    Ok(())
+}
+
+/// A mapping of a memfd or deleted file is shared and has its object reference (made by
+/// this process or another).
+fn unlinked(mm: &MmImage, path: &Path) -> Check {
+    for v in &mm.vmas {
+        if matches!(v.kind, VmaKind::Unlinked { .. })
+            && !(v.shared && mm.shmem.iter().any(|r| r.start == v.start))
+        {
+            return fail(
+                path,
+                format!(
+                    "mapping {} of an unlinked object is not shared memory",
+                    span(v)
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Copy-on-write ranges start where a private anonymous mapping starts and end inside
+/// it, in address order; their zap ranges are aligned, sorted and inside them.
+fn cow(mm: &MmImage, path: &Path) -> Check {
+    let mut prev_end = 0;
+    for c in &mm.cow {
+        let label = format!("copy-on-write range {:#x}-{:#x}", c.start, c.end);
+        let v = mm.vmas.iter().find(|v| v.start == c.start);
+        if !v.is_some_and(|v| v.is_private_memory() && c.end > c.start && c.end <= v.end) {
+            return fail(
+                path,
+                format!("{label} is not the start of a private anonymous or file mapping"),
+            );
+        }
+        if c.end % PAGE_SIZE != 0 || c.start < prev_end {
+            return fail(path, format!("{label} is unaligned or out of order"));
+        }
+        let mut at = c.start;
+        for &(s, e) in &c.zap {
+            if s % PAGE_SIZE != 0 || e % PAGE_SIZE != 0 || s < at || e <= s || e > c.end {
+                return fail(path, format!("{label} has a bad zap range {s:#x}-{e:#x}"));
+            }
+            at = e;
+        }
+        prev_end = c.end;
+    }
+    Ok(())
+}
+
+/// A process with copy-on-write ranges is not the root, and its parent (`ppid`, whose
+/// record is `parent`) has a mapping of the same backing (anonymous, or the same file at
+/// the same offsets) with the same protection over each range: restore keeps what the
+/// fork from that parent brings.
+pub fn cow_parent(mm: &MmImage, parent: Option<&MmImage>, path: &Path) -> Check {
+    let Some(first) = mm.cow.first() else {
+        return Ok(());
+    };
+    let Some(parent) = parent else {
+        return fail(
+            path,
+            format!(
+                "copy-on-write range {:#x}-{:#x} in a process without a parent in the image",
+                first.start, first.end
+            ),
+        );
+    };
+    for c in &mm.cow {
+        let own = mm.vmas.iter().find(|v| v.start == c.start);
+        let theirs = parent
+            .vmas
+            .iter()
+            .find(|p| p.start <= c.start && c.end <= p.end);
+        let same = matches!((own, theirs), (Some(v), Some(p)) if v.same_backing(p));
+        if !same {
+            return fail(
+                path,
+                format!(
+                    "copy-on-write range {:#x}-{:#x} has no matching mapping in the parent",
+                    c.start, c.end
+                ),
+            );
+        }
     }
     Ok(())
 }
@@ -719,6 +816,23 @@ mod tests {
         mm(&sample::mm(), path()).unwrap();
         files(&sample::files(), path()).unwrap();
         assert_eq!(total_pages(&sample::mm()), 3);
+    }
+
+    #[test]
+    fn a_job_terminal_needs_a_whole_termios() {
+        use crate::image::tree::JobTerminal;
+        let inv = sample::inventory(&[10]);
+        let mut t = sample::tree(&[10]);
+        t.terminal = Some(JobTerminal {
+            foreground: 10,
+            termios: vec![0; TERMIOS_LEN],
+        });
+        tree(&t, &inv, path()).unwrap();
+        t.terminal.as_mut().unwrap().termios.pop();
+        assert_eq!(
+            message(tree(&t, &inv, path())),
+            "its terminal's termios has 35 bytes"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 mod audit;
 mod child;
+mod cow;
 mod creds;
 mod error;
 mod files;
@@ -17,6 +18,7 @@ mod prctl;
 mod sched;
 mod seccomp;
 mod task;
+mod terminal;
 mod threads;
 mod timers;
 mod tree;
@@ -113,6 +115,8 @@ pub enum RestoreStage {
     Seals,
     /// Once every process exists: join process groups; zombies exit with their status.
     Zombies,
+    /// A shell job's terminal (once the groups exist): termios and foreground group.
+    Terminal,
     /// Load every thread's registers, unmap the helper, resume.
     Resume,
 }
@@ -143,6 +147,7 @@ impl RestoreStage {
             Self::Signals => "signals",
             Self::Seals => "seals",
             Self::Zombies => "zombies",
+            Self::Terminal => "terminal",
             Self::Resume => "resume",
         }
     }
@@ -162,7 +167,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         tcp_close: opts.tcp_close,
         procs: Vec::new(),
     };
-    let built = match b.build() {
+    let built = match b
+        .build()
+        .and_then(|pages| remove_links(&image).map(|()| pages))
+    {
         Ok(pages) => b.resume().map(|()| pages),
         Err(e) => {
             b.kill_all();
@@ -181,6 +189,15 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         memory: filled.elapsed,
         total: started.elapsed(),
     })
+}
+
+/// Every process holds its files: the links made for `--link-remap` go before any of
+/// them runs (a restore failing earlier leaves them, so the image can be restored again).
+fn remove_links(image: &Image) -> Result<(), RestoreError> {
+    for p in &image.processes {
+        files::remove_remap_links(&p.files)?;
+    }
+    Ok(())
 }
 
 /// The restorer is the child subreaper while it works, so that if a restore fails, the
@@ -218,6 +235,11 @@ impl Builder<'_> {
             filled = filled.and(self.create(entry)?);
         }
         tree::restore_groups(&self.image.tree, &self.procs, self.shell_job)?;
+        if self.shell_job {
+            let root = self.image.inventory.root_pid;
+            terminal::restore(&self.image.tree, self.shell(root))
+                .map_err(at(RestoreStage::Terminal, root))?;
+        }
         self.make_zombies()?;
         for (pid, child) in &mut self.procs {
             let p = self
@@ -255,8 +277,11 @@ impl Builder<'_> {
         let child = &self.procs.last().expect("just pushed").1;
         tree::restore_session(child, entry, root, self.shell_job)
             .map_err(at(RestoreStage::Session, pid))?;
+        let parent = (pid != root)
+            .then(|| self.image.process(entry.ppid))
+            .flatten();
         match p {
-            Some(p) => build_memory(child, self.image, p),
+            Some(p) => build_memory(child, self.image, p, parent),
             None => Ok(memory::Filled::default()),
         }
     }
@@ -372,16 +397,27 @@ fn at(stage: RestoreStage, pid: i32) -> impl Fn(RestoreError) -> RestoreError {
 }
 
 /// The address space and the memory of a live process: done before its children are
-/// forked from it.
+/// forked from it (they keep what they still shared with it copy-on-write, so its memory
+/// must be exactly as saved when they are).
 fn build_memory(
     child: &Child,
     image: &Image,
     p: &ProcessImage,
+    parent: Option<&ProcessImage>,
 ) -> Result<memory::Filled, RestoreError> {
     let pid = p.task.pid;
     let filled = memory::filled_vmas(&p.mm);
     mm::clear_and_move_vdso(child, &p.mm).map_err(at(RestoreStage::AddressSpace, pid))?;
-    mm::map_all(child, &p.mm, &filled).map_err(at(RestoreStage::Mappings, pid))?;
+    let mapped = match parent {
+        Some(parent) => {
+            let parent_filled = memory::filled_vmas(&parent.mm);
+            cow::adopt(child, &p.mm, &filled, &parent.mm, &parent_filled)
+        }
+        None => Ok(()),
+    };
+    mapped
+        .and_then(|()| mm::map_all(child, &p.mm, &filled))
+        .map_err(at(RestoreStage::Mappings, pid))?;
     memory::fill(child, &p.mm, &image.pages_path(pid)).map_err(at(RestoreStage::Memory, pid))
 }
 

@@ -61,6 +61,8 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("loginuid", &[]),
     ("guards", &[]),
     ("tree", &[]),
+    ("cow", &[]),
+    ("unlinked_maps", &[]),
     ("unix_sockets", &[]),
     ("inflight", &[]),
     ("fanotify", &[]),
