@@ -213,6 +213,28 @@ fn dump_refuses_third_pipe_description() {
     assert_survived(victim);
 }
 
+/// A fanotify permission group with a request queued (a process outside the tree waits
+/// for the answer) is refused, naming the fd and the pid.
+#[test]
+fn dump_refuses_fanotify_permission_requests() {
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_fanotify_permission_requests");
+    let tmp = TempDir::new("fanotify-perm");
+    let mut victim = victim_in(&tmp, "fanotify", &["perm"]);
+    if let Start::Skip(why) = victim.wait_ready() {
+        return common::skip("dump_refuses_fanotify_permission_requests", &why);
+    }
+    let out = common::dump(victim.pid, &tmp.join("img"), &[]);
+    let msg = out.assert_failed("dump of a fanotify group with a permission request queued");
+    let want = format!(
+        "fd 12 of pid {} is a fanotify group of a permission class",
+        victim.pid
+    );
+    assert!(msg.contains(&want), "message does not say {want:?}: {msg}");
+    assert_no_image(tmp.path());
+    assert_survived(victim);
+}
+
 /// A held lock without `--file-locks` is refused, naming the fd and the pid.
 #[test]
 fn dump_refuses_locks_without_file_locks() {

@@ -217,6 +217,7 @@ fn fd_options(opts: &DumpOptions, pids: &[i32]) -> files::FdOptions {
         ext_unix_sk: opts.ext_unix_sk,
         skip_in_flight: opts.skip_in_flight,
         tree_sockets: Default::default(),
+        tree_files: Default::default(),
     }
 }
 

@@ -35,8 +35,10 @@ impl Shared {
     /// Turns every fd of `pid` that shares its open file description with an fd of an
     /// earlier process into an `Inherited` reference, and records the rest as originals.
     pub fn link_files(&mut self, pid: i32, files: &mut FilesImage) -> Result<(), DumpError> {
+        let in_flight: Vec<i32> = files.in_flight.iter().flat_map(|m| m.fds.clone()).collect();
         for e in &mut files.fds {
-            if matches!(e.kind, FdKind::Dup { .. }) {
+            // Files in flight were identified across the tree already (`inflight.rs`).
+            if matches!(e.kind, FdKind::Dup { .. }) || in_flight.contains(&e.fd) {
                 continue;
             }
             let key = inode(pid, e.fd)?;
@@ -160,9 +162,15 @@ impl Shared {
     /// maps already (this one included: its mappings are linked first) into a
     /// [`FdKind::Mapped`] reopen of that mapping, which rebuilds the object. Records the
     /// others, so that a later mapping of their object is refused: the fd would come
-    /// back as a second object.
+    /// back as a second object. Files in flight are in no table: they are left out.
     pub fn link_unlinked_fds(&mut self, pid: i32, files: &mut FilesImage) -> Result<(), DumpError> {
-        for e in &mut files.fds {
+        let flying: Vec<i32> = files
+            .fds
+            .iter()
+            .map(|e| e.fd)
+            .filter(|&fd| files.is_in_flight(fd))
+            .collect();
+        for e in files.fds.iter_mut().filter(|e| !flying.contains(&e.fd)) {
             let (kind, pos, seals) = match &e.kind {
                 FdKind::Memfd(m) => ("a memfd", m.pos, m.seals),
                 FdKind::Ghost(g) => ("a deleted file", g.pos, 0),
