@@ -1,7 +1,7 @@
 //! The common fds of a table rebuilt in batches (`sys/batch.rs`) instead of one injected
 //! syscall at a time: files and character devices reopened by path, `O_PATH` fds, dups,
-//! copies of an earlier process's fds (`Inherited`), other descriptions of a file
-//! (`Reopen`), pipes without buffered bytes and the other ends of pipes. The other kinds go through their own modules one call at a time;
+//! copies of an earlier process's fds (`Inherited`), pipes without buffered bytes and the
+//! other ends of pipes. The other kinds go through their own modules one call at a time;
 //! the pending batch runs before each of them.
 //!
 //! Calls in a batch cannot read each other's results, so the fd numbers the kernel hands
@@ -10,7 +10,7 @@
 //! Each call that returns an fd is expected to return exactly the predicted one, so a
 //! wrong prediction stops the batch like a failure; `pipe2`, which returns its fds in
 //! memory, is checked once the batch ran. The calls are the ones the kind modules make
-//! (see `path.rs`, `pipe.rs`, `Install::place`, `inherit`, `reopen`).
+//! (see `path.rs`, `pipe.rs`, `Install::place`, `inherit`).
 
 use std::collections::BTreeSet;
 
@@ -28,7 +28,7 @@ const SLACK: u64 = 8192;
 pub fn takes(entry: &FdEntry) -> bool {
     match &entry.kind {
         FdKind::Path(_) | FdKind::OPath(_) | FdKind::CharDev(_) | FdKind::Dup { .. } => true,
-        FdKind::PipePeer { .. } | FdKind::Inherited { .. } | FdKind::Reopen { .. } => true,
+        FdKind::PipePeer { .. } | FdKind::Inherited { .. } => true,
         FdKind::Pipe(p) => p.data.is_empty(),
         _ => false,
     }
@@ -84,9 +84,6 @@ impl<'a> Batcher<'a> {
                 self.set_cloexec(at, &about);
             }
             FdKind::Inherited { pid, fd } => self.inherit(at, *pid, *fd, &about),
-            FdKind::Reopen { pid, fd, pos } => {
-                self.reopen(at, &format!("/proc/{pid}/fd/{fd}"), *pos, &about)
-            }
             FdKind::Pipe(p) => self.pipe(at, p, &about),
             _ => unreachable!("only kinds that `takes` accepts are added"),
         }

@@ -4,7 +4,8 @@
 //! - [`path`]: regular files, directories, `O_PATH` fds and ghost files;
 //! - [`chardev`]: character devices and the shell job's terminal;
 //! - [`pipe`]: pipes and FIFOs with their bytes;
-//! - [`eventfd`], [`timerfd`], [`signalfd`], [`epoll`], [`inotify`], [`memfd`], [`pidfd`];
+//! - [`eventfd`], [`timerfd`], [`signalfd`], [`epoll`], [`inotify`], [`fanotify`],
+//!   [`memfd`], [`pidfd`];
 //! - [`locks`]: file locks, taken once every fd exists;
 //! - `unix`, `inet`, `pty`: sockets and pseudo-terminal pairs, built before the table
 //!   loop at temporary numbers (`prep`: pairs, connections and queued data need every
@@ -24,6 +25,7 @@ mod chardev;
 pub use chardev::terminal_in_child;
 mod epoll;
 mod eventfd;
+mod fanotify;
 mod inet;
 mod inotify;
 mod locks;
@@ -160,7 +162,7 @@ pub fn restore_fds(child: &Child, files: &FilesImage, tcp_close: bool) -> Result
     }
     remote.run(&b)?;
     let mut prepared = prep::Prepared::new(tty.map_or(top, |t| t + 1));
-    unix::prepare(child, files, &mut prepared)?;
+    let sockets = unix::prepare(child, files, &mut prepared)?;
     inet::prepare(child, files, &mut prepared, tcp_close)?;
     pty::prepare(child, files, &mut prepared)?;
     let mut batcher = batched::Batcher::new(child);
@@ -180,6 +182,7 @@ pub fn restore_fds(child: &Child, files: &FilesImage, tcp_close: bool) -> Result
         batcher.forget();
     }
     batcher.flush()?;
+    unix::finish(child, files, sockets, &mut prepared)?;
     prepared.close_all(child)?;
     if let Some(t) = tty {
         remote.call("close", libc::SYS_close, &[t])?;
@@ -240,6 +243,11 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::Dup { of } => at.dup_of(*of as u64),
         FdKind::Inherited { pid, fd } => inherit(at, *pid, *fd),
         FdKind::Reopen { pid, fd, pos } => reopen(at, *pid, *fd, *pos),
+        FdKind::Mapped(m) => {
+            let path = format!("/proc/{}/map_files/{:x}-{:x}", m.pid, m.start, m.end);
+            open_at(at, &path, m.pos)?;
+            memfd::add_seals(at, m.seals)
+        }
         FdKind::Pipe(p) => pipe::restore(at, p),
         FdKind::PipePeer { .. } => pipe::restore_peer(at),
         FdKind::Fifo(f) => pipe::restore_fifo(at, f),
@@ -248,6 +256,7 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::SignalFd(s) => signalfd::restore(at, s),
         FdKind::Epoll(e) => epoll::restore(at, e),
         FdKind::Inotify(i) => inotify::restore(at, i),
+        FdKind::Fanotify(f) => fanotify::restore(at, f),
         FdKind::Memfd(m) => memfd::restore(at, m),
         FdKind::PidFd(p) => pidfd::restore(at, p),
         FdKind::Unix(_) | FdKind::Inet(_) | FdKind::PtyMaster(_) | FdKind::PtySlave { .. } => {
@@ -279,8 +288,15 @@ fn inherit(at: &Install, owner: i32, fd: i32) -> Result<(), RestoreError> {
 /// A new open file description of the file behind fd `fd` of `owner` (this process or
 /// an already restored one), opened through `/proc/OWNER/fd/FD` with the entry's flags.
 fn reopen(at: &Install, owner: i32, fd: i32, pos: u64) -> Result<(), RestoreError> {
-    let path = format!("/proc/{owner}/fd/{fd}");
-    let got = crate::restore::mm::open_in(at.child, &path, at.reopen_flags())?;
+    open_at(at, &format!("/proc/{owner}/fd/{fd}"), pos)
+}
+
+/// Opens `path` (a `/proc` link to the object) in the child with the entry's flags, as
+/// the entry's fd, at `pos`. `O_NOFOLLOW` (python's `mkstemp` opens with it) is left
+/// out: the link must be followed, and it was only a condition of the original open.
+fn open_at(at: &Install, path: &str, pos: u64) -> Result<(), RestoreError> {
+    let flags = at.reopen_flags() & !libc::O_NOFOLLOW;
+    let got = crate::restore::mm::open_in(at.child, path, flags)?;
     at.place(got)?;
     seek(at, pos)
 }
