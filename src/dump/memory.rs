@@ -91,6 +91,13 @@ pub fn dump(
     };
     let total = ranges.iter().map(|r| r.end - r.start).sum();
     let progress = Phase::begin("dumping pages", total);
+    if total <= CHUNK as u64 {
+        // One buffer's worth (most processes of a tree): read and write it here, without
+        // starting the writer and flusher threads.
+        reader.read_inline(&ranges, out, &progress)?;
+        reader.stats.elapsed = started.elapsed();
+        return Ok((reader.runs, guards, reader.stats));
+    }
     // A second descriptor of the file for the flusher; without one there is no flusher.
     let flush_file = out.file().try_clone().ok();
     std::thread::scope(|s| {
@@ -360,6 +367,28 @@ impl Reader {
     }
 
     /// Reads the batch into the start of `buf`; returns its length.
+    /// Reads `ranges` (at most one [`CHUNK`]) and appends them to `out` in this thread.
+    fn read_inline(
+        &mut self,
+        ranges: &[Range],
+        out: &mut PagesWriter,
+        progress: &Phase,
+    ) -> Result<(), DumpError> {
+        let mut buf = Vec::new();
+        for batch in batches(ranges) {
+            let len: usize = batch.iter().map(|r| (r.end - r.start) as usize).sum();
+            buf.resize(len, 0);
+            let total = self.read(&batch, &mut buf)?;
+            let pieces = self.plan(&batch, &buf);
+            let mut crc = crc32fast::Hasher::new();
+            let slices: Vec<&[u8]> = pieces.iter().map(|&(o, l)| &buf[o..o + l]).collect();
+            slices.iter().for_each(|p| crc.update(p));
+            out.write_summed(&slices, &crc)?;
+            progress.advance(total as u64);
+        }
+        Ok(())
+    }
+
     fn read(&self, batch: &[Range], buf: &mut [u8]) -> Result<usize, DumpError> {
         let total: usize = batch.iter().map(|r| (r.end - r.start) as usize).sum();
         let buf = &mut buf[..total];
