@@ -248,7 +248,10 @@ fn save(
     } else {
         let (mut files, held) = files::fd_table(pid, fd_opts)?;
         shared.link_unlinked_fds(pid, &mut files)?;
-        shared.link_files(pid, &mut files)?;
+        if fd_opts.pids.len() > 1 {
+            // Only processes of one tree share open file descriptions.
+            shared.link_files(pid, &mut files)?;
+        }
         (files, held)
     };
     drop(span);
