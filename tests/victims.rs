@@ -259,6 +259,8 @@ victim_tests! {
     guards: "guards";
     tree: "tree";
     tree_50: "tree" ["50"];
+    shared_vm: "shared_vm";
+    shared_vm_nested: "shared_vm" ["nested"];
     pipes: "pipes";
     anonfds: "anonfds";
     inotify: "inotify";

@@ -177,8 +177,6 @@ fn save(
     let pid = task.pid();
     let smaps = proc::smaps(pid)?;
     let vmas = mm::vmas(pid, &smaps)?;
-    let shmem = shared.link_shmem(pid, &smaps)?;
-    let overrides = shmem_overrides(pid, &smaps, &shmem)?;
     let (files, held) = if entry.shares_files {
         (FilesImage::default(), files::Held::new(pid))
     } else {
@@ -187,9 +185,7 @@ fn save(
         files::check_split_objects(pid, &files, &mut shared.fd_objects)?;
         (files, held)
     };
-    let exe = mm::exe(pid)?;
     let vdso = mm::vdso_range(&vmas);
-    let vdso_symbols = vdso_symbols(pid, vdso)?;
     let mut threads = task
         .threads()
         .iter()
@@ -209,20 +205,20 @@ fn save(
         creds::check_thread(pid, t.tid, bits, &creds)?;
     }
 
-    let mut pages = writer.pages(&record_name("pages", pid))?;
-    let (page_runs, guards, mstats) = memory::dump(pid, &vmas, &overrides, &mut pages)?;
-    pages.finish()?;
-
-    let mm = MmImage {
-        vmas,
-        page_runs,
-        fields: mm::fields(&stat, q.brk),
-        auxv: proc::auxv(pid)?,
-        exe,
-        vdso_symbols,
-        shmem,
-        guards,
+    let mstats = if entry.shares_vm {
+        memory::MemoryStats::default()
+    } else {
+        let space = Space {
+            smaps: &smaps,
+            vmas,
+            fields: mm::fields(&stat, q.brk),
+        };
+        save_mm(pid, space, writer, shared)?
     };
+    let mut sigactions = q.sigactions;
+    if entry.shares_sighand {
+        sigactions.clear(); // the parent's record holds the table
+    }
     let task_image = TaskImage {
         pid,
         pgid: stat.pgrp,
@@ -238,16 +234,52 @@ fn save(
         oom_score_adj: proc::oom_score_adj(pid)?,
         attrs: q.attrs,
         timers: q.timers,
-        sigactions: q.sigactions,
+        sigactions,
         shared_pending: task.leader().pending(true)?,
         audit: audit::audit(pid, known.tids)?,
         threads,
         seccomp,
     };
-    writer.write_record(&record_name("mm", pid), Kind::Mm, &mm)?;
     writer.write_record(&record_name("files", pid), Kind::Files, &files)?;
     writer.write_record(&record_name("task", pid), Kind::Task, &task_image)?;
     Ok((mstats, held))
+}
+
+/// The address space of one process as collected: its maps and the mm fields.
+struct Space<'a> {
+    smaps: &'a [proc::MapEntry],
+    vmas: Vec<crate::image::mm::Vma>,
+    fields: crate::image::mm::MmFields,
+}
+
+/// Writes `pages-PID.img` and `mm-PID.img` of a process that does not share its parent's
+/// address space (a sharer's is its parent's, saved already).
+///
+/// Ordering requirements: after the injected queries (their scratch page is gone).
+fn save_mm(
+    pid: i32,
+    space: Space,
+    writer: &ImageWriter,
+    shared: &mut Shared,
+) -> Result<memory::MemoryStats, DumpError> {
+    let shmem = shared.link_shmem(pid, space.smaps)?;
+    let overrides = shmem_overrides(pid, space.smaps, &shmem)?;
+    let vdso_symbols = vdso_symbols(pid, mm::vdso_range(&space.vmas))?;
+    let mut pages = writer.pages(&record_name("pages", pid))?;
+    let (page_runs, guards, mstats) = memory::dump(pid, &space.vmas, &overrides, &mut pages)?;
+    pages.finish()?;
+    let mm = MmImage {
+        vmas: space.vmas,
+        page_runs,
+        fields: space.fields,
+        auxv: proc::auxv(pid)?,
+        exe: mm::exe(pid)?,
+        vdso_symbols,
+        shmem,
+        guards,
+    };
+    writer.write_record(&record_name("mm", pid), Kind::Mm, &mm)?;
+    Ok(mstats)
 }
 
 /// Shared memory is saved by the process that owns it, from the object's data; the other

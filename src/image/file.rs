@@ -16,8 +16,10 @@ use super::error::ImageError;
 /// filters and per-thread seccomp state, the audit loginuid and guard regions; version 5
 /// the file locks of the files record and the fd kinds after `Inherited` (pipes, FIFOs,
 /// O_PATH, ghost files, eventfd, timerfd, signalfd, epoll, inotify, memfd, pidfd);
-/// version 6 the socket and pty kinds after `PidFd` (a version 5 image reads the same).
-pub const FORMAT_VERSION: u32 = 6;
+/// version 6 the socket and pty kinds after `PidFd` (a version 5 image reads the same);
+/// version 7 `shares_vm` and `shares_sighand` in the tree record (an older tree is read
+/// as sharing neither).
+pub const FORMAT_VERSION: u32 = 7;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;
@@ -222,13 +224,33 @@ fn payload<'a>(header: &Header, after: &'a [u8], path: &Path) -> Result<&'a [u8]
 
 /// Reads and decodes the record file at `path`, never reading more than the size cap allows.
 pub fn read<T: DeserializeOwned>(kind: Kind, path: &Path) -> Result<T, ImageError> {
+    decode(kind, &read_capped(path)?, path)
+}
+
+/// Reads a record whose layout changed at format version `since`: a file of an older
+/// (still supported) version is decoded as `Old` and converted.
+pub fn read_upgrading<T, Old>(kind: Kind, path: &Path, since: u32) -> Result<T, ImageError>
+where
+    T: DeserializeOwned,
+    Old: DeserializeOwned + Into<T>,
+{
+    let bytes = read_capped(path)?;
+    if Header::parse(&bytes, kind, path)?.version < since {
+        decode::<Old>(kind, &bytes, path).map(Into::into)
+    } else {
+        decode(kind, &bytes, path)
+    }
+}
+
+/// The file's bytes, never more than the size cap allows (one byte over, to tell).
+fn read_capped(path: &Path) -> Result<Vec<u8>, ImageError> {
     let file = File::open(path).map_err(ImageError::io("open", path))?;
     let cap = HEADER_LEN as u64 + MAX_RECORD_LEN + 1;
     let mut bytes = Vec::new();
     file.take(cap)
         .read_to_end(&mut bytes)
         .map_err(ImageError::io("read", path))?;
-    decode(kind, &bytes, path)
+    Ok(bytes)
 }
 
 /// The checksum the header promises against the one computed over the data.

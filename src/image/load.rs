@@ -6,13 +6,13 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use super::error::ImageError;
-use super::file::{read, Kind};
+use super::file::{read, read_upgrading, Kind};
 use super::files::FilesImage;
 use super::inventory::Inventory;
 use super::mm::MmImage;
 use super::pages::{check_pages, verify_pages};
 use super::task::TaskImage;
-use super::tree::TreeImage;
+use super::tree::{TreeImage, TreeImageV6};
 use super::validate;
 
 /// Name of the inventory file; a directory without it is not an image.
@@ -24,6 +24,9 @@ pub const TREE: &str = "tree.img";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcessImage {
     pub task: TaskImage,
+    /// Empty for a process that shares its parent's address space (`shares_vm`): it has
+    /// no `mm`/`pages` files; [`TreeImage::mm_owner`] names the process whose records
+    /// describe it.
     pub mm: MmImage,
     pub files: FilesImage,
 }
@@ -44,7 +47,7 @@ impl Image {
     /// pages, crc).
     pub fn load(dir: &Path) -> Result<Image, ImageError> {
         let image = Self::load_metadata(dir)?;
-        for p in &image.processes {
+        for p in image.processes.iter().filter(|p| image.owns_mm(p.task.pid)) {
             verify_pages(&image.pages_path(p.task.pid), validate::total_pages(&p.mm))?;
         }
         Ok(image)
@@ -55,12 +58,12 @@ impl Image {
     pub fn load_metadata(dir: &Path) -> Result<Image, ImageError> {
         let inventory = load_inventory(dir)?;
         let path = dir.join(TREE);
-        let tree = read(Kind::Tree, &path)?;
+        let tree: TreeImage = read_upgrading::<_, TreeImageV6>(Kind::Tree, &path, 7)?;
         validate::tree(&tree, &inventory, &path)?;
         let processes = inventory
             .pids
             .iter()
-            .map(|&pid| load_process(dir, pid))
+            .map(|&pid| load_process(dir, pid, tree.mm_owner(pid) == pid))
             .collect::<Result<Vec<_>, _>>()?;
         let dir = dir.to_path_buf();
         let image = Image {
@@ -87,6 +90,12 @@ impl Image {
         self.processes.iter().find(|p| p.task.pid == pid)
     }
 
+    /// Whether live process `pid` has its own `mm`/`pages` records (it shares no address
+    /// space with its parent).
+    pub fn owns_mm(&self, pid: i32) -> bool {
+        self.tree.mm_owner(pid) == pid
+    }
+
     /// `pages-<pid>.img` in this image's directory.
     pub fn pages_path(&self, pid: i32) -> PathBuf {
         self.dir.join(record_name("pages", pid))
@@ -110,20 +119,31 @@ fn load_inventory(dir: &Path) -> Result<Inventory, ImageError> {
     Ok(inventory)
 }
 
+/// The records of `pid`; `mm`/`pages` only if it `owns_mm` (else its mm is empty).
+///
 /// Ordering requirements: mm is validated before its page count is trusted.
-fn load_process(dir: &Path, pid: i32) -> Result<ProcessImage, ImageError> {
+fn load_process(dir: &Path, pid: i32, owns_mm: bool) -> Result<ProcessImage, ImageError> {
     let path = dir.join(record_name("task", pid));
     let task = read(Kind::Task, &path)?;
     validate::task(&task, pid, &path)?;
-    let path = dir.join(record_name("mm", pid));
-    let mm = read(Kind::Mm, &path)?;
-    validate::mm(&mm, &path)?;
+    let mm = if owns_mm {
+        load_mm(dir, pid)?
+    } else {
+        MmImage::default()
+    };
     let path = dir.join(record_name("files", pid));
     let files = read(Kind::Files, &path)?;
     validate::files(&files, &path)?;
+    Ok(ProcessImage { task, mm, files })
+}
+
+fn load_mm(dir: &Path, pid: i32) -> Result<MmImage, ImageError> {
+    let path = dir.join(record_name("mm", pid));
+    let mm = read(Kind::Mm, &path)?;
+    validate::mm(&mm, &path)?;
     let pages = dir.join(record_name("pages", pid));
     check_pages(&pages, validate::total_pages(&mm))?;
-    Ok(ProcessImage { task, mm, files })
+    Ok(mm)
 }
 
 #[cfg(test)]

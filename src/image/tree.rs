@@ -29,6 +29,13 @@ pub struct ProcEntry {
     pub shares_files: bool,
     /// Shares its parent's cwd, root and umask (`CLONE_FS`).
     pub shares_fs: bool,
+    /// Shares its parent's address space (`CLONE_VM` without being a thread of it): it
+    /// has no `mm`/`pages` records of its own, its parent's (or, up a chain of sharers,
+    /// the first one's) hold the memory and the mm fields.
+    pub shares_vm: bool,
+    /// Shares its parent's signal handler table (`CLONE_SIGHAND`, which implies
+    /// `shares_vm`): its task record lists no sigactions, its parent's does.
+    pub shares_sighand: bool,
 }
 
 /// Whether the process runs or only waits to be reaped.
@@ -45,6 +52,16 @@ pub enum ProcState {
 }
 
 impl TreeImage {
+    /// The process whose `mm`/`pages` records describe the address space of `pid`: `pid`
+    /// itself, or up its parents as long as each shares the address space with its parent.
+    pub fn mm_owner(&self, pid: i32) -> i32 {
+        let mut at = pid;
+        while let Some(e) = self.get(at).filter(|e| e.shares_vm) {
+            at = e.ppid;
+        }
+        at
+    }
+
     pub fn get(&self, pid: i32) -> Option<&ProcEntry> {
         self.processes.iter().find(|p| p.pid == pid)
     }
@@ -58,5 +75,47 @@ impl TreeImage {
 
     pub fn children(&self, pid: i32) -> impl Iterator<Item = &ProcEntry> {
         self.processes.iter().skip(1).filter(move |p| p.ppid == pid)
+    }
+}
+
+/// The tree record of format versions 5 and 6, before `shares_vm` and `shares_sighand`.
+#[derive(Deserialize)]
+pub struct TreeImageV6 {
+    processes: Vec<ProcEntryV6>,
+}
+
+#[derive(Deserialize)]
+struct ProcEntryV6 {
+    pid: i32,
+    comm: String,
+    ppid: i32,
+    pgid: i32,
+    sid: i32,
+    exit_signal: i32,
+    state: ProcState,
+    shares_files: bool,
+    shares_fs: bool,
+}
+
+impl From<TreeImageV6> for TreeImage {
+    fn from(old: TreeImageV6) -> Self {
+        let processes = old
+            .processes
+            .into_iter()
+            .map(|e| ProcEntry {
+                pid: e.pid,
+                comm: e.comm,
+                ppid: e.ppid,
+                pgid: e.pgid,
+                sid: e.sid,
+                exit_signal: e.exit_signal,
+                state: e.state,
+                shares_files: e.shares_files,
+                shares_fs: e.shares_fs,
+                shares_vm: false,
+                shares_sighand: false,
+            })
+            .collect();
+        TreeImage { processes }
     }
 }

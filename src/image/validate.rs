@@ -74,8 +74,43 @@ pub fn tree(tree: &TreeImage, inv: &Inventory, path: &Path) -> Check {
             );
         }
         proc_entry(p, path)?;
+        sharing(tree, p, path)?;
     }
-    proc_entry(&tree.processes[0], path)
+    let root = &tree.processes[0];
+    if shares_any(root) {
+        return fail(path, format!("the root {} shares with a parent", root.pid));
+    }
+    proc_entry(root, path)
+}
+
+fn shares_any(p: &ProcEntry) -> bool {
+    p.shares_files || p.shares_fs || p.shares_vm || p.shares_sighand
+}
+
+/// What `p` shares with its parent: only a live process with a live parent shares, and
+/// signal handlers only along with the address space (`CLONE_SIGHAND` needs `CLONE_VM`).
+fn sharing(tree: &TreeImage, p: &ProcEntry, path: &Path) -> Check {
+    let alive = |e: &ProcEntry| matches!(e.state, ProcState::Alive { .. });
+    let parent_alive = tree.get(p.ppid).is_some_and(alive);
+    if shares_any(p) && !(alive(p) && parent_alive) {
+        return fail(
+            path,
+            format!(
+                "pid {} shares with its parent {}, but one of them is a zombie",
+                p.pid, p.ppid
+            ),
+        );
+    }
+    if p.shares_sighand && !p.shares_vm {
+        return fail(
+            path,
+            format!(
+                "pid {} shares signal handlers but not the address space with its parent",
+                p.pid
+            ),
+        );
+    }
+    Ok(())
 }
 
 fn proc_entry(p: &ProcEntry, path: &Path) -> Check {
@@ -127,16 +162,30 @@ pub fn inherited_fds(order: &[(i32, &FilesImage)], path: &Path) -> Check {
 
 /// A process's own record agrees with the tree on its ids.
 pub fn process_in_tree(task: &TaskImage, tree: &TreeImage, path: &Path) -> Check {
-    match tree.get(task.pid) {
-        Some(e) if e.pgid == task.pgid && e.sid == task.sid => Ok(()),
-        _ => fail(
+    let e = match tree.get(task.pid) {
+        Some(e) if e.pgid == task.pgid && e.sid == task.sid => e,
+        _ => {
+            return fail(
+                path,
+                format!(
+                    "pid {}: session or group differ from its task record",
+                    task.pid
+                ),
+            )
+        }
+    };
+    if task.sigactions.is_empty() != e.shares_sighand {
+        return fail(
             path,
             format!(
-                "pid {}: session or group differ from its task record",
-                task.pid
+                "pid {}: its task record lists {} signal handlers, but it {} them with its parent",
+                task.pid,
+                task.sigactions.len(),
+                if e.shares_sighand { "shares" } else { "does not share" }
             ),
-        ),
+        );
     }
+    Ok(())
 }
 
 /// Each id in `1..=PID_MAX`, none twice.
@@ -181,7 +230,8 @@ pub fn task(task: &TaskImage, pid: i32, path: &Path) -> Check {
             "resource limits are not 16 (soft <= hard) pairs".to_string(),
         );
     }
-    if task.sigactions.len() != SIGNALS {
+    // None: the table is its parent's (`shares_sighand`, checked against the tree).
+    if !matches!(task.sigactions.len(), 0 | SIGNALS) {
         return fail(
             path,
             format!(

@@ -61,6 +61,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("loginuid", &[]),
     ("guards", &[]),
     ("tree", &[]),
+    ("shared_vm", &[]),
     ("unix_sockets", &[]),
     ("inet_sockets", &[]),
     ("pty", &[]),
