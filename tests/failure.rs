@@ -607,3 +607,29 @@ fn failed_tree_restore_leaves_no_process() {
         .collect();
     assert!(left.is_empty(), "the failed restore left pids {left:?}");
 }
+
+/// A process sharing the address space of a process other than its parent (here its
+/// sibling: `clone(CLONE_VM | CLONE_PARENT)`) cannot be created by its parent at restore:
+/// the dump is refused naming the three pids, and the tree runs on and passes.
+#[test]
+fn dump_refuses_vm_shared_with_sibling() {
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_vm_shared_with_sibling");
+    let tmp = TempDir::new("vmsibling");
+    let mut victim = victim_in(&tmp, "shared_vm", &["sibling"]);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let log = victim.log_text();
+    let ids: Vec<String> = log
+        .lines()
+        .find_map(|l| l.strip_prefix("SIBLING "))
+        .unwrap_or_else(|| panic!("no SIBLING line in the log:\n{log}"))
+        .split(' ')
+        .map(str::to_string)
+        .collect();
+    let out = common::dump(victim.pid, &tmp.join("img"), &[]);
+    let what = "dump of a process sharing its sibling's address space";
+    let needles = [ids[0].as_str(), ids[1].as_str(), "address space"];
+    assert_refused(&out, what, victim.pid, &needles);
+    assert_no_image(tmp.path());
+    assert_survived(victim);
+}

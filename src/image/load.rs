@@ -207,6 +207,49 @@ mod tests {
         assert_eq!(written.pages_path(PID), dir.join("pages-42.img"));
     }
 
+    /// Pid 43 shares the address space and signal handlers of its parent 42: it has no
+    /// mm or pages file, and loads with an empty mm.
+    #[test]
+    fn sharer_has_no_mm_of_its_own() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("img");
+        let owner = process();
+        let w = ImageWriter::create(&dir).unwrap();
+        let mut sharer = ProcessImage {
+            task: sample::task(43),
+            mm: MmImage::default(),
+            files: sample::files(),
+        };
+        (sharer.task.pgid, sharer.task.sid) = (PID, PID);
+        sharer.task.sigactions.clear();
+        for p in [&owner, &sharer] {
+            let pid = p.task.pid;
+            w.write_record(&record_name("task", pid), Kind::Task, &p.task)
+                .unwrap();
+            w.write_record(&record_name("files", pid), Kind::Files, &p.files)
+                .unwrap();
+        }
+        w.write_record(&record_name("mm", PID), Kind::Mm, &owner.mm)
+            .unwrap();
+        let mut pw = w.pages(&record_name("pages", PID)).unwrap();
+        (0..3u8).for_each(|i| pw.write(&[i; 4096]).unwrap());
+        pw.finish().unwrap();
+        let mut tree = sample::tree(&[PID, 43]);
+        (
+            tree.processes[1].shares_vm,
+            tree.processes[1].shares_sighand,
+        ) = (true, true);
+        w.write_record(TREE, Kind::Tree, &tree).unwrap();
+        let inventory = sample::inventory(&[PID, 43]);
+        w.write_record(INVENTORY, Kind::Inventory, &inventory)
+            .unwrap();
+        w.commit().unwrap();
+        let image = Image::load(&dir).unwrap();
+        assert_eq!(image.processes, vec![owner, sharer]);
+        assert!(image.owns_mm(PID) && !image.owns_mm(43));
+        assert!(!dir.join("mm-43.img").exists());
+    }
+
     #[test]
     fn record_names() {
         assert_eq!(record_name("task", 123), "task-123.img");

@@ -80,11 +80,13 @@ impl TreeImage {
 
 /// The tree record of format versions 5 and 6, before `shares_vm` and `shares_sighand`.
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 pub struct TreeImageV6 {
     processes: Vec<ProcEntryV6>,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 struct ProcEntryV6 {
     pid: i32,
     comm: String,
@@ -117,5 +119,50 @@ impl From<TreeImageV6> for TreeImage {
             })
             .collect();
         TreeImage { processes }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::image::file::{encode, read_upgrading, Kind, FORMAT_VERSION};
+    use crate::image::sample;
+
+    fn read_tree(bytes: &[u8]) -> TreeImage {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), bytes).unwrap();
+        read_upgrading::<_, TreeImageV6>(Kind::Tree, file.path(), 7).unwrap()
+    }
+
+    /// A version 6 tree (no `shares_vm`/`shares_sighand`) reads as sharing neither.
+    #[test]
+    fn version_6_tree_reads_as_sharing_no_address_space() {
+        let mut tree = sample::tree(&[10, 11]);
+        tree.processes[1].shares_files = true;
+        let old = TreeImageV6 {
+            processes: tree
+                .processes
+                .iter()
+                .map(|e| ProcEntryV6 {
+                    pid: e.pid,
+                    comm: e.comm.clone(),
+                    ppid: e.ppid,
+                    pgid: e.pgid,
+                    sid: e.sid,
+                    exit_signal: e.exit_signal,
+                    state: e.state,
+                    shares_files: e.shares_files,
+                    shares_fs: e.shares_fs,
+                })
+                .collect(),
+        };
+        let mut bytes = encode(Kind::Tree, &old).unwrap();
+        bytes[12..16].copy_from_slice(&6u32.to_le_bytes()); // the crc covers the payload only
+        assert_eq!(read_tree(&bytes), tree);
+        tree.processes[1].shares_vm = true;
+        let current = encode(Kind::Tree, &tree).unwrap();
+        assert_eq!(&current[12..16], &FORMAT_VERSION.to_le_bytes());
+        assert_eq!(read_tree(&current), tree);
     }
 }

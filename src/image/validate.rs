@@ -181,7 +181,11 @@ pub fn process_in_tree(task: &TaskImage, tree: &TreeImage, path: &Path) -> Check
                 "pid {}: its task record lists {} signal handlers, but it {} them with its parent",
                 task.pid,
                 task.sigactions.len(),
-                if e.shares_sighand { "shares" } else { "does not share" }
+                if e.shares_sighand {
+                    "shares"
+                } else {
+                    "does not share"
+                }
             ),
         );
     }
@@ -235,7 +239,7 @@ pub fn task(task: &TaskImage, pid: i32, path: &Path) -> Check {
         return fail(
             path,
             format!(
-                "has {} signal handlers, expected {SIGNALS}",
+                "has {} signal handlers, expected {SIGNALS} (or none)",
                 task.sigactions.len()
             ),
         );
@@ -597,6 +601,59 @@ mod tests {
         message(inventory(&inv, path()))
     }
 
+    /// A root 10 with live children 11 and 12, changed by `f`.
+    fn tree_err(f: impl FnOnce(&mut TreeImage)) -> String {
+        let mut t = sample::tree(&[10, 11, 12]);
+        f(&mut t);
+        let inv = sample::inventory(&t.alive().map(|p| p.pid).collect::<Vec<_>>());
+        message(tree(&t, &inv, path()))
+    }
+
+    #[test]
+    fn sharing_with_the_parent() {
+        let mut ok = sample::tree(&[10, 11, 12]);
+        (ok.processes[1].shares_vm, ok.processes[1].shares_sighand) = (true, true);
+        ok.processes[2].shares_vm = true;
+        assert!(tree(&ok, &sample::inventory(&[10, 11, 12]), path()).is_ok());
+        assert_eq!(ok.mm_owner(12), 10, "up the chain of sharers");
+        assert_eq!(ok.mm_owner(10), 10);
+        assert_eq!(
+            tree_err(|t| t.processes[0].shares_vm = true),
+            "the root 10 shares with a parent"
+        );
+        assert_eq!(
+            tree_err(|t| t.processes[1].shares_sighand = true),
+            "pid 11 shares signal handlers but not the address space with its parent"
+        );
+        assert_eq!(
+            tree_err(|t| {
+                t.processes[1].state = ProcState::Zombie { status: 0 };
+                t.processes[2].ppid = 10;
+                t.processes[1].shares_vm = true;
+            }),
+            "pid 11 shares with its parent 10, but one of them is a zombie"
+        );
+        let child_task = |pid| TaskImage {
+            pgid: 10,
+            sid: 10,
+            ..sample::task(pid)
+        };
+        let mut task = child_task(11);
+        let in_tree = |task: &TaskImage| message(process_in_tree(task, &ok, path()));
+        assert_eq!(
+            in_tree(&task),
+            "pid 11: its task record lists 64 signal handlers, but it shares them with its parent"
+        );
+        task.sigactions.clear();
+        assert!(process_in_tree(&task, &ok, path()).is_ok());
+        let mut task = child_task(12);
+        task.sigactions.clear();
+        assert_eq!(
+            in_tree(&task),
+            "pid 12: its task record lists 0 signal handlers, but it does not share them with its parent"
+        );
+    }
+
     fn task_err(f: impl FnOnce(&mut TaskImage)) -> String {
         let mut t = sample::task(10);
         f(&mut t);
@@ -660,7 +717,7 @@ mod tests {
         );
         assert_eq!(
             task_err(|t| t.sigactions.pop().map(drop).unwrap()),
-            "has 63 signal handlers, expected 64"
+            "has 63 signal handlers, expected 64 (or none)"
         );
     }
 

@@ -7,6 +7,10 @@
  *   |   `-- N: ("nested") clone(CLONE_VM | CLONE_SIGHAND | SIGCHLD) from S
  *   `-- V: clone(CLONE_VM | SIGCHLD): shares memory, has handlers of its own
  *
+ * With "sibling", the shape stasis refuses instead: P forks A, A creates X with
+ * clone(CLONE_VM | CLONE_PARENT | SIGCHLD): X is P's child but shares A's address space.
+ * The log names them ("SIBLING X A"); on go P kills and reaps X and lets A exit.
+ *
  * The children run no libc code (they share P's TLS): raw syscalls only. They serve
  * commands P writes into a slot of the shared memory. Before the dump, V installs its own
  * SIGUSR2 handler while P (and so S) ignores SIGUSR2, and each child keeps a canary on its
@@ -274,10 +278,54 @@ static void check_exit(int nested)
 	}
 }
 
+/* "sibling": X shares the address space of its sibling A, not of its parent P. */
+static void sibling(void)
+{
+	int fds[2], st;
+	pid_t a, x;
+
+	CHECK_SYS(pipe(fds));
+	fflush(stdout);
+	a = fork();
+	CHECK_SYS(a);
+	if (a == 0) {
+		x = raw_clone(CLONE_VM | CLONE_PARENT | SIGCHLD, slots[0].stack + STACK_LEN,
+			      child_main, &slots[0]);
+		CHECK(write(fds[1], &x, sizeof(x)) == sizeof(x), "write X's pid");
+		victim_wait_go();
+		exit(x > 0 ? 0 : 1);
+	}
+	CHECK(read(fds[0], &x, sizeof(x)) == sizeof(x), "read X's pid");
+	CHECK(x > 0, "clone(CLONE_VM | CLONE_PARENT) in A: %s", strerror(-x));
+	printf("SIBLING %d %d\n", x, a);
+	victim_ready();
+	victim_wait_go();
+	CHECK_SYS(kill(x, SIGKILL));
+	CHECK(waitpid(x, &st, 0) == x && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+	      "X (%d) was not P's child killed by SIGKILL: status %#x", x, st);
+	for (;;) {
+		pid_t r;
+
+		kill(a, SIGUSR1);
+		r = waitpid(a, &st, WNOHANG);
+		if (r == a)
+			break;
+		CHECK(r == 0 || errno == EINTR, "waitpid(A): %s", strerror(errno));
+		usleep(1000);
+	}
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "A ended with status %#x", st);
+	victim_pass();
+}
+
 int main(int argc, char **argv)
 {
 	int nested = argc > 1 && strcmp(argv[1], "nested") == 0;
 	char *buf = malloc(BUF_LEN);
+
+	if (argc > 1 && strcmp(argv[1], "sibling") == 0) {
+		victim_install_go();
+		sibling();
+	}
 
 	CHECK(buf != NULL, "malloc");
 	memset(buf, 0x11, BUF_LEN);
