@@ -261,7 +261,21 @@ fn check(tree: &TreeImage, table: &HashMap<i32, Stat>, shell_job: bool) -> Resul
             )));
         }
     }
+    root_shares_no_vm(root)?;
     outsiders(&pids, table)
+}
+
+/// The root must have an address space of its own: one shared with its parent outside
+/// the tree (a `vfork` child before exec, a `clone(CLONE_VM)` child) would come back
+/// private, and the parent would no longer see its writes.
+fn root_shares_no_vm(root: &ProcEntry) -> Result<(), DumpError> {
+    if kcmp::same(root.pid, root.ppid, Object::Vm, 0, 0).unwrap_or(false) {
+        return Err(DumpError::unsupported(format!(
+            "pid {} shares its address space with its parent {}, outside the dumped tree (CLONE_VM, e.g. a vfork child before exec); dump the tree from pid {}",
+            root.pid, root.ppid, root.ppid
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses when a process outside the tree is in a session or group the tree leads, or

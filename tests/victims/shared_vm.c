@@ -11,6 +11,10 @@
  * clone(CLONE_VM | CLONE_PARENT | SIGCHLD): X is P's child but shares A's address space.
  * The log names them ("SIBLING X A"); on go P kills and reaps X and lets A exit.
  *
+ * With "vfork", P is stuck in vfork() (which no ptrace stop interrupts) while its child
+ * waits: the child logs "VFORK <pid>" and exits 0 on SIGUSR1 (sent to it, not to P, which
+ * cannot take signals meanwhile); P then reaps it and passes.
+ *
  * The children run no libc code (they share P's TLS): raw syscalls only. They serve
  * commands P writes into a slot of the shared memory. Before the dump, V installs its own
  * SIGUSR2 handler while P (and so S) ignores SIGUSR2, and each child keeps a canary on its
@@ -317,6 +321,28 @@ static void sibling(void)
 	victim_pass();
 }
 
+/* "vfork": P waits in vfork until its child, which shares its memory, exits on go. */
+static void in_vfork(void)
+{
+	char line[32];
+	int st, n;
+	pid_t c;
+
+	victim_ready();
+	c = vfork();
+	CHECK_SYS(c);
+	if (c == 0) {
+		n = snprintf(line, sizeof(line), "VFORK %d\n", (int)rsys(SYS_getpid, 0, 0, 0, 0));
+		rsys(SYS_write, 1, (long)line, n, 0);
+		while (!victim_go)
+			pause();
+		_exit(0);
+	}
+	CHECK(waitpid(c, &st, 0) == c && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "the vfork child %d ended with status %#x", c, st);
+	victim_pass();
+}
+
 int main(int argc, char **argv)
 {
 	int nested = argc > 1 && strcmp(argv[1], "nested") == 0;
@@ -325,6 +351,10 @@ int main(int argc, char **argv)
 	if (argc > 1 && strcmp(argv[1], "sibling") == 0) {
 		victim_install_go();
 		sibling();
+	}
+	if (argc > 1 && strcmp(argv[1], "vfork") == 0) {
+		victim_install_go();
+		in_vfork();
 	}
 
 	CHECK(buf != NULL, "malloc");
