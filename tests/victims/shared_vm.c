@@ -4,7 +4,7 @@
  *
  *   P (the victim)
  *   |-- S: clone(CLONE_VM | CLONE_SIGHAND | SIGCHLD): shares memory and signal handlers
- *   |   `-- N: ("nested") clone(CLONE_VM | CLONE_SIGHAND | SIGCHLD) from S
+ *   |   `-- N: ("nested") clone(CLONE_VM | CLONE_SIGHAND) from S, exit signal 0
  *   `-- V: clone(CLONE_VM | SIGCHLD): shares memory, has handlers of its own
  *
  * With "sibling", the shape stasis refuses instead: P forks A, A creates X with
@@ -147,13 +147,14 @@ static void serve(struct slot *s, volatile long *canary)
 		s->result[0] = (long)act.handler;
 		break;
 	case CMD_SPAWN:
-		s->result[0] = raw_clone(CLONE_VM | CLONE_SIGHAND | SIGCHLD,
-					 s->nested->stack + STACK_LEN, child_main, s->nested);
+		s->result[0] = raw_clone(CLONE_VM | CLONE_SIGHAND, s->nested->stack + STACK_LEN,
+					 child_main, s->nested);
 		break;
 	case CMD_REAP: {
 		int st = 0;
 
-		s->result[0] = rsys(SYS_wait4, s->arg, (long)&st, 0, 0);
+		/* N has no exit signal: only __WALL (or __WCLONE) waits for it. */
+		s->result[0] = rsys(SYS_wait4, s->arg, (long)&st, __WALL, 0);
 		s->result[1] = st;
 		break;
 	}
@@ -208,14 +209,42 @@ static unsigned long handler_of(int sig)
 	return (unsigned long)sa.sa_handler;
 }
 
+/* Field 38 of /proc/PID/stat: the signal the parent gets when `pid` exits. */
+static int exit_signal_of(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	int field = 3, fd, n;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	fd = open(path, O_RDONLY);
+	CHECK_SYS(fd);
+	n = read(fd, buf, sizeof(buf) - 1);
+	CHECK_SYS(n);
+	close(fd);
+	buf[n] = 0;
+	p = strrchr(buf, ')');
+	CHECK(p != NULL, "no comm in %s", path);
+	p += 2; /* the state, field 3 */
+	while (field < 38 && (p = strchr(p, ' ')) != NULL) {
+		p++;
+		field++;
+	}
+	CHECK(p != NULL, "%s is short", path);
+	return atoi(p);
+}
+
 static void check_ids(int i, pid_t parent)
 {
+	int want = i == 2 ? 0 : SIGCHLD;
+
 	long pid = ask(i, CMD_IDS, 0);
 
 	CHECK(pid == pids[i], "child %d reports pid %ld", pids[i], pid);
 	CHECK(slots[i].result[1] == parent, "child %d has parent %ld, expected %d", pids[i],
 	      slots[i].result[1], parent);
 	CHECK(slots[i].canary_ok, "child %d: the canary on its stack changed", pids[i]);
+	CHECK(exit_signal_of(pids[i]) == want, "child %d has exit signal %d, expected %d", pids[i],
+	      exit_signal_of(pids[i]), want);
 }
 
 static void check_memory(int i, char *buf)
