@@ -381,9 +381,14 @@ fn files(p: &ProcessImage, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "  files: {} fds", p.files.fds.len())?;
     for f in &p.files.fds {
         let what = describe(&f.kind);
+        let spare = if p.files.spares.contains(&f.fd) {
+            " (spare, for a later process)"
+        } else {
+            ""
+        };
         writeln!(
             out,
-            "    {:>4} flags {:#o}{} {what}",
+            "    {:>4} flags {:#o}{} {what}{spare}",
             f.fd,
             f.flags,
             if f.cloexec { " cloexec" } else { "" }
@@ -567,6 +572,9 @@ fn describe(kind: &FdKind) -> String {
         ),
         FdKind::Memfd(m) => format!("memfd:{} size {} seals {:#x}", m.name, m.size, m.seals),
         FdKind::PidFd(p) => format!("pidfd of pid {}", p.pid),
+        FdKind::Reopen { pid, fd, pos } => {
+            format!("the file of fd {fd} of pid {pid}, opened again, pos {pos}")
+        }
     }
 }
 

@@ -107,6 +107,31 @@ fn dump_refuses_ghost_above_limit() {
     assert_survived(victim);
 }
 
+/// A pipe with a third open file description (a child opened the read end again
+/// through /proc) is refused, naming the fd, the child's pid and the kind.
+#[test]
+fn dump_refuses_third_pipe_description() {
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_third_pipe_description");
+    let tmp = TempDir::new("third-pipe");
+    let mut victim = victim_in(&tmp, "split", &["third"]);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let kids = common::descendants(victim.pid);
+    let out = common::dump(victim.pid, &tmp.join("img"), &[]);
+    let msg = out.assert_failed("dump of a pipe with three open file descriptions");
+    let named = kids.iter().any(|k| {
+        msg.contains(&format!(
+            "fd 30 of pid {k} is a third open file description of a pipe"
+        ))
+    });
+    assert!(
+        named,
+        "message does not name fd 30 of a child ({kids:?}): {msg}"
+    );
+    assert_no_image(tmp.path());
+    assert_survived(victim);
+}
+
 /// A held lock without `--file-locks` is refused, naming the fd and the pid.
 #[test]
 fn dump_refuses_locks_without_file_locks() {

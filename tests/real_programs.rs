@@ -1,6 +1,6 @@
-//! Unmodified programs (python3 — counting, threads, pipes/eventfd/epoll —, coreutils
-//! sleep, bash) dumped and restored with `-d`:
-//! each must carry on from where it was, under the same pid.
+//! Unmodified programs (python3 — counting, threads, pipes/eventfd/epoll, an HTTP server,
+//! multiprocessing —, coreutils sleep, bash, xargs, a `sh` pipeline, redis, nginx) dumped
+//! and restored with `-d`: each must carry on from where it was, under the same pid(s).
 
 mod common;
 
@@ -514,7 +514,7 @@ fn http_get(port: u16, name: &str) -> Option<String> {
     let mut reply = String::new();
     s.read_to_string(&mut reply).ok()?;
     let (head, body) = reply.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.0 200").then(|| body.to_string())
+    (head.split_whitespace().nth(1) == Some("200")).then(|| body.to_string())
 }
 
 /// `python3 -m http.server` on loopback: a listening TCP socket (with the accept
@@ -648,4 +648,273 @@ fn redis_client_survives_restore() {
     assert_eq!(redis(&mut conn, &["INCR", "counter"]), ":1");
     assert_eq!(redis(&mut conn, &["DBSIZE"]), ":101");
     stop(restored);
+}
+
+/// `seq | cat | awk`: awk checks that every line is the next number (a byte lost or read twice
+/// in the pipe breaks the sequence: it writes `gap` and exits) and appends every
+/// 100,000th line number to `progress`.
+const PIPELINE: &str = r#"seq 1 1000000000000 | cat | awk '$1 != NR { print "line " NR ": " $0 > "gap"; exit 1 } NR % 100000 == 0 { print NR >> "progress"; close("progress") }'"#;
+
+/// The progress lines, each a number.
+fn progress(path: &Path) -> Vec<u64> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect()
+}
+
+/// Dumps the tree of `root` into tmp/img (timed, printed for the report), reaps it and
+/// restores it with -d (timed too); the restored root.
+fn timed_round_trip(test: &str, root: &mut Proc, tmp: &TempDir, extra: &[&str]) -> Proc {
+    let img = tmp.join("img");
+    let t = Instant::now();
+    let out = common::dump(root.pid, &img, extra);
+    let dumped = t.elapsed();
+    out.assert_ok("stasis dump");
+    assert_eq!(
+        root.wait_exit(Duration::from_secs(10)),
+        Status::Signaled(libc::SIGKILL)
+    );
+    common::reap_image_tree(&img);
+    let t = Instant::now();
+    let pid = common::restore_detached(&img).unwrap_or_else(|o| panic!("restore failed: {o:?}"));
+    let restored = t.elapsed();
+    assert_eq!(pid, root.pid, "restored under another pid");
+    eprintln!(
+        "{test}: dump {:.3} s, restore {:.3} s (wall, stasis commands)",
+        dumped.as_secs_f64(),
+        restored.as_secs_f64()
+    );
+    Proc::adopt(pid, &root.log)
+}
+
+/// A shell pipeline (`sh` with `seq`, `cat` and `awk` as children, two pipes from one
+/// child to the next, each with up to 64 KiB in flight) dumped and restored as a whole
+/// tree: awk carries on reading exactly where it was, with no line lost or read twice.
+#[test]
+fn shell_pipeline_continues() {
+    let _serial = common::serial();
+    require_privileged!("shell_pipeline_continues");
+    let tmp = TempDir::new("pipeline");
+    let mut sh = common::spawn_logged(
+        Command::new("sh")
+            .args(["-c", PIPELINE])
+            .current_dir(tmp.path()),
+        &tmp.join("sh.log"),
+    );
+    let path = tmp.join("progress");
+    wait_for("awk to make progress", Duration::from_secs(30), || {
+        (progress(&path).len() >= 3).then_some(())
+    });
+    let family = common::TreeGuard(common::descendants(sh.pid));
+    let names: Vec<String> = family.0.iter().filter_map(|&p| comm(p)).collect();
+    for name in ["seq", "cat", "awk"] {
+        assert!(
+            names.iter().any(|n| n == name),
+            "{name} under sh: {names:?}"
+        );
+    }
+    let restored = timed_round_trip("shell_pipeline_continues", &mut sh, &tmp, &[]);
+    let at_dump = progress(&path).len();
+    let family = common::TreeGuard(common::descendants(restored.pid));
+    assert_eq!(
+        family.0.len(),
+        3,
+        "seq, cat and awk are back: {:?}",
+        family.0
+    );
+    wait_for(
+        "awk to go on after the restore",
+        Duration::from_secs(30),
+        || (progress(&path).len() >= at_dump + 5).then_some(()),
+    );
+    assert!(
+        !tmp.join("gap").exists(),
+        "awk saw a gap: {}",
+        fs::read_to_string(tmp.join("gap")).unwrap_or_default()
+    );
+    let lines = progress(&path);
+    let expected: Vec<u64> = (1..=lines.len() as u64).map(|i| i * 100_000).collect();
+    assert_eq!(lines, expected, "progress lines lost or repeated");
+    stop(restored);
+    drop(family);
+}
+
+/// nginx.conf for a master with two workers on 127.0.0.1:`port`, everything in `dir`.
+fn nginx_conf(dir: &Path, port: u16) -> String {
+    let d = dir.display();
+    format!(
+        "daemon off;\nmaster_process on;\nworker_processes 2;\npid {d}/nginx.pid;\n\
+         error_log {d}/error.log info;\nevents {{ worker_connections 64; }}\n\
+         http {{\n  log_format pids '$pid $request';\n  access_log {d}/access.log pids;\n\
+           client_body_temp_path {d}/body;\n\
+           server {{ listen 127.0.0.1:{port}; root {d}/www; }}\n}}\n"
+    )
+}
+
+/// The pids that served `GET /name` requests, from the access log.
+fn served_by(tmp: &TempDir, name: &str) -> Vec<i32> {
+    let log = fs::read_to_string(tmp.join("access.log")).unwrap_or_default();
+    log.lines()
+        .filter(|l| l.contains(&format!("GET /{name} ")))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// nginx, a master and two workers (the listening socket shared by all three, a
+/// socketpair channel from the master to each worker, shared memory, epoll in each
+/// worker), serves HTTP on loopback before the dump and after the restore of the whole
+/// tree; then a reload (SIGHUP: new workers forked, the old ones told to quit over their
+/// channels) still serves.
+#[test]
+fn nginx_serves_after_restore() {
+    let _serial = common::serial();
+    require_privileged!("nginx_serves_after_restore");
+    let Some(nginx) = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        return common::skip("nginx_serves_after_restore", "nginx is not installed");
+    };
+    let tmp = TempDir::new("nginx");
+    fs::create_dir(tmp.join("www")).expect("mkdir www");
+    fs::write(tmp.join("www/hello.txt"), "served by stasis\n").expect("write hello.txt");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let conf = tmp.join("nginx.conf");
+    fs::write(&conf, nginx_conf(tmp.path(), port)).expect("write nginx.conf");
+    let mut master = common::spawn_logged(
+        Command::new(nginx)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(tmp.path()),
+        &tmp.join("nginx.log"),
+    );
+    let body = wait_for("nginx to serve", Duration::from_secs(30), || {
+        http_get(port, "hello.txt")
+    });
+    assert_eq!(body, "served by stasis\n");
+    let workers = wait_for("two workers", Duration::from_secs(10), || {
+        let w = common::descendants(master.pid);
+        (w.len() == 2).then_some(w)
+    });
+    let family = common::TreeGuard(workers.clone());
+    let restored = timed_round_trip("nginx_serves_after_restore", &mut master, &tmp, &[]);
+    for w in &workers {
+        assert!(
+            comm(*w).is_some_and(|c| c.starts_with("nginx")),
+            "worker {w} is not back"
+        );
+    }
+    for _ in 0..20 {
+        let body = http_get(port, "hello.txt");
+        assert_eq!(body.as_deref(), Some("served by stasis\n"), "after restore");
+    }
+    let served = served_by(&tmp, "hello.txt");
+    assert!(
+        served[1..].iter().all(|p| workers.contains(p)),
+        "requests served by other processes than the restored workers: {served:?}"
+    );
+    // Reload: the master forks two new workers and tells the old ones to quit.
+    restored.signal(libc::SIGHUP);
+    let fresh = wait_for("new workers after SIGHUP", Duration::from_secs(30), || {
+        let now = common::descendants(restored.pid);
+        (now.len() == 2 && now.iter().all(|p| !workers.contains(p))).then_some(now)
+    });
+    let family2 = common::TreeGuard(fresh.clone());
+    let body = wait_for(
+        "an answer after the reload",
+        Duration::from_secs(10),
+        || http_get(port, "hello.txt"),
+    );
+    assert_eq!(body, "served by stasis\n");
+    stop(restored);
+    drop((family, family2));
+}
+
+/// A parent and a `multiprocessing` child (fork) talking over a `multiprocessing.Pipe`
+/// (a socketpair; the parent closed the child's end) with ten requests in flight: the
+/// child answers each number n with n + 1, the parent checks every answer in order and
+/// writes "answers ok pid" to argv[1] every 100 ms. The child's liveness sentinel is a
+/// pipe split the same way.
+const PY_MP: &str = r#"
+import multiprocessing as mp, os, sys, time
+def child(conn):
+    while True:
+        conn.send(conn.recv() + 1)
+if __name__ == "__main__":
+    mp.set_start_method("fork")
+    path = sys.argv[1]
+    ours, theirs = mp.Pipe()
+    p = mp.Process(target=child, args=(theirs,), daemon=True)
+    p.start()
+    theirs.close()
+    sent = answered = 0
+    ok = True
+    last = time.monotonic()
+    while True:
+        while sent - answered < 10:
+            ours.send(sent)
+            sent += 1
+        ok = ok and ours.recv() == answered + 1
+        answered += 1
+        if time.monotonic() - last > 0.1:
+            with open(path + ".tmp", "w") as f:
+                f.write(f"{answered} {ok} {os.getpid()} {p.is_alive()}\n")
+            os.rename(path + ".tmp", path)
+            last = time.monotonic()
+"#;
+
+/// "answers ok pid child-alive" from the multiprocessing test's state file.
+fn read_mp_state(path: &Path) -> Option<(u64, bool, bool)> {
+    let text = fs::read_to_string(path).ok()?;
+    let f: Vec<&str> = text.split_whitespace().collect();
+    Some((
+        f.first()?.parse().ok()?,
+        *f.get(1)? == "True",
+        *f.get(3)? == "True",
+    ))
+}
+
+/// Python `multiprocessing`: a socketpair split between parent and child, requests and
+/// answers queued both ways at the dump; after the restore of both processes every
+/// answer still arrives, in order, exactly once.
+#[test]
+fn python_multiprocessing_pipe_continues() {
+    let _serial = common::serial();
+    require_privileged!("python_multiprocessing_pipe_continues");
+    if !which("python3") {
+        return common::skip(
+            "python_multiprocessing_pipe_continues",
+            "python3 is not installed",
+        );
+    }
+    let tmp = TempDir::new("py-mp");
+    let state = tmp.join("state");
+    let mut py = common::spawn_logged(
+        Command::new("python3").args(["-c", PY_MP]).arg(&state),
+        &tmp.join("py.log"),
+    );
+    wait_for("answers", Duration::from_secs(30), || {
+        read_mp_state(&state).filter(|s| s.0 > 1000)
+    });
+    let family = common::TreeGuard(common::descendants(py.pid));
+    assert_eq!(family.0.len(), 1, "one child: {:?}", family.0);
+    let restored = timed_round_trip("python_multiprocessing_pipe_continues", &mut py, &tmp, &[]);
+    let at_dump = read_mp_state(&state).expect("state at dump").0;
+    let family = common::TreeGuard(common::descendants(restored.pid));
+    let (answers, ok, alive) = wait_for("answers after restore", Duration::from_secs(30), || {
+        read_mp_state(&state).filter(|s| s.0 > at_dump + 1000)
+    });
+    assert!(
+        ok && alive,
+        "after {answers} answers: in order {ok}, child alive {alive}; log:\n{}",
+        restored.log_text()
+    );
+    stop(restored);
+    drop(family);
 }

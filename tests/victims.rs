@@ -273,4 +273,5 @@ victim_tests! {
     tcp_established: "inet_sockets" ["established"];
     tcp_close: "inet_sockets" ["close"];
     pty: "pty";
+    split: "split";
 }

@@ -135,13 +135,16 @@ fn save_tree(
     let pids: Vec<i32> = tree.procs.iter().map(Frozen::pid).collect();
     let fd_opts = fd_options(opts, &pids);
     let mut held = Vec::new();
+    let mut tables = Vec::new();
     for (task, entry) in tree.procs.iter().zip(tree.record.alive()) {
-        let (stats, h) = save(task, entry, &fd_opts, &writer, &mut shared)?;
+        let (stats, h, files) = save(task, entry, &fd_opts, &writer, &mut shared)?;
         held.push(h);
+        tables.push((task.pid(), files));
         summary.pages_stored += stats.pages_stored;
         summary.zero_pages_skipped += stats.zero_pages_skipped;
         summary.memory += stats.elapsed;
     }
+    write_files(&writer, &mut tables)?;
     writer.write_record(TREE, Kind::Tree, &tree.record)?;
     writer.write_record(
         INVENTORY,
@@ -150,6 +153,22 @@ fn save_tree(
     )?;
     writer.commit()?;
     Ok((summary, held))
+}
+
+/// Links the objects split across processes, checks the tables as a restore will, and
+/// writes them. Ordering requirements: after every process's table is known.
+fn write_files(writer: &ImageWriter, tables: &mut [(i32, FilesImage)]) -> Result<(), DumpError> {
+    files::split::link(tables)?;
+    for (pid, files) in tables.iter() {
+        let name = record_name("files", *pid);
+        crate::image::validate::files(files, std::path::Path::new(&name))?;
+    }
+    let order: Vec<_> = tables.iter().map(|(pid, f)| (*pid, f)).collect();
+    crate::image::validate::inherited_fds(&order, std::path::Path::new(TREE))?;
+    for (pid, files) in tables.iter() {
+        writer.write_record(&record_name("files", *pid), Kind::Files, files)?;
+    }
+    Ok(())
 }
 
 fn fd_options(opts: &DumpOptions, pids: &[i32]) -> files::FdOptions {
@@ -162,18 +181,20 @@ fn fd_options(opts: &DumpOptions, pids: &[i32]) -> files::FdOptions {
         tcp_close: opts.tcp_close,
         ext_unix_sk: opts.ext_unix_sk,
         skip_in_flight: opts.skip_in_flight,
+        tree_sockets: Default::default(),
     }
 }
 
-/// Collects and writes the records and pages of one frozen process; returns the sockets
-/// it holds in repair mode with its page figures.
+/// Collects and writes the records and pages of one frozen process; returns its page
+/// figures, the sockets it holds in repair mode and its fd table (written once the whole
+/// tree is known).
 fn save(
     task: &Frozen,
     entry: &ProcEntry,
     fd_opts: &files::FdOptions,
     writer: &ImageWriter,
     shared: &mut Shared,
-) -> Result<(memory::MemoryStats, files::Held), DumpError> {
+) -> Result<(memory::MemoryStats, files::Held, FilesImage), DumpError> {
     let pid = task.pid();
     let smaps = proc::smaps(pid)?;
     let vmas = mm::vmas(pid, &smaps)?;
@@ -182,7 +203,6 @@ fn save(
     } else {
         let (mut files, held) = files::fd_table(pid, fd_opts)?;
         shared.link_files(pid, &mut files)?;
-        files::check_split_objects(pid, &files, &mut shared.fd_objects)?;
         (files, held)
     };
     let vdso = mm::vdso_range(&vmas);
@@ -240,9 +260,8 @@ fn save(
         threads,
         seccomp,
     };
-    writer.write_record(&record_name("files", pid), Kind::Files, &files)?;
     writer.write_record(&record_name("task", pid), Kind::Task, &task_image)?;
-    Ok((mstats, held))
+    Ok((mstats, held, files))
 }
 
 /// The address space of one process as collected: its maps and the mm fields.

@@ -1,8 +1,10 @@
 //! What the processes of a tree share with each other: open file descriptions (inherited
 //! across fork: one offset for every holder) and shared anonymous memory objects. The
 //! first process in tree order that holds an object owns it; later holders refer to it.
-//! The restore side is `restore/files.rs` (`FdKind::Inherited`) and `restore/mm.rs`
-//! (`ShmemRef`).
+//! Objects whose *different* open file descriptions are held by several processes (the
+//! ends of a pipe, a socket pair) are linked once the whole tree is known
+//! (`dump/files/split.rs`). The restore side is `restore/files/mod.rs`
+//! (`FdKind::Inherited`) and `restore/mm.rs` (`ShmemRef`).
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -20,8 +22,6 @@ pub struct Shared {
     files: HashMap<(u64, u64), Vec<(i32, i32)>>,
     /// Inode of a shmem object → its owner's mapping and that mapping's object offset.
     shmem: HashMap<u64, (ShmemOwner, u64)>,
-    /// Pipes, memfds and ghost files, to refuse one split across processes.
-    pub fd_objects: super::files::TreeObjects,
 }
 
 impl Shared {
@@ -122,7 +122,7 @@ pub fn is_shared_anon(m: &MapEntry) -> bool {
 }
 
 /// `(st_dev, st_ino)` of what fd `fd` of `pid` refers to.
-fn inode(pid: i32, fd: i32) -> Result<(u64, u64), DumpError> {
+pub fn inode(pid: i32, fd: i32) -> Result<(u64, u64), DumpError> {
     let path = format!("/proc/{pid}/fd/{fd}");
     let meta = std::fs::metadata(&path).map_err(|source| DumpError::Stat { path, source })?;
     Ok((meta.dev(), meta.ino()))

@@ -17,8 +17,10 @@ use super::error::ImageError;
 /// the file locks of the files record and the fd kinds after `Inherited` (pipes, FIFOs,
 /// O_PATH, ghost files, eventfd, timerfd, signalfd, epoll, inotify, memfd, pidfd);
 /// version 6 the socket and pty kinds after `PidFd` (a version 5 image reads the same);
-/// version 7 `shares_vm` and `shares_sighand` in the tree record (an older tree is read
-/// as sharing neither).
+/// version 7 the files record's `spares` and the `Reopen` fd kind (objects split across
+/// the processes of a tree; older files records are converted on load).
+/// version 7 also `shares_vm` and `shares_sighand` in the tree record (an older tree is
+/// read as sharing neither).
 pub const FORMAT_VERSION: u32 = 7;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
@@ -227,22 +229,21 @@ pub fn read<T: DeserializeOwned>(kind: Kind, path: &Path) -> Result<T, ImageErro
     decode(kind, &read_capped(path)?, path)
 }
 
-/// Reads a record whose layout changed at format version `since`: a file of an older
-/// (still supported) version is decoded as `Old` and converted.
-pub fn read_upgrading<T, Old>(kind: Kind, path: &Path, since: u32) -> Result<T, ImageError>
+/// Reads a record whose layout changed in format version `changed`: a file of an older
+/// version is decoded as `Old` and converted.
+pub fn read_since<T, Old>(kind: Kind, path: &Path, changed: u32) -> Result<T, ImageError>
 where
     T: DeserializeOwned,
     Old: DeserializeOwned + Into<T>,
 {
     let bytes = read_capped(path)?;
-    if Header::parse(&bytes, kind, path)?.version < since {
-        decode::<Old>(kind, &bytes, path).map(Into::into)
-    } else {
-        decode(kind, &bytes, path)
+    if Header::parse(&bytes, kind, path)?.version < changed {
+        return decode::<Old>(kind, &bytes, path).map(Into::into);
     }
+    decode(kind, &bytes, path)
 }
 
-/// The file's bytes, never more than the size cap allows (one byte over, to tell).
+/// The file at `path`, at most the header, the size cap and one byte more.
 fn read_capped(path: &Path) -> Result<Vec<u8>, ImageError> {
     let file = File::open(path).map_err(ImageError::io("open", path))?;
     let cap = HEADER_LEN as u64 + MAX_RECORD_LEN + 1;

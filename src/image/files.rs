@@ -4,7 +4,11 @@
 //! `restore/files/<kind>.rs`.
 //!
 //! Objects are created once, by the first fd that holds them; every other fd holding the
-//! same open file description refers to that one ([`FdKind::Dup`] within a process).
+//! same open file description refers to that one ([`FdKind::Dup`] within a process,
+//! [`FdKind::Inherited`] across processes), and another description of the same file
+//! reopens it ([`FdKind::Reopen`]). An object whose descriptions are split across
+//! processes is created by the first process, which holds the others at spare fds
+//! ([`FilesImage::spares`]) until the later processes took them.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +21,29 @@ pub struct FilesImage {
     pub fds: Vec<FdEntry>,
     /// File locks held through these fds (saved and restored under `--file-locks`).
     pub locks: Vec<FileLock>,
+    /// Fds of this table that the process did not hold: open file descriptions of
+    /// objects it creates (the other end of a pipe, a socket connected to one of its own)
+    /// held by a later process of the tree, which takes them from here
+    /// ([`FdKind::Inherited`]). Above every fd the process held; closed once every
+    /// process of the tree has its fds (format 7; empty in older images).
+    pub spares: Vec<i32>,
+}
+
+/// A files record of format 6 and older (no `spares`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilesImageV6 {
+    pub fds: Vec<FdEntry>,
+    pub locks: Vec<FileLock>,
+}
+
+impl From<FilesImageV6> for FilesImage {
+    fn from(old: FilesImageV6) -> Self {
+        FilesImage {
+            fds: old.fds,
+            locks: old.locks,
+            spares: Vec::new(),
+        }
+    }
 }
 
 /// One open file descriptor.
@@ -80,6 +107,10 @@ pub enum FdKind {
     /// A slave of the pty master with pts number `index` held by the same process (its
     /// own open file: flags and access mode are the entry's).
     PtySlave { index: u32 },
+    /// Another open file description of the file behind fd `fd` of process `pid` (this
+    /// process, at a lower fd, or an earlier one): a memfd or deleted file opened more
+    /// than once, reopened through `/proc/PID/fd/FD` with the entry's flags, at `pos`.
+    Reopen { pid: i32, fd: i32, pos: u64 },
 }
 
 /// A regular file or directory, reopened by path at `pos`.

@@ -6,8 +6,8 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use super::error::ImageError;
-use super::file::{read, read_upgrading, Kind};
-use super::files::FilesImage;
+use super::file::{read, read_since, Kind};
+use super::files::{FilesImage, FilesImageV6};
 use super::inventory::Inventory;
 use super::mm::MmImage;
 use super::pages::{check_pages, verify_pages};
@@ -58,7 +58,7 @@ impl Image {
     pub fn load_metadata(dir: &Path) -> Result<Image, ImageError> {
         let inventory = load_inventory(dir)?;
         let path = dir.join(TREE);
-        let tree: TreeImage = read_upgrading::<_, TreeImageV6>(Kind::Tree, &path, 7)?;
+        let tree: TreeImage = read_since::<_, TreeImageV6>(Kind::Tree, &path, 7)?;
         validate::tree(&tree, &inventory, &path)?;
         let processes = inventory
             .pids
@@ -132,7 +132,7 @@ fn load_process(dir: &Path, pid: i32, owns_mm: bool) -> Result<ProcessImage, Ima
         MmImage::default()
     };
     let path = dir.join(record_name("files", pid));
-    let files = read(Kind::Files, &path)?;
+    let files = read_since::<FilesImage, FilesImageV6>(Kind::Files, &path, 7)?;
     validate::files(&files, &path)?;
     Ok(ProcessImage { task, mm, files })
 }
@@ -354,5 +354,25 @@ mod tests {
         inv.root_pid = 1;
         fs::write(dir.join(INVENTORY), encode(Kind::Inventory, &inv).unwrap()).unwrap();
         assert!(matches!(Image::load(&dir), Err(ImageError::Invalid { .. })));
+    }
+
+    /// A version 6 image (files records without `spares`) loads, read as having none.
+    #[test]
+    fn version_6_files_record_is_converted() {
+        let (_parent, dir) = fixture();
+        let files = sample::files();
+        let old = super::FilesImageV6 {
+            fds: files.fds.clone(),
+            locks: files.locks.clone(),
+        };
+        fs::write(dir.join("files-42.img"), encode(Kind::Files, &old).unwrap()).unwrap();
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let mut bytes = fs::read(&path).unwrap();
+            bytes[12..16].copy_from_slice(&6u32.to_le_bytes());
+            fs::write(&path, bytes).unwrap();
+        }
+        let image = Image::load(&dir).unwrap();
+        assert_eq!(image.processes[0].files, files);
     }
 }

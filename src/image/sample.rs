@@ -5,13 +5,14 @@ use crate::abi::{AltStack, GpRegs, KernelSigaction, RseqConfig, SigInfo};
 
 use super::files::{
     CharDevFd, EpollFd, EpollTarget, EventFd, FdEntry, FdKind, FileLock, FilesImage, LockKind,
-    PathFd, PipeEnd, PipeFd, TtyFd,
+    MemfdFd, PathFd, PipeEnd, PipeFd, TtyFd,
 };
 use super::inventory::{CpuInfo, Inventory};
 use super::mm::{
     FileId, Guard, MmFields, MmImage, PageRun, ShmemOwner, ShmemRef, Vma, VmaFlags, VmaKind,
 };
 use super::seccomp::{SeccompFilter, ThreadSeccomp, FILTER_FLAG_LOG, MODE_FILTER};
+use super::sock::{SockOpts, UnixMessage, UnixPeer, UnixSocket};
 use super::task::{
     Audit, Caps, Creds, ITimer, PosixTimer, ProcessAttrs, TaskImage, ThreadImage, ThreadSched,
     Timers,
@@ -281,7 +282,66 @@ pub fn files() -> FilesImage {
             start: 0,
             len: 10,
         }],
+        spares: Vec::new(),
     }
+}
+
+/// Two processes of a tree sharing split objects: `a` creates a pipe whose write end
+/// (spare fd 9) `b` holds, a socket pair whose second socket (spare fd 10) `b` holds, and
+/// a memfd that `b` opened again.
+pub fn split_files(a: i32) -> (FilesImage, FilesImage) {
+    let unix = |ino: u64, peer: u64| {
+        FdKind::Unix(Box::new(UnixSocket {
+            ino,
+            sock_type: libc::SOCK_STREAM,
+            name: Vec::new(),
+            bind_dir: None,
+            listen_backlog: None,
+            peer: UnixPeer::Socket { ino: peer },
+            shutdown: 0,
+            queue: vec![UnixMessage {
+                data: b"queued".to_vec(),
+                creds: None,
+            }],
+            opts: SockOpts::default(),
+        }))
+    };
+    let memfd = FdKind::Memfd(MemfdFd {
+        name: "shared".into(),
+        size: 4,
+        pos: 1,
+        seals: 0,
+        contents: b"data".to_vec(),
+    });
+    let first = FilesImage {
+        fds: vec![
+            entry(3, FdKind::Pipe(pipe(Some(9)))),
+            entry(4, unix(100, 101)),
+            entry(5, memfd),
+            entry(9, FdKind::PipePeer { of: 3 }),
+            entry(10, unix(101, 100)),
+        ],
+        locks: Vec::new(),
+        spares: vec![9, 10],
+    };
+    let second = FilesImage {
+        fds: vec![
+            entry(0, FdKind::Inherited { pid: a, fd: 9 }),
+            entry(1, FdKind::Dup { of: 0 }),
+            entry(3, FdKind::Inherited { pid: a, fd: 10 }),
+            entry(
+                4,
+                FdKind::Reopen {
+                    pid: a,
+                    fd: 5,
+                    pos: 2,
+                },
+            ),
+        ],
+        locks: Vec::new(),
+        spares: Vec::new(),
+    };
+    (first, second)
 }
 
 fn entry(fd: i32, kind: FdKind) -> FdEntry {
@@ -510,6 +570,11 @@ fn random_fd(r: &mut XorShift) -> FdEntry {
             count: r.next(),
             semaphore: r.bool(),
         }),
+        5 => FdKind::Reopen {
+            pid: r.i32(),
+            fd: r.i32(),
+            pos: r.next(),
+        },
         _ => FdKind::Tty(TtyFd { rdev: r.next() }),
     };
     FdEntry {
@@ -530,5 +595,6 @@ pub fn random_files(r: &mut XorShift) -> FilesImage {
             start: r.next(),
             len: r.next(),
         }),
+        spares: r.vec(2, |r| r.i32()),
     }
 }

@@ -126,13 +126,13 @@ impl From<TreeImageV6> for TreeImage {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::image::file::{encode, read_upgrading, Kind, FORMAT_VERSION};
+    use crate::image::file::{encode, read_since, Kind, FORMAT_VERSION};
     use crate::image::sample;
 
     fn read_tree(bytes: &[u8]) -> TreeImage {
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), bytes).unwrap();
-        read_upgrading::<_, TreeImageV6>(Kind::Tree, file.path(), 7).unwrap()
+        read_since::<_, TreeImageV6>(Kind::Tree, file.path(), 7).unwrap()
     }
 
     /// A version 6 tree (no `shares_vm`/`shares_sighand`) reads as sharing neither.

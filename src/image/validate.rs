@@ -135,29 +135,71 @@ fn proc_entry(p: &ProcEntry, path: &Path) -> Check {
 }
 
 /// Every `Inherited` fd names an original fd (not itself a reference) of a process that
-/// comes earlier in `order`.
+/// comes earlier in `order`; every `Reopen` a memfd or deleted file created by an earlier
+/// fd of its own process or by an earlier process; every spare fd is taken by a later
+/// process.
 pub fn inherited_fds(order: &[(i32, &FilesImage)], path: &Path) -> Check {
     for (i, (pid, files)) in order.iter().enumerate() {
         for e in &files.fds {
-            let FdKind::Inherited { pid: owner, fd } = e.kind else {
-                continue;
+            let (owner, fd, ok) = match e.kind {
+                FdKind::Inherited { pid, fd } => (pid, fd, &order[..i]),
+                FdKind::Reopen { pid: p, fd, .. } if p == *pid && fd < e.fd => {
+                    (p, fd, &order[i..=i])
+                }
+                FdKind::Reopen { pid, fd, .. } => (pid, fd, &order[..i]),
+                _ => continue,
             };
-            let found = order[..i].iter().any(|(p, f)| {
-                *p == owner
-                    && f.fds.iter().any(|x| {
-                        x.fd == fd
-                            && !matches!(x.kind, FdKind::Dup { .. } | FdKind::Inherited { .. })
-                    })
-            });
-            if !found {
+            let can: fn(&FdKind) -> bool = if matches!(e.kind, FdKind::Inherited { .. }) {
+                |k: &FdKind| !is_reference(k)
+            } else {
+                reopenable
+            };
+            if !holds(ok, owner, fd, can) {
                 return fail(
                     path,
-                    format!("fd {} of pid {pid} refers to fd {fd} of pid {owner}, which is not an earlier original fd", e.fd),
+                    format!("fd {} of pid {pid} refers to fd {fd} of pid {owner}, which is not an earlier original fd of a kind it can refer to", e.fd),
                 );
             }
         }
     }
+    for (i, (pid, files)) in order.iter().enumerate() {
+        if let Some(fd) = files
+            .spares
+            .iter()
+            .find(|&&fd| !taken(&order[i + 1..], *pid, fd))
+        {
+            return fail(
+                path,
+                format!("spare fd {fd} of pid {pid} is taken by no later process"),
+            );
+        }
+    }
     Ok(())
+}
+
+/// Some process `pid` of `procs` has an entry at `fd` whose kind passes `ok`.
+fn holds(procs: &[(i32, &FilesImage)], pid: i32, fd: i32, ok: fn(&FdKind) -> bool) -> bool {
+    procs
+        .iter()
+        .any(|(p, f)| *p == pid && f.fds.iter().any(|x| x.fd == fd && ok(&x.kind)))
+}
+
+/// Some process of `procs` inherits fd `fd` of `pid`.
+fn taken(procs: &[(i32, &FilesImage)], pid: i32, fd: i32) -> bool {
+    let inherited = FdKind::Inherited { pid, fd };
+    procs
+        .iter()
+        .any(|(_, f)| f.fds.iter().any(|x| x.kind == inherited))
+}
+
+/// An entry that refers to another one's open file description instead of making one.
+fn is_reference(kind: &FdKind) -> bool {
+    matches!(kind, FdKind::Dup { .. } | FdKind::Inherited { .. })
+}
+
+/// What a `Reopen` may name: a file restore creates.
+fn reopenable(kind: &FdKind) -> bool {
+    matches!(kind, FdKind::Memfd(_) | FdKind::Ghost(_))
 }
 
 /// A process's own record agrees with the tree on its ids.
@@ -501,7 +543,37 @@ fn auxv(words: &[u64], path: &Path) -> Check {
 /// `PipePeer` naming it back).
 pub fn files(files: &FilesImage, path: &Path) -> Check {
     references(files, path)?;
-    order(files, path)
+    order(files, path)?;
+    spares(files, path)
+}
+
+/// Spare fds are listed once, in the table, above every fd the process held, objects
+/// the process creates (not references), and no `Dup` of the process refers to them.
+fn spares(files: &FilesImage, path: &Path) -> Check {
+    let is_spare = |fd: i32| files.spares.contains(&fd);
+    let held_top = files
+        .fds
+        .iter()
+        .map(|e| e.fd)
+        .filter(|&fd| !is_spare(fd))
+        .max();
+    for (i, &fd) in files.spares.iter().enumerate() {
+        let entry = files.fds.iter().find(|e| e.fd == fd);
+        let why = match entry {
+            _ if files.spares[..i].contains(&fd) => "is listed twice",
+            None => "is not in the table",
+            Some(_) if held_top.is_some_and(|top| top > fd) => "is below an fd the process held",
+            Some(e) if is_reference(&e.kind) || matches!(e.kind, FdKind::Reopen { .. }) => {
+                "refers to another fd"
+            }
+            _ if files.fds.iter().any(|e| e.kind == FdKind::Dup { of: fd }) => {
+                "is duplicated by the process"
+            }
+            _ => continue,
+        };
+        return fail(path, format!("spare fd {fd} {why}"));
+    }
+    Ok(())
 }
 
 fn references(files: &FilesImage, path: &Path) -> Check {
@@ -942,6 +1014,81 @@ mod tests {
         assert_eq!(
             files_err(|f| f.locks[0].fd = 9),
             "a lock is held through fd 9, which is not in the table"
+        );
+    }
+
+    /// `inherited_fds` over the split sample (pids 1 and 2) after `f` changed it.
+    fn split_err(f: impl FnOnce(&mut FilesImage, &mut FilesImage)) -> String {
+        let (mut a, mut b) = sample::split_files(1);
+        f(&mut a, &mut b);
+        files(&a, path()).and_then(|()| files(&b, path())).unwrap();
+        message(inherited_fds(&[(1, &a), (2, &b)], path()))
+    }
+
+    fn spare_err(f: impl FnOnce(&mut FilesImage)) -> String {
+        let (mut a, _) = sample::split_files(1);
+        f(&mut a);
+        message(files(&a, path()))
+    }
+
+    #[test]
+    fn split_objects_are_valid() {
+        let (a, b) = sample::split_files(1);
+        files(&a, path()).unwrap();
+        files(&b, path()).unwrap();
+        inherited_fds(&[(1, &a), (2, &b)], path()).unwrap();
+    }
+
+    #[test]
+    fn split_object_rules() {
+        assert_eq!(
+            split_err(|_, b| b.fds.retain(|e| e.fd != 3)),
+            "spare fd 10 of pid 1 is taken by no later process"
+        );
+        let wrong = |fd: i32, to: i32| {
+            format!("fd {fd} of pid 2 refers to fd {to} of pid 1, which is not an earlier original fd of a kind it can refer to")
+        };
+        let reopen_pipe = FdKind::Reopen {
+            pid: 1,
+            fd: 3,
+            pos: 0,
+        };
+        assert_eq!(split_err(|_, b| b.fds[3].kind = reopen_pipe), wrong(4, 3));
+        let inherit_missing = FdKind::Inherited { pid: 1, fd: 11 };
+        assert_eq!(
+            split_err(|_, b| b.fds[2].kind = inherit_missing),
+            wrong(3, 11)
+        );
+        // The spares' taker listed before their creator.
+        let (a, b) = sample::split_files(1);
+        assert!(inherited_fds(&[(2, &b), (1, &a)], path()).is_err());
+        // A reopen of a later fd of its own process.
+        let (mut a, _) = sample::split_files(1);
+        a.fds[1].kind = FdKind::Reopen {
+            pid: 1,
+            fd: 5,
+            pos: 0,
+        };
+        assert!(message(inherited_fds(&[(1, &a)], path())).contains("fd 4 of pid 1 refers to fd 5"));
+    }
+
+    #[test]
+    fn spare_rules() {
+        assert_eq!(
+            spare_err(|a| a.spares = vec![9, 9, 10]),
+            "spare fd 9 is listed twice"
+        );
+        assert_eq!(
+            spare_err(|a| a.spares.push(11)),
+            "spare fd 11 is not in the table"
+        );
+        assert_eq!(
+            spare_err(|a| a.spares = vec![4, 9, 10]),
+            "spare fd 4 is below an fd the process held"
+        );
+        assert_eq!(
+            spare_err(|a| a.fds[4].kind = FdKind::Dup { of: 4 }),
+            "spare fd 10 refers to another fd"
         );
     }
 }

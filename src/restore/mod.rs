@@ -76,7 +76,8 @@ pub enum RestoreStage {
     Protections,
     /// brk, arg/env, auxv and the exe link (`PR_SET_MM_MAP`).
     MmFields,
-    /// The fd table.
+    /// The fd table (spare fds, held for later processes, are closed once every
+    /// process has its table).
     Files,
     /// cwd, root, umask.
     Fs,
@@ -226,6 +227,7 @@ impl Builder<'_> {
             let entry = self.image.tree.get(*pid).expect("in the tree");
             finish(child, p, entry, self.tcp_close)?;
         }
+        self.close_spares()?;
         Ok(filled)
     }
 
@@ -258,6 +260,19 @@ impl Builder<'_> {
             Some(p) if !entry.shares_vm => build_memory(child, self.image, p),
             _ => Ok(memory::Filled::default()),
         }
+    }
+
+    /// Ordering requirements: after every process's Files stage (later processes take
+    /// their fds from the spares).
+    fn close_spares(&self) -> Result<(), RestoreError> {
+        for (pid, child) in &self.procs {
+            let p = self
+                .image
+                .process(*pid)
+                .expect("live processes have records");
+            files::close_spares(child, &p.files).map_err(at(RestoreStage::Files, *pid))?;
+        }
+        Ok(())
     }
 
     fn shell(&self, pid: i32) -> &Child {

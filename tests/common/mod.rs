@@ -65,6 +65,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("unix_sockets", &[]),
     ("inet_sockets", &[]),
     ("pty", &[]),
+    ("split", &[]),
     ("tcp_echo", &[]),
     ("pipes", &[]),
     ("anonfds", &[]),

@@ -1,27 +1,22 @@
 //! memfd: name, size, seals and contents (read through `/proc/PID/fd/N`, a new open file
 //! description, so the target's offset is untouched). The restore side is
 //! `restore/files/memfd.rs`. Contents are stored in the files record, so a memfd above
-//! [`MEMFD_LIMIT`] is refused, as is a second open file description of one memfd.
+//! [`MEMFD_LIMIT`] is refused. A second open file description of one memfd (in this
+//! process or another) becomes a `Reopen` of the first (`split.rs`).
 
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 
 use nix::fcntl::{fcntl, FcntlArg};
 
-use super::{OpenFd, Walk};
+use super::OpenFd;
 use crate::dump::DumpError;
 use crate::image::files::{FdKind, MemfdFd};
 
 /// Largest memfd saved (its contents live in the files record, capped at 256 MiB).
 pub const MEMFD_LIMIT: u64 = 64 << 20;
 
-pub fn dump(open: &OpenFd, walk: &mut Walk) -> Result<FdKind, DumpError> {
-    if let Some(first) = walk.inodes.insert(open.meta.ino(), open.fd) {
-        return Err(open.error(&format!(
-            "is a second open file description of the memfd of fd {first} ({}), which stasis cannot checkpoint yet",
-            open.target
-        )));
-    }
+pub fn dump(open: &OpenFd) -> Result<FdKind, DumpError> {
     let size = open.meta.size();
     if size > MEMFD_LIMIT {
         return Err(open.error(&format!(

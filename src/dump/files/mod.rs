@@ -13,7 +13,8 @@
 //!
 //! An object is created by the first fd that holds it; later fds of the same open file
 //! description are [`FdKind::Dup`]s of it, and the other end of a pipe is a
-//! [`FdKind::PipePeer`] of the end seen first.
+//! [`FdKind::PipePeer`] of the end seen first. Across the processes of a tree, [`split`]
+//! links what several tables hold once every table is known.
 
 pub mod chardev;
 pub mod epoll;
@@ -28,6 +29,7 @@ pub mod pipe;
 mod pty;
 pub mod signalfd;
 mod sock;
+pub mod split;
 pub mod timerfd;
 mod unix;
 
@@ -61,6 +63,30 @@ pub struct FdOptions {
     pub ext_unix_sk: bool,
     /// `--skip-in-flight`: drop fds in flight and connections not yet accepted.
     pub skip_in_flight: bool,
+    /// Socket inodes in the fd tables of `pids`, read when first needed.
+    pub tree_sockets: std::cell::OnceCell<std::collections::HashSet<u64>>,
+}
+
+impl FdOptions {
+    /// Whether a process of the tree holds socket `ino` in its fd table (read once, when
+    /// a socket is first found connected outside its own process).
+    pub fn tree_holds_socket(&self, ino: u64) -> bool {
+        let read = || {
+            let fds = |pid: i32| {
+                proc::fds(pid)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |fd| (pid, fd))
+            };
+            self.pids
+                .iter()
+                .flat_map(|&pid| fds(pid))
+                .filter_map(|(pid, fd)| proc::link(pid, &format!("fd/{fd}")).ok())
+                .filter_map(|link| sock::socket_inode(&link.to_string_lossy()))
+                .collect()
+        };
+        self.tree_sockets.get_or_init(read).contains(&ino)
+    }
 }
 
 /// What earlier fds of the table created, for later fds that refer to it.
@@ -168,6 +194,7 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
     let image = FilesImage {
         fds,
         locks: lock_list,
+        spares: Vec::new(),
     };
     Ok((image, ctx.held))
 }
@@ -239,7 +266,7 @@ fn classify(
         return pipe::dump(open, walk);
     }
     if open.target.starts_with("/memfd:") {
-        return memfd::dump(open, walk);
+        return memfd::dump(open);
     }
     let ft = open.meta.file_type();
     if ft.is_file() && open.target.ends_with(" (deleted)") {
@@ -286,49 +313,6 @@ fn unsupported_kind(name: &str) -> &'static str {
         "fanotify" => "a fanotify instance",
         _ => "an anonymous-inode file",
     }
-}
-
-/// Objects that fds create (pipes, memfds, ghost files) seen so far in the tree, by
-/// `(st_dev, st_ino)`, with the process that creates them.
-pub type TreeObjects = HashMap<(u64, u64), i32>;
-
-/// Refuses an object that two processes of the tree hold through different open file
-/// descriptions (two pipe ends in two processes, a memfd reopened by another process):
-/// each process would create its own copy. Runs after `Shared::link_files` turned the
-/// descriptions inherited from an earlier process into `Inherited`.
-pub fn check_split_objects(
-    pid: i32,
-    files: &FilesImage,
-    seen: &mut TreeObjects,
-) -> Result<(), DumpError> {
-    for e in &files.fds {
-        let what = match &e.kind {
-            FdKind::Pipe(_) | FdKind::PipePeer { .. } => "a pipe",
-            FdKind::Memfd(_) => "a memfd",
-            FdKind::Ghost(_) => "a deleted file",
-            _ => continue,
-        };
-        let split = |other: String| {
-            DumpError::unsupported(format!(
-                "fd {} of pid {pid} is {what} whose other open file description is held by {other}; stasis cannot yet restore such an object shared across processes",
-                e.fd
-            ))
-        };
-        if let FdKind::PipePeer { of } = e.kind {
-            let creator = files.fds.iter().find(|x| x.fd == of).map(|x| &x.kind);
-            if !matches!(creator, Some(FdKind::Pipe(_))) {
-                return Err(split(format!("an earlier process (through fd {of})")));
-            }
-        }
-        let open = OpenFd::inspect(pid, e.fd)?;
-        match seen.get(&open.object()) {
-            Some(&q) if q != pid => return Err(split(format!("pid {q}"))),
-            _ => {
-                seen.insert(open.object(), pid);
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A value from the fd's fdinfo, or an error naming the fd.

@@ -2,8 +2,9 @@
 //! the receive queue, read without consuming it (`MSG_PEEK` from offset 0 with
 //! `SO_PEEK_OFF`, message by message; the owner's peek offset is put back).
 //!
-//! The peer comes from `unix_diag`: another socket of the process, a connection still in
-//! a listener's queue (`Pending`), a closed peer, or a socket elsewhere — refused unless
+//! The peer comes from `unix_diag`: another socket of the process or of another process
+//! of the tree (linked once the tree is known, `split.rs`), a connection still in a
+//! listener's queue (`Pending`), a closed peer, or a socket elsewhere — refused unless
 //! `--ext-unix-sk`, which saves its name to connect to again at restore. Messages carrying
 //! fds (`SCM_RIGHTS`) are refused unless `--skip-in-flight`, which keeps them without
 //! their fds. The restore side is `restore/files/unix.rs`.
@@ -79,13 +80,14 @@ fn bind_dir(pid: i32, fd: i32, d: &UnixDiag) -> Result<Option<String>, DumpError
 }
 
 fn peer(ctx: &mut SockCtx<'_>, fd: i32, ino: u64, d: &UnixDiag) -> Result<UnixPeer, DumpError> {
-    let pid = ctx.pid;
+    let (pid, opts) = (ctx.pid, ctx.opts);
     let inodes: std::collections::HashSet<u64> = ctx.inodes.keys().copied().collect();
     let table = ctx.unix_table()?;
     // A connection not yet accepted: its listener lists us (our peer has no inode yet).
     let listener = table.values().find_map(|l| {
         let position = l.icons.iter().position(|c| u64::from(*c) == ino)?;
-        (l.state == TCP_LISTEN && inodes.contains(&u64::from(l.ino))).then_some((l.ino, position))
+        let ours = inodes.contains(&u64::from(l.ino)) || opts.tree_holds_socket(u64::from(l.ino));
+        (l.state == TCP_LISTEN && ours).then_some((l.ino, position))
     });
     if let Some((l, position)) = listener {
         return Ok(UnixPeer::Pending {
@@ -104,16 +106,16 @@ fn peer(ctx: &mut SockCtx<'_>, fd: i32, ino: u64, d: &UnixDiag) -> Result<UnixPe
         });
     }
     let p = u64::from(d.peer);
-    if inodes.contains(&p) {
+    if inodes.contains(&p) || opts.tree_holds_socket(p) {
         return Ok(UnixPeer::Socket { ino: p });
     }
     let name = table
         .get(&d.peer)
         .map(|p| p.name.clone())
         .unwrap_or_default();
-    if !ctx.opts.ext_unix_sk {
+    if !opts.ext_unix_sk {
         return Err(DumpError::unsupported(format!(
-            "fd {fd} of pid {pid} is a unix socket connected to socket:[{p}]{}, which pid {pid} does not hold (unix connections between processes are not checkpointed yet); use --ext-unix-sk to connect it to that address again at restore",
+            "fd {fd} of pid {pid} is a unix socket connected to socket:[{p}]{}, which no process of the dumped tree holds; use --ext-unix-sk to connect it to that address again at restore",
             display_name(&name)
         )));
     }
@@ -137,18 +139,19 @@ pub fn display_name(name: &[u8]) -> String {
 /// sent nothing yet (its data would sit in a socket without an fd, which nothing can
 /// peek); otherwise refused unless `--skip-in-flight` (dropped).
 fn check_pending(ctx: &mut SockCtx<'_>, fd: i32, d: &UnixDiag) -> Result<(), DumpError> {
-    let (pid, skip) = (ctx.pid, ctx.opts.skip_in_flight);
+    let (pid, opts) = (ctx.pid, ctx.opts);
     let inodes: Vec<u64> = ctx.inodes.keys().copied().collect();
     let table = ctx.unix_table()?;
     for client in &d.icons {
-        let what = if !inodes.contains(&u64::from(*client)) {
-            "a connection from outside the dumped process"
+        let ino = u64::from(*client);
+        let what = if !inodes.contains(&ino) && !opts.tree_holds_socket(ino) {
+            "a connection from outside the dumped tree"
         } else if table.get(client).is_some_and(|c| c.wmem_alloc > 1) {
             "a connection whose client already sent data"
         } else {
             continue;
         };
-        if !skip {
+        if !opts.skip_in_flight {
             return Err(DumpError::unsupported(format!(
                 "fd {fd} of pid {pid} is a listening unix socket with {what} not yet accepted; use --skip-in-flight to drop such connections"
             )));

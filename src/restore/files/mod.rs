@@ -15,7 +15,9 @@
 //! exists already; objects are created wherever the kernel puts them and then moved to
 //! their number ([`Install::place`]), so a lower free number handed out meanwhile does no
 //! harm. Epoll instances (and their dups) come last, once every target exists, an epoll
-//! watching an epoll after that one. Locks come after every fd.
+//! watching an epoll after that one. Locks come after every fd. Spare fds (objects a
+//! later process takes, `FilesImage::spares`) are built like any other and closed by
+//! [`close_spares`] once every process of the tree has its fds.
 
 mod chardev;
 mod epoll;
@@ -224,6 +226,7 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::Tty(_) => chardev::restore_tty(at),
         FdKind::Dup { of } => at.dup_of(*of as u64),
         FdKind::Inherited { pid, fd } => inherit(at, *pid, *fd),
+        FdKind::Reopen { pid, fd, pos } => reopen(at, *pid, *fd, *pos),
         FdKind::Pipe(p) => pipe::restore(at, p),
         FdKind::PipePeer { .. } => pipe::restore_peer(at),
         FdKind::Fifo(f) => pipe::restore_fifo(at, f),
@@ -256,6 +259,26 @@ fn inherit(at: &Install, owner: i32, fd: i32) -> Result<(), RestoreError> {
     if got == at.fd() {
         // pidfd_getfd always sets FD_CLOEXEC.
         at.set_cloexec()?;
+    }
+    Ok(())
+}
+
+/// A new open file description of the file behind fd `fd` of `owner` (this process or
+/// an already restored one), opened through `/proc/OWNER/fd/FD` with the entry's flags.
+fn reopen(at: &Install, owner: i32, fd: i32, pos: u64) -> Result<(), RestoreError> {
+    let path = format!("/proc/{owner}/fd/{fd}");
+    let got = crate::restore::mm::open_in(at.child, &path, at.reopen_flags())?;
+    at.place(got)?;
+    seek(at, pos)
+}
+
+/// Closes the spare fds of a process, once every process of the tree took what it
+/// needed from them (`FilesImage::spares`).
+pub fn close_spares(child: &Child, files: &FilesImage) -> Result<(), RestoreError> {
+    for &fd in &files.spares {
+        child
+            .remote()
+            .call("close", libc::SYS_close, &[fd as u64])?;
     }
     Ok(())
 }
