@@ -356,7 +356,8 @@ mod tests {
         assert!(matches!(Image::load(&dir), Err(ImageError::Invalid { .. })));
     }
 
-    /// A version 6 image (files records without `spares`) loads, read as having none.
+    /// A version 6 image (files records without `spares`, a tree without sharing flags)
+    /// loads, read as having none.
     #[test]
     fn version_6_files_record_is_converted() {
         let (_parent, dir) = fixture();
@@ -366,6 +367,8 @@ mod tests {
             locks: files.locks.clone(),
         };
         fs::write(dir.join("files-42.img"), encode(Kind::Files, &old).unwrap()).unwrap();
+        let tree = TreeImageV6::from(&sample::tree(&[PID]));
+        fs::write(dir.join(TREE), encode(Kind::Tree, &tree).unwrap()).unwrap();
         for entry in fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             let mut bytes = fs::read(&path).unwrap();

@@ -122,6 +122,29 @@ impl From<TreeImageV6> for TreeImage {
     }
 }
 
+/// A current tree as version 6 wrote it (sharing flags dropped), for tests of old images.
+#[cfg(test)]
+impl From<&TreeImage> for TreeImageV6 {
+    fn from(tree: &TreeImage) -> Self {
+        let processes = tree
+            .processes
+            .iter()
+            .map(|e| ProcEntryV6 {
+                pid: e.pid,
+                comm: e.comm.clone(),
+                ppid: e.ppid,
+                pgid: e.pgid,
+                sid: e.sid,
+                exit_signal: e.exit_signal,
+                state: e.state,
+                shares_files: e.shares_files,
+                shares_fs: e.shares_fs,
+            })
+            .collect();
+        TreeImageV6 { processes }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -140,23 +163,7 @@ mod tests {
     fn version_6_tree_reads_as_sharing_no_address_space() {
         let mut tree = sample::tree(&[10, 11]);
         tree.processes[1].shares_files = true;
-        let old = TreeImageV6 {
-            processes: tree
-                .processes
-                .iter()
-                .map(|e| ProcEntryV6 {
-                    pid: e.pid,
-                    comm: e.comm.clone(),
-                    ppid: e.ppid,
-                    pgid: e.pgid,
-                    sid: e.sid,
-                    exit_signal: e.exit_signal,
-                    state: e.state,
-                    shares_files: e.shares_files,
-                    shares_fs: e.shares_fs,
-                })
-                .collect(),
-        };
+        let old = TreeImageV6::from(&tree);
         let mut bytes = encode(Kind::Tree, &old).unwrap();
         bytes[12..16].copy_from_slice(&6u32.to_le_bytes()); // the crc covers the payload only
         assert_eq!(read_tree(&bytes), tree);
