@@ -99,24 +99,30 @@ struct ProcEntryV6 {
     shares_fs: bool,
 }
 
+/// `$to { the fields both versions of an entry have, from $e, $($rest)* }`.
+macro_rules! entry_fields {
+    ($to:ident, $e:expr, $($rest:tt)*) => {
+        $to {
+            pid: $e.pid,
+            comm: $e.comm.clone(),
+            ppid: $e.ppid,
+            pgid: $e.pgid,
+            sid: $e.sid,
+            exit_signal: $e.exit_signal,
+            state: $e.state,
+            shares_files: $e.shares_files,
+            shares_fs: $e.shares_fs,
+            $($rest)*
+        }
+    };
+}
+
 impl From<TreeImageV6> for TreeImage {
     fn from(old: TreeImageV6) -> Self {
         let processes = old
             .processes
-            .into_iter()
-            .map(|e| ProcEntry {
-                pid: e.pid,
-                comm: e.comm,
-                ppid: e.ppid,
-                pgid: e.pgid,
-                sid: e.sid,
-                exit_signal: e.exit_signal,
-                state: e.state,
-                shares_files: e.shares_files,
-                shares_fs: e.shares_fs,
-                shares_vm: false,
-                shares_sighand: false,
-            })
+            .iter()
+            .map(|e| entry_fields!(ProcEntry, e, shares_vm: false, shares_sighand: false))
             .collect();
         TreeImage { processes }
     }
@@ -129,17 +135,7 @@ impl From<&TreeImage> for TreeImageV6 {
         let processes = tree
             .processes
             .iter()
-            .map(|e| ProcEntryV6 {
-                pid: e.pid,
-                comm: e.comm.clone(),
-                ppid: e.ppid,
-                pgid: e.pgid,
-                sid: e.sid,
-                exit_signal: e.exit_signal,
-                state: e.state,
-                shares_files: e.shares_files,
-                shares_fs: e.shares_fs,
-            })
+            .map(|e| entry_fields!(ProcEntryV6, e,))
             .collect();
         TreeImageV6 { processes }
     }
