@@ -19,11 +19,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y gcc python3 bash coreutils bsdutils
 fi
-# Optional: nft (the network lock of TCP connections to outside peers), redis-server and
-# nginx (real-program tests). Tests that need them print SKIP when they cannot be installed.
+# Optional: nft (the network lock of TCP connections to outside peers), ip (network
+# namespaces for a TCP peer outside the tree), redis-server, nginx and tmux (real-program
+# tests). Tests that need them print SKIP when they cannot be installed.
 optional=()
 command -v nft >/dev/null 2>&1 || optional+=(nftables)
+command -v ip >/dev/null 2>&1 || optional+=(iproute2)
 command -v redis-server >/dev/null 2>&1 || optional+=(redis-server)
+command -v tmux >/dev/null 2>&1 || optional+=(tmux)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || optional+=(nginx-light)
 if [ "${#optional[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "test.sh: installing ${optional[*]}" >&2

@@ -92,6 +92,13 @@ fn text(image: &Image, out: &mut impl Write) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `c_lflag` of kernel termios bytes (the fourth u32).
+fn lflag(termios: &[u8]) -> u32 {
+    termios
+        .get(12..16)
+        .map_or(0, |b| u32::from_ne_bytes(b.try_into().expect("4 bytes")))
+}
+
 fn tree(t: &TreeImage, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "tree: {} processes", t.processes.len())?;
     for e in &t.processes {
@@ -105,6 +112,14 @@ fn tree(t: &TreeImage, out: &mut impl Write) -> std::io::Result<()> {
             out,
             "  pid {} ({}) parent {} pgid {} sid {} {state}{shares}",
             e.pid, e.comm, e.ppid, e.pgid, e.sid
+        )?;
+    }
+    if let Some(term) = &t.terminal {
+        writeln!(
+            out,
+            "  shell job terminal: foreground group {}, lflag {:#x}",
+            term.foreground,
+            lflag(&term.termios)
         )?;
     }
     Ok(())
@@ -544,6 +559,18 @@ fn describe(kind: &FdKind) -> String {
         FdKind::Fifo(f) => format!("FIFO {} ({} bytes buffered)", f.file.path, f.data.len()),
         FdKind::OPath(p) => format!("{} (O_PATH)", p.path),
         FdKind::Ghost(g) => format!("{} (deleted, {} bytes saved)", g.path, g.contents.len()),
+        FdKind::Remap(r) => format!(
+            "{} (unlinked, {} {} at {}) pos {}",
+            r.path,
+            r.link.size,
+            if r.copied {
+                "bytes copied"
+            } else {
+                "bytes linked"
+            },
+            r.link.path,
+            r.pos
+        ),
         FdKind::EventFd(e) => format!("eventfd count {} semaphore {}", e.count, e.semaphore),
         FdKind::TimerFd(t) => format!(
             "timerfd clock {} left {} ns interval {} ns ticks {}",
@@ -602,10 +629,17 @@ mod tests {
         let mut mm = sample::mm();
         mm.vmas[1].flags.locked = true;
         mm.vmas[1].flags.sealed = true;
+        let mut tree = sample::tree(&[10]);
+        let mut termios = vec![0u8; 36];
+        termios[12..16].copy_from_slice(&0x8a3bu32.to_ne_bytes());
+        tree.terminal = Some(crate::image::tree::JobTerminal {
+            foreground: 10,
+            termios,
+        });
         Image {
             dir: "/img".into(),
             inventory: sample::inventory(&[10]),
-            tree: sample::tree(&[10]),
+            tree,
             processes: vec![ProcessImage {
                 task,
                 mm,
@@ -639,6 +673,7 @@ mod tests {
             "memory: 3 mappings, 3 pages stored, 1 guard regions",
             "0x000000600000-0x000000604000 rw-p anon [locked sealed]",
             "guard 0x000000603000-0x000000604000 (1 pages)",
+            "shell job terminal: foreground group 10, lflag 0x8a3b",
         ];
         for w in wanted {
             assert!(text.contains(w), "{w:?} missing from:\n{text}");

@@ -7,7 +7,11 @@
 //! One table per dumped process, `inet stasis_<pid>`, with an input and an output chain
 //! holding one drop rule per connection and direction. The dump adds it, the restore
 //! deletes it (also when the restore fails: the connection is lost then, and the peer
-//! should learn so). Needs the `nft` command; without it such a dump is refused.
+//! should learn so). Needs the `nft` command: without it such a dump is refused when the
+//! connection is met, before its socket changes; the restore of an image holding a locked
+//! connection is refused before any process is created ([`available`]). The rules match
+//! addresses and ports, not interfaces: loopback and real interfaces alike (a peer in
+//! another network namespace behind a veth pair is tested).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -16,7 +20,7 @@ use crate::image::sock::SockAddr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetLockError {
-    #[error("nft (from the nftables package) is needed to hold a TCP connection to a peer outside the image while it is down")]
+    #[error("cannot run nft ({0}): the nft command (package nftables) holds a TCP connection to a peer outside the image while it is down; install it, or use --tcp-close")]
     NoNft(#[source] std::io::Error),
     #[error("nft {what} failed: {stderr}")]
     Failed { what: String, stderr: String },
@@ -41,6 +45,11 @@ pub fn lock(pid: i32, local: &SockAddr, remote: &SockAddr) -> Result<(), NetLock
         rp = remote.port,
     );
     nft(&["-f", "-"], Some(&script), "add rules")
+}
+
+/// Whether `nft` can be run here (`nft --version`).
+pub fn available() -> Result<(), NetLockError> {
+    nft(&["--version"], None, "--version")
 }
 
 /// Removes the lock of pid `pid`, if there is one.

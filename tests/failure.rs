@@ -107,6 +107,69 @@ fn dump_refuses_ghost_above_limit() {
     assert_survived(victim);
 }
 
+/// The `ghost remap` victim, ready, or None if it skips.
+fn remap_victim(test: &str, tmp: &TempDir) -> Option<Proc> {
+    let mut victim = victim_in(tmp, "ghost", &["remap"]);
+    match victim.wait_ready() {
+        Start::Ready => Some(victim),
+        Start::Skip(why) => {
+            common::skip(test, &why);
+            None
+        }
+    }
+}
+
+/// Files whose name was unlinked that a ghost cannot hold — a deleted one above
+/// `--ghost-limit`, one that keeps another link — are refused without `--link-remap`,
+/// naming the fd and the option.
+#[test]
+fn dump_refuses_unlinked_files_without_link_remap() {
+    let test = "dump_refuses_unlinked_files_without_link_remap";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new("no-link-remap");
+    let Some(victim) = remap_victim(test, &tmp) else {
+        return;
+    };
+    let cases: [(&[&str], &str); 2] = [
+        (&["--file-locks"], "fd 10 of pid {} is deleted file"),
+        (
+            &["--file-locks", "--ghost-limit", "8M"],
+            "fd 14 of pid {} is open on",
+        ),
+    ];
+    for (flags, want) in cases {
+        let out = common::dump(victim.pid, &tmp.join("img"), flags);
+        let want = want.replace("{}", &victim.pid.to_string());
+        assert_refused(
+            &out,
+            "dump without --link-remap",
+            victim.pid,
+            &[&want, "--link-remap"],
+        );
+        assert_no_image(tmp.path());
+    }
+    assert_survived(victim);
+}
+
+/// A dump with `--link-remap` that fails after links were made (a lock held without
+/// `--file-locks`, on an fd after them) removes them: the victim checks that no
+/// `.stasis-link-` file is left beside its files.
+#[test]
+fn failed_dump_removes_remap_links() {
+    let test = "failed_dump_removes_remap_links";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new("link-remap-failed");
+    let Some(victim) = remap_victim(test, &tmp) else {
+        return;
+    };
+    let out = common::dump(victim.pid, &tmp.join("img"), &["--link-remap"]);
+    assert_refused(&out, "dump with a lock", victim.pid, &["--file-locks"]);
+    assert_no_image(tmp.path());
+    assert_survived(victim);
+}
+
 /// A pipe with a third open file description (a child opened the read end again
 /// through /proc) is refused, naming the fd, the child's pid and the kind.
 #[test]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Proc, Status, TempDir};
+use common::{Proc, Status, TempDir, STASIS};
 use std::fs;
 use std::path::Path;
 use std::process::Command;
@@ -648,6 +648,216 @@ fn redis_client_survives_restore() {
     assert_eq!(redis(&mut conn, &["INCR", "counter"]), ":1");
     assert_eq!(redis(&mut conn, &["DBSIZE"]), ":101");
     stop(restored);
+}
+
+/// A tmux server on a private socket; on drop it is killed with everything it runs (the
+/// server and its orphans are reparented to us, the subreaper, and reaped).
+struct Tmux {
+    sock: std::path::PathBuf,
+}
+
+impl Tmux {
+    fn start(tmp: &TempDir) -> Tmux {
+        let t = Tmux {
+            sock: tmp.join("tmux.sock"),
+        };
+        t.run(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "sleep 1000000",
+        ]);
+        t.run(&["resize-window", "-t", "t", "-x", "120", "-y", "50"]);
+        // A job's pane stays on screen after the dump kills it.
+        t.run(&["set-option", "-g", "remain-on-exit", "on"]);
+        t
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.sock)
+            .args(args)
+            .output()
+            .expect("run tmux");
+        assert!(out.status.success(), "tmux {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Window `w` running `command`.
+    fn window(&self, w: &str, command: &str) {
+        self.run(&["new-window", "-d", "-t", &format!("t:{w}"), command]);
+    }
+
+    fn keys(&self, w: &str, keys: &[&str]) {
+        let target = format!("t:{w}");
+        let mut args = vec!["send-keys", "-t", &target];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    /// Everything window `w` shows and scrolled past, wrapped lines joined.
+    fn screen(&self, w: &str) -> String {
+        self.run(&[
+            "capture-pane",
+            "-p",
+            "-J",
+            "-S",
+            "-",
+            "-t",
+            &format!("t:{w}"),
+        ])
+    }
+
+    fn pane(&self, w: &str, format: &str) -> String {
+        let out = self.run(&["display-message", "-p", "-t", &format!("t:{w}"), format]);
+        out.trim().to_string()
+    }
+
+    fn wait_screen(&self, w: &str, what: &str) -> String {
+        wait_for(
+            &format!("{what:?} in tmux window {w}"),
+            Duration::from_secs(20),
+            || {
+                let s = self.screen(w);
+                s.contains(what).then_some(s)
+            },
+        )
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let server = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.sock)
+            .args(["display-message", "-p", "#{pid}"])
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<i32>()
+                    .ok()
+            });
+        if let Some(server) = server {
+            let mut all = vec![server];
+            all.extend(common::descendants(server));
+            common::reap_all(&all, true);
+        }
+    }
+}
+
+/// The numbers of the `tick N` lines of a screen, in order.
+fn ticks(screen: &str) -> Vec<u64> {
+    screen
+        .lines()
+        .filter_map(|l| l[l.find("tick ")? + 5..].trim().parse().ok())
+        .collect()
+}
+
+/// The foreground process group of the terminal of `pid` (stat field 8).
+fn tpgid(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].split(' ').nth(5)?.parse().ok()
+}
+
+/// `ps` of the session of `pid`, for failure messages.
+fn session_ps(pid: i32) -> String {
+    let out = Command::new("sh")
+        .args(["-c", &format!("ps -o pid,ppid,pgid,sid,tpgid,stat,wchan:20,comm -s $(ps -o sid= -p {pid}); grep -E 'Sig|State' /proc/{pid}/task/*/status")])
+        .output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// An interactive bash in a tmux pane, with a background job counting on the terminal,
+/// dumped with `--shell-job` and restored by `stasis restore -j` in another tmux window:
+/// the count goes on in the new pane without a tick lost or repeated, bash (its line
+/// editor's termios and foreground group put on the new terminal) answers what is typed,
+/// runs a foreground job there and takes the terminal back after ^C.
+#[test]
+fn bash_job_in_tmux_continues() {
+    let _serial = common::serial();
+    require_privileged!("bash_job_in_tmux_continues");
+    if !which("tmux") {
+        return common::skip("bash_job_in_tmux_continues", "tmux is not installed");
+    }
+    let tmp = TempDir::new("tmux");
+    let tmux = Tmux::start(&tmp);
+    tmux.window(
+        "1",
+        "env -i PS1='prompt$ ' TERM=screen HOME=/ PATH=/usr/bin:/bin bash --norc --noprofile -i",
+    );
+    tmux.wait_screen("1", "prompt$");
+    tmux.keys(
+        "1",
+        &[
+            "(n=0; while sleep 0.2; do n=$((n+1)); echo \"tick $n\"; done) &",
+            "Enter",
+        ],
+    );
+    tmux.wait_screen("1", "tick 3");
+    let bash: i32 = tmux.pane("1", "#{pane_pid}").parse().expect("pane pid");
+    let img = tmp.join("img");
+    common::dump(bash, &img, &["--shell-job"]).assert_ok("stasis dump -j");
+    wait_for("the dumped pane to die", Duration::from_secs(10), || {
+        (tmux.pane("1", "#{pane_dead}") == "1").then_some(())
+    });
+    common::reap_image_tree(&img);
+    let last = *ticks(&tmux.screen("1"))
+        .last()
+        .expect("ticks before the dump");
+
+    tmux.window(
+        "2",
+        &format!(
+            "{STASIS} restore -j -D {}; echo restore-exit $?; sleep 1000000",
+            img.display()
+        ),
+    );
+    let screen = tmux.wait_screen("2", &format!("tick {}", last + 5));
+    let after = ticks(&screen);
+    let expected: Vec<u64> = (last + 1..=last + after.len() as u64).collect();
+    assert_eq!(
+        after, expected,
+        "ticks after restore (last before: {last}):\n{screen}"
+    );
+    assert_eq!(
+        tpgid(bash),
+        Some(bash),
+        "bash is not the foreground group again"
+    );
+
+    tmux.keys("2", &["echo answer-$((6*7))", "Enter"]);
+    tmux.wait_screen("2", "answer-42");
+    tmux.keys("2", &["sleep 1000", "Enter"]);
+    let job = wait_for("a foreground sleep", Duration::from_secs(10), || {
+        tpgid(bash).filter(|&g| g != bash && fs::metadata(format!("/proc/{g}")).is_ok())
+    });
+    tmux.keys("2", &["C-c"]);
+    wait_for(
+        "bash to take the terminal back",
+        Duration::from_secs(10),
+        || (tpgid(bash) == Some(bash) && common::proc_state(job).is_none()).then_some(()),
+    );
+    tmux.keys("2", &["echo after-$((2+3))", "Enter"]);
+    tmux.wait_screen("2", "after-5");
+    let next = format!("tick {}", after.last().expect("ticks after restore") + 10);
+    let screen = tmux.wait_screen("2", &next);
+    let more = ticks(&screen);
+    assert!(
+        more.len() > after.len() && more.windows(2).all(|w| w[1] == w[0] + 1),
+        "the count did not go on in order:\n{screen}\n{}",
+        session_ps(bash)
+    );
+    assert!(
+        !screen.contains("restore-exit"),
+        "stasis restore ended:\n{screen}"
+    );
 }
 
 /// `seq | cat | awk`: awk checks that every line is the next number (a byte lost or read twice

@@ -156,10 +156,70 @@ fn tcp_peer_outside_keeps_talking() {
             "nft (nftables) is not installed",
         );
     }
-    let tmp = TempDir::new("tcp-peer");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    peer_keeps_talking("tcp-peer", listener, "127.0.0.1", false);
+}
+
+/// The same with the peer in another network namespace, joined to ours by a veth pair:
+/// its segments cross a real interface (not loopback), and the network lock must hold
+/// them there too.
+#[test]
+fn tcp_peer_across_netns_keeps_talking() {
+    let _serial = common::serial();
+    let test = "tcp_peer_across_netns_keeps_talking";
+    require_privileged!("tcp_peer_across_netns_keeps_talking");
+    for tool in ["nft", "ip"] {
+        if !have(tool) {
+            return common::skip(test, &format!("{tool} is not installed"));
+        }
+    }
+    let net = match PeerNet::create() {
+        Ok(net) => net,
+        Err(why) => return common::skip(test, &why),
+    };
+    let listener = net.listen();
+    peer_keeps_talking("tcp-netns", listener, PeerNet::PEER, false);
+}
+
+/// Where `nft` cannot be run, the network lock cannot be taken nor lifted: a dump of a
+/// connection to a peer outside is refused before its socket changes (the peer keeps
+/// talking to the running task), and the restore of an image holding a locked connection
+/// is refused before any process exists; with nft back both go through.
+#[test]
+fn tcp_peer_outside_without_nft_is_refused() {
+    let _serial = common::serial();
+    require_privileged!("tcp_peer_outside_without_nft_is_refused");
+    if !have("nft") {
+        return common::skip(
+            "tcp_peer_outside_without_nft_is_refused",
+            "nft (nftables) is not installed",
+        );
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    peer_keeps_talking("tcp-no-nft", listener, "127.0.0.1", true);
+}
+
+/// `stasis ARGS` with a PATH holding no `nft`: the output of the refused command, which
+/// must name `nft`, its package, `what` and the pid.
+fn refused_without_nft(tmp: &TempDir, args: &[&std::ffi::OsStr], what: &str, pid: i32) {
+    let empty = tmp.join("no-nft");
+    fs::create_dir_all(&empty).expect("mkdir");
+    let out =
+        common::start(common::stasis_cmd(args).env("PATH", &empty)).finish(common::STASIS_TIMEOUT);
+    let msg = out.assert_failed("stasis without nft");
+    for w in ["nft", "nftables", what, &pid.to_string()] {
+        assert!(msg.contains(w), "{w:?} missing from: {msg}");
+    }
+}
+
+/// The peer (this test) accepts the `tcp_echo` victim's connection to `addr` on
+/// `listener`, talks through a dump with `--tcp-established` and a restore, and checks
+/// every echo; the lock must be gone afterwards. With `no_nft_first`, a dump and a
+/// restore without `nft` are refused first.
+fn peer_keeps_talking(tag: &str, listener: TcpListener, addr: &str, no_nft_first: bool) {
+    let tmp = TempDir::new(tag);
     let port = listener.local_addr().expect("addr").port().to_string();
-    let Some(mut v) = victim(&tmp, "tcp_echo", &[&port]) else {
+    let Some(mut v) = victim(&tmp, "tcp_echo", &[&port, addr]) else {
         return;
     };
     let (conn, _) = listener.accept().expect("accept");
@@ -181,8 +241,29 @@ fn tcp_peer_outside_keeps_talking() {
         }
     };
     read_until(20);
-    let restored = dump_restore(&mut v, &tmp, &["--tcp-established"]);
     let img = tmp.join("img");
+    let restored = if no_nft_first {
+        let (pid, dir) = (v.pid.to_string(), img.as_os_str());
+        let args = ["dump", "-t", &pid, "-D"].map(std::ffi::OsStr::new);
+        let dump = [&args[..], &[dir, "--tcp-established".as_ref()]].concat();
+        refused_without_nft(&tmp, &dump, "fd 10 of pid", v.pid);
+        common::assert_untouched(&v);
+        read_until(40);
+        common::dump(v.pid, &img, &["--tcp-established"]).assert_ok("stasis dump");
+        v.wait_exit(Duration::from_secs(10));
+        let restore = ["restore", "-d", "-D"].map(std::ffi::OsStr::new);
+        refused_without_nft(
+            &tmp,
+            &[&restore[..], &[dir]].concat(),
+            "fd 10 of pid",
+            v.pid,
+        );
+        assert_eq!(common::proc_state(v.pid), None, "a process was created");
+        let pid = common::restore_detached(&img).unwrap_or_else(|o| panic!("restore: {o:?}"));
+        Proc::adopt(pid, &v.log)
+    } else {
+        dump_restore(&mut v, &tmp, &["--tcp-established"])
+    };
     let shown = common::stasis(&["inspect".as_ref(), img.as_os_str()]);
     assert!(
         shown.stdout.contains("established") && shown.stdout.contains("network locked"),
@@ -207,6 +288,81 @@ fn tcp_peer_outside_keeps_talking() {
     );
     let mut restored = restored;
     restored.go_and_expect_pass();
+}
+
+/// A network namespace holding one end of a veth pair (`PEER`), the other end in ours
+/// (`HOST`); deleted with the pair on drop.
+struct PeerNet {
+    name: String,
+}
+
+impl PeerNet {
+    const HOST: &'static str = "10.213.77.1";
+    const PEER: &'static str = "10.213.77.2";
+
+    /// Sets it up, or says why it cannot be.
+    fn create() -> Result<PeerNet, String> {
+        let pid = std::process::id();
+        let net = PeerNet {
+            name: format!("stasis-peer-{pid}"),
+        };
+        let (host, peer) = (format!("stp{pid}h"), format!("stp{pid}n"));
+        let ns = net.name.as_str();
+        let steps: [&[&str]; 7] = [
+            &["netns", "add", ns],
+            &[
+                "link", "add", &host, "type", "veth", "peer", "name", &peer, "netns", ns,
+            ],
+            &["addr", "add", &format!("{}/24", Self::HOST), "dev", &host],
+            &["link", "set", &host, "up"],
+            &[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/24", Self::PEER),
+                "dev",
+                &peer,
+            ],
+            &["-n", ns, "link", "set", &peer, "up"],
+            &["-n", ns, "link", "set", "lo", "up"],
+        ];
+        for args in steps {
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(format!(
+                    "ip {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+        Ok(net)
+    }
+
+    /// A listener on `PEER` inside the namespace: bound by a thread that entered it (a
+    /// socket stays in the namespace it was made in, whoever uses it later).
+    fn listen(&self) -> TcpListener {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let ns = fs::File::open(&path).expect("open the namespace");
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            TcpListener::bind((Self::PEER, 0)).expect("bind in the namespace")
+        })
+        .join()
+        .expect("listener thread")
+    }
+}
+
+impl Drop for PeerNet {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
 }
 
 /// Writes "line N\n" every 20 ms on its own thread.

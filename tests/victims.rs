@@ -126,6 +126,7 @@ fn scenario(test: &str, victim: &str, args: &[&str], mode: Mode, expect: Expect)
 fn dump_args(victim: &str, args: &[&str]) -> &'static [&'static str] {
     match (victim, args.first().copied()) {
         ("locks", _) => &["--file-locks"],
+        ("ghost", Some("remap")) => &["--link-remap", "--file-locks"],
         ("unix_sockets", Some("inflight")) => &["--skip-in-flight"],
         ("inet_sockets", Some("established")) => &["--tcp-established"],
         ("inet_sockets", Some("close")) => &["--tcp-close"],
@@ -266,6 +267,7 @@ victim_tests! {
     inotify: "inotify";
     memfd: "memfd";
     ghost: "ghost";
+    ghost_remap: "ghost" ["remap"];
     locks: "locks";
     unix_sockets: "unix_sockets";
     unix_inflight: "unix_sockets" ["inflight"];

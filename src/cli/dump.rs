@@ -40,6 +40,11 @@ pub struct DumpArgs {
     /// K/M/G suffix); a larger one is refused.
     #[arg(long = "ghost-limit", value_parser = parse_size, default_value = "1M")]
     pub ghost_limit: u64,
+    /// Keep files whose name was unlinked while open (one with other links left, or a
+    /// deleted one above --ghost-limit) through a link made beside them at dump time,
+    /// removed by a successful restore, instead of refusing them.
+    #[arg(long = "link-remap")]
+    pub link_remap: bool,
     /// Save file locks (flock, POSIX, OFD) held by the process; without it a held lock is
     /// refused.
     #[arg(long = "file-locks")]
@@ -70,6 +75,7 @@ pub fn run(args: DumpArgs) -> i32 {
         ext_unix_sk: args.ext_unix_sk,
         skip_in_flight: args.skip_in_flight,
         ghost_limit: args.ghost_limit,
+        link_remap: args.link_remap,
         file_locks: args.file_locks,
         freeze_cgroup: args.freeze_cgroup,
     };

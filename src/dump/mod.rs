@@ -20,6 +20,7 @@ pub mod sched;
 pub mod seccomp;
 pub mod shared;
 pub mod task;
+pub mod terminal;
 pub mod timers;
 pub mod tree;
 
@@ -51,6 +52,9 @@ pub struct DumpOptions {
     pub shell_job: bool,
     /// Largest deleted-but-open file whose contents are saved (`--ghost-limit`).
     pub ghost_limit: u64,
+    /// `--link-remap`: files whose name was unlinked are kept through a link beside
+    /// them (`files/path.rs`).
+    pub link_remap: bool,
     /// Save and restore file locks (`--file-locks`).
     pub file_locks: bool,
     /// `--tcp-established`, `--tcp-close`, `--ext-unix-sk`, `--skip-in-flight` (see
@@ -89,7 +93,8 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     };
     let tree = tree::freeze_tree(opts.pid, opts.shell_job, adopted)?;
     let frozen = Instant::now();
-    let (mut summary, held) = save_tree(&tree, opts, writer)?;
+    let (mut summary, mut held) = save_tree(&tree, opts, writer)?;
+    held.iter_mut().for_each(files::Held::keep_links);
     // Ordering requirements: sockets held in repair mode leave it before a released
     // tree runs again; after a kill, our duplicates are closed still in repair mode.
     if opts.leave_running {
@@ -175,6 +180,7 @@ fn fd_options(opts: &DumpOptions, pids: &[i32]) -> files::FdOptions {
     files::FdOptions {
         shell_job: opts.shell_job,
         ghost_limit: opts.ghost_limit,
+        link_remap: opts.link_remap,
         file_locks: opts.file_locks,
         pids: pids.to_vec(),
         tcp_established: opts.tcp_established,

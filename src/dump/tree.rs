@@ -83,8 +83,11 @@ pub fn freeze_tree(
     for (_, task) in adopted.interrupted.drain().chain(adopted.stopped.drain()) {
         let _ = task.release();
     }
-    let record = describe(root, &table, &frozen)?;
+    let mut record = describe(root, &table, &frozen)?;
     check(&record, &table, shell_job)?;
+    if shell_job {
+        record.terminal = super::terminal::job_terminal(&table[&root])?;
+    }
     let procs = record
         .alive()
         .map(|e| {
@@ -162,7 +165,10 @@ fn describe(
             shares_sighand: with.sighand,
         });
     }
-    Ok(TreeImage { processes })
+    Ok(TreeImage {
+        processes,
+        terminal: None,
+    })
 }
 
 fn zombie_state(pid: i32, s: &Stat) -> Result<ProcState, DumpError> {

@@ -111,6 +111,9 @@ pub enum FdKind {
     /// process, at a lower fd, or an earlier one): a memfd or deleted file opened more
     /// than once, reopened through `/proc/PID/fd/FD` with the entry's flags, at `pos`.
     Reopen { pid: i32, fd: i32, pos: u64 },
+    /// A file without a name of its own, reached through a link stasis made beside it
+    /// at dump time (`--link-remap`); removed once the restore succeeded.
+    Remap(RemapFd),
 }
 
 /// A regular file or directory, reopened by path at `pos`.
@@ -185,6 +188,22 @@ pub struct GhostFd {
     pub pos: u64,
     /// The whole contents (at most `--ghost-limit` bytes).
     pub contents: Vec<u8>,
+}
+
+/// A file whose name was unlinked while open (`--link-remap`): the link stasis made in
+/// its directory at dump time — a hard link when the kernel allows one (the file still has
+/// other names, or is an `O_TMPFILE`), else a copy on the same filesystem (a deleted file
+/// larger than `--ghost-limit`) — instead of its contents in the image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemapFd {
+    /// The link (`.stasis-link-PID-FD-NAME` beside `path`) and its identity, checked
+    /// before restore like any open file.
+    pub link: FileId,
+    /// The name it was open under (the `/proc/PID/fd` link without " (deleted)").
+    pub path: String,
+    pub pos: u64,
+    /// The link is a copy (the file had no link left): one file per process.
+    pub copied: bool,
 }
 
 /// An eventfd: its counter and mode (`O_NONBLOCK` is in the entry's flags).

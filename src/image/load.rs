@@ -58,7 +58,7 @@ impl Image {
     pub fn load_metadata(dir: &Path) -> Result<Image, ImageError> {
         let inventory = load_inventory(dir)?;
         let path = dir.join(TREE);
-        let tree: TreeImage = read_since::<_, TreeImageV6>(Kind::Tree, &path, 7)?;
+        let tree = read_since::<TreeImage, TreeImageV6>(Kind::Tree, &path, 7)?;
         validate::tree(&tree, &inventory, &path)?;
         let processes = inventory
             .pids
@@ -356,8 +356,8 @@ mod tests {
         assert!(matches!(Image::load(&dir), Err(ImageError::Invalid { .. })));
     }
 
-    /// A version 6 image (files records without `spares`, a tree without sharing flags)
-    /// loads, read as having none.
+    /// A version 6 image (files records without `spares`, tree records without `terminal`
+    /// and sharing flags) loads, read as having none.
     #[test]
     fn version_6_files_record_is_converted() {
         let (_parent, dir) = fixture();
@@ -377,5 +377,6 @@ mod tests {
         }
         let image = Image::load(&dir).unwrap();
         assert_eq!(image.processes[0].files, files);
+        assert_eq!(image.tree.terminal, None);
     }
 }

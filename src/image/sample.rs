@@ -5,7 +5,7 @@ use crate::abi::{AltStack, GpRegs, KernelSigaction, RseqConfig, SigInfo};
 
 use super::files::{
     CharDevFd, EpollFd, EpollTarget, EventFd, FdEntry, FdKind, FileLock, FilesImage, LockKind,
-    MemfdFd, PathFd, PipeEnd, PipeFd, TtyFd,
+    MemfdFd, PathFd, PipeEnd, PipeFd, RemapFd, TtyFd,
 };
 use super::inventory::{CpuInfo, Inventory};
 use super::mm::{
@@ -55,7 +55,10 @@ pub fn tree(pids: &[i32]) -> TreeImage {
             shares_sighand: false,
         })
         .collect();
-    TreeImage { processes }
+    TreeImage {
+        processes,
+        terminal: None,
+    }
 }
 
 pub fn thread(tid: i32) -> ThreadImage {
@@ -552,10 +555,16 @@ pub fn random_mm(r: &mut XorShift) -> MmImage {
 }
 
 fn random_fd(r: &mut XorShift) -> FdEntry {
-    let kind = match r.below(6) {
+    let kind = match r.below(7) {
         0 => FdKind::Path(PathFd {
             file: random_file_id(r),
             pos: r.next(),
+        }),
+        6 => FdKind::Remap(RemapFd {
+            link: random_file_id(r),
+            path: r.string(),
+            pos: r.next(),
+            copied: r.bool(),
         }),
         1 => FdKind::CharDev(CharDevFd {
             path: r.string(),

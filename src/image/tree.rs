@@ -10,6 +10,21 @@ pub struct TreeImage {
     /// Depth-first pre-order from the root (every parent before its children): the order
     /// of dump, and of restore.
     pub processes: Vec<ProcEntry>,
+    /// The terminal of a shell job (`--shell-job`) as its root saw it; `None` without
+    /// `--shell-job` or when the root has no controlling terminal among its fds.
+    pub terminal: Option<JobTerminal>,
+}
+
+/// The controlling terminal of a shell job: what the job set on it, put on the
+/// restorer's terminal so the job carries on there (`dump/terminal.rs`,
+/// `restore/terminal.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobTerminal {
+    /// Its foreground process group (`tcgetpgrp`, stat field `tpgid`) at dump time.
+    pub foreground: i32,
+    /// Its kernel `struct termios` (`TCGETS`): a shell's line editor runs it without
+    /// echo or canonical mode, and expects to find it so.
+    pub termios: Vec<u8>,
 }
 
 /// One process of the tree.
@@ -78,7 +93,8 @@ impl TreeImage {
     }
 }
 
-/// The tree record of format versions 5 and 6, before `shares_vm` and `shares_sighand`.
+/// The tree record of format versions 5 and 6: no `terminal`, no `shares_vm` and
+/// `shares_sighand` in its entries.
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(Serialize))]
 pub struct TreeImageV6 {
@@ -124,7 +140,10 @@ impl From<TreeImageV6> for TreeImage {
             .iter()
             .map(|e| entry_fields!(ProcEntry, e, shares_vm: false, shares_sighand: false))
             .collect();
-        TreeImage { processes }
+        TreeImage {
+            processes,
+            terminal: None,
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use super::mm::{Guard, MmFields, MmImage, PageRun, Vma};
 use super::task::{PosixTimer, TaskImage, ThreadImage};
 use super::tree::{ProcEntry, ProcState, TreeImage};
 use crate::abi::PAGE_SIZE;
+use crate::sys::socket::TERMIOS_LEN;
 
 /// Linux's `PID_MAX_LIMIT` on 64-bit.
 pub const PID_MAX: i32 = 4_194_304;
@@ -76,6 +77,13 @@ pub fn tree(tree: &TreeImage, inv: &Inventory, path: &Path) -> Check {
         proc_entry(p, path)?;
         sharing(tree, p, path)?;
     }
+    let termios = tree
+        .terminal
+        .as_ref()
+        .map_or(TERMIOS_LEN, |t| t.termios.len());
+    if termios != TERMIOS_LEN {
+        return fail(path, format!("its terminal's termios has {termios} bytes"));
+    }
     let root = &tree.processes[0];
     if shares_any(root) {
         return fail(path, format!("the root {} shares with a parent", root.pid));
@@ -135,7 +143,8 @@ fn proc_entry(p: &ProcEntry, path: &Path) -> Check {
 }
 
 /// Every `Inherited` fd names an original fd (not itself a reference) of a process that
-/// comes earlier in `order`; every `Reopen` a memfd or deleted file created by an earlier
+/// comes earlier in `order`; every `Reopen` a memfd or deleted file (ghost or copied link
+/// remap) created by an earlier
 /// fd of its own process or by an earlier process; every spare fd is taken by a later
 /// process.
 pub fn inherited_fds(order: &[(i32, &FilesImage)], path: &Path) -> Check {
@@ -197,9 +206,11 @@ fn is_reference(kind: &FdKind) -> bool {
     matches!(kind, FdKind::Dup { .. } | FdKind::Inherited { .. })
 }
 
-/// What a `Reopen` may name: a file restore creates.
+/// What a `Reopen` may name: a file restore creates (or a copied link remap, which
+/// only its first fd opens).
 fn reopenable(kind: &FdKind) -> bool {
     matches!(kind, FdKind::Memfd(_) | FdKind::Ghost(_))
+        || matches!(kind, FdKind::Remap(r) if r.copied)
 }
 
 /// A process's own record agrees with the tree on its ids.
@@ -751,6 +762,23 @@ mod tests {
         mm(&sample::mm(), path()).unwrap();
         files(&sample::files(), path()).unwrap();
         assert_eq!(total_pages(&sample::mm()), 3);
+    }
+
+    #[test]
+    fn a_job_terminal_needs_a_whole_termios() {
+        use crate::image::tree::JobTerminal;
+        let inv = sample::inventory(&[10]);
+        let mut t = sample::tree(&[10]);
+        t.terminal = Some(JobTerminal {
+            foreground: 10,
+            termios: vec![0; TERMIOS_LEN],
+        });
+        tree(&t, &inv, path()).unwrap();
+        t.terminal.as_mut().unwrap().termios.pop();
+        assert_eq!(
+            message(tree(&t, &inv, path())),
+            "its terminal's termios has 35 bytes"
+        );
     }
 
     #[test]

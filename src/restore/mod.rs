@@ -17,6 +17,7 @@ mod prctl;
 mod sched;
 mod seccomp;
 mod task;
+mod terminal;
 mod threads;
 mod timers;
 mod tree;
@@ -113,6 +114,8 @@ pub enum RestoreStage {
     Seals,
     /// Once every process exists: join process groups; zombies exit with their status.
     Zombies,
+    /// A shell job's terminal (once the groups exist): termios and foreground group.
+    Terminal,
     /// Load every thread's registers, unmap the helper, resume.
     Resume,
 }
@@ -143,6 +146,7 @@ impl RestoreStage {
             Self::Signals => "signals",
             Self::Seals => "seals",
             Self::Zombies => "zombies",
+            Self::Terminal => "terminal",
             Self::Resume => "resume",
         }
     }
@@ -162,7 +166,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         tcp_close: opts.tcp_close,
         procs: Vec::new(),
     };
-    let built = match b.build() {
+    let built = match b
+        .build()
+        .and_then(|pages| remove_links(&image).map(|()| pages))
+    {
         Ok(pages) => b.resume().map(|()| pages),
         Err(e) => {
             b.kill_all();
@@ -181,6 +188,15 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         memory: filled.elapsed,
         total: started.elapsed(),
     })
+}
+
+/// Every process holds its files: the links made for `--link-remap` go before any of
+/// them runs (a restore failing earlier leaves them, so the image can be restored again).
+fn remove_links(image: &Image) -> Result<(), RestoreError> {
+    for p in &image.processes {
+        files::remove_remap_links(&p.files)?;
+    }
+    Ok(())
 }
 
 /// The restorer is the child subreaper while it works, so that if a restore fails, the
@@ -218,6 +234,11 @@ impl Builder<'_> {
             filled = filled.and(self.create(entry)?);
         }
         tree::restore_groups(&self.image.tree, &self.procs, self.shell_job)?;
+        if self.shell_job {
+            let root = self.image.inventory.root_pid;
+            terminal::restore(&self.image.tree, self.shell(root))
+                .map_err(at(RestoreStage::Terminal, root))?;
+        }
         self.make_zombies()?;
         for (pid, child) in &mut self.procs {
             let p = self

@@ -98,7 +98,7 @@ pub fn restore_groups(
     Ok(())
 }
 
-fn current_pgid(pid: i32) -> Result<i32, RestoreError> {
+pub fn current_pgid(pid: i32) -> Result<i32, RestoreError> {
     nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid)))
         .map(|p| p.as_raw())
         .map_err(|source| RestoreError::Wait { pid, source })

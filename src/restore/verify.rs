@@ -20,11 +20,26 @@ pub fn host_accepts(image: &Image, skip_file_check: bool) -> Result<(), RestoreE
         vdso_matches(p)?;
         files_unchanged(p, same_host)?;
         super::seccomp::host_accepts(&p.task)?;
+        network_lock_liftable(p)?;
         if !skip_file_check {
             fds_unchanged(p, same_host)?;
         }
     }
     Ok(())
+}
+
+/// A connection held by the dump's network lock needs `nft` to be let go again: without
+/// it the restore would bring back connections whose packets stay dropped.
+fn network_lock_liftable(p: &ProcessImage) -> Result<(), RestoreError> {
+    let Some(fd) = super::files::locked_connection(&p.files) else {
+        return Ok(());
+    };
+    crate::netlock::available().map_err(|e| RestoreError::Unsupported {
+        what: format!(
+            "fd {fd} of pid {} is a TCP connection held by the dump's network lock: {e}",
+            p.task.pid
+        ),
+    })
 }
 
 fn cpu_features(saved: u64) -> Result<(), RestoreError> {
@@ -180,6 +195,7 @@ fn fds_unchanged(p: &ProcessImage, same_host: bool) -> Result<(), RestoreError> 
         let (file, contents_matter) = match &fd.kind {
             FdKind::Path(path) => (&path.file, is_regular(&path.file.path)),
             FdKind::Fifo(fifo) => (&fifo.file, false),
+            FdKind::Remap(r) => (&r.link, true),
             _ => continue,
         };
         check_file(p.task.pid, file, contents_matter, same_host).map_err(|e| match e {

@@ -1,7 +1,8 @@
 /*
- * tcp_echo PORT: a TCP client of a peer outside the process (the test, on loopback).
+ * tcp_echo PORT [ADDR]: a TCP client of a peer outside the process (the test, on
+ * loopback, or across a network namespace at ADDR).
  *
- * Before READY: fd 10 connected to 127.0.0.1:PORT. Until go it echoes every byte the
+ * Before READY: fd 10 connected to ADDR:PORT (127.0.0.1 by default). Until go it echoes every byte the
  * peer sends (the peer checks the echoes: nothing lost, doubled or reordered across a
  * dump with --tcp-established and a restore). After go: fd 10 is still the same
  * connection (addresses unchanged).
@@ -22,8 +23,9 @@ int main(int argc, char **argv)
 	int fd;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	CHECK(argc > 1, "usage: tcp_echo PORT");
+	CHECK(argc > 1, "usage: tcp_echo PORT [ADDR]");
 	a.sin_port = htons(atoi(argv[1]));
+	CHECK(argc < 3 || inet_pton(AF_INET, argv[2], &a.sin_addr) == 1, "bad address %s", argv[2]);
 	victim_install_go();
 	fd = socket(AF_INET, SOCK_STREAM, 0);
 	CHECK_SYS(fd);

@@ -31,14 +31,18 @@ use crate::sys::socket::{
 const TCP_ESTABLISHED: u8 = 1;
 const TCP_CLOSE: u8 = 7;
 
-/// Sockets in repair mode and the network lock, owned until the dump ends.
+/// Sockets in repair mode and the network lock, owned until the dump ends; and the
+/// links made for `--link-remap` (`path.rs`), owned until the image is committed.
 ///
 /// Drop policy: take every socket out of repair mode and lift the lock — the target runs
-/// on as before. [`Held::keep_for_restore`] is the other end, after the task was killed.
+/// on as before — and remove the links the image no longer needs.
+/// [`Held::keep_for_restore`] is the other end, after the task was killed;
+/// [`Held::keep_links`] once the image holding the links is committed.
 pub struct Held {
     pid: i32,
     repaired: Vec<OwnedFd>,
     locked: bool,
+    links: Vec<std::path::PathBuf>,
 }
 
 impl Held {
@@ -47,7 +51,18 @@ impl Held {
             pid,
             repaired: Vec::new(),
             locked: false,
+            links: Vec::new(),
         }
+    }
+
+    /// A link made for the image, removed if the dump fails.
+    pub fn link(&mut self, path: std::path::PathBuf) {
+        self.links.push(path);
+    }
+
+    /// The image holding the links is committed: they stay for the restore.
+    pub fn keep_links(&mut self) {
+        self.links.clear();
     }
 
     /// The task is dead: close our duplicates while still in repair mode (no FIN, no
@@ -65,6 +80,9 @@ impl Drop for Held {
         }
         if self.locked {
             let _ = crate::netlock::unlock(self.pid);
+        }
+        for link in &self.links {
+            let _ = std::fs::remove_file(link);
         }
     }
 }

@@ -51,6 +51,9 @@ pub struct FdOptions {
     pub shell_job: bool,
     /// Largest deleted-but-open file whose contents are saved (`--ghost-limit`).
     pub ghost_limit: u64,
+    /// `--link-remap`: files whose name was unlinked are reached through a link made
+    /// beside them instead of their contents (see `path.rs`).
+    pub link_remap: bool,
     /// Save file locks (`--file-locks`); without it a held lock is refused.
     pub file_locks: bool,
     /// Every process of the image (a pidfd must refer to one of them).
@@ -99,6 +102,9 @@ pub struct Walk {
     pub pipes: HashMap<u64, (i32, Option<i32>)>,
     /// FIFO and memfd inodes already seen (their data is saved once).
     pub inodes: HashMap<u64, i32>,
+    /// Files linked for `--link-remap`, by `(st_dev, st_ino)`: their link and whether it
+    /// is a copy (one link per file, whichever fds open it).
+    pub remaps: HashMap<(u64, u64), (crate::image::mm::FileId, bool)>,
 }
 
 /// One open fd of the target, as seen from outside.
@@ -270,7 +276,7 @@ fn classify(
     }
     let ft = open.meta.file_type();
     if ft.is_file() && open.target.ends_with(" (deleted)") {
-        return path::dump_ghost(open, opts.ghost_limit);
+        return path::dump_deleted(open, opts, walk, &mut ctx.held);
     }
     if ft.is_file() || ft.is_dir() {
         return path::dump(open);

@@ -3,14 +3,26 @@
 //! kind of file; and regular files deleted while open ("ghost" files), whose contents are
 //! saved (up to `--ghost-limit`) to recreate them. A path that no longer names the open file
 //! is refused.
+//!
+//! `--link-remap` (CRIU's name) covers the files whose name was unlinked that a ghost
+//! cannot: one that keeps other links (a ghost would be a different file), and a deleted
+//! one above `--ghost-limit`. A link is made beside the old name at dump time,
+//! `.stasis-link-PID-FD-NAME`: a hard link (`linkat` of `/proc/PID/fd/N` with
+//! `AT_SYMLINK_FOLLOW`) when the kernel allows it — the file has links left, or is an
+//! `O_TMPFILE` — and otherwise a copy on the same filesystem: the kernel refuses any new
+//! link to a file whose link count fell to zero (`ENOENT`, even with `AT_EMPTY_PATH` and
+//! CAP_DAC_READ_SEARCH). The links are removed if the dump fails ([`Held`]), and by the
+//! restore once it succeeded.
 
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
-use super::OpenFd;
+use super::{FdOptions, Held, OpenFd, Walk};
 use crate::dump::mm::file_id;
 use crate::dump::DumpError;
-use crate::image::files::{FdKind, GhostFd, OPathFd, PathFd};
+use crate::image::files::{FdKind, GhostFd, OPathFd, PathFd, RemapFd};
+use crate::image::mm::FileId;
 
 const DELETED: &str = " (deleted)";
 
@@ -45,29 +57,108 @@ pub fn still_named(open: &OpenFd) -> Result<(), DumpError> {
     }
 }
 
-/// A deleted regular file: its contents, read through `/proc/PID/fd/N` (a new open file
-/// description: the target's offset is untouched).
-pub fn dump_ghost(open: &OpenFd, limit: u64) -> Result<FdKind, DumpError> {
+/// A regular file whose name was unlinked while it is open: a ghost (its contents in the
+/// image) if it has no link left and fits `--ghost-limit`, else a link remap under
+/// `--link-remap`, else refused naming the option.
+pub fn dump_deleted(
+    open: &OpenFd,
+    opts: &FdOptions,
+    walk: &mut Walk,
+    held: &mut Held,
+) -> Result<FdKind, DumpError> {
     let path = open.target.strip_suffix(DELETED).unwrap_or(&open.target);
-    let size = open.meta.size();
-    if open.meta.nlink() != 0 {
-        return Err(open.error(&format!(
-            "is open on {path}, which was moved or replaced but still has links; stasis cannot find it by path"
-        )));
+    let (size, limit) = (open.meta.size(), opts.ghost_limit);
+    let linked = open.meta.nlink() != 0;
+    if !linked && size <= limit {
+        return dump_ghost(open, path);
     }
-    if size > limit {
-        return Err(open.error(&format!(
-            "is deleted file {path} of {size} bytes, above the --ghost-limit of {limit} bytes; raise --ghost-limit to save it"
-        )));
+    if !opts.link_remap {
+        return Err(open.error(&if linked {
+            format!("is open on {path}, a name since unlinked while the file keeps other links; use --link-remap to restore it through a link made beside it")
+        } else {
+            format!("is deleted file {path} of {size} bytes, above the --ghost-limit of {limit} bytes; raise --ghost-limit to save it in the image, or use --link-remap to keep it beside its old path")
+        }));
     }
+    let (link, copied) = match walk.remaps.get(&open.object()) {
+        Some(done) => done.clone(),
+        None => {
+            let done = remap(open, path, held)?;
+            walk.remaps.insert(open.object(), done.clone());
+            done
+        }
+    };
+    Ok(FdKind::Remap(RemapFd {
+        link,
+        path: path.to_string(),
+        pos: open.info.pos,
+        copied,
+    }))
+}
+
+/// A deleted file: its contents, read through `/proc/PID/fd/N` (a new open file
+/// description: the target's offset is untouched).
+fn dump_ghost(open: &OpenFd, path: &str) -> Result<FdKind, DumpError> {
     Ok(FdKind::Ghost(GhostFd {
         path: path.to_string(),
         mode: open.meta.permissions().mode() & 0o7777,
         uid: open.meta.uid(),
         gid: open.meta.gid(),
         pos: open.info.pos,
-        contents: read_all(open, size)?,
+        contents: read_all(open, open.meta.size())?,
     }))
+}
+
+/// Makes the link for `open` beside `path` (a hard link, or a copy where the kernel
+/// refuses one), registered in `held` for removal should the dump fail; returns its
+/// identity and whether it is a copy.
+fn remap(open: &OpenFd, path: &str, held: &mut Held) -> Result<(FileId, bool), DumpError> {
+    let link = remap_name(open, path);
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        open.error(&format!(
+            "is open on {path}, unlinked: {what} {}: {e}",
+            link.display()
+        ))
+    };
+    let flags = nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW;
+    let at = nix::fcntl::AT_FDCWD;
+    let copied = match nix::unistd::linkat(at, open.through().as_str(), at, &link, flags) {
+        Ok(()) => {
+            held.link(link.clone());
+            false
+        }
+        Err(nix::errno::Errno::ENOENT) if open.meta.nlink() == 0 => {
+            copy_beside(open, &link, held).map_err(|e| fail("cannot copy it to", &e))?;
+            true
+        }
+        Err(e) => return Err(fail("cannot link it as", &e)),
+    };
+    let name = link.to_string_lossy();
+    Ok((file_id(&name, &name)?, copied))
+}
+
+/// `.stasis-link-PID-FD-NAME` in the directory of `path`.
+fn remap_name(open: &OpenFd, path: &str) -> PathBuf {
+    let old = Path::new(path);
+    let name = old.file_name().unwrap_or_default().to_string_lossy();
+    old.with_file_name(format!(".stasis-link-{}-{}-{name}", open.pid, open.fd))
+}
+
+/// A copy of the open file at `link`, with its mode and owner (`copy_file_range` under
+/// `std::io::copy`: a reflink or an in-kernel copy where the filesystem offers one).
+fn copy_beside(open: &OpenFd, link: &Path, held: &mut Held) -> std::io::Result<()> {
+    let mut from = std::fs::File::open(open.through())?;
+    let mut to = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(link)?;
+    held.link(link.to_path_buf());
+    std::io::copy(&mut from, &mut to)?;
+    std::os::unix::fs::fchown(&to, Some(open.meta.uid()), Some(open.meta.gid()))?;
+    to.set_permissions(std::fs::Permissions::from_mode(
+        open.meta.permissions().mode() & 0o7777,
+    ))?;
+    to.sync_all()
 }
 
 /// Reads the whole file behind the fd through `/proc/PID/fd/N`.

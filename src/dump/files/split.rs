@@ -153,7 +153,8 @@ fn lowest_in_group(owner: &mut HashMap<u64, usize>, links: &[(u64, u64, Desc)]) 
     }
 }
 
-/// A second (or later) open file description of a memfd or deleted file reopens the
+/// A second (or later) open file description of a memfd, a deleted file or a copied link
+/// remap (`--link-remap`) reopens the
 /// file the first one created.
 fn reopen_files(tables: &mut Tables) -> Result<(), DumpError> {
     let mut first: HashMap<(u64, u64), (i32, i32)> = HashMap::new();
@@ -162,6 +163,7 @@ fn reopen_files(tables: &mut Tables) -> Result<(), DumpError> {
             let pos = match &e.kind {
                 FdKind::Memfd(m) => m.pos,
                 FdKind::Ghost(g) => g.pos,
+                FdKind::Remap(r) if r.copied => r.pos,
                 _ => continue,
             };
             let key = inode(*pid, e.fd)?;

@@ -20,6 +20,7 @@
 //! [`close_spares`] once every process of the tree has its fds.
 
 mod chardev;
+pub use chardev::terminal_in_child;
 mod epoll;
 mod eventfd;
 mod inet;
@@ -222,6 +223,7 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::Path(p) => path::restore(at, p),
         FdKind::OPath(p) => path::restore_opath(at, p),
         FdKind::Ghost(g) => path::restore_ghost(at, g),
+        FdKind::Remap(r) => path::restore_remap(at, r),
         FdKind::CharDev(c) => chardev::restore(at, c),
         FdKind::Tty(_) => chardev::restore_tty(at),
         FdKind::Dup { of } => at.dup_of(*of as u64),
@@ -327,16 +329,23 @@ pub fn restore_fs(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
     Ok(())
 }
 
+pub use path::remove_remap_links;
+
 /// Lifts the network lock the dump put on connections to peers outside the image.
 pub fn unlock_network(files: &FilesImage, pid: i32) -> Result<(), RestoreError> {
-    use crate::image::sock::InetState;
-    let locked = files.fds.iter().any(|e| {
-        matches!(&e.kind, FdKind::Inet(s) if matches!(&s.state, InetState::Established(r) if r.locked))
-    });
-    if locked {
+    if locked_connection(files).is_some() {
         crate::netlock::unlock(pid).map_err(|e| RestoreError::Unsupported {
             what: format!("lift the network lock of pid {pid}: {e}"),
         })?;
     }
     Ok(())
+}
+
+/// The first fd of `files` holding a TCP connection under the dump's network lock.
+pub fn locked_connection(files: &FilesImage) -> Option<i32> {
+    use crate::image::sock::InetState;
+    files.fds.iter().find_map(|e| match &e.kind {
+        FdKind::Inet(s) if matches!(&s.state, InetState::Established(r) if r.locked) => Some(e.fd),
+        _ => None,
+    })
 }

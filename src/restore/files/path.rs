@@ -1,14 +1,16 @@
 //! Regular files and directories, reopened by path with their status flags and offset;
 //! `O_PATH` fds; ghost files, recreated from their saved contents beside their old path,
-//! opened by the child and unlinked again. The dump side is `dump/files/path.rs`;
-//! `restore/verify.rs` has checked beforehand that each path still names the same file.
+//! opened by the child and unlinked again; link remaps (`--link-remap`), opened through
+//! the link made at dump time, which is removed once the whole restore succeeded. The dump
+//! side is `dump/files/path.rs`; `restore/verify.rs` has checked beforehand that each path
+//! (and each link) still names the same file.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{seek, Install};
-use crate::image::files::{GhostFd, OPathFd, PathFd};
+use crate::image::files::{FdKind, FilesImage, GhostFd, OPathFd, PathFd, RemapFd};
 use crate::restore::mm::open_in;
 use crate::restore::RestoreError;
 
@@ -31,6 +33,40 @@ pub fn restore_ghost(at: &Install, g: &GhostFd) -> Result<(), RestoreError> {
     at.place(open_in(at.child, &name, at.reopen_flags())?)?;
     drop(ghost);
     seek(at, g.pos)
+}
+
+/// Opens the file through its link. Under its old name when that is free: a second hard
+/// link there, opened by the child and unlinked at once, so `/proc/PID/fd` shows the old
+/// name with " (deleted)" as before the dump. The link itself stays until
+/// [`remove_remap_links`]: a restore that fails leaves the image restorable.
+pub fn restore_remap(at: &Install, r: &RemapFd) -> Result<(), RestoreError> {
+    let old = Path::new(&r.path);
+    let named =
+        std::fs::symlink_metadata(old).is_err() && std::fs::hard_link(&r.link.path, old).is_ok();
+    let _unlink = named.then(|| Unlink(old.to_path_buf()));
+    let name = if named { &r.path } else { &r.link.path };
+    at.place(open_in(at.child, name, at.reopen_flags())?)?;
+    seek(at, r.pos)
+}
+
+/// Removes the links of `files` made for `--link-remap`, once the restore succeeded (a
+/// link several fds share is removed once).
+pub fn remove_remap_links(files: &FilesImage) -> Result<(), RestoreError> {
+    for e in &files.fds {
+        let FdKind::Remap(r) = &e.kind else {
+            continue;
+        };
+        match std::fs::remove_file(&r.link.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(RestoreError::Write {
+                    path: r.link.path.clone(),
+                    source: e,
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The old path if it is free, else a hidden sibling (the name then shows in
