@@ -501,6 +501,16 @@ fn vma_line(v: &Vma) -> String {
         VmaKind::Vdso => "[vdso]".into(),
         VmaKind::Vvar => "[vvar]".into(),
         VmaKind::VvarVclock => "[vvar_vclock]".into(),
+        VmaKind::Unlinked {
+            name,
+            memfd,
+            size,
+            offset,
+            ..
+        } => {
+            let what = if *memfd { "memfd:" } else { "deleted " };
+            format!("{what}{name} ({size} bytes) @{offset:#x}")
+        }
     };
     format!(
         "{:#014x}-{:#014x} {perms} {what}{}",

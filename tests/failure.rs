@@ -83,6 +83,24 @@ fn dump_refuses_userfaultfd() {
     refused_kind("dump_refuses_userfaultfd", "userfaultfd", "a userfaultfd");
 }
 
+/// A memfd both mapped and open is refused (the fd would come back as a second object),
+/// naming the fd and the mapping.
+#[test]
+fn dump_refuses_memfd_both_mapped_and_open() {
+    let test = "dump_refuses_memfd_both_mapped_and_open";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let mut victim = victim_in(&tmp, "unlinked_maps", &["open"]);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let _family = common::TreeGuard(common::descendants(victim.pid));
+    let out = common::dump(victim.pid, &tmp.join("img"), &[]);
+    let what = "dump of a task with a memfd both mapped and open";
+    assert_refused(&out, what, victim.pid, &["fd 10", "a memfd", "also mapped"]);
+    assert_no_image(tmp.path());
+    assert_survived(victim);
+}
+
 /// A deleted-but-open file above `--ghost-limit` is refused, naming the fd and the flag.
 #[test]
 fn dump_refuses_ghost_above_limit() {

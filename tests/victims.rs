@@ -262,6 +262,8 @@ victim_tests! {
     tree_50: "tree" ["50"];
     shared_vm: "shared_vm";
     shared_vm_nested: "shared_vm" ["nested"];
+    cow: "cow";
+    unlinked_maps: "unlinked_maps";
     pipes: "pipes";
     anonfds: "anonfds";
     inotify: "inotify";
@@ -276,4 +278,63 @@ victim_tests! {
     tcp_close: "inet_sockets" ["close"];
     pty: "pty";
     split: "split";
+}
+
+/// The total PSS (KiB) of `pid` and its descendants, from `smaps_rollup`.
+fn tree_pss_kib(pid: i32) -> u64 {
+    let mut pids = common::descendants(pid);
+    pids.push(pid);
+    pids.iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(format!("/proc/{p}/smaps_rollup"))
+                .unwrap_or_else(|e| panic!("smaps_rollup of pid {p}: {e}"));
+            text.lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .expect("a Pss line")
+        })
+        .sum()
+}
+
+/// Pages a child still shares copy-on-write with its parent are stored once and come back
+/// shared: the `cow` tree (64 MiB in the root, six processes that mostly only read it) has
+/// about the same total PSS after a restore as before the dump, and its pages files hold
+/// the 64 MiB about once.
+#[test]
+fn cow_tree_memory_stays_shared() {
+    let test = "cow_tree_memory_stays_shared";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let mut proc = common::spawn_victim("cow", &[], tmp.path());
+    assert!(
+        matches!(proc.wait_ready(), Start::Ready),
+        "cow victim did not start"
+    );
+    common::sleep_ms(SETTLE_MS);
+    let _family = common::TreeGuard(common::descendants(proc.pid));
+    let before = tree_pss_kib(proc.pid);
+    dump_and_reap(&mut proc, "cow", &[], &tmp);
+    let img = tmp.join("img");
+    let stored: u64 = std::fs::read_dir(&img)
+        .expect("image directory")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pages-"))
+        .map(|e| e.metadata().expect("stat a pages file").len())
+        .sum();
+    let pid = common::restore_detached(&img).unwrap_or_else(|out| panic!("restore: {out:?}"));
+    let mut restored = Proc::adopt(pid, &proc.log);
+    let _family = common::TreeGuard(common::descendants(pid));
+    let after = tree_pss_kib(pid);
+    let st = restored.go();
+    Expect::Pass.check(&restored, st);
+    eprintln!("{test}: PSS {before} KiB before the dump, {after} KiB after the restore; pages files {} KiB", stored >> 10);
+    assert!(
+        after <= before + before / 20,
+        "the tree's PSS grew from {before} KiB to {after} KiB across dump and restore"
+    );
+    assert!(
+        stored < 72 << 20,
+        "the pages files hold {stored} bytes: the shared 64 MiB is stored more than once"
+    );
 }

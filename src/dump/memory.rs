@@ -69,16 +69,19 @@ struct Chunk {
 /// start: shared memory is saved once for the tree, from its data (see `dump/shared.rs`).
 pub type Overrides = std::collections::HashMap<u64, Vec<(u64, u64)>>;
 
-/// Saves every page of `vmas` that a fresh mapping would not reproduce; returns the runs
-/// saved and the guard regions found.
+/// Saves every page of `vmas` that a fresh mapping would not reproduce, but those in the
+/// sorted `inherited` ranges (shared with the parent, see `dump/cow.rs`); returns the
+/// runs saved and the guard regions found.
 pub fn dump(
     pid: i32,
     vmas: &[Vma],
     overrides: &Overrides,
+    inherited: &[(u64, u64)],
     out: &mut PagesWriter,
 ) -> Result<(Vec<PageRun>, Vec<Guard>, MemoryStats), DumpError> {
     let started = Instant::now();
     let (ranges, guards) = ranges_to_save(pid, vmas, overrides)?;
+    let ranges = cut(ranges, inherited);
     let mut reader = Reader {
         pid,
         mem: Mem::open(pid, false)?,
@@ -155,7 +158,7 @@ fn ranges_to_save(
     let (mut out, mut guards) = (Vec::new(), Vec::new());
     for vma in vmas {
         let (private_file, drop_zeros) = match vma.kind {
-            VmaKind::Anon => (false, true),
+            VmaKind::Anon | VmaKind::Unlinked { .. } => (false, true),
             VmaKind::File { .. } if !vma.shared => (true, false),
             VmaKind::File { .. } => {
                 guards.extend(guards_in(&pagemap, vma)?);
@@ -166,13 +169,17 @@ fn ranges_to_save(
         let readable = vma.prot & libc::PROT_READ as u32 != 0;
         if let Some(given) = overrides.get(&vma.start) {
             let own = guards_in(&pagemap, vma)?;
-            out.extend(outside(given, &own).into_iter().map(|(start, end)| Range {
-                vma: vma.start,
-                start,
-                end,
-                readable,
-                drop_zeros,
-            }));
+            out.extend(
+                subtract(given, &pairs(&own))
+                    .into_iter()
+                    .map(|(start, end)| Range {
+                        vma: vma.start,
+                        start,
+                        end,
+                        readable,
+                        drop_zeros,
+                    }),
+            );
             guards.extend(own);
             continue;
         }
@@ -218,24 +225,49 @@ fn guards_in(pagemap: &Pagemap, vma: &Vma) -> Result<Vec<Guard>, DumpError> {
         .collect())
 }
 
-/// The parts of the sorted `ranges` outside the sorted `guards`.
-fn outside(ranges: &[(u64, u64)], guards: &[Guard]) -> Vec<(u64, u64)> {
+/// The parts of the sorted, non-overlapping `ranges` outside the sorted, non-overlapping
+/// `holes`.
+pub fn subtract(ranges: &[(u64, u64)], holes: &[(u64, u64)]) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
+    let mut h = 0;
     for &(mut start, end) in ranges {
-        for g in guards {
-            if g.start >= end || g.end <= start {
-                continue;
+        while h < holes.len() && holes[h].1 <= start {
+            h += 1;
+        }
+        let mut i = h;
+        while start < end && i < holes.len() && holes[i].0 < end {
+            if holes[i].0 > start {
+                out.push((start, holes[i].0));
             }
-            if g.start > start {
-                out.push((start, g.start));
-            }
-            start = g.end;
+            start = start.max(holes[i].1);
+            i += 1;
         }
         if start < end {
             out.push((start, end));
         }
     }
     out
+}
+
+/// `ranges` without the sorted `holes`.
+fn cut(ranges: Vec<Range>, holes: &[(u64, u64)]) -> Vec<Range> {
+    if holes.is_empty() {
+        return ranges;
+    }
+    let mut out = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        let from = holes.partition_point(|h| h.1 <= r.start);
+        let left = subtract(&[(r.start, r.end)], &holes[from..]);
+        out.extend(
+            left.into_iter()
+                .map(|(start, end)| Range { start, end, ..r }),
+        );
+    }
+    out
+}
+
+fn pairs(guards: &[Guard]) -> Vec<(u64, u64)> {
+    guards.iter().map(|g| (g.start, g.end)).collect()
 }
 
 /// Merges touching ranges of one mapping (PAGEMAP_SCAN splits them by category).
@@ -432,18 +464,31 @@ mod tests {
     }
 
     #[test]
-    fn guards_are_cut_out_of_ranges() {
-        let g = |start, end| Guard { start, end };
+    fn holes_are_cut_out_of_ranges() {
         let ranges = [(0x1000, 0x5000), (0x8000, 0x9000)];
         assert_eq!(
-            outside(&ranges, &[g(0x2000, 0x3000), g(0x4000, 0x8000)]),
+            subtract(&ranges, &[(0x2000, 0x3000), (0x4000, 0x8000)]),
             vec![(0x1000, 0x2000), (0x3000, 0x4000), (0x8000, 0x9000)]
         );
         assert_eq!(
-            outside(&ranges, &[g(0x1000, 0x5000)]),
+            subtract(&ranges, &[(0x1000, 0x5000)]),
             vec![(0x8000, 0x9000)]
         );
-        assert_eq!(outside(&ranges, &[]), ranges.to_vec());
+        assert_eq!(subtract(&ranges, &[]), ranges.to_vec());
+        assert_eq!(
+            subtract(&ranges, &[(0, 0x1800), (0x4800, 0x8800)]),
+            vec![(0x1800, 0x4800), (0x8800, 0x9000)]
+        );
+    }
+
+    #[test]
+    fn cut_keeps_range_attributes() {
+        let c = cut(vec![r(0x1000, 0x4000)], &[(0x2000, 0x3000)]);
+        assert_eq!(
+            c.iter().map(|x| (x.start, x.end)).collect::<Vec<_>>(),
+            vec![(0x1000, 0x2000), (0x3000, 0x4000)]
+        );
+        assert!(c.iter().all(|x| x.readable && x.drop_zeros));
     }
 
     #[test]

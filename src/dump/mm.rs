@@ -10,6 +10,10 @@ use crate::proc::{self, MapEntry, MapPath};
 
 /// How a `memfd_secret(2)` mapping shows in maps (the kernel's internal `secretmem` file).
 const SECRETMEM: &str = "/secretmem";
+/// How a memfd shows in maps: `/memfd:NAME (deleted)`.
+const MEMFD: &str = "/memfd:";
+/// How a SysV shared memory segment shows in maps: `/SYSV<key> (deleted)`.
+const SYSV: &str = "/SYSV";
 
 /// Converts every mapping, refusing kinds stasis cannot restore.
 pub fn vmas(pid: i32, maps: &[MapEntry]) -> Result<Vec<Vma>, DumpError> {
@@ -57,9 +61,10 @@ fn kind_of(pid: i32, e: &MapEntry) -> Result<Option<VmaKind>, DumpError> {
                 what()
             )))
         }
+        MapPath::Deleted(p) if e.shared && !p.starts_with(SYSV) => unlinked(pid, e, p)?,
         MapPath::Deleted(p) => {
             return Err(DumpError::unsupported(format!(
-                "{} maps deleted file {p}, which stasis cannot checkpoint yet",
+                "{} is a private mapping of deleted file {p}, which stasis cannot checkpoint yet",
                 what()
             )))
         }
@@ -70,6 +75,24 @@ fn kind_of(pid: i32, e: &MapEntry) -> Result<Option<VmaKind>, DumpError> {
             )))
         }
     }))
+}
+
+/// A shared mapping of a memfd or of a deleted file: its name, size and mode, taken
+/// through `/proc/PID/map_files` (the object itself).
+fn unlinked(pid: i32, e: &MapEntry, path: &str) -> Result<VmaKind, DumpError> {
+    let link = format!("/proc/{pid}/map_files/{:x}-{:x}", e.start, e.end);
+    let meta = std::fs::metadata(&link).map_err(|source| DumpError::Stat {
+        path: link.clone(),
+        source,
+    })?;
+    let memfd = path.strip_prefix(MEMFD);
+    Ok(VmaKind::Unlinked {
+        name: memfd.unwrap_or(path).to_string(),
+        memfd: memfd.is_some(),
+        size: meta.size(),
+        offset: e.offset,
+        mode: meta.mode() & 0o7777,
+    })
 }
 
 fn prot_of(e: &MapEntry) -> u32 {

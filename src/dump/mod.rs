@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod cgroup;
+pub mod cow;
 pub mod creds;
 mod error;
 pub mod files;
@@ -141,8 +142,9 @@ fn save_tree(
     let fd_opts = fd_options(opts, &pids);
     let mut held = Vec::new();
     let mut tables = Vec::new();
-    for (task, entry) in tree.procs.iter().zip(tree.record.alive()) {
-        let (stats, h, files) = save(task, entry, &fd_opts, &writer, &mut shared)?;
+    let layouts = layouts(tree)?;
+    for ((task, entry), layout) in tree.procs.iter().zip(tree.record.alive()).zip(layouts) {
+        let (stats, h, files) = save(task, entry, layout, &fd_opts, &writer, &mut shared)?;
         held.push(h);
         tables.push((task.pid(), files));
         summary.pages_stored += stats.pages_stored;
@@ -158,6 +160,34 @@ fn save_tree(
     )?;
     writer.commit()?;
     Ok((summary, held))
+}
+
+/// The mappings of one process, and what of them it still shares copy-on-write with its
+/// parent.
+struct Layout {
+    smaps: Vec<proc::MapEntry>,
+    vmas: Vec<crate::image::mm::Vma>,
+    cow: Vec<cow::Found>,
+}
+
+/// The mappings of every process, in tree order.
+///
+/// Ordering requirements: before any page is read (see `cow::find`).
+fn layouts(tree: &FrozenTree) -> Result<Vec<Layout>, DumpError> {
+    let mut out: Vec<Layout> = Vec::with_capacity(tree.procs.len());
+    for (task, entry) in tree.procs.iter().zip(tree.record.alive()) {
+        let pid = task.pid();
+        let smaps = proc::smaps(pid)?;
+        let vmas = mm::vmas(pid, &smaps)?;
+        let parent = tree.procs.iter().position(|t| t.pid() == entry.ppid);
+        let cow = match parent.and_then(|i| out.get(i)) {
+            // A process sharing its parent's address space shares every page.
+            Some(p) if !entry.shares_vm => cow::find(pid, &vmas, entry.ppid, &p.vmas)?,
+            _ => Vec::new(),
+        };
+        out.push(Layout { smaps, vmas, cow });
+    }
+    Ok(out)
 }
 
 /// Links the objects split across processes, checks the tables as a restore will, and
@@ -197,17 +227,24 @@ fn fd_options(opts: &DumpOptions, pids: &[i32]) -> files::FdOptions {
 fn save(
     task: &Frozen,
     entry: &ProcEntry,
+    layout: Layout,
     fd_opts: &files::FdOptions,
     writer: &ImageWriter,
     shared: &mut Shared,
 ) -> Result<(memory::MemoryStats, files::Held, FilesImage), DumpError> {
     let pid = task.pid();
-    let smaps = proc::smaps(pid)?;
-    let vmas = mm::vmas(pid, &smaps)?;
+    let Layout { smaps, vmas, cow } = layout;
+    // Ordering requirements: mappings are linked before the fds are checked against them.
+    let shmem = if entry.shares_vm {
+        Vec::new() // its parent's address space, linked already
+    } else {
+        shared.link_shmem(pid, &smaps)?
+    };
     let (files, held) = if entry.shares_files {
         (FilesImage::default(), files::Held::new(pid))
     } else {
         let (mut files, held) = files::fd_table(pid, fd_opts)?;
+        shared.check_unlinked_fds(pid, &unlinked_fds(&files))?;
         shared.link_files(pid, &mut files)?;
         (files, held)
     };
@@ -232,14 +269,21 @@ fn save(
     }
 
     let mstats = if entry.shares_vm {
+        // Its pages at restore are those of the address space it shares.
+        let restored = shared.restored_pages.get(&entry.ppid).cloned();
+        shared
+            .restored_pages
+            .insert(pid, restored.unwrap_or_default());
         memory::MemoryStats::default()
     } else {
         let space = Space {
             smaps: &smaps,
             vmas,
+            cow,
+            shmem,
             fields: mm::fields(&stat, q.brk),
         };
-        save_mm(pid, space, writer, shared)?
+        save_mm(pid, entry.ppid, space, writer, shared)?
     };
     let mut sigactions = q.sigactions;
     if entry.shares_sighand {
@@ -270,29 +314,38 @@ fn save(
     Ok((mstats, held, files))
 }
 
-/// The address space of one process as collected: its maps and the mm fields.
+/// The address space of one process as collected: its maps, what it shares
+/// copy-on-write with its parent, and the mm fields.
 struct Space<'a> {
     smaps: &'a [proc::MapEntry],
     vmas: Vec<crate::image::mm::Vma>,
+    cow: Vec<cow::Found>,
+    shmem: Vec<crate::image::mm::ShmemRef>,
     fields: crate::image::mm::MmFields,
 }
 
 /// Writes `pages-PID.img` and `mm-PID.img` of a process that does not share its parent's
-/// address space (a sharer's is its parent's, saved already).
+/// (`ppid`) address space (a sharer's is its parent's, saved already).
 ///
 /// Ordering requirements: after the injected queries (their scratch page is gone).
 fn save_mm(
     pid: i32,
+    ppid: i32,
     space: Space,
     writer: &ImageWriter,
     shared: &mut Shared,
 ) -> Result<memory::MemoryStats, DumpError> {
-    let shmem = shared.link_shmem(pid, space.smaps)?;
-    let overrides = shmem_overrides(pid, space.smaps, &shmem)?;
+    let overrides = shmem_overrides(pid, space.smaps, &space.shmem)?;
     let vdso_symbols = vdso_symbols(pid, mm::vdso_range(&space.vmas))?;
     let mut pages = writer.pages(&record_name("pages", pid))?;
-    let (page_runs, guards, mstats) = memory::dump(pid, &space.vmas, &overrides, &mut pages)?;
+    let inherited = cow::shared(&space.cow);
+    let (page_runs, guards, mstats) =
+        memory::dump(pid, &space.vmas, &overrides, &inherited, &mut pages)?;
     pages.finish()?;
+    let parent_pages = shared.restored_pages.get(&ppid);
+    let cow_ranges = cow::ranges(&space.cow, &page_runs, parent_pages.map_or(&[][..], |p| p));
+    let restored = cow::pages_at_restore(&page_runs, &space.cow);
+    shared.restored_pages.insert(pid, restored);
     let mm = MmImage {
         vmas: space.vmas,
         page_runs,
@@ -300,11 +353,26 @@ fn save_mm(
         auxv: proc::auxv(pid)?,
         exe: mm::exe(pid)?,
         vdso_symbols,
-        shmem,
+        shmem: space.shmem,
         guards,
+        cow: cow_ranges,
     };
     writer.write_record(&record_name("mm", pid), Kind::Mm, &mm)?;
     Ok(mstats)
+}
+
+/// The fds of memfds and deleted files, which must not also be mapped (`Shared`).
+fn unlinked_fds(files: &FilesImage) -> Vec<(i32, &'static str)> {
+    use crate::image::files::FdKind;
+    files
+        .fds
+        .iter()
+        .filter_map(|e| match e.kind {
+            FdKind::Memfd(_) => Some((e.fd, "a memfd")),
+            FdKind::Ghost(_) => Some((e.fd, "a deleted file")),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Shared memory is saved by the process that owns it, from the object's data; the other

@@ -1,5 +1,6 @@
 //! What the processes of a tree share with each other: open file descriptions (inherited
-//! across fork: one offset for every holder) and shared anonymous memory objects. The
+//! across fork: one offset for every holder), shared anonymous memory objects, and the
+//! pages a child still shares copy-on-write with its parent (found in `dump/cow.rs`). The
 //! first process in tree order that holds an object owns it; later holders refer to it.
 //! Objects whose *different* open file descriptions are held by several processes (the
 //! ends of a pipe, a socket pair) are linked once the whole tree is known
@@ -20,8 +21,14 @@ use crate::sys::kcmp::{self, Object};
 pub struct Shared {
     /// `(dev, ino)` of an open file → its original holders `(pid, fd)`.
     files: HashMap<(u64, u64), Vec<(i32, i32)>>,
-    /// Inode of a shmem object → its owner's mapping and that mapping's object offset.
-    shmem: HashMap<u64, (ShmemOwner, u64)>,
+    /// `(dev, ino)` of a shmem object (shared anonymous memory, a memfd, a deleted file)
+    /// → its owner's mapping and that mapping's object offset.
+    shmem: HashMap<(u64, u64), (ShmemOwner, u64)>,
+    /// `(dev, ino)` of the memfds and deleted files held open, by the fd's description.
+    unlinked_fds: HashMap<(u64, u64), String>,
+    /// The pages every process dumped so far holds once restored, for its children's
+    /// copy-on-write ranges (`dump/cow.rs`).
+    pub restored_pages: HashMap<i32, Vec<(u64, u64)>>,
 }
 
 impl Shared {
@@ -49,16 +56,20 @@ impl Shared {
     /// process that maps its object.
     pub fn link_shmem(&mut self, pid: i32, maps: &[MapEntry]) -> Result<Vec<ShmemRef>, DumpError> {
         let mut refs = Vec::new();
-        for m in maps.iter().filter(|m| is_shared_anon(m)) {
-            let owner = match self.shmem.get(&m.inode) {
-                Some(&(owner, base)) if m.offset >= base => Some(ShmemOwner {
+        for m in maps.iter().filter(|m| is_shmem(m)) {
+            let key = map_inode(pid, m)?;
+            if let Some(fd) = self.unlinked_fds.get(&key) {
+                return Err(mapped_and_open(pid, m, fd));
+            }
+            let owner = match self.shmem.get(&key) {
+                Some(&(owner, base)) if within(m, base, &owner) => Some(ShmemOwner {
                     offset: m.offset - base,
                     ..owner
                 }),
                 Some(&(owner, _)) => {
                     return Err(DumpError::unsupported(format!(
-                        "pid {pid} maps shared memory at {:#x} from below the part pid {} maps; stasis cannot rebuild that",
-                        m.start, owner.pid
+                        "pid {pid} maps shared memory at {:#x} beyond the part pid {} maps at {:#x}; stasis saves only that part and cannot rebuild the rest",
+                        m.start, owner.pid, owner.start
                     )))
                 }
                 None => {
@@ -68,7 +79,7 @@ impl Shared {
                         end: m.end,
                         offset: 0,
                     };
-                    self.shmem.insert(m.inode, (owner, m.offset));
+                    self.shmem.insert(key, (owner, m.offset));
                     None
                 }
             };
@@ -116,9 +127,55 @@ pub fn shmem_data(pid: i32, m: &MapEntry) -> Result<Vec<(u64, u64)>, DumpError> 
     Ok(out)
 }
 
-/// `MAP_SHARED | MAP_ANONYMOUS`: the kernel backs it with an unlinked `/dev/zero` shmem file.
-pub fn is_shared_anon(m: &MapEntry) -> bool {
-    m.shared && matches!(&m.path, MapPath::Deleted(p) if p == "/dev/zero")
+/// A shared mapping of an object without a name, saved once for the tree from its own
+/// data: `MAP_SHARED | MAP_ANONYMOUS` (the kernel backs it with an unlinked `/dev/zero`
+/// shmem file), a memfd or a deleted file (`dump/mm.rs` refuses the rest: memfd_secret,
+/// SysV segments).
+pub fn is_shmem(m: &MapEntry) -> bool {
+    m.shared && matches!(&m.path, MapPath::Deleted(_))
+}
+
+/// Whether `m` maps only what the owner's mapping (from object offset `base`) does: the
+/// pages saved for the object are those of the owner's mapping.
+fn within(m: &MapEntry, base: u64, owner: &ShmemOwner) -> bool {
+    m.offset >= base && m.offset - base + (m.end - m.start) <= owner.end - owner.start
+}
+
+/// `(st_dev, st_ino)` of the object mapped by `m`.
+fn map_inode(pid: i32, m: &MapEntry) -> Result<(u64, u64), DumpError> {
+    let path = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+    let meta = std::fs::metadata(&path).map_err(|source| DumpError::Stat { path, source })?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+fn mapped_and_open(pid: i32, m: &MapEntry, fd: &str) -> DumpError {
+    DumpError::unsupported(format!(
+        "mapping {:#x}-{:#x} of pid {pid} maps {:?}, which {fd} also holds open; stasis cannot checkpoint a memfd or deleted file both mapped and open yet",
+        m.start, m.end, m.path
+    ))
+}
+
+impl Shared {
+    /// Refuses a memfd or deleted file (`fds`: `(fd, kind)` of `pid`) whose object a
+    /// process of the tree also maps: the fd would come back as a second object.
+    pub fn check_unlinked_fds(
+        &mut self,
+        pid: i32,
+        fds: &[(i32, &'static str)],
+    ) -> Result<(), DumpError> {
+        for &(fd, kind) in fds {
+            let key = inode(pid, fd)?;
+            let what = format!("fd {fd} of pid {pid} ({kind})");
+            if let Some((owner, _)) = self.shmem.get(&key) {
+                let m = format!("the mapping at {:#x} of pid {}", owner.start, owner.pid);
+                return Err(DumpError::unsupported(format!(
+                    "{what} is also mapped ({m}); stasis cannot checkpoint a memfd or deleted file both mapped and open yet"
+                )));
+            }
+            self.unlinked_fds.insert(key, what);
+        }
+        Ok(())
+    }
 }
 
 /// `(st_dev, st_ino)` of what fd `fd` of `pid` refers to.

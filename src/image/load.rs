@@ -9,7 +9,7 @@ use super::error::ImageError;
 use super::file::{read, read_since, Kind};
 use super::files::{FilesImage, FilesImageV6};
 use super::inventory::Inventory;
-use super::mm::MmImage;
+use super::mm::{MmImage, MmImageV6};
 use super::pages::{check_pages, verify_pages};
 use super::task::TaskImage;
 use super::tree::{TreeImage, TreeImageV6};
@@ -75,6 +75,12 @@ impl Image {
         let tree_path = image.dir.join(TREE);
         for p in &image.processes {
             validate::process_in_tree(&p.task, &image.tree, &tree_path)?;
+            let pid = p.task.pid;
+            let parent = (pid != image.inventory.root_pid)
+                .then(|| image.tree.get(pid).and_then(|e| image.process(e.ppid)))
+                .flatten();
+            let path = image.dir.join(record_name("mm", pid));
+            validate::cow_parent(&p.mm, parent.map(|p| &p.mm), &path)?;
         }
         let order: Vec<_> = image
             .processes
@@ -139,7 +145,7 @@ fn load_process(dir: &Path, pid: i32, owns_mm: bool) -> Result<ProcessImage, Ima
 
 fn load_mm(dir: &Path, pid: i32) -> Result<MmImage, ImageError> {
     let path = dir.join(record_name("mm", pid));
-    let mm = read(Kind::Mm, &path)?;
+    let mm = read_since::<MmImage, MmImageV6>(Kind::Mm, &path, 7)?;
     validate::mm(&mm, &path)?;
     let pages = dir.join(record_name("pages", pid));
     check_pages(&pages, validate::total_pages(&mm))?;
@@ -357,9 +363,9 @@ mod tests {
     }
 
     /// A version 6 image (files records without `spares`, tree records without `terminal`
-    /// and sharing flags) loads, read as having none.
+    /// and sharing flags, mm records without `cow`) loads, read as having none.
     #[test]
-    fn version_6_files_record_is_converted() {
+    fn version_6_records_are_converted() {
         let (_parent, dir) = fixture();
         let files = sample::files();
         let old = super::FilesImageV6 {
@@ -369,6 +375,18 @@ mod tests {
         fs::write(dir.join("files-42.img"), encode(Kind::Files, &old).unwrap()).unwrap();
         let tree = TreeImageV6::from(&sample::tree(&[PID]));
         fs::write(dir.join(TREE), encode(Kind::Tree, &tree).unwrap()).unwrap();
+        let mm = sample::mm();
+        let old_mm = super::MmImageV6 {
+            vmas: mm.vmas.clone(),
+            page_runs: mm.page_runs.clone(),
+            fields: mm.fields,
+            auxv: mm.auxv.clone(),
+            exe: mm.exe.clone(),
+            vdso_symbols: mm.vdso_symbols.clone(),
+            shmem: mm.shmem.clone(),
+            guards: mm.guards.clone(),
+        };
+        fs::write(dir.join("mm-42.img"), encode(Kind::Mm, &old_mm).unwrap()).unwrap();
         for entry in fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             let mut bytes = fs::read(&path).unwrap();
@@ -378,5 +396,6 @@ mod tests {
         let image = Image::load(&dir).unwrap();
         assert_eq!(image.processes[0].files, files);
         assert_eq!(image.tree.terminal, None);
+        assert_eq!(image.processes[0].mm, mm);
     }
 }

@@ -20,6 +20,54 @@ pub struct MmImage {
     pub shmem: Vec<ShmemRef>,
     /// Guard regions (`MADV_GUARD_INSTALL`) in address order, each inside one mapping.
     pub guards: Vec<Guard>,
+    /// Private memory still shared copy-on-write with the parent, in address order: kept
+    /// from the parent at restore instead of stored again.
+    pub cow: Vec<CowRange>,
+}
+
+/// An mm record of format 6 and older (no `cow`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MmImageV6 {
+    pub vmas: Vec<Vma>,
+    pub page_runs: Vec<PageRun>,
+    pub fields: MmFields,
+    pub auxv: Vec<u64>,
+    pub exe: Option<FileId>,
+    pub vdso_symbols: Vec<(String, u64)>,
+    pub shmem: Vec<ShmemRef>,
+    pub guards: Vec<Guard>,
+}
+
+impl From<MmImageV6> for MmImage {
+    fn from(old: MmImageV6) -> Self {
+        MmImage {
+            vmas: old.vmas,
+            page_runs: old.page_runs,
+            fields: old.fields,
+            auxv: old.auxv,
+            exe: old.exe,
+            vdso_symbols: old.vdso_symbols,
+            shmem: old.shmem,
+            guards: old.guards,
+            cow: Vec::new(),
+        }
+    }
+}
+
+/// `[start, end)`, from the start of a private anonymous or file mapping of this process,
+/// which it still shared copy-on-write with the parent's mapping at the same addresses
+/// (same backing and protection). A process is restored by a fork of its restored parent, so it keeps what
+/// it inherits there instead of mapping it afresh: the shared pages are stored once, by
+/// the parent, and stay shared. The process's own pages in the range are stored and
+/// filled as usual (overwriting the inherited ones), the mapping grows to its own end if
+/// longer, and `zap` lists where the parent has pages that this process did not have (they
+/// are dropped with `MADV_DONTNEED`: zeros, or the file's contents).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CowRange {
+    pub start: u64,
+    pub end: u64,
+    /// Sorted, non-overlapping `[start, end)` page ranges inside the range.
+    pub zap: Vec<(u64, u64)>,
 }
 
 /// A shared anonymous mapping (`MAP_SHARED | MAP_ANONYMOUS`): a shmem object that several
@@ -87,6 +135,29 @@ impl Vma {
     pub fn is_empty(&self) -> bool {
         self.end == self.start
     }
+
+    /// A private mapping of anonymous memory or of a file: its written pages are
+    /// anonymous, and a fork shares them copy-on-write.
+    pub fn is_private_memory(&self) -> bool {
+        !self.shared && matches!(self.kind, VmaKind::Anon | VmaKind::File { .. })
+    }
+
+    /// Whether `p` (another process's mapping, starting at or before this one) maps at
+    /// this mapping's start what this one maps there, as a fork would have left it: both
+    /// private memory of the same backing (anonymous, or the same file at the same
+    /// offset) and the same protection.
+    pub fn same_backing(&self, p: &Vma) -> bool {
+        let backing = match (&self.kind, &p.kind) {
+            (VmaKind::Anon, VmaKind::Anon) => true,
+            (VmaKind::File { file, offset }, VmaKind::File { file: f, offset: o }) => {
+                file == f
+                    && self.start >= p.start
+                    && o.checked_add(self.start - p.start) == Some(*offset)
+            }
+            _ => false,
+        };
+        backing && self.is_private_memory() && p.is_private_memory() && p.prot == self.prot
+    }
 }
 
 /// What backs a mapping.
@@ -103,6 +174,20 @@ pub enum VmaKind {
     Vdso,
     Vvar,
     VvarVclock,
+    /// A shared mapping of a file that has no name any more: a memfd, or a deleted file
+    /// (python's semaphores map an unlinked `/dev/shm` file). The object is rebuilt
+    /// once, by the first process of the tree that maps it (`MmImage::shmem`), from the
+    /// pages stored for that mapping; the others map that object.
+    Unlinked {
+        /// The memfd's name (without `/memfd:`), or the file's last path.
+        name: String,
+        memfd: bool,
+        /// Size of the object, and this mapping's offset in it.
+        size: u64,
+        offset: u64,
+        /// Permission bits of a deleted file (recreated with them, then unlinked).
+        mode: u32,
+    },
 }
 
 /// Mapping flags beyond protection (smaps `VmFlags` two-letter codes in brackets).

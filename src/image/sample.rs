@@ -9,7 +9,8 @@ use super::files::{
 };
 use super::inventory::{CpuInfo, Inventory};
 use super::mm::{
-    FileId, Guard, MmFields, MmImage, PageRun, ShmemOwner, ShmemRef, Vma, VmaFlags, VmaKind,
+    CowRange, FileId, Guard, MmFields, MmImage, PageRun, ShmemOwner, ShmemRef, Vma, VmaFlags,
+    VmaKind,
 };
 use super::seccomp::{SeccompFilter, ThreadSeccomp, FILTER_FLAG_LOG, MODE_FILTER};
 use super::sock::{SockOpts, UnixMessage, UnixPeer, UnixSocket};
@@ -224,6 +225,7 @@ pub fn mm() -> MmImage {
             start: 0x60_3000,
             end: 0x60_4000,
         }],
+        cow: Vec::new(),
     }
 }
 
@@ -550,6 +552,11 @@ pub fn random_mm(r: &mut XorShift) -> MmImage {
         guards: r.vec(3, |r| Guard {
             start: r.next(),
             end: r.next(),
+        }),
+        cow: r.vec(2, |r| CowRange {
+            start: r.next(),
+            end: r.next(),
+            zap: r.vec(2, |r| (r.next(), r.next())),
         }),
     }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use super::error::ImageError;
 use super::files::{FdKind, FilesImage};
 use super::inventory::Inventory;
-use super::mm::{Guard, MmFields, MmImage, PageRun, Vma};
+use super::mm::{Guard, MmFields, MmImage, PageRun, Vma, VmaKind};
 use super::task::{PosixTimer, TaskImage, ThreadImage};
 use super::tree::{ProcEntry, ProcState, TreeImage};
 use crate::abi::PAGE_SIZE;
@@ -425,7 +425,9 @@ pub fn mm(mm: &MmImage, path: &Path) -> Check {
         }
     }
     page_runs(&mm.page_runs, &mm.vmas, path)?;
+    unlinked(mm, path)?;
     guards(mm, path)?;
+    cow(mm, path)?;
     fields(&mm.fields, path)?;
     auxv(&mm.auxv, path)
 }
@@ -502,6 +504,90 @@ fn guards(mm: &MmImage, path: &Path) -> Check {
             return fail(path, format!("{label} overlaps saved pages"));
         }
         prev_end = g.end;
+    }
+    Ok(())
+}
+
+/// A mapping of a memfd or deleted file is shared and has its object reference (made by
+/// this process or another).
+fn unlinked(mm: &MmImage, path: &Path) -> Check {
+    for v in &mm.vmas {
+        if matches!(v.kind, VmaKind::Unlinked { .. })
+            && !(v.shared && mm.shmem.iter().any(|r| r.start == v.start))
+        {
+            return fail(
+                path,
+                format!(
+                    "mapping {} of an unlinked object is not shared memory",
+                    span(v)
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Copy-on-write ranges start where a private anonymous mapping starts and end inside
+/// it, in address order; their zap ranges are aligned, sorted and inside them.
+fn cow(mm: &MmImage, path: &Path) -> Check {
+    let mut prev_end = 0;
+    for c in &mm.cow {
+        let label = format!("copy-on-write range {:#x}-{:#x}", c.start, c.end);
+        let v = mm.vmas.iter().find(|v| v.start == c.start);
+        if !v.is_some_and(|v| v.is_private_memory() && c.end > c.start && c.end <= v.end) {
+            return fail(
+                path,
+                format!("{label} is not the start of a private anonymous or file mapping"),
+            );
+        }
+        if c.end % PAGE_SIZE != 0 || c.start < prev_end {
+            return fail(path, format!("{label} is unaligned or out of order"));
+        }
+        let mut at = c.start;
+        for &(s, e) in &c.zap {
+            if s % PAGE_SIZE != 0 || e % PAGE_SIZE != 0 || s < at || e <= s || e > c.end {
+                return fail(path, format!("{label} has a bad zap range {s:#x}-{e:#x}"));
+            }
+            at = e;
+        }
+        prev_end = c.end;
+    }
+    Ok(())
+}
+
+/// A process with copy-on-write ranges is not the root, and its parent (`ppid`, whose
+/// record is `parent`) has a mapping of the same backing (anonymous, or the same file at
+/// the same offsets) with the same protection over each range: restore keeps what the
+/// fork from that parent brings.
+pub fn cow_parent(mm: &MmImage, parent: Option<&MmImage>, path: &Path) -> Check {
+    let Some(first) = mm.cow.first() else {
+        return Ok(());
+    };
+    let Some(parent) = parent else {
+        return fail(
+            path,
+            format!(
+                "copy-on-write range {:#x}-{:#x} in a process without a parent in the image",
+                first.start, first.end
+            ),
+        );
+    };
+    for c in &mm.cow {
+        let own = mm.vmas.iter().find(|v| v.start == c.start);
+        let theirs = parent
+            .vmas
+            .iter()
+            .find(|p| p.start <= c.start && c.end <= p.end);
+        let same = matches!((own, theirs), (Some(v), Some(p)) if v.same_backing(p));
+        if !same {
+            return fail(
+                path,
+                format!(
+                    "copy-on-write range {:#x}-{:#x} has no matching mapping in the parent",
+                    c.start, c.end
+                ),
+            );
+        }
     }
     Ok(())
 }

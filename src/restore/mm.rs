@@ -17,11 +17,13 @@ const PR_SET_MM: u64 = 35;
 const PR_SET_MM_MAP: u64 = 14;
 const MADV_GUARD_INSTALL: u64 = 102;
 
-/// Removes everything but the helper and the vDSO block, then moves the vDSO block.
+/// Removes everything but the helper, the vDSO block and the ranges kept copy-on-write
+/// from the parent (`restore/cow.rs`), then moves the vDSO block.
 pub fn clear_and_move_vdso(child: &Child, mm: &MmImage) -> Result<(), RestoreError> {
     let specials = super::verify::specials(child.pid())?;
     let mut keep: Vec<(u64, u64)> = specials.iter().map(|&(_, s, e)| (s, e)).collect();
     keep.push((child.helper, child.helper + HELPER_LEN));
+    keep.extend(mm.cow.iter().map(|c| (c.start, c.end)));
     keep.sort_unstable();
     let remote = child.remote();
     let mut at = 0x1000u64;
@@ -88,15 +90,20 @@ fn move_specials(
     Ok(())
 }
 
-/// Recreates every ordinary mapping. Mappings that will receive saved pages are made
-/// writable for now; [`finish_vmas`] puts the real protection back.
+/// Recreates every ordinary mapping but those kept from the parent. Mappings that will
+/// receive saved pages are made writable for now ([`working_prot`]); [`finish_vmas`] puts
+/// the real protection back.
 pub fn map_all(child: &Child, mm: &MmImage, filled: &HashSet<u64>) -> Result<(), RestoreError> {
     let mut open: Option<(String, u64)> = None;
-    for v in mm.vmas.iter().filter(|v| !is_special(v)) {
+    let kept = |v: &&Vma| mm.cow.iter().any(|c| c.start == v.start);
+    for v in mm.vmas.iter().filter(|v| !is_special(v) && !kept(v)) {
         let owner = mm.shmem.iter().find(|r| r.start == v.start);
         match owner.and_then(|r| r.owner) {
             Some(o) => map_shared_from(child, v, &o)?,
-            None => map_one(child, v, filled.contains(&v.start), &mut open)?,
+            None if matches!(v.kind, VmaKind::Unlinked { .. }) => {
+                map_unlinked(child, v, working_prot(v, filled))?
+            }
+            None => map_one(child, v, working_prot(v, filled), &mut open)?,
         }
     }
     if let Some((_, fd)) = open {
@@ -111,6 +118,12 @@ fn map_shared_from(child: &Child, v: &Vma, o: &ShmemOwner) -> Result<(), Restore
     let path = format!("/proc/{}/map_files/{:x}-{:x}", o.pid, o.start, o.end);
     let fd = open_in(child, &path, libc::O_RDWR | libc::O_CLOEXEC)?;
     let flags = libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE;
+    // A memfd or deleted file is rebuilt whole, so offsets in it are the saved ones; a
+    // shared anonymous object is created for its owner's mapping, from offset 0.
+    let offset = match v.kind {
+        VmaKind::Unlinked { offset, .. } => offset,
+        _ => o.offset,
+    };
     let r = child.remote().call(
         "mmap(shared)",
         libc::SYS_mmap,
@@ -120,11 +133,75 @@ fn map_shared_from(child: &Child, v: &Vma, o: &ShmemOwner) -> Result<(), Restore
             u64::from(v.prot),
             flags as u64,
             fd,
-            o.offset,
+            offset,
         ],
     );
     child.remote().call("close", libc::SYS_close, &[fd])?;
     r.map(|_| ()).map_err(RestoreError::from)
+}
+
+/// Creates the object of an `Unlinked` mapping in the child and maps it: `memfd_create`,
+/// or the deleted file created again (at its old path if that is free, else at a hidden
+/// sibling) and unlinked at once; sized as it was. Its pages are filled with the others.
+fn map_unlinked(child: &Child, v: &Vma, prot: u64) -> Result<(), RestoreError> {
+    let VmaKind::Unlinked {
+        name,
+        memfd,
+        size,
+        offset,
+        mode,
+    } = &v.kind
+    else {
+        unreachable!("called for Unlinked mappings only");
+    };
+    let remote = child.remote();
+    let fd = if *memfd {
+        let addr = child.put_str(0, name)?;
+        let flags = (libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) as u64;
+        remote.call("memfd_create", libc::SYS_memfd_create, &[addr, flags])?
+    } else {
+        recreate_deleted(child, name, v.start)?
+    };
+    let flags = (libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE) as u64;
+    let r = remote
+        .call("ftruncate", libc::SYS_ftruncate, &[fd, *size])
+        .and_then(|_| remote.call("fchmod", libc::SYS_fchmod, &[fd, u64::from(*mode)]))
+        .and_then(|_| {
+            let args = [v.start, v.len(), prot, flags, fd, *offset];
+            remote.call("mmap(unlinked)", libc::SYS_mmap, &args)
+        });
+    remote.call("close", libc::SYS_close, &[fd])?;
+    r.map(|_| ()).map_err(RestoreError::from)
+}
+
+/// Creates the deleted file `path` again in the child (or a hidden sibling if the path is
+/// taken) and unlinks it; returns the child's fd.
+fn recreate_deleted(child: &Child, path: &str, start: u64) -> Result<u64, RestoreError> {
+    let old = std::path::Path::new(path);
+    let at = if std::fs::symlink_metadata(old).is_err() {
+        old.to_path_buf()
+    } else {
+        let name = old.file_name().unwrap_or_default().to_string_lossy();
+        old.with_file_name(format!(".stasis-unlinked-{}-{start:x}-{name}", child.pid()))
+    };
+    let name = at.to_string_lossy();
+    let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
+    let fd = open_in(child, &name, flags)?;
+    std::fs::remove_file(&at).map_err(|source| RestoreError::Write {
+        path: name.into_owned(),
+        source,
+    })?;
+    Ok(fd)
+}
+
+/// The protection of `v` from Mappings to Protections: writable while it receives pages.
+pub fn working_prot(v: &Vma, filled: &HashSet<u64>) -> u64 {
+    let write = if filled.contains(&v.start) {
+        libc::PROT_WRITE as u64
+    } else {
+        0
+    };
+    u64::from(v.prot) | write
 }
 
 fn is_special(v: &Vma) -> bool {
@@ -134,11 +211,10 @@ fn is_special(v: &Vma) -> bool {
 fn map_one(
     child: &Child,
     v: &Vma,
-    filled: bool,
+    prot: u64,
     open: &mut Option<(String, u64)>,
 ) -> Result<(), RestoreError> {
     let remote = child.remote();
-    let prot = u64::from(v.prot) | if filled { libc::PROT_WRITE as u64 } else { 0 };
     let mut flags = libc::MAP_FIXED_NOREPLACE
         | if v.shared {
             libc::MAP_SHARED

@@ -8,6 +8,7 @@
 
 mod audit;
 mod child;
+mod cow;
 mod creds;
 mod error;
 mod files;
@@ -276,9 +277,14 @@ impl Builder<'_> {
         let child = &self.procs.last().expect("just pushed").1;
         tree::restore_session(child, entry, root, self.shell_job)
             .map_err(at(RestoreStage::Session, pid))?;
+        // The parent's memory, as a fork from it inherits it: that of the address
+        // space it may share with its own parent.
+        let parent = (pid != root)
+            .then(|| self.image.process(self.image.tree.mm_owner(entry.ppid)))
+            .flatten();
         match p {
             // A process sharing its parent's address space finds its memory in place.
-            Some(p) if !entry.shares_vm => build_memory(child, self.image, p),
+            Some(p) if !entry.shares_vm => build_memory(child, self.image, p, parent),
             _ => Ok(memory::Filled::default()),
         }
     }
@@ -396,16 +402,27 @@ fn at(stage: RestoreStage, pid: i32) -> impl Fn(RestoreError) -> RestoreError {
 }
 
 /// The address space and the memory of a live process: done before its children are
-/// forked from it.
+/// forked from it (they keep what they still shared with it copy-on-write, so its memory
+/// must be exactly as saved when they are).
 fn build_memory(
     child: &Child,
     image: &Image,
     p: &ProcessImage,
+    parent: Option<&ProcessImage>,
 ) -> Result<memory::Filled, RestoreError> {
     let pid = p.task.pid;
     let filled = memory::filled_vmas(&p.mm);
     mm::clear_and_move_vdso(child, &p.mm).map_err(at(RestoreStage::AddressSpace, pid))?;
-    mm::map_all(child, &p.mm, &filled).map_err(at(RestoreStage::Mappings, pid))?;
+    let mapped = match parent {
+        Some(parent) => {
+            let parent_filled = memory::filled_vmas(&parent.mm);
+            cow::adopt(child, &p.mm, &filled, &parent.mm, &parent_filled)
+        }
+        None => Ok(()),
+    };
+    mapped
+        .and_then(|()| mm::map_all(child, &p.mm, &filled))
+        .map_err(at(RestoreStage::Mappings, pid))?;
     memory::fill(child, &p.mm, &image.pages_path(pid)).map_err(at(RestoreStage::Memory, pid))
 }
 

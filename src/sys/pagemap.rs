@@ -68,6 +68,13 @@ pub enum PagemapError {
         #[source]
         source: std::io::Error,
     },
+    #[error("read the pagemap of pid {pid} at {addr:#x}")]
+    Read {
+        pid: i32,
+        addr: u64,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("PAGEMAP_SCAN of pid {pid} at {addr:#x} (needs Linux 6.7 or newer)")]
     Scan {
         pid: i32,
@@ -88,6 +95,26 @@ impl Pagemap {
         let path = PathBuf::from(format!("/proc/{pid}/pagemap"));
         let file = File::open(&path).map_err(|source| PagemapError::Open { path, source })?;
         Ok(Pagemap { pid, file })
+    }
+
+    /// The raw pagemap entries of `[start, end)`, one per page: bit 63 says present, bits
+    /// 0-54 hold the page frame number (zero unless the reader has CAP_SYS_ADMIN), see
+    /// <https://docs.kernel.org/admin-guide/mm/pagemap.html>.
+    pub fn entries(&self, start: u64, end: u64) -> Result<Vec<u64>, PagemapError> {
+        use std::os::unix::fs::FileExt;
+        let pages = ((end - start) / 4096) as usize;
+        let mut bytes = vec![0u8; pages * 8];
+        self.file
+            .read_exact_at(&mut bytes, start / 4096 * 8)
+            .map_err(|source| PagemapError::Read {
+                pid: self.pid,
+                addr: start,
+                source,
+            })?;
+        Ok(bytes
+            .chunks_exact(8)
+            .map(|w| u64::from_ne_bytes(w.try_into().expect("8-byte chunk")))
+            .collect())
     }
 
     /// All matching regions in `[start, end)`, looping on `walk_end`. Kernels older than

@@ -62,6 +62,8 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("guards", &[]),
     ("tree", &[]),
     ("shared_vm", &[]),
+    ("cow", &[]),
+    ("unlinked_maps", &[]),
     ("unix_sockets", &[]),
     ("inet_sockets", &[]),
     ("pty", &[]),
