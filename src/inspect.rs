@@ -397,9 +397,9 @@ fn files(p: &ProcessImage, out: &mut impl Write) -> std::io::Result<()> {
     for f in &p.files.fds {
         let what = describe(&f.kind);
         let spare = if p.files.spares.contains(&f.fd) {
-            " (spare, for a later process)"
+            " (spare, for a later process)".to_string()
         } else {
-            ""
+            in_flight_note(&p.files, f.fd)
         };
         writeln!(
             out,
@@ -410,6 +410,21 @@ fn files(p: &ProcessImage, out: &mut impl Write) -> std::io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// " (in flight to socket:[INO], message N)" for a file riding on a queued message.
+fn in_flight_note(files: &crate::image::files::FilesImage, fd: i32) -> String {
+    files
+        .in_flight
+        .iter()
+        .find(|m| m.fds.contains(&fd))
+        .map(|m| {
+            format!(
+                " (in flight to socket:[{}], message {})",
+                m.socket, m.message
+            )
+        })
+        .unwrap_or_default()
 }
 
 fn unix_line(u: &UnixSocket) -> String {
@@ -612,6 +627,22 @@ fn describe(kind: &FdKind) -> String {
         FdKind::Reopen { pid, fd, pos } => {
             format!("the file of fd {fd} of pid {pid}, opened again, pos {pos}")
         }
+        FdKind::Mapped(m) => format!(
+            "the object pid {} maps at {:#x}-{:#x}, opened again, pos {}, seals {:#x}",
+            m.pid, m.start, m.end, m.pos, m.seals
+        ),
+        FdKind::Fanotify(f) => format!(
+            "fanotify flags {:#x} event flags {:#x}, marks {:?}",
+            f.flags,
+            f.event_flags,
+            f.marks
+                .iter()
+                .map(|m| format!(
+                    "{:?} mask {:#x} ignored {:#x}",
+                    m.target, m.mask, m.ignored_mask
+                ))
+                .collect::<Vec<_>>()
+        ),
     }
 }
 

@@ -83,7 +83,7 @@ fn dump_refuses_userfaultfd() {
     refused_kind("dump_refuses_userfaultfd", "userfaultfd", "a userfaultfd");
 }
 
-/// A memfd both mapped and open is refused (the fd would come back as a second object),
+/// A memfd open and mapped only in part is refused (only the mapped part is saved),
 /// naming the fd and the mapping.
 #[test]
 fn dump_refuses_memfd_both_mapped_and_open() {
@@ -209,6 +209,28 @@ fn dump_refuses_third_pipe_description() {
         named,
         "message does not name fd 30 of a child ({kids:?}): {msg}"
     );
+    assert_no_image(tmp.path());
+    assert_survived(victim);
+}
+
+/// A fanotify permission group with a request queued (a process outside the tree waits
+/// for the answer) is refused, naming the fd and the pid.
+#[test]
+fn dump_refuses_fanotify_permission_requests() {
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_fanotify_permission_requests");
+    let tmp = TempDir::new("fanotify-perm");
+    let mut victim = victim_in(&tmp, "fanotify", &["perm"]);
+    if let Start::Skip(why) = victim.wait_ready() {
+        return common::skip("dump_refuses_fanotify_permission_requests", &why);
+    }
+    let out = common::dump(victim.pid, &tmp.join("img"), &[]);
+    let msg = out.assert_failed("dump of a fanotify group with a permission request queued");
+    let want = format!(
+        "fd 12 of pid {} is a fanotify group of a permission class",
+        victim.pid
+    );
+    assert!(msg.contains(&want), "message does not say {want:?}: {msg}");
     assert_no_image(tmp.path());
     assert_survived(victim);
 }

@@ -264,15 +264,18 @@ victim_tests! {
     shared_vm_nested: "shared_vm" ["nested"];
     cow: "cow";
     unlinked_maps: "unlinked_maps";
+    unlinked_maps_fds: "unlinked_maps" ["fds"];
     pipes: "pipes";
     anonfds: "anonfds";
     inotify: "inotify";
+    fanotify: "fanotify";
     memfd: "memfd";
     ghost: "ghost";
     ghost_remap: "ghost" ["remap"];
     locks: "locks";
     unix_sockets: "unix_sockets";
     unix_inflight: "unix_sockets" ["inflight"];
+    inflight: "inflight";
     inet_sockets: "inet_sockets";
     tcp_established: "inet_sockets" ["established"];
     tcp_close: "inet_sockets" ["close"];

@@ -218,6 +218,7 @@ fn fd_options(opts: &DumpOptions, pids: &[i32]) -> files::FdOptions {
         ext_unix_sk: opts.ext_unix_sk,
         skip_in_flight: opts.skip_in_flight,
         tree_sockets: Default::default(),
+        tree_files: Default::default(),
     }
 }
 
@@ -244,7 +245,7 @@ fn save(
         (FilesImage::default(), files::Held::new(pid))
     } else {
         let (mut files, held) = files::fd_table(pid, fd_opts)?;
-        shared.check_unlinked_fds(pid, &unlinked_fds(&files))?;
+        shared.link_unlinked_fds(pid, &mut files)?;
         shared.link_files(pid, &mut files)?;
         (files, held)
     };
@@ -359,20 +360,6 @@ fn save_mm(
     };
     writer.write_record(&record_name("mm", pid), Kind::Mm, &mm)?;
     Ok(mstats)
-}
-
-/// The fds of memfds and deleted files, which must not also be mapped (`Shared`).
-fn unlinked_fds(files: &FilesImage) -> Vec<(i32, &'static str)> {
-    use crate::image::files::FdKind;
-    files
-        .fds
-        .iter()
-        .filter_map(|e| match e.kind {
-            FdKind::Memfd(_) => Some((e.fd, "a memfd")),
-            FdKind::Ghost(_) => Some((e.fd, "a deleted file")),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Shared memory is saved by the process that owns it, from the object's data; the other

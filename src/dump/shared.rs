@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 
 use super::DumpError;
-use crate::image::files::{FdKind, FilesImage};
+use crate::image::files::{FdKind, FilesImage, MappedFd};
 use crate::image::mm::{ShmemOwner, ShmemRef};
 use crate::proc::{MapEntry, MapPath};
 use crate::sys::kcmp::{self, Object};
@@ -35,8 +35,10 @@ impl Shared {
     /// Turns every fd of `pid` that shares its open file description with an fd of an
     /// earlier process into an `Inherited` reference, and records the rest as originals.
     pub fn link_files(&mut self, pid: i32, files: &mut FilesImage) -> Result<(), DumpError> {
+        let in_flight: Vec<i32> = files.in_flight.iter().flat_map(|m| m.fds.clone()).collect();
         for e in &mut files.fds {
-            if matches!(e.kind, FdKind::Dup { .. }) {
+            // Files in flight were identified across the tree already (`inflight.rs`).
+            if matches!(e.kind, FdKind::Dup { .. }) || in_flight.contains(&e.fd) {
                 continue;
             }
             let key = inode(pid, e.fd)?;
@@ -156,26 +158,72 @@ fn mapped_and_open(pid: i32, m: &MapEntry, fd: &str) -> DumpError {
 }
 
 impl Shared {
-    /// Refuses a memfd or deleted file (`fds`: `(fd, kind)` of `pid`) whose object a
-    /// process of the tree also maps: the fd would come back as a second object.
-    pub fn check_unlinked_fds(
-        &mut self,
-        pid: i32,
-        fds: &[(i32, &'static str)],
-    ) -> Result<(), DumpError> {
-        for &(fd, kind) in fds {
-            let key = inode(pid, fd)?;
-            let what = format!("fd {fd} of pid {pid} ({kind})");
-            if let Some((owner, _)) = self.shmem.get(&key) {
-                let m = format!("the mapping at {:#x} of pid {}", owner.start, owner.pid);
-                return Err(DumpError::unsupported(format!(
-                    "{what} is also mapped ({m}); stasis cannot checkpoint a memfd or deleted file both mapped and open yet"
-                )));
+    /// Turns each memfd or deleted-file fd of `pid` whose object a process of the tree
+    /// maps already (this one included: its mappings are linked first) into a
+    /// [`FdKind::Mapped`] reopen of that mapping, which rebuilds the object. Records the
+    /// others, so that a later mapping of their object is refused: the fd would come
+    /// back as a second object. Files in flight are in no table: they are left out.
+    pub fn link_unlinked_fds(&mut self, pid: i32, files: &mut FilesImage) -> Result<(), DumpError> {
+        let flying: Vec<i32> = files
+            .fds
+            .iter()
+            .map(|e| e.fd)
+            .filter(|&fd| files.is_in_flight(fd))
+            .collect();
+        for e in files.fds.iter_mut().filter(|e| !flying.contains(&e.fd)) {
+            let (kind, pos, seals) = match &e.kind {
+                FdKind::Memfd(m) => ("a memfd", m.pos, m.seals),
+                FdKind::Ghost(g) => ("a deleted file", g.pos, 0),
+                _ => continue,
+            };
+            let key = inode(pid, e.fd)?;
+            let what = format!("fd {} of pid {pid} ({kind})", e.fd);
+            match self.shmem.get(&key) {
+                Some(&(owner, base)) => {
+                    let size = object_size(pid, e.fd)?;
+                    e.kind = mapped(&what, size, owner, base, pos, seals)?;
+                }
+                None => {
+                    self.unlinked_fds.insert(key, what);
+                }
             }
-            self.unlinked_fds.insert(key, what);
         }
         Ok(())
     }
+}
+
+/// The [`FdKind::Mapped`] kind of an fd (`what`) whose object of `size` bytes `owner`
+/// maps from object offset `base`; refused unless that mapping covers the whole object,
+/// since only the mapped pages are saved.
+fn mapped(
+    what: &str,
+    size: u64,
+    owner: ShmemOwner,
+    base: u64,
+    pos: u64,
+    seals: u32,
+) -> Result<FdKind, DumpError> {
+    let covered = owner.end - owner.start;
+    if base != 0 || covered < size.next_multiple_of(crate::abi::PAGE_SIZE) {
+        return Err(DumpError::unsupported(format!(
+            "{what} is also mapped, by the mapping {:#x}-{:#x} of pid {}, which covers only part of its {size} bytes; stasis saves a mapped object through that mapping and cannot rebuild the rest",
+            owner.start, owner.end, owner.pid
+        )));
+    }
+    Ok(FdKind::Mapped(MappedFd {
+        pid: owner.pid,
+        start: owner.start,
+        end: owner.end,
+        pos,
+        seals,
+    }))
+}
+
+/// `st_size` of what fd `fd` of `pid` refers to.
+fn object_size(pid: i32, fd: i32) -> Result<u64, DumpError> {
+    let path = format!("/proc/{pid}/fd/{fd}");
+    let meta = std::fs::metadata(&path).map_err(|source| DumpError::Stat { path, source })?;
+    Ok(meta.len())
 }
 
 /// `(st_dev, st_ino)` of what fd `fd` of `pid` refers to.

@@ -18,8 +18,9 @@ use super::error::ImageError;
 /// O_PATH, ghost files, eventfd, timerfd, signalfd, epoll, inotify, memfd, pidfd);
 /// version 6 the socket and pty kinds after `PidFd` (a version 5 image reads the same);
 /// version 7 the files record's `spares` and the `Reopen` fd kind (objects split across
-/// the processes of a tree), the `Remap` fd kind (`--link-remap`), the shell job's
-/// terminal in the tree record, the mm record's copy-on-write ranges (`cow`) and
+/// the processes of a tree) and the files record's `in_flight` (files riding on queued
+/// unix messages), the `Remap` fd kind (`--link-remap`), the `Fanotify` fd kind, the shell
+/// job's terminal in the tree record, the mm record's copy-on-write ranges (`cow`) and
 /// `VmaKind::Unlinked` (older files, tree and mm records are converted on load).
 /// Version 7 also has `shares_vm` and `shares_sighand` in the tree record's entries (an
 /// older tree is read as sharing neither).

@@ -8,7 +8,9 @@
 //! [`FdKind::Inherited`] across processes), and another description of the same file
 //! reopens it ([`FdKind::Reopen`]). An object whose descriptions are split across
 //! processes is created by the first process, which holds the others at spare fds
-//! ([`FilesImage::spares`]) until the later processes took them.
+//! ([`FilesImage::spares`]) until the later processes took them. Files in flight (sent
+//! with `SCM_RIGHTS` and not received yet) are entries too, at numbers above every fd the
+//! process held, sent again and closed ([`FilesImage::in_flight`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +29,31 @@ pub struct FilesImage {
     /// ([`FdKind::Inherited`]). Above every fd the process held; closed once every
     /// process of the tree has its fds (format 7; empty in older images).
     pub spares: Vec<i32>,
+    /// Files in flight to the unix sockets of this table, message by message (format 7;
+    /// empty in older images).
+    pub in_flight: Vec<InFlight>,
+}
+
+/// The files riding on one queued message of a unix socket of the table: each is an
+/// entry of the table at a number above every fd the process held (a `Dup` of a held fd
+/// when it is the same open file description, an `Inherited` one of an earlier process,
+/// else the object itself), named by no other message, sent with the message's data
+/// (`SCM_RIGHTS`) and closed once sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InFlight {
+    /// The receiving socket, by its inode (`UnixSocket::ino`).
+    pub socket: u64,
+    /// The message's index in the socket's `queue`.
+    pub message: u32,
+    /// The entries sent, in the message's order.
+    pub fds: Vec<i32>,
+}
+
+impl FilesImage {
+    /// Whether entry `fd` is a file in flight (not an fd the process held).
+    pub fn is_in_flight(&self, fd: i32) -> bool {
+        self.in_flight.iter().any(|m| m.fds.contains(&fd))
+    }
 }
 
 /// A files record of format 6 and older (no `spares`).
@@ -42,6 +69,7 @@ impl From<FilesImageV6> for FilesImage {
             fds: old.fds,
             locks: old.locks,
             spares: Vec::new(),
+            in_flight: Vec::new(),
         }
     }
 }
@@ -114,6 +142,55 @@ pub enum FdKind {
     /// A file without a name of its own, reached through a link stasis made beside it
     /// at dump time (`--link-remap`); removed once the restore succeeded.
     Remap(RemapFd),
+    /// Another open file description of a memfd or deleted file that a process maps.
+    Mapped(MappedFd),
+    /// A fanotify group with its marks (pending events are not saved).
+    Fanotify(FanotifyFd),
+}
+
+/// An open file description of the memfd or deleted file that process `pid` maps at
+/// `start..end`: the mapping rebuilds the object (whole: the dump checked that the mapping
+/// covers all of it), and the fd is opened through `/proc/PID/map_files/START-END` with
+/// the entry's flags, at `pos`. A memfd's `seals` (`F_GET_SEALS`) are added again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MappedFd {
+    pub pid: i32,
+    pub start: u64,
+    pub end: u64,
+    pub pos: u64,
+    pub seals: u32,
+}
+
+/// A fanotify group: `fanotify_init` flags and its marks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FanotifyFd {
+    /// `fanotify_init` flags (`FAN_CLASS_*`, `FAN_REPORT_*`, `FAN_UNLIMITED_*`...);
+    /// `FAN_CLOEXEC` and `FAN_NONBLOCK` come from the entry.
+    pub flags: u32,
+    /// `event_f_flags`: the open flags of the fds events carry.
+    pub event_flags: u32,
+    pub marks: Vec<FanotifyMark>,
+}
+
+/// One fanotify mark: what it is on, its flags and masks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FanotifyMark {
+    pub target: FanotifyTarget,
+    /// `FAN_MARK_IGNORED_SURV_MODIFY`, `FAN_MARK_EVICTABLE`, `FAN_MARK_IGNORE`.
+    pub flags: u32,
+    pub mask: u32,
+    pub ignored_mask: u32,
+}
+
+/// What a fanotify mark watches, by a path that leads to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FanotifyTarget {
+    /// An inode (file or directory).
+    Inode { path: String },
+    /// A mount (`FAN_MARK_MOUNT`), by its mount point.
+    Mount { path: String },
+    /// A filesystem (`FAN_MARK_FILESYSTEM`), by a mount point of it.
+    Filesystem { path: String },
 }
 
 /// A regular file or directory, reopened by path at `pos`.

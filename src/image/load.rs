@@ -81,6 +81,9 @@ impl Image {
                 .flatten();
             let path = image.dir.join(record_name("mm", pid));
             validate::cow_parent(&p.mm, parent.map(|p| &p.mm), &path)?;
+            let mm_of = |pid| image.process(pid).map(|p| &p.mm);
+            let path = image.dir.join(record_name("files", pid));
+            validate::mapped_fds(&p.files, mm_of, &path)?;
         }
         let order: Vec<_> = image
             .processes

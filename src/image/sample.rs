@@ -4,8 +4,8 @@
 use crate::abi::{AltStack, GpRegs, KernelSigaction, RseqConfig, SigInfo};
 
 use super::files::{
-    CharDevFd, EpollFd, EpollTarget, EventFd, FdEntry, FdKind, FileLock, FilesImage, LockKind,
-    MemfdFd, PathFd, PipeEnd, PipeFd, RemapFd, TtyFd,
+    CharDevFd, EpollFd, EpollTarget, EventFd, FdEntry, FdKind, FileLock, FilesImage, InFlight,
+    LockKind, MappedFd, MemfdFd, PathFd, PipeEnd, PipeFd, RemapFd, TtyFd,
 };
 use super::inventory::{CpuInfo, Inventory};
 use super::mm::{
@@ -288,6 +288,7 @@ pub fn files() -> FilesImage {
             len: 10,
         }],
         spares: Vec::new(),
+        in_flight: Vec::new(),
     }
 }
 
@@ -328,6 +329,7 @@ pub fn split_files(a: i32) -> (FilesImage, FilesImage) {
         ],
         locks: Vec::new(),
         spares: vec![9, 10],
+        in_flight: Vec::new(),
     };
     let second = FilesImage {
         fds: vec![
@@ -345,8 +347,64 @@ pub fn split_files(a: i32) -> (FilesImage, FilesImage) {
         ],
         locks: Vec::new(),
         spares: Vec::new(),
+        in_flight: Vec::new(),
     };
     (first, second)
+}
+
+/// A process with files in flight to its socket at fd 3 (peer at fd 4, two messages
+/// queued): a file and the read end of the pipe whose write end is fd 5 on the first
+/// message, a dup of fd 5 on the second.
+pub fn in_flight_files() -> FilesImage {
+    let unix = |ino: u64, peer: u64, queued: usize| {
+        let msg = UnixMessage {
+            data: b"m".to_vec(),
+            creds: Some((1, 0, 0)),
+        };
+        FdKind::Unix(Box::new(UnixSocket {
+            ino,
+            sock_type: libc::SOCK_DGRAM,
+            name: Vec::new(),
+            bind_dir: None,
+            listen_backlog: None,
+            peer: UnixPeer::Socket { ino: peer },
+            shutdown: 0,
+            queue: vec![msg; queued],
+            opts: SockOpts::default(),
+        }))
+    };
+    let mut write_end = pipe(Some(7));
+    write_end.end = PipeEnd::Write;
+    FilesImage {
+        fds: vec![
+            entry(3, unix(100, 101, 2)),
+            entry(4, unix(101, 100, 0)),
+            entry(5, FdKind::Pipe(write_end)),
+            entry(
+                6,
+                FdKind::Path(PathFd {
+                    file: file_id("/etc/hostname"),
+                    pos: 2,
+                }),
+            ),
+            entry(7, FdKind::PipePeer { of: 5 }),
+            entry(8, FdKind::Dup { of: 5 }),
+        ],
+        locks: Vec::new(),
+        spares: Vec::new(),
+        in_flight: vec![
+            InFlight {
+                socket: 100,
+                message: 0,
+                fds: vec![6, 7],
+            },
+            InFlight {
+                socket: 100,
+                message: 1,
+                fds: vec![8],
+            },
+        ],
+    }
 }
 
 fn entry(fd: i32, kind: FdKind) -> FdEntry {
@@ -562,7 +620,7 @@ pub fn random_mm(r: &mut XorShift) -> MmImage {
 }
 
 fn random_fd(r: &mut XorShift) -> FdEntry {
-    let kind = match r.below(7) {
+    let kind = match r.below(8) {
         0 => FdKind::Path(PathFd {
             file: random_file_id(r),
             pos: r.next(),
@@ -591,6 +649,13 @@ fn random_fd(r: &mut XorShift) -> FdEntry {
             fd: r.i32(),
             pos: r.next(),
         },
+        7 => FdKind::Mapped(MappedFd {
+            pid: r.i32(),
+            start: r.next(),
+            end: r.next(),
+            pos: r.next(),
+            seals: r.next() as u32,
+        }),
         _ => FdKind::Tty(TtyFd { rdev: r.next() }),
     };
     FdEntry {
@@ -612,5 +677,10 @@ pub fn random_files(r: &mut XorShift) -> FilesImage {
             len: r.next(),
         }),
         spares: r.vec(2, |r| r.i32()),
+        in_flight: r.vec(2, |r| InFlight {
+            socket: r.next(),
+            message: r.next() as u32,
+            fds: r.vec(3, |r| r.i32()),
+        }),
     }
 }

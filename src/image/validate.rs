@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use super::error::ImageError;
-use super::files::{FdKind, FilesImage};
+use super::files::{FdEntry, FdKind, FilesImage, MappedFd};
 use super::inventory::Inventory;
 use super::mm::{Guard, MmFields, MmImage, PageRun, Vma, VmaKind};
 use super::task::{PosixTimer, TaskImage, ThreadImage};
@@ -211,6 +211,35 @@ fn is_reference(kind: &FdKind) -> bool {
 fn reopenable(kind: &FdKind) -> bool {
     matches!(kind, FdKind::Memfd(_) | FdKind::Ghost(_))
         || matches!(kind, FdKind::Remap(r) if r.copied)
+}
+
+/// Every `Mapped` fd names a mapping of a memfd or deleted file (`VmaKind::Unlinked`)
+/// that a process of the image has at exactly that range.
+pub fn mapped_fds<'a>(
+    files: &FilesImage,
+    mm_of: impl Fn(i32) -> Option<&'a MmImage>,
+    path: &Path,
+) -> Check {
+    for e in &files.fds {
+        let FdKind::Mapped(MappedFd {
+            pid, start, end, ..
+        }) = e.kind
+        else {
+            continue;
+        };
+        let found = mm_of(pid).is_some_and(|mm| {
+            mm.vmas.iter().any(|v| {
+                v.start == start && v.end == end && matches!(v.kind, VmaKind::Unlinked { .. })
+            })
+        });
+        if !found {
+            return fail(
+                path,
+                format!("fd {} reopens the mapping {start:#x}-{end:#x} of pid {pid}, which is not a mapping of a memfd or deleted file in the image", e.fd),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A process's own record agrees with the tree on its ids.
@@ -641,7 +670,82 @@ fn auxv(words: &[u64], path: &Path) -> Check {
 pub fn files(files: &FilesImage, path: &Path) -> Check {
     references(files, path)?;
     order(files, path)?;
-    spares(files, path)
+    spares(files, path)?;
+    in_flight(files, path)
+}
+
+/// Files in flight ride on an existing message of a unix socket of the table (one list
+/// per message, 1 to 253 files), each an entry above every fd the process held, named
+/// once, neither a spare nor locked nor watched by an epoll.
+fn in_flight(files: &FilesImage, path: &Path) -> Check {
+    let flying = |fd: i32| files.is_in_flight(fd);
+    let held_top = files
+        .fds
+        .iter()
+        .map(|e| e.fd)
+        .filter(|&fd| !flying(fd) && !files.spares.contains(&fd))
+        .max();
+    let mut named = Vec::new();
+    for (i, m) in files.in_flight.iter().enumerate() {
+        let socket = files.fds.iter().find_map(|e| match &e.kind {
+            FdKind::Unix(u) if u.ino == m.socket => Some(u),
+            _ => None,
+        });
+        let earlier = &files.in_flight[..i];
+        let why = match socket {
+            None => "goes to no unix socket of the table".to_string(),
+            Some(u) if m.message as usize >= u.queue.len() => "rides on no queued message".into(),
+            _ if earlier
+                .iter()
+                .any(|x| (x.socket, x.message) == (m.socket, m.message)) =>
+            {
+                "is listed twice".into()
+            }
+            _ if m.fds.is_empty() || m.fds.len() > 253 => format!("has {} files", m.fds.len()),
+            _ => match m
+                .fds
+                .iter()
+                .find_map(|&fd| flying_fd_error(files, fd, held_top, &named))
+            {
+                Some(why) => why,
+                None => {
+                    named.extend(&m.fds);
+                    continue;
+                }
+            },
+        };
+        let (socket, message) = (m.socket, m.message);
+        return fail(
+            path,
+            format!("message {message} of socket:[{socket}] in flight {why}"),
+        );
+    }
+    Ok(())
+}
+
+/// What is wrong with fd `fd` as a file in flight, if anything.
+fn flying_fd_error(
+    files: &FilesImage,
+    fd: i32,
+    held_top: Option<i32>,
+    named: &[i32],
+) -> Option<String> {
+    let watched =
+        |e: &FdEntry| matches!(&e.kind, FdKind::Epoll(ep) if ep.targets.iter().any(|t| t.fd == fd));
+    let why = if named.contains(&fd) {
+        "is sent twice"
+    } else if !files.fds.iter().any(|e| e.fd == fd) {
+        "is not in the table"
+    } else if held_top.is_some_and(|top| top > fd) {
+        "is below an fd the process held"
+    } else if files.spares.contains(&fd) {
+        "is a spare"
+    } else if files.locks.iter().any(|l| l.fd == fd) || files.fds.iter().any(watched) {
+        "is locked or watched"
+    } else {
+        return None;
+    };
+    Some(format!("names fd {fd}, which {why}"))
 }
 
 /// Spare fds are listed once, in the table, above every fd the process held, objects
@@ -1203,6 +1307,50 @@ mod tests {
         assert_eq!(
             spare_err(|a| a.fds[4].kind = FdKind::Dup { of: 4 }),
             "spare fd 10 refers to another fd"
+        );
+    }
+
+    fn flying_err(f: impl FnOnce(&mut FilesImage)) -> String {
+        let mut files_image = sample::in_flight_files();
+        f(&mut files_image);
+        message(files(&files_image, path()))
+    }
+
+    #[test]
+    fn files_in_flight_are_valid() {
+        files(&sample::in_flight_files(), path()).unwrap();
+    }
+
+    #[test]
+    fn files_in_flight_rules() {
+        let m0 = "message 0 of socket:[100] in flight";
+        assert_eq!(
+            flying_err(|f| f.in_flight[1].message = 2),
+            "message 2 of socket:[100] in flight rides on no queued message"
+        );
+        assert_eq!(
+            flying_err(|f| f.in_flight[0].socket = 7),
+            "message 0 of socket:[7] in flight goes to no unix socket of the table"
+        );
+        assert_eq!(
+            flying_err(|f| f.in_flight[1].message = 0),
+            "message 0 of socket:[100] in flight is listed twice"
+        );
+        assert_eq!(
+            flying_err(|f| f.in_flight[1].fds = vec![8, 6]),
+            "message 1 of socket:[100] in flight names fd 6, which is sent twice"
+        );
+        assert_eq!(
+            flying_err(|f| f.in_flight[1].fds = vec![8, 4]),
+            "message 1 of socket:[100] in flight names fd 4, which is below an fd the process held"
+        );
+        assert_eq!(
+            flying_err(|f| f.in_flight[0].fds.push(9)),
+            format!("{m0} names fd 9, which is not in the table")
+        );
+        assert_eq!(
+            flying_err(|f| f.in_flight[0].fds.clear()),
+            format!("{m0} has 0 files")
         );
     }
 }

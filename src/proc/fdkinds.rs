@@ -149,16 +149,96 @@ pub fn inotify_watches(info: &FdInfo) -> Parsed<Vec<InotifyWatchInfo>> {
 
 fn inotify_watch(v: &str) -> Parsed<InotifyWatchInfo> {
     let wd = token(v, "wd")?;
+    let h = file_handle(v)?;
+    Ok(InotifyWatchInfo {
+        wd: wd.parse().map_err(|e| format!("wd {wd:?}: {e}"))?,
+        ino: h.ino,
+        sdev: h.sdev,
+        mask: hex_token(v, "mask")? as u32,
+        handle_type: h.handle_type,
+        handle: h.handle,
+    })
+}
+
+/// A fanotify group as fdinfo shows it: `fanotify flags:3 event-flags:8000`, then one
+/// line per mark.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FanotifyInfo {
+    pub flags: u32,
+    pub event_flags: u32,
+    pub marks: Vec<FanotifyMarkInfo>,
+}
+
+/// One fanotify mark line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FanotifyMarkInfo {
+    pub on: MarkedObject,
+    pub flags: u32,
+    pub mask: u32,
+    pub ignored_mask: u32,
+}
+
+/// What a mark line is on: an inode (`ino:`, with its file handle), a mount (`mnt_id:`)
+/// or a filesystem (`sdev:` alone).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MarkedObject {
+    Inode(FileHandle),
+    Mount { mnt_id: u64 },
+    Filesystem { sdev: u64 },
+}
+
+/// An inode by device (kernel `dev_t` encoding), number and file handle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileHandle {
+    pub ino: u64,
+    pub sdev: u64,
+    pub handle_type: i32,
+    pub handle: Vec<u8>,
+}
+
+pub fn fanotify(info: &FdInfo) -> Parsed<FanotifyInfo> {
+    let mut lines = info.all("fanotify");
+    let head = lines.next().ok_or("no fanotify flags line")?;
+    Ok(FanotifyInfo {
+        flags: hex_token(head, "flags")? as u32,
+        event_flags: hex_token(head, "event-flags")? as u32,
+        marks: lines.map(fanotify_mark).collect::<Parsed<_>>()?,
+    })
+}
+
+fn fanotify_mark(v: &str) -> Parsed<FanotifyMarkInfo> {
+    let on = if token(v, "ino").is_ok() {
+        MarkedObject::Inode(file_handle(v)?)
+    } else if token(v, "mnt_id").is_ok() {
+        MarkedObject::Mount {
+            mnt_id: hex_token(v, "mnt_id")?,
+        }
+    } else if token(v, "sdev").is_ok() {
+        MarkedObject::Filesystem {
+            sdev: hex_token(v, "sdev")?,
+        }
+    } else {
+        return Err(format!("a fanotify mark of unknown kind: {v:?}"));
+    };
+    Ok(FanotifyMarkInfo {
+        on,
+        flags: hex_token(v, "mflags")? as u32,
+        mask: hex_token(v, "mask")? as u32,
+        ignored_mask: hex_token(v, "ignored_mask")? as u32,
+    })
+}
+
+/// `ino:98c0b4 sdev:fe00000 ... fhandle-type:1 f_handle:b4c0...` of an inotify watch or
+/// a fanotify inode mark.
+fn file_handle(v: &str) -> Parsed<FileHandle> {
     let hex = token(v, "f_handle")?;
     let handle = (0..hex.len() / 2)
         .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16))
         .collect::<Result<Vec<u8>, _>>()
         .map_err(|e| format!("f_handle {hex:?}: {e}"))?;
-    Ok(InotifyWatchInfo {
-        wd: wd.parse().map_err(|e| format!("wd {wd:?}: {e}"))?,
+    Ok(FileHandle {
         ino: hex_token(v, "ino")?,
         sdev: hex_token(v, "sdev")?,
-        mask: hex_token(v, "mask")? as u32,
         handle_type: hex_token(v, "fhandle-type")? as i32,
         handle,
     })
@@ -266,6 +346,23 @@ mod tests {
     }
 
     #[test]
+    fn fanotify_lines() {
+        let f = fanotify(&info("fanotify.fdinfo")).unwrap();
+        assert_eq!((f.flags, f.event_flags, f.marks.len()), (3, 0x8000, 4));
+        assert_eq!(f.marks[0].on, MarkedObject::Filesystem { sdev: 0xfe0_0000 });
+        assert_eq!(f.marks[1].on, MarkedObject::Mount { mnt_id: 0x1b });
+        let MarkedObject::Inode(h) = &f.marks[2].on else {
+            panic!("an inode mark expected")
+        };
+        assert_eq!((h.ino, h.handle_type, h.handle.len()), (0x99_21eb, 1, 8));
+        assert_eq!(
+            (f.marks[2].flags, f.marks[2].mask, f.marks[2].ignored_mask),
+            (0x40, 2, 0x20)
+        );
+        assert_eq!(f.marks[3].mask, 0x4800_0008);
+    }
+
+    #[test]
     fn lock_lines() {
         let text = "pos:\t0\nflags:\t02\n\
                     lock:\t1: POSIX  ADVISORY  WRITE 22733 fe:00:10010729 5 14\n\
@@ -297,6 +394,15 @@ pub fn mount_point(mountinfo: &str, major: u64, minor: u64) -> Option<String> {
     let line = mountinfo
         .lines()
         .find(|l| l.split_whitespace().nth(2) == Some(dev.as_str()))?;
+    Some(unescape(line.split_whitespace().nth(4)?))
+}
+
+/// The mount point of the mount with id `id` (the first field) in a `mountinfo` text.
+pub fn mount_point_by_id(mountinfo: &str, id: u64) -> Option<String> {
+    let id = id.to_string();
+    let line = mountinfo
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(id.as_str()))?;
     Some(unescape(line.split_whitespace().nth(4)?))
 }
 
@@ -335,5 +441,7 @@ mod mountinfo_tests {
             Some("/tmp/with space")
         );
         assert_eq!(super::mount_point(text, 1, 1), None);
+        assert_eq!(super::mount_point_by_id(text, 22).as_deref(), Some("/"));
+        assert_eq!(super::mount_point_by_id(text, 99), None);
     }
 }

@@ -130,16 +130,18 @@ pub fn open_pty_peer(master: BorrowedFd<'_>, flags: i32) -> nix::Result<OwnedFd>
 }
 
 /// One message (or run of stream bytes) seen with `MSG_PEEK`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Peeked {
     pub len: usize,
     /// `MSG_TRUNC`: the message was longer than the buffer.
     pub truncated: bool,
     /// `SCM_CREDENTIALS` (pid, uid, gid).
     pub creds: Option<(i32, u32, u32)>,
-    /// How many `SCM_RIGHTS` fds ride with it (the copies the peek installed in this
-    /// process are closed again).
-    pub fds: usize,
+    /// The `SCM_RIGHTS` fds riding with it, in order: copies the peek installed in this
+    /// process (the same open file descriptions as the fds in flight).
+    pub fds: Vec<OwnedFd>,
+    /// `MSG_CTRUNC`: control data (fds) did not fit.
+    pub ctrunc: bool,
 }
 
 /// `recvmsg(fd, MSG_PEEK | MSG_DONTWAIT)` with room for credentials and fds: reads the
@@ -155,6 +157,7 @@ pub fn recv_peek(fd: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<Peeked> {
     let mut out = Peeked {
         len: msg.bytes,
         truncated: msg.flags.contains(MsgFlags::MSG_TRUNC),
+        ctrunc: msg.flags.contains(MsgFlags::MSG_CTRUNC),
         ..Peeked::default()
     };
     for c in msg.cmsgs()? {
@@ -163,11 +166,10 @@ pub fn recv_peek(fd: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<Peeked> {
                 out.creds = Some((u.pid(), u.uid(), u.gid()));
             }
             ControlMessageOwned::ScmRights(fds) => {
-                out.fds += fds.len();
                 // SAFETY: recvmsg just installed these fds for us; nothing else refers
-                // to them, and dropping the OwnedFd closes each once.
-                fds.into_iter()
-                    .for_each(|f| drop(unsafe { OwnedFd::from_raw_fd(f) }));
+                // to them, so each OwnedFd owns (and closes) its own.
+                out.fds
+                    .extend(fds.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
             }
             _ => {}
         }

@@ -65,6 +65,8 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("cow", &[]),
     ("unlinked_maps", &[]),
     ("unix_sockets", &[]),
+    ("inflight", &[]),
+    ("fanotify", &[]),
     ("inet_sockets", &[]),
     ("pty", &[]),
     ("split", &[]),

@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use super::{parsed, OpenFd};
 use crate::dump::DumpError;
 use crate::image::files::{FdKind, InotifyFd, InotifyWatch};
-use crate::proc::fdkinds::{self, InotifyWatchInfo};
+use crate::proc::fdkinds::{self, FileHandle, InotifyWatchInfo};
 use crate::sys::fd::open_by_handle_at;
 
 pub fn dump(open: &OpenFd) -> Result<FdKind, DumpError> {
@@ -21,7 +21,13 @@ pub fn dump(open: &OpenFd) -> Result<FdKind, DumpError> {
 }
 
 fn watch(open: &OpenFd, w: &InotifyWatchInfo) -> Result<InotifyWatch, DumpError> {
-    let path = watched_path(open.pid, w).map_err(|why| {
+    let handle = FileHandle {
+        ino: w.ino,
+        sdev: w.sdev,
+        handle_type: w.handle_type,
+        handle: w.handle.clone(),
+    };
+    let path = watched_path(open.pid, &handle).map_err(|why| {
         open.error(&format!(
             "is an inotify instance whose watch {} (inode {}) cannot be found by path: {why}",
             w.wd, w.ino
@@ -34,14 +40,10 @@ fn watch(open: &OpenFd, w: &InotifyWatchInfo) -> Result<InotifyWatch, DumpError>
     })
 }
 
-/// The path of the watched inode, checked to be that inode.
-fn watched_path(pid: i32, w: &InotifyWatchInfo) -> Result<String, String> {
-    // The kernel's dev_t: 12 bits of major above 20 bits of minor.
-    let (major, minor) = (w.sdev >> 20, w.sdev & 0xf_ffff);
-    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
-        .map_err(|e| format!("read mountinfo: {e}"))?;
-    let mnt = fdkinds::mount_point(&mountinfo, major, minor)
-        .ok_or_else(|| format!("no mount of device {major}:{minor}"))?;
+/// The path of the inode behind a file handle (of an inotify watch or a fanotify mark),
+/// checked to be that inode.
+pub fn watched_path(pid: i32, w: &FileHandle) -> Result<String, String> {
+    let mnt = device_mount(pid, w.sdev)?;
     let mnt_fd = std::fs::File::open(&mnt).map_err(|e| format!("open {mnt}: {e}"))?;
     let file = open_by_handle_at(mnt_fd.as_fd(), w.handle_type, &w.handle, libc::O_PATH)
         .map_err(|e| format!("open_by_handle_at: {}", e.desc()))?;
@@ -58,4 +60,14 @@ fn watched_path(pid: i32, w: &InotifyWatchInfo) -> Result<String, String> {
             "{path} is not the watched inode any more (deleted or moved?)"
         )),
     }
+}
+
+/// A mount point of device `sdev` (kernel `dev_t`: 12 bits of major above 20 bits of
+/// minor) in the mount namespace of `pid`.
+pub fn device_mount(pid: i32, sdev: u64) -> Result<String, String> {
+    let (major, minor) = (sdev >> 20, sdev & 0xf_ffff);
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .map_err(|e| format!("read mountinfo: {e}"))?;
+    fdkinds::mount_point(&mountinfo, major, minor)
+        .ok_or_else(|| format!("no mount of device {major}:{minor}"))
 }

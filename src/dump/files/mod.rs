@@ -7,9 +7,12 @@
 //! - [`path`]: regular files, directories, `O_PATH` fds and deleted ("ghost") files;
 //! - [`chardev`]: character devices and terminals;
 //! - [`pipe`]: pipes and FIFOs, with their buffered bytes;
-//! - [`eventfd`], [`timerfd`], [`signalfd`], [`epoll`], [`inotify`], [`memfd`], [`pidfd`];
+//! - [`eventfd`], [`timerfd`], [`signalfd`], [`epoll`], [`inotify`], [`fanotify`],
+//!   [`memfd`], [`pidfd`];
 //! - [`locks`]: flock, POSIX and OFD locks held through the fds;
-//! - `sock`, `unix`, `inet`: sockets (unix, TCP and UDP); `pty`: pseudo-terminal pairs.
+//! - `sock`, `unix`, `inet`: sockets (unix, TCP and UDP); `pty`: pseudo-terminal pairs;
+//! - [`inflight`]: files riding on queued unix messages (`SCM_RIGHTS`), walked as more
+//!   fds of the table, reached through stasis's own copies.
 //!
 //! An object is created by the first fd that holds it; later fds of the same open file
 //! description are [`FdKind::Dup`]s of it, and the other end of a pipe is a
@@ -19,7 +22,9 @@
 pub mod chardev;
 pub mod epoll;
 pub mod eventfd;
+pub mod fanotify;
 mod inet;
+mod inflight;
 pub mod inotify;
 pub mod locks;
 pub mod memfd;
@@ -35,10 +40,11 @@ mod unix;
 
 use std::collections::HashMap;
 use std::fs::Metadata;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use super::DumpError;
-use crate::image::files::{FdEntry, FdKind, FilesImage};
+use crate::image::files::{FdEntry, FdKind, FileLock, FilesImage};
 use crate::proc::{self, FdInfo};
 
 pub use chardev::is_tty;
@@ -68,6 +74,8 @@ pub struct FdOptions {
     pub skip_in_flight: bool,
     /// Socket inodes in the fd tables of `pids`, read when first needed.
     pub tree_sockets: std::cell::OnceCell<std::collections::HashSet<u64>>,
+    /// Every fd of the tree by file, read when a file in flight is first identified.
+    pub tree_files: inflight::TreeFiles,
 }
 
 impl FdOptions {
@@ -95,9 +103,10 @@ impl FdOptions {
 /// What earlier fds of the table created, for later fds that refer to it.
 #[derive(Default)]
 pub struct Walk {
-    /// Per object identity, the fds that created an open file description of it, in
-    /// `kcmp` order (for dedup by binary search).
-    created: HashMap<(u64, u64), Vec<i32>>,
+    /// Per object identity, the fds that created an open file description of it (with
+    /// where each is reached, see [`OpenFd::reach`]), in `kcmp` order (for dedup by
+    /// binary search).
+    created: HashMap<(u64, u64), Vec<Created>>,
     /// Pipe inode → the fd that creates the pipe, and the fd holding the other end.
     pub pipes: HashMap<u64, (i32, Option<i32>)>,
     /// FIFO and memfd inodes already seen (their data is saved once).
@@ -106,6 +115,10 @@ pub struct Walk {
     /// is a copy (one link per file, whichever fds open it).
     pub remaps: HashMap<(u64, u64), (crate::image::mm::FileId, bool)>,
 }
+
+/// An fd that created an open file description: its number in the table, and the
+/// `(pid, fd)` through which it is reached.
+type Created = (i32, (i32, i32));
 
 /// One open fd of the target, as seen from outside.
 pub struct OpenFd {
@@ -116,6 +129,9 @@ pub struct OpenFd {
     pub info: FdInfo,
     /// `stat` of the open file itself (through the magic link).
     pub meta: Metadata,
+    /// Set for a file in flight: `fd` is then its number in the table, above every fd
+    /// the process holds, and the file is reached through stasis's copy.
+    pub flying: Option<inflight::Flying>,
 }
 
 impl OpenFd {
@@ -135,12 +151,41 @@ impl OpenFd {
             target,
             info,
             meta,
+            flying: None,
         })
+    }
+
+    /// A file in flight to fd `socket` of `pid`, numbered `fd` in its table, looked at
+    /// through `copy`, stasis's own fd on it.
+    pub fn in_flight(pid: i32, fd: i32, copy: &OwnedFd, socket: i32) -> Result<OpenFd, DumpError> {
+        let copy = copy.as_raw_fd();
+        let mut open = OpenFd::inspect(std::process::id() as i32, copy)?;
+        open.flying = Some(inflight::Flying { copy, socket });
+        (open.pid, open.fd) = (pid, fd);
+        Ok(open)
+    }
+
+    /// The process and fd through which the open file can be reached: the target's own
+    /// fd, or stasis's copy of a file in flight.
+    pub fn reach(&self) -> (i32, i32) {
+        match self.flying {
+            Some(f) => (std::process::id() as i32, f.copy),
+            None => (self.pid, self.fd),
+        }
     }
 
     /// `/proc/PID/fd/N`, through which the open file can be reached.
     pub fn through(&self) -> String {
-        format!("/proc/{}/fd/{}", self.pid, self.fd)
+        let (pid, fd) = self.reach();
+        format!("/proc/{pid}/fd/{fd}")
+    }
+
+    /// A duplicate of the fd in stasis: the same open file description
+    /// (`pidfd_getfd`).
+    pub fn duplicate(&self) -> nix::Result<OwnedFd> {
+        let (pid, fd) = self.reach();
+        let pidfd = crate::sys::probe::pidfd_open(nix::unistd::Pid::from_raw(pid))?;
+        crate::sys::probe::pidfd_getfd(pidfd.as_fd(), fd)
     }
 
     /// "fd 3 of pid 42 is <kind> (<target>), which stasis cannot checkpoint yet".
@@ -151,9 +196,13 @@ impl OpenFd {
         ))
     }
 
-    /// "fd 3 of pid 42 <what>".
+    /// "fd 3 of pid 42 <what>" ("a file in flight to fd 3 of pid 42 <what>").
     pub fn error(&self, what: &str) -> DumpError {
-        DumpError::unsupported(format!("fd {} of pid {} {what}", self.fd, self.pid))
+        let (fd, pid) = (self.fd, self.pid);
+        DumpError::unsupported(match self.flying {
+            Some(f) => format!("a file in flight to fd {} of pid {pid} {what}", f.socket),
+            None => format!("fd {fd} of pid {pid} {what}"),
+        })
     }
 
     /// The open file's identity: equal for every fd of one open file description.
@@ -176,18 +225,24 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
     let links: Vec<(i32, String)> = opened.iter().map(|o| (o.fd, o.target.clone())).collect();
     let mut ctx = SockCtx::new(pid, opts, &links);
     find_ptys(&mut ctx, &opened);
+    let flying = inflight::collect(&mut ctx, &opened)?;
+    let mut in_flight = flying.messages;
+    opened.extend(flying.opened);
+    let mut dropped = Vec::new();
     for open in opened {
         let fd = open.fd;
-        let kind = match same_description(&open, &mut walk.created) {
-            Some(of) => FdKind::Dup { of },
-            None => {
-                lock_list.extend(locks::dump(&open, opts.file_locks)?);
-                if epoll::is_epoll(&open) {
-                    epolls.push(fd);
-                }
-                classify(&open, opts, &mut walk, &mut ctx)?
+        let kind = match entry_kind(&open, opts, &mut walk, &mut ctx, &mut lock_list) {
+            Ok(kind) => kind,
+            Err(why) => {
+                inflight::refused(&open, opts, why)?;
+                walk.forget(fd);
+                dropped.push(fd);
+                continue;
             }
         };
+        if epoll::is_epoll(&open) && !matches!(kind, FdKind::Dup { .. }) {
+            epolls.push(fd);
+        }
         fds.push(FdEntry {
             fd,
             cloexec: open.info.flags & libc::O_CLOEXEC != 0,
@@ -195,14 +250,46 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
             kind,
         });
     }
+    inflight::drop_files(&mut in_flight, &dropped);
     pipe::link_peers(&mut fds, &walk);
     epoll::check_targets(pid, &fds, &epolls)?;
     let image = FilesImage {
         fds,
         locks: lock_list,
         spares: Vec::new(),
+        in_flight,
     };
     Ok((image, ctx.held))
+}
+
+/// What one fd (held or in flight) is: a reference to an open file description seen
+/// before, or the object, with the locks held through it.
+fn entry_kind(
+    open: &OpenFd,
+    opts: &FdOptions,
+    walk: &mut Walk,
+    ctx: &mut SockCtx<'_>,
+    lock_list: &mut Vec<FileLock>,
+) -> Result<FdKind, DumpError> {
+    if let Some(kind) = inflight::identify(open, opts)? {
+        return Ok(kind);
+    }
+    if let Some(of) = same_description(open, &mut walk.created) {
+        return Ok(FdKind::Dup { of });
+    }
+    let locks = locks::dump(open, opts.file_locks)?;
+    inflight::refuse_kind(open, !locks.is_empty())?;
+    lock_list.extend(locks);
+    classify(open, opts, walk, ctx)
+}
+
+impl Walk {
+    /// Forgets fd `fd` (a file in flight dropped from its message).
+    fn forget(&mut self, fd: i32) {
+        self.created
+            .values_mut()
+            .for_each(|v| v.retain(|c| c.0 != fd));
+    }
 }
 
 /// Pty masters of the process by pts number, and the first fd of each of their slaves.
@@ -222,22 +309,21 @@ fn find_ptys(ctx: &mut SockCtx<'_>, opened: &[OpenFd]) {
 /// for fds of the same object, so the common case costs no syscall. `kcmp` orders open
 /// file descriptions, so a thousand opens of one file cost a binary search each, not a
 /// scan. A new description is recorded in `created`.
-fn same_description(open: &OpenFd, created: &mut HashMap<(u64, u64), Vec<i32>>) -> Option<i32> {
+fn same_description(open: &OpenFd, created: &mut HashMap<(u64, u64), Vec<Created>>) -> Option<i32> {
     use crate::sys::kcmp::{compare, Object};
-    let (p, fd) = (open.pid, open.fd as u64);
+    let (p, fd) = open.reach();
     let fds = created.entry(open.object()).or_default();
-    let found =
-        fds.binary_search_by(
-            |&earlier| match compare(p, p, Object::File, earlier as u64, fd) {
-                Ok(0) => std::cmp::Ordering::Equal,
-                Ok(1) => std::cmp::Ordering::Less,
-                _ => std::cmp::Ordering::Greater,
-            },
-        );
+    let found = fds.binary_search_by(|&(_, (q, earlier))| {
+        match compare(q, p, Object::File, earlier as u64, fd as u64) {
+            Ok(0) => std::cmp::Ordering::Equal,
+            Ok(1) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        }
+    });
     match found {
-        Ok(i) => Some(fds[i]),
+        Ok(i) => Some(fds[i].0),
         Err(i) => {
-            fds.insert(i, open.fd);
+            fds.insert(i, (open.fd, (p, fd)));
             None
         }
     }
@@ -304,6 +390,7 @@ fn anon_inode(open: &OpenFd, name: &str, opts: &FdOptions) -> Result<FdKind, Dum
         "signalfd" => signalfd::dump(open),
         "eventpoll" => epoll::dump(open),
         "inotify" => inotify::dump(open),
+        "fanotify" => fanotify::dump(open),
         "pidfd" => pidfd::dump(open, &opts.pids),
         other => Err(open.refuse(unsupported_kind(other))),
     }
@@ -316,7 +403,6 @@ fn unsupported_kind(name: &str) -> &'static str {
         "userfaultfd" => "a userfaultfd",
         "bpf-map" | "bpf-prog" | "bpf_link" | "bpf-link" => "a bpf object",
         "perf_event" => "a perf_event",
-        "fanotify" => "a fanotify instance",
         _ => "an anonymous-inode file",
     }
 }

@@ -22,7 +22,6 @@ use crate::dump::mm::file_id;
 use crate::dump::DumpError;
 use crate::image::files::{FdEntry, FdKind, FifoFd, PipeEnd, PipeFd};
 use crate::sys::fd::{fionread, tee};
-use crate::sys::probe::{pidfd_getfd, pidfd_open};
 
 pub fn dump(open: &OpenFd, walk: &mut Walk) -> Result<FdKind, DumpError> {
     let ino = open.meta.ino();
@@ -125,8 +124,7 @@ fn contents(open: &OpenFd, end: PipeEnd) -> Result<(u32, Vec<u8>), DumpError> {
 /// sees exactly its bytes), or a new reader opened through `/proc/PID/fd/N`.
 fn read_side(open: &OpenFd, end: PipeEnd) -> nix::Result<OwnedFd> {
     if end == PipeEnd::Read {
-        let pidfd = pidfd_open(nix::unistd::Pid::from_raw(open.pid))?;
-        return pidfd_getfd(pidfd.as_fd(), open.fd);
+        return open.duplicate();
     }
     std::fs::OpenOptions::new()
         .read(true)

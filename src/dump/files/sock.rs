@@ -16,7 +16,7 @@ use super::inet::Held;
 use super::FdOptions;
 use crate::dump::DumpError;
 use crate::image::files::FdKind;
-use crate::image::sock::SockOpts;
+use crate::image::sock::{SockOpts, UnixMessage};
 use crate::sys::sock_diag::{self, UnixDiag};
 use crate::sys::socket::{getsockopt_int, SO_PEEK_OFF};
 
@@ -36,6 +36,10 @@ pub struct SockCtx<'a> {
     /// Pty masters by pts number (first fd), and the first fd of each of their slaves.
     pub masters: HashMap<u32, i32>,
     pub slaves: HashMap<u32, i32>,
+    /// Unix receive queues peeked ahead (`inflight.rs`), by socket inode.
+    pub queues: HashMap<u64, Vec<UnixMessage>>,
+    /// Files in flight: their number in the table → stasis's copy.
+    pub copies: HashMap<i32, OwnedFd>,
 }
 
 impl<'a> SockCtx<'a> {
@@ -58,12 +62,20 @@ impl<'a> SockCtx<'a> {
             held: Held::new(pid),
             masters: HashMap::new(),
             slaves: HashMap::new(),
+            queues: HashMap::new(),
+            copies: HashMap::new(),
         }
     }
 
-    /// A duplicate of the target's fd `fd` (the same open file).
+    /// A duplicate of the target's fd `fd` (the same open file), or of stasis's copy of
+    /// a file in flight numbered `fd`.
     pub fn steal(&mut self, fd: i32) -> Result<OwnedFd, DumpError> {
         let pid = self.pid;
+        if let Some(copy) = self.copies.get(&fd) {
+            return copy.try_clone().map_err(|e| {
+                DumpError::unsupported(format!("duplicate a file in flight to pid {pid}: {e}"))
+            });
+        }
         if self.pidfd.is_none() {
             let pidfd = crate::sys::probe::pidfd_open(Pid::from_raw(pid))
                 .map_err(|e| DumpError::unsupported(format!("pidfd_open of pid {pid}: {e}")))?;

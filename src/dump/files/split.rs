@@ -43,7 +43,9 @@ fn pipes(tables: &mut Tables) -> Result<(), DumpError> {
     let mut order = Vec::new();
     for (i, (pid, files)) in tables.iter().enumerate() {
         for e in &files.fds {
-            if matches!(e.kind, FdKind::Pipe(_) | FdKind::PipePeer { .. }) {
+            // A pipe in flight is checked to be held by no other process (`inflight.rs`).
+            let pipe = matches!(e.kind, FdKind::Pipe(_) | FdKind::PipePeer { .. });
+            if pipe && !files.is_in_flight(e.fd) {
                 let key = inode(*pid, e.fd)?;
                 let descs = by_pipe.entry(key).or_default();
                 if descs.is_empty() {
@@ -159,8 +161,10 @@ fn lowest_in_group(owner: &mut HashMap<u64, usize>, links: &[(u64, u64, Desc)]) 
 fn reopen_files(tables: &mut Tables) -> Result<(), DumpError> {
     let mut first: HashMap<(u64, u64), (i32, i32)> = HashMap::new();
     for (pid, files) in tables.iter_mut() {
+        let in_flight = files.in_flight.clone();
         for e in &mut files.fds {
             let pos = match &e.kind {
+                _ if in_flight.iter().any(|m| m.fds.contains(&e.fd)) => continue,
                 FdKind::Memfd(m) => m.pos,
                 FdKind::Ghost(g) => g.pos,
                 FdKind::Remap(r) if r.copied => r.pos,

@@ -5,11 +5,11 @@
 //! The peer comes from `unix_diag`: another socket of the process or of another process
 //! of the tree (linked once the tree is known, `split.rs`), a connection still in a
 //! listener's queue (`Pending`), a closed peer, or a socket elsewhere — refused unless
-//! `--ext-unix-sk`, which saves its name to connect to again at restore. Messages carrying
-//! fds (`SCM_RIGHTS`) are refused unless `--skip-in-flight`, which keeps them without
-//! their fds. The restore side is `restore/files/unix.rs`.
+//! `--ext-unix-sk`, which saves its name to connect to again at restore. The queues are
+//! peeked before the table is classified (`inflight.rs`: the files riding on messages
+//! with `SCM_RIGHTS` are saved too). The restore side is `restore/files/unix.rs`.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
 use super::sock::SockCtx;
@@ -36,15 +36,7 @@ pub fn unix_kind(ctx: &mut SockCtx<'_>, fd: i32, ino: u64) -> Result<FdKind, Dum
     }
     let sock = ctx.steal(fd)?;
     let opts = ctx.common_opts(sock.as_fd(), libc::AF_UNIX, i32::from(d.sock_type))?;
-    let queue = if listen_backlog.is_some() {
-        Vec::new()
-    } else {
-        peek_queue(sock.as_fd(), &d).map_err(|e| {
-            DumpError::unsupported(format!(
-                "fd {fd} of pid {pid}: peek at its receive queue: {e}"
-            ))
-        })?
-    };
+    let queue = ctx.queues.remove(&ino).unwrap_or_default();
     check_queue(ctx, fd, &d, &peer, &queue)?;
     Ok(FdKind::Unix(Box::new(UnixSocket {
         ino,
@@ -54,7 +46,7 @@ pub fn unix_kind(ctx: &mut SockCtx<'_>, fd: i32, ino: u64) -> Result<FdKind, Dum
         listen_backlog,
         peer,
         shutdown: d.shutdown,
-        queue: queue.into_iter().map(|(m, _)| m).collect(),
+        queue,
         opts,
     })))
 }
@@ -160,13 +152,13 @@ fn check_pending(ctx: &mut SockCtx<'_>, fd: i32, d: &UnixDiag) -> Result<(), Dum
     Ok(())
 }
 
-/// Queued data that cannot be put back: from an external peer, or with fds in flight.
+/// Queued data that cannot be put back: from an external peer, or to an unnamed socket.
 fn check_queue(
     ctx: &SockCtx<'_>,
     fd: i32,
     d: &UnixDiag,
     peer: &UnixPeer,
-    queue: &[(UnixMessage, usize)],
+    queue: &[UnixMessage],
 ) -> Result<(), DumpError> {
     let pid = ctx.pid;
     if !queue.is_empty() && matches!(peer, UnixPeer::External { .. }) {
@@ -183,18 +175,16 @@ fn check_queue(
             "fd {fd} of pid {pid} is an unnamed, unconnected unix datagram socket with queued messages, which nothing can address again"
         )));
     }
-    let in_flight: usize = queue.iter().map(|(_, fds)| fds).sum();
-    if in_flight > 0 && !ctx.opts.skip_in_flight {
-        return Err(DumpError::unsupported(format!(
-            "fd {fd} of pid {pid} has file descriptors in flight ({in_flight} sent with SCM_RIGHTS, not yet received); use --skip-in-flight to restore the messages without them"
-        )));
-    }
     Ok(())
 }
 
-/// Every queued message, oldest first, with the number of fds riding on it. The peek
-/// offset is set to 0 and advanced by each peek; the owner's offset is put back after.
-fn peek_queue(sock: BorrowedFd<'_>, d: &UnixDiag) -> nix::Result<Vec<(UnixMessage, usize)>> {
+/// A receive queue, oldest first: each message with stasis's copies of the files riding
+/// on it.
+pub type Queued = Vec<(UnixMessage, Vec<OwnedFd>)>;
+
+/// Every queued message, oldest first, with the files riding on it. The peek offset is
+/// set to 0 and advanced by each peek; the owner's offset is put back after.
+pub fn peek_queue(sock: BorrowedFd<'_>, d: &UnixDiag) -> nix::Result<Queued> {
     let saved = getsockopt_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF)?;
     setsockopt_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF, 0)?;
     let result = peek_all(sock, d);
@@ -202,7 +192,7 @@ fn peek_queue(sock: BorrowedFd<'_>, d: &UnixDiag) -> nix::Result<Vec<(UnixMessag
     result
 }
 
-fn peek_all(sock: BorrowedFd<'_>, d: &UnixDiag) -> nix::Result<Vec<(UnixMessage, usize)>> {
+fn peek_all(sock: BorrowedFd<'_>, d: &UnixDiag) -> nix::Result<Queued> {
     let stream_like = d.sock_type != libc::SOCK_DGRAM as u8;
     let mut buf = vec![0u8; PEEK_BUF];
     let mut out = Vec::new();
@@ -217,7 +207,7 @@ fn peek_all(sock: BorrowedFd<'_>, d: &UnixDiag) -> nix::Result<Vec<(UnixMessage,
             Err(nix::errno::Errno::EAGAIN) => return Ok(out),
             r => r?,
         };
-        if p.truncated {
+        if p.truncated || p.ctrunc {
             return Err(nix::errno::Errno::EMSGSIZE);
         }
         if stream_like && p.len == 0 {

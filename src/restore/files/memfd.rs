@@ -36,8 +36,24 @@ pub fn restore(at: &Install, m: &MemfdFd) -> Result<(), RestoreError> {
     at.place(got)?;
     at.set_cloexec()?;
     seek(at, m.pos)?;
-    if m.seals != 0 {
-        let args = [at.fd(), libc::F_ADD_SEALS as u64, u64::from(m.seals)];
+    add_seals(at, m.seals)
+}
+
+/// Adds the `seals` (`F_GET_SEALS` at dump) the entry's memfd lacks: another fd of the
+/// same object may have added them already, and once `F_SEAL_SEAL` is there, adding any
+/// seal again fails.
+pub fn add_seals(at: &Install, seals: u32) -> Result<(), RestoreError> {
+    if seals == 0 {
+        return Ok(());
+    }
+    let has = at.call(
+        "fcntl(F_GET_SEALS)",
+        libc::SYS_fcntl,
+        &[at.fd(), libc::F_GET_SEALS as u64],
+    )?;
+    let missing = u64::from(seals) & !has;
+    if missing != 0 {
+        let args = [at.fd(), libc::F_ADD_SEALS as u64, missing];
         at.call("fcntl(F_ADD_SEALS)", libc::SYS_fcntl, &args)?;
     }
     Ok(())

@@ -4,7 +4,8 @@
 //! - [`path`]: regular files, directories, `O_PATH` fds and ghost files;
 //! - [`chardev`]: character devices and the shell job's terminal;
 //! - [`pipe`]: pipes and FIFOs with their bytes;
-//! - [`eventfd`], [`timerfd`], [`signalfd`], [`epoll`], [`inotify`], [`memfd`], [`pidfd`];
+//! - [`eventfd`], [`timerfd`], [`signalfd`], [`epoll`], [`inotify`], [`fanotify`],
+//!   [`memfd`], [`pidfd`];
 //! - [`locks`]: file locks, taken once every fd exists;
 //! - `unix`, `inet`, `pty`: sockets and pseudo-terminal pairs, built before the table
 //!   loop at temporary numbers (`prep`: pairs, connections and queued data need every
@@ -23,6 +24,7 @@ mod chardev;
 pub use chardev::terminal_in_child;
 mod epoll;
 mod eventfd;
+mod fanotify;
 mod inet;
 mod inotify;
 mod locks;
@@ -157,7 +159,7 @@ pub fn restore_fds(child: &Child, files: &FilesImage, tcp_close: bool) -> Result
         remote.call("close_range", libc::SYS_close_range, &[first, last, 0])?;
     }
     let mut prepared = prep::Prepared::new(tty.map_or(top, |t| t + 1));
-    unix::prepare(child, files, &mut prepared)?;
+    let sockets = unix::prepare(child, files, &mut prepared)?;
     inet::prepare(child, files, &mut prepared, tcp_close)?;
     pty::prepare(child, files, &mut prepared)?;
     for entry in install_order(&files.fds) {
@@ -169,6 +171,7 @@ pub fn restore_fds(child: &Child, files: &FilesImage, tcp_close: bool) -> Result
             prepared,
         })?;
     }
+    unix::finish(child, files, sockets, &mut prepared)?;
     prepared.close_all(child)?;
     if let Some(t) = tty {
         remote.call("close", libc::SYS_close, &[t])?;
@@ -229,6 +232,11 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::Dup { of } => at.dup_of(*of as u64),
         FdKind::Inherited { pid, fd } => inherit(at, *pid, *fd),
         FdKind::Reopen { pid, fd, pos } => reopen(at, *pid, *fd, *pos),
+        FdKind::Mapped(m) => {
+            let path = format!("/proc/{}/map_files/{:x}-{:x}", m.pid, m.start, m.end);
+            open_at(at, &path, m.pos)?;
+            memfd::add_seals(at, m.seals)
+        }
         FdKind::Pipe(p) => pipe::restore(at, p),
         FdKind::PipePeer { .. } => pipe::restore_peer(at),
         FdKind::Fifo(f) => pipe::restore_fifo(at, f),
@@ -237,6 +245,7 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::SignalFd(s) => signalfd::restore(at, s),
         FdKind::Epoll(e) => epoll::restore(at, e),
         FdKind::Inotify(i) => inotify::restore(at, i),
+        FdKind::Fanotify(f) => fanotify::restore(at, f),
         FdKind::Memfd(m) => memfd::restore(at, m),
         FdKind::PidFd(p) => pidfd::restore(at, p),
         FdKind::Unix(_) | FdKind::Inet(_) | FdKind::PtyMaster(_) | FdKind::PtySlave { .. } => {
@@ -268,8 +277,13 @@ fn inherit(at: &Install, owner: i32, fd: i32) -> Result<(), RestoreError> {
 /// A new open file description of the file behind fd `fd` of `owner` (this process or
 /// an already restored one), opened through `/proc/OWNER/fd/FD` with the entry's flags.
 fn reopen(at: &Install, owner: i32, fd: i32, pos: u64) -> Result<(), RestoreError> {
-    let path = format!("/proc/{owner}/fd/{fd}");
-    let got = crate::restore::mm::open_in(at.child, &path, at.reopen_flags())?;
+    open_at(at, &format!("/proc/{owner}/fd/{fd}"), pos)
+}
+
+/// Opens `path` (a `/proc` link to the object) in the child with the entry's flags, as
+/// the entry's fd, at `pos`.
+fn open_at(at: &Install, path: &str, pos: u64) -> Result<(), RestoreError> {
+    let got = crate::restore::mm::open_in(at.child, path, at.reopen_flags())?;
     at.place(got)?;
     seek(at, pos)
 }

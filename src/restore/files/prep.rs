@@ -130,6 +130,31 @@ pub fn send_all(child: &Child, fd: u64, mut data: &[u8], chunk: usize) -> Result
     Ok(())
 }
 
+/// The control messages of one `sendmsg`: `SCM_CREDENTIALS` (pid, uid, gid), then
+/// `SCM_RIGHTS` (the fds), each a `struct cmsghdr` (len u64, level i32, type i32) and
+/// its data, padded to 8 bytes (`CMSG_SPACE`).
+fn control(creds: Option<(i32, u32, u32)>, fds: &[i32]) -> Vec<u8> {
+    let mut c = Vec::new();
+    let mut push = |kind: i32, data: Vec<u8>| {
+        c.extend_from_slice(&(16 + data.len() as u64).to_ne_bytes());
+        c.extend_from_slice(&libc::SOL_SOCKET.to_ne_bytes());
+        c.extend_from_slice(&kind.to_ne_bytes());
+        c.extend_from_slice(&data);
+        c.resize(c.len().div_ceil(8) * 8, 0);
+    };
+    if let Some((pid, uid, gid)) = creds {
+        let ucred = [pid.to_ne_bytes(), uid.to_ne_bytes(), gid.to_ne_bytes()].concat();
+        push(libc::SCM_CREDENTIALS, ucred);
+    }
+    if !fds.is_empty() {
+        push(
+            libc::SCM_RIGHTS,
+            fds.iter().flat_map(|f| f.to_ne_bytes()).collect(),
+        );
+    }
+    c
+}
+
 /// `struct sockaddr_un` for `name` (a path, or an abstract name starting with 0) and its
 /// length as `bind`/`connect` expect it.
 pub fn sockaddr_un(name: &[u8]) -> (Vec<u8>, u64) {
@@ -155,13 +180,15 @@ pub fn address_call(
 }
 
 /// `sendmsg(fd)` of one message in the child, to `to` (a sockaddr, for an unconnected
-/// sender) and with explicit `SCM_CREDENTIALS` when `creds` is set.
+/// sender), with explicit `SCM_CREDENTIALS` when `creds` is set and the child's fds
+/// `fds` (`SCM_RIGHTS`, at most 253, as the kernel allows).
 pub fn send_msg(
     child: &Child,
     fd: u64,
     data: &[u8],
     to: Option<&[u8]>,
     creds: Option<(i32, u32, u32)>,
+    fds: &[i32],
 ) -> Result<(), RestoreError> {
     if data.len() > CHUNK {
         return Err(RestoreError::Unsupported {
@@ -180,18 +207,10 @@ pub fn send_msg(
         Some(sa) => (child.put(ADDR_OFF, sa)?, sa.len() as u64),
         None => (0, 0),
     };
-    let (control, controllen) = match creds {
-        Some((pid, uid, gid)) => {
-            let mut c = 28u64.to_ne_bytes().to_vec(); // CMSG_LEN(sizeof(struct ucred))
-            c.extend_from_slice(&libc::SOL_SOCKET.to_ne_bytes());
-            c.extend_from_slice(&libc::SCM_CREDENTIALS.to_ne_bytes());
-            c.extend_from_slice(&pid.to_ne_bytes());
-            c.extend_from_slice(&uid.to_ne_bytes());
-            c.extend_from_slice(&gid.to_ne_bytes());
-            c.resize(32, 0); // CMSG_SPACE
-            (child.put(CMSG_OFF, &c)?, 32u64)
-        }
-        None => (0, 0),
+    let c = control(creds, fds);
+    let (control, controllen) = match c.len() {
+        0 => (0, 0),
+        n => (child.put(CMSG_OFF, &c)?, n as u64),
     };
     let hdr: Vec<u8> = [name, namelen, iov, 1, control, controllen, 0]
         .iter()

@@ -1,7 +1,10 @@
-//! Unix sockets rebuilt in the child, all before the fd table is filled (see `prep.rs`).
-//! The dump side is `dump/files/unix.rs`.
+//! Unix sockets rebuilt in the child: built and connected before the fd table is filled
+//! ([`prepare`], see `prep.rs`), filled once it is ([`finish`]: files in flight are
+//! entries of the table, sent with their messages). The dump side is
+//! `dump/files/unix.rs` and `dump/files/inflight.rs`.
 //!
-//! Ordering requirements, for the sockets of one process:
+//! Ordering requirements, for the sockets of one process (1-4 in `prepare`, 5-7 and
+//! closing the files in flight in `finish`, after the table loop):
 //! 1. create: a `socketpair` for every two sockets connected to each other (and for a
 //!    socket whose peer closed: the spare end is closed at step 6), `socket` for the rest;
 //! 2. bind names (a stale socket file left by the dumped process is removed first; a
@@ -10,10 +13,15 @@
 //! 4. `connect`: one-way datagram connections, connections still pending in a listener
 //!    (in its queue order, before anything could accept them), external peers;
 //! 5. fill receive queues, each message sent by the peer (or, for a named unconnected
-//!    receiver, by a temporary socket), with its credentials, the sender's buffer raised
-//!    meanwhile;
+//!    receiver, by a temporary socket), with its credentials and the files in flight on
+//!    it (`SCM_RIGHTS`, naming their entries), the sender's buffer raised meanwhile;
 //! 6. shutdown states, spare ends closed;
-//! 7. options: buffer sizes, `SO_PASSCRED`, `SO_PEEK_OFF`, file status flags.
+//! 7. options: buffer sizes, `SO_PASSCRED`, `SO_PEEK_OFF`, file status flags;
+//! 8. the entries of files in flight closed (their messages hold them now).
+//!
+//! A stream message with files is sent as one `sendmsg`: a peek glues the bytes queued
+//! before the files (same credentials) to them, so the files now ride from the run's
+//! first byte.
 //!
 //! A pair connected by `connect` + `accept` comes back as a `socketpair`: same type, peer
 //! and data, but the accepted end no longer reports the listener's name.
@@ -21,13 +29,13 @@
 use std::collections::HashMap;
 
 use super::prep::{self, Prepared};
-use crate::image::files::{FdEntry, FdKind, FilesImage};
+use crate::image::files::{FdEntry, FdKind, FilesImage, InFlight};
 use crate::image::sock::{UnixPeer, UnixSocket};
 use crate::restore::child::Child;
 use crate::restore::RestoreError;
 
 /// The unix sockets of a table: entry and socket, by inode.
-struct Sockets<'a> {
+pub struct Sockets<'a> {
     list: Vec<(&'a FdEntry, &'a UnixSocket)>,
     by_ino: HashMap<u64, usize>,
     temp: HashMap<u64, u64>,
@@ -35,11 +43,12 @@ struct Sockets<'a> {
     spare: HashMap<u64, u64>,
 }
 
-pub fn prepare(
+/// Steps 1-4, and the temporary fd of every socket for the table loop.
+pub fn prepare<'a>(
     child: &Child,
-    files: &FilesImage,
+    files: &'a FilesImage,
     prepared: &mut Prepared,
-) -> Result<(), RestoreError> {
+) -> Result<Option<Sockets<'a>>, RestoreError> {
     let list: Vec<_> = files
         .fds
         .iter()
@@ -49,7 +58,7 @@ pub fn prepare(
         })
         .collect();
     if list.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let by_ino = list
         .iter()
@@ -78,12 +87,40 @@ pub fn prepare(
     }
     connect_all(child, &s).map_err(at(0))?;
     for (e, u) in &s.list {
-        fill(child, &s, u).map_err(at(e.fd))?;
+        prepared.assign(e.fd, s.temp[&u.ino]);
+    }
+    Ok(Some(s))
+}
+
+/// Steps 5-8. Ordering requirements: after the table loop (the files in flight are
+/// entries of the table), before the temporary fds are closed.
+pub fn finish(
+    child: &Child,
+    files: &FilesImage,
+    sockets: Option<Sockets<'_>>,
+    prepared: &mut Prepared,
+) -> Result<(), RestoreError> {
+    let Some(s) = sockets else {
+        return Ok(());
+    };
+    let pid = child.pid();
+    let at = |fd: i32| {
+        move |e: RestoreError| RestoreError::Fd {
+            fd,
+            pid,
+            source: Box::new(e),
+        }
+    };
+    for (e, u) in &s.list {
+        fill(child, &s, u, &files.in_flight).map_err(at(e.fd))?;
     }
     for (e, u) in &s.list {
         shut(child, &s, u, prepared).map_err(at(e.fd))?;
         options(child, s.temp[&u.ino], e, u).map_err(at(e.fd))?;
-        prepared.assign(e.fd, s.temp[&u.ino]);
+    }
+    for fd in files.in_flight.iter().flat_map(|m| &m.fds) {
+        let closed = child.remote().call("close", libc::SYS_close, &[*fd as u64]);
+        closed.map_err(|e| at(*fd)(e.into()))?;
     }
     Ok(())
 }
@@ -216,8 +253,14 @@ fn connect(child: &Child, fd: u64, name: &[u8]) -> Result<(), RestoreError> {
     prep::address_call(child, "connect", libc::SYS_connect, fd, &sa, len)
 }
 
-/// Refills the receive queue of `u` through whoever can send to it.
-fn fill(child: &Child, s: &Sockets<'_>, u: &UnixSocket) -> Result<(), RestoreError> {
+/// Refills the receive queue of `u` through whoever can send to it, with the files in
+/// flight on its messages.
+fn fill(
+    child: &Child,
+    s: &Sockets<'_>,
+    u: &UnixSocket,
+    in_flight: &[InFlight],
+) -> Result<(), RestoreError> {
     if u.queue.is_empty() {
         return Ok(());
     }
@@ -243,10 +286,14 @@ fn fill(child: &Child, s: &Sockets<'_>, u: &UnixSocket) -> Result<(), RestoreErr
         libc::SO_SNDBUFFORCE,
         64 << 20,
     )?;
-    for m in &u.queue {
+    for (i, m) in u.queue.iter().enumerate() {
         let creds = if u.opts.passcred { m.creds } else { None };
         let dest = to.as_ref().map(|(sa, len)| &sa[..*len as usize]);
-        prep::send_msg(child, sender, &m.data, dest, creds)?;
+        let fds = in_flight
+            .iter()
+            .find(|f| f.socket == u.ino && f.message as usize == i)
+            .map_or(&[][..], |f| &f.fds[..]);
+        prep::send_msg(child, sender, &m.data, dest, creds, fds)?;
     }
     if temporary {
         child.remote().call("close", libc::SYS_close, &[sender])?;
