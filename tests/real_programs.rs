@@ -1128,3 +1128,104 @@ fn python_multiprocessing_pipe_continues() {
     stop(restored);
     drop(family);
 }
+
+/// `multiprocessing` with the fork context, the shared-memory parts: two worker processes take numbers from one
+/// Queue and answer on another (pipes, SemLocks in deleted /dev/shm files, a feeder
+/// thread), counting under a shared Value's lock (a deleted /dev/shm arena). The parent
+/// writes "done counter bad workers-seen pid worker-pids..." to argv[1] after each round
+/// of 10 (every task answered, so counter must equal done).
+const PY_MULTI: &str = r#"
+import multiprocessing as mp, os, sys, time
+def worker(tasks, results, counter):
+    while True:
+        n = tasks.get()
+        with counter.get_lock():
+            counter.value += 1
+        results.put((n, n * n, os.getpid()))
+ctx = mp.get_context("fork")
+path = sys.argv[1]
+tasks, results = ctx.Queue(), ctx.Queue()
+counter = ctx.Value("i", 0)
+workers = [ctx.Process(target=worker, args=(tasks, results, counter), daemon=True)
+           for _ in range(2)]
+for w in workers:
+    w.start()
+n = done = bad = 0
+seen = set()
+while True:
+    for _ in range(10):
+        n += 1
+        tasks.put(n)
+    for _ in range(10):
+        k, sq, wpid = results.get(timeout=30)
+        done += 1
+        bad += sq != k * k
+        seen.add(wpid)
+    with open(path + ".tmp", "w") as f:
+        pids = " ".join(str(w.pid) for w in workers)
+        f.write(f"{done} {counter.value} {bad} {len(seen)} {os.getpid()} {pids}\n")
+    os.rename(path + ".tmp", path)
+    time.sleep(0.02)
+"#;
+
+/// `(done, counter, bad, workers seen, pid, worker pids)` from the multiprocessing program.
+fn read_multi_state(path: &Path) -> Option<(u64, u64, u64, usize, i32, Vec<i32>)> {
+    let text = fs::read_to_string(path).ok()?;
+    let v: Vec<&str> = text.split_whitespace().collect();
+    let n = |i: usize| v.get(i)?.parse::<u64>().ok();
+    let pids = v
+        .get(5..)?
+        .iter()
+        .map(|p| p.parse().ok())
+        .collect::<Option<Vec<i32>>>()?;
+    Some((n(0)?, n(1)?, n(2)?, n(3)? as usize, n(4)? as i32, pids))
+}
+
+/// The multiprocessing tree (parent, two workers) is dumped and restored as a whole: the
+/// same pids carry on, every task is answered right, and the shared counter (lock and
+/// value in shared memory) still equals the number of answers.
+#[test]
+fn python_multiprocessing_queue_and_value_continue() {
+    let _serial = common::serial();
+    require_privileged!("python_multiprocessing_queue_and_value_continue");
+    if !which("python3") {
+        return common::skip(
+            "python_multiprocessing_queue_and_value_continue",
+            "python3 is not installed",
+        );
+    }
+    let tmp = TempDir::new("python-mp");
+    let state = tmp.join("state");
+    let mut py = common::spawn_logged(
+        Command::new("python3")
+            .arg("-c")
+            .arg(PY_MULTI)
+            .arg(&state)
+            .current_dir(tmp.path()),
+        &tmp.join("python.log"),
+    );
+    let before = wait_for("the workers to answer", Duration::from_secs(60), || {
+        read_multi_state(&state).filter(|s| s.0 >= 200)
+    });
+    let family = common::TreeGuard(common::descendants(py.pid));
+    assert_eq!(
+        (before.1, before.2, before.3, before.4),
+        (before.0, 0, 2, py.pid)
+    );
+    assert_eq!(family.0.len(), 2, "two workers: {:?}", family.0);
+    let test = "python_multiprocessing_queue_and_value_continue";
+    let restored = timed_round_trip(test, &mut py, &tmp, &[]);
+    let family = common::TreeGuard(common::descendants(restored.pid));
+    let (at_dump, ..) = read_multi_state(&state).expect("state file");
+    let after = wait_for("the workers to answer on", Duration::from_secs(20), || {
+        read_multi_state(&state).filter(|s| s.0 > at_dump + 200)
+    });
+    assert_eq!(
+        (after.1, after.2, after.4, &after.5),
+        (after.0, 0, py.pid, &before.5),
+        "counter vs answers, wrong answers, pid, worker pids after restore; log:\n{}",
+        restored.log_text()
+    );
+    stop(restored);
+    drop(family);
+}

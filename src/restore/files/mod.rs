@@ -281,9 +281,11 @@ fn reopen(at: &Install, owner: i32, fd: i32, pos: u64) -> Result<(), RestoreErro
 }
 
 /// Opens `path` (a `/proc` link to the object) in the child with the entry's flags, as
-/// the entry's fd, at `pos`.
+/// the entry's fd, at `pos`. `O_NOFOLLOW` (python's `mkstemp` opens with it) is left
+/// out: the link must be followed, and it was only a condition of the original open.
 fn open_at(at: &Install, path: &str, pos: u64) -> Result<(), RestoreError> {
-    let got = crate::restore::mm::open_in(at.child, path, at.reopen_flags())?;
+    let flags = at.reopen_flags() & !libc::O_NOFOLLOW;
+    let got = crate::restore::mm::open_in(at.child, path, flags)?;
     at.place(got)?;
     seek(at, pos)
 }
