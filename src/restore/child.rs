@@ -174,16 +174,20 @@ pub fn create(pid: i32, target: &[Vma]) -> Result<Child, RestoreError> {
 pub struct Fork {
     pub pid: i32,
     pub exit_signal: i32,
-    /// `CLONE_FILES` / `CLONE_FS` if the process shared them with its parent.
+    /// `CLONE_FILES` / `CLONE_FS` / `CLONE_VM` / `CLONE_SIGHAND` as the process shared
+    /// them with its parent.
     pub share: u64,
 }
 
 /// Creates processes `forks` as children of `parent`, with one batch of `clone3`s
-/// (`set_tid` = each one's pid) run by the parent. The kernel attaches each to us
-/// (`PTRACE_O_TRACEFORK`); it starts as a copy of the parent, stopped where `clone3`
-/// returns in the parent's helper. Returns the new tasks, in order, each still to report
-/// its first stop ([`adopt_fork`]), also when the batch failed part way (the error then
-/// names the first pid not created).
+/// (`set_tid` = each one's pid) run by the parent, with `exit_signal` and, if the process
+/// shared them with its parent, `CLONE_FILES` / `CLONE_FS` / `CLONE_VM` /
+/// `CLONE_SIGHAND`. The kernel attaches each to us (`PTRACE_O_TRACEFORK`); it starts as a
+/// copy of the parent, stopped where `clone3` returns in the parent's helper. With
+/// `CLONE_VM` it runs in the parent's address space, on the helper's last page as stack,
+/// like a new thread. Returns the new tasks, in order, each still to report its first stop
+/// ([`adopt_fork`]), also when the batch failed part way (the error then names the first
+/// pid not created).
 ///
 /// Ordering requirements: the parent's memory is as saved (its children keep what they
 /// still share with it copy-on-write), it still has every signal blocked (the children
@@ -194,9 +198,16 @@ pub fn fork_many(parent: &Child, forks: &[Fork]) -> (Vec<Seized>, Result<(), Res
     let size = std::mem::size_of::<crate::abi::CloneArgs>() as u64;
     for f in forks {
         let set_tid = b.put(&f.pid.to_ne_bytes());
+        let (stack, stack_size) = if f.share & libc::CLONE_VM as u64 != 0 {
+            parent.thread_stack()
+        } else {
+            (0, 0)
+        };
         let args = crate::abi::CloneArgs {
             flags: f.share,
             exit_signal: f.exit_signal as u64,
+            stack,
+            stack_size,
             set_tid,
             set_tid_size: 1,
             ..Default::default()
