@@ -79,13 +79,21 @@ pub fn fill(child: &Child, mm: &MmImage, pages: &Path) -> Result<Filled, Restore
         next: AtomicUsize::new(0),
         progress: Phase::begin("restoring pages", total_bytes(&mm.page_runs)),
     };
+    let total = total_bytes(&mm.page_runs);
+    let helped = total >= PARALLEL_MIN && cpus() > 1;
+    let iovs: usize = work.batches.iter().map(Vec::len).sum();
+    if !helped && work.batches.len() <= BATCHED_READS && iovs <= BATCHED_IOVS {
+        fill_batched(child, pages, &work)?;
+        return Ok(Filled {
+            bytes: total,
+            elapsed: started.elapsed(),
+        });
+    }
     let fd = open_in(
         child,
         &pages.to_string_lossy(),
         libc::O_RDONLY | libc::O_CLOEXEC,
     )?;
-    let total = total_bytes(&mm.page_runs);
-    let helped = total >= PARALLEL_MIN && cpus() > 1;
     let pid = child.pid();
     std::thread::scope(|s| {
         let helper = helped.then(|| s.spawn(|| work.stop_on_error(help(pid, pages, &work))));
@@ -100,6 +108,49 @@ pub fn fill(child: &Child, mm: &MmImage, pages: &Path) -> Result<Filled, Restore
         bytes: total,
         elapsed: started.elapsed(),
     })
+}
+
+/// Up to this many `preadv`s, with up to this many iovecs in all (128 KiB of the helper's
+/// scratch), run as one batch of syscalls.
+const BATCHED_READS: usize = 16;
+const BATCHED_IOVS: usize = 8192;
+
+/// A small fill as one batch (`sys/batch.rs`): the child opens the pages file, `preadv`s
+/// every batch of iovecs, each expected to read all its bytes, and closes it. The file's
+/// fd is predicted (the lowest free number) and checked by the batch. Nothing is opened
+/// when there is nothing to read.
+fn fill_batched(child: &Child, pages: &Path, work: &Work) -> Result<(), RestoreError> {
+    if work.batches.is_empty() {
+        return Ok(());
+    }
+    let pid = child.pid();
+    let open = crate::proc::fds(pid).map_err(|e| RestoreError::Unsupported {
+        what: e.to_string(),
+    })?;
+    let fd = (0..).find(|n| !open.contains(n)).expect("a free fd") as u64;
+    let remote = child.remote();
+    let mut b = remote.batch();
+    let path = b.put_str(&pages.to_string_lossy());
+    let flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
+    let args = [libc::AT_FDCWD as u64, path, flags, 0];
+    b.expect("openat", libc::SYS_openat, &args, fd);
+    b.about(format!("open {} in pid {pid}", pages.display()));
+    let mut bytes = 0;
+    while let Some((batch, offset)) = work.take() {
+        let len: u64 = batch.iter().map(|i| i.len).sum();
+        let iov = b.put(slice_as_bytes(batch));
+        let args = [fd, iov, batch.len() as u64, offset, 0];
+        b.expect("preadv", libc::SYS_preadv, &args, len);
+        b.about(format!(
+            "pages at offset {offset} of {} into pid {pid}",
+            pages.display()
+        ));
+        bytes += len;
+    }
+    b.expect("close", libc::SYS_close, &[fd], 0);
+    remote.run(&b)?;
+    work.progress.advance(bytes);
+    Ok(())
 }
 
 fn total_bytes(runs: &[PageRun]) -> u64 {
