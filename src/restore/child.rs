@@ -98,6 +98,15 @@ impl Child {
         self.task.forget();
     }
 
+    /// The fd number the child's next `open` gets: the lowest free one, from
+    /// `/proc/PID/fd` (for batches that predict it, see `sys/batch.rs`).
+    pub fn lowest_free_fd(&self) -> Result<u64, RestoreError> {
+        let open = crate::proc::fds(self.pid()).map_err(|e| RestoreError::Unsupported {
+            what: e.to_string(),
+        })?;
+        Ok((0..).find(|n| !open.contains(n)).expect("a free fd") as u64)
+    }
+
     /// Scratch space: `HELPER_LEN - 4096` bytes after the code page (the last page is
     /// also the new threads' stack).
     pub fn scratch(&self) -> u64 {

@@ -124,10 +124,7 @@ fn fill_batched(child: &Child, pages: &Path, work: &Work) -> Result<(), RestoreE
         return Ok(());
     }
     let pid = child.pid();
-    let open = crate::proc::fds(pid).map_err(|e| RestoreError::Unsupported {
-        what: e.to_string(),
-    })?;
-    let fd = (0..).find(|n| !open.contains(n)).expect("a free fd") as u64;
+    let fd = child.lowest_free_fd()?;
     let remote = child.remote();
     let mut b = remote.batch();
     let path = b.put_str(&pages.to_string_lossy());

@@ -496,12 +496,21 @@ pub fn seal(child: &Child, mm: &MmImage) -> Result<(), RestoreError> {
 /// Ordering requirements: the old executable (stasis) must be unmapped first, or the
 /// kernel refuses the exe change with EBUSY.
 pub fn set_mm_fields(child: &Child, mm: &MmImage) -> Result<(), RestoreError> {
-    let exe_fd = match &mm.exe {
-        Some(f) => open_in(child, &f.path, libc::O_RDONLY | libc::O_CLOEXEC)?,
-        None => u64::from(u32::MAX),
-    };
     let remote = child.remote();
     let mut b = remote.batch();
+    let exe_fd = match &mm.exe {
+        Some(f) => {
+            // Opened in the same batch, at the fd number predicted (and checked).
+            let fd = child.lowest_free_fd()?;
+            let path = b.put_str(&f.path);
+            let flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
+            let args = [libc::AT_FDCWD as u64, path, flags, 0];
+            b.expect("openat", libc::SYS_openat, &args, fd);
+            b.about(format!("open {} in pid {}", f.path, child.pid()));
+            fd
+        }
+        None => u64::from(u32::MAX),
+    };
     let auxv: Vec<u8> = mm.auxv.iter().flat_map(|w| w.to_ne_bytes()).collect();
     let auxv_addr = b.put(&auxv);
     let f = &mm.fields;
