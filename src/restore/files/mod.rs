@@ -346,6 +346,9 @@ pub fn seek(at: &Install, pos: u64) -> Result<(), RestoreError> {
 /// cwd, root and umask. Ordering requirements: after every open by absolute path, and
 /// `chdir` before `chroot` (the cwd path is absolute in the restorer's root).
 pub fn restore_fs(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
+    if fs_as_saved(child.pid(), task) {
+        return Ok(());
+    }
     let remote = child.remote();
     let mut b = remote.batch();
     let cwd = b.put_str(&task.cwd);
@@ -360,6 +363,16 @@ pub fn restore_fs(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
 }
 
 pub use path::remove_remap_links;
+
+/// Whether the child's cwd, root and umask (inherited from stasis or its parent) are the
+/// saved ones already: then nothing is injected.
+fn fs_as_saved(pid: i32, task: &TaskImage) -> bool {
+    let link = |name| crate::proc::link(pid, name).map(|p| p.to_string_lossy().into_owned());
+    let umask = crate::proc::status(pid).ok().and_then(|s| s.umask);
+    link("cwd").is_ok_and(|c| c == task.cwd)
+        && link("root").is_ok_and(|r| r == task.root)
+        && umask == Some(task.umask)
+}
 
 /// Lifts the network lock the dump put on connections to peers outside the image.
 pub fn unlock_network(files: &FilesImage, pid: i32) -> Result<(), RestoreError> {
