@@ -137,6 +137,19 @@ pub fn inherited_fds(order: &[(i32, &FilesImage)], path: &Path) -> Check {
         }
     }
     for (i, (pid, files)) in order.iter().enumerate() {
+        if let Some(m) = files
+            .epoll_moved
+            .iter()
+            .find(|m| !holds(&order[..=i], m.pid, m.fd, |_| true))
+        {
+            return fail(
+                path,
+                format!(
+                    "the file registered as fd {} (offset {}) in epoll fd {} of pid {pid} is said to be fd {} of pid {}, which is not an fd of this or an earlier process",
+                    m.tfd, m.toff, m.epoll, m.fd, m.pid
+                ),
+            );
+        }
         if let Some(fd) = files
             .spares
             .iter()
@@ -615,9 +628,49 @@ fn auxv(words: &[u64], path: &Path) -> Check {
 /// `PipePeer` naming it back).
 pub fn files(files: &FilesImage, path: &Path) -> Check {
     references(files, path)?;
+    side_tables(files, path)?;
     order(files, path)?;
     spares(files, path)?;
     in_flight(files, path)
+}
+
+/// Every moved epoll registration belongs to a registration of an epoll entry, listed
+/// once; every content hash to a file entry, listed once.
+fn side_tables(files: &FilesImage, path: &Path) -> Check {
+    for (i, m) in files.epoll_moved.iter().enumerate() {
+        let registered = files.fds.iter().any(|e| {
+            e.fd == m.epoll
+                && matches!(&e.kind, FdKind::Epoll(ep) if ep.numbered().any(|(t, toff)| (t.fd, toff) == (m.tfd, m.toff)))
+        });
+        let twice = files.epoll_moved[..i]
+            .iter()
+            .any(|x| (x.epoll, x.tfd, x.toff) == (m.epoll, m.tfd, m.toff));
+        if !registered || twice {
+            return fail(
+                path,
+                format!(
+                    "moved registration {} (offset {}) of epoll fd {} is not a registration of the table or is listed twice",
+                    m.tfd, m.toff, m.epoll
+                ),
+            );
+        }
+    }
+    for (i, h) in files.hashes.iter().enumerate() {
+        let file = files
+            .fds
+            .iter()
+            .any(|e| e.fd == h.fd && matches!(e.kind, FdKind::Path(_)));
+        if !file || files.hashes[..i].iter().any(|x| x.fd == h.fd) {
+            return fail(
+                path,
+                format!(
+                    "content hash of fd {} names no file of the table or is listed twice",
+                    h.fd
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Files in flight ride on an existing message of a unix socket of the table (one list
@@ -737,7 +790,9 @@ fn references(files: &FilesImage, path: &Path) -> Check {
                     .iter()
                     .any(|x| x.fd == peer && x.kind == FdKind::PipePeer { of: e.fd })
             }),
-            FdKind::Epoll(ep) => ep.targets.iter().any(|t| !has(t.fd)),
+            FdKind::Epoll(ep) => ep
+                .numbered()
+                .any(|(t, toff)| !has(t.fd) && files.epoll_moved(e.fd, t.fd, toff).is_none()),
             _ => false,
         };
         if bad {

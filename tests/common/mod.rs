@@ -72,6 +72,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("tcp_echo", &[]),
     ("pipes", &[]),
     ("anonfds", &[]),
+    ("epoll_moved", &[]),
     ("inotify", &[]),
     ("memfd", &[]),
     ("ghost", &[]),
