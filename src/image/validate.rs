@@ -1176,7 +1176,11 @@ mod tests {
             files_err(|f| f.fds[4].kind = FdKind::PipePeer { of: 3 }),
             dangling(4)
         );
-        assert_eq!(files_err(|f| f.fds.retain(|e| e.fd != 7)), dangling(8));
+        let unmoved = |f: &mut FilesImage| {
+            f.fds.retain(|e| e.fd != 7);
+            f.epoll_moved.clear();
+        };
+        assert_eq!(files_err(unmoved), dangling(8));
         assert_eq!(
             files_err(|f| f.locks[0].fd = 9),
             "a lock is held through fd 9, which is not in the table"
@@ -1256,6 +1260,32 @@ mod tests {
             spare_err(|a| a.fds[4].kind = FdKind::Dup { of: 4 }),
             "spare fd 10 refers to another fd"
         );
+    }
+
+    #[test]
+    fn moved_epoll_registrations_and_hashes_rules() {
+        let moved = "moved registration 7 (offset 1) of epoll fd 8 is not a registration of the table or is listed twice";
+        assert_eq!(files_err(|f| f.epoll_moved[0].toff = 1), moved);
+        let mut two = sample::files();
+        two.epoll_moved.push(two.epoll_moved[0].clone());
+        assert!(message(files(&two, path())).contains("listed twice"));
+        assert_eq!(
+            files_err(|f| f.hashes[0].fd = 7),
+            "content hash of fd 7 names no file of the table or is listed twice"
+        );
+        // The target fd may be missing from the table when the registration is moved.
+        let mut gone = sample::files();
+        gone.fds.retain(|e| e.fd != 7);
+        if let FdKind::Epoll(ep) = &mut gone.fds.last_mut().expect("epoll").kind {
+            ep.targets[0].fd = 12;
+        }
+        gone.epoll_moved[0].tfd = 12;
+        files(&gone, path()).unwrap();
+        // The file must be in this or an earlier process.
+        let f = sample::files();
+        inherited_fds(&[(42, &f)], path()).unwrap();
+        let later = message(inherited_fds(&[(41, &f)], path()));
+        assert!(later.contains("is said to be fd 3 of pid 42"), "{later}");
     }
 
     fn flying_err(f: impl FnOnce(&mut FilesImage)) -> String {

@@ -14,14 +14,22 @@
  * After go: fdinfo of each epoll lists the original numbers (20, 22, 22; 24); fd 20 is
  * closed, fd 22 is C with FD_CLOEXEC; the events arrive with their data, and reading
  * each eventfd through the fd that holds it now silences exactly its registration.
+ *
+ * "later": the root also registers an eventfd as fd 25 (never written), which only the
+ * child holds once the root closed it: the child is restored after the root, so the
+ * dump must be refused naming the root's epoll fd 10 and fd 25.
+ * "unreachable": the root registers an eventfd as fd 26, sends it over a socket pair
+ * to itself (SCM_RIGHTS, never received) and closes it: no fd holds the file any more
+ * (only the message in flight), so the dump must be refused.
  */
 #include "victim.h"
 
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
-static int sync_pipe[2];
+static int sync_pipe[2], later, unreachable;
 
 static void watch(int ep, int fd, uint64_t data)
 {
@@ -119,6 +127,27 @@ static void go_child(pid_t kid)
 	}
 }
 
+/* Registers an eventfd as fd `fd`, sends it to a socket of a pair it keeps, closes it. */
+static void send_away(int fd)
+{
+	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 }, byte = 'x';
+	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+			      .msg_controllen = sizeof(cbuf) };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	int sp[2];
+
+	victim_place(eventfd(0, 0), fd);
+	watch(10, fd, 0xe6);
+	CHECK_SYS(socketpair(AF_UNIX, SOCK_STREAM, 0, sp));
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	CHECK_SYS(sendmsg(sp[0], &msg, 0));
+	close(fd);
+}
+
 static void setup(void)
 {
 	uint64_t one = 1;
@@ -135,15 +164,24 @@ static void setup(void)
 	victim_place(eventfd(0, EFD_CLOEXEC), 22);
 	watch(10, 22, 0xc3);
 	victim_place(eventfd(0, 0), 24);
+	if (later) {
+		victim_place(eventfd(0, 0), 25);
+		watch(10, 25, 0xe5);
+	}
+	if (unreachable)
+		send_away(26);
 	for (int fd = 21; fd <= 24; fd++)
 		CHECK(write(fd, &one, 8) == 8, "write eventfd fd %d: %s", fd, strerror(errno));
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-	char list[64], c;
+	char list[64], want[64], c;
+	const char *extra;
 	pid_t kid;
 
+	later = argc > 1 && strcmp(argv[1], "later") == 0;
+	unreachable = argc > 1 && strcmp(argv[1], "unreachable") == 0;
 	victim_install_go();
 	setup();
 	CHECK_SYS(pipe(sync_pipe));
@@ -154,11 +192,15 @@ int main(void)
 	close(sync_pipe[1]);
 	CHECK(read(sync_pipe[0], &c, 1) == 1, "the child did not start");
 	close(sync_pipe[0]);
+	if (later)
+		close(25);
 	victim_ready();
 	victim_wait_go();
 
 	tfds(10, list, sizeof(list));
-	CHECK(strcmp(list, "20,22,22") == 0, "epoll fd 10 registers %s, not 20,22,22", list);
+	extra = later ? ",25" : unreachable ? ",26" : "";
+	snprintf(want, sizeof(want), "20,22,22%s", extra);
+	CHECK(strcmp(list, want) == 0, "epoll fd 10 registers %s, not %s", list, want);
 	CHECK(fcntl(20, F_GETFD) == -1 && errno == EBADF, "fd 20 is open");
 	CHECK(fcntl(22, F_GETFD) == FD_CLOEXEC, "fd 22 lost FD_CLOEXEC");
 	CHECK(ready(10) == 7, "A, B, C not all reported (%#x)", ready(10));

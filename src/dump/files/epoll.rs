@@ -120,7 +120,8 @@ impl Slot {
                 "only pid {q} (a later process of the tree, fd {fd}) still holds"
             )));
         }
-        Err(self.refuse("no process of the tree holds any more"))
+        Err(self
+            .refuse("no fd of the tree holds any more (a mapping or a message in flight keeps it)"))
     }
 
     fn refuse(&self, why: &str) -> DumpError {
