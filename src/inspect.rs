@@ -15,7 +15,7 @@ use crate::image::seccomp::{
 };
 use crate::image::sock::{InetSocket, InetState, SockAddr, UnixPeer, UnixSocket};
 use crate::image::task::{TaskImage, ThreadImage, Timers};
-use crate::image::tree::{ProcState, TreeImage};
+use crate::image::tree::{ProcEntry, ProcState, TreeImage};
 use crate::image::{Image, ImageError, ProcessImage};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,10 +45,14 @@ fn to_json(image: &Image) -> serde_json::Value {
         .processes
         .iter()
         .map(|p| {
+            let pid = p.task.pid;
+            let owner = image.tree.mm_owner(pid);
             serde_json::json!({
-                "pid": p.task.pid,
+                "pid": pid,
                 "task": p.task,
-                "mm": p.mm,
+                // A process sharing its parent's address space has no mm of its own.
+                "mm": (owner == pid).then_some(&p.mm),
+                "mm_of": owner,
                 "files": p.files,
                 "pages_stored": stored_pages(p),
             })
@@ -83,7 +87,7 @@ fn text(image: &Image, out: &mut impl Write) -> std::io::Result<()> {
     )?;
     tree(&image.tree, out)?;
     for p in &image.processes {
-        process(p, out)?;
+        process(p, &image.tree, out)?;
     }
     Ok(())
 }
@@ -103,12 +107,7 @@ fn tree(t: &TreeImage, out: &mut impl Write) -> std::io::Result<()> {
             ProcState::Alive { stopped: true } => "stopped".to_string(),
             ProcState::Zombie { status } => format!("zombie (wait status {status:#x})"),
         };
-        let shares = match (e.shares_files, e.shares_fs) {
-            (true, true) => " shares fd table and fs with parent",
-            (true, false) => " shares fd table with parent",
-            (false, true) => " shares fs with parent",
-            (false, false) => "",
-        };
+        let shares = shared_with_parent(e);
         writeln!(
             out,
             "  pid {} ({}) parent {} pgid {} sid {} {state}{shares}",
@@ -126,7 +125,26 @@ fn tree(t: &TreeImage, out: &mut impl Write) -> std::io::Result<()> {
     Ok(())
 }
 
-fn process(p: &ProcessImage, out: &mut impl Write) -> std::io::Result<()> {
+/// `" shares fd table, fs with parent"`, or nothing.
+fn shared_with_parent(e: &ProcEntry) -> String {
+    let what: Vec<&str> = [
+        (e.shares_files, "fd table"),
+        (e.shares_fs, "fs"),
+        (e.shares_vm, "address space"),
+        (e.shares_sighand, "signal handlers"),
+    ]
+    .iter()
+    .filter(|(shared, _)| *shared)
+    .map(|(_, name)| *name)
+    .collect();
+    if what.is_empty() {
+        String::new()
+    } else {
+        format!(" shares {} with parent", what.join(", "))
+    }
+}
+
+fn process(p: &ProcessImage, tree: &TreeImage, out: &mut impl Write) -> std::io::Result<()> {
     let t = &p.task;
     writeln!(
         out,
@@ -154,8 +172,19 @@ fn process(p: &ProcessImage, out: &mut impl Write) -> std::io::Result<()> {
     for th in &t.threads {
         thread(th, &t.seccomp, out)?;
     }
-    signals(t, out)?;
-    memory(p, out)?;
+    match tree.get(t.pid).filter(|e| e.shares_sighand) {
+        Some(e) => writeln!(
+            out,
+            "  signals: the handlers of parent {}, shared pending: {}",
+            e.ppid,
+            signal_list(&t.shared_pending)
+        )?,
+        None => signals(t, out)?,
+    }
+    match tree.mm_owner(t.pid) {
+        owner if owner == t.pid => memory(p, out)?,
+        owner => writeln!(out, "  memory: the address space of pid {owner}")?,
+    }
     files(p, out)
 }
 
@@ -690,6 +719,42 @@ mod tests {
         for w in wanted {
             assert!(text.contains(w), "{w:?} missing from:\n{text}");
         }
+    }
+
+    /// Pid 11 shares its parent's address space and signal handlers.
+    fn sharing_image() -> Image {
+        let mut image = sample_image();
+        image.inventory = sample::inventory(&[10, 11]);
+        image.tree = sample::tree(&[10, 11]);
+        let child = &mut image.tree.processes[1];
+        (child.shares_vm, child.shares_sighand) = (true, true);
+        let mut task = sample::task(11);
+        task.sigactions.clear();
+        image.processes.push(ProcessImage {
+            task,
+            mm: crate::image::mm::MmImage::default(),
+            files: sample::files(),
+        });
+        image
+    }
+
+    #[test]
+    fn text_and_json_show_a_shared_address_space() {
+        let mut out = Vec::new();
+        text(&sharing_image(), &mut out).expect("write to a vector");
+        let text = String::from_utf8(out).expect("utf-8");
+        for w in [
+            "pid 11 (proc-11) parent 10 pgid 10 sid 10 running shares address space, signal handlers with parent",
+            "memory: the address space of pid 10",
+            "signals: the handlers of parent 10, shared pending: none",
+        ] {
+            assert!(text.contains(w), "{w:?} missing from:\n{text}");
+        }
+        let json = to_json(&sharing_image());
+        assert_eq!(json["processes"][1]["mm_of"], 10);
+        assert!(json["processes"][1]["mm"].is_null());
+        assert_eq!(json["processes"][0]["mm_of"], 10);
+        assert!(json["processes"][0]["mm"]["vmas"].is_array());
     }
 
     #[test]

@@ -777,3 +777,71 @@ fn failed_tree_restore_leaves_no_process() {
         .collect();
     assert!(left.is_empty(), "the failed restore left pids {left:?}");
 }
+
+/// A process sharing the address space of a process other than its parent (here its
+/// sibling: `clone(CLONE_VM | CLONE_PARENT)`) cannot be created by its parent at restore:
+/// the dump is refused naming the three pids, and the tree runs on and passes.
+#[test]
+fn dump_refuses_vm_shared_with_sibling() {
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_vm_shared_with_sibling");
+    let tmp = TempDir::new("vmsibling");
+    let mut victim = victim_in(&tmp, "shared_vm", &["sibling"]);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let log = victim.log_text();
+    let ids: Vec<String> = log
+        .lines()
+        .find_map(|l| l.strip_prefix("SIBLING "))
+        .unwrap_or_else(|| panic!("no SIBLING line in the log:\n{log}"))
+        .split(' ')
+        .map(str::to_string)
+        .collect();
+    let out = common::dump(victim.pid, &tmp.join("img"), &[]);
+    let what = "dump of a process sharing its sibling's address space";
+    let needles = [ids[0].as_str(), ids[1].as_str(), "address space"];
+    assert_refused(&out, what, victim.pid, &needles);
+    assert_no_image(tmp.path());
+    assert_survived(victim);
+}
+
+/// A process waiting in `vfork` cannot be frozen (no ptrace stop interrupts that wait):
+/// the dump is refused naming vfork and the pid, without hanging. Its child, which
+/// shares its address space, cannot be dumped as a root either (its memory would come
+/// back private). Both run on: the child exits on go, the parent reaps it and passes.
+#[test]
+fn dump_refuses_vfork_in_progress() {
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_vfork_in_progress");
+    let tmp = TempDir::new("vfork");
+    let mut victim = victim_in(&tmp, "shared_vm", &["vfork"]);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let child: i32 = loop {
+        let found = victim
+            .log_text()
+            .lines()
+            .find_map(|l| l.strip_prefix("VFORK ").and_then(|p| p.trim().parse().ok()));
+        match found {
+            Some(pid) => break pid,
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            None => panic!("no VFORK line in the log:\n{}", victim.log_text()),
+        }
+    };
+    let out = common::dump(victim.pid, &tmp.join("img"), &[]);
+    assert_refused(&out, "dump of a parent in vfork", victim.pid, &["vfork"]);
+    let out = common::dump(child, &tmp.join("img2"), &["--shell-job"]);
+    let what = "dump of a vfork child";
+    assert_refused(
+        &out,
+        what,
+        child,
+        &[&victim.pid.to_string(), "address space"],
+    );
+    assert_no_image(tmp.path());
+    // The child exits on SIGUSR1, which lets its parent out of vfork.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child),
+        nix::sys::signal::Signal::SIGUSR1,
+    );
+    assert_survived(victim);
+}

@@ -463,7 +463,9 @@ fn xargs_round_trip(tmp: &TempDir, cgroup: Option<&Path>) {
         .0
         .iter()
         .copied()
-        .filter(|&p| comm(p).as_deref() == Some("sh"))
+        // xargs's own children: a worker's child that has not exec'd `sleep` yet is an
+        // `sh` too.
+        .filter(|&p| comm(p).as_deref() == Some("sh") && common::parent_of(p) == Some(xargs.pid))
         .collect();
     assert_eq!(
         workers.len(),

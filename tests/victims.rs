@@ -260,6 +260,8 @@ victim_tests! {
     guards: "guards";
     tree: "tree";
     tree_50: "tree" ["50"];
+    shared_vm: "shared_vm";
+    shared_vm_nested: "shared_vm" ["nested"];
     cow: "cow";
     unlinked_maps: "unlinked_maps";
     unlinked_maps_fds: "unlinked_maps" ["fds"];

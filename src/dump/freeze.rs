@@ -40,8 +40,8 @@ pub fn preflight(pid: i32, shell_job: bool) -> Result<Preflight, DumpError> {
     Ok(Preflight { stat, status })
 }
 
-/// Refusals that apply to every process of the tree: traced by someone else. (Seccomp is
-/// dumped: see `seccomp.rs`.)
+/// Refusals that apply to every process of the tree: traced by someone else, waiting in
+/// `vfork`. (Seccomp is dumped: see `seccomp.rs`.)
 pub fn check_process(pid: i32, status: &proc::Status) -> Result<(), DumpError> {
     let me = std::process::id() as i32;
     if status.tracer_pid != 0 && status.tracer_pid != me {
@@ -50,7 +50,42 @@ pub fn check_process(pid: i32, status: &proc::Status) -> Result<(), DumpError> {
             tracer: status.tracer_pid,
         });
     }
+    refuse_vfork_wait(pid)
+}
+
+/// A thread inside `vfork` (or `clone`/`clone3` with `CLONE_VFORK`) sleeps until its child
+/// execs or exits, and no ptrace stop interrupts that sleep: freezing it would wait
+/// forever. Its child shares its address space; the usual wait is short (the child
+/// execs). A thread that enters vfork between this check and its freeze is not caught.
+fn refuse_vfork_wait(pid: i32) -> Result<(), DumpError> {
+    const CLONE_VFORK: u64 = libc::CLONE_VFORK as u64;
+    for tid in proc::tids(pid)? {
+        // A thread that exits meanwhile has nothing to say.
+        let Ok(Some((nr, arg))) = proc::thread_syscall(pid, tid) else {
+            continue;
+        };
+        let vfork = match nr {
+            libc::SYS_vfork => true,
+            libc::SYS_clone => arg & CLONE_VFORK != 0,
+            libc::SYS_clone3 => clone3_flags(pid, arg) & CLONE_VFORK != 0,
+            _ => false,
+        };
+        if vfork {
+            return Err(DumpError::unsupported(format!(
+                "thread {tid} of pid {pid} waits in vfork until its child execs or exits; stasis cannot checkpoint a vfork in progress, dump again once it is over"
+            )));
+        }
+    }
     Ok(())
+}
+
+/// `clone_args.flags` at `args` in `pid` (0 if unreadable).
+fn clone3_flags(pid: i32, args: u64) -> u64 {
+    let mut flags = [0u8; 8];
+    match crate::sys::mem::Mem::open(pid, false).and_then(|m| m.read(args, &mut flags)) {
+        Ok(()) => u64::from_ne_bytes(flags),
+        Err(_) => 0,
+    }
 }
 
 /// The root restores its session and group only if it leads them (or with -j).

@@ -183,8 +183,9 @@ fn layouts(tree: &FrozenTree) -> Result<Vec<Layout>, DumpError> {
         let vmas = mm::vmas(pid, &smaps)?;
         let parent = tree.procs.iter().position(|t| t.pid() == entry.ppid);
         let cow = match parent.and_then(|i| out.get(i)) {
-            Some(p) => cow::find(pid, &vmas, entry.ppid, &p.vmas)?,
-            None => Vec::new(),
+            // A process sharing its parent's address space shares every page.
+            Some(p) if !entry.shares_vm => cow::find(pid, &vmas, entry.ppid, &p.vmas)?,
+            _ => Vec::new(),
         };
         out.push(Layout { smaps, vmas, cow });
     }
@@ -237,8 +238,12 @@ fn save(
 ) -> Result<(memory::MemoryStats, files::Held, FilesImage), DumpError> {
     let pid = task.pid();
     let Layout { smaps, vmas, cow } = layout;
-    let shmem = shared.link_shmem(pid, &smaps)?;
-    let overrides = shmem_overrides(pid, &smaps, &shmem)?;
+    // Ordering requirements: mappings are linked before the fds are checked against them.
+    let shmem = if entry.shares_vm {
+        Vec::new() // its parent's address space, linked already
+    } else {
+        shared.link_shmem(pid, &smaps)?
+    };
     let (files, held) = if entry.shares_files {
         (FilesImage::default(), files::Held::new(pid))
     } else {
@@ -248,9 +253,7 @@ fn save(
         files::epoll::keep_created(&mut files);
         (files, held)
     };
-    let exe = mm::exe(pid)?;
     let vdso = mm::vdso_range(&vmas);
-    let vdso_symbols = vdso_symbols(pid, vdso)?;
     let mut threads = task
         .threads()
         .iter()
@@ -270,26 +273,27 @@ fn save(
         creds::check_thread(pid, t.tid, bits, &creds)?;
     }
 
-    let mut pages = writer.pages(&record_name("pages", pid))?;
-    let inherited = cow::shared(&cow);
-    let (page_runs, guards, mstats) = memory::dump(pid, &vmas, &overrides, &inherited, &mut pages)?;
-    pages.finish()?;
-    let parent_pages = shared.restored_pages.get(&entry.ppid);
-    let cow_ranges = cow::ranges(&cow, &page_runs, parent_pages.map_or(&[][..], |p| p));
-    let restored = cow::pages_at_restore(&page_runs, &cow);
-    shared.restored_pages.insert(pid, restored);
-
-    let mm = MmImage {
-        vmas,
-        page_runs,
-        fields: mm::fields(&stat, q.brk),
-        auxv: proc::auxv(pid)?,
-        exe,
-        vdso_symbols,
-        shmem,
-        guards,
-        cow: cow_ranges,
+    let mstats = if entry.shares_vm {
+        // Its pages at restore are those of the address space it shares.
+        let restored = shared.restored_pages.get(&entry.ppid).cloned();
+        shared
+            .restored_pages
+            .insert(pid, restored.unwrap_or_default());
+        memory::MemoryStats::default()
+    } else {
+        let space = Space {
+            smaps: &smaps,
+            vmas,
+            cow,
+            shmem,
+            fields: mm::fields(&stat, q.brk),
+        };
+        save_mm(pid, entry.ppid, space, writer, shared)?
     };
+    let mut sigactions = q.sigactions;
+    if entry.shares_sighand {
+        sigactions.clear(); // the parent's record holds the table
+    }
     let task_image = TaskImage {
         pid,
         pgid: stat.pgrp,
@@ -305,15 +309,61 @@ fn save(
         oom_score_adj: proc::oom_score_adj(pid)?,
         attrs: q.attrs,
         timers: q.timers,
-        sigactions: q.sigactions,
+        sigactions,
         shared_pending: task.leader().pending(true)?,
         audit: audit::audit(pid, known.tids)?,
         threads,
         seccomp,
     };
-    writer.write_record(&record_name("mm", pid), Kind::Mm, &mm)?;
     writer.write_record(&record_name("task", pid), Kind::Task, &task_image)?;
     Ok((mstats, held, files))
+}
+
+/// The address space of one process as collected: its maps, what it shares
+/// copy-on-write with its parent, and the mm fields.
+struct Space<'a> {
+    smaps: &'a [proc::MapEntry],
+    vmas: Vec<crate::image::mm::Vma>,
+    cow: Vec<cow::Found>,
+    shmem: Vec<crate::image::mm::ShmemRef>,
+    fields: crate::image::mm::MmFields,
+}
+
+/// Writes `pages-PID.img` and `mm-PID.img` of a process that does not share its parent's
+/// (`ppid`) address space (a sharer's is its parent's, saved already).
+///
+/// Ordering requirements: after the injected queries (their scratch page is gone).
+fn save_mm(
+    pid: i32,
+    ppid: i32,
+    space: Space,
+    writer: &ImageWriter,
+    shared: &mut Shared,
+) -> Result<memory::MemoryStats, DumpError> {
+    let overrides = shmem_overrides(pid, space.smaps, &space.shmem)?;
+    let vdso_symbols = vdso_symbols(pid, mm::vdso_range(&space.vmas))?;
+    let mut pages = writer.pages(&record_name("pages", pid))?;
+    let inherited = cow::shared(&space.cow);
+    let (page_runs, guards, mstats) =
+        memory::dump(pid, &space.vmas, &overrides, &inherited, &mut pages)?;
+    pages.finish()?;
+    let parent_pages = shared.restored_pages.get(&ppid);
+    let cow_ranges = cow::ranges(&space.cow, &page_runs, parent_pages.map_or(&[][..], |p| p));
+    let restored = cow::pages_at_restore(&page_runs, &space.cow);
+    shared.restored_pages.insert(pid, restored);
+    let mm = MmImage {
+        vmas: space.vmas,
+        page_runs,
+        fields: space.fields,
+        auxv: proc::auxv(pid)?,
+        exe: mm::exe(pid)?,
+        vdso_symbols,
+        shmem: space.shmem,
+        guards,
+        cow: cow_ranges,
+    };
+    writer.write_record(&record_name("mm", pid), Kind::Mm, &mm)?;
+    Ok(mstats)
 }
 
 /// Shared memory is saved by the process that owns it, from the object's data; the other

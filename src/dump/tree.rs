@@ -147,16 +147,10 @@ fn describe(
         };
         let parent = processes.iter().find(|p| p.pid == s.ppid).map(|p| p.pid);
         let alive = matches!(state, ProcState::Alive { .. });
-        let (shares_files, shares_fs) = match parent {
-            Some(ppid) if alive => (
-                shares(pid, ppid, &processes, Object::Files, "fd table")?,
-                shares(pid, ppid, &processes, Object::Fs, "cwd/root/umask")?,
-            ),
-            _ => (false, false),
+        let with = match parent {
+            Some(ppid) if alive => Sharing::find(pid, ppid, &processes)?,
+            _ => Sharing::default(),
         };
-        if let Some(ppid) = parent.filter(|_| alive) {
-            refuse_shared_vm(pid, ppid)?;
-        }
         processes.push(ProcEntry {
             pid,
             comm: s.comm.clone(),
@@ -165,8 +159,10 @@ fn describe(
             sid: s.session,
             exit_signal: s.exit_signal,
             state,
-            shares_files,
-            shares_fs,
+            shares_files: with.files,
+            shares_fs: with.fs,
+            shares_vm: with.vm,
+            shares_sighand: with.sighand,
         });
     }
     Ok(TreeImage {
@@ -193,6 +189,34 @@ fn zombie_state(pid: i32, s: &Stat) -> Result<ProcState, DumpError> {
     })
 }
 
+/// The kernel objects a process shares with its parent (`kcmp`).
+#[derive(Default)]
+struct Sharing {
+    files: bool,
+    fs: bool,
+    /// `CLONE_VM` without being a thread (a process of its own, e.g. from
+    /// `clone(CLONE_VM | SIGCHLD)`).
+    vm: bool,
+    sighand: bool,
+}
+
+impl Sharing {
+    fn find(pid: i32, ppid: i32, earlier: &[ProcEntry]) -> Result<Self, DumpError> {
+        let with = Sharing {
+            files: shares(pid, ppid, earlier, Object::Files, "fd table")?,
+            fs: shares(pid, ppid, earlier, Object::Fs, "cwd/root/umask")?,
+            vm: shares(pid, ppid, earlier, Object::Vm, "address space")?,
+            sighand: shares(pid, ppid, earlier, Object::Sighand, "signal handlers")?,
+        };
+        if with.sighand && !with.vm {
+            return Err(DumpError::unsupported(format!(
+                "pid {pid} shares its signal handlers with its parent {ppid} but not its address space; stasis cannot rebuild that"
+            )));
+        }
+        Ok(with)
+    }
+}
+
 /// Whether `pid` shares `what` with its parent. Sharing it with another earlier process
 /// but not the parent cannot be rebuilt by cloning from the parent, and is refused.
 fn shares(
@@ -215,17 +239,6 @@ fn shares(
         )));
     }
     Ok(false)
-}
-
-/// Processes sharing an address space without being threads of one process
-/// (`CLONE_VM` without `CLONE_THREAD`, as during `vfork`).
-fn refuse_shared_vm(pid: i32, ppid: i32) -> Result<(), DumpError> {
-    if kcmp::same(pid, ppid, Object::Vm, 0, 0).unwrap_or(false) {
-        return Err(DumpError::unsupported(format!(
-            "pid {pid} shares its address space with its parent {ppid} (CLONE_VM, e.g. a vfork child before exec); stasis cannot checkpoint that"
-        )));
-    }
-    Ok(())
 }
 
 /// Sessions and groups a restore can rebuild, and no process outside the tree in them.
@@ -254,7 +267,21 @@ fn check(tree: &TreeImage, table: &HashMap<i32, Stat>, shell_job: bool) -> Resul
             )));
         }
     }
+    root_shares_no_vm(root)?;
     outsiders(&pids, table)
+}
+
+/// The root must have an address space of its own: one shared with its parent outside
+/// the tree (a `vfork` child before exec, a `clone(CLONE_VM)` child) would come back
+/// private, and the parent would no longer see its writes.
+fn root_shares_no_vm(root: &ProcEntry) -> Result<(), DumpError> {
+    if kcmp::same(root.pid, root.ppid, Object::Vm, 0, 0).unwrap_or(false) {
+        return Err(DumpError::unsupported(format!(
+            "pid {} shares its address space with its parent {}, outside the dumped tree (CLONE_VM, e.g. a vfork child before exec); dump the tree from pid {}",
+            root.pid, root.ppid, root.ppid
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses when a process outside the tree is in a session or group the tree leads, or

@@ -22,6 +22,8 @@ use super::error::ImageError;
 /// unix messages), the `Remap` fd kind (`--link-remap`), the `Fanotify` fd kind, the shell
 /// job's terminal in the tree record, the mm record's copy-on-write ranges (`cow`) and
 /// `VmaKind::Unlinked` (older files, tree and mm records are converted on load).
+/// Version 7 also has `shares_vm` and `shares_sighand` in the tree record's entries (an
+/// older tree is read as sharing neither).
 pub const FORMAT_VERSION: u32 = 7;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).

@@ -24,6 +24,9 @@ pub const TREE: &str = "tree.img";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcessImage {
     pub task: TaskImage,
+    /// Empty for a process that shares its parent's address space (`shares_vm`): it has
+    /// no `mm`/`pages` files; [`TreeImage::mm_owner`] names the process whose records
+    /// describe it.
     pub mm: MmImage,
     pub files: FilesImage,
 }
@@ -44,7 +47,7 @@ impl Image {
     /// pages, crc).
     pub fn load(dir: &Path) -> Result<Image, ImageError> {
         let image = Self::load_metadata(dir)?;
-        for p in &image.processes {
+        for p in image.processes.iter().filter(|p| image.owns_mm(p.task.pid)) {
             verify_pages(&image.pages_path(p.task.pid), validate::total_pages(&p.mm))?;
         }
         Ok(image)
@@ -60,7 +63,7 @@ impl Image {
         let processes = inventory
             .pids
             .iter()
-            .map(|&pid| load_process(dir, pid))
+            .map(|&pid| load_process(dir, pid, tree.mm_owner(pid) == pid))
             .collect::<Result<Vec<_>, _>>()?;
         let dir = dir.to_path_buf();
         let image = Image {
@@ -96,6 +99,12 @@ impl Image {
         self.processes.iter().find(|p| p.task.pid == pid)
     }
 
+    /// Whether live process `pid` has its own `mm`/`pages` records (it shares no address
+    /// space with its parent).
+    pub fn owns_mm(&self, pid: i32) -> bool {
+        self.tree.mm_owner(pid) == pid
+    }
+
     /// `pages-<pid>.img` in this image's directory.
     pub fn pages_path(&self, pid: i32) -> PathBuf {
         self.dir.join(record_name("pages", pid))
@@ -119,20 +128,31 @@ fn load_inventory(dir: &Path) -> Result<Inventory, ImageError> {
     Ok(inventory)
 }
 
+/// The records of `pid`; `mm`/`pages` only if it `owns_mm` (else its mm is empty).
+///
 /// Ordering requirements: mm is validated before its page count is trusted.
-fn load_process(dir: &Path, pid: i32) -> Result<ProcessImage, ImageError> {
+fn load_process(dir: &Path, pid: i32, owns_mm: bool) -> Result<ProcessImage, ImageError> {
     let path = dir.join(record_name("task", pid));
     let task = read(Kind::Task, &path)?;
     validate::task(&task, pid, &path)?;
-    let path = dir.join(record_name("mm", pid));
-    let mm = read_since::<MmImage, MmImageV6>(Kind::Mm, &path, 7)?;
-    validate::mm(&mm, &path)?;
+    let mm = if owns_mm {
+        load_mm(dir, pid)?
+    } else {
+        MmImage::default()
+    };
     let path = dir.join(record_name("files", pid));
     let files = read_since::<FilesImage, FilesImageV6>(Kind::Files, &path, 7)?;
     validate::files(&files, &path)?;
+    Ok(ProcessImage { task, mm, files })
+}
+
+fn load_mm(dir: &Path, pid: i32) -> Result<MmImage, ImageError> {
+    let path = dir.join(record_name("mm", pid));
+    let mm = read_since::<MmImage, MmImageV6>(Kind::Mm, &path, 7)?;
+    validate::mm(&mm, &path)?;
     let pages = dir.join(record_name("pages", pid));
     check_pages(&pages, validate::total_pages(&mm))?;
-    Ok(ProcessImage { task, mm, files })
+    Ok(mm)
 }
 
 #[cfg(test)]
@@ -194,6 +214,49 @@ mod tests {
         assert_eq!(Image::load(&dir).unwrap(), written);
         assert_eq!(Image::load_metadata(&dir).unwrap(), written);
         assert_eq!(written.pages_path(PID), dir.join("pages-42.img"));
+    }
+
+    /// Pid 43 shares the address space and signal handlers of its parent 42: it has no
+    /// mm or pages file, and loads with an empty mm.
+    #[test]
+    fn sharer_has_no_mm_of_its_own() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("img");
+        let owner = process();
+        let w = ImageWriter::create(&dir).unwrap();
+        let mut sharer = ProcessImage {
+            task: sample::task(43),
+            mm: MmImage::default(),
+            files: sample::files(),
+        };
+        (sharer.task.pgid, sharer.task.sid) = (PID, PID);
+        sharer.task.sigactions.clear();
+        for p in [&owner, &sharer] {
+            let pid = p.task.pid;
+            w.write_record(&record_name("task", pid), Kind::Task, &p.task)
+                .unwrap();
+            w.write_record(&record_name("files", pid), Kind::Files, &p.files)
+                .unwrap();
+        }
+        w.write_record(&record_name("mm", PID), Kind::Mm, &owner.mm)
+            .unwrap();
+        let mut pw = w.pages(&record_name("pages", PID)).unwrap();
+        (0..3u8).for_each(|i| pw.write(&[i; 4096]).unwrap());
+        pw.finish().unwrap();
+        let mut tree = sample::tree(&[PID, 43]);
+        (
+            tree.processes[1].shares_vm,
+            tree.processes[1].shares_sighand,
+        ) = (true, true);
+        w.write_record(TREE, Kind::Tree, &tree).unwrap();
+        let inventory = sample::inventory(&[PID, 43]);
+        w.write_record(INVENTORY, Kind::Inventory, &inventory)
+            .unwrap();
+        w.commit().unwrap();
+        let image = Image::load(&dir).unwrap();
+        assert_eq!(image.processes, vec![owner, sharer]);
+        assert!(image.owns_mm(PID) && !image.owns_mm(43));
+        assert!(!dir.join("mm-43.img").exists());
     }
 
     #[test]
@@ -303,8 +366,8 @@ mod tests {
     }
 
     /// A version 6 image (files records without `spares`, `in_flight`, `epoll_moved` and
-    /// `hashes`, tree records without `terminal`, mm records without `cow`) loads, read as
-    /// having none.
+    /// `hashes`, tree records without `terminal` and sharing flags, mm records without
+    /// `cow`) loads, read as having none.
     #[test]
     fn version_6_records_are_converted() {
         let (_parent, dir) = fixture();
@@ -314,9 +377,7 @@ mod tests {
             locks: files.locks.clone(),
         };
         fs::write(dir.join("files-42.img"), encode(Kind::Files, &old).unwrap()).unwrap();
-        let tree = crate::image::tree::TreeImageV6 {
-            processes: sample::tree(&[PID]).processes,
-        };
+        let tree = TreeImageV6::from(&sample::tree(&[PID]));
         fs::write(dir.join(TREE), encode(Kind::Tree, &tree).unwrap()).unwrap();
         let mm = sample::mm();
         let old_mm = super::MmImageV6 {

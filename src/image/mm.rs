@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// `mm-<pid>.img`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `mm-<pid>.img`. The default (empty) one stands for a process sharing its parent's.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MmImage {
     /// Mappings in address order, non-overlapping.
     pub vmas: Vec<Vma>,

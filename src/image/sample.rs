@@ -52,6 +52,8 @@ pub fn tree(pids: &[i32]) -> TreeImage {
             state: ProcState::Alive { stopped: false },
             shares_files: false,
             shares_fs: false,
+            shares_vm: false,
+            shares_sighand: false,
         })
         .collect();
     TreeImage {

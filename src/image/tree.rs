@@ -15,21 +15,6 @@ pub struct TreeImage {
     pub terminal: Option<JobTerminal>,
 }
 
-/// A tree record of format 6 and older (no `terminal`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TreeImageV6 {
-    pub processes: Vec<ProcEntry>,
-}
-
-impl From<TreeImageV6> for TreeImage {
-    fn from(old: TreeImageV6) -> Self {
-        TreeImage {
-            processes: old.processes,
-            terminal: None,
-        }
-    }
-}
-
 /// The controlling terminal of a shell job: what the job set on it, put on the
 /// restorer's terminal so the job carries on there (`dump/terminal.rs`,
 /// `restore/terminal.rs`).
@@ -59,6 +44,13 @@ pub struct ProcEntry {
     pub shares_files: bool,
     /// Shares its parent's cwd, root and umask (`CLONE_FS`).
     pub shares_fs: bool,
+    /// Shares its parent's address space (`CLONE_VM` without being a thread of it): it
+    /// has no `mm`/`pages` records of its own, its parent's (or, up a chain of sharers,
+    /// the first one's) hold the memory and the mm fields.
+    pub shares_vm: bool,
+    /// Shares its parent's signal handler table (`CLONE_SIGHAND`, which implies
+    /// `shares_vm`): its task record lists no sigactions, its parent's does.
+    pub shares_sighand: bool,
 }
 
 /// Whether the process runs or only waits to be reaped.
@@ -75,6 +67,16 @@ pub enum ProcState {
 }
 
 impl TreeImage {
+    /// The process whose `mm`/`pages` records describe the address space of `pid`: `pid`
+    /// itself, or up its parents as long as each shares the address space with its parent.
+    pub fn mm_owner(&self, pid: i32) -> i32 {
+        let mut at = pid;
+        while let Some(e) = self.get(at).filter(|e| e.shares_vm) {
+            at = e.ppid;
+        }
+        at
+    }
+
     pub fn get(&self, pid: i32) -> Option<&ProcEntry> {
         self.processes.iter().find(|p| p.pid == pid)
     }
@@ -88,5 +90,101 @@ impl TreeImage {
 
     pub fn children(&self, pid: i32) -> impl Iterator<Item = &ProcEntry> {
         self.processes.iter().skip(1).filter(move |p| p.ppid == pid)
+    }
+}
+
+/// The tree record of format versions 5 and 6: no `terminal`, no `shares_vm` and
+/// `shares_sighand` in its entries.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+pub struct TreeImageV6 {
+    processes: Vec<ProcEntryV6>,
+}
+
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct ProcEntryV6 {
+    pid: i32,
+    comm: String,
+    ppid: i32,
+    pgid: i32,
+    sid: i32,
+    exit_signal: i32,
+    state: ProcState,
+    shares_files: bool,
+    shares_fs: bool,
+}
+
+/// `$to { the fields both versions of an entry have, from $e, $($rest)* }`.
+macro_rules! entry_fields {
+    ($to:ident, $e:expr, $($rest:tt)*) => {
+        $to {
+            pid: $e.pid,
+            comm: $e.comm.clone(),
+            ppid: $e.ppid,
+            pgid: $e.pgid,
+            sid: $e.sid,
+            exit_signal: $e.exit_signal,
+            state: $e.state,
+            shares_files: $e.shares_files,
+            shares_fs: $e.shares_fs,
+            $($rest)*
+        }
+    };
+}
+
+impl From<TreeImageV6> for TreeImage {
+    fn from(old: TreeImageV6) -> Self {
+        let processes = old
+            .processes
+            .iter()
+            .map(|e| entry_fields!(ProcEntry, e, shares_vm: false, shares_sighand: false))
+            .collect();
+        TreeImage {
+            processes,
+            terminal: None,
+        }
+    }
+}
+
+/// A current tree as version 6 wrote it (sharing flags dropped), for tests of old images.
+#[cfg(test)]
+impl From<&TreeImage> for TreeImageV6 {
+    fn from(tree: &TreeImage) -> Self {
+        let processes = tree
+            .processes
+            .iter()
+            .map(|e| entry_fields!(ProcEntryV6, e,))
+            .collect();
+        TreeImageV6 { processes }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::image::file::{encode, read_since, Kind, FORMAT_VERSION};
+    use crate::image::sample;
+
+    fn read_tree(bytes: &[u8]) -> TreeImage {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), bytes).unwrap();
+        read_since::<_, TreeImageV6>(Kind::Tree, file.path(), 7).unwrap()
+    }
+
+    /// A version 6 tree (no `shares_vm`/`shares_sighand`) reads as sharing neither.
+    #[test]
+    fn version_6_tree_reads_as_sharing_no_address_space() {
+        let mut tree = sample::tree(&[10, 11]);
+        tree.processes[1].shares_files = true;
+        let old = TreeImageV6::from(&tree);
+        let mut bytes = encode(Kind::Tree, &old).unwrap();
+        bytes[12..16].copy_from_slice(&6u32.to_le_bytes()); // the crc covers the payload only
+        assert_eq!(read_tree(&bytes), tree);
+        tree.processes[1].shares_vm = true;
+        let current = encode(Kind::Tree, &tree).unwrap();
+        assert_eq!(&current[12..16], &FORMAT_VERSION.to_le_bytes());
+        assert_eq!(read_tree(&current), tree);
     }
 }

@@ -75,6 +75,7 @@ pub fn tree(tree: &TreeImage, inv: &Inventory, path: &Path) -> Check {
             );
         }
         proc_entry(p, path)?;
+        sharing(tree, p, path)?;
     }
     let termios = tree
         .terminal
@@ -83,7 +84,41 @@ pub fn tree(tree: &TreeImage, inv: &Inventory, path: &Path) -> Check {
     if termios != TERMIOS_LEN {
         return fail(path, format!("its terminal's termios has {termios} bytes"));
     }
-    proc_entry(&tree.processes[0], path)
+    let root = &tree.processes[0];
+    if shares_any(root) {
+        return fail(path, format!("the root {} shares with a parent", root.pid));
+    }
+    proc_entry(root, path)
+}
+
+fn shares_any(p: &ProcEntry) -> bool {
+    p.shares_files || p.shares_fs || p.shares_vm || p.shares_sighand
+}
+
+/// What `p` shares with its parent: only a live process with a live parent shares, and
+/// signal handlers only along with the address space (`CLONE_SIGHAND` needs `CLONE_VM`).
+fn sharing(tree: &TreeImage, p: &ProcEntry, path: &Path) -> Check {
+    let alive = |e: &ProcEntry| matches!(e.state, ProcState::Alive { .. });
+    let parent_alive = tree.get(p.ppid).is_some_and(alive);
+    if shares_any(p) && !(alive(p) && parent_alive) {
+        return fail(
+            path,
+            format!(
+                "pid {} shares with its parent {}, but one of them is a zombie",
+                p.pid, p.ppid
+            ),
+        );
+    }
+    if p.shares_sighand && !p.shares_vm {
+        return fail(
+            path,
+            format!(
+                "pid {} shares signal handlers but not the address space with its parent",
+                p.pid
+            ),
+        );
+    }
+    Ok(())
 }
 
 fn proc_entry(p: &ProcEntry, path: &Path) -> Check {
@@ -222,16 +257,34 @@ pub fn mapped_fds<'a>(
 
 /// A process's own record agrees with the tree on its ids.
 pub fn process_in_tree(task: &TaskImage, tree: &TreeImage, path: &Path) -> Check {
-    match tree.get(task.pid) {
-        Some(e) if e.pgid == task.pgid && e.sid == task.sid => Ok(()),
-        _ => fail(
+    let e = match tree.get(task.pid) {
+        Some(e) if e.pgid == task.pgid && e.sid == task.sid => e,
+        _ => {
+            return fail(
+                path,
+                format!(
+                    "pid {}: session or group differ from its task record",
+                    task.pid
+                ),
+            )
+        }
+    };
+    if task.sigactions.is_empty() != e.shares_sighand {
+        return fail(
             path,
             format!(
-                "pid {}: session or group differ from its task record",
-                task.pid
+                "pid {}: its task record lists {} signal handlers, but it {} them with its parent",
+                task.pid,
+                task.sigactions.len(),
+                if e.shares_sighand {
+                    "shares"
+                } else {
+                    "does not share"
+                }
             ),
-        ),
+        );
     }
+    Ok(())
 }
 
 /// Each id in `1..=PID_MAX`, none twice.
@@ -276,11 +329,12 @@ pub fn task(task: &TaskImage, pid: i32, path: &Path) -> Check {
             "resource limits are not 16 (soft <= hard) pairs".to_string(),
         );
     }
-    if task.sigactions.len() != SIGNALS {
+    // None: the table is its parent's (`shares_sighand`, checked against the tree).
+    if !matches!(task.sigactions.len(), 0 | SIGNALS) {
         return fail(
             path,
             format!(
-                "has {} signal handlers, expected {SIGNALS}",
+                "has {} signal handlers, expected {SIGNALS} (or none)",
                 task.sigactions.len()
             ),
         );
@@ -875,6 +929,59 @@ mod tests {
         message(inventory(&inv, path()))
     }
 
+    /// A root 10 with live children 11 and 12, changed by `f`.
+    fn tree_err(f: impl FnOnce(&mut TreeImage)) -> String {
+        let mut t = sample::tree(&[10, 11, 12]);
+        f(&mut t);
+        let inv = sample::inventory(&t.alive().map(|p| p.pid).collect::<Vec<_>>());
+        message(tree(&t, &inv, path()))
+    }
+
+    #[test]
+    fn sharing_with_the_parent() {
+        let mut ok = sample::tree(&[10, 11, 12]);
+        (ok.processes[1].shares_vm, ok.processes[1].shares_sighand) = (true, true);
+        ok.processes[2].shares_vm = true;
+        assert!(tree(&ok, &sample::inventory(&[10, 11, 12]), path()).is_ok());
+        assert_eq!(ok.mm_owner(12), 10, "up the chain of sharers");
+        assert_eq!(ok.mm_owner(10), 10);
+        assert_eq!(
+            tree_err(|t| t.processes[0].shares_vm = true),
+            "the root 10 shares with a parent"
+        );
+        assert_eq!(
+            tree_err(|t| t.processes[1].shares_sighand = true),
+            "pid 11 shares signal handlers but not the address space with its parent"
+        );
+        assert_eq!(
+            tree_err(|t| {
+                t.processes[1].state = ProcState::Zombie { status: 0 };
+                t.processes[2].ppid = 10;
+                t.processes[1].shares_vm = true;
+            }),
+            "pid 11 shares with its parent 10, but one of them is a zombie"
+        );
+        let child_task = |pid| TaskImage {
+            pgid: 10,
+            sid: 10,
+            ..sample::task(pid)
+        };
+        let mut task = child_task(11);
+        let in_tree = |task: &TaskImage| message(process_in_tree(task, &ok, path()));
+        assert_eq!(
+            in_tree(&task),
+            "pid 11: its task record lists 64 signal handlers, but it shares them with its parent"
+        );
+        task.sigactions.clear();
+        assert!(process_in_tree(&task, &ok, path()).is_ok());
+        let mut task = child_task(12);
+        task.sigactions.clear();
+        assert_eq!(
+            in_tree(&task),
+            "pid 12: its task record lists 0 signal handlers, but it does not share them with its parent"
+        );
+    }
+
     fn task_err(f: impl FnOnce(&mut TaskImage)) -> String {
         let mut t = sample::task(10);
         f(&mut t);
@@ -955,7 +1062,7 @@ mod tests {
         );
         assert_eq!(
             task_err(|t| t.sigactions.pop().map(drop).unwrap()),
-            "has 63 signal handlers, expected 64"
+            "has 63 signal handlers, expected 64 (or none)"
         );
     }
 

@@ -172,6 +172,33 @@ pub fn thread_comm(pid: i32, tid: i32) -> Result<String, ProcError> {
     Ok(text.strip_suffix('\n').unwrap_or(&text).to_string())
 }
 
+/// `/proc/PID/task/TID/syscall`: the syscall number and first argument the thread is
+/// blocked in, or `None` if it is running or blocked outside a syscall.
+pub fn thread_syscall(pid: i32, tid: i32) -> Result<Option<(i64, u64)>, ProcError> {
+    parse_file(pid, &format!("task/{tid}/syscall"), parse_syscall)
+}
+
+/// Parses `/proc/PID/syscall`: `running`, `-1 SP PC` (blocked outside a syscall), or
+/// `NR ARG1..ARG6 SP PC` with NR in decimal and the rest in hex.
+pub fn parse_syscall(text: &str) -> Result<Option<(i64, u64)>, ProcError> {
+    let bad = |what: &str| parse_error("syscall", 1, format!("{what} in {:?}", text.trim()));
+    let mut words = text.split_whitespace();
+    let first = words.next().ok_or_else(|| bad("no field"))?;
+    if first == "running" {
+        return Ok(None);
+    }
+    let nr: i64 = first.parse().map_err(|_| bad("bad syscall number"))?;
+    if nr < 0 {
+        return Ok(None);
+    }
+    let arg = words.next().ok_or_else(|| bad("no first argument"))?;
+    let hex = arg
+        .strip_prefix("0x")
+        .ok_or_else(|| bad("argument not in hex"))?;
+    let arg = u64::from_str_radix(hex, 16).map_err(|_| bad("bad argument"))?;
+    Ok(Some((nr, arg)))
+}
+
 /// `/proc/PID/personality`: the `personality(2)` word, written by the kernel in hex.
 pub fn personality(pid: i32) -> Result<u32, ProcError> {
     let path = proc_path(pid, "personality");
@@ -319,6 +346,21 @@ mod tests {
         let fds = fds(me()).unwrap();
         assert!(fds.contains(&file.as_raw_fd()));
         assert!(fds.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn syscall_lines() {
+        assert_eq!(parse_syscall("running\n").unwrap(), None);
+        assert_eq!(parse_syscall("-1 0x7ffd1000 0x401000\n").unwrap(), None);
+        let vfork = "58 0x0 0x7ffc 0x1 0x0 0x0 0x0 0x7ffd2000 0x7f00123\n";
+        assert_eq!(parse_syscall(vfork).unwrap(), Some((58, 0)));
+        assert_eq!(
+            parse_syscall("56 0x4111 0x0 0x0 0x0 0x0 0x0 0x1 0x2").unwrap(),
+            Some((56, 0x4111))
+        );
+        assert!(parse_syscall("").is_err());
+        assert!(parse_syscall("x 0x0").is_err());
+        assert!(parse_syscall("56 12").is_err());
     }
 
     #[test]

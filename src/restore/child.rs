@@ -155,9 +155,11 @@ pub const CLONE_ARGS_OFF: u64 = 2048 + 64;
 
 /// Creates process `pid` as a child of `parent` with a `clone3` injected into it, with
 /// `exit_signal` and, if the process shared them with its parent, `CLONE_FILES` /
-/// `CLONE_FS`. The kernel attaches it to us (`PTRACE_O_TRACEFORK`); it starts as a copy
-/// of the parent, stopped where `clone3` returns in the parent's helper, which it keeps
-/// using unless that lies where one of its own mappings (`target`) must go.
+/// `CLONE_FS` / `CLONE_VM` / `CLONE_SIGHAND`. The kernel attaches it to us
+/// (`PTRACE_O_TRACEFORK`); it starts as a copy of the parent, stopped where `clone3`
+/// returns in the parent's helper, which it keeps using unless that lies where one of its
+/// own mappings (`target`) must go. With `CLONE_VM` it runs in the parent's address space
+/// (its `target` is empty), on the helper's last page as stack, like a new thread.
 ///
 /// Ordering requirements: the parent still has every signal blocked (the child inherits
 /// the mask) and is still privileged (`set_tid` needs CAP_CHECKPOINT_RESTORE).
@@ -169,9 +171,16 @@ pub fn fork_from(
     target: &[Vma],
 ) -> Result<Child, RestoreError> {
     let set_tid = parent.put(SET_TID_OFF, &pid.to_ne_bytes())?;
+    let (stack, stack_size) = if share & libc::CLONE_VM as u64 != 0 {
+        parent.thread_stack()
+    } else {
+        (0, 0)
+    };
     let args = crate::abi::CloneArgs {
         flags: share,
         exit_signal: exit_signal as u64,
+        stack,
+        stack_size,
         set_tid,
         set_tid_size: 1,
         ..Default::default()

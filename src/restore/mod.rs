@@ -277,12 +277,15 @@ impl Builder<'_> {
         let child = &self.procs.last().expect("just pushed").1;
         tree::restore_session(child, entry, root, self.shell_job)
             .map_err(at(RestoreStage::Session, pid))?;
+        // The parent's memory, as a fork from it inherits it: that of the address
+        // space it may share with its own parent.
         let parent = (pid != root)
-            .then(|| self.image.process(entry.ppid))
+            .then(|| self.image.process(self.image.tree.mm_owner(entry.ppid)))
             .flatten();
         match p {
-            Some(p) => build_memory(child, self.image, p, parent),
-            None => Ok(memory::Filled::default()),
+            // A process sharing its parent's address space finds its memory in place.
+            Some(p) if !entry.shares_vm => build_memory(child, self.image, p, parent),
+            _ => Ok(memory::Filled::default()),
         }
     }
 
@@ -337,11 +340,13 @@ impl Builder<'_> {
                 .image
                 .process(pid)
                 .expect("live processes have records");
-            let stopped = matches!(
-                self.image.tree.get(pid).map(|e| e.state),
-                Some(ProcState::Alive { stopped: true })
-            );
-            let r = task::resume(child, &p.task, stopped).map_err(at(RestoreStage::Resume, pid));
+            let entry = self.image.tree.get(pid).expect("in the tree");
+            let stopped = matches!(entry.state, ProcState::Alive { stopped: true });
+            // The helper of a shared address space is unmapped by the first process of
+            // the sharing chain, which resumes last (parents after their children).
+            let unmap_helper = !entry.shares_vm;
+            let r = task::resume(child, &p.task, stopped, unmap_helper)
+                .map_err(at(RestoreStage::Resume, pid));
             first = first.and(r);
         }
         first
@@ -430,12 +435,14 @@ fn finish(
 ) -> Result<(), RestoreError> {
     let pid = p.task.pid;
     let stage = |s: RestoreStage, r: Result<(), RestoreError>| r.map_err(at(s, pid));
-    let filled = memory::filled_vmas(&p.mm);
-    stage(
-        RestoreStage::Protections,
-        mm::finish_vmas(child, &p.mm, &filled),
-    )?;
-    stage(RestoreStage::MmFields, mm::set_mm_fields(child, &p.mm))?;
+    if !entry.shares_vm {
+        let filled = memory::filled_vmas(&p.mm);
+        stage(
+            RestoreStage::Protections,
+            mm::finish_vmas(child, &p.mm, &filled),
+        )?;
+        stage(RestoreStage::MmFields, mm::set_mm_fields(child, &p.mm))?;
+    }
     if !entry.shares_files {
         stage(
             RestoreStage::Files,
@@ -451,10 +458,12 @@ fn finish(
     )?;
     stage(RestoreStage::Audit, audit::restore_loginuid(child, &p.task))?;
     stage(RestoreStage::Limits, task::restore_rlimits(child, &p.task))?;
-    stage(
-        RestoreStage::SigActions,
-        task::restore_sigactions(child, &p.task),
-    )?;
+    if !entry.shares_sighand {
+        stage(
+            RestoreStage::SigActions,
+            task::restore_sigactions(child, &p.task),
+        )?;
+    }
     stage(RestoreStage::Threads, threads::create(child, &p.task))?;
     stage(
         RestoreStage::ThreadAttrs,
@@ -475,6 +484,8 @@ fn finish(
     )?;
     stage(RestoreStage::Creds, creds::restore_creds(child, &p.task))?;
     stage(RestoreStage::Signals, task::queue_signals(child, &p.task))?;
-    stage(RestoreStage::Seals, mm::seal(child, &p.mm))?;
+    if !entry.shares_vm {
+        stage(RestoreStage::Seals, mm::seal(child, &p.mm))?;
+    }
     Ok(())
 }

@@ -155,9 +155,15 @@ pub fn queue_signals(child: &Child, task: &TaskImage) -> Result<(), RestoreError
 /// it resumes. Parking puts each thread inside signal delivery so the kernel applies its
 /// own syscall-restart rules to the saved registers (a thread frozen in `read` re-enters
 /// it, one in `nanosleep` returns EINTR, as after any signal). Only then is any thread
-/// detached.
-pub fn resume(child: Child, task: &TaskImage, stopped: bool) -> Result<(), RestoreError> {
-    match load_all(&child, task) {
+/// detached. A process sharing its parent's address space (`unmap_helper` false) leaves
+/// the helper to that parent, which resumes after it and still runs from it.
+pub fn resume(
+    child: Child,
+    task: &TaskImage,
+    stopped: bool,
+    unmap_helper: bool,
+) -> Result<(), RestoreError> {
+    match load_all(&child, task, unmap_helper) {
         Ok(()) => release_all(child, stopped),
         Err(e) => {
             child.kill_and_reap();
@@ -166,15 +172,17 @@ pub fn resume(child: Child, task: &TaskImage, stopped: bool) -> Result<(), Resto
     }
 }
 
-fn load_all(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
+fn load_all(child: &Child, task: &TaskImage, unmap_helper: bool) -> Result<(), RestoreError> {
     for (thread, t) in child.threads.iter().zip(&task.threads[1..]) {
         load_and_park(&thread.task, t)?;
     }
-    child.remote().call(
-        "munmap(helper)",
-        libc::SYS_munmap,
-        &[child.helper, super::child::HELPER_LEN],
-    )?;
+    if unmap_helper {
+        child.remote().call(
+            "munmap(helper)",
+            libc::SYS_munmap,
+            &[child.helper, super::child::HELPER_LEN],
+        )?;
+    }
     load_and_park(&child.task, &task.threads[0])
 }
 

@@ -31,6 +31,12 @@ pub fn share_flags(entry: &ProcEntry) -> u64 {
     if entry.shares_fs {
         flags |= libc::CLONE_FS as u64;
     }
+    if entry.shares_vm {
+        flags |= libc::CLONE_VM as u64;
+    }
+    if entry.shares_sighand {
+        flags |= libc::CLONE_SIGHAND as u64;
+    }
     flags
 }
 

@@ -61,6 +61,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("loginuid", &[]),
     ("guards", &[]),
     ("tree", &[]),
+    ("shared_vm", &[]),
     ("cow", &[]),
     ("unlinked_maps", &[]),
     ("unix_sockets", &[]),
@@ -812,7 +813,8 @@ pub fn descendants(pid: i32) -> Vec<i32> {
     out
 }
 
-fn parent_of(pid: i32) -> Option<i32> {
+/// The parent pid of `pid` (field 4 of /proc/PID/stat).
+pub fn parent_of(pid: i32) -> Option<i32> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
     rest.split(' ').nth(1)?.parse().ok()
