@@ -162,3 +162,61 @@ fn restore_refuses_changed_open_file() {
     let mut restored = common::Proc::adopt(victim.pid, &victim.log);
     restored.go_and_expect_pass();
 }
+
+/// With `dump --file-hash`, an open file whose contents were rewritten in place, keeping
+/// its size and mtime, is refused, naming the file, the fd, the pid and the override;
+/// `--skip-file-check` restores anyway.
+#[test]
+fn restore_refuses_rewritten_open_file_with_file_hash() {
+    let _serial = common::serial();
+    require_privileged!("restore_refuses_rewritten_open_file_with_file_hash");
+    let tmp = TempDir::new("file-hash");
+    let work = tmp.join("work");
+    std::fs::create_dir_all(&work).expect("mkdir work");
+    let mut victim = common::spawn_victim("memory", &["-s", "4"], &work);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let img = tmp.join("img");
+    common::dump(victim.pid, &img, &["--file-hash"]).assert_ok("dump --file-hash");
+    victim.wait_exit(common::EXIT_TIMEOUT);
+    // The victim's log is open at fd 1: change its first byte, then put the mtime back.
+    let before = std::fs::metadata(&victim.log).expect("stat the log");
+    let mut text = std::fs::read(&victim.log).expect("read the log");
+    text[0] = text[0].to_ascii_lowercase();
+    let log = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&victim.log)
+        .expect("open the log");
+    std::os::unix::fs::FileExt::write_all_at(&log, &text[..1], 0).expect("rewrite a byte");
+    let times = std::fs::FileTimes::new()
+        .set_accessed(before.accessed().expect("atime"))
+        .set_modified(before.modified().expect("mtime"));
+    log.set_times(times).expect("put the mtime back");
+    let after = std::fs::metadata(&victim.log).expect("stat the log");
+    assert_eq!(
+        (after.len(), after.modified().ok()),
+        (before.len(), before.modified().ok())
+    );
+    let msg = restore_fails(victim.pid, &img);
+    let log_name = victim.log.display().to_string();
+    for want in [&log_name, "fd 1", "contents", &victim.pid.to_string()] {
+        assert!(msg.contains(want), "message does not name {want:?}: {msg}");
+    }
+    let out = common::stasis(&[
+        std::ffi::OsStr::new("restore"),
+        "-D".as_ref(),
+        img.as_os_str(),
+        "-d".as_ref(),
+        "--skip-file-check".as_ref(),
+    ]);
+    out.assert_ok("restore --skip-file-check");
+    // The log's READY line is now "rEADY": check the pass by hand.
+    let mut restored = common::Proc::adopt(victim.pid, &victim.log);
+    let st = restored.go();
+    let log = restored.log_text();
+    assert_eq!(
+        st,
+        common::Status::Exited(0),
+        "restored victim failed:\n{log}"
+    );
+    assert_eq!(log, "rEADY\nPASS\n", "restored victim's log");
+}

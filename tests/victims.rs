@@ -267,6 +267,7 @@ victim_tests! {
     unlinked_maps_fds: "unlinked_maps" ["fds"];
     pipes: "pipes";
     anonfds: "anonfds";
+    epoll_moved: "epoll_moved";
     inotify: "inotify";
     fanotify: "fanotify";
     memfd: "memfd";

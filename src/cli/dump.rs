@@ -49,6 +49,11 @@ pub struct DumpArgs {
     /// refused.
     #[arg(long = "file-locks")]
     pub file_locks: bool,
+    /// Record a CRC-32 of the whole contents of every regular file held open (whatever
+    /// its size), so that a restore also refuses a file rewritten with the same size and
+    /// mtime (unless --skip-file-check).
+    #[arg(long = "file-hash")]
+    pub file_hash: bool,
     /// Freeze this cgroup (v1 freezer or v2) before seizing the tree: for trees that fork
     /// faster than they can be frozen one by one.
     #[arg(long = "freeze-cgroup", value_name = "PATH")]
@@ -77,6 +82,7 @@ pub fn run(args: DumpArgs) -> i32 {
         ghost_limit: args.ghost_limit,
         link_remap: args.link_remap,
         file_locks: args.file_locks,
+        file_hash: args.file_hash,
         freeze_cgroup: args.freeze_cgroup,
     };
     if !args.quiet {

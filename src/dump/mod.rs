@@ -58,6 +58,8 @@ pub struct DumpOptions {
     pub link_remap: bool,
     /// Save and restore file locks (`--file-locks`).
     pub file_locks: bool,
+    /// Record the contents' CRC-32 of the regular files held open (`--file-hash`).
+    pub file_hash: bool,
     /// `--tcp-established`, `--tcp-close`, `--ext-unix-sk`, `--skip-in-flight` (see
     /// [`files::FdOptions`]).
     pub tcp_established: bool,
@@ -214,6 +216,7 @@ fn fd_options(opts: &DumpOptions, pids: &[i32]) -> files::FdOptions {
         ghost_limit: opts.ghost_limit,
         link_remap: opts.link_remap,
         file_locks: opts.file_locks,
+        file_hash: opts.file_hash,
         pids: pids.to_vec(),
         tcp_established: opts.tcp_established,
         tcp_close: opts.tcp_close,
@@ -253,6 +256,7 @@ fn save(
             // Only processes of one tree share open file descriptions.
             shared.link_files(pid, &mut files)?;
         }
+        files::epoll::keep_created(&mut files);
         (files, held)
     };
     let vdso = mm::vdso_range(&vmas);

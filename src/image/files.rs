@@ -32,6 +32,35 @@ pub struct FilesImage {
     /// Files in flight to the unix sockets of this table, message by message (format 7;
     /// empty in older images).
     pub in_flight: Vec<InFlight>,
+    /// Epoll registrations whose fd number no longer holds the registered file, and where
+    /// the file is (format 7; empty in older images).
+    pub epoll_moved: Vec<EpollMoved>,
+    /// Content checksums of the regular files held open, taken with `dump --file-hash`
+    /// (format 7; empty in older images and without the option).
+    pub hashes: Vec<ContentHash>,
+}
+
+/// A registration of the epoll instance at fd `epoll` made under fd number `tfd` (the
+/// `toff`-th of the instance's targets with that number, from 0: several files can be
+/// registered under one number), whose file is no longer open at `tfd` (closed after a `dup`, moved by `dup2`, or closed by
+/// this process and still held by an earlier one of the tree): the file is fd `fd` of
+/// process `pid` (this process or an earlier one). The restore puts a copy of it at `tfd`
+/// for the `EPOLL_CTL_ADD` (epoll keys a registration by file and fd number) and closes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpollMoved {
+    pub epoll: i32,
+    pub tfd: i32,
+    pub toff: u32,
+    pub pid: i32,
+    pub fd: i32,
+}
+
+/// The CRC-32 of the whole contents of the regular file open at fd `fd`, checked before
+/// restore along with its size and mtime.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentHash {
+    pub fd: i32,
+    pub crc32: u32,
 }
 
 /// The files riding on one queued message of a unix socket of the table: each is an
@@ -54,6 +83,24 @@ impl FilesImage {
     pub fn is_in_flight(&self, fd: i32) -> bool {
         self.in_flight.iter().any(|m| m.fds.contains(&fd))
     }
+
+    /// Where the file of the `toff`-th registration under `tfd` in the epoll at fd `epoll`
+    /// is, when it is no longer open at `tfd`.
+    pub fn epoll_moved(&self, epoll: i32, tfd: i32, toff: u32) -> Option<&EpollMoved> {
+        self.epoll_moved
+            .iter()
+            .find(|m| (m.epoll, m.tfd, m.toff) == (epoll, tfd, toff))
+    }
+}
+
+impl EpollFd {
+    /// Each target with its `toff`: how many earlier targets have the same fd number.
+    pub fn numbered(&self) -> impl Iterator<Item = (&EpollTarget, u32)> {
+        self.targets.iter().enumerate().map(|(i, t)| {
+            let toff = self.targets[..i].iter().filter(|x| x.fd == t.fd).count();
+            (t, toff as u32)
+        })
+    }
 }
 
 /// A files record of format 6 and older (no `spares`).
@@ -70,6 +117,8 @@ impl From<FilesImageV6> for FilesImage {
             locks: old.locks,
             spares: Vec::new(),
             in_flight: Vec::new(),
+            epoll_moved: Vec::new(),
+            hashes: Vec::new(),
         }
     }
 }

@@ -365,8 +365,9 @@ mod tests {
         assert!(matches!(Image::load(&dir), Err(ImageError::Invalid { .. })));
     }
 
-    /// A version 6 image (files records without `spares`, tree records without `terminal`
-    /// and sharing flags, mm records without `cow`) loads, read as having none.
+    /// A version 6 image (files records without `spares`, `in_flight`, `epoll_moved` and
+    /// `hashes`, tree records without `terminal` and sharing flags, mm records without
+    /// `cow`) loads, read as having none.
     #[test]
     fn version_6_records_are_converted() {
         let (_parent, dir) = fixture();
@@ -397,7 +398,12 @@ mod tests {
             fs::write(&path, bytes).unwrap();
         }
         let image = Image::load(&dir).unwrap();
-        assert_eq!(image.processes[0].files, files);
+        let converted = FilesImage {
+            epoll_moved: Vec::new(),
+            hashes: Vec::new(),
+            ..files
+        };
+        assert_eq!(image.processes[0].files, converted);
         assert_eq!(image.tree.terminal, None);
         assert_eq!(image.processes[0].mm, mm);
     }

@@ -4,8 +4,8 @@
 use crate::abi::{AltStack, GpRegs, KernelSigaction, RseqConfig, SigInfo};
 
 use super::files::{
-    CharDevFd, EpollFd, EpollTarget, EventFd, FdEntry, FdKind, FileLock, FilesImage, InFlight,
-    LockKind, MappedFd, MemfdFd, PathFd, PipeEnd, PipeFd, RemapFd, TtyFd,
+    CharDevFd, ContentHash, EpollFd, EpollMoved, EpollTarget, EventFd, FdEntry, FdKind, FileLock,
+    FilesImage, InFlight, LockKind, MappedFd, MemfdFd, PathFd, PipeEnd, PipeFd, RemapFd, TtyFd,
 };
 use super::inventory::{CpuInfo, Inventory};
 use super::mm::{
@@ -289,6 +289,18 @@ pub fn files() -> FilesImage {
         }],
         spares: Vec::new(),
         in_flight: Vec::new(),
+        // The file registered as fd 7 is now fd 3 of pid 42 (fd 7 holds another file).
+        epoll_moved: vec![EpollMoved {
+            epoll: 8,
+            tfd: 7,
+            toff: 0,
+            pid: 42,
+            fd: 3,
+        }],
+        hashes: vec![ContentHash {
+            fd: 3,
+            crc32: 0xcbf4_3926,
+        }],
     }
 }
 
@@ -330,6 +342,8 @@ pub fn split_files(a: i32) -> (FilesImage, FilesImage) {
         locks: Vec::new(),
         spares: vec![9, 10],
         in_flight: Vec::new(),
+        epoll_moved: Vec::new(),
+        hashes: Vec::new(),
     };
     let second = FilesImage {
         fds: vec![
@@ -348,6 +362,8 @@ pub fn split_files(a: i32) -> (FilesImage, FilesImage) {
         locks: Vec::new(),
         spares: Vec::new(),
         in_flight: Vec::new(),
+        epoll_moved: Vec::new(),
+        hashes: Vec::new(),
     };
     (first, second)
 }
@@ -404,6 +420,8 @@ pub fn in_flight_files() -> FilesImage {
                 fds: vec![8],
             },
         ],
+        epoll_moved: Vec::new(),
+        hashes: Vec::new(),
     }
 }
 
@@ -681,6 +699,17 @@ pub fn random_files(r: &mut XorShift) -> FilesImage {
             socket: r.next(),
             message: r.next() as u32,
             fds: r.vec(3, |r| r.i32()),
+        }),
+        epoll_moved: r.vec(2, |r| EpollMoved {
+            epoll: r.i32(),
+            tfd: r.i32(),
+            toff: r.next() as u32,
+            pid: r.i32(),
+            fd: r.i32(),
+        }),
+        hashes: r.vec(2, |r| ContentHash {
+            fd: r.i32(),
+            crc32: r.next() as u32,
         }),
     }
 }

@@ -172,6 +172,19 @@ pub fn inherited_fds(order: &[(i32, &FilesImage)], path: &Path) -> Check {
         }
     }
     for (i, (pid, files)) in order.iter().enumerate() {
+        if let Some(m) = files
+            .epoll_moved
+            .iter()
+            .find(|m| !holds(&order[..=i], m.pid, m.fd, |_| true))
+        {
+            return fail(
+                path,
+                format!(
+                    "the file registered as fd {} (offset {}) in epoll fd {} of pid {pid} is said to be fd {} of pid {}, which is not an fd of this or an earlier process",
+                    m.tfd, m.toff, m.epoll, m.fd, m.pid
+                ),
+            );
+        }
         if let Some(fd) = files
             .spares
             .iter()
@@ -669,9 +682,49 @@ fn auxv(words: &[u64], path: &Path) -> Check {
 /// `PipePeer` naming it back).
 pub fn files(files: &FilesImage, path: &Path) -> Check {
     references(files, path)?;
+    side_tables(files, path)?;
     order(files, path)?;
     spares(files, path)?;
     in_flight(files, path)
+}
+
+/// Every moved epoll registration belongs to a registration of an epoll entry, listed
+/// once; every content hash to a file entry, listed once.
+fn side_tables(files: &FilesImage, path: &Path) -> Check {
+    for (i, m) in files.epoll_moved.iter().enumerate() {
+        let registered = files.fds.iter().any(|e| {
+            e.fd == m.epoll
+                && matches!(&e.kind, FdKind::Epoll(ep) if ep.numbered().any(|(t, toff)| (t.fd, toff) == (m.tfd, m.toff)))
+        });
+        let twice = files.epoll_moved[..i]
+            .iter()
+            .any(|x| (x.epoll, x.tfd, x.toff) == (m.epoll, m.tfd, m.toff));
+        if !registered || twice {
+            return fail(
+                path,
+                format!(
+                    "moved registration {} (offset {}) of epoll fd {} is not a registration of the table or is listed twice",
+                    m.tfd, m.toff, m.epoll
+                ),
+            );
+        }
+    }
+    for (i, h) in files.hashes.iter().enumerate() {
+        let file = files
+            .fds
+            .iter()
+            .any(|e| e.fd == h.fd && matches!(e.kind, FdKind::Path(_)));
+        if !file || files.hashes[..i].iter().any(|x| x.fd == h.fd) {
+            return fail(
+                path,
+                format!(
+                    "content hash of fd {} names no file of the table or is listed twice",
+                    h.fd
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Files in flight ride on an existing message of a unix socket of the table (one list
@@ -791,7 +844,9 @@ fn references(files: &FilesImage, path: &Path) -> Check {
                     .iter()
                     .any(|x| x.fd == peer && x.kind == FdKind::PipePeer { of: e.fd })
             }),
-            FdKind::Epoll(ep) => ep.targets.iter().any(|t| !has(t.fd)),
+            FdKind::Epoll(ep) => ep
+                .numbered()
+                .any(|(t, toff)| !has(t.fd) && files.epoll_moved(e.fd, t.fd, toff).is_none()),
             _ => false,
         };
         if bad {
@@ -1228,7 +1283,11 @@ mod tests {
             files_err(|f| f.fds[4].kind = FdKind::PipePeer { of: 3 }),
             dangling(4)
         );
-        assert_eq!(files_err(|f| f.fds.retain(|e| e.fd != 7)), dangling(8));
+        let unmoved = |f: &mut FilesImage| {
+            f.fds.retain(|e| e.fd != 7);
+            f.epoll_moved.clear();
+        };
+        assert_eq!(files_err(unmoved), dangling(8));
         assert_eq!(
             files_err(|f| f.locks[0].fd = 9),
             "a lock is held through fd 9, which is not in the table"
@@ -1308,6 +1367,32 @@ mod tests {
             spare_err(|a| a.fds[4].kind = FdKind::Dup { of: 4 }),
             "spare fd 10 refers to another fd"
         );
+    }
+
+    #[test]
+    fn moved_epoll_registrations_and_hashes_rules() {
+        let moved = "moved registration 7 (offset 1) of epoll fd 8 is not a registration of the table or is listed twice";
+        assert_eq!(files_err(|f| f.epoll_moved[0].toff = 1), moved);
+        let mut two = sample::files();
+        two.epoll_moved.push(two.epoll_moved[0].clone());
+        assert!(message(files(&two, path())).contains("listed twice"));
+        assert_eq!(
+            files_err(|f| f.hashes[0].fd = 7),
+            "content hash of fd 7 names no file of the table or is listed twice"
+        );
+        // The target fd may be missing from the table when the registration is moved.
+        let mut gone = sample::files();
+        gone.fds.retain(|e| e.fd != 7);
+        if let FdKind::Epoll(ep) = &mut gone.fds.last_mut().expect("epoll").kind {
+            ep.targets[0].fd = 12;
+        }
+        gone.epoll_moved[0].tfd = 12;
+        files(&gone, path()).unwrap();
+        // The file must be in this or an earlier process.
+        let f = sample::files();
+        inherited_fds(&[(42, &f)], path()).unwrap();
+        let later = message(inherited_fds(&[(41, &f)], path()));
+        assert!(later.contains("is said to be fd 3 of pid 42"), "{later}");
     }
 
     fn flying_err(f: impl FnOnce(&mut FilesImage)) -> String {

@@ -198,17 +198,40 @@ fn fds_unchanged(p: &ProcessImage, same_host: bool) -> Result<(), RestoreError> 
             FdKind::Remap(r) => (&r.link, true),
             _ => continue,
         };
-        check_file(p.task.pid, file, contents_matter, same_host).map_err(|e| match e {
-            RestoreError::FileChanged { pid, path, what } => RestoreError::FileChanged {
-                pid,
-                path,
-                what: format!(
-                    "{what} (fd {}; --skip-file-check restores it anyway)",
-                    fd.fd
-                ),
-            },
-            other => other,
-        })?;
+        check_file(p.task.pid, file, contents_matter, same_host)
+            .and_then(|()| check_hash(p, fd.fd, file))
+            .map_err(|e| match e {
+                RestoreError::FileChanged { pid, path, what } => RestoreError::FileChanged {
+                    pid,
+                    path,
+                    what: format!(
+                        "{what} (fd {}; --skip-file-check restores it anyway)",
+                        fd.fd
+                    ),
+                },
+                other => other,
+            })?;
+    }
+    Ok(())
+}
+
+/// With a content hash from `dump --file-hash`: the file's contents have the same CRC-32.
+fn check_hash(p: &ProcessImage, fd: i32, f: &FileId) -> Result<(), RestoreError> {
+    let Some(saved) = p.files.hashes.iter().find(|h| h.fd == fd) else {
+        return Ok(());
+    };
+    let changed = |what: String| RestoreError::FileChanged {
+        pid: p.task.pid,
+        path: f.path.clone(),
+        what,
+    };
+    let now = crate::sys::file::content_crc32(std::path::Path::new(&f.path))
+        .map_err(|e| changed(format!("cannot read it to check its contents: {e}")))?;
+    if now != saved.crc32 {
+        return Err(changed(format!(
+            "its contents changed though size and mtime did not (CRC-32 {:08x} → {now:08x})",
+            saved.crc32
+        )));
     }
     Ok(())
 }

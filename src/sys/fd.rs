@@ -74,22 +74,30 @@ pub fn open_by_handle_at(
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-/// `kcmp(pid, pid, KCMP_EPOLL_TFD, fd, {epfd, tfd, 0})` — 0 when fd `fd` of `pid` is the
-/// file registered under number `tfd` in epoll instance `epfd` of `pid`.
+/// `kcmp(holder, owner, KCMP_EPOLL_TFD, fd, {epfd, tfd, toff})` — 0 when fd `fd` of
+/// `holder` is the file of the `toff`-th registration (from 0, in the instance's fdinfo
+/// order) under number `tfd` in epoll instance `epfd` of `owner`.
 /// See [kcmp(2)](https://man7.org/linux/man-pages/man2/kcmp.2.html).
-pub fn kcmp_epoll_tfd(pid: Pid, fd: RawFd, epfd: RawFd, tfd: RawFd) -> nix::Result<i32> {
+pub fn kcmp_epoll_tfd(
+    holder: Pid,
+    fd: RawFd,
+    owner: Pid,
+    epfd: RawFd,
+    tfd: RawFd,
+    toff: u32,
+) -> nix::Result<i32> {
     let slot = KcmpEpollSlot {
         efd: epfd as u32,
         tfd: tfd as u32,
-        toff: 0,
+        toff,
     };
     // SAFETY: the kernel reads one `struct kcmp_epoll_slot` through the pointer, which
     // points at `slot`, alive for the call.
     let r = unsafe {
         libc::syscall(
             libc::SYS_kcmp,
-            pid.as_raw(),
-            pid.as_raw(),
+            holder.as_raw(),
+            owner.as_raw(),
             KCMP_EPOLL_TFD,
             fd,
             &slot as *const KcmpEpollSlot,

@@ -25,3 +25,18 @@ pub fn start_writeback(file: &File, offset: u64, len: u64) -> Result<(), Errno> 
     };
     Errno::result(r).map(drop)
 }
+
+/// The CRC-32 of the whole contents of the file at `path`, read from its start (through
+/// a new open file description: no fd's offset moves).
+pub fn content_crc32(path: &std::path::Path) -> std::io::Result<u32> {
+    use std::io::Read;
+    let mut file = File::open(path)?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buf)? {
+            0 => return Ok(hasher.finalize()),
+            n => hasher.update(&buf[..n]),
+        }
+    }
+}

@@ -73,6 +73,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("tcp_echo", &[]),
     ("pipes", &[]),
     ("anonfds", &[]),
+    ("epoll_moved", &[]),
     ("inotify", &[]),
     ("memfd", &[]),
     ("ghost", &[]),

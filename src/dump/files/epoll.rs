@@ -1,15 +1,20 @@
 //! epoll: every registration (`tfd:` lines of fdinfo: fd number, events, data). The
 //! restore side is `restore/files/epoll.rs`, which runs after every other fd exists.
 //!
-//! A registration names the fd number it was added under. If that fd was closed (the
-//! file kept alive elsewhere) or now holds another file, the registration cannot be
-//! rebuilt from the table, and the dump is refused: `kcmp(KCMP_EPOLL_TFD)` tells.
+//! A registration names the fd number it was added under, and epoll keys it by file and
+//! number. When that number no longer holds the registered file (closed after a `dup`,
+//! moved by `dup2`, or closed by this process while an earlier process of the tree still
+//! holds it), `kcmp(KCMP_EPOLL_TFD)` finds the file among the fds of this process, then
+//! of the earlier processes of the tree, and the registration is recorded with its number
+//! and where the file is ([`EpollMoved`]). A file that no fd of this or an earlier
+//! process holds cannot be reached at restore, and the dump is refused.
 
 use super::{parsed, OpenFd};
 use crate::dump::DumpError;
-use crate::image::files::{EpollFd, EpollTarget, FdEntry, FdKind};
+use crate::image::files::{EpollFd, EpollMoved, EpollTarget, FdEntry, FdKind, FilesImage};
 use crate::proc::fdkinds;
 use crate::sys::fd::kcmp_epoll_tfd;
+use nix::unistd::Pid;
 
 pub fn is_epoll(open: &OpenFd) -> bool {
     open.target == "anon_inode:[eventpoll]"
@@ -27,21 +32,104 @@ pub fn dump(open: &OpenFd) -> Result<FdKind, DumpError> {
     Ok(FdKind::Epoll(EpollFd { targets }))
 }
 
-/// Every registered fd must still be open at its number and be the registered file.
-pub fn check_targets(pid: i32, fds: &[FdEntry], epolls: &[i32]) -> Result<(), DumpError> {
+/// The registrations of the epolls of `pid` whose number no longer holds the registered
+/// file, with where the file is. `pids`: the processes of the tree, in tree order.
+pub fn check_targets(
+    pid: i32,
+    fds: &[FdEntry],
+    epolls: &[i32],
+    pids: &[i32],
+) -> Result<Vec<EpollMoved>, DumpError> {
+    let mut moved = Vec::new();
     for e in fds.iter().filter(|e| epolls.contains(&e.fd)) {
         let FdKind::Epoll(ep) = &e.kind else {
             continue;
         };
-        for t in &ep.targets {
-            let same = kcmp_epoll_tfd(nix::unistd::Pid::from_raw(pid), t.fd, e.fd, t.fd);
-            if same != Ok(0) {
-                return Err(DumpError::unsupported(format!(
-                    "fd {} of pid {pid} is an epoll instance watching a file registered as fd {}, which is no longer open under that number; stasis cannot restore that registration",
-                    e.fd, t.fd
-                )));
+        for (t, toff) in ep.numbered() {
+            let slot = Slot {
+                owner: pid,
+                epfd: e.fd,
+                tfd: t.fd,
+                toff,
+            };
+            if slot.holds(pid, t.fd) {
+                continue;
             }
+            let (holder, fd) = slot.find_holder(pids)?;
+            moved.push(EpollMoved {
+                epoll: e.fd,
+                tfd: t.fd,
+                toff,
+                pid: holder,
+                fd,
+            });
         }
     }
-    Ok(())
+    Ok(moved)
+}
+
+/// Drops the moved registrations of epolls that became references to an earlier
+/// process's instance (`Shared::link_files`): that process records them.
+pub fn keep_created(files: &mut FilesImage) {
+    let fds = &files.fds;
+    let created = |fd: i32| {
+        fds.iter()
+            .any(|e| e.fd == fd && matches!(e.kind, FdKind::Epoll(_)))
+    };
+    files.epoll_moved.retain(|m| created(m.epoll));
+}
+
+/// One registration: the `toff`-th under number `tfd` in epoll `epfd` of `owner`.
+struct Slot {
+    owner: i32,
+    epfd: i32,
+    tfd: i32,
+    toff: u32,
+}
+
+impl Slot {
+    /// Fd `fd` of `holder` is the registered file.
+    fn holds(&self, holder: i32, fd: i32) -> bool {
+        let (holder, owner) = (Pid::from_raw(holder), Pid::from_raw(self.owner));
+        kcmp_epoll_tfd(holder, fd, owner, self.epfd, self.tfd, self.toff) == Ok(0)
+    }
+
+    /// The first fd of the owner, then of the earlier processes of the tree (nearest
+    /// first), holding the registered file; refused when only a later process holds it
+    /// (restored after the owner) or none does.
+    fn find_holder(&self, pids: &[i32]) -> Result<(i32, i32), DumpError> {
+        let pid = self.owner;
+        let at = pids.iter().position(|&p| p == pid).unwrap_or(pids.len());
+        let earlier = pids[..at].iter().rev();
+        let later = pids.iter().skip(at + 1);
+        for (i, &q) in std::iter::once(&pid)
+            .chain(earlier)
+            .chain(later)
+            .enumerate()
+        {
+            let Ok(fds) = crate::proc::fds(q) else {
+                continue;
+            };
+            let Some(fd) = fds.into_iter().find(|&f| self.holds(q, f)) else {
+                continue;
+            };
+            if i <= at {
+                return Ok((q, fd));
+            }
+            return Err(self.refuse(&format!(
+                "only pid {q} (a later process of the tree, fd {fd}) still holds"
+            )));
+        }
+        Err(self
+            .refuse("no fd of the tree holds any more (a mapping or a message in flight keeps it)"))
+    }
+
+    fn refuse(&self, why: &str) -> DumpError {
+        let Slot {
+            owner, epfd, tfd, ..
+        } = self;
+        DumpError::unsupported(format!(
+            "fd {epfd} of pid {owner} is an epoll instance watching a file registered as fd {tfd}, which {why}; stasis cannot restore that registration"
+        ))
+    }
 }

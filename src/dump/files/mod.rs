@@ -62,6 +62,8 @@ pub struct FdOptions {
     pub link_remap: bool,
     /// Save file locks (`--file-locks`); without it a held lock is refused.
     pub file_locks: bool,
+    /// `--file-hash`: record the CRC-32 of every regular file held open.
+    pub file_hash: bool,
     /// Every process of the image (a pidfd must refer to one of them).
     pub pids: Vec<i32>,
     /// `--tcp-established`: save established TCP connections with TCP_REPAIR.
@@ -252,12 +254,15 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
     }
     inflight::drop_files(&mut in_flight, &dropped);
     pipe::link_peers(&mut fds, &walk);
-    epoll::check_targets(pid, &fds, &epolls)?;
+    let epoll_moved = epoll::check_targets(pid, &fds, &epolls, &opts.pids)?;
+    let hashes = path::hashes(pid, &fds, opts.file_hash)?;
     let image = FilesImage {
         fds,
         locks: lock_list,
         spares: Vec::new(),
         in_flight,
+        epoll_moved,
+        hashes,
     };
     Ok((image, ctx.held))
 }

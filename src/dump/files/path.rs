@@ -21,10 +21,33 @@ use std::path::{Path, PathBuf};
 use super::{FdOptions, Held, OpenFd, Walk};
 use crate::dump::mm::file_id;
 use crate::dump::DumpError;
-use crate::image::files::{FdKind, GhostFd, OPathFd, PathFd, RemapFd};
+use crate::image::files::{ContentHash, FdEntry, FdKind, GhostFd, OPathFd, PathFd, RemapFd};
 use crate::image::mm::FileId;
 
 const DELETED: &str = " (deleted)";
+
+/// With `--file-hash`: the CRC-32 of every regular file the table holds open by path,
+/// whatever its size (read through `/proc/PID/fd/N`, so a write-only fd is read too).
+pub fn hashes(pid: i32, fds: &[FdEntry], on: bool) -> Result<Vec<ContentHash>, DumpError> {
+    let files = fds
+        .iter()
+        .filter(|e| on && matches!(e.kind, FdKind::Path(_)));
+    let mut out = Vec::new();
+    for e in files {
+        let link = PathBuf::from(format!("/proc/{pid}/fd/{}", e.fd));
+        if !std::fs::metadata(&link).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        let crc32 = crate::sys::file::content_crc32(&link).map_err(|err| {
+            DumpError::unsupported(format!(
+                "fd {} of pid {pid}: read it to hash it: {err}",
+                e.fd
+            ))
+        })?;
+        out.push(ContentHash { fd: e.fd, crc32 });
+    }
+    Ok(out)
+}
 
 pub fn dump(open: &OpenFd) -> Result<FdKind, DumpError> {
     let file = file_id(&open.through(), &open.target)?;

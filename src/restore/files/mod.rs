@@ -49,6 +49,8 @@ const CLOSE_RANGE_ALL: u64 = u32::MAX as u64;
 /// What the kind modules get to build one fd.
 pub struct Install<'a> {
     pub child: &'a Child,
+    /// The whole table (moved epoll registrations).
+    pub files: &'a FilesImage,
     pub entry: &'a FdEntry,
     /// The restorer's terminal duplicated in the child, when the table holds one.
     pub tty: Option<u64>,
@@ -166,9 +168,10 @@ pub fn restore_fds(child: &Child, files: &FilesImage, tcp_close: bool) -> Result
     inet::prepare(child, files, &mut prepared, tcp_close)?;
     pty::prepare(child, files, &mut prepared)?;
     let mut batcher = batched::Batcher::new(child);
-    for entry in install_order(&files.fds) {
+    for entry in install_order(files, child.pid()) {
         let at = Install {
             child,
+            files,
             entry,
             tty,
             prepared: &prepared,
@@ -192,12 +195,18 @@ pub fn restore_fds(child: &Child, files: &FilesImage, tcp_close: bool) -> Result
 
 /// Fd order, except that epoll instances and their dups come after every other fd, each
 /// epoll after the epolls it watches (a cycle cannot be built by epoll_ctl, so none is
-/// in an image).
-fn install_order(fds: &[FdEntry]) -> Vec<&FdEntry> {
+/// in an image) — for a moved registration, the fd of this process holding the file.
+fn install_order(files: &FilesImage, pid: i32) -> Vec<&FdEntry> {
+    let fds = &files.fds[..];
     let late = |e: &FdEntry, done: &[i32]| match &e.kind {
-        FdKind::Epoll(ep) => Some(ep.targets.iter().all(|t| {
-            let target = fds.iter().find(|x| x.fd == t.fd);
-            !target.is_some_and(|x| is_epoll(fds, x)) || done.contains(&t.fd)
+        FdKind::Epoll(ep) => Some(ep.numbered().all(|(t, toff)| {
+            let fd = match files.epoll_moved(e.fd, t.fd, toff) {
+                Some(m) if m.pid != pid => return true,
+                Some(m) => m.fd,
+                None => t.fd,
+            };
+            let target = fds.iter().find(|x| x.fd == fd);
+            !target.is_some_and(|x| is_epoll(fds, x)) || done.contains(&fd)
         })),
         FdKind::Dup { of } if fds.iter().any(|x| x.fd == *of && is_epoll(fds, x)) => {
             Some(done.contains(of))
