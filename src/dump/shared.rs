@@ -178,12 +178,12 @@ impl Shared {
                 FdKind::Ghost(g) => ("a deleted file", g.pos, 0),
                 _ => continue,
             };
-            let key = inode(pid, e.fd)?;
+            let meta = fd_meta(pid, e.fd)?;
+            let key = (meta.dev(), meta.ino());
             let what = format!("fd {} of pid {pid} ({kind})", e.fd);
             match self.shmem.get(&key) {
                 Some(&(owner, base)) => {
-                    let size = object_size(pid, e.fd)?;
-                    e.kind = mapped(&what, size, owner, base, pos, seals)?;
+                    e.kind = mapped(&what, meta.len(), owner, base, pos, seals)?;
                 }
                 None => {
                     self.unlinked_fds.insert(key, what);
@@ -221,16 +221,14 @@ fn mapped(
     }))
 }
 
-/// `st_size` of what fd `fd` of `pid` refers to.
-fn object_size(pid: i32, fd: i32) -> Result<u64, DumpError> {
-    let path = format!("/proc/{pid}/fd/{fd}");
-    let meta = std::fs::metadata(&path).map_err(|source| DumpError::Stat { path, source })?;
-    Ok(meta.len())
-}
-
 /// `(st_dev, st_ino)` of what fd `fd` of `pid` refers to.
 pub fn inode(pid: i32, fd: i32) -> Result<(u64, u64), DumpError> {
-    let path = format!("/proc/{pid}/fd/{fd}");
-    let meta = std::fs::metadata(&path).map_err(|source| DumpError::Stat { path, source })?;
+    let meta = fd_meta(pid, fd)?;
     Ok((meta.dev(), meta.ino()))
+}
+
+/// `stat` of what fd `fd` of `pid` refers to.
+fn fd_meta(pid: i32, fd: i32) -> Result<std::fs::Metadata, DumpError> {
+    let path = format!("/proc/{pid}/fd/{fd}");
+    std::fs::metadata(&path).map_err(|source| DumpError::Stat { path, source })
 }

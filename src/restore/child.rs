@@ -41,6 +41,19 @@ pub struct Child {
     pub threads: Vec<Thread>,
 }
 
+impl Child {
+    /// The child once its helper page is in place, before it has other threads.
+    fn taken_over(task: Seized, mem: Mem, base: GpRegs, helper: u64) -> Child {
+        Child {
+            task,
+            mem,
+            base,
+            helper,
+            threads: Vec::new(),
+        }
+    }
+}
+
 /// A thread of the child other than the leader, created by `clone3` from the helper.
 pub struct Thread {
     pub task: Seized,
@@ -169,13 +182,7 @@ pub fn create(pid: i32, target: &[Vma]) -> Result<Child, RestoreError> {
     let helper = map_helper(&entry, got, target)?;
     write_code(&mem, helper)?;
     std::mem::forget(guard);
-    Ok(Child {
-        task,
-        mem,
-        base,
-        helper,
-        threads: Vec::new(),
-    })
+    Ok(Child::taken_over(task, mem, base, helper))
 }
 
 /// A process to create as a child of a restored parent.
@@ -282,13 +289,7 @@ pub fn adopt_fork(
         inherited
     };
     std::mem::forget(guard);
-    Ok(Child {
-        task,
-        mem,
-        base,
-        helper,
-        threads: Vec::new(),
-    })
+    Ok(Child::taken_over(task, mem, base, helper))
 }
 
 /// The helper's code: the single `syscall` at its start, the batch stub after it.

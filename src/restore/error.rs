@@ -78,3 +78,14 @@ pub enum RestoreError {
         source: nix::errno::Errno,
     },
 }
+
+impl RestoreError {
+    /// `map_err` wrapper naming fd `fd` of `pid` as where the error happened.
+    pub fn at_fd(pid: i32, fd: i32) -> impl Fn(RestoreError) -> RestoreError {
+        move |e| RestoreError::Fd {
+            fd,
+            pid,
+            source: Box::new(e),
+        }
+    }
+}

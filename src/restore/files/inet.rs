@@ -39,13 +39,7 @@ pub fn prepare(
     tcp_close: bool,
 ) -> Result<(), RestoreError> {
     let pid = child.pid();
-    let at = |fd: i32| {
-        move |err: RestoreError| RestoreError::Fd {
-            fd,
-            pid,
-            source: Box::new(err),
-        }
-    };
+    let at = |fd: i32| RestoreError::at_fd(pid, fd);
     let mut repaired = Vec::new();
     for e in &files.fds {
         let FdKind::Inet(s) = &e.kind else { continue };

@@ -28,11 +28,7 @@ pub fn prepare(
         let FdKind::PtyMaster(m) = &e.kind else {
             continue;
         };
-        pair(child, files, e, m, prepared).map_err(|err| RestoreError::Fd {
-            fd: e.fd,
-            pid,
-            source: Box::new(err),
-        })?;
+        pair(child, files, e, m, prepared).map_err(RestoreError::at_fd(pid, e.fd))?;
     }
     Ok(())
 }

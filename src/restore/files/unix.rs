@@ -72,13 +72,7 @@ pub fn prepare<'a>(
         spare: HashMap::new(),
     };
     let pid = child.pid();
-    let at = |fd: i32| {
-        move |e: RestoreError| RestoreError::Fd {
-            fd,
-            pid,
-            source: Box::new(e),
-        }
-    };
+    let at = |fd: i32| RestoreError::at_fd(pid, fd);
     for i in 0..s.list.len() {
         create(child, &mut s, i, prepared).map_err(at(s.list[i].0.fd))?;
     }
@@ -104,13 +98,7 @@ pub fn finish(
         return Ok(());
     };
     let pid = child.pid();
-    let at = |fd: i32| {
-        move |e: RestoreError| RestoreError::Fd {
-            fd,
-            pid,
-            source: Box::new(e),
-        }
-    };
+    let at = |fd: i32| RestoreError::at_fd(pid, fd);
     for (e, u) in &s.list {
         fill(child, &s, u, &files.in_flight).map_err(at(e.fd))?;
     }
