@@ -154,7 +154,7 @@ fn map_inode(pid: i32, m: &MapEntry) -> Result<(u64, u64), DumpError> {
 
 fn mapped_and_open(pid: i32, m: &MapEntry, fd: &str) -> DumpError {
     DumpError::unsupported(format!(
-        "mapping {:#x}-{:#x} of pid {pid} maps {:?}, which {fd} also holds open; stasis cannot checkpoint a memfd or deleted file both mapped and open yet",
+        "mapping {:#x}-{:#x} of pid {pid} maps {:?}, which {fd} holds open in a process before any that maps it; stasis rebuilds such an object from its first mapping and cannot yet reach it from an fd restored before it",
         m.start, m.end, m.path
     ))
 }
