@@ -60,12 +60,12 @@ pub(crate) fn parse_error(format: &str, line: usize, what: impl Into<String>) ->
 
 /// `/proc/PID/smaps`: every mapping with its `VmFlags` and `Rss`.
 pub fn smaps(pid: i32) -> Result<Vec<MapEntry>, ProcError> {
-    parse_file(pid, "smaps", maps::parse_smaps)
+    parse_listing(pid, "smaps", maps::parse_smaps)
 }
 
 /// `/proc/PID/maps`: every mapping; `vm_flags` is empty and `rss_kb` is 0.
 pub fn maps(pid: i32) -> Result<Vec<MapEntry>, ProcError> {
-    parse_file(pid, "maps", maps::parse_maps)
+    parse_listing(pid, "maps", maps::parse_maps)
 }
 
 /// `/proc/PID/stat`.
@@ -90,7 +90,7 @@ pub fn thread_status(pid: i32, tid: i32) -> Result<Status, ProcError> {
 
 /// `/proc/PID/timers`: the POSIX timers.
 pub fn timers(pid: i32) -> Result<Vec<timers::ProcTimer>, ProcError> {
-    parse_file(pid, "timers", timers::parse_timers)
+    parse_listing(pid, "timers", timers::parse_timers)
 }
 
 /// `/proc/PID/oom_score_adj`.
@@ -220,7 +220,8 @@ fn proc_path(pid: i32, name: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/{name}"))
 }
 
-/// Reads `/proc/PID/<name>` and runs `parse` on it, naming the file in any parse error.
+/// Reads the one-record file `/proc/PID/<name>` and runs `parse` on it, naming the file
+/// in any parse error.
 fn parse_file<T>(
     pid: i32,
     name: &str,
@@ -231,22 +232,55 @@ fn parse_file<T>(
     parse(&text).map_err(|e| with_path(e, &path))
 }
 
-/// Reads a whole /proc file. Not `std::fs::read`: /proc files report size 0, so that
-/// would `statx` first and then read in small steps; most fit one 4 KiB read here.
+/// [`parse_file`] for a file of many records (`maps`, `smaps`, `timers`).
+fn parse_listing<T>(
+    pid: i32,
+    name: &str,
+    parse: fn(&str) -> Result<T, ProcError>,
+) -> Result<T, ProcError> {
+    let path = proc_path(pid, name);
+    let text = read_proc(&path, Shape::Listing)?;
+    parse(&text).map_err(|e| with_path(e, &path))
+}
+
+/// How a /proc file is produced, which tells when a read has seen all of it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// One record (`stat`, `status`, `fdinfo/N`, `comm`...: the kernel's `single_open`
+    /// or a plain buffer): a read that does not fill the buffer returned all of it.
+    Record,
+    /// Many records (`maps`...): a read returns whole records only, so a short read may
+    /// be followed by more; the end is a read of 0.
+    Listing,
+}
+
+/// Reads a whole one-record /proc file (see [`Shape::Record`]).
 fn read_text(path: &Path) -> Result<String, ProcError> {
+    read_proc(path, Shape::Record)
+}
+
+/// Reads a whole /proc file. Not `std::fs::read`: /proc files report size 0, so that
+/// would `statx` first and then read in small steps; a record fits one 4 KiB read here.
+fn read_proc(path: &Path, shape: Shape) -> Result<String, ProcError> {
     use std::io::Read;
+    const STEP: usize = 4096;
     let fail = |source| ProcError::Read {
         path: path.to_path_buf(),
         source,
     };
     let mut file = std::fs::File::open(path).map_err(fail)?;
     let mut bytes = Vec::new();
-    let mut buf = [0u8; 4096];
     loop {
-        match file.read(&mut buf) {
-            Ok(0) => return Ok(String::from_utf8_lossy(&bytes).into_owned()),
-            Ok(n) => bytes.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+        let len = bytes.len();
+        bytes.resize(len + STEP, 0);
+        match file.read(&mut bytes[len..]) {
+            Ok(n) => {
+                bytes.truncate(len + n);
+                if n == 0 || (n < STEP && shape == Shape::Record) {
+                    return Ok(String::from_utf8_lossy(&bytes).into_owned());
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => bytes.truncate(len),
             Err(e) => return Err(fail(e)),
         }
     }
@@ -417,6 +451,16 @@ mod tests {
         let err = stat(i32::MAX).unwrap_err();
         assert!(matches!(&err, ProcError::Read { path, .. } if path.ends_with("stat")));
         assert_eq!(err.to_string(), format!("read /proc/{}/stat", i32::MAX));
+    }
+
+    #[test]
+    fn a_record_longer_than_one_read_is_read_whole() {
+        let path = std::env::temp_dir().join(format!("stasis-proc-record-{}", me()));
+        let text: String = (0..2000).map(|i| format!("{i:04}\n")).collect();
+        std::fs::write(&path, &text).unwrap();
+        let read = read_text(&path);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(read.unwrap(), text);
     }
 
     #[test]

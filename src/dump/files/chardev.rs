@@ -11,7 +11,7 @@ use crate::image::files::{CharDevFd, FdKind, TtyFd};
 /// Terminals become `Tty` under `--shell-job` and are refused otherwise; other character
 /// devices reopen by path.
 pub fn dump(open: &OpenFd, shell_job: bool) -> Result<FdKind, DumpError> {
-    let rdev = open.meta.rdev();
+    let rdev = open.meta()?.rdev();
     if !is_tty(rdev) {
         return Ok(FdKind::CharDev(CharDevFd {
             path: open.target.clone(),

@@ -127,7 +127,7 @@ pub fn identify(open: &OpenFd, opts: &FdOptions) -> Result<Option<FdKind>, DumpE
         return Ok(None);
     };
     let holders = tree_files(opts)
-        .get(&(open.meta.dev(), open.meta.ino()))
+        .get(&open.object()?)
         .cloned()
         .unwrap_or_default();
     let own = std::process::id() as i32;
@@ -170,9 +170,7 @@ pub fn refuse_kind(open: &OpenFd, locks: bool) -> Result<(), DumpError> {
     }
     let what = if super::epoll::is_epoll(open) {
         "an epoll instance"
-    } else if super::pty::is_master(&open.target)
-        || super::pty::slave_index(open.meta.rdev()).is_some()
-    {
+    } else if super::pty::is_master(&open.target) || open.pty_slave()?.is_some() {
         "a pseudo-terminal"
     } else if locks {
         "a file with locks"

@@ -17,7 +17,7 @@ use crate::image::files::{FdKind, MemfdFd};
 pub const MEMFD_LIMIT: u64 = 64 << 20;
 
 pub fn dump(open: &OpenFd) -> Result<FdKind, DumpError> {
-    let size = open.meta.size();
+    let size = open.meta()?.size();
     if size > MEMFD_LIMIT {
         return Err(open.error(&format!(
             "is {} of {size} bytes, above the {MEMFD_LIMIT}-byte limit for memfd contents",

@@ -38,6 +38,8 @@ pub mod split;
 pub mod timerfd;
 mod unix;
 
+use std::cell::OnceCell;
+use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fs::Metadata;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -105,10 +107,10 @@ impl FdOptions {
 /// What earlier fds of the table created, for later fds that refer to it.
 #[derive(Default)]
 pub struct Walk {
-    /// Per object identity, the fds that created an open file description of it (with
-    /// where each is reached, see [`OpenFd::reach`]), in `kcmp` order (for dedup by
-    /// binary search).
-    created: HashMap<(u64, u64), Vec<Created>>,
+    /// Per [`Description`] class, the fds that created an open file description of it
+    /// (with where each is reached, see [`OpenFd::reach`]), in `kcmp` order (for dedup
+    /// by binary search).
+    created: HashMap<Description, Vec<Created>>,
     /// Pipe inode → the fd that creates the pipe, and the fd holding the other end.
     pub pipes: HashMap<u64, (i32, Option<i32>)>,
     /// FIFO and memfd inodes already seen (their data is saved once).
@@ -122,6 +124,18 @@ pub struct Walk {
 /// `(pid, fd)` through which it is reached.
 type Created = (i32, (i32, i32));
 
+/// What every fd of one open file description has in common, known without a `kcmp`:
+/// the object (its inode, or for a file without a path its link text, which names its
+/// inode: `pipe:[123]`, `socket:[45]`, `anon_inode:[eventfd]`), and the flags the
+/// description keeps from its open (`O_ACCMODE`, `O_PATH`), which no `fcntl` changes.
+/// Fds of different classes never share a description: the two ends of a pipe need no
+/// `kcmp` to tell apart.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Description {
+    Inode(u64, u64, i32),
+    Named(String, i32),
+}
+
 /// One open fd of the target, as seen from outside.
 pub struct OpenFd {
     pub pid: i32,
@@ -129,8 +143,9 @@ pub struct OpenFd {
     /// The `/proc/PID/fd/N` link text (`/path`, `pipe:[123]`, `anon_inode:[eventfd]`...).
     pub target: String,
     pub info: FdInfo,
-    /// `stat` of the open file itself (through the magic link).
-    pub meta: Metadata,
+    /// `stat` of the open file itself (through the magic link), taken when first asked:
+    /// pipes, sockets and anonymous inodes are told apart by their link text alone.
+    meta: OnceCell<Metadata>,
     /// Set for a file in flight: `fd` is then its number in the table, above every fd
     /// the process holds, and the file is reached through stasis's copy.
     pub flying: Option<inflight::Flying>,
@@ -142,19 +157,41 @@ impl OpenFd {
         let target = proc::link(pid, &format!("fd/{fd}"))?
             .to_string_lossy()
             .into_owned();
-        let through = format!("/proc/{pid}/fd/{fd}");
-        let meta = std::fs::metadata(&through).map_err(|source| DumpError::Stat {
-            path: through,
-            source,
-        })?;
         Ok(OpenFd {
             pid,
             fd,
             target,
             info,
-            meta,
+            meta: OnceCell::new(),
             flying: None,
         })
+    }
+
+    /// `stat` of the open file (through `/proc/PID/fd/N`), taken once.
+    pub fn meta(&self) -> Result<&Metadata, DumpError> {
+        if let Some(meta) = self.meta.get() {
+            return Ok(meta);
+        }
+        let through = self.through();
+        let meta = std::fs::metadata(&through).map_err(|source| DumpError::Stat {
+            path: through,
+            source,
+        })?;
+        Ok(self.meta.get_or_init(|| meta))
+    }
+
+    /// Whether the link text is a path (a file of a filesystem, a device, a FIFO, a
+    /// memfd), not the name of a pipe, socket or anonymous inode.
+    pub fn has_path(&self) -> bool {
+        self.target.starts_with('/')
+    }
+
+    /// The pts number of a pseudo-terminal slave (never a file without a path).
+    pub fn pty_slave(&self) -> Result<Option<u32>, DumpError> {
+        if !self.has_path() {
+            return Ok(None);
+        }
+        Ok(pty::slave_index(self.meta()?.rdev()))
     }
 
     /// A file in flight to fd `socket` of `pid`, numbered `fd` in its table, looked at
@@ -207,9 +244,20 @@ impl OpenFd {
         })
     }
 
-    /// The open file's identity: equal for every fd of one open file description.
-    fn object(&self) -> (u64, u64) {
-        (self.meta.dev(), self.meta.ino())
+    /// The open file's identity: `(st_dev, st_ino)`.
+    fn object(&self) -> Result<(u64, u64), DumpError> {
+        let meta = self.meta()?;
+        Ok((meta.dev(), meta.ino()))
+    }
+
+    /// The class of open file descriptions this fd's is in (see [`Description`]).
+    fn description(&self) -> Result<Description, DumpError> {
+        let fixed = self.info.flags & (libc::O_ACCMODE | libc::O_PATH);
+        if !self.has_path() {
+            return Ok(Description::Named(self.target.clone(), fixed));
+        }
+        let (dev, ino) = self.object()?;
+        Ok(Description::Inode(dev, ino, fixed))
     }
 }
 
@@ -226,7 +274,7 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
     }
     let links: Vec<(i32, String)> = opened.iter().map(|o| (o.fd, o.target.clone())).collect();
     let mut ctx = SockCtx::new(pid, opts, &links);
-    find_ptys(&mut ctx, &opened);
+    find_ptys(&mut ctx, &opened)?;
     let flying = inflight::collect(&mut ctx, &opened)?;
     let mut in_flight = flying.messages;
     opened.extend(flying.opened);
@@ -279,7 +327,7 @@ fn entry_kind(
     if let Some(kind) = inflight::identify(open, opts)? {
         return Ok(kind);
     }
-    if let Some(of) = same_description(open, &mut walk.created) {
+    if let Some(of) = same_description(open, &mut walk.created)? {
         return Ok(FdKind::Dup { of });
     }
     let locks = locks::dump(open, opts.file_locks)?;
@@ -298,40 +346,61 @@ impl Walk {
 }
 
 /// Pty masters of the process by pts number, and the first fd of each of their slaves.
-fn find_ptys(ctx: &mut SockCtx<'_>, opened: &[OpenFd]) {
+fn find_ptys(ctx: &mut SockCtx<'_>, opened: &[OpenFd]) -> Result<(), DumpError> {
     for open in opened {
         if pty::is_master(&open.target) {
             if let Some(index) = pty::master_index(&open.info.extra) {
                 ctx.masters.entry(index).or_insert(open.fd);
             }
-        } else if let Some(index) = pty::slave_index(open.meta.rdev()) {
+        } else if let Some(index) = open.pty_slave()? {
             ctx.slaves.entry(index).or_insert(open.fd);
         }
     }
+    Ok(())
 }
 
 /// The earlier fd holding the same open file description (`kcmp(KCMP_FILE)`), asked only
-/// for fds of the same object, so the common case costs no syscall. `kcmp` orders open
-/// file descriptions, so a thousand opens of one file cost a binary search each, not a
-/// scan. A new description is recorded in `created`.
-fn same_description(open: &OpenFd, created: &mut HashMap<(u64, u64), Vec<Created>>) -> Option<i32> {
+/// for fds of the same [`Description`] class, so the common case costs no syscall.
+/// `kcmp` orders open file descriptions, so a thousand opens of one file cost a binary
+/// search each, not a scan. A new description is recorded in `created`.
+fn same_description(
+    open: &OpenFd,
+    created: &mut HashMap<Description, Vec<Created>>,
+) -> Result<Option<i32>, DumpError> {
     use crate::sys::kcmp::{compare, Object};
     let (p, fd) = open.reach();
-    let fds = created.entry(open.object()).or_default();
-    let found = fds.binary_search_by(|&(_, (q, earlier))| {
+    let fds = created.entry(open.description()?).or_default();
+    let found = search(fds, |&(_, (q, earlier))| {
         match compare(q, p, Object::File, earlier as u64, fd as u64) {
-            Ok(0) => std::cmp::Ordering::Equal,
-            Ok(1) => std::cmp::Ordering::Less,
-            _ => std::cmp::Ordering::Greater,
+            Ok(0) => Ordering::Equal,
+            Ok(1) => Ordering::Less,
+            _ => Ordering::Greater,
         }
     });
-    match found {
+    Ok(match found {
         Ok(i) => Some(fds[i].0),
         Err(i) => {
             fds.insert(i, (open.fd, (p, fd)));
             None
         }
+    })
+}
+
+/// Binary search of `sorted` by `probe` (how an element compares with the one sought):
+/// `Ok(index)` of an equal element, or `Err(index)` where the sought one belongs. Unlike
+/// `slice::binary_search_by`, it stops at the first equal element and never probes one
+/// element twice: each probe here is a syscall.
+fn search<T>(sorted: &[T], mut probe: impl FnMut(&T) -> Ordering) -> Result<usize, usize> {
+    let (mut low, mut high) = (0, sorted.len());
+    while low < high {
+        let mid = low + (high - low) / 2;
+        match probe(&sorted[mid]) {
+            Ordering::Equal => return Ok(mid),
+            Ordering::Less => low = mid + 1,
+            Ordering::Greater => high = mid,
+        }
     }
+    Err(low)
 }
 
 /// Dispatches by kind.
@@ -350,7 +419,7 @@ fn classify(
     {
         return pty::master_kind(ctx, open.fd, index);
     }
-    if let Some(kind) = pty::slave_index(open.meta.rdev()).and_then(|i| pty::slave_kind(ctx, i)) {
+    if let Some(kind) = open.pty_slave()?.and_then(|i| pty::slave_kind(ctx, i)) {
         return Ok(kind);
     }
     if open.info.flags & libc::O_PATH != 0 {
@@ -359,13 +428,13 @@ fn classify(
     if let Some(name) = open.target.strip_prefix("anon_inode:") {
         return anon_inode(open, name.trim_matches(|c| c == '[' || c == ']'), opts);
     }
-    if open.target.starts_with("pipe:") {
-        return pipe::dump(open, walk);
+    if let Some(ino) = pipe::pipe_inode(&open.target) {
+        return pipe::dump(open, ino, walk, ctx);
     }
     if open.target.starts_with("/memfd:") {
         return memfd::dump(open);
     }
-    let ft = open.meta.file_type();
+    let ft = open.meta()?.file_type();
     if ft.is_file() && open.target.ends_with(" (deleted)") {
         return path::dump_deleted(open, opts, walk, &mut ctx.held);
     }
@@ -376,7 +445,7 @@ fn classify(
         return chardev::dump(open, opts.shell_job);
     }
     if ft.is_fifo() {
-        return pipe::dump_fifo(open, walk);
+        return pipe::dump_fifo(open, walk, ctx);
     }
     Err(open.refuse(if ft.is_socket() {
         "a socket"

@@ -71,8 +71,9 @@ pub fn dump_opath(open: &OpenFd) -> Result<FdKind, DumpError> {
 
 /// The link text must still lead to the open file.
 pub fn still_named(open: &OpenFd) -> Result<(), DumpError> {
+    let meta = open.meta()?;
     match std::fs::metadata(&open.target) {
-        Ok(m) if m.dev() == open.meta.dev() && m.ino() == open.meta.ino() => Ok(()),
+        Ok(m) if m.dev() == meta.dev() && m.ino() == meta.ino() => Ok(()),
         _ => Err(open.error(&format!(
             "is open on {}, a path that no longer names the open file (moved, replaced or in another mount namespace)",
             open.target
@@ -90,8 +91,9 @@ pub fn dump_deleted(
     held: &mut Held,
 ) -> Result<FdKind, DumpError> {
     let path = open.target.strip_suffix(DELETED).unwrap_or(&open.target);
-    let (size, limit) = (open.meta.size(), opts.ghost_limit);
-    let linked = open.meta.nlink() != 0;
+    let meta = open.meta()?;
+    let (size, limit) = (meta.size(), opts.ghost_limit);
+    let linked = meta.nlink() != 0;
     if !linked && size <= limit {
         return dump_ghost(open, path);
     }
@@ -102,11 +104,11 @@ pub fn dump_deleted(
             format!("is deleted file {path} of {size} bytes, above the --ghost-limit of {limit} bytes; raise --ghost-limit to save it in the image, or use --link-remap to keep it beside its old path")
         }));
     }
-    let (link, copied) = match walk.remaps.get(&open.object()) {
+    let (link, copied) = match walk.remaps.get(&open.object()?) {
         Some(done) => done.clone(),
         None => {
             let done = remap(open, path, held)?;
-            walk.remaps.insert(open.object(), done.clone());
+            walk.remaps.insert(open.object()?, done.clone());
             done
         }
     };
@@ -121,13 +123,14 @@ pub fn dump_deleted(
 /// A deleted file: its contents, read through `/proc/PID/fd/N` (a new open file
 /// description: the target's offset is untouched).
 fn dump_ghost(open: &OpenFd, path: &str) -> Result<FdKind, DumpError> {
+    let meta = open.meta()?;
     Ok(FdKind::Ghost(GhostFd {
         path: path.to_string(),
-        mode: open.meta.permissions().mode() & 0o7777,
-        uid: open.meta.uid(),
-        gid: open.meta.gid(),
+        mode: meta.permissions().mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
         pos: open.info.pos,
-        contents: read_all(open, open.meta.size())?,
+        contents: read_all(open, meta.size())?,
     }))
 }
 
@@ -135,6 +138,7 @@ fn dump_ghost(open: &OpenFd, path: &str) -> Result<FdKind, DumpError> {
 /// refuses one), registered in `held` for removal should the dump fail; returns its
 /// identity and whether it is a copy.
 fn remap(open: &OpenFd, path: &str, held: &mut Held) -> Result<(FileId, bool), DumpError> {
+    let meta = open.meta()?;
     let link = remap_name(open, path);
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         open.error(&format!(
@@ -149,8 +153,8 @@ fn remap(open: &OpenFd, path: &str, held: &mut Held) -> Result<(FileId, bool), D
             held.link(link.clone());
             false
         }
-        Err(nix::errno::Errno::ENOENT) if open.meta.nlink() == 0 => {
-            copy_beside(open, &link, held).map_err(|e| fail("cannot copy it to", &e))?;
+        Err(nix::errno::Errno::ENOENT) if meta.nlink() == 0 => {
+            copy_beside(open, meta, &link, held).map_err(|e| fail("cannot copy it to", &e))?;
             true
         }
         Err(e) => return Err(fail("cannot link it as", &e)),
@@ -168,7 +172,12 @@ fn remap_name(open: &OpenFd, path: &str) -> PathBuf {
 
 /// A copy of the open file at `link`, with its mode and owner (`copy_file_range` under
 /// `std::io::copy`: a reflink or an in-kernel copy where the filesystem offers one).
-fn copy_beside(open: &OpenFd, link: &Path, held: &mut Held) -> std::io::Result<()> {
+fn copy_beside(
+    open: &OpenFd,
+    meta: &std::fs::Metadata,
+    link: &Path,
+    held: &mut Held,
+) -> std::io::Result<()> {
     let mut from = std::fs::File::open(open.through())?;
     let mut to = std::fs::OpenOptions::new()
         .write(true)
@@ -177,9 +186,9 @@ fn copy_beside(open: &OpenFd, link: &Path, held: &mut Held) -> std::io::Result<(
         .open(link)?;
     held.link(link.to_path_buf());
     std::io::copy(&mut from, &mut to)?;
-    std::os::unix::fs::fchown(&to, Some(open.meta.uid()), Some(open.meta.gid()))?;
+    std::os::unix::fs::fchown(&to, Some(meta.uid()), Some(meta.gid()))?;
     to.set_permissions(std::fs::Permissions::from_mode(
-        open.meta.permissions().mode() & 0o7777,
+        meta.permissions().mode() & 0o7777,
     ))?;
     to.sync_all()
 }

@@ -17,14 +17,29 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
+use super::sock::SockCtx;
 use super::{OpenFd, Walk};
 use crate::dump::mm::file_id;
 use crate::dump::DumpError;
 use crate::image::files::{FdEntry, FdKind, FifoFd, PipeEnd, PipeFd};
 use crate::sys::fd::{fionread, tee};
 
-pub fn dump(open: &OpenFd, walk: &mut Walk) -> Result<FdKind, DumpError> {
-    let ino = open.meta.ino();
+/// The inode of a pipe from its link text (`pipe:[123]`).
+pub fn pipe_inode(target: &str) -> Option<u64> {
+    target
+        .strip_prefix("pipe:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// Pipe `ino`, held through `open`.
+pub fn dump(
+    open: &OpenFd,
+    ino: u64,
+    walk: &mut Walk,
+    ctx: &mut SockCtx<'_>,
+) -> Result<FdKind, DumpError> {
     let end = end_of(open)?;
     match walk.pipes.get_mut(&ino) {
         Some((of, peer @ None)) => {
@@ -37,7 +52,7 @@ pub fn dump(open: &OpenFd, walk: &mut Walk) -> Result<FdKind, DumpError> {
         ))),
         None => {
             walk.pipes.insert(ino, (open.fd, None));
-            let (size, data) = contents(open, end)?;
+            let (size, data) = contents(open, end, ctx)?;
             Ok(FdKind::Pipe(PipeFd {
                 ino,
                 end,
@@ -50,16 +65,20 @@ pub fn dump(open: &OpenFd, walk: &mut Walk) -> Result<FdKind, DumpError> {
 }
 
 /// A FIFO by path; the first fd of one FIFO carries its capacity and bytes.
-pub fn dump_fifo(open: &OpenFd, walk: &mut Walk) -> Result<FdKind, DumpError> {
+pub fn dump_fifo(
+    open: &OpenFd,
+    walk: &mut Walk,
+    ctx: &mut SockCtx<'_>,
+) -> Result<FdKind, DumpError> {
     super::path::still_named(open)?;
     let file = file_id(&open.through(), &open.target)?;
-    let first = walk.inodes.insert(open.meta.ino(), open.fd).is_none();
+    let first = walk.inodes.insert(open.meta()?.ino(), open.fd).is_none();
     let end = match open.info.flags & libc::O_ACCMODE {
         libc::O_WRONLY => PipeEnd::Write,
         _ => PipeEnd::Read,
     };
     let (size, data) = if first {
-        contents(open, end)?
+        contents(open, end, ctx)?
     } else {
         (0, Vec::new())
     };
@@ -91,11 +110,15 @@ fn end_of(open: &OpenFd) -> Result<PipeEnd, DumpError> {
 }
 
 /// Capacity and buffered bytes of the pipe behind `open`.
-fn contents(open: &OpenFd, end: PipeEnd) -> Result<(u32, Vec<u8>), DumpError> {
+fn contents(
+    open: &OpenFd,
+    end: PipeEnd,
+    ctx: &mut SockCtx<'_>,
+) -> Result<(u32, Vec<u8>), DumpError> {
     let fail = |what: &str, e: nix::errno::Errno| {
         open.error(&format!("({}): {what}: {}", open.target, e.desc()))
     };
-    let reader = read_side(open, end).map_err(|e| fail("duplicate its read side", e))?;
+    let reader = read_side(open, end, ctx)?;
     let size =
         fcntl(reader.as_fd(), FcntlArg::F_GETPIPE_SZ).map_err(|e| fail("F_GETPIPE_SZ", e))?;
     let queued = fionread(reader.as_fd()).map_err(|e| fail("FIONREAD", e))?;
@@ -122,14 +145,14 @@ fn contents(open: &OpenFd, end: PipeEnd) -> Result<(u32, Vec<u8>), DumpError> {
 
 /// A read-side fd of the pipe: the target's own read end (same description, so `tee`
 /// sees exactly its bytes), or a new reader opened through `/proc/PID/fd/N`.
-fn read_side(open: &OpenFd, end: PipeEnd) -> nix::Result<OwnedFd> {
+fn read_side(open: &OpenFd, end: PipeEnd, ctx: &mut SockCtx<'_>) -> Result<OwnedFd, DumpError> {
     if end == PipeEnd::Read {
-        return open.duplicate();
+        return ctx.steal(open.fd);
     }
     std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(open.through())
         .map(OwnedFd::from)
-        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+        .map_err(|e| open.error(&format!("({}): open its read side: {e}", open.target)))
 }

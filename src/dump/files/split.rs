@@ -39,20 +39,15 @@ type Desc = (usize, i32);
 /// Each pipe's original descriptions (at most one per end), in tree then fd order; the
 /// second one, held by a later process than the first, moves to the first as a spare.
 fn pipes(tables: &mut Tables) -> Result<(), DumpError> {
-    let mut by_pipe: HashMap<(u64, u64), Vec<Desc>> = HashMap::new();
+    let mut by_pipe: HashMap<u64, Vec<Desc>> = HashMap::new();
     let mut order = Vec::new();
-    for (i, (pid, files)) in tables.iter().enumerate() {
-        for e in &files.fds {
-            // A pipe in flight is checked to be held by no other process (`inflight.rs`).
-            let pipe = matches!(e.kind, FdKind::Pipe(_) | FdKind::PipePeer { .. });
-            if pipe && !files.is_in_flight(e.fd) {
-                let key = inode(*pid, e.fd)?;
-                let descs = by_pipe.entry(key).or_default();
-                if descs.is_empty() {
-                    order.push(key);
-                }
-                descs.push((i, e.fd));
+    for (i, (_, files)) in tables.iter().enumerate() {
+        for (fd, key) in pipe_ends(files) {
+            let descs = by_pipe.entry(key).or_default();
+            if descs.is_empty() {
+                order.push(key);
             }
+            descs.push((i, fd));
         }
     }
     for key in order {
@@ -68,6 +63,32 @@ fn pipes(tables: &mut Tables) -> Result<(), DumpError> {
         }
     }
     Ok(())
+}
+
+/// The pipe descriptions a table holds, in fd order, with the inode of their pipe: the
+/// entry creating the pipe records it, its peer names that entry. (Every pipe lives on
+/// the kernel's one pipefs: the inode alone names it.) A pipe in flight is left out: it
+/// is checked to be held by no other process (`inflight.rs`).
+fn pipe_ends(files: &FilesImage) -> Vec<(i32, u64)> {
+    let created: HashMap<i32, u64> = files
+        .fds
+        .iter()
+        .filter_map(|e| match &e.kind {
+            FdKind::Pipe(p) => Some((e.fd, p.ino)),
+            _ => None,
+        })
+        .collect();
+    let ino = |e: &FdEntry| match &e.kind {
+        FdKind::Pipe(p) => Some(p.ino),
+        FdKind::PipePeer { of } => created.get(of).copied(),
+        _ => None,
+    };
+    files
+        .fds
+        .iter()
+        .filter(|e| !files.is_in_flight(e.fd))
+        .filter_map(|e| Some((e.fd, ino(e)?)))
+        .collect()
 }
 
 /// The end `y` of table `b` is built by table `a` (which creates the pipe at `x`) at a
