@@ -43,19 +43,27 @@ impl FrozenTree {
 /// Freezes the tree rooted at `root` and checks it can be restored. `adopted` holds tasks
 /// attached beforehand (`--freeze-cgroup`).
 ///
-/// Ordering requirements: each round scans `/proc`, then freezes every process of the
-/// tree not frozen yet; a frozen process forks no more, and a fork that raced its freeze
-/// is attached to us by the kernel (`PTRACE_O_TRACEFORK`), so the rounds end once a scan
-/// shows nothing new. Zombies are only recorded: no one can reap them once their parents
-/// are frozen, which the final scan guarantees.
+/// Ordering requirements: the root (checked by `preflight`) is frozen first; then each
+/// round scans `/proc` and freezes every process of the tree not frozen yet. A frozen
+/// process forks no more, and a fork that raced its freeze is attached to us by the
+/// kernel (`PTRACE_O_TRACEFORK`), so the rounds end once a scan shows nothing new: one
+/// scan for a process without children. Zombies are only recorded: no one can reap them
+/// once their parents are frozen, which the final scan guarantees.
 pub fn freeze_tree(
     root: i32,
     shell_job: bool,
     mut adopted: Adopted,
 ) -> Result<FrozenTree, DumpError> {
     let mut frozen: HashMap<i32, Frozen> = HashMap::new();
+    let leader = adopted.stopped.remove(&root);
+    if let Some(f) = freeze::freeze(root, leader, &mut adopted)? {
+        frozen.insert(root, f);
+    }
     let table = loop {
         let table = scan()?;
+        if !table.contains_key(&root) {
+            return Err(DumpError::NoSuchTask { pid: root });
+        }
         let order = descendants(root, &table);
         let fresh: Vec<i32> = order
             .iter()

@@ -26,7 +26,10 @@ pub use maps::{MapEntry, MapPath};
 pub use stat::Stat;
 pub use status::Status;
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+
+use nix::sys::stat::Mode;
 
 /// A failure to read or understand a `/proc` file.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +127,59 @@ where
 /// `/proc/PID/fdinfo/FD`.
 pub fn fdinfo(pid: i32, fd: i32) -> Result<FdInfo, ProcError> {
     parse_file(pid, &format!("fdinfo/{fd}"), fdinfo::parse_fdinfo)
+}
+
+/// The fd table of one process through `/proc/PID/fd` and `/proc/PID/fdinfo`, both
+/// directories opened once: each fd then costs the lookup of its number only, not a walk
+/// of the whole path (which checks access to the process again at every use).
+pub struct FdDir {
+    pid: i32,
+    links: OwnedFd,
+    infos: OwnedFd,
+}
+
+impl FdDir {
+    pub fn open(pid: i32) -> Result<FdDir, ProcError> {
+        let dir = |name: &str| {
+            let path = proc_path(pid, name);
+            std::fs::File::open(&path)
+                .map(OwnedFd::from)
+                .map_err(|source| ProcError::Read { path, source })
+        };
+        Ok(FdDir {
+            pid,
+            links: dir("fd")?,
+            infos: dir("fdinfo")?,
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// `readlink /proc/PID/fd/FD`.
+    pub fn link(&self, fd: i32) -> Result<PathBuf, ProcError> {
+        nix::fcntl::readlinkat(&self.links, fd.to_string().as_str())
+            .map(PathBuf::from)
+            .map_err(|e| ProcError::Read {
+                path: proc_path(self.pid, &format!("fd/{fd}")),
+                source: e.into(),
+            })
+    }
+
+    /// `/proc/PID/fdinfo/FD`.
+    pub fn info(&self, fd: i32) -> Result<FdInfo, ProcError> {
+        use nix::fcntl::OFlag;
+        let path = || proc_path(self.pid, &format!("fdinfo/{fd}"));
+        let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+        let file = nix::fcntl::openat(&self.infos, fd.to_string().as_str(), flags, Mode::empty())
+            .map_err(|e| ProcError::Read {
+            path: path(),
+            source: e.into(),
+        })?;
+        let text = read_open(file.into(), &path(), Shape::Record)?;
+        fdinfo::parse_fdinfo(&text).map_err(|e| with_path(e, &path()))
+    }
 }
 
 /// The open descriptors of `pid`: the entries of `/proc/PID/fd`, sorted.
@@ -262,13 +318,21 @@ fn read_text(path: &Path) -> Result<String, ProcError> {
 /// Reads a whole /proc file. Not `std::fs::read`: /proc files report size 0, so that
 /// would `statx` first and then read in small steps; a record fits one 4 KiB read here.
 fn read_proc(path: &Path, shape: Shape) -> Result<String, ProcError> {
+    let file = std::fs::File::open(path).map_err(|source| ProcError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    read_open(file, path, shape)
+}
+
+/// Reads the whole of `file`, opened from `path`.
+fn read_open(mut file: std::fs::File, path: &Path, shape: Shape) -> Result<String, ProcError> {
     use std::io::Read;
     const STEP: usize = 4096;
     let fail = |source| ProcError::Read {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = std::fs::File::open(path).map_err(fail)?;
     let mut bytes = Vec::new();
     loop {
         let len = bytes.len();

@@ -152,13 +152,12 @@ pub struct OpenFd {
 }
 
 impl OpenFd {
-    pub fn inspect(pid: i32, fd: i32) -> Result<OpenFd, DumpError> {
-        let info = proc::fdinfo(pid, fd)?;
-        let target = proc::link(pid, &format!("fd/{fd}"))?
-            .to_string_lossy()
-            .into_owned();
+    /// Fd `fd` of the process whose fd table `dir` is.
+    pub fn inspect(dir: &proc::FdDir, fd: i32) -> Result<OpenFd, DumpError> {
+        let info = dir.info(fd)?;
+        let target = dir.link(fd)?.to_string_lossy().into_owned();
         Ok(OpenFd {
-            pid,
+            pid: dir.pid(),
             fd,
             target,
             info,
@@ -198,7 +197,8 @@ impl OpenFd {
     /// through `copy`, stasis's own fd on it.
     pub fn in_flight(pid: i32, fd: i32, copy: &OwnedFd, socket: i32) -> Result<OpenFd, DumpError> {
         let copy = copy.as_raw_fd();
-        let mut open = OpenFd::inspect(std::process::id() as i32, copy)?;
+        let own = proc::FdDir::open(std::process::id() as i32)?;
+        let mut open = OpenFd::inspect(&own, copy)?;
         open.flying = Some(inflight::Flying { copy, socket });
         (open.pid, open.fd) = (pid, fd);
         Ok(open)
@@ -269,8 +269,9 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
     let mut walk = Walk::default();
     let mut epolls = Vec::new();
     let mut opened = Vec::new();
+    let dir = proc::FdDir::open(pid)?;
     for fd in proc::fds(pid)? {
-        opened.push(OpenFd::inspect(pid, fd)?);
+        opened.push(OpenFd::inspect(&dir, fd)?);
     }
     let links: Vec<(i32, String)> = opened.iter().map(|o| (o.fd, o.target.clone())).collect();
     let mut ctx = SockCtx::new(pid, opts, &links);
