@@ -334,17 +334,16 @@ fn read_open(mut file: std::fs::File, path: &Path, shape: Shape) -> Result<Strin
         source,
     };
     let mut bytes = Vec::new();
+    let mut buf = [0u8; STEP];
     loop {
-        let len = bytes.len();
-        bytes.resize(len + STEP, 0);
-        match file.read(&mut bytes[len..]) {
+        match file.read(&mut buf) {
             Ok(n) => {
-                bytes.truncate(len + n);
+                bytes.extend_from_slice(&buf[..n]);
                 if n == 0 || (n < STEP && shape == Shape::Record) {
                     return Ok(String::from_utf8_lossy(&bytes).into_owned());
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => bytes.truncate(len),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(fail(e)),
         }
     }

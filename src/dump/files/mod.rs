@@ -486,3 +486,47 @@ fn unsupported_kind(name: &str) -> &'static str {
 pub fn parsed<T>(open: &OpenFd, r: Result<T, String>) -> Result<T, DumpError> {
     r.map_err(|e| open.error(&format!("has unexpected fdinfo: {e}")))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
+mod tests {
+    use super::*;
+
+    /// `search` over `sorted` for `sought`, with every probed index.
+    fn probed(sorted: &[i32], sought: i32) -> (Result<usize, usize>, Vec<usize>) {
+        let mut seen = Vec::new();
+        let found = search(sorted, |x| {
+            seen.push(sorted.iter().position(|y| y == x).unwrap());
+            x.cmp(&sought)
+        });
+        (found, seen)
+    }
+
+    #[test]
+    fn search_finds_or_places_and_never_probes_twice() {
+        let sorted: Vec<i32> = (0..333).map(|i| i * 2).collect();
+        for sought in -1..667 {
+            let (found, seen) = probed(&sorted, sought);
+            assert_eq!(found, sorted.binary_search(&sought), "{sought}");
+            let mut unique = seen.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            assert_eq!(unique.len(), seen.len(), "{sought}: {seen:?}");
+            assert!(seen.len() <= 9, "{sought}: {} probes", seen.len());
+        }
+        assert_eq!(probed(&[], 5), (Err(0), vec![]));
+    }
+
+    #[test]
+    fn pipe_ends_are_classes_of_their_own() {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let dir = proc::FdDir::open(std::process::id() as i32).unwrap();
+        let r = OpenFd::inspect(&dir, read.as_raw_fd()).unwrap();
+        let w = OpenFd::inspect(&dir, write.as_raw_fd()).unwrap();
+        assert!(!r.has_path() && r.meta.get().is_none());
+        assert_eq!(r.target, w.target);
+        assert_ne!(r.description().unwrap(), w.description().unwrap());
+        let ino = pipe::pipe_inode(&r.target).unwrap();
+        assert_eq!(r.meta().unwrap().ino(), ino);
+    }
+}
