@@ -88,8 +88,10 @@ pub struct DumpSummary {
 /// Dumps the tree rooted at `opts.pid` into `opts.dir`.
 pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     let started = Instant::now();
+    let span = crate::profile::span("preflight");
     freeze::preflight(opts.pid, opts.shell_job)?;
     let writer = ImageWriter::create(&opts.dir)?;
+    drop(span);
     let adopted = match &opts.freeze_cgroup {
         Some(path) => seize_cgroup(path)?,
         None => freeze::Adopted::default(),
@@ -102,6 +104,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     held.iter_mut().for_each(files::Held::keep_links);
     // Ordering requirements: sockets held in repair mode leave it before a released
     // tree runs again; after a kill, our duplicates are closed still in repair mode.
+    let _span = crate::profile::span("release or kill");
     if opts.leave_running {
         drop(held);
         tree.release()?;
@@ -146,7 +149,9 @@ fn save_tree(
     let fd_opts = fd_options(opts, &pids);
     let mut held = Vec::new();
     let mut tables = Vec::new();
+    let span = crate::profile::span("mappings");
     let layouts = layouts(tree)?;
+    drop(span);
     for ((task, entry), layout) in tree.procs.iter().zip(tree.record.alive()).zip(layouts) {
         let (stats, h, files) = save(task, entry, layout, &fd_opts, &writer, &mut shared)?;
         held.push(h);
@@ -155,14 +160,18 @@ fn save_tree(
         summary.zero_pages_skipped += stats.zero_pages_skipped;
         summary.memory += stats.elapsed;
     }
+    let span = crate::profile::span("files records");
     write_files(&writer, &mut tables)?;
+    drop(span);
     writer.write_record(TREE, Kind::Tree, &tree.record)?;
     writer.write_record(
         INVENTORY,
         Kind::Inventory,
         &inventory(&pids, opts.shell_job),
     )?;
+    let span = crate::profile::span("commit");
     writer.commit()?;
+    drop(span);
     Ok((summary, held))
 }
 
@@ -296,6 +305,7 @@ fn save(
             shmem,
             fields: mm::fields(&stat, q.brk),
         };
+        let _span = crate::profile::span("memory");
         save_mm(pid, entry.ppid, space, writer, shared)?
     };
     let mut sigactions = q.sigactions;

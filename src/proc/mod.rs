@@ -29,7 +29,8 @@ pub use status::Status;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use nix::sys::stat::Mode;
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{fstatat, FileStat, Mode};
 
 /// A failure to read or understand a `/proc` file.
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +166,15 @@ impl FdDir {
                 path: proc_path(self.pid, &format!("fd/{fd}")),
                 source: e.into(),
             })
+    }
+
+    /// `stat /proc/PID/fd/FD`: the open file itself, through the magic link.
+    pub fn stat(&self, fd: i32) -> Result<FileStat, ProcError> {
+        let name = fd.to_string();
+        fstatat(&self.links, name.as_str(), AtFlags::empty()).map_err(|e| ProcError::Read {
+            path: proc_path(self.pid, &format!("fd/{fd}")),
+            source: e.into(),
+        })
     }
 
     /// `/proc/PID/fdinfo/FD`.

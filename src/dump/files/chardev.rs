@@ -2,8 +2,6 @@
 //! which become the restorer's terminal under `--shell-job`. The restore side is
 //! `restore/files/chardev.rs`.
 
-use std::os::unix::fs::MetadataExt;
-
 use super::OpenFd;
 use crate::dump::DumpError;
 use crate::image::files::{CharDevFd, FdKind, TtyFd};
@@ -11,7 +9,7 @@ use crate::image::files::{CharDevFd, FdKind, TtyFd};
 /// Terminals become `Tty` under `--shell-job` and are refused otherwise; other character
 /// devices reopen by path.
 pub fn dump(open: &OpenFd, shell_job: bool) -> Result<FdKind, DumpError> {
-    let rdev = open.meta()?.rdev();
+    let rdev = open.meta()?.st_rdev;
     if !is_tty(rdev) {
         return Ok(FdKind::CharDev(CharDevFd {
             path: open.target.clone(),

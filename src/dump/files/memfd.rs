@@ -5,7 +5,6 @@
 //! process or another) becomes a `Reopen` of the first (`split.rs`).
 
 use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
 
 use nix::fcntl::{fcntl, FcntlArg};
 
@@ -17,7 +16,7 @@ use crate::image::files::{FdKind, MemfdFd};
 pub const MEMFD_LIMIT: u64 = 64 << 20;
 
 pub fn dump(open: &OpenFd) -> Result<FdKind, DumpError> {
-    let size = open.meta()?.size();
+    let size = open.meta()?.st_size as u64;
     if size > MEMFD_LIMIT {
         return Err(open.error(&format!(
             "is {} of {size} bytes, above the {MEMFD_LIMIT}-byte limit for memfd contents",

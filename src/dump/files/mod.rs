@@ -41,9 +41,10 @@ mod unix;
 use std::cell::OnceCell;
 use std::cmp::Ordering;
 use std::collections::HashMap;
-use std::fs::Metadata;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::rc::Rc;
+
+use nix::sys::stat::FileStat;
 
 use super::DumpError;
 use crate::image::files::{FdEntry, FdKind, FileLock, FilesImage};
@@ -143,9 +144,11 @@ pub struct OpenFd {
     /// The `/proc/PID/fd/N` link text (`/path`, `pipe:[123]`, `anon_inode:[eventfd]`...).
     pub target: String,
     pub info: FdInfo,
+    /// The fd table through which `reach()` is looked at.
+    dir: Rc<proc::FdDir>,
     /// `stat` of the open file itself (through the magic link), taken when first asked:
     /// pipes, sockets and anonymous inodes are told apart by their link text alone.
-    meta: OnceCell<Metadata>,
+    meta: OnceCell<FileStat>,
     /// Set for a file in flight: `fd` is then its number in the table, above every fd
     /// the process holds, and the file is reached through stasis's copy.
     pub flying: Option<inflight::Flying>,
@@ -153,7 +156,7 @@ pub struct OpenFd {
 
 impl OpenFd {
     /// Fd `fd` of the process whose fd table `dir` is.
-    pub fn inspect(dir: &proc::FdDir, fd: i32) -> Result<OpenFd, DumpError> {
+    pub fn inspect(dir: &Rc<proc::FdDir>, fd: i32) -> Result<OpenFd, DumpError> {
         let info = dir.info(fd)?;
         let target = dir.link(fd)?.to_string_lossy().into_owned();
         Ok(OpenFd {
@@ -161,22 +164,24 @@ impl OpenFd {
             fd,
             target,
             info,
+            dir: dir.clone(),
             meta: OnceCell::new(),
             flying: None,
         })
     }
 
     /// `stat` of the open file (through `/proc/PID/fd/N`), taken once.
-    pub fn meta(&self) -> Result<&Metadata, DumpError> {
+    pub fn meta(&self) -> Result<&FileStat, DumpError> {
         if let Some(meta) = self.meta.get() {
             return Ok(meta);
         }
-        let through = self.through();
-        let meta = std::fs::metadata(&through).map_err(|source| DumpError::Stat {
-            path: through,
-            source,
-        })?;
+        let meta = self.dir.stat(self.reach().1)?;
         Ok(self.meta.get_or_init(|| meta))
+    }
+
+    /// The type of the open file (`S_IFREG`, `S_IFCHR`...).
+    pub fn file_type(&self) -> Result<libc::mode_t, DumpError> {
+        Ok(self.meta()?.st_mode & libc::S_IFMT)
     }
 
     /// Whether the link text is a path (a file of a filesystem, a device, a FIFO, a
@@ -190,14 +195,14 @@ impl OpenFd {
         if !self.has_path() {
             return Ok(None);
         }
-        Ok(pty::slave_index(self.meta()?.rdev()))
+        Ok(pty::slave_index(self.meta()?.st_rdev))
     }
 
     /// A file in flight to fd `socket` of `pid`, numbered `fd` in its table, looked at
     /// through `copy`, stasis's own fd on it.
     pub fn in_flight(pid: i32, fd: i32, copy: &OwnedFd, socket: i32) -> Result<OpenFd, DumpError> {
         let copy = copy.as_raw_fd();
-        let own = proc::FdDir::open(std::process::id() as i32)?;
+        let own = Rc::new(proc::FdDir::open(std::process::id() as i32)?);
         let mut open = OpenFd::inspect(&own, copy)?;
         open.flying = Some(inflight::Flying { copy, socket });
         (open.pid, open.fd) = (pid, fd);
@@ -247,7 +252,7 @@ impl OpenFd {
     /// The open file's identity: `(st_dev, st_ino)`.
     fn object(&self) -> Result<(u64, u64), DumpError> {
         let meta = self.meta()?;
-        Ok((meta.dev(), meta.ino()))
+        Ok((meta.st_dev, meta.st_ino))
     }
 
     /// The class of open file descriptions this fd's is in (see [`Description`]).
@@ -269,7 +274,7 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
     let mut walk = Walk::default();
     let mut epolls = Vec::new();
     let mut opened = Vec::new();
-    let dir = proc::FdDir::open(pid)?;
+    let dir = Rc::new(proc::FdDir::open(pid)?);
     for fd in proc::fds(pid)? {
         opened.push(OpenFd::inspect(&dir, fd)?);
     }
@@ -435,26 +440,17 @@ fn classify(
     if open.target.starts_with("/memfd:") {
         return memfd::dump(open);
     }
-    let ft = open.meta()?.file_type();
-    if ft.is_file() && open.target.ends_with(" (deleted)") {
-        return path::dump_deleted(open, opts, walk, &mut ctx.held);
+    match open.file_type()? {
+        libc::S_IFREG if open.target.ends_with(" (deleted)") => {
+            path::dump_deleted(open, opts, walk, &mut ctx.held)
+        }
+        libc::S_IFREG | libc::S_IFDIR => path::dump(open),
+        libc::S_IFCHR => chardev::dump(open, opts.shell_job),
+        libc::S_IFIFO => pipe::dump_fifo(open, walk, ctx),
+        libc::S_IFSOCK => Err(open.refuse("a socket")),
+        libc::S_IFBLK => Err(open.refuse("a block device")),
+        _ => Err(open.refuse("a file of unknown type")),
     }
-    if ft.is_file() || ft.is_dir() {
-        return path::dump(open);
-    }
-    if ft.is_char_device() {
-        return chardev::dump(open, opts.shell_job);
-    }
-    if ft.is_fifo() {
-        return pipe::dump_fifo(open, walk, ctx);
-    }
-    Err(open.refuse(if ft.is_socket() {
-        "a socket"
-    } else if ft.is_block_device() {
-        "a block device"
-    } else {
-        "a file of unknown type"
-    }))
 }
 
 /// Objects without a path (`anon_inode:[eventfd]`...).
@@ -520,13 +516,13 @@ mod tests {
     #[test]
     fn pipe_ends_are_classes_of_their_own() {
         let (read, write) = nix::unistd::pipe().unwrap();
-        let dir = proc::FdDir::open(std::process::id() as i32).unwrap();
+        let dir = Rc::new(proc::FdDir::open(std::process::id() as i32).unwrap());
         let r = OpenFd::inspect(&dir, read.as_raw_fd()).unwrap();
         let w = OpenFd::inspect(&dir, write.as_raw_fd()).unwrap();
         assert!(!r.has_path() && r.meta.get().is_none());
         assert_eq!(r.target, w.target);
         assert_ne!(r.description().unwrap(), w.description().unwrap());
         let ino = pipe::pipe_inode(&r.target).unwrap();
-        assert_eq!(r.meta().unwrap().ino(), ino);
+        assert_eq!(r.meta().unwrap().st_ino, ino);
     }
 }

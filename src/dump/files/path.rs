@@ -73,7 +73,7 @@ pub fn dump_opath(open: &OpenFd) -> Result<FdKind, DumpError> {
 pub fn still_named(open: &OpenFd) -> Result<(), DumpError> {
     let meta = open.meta()?;
     match std::fs::metadata(&open.target) {
-        Ok(m) if m.dev() == meta.dev() && m.ino() == meta.ino() => Ok(()),
+        Ok(m) if m.dev() == meta.st_dev && m.ino() == meta.st_ino => Ok(()),
         _ => Err(open.error(&format!(
             "is open on {}, a path that no longer names the open file (moved, replaced or in another mount namespace)",
             open.target
@@ -92,8 +92,8 @@ pub fn dump_deleted(
 ) -> Result<FdKind, DumpError> {
     let path = open.target.strip_suffix(DELETED).unwrap_or(&open.target);
     let meta = open.meta()?;
-    let (size, limit) = (meta.size(), opts.ghost_limit);
-    let linked = meta.nlink() != 0;
+    let (size, limit) = (meta.st_size as u64, opts.ghost_limit);
+    let linked = meta.st_nlink != 0;
     if !linked && size <= limit {
         return dump_ghost(open, path);
     }
@@ -126,11 +126,11 @@ fn dump_ghost(open: &OpenFd, path: &str) -> Result<FdKind, DumpError> {
     let meta = open.meta()?;
     Ok(FdKind::Ghost(GhostFd {
         path: path.to_string(),
-        mode: meta.permissions().mode() & 0o7777,
-        uid: meta.uid(),
-        gid: meta.gid(),
+        mode: meta.st_mode & 0o7777,
+        uid: meta.st_uid,
+        gid: meta.st_gid,
         pos: open.info.pos,
-        contents: read_all(open, meta.size())?,
+        contents: read_all(open, meta.st_size as u64)?,
     }))
 }
 
@@ -153,7 +153,7 @@ fn remap(open: &OpenFd, path: &str, held: &mut Held) -> Result<(FileId, bool), D
             held.link(link.clone());
             false
         }
-        Err(nix::errno::Errno::ENOENT) if meta.nlink() == 0 => {
+        Err(nix::errno::Errno::ENOENT) if meta.st_nlink == 0 => {
             copy_beside(open, meta, &link, held).map_err(|e| fail("cannot copy it to", &e))?;
             true
         }
@@ -174,7 +174,7 @@ fn remap_name(open: &OpenFd, path: &str) -> PathBuf {
 /// `std::io::copy`: a reflink or an in-kernel copy where the filesystem offers one).
 fn copy_beside(
     open: &OpenFd,
-    meta: &std::fs::Metadata,
+    meta: &nix::sys::stat::FileStat,
     link: &Path,
     held: &mut Held,
 ) -> std::io::Result<()> {
@@ -186,10 +186,8 @@ fn copy_beside(
         .open(link)?;
     held.link(link.to_path_buf());
     std::io::copy(&mut from, &mut to)?;
-    std::os::unix::fs::fchown(&to, Some(meta.uid()), Some(meta.gid()))?;
-    to.set_permissions(std::fs::Permissions::from_mode(
-        meta.permissions().mode() & 0o7777,
-    ))?;
+    std::os::unix::fs::fchown(&to, Some(meta.st_uid), Some(meta.st_gid))?;
+    to.set_permissions(std::fs::Permissions::from_mode(meta.st_mode & 0o7777))?;
     to.sync_all()
 }
 

@@ -13,7 +13,7 @@
 
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
@@ -72,7 +72,7 @@ pub fn dump_fifo(
 ) -> Result<FdKind, DumpError> {
     super::path::still_named(open)?;
     let file = file_id(&open.through(), &open.target)?;
-    let first = walk.inodes.insert(open.meta()?.ino(), open.fd).is_none();
+    let first = walk.inodes.insert(open.meta()?.st_ino, open.fd).is_none();
     let end = match open.info.flags & libc::O_ACCMODE {
         libc::O_WRONLY => PipeEnd::Write,
         _ => PipeEnd::Read,
