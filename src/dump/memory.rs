@@ -107,7 +107,7 @@ pub fn dump(
         if let Some(file) = flush_file {
             s.spawn(move || {
                 for (offset, len) in written {
-                    // Only a hint: the fsync in `finish` is what makes the data durable.
+                    // Only a hint: the `syncfs` of the image commit makes the data durable.
                     let _ = start_writeback(&file, offset, len);
                 }
             });
