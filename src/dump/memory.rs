@@ -80,7 +80,10 @@ pub fn dump(
     out: &mut PagesWriter,
 ) -> Result<(Vec<PageRun>, Vec<Guard>, MemoryStats), DumpError> {
     let started = Instant::now();
-    let (ranges, guards) = ranges_to_save(pid, vmas, overrides)?;
+    let (ranges, guards) = {
+        let _span = crate::profile::span("page scan");
+        ranges_to_save(pid, vmas, overrides)?
+    };
     let ranges = cut(ranges, inherited);
     let mut reader = Reader {
         pid,
