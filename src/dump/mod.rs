@@ -104,11 +104,11 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     held.iter_mut().for_each(files::Held::keep_links);
     // Ordering requirements: sockets held in repair mode leave it before a released
     // tree runs again; after a kill, our duplicates are closed still in repair mode.
-    let _span = crate::profile::span("release or kill");
     if opts.leave_running {
         drop(held);
         tree.release()?;
     } else {
+        let _span = crate::profile::span("kill");
         tree.kill()?;
         held.into_iter().for_each(files::Held::keep_for_restore);
     }
@@ -149,9 +149,10 @@ fn save_tree(
     let fd_opts = fd_options(opts, &pids);
     let mut held = Vec::new();
     let mut tables = Vec::new();
-    let span = crate::profile::span("mappings");
-    let layouts = layouts(tree)?;
-    drop(span);
+    let layouts = {
+        let _span = crate::profile::span("layouts");
+        layouts(tree)?
+    };
     for ((task, entry), layout) in tree.procs.iter().zip(tree.record.alive()).zip(layouts) {
         let (stats, h, files) = save(task, entry, layout, &fd_opts, &writer, &mut shared)?;
         held.push(h);
@@ -169,9 +170,8 @@ fn save_tree(
         Kind::Inventory,
         &inventory(&pids, opts.shell_job),
     )?;
-    let span = crate::profile::span("commit");
+    let _span = crate::profile::span("commit");
     writer.commit()?;
-    drop(span);
     Ok((summary, held))
 }
 
@@ -305,7 +305,6 @@ fn save(
             shmem,
             fields: mm::fields(&stat, q.brk),
         };
-        let _span = crate::profile::span("memory");
         save_mm(pid, entry.ppid, space, writer, shared)?
     };
     let mut sigactions = q.sigactions;
@@ -362,8 +361,10 @@ fn save_mm(
     let vdso_symbols = vdso_symbols(pid, mm::vdso_range(&space.vmas))?;
     let mut pages = writer.pages(&record_name("pages", pid))?;
     let inherited = cow::shared(&space.cow);
+    let span = crate::profile::span("pages");
     let (page_runs, guards, mstats) =
         memory::dump(pid, &space.vmas, &overrides, &inherited, &mut pages)?;
+    drop(span);
     pages.finish()?;
     let parent_pages = shared.restored_pages.get(&ppid);
     let cow_ranges = cow::ranges(&space.cow, &page_runs, parent_pages.map_or(&[][..], |p| p));
