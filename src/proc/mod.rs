@@ -140,6 +140,7 @@ pub struct FdDir {
 }
 
 impl FdDir {
+    /// Opens `/proc/PID/fd` and `/proc/PID/fdinfo`.
     pub fn open(pid: i32) -> Result<FdDir, ProcError> {
         let dir = |name: &str| {
             let path = proc_path(pid, name);
@@ -154,6 +155,7 @@ impl FdDir {
         })
     }
 
+    /// The process whose fd table this is.
     pub fn pid(&self) -> i32 {
         self.pid
     }
@@ -162,19 +164,20 @@ impl FdDir {
     pub fn link(&self, fd: i32) -> Result<PathBuf, ProcError> {
         nix::fcntl::readlinkat(&self.links, fd.to_string().as_str())
             .map(PathBuf::from)
-            .map_err(|e| ProcError::Read {
-                path: proc_path(self.pid, &format!("fd/{fd}")),
-                source: e.into(),
-            })
+            .map_err(|e| self.link_error(fd, e))
     }
 
     /// `stat /proc/PID/fd/FD`: the open file itself, through the magic link.
     pub fn stat(&self, fd: i32) -> Result<FileStat, ProcError> {
-        let name = fd.to_string();
-        fstatat(&self.links, name.as_str(), AtFlags::empty()).map_err(|e| ProcError::Read {
+        fstatat(&self.links, fd.to_string().as_str(), AtFlags::empty())
+            .map_err(|e| self.link_error(fd, e))
+    }
+
+    fn link_error(&self, fd: i32, e: nix::errno::Errno) -> ProcError {
+        ProcError::Read {
             path: proc_path(self.pid, &format!("fd/{fd}")),
             source: e.into(),
-        })
+        }
     }
 
     /// `/proc/PID/fdinfo/FD`.
@@ -399,6 +402,7 @@ fn entry_number(dir: &Path, name: &str) -> Result<i32, ProcError> {
 mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
 
     fn me() -> i32 {
         i32::try_from(std::process::id()).expect("pid fits in i32")
@@ -458,6 +462,23 @@ mod tests {
         assert_eq!(info.flags & libc::O_ACCMODE, libc::O_RDONLY);
         assert_ne!(info.flags & libc::O_CLOEXEC, 0);
         assert_eq!(info.pos, 0);
+    }
+
+    #[test]
+    fn fd_dir_sees_what_the_paths_show() {
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        let fd = file.as_raw_fd();
+        let dir = FdDir::open(me()).unwrap();
+        assert_eq!(dir.info(fd).unwrap(), fdinfo(me(), fd).unwrap());
+        assert_eq!(
+            dir.link(fd).unwrap(),
+            link(me(), &format!("fd/{fd}")).unwrap()
+        );
+        let meta = file.metadata().unwrap();
+        let stat = dir.stat(fd).unwrap();
+        assert_eq!((stat.st_dev, stat.st_ino), (meta.dev(), meta.ino()));
+        let err = dir.info(i32::MAX).unwrap_err().to_string();
+        assert_eq!(err, format!("read /proc/{}/fdinfo/{}", me(), i32::MAX));
     }
 
     #[test]

@@ -20,10 +20,12 @@ use crate::image::sock::{SockOpts, UnixMessage};
 use crate::sys::sock_diag::{self, UnixDiag};
 use crate::sys::socket::{getsockopt_int, SO_PEEK_OFF};
 
-/// Per-dump state for sockets and terminals.
+/// Per-dump state for sockets and terminals, and the duplicates of the table's fds
+/// ([`SockCtx::steal`]: sockets, pty masters, pipe read ends).
 pub struct SockCtx<'a> {
     pub pid: i32,
     pub opts: &'a FdOptions,
+    /// One pidfd of the process for every duplicate taken.
     pidfd: Option<OwnedFd>,
     unix: Option<HashMap<u32, UnixDiag>>,
     /// Inodes of every socket in the fd table, and the fd first holding each.
