@@ -114,10 +114,16 @@ impl Child {
     /// The fd number the child's next `open` gets: the lowest free one, from
     /// `/proc/PID/fd` (for batches that predict it, see `sys/batch.rs`).
     pub fn lowest_free_fd(&self) -> Result<u64, RestoreError> {
+        Ok(self.free_fds(1)?[0])
+    }
+
+    /// The fd numbers `n` opens in a row get: the `n` lowest free ones.
+    pub fn free_fds(&self, n: usize) -> Result<Vec<u64>, RestoreError> {
         let open = crate::proc::fds(self.pid()).map_err(|e| RestoreError::Unsupported {
             what: e.to_string(),
         })?;
-        Ok((0..).find(|n| !open.contains(n)).expect("a free fd") as u64)
+        let free = (0..).filter(|fd| !open.contains(fd));
+        Ok(free.take(n).map(|fd| fd as u64).collect())
     }
 
     /// Scratch space: `HELPER_LEN - 4096` bytes after the code page (the last page is

@@ -17,6 +17,7 @@ mod mm;
 mod prctl;
 mod sched;
 mod seccomp;
+mod staged;
 mod task;
 mod terminal;
 mod threads;
@@ -33,6 +34,7 @@ pub use error::RestoreError;
 use crate::image::tree::{ProcEntry, ProcState};
 use crate::image::{Image, ProcessImage};
 use child::Child;
+use staged::Staged;
 
 /// Top of the x86_64 user address space (4-level paging).
 pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
@@ -446,90 +448,83 @@ fn at(stage: RestoreStage, pid: i32) -> impl Fn(RestoreError) -> RestoreError {
 
 /// The address space and the memory of a live process: done before its children are
 /// forked from it (they keep what they still shared with it copy-on-write, so its memory
-/// must be exactly as saved when they are).
+/// must be exactly as saved when they are). One batch for most processes (see
+/// `staged.rs`), timed as the memory fill.
 fn build_memory(
     child: &Child,
     image: &Image,
     p: &ProcessImage,
     parent: Option<&ProcessImage>,
 ) -> Result<memory::Filled, RestoreError> {
-    let pid = p.task.pid;
     let filled = memory::filled_vmas(&p.mm);
     let _s = crate::profile::span("address space+mappings+memory");
-    mm::clear_and_move_vdso(child, &p.mm).map_err(at(RestoreStage::AddressSpace, pid))?;
-    let mapped = match parent {
-        Some(parent) => {
+    let mut s = Staged::new(child);
+    s.stage(RestoreStage::AddressSpace, |s| {
+        mm::clear_and_move_vdso(s, &p.mm)
+    })?;
+    s.stage(RestoreStage::Mappings, |s| {
+        if let Some(parent) = parent {
             let parent_filled = memory::filled_vmas(&parent.mm);
-            cow::adopt(child, &p.mm, &filled, &parent.mm, &parent_filled)
+            cow::adopt(s, &p.mm, &filled, &parent.mm, &parent_filled)?;
         }
-        None => Ok(()),
-    };
-    mapped
-        .and_then(|()| mm::map_all(child, &p.mm, &filled))
-        .map_err(at(RestoreStage::Mappings, pid))?;
-    memory::fill(child, &p.mm, &image.pages_path(pid)).map_err(at(RestoreStage::Memory, pid))
+        mm::map_all(s, &p.mm, &filled)
+    })?;
+    let started = Instant::now();
+    let mut pages = memory::Filled::default();
+    s.stage(RestoreStage::Memory, |s| {
+        pages = memory::fill(s, &p.mm, &image.pages_path(p.task.pid))?;
+        s.flush()
+    })?;
+    pages.elapsed = started.elapsed();
+    Ok(pages)
 }
 
-/// Every later stage of one live process, once the whole tree exists.
+/// Every later stage of one live process, once the whole tree exists: for a process with
+/// one thread and the common kinds of fds, two or three batches (see `staged.rs`).
+///
+/// Ordering requirements: as the stages' order ([`RestoreStage`]); the leader's calls of
+/// consecutive stages share batches, the other threads' run at once (see each stage).
 fn finish(
     child: &mut Child,
     p: &ProcessImage,
     entry: &ProcEntry,
     tcp_close: bool,
 ) -> Result<(), RestoreError> {
-    let pid = p.task.pid;
-    let stage = |s: RestoreStage, r: Result<(), RestoreError>| r.map_err(at(s, pid));
+    use RestoreStage as S;
+    let task = &p.task;
+    let mut s = Staged::new(child);
     if !entry.shares_vm {
         let filled = memory::filled_vmas(&p.mm);
-        stage(
-            RestoreStage::Protections,
-            mm::finish_vmas(child, &p.mm, &filled),
-        )?;
-        stage(RestoreStage::MmFields, mm::set_mm_fields(child, &p.mm))?;
+        s.stage(S::Protections, |s| mm::finish_vmas(s, &p.mm, &filled))?;
+        s.stage(S::MmFields, |s| mm::set_mm_fields(s, &p.mm))?;
     }
     if !entry.shares_files {
-        stage(
-            RestoreStage::Files,
-            files::restore_fds(child, &p.files, tcp_close),
-        )?;
+        s.stage(S::Files, |s| files::restore_fds(s, &p.files, tcp_close))?;
     }
     if !entry.shares_fs {
-        stage(RestoreStage::Fs, files::restore_fs(child, &p.task))?;
+        s.stage(S::Fs, |s| files::restore_fs(s, task))?;
     }
-    stage(
-        RestoreStage::Attributes,
-        task::restore_attrs(child, &p.task),
-    )?;
-    stage(RestoreStage::Audit, audit::restore_loginuid(child, &p.task))?;
-    stage(RestoreStage::Limits, task::restore_rlimits(child, &p.task))?;
+    s.stage(S::Attributes, |s| task::restore_attrs(s, task))?;
+    s.stage(S::Audit, |s| audit::restore_loginuid(s, task))?;
+    s.stage(S::Limits, |s| task::restore_rlimits(s, task))?;
     if !entry.shares_sighand {
-        stage(
-            RestoreStage::SigActions,
-            task::restore_sigactions(child, &p.task),
-        )?;
+        s.stage(S::SigActions, |s| task::restore_sigactions(s, task))?;
     }
-    stage(RestoreStage::Threads, threads::create(child, &p.task))?;
-    stage(
-        RestoreStage::ThreadAttrs,
-        task::restore_thread_attrs(child, &p.task),
-    )?;
-    stage(
-        RestoreStage::ProcAttrs,
-        prctl::restore_process(child, &p.task.attrs),
-    )?;
-    stage(RestoreStage::Sched, sched::restore_sched(child, &p.task))?;
-    stage(
-        RestoreStage::Timers,
-        timers::restore_timers(child, &p.task.timers),
-    )?;
-    stage(
-        RestoreStage::Seccomp,
-        seccomp::restore_seccomp(child, &p.task),
-    )?;
-    stage(RestoreStage::Creds, creds::restore_creds(child, &p.task))?;
-    stage(RestoreStage::Signals, task::queue_signals(child, &p.task))?;
+    if task.threads.len() > 1 {
+        s.stage(S::SigActions, Staged::flush)?;
+        drop(s);
+        threads::create(child, task).map_err(at(S::Threads, task.pid))?;
+        s = Staged::new(child);
+    }
+    s.stage(S::ThreadAttrs, |s| task::restore_thread_attrs(s, task))?;
+    s.stage(S::ProcAttrs, |s| prctl::restore_process(s, &task.attrs))?;
+    s.stage(S::Sched, |s| sched::restore_sched(s, task))?;
+    s.stage(S::Timers, |s| timers::restore_timers(s, &task.timers))?;
+    s.stage(S::Seccomp, |s| seccomp::restore_seccomp(s, task))?;
+    s.stage(S::Creds, |s| creds::restore_creds(s, task))?;
+    s.stage(S::Signals, |s| task::queue_signals(s, task))?;
     if !entry.shares_vm {
-        stage(RestoreStage::Seals, mm::seal(child, &p.mm))?;
+        s.stage(S::Seals, |s| mm::seal(s, &p.mm))?;
     }
-    Ok(())
+    s.flush()
 }

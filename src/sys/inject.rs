@@ -57,6 +57,23 @@ pub enum InjectError {
     },
 }
 
+/// Why a batch stopped: the call that failed (or returned other than expected), by its
+/// index in the table, or `None` when the batch itself failed (ptrace, memory, size).
+#[derive(Debug)]
+pub struct Stopped {
+    pub call: Option<usize>,
+    pub error: InjectError,
+}
+
+impl<E: Into<InjectError>> From<E> for Stopped {
+    fn from(e: E) -> Self {
+        Stopped {
+            call: None,
+            error: e.into(),
+        }
+    }
+}
+
 /// A task that runs syscalls for us.
 pub struct Remote<'a> {
     task: &'a Seized,
@@ -205,12 +222,20 @@ impl<'a> Remote<'a> {
     /// (SIGTRAP is let through for the batch only, then the mask is put back).
     pub fn run(&self, batch: &Batch) -> Result<Done, InjectError> {
         self.run_with(batch, batch.area().stub, &mut Vec::new())
+            .map_err(|s| s.error)
+    }
+
+    /// [`Remote::run`], telling which call stopped the batch: for batches whose calls
+    /// serve several callers, each owning a range of the table (`restore/staged.rs`).
+    pub fn run_traced(&self, batch: &Batch) -> Result<Done, Stopped> {
+        self.run_with(batch, batch.area().stub, &mut Vec::new())
     }
 
     /// Runs `batch` as [`Remote::run`] does, but each call injected on its own: for a
     /// task where a batch cannot stop cleanly (a SIGTRAP waits to be delivered).
     pub fn run_singly(&self, batch: &Batch) -> Result<Done, InjectError> {
         self.run_with(batch, None, &mut Vec::new())
+            .map_err(|s| s.error)
     }
 
     /// Runs a batch whose calls create tasks (`clone3`) in a task seized with
@@ -220,7 +245,9 @@ impl<'a> Remote<'a> {
     /// first stop), whatever happened, with the batch's result.
     pub fn run_spawning(&self, batch: &Batch) -> (Vec<Seized>, Result<Done, InjectError>) {
         let mut created = Vec::new();
-        let r = self.run_with(batch, batch.area().stub, &mut created);
+        let r = self
+            .run_with(batch, batch.area().stub, &mut created)
+            .map_err(|s| s.error);
         let tasks = created.into_iter().map(super::ptrace::adopt).collect();
         (tasks, r)
     }
@@ -230,18 +257,18 @@ impl<'a> Remote<'a> {
         batch: &Batch,
         stub: Option<u64>,
         created: &mut Vec<i32>,
-    ) -> Result<Done, InjectError> {
+    ) -> Result<Done, Stopped> {
         let _span = crate::profile::span("batch");
         crate::profile::count("batched calls", batch.calls().len() as u64);
         let area = batch.area();
         let tid = self.task.tid();
         if batch.table_off() + batch.table_len() > area.len {
-            return Err(InjectError::TooBig {
+            return Err(Stopped::from(InjectError::TooBig {
                 tid,
                 calls: batch.calls().len(),
                 bytes: batch.data().len(),
                 len: area.len,
-            });
+            }));
         }
         if batch.is_empty() {
             return Ok(Done::new(Vec::new(), batch.data().to_vec()));
@@ -254,12 +281,16 @@ impl<'a> Remote<'a> {
         if let Some(i) = batch.first_miss(&rets) {
             let call = &batch.calls()[i];
             let e = self.miss(call.name, rets[i], call.expect);
-            return Err(match &call.about {
+            let error = match &call.about {
                 Some(what) => InjectError::For {
                     what: what.clone(),
                     source: Box::new(e),
                 },
                 None => e,
+            };
+            return Err(Stopped {
+                call: Some(i),
+                error,
             });
         }
         let mut data = vec![0u8; batch.data().len()];
