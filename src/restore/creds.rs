@@ -21,8 +21,9 @@ const PR_CAP_AMBIENT_RAISE: u64 = 2;
 /// Ordering requirements: the other threads first, the leader last: the leader runs the
 /// later stages (signals, seals, the helper's unmapping), and a credential change in any
 /// thread resets the process-wide dumpable flag, which the leader sets for good last.
-/// The leader's calls go to its pending batch, after those of the earlier stages, which
-/// still run privileged; the other threads' run now, each in its own batches.
+/// Each thread's calls go to its pending batch, after those of the earlier stages, which
+/// still run privileged (the other threads' batches run before the leader's). A change
+/// of ids runs them first (see [`thread_creds`]).
 pub fn restore_creds(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreError> {
     let child = s.child();
     let kept = match crate::proc::status(std::process::id() as i32) {
@@ -38,14 +39,11 @@ pub fn restore_creds(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreErro
     };
     check_caps(task.pid, &task.creds.caps, kept)?;
     let change = !inherited(&task.creds);
-    for (thread, t) in child.threads.iter().zip(&task.threads[1..]) {
-        let remote = child.remote_in(thread);
-        let mut b = remote.batch();
-        thread_creds(&remote, &mut b, task, t, change)?;
-        remote.run(&b)?;
-    }
     if change {
-        s.flush()?; // set_ids runs a batch of its own
+        s.flush()?; // set_ids runs a batch of its own in each thread
+    }
+    for (thread, (i, t)) in child.threads.iter().zip(task.threads.iter().enumerate().skip(1)) {
+        thread_creds(&child.remote_in(thread), s.batch_of(i), task, t, change)?;
     }
     thread_creds(&child.remote(), s.batch(), task, &task.threads[0], change)
 }
@@ -69,7 +67,7 @@ fn inherited(c: &Creds) -> bool {
 }
 
 /// The credentials of the thread behind `remote`, which is `t`: steps 1-2 run now, the
-/// others are added to `b`, which the caller runs in that thread.
+/// others are added to `b`, that thread's pending batch.
 ///
 /// Ordering requirements:
 /// 1. `SECBIT_KEEP_CAPS` before the uid change, so the permitted set survives it;

@@ -364,8 +364,8 @@ pub fn open_in(child: &Child, path: &str, flags: i32) -> Result<u64, RestoreErro
     Ok(fd as u64)
 }
 
-/// Final protections, madvise flags, guard regions and mlock. Seals come last of all
-/// (see `seal`).
+/// Final protections, madvise flags, guard regions and mlock. Seals come after every
+/// other change to the mappings (see `seal`).
 ///
 /// Ordering requirements: after the pages are filled (installing a guard discards what
 /// its pages hold); guards before mlock (the kernel refuses guards in locked mappings).

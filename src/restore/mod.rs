@@ -112,10 +112,11 @@ pub enum RestoreStage {
     /// (drops privileges), then dumpable, parent-death signal and no_new_privs, which a
     /// credential change resets.
     Creds,
-    /// Requeue pending signals.
-    Signals,
     /// Seal sealed mappings.
     Seals,
+    /// Requeue pending signals (last: once a SIGTRAP is queued, no batch may run in the
+    /// process, see `task::queue_signals`).
+    Signals,
     /// Once every process exists: join process groups; zombies exit with their status.
     Zombies,
     /// A shell job's terminal (once the groups exist): termios and foreground group.
@@ -147,8 +148,8 @@ impl RestoreStage {
             Self::Timers => "timers",
             Self::Seccomp => "seccomp",
             Self::Creds => "credentials",
-            Self::Signals => "signals",
             Self::Seals => "seals",
+            Self::Signals => "signals",
             Self::Zombies => "zombies",
             Self::Terminal => "terminal",
             Self::Resume => "resume",
@@ -522,9 +523,9 @@ fn finish(
     s.stage(S::Timers, |s| timers::restore_timers(s, &task.timers))?;
     s.stage(S::Seccomp, |s| seccomp::restore_seccomp(s, task))?;
     s.stage(S::Creds, |s| creds::restore_creds(s, task))?;
-    s.stage(S::Signals, |s| task::queue_signals(s, task))?;
     if !entry.shares_vm {
         s.stage(S::Seals, |s| mm::seal(s, &p.mm))?;
     }
+    s.stage(S::Signals, |s| task::queue_signals(s, task))?;
     s.flush()
 }

@@ -18,22 +18,22 @@ const UCLAMP_DEFAULT: (u32, u32) = (0, 1024);
 ///
 /// Ordering requirements: after the threads exist (each gets its own attributes, not the
 /// leader's it inherited), before the credentials drop (raising nice or a real-time
-/// policy needs CAP_SYS_NICE). The leader's pending batch runs first if it sets its
-/// timer slack (see [`restore_thread`]); nothing else here concerns its pending calls.
+/// policy needs CAP_SYS_NICE). The timer slacks are added to the threads' pending
+/// batches, which run before anything is set from outside (see [`restore_thread`]);
+/// nothing else here concerns the pending calls.
 pub fn restore_sched(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreError> {
-    let t = &task.threads[0];
-    if let Some(args) = timerslack(&t.sched) {
-        s.batch()
-            .call("prctl(PR_SET_TIMERSLACK)", libc::SYS_prctl, &args);
+    let mut slack = false;
+    for (i, t) in task.threads.iter().enumerate() {
+        if let Some(args) = timerslack(&t.sched) {
+            s.batch_of(i)
+                .call("prctl(PR_SET_TIMERSLACK)", libc::SYS_prctl, &args);
+            slack = true;
+        }
+    }
+    if slack {
         s.flush()?;
     }
-    restore_thread(t.tid, &t.sched)?;
-    let child = s.child();
-    for (thread, t) in child.threads.iter().zip(&task.threads[1..]) {
-        if let Some(args) = timerslack(&t.sched) {
-            let remote = child.remote_in(thread);
-            remote.call("prctl(PR_SET_TIMERSLACK)", libc::SYS_prctl, &args)?;
-        }
+    for t in &task.threads {
         restore_thread(t.tid, &t.sched)?;
     }
     restore_oom_score_adj(task.pid, task.oom_score_adj)

@@ -1,24 +1,27 @@
 //! Consecutive stages of one process sharing batches of syscalls (`sys/batch.rs`): each
-//! stage adds its calls to the pending batch of the process's leader and leaves a check
-//! of their results for when it ran; the batch runs when a stage needs results at once,
-//! does something else to the task (a single injected call, a ptrace request, a write
-//! into scratch), runs out of room, or the run of stages ends. Most processes thus run a
-//! handful of batches where each stage used to run its own.
+//! stage adds its calls to the pending batch of the thread that must run them (most to
+//! the leader's) and leaves a check of their results for when they ran; the batches run
+//! when a stage needs results at once, does something else to the task (a single
+//! injected call, a ptrace request, a write into scratch, a call from outside on a tid),
+//! runs out of room, or the run of stages ends. Most processes thus run a handful of
+//! batches where each stage used to run its own.
 //!
-//! This module owns the pending batch and the naming of failures: every call and every
+//! This module owns the pending batches and the naming of failures: every call and every
 //! check is tagged with the stage that added it, so a failure still names its stage and
 //! the pid ([`RestoreError::Stage`]), and the failing call. It does not know what the
 //! stages do.
 //!
 //! Ordering requirements, for every stage function given a [`Staged`]:
-//! - calls run in the order they are added, after every call added before them;
+//! - a thread's calls run in the order they are added, after every call added before
+//!   them; the other threads' batches run before the leader's (the leader changes its
+//!   credentials last, see `creds.rs`), nothing else orders calls of different threads;
 //! - anything but adding calls (a single injected syscall, a ptrace request, a write
-//!   into scratch, a call in another thread that must follow the pending calls) comes
-//!   after a [`Staged::flush`];
+//!   into scratch, a call that must follow another thread's pending calls) comes after a
+//!   [`Staged::flush`];
 //! - state of the child read from `/proc` is what it will be when the pending calls ran
-//!   only if they do not change it: in particular every stage that opens fds in the
-//!   pending batch closes them in it too, so `/proc/PID/fd` predicts the next fd
-//!   (a wrong prediction still stops the batch, see `Batch::expect`).
+//!   only if they do not change it: in particular every stage that opens fds in a
+//!   pending batch closes them in it too, so `/proc/PID/fd` predicts the next fd (a
+//!   wrong prediction still stops the batch, see `Batch::expect`).
 
 use super::child::Child;
 use super::{RestoreError, RestoreStage};
@@ -28,26 +31,36 @@ use crate::sys::inject::Remote;
 /// A check of the results of a stage's calls, run once they ran.
 type Check<'a> = Box<dyn FnOnce(&Done) -> Result<(), RestoreError> + 'a>;
 
-/// The pending batch of a process's leader and whose calls it holds.
-pub struct Staged<'a> {
-    child: &'a Child,
-    remote: Remote<'a>,
+/// The calls pending in one thread.
+struct Pending {
     batch: Batch,
-    stage: RestoreStage,
     /// `(first call, stage)` for each stage with calls in `batch`, in table order.
     marks: Vec<(usize, RestoreStage)>,
-    checks: Vec<(RestoreStage, Check<'a>)>,
+}
+
+/// The pending batches of a process's threads and whose calls they hold.
+pub struct Staged<'a> {
+    child: &'a Child,
+    /// By thread, in image order: the leader's first, then `child.threads`'.
+    pending: Vec<Pending>,
+    stage: RestoreStage,
+    /// By thread, like `pending`.
+    checks: Vec<(usize, RestoreStage, Check<'a>)>,
 }
 
 impl<'a> Staged<'a> {
+    /// For the child's threads as they are now (made again once Threads created more).
     pub fn new(child: &'a Child) -> Self {
-        let remote = child.remote();
+        let pending = (0..=child.threads.len())
+            .map(|i| Pending {
+                batch: remote(child, i).batch(),
+                marks: Vec::new(),
+            })
+            .collect();
         Staged {
             child,
-            batch: remote.batch(),
-            remote,
+            pending,
             stage: RestoreStage::Takeover,
-            marks: Vec::new(),
             checks: Vec::new(),
         }
     }
@@ -67,39 +80,54 @@ impl<'a> Staged<'a> {
         f(self).map_err(|e| self.named(stage, e))
     }
 
-    /// The pending batch, to add the current stage's calls to.
+    /// The leader's pending batch, to add the current stage's calls to.
     pub fn batch(&mut self) -> &mut Batch {
-        if self.marks.last().map(|m| m.1) != Some(self.stage) {
-            self.marks.push((self.batch.calls().len(), self.stage));
-        }
-        &mut self.batch
+        self.batch_of(0)
     }
 
-    /// Bytes still free in the pending batch.
+    /// The pending batch of thread `thread` (its index in the image, 0 the leader).
+    pub fn batch_of(&mut self, thread: usize) -> &mut Batch {
+        let p = &mut self.pending[thread];
+        if p.marks.last().map(|m| m.1) != Some(self.stage) {
+            p.marks.push((p.batch.calls().len(), self.stage));
+        }
+        &mut p.batch
+    }
+
+    /// Bytes still free in the leader's pending batch.
     pub fn room(&self) -> u64 {
-        self.batch.room()
+        self.pending[0].batch.room()
     }
 
-    /// Checks the current stage's results with `f` once the batch ran.
+    /// Checks the current stage's results in the leader's batch with `f` once it ran.
     pub fn check(&mut self, f: impl FnOnce(&Done) -> Result<(), RestoreError> + 'a) {
-        self.checks.push((self.stage, Box::new(f)));
+        self.checks.push((0, self.stage, Box::new(f)));
     }
 
-    /// Runs the pending calls, then the checks, in order; a failure is named after the
-    /// stage of the failing call or check. Nothing to do when nothing is pending.
+    /// Runs the pending calls, the other threads' then the leader's, then the checks, in
+    /// order; a failure is named after the stage of the failing call or check.
     pub fn flush(&mut self) -> Result<(), RestoreError> {
-        if self.batch.is_empty() && self.checks.is_empty() {
-            return Ok(());
+        let n = self.pending.len();
+        let mut done: Vec<Option<Done>> = (0..n).map(|_| None).collect();
+        for i in (1..n).chain([0]) {
+            if self.pending[i].batch.is_empty() {
+                continue;
+            }
+            let remote = remote(self.child, i);
+            let fresh = Pending {
+                batch: remote.batch(),
+                marks: Vec::new(),
+            };
+            let p = std::mem::replace(&mut self.pending[i], fresh);
+            let ran = remote.run_traced(&p.batch).map_err(|s| {
+                let stage = stage_of(&p.marks, s.call).unwrap_or(self.stage);
+                self.named(stage, s.error.into())
+            })?;
+            done[i] = Some(ran);
         }
-        let batch = std::mem::replace(&mut self.batch, self.remote.batch());
-        let marks = std::mem::take(&mut self.marks);
-        let checks = std::mem::take(&mut self.checks);
-        let done = self.remote.run_traced(&batch).map_err(|s| {
-            let stage = stage_of(&marks, s.call).unwrap_or(self.stage);
-            self.named(stage, s.error.into())
-        })?;
-        for (stage, check) in checks {
-            check(&done).map_err(|e| self.named(stage, e))?;
+        for (i, stage, check) in std::mem::take(&mut self.checks) {
+            let ran = done[i].as_ref().expect("a check follows calls of its thread");
+            check(ran).map_err(|e| self.named(stage, e))?;
         }
         Ok(())
     }
@@ -110,6 +138,14 @@ impl<'a> Staged<'a> {
             e @ RestoreError::Stage { .. } => e,
             e => super::at(stage, self.child.pid())(e),
         }
+    }
+}
+
+/// A remote in thread `i` of the image (0 the leader).
+fn remote(child: &Child, i: usize) -> Remote<'_> {
+    match i {
+        0 => child.remote(),
+        i => child.remote_in(&child.threads[i - 1]),
     }
 }
 

@@ -72,17 +72,10 @@ pub fn restore_sigactions(s: &mut Staged, task: &TaskImage) -> Result<(), Restor
 }
 
 /// sigaltstack, clear_child_tid, rseq, robust list and name of every thread, each set by
-/// the thread itself (all of these are per-thread kernel state): the leader's in the
-/// pending batch, each other thread's in a batch of its own, run now (nothing of the
-/// leader's pending calls concerns them).
+/// the thread itself (all of these are per-thread kernel state), in its pending batch.
 pub fn restore_thread_attrs(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreError> {
-    thread_attrs(s.batch(), &task.threads[0]);
-    let child = s.child();
-    for (thread, t) in child.threads.iter().zip(&task.threads[1..]) {
-        let remote = child.remote_in(thread);
-        let mut b = remote.batch();
-        thread_attrs(&mut b, t);
-        remote.run(&b)?;
+    for (i, t) in task.threads.iter().enumerate() {
+        thread_attrs(s.batch_of(i), t);
     }
     Ok(())
 }
@@ -160,8 +153,14 @@ pub fn queue_signals(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreErro
     Ok(())
 }
 
-/// Every signal of `all` queued by its own injected call.
+/// Every signal of `all` queued by its own injected call, with every signal blocked in
+/// every thread first (a thread forked or created by a batch inherited a mask letting
+/// SIGTRAP through, which would let the queued one in at the next injected call).
 fn queue_singly(child: &Child, all: &[(Option<u64>, &SigInfo)]) -> Result<(), RestoreError> {
+    child.task.set_sigmask(!0)?;
+    for t in &child.threads {
+        t.task.set_sigmask(!0)?;
+    }
     let remote = child.remote();
     for &(tid, info) in all {
         let mut b = remote.batch();
