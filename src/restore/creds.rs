@@ -42,7 +42,11 @@ pub fn restore_creds(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreErro
     if change {
         s.flush()?; // set_ids runs a batch of its own in each thread
     }
-    for (thread, (i, t)) in child.threads.iter().zip(task.threads.iter().enumerate().skip(1)) {
+    for (thread, (i, t)) in child
+        .threads
+        .iter()
+        .zip(task.threads.iter().enumerate().skip(1))
+    {
         thread_creds(&child.remote_in(thread), s.batch_of(i), task, t, change)?;
     }
     thread_creds(&child.remote(), s.batch(), task, &task.threads[0], change)

@@ -7,10 +7,10 @@
 use std::collections::HashSet;
 
 use super::child::{Child, HELPER_LEN};
+use super::staged::Staged;
 use super::{RestoreError, TASK_SIZE};
 use crate::abi::PrctlMmMap;
 use crate::image::mm::{Guard, MmImage, ShmemOwner, Vma, VmaKind};
-use super::staged::Staged;
 use crate::sys::batch::{Batch, Done, Ret};
 
 const MREMAP_MAYMOVE: u64 = 1;
@@ -414,7 +414,13 @@ fn lock(b: &mut Batch, v: &Vma) -> Ret {
 /// The `mlock2` result of mapping `v` of `pid`. With guard regions inside, the kernel
 /// marks the mapping locked and then fails to fault the guard pages in (ENOMEM), as it
 /// did for the task: that error is expected.
-fn check_lock(pid: i32, done: &Done, r: Ret, v: &Vma, has_guards: bool) -> Result<(), RestoreError> {
+fn check_lock(
+    pid: i32,
+    done: &Done,
+    r: Ret,
+    v: &Vma,
+    has_guards: bool,
+) -> Result<(), RestoreError> {
     let r = done.raw(r);
     if r == 0 || (has_guards && r == -i64::from(libc::ENOMEM)) {
         return Ok(());

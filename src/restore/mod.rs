@@ -481,10 +481,11 @@ fn build_memory(
 }
 
 /// Every later stage of one live process, once the whole tree exists: for a process with
-/// one thread and the common kinds of fds, two or three batches (see `staged.rs`).
+/// one thread and the common kinds of fds, one batch (see `staged.rs`).
 ///
-/// Ordering requirements: as the stages' order ([`RestoreStage`]); the leader's calls of
-/// consecutive stages share batches, the other threads' run at once (see each stage).
+/// Ordering requirements: as the stages' order ([`RestoreStage`]); each thread's calls of
+/// consecutive stages share its batches, which run whenever a stage needs them to (the
+/// `clone3`s of Threads always do).
 fn finish(
     child: &mut Child,
     p: &ProcessImage,

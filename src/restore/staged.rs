@@ -126,7 +126,9 @@ impl<'a> Staged<'a> {
             done[i] = Some(ran);
         }
         for (i, stage, check) in std::mem::take(&mut self.checks) {
-            let ran = done[i].as_ref().expect("a check follows calls of its thread");
+            let ran = done[i]
+                .as_ref()
+                .expect("a check follows calls of its thread");
             check(ran).map_err(|e| self.named(stage, e))?;
         }
         Ok(())

@@ -28,7 +28,10 @@ const SPEC_OFF: u64 = 256;
 /// only queue signals (all are blocked in the child). Made by single calls, after the
 /// pending batch ran, if there is anything to set.
 pub fn restore_timers(s: &mut Staged, timers: &Timers) -> Result<(), RestoreError> {
-    let armed = timers.itimers.iter().any(|it| it.value_us | it.interval_us != 0);
+    let armed = timers
+        .itimers
+        .iter()
+        .any(|it| it.value_us | it.interval_us != 0);
     if !armed && timers.posix.is_empty() {
         return Ok(());
     }

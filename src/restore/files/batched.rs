@@ -18,8 +18,8 @@ use std::collections::BTreeSet;
 
 use super::Install;
 use crate::image::files::{FdEntry, FdKind, PipeEnd, PipeFd};
-use crate::restore::RestoreError;
 use crate::restore::staged::Staged;
+use crate::restore::RestoreError;
 use crate::sys::batch::{Done, Out};
 
 /// Room kept free in a batch for the next entry's calls and data.
@@ -116,7 +116,9 @@ impl<'s, 'a> Batcher<'s, 'a> {
         let got = self.take(0);
         let addr = self.s.batch().put_str(path);
         let args = [libc::AT_FDCWD as u64, addr, at.reopen_flags() as u64, 0];
-        self.s.batch().expect("openat", libc::SYS_openat, &args, got);
+        self.s
+            .batch()
+            .expect("openat", libc::SYS_openat, &args, got);
         self.s.batch().about(format!("{about} (open {path})"));
         self.place(at, got, about);
         if pos != 0 {
@@ -137,7 +139,8 @@ impl<'s, 'a> Batcher<'s, 'a> {
 
     fn dup3(&mut self, from: u64, to: u64, flags: u64, about: &str) {
         self.table().insert(to);
-        self.s.batch()
+        self.s
+            .batch()
             .expect("dup3", libc::SYS_dup3, &[from, to, flags], to);
         self.s.batch().about(about);
     }
@@ -148,13 +151,17 @@ impl<'s, 'a> Batcher<'s, 'a> {
 
     fn set_status_flags(&mut self, at: &Install, fd: u64, about: &str) {
         let args = [fd, libc::F_SETFL as u64, at.entry.flags as u64];
-        self.s.batch().call("fcntl(F_SETFL)", libc::SYS_fcntl, &args);
+        self.s
+            .batch()
+            .call("fcntl(F_SETFL)", libc::SYS_fcntl, &args);
         self.s.batch().about(about);
     }
 
     fn set_cloexec(&mut self, at: &Install, about: &str) {
         let args = [at.fd(), libc::F_SETFD as u64, u64::from(at.entry.cloexec)];
-        self.s.batch().call("fcntl(F_SETFD)", libc::SYS_fcntl, &args);
+        self.s
+            .batch()
+            .call("fcntl(F_SETFD)", libc::SYS_fcntl, &args);
         self.s.batch().about(about);
     }
 
@@ -162,14 +169,17 @@ impl<'s, 'a> Batcher<'s, 'a> {
     fn inherit(&mut self, at: &Install, owner: i32, fd: i32, about: &str) {
         let pidfd = self.take(0);
         let args = [owner as u64, 0];
-        self.s.batch()
+        self.s
+            .batch()
             .expect("pidfd_open", libc::SYS_pidfd_open, &args, pidfd);
         self.s.batch().about(format!("{about} (pid {owner})"));
         let got = self.take(0);
         let args = [pidfd, fd as u64, 0];
-        self.s.batch()
+        self.s
+            .batch()
             .expect("pidfd_getfd", libc::SYS_pidfd_getfd, &args, got);
-        self.s.batch()
+        self.s
+            .batch()
             .about(format!("{about} (fd {fd} of pid {owner})"));
         self.close(pidfd, about);
         self.place(at, got, about);
@@ -184,7 +194,8 @@ impl<'s, 'a> Batcher<'s, 'a> {
     fn pipe(&mut self, at: &Install, p: &PipeFd, about: &str) {
         let fds = self.s.batch().out::<[i32; 2]>();
         let (r, w) = (self.take(0), self.take(0));
-        self.s.batch()
+        self.s
+            .batch()
             .expect("pipe2", libc::SYS_pipe2, &[fds.addr(), 0], 0);
         self.s.batch().about(about);
         let check = PipeCheck {
@@ -200,7 +211,8 @@ impl<'s, 'a> Batcher<'s, 'a> {
         };
         if p.size != 0 {
             let args = [ours, libc::F_SETPIPE_SZ as u64, u64::from(p.size)];
-            self.s.batch()
+            self.s
+                .batch()
                 .call("fcntl(F_SETPIPE_SZ)", libc::SYS_fcntl, &args);
             self.s.batch().about(about);
         }
@@ -224,7 +236,8 @@ impl<'s, 'a> Batcher<'s, 'a> {
         }
         let moved = self.take(at.fd() + 1);
         let args = [fd, libc::F_DUPFD_CLOEXEC as u64, at.fd() + 1];
-        self.s.batch()
+        self.s
+            .batch()
             .expect("fcntl(F_DUPFD_CLOEXEC)", libc::SYS_fcntl, &args, moved);
         self.s.batch().about(about);
         self.close(fd, about);

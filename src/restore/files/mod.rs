@@ -149,7 +149,11 @@ impl Install<'_> {
 /// A table of [`batched`] kinds only is added to the pending batch whole (its fd numbers
 /// predicted from an empty table, after the `close_range`); any other runs the pending
 /// batch first and last, and between the single calls of the other kinds.
-pub fn restore_fds(s: &mut Staged, files: &FilesImage, tcp_close: bool) -> Result<(), RestoreError> {
+pub fn restore_fds(
+    s: &mut Staged,
+    files: &FilesImage,
+    tcp_close: bool,
+) -> Result<(), RestoreError> {
     let plain = batched_only(files);
     if !plain {
         s.flush()?;
