@@ -258,8 +258,6 @@ impl<'a> Remote<'a> {
         stub: Option<u64>,
         created: &mut Vec<i32>,
     ) -> Result<Done, Stopped> {
-        let _span = crate::profile::span("batch");
-        crate::profile::count("batched calls", batch.calls().len() as u64);
         let area = batch.area();
         let tid = self.task.tid();
         if batch.table_off() + batch.table_len() > area.len {
@@ -273,6 +271,8 @@ impl<'a> Remote<'a> {
         if batch.is_empty() {
             return Ok(Done::new(Vec::new(), batch.data().to_vec()));
         }
+        let _span = crate::profile::span("batch");
+        crate::profile::count("batched calls", batch.calls().len() as u64);
         self.write(area.region, &batch.region_bytes())?;
         let rets = match stub {
             Some(stub) => self.run_stub(stub, batch, created)?,
