@@ -239,7 +239,12 @@ fn restored_tree_runs_about_two_batches_per_process() {
     common::reap_image_tree(&img);
     let image = stasis::image::Image::load_metadata(&img).expect("load the image");
     let live = image.tree.alive().count();
-    let args = ["restore".as_ref(), "-d".as_ref(), "-D".as_ref(), img.as_os_str()];
+    let args = [
+        "restore".as_ref(),
+        "-d".as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+    ];
     let out = common::start(common::stasis_cmd(&args).env("STASIS_PROFILE", "1"))
         .finish(common::STASIS_TIMEOUT);
     out.assert_ok("stasis restore -d");

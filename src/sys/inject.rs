@@ -200,8 +200,7 @@ impl<'a> Remote<'a> {
     /// Ordering requirements: as for single calls, every signal is blocked in the task
     /// (SIGTRAP is let through for the batch only, then the mask is put back).
     pub fn run(&self, batch: &Batch) -> Result<Done, InjectError> {
-        self.run_with(batch, batch.area().stub)
-            .map_err(|s| s.error)
+        self.run_with(batch, batch.area().stub).map_err(|s| s.error)
     }
 
     /// [`Remote::run`], telling which call stopped the batch: for batches whose calls
