@@ -471,13 +471,14 @@ fn build_memory(
         mm::map_all(s, &p.mm, &filled)
     })?;
     let started = Instant::now();
-    let mut pages = memory::Filled::default();
+    let mut filled_pages = memory::Filled::default();
+    let pages = |stripe| image.pages_path(p.task.pid, stripe);
     s.stage(RestoreStage::Memory, |s| {
-        pages = memory::fill(s, &p.mm, &image.pages_path(p.task.pid))?;
+        filled_pages = memory::fill(s, &p.mm, &pages)?;
         s.flush()
     })?;
-    pages.elapsed = started.elapsed();
-    Ok(pages)
+    filled_pages.elapsed = started.elapsed();
+    Ok(filled_pages)
 }
 
 /// Every later stage of one live process, once the whole tree exists: for a process with
