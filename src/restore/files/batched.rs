@@ -1,12 +1,14 @@
 //! The common fds of a table rebuilt in batches (`sys/batch.rs`) instead of one injected
 //! syscall at a time: files and character devices reopened by path, `O_PATH` fds, dups,
 //! copies of an earlier process's fds (`Inherited`), pipes without buffered bytes and the
-//! other ends of pipes. The other kinds go through their own modules one call at a time;
-//! the pending batch runs before each of them.
+//! other ends of pipes, all added to the process's pending batch (`restore/staged.rs`).
+//! The other kinds go through their own modules one call at a time; the pending batch
+//! runs before each of them.
 //!
 //! Calls in a batch cannot read each other's results, so the fd numbers the kernel hands
 //! out are predicted: it always picks the lowest free number, and the child's table is
-//! known (read from `/proc/PID/fd` when the batch starts, then followed call by call).
+//! known (read from `/proc/PID/fd` when the batch starts, or empty after the stage's own
+//! `close_range`, then followed call by call).
 //! Each call that returns an fd is expected to return exactly the predicted one, so a
 //! wrong prediction stops the batch like a failure; `pipe2`, which returns its fds in
 //! memory, is checked once the batch ran. The calls are the ones the kind modules make
@@ -16,10 +18,9 @@ use std::collections::BTreeSet;
 
 use super::Install;
 use crate::image::files::{FdEntry, FdKind, PipeEnd, PipeFd};
-use crate::restore::child::Child;
+use crate::restore::staged::Staged;
 use crate::restore::RestoreError;
-use crate::sys::batch::{Batch, Done, Out};
-use crate::sys::inject::Remote;
+use crate::sys::batch::{Done, Out};
 
 /// Room kept free in a batch for the next entry's calls and data.
 const SLACK: u64 = 8192;
@@ -42,38 +43,29 @@ struct PipeCheck {
 }
 
 /// The pending batch and the child's fd table as it will be once the batch ran.
-pub struct Batcher<'a> {
-    child: &'a Child,
-    remote: Remote<'a>,
-    batch: Batch,
+pub struct Batcher<'s, 'a> {
+    s: &'s mut Staged<'a>,
     /// `None` once an fd was made outside the batch: read again when needed.
     open: Option<BTreeSet<u64>>,
-    pipes: Vec<PipeCheck>,
 }
 
-impl<'a> Batcher<'a> {
-    pub fn new(child: &'a Child) -> Self {
-        let remote = child.remote();
-        let batch = remote.batch();
-        Batcher {
-            child,
-            remote,
-            batch,
-            open: None,
-            pipes: Vec::new(),
-        }
+impl<'s, 'a> Batcher<'s, 'a> {
+    /// `open`: the fd table once the pending calls ran, if known.
+    pub fn new(s: &'s mut Staged<'a>, open: Option<BTreeSet<u64>>) -> Self {
+        Batcher { s, open }
     }
 
     /// Adds the calls that rebuild `at.entry` (one [`takes`]).
     pub fn add(&mut self, at: &Install) -> Result<(), RestoreError> {
-        if self.batch.room() < SLACK {
+        if self.s.room() < SLACK {
             self.flush()?;
         }
         if self.open.is_none() {
-            self.open = Some(open_fds(self.child.pid())?);
+            self.flush()?;
+            self.open = Some(open_fds(self.s.child().pid())?);
         }
         let e = at.entry;
-        let about = format!("fd {} of pid {}", e.fd, self.child.pid());
+        let about = format!("fd {} of pid {}", e.fd, self.s.child().pid());
         match &e.kind {
             FdKind::Path(p) => self.reopen(at, &p.file.path, p.pos, &about),
             FdKind::CharDev(c) => self.reopen(at, &c.path, c.pos, &about),
@@ -90,14 +82,9 @@ impl<'a> Batcher<'a> {
         Ok(())
     }
 
-    /// Runs the pending calls and checks the pipes' fds.
+    /// Runs the pending calls (the pipes' fds are checked then).
     pub fn flush(&mut self) -> Result<(), RestoreError> {
-        let batch = std::mem::replace(&mut self.batch, self.remote.batch());
-        let done = self.remote.run(&batch)?;
-        for p in std::mem::take(&mut self.pipes) {
-            check_pipe(&done, &p, self.child.pid())?;
-        }
-        Ok(())
+        self.s.flush()
     }
 
     /// After an fd made outside the batch: the table must be read again.
@@ -120,22 +107,24 @@ impl<'a> Batcher<'a> {
 
     fn close(&mut self, fd: u64, about: &str) {
         self.table().remove(&fd);
-        self.batch.expect("close", libc::SYS_close, &[fd], 0);
-        self.batch.about(about);
+        self.s.batch().expect("close", libc::SYS_close, &[fd], 0);
+        self.s.batch().about(about);
     }
 
     /// `openat` of `path` with the entry's flags, moved to its number, at `pos`.
     fn reopen(&mut self, at: &Install, path: &str, pos: u64, about: &str) {
         let got = self.take(0);
-        let addr = self.batch.put_str(path);
+        let addr = self.s.batch().put_str(path);
         let args = [libc::AT_FDCWD as u64, addr, at.reopen_flags() as u64, 0];
-        self.batch.expect("openat", libc::SYS_openat, &args, got);
-        self.batch.about(format!("{about} (open {path})"));
+        self.s
+            .batch()
+            .expect("openat", libc::SYS_openat, &args, got);
+        self.s.batch().about(format!("{about} (open {path})"));
         self.place(at, got, about);
         if pos != 0 {
             let args = [at.fd(), pos, libc::SEEK_SET as u64];
-            self.batch.expect("lseek", libc::SYS_lseek, &args, pos);
-            self.batch.about(about);
+            self.s.batch().expect("lseek", libc::SYS_lseek, &args, pos);
+            self.s.batch().about(about);
         }
     }
 
@@ -150,9 +139,10 @@ impl<'a> Batcher<'a> {
 
     fn dup3(&mut self, from: u64, to: u64, flags: u64, about: &str) {
         self.table().insert(to);
-        self.batch
+        self.s
+            .batch()
             .expect("dup3", libc::SYS_dup3, &[from, to, flags], to);
-        self.batch.about(about);
+        self.s.batch().about(about);
     }
 
     fn dup_of(&mut self, at: &Install, of: u64, about: &str) {
@@ -161,28 +151,35 @@ impl<'a> Batcher<'a> {
 
     fn set_status_flags(&mut self, at: &Install, fd: u64, about: &str) {
         let args = [fd, libc::F_SETFL as u64, at.entry.flags as u64];
-        self.batch.call("fcntl(F_SETFL)", libc::SYS_fcntl, &args);
-        self.batch.about(about);
+        self.s
+            .batch()
+            .call("fcntl(F_SETFL)", libc::SYS_fcntl, &args);
+        self.s.batch().about(about);
     }
 
     fn set_cloexec(&mut self, at: &Install, about: &str) {
         let args = [at.fd(), libc::F_SETFD as u64, u64::from(at.entry.cloexec)];
-        self.batch.call("fcntl(F_SETFD)", libc::SYS_fcntl, &args);
-        self.batch.about(about);
+        self.s
+            .batch()
+            .call("fcntl(F_SETFD)", libc::SYS_fcntl, &args);
+        self.s.batch().about(about);
     }
 
     /// `inherit` in `files/mod.rs`: `pidfd_open` + `pidfd_getfd`, then placed.
     fn inherit(&mut self, at: &Install, owner: i32, fd: i32, about: &str) {
         let pidfd = self.take(0);
         let args = [owner as u64, 0];
-        self.batch
+        self.s
+            .batch()
             .expect("pidfd_open", libc::SYS_pidfd_open, &args, pidfd);
-        self.batch.about(format!("{about} (pid {owner})"));
+        self.s.batch().about(format!("{about} (pid {owner})"));
         let got = self.take(0);
         let args = [pidfd, fd as u64, 0];
-        self.batch
+        self.s
+            .batch()
             .expect("pidfd_getfd", libc::SYS_pidfd_getfd, &args, got);
-        self.batch
+        self.s
+            .batch()
             .about(format!("{about} (fd {fd} of pid {owner})"));
         self.close(pidfd, about);
         self.place(at, got, about);
@@ -195,25 +192,29 @@ impl<'a> Batcher<'a> {
     /// `pipe.rs` for a pipe without buffered bytes: `pipe2`, capacity, flags, our end
     /// placed, the other end at its holder's number (or closed).
     fn pipe(&mut self, at: &Install, p: &PipeFd, about: &str) {
-        let fds = self.batch.out::<[i32; 2]>();
+        let fds = self.s.batch().out::<[i32; 2]>();
         let (r, w) = (self.take(0), self.take(0));
-        self.batch
+        self.s
+            .batch()
             .expect("pipe2", libc::SYS_pipe2, &[fds.addr(), 0], 0);
-        self.batch.about(about);
-        self.pipes.push(PipeCheck {
+        self.s.batch().about(about);
+        let check = PipeCheck {
             fds,
             predicted: [r, w],
             fd: at.entry.fd,
-        });
+        };
+        let pid = self.s.child().pid();
+        self.s.check(move |done| check_pipe(done, &check, pid));
         let (ours, other) = match p.end {
             PipeEnd::Read => (r, w),
             PipeEnd::Write => (w, r),
         };
         if p.size != 0 {
             let args = [ours, libc::F_SETPIPE_SZ as u64, u64::from(p.size)];
-            self.batch
+            self.s
+                .batch()
                 .call("fcntl(F_SETPIPE_SZ)", libc::SYS_fcntl, &args);
-            self.batch.about(about);
+            self.s.batch().about(about);
         }
         self.set_status_flags(at, ours, about);
         let other = self.aside(at, other, about);
@@ -235,9 +236,10 @@ impl<'a> Batcher<'a> {
         }
         let moved = self.take(at.fd() + 1);
         let args = [fd, libc::F_DUPFD_CLOEXEC as u64, at.fd() + 1];
-        self.batch
+        self.s
+            .batch()
             .expect("fcntl(F_DUPFD_CLOEXEC)", libc::SYS_fcntl, &args, moved);
-        self.batch.about(about);
+        self.s.batch().about(about);
         self.close(fd, about);
         moved
     }
