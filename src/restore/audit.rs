@@ -21,11 +21,7 @@ pub fn restore_loginuid(child: &Child, task: &TaskImage) -> Result<(), RestoreEr
     let Some(audit) = task.audit else {
         return Ok(());
     };
-    let pid = child.pid();
-    let inherited =
-        crate::proc::audit_id(pid, "loginuid").map_err(|e| RestoreError::Unsupported {
-            what: e.to_string(),
-        })?;
+    let inherited = super::inherited::loginuid()?;
     if inherited.map_or(true, |uid| uid == audit.loginuid) {
         return Ok(());
     }

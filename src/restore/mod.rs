@@ -12,6 +12,7 @@ mod cow;
 mod creds;
 mod error;
 mod files;
+mod inherited;
 mod memory;
 mod mm;
 mod prctl;

@@ -26,6 +26,9 @@ pub fn restore_sched(child: &Child, task: &TaskImage) -> Result<(), RestoreError
     for (thread, t) in child.threads.iter().zip(&task.threads[1..]) {
         restore_thread(&child.remote_in(thread), t.tid, &t.sched)?;
     }
+    if super::inherited::oom_score_adj() == Some(task.oom_score_adj) {
+        return Ok(()); // inherited already
+    }
     restore_oom_score_adj(task.pid, task.oom_score_adj)
 }
 

@@ -16,7 +16,7 @@ const RSEQ_SIG_FLAGS: u64 = 0;
 /// Personality. (Names are per thread: the leader's, which is `comm`, is set with the
 /// others in [`restore_thread_attrs`].)
 pub fn restore_attrs(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
-    if crate::proc::personality(child.pid()).ok() == Some(task.personality) {
+    if super::inherited::personality() == Some(task.personality) {
         return Ok(()); // inherited already
     }
     // A batch of one: one ptrace stop instead of two.
