@@ -46,9 +46,9 @@ impl Image {
     /// validates every record and verifies pages-<pid>.img (length == sum of page_runs
     /// pages, crc).
     pub fn load(dir: &Path) -> Result<Image, ImageError> {
-        let image = Self::load_metadata(dir)?;
-        for p in image.processes.iter().filter(|p| image.owns_mm(p.task.pid)) {
-            verify_pages(&image.pages_path(p.task.pid), validate::total_pages(&p.mm))?;
+        let image = Self::load_records(dir)?;
+        for (path, pages) in image.page_files() {
+            verify_pages(&path, pages)?;
         }
         Ok(image)
     }
@@ -56,6 +56,24 @@ impl Image {
     /// Like [`Image::load`] but skips the page checksum pass (for `inspect`): the page files'
     /// headers, lengths and sizes are still checked.
     pub fn load_metadata(dir: &Path) -> Result<Image, ImageError> {
+        let image = Self::load_records(dir)?;
+        for (path, pages) in image.page_files() {
+            check_pages(&path, pages)?;
+        }
+        Ok(image)
+    }
+
+    /// Every pages file with the number of pages its mm record promises.
+    fn page_files(&self) -> impl Iterator<Item = (PathBuf, u64)> + '_ {
+        let owners = self.processes.iter().filter(|p| self.owns_mm(p.task.pid));
+        owners.map(|p| (self.pages_path(p.task.pid), validate::total_pages(&p.mm)))
+    }
+
+    /// Every record read and validated, the pages files not opened yet.
+    ///
+    /// Ordering requirements: an mm record is validated before the caller trusts its page
+    /// count.
+    fn load_records(dir: &Path) -> Result<Image, ImageError> {
         let inventory = load_inventory(dir)?;
         let path = dir.join(TREE);
         let tree = read_since::<TreeImage, TreeImageV6>(Kind::Tree, &path, 7)?;
@@ -128,9 +146,7 @@ fn load_inventory(dir: &Path) -> Result<Inventory, ImageError> {
     Ok(inventory)
 }
 
-/// The records of `pid`; `mm`/`pages` only if it `owns_mm` (else its mm is empty).
-///
-/// Ordering requirements: mm is validated before its page count is trusted.
+/// The records of `pid`; `mm` only if it `owns_mm` (else its mm is empty).
 fn load_process(dir: &Path, pid: i32, owns_mm: bool) -> Result<ProcessImage, ImageError> {
     let path = dir.join(record_name("task", pid));
     let task = read(Kind::Task, &path)?;
@@ -150,8 +166,6 @@ fn load_mm(dir: &Path, pid: i32) -> Result<MmImage, ImageError> {
     let path = dir.join(record_name("mm", pid));
     let mm = read_since::<MmImage, MmImageV6>(Kind::Mm, &path, 7)?;
     validate::mm(&mm, &path)?;
-    let pages = dir.join(record_name("pages", pid));
-    check_pages(&pages, validate::total_pages(&mm))?;
     Ok(mm)
 }
 
