@@ -5,9 +5,11 @@
 //! unmapped before the task resumes. The other threads of the process (see `threads.rs`)
 //! run their syscalls from the same helper.
 
+use std::cell::RefCell;
+
 use super::RestoreError;
 use crate::abi::GpRegs;
-use crate::image::mm::Vma;
+use crate::image::mm::{Vma, VmaKind};
 use crate::sys::batch::{Area, STUB};
 use crate::sys::clone::clone_with_pid;
 use crate::sys::inject::{InjectError, Remote};
@@ -39,17 +41,29 @@ pub struct Child {
     pub helper: u64,
     /// The other threads, in image order, once created.
     pub threads: Vec<Thread>,
+    /// Where its vvar/vvar_vclock/vdso mappings are: inherited (from stasis for the root,
+    /// else from the parent, whose own were moved to their saved places before it forked),
+    /// then moved by `mm::clear_and_move_vdso`. Followed rather than read back from
+    /// `/proc/PID/maps`.
+    pub specials: RefCell<Vec<(VmaKind, u64, u64)>>,
 }
 
 impl Child {
     /// The child once its helper page is in place, before it has other threads.
-    fn taken_over(task: Seized, mem: Mem, base: GpRegs, helper: u64) -> Child {
+    fn taken_over(
+        task: Seized,
+        mem: Mem,
+        base: GpRegs,
+        helper: u64,
+        specials: Vec<(VmaKind, u64, u64)>,
+    ) -> Child {
         Child {
             task,
             mem,
             base,
             helper,
             threads: Vec::new(),
+            specials: RefCell::new(specials),
         }
     }
 }
@@ -111,13 +125,15 @@ impl Child {
         self.task.forget();
     }
 
-    /// The fd number the child's next `open` gets: the lowest free one, from
-    /// `/proc/PID/fd` (for batches that predict it, see `sys/batch.rs`).
+    /// The fd number the child's next `open` gets: the lowest free one (for batches that
+    /// predict it, see `sys/batch.rs`).
     pub fn lowest_free_fd(&self) -> Result<u64, RestoreError> {
-        let open = crate::proc::fds(self.pid()).map_err(|e| RestoreError::Unsupported {
-            what: e.to_string(),
-        })?;
-        Ok((0..).find(|n| !open.contains(n)).expect("a free fd") as u64)
+        self.fd_table().lowest_free(0)
+    }
+
+    /// The child's fd table, to follow while queueing calls that change it.
+    pub fn fd_table(&self) -> super::fdtable::FdTable {
+        super::fdtable::FdTable::of(self.pid())
     }
 
     /// Scratch space: `HELPER_LEN - 4096` bytes after the code page (the last page is
@@ -181,8 +197,9 @@ pub fn create(pid: i32, target: &[Vma]) -> Result<Child, RestoreError> {
     }
     let helper = map_helper(&entry, got, target)?;
     write_code(&mem, helper)?;
+    let specials = super::verify::own_specials()?;
     std::mem::forget(guard);
-    Ok(Child::taken_over(task, mem, base, helper))
+    Ok(Child::taken_over(task, mem, base, helper, specials))
 }
 
 /// A process to create as a child of a restored parent.
@@ -288,8 +305,9 @@ pub fn adopt_fork(
     } else {
         inherited
     };
+    let specials = parent.specials.borrow().clone();
     std::mem::forget(guard);
-    Ok(Child::taken_over(task, mem, base, helper))
+    Ok(Child::taken_over(task, mem, base, helper, specials))
 }
 
 /// The helper's code: the single `syscall` at its start, the batch stub after it.

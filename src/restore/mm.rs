@@ -19,9 +19,10 @@ const PR_SET_MM_MAP: u64 = 14;
 const MADV_GUARD_INSTALL: u64 = 102;
 
 /// Removes everything but the helper, the vDSO block and the ranges kept copy-on-write
-/// from the parent (`restore/cow.rs`), then moves the vDSO block.
+/// from the parent (`restore/cow.rs`), then moves the vDSO block (and notes where it is
+/// now in `child.specials`).
 pub fn clear_and_move_vdso(child: &Child, mm: &MmImage) -> Result<(), RestoreError> {
-    let specials = super::verify::specials(child.pid())?;
+    let specials = child.specials.borrow().clone();
     let mut keep: Vec<(u64, u64)> = specials.iter().map(|&(_, s, e)| (s, e)).collect();
     keep.push((child.helper, child.helper + HELPER_LEN));
     keep.extend(mm.cow.iter().map(|c| (c.start, c.end)));
@@ -37,7 +38,16 @@ pub fn clear_and_move_vdso(child: &Child, mm: &MmImage) -> Result<(), RestoreErr
     }
     move_specials(&mut b, child.helper, mm, &specials);
     remote.run(&b)?;
+    *child.specials.borrow_mut() = moved(mm, &specials);
     Ok(())
+}
+
+/// Where `specials` are once [`move_specials`] ran: each at its saved place, or gone.
+fn moved(mm: &MmImage, specials: &[(VmaKind, u64, u64)]) -> Vec<(VmaKind, u64, u64)> {
+    let saved = |k: &VmaKind| mm.vmas.iter().find(|v| v.kind == *k);
+    (specials.iter())
+        .filter_map(|(k, _, _)| saved(k).map(|v| (k.clone(), v.start, v.end)))
+        .collect()
 }
 
 /// Moves each of vvar, vvar_vclock and vdso to its saved address (through a spare hole

@@ -11,6 +11,7 @@ mod child;
 mod cow;
 mod creds;
 mod error;
+mod fdtable;
 mod files;
 mod inherited;
 mod memory;

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
+use std::sync::OnceLock;
 
 use super::RestoreError;
 use crate::image::files::FdKind;
@@ -197,13 +198,17 @@ fn own_vdso_symbols(start: u64, end: u64) -> Result<Vec<(String, u64)>, RestoreE
     crate::vdso::symbols(&text).map_err(|what| RestoreError::Vdso { what })
 }
 
-/// Our own vvar/vvar_vclock/vdso mappings: the restored root inherits exactly these.
+/// Our own vvar/vvar_vclock/vdso mappings: the restored root inherits exactly these. Read
+/// once per run: stasis never moves its own.
 pub fn own_specials() -> Result<Vec<(VmaKind, u64, u64)>, RestoreError> {
-    specials(std::process::id() as i32)
+    static OWN: OnceLock<Result<Vec<(VmaKind, u64, u64)>, String>> = OnceLock::new();
+    let read = || specials(std::process::id() as i32).map_err(|e| e.to_string());
+    let own = OWN.get_or_init(read).clone();
+    own.map_err(|what| RestoreError::Unsupported { what })
 }
 
 /// The vvar/vvar_vclock/vdso mappings of `pid`.
-pub fn specials(pid: i32) -> Result<Vec<(VmaKind, u64, u64)>, RestoreError> {
+fn specials(pid: i32) -> Result<Vec<(VmaKind, u64, u64)>, RestoreError> {
     let maps = crate::proc::maps(pid).map_err(|e| RestoreError::Unsupported {
         what: e.to_string(),
     })?;

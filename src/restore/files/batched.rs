@@ -6,17 +6,17 @@
 //!
 //! Calls in a batch cannot read each other's results, so the fd numbers the kernel hands
 //! out are predicted: it always picks the lowest free number, and the child's table is
-//! known (read from `/proc/PID/fd` when the batch starts, then followed call by call).
+//! known (asked of the kernel number by number, then followed call by call: see
+//! `restore/fdtable.rs`).
 //! Each call that returns an fd is expected to return exactly the predicted one, so a
 //! wrong prediction stops the batch like a failure; `pipe2`, which returns its fds in
 //! memory, is checked once the batch ran. The calls are the ones the kind modules make
 //! (see `path.rs`, `pipe.rs`, `Install::place`, `inherit`).
 
-use std::collections::BTreeSet;
-
 use super::Install;
 use crate::image::files::{FdEntry, FdKind, PipeEnd, PipeFd};
 use crate::restore::child::Child;
+use crate::restore::fdtable::FdTable;
 use crate::restore::RestoreError;
 use crate::sys::batch::{Batch, Done, Out};
 use crate::sys::inject::Remote;
@@ -46,8 +46,8 @@ pub struct Batcher<'a> {
     child: &'a Child,
     remote: Remote<'a>,
     batch: Batch,
-    /// `None` once an fd was made outside the batch: read again when needed.
-    open: Option<BTreeSet<u64>>,
+    /// `None` once an fd was made outside the batch: asked again when needed.
+    open: Option<FdTable>,
     pipes: Vec<PipeCheck>,
 }
 
@@ -70,21 +70,21 @@ impl<'a> Batcher<'a> {
             self.flush()?;
         }
         if self.open.is_none() {
-            self.open = Some(open_fds(self.child.pid())?);
+            self.open = Some(self.child.fd_table());
         }
         let e = at.entry;
         let about = format!("fd {} of pid {}", e.fd, self.child.pid());
         match &e.kind {
-            FdKind::Path(p) => self.reopen(at, &p.file.path, p.pos, &about),
-            FdKind::CharDev(c) => self.reopen(at, &c.path, c.pos, &about),
-            FdKind::OPath(p) => self.reopen(at, &p.path, 0, &about),
+            FdKind::Path(p) => self.reopen(at, &p.file.path, p.pos, &about)?,
+            FdKind::CharDev(c) => self.reopen(at, &c.path, c.pos, &about)?,
+            FdKind::OPath(p) => self.reopen(at, &p.path, 0, &about)?,
             FdKind::Dup { of } => self.dup_of(at, *of as u64, &about),
             FdKind::PipePeer { .. } => {
                 self.set_status_flags(at, at.fd(), &about);
                 self.set_cloexec(at, &about);
             }
-            FdKind::Inherited { pid, fd } => self.inherit(at, *pid, *fd, &about),
-            FdKind::Pipe(p) => self.pipe(at, p, &about),
+            FdKind::Inherited { pid, fd } => self.inherit(at, *pid, *fd, &about)?,
+            FdKind::Pipe(p) => self.pipe(at, p, &about)?,
             _ => unreachable!("only kinds that `takes` accepts are added"),
         }
         Ok(())
@@ -105,28 +105,34 @@ impl<'a> Batcher<'a> {
         self.open = None;
     }
 
-    fn table(&mut self) -> &mut BTreeSet<u64> {
-        self.open.as_mut().expect("read by add")
+    fn table(&mut self) -> &mut FdTable {
+        self.open.as_mut().expect("made by add")
     }
 
     /// The number the kernel hands out next (the lowest free one at least `from`),
     /// marked taken.
-    fn take(&mut self, from: u64) -> u64 {
+    fn take(&mut self, from: u64) -> Result<u64, RestoreError> {
         let open = self.table();
-        let fd = (from..).find(|n| !open.contains(n)).expect("a free fd");
-        open.insert(fd);
-        fd
+        let fd = open.lowest_free(from)?;
+        open.set(fd, true);
+        Ok(fd)
     }
 
     fn close(&mut self, fd: u64, about: &str) {
-        self.table().remove(&fd);
+        self.table().set(fd, false);
         self.batch.expect("close", libc::SYS_close, &[fd], 0);
         self.batch.about(about);
     }
 
     /// `openat` of `path` with the entry's flags, moved to its number, at `pos`.
-    fn reopen(&mut self, at: &Install, path: &str, pos: u64, about: &str) {
-        let got = self.take(0);
+    fn reopen(
+        &mut self,
+        at: &Install,
+        path: &str,
+        pos: u64,
+        about: &str,
+    ) -> Result<(), RestoreError> {
+        let got = self.take(0)?;
         let addr = self.batch.put_str(path);
         let args = [libc::AT_FDCWD as u64, addr, at.reopen_flags() as u64, 0];
         self.batch.expect("openat", libc::SYS_openat, &args, got);
@@ -137,6 +143,7 @@ impl<'a> Batcher<'a> {
             self.batch.expect("lseek", libc::SYS_lseek, &args, pos);
             self.batch.about(about);
         }
+        Ok(())
     }
 
     /// [`Install::place`]: `dup3` to the entry's number and close, if not there yet.
@@ -149,7 +156,7 @@ impl<'a> Batcher<'a> {
     }
 
     fn dup3(&mut self, from: u64, to: u64, flags: u64, about: &str) {
-        self.table().insert(to);
+        self.table().set(to, true);
         self.batch
             .expect("dup3", libc::SYS_dup3, &[from, to, flags], to);
         self.batch.about(about);
@@ -172,13 +179,19 @@ impl<'a> Batcher<'a> {
     }
 
     /// `inherit` in `files/mod.rs`: `pidfd_open` + `pidfd_getfd`, then placed.
-    fn inherit(&mut self, at: &Install, owner: i32, fd: i32, about: &str) {
-        let pidfd = self.take(0);
+    fn inherit(
+        &mut self,
+        at: &Install,
+        owner: i32,
+        fd: i32,
+        about: &str,
+    ) -> Result<(), RestoreError> {
+        let pidfd = self.take(0)?;
         let args = [owner as u64, 0];
         self.batch
             .expect("pidfd_open", libc::SYS_pidfd_open, &args, pidfd);
         self.batch.about(format!("{about} (pid {owner})"));
-        let got = self.take(0);
+        let got = self.take(0)?;
         let args = [pidfd, fd as u64, 0];
         self.batch
             .expect("pidfd_getfd", libc::SYS_pidfd_getfd, &args, got);
@@ -190,13 +203,14 @@ impl<'a> Batcher<'a> {
             // pidfd_getfd always sets FD_CLOEXEC.
             self.set_cloexec(at, about);
         }
+        Ok(())
     }
 
     /// `pipe.rs` for a pipe without buffered bytes: `pipe2`, capacity, flags, our end
     /// placed, the other end at its holder's number (or closed).
-    fn pipe(&mut self, at: &Install, p: &PipeFd, about: &str) {
+    fn pipe(&mut self, at: &Install, p: &PipeFd, about: &str) -> Result<(), RestoreError> {
         let fds = self.batch.out::<[i32; 2]>();
-        let (r, w) = (self.take(0), self.take(0));
+        let (r, w) = (self.take(0)?, self.take(0)?);
         self.batch
             .expect("pipe2", libc::SYS_pipe2, &[fds.addr(), 0], 0);
         self.batch.about(about);
@@ -216,7 +230,7 @@ impl<'a> Batcher<'a> {
             self.batch.about(about);
         }
         self.set_status_flags(at, ours, about);
-        let other = self.aside(at, other, about);
+        let other = self.aside(at, other, about)?;
         self.place(at, ours, about);
         match p.peer {
             Some(peer) if peer as u64 != other => {
@@ -226,20 +240,21 @@ impl<'a> Batcher<'a> {
             Some(_) => {}
             None => self.close(other, about),
         }
+        Ok(())
     }
 
     /// [`Install::aside`]: a helper fd moved above the entry's number if it sits on it.
-    fn aside(&mut self, at: &Install, fd: u64, about: &str) -> u64 {
+    fn aside(&mut self, at: &Install, fd: u64, about: &str) -> Result<u64, RestoreError> {
         if fd != at.fd() {
-            return fd;
+            return Ok(fd);
         }
-        let moved = self.take(at.fd() + 1);
+        let moved = self.take(at.fd() + 1)?;
         let args = [fd, libc::F_DUPFD_CLOEXEC as u64, at.fd() + 1];
         self.batch
             .expect("fcntl(F_DUPFD_CLOEXEC)", libc::SYS_fcntl, &args, moved);
         self.batch.about(about);
         self.close(fd, about);
-        moved
+        Ok(moved)
     }
 }
 
@@ -255,24 +270,4 @@ fn check_pipe(done: &Done, p: &PipeCheck, pid: i32) -> Result<(), RestoreError> 
             p.fd, p.predicted
         ),
     })
-}
-
-/// The fds open in `pid` now (`/proc/PID/fd`).
-fn open_fds(pid: i32) -> Result<BTreeSet<u64>, RestoreError> {
-    let path = format!("/proc/{pid}/fd");
-    let dir = std::fs::read_dir(&path).map_err(|source| RestoreError::Read {
-        path: path.clone(),
-        source,
-    })?;
-    let mut out = BTreeSet::new();
-    for entry in dir {
-        let entry = entry.map_err(|source| RestoreError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        if let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
-            out.insert(fd);
-        }
-    }
-    Ok(out)
 }
