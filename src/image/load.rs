@@ -10,7 +10,7 @@ use super::file::{read, read_since, Kind};
 use super::files::{FilesImage, FilesImageV6};
 use super::inventory::Inventory;
 use super::mm::{MmImage, MmImageV6};
-use super::pages::{check_pages, verify_all};
+use super::pages::{check_pages, verify_pages};
 use super::task::TaskImage;
 use super::tree::{TreeImage, TreeImageV6};
 use super::validate;
@@ -47,7 +47,9 @@ impl Image {
     /// pages, crc).
     pub fn load(dir: &Path) -> Result<Image, ImageError> {
         let image = Self::load_records(dir)?;
-        verify_all(&image.page_files().collect::<Vec<_>>())?;
+        for (path, pages) in image.page_files() {
+            verify_pages(&path, pages)?;
+        }
         Ok(image)
     }
 

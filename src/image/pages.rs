@@ -19,9 +19,6 @@ const VERIFY_CHUNK: usize = 1 << 20;
 const VERIFY_STREAMS: u64 = 2;
 /// Smaller files are verified by one thread: a thread costs more than it saves.
 const PARALLEL_VERIFY_MIN: u64 = 64 << 20;
-/// Many small files holding at least this much in all are verified by two threads, each
-/// taking half of them (about 100 µs to start a thread, 1 MiB takes about 250 to read).
-const PARALLEL_FILES_MIN: u64 = 1 << 20;
 /// `IOV_MAX`.
 const MAX_IOVS: usize = 1024;
 
@@ -139,36 +136,6 @@ pub fn verify_pages(path: &Path, expected_pages: u64) -> Result<(), ImageError> 
     let (file, header) = open_checked(path, expected_pages)?;
     let crc = stream_crc(&file, header.len, path)?;
     super::file::check_crc(path, header.crc, crc)
-}
-
-/// [`verify_pages`] of every `(path, expected_pages)`: the error is that of the first
-/// file, in order, that fails. Small files (each read by one thread) are shared between
-/// two threads when there is enough to read.
-pub fn verify_all(files: &[(PathBuf, u64)]) -> Result<(), ImageError> {
-    let bytes = |f: &(PathBuf, u64)| f.1 * PAGE_SIZE;
-    let total: u64 = files.iter().map(bytes).sum();
-    let all_small = files.iter().all(|f| bytes(f) < PARALLEL_VERIFY_MIN);
-    let verify = |part: &[(PathBuf, u64)]| part.iter().try_for_each(|(p, n)| verify_pages(p, *n));
-    if !all_small || total < PARALLEL_FILES_MIN {
-        return verify(files);
-    }
-    let mut upto = 0;
-    let half = files
-        .iter()
-        .position(|f| {
-            upto += bytes(f);
-            upto >= total / 2
-        })
-        .map_or(files.len(), |i| i + 1);
-    let (first, second) = files.split_at(half);
-    std::thread::scope(|s| {
-        let helper = s.spawn(|| verify(first));
-        let mine = verify(second);
-        let theirs = helper
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e));
-        theirs.and(mine)
-    })
 }
 
 /// Everything [`verify_pages`] checks but the crc; returns the file (read with `pread`
@@ -387,30 +354,6 @@ mod tests {
             flip(&path, PAGES_DATA_OFFSET + at);
         }
         verify_pages(&path, pages).unwrap();
-    }
-
-    #[test]
-    fn many_files_are_verified_by_two_threads_first_failure_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        // 12 files of 32 pages: 1.5 MiB in all, shared by two threads.
-        let files: Vec<(PathBuf, u64)> = (0..12)
-            .map(|i| {
-                let path = dir.path().join(format!("pages-{i}.img"));
-                (path.clone(), write_pages(&path, 32))
-            })
-            .collect();
-        verify_all(&files).unwrap();
-        flip(&files[9].0, PAGES_DATA_OFFSET + 5);
-        flip(&files[2].0, PAGES_DATA_OFFSET + 7);
-        match verify_all(&files).unwrap_err() {
-            ImageError::Checksum { path, .. } => assert_eq!(path, files[2].0),
-            other => panic!("{other}"),
-        }
-        flip(&files[2].0, PAGES_DATA_OFFSET + 7);
-        match verify_all(&files).unwrap_err() {
-            ImageError::Checksum { path, .. } => assert_eq!(path, files[9].0),
-            other => panic!("{other}"),
-        }
     }
 
     #[test]
