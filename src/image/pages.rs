@@ -14,7 +14,10 @@ use crate::abi::PAGE_SIZE;
 
 /// Where the first page starts: page aligned, so the data can be mmap'ed.
 pub const PAGES_DATA_OFFSET: u64 = 4096;
-const VERIFY_CHUNK: usize = 1 << 20;
+/// What one read takes when verifying: a buffer that stays in the CPU's cache makes the
+/// copy out of the page cache cheaper than larger reads save in calls (tree-50 loads in
+/// 2.7 ms instead of 3.2 with 1 MiB, a 512 MiB file in 100 ms instead of 110).
+const VERIFY_CHUNK: usize = 128 << 10;
 /// Threads verifying one large pages file.
 const VERIFY_STREAMS: u64 = 2;
 /// Smaller files are verified by one thread: a thread costs more than it saves.
