@@ -292,7 +292,8 @@ pub fn adopt_fork(
             ),
         });
     }
-    let mem = Mem::open(pid, true)?;
+    // Opened only if needed: most children never write outside the batches.
+    let mem = Mem::lazy(pid, true);
     let inherited = parent.helper;
     let clash = target
         .iter()

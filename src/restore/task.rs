@@ -228,12 +228,24 @@ fn load_and_park(task: &Seized, t: &ThreadImage) -> Result<(), RestoreError> {
     task.set_regs(&t.regs)?;
     if !t.xsave.is_empty() {
         let mut xsave = t.xsave.clone();
-        xsave.resize(task.xstate()?.len(), 0);
+        xsave.resize(xstate_len(task)?, 0);
         task.set_xstate(&xsave)?;
     }
     task.set_sigmask(t.sigmask)?;
     task.park()?;
     Ok(())
+}
+
+/// The size of the xsave area `PTRACE_GETREGSET` hands out: the same for every task of
+/// this boot (the kernel's `fpu_user_cfg.max_size`), so read from the first thread
+/// loaded and kept for the run.
+fn xstate_len(task: &Seized) -> Result<usize, RestoreError> {
+    static LEN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    if let Some(&len) = LEN.get() {
+        return Ok(len);
+    }
+    let len = task.xstate()?.len();
+    Ok(*LEN.get_or_init(|| len))
 }
 
 /// Detaches every thread. A process that was stopped by job control gets a SIGSTOP first:
