@@ -7,9 +7,10 @@
 
 use std::cell::RefCell;
 
+use super::verify::Special;
 use super::RestoreError;
 use crate::abi::GpRegs;
-use crate::image::mm::{Vma, VmaKind};
+use crate::image::mm::Vma;
 use crate::sys::batch::{Area, STUB};
 use crate::sys::clone::clone_with_pid;
 use crate::sys::inject::{InjectError, Remote};
@@ -45,7 +46,7 @@ pub struct Child {
     /// else from the parent, whose own were moved to their saved places before it forked),
     /// then moved by `mm::clear_and_move_vdso`. Followed rather than read back from
     /// `/proc/PID/maps`.
-    pub specials: RefCell<Vec<(VmaKind, u64, u64)>>,
+    pub specials: RefCell<Vec<Special>>,
 }
 
 impl Child {
@@ -55,7 +56,7 @@ impl Child {
         mem: Mem,
         base: GpRegs,
         helper: u64,
-        specials: Vec<(VmaKind, u64, u64)>,
+        specials: Vec<Special>,
     ) -> Child {
         Child {
             task,

@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 
 use super::child::{Child, HELPER_LEN};
+use super::verify::Special;
 use super::{RestoreError, TASK_SIZE};
 use crate::abi::PrctlMmMap;
 use crate::image::mm::{Guard, MmImage, ShmemOwner, Vma, VmaKind};
@@ -43,7 +44,7 @@ pub fn clear_and_move_vdso(child: &Child, mm: &MmImage) -> Result<(), RestoreErr
 }
 
 /// Where `specials` are once [`move_specials`] ran: each at its saved place, or gone.
-fn moved(mm: &MmImage, specials: &[(VmaKind, u64, u64)]) -> Vec<(VmaKind, u64, u64)> {
+fn moved(mm: &MmImage, specials: &[Special]) -> Vec<Special> {
     let saved = |k: &VmaKind| mm.vmas.iter().find(|v| v.kind == *k);
     (specials.iter())
         .filter_map(|(k, _, _)| saved(k).map(|v| (k.clone(), v.start, v.end)))
@@ -53,7 +54,7 @@ fn moved(mm: &MmImage, specials: &[(VmaKind, u64, u64)]) -> Vec<(VmaKind, u64, u
 /// Moves each of vvar, vvar_vclock and vdso to its saved address (through a spare hole
 /// first when old and new places overlap), or unmaps it if the task had none; added to
 /// batch `b`.
-fn move_specials(b: &mut Batch, helper: u64, mm: &MmImage, specials: &[(VmaKind, u64, u64)]) {
+fn move_specials(b: &mut Batch, helper: u64, mm: &MmImage, specials: &[Special]) {
     let lo = specials.iter().map(|s| s.1).min().unwrap_or(0);
     let hi = specials.iter().map(|s| s.2).max().unwrap_or(0);
     let targets: Vec<(u64, u64, Option<&Vma>)> = specials

@@ -148,7 +148,7 @@ fn hostname() -> String {
 /// The restorer's own vDSO block, read once per verification: each process is compared
 /// with it.
 struct OwnVdso {
-    specials: Vec<(VmaKind, u64, u64)>,
+    specials: Vec<Special>,
     /// The symbols our vDSO exports; `None` without a vDSO.
     symbols: Option<Vec<(String, u64)>>,
 }
@@ -198,17 +198,20 @@ fn own_vdso_symbols(start: u64, end: u64) -> Result<Vec<(String, u64)>, RestoreE
     crate::vdso::symbols(&text).map_err(|what| RestoreError::Vdso { what })
 }
 
+/// A vvar, vvar_vclock or vdso mapping: its kind, start and end.
+pub type Special = (VmaKind, u64, u64);
+
 /// Our own vvar/vvar_vclock/vdso mappings: the restored root inherits exactly these. Read
 /// once per run: stasis never moves its own.
-pub fn own_specials() -> Result<Vec<(VmaKind, u64, u64)>, RestoreError> {
-    static OWN: OnceLock<Result<Vec<(VmaKind, u64, u64)>, String>> = OnceLock::new();
+pub fn own_specials() -> Result<Vec<Special>, RestoreError> {
+    static OWN: OnceLock<Result<Vec<Special>, String>> = OnceLock::new();
     let read = || specials(std::process::id() as i32).map_err(|e| e.to_string());
     let own = OWN.get_or_init(read).clone();
     own.map_err(|what| RestoreError::Unsupported { what })
 }
 
 /// The vvar/vvar_vclock/vdso mappings of `pid`.
-fn specials(pid: i32) -> Result<Vec<(VmaKind, u64, u64)>, RestoreError> {
+fn specials(pid: i32) -> Result<Vec<Special>, RestoreError> {
     let maps = crate::proc::maps(pid).map_err(|e| RestoreError::Unsupported {
         what: e.to_string(),
     })?;
