@@ -156,13 +156,32 @@ impl Frozen {
         Ok(())
     }
 
-    /// SIGKILL the process and reap every thread.
+    /// SIGKILL the process: no thread of it runs another instruction. Returns a pidfd
+    /// for [`Frozen::release_memory`] (none if that cannot be had: it is only a speed-up).
+    pub fn sigkill(&self) -> Result<Option<std::os::fd::OwnedFd>, DumpError> {
+        let pidfd = crate::sys::probe::pidfd_open(nix::unistd::Pid::from_raw(self.pid())).ok();
+        self.threads[0].sigkill()?;
+        Ok(pidfd)
+    }
+
+    /// Frees the memory of the killed process from our side (`process_mrelease`) while
+    /// its exit frees it from the other: two CPUs instead of one for what is most of the
+    /// time a large process takes to die (1 GiB: about 120 ms alone, 60 ms so). Best
+    /// effort: the process frees whatever is left itself.
+    pub fn release_memory(pidfd: Option<std::os::fd::OwnedFd>) {
+        use std::os::fd::AsFd;
+        if let Some(fd) = pidfd {
+            let _ = crate::sys::probe::process_mrelease(fd.as_fd());
+        }
+    }
+
+    /// Waits until every thread of the killed process is gone.
     ///
-    /// Ordering requirements: the other threads are reaped before the leader — the kernel
-    /// reports a leader's exit only once the rest of its thread group is gone.
-    pub fn kill(mut self) -> Result<(), DumpError> {
+    /// Ordering requirements: after [`Frozen::sigkill`]; the other threads are reaped
+    /// before the leader — the kernel reports a leader's exit only once the rest of its
+    /// thread group is gone.
+    pub fn reap(mut self) -> Result<(), DumpError> {
         let leader = self.threads.remove(0);
-        leader.sigkill()?;
         for t in self.threads.drain(..) {
             t.reap()?;
         }

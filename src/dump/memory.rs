@@ -80,7 +80,10 @@ pub fn dump(
     out: &mut PagesWriter,
 ) -> Result<(Vec<PageRun>, Vec<Guard>, MemoryStats), DumpError> {
     let started = Instant::now();
-    let (ranges, guards) = ranges_to_save(pid, vmas, overrides)?;
+    let (ranges, guards) = {
+        let _span = crate::profile::span("page scan");
+        ranges_to_save(pid, vmas, overrides)?
+    };
     let ranges = cut(ranges, inherited);
     let mut reader = Reader {
         pid,
@@ -107,7 +110,7 @@ pub fn dump(
         if let Some(file) = flush_file {
             s.spawn(move || {
                 for (offset, len) in written {
-                    // Only a hint: the fsync in `finish` is what makes the data durable.
+                    // Only a hint: the `syncfs` of the image commit makes the data durable.
                     let _ = start_writeback(&file, offset, len);
                 }
             });

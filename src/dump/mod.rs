@@ -106,6 +106,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
         drop(held);
         tree.release()?;
     } else {
+        let _span = crate::profile::span("kill");
         tree.kill()?;
         held.into_iter().for_each(files::Held::keep_for_restore);
     }
@@ -146,7 +147,10 @@ fn save_tree(
     let fd_opts = fd_options(opts, &pids);
     let mut held = Vec::new();
     let mut tables = Vec::new();
-    let layouts = layouts(tree)?;
+    let layouts = {
+        let _span = crate::profile::span("layouts");
+        layouts(tree)?
+    };
     for ((task, entry), layout) in tree.procs.iter().zip(tree.record.alive()).zip(layouts) {
         let (stats, h, files) = save(task, entry, layout, &fd_opts, &writer, &mut shared)?;
         held.push(h);
@@ -162,6 +166,7 @@ fn save_tree(
         Kind::Inventory,
         &inventory(&pids, opts.shell_job),
     )?;
+    let _span = crate::profile::span("commit");
     writer.commit()?;
     Ok((summary, held))
 }
@@ -352,8 +357,10 @@ fn save_mm(
     let vdso_symbols = vdso_symbols(pid, mm::vdso_range(&space.vmas))?;
     let mut pages = writer.pages(&record_name("pages", pid))?;
     let inherited = cow::shared(&space.cow);
+    let span = crate::profile::span("pages");
     let (page_runs, guards, mstats) =
         memory::dump(pid, &space.vmas, &overrides, &inherited, &mut pages)?;
+    drop(span);
     pages.finish()?;
     let parent_pages = shared.restored_pages.get(&ppid);
     let cow_ranges = cow::ranges(&space.cow, &page_runs, parent_pages.map_or(&[][..], |p| p));

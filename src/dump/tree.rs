@@ -32,9 +32,17 @@ impl FrozenTree {
     }
 
     /// SIGKILLs every process of the tree and waits until each is gone.
+    ///
+    /// Ordering requirements: every process is killed before any memory is released or
+    /// any process reaped, so that they all die at once, and `process_mrelease` needs
+    /// every user of an address space killed (`CLONE_VM` sharers).
     pub fn kill(self) -> Result<(), DumpError> {
+        let pidfds = (self.procs.iter())
+            .map(Frozen::sigkill)
+            .collect::<Result<Vec<_>, _>>()?;
+        pidfds.into_iter().for_each(Frozen::release_memory);
         for f in self.procs {
-            f.kill()?;
+            f.reap()?;
         }
         Ok(())
     }

@@ -1,7 +1,14 @@
 //! Atomic writing of an image directory: every file goes into a sibling temporary
-//! directory, which is fsynced and renamed onto the target, so a half-written image never
-//! appears under the target's name. It owns file placement and durability, not the encoding
-//! (`file`, `pages`) nor what the records say.
+//! directory, which is made durable and renamed onto the target, so a half-written image
+//! never appears under the target's name. It owns file placement and durability, not the
+//! encoding (`file`, `pages`) nor what the records say.
+//!
+//! Durability is one `syncfs(2)` of the filesystem holding the image, not an `fsync` per
+//! file: a tree of 50 processes writes 200 files, and on ext4 each `fsync` is a journal
+//! commit and a cache flush of its own (about 45 ms for those 200 files here, against
+//! 5 ms for one `syncfs`). The price is that `syncfs` also writes back whatever else is
+//! dirty on that filesystem — including the files the dumped processes wrote, which a
+//! checkpoint wants on disk with its image anyway.
 
 use std::ffi::OsStr;
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -48,9 +55,8 @@ impl ImageWriter {
         })
     }
 
-    /// Encodes `value` as a `kind` record into the file `name`. It is fsynced by
-    /// [`ImageWriter::commit`], with every other file: one journal commit on ext4 for all of
-    /// them rather than one per record.
+    /// Encodes `value` as a `kind` record into the file `name`. It is made durable by
+    /// [`ImageWriter::commit`], with every other file.
     pub fn write_record<T: Serialize>(
         &self,
         name: &str,
@@ -74,13 +80,13 @@ impl ImageWriter {
         &self.temp
     }
 
-    /// fsync every file and the temp dir, rename onto the target, fsync the parent.
+    /// `syncfs` the filesystem of the temp dir (its files and their directory entries),
+    /// rename onto the target, fsync the parent.
     ///
     /// Ordering requirements: the files and the directory entries must be durable before
     /// the rename publishes them, and the rename before the parent's fsync.
     pub fn commit(mut self) -> Result<(), ImageError> {
-        sync_files(&self.temp)?;
-        sync_path(&self.temp)?;
+        sync_filesystem(&self.temp)?;
         fs::rename(&self.temp, &self.target).map_err(|e| rename_error(e, &self.target))?;
         self.committed = true;
         sync_path(&parent_of(&self.target))
@@ -145,13 +151,10 @@ fn new_file(path: &Path) -> Result<File, ImageError> {
         .map_err(ImageError::io("create", path))
 }
 
-fn sync_files(dir: &Path) -> Result<(), ImageError> {
-    let entries = fs::read_dir(dir).map_err(ImageError::io("read directory", dir))?;
-    for entry in entries {
-        let entry = entry.map_err(ImageError::io("read directory", dir))?;
-        sync_path(&entry.path())?;
-    }
-    Ok(())
+/// `syncfs` of the filesystem holding `dir`: every file written into it is durable.
+fn sync_filesystem(dir: &Path) -> Result<(), ImageError> {
+    let file = File::open(dir).map_err(ImageError::io("open", dir))?;
+    nix::unistd::syncfs(&file).map_err(|e| ImageError::io("syncfs", dir)(std::io::Error::from(e)))
 }
 
 /// fsync a file or directory by path.

@@ -123,13 +123,13 @@ impl PagesWriter {
         self.len
     }
 
-    /// Writes the header, fsyncs, and returns the number of pages written.
+    /// Writes the header and returns the number of pages written. The file is made
+    /// durable with the whole image (`ImageWriter::commit`).
     pub fn finish(self) -> Result<u64, ImageError> {
         let (path, file) = (self.path, self.out);
         let header = Header::new(Kind::Pages, self.len, self.crc.finalize());
         file.write_all_at(&header.to_bytes(), 0)
             .map_err(ImageError::io("write", &path))?;
-        file.sync_all().map_err(ImageError::io("fsync", &path))?;
         Ok(self.len / PAGE_SIZE)
     }
 }

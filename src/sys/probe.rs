@@ -296,6 +296,15 @@ pub fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// `process_mrelease(pidfd, 0)` — free the memory of a process that is being killed
+/// (SIGKILL sent) from the caller's context, beside its own exit (Linux 5.15).
+/// See [process_mrelease(2)](https://man7.org/linux/man-pages/man2/process_mrelease.2.html).
+pub fn process_mrelease(pidfd: BorrowedFd<'_>) -> nix::Result<()> {
+    // SAFETY: integer arguments only; `pidfd` is open for the call.
+    let r = unsafe { libc::syscall(libc::SYS_process_mrelease, pidfd.as_raw_fd(), 0) };
+    Errno::result(r).map(drop)
+}
+
 /// `pidfd_getfd(pidfd, target_fd, 0)` — a duplicate of fd `target_fd` of the process
 /// `pidfd` refers to (Linux 5.6).
 /// See [pidfd_getfd(2)](https://man7.org/linux/man-pages/man2/pidfd_getfd.2.html).
