@@ -1,13 +1,13 @@
 //! What every restored process starts with, read once per run from the restorer itself:
 //! its `/proc/self/status` (credentials, umask, seccomp), personality, cwd and root,
-//! audit loginuid and `oom_score_adj`. A stage compares the saved value with these to
+//! audit loginuid, `oom_score_adj` and timer slack. A stage compares the saved value with these to
 //! skip setting what the child has already. The signal actions, limits and securebits
 //! live in `sys/inherit.rs`, which reads them with raw syscalls.
 //!
 //! The cache is exact because:
-//! - stasis never changes any of these of its own (no chdir, umask, personality, loginuid
-//!   or oom_score_adj write on itself; its credentials stay as started), so the first
-//!   reading stays true until it exits;
+//! - stasis never changes any of these of its own (no chdir, umask, personality, loginuid,
+//!   oom_score_adj or timer slack write on itself; its credentials stay as started), so the
+//!   first reading stays true until it exits;
 //! - every process is created (the root by a clone of stasis, the others by a clone run
 //!   in their parent) before any stage that sets one of these runs (they are all in the
 //!   per-process stages run once the whole tree exists), and a clone inherits each of
@@ -63,6 +63,13 @@ pub fn oom_score_adj() -> Option<i32> {
     *ADJ.get_or_init(|| crate::proc::oom_score_adj(me()).ok())
 }
 
+/// The restorer's timer slack (that of its main thread, which restores), `None` if it
+/// cannot be read.
+pub fn timerslack() -> Option<u64> {
+    static SLACK: OnceLock<Option<u64>> = OnceLock::new();
+    *SLACK.get_or_init(|| nix::sys::prctl::get_timerslack().ok().map(|v| v as u64))
+}
+
 fn unsupported<T>(kept: Result<T, &String>) -> Result<T, RestoreError> {
     kept.map_err(|what| RestoreError::Unsupported { what: what.clone() })
 }
@@ -81,6 +88,8 @@ mod tests {
         let cwd = std::env::current_dir().unwrap();
         assert_eq!(cwd_and_root().unwrap().0, cwd.to_string_lossy());
         assert_eq!(oom_score_adj(), crate::proc::oom_score_adj(me()).ok());
+        let slack = nix::sys::prctl::get_timerslack().ok().map(|v| v as u64);
+        assert_eq!(timerslack(), slack);
         assert_eq!(
             loginuid().unwrap(),
             crate::proc::audit_id(me(), "loginuid").unwrap()

@@ -39,7 +39,7 @@ pub fn restore_sched(child: &Child, task: &TaskImage) -> Result<(), RestoreError
 /// real-time policy `sched_setattr` carries no nice value); affinity before the policy
 /// (a `SCHED_DEADLINE` task's affinity cannot be changed).
 fn restore_thread(remote: &Remote, tid: i32, s: &ThreadSched) -> Result<(), RestoreError> {
-    if s.timerslack_ns != 0 && Ok(s.timerslack_ns) != own_timerslack() {
+    if s.timerslack_ns != 0 && Some(s.timerslack_ns) != super::inherited::timerslack() {
         let args = [libc::PR_SET_TIMERSLACK as u64, s.timerslack_ns];
         remote.call("prctl(PR_SET_TIMERSLACK)", libc::SYS_prctl, &args)?;
     }
@@ -48,12 +48,6 @@ fn restore_thread(remote: &Remote, tid: i32, s: &ThreadSched) -> Result<(), Rest
     set_affinity(tid, &s.affinity)?;
     sched::sched_setattr(tid, &sched_attr(s))?;
     Ok(())
-}
-
-/// Stasis's own timer slack, which every thread of the child inherited (none of them
-/// changed it before this stage): an equal saved one needs no call.
-fn own_timerslack() -> Result<u64, nix::errno::Errno> {
-    nix::sys::prctl::get_timerslack().map(|v| v as u64)
 }
 
 fn sched_attr(s: &ThreadSched) -> SchedAttr {
