@@ -270,6 +270,50 @@ fn progress_bar_on_a_terminal() {
     victim.go_and_expect_pass();
 }
 
+/// A large address space is written into several pages files at once, one per CPU (up to
+/// four): their sizes add up to the pages stored, and the restore reads each run from its
+/// own file (the victim verifies every byte).
+#[test]
+fn large_address_space_is_striped() {
+    let _serial = common::serial();
+    require_privileged!("large_address_space_is_striped");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        return common::skip(
+            "large_address_space_is_striped",
+            "one CPU: one pages file is written",
+        );
+    }
+    let tmp = TempDir::new("striped");
+    let mut victim = common::spawn_victim("memory", &["-s", "96"], tmp.path());
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let (img, json) = (tmp.join("img"), tmp.join("d.json"));
+    let out = common::dump(victim.pid, &img, &["--stats-json", path_str(&json)]);
+    out.assert_ok("stasis dump");
+    victim.wait_exit(common::EXIT_TIMEOUT);
+    let pages = read_json(&json)["pages_stored"]
+        .as_u64()
+        .expect("pages_stored");
+    let files: Vec<u64> = (0..4)
+        .map(|i| match i {
+            0 => format!("pages-{}.img", victim.pid),
+            i => format!("pages-{}.{i}.img", victim.pid),
+        })
+        .map_while(|name| std::fs::metadata(img.join(name)).ok())
+        .map(|m| m.len())
+        .collect();
+    assert_eq!(files.len(), cpus.min(4), "pages files {files:?}");
+    assert!(
+        files.iter().all(|&len| len > 4096),
+        "an empty stripe: {files:?}"
+    );
+    let data: u64 = files.iter().map(|len| len - 4096).sum();
+    assert_eq!(data, pages * 4096, "pages files {files:?} vs {pages} pages");
+    let pid = common::restore_detached(&img).unwrap_or_else(|out| panic!("restore: {out:?}"));
+    assert_eq!(pid, victim.pid);
+    common::Proc::adopt(pid, &victim.log).go_and_expect_pass();
+}
+
 fn path_str(p: &std::path::Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
 }

@@ -496,7 +496,8 @@ fn dump_killed_midway() {
     );
 }
 
-/// Waits until a pages file under `dir` (in the dump's temporary directory) holds `bytes`.
+/// Waits until the pages files under `dir` (in the dump's temporary directory) hold
+/// `bytes` in all.
 fn wait_for_pages(dir: &Path, bytes: u64, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
@@ -523,8 +524,7 @@ fn pages_bytes(dir: &Path) -> u64 {
         .filter(|f| f.file_name().to_string_lossy().starts_with("pages-"))
         .filter_map(|f| f.metadata().ok())
         .map(|m| m.len())
-        .max()
-        .unwrap_or(0)
+        .sum()
 }
 
 // ---------------------------------------------------------------------------------------

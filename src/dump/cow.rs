@@ -186,6 +186,7 @@ mod tests {
         let runs = [PageRun {
             addr: 0x13000,
             pages: 2,
+            stripe: 0,
         }];
         let parent = [(0x8000, 0x16000), (0x18000, 0x19000), (0x20000, 0x30000)];
         let r = ranges(&[found], &runs, &parent);

@@ -5,37 +5,25 @@
 //! finds them, and they are recorded to be installed again. The restore side is
 //! `restore/memory.rs` (guards: `restore/mm.rs`).
 //!
-//! Reading and writing overlap: this thread reads a batch from the task, finds its zero
-//! pages and checksums the rest while a writer thread writes the previous batch (writing
-//! into fresh page-cache pages is the slow part, so the writer does nothing else). [`BUFFERS`] buffers of [`CHUNK`] bytes go round
-//! between the two, which bounds stasis's own memory whatever the target's size. A third
-//! thread starts writeback of what was written, so that on a disk the final fsync has
-//! little left to do (submitting writeback blocks, so the writer does not do it itself).
+//! Reading and writing the pages (several files at once for a large address space) is
+//! `stripes.rs`.
 
-use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::time::{Duration, Instant};
 
 use super::DumpError;
-use crate::abi::PAGE_SIZE;
 use crate::image::mm::{Guard, PageRun, Vma, VmaKind};
-use crate::image::pages::{PagesWriter, PAGES_DATA_OFFSET};
+use crate::image::pages::PagesWriter;
+use crate::image::ImageError;
 use crate::progress::Phase;
-use crate::sys::file::start_writeback;
-use crate::sys::mem::{vm_read, Mem};
 use crate::sys::pagemap::{
     PageRegion, Pagemap, Query, PAGE_IS_FILE, PAGE_IS_GUARD, PAGE_IS_PFNZERO, PAGE_IS_PRESENT,
     PAGE_IS_SWAPPED,
 };
 
 /// Bytes read from the task per batch.
-const CHUNK: usize = 4 << 20;
-/// Buffers in flight between the reader and the writer.
-const BUFFERS: usize = 3;
+pub(super) const CHUNK: usize = 4 << 20;
 /// `IOV_MAX`.
 const MAX_IOVS: usize = 1024;
-/// Writeback of the pages file is started every this many bytes, so that on a disk the
-/// final fsync overlaps the copying instead of following it.
-const WRITEBACK_EVERY: u64 = 64 << 20;
 
 /// Counts and time for the summary line.
 #[derive(Clone, Copy, Debug, Default)]
@@ -48,21 +36,13 @@ pub struct MemoryStats {
 
 /// A range of pages to read, and whether all-zero pages in it may be dropped.
 #[derive(Clone, Copy, Debug)]
-struct Range {
+pub(super) struct Range {
     /// Start of the mapping the range lies in: runs never cross mappings.
-    vma: u64,
-    start: u64,
-    end: u64,
-    readable: bool,
-    drop_zeros: bool,
-}
-
-/// A filled buffer and the byte ranges of it to append to the pages file, in order.
-struct Chunk {
-    buf: Vec<u8>,
-    pieces: Vec<(usize, usize)>,
-    /// crc32 of the pieces, one after the other.
-    crc: crc32fast::Hasher,
+    pub vma: u64,
+    pub start: u64,
+    pub end: u64,
+    pub readable: bool,
+    pub drop_zeros: bool,
 }
 
 /// Address ranges to save in a mapping instead of what `PAGEMAP_SCAN` reports, by mapping
@@ -70,14 +50,15 @@ struct Chunk {
 pub type Overrides = std::collections::HashMap<u64, Vec<(u64, u64)>>;
 
 /// Saves every page of `vmas` that a fresh mapping would not reproduce, but those in the
-/// sorted `inherited` ranges (shared with the parent, see `dump/cow.rs`); returns the
-/// runs saved and the guard regions found.
+/// sorted `inherited` ranges (shared with the parent, see `dump/cow.rs`), into the pages
+/// files `open(stripe)` creates (how many: `stripes::stripes_for`); returns the runs
+/// saved and the guard regions found.
 pub fn dump(
     pid: i32,
     vmas: &[Vma],
     overrides: &Overrides,
     inherited: &[(u64, u64)],
-    out: &mut PagesWriter,
+    open: &dyn Fn(u8) -> Result<PagesWriter, ImageError>,
 ) -> Result<(Vec<PageRun>, Vec<Guard>, MemoryStats), DumpError> {
     let started = Instant::now();
     let (ranges, guards) = {
@@ -85,69 +66,14 @@ pub fn dump(
         ranges_to_save(pid, vmas, overrides)?
     };
     let ranges = cut(ranges, inherited);
-    let mut reader = Reader {
-        pid,
-        mem: Mem::open(pid, false)?,
-        runs: Vec::new(),
-        run_vma: 0,
-        stats: MemoryStats::default(),
-    };
     let total = ranges.iter().map(|r| r.end - r.start).sum();
+    let files = (0..super::stripes::stripes_for(total))
+        .map(open)
+        .collect::<Result<Vec<_>, _>>()?;
     let progress = Phase::begin("dumping pages", total);
-    if total <= CHUNK as u64 {
-        // One buffer's worth (most processes of a tree): read and write it here, without
-        // starting the writer and flusher threads.
-        reader.read_inline(&ranges, out, &progress)?;
-        reader.stats.elapsed = started.elapsed();
-        return Ok((reader.runs, guards, reader.stats));
-    }
-    // A second descriptor of the file for the flusher; without one there is no flusher.
-    let flush_file = out.file().try_clone().ok();
-    std::thread::scope(|s| {
-        let (to_writer, chunks) = sync_channel::<Chunk>(BUFFERS);
-        let (to_reader, free) = channel::<Vec<u8>>();
-        let (to_flusher, written) = channel::<(u64, u64)>();
-        if let Some(file) = flush_file {
-            s.spawn(move || {
-                for (offset, len) in written {
-                    // Only a hint: the `syncfs` of the image commit makes the data durable.
-                    let _ = start_writeback(&file, offset, len);
-                }
-            });
-        }
-        let writer = s.spawn(move || write_chunks(out, chunks, to_reader, to_flusher));
-        let read = reader.read_all(&ranges, &to_writer, &free, &progress);
-        drop(to_writer);
-        let written = writer.join().expect("the page writer does not panic");
-        read.and(written)
-    })?;
-    reader.stats.elapsed = started.elapsed();
-    Ok((reader.runs, guards, reader.stats))
-}
-
-/// The writer thread: appends each chunk's pieces, hands the buffer back, and every
-/// [`WRITEBACK_EVERY`] bytes passes the file range written to the flusher.
-fn write_chunks(
-    out: &mut PagesWriter,
-    chunks: Receiver<Chunk>,
-    free: Sender<Vec<u8>>,
-    flusher: Sender<(u64, u64)>,
-) -> Result<(), DumpError> {
-    let mut synced = 0;
-    for chunk in chunks {
-        let pieces: Vec<&[u8]> = chunk
-            .pieces
-            .iter()
-            .map(|&(off, len)| &chunk.buf[off..off + len])
-            .collect();
-        out.write_summed(&pieces, &chunk.crc)?;
-        let _ = free.send(chunk.buf);
-        if out.data_len() - synced >= WRITEBACK_EVERY {
-            let _ = flusher.send((PAGES_DATA_OFFSET + synced, out.data_len() - synced));
-            synced = out.data_len();
-        }
-    }
-    Ok(())
+    let (runs, mut stats) = super::stripes::write(pid, &batches(&ranges), files, &progress)?;
+    stats.elapsed = started.elapsed();
+    Ok((runs, guards, stats))
 }
 
 /// The ranges whose pages are saved, and the guard regions, of every mapping. Shared file
@@ -324,138 +250,6 @@ fn batches(ranges: &[Range]) -> Vec<Vec<Range>> {
     out
 }
 
-/// The reading side: fills buffers from the task and decides which pages are stored.
-struct Reader {
-    pid: i32,
-    mem: Mem,
-    runs: Vec<PageRun>,
-    /// Mapping of the last run, so runs are cut at mapping boundaries.
-    run_vma: u64,
-    stats: MemoryStats,
-}
-
-impl Reader {
-    /// Reads every batch and passes it on; stops early (Ok) if the writer has stopped,
-    /// whose own error then tells why.
-    fn read_all(
-        &mut self,
-        ranges: &[Range],
-        to_writer: &SyncSender<Chunk>,
-        free: &Receiver<Vec<u8>>,
-        progress: &Phase,
-    ) -> Result<(), DumpError> {
-        let mut spare = BUFFERS;
-        for batch in batches(ranges) {
-            let mut buf = if spare > 0 {
-                spare -= 1;
-                vec![0u8; CHUNK]
-            } else {
-                match free.recv() {
-                    Ok(b) => b,
-                    Err(_) => return Ok(()),
-                }
-            };
-            let total = self.read(&batch, &mut buf)?;
-            let pieces = self.plan(&batch, &buf);
-            let mut crc = crc32fast::Hasher::new();
-            pieces
-                .iter()
-                .for_each(|&(off, len)| crc.update(&buf[off..off + len]));
-            progress.advance(total as u64);
-            if to_writer.send(Chunk { buf, pieces, crc }).is_err() {
-                return Ok(());
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads the batch into the start of `buf`; returns its length.
-    /// Reads `ranges` (at most one [`CHUNK`]) and appends them to `out` in this thread.
-    fn read_inline(
-        &mut self,
-        ranges: &[Range],
-        out: &mut PagesWriter,
-        progress: &Phase,
-    ) -> Result<(), DumpError> {
-        let mut buf = Vec::new();
-        for batch in batches(ranges) {
-            let len: usize = batch.iter().map(|r| (r.end - r.start) as usize).sum();
-            buf.resize(len, 0);
-            let total = self.read(&batch, &mut buf)?;
-            let pieces = self.plan(&batch, &buf);
-            let mut crc = crc32fast::Hasher::new();
-            let slices: Vec<&[u8]> = pieces.iter().map(|&(o, l)| &buf[o..o + l]).collect();
-            slices.iter().for_each(|p| crc.update(p));
-            out.write_summed(&slices, &crc)?;
-            progress.advance(total as u64);
-        }
-        Ok(())
-    }
-
-    fn read(&self, batch: &[Range], buf: &mut [u8]) -> Result<usize, DumpError> {
-        let total: usize = batch.iter().map(|r| (r.end - r.start) as usize).sum();
-        let buf = &mut buf[..total];
-        if batch[0].readable {
-            let iovs: Vec<(u64, usize)> = batch
-                .iter()
-                .map(|r| (r.start, (r.end - r.start) as usize))
-                .collect();
-            if vm_read(self.pid, buf, &iovs)? == total {
-                return Ok(total);
-            }
-        }
-        let mut off = 0;
-        for r in batch {
-            let len = (r.end - r.start) as usize;
-            self.mem.read(r.start, &mut buf[off..off + len])?;
-            off += len;
-        }
-        Ok(total)
-    }
-
-    /// The pieces of `buf` to store: every page but droppable zero pages. Records the runs.
-    fn plan(&mut self, batch: &[Range], buf: &[u8]) -> Vec<(usize, usize)> {
-        let page = PAGE_SIZE as usize;
-        let mut pieces: Vec<(usize, usize)> = Vec::new();
-        let mut off = 0usize;
-        for r in batch {
-            let pages = ((r.end - r.start) / PAGE_SIZE) as usize;
-            for i in 0..pages {
-                let at = off + i * page;
-                if r.drop_zeros && is_zero(&buf[at..at + page]) {
-                    self.stats.zero_pages_skipped += 1;
-                    continue;
-                }
-                match pieces.last_mut() {
-                    Some((o, l)) if *o + *l == at => *l += page,
-                    _ => pieces.push((at, page)),
-                }
-                self.record(r.vma, r.start + (i * page) as u64);
-            }
-            off += pages * page;
-        }
-        pieces
-    }
-
-    /// Notes that the page at `addr` (of the mapping at `vma`) is the next one stored.
-    fn record(&mut self, vma: u64, addr: u64) {
-        self.stats.pages_stored += 1;
-        match self.runs.last_mut() {
-            Some(last) if last.addr + last.pages * PAGE_SIZE == addr && self.run_vma == vma => {
-                last.pages += 1
-            }
-            _ => self.runs.push(PageRun { addr, pages: 1 }),
-        }
-        self.run_vma = vma;
-    }
-}
-
-/// True if the page holds only zero bytes (compared 8 bytes at a time; pages are 4 KiB).
-fn is_zero(page: &[u8]) -> bool {
-    page.chunks_exact(8)
-        .all(|w| u64::from_ne_bytes(w.try_into().expect("8-byte chunk")) == 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,13 +315,5 @@ mod tests {
             vec![(0x1000, 0x2000), (0x3000, 0x4000)]
         );
         assert!(c.iter().all(|x| x.readable && x.drop_zeros));
-    }
-
-    #[test]
-    fn zero_detection() {
-        let mut p = vec![0u8; 4096];
-        assert!(is_zero(&p));
-        p[4095] = 1;
-        assert!(!is_zero(&p));
     }
 }

@@ -20,6 +20,7 @@ pub mod prctl;
 pub mod sched;
 pub mod seccomp;
 pub mod shared;
+mod stripes;
 pub mod task;
 pub mod terminal;
 pub mod timers;
@@ -32,7 +33,7 @@ pub use error::DumpError;
 
 use crate::image::files::FilesImage;
 use crate::image::inventory::{CpuInfo, Inventory};
-use crate::image::load::record_name;
+use crate::image::load::{pages_name, record_name};
 use crate::image::load::{INVENTORY, TREE};
 use crate::image::mm::MmImage;
 use crate::image::task::TaskImage;
@@ -355,13 +356,12 @@ fn save_mm(
 ) -> Result<memory::MemoryStats, DumpError> {
     let overrides = shmem_overrides(pid, space.smaps, &space.shmem)?;
     let vdso_symbols = vdso_symbols(pid, mm::vdso_range(&space.vmas))?;
-    let mut pages = writer.pages(&record_name("pages", pid))?;
     let inherited = cow::shared(&space.cow);
     let span = crate::profile::span("pages");
+    let open = |stripe| writer.pages(&pages_name(pid, stripe));
     let (page_runs, guards, mstats) =
-        memory::dump(pid, &space.vmas, &overrides, &inherited, &mut pages)?;
+        memory::dump(pid, &space.vmas, &overrides, &inherited, &open)?;
     drop(span);
-    pages.finish()?;
     let parent_pages = shared.restored_pages.get(&ppid);
     let cow_ranges = cow::ranges(&space.cow, &page_runs, parent_pages.map_or(&[][..], |p| p));
     let restored = cow::pages_at_restore(&page_runs, &space.cow);

@@ -23,8 +23,10 @@ use super::error::ImageError;
 /// job's terminal in the tree record, the mm record's copy-on-write ranges (`cow`) and
 /// `VmaKind::Unlinked` (older files, tree and mm records are converted on load).
 /// Version 7 also has `shares_vm` and `shares_sighand` in the tree record's entries (an
-/// older tree is read as sharing neither).
-pub const FORMAT_VERSION: u32 = 7;
+/// older tree is read as sharing neither). Version 8 spreads a large address space's
+/// pages over several pages files: each page run of the mm record names its file
+/// (`stripe`; older mm records are read as having every run in `pages-<pid>.img`).
+pub const FORMAT_VERSION: u32 = 8;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;
@@ -249,6 +251,18 @@ where
     decode(kind, &bytes, path)
 }
 
+/// Reads the record file at `path` and decodes it with `decode_as(version, bytes)`: for a
+/// record whose layout changed more than once, each older version decoded as its own type.
+pub fn read_versioned<T>(
+    kind: Kind,
+    path: &Path,
+    decode_as: impl FnOnce(u32, &[u8]) -> Result<T, ImageError>,
+) -> Result<T, ImageError> {
+    let bytes = read_capped(path)?;
+    let version = Header::parse(&bytes, kind, path)?.version;
+    decode_as(version, &bytes)
+}
+
 /// The file at `path`, at most the header, the size cap and one byte more.
 fn read_capped(path: &Path) -> Result<Vec<u8>, ImageError> {
     let file = File::open(path).map_err(ImageError::io("open", path))?;
@@ -307,13 +321,14 @@ mod tests {
         let run = crate::image::mm::PageRun {
             addr: 0x1000,
             pages: 3,
+            stripe: 1,
         };
         let b = encode(Kind::Mm, &run).unwrap();
-        assert_eq!(&b[HEADER_LEN..], &[0x80, 0x20, 0x03]);
-        assert_eq!(&b[16..24], &3u64.to_le_bytes());
+        assert_eq!(&b[HEADER_LEN..], &[0x80, 0x20, 0x03, 0x01]);
+        assert_eq!(&b[16..24], &4u64.to_le_bytes());
         assert_eq!(
             &b[24..28],
-            &crc32fast::hash(&[0x80, 0x20, 0x03]).to_le_bytes()
+            &crc32fast::hash(&[0x80, 0x20, 0x03, 0x01]).to_le_bytes()
         );
     }
 

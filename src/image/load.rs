@@ -6,10 +6,10 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use super::error::ImageError;
-use super::file::{read, read_since, Kind};
+use super::file::{decode, read, read_since, read_versioned, Kind};
 use super::files::{FilesImage, FilesImageV6};
 use super::inventory::Inventory;
-use super::mm::{MmImage, MmImageV6};
+use super::mm::{MmImage, MmImageV6, MmImageV7};
 use super::pages::{check_pages, verify_pages};
 use super::task::TaskImage;
 use super::tree::{TreeImage, TreeImageV6};
@@ -43,8 +43,8 @@ pub struct Image {
 
 impl Image {
     /// Reads inventory.img, then task-/mm-/files-<pid>.img for every pid in inventory.pids,
-    /// validates every record and verifies pages-<pid>.img (length == sum of page_runs
-    /// pages, crc).
+    /// validates every record and verifies every pages file (length == the pages of its
+    /// runs, crc).
     pub fn load(dir: &Path) -> Result<Image, ImageError> {
         let image = Self::load_records(dir)?;
         for (path, pages) in image.page_files() {
@@ -63,10 +63,14 @@ impl Image {
         Ok(image)
     }
 
-    /// Every pages file with the number of pages its mm record promises.
+    /// Every pages file (each stripe of each address space) with the number of pages its
+    /// mm record promises it.
     fn page_files(&self) -> impl Iterator<Item = (PathBuf, u64)> + '_ {
         let owners = self.processes.iter().filter(|p| self.owns_mm(p.task.pid));
-        owners.map(|p| (self.pages_path(p.task.pid), validate::total_pages(&p.mm)))
+        owners.flat_map(move |p| {
+            let pid = p.task.pid;
+            (0..p.mm.stripes()).map(move |s| (self.pages_path(pid, s), p.mm.stripe_pages(s)))
+        })
     }
 
     /// Every record read and validated, the pages files not opened yet.
@@ -123,15 +127,24 @@ impl Image {
         self.tree.mm_owner(pid) == pid
     }
 
-    /// `pages-<pid>.img` in this image's directory.
-    pub fn pages_path(&self, pid: i32) -> PathBuf {
-        self.dir.join(record_name("pages", pid))
+    /// Pages file `stripe` of `pid` in this image's directory (see [`pages_name`]).
+    pub fn pages_path(&self, pid: i32, stripe: u8) -> PathBuf {
+        self.dir.join(pages_name(pid, stripe))
     }
 }
 
 /// The file name of a per-process file: `record_name("task", 123)` is `task-123.img`.
 pub fn record_name(prefix: &str, pid: i32) -> String {
     format!("{prefix}-{pid}.img")
+}
+
+/// The name of pages file `stripe` of `pid` (`PageRun::stripe`): `pages-123.img` for
+/// stripe 0, `pages-123.1.img` for stripe 1.
+pub fn pages_name(pid: i32, stripe: u8) -> String {
+    match stripe {
+        0 => record_name("pages", pid),
+        n => format!("pages-{pid}.{n}.img"),
+    }
 }
 
 fn load_inventory(dir: &Path) -> Result<Inventory, ImageError> {
@@ -164,9 +177,18 @@ fn load_process(dir: &Path, pid: i32, owns_mm: bool) -> Result<ProcessImage, Ima
 
 fn load_mm(dir: &Path, pid: i32) -> Result<MmImage, ImageError> {
     let path = dir.join(record_name("mm", pid));
-    let mm = read_since::<MmImage, MmImageV6>(Kind::Mm, &path, 7)?;
+    let mm = read_mm(&path)?;
     validate::mm(&mm, &path)?;
     Ok(mm)
+}
+
+/// An mm record of any supported version: `cow` came in version 7, `PageRun::stripe` in 8.
+fn read_mm(path: &Path) -> Result<MmImage, ImageError> {
+    read_versioned(Kind::Mm, path, |version, bytes| match version {
+        ..=6 => decode::<MmImageV6>(Kind::Mm, bytes, path).map(Into::into),
+        7 => decode::<MmImageV7>(Kind::Mm, bytes, path).map(Into::into),
+        _ => decode(Kind::Mm, bytes, path),
+    })
 }
 
 #[cfg(test)]
@@ -227,7 +249,8 @@ mod tests {
         let written = write_image(&dir, &process(), 3);
         assert_eq!(Image::load(&dir).unwrap(), written);
         assert_eq!(Image::load_metadata(&dir).unwrap(), written);
-        assert_eq!(written.pages_path(PID), dir.join("pages-42.img"));
+        assert_eq!(written.pages_path(PID, 0), dir.join("pages-42.img"));
+        assert_eq!(written.pages_path(PID, 1), dir.join("pages-42.1.img"));
     }
 
     /// Pid 43 shares the address space and signal handlers of its parent 42: it has no
@@ -273,8 +296,71 @@ mod tests {
         assert!(!dir.join("mm-43.img").exists());
     }
 
+    fn v7_runs(mm: &MmImage) -> Vec<crate::image::mm::PageRunV7> {
+        let run = |r: &crate::image::mm::PageRun| crate::image::mm::PageRunV7 {
+            addr: r.addr,
+            pages: r.pages,
+        };
+        mm.page_runs.iter().map(run).collect()
+    }
+
+    /// A version 7 mm record (runs without a stripe) loads with every run in the first
+    /// pages file.
+    #[test]
+    fn version_7_mm_is_converted() {
+        let (_parent, dir) = fixture();
+        let mm = sample::mm();
+        let old = super::MmImageV7 {
+            vmas: mm.vmas.clone(),
+            page_runs: v7_runs(&mm),
+            fields: mm.fields,
+            auxv: mm.auxv.clone(),
+            exe: mm.exe.clone(),
+            vdso_symbols: mm.vdso_symbols.clone(),
+            shmem: mm.shmem.clone(),
+            guards: mm.guards.clone(),
+            cow: mm.cow.clone(),
+        };
+        let path = dir.join("mm-42.img");
+        let mut bytes = encode(Kind::Mm, &old).unwrap();
+        bytes[12..16].copy_from_slice(&7u32.to_le_bytes());
+        fs::write(&path, bytes).unwrap();
+        let image = Image::load(&dir).unwrap();
+        assert_eq!(image.processes[0].mm, mm);
+        assert!(mm.page_runs.iter().all(|r| r.stripe == 0));
+    }
+
+    /// Runs spread over two pages files: each file is checked against its own runs.
+    #[test]
+    fn striped_pages_round_trip() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("img");
+        let mut p = process();
+        // sample::mm has runs of 2 and 1 pages: move the second to stripe 1.
+        p.mm.page_runs[1].stripe = 1;
+        let written = write_image(&dir, &p, 2);
+        let w1 = dir.join("pages-42.1.img");
+        assert!(matches!(
+            Image::load_metadata(&dir),
+            Err(ImageError::Io { ref path, .. }) if *path == w1
+        ));
+        let mut pw = crate::image::pages::PagesWriter::create(&w1).unwrap();
+        pw.write(&[9; 4096]).unwrap();
+        pw.finish().unwrap();
+        assert_eq!(Image::load(&dir).unwrap(), written);
+        let mut bytes = fs::read(&w1).unwrap();
+        bytes[PAGES_DATA_OFFSET as usize] ^= 1;
+        fs::write(&w1, bytes).unwrap();
+        assert!(matches!(
+            Image::load(&dir),
+            Err(ImageError::Checksum { ref path, .. }) if *path == w1
+        ));
+    }
+
     #[test]
     fn record_names() {
+        assert_eq!(pages_name(123, 0), "pages-123.img");
+        assert_eq!(pages_name(123, 2), "pages-123.2.img");
         assert_eq!(record_name("task", 123), "task-123.img");
     }
 
@@ -396,7 +482,7 @@ mod tests {
         let mm = sample::mm();
         let old_mm = super::MmImageV6 {
             vmas: mm.vmas.clone(),
-            page_runs: mm.page_runs.clone(),
+            page_runs: v7_runs(&mm),
             fields: mm.fields,
             auxv: mm.auxv.clone(),
             exe: mm.exe.clone(),

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 pub struct MmImage {
     /// Mappings in address order, non-overlapping.
     pub vmas: Vec<Vma>,
-    /// Saved pages in the order they are stored in `pages-<pid>.img`.
+    /// Saved pages in address order; each pages file holds its own runs in this order.
     pub page_runs: Vec<PageRun>,
     pub fields: MmFields,
     /// `/proc/PID/auxv` as (type, value) words, AT_NULL included.
@@ -25,11 +25,41 @@ pub struct MmImage {
     pub cow: Vec<CowRange>,
 }
 
-/// An mm record of format 6 and older (no `cow`).
+/// An mm record of format 7 (one pages file: runs without a stripe).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MmImageV7 {
+    pub vmas: Vec<Vma>,
+    pub page_runs: Vec<PageRunV7>,
+    pub fields: MmFields,
+    pub auxv: Vec<u64>,
+    pub exe: Option<FileId>,
+    pub vdso_symbols: Vec<(String, u64)>,
+    pub shmem: Vec<ShmemRef>,
+    pub guards: Vec<Guard>,
+    pub cow: Vec<CowRange>,
+}
+
+impl From<MmImageV7> for MmImage {
+    fn from(old: MmImageV7) -> Self {
+        MmImage {
+            vmas: old.vmas,
+            page_runs: old.page_runs.into_iter().map(PageRun::from).collect(),
+            fields: old.fields,
+            auxv: old.auxv,
+            exe: old.exe,
+            vdso_symbols: old.vdso_symbols,
+            shmem: old.shmem,
+            guards: old.guards,
+            cow: old.cow,
+        }
+    }
+}
+
+/// An mm record of format 6 and older (no `cow`, one pages file).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MmImageV6 {
     pub vmas: Vec<Vma>,
-    pub page_runs: Vec<PageRun>,
+    pub page_runs: Vec<PageRunV7>,
     pub fields: MmFields,
     pub auxv: Vec<u64>,
     pub exe: Option<FileId>,
@@ -40,7 +70,7 @@ pub struct MmImageV6 {
 
 impl From<MmImageV6> for MmImage {
     fn from(old: MmImageV6) -> Self {
-        MmImage {
+        MmImageV7 {
             vmas: old.vmas,
             page_runs: old.page_runs,
             fields: old.fields,
@@ -51,6 +81,7 @@ impl From<MmImageV6> for MmImage {
             guards: old.guards,
             cow: Vec::new(),
         }
+        .into()
     }
 }
 
@@ -220,6 +251,51 @@ pub struct VmaFlags {
 pub struct PageRun {
     pub addr: u64,
     pub pages: u64,
+    /// The pages file holding the run: 0 is `pages-<pid>.img`, n is `pages-<pid>.n.img`.
+    /// A large address space is written by several threads at once, each appending to a
+    /// file of its own (fresh page-cache pages are allocated faster into several files
+    /// than into one); each file holds its runs in address order.
+    pub stripe: u8,
+}
+
+/// How many pages files the runs of one process may be spread over.
+pub const MAX_STRIPES: u8 = 4;
+
+/// A page run of format 7 and older, all in `pages-<pid>.img`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageRunV7 {
+    pub addr: u64,
+    pub pages: u64,
+}
+
+impl From<PageRunV7> for PageRun {
+    fn from(old: PageRunV7) -> Self {
+        PageRun {
+            addr: old.addr,
+            pages: old.pages,
+            stripe: 0,
+        }
+    }
+}
+
+impl MmImage {
+    /// How many pages files hold this process's runs (at least one: `pages-<pid>.img`
+    /// exists even when empty).
+    pub fn stripes(&self) -> u8 {
+        self.page_runs
+            .iter()
+            .map(|r| r.stripe + 1)
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// The pages stored in pages file `stripe`.
+    pub fn stripe_pages(&self, stripe: u8) -> u64 {
+        (self.page_runs.iter())
+            .filter(|r| r.stripe == stripe)
+            .map(|r| r.pages)
+            .sum()
+    }
 }
 
 /// A file as it was at dump time, so restore can tell if it changed since.

@@ -10,7 +10,7 @@ use super::files::{
 use super::inventory::{CpuInfo, Inventory};
 use super::mm::{
     CowRange, FileId, Guard, MmFields, MmImage, PageRun, ShmemOwner, ShmemRef, Vma, VmaFlags,
-    VmaKind,
+    VmaKind, MAX_STRIPES,
 };
 use super::seccomp::{SeccompFilter, ThreadSeccomp, FILTER_FLAG_LOG, MODE_FILTER};
 use super::sock::{SockOpts, UnixMessage, UnixPeer, UnixSocket};
@@ -206,10 +206,12 @@ pub fn mm() -> MmImage {
             PageRun {
                 addr: 0x60_0000,
                 pages: 2,
+                stripe: 0,
             },
             PageRun {
                 addr: 0x7ffd_0000_0000,
                 pages: 1,
+                stripe: 0,
             },
         ],
         fields: MmFields {
@@ -606,6 +608,7 @@ pub fn random_mm(r: &mut XorShift) -> MmImage {
         page_runs: r.vec(6, |r| PageRun {
             addr: r.next(),
             pages: r.below(1 << 20),
+            stripe: r.below(u64::from(MAX_STRIPES)) as u8,
         }),
         fields: MmFields {
             start_code: r.next(),

@@ -9,7 +9,7 @@ use std::path::Path;
 use super::error::ImageError;
 use super::files::{FdEntry, FdKind, FilesImage, MappedFd};
 use super::inventory::Inventory;
-use super::mm::{Guard, MmFields, MmImage, PageRun, Vma, VmaKind};
+use super::mm::{Guard, MmFields, MmImage, PageRun, Vma, VmaKind, MAX_STRIPES};
 use super::task::{PosixTimer, TaskImage, ThreadImage};
 use super::tree::{ProcEntry, ProcState, TreeImage};
 use crate::abi::PAGE_SIZE;
@@ -494,12 +494,22 @@ fn vma(v: &Vma, path: &Path) -> Check {
     Ok(())
 }
 
-/// Runs are aligned, non-empty, each inside one mapping, in address order. `vmas` must
-/// already be valid and sorted.
+/// Runs are aligned, non-empty, each inside one mapping, in address order, each in one
+/// of [`MAX_STRIPES`] pages files. `vmas` must already be valid and sorted.
 fn page_runs(runs: &[PageRun], vmas: &[Vma], path: &Path) -> Check {
     let mut prev_end = 0;
     for run in runs {
         let label = || format!("page run {:#x}+{}", run.addr, run.pages);
+        if run.stripe >= MAX_STRIPES {
+            let (stripe, last) = (run.stripe, MAX_STRIPES - 1);
+            return fail(
+                path,
+                format!(
+                    "{} is in pages file {stripe}, beyond the last one ({last})",
+                    label()
+                ),
+            );
+        }
         if run.addr % PAGE_SIZE != 0 {
             return fail(path, format!("{} is not page aligned", label()));
         }
@@ -532,6 +542,7 @@ fn guards(mm: &MmImage, path: &Path) -> Check {
         let as_run = PageRun {
             addr: g.start,
             pages: (g.end - g.start) / PAGE_SIZE,
+            stripe: 0,
         };
         if run_end(&as_run, &mm.vmas).is_none() {
             return fail(path, format!("{} lies outside every mapping", label()));
@@ -1170,10 +1181,18 @@ mod tests {
 
     #[test]
     fn page_run_rules() {
-        let run = |addr, pages| PageRun { addr, pages };
+        let run = |addr, pages| PageRun {
+            addr,
+            pages,
+            stripe: 0,
+        };
         assert_eq!(
             mm_err(|m| m.page_runs[0] = run(0x60_0010, 1)),
             "page run 0x600010+1 is not page aligned"
+        );
+        assert_eq!(
+            mm_err(|m| m.page_runs[1].stripe = MAX_STRIPES),
+            "page run 0x7ffd00000000+1 is in pages file 4, beyond the last one (3)"
         );
         assert_eq!(
             mm_err(|m| m.page_runs[0] = run(0x60_0000, 0)),
@@ -1238,6 +1257,7 @@ mod tests {
         m.page_runs[0] = PageRun {
             addr: 0x60_3000,
             pages: 2,
+            stripe: 0,
         };
         assert!(message(mm(&m, path())).ends_with("lies outside every mapping"));
     }

@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -69,41 +69,48 @@ pub fn filled_vmas(mm: &MmImage) -> HashSet<u64> {
     out
 }
 
-/// Fills every saved page. Ordering requirements: all mappings exist and are writable.
-pub fn fill(child: &Child, mm: &MmImage, pages: &Path) -> Result<Filled, RestoreError> {
+/// Fills every saved page from the pages files, `pages(stripe)` being the path of each.
+/// Ordering requirements: all mappings exist and are writable.
+pub fn fill(
+    child: &Child,
+    mm: &MmImage,
+    pages: &dyn Fn(u8) -> PathBuf,
+) -> Result<Filled, RestoreError> {
     let started = Instant::now();
-    let batches = iov_batches(&mm.page_runs);
-    let work = Work {
-        offsets: offsets(&batches),
-        batches,
-        next: AtomicUsize::new(0),
-        progress: Phase::begin("restoring pages", total_bytes(&mm.page_runs)),
-    };
     let total = total_bytes(&mm.page_runs);
+    let work = Work::new(mm, total);
     let helped = total >= PARALLEL_MIN && cpus() > 1;
-    let iovs: usize = work.batches.iter().map(Vec::len).sum();
-    if !helped && work.batches.len() <= BATCHED_READS && iovs <= BATCHED_IOVS {
-        fill_batched(child, pages, &work)?;
+    let iovs: usize = work.batches.iter().map(|b| b.iovs.len()).sum();
+    let small = work.batches.len() <= BATCHED_READS && iovs <= BATCHED_IOVS;
+    if !helped && small && mm.stripes() == 1 {
+        fill_batched(child, &pages(0), &work)?;
         return Ok(Filled {
             bytes: total,
             elapsed: started.elapsed(),
         });
     }
-    let fd = open_in(
-        child,
-        &pages.to_string_lossy(),
-        libc::O_RDONLY | libc::O_CLOEXEC,
-    )?;
+    let paths: Vec<PathBuf> = (0..mm.stripes()).map(pages).collect();
+    let fds = (paths.iter())
+        .map(|p| {
+            open_in(
+                child,
+                &p.to_string_lossy(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )
+        })
+        .collect::<Result<Vec<u64>, _>>()?;
     let pid = child.pid();
     std::thread::scope(|s| {
-        let helper = helped.then(|| s.spawn(|| work.stop_on_error(help(pid, pages, &work))));
-        let mine = work.stop_on_error(fill_injected(child, fd, &work));
+        let helper = helped.then(|| s.spawn(|| work.stop_on_error(help(pid, &paths, &work))));
+        let mine = work.stop_on_error(fill_injected(child, &fds, &work));
         let theirs = helper.map_or(Ok(()), |h| {
             h.join().expect("the fill helper does not panic")
         });
         mine.and(theirs)
     })?;
-    child.remote().call("close", libc::SYS_close, &[fd])?;
+    for fd in fds {
+        child.remote().call("close", libc::SYS_close, &[fd])?;
+    }
     Ok(Filled {
         bytes: total,
         elapsed: started.elapsed(),
@@ -133,10 +140,15 @@ fn fill_batched(child: &Child, pages: &Path, work: &Work) -> Result<(), RestoreE
     b.expect("openat", libc::SYS_openat, &args, fd);
     b.about(format!("open {} in pid {pid}", pages.display()));
     let mut bytes = 0;
-    while let Some((batch, offset)) = work.take() {
+    while let Some(Batch {
+        iovs: batch,
+        offset,
+        ..
+    }) = work.take()
+    {
         let len: u64 = batch.iter().map(|i| i.len).sum();
         let iov = b.put(slice_as_bytes(batch));
-        let args = [fd, iov, batch.len() as u64, offset, 0];
+        let args = [fd, iov, batch.len() as u64, *offset, 0];
         b.expect("preadv", libc::SYS_preadv, &args, len);
         b.about(format!(
             "pages at offset {offset} of {} into pid {pid}",
@@ -158,20 +170,51 @@ fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// One `preadv`'s worth of runs: where they go, and where their data is.
+struct Batch {
+    iovs: Vec<IoVec>,
+    /// The pages file (`PageRun::stripe`).
+    stripe: u8,
+    /// Offset of the data in that file.
+    offset: u64,
+}
+
 /// Batches shared by the fillers: each takes the next one until none is left.
 struct Work {
-    batches: Vec<Vec<IoVec>>,
-    /// File offset of each batch's data.
-    offsets: Vec<u64>,
+    batches: Vec<Batch>,
     next: AtomicUsize,
     progress: Phase,
 }
 
 impl Work {
-    /// The next batch to fill and its file offset.
-    fn take(&self) -> Option<(&[IoVec], u64)> {
+    /// The batches of every pages file of `mm`, in address order.
+    fn new(mm: &MmImage, total: u64) -> Self {
+        let mut batches = Vec::new();
+        for stripe in 0..mm.stripes() {
+            let runs: Vec<PageRun> = (mm.page_runs.iter())
+                .filter(|r| r.stripe == stripe)
+                .copied()
+                .collect();
+            let iovs = iov_batches(&runs);
+            let at = offsets(&iovs);
+            batches.extend(iovs.into_iter().zip(at).map(|(iovs, offset)| Batch {
+                iovs,
+                stripe,
+                offset,
+            }));
+        }
+        batches.sort_by_key(|b| b.iovs[0].base);
+        Work {
+            batches,
+            next: AtomicUsize::new(0),
+            progress: Phase::begin("restoring pages", total),
+        }
+    }
+
+    /// The next batch to fill.
+    fn take(&self) -> Option<&Batch> {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
-        Some((self.batches.get(i)?, self.offsets[i]))
+        self.batches.get(i)
     }
 
     /// Passes `r` on; an error also stops the other filler after its current batch.
@@ -183,7 +226,7 @@ impl Work {
     }
 }
 
-/// Where each batch's data starts in the pages file.
+/// Where each batch's data starts in its pages file.
 fn offsets(batches: &[Vec<IoVec>]) -> Vec<u64> {
     let mut at = PAGES_DATA_OFFSET;
     batches
@@ -196,28 +239,37 @@ fn offsets(batches: &[Vec<IoVec>]) -> Vec<u64> {
         .collect()
 }
 
-/// The child's share: one injected `preadv` per batch.
-fn fill_injected(child: &Child, fd: u64, work: &Work) -> Result<(), RestoreError> {
-    while let Some((batch, offset)) = work.take() {
-        work.progress.advance(read_batch(child, fd, batch, offset)?);
+/// The child's share: one injected `preadv` per batch, from the child's fd of each pages
+/// file (`fds[stripe]`).
+fn fill_injected(child: &Child, fds: &[u64], work: &Work) -> Result<(), RestoreError> {
+    while let Some(b) = work.take() {
+        let fd = fds[usize::from(b.stripe)];
+        work.progress
+            .advance(read_batch(child, fd, &b.iovs, b.offset)?);
     }
     Ok(())
 }
 
 /// The helper's share: each batch read into a buffer and written into the child.
-fn help(pid: i32, pages: &Path, work: &Work) -> Result<(), RestoreError> {
-    let io = |op| move |e| RestoreError::from(ImageError::io(op, pages)(e));
-    let file = File::open(pages).map_err(io("open"))?;
+fn help(pid: i32, paths: &[PathBuf], work: &Work) -> Result<(), RestoreError> {
+    let open = |p: &PathBuf| File::open(p).map_err(|e| ImageError::io("open", p)(e).into());
+    let files = paths
+        .iter()
+        .map(open)
+        .collect::<Result<Vec<_>, RestoreError>>()?;
     let mut buf = vec![0u8; HELPER_CHUNK];
-    while let Some((batch, mut offset)) = work.take() {
-        for piece in pieces(batch, HELPER_CHUNK as u64) {
+    while let Some(b) = work.take() {
+        let (file, path) = (&files[usize::from(b.stripe)], &paths[usize::from(b.stripe)]);
+        let mut offset = b.offset;
+        for piece in pieces(&b.iovs, HELPER_CHUNK as u64) {
             let len: u64 = piece.iter().map(|i| i.len).sum();
             let data = &mut buf[..len as usize];
-            file.read_exact_at(data, offset).map_err(io("read"))?;
+            let read = file.read_exact_at(data, offset);
+            read.map_err(|e| RestoreError::from(ImageError::io("read", path)(e)))?;
             write_all(pid, data, &piece)?;
             offset += len;
         }
-        work.progress.advance(batch.iter().map(|i| i.len).sum());
+        work.progress.advance(b.iovs.iter().map(|i| i.len).sum());
     }
     Ok(())
 }
@@ -365,14 +417,38 @@ mod tests {
         );
     }
 
+    fn run(addr: u64, pages: u64, stripe: u8) -> PageRun {
+        PageRun {
+            addr,
+            pages,
+            stripe,
+        }
+    }
+
+    /// Each pages file's runs are read from the start of its own data, and the fillers
+    /// take the batches of all files in address order.
+    #[test]
+    fn stripes_have_their_own_offsets() {
+        let mm = MmImage {
+            page_runs: vec![run(0x1000, 2, 0), run(0x3000, 1, 1), run(0x9000, 4, 0)],
+            ..MmImage::default()
+        };
+        let work = Work::new(&mm, 7 * PAGE_SIZE);
+        let got: Vec<(u64, u8, u64)> = (work.batches.iter())
+            .map(|b| (b.iovs[0].base, b.stripe, b.offset))
+            .collect();
+        let data = PAGES_DATA_OFFSET;
+        assert_eq!(got, vec![(0x1000, 0, data), (0x3000, 1, data)]);
+        assert_eq!(
+            work.batches[0].iovs.len(),
+            2,
+            "both runs of file 0 in one preadv"
+        );
+    }
+
     #[test]
     fn batches_respect_iov_max() {
-        let runs: Vec<PageRun> = (0..2500)
-            .map(|i| PageRun {
-                addr: i * 0x2000,
-                pages: 1,
-            })
-            .collect();
+        let runs: Vec<PageRun> = (0..2500).map(|i| run(i * 0x2000, 1, 0)).collect();
         let b = iov_batches(&runs);
         assert_eq!(
             b.iter().map(|x| x.len()).collect::<Vec<_>>(),
@@ -406,13 +482,7 @@ mod tests {
 
     #[test]
     fn offsets_follow_the_file() {
-        let runs = [
-            PageRun { addr: 0, pages: 1 },
-            PageRun {
-                addr: 0x100000,
-                pages: 2 * BATCH_BYTES / PAGE_SIZE,
-            },
-        ];
+        let runs = [run(0, 1, 0), run(0x100000, 2 * BATCH_BYTES / PAGE_SIZE, 0)];
         let b = iov_batches(&runs);
         let o = offsets(&b);
         assert_eq!(o[0], PAGES_DATA_OFFSET);
@@ -423,7 +493,7 @@ mod tests {
     #[test]
     fn batches_respect_batch_bytes() {
         let pages = 2 * BATCH_BYTES / PAGE_SIZE + 3;
-        let b = iov_batches(&[PageRun { addr: 0, pages }]);
+        let b = iov_batches(&[run(0, pages, 0)]);
         let sizes: Vec<u64> = b.iter().map(|x| x.iter().map(|i| i.len).sum()).collect();
         assert_eq!(sizes, vec![BATCH_BYTES, BATCH_BYTES, 3 * PAGE_SIZE]);
         assert_eq!(b[1][0].base, BATCH_BYTES);

@@ -469,7 +469,8 @@ fn build_memory(
     mapped
         .and_then(|()| mm::map_all(child, &p.mm, &filled))
         .map_err(at(RestoreStage::Mappings, pid))?;
-    memory::fill(child, &p.mm, &image.pages_path(pid)).map_err(at(RestoreStage::Memory, pid))
+    let pages = |stripe| image.pages_path(pid, stripe);
+    memory::fill(child, &p.mm, &pages).map_err(at(RestoreStage::Memory, pid))
 }
 
 /// Every later stage of one live process, once the whole tree exists.

@@ -1,0 +1,291 @@
+//! Writing the pages of one address space: batches of ranges (from `memory.rs`) are read
+//! from the task, their all-zero pages dropped where a fresh mapping reads as zeros, the
+//! rest checksummed and appended to a pages file.
+//!
+//! A large address space is written by several workers at once, one per CPU up to
+//! [`MAX_STRIPES`], each appending to a pages file of its own (a *stripe*,
+//! `PageRun::stripe`). Writing into fresh page-cache pages is the cost of a dump, the
+//! kernel allocates them in parallel for separate files (one file's writes serialize on
+//! its inode lock), and a worker that reads, checks and writes its own batches keeps
+//! every CPU busy without handing buffers around. Workers take batches in address order
+//! from a shared counter, so each file holds its runs in address order. Each worker holds
+//! one batch buffer (`memory::CHUNK`), which bounds stasis's own memory whatever the target's size.
+//!
+//! A flusher thread starts writeback of what was written, so that on a disk the final
+//! `syncfs` has little left to do (submitting writeback blocks, so no worker does it).
+
+use std::fs::File;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Sender};
+
+use super::memory::{MemoryStats, Range};
+use super::DumpError;
+use crate::abi::PAGE_SIZE;
+use crate::image::mm::{PageRun, MAX_STRIPES};
+use crate::image::pages::{PagesWriter, PAGES_DATA_OFFSET};
+use crate::image::ImageError;
+use crate::progress::Phase;
+use crate::sys::file::start_writeback;
+use crate::sys::mem::{vm_read, Mem};
+
+/// Below this many bytes to save, one worker (in the calling thread) writes everything:
+/// a few batches gain nothing from threads and a second file.
+const STRIPE_MIN: u64 = 32 << 20;
+/// Writeback of a pages file is started every this many bytes written to it, so that on
+/// a disk the final `syncfs` overlaps the copying instead of following it.
+const WRITEBACK_EVERY: u64 = 64 << 20;
+
+/// How many pages files to spread `total` bytes over.
+pub fn stripes_for(total: u64) -> u8 {
+    if total < STRIPE_MIN {
+        return 1;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cpus.min(usize::from(MAX_STRIPES)) as u8
+}
+
+/// Writes every batch into `files` (one worker each; `files[i]` is stripe `i`), finishes
+/// the files and returns the runs stored, in address order, and the page counts.
+pub fn write(
+    pid: i32,
+    batches: &[Vec<Range>],
+    files: Vec<PagesWriter>,
+    progress: &Phase,
+) -> Result<(Vec<PageRun>, MemoryStats), DumpError> {
+    let work = Work {
+        batches,
+        next: AtomicUsize::new(0),
+        progress,
+    };
+    let mut workers = (files.into_iter().enumerate())
+        .map(|(i, out)| Worker::new(pid, i as u8, out))
+        .collect::<Result<Vec<_>, _>>()?;
+    match &mut workers[..] {
+        [one] => one.run(&work, None)?,
+        many => run_parallel(many, &work)?,
+    }
+    let mut runs = Vec::new();
+    let mut stats = MemoryStats::default();
+    for w in workers {
+        runs.extend(w.runs);
+        stats.pages_stored += w.stats.pages_stored;
+        stats.zero_pages_skipped += w.stats.zero_pages_skipped;
+        w.out.finish()?;
+    }
+    runs.sort_unstable_by_key(|r| r.addr);
+    Ok((runs, stats))
+}
+
+/// Every worker in a thread of its own, and the flusher; the first error wins.
+fn run_parallel(workers: &mut [Worker], work: &Work) -> Result<(), DumpError> {
+    // Second descriptors of the files for the flusher; without them there is no flusher.
+    let flush_files: Option<Vec<File>> = workers
+        .iter()
+        .map(|w| w.out.file().try_clone().ok())
+        .collect();
+    std::thread::scope(|s| {
+        let (to_flusher, written) = channel::<(usize, u64, u64)>();
+        if let Some(files) = flush_files {
+            s.spawn(move || {
+                for (i, offset, len) in written {
+                    // Only a hint: the `syncfs` of the image commit makes the data durable.
+                    let _ = start_writeback(&files[i], offset, len);
+                }
+            });
+        }
+        let threads: Vec<_> = (workers.iter_mut())
+            .map(|w| {
+                let flusher = to_flusher.clone();
+                s.spawn(move || w.run(work, Some(flusher)))
+            })
+            .collect();
+        drop(to_flusher);
+        let mut first = Ok(());
+        for t in threads {
+            first = first.and(t.join().expect("a page worker does not panic"));
+        }
+        first
+    })
+}
+
+/// Batches shared by the workers: each takes the next one until none is left.
+struct Work<'a> {
+    batches: &'a [Vec<Range>],
+    next: AtomicUsize,
+    progress: &'a Phase,
+}
+
+impl Work<'_> {
+    fn take(&self) -> Option<&[Range]> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        self.batches.get(i).map(Vec::as_slice)
+    }
+
+    /// Passes `r` on; an error also stops the other workers after their current batch.
+    fn stop_on_error(&self, r: Result<(), DumpError>) -> Result<(), DumpError> {
+        if r.is_err() {
+            self.next.store(self.batches.len(), Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+/// One worker: reads batches from the task, decides which pages are stored and appends
+/// them to its pages file.
+struct Worker {
+    pid: i32,
+    mem: Mem,
+    stripe: u8,
+    out: PagesWriter,
+    buf: Vec<u8>,
+    runs: Vec<PageRun>,
+    /// Mapping of the last run, so runs are cut at mapping boundaries.
+    run_vma: u64,
+    stats: MemoryStats,
+}
+
+impl Worker {
+    fn new(pid: i32, stripe: u8, out: PagesWriter) -> Result<Self, DumpError> {
+        Ok(Worker {
+            pid,
+            mem: Mem::open(pid, false)?,
+            stripe,
+            out,
+            buf: Vec::new(),
+            runs: Vec::new(),
+            run_vma: 0,
+            stats: MemoryStats::default(),
+        })
+    }
+
+    /// Takes batches until none is left; every [`WRITEBACK_EVERY`] bytes passes the file
+    /// range written to the flusher, if any.
+    fn run(
+        &mut self,
+        work: &Work,
+        flusher: Option<Sender<(usize, u64, u64)>>,
+    ) -> Result<(), DumpError> {
+        let mut synced = 0;
+        while let Some(batch) = work.take() {
+            let r = self.write_batch(batch, work.progress);
+            work.stop_on_error(r)?;
+            let written = self.out.data_len();
+            if let Some(f) = flusher
+                .as_ref()
+                .filter(|_| written - synced >= WRITEBACK_EVERY)
+            {
+                let at = PAGES_DATA_OFFSET + synced;
+                let _ = f.send((usize::from(self.stripe), at, written - synced));
+                synced = written;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_batch(&mut self, batch: &[Range], progress: &Phase) -> Result<(), DumpError> {
+        let len: usize = batch.iter().map(|r| (r.end - r.start) as usize).sum();
+        if self.buf.len() < len {
+            self.buf.resize(len, 0);
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        let r = self.read(batch, &mut buf[..len]).and_then(|()| {
+            let pieces = self.plan(batch, &buf);
+            let slices: Vec<&[u8]> = pieces.iter().map(|&(o, l)| &buf[o..o + l]).collect();
+            let mut crc = crc32fast::Hasher::new();
+            slices.iter().for_each(|p| crc.update(p));
+            self.out
+                .write_summed(&slices, &crc)
+                .map_err(|e: ImageError| e.into())
+        });
+        self.buf = buf;
+        progress.advance(len as u64);
+        r
+    }
+
+    /// Reads the batch into `buf` (exactly its length).
+    fn read(&self, batch: &[Range], buf: &mut [u8]) -> Result<(), DumpError> {
+        if batch[0].readable {
+            let iovs: Vec<(u64, usize)> = batch
+                .iter()
+                .map(|r| (r.start, (r.end - r.start) as usize))
+                .collect();
+            if vm_read(self.pid, buf, &iovs)? == buf.len() {
+                return Ok(());
+            }
+        }
+        let mut off = 0;
+        for r in batch {
+            let len = (r.end - r.start) as usize;
+            self.mem.read(r.start, &mut buf[off..off + len])?;
+            off += len;
+        }
+        Ok(())
+    }
+
+    /// The pieces of `buf` to store: every page but droppable zero pages. Records the runs.
+    fn plan(&mut self, batch: &[Range], buf: &[u8]) -> Vec<(usize, usize)> {
+        let page = PAGE_SIZE as usize;
+        let mut pieces: Vec<(usize, usize)> = Vec::new();
+        let mut off = 0usize;
+        for r in batch {
+            let pages = ((r.end - r.start) / PAGE_SIZE) as usize;
+            for i in 0..pages {
+                let at = off + i * page;
+                if r.drop_zeros && is_zero(&buf[at..at + page]) {
+                    self.stats.zero_pages_skipped += 1;
+                    continue;
+                }
+                match pieces.last_mut() {
+                    Some((o, l)) if *o + *l == at => *l += page,
+                    _ => pieces.push((at, page)),
+                }
+                self.record(r.vma, r.start + (i * page) as u64);
+            }
+            off += pages * page;
+        }
+        pieces
+    }
+
+    /// Notes that the page at `addr` (of the mapping at `vma`) is the next one stored.
+    fn record(&mut self, vma: u64, addr: u64) {
+        self.stats.pages_stored += 1;
+        match self.runs.last_mut() {
+            Some(last) if last.addr + last.pages * PAGE_SIZE == addr && self.run_vma == vma => {
+                last.pages += 1
+            }
+            _ => self.runs.push(PageRun {
+                addr,
+                pages: 1,
+                stripe: self.stripe,
+            }),
+        }
+        self.run_vma = vma;
+    }
+}
+
+/// True if the page holds only zero bytes (compared 8 bytes at a time; pages are 4 KiB).
+fn is_zero(page: &[u8]) -> bool {
+    page.chunks_exact(8)
+        .all(|w| u64::from_ne_bytes(w.try_into().expect("8-byte chunk")) == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_detection() {
+        let mut p = vec![0u8; 4096];
+        assert!(is_zero(&p));
+        p[4095] = 1;
+        assert!(!is_zero(&p));
+    }
+
+    #[test]
+    fn small_address_spaces_use_one_file() {
+        assert_eq!(stripes_for(0), 1);
+        assert_eq!(stripes_for(STRIPE_MIN - 1), 1);
+        let big = stripes_for(STRIPE_MIN);
+        assert!((1..=MAX_STRIPES).contains(&big));
+    }
+}
