@@ -205,3 +205,55 @@ fn batch_keeps_sigtrap_disposition_and_mask() {
     assert_eq!(done.get(act).handler, 1, "SIGTRAP still ignored");
     assert_eq!(s.task.sigmask().expect("mask"), mask, "mask put back");
 }
+
+/// The count `STASIS_PROFILE` printed for `name` on a line `profile: NAME  COUNT  [TIME]`.
+fn profiled(stderr: &str, name: &str) -> usize {
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("profile: "))
+        .find_map(|l| {
+            let (label, rest) = l.split_at(l.find("  ")?);
+            let count = rest.split_whitespace().next()?;
+            (label == name).then(|| count.parse().ok()).flatten()
+        })
+        .unwrap_or_else(|| panic!("no profile line for {name:?}:\n{stderr}"))
+}
+
+/// A restored tree runs few batches of syscalls (`restore/staged.rs`): for a process with
+/// one thread and common fds, one for its address space and memory and one for every
+/// stage from Protections on, plus one of `clone3`s per parent; a few processes of the
+/// `tree` victim need more (a stopped child, a shared fd table, zombies). The restored
+/// tree still passes its own checks.
+#[test]
+fn restored_tree_runs_about_two_batches_per_process() {
+    let _serial = common::serial();
+    require_privileged!("restored_tree_runs_about_two_batches_per_process");
+    let tmp = common::TempDir::new("batches");
+    let work = tmp.join("work");
+    std::fs::create_dir_all(&work).expect("mkdir work");
+    let mut victim = common::spawn_victim("tree", &["40"], &work);
+    assert_eq!(victim.wait_ready(), common::Start::Ready);
+    let img = tmp.join("img");
+    common::dump(victim.pid, &img, &[]).assert_ok("stasis dump");
+    victim.wait_exit(common::EXIT_TIMEOUT);
+    common::reap_image_tree(&img);
+    let image = stasis::image::Image::load_metadata(&img).expect("load the image");
+    let live = image.tree.alive().count();
+    let args = [
+        "restore".as_ref(),
+        "-d".as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+    ];
+    let out = common::start(common::stasis_cmd(&args).env("STASIS_PROFILE", "1"))
+        .finish(common::STASIS_TIMEOUT);
+    out.assert_ok("stasis restore -d");
+    let mut restored = common::Proc::adopt(victim.pid, &work.join("tree.log"));
+    restored.go_and_expect_pass();
+    let batches = profiled(&out.stderr, "batch");
+    assert!(
+        batches <= 2 * live + 10,
+        "{batches} batches for {live} live processes:\n{}",
+        out.stderr
+    );
+}

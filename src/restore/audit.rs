@@ -3,8 +3,8 @@
 //! `/proc/self/loginuid`; changing one already set needs CAP_AUDIT_CONTROL. The session
 //! id cannot be chosen: the kernel hands out a new one with every loginuid change.
 
-use super::child::Child;
 use super::mm::open_in;
+use super::staged::Staged;
 use super::RestoreError;
 use crate::image::task::TaskImage;
 
@@ -16,15 +16,19 @@ const TEXT_OFF: u64 = 1024;
 /// there) or the image recorded none.
 ///
 /// Ordering requirements: before the threads are created (they inherit the leader's
-/// loginuid) and before the credentials drop (CAP_AUDIT_CONTROL).
-pub fn restore_loginuid(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
+/// loginuid) and before the credentials drop (CAP_AUDIT_CONTROL). A change runs the
+/// pending batch first (it is made by single calls); no earlier stage's calls change the
+/// loginuid the child inherited (see `restore/inherited.rs`).
+pub fn restore_loginuid(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreError> {
     let Some(audit) = task.audit else {
         return Ok(());
     };
+    let child = s.child();
     let inherited = super::inherited::loginuid()?;
     if inherited.map_or(true, |uid| uid == audit.loginuid) {
         return Ok(());
     }
+    s.flush()?;
     let text = audit.loginuid.to_string();
     let addr = child.put(TEXT_OFF, text.as_bytes())?;
     let fd = open_in(

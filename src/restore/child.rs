@@ -22,7 +22,7 @@ use crate::sys::Pod;
 pub const HELPER_LEN: u64 = 256 * 1024;
 /// `syscall; int3; int3` — the int3s are never reached: every call stops at syscall exit,
 /// and a thread created from here stops before its first instruction (it is attached
-/// through `PTRACE_O_TRACECLONE`). Should stasis die and the task run on from the helper,
+/// through `CLONE_PTRACE`). Should stasis die and the task run on from the helper,
 /// the int3 raises a SIGTRAP that, blocked, kills the half-built process.
 const HELPER_CODE: [u8; 4] = [0x0f, 0x05, 0xcc, 0xcc];
 /// Offset of the batch stub (`sys/batch.rs`) in the helper's code page.
@@ -129,10 +129,23 @@ impl Child {
     /// The fd number the child's next `open` gets: the lowest free one (for batches that
     /// predict it, see `sys/batch.rs`).
     pub fn lowest_free_fd(&self) -> Result<u64, RestoreError> {
-        self.fd_table().lowest_free(0)
+        Ok(self.free_fds(1)?[0])
     }
 
-    /// The child's fd table, to follow while queueing calls that change it.
+    /// The fd numbers `n` opens in a row get: the `n` lowest free ones.
+    pub fn free_fds(&self, n: usize) -> Result<Vec<u64>, RestoreError> {
+        let mut table = self.fd_table();
+        let mut free = Vec::with_capacity(n);
+        let mut from = 0;
+        for _ in 0..n {
+            let fd = table.lowest_free(from)?;
+            free.push(fd);
+            from = fd + 1;
+        }
+        Ok(free)
+    }
+
+    /// The child's fd table, asked number by number.
     pub fn fd_table(&self) -> super::fdtable::FdTable {
         super::fdtable::FdTable::of(self.pid())
     }
@@ -181,7 +194,7 @@ impl Child {
 /// user space), and all signals stay blocked from here to the final resume.
 pub fn create(pid: i32, target: &[Vma]) -> Result<Child, RestoreError> {
     let got = clone_with_pid(pid)?;
-    let task = ptrace::seize(got)?;
+    let task = ptrace::seize_silent(got)?;
     let guard = KillOnDrop(got);
     let mem = Mem::open(got, true)?;
     let base = stop_in_pause(&task, &mem)?;
@@ -216,8 +229,8 @@ pub struct Fork {
 /// Creates processes `forks` as children of `parent`, with one batch of `clone3`s
 /// (`set_tid` = each one's pid) run by the parent, with `exit_signal` and, if the process
 /// shared them with its parent, `CLONE_FILES` / `CLONE_FS` / `CLONE_VM` /
-/// `CLONE_SIGHAND`. The kernel attaches each to us (`PTRACE_O_TRACEFORK`); it starts as a
-/// copy of the parent, stopped where `clone3` returns in the parent's helper. With
+/// `CLONE_SIGHAND`. The kernel attaches each to us (`CLONE_PTRACE`: the parent, seized
+/// with [`ptrace::seize_silent`], does not stop for it); it starts as a copy of the parent, stopped where `clone3` returns in the parent's helper. With
 /// `CLONE_VM` it runs in the parent's address space, on the helper's last page as stack,
 /// like a new thread. Returns the new tasks, in order, each still to report its first stop
 /// ([`adopt_fork`]), also when the batch failed part way (the error then names the first
@@ -238,7 +251,7 @@ pub fn fork_many(parent: &Child, forks: &[Fork]) -> (Vec<Seized>, Result<(), Res
             (0, 0)
         };
         let args = crate::abi::CloneArgs {
-            flags: f.share,
+            flags: f.share | libc::CLONE_PTRACE as u64,
             exit_signal: f.exit_signal as u64,
             stack,
             stack_size,
@@ -254,17 +267,18 @@ pub fn fork_many(parent: &Child, forks: &[Fork]) -> (Vec<Seized>, Result<(), Res
             f.pid as u64,
         );
     }
-    let (tasks, r) = remote.run_spawning(&b);
+    let (made, r) = remote.run_creating(&b);
     let r = r.map(drop).map_err(|e| match e {
         InjectError::Failed {
             source: nix::errno::Errno::EEXIST,
             ..
         } => crate::sys::clone::CloneError::PidTaken {
-            pid: forks[tasks.len().min(forks.len() - 1)].pid,
+            pid: forks[made.min(forks.len() - 1)].pid,
         }
         .into(),
         e => RestoreError::from(e),
     });
+    let tasks = forks[..made].iter().map(|f| ptrace::adopt(f.pid)).collect();
     (tasks, r)
 }
 

@@ -8,24 +8,25 @@
 
 use std::collections::HashSet;
 
-use super::child::Child;
 use super::mm::working_prot;
+use super::staged::Staged;
 use super::RestoreError;
 use crate::image::mm::{CowRange, MmImage, Vma};
 use crate::sys::batch::Batch;
 
 /// Ordering requirements: after AddressSpace (nothing but the kept ranges, the helper and
 /// the vDSO block is mapped, so a mapping can grow in place), before Memory.
+/// Added to the pending batch.
 pub fn adopt(
-    child: &Child,
+    s: &mut Staged,
     mm: &MmImage,
     filled: &HashSet<u64>,
     parent: &MmImage,
     parent_filled: &HashSet<u64>,
 ) -> Result<(), RestoreError> {
-    let remote = child.remote();
-    let mut b = remote.batch();
+    let pid = s.child().pid();
     for c in &mm.cow {
+        let b = s.batch();
         let v = mm
             .vmas
             .iter()
@@ -41,14 +42,12 @@ pub fn adopt(
             let args = [c.start, c.end - c.start, want];
             b.call("mprotect", libc::SYS_mprotect, &args);
         }
-        grow(&mut b, c, v, child.pid());
-        zap(&mut b, c);
-        if b.room() < 4096 {
-            remote.run(&b)?;
-            b = remote.batch();
+        grow(b, c, v, pid);
+        zap(b, c);
+        if s.room() < 4096 {
+            s.flush()?;
         }
     }
-    remote.run(&b)?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 //! Linux keeps all of these but dumpable per thread (`struct cred`, `task->atomic_flags`),
 //! so every thread of the process runs the whole sequence itself.
 
-use super::child::Child;
+use super::staged::Staged;
 use super::RestoreError;
 use crate::abi::{CapData, CapHeader, CAP_VERSION_3};
 use crate::image::task::{Caps, Creds, TaskImage, ThreadImage};
@@ -21,12 +21,17 @@ const PR_CAP_AMBIENT_RAISE: u64 = 2;
 /// Ordering requirements: the other threads first, the leader last: the leader runs the
 /// later stages (signals, seals, the helper's unmapping), and a credential change in any
 /// thread resets the process-wide dumpable flag, which the leader sets for good last.
-pub fn restore_creds(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
-    let remote = child.remote();
+/// Each thread's calls go to its pending batch, after those of the earlier stages, which
+/// still run privileged (the other threads' batches run before the leader's). A change
+/// of ids runs them first (see [`thread_creds`]).
+pub fn restore_creds(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreError> {
+    let child = s.child();
     let kept = match super::inherited::status() {
         // The child has the restorer's own capabilities, inherited through clone3.
         Ok(me) => me.cap_prm,
         Err(_) => {
+            s.flush()?;
+            let remote = child.remote();
             let mut b = remote.batch();
             let kept = capget(&mut b);
             remote.run(&b)?.get(kept).permitted()
@@ -34,10 +39,17 @@ pub fn restore_creds(child: &Child, task: &TaskImage) -> Result<(), RestoreError
     };
     check_caps(task.pid, &task.creds.caps, kept)?;
     let change = !inherited(&task.creds);
-    for (thread, t) in child.threads.iter().zip(&task.threads[1..]) {
-        thread_creds(&child.remote_in(thread), task, t, change)?;
+    if change {
+        s.flush()?; // set_ids runs a batch of its own in each thread
     }
-    thread_creds(&remote, task, &task.threads[0], change)
+    for (thread, (i, t)) in child
+        .threads
+        .iter()
+        .zip(task.threads.iter().enumerate().skip(1))
+    {
+        thread_creds(&child.remote_in(thread), s.batch_of(i), task, t, change)?;
+    }
+    thread_creds(&child.remote(), s.batch(), task, &task.threads[0], change)
 }
 
 /// Whether `c` is what every thread of the child already has: the restorer's own ids,
@@ -58,7 +70,8 @@ fn inherited(c: &Creds) -> bool {
         && (me.uid, me.gid, &me.groups[..], own_caps) == (c.uid, c.gid, &c.groups[..], c.caps)
 }
 
-/// The credentials of the thread behind `remote`, which is `t`.
+/// The credentials of the thread behind `remote`, which is `t`: steps 1-2 run now, the
+/// others are added to `b`, that thread's pending batch.
 ///
 /// Ordering requirements:
 /// 1. `SECBIT_KEEP_CAPS` before the uid change, so the permitted set survives it;
@@ -73,21 +86,20 @@ fn inherited(c: &Creds) -> bool {
 /// Two batches at most: steps 1-2 with a `capget` of what was kept, then the rest.
 fn thread_creds(
     remote: &Remote,
+    b: &mut Batch,
     task: &TaskImage,
     t: &ThreadImage,
     change: bool,
 ) -> Result<(), RestoreError> {
-    let mut b = remote.batch();
     if change {
         let kept = set_ids(remote, &task.creds)?;
-        set_caps(&mut b, &task.creds, kept)?;
+        set_caps(b, &task.creds, kept)?;
     }
-    super::prctl::restore_after_creds(&mut b, &task.attrs, t.pdeathsig);
+    super::prctl::restore_after_creds(b, &task.attrs, t.pdeathsig);
     if task.creds.no_new_privs {
         let args = [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0];
         b.call("prctl(PR_SET_NO_NEW_PRIVS)", libc::SYS_prctl, &args);
     }
-    remote.run(&b)?;
     Ok(())
 }
 

@@ -1,12 +1,11 @@
-//! The fd table of a child being restored, as the calls queued for it will leave it:
-//! which numbers are open, for predicting the number the kernel hands out next (always the
-//! lowest free one). Each number is asked of the kernel (`kcmp`, see `sys/kcmp.rs`) the
-//! first time it matters and then follows what the user of the table queues; where `kcmp`
-//! is not available, `/proc/PID/fd` is listed once instead.
+//! The fd table of a child being restored: which numbers are open, for predicting the
+//! numbers the kernel hands out next (always the lowest free one). Each number is asked of
+//! the kernel (`kcmp`, see `sys/kcmp.rs`) the first time it matters, a few cheap calls
+//! where listing `/proc/PID/fd` makes the kernel build an entry per fd; where `kcmp` is
+//! not available, `/proc/PID/fd` is listed once instead.
 //!
-//! Exact as long as every change to the table goes through [`FdTable::set`] until the
-//! calls run: a number never set is one nothing queued touches, so its state now is its
-//! state then.
+//! The table is the kernel's now, which is the one the pending batches of
+//! `restore/staged.rs` leave: they close every fd they open.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,7 +13,7 @@ use super::RestoreError;
 
 pub struct FdTable {
     pid: i32,
-    /// What is known of each number asked about or set.
+    /// What is known of each number asked about.
     known: BTreeMap<u64, bool>,
     /// `/proc/PID/fd`, listed once if `kcmp` failed.
     listed: Option<BTreeSet<u64>>,
@@ -30,7 +29,7 @@ impl FdTable {
         }
     }
 
-    /// Whether `fd` is (or will be, once the queued calls ran) open.
+    /// Whether `fd` is open.
     pub fn is_open(&mut self, fd: u64) -> Result<bool, RestoreError> {
         if let Some(&open) = self.known.get(&fd) {
             return Ok(open);
@@ -41,11 +40,6 @@ impl FdTable {
         };
         self.known.insert(fd, open);
         Ok(open)
-    }
-
-    /// Records that a queued call opens or closes `fd`.
-    pub fn set(&mut self, fd: u64, open: bool) {
-        self.known.insert(fd, open);
     }
 
     /// The lowest number at least `from` that is free: what the next call making an fd
@@ -77,15 +71,13 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     #[test]
-    fn asks_the_kernel_then_follows_what_is_set() {
+    fn tells_open_numbers_from_free_ones() {
         let file = std::fs::File::open("/proc/self/status").unwrap();
         let fd = file.as_raw_fd() as u64;
         let mut table = FdTable::of(std::process::id() as i32);
         assert!(table.is_open(fd).unwrap());
         assert!(table.lowest_free(fd).unwrap() > fd);
-        table.set(fd, false);
-        assert_eq!(table.lowest_free(fd).unwrap(), fd);
-        table.set(fd, true);
         assert!(!table.is_open(1 << 20).unwrap());
+        assert_eq!(table.lowest_free(1 << 20).unwrap(), 1 << 20);
     }
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::child::{Child, HELPER_LEN};
 use super::mm::open_in;
+use super::staged::Staged;
 use super::RestoreError;
 use crate::abi::{IoVec, PAGE_SIZE};
 use crate::image::mm::{MmImage, PageRun};
@@ -69,10 +70,14 @@ pub fn filled_vmas(mm: &MmImage) -> HashSet<u64> {
     out
 }
 
-/// Fills every saved page from the pages files, `pages(stripe)` being the path of each.
-/// Ordering requirements: all mappings exist and are writable.
+/// Fills every saved page from the pages files, `pages(stripe)` being the path of each:
+/// a small fill (one file) is added to the pending batch, a larger one runs it first and
+/// reads on its own. The time returned for a small fill is only that of adding it: the
+/// caller times the batch that reads (see `build_memory`).
+///
+/// Ordering requirements: all mappings exist and are writable when the reads run.
 pub fn fill(
-    child: &Child,
+    s: &mut Staged,
     mm: &MmImage,
     pages: &dyn Fn(u8) -> PathBuf,
 ) -> Result<Filled, RestoreError> {
@@ -83,12 +88,14 @@ pub fn fill(
     let iovs: usize = work.batches.iter().map(|b| b.iovs.len()).sum();
     let small = work.batches.len() <= BATCHED_READS && iovs <= BATCHED_IOVS;
     if !helped && small && mm.stripes() == 1 {
-        fill_batched(child, &pages(0), &work)?;
+        fill_batched(s, &pages(0), &work)?;
         return Ok(Filled {
             bytes: total,
             elapsed: started.elapsed(),
         });
     }
+    s.flush()?;
+    let child = s.child();
     let paths: Vec<PathBuf> = (0..mm.stripes()).map(pages).collect();
     let fds = (paths.iter())
         .map(|p| {
@@ -122,18 +129,17 @@ pub fn fill(
 const BATCHED_READS: usize = 16;
 const BATCHED_IOVS: usize = 8192;
 
-/// A small fill as one batch (`sys/batch.rs`): the child opens the pages file, `preadv`s
-/// every batch of iovecs, each expected to read all its bytes, and closes it. The file's
-/// fd is predicted (the lowest free number) and checked by the batch. Nothing is opened
-/// when there is nothing to read.
-fn fill_batched(child: &Child, pages: &Path, work: &Work) -> Result<(), RestoreError> {
+/// A small fill added to the pending batch (`restore/staged.rs`): the child opens the
+/// pages file, `preadv`s every batch of iovecs, each expected to read all its bytes, and
+/// closes it. The file's fd is predicted (the lowest free number) and checked by the
+/// batch. Nothing is opened when there is nothing to read.
+fn fill_batched(s: &mut Staged, pages: &Path, work: &Work) -> Result<(), RestoreError> {
     if work.batches.is_empty() {
         return Ok(());
     }
-    let pid = child.pid();
-    let fd = child.lowest_free_fd()?;
-    let remote = child.remote();
-    let mut b = remote.batch();
+    let pid = s.child().pid();
+    let fd = s.child().lowest_free_fd()?;
+    let b = s.batch();
     let path = b.put_str(&pages.to_string_lossy());
     let flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
     let args = [libc::AT_FDCWD as u64, path, flags, 0];
@@ -157,7 +163,6 @@ fn fill_batched(child: &Child, pages: &Path, work: &Work) -> Result<(), RestoreE
         bytes += len;
     }
     b.expect("close", libc::SYS_close, &[fd], 0);
-    remote.run(&b)?;
     work.progress.advance(bytes);
     Ok(())
 }

@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 
 use super::child::{Child, HELPER_LEN};
+use super::staged::Staged;
 use super::verify::Special;
 use super::{RestoreError, TASK_SIZE};
 use crate::abi::PrctlMmMap;
@@ -20,16 +21,19 @@ const PR_SET_MM_MAP: u64 = 14;
 const MADV_GUARD_INSTALL: u64 = 102;
 
 /// Removes everything but the helper, the vDSO block and the ranges kept copy-on-write
-/// from the parent (`restore/cow.rs`), then moves the vDSO block (and notes where it is
-/// now in `child.specials`).
-pub fn clear_and_move_vdso(child: &Child, mm: &MmImage) -> Result<(), RestoreError> {
+/// from the parent (`restore/cow.rs`), then moves the vDSO block; added to the pending
+/// batch. `child.specials` then says where the vDSO block is once the batch ran.
+///
+/// Ordering requirements: the first stage of the address space (`child.specials` are
+/// the mappings the child has when the calls run).
+pub fn clear_and_move_vdso(s: &mut Staged, mm: &MmImage) -> Result<(), RestoreError> {
+    let child = s.child();
     let specials = child.specials.borrow().clone();
     let mut keep: Vec<(u64, u64)> = specials.iter().map(|&(_, s, e)| (s, e)).collect();
     keep.push((child.helper, child.helper + HELPER_LEN));
     keep.extend(mm.cow.iter().map(|c| (c.start, c.end)));
     keep.sort_unstable();
-    let remote = child.remote();
-    let mut b = remote.batch();
+    let b = s.batch();
     let mut at = 0x1000u64;
     for &(s, e) in keep.iter().chain(std::iter::once(&(TASK_SIZE, TASK_SIZE))) {
         if s > at {
@@ -37,8 +41,7 @@ pub fn clear_and_move_vdso(child: &Child, mm: &MmImage) -> Result<(), RestoreErr
         }
         at = at.max(e);
     }
-    move_specials(&mut b, child.helper, mm, &specials);
-    remote.run(&b)?;
+    move_specials(b, child.helper, mm, &specials);
     *child.specials.borrow_mut() = moved(mm, &specials);
     Ok(())
 }
@@ -107,10 +110,10 @@ const OPEN_AT_ONCE: usize = 256;
 /// receive saved pages are made writable for now ([`working_prot`]); [`finish_vmas`] puts
 /// the real protection back.
 ///
-/// In batches: the files of up to [`OPEN_AT_ONCE`] mappings are opened in one, then
-/// those mappings are made and the files closed in another. The objects of `Unlinked`
-/// mappings (memfds, deleted files) are made first, one call at a time.
-pub fn map_all(child: &Child, mm: &MmImage, filled: &HashSet<u64>) -> Result<(), RestoreError> {
+/// Added to the pending batch: the files of up to [`OPEN_AT_ONCE`] mappings are opened
+/// (at predicted fds), those mappings made and the files closed. The objects of
+/// `Unlinked` mappings (memfds, deleted files) are made first, one call at a time.
+pub fn map_all(s: &mut Staged, mm: &MmImage, filled: &HashSet<u64>) -> Result<(), RestoreError> {
     let kept = |v: &&Vma| mm.cow.iter().any(|c| c.start == v.start);
     let owner = |v: &Vma| {
         let r = mm.shmem.iter().find(|r| r.start == v.start);
@@ -122,7 +125,8 @@ pub fn map_all(child: &Child, mm: &MmImage, filled: &HashSet<u64>) -> Result<(),
         .filter(|v| !is_special(v) && !kept(v))
         .collect();
     for v in todo.iter().filter(|v| is_unlinked(v) && owner(v).is_none()) {
-        map_unlinked(child, v, working_prot(v, filled))?;
+        s.flush()?;
+        map_unlinked(s.child(), v, working_prot(v, filled))?;
     }
     let mut group: Vec<(&Vma, Option<Source>)> = Vec::new();
     let mut files: Vec<Source> = Vec::new();
@@ -134,19 +138,19 @@ pub fn map_all(child: &Child, mm: &MmImage, filled: &HashSet<u64>) -> Result<(),
             Some(o) => Some(Source::shared(&o, v)),
             None => Source::file(v),
         };
-        if let Some(s) = source
+        if let Some(new) = source
             .as_ref()
-            .filter(|s| !files.iter().any(|f| f.same_file(s)))
+            .filter(|n| !files.iter().any(|f| f.same_file(n)))
         {
             if files.len() == OPEN_AT_ONCE {
-                map_group(child, &group, &files, filled)?;
+                map_group(s, &group, &files, filled)?;
                 (group, files) = (Vec::new(), Vec::new());
             }
-            files.push(s.clone());
+            files.push(new.clone());
         }
         group.push((v, source));
     }
-    map_group(child, &group, &files, filled)
+    map_group(s, &group, &files, filled)
 }
 
 fn is_unlinked(v: &Vma) -> bool {
@@ -206,68 +210,49 @@ impl Source {
     }
 }
 
-/// Opens `files` (one batch), maps `group` (another), closes the files.
+/// Opens `files`, maps `group`, closes the files: added to the pending batch (which runs
+/// when it is full).
 fn map_group(
-    child: &Child,
+    s: &mut Staged,
     group: &[(&Vma, Option<Source>)],
     files: &[Source],
     filled: &HashSet<u64>,
 ) -> Result<(), RestoreError> {
-    let fds = open_all(child, files)?;
-    let remote = child.remote();
-    let mut b = remote.batch();
+    let fds = open_all(s, files)?;
     for (v, source) in group {
         let fd = source.as_ref().map(|s| {
             let i = files.iter().position(|f| f.same_file(s));
             (fds[i.expect("every source was opened")], s.offset)
         });
+        let b = s.batch();
         match (source, fd) {
-            (Some(s), Some((fd, offset))) if s.shm => map_shared(&mut b, v, fd, offset),
-            _ => map_one(&mut b, v, working_prot(v, filled), fd),
+            (Some(s), Some((fd, offset))) if s.shm => map_shared(b, v, fd, offset),
+            _ => map_one(b, v, working_prot(v, filled), fd),
         }
-        if b.room() < 4096 {
-            remote.run(&b)?;
-            b = remote.batch();
+        if s.room() < 4096 {
+            s.flush()?;
         }
     }
+    let b = s.batch();
     for fd in fds {
-        b.call("close", libc::SYS_close, &[fd]);
+        b.expect("close", libc::SYS_close, &[fd], 0);
     }
-    remote.run(&b)?;
     Ok(())
 }
 
-/// Opens every file in the child, in one batch; fails naming the first that would not
-/// open.
-fn open_all(child: &Child, files: &[Source]) -> Result<Vec<u64>, RestoreError> {
-    let remote = child.remote();
-    let mut b = remote.batch();
-    let rets: Vec<Ret> = files
-        .iter()
-        .map(|f| {
-            let path = b.put_str(&f.path);
-            let args = [libc::AT_FDCWD as u64, path, f.flags as u64, 0];
-            b.try_call("openat", libc::SYS_openat, &args)
-        })
-        .collect();
-    let done = remote.run(&b)?;
-    let fds: Vec<i64> = rets.iter().map(|&r| done.raw(r)).collect();
-    if let Some(i) = fds.iter().position(|&fd| fd < 0) {
-        for &fd in fds.iter().filter(|&&fd| fd >= 0) {
-            remote.call("close", libc::SYS_close, &[fd as u64])?;
-        }
-        return Err(open_failed(&files[i].path, child.pid(), fds[i]));
+/// Opens every file in the child at the fds it will get (the lowest free ones, which the
+/// batch checks); a file that would not open stops the batch, named.
+fn open_all(s: &mut Staged, files: &[Source]) -> Result<Vec<u64>, RestoreError> {
+    let pid = s.child().pid();
+    let fds = s.child().free_fds(files.len())?;
+    let b = s.batch();
+    for (f, &fd) in files.iter().zip(&fds) {
+        let path = b.put_str(&f.path);
+        let args = [libc::AT_FDCWD as u64, path, f.flags as u64, 0];
+        b.expect("openat", libc::SYS_openat, &args, fd);
+        b.about(format!("open {} in pid {pid}", f.path));
     }
-    Ok(fds.into_iter().map(|fd| fd as u64).collect())
-}
-
-fn open_failed(path: &str, pid: i32, r: i64) -> RestoreError {
-    RestoreError::Unsupported {
-        what: format!(
-            "open {path} in pid {pid}: {}",
-            nix::errno::Errno::from_raw(-r as i32).desc()
-        ),
-    }
+    Ok(fds)
 }
 
 /// Adds the `mmap` of another process's shared memory object (fd `fd`) to `b`.
@@ -389,16 +374,19 @@ pub fn open_in(child: &Child, path: &str, flags: i32) -> Result<u64, RestoreErro
     Ok(fd as u64)
 }
 
-/// Final protections, madvise flags, guard regions and mlock. Seals come last of all
-/// (see `seal`).
+/// Final protections, madvise flags, guard regions and mlock. Seals come after every
+/// other change to the mappings (see `seal`).
 ///
 /// Ordering requirements: after the pages are filled (installing a guard discards what
 /// its pages hold); guards before mlock (the kernel refuses guards in locked mappings).
-pub fn finish_vmas(child: &Child, mm: &MmImage, filled: &HashSet<u64>) -> Result<(), RestoreError> {
-    let remote = child.remote();
-    let mut b = remote.batch();
-    let mut locks = Vec::new();
+pub fn finish_vmas<'a>(
+    s: &mut Staged<'a>,
+    mm: &'a MmImage,
+    filled: &HashSet<u64>,
+) -> Result<(), RestoreError> {
+    let pid = s.child().pid();
     for v in mm.vmas.iter().filter(|v| !is_special(v)) {
+        let b = s.batch();
         if filled.contains(&v.start) && v.prot & libc::PROT_WRITE as u32 == 0 {
             b.call(
                 "mprotect",
@@ -414,16 +402,17 @@ pub fn finish_vmas(child: &Child, mm: &MmImage, filled: &HashSet<u64>) -> Result
             );
         }
         let guards = guards_in(&mm.guards, v);
-        install_guards(&mut b, guards);
+        install_guards(b, guards);
         if v.flags.locked || v.flags.lockonfault {
-            locks.push((lock(&mut b, v), v, !guards.is_empty()));
+            let r = lock(b, v);
+            let has_guards = !guards.is_empty();
+            s.check(move |done| check_lock(pid, done, r, v, has_guards));
         }
-        if b.room() < 4096 {
-            check_locks(child, &remote.run(&b)?, locks.drain(..))?;
-            b = remote.batch();
+        if s.room() < 4096 {
+            s.flush()?;
         }
     }
-    check_locks(child, &remote.run(&b)?, locks)
+    Ok(())
 }
 
 /// `mlock2` of a locked mapping, added to `b`; its result goes to [`check_locks`].
@@ -432,30 +421,28 @@ fn lock(b: &mut Batch, v: &Vma) -> Ret {
     b.try_call("mlock2", libc::SYS_mlock2, &[v.start, v.len(), onfault])
 }
 
-/// The `mlock2` results of mappings (with whether guard regions lie inside). With guard
-/// regions inside, the kernel marks the mapping locked and then fails to fault the guard
-/// pages in (ENOMEM), as it did for the task: that error is expected.
-fn check_locks<'a>(
-    child: &Child,
+/// The `mlock2` result of mapping `v` of `pid`. With guard regions inside, the kernel
+/// marks the mapping locked and then fails to fault the guard pages in (ENOMEM), as it
+/// did for the task: that error is expected.
+fn check_lock(
+    pid: i32,
     done: &Done,
-    locks: impl IntoIterator<Item = (Ret, &'a Vma, bool)>,
+    r: Ret,
+    v: &Vma,
+    has_guards: bool,
 ) -> Result<(), RestoreError> {
-    for (r, v, has_guards) in locks {
-        let r = done.raw(r);
-        if r == 0 || (has_guards && r == -i64::from(libc::ENOMEM)) {
-            continue;
-        }
-        return Err(RestoreError::Unsupported {
-            what: format!(
-                "mlock2 of mapping {:#x}-{:#x} in pid {}: {}",
-                v.start,
-                v.end,
-                child.pid(),
-                nix::errno::Errno::from_raw(-r as i32).desc()
-            ),
-        });
+    let r = done.raw(r);
+    if r == 0 || (has_guards && r == -i64::from(libc::ENOMEM)) {
+        return Ok(());
     }
-    Ok(())
+    Err(RestoreError::Unsupported {
+        what: format!(
+            "mlock2 of mapping {:#x}-{:#x} in pid {pid}: {}",
+            v.start,
+            v.end,
+            nix::errno::Errno::from_raw(-r as i32).desc()
+        ),
+    })
 }
 
 /// The guard regions inside `v`, from the sorted `guards`.
@@ -493,10 +480,11 @@ fn advices(v: &Vma) -> Vec<i32> {
         .collect()
 }
 
-/// `mseal(2)` of sealed mappings; after this nothing may touch them.
-pub fn seal(child: &Child, mm: &MmImage) -> Result<(), RestoreError> {
+/// `mseal(2)` of sealed mappings, added to the pending batch; after this nothing may
+/// touch them.
+pub fn seal(s: &mut Staged, mm: &MmImage) -> Result<(), RestoreError> {
     for v in mm.vmas.iter().filter(|v| v.flags.sealed && !is_special(v)) {
-        child.remote().call("mseal", 462, &[v.start, v.len(), 0])?;
+        s.batch().call("mseal", 462, &[v.start, v.len(), 0]);
     }
     Ok(())
 }
@@ -505,14 +493,17 @@ pub fn seal(child: &Child, mm: &MmImage) -> Result<(), RestoreError> {
 /// exe link in one validated call.
 ///
 /// Ordering requirements: the old executable (stasis) must be unmapped first, or the
-/// kernel refuses the exe change with EBUSY.
-pub fn set_mm_fields(child: &Child, mm: &MmImage) -> Result<(), RestoreError> {
-    let remote = child.remote();
-    let mut b = remote.batch();
+/// kernel refuses the exe change with EBUSY. Added to the pending batch, whose calls
+/// leave the fd table as they found it (the exe is opened at the predicted fd).
+pub fn set_mm_fields(s: &mut Staged, mm: &MmImage) -> Result<(), RestoreError> {
+    let child = s.child();
+    let fd = match mm.exe {
+        Some(_) => child.lowest_free_fd()?,
+        None => u64::from(u32::MAX),
+    };
+    let b = s.batch();
     let exe_fd = match &mm.exe {
         Some(f) => {
-            // Opened in the same batch, at the fd number predicted (and checked).
-            let fd = child.lowest_free_fd()?;
             let path = b.put_str(&f.path);
             let flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
             let args = [libc::AT_FDCWD as u64, path, flags, 0];
@@ -551,6 +542,5 @@ pub fn set_mm_fields(child: &Child, mm: &MmImage) -> Result<(), RestoreError> {
     if mm.exe.is_some() {
         b.call("close", libc::SYS_close, &[exe_fd]);
     }
-    remote.run(&b)?;
     Ok(())
 }

@@ -19,6 +19,7 @@ mod mm;
 mod prctl;
 mod sched;
 mod seccomp;
+mod staged;
 mod task;
 mod terminal;
 mod threads;
@@ -35,6 +36,7 @@ pub use error::RestoreError;
 use crate::image::tree::{ProcEntry, ProcState};
 use crate::image::{Image, ProcessImage};
 use child::Child;
+use staged::Staged;
 
 /// Top of the x86_64 user address space (4-level paging).
 pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
@@ -112,10 +114,11 @@ pub enum RestoreStage {
     /// (drops privileges), then dumpable, parent-death signal and no_new_privs, which a
     /// credential change resets.
     Creds,
-    /// Requeue pending signals.
-    Signals,
     /// Seal sealed mappings.
     Seals,
+    /// Requeue pending signals (last: once a SIGTRAP is queued, no batch may run in the
+    /// process, see `task::queue_signals`).
+    Signals,
     /// Once every process exists: join process groups; zombies exit with their status.
     Zombies,
     /// A shell job's terminal (once the groups exist): termios and foreground group.
@@ -147,8 +150,8 @@ impl RestoreStage {
             Self::Timers => "timers",
             Self::Seccomp => "seccomp",
             Self::Creds => "credentials",
-            Self::Signals => "signals",
             Self::Seals => "seals",
+            Self::Signals => "signals",
             Self::Zombies => "zombies",
             Self::Terminal => "terminal",
             Self::Resume => "resume",
@@ -448,91 +451,85 @@ fn at(stage: RestoreStage, pid: i32) -> impl Fn(RestoreError) -> RestoreError {
 
 /// The address space and the memory of a live process: done before its children are
 /// forked from it (they keep what they still shared with it copy-on-write, so its memory
-/// must be exactly as saved when they are).
+/// must be exactly as saved when they are). One batch for most processes (see
+/// `staged.rs`), timed as the memory fill.
 fn build_memory(
     child: &Child,
     image: &Image,
     p: &ProcessImage,
     parent: Option<&ProcessImage>,
 ) -> Result<memory::Filled, RestoreError> {
-    let pid = p.task.pid;
     let filled = memory::filled_vmas(&p.mm);
     let _s = crate::profile::span("address space+mappings+memory");
-    mm::clear_and_move_vdso(child, &p.mm).map_err(at(RestoreStage::AddressSpace, pid))?;
-    let mapped = match parent {
-        Some(parent) => {
+    let mut s = Staged::new(child);
+    s.stage(RestoreStage::AddressSpace, |s| {
+        mm::clear_and_move_vdso(s, &p.mm)
+    })?;
+    s.stage(RestoreStage::Mappings, |s| {
+        if let Some(parent) = parent {
             let parent_filled = memory::filled_vmas(&parent.mm);
-            cow::adopt(child, &p.mm, &filled, &parent.mm, &parent_filled)
+            cow::adopt(s, &p.mm, &filled, &parent.mm, &parent_filled)?;
         }
-        None => Ok(()),
-    };
-    mapped
-        .and_then(|()| mm::map_all(child, &p.mm, &filled))
-        .map_err(at(RestoreStage::Mappings, pid))?;
-    let pages = |stripe| image.pages_path(pid, stripe);
-    memory::fill(child, &p.mm, &pages).map_err(at(RestoreStage::Memory, pid))
+        mm::map_all(s, &p.mm, &filled)
+    })?;
+    let started = Instant::now();
+    let mut filled_pages = memory::Filled::default();
+    let pages = |stripe| image.pages_path(p.task.pid, stripe);
+    s.stage(RestoreStage::Memory, |s| {
+        filled_pages = memory::fill(s, &p.mm, &pages)?;
+        s.flush()
+    })?;
+    filled_pages.elapsed = started.elapsed();
+    Ok(filled_pages)
 }
 
-/// Every later stage of one live process, once the whole tree exists.
+/// Every later stage of one live process, once the whole tree exists: for a process with
+/// one thread and the common kinds of fds, one batch (see `staged.rs`).
+///
+/// Ordering requirements: as the stages' order ([`RestoreStage`]); each thread's calls of
+/// consecutive stages share its batches, which run whenever a stage needs them to (the
+/// `clone3`s of Threads always do).
 fn finish(
     child: &mut Child,
     p: &ProcessImage,
     entry: &ProcEntry,
     tcp_close: bool,
 ) -> Result<(), RestoreError> {
-    let pid = p.task.pid;
-    let stage = |s: RestoreStage, r: Result<(), RestoreError>| r.map_err(at(s, pid));
+    use RestoreStage as S;
+    let task = &p.task;
+    let mut s = Staged::new(child);
     if !entry.shares_vm {
         let filled = memory::filled_vmas(&p.mm);
-        stage(
-            RestoreStage::Protections,
-            mm::finish_vmas(child, &p.mm, &filled),
-        )?;
-        stage(RestoreStage::MmFields, mm::set_mm_fields(child, &p.mm))?;
+        s.stage(S::Protections, |s| mm::finish_vmas(s, &p.mm, &filled))?;
+        s.stage(S::MmFields, |s| mm::set_mm_fields(s, &p.mm))?;
     }
     if !entry.shares_files {
-        stage(
-            RestoreStage::Files,
-            files::restore_fds(child, &p.files, tcp_close),
-        )?;
+        s.stage(S::Files, |s| files::restore_fds(s, &p.files, tcp_close))?;
     }
     if !entry.shares_fs {
-        stage(RestoreStage::Fs, files::restore_fs(child, &p.task))?;
+        s.stage(S::Fs, |s| files::restore_fs(s, task))?;
     }
-    stage(
-        RestoreStage::Attributes,
-        task::restore_attrs(child, &p.task),
-    )?;
-    stage(RestoreStage::Audit, audit::restore_loginuid(child, &p.task))?;
-    stage(RestoreStage::Limits, task::restore_rlimits(child, &p.task))?;
+    s.stage(S::Attributes, |s| task::restore_attrs(s, task))?;
+    s.stage(S::Audit, |s| audit::restore_loginuid(s, task))?;
+    s.stage(S::Limits, |s| task::restore_rlimits(s, task))?;
     if !entry.shares_sighand {
-        stage(
-            RestoreStage::SigActions,
-            task::restore_sigactions(child, &p.task),
-        )?;
+        s.stage(S::SigActions, |s| task::restore_sigactions(s, task))?;
     }
-    stage(RestoreStage::Threads, threads::create(child, &p.task))?;
-    stage(
-        RestoreStage::ThreadAttrs,
-        task::restore_thread_attrs(child, &p.task),
-    )?;
-    stage(
-        RestoreStage::ProcAttrs,
-        prctl::restore_process(child, &p.task.attrs),
-    )?;
-    stage(RestoreStage::Sched, sched::restore_sched(child, &p.task))?;
-    stage(
-        RestoreStage::Timers,
-        timers::restore_timers(child, &p.task.timers),
-    )?;
-    stage(
-        RestoreStage::Seccomp,
-        seccomp::restore_seccomp(child, &p.task),
-    )?;
-    stage(RestoreStage::Creds, creds::restore_creds(child, &p.task))?;
-    stage(RestoreStage::Signals, task::queue_signals(child, &p.task))?;
+    if task.threads.len() > 1 {
+        s.stage(S::SigActions, Staged::flush)?;
+        drop(s);
+        threads::create(child, task).map_err(at(S::Threads, task.pid))?;
+        s = Staged::new(child);
+    }
+    s.stage(S::ThreadAttrs, |s| task::restore_thread_attrs(s, task))?;
+    s.stage(S::ProcAttrs, |s| prctl::restore_process(s, &task.attrs))?;
+    s.stage(S::Sched, |s| sched::restore_sched(s, task))?;
+    s.stage(S::Timers, |s| timers::restore_timers(s, &task.timers))?;
+    s.stage(S::Seccomp, |s| seccomp::restore_seccomp(s, task))?;
+    s.stage(S::Creds, |s| creds::restore_creds(s, task))?;
     if !entry.shares_vm {
-        stage(RestoreStage::Seals, mm::seal(child, &p.mm))?;
+        s.stage(S::Seals, |s| mm::seal(s, &p.mm))?;
     }
-    Ok(())
+    s.stage(S::Signals, |s| task::queue_signals(s, task))?;
+    s.flush()
 }

@@ -4,7 +4,7 @@
 //! the other process attributes; [`restore_after_creds`] (dumpable, parent-death signal)
 //! runs after the credentials, because changing ids or capabilities resets both.
 
-use super::child::Child;
+use super::staged::Staged;
 use super::RestoreError;
 use crate::image::task::ProcessAttrs;
 use crate::sys::batch::Batch;
@@ -13,10 +13,9 @@ use crate::sys::batch::Batch;
 /// global expedited, private expedited, its sync-core and rseq variants.
 const MEMBARRIER_REGISTER: [u32; 4] = [1 << 2, 1 << 4, 1 << 6, 1 << 8];
 
-/// THP disable, child subreaper and membarrier registrations.
-pub fn restore_process(child: &Child, a: &ProcessAttrs) -> Result<(), RestoreError> {
-    let remote = child.remote();
-    let mut b = remote.batch();
+/// THP disable, child subreaper and membarrier registrations, added to the pending batch.
+pub fn restore_process(s: &mut Staged, a: &ProcessAttrs) -> Result<(), RestoreError> {
+    let b = s.batch();
     if a.thp_disable & 1 != 0 {
         let args = [
             libc::PR_SET_THP_DISABLE as u64,
@@ -36,7 +35,6 @@ pub fn restore_process(child: &Child, a: &ProcessAttrs) -> Result<(), RestoreErr
         let args = [u64::from(cmd), 0, 0];
         b.call("membarrier(register)", libc::SYS_membarrier, &args);
     }
-    remote.run(&b)?;
     Ok(())
 }
 

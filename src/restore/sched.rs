@@ -2,11 +2,10 @@
 //! priority, nice, CPU affinity and policy (set from outside on the child's tid), and
 //! the process's `oom_score_adj`. Every thread gets its own.
 
-use super::child::Child;
+use super::staged::Staged;
 use super::RestoreError;
 use crate::abi::SchedAttr;
 use crate::image::task::{TaskImage, ThreadSched};
-use crate::sys::inject::Remote;
 use crate::sys::sched;
 
 const SCHED_ATTR_SIZE: u32 = 56;
@@ -19,12 +18,23 @@ const UCLAMP_DEFAULT: (u32, u32) = (0, 1024);
 ///
 /// Ordering requirements: after the threads exist (each gets its own attributes, not the
 /// leader's it inherited), before the credentials drop (raising nice or a real-time
-/// policy needs CAP_SYS_NICE).
-pub fn restore_sched(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
-    let t = &task.threads[0];
-    restore_thread(&child.remote(), t.tid, &t.sched)?;
-    for (thread, t) in child.threads.iter().zip(&task.threads[1..]) {
-        restore_thread(&child.remote_in(thread), t.tid, &t.sched)?;
+/// policy needs CAP_SYS_NICE). The timer slacks are added to the threads' pending
+/// batches, which run before anything is set from outside (see [`restore_thread`]);
+/// nothing else here concerns the pending calls.
+pub fn restore_sched(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreError> {
+    let mut slack = false;
+    for (i, t) in task.threads.iter().enumerate() {
+        if let Some(args) = timerslack(&t.sched) {
+            s.batch_of(i)
+                .call("prctl(PR_SET_TIMERSLACK)", libc::SYS_prctl, &args);
+            slack = true;
+        }
+    }
+    if slack {
+        s.flush()?;
+    }
+    for t in &task.threads {
+        restore_thread(t.tid, &t.sched)?;
     }
     if super::inherited::oom_score_adj() == Some(task.oom_score_adj) {
         return Ok(()); // inherited already
@@ -32,17 +42,20 @@ pub fn restore_sched(child: &Child, task: &TaskImage) -> Result<(), RestoreError
     restore_oom_score_adj(task.pid, task.oom_score_adj)
 }
 
-/// One thread's scheduling attributes; `remote` runs in that thread.
+/// The arguments of the `prctl(PR_SET_TIMERSLACK)` a thread with `s` runs, unless its
+/// slack is the inherited one.
+fn timerslack(s: &ThreadSched) -> Option<[u64; 2]> {
+    let set = s.timerslack_ns != 0 && Some(s.timerslack_ns) != super::inherited::timerslack();
+    set.then_some([libc::PR_SET_TIMERSLACK as u64, s.timerslack_ns])
+}
+
+/// One thread's scheduling attributes but its timer slack, set from outside.
 ///
 /// Ordering requirements: timer slack before the policy (a real-time policy forces the
 /// slack to 0 and ignores `PR_SET_TIMERSLACK`); nice before the policy (under a
 /// real-time policy `sched_setattr` carries no nice value); affinity before the policy
 /// (a `SCHED_DEADLINE` task's affinity cannot be changed).
-fn restore_thread(remote: &Remote, tid: i32, s: &ThreadSched) -> Result<(), RestoreError> {
-    if s.timerslack_ns != 0 && Some(s.timerslack_ns) != super::inherited::timerslack() {
-        let args = [libc::PR_SET_TIMERSLACK as u64, s.timerslack_ns];
-        remote.call("prctl(PR_SET_TIMERSLACK)", libc::SYS_prctl, &args)?;
-    }
+fn restore_thread(tid: i32, s: &ThreadSched) -> Result<(), RestoreError> {
     sched::set_ioprio(tid, s.ioprio)?;
     sched::set_nice(tid, s.nice)?;
     set_affinity(tid, &s.affinity)?;

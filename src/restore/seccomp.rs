@@ -10,6 +10,7 @@
 //! foreign and fail.
 
 use super::child::Child;
+use super::staged::Staged;
 use super::RestoreError;
 use crate::image::seccomp::{chain, SeccompFilter, MODE_DISABLED, MODE_FILTER, MODE_STRICT};
 use crate::image::task::{TaskImage, ThreadImage};
@@ -55,11 +56,14 @@ fn uses_seccomp(task: &TaskImage) -> bool {
 /// before the credentials drop (installing a filter without no_new_privs needs
 /// CAP_SYS_ADMIN, and TSYNC would spread the leader's no_new_privs). Every thread is
 /// switched to `PTRACE_O_SUSPEND_SECCOMP` first, so the syscalls still injected after
-/// this stage pass; the filters act once the threads are detached.
-pub fn restore_seccomp(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
+/// this stage pass; the filters act once the threads are detached. Made by single calls
+/// and ptrace requests, after the pending batch ran.
+pub fn restore_seccomp(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreError> {
     if !uses_seccomp(task) {
         return Ok(());
     }
+    s.flush()?;
+    let child = s.child();
     child.task.suspend_seccomp()?;
     for t in &child.threads {
         t.task.suspend_seccomp()?;

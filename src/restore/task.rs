@@ -4,67 +4,59 @@
 //! (per thread too) are `restore/creds.rs`.
 
 use super::child::Child;
+use super::staged::Staged;
 use super::RestoreError;
 use crate::abi::{AltStack, SigInfo};
 use crate::image::task::{TaskImage, ThreadImage};
+use crate::sys::batch::Batch;
 use crate::sys::inherit;
-use crate::sys::inject::Remote;
 use crate::sys::ptrace::Seized;
 
 const RSEQ_SIG_FLAGS: u64 = 0;
 
-/// Personality. (Names are per thread: the leader's, which is `comm`, is set with the
-/// others in [`restore_thread_attrs`].)
-pub fn restore_attrs(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
+/// Personality, added to the pending batch. (Names are per thread: the leader's, which
+/// is `comm`, is set with the others in [`restore_thread_attrs`].)
+pub fn restore_attrs(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreError> {
     if super::inherited::personality() == Some(task.personality) {
-        return Ok(()); // inherited already
+        return Ok(()); // inherited already (no earlier stage changes it)
     }
-    // A batch of one: one ptrace stop instead of two.
-    let remote = child.remote();
-    let mut b = remote.batch();
-    b.call(
+    s.batch().call(
         "personality",
         libc::SYS_personality,
         &[u64::from(task.personality)],
     );
-    remote.run(&b)?;
     Ok(())
 }
 
 /// Resource limits. Raising a hard limit above the restorer's needs CAP_SYS_RESOURCE,
 /// which is refused with the limit named rather than restored lower.
 ///
-/// The child inherited stasis's limits: only those that differ are set.
-pub fn restore_rlimits(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
-    let remote = child.remote();
-    let mut b = remote.batch();
-    let mut set = Vec::new();
+/// The child inherited stasis's limits: only those that differ are set, in the pending
+/// batch.
+pub fn restore_rlimits(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreError> {
+    let pid = task.pid;
     for (res, &(soft, hard)) in task.rlimits.iter().enumerate() {
         if inherit::own_rlimit(res as u32) == Ok((soft, hard)) {
             continue;
         }
+        let b = s.batch();
         let addr = b.put(&[soft.to_ne_bytes(), hard.to_ne_bytes()].concat());
         let r = b.try_call("prlimit64", libc::SYS_prlimit64, &[0, res as u64, addr, 0]);
-        set.push((r, res, soft, hard));
-    }
-    let done = remote.run(&b)?;
-    for (r, res, soft, hard) in set {
-        let r = done.raw(r);
-        if r < 0 {
-            let why = nix::errno::Errno::from_raw(-r as i32);
-            return Err(RestoreError::Unsupported {
-                what: format!("set resource limit {res} of pid {} to {soft}/{hard}: {why} (raising a hard limit needs CAP_SYS_RESOURCE)", task.pid),
-            });
-        }
+        s.check(move |done| match done.raw(r) {
+            r if r < 0 => Err(RestoreError::Unsupported {
+                what: format!("set resource limit {res} of pid {pid} to {soft}/{hard}: {} (raising a hard limit needs CAP_SYS_RESOURCE)", nix::errno::Errno::from_raw(-r as i32)),
+            }),
+            _ => Ok(()),
+        });
     }
     Ok(())
 }
 
 /// Handlers for every signal but SIGKILL and SIGSTOP. The child inherited stasis's
-/// actions (handlers, flags, masks): only those that differ are set.
-pub fn restore_sigactions(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
-    let remote = child.remote();
-    let mut b = remote.batch();
+/// actions (handlers, flags, masks): only those that differ are set, in the pending
+/// batch.
+pub fn restore_sigactions(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreError> {
+    let b = s.batch();
     for (i, act) in task.sigactions.iter().enumerate() {
         let sig = i as u64 + 1;
         if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
@@ -76,21 +68,20 @@ pub fn restore_sigactions(child: &Child, task: &TaskImage) -> Result<(), Restore
         let addr = b.put_pod(act);
         b.call("rt_sigaction", libc::SYS_rt_sigaction, &[sig, addr, 0, 8]);
     }
-    remote.run(&b)?;
     Ok(())
 }
 
 /// sigaltstack, clear_child_tid, rseq, robust list and name of every thread, each set by
-/// the thread itself (all of these are per-thread kernel state).
-pub fn restore_thread_attrs(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
-    thread_attrs(&child.remote(), &task.threads[0])?;
-    for (thread, t) in child.threads.iter().zip(&task.threads[1..]) {
-        thread_attrs(&child.remote_in(thread), t)?;
+/// the thread itself (all of these are per-thread kernel state), in its pending batch.
+pub fn restore_thread_attrs(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreError> {
+    for (i, t) in task.threads.iter().enumerate() {
+        thread_attrs(s.batch_of(i), t);
     }
     Ok(())
 }
 
-fn thread_attrs(remote: &Remote, t: &ThreadImage) -> Result<(), RestoreError> {
+/// The calls that set thread `t`'s attributes, run by that thread, added to `b`.
+fn thread_attrs(b: &mut Batch, t: &ThreadImage) {
     // SS_ONSTACK is reported, not settable: the kernel derives it from the stack pointer.
     let alt = AltStack {
         flags: t.altstack.flags & !libc::SS_ONSTACK,
@@ -104,7 +95,6 @@ fn thread_attrs(remote: &Remote, t: &ThreadImage) -> Result<(), RestoreError> {
     } else {
         alt
     };
-    let mut b = remote.batch();
     let addr = b.put_pod(&alt);
     b.call("sigaltstack", libc::SYS_sigaltstack, &[addr, 0]);
     b.call(
@@ -134,17 +124,15 @@ fn thread_attrs(remote: &Remote, t: &ThreadImage) -> Result<(), RestoreError> {
         libc::SYS_prctl,
         &[libc::PR_SET_NAME as u64, name],
     );
-    remote.run(&b)?;
-    Ok(())
 }
 
 /// Requeues saved signals, process-wide then per thread, with their full siginfo. Every
 /// signal is blocked in the child until the final mask is set.
 ///
-/// Batched, unless a SIGTRAP is among them: a batch lets SIGTRAP through while it runs
-/// (see `sys/batch.rs`), so once one is queued every call must be a single one.
-pub fn queue_signals(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
-    let remote = child.remote();
+/// Added to the pending batch, unless a SIGTRAP is among them: a batch lets SIGTRAP
+/// through while it runs (see `sys/batch.rs`), so once one is queued every call must be
+/// a single one (the pending batch runs first).
+pub fn queue_signals(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreError> {
     let pid = task.pid as u64;
     let shared = task.shared_pending.iter().map(|i| (None, i));
     let own = task
@@ -152,34 +140,52 @@ pub fn queue_signals(child: &Child, task: &TaskImage) -> Result<(), RestoreError
         .iter()
         .flat_map(|t| t.pending.iter().map(move |i| (Some(t.tid as u64), i)));
     let all: Vec<(Option<u64>, &SigInfo)> = shared.chain(own).collect();
-    let trap = all.iter().any(|(_, i)| i.signo() == libc::SIGTRAP);
-    let mut b = remote.batch();
-    for (tid, info) in all {
-        if b.room() < 1024 {
-            remote.run(&b)?;
-            b = remote.batch();
-        }
-        let addr = b.put_pod(info);
-        let signo = info.signo() as u64;
-        match tid {
-            None => b.call(
-                "rt_sigqueueinfo",
-                libc::SYS_rt_sigqueueinfo,
-                &[pid, signo, addr],
-            ),
-            Some(tid) => b.call(
-                "rt_tgsigqueueinfo",
-                libc::SYS_rt_tgsigqueueinfo,
-                &[pid, tid, signo, addr],
-            ),
-        };
-        if trap {
-            remote.run_singly(&b)?;
-            b = remote.batch();
-        }
+    if all.iter().any(|(_, i)| i.signo() == libc::SIGTRAP) {
+        s.flush()?;
+        return queue_singly(s.child(), &all);
     }
-    remote.run(&b)?;
+    for (tid, info) in all {
+        if s.room() < 1024 {
+            s.flush()?;
+        }
+        queue(s.batch(), pid, tid, info);
+    }
     Ok(())
+}
+
+/// Every signal of `all` queued by its own injected call, with every signal blocked in
+/// every thread first (a thread forked or created by a batch inherited a mask letting
+/// SIGTRAP through, which would let the queued one in at the next injected call).
+fn queue_singly(child: &Child, all: &[(Option<u64>, &SigInfo)]) -> Result<(), RestoreError> {
+    child.task.set_sigmask(!0)?;
+    for t in &child.threads {
+        t.task.set_sigmask(!0)?;
+    }
+    let remote = child.remote();
+    for &(tid, info) in all {
+        let mut b = remote.batch();
+        queue(&mut b, child.pid() as u64, tid, info);
+        remote.run_singly(&b)?;
+    }
+    Ok(())
+}
+
+/// `rt_sigqueueinfo` (process-wide) or `rt_tgsigqueueinfo` (to thread `tid`) of `info`.
+fn queue(b: &mut Batch, pid: u64, tid: Option<u64>, info: &SigInfo) {
+    let addr = b.put_pod(info);
+    let signo = info.signo() as u64;
+    match tid {
+        None => b.call(
+            "rt_sigqueueinfo",
+            libc::SYS_rt_sigqueueinfo,
+            &[pid, signo, addr],
+        ),
+        Some(tid) => b.call(
+            "rt_tgsigqueueinfo",
+            libc::SYS_rt_tgsigqueueinfo,
+            &[pid, tid, signo, addr],
+        ),
+    };
 }
 
 /// Loads every thread's saved registers and mask, unmaps the helper and lets the process

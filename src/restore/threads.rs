@@ -36,8 +36,8 @@ pub fn create(child: &mut Child, task: &TaskImage) -> Result<(), RestoreError> {
 }
 
 /// `clone3(THREAD_FLAGS, set_tid = [tid])` for each of `tids`, run by the leader in one
-/// batch. The kernel attaches each thread to us (the leader is seized with
-/// `PTRACE_O_TRACECLONE`); it stops before its first instruction, which would be the
+/// batch. The kernel attaches each thread to us (`CLONE_PTRACE`: the leader, seized
+/// without `PTRACE_O_TRACECLONE`, runs on); it stops before its first instruction, which would be the
 /// stub's, right after `syscall`. Every thread created is kept in `child.threads`, also
 /// on error, so that a failed restore reaps it.
 fn create_some(child: &mut Child, tids: &[i32]) -> Result<(), RestoreError> {
@@ -48,7 +48,7 @@ fn create_some(child: &mut Child, tids: &[i32]) -> Result<(), RestoreError> {
     for &tid in tids {
         let set_tid = b.put(&tid.to_ne_bytes());
         let args = CloneArgs {
-            flags: THREAD_FLAGS as u64,
+            flags: (THREAD_FLAGS | libc::CLONE_PTRACE) as u64,
             stack,
             stack_size,
             set_tid,
@@ -63,10 +63,10 @@ fn create_some(child: &mut Child, tids: &[i32]) -> Result<(), RestoreError> {
             tid as u64,
         );
     }
-    let (tasks, result) = remote.run_spawning(&b);
+    let (made, result) = remote.run_creating(&b);
     let mut first_err = result.err().map(RestoreError::from);
-    for (task, &want) in tasks.into_iter().zip(tids) {
-        let (thread, started) = first_stop(child, want, task);
+    for &want in &tids[..made] {
+        let (thread, started) = first_stop(child, want, ptrace::adopt(want));
         child.threads.push(thread);
         if let Err(e) = started {
             first_err.get_or_insert(e);

@@ -5,6 +5,7 @@
 //! does not count, as for CRIU. Overrun counts cannot be set and start again at 0.
 
 use super::child::Child;
+use super::staged::Staged;
 use super::RestoreError;
 use crate::abi::{KernelSigevent, TimerPair};
 use crate::image::task::{PosixTimer, Timers};
@@ -24,8 +25,18 @@ const SPEC_OFF: u64 = 256;
 /// Ordering requirements: late, so restore work does not eat the remaining times, and
 /// before the credentials change: timers on `*_ALARM` clocks need CAP_WAKE_ALARM
 /// (`PR_TIMER_CREATE_RESTORE_IDS` itself needs no privilege on Linux 6.18). Expiries until the resume
-/// only queue signals (all are blocked in the child).
-pub fn restore_timers(child: &Child, timers: &Timers) -> Result<(), RestoreError> {
+/// only queue signals (all are blocked in the child). Made by single calls, after the
+/// pending batch ran, if there is anything to set.
+pub fn restore_timers(s: &mut Staged, timers: &Timers) -> Result<(), RestoreError> {
+    let armed = timers
+        .itimers
+        .iter()
+        .any(|it| it.value_us | it.interval_us != 0);
+    if !armed && timers.posix.is_empty() {
+        return Ok(());
+    }
+    s.flush()?;
+    let child = s.child();
     for (which, it) in timers.itimers.iter().enumerate() {
         // A periodic ITIMER_REAL whose SIGALRM was pending at the dump reads as disarmed:
         // since Linux 6.13 the kernel re-arms it when the signal is dequeued. Its next

@@ -18,10 +18,10 @@
 //! by `int3` with SIGTRAP blocked or ignored would reset the handler to SIG_DFL); a traced
 //! task reports it to us in a signal-delivery stop whatever its disposition, and we resume
 //! it without the signal. SIGTRAP is unblocked for the batch only: no signal handler can
-//! run on borrowed registers. A call that creates a task (`clone3`) stops its creator at
-//! a ptrace event on the way (`Remote::run_spawning` notes the new task and goes on); the
-//! new task starts right after the stub's `syscall` ([`STUB_CALL_RETURN`]), attached to
-//! us and stopped before its first instruction.
+//! run on borrowed registers. A call that creates a task (`clone3` with `CLONE_PTRACE`,
+//! see `Remote::run_creating`) does not stop its creator; the new task starts right after
+//! the stub's `syscall` ([`STUB_CALL_RETURN`]), attached to us and stopped before its
+//! first instruction.
 
 use std::marker::PhantomData;
 

@@ -57,6 +57,23 @@ pub enum InjectError {
     },
 }
 
+/// Why a batch stopped: the call that failed (or returned other than expected), by its
+/// index in the table, or `None` when the batch itself failed (ptrace, memory, size).
+#[derive(Debug)]
+pub struct Stopped {
+    pub call: Option<usize>,
+    pub error: InjectError,
+}
+
+impl<E: Into<InjectError>> From<E> for Stopped {
+    fn from(e: E) -> Self {
+        Stopped {
+            call: None,
+            error: e.into(),
+        }
+    }
+}
+
 /// A task that runs syscalls for us.
 pub struct Remote<'a> {
     task: &'a Seized,
@@ -117,27 +134,6 @@ impl<'a> Remote<'a> {
         self.step("syscall entry")?;
         self.step("syscall exit")?;
         Ok(self.task.regs()?.rax as i64)
-    }
-
-    /// [`Remote::raw`], noting the tasks the call creates (see [`Remote::run_spawning`]).
-    fn raw_noting(
-        &self,
-        nr: i64,
-        args: &[u64],
-        created: &mut Vec<i32>,
-    ) -> Result<i64, PtraceError> {
-        self.task.set_regs(&self.call_regs(nr, args))?;
-        self.step("syscall entry")?;
-        loop {
-            self.task.resume_to_syscall()?;
-            match super::ptrace::wait_tid(self.task.tid())? {
-                Stop::Syscall => return Ok(self.task.regs()?.rax as i64),
-                Stop::OtherEvent(PTRACE_EVENT_CLONE | PTRACE_EVENT_FORK) => {
-                    created.push(self.task.event_msg()? as i32);
-                }
-                other => return Err(self.task.unexpected("syscall exit", other)),
-            }
-        }
     }
 
     /// Runs syscall `nr`, mapping a negative result to an error named `name`.
@@ -204,62 +200,68 @@ impl<'a> Remote<'a> {
     /// Ordering requirements: as for single calls, every signal is blocked in the task
     /// (SIGTRAP is let through for the batch only, then the mask is put back).
     pub fn run(&self, batch: &Batch) -> Result<Done, InjectError> {
-        self.run_with(batch, batch.area().stub, &mut Vec::new())
+        self.run_with(batch, batch.area().stub).map_err(|s| s.error)
+    }
+
+    /// [`Remote::run`], telling which call stopped the batch: for batches whose calls
+    /// serve several callers, each owning a range of the table (`restore/staged.rs`).
+    pub fn run_traced(&self, batch: &Batch) -> Result<Done, Stopped> {
+        self.run_with(batch, batch.area().stub)
     }
 
     /// Runs `batch` as [`Remote::run`] does, but each call injected on its own: for a
     /// task where a batch cannot stop cleanly (a SIGTRAP waits to be delivered).
     pub fn run_singly(&self, batch: &Batch) -> Result<Done, InjectError> {
-        self.run_with(batch, None, &mut Vec::new())
+        self.run_with(batch, None).map_err(|s| s.error)
     }
 
-    /// Runs a batch whose calls create tasks (`clone3`) in a task seized with
-    /// `PTRACE_O_TRACECLONE`/`PTRACE_O_TRACEFORK`: each creation stops the task at a
-    /// `PTRACE_EVENT_CLONE`/`FORK`, where the new task's tid is noted and the batch goes
-    /// on. Returns the new tasks (attached to us by the kernel, each still to report its
-    /// first stop), whatever happened, with the batch's result.
-    pub fn run_spawning(&self, batch: &Batch) -> (Vec<Seized>, Result<Done, InjectError>) {
-        let mut created = Vec::new();
-        let r = self.run_with(batch, batch.area().stub, &mut created);
-        let tasks = created.into_iter().map(super::ptrace::adopt).collect();
-        (tasks, r)
+    /// Runs a batch whose calls create tasks: `clone3`s with `CLONE_PTRACE`, run by a task
+    /// seized without `PTRACE_O_TRACECLONE`/`PTRACE_O_TRACEFORK` (see
+    /// [`super::ptrace::seize_silent`]), so that each new task is attached to us and
+    /// stopped before its first instruction while its creator runs on. Returns how many
+    /// calls, from the first, ran (every one if the batch failed as a whole: some of
+    /// their tasks may then not exist), with the batch's result.
+    pub fn run_creating(&self, batch: &Batch) -> (usize, Result<Done, InjectError>) {
+        match self.run_with(batch, batch.area().stub) {
+            Ok(done) => (batch.calls().len(), Ok(done)),
+            Err(s) => (s.call.unwrap_or(batch.calls().len()), Err(s.error)),
+        }
     }
 
-    fn run_with(
-        &self,
-        batch: &Batch,
-        stub: Option<u64>,
-        created: &mut Vec<i32>,
-    ) -> Result<Done, InjectError> {
-        let _span = crate::profile::span("batch");
-        crate::profile::count("batched calls", batch.calls().len() as u64);
+    fn run_with(&self, batch: &Batch, stub: Option<u64>) -> Result<Done, Stopped> {
         let area = batch.area();
         let tid = self.task.tid();
         if batch.table_off() + batch.table_len() > area.len {
-            return Err(InjectError::TooBig {
+            return Err(Stopped::from(InjectError::TooBig {
                 tid,
                 calls: batch.calls().len(),
                 bytes: batch.data().len(),
                 len: area.len,
-            });
+            }));
         }
         if batch.is_empty() {
             return Ok(Done::new(Vec::new(), batch.data().to_vec()));
         }
+        let _span = crate::profile::span("batch");
+        crate::profile::count("batched calls", batch.calls().len() as u64);
         self.write(area.region, &batch.region_bytes())?;
         let rets = match stub {
-            Some(stub) => self.run_stub(stub, batch, created)?,
-            None => self.run_each(batch, created)?,
+            Some(stub) => self.run_stub(stub, batch)?,
+            None => self.run_each(batch)?,
         };
         if let Some(i) = batch.first_miss(&rets) {
             let call = &batch.calls()[i];
             let e = self.miss(call.name, rets[i], call.expect);
-            return Err(match &call.about {
+            let error = match &call.about {
                 Some(what) => InjectError::For {
                     what: what.clone(),
                     source: Box::new(e),
                 },
                 None => e,
+            };
+            return Err(Stopped {
+                call: Some(i),
+                error,
             });
         }
         let mut data = vec![0u8; batch.data().len()];
@@ -268,15 +270,10 @@ impl<'a> Remote<'a> {
     }
 
     /// The stub runs the table; returns the results of the calls it executed.
-    fn run_stub(
-        &self,
-        stub: u64,
-        batch: &Batch,
-        created: &mut Vec<i32>,
-    ) -> Result<Vec<i64>, InjectError> {
+    fn run_stub(&self, stub: u64, batch: &Batch) -> Result<Vec<i64>, InjectError> {
         let mask = self.task.sigmask()?;
         self.task.set_sigmask(mask & !SIGTRAP_BIT)?;
-        let executed = self.stub_round_trip(stub, batch, created);
+        let executed = self.stub_round_trip(stub, batch);
         let restored = self.task.set_sigmask(mask);
         let executed = executed?;
         restored?;
@@ -289,14 +286,8 @@ impl<'a> Remote<'a> {
             .collect())
     }
 
-    /// `PTRACE_CONT` into the stub and wait for its SIGTRAP, noting the tasks created on
-    /// the way; returns how many calls ran.
-    fn stub_round_trip(
-        &self,
-        stub: u64,
-        batch: &Batch,
-        created: &mut Vec<i32>,
-    ) -> Result<usize, InjectError> {
+    /// `PTRACE_CONT` into the stub and wait for its SIGTRAP; returns how many calls ran.
+    fn stub_round_trip(&self, stub: u64, batch: &Batch) -> Result<usize, InjectError> {
         let n = batch.calls().len();
         let mut regs = self.base;
         regs.rip = stub;
@@ -305,15 +296,9 @@ impl<'a> Remote<'a> {
         regs.r13 = n as u64;
         self.task.set_regs(&regs)?;
         self.task.cont()?;
-        loop {
-            match super::ptrace::wait_tid(self.task.tid())? {
-                Stop::Signal(libc::SIGTRAP) => break,
-                Stop::OtherEvent(PTRACE_EVENT_CLONE | PTRACE_EVENT_FORK) => {
-                    created.push(self.task.event_msg()? as i32);
-                    self.task.cont()?;
-                }
-                other => return Err(self.task.unexpected("batch of syscalls", other).into()),
-            }
+        match super::ptrace::wait_tid(self.task.tid())? {
+            Stop::Signal(libc::SIGTRAP) => {}
+            other => return Err(self.task.unexpected("batch of syscalls", other).into()),
         }
         let after = self.task.regs()?;
         if after.rip != stub + STUB_STOP || after.r13 > n as u64 {
@@ -331,10 +316,10 @@ impl<'a> Remote<'a> {
     }
 
     /// Without a stub: each call injected on its own, up to the first miss.
-    fn run_each(&self, batch: &Batch, created: &mut Vec<i32>) -> Result<Vec<i64>, InjectError> {
+    fn run_each(&self, batch: &Batch) -> Result<Vec<i64>, InjectError> {
         let mut rets = Vec::with_capacity(batch.calls().len());
         for c in batch.calls() {
-            let r = self.raw_noting(c.nr, &c.args, created)?;
+            let r = self.raw(c.nr, &c.args)?;
             rets.push(r);
             if !super::batch::meets(r, c.expect) {
                 break;

@@ -104,8 +104,26 @@ pub fn seize(tid: i32) -> Result<Seized, PtraceError> {
     Ok(adopt(tid))
 }
 
-/// The handle of a thread the kernel attached to us (`PTRACE_O_TRACECLONE`): the tid came
-/// from [`Seized::event_msg`] after a [`PTRACE_EVENT_CLONE`] stop of its creator.
+/// `ptrace(PTRACE_SEIZE, tid, 0, TRACESYSGOOD)` — attach without stopping, and without
+/// reports of the tasks it creates: a `clone3` with `CLONE_PTRACE` attaches the new task
+/// to us all the same, starting in a `PTRACE_EVENT_STOP` before its first instruction
+/// (the kernel's `ptrace_init_task`, as `PTRACE_O_TRACECLONE` would), while its creator
+/// runs on without the event stop. For tasks that create many whose ids are known (the
+/// restore's `set_tid`), in one batch of syscalls. The tasks it creates inherit these
+/// options.
+pub fn seize_silent(tid: i32) -> Result<Seized, PtraceError> {
+    let opts = ptrace::Options::PTRACE_O_TRACESYSGOOD;
+    ptrace::seize(Pid::from_raw(tid), opts).map_err(|source| PtraceError::Request {
+        op: "seize",
+        tid,
+        source,
+    })?;
+    Ok(adopt(tid))
+}
+
+/// The handle of a task the kernel attached to us (`PTRACE_O_TRACECLONE` or
+/// `CLONE_PTRACE`): the tid came from [`Seized::event_msg`] after a
+/// [`PTRACE_EVENT_CLONE`] stop of its creator, or was chosen by it (`set_tid`).
 pub fn adopt(tid: i32) -> Seized {
     Seized {
         tid,

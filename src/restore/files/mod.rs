@@ -40,6 +40,7 @@ mod timerfd;
 mod unix;
 
 use super::child::Child;
+use super::staged::Staged;
 use super::RestoreError;
 use crate::image::files::{FdEntry, FdKind, FilesImage};
 use crate::image::task::TaskImage;
@@ -144,8 +145,20 @@ impl Install<'_> {
 
 /// Replaces the inherited fds with the saved table. `tcp_close`: established TCP
 /// connections come back closed.
-pub fn restore_fds(child: &Child, files: &FilesImage, tcp_close: bool) -> Result<(), RestoreError> {
-    let remote = child.remote();
+///
+/// A table of [`batched`] kinds only is added to the pending batch whole (its fd numbers
+/// predicted from an empty table, after the `close_range`); any other runs the pending
+/// batch first and last, and between the single calls of the other kinds.
+pub fn restore_fds(
+    s: &mut Staged,
+    files: &FilesImage,
+    tcp_close: bool,
+) -> Result<(), RestoreError> {
+    let plain = batched_only(files);
+    if !plain {
+        s.flush()?;
+    }
+    let child = s.child();
     let top = files.fds.iter().map(|f| f.fd).max().unwrap_or(0) as u64 + 1;
     let has_tty = files.fds.iter().any(|f| matches!(f.kind, FdKind::Tty(_)));
     let tty = if has_tty {
@@ -158,16 +171,19 @@ pub fn restore_fds(child: &Child, files: &FilesImage, tcp_close: bool) -> Result
         Some(t) => vec![(0, t - 1), (t + 1, CLOSE_RANGE_ALL)],
         None => vec![(0, CLOSE_RANGE_ALL)],
     };
-    let mut b = remote.batch();
     for (first, last) in ranges {
-        b.call("close_range", libc::SYS_close_range, &[first, last, 0]);
+        s.batch()
+            .call("close_range", libc::SYS_close_range, &[first, last, 0]);
     }
-    remote.run(&b)?;
+    if !plain {
+        s.flush()?;
+    }
     let mut prepared = prep::Prepared::new(tty.map_or(top, |t| t + 1));
     let sockets = unix::prepare(child, files, &mut prepared)?;
     inet::prepare(child, files, &mut prepared, tcp_close)?;
     pty::prepare(child, files, &mut prepared)?;
-    let mut batcher = batched::Batcher::new(child);
+    let known = plain.then(std::collections::BTreeSet::new);
+    let mut batcher = batched::Batcher::new(s, known);
     for entry in install_order(files, child.pid()) {
         let at = Install {
             child,
@@ -184,13 +200,22 @@ pub fn restore_fds(child: &Child, files: &FilesImage, tcp_close: bool) -> Result
         install(&at)?;
         batcher.forget();
     }
+    if plain {
+        return Ok(());
+    }
     batcher.flush()?;
     unix::finish(child, files, sockets, &mut prepared)?;
     prepared.close_all(child)?;
     if let Some(t) = tty {
-        remote.call("close", libc::SYS_close, &[t])?;
+        child.remote().call("close", libc::SYS_close, &[t])?;
     }
     locks::restore(child, &files.locks)
+}
+
+/// Whether the table is only [`batched`] kinds, with no lock and no fd in flight: then
+/// no call but the pending batch's is needed (no terminal, no socket, no pty).
+fn batched_only(files: &FilesImage) -> bool {
+    files.fds.iter().all(batched::takes) && files.locks.is_empty() && files.in_flight.is_empty()
 }
 
 /// Fd order, except that epoll instances and their dups come after every other fd, each
@@ -352,14 +377,14 @@ pub fn seek(at: &Install, pos: u64) -> Result<(), RestoreError> {
     Ok(())
 }
 
-/// cwd, root and umask. Ordering requirements: after every open by absolute path, and
-/// `chdir` before `chroot` (the cwd path is absolute in the restorer's root).
-pub fn restore_fs(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
+/// cwd, root and umask, added to the pending batch. Ordering requirements: after every
+/// open by absolute path, and `chdir` before `chroot` (the cwd path is absolute in the
+/// restorer's root); no earlier stage changes what the child inherited.
+pub fn restore_fs(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreError> {
     if fs_as_saved(task) {
         return Ok(());
     }
-    let remote = child.remote();
-    let mut b = remote.batch();
+    let b = s.batch();
     let cwd = b.put_str(&task.cwd);
     b.call("chdir", libc::SYS_chdir, &[cwd]);
     if task.root != "/" {
@@ -367,7 +392,6 @@ pub fn restore_fs(child: &Child, task: &TaskImage) -> Result<(), RestoreError> {
         b.call("chroot", libc::SYS_chroot, &[root]);
     }
     b.call("umask", libc::SYS_umask, &[u64::from(task.umask)]);
-    remote.run(&b)?;
     Ok(())
 }
 
