@@ -229,6 +229,9 @@ fn payload<'a>(header: &Header, after: &'a [u8], path: &Path) -> Result<&'a [u8]
     Ok(after)
 }
 
+/// The buffer a record file is first read into; larger ones grow it.
+const READ_FIRST: usize = 16 << 10;
+
 /// Reads and decodes the record file at `path`, never reading more than the size cap allows.
 pub fn read<T: DeserializeOwned>(kind: Kind, path: &Path) -> Result<T, ImageError> {
     decode(kind, &read_capped(path)?, path)
@@ -264,7 +267,8 @@ pub fn read_versioned<T>(
 fn read_capped(path: &Path) -> Result<Vec<u8>, ImageError> {
     let file = File::open(path).map_err(ImageError::io("open", path))?;
     let cap = HEADER_LEN as u64 + MAX_RECORD_LEN + 1;
-    let mut bytes = Vec::new();
+    // Most records fit: read in one go (and one more read to see the end).
+    let mut bytes = Vec::with_capacity(READ_FIRST);
     file.take(cap)
         .read_to_end(&mut bytes)
         .map_err(ImageError::io("read", path))?;

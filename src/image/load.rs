@@ -46,12 +46,9 @@ impl Image {
     /// validates every record and verifies every pages file (length == the pages of its
     /// runs, crc).
     pub fn load(dir: &Path) -> Result<Image, ImageError> {
-        let image = Self::load_metadata(dir)?;
-        for p in image.processes.iter().filter(|p| image.owns_mm(p.task.pid)) {
-            for stripe in 0..p.mm.stripes() {
-                let path = image.pages_path(p.task.pid, stripe);
-                verify_pages(&path, p.mm.stripe_pages(stripe))?;
-            }
+        let image = Self::load_records(dir)?;
+        for (path, pages) in image.page_files() {
+            verify_pages(&path, pages)?;
         }
         Ok(image)
     }
@@ -59,6 +56,28 @@ impl Image {
     /// Like [`Image::load`] but skips the page checksum pass (for `inspect`): the page files'
     /// headers, lengths and sizes are still checked.
     pub fn load_metadata(dir: &Path) -> Result<Image, ImageError> {
+        let image = Self::load_records(dir)?;
+        for (path, pages) in image.page_files() {
+            check_pages(&path, pages)?;
+        }
+        Ok(image)
+    }
+
+    /// Every pages file (each stripe of each address space) with the number of pages its
+    /// mm record promises it.
+    fn page_files(&self) -> impl Iterator<Item = (PathBuf, u64)> + '_ {
+        let owners = self.processes.iter().filter(|p| self.owns_mm(p.task.pid));
+        owners.flat_map(move |p| {
+            let pid = p.task.pid;
+            (0..p.mm.stripes()).map(move |s| (self.pages_path(pid, s), p.mm.stripe_pages(s)))
+        })
+    }
+
+    /// Every record read and validated, the pages files not opened yet.
+    ///
+    /// Ordering requirements: an mm record is validated before the caller trusts its page
+    /// count.
+    fn load_records(dir: &Path) -> Result<Image, ImageError> {
         let inventory = load_inventory(dir)?;
         let path = dir.join(TREE);
         let tree = read_since::<TreeImage, TreeImageV6>(Kind::Tree, &path, 7)?;
@@ -140,9 +159,7 @@ fn load_inventory(dir: &Path) -> Result<Inventory, ImageError> {
     Ok(inventory)
 }
 
-/// The records of `pid`; `mm`/`pages` only if it `owns_mm` (else its mm is empty).
-///
-/// Ordering requirements: mm is validated before its page count is trusted.
+/// The records of `pid`; `mm` only if it `owns_mm` (else its mm is empty).
 fn load_process(dir: &Path, pid: i32, owns_mm: bool) -> Result<ProcessImage, ImageError> {
     let path = dir.join(record_name("task", pid));
     let task = read(Kind::Task, &path)?;
@@ -162,9 +179,6 @@ fn load_mm(dir: &Path, pid: i32) -> Result<MmImage, ImageError> {
     let path = dir.join(record_name("mm", pid));
     let mm = read_mm(&path)?;
     validate::mm(&mm, &path)?;
-    for stripe in 0..mm.stripes() {
-        check_pages(&dir.join(pages_name(pid, stripe)), mm.stripe_pages(stripe))?;
-    }
     Ok(mm)
 }
 

@@ -499,27 +499,30 @@ fn vma(v: &Vma, path: &Path) -> Check {
 fn page_runs(runs: &[PageRun], vmas: &[Vma], path: &Path) -> Check {
     let mut prev_end = 0;
     for run in runs {
-        let label = format!("page run {:#x}+{}", run.addr, run.pages);
+        let label = || format!("page run {:#x}+{}", run.addr, run.pages);
         if run.stripe >= MAX_STRIPES {
             let (stripe, last) = (run.stripe, MAX_STRIPES - 1);
             return fail(
                 path,
-                format!("{label} is in pages file {stripe}, beyond the last one ({last})"),
+                format!(
+                    "{} is in pages file {stripe}, beyond the last one ({last})",
+                    label()
+                ),
             );
         }
         if run.addr % PAGE_SIZE != 0 {
-            return fail(path, format!("{label} is not page aligned"));
+            return fail(path, format!("{} is not page aligned", label()));
         }
         if run.pages == 0 {
-            return fail(path, format!("{label} is empty"));
+            return fail(path, format!("{} is empty", label()));
         }
         let end = run_end(run, vmas).ok_or_else(|| {
-            ImageError::invalid(path, format!("{label} lies outside every mapping"))
+            ImageError::invalid(path, format!("{} lies outside every mapping", label()))
         })?;
         if run.addr < prev_end {
             return fail(
                 path,
-                format!("{label} overlaps or precedes the previous run"),
+                format!("{} overlaps or precedes the previous run", label()),
             );
         }
         prev_end = end;
@@ -532,9 +535,9 @@ fn page_runs(runs: &[PageRun], vmas: &[Vma], path: &Path) -> Check {
 fn guards(mm: &MmImage, path: &Path) -> Check {
     let mut prev_end = 0;
     for g in &mm.guards {
-        let label = format!("guard region {:#x}-{:#x}", g.start, g.end);
+        let label = || format!("guard region {:#x}-{:#x}", g.start, g.end);
         if g.start % PAGE_SIZE != 0 || g.end % PAGE_SIZE != 0 || g.start >= g.end {
-            return fail(path, format!("{label} is empty or not page aligned"));
+            return fail(path, format!("{} is empty or not page aligned", label()));
         }
         let as_run = PageRun {
             addr: g.start,
@@ -542,16 +545,16 @@ fn guards(mm: &MmImage, path: &Path) -> Check {
             stripe: 0,
         };
         if run_end(&as_run, &mm.vmas).is_none() {
-            return fail(path, format!("{label} lies outside every mapping"));
+            return fail(path, format!("{} lies outside every mapping", label()));
         }
         if g.start < prev_end {
             return fail(
                 path,
-                format!("{label} overlaps or precedes the previous one"),
+                format!("{} overlaps or precedes the previous one", label()),
             );
         }
         if holds_pages(g, &mm.page_runs) {
-            return fail(path, format!("{label} overlaps saved pages"));
+            return fail(path, format!("{} overlaps saved pages", label()));
         }
         prev_end = g.end;
     }
@@ -582,21 +585,27 @@ fn unlinked(mm: &MmImage, path: &Path) -> Check {
 fn cow(mm: &MmImage, path: &Path) -> Check {
     let mut prev_end = 0;
     for c in &mm.cow {
-        let label = format!("copy-on-write range {:#x}-{:#x}", c.start, c.end);
+        let label = || format!("copy-on-write range {:#x}-{:#x}", c.start, c.end);
         let v = mm.vmas.iter().find(|v| v.start == c.start);
         if !v.is_some_and(|v| v.is_private_memory() && c.end > c.start && c.end <= v.end) {
             return fail(
                 path,
-                format!("{label} is not the start of a private anonymous or file mapping"),
+                format!(
+                    "{} is not the start of a private anonymous or file mapping",
+                    label()
+                ),
             );
         }
         if c.end % PAGE_SIZE != 0 || c.start < prev_end {
-            return fail(path, format!("{label} is unaligned or out of order"));
+            return fail(path, format!("{} is unaligned or out of order", label()));
         }
         let mut at = c.start;
         for &(s, e) in &c.zap {
             if s % PAGE_SIZE != 0 || e % PAGE_SIZE != 0 || s < at || e <= s || e > c.end {
-                return fail(path, format!("{label} has a bad zap range {s:#x}-{e:#x}"));
+                return fail(
+                    path,
+                    format!("{} has a bad zap range {s:#x}-{e:#x}", label()),
+                );
             }
             at = e;
         }

@@ -17,18 +17,14 @@ const TEXT_OFF: u64 = 1024;
 ///
 /// Ordering requirements: before the threads are created (they inherit the leader's
 /// loginuid) and before the credentials drop (CAP_AUDIT_CONTROL). A change runs the
-/// pending batch first (it is made by single calls), which no earlier stage's calls
-/// make a difference to the loginuid read here.
+/// pending batch first (it is made by single calls); no earlier stage's calls change the
+/// loginuid the child inherited (see `restore/inherited.rs`).
 pub fn restore_loginuid(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreError> {
     let Some(audit) = task.audit else {
         return Ok(());
     };
     let child = s.child();
-    let pid = child.pid();
-    let inherited =
-        crate::proc::audit_id(pid, "loginuid").map_err(|e| RestoreError::Unsupported {
-            what: e.to_string(),
-        })?;
+    let inherited = super::inherited::loginuid()?;
     if inherited.map_or(true, |uid| uid == audit.loginuid) {
         return Ok(());
     }

@@ -5,6 +5,9 @@
 //! unmapped before the task resumes. The other threads of the process (see `threads.rs`)
 //! run their syscalls from the same helper.
 
+use std::cell::RefCell;
+
+use super::verify::Special;
 use super::RestoreError;
 use crate::abi::GpRegs;
 use crate::image::mm::Vma;
@@ -39,17 +42,29 @@ pub struct Child {
     pub helper: u64,
     /// The other threads, in image order, once created.
     pub threads: Vec<Thread>,
+    /// Where its vvar/vvar_vclock/vdso mappings are: inherited (from stasis for the root,
+    /// else from the parent, whose own were moved to their saved places before it forked),
+    /// then moved by `mm::clear_and_move_vdso`. Followed rather than read back from
+    /// `/proc/PID/maps`.
+    pub specials: RefCell<Vec<Special>>,
 }
 
 impl Child {
     /// The child once its helper page is in place, before it has other threads.
-    fn taken_over(task: Seized, mem: Mem, base: GpRegs, helper: u64) -> Child {
+    fn taken_over(
+        task: Seized,
+        mem: Mem,
+        base: GpRegs,
+        helper: u64,
+        specials: Vec<Special>,
+    ) -> Child {
         Child {
             task,
             mem,
             base,
             helper,
             threads: Vec::new(),
+            specials: RefCell::new(specials),
         }
     }
 }
@@ -111,19 +126,28 @@ impl Child {
         self.task.forget();
     }
 
-    /// The fd number the child's next `open` gets: the lowest free one, from
-    /// `/proc/PID/fd` (for batches that predict it, see `sys/batch.rs`).
+    /// The fd number the child's next `open` gets: the lowest free one (for batches that
+    /// predict it, see `sys/batch.rs`).
     pub fn lowest_free_fd(&self) -> Result<u64, RestoreError> {
         Ok(self.free_fds(1)?[0])
     }
 
     /// The fd numbers `n` opens in a row get: the `n` lowest free ones.
     pub fn free_fds(&self, n: usize) -> Result<Vec<u64>, RestoreError> {
-        let open = crate::proc::fds(self.pid()).map_err(|e| RestoreError::Unsupported {
-            what: e.to_string(),
-        })?;
-        let free = (0..).filter(|fd| !open.contains(fd));
-        Ok(free.take(n).map(|fd| fd as u64).collect())
+        let mut table = self.fd_table();
+        let mut free = Vec::with_capacity(n);
+        let mut from = 0;
+        for _ in 0..n {
+            let fd = table.lowest_free(from)?;
+            free.push(fd);
+            from = fd + 1;
+        }
+        Ok(free)
+    }
+
+    /// The child's fd table, asked number by number.
+    pub fn fd_table(&self) -> super::fdtable::FdTable {
+        super::fdtable::FdTable::of(self.pid())
     }
 
     /// Scratch space: `HELPER_LEN - 4096` bytes after the code page (the last page is
@@ -187,8 +211,9 @@ pub fn create(pid: i32, target: &[Vma]) -> Result<Child, RestoreError> {
     }
     let helper = map_helper(&entry, got, target)?;
     write_code(&mem, helper)?;
+    let specials = super::verify::own_specials()?;
     std::mem::forget(guard);
-    Ok(Child::taken_over(task, mem, base, helper))
+    Ok(Child::taken_over(task, mem, base, helper, specials))
 }
 
 /// A process to create as a child of a restored parent.
@@ -282,7 +307,8 @@ pub fn adopt_fork(
             ),
         });
     }
-    let mem = Mem::open(pid, true)?;
+    // Opened only if needed: most children never write outside the batches.
+    let mem = Mem::lazy(pid, true);
     let inherited = parent.helper;
     let clash = target
         .iter()
@@ -295,8 +321,9 @@ pub fn adopt_fork(
     } else {
         inherited
     };
+    let specials = parent.specials.borrow().clone();
     std::mem::forget(guard);
-    Ok(Child::taken_over(task, mem, base, helper))
+    Ok(Child::taken_over(task, mem, base, helper, specials))
 }
 
 /// The helper's code: the single `syscall` at its start, the batch stub after it.

@@ -26,7 +26,7 @@ const PR_CAP_AMBIENT_RAISE: u64 = 2;
 /// of ids runs them first (see [`thread_creds`]).
 pub fn restore_creds(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreError> {
     let child = s.child();
-    let kept = match crate::proc::status(std::process::id() as i32) {
+    let kept = match super::inherited::status() {
         // The child has the restorer's own capabilities, inherited through clone3.
         Ok(me) => me.cap_prm,
         Err(_) => {
@@ -56,7 +56,7 @@ pub fn restore_creds(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreErro
 /// groups, capabilities and securebits, inherited through `clone3` (no earlier stage
 /// changes them). Then only the attributes after the credentials are set.
 fn inherited(c: &Creds) -> bool {
-    let Ok(me) = crate::proc::status(std::process::id() as i32) else {
+    let Ok(me) = super::inherited::status() else {
         return false;
     };
     let own_caps = Caps {
@@ -67,7 +67,7 @@ fn inherited(c: &Creds) -> bool {
         ambient: me.cap_amb,
     };
     inherit::own_securebits() == Ok(c.securebits)
-        && (me.uid, me.gid, &me.groups, own_caps) == (c.uid, c.gid, &c.groups, c.caps)
+        && (me.uid, me.gid, &me.groups[..], own_caps) == (c.uid, c.gid, &c.groups[..], c.caps)
 }
 
 /// The credentials of the thread behind `remote`, which is `t`: steps 1-2 run now, the
@@ -167,16 +167,18 @@ fn check_caps(pid: i32, caps: &Caps, kept: u64) -> Result<(), RestoreError> {
     Ok(())
 }
 
-/// `/proc/sys/kernel/cap_last_cap`.
+/// `/proc/sys/kernel/cap_last_cap`, read once per run: it is fixed for the kernel's
+/// lifetime.
 fn cap_last_cap() -> Result<u32, RestoreError> {
+    static LAST: std::sync::OnceLock<Result<u32, String>> = std::sync::OnceLock::new();
     let path = "/proc/sys/kernel/cap_last_cap";
-    let text = std::fs::read_to_string(path).map_err(|source| RestoreError::Read {
-        path: path.into(),
-        source,
-    })?;
-    text.trim().parse().map_err(|e| RestoreError::Unsupported {
-        what: format!("{path}: {e}"),
-    })
+    let read = || {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("read {path}: {e}"))?;
+        text.trim().parse().map_err(|e| format!("{path}: {e}"))
+    };
+    let last = LAST.get_or_init(read).as_ref();
+    last.copied()
+        .map_err(|what| RestoreError::Unsupported { what: what.clone() })
 }
 
 fn set_securebits(b: &mut Batch, bits: u64) {

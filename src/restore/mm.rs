@@ -8,6 +8,7 @@ use std::collections::HashSet;
 
 use super::child::{Child, HELPER_LEN};
 use super::staged::Staged;
+use super::verify::Special;
 use super::{RestoreError, TASK_SIZE};
 use crate::abi::PrctlMmMap;
 use crate::image::mm::{Guard, MmImage, ShmemOwner, Vma, VmaKind};
@@ -21,13 +22,13 @@ const MADV_GUARD_INSTALL: u64 = 102;
 
 /// Removes everything but the helper, the vDSO block and the ranges kept copy-on-write
 /// from the parent (`restore/cow.rs`), then moves the vDSO block; added to the pending
-/// batch.
+/// batch. `child.specials` then says where the vDSO block is once the batch ran.
 ///
-/// Ordering requirements: the first stage of the address space (the mappings read from
-/// `/proc` are the ones the child has when the calls run).
+/// Ordering requirements: the first stage of the address space (`child.specials` are
+/// the mappings the child has when the calls run).
 pub fn clear_and_move_vdso(s: &mut Staged, mm: &MmImage) -> Result<(), RestoreError> {
     let child = s.child();
-    let specials = super::verify::specials(child.pid())?;
+    let specials = child.specials.borrow().clone();
     let mut keep: Vec<(u64, u64)> = specials.iter().map(|&(_, s, e)| (s, e)).collect();
     keep.push((child.helper, child.helper + HELPER_LEN));
     keep.extend(mm.cow.iter().map(|c| (c.start, c.end)));
@@ -41,13 +42,22 @@ pub fn clear_and_move_vdso(s: &mut Staged, mm: &MmImage) -> Result<(), RestoreEr
         at = at.max(e);
     }
     move_specials(b, child.helper, mm, &specials);
+    *child.specials.borrow_mut() = moved(mm, &specials);
     Ok(())
+}
+
+/// Where `specials` are once [`move_specials`] ran: each at its saved place, or gone.
+fn moved(mm: &MmImage, specials: &[Special]) -> Vec<Special> {
+    let saved = |k: &VmaKind| mm.vmas.iter().find(|v| v.kind == *k);
+    (specials.iter())
+        .filter_map(|(k, _, _)| saved(k).map(|v| (k.clone(), v.start, v.end)))
+        .collect()
 }
 
 /// Moves each of vvar, vvar_vclock and vdso to its saved address (through a spare hole
 /// first when old and new places overlap), or unmaps it if the task had none; added to
 /// batch `b`.
-fn move_specials(b: &mut Batch, helper: u64, mm: &MmImage, specials: &[(VmaKind, u64, u64)]) {
+fn move_specials(b: &mut Batch, helper: u64, mm: &MmImage, specials: &[Special]) {
     let lo = specials.iter().map(|s| s.1).min().unwrap_or(0);
     let hi = specials.iter().map(|s| s.2).max().unwrap_or(0);
     let targets: Vec<(u64, u64, Option<&Vma>)> = specials

@@ -36,13 +36,16 @@ pub fn restore_sched(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreErro
     for t in &task.threads {
         restore_thread(t.tid, &t.sched)?;
     }
+    if super::inherited::oom_score_adj() == Some(task.oom_score_adj) {
+        return Ok(()); // inherited already
+    }
     restore_oom_score_adj(task.pid, task.oom_score_adj)
 }
 
 /// The arguments of the `prctl(PR_SET_TIMERSLACK)` a thread with `s` runs, unless its
 /// slack is the inherited one.
 fn timerslack(s: &ThreadSched) -> Option<[u64; 2]> {
-    let set = s.timerslack_ns != 0 && Ok(s.timerslack_ns) != own_timerslack();
+    let set = s.timerslack_ns != 0 && Some(s.timerslack_ns) != super::inherited::timerslack();
     set.then_some([libc::PR_SET_TIMERSLACK as u64, s.timerslack_ns])
 }
 
@@ -58,12 +61,6 @@ fn restore_thread(tid: i32, s: &ThreadSched) -> Result<(), RestoreError> {
     set_affinity(tid, &s.affinity)?;
     sched::sched_setattr(tid, &sched_attr(s))?;
     Ok(())
-}
-
-/// Stasis's own timer slack, which every thread of the child inherited (none of them
-/// changed it before this stage): an equal saved one needs no call.
-fn own_timerslack() -> Result<u64, nix::errno::Errno> {
-    nix::sys::prctl::get_timerslack().map(|v| v as u64)
 }
 
 fn sched_attr(s: &ThreadSched) -> SchedAttr {

@@ -33,10 +33,7 @@ pub fn host_accepts(task: &TaskImage) -> Result<(), RestoreError> {
     if !uses_seccomp(task) {
         return Ok(());
     }
-    let own =
-        crate::proc::status(std::process::id() as i32).map_err(|e| RestoreError::Unsupported {
-            what: e.to_string(),
-        })?;
+    let own = super::inherited::status()?;
     if own.cap_eff & (1 << CAP_SYS_ADMIN) == 0 || own.seccomp != MODE_DISABLED {
         return Err(RestoreError::Unsupported {
             what: format!(

@@ -17,7 +17,7 @@ const RSEQ_SIG_FLAGS: u64 = 0;
 /// Personality, added to the pending batch. (Names are per thread: the leader's, which
 /// is `comm`, is set with the others in [`restore_thread_attrs`].)
 pub fn restore_attrs(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreError> {
-    if crate::proc::personality(s.child().pid()).ok() == Some(task.personality) {
+    if super::inherited::personality() == Some(task.personality) {
         return Ok(()); // inherited already (no earlier stage changes it)
     }
     s.batch().call(
@@ -234,12 +234,24 @@ fn load_and_park(task: &Seized, t: &ThreadImage) -> Result<(), RestoreError> {
     task.set_regs(&t.regs)?;
     if !t.xsave.is_empty() {
         let mut xsave = t.xsave.clone();
-        xsave.resize(task.xstate()?.len(), 0);
+        xsave.resize(xstate_len(task)?, 0);
         task.set_xstate(&xsave)?;
     }
     task.set_sigmask(t.sigmask)?;
     task.park()?;
     Ok(())
+}
+
+/// The size of the xsave area `PTRACE_GETREGSET` hands out: the same for every task of
+/// this boot (the kernel's `fpu_user_cfg.max_size`), so read from the first thread
+/// loaded and kept for the run.
+fn xstate_len(task: &Seized) -> Result<usize, RestoreError> {
+    static LEN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    if let Some(&len) = LEN.get() {
+        return Ok(len);
+    }
+    let len = task.xstate()?.len();
+    Ok(*LEN.get_or_init(|| len))
 }
 
 /// Detaches every thread. A process that was stopped by job control gets a SIGSTOP first:

@@ -1,8 +1,15 @@
 //! Checks that the host can take the image, before any process is created: the pid is
 //! free, the CPU has every saved xsave feature, the vDSO matches, every file the task
 //! maps or holds is the one it had, and seccomp can be restored.
+//!
+//! What the checks compare against is read once per verification, not per process: the
+//! restorer's own vDSO, `pid_max`, and the `stat` of each file path (many processes map
+//! the same executable and libraries).
 
+use std::collections::HashMap;
+use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
+use std::sync::OnceLock;
 
 use super::RestoreError;
 use crate::image::files::FdKind;
@@ -16,16 +23,35 @@ pub fn host_accepts(image: &Image, skip_file_check: bool) -> Result<(), RestoreE
     cpu_features(image.inventory.cpu.xcr0)?;
     let same_host = hostname() == image.inventory.hostname;
     pids_free(image)?;
+    let vdso = OwnVdso::read()?;
+    let mut stats = Stats::default();
     for p in &image.processes {
-        vdso_matches(p)?;
-        files_unchanged(p, same_host)?;
+        vdso.matches(p)?;
+        files_unchanged(p, same_host, &mut stats)?;
         super::seccomp::host_accepts(&p.task)?;
         network_lock_liftable(p)?;
         if !skip_file_check {
-            fds_unchanged(p, same_host)?;
+            fds_unchanged(p, same_host, &mut stats)?;
         }
     }
     Ok(())
+}
+
+/// The `stat` of each path checked, taken once per verification. Exact: the checks only
+/// read, and a file changing while they run could as well change right after them.
+#[derive(Default)]
+struct Stats(HashMap<String, Result<Metadata, String>>);
+
+impl Stats {
+    /// The metadata of `path` (following symlinks), or why it could not be had.
+    fn of(&mut self, path: &str) -> Result<&Metadata, &str> {
+        if !self.0.contains_key(path) {
+            let m = std::fs::metadata(path).map_err(|e| e.to_string());
+            self.0.insert(path.to_string(), m);
+        }
+        let m = self.0.get(path).expect("inserted above");
+        m.as_ref().map_err(String::as_str)
+    }
 }
 
 /// A connection held by the dump's network lock needs `nft` to be let go again: without
@@ -63,9 +89,12 @@ fn pids_free(image: &Image) -> Result<(), RestoreError> {
     let mut ids: Vec<i32> = zombies.chain(tids).collect();
     ids.sort_unstable();
     ids.dedup();
+    let pid_max: i32 = read_trim("/proc/sys/kernel/pid_max")?
+        .parse()
+        .unwrap_or(4_194_304);
     let mut taken = Vec::new();
     for id in ids {
-        match pid_free(id) {
+        match pid_free(id, pid_max) {
             Ok(()) => {}
             Err(RestoreError::PidTaken { pid, owner }) => taken.push((pid, owner)),
             Err(e) => return Err(e),
@@ -87,11 +116,8 @@ fn pids_free(image: &Image) -> Result<(), RestoreError> {
     }
 }
 
-/// The pid is unused and below pid_max.
-pub fn pid_free(pid: i32) -> Result<(), RestoreError> {
-    let pid_max: i32 = read_trim("/proc/sys/kernel/pid_max")?
-        .parse()
-        .unwrap_or(4_194_304);
+/// The pid is unused and below `pid_max`.
+fn pid_free(pid: i32, pid_max: i32) -> Result<(), RestoreError> {
     if pid >= pid_max {
         return Err(RestoreError::PidMax { pid, pid_max });
     }
@@ -119,45 +145,73 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
-/// Our vDSO exports the dumped symbols at the same offsets, and the special mappings
-/// (vvar, vvar_vclock, vdso) have the same sizes.
-fn vdso_matches(p: &ProcessImage) -> Result<(), RestoreError> {
-    let here = own_specials()?;
-    for kind in [VmaKind::Vvar, VmaKind::VvarVclock, VmaKind::Vdso] {
-        let saved = p.mm.vmas.iter().find(|v| v.kind == kind).map(|v| v.len());
-        let ours = here
-            .iter()
-            .find(|(k, _, _)| *k == kind)
-            .map(|(_, s, e)| e - s);
-        if saved.is_some() && saved != ours {
-            return Err(RestoreError::Vdso {
-                what: format!("{kind:?} is {saved:?} bytes there, {ours:?} here"),
-            });
-        }
+/// The restorer's own vDSO block, read once per verification: each process is compared
+/// with it.
+struct OwnVdso {
+    specials: Vec<Special>,
+    /// The symbols our vDSO exports; `None` without a vDSO.
+    symbols: Option<Vec<(String, u64)>>,
+}
+
+impl OwnVdso {
+    fn read() -> Result<OwnVdso, RestoreError> {
+        let specials = own_specials()?;
+        let symbols = match specials.iter().find(|(k, _, _)| *k == VmaKind::Vdso) {
+            Some(&(_, start, end)) => Some(own_vdso_symbols(start, end)?),
+            None => None,
+        };
+        Ok(OwnVdso { specials, symbols })
     }
-    let Some((_, start, end)) = here.iter().find(|(k, _, _)| *k == VmaKind::Vdso) else {
-        return Ok(());
-    };
-    let mut text = vec![0u8; (end - start) as usize];
-    Mem::open(std::process::id() as i32, false)?.read(*start, &mut text)?;
-    let symbols = crate::vdso::symbols(&text).map_err(|what| RestoreError::Vdso { what })?;
-    let diff = crate::vdso::mismatches(&p.mm.vdso_symbols, &symbols);
-    if diff.is_empty() {
-        Ok(())
-    } else {
-        Err(RestoreError::Vdso {
-            what: format!("symbols differ: {}", diff.join(", ")),
-        })
+
+    /// Our vDSO exports the dumped symbols at the same offsets, and the special mappings
+    /// (vvar, vvar_vclock, vdso) have the same sizes.
+    fn matches(&self, p: &ProcessImage) -> Result<(), RestoreError> {
+        for kind in [VmaKind::Vvar, VmaKind::VvarVclock, VmaKind::Vdso] {
+            let saved = p.mm.vmas.iter().find(|v| v.kind == kind).map(|v| v.len());
+            let ours = (self.specials.iter())
+                .find(|(k, _, _)| *k == kind)
+                .map(|(_, s, e)| e - s);
+            if saved.is_some() && saved != ours {
+                return Err(RestoreError::Vdso {
+                    what: format!("{kind:?} is {saved:?} bytes there, {ours:?} here"),
+                });
+            }
+        }
+        let Some(symbols) = &self.symbols else {
+            return Ok(());
+        };
+        let diff = crate::vdso::mismatches(&p.mm.vdso_symbols, symbols);
+        if diff.is_empty() {
+            Ok(())
+        } else {
+            Err(RestoreError::Vdso {
+                what: format!("symbols differ: {}", diff.join(", ")),
+            })
+        }
     }
 }
 
-/// Our own vvar/vvar_vclock/vdso mappings: the restored root inherits exactly these.
-pub fn own_specials() -> Result<Vec<(VmaKind, u64, u64)>, RestoreError> {
-    specials(std::process::id() as i32)
+/// The symbols of our own vDSO at `start..end`.
+fn own_vdso_symbols(start: u64, end: u64) -> Result<Vec<(String, u64)>, RestoreError> {
+    let mut text = vec![0u8; (end - start) as usize];
+    Mem::open(std::process::id() as i32, false)?.read(start, &mut text)?;
+    crate::vdso::symbols(&text).map_err(|what| RestoreError::Vdso { what })
+}
+
+/// A vvar, vvar_vclock or vdso mapping: its kind, start and end.
+pub type Special = (VmaKind, u64, u64);
+
+/// Our own vvar/vvar_vclock/vdso mappings: the restored root inherits exactly these. Read
+/// once per run: stasis never moves its own.
+pub fn own_specials() -> Result<Vec<Special>, RestoreError> {
+    static OWN: OnceLock<Result<Vec<Special>, String>> = OnceLock::new();
+    let read = || specials(std::process::id() as i32).map_err(|e| e.to_string());
+    let own = OWN.get_or_init(read).clone();
+    own.map_err(|what| RestoreError::Unsupported { what })
 }
 
 /// The vvar/vvar_vclock/vdso mappings of `pid`.
-pub fn specials(pid: i32) -> Result<Vec<(VmaKind, u64, u64)>, RestoreError> {
+fn specials(pid: i32) -> Result<Vec<Special>, RestoreError> {
     let maps = crate::proc::maps(pid).map_err(|e| RestoreError::Unsupported {
         what: e.to_string(),
     })?;
@@ -175,14 +229,18 @@ pub fn specials(pid: i32) -> Result<Vec<(VmaKind, u64, u64)>, RestoreError> {
         .collect())
 }
 
-fn files_unchanged(p: &ProcessImage, same_host: bool) -> Result<(), RestoreError> {
+fn files_unchanged(
+    p: &ProcessImage,
+    same_host: bool,
+    stats: &mut Stats,
+) -> Result<(), RestoreError> {
     let pid = p.task.pid;
     let mapped = p.mm.vmas.iter().filter_map(|v| match &v.kind {
         VmaKind::File { file, .. } => Some(file),
         _ => None,
     });
     for file in mapped.chain(p.mm.exe.iter()) {
-        check_file(pid, file, true, same_host)?;
+        check_file(pid, file, true, same_host, stats)?;
     }
     Ok(())
 }
@@ -190,15 +248,15 @@ fn files_unchanged(p: &ProcessImage, same_host: bool) -> Result<(), RestoreError
 /// Files open by path must be unchanged: same inode on the same host, and for regular
 /// files the same size and mtime (a directory's change with its entries; a FIFO's with
 /// its opens). `--skip-file-check` skips this.
-fn fds_unchanged(p: &ProcessImage, same_host: bool) -> Result<(), RestoreError> {
+fn fds_unchanged(p: &ProcessImage, same_host: bool, stats: &mut Stats) -> Result<(), RestoreError> {
     for fd in &p.files.fds {
         let (file, contents_matter) = match &fd.kind {
-            FdKind::Path(path) => (&path.file, is_regular(&path.file.path)),
+            FdKind::Path(path) => (&path.file, is_regular(&path.file.path, stats)),
             FdKind::Fifo(fifo) => (&fifo.file, false),
             FdKind::Remap(r) => (&r.link, true),
             _ => continue,
         };
-        check_file(p.task.pid, file, contents_matter, same_host)
+        check_file(p.task.pid, file, contents_matter, same_host, stats)
             .and_then(|()| check_hash(p, fd.fd, file))
             .map_err(|e| match e {
                 RestoreError::FileChanged { pid, path, what } => RestoreError::FileChanged {
@@ -236,8 +294,8 @@ fn check_hash(p: &ProcessImage, fd: i32, f: &FileId) -> Result<(), RestoreError>
     Ok(())
 }
 
-fn is_regular(path: &str) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.is_file())
+fn is_regular(path: &str, stats: &mut Stats) -> bool {
+    stats.of(path).is_ok_and(|m| m.is_file())
 }
 
 /// Mapped files must be identical (size and mtime), and every file the same inode on
@@ -247,13 +305,14 @@ fn check_file(
     f: &FileId,
     contents_matter: bool,
     same_host: bool,
+    stats: &mut Stats,
 ) -> Result<(), RestoreError> {
     let changed = |what: String| RestoreError::FileChanged {
         pid,
         path: f.path.clone(),
         what,
     };
-    let m = std::fs::metadata(&f.path).map_err(|e| changed(format!("cannot stat it: {e}")))?;
+    let m = (stats.of(&f.path)).map_err(|e| changed(format!("cannot stat it: {e}")))?;
     if same_host && (m.dev() != f.dev || m.ino() != f.ino) {
         return Err(changed(format!("inode {} is now {}", f.ino, m.ino())));
     }

@@ -10,6 +10,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use nix::errno::Errno;
 
@@ -48,28 +49,50 @@ pub enum MemError {
 /// `/proc/PID/mem` of a stopped task.
 pub struct Mem {
     pid: i32,
-    file: File,
+    write: bool,
+    file: OnceLock<File>,
 }
 
 impl Mem {
+    /// Opens the file now.
     pub fn open(pid: i32, write: bool) -> Result<Self, MemError> {
-        let path = PathBuf::from(format!("/proc/{pid}/mem"));
+        let mem = Mem::lazy(pid, write);
+        mem.file()?;
+        Ok(mem)
+    }
+
+    /// The file opened at the first read or write, for a task that may never need it.
+    /// The same as [`Mem::open`] for a task that does not `execve` in between: the file
+    /// reaches the address space the task has when it is opened.
+    pub fn lazy(pid: i32, write: bool) -> Self {
+        Mem {
+            pid,
+            write,
+            file: OnceLock::new(),
+        }
+    }
+
+    fn file(&self) -> Result<&File, MemError> {
+        if let Some(file) = self.file.get() {
+            return Ok(file);
+        }
+        let path = PathBuf::from(format!("/proc/{}/mem", self.pid));
         let file = OpenOptions::new()
             .read(true)
-            .write(write)
+            .write(self.write)
             .open(&path)
             .map_err(|source| MemError::Open { path, source })?;
-        Ok(Mem { pid, file })
+        Ok(self.file.get_or_init(|| file))
     }
 
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
-        self.file
+        self.file()?
             .read_exact_at(buf, addr)
             .map_err(|source| self.access("read", addr, buf.len(), source))
     }
 
     pub fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemError> {
-        self.file
+        self.file()?
             .write_all_at(buf, addr)
             .map_err(|source| self.access("write", addr, buf.len(), source))
     }

@@ -1,9 +1,11 @@
 /*
  * procattrs: what /proc and the kernel report about the process itself.
  *
- * Before READY: comm set to "victim-comm"; cmdline, environ, the exe link, the whole
- * auxv (and AT_PAGESZ, AT_ENTRY, AT_RANDOM's 16 bytes, AT_SYSINFO_EHDR), personality,
- * pid, sid, pgrp, resource limits (RLIMIT_NOFILE soft lowered to 1000) recorded.
+ * Before READY: comm set to "victim-comm", ADDR_NO_RANDOMIZE added to the personality
+ * (so it differs from the restorer's, which the restored process inherits first);
+ * cmdline, environ, the exe link, the whole auxv (and AT_PAGESZ, AT_ENTRY, AT_RANDOM's
+ * 16 bytes, AT_SYSINFO_EHDR), personality, pid, sid, pgrp, resource limits
+ * (RLIMIT_NOFILE soft lowered to 1000) recorded.
  * After go: all equal; and the rseq area glibc (>= 2.35) registered is still registered
  * with the kernel (probed by re-registering it, which must fail with EBUSY) and reports
  * a valid cpu. Older glibc: the rseq part is skipped with a note.
@@ -80,6 +82,7 @@ static void setup(void)
 	struct rlimit nofile;
 
 	CHECK_SYS(prctl(PR_SET_NAME, "victim-comm"));
+	CHECK_SYS(personality(personality(0xffffffff) | ADDR_NO_RANDOMIZE));
 	CHECK_SYS(getrlimit(RLIMIT_NOFILE, &nofile));
 	nofile.rlim_cur = nofile.rlim_max < 1000 ? nofile.rlim_max : 1000;
 	CHECK_SYS(setrlimit(RLIMIT_NOFILE, &nofile));

@@ -379,10 +379,9 @@ pub fn seek(at: &Install, pos: u64) -> Result<(), RestoreError> {
 
 /// cwd, root and umask, added to the pending batch. Ordering requirements: after every
 /// open by absolute path, and `chdir` before `chroot` (the cwd path is absolute in the
-/// restorer's root); the state read from `/proc` is the one the calls will find (no
-/// earlier stage changes it).
+/// restorer's root); no earlier stage changes what the child inherited.
 pub fn restore_fs(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreError> {
-    if fs_as_saved(s.child().pid(), task) {
+    if fs_as_saved(task) {
         return Ok(());
     }
     let b = s.batch();
@@ -398,13 +397,11 @@ pub fn restore_fs(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreError> 
 
 pub use path::remove_remap_links;
 
-/// Whether the child's cwd, root and umask (inherited from stasis or its parent) are the
-/// saved ones already: then nothing is injected.
-fn fs_as_saved(pid: i32, task: &TaskImage) -> bool {
-    let link = |name| crate::proc::link(pid, name).map(|p| p.to_string_lossy().into_owned());
-    let umask = crate::proc::status(pid).ok().and_then(|s| s.umask);
-    link("cwd").is_ok_and(|c| c == task.cwd)
-        && link("root").is_ok_and(|r| r == task.root)
+/// Whether the child's cwd, root and umask (inherited from stasis, see
+/// `restore/inherited.rs`) are the saved ones already: then nothing is injected.
+fn fs_as_saved(task: &TaskImage) -> bool {
+    let umask = super::inherited::status().ok().and_then(|s| s.umask);
+    super::inherited::cwd_and_root().is_some_and(|(c, r)| *c == task.cwd && *r == task.root)
         && umask == Some(task.umask)
 }
 
