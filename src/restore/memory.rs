@@ -343,8 +343,10 @@ fn iov_batches(runs: &[PageRun]) -> Vec<Vec<IoVec>> {
     out
 }
 
-/// One `preadv`, repeated from where it stopped if the kernel returns short.
+/// One `preadv`, repeated from where it stopped if the kernel returns short, into pages
+/// populated first.
 fn read_batch(child: &Child, fd: u64, batch: &[IoVec], offset: u64) -> Result<u64, RestoreError> {
+    populate(child, batch)?;
     let total: u64 = batch.iter().map(|i| i.len).sum();
     let mut done = 0u64;
     while done < total {
@@ -365,6 +367,30 @@ fn read_batch(child: &Child, fd: u64, batch: &[IoVec], offset: u64) -> Result<u6
         done += n;
     }
     Ok(total)
+}
+
+/// `madvise` advice (Linux 5.14): fault pages in for writing, as a write would.
+const MADV_POPULATE_WRITE: u64 = 23;
+
+/// Faults in the batch's pages for writing, one `madvise(MADV_POPULATE_WRITE)` per iovec
+/// in one batch of calls, before the `preadv` copies into them: a copy into pages not
+/// there yet takes a page-fault exception for each 4 KiB page, populating them takes one
+/// call for the whole range. Only a speed-up: where it fails (an older kernel), the copy
+/// faults the pages in itself. (The helper thread's `process_vm_writev` faults its pages
+/// in without exceptions already.)
+fn populate(child: &Child, batch: &[IoVec]) -> Result<(), RestoreError> {
+    let remote = child.remote();
+    let mut b = remote.batch();
+    for iov in batch {
+        if b.room() < 1024 {
+            remote.run(&b)?;
+            b = remote.batch();
+        }
+        let args = [iov.base, iov.len, MADV_POPULATE_WRITE];
+        b.try_call("madvise(MADV_POPULATE_WRITE)", libc::SYS_madvise, &args);
+    }
+    remote.run(&b)?;
+    Ok(())
 }
 
 /// The iovecs left after the first `done` bytes.
