@@ -16,6 +16,7 @@
  * total PSS does not grow across dump and restore.
  */
 #include "victim.h"
+#include "family.h"
 
 #include <stdint.h>
 #include <sys/mman.h>
@@ -23,7 +24,6 @@
 
 #define PAGE 4096UL
 #define WORDS (PAGE / 8)
-#define MAX_KIDS 8
 
 enum role { ROOT, READER, WRITER };
 
@@ -32,10 +32,6 @@ static size_t big_pages;
 static uint64_t *grow;
 static volatile int *ready; /* a MAP_SHARED counter: processes set up */
 
-struct family {
-	pid_t kids[MAX_KIDS];
-	int n;
-};
 
 static uint64_t pattern(size_t page) { return 0x1000000000000000ULL | page; }
 
@@ -77,45 +73,6 @@ static void verify(const char *who, enum role role)
 }
 
 /* Forward go to every child until each has exited, as the harness does for the root. */
-static void go_children(struct family *f, const char *who)
-{
-	int left = f->n, done[MAX_KIDS] = { 0 };
-
-	while (left > 0) {
-		for (int i = 0; i < f->n; i++) {
-			int st;
-			pid_t r;
-
-			if (done[i])
-				continue;
-			kill(f->kids[i], SIGUSR1);
-			r = waitpid(f->kids[i], &st, WNOHANG);
-			if (r == 0 || (r == -1 && errno == EINTR))
-				continue;
-			CHECK(r == f->kids[i], "%s: waitpid(%d): %s", who, f->kids[i], strerror(errno));
-			CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: child %d ended with %#x", who,
-			      f->kids[i], st);
-			done[i] = 1;
-			left--;
-		}
-		usleep(10000);
-	}
-}
-
-static void spawn(struct family *f, void (*body)(void))
-{
-	pid_t p;
-
-	fflush(stdout);
-	p = fork();
-	CHECK_SYS(p);
-	if (p == 0) {
-		body();
-		exit(0);
-	}
-	f->kids[f->n++] = p;
-}
-
 static void set_up(void) { __atomic_add_fetch(ready, 1, __ATOMIC_SEQ_CST); }
 
 static void reader(void)
@@ -129,11 +86,11 @@ static void nester(void)
 {
 	struct family f = { .n = 0 };
 
-	spawn(&f, reader);
+	family_spawn(&f, reader);
 	set_up();
 	victim_wait_go();
 	verify("nester", READER);
-	go_children(&f, "nester");
+	family_go(&f, "nester");
 }
 
 static void writer(void)
@@ -171,9 +128,9 @@ int main(int argc, char **argv)
 		fill_page(grow + p * WORDS, pattern(1000 + p));
 
 	for (int i = 0; i < 3; i++)
-		spawn(&f, reader);
-	spawn(&f, nester);
-	spawn(&f, writer);
+		family_spawn(&f, reader);
+	family_spawn(&f, nester);
+	family_spawn(&f, writer);
 	for (size_t p = 300; p < 310; p++)
 		fill_page(big + p * WORDS, 0x5252525252525252ULL);
 	while (__atomic_load_n(ready, __ATOMIC_SEQ_CST) < 6)
@@ -181,6 +138,6 @@ int main(int argc, char **argv)
 	victim_ready();
 	victim_wait_go();
 	verify("root", ROOT);
-	go_children(&f, "root");
+	family_go(&f, "root");
 	victim_pass();
 }

@@ -18,6 +18,7 @@
  * them and exits 0 only if all passed; the root prints PASS last.
  */
 #include "victim.h"
+#include "family.h"
 
 #include <fcntl.h>
 #include <sched.h>
@@ -27,63 +28,12 @@
 #include <sys/wait.h>
 
 #define SHM_PAGES 8
-#define MAX_KIDS 64
 
 static char *shm;
 static long pg;
 static int datafd;
 static pid_t root_pid;
 
-struct family {
-	pid_t kids[MAX_KIDS];
-	int n;
-};
-
-static pid_t spawn(struct family *f, void (*body)(void))
-{
-	pid_t p;
-
-	fflush(stdout);
-	p = fork();
-	CHECK_SYS(p);
-	if (p == 0) {
-		body();
-		exit(0);
-	}
-	f->kids[f->n++] = p;
-	return p;
-}
-
-/*
- * Forward go to every child and reap each; any failure fails this process. Go is
- * repeated until each child has exited (level-triggered, as from the harness): a child
- * between its flag check and pause() would miss a single signal.
- */
-static void go_children(struct family *f, const char *who)
-{
-	int left = f->n;
-	int done[MAX_KIDS] = { 0 };
-
-	while (left > 0) {
-		for (int i = 0; i < f->n; i++) {
-			int st;
-			pid_t r;
-
-			if (done[i])
-				continue;
-			kill(f->kids[i], SIGUSR1);
-			r = waitpid(f->kids[i], &st, WNOHANG);
-			if (r == 0 || (r == -1 && errno == EINTR))
-				continue;
-			CHECK(r == f->kids[i], "%s: waitpid(%d): %s", who, f->kids[i], strerror(errno));
-			CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
-			      "%s: child %d ended with status %#x", who, f->kids[i], st);
-			done[i] = 1;
-			left--;
-		}
-		usleep(10000);
-	}
-}
 
 static void check_ids(const char *who, pid_t ppid, pid_t sid, pid_t pgid)
 {
@@ -112,7 +62,7 @@ static void a_body(void)
 
 	a_pid = getpid();
 	for (int i = 0; i < 1 + extra_leaves; i++)
-		spawn(&f, leaf);
+		family_spawn(&f, leaf);
 	shm[pg] = 'A'; /* the root waits for this: READY means every leaf exists */
 	victim_wait_go();
 	check_ids("A", root_pid, root_pid, root_pid);
@@ -125,7 +75,7 @@ static void a_body(void)
 	      (long)lseek(datafd, 0, SEEK_CUR));
 	CHECK(read(datafd, buf, 5) == 5, "A: read the inherited file: %s", strerror(errno));
 	CHECK(memcmp(buf, "klmno", 5) == 0, "A: read %.5s at offset 10", buf);
-	go_children(&f, "A");
+	family_go(&f, "A");
 	exit(0);
 }
 
@@ -152,13 +102,13 @@ static void b_body(void)
 
 	CHECK_SYS(setsid());
 	b_pid = getpid();
-	b1_pid = spawn(&f, b1_body);
+	b1_pid = family_spawn(&f, b1_body);
 	CHECK_SYS(setpgid(b1_pid, b1_pid));
-	pid_t b2 = spawn(&f, b2_body);
+	pid_t b2 = family_spawn(&f, b2_body);
 	CHECK_SYS(setpgid(b2, b1_pid));
 	victim_wait_go();
 	check_ids("B", root_pid, b_pid, b_pid);
-	go_children(&f, "B");
+	family_go(&f, "B");
 	exit(0);
 }
 
@@ -261,7 +211,7 @@ int main(int argc, char **argv)
 	root_pid = getpid();
 	/* root, A, A1, B, B1, B2, C, S, Z, Z2: 10 without extra leaves */
 	extra_leaves = total > 10 ? total - 10 : 0;
-	CHECK(extra_leaves + 1 < MAX_KIDS, "tree of %d is too big", total);
+	CHECK(extra_leaves + 1 < FAMILY_MAX_KIDS, "tree of %d is too big", total);
 	pg = sysconf(_SC_PAGESIZE);
 	shm = mmap(NULL, SHM_PAGES * pg, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	CHECK(shm != MAP_FAILED, "mmap shared: %s", strerror(errno));
@@ -272,10 +222,10 @@ int main(int argc, char **argv)
 	CHECK(lseek(datafd, 10, SEEK_SET) == 10, "lseek tree.data");
 	umask(022);
 
-	spawn(&f, a_body);
-	spawn(&f, b_body);
+	family_spawn(&f, a_body);
+	family_spawn(&f, b_body);
 	spawn_shared(&f);
-	s = spawn(&f, s_body);
+	s = family_spawn(&f, s_body);
 	CHECK_SYS(kill(s, SIGSTOP));
 	CHECK_SYS(waitpid(s, &st, WUNTRACED));
 	CHECK(WIFSTOPPED(st), "S did not stop");
@@ -299,7 +249,7 @@ int main(int argc, char **argv)
 	memcpy(shm + 4 * pg, &nullfd, sizeof(nullfd));
 	umask(027);
 	CHECK_SYS(kill(s, SIGCONT));
-	go_children(&f, "root");
+	family_go(&f, "root");
 	CHECK(shm[3 * pg] == 'a', "root: A's write after restore is not visible (%#x)", shm[3 * pg]);
 	CHECK(lseek(datafd, 0, SEEK_CUR) == 15, "root: file offset is %ld after A read 5 bytes",
 	      (long)lseek(datafd, 0, SEEK_CUR));
