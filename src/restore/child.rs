@@ -9,9 +9,9 @@ use std::cell::RefCell;
 
 use super::verify::Special;
 use super::RestoreError;
-use crate::abi::GpRegs;
+use crate::abi::{CloneArgs, GpRegs};
 use crate::image::mm::Vma;
-use crate::sys::batch::{Area, STUB};
+use crate::sys::batch::{Area, Batch, STUB};
 use crate::sys::clone::clone_with_pid;
 use crate::sys::inject::{InjectError, Remote};
 use crate::sys::mem::Mem;
@@ -216,6 +216,37 @@ pub fn create(pid: i32, target: &[Vma]) -> Result<Child, RestoreError> {
     Ok(Child::taken_over(task, mem, base, helper, specials))
 }
 
+/// A task for a batch of `clone3`s to create: a process or a thread.
+pub struct NewTask {
+    /// Its pid or tid (`set_tid`).
+    pub id: i32,
+    /// Clone flags (`CLONE_PTRACE` is added).
+    pub flags: u64,
+    pub exit_signal: u64,
+    /// `(stack, stack_size)`, or zeros for a copy of the creator's stack.
+    pub stack: (u64, u64),
+}
+
+impl NewTask {
+    /// Adds to `b` the `clone3` that creates this task, with `CLONE_PTRACE` so that the
+    /// kernel attaches it to us; the batch stops unless it returns the task's id.
+    pub fn add_clone3(&self, b: &mut Batch, name: &'static str) {
+        let set_tid = b.put(&self.id.to_ne_bytes());
+        let args = CloneArgs {
+            flags: self.flags | libc::CLONE_PTRACE as u64,
+            exit_signal: self.exit_signal,
+            stack: self.stack.0,
+            stack_size: self.stack.1,
+            set_tid,
+            set_tid_size: 1,
+            ..CloneArgs::default()
+        };
+        let addr = b.put_pod(&args);
+        let size = std::mem::size_of::<CloneArgs>() as u64;
+        b.expect(name, libc::SYS_clone3, &[addr, size], self.id as u64);
+    }
+}
+
 /// A process to create as a child of a restored parent.
 #[derive(Clone, Copy, Debug)]
 pub struct Fork {
@@ -242,30 +273,19 @@ pub struct Fork {
 pub fn fork_many(parent: &Child, forks: &[Fork]) -> (Vec<Seized>, Result<(), RestoreError>) {
     let remote = parent.remote();
     let mut b = remote.batch();
-    let size = std::mem::size_of::<crate::abi::CloneArgs>() as u64;
     for f in forks {
-        let set_tid = b.put(&f.pid.to_ne_bytes());
-        let (stack, stack_size) = if f.share & libc::CLONE_VM as u64 != 0 {
+        let stack = if f.share & libc::CLONE_VM as u64 != 0 {
             parent.thread_stack()
         } else {
             (0, 0)
         };
-        let args = crate::abi::CloneArgs {
-            flags: f.share | libc::CLONE_PTRACE as u64,
+        let task = NewTask {
+            id: f.pid,
+            flags: f.share,
             exit_signal: f.exit_signal as u64,
             stack,
-            stack_size,
-            set_tid,
-            set_tid_size: 1,
-            ..Default::default()
         };
-        let addr = b.put_pod(&args);
-        b.expect(
-            "clone3(process)",
-            libc::SYS_clone3,
-            &[addr, size],
-            f.pid as u64,
-        );
+        task.add_clone3(&mut b, "clone3(process)");
     }
     let (made, r) = remote.run_creating(&b);
     let r = r.map(drop).map_err(|e| match e {

@@ -3,9 +3,8 @@
 //! leader, once the shared address space, files and handlers are in place. Each thread's
 //! own attributes are set in `task.rs`, its registers at the resume.
 
-use super::child::{Child, Thread};
+use super::child::{Child, NewTask, Thread};
 use super::RestoreError;
-use crate::abi::CloneArgs;
 use crate::image::task::TaskImage;
 use crate::sys::ptrace::{self, Stop};
 
@@ -43,25 +42,15 @@ pub fn create(child: &mut Child, task: &TaskImage) -> Result<(), RestoreError> {
 fn create_some(child: &mut Child, tids: &[i32]) -> Result<(), RestoreError> {
     let remote = child.remote();
     let mut b = remote.batch();
-    let (stack, stack_size) = child.thread_stack();
-    let size = std::mem::size_of::<CloneArgs>() as u64;
+    let stack = child.thread_stack();
     for &tid in tids {
-        let set_tid = b.put(&tid.to_ne_bytes());
-        let args = CloneArgs {
-            flags: (THREAD_FLAGS | libc::CLONE_PTRACE) as u64,
+        let task = NewTask {
+            id: tid,
+            flags: THREAD_FLAGS as u64,
+            exit_signal: 0,
             stack,
-            stack_size,
-            set_tid,
-            set_tid_size: 1,
-            ..CloneArgs::default()
         };
-        let addr = b.put_pod(&args);
-        b.expect(
-            "clone3(thread)",
-            libc::SYS_clone3,
-            &[addr, size],
-            tid as u64,
-        );
+        task.add_clone3(&mut b, "clone3(thread)");
     }
     let (made, result) = remote.run_creating(&b);
     let mut first_err = result.err().map(RestoreError::from);
@@ -117,7 +106,7 @@ fn check_start(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::abi::CloneArgs;
     use crate::sys::Pod;
 
     #[test]
