@@ -14,14 +14,33 @@ use stasis::image::mm::MmImage;
 
 /// Dumps (and kills) a small `memory` victim; returns its pid and the image directory.
 fn dumped(tmp: &TempDir) -> (i32, std::path::PathBuf) {
+    let (victim, img) = dumped_with(tmp, &[]);
+    (victim.pid, img)
+}
+
+/// Dumps (and kills) a small `memory` victim working in `tmp/work`, with dump options
+/// `args`; returns the victim and the image directory.
+fn dumped_with(tmp: &TempDir, args: &[&str]) -> (common::Proc, std::path::PathBuf) {
     let work = tmp.join("work");
     std::fs::create_dir_all(&work).expect("mkdir work");
     let mut victim = common::spawn_victim("memory", &["-s", "4"], &work);
     assert_eq!(victim.wait_ready(), Start::Ready);
     let img = tmp.join("img");
-    common::dump(victim.pid, &img, &[]).assert_ok("dump");
+    common::dump(victim.pid, &img, args).assert_ok("dump");
     victim.wait_exit(common::EXIT_TIMEOUT);
-    (victim.pid, img)
+    (victim, img)
+}
+
+/// `restore -d --skip-file-check` of `img` succeeds.
+fn restore_skipping_file_check(img: &Path) {
+    let out = common::stasis(&[
+        std::ffi::OsStr::new("restore"),
+        "-D".as_ref(),
+        img.as_os_str(),
+        "-d".as_ref(),
+        "--skip-file-check".as_ref(),
+    ]);
+    out.assert_ok("restore --skip-file-check");
 }
 
 fn rewrite<T: serde::Serialize + serde::de::DeserializeOwned>(
@@ -132,13 +151,7 @@ fn restore_refuses_changed_open_file() {
     let _serial = common::serial();
     require_privileged!("restore_refuses_changed_open_file");
     let tmp = TempDir::new("changed");
-    let work = tmp.join("work");
-    std::fs::create_dir_all(&work).expect("mkdir work");
-    let mut victim = common::spawn_victim("memory", &["-s", "4"], &work);
-    assert_eq!(victim.wait_ready(), Start::Ready);
-    let img = tmp.join("img");
-    common::dump(victim.pid, &img, &[]).assert_ok("dump");
-    victim.wait_exit(common::EXIT_TIMEOUT);
+    let (victim, img) = dumped_with(&tmp, &[]);
     // The victim's stdout is its log, open at fd 1: append to it behind its back.
     let mut log = std::fs::OpenOptions::new()
         .append(true)
@@ -151,14 +164,7 @@ fn restore_refuses_changed_open_file() {
         msg.contains(&log_name) && msg.contains("fd 1") && msg.contains("--skip-file-check"),
         "message does not name the file, the fd and the override: {msg}"
     );
-    let out = common::stasis(&[
-        std::ffi::OsStr::new("restore"),
-        "-D".as_ref(),
-        img.as_os_str(),
-        "-d".as_ref(),
-        "--skip-file-check".as_ref(),
-    ]);
-    out.assert_ok("restore --skip-file-check");
+    restore_skipping_file_check(&img);
     let mut restored = common::Proc::adopt(victim.pid, &victim.log);
     restored.go_and_expect_pass();
 }
@@ -171,13 +177,7 @@ fn restore_refuses_rewritten_open_file_with_file_hash() {
     let _serial = common::serial();
     require_privileged!("restore_refuses_rewritten_open_file_with_file_hash");
     let tmp = TempDir::new("file-hash");
-    let work = tmp.join("work");
-    std::fs::create_dir_all(&work).expect("mkdir work");
-    let mut victim = common::spawn_victim("memory", &["-s", "4"], &work);
-    assert_eq!(victim.wait_ready(), Start::Ready);
-    let img = tmp.join("img");
-    common::dump(victim.pid, &img, &["--file-hash"]).assert_ok("dump --file-hash");
-    victim.wait_exit(common::EXIT_TIMEOUT);
+    let (victim, img) = dumped_with(&tmp, &["--file-hash"]);
     // The victim's log is open at fd 1: change its first byte, then put the mtime back.
     let before = std::fs::metadata(&victim.log).expect("stat the log");
     let mut text = std::fs::read(&victim.log).expect("read the log");
@@ -201,14 +201,7 @@ fn restore_refuses_rewritten_open_file_with_file_hash() {
     for want in [&log_name, "fd 1", "contents", &victim.pid.to_string()] {
         assert!(msg.contains(want), "message does not name {want:?}: {msg}");
     }
-    let out = common::stasis(&[
-        std::ffi::OsStr::new("restore"),
-        "-D".as_ref(),
-        img.as_os_str(),
-        "-d".as_ref(),
-        "--skip-file-check".as_ref(),
-    ]);
-    out.assert_ok("restore --skip-file-check");
+    restore_skipping_file_check(&img);
     // The log's READY line is now "rEADY": check the pass by hand.
     let mut restored = common::Proc::adopt(victim.pid, &victim.log);
     let st = restored.go();
