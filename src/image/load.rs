@@ -212,15 +212,8 @@ mod tests {
     fn write_image(dir: &Path, p: &ProcessImage, pages: u8) -> Image {
         let w = ImageWriter::create(dir).unwrap();
         let inventory = sample::inventory(&[PID]);
-        w.write_record(&record_name("task", PID), Kind::Task, &p.task)
-            .unwrap();
-        w.write_record(&record_name("mm", PID), Kind::Mm, &p.mm)
-            .unwrap();
-        w.write_record(&record_name("files", PID), Kind::Files, &p.files)
-            .unwrap();
-        let mut pw = w.pages(&record_name("pages", PID)).unwrap();
-        (0..pages).for_each(|i| pw.write(&[i; 4096]).unwrap());
-        pw.finish().unwrap();
+        write_task_and_files(&w, p);
+        write_mm_and_pages(&w, p, pages);
         let tree = sample::tree(&[PID]);
         w.write_record(TREE, Kind::Tree, &tree).unwrap();
         w.write_record(INVENTORY, Kind::Inventory, &inventory)
@@ -233,6 +226,24 @@ mod tests {
             tree,
             processes,
         }
+    }
+
+    fn write_task_and_files(w: &ImageWriter, p: &ProcessImage) {
+        let pid = p.task.pid;
+        w.write_record(&record_name("task", pid), Kind::Task, &p.task)
+            .unwrap();
+        w.write_record(&record_name("files", pid), Kind::Files, &p.files)
+            .unwrap();
+    }
+
+    /// The mm record and `pages` pages of data (page `i` filled with `i`) in file 0.
+    fn write_mm_and_pages(w: &ImageWriter, p: &ProcessImage, pages: u8) {
+        let pid = p.task.pid;
+        w.write_record(&record_name("mm", pid), Kind::Mm, &p.mm)
+            .unwrap();
+        let mut pw = w.pages(&pages_name(pid, 0)).unwrap();
+        (0..pages).for_each(|i| pw.write(&[i; 4096]).unwrap());
+        pw.finish().unwrap();
     }
 
     fn fixture() -> (tempfile::TempDir, PathBuf) {
@@ -269,17 +280,9 @@ mod tests {
         (sharer.task.pgid, sharer.task.sid) = (PID, PID);
         sharer.task.sigactions.clear();
         for p in [&owner, &sharer] {
-            let pid = p.task.pid;
-            w.write_record(&record_name("task", pid), Kind::Task, &p.task)
-                .unwrap();
-            w.write_record(&record_name("files", pid), Kind::Files, &p.files)
-                .unwrap();
+            write_task_and_files(&w, p);
         }
-        w.write_record(&record_name("mm", PID), Kind::Mm, &owner.mm)
-            .unwrap();
-        let mut pw = w.pages(&record_name("pages", PID)).unwrap();
-        (0..3u8).for_each(|i| pw.write(&[i; 4096]).unwrap());
-        pw.finish().unwrap();
+        write_mm_and_pages(&w, &owner, 3);
         let mut tree = sample::tree(&[PID, 43]);
         (
             tree.processes[1].shares_vm,
