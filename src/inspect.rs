@@ -54,7 +54,7 @@ fn to_json(image: &Image) -> serde_json::Value {
                 "mm": (owner == pid).then_some(&p.mm),
                 "mm_of": owner,
                 "files": p.files,
-                "pages_stored": stored_pages(p),
+                "pages_stored": p.mm.pages(),
             })
         })
         .collect();
@@ -63,10 +63,6 @@ fn to_json(image: &Image) -> serde_json::Value {
         "tree": image.tree,
         "processes": processes,
     })
-}
-
-fn stored_pages(p: &ProcessImage) -> u64 {
-    p.mm.page_runs.iter().map(|r| r.pages).sum()
 }
 
 fn text(image: &Image, out: &mut impl Write) -> std::io::Result<()> {
@@ -374,7 +370,7 @@ fn memory(p: &ProcessImage, out: &mut impl Write) -> std::io::Result<()> {
         out,
         "  memory: {} mappings, {} pages stored, {} guard regions",
         p.mm.vmas.len(),
-        stored_pages(p),
+        p.mm.pages(),
         p.mm.guards.len()
     )?;
     for v in &p.mm.vmas {

@@ -289,6 +289,11 @@ impl MmImage {
             .unwrap_or(1)
     }
 
+    /// The pages stored, in all pages files. Call on a validated record (no overflow then).
+    pub fn pages(&self) -> u64 {
+        self.page_runs.iter().map(|r| r.pages).sum()
+    }
+
     /// The pages stored in pages file `stripe`.
     pub fn stripe_pages(&self, stripe: u8) -> u64 {
         (self.page_runs.iter())

@@ -917,10 +917,6 @@ fn order(files: &FilesImage, path: &Path) -> Check {
     Ok(())
 }
 
-/// Total pages of the mm record's runs; call after [`mm`] succeeded (no overflow then).
-pub fn total_pages(mm: &MmImage) -> u64 {
-    mm.page_runs.iter().map(|r| r.pages).sum()
-}
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -1023,7 +1019,7 @@ mod tests {
         task(&sample::task(10), 10, path()).unwrap();
         mm(&sample::mm(), path()).unwrap();
         files(&sample::files(), path()).unwrap();
-        assert_eq!(total_pages(&sample::mm()), 3);
+        assert_eq!(sample::mm().pages(), 3);
     }
 
     #[test]

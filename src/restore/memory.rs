@@ -82,7 +82,7 @@ pub fn fill(
     pages: &dyn Fn(u8) -> PathBuf,
 ) -> Result<Filled, RestoreError> {
     let started = Instant::now();
-    let total = total_bytes(&mm.page_runs);
+    let total = mm.pages() * PAGE_SIZE;
     let work = Work::new(mm, total);
     let helped = total >= PARALLEL_MIN && cpus() > 1;
     let iovs: usize = work.batches.iter().map(|b| b.iovs.len()).sum();
@@ -165,10 +165,6 @@ fn fill_batched(s: &mut Staged, pages: &Path, work: &Work) -> Result<(), Restore
     b.expect("close", libc::SYS_close, &[fd], 0);
     work.progress.advance(bytes);
     Ok(())
-}
-
-fn total_bytes(runs: &[PageRun]) -> u64 {
-    runs.iter().map(|r| r.pages * PAGE_SIZE).sum()
 }
 
 fn cpus() -> usize {
