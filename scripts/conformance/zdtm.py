@@ -190,6 +190,18 @@ def wait_gone(pid, timeout):
     return True
 
 
+def wait_empty(timeout):
+    """Waits until this pid namespace holds no process but this one; returns those left."""
+    me = os.getpid()
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != me]
+        if not left or time.monotonic() > deadline:
+            return left
+        reap_orphans(set())
+        time.sleep(0.01)
+
+
 def read_pid(pidfile):
     with open(pidfile) as f:
         return int(f.readline().strip())
@@ -246,6 +258,11 @@ class Inner:
             return "stasis dump exited %s: %s" % (rc, last_line(self.log))
         if not wait_gone(self.pid, self.timeout):
             raise Fail("dump", "pid %d still runs after the dump" % self.pid)
+        # The whole tree must be gone (every pid free again) before the restore: the
+        # dump killed it, and this pid 1 reaps what was orphaned.
+        left = wait_empty(self.timeout)
+        if left:
+            raise Fail("dump", "pids %s still exist after the dump" % left)
         return None
 
     def restore(self):
