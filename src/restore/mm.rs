@@ -225,6 +225,7 @@ fn map_group(
     filled: &HashSet<u64>,
 ) -> Result<(), RestoreError> {
     let fds = open_all(s, files)?;
+    let mut flushed = false;
     for (v, source) in group {
         let fd = source.as_ref().map(|s| {
             let i = files.iter().position(|f| f.same_file(s));
@@ -237,11 +238,17 @@ fn map_group(
         }
         if s.room() < 4096 {
             s.flush()?;
+            flushed = true;
         }
     }
     let b = s.batch();
     for fd in fds {
         b.expect("close", libc::SYS_close, &[fd], 0);
+    }
+    if flushed {
+        // The files are open in the child now: the closes must run before a later
+        // stage predicts its next fd from `/proc`.
+        s.flush()?;
     }
     Ok(())
 }
