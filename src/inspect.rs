@@ -508,7 +508,8 @@ fn vma_line(v: &Vma) -> String {
     );
     let what = match &v.kind {
         VmaKind::Anon => "anon".to_string(),
-        VmaKind::File { file, offset } => format!("{} @{offset:#x}", file.path),
+        VmaKind::File { file, offset, .. } => format!("{} @{offset:#x}", file.path),
+        VmaKind::Aio(r) => format!("[aio] {} events, head {} tail {}", r.nr, r.head, r.tail),
         VmaKind::Vdso => "[vdso]".into(),
         VmaKind::Vvar => "[vvar]".into(),
         VmaKind::VvarVclock => "[vvar_vclock]".into(),

@@ -252,6 +252,10 @@ victim_tests! {
     creds: "creds";
     creds_threads: "creds" ["threads"];
     mmflags: "mmflags";
+    file_prot: "file_prot";
+    many_maps: "many_maps";
+    no_vdso: "no_vdso";
+    aio: "aio";
     seccomp_stacked: "seccomp" ["stacked"];
     seccomp_tsync: "seccomp" ["tsync"];
     seccomp_kill: "seccomp" ["kill"] => Expect::Killed(libc::SIGSYS, "CALLING getpid");

@@ -7,6 +7,7 @@
 //! (fsync + rename) → kill or release. Any failure before the end detaches and leaves
 //! every task running exactly as it was.
 
+pub mod aio;
 pub mod audit;
 pub mod cgroup;
 pub mod cow;
@@ -269,14 +270,13 @@ fn save(
         files::epoll::keep_created(&mut files);
         (files, held)
     };
-    let vdso = mm::vdso_range(&vmas);
     let mut threads = task
         .threads()
         .iter()
         .map(|t| task::thread_state(pid, t))
         .collect::<Result<Vec<_>, _>>()?;
     let seccomp = seccomp::collect(pid, task.threads(), &mut threads)?;
-    let ip = task::find_syscall_insn(pid, vdso)?;
+    let ip = mm::find_syscall_insn(pid, &vmas)?;
     let known = task::Known {
         timers: &proc::timers(pid)?,
         tids: &threads.iter().map(|t| t.tid).collect::<Vec<_>>(),

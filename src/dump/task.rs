@@ -10,7 +10,6 @@ use crate::image::task::{ProcessAttrs, ThreadImage, ThreadSched, Timers};
 use crate::proc::timers::ProcTimer;
 use crate::sys::batch::{Area, Batch, Done, Out, STUB};
 use crate::sys::inject::Remote;
-use crate::sys::mem::Mem;
 use crate::sys::ptrace::Seized;
 
 /// What the process-wide injected queries return.
@@ -247,17 +246,4 @@ fn thread_queries(b: &mut Batch) -> impl FnOnce(&Done, &mut ThreadImage) -> Resu
         state.sched = super::sched::thread_sched(state.tid, timerslack(d))?;
         Ok(())
     }
-}
-
-/// Finds a `syscall` instruction (`0f 05`) in the task's vDSO, so queries run without
-/// writing anything into the task's memory.
-pub fn find_syscall_insn(pid: i32, vdso: Option<(u64, u64)>) -> Result<u64, DumpError> {
-    let (start, end) = vdso.ok_or(DumpError::NoSyscallInsn { pid })?;
-    let mut text = vec![0u8; (end - start) as usize];
-    Mem::open(pid, false)?.read(start, &mut text)?;
-    let at = text
-        .windows(2)
-        .position(|w| w == [0x0f, 0x05])
-        .ok_or(DumpError::NoSyscallInsn { pid })?;
-    Ok(start + at as u64)
 }

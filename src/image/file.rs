@@ -26,7 +26,11 @@ use super::error::ImageError;
 /// older tree is read as sharing neither). Version 8 spreads a large address space's
 /// pages over several pages files: each page run of the mm record names its file
 /// (`stripe`; older mm records are read as having every run in `pages-<pid>.img`).
-pub const FORMAT_VERSION: u32 = 8;
+/// Version 9 adds the `seqread`, `randread` and `droppable` mapping flags, whether a
+/// mapped file was opened for writing (`VmaKind::File::writable`) and AIO rings
+/// (`VmaKind::Aio`); an older mm record reads as having files opened for writing exactly
+/// where they were mapped shared and writable.
+pub const FORMAT_VERSION: u32 = 9;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;

@@ -9,7 +9,7 @@ use super::error::ImageError;
 use super::file::{decode, read, read_since, read_versioned, Kind};
 use super::files::{FilesImage, FilesImageV6};
 use super::inventory::Inventory;
-use super::mm::{MmImage, MmImageV6, MmImageV7};
+use super::mm::{MmImage, MmImageV6, MmImageV7, MmImageV8};
 use super::pages::{check_pages, verify_pages};
 use super::task::TaskImage;
 use super::tree::{TreeImage, TreeImageV6};
@@ -182,11 +182,13 @@ fn load_mm(dir: &Path, pid: i32) -> Result<MmImage, ImageError> {
     Ok(mm)
 }
 
-/// An mm record of any supported version: `cow` came in version 7, `PageRun::stripe` in 8.
+/// An mm record of any supported version: `cow` came in version 7, `PageRun::stripe` in 8,
+/// the `sr`/`rr`/`dp` flags, file access modes and AIO rings in 9.
 fn read_mm(path: &Path) -> Result<MmImage, ImageError> {
     read_versioned(Kind::Mm, path, |version, bytes| match version {
         ..=6 => decode::<MmImageV6>(Kind::Mm, bytes, path).map(Into::into),
         7 => decode::<MmImageV7>(Kind::Mm, bytes, path).map(Into::into),
+        8 => decode::<MmImageV8>(Kind::Mm, bytes, path).map(Into::into),
         _ => decode(Kind::Mm, bytes, path),
     })
 }
@@ -307,6 +309,63 @@ mod tests {
         mm.page_runs.iter().map(run).collect()
     }
 
+    /// `mm`'s mappings as format 8 wrote them (only those format 8 could hold).
+    fn v8_vmas(mm: &MmImage) -> Vec<crate::image::mm::VmaV8> {
+        use crate::image::mm::{VmaFlagsV8, VmaKind, VmaKindV8, VmaV8};
+        let vma = |v: &crate::image::mm::Vma| VmaV8 {
+            start: v.start,
+            end: v.end,
+            prot: v.prot,
+            shared: v.shared,
+            kind: match &v.kind {
+                VmaKind::Anon => VmaKindV8::Anon,
+                VmaKind::File { file, offset, .. } => VmaKindV8::File {
+                    file: file.clone(),
+                    offset: *offset,
+                },
+                VmaKind::Vdso => VmaKindV8::Vdso,
+                VmaKind::Vvar => VmaKindV8::Vvar,
+                VmaKind::VvarVclock => VmaKindV8::VvarVclock,
+                other => panic!("format 8 had no {other:?}"),
+            },
+            flags: VmaFlagsV8 {
+                growsdown: v.flags.growsdown,
+                sealed: v.flags.sealed,
+                ..VmaFlagsV8::default()
+            },
+        };
+        mm.vmas.iter().map(vma).collect()
+    }
+
+    /// A version 8 mm record (mappings without the flags, file modes and rings of
+    /// format 9) loads with files opened for writing where mapped shared and writable.
+    #[test]
+    fn version_8_mm_is_converted() {
+        let (_parent, dir) = fixture();
+        let mut mm = sample::mm();
+        mm.vmas[0].shared = true;
+        mm.vmas[0].prot |= libc::PROT_WRITE as u32;
+        let old = crate::image::mm::MmImageV8 {
+            vmas: v8_vmas(&mm),
+            page_runs: mm.page_runs.clone(),
+            fields: mm.fields,
+            auxv: mm.auxv.clone(),
+            exe: mm.exe.clone(),
+            vdso_symbols: mm.vdso_symbols.clone(),
+            shmem: mm.shmem.clone(),
+            guards: mm.guards.clone(),
+            cow: mm.cow.clone(),
+        };
+        let mut bytes = encode(Kind::Mm, &old).unwrap();
+        bytes[12..16].copy_from_slice(&8u32.to_le_bytes());
+        fs::write(dir.join("mm-42.img"), bytes).unwrap();
+        let image = Image::load(&dir).unwrap();
+        if let crate::image::mm::VmaKind::File { writable, .. } = &mut mm.vmas[0].kind {
+            *writable = true;
+        }
+        assert_eq!(image.processes[0].mm, mm);
+    }
+
     /// A version 7 mm record (runs without a stripe) loads with every run in the first
     /// pages file.
     #[test]
@@ -314,7 +373,7 @@ mod tests {
         let (_parent, dir) = fixture();
         let mm = sample::mm();
         let old = super::MmImageV7 {
-            vmas: mm.vmas.clone(),
+            vmas: v8_vmas(&mm),
             page_runs: v7_runs(&mm),
             fields: mm.fields,
             auxv: mm.auxv.clone(),
@@ -484,7 +543,7 @@ mod tests {
         fs::write(dir.join(TREE), encode(Kind::Tree, &tree).unwrap()).unwrap();
         let mm = sample::mm();
         let old_mm = super::MmImageV6 {
-            vmas: mm.vmas.clone(),
+            vmas: v8_vmas(&mm),
             page_runs: v7_runs(&mm),
             fields: mm.fields,
             auxv: mm.auxv.clone(),

@@ -18,6 +18,7 @@ pub mod files;
 pub mod inventory;
 pub mod load;
 pub mod mm;
+pub mod mm_v8;
 pub mod pages;
 pub mod seccomp;
 pub mod sock;

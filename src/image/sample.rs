@@ -195,6 +195,7 @@ pub fn mm() -> MmImage {
     let text = VmaKind::File {
         file: exe.clone(),
         offset: 0,
+        writable: false,
     };
     MmImage {
         vmas: vec![
@@ -582,6 +583,7 @@ fn random_vma(r: &mut XorShift) -> Vma {
         1 => VmaKind::File {
             file: random_file_id(r),
             offset: r.next(),
+            writable: r.bool(),
         },
         2 => VmaKind::Vdso,
         3 => VmaKind::Vvar,

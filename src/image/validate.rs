@@ -9,7 +9,7 @@ use std::path::Path;
 use super::error::ImageError;
 use super::files::{FdEntry, FdKind, FilesImage, MappedFd};
 use super::inventory::Inventory;
-use super::mm::{Guard, MmFields, MmImage, PageRun, Vma, VmaKind, MAX_STRIPES};
+use super::mm::{AioRing, Guard, MmFields, MmImage, PageRun, Vma, VmaKind, MAX_STRIPES};
 use super::task::{PosixTimer, TaskImage, ThreadImage};
 use super::tree::{ProcEntry, ProcState, TreeImage};
 use crate::abi::PAGE_SIZE;
@@ -491,6 +491,31 @@ fn vma(v: &Vma, path: &Path) -> Check {
             format!("mapping {} extends beyond user space", span(v)),
         );
     }
+    match &v.kind {
+        VmaKind::Aio(r) => aio_ring(v, r, path),
+        _ => Ok(()),
+    }
+}
+
+/// A ring's head and tail are inside it, its events fill it and it fits its mapping.
+fn aio_ring(v: &Vma, r: &AioRing, path: &Path) -> Check {
+    let bytes = (r.nr as u64).checked_mul(AioRing::EVENT as u64);
+    let fits = bytes.is_some_and(|b| {
+        b == r.events.len() as u64 && b + AioRing::HEADER as u64 <= v.end - v.start
+    });
+    if !fits || r.head >= r.nr || r.tail >= r.nr {
+        return fail(
+            path,
+            format!(
+                "AIO ring {} of {} events (head {}, tail {}, {} bytes of events) is impossible",
+                span(v),
+                r.nr,
+                r.head,
+                r.tail,
+                r.events.len()
+            ),
+        );
+    }
     Ok(())
 }
 
@@ -917,7 +942,6 @@ fn order(files: &FilesImage, path: &Path) -> Check {
     Ok(())
 }
 
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -1146,6 +1170,27 @@ mod tests {
         let mut t = sample::task(10);
         t.threads[0].xsave.clear();
         task(&t, 10, path()).unwrap();
+    }
+
+    #[test]
+    fn aio_ring_rules() {
+        let ring = |head, events| {
+            VmaKind::Aio(crate::image::mm::AioRing {
+                nr_req: 62,
+                nr: 127,
+                head,
+                tail: 0,
+                events: vec![0; events],
+            })
+        };
+        let mut m = sample::mm();
+        m.vmas[0].kind = ring(3, 127 * 32);
+        mm(&m, path()).unwrap();
+        assert_eq!(
+            mm_err(|m| m.vmas[0].kind = ring(127, 127 * 32)),
+            "AIO ring 0x400000-0x402000 of 127 events (head 127, tail 0, 4064 bytes of events) is impossible"
+        );
+        assert!(mm_err(|m| m.vmas[0].kind = ring(0, 32)).starts_with("AIO ring"));
     }
 
     #[test]

@@ -19,6 +19,8 @@ const MREMAP_FIXED: u64 = 2;
 const PR_SET_MM: u64 = 35;
 const PR_SET_MM_MAP: u64 = 14;
 const MADV_GUARD_INSTALL: u64 = 102;
+/// `mmap` type (Linux 6.11): private anonymous memory the kernel may drop under pressure.
+const MAP_DROPPABLE: i32 = 0x08;
 
 /// Removes everything but the helper, the vDSO block and the ranges kept copy-on-write
 /// from the parent (`restore/cow.rs`), then moves the vDSO block; added to the pending
@@ -187,11 +189,15 @@ impl Source {
     }
 
     fn file(v: &Vma) -> Option<Source> {
-        let VmaKind::File { file, offset } = &v.kind else {
+        let VmaKind::File {
+            file,
+            offset,
+            writable,
+        } = &v.kind
+        else {
             return None;
         };
-        let writable = v.shared && v.prot & libc::PROT_WRITE as u32 != 0;
-        let mode = if writable {
+        let mode = if *writable {
             libc::O_RDWR
         } else {
             libc::O_RDONLY
@@ -219,6 +225,7 @@ fn map_group(
     filled: &HashSet<u64>,
 ) -> Result<(), RestoreError> {
     let fds = open_all(s, files)?;
+    let mut flushed = false;
     for (v, source) in group {
         let fd = source.as_ref().map(|s| {
             let i = files.iter().position(|f| f.same_file(s));
@@ -231,11 +238,17 @@ fn map_group(
         }
         if s.room() < 4096 {
             s.flush()?;
+            flushed = true;
         }
     }
     let b = s.batch();
     for fd in fds {
         b.expect("close", libc::SYS_close, &[fd], 0);
+    }
+    if flushed {
+        // The files are open in the child now: the closes must run before a later
+        // stage predicts its next fd from `/proc`.
+        s.flush()?;
     }
     Ok(())
 }
@@ -326,8 +339,13 @@ pub fn working_prot(v: &Vma, filled: &HashSet<u64>) -> u64 {
     u64::from(v.prot) | write
 }
 
+/// Mappings not made by `mmap`: the kernel's own, moved into place, and AIO rings, made
+/// by `io_setup` (`restore/aio.rs`).
 fn is_special(v: &Vma) -> bool {
-    matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock)
+    matches!(
+        v.kind,
+        VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Aio(_)
+    )
 }
 
 /// Adds the `mmap` of `v` with `prot` to `b`: from `file` (fd and offset) or anonymous.
@@ -335,6 +353,8 @@ fn map_one(b: &mut Batch, v: &Vma, prot: u64, file: Option<(u64, u64)>) {
     let mut flags = libc::MAP_FIXED_NOREPLACE
         | if v.shared {
             libc::MAP_SHARED
+        } else if v.flags.droppable {
+            MAP_DROPPABLE
         } else {
             libc::MAP_PRIVATE
         };
@@ -472,6 +492,8 @@ fn advices(v: &Vma) -> Vec<i32> {
         (f.hugepage, libc::MADV_HUGEPAGE),
         (f.nohugepage, libc::MADV_NOHUGEPAGE),
         (f.mergeable, libc::MADV_MERGEABLE),
+        (f.seqread, libc::MADV_SEQUENTIAL),
+        (f.randread, libc::MADV_RANDOM),
     ];
     table
         .iter()

@@ -6,6 +6,7 @@
 //! stage run by the new task itself through injected syscalls; a failure kills the
 //! half-built task and reports the stage.
 
+mod aio;
 mod audit;
 mod child;
 mod cow;
@@ -477,7 +478,8 @@ fn build_memory(
     let pages = |stripe| image.pages_path(p.task.pid, stripe);
     s.stage(RestoreStage::Memory, |s| {
         filled_pages = memory::fill(s, &p.mm, &pages)?;
-        s.flush()
+        s.flush()?;
+        aio::restore_rings(s.child(), &p.mm)
     })?;
     filled_pages.elapsed = started.elapsed();
     Ok(filled_pages)

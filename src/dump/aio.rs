@@ -1,0 +1,97 @@
+//! Native AIO contexts (`io_setup(2)`): each is a ring the kernel maps into the task
+//! (`/[aio]` in maps) and the task reads completions from. Saved as the ring's header
+//! words and events; the restore side is `restore/aio.rs`.
+//!
+//! Requests still in flight (submitted, not completed) live only in the kernel, which
+//! shows them nowhere: the ring holds completions. The ring is checked to be sane.
+
+use super::DumpError;
+use crate::image::mm::{AioRing, VmaKind};
+use crate::proc::MapEntry;
+use crate::sys::mem::Mem;
+
+/// How an AIO ring shows in maps.
+pub const RING: &str = "/[aio]";
+/// `AIO_RING_MAGIC`, `AIO_RING_COMPAT_FEATURES`, `AIO_RING_INCOMPAT_FEATURES`.
+const MAGIC: u32 = 0xa10a_10a1;
+const COMPAT: u32 = 1;
+const INCOMPAT: u32 = 0;
+const HEADER: usize = AioRing::HEADER;
+const EVENT: usize = AioRing::EVENT;
+
+/// The ring mapped at `e` in `pid`, read through `/proc/PID/mem`.
+pub fn ring(pid: i32, e: &MapEntry) -> Result<VmaKind, DumpError> {
+    let mut bytes = vec![0u8; (e.end - e.start) as usize];
+    Mem::open(pid, false)?.read(e.start, &mut bytes)?;
+    parse(&bytes).map(VmaKind::Aio).map_err(|what| {
+        DumpError::unsupported(format!(
+            "the AIO ring {:#x}-{:#x} of pid {pid} {what}, which stasis cannot checkpoint",
+            e.start, e.end
+        ))
+    })
+}
+
+/// The ring in `bytes` (the whole mapping), or what is wrong with it.
+pub fn parse(bytes: &[u8]) -> Result<AioRing, String> {
+    let word = |i: usize| u32::from_ne_bytes(bytes[4 * i..4 * i + 4].try_into().expect("4 bytes"));
+    if bytes.len() < HEADER {
+        return Err("is shorter than its header".into());
+    }
+    let (nr, head, tail) = (word(1), word(2), word(3));
+    let fits = (bytes.len() - HEADER) / EVENT;
+    if (word(4), word(5), word(6), word(7)) != (MAGIC, COMPAT, INCOMPAT, HEADER as u32) {
+        return Err("has a header of an unknown layout".into());
+    }
+    if nr as usize != fits || head >= nr || tail >= nr || nr < 2 {
+        return Err(format!(
+            "is inconsistent (nr {nr}, head {head}, tail {tail}, room for {fits} events)"
+        ));
+    }
+    Ok(AioRing {
+        nr_req: (nr - 2) / 2,
+        nr,
+        head,
+        tail,
+        events: bytes[HEADER..HEADER + nr as usize * EVENT].to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring_bytes(nr: u32, head: u32, tail: u32) -> Vec<u8> {
+        let mut b = vec![0u8; 4096];
+        for (i, w) in [7, nr, head, tail, MAGIC, COMPAT, INCOMPAT, 32]
+            .iter()
+            .enumerate()
+        {
+            b[4 * i..4 * i + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        b[HEADER] = 0xab;
+        b
+    }
+
+    #[test]
+    fn a_sane_ring_is_read() {
+        let r = parse(&ring_bytes(127, 3, 9)).expect("sane");
+        assert_eq!((r.nr, r.head, r.tail, r.nr_req), (127, 3, 9, 62));
+        assert_eq!(r.events.len(), 127 * EVENT);
+        assert_eq!(r.events[0], 0xab);
+    }
+
+    #[test]
+    fn a_bad_ring_is_refused() {
+        assert!(
+            parse(&ring_bytes(126, 0, 0)).is_err(),
+            "nr not filling the pages"
+        );
+        assert!(
+            parse(&ring_bytes(127, 127, 0)).is_err(),
+            "head out of the ring"
+        );
+        let mut b = ring_bytes(127, 0, 0);
+        b[16] ^= 1;
+        assert!(parse(&b).is_err(), "bad magic");
+    }
+}
