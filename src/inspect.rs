@@ -99,8 +99,10 @@ fn tree(t: &TreeImage, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "tree: {} processes", t.processes.len())?;
     for e in &t.processes {
         let state = match e.state {
-            ProcState::Alive { stopped: false } => "running".to_string(),
-            ProcState::Alive { stopped: true } => "stopped".to_string(),
+            ProcState::Alive { .. } => match e.state.stop_signal() {
+                None => "running".to_string(),
+                Some(sig) => format!("stopped by signal {sig}"),
+            },
             ProcState::Zombie { status } => format!("zombie (wait status {status:#x})"),
         };
         let shares = shared_with_parent(e);

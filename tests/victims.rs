@@ -264,6 +264,7 @@ victim_tests! {
     guards: "guards";
     tree: "tree";
     tree_50: "tree" ["50"];
+    stopped: "stopped";
     shared_vm: "shared_vm";
     shared_vm_nested: "shared_vm" ["nested"];
     cow: "cow";

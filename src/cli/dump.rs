@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::compat::CriuFlags;
 use super::progress::{self, When};
-use super::{report, stats, EXIT_FAILED, EXIT_OK};
+use super::{report, stats, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use stasis::dump::{dump, DumpOptions};
 
 #[derive(Args, Debug)]
@@ -30,7 +31,7 @@ pub struct DumpArgs {
     pub tcp_close: bool,
     /// Allow unix sockets connected to sockets outside the process: they are connected
     /// to the same address again at restore.
-    #[arg(long = "ext-unix-sk")]
+    #[arg(short = 'x', long = "ext-unix-sk")]
     pub ext_unix_sk: bool,
     /// Drop file descriptors in flight (SCM_RIGHTS) and connections not yet accepted
     /// instead of refusing the dump.
@@ -67,9 +68,19 @@ pub struct DumpArgs {
     /// Write the dump figures (pages, bytes, MB/s, frozen and total time) as JSON here.
     #[arg(long = "stats-json")]
     pub stats_json: Option<PathBuf>,
+    /// Use any device node of the same device when the one held open is gone: refused,
+    /// stasis reopens a device by the path it was opened with.
+    #[arg(long = "evasive-devices")]
+    pub evasive_devices: bool,
+    #[command(flatten)]
+    pub criu: CriuFlags,
 }
 
 pub fn run(args: DumpArgs) -> i32 {
+    if let Err(why) = args.criu.check().and(refuse_evasive(args.evasive_devices)) {
+        eprintln!("stasis: {why}");
+        return EXIT_USAGE;
+    }
     let opts = DumpOptions {
         pid: args.pid,
         dir: args.dir,
@@ -102,6 +113,17 @@ pub fn run(args: DumpArgs) -> i32 {
         || stats::dump_json(&summary),
     );
     EXIT_OK
+}
+
+fn refuse_evasive(given: bool) -> Result<(), String> {
+    match given {
+        true => Err(
+            "--evasive-devices: stasis reopens a device by the path it was opened \
+                     with and does not look for another node of the same device"
+                .into(),
+        ),
+        false => Ok(()),
+    }
 }
 
 /// `4096`, `64K`, `1M`, `2G` (binary units) → bytes.

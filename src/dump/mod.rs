@@ -275,6 +275,8 @@ fn save(
         .iter()
         .map(|t| task::thread_state(pid, t))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut shared_pending = task.leader().pending(true)?;
+    task::add_withheld(task, &mut shared_pending, &mut threads);
     let seccomp = seccomp::collect(pid, task.threads(), &mut threads)?;
     let ip = mm::find_syscall_insn(pid, &vmas)?;
     let known = task::Known {
@@ -328,7 +330,7 @@ fn save(
         attrs: q.attrs,
         timers: q.timers,
         sigactions,
-        shared_pending: task.leader().pending(true)?,
+        shared_pending,
         audit: audit::audit(pid, known.tids)?,
         threads,
         seccomp,

@@ -4,8 +4,9 @@
 //! sigaltstack, parent-death signal and timer slack, asked in each thread.
 //! The restore side is `restore/task.rs`.
 
+use super::freeze::Frozen;
 use super::DumpError;
-use crate::abi::{AltStack, KernelSigaction};
+use crate::abi::{AltStack, KernelSigaction, SigInfo};
 use crate::image::task::{ProcessAttrs, ThreadImage, ThreadSched, Timers};
 use crate::proc::timers::ProcTimer;
 use crate::sys::batch::{Area, Batch, Done, Out, STUB};
@@ -29,6 +30,17 @@ pub struct Queried {
 pub struct Known<'a> {
     pub timers: &'a [ProcTimer],
     pub tids: &'a [i32],
+}
+
+/// Puts the SIGSTOPs the freeze took off their queues (`Frozen::withheld`) back into the
+/// saved queues: process-wide ones into `shared`, a thread's into its own.
+pub fn add_withheld(frozen: &Frozen, shared: &mut Vec<SigInfo>, threads: &mut [ThreadImage]) {
+    for (tid, info) in &frozen.withheld {
+        match tid.and_then(|tid| threads.iter_mut().find(|t| t.tid == tid)) {
+            Some(t) => t.pending.push(*info),
+            None => shared.push(*info),
+        }
+    }
 }
 
 /// Registers, xsave area, mask, per-thread pending signals, rseq, name and robust list of

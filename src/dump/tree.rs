@@ -158,7 +158,7 @@ fn describe(
     for pid in descendants(root, table) {
         let s = &table[&pid];
         let state = match frozen.get(&pid) {
-            Some(f) => ProcState::Alive { stopped: f.stopped },
+            Some(f) => ProcState::alive(f.stop_signal),
             None => zombie_state(pid, s)?,
         };
         let parent = processes.iter().find(|p| p.pid == s.ppid).map(|p| p.pid);

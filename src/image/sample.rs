@@ -49,7 +49,7 @@ pub fn tree(pids: &[i32]) -> TreeImage {
             pgid: pids[0],
             sid: pids[0],
             exit_signal: libc::SIGCHLD,
-            state: ProcState::Alive { stopped: false },
+            state: ProcState::Alive { stop_signal: 0 },
             shares_files: false,
             shares_fs: false,
             shares_vm: false,

@@ -131,6 +131,17 @@ fn proc_entry(p: &ProcEntry, path: &Path) -> Check {
             format!("pid {} has impossible ids or exit signal", p.pid),
         );
     }
+    if let ProcState::Alive { stop_signal } = p.state {
+        if !matches!(stop_signal, 0 | 1) && !crate::jobctl::is_stop_signal(stop_signal.into()) {
+            return fail(
+                path,
+                format!(
+                    "pid {} was stopped by signal {stop_signal}, not a stop signal",
+                    p.pid
+                ),
+            );
+        }
+    }
     if let ProcState::Zombie { status } = p.state {
         if status & !0xffff != 0 {
             return fail(
@@ -972,6 +983,30 @@ mod tests {
         f(&mut t);
         let inv = sample::inventory(&t.alive().map(|p| p.pid).collect::<Vec<_>>());
         message(tree(&t, &inv, path()))
+    }
+
+    #[test]
+    fn stop_signals() {
+        for stop_signal in [0, 1, 19, 20, 21, 22] {
+            let mut ok = sample::tree(&[10, 11, 12]);
+            ok.processes[1].state = ProcState::Alive { stop_signal };
+            assert!(tree(&ok, &sample::inventory(&[10, 11, 12]), path()).is_ok());
+        }
+        assert_eq!(
+            tree_err(|t| t.processes[1].state = ProcState::Alive { stop_signal: 10 }),
+            "pid 11 was stopped by signal 10, not a stop signal"
+        );
+        let old = ProcState::Alive { stop_signal: 1 };
+        assert_eq!(
+            old.stop_signal(),
+            Some(libc::SIGSTOP),
+            "version 8's stopped: true"
+        );
+        assert_eq!(
+            ProcState::alive(Some(libc::SIGTTOU)).stop_signal(),
+            Some(libc::SIGTTOU)
+        );
+        assert_eq!(ProcState::alive(None).stop_signal(), None);
     }
 
     #[test]

@@ -77,6 +77,11 @@ pub fn stat(pid: i32) -> Result<Stat, ProcError> {
     parse_file(pid, "stat", stat::parse_stat)
 }
 
+/// `/proc/PID/task/TID/stat`: one thread's state.
+pub fn thread_stat(pid: i32, tid: i32) -> Result<Stat, ProcError> {
+    parse_file(pid, &format!("task/{tid}/stat"), stat::parse_stat)
+}
+
 /// `/proc/PID/limits`: `(soft, hard)` per `RLIMIT_*`.
 pub fn limits(pid: i32) -> Result<Vec<(u64, u64)>, ProcError> {
     parse_file(pid, "limits", limits::parse_limits)

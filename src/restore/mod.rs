@@ -390,7 +390,7 @@ impl Builder<'_> {
                 .process(pid)
                 .expect("live processes have records");
             let entry = self.image.tree.get(pid).expect("in the tree");
-            let stopped = matches!(entry.state, ProcState::Alive { stopped: true });
+            let stopped = entry.state.stop_signal();
             // The helper of a shared address space is unmapped by the first process of
             // the sharing chain, which resumes last (parents after their children).
             let unmap_helper = !entry.shares_vm;
@@ -532,6 +532,7 @@ fn finish(
     if !entry.shares_vm {
         s.stage(S::Seals, |s| mm::seal(s, &p.mm))?;
     }
-    s.stage(S::Signals, |s| task::queue_signals(s, task))?;
+    let stopped = entry.state.stop_signal().is_some();
+    s.stage(S::Signals, |s| task::queue_signals(s, task, stopped))?;
     s.flush()
 }

@@ -122,13 +122,16 @@ pub fn make_zombie(child: Child, entry: &ProcEntry, status: i32) -> Result<(), R
     )?;
     let sig = status & 0x7f;
     let (nr, args) = if sig != 0 {
-        let dfl = child.put_pod(0, &KernelSigaction::default())?;
         let remote = child.remote();
-        remote.call(
-            "rt_sigaction",
-            libc::SYS_rt_sigaction,
-            &[sig as u64, dfl, 0, 8],
-        )?;
+        if sig != libc::SIGKILL {
+            // SIGKILL's action cannot be changed (EINVAL), and is always to die.
+            let dfl = child.put_pod(0, &KernelSigaction::default())?;
+            remote.call(
+                "rt_sigaction",
+                libc::SYS_rt_sigaction,
+                &[sig as u64, dfl, 0, 8],
+            )?;
+        }
         remote.call(
             "prctl(PR_SET_DUMPABLE)",
             libc::SYS_prctl,

@@ -65,6 +65,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("loginuid", &[]),
     ("guards", &[]),
     ("tree", &[]),
+    ("stopped", &["-pthread"]),
     ("shared_vm", &[]),
     ("cow", &[]),
     ("unlinked_maps", &[]),
