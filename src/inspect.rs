@@ -58,10 +58,28 @@ fn to_json(image: &Image) -> serde_json::Value {
             })
         })
         .collect();
+    let ghosts: Vec<serde_json::Value> = image
+        .ghosts
+        .files
+        .iter()
+        .map(|g| {
+            serde_json::json!({
+                "path": g.path,
+                "type": g.body.describe(),
+                "mode": g.mode,
+                "uid": g.uid,
+                "gid": g.gid,
+                "mtime_ns": g.mtime_ns,
+                "bytes_stored": g.body.stored(),
+                "cwd_of": g.cwd_of,
+            })
+        })
+        .collect();
     serde_json::json!({
         "inventory": image.inventory,
         "tree": image.tree,
         "processes": processes,
+        "ghosts": ghosts,
     })
 }
 
@@ -84,6 +102,35 @@ fn text(image: &Image, out: &mut impl Write) -> std::io::Result<()> {
     tree(&image.tree, out)?;
     for p in &image.processes {
         process(p, &image.tree, out)?;
+    }
+    ghosts(&image.ghosts, out)
+}
+
+/// The files deleted while in use, one line each.
+fn ghosts(g: &crate::image::ghost::GhostsImage, out: &mut impl Write) -> std::io::Result<()> {
+    for (i, f) in g.files.iter().enumerate() {
+        let size = match &f.body {
+            crate::image::ghost::GhostBody::Regular { size, extents } => format!(
+                ", {size} bytes, {} stored in {} extents",
+                f.body.stored(),
+                extents.len()
+            ),
+            _ => String::new(),
+        };
+        let cwd = if f.cwd_of.is_empty() {
+            String::new()
+        } else {
+            format!(", cwd of {:?}", f.cwd_of)
+        };
+        writeln!(
+            out,
+            "ghost {i}: {} ({}, mode {:o}, uid {} gid {}{size}{cwd})",
+            f.path,
+            f.body.describe(),
+            f.mode,
+            f.uid,
+            f.gid
+        )?;
     }
     Ok(())
 }
@@ -583,6 +630,15 @@ fn describe(kind: &FdKind) -> String {
         FdKind::Fifo(f) => format!("FIFO {} ({} bytes buffered)", f.file.path, f.data.len()),
         FdKind::OPath(p) => format!("{} (O_PATH)", p.path),
         FdKind::Ghost(g) => format!("{} (deleted, {} bytes saved)", g.path, g.contents.len()),
+        FdKind::Deleted(d) => format!(
+            "ghost {} pos {}{}",
+            d.ghost,
+            d.pos,
+            d.fifo.as_ref().map_or(String::new(), |f| format!(
+                " ({} bytes buffered)",
+                f.data.len()
+            ))
+        ),
         FdKind::Remap(r) => format!(
             "{} (unlinked, {} {} at {}) pos {}",
             r.path,
@@ -685,6 +741,7 @@ mod tests {
                 mm,
                 files: sample::files(),
             }],
+            ghosts: Default::default(),
         }
     }
 

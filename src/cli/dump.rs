@@ -37,10 +37,19 @@ pub struct DumpArgs {
     /// instead of refusing the dump.
     #[arg(long = "skip-in-flight")]
     pub skip_in_flight: bool,
-    /// Save the contents of files deleted while open up to this size (bytes, or with a
-    /// K/M/G suffix); a larger one is refused.
+    /// Save a file deleted while open if it holds at most this much data (bytes, or with
+    /// a K/M/G suffix; holes do not count, as with CRIU's FIEMAP mode); a larger one is
+    /// refused (or, with --link-remap, linked beside its old path).
     #[arg(long = "ghost-limit", value_parser = parse_size, default_value = "1M")]
     pub ghost_limit: u64,
+    /// Accepted for CRIU compatibility: CRIU finds a deleted file's data with FIEMAP under
+    /// this option and with SEEK_DATA/SEEK_HOLE without it; stasis always uses
+    /// SEEK_DATA/SEEK_HOLE, which finds the same data and holes.
+    #[arg(long = "ghost-fiemap", overrides_with = "no_ghost_fiemap")]
+    pub ghost_fiemap: bool,
+    /// Accepted for CRIU compatibility (see --ghost-fiemap).
+    #[arg(long = "no-ghost-fiemap", overrides_with = "ghost_fiemap")]
+    pub no_ghost_fiemap: bool,
     /// Keep files whose name was unlinked while open (one with other links left, or a
     /// deleted one above --ghost-limit) through a link made beside them at dump time,
     /// removed by a successful restore, instead of refusing them.

@@ -165,6 +165,7 @@ fn save_tree(
     }
     let span = crate::profile::span("files records");
     write_files(&writer, &mut tables)?;
+    write_ghosts(&writer, &fd_opts.ghosts.borrow())?;
     drop(span);
     writer.write_record(TREE, Kind::Tree, &tree.record)?;
     writer.write_record(
@@ -221,6 +222,18 @@ fn write_files(writer: &ImageWriter, tables: &mut [(i32, FilesImage)]) -> Result
     Ok(())
 }
 
+/// `ghosts.img`, if some file of the tree was deleted while in use.
+fn write_ghosts(writer: &ImageWriter, ghosts: &files::ghost::Table) -> Result<(), DumpError> {
+    let image = ghosts.image();
+    if image.files.is_empty() {
+        return Ok(());
+    }
+    let path = std::path::Path::new(crate::image::ghost::GHOSTS);
+    image.validate(path)?;
+    writer.write_record(crate::image::ghost::GHOSTS, Kind::Ghosts, image)?;
+    Ok(())
+}
+
 fn fd_options(opts: &DumpOptions, pids: &[i32]) -> files::FdOptions {
     files::FdOptions {
         shell_job: opts.shell_job,
@@ -235,6 +248,7 @@ fn fd_options(opts: &DumpOptions, pids: &[i32]) -> files::FdOptions {
         skip_in_flight: opts.skip_in_flight,
         tree_sockets: Default::default(),
         tree_files: Default::default(),
+        ghosts: Default::default(),
     }
 }
 
@@ -323,7 +337,7 @@ fn save(
         personality: proc::personality(pid)?,
         umask: status.umask.unwrap_or(0o022),
         rlimits: proc::limits(pid)?,
-        cwd: proc::link(pid, "cwd")?.to_string_lossy().into_owned(),
+        cwd: files::ghost::cwd(pid, &mut fd_opts.ghosts.borrow_mut())?,
         root: proc::link(pid, "root")?.to_string_lossy().into_owned(),
         creds,
         oom_score_adj: proc::oom_score_adj(pid)?,

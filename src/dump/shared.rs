@@ -176,6 +176,8 @@ impl Shared {
             let (kind, pos, seals) = match &e.kind {
                 FdKind::Memfd(m) => ("a memfd", m.pos, m.seals),
                 FdKind::Ghost(g) => ("a deleted file", g.pos, 0),
+                // Only a regular file's inode can be mapped too.
+                FdKind::Deleted(d) => ("a deleted file", d.pos, 0),
                 _ => continue,
             };
             let meta = fd_meta(pid, e.fd)?;

@@ -32,6 +32,9 @@ use super::error::ImageError;
 /// where they were mapped shared and writable.
 /// It also records the signal that stopped a process (`ProcState::Alive::stop_signal`,
 /// a `u8` in the byte where version 8 had `stopped: bool`: its 1 reads as SIGSTOP).
+/// It also adds `ghosts.img` (files deleted while in use, each once for the tree, their
+/// data without holes) and the `Deleted` fd kind that refers to them; an older image has
+/// no `ghosts.img` and keeps its `Ghost` fds.
 pub const FORMAT_VERSION: u32 = 9;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
@@ -54,6 +57,7 @@ pub enum Kind {
     Files = 4,
     Pages = 5,
     Tree = 6,
+    Ghosts = 7,
 }
 
 /// Human name of a kind number, for messages.
@@ -65,6 +69,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         4 => "files",
         5 => "pages",
         6 => "tree",
+        7 => "ghosts",
         _ => "unknown",
     }
 }

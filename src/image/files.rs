@@ -159,7 +159,7 @@ pub enum FdKind {
     /// An `O_PATH` fd, reopened by path.
     OPath(OPathFd),
     /// A regular file deleted while open: recreated from the saved contents, opened,
-    /// unlinked.
+    /// unlinked (format 8 and older; newer dumps write [`FdKind::Deleted`]).
     Ghost(GhostFd),
     /// An eventfd.
     EventFd(EventFd),
@@ -195,6 +195,26 @@ pub enum FdKind {
     Mapped(MappedFd),
     /// A fanotify group with its marks (pending events are not saved).
     Fanotify(FanotifyFd),
+    /// A file deleted while open — regular file, directory, FIFO, device node or (under
+    /// `O_PATH`) symlink — recreated from `ghosts.img` (`image::ghost`) before the tree
+    /// is built, opened by path, and removed again before any process runs (format 9).
+    Deleted(DeletedFd),
+}
+
+/// An open file description of ghost file `ghost` (an index in `ghosts.img`), at `pos`;
+/// for a FIFO, the first fd of the tree that opens it refills its buffer (`fifo`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedFd {
+    pub ghost: u32,
+    pub pos: u64,
+    pub fifo: Option<FifoBytes>,
+}
+
+/// The capacity (`F_GETPIPE_SZ`) and buffered bytes of a FIFO.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FifoBytes {
+    pub size: u32,
+    pub data: Vec<u8>,
 }
 
 /// An open file description of the memfd or deleted file that process `pid` maps at
@@ -302,7 +322,8 @@ pub struct OPathFd {
     pub path: String,
 }
 
-/// A regular file that was unlinked while open ("ghost" file).
+/// A regular file that was unlinked while open ("ghost" file), as images of format 8 and
+/// older record it (newer dumps write [`FdKind::Deleted`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GhostFd {
     /// Where it lived (the `/proc/PID/fd` link without " (deleted)").

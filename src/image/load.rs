@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use super::error::ImageError;
 use super::file::{decode, read, read_since, read_versioned, Kind};
-use super::files::{FilesImage, FilesImageV6};
+use super::files::{FdKind, FilesImage, FilesImageV6};
+use super::ghost::{GhostsImage, GHOSTS};
 use super::inventory::Inventory;
 use super::mm::{MmImage, MmImageV6, MmImageV7, MmImageV8};
 use super::pages::{check_pages, verify_pages};
@@ -39,6 +40,8 @@ pub struct Image {
     pub tree: TreeImage,
     /// The live processes, in tree order (`inventory.pids`).
     pub processes: Vec<ProcessImage>,
+    /// Files deleted while in use (empty without `ghosts.img`).
+    pub ghosts: GhostsImage,
 }
 
 impl Image {
@@ -87,12 +90,14 @@ impl Image {
             .iter()
             .map(|&pid| load_process(dir, pid, tree.mm_owner(pid) == pid))
             .collect::<Result<Vec<_>, _>>()?;
+        let ghosts = load_ghosts(dir, &processes)?;
         let dir = dir.to_path_buf();
         let image = Image {
             dir,
             inventory,
             tree,
             processes,
+            ghosts,
         };
         let tree_path = image.dir.join(TREE);
         for p in &image.processes {
@@ -157,6 +162,36 @@ fn load_inventory(dir: &Path) -> Result<Inventory, ImageError> {
     })?;
     validate::inventory(&inventory, &path)?;
     Ok(inventory)
+}
+
+/// `ghosts.img` if the image has one, checked against the fds that refer to it.
+fn load_ghosts(dir: &Path, processes: &[ProcessImage]) -> Result<GhostsImage, ImageError> {
+    let path = dir.join(GHOSTS);
+    let ghosts: GhostsImage = match read(Kind::Ghosts, &path) {
+        Err(ImageError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+            GhostsImage::default()
+        }
+        other => other?,
+    };
+    ghosts.validate(&path)?;
+    for p in processes {
+        for e in &p.files.fds {
+            let FdKind::Deleted(d) = &e.kind else {
+                continue;
+            };
+            if ghosts.get(d.ghost).is_none() {
+                let what = format!(
+                    "fd {} refers to ghost {}, which {GHOSTS} lacks",
+                    e.fd, d.ghost
+                );
+                return Err(ImageError::invalid(
+                    dir.join(record_name("files", p.task.pid)),
+                    what,
+                ));
+            }
+        }
+    }
+    Ok(ghosts)
 }
 
 /// The records of `pid`; `mm` only if it `owns_mm` (else its mm is empty).
@@ -227,6 +262,7 @@ mod tests {
             inventory,
             tree,
             processes,
+            ghosts: Default::default(),
         }
     }
 

@@ -3,7 +3,7 @@
 //!
 //! Layout of a directory (see `docs/image-format.md`):
 //! `inventory.img`, `tree.img`, and per live process `task-<pid>.img`, `mm-<pid>.img`, `files-<pid>.img`,
-//! `pages-<pid>.img`.
+//! `pages-<pid>.img`; `ghosts.img` when files deleted while in use were saved.
 //!
 //! - [`file`]: the header and postcard payload of one record file.
 //! - [`pages`]: the raw page data files.
@@ -15,6 +15,7 @@ pub mod dir;
 pub mod error;
 pub mod file;
 pub mod files;
+pub mod ghost;
 pub mod inventory;
 pub mod load;
 pub mod mm;

@@ -4,8 +4,9 @@
 use crate::abi::{AltStack, GpRegs, KernelSigaction, RseqConfig, SigInfo};
 
 use super::files::{
-    CharDevFd, ContentHash, EpollFd, EpollMoved, EpollTarget, EventFd, FdEntry, FdKind, FileLock,
-    FilesImage, InFlight, LockKind, MappedFd, MemfdFd, PathFd, PipeEnd, PipeFd, RemapFd, TtyFd,
+    CharDevFd, ContentHash, DeletedFd, EpollFd, EpollMoved, EpollTarget, EventFd, FdEntry, FdKind,
+    FifoBytes, FileLock, FilesImage, InFlight, LockKind, MappedFd, MemfdFd, PathFd, PipeEnd,
+    PipeFd, RemapFd, TtyFd,
 };
 use super::inventory::{CpuInfo, Inventory};
 use super::mm::{
@@ -643,7 +644,7 @@ pub fn random_mm(r: &mut XorShift) -> MmImage {
 }
 
 fn random_fd(r: &mut XorShift) -> FdEntry {
-    let kind = match r.below(8) {
+    let kind = match r.below(9) {
         0 => FdKind::Path(PathFd {
             file: random_file_id(r),
             pos: r.next(),
@@ -678,6 +679,14 @@ fn random_fd(r: &mut XorShift) -> FdEntry {
             end: r.next(),
             pos: r.next(),
             seals: r.next() as u32,
+        }),
+        8 => FdKind::Deleted(DeletedFd {
+            ghost: r.next() as u32,
+            pos: r.next(),
+            fifo: r.bool().then(|| FifoBytes {
+                size: r.next() as u32,
+                data: r.vec(20, |r| r.next() as u8),
+            }),
         }),
         _ => FdKind::Tty(TtyFd { rdev: r.next() }),
     };

@@ -65,6 +65,19 @@ pub enum RestoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("recreate {what} {path} of the image")]
+    GhostCreate {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("remove the recreated deleted file {path}")]
+    GhostRemove {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("write pid file {path}")]
     PidFile {
         path: String,

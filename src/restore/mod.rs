@@ -174,17 +174,20 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     }
     let shell_job = opts.shell_job || image.inventory.shell_job;
     let _orphans = Subreaper::become_one();
+    let ghosts = files::Ghosts::create(&image.ghosts)?;
     let mut b = Builder {
         image: &image,
         shell_job,
         tcp_close: opts.tcp_close,
+        ghosts: &ghosts,
         procs: Vec::new(),
         forked: HashMap::new(),
     };
-    let built = match b
-        .build()
-        .and_then(|pages| remove_links(&image).map(|()| pages))
-    {
+    let built = b.build().and_then(|pages| {
+        remove_links(&image)?;
+        Ok(pages)
+    });
+    let built = match built.and_then(|pages| ghosts.remove().map(|()| pages)) {
         Ok(pages) => {
             let _s = crate::profile::span("resume");
             b.resume().map(|()| pages)
@@ -241,6 +244,8 @@ struct Builder<'a> {
     shell_job: bool,
     /// `--tcp-close`.
     tcp_close: bool,
+    /// The files deleted while in use, recreated until every process holds them.
+    ghosts: &'a files::Ghosts<'a>,
     procs: Vec<(i32, Child)>,
     /// Processes forked with their siblings, not taken over yet.
     forked: HashMap<i32, crate::sys::ptrace::Seized>,
@@ -268,7 +273,7 @@ impl Builder<'_> {
                 .process(*pid)
                 .expect("live processes have records");
             let entry = self.image.tree.get(*pid).expect("in the tree");
-            finish(child, p, entry, self.tcp_close)?;
+            finish(child, p, entry, self.tcp_close, self.ghosts)?;
         }
         self.close_spares()?;
         Ok(filled)
@@ -496,6 +501,7 @@ fn finish(
     p: &ProcessImage,
     entry: &ProcEntry,
     tcp_close: bool,
+    ghosts: &files::Ghosts,
 ) -> Result<(), RestoreError> {
     use RestoreStage as S;
     let task = &p.task;
@@ -506,10 +512,12 @@ fn finish(
         s.stage(S::MmFields, |s| mm::set_mm_fields(s, &p.mm))?;
     }
     if !entry.shares_files {
-        s.stage(S::Files, |s| files::restore_fds(s, &p.files, tcp_close))?;
+        s.stage(S::Files, |s| {
+            files::restore_fds(s, &p.files, tcp_close, ghosts)
+        })?;
     }
     if !entry.shares_fs {
-        s.stage(S::Fs, |s| files::restore_fs(s, task))?;
+        s.stage(S::Fs, |s| files::restore_fs(s, task, ghosts))?;
     }
     s.stage(S::Attributes, |s| task::restore_attrs(s, task))?;
     s.stage(S::Audit, |s| audit::restore_loginuid(s, task))?;

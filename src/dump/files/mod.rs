@@ -4,7 +4,9 @@
 //! kind family, each the twin of `restore/files/<kind>.rs`. Kinds stasis cannot restore are
 //! refused here, naming the fd, the pid and the kind.
 //!
-//! - [`path`]: regular files, directories, `O_PATH` fds and deleted ("ghost") files;
+//! - [`path`]: regular files, directories, `O_PATH` fds and files unlinked while other
+//!   links remain (`--link-remap`);
+//! - [`ghost`]: files deleted while open, saved once for the tree (`ghosts.img`);
 //! - [`chardev`]: character devices and terminals;
 //! - [`pipe`]: pipes and FIFOs, with their buffered bytes;
 //! - [`eventfd`], [`timerfd`], [`signalfd`], [`epoll`], [`inotify`], [`fanotify`],
@@ -23,6 +25,7 @@ pub mod chardev;
 pub mod epoll;
 pub mod eventfd;
 pub mod fanotify;
+pub mod ghost;
 mod inet;
 mod inflight;
 pub mod inotify;
@@ -81,6 +84,8 @@ pub struct FdOptions {
     pub tree_sockets: std::cell::OnceCell<std::collections::HashSet<u64>>,
     /// Every fd of the tree by file, read when a file in flight is first identified.
     pub tree_files: inflight::TreeFiles,
+    /// The files of the tree deleted while open, each once (`ghosts.img`).
+    pub ghosts: std::cell::RefCell<ghost::Table>,
 }
 
 impl FdOptions {
@@ -428,6 +433,9 @@ fn classify(
     if let Some(kind) = open.pty_slave()?.and_then(|i| pty::slave_kind(ctx, i)) {
         return Ok(kind);
     }
+    if open.target.ends_with(ghost::DELETED) && open.meta()?.st_nlink == 0 {
+        return deleted(open, opts, walk, ctx);
+    }
     if open.info.flags & libc::O_PATH != 0 {
         return path::dump_opath(open);
     }
@@ -441,8 +449,8 @@ fn classify(
         return memfd::dump(open);
     }
     match open.file_type()? {
-        libc::S_IFREG if open.target.ends_with(" (deleted)") => {
-            path::dump_deleted(open, opts, walk, &mut ctx.held)
+        libc::S_IFREG if open.target.ends_with(ghost::DELETED) => {
+            path::dump_deleted(open, opts, walk, &mut ctx.held, None)
         }
         libc::S_IFREG | libc::S_IFDIR => path::dump(open),
         libc::S_IFCHR => chardev::dump(open, opts.shell_job),
@@ -451,6 +459,22 @@ fn classify(
         libc::S_IFBLK => Err(open.refuse("a block device")),
         _ => Err(open.refuse("a file of unknown type")),
     }
+}
+
+/// A file deleted while open (no link left, not a memfd): a ghost, unless it is a
+/// regular file with more data than `--ghost-limit`.
+fn deleted(
+    open: &OpenFd,
+    opts: &FdOptions,
+    walk: &mut Walk,
+    ctx: &mut SockCtx<'_>,
+) -> Result<FdKind, DumpError> {
+    if open.file_type()? == libc::S_IFREG {
+        if let Some(stored) = ghost::over_limit(open, opts.ghost_limit)? {
+            return path::dump_deleted(open, opts, walk, &mut ctx.held, Some(stored));
+        }
+    }
+    ghost::dump(open, opts, walk, ctx)
 }
 
 /// Objects without a path (`anon_inode:[eventfd]`...).

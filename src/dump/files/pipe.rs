@@ -21,7 +21,7 @@ use super::sock::SockCtx;
 use super::{OpenFd, Walk};
 use crate::dump::mm::file_id;
 use crate::dump::DumpError;
-use crate::image::files::{FdEntry, FdKind, FifoFd, PipeEnd, PipeFd};
+use crate::image::files::{FdEntry, FdKind, FifoBytes, FifoFd, PipeEnd, PipeFd};
 use crate::sys::fd::{fionread, tee};
 
 /// The inode of a pipe from its link text (`pipe:[123]`).
@@ -72,17 +72,26 @@ pub fn dump_fifo(
 ) -> Result<FdKind, DumpError> {
     super::path::still_named(open)?;
     let file = file_id(&open.through(), &open.target)?;
-    let first = walk.inodes.insert(open.meta()?.st_ino, open.fd).is_none();
+    let FifoBytes { size, data } = fifo_bytes(open, walk, ctx)?.unwrap_or_default();
+    Ok(FdKind::Fifo(FifoFd { file, size, data }))
+}
+
+/// The capacity and buffered bytes of the FIFO behind `open` if it is the table's first
+/// fd on that FIFO, else `None` (that first fd carries them).
+pub fn fifo_bytes(
+    open: &OpenFd,
+    walk: &mut Walk,
+    ctx: &mut SockCtx<'_>,
+) -> Result<Option<FifoBytes>, DumpError> {
+    if walk.inodes.insert(open.meta()?.st_ino, open.fd).is_some() {
+        return Ok(None);
+    }
     let end = match open.info.flags & libc::O_ACCMODE {
         libc::O_WRONLY => PipeEnd::Write,
         _ => PipeEnd::Read,
     };
-    let (size, data) = if first {
-        contents(open, end, ctx)?
-    } else {
-        (0, Vec::new())
-    };
-    Ok(FdKind::Fifo(FifoFd { file, size, data }))
+    let (size, data) = contents(open, end, ctx)?;
+    Ok(Some(FifoBytes { size, data }))
 }
 
 /// Fills in each creating fd's `peer` once the whole table is known.

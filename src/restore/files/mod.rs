@@ -1,7 +1,10 @@
 //! The fd table, cwd/root and umask, rebuilt inside the child. Each kind of fd is
 //! recreated by the twin of its dump module (`dump/files/<kind>.rs`):
 //!
-//! - [`path`]: regular files, directories, `O_PATH` fds and ghost files;
+//! - [`path`]: regular files, directories, `O_PATH` fds, ghost files of older images and
+//!   link remaps;
+//! - [`ghost`]: files deleted while in use (`ghosts.img`), recreated for the whole
+//!   restore;
 //! - [`chardev`]: character devices and the shell job's terminal;
 //! - [`pipe`]: pipes and FIFOs with their bytes;
 //! - [`eventfd`], [`timerfd`], [`signalfd`], [`epoll`], [`inotify`], [`fanotify`],
@@ -26,6 +29,8 @@ pub use chardev::terminal_in_child;
 mod epoll;
 mod eventfd;
 mod fanotify;
+mod ghost;
+pub use ghost::Ghosts;
 mod inet;
 mod inotify;
 mod locks;
@@ -46,6 +51,8 @@ use crate::image::files::{FdEntry, FdKind, FilesImage};
 use crate::image::task::TaskImage;
 
 const CLOSE_RANGE_ALL: u64 = u32::MAX as u64;
+/// `__O_TMPFILE`: `O_TMPFILE` without the `O_DIRECTORY` it includes.
+const O_TMPFILE_ONLY: i32 = libc::O_TMPFILE & !libc::O_DIRECTORY;
 
 /// What the kind modules get to build one fd.
 pub struct Install<'a> {
@@ -57,6 +64,8 @@ pub struct Install<'a> {
     pub tty: Option<u64>,
     /// Sockets and ptys built ahead of the loop.
     pub prepared: &'a prep::Prepared,
+    /// The image's ghost files, recreated.
+    pub ghosts: &'a Ghosts<'a>,
 }
 
 impl Install<'_> {
@@ -70,8 +79,13 @@ impl Install<'_> {
     }
 
     /// Open flags that recreate the file status flags without side effects on the file.
+    /// A file made by `open(O_TMPFILE)` keeps that flag (with `O_DIRECTORY`, which it
+    /// includes) in its status flags; it is how the file was created, not how to open it.
     pub fn reopen_flags(&self) -> i32 {
-        let flags = self.entry.flags;
+        let mut flags = self.entry.flags;
+        if flags & O_TMPFILE_ONLY != 0 {
+            flags &= !libc::O_TMPFILE;
+        }
         flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC)
             | libc::O_NOCTTY
             | self.cloexec()
@@ -153,6 +167,7 @@ pub fn restore_fds(
     s: &mut Staged,
     files: &FilesImage,
     tcp_close: bool,
+    ghosts: &Ghosts,
 ) -> Result<(), RestoreError> {
     let plain = batched_only(files);
     if !plain {
@@ -191,6 +206,7 @@ pub fn restore_fds(
             entry,
             tty,
             prepared: &prepared,
+            ghosts,
         };
         if batched::takes(entry) {
             batcher.add(&at)?;
@@ -291,6 +307,7 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::Epoll(e) => epoll::restore(at, e),
         FdKind::Inotify(i) => inotify::restore(at, i),
         FdKind::Fanotify(f) => fanotify::restore(at, f),
+        FdKind::Deleted(d) => ghost::restore(at, d),
         FdKind::Memfd(m) => memfd::restore(at, m),
         FdKind::PidFd(p) => pidfd::restore(at, p),
         FdKind::Unix(_) | FdKind::Inet(_) | FdKind::PtyMaster(_) | FdKind::PtySlave { .. } => {
@@ -377,15 +394,19 @@ pub fn seek(at: &Install, pos: u64) -> Result<(), RestoreError> {
     Ok(())
 }
 
-/// cwd, root and umask, added to the pending batch. Ordering requirements: after every
-/// open by absolute path, and `chdir` before `chroot` (the cwd path is absolute in the
+/// cwd (a removed one: its ghost), root and umask, added to the pending batch.
+/// Ordering requirements: after every open by absolute path, and `chdir` before `chroot` (the cwd path is absolute in the
 /// restorer's root); no earlier stage changes what the child inherited.
-pub fn restore_fs(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreError> {
-    if fs_as_saved(task) {
+pub fn restore_fs(s: &mut Staged, task: &TaskImage, ghosts: &Ghosts) -> Result<(), RestoreError> {
+    let ghost = ghosts.cwd_of(task.pid);
+    if ghost.is_none() && fs_as_saved(task) {
         return Ok(());
     }
     let b = s.batch();
-    let cwd = b.put_str(&task.cwd);
+    let cwd = match ghost {
+        Some(path) => b.put_str(&path.to_string_lossy()),
+        None => b.put_str(&task.cwd),
+    };
     b.call("chdir", libc::SYS_chdir, &[cwd]);
     if task.root != "/" {
         let root = b.put_str(&task.root);
