@@ -274,6 +274,7 @@ victim_tests! {
     ghost: "ghost";
     ghost_remap: "ghost" ["remap"];
     locks: "locks";
+    fown: "fown";
     unix_sockets: "unix_sockets";
     unix_inflight: "unix_sockets" ["inflight"];
     inflight: "inflight";

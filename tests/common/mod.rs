@@ -78,6 +78,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("memfd", &[]),
     ("ghost", &[]),
     ("locks", &[]),
+    ("fown", &["-pthread"]),
     ("unsupported", &[]),
 ];
 
