@@ -275,6 +275,7 @@ victim_tests! {
     ghost_remap: "ghost" ["remap"];
     locks: "locks";
     fown: "fown";
+    unix_unlinked: "unix_unlinked";
     unix_sockets: "unix_sockets";
     unix_inflight: "unix_sockets" ["inflight"];
     inflight: "inflight";

@@ -79,6 +79,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("ghost", &[]),
     ("locks", &[]),
     ("fown", &["-pthread"]),
+    ("unix_unlinked", &[]),
     ("unsupported", &[]),
 ];
 

@@ -41,6 +41,7 @@ mod pty;
 mod signalfd;
 mod timerfd;
 mod unix;
+mod unix_unlinked;
 
 use super::child::Child;
 use super::staged::Staged;
