@@ -279,6 +279,8 @@ victim_tests! {
     ghost: "ghost";
     ghost_remap: "ghost" ["remap"];
     locks: "locks";
+    fown: "fown";
+    unix_unlinked: "unix_unlinked";
     unix_sockets: "unix_sockets";
     unix_inflight: "unix_sockets" ["inflight"];
     inflight: "inflight";

@@ -35,6 +35,9 @@ use super::error::ImageError;
 /// It also adds `ghosts.img` (files deleted while in use, each once for the tree, their
 /// data without holes) and the `Deleted` fd kind that refers to them; an older image has
 /// no `ghosts.img` and keeps its `Ghost` fds.
+/// It also adds the files record's `owners` (`F_SETOWN_EX`/`F_SETSIG` of each open
+/// file description) and `unlinked_sockets`, and the lease kinds of file locks (older
+/// files records are read as having none).
 pub const FORMAT_VERSION: u32 = 9;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
@@ -518,6 +521,12 @@ mod tests {
                 }
             };
             b[at] ^= 1 << rng.below(8);
+            // A version flipped to an older one the reader still supports is no error
+            // of the framing: the loader decodes that version's layout (and fails).
+            let older = le32(&b[12..16]);
+            if (12..16).contains(&at) && (OLDEST_VERSION..FORMAT_VERSION).contains(&older) {
+                continue;
+            }
             assert!(decode::<crate::image::mm::MmImage>(Kind::Mm, &b, path()).is_err());
         }
     }

@@ -38,6 +38,31 @@ pub struct FilesImage {
     /// Content checksums of the regular files held open, taken with `dump --file-hash`
     /// (format 7; empty in older images and without the option).
     pub hashes: Vec<ContentHash>,
+    /// Owners and signals of the open file descriptions created by this table's fds
+    /// (`F_SETOWN_EX`, `F_SETSIG`), for those with either set (format 9; empty in older
+    /// images).
+    pub owners: Vec<FdOwner>,
+    /// Unix sockets of this table (by inode) bound to a path that no longer leads to
+    /// them (the socket file was deleted, or they are accepted connections sharing their
+    /// listener's name): bound again, then the new file unlinked (format 9).
+    pub unlinked_sockets: Vec<u64>,
+}
+
+/// Who gets the I/O signals (`O_ASYNC`, leases) of the open file description created by
+/// fd `fd`, and which signal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdOwner {
+    pub fd: i32,
+    /// `F_OWNER_TID` (0), `F_OWNER_PID` (1) or `F_OWNER_PGRP` (2).
+    pub kind: i32,
+    /// The thread, process or group; 0 for none (only a signal set).
+    pub pid: i32,
+    /// The real and effective uid recorded when the owner was set (they decide whether
+    /// the owner may be signalled).
+    pub uid: u32,
+    pub euid: u32,
+    /// `F_SETSIG` (0: `SIGIO`).
+    pub signal: i32,
 }
 
 /// A registration of the epoll instance at fd `epoll` made under fd number `tfd` (the
@@ -103,6 +128,31 @@ impl EpollFd {
     }
 }
 
+/// A files record of formats 7 and 8 (no `owners`, no `unlinked_sockets`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilesImageV8 {
+    pub fds: Vec<FdEntry>,
+    pub locks: Vec<FileLock>,
+    pub spares: Vec<i32>,
+    pub in_flight: Vec<InFlight>,
+    pub epoll_moved: Vec<EpollMoved>,
+    pub hashes: Vec<ContentHash>,
+}
+
+impl From<FilesImageV8> for FilesImage {
+    fn from(old: FilesImageV8) -> Self {
+        FilesImage {
+            fds: old.fds,
+            locks: old.locks,
+            spares: old.spares,
+            in_flight: old.in_flight,
+            epoll_moved: old.epoll_moved,
+            hashes: old.hashes,
+            ..FilesImage::default()
+        }
+    }
+}
+
 /// A files record of format 6 and older (no `spares`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FilesImageV6 {
@@ -115,10 +165,7 @@ impl From<FilesImageV6> for FilesImage {
         FilesImage {
             fds: old.fds,
             locks: old.locks,
-            spares: Vec::new(),
-            in_flight: Vec::new(),
-            epoll_moved: Vec::new(),
-            hashes: Vec::new(),
+            ..FilesImage::default()
         }
     }
 }
@@ -449,4 +496,11 @@ pub enum LockKind {
     Posix,
     /// `fcntl(F_OFD_SETLK)`: owned by the open file description.
     Ofd,
+    /// `fcntl(F_SETLEASE)`: a lease of the open file description (`write`: a write
+    /// lease), not being broken (format 9).
+    Lease,
+    /// A lease being broken (someone opened the file in a conflicting mode): `write` is
+    /// its type before the break, `unlock` whether it is being removed (`F_UNLCK`) rather
+    /// than downgraded to a read lease (format 9).
+    LeaseBreaking { unlock: bool },
 }

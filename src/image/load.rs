@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::ImageError;
 use super::file::{decode, read, read_since, read_versioned, Kind};
-use super::files::{FdKind, FilesImage, FilesImageV6};
+use super::files::{FdKind, FilesImage, FilesImageV6, FilesImageV8};
 use super::ghost::{GhostsImage, GHOSTS};
 use super::inventory::Inventory;
 use super::mm::{MmImage, MmImageV6, MmImageV7, MmImageV8};
@@ -205,9 +205,19 @@ fn load_process(dir: &Path, pid: i32, owns_mm: bool) -> Result<ProcessImage, Ima
         MmImage::default()
     };
     let path = dir.join(record_name("files", pid));
-    let files = read_since::<FilesImage, FilesImageV6>(Kind::Files, &path, 7)?;
+    let files = read_files(&path)?;
     validate::files(&files, &path)?;
     Ok(ProcessImage { task, mm, files })
+}
+
+/// A files record of any supported version: `spares` and the lists after it came in
+/// version 7, `owners` and `unlinked_sockets` in 9.
+fn read_files(path: &Path) -> Result<FilesImage, ImageError> {
+    read_versioned(Kind::Files, path, |version, bytes| match version {
+        ..7 => decode::<FilesImageV6>(Kind::Files, bytes, path).map(Into::into),
+        7 | 8 => decode::<FilesImageV8>(Kind::Files, bytes, path).map(Into::into),
+        _ => decode(Kind::Files, bytes, path),
+    })
 }
 
 fn load_mm(dir: &Path, pid: i32) -> Result<MmImage, ImageError> {
@@ -428,6 +438,32 @@ mod tests {
         assert!(mm.page_runs.iter().all(|r| r.stripe == 0));
     }
 
+    /// A version 8 files record (no owners, no unlinked sockets) loads as having none.
+    #[test]
+    fn version_8_files_are_converted() {
+        let (_parent, dir) = fixture();
+        let files = sample::files();
+        let old = super::FilesImageV8 {
+            fds: files.fds.clone(),
+            locks: files.locks.clone(),
+            spares: files.spares.clone(),
+            in_flight: files.in_flight.clone(),
+            epoll_moved: files.epoll_moved.clone(),
+            hashes: files.hashes.clone(),
+        };
+        let path = dir.join("files-42.img");
+        let mut bytes = encode(Kind::Files, &old).unwrap();
+        bytes[12..16].copy_from_slice(&8u32.to_le_bytes());
+        fs::write(&path, bytes).unwrap();
+        let image = Image::load(&dir).unwrap();
+        let converted = FilesImage {
+            owners: Vec::new(),
+            unlinked_sockets: Vec::new(),
+            ..files
+        };
+        assert_eq!(image.processes[0].files, converted);
+    }
+
     /// Runs spread over two pages files: each file is checked against its own runs.
     #[test]
     fn striped_pages_round_trip() {
@@ -599,6 +635,7 @@ mod tests {
         let converted = FilesImage {
             epoll_moved: Vec::new(),
             hashes: Vec::new(),
+            owners: Vec::new(),
             ..files
         };
         assert_eq!(image.processes[0].files, converted);

@@ -5,8 +5,8 @@ use crate::abi::{AltStack, GpRegs, KernelSigaction, RseqConfig, SigInfo};
 
 use super::files::{
     CharDevFd, ContentHash, DeletedFd, EpollFd, EpollMoved, EpollTarget, EventFd, FdEntry, FdKind,
-    FifoBytes, FileLock, FilesImage, InFlight, LockKind, MappedFd, MemfdFd, PathFd, PipeEnd,
-    PipeFd, RemapFd, TtyFd,
+    FdOwner, FifoBytes, FileLock, FilesImage, InFlight, LockKind, MappedFd, MemfdFd, PathFd,
+    PipeEnd, PipeFd, RemapFd, TtyFd,
 };
 use super::inventory::{CpuInfo, Inventory};
 use super::mm::{
@@ -305,6 +305,15 @@ pub fn files() -> FilesImage {
             fd: 3,
             crc32: 0xcbf4_3926,
         }],
+        owners: vec![FdOwner {
+            fd: 4,
+            kind: 1,
+            pid: 42,
+            uid: 1000,
+            euid: 0,
+            signal: 34,
+        }],
+        unlinked_sockets: Vec::new(),
     }
 }
 
@@ -348,6 +357,8 @@ pub fn split_files(a: i32) -> (FilesImage, FilesImage) {
         in_flight: Vec::new(),
         epoll_moved: Vec::new(),
         hashes: Vec::new(),
+        owners: Vec::new(),
+        unlinked_sockets: Vec::new(),
     };
     let second = FilesImage {
         fds: vec![
@@ -368,6 +379,8 @@ pub fn split_files(a: i32) -> (FilesImage, FilesImage) {
         in_flight: Vec::new(),
         epoll_moved: Vec::new(),
         hashes: Vec::new(),
+        owners: Vec::new(),
+        unlinked_sockets: Vec::new(),
     };
     (first, second)
 }
@@ -426,6 +439,8 @@ pub fn in_flight_files() -> FilesImage {
         ],
         epoll_moved: Vec::new(),
         hashes: Vec::new(),
+        owners: Vec::new(),
+        unlinked_sockets: Vec::new(),
     }
 }
 
@@ -725,5 +740,14 @@ pub fn random_files(r: &mut XorShift) -> FilesImage {
             fd: r.i32(),
             crc32: r.next() as u32,
         }),
+        owners: r.vec(2, |r| FdOwner {
+            fd: r.i32(),
+            kind: r.i32(),
+            pid: r.i32(),
+            uid: r.next() as u32,
+            euid: r.next() as u32,
+            signal: r.i32(),
+        }),
+        unlinked_sockets: r.vec(2, |r| r.next()),
     }
 }

@@ -99,6 +99,9 @@ pub enum RestoreStage {
     SigActions,
     /// Create the other threads with their tids (`clone3` injected into the leader).
     Threads,
+    /// Owners and signals of the open file descriptions (`F_SETOWN_EX`: an owner may be
+    /// a thread; before Creds: the owner's uids are taken for the call).
+    FileOwners,
     /// Per thread, in the thread: sigaltstack, clear_child_tid, robust list, rseq, name.
     ThreadAttrs,
     /// THP disable, child subreaper, membarrier registrations.
@@ -145,6 +148,7 @@ impl RestoreStage {
             Self::Limits => "resource limits",
             Self::SigActions => "sigactions",
             Self::Threads => "threads",
+            Self::FileOwners => "file owners",
             Self::ThreadAttrs => "thread attributes",
             Self::ProcAttrs => "process attributes",
             Self::Sched => "scheduling",
@@ -530,6 +534,9 @@ fn finish(
         drop(s);
         threads::create(child, task).map_err(at(S::Threads, task.pid))?;
         s = Staged::new(child);
+    }
+    if !entry.shares_files {
+        s.stage(S::FileOwners, |s| files::restore_owners(s, &p.files))?;
     }
     s.stage(S::ThreadAttrs, |s| task::restore_thread_attrs(s, task))?;
     s.stage(S::ProcAttrs, |s| prctl::restore_process(s, &task.attrs))?;

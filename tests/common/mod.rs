@@ -83,6 +83,8 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("memfd", &[]),
     ("ghost", &[]),
     ("locks", &[]),
+    ("fown", &["-pthread"]),
+    ("unix_unlinked", &[]),
     ("unsupported", &[]),
 ];
 

@@ -11,7 +11,8 @@
 //! - [`pipe`]: pipes and FIFOs, with their buffered bytes;
 //! - [`eventfd`], [`timerfd`], [`signalfd`], [`epoll`], [`inotify`], [`fanotify`],
 //!   [`memfd`], [`pidfd`];
-//! - [`locks`]: flock, POSIX and OFD locks held through the fds;
+//! - [`locks`]: flock, POSIX and OFD locks and leases held through the fds;
+//! - [`fown`]: the owner and signal of each open file description (`F_SETOWN_EX`);
 //! - `sock`, `unix`, `inet`: sockets (unix, TCP and UDP); `pty`: pseudo-terminal pairs;
 //! - [`inflight`]: files riding on queued unix messages (`SCM_RIGHTS`), walked as more
 //!   fds of the table, reached through stasis's own copies.
@@ -25,6 +26,7 @@ pub mod chardev;
 pub mod epoll;
 pub mod eventfd;
 pub mod fanotify;
+pub mod fown;
 pub mod ghost;
 mod inet;
 mod inflight;
@@ -290,6 +292,7 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
     let mut in_flight = flying.messages;
     opened.extend(flying.opened);
     let mut dropped = Vec::new();
+    let mut owners = Vec::new();
     for open in opened {
         let fd = open.fd;
         let kind = match entry_kind(&open, opts, &mut walk, &mut ctx, &mut lock_list) {
@@ -303,6 +306,10 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
         };
         if epoll::is_epoll(&open) && !matches!(kind, FdKind::Dup { .. }) {
             epolls.push(fd);
+        }
+        if !matches!(kind, FdKind::Dup { .. } | FdKind::Inherited { .. }) {
+            let copy = ctx.steal(fd)?;
+            owners.extend(fown::read(&open, copy.as_fd(), &opts.pids)?);
         }
         fds.push(FdEntry {
             fd,
@@ -322,6 +329,8 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
         in_flight,
         epoll_moved,
         hashes,
+        owners,
+        unlinked_sockets: std::mem::take(&mut ctx.unlinked_sockets),
     };
     Ok((image, ctx.held))
 }

@@ -42,6 +42,8 @@ pub struct SockCtx<'a> {
     pub queues: HashMap<u64, Vec<UnixMessage>>,
     /// Files in flight: their number in the table → stasis's copy.
     pub copies: HashMap<i32, OwnedFd>,
+    /// Unix sockets bound to a path that no longer leads to them (`FilesImage::unlinked_sockets`).
+    pub unlinked_sockets: Vec<u64>,
 }
 
 impl<'a> SockCtx<'a> {
@@ -66,6 +68,7 @@ impl<'a> SockCtx<'a> {
             slaves: HashMap::new(),
             queues: HashMap::new(),
             copies: HashMap::new(),
+            unlinked_sockets: Vec::new(),
         }
     }
 

@@ -28,7 +28,13 @@ const PEEK_BUF: usize = 8 << 20;
 pub fn unix_kind(ctx: &mut SockCtx<'_>, fd: i32, ino: u64) -> Result<FdKind, DumpError> {
     let pid = ctx.pid;
     let d = ctx.unix_table()?[&(ino as u32)].clone();
-    let bind_dir = bind_dir(pid, fd, &d)?;
+    let unlinked = name_unlinked(ctx, &d)?;
+    let bind_dir = if unlinked {
+        ctx.unlinked_sockets.push(ino);
+        None
+    } else {
+        bind_dir(pid, fd, &d)?
+    };
     let peer = peer(ctx, fd, ino, &d)?;
     let listen_backlog = (d.state == TCP_LISTEN).then_some(d.rqlen.1);
     if listen_backlog.is_some() {
@@ -49,6 +55,33 @@ pub fn unix_kind(ctx: &mut SockCtx<'_>, fd: i32, ino: u64) -> Result<FdKind, Dum
         queue,
         opts,
     })))
+}
+
+/// Whether the socket is bound to a path that no longer leads to it: its file was
+/// deleted (or moved: the kernel cannot tell the two apart, so a moved file is taken as
+/// deleted, as CRIU does), or it is an accepted connection, which shares its listener's
+/// name and file. The restore binds it to the name and unlinks the new file at once.
+fn name_unlinked(ctx: &mut SockCtx<'_>, d: &UnixDiag) -> Result<bool, DumpError> {
+    let Some((vfs_ino, vfs_dev)) = d.vfs else {
+        return Ok(false);
+    };
+    if d.name.is_empty() || d.name[0] == 0 {
+        return Ok(false);
+    }
+    let name = String::from_utf8_lossy(&d.name).into_owned();
+    let path = match d.name[0] {
+        b'/' => name,
+        _ => format!("/proc/{}/cwd/{name}", ctx.pid),
+    };
+    let here = std::fs::metadata(&path).ok();
+    if !here.is_some_and(|m| m.ino() == u64::from(vfs_ino)) {
+        return Ok(true);
+    }
+    let listener = ctx
+        .unix_table()?
+        .values()
+        .any(|o| o.ino != d.ino && o.state == TCP_LISTEN && o.vfs == Some((vfs_ino, vfs_dev)));
+    Ok(listener && d.state != TCP_LISTEN)
 }
 
 /// A relative path name was bound relative to some cwd: find which (the process's cwd is

@@ -9,7 +9,8 @@
 //! - [`pipe`]: pipes and FIFOs with their bytes;
 //! - [`eventfd`], [`timerfd`], [`signalfd`], [`epoll`], [`inotify`], [`fanotify`],
 //!   [`memfd`], [`pidfd`];
-//! - [`locks`]: file locks, taken once every fd exists;
+//! - [`locks`]: file locks and leases, taken once every fd exists;
+//! - [`fown`]: owners and signals of the descriptions, set after Threads (own stage);
 //! - `unix`, `inet`, `pty`: sockets and pseudo-terminal pairs, built before the table
 //!   loop at temporary numbers (`prep`: pairs, connections and queued data need every
 //!   end at once) and `dup3`ed into place by it.
@@ -29,6 +30,8 @@ pub use chardev::terminal_in_child;
 mod epoll;
 mod eventfd;
 mod fanotify;
+mod fown;
+pub use fown::restore as restore_owners;
 mod ghost;
 pub use ghost::Ghosts;
 mod inet;
@@ -43,6 +46,7 @@ mod pty;
 mod signalfd;
 mod timerfd;
 mod unix;
+mod unix_unlinked;
 
 use super::child::Child;
 use super::staged::Staged;

@@ -8,7 +8,9 @@
 //! 1. create: a `socketpair` for every two sockets connected to each other (and for a
 //!    socket whose peer closed: the spare end is closed at step 6), `socket` for the rest;
 //! 2. bind names (a stale socket file left by the dumped process is removed first; a
-//!    relative name is bound from its directory);
+//!    relative name is bound from its directory); a name whose file was gone at dump
+//!    time is bound in a scratch root and its file unlinked (`unix_unlinked.rs`), with
+//!    the connections to it (steps 3 and 4 for those sockets);
 //! 3. `listen`;
 //! 4. `connect`: one-way datagram connections, connections still pending in a listener
 //!    (in its queue order, before anything could accept them), external peers;
@@ -24,11 +26,12 @@
 //! first byte.
 //!
 //! A pair connected by `connect` + `accept` comes back as a `socketpair`: same type, peer
-//! and data, but the accepted end no longer reports the listener's name.
+//! and data; the accepted end gets the listener's name bound without a file.
 
 use std::collections::HashMap;
 
 use super::prep::{self, Prepared};
+use super::unix_unlinked;
 use crate::image::files::{FdEntry, FdKind, FilesImage, InFlight};
 use crate::image::sock::{UnixPeer, UnixSocket};
 use crate::restore::child::Child;
@@ -41,6 +44,8 @@ pub struct Sockets<'a> {
     temp: HashMap<u64, u64>,
     /// Spare ends: the other end of a pair whose peer closed, by the socket's inode.
     spare: HashMap<u64, u64>,
+    /// Sockets whose name has no file (`FilesImage::unlinked_sockets`).
+    unlinked: &'a [u64],
 }
 
 /// Steps 1-4, and the temporary fd of every socket for the table loop.
@@ -70,16 +75,18 @@ pub fn prepare<'a>(
         by_ino,
         temp: HashMap::new(),
         spare: HashMap::new(),
+        unlinked: &files.unlinked_sockets,
     };
     let pid = child.pid();
     let at = |fd: i32| RestoreError::at_fd(pid, fd);
     for i in 0..s.list.len() {
         create(child, &mut s, i, prepared).map_err(at(s.list[i].0.fd))?;
     }
-    for (e, u) in &s.list {
+    for (e, u) in s.list.iter().filter(|(_, u)| !s.unlinked.contains(&u.ino)) {
         bind_and_listen(child, &s, u).map_err(at(e.fd))?;
     }
-    connect_all(child, &s).map_err(at(0))?;
+    bind_unlinked(child, &s)?;
+    connect_all(child, &s, false).map_err(at(0))?;
     for (e, u) in &s.list {
         prepared.assign(e.fd, s.temp[&u.ino]);
     }
@@ -166,10 +173,32 @@ fn socketpair(child: &Child, ty: u64, prepared: &mut Prepared) -> Result<(u64, u
     Ok((prepared.park(child, a)?, prepared.park(child, b)?))
 }
 
+/// Binds the sockets whose name has no file and connects what connects to them, in a
+/// scratch root (`unix_unlinked.rs`).
+fn bind_unlinked(child: &Child, s: &Sockets<'_>) -> Result<(), RestoreError> {
+    let unlinked: Vec<_> = (s.list.iter())
+        .filter(|(_, u)| s.unlinked.contains(&u.ino))
+        .collect();
+    if unlinked.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&[u8]> = unlinked.iter().map(|(_, u)| &u.name[..]).collect();
+    let pid = child.pid();
+    unix_unlinked::in_scratch_root(child, &names, || {
+        for (e, u) in &unlinked {
+            bind_and_listen(child, s, u).map_err(RestoreError::at_fd(pid, e.fd))?;
+        }
+        connect_all(child, s, true).map_err(RestoreError::at_fd(pid, 0))
+    })
+}
+
 fn bind_and_listen(child: &Child, s: &Sockets<'_>, u: &UnixSocket) -> Result<(), RestoreError> {
     let fd = s.temp[&u.ino];
+    let unlinked = s.unlinked.contains(&u.ino);
     if !u.name.is_empty() {
-        remove_stale(u)?;
+        if !unlinked {
+            remove_stale(u)?;
+        }
         if let Some(dir) = &u.bind_dir {
             let addr = child.put_str(prep::ARG_OFF, dir)?;
             child.remote().call("chdir", libc::SYS_chdir, &[addr])?;
@@ -205,13 +234,18 @@ fn remove_stale(u: &UnixSocket) -> Result<(), RestoreError> {
     }
 }
 
-fn connect_all(child: &Child, s: &Sockets<'_>) -> Result<(), RestoreError> {
+/// Step 4 for the connections to sockets whose name has no file (`unlinked`: made in
+/// the scratch root), or for the others.
+fn connect_all(child: &Child, s: &Sockets<'_>, unlinked: bool) -> Result<(), RestoreError> {
     let mut pending: Vec<(u32, &UnixSocket, &[u8])> = Vec::new();
+    let here = |ino: &u64| s.unlinked.contains(ino) == unlinked;
     for (_, u) in &s.list {
         let to: &[u8] = match &u.peer {
-            UnixPeer::Socket { ino } if mutual(s, u).is_none() => &peer_of(s, *ino)?.name,
-            UnixPeer::External { name } => name,
-            UnixPeer::Pending { listener, position } => {
+            UnixPeer::Socket { ino } if mutual(s, u).is_none() && here(ino) => {
+                &peer_of(s, *ino)?.name
+            }
+            UnixPeer::External { name } if !unlinked => name,
+            UnixPeer::Pending { listener, position } if here(listener) => {
                 pending.push((*position, u, &peer_of(s, *listener)?.name));
                 continue;
             }
