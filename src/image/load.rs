@@ -13,6 +13,7 @@ use super::mm::{MmImage, MmImageV6, MmImageV7};
 use super::pages::{check_pages, verify_pages};
 use super::task::TaskImage;
 use super::tree::{TreeImage, TreeImageV6};
+use super::tty::{TtyImage, TTY};
 use super::validate;
 
 /// Name of the inventory file; a directory without it is not an image.
@@ -37,6 +38,9 @@ pub struct Image {
     pub dir: PathBuf,
     pub inventory: Inventory,
     pub tree: TreeImage,
+    /// Terminals the tree created and its sessions' controlling terminals (empty for
+    /// images older than format 9).
+    pub tty: TtyImage,
     /// The live processes, in tree order (`inventory.pids`).
     pub processes: Vec<ProcessImage>,
 }
@@ -87,11 +91,13 @@ impl Image {
             .iter()
             .map(|&pid| load_process(dir, pid, tree.mm_owner(pid) == pid))
             .collect::<Result<Vec<_>, _>>()?;
+        let tty = load_tty(dir)?;
         let dir = dir.to_path_buf();
         let image = Image {
             dir,
             inventory,
             tree,
+            tty,
             processes,
         };
         let tree_path = image.dir.join(TREE);
@@ -113,6 +119,7 @@ impl Image {
             .map(|p| (p.task.pid, &p.files))
             .collect();
         validate::inherited_fds(&order, &tree_path)?;
+        super::tty::check(&image.tty, &image.tree, &order, &image.dir.join(TTY))?;
         Ok(image)
     }
 
@@ -144,6 +151,16 @@ pub fn pages_name(pid: i32, stripe: u8) -> String {
     match stripe {
         0 => record_name("pages", pid),
         n => format!("pages-{pid}.{n}.img"),
+    }
+}
+
+/// `tty.img`, or an empty record where an older image has none.
+fn load_tty(dir: &Path) -> Result<TtyImage, ImageError> {
+    match read(Kind::Tty, &dir.join(TTY)) {
+        Err(ImageError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+            Ok(TtyImage::default())
+        }
+        r => r,
     }
 }
 
@@ -224,6 +241,7 @@ mod tests {
             dir,
             inventory,
             tree,
+            tty: Default::default(),
             processes,
         }
     }

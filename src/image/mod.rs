@@ -2,7 +2,7 @@
 //! loading. This module knows the format, not processes: it never touches a live task.
 //!
 //! Layout of a directory (see `docs/image-format.md`):
-//! `inventory.img`, `tree.img`, and per live process `task-<pid>.img`, `mm-<pid>.img`, `files-<pid>.img`,
+//! `inventory.img`, `tree.img`, `tty.img` (from format 9), and per live process `task-<pid>.img`, `mm-<pid>.img`, `files-<pid>.img`,
 //! `pages-<pid>.img`.
 //!
 //! - [`file`]: the header and postcard payload of one record file.
@@ -23,6 +23,7 @@ pub mod seccomp;
 pub mod sock;
 pub mod task;
 pub mod tree;
+pub mod tty;
 pub mod validate;
 
 #[cfg(test)]

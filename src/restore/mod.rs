@@ -25,6 +25,7 @@ mod terminal;
 mod threads;
 mod timers;
 mod tree;
+mod tty;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -71,7 +72,8 @@ pub enum RestoreStage {
     /// Create the process with its exact pid (from stasis for the root, else by a clone
     /// injected into its parent), seize it, map the helper page.
     Takeover,
-    /// Lead a new session if the process did.
+    /// Lead a new session if the process did, and take its controlling terminal (or give
+    /// up the session's, as the process had).
     Session,
     /// Drop the inherited mappings and move the vDSO block to its saved place.
     AddressSpace,
@@ -121,7 +123,8 @@ pub enum RestoreStage {
     Signals,
     /// Once every process exists: join process groups; zombies exit with their status.
     Zombies,
-    /// A shell job's terminal (once the groups exist): termios and foreground group.
+    /// Once the groups exist: the foreground group of the sessions' terminals; a shell
+    /// job's terminal's termios and foreground group.
     Terminal,
     /// Load every thread's registers, unmap the helper, resume.
     Resume,
@@ -173,12 +176,14 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     }
     let shell_job = opts.shell_job || image.inventory.shell_job;
     let _orphans = Subreaper::become_one();
+    let ttys = tty::Bank::build(&image)?;
     let mut b = Builder {
         image: &image,
         shell_job,
         tcp_close: opts.tcp_close,
         procs: Vec::new(),
         forked: HashMap::new(),
+        ttys,
     };
     let built = match b
         .build()
@@ -243,6 +248,9 @@ struct Builder<'a> {
     procs: Vec<(i32, Child)>,
     /// Processes forked with their siblings, not taken over yet.
     forked: HashMap<i32, crate::sys::ptrace::Seized>,
+    /// The pty pairs of the image, built by stasis; dropped once every process has
+    /// its fds (hung-up pairs hang up then).
+    ttys: tty::Bank,
 }
 
 impl Builder<'_> {
@@ -254,6 +262,10 @@ impl Builder<'_> {
         }
         let span = crate::profile::span("groups+zombies");
         tree::restore_groups(&self.image.tree, &self.procs, self.shell_job)?;
+        for (pid, child) in &self.procs {
+            tty::set_foreground(child, &self.image.tty)
+                .map_err(at(RestoreStage::Terminal, *pid))?;
+        }
         if self.shell_job {
             let root = self.image.inventory.root_pid;
             terminal::restore(&self.image.tree, self.shell(root))
@@ -261,15 +273,17 @@ impl Builder<'_> {
         }
         self.make_zombies()?;
         drop(span);
+        let ptys = self.ttys.fds();
         for (pid, child) in &mut self.procs {
             let p = self
                 .image
                 .process(*pid)
                 .expect("live processes have records");
             let entry = self.image.tree.get(*pid).expect("in the tree");
-            finish(child, p, entry, self.tcp_close)?;
+            finish(child, p, entry, self.tcp_close, &ptys)?;
         }
         self.close_spares()?;
+        std::mem::take(&mut self.ttys);
         Ok(filled)
     }
 
@@ -292,6 +306,7 @@ impl Builder<'_> {
         self.procs.push((pid, child));
         let child = &self.procs.last().expect("just pushed").1;
         tree::restore_session(child, entry, root, self.shell_job)
+            .and_then(|()| tty::restore_session(child, entry, &self.image.tty, &self.ttys))
             .map_err(at(RestoreStage::Session, pid))?;
         // The parent's memory, as a fork from it inherits it: that of the address
         // space it may share with its own parent.
@@ -494,6 +509,7 @@ fn finish(
     p: &ProcessImage,
     entry: &ProcEntry,
     tcp_close: bool,
+    ptys: &files::pty::PtyFds,
 ) -> Result<(), RestoreError> {
     use RestoreStage as S;
     let task = &p.task;
@@ -504,7 +520,9 @@ fn finish(
         s.stage(S::MmFields, |s| mm::set_mm_fields(s, &p.mm))?;
     }
     if !entry.shares_files {
-        s.stage(S::Files, |s| files::restore_fds(s, &p.files, tcp_close))?;
+        s.stage(S::Files, |s| {
+            files::restore_fds(s, &p.files, tcp_close, ptys)
+        })?;
     }
     if !entry.shares_fs {
         s.stage(S::Fs, |s| files::restore_fs(s, task))?;
