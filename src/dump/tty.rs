@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 
-use super::files::chardev::ctty;
+use super::files::chardev::{ctty, reached};
 use super::files::pty::slave_index;
 use super::DumpError;
 use crate::image::files::{FdKind, FilesImage};
@@ -23,6 +23,7 @@ pub fn collect(
     tables: &[(i32, FilesImage)],
     shell_job: bool,
 ) -> Result<TtyImage, DumpError> {
+    check_dev_tty(tables)?;
     let held = held_ptys(tables);
     let mut sessions = Vec::new();
     for leader in tree.alive().filter(|e| e.sid == e.pid) {
@@ -38,6 +39,31 @@ pub fn collect(
         ptys.push(node(index, fds)?);
     }
     Ok(TtyImage { ptys, sessions })
+}
+
+/// Every `/dev/tty` the tree opened (an original, not one inherited) reaches its
+/// holder's controlling terminal, which the restore reopens it as.
+fn check_dev_tty(tables: &[(i32, FilesImage)]) -> Result<(), DumpError> {
+    for (pid, files) in tables {
+        for e in files
+            .fds
+            .iter()
+            .filter(|e| e.kind == FdKind::ControllingTty)
+        {
+            let fd = e.fd;
+            let reached = reached(*pid, fd).map_err(|e| {
+                DumpError::unsupported(format!("fd {fd} of pid {pid} (/dev/tty): TIOCGDEV: {e}"))
+            })?;
+            if ctty(*pid)? != Some(reached) {
+                return Err(DumpError::unsupported(format!(
+                    "fd {fd} of pid {pid} is /dev/tty of terminal {}:{}, which is no longer its controlling terminal; stasis cannot reopen it",
+                    libc::major(reached),
+                    libc::minor(reached)
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Where the tree holds each pty: its master (if any process does) and its slaves, as
@@ -140,10 +166,12 @@ fn session(
         match ctty(e.pid)? {
             None => without.push(e.pid),
             Some(d) if d == dev => {}
-            Some(_) => return Err(DumpError::unsupported(format!(
+            Some(_) => {
+                return Err(DumpError::unsupported(format!(
                 "pid {} has another controlling terminal than the leader of its session, pid {sid}",
                 e.pid
-            ))),
+            )))
+            }
         }
     }
     Ok(Some(SessionTty {

@@ -39,8 +39,10 @@ const MAX_TRIES: usize = 64;
 pub struct Bank {
     /// Each original pty fd of the image (`PtyMaster`, `PtySlave`), by `(pid, fd)`.
     fds: HashMap<(i32, i32), OwnedFd>,
-    /// A slave of each pty that controls a session, for its leader's `TIOCSCTTY`.
-    cttys: HashMap<u32, OwnedFd>,
+    /// An fd on the terminal of each session, by session: for its leader's `TIOCSCTTY`,
+    /// and held until the processes have their own fds on it (the last close of a
+    /// terminal takes it from its session).
+    cttys: HashMap<i32, OwnedFd>,
     /// Masters no process holds: closing them hangs their slaves up.
     closed_last: Vec<OwnedFd>,
 }
@@ -52,7 +54,8 @@ struct Pair<'a> {
     /// `(pid, fd, flags)` of each slave.
     slaves: Vec<(i32, i32, i32)>,
     node: Option<&'a PtyNode>,
-    controls: bool,
+    /// The session it controls.
+    controls: Option<i32>,
 }
 
 impl Bank {
@@ -65,6 +68,18 @@ impl Bank {
             bank.pair(&pair).map_err(|e| RestoreError::Unsupported {
                 what: format!("rebuild pts {index}: {e}"),
             })?;
+        }
+        for s in &image.tty.sessions {
+            if let Ctty::Device { path, .. } = &s.tty {
+                let flags = libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC;
+                let flags = nix::fcntl::OFlag::from_bits_truncate(flags);
+                let fd = nix::fcntl::open(path.as_str(), flags, nix::sys::stat::Mode::empty());
+                let fd = errno(
+                    fd,
+                    &format!("open {path}, the terminal of session {}", s.sid),
+                )?;
+                bank.cttys.insert(s.sid, fd);
+            }
         }
         Ok(bank)
     }
@@ -84,10 +99,10 @@ impl Bank {
             errno(set_fl(slave.as_fd(), flags), "F_SETFL")?;
             self.fds.insert((pid, fd), slave);
         }
-        if p.controls {
+        if let Some(sid) = p.controls {
             let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
             let slave = errno(open_pty_peer(m, flags), "TIOCGPTPEER")?;
-            self.cttys.insert(p.index, slave);
+            self.cttys.insert(sid, slave);
         }
         let first_slave = p.slaves.first().map(|&(pid, fd, _)| (pid, fd));
         let slave = first_slave
@@ -134,7 +149,7 @@ fn pairs(image: &Image) -> Vec<Pair<'_>> {
     }
     for s in &image.tty.sessions {
         if let Ctty::Pty { index } = s.tty {
-            entry(&mut by, image, index).controls = true;
+            entry(&mut by, image, index).controls = Some(s.sid);
         }
     }
     by.into_values().collect()
@@ -150,7 +165,7 @@ fn entry<'a, 'b>(
         master: None,
         slaves: Vec::new(),
         node: image.tty.pty(index),
-        controls: false,
+        controls: None,
     })
 }
 
@@ -248,20 +263,8 @@ pub fn restore_session(
     tty: &TtyImage,
     bank: &Bank,
 ) -> Result<(), RestoreError> {
-    if let Some(s) = tty.session(entry.pid) {
-        let fd = match &s.tty {
-            Ctty::Pty { index } => {
-                let ours = bank
-                    .cttys
-                    .get(index)
-                    .expect("the bank has a slave of every session's pty");
-                super::files::take_from(child, std::process::id() as i32, ours.as_raw_fd())?
-            }
-            Ctty::Device { path, .. } => {
-                let flags = libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC;
-                super::mm::open_in(child, path, flags)?
-            }
-        };
+    if let Some(ours) = bank.cttys.get(&entry.pid) {
+        let fd = super::files::take_from(child, std::process::id() as i32, ours.as_raw_fd())?;
         return ioctl_then_close(child, fd, "ioctl(TIOCSCTTY)", TIOCSCTTY, 0);
     }
     if tty.sessions.iter().any(|s| s.without.contains(&entry.pid)) {

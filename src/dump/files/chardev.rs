@@ -43,27 +43,24 @@ fn by_path(open: &OpenFd, rdev: u64) -> FdKind {
     })
 }
 
-/// `/dev/tty`: the terminal it reaches (`TIOCGDEV`) must still be the process's
-/// controlling terminal, which a restore gives it back before reopening `/dev/tty`.
+/// `/dev/tty`: reopened at restore once the session has its terminal again (that it
+/// still reaches the process's controlling terminal is checked once the tree's tables
+/// are linked, `dump/tty.rs`: a process that gave its terminal up may hold one inherited).
 fn controlling(open: &OpenFd, opts: &FdOptions) -> Result<FdKind, DumpError> {
-    let dup = open
-        .duplicate()
-        .map_err(|e| open.error(&format!("(/dev/tty) cannot be duplicated: {e}")))?;
-    let reached = ioctl_get_int(dup.as_fd(), TIOCGDEV)
-        .map(|d| decode_dev(d as u32))
+    let reached = reached(open.pid, open.reach().1)
         .map_err(|e| open.error(&format!("is /dev/tty of a terminal that hung up ({e})")))?;
-    if ctty(open.pid)? != Some(reached) {
-        return Err(open.error(&format!(
-            "is /dev/tty of terminal {}:{}, which is no longer its controlling terminal; stasis cannot reopen it",
-            libc::major(reached),
-            libc::minor(reached)
-        )));
-    }
     let ours = pty::slave_index(reached).is_some_and(|i| opts.tree_ptys().masters.contains_key(&i));
     if opts.shell_job && !ours {
         return Ok(FdKind::Tty(TtyFd { rdev: reached }));
     }
     Ok(FdKind::ControllingTty)
+}
+
+/// The terminal fd `fd` of `pid` reaches (`TIOCGDEV` on a duplicate), as a `dev_t`.
+pub fn reached(pid: i32, fd: i32) -> nix::Result<u64> {
+    let pidfd = crate::sys::probe::pidfd_open(nix::unistd::Pid::from_raw(pid))?;
+    let dup = crate::sys::probe::pidfd_getfd(pidfd.as_fd(), fd)?;
+    ioctl_get_int(dup.as_fd(), TIOCGDEV).map(|d| decode_dev(d as u32))
 }
 
 /// The controlling terminal of `pid` (stat's `tty_nr`) as a `dev_t`.
