@@ -78,6 +78,7 @@ fn to_json(image: &Image) -> serde_json::Value {
     serde_json::json!({
         "inventory": image.inventory,
         "tree": image.tree,
+        "tty": image.tty,
         "processes": processes,
         "ghosts": ghosts,
     })
@@ -100,6 +101,7 @@ fn text(image: &Image, out: &mut impl Write) -> std::io::Result<()> {
         inv.cpu.model_name, inv.cpu.xsave_size
     )?;
     tree(&image.tree, out)?;
+    terminals(&image.tty, out)?;
     for p in &image.processes {
         process(p, &image.tree, out)?;
     }
@@ -165,6 +167,32 @@ fn tree(t: &TreeImage, out: &mut impl Write) -> std::io::Result<()> {
             "  shell job terminal: foreground group {}, lflag {:#x}",
             term.foreground,
             lflag(&term.termios)
+        )?;
+    }
+    Ok(())
+}
+
+/// The tree's ptys and its sessions' controlling terminals (`tty.img`).
+fn terminals(t: &crate::image::tty::TtyImage, out: &mut impl Write) -> std::io::Result<()> {
+    use crate::image::tty::Ctty;
+    for p in &t.ptys {
+        let hung = if p.hung_up { ", hung up" } else { "" };
+        let excl = if p.exclusive { ", exclusive" } else { "" };
+        writeln!(
+            out,
+            "  pts {}: owner {}:{} mode {:o}{excl}{hung}",
+            p.index, p.uid, p.gid, p.mode
+        )?;
+    }
+    for s in &t.sessions {
+        let tty = match &s.tty {
+            Ctty::Pty { index } => format!("pts {index}"),
+            Ctty::Device { path, .. } => path.clone(),
+        };
+        writeln!(
+            out,
+            "  session {} controls {tty}, foreground group {}, without it: {:?}",
+            s.sid, s.foreground, s.without
         )?;
     }
     Ok(())
@@ -670,6 +698,7 @@ fn describe(kind: &FdKind) -> String {
             m.output.len()
         ),
         FdKind::PtySlave { index } => format!("pty slave /dev/pts/{index}"),
+        FdKind::ControllingTty => "/dev/tty (its controlling terminal)".to_string(),
         FdKind::Inotify(i) => format!(
             "inotify watching {:?}",
             i.watches
@@ -736,6 +765,7 @@ mod tests {
             dir: "/img".into(),
             inventory: sample::inventory(&[10]),
             tree,
+            tty: Default::default(),
             processes: vec![ProcessImage {
                 task,
                 mm,

@@ -288,6 +288,8 @@ victim_tests! {
     tcp_established: "inet_sockets" ["established"];
     tcp_close: "inet_sockets" ["close"];
     pty: "pty";
+    ctty: "ctty";
+    pty_hangup: "pty_hangup";
     split: "split";
 }
 

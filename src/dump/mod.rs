@@ -26,6 +26,7 @@ pub mod task;
 pub mod terminal;
 pub mod timers;
 pub mod tree;
+pub mod tty;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -166,6 +167,7 @@ fn save_tree(
     let span = crate::profile::span("files records");
     write_files(&writer, &mut tables)?;
     write_ghosts(&writer, &fd_opts.ghosts.borrow())?;
+    write_tty(&writer, &tree.record, &tables, opts.shell_job)?;
     drop(span);
     writer.write_record(TREE, Kind::Tree, &tree.record)?;
     writer.write_record(
@@ -234,6 +236,22 @@ fn write_ghosts(writer: &ImageWriter, ghosts: &files::ghost::Table) -> Result<()
     Ok(())
 }
 
+/// `tty.img`, checked as a restore will. Ordering requirements: after the fd tables are
+/// linked.
+fn write_tty(
+    writer: &ImageWriter,
+    tree: &crate::image::tree::TreeImage,
+    tables: &[(i32, FilesImage)],
+    shell_job: bool,
+) -> Result<(), DumpError> {
+    use crate::image::tty::TTY;
+    let tty = tty::collect(tree, tables, shell_job)?;
+    let order: Vec<_> = tables.iter().map(|(pid, f)| (*pid, f)).collect();
+    crate::image::tty::check(&tty, tree, &order, std::path::Path::new(TTY))?;
+    writer.write_record(TTY, Kind::Tty, &tty)?;
+    Ok(())
+}
+
 fn fd_options(opts: &DumpOptions, pids: &[i32]) -> files::FdOptions {
     files::FdOptions {
         shell_job: opts.shell_job,
@@ -249,6 +267,7 @@ fn fd_options(opts: &DumpOptions, pids: &[i32]) -> files::FdOptions {
         tree_sockets: Default::default(),
         tree_files: Default::default(),
         ghosts: Default::default(),
+        tree_ptys: Default::default(),
     }
 }
 

@@ -38,6 +38,9 @@ use super::error::ImageError;
 /// It also adds the files record's `owners` (`F_SETOWN_EX`/`F_SETSIG` of each open
 /// file description) and `unlinked_sockets`, and the lease kinds of file locks (older
 /// files records are read as having none).
+/// It also adds `tty.img` (terminals the tree created and the sessions' controlling
+/// terminals; an older image has none) and the `ControllingTty` fd kind; its `PtySlave`
+/// may name a master held by another process of the tree, or none (hung up).
 pub const FORMAT_VERSION: u32 = 9;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
@@ -61,6 +64,7 @@ pub enum Kind {
     Pages = 5,
     Tree = 6,
     Ghosts = 7,
+    Tty = 8,
 }
 
 /// Human name of a kind number, for messages.
@@ -73,6 +77,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         5 => "pages",
         6 => "tree",
         7 => "ghosts",
+        8 => "tty",
         _ => "unknown",
     }
 }

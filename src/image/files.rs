@@ -228,8 +228,10 @@ pub enum FdKind {
     Inet(Box<InetSocket>),
     /// A pseudo-terminal master with its pair's state.
     PtyMaster(Box<PtyMaster>),
-    /// A slave of the pty master with pts number `index` held by the same process (its
-    /// own open file: flags and access mode are the entry's).
+    /// A slave of the pty with pts number `index` (its own open file: flags and access
+    /// mode are the entry's). The pair's master is the `PtyMaster` of that number in
+    /// this or another process of the tree; with none, the master was closed and the
+    /// slave is hung up (`tty.img` says so, from format 9).
     PtySlave { index: u32 },
     /// Another open file description of the file behind fd `fd` of process `pid` (this
     /// process, at a lower fd, or an earlier one): a memfd or deleted file opened more
@@ -246,6 +248,9 @@ pub enum FdKind {
     /// `O_PATH`) symlink — recreated from `ghosts.img` (`image::ghost`) before the tree
     /// is built, opened by path, and removed again before any process runs (format 9).
     Deleted(DeletedFd),
+    /// `/dev/tty` opened by the process: its controlling terminal, which is a terminal
+    /// of the tree or of the session (`tty.img`); reopened once the session has it.
+    ControllingTty,
 }
 
 /// An open file description of ghost file `ghost` (an index in `ghosts.img`), at `pos`;

@@ -14,6 +14,7 @@ use super::mm::{MmImage, MmImageV6, MmImageV7, MmImageV8};
 use super::pages::{check_pages, verify_pages};
 use super::task::TaskImage;
 use super::tree::{TreeImage, TreeImageV6};
+use super::tty::{TtyImage, TTY};
 use super::validate;
 
 /// Name of the inventory file; a directory without it is not an image.
@@ -38,6 +39,9 @@ pub struct Image {
     pub dir: PathBuf,
     pub inventory: Inventory,
     pub tree: TreeImage,
+    /// Terminals the tree created and its sessions' controlling terminals (empty for
+    /// images older than format 9).
+    pub tty: TtyImage,
     /// The live processes, in tree order (`inventory.pids`).
     pub processes: Vec<ProcessImage>,
     /// Files deleted while in use (empty without `ghosts.img`).
@@ -91,11 +95,13 @@ impl Image {
             .map(|&pid| load_process(dir, pid, tree.mm_owner(pid) == pid))
             .collect::<Result<Vec<_>, _>>()?;
         let ghosts = load_ghosts(dir, &processes)?;
+        let tty = load_tty(dir)?;
         let dir = dir.to_path_buf();
         let image = Image {
             dir,
             inventory,
             tree,
+            tty,
             processes,
             ghosts,
         };
@@ -118,6 +124,7 @@ impl Image {
             .map(|p| (p.task.pid, &p.files))
             .collect();
         validate::inherited_fds(&order, &tree_path)?;
+        super::tty::check(&image.tty, &image.tree, &order, &image.dir.join(TTY))?;
         Ok(image)
     }
 
@@ -149,6 +156,16 @@ pub fn pages_name(pid: i32, stripe: u8) -> String {
     match stripe {
         0 => record_name("pages", pid),
         n => format!("pages-{pid}.{n}.img"),
+    }
+}
+
+/// `tty.img`, or an empty record where an older image has none.
+fn load_tty(dir: &Path) -> Result<TtyImage, ImageError> {
+    match read(Kind::Tty, &dir.join(TTY)) {
+        Err(ImageError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+            Ok(TtyImage::default())
+        }
+        r => r,
     }
 }
 
@@ -271,6 +288,7 @@ mod tests {
             dir,
             inventory,
             tree,
+            tty: Default::default(),
             processes,
             ghosts: Default::default(),
         }

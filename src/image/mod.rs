@@ -2,8 +2,9 @@
 //! loading. This module knows the format, not processes: it never touches a live task.
 //!
 //! Layout of a directory (see `docs/image-format.md`):
-//! `inventory.img`, `tree.img`, and per live process `task-<pid>.img`, `mm-<pid>.img`, `files-<pid>.img`,
-//! `pages-<pid>.img`; `ghosts.img` when files deleted while in use were saved.
+//! `inventory.img`, `tree.img`, `tty.img` (from format 9), and per live process
+//! `task-<pid>.img`, `mm-<pid>.img`, `files-<pid>.img`, `pages-<pid>.img`; `ghosts.img`
+//! when files deleted while in use were saved.
 //!
 //! - [`file`]: the header and postcard payload of one record file.
 //! - [`pages`]: the raw page data files.
@@ -25,6 +26,7 @@ pub mod seccomp;
 pub mod sock;
 pub mod task;
 pub mod tree;
+pub mod tty;
 pub mod validate;
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ mod terminal;
 mod threads;
 mod timers;
 mod tree;
+mod tty;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -72,7 +73,8 @@ pub enum RestoreStage {
     /// Create the process with its exact pid (from stasis for the root, else by a clone
     /// injected into its parent), seize it, map the helper page.
     Takeover,
-    /// Lead a new session if the process did.
+    /// Lead a new session if the process did, and take its controlling terminal (or give
+    /// up the session's, as the process had).
     Session,
     /// Drop the inherited mappings and move the vDSO block to its saved place.
     AddressSpace,
@@ -125,7 +127,8 @@ pub enum RestoreStage {
     Signals,
     /// Once every process exists: join process groups; zombies exit with their status.
     Zombies,
-    /// A shell job's terminal (once the groups exist): termios and foreground group.
+    /// Once the groups exist: the foreground group of the sessions' terminals; a shell
+    /// job's terminal's termios and foreground group.
     Terminal,
     /// Load every thread's registers, unmap the helper, resume.
     Resume,
@@ -179,6 +182,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     let shell_job = opts.shell_job || image.inventory.shell_job;
     let _orphans = Subreaper::become_one();
     let ghosts = files::Ghosts::create(&image.ghosts)?;
+    let ttys = tty::Bank::build(&image)?;
     let mut b = Builder {
         image: &image,
         shell_job,
@@ -186,6 +190,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         ghosts: &ghosts,
         procs: Vec::new(),
         forked: HashMap::new(),
+        ttys,
     };
     let built = b.build().and_then(|pages| {
         remove_links(&image)?;
@@ -253,6 +258,9 @@ struct Builder<'a> {
     procs: Vec<(i32, Child)>,
     /// Processes forked with their siblings, not taken over yet.
     forked: HashMap<i32, crate::sys::ptrace::Seized>,
+    /// The pty pairs of the image, built by stasis; dropped once every process has
+    /// its fds (hung-up pairs hang up then).
+    ttys: tty::Bank,
 }
 
 impl Builder<'_> {
@@ -264,6 +272,10 @@ impl Builder<'_> {
         }
         let span = crate::profile::span("groups+zombies");
         tree::restore_groups(&self.image.tree, &self.procs, self.shell_job)?;
+        for (pid, child) in &self.procs {
+            tty::set_foreground(child, &self.image.tty)
+                .map_err(at(RestoreStage::Terminal, *pid))?;
+        }
         if self.shell_job {
             let root = self.image.inventory.root_pid;
             terminal::restore(&self.image.tree, self.shell(root))
@@ -271,15 +283,17 @@ impl Builder<'_> {
         }
         self.make_zombies()?;
         drop(span);
+        let ptys = self.ttys.fds();
         for (pid, child) in &mut self.procs {
             let p = self
                 .image
                 .process(*pid)
                 .expect("live processes have records");
             let entry = self.image.tree.get(*pid).expect("in the tree");
-            finish(child, p, entry, self.tcp_close, self.ghosts)?;
+            finish(child, p, entry, self.tcp_close, self.ghosts, &ptys)?;
         }
         self.close_spares()?;
+        std::mem::take(&mut self.ttys);
         Ok(filled)
     }
 
@@ -302,6 +316,7 @@ impl Builder<'_> {
         self.procs.push((pid, child));
         let child = &self.procs.last().expect("just pushed").1;
         tree::restore_session(child, entry, root, self.shell_job)
+            .and_then(|()| tty::restore_session(child, entry, &self.image.tty, &self.ttys))
             .map_err(at(RestoreStage::Session, pid))?;
         // The parent's memory, as a fork from it inherits it: that of the address
         // space it may share with its own parent.
@@ -506,6 +521,7 @@ fn finish(
     entry: &ProcEntry,
     tcp_close: bool,
     ghosts: &files::Ghosts,
+    ptys: &files::pty::PtyFds,
 ) -> Result<(), RestoreError> {
     use RestoreStage as S;
     let task = &p.task;
@@ -517,7 +533,7 @@ fn finish(
     }
     if !entry.shares_files {
         s.stage(S::Files, |s| {
-            files::restore_fds(s, &p.files, tcp_close, ghosts)
+            files::restore_fds(s, &p.files, tcp_close, ghosts, ptys)
         })?;
     }
     if !entry.shares_fs {

@@ -74,6 +74,8 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("fanotify", &[]),
     ("inet_sockets", &[]),
     ("pty", &[]),
+    ("ctty", &[]),
+    ("pty_hangup", &[]),
     ("split", &[]),
     ("tcp_echo", &[]),
     ("pipes", &[]),

@@ -1,32 +1,81 @@
-//! Character devices, reopened by path (`/dev/null`, `/dev/urandom`...), and terminals,
-//! which become the restorer's terminal under `--shell-job`. The restore side is
+//! Character devices, reopened by path (`/dev/null`, `/dev/urandom`, a console, a virtual
+//! console...); `/dev/tty`, the process's controlling terminal, reopened once its session
+//! has that terminal again; and the invoking terminal, which becomes the restorer's
+//! terminal under `--shell-job`. Pty slaves of the tree are `pty.rs`. The restore side is
 //! `restore/files/chardev.rs`.
 
-use super::OpenFd;
+use std::os::fd::AsFd;
+
+use super::{pty, FdOptions, OpenFd};
 use crate::dump::DumpError;
 use crate::image::files::{CharDevFd, FdKind, TtyFd};
+use crate::sys::socket::{ioctl_get_int, TIOCGDEV};
 
-/// Terminals become `Tty` under `--shell-job` and are refused otherwise; other character
-/// devices reopen by path.
-pub fn dump(open: &OpenFd, shell_job: bool) -> Result<FdKind, DumpError> {
+/// Terminals of a shell job become `Tty` under `--shell-job`; a pty slave whose master
+/// is outside the tree is refused otherwise; other character devices reopen by path.
+pub fn dump(open: &OpenFd, opts: &FdOptions) -> Result<FdKind, DumpError> {
     let rdev = open.meta()?.st_rdev;
     if !is_tty(rdev) {
-        return Ok(FdKind::CharDev(CharDevFd {
-            path: open.target.clone(),
-            rdev,
-            pos: open.info.pos,
-        }));
+        return Ok(by_path(open, rdev));
     }
-    if shell_job {
+    if rdev == libc::makedev(5, 0) {
+        return controlling(open, opts);
+    }
+    let pts = pty::slave_index(rdev).is_some();
+    if opts.shell_job && (pts || ctty(open.pid)? == Some(rdev)) {
         return Ok(FdKind::Tty(TtyFd { rdev }));
     }
-    Err(open.error(&format!(
-        "is a terminal ({}); use --shell-job (-j) to restore it on the current terminal",
-        open.target
-    )))
+    if pts {
+        return Err(open.error(&format!(
+            "is a terminal ({}); use --shell-job (-j) to restore it on the current terminal",
+            open.target
+        )));
+    }
+    // A console or serial line belongs to the system, as /dev/null does.
+    Ok(by_path(open, rdev))
 }
 
-/// Pseudo-terminal slaves (136-143), virtual consoles (4) and /dev/tty, /dev/console (5).
+fn by_path(open: &OpenFd, rdev: u64) -> FdKind {
+    FdKind::CharDev(CharDevFd {
+        path: open.target.clone(),
+        rdev,
+        pos: open.info.pos,
+    })
+}
+
+/// `/dev/tty`: reopened at restore once the session has its terminal again (that it
+/// still reaches the process's controlling terminal is checked once the tree's tables
+/// are linked, `dump/tty.rs`: a process that gave its terminal up may hold one inherited).
+fn controlling(open: &OpenFd, opts: &FdOptions) -> Result<FdKind, DumpError> {
+    let reached = reached(open.pid, open.reach().1)
+        .map_err(|e| open.error(&format!("is /dev/tty of a terminal that hung up ({e})")))?;
+    let ours = pty::slave_index(reached).is_some_and(|i| opts.tree_ptys().masters.contains_key(&i));
+    if opts.shell_job && !ours {
+        return Ok(FdKind::Tty(TtyFd { rdev: reached }));
+    }
+    Ok(FdKind::ControllingTty)
+}
+
+/// The terminal fd `fd` of `pid` reaches (`TIOCGDEV` on a duplicate), as a `dev_t`.
+pub fn reached(pid: i32, fd: i32) -> nix::Result<u64> {
+    let pidfd = crate::sys::probe::pidfd_open(nix::unistd::Pid::from_raw(pid))?;
+    let dup = crate::sys::probe::pidfd_getfd(pidfd.as_fd(), fd)?;
+    ioctl_get_int(dup.as_fd(), TIOCGDEV).map(|d| decode_dev(d as u32))
+}
+
+/// The controlling terminal of `pid` (stat's `tty_nr`) as a `dev_t`.
+pub fn ctty(pid: i32) -> Result<Option<u64>, DumpError> {
+    let nr = crate::proc::stat(pid)?.tty_nr as u32;
+    Ok((nr != 0).then(|| decode_dev(nr)))
+}
+
+/// A device number in the kernel's `new_encode_dev` form (stat's `tty_nr`, `TIOCGDEV`).
+pub fn decode_dev(nr: u32) -> u64 {
+    libc::makedev((nr >> 8) & 0xfff, (nr & 0xff) | ((nr >> 12) & 0xfff00))
+}
+
+/// Pseudo-terminal slaves (136-143), virtual consoles and serial lines (4) and /dev/tty,
+/// /dev/console (5).
 pub fn is_tty(rdev: u64) -> bool {
     let major = libc::major(rdev);
     (136..=143).contains(&major) || major == 4 || (major == 5 && libc::minor(rdev) < 2)

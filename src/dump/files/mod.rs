@@ -36,7 +36,7 @@ pub mod memfd;
 pub mod path;
 pub mod pidfd;
 pub mod pipe;
-mod pty;
+pub mod pty;
 pub mod signalfd;
 mod sock;
 pub mod split;
@@ -88,9 +88,17 @@ pub struct FdOptions {
     pub tree_files: inflight::TreeFiles,
     /// The files of the tree deleted while open, each once (`ghosts.img`).
     pub ghosts: std::cell::RefCell<ghost::Table>,
+    /// Where the tree holds each pty, read when a pty is first met.
+    pub tree_ptys: OnceCell<pty::TreePtys>,
 }
 
 impl FdOptions {
+    /// Where the processes of the tree hold pty masters and slaves (read once).
+    pub fn tree_ptys(&self) -> &pty::TreePtys {
+        self.tree_ptys
+            .get_or_init(|| pty::TreePtys::read(&self.pids))
+    }
+
     /// Whether a process of the tree holds socket `ino` in its fd table (read once, when
     /// a socket is first found connected outside its own process).
     pub fn tree_holds_socket(&self, ino: u64) -> bool {
@@ -439,7 +447,10 @@ fn classify(
     {
         return pty::master_kind(ctx, open.fd, index);
     }
-    if let Some(kind) = open.pty_slave()?.and_then(|i| pty::slave_kind(ctx, i)) {
+    if let Some(kind) = open
+        .pty_slave()?
+        .and_then(|i| pty::slave_kind(open, opts, i))
+    {
         return Ok(kind);
     }
     if open.target.ends_with(ghost::DELETED) && open.meta()?.st_nlink == 0 {
@@ -462,7 +473,7 @@ fn classify(
             path::dump_deleted(open, opts, walk, &mut ctx.held, None)
         }
         libc::S_IFREG | libc::S_IFDIR => path::dump(open),
-        libc::S_IFCHR => chardev::dump(open, opts.shell_job),
+        libc::S_IFCHR => chardev::dump(open, opts),
         libc::S_IFIFO => pipe::dump_fifo(open, walk, ctx),
         libc::S_IFSOCK => Err(open.refuse("a socket")),
         libc::S_IFBLK => Err(open.refuse("a block device")),

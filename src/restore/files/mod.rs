@@ -11,9 +11,11 @@
 //!   [`memfd`], [`pidfd`];
 //! - [`locks`]: file locks and leases, taken once every fd exists;
 //! - [`fown`]: owners and signals of the descriptions, set after Threads (own stage);
-//! - `unix`, `inet`, `pty`: sockets and pseudo-terminal pairs, built before the table
-//!   loop at temporary numbers (`prep`: pairs, connections and queued data need every
-//!   end at once) and `dup3`ed into place by it.
+//! - `unix`, `inet`: sockets, built before the table loop at temporary numbers (`prep`:
+//!   pairs, connections and queued data need every end at once) and `dup3`ed into place
+//!   by it;
+//! - [`pty`]: pseudo-terminal masters and slaves, taken from stasis, which built every
+//!   pair before the tree (`restore/tty.rs`).
 //!
 //! Ordering requirements: runs after memory is filled (the pages fd is gone) and installs
 //! fds in increasing order, so every fd an entry refers to (`Dup { of }`, `PipePeer`)
@@ -42,7 +44,7 @@ mod path;
 mod pidfd;
 mod pipe;
 mod prep;
-mod pty;
+pub mod pty;
 mod signalfd;
 mod timerfd;
 mod unix;
@@ -66,10 +68,12 @@ pub struct Install<'a> {
     pub entry: &'a FdEntry,
     /// The restorer's terminal duplicated in the child, when the table holds one.
     pub tty: Option<u64>,
-    /// Sockets and ptys built ahead of the loop.
+    /// Sockets built ahead of the loop.
     pub prepared: &'a prep::Prepared,
     /// The image's ghost files, recreated.
     pub ghosts: &'a Ghosts<'a>,
+    /// Stasis's fds on the pty pairs it built.
+    pub ptys: &'a pty::PtyFds,
 }
 
 impl Install<'_> {
@@ -172,6 +176,7 @@ pub fn restore_fds(
     files: &FilesImage,
     tcp_close: bool,
     ghosts: &Ghosts,
+    ptys: &pty::PtyFds,
 ) -> Result<(), RestoreError> {
     let plain = batched_only(files);
     if !plain {
@@ -200,7 +205,6 @@ pub fn restore_fds(
     let mut prepared = prep::Prepared::new(tty.map_or(top, |t| t + 1));
     let sockets = unix::prepare(child, files, &mut prepared)?;
     inet::prepare(child, files, &mut prepared, tcp_close)?;
-    pty::prepare(child, files, &mut prepared)?;
     let known = plain.then(std::collections::BTreeSet::new);
     let mut batcher = batched::Batcher::new(s, known);
     for entry in install_order(files, child.pid()) {
@@ -211,6 +215,7 @@ pub fn restore_fds(
             tty,
             prepared: &prepared,
             ghosts,
+            ptys,
         };
         if batched::takes(entry) {
             batcher.add(&at)?;
@@ -294,6 +299,8 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::Remap(r) => path::restore_remap(at, r),
         FdKind::CharDev(c) => chardev::restore(at, c),
         FdKind::Tty(_) => chardev::restore_tty(at),
+        FdKind::ControllingTty => chardev::restore_controlling(at),
+        FdKind::PtyMaster(_) | FdKind::PtySlave { .. } => pty::restore(at),
         FdKind::Dup { of } => at.dup_of(*of as u64),
         FdKind::Inherited { pid, fd } => inherit(at, *pid, *fd),
         FdKind::Reopen { pid, fd, pos } => reopen(at, *pid, *fd, *pos),
@@ -314,18 +321,16 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::Deleted(d) => ghost::restore(at, d),
         FdKind::Memfd(m) => memfd::restore(at, m),
         FdKind::PidFd(p) => pidfd::restore(at, p),
-        FdKind::Unix(_) | FdKind::Inet(_) | FdKind::PtyMaster(_) | FdKind::PtySlave { .. } => {
-            match at.prepared.get(at.entry.fd) {
-                Some(t) => at.dup_of(t),
-                None => Err(RestoreError::Unsupported {
-                    what: format!(
-                        "fd {} of pid {} was not prepared",
-                        at.entry.fd,
-                        at.child.pid()
-                    ),
-                }),
-            }
-        }
+        FdKind::Unix(_) | FdKind::Inet(_) => match at.prepared.get(at.entry.fd) {
+            Some(t) => at.dup_of(t),
+            None => Err(RestoreError::Unsupported {
+                what: format!(
+                    "fd {} of pid {} was not prepared",
+                    at.entry.fd,
+                    at.child.pid()
+                ),
+            }),
+        },
     }
 }
 
@@ -371,7 +376,7 @@ pub fn close_spares(child: &Child, files: &FilesImage) -> Result<(), RestoreErro
 /// A copy, in the child, of fd `fd` of the already restored process `owner`: the same
 /// open file description (`pidfd_open` + `pidfd_getfd`, Linux 5.6, run by the child,
 /// which is still privileged here). Returns the new fd number.
-fn take_from(child: &Child, owner: i32, fd: i32) -> Result<u64, RestoreError> {
+pub fn take_from(child: &Child, owner: i32, fd: i32) -> Result<u64, RestoreError> {
     let remote = child.remote();
     let pidfd = remote.call("pidfd_open", libc::SYS_pidfd_open, &[owner as u64, 0])?;
     let got = remote.raw(libc::SYS_pidfd_getfd, &[pidfd, fd as u64, 0]);
