@@ -452,10 +452,12 @@ fn unix_line(u: &UnixSocket) -> String {
 }
 
 fn inet_line(s: &InetSocket) -> String {
-    let proto = if s.protocol == libc::IPPROTO_TCP {
-        "tcp"
-    } else {
-        "udp"
+    let proto = match (s.sock_type, s.protocol) {
+        (libc::SOCK_RAW, _) => "raw",
+        (_, libc::IPPROTO_TCP) => "tcp",
+        (_, libc::IPPROTO_UDP) => "udp",
+        (_, libc::IPPROTO_UDPLITE) => "udplite",
+        _ => "ping",
     };
     let v = if s.family == libc::AF_INET6 { "6" } else { "" };
     let addr = |a: &Option<SockAddr>| a.as_ref().map_or("*".into(), crate::dump::files::addr_text);

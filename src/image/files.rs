@@ -103,26 +103,6 @@ impl EpollFd {
     }
 }
 
-/// A files record of format 6 and older (no `spares`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FilesImageV6 {
-    pub fds: Vec<FdEntry>,
-    pub locks: Vec<FileLock>,
-}
-
-impl From<FilesImageV6> for FilesImage {
-    fn from(old: FilesImageV6) -> Self {
-        FilesImage {
-            fds: old.fds,
-            locks: old.locks,
-            spares: Vec::new(),
-            in_flight: Vec::new(),
-            epoll_moved: Vec::new(),
-            hashes: Vec::new(),
-        }
-    }
-}
-
 /// One open file descriptor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FdEntry {

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use super::error::ImageError;
 use super::file::{decode, read, read_since, read_versioned, Kind};
-use super::files::{FilesImage, FilesImageV6};
+use super::files::FilesImage;
+use super::files_v8::{FilesImageV6, FilesImageV8};
 use super::inventory::Inventory;
 use super::mm::{MmImage, MmImageV6, MmImageV7};
 use super::pages::{check_pages, verify_pages};
@@ -170,7 +171,7 @@ fn load_process(dir: &Path, pid: i32, owns_mm: bool) -> Result<ProcessImage, Ima
         MmImage::default()
     };
     let path = dir.join(record_name("files", pid));
-    let files = read_since::<FilesImage, FilesImageV6>(Kind::Files, &path, 7)?;
+    let files = read_files(&path)?;
     validate::files(&files, &path)?;
     Ok(ProcessImage { task, mm, files })
 }
@@ -180,6 +181,16 @@ fn load_mm(dir: &Path, pid: i32) -> Result<MmImage, ImageError> {
     let mm = read_mm(&path)?;
     validate::mm(&mm, &path)?;
     Ok(mm)
+}
+
+/// A files record of any supported version: `spares` and what follows came in version 7,
+/// the socket option table and `InetSocket::sock_type` in 9.
+fn read_files(path: &Path) -> Result<FilesImage, ImageError> {
+    read_versioned(Kind::Files, path, |version, bytes| match version {
+        ..=6 => decode::<FilesImageV6>(Kind::Files, bytes, path).map(Into::into),
+        7 | 8 => decode::<FilesImageV8>(Kind::Files, bytes, path).map(Into::into),
+        _ => decode(Kind::Files, bytes, path),
+    })
 }
 
 /// An mm record of any supported version: `cow` came in version 7, `PageRun::stripe` in 8.
@@ -200,6 +211,11 @@ mod tests {
     use crate::image::pages::PAGES_DATA_OFFSET;
     use crate::image::sample;
     use std::fs;
+
+    fn is_socket(e: &crate::image::files::FdEntry) -> bool {
+        use crate::image::files::FdKind;
+        matches!(e.kind, FdKind::Unix(_) | FdKind::Inet(_))
+    }
 
     const PID: i32 = 42;
 
@@ -475,10 +491,7 @@ mod tests {
     fn version_6_records_are_converted() {
         let (_parent, dir) = fixture();
         let files = sample::files();
-        let old = super::FilesImageV6 {
-            fds: files.fds.clone(),
-            locks: files.locks.clone(),
-        };
+        let old = FilesImageV6::without_sockets(&files);
         fs::write(dir.join("files-42.img"), encode(Kind::Files, &old).unwrap()).unwrap();
         let tree = TreeImageV6::from(&sample::tree(&[PID]));
         fs::write(dir.join(TREE), encode(Kind::Tree, &tree).unwrap()).unwrap();
@@ -502,9 +515,9 @@ mod tests {
         }
         let image = Image::load(&dir).unwrap();
         let converted = FilesImage {
-            epoll_moved: Vec::new(),
-            hashes: Vec::new(),
-            ..files
+            fds: files.fds.into_iter().filter(|e| !is_socket(e)).collect(),
+            locks: files.locks,
+            ..FilesImage::default()
         };
         assert_eq!(image.processes[0].files, converted);
         assert_eq!(image.tree.terminal, None);

@@ -34,6 +34,7 @@ pub mod pipe;
 mod pty;
 pub mod signalfd;
 mod sock;
+mod sockopts;
 pub mod split;
 pub mod timerfd;
 mod unix;

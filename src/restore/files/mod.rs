@@ -36,6 +36,7 @@ mod pipe;
 mod prep;
 mod pty;
 mod signalfd;
+mod sockopts;
 mod timerfd;
 mod unix;
 

@@ -1,0 +1,182 @@
+//! The options of one socket, read from stasis's duplicate of it (`getsockopt` reads the
+//! same socket without changing it), for every option of `image::sockopts::OPTIONS`
+//! that sockets of its kind have. An option is saved when its value differs from a new
+//! socket's of the same family, type and protocol (a probe socket per kind, created
+//! once per dump); one stasis cannot restore makes the dump fail, naming the option and
+//! its value. The restore side is `restore/files/sockopts.rs`.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use nix::errno::Errno;
+
+use crate::image::sockopts::{show, SockKind, SockOpt, SockOpts, Special, OPTIONS};
+use crate::sys::socket::getsockopt_bytes;
+
+/// Why an option could not be saved.
+#[derive(Debug, thiserror::Error)]
+pub enum OptError {
+    #[error("getsockopt({label}): {source}")]
+    Read {
+        label: &'static str,
+        source: Errno,
+    },
+    #[error("{label} is {value}: {what}, which stasis cannot checkpoint")]
+    Refused {
+        label: &'static str,
+        value: String,
+        what: &'static str,
+    },
+    #[error("create a probe socket (family {}, type {}, protocol {}): {source}", .kind.family, .kind.ty, .kind.protocol)]
+    Probe { kind: SockKind, source: Errno },
+}
+
+/// The value of every option of [`OPTIONS`] on a new socket, by kind (`None`: the kernel
+/// does not offer it there).
+#[derive(Default)]
+pub struct Defaults {
+    by_kind: HashMap<SockKind, Vec<Option<Vec<u8>>>>,
+}
+
+impl Defaults {
+    fn get(&mut self, kind: SockKind) -> Result<&[Option<Vec<u8>>], OptError> {
+        if !self.by_kind.contains_key(&kind) {
+            let probe = probe_socket(kind)?;
+            let values = OPTIONS
+                .iter()
+                .map(|d| read_one(probe.as_fd(), d.level, d.name, d.size.buffer(), d.special))
+                .map(|r| r.ok().flatten())
+                .collect();
+            self.by_kind.insert(kind, values);
+        }
+        Ok(&self.by_kind[&kind])
+    }
+}
+
+/// A new socket of `kind`. Ping sockets need the creator's group in
+/// `net.ipv4.ping_group_range`: when stasis's is not, a UDP socket of the same family
+/// stands in (ping sockets share its defaults for every option they have).
+fn probe_socket(kind: SockKind) -> Result<OwnedFd, OptError> {
+    match crate::sys::socket::socket(kind.family, kind.ty | libc::SOCK_CLOEXEC, kind.protocol) {
+        Err(Errno::EACCES) if is_ping(kind) => {
+            let udp = SockKind {
+                protocol: libc::IPPROTO_UDP,
+                ..kind
+            };
+            probe_socket(udp)
+        }
+        r => r.map_err(|source| OptError::Probe { kind, source }),
+    }
+}
+
+fn is_ping(k: SockKind) -> bool {
+    k.ty == libc::SOCK_DGRAM && (k.protocol == libc::IPPROTO_ICMP || k.protocol == libc::IPPROTO_ICMPV6)
+}
+
+/// The options of `sock` (of `kind`) that differ from a new socket's. `connected`: a TCP
+/// socket neither closed nor listening (options marked `Unconnected` are then skipped).
+pub fn read(
+    sock: BorrowedFd<'_>,
+    kind: SockKind,
+    connected: bool,
+    defaults: &mut Defaults,
+) -> Result<SockOpts, OptError> {
+    let fresh = defaults.get(kind)?;
+    let mut opts = Vec::new();
+    for (d, fresh) in OPTIONS.iter().zip(fresh) {
+        if !d.scope.covers(kind) || (connected && d.special == Special::Unconnected) {
+            continue;
+        }
+        let value = read_one(sock, d.level, d.name, d.size.buffer(), d.special)
+            .map_err(|source| OptError::Read {
+                label: d.label,
+                source,
+            })?;
+        let Some(value) = value.filter(|v| Some(v) != fresh.as_ref()) else {
+            continue;
+        };
+        if let Special::Refuse(what) = d.special {
+            return Err(OptError::Refused {
+                label: d.label,
+                value: show(&value),
+                what,
+            });
+        }
+        opts.push(SockOpt {
+            level: d.level,
+            name: d.name,
+            value,
+        });
+    }
+    Ok(SockOpts { opts })
+}
+
+/// One option's bytes; `None` when the kernel has no such option on this socket.
+fn read_one(
+    sock: BorrowedFd<'_>,
+    level: i32,
+    name: i32,
+    size: usize,
+    special: Special,
+) -> Result<Option<Vec<u8>>, Errno> {
+    let got = if special == Special::Filter {
+        read_filter(sock)
+    } else {
+        let mut buf = vec![0u8; size];
+        getsockopt_bytes(sock, level, name, &mut buf).map(|n| {
+            buf.truncate(n);
+            buf
+        })
+    };
+    match got {
+        Ok(v) => Ok(Some(v)),
+        Err(Errno::ENOPROTOOPT | Errno::EOPNOTSUPP | Errno::EINVAL | Errno::ENOTCONN) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The classic BPF program attached with `SO_ATTACH_FILTER`, 8 bytes per instruction
+/// (`SO_GET_FILTER` with no room reports how many there are). An eBPF program
+/// (`SO_ATTACH_BPF`) has no classic form: the kernel answers `EACCES`.
+fn read_filter(sock: BorrowedFd<'_>) -> Result<Vec<u8>, Errno> {
+    let count = getsockopt_bytes(sock, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &mut [])?;
+    let mut buf = vec![0u8; count * 8];
+    if count == 0 {
+        return Ok(buf);
+    }
+    // The kernel returns a count of instructions here, not bytes.
+    let got = getsockopt_bytes(sock, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &mut buf)?;
+    buf.truncate(got * 8);
+    Ok(buf)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::sys::socket::setsockopt_int;
+
+    fn kind(family: i32, ty: i32, protocol: i32) -> SockKind {
+        SockKind {
+            family,
+            ty,
+            protocol,
+        }
+    }
+
+    #[test]
+    fn a_new_socket_saves_nothing_and_a_changed_one_its_changes() {
+        let k = kind(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_TCP);
+        let mut defaults = Defaults::default();
+        let s = probe_socket(k).unwrap();
+        assert_eq!(read(s.as_fd(), k, false, &mut defaults).unwrap(), SockOpts::default());
+        setsockopt_int(s.as_fd(), libc::SOL_TCP, libc::TCP_KEEPCNT, 9).unwrap();
+        setsockopt_int(s.as_fd(), libc::SOL_SOCKET, libc::SO_RCVLOWAT, 7).unwrap();
+        let opts = read(s.as_fd(), k, false, &mut defaults).unwrap();
+        assert_eq!(opts.int(libc::SOL_TCP, libc::TCP_KEEPCNT), Some(9));
+        assert_eq!(opts.int(libc::SOL_SOCKET, libc::SO_RCVLOWAT), Some(7));
+        assert_eq!(opts.opts.len(), 2);
+        assert_eq!(opts.check(), Ok(()));
+    }
+
+}
