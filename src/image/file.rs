@@ -502,6 +502,12 @@ mod tests {
             assert!(decode::<crate::image::mm::MmImage>(Kind::Mm, &b[..cut], path()).is_err());
             let at = rng.below(b.len() as u64) as usize;
             b[at] ^= 1 << rng.below(8);
+            // The header has no checksum: a version turned into another supported one
+            // reads as that version (the same layout for mm records of 8 and later).
+            let version = le32(&b[12..16]);
+            if (8..=FORMAT_VERSION).contains(&version) && version != FORMAT_VERSION {
+                continue;
+            }
             assert!(decode::<crate::image::mm::MmImage>(Kind::Mm, &b, path()).is_err());
         }
     }

@@ -7,8 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::files::*;
-use super::sock::{InetState, PtyMaster, SockAddr, SockOpts, UnixMessage, UnixPeer, UnixSocket};
 use super::sock::InetSocket;
+use super::sock::{InetState, PtyMaster, SockAddr, SockOpts, UnixMessage, UnixPeer, UnixSocket};
 
 /// A files record of format 7 or 8.
 #[derive(Deserialize, Serialize)]
@@ -323,7 +323,10 @@ mod tests {
         assert!(o.flag(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY));
         assert!(o.flag(libc::IPPROTO_TCP, libc::TCP_NODELAY));
         assert_eq!(o.int(libc::SOL_SOCKET, libc::SO_RCVBUF), Some(4608));
-        assert_eq!(o.int(libc::SOL_SOCKET, super::super::sockopts::num::SO_BUF_LOCK), Some(2));
+        assert_eq!(
+            o.int(libc::SOL_SOCKET, super::super::sockopts::num::SO_BUF_LOCK),
+            Some(2)
+        );
         assert_eq!(o.int(libc::SOL_SOCKET, libc::SO_SNDBUF), None);
         assert_eq!(o.check(), Ok(()));
     }

@@ -68,6 +68,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("inflight", &[]),
     ("fanotify", &[]),
     ("inet_sockets", &[]),
+    ("sockopts", &[]),
     ("pty", &[]),
     ("split", &[]),
     ("tcp_echo", &[]),

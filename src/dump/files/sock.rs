@@ -13,10 +13,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use nix::unistd::Pid;
 
 use super::inet::Held;
+use super::sockopts::{self, Defaults};
 use super::FdOptions;
 use crate::dump::DumpError;
 use crate::image::files::FdKind;
-use super::sockopts::{self, Defaults};
 use crate::image::sock::{SockKind, SockOpts, UnixMessage};
 use crate::sys::sock_diag::{self, UnixDiag};
 use crate::sys::socket::getsockopt_int;
@@ -109,9 +109,8 @@ impl<'a> SockCtx<'a> {
         kind: SockKind,
         connected: bool,
     ) -> Result<SockOpts, DumpError> {
-        sockopts::read(sock, kind, connected, &mut self.defaults).map_err(|e| {
-            DumpError::unsupported(format!("fd {fd} of pid {}: {e}", self.pid))
-        })
+        sockopts::read(sock, kind, connected, &mut self.defaults)
+            .map_err(|e| DumpError::unsupported(format!("fd {fd} of pid {}: {e}", self.pid)))
     }
 }
 

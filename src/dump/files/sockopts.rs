@@ -17,10 +17,7 @@ use crate::sys::socket::getsockopt_bytes;
 #[derive(Debug, thiserror::Error)]
 pub enum OptError {
     #[error("getsockopt({label}): {source}")]
-    Read {
-        label: &'static str,
-        source: Errno,
-    },
+    Read { label: &'static str, source: Errno },
     #[error("{label} is {value}: {what}, which stasis cannot checkpoint")]
     Refused {
         label: &'static str,
@@ -31,6 +28,9 @@ pub enum OptError {
     Probe { kind: SockKind, source: Errno },
 }
 
+/// The largest `TCP_MAXSEG` a process can set.
+const MAX_TCP_WINDOW: i32 = 32767;
+
 /// The value of every option of [`OPTIONS`] on a new socket, by kind (`None`: the kernel
 /// does not offer it there).
 #[derive(Default)]
@@ -40,16 +40,19 @@ pub struct Defaults {
 
 impl Defaults {
     fn get(&mut self, kind: SockKind) -> Result<&[Option<Vec<u8>>], OptError> {
-        if !self.by_kind.contains_key(&kind) {
-            let probe = probe_socket(kind)?;
-            let values = OPTIONS
-                .iter()
-                .map(|d| read_one(probe.as_fd(), d.level, d.name, d.size.buffer(), d.special))
-                .map(|r| r.ok().flatten())
-                .collect();
-            self.by_kind.insert(kind, values);
+        use std::collections::hash_map::Entry;
+        match self.by_kind.entry(kind) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(e) => {
+                let probe = probe_socket(kind)?;
+                let values = OPTIONS
+                    .iter()
+                    .map(|d| read_one(probe.as_fd(), d.level, d.name, d.size.buffer(), d.special))
+                    .map(|r| r.ok().flatten())
+                    .collect();
+                Ok(e.insert(values))
+            }
         }
-        Ok(&self.by_kind[&kind])
     }
 }
 
@@ -70,7 +73,8 @@ fn probe_socket(kind: SockKind) -> Result<OwnedFd, OptError> {
 }
 
 fn is_ping(k: SockKind) -> bool {
-    k.ty == libc::SOCK_DGRAM && (k.protocol == libc::IPPROTO_ICMP || k.protocol == libc::IPPROTO_ICMPV6)
+    k.ty == libc::SOCK_DGRAM
+        && (k.protocol == libc::IPPROTO_ICMP || k.protocol == libc::IPPROTO_ICMPV6)
 }
 
 /// The options of `sock` (of `kind`) that differ from a new socket's. `connected`: a TCP
@@ -84,29 +88,36 @@ pub fn read(
     let fresh = defaults.get(kind)?;
     let mut opts = Vec::new();
     for (d, fresh) in OPTIONS.iter().zip(fresh) {
-        if !d.scope.covers(kind) || (connected && d.special == Special::Unconnected) {
+        let unconnected_only = matches!(d.special, Special::Unconnected | Special::UserMss);
+        if !d.scope.covers(kind) || (connected && unconnected_only) {
             continue;
         }
-        let value = read_one(sock, d.level, d.name, d.size.buffer(), d.special)
-            .map_err(|source| OptError::Read {
-                label: d.label,
-                source,
+        let value =
+            read_one(sock, d.level, d.name, d.size.buffer(), d.special).map_err(|source| {
+                OptError::Read {
+                    label: d.label,
+                    source,
+                }
             })?;
         let Some(value) = value.filter(|v| Some(v) != fresh.as_ref()) else {
             continue;
         };
-        if let Special::Refuse(what) = d.special {
-            return Err(OptError::Refused {
-                label: d.label,
-                value: show(&value),
-                what,
-            });
-        }
-        opts.push(SockOpt {
+        let opt = SockOpt {
             level: d.level,
             name: d.name,
             value,
-        });
+        };
+        if d.special == Special::UserMss && opt.int_value() > MAX_TCP_WINDOW {
+            continue;
+        }
+        if let Special::Refuse(what) = d.special {
+            return Err(OptError::Refused {
+                label: d.label,
+                value: show(&opt.value),
+                what,
+            });
+        }
+        opts.push(opt);
     }
     Ok(SockOpts { opts })
 }
@@ -169,14 +180,16 @@ mod tests {
         let k = kind(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_TCP);
         let mut defaults = Defaults::default();
         let s = probe_socket(k).unwrap();
-        assert_eq!(read(s.as_fd(), k, false, &mut defaults).unwrap(), SockOpts::default());
-        setsockopt_int(s.as_fd(), libc::SOL_TCP, libc::TCP_KEEPCNT, 9).unwrap();
+        assert_eq!(
+            read(s.as_fd(), k, false, &mut defaults).unwrap(),
+            SockOpts::default()
+        );
+        setsockopt_int(s.as_fd(), libc::SOL_TCP, libc::TCP_KEEPCNT, 5).unwrap();
         setsockopt_int(s.as_fd(), libc::SOL_SOCKET, libc::SO_RCVLOWAT, 7).unwrap();
         let opts = read(s.as_fd(), k, false, &mut defaults).unwrap();
-        assert_eq!(opts.int(libc::SOL_TCP, libc::TCP_KEEPCNT), Some(9));
+        assert_eq!(opts.int(libc::SOL_TCP, libc::TCP_KEEPCNT), Some(5));
         assert_eq!(opts.int(libc::SOL_SOCKET, libc::SO_RCVLOWAT), Some(7));
         assert_eq!(opts.opts.len(), 2);
         assert_eq!(opts.check(), Ok(()));
     }
-
 }

@@ -43,9 +43,9 @@ pub fn reuse(child: &Child, fd: u64, opts: &SockOpts) -> Result<(), RestoreError
 }
 
 fn has_buffers(opts: &SockOpts) -> bool {
-    opts.opts
-        .iter()
-        .any(|o| lookup(o.level, o.name).is_some_and(|d| matches!(d.special, Special::Buffer { .. })))
+    opts.opts.iter().any(|o| {
+        lookup(o.level, o.name).is_some_and(|d| matches!(d.special, Special::Buffer { .. }))
+    })
 }
 
 fn int_opt(level: i32, name: i32, value: i32) -> SockOpt {

@@ -323,7 +323,13 @@ fn options(child: &Child, fd: u64, e: &FdEntry, u: &UnixSocket) -> Result<(), Re
     // unless `sockopts` sets the saved one.
     if u.opts.int(libc::SOL_SOCKET, libc::SO_SNDBUF).is_none() {
         let snd = wmem_default() / 2;
-        prep::set_int(child, fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, snd as i32)?;
+        prep::set_int(
+            child,
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUFFORCE,
+            snd as i32,
+        )?;
     }
     sockopts::early(child, fd, &u.opts)?;
     sockopts::late(child, fd, &u.opts, true)?;
