@@ -19,7 +19,10 @@
  *   fd 20  unix stream: buffers set (locked), SO_PASSCRED, SO_PEEK_OFF, a filter
  *   fd 21  unix datagram: SO_BUF_LOCK on default sizes, timestamps
  *   fd 22  TCP/IPv4 with only SO_RCVBUF_LOCK set through SO_BUF_LOCK
- * After go: the same snapshot, byte for byte, option by option.
+ *   fd 23  raw IPv4 (protocol 253) connected to 127.0.0.10 port 0, which getpeername
+ *          does not report
+ * After go: the same snapshot, byte for byte, option by option; fd 23 still sends
+ * without an address.
  */
 #include "victim.h"
 
@@ -91,7 +94,7 @@ struct icmp_filter {
 #define UDPLITE_RECV_CSCOV 11
 
 #define FIRST 10
-#define LAST 22
+#define LAST 23
 
 /* Every option read into the snapshot, on every socket. */
 static const struct {
@@ -408,6 +411,15 @@ static void setup_unix(void)
 	must(22, SOL_SOCKET, SO_BUF_LOCK, 2);
 }
 
+static void setup_raw_connected(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = inet_addr("127.0.0.10") };
+
+	victim_place(socket(AF_INET, SOCK_RAW, 253), 23);
+	CHECK_SYS(connect(23, (struct sockaddr *)&a, sizeof(a)));
+	CHECK(send(23, "x", 1, MSG_DONTWAIT) == 1, "send on connected raw socket: %s", strerror(errno));
+}
+
 static void compare(int fd)
 {
 	struct value now[NREAD];
@@ -432,6 +444,7 @@ int main(void)
 	setup_udp();
 	setup_icmp();
 	setup_unix();
+	setup_raw_connected();
 	for (int fd = FIRST; fd <= LAST; fd++) {
 		present[fd] = fcntl(fd, F_GETFD) >= 0;
 		if (present[fd])
@@ -444,5 +457,6 @@ int main(void)
 		if (present[fd])
 			compare(fd);
 	}
+	CHECK(send(23, "x", 1, MSG_DONTWAIT) == 1, "fd 23 is no longer connected: %s", strerror(errno));
 	victim_pass();
 }

@@ -123,7 +123,10 @@ pub fn inet_kind(
     let connected = info.is_some_and(|i| i[0] != TCP_CLOSE && i[0] != TCP_LISTEN);
     let raw = ty == libc::SOCK_RAW;
     let local = address(getsockname::<SockaddrStorage>(fd_raw(s)).ok(), raw);
-    let remote = peer_address(getpeername::<SockaddrStorage>(fd_raw(s)).ok());
+    let mut remote = peer_address(getpeername::<SockaddrStorage>(fd_raw(s)).ok());
+    if remote.is_none() && !tcp {
+        remote = unreported_peer(pid, kind, ino).map_err(err)?;
+    }
     let opts = ctx.options(fd, s, kind, connected)?;
     if opts.flag(libc::SOL_UDP, libc::UDP_CORK) {
         corked(s).map_err(err)?;
@@ -142,6 +145,24 @@ pub fn inet_kind(
         state,
         opts,
     })))
+}
+
+/// The peer of a datagram or raw socket connected to port 0, which `getpeername` does not
+/// report (it takes port 0 for "not connected"): from the namespace's socket table.
+fn unreported_peer(pid: i32, kind: SockKind, ino: u64) -> Result<Option<SockAddr>, String> {
+    use crate::proc::netsock;
+    let Some(table) = netsock::table_name(kind.family, kind.ty, kind.protocol) else {
+        return Ok(None);
+    };
+    let path = format!("/proc/{pid}/net/{table}");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("read {path}: {e}"))?;
+    Ok(netsock::find(&text, ino)
+        .filter(|s| s.state == TCP_ESTABLISHED)
+        .map(|s| SockAddr {
+            ip: s.remote.0,
+            port: s.remote.1,
+            scope_id: 0,
+        }))
 }
 
 /// TCP, UDP and UDP-Lite, ICMP echo ("ping") and raw sockets.
