@@ -68,9 +68,11 @@ impl SockOpts {
         for (i, o) in self.opts.iter().enumerate() {
             let def = lookup(o.level, o.name)
                 .ok_or_else(|| format!("unknown socket option ({}, {})", o.level, o.name))?;
-            if self.opts[..i]
-                .iter()
-                .any(|x| (x.level, x.name) == (o.level, o.name))
+            let repeats = def.special == Special::Membership;
+            if !repeats
+                && self.opts[..i]
+                    .iter()
+                    .any(|x| (x.level, x.name) == (o.level, o.name))
             {
                 return Err(format!("socket option {} is listed twice", def.label));
             }
@@ -220,6 +222,10 @@ pub enum Special {
     /// reports the connection's segment size unless the owner set one: a value no
     /// `setsockopt` accepts (above 32767) is the kernel's, not saved.
     UserMss,
+    /// A multicast membership, one entry per group: `struct group_filter` as
+    /// `MCAST_MSFILTER` reads it (interface index, group, filter mode, sources); set
+    /// back with `MCAST_JOIN_GROUP`, then `MCAST_MSFILTER` when it filters sources.
+    Membership,
     /// A value stasis cannot restore when not the default: the dump fails naming it.
     Refuse(&'static str),
 }
@@ -309,6 +315,16 @@ pub mod num {
     pub const ICMP_FILTER: i32 = 1;
     pub const ICMPV6_FILTER: i32 = 1;
     pub const IPV6_CHECKSUM: i32 = 7;
+    pub const MCAST_JOIN_GROUP: i32 = 42;
+    pub const MCAST_MSFILTER: i32 = 48;
+    /// `struct group_filter`: interface (u32, padded to 8), group (`sockaddr_storage`,
+    /// 128 bytes), filter mode (u32, at 136), number of sources (u32, at 140), then the
+    /// sources (`sockaddr_storage` each): the header is 144 bytes, and 136 of them are a
+    /// `struct group_req` (interface and group).
+    pub const GROUP_FILTER_HEAD: usize = 144;
+    pub const GROUP_REQ_LEN: usize = 136;
+    /// Most sources of one membership stasis saves.
+    pub const MAX_SOURCES: usize = 64;
 }
 
 use num::*;
@@ -342,61 +358,30 @@ const V6: i32 = libc::IPPROTO_IPV6;
 const TCP: i32 = libc::IPPROTO_TCP;
 const UDP: i32 = libc::IPPROTO_UDP;
 const INT: Size = Size::Int;
+/// `struct group_filter` with up to [`num::MAX_SOURCES`] sources.
+const GROUP_FILTER: Size = Size::Upto(num::GROUP_FILTER_HEAD + 128 * num::MAX_SOURCES);
 
 /// Every option stasis saves, in the order the restore sets them (within a stage).
 /// Read-only options (`SO_TYPE`, `SO_PEERCRED`, `TCP_INFO`...) and those whose reading
 /// changes the socket (`SO_ERROR`, `TCP_SAVED_SYN`) are not here.
+#[rustfmt::skip]
 pub const OPTIONS: &[OptDef] = &[
     // Before bind.
     def(S, libc::SO_REUSEADDR, "SO_REUSEADDR", Scope::Any, INT),
     def(S, libc::SO_REUSEPORT, "SO_REUSEPORT", Scope::Any, INT),
-    def(
-        S,
-        libc::SO_BINDTODEVICE,
-        "SO_BINDTODEVICE",
-        Scope::Any,
-        Size::Upto(16),
-    ),
+    def(S, libc::SO_BINDTODEVICE, "SO_BINDTODEVICE", Scope::Any, Size::Upto(16)),
     def(V6, libc::IPV6_V6ONLY, "IPV6_V6ONLY", Scope::Ipv6, INT),
     def(IP, libc::IP_FREEBIND, "IP_FREEBIND", Scope::Ip, INT),
     def(IP, libc::IP_TRANSPARENT, "IP_TRANSPARENT", Scope::Ip, INT),
-    def(
-        IP,
-        libc::IP_BIND_ADDRESS_NO_PORT,
-        "IP_BIND_ADDRESS_NO_PORT",
-        Scope::Ip,
-        INT,
-    ),
-    def(
-        IP,
-        IP_LOCAL_PORT_RANGE,
-        "IP_LOCAL_PORT_RANGE",
-        Scope::Ip,
-        INT,
-    ),
+    def(IP, libc::IP_BIND_ADDRESS_NO_PORT, "IP_BIND_ADDRESS_NO_PORT", Scope::Ip, INT),
+    def(IP, IP_LOCAL_PORT_RANGE, "IP_LOCAL_PORT_RANGE", Scope::Ip, INT),
     def(V6, IPV6_FREEBIND, "IPV6_FREEBIND", Scope::Ipv6, INT),
-    def(
-        V6,
-        libc::IPV6_TRANSPARENT,
-        "IPV6_TRANSPARENT",
-        Scope::Ipv6,
-        INT,
-    ),
+    def(V6, libc::IPV6_TRANSPARENT, "IPV6_TRANSPARENT", Scope::Ipv6, INT),
     // Buffers (before a connection's queues are refilled); SO_RCVLOWAT first: on TCP
     // it may grow an unlocked receive buffer.
     def(S, libc::SO_RCVLOWAT, "SO_RCVLOWAT", Scope::Any, INT),
-    special(
-        def(S, libc::SO_RCVBUF, "SO_RCVBUF", Scope::Any, INT),
-        Special::Buffer {
-            force: libc::SO_RCVBUFFORCE,
-        },
-    ),
-    special(
-        def(S, libc::SO_SNDBUF, "SO_SNDBUF", Scope::Any, INT),
-        Special::Buffer {
-            force: libc::SO_SNDBUFFORCE,
-        },
-    ),
+    special(def(S, libc::SO_RCVBUF, "SO_RCVBUF", Scope::Any, INT), Special::Buffer { force: libc::SO_RCVBUFFORCE }),
+    special(def(S, libc::SO_SNDBUF, "SO_SNDBUF", Scope::Any, INT), Special::Buffer { force: libc::SO_SNDBUFFORCE }),
     // IP_TOS before SO_PRIORITY: setting the TOS sets the priority too.
     def(IP, libc::IP_TOS, "IP_TOS", Scope::Ip, INT),
     // Socket level.
@@ -412,29 +397,11 @@ pub const OPTIONS: &[OptDef] = &[
     def(S, libc::SO_PASSSEC, "SO_PASSSEC", Scope::Any, INT),
     def(S, SO_PASSPIDFD, "SO_PASSPIDFD", Scope::Unix, INT),
     def(S, SO_PASSRIGHTS, "SO_PASSRIGHTS", Scope::Unix, INT),
-    def(
-        S,
-        libc::SO_RCVTIMEO,
-        "SO_RCVTIMEO",
-        Scope::Any,
-        Size::Fixed(16),
-    ),
-    def(
-        S,
-        libc::SO_SNDTIMEO,
-        "SO_SNDTIMEO",
-        Scope::Any,
-        Size::Fixed(16),
-    ),
+    def(S, libc::SO_RCVTIMEO, "SO_RCVTIMEO", Scope::Any, Size::Fixed(16)),
+    def(S, libc::SO_SNDTIMEO, "SO_SNDTIMEO", Scope::Any, Size::Fixed(16)),
     // SO_TIMESTAMPING before SO_TIMESTAMP*: each of these sets or clears the "new
     // timestamps" flag the others report through.
-    def(
-        S,
-        libc::SO_TIMESTAMPING,
-        "SO_TIMESTAMPING",
-        Scope::Any,
-        Size::Fixed(8),
-    ),
+    def(S, libc::SO_TIMESTAMPING, "SO_TIMESTAMPING", Scope::Any, Size::Fixed(8)),
     def(S, libc::SO_TIMESTAMP, "SO_TIMESTAMP", Scope::Any, INT),
     def(S, libc::SO_TIMESTAMPNS, "SO_TIMESTAMPNS", Scope::Any, INT),
     def(S, SO_TIMESTAMP_NEW, "SO_TIMESTAMP_NEW", Scope::Any, INT),
@@ -443,35 +410,11 @@ pub const OPTIONS: &[OptDef] = &[
     def(S, libc::SO_RXQ_OVFL, "SO_RXQ_OVFL", Scope::Any, INT),
     def(S, libc::SO_WIFI_STATUS, "SO_WIFI_STATUS", Scope::Any, INT),
     def(S, libc::SO_NOFCS, "SO_NOFCS", Scope::Any, INT),
-    def(
-        S,
-        SO_SELECT_ERR_QUEUE,
-        "SO_SELECT_ERR_QUEUE",
-        Scope::Any,
-        INT,
-    ),
+    def(S, SO_SELECT_ERR_QUEUE, "SO_SELECT_ERR_QUEUE", Scope::Any, INT),
     def(S, SO_BUSY_POLL, "SO_BUSY_POLL", Scope::Any, INT),
-    def(
-        S,
-        SO_PREFER_BUSY_POLL,
-        "SO_PREFER_BUSY_POLL",
-        Scope::Any,
-        INT,
-    ),
-    def(
-        S,
-        SO_BUSY_POLL_BUDGET,
-        "SO_BUSY_POLL_BUDGET",
-        Scope::Any,
-        INT,
-    ),
-    def(
-        S,
-        SO_MAX_PACING_RATE,
-        "SO_MAX_PACING_RATE",
-        Scope::Any,
-        Size::Fixed(8),
-    ),
+    def(S, SO_PREFER_BUSY_POLL, "SO_PREFER_BUSY_POLL", Scope::Any, INT),
+    def(S, SO_BUSY_POLL_BUDGET, "SO_BUSY_POLL_BUDGET", Scope::Any, INT),
+    def(S, SO_MAX_PACING_RATE, "SO_MAX_PACING_RATE", Scope::Any, Size::Fixed(8)),
     def(S, SO_INCOMING_CPU, "SO_INCOMING_CPU", Scope::Any, INT),
     def(S, SO_ZEROCOPY, "SO_ZEROCOPY", Scope::Any, INT),
     def(S, SO_TXTIME, "SO_TXTIME", Scope::Any, Size::Fixed(8)),
@@ -482,13 +425,7 @@ pub const OPTIONS: &[OptDef] = &[
     // IPv4 level.
     def(IP, libc::IP_TTL, "IP_TTL", Scope::Ip, INT),
     def(IP, libc::IP_HDRINCL, "IP_HDRINCL", Scope::Raw4, INT),
-    def(
-        IP,
-        libc::IP_OPTIONS,
-        "IP_OPTIONS",
-        Scope::Ip,
-        Size::Upto(40),
-    ),
+    def(IP, libc::IP_OPTIONS, "IP_OPTIONS", Scope::Ip, Size::Upto(40)),
     def(IP, libc::IP_RECVOPTS, "IP_RECVOPTS", Scope::Ip, INT),
     def(IP, libc::IP_RETOPTS, "IP_RETOPTS", Scope::Ip, INT),
     def(IP, libc::IP_PKTINFO, "IP_PKTINFO", Scope::Ip, INT),
@@ -498,313 +435,82 @@ pub const OPTIONS: &[OptDef] = &[
     def(IP, libc::IP_RECVTTL, "IP_RECVTTL", Scope::Ip, INT),
     def(IP, libc::IP_RECVTOS, "IP_RECVTOS", Scope::Ip, INT),
     def(IP, libc::IP_PASSSEC, "IP_PASSSEC", Scope::Ip, INT),
-    def(
-        IP,
-        libc::IP_RECVORIGDSTADDR,
-        "IP_RECVORIGDSTADDR",
-        Scope::Ip,
-        INT,
-    ),
+    def(IP, libc::IP_RECVORIGDSTADDR, "IP_RECVORIGDSTADDR", Scope::Ip, INT),
     def(IP, libc::IP_MINTTL, "IP_MINTTL", Scope::Ip, INT),
     def(IP, libc::IP_NODEFRAG, "IP_NODEFRAG", Scope::Raw4, INT),
     def(IP, libc::IP_CHECKSUM, "IP_CHECKSUM", Scope::Ip, INT),
     def(IP, IP_RECVFRAGSIZE, "IP_RECVFRAGSIZE", Scope::Ip, INT),
-    def(
-        IP,
-        libc::IP_MULTICAST_IF,
-        "IP_MULTICAST_IF",
-        Scope::IpDgram,
-        Size::Fixed(4),
-    ),
-    def(
-        IP,
-        libc::IP_MULTICAST_TTL,
-        "IP_MULTICAST_TTL",
-        Scope::IpDgram,
-        INT,
-    ),
-    def(
-        IP,
-        libc::IP_MULTICAST_LOOP,
-        "IP_MULTICAST_LOOP",
-        Scope::IpDgram,
-        INT,
-    ),
-    def(
-        IP,
-        libc::IP_MULTICAST_ALL,
-        "IP_MULTICAST_ALL",
-        Scope::IpDgram,
-        INT,
-    ),
+    def(IP, libc::IP_MULTICAST_IF, "IP_MULTICAST_IF", Scope::IpDgram, Size::Fixed(4)),
+    def(IP, libc::IP_MULTICAST_TTL, "IP_MULTICAST_TTL", Scope::IpDgram, INT),
+    def(IP, libc::IP_MULTICAST_LOOP, "IP_MULTICAST_LOOP", Scope::IpDgram, INT),
+    def(IP, libc::IP_MULTICAST_ALL, "IP_MULTICAST_ALL", Scope::IpDgram, INT),
     def(IP, libc::IP_UNICAST_IF, "IP_UNICAST_IF", Scope::Ip, INT),
     // IPv6 level.
-    def(
-        V6,
-        libc::IPV6_RECVPKTINFO,
-        "IPV6_RECVPKTINFO",
-        Scope::Ipv6,
-        INT,
-    ),
+    def(V6, libc::IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO", Scope::Ipv6, INT),
     def(V6, IPV6_2292PKTINFO, "IPV6_2292PKTINFO", Scope::Ipv6, INT),
     def(V6, IPV6_2292HOPOPTS, "IPV6_2292HOPOPTS", Scope::Ipv6, INT),
     def(V6, IPV6_2292DSTOPTS, "IPV6_2292DSTOPTS", Scope::Ipv6, INT),
     def(V6, IPV6_2292RTHDR, "IPV6_2292RTHDR", Scope::Ipv6, INT),
     def(V6, IPV6_2292HOPLIMIT, "IPV6_2292HOPLIMIT", Scope::Ipv6, INT),
-    def(
-        V6,
-        libc::IPV6_RECVHOPLIMIT,
-        "IPV6_RECVHOPLIMIT",
-        Scope::Ipv6,
-        INT,
-    ),
-    def(
-        V6,
-        libc::IPV6_RECVHOPOPTS,
-        "IPV6_RECVHOPOPTS",
-        Scope::Ipv6,
-        INT,
-    ),
+    def(V6, libc::IPV6_RECVHOPLIMIT, "IPV6_RECVHOPLIMIT", Scope::Ipv6, INT),
+    def(V6, libc::IPV6_RECVHOPOPTS, "IPV6_RECVHOPOPTS", Scope::Ipv6, INT),
     def(V6, libc::IPV6_RECVRTHDR, "IPV6_RECVRTHDR", Scope::Ipv6, INT),
-    def(
-        V6,
-        libc::IPV6_RECVDSTOPTS,
-        "IPV6_RECVDSTOPTS",
-        Scope::Ipv6,
-        INT,
-    ),
-    def(
-        V6,
-        libc::IPV6_RECVTCLASS,
-        "IPV6_RECVTCLASS",
-        Scope::Ipv6,
-        INT,
-    ),
+    def(V6, libc::IPV6_RECVDSTOPTS, "IPV6_RECVDSTOPTS", Scope::Ipv6, INT),
+    def(V6, libc::IPV6_RECVTCLASS, "IPV6_RECVTCLASS", Scope::Ipv6, INT),
     def(V6, IPV6_FLOWINFO, "IPV6_FLOWINFO", Scope::Ipv6, INT),
     def(V6, IPV6_RECVPATHMTU, "IPV6_RECVPATHMTU", Scope::Ipv6, INT),
-    def(
-        V6,
-        IPV6_RECVORIGDSTADDR,
-        "IPV6_RECVORIGDSTADDR",
-        Scope::Ipv6,
-        INT,
-    ),
+    def(V6, IPV6_RECVORIGDSTADDR, "IPV6_RECVORIGDSTADDR", Scope::Ipv6, INT),
     def(V6, IPV6_RECVFRAGSIZE, "IPV6_RECVFRAGSIZE", Scope::Ipv6, INT),
     def(V6, libc::IPV6_RECVERR, "IPV6_RECVERR", Scope::Ipv6, INT),
-    def(
-        V6,
-        IPV6_RECVERR_RFC4884,
-        "IPV6_RECVERR_RFC4884",
-        Scope::Ipv6,
-        INT,
-    ),
+    def(V6, IPV6_RECVERR_RFC4884, "IPV6_RECVERR_RFC4884", Scope::Ipv6, INT),
     def(V6, libc::IPV6_TCLASS, "IPV6_TCLASS", Scope::Ipv6, INT),
-    def(
-        V6,
-        libc::IPV6_UNICAST_HOPS,
-        "IPV6_UNICAST_HOPS",
-        Scope::Ipv6,
-        INT,
-    ),
-    def(
-        V6,
-        libc::IPV6_MULTICAST_IF,
-        "IPV6_MULTICAST_IF",
-        Scope::Ipv6Dgram,
-        INT,
-    ),
-    def(
-        V6,
-        libc::IPV6_MULTICAST_HOPS,
-        "IPV6_MULTICAST_HOPS",
-        Scope::Ipv6Dgram,
-        INT,
-    ),
-    def(
-        V6,
-        libc::IPV6_MULTICAST_LOOP,
-        "IPV6_MULTICAST_LOOP",
-        Scope::Ipv6Dgram,
-        INT,
-    ),
-    def(
-        V6,
-        IPV6_MULTICAST_ALL,
-        "IPV6_MULTICAST_ALL",
-        Scope::Ipv6Dgram,
-        INT,
-    ),
-    def(
-        V6,
-        libc::IPV6_MTU_DISCOVER,
-        "IPV6_MTU_DISCOVER",
-        Scope::Ipv6,
-        INT,
-    ),
+    def(V6, libc::IPV6_UNICAST_HOPS, "IPV6_UNICAST_HOPS", Scope::Ipv6, INT),
+    def(V6, libc::IPV6_MULTICAST_IF, "IPV6_MULTICAST_IF", Scope::Ipv6Dgram, INT),
+    def(V6, libc::IPV6_MULTICAST_HOPS, "IPV6_MULTICAST_HOPS", Scope::Ipv6Dgram, INT),
+    def(V6, libc::IPV6_MULTICAST_LOOP, "IPV6_MULTICAST_LOOP", Scope::Ipv6Dgram, INT),
+    def(V6, IPV6_MULTICAST_ALL, "IPV6_MULTICAST_ALL", Scope::Ipv6Dgram, INT),
+    def(V6, libc::IPV6_MTU_DISCOVER, "IPV6_MTU_DISCOVER", Scope::Ipv6, INT),
     def(V6, libc::IPV6_DONTFRAG, "IPV6_DONTFRAG", Scope::Ipv6, INT),
-    def(
-        V6,
-        IPV6_AUTOFLOWLABEL,
-        "IPV6_AUTOFLOWLABEL",
-        Scope::Ipv6,
-        INT,
-    ),
-    def(
-        V6,
-        IPV6_FLOWINFO_SEND,
-        "IPV6_FLOWINFO_SEND",
-        Scope::Ipv6,
-        INT,
-    ),
-    def(
-        V6,
-        IPV6_ADDR_PREFERENCES,
-        "IPV6_ADDR_PREFERENCES",
-        Scope::Ipv6,
-        INT,
-    ),
+    def(V6, IPV6_AUTOFLOWLABEL, "IPV6_AUTOFLOWLABEL", Scope::Ipv6, INT),
+    def(V6, IPV6_FLOWINFO_SEND, "IPV6_FLOWINFO_SEND", Scope::Ipv6, INT),
+    def(V6, IPV6_ADDR_PREFERENCES, "IPV6_ADDR_PREFERENCES", Scope::Ipv6, INT),
     def(V6, IPV6_MINHOPCOUNT, "IPV6_MINHOPCOUNT", Scope::Ipv6, INT),
     def(V6, IPV6_UNICAST_IF, "IPV6_UNICAST_IF", Scope::Ipv6, INT),
-    def(
-        V6,
-        libc::IPV6_ROUTER_ALERT,
-        "IPV6_ROUTER_ALERT",
-        Scope::Raw6,
-        INT,
-    ),
-    def(
-        V6,
-        IPV6_ROUTER_ALERT_ISOLATE,
-        "IPV6_ROUTER_ALERT_ISOLATE",
-        Scope::Raw6,
-        INT,
-    ),
-    def(
-        V6,
-        IPV6_HOPOPTS,
-        "IPV6_HOPOPTS",
-        Scope::Ipv6,
-        Size::Upto(2048),
-    ),
-    def(
-        V6,
-        IPV6_RTHDRDSTOPTS,
-        "IPV6_RTHDRDSTOPTS",
-        Scope::Ipv6,
-        Size::Upto(2048),
-    ),
+    def(V6, libc::IPV6_ROUTER_ALERT, "IPV6_ROUTER_ALERT", Scope::Raw6, INT),
+    def(V6, IPV6_ROUTER_ALERT_ISOLATE, "IPV6_ROUTER_ALERT_ISOLATE", Scope::Raw6, INT),
+    def(V6, IPV6_HOPOPTS, "IPV6_HOPOPTS", Scope::Ipv6, Size::Upto(2048)),
+    def(V6, IPV6_RTHDRDSTOPTS, "IPV6_RTHDRDSTOPTS", Scope::Ipv6, Size::Upto(2048)),
     def(V6, IPV6_RTHDR, "IPV6_RTHDR", Scope::Ipv6, Size::Upto(2048)),
-    def(
-        V6,
-        IPV6_DSTOPTS,
-        "IPV6_DSTOPTS",
-        Scope::Ipv6,
-        Size::Upto(2048),
-    ),
+    def(V6, IPV6_DSTOPTS, "IPV6_DSTOPTS", Scope::Ipv6, Size::Upto(2048)),
+    // Multicast memberships (after the multicast options).
+    special(def(IP, MCAST_MSFILTER, "MCAST_MSFILTER", Scope::IpDgram, GROUP_FILTER), Special::Membership),
+    special(def(V6, MCAST_MSFILTER, "MCAST_MSFILTER(IPv6)", Scope::Ipv6Dgram, GROUP_FILTER), Special::Membership),
     // Raw sockets.
-    def(
-        SOL_RAW,
-        ICMP_FILTER,
-        "ICMP_FILTER",
-        Scope::Raw4,
-        Size::Fixed(4),
-    ),
+    def(SOL_RAW, ICMP_FILTER, "ICMP_FILTER", Scope::Raw4, Size::Fixed(4)),
     def(SOL_RAW, IPV6_CHECKSUM, "IPV6_CHECKSUM", Scope::Raw6, INT),
-    def(
-        SOL_ICMPV6,
-        ICMPV6_FILTER,
-        "ICMPV6_FILTER",
-        Scope::Raw6,
-        Size::Fixed(32),
-    ),
+    def(SOL_ICMPV6, ICMPV6_FILTER, "ICMPV6_FILTER", Scope::Raw6, Size::Fixed(32)),
     // TCP.
-    special(
-        def(TCP, libc::TCP_REPAIR, "TCP_REPAIR", Scope::Tcp, INT),
-        Special::Refuse("a socket the process put in TCP repair mode"),
-    ),
-    special(
-        def(TCP, libc::TCP_ULP, "TCP_ULP", Scope::Tcp, Size::Upto(16)),
-        Special::Refuse("an upper layer protocol (kernel TLS...) on a TCP socket"),
-    ),
+    special(def(TCP, libc::TCP_REPAIR, "TCP_REPAIR", Scope::Tcp, INT), Special::Refuse("a socket the process put in TCP repair mode")),
+    special(def(TCP, libc::TCP_ULP, "TCP_ULP", Scope::Tcp, Size::Upto(16)), Special::Refuse("an upper layer protocol (kernel TLS...) on a TCP socket")),
     def(TCP, libc::TCP_NODELAY, "TCP_NODELAY", Scope::Tcp, INT),
     def(TCP, libc::TCP_CORK, "TCP_CORK", Scope::Tcp, INT),
-    special(
-        def(TCP, libc::TCP_MAXSEG, "TCP_MAXSEG", Scope::Tcp, INT),
-        Special::UserMss,
-    ),
-    special(
-        def(
-            TCP,
-            libc::TCP_WINDOW_CLAMP,
-            "TCP_WINDOW_CLAMP",
-            Scope::Tcp,
-            INT,
-        ),
-        Special::Unconnected,
-    ),
+    special(def(TCP, libc::TCP_MAXSEG, "TCP_MAXSEG", Scope::Tcp, INT), Special::UserMss),
+    special(def(TCP, libc::TCP_WINDOW_CLAMP, "TCP_WINDOW_CLAMP", Scope::Tcp, INT), Special::Unconnected),
     def(TCP, libc::TCP_KEEPIDLE, "TCP_KEEPIDLE", Scope::Tcp, INT),
     def(TCP, libc::TCP_KEEPINTVL, "TCP_KEEPINTVL", Scope::Tcp, INT),
     def(TCP, libc::TCP_KEEPCNT, "TCP_KEEPCNT", Scope::Tcp, INT),
     def(TCP, libc::TCP_SYNCNT, "TCP_SYNCNT", Scope::Tcp, INT),
     def(TCP, libc::TCP_LINGER2, "TCP_LINGER2", Scope::Tcp, INT),
-    def(
-        TCP,
-        libc::TCP_DEFER_ACCEPT,
-        "TCP_DEFER_ACCEPT",
-        Scope::Tcp,
-        INT,
-    ),
+    def(TCP, libc::TCP_DEFER_ACCEPT, "TCP_DEFER_ACCEPT", Scope::Tcp, INT),
     def(TCP, libc::TCP_QUICKACK, "TCP_QUICKACK", Scope::Tcp, INT),
-    def(
-        TCP,
-        libc::TCP_CONGESTION,
-        "TCP_CONGESTION",
-        Scope::Tcp,
-        Size::Upto(16),
-    ),
-    def(
-        TCP,
-        TCP_THIN_LINEAR_TIMEOUTS,
-        "TCP_THIN_LINEAR_TIMEOUTS",
-        Scope::Tcp,
-        INT,
-    ),
-    def(
-        TCP,
-        libc::TCP_USER_TIMEOUT,
-        "TCP_USER_TIMEOUT",
-        Scope::Tcp,
-        INT,
-    ),
+    def(TCP, libc::TCP_CONGESTION, "TCP_CONGESTION", Scope::Tcp, Size::Upto(16)),
+    def(TCP, TCP_THIN_LINEAR_TIMEOUTS, "TCP_THIN_LINEAR_TIMEOUTS", Scope::Tcp, INT),
+    def(TCP, libc::TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT", Scope::Tcp, INT),
     def(TCP, libc::TCP_FASTOPEN, "TCP_FASTOPEN", Scope::Tcp, INT),
-    def(
-        TCP,
-        libc::TCP_FASTOPEN_CONNECT,
-        "TCP_FASTOPEN_CONNECT",
-        Scope::Tcp,
-        INT,
-    ),
-    def(
-        TCP,
-        TCP_FASTOPEN_NO_COOKIE,
-        "TCP_FASTOPEN_NO_COOKIE",
-        Scope::Tcp,
-        INT,
-    ),
-    def(
-        TCP,
-        TCP_FASTOPEN_KEY,
-        "TCP_FASTOPEN_KEY",
-        Scope::Tcp,
-        Size::Upto(32),
-    ),
-    def(
-        TCP,
-        libc::TCP_NOTSENT_LOWAT,
-        "TCP_NOTSENT_LOWAT",
-        Scope::Tcp,
-        INT,
-    ),
+    def(TCP, libc::TCP_FASTOPEN_CONNECT, "TCP_FASTOPEN_CONNECT", Scope::Tcp, INT),
+    def(TCP, TCP_FASTOPEN_NO_COOKIE, "TCP_FASTOPEN_NO_COOKIE", Scope::Tcp, INT),
+    def(TCP, TCP_FASTOPEN_KEY, "TCP_FASTOPEN_KEY", Scope::Tcp, Size::Upto(32)),
+    def(TCP, libc::TCP_NOTSENT_LOWAT, "TCP_NOTSENT_LOWAT", Scope::Tcp, INT),
     def(TCP, libc::TCP_SAVE_SYN, "TCP_SAVE_SYN", Scope::Tcp, INT),
     def(TCP, TCP_INQ, "TCP_INQ", Scope::Tcp, INT),
     def(TCP, TCP_TX_DELAY, "TCP_TX_DELAY", Scope::Tcp, INT),
@@ -818,37 +524,13 @@ pub const OPTIONS: &[OptDef] = &[
     def(UDP, UDP_NO_CHECK6_RX, "UDP_NO_CHECK6_RX", Scope::Udp, INT),
     def(UDP, UDP_SEGMENT, "UDP_SEGMENT", Scope::Udp, INT),
     def(UDP, UDP_GRO, "UDP_GRO", Scope::Udp, INT),
-    def(
-        SOL_UDPLITE,
-        UDPLITE_SEND_CSCOV,
-        "UDPLITE_SEND_CSCOV",
-        Scope::UdpLite,
-        INT,
-    ),
-    def(
-        SOL_UDPLITE,
-        UDPLITE_RECV_CSCOV,
-        "UDPLITE_RECV_CSCOV",
-        Scope::UdpLite,
-        INT,
-    ),
+    def(SOL_UDPLITE, UDPLITE_SEND_CSCOV, "UDPLITE_SEND_CSCOV", Scope::UdpLite, INT),
+    def(SOL_UDPLITE, UDPLITE_RECV_CSCOV, "UDPLITE_RECV_CSCOV", Scope::UdpLite, INT),
     // Once the socket is complete.
     late(def(S, SO_PEEK_OFF, "SO_PEEK_OFF", Scope::Any, INT)),
-    late(special(
-        def(
-            S,
-            libc::SO_ATTACH_FILTER,
-            "SO_ATTACH_FILTER",
-            Scope::Any,
-            Size::Upto(4096 * 8),
-        ),
-        Special::Filter,
-    )),
+    late(special(def(S, libc::SO_ATTACH_FILTER, "SO_ATTACH_FILTER", Scope::Any, Size::Upto(4096 * 8)), Special::Filter)),
     late(def(S, SO_LOCK_FILTER, "SO_LOCK_FILTER", Scope::Any, INT)),
-    late(special(
-        def(S, SO_BUF_LOCK, "SO_BUF_LOCK", Scope::Any, INT),
-        Special::BufLock,
-    )),
+    late(special(def(S, SO_BUF_LOCK, "SO_BUF_LOCK", Scope::Any, INT), Special::BufLock)),
 ];
 
 #[cfg(test)]

@@ -53,6 +53,40 @@ fn address(hex: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// A multicast group joined on an interface: its index and the group address (4 or 16
+/// bytes, network order).
+pub type Group = (u32, Vec<u8>);
+
+/// The groups of `/proc/net/igmp`: an interface line (`1\tlo : ...`) then one line per
+/// group, indented by tabs, the address a `%08X` native word.
+pub fn igmp_groups(text: &str) -> Vec<Group> {
+    let mut out = Vec::new();
+    let mut ifindex = None;
+    for line in text.lines().skip(1) {
+        let first = line.split_whitespace().next().unwrap_or_default();
+        if !line.starts_with('\t') {
+            ifindex = first.parse().ok();
+        } else if let (Some(i), Some(a)) = (ifindex, address(first)) {
+            out.push((i, a));
+        }
+    }
+    out
+}
+
+/// The groups of `/proc/net/igmp6`: index, device, address as 32 hex digits, ...
+pub fn igmp6_groups(text: &str) -> Vec<Group> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let hex = f.get(2)?;
+            let bytes = (0..16)
+                .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+                .collect::<Option<Vec<u8>>>()?;
+            Some((f.first()?.parse().ok()?, bytes))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -81,6 +115,28 @@ mod tests {
         let mut lo = vec![0u8; 16];
         lo[15] = 1;
         assert_eq!(s.remote, (lo, 0));
+    }
+
+    #[test]
+    fn lists_the_groups_of_each_interface() {
+        let igmp = "Idx\tDevice    : Count Querier\tGroup    Users Timer\tReporter
+1\tlo        :     1      V3
+\t\t\t\t010000E0     1 0:00000000\t\t0
+4\teth0      :     2      V3
+\t\t\t\t050000EF     1 0:00000000\t\t0
+\t\t\t\t010000E0     1 0:00000000\t\t0
+";
+        let g = igmp_groups(igmp);
+        assert_eq!(g[0], (1, vec![224, 0, 0, 1]));
+        assert_eq!(g[1], (4, vec![239, 0, 0, 5]));
+        assert_eq!(g.len(), 3);
+        let igmp6 = "1    lo              ff020000000000000000000000000001     1 0000000C 0\n";
+        let g = igmp6_groups(igmp6);
+        let mut all_nodes = vec![0u8; 16];
+        all_nodes[0] = 0xff;
+        all_nodes[1] = 2;
+        all_nodes[15] = 1;
+        assert_eq!(g, vec![(1, all_nodes)]);
     }
 
     #[test]

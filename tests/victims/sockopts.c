@@ -21,8 +21,10 @@
  *   fd 22  TCP/IPv4 with only SO_RCVBUF_LOCK set through SO_BUF_LOCK
  *   fd 23  raw IPv4 (protocol 253) connected to 127.0.0.10 port 0, which getpeername
  *          does not report
- * After go: the same snapshot, byte for byte, option by option; fd 23 still sends
- * without an address.
+ * Multicast memberships on lo: fd 13 joins 239.1.2.3 and 232.1.1.1 from source
+ * 127.0.0.5 only, fd 14 joins ff02::1:3.
+ * After go: the same snapshot, byte for byte, option by option, and the same
+ * memberships (MCAST_MSFILTER of each group); fd 23 still sends without an address.
  */
 #include "victim.h"
 
@@ -420,6 +422,84 @@ static void setup_raw_connected(void)
 	CHECK(send(23, "x", 1, MSG_DONTWAIT) == 1, "send on connected raw socket: %s", strerror(errno));
 }
 
+/* The memberships checked: socket, level, group. */
+static const struct {
+	int fd, level;
+	const char *group;
+} groups[] = {
+	{ 13, SOL_IP, "239.1.2.3" }, { 13, SOL_IP, "232.1.1.1" }, { 14, SOL_IPV6, "ff02::1:3" },
+};
+#define NGROUPS (sizeof(groups) / sizeof(groups[0]))
+static struct value group_snap[NGROUPS];
+
+static void put_addr(struct sockaddr_storage *ss, int level, const char *text)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (level == SOL_IP) {
+		struct sockaddr_in *in = (struct sockaddr_in *)ss;
+
+		in->sin_family = AF_INET;
+		CHECK(inet_pton(AF_INET, text, &in->sin_addr) == 1, "address %s", text);
+	} else {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+
+		in6->sin6_family = AF_INET6;
+		CHECK(inet_pton(AF_INET6, text, &in6->sin6_addr) == 1, "address %s", text);
+	}
+}
+
+static void membership(struct value *v, int i)
+{
+	union {
+		struct group_filter gf;
+		unsigned char bytes[256];
+	} u;
+	socklen_t len = sizeof(u);
+
+	memset(&u, 0, sizeof(u));
+	u.gf.gf_interface = LOOPBACK_IFINDEX;
+	u.gf.gf_numsrc = 0;
+	put_addr(&u.gf.gf_group, groups[i].level, groups[i].group);
+	memset(v, 0, sizeof(*v));
+	u.gf.gf_numsrc = 1;
+	if (getsockopt(groups[i].fd, groups[i].level, MCAST_MSFILTER, &u, &len))
+		v->err = errno;
+	v->len = len;
+	memcpy(v->bytes, u.bytes, sizeof(v->bytes));
+}
+
+static void setup_memberships(void)
+{
+	struct ip_mreqn m = { .imr_ifindex = LOOPBACK_IFINDEX };
+	struct group_source_req gsr = { .gsr_interface = LOOPBACK_IFINDEX };
+	struct ipv6_mreq m6 = { .ipv6mr_interface = LOOPBACK_IFINDEX };
+
+	inet_pton(AF_INET, "239.1.2.3", &m.imr_multiaddr);
+	CHECK_SYS(setsockopt(13, SOL_IP, IP_ADD_MEMBERSHIP, &m, sizeof(m)));
+	put_addr(&gsr.gsr_group, SOL_IP, "232.1.1.1");
+	put_addr(&gsr.gsr_source, SOL_IP, "127.0.0.5");
+	CHECK_SYS(setsockopt(13, SOL_IP, MCAST_JOIN_SOURCE_GROUP, &gsr, sizeof(gsr)));
+	inet_pton(AF_INET6, "ff02::1:3", &m6.ipv6mr_multiaddr);
+	CHECK_SYS(setsockopt(14, SOL_IPV6, IPV6_ADD_MEMBERSHIP, &m6, sizeof(m6)));
+	for (unsigned i = 0; i < NGROUPS; i++) {
+		membership(&group_snap[i], i);
+		CHECK(group_snap[i].err == 0, "membership %s: %s", groups[i].group, strerror(group_snap[i].err));
+	}
+}
+
+static void compare_memberships(void)
+{
+	for (unsigned i = 0; i < NGROUPS; i++) {
+		struct value now;
+
+		membership(&now, i);
+		CHECK(now.err == group_snap[i].err && now.len == group_snap[i].len &&
+		      !memcmp(now.bytes, group_snap[i].bytes, sizeof(now.bytes)),
+		      "membership of fd %d in %s: errno %d, %u bytes after (errno %d, %u bytes before)",
+		      groups[i].fd, groups[i].group, now.err, now.len, group_snap[i].err, group_snap[i].len);
+	}
+}
+
 static void compare(int fd)
 {
 	struct value now[NREAD];
@@ -445,6 +525,7 @@ int main(void)
 	setup_icmp();
 	setup_unix();
 	setup_raw_connected();
+	setup_memberships();
 	for (int fd = FIRST; fd <= LAST; fd++) {
 		present[fd] = fcntl(fd, F_GETFD) >= 0;
 		if (present[fd])
@@ -457,6 +538,7 @@ int main(void)
 		if (present[fd])
 			compare(fd);
 	}
+	compare_memberships();
 	CHECK(send(23, "x", 1, MSG_DONTWAIT) == 1, "fd 23 is no longer connected: %s", strerror(errno));
 	victim_pass();
 }

@@ -61,7 +61,7 @@ impl<'a> SockCtx<'a> {
             unix: None,
             inodes,
             seen: HashSet::new(),
-            defaults: Defaults::default(),
+            defaults: Defaults::new(pid),
             held: Held::new(pid),
             masters: HashMap::new(),
             slaves: HashMap::new(),

@@ -3,14 +3,17 @@
 //! that sockets of its kind have. An option is saved when its value differs from a new
 //! socket's of the same family, type and protocol (a probe socket per kind, created
 //! once per dump); one stasis cannot restore makes the dump fail, naming the option and
-//! its value. The restore side is `restore/files/sockopts.rs`.
+//! its value. Multicast memberships are found by asking the socket about each group
+//! joined in its network namespace. The restore side is `restore/files/sockopts.rs`.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 
-use crate::image::sockopts::{show, SockKind, SockOpt, SockOpts, Special, OPTIONS};
+use crate::image::sockopts::num::{GROUP_FILTER_HEAD, MAX_SOURCES};
+use crate::image::sockopts::{show, OptDef, SockKind, SockOpt, SockOpts, Special, OPTIONS};
+use crate::proc::netsock::{self, Group};
 use crate::sys::socket::getsockopt_bytes;
 
 /// Why an option could not be saved.
@@ -32,13 +35,40 @@ pub enum OptError {
 const MAX_TCP_WINDOW: i32 = 32767;
 
 /// The value of every option of [`OPTIONS`] on a new socket, by kind (`None`: the kernel
-/// does not offer it there).
-#[derive(Default)]
+/// does not offer it there); and the multicast groups joined in the dumped process's
+/// network namespace, read once.
 pub struct Defaults {
+    pid: i32,
     by_kind: HashMap<SockKind, Vec<Option<Vec<u8>>>>,
+    groups: Option<Vec<(i32, Group)>>,
 }
 
 impl Defaults {
+    /// For the sockets of process `pid`.
+    pub fn new(pid: i32) -> Self {
+        Defaults {
+            pid,
+            by_kind: HashMap::new(),
+            groups: None,
+        }
+    }
+
+    /// Every group joined on an interface, with the level of its options (`SOL_IP` for
+    /// IPv4 groups, `SOL_IPV6` for IPv6 ones). A kernel without multicast has none.
+    fn groups(&mut self) -> &[(i32, Group)] {
+        let pid = self.pid;
+        self.groups.get_or_insert_with(|| {
+            let read = |t: &str| std::fs::read_to_string(format!("/proc/{pid}/net/{t}"));
+            let v4 = netsock::igmp_groups(&read("igmp").unwrap_or_default());
+            let v6 = netsock::igmp6_groups(&read("igmp6").unwrap_or_default());
+            let tag = |level: i32| move |g: Group| (level, g);
+            v4.into_iter()
+                .map(tag(libc::SOL_IP))
+                .chain(v6.into_iter().map(tag(libc::SOL_IPV6)))
+                .collect()
+        })
+    }
+
     fn get(&mut self, kind: SockKind) -> Result<&[Option<Vec<u8>>], OptError> {
         use std::collections::hash_map::Entry;
         match self.by_kind.entry(kind) {
@@ -85,11 +115,15 @@ pub fn read(
     connected: bool,
     defaults: &mut Defaults,
 ) -> Result<SockOpts, OptError> {
-    let fresh = defaults.get(kind)?;
+    let fresh = defaults.get(kind)?.to_vec();
     let mut opts = Vec::new();
-    for (d, fresh) in OPTIONS.iter().zip(fresh) {
+    for (d, fresh) in OPTIONS.iter().zip(&fresh) {
         let unconnected_only = matches!(d.special, Special::Unconnected | Special::UserMss);
         if !d.scope.covers(kind) || (connected && unconnected_only) {
+            continue;
+        }
+        if d.special == Special::Membership {
+            opts.extend(memberships(sock, d, defaults.groups())?);
             continue;
         }
         let value =
@@ -120,6 +154,56 @@ pub fn read(
         opts.push(opt);
     }
     Ok(SockOpts { opts })
+}
+
+/// The memberships of `sock` in the groups of option `d`'s level: `MCAST_MSFILTER` of
+/// each group (`EADDRNOTAVAIL`: not a member).
+fn memberships(
+    sock: BorrowedFd<'_>,
+    d: &OptDef,
+    groups: &[(i32, Group)],
+) -> Result<Vec<SockOpt>, OptError> {
+    let mut out = Vec::new();
+    for (_, (ifindex, group)) in groups.iter().filter(|g| g.0 == d.level) {
+        let mut buf = group_filter(*ifindex, group);
+        let len = match getsockopt_bytes(sock, d.level, d.name, &mut buf) {
+            Err(Errno::EADDRNOTAVAIL | Errno::EINVAL | Errno::ENOPROTOOPT) => continue,
+            r => r.map_err(|source| OptError::Read {
+                label: d.label,
+                source,
+            })?,
+        };
+        let sources = u32::from_ne_bytes([buf[140], buf[141], buf[142], buf[143]]) as usize;
+        if sources > MAX_SOURCES {
+            return Err(OptError::Refused {
+                label: d.label,
+                value: format!("{} sources", sources),
+                what: "a multicast membership filtering more sources than stasis saves (64)",
+            });
+        }
+        buf.truncate(len);
+        out.push(SockOpt {
+            level: d.level,
+            name: d.name,
+            value: buf,
+        });
+    }
+    Ok(out)
+}
+
+/// A `struct group_filter` asking for the sources of `group` on interface `ifindex`.
+fn group_filter(ifindex: u32, group: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; GROUP_FILTER_HEAD + 128 * MAX_SOURCES];
+    buf[..4].copy_from_slice(&ifindex.to_ne_bytes());
+    if group.len() == 4 {
+        buf[8..10].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        buf[12..16].copy_from_slice(group);
+    } else {
+        buf[8..10].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+        buf[16..32].copy_from_slice(group);
+    }
+    buf[140..144].copy_from_slice(&(MAX_SOURCES as u32).to_ne_bytes());
+    buf
 }
 
 /// One option's bytes; `None` when the kernel has no such option on this socket.
@@ -178,7 +262,7 @@ mod tests {
     #[test]
     fn a_new_socket_saves_nothing_and_a_changed_one_its_changes() {
         let k = kind(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_TCP);
-        let mut defaults = Defaults::default();
+        let mut defaults = Defaults::new(std::process::id() as i32);
         let s = probe_socket(k).unwrap();
         assert_eq!(
             read(s.as_fd(), k, false, &mut defaults).unwrap(),

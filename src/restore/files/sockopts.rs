@@ -2,7 +2,8 @@
 //! stage: [`early`] right after the socket is created (before `bind`: `IP_FREEBIND`,
 //! `SO_BINDTODEVICE`, `IPV6_V6ONLY`...; before a connection's queues are refilled: the
 //! buffer sizes), [`late`] once it is complete (the socket filter, which would filter
-//! refilled data again, and the buffer locks). The dump side is `dump/files/sockopts.rs`.
+//! refilled data again, and the buffer locks). A multicast membership is joined again,
+//! with its source filter. The dump side is `dump/files/sockopts.rs`.
 //!
 //! Buffer sizes are set with `SO_RCVBUFFORCE` / `SO_SNDBUFFORCE` (the saved size is
 //! what `getsockopt` reported, twice what is set), which locks them: `late` then sets
@@ -10,6 +11,7 @@
 //! unlocked and keeps being tuned, and one the owner set stays pinned.
 
 use super::prep;
+use crate::image::sockopts::num::{GROUP_FILTER_HEAD, GROUP_REQ_LEN, MCAST_JOIN_GROUP};
 use crate::image::sockopts::{lookup, show, OptDef, SockOpt, SockOpts, Special, Stage};
 use crate::restore::child::Child;
 use crate::restore::RestoreError;
@@ -86,8 +88,26 @@ fn set_as(child: &Child, fd: u64, def: &OptDef, o: &SockOpt) -> Result<(), Resto
             prep::set_int(child, fd, libc::SOL_SOCKET, force, v)
         }
         Special::Filter => attach_filter(child, fd, &o.value),
+        Special::Membership => join(child, fd, o),
         _ => prep::set_bytes(child, fd, o.level, o.name, &o.value),
     }
+}
+
+/// A multicast membership: `MCAST_JOIN_GROUP` (a `struct group_req`: the interface and
+/// group that start the saved `struct group_filter`), then the source filter unless it
+/// is a plain join's (exclude mode, no source).
+fn join(child: &Child, fd: u64, o: &SockOpt) -> Result<(), RestoreError> {
+    let Some(req) = o.value.get(..GROUP_REQ_LEN) else {
+        return Err(RestoreError::Unsupported {
+            what: format!("a multicast membership of {} bytes", o.value.len()),
+        });
+    };
+    prep::set_bytes(child, fd, o.level, MCAST_JOIN_GROUP, req)?;
+    let plain = o.value.get(GROUP_REQ_LEN..GROUP_FILTER_HEAD) == Some(&[0u8; 8][..]);
+    if !plain {
+        prep::set_bytes(child, fd, o.level, o.name, &o.value)?;
+    }
+    Ok(())
 }
 
 /// `SO_ATTACH_FILTER` with a `struct sock_fprog` (u16 count, padding, pointer) pointing
