@@ -187,7 +187,7 @@ fn corked(s: BorrowedFd<'_>) -> Result<(), String> {
     let outq = ioctl_get_int(s, SIOCOUTQ).map_err(|e| format!("ioctl(SIOCOUTQ): {e}"))?;
     if outq > 0 {
         return Err(format!(
-            "a datagram socket holds {outq} bytes corked (UDP_CORK) and not yet sent, which stasis cannot checkpoint"
+            "a datagram socket holds corked data not yet sent (UDP_CORK; {outq} bytes of its send buffer), which stasis cannot checkpoint"
         ));
     }
     Ok(())

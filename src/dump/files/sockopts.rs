@@ -126,14 +126,7 @@ pub fn read(
             opts.extend(memberships(sock, d, defaults.groups())?);
             continue;
         }
-        let value =
-            read_one(sock, d.level, d.name, d.size.buffer(), d.special).map_err(|source| {
-                OptError::Read {
-                    label: d.label,
-                    source,
-                }
-            })?;
-        let Some(value) = value.filter(|v| Some(v) != fresh.as_ref()) else {
+        let Some(value) = read_def(sock, d)?.filter(|v| Some(v) != fresh.as_ref()) else {
             continue;
         };
         let opt = SockOpt {
@@ -154,6 +147,21 @@ pub fn read(
         opts.push(opt);
     }
     Ok(SockOpts { opts })
+}
+
+/// Option `d` of `sock`, errors named: an eBPF filter is refused.
+fn read_def(sock: BorrowedFd<'_>, d: &OptDef) -> Result<Option<Vec<u8>>, OptError> {
+    match read_one(sock, d.level, d.name, d.size.buffer(), d.special) {
+        Err(Errno::EACCES) if d.special == Special::Filter => Err(OptError::Refused {
+            label: d.label,
+            value: "an eBPF program".into(),
+            what: "a socket filter attached with SO_ATTACH_BPF, which has no classic form to save",
+        }),
+        r => r.map_err(|source| OptError::Read {
+            label: d.label,
+            source,
+        }),
+    }
 }
 
 /// The memberships of `sock` in the groups of option `d`'s level: `MCAST_MSFILTER` of
