@@ -522,17 +522,20 @@ fn unix_line(u: &UnixSocket) -> String {
     };
     let bytes: usize = u.queue.iter().map(|m| m.data.len()).sum();
     format!(
-        "unix {ty} socket:[{}]{name}{state}, {} queued ({bytes} bytes)",
+        "unix {ty} socket:[{}]{name}{state}, {} queued ({bytes} bytes){}",
         u.ino,
-        u.queue.len()
+        u.queue.len(),
+        opts_text(&u.opts)
     )
 }
 
 fn inet_line(s: &InetSocket) -> String {
-    let proto = if s.protocol == libc::IPPROTO_TCP {
-        "tcp"
-    } else {
-        "udp"
+    let proto = match (s.sock_type, s.protocol) {
+        (libc::SOCK_RAW, _) => "raw",
+        (_, libc::IPPROTO_TCP) => "tcp",
+        (_, libc::IPPROTO_UDP) => "udp",
+        (_, libc::IPPROTO_UDPLITE) => "udplite",
+        _ => "ping",
     };
     let v = if s.family == libc::AF_INET6 { "6" } else { "" };
     let addr = |a: &Option<SockAddr>| a.as_ref().map_or("*".into(), crate::dump::files::addr_text);
@@ -548,10 +551,28 @@ fn inet_line(s: &InetSocket) -> String {
         InetState::Closed => " closed".into(),
     };
     format!(
-        "{proto}{v} {} -> {}{state}",
+        "{proto}{v} {} -> {}{state}{}",
         addr(&s.local),
-        addr(&s.remote)
+        addr(&s.remote),
+        opts_text(&s.opts)
     )
+}
+
+/// `; SO_PRIORITY=5 TCP_NODELAY=1 ...`: the options saved (those not a new socket's).
+fn opts_text(opts: &crate::image::sock::SockOpts) -> String {
+    use crate::image::sockopts::{lookup, show};
+    let list: Vec<String> = opts
+        .opts
+        .iter()
+        .map(|o| {
+            let label = lookup(o.level, o.name).map_or("?", |d| d.label);
+            format!("{label}={}", show(&o.value))
+        })
+        .collect();
+    if list.is_empty() {
+        return String::new();
+    }
+    format!("; {}", list.join(" "))
 }
 
 fn timers(t: &Timers, out: &mut impl Write) -> std::io::Result<()> {

@@ -53,7 +53,8 @@ fn assert_no_image(dir: &Path) {
     );
 }
 
-/// A victim holding at fd 10 a kind of file stasis refuses (`unsupported KIND`).
+/// A victim holding at fd 10 a kind of file stasis refuses (`unsupported KIND`); the
+/// message says `fd 10 of pid PID{what}`.
 fn refused_kind(test: &str, kind: &str, what: &str) {
     let _serial = common::serial();
     require_privileged!(test);
@@ -67,7 +68,7 @@ fn refused_kind(test: &str, kind: &str, what: &str) {
     }
     let out = common::dump(victim.pid, &tmp.join("img"), &[]);
     let msg = out.assert_failed(&format!("dump of a task holding {what}"));
-    let want = format!("fd 10 of pid {} is {what}", victim.pid);
+    let want = format!("fd 10 of pid {}{what}", victim.pid);
     assert!(msg.contains(&want), "message does not say {want:?}: {msg}");
     assert_no_image(tmp.path());
     assert_survived(victim);
@@ -75,12 +76,38 @@ fn refused_kind(test: &str, kind: &str, what: &str) {
 
 #[test]
 fn dump_refuses_io_uring() {
-    refused_kind("dump_refuses_io_uring", "io_uring", "an io_uring instance");
+    refused_kind(
+        "dump_refuses_io_uring",
+        "io_uring",
+        " is an io_uring instance",
+    );
 }
 
 #[test]
 fn dump_refuses_userfaultfd() {
-    refused_kind("dump_refuses_userfaultfd", "userfaultfd", "a userfaultfd");
+    refused_kind(
+        "dump_refuses_userfaultfd",
+        "userfaultfd",
+        " is a userfaultfd",
+    );
+}
+
+#[test]
+fn dump_refuses_ebpf_socket_filter() {
+    refused_kind(
+        "dump_refuses_ebpf_socket_filter",
+        "ebpf_filter",
+        ": SO_ATTACH_FILTER is an eBPF program",
+    );
+}
+
+#[test]
+fn dump_refuses_corked_udp_data() {
+    refused_kind(
+        "dump_refuses_corked_udp_data",
+        "corked_udp",
+        ": a datagram socket holds corked data not yet sent",
+    );
 }
 
 /// A memfd open and mapped only in part is refused (only the mapped part is saved),

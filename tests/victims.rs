@@ -285,6 +285,7 @@ victim_tests! {
     unix_inflight: "unix_sockets" ["inflight"];
     inflight: "inflight";
     inet_sockets: "inet_sockets";
+    sockopts: "sockopts";
     tcp_established: "inet_sockets" ["established"];
     tcp_close: "inet_sockets" ["close"];
     pty: "pty";

@@ -41,6 +41,9 @@ use super::error::ImageError;
 /// It also adds `tty.img` (terminals the tree created and the sessions' controlling
 /// terminals; an older image has none) and the `ControllingTty` fd kind; its `PtySlave`
 /// may name a master held by another process of the tree, or none (hung up).
+/// It also saves every readable socket option (`image::sockopts`: the sockets'
+/// `SockOpts` is a list of options) and the type of inet sockets (`sock_type`; ping,
+/// UDP-Lite and raw sockets); older files records are converted (`files_v8`).
 pub const FORMAT_VERSION: u32 = 9;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).

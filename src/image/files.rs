@@ -128,48 +128,6 @@ impl EpollFd {
     }
 }
 
-/// A files record of formats 7 and 8 (no `owners`, no `unlinked_sockets`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FilesImageV8 {
-    pub fds: Vec<FdEntry>,
-    pub locks: Vec<FileLock>,
-    pub spares: Vec<i32>,
-    pub in_flight: Vec<InFlight>,
-    pub epoll_moved: Vec<EpollMoved>,
-    pub hashes: Vec<ContentHash>,
-}
-
-impl From<FilesImageV8> for FilesImage {
-    fn from(old: FilesImageV8) -> Self {
-        FilesImage {
-            fds: old.fds,
-            locks: old.locks,
-            spares: old.spares,
-            in_flight: old.in_flight,
-            epoll_moved: old.epoll_moved,
-            hashes: old.hashes,
-            ..FilesImage::default()
-        }
-    }
-}
-
-/// A files record of format 6 and older (no `spares`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FilesImageV6 {
-    pub fds: Vec<FdEntry>,
-    pub locks: Vec<FileLock>,
-}
-
-impl From<FilesImageV6> for FilesImage {
-    fn from(old: FilesImageV6) -> Self {
-        FilesImage {
-            fds: old.fds,
-            locks: old.locks,
-            ..FilesImage::default()
-        }
-    }
-}
-
 /// One open file descriptor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FdEntry {

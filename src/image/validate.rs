@@ -735,10 +735,26 @@ fn auxv(words: &[u64], path: &Path) -> Check {
 /// `PipePeer` naming it back).
 pub fn files(files: &FilesImage, path: &Path) -> Check {
     references(files, path)?;
+    socket_options(files, path)?;
     side_tables(files, path)?;
     order(files, path)?;
     spares(files, path)?;
     in_flight(files, path)
+}
+
+/// Every saved socket option is one stasis knows, listed once, sized as it should be.
+fn socket_options(files: &FilesImage, path: &Path) -> Check {
+    for e in &files.fds {
+        let opts = match &e.kind {
+            FdKind::Unix(u) => &u.opts,
+            FdKind::Inet(s) => &s.opts,
+            _ => continue,
+        };
+        if let Err(why) = opts.check() {
+            return fail(path, format!("fd {}: {why}", e.fd));
+        }
+    }
+    Ok(())
 }
 
 /// Every moved epoll registration belongs to a registration of an epoll entry, listed

@@ -36,6 +36,13 @@ pub enum RestoreError {
         #[source]
         source: Box<RestoreError>,
     },
+    #[error("set socket option {option} to {value}")]
+    SockOpt {
+        option: &'static str,
+        value: String,
+        #[source]
+        source: Box<RestoreError>,
+    },
     #[error("stage {stage} of pid {pid}")]
     Stage {
         stage: &'static str,

@@ -76,6 +76,15 @@ pub fn getsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32) -> nix::Result<
     Ok(i32::from_ne_bytes(buf))
 }
 
+/// `socket(family, ty, protocol)` — a new socket (`ty` may carry `SOCK_CLOEXEC`).
+/// See [socket(2)](https://man7.org/linux/man-pages/man2/socket.2.html).
+pub fn socket(family: i32, ty: i32, protocol: i32) -> nix::Result<OwnedFd> {
+    // SAFETY: socket takes no pointers; on success it returns a new fd nothing else owns.
+    let fd = Errno::result(unsafe { libc::socket(family, ty, protocol) })?;
+    // SAFETY: `fd` was just returned by the kernel and is owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// `setsockopt(fd, level, name, bytes, len)`.
 /// See [setsockopt(2)](https://man7.org/linux/man-pages/man2/setsockopt.2.html).
 pub fn setsockopt_bytes(

@@ -73,6 +73,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("inflight", &[]),
     ("fanotify", &[]),
     ("inet_sockets", &[]),
+    ("sockopts", &[]),
     ("pty", &[]),
     ("ctty", &[]),
     ("pty_hangup", &[]),

@@ -39,6 +39,7 @@ pub mod pipe;
 pub mod pty;
 pub mod signalfd;
 mod sock;
+mod sockopts;
 pub mod split;
 pub mod timerfd;
 mod unix;

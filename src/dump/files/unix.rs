@@ -15,7 +15,7 @@ use std::os::unix::fs::MetadataExt;
 use super::sock::SockCtx;
 use crate::dump::DumpError;
 use crate::image::files::FdKind;
-use crate::image::sock::{UnixMessage, UnixPeer, UnixSocket};
+use crate::image::sock::{SockKind, UnixMessage, UnixPeer, UnixSocket};
 use crate::sys::sock_diag::{UnixDiag, TCP_LISTEN};
 use crate::sys::socket::{getsockopt_int, recv_peek, setsockopt_int, Peeked, SO_PEEK_OFF};
 
@@ -41,7 +41,12 @@ pub fn unix_kind(ctx: &mut SockCtx<'_>, fd: i32, ino: u64) -> Result<FdKind, Dum
         check_pending(ctx, fd, &d)?;
     }
     let sock = ctx.steal(fd)?;
-    let opts = ctx.common_opts(sock.as_fd(), libc::AF_UNIX, i32::from(d.sock_type))?;
+    let kind = SockKind {
+        family: libc::AF_UNIX,
+        ty: i32::from(d.sock_type),
+        protocol: 0,
+    };
+    let opts = ctx.options(fd, sock.as_fd(), kind, false)?;
     let queue = ctx.queues.remove(&ino).unwrap_or_default();
     check_queue(ctx, fd, &d, &peer, &queue)?;
     Ok(FdKind::Unix(Box::new(UnixSocket {

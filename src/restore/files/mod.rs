@@ -46,6 +46,7 @@ mod pipe;
 mod prep;
 pub mod pty;
 mod signalfd;
+mod sockopts;
 mod timerfd;
 mod unix;
 mod unix_unlinked;

@@ -18,7 +18,8 @@
 //!    receiver, by a temporary socket), with its credentials and the files in flight on
 //!    it (`SCM_RIGHTS`, naming their entries), the sender's buffer raised meanwhile;
 //! 6. shutdown states, spare ends closed;
-//! 7. options: buffer sizes, `SO_PASSCRED`, `SO_PEEK_OFF`, file status flags;
+//! 7. options (`sockopts.rs`, every stage: a filter would filter the refilled queue),
+//!    file status flags;
 //! 8. the entries of files in flight closed (their messages hold them now).
 //!
 //! A stream message with files is sent as one `sendmsg`: a peek glues the bytes queued
@@ -31,6 +32,7 @@
 use std::collections::HashMap;
 
 use super::prep::{self, Prepared};
+use super::sockopts;
 use super::unix_unlinked;
 use crate::image::files::{FdEntry, FdKind, FilesImage, InFlight};
 use crate::image::sock::{UnixPeer, UnixSocket};
@@ -309,7 +311,8 @@ fn fill(
         64 << 20,
     )?;
     for (i, m) in u.queue.iter().enumerate() {
-        let creds = if u.opts.passcred { m.creds } else { None };
+        let passcred = u.opts.flag(libc::SOL_SOCKET, libc::SO_PASSCRED);
+        let creds = if passcred { m.creds } else { None };
         let dest = to.as_ref().map(|(sa, len)| &sa[..*len as usize]);
         let fds = in_flight
             .iter()
@@ -350,37 +353,20 @@ fn shut(
 }
 
 fn options(child: &Child, fd: u64, e: &FdEntry, u: &UnixSocket) -> Result<(), RestoreError> {
-    let o = &u.opts;
-    if let Some(v) = o.rcvbuf {
+    // The sender's buffer was raised to refill its peer: put a new socket's size back
+    // unless `sockopts` sets the saved one.
+    if u.opts.int(libc::SOL_SOCKET, libc::SO_SNDBUF).is_none() {
+        let snd = wmem_default() / 2;
         prep::set_int(
             child,
             fd,
             libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (v / 2) as i32,
+            libc::SO_SNDBUFFORCE,
+            snd as i32,
         )?;
     }
-    // The sender's buffer was raised to refill its peer: always put a size back.
-    let snd = o.sndbuf.unwrap_or_else(wmem_default) / 2;
-    prep::set_int(
-        child,
-        fd,
-        libc::SOL_SOCKET,
-        libc::SO_SNDBUFFORCE,
-        snd as i32,
-    )?;
-    if o.passcred {
-        prep::set_int(child, fd, libc::SOL_SOCKET, libc::SO_PASSCRED, 1)?;
-    }
-    if o.peek_off >= 0 {
-        prep::set_int(
-            child,
-            fd,
-            libc::SOL_SOCKET,
-            crate::sys::socket::SO_PEEK_OFF,
-            o.peek_off,
-        )?;
-    }
+    sockopts::early(child, fd, &u.opts)?;
+    sockopts::late(child, fd, &u.opts, true)?;
     prep::set_fl(child, fd, e.flags)
 }
 
