@@ -522,6 +522,7 @@ fn vma_line(v: &Vma) -> String {
             let what = if *memfd { "memfd:" } else { "deleted " };
             format!("{what}{name} ({size} bytes) @{offset:#x}")
         }
+        VmaKind::SysvShm { id, offset, .. } => format!("SysV shm id {id} @{offset:#x}"),
     };
     format!(
         "{:#014x}-{:#014x} {perms} {what}{}",
@@ -682,6 +683,7 @@ mod tests {
                 mm,
                 files: sample::files(),
             }],
+            sysv: Default::default(),
         }
     }
 

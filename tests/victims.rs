@@ -282,6 +282,8 @@ victim_tests! {
     tcp_close: "inet_sockets" ["close"];
     pty: "pty";
     split: "split";
+    sysv: "sysv";
+    sysv_host: "sysv" ["host"];
 }
 
 /// The total PSS (KiB) of `pid` and its descendants, from `smaps_rollup`.

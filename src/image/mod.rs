@@ -21,6 +21,7 @@ pub mod mm;
 pub mod pages;
 pub mod seccomp;
 pub mod sock;
+pub mod sysv;
 pub mod task;
 pub mod tree;
 pub mod validate;

@@ -917,7 +917,6 @@ fn order(files: &FilesImage, path: &Path) -> Check {
     Ok(())
 }
 
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -19,6 +19,7 @@ pub mod limits;
 pub mod maps;
 pub mod stat;
 pub mod status;
+pub mod sysvipc;
 pub mod timers;
 
 pub use fdinfo::FdInfo;

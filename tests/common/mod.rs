@@ -76,6 +76,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("epoll_moved", &[]),
     ("inotify", &[]),
     ("memfd", &[]),
+    ("sysv", &[]),
     ("ghost", &[]),
     ("locks", &[]),
     ("unsupported", &[]),
