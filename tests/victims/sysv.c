@@ -19,6 +19,9 @@
  * attached segments are saved; B (removed at the dump: it dies with the tree) must be
  * recreated with its id, A reused with its contents; semaphores and queues are not made.
  *
+ * The parent also keeps /proc/self/maps open at fd 20 (as CRIU's shm tests do): after the
+ * restore it must read this process's maps, with the segments in them.
+ *
  * On go (the parent passes it on to the child): every object found again by key with its saved id; modes, owners, creators,
  * sizes, attach counts; contents; A's split protections and B's read-only attachment;
  * the child writes into A and the parent sees it.
@@ -242,6 +245,8 @@ int main(int argc, char **argv)
 		make_unattached();
 	pid_t pid = fork();
 	CHECK_SYS(pid);
+	if (pid > 0)
+		victim_place(open("/proc/self/maps", O_RDONLY), 20);
 	if (pid == 0) {
 		victim_wait_go();
 		check_all("child");
@@ -263,6 +268,13 @@ int main(int argc, char **argv)
 	check_all("parent");
 	if (!host)
 		check_unattached();
+	static char maps[1 << 16];
+	ssize_t n = pread(20, maps, sizeof(maps) - 1, 0);
+	CHECK(n > 0, "read /proc/self/maps at fd 20: %s", strerror(errno));
+	maps[n] = 0;
+	char at[32];
+	snprintf(at, sizeof(at), "%lx-", (unsigned long)a);
+	CHECK(strstr(maps, at) && strstr(maps, "/SYSV"), "fd 20 does not read our maps:\n%s", maps);
 	CHECK_SYS(shmdt(a));
 	CHECK_SYS(shmctl(ida, IPC_RMID, NULL));
 	victim_pass();
