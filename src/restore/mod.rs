@@ -171,6 +171,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     {
         let _s = crate::profile::span("verify");
         verify::host_accepts(&image, opts.skip_file_check)?;
+        sysv::verify(&image.sysv)?;
     }
     let shell_job = opts.shell_job || image.inventory.shell_job;
     let _orphans = Subreaper::become_one();

@@ -129,31 +129,77 @@ fn unsupported(what: String) -> RestoreError {
     RestoreError::Unsupported { what }
 }
 
+/// The objects of the namespace that the saved ones would land on.
+struct Existing {
+    shm: Vec<sysvipc::Shm>,
+    sem: Vec<sysvipc::Sem>,
+    msg: Vec<sysvipc::Msg>,
+}
+
+impl Existing {
+    /// Read in the calling thread's namespace.
+    fn read() -> Result<Existing, RestoreError> {
+        Ok(Existing {
+            shm: sysvipc::read("shm", sysvipc::parse_shm).map_err(io_err)?,
+            sem: sysvipc::read("sem", sysvipc::parse_sem).map_err(io_err)?,
+            msg: sysvipc::read("msg", sysvipc::parse_msg).map_err(io_err)?,
+        })
+    }
+
+    /// None: the id is free; else whether its holder is the saved segment.
+    fn segment(&self, s: &ShmSegment) -> Option<bool> {
+        let found = self.shm.iter().find(|e| e.perm.id == s.perm.id);
+        found.map(|e| same_object(&e.perm, &s.perm) && e.size == s.size)
+    }
+
+    fn semaphores(&self, s: &SemSet) -> Option<bool> {
+        let found = self.sem.iter().find(|e| e.perm.id == s.perm.id);
+        found.map(|e| same_object(&e.perm, &s.perm) && e.nsems == s.values.len() as u64)
+    }
+
+    fn queue(&self, q: &MsgQueue) -> Option<bool> {
+        let found = self.msg.iter().find(|e| e.perm.id == q.perm.id);
+        found.map(|e| same_object(&e.perm, &q.perm))
+    }
+}
+
+/// Refuses, before any process exists, an image whose objects would land on other
+/// objects holding their ids in the restorer's namespace (a new namespace has none).
+pub fn verify(sysv: &SysvImage) -> Result<(), RestoreError> {
+    if sysv.ns == IpcNs::Own || sysv.is_empty() {
+        return Ok(());
+    }
+    let e = Existing::read()?;
+    if let Some(s) = sysv.shm.iter().find(|s| e.segment(s) == Some(false)) {
+        return Err(taken("shared memory segment", &s.perm, "m"));
+    }
+    if let Some(s) = sysv.sem.iter().find(|s| e.semaphores(s) == Some(false)) {
+        return Err(taken("semaphore set", &s.perm, "s"));
+    }
+    if let Some(q) = sysv.msg.iter().find(|q| e.queue(q) == Some(false)) {
+        return Err(taken("message queue", &q.perm, "q"));
+    }
+    Ok(())
+}
+
 fn make_all(sysv: &SysvImage, pages: &Path, made: &mut Made) -> Result<(), RestoreError> {
     for (name, value) in &sysv.sysctls {
         write_sysctl(name, value)?;
     }
-    let existing = sysvipc::read("shm", sysvipc::parse_shm).map_err(io_err)?;
+    let existing = Existing::read()?;
     let file = (!sysv.shm.is_empty())
         .then(|| File::open(pages).map_err(|source| read_err(pages, source)))
         .transpose()?;
     let mut first_page = 0;
     for s in &sysv.shm {
-        let found = existing.iter().find(|e| e.perm.id == s.perm.id);
-        let same = found.map(|e| same_object(&e.perm, &s.perm) && e.size == s.size);
-        segment(s, same, file.as_ref(), first_page, made)?;
+        segment(s, existing.segment(s), file.as_ref(), first_page, made)?;
         first_page += s.pages();
     }
-    let existing = sysvipc::read("sem", sysvipc::parse_sem).map_err(io_err)?;
     for s in &sysv.sem {
-        let found = existing.iter().find(|e| e.perm.id == s.perm.id);
-        let same = found.map(|e| same_object(&e.perm, &s.perm) && e.nsems == s.values.len() as u64);
-        semaphores(s, same, made)?;
+        semaphores(s, existing.semaphores(s), made)?;
     }
-    let existing = sysvipc::read("msg", sysvipc::parse_msg).map_err(io_err)?;
     for q in &sysv.msg {
-        let found = existing.iter().find(|e| e.perm.id == q.perm.id);
-        queue(q, found.map(|e| same_object(&e.perm, &q.perm)), made)?;
+        queue(q, existing.queue(q), made)?;
     }
     Ok(())
 }
