@@ -117,7 +117,7 @@ fn attachments(pid: i32, vmas: &[Vma]) -> Result<Vec<(i32, u64)>, DumpError> {
             prev = None;
             continue;
         };
-        let follows = matches!(prev, Some((p, pid_, off)) if pid_ == id && p.end == v.start && off + p.len() == offset);
+        let follows = matches!(prev, Some((p, prev_id, off)) if prev_id == id && p.end == v.start && off + p.len() == offset);
         if offset != 0 && !follows {
             return Err(DumpError::unsupported(format!(
                 "mapping {:#x}-{:#x} of pid {pid} is part of System V segment {id} (offset {offset:#x}) whose start is not attached before it; stasis restores whole attachments only",

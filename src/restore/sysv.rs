@@ -241,9 +241,10 @@ fn create_with_id(
         ipc::set_thread_euid_egid(uid, gid)
             .map_err(|e| unsupported(format!("switch to creator uid {uid} gid {gid}: {e}")))
     };
+    let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
     as_creator(p.cuid, p.cgid)?;
     let got = get();
-    as_creator(0, 0)?;
+    as_creator(uid.as_raw(), gid.as_raw())?;
     let got = got.map_err(|e| match e.source {
         nix::errno::Errno::EEXIST => unsupported(format!(
             "System V {kind} key {:#x} (id {}) is taken here by another object",
