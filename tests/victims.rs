@@ -284,6 +284,7 @@ victim_tests! {
     split: "split";
     sysv: "sysv";
     sysv_host: "sysv" ["host"];
+    sysv_hugetlb: "sysv" ["hugetlb"];
 }
 
 /// The total PSS (KiB) of `pid` and its descendants, from `smaps_rollup`.

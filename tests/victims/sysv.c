@@ -15,6 +15,9 @@
  *   semaphores: key KEY_S, values {1, 5, 300}, mode 0600;
  *   queue:     key KEY_Q, mode 0620, qbytes 1000, messages (1,"hello") (7,"world!!") (2,"").
  *
+ * With "hugetlb", also segment H: SHM_HUGETLB, one huge page, attached, bytes written at
+ * both ends (skipped with the reason where no huge page can be had).
+ *
  * With "host", the victim stays in the restorer's namespace (the host's): only the
  * attached segments are saved; B (removed at the dump: it dies with the tree) must be
  * recreated with its id, A reused with its contents; semaphores and queues are not made.
@@ -44,8 +47,9 @@
 #define KEY_Q 0x53590a05
 #define A_SIZE (3 * PAGE + 100)
 
-static int host, ida, idb, idc, ids, idq;
-static char *a, *b;
+static int host, hugetlb, ida, idb, idc, ids, idq, idh = -1;
+static char *a, *b, *h;
+#define H_SIZE (2 << 20)
 
 struct msg {
 	long mtype;
@@ -218,6 +222,44 @@ static void check_unattached(void)
 	}
 }
 
+static void make_hugetlb(void)
+{
+	idh = shmget(IPC_PRIVATE, H_SIZE, IPC_CREAT | SHM_HUGETLB | 0600);
+	if (idh < 0)
+		victim_skip("no huge page for a SHM_HUGETLB segment (vm.nr_hugepages)");
+	h = shmat(idh, NULL, 0);
+	CHECK(h != (void *)-1, "shmat H: %s", strerror(errno));
+	memcpy(h, "huge start", 10);
+	memcpy(h + H_SIZE - 8, "huge end", 8);
+}
+
+static void check_hugetlb(const char *who)
+{
+	struct shmid_ds ds;
+
+	if (idh < 0)
+		return;
+	CHECK(memcmp(h, "huge start", 10) == 0 && memcmp(h + H_SIZE - 8, "huge end", 8) == 0 &&
+	      h[4096] == 0, "%s: H contents", who);
+	CHECK_SYS(shmctl(idh, IPC_STAT, &ds));
+	CHECK(ds.shm_segsz == H_SIZE, "%s: H size %zu", who, ds.shm_segsz);
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[512], want[32];
+	int found = 0;
+	snprintf(want, sizeof(want), "%lx-", (unsigned long)h);
+	while (f && fgets(line, sizeof(line), f)) {
+		if (strncmp(line, want, strlen(want)) == 0)
+			found = 1;
+		else if (found && strncmp(line, "KernelPageSize:", 15) == 0) {
+			CHECK(strstr(line, " 2048 kB"), "%s: H is not on huge pages: %s", who, line);
+			break;
+		}
+	}
+	if (f)
+		fclose(f);
+	CHECK(found, "%s: H is not mapped", who);
+}
+
 static void check_all(const char *who)
 {
 	int key = host ? (KEY_A ^ getppid()) : KEY_A;
@@ -231,16 +273,20 @@ static void check_all(const char *who)
 	check_prot(who, a + PAGE, "r--s");
 	check_prot(who, a + 2 * PAGE, "rw-s");
 	check_prot(who, b, "r--s");
+	check_hugetlb(who);
 }
 
 int main(int argc, char **argv)
 {
 	host = argc > 1 && strcmp(argv[1], "host") == 0;
+	hugetlb = argc > 1 && strcmp(argv[1], "hugetlb") == 0;
 	victim_install_go();
 	if (!host && unshare(CLONE_NEWIPC) != 0)
 		victim_skip("unshare(CLONE_NEWIPC) needs CAP_SYS_ADMIN");
 	burn_ids();
 	make_segments();
+	if (hugetlb)
+		make_hugetlb();
 	if (!host)
 		make_unattached();
 	pid_t pid = fork();
