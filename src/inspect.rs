@@ -81,6 +81,7 @@ fn to_json(image: &Image) -> serde_json::Value {
         "tty": image.tty,
         "processes": processes,
         "ghosts": ghosts,
+        "sysv": image.sysv,
     })
 }
 
@@ -105,7 +106,8 @@ fn text(image: &Image, out: &mut impl Write) -> std::io::Result<()> {
     for p in &image.processes {
         process(p, &image.tree, out)?;
     }
-    ghosts(&image.ghosts, out)
+    ghosts(&image.ghosts, out)?;
+    sysv(&image.sysv, out)
 }
 
 /// The files deleted while in use, one line each.
@@ -132,6 +134,44 @@ fn ghosts(g: &crate::image::ghost::GhostsImage, out: &mut impl Write) -> std::io
             f.mode,
             f.uid,
             f.gid
+        )?;
+    }
+    Ok(())
+}
+
+/// One line per System V object.
+fn sysv(s: &crate::image::sysv::SysvImage, out: &mut impl Write) -> std::io::Result<()> {
+    if s.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "System V IPC ({:?} namespace):", s.ns)?;
+    let perm = |p: &crate::image::sysv::IpcPerm| {
+        format!(
+            "id {} key {:#x} mode {:o} owner {}:{} creator {}:{}",
+            p.id, p.key as u32, p.mode, p.uid, p.gid, p.cuid, p.cgid
+        )
+    };
+    for m in &s.shm {
+        let huge = m
+            .hugetlb
+            .map_or(String::new(), |h| format!(", hugetlb {h}"));
+        let (size, pages) = (m.size, m.pages());
+        writeln!(
+            out,
+            "  shm {}: {size} bytes{huge}, {pages} pages stored",
+            perm(&m.perm)
+        )?;
+    }
+    for m in &s.sem {
+        writeln!(out, "  sem {}: values {:?}", perm(&m.perm), m.values)?;
+    }
+    for q in &s.msg {
+        let n = q.messages.len();
+        writeln!(
+            out,
+            "  msg {}: qbytes {}, {n} messages",
+            perm(&q.perm),
+            q.qbytes
         )?;
     }
     Ok(())
@@ -621,6 +661,7 @@ fn vma_line(v: &Vma) -> String {
             let what = if *memfd { "memfd:" } else { "deleted " };
             format!("{what}{name} ({size} bytes) @{offset:#x}")
         }
+        VmaKind::SysvShm { id, offset, .. } => format!("SysV shm id {id} @{offset:#x}"),
     };
     format!(
         "{:#014x}-{:#014x} {perms} {what}{}",
@@ -793,7 +834,43 @@ mod tests {
                 files: sample::files(),
             }],
             ghosts: Default::default(),
+            sysv: Default::default(),
         }
+    }
+
+    #[test]
+    fn text_lists_sysv_objects() {
+        use crate::image::sysv::{IpcNs, IpcPerm, SemSet, ShmSegment, SysvImage};
+        let mut image = sample_image();
+        let perm = IpcPerm {
+            key: 0x2a,
+            id: 32768,
+            mode: 0o1600,
+            ..Default::default()
+        };
+        image.sysv = SysvImage {
+            ns: IpcNs::Own,
+            shm: vec![ShmSegment {
+                perm,
+                size: 100,
+                hugetlb: None,
+                runs: vec![(0, 1)],
+            }],
+            sem: vec![SemSet {
+                perm,
+                values: vec![3],
+            }],
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        text(&image, &mut out).expect("write to a vector");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(text.contains("System V IPC (Own namespace):"), "{text}");
+        assert!(text.contains("  shm id 32768 key 0x2a mode 1600 owner 0:0 creator 0:0: 100 bytes, 1 pages stored"), "{text}");
+        assert!(
+            text.contains("  sem id 32768 key 0x2a mode 1600 owner 0:0 creator 0:0: values [3]"),
+            "{text}"
+        );
     }
 
     #[test]

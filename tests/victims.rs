@@ -292,6 +292,9 @@ victim_tests! {
     ctty: "ctty";
     pty_hangup: "pty_hangup";
     split: "split";
+    sysv: "sysv";
+    sysv_host: "sysv" ["host"];
+    sysv_hugetlb: "sysv" ["hugetlb"];
 }
 
 /// The total PSS (KiB) of `pid` and its descendants, from `smaps_rollup`.

@@ -49,6 +49,8 @@ pub enum DumpError {
     Image(#[from] ImageError),
     #[error(transparent)]
     Sched(#[from] SchedError),
+    #[error(transparent)]
+    Ipc(#[from] crate::sys::ipc::IpcError),
 }
 
 impl DumpError {

@@ -14,7 +14,7 @@ const SECRETMEM: &str = "/secretmem";
 /// How a memfd shows in maps: `/memfd:NAME (deleted)`.
 const MEMFD: &str = "/memfd:";
 /// How a SysV shared memory segment shows in maps: `/SYSV<key> (deleted)`.
-const SYSV: &str = "/SYSV";
+pub const SYSV: &str = "/SYSV";
 
 /// Converts every mapping, refusing kinds stasis cannot restore.
 pub fn vmas(pid: i32, maps: &[MapEntry]) -> Result<Vec<Vma>, DumpError> {
@@ -65,6 +65,11 @@ fn kind_of(pid: i32, e: &MapEntry) -> Result<Option<VmaKind>, DumpError> {
         }
         MapPath::Deleted(p) if p == super::aio::RING && e.shared => super::aio::ring(pid, e)?,
         MapPath::Deleted(p) if e.shared && !p.starts_with(SYSV) => unlinked(pid, e, p)?,
+        MapPath::Deleted(p) if e.shared => VmaKind::SysvShm {
+            id: e.inode as i32,
+            offset: e.offset,
+            may_write: e.has_flag("mw"),
+        },
         MapPath::Deleted(p) => {
             return Err(DumpError::unsupported(format!(
                 "{} is a private mapping of deleted file {p}, which stasis cannot checkpoint yet",

@@ -22,6 +22,7 @@ pub mod sched;
 pub mod seccomp;
 pub mod shared;
 mod stripes;
+pub mod sysv;
 pub mod task;
 pub mod terminal;
 pub mod timers;
@@ -156,6 +157,12 @@ fn save_tree(
         let _span = crate::profile::span("layouts");
         layouts(tree)?
     };
+    {
+        let _span = crate::profile::span("sysv ipc");
+        let vmas: Vec<&[crate::image::mm::Vma]> = layouts.iter().map(|l| &l.vmas[..]).collect();
+        let root_ppid = tree.record.alive().next().map_or(0, |e| e.ppid);
+        sysv::dump(&pids, root_ppid, &vmas, &writer)?;
+    }
     for ((task, entry), layout) in tree.procs.iter().zip(tree.record.alive()).zip(layouts) {
         let (stats, h, files) = save(task, entry, layout, &fd_opts, &writer, &mut shared)?;
         held.push(h);

@@ -133,10 +133,13 @@ pub fn shmem_data(pid: i32, m: &MapEntry) -> Result<Vec<(u64, u64)>, DumpError> 
 
 /// A shared mapping of an object without a name, saved once for the tree from its own
 /// data: `MAP_SHARED | MAP_ANONYMOUS` (the kernel backs it with an unlinked `/dev/zero`
-/// shmem file), a memfd or a deleted file (`dump/mm.rs` refuses the rest: memfd_secret,
-/// SysV segments). AIO rings are the kernel's, one per context (`dump/aio.rs`).
+/// shmem file), a memfd or a deleted file (`dump/mm.rs` refuses memfd_secret; SysV
+/// segments, `/SYSV<key>`, are saved by `dump/sysv.rs`). AIO rings are the kernel's, one
+/// per context (`dump/aio.rs`).
 pub fn is_shmem(m: &MapEntry) -> bool {
-    m.shared && matches!(&m.path, MapPath::Deleted(p) if p != super::aio::RING)
+    m.shared
+        && matches!(&m.path, MapPath::Deleted(p)
+            if p != super::aio::RING && !p.starts_with(super::mm::SYSV))
 }
 
 /// Whether `m` maps only what the owner's mapping (from object offset `base`) does: the

@@ -44,6 +44,8 @@ use super::error::ImageError;
 /// It also saves every readable socket option (`image::sockopts`: the sockets'
 /// `SockOpts` is a list of options) and the type of inet sockets (`sock_type`; ping,
 /// UDP-Lite and raw sockets); older files records are converted (`files_v8`).
+/// It also adds System V IPC: `VmaKind::SysvShm` and the `sysv.img` record with its
+/// `sysv-shm.img` pages (an older image has neither and restores no IPC objects).
 pub const FORMAT_VERSION: u32 = 9;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
@@ -68,6 +70,7 @@ pub enum Kind {
     Tree = 6,
     Ghosts = 7,
     Tty = 8,
+    Sysv = 9,
 }
 
 /// Human name of a kind number, for messages.
@@ -81,6 +84,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         6 => "tree",
         7 => "ghosts",
         8 => "tty",
+        9 => "sysv",
         _ => "unknown",
     }
 }

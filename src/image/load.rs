@@ -13,6 +13,7 @@ use super::ghost::{GhostsImage, GHOSTS};
 use super::inventory::Inventory;
 use super::mm::{MmImage, MmImageV6, MmImageV7, MmImageV8};
 use super::pages::{check_pages, verify_pages};
+use super::sysv::{SysvImage, SYSV, SYSV_SHM_PAGES};
 use super::task::TaskImage;
 use super::tree::{TreeImage, TreeImageV6};
 use super::tty::{TtyImage, TTY};
@@ -47,6 +48,8 @@ pub struct Image {
     pub processes: Vec<ProcessImage>,
     /// Files deleted while in use (empty without `ghosts.img`).
     pub ghosts: GhostsImage,
+    /// The System V IPC objects (empty when the image has no `sysv.img`).
+    pub sysv: SysvImage,
 }
 
 impl Image {
@@ -75,10 +78,14 @@ impl Image {
     /// mm record promises it.
     fn page_files(&self) -> impl Iterator<Item = (PathBuf, u64)> + '_ {
         let owners = self.processes.iter().filter(|p| self.owns_mm(p.task.pid));
-        owners.flat_map(move |p| {
-            let pid = p.task.pid;
-            (0..p.mm.stripes()).map(move |s| (self.pages_path(pid, s), p.mm.stripe_pages(s)))
-        })
+        let sysv =
+            (!self.sysv.shm.is_empty()).then(|| (self.dir.join(SYSV_SHM_PAGES), self.sysv.pages()));
+        owners
+            .flat_map(move |p| {
+                let pid = p.task.pid;
+                (0..p.mm.stripes()).map(move |s| (self.pages_path(pid, s), p.mm.stripe_pages(s)))
+            })
+            .chain(sysv)
     }
 
     /// Every record read and validated, the pages files not opened yet.
@@ -97,6 +104,7 @@ impl Image {
             .collect::<Result<Vec<_>, _>>()?;
         let ghosts = load_ghosts(dir, &processes)?;
         let tty = load_tty(dir)?;
+        let sysv = load_sysv(dir)?;
         let dir = dir.to_path_buf();
         let image = Image {
             dir,
@@ -105,6 +113,7 @@ impl Image {
             tty,
             processes,
             ghosts,
+            sysv,
         };
         let tree_path = image.dir.join(TREE);
         for p in &image.processes {
@@ -115,6 +124,7 @@ impl Image {
                 .flatten();
             let path = image.dir.join(record_name("mm", pid));
             validate::cow_parent(&p.mm, parent.map(|p| &p.mm), &path)?;
+            super::sysv::attached_known(&image.sysv, &p.mm, &path)?;
             let mm_of = |pid| image.process(pid).map(|p| &p.mm);
             let path = image.dir.join(record_name("files", pid));
             validate::mapped_fds(&p.files, mm_of, &path)?;
@@ -238,6 +248,18 @@ fn read_files(path: &Path) -> Result<FilesImage, ImageError> {
     })
 }
 
+/// `sysv.img` if the image has one (older images and trees without IPC objects have
+/// none), validated.
+fn load_sysv(dir: &Path) -> Result<SysvImage, ImageError> {
+    let path = dir.join(SYSV);
+    if !path.exists() {
+        return Ok(SysvImage::default());
+    }
+    let sysv = read(Kind::Sysv, &path)?;
+    super::sysv::validate(&sysv, &path)?;
+    Ok(sysv)
+}
+
 fn load_mm(dir: &Path, pid: i32) -> Result<MmImage, ImageError> {
     let path = dir.join(record_name("mm", pid));
     let mm = read_mm(&path)?;
@@ -297,6 +319,7 @@ mod tests {
             tty: Default::default(),
             processes,
             ghosts: Default::default(),
+            sysv: SysvImage::default(),
         }
     }
 

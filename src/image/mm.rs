@@ -230,6 +230,17 @@ pub enum VmaKind {
         /// Permission bits of a deleted file (recreated with them, then unlinked).
         mode: u32,
     },
+    /// A System V shared memory segment attached here (`shmat`): the segment itself is in
+    /// `sysv.img`; the restore attaches it again at this address. One `shmat` makes the
+    /// mapping at `offset` 0 and those that follow it contiguously (a split attachment).
+    SysvShm {
+        /// The segment's id (the inode number `/proc/PID/maps` shows).
+        id: i32,
+        /// This mapping's offset in the segment.
+        offset: u64,
+        /// `VM_MAYWRITE` (smaps `mw`): attached without `SHM_RDONLY`.
+        may_write: bool,
+    },
     /// The completion ring of a native AIO context (`io_setup(2)`, `/[aio]` in maps):
     /// made again with `io_setup`, brought to the same head and tail, and moved here.
     Aio(AioRing),

@@ -26,6 +26,7 @@ pub mod pages;
 pub mod seccomp;
 pub mod sock;
 pub mod sockopts;
+pub mod sysv;
 pub mod task;
 pub mod tree;
 pub mod tty;

@@ -20,6 +20,7 @@ pub mod maps;
 pub mod netsock;
 pub mod stat;
 pub mod status;
+pub mod sysvipc;
 pub mod timers;
 
 pub use fdinfo::FdInfo;

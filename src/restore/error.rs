@@ -53,6 +53,8 @@ pub enum RestoreError {
     #[error(transparent)]
     Clone(#[from] CloneError),
     #[error(transparent)]
+    Ipc(#[from] crate::sys::ipc::IpcError),
+    #[error(transparent)]
     Ptrace(#[from] PtraceError),
     #[error(transparent)]
     Inject(#[from] InjectError),

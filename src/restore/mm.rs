@@ -124,8 +124,9 @@ pub fn map_all(s: &mut Staged, mm: &MmImage, filled: &HashSet<u64>) -> Result<()
     let todo: Vec<&Vma> = mm
         .vmas
         .iter()
-        .filter(|v| !is_special(v) && !kept(v))
+        .filter(|v| !is_special(v) && !kept(v) && !super::sysv::is_attached(v))
         .collect();
+    super::sysv::attach_all(s, mm)?;
     for v in todo.iter().filter(|v| is_unlinked(v) && owner(v).is_none()) {
         s.flush()?;
         map_unlinked(s.child(), v, working_prot(v, filled))?;

@@ -21,6 +21,7 @@ mod prctl;
 mod sched;
 mod seccomp;
 mod staged;
+mod sysv;
 mod task;
 mod terminal;
 mod threads;
@@ -178,6 +179,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     {
         let _s = crate::profile::span("verify");
         verify::host_accepts(&image, opts.skip_file_check)?;
+        sysv::verify(&image.sysv)?;
     }
     let shell_job = opts.shell_job || image.inventory.shell_job;
     let _orphans = Subreaper::become_one();
@@ -191,6 +193,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         procs: Vec::new(),
         forked: HashMap::new(),
         ttys,
+        sysv: None,
     };
     let built = b.build().and_then(|pages| {
         remove_links(&image)?;
@@ -203,6 +206,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         }
         Err(e) => {
             b.kill_all();
+            if let Some(made) = b.sysv.take() {
+                sysv::undo(made);
+            }
             Err(e)
         }
     };
@@ -261,6 +267,8 @@ struct Builder<'a> {
     /// The pty pairs of the image, built by stasis; dropped once every process has
     /// its fds (hung-up pairs hang up then).
     ttys: tty::Bank,
+    /// The System V IPC objects made (once the root exists).
+    sysv: Option<sysv::Made>,
 }
 
 impl Builder<'_> {
@@ -269,6 +277,10 @@ impl Builder<'_> {
         let mut filled = memory::Filled::default();
         for entry in &self.image.tree.processes {
             filled = filled.and(self.create(entry)?);
+        }
+        if let Some(made) = &self.sysv {
+            let root = self.image.inventory.root_pid;
+            sysv::remove_destroyed(made).map_err(at(RestoreStage::Mappings, root))?;
         }
         let span = crate::profile::span("groups+zombies");
         tree::restore_groups(&self.image.tree, &self.procs, self.shell_job)?;
@@ -305,14 +317,20 @@ impl Builder<'_> {
         let p = self.image.process(pid);
         let vmas = p.map_or(&[][..], |p| &p.mm.vmas[..]);
         let span = crate::profile::span("takeover");
+        let new_ipc = self.image.sysv.ns == crate::image::sysv::IpcNs::Own;
         let child = if pid == root {
-            child::create(pid, vmas)
+            child::create(pid, vmas, new_ipc)
         } else {
             self.forked_task(entry)
                 .and_then(|task| child::adopt_fork(self.shell(entry.ppid), pid, task, vmas))
         }
         .map_err(at(RestoreStage::Takeover, pid))?;
         drop(span);
+        if pid == root && !self.image.sysv.is_empty() {
+            let _s = crate::profile::span("sysv ipc");
+            self.sysv =
+                Some(sysv::restore(self.image, pid).map_err(at(RestoreStage::Mappings, pid))?);
+        }
         self.procs.push((pid, child));
         let child = &self.procs.last().expect("just pushed").1;
         tree::restore_session(child, entry, root, self.shell_job)

@@ -256,6 +256,11 @@ fn fds_unchanged(p: &ProcessImage, same_host: bool, stats: &mut Stats) -> Result
             FdKind::Remap(r) => (&r.link, true),
             _ => continue,
         };
+        if file.path.starts_with(&format!("/proc/{}/", p.task.pid)) {
+            // Its own /proc files (`/proc/self/maps` reads as `/proc/PID/maps`) are there
+            // only once the process exists, and it opens them itself then.
+            continue;
+        }
         check_file(p.task.pid, file, contents_matter, same_host, stats)
             .and_then(|()| check_hash(p, fd.fd, file))
             .map_err(|e| match e {

@@ -84,6 +84,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("epoll_moved", &[]),
     ("inotify", &[]),
     ("memfd", &[]),
+    ("sysv", &[]),
     ("ghost", &[]),
     ("locks", &[]),
     ("fown", &["-pthread"]),

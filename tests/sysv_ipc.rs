@@ -1,0 +1,86 @@
+//! System V objects that survive the dump (the host's namespace: the dump kills processes,
+//! not objects). A segment still there at restore with its id is reused only if it is the
+//! dumped one, and then gets the saved contents back; another object holding the id is
+//! refused, naming it, before any process exists.
+
+mod common;
+
+use std::path::Path;
+
+use common::{Proc, Start, Status, TempDir};
+use stasis::image::file::{read, Kind};
+use stasis::image::sysv::{SysvImage, SHM_DEST, SYSV};
+use stasis::sys::ipc;
+
+/// Dumps (and kills) the `sysv` victim in the host's namespace; returns it, the image
+/// and the image's record of segment A (the surviving, keyed one).
+fn dumped(tmp: &TempDir) -> (Proc, std::path::PathBuf, stasis::image::sysv::ShmSegment) {
+    let work = tmp.join("work");
+    std::fs::create_dir_all(&work).expect("mkdir work");
+    let mut victim = common::spawn_victim("sysv", &["host"], &work);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    common::sleep_ms(200);
+    let img = tmp.join("img");
+    common::dump(victim.pid, &img, &[]).assert_ok("dump");
+    victim.wait_exit(common::EXIT_TIMEOUT);
+    common::reap_image_tree(&img);
+    let sysv: SysvImage = read(Kind::Sysv, &img.join(SYSV)).expect("sysv.img");
+    let a = sysv.shm.iter().find(|s| s.perm.mode & SHM_DEST == 0);
+    (victim, img, a.expect("segment A is saved").clone())
+}
+
+/// Attaches segment `id` (of `len` bytes) writable and fills it with `byte`.
+fn scribble(id: i32, len: usize, byte: u8) {
+    let at = ipc::attach(id, len, false).expect("shmat");
+    at.copy_in(0, &vec![byte; len]);
+}
+
+#[test]
+fn restore_writes_back_a_surviving_segment() {
+    let _serial = common::serial();
+    require_privileged!("restore_writes_back_a_surviving_segment");
+    let tmp = TempDir::new("sysv-writeback");
+    let (victim, img, a) = dumped(&tmp);
+    scribble(a.perm.id, a.size as usize, 0x5a);
+    let pid = common::restore_detached(&img).unwrap_or_else(|o| panic!("restore: {o:?}"));
+    let mut restored = Proc::adopt(pid, &victim.log);
+    let st = restored.go();
+    assert_eq!(
+        st,
+        Status::Exited(0),
+        "victim log:\n{}",
+        restored.log_text()
+    );
+}
+
+#[test]
+fn restore_refuses_another_segment_holding_the_id() {
+    let _serial = common::serial();
+    require_privileged!("restore_refuses_another_segment_holding_the_id");
+    let tmp = TempDir::new("sysv-taken");
+    let (victim, img, a) = dumped(&tmp);
+    ipc::shmctl(a.perm.id, libc::IPC_RMID, "IPC_RMID").expect("remove A");
+    std::fs::write("/proc/sys/kernel/shm_next_id", a.perm.id.to_string()).expect("shm_next_id");
+    let other = ipc::shmget(libc::IPC_PRIVATE, 4096, 0o600).expect("shmget");
+    assert_eq!(other, a.perm.id, "the other segment did not get A's id");
+    let out = common::stasis(&[
+        std::ffi::OsStr::new("restore"),
+        "-D".as_ref(),
+        img.as_os_str(),
+    ]);
+    let msg = out
+        .assert_failed("restore over another segment")
+        .to_string();
+    let _ = ipc::shmctl(other, libc::IPC_RMID, "IPC_RMID");
+    assert!(
+        msg.contains(&format!(
+            "id {} exists here but is not the dumped one",
+            a.perm.id
+        )),
+        "{msg}"
+    );
+    assert!(
+        !Path::new(&format!("/proc/{}", victim.pid)).exists(),
+        "the victim was created"
+    );
+}
