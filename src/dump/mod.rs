@@ -253,7 +253,7 @@ fn save(
     let Layout { smaps, vmas, cow } = layout;
     // Ordering requirements: mappings are linked before the fds are checked against them.
     let shmem = if entry.shares_vm {
-        Vec::new() // its parent's address space, linked already
+        shared::LinkedShmem::default() // its parent's address space, linked already
     } else {
         shared.link_shmem(pid, &smaps)?
     };
@@ -343,7 +343,7 @@ struct Space<'a> {
     smaps: &'a [proc::MapEntry],
     vmas: Vec<crate::image::mm::Vma>,
     cow: Vec<cow::Found>,
-    shmem: Vec<crate::image::mm::ShmemRef>,
+    shmem: shared::LinkedShmem,
     fields: crate::image::mm::MmFields,
 }
 
@@ -377,32 +377,34 @@ fn save_mm(
         auxv: proc::auxv(pid)?,
         exe: mm::exe(pid)?,
         vdso_symbols,
-        shmem: space.shmem,
+        shmem: space.shmem.refs,
         guards,
         cow: cow_ranges,
+        shmem_objects: space.shmem.objects,
     };
     writer.write_record(&record_name("mm", pid), Kind::Mm, &mm)?;
     Ok(mstats)
 }
 
-/// Shared memory is saved by the process that owns it, from the object's data; the other
-/// holders save none of it.
+/// Each part of a shared memory object is saved by its first mapping in the tree, from
+/// the object's data; the other mappings of that part save none of it.
 fn shmem_overrides(
     pid: i32,
     smaps: &[proc::MapEntry],
-    shmem: &[crate::image::mm::ShmemRef],
+    shmem: &shared::LinkedShmem,
 ) -> Result<memory::Overrides, DumpError> {
     let mut out = memory::Overrides::new();
-    for r in shmem {
-        let ranges = match r.owner {
-            Some(_) => Vec::new(),
-            None => {
-                let m = smaps
-                    .iter()
-                    .find(|m| m.start == r.start)
-                    .expect("shmem refs come from these maps");
-                shared::shmem_data(pid, m)?
-            }
+    for r in &shmem.refs {
+        let mine = shmem.save.get(&r.start).map_or(&[][..], Vec::as_slice);
+        let ranges = if mine.is_empty() {
+            Vec::new()
+        } else {
+            let m = smaps
+                .iter()
+                .find(|m| m.start == r.start)
+                .expect("shmem refs come from these maps");
+            let data = shared::shmem_data(pid, m)?;
+            memory::subtract(&data, &memory::subtract(&data, mine))
         };
         out.insert(r.start, ranges);
     }

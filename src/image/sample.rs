@@ -9,8 +9,8 @@ use super::files::{
 };
 use super::inventory::{CpuInfo, Inventory};
 use super::mm::{
-    CowRange, FileId, Guard, MmFields, MmImage, PageRun, ShmemOwner, ShmemRef, Vma, VmaFlags,
-    VmaKind, MAX_STRIPES,
+    CowRange, FileId, Guard, MmFields, MmImage, PageRun, ShmemObject, ShmemOwner, ShmemRef, Vma,
+    VmaFlags, VmaKind, MAX_STRIPES,
 };
 use super::seccomp::{SeccompFilter, ThreadSeccomp, FILTER_FLAG_LOG, MODE_FILTER};
 use super::sock::{SockOpts, UnixMessage, UnixPeer, UnixSocket};
@@ -229,6 +229,7 @@ pub fn mm() -> MmImage {
             end: 0x60_4000,
         }],
         cow: Vec::new(),
+        shmem_objects: Vec::new(),
     }
 }
 
@@ -638,6 +639,11 @@ pub fn random_mm(r: &mut XorShift) -> MmImage {
             start: r.next(),
             end: r.next(),
             zap: r.vec(2, |r| (r.next(), r.next())),
+        }),
+        shmem_objects: r.vec(2, |r| ShmemObject {
+            start: r.next(),
+            size: r.next(),
+            offset: r.next(),
         }),
     }
 }
