@@ -280,6 +280,10 @@ fn save(
     let known = task::Known {
         timers: &proc::timers(pid)?,
         tids: &threads.iter().map(|t| t.tid).collect::<Vec<_>>(),
+        aio_rings: (vmas.iter())
+            .filter(|v| matches!(v.kind, crate::image::mm::VmaKind::Aio(_)))
+            .map(|v| v.start)
+            .collect(),
     };
     let span = crate::profile::span("queries");
     let q = task::query(task.threads(), &mut threads, ip, &known)?;
