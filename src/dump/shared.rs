@@ -283,3 +283,49 @@ fn fd_meta(pid: i32, fd: i32) -> Result<std::fs::Metadata, DumpError> {
     let path = format!("/proc/{pid}/fd/{fd}");
     std::fs::metadata(&path).map_err(|source| DumpError::Stat { path, source })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shm(start: u64, end: u64, offset: u64) -> MapEntry {
+        MapEntry {
+            start,
+            end,
+            read: true,
+            write: true,
+            exec: false,
+            shared: true,
+            offset,
+            dev_major: 0,
+            dev_minor: 1,
+            inode: 7,
+            path: MapPath::Deleted("/dev/zero".into()),
+            vm_flags: Vec::new(),
+            rss_kb: 0,
+        }
+    }
+
+    /// Each part of an object is saved by the first mapping of it: pieces, then a mapping
+    /// of the whole object, which saves only what the pieces left.
+    #[test]
+    fn each_part_is_saved_by_its_first_mapping() {
+        let mut s = Shared::default();
+        let key = (1, 7);
+        let piece = s.first_saved_by(key, &shm(0x10_1000, 0x10_3000, 0x1000));
+        assert_eq!(piece, vec![(0x10_1000, 0x10_3000)]);
+        let again = s.first_saved_by(key, &shm(0x20_0000, 0x20_1000, 0x2000));
+        assert!(again.is_empty(), "page 2 is saved already");
+        let far = s.first_saved_by(key, &shm(0x30_0000, 0x30_1000, 0x5000));
+        assert_eq!(far, vec![(0x30_0000, 0x30_1000)]);
+        let whole = s.first_saved_by(key, &shm(0x40_0000, 0x40_8000, 0));
+        assert_eq!(
+            whole,
+            vec![
+                (0x40_0000, 0x40_1000),
+                (0x40_3000, 0x40_5000),
+                (0x40_6000, 0x40_8000)
+            ]
+        );
+    }
+}
