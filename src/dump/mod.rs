@@ -370,6 +370,7 @@ fn save_mm(
     let (page_runs, guards, mstats) =
         memory::dump(pid, &space.vmas, &overrides, &inherited, &open)?;
     drop(span);
+    aio::check_settled(pid, &space.vmas)?;
     let parent_pages = shared.restored_pages.get(&ppid);
     let cow_ranges = cow::ranges(&space.cow, &page_runs, parent_pages.map_or(&[][..], |p| p));
     let restored = cow::pages_at_restore(&page_runs, &space.cow);
