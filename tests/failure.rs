@@ -128,6 +128,30 @@ fn dump_refuses_memfd_both_mapped_and_open() {
     assert_survived(victim);
 }
 
+/// A child that maps its parent's AIO ring (inherited by fork) without owning the context
+/// is refused, naming it.
+#[test]
+fn dump_refuses_inherited_aio_ring() {
+    let test = "dump_refuses_inherited_aio_ring";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let mut victim = victim_in(&tmp, "aio", &["forked"]);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let family = common::descendants(victim.pid);
+    let _family = common::TreeGuard(family.clone());
+    let out = common::dump(victim.pid, &tmp.join("img"), &[]);
+    let what = "dump of a child mapping its parent's AIO ring";
+    let msg = out.assert_failed(what);
+    let child = format!("pid {} maps the AIO ring", family[0]);
+    assert!(
+        msg.contains(&child) && msg.contains("does not own"),
+        "{what}: message does not name {child:?}: {msg}"
+    );
+    assert_no_image(tmp.path());
+    assert_survived(victim);
+}
+
 /// A deleted-but-open file above `--ghost-limit` is refused, naming the fd and the flag.
 #[test]
 fn dump_refuses_ghost_above_limit() {

@@ -256,6 +256,7 @@ victim_tests! {
     many_maps: "many_maps";
     no_vdso: "no_vdso";
     aio: "aio";
+    shmem_pieces: "shmem_pieces";
     seccomp_stacked: "seccomp" ["stacked"];
     seccomp_tsync: "seccomp" ["tsync"];
     seccomp_kill: "seccomp" ["kill"] => Expect::Killed(libc::SIGSYS, "CALLING getpid");

@@ -3,11 +3,18 @@
 //! words and events; the restore side is `restore/aio.rs`.
 //!
 //! Requests still in flight (submitted, not completed) live only in the kernel, which
-//! shows them nowhere: the ring holds completions. The ring is checked to be sane.
+//! shows them nowhere: the ring holds completions. One that completes while the process
+//! is being dumped moves the ring's tail, which is read again once its pages are saved
+//! (refused then); one that stays in flight (a poll, a stuck disk) cannot be seen and
+//! is lost. The ring is checked to be sane, and
+//! to be a context of the process itself: a child forked from an AIO user maps its
+//! parent's ring, but the context stays with the parent, which such a child cannot use
+//! (refused: stasis would give it a context of its own).
 
 use super::DumpError;
-use crate::image::mm::{AioRing, VmaKind};
+use crate::image::mm::{AioRing, Vma, VmaKind};
 use crate::proc::MapEntry;
+use crate::sys::batch::{Batch, Done};
 use crate::sys::mem::Mem;
 
 /// How an AIO ring shows in maps.
@@ -29,6 +36,47 @@ pub fn ring(pid: i32, e: &MapEntry) -> Result<VmaKind, DumpError> {
             e.start, e.end
         ))
     })
+}
+
+/// Asks, in batch `b`, whether each ring at `starts` is a context of the process:
+/// `io_getevents(ctx, 0, 0, NULL, NULL)` returns 0 at once for its own (reaping nothing)
+/// and EINVAL for another's. The check refuses a ring that is not.
+pub fn query_owned(
+    b: &mut Batch,
+    pid: i32,
+    starts: Vec<u64>,
+) -> impl FnOnce(&Done) -> Result<(), DumpError> {
+    let rets: Vec<_> = (starts.iter())
+        .map(|&ctx| b.try_call("io_getevents", libc::SYS_io_getevents, &[ctx, 0, 0, 0, 0]))
+        .collect();
+    move |d| {
+        match starts.iter().zip(rets).find(|(_, r)| d.raw(*r) != 0) {
+            Some((ctx, _)) => Err(DumpError::unsupported(format!(
+                "pid {pid} maps the AIO ring at {ctx:#x} of a context it does not own (inherited by fork), which stasis cannot checkpoint"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Refuses a ring of `vmas` whose head or tail moved since it was read: a request was in
+/// flight and completed meanwhile (the process itself is frozen).
+pub fn check_settled(pid: i32, vmas: &[Vma]) -> Result<(), DumpError> {
+    let mem = Mem::open(pid, false)?;
+    for v in vmas {
+        let VmaKind::Aio(r) = &v.kind else { continue };
+        let mut words = [0u8; 16];
+        mem.read(v.start, &mut words)?;
+        let word =
+            |i: usize| u32::from_ne_bytes(words[4 * i..4 * i + 4].try_into().expect("4 bytes"));
+        if (word(2), word(3)) != (r.head, r.tail) {
+            return Err(DumpError::unsupported(format!(
+                "the AIO ring at {:#x} of pid {pid} had requests in flight (head/tail {}/{} became {}/{} during the dump), which stasis cannot checkpoint",
+                v.start, r.head, r.tail, word(2), word(3)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The ring in `bytes` (the whole mapping), or what is wrong with it.

@@ -293,7 +293,7 @@ fn save(
     let Layout { smaps, vmas, cow } = layout;
     // Ordering requirements: mappings are linked before the fds are checked against them.
     let shmem = if entry.shares_vm {
-        Vec::new() // its parent's address space, linked already
+        shared::LinkedShmem::default() // its parent's address space, linked already
     } else {
         shared.link_shmem(pid, &smaps)?
     };
@@ -322,6 +322,10 @@ fn save(
     let known = task::Known {
         timers: &proc::timers(pid)?,
         tids: &threads.iter().map(|t| t.tid).collect::<Vec<_>>(),
+        aio_rings: (vmas.iter())
+            .filter(|v| matches!(v.kind, crate::image::mm::VmaKind::Aio(_)))
+            .map(|v| v.start)
+            .collect(),
     };
     let span = crate::profile::span("queries");
     let q = task::query(task.threads(), &mut threads, ip, &known)?;
@@ -385,7 +389,7 @@ struct Space<'a> {
     smaps: &'a [proc::MapEntry],
     vmas: Vec<crate::image::mm::Vma>,
     cow: Vec<cow::Found>,
-    shmem: Vec<crate::image::mm::ShmemRef>,
+    shmem: shared::LinkedShmem,
     fields: crate::image::mm::MmFields,
 }
 
@@ -408,6 +412,7 @@ fn save_mm(
     let (page_runs, guards, mstats) =
         memory::dump(pid, &space.vmas, &overrides, &inherited, &open)?;
     drop(span);
+    aio::check_settled(pid, &space.vmas)?;
     let parent_pages = shared.restored_pages.get(&ppid);
     let cow_ranges = cow::ranges(&space.cow, &page_runs, parent_pages.map_or(&[][..], |p| p));
     let restored = cow::pages_at_restore(&page_runs, &space.cow);
@@ -419,32 +424,34 @@ fn save_mm(
         auxv: proc::auxv(pid)?,
         exe: mm::exe(pid)?,
         vdso_symbols,
-        shmem: space.shmem,
+        shmem: space.shmem.refs,
         guards,
         cow: cow_ranges,
+        shmem_objects: space.shmem.objects,
     };
     writer.write_record(&record_name("mm", pid), Kind::Mm, &mm)?;
     Ok(mstats)
 }
 
-/// Shared memory is saved by the process that owns it, from the object's data; the other
-/// holders save none of it.
+/// Each part of a shared memory object is saved by its first mapping in the tree, from
+/// the object's data; the other mappings of that part save none of it.
 fn shmem_overrides(
     pid: i32,
     smaps: &[proc::MapEntry],
-    shmem: &[crate::image::mm::ShmemRef],
+    shmem: &shared::LinkedShmem,
 ) -> Result<memory::Overrides, DumpError> {
     let mut out = memory::Overrides::new();
-    for r in shmem {
-        let ranges = match r.owner {
-            Some(_) => Vec::new(),
-            None => {
-                let m = smaps
-                    .iter()
-                    .find(|m| m.start == r.start)
-                    .expect("shmem refs come from these maps");
-                shared::shmem_data(pid, m)?
-            }
+    for r in &shmem.refs {
+        let mine = shmem.save.get(&r.start).map_or(&[][..], Vec::as_slice);
+        let ranges = if mine.is_empty() {
+            Vec::new()
+        } else {
+            let m = smaps
+                .iter()
+                .find(|m| m.start == r.start)
+                .expect("shmem refs come from these maps");
+            let data = shared::shmem_data(pid, m)?;
+            memory::subtract(&data, &memory::subtract(&data, mine))
         };
         out.insert(r.start, ranges);
     }

@@ -25,11 +25,13 @@ pub struct Queried {
     pub thread_securebits: Vec<u32>,
 }
 
-/// What the queries need to know from outside: the timers listed in `/proc/PID/timers`
-/// and the process's tids.
+/// What the queries need to know from outside: the timers listed in `/proc/PID/timers`,
+/// the process's tids and its AIO rings.
 pub struct Known<'a> {
     pub timers: &'a [ProcTimer],
     pub tids: &'a [i32],
+    /// Where the process maps AIO rings (`dump/aio.rs`).
+    pub aio_rings: Vec<u64>,
 }
 
 /// Puts the SIGSTOPs the freeze took off their queues (`Frozen::withheld`) back into the
@@ -223,9 +225,11 @@ fn process_queries(
     let timers = super::timers::query(&mut b, pid, known.timers, known.tids)?;
     let attrs = super::prctl::query_process(&mut b);
     let securebits = super::creds::query_securebits(&mut b);
+    let rings = super::aio::query_owned(&mut b, pid, known.aio_rings.clone());
     let own = thread_queries(&mut b);
     let d = remote.run(&b)?;
     own(&d, leader)?;
+    rings(&d)?;
     Ok(Queried {
         sigactions: actions.into_iter().map(|a| d.get(a)).collect(),
         brk: d.ret(brk),

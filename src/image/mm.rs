@@ -25,6 +25,25 @@ pub struct MmImage {
     /// Private memory still shared copy-on-write with the parent, in address order: kept
     /// from the parent at restore instead of stored again.
     pub cow: Vec<CowRange>,
+    /// The shared anonymous objects this process creates (`ShmemRef` without owner), by
+    /// the mapping that creates each: their size and that mapping's offset in them.
+    pub shmem_objects: Vec<ShmemObject>,
+}
+
+/// A shared anonymous object (`MAP_SHARED | MAP_ANONYMOUS`) as the kernel sized it, which
+/// may be larger than the mapping that creates it at restore (its first in the tree):
+/// other mappings, later in this process or in later ones, reach the rest, at the same
+/// offsets as at dump. The pages of a part of the object are saved by the first mapping
+/// of the tree that maps that part, and filled through it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShmemObject {
+    /// Start of the creating mapping (a shared `VmaKind::Anon` `Vma` with a `ShmemRef`
+    /// without owner).
+    pub start: u64,
+    /// The object's size, and the creating mapping's offset in it. Every `ShmemOwner`
+    /// offset referring to this mapping is an offset in the object.
+    pub size: u64,
+    pub offset: u64,
 }
 
 /// An mm record of format 7 (one pages file: runs without a stripe).

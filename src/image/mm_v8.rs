@@ -1,5 +1,6 @@
 //! The mm record of formats 5 to 8, converted on load: their mappings lack what format 9
-//! added (the `sr`/`rr`/`dp` flags, the access mode of a mapped file, AIO rings).
+//! added (the `sr`/`rr`/`dp` flags, the access mode of a mapped file, AIO rings; and
+//! `shmem_objects`: each shared anonymous object was as large as its first mapping).
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +34,7 @@ impl From<MmImageV8> for MmImage {
             shmem: old.shmem,
             guards: old.guards,
             cow: old.cow,
+            shmem_objects: Vec::new(),
         }
     }
 }

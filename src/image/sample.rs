@@ -10,8 +10,8 @@ use super::files::{
 };
 use super::inventory::{CpuInfo, Inventory};
 use super::mm::{
-    CowRange, FileId, Guard, MmFields, MmImage, PageRun, ShmemOwner, ShmemRef, Vma, VmaFlags,
-    VmaKind, MAX_STRIPES,
+    CowRange, FileId, Guard, MmFields, MmImage, PageRun, ShmemObject, ShmemOwner, ShmemRef, Vma,
+    VmaFlags, VmaKind, MAX_STRIPES,
 };
 use super::seccomp::{SeccompFilter, ThreadSeccomp, FILTER_FLAG_LOG, MODE_FILTER};
 use super::sock::{SockOpts, UnixMessage, UnixPeer, UnixSocket};
@@ -230,6 +230,7 @@ pub fn mm() -> MmImage {
             end: 0x60_4000,
         }],
         cow: Vec::new(),
+        shmem_objects: Vec::new(),
     }
 }
 
@@ -654,6 +655,11 @@ pub fn random_mm(r: &mut XorShift) -> MmImage {
             start: r.next(),
             end: r.next(),
             zap: r.vec(2, |r| (r.next(), r.next())),
+        }),
+        shmem_objects: r.vec(2, |r| ShmemObject {
+            start: r.next(),
+            size: r.next(),
+            offset: r.next(),
         }),
     }
 }

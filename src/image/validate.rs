@@ -479,6 +479,7 @@ pub fn mm(mm: &MmImage, path: &Path) -> Check {
     }
     page_runs(&mm.page_runs, &mm.vmas, path)?;
     unlinked(mm, path)?;
+    shmem_objects(mm, path)?;
     guards(mm, path)?;
     cow(mm, path)?;
     fields(&mm.fields, path)?;
@@ -593,6 +594,35 @@ fn guards(mm: &MmImage, path: &Path) -> Check {
             return fail(path, format!("{} overlaps saved pages", label()));
         }
         prev_end = g.end;
+    }
+    Ok(())
+}
+
+/// Each shared anonymous object is made by a shared anonymous mapping of this process
+/// that creates it (a `ShmemRef` without owner), and holds that mapping at a page
+/// aligned offset.
+fn shmem_objects(mm: &MmImage, path: &Path) -> Check {
+    for o in &mm.shmem_objects {
+        let v = mm.vmas.iter().find(|v| v.start == o.start);
+        let creates = mm
+            .shmem
+            .iter()
+            .any(|r| r.start == o.start && r.owner.is_none());
+        let fits = v.is_some_and(|v| {
+            o.offset
+                .checked_add(v.len())
+                .is_some_and(|end| end <= o.size)
+        });
+        let anon = v.is_some_and(|v| v.shared && v.kind == VmaKind::Anon);
+        if !(creates && fits && anon) || o.offset % PAGE_SIZE != 0 || o.size % PAGE_SIZE != 0 {
+            return fail(
+                path,
+                format!(
+                    "shared memory object of {} bytes made by the mapping at {:#x} (offset {:#x}) is impossible",
+                    o.size, o.start, o.offset
+                ),
+            );
+        }
     }
     Ok(())
 }
@@ -1221,6 +1251,31 @@ mod tests {
         let mut t = sample::task(10);
         t.threads[0].xsave.clear();
         task(&t, 10, path()).unwrap();
+    }
+
+    #[test]
+    fn shmem_object_rules() {
+        let object = |offset, size| {
+            let mut m = sample::mm();
+            m.vmas[1].shared = true;
+            m.shmem.push(crate::image::mm::ShmemRef {
+                start: 0x60_0000,
+                owner: None,
+            });
+            m.shmem_objects.push(crate::image::mm::ShmemObject {
+                start: 0x60_0000,
+                size,
+                offset,
+            });
+            mm(&m, path()).map(|_| ())
+        };
+        object(0x1000, 0x5000).unwrap();
+        let err = message(object(0x2000, 0x5000));
+        assert_eq!(
+            err,
+            "shared memory object of 20480 bytes made by the mapping at 0x600000 (offset 0x2000) is impossible"
+        );
+        assert!(object(0x800, 0x5000).is_err(), "unaligned offset");
     }
 
     #[test]

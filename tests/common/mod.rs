@@ -61,6 +61,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("many_maps", &[]),
     ("no_vdso", &[]),
     ("aio", &[]),
+    ("shmem_pieces", &[]),
     ("seccomp", &["-pthread"]),
     ("loginuid", &[]),
     ("guards", &[]),

@@ -3,9 +3,12 @@
  * reaped (CRIU's aio01): one-byte writes to /dev/null complete at once; every second one
  * is reaped. After go the ring must be at the same address (the context id) with the
  * same size, head, tail and unreaped events, the next submission must complete into the
- * next slot, and io_getevents must return the events in order.
+ * next slot, and io_getevents must return the events in order. With "forked", a child
+ * forked meanwhile maps the ring without owning its context (tests/failure.rs expects
+ * the dump refused).
  */
 #include "victim.h"
+#include "family.h"
 #include <linux/aio_abi.h>
 #include <sys/syscall.h>
 
@@ -23,8 +26,14 @@ static void submit(unsigned long tag)
 	CHECK(syscall(SYS_io_submit, ctx, 1, &cbp) == 1, "io_submit: %s", strerror(errno));
 }
 
-int main(void)
+static void idle(void)
 {
+	victim_wait_go();
+}
+
+int main(int argc, char **argv)
+{
+	struct family f = { .n = 0 };
 	volatile struct ring *r;
 	unsigned nr, head, tail, pending;
 	struct io_event ev;
@@ -52,6 +61,8 @@ int main(void)
 	tail = r->tail;
 	pending = (tail + nr - head) % nr;
 	CHECK(tail < head && pending > 1, "the ring did not wrap (head %u tail %u)", head, tail);
+	if (argc > 1 && !strcmp(argv[1], "forked"))
+		family_spawn(&f, idle);
 	victim_ready();
 	victim_wait_go();
 	CHECK(r->nr == nr && r->head == head && r->tail == tail,
@@ -65,5 +76,6 @@ int main(void)
 	}
 	CHECK(reaped == tag, "reaped %lu of %lu", reaped, tag);
 	CHECK(syscall(SYS_io_destroy, ctx) == 0, "io_destroy: %s", strerror(errno));
+	family_go(&f, "aio");
 	victim_pass();
 }
