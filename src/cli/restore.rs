@@ -31,10 +31,6 @@ pub struct RestoreArgs {
     /// Restore open files even if they changed (size, mtime or inode) since the dump.
     #[arg(long = "skip-file-check")]
     pub skip_file_check: bool,
-    /// Accepted for CRIU compatibility: the links of a `dump --link-remap` are in the
-    /// image, and a restore uses them whatever its options.
-    #[arg(long = "link-remap")]
-    pub link_remap: bool,
     /// Do not print the summary line.
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
