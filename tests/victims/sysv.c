@@ -18,6 +18,9 @@
  * With "hugetlb", also segment H: SHM_HUGETLB, one huge page, attached, bytes written at
  * both ends (skipped with the reason where no huge page can be had).
  *
+ * With "shared", the victim makes the same objects but stays in the namespace it was
+ * started in (the dumper's, made by tests/sysv_ipc.rs).
+ *
  * With "host", the victim stays in the restorer's namespace (the host's): only the
  * attached segments are saved; B (removed at the dump: it dies with the tree) must be
  * recreated with its id, A reused with its contents; semaphores and queues are not made.
@@ -280,8 +283,9 @@ int main(int argc, char **argv)
 {
 	host = argc > 1 && strcmp(argv[1], "host") == 0;
 	hugetlb = argc > 1 && strcmp(argv[1], "hugetlb") == 0;
+	int shared = argc > 1 && strcmp(argv[1], "shared") == 0;
 	victim_install_go();
-	if (!host && unshare(CLONE_NEWIPC) != 0)
+	if (!host && !shared && unshare(CLONE_NEWIPC) != 0)
 		victim_skip("unshare(CLONE_NEWIPC) needs CAP_SYS_ADMIN");
 	burn_ids();
 	make_segments();
