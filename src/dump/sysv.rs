@@ -59,11 +59,8 @@ pub fn dump(
         return Ok(());
     }
     let root = pids[0];
-    let image = std::thread::scope(|s| {
-        s.spawn(|| collect(root, ns, &attached, writer))
-            .join()
-            .unwrap_or_else(|_| Err(DumpError::unsupported("the IPC reader thread panicked")))
-    })?;
+    let enter = ns.1.then_some(root);
+    let image = ipc::in_ipc_ns_of(enter, || collect(ns.0, &attached, writer))??;
     if !image.is_empty() {
         writer.write_record(SYSV, Kind::Sysv, &image)?;
     }
@@ -133,24 +130,12 @@ fn attachments(pid: i32, vmas: &[Vma]) -> Result<Vec<(i32, u64)>, DumpError> {
     Ok(out)
 }
 
-/// Runs in a thread of its own: enters the tree's namespace if need be, lists and reads
-/// the objects.
+/// Lists and reads the objects (in a thread that is in the tree's namespace).
 fn collect(
-    root: i32,
-    (ns, enter): (IpcNs, bool),
+    ns: IpcNs,
     attached: &[(i32, i32, u64)],
     writer: &ImageWriter,
 ) -> Result<SysvImage, DumpError> {
-    if enter {
-        let path = format!("/proc/{root}/ns/ipc");
-        let f = std::fs::File::open(&path).map_err(|source| DumpError::Stat {
-            path: path.clone(),
-            source,
-        })?;
-        ipc::enter_ipc_ns(&f).map_err(|e| {
-            DumpError::unsupported(format!("setns into the IPC namespace {path}: {e}"))
-        })?;
-    }
     let all = ns != IpcNs::Host;
     let mut shm = sysvipc::read("shm", sysvipc::parse_shm)?;
     shm.retain(|s| all || attached.iter().any(|a| a.1 == s.perm.id));

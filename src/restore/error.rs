@@ -48,6 +48,8 @@ pub enum RestoreError {
     #[error(transparent)]
     Ipc(#[from] crate::sys::ipc::IpcError),
     #[error(transparent)]
+    IpcNs(#[from] crate::sys::ipc::NsError),
+    #[error(transparent)]
     Ptrace(#[from] PtraceError),
     #[error(transparent)]
     Inject(#[from] InjectError),

@@ -86,18 +86,15 @@ pub fn undo(made: Made) {
     if made.ns_of.is_some() {
         return; // the new namespace goes with the killed tree
     }
-    let _ = in_namespace(made.ns_of, || {
-        made.shm.iter().for_each(|&id| {
-            let _ = ipc::shmctl(id, libc::IPC_RMID, "shmctl(IPC_RMID)");
-        });
-        made.sem.iter().for_each(|&id| {
-            let _ = ipc::sem_remove(id);
-        });
-        made.msg.iter().for_each(|&id| {
-            let _ = ipc::msg_remove(id);
-        });
-        Ok(())
-    });
+    for &id in &made.shm {
+        let _ = ipc::shmctl(id, libc::IPC_RMID, "shmctl(IPC_RMID)");
+    }
+    for &id in &made.sem {
+        let _ = ipc::sem_remove(id);
+    }
+    for &id in &made.msg {
+        let _ = ipc::msg_remove(id);
+    }
 }
 
 /// Runs `f` in a thread of its own, in the IPC namespace of `pid` if given.
@@ -105,24 +102,7 @@ fn in_namespace<T: Send>(
     pid: Option<i32>,
     f: impl FnOnce() -> Result<T, RestoreError> + Send,
 ) -> Result<T, RestoreError> {
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            if let Some(pid) = pid {
-                let path = format!("/proc/{pid}/ns/ipc");
-                let ns = File::open(&path).map_err(|source| RestoreError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                ipc::enter_ipc_ns(&ns)
-                    .map_err(|e| unsupported(format!("setns into {path}: {e}")))?;
-            }
-            ipc::keep_caps_on_setuid()
-                .map_err(|e| unsupported(format!("PR_SET_SECUREBITS(NO_SETUID_FIXUP): {e}")))?;
-            f()
-        })
-        .join()
-        .unwrap_or_else(|_| Err(unsupported("the IPC restore thread panicked".to_string())))
-    })
+    ipc::in_ipc_ns_of(pid, f)?
 }
 
 fn unsupported(what: String) -> RestoreError {

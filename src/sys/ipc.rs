@@ -285,6 +285,49 @@ pub fn enter_ipc_ns(ns: &impl AsFd) -> Result<(), Errno> {
     nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWIPC)
 }
 
+/// The IPC namespace of a process could not be entered.
+#[derive(Debug, thiserror::Error)]
+pub enum NsError {
+    #[error("open {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("setns into the IPC namespace {path}")]
+    Setns {
+        path: String,
+        #[source]
+        source: Errno,
+    },
+    #[error("PR_SET_SECUREBITS(SECBIT_NO_SETUID_FIXUP) in the IPC thread")]
+    Securebits(#[source] Errno),
+    #[error("the System V IPC thread panicked")]
+    Panicked,
+}
+
+/// Runs `f` in a new thread of stasis, which enters the IPC namespace of `pid` first if
+/// given and keeps its capabilities across uid changes
+/// ([`keep_caps_on_setuid`]); what the thread changes of itself dies with it.
+pub fn in_ipc_ns_of<T: Send>(pid: Option<i32>, f: impl FnOnce() -> T + Send) -> Result<T, NsError> {
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            if let Some(pid) = pid {
+                let path = format!("/proc/{pid}/ns/ipc");
+                let ns = std::fs::File::open(&path).map_err(|source| NsError::Open {
+                    path: path.clone(),
+                    source,
+                })?;
+                enter_ipc_ns(&ns).map_err(|source| NsError::Setns { path, source })?;
+            }
+            keep_caps_on_setuid().map_err(NsError::Securebits)?;
+            Ok(f())
+        })
+        .join()
+        .unwrap_or(Err(NsError::Panicked))
+    })
+}
+
 /// The calling thread's effective uid and gid (raw `setresuid`/`setresgid`, which change
 /// this thread only, unlike libc's, which change every thread of the process). The
 /// thread keeps its capabilities across the change if its securebits have
