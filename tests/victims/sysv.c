@@ -11,7 +11,7 @@
  *   segment B: private key, 2 pages, attached read-only (SHM_RDONLY), then removed
  *              (IPC_RMID while attached: SHM_DEST);
  *   segment C: key KEY_C, 1 page, not attached, created with euid 1234 / egid 4321,
- *              owner set to 1000:100, mode 0604;
+ *              owner set to 1000:100, mode 0604, locked (SHM_LOCK);
  *   semaphores: key KEY_S, values {1, 5, 300}, mode 0600;
  *   queue:     key KEY_Q, mode 0620, qbytes 1000, messages (1,"hello") (7,"world!!") (2,"").
  *
@@ -116,6 +116,7 @@ static void make_unattached(void)
 	ds.shm_perm.uid = 1000;
 	ds.shm_perm.gid = 100;
 	CHECK_SYS(shmctl(idc, IPC_SET, &ds));
+	CHECK_SYS(shmctl(idc, SHM_LOCK, NULL));
 
 	ids = semget(KEY_S, 3, IPC_CREAT | IPC_EXCL | 0600);
 	CHECK_SYS(ids);
@@ -193,7 +194,7 @@ static void check_unattached(void)
 	const char *texts[] = {"hello", "world!!", ""};
 	long types[] = {1, 7, 2};
 
-	check_segment("C", idc, KEY_C, PAGE, 0604, 0);
+	check_segment("C", idc, KEY_C, PAGE, SHM_LOCKED | 0604, 0);
 	CHECK_SYS(shmctl(idc, IPC_STAT, &ds));
 	CHECK(ds.shm_perm.uid == 1000 && ds.shm_perm.gid == 100, "C owner %u:%u",
 	      ds.shm_perm.uid, ds.shm_perm.gid);
