@@ -118,3 +118,28 @@ fn dumper_namespace_objects_come_back_after_removal() {
     .join()
     .expect("the test thread");
 }
+
+#[test]
+fn dump_refuses_an_unattached_segment_under_shm_rmid_forced() {
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_an_unattached_segment_under_shm_rmid_forced");
+    let tmp = TempDir::new("sysv-rmid-forced");
+    let work = tmp.join("work");
+    std::fs::create_dir_all(&work).expect("mkdir work");
+    let mut victim = common::spawn_victim("sysv", &["rmid_forced"], &work);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let _family = common::TreeGuard(common::descendants(victim.pid));
+    let out = common::dump(victim.pid, &tmp.join("img"), &[]);
+    let msg = out.assert_failed("dump under shm_rmid_forced").to_string();
+    assert!(
+        msg.contains("is attached by no process and kernel.shm_rmid_forced is set"),
+        "{msg}"
+    );
+    // The refused dump left the tree running untouched.
+    assert_eq!(
+        victim.go(),
+        Status::Exited(0),
+        "victim log:\n{}",
+        victim.log_text()
+    );
+}

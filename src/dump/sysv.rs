@@ -152,6 +152,12 @@ fn collect(
             )));
         }
     }
+    if all && shm.iter().any(|s| s.nattch == 0) && rmid_forced()? {
+        let id = shm.iter().find(|s| s.nattch == 0).map_or(0, |s| s.perm.id);
+        return Err(DumpError::unsupported(format!(
+            "System V segment {id} is attached by no process and kernel.shm_rmid_forced is set in the tree's IPC namespace: only its creator's life keeps it, which stasis cannot restore"
+        )));
+    }
     let mut image = SysvImage {
         ns,
         ..Default::default()
@@ -276,6 +282,20 @@ fn queues() -> Result<Vec<MsgQueue>, DumpError> {
         });
     }
     Ok(out)
+}
+
+/// Whether `kernel.shm_rmid_forced` is set in the calling thread's namespace (then a
+/// segment nobody attaches dies with its creator).
+fn rmid_forced() -> Result<bool, DumpError> {
+    let path = "/proc/sys/kernel/shm_rmid_forced";
+    match std::fs::read_to_string(path) {
+        Ok(v) => Ok(v.trim() != "0"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(DumpError::Stat {
+            path: path.to_string(),
+            source,
+        }),
+    }
 }
 
 /// The namespace's IPC sysctls ([`SYSCTLS`]) as the calling thread sees them.

@@ -34,6 +34,7 @@ pub const SHM_HUGETLB: i32 = 0o4000;
 pub const MSG_COPY: i32 = 0o40000;
 
 /// A segment attached into our address space; detached on drop.
+#[derive(Debug)]
 pub struct Attached {
     addr: *mut u8,
     len: usize,
@@ -62,6 +63,10 @@ pub fn attach(id: i32, len: usize, read_only: bool) -> Result<Attached, IpcError
         id,
     })
 }
+
+// SAFETY: the attachment is memory of the whole process, not of the thread that made it;
+// any thread may copy through it or detach it.
+unsafe impl Send for Attached {}
 
 impl Attached {
     /// Where the segment is attached in our address space.

@@ -18,6 +18,9 @@
  * With "hugetlb", also segment H: SHM_HUGETLB, one huge page, attached, bytes written at
  * both ends (skipped with the reason where no huge page can be had).
  *
+ * With "rmid_forced", kernel.shm_rmid_forced is set in its namespace: segment C, which
+ * no process attaches, would die with its creator; stasis refuses the dump (tests/sysv_ipc.rs).
+ *
  * With "shared", the victim makes the same objects but stays in the namespace it was
  * started in (the dumper's, made by tests/sysv_ipc.rs).
  *
@@ -50,7 +53,7 @@
 #define KEY_Q 0x53590a05
 #define A_SIZE (3 * PAGE + 100)
 
-static int host, hugetlb, ida, idb, idc, ids, idq, idh = -1;
+static int host, hugetlb, rmid_forced, ida, idb, idc, ids, idq, idh = -1;
 static char *a, *b, *h;
 #define H_SIZE (2 << 20)
 
@@ -285,6 +288,7 @@ int main(int argc, char **argv)
 	host = argc > 1 && strcmp(argv[1], "host") == 0;
 	hugetlb = argc > 1 && strcmp(argv[1], "hugetlb") == 0;
 	int shared = argc > 1 && strcmp(argv[1], "shared") == 0;
+	rmid_forced = argc > 1 && strcmp(argv[1], "rmid_forced") == 0;
 	victim_install_go();
 	if (!host && !shared && unshare(CLONE_NEWIPC) != 0)
 		victim_skip("unshare(CLONE_NEWIPC) needs CAP_SYS_ADMIN");
@@ -294,6 +298,11 @@ int main(int argc, char **argv)
 		make_hugetlb();
 	if (!host)
 		make_unattached();
+	if (rmid_forced) {
+		int fd = open("/proc/sys/kernel/shm_rmid_forced", O_WRONLY);
+		CHECK(fd >= 0 && write(fd, "1", 1) == 1, "set shm_rmid_forced: %s", strerror(errno));
+		close(fd);
+	}
 	pid_t pid = fork();
 	CHECK_SYS(pid);
 	if (pid > 0)
@@ -327,6 +336,8 @@ int main(int argc, char **argv)
 	snprintf(at, sizeof(at), "%lx-", (unsigned long)a);
 	CHECK(strstr(maps, at) && strstr(maps, "/SYSV"), "fd 20 does not read our maps:\n%s", maps);
 	CHECK_SYS(shmdt(a));
-	CHECK_SYS(shmctl(ida, IPC_RMID, NULL));
+	/* Under shm_rmid_forced the last detach destroyed A already. */
+	CHECK(shmctl(ida, IPC_RMID, NULL) == 0 || (rmid_forced && errno == EINVAL),
+	      "remove A: %s", strerror(errno));
 	victim_pass();
 }
