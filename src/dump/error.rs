@@ -51,6 +51,8 @@ pub enum DumpError {
     Sched(#[from] SchedError),
     #[error(transparent)]
     Ipc(#[from] crate::sys::ipc::IpcError),
+    #[error(transparent)]
+    IpcNs(#[from] crate::sys::ipc::NsError),
 }
 
 impl DumpError {

@@ -59,11 +59,8 @@ pub fn dump(
         return Ok(());
     }
     let root = pids[0];
-    let image = std::thread::scope(|s| {
-        s.spawn(|| collect(root, ns, &attached, writer))
-            .join()
-            .unwrap_or_else(|_| Err(DumpError::unsupported("the IPC reader thread panicked")))
-    })?;
+    let enter = ns.1.then_some(root);
+    let image = ipc::in_ipc_ns_of(enter, || collect(ns.0, &attached, writer))??;
     if !image.is_empty() {
         writer.write_record(SYSV, Kind::Sysv, &image)?;
     }
@@ -133,24 +130,12 @@ fn attachments(pid: i32, vmas: &[Vma]) -> Result<Vec<(i32, u64)>, DumpError> {
     Ok(out)
 }
 
-/// Runs in a thread of its own: enters the tree's namespace if need be, lists and reads
-/// the objects.
+/// Lists and reads the objects (in a thread that is in the tree's namespace).
 fn collect(
-    root: i32,
-    (ns, enter): (IpcNs, bool),
+    ns: IpcNs,
     attached: &[(i32, i32, u64)],
     writer: &ImageWriter,
 ) -> Result<SysvImage, DumpError> {
-    if enter {
-        let path = format!("/proc/{root}/ns/ipc");
-        let f = std::fs::File::open(&path).map_err(|source| DumpError::Stat {
-            path: path.clone(),
-            source,
-        })?;
-        ipc::enter_ipc_ns(&f).map_err(|e| {
-            DumpError::unsupported(format!("setns into the IPC namespace {path}: {e}"))
-        })?;
-    }
     let all = ns != IpcNs::Host;
     let mut shm = sysvipc::read("shm", sysvipc::parse_shm)?;
     shm.retain(|s| all || attached.iter().any(|a| a.1 == s.perm.id));
@@ -166,6 +151,12 @@ fn collect(
                 s.size
             )));
         }
+    }
+    if all && shm.iter().any(|s| s.nattch == 0) && rmid_forced()? {
+        let id = shm.iter().find(|s| s.nattch == 0).map_or(0, |s| s.perm.id);
+        return Err(DumpError::unsupported(format!(
+            "System V segment {id} is attached by no process and kernel.shm_rmid_forced is set in the tree's IPC namespace: only its creator's life keeps it, which stasis cannot restore"
+        )));
     }
     let mut image = SysvImage {
         ns,
@@ -291,6 +282,20 @@ fn queues() -> Result<Vec<MsgQueue>, DumpError> {
         });
     }
     Ok(out)
+}
+
+/// Whether `kernel.shm_rmid_forced` is set in the calling thread's namespace (then a
+/// segment nobody attaches dies with its creator).
+fn rmid_forced() -> Result<bool, DumpError> {
+    let path = "/proc/sys/kernel/shm_rmid_forced";
+    match std::fs::read_to_string(path) {
+        Ok(v) => Ok(v.trim() != "0"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(DumpError::Stat {
+            path: path.to_string(),
+            source,
+        }),
+    }
 }
 
 /// The namespace's IPC sysctls ([`SYSCTLS`]) as the calling thread sees them.

@@ -55,6 +55,8 @@ pub enum RestoreError {
     #[error(transparent)]
     Ipc(#[from] crate::sys::ipc::IpcError),
     #[error(transparent)]
+    IpcNs(#[from] crate::sys::ipc::NsError),
+    #[error(transparent)]
     Ptrace(#[from] PtraceError),
     #[error(transparent)]
     Inject(#[from] InjectError),

@@ -278,9 +278,9 @@ impl Builder<'_> {
         for entry in &self.image.tree.processes {
             filled = filled.and(self.create(entry)?);
         }
-        if let Some(made) = &self.sysv {
+        if let Some(made) = &mut self.sysv {
             let root = self.image.inventory.root_pid;
-            sysv::remove_destroyed(made).map_err(at(RestoreStage::Mappings, root))?;
+            sysv::finish(made).map_err(at(RestoreStage::Mappings, root))?;
         }
         let span = crate::profile::span("groups+zombies");
         tree::restore_groups(&self.image.tree, &self.procs, self.shell_job)?;

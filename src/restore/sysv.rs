@@ -44,6 +44,8 @@ pub struct Made {
     msg: Vec<i32>,
     /// Segments to remove once attached (`SHM_DEST`).
     destroyed: Vec<i32>,
+    /// Our own attachment of every segment, until the processes have theirs.
+    held: Vec<ipc::Attached>,
 }
 
 /// Makes every object of the image. `root`: the restored root, whose (new) namespace
@@ -69,35 +71,36 @@ pub fn restore(image: &Image, root: i32) -> Result<Made, RestoreError> {
 }
 
 /// Removes the segments that were removed at the dump, now that every process attached
-/// them.
+/// them, and detaches ours.
 ///
 /// Ordering requirements: after every process's Mappings stage.
-pub fn remove_destroyed(made: &Made) -> Result<(), RestoreError> {
+pub fn finish(made: &mut Made) -> Result<(), RestoreError> {
+    let destroyed = &made.destroyed;
     in_namespace(made.ns_of, || {
-        for &id in &made.destroyed {
+        for &id in destroyed {
             ipc::shmctl(id, libc::IPC_RMID, "shmctl(IPC_RMID)")?;
         }
         Ok(())
-    })
+    })?;
+    made.held.clear();
+    Ok(())
 }
 
 /// Removes what this restore made (a failed restore).
 pub fn undo(made: Made) {
+    drop(made.held);
     if made.ns_of.is_some() {
         return; // the new namespace goes with the killed tree
     }
-    let _ = in_namespace(made.ns_of, || {
-        made.shm.iter().for_each(|&id| {
-            let _ = ipc::shmctl(id, libc::IPC_RMID, "shmctl(IPC_RMID)");
-        });
-        made.sem.iter().for_each(|&id| {
-            let _ = ipc::sem_remove(id);
-        });
-        made.msg.iter().for_each(|&id| {
-            let _ = ipc::msg_remove(id);
-        });
-        Ok(())
-    });
+    for &id in &made.shm {
+        let _ = ipc::shmctl(id, libc::IPC_RMID, "shmctl(IPC_RMID)");
+    }
+    for &id in &made.sem {
+        let _ = ipc::sem_remove(id);
+    }
+    for &id in &made.msg {
+        let _ = ipc::msg_remove(id);
+    }
 }
 
 /// Runs `f` in a thread of its own, in the IPC namespace of `pid` if given.
@@ -105,24 +108,7 @@ fn in_namespace<T: Send>(
     pid: Option<i32>,
     f: impl FnOnce() -> Result<T, RestoreError> + Send,
 ) -> Result<T, RestoreError> {
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            if let Some(pid) = pid {
-                let path = format!("/proc/{pid}/ns/ipc");
-                let ns = File::open(&path).map_err(|source| RestoreError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                ipc::enter_ipc_ns(&ns)
-                    .map_err(|e| unsupported(format!("setns into {path}: {e}")))?;
-            }
-            ipc::keep_caps_on_setuid()
-                .map_err(|e| unsupported(format!("PR_SET_SECUREBITS(NO_SETUID_FIXUP): {e}")))?;
-            f()
-        })
-        .join()
-        .unwrap_or_else(|_| Err(unsupported("the IPC restore thread panicked".to_string())))
-    })
+    ipc::in_ipc_ns_of(pid, f)?
 }
 
 fn unsupported(what: String) -> RestoreError {
@@ -304,7 +290,9 @@ fn segment(
             made.shm.push(p.id);
         }
     }
-    fill(s, same.is_some(), pages, first_page)?;
+    // Held until every process attached it: a segment nobody attaches is destroyed when
+    // its creator (our thread) exits if `kernel.shm_rmid_forced` is set.
+    made.held.push(fill(s, same.is_some(), pages, first_page)?);
     ipc::shm_set(p.id, p.uid, p.gid, p.mode & 0o777)?;
     let lock = if p.mode & SHM_LOCKED != 0 {
         (libc::SHM_LOCK, "shmctl(SHM_LOCK)")
@@ -319,16 +307,15 @@ fn segment(
 }
 
 /// Writes the stored pages of `s` into it (a reused segment is emptied first).
+/// Attaches the segment, writes the stored pages of `s` into it (a reused segment is
+/// emptied first) and returns the attachment.
 fn fill(
     s: &ShmSegment,
     reused: bool,
     pages: Option<&File>,
     first_page: u64,
-) -> Result<(), RestoreError> {
+) -> Result<ipc::Attached, RestoreError> {
     let p = &s.perm;
-    if !reused && s.runs.is_empty() {
-        return Ok(());
-    }
     let len = s.size.div_ceil(PAGE) * PAGE;
     let at = ipc::attach(p.id, len as usize, false)?;
     if reused {
@@ -336,7 +323,7 @@ fn fill(
         at.remove(0, whole as usize)?;
     }
     let Some(file) = pages else {
-        return Ok(());
+        return Ok(at);
     };
     let mut page = first_page;
     let mut buf = vec![0u8; 4 << 20];
@@ -352,7 +339,7 @@ fn fill(
             page += k;
         }
     }
-    Ok(())
+    Ok(at)
 }
 
 fn semaphores(s: &SemSet, same: Option<bool>, made: &mut Made) -> Result<(), RestoreError> {

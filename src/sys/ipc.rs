@@ -34,6 +34,7 @@ pub const SHM_HUGETLB: i32 = 0o4000;
 pub const MSG_COPY: i32 = 0o40000;
 
 /// A segment attached into our address space; detached on drop.
+#[derive(Debug)]
 pub struct Attached {
     addr: *mut u8,
     len: usize,
@@ -62,6 +63,10 @@ pub fn attach(id: i32, len: usize, read_only: bool) -> Result<Attached, IpcError
         id,
     })
 }
+
+// SAFETY: the attachment is memory of the whole process, not of the thread that made it;
+// any thread may copy through it or detach it.
+unsafe impl Send for Attached {}
 
 impl Attached {
     /// Where the segment is attached in our address space.
@@ -283,6 +288,49 @@ pub fn msg_send(id: i32, mtype: i64, text: &[u8]) -> Result<(), IpcError> {
 /// `setns(fd, CLONE_NEWIPC)` for the calling thread only (IPC namespaces are per task).
 pub fn enter_ipc_ns(ns: &impl AsFd) -> Result<(), Errno> {
     nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWIPC)
+}
+
+/// The IPC namespace of a process could not be entered.
+#[derive(Debug, thiserror::Error)]
+pub enum NsError {
+    #[error("open {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("setns into the IPC namespace {path}")]
+    Setns {
+        path: String,
+        #[source]
+        source: Errno,
+    },
+    #[error("PR_SET_SECUREBITS(SECBIT_NO_SETUID_FIXUP) in the IPC thread")]
+    Securebits(#[source] Errno),
+    #[error("the System V IPC thread panicked")]
+    Panicked,
+}
+
+/// Runs `f` in a new thread of stasis, which enters the IPC namespace of `pid` first if
+/// given and keeps its capabilities across uid changes
+/// ([`keep_caps_on_setuid`]); what the thread changes of itself dies with it.
+pub fn in_ipc_ns_of<T: Send>(pid: Option<i32>, f: impl FnOnce() -> T + Send) -> Result<T, NsError> {
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            if let Some(pid) = pid {
+                let path = format!("/proc/{pid}/ns/ipc");
+                let ns = std::fs::File::open(&path).map_err(|source| NsError::Open {
+                    path: path.clone(),
+                    source,
+                })?;
+                enter_ipc_ns(&ns).map_err(|source| NsError::Setns { path, source })?;
+            }
+            keep_caps_on_setuid().map_err(NsError::Securebits)?;
+            Ok(f())
+        })
+        .join()
+        .unwrap_or(Err(NsError::Panicked))
+    })
 }
 
 /// The calling thread's effective uid and gid (raw `setresuid`/`setresgid`, which change

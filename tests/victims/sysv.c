@@ -11,12 +11,18 @@
  *   segment B: private key, 2 pages, attached read-only (SHM_RDONLY), then removed
  *              (IPC_RMID while attached: SHM_DEST);
  *   segment C: key KEY_C, 1 page, not attached, created with euid 1234 / egid 4321,
- *              owner set to 1000:100, mode 0604;
+ *              owner set to 1000:100, mode 0604, locked (SHM_LOCK);
  *   semaphores: key KEY_S, values {1, 5, 300}, mode 0600;
  *   queue:     key KEY_Q, mode 0620, qbytes 1000, messages (1,"hello") (7,"world!!") (2,"").
  *
  * With "hugetlb", also segment H: SHM_HUGETLB, one huge page, attached, bytes written at
  * both ends (skipped with the reason where no huge page can be had).
+ *
+ * With "rmid_forced", kernel.shm_rmid_forced is set in its namespace: segment C, which
+ * no process attaches, would die with its creator; stasis refuses the dump (tests/sysv_ipc.rs).
+ *
+ * With "shared", the victim makes the same objects but stays in the namespace it was
+ * started in (the dumper's, made by tests/sysv_ipc.rs).
  *
  * With "host", the victim stays in the restorer's namespace (the host's): only the
  * attached segments are saved; B (removed at the dump: it dies with the tree) must be
@@ -47,7 +53,7 @@
 #define KEY_Q 0x53590a05
 #define A_SIZE (3 * PAGE + 100)
 
-static int host, hugetlb, ida, idb, idc, ids, idq, idh = -1;
+static int host, hugetlb, rmid_forced, ida, idb, idc, ids, idq, idh = -1;
 static char *a, *b, *h;
 #define H_SIZE (2 << 20)
 
@@ -113,6 +119,7 @@ static void make_unattached(void)
 	ds.shm_perm.uid = 1000;
 	ds.shm_perm.gid = 100;
 	CHECK_SYS(shmctl(idc, IPC_SET, &ds));
+	CHECK_SYS(shmctl(idc, SHM_LOCK, NULL));
 
 	ids = semget(KEY_S, 3, IPC_CREAT | IPC_EXCL | 0600);
 	CHECK_SYS(ids);
@@ -190,7 +197,7 @@ static void check_unattached(void)
 	const char *texts[] = {"hello", "world!!", ""};
 	long types[] = {1, 7, 2};
 
-	check_segment("C", idc, KEY_C, PAGE, 0604, 0);
+	check_segment("C", idc, KEY_C, PAGE, SHM_LOCKED | 0604, 0);
 	CHECK_SYS(shmctl(idc, IPC_STAT, &ds));
 	CHECK(ds.shm_perm.uid == 1000 && ds.shm_perm.gid == 100, "C owner %u:%u",
 	      ds.shm_perm.uid, ds.shm_perm.gid);
@@ -280,8 +287,10 @@ int main(int argc, char **argv)
 {
 	host = argc > 1 && strcmp(argv[1], "host") == 0;
 	hugetlb = argc > 1 && strcmp(argv[1], "hugetlb") == 0;
+	int shared = argc > 1 && strcmp(argv[1], "shared") == 0;
+	rmid_forced = argc > 1 && strcmp(argv[1], "rmid_forced") == 0;
 	victim_install_go();
-	if (!host && unshare(CLONE_NEWIPC) != 0)
+	if (!host && !shared && unshare(CLONE_NEWIPC) != 0)
 		victim_skip("unshare(CLONE_NEWIPC) needs CAP_SYS_ADMIN");
 	burn_ids();
 	make_segments();
@@ -289,6 +298,11 @@ int main(int argc, char **argv)
 		make_hugetlb();
 	if (!host)
 		make_unattached();
+	if (rmid_forced) {
+		int fd = open("/proc/sys/kernel/shm_rmid_forced", O_WRONLY);
+		CHECK(fd >= 0 && write(fd, "1", 1) == 1, "set shm_rmid_forced: %s", strerror(errno));
+		close(fd);
+	}
 	pid_t pid = fork();
 	CHECK_SYS(pid);
 	if (pid > 0)
@@ -322,6 +336,8 @@ int main(int argc, char **argv)
 	snprintf(at, sizeof(at), "%lx-", (unsigned long)a);
 	CHECK(strstr(maps, at) && strstr(maps, "/SYSV"), "fd 20 does not read our maps:\n%s", maps);
 	CHECK_SYS(shmdt(a));
-	CHECK_SYS(shmctl(ida, IPC_RMID, NULL));
+	/* Under shm_rmid_forced the last detach destroyed A already. */
+	CHECK(shmctl(ida, IPC_RMID, NULL) == 0 || (rmid_forced && errno == EINVAL),
+	      "remove A: %s", strerror(errno));
 	victim_pass();
 }
