@@ -440,6 +440,40 @@ fn dump_refuses_foreign_session() {
     victim.go_and_expect_pass();
 }
 
+/// A pty slave whose master is outside the tree (the test holds it) is the invoking
+/// terminal: without `--shell-job` the dump is refused, naming the fd and the pts, and
+/// the victim runs on untouched.
+#[test]
+fn dump_refuses_a_terminal_from_outside() {
+    use nix::fcntl::OFlag;
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_a_terminal_from_outside");
+    let tmp = TempDir::new("outside-pty");
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY).expect("posix_openpt");
+    nix::pty::grantpt(&master).expect("grantpt");
+    nix::pty::unlockpt(&master).expect("unlockpt");
+    let slave = nix::pty::ptsname_r(&master).expect("ptsname");
+    let mut victim = common::spawn_logged(
+        std::process::Command::new("sh")
+            .args(["-c", "exec \"$0\" -s 1 < \"$1\""])
+            .arg(common::victim_bin("memory"))
+            .arg(&slave)
+            .current_dir(tmp.path()),
+        &tmp.join("memory.log"),
+    );
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let out = common::dump(victim.pid, &tmp.join("img"), &[]);
+    let msg = out.assert_failed("dump of a task on a terminal from outside");
+    assert!(
+        msg.contains(&slave) && msg.contains("terminal") && msg.contains("shell-job"),
+        "message does not name the terminal: {msg}"
+    );
+    assert_no_image(tmp.path());
+    common::assert_untouched(&victim);
+    victim.go_and_expect_pass();
+    drop(master);
+}
+
 #[test]
 fn dump_refuses_nonempty_dir() {
     let _serial = common::serial();

@@ -1120,6 +1120,93 @@ fn shell_pipeline_continues() {
     drop(family);
 }
 
+/// A python parent that runs a bash counting loop on a pseudo-terminal (`pty.fork()`:
+/// the child leads a session whose controlling terminal and stdio are the slave) and
+/// copies what comes out of the master to argv[1].
+const PY_PTY_PARENT: &str = r#"
+import os, pty, sys
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp("bash", ["bash", "-c", "i=0; while :; do echo $i; i=$((i+1)); sleep 0.1; done"])
+with open(sys.argv[1], "ab", buffering=0) as f:
+    while True:
+        data = os.read(fd, 4096)
+        if not data:
+            break
+        f.write(data)
+"#;
+
+/// The numbers a pty typescript holds, one a line (`\r\n` endings).
+fn typescript_numbers(path: &Path) -> Vec<u64> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim_end_matches('\r').parse().ok())
+        .collect()
+}
+
+/// The controlling terminal (stat field 7) and its foreground group (field 8) of `pid`.
+fn ctty_of(pid: i32) -> Option<(i32, i32)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut f = stat[stat.rfind(')')? + 2..].split(' ').skip(4);
+    Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+}
+
+/// The layout of terminal multiplexers and launchers: a python parent opens a
+/// pseudo-terminal and runs a bash counting loop on it (bash leads a session whose
+/// controlling terminal and stdio are the slave; its `sleep`s inherit them), copying
+/// what comes out of the master to a file. Dumped and restored without `--shell-job`:
+/// the count goes on through the pty, no number lost or repeated, and bash keeps the
+/// terminal as its controlling terminal, with the same foreground group.
+#[test]
+fn python_pty_counter_continues() {
+    let test = "python_pty_counter_continues";
+    let _serial = common::serial();
+    require_privileged!(test);
+    if !which("python3") {
+        return common::skip(test, "python3 is not installed");
+    }
+    let tmp = TempDir::new("python-pty");
+    let out = tmp.join("typescript");
+    let mut parent = common::spawn_logged(
+        Command::new("python3")
+            .args(["-c", PY_PTY_PARENT])
+            .arg(&out)
+            .current_dir(tmp.path()),
+        &tmp.join("python.log"),
+    );
+    wait_for("five numbers", Duration::from_secs(30), || {
+        (typescript_numbers(&out).len() >= 5).then_some(())
+    });
+    let family = common::TreeGuard(common::descendants(parent.pid));
+    let bash = *family
+        .0
+        .iter()
+        .find(|&&p| comm(p).as_deref() == Some("bash"))
+        .expect("bash under python");
+    let before = ctty_of(bash).expect("stat of bash");
+    assert_ne!(before.0, 0, "bash has no controlling terminal");
+    let restored = timed_round_trip(test, &mut parent, &tmp, &[]);
+    let family = common::TreeGuard(common::descendants(restored.pid));
+    assert_eq!(
+        ctty_of(bash),
+        Some(before),
+        "bash's terminal or foreground group changed"
+    );
+    let at_dump = typescript_numbers(&out).len();
+    wait_for("the count to go on", Duration::from_secs(30), || {
+        (typescript_numbers(&out).len() >= at_dump + 10).then_some(())
+    });
+    let numbers = typescript_numbers(&out);
+    let expected: Vec<u64> = (0..numbers.len() as u64).collect();
+    assert_eq!(
+        numbers, expected,
+        "numbers lost or repeated across the restore"
+    );
+    stop(restored);
+    drop(family);
+}
+
 /// nginx.conf for a master with two workers on 127.0.0.1:`port`, everything in `dir`.
 fn nginx_conf(dir: &Path, port: u16) -> String {
     let d = dir.display();

@@ -184,3 +184,148 @@ fn ptys_held(order: &[(i32, &FilesImage)], is: fn(&FdKind) -> bool) -> Result<Ha
     }
     Ok(out)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
+mod tests {
+    use super::*;
+    use crate::image::file::{decode, encode, Kind};
+    use crate::image::files::FdEntry;
+    use crate::image::sample;
+    use crate::image::sock::PtyMaster;
+
+    fn fd(fd: i32, kind: FdKind) -> FdEntry {
+        FdEntry {
+            fd,
+            cloexec: false,
+            flags: libc::O_RDWR,
+            kind,
+        }
+    }
+
+    fn master(index: u32) -> FdKind {
+        FdKind::PtyMaster(Box::new(PtyMaster {
+            index,
+            termios: vec![0; 36],
+            winsize: [24, 80, 0, 0],
+            locked: false,
+            packet_mode: false,
+            input: Vec::new(),
+            output: Vec::new(),
+        }))
+    }
+
+    /// pids 10 (the master of pts 3) and 11 (a slave of it, leading its own session,
+    /// whose terminal pts 3 is), and the record saying so.
+    fn image() -> (TreeImage, Vec<(i32, FilesImage)>, TtyImage) {
+        let mut tree = sample::tree(&[10, 11]);
+        tree.processes[1].sid = 11;
+        tree.processes[1].pgid = 11;
+        let tables = vec![
+            (
+                10,
+                FilesImage {
+                    fds: vec![fd(3, master(3))],
+                    ..FilesImage::default()
+                },
+            ),
+            (
+                11,
+                FilesImage {
+                    fds: vec![fd(0, FdKind::PtySlave { index: 3 })],
+                    ..FilesImage::default()
+                },
+            ),
+        ];
+        let tty = TtyImage {
+            ptys: vec![PtyNode {
+                index: 3,
+                uid: 1,
+                gid: 5,
+                mode: 0o620,
+                exclusive: false,
+                hung_up: false,
+            }],
+            sessions: vec![SessionTty {
+                sid: 11,
+                tty: Ctty::Pty { index: 3 },
+                foreground: 11,
+                without: Vec::new(),
+            }],
+        };
+        (tree, tables, tty)
+    }
+
+    fn checked(
+        tree: &TreeImage,
+        tables: &[(i32, FilesImage)],
+        tty: &TtyImage,
+    ) -> Result<(), String> {
+        let order: Vec<_> = tables.iter().map(|(p, f)| (*p, f)).collect();
+        check(tty, tree, &order, Path::new("tty.img")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_record_round_trips_and_checks() {
+        let (tree, tables, tty) = image();
+        let bytes = encode(Kind::Tty, &tty).unwrap();
+        assert_eq!(
+            decode::<TtyImage>(Kind::Tty, &bytes, Path::new("tty.img")).unwrap(),
+            tty
+        );
+        checked(&tree, &tables, &tty).unwrap();
+    }
+
+    #[test]
+    fn a_slave_without_master_must_be_hung_up_and_a_hung_up_pty_has_none() {
+        let (tree, mut tables, mut tty) = image();
+        tty.sessions.clear();
+        tty.ptys[0].hung_up = true;
+        let err = checked(&tree, &tables, &tty).unwrap_err();
+        assert!(
+            err.contains("pts 3 is hung up but a process holds its master"),
+            "{err}"
+        );
+        tables[0].1.fds.clear();
+        checked(&tree, &tables, &tty).unwrap();
+        tty.ptys[0].hung_up = false;
+        let err = checked(&tree, &tables, &tty).unwrap_err();
+        assert!(
+            err.contains("a slave of pts 3 has no master and is not hung up"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_session_terminal_needs_its_leader_its_group_and_a_master() {
+        let (tree, tables, tty) = image();
+        let mut t = tty.clone();
+        t.sessions[0].sid = 12;
+        let err = checked(&tree, &tables, &t).unwrap_err();
+        assert!(
+            err.contains("session 12 is not led by a live process of the tree"),
+            "{err}"
+        );
+        let mut t = tty.clone();
+        t.sessions[0].foreground = 10;
+        let err = checked(&tree, &tables, &t).unwrap_err();
+        assert!(
+            err.contains("foreground group 10 of session 11 is not one of its groups"),
+            "{err}"
+        );
+        let mut t = tty.clone();
+        t.sessions[0].tty = Ctty::Pty { index: 4 };
+        let err = checked(&tree, &tables, &t).unwrap_err();
+        assert!(
+            err.contains("controls pts 4, whose master no process holds"),
+            "{err}"
+        );
+        let mut t = tty;
+        t.sessions[0].without = vec![10];
+        let err = checked(&tree, &tables, &t).unwrap_err();
+        assert!(
+            err.contains("pid 10 is listed without the terminal of session 11"),
+            "{err}"
+        );
+    }
+}

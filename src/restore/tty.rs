@@ -88,11 +88,40 @@ impl Bank {
         self.fds.iter().map(|(k, v)| (*k, v.as_raw_fd())).collect()
     }
 
+    /// Ordering requirements: slaves are opened before the lock and exclusive mode are
+    /// set; data is written back before the saved termios applies.
     fn pair(&mut self, p: &Pair) -> Result<(), RestoreError> {
         let access = p.master.map_or(libc::O_RDWR, |m| m.2 & libc::O_ACCMODE);
         let master = open_master(p.index, access)?;
         let m = master.as_fd();
         ioctl_int(m, TIOCSPTLCK, 0, "TIOCSPTLCK")?;
+        self.open_slaves(m, p)?;
+        let first_slave = p.slaves.first().map(|&(pid, fd, _)| (pid, fd));
+        let slave = first_slave
+            .and_then(|k| self.fds.get(&k))
+            .map(|s| s.as_fd());
+        if let Some(node) = p.node {
+            set_node(m, slave, node)?;
+        }
+        let Some((pid, fd, flags, state)) = p.master else {
+            self.closed_last.push(master);
+            return Ok(());
+        };
+        set_state(m, slave, state)?;
+        if let Some(s) = slave.filter(|_| p.node.is_some_and(|n| n.exclusive)) {
+            errno(set_exclusive(s), "TIOCEXCL")?;
+        }
+        if state.locked {
+            ioctl_int(m, TIOCSPTLCK, 1, "TIOCSPTLCK")?;
+        }
+        errno(set_fl(m, flags), "F_SETFL")?;
+        self.fds.insert((pid, fd), master);
+        Ok(())
+    }
+
+    /// Every slave description of the tree, with its flags, and one more for the
+    /// session the pty controls.
+    fn open_slaves(&mut self, m: BorrowedFd<'_>, p: &Pair) -> Result<(), RestoreError> {
         for &(pid, fd, flags) in &p.slaves {
             let peer = (flags & (libc::O_ACCMODE | libc::O_NONBLOCK)) | libc::O_NOCTTY;
             let slave = errno(open_pty_peer(m, peer | libc::O_CLOEXEC), "TIOCGPTPEER")?;
@@ -103,28 +132,6 @@ impl Bank {
             let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
             let slave = errno(open_pty_peer(m, flags), "TIOCGPTPEER")?;
             self.cttys.insert(sid, slave);
-        }
-        let first_slave = p.slaves.first().map(|&(pid, fd, _)| (pid, fd));
-        let slave = first_slave
-            .and_then(|k| self.fds.get(&k))
-            .map(|s| s.as_fd());
-        if let Some(node) = p.node {
-            set_node(m, slave, node)?;
-        }
-        if let Some((pid, fd, flags, state)) = p.master {
-            set_state(m, slave, state)?;
-            if p.node.is_some_and(|n| n.exclusive) {
-                if let Some(s) = slave {
-                    errno(set_exclusive(s), "TIOCEXCL")?;
-                }
-            }
-            if state.locked {
-                ioctl_int(m, TIOCSPTLCK, 1, "TIOCSPTLCK")?;
-            }
-            errno(set_fl(m, flags), "F_SETFL")?;
-            self.fds.insert((pid, fd), master);
-        } else {
-            self.closed_last.push(master);
         }
         Ok(())
     }

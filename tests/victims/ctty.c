@@ -9,12 +9,14 @@
  *       |-- C: its own process group, the foreground; reads stdin, answers on stdout
  *       `-- B: gave the terminal up (TIOCNOTTY)
  *
- * Before READY: the root fchowns the pts node to 1234:5678 mode 0640 (as root) and
- * writes "ping\n" to the master; nobody reads it yet (and its echo waits in the master).
+ * Before READY: the root fchowns the pts node to 1234:5678 mode 0640 (as root), writes
+ * "ping\n" to the master (nobody reads it yet, its echo waits in the master) and puts
+ * the slave in exclusive mode (TIOCEXCL).
  * After go: the root's fds still pair (fd 12 is the slave of fd 10); A's fd 0 and /dev/tty
  * are that slave, the session's terminal, foreground group C; the node keeps its owner
  * and mode; C has the terminal, reads "ping\n" and answers "pong\n"; B still has no
- * terminal (/dev/tty fails with ENXIO); the root reads the echo and the answer
+ * terminal (/dev/tty fails with ENXIO); the slave is still exclusive; the root reads
+ * the echo and the answer
  * ("ping\r\npong\r\n") from the master.
  */
 #include "victim.h"
@@ -173,6 +175,7 @@ int main(void)
 	while (!a_ready)
 		usleep(1000);
 	CHECK(write(10, "ping\n", 5) == 5, "root: write to master");
+	CHECK_SYS(ioctl(12, TIOCEXCL));
 	victim_ready();
 	victim_wait_go();
 	CHECK_SYS(ioctl(10, TIOCGPTN, &n));
@@ -180,6 +183,7 @@ int main(void)
 	CHECK(major(s12.st_rdev) - 136 == (unsigned)n / 256 && minor(s12.st_rdev) == (unsigned)n % 256,
 	      "root: fd 12 is not the slave of fd 10 (pts %d)", n);
 	expect_sid(10, a_pid, "root: master");
+	CHECK(ioctl(12, TIOCGEXCL, &n) == 0 && n == 1, "root: the slave is no longer exclusive");
 	family_go(&f, "root");
 	expect_master("ping\r\npong\r\n");
 	victim_pass();

@@ -80,3 +80,19 @@ pub fn is_tty(rdev: u64) -> bool {
     let major = libc::major(rdev);
     (136..=143).contains(&major) || major == 4 || (major == 5 && libc::minor(rdev) < 2)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_device_numbers_decode() {
+        assert_eq!(decode_dev(0x8800), libc::makedev(136, 0));
+        assert_eq!(decode_dev(0x892c), libc::makedev(137, 44));
+        assert_eq!(decode_dev(0x405), libc::makedev(4, 5));
+        // new_encode_dev(4, 300): the minor's high bits above the major.
+        assert_eq!(decode_dev(0x10_042c), libc::makedev(4, 300));
+        assert!(is_tty(decode_dev(0x8800)) && is_tty(libc::makedev(5, 0)));
+        assert!(!is_tty(libc::makedev(1, 3)) && !is_tty(libc::makedev(5, 2)));
+    }
+}
