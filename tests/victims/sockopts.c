@@ -21,6 +21,8 @@
  *   fd 22  TCP/IPv4 with only SO_RCVBUF_LOCK set through SO_BUF_LOCK
  *   fd 23  raw IPv4 (protocol 253) connected to 127.0.0.10 port 0, which getpeername
  *          does not report
+ *   fd 24, 25  TCP/IPv4 listeners sharing one port through SO_REUSEPORT, turned off on
+ *          fd 24 since
  * Multicast memberships on lo: fd 13 joins 239.1.2.3 and 232.1.1.1 from source
  * 127.0.0.5 only, fd 14 joins ff02::1:3.
  * After go: the same snapshot, byte for byte, option by option, and the same
@@ -96,13 +98,14 @@ struct icmp_filter {
 #define UDPLITE_RECV_CSCOV 11
 
 #define FIRST 10
-#define LAST 23
+#define LAST 25
 
 /* Every option read into the snapshot, on every socket. */
 static const struct {
 	int level, name, len;
 } readable[] = {
 	{ SOL_SOCKET, SO_REUSEADDR, 4 }, { SOL_SOCKET, SO_REUSEPORT, 4 },
+	{ SOL_SOCKET, SO_ACCEPTCONN, 4 },
 	{ SOL_SOCKET, SO_BINDTODEVICE, IFNAMSIZ }, { SOL_SOCKET, SO_RCVLOWAT, 4 },
 	{ SOL_SOCKET, SO_RCVBUF, 4 }, { SOL_SOCKET, SO_SNDBUF, 4 },
 	{ SOL_SOCKET, SO_BUF_LOCK, 4 }, { SOL_SOCKET, SO_DEBUG, 4 },
@@ -413,6 +416,21 @@ static void setup_unix(void)
 	must(22, SOL_SOCKET, SO_BUF_LOCK, 2);
 }
 
+static void setup_shared_port(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t l = sizeof(a);
+
+	for (int fd = 24; fd <= 25; fd++) {
+		victim_place(socket(AF_INET, SOCK_STREAM, 0), fd);
+		must(fd, SOL_SOCKET, SO_REUSEPORT, 1);
+		CHECK_SYS(bind(fd, (struct sockaddr *)&a, sizeof(a)));
+		CHECK_SYS(getsockname(fd, (struct sockaddr *)&a, &l));
+		CHECK_SYS(listen(fd, 2));
+	}
+	must(24, SOL_SOCKET, SO_REUSEPORT, 0);
+}
+
 static void setup_raw_connected(void)
 {
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = inet_addr("127.0.0.10") };
@@ -525,6 +543,7 @@ int main(void)
 	setup_icmp();
 	setup_unix();
 	setup_raw_connected();
+	setup_shared_port();
 	setup_memberships();
 	for (int fd = FIRST; fd <= LAST; fd++) {
 		present[fd] = fcntl(fd, F_GETFD) >= 0;
