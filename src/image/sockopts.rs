@@ -260,6 +260,7 @@ pub mod num {
     pub const SO_TXTIME: i32 = 61;
     pub const SO_TIMESTAMP_NEW: i32 = 63;
     pub const SO_TIMESTAMPNS_NEW: i32 = 64;
+    pub const SO_TIMESTAMPING_NEW: i32 = 65;
     pub const SO_PREFER_BUSY_POLL: i32 = 69;
     pub const SO_BUSY_POLL_BUDGET: i32 = 70;
     pub const SO_BUF_LOCK: i32 = 72;
@@ -402,6 +403,7 @@ pub const OPTIONS: &[OptDef] = &[
     // SO_TIMESTAMPING before SO_TIMESTAMP*: each of these sets or clears the "new
     // timestamps" flag the others report through.
     def(S, libc::SO_TIMESTAMPING, "SO_TIMESTAMPING", Scope::Any, Size::Fixed(8)),
+    def(S, SO_TIMESTAMPING_NEW, "SO_TIMESTAMPING_NEW", Scope::Any, Size::Fixed(8)),
     def(S, libc::SO_TIMESTAMP, "SO_TIMESTAMP", Scope::Any, INT),
     def(S, libc::SO_TIMESTAMPNS, "SO_TIMESTAMPNS", Scope::Any, INT),
     def(S, SO_TIMESTAMP_NEW, "SO_TIMESTAMP_NEW", Scope::Any, INT),

@@ -21,6 +21,8 @@
  *   fd 22  TCP/IPv4 with only SO_RCVBUF_LOCK set through SO_BUF_LOCK
  *   fd 23  raw IPv4 (protocol 253) connected to 127.0.0.10 port 0, which getpeername
  *          does not report
+ *   fd 24, 25  TCP/IPv4 listeners sharing one port through SO_REUSEPORT, turned off on
+ *          fd 24 since
  * Multicast memberships on lo: fd 13 joins 239.1.2.3 and 232.1.1.1 from source
  * 127.0.0.5 only, fd 14 joins ff02::1:3.
  * After go: the same snapshot, byte for byte, option by option, and the same
@@ -96,13 +98,14 @@ struct icmp_filter {
 #define UDPLITE_RECV_CSCOV 11
 
 #define FIRST 10
-#define LAST 23
+#define LAST 25
 
 /* Every option read into the snapshot, on every socket. */
 static const struct {
 	int level, name, len;
 } readable[] = {
 	{ SOL_SOCKET, SO_REUSEADDR, 4 }, { SOL_SOCKET, SO_REUSEPORT, 4 },
+	{ SOL_SOCKET, SO_ACCEPTCONN, 4 },
 	{ SOL_SOCKET, SO_BINDTODEVICE, IFNAMSIZ }, { SOL_SOCKET, SO_RCVLOWAT, 4 },
 	{ SOL_SOCKET, SO_RCVBUF, 4 }, { SOL_SOCKET, SO_SNDBUF, 4 },
 	{ SOL_SOCKET, SO_BUF_LOCK, 4 }, { SOL_SOCKET, SO_DEBUG, 4 },
@@ -112,7 +115,8 @@ static const struct {
 	{ SOL_SOCKET, SO_LINGER, 8 }, { SOL_SOCKET, SO_PASSCRED, 4 },
 	{ SOL_SOCKET, SO_PASSSEC, 4 }, { SOL_SOCKET, SO_PASSPIDFD, 4 },
 	{ SOL_SOCKET, SO_RCVTIMEO, 16 }, { SOL_SOCKET, SO_SNDTIMEO, 16 },
-	{ SOL_SOCKET, SO_TIMESTAMPING, 8 }, { SOL_SOCKET, SO_TIMESTAMP, 4 },
+	{ SOL_SOCKET, SO_TIMESTAMPING, 8 }, { SOL_SOCKET, SO_TIMESTAMPING_NEW, 8 },
+	{ SOL_SOCKET, SO_TIMESTAMP, 4 },
 	{ SOL_SOCKET, SO_TIMESTAMPNS, 4 }, { SOL_SOCKET, SO_MARK, 4 },
 	{ SOL_SOCKET, SO_RXQ_OVFL, 4 }, { SOL_SOCKET, SO_SELECT_ERR_QUEUE, 4 },
 	{ SOL_SOCKET, SO_BUSY_POLL, 4 }, { SOL_SOCKET, SO_MAX_PACING_RATE, 8 },
@@ -344,6 +348,11 @@ static void setup_udp(void)
 
 	victim_place(socket(AF_INET6, SOCK_DGRAM, 0), 14);
 	udp_common(14);
+	{
+		int ts = SOF_TIMESTAMPING_RX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE;
+
+		opt(14, SOL_SOCKET, SO_TIMESTAMPING_NEW, &ts, sizeof(ts));
+	}
 	must(14, SOL_IPV6, IPV6_V6ONLY, 1);
 	must(14, SOL_IPV6, IPV6_RECVPKTINFO, 1);
 	must(14, SOL_IPV6, IPV6_RECVHOPLIMIT, 1);
@@ -411,6 +420,21 @@ static void setup_unix(void)
 
 	victim_place(socket(AF_INET, SOCK_STREAM, 0), 22);
 	must(22, SOL_SOCKET, SO_BUF_LOCK, 2);
+}
+
+static void setup_shared_port(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t l = sizeof(a);
+
+	for (int fd = 24; fd <= 25; fd++) {
+		victim_place(socket(AF_INET, SOCK_STREAM, 0), fd);
+		must(fd, SOL_SOCKET, SO_REUSEPORT, 1);
+		CHECK_SYS(bind(fd, (struct sockaddr *)&a, sizeof(a)));
+		CHECK_SYS(getsockname(fd, (struct sockaddr *)&a, &l));
+		CHECK_SYS(listen(fd, 2));
+	}
+	must(24, SOL_SOCKET, SO_REUSEPORT, 0);
 }
 
 static void setup_raw_connected(void)
@@ -525,6 +549,7 @@ int main(void)
 	setup_icmp();
 	setup_unix();
 	setup_raw_connected();
+	setup_shared_port();
 	setup_memberships();
 	for (int fd = FIRST; fd <= LAST; fd++) {
 		present[fd] = fcntl(fd, F_GETFD) >= 0;

@@ -2,7 +2,7 @@
 //! same socket without changing it), for every option of `image::sockopts::OPTIONS`
 //! that sockets of its kind have. An option is saved when its value differs from a new
 //! socket's of the same family, type and protocol (a probe socket per kind, created
-//! once per dump); one stasis cannot restore makes the dump fail, naming the option and
+//! once per process in its network namespace); one stasis cannot restore makes the dump fail, naming the option and
 //! its value. Multicast memberships are found by asking the socket about each group
 //! joined in its network namespace. The restore side is `restore/files/sockopts.rs`.
 
@@ -27,6 +27,8 @@ pub enum OptError {
         value: String,
         what: &'static str,
     },
+    #[error("enter the network namespace of pid {pid} for a probe socket: {source}")]
+    Netns { pid: i32, source: Errno },
     #[error("create a probe socket (family {}, type {}, protocol {}): {source}", .kind.family, .kind.ty, .kind.protocol)]
     Probe { kind: SockKind, source: Errno },
 }
@@ -74,7 +76,7 @@ impl Defaults {
         match self.by_kind.entry(kind) {
             Entry::Occupied(e) => Ok(e.into_mut()),
             Entry::Vacant(e) => {
-                let probe = probe_socket(kind)?;
+                let probe = probe_in_netns(self.pid, kind)?;
                 let values = OPTIONS
                     .iter()
                     .map(|d| read_one(probe.as_fd(), d.level, d.name, d.size.buffer(), d.special))
@@ -84,6 +86,35 @@ impl Defaults {
             }
         }
     }
+}
+
+/// A new socket of `kind` in the network namespace of process `pid` (whose sysctls give
+/// new sockets their defaults): made by a short-lived thread that joins the namespace
+/// when it is not stasis's.
+fn probe_in_netns(pid: i32, kind: SockKind) -> Result<OwnedFd, OptError> {
+    use std::os::unix::fs::MetadataExt;
+    let theirs = format!("/proc/{pid}/ns/net");
+    let ino = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    if ino(&theirs).is_none() || ino(&theirs) == ino("/proc/self/ns/net") {
+        return probe_socket(kind);
+    }
+    let enter = |source: std::io::Error| OptError::Netns {
+        pid,
+        source: Errno::from_raw(source.raw_os_error().unwrap_or(0)),
+    };
+    let ns = std::fs::File::open(&theirs).map_err(enter)?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|source| OptError::Netns { pid, source })?;
+            probe_socket(kind)
+        })
+        .join()
+        .unwrap_or(Err(OptError::Netns {
+            pid,
+            source: Errno::EINTR,
+        }))
+    })
 }
 
 /// A new socket of `kind`. Ping sockets need the creator's group in

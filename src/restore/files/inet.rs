@@ -46,7 +46,8 @@ pub fn prepare(
     let mut repaired = Vec::new();
     for e in &files.fds {
         let FdKind::Inet(s) = &e.kind else { continue };
-        let fd = one(child, e, s, prepared, tcp_close).map_err(at(e.fd))?;
+        let share = port_shared(files, s);
+        let fd = one(child, e, s, prepared, tcp_close, share).map_err(at(e.fd))?;
         prepared.assign(e.fd, fd);
         if let InetState::Established(r) = &s.state {
             if !tcp_close {
@@ -60,12 +61,41 @@ pub fn prepare(
     Ok(())
 }
 
+/// Whether `s` is bound without `SO_REUSEPORT` to an address another socket of the table
+/// holds with it: both were bound with it on (the kernel lets no other socket share a
+/// reuseport socket's address) and `s` turned it off since.
+fn port_shared(files: &FilesImage, s: &InetSocket) -> bool {
+    let reuseport = |x: &InetSocket| x.opts.flag(libc::SOL_SOCKET, libc::SO_REUSEPORT);
+    let bound = |x: &InetSocket| {
+        matches!(
+            x.state,
+            InetState::Unconnected | InetState::Listening { .. }
+        )
+    };
+    s.local.is_some()
+        && bound(s)
+        && !reuseport(s)
+        && files.fds.iter().any(|e| match &e.kind {
+            FdKind::Inet(o) => {
+                o.ino != s.ino
+                    && (o.family, o.protocol, &o.local) == (s.family, s.protocol, &s.local)
+                    && bound(o)
+                    && reuseport(o)
+            }
+            _ => false,
+        })
+}
+
+/// Ordering requirements: early options before `bind`; a socket sharing its port
+/// (`share`, see [`port_shared`]) has `SO_REUSEPORT` on from before `bind` until after
+/// `listen` (which checks the port again); late options last.
 fn one(
     child: &Child,
     e: &FdEntry,
     s: &InetSocket,
     prepared: &mut Prepared,
     tcp_close: bool,
+    share: bool,
 ) -> Result<u64, RestoreError> {
     let got = child.remote().call(
         "socket",
@@ -74,6 +104,18 @@ fn one(
     )?;
     let fd = prepared.park(child, got)?;
     sockopts::early(child, fd, &s.opts)?;
+    let reuseport = |on: bool| {
+        prep::set_int(
+            child,
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEPORT,
+            i32::from(on),
+        )
+    };
+    if share {
+        reuseport(true)?;
+    }
     match &s.state {
         InetState::Unconnected => unconnected(child, fd, s)?,
         InetState::Listening { backlog } => {
@@ -84,6 +126,9 @@ fn one(
         }
         InetState::Established(r) if !tcp_close => repair(child, fd, s, r)?,
         InetState::Established(_) | InetState::Closed => aborted(child, fd, s)?,
+    }
+    if share {
+        reuseport(false)?;
     }
     if !matches!(s.state, InetState::Established(_)) || tcp_close {
         sockopts::late(child, fd, &s.opts, false)?;
