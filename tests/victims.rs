@@ -251,6 +251,7 @@ victim_tests! {
     prctl: "prctl";
     creds: "creds";
     creds_threads: "creds" ["threads"];
+    creds_per_thread: "creds" ["per_thread"];
     mmflags: "mmflags";
     seccomp_stacked: "seccomp" ["stacked"];
     seccomp_tsync: "seccomp" ["tsync"];

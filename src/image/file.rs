@@ -27,7 +27,9 @@ use super::error::ImageError;
 /// pages over several pages files: each page run of the mm record names its file
 /// (`stripe`; older mm records are read as having every run in `pages-<pid>.img`).
 /// Version 9 records the signal that stopped a process (`ProcState::Alive::stop_signal`,
-/// a `u8` in the byte where version 8 had `stopped: bool`: its 1 reads as SIGSTOP).
+/// a `u8` in the byte where version 8 had `stopped: bool`: its 1 reads as SIGSTOP) and
+/// the credentials of threads whose own differ from the leader's (the task record's
+/// `thread_creds`; an older task record is read as having none).
 pub const FORMAT_VERSION: u32 = 9;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).

@@ -153,6 +153,20 @@ fn proc_entry(p: &ProcEntry, path: &Path) -> Check {
     Ok(())
 }
 
+/// Own credentials are listed once each, for threads of the task other than the leader.
+fn thread_creds(task: &TaskImage, tids: &[i32], path: &Path) -> Check {
+    let listed: Vec<i32> = task.thread_creds.iter().map(|t| t.tid).collect();
+    for (i, tid) in listed.iter().enumerate() {
+        if *tid == task.pid || !tids.contains(tid) || listed[..i].contains(tid) {
+            return fail(
+                path,
+                format!("lists credentials of thread {tid}, not another thread of its own"),
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Every `Inherited` fd names an original fd (not itself a reference) of a process that
 /// comes earlier in `order`; every `Reopen` a memfd or deleted file (ghost or copied link
 /// remap) created by an earlier
@@ -334,6 +348,7 @@ pub fn task(task: &TaskImage, pid: i32, path: &Path) -> Check {
     }
     let tids: Vec<i32> = task.threads.iter().map(|t| t.tid).collect();
     check_ids(&tids, "tid", path)?;
+    thread_creds(task, &tids, path)?;
     if task.rlimits.len() != 16 || task.rlimits.iter().any(|(soft, hard)| soft > hard) {
         return fail(
             path,
@@ -958,6 +973,26 @@ mod tests {
         f(&mut t);
         let inv = sample::inventory(&t.alive().map(|p| p.pid).collect::<Vec<_>>());
         message(tree(&t, &inv, path()))
+    }
+
+    #[test]
+    fn thread_credentials() {
+        use crate::image::task::{Creds, ThreadCreds};
+        let mut task = sample::task(10);
+        let own = |tid| ThreadCreds {
+            tid,
+            creds: Creds::default(),
+        };
+        task.thread_creds = vec![own(11)];
+        assert!(super::task(&task, 10, path()).is_ok());
+        assert_eq!(task.creds_of(11), &Creds::default());
+        assert_eq!(task.creds_of(10), &task.creds);
+        for bad in [vec![own(10)], vec![own(12)], vec![own(11), own(11)]] {
+            task.thread_creds = bad;
+            let tid = task.thread_creds.last().map(|t| t.tid);
+            let err = message(super::task(&task, 10, path()));
+            assert!(err.contains(&format!("thread {}", tid.unwrap())), "{err}");
+        }
     }
 
     #[test]
