@@ -262,6 +262,7 @@ victim_tests! {
     tree: "tree";
     tree_50: "tree" ["50"];
     stopped: "stopped";
+    group_helper: "group_helper";
     shared_vm: "shared_vm";
     shared_vm_nested: "shared_vm" ["nested"];
     cow: "cow";

@@ -29,7 +29,8 @@ use super::error::ImageError;
 /// Version 9 records the signal that stopped a process (`ProcState::Alive::stop_signal`,
 /// a `u8` in the byte where version 8 had `stopped: bool`: its 1 reads as SIGSTOP) and
 /// the credentials of threads whose own differ from the leader's (the task record's
-/// `thread_creds`; an older task record is read as having none).
+/// `thread_creds`; an older task record is read as having none), and
+/// `ProcState::GroupHelper` (a group whose leader was gone).
 pub const FORMAT_VERSION: u32 = 9;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).

@@ -142,6 +142,12 @@ fn proc_entry(p: &ProcEntry, path: &Path) -> Check {
             );
         }
     }
+    if p.state == ProcState::GroupHelper && p.pgid != p.pid {
+        return fail(
+            path,
+            format!("group helper {} does not lead its group {}", p.pid, p.pgid),
+        );
+    }
     if let ProcState::Zombie { status } = p.state {
         if status & !0xffff != 0 {
             return fail(

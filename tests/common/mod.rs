@@ -62,6 +62,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("guards", &[]),
     ("tree", &[]),
     ("stopped", &["-pthread"]),
+    ("group_helper", &[]),
     ("shared_vm", &[]),
     ("cow", &[]),
     ("unlinked_maps", &[]),
