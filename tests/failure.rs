@@ -344,6 +344,24 @@ fn leave_running_dump_keeps_seccomp() {
     assert_still_filtered(victim);
 }
 
+/// Children stopped by job control, dumped with `-R`, stay stopped by the same signal,
+/// with no stop signal left queued but the SIGSTOPs that were (the `stopped` victim
+/// checks all that after go, as after a restore).
+#[test]
+fn leave_running_dump_keeps_stops() {
+    let _serial = common::serial();
+    require_privileged!("leave_running_dump_keeps_stops");
+    let tmp = TempDir::new("stopped-r");
+    let mut victim = victim_in(&tmp, "stopped", &[]);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    common::dump(victim.pid, &tmp.join("img"), &["-R"]).assert_ok("stasis dump -R");
+    common::assert_untouched(&victim);
+    let st = victim.go();
+    let log = victim.log_text();
+    assert_eq!(st, Status::Exited(0), "log:\n{log}");
+    assert_eq!(log.lines().last(), Some("PASS"), "log:\n{log}");
+}
+
 /// Seccomp is dumped with `PTRACE_O_SUSPEND_SECCOMP`, which needs CAP_SYS_ADMIN: without
 /// it the dump is refused saying so, and the task keeps its filter (it still dies by
 /// SIGSYS on getpid after go).

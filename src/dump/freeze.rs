@@ -151,13 +151,12 @@ impl Frozen {
     }
 
     /// Detach every thread: the process runs on (or stays stopped, if it was, by the same
-    /// signal, with the SIGSTOPs the freeze took queued again).
+    /// signal, with the SIGSTOPs the freeze took queued again). A process stopped by job
+    /// control was never let out of its group stop (only out of the ptrace stop inside
+    /// it): detached, each thread stops again at once with the signal of that stop
+    /// (`JOBCTL_STOP_SIGMASK`), so no stop signal is sent — it would stay queued.
     pub fn release(self) -> Result<(), DumpError> {
         let pid = self.pid();
-        if let Some(sig) = self.stop_signal {
-            // Queued while traced, taken at once after the detach: no instruction runs.
-            jobctl::stop(pid, sig).map_err(|what| DumpError::Unsupported { what })?;
-        }
         for t in self.threads {
             t.release()?;
         }
