@@ -295,10 +295,11 @@ fn check(tree: &TreeImage, table: &HashMap<i32, Stat>, shell_job: bool) -> Resul
 /// member's session (the helper inherits it); [`check`] refuses the other cases.
 fn add_group_helpers(tree: &mut TreeImage, table: &HashMap<i32, Stat>) {
     let mut helpers: Vec<ProcEntry> = Vec::new();
+    let root_group = tree.processes[0].pgid; // with --shell-job, the restorer's
     for p in &tree.processes[1..] {
         let (pgid, sid) = (p.pgid, p.sid);
         let known = |id: i32| table.contains_key(&id) || helpers.iter().any(|h| h.pid == id);
-        if known(pgid) {
+        if known(pgid) || pgid == root_group {
             continue;
         }
         let parent = tree.get(p.ppid).filter(|q| q.sid == sid);
