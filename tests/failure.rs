@@ -83,6 +83,14 @@ fn dump_refuses_userfaultfd() {
     refused_kind("dump_refuses_userfaultfd", "userfaultfd", "a userfaultfd");
 }
 
+/// A device is reopened by its path: one whose node was deleted is refused (with or
+/// without `--evasive-devices`, which accepts any node of the same device).
+#[test]
+fn dump_refuses_device_whose_node_is_gone() {
+    let test = "dump_refuses_device_whose_node_is_gone";
+    refused_kind(test, "deleted_device", "character device 1:3 opened as");
+}
+
 /// A memfd open and mapped only in part is refused (only the mapped part is saved),
 /// naming the fd and the mapping.
 #[test]
