@@ -193,6 +193,7 @@ fn tree(t: &TreeImage, out: &mut impl Write) -> std::io::Result<()> {
                 Some(sig) => format!("stopped by signal {sig}"),
             },
             ProcState::Zombie { status } => format!("zombie (wait status {status:#x})"),
+            ProcState::GroupHelper => "group leader helper (exited at dump)".to_string(),
         };
         let shares = shared_with_parent(e);
         writeln!(

@@ -1,8 +1,9 @@
 //! Job-control stops, shared by the dump (`-R` lets a stopped process go) and the
-//! restore: stopping a process again with the very signal that stopped it (its parent's
-//! `waitid(WSTOPPED)` and a shell's job table report that signal), and queueing again
-//! the stop signals sent to it while it was stopped, which the kernel keeps queued until
-//! a SIGCONT discards them (`/proc/PID/status` shows them in `SigPnd`/`ShdPnd`).
+//! restore: stopping a restored process again with the very signal that stopped it (its
+//! parent's `waitid(WSTOPPED)` and a shell's job table report that signal; a process
+//! released by `-R` never left its group stop and needs none), and queueing again the
+//! stop signals sent to it while it was stopped, which the kernel keeps queued until a
+//! SIGCONT discards them (`/proc/PID/status` shows them in `SigPnd`/`ShdPnd`).
 //!
 //! It does not own the freeze of a stopped process (`dump/freeze.rs`) nor the saved
 //! queues (`dump/task.rs`, `restore/task.rs`).

@@ -110,6 +110,14 @@ fn dump_refuses_corked_udp_data() {
     );
 }
 
+/// A device is reopened by its path: one whose node was deleted is refused (with or
+/// without `--evasive-devices`, which accepts any node of the same device).
+#[test]
+fn dump_refuses_device_whose_node_is_gone() {
+    let test = "dump_refuses_device_whose_node_is_gone";
+    refused_kind(test, "deleted_device", "character device 1:3 opened as");
+}
+
 /// A memfd open and mapped only in part is refused (only the mapped part is saved),
 /// naming the fd and the mapping.
 #[test]
@@ -393,6 +401,24 @@ fn leave_running_dump_keeps_seccomp() {
     common::dump(victim.pid, &tmp.join("img"), &["-R"]).assert_ok("stasis dump -R");
     common::assert_untouched(&victim);
     assert_still_filtered(victim);
+}
+
+/// Children stopped by job control, dumped with `-R`, stay stopped by the same signal,
+/// with no stop signal left queued but the SIGSTOPs that were (the `stopped` victim
+/// checks all that after go, as after a restore).
+#[test]
+fn leave_running_dump_keeps_stops() {
+    let _serial = common::serial();
+    require_privileged!("leave_running_dump_keeps_stops");
+    let tmp = TempDir::new("stopped-r");
+    let mut victim = victim_in(&tmp, "stopped", &[]);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    common::dump(victim.pid, &tmp.join("img"), &["-R"]).assert_ok("stasis dump -R");
+    common::assert_untouched(&victim);
+    let st = victim.go();
+    let log = victim.log_text();
+    assert_eq!(st, Status::Exited(0), "log:\n{log}");
+    assert_eq!(log.lines().last(), Some("PASS"), "log:\n{log}");
 }
 
 /// Seccomp is dumped with `PTRACE_O_SUSPEND_SECCOMP`, which needs CAP_SYS_ADMIN: without

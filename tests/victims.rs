@@ -251,6 +251,7 @@ victim_tests! {
     prctl: "prctl";
     creds: "creds";
     creds_threads: "creds" ["threads"];
+    creds_per_thread: "creds" ["per_thread"];
     mmflags: "mmflags";
     file_prot: "file_prot";
     many_maps: "many_maps";
@@ -266,6 +267,7 @@ victim_tests! {
     tree: "tree";
     tree_50: "tree" ["50"];
     stopped: "stopped";
+    group_helper: "group_helper";
     shared_vm: "shared_vm";
     shared_vm_nested: "shared_vm" ["nested"];
     cow: "cow";

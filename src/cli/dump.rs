@@ -77,8 +77,8 @@ pub struct DumpArgs {
     /// Write the dump figures (pages, bytes, MB/s, frozen and total time) as JSON here.
     #[arg(long = "stats-json")]
     pub stats_json: Option<PathBuf>,
-    /// Use any device node of the same device when the one held open is gone: refused,
-    /// stasis reopens a device by the path it was opened with.
+    /// Accepted (CRIU's name): a device is reopened by its path, which may be any node
+    /// of the same device; a path naming another file now is refused.
     #[arg(long = "evasive-devices")]
     pub evasive_devices: bool,
     #[command(flatten)]
@@ -86,7 +86,7 @@ pub struct DumpArgs {
 }
 
 pub fn run(args: DumpArgs) -> i32 {
-    if let Err(why) = args.criu.check().and(refuse_evasive(args.evasive_devices)) {
+    if let Err(why) = args.criu.check() {
         eprintln!("stasis: {why}");
         return EXIT_USAGE;
     }
@@ -122,17 +122,6 @@ pub fn run(args: DumpArgs) -> i32 {
         || stats::dump_json(&summary),
     );
     EXIT_OK
-}
-
-fn refuse_evasive(given: bool) -> Result<(), String> {
-    match given {
-        true => Err(
-            "--evasive-devices: stasis reopens a device by the path it was opened \
-                     with and does not look for another node of the same device"
-                .into(),
-        ),
-        false => Ok(()),
-    }
 }
 
 /// `4096`, `64K`, `1M`, `2G` (binary units) → bytes.

@@ -123,6 +123,22 @@ pub struct Frozen {
     pub withheld: Vec<(Option<i32>, SigInfo)>,
 }
 
+/// A failed dump drops its `Frozen` processes, which detaches their threads: the
+/// SIGSTOPs the freeze took from a stopped one are queued again, so that it is left as
+/// it was.
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let Some(pid) = self.threads.first().map(Seized::tid) else {
+            return;
+        };
+        if self.withheld.is_empty() {
+            return;
+        }
+        drop(std::mem::take(&mut self.threads));
+        let _ = self.requeue_withheld(pid);
+    }
+}
+
 /// Tasks attached to us before their turn in the freeze, by tid: processes the kernel
 /// attached because a frozen task forked them (already stopped), and tasks seized while
 /// their cgroup was frozen (an interrupt requested, not waited for yet).
@@ -151,17 +167,21 @@ impl Frozen {
     }
 
     /// Detach every thread: the process runs on (or stays stopped, if it was, by the same
-    /// signal, with the SIGSTOPs the freeze took queued again).
-    pub fn release(self) -> Result<(), DumpError> {
+    /// signal, with the SIGSTOPs the freeze took queued again). A process stopped by job
+    /// control was never let out of its group stop (only out of the ptrace stop inside
+    /// it): detached, each thread stops again at once with the signal of that stop
+    /// (`JOBCTL_STOP_SIGMASK`), so no stop signal is sent — it would stay queued.
+    pub fn release(mut self) -> Result<(), DumpError> {
         let pid = self.pid();
-        if let Some(sig) = self.stop_signal {
-            // Queued while traced, taken at once after the detach: no instruction runs.
-            jobctl::stop(pid, sig).map_err(|what| DumpError::Unsupported { what })?;
-        }
-        for t in self.threads {
+        for t in std::mem::take(&mut self.threads) {
             t.release()?;
         }
-        let withheld: Vec<QueuedStop> = (self.withheld.iter())
+        self.requeue_withheld(pid)
+    }
+
+    /// Queues the SIGSTOPs the freeze took again, once the detached process is stopped.
+    fn requeue_withheld(&mut self, pid: i32) -> Result<(), DumpError> {
+        let withheld: Vec<QueuedStop> = (std::mem::take(&mut self.withheld).iter())
             .map(|&(tid, _)| QueuedStop {
                 tid,
                 signal: libc::SIGSTOP,
@@ -195,6 +215,7 @@ impl Frozen {
     /// before the leader — the kernel reports a leader's exit only once the rest of its
     /// thread group is gone.
     pub fn reap(mut self) -> Result<(), DumpError> {
+        self.withheld.clear(); // killed: nothing to queue again
         let leader = self.threads.remove(0);
         for t in self.threads.drain(..) {
             t.reap()?;

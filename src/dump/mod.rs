@@ -333,9 +333,7 @@ fn save(
     let stat = proc::stat(pid)?;
     let status = proc::status(pid)?;
     let creds = creds::creds(&status, q.securebits);
-    for (t, &bits) in threads[1..].iter().zip(&q.thread_securebits) {
-        creds::check_thread(pid, t.tid, bits, &creds)?;
-    }
+    let thread_creds = creds::other_threads(pid, &threads[1..], &q.thread_securebits, &creds)?;
 
     let mstats = if entry.shares_vm {
         // Its pages at restore are those of the address space it shares.
@@ -376,6 +374,7 @@ fn save(
         sigactions,
         shared_pending,
         audit: audit::audit(pid, known.tids)?,
+        thread_creds,
         threads,
         seccomp,
     };

@@ -19,7 +19,7 @@ pub struct Queried {
     pub brk: u64,
     pub timers: Timers,
     pub attrs: ProcessAttrs,
-    /// The leader's; every thread's is checked against it (see `dump/creds.rs`).
+    /// The leader's; the other threads' are compared with it (see `dump/creds.rs`).
     pub securebits: u32,
     /// The other threads' securebits, in image order.
     pub thread_securebits: Vec<u32>,

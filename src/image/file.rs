@@ -31,7 +31,10 @@ use super::error::ImageError;
 /// (`VmaKind::Aio`); an older mm record reads as having files opened for writing exactly
 /// where they were mapped shared and writable.
 /// It also records the signal that stopped a process (`ProcState::Alive::stop_signal`,
-/// a `u8` in the byte where version 8 had `stopped: bool`: its 1 reads as SIGSTOP).
+/// a `u8` in the byte where version 8 had `stopped: bool`: its 1 reads as SIGSTOP) and
+/// the credentials of threads whose own differ from the leader's (the task record's
+/// `thread_creds`; an older task record is read as having none), and
+/// `ProcState::GroupHelper` (a group whose leader was gone).
 /// It also adds `ghosts.img` (files deleted while in use, each once for the tree, their
 /// data without holes) and the `Deleted` fd kind that refers to them; an older image has
 /// no `ghosts.img` and keeps its `Ghost` fds.

@@ -14,7 +14,7 @@ use super::inventory::Inventory;
 use super::mm::{MmImage, MmImageV6, MmImageV7, MmImageV8};
 use super::pages::{check_pages, verify_pages};
 use super::sysv::{SysvImage, SYSV, SYSV_SHM_PAGES};
-use super::task::TaskImage;
+use super::task::{TaskImage, TaskImageV8};
 use super::tree::{TreeImage, TreeImageV6};
 use super::tty::{TtyImage, TTY};
 use super::validate;
@@ -225,7 +225,7 @@ fn load_ghosts(dir: &Path, processes: &[ProcessImage]) -> Result<GhostsImage, Im
 /// The records of `pid`; `mm` only if it `owns_mm` (else its mm is empty).
 fn load_process(dir: &Path, pid: i32, owns_mm: bool) -> Result<ProcessImage, ImageError> {
     let path = dir.join(record_name("task", pid));
-    let task = read(Kind::Task, &path)?;
+    let task = read_since::<TaskImage, TaskImageV8>(Kind::Task, &path, 9)?;
     validate::task(&task, pid, &path)?;
     let mm = if owns_mm {
         load_mm(dir, pid)?
@@ -459,6 +459,25 @@ mod tests {
         assert_eq!(image.processes[0].mm, mm);
     }
 
+    /// A version 8 task record (no `thread_creds`) loads with every thread having the
+    /// leader's credentials; one of version 9 with another thread's own keeps them.
+    #[test]
+    fn version_8_task_is_converted() {
+        let (_parent, dir) = fixture();
+        let path = dir.join("task-42.img");
+        let mut task: TaskImage = crate::image::file::read(Kind::Task, &path).unwrap();
+        let mut bytes = encode(Kind::Task, &TaskImageV8::from(task.clone())).unwrap();
+        bytes[12..16].copy_from_slice(&8u32.to_le_bytes());
+        fs::write(&path, bytes).unwrap();
+        assert_eq!(Image::load(&dir).unwrap().processes[0].task, task);
+        let tid = task.threads[1].tid;
+        let creds = crate::image::task::Creds::default();
+        task.thread_creds = vec![crate::image::task::ThreadCreds { tid, creds }];
+        fs::write(&path, encode(Kind::Task, &task).unwrap()).unwrap();
+        let loaded = Image::load(&dir).unwrap().processes.remove(0).task;
+        assert_eq!(loaded.creds_of(tid), &crate::image::task::Creds::default());
+    }
+
     /// A version 7 mm record (runs without a stripe) loads with every run in the first
     /// pages file.
     #[test]
@@ -643,6 +662,10 @@ mod tests {
             guards: mm.guards.clone(),
         };
         fs::write(dir.join("mm-42.img"), encode(Kind::Mm, &old_mm).unwrap()).unwrap();
+        let task_path = dir.join("task-42.img");
+        let task: TaskImage = crate::image::file::read(Kind::Task, &task_path).unwrap();
+        let old_task = TaskImageV8::from(task.clone());
+        fs::write(&task_path, encode(Kind::Task, &old_task).unwrap()).unwrap();
         for entry in fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             let mut bytes = fs::read(&path).unwrap();
@@ -658,5 +681,9 @@ mod tests {
         assert_eq!(image.processes[0].files, converted);
         assert_eq!(image.tree.terminal, None);
         assert_eq!(image.processes[0].mm, mm);
+        assert_eq!(
+            image.processes[0].task, task,
+            "no thread with credentials of its own"
+        );
     }
 }

@@ -155,6 +155,7 @@ pub fn task(pid: i32) -> TaskImage {
             loginuid: 1000,
             sessionid: 3,
         }),
+        thread_creds: Vec::new(),
     }
 }
 

@@ -65,6 +65,11 @@ pub enum ProcState {
     },
     /// A zombie: only its ids and its wait status (as `waitpid` reports it) are kept.
     Zombie { status: i32 },
+    /// No process: the id of a process group whose leader had exited (and been reaped)
+    /// while members lived on. The restore creates a helper with this pid, forked by the
+    /// entry's parent (that of the group's first member), to lead the group while its
+    /// members join; then it exits and its parent reaps it, unaware (as CRIU's helpers).
+    GroupHelper,
 }
 
 impl ProcState {
@@ -77,7 +82,9 @@ impl ProcState {
     /// The signal that stopped a live process by job control.
     pub fn stop_signal(&self) -> Option<i32> {
         match *self {
-            ProcState::Alive { stop_signal: 0 } | ProcState::Zombie { .. } => None,
+            ProcState::Alive { stop_signal: 0 }
+            | ProcState::Zombie { .. }
+            | ProcState::GroupHelper => None,
             ProcState::Alive { stop_signal: 1 } => Some(libc::SIGSTOP),
             ProcState::Alive { stop_signal } => Some(i32::from(stop_signal)),
         }

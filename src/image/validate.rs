@@ -142,11 +142,31 @@ fn proc_entry(p: &ProcEntry, path: &Path) -> Check {
             );
         }
     }
+    if p.state == ProcState::GroupHelper && p.pgid != p.pid {
+        return fail(
+            path,
+            format!("group helper {} does not lead its group {}", p.pid, p.pgid),
+        );
+    }
     if let ProcState::Zombie { status } = p.state {
         if status & !0xffff != 0 {
             return fail(
                 path,
                 format!("zombie {} has wait status {status:#x}", p.pid),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Own credentials are listed once each, for threads of the task other than the leader.
+fn thread_creds(task: &TaskImage, tids: &[i32], path: &Path) -> Check {
+    let listed: Vec<i32> = task.thread_creds.iter().map(|t| t.tid).collect();
+    for (i, tid) in listed.iter().enumerate() {
+        if *tid == task.pid || !tids.contains(tid) || listed[..i].contains(tid) {
+            return fail(
+                path,
+                format!("lists credentials of thread {tid}, not another thread of its own"),
             );
         }
     }
@@ -334,6 +354,7 @@ pub fn task(task: &TaskImage, pid: i32, path: &Path) -> Check {
     }
     let tids: Vec<i32> = task.threads.iter().map(|t| t.tid).collect();
     check_ids(&tids, "tid", path)?;
+    thread_creds(task, &tids, path)?;
     if task.rlimits.len() != 16 || task.rlimits.iter().any(|(soft, hard)| soft > hard) {
         return fail(
             path,
@@ -1029,6 +1050,26 @@ mod tests {
         f(&mut t);
         let inv = sample::inventory(&t.alive().map(|p| p.pid).collect::<Vec<_>>());
         message(tree(&t, &inv, path()))
+    }
+
+    #[test]
+    fn thread_credentials() {
+        use crate::image::task::{Creds, ThreadCreds};
+        let mut task = sample::task(10);
+        let own = |tid| ThreadCreds {
+            tid,
+            creds: Creds::default(),
+        };
+        task.thread_creds = vec![own(11)];
+        assert!(super::task(&task, 10, path()).is_ok());
+        assert_eq!(task.creds_of(11), &Creds::default());
+        assert_eq!(task.creds_of(10), &task.creds);
+        for bad in [vec![own(10)], vec![own(12)], vec![own(11), own(11)]] {
+            task.thread_creds = bad;
+            let tid = task.thread_creds.last().map(|t| t.tid);
+            let err = message(super::task(&task, 10, path()));
+            assert!(err.contains(&format!("thread {}", tid.unwrap())), "{err}");
+        }
     }
 
     #[test]

@@ -402,16 +402,23 @@ impl Builder<'_> {
             .1
     }
 
-    /// Zombies exit; their parents forget the signals that raised.
+    /// Zombies exit; group helpers exit and are reaped by their parents; the parents
+    /// forget the signals that raised.
     fn make_zombies(&mut self) -> Result<(), RestoreError> {
         let mut parents: Vec<(i32, u64)> = Vec::new();
         for e in &self.image.tree.processes {
-            let ProcState::Zombie { status } = e.state else {
-                continue;
+            let status = match e.state {
+                ProcState::Zombie { status } => status,
+                ProcState::GroupHelper => 0,
+                ProcState::Alive { .. } => continue,
             };
             let i = self.procs.iter().position(|(p, _)| *p == e.pid);
             let (_, child) = self.procs.remove(i.expect("zombies have a shell"));
             tree::make_zombie(child, e, status).map_err(at(RestoreStage::Zombies, e.pid))?;
+            if e.state == ProcState::GroupHelper {
+                tree::reap_helper(self.shell(e.ppid), e.pid)
+                    .map_err(at(RestoreStage::Zombies, e.ppid))?;
+            }
             if e.exit_signal > 0 {
                 parents.push((e.ppid, 1u64 << (e.exit_signal - 1)));
             }

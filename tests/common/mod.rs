@@ -67,6 +67,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("guards", &[]),
     ("tree", &[]),
     ("stopped", &["-pthread"]),
+    ("group_helper", &[]),
     ("shared_vm", &[]),
     ("cow", &[]),
     ("unlinked_maps", &[]),

@@ -41,7 +41,13 @@ static volatile pid_t second_tid;
 
 static void *idle(void *arg)
 {
+	sigset_t cont;
+
 	(void)arg;
+	/* SIGCONT's handler runs in the main thread, whose pause() it must end. */
+	sigemptyset(&cont);
+	sigaddset(&cont, SIGCONT);
+	pthread_sigmask(SIG_BLOCK, &cont, NULL);
 	second_tid = syscall(SYS_gettid);
 	for (;;)
 		pause();
@@ -110,6 +116,7 @@ static unsigned long long status_mask(pid_t pid, pid_t tid, const char *key)
 static void check(struct stopped *s)
 {
 	siginfo_t si;
+	pid_t r;
 	int st;
 
 	memset(&si, 0, sizeof(si));
@@ -128,7 +135,9 @@ static void check(struct stopped *s)
 		      "%s: second thread's SigPnd %llx, expected %llx", s->name,
 		      status_mask(s->pid, s->second, "SigPnd:"), s->second_pnd);
 	CHECK_SYS(kill(s->pid, SIGCONT));
-	CHECK(waitpid(s->pid, &st, 0) == s->pid, "%s: waitpid: %s", s->name, strerror(errno));
+	while ((r = waitpid(s->pid, &st, 0)) == -1 && errno == EINTR)
+		; /* go may come again */
+	CHECK(r == s->pid, "%s: waitpid: %s", s->name, strerror(errno));
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: ended with status %#x", s->name, st);
 }
 

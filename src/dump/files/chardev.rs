@@ -12,10 +12,12 @@ use crate::image::files::{CharDevFd, FdKind, TtyFd};
 use crate::sys::socket::{ioctl_get_int, TIOCGDEV};
 
 /// Terminals of a shell job become `Tty` under `--shell-job`; a pty slave whose master
-/// is outside the tree is refused otherwise; other character devices reopen by path.
+/// is outside the tree is refused otherwise; other character devices reopen by path, which must name the same device (any node of it: CRIU's
+/// `--evasive-devices` behaviour, always stasis's).
 pub fn dump(open: &OpenFd, opts: &FdOptions) -> Result<FdKind, DumpError> {
     let rdev = open.meta()?.st_rdev;
     if !is_tty(rdev) {
+        check_path_names(open, rdev)?;
         return Ok(by_path(open, rdev));
     }
     if rdev == libc::makedev(5, 0) {
@@ -72,6 +74,24 @@ pub fn ctty(pid: i32) -> Result<Option<u64>, DumpError> {
 /// A device number in the kernel's `new_encode_dev` form (stat's `tty_nr`, `TIOCGDEV`).
 pub fn decode_dev(nr: u32) -> u64 {
     libc::makedev((nr >> 8) & 0xfff, (nr & 0xff) | ((nr >> 12) & 0xfff00))
+}
+
+/// Refuses a device whose path no longer names it (the node deleted, or replaced by
+/// another file): the restore would open something else.
+fn check_path_names(open: &OpenFd, rdev: u64) -> Result<(), DumpError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let named = std::fs::metadata(&open.target)
+        .ok()
+        .filter(|m| m.file_type().is_char_device())
+        .map(|m| m.rdev());
+    if named == Some(rdev) {
+        return Ok(());
+    }
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    Err(open.error(&format!(
+        "is character device {major}:{minor} opened as {}, a path that names no such device now (deleted or replaced); stasis reopens a device by its path",
+        open.target
+    )))
 }
 
 /// Pseudo-terminal slaves (136-143), virtual consoles and serial lines (4) and /dev/tty,
