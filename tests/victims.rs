@@ -273,6 +273,13 @@ victim_tests! {
     memfd: "memfd";
     ghost: "ghost";
     ghost_remap: "ghost" ["remap"];
+    ghost_holes: "ghost_holes";
+    ghost_attrs: "ghost_kinds" ["attrs"];
+    ghost_tmpfile: "ghost_kinds" ["tmpfile"];
+    ghost_fifo: "ghost_kinds" ["fifo"];
+    ghost_dev: "ghost_kinds" ["dev"];
+    ghost_dir: "ghost_kinds" ["dir"];
+    ghost_symlink: "ghost_kinds" ["symlink"];
     locks: "locks";
     unix_sockets: "unix_sockets";
     unix_inflight: "unix_sockets" ["inflight"];

@@ -77,6 +77,8 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("inotify", &[]),
     ("memfd", &[]),
     ("ghost", &[]),
+    ("ghost_holes", &[]),
+    ("ghost_kinds", &[]),
     ("locks", &[]),
     ("unsupported", &[]),
 ];

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::AsFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 
 use nix::sys::stat::FileStat;
 use nix::unistd::Whence;
@@ -176,12 +176,21 @@ pub fn read_runs(file: &File, runs: &[(u64, u64)]) -> std::io::Result<Vec<Extent
 }
 
 /// A new read-only open file description of the file behind `open` (through
-/// `/proc/PID/fd/N`: the target's offset is untouched).
+/// `/proc/PID/fd/N`: the target's offset is untouched), with `O_NOATIME` where allowed
+/// (the owner's or CAP_FOWNER): reading it for the image leaves its atime as it was.
 fn reopen(open: &OpenFd) -> Result<File, DumpError> {
-    File::open(open.through()).map_err(|source| DumpError::Stat {
-        path: open.through(),
-        source,
-    })
+    let with = |flags| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags)
+            .open(open.through())
+    };
+    with(libc::O_NOATIME)
+        .or_else(|_| with(0))
+        .map_err(|source| DumpError::Stat {
+            path: open.through(),
+            source,
+        })
 }
 
 /// What the deleted symlink an `O_PATH | O_NOFOLLOW` fd holds points to
