@@ -433,7 +433,7 @@ fn classify(
     if let Some(kind) = open.pty_slave()?.and_then(|i| pty::slave_kind(ctx, i)) {
         return Ok(kind);
     }
-    if open.target.ends_with(ghost::DELETED) && open.meta()?.st_nlink == 0 {
+    if is_deleted(open)? {
         return deleted(open, opts, walk, ctx);
     }
     if open.info.flags & libc::O_PATH != 0 {
@@ -459,6 +459,13 @@ fn classify(
         libc::S_IFBLK => Err(open.refuse("a block device")),
         _ => Err(open.refuse("a file of unknown type")),
     }
+}
+
+/// Whether `open` is a file of a filesystem whose last link is gone (a memfd, which
+/// never had one, is not).
+fn is_deleted(open: &OpenFd) -> Result<bool, DumpError> {
+    let named = open.has_path() && !open.target.starts_with("/memfd:");
+    Ok(named && open.target.ends_with(ghost::DELETED) && open.meta()?.st_nlink == 0)
 }
 
 /// A file deleted while open (no link left, not a memfd): a ghost, unless it is a
