@@ -465,7 +465,12 @@ fn classify(
 /// never had one, is not).
 fn is_deleted(open: &OpenFd) -> Result<bool, DumpError> {
     let named = open.has_path() && !open.target.starts_with("/memfd:");
-    Ok(named && open.target.ends_with(ghost::DELETED) && open.meta()?.st_nlink == 0)
+    if !named || !open.target.ends_with(ghost::DELETED) || open.meta()?.st_nlink != 0 {
+        return Ok(false);
+    }
+    // A terminal is a terminal, deleted node or not (`chardev.rs`).
+    let meta = open.meta()?;
+    Ok(meta.st_mode & libc::S_IFMT != libc::S_IFCHR || !is_tty(meta.st_rdev))
 }
 
 /// A file deleted while open (no link left, not a memfd): a ghost, unless it is a
