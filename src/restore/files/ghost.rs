@@ -182,6 +182,8 @@ fn restore_unnamed(at: &Install, g: &GhostFile, path: &Path, pos: u64) -> Result
 
 /// The ghosts whose one open file description in `fds` was made with `O_TMPFILE` (only
 /// such a file can be made again with the flag: `O_TMPFILE` always makes a new file).
+/// An `O_TMPFILE` file opened again (through `/proc/self/fd`) comes back with every
+/// description opened by path, without the flag in `F_GETFL`.
 fn unnamed<'f>(fds: impl Iterator<Item = &'f FdEntry>) -> HashSet<u32> {
     let mut descriptions: HashMap<u32, (u32, bool)> = HashMap::new();
     for e in fds {
