@@ -281,6 +281,13 @@ victim_tests! {
     memfd: "memfd";
     ghost: "ghost";
     ghost_remap: "ghost" ["remap"];
+    ghost_holes: "ghost_holes";
+    ghost_attrs: "ghost_kinds" ["attrs"];
+    ghost_tmpfile: "ghost_kinds" ["tmpfile"];
+    ghost_fifo: "ghost_kinds" ["fifo"];
+    ghost_dev: "ghost_kinds" ["dev"];
+    ghost_dir: "ghost_kinds" ["dir"];
+    ghost_symlink: "ghost_kinds" ["symlink"];
     locks: "locks";
     fown: "fown";
     unix_unlinked: "unix_unlinked";

@@ -630,6 +630,49 @@ mod tests {
         assert_eq!(err.to_string(), expected);
     }
 
+    /// A `Deleted` fd loads with the ghost it names; without that ghost it is refused.
+    #[test]
+    fn deleted_fds_need_their_ghost() {
+        use crate::image::files::{DeletedFd, FdEntry};
+        use crate::image::ghost::{GhostBody, GhostFile};
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("img");
+        let mut p = process();
+        p.files.fds.push(FdEntry {
+            fd: 40,
+            cloexec: false,
+            flags: libc::O_RDONLY,
+            kind: FdKind::Deleted(DeletedFd {
+                ghost: 0,
+                pos: 0,
+                fifo: None,
+            }),
+        });
+        write_image(&dir, &p, 3);
+        let err = Image::load(&dir).unwrap_err().to_string();
+        assert!(
+            err.ends_with("fd 40 refers to ghost 0, which ghosts.img lacks"),
+            "{err}"
+        );
+        let ghosts = GhostsImage {
+            files: vec![GhostFile {
+                path: "/gone".into(),
+                dev: 1,
+                ino: 2,
+                mode: 0o700,
+                uid: 0,
+                gid: 0,
+                atime_ns: 0,
+                mtime_ns: 0,
+                body: GhostBody::Directory,
+                cwd_of: vec![PID],
+            }],
+        };
+        fs::write(dir.join(GHOSTS), encode(Kind::Ghosts, &ghosts).unwrap()).unwrap();
+        let image = Image::load(&dir).unwrap();
+        assert_eq!(image.ghosts, ghosts);
+    }
+
     #[test]
     fn invalid_inventory_is_refused() {
         let (_parent, dir) = fixture();

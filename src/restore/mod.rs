@@ -183,7 +183,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     }
     let shell_job = opts.shell_job || image.inventory.shell_job;
     let _orphans = Subreaper::become_one();
-    let ghosts = files::Ghosts::create(&image.ghosts)?;
+    let fds = image.processes.iter().flat_map(|p| &p.files.fds);
+    let ghosts = files::Ghosts::create(&image.ghosts, fds)?;
     let ttys = tty::Bank::build(&image)?;
     let mut b = Builder {
         image: &image,

@@ -88,6 +88,8 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("memfd", &[]),
     ("sysv", &[]),
     ("ghost", &[]),
+    ("ghost_holes", &[]),
+    ("ghost_kinds", &[]),
     ("locks", &[]),
     ("fown", &["-pthread"]),
     ("unix_unlinked", &[]),

@@ -9,13 +9,14 @@
 //! A regular file with more data than `--ghost-limit`, or whose name was unlinked while
 //! other links remain, is not a ghost: see `path.rs` (`--link-remap`).
 //!
-//! For other callers (mappings of deleted files): [`ghost_file`], [`data_runs`] and
-//! [`read_runs`] work on any open file and its `stat`.
+//! For other callers (mappings of deleted files): `Table::add` with [`ghost_file`] and
+//! [`regular`] saves any open deleted file by its `stat` (`FdOptions::ghosts` is the
+//! tree's table); the restore side's `Ghosts::path` says where ghost `i` is meanwhile.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::AsFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 
 use nix::sys::stat::FileStat;
 use nix::unistd::Whence;
@@ -102,11 +103,7 @@ pub fn over_limit(open: &OpenFd, limit: u64) -> Result<Option<u64>, DumpError> {
 fn body(open: &OpenFd, meta: &FileStat) -> Result<GhostBody, DumpError> {
     Ok(match meta.st_mode & libc::S_IFMT {
         libc::S_IFREG => {
-            let file = reopen(open)?;
-            let size = meta.st_size as u64;
-            let runs = data_runs(&file, size).map_err(|e| io_error(open, "find its data", e))?;
-            let extents = read_runs(&file, &runs).map_err(|e| io_error(open, "read it", e))?;
-            GhostBody::Regular { size, extents }
+            regular(&reopen(open)?, meta).map_err(|e| io_error(open, "read its data", e))?
         }
         libc::S_IFDIR => GhostBody::Directory,
         libc::S_IFIFO => GhostBody::Fifo,
@@ -133,6 +130,15 @@ pub fn ghost_file(path: &str, meta: &FileStat, body: GhostBody) -> GhostFile {
         body,
         cwd_of: Vec::new(),
     }
+}
+
+/// The body of the regular file `file` whose `stat` is `meta`: its size and data extents
+/// (a deleted file reached through `/proc/PID/fd/N` or `/proc/PID/map_files/...`).
+pub fn regular(file: &File, meta: &FileStat) -> std::io::Result<GhostBody> {
+    let size = meta.st_size as u64;
+    let runs = data_runs(file, size)?;
+    let extents = read_runs(file, &runs)?;
+    Ok(GhostBody::Regular { size, extents })
 }
 
 /// The runs of data of regular file `file` of `size` bytes, `(offset, length)` in offset
@@ -176,12 +182,21 @@ pub fn read_runs(file: &File, runs: &[(u64, u64)]) -> std::io::Result<Vec<Extent
 }
 
 /// A new read-only open file description of the file behind `open` (through
-/// `/proc/PID/fd/N`: the target's offset is untouched).
+/// `/proc/PID/fd/N`: the target's offset is untouched), with `O_NOATIME` where allowed
+/// (the owner's or CAP_FOWNER): reading it for the image leaves its atime as it was.
 fn reopen(open: &OpenFd) -> Result<File, DumpError> {
-    File::open(open.through()).map_err(|source| DumpError::Stat {
-        path: open.through(),
-        source,
-    })
+    let with = |flags| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags)
+            .open(open.through())
+    };
+    with(libc::O_NOATIME)
+        .or_else(|_| with(0))
+        .map_err(|source| DumpError::Stat {
+            path: open.through(),
+            source,
+        })
 }
 
 /// What the deleted symlink an `O_PATH | O_NOFOLLOW` fd holds points to

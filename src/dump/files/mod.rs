@@ -454,7 +454,7 @@ fn classify(
     {
         return Ok(kind);
     }
-    if open.target.ends_with(ghost::DELETED) && open.meta()?.st_nlink == 0 {
+    if is_deleted(open)? {
         return deleted(open, opts, walk, ctx);
     }
     if open.info.flags & libc::O_PATH != 0 {
@@ -480,6 +480,18 @@ fn classify(
         libc::S_IFBLK => Err(open.refuse("a block device")),
         _ => Err(open.refuse("a file of unknown type")),
     }
+}
+
+/// Whether `open` is a file of a filesystem whose last link is gone (a memfd, which
+/// never had one, is not).
+fn is_deleted(open: &OpenFd) -> Result<bool, DumpError> {
+    let named = open.has_path() && !open.target.starts_with("/memfd:");
+    if !named || !open.target.ends_with(ghost::DELETED) || open.meta()?.st_nlink != 0 {
+        return Ok(false);
+    }
+    // A terminal is a terminal, deleted node or not (`chardev.rs`).
+    let meta = open.meta()?;
+    Ok(meta.st_mode & libc::S_IFMT != libc::S_IFCHR || !is_tty(meta.st_rdev))
 }
 
 /// A file deleted while open (no link left, not a memfd): a ghost, unless it is a

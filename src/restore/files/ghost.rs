@@ -8,6 +8,7 @@
 //! the old path with " (deleted)", as before the dump. The dump side is
 //! `dump/files/ghost.rs`.
 
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -15,8 +16,8 @@ use nix::sys::stat::{Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 
 use super::{seek, Install};
-use crate::image::files::DeletedFd;
-use crate::image::ghost::{GhostBody, GhostFile, GhostsImage};
+use crate::image::files::{DeletedFd, FdEntry, FdKind};
+use crate::image::ghost::{Extent, GhostBody, GhostFile, GhostsImage};
 use crate::restore::mm::open_in;
 use crate::restore::RestoreError;
 
@@ -27,25 +28,36 @@ pub struct Ghosts<'a> {
     paths: Vec<PathBuf>,
     /// Every ghost and directory made for them, in creation order, until removed.
     made: std::cell::RefCell<Vec<PathBuf>>,
+    /// Ghosts made by their one open file description, created with `O_TMPFILE`: that
+    /// fd recreates the file itself ([`restore`]), nothing is made at its path.
+    unnamed: HashSet<u32>,
 }
 
 impl<'a> Ghosts<'a> {
-    /// Recreates every ghost of `image`, parents before what they hold.
+    /// Recreates every ghost of `image`, parents before what they hold; `fds` are the
+    /// fd entries of every process (a ghost whose one open file description was made
+    /// with `O_TMPFILE` is recreated by that fd instead).
     ///
     /// Ordering requirements: after the image is verified, before any process's Files
     /// stage.
-    pub fn create(image: &'a GhostsImage) -> Result<Ghosts<'a>, RestoreError> {
+    pub fn create<'f>(
+        image: &'a GhostsImage,
+        fds: impl Iterator<Item = &'f FdEntry>,
+    ) -> Result<Ghosts<'a>, RestoreError> {
         let mut g = Ghosts {
             image,
             paths: vec![PathBuf::new(); image.files.len()],
             made: Default::default(),
+            unnamed: unnamed(fds),
         };
         let mut order: Vec<usize> = (0..image.files.len()).collect();
         order.sort_by_key(|&i| Path::new(&image.files[i].path).components().count());
         for i in order {
             let path = g.place(i)?;
-            create(&path, &image.files[i])?;
-            g.made.get_mut().push(path.clone());
+            if !g.unnamed.contains(&(i as u32)) {
+                create(&path, &image.files[i])?;
+                g.made.get_mut().push(path.clone());
+            }
             g.paths[i] = path;
         }
         Ok(g)
@@ -54,6 +66,15 @@ impl<'a> Ghosts<'a> {
     /// Where ghost `index` is.
     pub fn path(&self, index: u32) -> &Path {
         &self.paths[index as usize]
+    }
+
+    /// Ghost `index` (the image was checked to have every ghost an fd names).
+    fn file(&self, index: u32) -> Result<&GhostFile, RestoreError> {
+        self.image
+            .get(index)
+            .ok_or_else(|| RestoreError::Unsupported {
+                what: format!("ghost {index} is not in the image"),
+            })
     }
 
     /// The ghost that is `pid`'s working directory, by where it is.
@@ -119,15 +140,64 @@ impl Drop for Ghosts<'_> {
 }
 
 /// The fd of a ghost: the ghost opened by path with the entry's flags, at `pos` (a FIFO
-/// through the keeper that refills its buffer, see `pipe.rs`).
+/// through the keeper that refills its buffer, see `pipe.rs`; an `O_TMPFILE` one made
+/// anew, see [`restore_unnamed`]).
 pub fn restore(at: &Install, d: &DeletedFd) -> Result<(), RestoreError> {
     let path = at.ghosts.path(d.ghost).to_string_lossy();
-    if at.ghosts.image.get(d.ghost).map(|g| &g.body) == Some(&GhostBody::Fifo) {
+    let g = at.ghosts.file(d.ghost)?;
+    if g.body == GhostBody::Fifo {
         let bytes = d.fifo.clone().unwrap_or_default();
         return super::pipe::restore_fifo_at(at, &path, bytes.size, &bytes.data);
     }
+    if at.ghosts.unnamed.contains(&d.ghost) {
+        return restore_unnamed(at, g, at.ghosts.path(d.ghost), d.pos);
+    }
     at.place(open_in(at.child, &path, at.reopen_flags())?)?;
     seek(at, d.pos)
+}
+
+/// A file made with `open(O_TMPFILE)`, which keeps that flag (`F_GETFL` shows it): made
+/// again the same way in the directory of `path`, filled from stasis through a
+/// duplicate of the child's fd.
+fn restore_unnamed(at: &Install, g: &GhostFile, path: &Path, pos: u64) -> Result<(), RestoreError> {
+    let dir = path.parent().unwrap_or(Path::new("/")).to_string_lossy();
+    let got = open_in(at.child, &dir, at.tmpfile_flags())?;
+    let file = std::fs::File::from(at.child.steal(got)?);
+    let fail = |source: std::io::Error| RestoreError::GhostCreate {
+        what: "a deleted O_TMPFILE file",
+        path: g.path.clone(),
+        source,
+    };
+    if let GhostBody::Regular { size, extents } = &g.body {
+        write_data(&file, *size, extents).map_err(fail)?;
+    }
+    std::os::unix::fs::fchown(&file, Some(g.uid), Some(g.gid)).map_err(fail)?;
+    file.set_permissions(std::fs::Permissions::from_mode(g.mode))
+        .map_err(fail)?;
+    let (atime, mtime) = times(g);
+    nix::sys::stat::futimens(&file, &atime, &mtime).map_err(|e| fail(e.into()))?;
+    at.place(got)?;
+    seek(at, pos)
+}
+
+/// The ghosts whose one open file description in `fds` was made with `O_TMPFILE` (only
+/// such a file can be made again with the flag: `O_TMPFILE` always makes a new file).
+/// An `O_TMPFILE` file opened again (through `/proc/self/fd`) comes back with every
+/// description opened by path, without the flag in `F_GETFL`.
+fn unnamed<'f>(fds: impl Iterator<Item = &'f FdEntry>) -> HashSet<u32> {
+    let mut descriptions: HashMap<u32, (u32, bool)> = HashMap::new();
+    for e in fds {
+        if let FdKind::Deleted(d) = &e.kind {
+            let (count, tmpfile) = descriptions.entry(d.ghost).or_default();
+            *count += 1;
+            *tmpfile |= e.flags & super::O_TMPFILE_ONLY != 0;
+        }
+    }
+    descriptions
+        .into_iter()
+        .filter(|(_, (count, tmpfile))| *count == 1 && *tmpfile)
+        .map(|(ghost, _)| ghost)
+        .collect()
 }
 
 /// Makes ghost `g` at `path`: the file of its type with its data, then owner, mode (after
@@ -143,11 +213,25 @@ fn create(path: &Path, g: &GhostFile) -> Result<(), RestoreError> {
     if !matches!(g.body, GhostBody::Symlink { .. }) {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(g.mode)).map_err(fail)?;
     }
-    let time = |ns: i64| TimeSpec::new(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
-    let (atime, mtime) = (time(g.atime_ns), time(g.mtime_ns));
+    let (atime, mtime) = times(g);
     let flags = UtimensatFlags::NoFollowSymlink;
     nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, path, &atime, &mtime, flags)
         .map_err(|e| fail(e.into()))
+}
+
+/// The ghost's access and modification times.
+fn times(g: &GhostFile) -> (TimeSpec, TimeSpec) {
+    let time = |ns: i64| TimeSpec::new(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
+    (time(g.atime_ns), time(g.mtime_ns))
+}
+
+/// A regular file's size and data: `size` bytes, holes but for `extents`.
+fn write_data(file: &std::fs::File, size: u64, extents: &[Extent]) -> std::io::Result<()> {
+    file.set_len(size)?;
+    for e in extents {
+        file.write_all_at(&e.data, e.offset)?;
+    }
+    Ok(())
 }
 
 /// The bare file of `body`'s type at `path`, owned by the restorer, mode 0600 (0700).
@@ -162,11 +246,7 @@ fn make(path: &Path, body: &GhostBody) -> std::io::Result<()> {
                 .write(true)
                 .create_new(true)
                 .open(path)?;
-            file.set_len(*size)?;
-            for e in extents {
-                file.write_all_at(&e.data, e.offset)?;
-            }
-            Ok(())
+            write_data(&file, *size, extents)
         }
         GhostBody::Directory => std::fs::create_dir(path),
         GhostBody::Fifo => node(SFlag::S_IFIFO, 0),
@@ -190,7 +270,6 @@ fn remove(path: &Path) -> std::io::Result<()> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::image::ghost::Extent;
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
     fn ghost(path: &Path, body: GhostBody) -> GhostFile {
@@ -224,7 +303,7 @@ mod tests {
             files: vec![ghost(&file, regular), ghost(&dir, GhostBody::Directory)],
         };
         image.files[0].cwd_of.clear();
-        let ghosts = Ghosts::create(&image).unwrap();
+        let ghosts = Ghosts::create(&image, std::iter::empty()).unwrap();
         assert_eq!(ghosts.path(0), file);
         assert_eq!(ghosts.cwd_of(42), Some(dir.as_path()));
         let meta = std::fs::metadata(&file).unwrap();
@@ -248,7 +327,7 @@ mod tests {
         let image = GhostsImage {
             files: vec![ghost(&taken, GhostBody::Fifo)],
         };
-        let ghosts = Ghosts::create(&image).unwrap();
+        let ghosts = Ghosts::create(&image, std::iter::empty()).unwrap();
         let hidden = ghosts.path(0).to_path_buf();
         assert_ne!(hidden, taken);
         assert!(std::fs::symlink_metadata(&hidden)

@@ -91,11 +91,16 @@ impl Install<'_> {
     /// A file made by `open(O_TMPFILE)` keeps that flag (with `O_DIRECTORY`, which it
     /// includes) in its status flags; it is how the file was created, not how to open it.
     pub fn reopen_flags(&self) -> i32 {
-        let mut flags = self.entry.flags;
+        let flags = self.tmpfile_flags();
         if flags & O_TMPFILE_ONLY != 0 {
-            flags &= !libc::O_TMPFILE;
+            return flags & !libc::O_TMPFILE;
         }
-        flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC)
+        flags
+    }
+
+    /// [`Install::reopen_flags`] with `O_TMPFILE` kept: those that make such a file anew.
+    pub fn tmpfile_flags(&self) -> i32 {
+        self.entry.flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC)
             | libc::O_NOCTTY
             | self.cloexec()
     }
