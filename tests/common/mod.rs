@@ -80,6 +80,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("locks", &[]),
     ("fown", &["-pthread"]),
     ("unix_unlinked", &[]),
+    ("leases", &[]),
     ("unsupported", &[]),
 ];
 
