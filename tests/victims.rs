@@ -277,6 +277,7 @@ victim_tests! {
     fown: "fown";
     unix_unlinked: "unix_unlinked";
     leases: "leases";
+    pidfd_dead: "pidfd_dead";
     unix_sockets: "unix_sockets";
     unix_inflight: "unix_sockets" ["inflight"];
     inflight: "inflight";

@@ -242,6 +242,16 @@ pub enum FdKind {
     Mapped(MappedFd),
     /// A fanotify group with its marks (pending events are not saved).
     Fanotify(FanotifyFd),
+    /// A pidfd of a process that has exited (format 9).
+    DeadPidFd(DeadPidFd),
+}
+
+/// A pidfd of a process that had exited and been reaped at dump time. Pidfds of one such
+/// process (same `ino`, the pidfs inode at dump time) refer to one process again after
+/// restore, a stand-in created, opened and reaped by the restore.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadPidFd {
+    pub ino: u64,
 }
 
 /// An open file description of the memfd or deleted file that process `pid` maps at

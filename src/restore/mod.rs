@@ -274,6 +274,7 @@ impl Builder<'_> {
             finish(child, p, entry, self.tcp_close)?;
         }
         self.close_spares()?;
+        files::end_stand_ins();
         Ok(filled)
     }
 
@@ -406,6 +407,7 @@ impl Builder<'_> {
 
     /// Kills every process created so far, and reaps what is ours to reap.
     fn kill_all(&mut self) {
+        files::end_stand_ins();
         let pids: Vec<i32> = self.image.tree.processes.iter().map(|e| e.pid).collect();
         for (_, child) in self.procs.drain(..).rev() {
             child.kill_and_reap();

@@ -81,6 +81,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("fown", &["-pthread"]),
     ("unix_unlinked", &[]),
     ("leases", &[]),
+    ("pidfd_dead", &[]),
     ("unsupported", &[]),
 ];
 

@@ -297,6 +297,7 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::Fanotify(f) => fanotify::restore(at, f),
         FdKind::Memfd(m) => memfd::restore(at, m),
         FdKind::PidFd(p) => pidfd::restore(at, p),
+        FdKind::DeadPidFd(p) => pidfd::restore_dead(at, p),
         FdKind::Unix(_) | FdKind::Inet(_) | FdKind::PtyMaster(_) | FdKind::PtySlave { .. } => {
             match at.prepared.get(at.entry.fd) {
                 Some(t) => at.dup_of(t),
@@ -400,6 +401,7 @@ pub fn restore_fs(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreError> 
 }
 
 pub use path::remove_remap_links;
+pub use pidfd::end_stand_ins;
 
 /// Whether the child's cwd, root and umask (inherited from stasis, see
 /// `restore/inherited.rs`) are the saved ones already: then nothing is injected.
