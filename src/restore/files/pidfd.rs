@@ -8,7 +8,7 @@
 //! Ordering requirements: the process it names must exist; in a one-process image it is
 //! the process being restored itself. Stand-ins end before any restored process runs.
 
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 use std::sync::{Mutex, PoisonError};
 
 use super::Install;
@@ -32,13 +32,15 @@ pub fn restore_dead(at: &Install, p: &DeadPidFd) -> Result<(), RestoreError> {
     let pid = {
         let mut guard = STAND_INS.lock().unwrap_or_else(PoisonError::into_inner);
         let map = guard.get_or_insert_with(HashMap::new);
-        if !map.contains_key(&p.ino) {
-            let child = spawn_paused().map_err(|e| RestoreError::Unsupported {
-                what: format!("fork a stand-in for the exited process of a pidfd: {e}"),
-            })?;
-            map.insert(p.ino, child);
-        }
-        map[&p.ino].pid().as_raw()
+        let stand_in = match map.entry(p.ino) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                v.insert(spawn_paused().map_err(|e| RestoreError::Unsupported {
+                    what: format!("fork a stand-in for the exited process of a pidfd: {e}"),
+                })?)
+            }
+        };
+        stand_in.pid().as_raw()
     };
     open_pidfd(at, pid)
 }
