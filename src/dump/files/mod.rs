@@ -114,8 +114,9 @@ pub struct Walk {
     /// (with where each is reached, see [`OpenFd::reach`]), in `kcmp` order (for dedup
     /// by binary search).
     created: HashMap<Description, Vec<Created>>,
-    /// Pipe inode → the fd that creates the pipe, and the fd holding the other end.
-    pub pipes: HashMap<u64, (i32, Option<i32>)>,
+    /// Pipe inode → the fd that creates the pipe, its end, and the fd holding the other
+    /// end.
+    pub pipes: HashMap<u64, (i32, crate::image::files::PipeEnd, Option<i32>)>,
     /// FIFO and memfd inodes already seen (their data is saved once).
     pub inodes: HashMap<u64, i32>,
     /// Files linked for `--link-remap`, by `(st_dev, st_ino)`: their link and whether it
