@@ -82,6 +82,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("unix_unlinked", &[]),
     ("leases", &[]),
     ("pidfd_dead", &[]),
+    ("proc_files", &[]),
     ("unsupported", &[]),
 ];
 

@@ -389,9 +389,19 @@ pub fn restore_fs(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreError> 
     if fs_as_saved(task) {
         return Ok(());
     }
+    if let Some(stand_in) = pidfd::stand_in_for_cwd(&task.cwd)? {
+        // The cwd is the /proc directory of a process that has exited: that of a
+        // stand-in, which then exits too.
+        let b = s.batch();
+        let cwd = b.put_str(&format!("/proc/{}", stand_in.pid()));
+        b.call("chdir", libc::SYS_chdir, &[cwd]);
+        s.flush()?;
+    } else {
+        let b = s.batch();
+        let cwd = b.put_str(&task.cwd);
+        b.call("chdir", libc::SYS_chdir, &[cwd]);
+    }
     let b = s.batch();
-    let cwd = b.put_str(&task.cwd);
-    b.call("chdir", libc::SYS_chdir, &[cwd]);
     if task.root != "/" {
         let root = b.put_str(&task.root);
         b.call("chroot", libc::SYS_chroot, &[root]);

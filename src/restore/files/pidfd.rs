@@ -3,7 +3,9 @@
 //! of the image (its pidfs inode at dump time) stasis forks a stand-in that waits; every
 //! pidfd of it, in any process of the tree, is opened on the stand-in, which is killed and
 //! reaped once every process has its fds ([`end_stand_ins`]) — the pidfds then refer to
-//! one exited process, as they did. The dump side is `dump/files/pidfd.rs`.
+//! one exited process, as they did. A cwd in the `/proc` directory of an exited process
+//! is restored the same way ([`stand_in_for_cwd`]). The dump side is
+//! `dump/files/pidfd.rs`.
 //!
 //! Ordering requirements: the process it names must exist; in a one-process image it is
 //! the process being restored itself. Stand-ins end before any restored process runs.
@@ -50,6 +52,23 @@ pub fn restore_dead(at: &Install, p: &DeadPidFd) -> Result<(), RestoreError> {
 pub fn end_stand_ins() {
     let mut guard = STAND_INS.lock().unwrap_or_else(PoisonError::into_inner);
     guard.take();
+}
+
+/// For a cwd that is the `/proc/PID` directory of a process that had exited
+/// (`/proc/PID (deleted)`): a stand-in to `chdir` into, to be dropped (killed and reaped)
+/// once the child is there.
+pub fn stand_in_for_cwd(cwd: &str) -> Result<Option<PausedChild>, RestoreError> {
+    let pid = cwd
+        .strip_prefix("/proc/")
+        .and_then(|rest| rest.strip_suffix(" (deleted)"));
+    if !pid.is_some_and(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit())) {
+        return Ok(None);
+    }
+    spawn_paused()
+        .map(Some)
+        .map_err(|e| RestoreError::Unsupported {
+            what: format!("fork a stand-in for the exited process of the cwd {cwd}: {e}"),
+        })
 }
 
 fn open_pidfd(at: &Install, pid: i32) -> Result<(), RestoreError> {
