@@ -244,6 +244,17 @@ pub enum FdKind {
     Fanotify(FanotifyFd),
     /// A pidfd of a process that has exited (format 9).
     DeadPidFd(DeadPidFd),
+    /// A namespace file of one of the process's own namespaces (format 9).
+    Namespace(NsFd),
+}
+
+/// A namespace file (`/proc/PID/ns/KIND`) of the process's own namespace of that kind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NsFd {
+    /// The name in `/proc/PID/ns` (`net`, `pid_for_children`...).
+    pub kind: String,
+    /// The namespace's inode at dump time (what `KIND:[INO]` shows).
+    pub ino: u64,
 }
 
 /// A pidfd of a process that had exited and been reaped at dump time. Pidfds of one such

@@ -1,14 +1,17 @@
 /*
- * proc_files: /proc files of processes of the tree, and a cwd in the /proc directory of
- * a process that exited.
+ * proc_files: /proc files of processes of the tree, namespace files, and a cwd in the
+ * /proc directory of a process that exited.
  *
  * Before READY: a child that waits; fd 10 its /proc/PID/stat, fd 11 the victim's own
- * /proc/self/fdinfo/10; the cwd is /proc/PID of a second child, killed and reaped.
+ * /proc/self/fdinfo/10; fds 12 and 13 /proc/self/ns/net and /proc/self/ns/uts; the cwd
+ * is /proc/PID of a second child, killed and reaped.
  * After go: fd 10 reads the child's stat (its pid first), fd 11 the fdinfo of fd 10;
- * getcwd fails with ENOENT and the cwd link ends with " (deleted)".
+ * 12 and 13 are the namespaces the victim is in; getcwd fails with ENOENT and the cwd
+ * link ends with " (deleted)".
  */
 #include "victim.h"
 
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 static pid_t child;
@@ -34,11 +37,24 @@ static void setup(void)
 	snprintf(path, sizeof(path), "/proc/%d/stat", child);
 	victim_place(open(path, O_RDONLY), 10);
 	victim_place(open("/proc/self/fdinfo/10", O_RDONLY), 11);
+	victim_place(open("/proc/self/ns/net", O_RDONLY), 12);
+	victim_place(open("/proc/self/ns/uts", O_RDONLY), 13);
 	gone = waiting_child();
 	snprintf(path, sizeof(path), "/proc/%d", gone);
 	CHECK_SYS(chdir(path));
 	CHECK_SYS(kill(gone, SIGKILL));
 	CHECK(waitpid(gone, NULL, 0) == gone, "waitpid: %s", strerror(errno));
+}
+
+static void same_ns(int fd, const char *kind)
+{
+	char path[64];
+	struct stat a, b;
+
+	snprintf(path, sizeof(path), "/proc/self/ns/%s", kind);
+	CHECK_SYS(fstat(fd, &a));
+	CHECK_SYS(stat(path, &b));
+	CHECK(a.st_ino == b.st_ino && a.st_dev == b.st_dev, "fd %d is not the %s namespace", fd, kind);
 }
 
 static void verify(void)
@@ -55,6 +71,8 @@ static void verify(void)
 	CHECK(n > 0, "read fd 11: %s", strerror(errno));
 	buf[n] = 0;
 	CHECK(strncmp(buf, "pos:", 4) == 0, "fd 11 reads %.40s, not an fdinfo", buf);
+	same_ns(12, "net");
+	same_ns(13, "uts");
 	CHECK(getcwd(cwd, sizeof(cwd)) == NULL && errno == ENOENT, "getcwd did not fail with ENOENT");
 	n = readlink("/proc/self/cwd", cwd, sizeof(cwd) - 1);
 	CHECK(n > 0, "readlink cwd: %s", strerror(errno));

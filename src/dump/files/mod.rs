@@ -8,7 +8,7 @@
 //! - [`chardev`]: character devices and terminals;
 //! - [`pipe`]: pipes and FIFOs, with their buffered bytes;
 //! - [`eventfd`], [`timerfd`], [`signalfd`], [`epoll`], [`inotify`], [`fanotify`],
-//!   [`memfd`], [`pidfd`];
+//!   [`memfd`], [`pidfd`]; `ns`: files of the process's own namespaces;
 //! - [`locks`]: flock, POSIX and OFD locks and leases held through the fds;
 //! - [`fown`]: the owner and signal of each open file description (`F_SETOWN_EX`);
 //! - `sock`, `unix`, `inet`: sockets (unix, TCP and UDP); `pty`: pseudo-terminal pairs;
@@ -30,6 +30,7 @@ mod inflight;
 pub mod inotify;
 pub mod locks;
 pub mod memfd;
+mod ns;
 pub mod path;
 pub mod pidfd;
 pub mod pipe;
@@ -449,6 +450,9 @@ fn classify(
     }
     if open.target.starts_with("/memfd:") {
         return memfd::dump(open);
+    }
+    if let Some(kind) = ns::dump(open)? {
+        return Ok(kind);
     }
     match open.file_type()? {
         libc::S_IFREG if open.target.ends_with(" (deleted)") => {

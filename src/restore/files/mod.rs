@@ -33,6 +33,7 @@ mod inet;
 mod inotify;
 mod locks;
 mod memfd;
+mod ns;
 mod path;
 mod pidfd;
 mod pipe;
@@ -298,6 +299,7 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::Memfd(m) => memfd::restore(at, m),
         FdKind::PidFd(p) => pidfd::restore(at, p),
         FdKind::DeadPidFd(p) => pidfd::restore_dead(at, p),
+        FdKind::Namespace(n) => ns::restore(at, n),
         FdKind::Unix(_) | FdKind::Inet(_) | FdKind::PtyMaster(_) | FdKind::PtySlave { .. } => {
             match at.prepared.get(at.entry.fd) {
                 Some(t) => at.dup_of(t),
