@@ -449,6 +449,10 @@ pub struct InotifyFd {
     pub watches: Vec<InotifyWatch>,
 }
 
+/// The start of the `path` of a watch on a deleted file the process holds open: the
+/// watch is added through `/proc/self/fd/N`, fd N of the process.
+pub const HELD_FD_PREFIX: &str = "/proc/self/fd/";
+
 /// One inotify watch, by the path of the watched inode.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InotifyWatch {

@@ -223,7 +223,8 @@ fn batched_only(files: &FilesImage) -> bool {
     files.fds.iter().all(batched::takes) && files.locks.is_empty() && files.in_flight.is_empty()
 }
 
-/// Fd order, except that epoll instances and their dups come after every other fd, each
+/// Fd order, except that epoll instances and their dups (and inotify instances, and
+/// theirs: see [`is_inotify`]) come after every other fd, each
 /// epoll after the epolls it watches (a cycle cannot be built by epoll_ctl, so none is
 /// in an image) — for a moved registration, the fd of this process holding the file.
 fn install_order(files: &FilesImage, pid: i32) -> Vec<&FdEntry> {
@@ -239,6 +240,10 @@ fn install_order(files: &FilesImage, pid: i32) -> Vec<&FdEntry> {
             !target.is_some_and(|x| is_epoll(fds, x)) || done.contains(&fd)
         })),
         FdKind::Dup { of } if fds.iter().any(|x| x.fd == *of && is_epoll(fds, x)) => {
+            Some(done.contains(of))
+        }
+        FdKind::Inotify(_) => Some(true),
+        FdKind::Dup { of } if fds.iter().any(|x| x.fd == *of && is_inotify(x)) => {
             Some(done.contains(of))
         }
         _ => None,
@@ -258,6 +263,13 @@ fn install_order(files: &FilesImage, pid: i32) -> Vec<&FdEntry> {
         left = rest;
     }
     order
+}
+
+/// Inotify instances are built after the other fds, like epolls: a watch may be added
+/// through an fd of the process (a deleted file it holds open), and files the restore
+/// creates (deleted files, made again and unlinked) must raise no event in them.
+fn is_inotify(e: &FdEntry) -> bool {
+    matches!(e.kind, FdKind::Inotify(_))
 }
 
 fn is_epoll(fds: &[FdEntry], e: &FdEntry) -> bool {
