@@ -304,7 +304,9 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
         if epoll::is_epoll(&open) && !matches!(kind, FdKind::Dup { .. }) {
             epolls.push(fd);
         }
-        if !matches!(kind, FdKind::Dup { .. } | FdKind::Inherited { .. }) {
+        let described = !matches!(kind, FdKind::Dup { .. } | FdKind::Inherited { .. });
+        // An O_PATH description has no owner (fcntl refuses to ask).
+        if described && open.info.flags & libc::O_PATH == 0 {
             let copy = ctx.steal(fd)?;
             owners.extend(fown::read(&open, copy.as_fd(), &opts.pids)?);
         }
