@@ -771,6 +771,8 @@ fn describe(kind: &FdKind) -> String {
         ),
         FdKind::Memfd(m) => format!("memfd:{} size {} seals {:#x}", m.name, m.size, m.seals),
         FdKind::PidFd(p) => format!("pidfd of pid {}", p.pid),
+        FdKind::Namespace(n) => format!("its own {} namespace ({}:[{}])", n.kind, n.kind, n.ino),
+        FdKind::DeadPidFd(p) => format!("pidfd of an exited process (pidfs inode {})", p.ino),
         FdKind::Reopen { pid, fd, pos } => {
             format!("the file of fd {fd} of pid {pid}, opened again, pos {pos}")
         }

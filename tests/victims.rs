@@ -125,7 +125,7 @@ fn scenario(test: &str, victim: &str, args: &[&str], mode: Mode, expect: Expect)
 /// Extra `stasis dump` options a victim needs.
 fn dump_args(victim: &str, args: &[&str]) -> &'static [&'static str] {
     match (victim, args.first().copied()) {
-        ("locks", _) => &["--file-locks"],
+        ("locks" | "leases", _) => &["--file-locks"],
         ("ghost", Some("remap")) => &["--link-remap", "--file-locks"],
         ("unix_sockets", Some("inflight")) => &["--skip-in-flight"],
         ("inet_sockets", Some("established")) => &["--tcp-established"],
@@ -291,6 +291,9 @@ victim_tests! {
     locks: "locks";
     fown: "fown";
     unix_unlinked: "unix_unlinked";
+    leases: "leases";
+    pidfd_dead: "pidfd_dead";
+    proc_files: "proc_files";
     unix_sockets: "unix_sockets";
     unix_inflight: "unix_sockets" ["inflight"];
     inflight: "inflight";

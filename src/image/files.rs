@@ -209,6 +209,10 @@ pub enum FdKind {
     /// `/dev/tty` opened by the process: its controlling terminal, which is a terminal
     /// of the tree or of the session (`tty.img`); reopened once the session has it.
     ControllingTty,
+    /// A pidfd of a process that has exited (format 9).
+    DeadPidFd(DeadPidFd),
+    /// A namespace file of one of the process's own namespaces (format 9).
+    Namespace(NsFd),
 }
 
 /// An open file description of ghost file `ghost` (an index in `ghosts.img`), at `pos`;
@@ -225,6 +229,23 @@ pub struct DeletedFd {
 pub struct FifoBytes {
     pub size: u32,
     pub data: Vec<u8>,
+}
+
+/// A namespace file (`/proc/PID/ns/KIND`) of the process's own namespace of that kind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NsFd {
+    /// The name in `/proc/PID/ns` (`net`, `pid_for_children`...).
+    pub kind: String,
+    /// The namespace's inode at dump time (what `KIND:[INO]` shows).
+    pub ino: u64,
+}
+
+/// A pidfd of a process that had exited and been reaped at dump time. Pidfds of one such
+/// process (same `ino`, the pidfs inode at dump time) refer to one process again after
+/// restore, a stand-in created, opened and reaped by the restore.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadPidFd {
+    pub ino: u64,
 }
 
 /// An open file description of the memfd or deleted file that process `pid` maps at
@@ -411,6 +432,10 @@ pub struct EpollTarget {
 pub struct InotifyFd {
     pub watches: Vec<InotifyWatch>,
 }
+
+/// The start of the `path` of a watch on a deleted file the process holds open: the
+/// watch is added through `/proc/self/fd/N`, fd N of the process.
+pub const HELD_FD_PREFIX: &str = "/proc/self/fd/";
 
 /// One inotify watch, by the path of the watched inode.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -45,7 +45,8 @@ pub enum UnixPeer {
     /// Connected to listener `listener` of the image, not yet accepted, `position`th in
     /// its queue; `connect`ed again at restore, in queue order.
     Pending { listener: u64, position: u32 },
-    /// The peer closed (stream or seqpacket): the queue is readable, then end of file.
+    /// The peer closed (stream or seqpacket): the queue is readable, then end of file;
+    /// or an unnamed datagram socket with messages queued whose peer is gone.
     Closed,
     /// Connected to a socket outside the image, named `name` (`--ext-unix-sk`):
     /// connected to that name again at restore.

@@ -174,8 +174,8 @@ fn thread_creds(task: &TaskImage, tids: &[i32], path: &Path) -> Check {
 }
 
 /// Every `Inherited` fd names an original fd (not itself a reference) of a process that
-/// comes earlier in `order`; every `Reopen` a memfd or deleted file (ghost or copied link
-/// remap) created by an earlier
+/// comes earlier in `order`; every `Reopen` a memfd, deleted file (ghost or copied link
+/// remap) or pipe created by an earlier
 /// fd of its own process or by an earlier process; every spare fd is taken by a later
 /// process.
 pub fn inherited_fds(order: &[(i32, &FilesImage)], path: &Path) -> Check {
@@ -251,9 +251,9 @@ fn is_reference(kind: &FdKind) -> bool {
 }
 
 /// What a `Reopen` may name: a file restore creates (or a copied link remap, which
-/// only its first fd opens).
+/// only its first fd opens), or a pipe (another open of it through `/proc`).
 fn reopenable(kind: &FdKind) -> bool {
-    matches!(kind, FdKind::Memfd(_) | FdKind::Ghost(_))
+    matches!(kind, FdKind::Memfd(_) | FdKind::Ghost(_) | FdKind::Pipe(_))
         || matches!(kind, FdKind::Remap(r) if r.copied)
 }
 
@@ -1539,12 +1539,13 @@ mod tests {
         let wrong = |fd: i32, to: i32| {
             format!("fd {fd} of pid 2 refers to fd {to} of pid 1, which is not an earlier original fd of a kind it can refer to")
         };
-        let reopen_pipe = FdKind::Reopen {
+        // A socket cannot be opened again (a pipe can).
+        let reopen_socket = FdKind::Reopen {
             pid: 1,
-            fd: 3,
+            fd: 4,
             pos: 0,
         };
-        assert_eq!(split_err(|_, b| b.fds[3].kind = reopen_pipe), wrong(4, 3));
+        assert_eq!(split_err(|_, b| b.fds[3].kind = reopen_socket), wrong(4, 4));
         let inherit_missing = FdKind::Inherited { pid: 1, fd: 11 };
         assert_eq!(
             split_err(|_, b| b.fds[2].kind = inherit_missing),

@@ -307,6 +307,7 @@ impl Builder<'_> {
         }
         self.close_spares()?;
         std::mem::take(&mut self.ttys);
+        files::end_stand_ins();
         Ok(filled)
     }
 
@@ -453,6 +454,7 @@ impl Builder<'_> {
 
     /// Kills every process created so far, and reaps what is ours to reap.
     fn kill_all(&mut self) {
+        files::end_stand_ins();
         let pids: Vec<i32> = self.image.tree.processes.iter().map(|e| e.pid).collect();
         for (_, child) in self.procs.drain(..).rev() {
             child.kill_and_reap();

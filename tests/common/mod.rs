@@ -93,6 +93,9 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("locks", &[]),
     ("fown", &["-pthread"]),
     ("unix_unlinked", &[]),
+    ("leases", &[]),
+    ("pidfd_dead", &[]),
+    ("proc_files", &[]),
     ("unsupported", &[]),
 ];
 

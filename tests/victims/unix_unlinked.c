@@ -7,10 +7,13 @@
  *   fds 12/13: a datagram socket bound to "fifo.sock" and one connected to it; the file
  *              was unlinked and a FIFO made at that name, open at fd 14 (O_RDWR);
  *   fds 15/16: a listener bound to "live.sock" and a connection it accepted (fd 16), the
- *              client at fd 17: the file stays and leads to the listener.
+ *              client at fd 17: the file stays and leads to the listener;
+ *   fd 18:     an unnamed datagram socket of a pair whose other end sent "q1" and "q2"
+ *              and closed.
  * After go: getsockname of 10, 12, 15 and 16 gives their names; no "gone.sock" file;
  * "fifo.sock" is still the FIFO, with its byte; 13 still sends to 12, 11 to 10 and 17
- * to 16; a new client can connect to "live.sock".
+ * to 16; a new client can connect to "live.sock"; 18 reads "q1" then "q2", then nothing,
+ * and sending on it fails with ECONNREFUSED (its peer is gone).
  */
 #include "victim.h"
 
@@ -50,7 +53,7 @@ static int connected(int type, const char *name)
 
 static void setup(void)
 {
-	int l;
+	int l, pair[2];
 
 	CHECK(mkdtemp(dir) != NULL, "mkdtemp: %s", strerror(errno));
 	CHECK_SYS(chdir(dir));
@@ -73,6 +76,12 @@ static void setup(void)
 	CHECK_SYS(listen(15, 4));
 	victim_place(connected(SOCK_STREAM, "live.sock"), 17);
 	victim_place(accept(15, NULL, NULL), 16);
+
+	CHECK_SYS(socketpair(AF_UNIX, SOCK_DGRAM, 0, pair));
+	victim_place(pair[0], 18);
+	CHECK_SYS(send(pair[1], "q1", 2, 0));
+	CHECK_SYS(send(pair[1], "q2", 2, 0));
+	close(pair[1]);
 }
 
 static void check_name(int fd, const char *want)
@@ -111,6 +120,13 @@ static void verify(void)
 	check_pair(13, 12);
 	check_pair(17, 16);
 	close(connected(SOCK_STREAM, "live.sock"));
+
+	char q[8];
+	CHECK(recv(18, q, sizeof(q), MSG_DONTWAIT) == 2 && !memcmp(q, "q1", 2), "fd 18: no q1");
+	CHECK(recv(18, q, sizeof(q), MSG_DONTWAIT) == 2 && !memcmp(q, "q2", 2), "fd 18: no q2");
+	CHECK(recv(18, q, sizeof(q), MSG_DONTWAIT) == -1 && errno == EAGAIN, "fd 18: more queued");
+	CHECK(send(18, "s", 1, MSG_DONTWAIT) == -1 && errno == ECONNREFUSED,
+	      "fd 18: send did not fail with ECONNREFUSED: %s", strerror(errno));
 }
 
 int main(void)

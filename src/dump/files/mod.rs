@@ -10,7 +10,7 @@
 //! - [`chardev`]: character devices and terminals;
 //! - [`pipe`]: pipes and FIFOs, with their buffered bytes;
 //! - [`eventfd`], [`timerfd`], [`signalfd`], [`epoll`], [`inotify`], [`fanotify`],
-//!   [`memfd`], [`pidfd`];
+//!   [`memfd`], [`pidfd`]; `ns`: files of the process's own namespaces;
 //! - [`locks`]: flock, POSIX and OFD locks and leases held through the fds;
 //! - [`fown`]: the owner and signal of each open file description (`F_SETOWN_EX`);
 //! - `sock`, `unix`, `inet`: sockets (unix, TCP and UDP); `pty`: pseudo-terminal pairs;
@@ -33,6 +33,7 @@ mod inflight;
 pub mod inotify;
 pub mod locks;
 pub mod memfd;
+mod ns;
 pub mod path;
 pub mod pidfd;
 pub mod pipe;
@@ -128,8 +129,9 @@ pub struct Walk {
     /// (with where each is reached, see [`OpenFd::reach`]), in `kcmp` order (for dedup
     /// by binary search).
     created: HashMap<Description, Vec<Created>>,
-    /// Pipe inode → the fd that creates the pipe, and the fd holding the other end.
-    pub pipes: HashMap<u64, (i32, Option<i32>)>,
+    /// Pipe inode → the fd that creates the pipe, its end, and the fd holding the other
+    /// end.
+    pub pipes: HashMap<u64, (i32, crate::image::files::PipeEnd, Option<i32>)>,
     /// FIFO and memfd inodes already seen (their data is saved once).
     pub inodes: HashMap<u64, i32>,
     /// Files linked for `--link-remap`, by `(st_dev, st_ino)`: their link and whether it
@@ -316,7 +318,9 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
         if epoll::is_epoll(&open) && !matches!(kind, FdKind::Dup { .. }) {
             epolls.push(fd);
         }
-        if !matches!(kind, FdKind::Dup { .. } | FdKind::Inherited { .. }) {
+        let described = !matches!(kind, FdKind::Dup { .. } | FdKind::Inherited { .. });
+        // An O_PATH description has no owner (fcntl refuses to ask).
+        if described && open.info.flags & libc::O_PATH == 0 {
             let copy = ctx.steal(fd)?;
             owners.extend(fown::read(&open, copy.as_fd(), &opts.pids)?);
         }
@@ -468,6 +472,9 @@ fn classify(
     }
     if open.target.starts_with("/memfd:") {
         return memfd::dump(open);
+    }
+    if let Some(kind) = ns::dump(open)? {
+        return Ok(kind);
     }
     match open.file_type()? {
         libc::S_IFREG if open.target.ends_with(ghost::DELETED) => {

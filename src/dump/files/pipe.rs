@@ -3,7 +3,8 @@
 //! A pipe has two ends, each its own open file description. The first fd of the table
 //! holding either end records the pipe ([`FdKind::Pipe`]: its end, capacity and buffered
 //! bytes) and the first fd holding the other end becomes its [`FdKind::PipePeer`]; further
-//! fds of either description are `Dup`s. A FIFO is reopened by path; its first fd carries
+//! fds of either description are `Dup`s, and other descriptions (opens of
+//! `/proc/PID/fd/N`) are [`FdKind::Reopen`]s of the creating fd. A FIFO is reopened by path; its first fd carries
 //! the FIFO's capacity and bytes.
 //!
 //! The buffered bytes are copied, never consumed: the pipe's read side is duplicated into
@@ -42,16 +43,19 @@ pub fn dump(
 ) -> Result<FdKind, DumpError> {
     let end = end_of(open)?;
     match walk.pipes.get_mut(&ino) {
-        Some((of, peer @ None)) => {
+        Some((of, first_end, peer @ None)) if *first_end != end => {
             *peer = Some(open.fd);
             Ok(FdKind::PipePeer { of: *of })
         }
-        Some((of, Some(peer))) => Err(open.error(&format!(
-            "is a third open file description of the pipe of fds {of} and {peer} ({}); stasis restores pipes with one description per end",
-            open.target
-        ))),
+        // Another open of the pipe (through `/proc/PID/fd/N`): opened the same way at
+        // restore, which never waits for a partner on a pipe (only on a FIFO).
+        Some((of, _, _)) => Ok(FdKind::Reopen {
+            pid: open.pid,
+            fd: *of,
+            pos: 0,
+        }),
         None => {
-            walk.pipes.insert(ino, (open.fd, None));
+            walk.pipes.insert(ino, (open.fd, end, None));
             let (size, data) = contents(open, end, ctx)?;
             Ok(FdKind::Pipe(PipeFd {
                 ino,
@@ -96,7 +100,7 @@ pub fn fifo_bytes(
 
 /// Fills in each creating fd's `peer` once the whole table is known.
 pub fn link_peers(fds: &mut [FdEntry], walk: &Walk) {
-    for (creator, peer) in walk.pipes.values() {
+    for (creator, _, peer) in walk.pipes.values() {
         if let Some(FdKind::Pipe(p)) = fds
             .iter_mut()
             .find(|e| e.fd == *creator)

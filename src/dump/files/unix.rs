@@ -48,6 +48,7 @@ pub fn unix_kind(ctx: &mut SockCtx<'_>, fd: i32, ino: u64) -> Result<FdKind, Dum
     };
     let opts = ctx.options(fd, sock.as_fd(), kind, false)?;
     let queue = ctx.queues.remove(&ino).unwrap_or_default();
+    let peer = orphan_datagram_peer(&d, peer, &queue);
     check_queue(ctx, fd, &d, &peer, &queue)?;
     Ok(FdKind::Unix(Box::new(UnixSocket {
         ino,
@@ -190,6 +191,22 @@ fn check_pending(ctx: &mut SockCtx<'_>, fd: i32, d: &UnixDiag) -> Result<(), Dum
     Ok(())
 }
 
+/// An unnamed datagram socket with messages queued and no peer (the other end of its
+/// socketpair closed): its messages came from a peer now gone, and it is rebuilt like a
+/// stream socket whose peer closed — as one end of a pair, refilled by the other end,
+/// which is then closed (sending reports the peer gone, as before).
+fn orphan_datagram_peer(d: &UnixDiag, peer: UnixPeer, queue: &[UnixMessage]) -> UnixPeer {
+    let orphan = d.sock_type == libc::SOCK_DGRAM as u8
+        && peer == UnixPeer::None
+        && d.name.is_empty()
+        && !queue.is_empty();
+    if orphan {
+        UnixPeer::Closed
+    } else {
+        peer
+    }
+}
+
 /// Queued data that cannot be put back: from an external peer, or to an unnamed socket.
 fn check_queue(
     ctx: &SockCtx<'_>,
@@ -206,7 +223,7 @@ fn check_queue(
         )));
     }
     let unsendable = d.sock_type == libc::SOCK_DGRAM as u8
-        && !matches!(peer, UnixPeer::Socket { .. })
+        && !matches!(peer, UnixPeer::Socket { .. } | UnixPeer::Closed)
         && d.name.is_empty();
     if !queue.is_empty() && unsendable {
         return Err(DumpError::unsupported(format!(

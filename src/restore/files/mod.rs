@@ -40,6 +40,7 @@ mod inet;
 mod inotify;
 mod locks;
 mod memfd;
+mod ns;
 mod path;
 mod pidfd;
 mod pipe;
@@ -249,7 +250,8 @@ fn batched_only(files: &FilesImage) -> bool {
     files.fds.iter().all(batched::takes) && files.locks.is_empty() && files.in_flight.is_empty()
 }
 
-/// Fd order, except that epoll instances and their dups come after every other fd, each
+/// Fd order, except that epoll instances and their dups (and inotify instances, and
+/// theirs: see [`is_inotify`]) come after every other fd, each
 /// epoll after the epolls it watches (a cycle cannot be built by epoll_ctl, so none is
 /// in an image) — for a moved registration, the fd of this process holding the file.
 fn install_order(files: &FilesImage, pid: i32) -> Vec<&FdEntry> {
@@ -265,6 +267,10 @@ fn install_order(files: &FilesImage, pid: i32) -> Vec<&FdEntry> {
             !target.is_some_and(|x| is_epoll(fds, x)) || done.contains(&fd)
         })),
         FdKind::Dup { of } if fds.iter().any(|x| x.fd == *of && is_epoll(fds, x)) => {
+            Some(done.contains(of))
+        }
+        FdKind::Inotify(_) => Some(true),
+        FdKind::Dup { of } if fds.iter().any(|x| x.fd == *of && is_inotify(x)) => {
             Some(done.contains(of))
         }
         _ => None,
@@ -284,6 +290,13 @@ fn install_order(files: &FilesImage, pid: i32) -> Vec<&FdEntry> {
         left = rest;
     }
     order
+}
+
+/// Inotify instances are built after the other fds, like epolls: a watch may be added
+/// through an fd of the process (a deleted file it holds open), and files the restore
+/// creates (deleted files, made again and unlinked) must raise no event in them.
+fn is_inotify(e: &FdEntry) -> bool {
+    matches!(e.kind, FdKind::Inotify(_))
 }
 
 fn is_epoll(fds: &[FdEntry], e: &FdEntry) -> bool {
@@ -327,6 +340,8 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::Deleted(d) => ghost::restore(at, d),
         FdKind::Memfd(m) => memfd::restore(at, m),
         FdKind::PidFd(p) => pidfd::restore(at, p),
+        FdKind::DeadPidFd(p) => pidfd::restore_dead(at, p),
+        FdKind::Namespace(n) => ns::restore(at, n),
         FdKind::Unix(_) | FdKind::Inet(_) => match at.prepared.get(at.entry.fd) {
             Some(t) => at.dup_of(t),
             None => Err(RestoreError::Unsupported {
@@ -417,12 +432,22 @@ pub fn restore_fs(s: &mut Staged, task: &TaskImage, ghosts: &Ghosts) -> Result<(
     if ghost.is_none() && fs_as_saved(task) {
         return Ok(());
     }
+    if let Some(stand_in) = pidfd::stand_in_for_cwd(&task.cwd)? {
+        // The cwd is the /proc directory of a process that has exited: that of a
+        // stand-in, which then exits too.
+        let b = s.batch();
+        let cwd = b.put_str(&format!("/proc/{}", stand_in.pid()));
+        b.call("chdir", libc::SYS_chdir, &[cwd]);
+        s.flush()?;
+    } else {
+        let b = s.batch();
+        let cwd = match ghost {
+            Some(path) => b.put_str(&path.to_string_lossy()),
+            None => b.put_str(&task.cwd),
+        };
+        b.call("chdir", libc::SYS_chdir, &[cwd]);
+    }
     let b = s.batch();
-    let cwd = match ghost {
-        Some(path) => b.put_str(&path.to_string_lossy()),
-        None => b.put_str(&task.cwd),
-    };
-    b.call("chdir", libc::SYS_chdir, &[cwd]);
     if task.root != "/" {
         let root = b.put_str(&task.root);
         b.call("chroot", libc::SYS_chroot, &[root]);
@@ -432,6 +457,7 @@ pub fn restore_fs(s: &mut Staged, task: &TaskImage, ghosts: &Ghosts) -> Result<(
 }
 
 pub use path::remove_remap_links;
+pub use pidfd::end_stand_ins;
 
 /// Whether the child's cwd, root and umask (inherited from stasis, see
 /// `restore/inherited.rs`) are the saved ones already: then nothing is injected.
