@@ -118,6 +118,30 @@ fn dump_refuses_device_whose_node_is_gone() {
     refused_kind(test, "deleted_device", "character device 1:3 opened as");
 }
 
+/// A process in a namespace of its own (here UTS, made by `unshare --uts`) is refused,
+/// naming the namespace: restored into the restorer's namespaces, its hostname would
+/// silently change.
+#[test]
+fn dump_refuses_a_namespace_of_its_own() {
+    let test = "dump_refuses_a_namespace_of_its_own";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let work = tmp.join("work");
+    fs::create_dir_all(&work).expect("mkdir work");
+    let wrapper = ["unshare", "--uts", "--"];
+    let mut victim = common::spawn_victim_under(&wrapper, "memory", &["-s", "1"], &work);
+    if victim.wait_ready() != Start::Ready {
+        common::skip(test, "unshare --uts could not start the victim");
+        return;
+    }
+    let out = common::dump(victim.pid, &tmp.join("img"), &[]);
+    let what = "dump of a task in its own UTS namespace";
+    assert_refused(&out, what, victim.pid, &["uts namespace", "cannot rebuild"]);
+    assert_no_image(tmp.path());
+    assert_survived(victim);
+}
+
 /// A memfd open and mapped only in part is refused (only the mapped part is saved),
 /// naming the fd and the mapping.
 #[test]

@@ -42,8 +42,8 @@ pub fn preflight(pid: i32, shell_job: bool) -> Result<Preflight, DumpError> {
     Ok(Preflight { stat, status })
 }
 
-/// Refusals that apply to every process of the tree: traced by someone else, waiting in
-/// `vfork`. (Seccomp is dumped: see `seccomp.rs`.)
+/// Refusals that apply to every process of the tree: traced by someone else, in
+/// namespaces other than the dumper's, waiting in `vfork`. (Seccomp is dumped: see `seccomp.rs`.)
 pub fn check_process(pid: i32, status: &proc::Status) -> Result<(), DumpError> {
     let me = std::process::id() as i32;
     if status.tracer_pid != 0 && status.tracer_pid != me {
@@ -52,6 +52,7 @@ pub fn check_process(pid: i32, status: &proc::Status) -> Result<(), DumpError> {
             tracer: status.tracer_pid,
         });
     }
+    super::namespaces::refuse_foreign(pid)?;
     refuse_vfork_wait(pid)
 }
 

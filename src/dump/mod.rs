@@ -17,6 +17,7 @@ pub mod files;
 pub mod freeze;
 pub mod memory;
 pub mod mm;
+pub mod namespaces;
 pub mod prctl;
 pub mod sched;
 pub mod seccomp;

@@ -297,6 +297,17 @@ pub fn spawn_victim_in_our_session(name: &str, args: &[&str], dir: &Path) -> Pro
     )
 }
 
+/// Like [`spawn_victim`], run through `wrapper` (a command that execs the victim in
+/// place, such as `unshare --uts`: the victim keeps the wrapper's pid).
+pub fn spawn_victim_under(wrapper: &[&str], name: &str, args: &[&str], dir: &Path) -> Proc {
+    let mut cmd = Command::new(wrapper[0]);
+    cmd.args(&wrapper[1..])
+        .arg(victim_bin(name))
+        .args(args)
+        .current_dir(dir);
+    spawn_with(&mut cmd, &dir.join(format!("{name}.log")), true)
+}
+
 fn victim_cmd(name: &str, args: &[&str], dir: &Path) -> Command {
     let mut cmd = Command::new(victim_bin(name));
     cmd.args(args).current_dir(dir);
