@@ -27,7 +27,8 @@ use super::error::ImageError;
 /// pages over several pages files: each page run of the mm record names its file
 /// (`stripe`; older mm records are read as having every run in `pages-<pid>.img`).
 /// Version 9 adds the files record's `owners` (`F_SETOWN_EX`/`F_SETSIG` of each open
-/// file description) and `unlinked_sockets`, and the lease kinds of file locks (older
+/// file description), `unlinked_sockets` and `socket_files`, the `DeadPidFd` and
+/// `Namespace` fd kinds, and the lease kinds of file locks (older
 /// files records are read as having none).
 pub const FORMAT_VERSION: u32 = 9;
 /// The oldest format version this build still reads (older images lack the fields above

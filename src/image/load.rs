@@ -364,6 +364,7 @@ mod tests {
         let converted = FilesImage {
             owners: Vec::new(),
             unlinked_sockets: Vec::new(),
+            socket_files: Vec::new(),
             ..files
         };
         assert_eq!(image.processes[0].files, converted);
