@@ -39,7 +39,8 @@ use super::error::ImageError;
 /// data without holes) and the `Deleted` fd kind that refers to them; an older image has
 /// no `ghosts.img` and keeps its `Ghost` fds.
 /// It also adds the files record's `owners` (`F_SETOWN_EX`/`F_SETSIG` of each open
-/// file description) and `unlinked_sockets`, and the lease kinds of file locks (older
+/// file description), `unlinked_sockets` and `socket_files`, the `DeadPidFd` and
+/// `Namespace` fd kinds, and the lease kinds of file locks (older
 /// files records are read as having none).
 /// It also adds `tty.img` (terminals the tree created and the sessions' controlling
 /// terminals; an older image has none) and the `ControllingTty` fd kind; its `PtySlave`

@@ -46,6 +46,18 @@ pub struct FilesImage {
     /// them (the socket file was deleted, or they are accepted connections sharing their
     /// listener's name): bound again, then the new file unlinked (format 9).
     pub unlinked_sockets: Vec<u64>,
+    /// Mode and owner of the files of the unix sockets bound by this table (by socket
+    /// inode), set again on the file the restore's `bind` makes (format 9).
+    pub socket_files: Vec<SocketFile>,
+}
+
+/// The file a unix socket's `bind` made: permission bits and owner.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketFile {
+    pub ino: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// Who gets the I/O signals (`O_ASYNC`, leases) of the open file description created by

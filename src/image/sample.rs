@@ -6,7 +6,7 @@ use crate::abi::{AltStack, GpRegs, KernelSigaction, RseqConfig, SigInfo};
 use super::files::{
     CharDevFd, ContentHash, DeletedFd, EpollFd, EpollMoved, EpollTarget, EventFd, FdEntry, FdKind,
     FdOwner, FifoBytes, FileLock, FilesImage, InFlight, LockKind, MappedFd, MemfdFd, PathFd,
-    PipeEnd, PipeFd, RemapFd, TtyFd,
+    PipeEnd, PipeFd, RemapFd, SocketFile, TtyFd,
 };
 use super::inventory::{CpuInfo, Inventory};
 use super::mm::{
@@ -316,6 +316,7 @@ pub fn files() -> FilesImage {
             signal: 34,
         }],
         unlinked_sockets: Vec::new(),
+        socket_files: Vec::new(),
     }
 }
 
@@ -361,6 +362,7 @@ pub fn split_files(a: i32) -> (FilesImage, FilesImage) {
         hashes: Vec::new(),
         owners: Vec::new(),
         unlinked_sockets: Vec::new(),
+        socket_files: Vec::new(),
     };
     let second = FilesImage {
         fds: vec![
@@ -383,6 +385,7 @@ pub fn split_files(a: i32) -> (FilesImage, FilesImage) {
         hashes: Vec::new(),
         owners: Vec::new(),
         unlinked_sockets: Vec::new(),
+        socket_files: Vec::new(),
     };
     (first, second)
 }
@@ -443,6 +446,7 @@ pub fn in_flight_files() -> FilesImage {
         hashes: Vec::new(),
         owners: Vec::new(),
         unlinked_sockets: Vec::new(),
+        socket_files: Vec::new(),
     }
 }
 
@@ -756,5 +760,11 @@ pub fn random_files(r: &mut XorShift) -> FilesImage {
             signal: r.i32(),
         }),
         unlinked_sockets: r.vec(2, |r| r.next()),
+        socket_files: r.vec(2, |r| SocketFile {
+            ino: r.next(),
+            mode: r.next() as u32,
+            uid: r.next() as u32,
+            gid: r.next() as u32,
+        }),
     }
 }

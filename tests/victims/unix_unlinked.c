@@ -7,10 +7,11 @@
  *   fds 12/13: a datagram socket bound to "fifo.sock" and one connected to it; the file
  *              was unlinked and a FIFO made at that name, open at fd 14 (O_RDWR);
  *   fds 15/16: a listener bound to "live.sock" and a connection it accepted (fd 16), the
- *              client at fd 17: the file stays and leads to the listener;
+ *              client at fd 17: the file stays (mode 0640) and leads to the listener;
  *   fd 18:     an unnamed datagram socket of a pair whose other end sent "q1" and "q2"
  *              and closed.
  * After go: getsockname of 10, 12, 15 and 16 gives their names; no "gone.sock" file;
+ * "live.sock" has mode 0640 and the victim's uid;
  * "fifo.sock" is still the FIFO, with its byte; 13 still sends to 12, 11 to 10 and 17
  * to 16; a new client can connect to "live.sock"; 18 reads "q1" then "q2", then nothing,
  * and sending on it fails with ECONNREFUSED (its peer is gone).
@@ -73,6 +74,7 @@ static void setup(void)
 	CHECK_SYS(write(14, "f", 1));
 
 	victim_place(bound(SOCK_STREAM, "live.sock"), 15);
+	CHECK_SYS(chmod("live.sock", 0640));
 	CHECK_SYS(listen(15, 4));
 	victim_place(connected(SOCK_STREAM, "live.sock"), 17);
 	victim_place(accept(15, NULL, NULL), 16);
@@ -113,6 +115,9 @@ static void verify(void)
 	check_name(15, "live.sock");
 	check_name(16, "live.sock");
 	CHECK(stat("gone.sock", &st) == -1 && errno == ENOENT, "gone.sock exists again");
+	CHECK_SYS(stat("live.sock", &st));
+	CHECK((st.st_mode & 07777) == 0640 && st.st_uid == getuid(), "live.sock: mode %o uid %d",
+	      st.st_mode & 07777, st.st_uid);
 	CHECK_SYS(stat("fifo.sock", &st));
 	CHECK(S_ISFIFO(st.st_mode), "fifo.sock is no longer a FIFO (mode %o)", st.st_mode);
 	CHECK(read(14, &c, 1) == 1 && c == 'f', "the FIFO lost its byte");

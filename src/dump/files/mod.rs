@@ -344,6 +344,7 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
         hashes,
         owners,
         unlinked_sockets: std::mem::take(&mut ctx.unlinked_sockets),
+        socket_files: std::mem::take(&mut ctx.socket_files),
     };
     Ok((image, ctx.held))
 }

@@ -45,6 +45,8 @@ pub struct SockCtx<'a> {
     pub copies: HashMap<i32, OwnedFd>,
     /// Unix sockets bound to a path that no longer leads to them (`FilesImage::unlinked_sockets`).
     pub unlinked_sockets: Vec<u64>,
+    /// Mode and owner of the socket files bound (`FilesImage::socket_files`).
+    pub socket_files: Vec<crate::image::files::SocketFile>,
 }
 
 impl<'a> SockCtx<'a> {
@@ -70,6 +72,7 @@ impl<'a> SockCtx<'a> {
             queues: HashMap::new(),
             copies: HashMap::new(),
             unlinked_sockets: Vec::new(),
+            socket_files: Vec::new(),
         }
     }
 

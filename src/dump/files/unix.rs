@@ -33,7 +33,9 @@ pub fn unix_kind(ctx: &mut SockCtx<'_>, fd: i32, ino: u64) -> Result<FdKind, Dum
         ctx.unlinked_sockets.push(ino);
         None
     } else {
-        bind_dir(pid, fd, &d)?
+        let dir = bind_dir(pid, fd, &d)?;
+        ctx.socket_files.extend(socket_file(pid, ino, &d));
+        dir
     };
     let peer = peer(ctx, fd, ino, &d)?;
     let listen_backlog = (d.state == TCP_LISTEN).then_some(d.rqlen.1);
@@ -88,6 +90,26 @@ fn name_unlinked(ctx: &mut SockCtx<'_>, d: &UnixDiag) -> Result<bool, DumpError>
         .values()
         .any(|o| o.ino != d.ino && o.state == TCP_LISTEN && o.vfs == Some((vfs_ino, vfs_dev)));
     Ok(listener && d.state != TCP_LISTEN)
+}
+
+/// Mode and owner of the file a path-bound socket's name leads to (it leads to the
+/// socket: checked by `name_unlinked`).
+fn socket_file(pid: i32, ino: u64, d: &UnixDiag) -> Option<crate::image::files::SocketFile> {
+    if d.name.is_empty() || d.name[0] == 0 {
+        return None;
+    }
+    let name = String::from_utf8_lossy(&d.name).into_owned();
+    let path = match d.name[0] {
+        b'/' => name,
+        _ => format!("/proc/{pid}/cwd/{name}"),
+    };
+    let m = std::fs::metadata(path).ok()?;
+    Some(crate::image::files::SocketFile {
+        ino,
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+    })
 }
 
 /// A relative path name was bound relative to some cwd: find which (the process's cwd is

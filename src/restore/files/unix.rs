@@ -48,6 +48,8 @@ pub struct Sockets<'a> {
     spare: HashMap<u64, u64>,
     /// Sockets whose name has no file (`FilesImage::unlinked_sockets`).
     unlinked: &'a [u64],
+    /// Mode and owner of the files of the others.
+    files: &'a [crate::image::files::SocketFile],
 }
 
 /// Steps 1-4, and the temporary fd of every socket for the table loop.
@@ -78,6 +80,7 @@ pub fn prepare<'a>(
         temp: HashMap::new(),
         spare: HashMap::new(),
         unlinked: &files.unlinked_sockets,
+        files: &files.socket_files,
     };
     let pid = child.pid();
     let at = |fd: i32| RestoreError::at_fd(pid, fd);
@@ -207,6 +210,9 @@ fn bind_and_listen(child: &Child, s: &Sockets<'_>, u: &UnixSocket) -> Result<(),
         }
         let (sa, len) = prep::sockaddr_un(&u.name);
         prep::address_call(child, "bind", libc::SYS_bind, fd, &sa, len)?;
+        if let Some(f) = s.files.iter().find(|f| f.ino == u.ino) {
+            set_mode_and_owner(u, f)?;
+        }
     }
     if let Some(backlog) = u.listen_backlog {
         child
@@ -216,6 +222,31 @@ fn bind_and_listen(child: &Child, s: &Sockets<'_>, u: &UnixSocket) -> Result<(),
     Ok(())
 }
 
+/// The saved mode and owner on the file `bind` made (from stasis: the path is the same
+/// in the child until the Fs stage).
+fn set_mode_and_owner(
+    u: &UnixSocket,
+    f: &crate::image::files::SocketFile,
+) -> Result<(), RestoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = socket_path(u);
+    let failed = |source| RestoreError::Write {
+        path: path.clone(),
+        source,
+    };
+    std::os::unix::fs::chown(&path, Some(f.uid), Some(f.gid)).map_err(failed)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode)).map_err(failed)
+}
+
+/// The path of a socket's file: its name, from its bind directory if relative.
+fn socket_path(u: &UnixSocket) -> String {
+    let name = String::from_utf8_lossy(&u.name).into_owned();
+    match &u.bind_dir {
+        Some(dir) if !name.starts_with('/') => format!("{dir}/{name}"),
+        _ => name,
+    }
+}
+
 /// The socket file a dumped process leaves behind keeps its name taken: remove it if it
 /// is a socket (never anything else).
 fn remove_stale(u: &UnixSocket) -> Result<(), RestoreError> {
@@ -223,11 +254,7 @@ fn remove_stale(u: &UnixSocket) -> Result<(), RestoreError> {
     if u.name[0] == 0 {
         return Ok(());
     }
-    let name = String::from_utf8_lossy(&u.name).into_owned();
-    let path = match &u.bind_dir {
-        Some(dir) => format!("{dir}/{name}"),
-        None => name,
-    };
+    let path = socket_path(u);
     match std::fs::symlink_metadata(&path) {
         Ok(m) if m.file_type().is_socket() => {
             std::fs::remove_file(&path).map_err(|source| RestoreError::Write { path, source })
