@@ -110,14 +110,6 @@ fn dump_refuses_corked_udp_data() {
     );
 }
 
-/// A device is reopened by its path: one whose node was deleted is refused (with or
-/// without `--evasive-devices`, which accepts any node of the same device).
-#[test]
-fn dump_refuses_device_whose_node_is_gone() {
-    let test = "dump_refuses_device_whose_node_is_gone";
-    refused_kind(test, "deleted_device", "character device 1:3 opened as");
-}
-
 /// A process in a namespace of its own (here UTS, made by `unshare --uts`) is refused,
 /// naming the namespace: restored into the restorer's namespaces, its hostname would
 /// silently change.

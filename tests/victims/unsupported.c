@@ -2,10 +2,8 @@
  * unsupported: holds at fd 10 a kind of file stasis refuses to dump, named by argv[1]:
  * "io_uring" (io_uring_setup), "userfaultfd", "ebpf_filter" (a UDP socket with an eBPF
  * socket filter, SO_ATTACH_BPF), "corked_udp" (a UDP socket holding corked, unsent
- * data) or "deleted_device" (a node of /dev/null's device made in the work directory,
- * opened, then unlinked: stasis reopens devices by path). The dump must fail naming fd
- * 10, the pid and the kind, and leave this process running: after go it checks fd 10 is
- * still the same kind of file and passes.
+ * data). The dump must fail naming fd 10, the pid and the kind, and leave this process
+ * running: after go it checks fd 10 is still the same kind of file and passes.
  */
 #include "victim.h"
 
@@ -16,9 +14,7 @@
 #include <netinet/in.h>
 #include <netinet/udp.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/sysmacros.h>
 
 /* A UDP socket with an eBPF filter that accepts everything. */
 static int ebpf_filter(void)
@@ -70,16 +66,6 @@ static int make(const char *kind)
 	}
 	if (!strcmp(kind, "userfaultfd"))
 		return syscall(SYS_userfaultfd, O_CLOEXEC);
-	if (!strcmp(kind, "deleted_device")) {
-		int fd;
-
-		if (mknod("null-node", S_IFCHR | 0600, makedev(1, 3)) != 0)
-			return -1;
-		fd = open("null-node", O_RDWR);
-		CHECK_SYS(fd);
-		CHECK_SYS(unlink("null-node"));
-		return fd;
-	}
 	victim_fail("unknown kind %s", kind);
 }
 
@@ -91,7 +77,7 @@ int main(int argc, char **argv)
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	victim_install_go();
-	CHECK(argc == 2, "usage: unsupported io_uring|userfaultfd|deleted_device");
+	CHECK(argc == 2, "usage: unsupported io_uring|userfaultfd|ebpf_filter|corked_udp");
 	fd = make(argv[1]);
 	if (fd < 0)
 		victim_skip(strerror(errno));
