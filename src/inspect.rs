@@ -58,10 +58,30 @@ fn to_json(image: &Image) -> serde_json::Value {
             })
         })
         .collect();
+    let ghosts: Vec<serde_json::Value> = image
+        .ghosts
+        .files
+        .iter()
+        .map(|g| {
+            serde_json::json!({
+                "path": g.path,
+                "type": g.body.describe(),
+                "mode": g.mode,
+                "uid": g.uid,
+                "gid": g.gid,
+                "mtime_ns": g.mtime_ns,
+                "bytes_stored": g.body.stored(),
+                "cwd_of": g.cwd_of,
+            })
+        })
+        .collect();
     serde_json::json!({
         "inventory": image.inventory,
         "tree": image.tree,
+        "tty": image.tty,
         "processes": processes,
+        "ghosts": ghosts,
+        "sysv": image.sysv,
     })
 }
 
@@ -82,8 +102,77 @@ fn text(image: &Image, out: &mut impl Write) -> std::io::Result<()> {
         inv.cpu.model_name, inv.cpu.xsave_size
     )?;
     tree(&image.tree, out)?;
+    terminals(&image.tty, out)?;
     for p in &image.processes {
         process(p, &image.tree, out)?;
+    }
+    ghosts(&image.ghosts, out)?;
+    sysv(&image.sysv, out)
+}
+
+/// The files deleted while in use, one line each.
+fn ghosts(g: &crate::image::ghost::GhostsImage, out: &mut impl Write) -> std::io::Result<()> {
+    for (i, f) in g.files.iter().enumerate() {
+        let size = match &f.body {
+            crate::image::ghost::GhostBody::Regular { size, extents } => format!(
+                ", {size} bytes, {} stored in {} extents",
+                f.body.stored(),
+                extents.len()
+            ),
+            _ => String::new(),
+        };
+        let cwd = if f.cwd_of.is_empty() {
+            String::new()
+        } else {
+            format!(", cwd of {:?}", f.cwd_of)
+        };
+        writeln!(
+            out,
+            "ghost {i}: {} ({}, mode {:o}, uid {} gid {}{size}{cwd})",
+            f.path,
+            f.body.describe(),
+            f.mode,
+            f.uid,
+            f.gid
+        )?;
+    }
+    Ok(())
+}
+
+/// One line per System V object.
+fn sysv(s: &crate::image::sysv::SysvImage, out: &mut impl Write) -> std::io::Result<()> {
+    if s.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "System V IPC ({:?} namespace):", s.ns)?;
+    let perm = |p: &crate::image::sysv::IpcPerm| {
+        format!(
+            "id {} key {:#x} mode {:o} owner {}:{} creator {}:{}",
+            p.id, p.key as u32, p.mode, p.uid, p.gid, p.cuid, p.cgid
+        )
+    };
+    for m in &s.shm {
+        let huge = m
+            .hugetlb
+            .map_or(String::new(), |h| format!(", hugetlb {h}"));
+        let (size, pages) = (m.size, m.pages());
+        writeln!(
+            out,
+            "  shm {}: {size} bytes{huge}, {pages} pages stored",
+            perm(&m.perm)
+        )?;
+    }
+    for m in &s.sem {
+        writeln!(out, "  sem {}: values {:?}", perm(&m.perm), m.values)?;
+    }
+    for q in &s.msg {
+        let n = q.messages.len();
+        writeln!(
+            out,
+            "  msg {}: qbytes {}, {n} messages",
+            perm(&q.perm),
+            q.qbytes
+        )?;
     }
     Ok(())
 }
@@ -99,9 +188,12 @@ fn tree(t: &TreeImage, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "tree: {} processes", t.processes.len())?;
     for e in &t.processes {
         let state = match e.state {
-            ProcState::Alive { stopped: false } => "running".to_string(),
-            ProcState::Alive { stopped: true } => "stopped".to_string(),
+            ProcState::Alive { .. } => match e.state.stop_signal() {
+                None => "running".to_string(),
+                Some(sig) => format!("stopped by signal {sig}"),
+            },
             ProcState::Zombie { status } => format!("zombie (wait status {status:#x})"),
+            ProcState::GroupHelper => "group leader helper (exited at dump)".to_string(),
         };
         let shares = shared_with_parent(e);
         writeln!(
@@ -116,6 +208,32 @@ fn tree(t: &TreeImage, out: &mut impl Write) -> std::io::Result<()> {
             "  shell job terminal: foreground group {}, lflag {:#x}",
             term.foreground,
             lflag(&term.termios)
+        )?;
+    }
+    Ok(())
+}
+
+/// The tree's ptys and its sessions' controlling terminals (`tty.img`).
+fn terminals(t: &crate::image::tty::TtyImage, out: &mut impl Write) -> std::io::Result<()> {
+    use crate::image::tty::Ctty;
+    for p in &t.ptys {
+        let hung = if p.hung_up { ", hung up" } else { "" };
+        let excl = if p.exclusive { ", exclusive" } else { "" };
+        writeln!(
+            out,
+            "  pts {}: owner {}:{} mode {:o}{excl}{hung}",
+            p.index, p.uid, p.gid, p.mode
+        )?;
+    }
+    for s in &t.sessions {
+        let tty = match &s.tty {
+            Ctty::Pty { index } => format!("pts {index}"),
+            Ctty::Device { path, .. } => path.clone(),
+        };
+        writeln!(
+            out,
+            "  session {} controls {tty}, foreground group {}, without it: {:?}",
+            s.sid, s.foreground, s.without
         )?;
     }
     Ok(())
@@ -445,17 +563,20 @@ fn unix_line(u: &UnixSocket) -> String {
     };
     let bytes: usize = u.queue.iter().map(|m| m.data.len()).sum();
     format!(
-        "unix {ty} socket:[{}]{name}{state}, {} queued ({bytes} bytes)",
+        "unix {ty} socket:[{}]{name}{state}, {} queued ({bytes} bytes){}",
         u.ino,
-        u.queue.len()
+        u.queue.len(),
+        opts_text(&u.opts)
     )
 }
 
 fn inet_line(s: &InetSocket) -> String {
-    let proto = if s.protocol == libc::IPPROTO_TCP {
-        "tcp"
-    } else {
-        "udp"
+    let proto = match (s.sock_type, s.protocol) {
+        (libc::SOCK_RAW, _) => "raw",
+        (_, libc::IPPROTO_TCP) => "tcp",
+        (_, libc::IPPROTO_UDP) => "udp",
+        (_, libc::IPPROTO_UDPLITE) => "udplite",
+        _ => "ping",
     };
     let v = if s.family == libc::AF_INET6 { "6" } else { "" };
     let addr = |a: &Option<SockAddr>| a.as_ref().map_or("*".into(), crate::dump::files::addr_text);
@@ -471,10 +592,28 @@ fn inet_line(s: &InetSocket) -> String {
         InetState::Closed => " closed".into(),
     };
     format!(
-        "{proto}{v} {} -> {}{state}",
+        "{proto}{v} {} -> {}{state}{}",
         addr(&s.local),
-        addr(&s.remote)
+        addr(&s.remote),
+        opts_text(&s.opts)
     )
+}
+
+/// `; SO_PRIORITY=5 TCP_NODELAY=1 ...`: the options saved (those not a new socket's).
+fn opts_text(opts: &crate::image::sock::SockOpts) -> String {
+    use crate::image::sockopts::{lookup, show};
+    let list: Vec<String> = opts
+        .opts
+        .iter()
+        .map(|o| {
+            let label = lookup(o.level, o.name).map_or("?", |d| d.label);
+            format!("{label}={}", show(&o.value))
+        })
+        .collect();
+    if list.is_empty() {
+        return String::new();
+    }
+    format!("; {}", list.join(" "))
 }
 
 fn timers(t: &Timers, out: &mut impl Write) -> std::io::Result<()> {
@@ -508,7 +647,8 @@ fn vma_line(v: &Vma) -> String {
     );
     let what = match &v.kind {
         VmaKind::Anon => "anon".to_string(),
-        VmaKind::File { file, offset } => format!("{} @{offset:#x}", file.path),
+        VmaKind::File { file, offset, .. } => format!("{} @{offset:#x}", file.path),
+        VmaKind::Aio(r) => format!("[aio] {} events, head {} tail {}", r.nr, r.head, r.tail),
         VmaKind::Vdso => "[vdso]".into(),
         VmaKind::Vvar => "[vvar]".into(),
         VmaKind::VvarVclock => "[vvar_vclock]".into(),
@@ -522,6 +662,7 @@ fn vma_line(v: &Vma) -> String {
             let what = if *memfd { "memfd:" } else { "deleted " };
             format!("{what}{name} ({size} bytes) @{offset:#x}")
         }
+        VmaKind::SysvShm { id, offset, .. } => format!("SysV shm id {id} @{offset:#x}"),
     };
     format!(
         "{:#014x}-{:#014x} {perms} {what}{}",
@@ -580,6 +721,15 @@ fn describe(kind: &FdKind) -> String {
         FdKind::Fifo(f) => format!("FIFO {} ({} bytes buffered)", f.file.path, f.data.len()),
         FdKind::OPath(p) => format!("{} (O_PATH)", p.path),
         FdKind::Ghost(g) => format!("{} (deleted, {} bytes saved)", g.path, g.contents.len()),
+        FdKind::Deleted(d) => format!(
+            "ghost {} pos {}{}",
+            d.ghost,
+            d.pos,
+            d.fifo.as_ref().map_or(String::new(), |f| format!(
+                " ({} bytes buffered)",
+                f.data.len()
+            ))
+        ),
         FdKind::Remap(r) => format!(
             "{} (unlinked, {} {} at {}) pos {}",
             r.path,
@@ -611,6 +761,7 @@ fn describe(kind: &FdKind) -> String {
             m.output.len()
         ),
         FdKind::PtySlave { index } => format!("pty slave /dev/pts/{index}"),
+        FdKind::ControllingTty => "/dev/tty (its controlling terminal)".to_string(),
         FdKind::Inotify(i) => format!(
             "inotify watching {:?}",
             i.watches
@@ -620,6 +771,8 @@ fn describe(kind: &FdKind) -> String {
         ),
         FdKind::Memfd(m) => format!("memfd:{} size {} seals {:#x}", m.name, m.size, m.seals),
         FdKind::PidFd(p) => format!("pidfd of pid {}", p.pid),
+        FdKind::Namespace(n) => format!("its own {} namespace ({}:[{}])", n.kind, n.kind, n.ino),
+        FdKind::DeadPidFd(p) => format!("pidfd of an exited process (pidfs inode {})", p.ino),
         FdKind::Reopen { pid, fd, pos } => {
             format!("the file of fd {fd} of pid {pid}, opened again, pos {pos}")
         }
@@ -677,12 +830,50 @@ mod tests {
             dir: "/img".into(),
             inventory: sample::inventory(&[10]),
             tree,
+            tty: Default::default(),
             processes: vec![ProcessImage {
                 task,
                 mm,
                 files: sample::files(),
             }],
+            ghosts: Default::default(),
+            sysv: Default::default(),
         }
+    }
+
+    #[test]
+    fn text_lists_sysv_objects() {
+        use crate::image::sysv::{IpcNs, IpcPerm, SemSet, ShmSegment, SysvImage};
+        let mut image = sample_image();
+        let perm = IpcPerm {
+            key: 0x2a,
+            id: 32768,
+            mode: 0o1600,
+            ..Default::default()
+        };
+        image.sysv = SysvImage {
+            ns: IpcNs::Own,
+            shm: vec![ShmSegment {
+                perm,
+                size: 100,
+                hugetlb: None,
+                runs: vec![(0, 1)],
+            }],
+            sem: vec![SemSet {
+                perm,
+                values: vec![3],
+            }],
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        text(&image, &mut out).expect("write to a vector");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(text.contains("System V IPC (Own namespace):"), "{text}");
+        assert!(text.contains("  shm id 32768 key 0x2a mode 1600 owner 0:0 creator 0:0: 100 bytes, 1 pages stored"), "{text}");
+        assert!(
+            text.contains("  sem id 32768 key 0x2a mode 1600 owner 0:0 creator 0:0: values [3]"),
+            "{text}"
+        );
     }
 
     #[test]

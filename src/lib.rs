@@ -10,6 +10,7 @@ pub mod check;
 pub mod dump;
 pub mod image;
 pub mod inspect;
+pub mod jobctl;
 pub mod netlock;
 pub mod proc;
 pub mod profile;

@@ -345,3 +345,53 @@ fn assert_one_line(stderr: &str, start: &str, words: &[&str]) {
         assert!(lines[0].contains(w), "{:?} lacks {w:?}", lines[0]);
     }
 }
+
+/// CRIU's option names are accepted on both sides (so scripts written for CRIU run
+/// unchanged): an accepted flag gets past the command line (the missing image or pid fails
+/// with exit 1), a flag stasis does not implement is a usage error (exit 2) naming it.
+#[test]
+fn criu_flags_are_accepted_or_refused_by_name() {
+    let both: &[&[&str]] = &[
+        &["--manage-cgroups=ignore"],
+        &["--network-lock", "nftables"],
+        &["--ext-mount-map", "auto"],
+        &["-M", "auto"],
+        &["--force-irmap", "--irmap-scan-path", "/zdtm/static"],
+        &["--tcp-established", "--file-locks", "--ext-unix-sk"],
+        &["-x"],
+        &["--link-remap", "--ghost-limit", "8M", "--skip-in-flight"],
+        &["--shell-job", "--tcp-close"],
+        &["--evasive-devices"],
+    ];
+    let refused: &[(&[&str], &str)] = &[
+        (&["--manage-cgroups"], "--manage-cgroups=soft"),
+        (&["--manage-cgroups=full"], "--manage-cgroups=full"),
+        (&["--cgroup-root", "/x"], "--cgroup-root"),
+        (&["--network-lock", "iptables"], "--network-lock iptables"),
+        (&["--ext-mount-map", "/a:b"], "--ext-mount-map /a:b"),
+        (&["--external", "mnt[]"], "--external mnt[]"),
+    ];
+    let dump = ["dump", "-t", "999999", "-D", "/nonexistent/stasis-img"];
+    let restore = ["restore", "-D", "/nonexistent/stasis-img"];
+    fn with(base: &[&str], extra: &[&str]) -> (common::Output, String) {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        (common::stasis(&args), args.join(" "))
+    }
+    for flags in both {
+        for base in [&dump[..], &restore[..]] {
+            let (out, args) = with(base, flags);
+            assert_eq!(out.code(), Some(1), "stasis {args}: {}", out.stderr);
+        }
+    }
+    for (flags, name) in refused {
+        for base in [&dump[..], &restore[..]] {
+            let (out, args) = with(base, flags);
+            assert_eq!(out.code(), Some(2), "stasis {args}: {}", out.stderr);
+            assert!(
+                out.stderr.contains(name),
+                "stasis {args} does not name {name}: {}",
+                out.stderr
+            );
+        }
+    }
+}

@@ -53,7 +53,8 @@ fn assert_no_image(dir: &Path) {
     );
 }
 
-/// A victim holding at fd 10 a kind of file stasis refuses (`unsupported KIND`).
+/// A victim holding at fd 10 a kind of file stasis refuses (`unsupported KIND`); the
+/// message says `fd 10 of pid PID{what}`.
 fn refused_kind(test: &str, kind: &str, what: &str) {
     let _serial = common::serial();
     require_privileged!(test);
@@ -67,7 +68,7 @@ fn refused_kind(test: &str, kind: &str, what: &str) {
     }
     let out = common::dump(victim.pid, &tmp.join("img"), &[]);
     let msg = out.assert_failed(&format!("dump of a task holding {what}"));
-    let want = format!("fd 10 of pid {} is {what}", victim.pid);
+    let want = format!("fd 10 of pid {}{what}", victim.pid);
     assert!(msg.contains(&want), "message does not say {want:?}: {msg}");
     assert_no_image(tmp.path());
     assert_survived(victim);
@@ -75,12 +76,62 @@ fn refused_kind(test: &str, kind: &str, what: &str) {
 
 #[test]
 fn dump_refuses_io_uring() {
-    refused_kind("dump_refuses_io_uring", "io_uring", "an io_uring instance");
+    refused_kind(
+        "dump_refuses_io_uring",
+        "io_uring",
+        " is an io_uring instance",
+    );
 }
 
 #[test]
 fn dump_refuses_userfaultfd() {
-    refused_kind("dump_refuses_userfaultfd", "userfaultfd", "a userfaultfd");
+    refused_kind(
+        "dump_refuses_userfaultfd",
+        "userfaultfd",
+        " is a userfaultfd",
+    );
+}
+
+#[test]
+fn dump_refuses_ebpf_socket_filter() {
+    refused_kind(
+        "dump_refuses_ebpf_socket_filter",
+        "ebpf_filter",
+        ": SO_ATTACH_FILTER is an eBPF program",
+    );
+}
+
+#[test]
+fn dump_refuses_corked_udp_data() {
+    refused_kind(
+        "dump_refuses_corked_udp_data",
+        "corked_udp",
+        ": a datagram socket holds corked data not yet sent",
+    );
+}
+
+/// A process in a namespace of its own (here UTS, made by `unshare --uts`) is refused,
+/// naming the namespace: restored into the restorer's namespaces, its hostname would
+/// silently change.
+#[test]
+fn dump_refuses_a_namespace_of_its_own() {
+    let test = "dump_refuses_a_namespace_of_its_own";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let work = tmp.join("work");
+    fs::create_dir_all(&work).expect("mkdir work");
+    let wrapper = ["unshare", "--uts", "--"];
+    let mut victim = common::spawn_victim_under(&wrapper, "memory", &["-s", "1"], &work);
+    if victim.wait_ready() != Start::Ready {
+        common::skip(test, "unshare --uts could not start the victim");
+        return;
+    }
+    let out = common::dump(victim.pid, &tmp.join("img"), &[]);
+    let what = "dump of a task in its own UTS namespace";
+    assert_refused(&out, what, victim.pid, &["uts namespace", "cannot rebuild"]);
+    assert_no_image(tmp.path());
+    assert_survived(victim);
 }
 
 /// A memfd open and mapped only in part is refused (only the mapped part is saved),
@@ -97,6 +148,30 @@ fn dump_refuses_memfd_both_mapped_and_open() {
     let out = common::dump(victim.pid, &tmp.join("img"), &[]);
     let what = "dump of a task with a memfd both mapped and open";
     assert_refused(&out, what, victim.pid, &["fd 10", "a memfd", "also mapped"]);
+    assert_no_image(tmp.path());
+    assert_survived(victim);
+}
+
+/// A child that maps its parent's AIO ring (inherited by fork) without owning the context
+/// is refused, naming it.
+#[test]
+fn dump_refuses_inherited_aio_ring() {
+    let test = "dump_refuses_inherited_aio_ring";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let mut victim = victim_in(&tmp, "aio", &["forked"]);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let family = common::descendants(victim.pid);
+    let _family = common::TreeGuard(family.clone());
+    let out = common::dump(victim.pid, &tmp.join("img"), &[]);
+    let what = "dump of a child mapping its parent's AIO ring";
+    let msg = out.assert_failed(what);
+    let child = format!("pid {} maps the AIO ring", family[0]);
+    assert!(
+        msg.contains(&child) && msg.contains("does not own"),
+        "{what}: message does not name {child:?}: {msg}"
+    );
     assert_no_image(tmp.path());
     assert_survived(victim);
 }
@@ -344,6 +419,24 @@ fn leave_running_dump_keeps_seccomp() {
     assert_still_filtered(victim);
 }
 
+/// Children stopped by job control, dumped with `-R`, stay stopped by the same signal,
+/// with no stop signal left queued but the SIGSTOPs that were (the `stopped` victim
+/// checks all that after go, as after a restore).
+#[test]
+fn leave_running_dump_keeps_stops() {
+    let _serial = common::serial();
+    require_privileged!("leave_running_dump_keeps_stops");
+    let tmp = TempDir::new("stopped-r");
+    let mut victim = victim_in(&tmp, "stopped", &[]);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    common::dump(victim.pid, &tmp.join("img"), &["-R"]).assert_ok("stasis dump -R");
+    common::assert_untouched(&victim);
+    let st = victim.go();
+    let log = victim.log_text();
+    assert_eq!(st, Status::Exited(0), "log:\n{log}");
+    assert_eq!(log.lines().last(), Some("PASS"), "log:\n{log}");
+}
+
 /// Seccomp is dumped with `PTRACE_O_SUSPEND_SECCOMP`, which needs CAP_SYS_ADMIN: without
 /// it the dump is refused saying so, and the task keeps its filter (it still dies by
 /// SIGSYS on getpid after go).
@@ -387,6 +480,40 @@ fn dump_refuses_foreign_session() {
     assert_no_image(tmp.path());
     common::assert_untouched(&victim);
     victim.go_and_expect_pass();
+}
+
+/// A pty slave whose master is outside the tree (the test holds it) is the invoking
+/// terminal: without `--shell-job` the dump is refused, naming the fd and the pts, and
+/// the victim runs on untouched.
+#[test]
+fn dump_refuses_a_terminal_from_outside() {
+    use nix::fcntl::OFlag;
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_a_terminal_from_outside");
+    let tmp = TempDir::new("outside-pty");
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY).expect("posix_openpt");
+    nix::pty::grantpt(&master).expect("grantpt");
+    nix::pty::unlockpt(&master).expect("unlockpt");
+    let slave = nix::pty::ptsname_r(&master).expect("ptsname");
+    let mut victim = common::spawn_logged(
+        std::process::Command::new("sh")
+            .args(["-c", "exec \"$0\" -s 1 < \"$1\""])
+            .arg(common::victim_bin("memory"))
+            .arg(&slave)
+            .current_dir(tmp.path()),
+        &tmp.join("memory.log"),
+    );
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let out = common::dump(victim.pid, &tmp.join("img"), &[]);
+    let msg = out.assert_failed("dump of a task on a terminal from outside");
+    assert!(
+        msg.contains(&slave) && msg.contains("terminal") && msg.contains("shell-job"),
+        "message does not name the terminal: {msg}"
+    );
+    assert_no_image(tmp.path());
+    common::assert_untouched(&victim);
+    victim.go_and_expect_pass();
+    drop(master);
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! Unmodified programs (python3 — counting, threads, pipes/eventfd/epoll, an HTTP server,
-//! multiprocessing —, coreutils sleep, bash, xargs, a `sh` pipeline, redis, nginx) dumped
+//! multiprocessing —, coreutils sleep, bash, xargs, a `sh` pipeline, redis, nginx,
+//! PostgreSQL) dumped
 //! and restored with `-d`: each must carry on from where it was, under the same pid(s).
 
 mod common;
 
 use common::{Proc, Status, TempDir, STASIS};
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -652,6 +654,171 @@ fn redis_client_survives_restore() {
     stop(restored);
 }
 
+/// Debian's PostgreSQL 15 server programs.
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A `psql` session (`-Atq`: bare rows, no command tags) fed on its stdin.
+struct Psql {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Psql {
+    fn connect(host: &str, port: u16) -> Psql {
+        let mut child = Command::new("psql")
+            .args([
+                "-h",
+                host,
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
+            .args(["-Atq", "-v", "ON_ERROR_STOP=1"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start psql");
+        let out = std::io::BufReader::new(child.stdout.take().expect("psql stdout"));
+        Psql { child, out }
+    }
+
+    /// Runs `sql`, which prints nothing.
+    fn exec(&mut self, sql: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("psql stdin");
+        writeln!(stdin, "{sql}").expect("send to psql");
+        stdin.flush().expect("flush to psql");
+    }
+
+    /// Runs a query printing one row; its text (empty if psql quit on an error).
+    fn query(&mut self, sql: &str) -> String {
+        use std::io::BufRead;
+        self.exec(sql);
+        let mut line = String::new();
+        self.out.read_line(&mut line).expect("psql output");
+        line.trim_end().to_string()
+    }
+}
+
+impl Drop for Psql {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The uid and gid of user `name`.
+fn user_ids(name: &str) -> Option<(u32, u32)> {
+    let id = |flag| {
+        let out = Command::new("id").args([flag, name]).output().ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    };
+    Some((id("-u")?, id("-g")?))
+}
+
+/// A PostgreSQL 15 server (the postmaster, its background processes and the backend of a
+/// live `psql` session on loopback TCP, outside the tree) with a table of data: the
+/// postmaster maps a System V shared memory segment (its interlock), which every child
+/// inherits. The tree is dumped with `--tcp-established` and restored; then the same
+/// session still answers and writes, the data is there, and new connections (unix
+/// socket and TCP) are served.
+#[test]
+fn postgres_session_survives_restore() {
+    const TEST: &str = "postgres_session_survives_restore";
+    let _serial = common::serial();
+    require_privileged!(TEST);
+    let bin = Path::new(PG_BIN);
+    if !bin.join("postgres").exists() {
+        return common::skip(TEST, "postgresql-15 is not installed");
+    }
+    for tool in ["psql", "nft"] {
+        if !which(tool) {
+            return common::skip(TEST, &format!("{tool} is not installed"));
+        }
+    }
+    let Some((uid, gid)) = user_ids("postgres") else {
+        return common::skip(TEST, "there is no postgres user");
+    };
+    let tmp = TempDir::new("postgres");
+    let (data, sock) = (tmp.join("data"), tmp.join("sock"));
+    for d in [&data, &sock] {
+        fs::create_dir(d).expect("mkdir");
+        std::os::unix::fs::chown(d, Some(uid), Some(gid)).expect("chown to postgres");
+    }
+    let init = Command::new(bin.join("initdb"))
+        .arg("-D")
+        .arg(&data)
+        .args(["-A", "trust", "-U", "postgres", "--no-sync"])
+        .uid(uid)
+        .gid(gid)
+        .output()
+        .expect("run initdb");
+    assert!(init.status.success(), "initdb: {init:?}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut server = common::spawn_logged(
+        Command::new(bin.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-k")
+            .arg(&sock)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "huge_pages=off", "-c", "fsync=off"])
+            .uid(uid)
+            .gid(gid),
+        &tmp.join("postgres.log"),
+    );
+    wait_for("postgres to listen", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let mut session = Psql::connect("127.0.0.1", port);
+    session.exec("CREATE TABLE t(i int); INSERT INTO t SELECT generate_series(1, 1000);");
+    assert_eq!(session.query("SELECT count(*) FROM t;"), "1000");
+    let maps = fs::read_to_string(format!("/proc/{}/maps", server.pid)).unwrap_or_default();
+    let segment = maps.lines().find(|l| l.contains("/SYSV")).map(|l| {
+        // The inode column of a SysV mapping is the segment's id.
+        l.split_whitespace().nth(4).unwrap_or_default().to_string()
+    });
+    let segment = segment.unwrap_or_else(|| panic!("the postmaster maps no SysV segment:\n{maps}"));
+    let _family = common::TreeGuard(common::descendants(server.pid));
+
+    let img = tmp.join("img");
+    common::dump(server.pid, &img, &["--tcp-established"]).assert_ok("stasis dump");
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(10)),
+        Status::Signaled(libc::SIGKILL)
+    );
+    common::reap_image_tree(&img);
+    let pid = common::restore_detached(&img).unwrap_or_else(|o| panic!("restore failed: {o:?}"));
+    let restored = Proc::adopt(pid, &server.log);
+
+    assert_eq!(
+        session.query("SELECT sum(i) FROM t;"),
+        "500500",
+        "the old session"
+    );
+    session.exec("INSERT INTO t VALUES (1001);");
+    assert_eq!(session.query("SELECT count(*) FROM t;"), "1001");
+    let sock = sock.to_string_lossy().into_owned();
+    for host in [sock.as_str(), "127.0.0.1"] {
+        let mut fresh = Psql::connect(host, port);
+        assert_eq!(
+            fresh.query("SELECT max(i) FROM t;"),
+            "1001",
+            "a new session on {host}"
+        );
+    }
+    drop(session);
+    stop(restored);
+    // Killed, the server leaves its segment behind in the host's namespace.
+    let _ = Command::new("ipcrm").args(["-m", &segment]).status();
+}
+
 /// A tmux server on a private socket; on drop it is killed with everything it runs (the
 /// server and its orphans are reparented to us, the subreaper, and reaped).
 struct Tmux {
@@ -949,6 +1116,93 @@ fn shell_pipeline_continues() {
     let lines = progress(&path);
     let expected: Vec<u64> = (1..=lines.len() as u64).map(|i| i * 100_000).collect();
     assert_eq!(lines, expected, "progress lines lost or repeated");
+    stop(restored);
+    drop(family);
+}
+
+/// A python parent that runs a bash counting loop on a pseudo-terminal (`pty.fork()`:
+/// the child leads a session whose controlling terminal and stdio are the slave) and
+/// copies what comes out of the master to argv[1].
+const PY_PTY_PARENT: &str = r#"
+import os, pty, sys
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp("bash", ["bash", "-c", "i=0; while :; do echo $i; i=$((i+1)); sleep 0.1; done"])
+with open(sys.argv[1], "ab", buffering=0) as f:
+    while True:
+        data = os.read(fd, 4096)
+        if not data:
+            break
+        f.write(data)
+"#;
+
+/// The numbers a pty typescript holds, one a line (`\r\n` endings).
+fn typescript_numbers(path: &Path) -> Vec<u64> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim_end_matches('\r').parse().ok())
+        .collect()
+}
+
+/// The controlling terminal (stat field 7) and its foreground group (field 8) of `pid`.
+fn ctty_of(pid: i32) -> Option<(i32, i32)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut f = stat[stat.rfind(')')? + 2..].split(' ').skip(4);
+    Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+}
+
+/// The layout of terminal multiplexers and launchers: a python parent opens a
+/// pseudo-terminal and runs a bash counting loop on it (bash leads a session whose
+/// controlling terminal and stdio are the slave; its `sleep`s inherit them), copying
+/// what comes out of the master to a file. Dumped and restored without `--shell-job`:
+/// the count goes on through the pty, no number lost or repeated, and bash keeps the
+/// terminal as its controlling terminal, with the same foreground group.
+#[test]
+fn python_pty_counter_continues() {
+    let test = "python_pty_counter_continues";
+    let _serial = common::serial();
+    require_privileged!(test);
+    if !which("python3") {
+        return common::skip(test, "python3 is not installed");
+    }
+    let tmp = TempDir::new("python-pty");
+    let out = tmp.join("typescript");
+    let mut parent = common::spawn_logged(
+        Command::new("python3")
+            .args(["-c", PY_PTY_PARENT])
+            .arg(&out)
+            .current_dir(tmp.path()),
+        &tmp.join("python.log"),
+    );
+    wait_for("five numbers", Duration::from_secs(30), || {
+        (typescript_numbers(&out).len() >= 5).then_some(())
+    });
+    let family = common::TreeGuard(common::descendants(parent.pid));
+    let bash = *family
+        .0
+        .iter()
+        .find(|&&p| comm(p).as_deref() == Some("bash"))
+        .expect("bash under python");
+    let before = ctty_of(bash).expect("stat of bash");
+    assert_ne!(before.0, 0, "bash has no controlling terminal");
+    let restored = timed_round_trip(test, &mut parent, &tmp, &[]);
+    let family = common::TreeGuard(common::descendants(restored.pid));
+    assert_eq!(
+        ctty_of(bash),
+        Some(before),
+        "bash's terminal or foreground group changed"
+    );
+    let at_dump = typescript_numbers(&out).len();
+    wait_for("the count to go on", Duration::from_secs(30), || {
+        (typescript_numbers(&out).len() >= at_dump + 10).then_some(())
+    });
+    let numbers = typescript_numbers(&out);
+    let expected: Vec<u64> = (0..numbers.len() as u64).collect();
+    assert_eq!(
+        numbers, expected,
+        "numbers lost or repeated across the restore"
+    );
     stop(restored);
     drop(family);
 }

@@ -125,7 +125,7 @@ fn scenario(test: &str, victim: &str, args: &[&str], mode: Mode, expect: Expect)
 /// Extra `stasis dump` options a victim needs.
 fn dump_args(victim: &str, args: &[&str]) -> &'static [&'static str] {
     match (victim, args.first().copied()) {
-        ("locks", _) => &["--file-locks"],
+        ("locks" | "leases", _) => &["--file-locks"],
         ("ghost", Some("remap")) => &["--link-remap", "--file-locks"],
         ("unix_sockets", Some("inflight")) => &["--skip-in-flight"],
         ("inet_sockets", Some("established")) => &["--tcp-established"],
@@ -251,7 +251,13 @@ victim_tests! {
     prctl: "prctl";
     creds: "creds";
     creds_threads: "creds" ["threads"];
+    creds_per_thread: "creds" ["per_thread"];
     mmflags: "mmflags";
+    file_prot: "file_prot";
+    many_maps: "many_maps";
+    no_vdso: "no_vdso";
+    aio: "aio";
+    shmem_pieces: "shmem_pieces";
     seccomp_stacked: "seccomp" ["stacked"];
     seccomp_tsync: "seccomp" ["tsync"];
     seccomp_kill: "seccomp" ["kill"] => Expect::Killed(libc::SIGSYS, "CALLING getpid");
@@ -260,6 +266,8 @@ victim_tests! {
     guards: "guards";
     tree: "tree";
     tree_50: "tree" ["50"];
+    stopped: "stopped";
+    group_helper: "group_helper";
     shared_vm: "shared_vm";
     shared_vm_nested: "shared_vm" ["nested"];
     cow: "cow";
@@ -273,15 +281,33 @@ victim_tests! {
     memfd: "memfd";
     ghost: "ghost";
     ghost_remap: "ghost" ["remap"];
+    ghost_holes: "ghost_holes";
+    ghost_attrs: "ghost_kinds" ["attrs"];
+    ghost_tmpfile: "ghost_kinds" ["tmpfile"];
+    ghost_fifo: "ghost_kinds" ["fifo"];
+    ghost_dev: "ghost_kinds" ["dev"];
+    ghost_dir: "ghost_kinds" ["dir"];
+    ghost_symlink: "ghost_kinds" ["symlink"];
     locks: "locks";
+    fown: "fown";
+    unix_unlinked: "unix_unlinked";
+    leases: "leases";
+    pidfd_dead: "pidfd_dead";
+    proc_files: "proc_files";
     unix_sockets: "unix_sockets";
     unix_inflight: "unix_sockets" ["inflight"];
     inflight: "inflight";
     inet_sockets: "inet_sockets";
+    sockopts: "sockopts";
     tcp_established: "inet_sockets" ["established"];
     tcp_close: "inet_sockets" ["close"];
     pty: "pty";
+    ctty: "ctty";
+    pty_hangup: "pty_hangup";
     split: "split";
+    sysv: "sysv";
+    sysv_host: "sysv" ["host"];
+    sysv_hugetlb: "sysv" ["hugetlb"];
 }
 
 /// The total PSS (KiB) of `pid` and its descendants, from `smaps_rollup`.

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::compat::CriuFlags;
 use super::progress::{self, When};
-use super::{report, stats, EXIT_FAILED, EXIT_OK};
+use super::{report, stats, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use stasis::dump::{dump, DumpOptions};
 
 #[derive(Args, Debug)]
@@ -30,16 +31,25 @@ pub struct DumpArgs {
     pub tcp_close: bool,
     /// Allow unix sockets connected to sockets outside the process: they are connected
     /// to the same address again at restore.
-    #[arg(long = "ext-unix-sk")]
+    #[arg(short = 'x', long = "ext-unix-sk")]
     pub ext_unix_sk: bool,
     /// Drop file descriptors in flight (SCM_RIGHTS) and connections not yet accepted
     /// instead of refusing the dump.
     #[arg(long = "skip-in-flight")]
     pub skip_in_flight: bool,
-    /// Save the contents of files deleted while open up to this size (bytes, or with a
-    /// K/M/G suffix); a larger one is refused.
+    /// Save a file deleted while open if it holds at most this much data (bytes, or with
+    /// a K/M/G suffix; holes do not count, as with CRIU's FIEMAP mode); a larger one is
+    /// refused (or, with --link-remap, linked beside its old path).
     #[arg(long = "ghost-limit", value_parser = parse_size, default_value = "1M")]
     pub ghost_limit: u64,
+    /// Accepted for CRIU compatibility: CRIU finds a deleted file's data with FIEMAP under
+    /// this option and with SEEK_DATA/SEEK_HOLE without it; stasis always uses
+    /// SEEK_DATA/SEEK_HOLE, which finds the same data and holes.
+    #[arg(long = "ghost-fiemap", overrides_with = "no_ghost_fiemap")]
+    pub ghost_fiemap: bool,
+    /// Accepted for CRIU compatibility (see --ghost-fiemap).
+    #[arg(long = "no-ghost-fiemap", overrides_with = "ghost_fiemap")]
+    pub no_ghost_fiemap: bool,
     /// Keep files whose name was unlinked while open (one with other links left, or a
     /// deleted one above --ghost-limit) through a link made beside them at dump time,
     /// removed by a successful restore, instead of refusing them.
@@ -67,9 +77,19 @@ pub struct DumpArgs {
     /// Write the dump figures (pages, bytes, MB/s, frozen and total time) as JSON here.
     #[arg(long = "stats-json")]
     pub stats_json: Option<PathBuf>,
+    /// Accepted (CRIU's name): a device is reopened by its path, which may be any node
+    /// of the same device; a path naming another file now is refused.
+    #[arg(long = "evasive-devices")]
+    pub evasive_devices: bool,
+    #[command(flatten)]
+    pub criu: CriuFlags,
 }
 
 pub fn run(args: DumpArgs) -> i32 {
+    if let Err(why) = args.criu.check() {
+        eprintln!("stasis: {why}");
+        return EXIT_USAGE;
+    }
     let opts = DumpOptions {
         pid: args.pid,
         dir: args.dir,

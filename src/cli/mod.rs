@@ -2,6 +2,7 @@
 //! the library's options, calls the library, and returns the exit code.
 
 pub mod check;
+pub mod compat;
 pub mod dump;
 pub mod inspect;
 pub mod progress;
@@ -13,8 +14,7 @@ use clap::{Parser, Subcommand};
 /// Exit codes (documented in README.md).
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
-/// Usage errors: clap exits with this code itself.
-#[allow(dead_code)]
+/// Usage errors: clap exits with this code itself; so do the CRIU flags stasis refuses.
 pub const EXIT_USAGE: i32 = 2;
 
 /// stasis: checkpoint a running Linux process into an image directory and restore it.

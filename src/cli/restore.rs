@@ -6,8 +6,9 @@ use clap::Args;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
+use super::compat::{CriuFlags, RestoreNoops};
 use super::progress::{self, When};
-use super::{report, stats, EXIT_FAILED, EXIT_OK};
+use super::{report, stats, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use stasis::restore::{restore, RestoreOptions};
 
 #[derive(Args, Debug)]
@@ -39,9 +40,17 @@ pub struct RestoreArgs {
     /// Write the restore figures (pages, bytes, MB/s, times) as JSON here.
     #[arg(long = "stats-json")]
     pub stats_json: Option<PathBuf>,
+    #[command(flatten)]
+    pub criu: CriuFlags,
+    #[command(flatten)]
+    pub dump_side: RestoreNoops,
 }
 
 pub fn run(args: RestoreArgs) -> i32 {
+    if let Err(why) = args.criu.check() {
+        eprintln!("stasis: {why}");
+        return EXIT_USAGE;
+    }
     let opts = RestoreOptions {
         dir: args.dir,
         shell_job: args.shell_job,

@@ -1,11 +1,11 @@
 //! Credentials: ids, groups, the five capability sets and no_new_privs from
 //! `/proc/PID/status`, securebits asked with an injected `PR_GET_SECUREBITS`.
-//! Linux keeps credentials per thread; the image holds the leader's, restored in every
-//! thread, and a thread whose own differ is refused. The restore side is
+//! Linux keeps credentials per thread; the image holds the leader's, and those of every
+//! other thread whose own differ (`TaskImage::thread_creds`). The restore side is
 //! `restore/creds.rs`.
 
 use super::DumpError;
-use crate::image::task::{Caps, Creds};
+use crate::image::task::{Caps, Creds, ThreadCreds, ThreadImage};
 use crate::proc::Status;
 use crate::sys::batch::{Batch, Done};
 
@@ -34,14 +34,23 @@ pub fn query_securebits(b: &mut Batch) -> impl FnOnce(&Done) -> u32 {
     move |d| d.ret(r) as u32
 }
 
-/// Refuses thread `tid` of `pid` if its credentials (`/proc/PID/task/TID/status` and the
-/// `securebits` it reported) differ from its leader's: the image keeps one set for all.
-pub fn check_thread(pid: i32, tid: i32, securebits: u32, leader: &Creds) -> Result<(), DumpError> {
-    let own = creds(&crate::proc::thread_status(pid, tid)?, securebits);
-    if own == *leader {
-        return Ok(());
+/// The credentials of the other `threads` of `pid` (`/proc/PID/task/TID/status` and the
+/// `securebits` each reported, in the same order) that differ from the `leader`'s.
+pub fn other_threads(
+    pid: i32,
+    threads: &[ThreadImage],
+    securebits: &[u32],
+    leader: &Creds,
+) -> Result<Vec<ThreadCreds>, DumpError> {
+    let mut differ = Vec::new();
+    for (t, &bits) in threads.iter().zip(securebits) {
+        let own = creds(&crate::proc::thread_status(pid, t.tid)?, bits);
+        if own != *leader {
+            differ.push(ThreadCreds {
+                tid: t.tid,
+                creds: own,
+            });
+        }
     }
-    Err(DumpError::unsupported(format!(
-        "thread {tid} of pid {pid} has credentials (ids, groups, capabilities, securebits or no_new_privs) other than its leader's, which stasis cannot checkpoint"
-    )))
+    Ok(differ)
 }

@@ -31,7 +31,7 @@ pub enum DumpError {
         #[source]
         source: std::io::Error,
     },
-    #[error("pid {pid} has no syscall instruction in its vDSO to run queries with")]
+    #[error("pid {pid} has no syscall instruction in its vDSO nor in any executable mapping to run queries with")]
     NoSyscallInsn { pid: i32 },
     #[error(transparent)]
     Proc(#[from] ProcError),
@@ -49,6 +49,10 @@ pub enum DumpError {
     Image(#[from] ImageError),
     #[error(transparent)]
     Sched(#[from] SchedError),
+    #[error(transparent)]
+    Ipc(#[from] crate::sys::ipc::IpcError),
+    #[error(transparent)]
+    IpcNs(#[from] crate::sys::ipc::NsError),
 }
 
 impl DumpError {

@@ -7,6 +7,8 @@
 //! all, so an error anywhere in the dump lets the process run on.
 
 use super::DumpError;
+use crate::abi::SigInfo;
+use crate::jobctl::{self, QueuedStop};
 use crate::proc;
 use crate::sys::ptrace::{self, Seized, Stop};
 
@@ -40,8 +42,8 @@ pub fn preflight(pid: i32, shell_job: bool) -> Result<Preflight, DumpError> {
     Ok(Preflight { stat, status })
 }
 
-/// Refusals that apply to every process of the tree: traced by someone else, waiting in
-/// `vfork`. (Seccomp is dumped: see `seccomp.rs`.)
+/// Refusals that apply to every process of the tree: traced by someone else, in
+/// namespaces other than the dumper's, waiting in `vfork`. (Seccomp is dumped: see `seccomp.rs`.)
 pub fn check_process(pid: i32, status: &proc::Status) -> Result<(), DumpError> {
     let me = std::process::id() as i32;
     if status.tracer_pid != 0 && status.tracer_pid != me {
@@ -50,6 +52,7 @@ pub fn check_process(pid: i32, status: &proc::Status) -> Result<(), DumpError> {
             tracer: status.tracer_pid,
         });
     }
+    super::namespaces::refuse_foreign(pid)?;
     refuse_vfork_wait(pid)
 }
 
@@ -112,8 +115,29 @@ fn check_ids(pid: i32, stat: &proc::Stat, shell_job: bool) -> Result<(), DumpErr
 /// (tid == pid) first. Dropping it detaches every thread.
 pub struct Frozen {
     threads: Vec<Seized>,
-    /// The process was stopped by job control when seized: it is stopped again when let go.
-    pub stopped: bool,
+    /// The signal that stopped the process by job control, if it was stopped when seized:
+    /// it is stopped again with it when let go.
+    pub stop_signal: Option<i32>,
+    /// SIGSTOPs queued while it was stopped (process-wide: tid `None`), taken off their
+    /// queue by the freeze (see [`take_queued_sigstops`]): saved with the queues, and
+    /// queued again when it is let go.
+    pub withheld: Vec<(Option<i32>, SigInfo)>,
+}
+
+/// A failed dump drops its `Frozen` processes, which detaches their threads: the
+/// SIGSTOPs the freeze took from a stopped one are queued again, so that it is left as
+/// it was.
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let Some(pid) = self.threads.first().map(Seized::tid) else {
+            return;
+        };
+        if self.withheld.is_empty() {
+            return;
+        }
+        drop(std::mem::take(&mut self.threads));
+        let _ = self.requeue_withheld(pid);
+    }
 }
 
 /// Tasks attached to us before their turn in the freeze, by tid: processes the kernel
@@ -143,17 +167,28 @@ impl Frozen {
         self.threads.iter().any(|t| t.tid() == tid)
     }
 
-    /// Detach every thread: the process runs on (or stays stopped, if it was).
-    pub fn release(self) -> Result<(), DumpError> {
-        if self.stopped {
-            let pid = nix::unistd::Pid::from_raw(self.pid());
-            // Queued while traced, taken at once after the detach: no instruction runs.
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP);
-        }
-        for t in self.threads {
+    /// Detach every thread: the process runs on (or stays stopped, if it was, by the same
+    /// signal, with the SIGSTOPs the freeze took queued again). A process stopped by job
+    /// control was never let out of its group stop (only out of the ptrace stop inside
+    /// it): detached, each thread stops again at once with the signal of that stop
+    /// (`JOBCTL_STOP_SIGMASK`), so no stop signal is sent — it would stay queued.
+    pub fn release(mut self) -> Result<(), DumpError> {
+        let pid = self.pid();
+        for t in std::mem::take(&mut self.threads) {
             t.release()?;
         }
-        Ok(())
+        self.requeue_withheld(pid)
+    }
+
+    /// Queues the SIGSTOPs the freeze took again, once the detached process is stopped.
+    fn requeue_withheld(&mut self, pid: i32) -> Result<(), DumpError> {
+        let withheld: Vec<QueuedStop> = (std::mem::take(&mut self.withheld).iter())
+            .map(|&(tid, _)| QueuedStop {
+                tid,
+                signal: libc::SIGSTOP,
+            })
+            .collect();
+        jobctl::requeue_after_stop(pid, &withheld).map_err(|what| DumpError::Unsupported { what })
     }
 
     /// SIGKILL the process: no thread of it runs another instruction. Returns a pidfd
@@ -181,6 +216,7 @@ impl Frozen {
     /// before the leader — the kernel reports a leader's exit only once the rest of its
     /// thread group is gone.
     pub fn reap(mut self) -> Result<(), DumpError> {
+        self.withheld.clear(); // killed: nothing to queue again
         let leader = self.threads.remove(0);
         for t in self.threads.drain(..) {
             t.reap()?;
@@ -206,7 +242,8 @@ pub fn freeze(
 ) -> Result<Option<Frozen>, DumpError> {
     let mut frozen = Frozen {
         threads: Vec::new(),
-        stopped: false,
+        stop_signal: None,
+        withheld: Vec::new(),
     };
     match leader {
         Some(task) => frozen.threads.push(task),
@@ -257,12 +294,13 @@ fn freeze_thread(
     loop {
         match ptrace::wait_tid(tid)? {
             Stop::Event(sig) if sig == libc::SIGTRAP || group_stop => break,
-            Stop::Event(_) => {
+            Stop::Event(sig) => {
                 // A group stop (SIGSTOP, SIGTSTP...), which seizing does not end: start
                 // the thread again and it traps at once on our interrupt, where syscalls
                 // can be injected (the kernel labels that trap with the stop signal too,
-                // while the group is stopped). It is stopped again when released.
-                frozen.stopped = true;
+                // while the group is stopped). It is stopped again when released, by the
+                // signal the kernel reports here (the one of its last group stop).
+                frozen.stop_signal = Some(sig);
                 group_stop = true;
                 task.request_interrupt()?;
                 task.cont()?;
@@ -281,11 +319,50 @@ fn freeze_thread(
             other => return Err(task.unexpected("freeze", other).into()),
         }
     }
+    if group_stop {
+        take_queued_sigstops(&task, frozen)?;
+    }
     frozen.threads.push(task);
     for child in born {
         adopt_born(pid, child, frozen, adopted)?;
     }
     Ok(true)
+}
+
+/// A SIGSTOP sent to a process already stopped stays queued (only SIGCONT discards it),
+/// and, being unblockable, it would be taken at the first syscall injected. Each one
+/// queued for `task` (its own, then the process-wide one) is taken now with every
+/// signal blocked — the thread is continued, reports it in a signal-delivery stop and
+/// is continued without it into our interrupt — and kept in `frozen.withheld`.
+fn take_queued_sigstops(task: &Seized, frozen: &mut Frozen) -> Result<(), DumpError> {
+    let mut queued = Vec::new();
+    for shared in [false, true] {
+        let found = task.pending(shared)?;
+        if let Some(&info) = found.iter().find(|i| i.signo() == libc::SIGSTOP) {
+            queued.push(((!shared).then_some(task.tid()), info));
+        }
+    }
+    if queued.is_empty() {
+        return Ok(());
+    }
+    let mask = task.sigmask()?;
+    task.set_sigmask(!0)?;
+    for _ in &queued {
+        task.cont()?;
+        match ptrace::wait_tid(task.tid())? {
+            Stop::Signal(libc::SIGSTOP) => {}
+            other => return Err(task.unexpected("take a queued SIGSTOP", other).into()),
+        }
+        task.request_interrupt()?;
+        task.cont()?;
+        match ptrace::wait_tid(task.tid())? {
+            Stop::Event(_) => {}
+            other => return Err(task.unexpected("stop after a SIGSTOP", other).into()),
+        }
+    }
+    task.set_sigmask(mask)?;
+    frozen.withheld.extend(queued);
+    Ok(())
 }
 
 /// A task attached by the kernel at its creation starts in a `PTRACE_EVENT_STOP`. A new

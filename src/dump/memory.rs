@@ -1,7 +1,7 @@
 //! Page contents: which pages to save (`PAGEMAP_SCAN`), reading them in large batches
 //! (`process_vm_readv`, or `/proc/PID/mem` for unreadable mappings) and streaming them into
 //! the pages file. Pages holding only zeros are not stored where a fresh mapping reads as
-//! zeros anyway. Guard regions (`MADV_GUARD_INSTALL`) have no contents: the same scan
+//! zeros anyway, nor those of `MAP_DROPPABLE` mappings. Guard regions (`MADV_GUARD_INSTALL`) have no contents: the same scan
 //! finds them, and they are recorded to be installed again. The restore side is
 //! `restore/memory.rs` (guards: `restore/mm.rs`).
 //!
@@ -94,6 +94,11 @@ fn ranges_to_save(
     let (mut out, mut guards) = (Vec::new(), Vec::new());
     for vma in vmas {
         let (private_file, drop_zeros) = match vma.kind {
+            // The kernel may drop a droppable mapping's pages at any time: none are kept.
+            VmaKind::Anon if vma.flags.droppable => {
+                guards.extend(guards_in(&pagemap, vma)?);
+                continue;
+            }
             VmaKind::Anon | VmaKind::Unlinked { .. } => (false, true),
             VmaKind::File { .. } if !vma.shared => (true, false),
             VmaKind::File { .. } => {

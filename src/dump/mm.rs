@@ -7,13 +7,14 @@ use std::os::unix::fs::MetadataExt;
 use super::DumpError;
 use crate::image::mm::{FileId, MmFields, Vma, VmaFlags, VmaKind};
 use crate::proc::{self, MapEntry, MapPath};
+use crate::sys::mem::Mem;
 
 /// How a `memfd_secret(2)` mapping shows in maps (the kernel's internal `secretmem` file).
 const SECRETMEM: &str = "/secretmem";
 /// How a memfd shows in maps: `/memfd:NAME (deleted)`.
 const MEMFD: &str = "/memfd:";
 /// How a SysV shared memory segment shows in maps: `/SYSV<key> (deleted)`.
-const SYSV: &str = "/SYSV";
+pub const SYSV: &str = "/SYSV";
 
 /// Converts every mapping, refusing kinds stasis cannot restore.
 pub fn vmas(pid: i32, maps: &[MapEntry]) -> Result<Vec<Vma>, DumpError> {
@@ -50,6 +51,7 @@ fn kind_of(pid: i32, e: &MapEntry) -> Result<Option<VmaKind>, DumpError> {
         MapPath::File(path) => VmaKind::File {
             file: mapped_file(pid, e, path)?,
             offset: e.offset,
+            writable: opened_for_writing(pid, e)?,
         },
         MapPath::Vdso => VmaKind::Vdso,
         MapPath::Vvar => VmaKind::Vvar,
@@ -61,7 +63,13 @@ fn kind_of(pid: i32, e: &MapEntry) -> Result<Option<VmaKind>, DumpError> {
                 what()
             )))
         }
+        MapPath::Deleted(p) if p == super::aio::RING && e.shared => super::aio::ring(pid, e)?,
         MapPath::Deleted(p) if e.shared && !p.starts_with(SYSV) => unlinked(pid, e, p)?,
+        MapPath::Deleted(p) if e.shared => VmaKind::SysvShm {
+            id: e.inode as i32,
+            offset: e.offset,
+            may_write: e.has_flag("mw"),
+        },
         MapPath::Deleted(p) => {
             return Err(DumpError::unsupported(format!(
                 "{} is a private mapping of deleted file {p}, which stasis cannot checkpoint yet",
@@ -122,6 +130,9 @@ fn flags_of(e: &MapEntry) -> VmaFlags {
         locked: e.has_flag("lo"),
         lockonfault: e.has_flag("lf"),
         sealed: e.has_flag("sl"),
+        seqread: e.has_flag("sr"),
+        randread: e.has_flag("rr"),
+        droppable: e.has_flag("dp"),
     }
 }
 
@@ -141,6 +152,15 @@ fn mapped_file(pid: i32, e: &MapEntry, path: &str) -> Result<FileId, DumpError> 
         )));
     }
     Ok(id)
+}
+
+/// Whether the open file description behind mapping `e` was opened for writing: the
+/// kernel gives each `/proc/PID/map_files` link the owner write bit exactly then.
+fn opened_for_writing(pid: i32, e: &MapEntry) -> Result<bool, DumpError> {
+    let link = format!("/proc/{pid}/map_files/{:x}-{:x}", e.start, e.end);
+    let m = std::fs::symlink_metadata(&link)
+        .map_err(|source| DumpError::Stat { path: link, source })?;
+    Ok(m.mode() & libc::S_IWUSR != 0)
 }
 
 /// `stat` of `through` (a /proc magic link), recorded under the name `path`.
@@ -192,4 +212,40 @@ pub fn vdso_range(vmas: &[Vma]) -> Option<(u64, u64)> {
     vmas.iter()
         .find(|v| v.kind == VmaKind::Vdso)
         .map(|v| (v.start, v.end))
+}
+
+/// How much of a mapping is read at a time while looking for a `syscall` instruction.
+const SCAN_CHUNK: u64 = 1 << 20;
+
+/// Finds a `syscall` instruction (`0f 05`) the task can run, so queries run without
+/// writing anything into its code: in the vDSO, or else (a task that unmapped it) in any
+/// other executable mapping. The kernel runs the two bytes wherever they are, even inside
+/// another instruction.
+pub fn find_syscall_insn(pid: i32, vmas: &[Vma]) -> Result<u64, DumpError> {
+    let exec = |v: &&Vma| v.prot & libc::PROT_EXEC as u32 != 0 && v.kind != VmaKind::Vdso;
+    let vdso = vmas.iter().filter(|v| v.kind == VmaKind::Vdso);
+    let mem = Mem::open(pid, false)?;
+    for v in vdso.chain(vmas.iter().filter(exec)) {
+        // A mapping that cannot be read (past the end of its file) is passed over.
+        if let Ok(Some(at)) = syscall_in(&mem, v.start, v.end) {
+            return Ok(at);
+        }
+    }
+    Err(DumpError::NoSyscallInsn { pid })
+}
+
+/// The first `0f 05` in `[start, end)` of the task, read a chunk at a time.
+fn syscall_in(mem: &Mem, start: u64, end: u64) -> Result<Option<u64>, DumpError> {
+    let mut at = start;
+    while at < end {
+        // Chunks overlap by one byte, so an instruction across their border is found.
+        let len = (end - at).min(SCAN_CHUNK);
+        let mut text = vec![0u8; len as usize];
+        mem.read(at, &mut text)?;
+        if let Some(i) = text.windows(2).position(|w| w == [0x0f, 0x05]) {
+            return Ok(Some(at + i as u64));
+        }
+        at += if at + len >= end { len } else { len - 1 };
+    }
+    Ok(None)
 }

@@ -7,6 +7,7 @@
 //! (fsync + rename) → kill or release. Any failure before the end detaches and leaves
 //! every task running exactly as it was.
 
+pub mod aio;
 pub mod audit;
 pub mod cgroup;
 pub mod cow;
@@ -16,15 +17,18 @@ pub mod files;
 pub mod freeze;
 pub mod memory;
 pub mod mm;
+pub mod namespaces;
 pub mod prctl;
 pub mod sched;
 pub mod seccomp;
 pub mod shared;
 mod stripes;
+pub mod sysv;
 pub mod task;
 pub mod terminal;
 pub mod timers;
 pub mod tree;
+pub mod tty;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -154,6 +158,12 @@ fn save_tree(
         let _span = crate::profile::span("layouts");
         layouts(tree)?
     };
+    {
+        let _span = crate::profile::span("sysv ipc");
+        let vmas: Vec<&[crate::image::mm::Vma]> = layouts.iter().map(|l| &l.vmas[..]).collect();
+        let root_ppid = tree.record.alive().next().map_or(0, |e| e.ppid);
+        sysv::dump(&pids, root_ppid, &vmas, &writer)?;
+    }
     for ((task, entry), layout) in tree.procs.iter().zip(tree.record.alive()).zip(layouts) {
         let (stats, h, files) = save(task, entry, layout, &fd_opts, &writer, &mut shared)?;
         held.push(h);
@@ -164,6 +174,8 @@ fn save_tree(
     }
     let span = crate::profile::span("files records");
     write_files(&writer, &mut tables)?;
+    write_ghosts(&writer, &fd_opts.ghosts.borrow())?;
+    write_tty(&writer, &tree.record, &tables, opts.shell_job)?;
     drop(span);
     writer.write_record(TREE, Kind::Tree, &tree.record)?;
     writer.write_record(
@@ -220,6 +232,34 @@ fn write_files(writer: &ImageWriter, tables: &mut [(i32, FilesImage)]) -> Result
     Ok(())
 }
 
+/// `ghosts.img`, if some file of the tree was deleted while in use.
+fn write_ghosts(writer: &ImageWriter, ghosts: &files::ghost::Table) -> Result<(), DumpError> {
+    let image = ghosts.image();
+    if image.files.is_empty() {
+        return Ok(());
+    }
+    let path = std::path::Path::new(crate::image::ghost::GHOSTS);
+    image.validate(path)?;
+    writer.write_record(crate::image::ghost::GHOSTS, Kind::Ghosts, image)?;
+    Ok(())
+}
+
+/// `tty.img`, checked as a restore will. Ordering requirements: after the fd tables are
+/// linked.
+fn write_tty(
+    writer: &ImageWriter,
+    tree: &crate::image::tree::TreeImage,
+    tables: &[(i32, FilesImage)],
+    shell_job: bool,
+) -> Result<(), DumpError> {
+    use crate::image::tty::TTY;
+    let tty = tty::collect(tree, tables, shell_job)?;
+    let order: Vec<_> = tables.iter().map(|(pid, f)| (*pid, f)).collect();
+    crate::image::tty::check(&tty, tree, &order, std::path::Path::new(TTY))?;
+    writer.write_record(TTY, Kind::Tty, &tty)?;
+    Ok(())
+}
+
 fn fd_options(opts: &DumpOptions, pids: &[i32]) -> files::FdOptions {
     files::FdOptions {
         shell_job: opts.shell_job,
@@ -234,6 +274,8 @@ fn fd_options(opts: &DumpOptions, pids: &[i32]) -> files::FdOptions {
         skip_in_flight: opts.skip_in_flight,
         tree_sockets: Default::default(),
         tree_files: Default::default(),
+        ghosts: Default::default(),
+        tree_ptys: Default::default(),
     }
 }
 
@@ -252,7 +294,7 @@ fn save(
     let Layout { smaps, vmas, cow } = layout;
     // Ordering requirements: mappings are linked before the fds are checked against them.
     let shmem = if entry.shares_vm {
-        Vec::new() // its parent's address space, linked already
+        shared::LinkedShmem::default() // its parent's address space, linked already
     } else {
         shared.link_shmem(pid, &smaps)?
     };
@@ -269,17 +311,22 @@ fn save(
         files::epoll::keep_created(&mut files);
         (files, held)
     };
-    let vdso = mm::vdso_range(&vmas);
     let mut threads = task
         .threads()
         .iter()
         .map(|t| task::thread_state(pid, t))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut shared_pending = task.leader().pending(true)?;
+    task::add_withheld(task, &mut shared_pending, &mut threads);
     let seccomp = seccomp::collect(pid, task.threads(), &mut threads)?;
-    let ip = task::find_syscall_insn(pid, vdso)?;
+    let ip = mm::find_syscall_insn(pid, &vmas)?;
     let known = task::Known {
         timers: &proc::timers(pid)?,
         tids: &threads.iter().map(|t| t.tid).collect::<Vec<_>>(),
+        aio_rings: (vmas.iter())
+            .filter(|v| matches!(v.kind, crate::image::mm::VmaKind::Aio(_)))
+            .map(|v| v.start)
+            .collect(),
     };
     let span = crate::profile::span("queries");
     let q = task::query(task.threads(), &mut threads, ip, &known)?;
@@ -287,9 +334,7 @@ fn save(
     let stat = proc::stat(pid)?;
     let status = proc::status(pid)?;
     let creds = creds::creds(&status, q.securebits);
-    for (t, &bits) in threads[1..].iter().zip(&q.thread_securebits) {
-        creds::check_thread(pid, t.tid, bits, &creds)?;
-    }
+    let thread_creds = creds::other_threads(pid, &threads[1..], &q.thread_securebits, &creds)?;
 
     let mstats = if entry.shares_vm {
         // Its pages at restore are those of the address space it shares.
@@ -321,15 +366,16 @@ fn save(
         personality: proc::personality(pid)?,
         umask: status.umask.unwrap_or(0o022),
         rlimits: proc::limits(pid)?,
-        cwd: proc::link(pid, "cwd")?.to_string_lossy().into_owned(),
+        cwd: files::ghost::cwd(pid, &mut fd_opts.ghosts.borrow_mut())?,
         root: proc::link(pid, "root")?.to_string_lossy().into_owned(),
         creds,
         oom_score_adj: proc::oom_score_adj(pid)?,
         attrs: q.attrs,
         timers: q.timers,
         sigactions,
-        shared_pending: task.leader().pending(true)?,
+        shared_pending,
         audit: audit::audit(pid, known.tids)?,
+        thread_creds,
         threads,
         seccomp,
     };
@@ -343,7 +389,7 @@ struct Space<'a> {
     smaps: &'a [proc::MapEntry],
     vmas: Vec<crate::image::mm::Vma>,
     cow: Vec<cow::Found>,
-    shmem: Vec<crate::image::mm::ShmemRef>,
+    shmem: shared::LinkedShmem,
     fields: crate::image::mm::MmFields,
 }
 
@@ -366,6 +412,7 @@ fn save_mm(
     let (page_runs, guards, mstats) =
         memory::dump(pid, &space.vmas, &overrides, &inherited, &open)?;
     drop(span);
+    aio::check_settled(pid, &space.vmas)?;
     let parent_pages = shared.restored_pages.get(&ppid);
     let cow_ranges = cow::ranges(&space.cow, &page_runs, parent_pages.map_or(&[][..], |p| p));
     let restored = cow::pages_at_restore(&page_runs, &space.cow);
@@ -377,32 +424,34 @@ fn save_mm(
         auxv: proc::auxv(pid)?,
         exe: mm::exe(pid)?,
         vdso_symbols,
-        shmem: space.shmem,
+        shmem: space.shmem.refs,
         guards,
         cow: cow_ranges,
+        shmem_objects: space.shmem.objects,
     };
     writer.write_record(&record_name("mm", pid), Kind::Mm, &mm)?;
     Ok(mstats)
 }
 
-/// Shared memory is saved by the process that owns it, from the object's data; the other
-/// holders save none of it.
+/// Each part of a shared memory object is saved by its first mapping in the tree, from
+/// the object's data; the other mappings of that part save none of it.
 fn shmem_overrides(
     pid: i32,
     smaps: &[proc::MapEntry],
-    shmem: &[crate::image::mm::ShmemRef],
+    shmem: &shared::LinkedShmem,
 ) -> Result<memory::Overrides, DumpError> {
     let mut out = memory::Overrides::new();
-    for r in shmem {
-        let ranges = match r.owner {
-            Some(_) => Vec::new(),
-            None => {
-                let m = smaps
-                    .iter()
-                    .find(|m| m.start == r.start)
-                    .expect("shmem refs come from these maps");
-                shared::shmem_data(pid, m)?
-            }
+    for r in &shmem.refs {
+        let mine = shmem.save.get(&r.start).map_or(&[][..], Vec::as_slice);
+        let ranges = if mine.is_empty() {
+            Vec::new()
+        } else {
+            let m = smaps
+                .iter()
+                .find(|m| m.start == r.start)
+                .expect("shmem refs come from these maps");
+            let data = shared::shmem_data(pid, m)?;
+            memory::subtract(&data, &memory::subtract(&data, mine))
         };
         out.insert(r.start, ranges);
     }

@@ -12,7 +12,7 @@ use std::os::unix::fs::MetadataExt;
 
 use super::DumpError;
 use crate::image::files::{FdKind, FilesImage, MappedFd};
-use crate::image::mm::{ShmemOwner, ShmemRef};
+use crate::image::mm::{ShmemObject, ShmemOwner, ShmemRef};
 use crate::proc::{MapEntry, MapPath};
 use crate::sys::kcmp::{self, Object};
 
@@ -24,6 +24,9 @@ pub struct Shared {
     /// `(dev, ino)` of a shmem object (shared anonymous memory, a memfd, a deleted file)
     /// → its owner's mapping and that mapping's object offset.
     shmem: HashMap<(u64, u64), (ShmemOwner, u64)>,
+    /// `(dev, ino)` of a shmem object → the object ranges whose pages a mapping saves
+    /// already (each part of an object is saved by the first mapping of it).
+    shmem_saved: HashMap<(u64, u64), Vec<(u64, u64)>>,
     /// `(dev, ino)` of the memfds and deleted files held open, by the fd's description.
     unlinked_fds: HashMap<(u64, u64), String>,
     /// The pages every process dumped so far holds once restored, for its children's
@@ -56,26 +59,23 @@ impl Shared {
         Ok(())
     }
 
-    /// The shared anonymous mappings of `pid` among `maps`, each owned by the first
-    /// process that maps its object.
-    pub fn link_shmem(&mut self, pid: i32, maps: &[MapEntry]) -> Result<Vec<ShmemRef>, DumpError> {
-        let mut refs = Vec::new();
+    /// The shared memory mappings of `pid` among `maps`, each object owned by the first
+    /// mapping of it in the tree.
+    pub fn link_shmem(&mut self, pid: i32, maps: &[MapEntry]) -> Result<LinkedShmem, DumpError> {
+        let mut out = LinkedShmem::default();
         for m in maps.iter().filter(|m| is_shmem(m)) {
             let key = map_inode(pid, m)?;
             if let Some(fd) = self.unlinked_fds.get(&key) {
                 return Err(mapped_and_open(pid, m, fd));
             }
             let owner = match self.shmem.get(&key) {
-                Some(&(owner, base)) if within(m, base, &owner) => Some(ShmemOwner {
-                    offset: m.offset - base,
+                Some(&(owner, base)) => Some(ShmemOwner {
+                    offset: m
+                        .offset
+                        .checked_sub(base)
+                        .ok_or_else(|| below(pid, m, &owner))?,
                     ..owner
                 }),
-                Some(&(owner, _)) => {
-                    return Err(DumpError::unsupported(format!(
-                        "pid {pid} maps shared memory at {:#x} beyond the part pid {} maps at {:#x}; stasis saves only that part and cannot rebuild the rest",
-                        m.start, owner.pid, owner.start
-                    )))
-                }
                 None => {
                     let owner = ShmemOwner {
                         pid,
@@ -83,17 +83,74 @@ impl Shared {
                         end: m.end,
                         offset: 0,
                     };
-                    self.shmem.insert(key, (owner, m.offset));
+                    // Offsets in an anonymous object are kept as they are: it is made
+                    // whole (`ShmemObject`); a memfd or deleted file is rebuilt whole.
+                    let base = if is_anon(m) { 0 } else { m.offset };
+                    if is_anon(m) {
+                        out.objects.push(object(pid, m)?);
+                    }
+                    self.shmem.insert(key, (owner, base));
                     None
                 }
             };
-            refs.push(ShmemRef {
+            out.save.insert(m.start, self.first_saved_by(key, m));
+            out.refs.push(ShmemRef {
                 start: m.start,
                 owner,
             });
         }
-        Ok(refs)
+        Ok(out)
     }
+
+    /// The address ranges of `m` (a mapping of object `key`) that no earlier mapping of
+    /// the tree saves, which `m` saves then.
+    fn first_saved_by(&mut self, key: (u64, u64), m: &MapEntry) -> Vec<(u64, u64)> {
+        let saved = self.shmem_saved.entry(key).or_default();
+        let own = (m.offset, m.offset + (m.end - m.start));
+        let new = super::memory::subtract(&[own], saved);
+        saved.extend(new.iter().copied());
+        saved.sort_unstable();
+        let shift = |o: u64| m.start + (o - m.offset);
+        new.into_iter().map(|(a, b)| (shift(a), shift(b))).collect()
+    }
+}
+
+/// The shared memory of one process, as linked with the tree's.
+#[derive(Default)]
+pub struct LinkedShmem {
+    pub refs: Vec<ShmemRef>,
+    /// The anonymous objects this process creates.
+    pub objects: Vec<ShmemObject>,
+    /// By mapping start: the address ranges whose pages this process saves.
+    pub save: HashMap<u64, Vec<(u64, u64)>>,
+}
+
+/// A mapping of a memfd or deleted file below the offset its first mapping maps from.
+fn below(pid: i32, m: &MapEntry, owner: &ShmemOwner) -> DumpError {
+    DumpError::unsupported(format!(
+        "pid {pid} maps shared memory at {:#x} from an offset below that of its first mapping, at {:#x} in pid {}, which stasis cannot rebuild",
+        m.start, owner.start, owner.pid
+    ))
+}
+
+/// `MAP_SHARED | MAP_ANONYMOUS` memory (the kernel's unlinked `/dev/zero` shmem file).
+fn is_anon(m: &MapEntry) -> bool {
+    matches!(&m.path, MapPath::Deleted(p) if p == "/dev/zero")
+}
+
+/// The size of the anonymous object `m` maps (at least as far as `m` reaches into it).
+fn object(pid: i32, m: &MapEntry) -> Result<ShmemObject, DumpError> {
+    let path = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+    let meta = std::fs::metadata(&path).map_err(|source| DumpError::Stat { path, source })?;
+    let reach = m.offset + (m.end - m.start);
+    Ok(ShmemObject {
+        start: m.start,
+        size: meta
+            .size()
+            .next_multiple_of(crate::abi::PAGE_SIZE)
+            .max(reach),
+        offset: m.offset,
+    })
 }
 
 /// The address ranges of mapping `m` of `pid` whose pages hold data (resident or swapped),
@@ -133,16 +190,13 @@ pub fn shmem_data(pid: i32, m: &MapEntry) -> Result<Vec<(u64, u64)>, DumpError> 
 
 /// A shared mapping of an object without a name, saved once for the tree from its own
 /// data: `MAP_SHARED | MAP_ANONYMOUS` (the kernel backs it with an unlinked `/dev/zero`
-/// shmem file), a memfd or a deleted file (`dump/mm.rs` refuses the rest: memfd_secret,
-/// SysV segments).
+/// shmem file), a memfd or a deleted file (`dump/mm.rs` refuses memfd_secret; SysV
+/// segments, `/SYSV<key>`, are saved by `dump/sysv.rs`). AIO rings are the kernel's, one
+/// per context (`dump/aio.rs`).
 pub fn is_shmem(m: &MapEntry) -> bool {
-    m.shared && matches!(&m.path, MapPath::Deleted(_))
-}
-
-/// Whether `m` maps only what the owner's mapping (from object offset `base`) does: the
-/// pages saved for the object are those of the owner's mapping.
-fn within(m: &MapEntry, base: u64, owner: &ShmemOwner) -> bool {
-    m.offset >= base && m.offset - base + (m.end - m.start) <= owner.end - owner.start
+    m.shared
+        && matches!(&m.path, MapPath::Deleted(p)
+            if p != super::aio::RING && !p.starts_with(super::mm::SYSV))
 }
 
 /// `(st_dev, st_ino)` of the object mapped by `m`.
@@ -176,6 +230,8 @@ impl Shared {
             let (kind, pos, seals) = match &e.kind {
                 FdKind::Memfd(m) => ("a memfd", m.pos, m.seals),
                 FdKind::Ghost(g) => ("a deleted file", g.pos, 0),
+                // Only a regular file's inode can be mapped too.
+                FdKind::Deleted(d) => ("a deleted file", d.pos, 0),
                 _ => continue,
             };
             let meta = fd_meta(pid, e.fd)?;
@@ -231,4 +287,50 @@ pub fn inode(pid: i32, fd: i32) -> Result<(u64, u64), DumpError> {
 fn fd_meta(pid: i32, fd: i32) -> Result<std::fs::Metadata, DumpError> {
     let path = format!("/proc/{pid}/fd/{fd}");
     std::fs::metadata(&path).map_err(|source| DumpError::Stat { path, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shm(start: u64, end: u64, offset: u64) -> MapEntry {
+        MapEntry {
+            start,
+            end,
+            read: true,
+            write: true,
+            exec: false,
+            shared: true,
+            offset,
+            dev_major: 0,
+            dev_minor: 1,
+            inode: 7,
+            path: MapPath::Deleted("/dev/zero".into()),
+            vm_flags: Vec::new(),
+            rss_kb: 0,
+        }
+    }
+
+    /// Each part of an object is saved by the first mapping of it: pieces, then a mapping
+    /// of the whole object, which saves only what the pieces left.
+    #[test]
+    fn each_part_is_saved_by_its_first_mapping() {
+        let mut s = Shared::default();
+        let key = (1, 7);
+        let piece = s.first_saved_by(key, &shm(0x10_1000, 0x10_3000, 0x1000));
+        assert_eq!(piece, vec![(0x10_1000, 0x10_3000)]);
+        let again = s.first_saved_by(key, &shm(0x20_0000, 0x20_1000, 0x2000));
+        assert!(again.is_empty(), "page 2 is saved already");
+        let far = s.first_saved_by(key, &shm(0x30_0000, 0x30_1000, 0x5000));
+        assert_eq!(far, vec![(0x30_0000, 0x30_1000)]);
+        let whole = s.first_saved_by(key, &shm(0x40_0000, 0x40_8000, 0));
+        assert_eq!(
+            whole,
+            vec![
+                (0x40_0000, 0x40_1000),
+                (0x40_3000, 0x40_5000),
+                (0x40_6000, 0x40_8000)
+            ]
+        );
+    }
 }

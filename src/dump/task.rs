@@ -4,13 +4,13 @@
 //! sigaltstack, parent-death signal and timer slack, asked in each thread.
 //! The restore side is `restore/task.rs`.
 
+use super::freeze::Frozen;
 use super::DumpError;
-use crate::abi::{AltStack, KernelSigaction};
+use crate::abi::{AltStack, KernelSigaction, SigInfo};
 use crate::image::task::{ProcessAttrs, ThreadImage, ThreadSched, Timers};
 use crate::proc::timers::ProcTimer;
 use crate::sys::batch::{Area, Batch, Done, Out, STUB};
 use crate::sys::inject::Remote;
-use crate::sys::mem::Mem;
 use crate::sys::ptrace::Seized;
 
 /// What the process-wide injected queries return.
@@ -19,17 +19,30 @@ pub struct Queried {
     pub brk: u64,
     pub timers: Timers,
     pub attrs: ProcessAttrs,
-    /// The leader's; every thread's is checked against it (see `dump/creds.rs`).
+    /// The leader's; the other threads' are compared with it (see `dump/creds.rs`).
     pub securebits: u32,
     /// The other threads' securebits, in image order.
     pub thread_securebits: Vec<u32>,
 }
 
-/// What the queries need to know from outside: the timers listed in `/proc/PID/timers`
-/// and the process's tids.
+/// What the queries need to know from outside: the timers listed in `/proc/PID/timers`,
+/// the process's tids and its AIO rings.
 pub struct Known<'a> {
     pub timers: &'a [ProcTimer],
     pub tids: &'a [i32],
+    /// Where the process maps AIO rings (`dump/aio.rs`).
+    pub aio_rings: Vec<u64>,
+}
+
+/// Puts the SIGSTOPs the freeze took off their queues (`Frozen::withheld`) back into the
+/// saved queues: process-wide ones into `shared`, a thread's into its own.
+pub fn add_withheld(frozen: &Frozen, shared: &mut Vec<SigInfo>, threads: &mut [ThreadImage]) {
+    for (tid, info) in &frozen.withheld {
+        match tid.and_then(|tid| threads.iter_mut().find(|t| t.tid == tid)) {
+            Some(t) => t.pending.push(*info),
+            None => shared.push(*info),
+        }
+    }
 }
 
 /// Registers, xsave area, mask, per-thread pending signals, rseq, name and robust list of
@@ -212,9 +225,11 @@ fn process_queries(
     let timers = super::timers::query(&mut b, pid, known.timers, known.tids)?;
     let attrs = super::prctl::query_process(&mut b);
     let securebits = super::creds::query_securebits(&mut b);
+    let rings = super::aio::query_owned(&mut b, pid, known.aio_rings.clone());
     let own = thread_queries(&mut b);
     let d = remote.run(&b)?;
     own(&d, leader)?;
+    rings(&d)?;
     Ok(Queried {
         sigactions: actions.into_iter().map(|a| d.get(a)).collect(),
         brk: d.ret(brk),
@@ -247,17 +262,4 @@ fn thread_queries(b: &mut Batch) -> impl FnOnce(&Done, &mut ThreadImage) -> Resu
         state.sched = super::sched::thread_sched(state.tid, timerslack(d))?;
         Ok(())
     }
-}
-
-/// Finds a `syscall` instruction (`0f 05`) in the task's vDSO, so queries run without
-/// writing anything into the task's memory.
-pub fn find_syscall_insn(pid: i32, vdso: Option<(u64, u64)>) -> Result<u64, DumpError> {
-    let (start, end) = vdso.ok_or(DumpError::NoSyscallInsn { pid })?;
-    let mut text = vec![0u8; (end - start) as usize];
-    Mem::open(pid, false)?.read(start, &mut text)?;
-    let at = text
-        .windows(2)
-        .position(|w| w == [0x0f, 0x05])
-        .ok_or(DumpError::NoSyscallInsn { pid })?;
-    Ok(start + at as u64)
 }

@@ -100,6 +100,7 @@ pub fn freeze_tree(
         let _ = task.release();
     }
     let mut record = describe(root, &table, &frozen)?;
+    add_group_helpers(&mut record, &table);
     check(&record, &table, shell_job)?;
     if shell_job {
         record.terminal = super::terminal::job_terminal(&table[&root])?;
@@ -158,7 +159,7 @@ fn describe(
     for pid in descendants(root, table) {
         let s = &table[&pid];
         let state = match frozen.get(&pid) {
-            Some(f) => ProcState::Alive { stopped: f.stopped },
+            Some(f) => ProcState::alive(f.stop_signal),
             None => zombie_state(pid, s)?,
         };
         let parent = processes.iter().find(|p| p.pid == s.ppid).map(|p| p.pid);
@@ -287,6 +288,41 @@ fn check(tree: &TreeImage, table: &HashMap<i32, Stat>, shell_job: bool) -> Resul
     outsiders(&pids, table)
 }
 
+/// A group whose leader exited and was reaped while members live on has no process of
+/// its id: the restore needs one to create the group. For each such group in the tree
+/// (no process at all has its id), a `GroupHelper` entry with that pid is added, a child
+/// of the parent of the group's first member when that parent is alive and in the
+/// member's session (the helper inherits it); [`check`] refuses the other cases.
+fn add_group_helpers(tree: &mut TreeImage, table: &HashMap<i32, Stat>) {
+    let mut helpers: Vec<ProcEntry> = Vec::new();
+    let root_group = tree.processes[0].pgid; // with --shell-job, the restorer's
+    for p in &tree.processes[1..] {
+        let (pgid, sid) = (p.pgid, p.sid);
+        let known = |id: i32| table.contains_key(&id) || helpers.iter().any(|h| h.pid == id);
+        if known(pgid) || pgid == root_group {
+            continue;
+        }
+        let parent = tree.get(p.ppid).filter(|q| q.sid == sid);
+        if !parent.is_some_and(|q| matches!(q.state, ProcState::Alive { .. })) {
+            continue;
+        }
+        helpers.push(ProcEntry {
+            pid: pgid,
+            comm: String::new(),
+            ppid: p.ppid,
+            pgid,
+            sid,
+            exit_signal: libc::SIGCHLD,
+            state: ProcState::GroupHelper,
+            shares_files: false,
+            shares_fs: false,
+            shares_vm: false,
+            shares_sighand: false,
+        });
+    }
+    tree.processes.extend(helpers);
+}
+
 /// The root must have an address space of its own: one shared with its parent outside
 /// the tree (a `vfork` child before exec, a `clone(CLONE_VM)` child) would come back
 /// private, and the parent would no longer see its writes.
@@ -336,6 +372,23 @@ mod tests {
             ..Stat::default()
         };
         (pid, s)
+    }
+
+    /// Member 12 of group 11, whose leader is gone, gets a helper 11 forked by its parent
+    /// 10; a group whose id is a live process (13's group 10) does not.
+    #[test]
+    fn leaderless_groups_get_a_helper() {
+        let mut tree = crate::image::sample::tree(&[10, 12, 13]);
+        tree.processes[1].pgid = 11;
+        let table: HashMap<i32, Stat> = [stat(10, 1), stat(12, 10), stat(13, 10)]
+            .into_iter()
+            .collect();
+        add_group_helpers(&mut tree, &table);
+        let helper = tree.get(11).expect("a helper for group 11");
+        assert_eq!(helper.state, ProcState::GroupHelper);
+        assert_eq!((helper.ppid, helper.pgid, helper.sid), (10, 11, 10));
+        assert_eq!(tree.processes.len(), 4);
+        assert!(check(&tree, &table, false).is_ok());
     }
 
     #[test]

@@ -38,6 +38,43 @@ pub struct FilesImage {
     /// Content checksums of the regular files held open, taken with `dump --file-hash`
     /// (format 7; empty in older images and without the option).
     pub hashes: Vec<ContentHash>,
+    /// Owners and signals of the open file descriptions created by this table's fds
+    /// (`F_SETOWN_EX`, `F_SETSIG`), for those with either set (format 9; empty in older
+    /// images).
+    pub owners: Vec<FdOwner>,
+    /// Unix sockets of this table (by inode) bound to a path that no longer leads to
+    /// them (the socket file was deleted, or they are accepted connections sharing their
+    /// listener's name): bound again, then the new file unlinked (format 9).
+    pub unlinked_sockets: Vec<u64>,
+    /// Mode and owner of the files of the unix sockets bound by this table (by socket
+    /// inode), set again on the file the restore's `bind` makes (format 9).
+    pub socket_files: Vec<SocketFile>,
+}
+
+/// The file a unix socket's `bind` made: permission bits and owner.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketFile {
+    pub ino: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Who gets the I/O signals (`O_ASYNC`, leases) of the open file description created by
+/// fd `fd`, and which signal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdOwner {
+    pub fd: i32,
+    /// `F_OWNER_TID` (0), `F_OWNER_PID` (1) or `F_OWNER_PGRP` (2).
+    pub kind: i32,
+    /// The thread, process or group; 0 for none (only a signal set).
+    pub pid: i32,
+    /// The real and effective uid recorded when the owner was set (they decide whether
+    /// the owner may be signalled).
+    pub uid: u32,
+    pub euid: u32,
+    /// `F_SETSIG` (0: `SIGIO`).
+    pub signal: i32,
 }
 
 /// A registration of the epoll instance at fd `epoll` made under fd number `tfd` (the
@@ -103,26 +140,6 @@ impl EpollFd {
     }
 }
 
-/// A files record of format 6 and older (no `spares`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FilesImageV6 {
-    pub fds: Vec<FdEntry>,
-    pub locks: Vec<FileLock>,
-}
-
-impl From<FilesImageV6> for FilesImage {
-    fn from(old: FilesImageV6) -> Self {
-        FilesImage {
-            fds: old.fds,
-            locks: old.locks,
-            spares: Vec::new(),
-            in_flight: Vec::new(),
-            epoll_moved: Vec::new(),
-            hashes: Vec::new(),
-        }
-    }
-}
-
 /// One open file descriptor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FdEntry {
@@ -159,7 +176,7 @@ pub enum FdKind {
     /// An `O_PATH` fd, reopened by path.
     OPath(OPathFd),
     /// A regular file deleted while open: recreated from the saved contents, opened,
-    /// unlinked.
+    /// unlinked (format 8 and older; newer dumps write [`FdKind::Deleted`]).
     Ghost(GhostFd),
     /// An eventfd.
     EventFd(EventFd),
@@ -181,8 +198,10 @@ pub enum FdKind {
     Inet(Box<InetSocket>),
     /// A pseudo-terminal master with its pair's state.
     PtyMaster(Box<PtyMaster>),
-    /// A slave of the pty master with pts number `index` held by the same process (its
-    /// own open file: flags and access mode are the entry's).
+    /// A slave of the pty with pts number `index` (its own open file: flags and access
+    /// mode are the entry's). The pair's master is the `PtyMaster` of that number in
+    /// this or another process of the tree; with none, the master was closed and the
+    /// slave is hung up (`tty.img` says so, from format 9).
     PtySlave { index: u32 },
     /// Another open file description of the file behind fd `fd` of process `pid` (this
     /// process, at a lower fd, or an earlier one): a memfd or deleted file opened more
@@ -195,6 +214,50 @@ pub enum FdKind {
     Mapped(MappedFd),
     /// A fanotify group with its marks (pending events are not saved).
     Fanotify(FanotifyFd),
+    /// A file deleted while open — regular file, directory, FIFO, device node or (under
+    /// `O_PATH`) symlink — recreated from `ghosts.img` (`image::ghost`) before the tree
+    /// is built, opened by path, and removed again before any process runs (format 9).
+    Deleted(DeletedFd),
+    /// `/dev/tty` opened by the process: its controlling terminal, which is a terminal
+    /// of the tree or of the session (`tty.img`); reopened once the session has it.
+    ControllingTty,
+    /// A pidfd of a process that has exited (format 9).
+    DeadPidFd(DeadPidFd),
+    /// A namespace file of one of the process's own namespaces (format 9).
+    Namespace(NsFd),
+}
+
+/// An open file description of ghost file `ghost` (an index in `ghosts.img`), at `pos`;
+/// for a FIFO, the first fd of the tree that opens it refills its buffer (`fifo`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedFd {
+    pub ghost: u32,
+    pub pos: u64,
+    pub fifo: Option<FifoBytes>,
+}
+
+/// The capacity (`F_GETPIPE_SZ`) and buffered bytes of a FIFO.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FifoBytes {
+    pub size: u32,
+    pub data: Vec<u8>,
+}
+
+/// A namespace file (`/proc/PID/ns/KIND`) of the process's own namespace of that kind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NsFd {
+    /// The name in `/proc/PID/ns` (`net`, `pid_for_children`...).
+    pub kind: String,
+    /// The namespace's inode at dump time (what `KIND:[INO]` shows).
+    pub ino: u64,
+}
+
+/// A pidfd of a process that had exited and been reaped at dump time. Pidfds of one such
+/// process (same `ino`, the pidfs inode at dump time) refer to one process again after
+/// restore, a stand-in created, opened and reaped by the restore.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadPidFd {
+    pub ino: u64,
 }
 
 /// An open file description of the memfd or deleted file that process `pid` maps at
@@ -302,7 +365,8 @@ pub struct OPathFd {
     pub path: String,
 }
 
-/// A regular file that was unlinked while open ("ghost" file).
+/// A regular file that was unlinked while open ("ghost" file), as images of format 8 and
+/// older record it (newer dumps write [`FdKind::Deleted`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GhostFd {
     /// Where it lived (the `/proc/PID/fd` link without " (deleted)").
@@ -381,6 +445,10 @@ pub struct InotifyFd {
     pub watches: Vec<InotifyWatch>,
 }
 
+/// The start of the `path` of a watch on a deleted file the process holds open: the
+/// watch is added through `/proc/self/fd/N`, fd N of the process.
+pub const HELD_FD_PREFIX: &str = "/proc/self/fd/";
+
 /// One inotify watch, by the path of the watched inode.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InotifyWatch {
@@ -428,4 +496,11 @@ pub enum LockKind {
     Posix,
     /// `fcntl(F_OFD_SETLK)`: owned by the open file description.
     Ofd,
+    /// `fcntl(F_SETLEASE)`: a lease of the open file description (`write`: a write
+    /// lease), not being broken (format 9).
+    Lease,
+    /// A lease being broken (someone opened the file in a conflicting mode): `write` is
+    /// its type before the break, `unlock` whether it is being removed (`F_UNLCK`) rather
+    /// than downgraded to a read lease (format 9).
+    LeaseBreaking { unlock: bool },
 }

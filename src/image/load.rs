@@ -7,12 +7,16 @@ use std::path::{Path, PathBuf};
 
 use super::error::ImageError;
 use super::file::{decode, read, read_since, read_versioned, Kind};
-use super::files::{FilesImage, FilesImageV6};
+use super::files::{FdKind, FilesImage};
+use super::files_v8::{FilesImageV6, FilesImageV8};
+use super::ghost::{GhostsImage, GHOSTS};
 use super::inventory::Inventory;
-use super::mm::{MmImage, MmImageV6, MmImageV7};
+use super::mm::{MmImage, MmImageV6, MmImageV7, MmImageV8};
 use super::pages::{check_pages, verify_pages};
-use super::task::TaskImage;
+use super::sysv::{SysvImage, SYSV, SYSV_SHM_PAGES};
+use super::task::{TaskImage, TaskImageV8};
 use super::tree::{TreeImage, TreeImageV6};
+use super::tty::{TtyImage, TTY};
 use super::validate;
 
 /// Name of the inventory file; a directory without it is not an image.
@@ -37,8 +41,15 @@ pub struct Image {
     pub dir: PathBuf,
     pub inventory: Inventory,
     pub tree: TreeImage,
+    /// Terminals the tree created and its sessions' controlling terminals (empty for
+    /// images older than format 9).
+    pub tty: TtyImage,
     /// The live processes, in tree order (`inventory.pids`).
     pub processes: Vec<ProcessImage>,
+    /// Files deleted while in use (empty without `ghosts.img`).
+    pub ghosts: GhostsImage,
+    /// The System V IPC objects (empty when the image has no `sysv.img`).
+    pub sysv: SysvImage,
 }
 
 impl Image {
@@ -67,10 +78,14 @@ impl Image {
     /// mm record promises it.
     fn page_files(&self) -> impl Iterator<Item = (PathBuf, u64)> + '_ {
         let owners = self.processes.iter().filter(|p| self.owns_mm(p.task.pid));
-        owners.flat_map(move |p| {
-            let pid = p.task.pid;
-            (0..p.mm.stripes()).map(move |s| (self.pages_path(pid, s), p.mm.stripe_pages(s)))
-        })
+        let sysv =
+            (!self.sysv.shm.is_empty()).then(|| (self.dir.join(SYSV_SHM_PAGES), self.sysv.pages()));
+        owners
+            .flat_map(move |p| {
+                let pid = p.task.pid;
+                (0..p.mm.stripes()).map(move |s| (self.pages_path(pid, s), p.mm.stripe_pages(s)))
+            })
+            .chain(sysv)
     }
 
     /// Every record read and validated, the pages files not opened yet.
@@ -87,12 +102,18 @@ impl Image {
             .iter()
             .map(|&pid| load_process(dir, pid, tree.mm_owner(pid) == pid))
             .collect::<Result<Vec<_>, _>>()?;
+        let ghosts = load_ghosts(dir, &processes)?;
+        let tty = load_tty(dir)?;
+        let sysv = load_sysv(dir)?;
         let dir = dir.to_path_buf();
         let image = Image {
             dir,
             inventory,
             tree,
+            tty,
             processes,
+            ghosts,
+            sysv,
         };
         let tree_path = image.dir.join(TREE);
         for p in &image.processes {
@@ -103,6 +124,7 @@ impl Image {
                 .flatten();
             let path = image.dir.join(record_name("mm", pid));
             validate::cow_parent(&p.mm, parent.map(|p| &p.mm), &path)?;
+            super::sysv::attached_known(&image.sysv, &p.mm, &path)?;
             let mm_of = |pid| image.process(pid).map(|p| &p.mm);
             let path = image.dir.join(record_name("files", pid));
             validate::mapped_fds(&p.files, mm_of, &path)?;
@@ -113,6 +135,7 @@ impl Image {
             .map(|p| (p.task.pid, &p.files))
             .collect();
         validate::inherited_fds(&order, &tree_path)?;
+        super::tty::check(&image.tty, &image.tree, &order, &image.dir.join(TTY))?;
         Ok(image)
     }
 
@@ -147,6 +170,16 @@ pub fn pages_name(pid: i32, stripe: u8) -> String {
     }
 }
 
+/// `tty.img`, or an empty record where an older image has none.
+fn load_tty(dir: &Path) -> Result<TtyImage, ImageError> {
+    match read(Kind::Tty, &dir.join(TTY)) {
+        Err(ImageError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+            Ok(TtyImage::default())
+        }
+        r => r,
+    }
+}
+
 fn load_inventory(dir: &Path) -> Result<Inventory, ImageError> {
     let path = dir.join(INVENTORY);
     let inventory = read(Kind::Inventory, &path).map_err(|e| match e {
@@ -159,10 +192,40 @@ fn load_inventory(dir: &Path) -> Result<Inventory, ImageError> {
     Ok(inventory)
 }
 
+/// `ghosts.img` if the image has one, checked against the fds that refer to it.
+fn load_ghosts(dir: &Path, processes: &[ProcessImage]) -> Result<GhostsImage, ImageError> {
+    let path = dir.join(GHOSTS);
+    let ghosts: GhostsImage = match read(Kind::Ghosts, &path) {
+        Err(ImageError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+            GhostsImage::default()
+        }
+        other => other?,
+    };
+    ghosts.validate(&path)?;
+    for p in processes {
+        for e in &p.files.fds {
+            let FdKind::Deleted(d) = &e.kind else {
+                continue;
+            };
+            if ghosts.get(d.ghost).is_none() {
+                let what = format!(
+                    "fd {} refers to ghost {}, which {GHOSTS} lacks",
+                    e.fd, d.ghost
+                );
+                return Err(ImageError::invalid(
+                    dir.join(record_name("files", p.task.pid)),
+                    what,
+                ));
+            }
+        }
+    }
+    Ok(ghosts)
+}
+
 /// The records of `pid`; `mm` only if it `owns_mm` (else its mm is empty).
 fn load_process(dir: &Path, pid: i32, owns_mm: bool) -> Result<ProcessImage, ImageError> {
     let path = dir.join(record_name("task", pid));
-    let task = read(Kind::Task, &path)?;
+    let task = read_since::<TaskImage, TaskImageV8>(Kind::Task, &path, 9)?;
     validate::task(&task, pid, &path)?;
     let mm = if owns_mm {
         load_mm(dir, pid)?
@@ -170,9 +233,31 @@ fn load_process(dir: &Path, pid: i32, owns_mm: bool) -> Result<ProcessImage, Ima
         MmImage::default()
     };
     let path = dir.join(record_name("files", pid));
-    let files = read_since::<FilesImage, FilesImageV6>(Kind::Files, &path, 7)?;
+    let files = read_files(&path)?;
     validate::files(&files, &path)?;
     Ok(ProcessImage { task, mm, files })
+}
+
+/// A files record of any supported version: `spares` and the lists after it came in
+/// version 7, `owners` and `unlinked_sockets` in 9.
+fn read_files(path: &Path) -> Result<FilesImage, ImageError> {
+    read_versioned(Kind::Files, path, |version, bytes| match version {
+        ..7 => decode::<FilesImageV6>(Kind::Files, bytes, path).map(Into::into),
+        7 | 8 => decode::<FilesImageV8>(Kind::Files, bytes, path).map(Into::into),
+        _ => decode(Kind::Files, bytes, path),
+    })
+}
+
+/// `sysv.img` if the image has one (older images and trees without IPC objects have
+/// none), validated.
+fn load_sysv(dir: &Path) -> Result<SysvImage, ImageError> {
+    let path = dir.join(SYSV);
+    if !path.exists() {
+        return Ok(SysvImage::default());
+    }
+    let sysv = read(Kind::Sysv, &path)?;
+    super::sysv::validate(&sysv, &path)?;
+    Ok(sysv)
 }
 
 fn load_mm(dir: &Path, pid: i32) -> Result<MmImage, ImageError> {
@@ -182,11 +267,13 @@ fn load_mm(dir: &Path, pid: i32) -> Result<MmImage, ImageError> {
     Ok(mm)
 }
 
-/// An mm record of any supported version: `cow` came in version 7, `PageRun::stripe` in 8.
+/// An mm record of any supported version: `cow` came in version 7, `PageRun::stripe` in 8,
+/// the `sr`/`rr`/`dp` flags, file access modes and AIO rings in 9.
 fn read_mm(path: &Path) -> Result<MmImage, ImageError> {
     read_versioned(Kind::Mm, path, |version, bytes| match version {
         ..=6 => decode::<MmImageV6>(Kind::Mm, bytes, path).map(Into::into),
         7 => decode::<MmImageV7>(Kind::Mm, bytes, path).map(Into::into),
+        8 => decode::<MmImageV8>(Kind::Mm, bytes, path).map(Into::into),
         _ => decode(Kind::Mm, bytes, path),
     })
 }
@@ -200,6 +287,11 @@ mod tests {
     use crate::image::pages::PAGES_DATA_OFFSET;
     use crate::image::sample;
     use std::fs;
+
+    fn is_socket(e: &crate::image::files::FdEntry) -> bool {
+        use crate::image::files::FdKind;
+        matches!(e.kind, FdKind::Unix(_) | FdKind::Inet(_))
+    }
 
     const PID: i32 = 42;
 
@@ -224,7 +316,10 @@ mod tests {
             dir,
             inventory,
             tree,
+            tty: Default::default(),
             processes,
+            ghosts: Default::default(),
+            sysv: SysvImage::default(),
         }
     }
 
@@ -307,6 +402,82 @@ mod tests {
         mm.page_runs.iter().map(run).collect()
     }
 
+    /// `mm`'s mappings as format 8 wrote them (only those format 8 could hold).
+    fn v8_vmas(mm: &MmImage) -> Vec<crate::image::mm::VmaV8> {
+        use crate::image::mm::{VmaFlagsV8, VmaKind, VmaKindV8, VmaV8};
+        let vma = |v: &crate::image::mm::Vma| VmaV8 {
+            start: v.start,
+            end: v.end,
+            prot: v.prot,
+            shared: v.shared,
+            kind: match &v.kind {
+                VmaKind::Anon => VmaKindV8::Anon,
+                VmaKind::File { file, offset, .. } => VmaKindV8::File {
+                    file: file.clone(),
+                    offset: *offset,
+                },
+                VmaKind::Vdso => VmaKindV8::Vdso,
+                VmaKind::Vvar => VmaKindV8::Vvar,
+                VmaKind::VvarVclock => VmaKindV8::VvarVclock,
+                other => panic!("format 8 had no {other:?}"),
+            },
+            flags: VmaFlagsV8 {
+                growsdown: v.flags.growsdown,
+                sealed: v.flags.sealed,
+                ..VmaFlagsV8::default()
+            },
+        };
+        mm.vmas.iter().map(vma).collect()
+    }
+
+    /// A version 8 mm record (mappings without the flags, file modes and rings of
+    /// format 9) loads with files opened for writing where mapped shared and writable.
+    #[test]
+    fn version_8_mm_is_converted() {
+        let (_parent, dir) = fixture();
+        let mut mm = sample::mm();
+        mm.vmas[0].shared = true;
+        mm.vmas[0].prot |= libc::PROT_WRITE as u32;
+        let old = crate::image::mm::MmImageV8 {
+            vmas: v8_vmas(&mm),
+            page_runs: mm.page_runs.clone(),
+            fields: mm.fields,
+            auxv: mm.auxv.clone(),
+            exe: mm.exe.clone(),
+            vdso_symbols: mm.vdso_symbols.clone(),
+            shmem: mm.shmem.clone(),
+            guards: mm.guards.clone(),
+            cow: mm.cow.clone(),
+        };
+        let mut bytes = encode(Kind::Mm, &old).unwrap();
+        bytes[12..16].copy_from_slice(&8u32.to_le_bytes());
+        fs::write(dir.join("mm-42.img"), bytes).unwrap();
+        let image = Image::load(&dir).unwrap();
+        if let crate::image::mm::VmaKind::File { writable, .. } = &mut mm.vmas[0].kind {
+            *writable = true;
+        }
+        assert_eq!(image.processes[0].mm, mm);
+    }
+
+    /// A version 8 task record (no `thread_creds`) loads with every thread having the
+    /// leader's credentials; one of version 9 with another thread's own keeps them.
+    #[test]
+    fn version_8_task_is_converted() {
+        let (_parent, dir) = fixture();
+        let path = dir.join("task-42.img");
+        let mut task: TaskImage = crate::image::file::read(Kind::Task, &path).unwrap();
+        let mut bytes = encode(Kind::Task, &TaskImageV8::from(task.clone())).unwrap();
+        bytes[12..16].copy_from_slice(&8u32.to_le_bytes());
+        fs::write(&path, bytes).unwrap();
+        assert_eq!(Image::load(&dir).unwrap().processes[0].task, task);
+        let tid = task.threads[1].tid;
+        let creds = crate::image::task::Creds::default();
+        task.thread_creds = vec![crate::image::task::ThreadCreds { tid, creds }];
+        fs::write(&path, encode(Kind::Task, &task).unwrap()).unwrap();
+        let loaded = Image::load(&dir).unwrap().processes.remove(0).task;
+        assert_eq!(loaded.creds_of(tid), &crate::image::task::Creds::default());
+    }
+
     /// A version 7 mm record (runs without a stripe) loads with every run in the first
     /// pages file.
     #[test]
@@ -314,7 +485,7 @@ mod tests {
         let (_parent, dir) = fixture();
         let mm = sample::mm();
         let old = super::MmImageV7 {
-            vmas: mm.vmas.clone(),
+            vmas: v8_vmas(&mm),
             page_runs: v7_runs(&mm),
             fields: mm.fields,
             auxv: mm.auxv.clone(),
@@ -459,6 +630,49 @@ mod tests {
         assert_eq!(err.to_string(), expected);
     }
 
+    /// A `Deleted` fd loads with the ghost it names; without that ghost it is refused.
+    #[test]
+    fn deleted_fds_need_their_ghost() {
+        use crate::image::files::{DeletedFd, FdEntry};
+        use crate::image::ghost::{GhostBody, GhostFile};
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("img");
+        let mut p = process();
+        p.files.fds.push(FdEntry {
+            fd: 40,
+            cloexec: false,
+            flags: libc::O_RDONLY,
+            kind: FdKind::Deleted(DeletedFd {
+                ghost: 0,
+                pos: 0,
+                fifo: None,
+            }),
+        });
+        write_image(&dir, &p, 3);
+        let err = Image::load(&dir).unwrap_err().to_string();
+        assert!(
+            err.ends_with("fd 40 refers to ghost 0, which ghosts.img lacks"),
+            "{err}"
+        );
+        let ghosts = GhostsImage {
+            files: vec![GhostFile {
+                path: "/gone".into(),
+                dev: 1,
+                ino: 2,
+                mode: 0o700,
+                uid: 0,
+                gid: 0,
+                atime_ns: 0,
+                mtime_ns: 0,
+                body: GhostBody::Directory,
+                cwd_of: vec![PID],
+            }],
+        };
+        fs::write(dir.join(GHOSTS), encode(Kind::Ghosts, &ghosts).unwrap()).unwrap();
+        let image = Image::load(&dir).unwrap();
+        assert_eq!(image.ghosts, ghosts);
+    }
+
     #[test]
     fn invalid_inventory_is_refused() {
         let (_parent, dir) = fixture();
@@ -475,16 +689,13 @@ mod tests {
     fn version_6_records_are_converted() {
         let (_parent, dir) = fixture();
         let files = sample::files();
-        let old = super::FilesImageV6 {
-            fds: files.fds.clone(),
-            locks: files.locks.clone(),
-        };
+        let old = FilesImageV6::without_sockets(&files);
         fs::write(dir.join("files-42.img"), encode(Kind::Files, &old).unwrap()).unwrap();
         let tree = TreeImageV6::from(&sample::tree(&[PID]));
         fs::write(dir.join(TREE), encode(Kind::Tree, &tree).unwrap()).unwrap();
         let mm = sample::mm();
         let old_mm = super::MmImageV6 {
-            vmas: mm.vmas.clone(),
+            vmas: v8_vmas(&mm),
             page_runs: v7_runs(&mm),
             fields: mm.fields,
             auxv: mm.auxv.clone(),
@@ -494,6 +705,10 @@ mod tests {
             guards: mm.guards.clone(),
         };
         fs::write(dir.join("mm-42.img"), encode(Kind::Mm, &old_mm).unwrap()).unwrap();
+        let task_path = dir.join("task-42.img");
+        let task: TaskImage = crate::image::file::read(Kind::Task, &task_path).unwrap();
+        let old_task = TaskImageV8::from(task.clone());
+        fs::write(&task_path, encode(Kind::Task, &old_task).unwrap()).unwrap();
         for entry in fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             let mut bytes = fs::read(&path).unwrap();
@@ -502,12 +717,16 @@ mod tests {
         }
         let image = Image::load(&dir).unwrap();
         let converted = FilesImage {
-            epoll_moved: Vec::new(),
-            hashes: Vec::new(),
-            ..files
+            fds: files.fds.into_iter().filter(|e| !is_socket(e)).collect(),
+            locks: files.locks,
+            ..FilesImage::default()
         };
         assert_eq!(image.processes[0].files, converted);
         assert_eq!(image.tree.terminal, None);
         assert_eq!(image.processes[0].mm, mm);
+        assert_eq!(
+            image.processes[0].task, task,
+            "no thread with credentials of its own"
+        );
     }
 }

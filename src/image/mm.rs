@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::mm_v8::{MmImageV8, VmaFlagsV8, VmaKindV8, VmaV8};
+
 /// `mm-<pid>.img`. The default (empty) one stands for a process sharing its parent's.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MmImage {
@@ -23,12 +25,31 @@ pub struct MmImage {
     /// Private memory still shared copy-on-write with the parent, in address order: kept
     /// from the parent at restore instead of stored again.
     pub cow: Vec<CowRange>,
+    /// The shared anonymous objects this process creates (`ShmemRef` without owner), by
+    /// the mapping that creates each: their size and that mapping's offset in them.
+    pub shmem_objects: Vec<ShmemObject>,
+}
+
+/// A shared anonymous object (`MAP_SHARED | MAP_ANONYMOUS`) as the kernel sized it, which
+/// may be larger than the mapping that creates it at restore (its first in the tree):
+/// other mappings, later in this process or in later ones, reach the rest, at the same
+/// offsets as at dump. The pages of a part of the object are saved by the first mapping
+/// of the tree that maps that part, and filled through it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShmemObject {
+    /// Start of the creating mapping (a shared `VmaKind::Anon` `Vma` with a `ShmemRef`
+    /// without owner).
+    pub start: u64,
+    /// The object's size, and the creating mapping's offset in it. Every `ShmemOwner`
+    /// offset referring to this mapping is an offset in the object.
+    pub size: u64,
+    pub offset: u64,
 }
 
 /// An mm record of format 7 (one pages file: runs without a stripe).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MmImageV7 {
-    pub vmas: Vec<Vma>,
+    pub vmas: Vec<VmaV8>,
     pub page_runs: Vec<PageRunV7>,
     pub fields: MmFields,
     pub auxv: Vec<u64>,
@@ -41,7 +62,7 @@ pub struct MmImageV7 {
 
 impl From<MmImageV7> for MmImage {
     fn from(old: MmImageV7) -> Self {
-        MmImage {
+        MmImageV8 {
             vmas: old.vmas,
             page_runs: old.page_runs.into_iter().map(PageRun::from).collect(),
             fields: old.fields,
@@ -52,13 +73,14 @@ impl From<MmImageV7> for MmImage {
             guards: old.guards,
             cow: old.cow,
         }
+        .into()
     }
 }
 
 /// An mm record of format 6 and older (no `cow`, one pages file).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MmImageV6 {
-    pub vmas: Vec<Vma>,
+    pub vmas: Vec<VmaV8>,
     pub page_runs: Vec<PageRunV7>,
     pub fields: MmFields,
     pub auxv: Vec<u64>,
@@ -180,7 +202,12 @@ impl Vma {
     pub fn same_backing(&self, p: &Vma) -> bool {
         let backing = match (&self.kind, &p.kind) {
             (VmaKind::Anon, VmaKind::Anon) => true,
-            (VmaKind::File { file, offset }, VmaKind::File { file: f, offset: o }) => {
+            (
+                VmaKind::File { file, offset, .. },
+                VmaKind::File {
+                    file: f, offset: o, ..
+                },
+            ) => {
                 file == f
                     && self.start >= p.start
                     && o.checked_add(self.start - p.start) == Some(*offset)
@@ -196,10 +223,13 @@ impl Vma {
 pub enum VmaKind {
     /// Anonymous memory (heap and stack included).
     Anon,
-    /// A file, mapped from `offset`.
+    /// A file, mapped from `offset`. `writable`: the task's open file description was
+    /// opened for writing (the mode of its `/proc/PID/map_files` link), which decides
+    /// whether a shared mapping of it may become writable with `mprotect`.
     File {
         file: FileId,
         offset: u64,
+        writable: bool,
     },
     /// The kernel's special mappings, moved back to where they were.
     Vdso,
@@ -219,6 +249,41 @@ pub enum VmaKind {
         /// Permission bits of a deleted file (recreated with them, then unlinked).
         mode: u32,
     },
+    /// A System V shared memory segment attached here (`shmat`): the segment itself is in
+    /// `sysv.img`; the restore attaches it again at this address. One `shmat` makes the
+    /// mapping at `offset` 0 and those that follow it contiguously (a split attachment).
+    SysvShm {
+        /// The segment's id (the inode number `/proc/PID/maps` shows).
+        id: i32,
+        /// This mapping's offset in the segment.
+        offset: u64,
+        /// `VM_MAYWRITE` (smaps `mw`): attached without `SHM_RDONLY`.
+        may_write: bool,
+    },
+    /// The completion ring of a native AIO context (`io_setup(2)`, `/[aio]` in maps):
+    /// made again with `io_setup`, brought to the same head and tail, and moved here.
+    Aio(AioRing),
+}
+
+/// An AIO context's ring: its header words and its events, as the task saw them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AioRing {
+    /// What `io_setup` is asked for: the kernel sizes the ring from it (it doubles it,
+    /// adds two and rounds up to pages), so any request that gives the same ring does.
+    pub nr_req: u32,
+    /// Events in the ring (`struct aio_ring::nr`).
+    pub nr: u32,
+    /// Next event the task will reap, next slot the kernel fills.
+    pub head: u32,
+    pub tail: u32,
+    /// The `struct io_event` array (32 bytes each) that follows the 32-byte header.
+    pub events: Vec<u8>,
+}
+
+impl AioRing {
+    /// `sizeof(struct aio_ring)`, the header, and `sizeof(struct io_event)`.
+    pub const HEADER: usize = 32;
+    pub const EVENT: usize = 32;
 }
 
 /// Mapping flags beyond protection (smaps `VmFlags` two-letter codes in brackets).
@@ -244,6 +309,11 @@ pub struct VmaFlags {
     pub lockonfault: bool,
     /// `sl`: mseal'ed.
     pub sealed: bool,
+    /// `sr` / `rr`: MADV_SEQUENTIAL / MADV_RANDOM.
+    pub seqread: bool,
+    pub randread: bool,
+    /// `dp`: MAP_DROPPABLE (its pages may vanish at any time: none are saved).
+    pub droppable: bool,
 }
 
 /// A contiguous run of saved pages.

@@ -2,8 +2,9 @@
 //! loading. This module knows the format, not processes: it never touches a live task.
 //!
 //! Layout of a directory (see `docs/image-format.md`):
-//! `inventory.img`, `tree.img`, and per live process `task-<pid>.img`, `mm-<pid>.img`, `files-<pid>.img`,
-//! `pages-<pid>.img`.
+//! `inventory.img`, `tree.img`, `tty.img` (from format 9), and per live process
+//! `task-<pid>.img`, `mm-<pid>.img`, `files-<pid>.img`, `pages-<pid>.img`; `ghosts.img`
+//! when files deleted while in use were saved.
 //!
 //! - [`file`]: the header and postcard payload of one record file.
 //! - [`pages`]: the raw page data files.
@@ -15,14 +16,20 @@ pub mod dir;
 pub mod error;
 pub mod file;
 pub mod files;
+pub mod files_v8;
+pub mod ghost;
 pub mod inventory;
 pub mod load;
 pub mod mm;
+pub mod mm_v8;
 pub mod pages;
 pub mod seccomp;
 pub mod sock;
+pub mod sockopts;
+pub mod sysv;
 pub mod task;
 pub mod tree;
+pub mod tty;
 pub mod validate;
 
 #[cfg(test)]

@@ -4,13 +4,14 @@
 use crate::abi::{AltStack, GpRegs, KernelSigaction, RseqConfig, SigInfo};
 
 use super::files::{
-    CharDevFd, ContentHash, EpollFd, EpollMoved, EpollTarget, EventFd, FdEntry, FdKind, FileLock,
-    FilesImage, InFlight, LockKind, MappedFd, MemfdFd, PathFd, PipeEnd, PipeFd, RemapFd, TtyFd,
+    CharDevFd, ContentHash, DeletedFd, EpollFd, EpollMoved, EpollTarget, EventFd, FdEntry, FdKind,
+    FdOwner, FifoBytes, FileLock, FilesImage, InFlight, LockKind, MappedFd, MemfdFd, PathFd,
+    PipeEnd, PipeFd, RemapFd, SocketFile, TtyFd,
 };
 use super::inventory::{CpuInfo, Inventory};
 use super::mm::{
-    CowRange, FileId, Guard, MmFields, MmImage, PageRun, ShmemOwner, ShmemRef, Vma, VmaFlags,
-    VmaKind, MAX_STRIPES,
+    CowRange, FileId, Guard, MmFields, MmImage, PageRun, ShmemObject, ShmemOwner, ShmemRef, Vma,
+    VmaFlags, VmaKind, MAX_STRIPES,
 };
 use super::seccomp::{SeccompFilter, ThreadSeccomp, FILTER_FLAG_LOG, MODE_FILTER};
 use super::sock::{SockOpts, UnixMessage, UnixPeer, UnixSocket};
@@ -49,7 +50,7 @@ pub fn tree(pids: &[i32]) -> TreeImage {
             pgid: pids[0],
             sid: pids[0],
             exit_signal: libc::SIGCHLD,
-            state: ProcState::Alive { stopped: false },
+            state: ProcState::Alive { stop_signal: 0 },
             shares_files: false,
             shares_fs: false,
             shares_vm: false,
@@ -154,6 +155,7 @@ pub fn task(pid: i32) -> TaskImage {
             loginuid: 1000,
             sessionid: 3,
         }),
+        thread_creds: Vec::new(),
     }
 }
 
@@ -195,6 +197,7 @@ pub fn mm() -> MmImage {
     let text = VmaKind::File {
         file: exe.clone(),
         offset: 0,
+        writable: false,
     };
     MmImage {
         vmas: vec![
@@ -228,6 +231,7 @@ pub fn mm() -> MmImage {
             end: 0x60_4000,
         }],
         cow: Vec::new(),
+        shmem_objects: Vec::new(),
     }
 }
 
@@ -303,6 +307,16 @@ pub fn files() -> FilesImage {
             fd: 3,
             crc32: 0xcbf4_3926,
         }],
+        owners: vec![FdOwner {
+            fd: 4,
+            kind: 1,
+            pid: 42,
+            uid: 1000,
+            euid: 0,
+            signal: 34,
+        }],
+        unlinked_sockets: Vec::new(),
+        socket_files: Vec::new(),
     }
 }
 
@@ -346,6 +360,9 @@ pub fn split_files(a: i32) -> (FilesImage, FilesImage) {
         in_flight: Vec::new(),
         epoll_moved: Vec::new(),
         hashes: Vec::new(),
+        owners: Vec::new(),
+        unlinked_sockets: Vec::new(),
+        socket_files: Vec::new(),
     };
     let second = FilesImage {
         fds: vec![
@@ -366,6 +383,9 @@ pub fn split_files(a: i32) -> (FilesImage, FilesImage) {
         in_flight: Vec::new(),
         epoll_moved: Vec::new(),
         hashes: Vec::new(),
+        owners: Vec::new(),
+        unlinked_sockets: Vec::new(),
+        socket_files: Vec::new(),
     };
     (first, second)
 }
@@ -424,6 +444,9 @@ pub fn in_flight_files() -> FilesImage {
         ],
         epoll_moved: Vec::new(),
         hashes: Vec::new(),
+        owners: Vec::new(),
+        unlinked_sockets: Vec::new(),
+        socket_files: Vec::new(),
     }
 }
 
@@ -582,6 +605,7 @@ fn random_vma(r: &mut XorShift) -> Vma {
         1 => VmaKind::File {
             file: random_file_id(r),
             offset: r.next(),
+            writable: r.bool(),
         },
         2 => VmaKind::Vdso,
         3 => VmaKind::Vvar,
@@ -637,11 +661,16 @@ pub fn random_mm(r: &mut XorShift) -> MmImage {
             end: r.next(),
             zap: r.vec(2, |r| (r.next(), r.next())),
         }),
+        shmem_objects: r.vec(2, |r| ShmemObject {
+            start: r.next(),
+            size: r.next(),
+            offset: r.next(),
+        }),
     }
 }
 
 fn random_fd(r: &mut XorShift) -> FdEntry {
-    let kind = match r.below(8) {
+    let kind = match r.below(9) {
         0 => FdKind::Path(PathFd {
             file: random_file_id(r),
             pos: r.next(),
@@ -676,6 +705,14 @@ fn random_fd(r: &mut XorShift) -> FdEntry {
             end: r.next(),
             pos: r.next(),
             seals: r.next() as u32,
+        }),
+        8 => FdKind::Deleted(DeletedFd {
+            ghost: r.next() as u32,
+            pos: r.next(),
+            fifo: r.bool().then(|| FifoBytes {
+                size: r.next() as u32,
+                data: r.vec(20, |r| r.next() as u8),
+            }),
         }),
         _ => FdKind::Tty(TtyFd { rdev: r.next() }),
     };
@@ -713,6 +750,21 @@ pub fn random_files(r: &mut XorShift) -> FilesImage {
         hashes: r.vec(2, |r| ContentHash {
             fd: r.i32(),
             crc32: r.next() as u32,
+        }),
+        owners: r.vec(2, |r| FdOwner {
+            fd: r.i32(),
+            kind: r.i32(),
+            pid: r.i32(),
+            uid: r.next() as u32,
+            euid: r.next() as u32,
+            signal: r.i32(),
+        }),
+        unlinked_sockets: r.vec(2, |r| r.next()),
+        socket_files: r.vec(2, |r| SocketFile {
+            ino: r.next(),
+            mode: r.next() as u32,
+            uid: r.next() as u32,
+            gid: r.next() as u32,
         }),
     }
 }

@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::sockopts::{SockKind, SockOpts};
+
 /// An `AF_UNIX` socket.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnixSocket {
@@ -43,7 +45,8 @@ pub enum UnixPeer {
     /// Connected to listener `listener` of the image, not yet accepted, `position`th in
     /// its queue; `connect`ed again at restore, in queue order.
     Pending { listener: u64, position: u32 },
-    /// The peer closed (stream or seqpacket): the queue is readable, then end of file.
+    /// The peer closed (stream or seqpacket): the queue is readable, then end of file;
+    /// or an unnamed datagram socket with messages queued whose peer is gone.
     Closed,
     /// Connected to a socket outside the image, named `name` (`--ext-unix-sk`):
     /// connected to that name again at restore.
@@ -58,31 +61,16 @@ pub struct UnixMessage {
     pub creds: Option<(i32, u32, u32)>,
 }
 
-/// Socket options common to every family, as the owner set them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SockOpts {
-    /// `SO_RCVBUF` / `SO_SNDBUF` as `getsockopt` reports them (twice what was set), when
-    /// they differ from what a new socket gets.
-    pub rcvbuf: Option<u32>,
-    pub sndbuf: Option<u32>,
-    /// `SO_PASSCRED`.
-    pub passcred: bool,
-    /// `SO_PEEK_OFF` (-1: off).
-    pub peek_off: i32,
-    /// `SO_REUSEADDR`, `SO_REUSEPORT`, `SO_KEEPALIVE`, `SO_BROADCAST`.
-    pub reuseaddr: bool,
-    pub reuseport: bool,
-    pub keepalive: bool,
-    pub broadcast: bool,
-}
-
-/// An `AF_INET` / `AF_INET6` TCP or UDP socket.
+/// An `AF_INET` / `AF_INET6` socket: TCP, UDP, UDP-Lite, ICMP echo ("ping") or raw.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InetSocket {
     pub ino: u64,
     /// `AF_INET` or `AF_INET6`.
     pub family: i32,
-    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    /// `SOCK_STREAM` (TCP), `SOCK_DGRAM` (UDP, UDP-Lite, ping) or `SOCK_RAW`.
+    pub sock_type: i32,
+    /// `IPPROTO_TCP`, `IPPROTO_UDP`, `IPPROTO_UDPLITE`, `IPPROTO_ICMP`/`IPPROTO_ICMPV6`
+    /// (ping), or a raw socket's protocol.
     pub protocol: i32,
     /// The bound address (`None`: unbound).
     pub local: Option<SockAddr>,
@@ -90,13 +78,20 @@ pub struct InetSocket {
     pub remote: Option<SockAddr>,
     pub state: InetState,
     pub opts: SockOpts,
-    /// `IPV6_V6ONLY` (v6 sockets).
-    pub v6only: bool,
-    /// `TCP_NODELAY`.
-    pub nodelay: bool,
 }
 
-/// An IP address and port; v4 addresses are 4 bytes, v6 16.
+impl InetSocket {
+    pub fn kind(&self) -> SockKind {
+        SockKind {
+            family: self.family,
+            ty: self.sock_type,
+            protocol: self.protocol,
+        }
+    }
+}
+
+/// An IP address and port; v4 addresses are 4 bytes, v6 16. A ping socket's port is its
+/// ICMP echo identifier, a raw socket's its protocol.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SockAddr {
     pub ip: Vec<u8>,
@@ -108,7 +103,7 @@ pub struct SockAddr {
 /// The connection state of an inet socket.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InetState {
-    /// A UDP socket, or a TCP socket never connected (possibly bound).
+    /// A datagram or raw socket, or a TCP socket never connected (possibly bound).
     Unconnected,
     /// A listening TCP socket.
     Listening { backlog: u32 },

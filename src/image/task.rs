@@ -43,6 +43,94 @@ pub struct TaskImage {
     pub seccomp: Vec<SeccompFilter>,
     /// Audit identity; `None` when the kernel has no audit (`/proc/PID/loginuid` absent).
     pub audit: Option<Audit>,
+    /// The threads whose credentials differ from the leader's (`creds`), with their own
+    /// (Linux keeps credentials per thread; `setresuid` and friends change one thread,
+    /// libc broadcasts them to all). A thread not listed has the leader's.
+    pub thread_creds: Vec<ThreadCreds>,
+}
+
+/// One thread's own credentials.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadCreds {
+    pub tid: i32,
+    pub creds: Creds,
+}
+
+impl TaskImage {
+    /// The credentials of thread `tid`: its own if listed in `thread_creds`, else the
+    /// leader's.
+    pub fn creds_of(&self, tid: i32) -> &Creds {
+        let own = self.thread_creds.iter().find(|t| t.tid == tid);
+        own.map_or(&self.creds, |t| &t.creds)
+    }
+}
+
+/// `$to { the fields a task record of versions 5 to 8 and of 9 share, from $t, $($rest)* }`.
+macro_rules! task_fields {
+    ($to:ident, $t:expr, $($rest:tt)*) => {
+        $to {
+            pid: $t.pid,
+            pgid: $t.pgid,
+            sid: $t.sid,
+            ppid: $t.ppid,
+            comm: $t.comm,
+            personality: $t.personality,
+            umask: $t.umask,
+            rlimits: $t.rlimits,
+            cwd: $t.cwd,
+            root: $t.root,
+            creds: $t.creds,
+            oom_score_adj: $t.oom_score_adj,
+            attrs: $t.attrs,
+            timers: $t.timers,
+            sigactions: $t.sigactions,
+            shared_pending: $t.shared_pending,
+            threads: $t.threads,
+            seccomp: $t.seccomp,
+            audit: $t.audit,
+            $($rest)*
+        }
+    };
+}
+
+/// The task record of format versions 5 to 8: no `thread_creds` (every thread had the
+/// leader's credentials: a dump refused any other).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+pub struct TaskImageV8 {
+    pid: i32,
+    pgid: i32,
+    sid: i32,
+    ppid: i32,
+    comm: String,
+    personality: u32,
+    umask: u32,
+    rlimits: Vec<(u64, u64)>,
+    cwd: String,
+    root: String,
+    creds: Creds,
+    oom_score_adj: i32,
+    attrs: ProcessAttrs,
+    timers: Timers,
+    sigactions: Vec<KernelSigaction>,
+    shared_pending: Vec<SigInfo>,
+    threads: Vec<ThreadImage>,
+    seccomp: Vec<SeccompFilter>,
+    audit: Option<Audit>,
+}
+
+impl From<TaskImageV8> for TaskImage {
+    fn from(old: TaskImageV8) -> Self {
+        task_fields!(TaskImage, old, thread_creds: Vec::new())
+    }
+}
+
+/// A current task record as version 8 wrote it, for tests of old images.
+#[cfg(test)]
+impl From<TaskImage> for TaskImageV8 {
+    fn from(task: TaskImage) -> Self {
+        task_fields!(TaskImageV8, task,)
+    }
 }
 
 /// The audit login identity of a process (`/proc/PID/loginuid`, `/proc/PID/sessionid`).

@@ -58,12 +58,37 @@ pub struct ProcEntry {
 pub enum ProcState {
     /// A live process with `task`/`mm`/`files`/`pages` records.
     Alive {
-        /// It was stopped by job control (SIGSTOP and friends): it is stopped again after
-        /// restore.
-        stopped: bool,
+        /// 0: running. Else stopped by job control: the signal that stopped it (SIGSTOP,
+        /// SIGTSTP, SIGTTIN, SIGTTOU), with which it is stopped again after restore; 1 is
+        /// a version 8 image's `stopped: true` (same byte), taken as SIGSTOP.
+        stop_signal: u8,
     },
     /// A zombie: only its ids and its wait status (as `waitpid` reports it) are kept.
     Zombie { status: i32 },
+    /// No process: the id of a process group whose leader had exited (and been reaped)
+    /// while members lived on. The restore creates a helper with this pid, forked by the
+    /// entry's parent (that of the group's first member), to lead the group while its
+    /// members join; then it exits and its parent reaps it, unaware (as CRIU's helpers).
+    GroupHelper,
+}
+
+impl ProcState {
+    /// A live process, stopped by `stop_signal` if any.
+    pub fn alive(stop_signal: Option<i32>) -> ProcState {
+        let stop_signal = stop_signal.map_or(0, |s| u8::try_from(s).unwrap_or(0));
+        ProcState::Alive { stop_signal }
+    }
+
+    /// The signal that stopped a live process by job control.
+    pub fn stop_signal(&self) -> Option<i32> {
+        match *self {
+            ProcState::Alive { stop_signal: 0 }
+            | ProcState::Zombie { .. }
+            | ProcState::GroupHelper => None,
+            ProcState::Alive { stop_signal: 1 } => Some(libc::SIGSTOP),
+            ProcState::Alive { stop_signal } => Some(i32::from(stop_signal)),
+        }
+    }
 }
 
 impl TreeImage {

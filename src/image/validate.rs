@@ -9,7 +9,7 @@ use std::path::Path;
 use super::error::ImageError;
 use super::files::{FdEntry, FdKind, FilesImage, MappedFd};
 use super::inventory::Inventory;
-use super::mm::{Guard, MmFields, MmImage, PageRun, Vma, VmaKind, MAX_STRIPES};
+use super::mm::{AioRing, Guard, MmFields, MmImage, PageRun, Vma, VmaKind, MAX_STRIPES};
 use super::task::{PosixTimer, TaskImage, ThreadImage};
 use super::tree::{ProcEntry, ProcState, TreeImage};
 use crate::abi::PAGE_SIZE;
@@ -131,6 +131,23 @@ fn proc_entry(p: &ProcEntry, path: &Path) -> Check {
             format!("pid {} has impossible ids or exit signal", p.pid),
         );
     }
+    if let ProcState::Alive { stop_signal } = p.state {
+        if !matches!(stop_signal, 0 | 1) && !crate::jobctl::is_stop_signal(stop_signal.into()) {
+            return fail(
+                path,
+                format!(
+                    "pid {} was stopped by signal {stop_signal}, not a stop signal",
+                    p.pid
+                ),
+            );
+        }
+    }
+    if p.state == ProcState::GroupHelper && p.pgid != p.pid {
+        return fail(
+            path,
+            format!("group helper {} does not lead its group {}", p.pid, p.pgid),
+        );
+    }
     if let ProcState::Zombie { status } = p.state {
         if status & !0xffff != 0 {
             return fail(
@@ -142,9 +159,23 @@ fn proc_entry(p: &ProcEntry, path: &Path) -> Check {
     Ok(())
 }
 
+/// Own credentials are listed once each, for threads of the task other than the leader.
+fn thread_creds(task: &TaskImage, tids: &[i32], path: &Path) -> Check {
+    let listed: Vec<i32> = task.thread_creds.iter().map(|t| t.tid).collect();
+    for (i, tid) in listed.iter().enumerate() {
+        if *tid == task.pid || !tids.contains(tid) || listed[..i].contains(tid) {
+            return fail(
+                path,
+                format!("lists credentials of thread {tid}, not another thread of its own"),
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Every `Inherited` fd names an original fd (not itself a reference) of a process that
-/// comes earlier in `order`; every `Reopen` a memfd or deleted file (ghost or copied link
-/// remap) created by an earlier
+/// comes earlier in `order`; every `Reopen` a memfd, deleted file (ghost or copied link
+/// remap) or pipe created by an earlier
 /// fd of its own process or by an earlier process; every spare fd is taken by a later
 /// process.
 pub fn inherited_fds(order: &[(i32, &FilesImage)], path: &Path) -> Check {
@@ -220,9 +251,9 @@ fn is_reference(kind: &FdKind) -> bool {
 }
 
 /// What a `Reopen` may name: a file restore creates (or a copied link remap, which
-/// only its first fd opens).
+/// only its first fd opens), or a pipe (another open of it through `/proc`).
 fn reopenable(kind: &FdKind) -> bool {
-    matches!(kind, FdKind::Memfd(_) | FdKind::Ghost(_))
+    matches!(kind, FdKind::Memfd(_) | FdKind::Ghost(_) | FdKind::Pipe(_))
         || matches!(kind, FdKind::Remap(r) if r.copied)
 }
 
@@ -323,6 +354,7 @@ pub fn task(task: &TaskImage, pid: i32, path: &Path) -> Check {
     }
     let tids: Vec<i32> = task.threads.iter().map(|t| t.tid).collect();
     check_ids(&tids, "tid", path)?;
+    thread_creds(task, &tids, path)?;
     if task.rlimits.len() != 16 || task.rlimits.iter().any(|(soft, hard)| soft > hard) {
         return fail(
             path,
@@ -468,6 +500,7 @@ pub fn mm(mm: &MmImage, path: &Path) -> Check {
     }
     page_runs(&mm.page_runs, &mm.vmas, path)?;
     unlinked(mm, path)?;
+    shmem_objects(mm, path)?;
     guards(mm, path)?;
     cow(mm, path)?;
     fields(&mm.fields, path)?;
@@ -489,6 +522,31 @@ fn vma(v: &Vma, path: &Path) -> Check {
         return fail(
             path,
             format!("mapping {} extends beyond user space", span(v)),
+        );
+    }
+    match &v.kind {
+        VmaKind::Aio(r) => aio_ring(v, r, path),
+        _ => Ok(()),
+    }
+}
+
+/// A ring's head and tail are inside it, its events fill it and it fits its mapping.
+fn aio_ring(v: &Vma, r: &AioRing, path: &Path) -> Check {
+    let bytes = (r.nr as u64).checked_mul(AioRing::EVENT as u64);
+    let fits = bytes.is_some_and(|b| {
+        b == r.events.len() as u64 && b + AioRing::HEADER as u64 <= v.end - v.start
+    });
+    if !fits || r.head >= r.nr || r.tail >= r.nr {
+        return fail(
+            path,
+            format!(
+                "AIO ring {} of {} events (head {}, tail {}, {} bytes of events) is impossible",
+                span(v),
+                r.nr,
+                r.head,
+                r.tail,
+                r.events.len()
+            ),
         );
     }
     Ok(())
@@ -557,6 +615,35 @@ fn guards(mm: &MmImage, path: &Path) -> Check {
             return fail(path, format!("{} overlaps saved pages", label()));
         }
         prev_end = g.end;
+    }
+    Ok(())
+}
+
+/// Each shared anonymous object is made by a shared anonymous mapping of this process
+/// that creates it (a `ShmemRef` without owner), and holds that mapping at a page
+/// aligned offset.
+fn shmem_objects(mm: &MmImage, path: &Path) -> Check {
+    for o in &mm.shmem_objects {
+        let v = mm.vmas.iter().find(|v| v.start == o.start);
+        let creates = mm
+            .shmem
+            .iter()
+            .any(|r| r.start == o.start && r.owner.is_none());
+        let fits = v.is_some_and(|v| {
+            o.offset
+                .checked_add(v.len())
+                .is_some_and(|end| end <= o.size)
+        });
+        let anon = v.is_some_and(|v| v.shared && v.kind == VmaKind::Anon);
+        if !(creates && fits && anon) || o.offset % PAGE_SIZE != 0 || o.size % PAGE_SIZE != 0 {
+            return fail(
+                path,
+                format!(
+                    "shared memory object of {} bytes made by the mapping at {:#x} (offset {:#x}) is impossible",
+                    o.size, o.start, o.offset
+                ),
+            );
+        }
     }
     Ok(())
 }
@@ -699,10 +786,26 @@ fn auxv(words: &[u64], path: &Path) -> Check {
 /// `PipePeer` naming it back).
 pub fn files(files: &FilesImage, path: &Path) -> Check {
     references(files, path)?;
+    socket_options(files, path)?;
     side_tables(files, path)?;
     order(files, path)?;
     spares(files, path)?;
     in_flight(files, path)
+}
+
+/// Every saved socket option is one stasis knows, listed once, sized as it should be.
+fn socket_options(files: &FilesImage, path: &Path) -> Check {
+    for e in &files.fds {
+        let opts = match &e.kind {
+            FdKind::Unix(u) => &u.opts,
+            FdKind::Inet(s) => &s.opts,
+            _ => continue,
+        };
+        if let Err(why) = opts.check() {
+            return fail(path, format!("fd {}: {why}", e.fd));
+        }
+    }
+    Ok(())
 }
 
 /// Every moved epoll registration belongs to a registration of an epoll entry, listed
@@ -917,7 +1020,6 @@ fn order(files: &FilesImage, path: &Path) -> Check {
     Ok(())
 }
 
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -948,6 +1050,50 @@ mod tests {
         f(&mut t);
         let inv = sample::inventory(&t.alive().map(|p| p.pid).collect::<Vec<_>>());
         message(tree(&t, &inv, path()))
+    }
+
+    #[test]
+    fn thread_credentials() {
+        use crate::image::task::{Creds, ThreadCreds};
+        let mut task = sample::task(10);
+        let own = |tid| ThreadCreds {
+            tid,
+            creds: Creds::default(),
+        };
+        task.thread_creds = vec![own(11)];
+        assert!(super::task(&task, 10, path()).is_ok());
+        assert_eq!(task.creds_of(11), &Creds::default());
+        assert_eq!(task.creds_of(10), &task.creds);
+        for bad in [vec![own(10)], vec![own(12)], vec![own(11), own(11)]] {
+            task.thread_creds = bad;
+            let tid = task.thread_creds.last().map(|t| t.tid);
+            let err = message(super::task(&task, 10, path()));
+            assert!(err.contains(&format!("thread {}", tid.unwrap())), "{err}");
+        }
+    }
+
+    #[test]
+    fn stop_signals() {
+        for stop_signal in [0, 1, 19, 20, 21, 22] {
+            let mut ok = sample::tree(&[10, 11, 12]);
+            ok.processes[1].state = ProcState::Alive { stop_signal };
+            assert!(tree(&ok, &sample::inventory(&[10, 11, 12]), path()).is_ok());
+        }
+        assert_eq!(
+            tree_err(|t| t.processes[1].state = ProcState::Alive { stop_signal: 10 }),
+            "pid 11 was stopped by signal 10, not a stop signal"
+        );
+        let old = ProcState::Alive { stop_signal: 1 };
+        assert_eq!(
+            old.stop_signal(),
+            Some(libc::SIGSTOP),
+            "version 8's stopped: true"
+        );
+        assert_eq!(
+            ProcState::alive(Some(libc::SIGTTOU)).stop_signal(),
+            Some(libc::SIGTTOU)
+        );
+        assert_eq!(ProcState::alive(None).stop_signal(), None);
     }
 
     #[test]
@@ -1149,6 +1295,52 @@ mod tests {
     }
 
     #[test]
+    fn shmem_object_rules() {
+        let object = |offset, size| {
+            let mut m = sample::mm();
+            m.vmas[1].shared = true;
+            m.shmem.push(crate::image::mm::ShmemRef {
+                start: 0x60_0000,
+                owner: None,
+            });
+            m.shmem_objects.push(crate::image::mm::ShmemObject {
+                start: 0x60_0000,
+                size,
+                offset,
+            });
+            mm(&m, path()).map(|_| ())
+        };
+        object(0x1000, 0x5000).unwrap();
+        let err = message(object(0x2000, 0x5000));
+        assert_eq!(
+            err,
+            "shared memory object of 20480 bytes made by the mapping at 0x600000 (offset 0x2000) is impossible"
+        );
+        assert!(object(0x800, 0x5000).is_err(), "unaligned offset");
+    }
+
+    #[test]
+    fn aio_ring_rules() {
+        let ring = |head, events| {
+            VmaKind::Aio(crate::image::mm::AioRing {
+                nr_req: 62,
+                nr: 127,
+                head,
+                tail: 0,
+                events: vec![0; events],
+            })
+        };
+        let mut m = sample::mm();
+        m.vmas[0].kind = ring(3, 127 * 32);
+        mm(&m, path()).unwrap();
+        assert_eq!(
+            mm_err(|m| m.vmas[0].kind = ring(127, 127 * 32)),
+            "AIO ring 0x400000-0x402000 of 127 events (head 127, tail 0, 4064 bytes of events) is impossible"
+        );
+        assert!(mm_err(|m| m.vmas[0].kind = ring(0, 32)).starts_with("AIO ring"));
+    }
+
+    #[test]
     fn vma_rules() {
         assert_eq!(
             mm_err(|m| m.vmas[0].start += 1),
@@ -1347,12 +1539,13 @@ mod tests {
         let wrong = |fd: i32, to: i32| {
             format!("fd {fd} of pid 2 refers to fd {to} of pid 1, which is not an earlier original fd of a kind it can refer to")
         };
-        let reopen_pipe = FdKind::Reopen {
+        // A socket cannot be opened again (a pipe can).
+        let reopen_socket = FdKind::Reopen {
             pid: 1,
-            fd: 3,
+            fd: 4,
             pos: 0,
         };
-        assert_eq!(split_err(|_, b| b.fds[3].kind = reopen_pipe), wrong(4, 3));
+        assert_eq!(split_err(|_, b| b.fds[3].kind = reopen_socket), wrong(4, 4));
         let inherit_missing = FdKind::Inherited { pid: 1, fd: 11 };
         assert_eq!(
             split_err(|_, b| b.fds[2].kind = inherit_missing),

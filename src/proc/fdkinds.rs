@@ -251,7 +251,12 @@ pub struct LockInfo {
     pub kind: String,
     /// A waiter (`->`) rather than a holder.
     pub blocked: bool,
+    /// `ADVISORY`, `MANDATORY`; for leases `ACTIVE`, `BREAKING`, `BREAKER`.
+    pub state: String,
+    /// `WRITE`; for a lease being broken, the type it is broken to (`READ` or `UNLCK`).
     pub write: bool,
+    /// `UNLCK`: a lease being broken to nothing.
+    pub unlock: bool,
     pub start: u64,
     /// Inclusive end; `None` for `EOF`.
     pub end: Option<u64>,
@@ -267,14 +272,16 @@ fn lock(v: &str) -> Parsed<LockInfo> {
     if blocked {
         w.remove(0);
     }
-    let [kind, _advisory, mode, _pid, _id, start, end] = w[..] else {
+    let [kind, state, mode, _pid, _id, start, end] = w[..] else {
         return Err(format!("lock {v:?}: expected 7 fields"));
     };
     let num = |t: &str| t.parse::<u64>().map_err(|e| format!("lock {v:?}: {e}"));
     Ok(LockInfo {
         kind: kind.to_string(),
         blocked,
+        state: state.to_string(),
         write: mode == "WRITE",
+        unlock: mode == "UNLCK",
         start: num(start)?,
         end: if end == "EOF" { None } else { Some(num(end)?) },
     })
@@ -377,6 +384,12 @@ mod tests {
         );
         assert!(l[2].blocked && !l[0].blocked);
         assert!(lock("1: POSIX WRITE").is_err());
+        let lease = lock("1: LEASE  BREAKING  UNLCK 25455 fe:00:10010724 0 EOF").unwrap();
+        assert_eq!(
+            (lease.kind.as_str(), lease.state.as_str()),
+            ("LEASE", "BREAKING")
+        );
+        assert!(lease.unlock && !lease.write);
     }
 
     #[test]

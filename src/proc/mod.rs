@@ -17,8 +17,10 @@ pub mod fdinfo;
 pub mod fdkinds;
 pub mod limits;
 pub mod maps;
+pub mod netsock;
 pub mod stat;
 pub mod status;
+pub mod sysvipc;
 pub mod timers;
 
 pub use fdinfo::FdInfo;
@@ -75,6 +77,11 @@ pub fn maps(pid: i32) -> Result<Vec<MapEntry>, ProcError> {
 /// `/proc/PID/stat`.
 pub fn stat(pid: i32) -> Result<Stat, ProcError> {
     parse_file(pid, "stat", stat::parse_stat)
+}
+
+/// `/proc/PID/task/TID/stat`: one thread's state.
+pub fn thread_stat(pid: i32, tid: i32) -> Result<Stat, ProcError> {
+    parse_file(pid, &format!("task/{tid}/stat"), stat::parse_stat)
 }
 
 /// `/proc/PID/limits`: `(soft, hard)` per `RLIMIT_*`.

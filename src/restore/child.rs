@@ -187,13 +187,19 @@ impl Child {
     }
 }
 
-/// Creates the process with `pid`, seizes it and installs the helper page.
+/// Creates the process with `pid` (in a new IPC namespace if `new_ipc`), seizes it and
+/// installs the helper page.
 ///
 /// Ordering requirements: the inherited rseq registration is dropped before anything of
 /// the old address space goes away (the kernel would write into it on every return to
 /// user space), and all signals stay blocked from here to the final resume.
-pub fn create(pid: i32, target: &[Vma]) -> Result<Child, RestoreError> {
-    let got = clone_with_pid(pid)?;
+pub fn create(pid: i32, target: &[Vma], new_ipc: bool) -> Result<Child, RestoreError> {
+    let flags = if new_ipc {
+        libc::CLONE_NEWIPC as u64
+    } else {
+        0
+    };
+    let got = clone_with_pid(pid, flags)?;
     let task = ptrace::seize_silent(got)?;
     let guard = KillOnDrop(got);
     let mem = Mem::open(got, true)?;

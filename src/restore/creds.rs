@@ -37,9 +37,12 @@ pub fn restore_creds(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreErro
             remote.run(&b)?.get(kept).permitted()
         }
     };
-    check_caps(task.pid, &task.creds.caps, kept)?;
-    let change = !inherited(&task.creds);
-    if change {
+    let all = task.threads.iter().map(|t| (t.tid, task.creds_of(t.tid)));
+    for (tid, creds) in all {
+        check_caps(task.pid, tid, &creds.caps, kept)?;
+    }
+    let change = |t: &ThreadImage| !inherited(task.creds_of(t.tid));
+    if task.threads.iter().any(change) {
         s.flush()?; // set_ids runs a batch of its own in each thread
     }
     for (thread, (i, t)) in child
@@ -47,9 +50,10 @@ pub fn restore_creds(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreErro
         .iter()
         .zip(task.threads.iter().enumerate().skip(1))
     {
-        thread_creds(&child.remote_in(thread), s.batch_of(i), task, t, change)?;
+        thread_creds(&child.remote_in(thread), s.batch_of(i), task, t, change(t))?;
     }
-    thread_creds(&child.remote(), s.batch(), task, &task.threads[0], change)
+    let leader = &task.threads[0];
+    thread_creds(&child.remote(), s.batch(), task, leader, change(leader))
 }
 
 /// Whether `c` is what every thread of the child already has: the restorer's own ids,
@@ -70,8 +74,9 @@ fn inherited(c: &Creds) -> bool {
         && (me.uid, me.gid, &me.groups[..], own_caps) == (c.uid, c.gid, &c.groups[..], c.caps)
 }
 
-/// The credentials of the thread behind `remote`, which is `t`: steps 1-2 run now, the
-/// others are added to `b`, that thread's pending batch.
+/// The credentials of the thread behind `remote`, which is `t` (its own if it had
+/// credentials other than the leader's): steps 1-2 run now, the others are added to `b`,
+/// that thread's pending batch.
 ///
 /// Ordering requirements:
 /// 1. `SECBIT_KEEP_CAPS` before the uid change, so the permitted set survives it;
@@ -91,12 +96,13 @@ fn thread_creds(
     t: &ThreadImage,
     change: bool,
 ) -> Result<(), RestoreError> {
+    let creds = task.creds_of(t.tid);
     if change {
-        let kept = set_ids(remote, &task.creds)?;
-        set_caps(b, &task.creds, kept)?;
+        let kept = set_ids(remote, creds)?;
+        set_caps(b, creds, kept)?;
     }
     super::prctl::restore_after_creds(b, &task.attrs, t.pdeathsig);
-    if task.creds.no_new_privs {
+    if creds.no_new_privs {
         let args = [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0];
         b.call("prctl(PR_SET_NO_NEW_PRIVS)", libc::SYS_prctl, &args);
     }
@@ -147,7 +153,7 @@ fn set_caps(b: &mut Batch, c: &Creds, kept: u64) -> Result<(), RestoreError> {
 
 /// Refuses capabilities the child cannot get: permitted ones the restorer lacks, and
 /// bounding-set members it lacks (a bounding set only shrinks).
-fn check_caps(pid: i32, caps: &Caps, kept: u64) -> Result<(), RestoreError> {
+fn check_caps(pid: i32, tid: i32, caps: &Caps, kept: u64) -> Result<(), RestoreError> {
     let last = cap_last_cap()?;
     let valid = if last >= 63 {
         !0
@@ -159,7 +165,7 @@ fn check_caps(pid: i32, caps: &Caps, kept: u64) -> Result<(), RestoreError> {
     if missing_prm | missing_bnd != 0 {
         return Err(RestoreError::Unsupported {
             what: format!(
-                "pid {pid} had capabilities {:#x} that the restorer does not have; restore from a process holding them",
+                "thread {tid} of pid {pid} had capabilities {:#x} that the restorer does not have; restore from a process holding them",
                 missing_prm | missing_bnd
             ),
         });

@@ -36,6 +36,13 @@ pub enum RestoreError {
         #[source]
         source: Box<RestoreError>,
     },
+    #[error("set socket option {option} to {value}")]
+    SockOpt {
+        option: &'static str,
+        value: String,
+        #[source]
+        source: Box<RestoreError>,
+    },
     #[error("stage {stage} of pid {pid}")]
     Stage {
         stage: &'static str,
@@ -45,6 +52,10 @@ pub enum RestoreError {
     },
     #[error(transparent)]
     Clone(#[from] CloneError),
+    #[error(transparent)]
+    Ipc(#[from] crate::sys::ipc::IpcError),
+    #[error(transparent)]
+    IpcNs(#[from] crate::sys::ipc::NsError),
     #[error(transparent)]
     Ptrace(#[from] PtraceError),
     #[error(transparent)]
@@ -61,6 +72,19 @@ pub enum RestoreError {
     Sched(#[from] SchedError),
     #[error("write {path}")]
     Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("recreate {what} {path} of the image")]
+    GhostCreate {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("remove the recreated deleted file {path}")]
+    GhostRemove {
         path: String,
         #[source]
         source: std::io::Error,

@@ -4,14 +4,14 @@
 //! kernel's mm fields (brk, arg/env, auxv, exe link) are set with `PR_SET_MM_MAP`.
 //! The dump side is `dump/mm.rs`; page contents are `restore/memory.rs`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use super::child::{Child, HELPER_LEN};
+use super::child::{find_hole, Child, HELPER_LEN};
 use super::staged::Staged;
 use super::verify::Special;
 use super::{RestoreError, TASK_SIZE};
 use crate::abi::PrctlMmMap;
-use crate::image::mm::{Guard, MmImage, ShmemOwner, Vma, VmaKind};
+use crate::image::mm::{Guard, MmImage, ShmemObject, ShmemOwner, Vma, VmaKind};
 use crate::sys::batch::{Batch, Done, Ret};
 
 const MREMAP_MAYMOVE: u64 = 1;
@@ -19,6 +19,8 @@ const MREMAP_FIXED: u64 = 2;
 const PR_SET_MM: u64 = 35;
 const PR_SET_MM_MAP: u64 = 14;
 const MADV_GUARD_INSTALL: u64 = 102;
+/// `mmap` type (Linux 6.11): private anonymous memory the kernel may drop under pressure.
+const MAP_DROPPABLE: i32 = 0x08;
 
 /// Removes everything but the helper, the vDSO block and the ranges kept copy-on-write
 /// from the parent (`restore/cow.rs`), then moves the vDSO block; added to the pending
@@ -122,12 +124,15 @@ pub fn map_all(s: &mut Staged, mm: &MmImage, filled: &HashSet<u64>) -> Result<()
     let todo: Vec<&Vma> = mm
         .vmas
         .iter()
-        .filter(|v| !is_special(v) && !kept(v))
+        .filter(|v| !is_special(v) && !kept(v) && !super::sysv::is_attached(v))
         .collect();
+    super::sysv::attach_all(s, mm)?;
     for v in todo.iter().filter(|v| is_unlinked(v) && owner(v).is_none()) {
         s.flush()?;
         map_unlinked(s.child(), v, working_prot(v, filled))?;
     }
+    let objects = object_holes(s.child(), mm)?;
+    let pid = s.child().pid();
     let mut group: Vec<(&Vma, Option<Source>)> = Vec::new();
     let mut files: Vec<Source> = Vec::new();
     for v in todo
@@ -138,19 +143,75 @@ pub fn map_all(s: &mut Staged, mm: &MmImage, filled: &HashSet<u64>) -> Result<()
             Some(o) => Some(Source::shared(&o, v)),
             None => Source::file(v),
         };
-        if let Some(new) = source
+        let new = source
             .as_ref()
-            .filter(|n| !files.iter().any(|f| f.same_file(n)))
-        {
-            if files.len() == OPEN_AT_ONCE {
-                map_group(s, &group, &files, filled)?;
-                (group, files) = (Vec::new(), Vec::new());
-            }
-            files.push(new.clone());
+            .filter(|n| !files.iter().any(|f| f.same_file(n)));
+        // This process's own shared memory is opened once its mapping exists.
+        let mine = |o: ShmemOwner| o.pid == pid && group.iter().any(|(g, _)| g.start == o.start);
+        if new.is_some() && (files.len() == OPEN_AT_ONCE || owner(v).is_some_and(mine)) {
+            map_group(s, &group, &files, filled, &objects)?;
+            (group, files) = (Vec::new(), Vec::new());
         }
+        files.extend(new.cloned());
         group.push((v, source));
     }
-    map_group(s, &group, &files, filled)
+    map_group(s, &group, &files, filled, &objects)
+}
+
+/// The shared anonymous objects this process creates that are larger than the mapping
+/// creating them, each with a free place where it is made whole before that mapping's
+/// part is moved into place (none of them is left there).
+fn object_holes(
+    child: &Child,
+    mm: &MmImage,
+) -> Result<HashMap<u64, (ShmemObject, u64)>, RestoreError> {
+    let mut taken: Vec<(u64, u64)> = mm.vmas.iter().map(|v| (v.start, v.end)).collect();
+    taken.extend(child.specials.borrow().iter().map(|&(_, s, e)| (s, e)));
+    taken.push((child.helper, child.helper + HELPER_LEN));
+    let mut out = HashMap::new();
+    for o in &mm.shmem_objects {
+        let v = mm.vmas.iter().find(|v| v.start == o.start);
+        if v.is_some_and(|v| o.offset == 0 && o.size == v.len()) {
+            continue; // made by mapping it
+        }
+        let hole = find_hole(&mut taken, o.size).ok_or_else(|| RestoreError::Unsupported {
+            what: format!(
+                "no room for the {} bytes of the shared memory mapped at {:#x} in pid {}",
+                o.size,
+                o.start,
+                child.pid()
+            ),
+        })?;
+        out.insert(o.start, (*o, hole));
+    }
+    Ok(out)
+}
+
+/// Adds to `b`: the whole object `o` made at `hole`, the part mapping `v` maps moved to
+/// its place, the rest of the hole unmapped (the object lives on through `v`).
+fn map_object(b: &mut Batch, v: &Vma, prot: u64, o: &ShmemObject, hole: u64) {
+    let flags = (libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
+    b.call(
+        "mmap(shared object)",
+        libc::SYS_mmap,
+        &[hole, o.size, prot, flags, u64::MAX, 0],
+    );
+    let part = hole + o.offset;
+    let args = [
+        part,
+        v.len(),
+        v.len(),
+        MREMAP_MAYMOVE | MREMAP_FIXED,
+        v.start,
+    ];
+    b.call("mremap(shared object)", libc::SYS_mremap, &args);
+    if o.offset > 0 {
+        b.call("munmap", libc::SYS_munmap, &[hole, o.offset]);
+    }
+    let rest = o.size - o.offset - v.len();
+    if rest > 0 {
+        b.call("munmap", libc::SYS_munmap, &[part + v.len(), rest]);
+    }
 }
 
 fn is_unlinked(v: &Vma) -> bool {
@@ -171,8 +232,9 @@ struct Source {
 }
 
 impl Source {
-    /// A memfd or deleted file is rebuilt whole, so offsets in it are the saved ones; a
-    /// shared anonymous object is created for its owner's mapping, from offset 0.
+    /// A memfd or deleted file is rebuilt whole, so offsets in it are the saved ones; so
+    /// is a shared anonymous object with a `ShmemObject` (the owner's offset is then
+    /// the one in the object), one of an older image is as large as its owner's mapping.
     fn shared(o: &ShmemOwner, v: &Vma) -> Source {
         let offset = match v.kind {
             VmaKind::Unlinked { offset, .. } => offset,
@@ -187,11 +249,15 @@ impl Source {
     }
 
     fn file(v: &Vma) -> Option<Source> {
-        let VmaKind::File { file, offset } = &v.kind else {
+        let VmaKind::File {
+            file,
+            offset,
+            writable,
+        } = &v.kind
+        else {
             return None;
         };
-        let writable = v.shared && v.prot & libc::PROT_WRITE as u32 != 0;
-        let mode = if writable {
+        let mode = if *writable {
             libc::O_RDWR
         } else {
             libc::O_RDONLY
@@ -217,25 +283,35 @@ fn map_group(
     group: &[(&Vma, Option<Source>)],
     files: &[Source],
     filled: &HashSet<u64>,
+    objects: &HashMap<u64, (ShmemObject, u64)>,
 ) -> Result<(), RestoreError> {
     let fds = open_all(s, files)?;
+    let mut flushed = false;
     for (v, source) in group {
         let fd = source.as_ref().map(|s| {
             let i = files.iter().position(|f| f.same_file(s));
             (fds[i.expect("every source was opened")], s.offset)
         });
         let b = s.batch();
-        match (source, fd) {
-            (Some(s), Some((fd, offset))) if s.shm => map_shared(b, v, fd, offset),
-            _ => map_one(b, v, working_prot(v, filled), fd),
+        let prot = working_prot(v, filled);
+        match (source, fd, objects.get(&v.start)) {
+            (Some(s), Some((fd, offset)), _) if s.shm => map_shared(b, v, prot, fd, offset),
+            (None, _, Some((o, hole))) => map_object(b, v, prot, o, *hole),
+            _ => map_one(b, v, prot, fd),
         }
         if s.room() < 4096 {
             s.flush()?;
+            flushed = true;
         }
     }
     let b = s.batch();
     for fd in fds {
         b.expect("close", libc::SYS_close, &[fd], 0);
+    }
+    if flushed {
+        // The files are open in the child now: the closes must run before a later
+        // stage predicts its next fd from `/proc`.
+        s.flush()?;
     }
     Ok(())
 }
@@ -255,10 +331,10 @@ fn open_all(s: &mut Staged, files: &[Source]) -> Result<Vec<u64>, RestoreError> 
     Ok(fds)
 }
 
-/// Adds the `mmap` of another process's shared memory object (fd `fd`) to `b`.
-fn map_shared(b: &mut Batch, v: &Vma, fd: u64, offset: u64) {
+/// Adds the `mmap` of a shared memory object made by an earlier mapping (fd `fd`) to `b`.
+fn map_shared(b: &mut Batch, v: &Vma, prot: u64, fd: u64, offset: u64) {
     let flags = (libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE) as u64;
-    let args = [v.start, v.len(), u64::from(v.prot), flags, fd, offset];
+    let args = [v.start, v.len(), prot, flags, fd, offset];
     b.call("mmap(shared)", libc::SYS_mmap, &args);
 }
 
@@ -326,8 +402,13 @@ pub fn working_prot(v: &Vma, filled: &HashSet<u64>) -> u64 {
     u64::from(v.prot) | write
 }
 
+/// Mappings not made by `mmap`: the kernel's own, moved into place, and AIO rings, made
+/// by `io_setup` (`restore/aio.rs`).
 fn is_special(v: &Vma) -> bool {
-    matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock)
+    matches!(
+        v.kind,
+        VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Aio(_)
+    )
 }
 
 /// Adds the `mmap` of `v` with `prot` to `b`: from `file` (fd and offset) or anonymous.
@@ -335,6 +416,8 @@ fn map_one(b: &mut Batch, v: &Vma, prot: u64, file: Option<(u64, u64)>) {
     let mut flags = libc::MAP_FIXED_NOREPLACE
         | if v.shared {
             libc::MAP_SHARED
+        } else if v.flags.droppable {
+            MAP_DROPPABLE
         } else {
             libc::MAP_PRIVATE
         };
@@ -472,6 +555,8 @@ fn advices(v: &Vma) -> Vec<i32> {
         (f.hugepage, libc::MADV_HUGEPAGE),
         (f.nohugepage, libc::MADV_NOHUGEPAGE),
         (f.mergeable, libc::MADV_MERGEABLE),
+        (f.seqread, libc::MADV_SEQUENTIAL),
+        (f.randread, libc::MADV_RANDOM),
     ];
     table
         .iter()

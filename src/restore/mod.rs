@@ -6,6 +6,7 @@
 //! stage run by the new task itself through injected syscalls; a failure kills the
 //! half-built task and reports the stage.
 
+mod aio;
 mod audit;
 mod child;
 mod cow;
@@ -20,11 +21,13 @@ mod prctl;
 mod sched;
 mod seccomp;
 mod staged;
+mod sysv;
 mod task;
 mod terminal;
 mod threads;
 mod timers;
 mod tree;
+mod tty;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -71,7 +74,8 @@ pub enum RestoreStage {
     /// Create the process with its exact pid (from stasis for the root, else by a clone
     /// injected into its parent), seize it, map the helper page.
     Takeover,
-    /// Lead a new session if the process did.
+    /// Lead a new session if the process did, and take its controlling terminal (or give
+    /// up the session's, as the process had).
     Session,
     /// Drop the inherited mappings and move the vDSO block to its saved place.
     AddressSpace,
@@ -98,6 +102,9 @@ pub enum RestoreStage {
     SigActions,
     /// Create the other threads with their tids (`clone3` injected into the leader).
     Threads,
+    /// Owners and signals of the open file descriptions (`F_SETOWN_EX`: an owner may be
+    /// a thread; before Creds: the owner's uids are taken for the call).
+    FileOwners,
     /// Per thread, in the thread: sigaltstack, clear_child_tid, robust list, rseq, name.
     ThreadAttrs,
     /// THP disable, child subreaper, membarrier registrations.
@@ -121,7 +128,8 @@ pub enum RestoreStage {
     Signals,
     /// Once every process exists: join process groups; zombies exit with their status.
     Zombies,
-    /// A shell job's terminal (once the groups exist): termios and foreground group.
+    /// Once the groups exist: the foreground group of the sessions' terminals; a shell
+    /// job's terminal's termios and foreground group.
     Terminal,
     /// Load every thread's registers, unmap the helper, resume.
     Resume,
@@ -144,6 +152,7 @@ impl RestoreStage {
             Self::Limits => "resource limits",
             Self::SigActions => "sigactions",
             Self::Threads => "threads",
+            Self::FileOwners => "file owners",
             Self::ThreadAttrs => "thread attributes",
             Self::ProcAttrs => "process attributes",
             Self::Sched => "scheduling",
@@ -170,26 +179,37 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     {
         let _s = crate::profile::span("verify");
         verify::host_accepts(&image, opts.skip_file_check)?;
+        sysv::verify(&image.sysv)?;
     }
     let shell_job = opts.shell_job || image.inventory.shell_job;
     let _orphans = Subreaper::become_one();
+    let fds = image.processes.iter().flat_map(|p| &p.files.fds);
+    let ghosts = files::Ghosts::create(&image.ghosts, fds)?;
+    let ttys = tty::Bank::build(&image)?;
     let mut b = Builder {
         image: &image,
         shell_job,
         tcp_close: opts.tcp_close,
+        ghosts: &ghosts,
         procs: Vec::new(),
         forked: HashMap::new(),
+        ttys,
+        sysv: None,
     };
-    let built = match b
-        .build()
-        .and_then(|pages| remove_links(&image).map(|()| pages))
-    {
+    let built = b.build().and_then(|pages| {
+        remove_links(&image)?;
+        Ok(pages)
+    });
+    let built = match built.and_then(|pages| ghosts.remove().map(|()| pages)) {
         Ok(pages) => {
             let _s = crate::profile::span("resume");
             b.resume().map(|()| pages)
         }
         Err(e) => {
             b.kill_all();
+            if let Some(made) = b.sysv.take() {
+                sysv::undo(made);
+            }
             Err(e)
         }
     };
@@ -240,9 +260,16 @@ struct Builder<'a> {
     shell_job: bool,
     /// `--tcp-close`.
     tcp_close: bool,
+    /// The files deleted while in use, recreated until every process holds them.
+    ghosts: &'a files::Ghosts<'a>,
     procs: Vec<(i32, Child)>,
     /// Processes forked with their siblings, not taken over yet.
     forked: HashMap<i32, crate::sys::ptrace::Seized>,
+    /// The pty pairs of the image, built by stasis; dropped once every process has
+    /// its fds (hung-up pairs hang up then).
+    ttys: tty::Bank,
+    /// The System V IPC objects made (once the root exists).
+    sysv: Option<sysv::Made>,
 }
 
 impl Builder<'_> {
@@ -252,8 +279,16 @@ impl Builder<'_> {
         for entry in &self.image.tree.processes {
             filled = filled.and(self.create(entry)?);
         }
+        if let Some(made) = &mut self.sysv {
+            let root = self.image.inventory.root_pid;
+            sysv::finish(made).map_err(at(RestoreStage::Mappings, root))?;
+        }
         let span = crate::profile::span("groups+zombies");
         tree::restore_groups(&self.image.tree, &self.procs, self.shell_job)?;
+        for (pid, child) in &self.procs {
+            tty::set_foreground(child, &self.image.tty)
+                .map_err(at(RestoreStage::Terminal, *pid))?;
+        }
         if self.shell_job {
             let root = self.image.inventory.root_pid;
             terminal::restore(&self.image.tree, self.shell(root))
@@ -261,15 +296,18 @@ impl Builder<'_> {
         }
         self.make_zombies()?;
         drop(span);
+        let ptys = self.ttys.fds();
         for (pid, child) in &mut self.procs {
             let p = self
                 .image
                 .process(*pid)
                 .expect("live processes have records");
             let entry = self.image.tree.get(*pid).expect("in the tree");
-            finish(child, p, entry, self.tcp_close)?;
+            finish(child, p, entry, self.tcp_close, self.ghosts, &ptys)?;
         }
         self.close_spares()?;
+        std::mem::take(&mut self.ttys);
+        files::end_stand_ins();
         Ok(filled)
     }
 
@@ -281,17 +319,24 @@ impl Builder<'_> {
         let p = self.image.process(pid);
         let vmas = p.map_or(&[][..], |p| &p.mm.vmas[..]);
         let span = crate::profile::span("takeover");
+        let new_ipc = self.image.sysv.ns == crate::image::sysv::IpcNs::Own;
         let child = if pid == root {
-            child::create(pid, vmas)
+            child::create(pid, vmas, new_ipc)
         } else {
             self.forked_task(entry)
                 .and_then(|task| child::adopt_fork(self.shell(entry.ppid), pid, task, vmas))
         }
         .map_err(at(RestoreStage::Takeover, pid))?;
         drop(span);
+        if pid == root && !self.image.sysv.is_empty() {
+            let _s = crate::profile::span("sysv ipc");
+            self.sysv =
+                Some(sysv::restore(self.image, pid).map_err(at(RestoreStage::Mappings, pid))?);
+        }
         self.procs.push((pid, child));
         let child = &self.procs.last().expect("just pushed").1;
         tree::restore_session(child, entry, root, self.shell_job)
+            .and_then(|()| tty::restore_session(child, entry, &self.image.tty, &self.ttys))
             .map_err(at(RestoreStage::Session, pid))?;
         // The parent's memory, as a fork from it inherits it: that of the address
         // space it may share with its own parent.
@@ -359,16 +404,23 @@ impl Builder<'_> {
             .1
     }
 
-    /// Zombies exit; their parents forget the signals that raised.
+    /// Zombies exit; group helpers exit and are reaped by their parents; the parents
+    /// forget the signals that raised.
     fn make_zombies(&mut self) -> Result<(), RestoreError> {
         let mut parents: Vec<(i32, u64)> = Vec::new();
         for e in &self.image.tree.processes {
-            let ProcState::Zombie { status } = e.state else {
-                continue;
+            let status = match e.state {
+                ProcState::Zombie { status } => status,
+                ProcState::GroupHelper => 0,
+                ProcState::Alive { .. } => continue,
             };
             let i = self.procs.iter().position(|(p, _)| *p == e.pid);
             let (_, child) = self.procs.remove(i.expect("zombies have a shell"));
             tree::make_zombie(child, e, status).map_err(at(RestoreStage::Zombies, e.pid))?;
+            if e.state == ProcState::GroupHelper {
+                tree::reap_helper(self.shell(e.ppid), e.pid)
+                    .map_err(at(RestoreStage::Zombies, e.ppid))?;
+            }
             if e.exit_signal > 0 {
                 parents.push((e.ppid, 1u64 << (e.exit_signal - 1)));
             }
@@ -389,7 +441,7 @@ impl Builder<'_> {
                 .process(pid)
                 .expect("live processes have records");
             let entry = self.image.tree.get(pid).expect("in the tree");
-            let stopped = matches!(entry.state, ProcState::Alive { stopped: true });
+            let stopped = entry.state.stop_signal();
             // The helper of a shared address space is unmapped by the first process of
             // the sharing chain, which resumes last (parents after their children).
             let unmap_helper = !entry.shares_vm;
@@ -402,6 +454,7 @@ impl Builder<'_> {
 
     /// Kills every process created so far, and reaps what is ours to reap.
     fn kill_all(&mut self) {
+        files::end_stand_ins();
         let pids: Vec<i32> = self.image.tree.processes.iter().map(|e| e.pid).collect();
         for (_, child) in self.procs.drain(..).rev() {
             child.kill_and_reap();
@@ -477,7 +530,8 @@ fn build_memory(
     let pages = |stripe| image.pages_path(p.task.pid, stripe);
     s.stage(RestoreStage::Memory, |s| {
         filled_pages = memory::fill(s, &p.mm, &pages)?;
-        s.flush()
+        s.flush()?;
+        aio::restore_rings(s.child(), &p.mm)
     })?;
     filled_pages.elapsed = started.elapsed();
     Ok(filled_pages)
@@ -494,6 +548,8 @@ fn finish(
     p: &ProcessImage,
     entry: &ProcEntry,
     tcp_close: bool,
+    ghosts: &files::Ghosts,
+    ptys: &files::pty::PtyFds,
 ) -> Result<(), RestoreError> {
     use RestoreStage as S;
     let task = &p.task;
@@ -504,10 +560,12 @@ fn finish(
         s.stage(S::MmFields, |s| mm::set_mm_fields(s, &p.mm))?;
     }
     if !entry.shares_files {
-        s.stage(S::Files, |s| files::restore_fds(s, &p.files, tcp_close))?;
+        s.stage(S::Files, |s| {
+            files::restore_fds(s, &p.files, tcp_close, ghosts, ptys)
+        })?;
     }
     if !entry.shares_fs {
-        s.stage(S::Fs, |s| files::restore_fs(s, task))?;
+        s.stage(S::Fs, |s| files::restore_fs(s, task, ghosts))?;
     }
     s.stage(S::Attributes, |s| task::restore_attrs(s, task))?;
     s.stage(S::Audit, |s| audit::restore_loginuid(s, task))?;
@@ -521,6 +579,9 @@ fn finish(
         threads::create(child, task).map_err(at(S::Threads, task.pid))?;
         s = Staged::new(child);
     }
+    if !entry.shares_files {
+        s.stage(S::FileOwners, |s| files::restore_owners(s, &p.files))?;
+    }
     s.stage(S::ThreadAttrs, |s| task::restore_thread_attrs(s, task))?;
     s.stage(S::ProcAttrs, |s| prctl::restore_process(s, &task.attrs))?;
     s.stage(S::Sched, |s| sched::restore_sched(s, task))?;
@@ -530,6 +591,7 @@ fn finish(
     if !entry.shares_vm {
         s.stage(S::Seals, |s| mm::seal(s, &p.mm))?;
     }
-    s.stage(S::Signals, |s| task::queue_signals(s, task))?;
+    let stopped = entry.state.stop_signal().is_some();
+    s.stage(S::Signals, |s| task::queue_signals(s, task, stopped))?;
     s.flush()
 }

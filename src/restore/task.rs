@@ -8,6 +8,7 @@ use super::staged::Staged;
 use super::RestoreError;
 use crate::abi::{AltStack, SigInfo};
 use crate::image::task::{TaskImage, ThreadImage};
+use crate::jobctl::{self, QueuedStop};
 use crate::sys::batch::Batch;
 use crate::sys::inherit;
 use crate::sys::ptrace::Seized;
@@ -127,19 +128,24 @@ fn thread_attrs(b: &mut Batch, t: &ThreadImage) {
 }
 
 /// Requeues saved signals, process-wide then per thread, with their full siginfo. Every
-/// signal is blocked in the child until the final mask is set.
+/// signal is blocked in the child until the final mask is set. In a process that was
+/// `stopped` by job control, the stop signals queued behind its stop are left for
+/// [`resume`], which queues them once it is stopped again.
 ///
 /// Added to the pending batch, unless a SIGTRAP is among them: a batch lets SIGTRAP
 /// through while it runs (see `sys/batch.rs`), so once one is queued every call must be
 /// a single one (the pending batch runs first).
-pub fn queue_signals(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreError> {
+pub fn queue_signals(s: &mut Staged, task: &TaskImage, stopped: bool) -> Result<(), RestoreError> {
     let pid = task.pid as u64;
     let shared = task.shared_pending.iter().map(|i| (None, i));
     let own = task
         .threads
         .iter()
         .flat_map(|t| t.pending.iter().map(move |i| (Some(t.tid as u64), i)));
-    let all: Vec<(Option<u64>, &SigInfo)> = shared.chain(own).collect();
+    let all: Vec<(Option<u64>, &SigInfo)> = shared
+        .chain(own)
+        .filter(|(_, i)| !(stopped && jobctl::is_stop_signal(i.signo())))
+        .collect();
     if all.iter().any(|(_, i)| i.signo() == libc::SIGTRAP) {
         s.flush()?;
         return queue_singly(s.child(), &all);
@@ -203,11 +209,11 @@ fn queue(b: &mut Batch, pid: u64, tid: Option<u64>, info: &SigInfo) {
 pub fn resume(
     child: Child,
     task: &TaskImage,
-    stopped: bool,
+    stop_signal: Option<i32>,
     unmap_helper: bool,
 ) -> Result<(), RestoreError> {
     match load_all(&child, task, unmap_helper) {
-        Ok(()) => release_all(child, stopped),
+        Ok(()) => release_all(child, task, stop_signal),
         Err(e) => {
             child.kill_and_reap();
             Err(e)
@@ -254,20 +260,29 @@ fn xstate_len(task: &Seized) -> Result<usize, RestoreError> {
     Ok(*LEN.get_or_init(|| len))
 }
 
-/// Detaches every thread. A process that was stopped by job control gets a SIGSTOP first:
-/// queued while it is still parked, it stops the process before any instruction runs.
-fn release_all(child: Child, stopped: bool) -> Result<(), RestoreError> {
-    if stopped {
-        let pid = nix::unistd::Pid::from_raw(child.pid());
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).map_err(|e| {
-            RestoreError::Unsupported {
-                what: format!("stop pid {pid} again (it was stopped at dump): {e}"),
-            }
-        })?;
+/// Detaches every thread. A process that was stopped by job control gets its stop signal
+/// first: queued while it is still parked, it stops the process before any instruction
+/// runs; the stop signals that were queued behind that stop follow once it is stopped.
+fn release_all(
+    child: Child,
+    task: &TaskImage,
+    stop_signal: Option<i32>,
+) -> Result<(), RestoreError> {
+    let pid = child.pid();
+    let stop_failed = |e: String| RestoreError::Unsupported {
+        what: format!("stop pid {pid} again (it was stopped at dump): {e}"),
+    };
+    if let Some(sig) = stop_signal {
+        jobctl::stop(pid, sig).map_err(stop_failed)?;
     }
     for thread in child.threads {
         thread.task.release()?;
     }
     child.task.release()?;
+    if stop_signal.is_some() {
+        let threads = task.threads.iter().map(|t| (t.tid, &t.pending[..]));
+        let queued = QueuedStop::from_queues(&task.shared_pending, threads);
+        jobctl::requeue_after_stop(pid, &queued).map_err(stop_failed)?;
+    }
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! The process tree, the restore side of `dump/tree.rs`: every process is created by its
 //! parent (a `clone3` with its exact pid injected into the parent's shell), sessions and
-//! process groups are rebuilt, zombies exit again with their status, and the parents are
-//! told nothing of it (the SIGCHLD their zombies raise is taken back).
+//! process groups are rebuilt (a group whose leader was gone by a helper process that
+//! leads it while the members join, then exits and is reaped), zombies exit again with
+//! their status, and the parents are told nothing of it (the SIGCHLD their zombies and
+//! helpers raise is taken back).
 //!
 //! Ordering requirements:
 //! - tree order (parents first): a process is forked after its parent's memory is in
@@ -122,13 +124,16 @@ pub fn make_zombie(child: Child, entry: &ProcEntry, status: i32) -> Result<(), R
     )?;
     let sig = status & 0x7f;
     let (nr, args) = if sig != 0 {
-        let dfl = child.put_pod(0, &KernelSigaction::default())?;
         let remote = child.remote();
-        remote.call(
-            "rt_sigaction",
-            libc::SYS_rt_sigaction,
-            &[sig as u64, dfl, 0, 8],
-        )?;
+        if sig != libc::SIGKILL {
+            // SIGKILL's action cannot be changed (EINVAL), and is always to die.
+            let dfl = child.put_pod(0, &KernelSigaction::default())?;
+            remote.call(
+                "rt_sigaction",
+                libc::SYS_rt_sigaction,
+                &[sig as u64, dfl, 0, 8],
+            )?;
+        }
         remote.call(
             "prctl(PR_SET_DUMPABLE)",
             libc::SYS_prctl,
@@ -165,6 +170,23 @@ fn wait_zombie(pid: i32) -> Result<(), RestoreError> {
     Err(RestoreError::Unsupported {
         what: format!("pid {pid} did not exit within {ZOMBIE_WAIT:?} to become a zombie"),
     })
+}
+
+/// The group helper `pid`, a zombie now, reaped by its parent (`wait4` injected into
+/// it): the parent never had such a child.
+pub fn reap_helper(parent: &Child, pid: i32) -> Result<(), RestoreError> {
+    let r = parent
+        .remote()
+        .raw(libc::SYS_wait4, &[pid as u64, 0, libc::__WALL as u64, 0])?;
+    if r != i64::from(pid) {
+        return Err(RestoreError::Unsupported {
+            what: format!(
+                "wait4({pid}) in pid {} for the group helper returned {r}",
+                parent.pid()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Takes back the signals that the zombie children of `parent` raised by exiting now:

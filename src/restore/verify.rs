@@ -25,16 +25,27 @@ pub fn host_accepts(image: &Image, skip_file_check: bool) -> Result<(), RestoreE
     pids_free(image)?;
     let vdso = OwnVdso::read()?;
     let mut stats = Stats::default();
+    let pids: Vec<i32> = image.tree.processes.iter().map(|e| e.pid).collect();
     for p in &image.processes {
         vdso.matches(p)?;
         files_unchanged(p, same_host, &mut stats)?;
         super::seccomp::host_accepts(&p.task)?;
         network_lock_liftable(p)?;
         if !skip_file_check {
-            fds_unchanged(p, same_host, &mut stats)?;
+            fds_unchanged(p, same_host, &pids, &mut stats)?;
         }
     }
     Ok(())
+}
+
+/// Whether `path` is a file of `/proc/PID/` for a process of the image: it exists once
+/// that process is restored (a new inode, as every procfs file of a new process).
+fn of_restored_process(path: &str, pids: &[i32]) -> bool {
+    let pid = path
+        .strip_prefix("/proc/")
+        .and_then(|rest| rest.split('/').next());
+    pid.and_then(|p| p.parse::<i32>().ok())
+        .is_some_and(|p| pids.contains(&p))
 }
 
 /// The `stat` of each path checked, taken once per verification. Exact: the checks only
@@ -247,15 +258,27 @@ fn files_unchanged(
 
 /// Files open by path must be unchanged: same inode on the same host, and for regular
 /// files the same size and mtime (a directory's change with its entries; a FIFO's with
-/// its opens). `--skip-file-check` skips this.
-fn fds_unchanged(p: &ProcessImage, same_host: bool, stats: &mut Stats) -> Result<(), RestoreError> {
+/// its opens). Files of `/proc/PID/` for a process of the image (`pids`) are not there
+/// yet. `--skip-file-check` skips this.
+fn fds_unchanged(
+    p: &ProcessImage,
+    same_host: bool,
+    pids: &[i32],
+    stats: &mut Stats,
+) -> Result<(), RestoreError> {
     for fd in &p.files.fds {
         let (file, contents_matter) = match &fd.kind {
+            FdKind::Path(path) if of_restored_process(&path.file.path, pids) => continue,
             FdKind::Path(path) => (&path.file, is_regular(&path.file.path, stats)),
             FdKind::Fifo(fifo) => (&fifo.file, false),
             FdKind::Remap(r) => (&r.link, true),
             _ => continue,
         };
+        if file.path.starts_with(&format!("/proc/{}/", p.task.pid)) {
+            // Its own /proc files (`/proc/self/maps` reads as `/proc/PID/maps`) are there
+            // only once the process exists, and it opens them itself then.
+            continue;
+        }
         check_file(p.task.pid, file, contents_matter, same_host, stats)
             .and_then(|()| check_hash(p, fd.fd, file))
             .map_err(|e| match e {

@@ -23,13 +23,15 @@ pub enum CloneError {
     },
 }
 
-/// `clone3(set_tid = [pid], exit_signal = SIGCHLD)` — a child process with exactly `pid`.
+/// `clone3(set_tid = [pid], exit_signal = SIGCHLD, flags)` — a child process with exactly
+/// `pid` (`flags`: namespaces it gets, e.g. `CLONE_NEWIPC`).
 ///
 /// The child does nothing but wait in `pause()` until the caller seizes it and replaces
 /// every part of it. Returns the child's pid (== `pid`).
-pub fn clone_with_pid(pid: i32) -> Result<i32, CloneError> {
+pub fn clone_with_pid(pid: i32, flags: u64) -> Result<i32, CloneError> {
     let tids = [pid as libc::pid_t];
     let args = CloneArgs {
+        flags,
         exit_signal: libc::SIGCHLD as u64,
         set_tid: tids.as_ptr() as u64,
         set_tid_size: 1,

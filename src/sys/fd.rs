@@ -1,6 +1,7 @@
 //! # Safety
 //! Calls on file descriptors that nix does not wrap: `tee(2)`, `FIONREAD`,
-//! `open_by_handle_at(2)` and `kcmp(KCMP_EPOLL_TFD)`. Every pointer handed to the kernel
+//! `open_by_handle_at(2)`, `kcmp(KCMP_EPOLL_TFD)` and the owner queries of `fcntl(2)`
+//! (`F_GETOWN_EX`, `F_GETOWNER_UIDS`, `F_GETSIG`). Every pointer handed to the kernel
 //! comes from a Rust reference or buffer whose size is passed alongside, and every fd the
 //! kernel returns is wrapped in an `OwnedFd` at once.
 #![allow(unsafe_code)]
@@ -104,4 +105,64 @@ pub fn kcmp_epoll_tfd(
         )
     };
     Errno::result(r).map(|r| r as i32)
+}
+
+/// `fcntl` commands of the file owner (linux/fcntl.h, asm-generic/fcntl.h).
+pub const F_SETSIG: libc::c_int = 10;
+pub const F_GETSIG: libc::c_int = 11;
+pub const F_SETOWN_EX: libc::c_int = 15;
+pub const F_GETOWN_EX: libc::c_int = 16;
+/// The uid and euid recorded with a file's owner (CONFIG_CHECKPOINT_RESTORE).
+pub const F_GETOWNER_UIDS: libc::c_int = 17;
+
+/// `f_owner_ex.type`: a thread, a process, a process group.
+pub const F_OWNER_TID: i32 = 0;
+pub const F_OWNER_PID: i32 = 1;
+pub const F_OWNER_PGRP: i32 = 2;
+
+/// `struct f_owner_ex`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct FOwnerEx {
+    kind: libc::c_int,
+    pid: libc::pid_t,
+}
+
+/// Who gets the I/O signals of an open file description, as `fcntl` reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Owner {
+    /// `F_OWNER_TID` (0), `F_OWNER_PID` (1) or `F_OWNER_PGRP` (2).
+    pub kind: i32,
+    /// 0: no owner (or one that has exited).
+    pub pid: i32,
+    /// The real and effective uid of whoever set the owner.
+    pub uid: u32,
+    pub euid: u32,
+    /// `F_GETSIG`: 0 for `SIGIO` without `siginfo`.
+    pub signal: i32,
+}
+
+/// `fcntl(fd, F_GETOWN_EX / F_GETOWNER_UIDS / F_GETSIG)` — the owner of the open file
+/// description and the signal it sends.
+/// See [fcntl(2)](https://man7.org/linux/man-pages/man2/fcntl.2.html), "Managing signals".
+pub fn owner(fd: BorrowedFd<'_>) -> nix::Result<Owner> {
+    let mut ex = FOwnerEx::default();
+    // SAFETY: F_GETOWN_EX writes one `struct f_owner_ex` through the pointer, which
+    // points at `ex` (same layout).
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), F_GETOWN_EX, &mut ex as *mut FOwnerEx) };
+    Errno::result(r)?;
+    let mut uids = [0u32; 2];
+    // SAFETY: F_GETOWNER_UIDS writes two uid_t (u32) through the pointer, which points at
+    // `uids`.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), F_GETOWNER_UIDS, uids.as_mut_ptr()) };
+    Errno::result(r)?;
+    // SAFETY: integer arguments only.
+    let signal = unsafe { libc::fcntl(fd.as_raw_fd(), F_GETSIG) };
+    Ok(Owner {
+        kind: ex.kind,
+        pid: ex.pid,
+        uid: uids[0],
+        euid: uids[1],
+        signal: Errno::result(signal)?,
+    })
 }

@@ -8,6 +8,7 @@ pub mod fd;
 pub mod file;
 pub mod inherit;
 pub mod inject;
+pub mod ipc;
 pub mod kcmp;
 pub mod mem;
 pub mod pagemap;

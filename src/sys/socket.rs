@@ -35,6 +35,14 @@ pub const TIOCSPTLCK: u64 = 0x4004_5431;
 pub const TIOCGPKT: u64 = 0x8004_5438;
 pub const TIOCGPTLCK: u64 = 0x8004_5439;
 pub const TIOCGPTPEER: u64 = 0x5441;
+pub const TIOCEXCL: u64 = 0x540c;
+pub const TIOCNOTTY: u64 = 0x5422;
+pub const TIOCSPGRP: u64 = 0x5410;
+/// `TIOCGDEV`: the device number (`new_encode_dev`) of the terminal behind an fd, also
+/// through `/dev/tty` or `/dev/console`.
+pub const TIOCGDEV: u64 = 0x8004_5432;
+/// `TIOCGEXCL`: whether the terminal is in exclusive mode (`TIOCEXCL`).
+pub const TIOCGEXCL: u64 = 0x8004_5440;
 /// `sizeof(struct termios)` as `TCGETS` copies it (kernel `struct termios`, not glibc's).
 pub const TERMIOS_LEN: usize = 36;
 
@@ -66,6 +74,15 @@ pub fn getsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32) -> nix::Result<
     let mut buf = [0u8; 4];
     getsockopt_bytes(fd, level, name, &mut buf)?;
     Ok(i32::from_ne_bytes(buf))
+}
+
+/// `socket(family, ty, protocol)` — a new socket (`ty` may carry `SOCK_CLOEXEC`).
+/// See [socket(2)](https://man7.org/linux/man-pages/man2/socket.2.html).
+pub fn socket(family: i32, ty: i32, protocol: i32) -> nix::Result<OwnedFd> {
+    // SAFETY: socket takes no pointers; on success it returns a new fd nothing else owns.
+    let fd = Errno::result(unsafe { libc::socket(family, ty, protocol) })?;
+    // SAFETY: `fd` was just returned by the kernel and is owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// `setsockopt(fd, level, name, bytes, len)`.
@@ -101,6 +118,14 @@ pub fn ioctl_get_int(fd: BorrowedFd<'_>, req: u64) -> nix::Result<i32> {
     Errno::result(r).map(|_| v)
 }
 
+/// `ioctl(fd, TIOCEXCL)`: puts a terminal in exclusive mode (no argument).
+/// See [ioctl_tty(2)](https://man7.org/linux/man-pages/man2/ioctl_tty.2.html).
+pub fn set_exclusive(fd: BorrowedFd<'_>) -> nix::Result<()> {
+    // SAFETY: TIOCEXCL reads no argument.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), TIOCEXCL) };
+    Errno::result(r).map(drop)
+}
+
 /// `ioctl(fd, req, buf)` for requests that read or write a struct of `buf.len()` bytes
 /// (`TCGETS`/`TCSETS` with [`TERMIOS_LEN`], `TIOCGWINSZ`/`TIOCSWINSZ` with 8).
 pub fn ioctl_buf(fd: BorrowedFd<'_>, req: u64, buf: &mut [u8]) -> nix::Result<()> {
@@ -127,6 +152,44 @@ pub fn open_pty_peer(master: BorrowedFd<'_>, flags: i32) -> nix::Result<OwnedFd>
     let fd = Errno::result(unsafe { libc::ioctl(master.as_raw_fd(), TIOCGPTPEER, flags) })?;
     // SAFETY: on success the kernel returned a new fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Writes buffered bytes back into a pseudo-terminal pair — `input` into the master,
+/// `output` into the slave — and waits until the line discipline has them (writes reach
+/// it asynchronously; the termios must not change before): `visible` bytes of input
+/// readable from the slave, all the output from the master.
+pub fn pty_refill(
+    master: BorrowedFd<'_>,
+    slave: BorrowedFd<'_>,
+    input: &[u8],
+    output: &[u8],
+    visible: usize,
+) -> nix::Result<()> {
+    write_all(master, input)?;
+    write_all(slave, output)?;
+    for _ in 0..2000 {
+        if readable(slave)? as usize >= visible && readable(master)? as usize >= output.len() {
+            // A partial canonical line is not counted: it came in the same write as
+            // the lines before it; give the line discipline a moment for it anyway.
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+    Err(Errno::ETIMEDOUT)
+}
+
+/// `FIONREAD`: bytes readable now.
+pub fn readable(fd: BorrowedFd<'_>) -> nix::Result<i32> {
+    ioctl_get_int(fd, libc::FIONREAD)
+}
+
+fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> nix::Result<()> {
+    while !data.is_empty() {
+        let n = nix::unistd::write(fd, data)?;
+        data = &data[n..];
+    }
+    Ok(())
 }
 
 /// One message (or run of stream bytes) seen with `MSG_PEEK`.

@@ -1,6 +1,7 @@
 //! # Safety
 //! `get_robust_list(2)` through the raw syscall: the kernel writes one pointer-sized head
-//! and one `size_t` length into two live locals of exactly those sizes.
+//! and one `size_t` length into two live locals of exactly those sizes; `tgkill(2)` takes
+//! only integers.
 //!
 //! Per-thread kernel state that another task may read from outside (with ptrace access).
 #![allow(unsafe_code)]
@@ -45,4 +46,12 @@ pub fn robust_list(tid: i32) -> Result<RobustList, RobustListError> {
         head,
         len: len as u64,
     })
+}
+
+/// `tgkill(pid, tid, sig)` — send `sig` to thread `tid` of process `pid`; see
+/// [tgkill(2)](https://man7.org/linux/man-pages/man2/tgkill.2.html).
+pub fn tgkill(pid: i32, tid: i32, sig: i32) -> nix::Result<()> {
+    // SAFETY: tgkill takes three integers and touches no memory of ours.
+    let r = unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) };
+    Errno::result(r).map(drop)
 }

@@ -57,10 +57,17 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("prctl", &[]),
     ("creds", &["-pthread"]),
     ("mmflags", &[]),
+    ("file_prot", &[]),
+    ("many_maps", &[]),
+    ("no_vdso", &[]),
+    ("aio", &[]),
+    ("shmem_pieces", &[]),
     ("seccomp", &["-pthread"]),
     ("loginuid", &[]),
     ("guards", &[]),
     ("tree", &[]),
+    ("stopped", &["-pthread"]),
+    ("group_helper", &[]),
     ("shared_vm", &[]),
     ("cow", &[]),
     ("unlinked_maps", &[]),
@@ -68,7 +75,10 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("inflight", &[]),
     ("fanotify", &[]),
     ("inet_sockets", &[]),
+    ("sockopts", &[]),
     ("pty", &[]),
+    ("ctty", &[]),
+    ("pty_hangup", &[]),
     ("split", &[]),
     ("tcp_echo", &[]),
     ("pipes", &[]),
@@ -76,8 +86,16 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("epoll_moved", &[]),
     ("inotify", &[]),
     ("memfd", &[]),
+    ("sysv", &[]),
     ("ghost", &[]),
+    ("ghost_holes", &[]),
+    ("ghost_kinds", &[]),
     ("locks", &[]),
+    ("fown", &["-pthread"]),
+    ("unix_unlinked", &[]),
+    ("leases", &[]),
+    ("pidfd_dead", &[]),
+    ("proc_files", &[]),
     ("unsupported", &[]),
 ];
 
@@ -277,6 +295,17 @@ pub fn spawn_victim_in_our_session(name: &str, args: &[&str], dir: &Path) -> Pro
         &dir.join(format!("{name}.log")),
         false,
     )
+}
+
+/// Like [`spawn_victim`], run through `wrapper` (a command that execs the victim in
+/// place, such as `unshare --uts`: the victim keeps the wrapper's pid).
+pub fn spawn_victim_under(wrapper: &[&str], name: &str, args: &[&str], dir: &Path) -> Proc {
+    let mut cmd = Command::new(wrapper[0]);
+    cmd.args(&wrapper[1..])
+        .arg(victim_bin(name))
+        .args(args)
+        .current_dir(dir);
+    spawn_with(&mut cmd, &dir.join(format!("{name}.log")), true)
 }
 
 fn victim_cmd(name: &str, args: &[&str], dir: &Path) -> Command {

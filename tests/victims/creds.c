@@ -12,6 +12,12 @@
  * With "threads": also no_new_privs, then two threads (created after the setup, so they
  * inherit it all) record their own /proc/thread-self/status lines and securebits; after go
  * each checks its own again, since Linux keeps credentials per thread.
+ *
+ * With "per_thread": the process stays root; its two threads change their own
+ * credentials with raw syscalls (libc would apply them to every thread): the first
+ * setgroups {100}, gids 100 and uids 1000 (no capability left), the second an effective
+ * uid of 2000 (no effective capability); each records and checks its own as above, and
+ * the leader checks that it is still root with its capabilities.
  */
 #include "victim.h"
 
@@ -30,6 +36,7 @@ static int bits_before;
 
 struct worker {
 	pthread_t th;
+	void (*change)(void); /* per_thread: this thread's own credential change */
 	char before[4096];
 	int bits;
 	atomic_int state; /* 0 starting, 1 recorded, 2 asked to check, 3 passed, 4 failed */
@@ -116,6 +123,8 @@ static void *worker_main(void *arg)
 	char now[4096];
 	int bits;
 
+	if (w->change)
+		w->change();
 	status_lines_of("/proc/thread-self/status", w->before, sizeof(w->before));
 	w->bits = prctl(PR_GET_SECUREBITS);
 	atomic_store(&w->state, 1);
@@ -133,9 +142,31 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-static void start_workers(void)
+/* Raw syscalls: they change the calling thread only. */
+static void become_user(void)
 {
-	CHECK_SYS(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
+	gid_t groups[] = { 100 };
+
+	CHECK_SYS(syscall(SYS_setgroups, 1, groups));
+	CHECK_SYS(syscall(SYS_setresgid, 100, 100, 100));
+	CHECK_SYS(syscall(SYS_setresuid, 1000, 1000, 1000));
+}
+
+static void set_euid(void)
+{
+	CHECK_SYS(syscall(SYS_setresuid, -1, 2000, -1));
+}
+
+static void start_workers(int per_thread)
+{
+	if (per_thread) {
+		if (geteuid() != 0)
+			victim_skip("needs root to change its credentials");
+		workers[0].change = become_user;
+		workers[1].change = set_euid;
+	} else {
+		CHECK_SYS(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
+	}
 	status_lines(before, sizeof(before));
 	for (int i = 0; i < NTHREADS; i++) {
 		int e = pthread_create(&workers[i].th, NULL, worker_main, &workers[i]);
@@ -159,16 +190,25 @@ static void verify_workers(void)
 
 int main(int argc, char **argv)
 {
-	int threads = argc > 1 && !strcmp(argv[1], "threads");
+	int per_thread = argc > 1 && !strcmp(argv[1], "per_thread");
+	int threads = per_thread || (argc > 1 && !strcmp(argv[1], "threads"));
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	victim_install_go();
-	setup();
+	if (!per_thread)
+		setup();
 	if (threads)
-		start_workers();
+		start_workers(per_thread);
 	victim_ready();
 	victim_wait_go();
-	verify();
+	if (per_thread) {
+		char now[4096];
+
+		status_lines(now, sizeof(now));
+		CHECK(strcmp(now, before) == 0, "leader's credentials were:\n%sare:\n%s", before, now);
+	} else {
+		verify();
+	}
 	if (threads)
 		verify_workers();
 	victim_pass();

@@ -4,8 +4,11 @@
  * Before READY (in a fresh directory): fd 10 an inotify instance (O_NONBLOCK) watching the
  * directory for IN_CREATE (wd 1), file "a" for IN_MODIFY (wd 2, then removed) and file
  * "b" for IN_MODIFY|IN_CLOSE_WRITE (wd 3); the events of the setup are read away.
+ * fd 11 (and its dup at 13) an inotify instance watching, for IN_MODIFY (wd 1), file
+ * "gone", deleted while open at fd 12.
  * After go: F_GETFL; no event is pending; creating "c" reports wd 1 IN_CREATE "c";
- * writing "b" reports wd 3 IN_MODIFY; writing "a" reports nothing.
+ * writing "b" reports wd 3 IN_MODIFY; writing "a" reports nothing; writing fd 12 reports
+ * wd 1 IN_MODIFY on fd 11.
  */
 #include "victim.h"
 
@@ -50,6 +53,11 @@ int main(void)
 	CHECK(inotify_add_watch(10, "a", IN_MODIFY) == 2, "wd 2");
 	CHECK_SYS(inotify_rm_watch(10, 2));
 	CHECK(inotify_add_watch(10, "b", IN_MODIFY | IN_CLOSE_WRITE) == 3, "wd 3");
+	victim_place(inotify_init1(IN_NONBLOCK), 11);
+	victim_place(open("gone", O_RDWR | O_CREAT, 0600), 12);
+	CHECK(inotify_add_watch(11, "gone", IN_MODIFY) == 1, "fd 11 wd 1");
+	CHECK_SYS(unlink("gone"));
+	CHECK_SYS(dup2(11, 13));
 	while (read(10, buf, sizeof(buf)) > 0)
 		;
 	fl = fcntl(10, F_GETFL);
@@ -62,6 +70,9 @@ int main(void)
 	touch("a");
 	touch("b");
 	expect(10, 3, IN_MODIFY, NULL);
+	CHECK(read(13, buf, sizeof(buf)) == -1 && errno == EAGAIN, "fd 13: stray event");
+	CHECK(write(12, "x", 1) == 1, "write fd 12");
+	expect(13, 1, IN_MODIFY, NULL);
 	unlink("a");
 	unlink("b");
 	unlink("c");

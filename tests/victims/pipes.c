@@ -8,9 +8,12 @@
  *   fd 21:     the write end of a pipe whose read end is closed, "orphan" buffered;
  *   fds 22/23: an O_DIRECT (packet) pipe, empty, both ends O_CLOEXEC;
  *   fd 30:     a FIFO opened O_RDWR with "fifo-bytes" buffered;
- *   fd 31/32:  the same FIFO O_RDONLY|O_NONBLOCK and O_WRONLY (other descriptions).
+ *   fd 31/32:  the same FIFO O_RDONLY|O_NONBLOCK and O_WRONLY (other descriptions);
+ *   fds 24/25: a pipe, "re" buffered; fd 26 another read description of it and fd 27
+ *              another write description (opens of /proc/self/fd/N), O_NONBLOCK.
  * After go: per fd F_GETFL, F_GETFD, F_GETPIPE_SZ, FIONREAD, the inode; the bytes, in
- * order; that 10/11 and 30/31/32 are still connected and that 11/12 share a description.
+ * order; that 10/11, 24-27 and 30/31/32 are still connected, that 11/12 share a
+ * description and 24/26 and 25/27 do not.
  */
 #include "victim.h"
 
@@ -22,9 +25,9 @@
 #include <sys/syscall.h>
 
 #define BIG 300000
-#define NFD 8
+#define NFD 12
 
-static const int fds[NFD] = {10, 11, 12, 20, 21, 22, 23, 30};
+static const int fds[NFD] = {10, 11, 12, 20, 21, 22, 23, 24, 25, 26, 27, 30};
 static struct { int fl, fdfl, size, queued; ino_t ino; } before[NFD];
 static char dir[] = "pipes-XXXXXX";
 
@@ -79,6 +82,11 @@ static void setup(void)
 	write_all(30, "fifo-bytes", 10);
 	victim_place(open("fifo", O_RDONLY | O_NONBLOCK), 31);
 	victim_place(open("fifo", O_WRONLY), 32);
+
+	pipe_at(24, 25, 0);
+	write_all(25, "re", 2);
+	victim_place(open("/proc/self/fd/24", O_RDONLY | O_NONBLOCK), 26);
+	victim_place(open("/proc/self/fd/25", O_WRONLY | O_NONBLOCK), 27);
 }
 
 static void snapshot(int i, int fd)
@@ -164,6 +172,15 @@ static void use(void)
 	write_all(23, "cd", 2);
 	r = read(22, buf, sizeof(buf));
 	CHECK(r == 2, "fds 22/23: O_DIRECT packets merged (read %d)", r);
+
+	for (int fd = 25; fd <= 27; fd++)
+		same_pipe(24, fd);
+	CHECK(!same_file(24, 26) && !same_file(25, 27), "fds 26/27 are not descriptions of their own");
+	read_exact(26, buf, 2);
+	CHECK(!memcmp(buf, "re", 2), "fd 26: wrong bytes");
+	write_all(27, "w27", 3);
+	read_exact(24, buf, 3);
+	CHECK(!memcmp(buf, "w27", 3), "fd 27 does not write into fd 24's pipe");
 
 	same_pipe(30, 31);
 	same_pipe(30, 32);

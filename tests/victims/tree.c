@@ -12,7 +12,8 @@
  *   |-- C: clone(CLONE_FILES | CLONE_FS): sees fds the root opens, and its umask
  *   |-- S: stopped with SIGSTOP; must still be stopped after restore
  *   |-- Z: exited with status 7, not reaped (a zombie)
- *   `-- Z2: killed by SIGTERM, not reaped
+ *   |-- Z2: killed by SIGTERM, not reaped
+ *   `-- Z3: killed by SIGKILL (whose action cannot be set), not reaped
  *
  * On go, every process checks its ids and parent, forwards go to its children, reaps
  * them and exits 0 only if all passed; the root prints PASS last.
@@ -203,14 +204,14 @@ static void check_zombie(pid_t z, int code, int sig)
 int main(int argc, char **argv)
 {
 	struct family f = { .n = 0 };
-	pid_t s, z, z2;
+	pid_t s, z, z2, z3;
 	int nullfd, st;
 	int total = argc > 1 ? atoi(argv[1]) : 10;
 
 	victim_install_go();
 	root_pid = getpid();
-	/* root, A, A1, B, B1, B2, C, S, Z, Z2: 10 without extra leaves */
-	extra_leaves = total > 10 ? total - 10 : 0;
+	/* root, A, A1, B, B1, B2, C, S, Z, Z2, Z3: 11 without extra leaves */
+	extra_leaves = total > 11 ? total - 11 : 0;
 	CHECK(extra_leaves + 1 < FAMILY_MAX_KIDS, "tree of %d is too big", total);
 	pg = sysconf(_SC_PAGESIZE);
 	shm = mmap(NULL, SHM_PAGES * pg, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -231,6 +232,7 @@ int main(int argc, char **argv)
 	CHECK(WIFSTOPPED(st), "S did not stop");
 	z = zombie(7, 0);
 	z2 = zombie(0, SIGTERM);
+	z3 = zombie(0, SIGKILL);
 	/* A writes its shared page before READY. */
 	while (*(volatile char *)(shm + pg) != 'A')
 		usleep(1000);
@@ -240,6 +242,7 @@ int main(int argc, char **argv)
 
 	check_zombie(z, 7, 0);
 	check_zombie(z2, 0, SIGTERM);
+	check_zombie(z3, 0, SIGKILL);
 	CHECK(proc_state(s) == 'T', "S is in state %c, not stopped", proc_state(s));
 	CHECK(getsid(0) == root_pid && getpgid(0) == root_pid, "root: session %d group %d",
 	      getsid(0), getpgid(0));

@@ -101,4 +101,16 @@ static inline void victim_place(int fd, int at)
 	}
 }
 
+/* The text of the /proc/self link `name` ("fd/3", "cwd") into `buf` of `len` bytes. */
+static inline void victim_proc_link(const char *name, char *buf, size_t len)
+{
+	char path[64];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/%s", name);
+	n = readlink(path, buf, len - 1);
+	CHECK_SYS(n);
+	buf[n] = 0;
+}
+
 #endif

@@ -1,5 +1,6 @@
-//! TCP and UDP sockets, IPv4 and IPv6: bound and connected addresses, options, listening
-//! backlogs, and established TCP connections under `--tcp-established`.
+//! IP sockets, v4 and v6 — TCP, UDP, UDP-Lite, ICMP echo ("ping") and raw: bound and
+//! connected addresses, options (`sockopts.rs`), listening backlogs, and established TCP
+//! connections under `--tcp-established`.
 //!
 //! An established connection is saved with `TCP_REPAIR`: the socket is put in repair mode
 //! (the kernel then sends nothing on it, not even when it is closed), and the sequence
@@ -10,18 +11,20 @@
 //! the dump ends: a dump that kills the task closes them silently, any other end (a
 //! failure, `--leave-running`) takes them out of repair mode and lifts the lock.
 //!
-//! Queued UDP datagrams are not saved: they are dropped, as a network may drop them.
+//! Queued datagrams are not saved: they are dropped, as a network may drop them. A corked
+//! datagram socket holding unsent data is refused.
 //! Without `--tcp-established` an established connection is refused; `--tcp-close`
 //! saves it as closed. The restore side is `restore/files/inet.rs`.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use nix::sys::socket::{getpeername, getsockname, SockaddrLike, SockaddrStorage};
+use nix::sys::socket::{getpeername, getsockname, SockaddrStorage};
 
 use super::sock::SockCtx;
 use crate::dump::DumpError;
 use crate::image::files::FdKind;
-use crate::image::sock::{InetSocket, InetState, SockAddr, TcpRepair};
+use crate::image::sock::{InetSocket, InetState, SockAddr, SockKind, TcpRepair};
+use crate::image::sockopts::Scope;
 use crate::sys::sock_diag::{self, TCP_LISTEN};
 use crate::sys::socket::{
     getsockopt_bytes, getsockopt_int, ioctl_get_int, recv_peek, setsockopt_int, SIOCINQ, SIOCOUTQ,
@@ -101,34 +104,93 @@ pub fn inet_kind(
         .map_err(|e| err(format!("getsockopt(SO_PROTOCOL): {e}")))?;
     let ty = getsockopt_int(s, libc::SOL_SOCKET, libc::SO_TYPE)
         .map_err(|e| err(format!("getsockopt(SO_TYPE): {e}")))?;
-    if protocol != libc::IPPROTO_TCP && protocol != libc::IPPROTO_UDP {
+    let kind = SockKind {
+        family,
+        ty,
+        protocol,
+    };
+    if !supported(kind) {
         return Err(DumpError::unsupported(format!(
-            "fd {fd} of pid {pid} is an inet socket of protocol {protocol} (type {ty}); stasis checkpoints TCP and UDP only"
+            "fd {fd} of pid {pid} is an inet socket of protocol {protocol} (type {ty}); stasis checkpoints TCP, UDP, UDP-Lite, ping and raw ones only"
         )));
     }
-    let local = address(getsockname::<SockaddrStorage>(fd_raw(s)).ok());
-    let remote = address(getpeername::<SockaddrStorage>(fd_raw(s)).ok());
-    let opts = ctx.common_opts(s, family, ty)?;
-    let v6only = family == libc::AF_INET6
-        && getsockopt_int(s, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).unwrap_or(0) != 0;
-    let nodelay = protocol == libc::IPPROTO_TCP
-        && getsockopt_int(s, libc::SOL_TCP, libc::TCP_NODELAY).unwrap_or(0) != 0;
-    let state = if protocol == libc::IPPROTO_UDP {
-        InetState::Unconnected
+    let tcp = Scope::Tcp.covers(kind);
+    let info = if tcp {
+        Some(tcp_info(s).map_err(|e| err(format!("getsockopt(TCP_INFO): {e}")))?)
     } else {
-        tcp_state(ctx, fd, ino, sock, family, &local, &remote)?
+        None
+    };
+    let connected = info.is_some_and(|i| i[0] != TCP_CLOSE && i[0] != TCP_LISTEN);
+    let raw = ty == libc::SOCK_RAW;
+    let local = address(getsockname::<SockaddrStorage>(fd_raw(s)).ok(), raw);
+    let mut remote = peer_address(getpeername::<SockaddrStorage>(fd_raw(s)).ok());
+    if remote.is_none() && !tcp {
+        remote = unreported_peer(pid, kind, ino).map_err(err)?;
+    }
+    let opts = ctx.options(fd, s, kind, connected)?;
+    if opts.flag(libc::SOL_UDP, libc::UDP_CORK) {
+        corked(s).map_err(err)?;
+    }
+    let state = match info {
+        Some(info) => tcp_state(ctx, fd, ino, sock, family, &info, (&local, &remote))?,
+        None => InetState::Unconnected,
     };
     Ok(FdKind::Inet(Box::new(InetSocket {
         ino,
         family,
+        sock_type: ty,
         protocol,
         local,
         remote,
         state,
         opts,
-        v6only,
-        nodelay,
     })))
+}
+
+/// The peer of a datagram or raw socket connected to port 0, which `getpeername` does not
+/// report (it takes port 0 for "not connected"): from the namespace's socket table.
+fn unreported_peer(pid: i32, kind: SockKind, ino: u64) -> Result<Option<SockAddr>, String> {
+    use crate::proc::netsock;
+    let Some(table) = netsock::table_name(kind.family, kind.ty, kind.protocol) else {
+        return Ok(None);
+    };
+    let path = format!("/proc/{pid}/net/{table}");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("read {path}: {e}"))?;
+    Ok(netsock::find(&text, ino)
+        .filter(|s| s.state == TCP_ESTABLISHED)
+        .map(|s| SockAddr {
+            ip: s.remote.0,
+            port: s.remote.1,
+            scope_id: 0,
+        }))
+}
+
+/// TCP, UDP and UDP-Lite, ICMP echo ("ping") and raw sockets.
+fn supported(k: SockKind) -> bool {
+    let dgram = [
+        libc::IPPROTO_UDP,
+        libc::IPPROTO_UDPLITE,
+        libc::IPPROTO_ICMP,
+        libc::IPPROTO_ICMPV6,
+    ];
+    match k.ty {
+        libc::SOCK_STREAM => k.protocol == libc::IPPROTO_TCP,
+        libc::SOCK_DGRAM => dgram.contains(&k.protocol),
+        libc::SOCK_RAW => true,
+        _ => false,
+    }
+}
+
+/// A corked datagram socket holding data not yet sent: the pending datagram lives in
+/// the kernel only, which nothing can read back.
+fn corked(s: BorrowedFd<'_>) -> Result<(), String> {
+    let outq = ioctl_get_int(s, SIOCOUTQ).map_err(|e| format!("ioctl(SIOCOUTQ): {e}"))?;
+    if outq > 0 {
+        return Err(format!(
+            "a datagram socket holds corked data not yet sent (UDP_CORK; {outq} bytes of its send buffer), which stasis cannot checkpoint"
+        ));
+    }
+    Ok(())
 }
 
 fn fd_raw(s: BorrowedFd<'_>) -> i32 {
@@ -136,19 +198,26 @@ fn fd_raw(s: BorrowedFd<'_>) -> i32 {
     s.as_raw_fd()
 }
 
-/// Port 0 means unbound / unconnected.
-fn address(sa: Option<SockaddrStorage>) -> Option<SockAddr> {
+/// The bound address: `None` when both address and port are unset (a raw socket's port
+/// is its protocol: only its address counts).
+fn address(sa: Option<SockaddrStorage>, raw: bool) -> Option<SockAddr> {
+    let a = peer_address(sa)?;
+    let any = a.ip.iter().all(|b| *b == 0);
+    (!any || (a.port != 0 && !raw)).then_some(a)
+}
+
+/// An address as it is (`getpeername` fails on an unconnected socket).
+fn peer_address(sa: Option<SockaddrStorage>) -> Option<SockAddr> {
     let sa = sa?;
     if let Some(v4) = sa.as_sockaddr_in() {
-        return (v4.port() != 0).then(|| SockAddr {
+        return Some(SockAddr {
             ip: v4.ip().octets().to_vec(),
             port: v4.port(),
             scope_id: 0,
         });
     }
     let v6 = sa.as_sockaddr_in6()?;
-    let _ = sa.family();
-    (v6.port() != 0).then(|| SockAddr {
+    Some(SockAddr {
         ip: v6.ip().octets().to_vec(),
         port: v6.port(),
         scope_id: v6.scope_id(),
@@ -161,17 +230,14 @@ fn tcp_state(
     ino: u64,
     sock: OwnedFd,
     family: i32,
-    local: &Option<SockAddr>,
-    remote: &Option<SockAddr>,
+    info: &[u8; 8],
+    (local, remote): (&Option<SockAddr>, &Option<SockAddr>),
 ) -> Result<InetState, DumpError> {
     let pid = ctx.pid;
-    let info = tcp_info(sock.as_fd()).map_err(|e| {
-        DumpError::unsupported(format!("fd {fd} of pid {pid}: getsockopt(TCP_INFO): {e}"))
-    })?;
     match info[0] {
         TCP_CLOSE => Ok(InetState::Unconnected),
         TCP_LISTEN => listening(ctx, fd, ino, family),
-        TCP_ESTABLISHED => established(ctx, fd, sock, &info, local, remote),
+        TCP_ESTABLISHED => established(ctx, fd, sock, info, local, remote),
         other => Err(DumpError::unsupported(format!(
             "fd {fd} of pid {pid} is a TCP socket in state {} ({other}); stasis checkpoints listening, unconnected and established ones",
             state_name(other)

@@ -1,6 +1,7 @@
 //! inotify: every watch (`inotify wd:` lines of fdinfo), by the path of the watched
 //! inode, found from the line's file handle with `open_by_handle_at` on the mount of its
-//! device. Pending events are not saved (they are dropped: documented in
+//! device; a watched file that was deleted but is held open by an fd of the process is
+//! watched through that fd (`/proc/self/fd/N`). Pending events are not saved (they are dropped: documented in
 //! docs/ARCHITECTURE.md). The restore side is `restore/files/inotify.rs`.
 
 use std::os::fd::AsFd;
@@ -8,7 +9,7 @@ use std::os::unix::fs::MetadataExt;
 
 use super::{parsed, OpenFd};
 use crate::dump::DumpError;
-use crate::image::files::{FdKind, InotifyFd, InotifyWatch};
+use crate::image::files::{FdKind, InotifyFd, InotifyWatch, HELD_FD_PREFIX};
 use crate::proc::fdkinds::{self, FileHandle, InotifyWatchInfo};
 use crate::sys::fd::open_by_handle_at;
 
@@ -27,12 +28,14 @@ fn watch(open: &OpenFd, w: &InotifyWatchInfo) -> Result<InotifyWatch, DumpError>
         handle_type: w.handle_type,
         handle: w.handle.clone(),
     };
-    let path = watched_path(open.pid, &handle).map_err(|why| {
-        open.error(&format!(
-            "is an inotify instance whose watch {} (inode {}) cannot be found by path: {why}",
-            w.wd, w.ino
-        ))
-    })?;
+    let path = watched_path(open.pid, &handle)
+        .or_else(|why| held_open(open, &handle).ok_or(why))
+        .map_err(|why| {
+            open.error(&format!(
+                "is an inotify instance whose watch {} (inode {}) cannot be found by path: {why}",
+                w.wd, w.ino
+            ))
+        })?;
     Ok(InotifyWatch {
         wd: w.wd,
         mask: w.mask,
@@ -60,6 +63,22 @@ pub fn watched_path(pid: i32, w: &FileHandle) -> Result<String, String> {
             "{path} is not the watched inode any more (deleted or moved?)"
         )),
     }
+}
+
+/// For a watched inode without a path (a deleted file) that the process holds open:
+/// `/proc/self/fd/N` of the first fd holding it, through which the restore adds the watch
+/// once that fd is in place.
+fn held_open(open: &OpenFd, w: &FileHandle) -> Option<String> {
+    let (major, minor) = (w.sdev >> 20, w.sdev & 0xf_ffff);
+    let fds = crate::proc::fds(open.pid).ok()?;
+    fds.into_iter().find_map(|fd| {
+        let m = std::fs::metadata(format!("/proc/{}/fd/{fd}", open.pid)).ok()?;
+        let dev = m.dev();
+        let same = m.ino() == w.ino
+            && u64::from(libc::major(dev)) == major
+            && u64::from(libc::minor(dev)) == minor;
+        same.then(|| format!("{HELD_FD_PREFIX}{fd}"))
+    })
 }
 
 /// A mount point of device `sdev` (kernel `dev_t`: 12 bits of major above 20 bits of

@@ -1,6 +1,11 @@
 //! File locks held through an fd (`lock:` lines of fdinfo, which list the locks whose
-//! file is this open file description): `flock`, POSIX record and OFD locks. Saved only
-//! under `--file-locks`; without it a held lock is refused. Waiters (`->`) are not locks:
+//! file is this open file description): `flock`, POSIX record and OFD locks, and leases
+//! (`F_SETLEASE`), also one being broken. Saved only under `--file-locks`; without it a
+//! held lock is refused. fdinfo shows a lease being broken with the type it is broken
+//! to: a write lease for one downgraded to `READ`; one broken to `UNLCK` is taken as a
+//! read lease on a read-only description and a write lease otherwise (as CRIU does: a
+//! read lease cannot be taken through a writable description, and the two differ only
+//! in which opens the break makes wait). Waiters (`->`) are not locks:
 //! a task blocked in `F_SETLKW` or `flock` asks again when it resumes. The restore side
 //! is `restore/files/locks.rs`.
 
@@ -14,10 +19,16 @@ pub fn dump(open: &OpenFd, enabled: bool) -> Result<Vec<FileLock>, DumpError> {
     held.iter()
         .filter(|l| !l.blocked)
         .map(|l| {
+            let mut write = l.write;
             let kind = match l.kind.as_str() {
                 "FLOCK" => LockKind::Flock,
                 "POSIX" => LockKind::Posix,
                 "OFDLCK" => LockKind::Ofd,
+                "LEASE" if l.state == "BREAKING" => {
+                    write = !l.unlock || open.info.flags & libc::O_ACCMODE != libc::O_RDONLY;
+                    LockKind::LeaseBreaking { unlock: l.unlock }
+                }
+                "LEASE" => LockKind::Lease,
                 other => {
                     return Err(open.error(&format!(
                         "holds a {other} lock on {}, which stasis cannot checkpoint",
@@ -34,7 +45,7 @@ pub fn dump(open: &OpenFd, enabled: bool) -> Result<Vec<FileLock>, DumpError> {
             Ok(FileLock {
                 fd: open.fd,
                 kind,
-                write: l.write,
+                write,
                 start: l.start,
                 len: l.end.map_or(0, |end| end - l.start + 1),
             })

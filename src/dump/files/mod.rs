@@ -4,12 +4,15 @@
 //! kind family, each the twin of `restore/files/<kind>.rs`. Kinds stasis cannot restore are
 //! refused here, naming the fd, the pid and the kind.
 //!
-//! - [`path`]: regular files, directories, `O_PATH` fds and deleted ("ghost") files;
+//! - [`path`]: regular files, directories, `O_PATH` fds and files unlinked while other
+//!   links remain (`--link-remap`);
+//! - [`ghost`]: files deleted while open, saved once for the tree (`ghosts.img`);
 //! - [`chardev`]: character devices and terminals;
 //! - [`pipe`]: pipes and FIFOs, with their buffered bytes;
 //! - [`eventfd`], [`timerfd`], [`signalfd`], [`epoll`], [`inotify`], [`fanotify`],
-//!   [`memfd`], [`pidfd`];
-//! - [`locks`]: flock, POSIX and OFD locks held through the fds;
+//!   [`memfd`], [`pidfd`]; `ns`: files of the process's own namespaces;
+//! - [`locks`]: flock, POSIX and OFD locks and leases held through the fds;
+//! - [`fown`]: the owner and signal of each open file description (`F_SETOWN_EX`);
 //! - `sock`, `unix`, `inet`: sockets (unix, TCP and UDP); `pty`: pseudo-terminal pairs;
 //! - [`inflight`]: files riding on queued unix messages (`SCM_RIGHTS`), walked as more
 //!   fds of the table, reached through stasis's own copies.
@@ -23,17 +26,21 @@ pub mod chardev;
 pub mod epoll;
 pub mod eventfd;
 pub mod fanotify;
+pub mod fown;
+pub mod ghost;
 mod inet;
 mod inflight;
 pub mod inotify;
 pub mod locks;
 pub mod memfd;
+mod ns;
 pub mod path;
 pub mod pidfd;
 pub mod pipe;
-mod pty;
+pub mod pty;
 pub mod signalfd;
 mod sock;
+mod sockopts;
 pub mod split;
 pub mod timerfd;
 mod unix;
@@ -81,9 +88,19 @@ pub struct FdOptions {
     pub tree_sockets: std::cell::OnceCell<std::collections::HashSet<u64>>,
     /// Every fd of the tree by file, read when a file in flight is first identified.
     pub tree_files: inflight::TreeFiles,
+    /// The files of the tree deleted while open, each once (`ghosts.img`).
+    pub ghosts: std::cell::RefCell<ghost::Table>,
+    /// Where the tree holds each pty, read when a pty is first met.
+    pub tree_ptys: OnceCell<pty::TreePtys>,
 }
 
 impl FdOptions {
+    /// Where the processes of the tree hold pty masters and slaves (read once).
+    pub fn tree_ptys(&self) -> &pty::TreePtys {
+        self.tree_ptys
+            .get_or_init(|| pty::TreePtys::read(&self.pids))
+    }
+
     /// Whether a process of the tree holds socket `ino` in its fd table (read once, when
     /// a socket is first found connected outside its own process).
     pub fn tree_holds_socket(&self, ino: u64) -> bool {
@@ -112,8 +129,9 @@ pub struct Walk {
     /// (with where each is reached, see [`OpenFd::reach`]), in `kcmp` order (for dedup
     /// by binary search).
     created: HashMap<Description, Vec<Created>>,
-    /// Pipe inode → the fd that creates the pipe, and the fd holding the other end.
-    pub pipes: HashMap<u64, (i32, Option<i32>)>,
+    /// Pipe inode → the fd that creates the pipe, its end, and the fd holding the other
+    /// end.
+    pub pipes: HashMap<u64, (i32, crate::image::files::PipeEnd, Option<i32>)>,
     /// FIFO and memfd inodes already seen (their data is saved once).
     pub inodes: HashMap<u64, i32>,
     /// Files linked for `--link-remap`, by `(st_dev, st_ino)`: their link and whether it
@@ -285,6 +303,7 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
     let mut in_flight = flying.messages;
     opened.extend(flying.opened);
     let mut dropped = Vec::new();
+    let mut owners = Vec::new();
     for open in opened {
         let fd = open.fd;
         let kind = match entry_kind(&open, opts, &mut walk, &mut ctx, &mut lock_list) {
@@ -298,6 +317,12 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
         };
         if epoll::is_epoll(&open) && !matches!(kind, FdKind::Dup { .. }) {
             epolls.push(fd);
+        }
+        let described = !matches!(kind, FdKind::Dup { .. } | FdKind::Inherited { .. });
+        // An O_PATH description has no owner (fcntl refuses to ask).
+        if described && open.info.flags & libc::O_PATH == 0 {
+            let copy = ctx.steal(fd)?;
+            owners.extend(fown::read(&open, copy.as_fd(), &opts.pids)?);
         }
         fds.push(FdEntry {
             fd,
@@ -317,6 +342,9 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
         in_flight,
         epoll_moved,
         hashes,
+        owners,
+        unlinked_sockets: std::mem::take(&mut ctx.unlinked_sockets),
+        socket_files: std::mem::take(&mut ctx.socket_files),
     };
     Ok((image, ctx.held))
 }
@@ -425,8 +453,14 @@ fn classify(
     {
         return pty::master_kind(ctx, open.fd, index);
     }
-    if let Some(kind) = open.pty_slave()?.and_then(|i| pty::slave_kind(ctx, i)) {
+    if let Some(kind) = open
+        .pty_slave()?
+        .and_then(|i| pty::slave_kind(open, opts, i))
+    {
         return Ok(kind);
+    }
+    if is_deleted(open)? {
+        return deleted(open, opts, walk, ctx);
     }
     if open.info.flags & libc::O_PATH != 0 {
         return path::dump_opath(open);
@@ -440,17 +474,48 @@ fn classify(
     if open.target.starts_with("/memfd:") {
         return memfd::dump(open);
     }
+    if let Some(kind) = ns::dump(open)? {
+        return Ok(kind);
+    }
     match open.file_type()? {
-        libc::S_IFREG if open.target.ends_with(" (deleted)") => {
-            path::dump_deleted(open, opts, walk, &mut ctx.held)
+        libc::S_IFREG if open.target.ends_with(ghost::DELETED) => {
+            path::dump_deleted(open, opts, walk, &mut ctx.held, None)
         }
         libc::S_IFREG | libc::S_IFDIR => path::dump(open),
-        libc::S_IFCHR => chardev::dump(open, opts.shell_job),
+        libc::S_IFCHR => chardev::dump(open, opts),
         libc::S_IFIFO => pipe::dump_fifo(open, walk, ctx),
         libc::S_IFSOCK => Err(open.refuse("a socket")),
         libc::S_IFBLK => Err(open.refuse("a block device")),
         _ => Err(open.refuse("a file of unknown type")),
     }
+}
+
+/// Whether `open` is a file of a filesystem whose last link is gone (a memfd, which
+/// never had one, is not).
+fn is_deleted(open: &OpenFd) -> Result<bool, DumpError> {
+    let named = open.has_path() && !open.target.starts_with("/memfd:");
+    if !named || !open.target.ends_with(ghost::DELETED) || open.meta()?.st_nlink != 0 {
+        return Ok(false);
+    }
+    // A terminal is a terminal, deleted node or not (`chardev.rs`).
+    let meta = open.meta()?;
+    Ok(meta.st_mode & libc::S_IFMT != libc::S_IFCHR || !is_tty(meta.st_rdev))
+}
+
+/// A file deleted while open (no link left, not a memfd): a ghost, unless it is a
+/// regular file with more data than `--ghost-limit`.
+fn deleted(
+    open: &OpenFd,
+    opts: &FdOptions,
+    walk: &mut Walk,
+    ctx: &mut SockCtx<'_>,
+) -> Result<FdKind, DumpError> {
+    if open.file_type()? == libc::S_IFREG {
+        if let Some(stored) = ghost::over_limit(open, opts.ghost_limit)? {
+            return path::dump_deleted(open, opts, walk, &mut ctx.held, Some(stored));
+        }
+    }
+    ghost::dump(open, opts, walk, ctx)
 }
 
 /// Objects without a path (`anon_inode:[eventfd]`...).

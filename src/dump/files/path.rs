@@ -1,8 +1,7 @@
 //! Regular files and directories, saved by path and identity (device, inode, size,
 //! mtime) and reopened by path on restore (`restore/files/path.rs`); `O_PATH` fds of any
-//! kind of file; and regular files deleted while open ("ghost" files), whose contents are
-//! saved (up to `--ghost-limit`) to recreate them. A path that no longer names the open file
-//! is refused.
+//! kind of file. A path that no longer names the open file is refused; files deleted
+//! while open are saved as ghosts (`ghost.rs`).
 //!
 //! `--link-remap` (CRIU's name) covers the files whose name was unlinked that a ghost
 //! cannot: one that keeps other links (a ghost would be a different file), and a deleted
@@ -21,10 +20,10 @@ use std::path::{Path, PathBuf};
 use super::{FdOptions, Held, OpenFd, Walk};
 use crate::dump::mm::file_id;
 use crate::dump::DumpError;
-use crate::image::files::{ContentHash, FdEntry, FdKind, GhostFd, OPathFd, PathFd, RemapFd};
+use crate::image::files::{ContentHash, FdEntry, FdKind, OPathFd, PathFd, RemapFd};
 use crate::image::mm::FileId;
 
-const DELETED: &str = " (deleted)";
+use super::ghost::DELETED;
 
 /// With `--file-hash`: the CRC-32 of every regular file the table holds open by path,
 /// whatever its size (read through `/proc/PID/fd/N`, so a write-only fd is read too).
@@ -58,10 +57,13 @@ pub fn dump(open: &OpenFd) -> Result<FdKind, DumpError> {
     }))
 }
 
-/// An `O_PATH` fd: only the path matters.
+/// An `O_PATH` fd: only the path matters (a deleted file's is a ghost, see `ghost.rs`).
 pub fn dump_opath(open: &OpenFd) -> Result<FdKind, DumpError> {
     if open.target.ends_with(DELETED) {
-        return Err(open.refuse("an O_PATH fd of a deleted file"));
+        return Err(open.error(&format!(
+            "is an O_PATH fd of {}, a name since unlinked while the file keeps other links, which stasis cannot restore yet",
+            open.target
+        )));
     }
     still_named(open)?;
     Ok(FdKind::OPath(OPathFd {
@@ -69,10 +71,15 @@ pub fn dump_opath(open: &OpenFd) -> Result<FdKind, DumpError> {
     }))
 }
 
-/// The link text must still lead to the open file.
+/// The link text must still lead to the open file (a symlink itself, for an `O_PATH`
+/// fd on one).
 pub fn still_named(open: &OpenFd) -> Result<(), DumpError> {
     let meta = open.meta()?;
-    match std::fs::metadata(&open.target) {
+    let now = match meta.st_mode & libc::S_IFMT {
+        libc::S_IFLNK => std::fs::symlink_metadata(&open.target),
+        _ => std::fs::metadata(&open.target),
+    };
+    match now {
         Ok(m) if m.dev() == meta.st_dev && m.ino() == meta.st_ino => Ok(()),
         _ => Err(open.error(&format!(
             "is open on {}, a path that no longer names the open file (moved, replaced or in another mount namespace)",
@@ -81,27 +88,23 @@ pub fn still_named(open: &OpenFd) -> Result<(), DumpError> {
     }
 }
 
-/// A regular file whose name was unlinked while it is open: a ghost (its contents in the
-/// image) if it has no link left and fits `--ghost-limit`, else a link remap under
-/// `--link-remap`, else refused naming the option.
+/// A regular file whose name was unlinked while it is open, and which is no ghost
+/// (`ghost.rs`): it keeps other links, or (`stored`) holds that many bytes of data, above
+/// `--ghost-limit`. Under `--link-remap` it is reached through a link made beside it,
+/// else refused naming the option.
 pub fn dump_deleted(
     open: &OpenFd,
     opts: &FdOptions,
     walk: &mut Walk,
     held: &mut Held,
+    stored: Option<u64>,
 ) -> Result<FdKind, DumpError> {
     let path = open.target.strip_suffix(DELETED).unwrap_or(&open.target);
-    let meta = open.meta()?;
-    let (size, limit) = (meta.st_size as u64, opts.ghost_limit);
-    let linked = meta.st_nlink != 0;
-    if !linked && size <= limit {
-        return dump_ghost(open, path);
-    }
+    let limit = opts.ghost_limit;
     if !opts.link_remap {
-        return Err(open.error(&if linked {
-            format!("is open on {path}, a name since unlinked while the file keeps other links; use --link-remap to restore it through a link made beside it")
-        } else {
-            format!("is deleted file {path} of {size} bytes, above the --ghost-limit of {limit} bytes; raise --ghost-limit to save it in the image, or use --link-remap to keep it beside its old path")
+        return Err(open.error(&match stored {
+            None => format!("is open on {path}, a name since unlinked while the file keeps other links; use --link-remap to restore it through a link made beside it"),
+            Some(stored) => format!("is deleted file {path} holding {stored} bytes of data, above the --ghost-limit of {limit} bytes; raise --ghost-limit to save it in the image, or use --link-remap to keep it beside its old path"),
         }));
     }
     let (link, copied) = match walk.remaps.get(&open.object()?) {
@@ -117,20 +120,6 @@ pub fn dump_deleted(
         path: path.to_string(),
         pos: open.info.pos,
         copied,
-    }))
-}
-
-/// A deleted file: its contents, read through `/proc/PID/fd/N` (a new open file
-/// description: the target's offset is untouched).
-fn dump_ghost(open: &OpenFd, path: &str) -> Result<FdKind, DumpError> {
-    let meta = open.meta()?;
-    Ok(FdKind::Ghost(GhostFd {
-        path: path.to_string(),
-        mode: meta.st_mode & 0o7777,
-        uid: meta.st_uid,
-        gid: meta.st_gid,
-        pos: open.info.pos,
-        contents: read_all(open, meta.st_size as u64)?,
     }))
 }
 

@@ -3,7 +3,8 @@
 //! A pipe has two ends, each its own open file description. The first fd of the table
 //! holding either end records the pipe ([`FdKind::Pipe`]: its end, capacity and buffered
 //! bytes) and the first fd holding the other end becomes its [`FdKind::PipePeer`]; further
-//! fds of either description are `Dup`s. A FIFO is reopened by path; its first fd carries
+//! fds of either description are `Dup`s, and other descriptions (opens of
+//! `/proc/PID/fd/N`) are [`FdKind::Reopen`]s of the creating fd. A FIFO is reopened by path; its first fd carries
 //! the FIFO's capacity and bytes.
 //!
 //! The buffered bytes are copied, never consumed: the pipe's read side is duplicated into
@@ -21,7 +22,7 @@ use super::sock::SockCtx;
 use super::{OpenFd, Walk};
 use crate::dump::mm::file_id;
 use crate::dump::DumpError;
-use crate::image::files::{FdEntry, FdKind, FifoFd, PipeEnd, PipeFd};
+use crate::image::files::{FdEntry, FdKind, FifoBytes, FifoFd, PipeEnd, PipeFd};
 use crate::sys::fd::{fionread, tee};
 
 /// The inode of a pipe from its link text (`pipe:[123]`).
@@ -42,16 +43,19 @@ pub fn dump(
 ) -> Result<FdKind, DumpError> {
     let end = end_of(open)?;
     match walk.pipes.get_mut(&ino) {
-        Some((of, peer @ None)) => {
+        Some((of, first_end, peer @ None)) if *first_end != end => {
             *peer = Some(open.fd);
             Ok(FdKind::PipePeer { of: *of })
         }
-        Some((of, Some(peer))) => Err(open.error(&format!(
-            "is a third open file description of the pipe of fds {of} and {peer} ({}); stasis restores pipes with one description per end",
-            open.target
-        ))),
+        // Another open of the pipe (through `/proc/PID/fd/N`): opened the same way at
+        // restore, which never waits for a partner on a pipe (only on a FIFO).
+        Some((of, _, _)) => Ok(FdKind::Reopen {
+            pid: open.pid,
+            fd: *of,
+            pos: 0,
+        }),
         None => {
-            walk.pipes.insert(ino, (open.fd, None));
+            walk.pipes.insert(ino, (open.fd, end, None));
             let (size, data) = contents(open, end, ctx)?;
             Ok(FdKind::Pipe(PipeFd {
                 ino,
@@ -72,22 +76,31 @@ pub fn dump_fifo(
 ) -> Result<FdKind, DumpError> {
     super::path::still_named(open)?;
     let file = file_id(&open.through(), &open.target)?;
-    let first = walk.inodes.insert(open.meta()?.st_ino, open.fd).is_none();
+    let FifoBytes { size, data } = fifo_bytes(open, walk, ctx)?.unwrap_or_default();
+    Ok(FdKind::Fifo(FifoFd { file, size, data }))
+}
+
+/// The capacity and buffered bytes of the FIFO behind `open` if it is the table's first
+/// fd on that FIFO, else `None` (that first fd carries them).
+pub fn fifo_bytes(
+    open: &OpenFd,
+    walk: &mut Walk,
+    ctx: &mut SockCtx<'_>,
+) -> Result<Option<FifoBytes>, DumpError> {
+    if walk.inodes.insert(open.meta()?.st_ino, open.fd).is_some() {
+        return Ok(None);
+    }
     let end = match open.info.flags & libc::O_ACCMODE {
         libc::O_WRONLY => PipeEnd::Write,
         _ => PipeEnd::Read,
     };
-    let (size, data) = if first {
-        contents(open, end, ctx)?
-    } else {
-        (0, Vec::new())
-    };
-    Ok(FdKind::Fifo(FifoFd { file, size, data }))
+    let (size, data) = contents(open, end, ctx)?;
+    Ok(Some(FifoBytes { size, data }))
 }
 
 /// Fills in each creating fd's `peer` once the whole table is known.
 pub fn link_peers(fds: &mut [FdEntry], walk: &Walk) {
-    for (creator, peer) in walk.pipes.values() {
+    for (creator, _, peer) in walk.pipes.values() {
         if let Some(FdKind::Pipe(p)) = fds
             .iter_mut()
             .find(|e| e.fd == *creator)

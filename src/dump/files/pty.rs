@@ -1,28 +1,67 @@
-//! Pseudo-terminals created inside the process: a master (`/dev/ptmx`) with the slave's
+//! Pseudo-terminals created inside the tree: a master (`/dev/ptmx`) with the slave's
 //! termios, window size, lock and packet mode, and the slaves (`/dev/pts/N`) whose master
-//! the process holds. A slave whose master is elsewhere is the invoking terminal
-//! (`--shell-job`, in `files.rs`).
+//! a process of the tree holds — the same process or another (a terminal multiplexer
+//! keeps the master, its children use the slave) — or whose master was closed (the slave
+//! is hung up, its node deleted). A slave whose master is outside the tree is the
+//! invoking terminal (`--shell-job`, in `chardev.rs`). The node's owner and mode, and the
+//! sessions the pty controls, are `dump/tty.rs`.
 //!
 //! Buffered data — input written to the master and not yet read from the slave, output
-//! written to the slave and not yet read from the master — has no peek: when the process
-//! holds a slave, both are read through duplicates of its fds with the pair switched to
-//! raw mode, then written back the same way and the termios put back, so the task keeps
-//! them (a partial canonical line written back is readable as one line). Without a slave
-//! fd no data is read (opening one would change the pair's hang-up state).
-//! The restore side is `restore/files/pty.rs`.
+//! written to the slave and not yet read from the master — has no peek: when a process
+//! of the tree holds a slave, both are read through duplicates of the master and that
+//! slave with the pair switched to raw mode, then written back the same way and the
+//! termios put back, so the task keeps them (a partial canonical line written back is
+//! readable as one line). Without a slave fd no data is read (opening one would change
+//! the pair's hang-up state).
+//! The restore side is `restore/files/pty.rs` and `restore/tty.rs`.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use super::sock::SockCtx;
+use super::{FdOptions, OpenFd};
 use crate::dump::DumpError;
 use crate::image::files::FdKind;
 use crate::image::sock::{raw_termios, refill_termios, visible_input, PtyMaster};
+use crate::proc;
 use crate::sys::socket::{
-    ioctl_buf, ioctl_get_int, TCGETS, TCSETS, TERMIOS_LEN, TIOCGPKT, TIOCGPTLCK, TIOCGWINSZ,
+    ioctl_buf, ioctl_get_int, pty_refill, readable, TCGETS, TCSETS, TERMIOS_LEN, TIOCGPKT,
+    TIOCGPTLCK, TIOCGWINSZ,
 };
 
 /// Major numbers of Unix98 pty slaves.
 const PTS_MAJORS: std::ops::RangeInclusive<u32> = 136..=143;
+
+/// Where the tree holds each pty: the first `(pid, fd)` of its master and of a slave,
+/// by pts number (read once per dump, when a pty is first met).
+#[derive(Clone, Debug, Default)]
+pub struct TreePtys {
+    pub masters: HashMap<u32, (i32, i32)>,
+    pub slaves: HashMap<u32, (i32, i32)>,
+}
+
+impl TreePtys {
+    /// Every fd of `pids` on a pty.
+    pub fn read(pids: &[i32]) -> TreePtys {
+        let mut t = TreePtys::default();
+        for &pid in pids {
+            let Ok(dir) = proc::FdDir::open(pid) else {
+                continue;
+            };
+            for fd in proc::fds(pid).unwrap_or_default() {
+                let Ok(link) = dir.link(fd) else { continue };
+                if is_master(&link.to_string_lossy()) {
+                    if let Some(index) = dir.info(fd).ok().and_then(|i| master_index(&i.extra)) {
+                        t.masters.entry(index).or_insert((pid, fd));
+                    }
+                } else if let Some(index) = dir.stat(fd).ok().and_then(|s| slave_index(s.st_rdev)) {
+                    t.slaves.entry(index).or_insert((pid, fd));
+                }
+            }
+        }
+        t
+    }
+}
 
 /// `/dev/ptmx` as a link target (from the host's /dev or a devpts mount).
 pub fn is_master(target: &str) -> bool {
@@ -64,12 +103,9 @@ pub fn master_kind(ctx: &mut SockCtx<'_>, fd: i32, index: u32) -> Result<FdKind,
     let winsize = std::array::from_fn(|i| u16::from_ne_bytes([ws[2 * i], ws[2 * i + 1]]));
     let locked = ioctl_get_int(m, TIOCGPTLCK).map_err(|e| err(format!("TIOCGPTLCK: {e}")))? != 0;
     let packet_mode = ioctl_get_int(m, TIOCGPKT).map_err(|e| err(format!("TIOCGPKT: {e}")))? != 0;
-    let (input, output) = match ctx.slaves.get(&index).copied() {
-        Some(slave_fd) => {
-            let slave = ctx.steal(slave_fd)?;
-            buffered(m, slave.as_fd(), &termios)
-                .map_err(|e| err(format!("read buffered data: {e}")))?
-        }
+    let (input, output) = match a_slave(ctx, index)? {
+        Some(slave) => buffered(m, slave.as_fd(), &termios)
+            .map_err(|e| err(format!("read buffered data: {e}")))?,
         None => (Vec::new(), Vec::new()),
     };
     Ok(FdKind::PtyMaster(Box::new(PtyMaster {
@@ -83,10 +119,28 @@ pub fn master_kind(ctx: &mut SockCtx<'_>, fd: i32, index: u32) -> Result<FdKind,
     })))
 }
 
-pub fn slave_kind(ctx: &SockCtx<'_>, index: u32) -> Option<FdKind> {
-    ctx.masters
-        .contains_key(&index)
-        .then_some(FdKind::PtySlave { index })
+/// A duplicate of a slave of pts `index` that this process or another of the tree holds.
+fn a_slave(ctx: &mut SockCtx<'_>, index: u32) -> Result<Option<OwnedFd>, DumpError> {
+    if let Some(&fd) = ctx.slaves.get(&index) {
+        return ctx.steal(fd).map(Some);
+    }
+    let Some(&(pid, fd)) = ctx.opts.tree_ptys().slaves.get(&index) else {
+        return Ok(None);
+    };
+    let dup = crate::sys::probe::pidfd_open(nix::unistd::Pid::from_raw(pid))
+        .and_then(|pidfd| crate::sys::probe::pidfd_getfd(pidfd.as_fd(), fd))
+        .map_err(|e| {
+            DumpError::unsupported(format!("duplicate fd {fd} of pid {pid} (pts {index}): {e}"))
+        })?;
+    Ok(Some(dup))
+}
+
+/// A slave whose master this process or another of the tree holds, or whose master was
+/// closed (its node is deleted: no one can hold it); `None` for the slave of a master
+/// outside the tree.
+pub fn slave_kind(open: &OpenFd, opts: &FdOptions, index: u32) -> Option<FdKind> {
+    let ours = opts.tree_ptys().masters.contains_key(&index);
+    (ours || open.target.ends_with(" (deleted)")).then_some(FdKind::PtySlave { index })
 }
 
 /// Reads both directions' buffered bytes in raw mode and writes them back.
@@ -101,13 +155,11 @@ fn buffered(
     let output = drain(master);
     let mut refill = refill_termios(termios);
     ioctl_buf(master, TCSETS, &mut refill)?;
-    let back = put_back(
-        master,
-        slave,
+    let (i, o) = (
         input.as_deref().unwrap_or(&[]),
         output.as_deref().unwrap_or(&[]),
-        termios,
     );
+    let back = pty_refill(master, slave, i, o, visible_input(termios, i));
     let mut orig = termios.to_vec();
     ioctl_buf(master, TCSETS, &mut orig)?;
     back?;
@@ -119,7 +171,7 @@ fn buffered(
 fn drain(fd: BorrowedFd<'_>) -> nix::Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
-    while pending(fd)? > 0 {
+    while readable(fd)? > 0 {
         let n = nix::unistd::read(fd, &mut buf)?;
         if n == 0 {
             break;
@@ -127,42 +179,4 @@ fn drain(fd: BorrowedFd<'_>) -> nix::Result<Vec<u8>> {
         out.extend_from_slice(&buf[..n]);
     }
     Ok(out)
-}
-
-/// Writes the bytes back where they were and waits until the line discipline has them
-/// (writes reach it asynchronously; the termios must not change before).
-fn put_back(
-    master: BorrowedFd<'_>,
-    slave: BorrowedFd<'_>,
-    input: &[u8],
-    output: &[u8],
-    termios: &[u8],
-) -> nix::Result<()> {
-    write_all(master, input)?;
-    write_all(slave, output)?;
-    for _ in 0..2000 {
-        if pending(slave)? as usize >= visible_input(termios, input)
-            && pending(master)? as usize >= output.len()
-        {
-            // A partial canonical line is not counted: it came in the same write as
-            // the lines before it; give the line discipline a moment for it anyway.
-            std::thread::sleep(std::time::Duration::from_millis(5));
-            return Ok(());
-        }
-        std::thread::sleep(std::time::Duration::from_micros(100));
-    }
-    Err(nix::errno::Errno::ETIMEDOUT)
-}
-
-/// `FIONREAD`: bytes readable now.
-fn pending(fd: BorrowedFd<'_>) -> nix::Result<i32> {
-    ioctl_get_int(fd, libc::FIONREAD)
-}
-
-fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> nix::Result<()> {
-    while !data.is_empty() {
-        let n = nix::unistd::write(fd, data)?;
-        data = &data[n..];
-    }
-    Ok(())
 }

@@ -1,10 +1,10 @@
-//! Sockets in the fd table: which family an fd is, the state shared by every socket of one
-//! dump (the target's pidfd, the kernel's unix socket table, the sockets held in repair
-//! mode), and the options common to every family.
+//! Sockets in the fd table: which family an fd is, and the state shared by every socket
+//! of one dump (the target's pidfd, the kernel's unix socket table, the sockets held in
+//! repair mode, new sockets' options: `sockopts.rs`).
 //!
 //! A socket is looked at through a duplicate of the target's fd (`pidfd_getfd`): the same
 //! socket, so nothing here may consume data or change state it does not put back. Unix
-//! sockets are `unix.rs`, TCP and UDP `inet.rs`; other families are refused, naming the
+//! sockets are `unix.rs`, IP ones `inet.rs`; other families are refused, naming the
 //! fd, the pid and the family.
 
 use std::collections::{HashMap, HashSet};
@@ -13,12 +13,13 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use nix::unistd::Pid;
 
 use super::inet::Held;
+use super::sockopts::{self, Defaults};
 use super::FdOptions;
 use crate::dump::DumpError;
 use crate::image::files::FdKind;
-use crate::image::sock::{SockOpts, UnixMessage};
+use crate::image::sock::{SockKind, SockOpts, UnixMessage};
 use crate::sys::sock_diag::{self, UnixDiag};
-use crate::sys::socket::{getsockopt_int, SO_PEEK_OFF};
+use crate::sys::socket::getsockopt_int;
 
 /// Per-dump state for sockets and terminals, and the duplicates of the table's fds
 /// ([`SockCtx::steal`]: sockets, pty masters, pipe read ends).
@@ -32,8 +33,8 @@ pub struct SockCtx<'a> {
     pub inodes: HashMap<u64, i32>,
     /// Sockets already described (a second fd on one is a dup).
     pub seen: HashSet<u64>,
-    /// `SockOpts` of a fresh socket, per (family, type): what "unchanged" means.
-    defaults: HashMap<(i32, i32), (u32, u32)>,
+    /// Options of a new socket, per kind: what "unchanged" means.
+    defaults: Defaults,
     pub held: Held,
     /// Pty masters by pts number (first fd), and the first fd of each of their slaves.
     pub masters: HashMap<u32, i32>,
@@ -42,6 +43,10 @@ pub struct SockCtx<'a> {
     pub queues: HashMap<u64, Vec<UnixMessage>>,
     /// Files in flight: their number in the table → stasis's copy.
     pub copies: HashMap<i32, OwnedFd>,
+    /// Unix sockets bound to a path that no longer leads to them (`FilesImage::unlinked_sockets`).
+    pub unlinked_sockets: Vec<u64>,
+    /// Mode and owner of the socket files bound (`FilesImage::socket_files`).
+    pub socket_files: Vec<crate::image::files::SocketFile>,
 }
 
 impl<'a> SockCtx<'a> {
@@ -60,12 +65,14 @@ impl<'a> SockCtx<'a> {
             unix: None,
             inodes,
             seen: HashSet::new(),
-            defaults: HashMap::new(),
+            defaults: Defaults::new(pid),
             held: Held::new(pid),
             masters: HashMap::new(),
             slaves: HashMap::new(),
             queues: HashMap::new(),
             copies: HashMap::new(),
+            unlinked_sockets: Vec::new(),
+            socket_files: Vec::new(),
         }
     }
 
@@ -99,49 +106,18 @@ impl<'a> SockCtx<'a> {
         Ok(self.unix.as_ref().expect("read above"))
     }
 
-    /// Options of `sock` (a stolen fd of family `family`, type `ty`); buffer sizes only
-    /// when they differ from a fresh socket's.
-    pub fn common_opts(
+    /// The options of fd `fd`, a socket of `kind` (`sock`: stasis's duplicate);
+    /// `connected`: a TCP connection (see `sockopts::read`).
+    pub fn options(
         &mut self,
+        fd: i32,
         sock: BorrowedFd<'_>,
-        family: i32,
-        ty: i32,
+        kind: SockKind,
+        connected: bool,
     ) -> Result<SockOpts, DumpError> {
-        let get = |name| getsockopt_int(sock, libc::SOL_SOCKET, name).unwrap_or(0);
-        let (rcv, snd) = (get(libc::SO_RCVBUF) as u32, get(libc::SO_SNDBUF) as u32);
-        let (drcv, dsnd) = self.default_bufs(family, ty)?;
-        Ok(SockOpts {
-            rcvbuf: (rcv != drcv).then_some(rcv),
-            sndbuf: (snd != dsnd).then_some(snd),
-            passcred: get(libc::SO_PASSCRED) != 0,
-            peek_off: getsockopt_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF).unwrap_or(-1),
-            reuseaddr: get(libc::SO_REUSEADDR) != 0,
-            reuseport: get(libc::SO_REUSEPORT) != 0,
-            keepalive: get(libc::SO_KEEPALIVE) != 0,
-            broadcast: get(libc::SO_BROADCAST) != 0,
-        })
+        sockopts::read(sock, kind, connected, &mut self.defaults)
+            .map_err(|e| DumpError::unsupported(format!("fd {fd} of pid {}: {e}", self.pid)))
     }
-
-    fn default_bufs(&mut self, family: i32, ty: i32) -> Result<(u32, u32), DumpError> {
-        if let Some(d) = self.defaults.get(&(family, ty)) {
-            return Ok(*d);
-        }
-        let fresh = fresh_socket(family, ty)?;
-        let get = |name| getsockopt_int(fresh.as_fd(), libc::SOL_SOCKET, name).unwrap_or(0) as u32;
-        let d = (get(libc::SO_RCVBUF), get(libc::SO_SNDBUF));
-        self.defaults.insert((family, ty), d);
-        Ok(d)
-    }
-}
-
-fn fresh_socket(family: i32, ty: i32) -> Result<OwnedFd, DumpError> {
-    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
-    let fam = AddressFamily::from_i32(family)
-        .ok_or_else(|| DumpError::unsupported(format!("socket family {family}")))?;
-    let ty = SockType::try_from(ty)
-        .map_err(|e| DumpError::unsupported(format!("socket type {ty}: {e}")))?;
-    socket(fam, ty, SockFlag::SOCK_CLOEXEC, None)
-        .map_err(|e| DumpError::unsupported(format!("create a probe socket: {e}")))
 }
 
 /// `socket:[1234]` → 1234.

@@ -209,17 +209,22 @@ fn reopen_files(tables: &mut Tables) -> Result<(), DumpError> {
     Ok(())
 }
 
-/// A FIFO's buffered bytes and capacity are refilled by the first fd of the tree that
-/// opens it (each process records them on its own first fd).
+/// A FIFO's buffered bytes and capacity (a deleted one's too) are refilled by the first
+/// fd of the tree that opens it (each process records them on its own first fd).
 fn fifo_bytes_once(tables: &mut Tables) {
     let mut seen = std::collections::HashSet::new();
+    let mut ghosts = std::collections::HashSet::new();
     for (_, files) in tables.iter_mut() {
         for e in &mut files.fds {
-            if let FdKind::Fifo(f) = &mut e.kind {
-                if !seen.insert((f.file.dev, f.file.ino)) {
+            match &mut e.kind {
+                FdKind::Fifo(f) if !seen.insert((f.file.dev, f.file.ino)) => {
                     f.size = 0;
                     f.data.clear();
                 }
+                FdKind::Deleted(d) if d.fifo.is_some() && !ghosts.insert(d.ghost) => {
+                    d.fifo = None;
+                }
+                _ => {}
             }
         }
     }

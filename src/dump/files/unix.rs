@@ -15,7 +15,7 @@ use std::os::unix::fs::MetadataExt;
 use super::sock::SockCtx;
 use crate::dump::DumpError;
 use crate::image::files::FdKind;
-use crate::image::sock::{UnixMessage, UnixPeer, UnixSocket};
+use crate::image::sock::{SockKind, UnixMessage, UnixPeer, UnixSocket};
 use crate::sys::sock_diag::{UnixDiag, TCP_LISTEN};
 use crate::sys::socket::{getsockopt_int, recv_peek, setsockopt_int, Peeked, SO_PEEK_OFF};
 
@@ -28,15 +28,29 @@ const PEEK_BUF: usize = 8 << 20;
 pub fn unix_kind(ctx: &mut SockCtx<'_>, fd: i32, ino: u64) -> Result<FdKind, DumpError> {
     let pid = ctx.pid;
     let d = ctx.unix_table()?[&(ino as u32)].clone();
-    let bind_dir = bind_dir(pid, fd, &d)?;
+    let unlinked = name_unlinked(ctx, &d)?;
+    let bind_dir = if unlinked {
+        ctx.unlinked_sockets.push(ino);
+        None
+    } else {
+        let dir = bind_dir(pid, fd, &d)?;
+        ctx.socket_files.extend(socket_file(pid, ino, &d));
+        dir
+    };
     let peer = peer(ctx, fd, ino, &d)?;
     let listen_backlog = (d.state == TCP_LISTEN).then_some(d.rqlen.1);
     if listen_backlog.is_some() {
         check_pending(ctx, fd, &d)?;
     }
     let sock = ctx.steal(fd)?;
-    let opts = ctx.common_opts(sock.as_fd(), libc::AF_UNIX, i32::from(d.sock_type))?;
+    let kind = SockKind {
+        family: libc::AF_UNIX,
+        ty: i32::from(d.sock_type),
+        protocol: 0,
+    };
+    let opts = ctx.options(fd, sock.as_fd(), kind, false)?;
     let queue = ctx.queues.remove(&ino).unwrap_or_default();
+    let peer = orphan_datagram_peer(&d, peer, &queue);
     check_queue(ctx, fd, &d, &peer, &queue)?;
     Ok(FdKind::Unix(Box::new(UnixSocket {
         ino,
@@ -49,6 +63,53 @@ pub fn unix_kind(ctx: &mut SockCtx<'_>, fd: i32, ino: u64) -> Result<FdKind, Dum
         queue,
         opts,
     })))
+}
+
+/// Whether the socket is bound to a path that no longer leads to it: its file was
+/// deleted (or moved: the kernel cannot tell the two apart, so a moved file is taken as
+/// deleted, as CRIU does), or it is an accepted connection, which shares its listener's
+/// name and file. The restore binds it to the name and unlinks the new file at once.
+fn name_unlinked(ctx: &mut SockCtx<'_>, d: &UnixDiag) -> Result<bool, DumpError> {
+    let Some((vfs_ino, vfs_dev)) = d.vfs else {
+        return Ok(false);
+    };
+    if d.name.is_empty() || d.name[0] == 0 {
+        return Ok(false);
+    }
+    let name = String::from_utf8_lossy(&d.name).into_owned();
+    let path = match d.name[0] {
+        b'/' => name,
+        _ => format!("/proc/{}/cwd/{name}", ctx.pid),
+    };
+    let here = std::fs::metadata(&path).ok();
+    if !here.is_some_and(|m| m.ino() == u64::from(vfs_ino)) {
+        return Ok(true);
+    }
+    let listener = ctx
+        .unix_table()?
+        .values()
+        .any(|o| o.ino != d.ino && o.state == TCP_LISTEN && o.vfs == Some((vfs_ino, vfs_dev)));
+    Ok(listener && d.state != TCP_LISTEN)
+}
+
+/// Mode and owner of the file a path-bound socket's name leads to (it leads to the
+/// socket: checked by `name_unlinked`).
+fn socket_file(pid: i32, ino: u64, d: &UnixDiag) -> Option<crate::image::files::SocketFile> {
+    if d.name.is_empty() || d.name[0] == 0 {
+        return None;
+    }
+    let name = String::from_utf8_lossy(&d.name).into_owned();
+    let path = match d.name[0] {
+        b'/' => name,
+        _ => format!("/proc/{pid}/cwd/{name}"),
+    };
+    let m = std::fs::metadata(path).ok()?;
+    Some(crate::image::files::SocketFile {
+        ino,
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+    })
 }
 
 /// A relative path name was bound relative to some cwd: find which (the process's cwd is
@@ -152,6 +213,22 @@ fn check_pending(ctx: &mut SockCtx<'_>, fd: i32, d: &UnixDiag) -> Result<(), Dum
     Ok(())
 }
 
+/// An unnamed datagram socket with messages queued and no peer (the other end of its
+/// socketpair closed): its messages came from a peer now gone, and it is rebuilt like a
+/// stream socket whose peer closed — as one end of a pair, refilled by the other end,
+/// which is then closed (sending reports the peer gone, as before).
+fn orphan_datagram_peer(d: &UnixDiag, peer: UnixPeer, queue: &[UnixMessage]) -> UnixPeer {
+    let orphan = d.sock_type == libc::SOCK_DGRAM as u8
+        && peer == UnixPeer::None
+        && d.name.is_empty()
+        && !queue.is_empty();
+    if orphan {
+        UnixPeer::Closed
+    } else {
+        peer
+    }
+}
+
 /// Queued data that cannot be put back: from an external peer, or to an unnamed socket.
 fn check_queue(
     ctx: &SockCtx<'_>,
@@ -168,7 +245,7 @@ fn check_queue(
         )));
     }
     let unsendable = d.sock_type == libc::SOCK_DGRAM as u8
-        && !matches!(peer, UnixPeer::Socket { .. })
+        && !matches!(peer, UnixPeer::Socket { .. } | UnixPeer::Closed)
         && d.name.is_empty();
     if !queue.is_empty() && unsendable {
         return Err(DumpError::unsupported(format!(

@@ -1,5 +1,6 @@
-//! Character devices, reopened by path, and the shell job's terminal, which becomes the
-//! restorer's own. The dump side is `dump/files/chardev.rs`.
+//! Character devices, reopened by path; `/dev/tty`, reopened once the session has its
+//! controlling terminal again (`restore/tty.rs`); and the shell job's terminal, which
+//! becomes the restorer's own. The dump side is `dump/files/chardev.rs`.
 
 use std::io::IsTerminal;
 use std::os::fd::AsRawFd;
@@ -13,6 +14,12 @@ use crate::restore::RestoreError;
 pub fn restore(at: &Install, c: &CharDevFd) -> Result<(), RestoreError> {
     at.place(open_in(at.child, &c.path, at.reopen_flags())?)?;
     seek(at, c.pos)
+}
+
+/// `/dev/tty`: the process's controlling terminal, which it has again since its
+/// Session stage.
+pub fn restore_controlling(at: &Install) -> Result<(), RestoreError> {
+    at.place(open_in(at.child, "/dev/tty", at.reopen_flags())?)
 }
 
 /// A terminal fd: a duplicate of the restorer's terminal.

@@ -1,5 +1,7 @@
-//! TCP and UDP sockets rebuilt in the child before the fd table is filled (see `prep.rs`).
-//! The dump side is `dump/files/inet.rs`.
+//! IP sockets (TCP, UDP, UDP-Lite, ping, raw) rebuilt in the child before the fd table is
+//! filled (see `prep.rs`): created, early options set (`sockopts.rs`: before `bind`, as
+//! `IP_FREEBIND` and `SO_BINDTODEVICE` must be), bound, connected or listening, late
+//! options. The dump side is `dump/files/inet.rs`.
 //!
 //! An established connection is rebuilt with `TCP_REPAIR`. Ordering requirements (the
 //! kernel's, see tcp(7) and CRIU's soccr): repair mode on; bind (repair mode forces the
@@ -13,6 +15,7 @@
 //! `ECONNABORTED`.
 
 use super::prep::{self, Prepared};
+use super::sockopts;
 use crate::image::files::{FdEntry, FdKind, FilesImage};
 use crate::image::sock::{InetSocket, InetState, SockAddr, TcpRepair};
 use crate::restore::child::Child;
@@ -43,7 +46,8 @@ pub fn prepare(
     let mut repaired = Vec::new();
     for e in &files.fds {
         let FdKind::Inet(s) = &e.kind else { continue };
-        let fd = one(child, e, s, prepared, tcp_close).map_err(at(e.fd))?;
+        let share = port_shared(files, s);
+        let fd = one(child, e, s, prepared, tcp_close, share).map_err(at(e.fd))?;
         prepared.assign(e.fd, fd);
         if let InetState::Established(r) = &s.state {
             if !tcp_close {
@@ -57,38 +61,64 @@ pub fn prepare(
     Ok(())
 }
 
+/// Whether `s` is bound without `SO_REUSEPORT` to an address another socket of the table
+/// holds with it: both were bound with it on (the kernel lets no other socket share a
+/// reuseport socket's address) and `s` turned it off since.
+fn port_shared(files: &FilesImage, s: &InetSocket) -> bool {
+    let reuseport = |x: &InetSocket| x.opts.flag(libc::SOL_SOCKET, libc::SO_REUSEPORT);
+    let bound = |x: &InetSocket| {
+        matches!(
+            x.state,
+            InetState::Unconnected | InetState::Listening { .. }
+        )
+    };
+    s.local.is_some()
+        && bound(s)
+        && !reuseport(s)
+        && files.fds.iter().any(|e| match &e.kind {
+            FdKind::Inet(o) => {
+                o.ino != s.ino
+                    && (o.family, o.protocol, &o.local) == (s.family, s.protocol, &s.local)
+                    && bound(o)
+                    && reuseport(o)
+            }
+            _ => false,
+        })
+}
+
+/// Ordering requirements: early options before `bind`; a socket sharing its port
+/// (`share`, see [`port_shared`]) has `SO_REUSEPORT` on from before `bind` until after
+/// `listen` (which checks the port again); late options last.
 fn one(
     child: &Child,
     e: &FdEntry,
     s: &InetSocket,
     prepared: &mut Prepared,
     tcp_close: bool,
+    share: bool,
 ) -> Result<u64, RestoreError> {
-    let ty = if s.protocol == libc::IPPROTO_TCP {
-        libc::SOCK_STREAM
-    } else {
-        libc::SOCK_DGRAM
-    };
     let got = child.remote().call(
         "socket",
         libc::SYS_socket,
-        &[s.family as u64, ty as u64, s.protocol as u64],
+        &[s.family as u64, s.sock_type as u64, s.protocol as u64],
     )?;
     let fd = prepared.park(child, got)?;
-    buffers(child, fd, s)?;
-    if s.family == libc::AF_INET6 {
+    sockopts::early(child, fd, &s.opts)?;
+    let reuseport = |on: bool| {
         prep::set_int(
             child,
             fd,
-            libc::IPPROTO_IPV6,
-            libc::IPV6_V6ONLY,
-            i32::from(s.v6only),
-        )?;
+            libc::SOL_SOCKET,
+            libc::SO_REUSEPORT,
+            i32::from(on),
+        )
+    };
+    if share {
+        reuseport(true)?;
     }
     match &s.state {
         InetState::Unconnected => unconnected(child, fd, s)?,
         InetState::Listening { backlog } => {
-            options(child, fd, s)?;
             bind(child, fd, s)?;
             child
                 .remote()
@@ -97,12 +127,17 @@ fn one(
         InetState::Established(r) if !tcp_close => repair(child, fd, s, r)?,
         InetState::Established(_) | InetState::Closed => aborted(child, fd, s)?,
     }
+    if share {
+        reuseport(false)?;
+    }
+    if !matches!(s.state, InetState::Established(_)) || tcp_close {
+        sockopts::late(child, fd, &s.opts, false)?;
+    }
     prep::set_fl(child, fd, e.flags)?;
     Ok(fd)
 }
 
 fn unconnected(child: &Child, fd: u64, s: &InetSocket) -> Result<(), RestoreError> {
-    options(child, fd, s)?;
     bind(child, fd, s)?;
     if let Some(r) = &s.remote {
         let (sa, len) = sockaddr(s.family, r);
@@ -111,43 +146,29 @@ fn unconnected(child: &Child, fd: u64, s: &InetSocket) -> Result<(), RestoreErro
     Ok(())
 }
 
+/// Binds to the saved address. An address that is not local was bound with
+/// `IP_FREEBIND` on, which the owner may have turned off since: bound the same way, then
+/// off again (`IPV6_FREEBIND` sets the same flag).
 fn bind(child: &Child, fd: u64, s: &InetSocket) -> Result<(), RestoreError> {
-    if let Some(l) = &s.local {
-        let (sa, len) = sockaddr(s.family, l);
-        prep::address_call(child, "bind", libc::SYS_bind, fd, &sa, len)?;
+    let Some(l) = &s.local else {
+        return Ok(());
+    };
+    let (sa, len) = sockaddr(s.family, l);
+    match prep::address_call(child, "bind", libc::SYS_bind, fd, &sa, len) {
+        Err(RestoreError::Inject(crate::sys::inject::InjectError::Failed {
+            source: nix::errno::Errno::EADDRNOTAVAIL,
+            ..
+        })) => {
+            let (level, name) = match s.family {
+                libc::AF_INET => (libc::SOL_IP, libc::IP_FREEBIND),
+                _ => (libc::SOL_IPV6, crate::image::sockopts::num::IPV6_FREEBIND),
+            };
+            prep::set_int(child, fd, level, name, 1)?;
+            prep::address_call(child, "bind", libc::SYS_bind, fd, &sa, len)?;
+            prep::set_int(child, fd, level, name, 0)
+        }
+        r => r,
     }
-    Ok(())
-}
-
-/// Options set on a socket out of repair mode (leaving repair mode resets address reuse).
-fn options(child: &Child, fd: u64, s: &InetSocket) -> Result<(), RestoreError> {
-    let o = &s.opts;
-    let flags = [
-        (libc::SO_REUSEADDR, o.reuseaddr),
-        (libc::SO_REUSEPORT, o.reuseport),
-        (libc::SO_KEEPALIVE, o.keepalive),
-        (libc::SO_BROADCAST, o.broadcast),
-    ];
-    for (name, on) in flags.into_iter().filter(|f| f.1) {
-        prep::set_int(child, fd, libc::SOL_SOCKET, name, i32::from(on))?;
-    }
-    if s.nodelay {
-        prep::set_int(child, fd, libc::SOL_TCP, libc::TCP_NODELAY, 1)?;
-    }
-    Ok(())
-}
-
-/// Buffer sizes, first of all: the queues of a connection must fit in them (TCP grows a
-/// connection's buffers by itself; setting them fixes them at the saved size, as CRIU).
-fn buffers(child: &Child, fd: u64, s: &InetSocket) -> Result<(), RestoreError> {
-    let sol = libc::SOL_SOCKET;
-    if let Some(v) = s.opts.rcvbuf {
-        prep::set_int(child, fd, sol, libc::SO_RCVBUFFORCE, (v / 2) as i32)?;
-    }
-    if let Some(v) = s.opts.sndbuf {
-        prep::set_int(child, fd, sol, libc::SO_SNDBUFFORCE, (v / 2) as i32)?;
-    }
-    Ok(())
 }
 
 /// `struct sockaddr_in` / `sockaddr_in6` bytes and length.
@@ -229,12 +250,14 @@ fn repair(child: &Child, fd: u64, s: &InetSocket, r: &TcpRepair) -> Result<(), R
 }
 
 /// Out of repair mode (a window probe tells the peer we are back), the never-sent part
-/// of the send queue sent for real, and the options repair mode would have reset.
+/// of the send queue sent for real, the address reuse repair mode reset, and the late
+/// options.
 fn resume(child: &Child, fd: u64, s: &InetSocket, r: &TcpRepair) -> Result<(), RestoreError> {
     repair_on(child, fd, false)?;
     let sent = r.send_queue.len() - r.unsent as usize;
     prep::send_all(child, fd, &r.send_queue[sent..], prep::CHUNK)?;
-    options(child, fd, s)
+    sockopts::reuse(child, fd, &s.opts)?;
+    sockopts::late(child, fd, &s.opts, false)
 }
 
 /// In repair mode the kernel queues each send as one linear buffer: a chunk too large
@@ -281,5 +304,5 @@ fn aborted(child: &Child, fd: u64, s: &InetSocket) -> Result<(), RestoreError> {
     sa.resize(16, 0);
     prep::address_call(child, "connect(AF_UNSPEC)", libc::SYS_connect, fd, &sa, 16)?;
     repair_on(child, fd, false)?;
-    options(child, fd, s)
+    sockopts::reuse(child, fd, &s.opts)
 }

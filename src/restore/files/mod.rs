@@ -1,15 +1,21 @@
 //! The fd table, cwd/root and umask, rebuilt inside the child. Each kind of fd is
 //! recreated by the twin of its dump module (`dump/files/<kind>.rs`):
 //!
-//! - [`path`]: regular files, directories, `O_PATH` fds and ghost files;
+//! - [`path`]: regular files, directories, `O_PATH` fds, ghost files of older images and
+//!   link remaps;
+//! - [`ghost`]: files deleted while in use (`ghosts.img`), recreated for the whole
+//!   restore;
 //! - [`chardev`]: character devices and the shell job's terminal;
 //! - [`pipe`]: pipes and FIFOs with their bytes;
 //! - [`eventfd`], [`timerfd`], [`signalfd`], [`epoll`], [`inotify`], [`fanotify`],
 //!   [`memfd`], [`pidfd`];
-//! - [`locks`]: file locks, taken once every fd exists;
-//! - `unix`, `inet`, `pty`: sockets and pseudo-terminal pairs, built before the table
-//!   loop at temporary numbers (`prep`: pairs, connections and queued data need every
-//!   end at once) and `dup3`ed into place by it.
+//! - [`locks`]: file locks and leases, taken once every fd exists;
+//! - [`fown`]: owners and signals of the descriptions, set after Threads (own stage);
+//! - `unix`, `inet`: sockets, built before the table loop at temporary numbers (`prep`:
+//!   pairs, connections and queued data need every end at once) and `dup3`ed into place
+//!   by it;
+//! - [`pty`]: pseudo-terminal masters and slaves, taken from stasis, which built every
+//!   pair before the tree (`restore/tty.rs`).
 //!
 //! Ordering requirements: runs after memory is filled (the pages fd is gone) and installs
 //! fds in increasing order, so every fd an entry refers to (`Dup { of }`, `PipePeer`)
@@ -26,18 +32,25 @@ pub use chardev::terminal_in_child;
 mod epoll;
 mod eventfd;
 mod fanotify;
+mod fown;
+pub use fown::restore as restore_owners;
+mod ghost;
+pub use ghost::Ghosts;
 mod inet;
 mod inotify;
 mod locks;
 mod memfd;
+mod ns;
 mod path;
 mod pidfd;
 mod pipe;
 mod prep;
-mod pty;
+pub mod pty;
 mod signalfd;
+mod sockopts;
 mod timerfd;
 mod unix;
+mod unix_unlinked;
 
 use super::child::Child;
 use super::staged::Staged;
@@ -46,6 +59,8 @@ use crate::image::files::{FdEntry, FdKind, FilesImage};
 use crate::image::task::TaskImage;
 
 const CLOSE_RANGE_ALL: u64 = u32::MAX as u64;
+/// `__O_TMPFILE`: `O_TMPFILE` without the `O_DIRECTORY` it includes.
+const O_TMPFILE_ONLY: i32 = libc::O_TMPFILE & !libc::O_DIRECTORY;
 
 /// What the kind modules get to build one fd.
 pub struct Install<'a> {
@@ -55,8 +70,12 @@ pub struct Install<'a> {
     pub entry: &'a FdEntry,
     /// The restorer's terminal duplicated in the child, when the table holds one.
     pub tty: Option<u64>,
-    /// Sockets and ptys built ahead of the loop.
+    /// Sockets built ahead of the loop.
     pub prepared: &'a prep::Prepared,
+    /// The image's ghost files, recreated.
+    pub ghosts: &'a Ghosts<'a>,
+    /// Stasis's fds on the pty pairs it built.
+    pub ptys: &'a pty::PtyFds,
 }
 
 impl Install<'_> {
@@ -70,9 +89,19 @@ impl Install<'_> {
     }
 
     /// Open flags that recreate the file status flags without side effects on the file.
+    /// A file made by `open(O_TMPFILE)` keeps that flag (with `O_DIRECTORY`, which it
+    /// includes) in its status flags; it is how the file was created, not how to open it.
     pub fn reopen_flags(&self) -> i32 {
-        let flags = self.entry.flags;
-        flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC)
+        let flags = self.tmpfile_flags();
+        if flags & O_TMPFILE_ONLY != 0 {
+            return flags & !libc::O_TMPFILE;
+        }
+        flags
+    }
+
+    /// [`Install::reopen_flags`] with `O_TMPFILE` kept: those that make such a file anew.
+    pub fn tmpfile_flags(&self) -> i32 {
+        self.entry.flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC)
             | libc::O_NOCTTY
             | self.cloexec()
     }
@@ -153,6 +182,8 @@ pub fn restore_fds(
     s: &mut Staged,
     files: &FilesImage,
     tcp_close: bool,
+    ghosts: &Ghosts,
+    ptys: &pty::PtyFds,
 ) -> Result<(), RestoreError> {
     let plain = batched_only(files);
     if !plain {
@@ -181,7 +212,6 @@ pub fn restore_fds(
     let mut prepared = prep::Prepared::new(tty.map_or(top, |t| t + 1));
     let sockets = unix::prepare(child, files, &mut prepared)?;
     inet::prepare(child, files, &mut prepared, tcp_close)?;
-    pty::prepare(child, files, &mut prepared)?;
     let known = plain.then(std::collections::BTreeSet::new);
     let mut batcher = batched::Batcher::new(s, known);
     for entry in install_order(files, child.pid()) {
@@ -191,6 +221,8 @@ pub fn restore_fds(
             entry,
             tty,
             prepared: &prepared,
+            ghosts,
+            ptys,
         };
         if batched::takes(entry) {
             batcher.add(&at)?;
@@ -218,7 +250,8 @@ fn batched_only(files: &FilesImage) -> bool {
     files.fds.iter().all(batched::takes) && files.locks.is_empty() && files.in_flight.is_empty()
 }
 
-/// Fd order, except that epoll instances and their dups come after every other fd, each
+/// Fd order, except that epoll instances and their dups (and inotify instances, and
+/// theirs: see [`is_inotify`]) come after every other fd, each
 /// epoll after the epolls it watches (a cycle cannot be built by epoll_ctl, so none is
 /// in an image) — for a moved registration, the fd of this process holding the file.
 fn install_order(files: &FilesImage, pid: i32) -> Vec<&FdEntry> {
@@ -234,6 +267,10 @@ fn install_order(files: &FilesImage, pid: i32) -> Vec<&FdEntry> {
             !target.is_some_and(|x| is_epoll(fds, x)) || done.contains(&fd)
         })),
         FdKind::Dup { of } if fds.iter().any(|x| x.fd == *of && is_epoll(fds, x)) => {
+            Some(done.contains(of))
+        }
+        FdKind::Inotify(_) => Some(true),
+        FdKind::Dup { of } if fds.iter().any(|x| x.fd == *of && is_inotify(x)) => {
             Some(done.contains(of))
         }
         _ => None,
@@ -255,6 +292,13 @@ fn install_order(files: &FilesImage, pid: i32) -> Vec<&FdEntry> {
     order
 }
 
+/// Inotify instances are built after the other fds, like epolls: a watch may be added
+/// through an fd of the process (a deleted file it holds open), and files the restore
+/// creates (deleted files, made again and unlinked) must raise no event in them.
+fn is_inotify(e: &FdEntry) -> bool {
+    matches!(e.kind, FdKind::Inotify(_))
+}
+
 fn is_epoll(fds: &[FdEntry], e: &FdEntry) -> bool {
     match &e.kind {
         FdKind::Epoll(_) => true,
@@ -274,6 +318,8 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::Remap(r) => path::restore_remap(at, r),
         FdKind::CharDev(c) => chardev::restore(at, c),
         FdKind::Tty(_) => chardev::restore_tty(at),
+        FdKind::ControllingTty => chardev::restore_controlling(at),
+        FdKind::PtyMaster(_) | FdKind::PtySlave { .. } => pty::restore(at),
         FdKind::Dup { of } => at.dup_of(*of as u64),
         FdKind::Inherited { pid, fd } => inherit(at, *pid, *fd),
         FdKind::Reopen { pid, fd, pos } => reopen(at, *pid, *fd, *pos),
@@ -291,20 +337,21 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::Epoll(e) => epoll::restore(at, e),
         FdKind::Inotify(i) => inotify::restore(at, i),
         FdKind::Fanotify(f) => fanotify::restore(at, f),
+        FdKind::Deleted(d) => ghost::restore(at, d),
         FdKind::Memfd(m) => memfd::restore(at, m),
         FdKind::PidFd(p) => pidfd::restore(at, p),
-        FdKind::Unix(_) | FdKind::Inet(_) | FdKind::PtyMaster(_) | FdKind::PtySlave { .. } => {
-            match at.prepared.get(at.entry.fd) {
-                Some(t) => at.dup_of(t),
-                None => Err(RestoreError::Unsupported {
-                    what: format!(
-                        "fd {} of pid {} was not prepared",
-                        at.entry.fd,
-                        at.child.pid()
-                    ),
-                }),
-            }
-        }
+        FdKind::DeadPidFd(p) => pidfd::restore_dead(at, p),
+        FdKind::Namespace(n) => ns::restore(at, n),
+        FdKind::Unix(_) | FdKind::Inet(_) => match at.prepared.get(at.entry.fd) {
+            Some(t) => at.dup_of(t),
+            None => Err(RestoreError::Unsupported {
+                what: format!(
+                    "fd {} of pid {} was not prepared",
+                    at.entry.fd,
+                    at.child.pid()
+                ),
+            }),
+        },
     }
 }
 
@@ -350,7 +397,7 @@ pub fn close_spares(child: &Child, files: &FilesImage) -> Result<(), RestoreErro
 /// A copy, in the child, of fd `fd` of the already restored process `owner`: the same
 /// open file description (`pidfd_open` + `pidfd_getfd`, Linux 5.6, run by the child,
 /// which is still privileged here). Returns the new fd number.
-fn take_from(child: &Child, owner: i32, fd: i32) -> Result<u64, RestoreError> {
+pub fn take_from(child: &Child, owner: i32, fd: i32) -> Result<u64, RestoreError> {
     let remote = child.remote();
     let pidfd = remote.call("pidfd_open", libc::SYS_pidfd_open, &[owner as u64, 0])?;
     let got = remote.raw(libc::SYS_pidfd_getfd, &[pidfd, fd as u64, 0]);
@@ -377,16 +424,30 @@ pub fn seek(at: &Install, pos: u64) -> Result<(), RestoreError> {
     Ok(())
 }
 
-/// cwd, root and umask, added to the pending batch. Ordering requirements: after every
-/// open by absolute path, and `chdir` before `chroot` (the cwd path is absolute in the
+/// cwd (a removed one: its ghost), root and umask, added to the pending batch.
+/// Ordering requirements: after every open by absolute path, and `chdir` before `chroot` (the cwd path is absolute in the
 /// restorer's root); no earlier stage changes what the child inherited.
-pub fn restore_fs(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreError> {
-    if fs_as_saved(task) {
+pub fn restore_fs(s: &mut Staged, task: &TaskImage, ghosts: &Ghosts) -> Result<(), RestoreError> {
+    let ghost = ghosts.cwd_of(task.pid);
+    if ghost.is_none() && fs_as_saved(task) {
         return Ok(());
     }
+    if let Some(stand_in) = pidfd::stand_in_for_cwd(&task.cwd)? {
+        // The cwd is the /proc directory of a process that has exited: that of a
+        // stand-in, which then exits too.
+        let b = s.batch();
+        let cwd = b.put_str(&format!("/proc/{}", stand_in.pid()));
+        b.call("chdir", libc::SYS_chdir, &[cwd]);
+        s.flush()?;
+    } else {
+        let b = s.batch();
+        let cwd = match ghost {
+            Some(path) => b.put_str(&path.to_string_lossy()),
+            None => b.put_str(&task.cwd),
+        };
+        b.call("chdir", libc::SYS_chdir, &[cwd]);
+    }
     let b = s.batch();
-    let cwd = b.put_str(&task.cwd);
-    b.call("chdir", libc::SYS_chdir, &[cwd]);
     if task.root != "/" {
         let root = b.put_str(&task.root);
         b.call("chroot", libc::SYS_chroot, &[root]);
@@ -396,6 +457,7 @@ pub fn restore_fs(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreError> 
 }
 
 pub use path::remove_remap_links;
+pub use pidfd::end_stand_ins;
 
 /// Whether the child's cwd, root and umask (inherited from stasis, see
 /// `restore/inherited.rs`) are the saved ones already: then nothing is injected.

@@ -51,10 +51,20 @@ pub fn restore_peer(at: &Install) -> Result<(), RestoreError> {
 }
 
 pub fn restore_fifo(at: &Install, f: &FifoFd) -> Result<(), RestoreError> {
-    let path = &f.file.path;
+    restore_fifo_at(at, &f.file.path, f.size, &f.data)
+}
+
+/// The FIFO at `path` opened without blocking; `size` and `data` (if not 0 and empty)
+/// refill it.
+pub fn restore_fifo_at(
+    at: &Install,
+    path: &str,
+    size: u32,
+    data: &[u8],
+) -> Result<(), RestoreError> {
     let keeper_flags = libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC;
     let keeper = open_in(at.child, path, keeper_flags)?;
-    fill(at, keeper, keeper, f.size, &f.data)?;
+    fill(at, keeper, keeper, size, data)?;
     let got = open_in(at.child, path, at.reopen_flags() | libc::O_NONBLOCK)?;
     at.set_status_flags(got)?;
     let keeper = at.aside(keeper)?;

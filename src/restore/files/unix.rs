@@ -8,7 +8,9 @@
 //! 1. create: a `socketpair` for every two sockets connected to each other (and for a
 //!    socket whose peer closed: the spare end is closed at step 6), `socket` for the rest;
 //! 2. bind names (a stale socket file left by the dumped process is removed first; a
-//!    relative name is bound from its directory);
+//!    relative name is bound from its directory); a name whose file was gone at dump
+//!    time is bound in a scratch root and its file unlinked (`unix_unlinked.rs`), with
+//!    the connections to it (steps 3 and 4 for those sockets);
 //! 3. `listen`;
 //! 4. `connect`: one-way datagram connections, connections still pending in a listener
 //!    (in its queue order, before anything could accept them), external peers;
@@ -16,7 +18,8 @@
 //!    receiver, by a temporary socket), with its credentials and the files in flight on
 //!    it (`SCM_RIGHTS`, naming their entries), the sender's buffer raised meanwhile;
 //! 6. shutdown states, spare ends closed;
-//! 7. options: buffer sizes, `SO_PASSCRED`, `SO_PEEK_OFF`, file status flags;
+//! 7. options (`sockopts.rs`, every stage: a filter would filter the refilled queue),
+//!    file status flags;
 //! 8. the entries of files in flight closed (their messages hold them now).
 //!
 //! A stream message with files is sent as one `sendmsg`: a peek glues the bytes queued
@@ -24,11 +27,13 @@
 //! first byte.
 //!
 //! A pair connected by `connect` + `accept` comes back as a `socketpair`: same type, peer
-//! and data, but the accepted end no longer reports the listener's name.
+//! and data; the accepted end gets the listener's name bound without a file.
 
 use std::collections::HashMap;
 
 use super::prep::{self, Prepared};
+use super::sockopts;
+use super::unix_unlinked;
 use crate::image::files::{FdEntry, FdKind, FilesImage, InFlight};
 use crate::image::sock::{UnixPeer, UnixSocket};
 use crate::restore::child::Child;
@@ -41,6 +46,10 @@ pub struct Sockets<'a> {
     temp: HashMap<u64, u64>,
     /// Spare ends: the other end of a pair whose peer closed, by the socket's inode.
     spare: HashMap<u64, u64>,
+    /// Sockets whose name has no file (`FilesImage::unlinked_sockets`).
+    unlinked: &'a [u64],
+    /// Mode and owner of the files of the others.
+    files: &'a [crate::image::files::SocketFile],
 }
 
 /// Steps 1-4, and the temporary fd of every socket for the table loop.
@@ -70,16 +79,19 @@ pub fn prepare<'a>(
         by_ino,
         temp: HashMap::new(),
         spare: HashMap::new(),
+        unlinked: &files.unlinked_sockets,
+        files: &files.socket_files,
     };
     let pid = child.pid();
     let at = |fd: i32| RestoreError::at_fd(pid, fd);
     for i in 0..s.list.len() {
         create(child, &mut s, i, prepared).map_err(at(s.list[i].0.fd))?;
     }
-    for (e, u) in &s.list {
+    for (e, u) in s.list.iter().filter(|(_, u)| !s.unlinked.contains(&u.ino)) {
         bind_and_listen(child, &s, u).map_err(at(e.fd))?;
     }
-    connect_all(child, &s).map_err(at(0))?;
+    bind_unlinked(child, &s)?;
+    connect_all(child, &s, false).map_err(at(0))?;
     for (e, u) in &s.list {
         prepared.assign(e.fd, s.temp[&u.ino]);
     }
@@ -166,16 +178,41 @@ fn socketpair(child: &Child, ty: u64, prepared: &mut Prepared) -> Result<(u64, u
     Ok((prepared.park(child, a)?, prepared.park(child, b)?))
 }
 
+/// Binds the sockets whose name has no file and connects what connects to them, in a
+/// scratch root (`unix_unlinked.rs`).
+fn bind_unlinked(child: &Child, s: &Sockets<'_>) -> Result<(), RestoreError> {
+    let unlinked: Vec<_> = (s.list.iter())
+        .filter(|(_, u)| s.unlinked.contains(&u.ino))
+        .collect();
+    if unlinked.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&[u8]> = unlinked.iter().map(|(_, u)| &u.name[..]).collect();
+    let pid = child.pid();
+    unix_unlinked::in_scratch_root(child, &names, || {
+        for (e, u) in &unlinked {
+            bind_and_listen(child, s, u).map_err(RestoreError::at_fd(pid, e.fd))?;
+        }
+        connect_all(child, s, true).map_err(RestoreError::at_fd(pid, 0))
+    })
+}
+
 fn bind_and_listen(child: &Child, s: &Sockets<'_>, u: &UnixSocket) -> Result<(), RestoreError> {
     let fd = s.temp[&u.ino];
+    let unlinked = s.unlinked.contains(&u.ino);
     if !u.name.is_empty() {
-        remove_stale(u)?;
+        if !unlinked {
+            remove_stale(u)?;
+        }
         if let Some(dir) = &u.bind_dir {
             let addr = child.put_str(prep::ARG_OFF, dir)?;
             child.remote().call("chdir", libc::SYS_chdir, &[addr])?;
         }
         let (sa, len) = prep::sockaddr_un(&u.name);
         prep::address_call(child, "bind", libc::SYS_bind, fd, &sa, len)?;
+        if let Some(f) = s.files.iter().find(|f| f.ino == u.ino) {
+            set_mode_and_owner(u, f)?;
+        }
     }
     if let Some(backlog) = u.listen_backlog {
         child
@@ -185,6 +222,31 @@ fn bind_and_listen(child: &Child, s: &Sockets<'_>, u: &UnixSocket) -> Result<(),
     Ok(())
 }
 
+/// The saved mode and owner on the file `bind` made (from stasis: the path is the same
+/// in the child until the Fs stage).
+fn set_mode_and_owner(
+    u: &UnixSocket,
+    f: &crate::image::files::SocketFile,
+) -> Result<(), RestoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = socket_path(u);
+    let failed = |source| RestoreError::Write {
+        path: path.clone(),
+        source,
+    };
+    std::os::unix::fs::chown(&path, Some(f.uid), Some(f.gid)).map_err(failed)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode)).map_err(failed)
+}
+
+/// The path of a socket's file: its name, from its bind directory if relative.
+fn socket_path(u: &UnixSocket) -> String {
+    let name = String::from_utf8_lossy(&u.name).into_owned();
+    match &u.bind_dir {
+        Some(dir) if !name.starts_with('/') => format!("{dir}/{name}"),
+        _ => name,
+    }
+}
+
 /// The socket file a dumped process leaves behind keeps its name taken: remove it if it
 /// is a socket (never anything else).
 fn remove_stale(u: &UnixSocket) -> Result<(), RestoreError> {
@@ -192,11 +254,7 @@ fn remove_stale(u: &UnixSocket) -> Result<(), RestoreError> {
     if u.name[0] == 0 {
         return Ok(());
     }
-    let name = String::from_utf8_lossy(&u.name).into_owned();
-    let path = match &u.bind_dir {
-        Some(dir) => format!("{dir}/{name}"),
-        None => name,
-    };
+    let path = socket_path(u);
     match std::fs::symlink_metadata(&path) {
         Ok(m) if m.file_type().is_socket() => {
             std::fs::remove_file(&path).map_err(|source| RestoreError::Write { path, source })
@@ -205,13 +263,18 @@ fn remove_stale(u: &UnixSocket) -> Result<(), RestoreError> {
     }
 }
 
-fn connect_all(child: &Child, s: &Sockets<'_>) -> Result<(), RestoreError> {
+/// Step 4 for the connections to sockets whose name has no file (`unlinked`: made in
+/// the scratch root), or for the others.
+fn connect_all(child: &Child, s: &Sockets<'_>, unlinked: bool) -> Result<(), RestoreError> {
     let mut pending: Vec<(u32, &UnixSocket, &[u8])> = Vec::new();
+    let here = |ino: &u64| s.unlinked.contains(ino) == unlinked;
     for (_, u) in &s.list {
         let to: &[u8] = match &u.peer {
-            UnixPeer::Socket { ino } if mutual(s, u).is_none() => &peer_of(s, *ino)?.name,
-            UnixPeer::External { name } => name,
-            UnixPeer::Pending { listener, position } => {
+            UnixPeer::Socket { ino } if mutual(s, u).is_none() && here(ino) => {
+                &peer_of(s, *ino)?.name
+            }
+            UnixPeer::External { name } if !unlinked => name,
+            UnixPeer::Pending { listener, position } if here(listener) => {
                 pending.push((*position, u, &peer_of(s, *listener)?.name));
                 continue;
             }
@@ -275,7 +338,8 @@ fn fill(
         64 << 20,
     )?;
     for (i, m) in u.queue.iter().enumerate() {
-        let creds = if u.opts.passcred { m.creds } else { None };
+        let passcred = u.opts.flag(libc::SOL_SOCKET, libc::SO_PASSCRED);
+        let creds = if passcred { m.creds } else { None };
         let dest = to.as_ref().map(|(sa, len)| &sa[..*len as usize]);
         let fds = in_flight
             .iter()
@@ -316,37 +380,20 @@ fn shut(
 }
 
 fn options(child: &Child, fd: u64, e: &FdEntry, u: &UnixSocket) -> Result<(), RestoreError> {
-    let o = &u.opts;
-    if let Some(v) = o.rcvbuf {
+    // The sender's buffer was raised to refill its peer: put a new socket's size back
+    // unless `sockopts` sets the saved one.
+    if u.opts.int(libc::SOL_SOCKET, libc::SO_SNDBUF).is_none() {
+        let snd = wmem_default() / 2;
         prep::set_int(
             child,
             fd,
             libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (v / 2) as i32,
+            libc::SO_SNDBUFFORCE,
+            snd as i32,
         )?;
     }
-    // The sender's buffer was raised to refill its peer: always put a size back.
-    let snd = o.sndbuf.unwrap_or_else(wmem_default) / 2;
-    prep::set_int(
-        child,
-        fd,
-        libc::SOL_SOCKET,
-        libc::SO_SNDBUFFORCE,
-        snd as i32,
-    )?;
-    if o.passcred {
-        prep::set_int(child, fd, libc::SOL_SOCKET, libc::SO_PASSCRED, 1)?;
-    }
-    if o.peek_off >= 0 {
-        prep::set_int(
-            child,
-            fd,
-            libc::SOL_SOCKET,
-            crate::sys::socket::SO_PEEK_OFF,
-            o.peek_off,
-        )?;
-    }
+    sockopts::early(child, fd, &u.opts)?;
+    sockopts::late(child, fd, &u.opts, true)?;
     prep::set_fl(child, fd, e.flags)
 }
 

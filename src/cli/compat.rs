@@ -1,0 +1,174 @@
+//! CRIU's option names, so that scripts written for CRIU run unchanged. Two groups:
+//! [`CriuFlags`], taken by `dump` and `restore` alike, and [`RestoreNoops`], the dump
+//! options CRIU also takes at restore, where stasis's image already says what they ask.
+//! A flag whose meaning stasis has is accepted (a no-op where stasis always behaves that
+//! way); a flag or mode whose meaning stasis does not implement is refused with a usage
+//! error naming it, never silently ignored. Flags that change what stasis does live in
+//! `dump.rs` / `restore.rs` beside the others of their subcommand.
+
+use clap::Args;
+
+/// CRIU options accepted by both `dump` and `restore`; [`CriuFlags::check`] refuses the
+/// values stasis does not implement.
+#[derive(Args, Debug, Default)]
+pub struct CriuFlags {
+    /// CRIU's cgroup management; stasis does not manage cgroups yet (the tree runs in the
+    /// restorer's cgroup): only `--manage-cgroups=ignore` is accepted.
+    #[arg(long = "manage-cgroups", value_name = "MODE", num_args = 0..=1,
+          require_equals = true, default_missing_value = "soft")]
+    pub manage_cgroups: Option<String>,
+    /// CRIU's cgroup placement options: refused, stasis does not manage cgroups yet.
+    #[arg(long = "cgroup-root", value_name = "[CONTROLLER:]PATH")]
+    pub cgroup_root: Vec<String>,
+    #[arg(long = "cgroup-props", value_name = "PROPS", hide = true)]
+    pub cgroup_props: Option<String>,
+    #[arg(long = "cgroup-props-file", value_name = "FILE", hide = true)]
+    pub cgroup_props_file: Option<String>,
+    #[arg(long = "cgroup-dump-controller", value_name = "NAME", hide = true)]
+    pub cgroup_dump_controller: Vec<String>,
+    #[arg(long = "cgroup-yard", value_name = "PATH", hide = true)]
+    pub cgroup_yard: Option<String>,
+    /// How TCP connections to peers outside the tree are held while it is down: stasis
+    /// uses nftables (`--network-lock nftables` is accepted, other modes refused).
+    #[arg(long = "network-lock", value_name = "MODE")]
+    pub network_lock: Option<String>,
+    /// stasis neither dumps nor creates mounts (every mount is the host's, as `auto`
+    /// makes them for CRIU): `--ext-mount-map auto` is accepted, a KEY:VALUE map refused.
+    #[arg(short = 'M', long = "ext-mount-map", value_name = "KEY:VALUE|auto")]
+    pub ext_mount_map: Vec<String>,
+    /// CRIU's external resources (`mnt[..]`, `veth[..]`, `tty[..]`...): refused.
+    #[arg(long = "external", value_name = "RESOURCE")]
+    pub external: Vec<String>,
+    /// Accepted: stasis always finds inotify and fanotify watch targets by path (from their
+    /// file handles, checked to be the watched inode).
+    #[arg(long = "force-irmap")]
+    pub force_irmap: bool,
+    /// Accepted with --force-irmap; stasis needs no scan hint.
+    #[arg(long = "irmap-scan-path", value_name = "PATH")]
+    pub irmap_scan_path: Vec<String>,
+}
+
+impl CriuFlags {
+    /// The first flag stasis cannot honour, as a usage error naming it.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(mode) = self.manage_cgroups.as_deref().filter(|m| *m != "ignore") {
+            return Err(cgroups(&format!("--manage-cgroups={mode}")));
+        }
+        let cgroup_flags = [
+            ("--cgroup-root", !self.cgroup_root.is_empty()),
+            ("--cgroup-props", self.cgroup_props.is_some()),
+            ("--cgroup-props-file", self.cgroup_props_file.is_some()),
+            (
+                "--cgroup-dump-controller",
+                !self.cgroup_dump_controller.is_empty(),
+            ),
+            ("--cgroup-yard", self.cgroup_yard.is_some()),
+        ];
+        if let Some((flag, _)) = cgroup_flags.iter().find(|(_, given)| *given) {
+            return Err(cgroups(flag));
+        }
+        if let Some(mode) = self.network_lock.as_deref().filter(|m| *m != "nftables") {
+            return Err(format!(
+                "--network-lock {mode}: stasis holds TCP peers outside the tree with nftables \
+                 only (--network-lock nftables)"
+            ));
+        }
+        if let Some(map) = self.ext_mount_map.iter().find(|m| *m != "auto") {
+            return Err(format!(
+                "--ext-mount-map {map}: stasis neither dumps nor creates mounts (every mount \
+                 stays the host's, as with --ext-mount-map auto), so it maps none"
+            ));
+        }
+        if let Some(ext) = self.external.first() {
+            return Err(format!(
+                "--external {ext}: stasis does not handle external resources yet"
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn cgroups(flag: &str) -> String {
+    format!(
+        "{flag}: stasis does not manage cgroups yet (the restored tree stays in the \
+         restorer's cgroup); only --manage-cgroups=ignore is accepted"
+    )
+}
+
+/// Dump options CRIU also takes at restore. stasis's image already records what each
+/// allowed at dump time (established connections, locks, remapped links...), so at
+/// restore they change nothing: accepted so that one CRIU option list serves both sides.
+#[derive(Args, Debug, Default)]
+#[command(next_help_heading = "Dump options accepted for CRIU compatibility (no effect)")]
+pub struct RestoreNoops {
+    #[arg(long = "tcp-established")]
+    pub tcp_established: bool,
+    #[arg(long = "file-locks")]
+    pub file_locks: bool,
+    #[arg(short = 'x', long = "ext-unix-sk")]
+    pub ext_unix_sk: bool,
+    #[arg(long = "link-remap")]
+    pub link_remap: bool,
+    #[arg(long = "ghost-limit", value_name = "SIZE")]
+    pub ghost_limit: Option<String>,
+    #[arg(long = "skip-in-flight")]
+    pub skip_in_flight: bool,
+    #[arg(long = "evasive-devices")]
+    pub evasive_devices: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CriuFlags;
+
+    #[test]
+    fn accepted_values_pass() {
+        let flags = CriuFlags {
+            manage_cgroups: Some("ignore".into()),
+            network_lock: Some("nftables".into()),
+            ext_mount_map: vec!["auto".into()],
+            force_irmap: true,
+            irmap_scan_path: vec!["/zdtm".into()],
+            ..CriuFlags::default()
+        };
+        assert_eq!(flags.check(), Ok(()));
+    }
+
+    #[test]
+    fn refused_values_name_the_flag() {
+        let cases = [
+            (
+                CriuFlags {
+                    manage_cgroups: Some("soft".into()),
+                    ..CriuFlags::default()
+                },
+                "--manage-cgroups=soft",
+            ),
+            (
+                CriuFlags {
+                    cgroup_yard: Some("/y".into()),
+                    ..CriuFlags::default()
+                },
+                "--cgroup-yard",
+            ),
+            (
+                CriuFlags {
+                    network_lock: Some("iptables".into()),
+                    ..CriuFlags::default()
+                },
+                "--network-lock iptables",
+            ),
+            (
+                CriuFlags {
+                    ext_mount_map: vec!["auto".into(), "/a:b".into()],
+                    ..CriuFlags::default()
+                },
+                "--ext-mount-map /a:b",
+            ),
+        ];
+        for (flags, name) in cases {
+            let err = flags.check().unwrap_err();
+            assert!(err.starts_with(name), "{err} does not start with {name}");
+        }
+    }
+}
