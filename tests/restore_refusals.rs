@@ -213,3 +213,42 @@ fn restore_refuses_rewritten_open_file_with_file_hash() {
     );
     assert_eq!(log, "rEADY\nPASS\n", "restored victim's log");
 }
+
+/// A pty the tree created comes back under its own pts number, or not at all: with that
+/// number taken on the host, the restore is refused naming it before any process exists.
+#[test]
+fn restore_refuses_taken_pts_number() {
+    let test = "restore_refuses_taken_pts_number";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let work = tmp.join("work");
+    std::fs::create_dir_all(&work).expect("mkdir work");
+    let mut victim = common::spawn_victim("pty", &[], &work);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let img = tmp.join("img");
+    common::dump(victim.pid, &img, &[]).assert_ok("dump");
+    victim.wait_exit(common::EXIT_TIMEOUT);
+    let tty: stasis::image::tty::TtyImage =
+        read(Kind::Tty, &img.join(stasis::image::tty::TTY)).expect("decode tty.img");
+    let want = tty.ptys.first().expect("the victim's pty is saved").index;
+    // Hold masters until the saved number is ours.
+    let mut held = Vec::new();
+    loop {
+        let master = nix::pty::posix_openpt(nix::fcntl::OFlag::O_RDWR).expect("posix_openpt");
+        let name = nix::pty::ptsname_r(&master).expect("ptsname");
+        held.push(master);
+        let n: u32 = name
+            .trim_start_matches("/dev/pts/")
+            .parse()
+            .expect("a pts number");
+        if n >= want || held.len() > 4096 {
+            break;
+        }
+    }
+    let msg = restore_fails(victim.pid, &img);
+    assert!(
+        msg.contains(&format!("/dev/pts/{want} is in use")),
+        "the refusal does not name /dev/pts/{want}: {msg}"
+    );
+}

@@ -32,7 +32,7 @@ use crate::sys::socket::{
 };
 
 /// At most this many extra masters are opened looking for the saved number.
-const MAX_TRIES: usize = 64;
+const MAX_TRIES: usize = 4096;
 
 /// Stasis's own fds on the rebuilt pairs, held until every process has its fds.
 #[derive(Default)]
@@ -176,7 +176,9 @@ fn entry<'a, 'b>(
     })
 }
 
-/// A new master, with pts number `want` if it is free.
+/// A new master with pts number `want`: the kernel hands out the lowest free number, so
+/// masters are opened (and the lower ones dropped) until it comes. A pts number taken
+/// on this host is refused: the tree would find its terminal under another name.
 fn open_master(want: u32, access: i32) -> Result<OwnedFd, RestoreError> {
     let flags = nix::fcntl::OFlag::from_bits_truncate(access | libc::O_NOCTTY | libc::O_CLOEXEC);
     let mut extras = Vec::new();
@@ -186,8 +188,16 @@ fn open_master(want: u32, access: i32) -> Result<OwnedFd, RestoreError> {
             "open /dev/ptmx",
         )?;
         let index = errno(ioctl_get_int(fd.as_fd(), TIOCGPTN), "TIOCGPTN")?;
-        if index as u32 >= want || extras.len() == MAX_TRIES {
+        if index as u32 == want {
             return Ok(fd);
+        }
+        if index as u32 > want || extras.len() == MAX_TRIES {
+            return Err(RestoreError::Unsupported {
+                what: format!(
+                    "/dev/pts/{want} is in use on this host (the next free one is \
+                     /dev/pts/{index}); stasis restores a pty under its own number"
+                ),
+            });
         }
         extras.push(fd);
     }
