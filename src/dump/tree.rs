@@ -201,9 +201,24 @@ fn zombie_state(pid: i32, s: &Stat) -> Result<ProcState, DumpError> {
             s.num_threads - 1
         )));
     }
+    refuse_core_dumped(pid, s.exit_code)?;
     Ok(ProcState::Zombie {
         status: s.exit_code,
     })
+}
+
+/// A zombie whose status says a core was dumped (`WCOREDUMP`, 0x80): the restore makes a
+/// zombie die by its signal without writing a core file, so its parent would read the
+/// status without that flag. Refused rather than changed.
+fn refuse_core_dumped(pid: i32, status: i32) -> Result<(), DumpError> {
+    if status & 0x7f != 0 && status & 0x80 != 0 {
+        return Err(DumpError::unsupported(format!(
+            "pid {pid} is a zombie killed by signal {} with a core dumped (status {status:#x}); \
+             stasis cannot make a zombie whose status keeps the core-dump flag",
+            status & 0x7f
+        )));
+    }
+    Ok(())
 }
 
 /// The kernel objects a process shares with its parent (`kcmp`).
@@ -361,6 +376,14 @@ fn outsiders(pids: &HashSet<i32>, table: &HashMap<i32, Stat>) -> Result<(), Dump
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zombie_with_a_core_dumped_is_refused() {
+        // SIGSEGV with WCOREDUMP; SIGSEGV without; an exit code of 0x80 << 8 is no core.
+        assert!(refuse_core_dumped(7, 0x8b).is_err());
+        assert!(refuse_core_dumped(7, 0x0b).is_ok());
+        assert!(refuse_core_dumped(7, 0x8000).is_ok());
+    }
 
     fn stat(pid: i32, ppid: i32) -> (i32, Stat) {
         let s = Stat {

@@ -110,7 +110,7 @@ pub fn current_pgid(pid: i32) -> Result<i32, RestoreError> {
 /// by its signal (default action, no core file), once detached, so that its parent is
 /// notified as for any child and can reap it. Returns once it is a zombie.
 ///
-/// A status that says a core was dumped comes back without that flag.
+/// A status that says a core was dumped is refused at dump (`dump/tree.rs`).
 pub fn make_zombie(child: Child, entry: &ProcEntry, status: i32) -> Result<(), RestoreError> {
     let pid = child.pid();
     let mut name = entry.comm.as_bytes().to_vec();
