@@ -522,6 +522,20 @@ fn vma_line(v: &Vma) -> String {
             let what = if *memfd { "memfd:" } else { "deleted " };
             format!("{what}{name} ({size} bytes) @{offset:#x}")
         }
+        VmaKind::Hugetlb { shift, memfd } => match memfd {
+            Some(m) => format!("hugetlb memfd:{} ({} bytes) @{:#x}", m.name, m.size, m.offset),
+            None => format!("anon hugetlb ({} KiB pages)", (1u64 << shift) >> 10),
+        },
+        VmaKind::PrivateUnlinked {
+            name,
+            offset,
+            ghost,
+        } => {
+            let saved = ghost.as_ref().map_or(String::new(), |g| {
+                format!(" (saved, {} bytes)", g.contents.len())
+            });
+            format!("private of deleted {name}{saved} @{offset:#x}")
+        }
     };
     format!(
         "{:#014x}-{:#014x} {perms} {what}{}",

@@ -94,7 +94,9 @@ fn ranges_to_save(
     let (mut out, mut guards) = (Vec::new(), Vec::new());
     for vma in vmas {
         let (private_file, drop_zeros) = match vma.kind {
-            VmaKind::Anon | VmaKind::Unlinked { .. } => (false, true),
+            VmaKind::Anon | VmaKind::Unlinked { .. } | VmaKind::Hugetlb { .. } => (false, true),
+            // Pages still those of the object come from it at restore.
+            VmaKind::PrivateUnlinked { .. } => (true, false),
             VmaKind::File { .. } if !vma.shared => (true, false),
             VmaKind::File { .. } => {
                 guards.extend(guards_in(&pagemap, vma)?);

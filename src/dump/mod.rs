@@ -249,12 +249,16 @@ fn save(
     shared: &mut Shared,
 ) -> Result<(memory::MemoryStats, files::Held, FilesImage), DumpError> {
     let pid = task.pid();
-    let Layout { smaps, vmas, cow } = layout;
+    let Layout {
+        smaps,
+        mut vmas,
+        cow,
+    } = layout;
     // Ordering requirements: mappings are linked before the fds are checked against them.
     let shmem = if entry.shares_vm {
         Vec::new() // its parent's address space, linked already
     } else {
-        shared.link_shmem(pid, &smaps)?
+        shared.link_shmem(pid, &smaps, &mut vmas, fd_opts.ghost_limit)?
     };
     let (files, held) = if entry.shares_files {
         (FilesImage::default(), files::Held::new(pid))
@@ -386,7 +390,7 @@ fn save_mm(
 }
 
 /// Shared memory is saved by the process that owns it, from the object's data; the other
-/// holders save none of it.
+/// holders save none of it. (A private mapping of such an object saves its own pages.)
 fn shmem_overrides(
     pid: i32,
     smaps: &[proc::MapEntry],
@@ -394,15 +398,14 @@ fn shmem_overrides(
 ) -> Result<memory::Overrides, DumpError> {
     let mut out = memory::Overrides::new();
     for r in shmem {
+        let m = smaps
+            .iter()
+            .find(|m| m.start == r.start)
+            .expect("shmem refs come from these maps");
         let ranges = match r.owner {
+            _ if !m.shared => continue,
             Some(_) => Vec::new(),
-            None => {
-                let m = smaps
-                    .iter()
-                    .find(|m| m.start == r.start)
-                    .expect("shmem refs come from these maps");
-                shared::shmem_data(pid, m)?
-            }
+            None => shared::shmem_data(pid, m)?,
         };
         out.insert(r.start, ranges);
     }

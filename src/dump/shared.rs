@@ -11,8 +11,9 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 
 use super::DumpError;
-use crate::image::files::{FdKind, FilesImage, MappedFd};
-use crate::image::mm::{ShmemOwner, ShmemRef};
+use super::mm::ANON_HUGEPAGE;
+use crate::image::files::{FdKind, FilesImage, GhostFd, MappedFd};
+use crate::image::mm::{ShmemOwner, ShmemRef, Vma, VmaKind};
 use crate::proc::{MapEntry, MapPath};
 use crate::sys::kcmp::{self, Object};
 
@@ -22,8 +23,8 @@ pub struct Shared {
     /// `(dev, ino)` of an open file → its original holders `(pid, fd)`.
     files: HashMap<(u64, u64), Vec<(i32, i32)>>,
     /// `(dev, ino)` of a shmem object (shared anonymous memory, a memfd, a deleted file)
-    /// → its owner's mapping and that mapping's object offset.
-    shmem: HashMap<(u64, u64), (ShmemOwner, u64)>,
+    /// → the mapping that rebuilds it.
+    shmem: HashMap<(u64, u64), Unnamed>,
     /// `(dev, ino)` of the memfds and deleted files held open, by the fd's description.
     unlinked_fds: HashMap<(u64, u64), String>,
     /// The pages every process dumped so far holds once restored, for its children's
@@ -56,9 +57,18 @@ impl Shared {
         Ok(())
     }
 
-    /// The shared anonymous mappings of `pid` among `maps`, each owned by the first
-    /// process that maps its object.
-    pub fn link_shmem(&mut self, pid: i32, maps: &[MapEntry]) -> Result<Vec<ShmemRef>, DumpError> {
+    /// The mappings of objects without a name among `maps` (`vmas` converted from them),
+    /// each object owned by the first process that maps it shared; then the private
+    /// mappings of such objects (`VmaKind::PrivateUnlinked`): of an object owned already,
+    /// or the first mapping of a deleted file, which then carries the file's contents
+    /// (`ghost_limit` bytes at most) and owns it.
+    pub fn link_shmem(
+        &mut self,
+        pid: i32,
+        maps: &[MapEntry],
+        vmas: &mut [Vma],
+        ghost_limit: u64,
+    ) -> Result<Vec<ShmemRef>, DumpError> {
         let mut refs = Vec::new();
         for m in maps.iter().filter(|m| is_shmem(m)) {
             let key = map_inode(pid, m)?;
@@ -66,24 +76,9 @@ impl Shared {
                 return Err(mapped_and_open(pid, m, fd));
             }
             let owner = match self.shmem.get(&key) {
-                Some(&(owner, base)) if within(m, base, &owner) => Some(ShmemOwner {
-                    offset: m.offset - base,
-                    ..owner
-                }),
-                Some(&(owner, _)) => {
-                    return Err(DumpError::unsupported(format!(
-                        "pid {pid} maps shared memory at {:#x} beyond the part pid {} maps at {:#x}; stasis saves only that part and cannot rebuild the rest",
-                        m.start, owner.pid, owner.start
-                    )))
-                }
+                Some(o) => Some(o.reach(pid, m)?),
                 None => {
-                    let owner = ShmemOwner {
-                        pid,
-                        start: m.start,
-                        end: m.end,
-                        offset: 0,
-                    };
-                    self.shmem.insert(key, (owner, m.offset));
+                    self.shmem.insert(key, Unnamed::new(pid, m, false));
                     None
                 }
             };
@@ -92,8 +87,137 @@ impl Shared {
                 owner,
             });
         }
+        for v in vmas.iter_mut() {
+            if let VmaKind::PrivateUnlinked { .. } = v.kind {
+                let m = maps.iter().find(|m| m.start == v.start);
+                let m = m.expect("vmas come from these maps");
+                refs.push(self.link_private(pid, m, v, ghost_limit)?);
+            }
+        }
+        refs.sort_by_key(|r| r.start);
         Ok(refs)
     }
+
+    /// The object reference of private mapping `v` (`m` in maps) of `pid`; a deleted
+    /// file that no earlier mapping rebuilds is saved in `v` ([`ghost`]).
+    fn link_private(
+        &mut self,
+        pid: i32,
+        m: &MapEntry,
+        v: &mut Vma,
+        ghost_limit: u64,
+    ) -> Result<ShmemRef, DumpError> {
+        let key = map_inode(pid, m)?;
+        if let Some(fd) = self.unlinked_fds.get(&key) {
+            return Err(mapped_and_open(pid, m, fd));
+        }
+        let VmaKind::PrivateUnlinked {
+            name,
+            offset,
+            ghost: saved,
+        } = &mut v.kind
+        else {
+            unreachable!("called for private mappings of unlinked objects only");
+        };
+        let owner = match self.shmem.get(&key) {
+            Some(o) => {
+                let owner = o.reach(pid, m)?;
+                if o.anon {
+                    *offset = owner.offset;
+                }
+                Some(owner)
+            }
+            None => {
+                *saved = Some(Box::new(ghost(pid, m, name, ghost_limit)?));
+                self.shmem.insert(key, Unnamed::new(pid, m, true));
+                None
+            }
+        };
+        Ok(ShmemRef {
+            start: m.start,
+            owner,
+        })
+    }
+}
+
+/// An object without a name, as the mapping that rebuilds it at restore sees it.
+#[derive(Clone, Copy, Debug)]
+struct Unnamed {
+    /// That mapping (`offset` 0).
+    owner: ShmemOwner,
+    /// The object offset of that mapping's start (0 when `whole`).
+    base: u64,
+    /// Rebuilt whole (a deleted file saved with its contents), not only the part its
+    /// owner maps.
+    whole: bool,
+    /// Shared anonymous memory: recreated as its owner's mapping, so offsets in it are
+    /// relative to that mapping.
+    anon: bool,
+}
+
+impl Unnamed {
+    fn new(pid: i32, m: &MapEntry, whole: bool) -> Unnamed {
+        let owner = ShmemOwner {
+            pid,
+            start: m.start,
+            end: m.end,
+            offset: 0,
+        };
+        let anon = matches!(&m.path, MapPath::Deleted(p) if p == DEV_ZERO || p == ANON_HUGEPAGE);
+        let base = if whole { 0 } else { m.offset };
+        Unnamed {
+            owner,
+            base,
+            whole,
+            anon,
+        }
+    }
+
+    /// How mapping `m` of `pid` reaches the object: refused if it maps a part that is
+    /// not saved.
+    fn reach(&self, pid: i32, m: &MapEntry) -> Result<ShmemOwner, DumpError> {
+        let owner = self.owner;
+        if !self.whole && !within(m, self.base, &owner) {
+            return Err(DumpError::unsupported(format!(
+                "pid {pid} maps shared memory at {:#x} beyond the part pid {} maps at {:#x}; stasis saves only that part and cannot rebuild the rest",
+                m.start, owner.pid, owner.start
+            )));
+        }
+        Ok(ShmemOwner {
+            offset: m.offset - self.base,
+            ..owner
+        })
+    }
+}
+
+/// How shared anonymous memory shows in maps.
+const DEV_ZERO: &str = "/dev/zero";
+
+/// The contents of the deleted file that private mapping `m` of `pid` maps (`name` in
+/// maps), saved as a deleted file held open is (`dump/files/path.rs`); refused for an
+/// object that is no regular deleted file, one that keeps other links, or one above
+/// `limit` bytes.
+fn ghost(pid: i32, m: &MapEntry, name: &str, limit: u64) -> Result<GhostFd, DumpError> {
+    let link = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+    let meta = std::fs::metadata(&link).map_err(|source| DumpError::Stat {
+        path: link.clone(),
+        source,
+    })?;
+    let what = format!(
+        "mapping {:#x}-{:#x} of pid {pid} is a private mapping of {name}",
+        m.start, m.end
+    );
+    let refuse = |why: String| Err(DumpError::unsupported(format!("{what}, {why}")));
+    if name.starts_with("/memfd:") || name == DEV_ZERO || m.has_flag("ht") {
+        return refuse("an object no shared mapping of the tree saves before it, which stasis cannot checkpoint yet".into());
+    }
+    if meta.nlink() != 0 {
+        return refuse("a name since unlinked while the file keeps other links, which stasis cannot checkpoint yet".into());
+    }
+    if meta.size() > limit {
+        return refuse(format!("a deleted file of {} bytes, above the --ghost-limit of {limit} bytes; raise --ghost-limit to save it in the image", meta.size()));
+    }
+    super::files::path::ghost_file(&link, name, &meta, 0)
 }
 
 /// The address ranges of mapping `m` of `pid` whose pages hold data (resident or swapped),
@@ -182,8 +306,8 @@ impl Shared {
             let key = (meta.dev(), meta.ino());
             let what = format!("fd {} of pid {pid} ({kind})", e.fd);
             match self.shmem.get(&key) {
-                Some(&(owner, base)) => {
-                    e.kind = mapped(&what, meta.len(), owner, base, pos, seals)?;
+                Some(o) => {
+                    e.kind = mapped(&what, meta.len(), o, pos, seals)?;
                 }
                 None => {
                     self.unlinked_fds.insert(key, what);
@@ -194,19 +318,13 @@ impl Shared {
     }
 }
 
-/// The [`FdKind::Mapped`] kind of an fd (`what`) whose object of `size` bytes `owner`
-/// maps from object offset `base`; refused unless that mapping covers the whole object,
-/// since only the mapped pages are saved.
-fn mapped(
-    what: &str,
-    size: u64,
-    owner: ShmemOwner,
-    base: u64,
-    pos: u64,
-    seals: u32,
-) -> Result<FdKind, DumpError> {
+/// The [`FdKind::Mapped`] kind of an fd (`what`) whose object of `size` bytes is
+/// rebuilt by the mapping of `o`; refused unless that mapping covers the whole object
+/// (or it is rebuilt whole), since only the mapped pages are saved.
+fn mapped(what: &str, size: u64, o: &Unnamed, pos: u64, seals: u32) -> Result<FdKind, DumpError> {
+    let owner = o.owner;
     let covered = owner.end - owner.start;
-    if base != 0 || covered < size.next_multiple_of(crate::abi::PAGE_SIZE) {
+    if !o.whole && (o.base != 0 || covered < size.next_multiple_of(crate::abi::PAGE_SIZE)) {
         return Err(DumpError::unsupported(format!(
             "{what} is also mapped, by the mapping {:#x}-{:#x} of pid {}, which covers only part of its {size} bytes; stasis saves a mapped object through that mapping and cannot rebuild the rest",
             owner.start, owner.end, owner.pid

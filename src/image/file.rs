@@ -26,7 +26,9 @@ use super::error::ImageError;
 /// older tree is read as sharing neither). Version 8 spreads a large address space's
 /// pages over several pages files: each page run of the mm record names its file
 /// (`stripe`; older mm records are read as having every run in `pages-<pid>.img`).
-pub const FORMAT_VERSION: u32 = 8;
+/// Version 9 adds the `Hugetlb` and `PrivateUnlinked` mapping kinds after `Unlinked`
+/// (a version 8 mm record reads the same).
+pub const FORMAT_VERSION: u32 = 9;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;

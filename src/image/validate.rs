@@ -242,7 +242,7 @@ pub fn mapped_fds<'a>(
         };
         let found = mm_of(pid).is_some_and(|mm| {
             mm.vmas.iter().any(|v| {
-                v.start == start && v.end == end && matches!(v.kind, VmaKind::Unlinked { .. })
+                v.start == start && v.end == end && rebuilds_object(v)
             })
         });
         if !found {
@@ -253,6 +253,16 @@ pub fn mapped_fds<'a>(
         }
     }
     Ok(())
+}
+
+/// Whether mapping `v` creates the object of a memfd or deleted file at restore.
+fn rebuilds_object(v: &Vma) -> bool {
+    matches!(
+        v.kind,
+        VmaKind::Unlinked { .. }
+            | VmaKind::Hugetlb { memfd: Some(_), .. }
+            | VmaKind::PrivateUnlinked { ghost: Some(_), .. }
+    )
 }
 
 /// A process's own record agrees with the tree on its ids.
@@ -561,21 +571,30 @@ fn guards(mm: &MmImage, path: &Path) -> Check {
     Ok(())
 }
 
-/// A mapping of a memfd or deleted file is shared and has its object reference (made by
-/// this process or another).
+/// A mapping of an object without a name has its object reference (made by this
+/// process or another): a shared one of a memfd, deleted file or hugetlb memory, and a
+/// private one, which without an owner rebuilds its deleted file from saved contents.
 fn unlinked(mm: &MmImage, path: &Path) -> Check {
     for v in &mm.vmas {
-        if matches!(v.kind, VmaKind::Unlinked { .. })
-            && !(v.shared && mm.shmem.iter().any(|r| r.start == v.start))
-        {
-            return fail(
-                path,
-                format!(
-                    "mapping {} of an unlinked object is not shared memory",
-                    span(v)
-                ),
-            );
-        }
+        let r = mm.shmem.iter().find(|r| r.start == v.start);
+        let what = match &v.kind {
+            VmaKind::Unlinked { .. } if !(v.shared && r.is_some()) => "is not shared memory",
+            VmaKind::Hugetlb { memfd, .. }
+                if (v.shared || memfd.is_some()) && !(v.shared && r.is_some()) =>
+            {
+                "is not shared memory"
+            }
+            VmaKind::PrivateUnlinked { ghost, .. }
+                if v.shared || r.is_none_or(|r| r.owner.is_some() == ghost.is_some()) =>
+            {
+                "is not private, or has no object or two"
+            }
+            _ => continue,
+        };
+        return fail(
+            path,
+            format!("mapping {} of an unlinked object {what}", span(v)),
+        );
     }
     Ok(())
 }

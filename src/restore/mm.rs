@@ -5,6 +5,7 @@
 //! The dump side is `dump/mm.rs`; page contents are `restore/memory.rs`.
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 use super::child::{Child, HELPER_LEN};
 use super::staged::Staged;
@@ -113,7 +114,14 @@ const OPEN_AT_ONCE: usize = 256;
 /// Added to the pending batch: the files of up to [`OPEN_AT_ONCE`] mappings are opened
 /// (at predicted fds), those mappings made and the files closed. The objects of
 /// `Unlinked` mappings (memfds, deleted files) are made first, one call at a time.
-pub fn map_all(s: &mut Staged, mm: &MmImage, filled: &HashSet<u64>) -> Result<(), RestoreError> {
+/// `ghosts`: where the deleted file of each private mapping that saves one was created
+/// again, by mapping start (`restore/files/path.rs`); the caller unlinks them afterwards.
+pub fn map_all(
+    s: &mut Staged,
+    mm: &MmImage,
+    filled: &HashSet<u64>,
+    ghosts: &[(u64, PathBuf)],
+) -> Result<(), RestoreError> {
     let kept = |v: &&Vma| mm.cow.iter().any(|c| c.start == v.start);
     let owner = |v: &Vma| {
         let r = mm.shmem.iter().find(|r| r.start == v.start);
@@ -126,7 +134,14 @@ pub fn map_all(s: &mut Staged, mm: &MmImage, filled: &HashSet<u64>) -> Result<()
         .collect();
     for v in todo.iter().filter(|v| is_unlinked(v) && owner(v).is_none()) {
         s.flush()?;
-        map_unlinked(s.child(), v, working_prot(v, filled))?;
+        match &v.kind {
+            VmaKind::PrivateUnlinked { offset, .. } => {
+                let path = ghosts.iter().find(|g| g.0 == v.start).map(|g| &g.1);
+                let path = path.expect("every saved deleted file was created");
+                map_ghost(s.child(), v, path, *offset, working_prot(v, filled))?
+            }
+            _ => map_unlinked(s.child(), v, working_prot(v, filled))?,
+        }
     }
     let mut group: Vec<(&Vma, Option<Source>)> = Vec::new();
     let mut files: Vec<Source> = Vec::new();
@@ -153,8 +168,14 @@ pub fn map_all(s: &mut Staged, mm: &MmImage, filled: &HashSet<u64>) -> Result<()
     map_group(s, &group, &files, filled)
 }
 
+/// A mapping that creates its object, unless it reaches another mapping's.
 fn is_unlinked(v: &Vma) -> bool {
-    matches!(v.kind, VmaKind::Unlinked { .. })
+    matches!(
+        v.kind,
+        VmaKind::Unlinked { .. }
+            | VmaKind::PrivateUnlinked { .. }
+            | VmaKind::Hugetlb { memfd: Some(_), .. }
+    )
 }
 
 /// What a file mapping maps: a path opened with these flags, at this file offset (the
@@ -165,8 +186,8 @@ struct Source {
     path: String,
     flags: i32,
     offset: u64,
-    /// Another process's shared memory: mapped `MAP_SHARED` with the saved protection,
-    /// nothing else.
+    /// Another mapping's object: mapped as the mapping was, with the saved protection
+    /// (a private one receiving pages: writable for now), nothing else.
     shm: bool,
 }
 
@@ -174,8 +195,9 @@ impl Source {
     /// A memfd or deleted file is rebuilt whole, so offsets in it are the saved ones; a
     /// shared anonymous object is created for its owner's mapping, from offset 0.
     fn shared(o: &ShmemOwner, v: &Vma) -> Source {
-        let offset = match v.kind {
-            VmaKind::Unlinked { offset, .. } => offset,
+        let offset = match &v.kind {
+            VmaKind::Unlinked { offset, .. } | VmaKind::PrivateUnlinked { offset, .. } => *offset,
+            VmaKind::Hugetlb { memfd: Some(m), .. } => m.offset,
             _ => o.offset,
         };
         Source {
@@ -226,7 +248,9 @@ fn map_group(
         });
         let b = s.batch();
         match (source, fd) {
-            (Some(s), Some((fd, offset))) if s.shm => map_shared(b, v, fd, offset),
+            (Some(s), Some((fd, offset))) if s.shm => {
+                map_shared(b, v, fd, offset, working_prot(v, filled))
+            }
             _ => map_one(b, v, working_prot(v, filled), fd),
         }
         if s.room() < 4096 {
@@ -255,31 +279,69 @@ fn open_all(s: &mut Staged, files: &[Source]) -> Result<Vec<u64>, RestoreError> 
     Ok(fds)
 }
 
-/// Adds the `mmap` of another process's shared memory object (fd `fd`) to `b`.
-fn map_shared(b: &mut Batch, v: &Vma, fd: u64, offset: u64) {
-    let flags = (libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE) as u64;
-    let args = [v.start, v.len(), u64::from(v.prot), flags, fd, offset];
+/// Adds the `mmap` of another mapping's object (fd `fd`) to `b`, shared or private as
+/// `v` was.
+fn map_shared(b: &mut Batch, v: &Vma, fd: u64, offset: u64, prot: u64) {
+    let flags = (sharing(v) | libc::MAP_FIXED_NOREPLACE) as u64;
+    let args = [v.start, v.len(), prot, flags, fd, offset];
     b.call("mmap(shared)", libc::SYS_mmap, &args);
+}
+
+fn sharing(v: &Vma) -> i32 {
+    if v.shared {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_PRIVATE
+    }
+}
+
+/// `memfd_create` and `mmap` flags of huge pages of `1 << shift` bytes.
+const MFD_HUGETLB: u64 = 4;
+const HUGE_SHIFT: u32 = 26;
+
+/// Maps in the child the deleted file of private mapping `v`, created again at `path`
+/// from its saved contents. The pages written since are filled with the others.
+fn map_ghost(
+    child: &Child,
+    v: &Vma,
+    path: &Path,
+    offset: u64,
+    prot: u64,
+) -> Result<(), RestoreError> {
+    let fd = open_in(child, &path.to_string_lossy(), libc::O_RDONLY | libc::O_CLOEXEC)?;
+    let remote = child.remote();
+    let flags = (libc::MAP_PRIVATE | libc::MAP_FIXED_NOREPLACE) as u64;
+    let args = [v.start, v.len(), prot, flags, fd, offset];
+    let r = remote.call("mmap(deleted)", libc::SYS_mmap, &args);
+    remote.call("close", libc::SYS_close, &[fd])?;
+    r.map(|_| ()).map_err(RestoreError::from)
 }
 
 /// Creates the object of an `Unlinked` mapping in the child and maps it: `memfd_create`,
 /// or the deleted file created again (at its old path if that is free, else at a hidden
 /// sibling) and unlinked at once; sized as it was. Its pages are filled with the others.
 fn map_unlinked(child: &Child, v: &Vma, prot: u64) -> Result<(), RestoreError> {
-    let VmaKind::Unlinked {
-        name,
-        memfd,
-        size,
-        offset,
-        mode,
-    } = &v.kind
-    else {
-        unreachable!("called for Unlinked mappings only");
+    let (name, memfd, size, offset, mode, huge) = match &v.kind {
+        VmaKind::Unlinked {
+            name,
+            memfd,
+            size,
+            offset,
+            mode,
+        } => (name, *memfd, size, offset, mode, 0),
+        VmaKind::Hugetlb {
+            shift,
+            memfd: Some(m),
+        } => {
+            let huge = MFD_HUGETLB | u64::from(*shift) << HUGE_SHIFT;
+            (&m.name, true, &m.size, &m.offset, &m.mode, huge)
+        }
+        _ => unreachable!("called for mappings that create their object only"),
     };
     let remote = child.remote();
-    let fd = if *memfd {
+    let fd = if memfd {
         let addr = child.put_str(0, name)?;
-        let flags = (libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) as u64;
+        let flags = (libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) as u64 | huge;
         remote.call("memfd_create", libc::SYS_memfd_create, &[addr, flags])?
     } else {
         recreate_deleted(child, name, v.start)?
@@ -332,12 +394,10 @@ fn is_special(v: &Vma) -> bool {
 
 /// Adds the `mmap` of `v` with `prot` to `b`: from `file` (fd and offset) or anonymous.
 fn map_one(b: &mut Batch, v: &Vma, prot: u64, file: Option<(u64, u64)>) {
-    let mut flags = libc::MAP_FIXED_NOREPLACE
-        | if v.shared {
-            libc::MAP_SHARED
-        } else {
-            libc::MAP_PRIVATE
-        };
+    let mut flags = libc::MAP_FIXED_NOREPLACE | sharing(v);
+    if let VmaKind::Hugetlb { shift, memfd: None } = v.kind {
+        flags |= libc::MAP_HUGETLB | i32::from(shift) << HUGE_SHIFT;
+    }
     if v.flags.growsdown {
         flags |= libc::MAP_GROWSDOWN;
     }

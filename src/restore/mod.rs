@@ -465,13 +465,15 @@ fn build_memory(
     s.stage(RestoreStage::AddressSpace, |s| {
         mm::clear_and_move_vdso(s, &p.mm)
     })?;
+    let (ghosts, unlink) = files::create_mapped_ghosts(child.pid(), &p.mm)?;
     s.stage(RestoreStage::Mappings, |s| {
         if let Some(parent) = parent {
             let parent_filled = memory::filled_vmas(&parent.mm);
             cow::adopt(s, &p.mm, &filled, &parent.mm, &parent_filled)?;
         }
-        mm::map_all(s, &p.mm, &filled)
+        mm::map_all(s, &p.mm, &filled, &ghosts)
     })?;
+    drop(unlink); // mapped: the files show " (deleted)" as they did
     let started = Instant::now();
     let mut filled_pages = memory::Filled::default();
     let pages = |stripe| image.pages_path(p.task.pid, stripe);

@@ -123,15 +123,30 @@ pub fn dump_deleted(
 /// A deleted file: its contents, read through `/proc/PID/fd/N` (a new open file
 /// description: the target's offset is untouched).
 fn dump_ghost(open: &OpenFd, path: &str) -> Result<FdKind, DumpError> {
-    let meta = open.meta()?;
-    Ok(FdKind::Ghost(GhostFd {
+    let through = open.through();
+    let meta = std::fs::metadata(&through).map_err(|source| DumpError::Stat {
+        path: through.clone(),
+        source,
+    })?;
+    ghost_file(&through, path, &meta, open.info.pos).map(FdKind::Ghost)
+}
+
+/// A deleted file (`meta`, the stat of `through`, a `/proc` link to it) saved whole
+/// under its old `path`: also the object of a private mapping of it (`dump/shared.rs`).
+pub fn ghost_file(
+    through: &str,
+    path: &str,
+    meta: &std::fs::Metadata,
+    pos: u64,
+) -> Result<GhostFd, DumpError> {
+    Ok(GhostFd {
         path: path.to_string(),
-        mode: meta.st_mode & 0o7777,
-        uid: meta.st_uid,
-        gid: meta.st_gid,
-        pos: open.info.pos,
-        contents: read_all(open, meta.st_size as u64)?,
-    }))
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        pos,
+        contents: read_through(through, meta.size())?,
+    })
 }
 
 /// Makes the link for `open` beside `path` (a hard link, or a copy where the kernel
@@ -193,13 +208,17 @@ fn copy_beside(
 
 /// Reads the whole file behind the fd through `/proc/PID/fd/N`.
 pub fn read_all(open: &OpenFd, size: u64) -> Result<Vec<u8>, DumpError> {
-    let through = open.through();
+    read_through(&open.through(), size)
+}
+
+/// Reads the whole file behind `through` (a `/proc` link).
+fn read_through(through: &str, size: u64) -> Result<Vec<u8>, DumpError> {
     let io = |source| DumpError::Stat {
-        path: through.clone(),
+        path: through.to_string(),
         source,
     };
     let mut contents = Vec::with_capacity(size as usize);
-    std::fs::File::open(&through)
+    std::fs::File::open(through)
         .map_err(io)?
         .read_to_end(&mut contents)
         .map_err(io)?;

@@ -395,7 +395,7 @@ pub fn restore_fs(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreError> 
     Ok(())
 }
 
-pub use path::remove_remap_links;
+pub use path::{create_mapped_ghosts, remove_remap_links};
 
 /// Whether the child's cwd, root and umask (inherited from stasis, see
 /// `restore/inherited.rs`) are the saved ones already: then nothing is injected.

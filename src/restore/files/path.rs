@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::{seek, Install};
 use crate::image::files::{FdKind, FilesImage, GhostFd, OPathFd, PathFd, RemapFd};
+use crate::image::mm::{MmImage, VmaKind};
 use crate::restore::mm::open_in;
 use crate::restore::RestoreError;
 
@@ -72,13 +73,38 @@ pub fn remove_remap_links(files: &FilesImage) -> Result<(), RestoreError> {
 /// The old path if it is free, else a hidden sibling (the name then shows in
 /// `/proc/PID/fd` with " (deleted)" like the original).
 fn ghost_path(at: &Install, old: &str) -> PathBuf {
+    hidden_if_taken(old, at.child.pid(), &at.entry.fd.to_string())
+}
+
+/// `old` if it is free, else `.stasis-ghost-PID-TAG-NAME` beside it.
+fn hidden_if_taken(old: &str, pid: i32, tag: &str) -> PathBuf {
     let old = Path::new(old);
     if std::fs::symlink_metadata(old).is_err() {
         return old.to_path_buf();
     }
     let name = old.file_name().unwrap_or_default().to_string_lossy();
-    let hidden = format!(".stasis-ghost-{}-{}-{name}", at.child.pid(), at.entry.fd);
-    old.with_file_name(hidden)
+    old.with_file_name(format!(".stasis-ghost-{pid}-{tag}-{name}"))
+}
+
+/// Creates again, for process `pid`, the deleted file of each private mapping of `mm`
+/// that saves one (`VmaKind::PrivateUnlinked`), at its old path or a hidden sibling
+/// named after the mapping; returns, by mapping start, where, and guards that remove
+/// them when dropped (once the child mapped them).
+pub fn create_mapped_ghosts(
+    pid: i32,
+    mm: &MmImage,
+) -> Result<(Vec<(u64, PathBuf)>, Vec<Unlink>), RestoreError> {
+    let (mut made, mut guards) = (Vec::new(), Vec::new());
+    for v in &mm.vmas {
+        let VmaKind::PrivateUnlinked { ghost: Some(g), .. } = &v.kind else {
+            continue;
+        };
+        let path = hidden_if_taken(&g.path, pid, &format!("{:x}", v.start));
+        guards.push(Unlink(path.clone()));
+        create_ghost(&path, g)?;
+        made.push((v.start, path));
+    }
+    Ok((made, guards))
 }
 
 fn create_ghost(path: &Path, g: &GhostFd) -> Result<(), RestoreError> {
@@ -99,7 +125,7 @@ fn create_ghost(path: &Path, g: &GhostFd) -> Result<(), RestoreError> {
 }
 
 /// Removes a ghost file when dropped.
-struct Unlink(PathBuf);
+pub struct Unlink(PathBuf);
 
 impl Drop for Unlink {
     fn drop(&mut self) {
