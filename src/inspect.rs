@@ -523,7 +523,10 @@ fn vma_line(v: &Vma) -> String {
             format!("{what}{name} ({size} bytes) @{offset:#x}")
         }
         VmaKind::Hugetlb { shift, memfd } => match memfd {
-            Some(m) => format!("hugetlb memfd:{} ({} bytes) @{:#x}", m.name, m.size, m.offset),
+            Some(m) => format!(
+                "hugetlb memfd:{} ({} bytes) @{:#x}",
+                m.name, m.size, m.offset
+            ),
             None => format!("anon hugetlb ({} KiB pages)", (1u64 << shift) >> 10),
         },
         VmaKind::PrivateUnlinked {

@@ -10,8 +10,8 @@
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 
-use super::DumpError;
 use super::mm::ANON_HUGEPAGE;
+use super::DumpError;
 use crate::image::files::{FdKind, FilesImage, GhostFd, MappedFd};
 use crate::image::mm::{ShmemOwner, ShmemRef, Vma, VmaKind};
 use crate::proc::{MapEntry, MapPath};
@@ -58,7 +58,8 @@ impl Shared {
     }
 
     /// The mappings of objects without a name among `maps` (`vmas` converted from them),
-    /// each object owned by the first process that maps it shared; then the private
+    /// each object owned by the first process that maps it shared (by the mapping of it
+    /// from the lowest offset there); then the private
     /// mappings of such objects (`VmaKind::PrivateUnlinked`): of an object owned already,
     /// or the first mapping of a deleted file, which then carries the file's contents
     /// (`ghost_limit` bytes at most) and owns it.
@@ -70,13 +71,17 @@ impl Shared {
         ghost_limit: u64,
     ) -> Result<Vec<ShmemRef>, DumpError> {
         let mut refs = Vec::new();
-        for m in maps.iter().filter(|m| is_shmem(m)) {
-            let key = map_inode(pid, m)?;
+        // The mapping from the lowest offset, the longest of those, owns the object:
+        // the others of this process then lie within it as often as can be.
+        let mut shmem: Vec<&MapEntry> = maps.iter().filter(|m| is_shmem(m)).collect();
+        shmem.sort_by_key(|m| (m.offset, std::cmp::Reverse(m.end - m.start)));
+        for m in shmem {
+            let (key, size) = map_inode(pid, m)?;
             if let Some(fd) = self.unlinked_fds.get(&key) {
                 return Err(mapped_and_open(pid, m, fd));
             }
             let owner = match self.shmem.get(&key) {
-                Some(o) => Some(o.reach(pid, m)?),
+                Some(o) => Some(o.reach(pid, m, size)?),
                 None => {
                     self.shmem.insert(key, Unnamed::new(pid, m, false));
                     None
@@ -107,7 +112,7 @@ impl Shared {
         v: &mut Vma,
         ghost_limit: u64,
     ) -> Result<ShmemRef, DumpError> {
-        let key = map_inode(pid, m)?;
+        let (key, size) = map_inode(pid, m)?;
         if let Some(fd) = self.unlinked_fds.get(&key) {
             return Err(mapped_and_open(pid, m, fd));
         }
@@ -121,7 +126,7 @@ impl Shared {
         };
         let owner = match self.shmem.get(&key) {
             Some(o) => {
-                let owner = o.reach(pid, m)?;
+                let owner = o.reach(pid, m, size)?;
                 if o.anon {
                     *offset = owner.offset;
                 }
@@ -173,11 +178,11 @@ impl Unnamed {
         }
     }
 
-    /// How mapping `m` of `pid` reaches the object: refused if it maps a part that is
-    /// not saved.
-    fn reach(&self, pid: i32, m: &MapEntry) -> Result<ShmemOwner, DumpError> {
+    /// How mapping `m` of `pid` reaches the object (of `size` bytes): refused if it maps
+    /// a part that is not saved.
+    fn reach(&self, pid: i32, m: &MapEntry, size: u64) -> Result<ShmemOwner, DumpError> {
         let owner = self.owner;
-        if !self.whole && !within(m, self.base, &owner) {
+        if !self.whole && !within(m, size, self.base, &owner) {
             return Err(DumpError::unsupported(format!(
                 "pid {pid} maps shared memory at {:#x} beyond the part pid {} maps at {:#x}; stasis saves only that part and cannot rebuild the rest",
                 m.start, owner.pid, owner.start
@@ -263,17 +268,19 @@ pub fn is_shmem(m: &MapEntry) -> bool {
     m.shared && matches!(&m.path, MapPath::Deleted(_))
 }
 
-/// Whether `m` maps only what the owner's mapping (from object offset `base`) does: the
-/// pages saved for the object are those of the owner's mapping.
-fn within(m: &MapEntry, base: u64, owner: &ShmemOwner) -> bool {
-    m.offset >= base && m.offset - base + (m.end - m.start) <= owner.end - owner.start
+/// Whether `m` maps only what the owner's mapping (from object offset `base`) does, in
+/// the object's `size` bytes (a mapping may run past the end): the pages saved for the
+/// object are those of the owner's mapping.
+fn within(m: &MapEntry, size: u64, base: u64, owner: &ShmemOwner) -> bool {
+    let end = (m.offset + (m.end - m.start)).min(size.next_multiple_of(crate::abi::PAGE_SIZE));
+    m.offset >= base && end.max(m.offset) - base <= owner.end - owner.start
 }
 
-/// `(st_dev, st_ino)` of the object mapped by `m`.
-fn map_inode(pid: i32, m: &MapEntry) -> Result<(u64, u64), DumpError> {
+/// `(st_dev, st_ino)` and size of the object mapped by `m`.
+fn map_inode(pid: i32, m: &MapEntry) -> Result<((u64, u64), u64), DumpError> {
     let path = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
     let meta = std::fs::metadata(&path).map_err(|source| DumpError::Stat { path, source })?;
-    Ok((meta.dev(), meta.ino()))
+    Ok(((meta.dev(), meta.ino()), meta.size()))
 }
 
 fn mapped_and_open(pid: i32, m: &MapEntry, fd: &str) -> DumpError {

@@ -38,6 +38,9 @@ pub struct FilesImage {
     /// Content checksums of the regular files held open, taken with `dump --file-hash`
     /// (format 7; empty in older images and without the option).
     pub hashes: Vec<ContentHash>,
+    /// Permission bits of the memfds of the table (`Memfd` entries) whose mode is not
+    /// `memfd_create`'s 0777 (`fchmod`), by fd (format 9; empty in older images).
+    pub modes: Vec<(i32, u32)>,
 }
 
 /// A registration of the epoll instance at fd `epoll` made under fd number `tfd` (the
@@ -103,6 +106,31 @@ impl EpollFd {
     }
 }
 
+/// A files record of formats 7 and 8 (no `modes`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilesImageV8 {
+    pub fds: Vec<FdEntry>,
+    pub locks: Vec<FileLock>,
+    pub spares: Vec<i32>,
+    pub in_flight: Vec<InFlight>,
+    pub epoll_moved: Vec<EpollMoved>,
+    pub hashes: Vec<ContentHash>,
+}
+
+impl From<FilesImageV8> for FilesImage {
+    fn from(old: FilesImageV8) -> Self {
+        FilesImage {
+            fds: old.fds,
+            locks: old.locks,
+            spares: old.spares,
+            in_flight: old.in_flight,
+            epoll_moved: old.epoll_moved,
+            hashes: old.hashes,
+            modes: Vec::new(),
+        }
+    }
+}
+
 /// A files record of format 6 and older (no `spares`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FilesImageV6 {
@@ -112,7 +140,7 @@ pub struct FilesImageV6 {
 
 impl From<FilesImageV6> for FilesImage {
     fn from(old: FilesImageV6) -> Self {
-        FilesImage {
+        FilesImageV8 {
             fds: old.fds,
             locks: old.locks,
             spares: Vec::new(),
@@ -120,6 +148,7 @@ impl From<FilesImageV6> for FilesImage {
             epoll_moved: Vec::new(),
             hashes: Vec::new(),
         }
+        .into()
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::ImageError;
 use super::file::{decode, read, read_since, read_versioned, Kind};
-use super::files::{FilesImage, FilesImageV6};
+use super::files::{FilesImage, FilesImageV6, FilesImageV8};
 use super::inventory::Inventory;
 use super::mm::{MmImage, MmImageV6, MmImageV7};
 use super::pages::{check_pages, verify_pages};
@@ -170,7 +170,7 @@ fn load_process(dir: &Path, pid: i32, owns_mm: bool) -> Result<ProcessImage, Ima
         MmImage::default()
     };
     let path = dir.join(record_name("files", pid));
-    let files = read_since::<FilesImage, FilesImageV6>(Kind::Files, &path, 7)?;
+    let files = read_files(&path)?;
     validate::files(&files, &path)?;
     Ok(ProcessImage { task, mm, files })
 }
@@ -180,6 +180,16 @@ fn load_mm(dir: &Path, pid: i32) -> Result<MmImage, ImageError> {
     let mm = read_mm(&path)?;
     validate::mm(&mm, &path)?;
     Ok(mm)
+}
+
+/// A files record of any supported version: `spares` and more came in version 7,
+/// `modes` in 9.
+fn read_files(path: &Path) -> Result<FilesImage, ImageError> {
+    read_versioned(Kind::Files, path, |version, bytes| match version {
+        ..=6 => decode::<FilesImageV6>(Kind::Files, bytes, path).map(Into::into),
+        7 | 8 => decode::<FilesImageV8>(Kind::Files, bytes, path).map(Into::into),
+        _ => decode(Kind::Files, bytes, path),
+    })
 }
 
 /// An mm record of any supported version: `cow` came in version 7, `PageRun::stripe` in 8.
@@ -504,6 +514,7 @@ mod tests {
         let converted = FilesImage {
             epoll_moved: Vec::new(),
             hashes: Vec::new(),
+            modes: Vec::new(),
             ..files
         };
         assert_eq!(image.processes[0].files, converted);

@@ -303,6 +303,7 @@ pub fn files() -> FilesImage {
             fd: 3,
             crc32: 0xcbf4_3926,
         }],
+        modes: Vec::new(),
     }
 }
 
@@ -346,6 +347,7 @@ pub fn split_files(a: i32) -> (FilesImage, FilesImage) {
         in_flight: Vec::new(),
         epoll_moved: Vec::new(),
         hashes: Vec::new(),
+        modes: Vec::new(),
     };
     let second = FilesImage {
         fds: vec![
@@ -366,6 +368,7 @@ pub fn split_files(a: i32) -> (FilesImage, FilesImage) {
         in_flight: Vec::new(),
         epoll_moved: Vec::new(),
         hashes: Vec::new(),
+        modes: Vec::new(),
     };
     (first, second)
 }
@@ -424,6 +427,7 @@ pub fn in_flight_files() -> FilesImage {
         ],
         epoll_moved: Vec::new(),
         hashes: Vec::new(),
+        modes: Vec::new(),
     }
 }
 
@@ -714,5 +718,6 @@ pub fn random_files(r: &mut XorShift) -> FilesImage {
             fd: r.i32(),
             crc32: r.next() as u32,
         }),
+        modes: r.vec(2, |r| (r.i32(), r.next() as u32)),
     }
 }

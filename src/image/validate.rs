@@ -226,8 +226,8 @@ fn reopenable(kind: &FdKind) -> bool {
         || matches!(kind, FdKind::Remap(r) if r.copied)
 }
 
-/// Every `Mapped` fd names a mapping of a memfd or deleted file (`VmaKind::Unlinked`)
-/// that a process of the image has at exactly that range.
+/// Every `Mapped` fd names a mapping of a memfd, deleted file or shared memory that a
+/// process of the image has at exactly that range.
 pub fn mapped_fds<'a>(
     files: &FilesImage,
     mm_of: impl Fn(i32) -> Option<&'a MmImage>,
@@ -241,28 +241,29 @@ pub fn mapped_fds<'a>(
             continue;
         };
         let found = mm_of(pid).is_some_and(|mm| {
-            mm.vmas.iter().any(|v| {
-                v.start == start && v.end == end && rebuilds_object(v)
-            })
+            mm.vmas
+                .iter()
+                .any(|v| v.start == start && v.end == end && rebuilds_object(v))
         });
         if !found {
             return fail(
                 path,
-                format!("fd {} reopens the mapping {start:#x}-{end:#x} of pid {pid}, which is not a mapping of a memfd or deleted file in the image", e.fd),
+                format!("fd {} reopens the mapping {start:#x}-{end:#x} of pid {pid}, which is not a mapping of a memfd, deleted file or shared memory in the image", e.fd),
             );
         }
     }
     Ok(())
 }
 
-/// Whether mapping `v` creates the object of a memfd or deleted file at restore.
+/// Whether mapping `v` maps an object without a name that it may create at restore: a
+/// shared mapping of a memfd, deleted file or shared memory, a private one that saves
+/// its deleted file.
 fn rebuilds_object(v: &Vma) -> bool {
-    matches!(
+    let shared = matches!(
         v.kind,
-        VmaKind::Unlinked { .. }
-            | VmaKind::Hugetlb { memfd: Some(_), .. }
-            | VmaKind::PrivateUnlinked { ghost: Some(_), .. }
-    )
+        VmaKind::Unlinked { .. } | VmaKind::Hugetlb { .. } | VmaKind::Anon
+    );
+    (v.shared && shared) || matches!(v.kind, VmaKind::PrivateUnlinked { ghost: Some(_), .. })
 }
 
 /// A process's own record agrees with the tree on its ids.
@@ -585,7 +586,7 @@ fn unlinked(mm: &MmImage, path: &Path) -> Check {
                 "is not shared memory"
             }
             VmaKind::PrivateUnlinked { ghost, .. }
-                if v.shared || r.is_none_or(|r| r.owner.is_some() == ghost.is_some()) =>
+                if v.shared || !r.is_some_and(|r| r.owner.is_some() != ghost.is_some()) =>
             {
                 "is not private, or has no object or two"
             }
@@ -721,7 +722,22 @@ pub fn files(files: &FilesImage, path: &Path) -> Check {
     side_tables(files, path)?;
     order(files, path)?;
     spares(files, path)?;
-    in_flight(files, path)
+    in_flight(files, path)?;
+    memfd_modes(files, path)
+}
+
+/// Every memfd mode belongs to a memfd entry, listed once, with permission bits only.
+fn memfd_modes(files: &FilesImage, path: &Path) -> Check {
+    for (i, &(fd, mode)) in files.modes.iter().enumerate() {
+        let memfd = (files.fds.iter()).any(|e| e.fd == fd && matches!(e.kind, FdKind::Memfd(_)));
+        if !memfd || mode > 0o7777 || files.modes[..i].iter().any(|x| x.0 == fd) {
+            return fail(
+                path,
+                format!("mode {mode:#o} of fd {fd} names no memfd of the table, is no permission bits or is listed twice"),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Every moved epoll registration belongs to a registration of an epoll entry, listed
@@ -935,7 +951,6 @@ fn order(files: &FilesImage, path: &Path) -> Check {
     }
     Ok(())
 }
-
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -1421,6 +1436,10 @@ mod tests {
             files_err(|f| f.hashes[0].fd = 7),
             "content hash of fd 7 names no file of the table or is listed twice"
         );
+        let mut mode = sample::files();
+        mode.modes.push((3, 0o642));
+        let bad = "mode 0o642 of fd 3 names no memfd of the table, is no permission bits or is listed twice";
+        assert_eq!(message(files(&mode, path())), bad);
         // The target fd may be missing from the table when the registration is moved.
         let mut gone = sample::files();
         gone.fds.retain(|e| e.fd != 7);

@@ -143,12 +143,26 @@ pub fn map_all(
             _ => map_unlinked(s.child(), v, working_prot(v, filled))?,
         }
     }
+    // Mappings of an object another mapping of this process creates come last.
+    let pid = s.child().pid();
+    let (late, first): (Vec<&Vma>, Vec<&Vma>) = (todo.into_iter())
+        .filter(|v| owner(v).is_some() || !is_unlinked(v))
+        .partition(|v| owner(v).is_some_and(|o| o.pid == pid));
+    map_sources(s, &first, &owner, filled)?;
+    map_sources(s, &late, &owner, filled)
+}
+
+/// Maps `todo` (mappings of files, another mapping's object or anonymous memory) in
+/// groups of [`OPEN_AT_ONCE`] files.
+fn map_sources(
+    s: &mut Staged,
+    todo: &[&Vma],
+    owner: &dyn Fn(&Vma) -> Option<ShmemOwner>,
+    filled: &HashSet<u64>,
+) -> Result<(), RestoreError> {
     let mut group: Vec<(&Vma, Option<Source>)> = Vec::new();
     let mut files: Vec<Source> = Vec::new();
-    for v in todo
-        .into_iter()
-        .filter(|v| owner(v).is_some() || !is_unlinked(v))
-    {
+    for &v in todo {
         let source = match owner(v) {
             Some(o) => Some(Source::shared(&o, v)),
             None => Source::file(v),
@@ -308,7 +322,11 @@ fn map_ghost(
     offset: u64,
     prot: u64,
 ) -> Result<(), RestoreError> {
-    let fd = open_in(child, &path.to_string_lossy(), libc::O_RDONLY | libc::O_CLOEXEC)?;
+    let fd = open_in(
+        child,
+        &path.to_string_lossy(),
+        libc::O_RDONLY | libc::O_CLOEXEC,
+    )?;
     let remote = child.remote();
     let flags = (libc::MAP_PRIVATE | libc::MAP_FIXED_NOREPLACE) as u64;
     let args = [v.start, v.len(), prot, flags, fd, offset];

@@ -31,7 +31,7 @@ pub fn host_accepts(image: &Image, skip_file_check: bool) -> Result<(), RestoreE
         super::seccomp::host_accepts(&p.task)?;
         network_lock_liftable(p)?;
         if !skip_file_check {
-            fds_unchanged(p, same_host, &mut stats)?;
+            fds_unchanged(p, &image.inventory.pids, same_host, &mut stats)?;
         }
     }
     Ok(())
@@ -248,9 +248,15 @@ fn files_unchanged(
 /// Files open by path must be unchanged: same inode on the same host, and for regular
 /// files the same size and mtime (a directory's change with its entries; a FIFO's with
 /// its opens). `--skip-file-check` skips this.
-fn fds_unchanged(p: &ProcessImage, same_host: bool, stats: &mut Stats) -> Result<(), RestoreError> {
+fn fds_unchanged(
+    p: &ProcessImage,
+    pids: &[i32],
+    same_host: bool,
+    stats: &mut Stats,
+) -> Result<(), RestoreError> {
     for fd in &p.files.fds {
         let (file, contents_matter) = match &fd.kind {
+            FdKind::Path(path) if of_restored_process(&path.file.path, pids) => continue,
             FdKind::Path(path) => (&path.file, is_regular(&path.file.path, stats)),
             FdKind::Fifo(fifo) => (&fifo.file, false),
             FdKind::Remap(r) => (&r.link, true),
@@ -271,6 +277,16 @@ fn fds_unchanged(p: &ProcessImage, same_host: bool, stats: &mut Stats) -> Result
             })?;
     }
     Ok(())
+}
+
+/// Whether `path` lies in `/proc/PID/` of a process of the image (a test reading its own
+/// `/proc/PID/maps`): it exists once that process is restored, and is then its own.
+fn of_restored_process(path: &str, pids: &[i32]) -> bool {
+    let pid = path
+        .strip_prefix("/proc/")
+        .and_then(|r| r.split('/').next());
+    pid.and_then(|n| n.parse().ok())
+        .is_some_and(|n: i32| pids.contains(&n))
 }
 
 /// With a content hash from `dump --file-hash`: the file's contents have the same CRC-32.

@@ -310,6 +310,7 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
     pipe::link_peers(&mut fds, &walk);
     let epoll_moved = epoll::check_targets(pid, &fds, &epolls, &opts.pids)?;
     let hashes = path::hashes(pid, &fds, opts.file_hash)?;
+    let modes = memfd::modes(pid, &fds)?;
     let image = FilesImage {
         fds,
         locks: lock_list,
@@ -317,6 +318,7 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
         in_flight,
         epoll_moved,
         hashes,
+        modes,
     };
     Ok((image, ctx.held))
 }

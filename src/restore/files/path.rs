@@ -86,14 +86,15 @@ fn hidden_if_taken(old: &str, pid: i32, tag: &str) -> PathBuf {
     old.with_file_name(format!(".stasis-ghost-{pid}-{tag}-{name}"))
 }
 
+/// Where each mapping's deleted file was created, by mapping start, and the guards that
+/// remove them.
+pub type MappedGhosts = (Vec<(u64, PathBuf)>, Vec<Unlink>);
+
 /// Creates again, for process `pid`, the deleted file of each private mapping of `mm`
 /// that saves one (`VmaKind::PrivateUnlinked`), at its old path or a hidden sibling
 /// named after the mapping; returns, by mapping start, where, and guards that remove
 /// them when dropped (once the child mapped them).
-pub fn create_mapped_ghosts(
-    pid: i32,
-    mm: &MmImage,
-) -> Result<(Vec<(u64, PathBuf)>, Vec<Unlink>), RestoreError> {
+pub fn create_mapped_ghosts(pid: i32, mm: &MmImage) -> Result<MappedGhosts, RestoreError> {
     let (mut made, mut guards) = (Vec::new(), Vec::new());
     for v in &mm.vmas {
         let VmaKind::PrivateUnlinked { ghost: Some(g), .. } = &v.kind else {
