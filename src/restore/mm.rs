@@ -115,7 +115,8 @@ const OPEN_AT_ONCE: usize = 256;
 /// (at predicted fds), those mappings made and the files closed. The objects of
 /// `Unlinked` mappings (memfds, deleted files) are made first, one call at a time.
 /// `ghosts`: where the deleted file of each private mapping that saves one was created
-/// again, by mapping start (`restore/files/path.rs`); the caller unlinks them afterwards.
+/// again, by mapping start (`restore/files/path.rs`), and the names of it other private
+/// mappings of this process had; the caller unlinks them afterwards.
 pub fn map_all(
     s: &mut Staged,
     mm: &MmImage,
@@ -132,12 +133,12 @@ pub fn map_all(
         .iter()
         .filter(|v| !is_special(v) && !kept(v))
         .collect();
-    for v in todo.iter().filter(|v| is_unlinked(v) && owner(v).is_none()) {
+    let ghost = |v: &Vma| ghosts.iter().find(|g| g.0 == v.start).map(|g| &g.1);
+    let creates = |v: &Vma| is_unlinked(v) && (owner(v).is_none() || ghost(v).is_some());
+    for v in todo.iter().filter(|v| creates(v)) {
         s.flush()?;
-        match &v.kind {
-            VmaKind::PrivateUnlinked { offset, .. } => {
-                let path = ghosts.iter().find(|g| g.0 == v.start).map(|g| &g.1);
-                let path = path.expect("every saved deleted file was created");
+        match (&v.kind, ghost(v)) {
+            (VmaKind::PrivateUnlinked { offset, .. }, Some(path)) => {
                 map_ghost(s.child(), v, path, *offset, working_prot(v, filled))?
             }
             _ => map_unlinked(s.child(), v, working_prot(v, filled))?,
@@ -146,7 +147,7 @@ pub fn map_all(
     // Mappings of an object another mapping of this process creates come last.
     let pid = s.child().pid();
     let (late, first): (Vec<&Vma>, Vec<&Vma>) = (todo.into_iter())
-        .filter(|v| owner(v).is_some() || !is_unlinked(v))
+        .filter(|v| !creates(v))
         .partition(|v| owner(v).is_some_and(|o| o.pid == pid));
     map_sources(s, &first, &owner, filled)?;
     map_sources(s, &late, &owner, filled)

@@ -64,6 +64,8 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("shared_vm", &[]),
     ("cow", &[]),
     ("unlinked_maps", &[]),
+    ("private_maps", &[]),
+    ("hugetlb", &[]),
     ("unix_sockets", &[]),
     ("inflight", &[]),
     ("fanotify", &[]),

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::{seek, Install};
 use crate::image::files::{FdKind, FilesImage, GhostFd, OPathFd, PathFd, RemapFd};
-use crate::image::mm::{MmImage, VmaKind};
+use crate::image::mm::{MmImage, Vma, VmaKind};
 use crate::restore::mm::open_in;
 use crate::restore::RestoreError;
 
@@ -105,7 +105,49 @@ pub fn create_mapped_ghosts(pid: i32, mm: &MmImage) -> Result<MappedGhosts, Rest
         create_ghost(&path, g)?;
         made.push((v.start, path));
     }
+    for (v, name, made_at) in other_names(pid, mm, &made) {
+        let path = hidden_if_taken(name, pid, &format!("{:x}", v.start));
+        std::fs::hard_link(&made_at, &path).map_err(|source| RestoreError::Write {
+            path: path.display().to_string(),
+            source,
+        })?;
+        guards.push(Unlink(path.clone()));
+        made.push((v.start, path));
+    }
     Ok((made, guards))
+}
+
+/// The private mappings of `mm` that map, under another name, a deleted file that a
+/// mapping of this process saves (created at the path `made` gives): each with its name
+/// and that path, to be mapped through a link of that name.
+fn other_names<'a>(
+    pid: i32,
+    mm: &'a MmImage,
+    made: &[(u64, PathBuf)],
+) -> Vec<(&'a Vma, &'a str, PathBuf)> {
+    let mut out = Vec::new();
+    for v in &mm.vmas {
+        let VmaKind::PrivateUnlinked {
+            name, ghost: None, ..
+        } = &v.kind
+        else {
+            continue;
+        };
+        let owner = mm.shmem.iter().find(|r| r.start == v.start);
+        let Some(o) = owner.and_then(|r| r.owner).filter(|o| o.pid == pid) else {
+            continue;
+        };
+        let saved = mm.vmas.iter().find(|w| w.start == o.start).map(|w| &w.kind);
+        let Some(VmaKind::PrivateUnlinked { ghost: Some(g), .. }) = saved else {
+            continue;
+        };
+        if let Some((_, at)) = made.iter().find(|(start, _)| *start == o.start) {
+            if g.path != *name {
+                out.push((v, name.as_str(), at.clone()));
+            }
+        }
+    }
+    out
 }
 
 fn create_ghost(path: &Path, g: &GhostFd) -> Result<(), RestoreError> {
