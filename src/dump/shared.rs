@@ -357,3 +357,31 @@ fn fd_meta(pid: i32, fd: i32) -> Result<std::fs::Metadata, DumpError> {
     let path = format!("/proc/{pid}/fd/{fd}");
     std::fs::metadata(&path).map_err(|source| DumpError::Stat { path, source })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proc::maps::parse_maps;
+
+    fn map(line: &str) -> MapEntry {
+        parse_maps(line).expect("a maps line").remove(0)
+    }
+
+    #[test]
+    fn a_mapping_within_its_owner_may_run_past_the_object_end() {
+        let owner = ShmemOwner {
+            pid: 1,
+            start: 0x10000,
+            end: 0x15000,
+            offset: 0,
+        };
+        // 5 pages from object page 2 of a 5-page object: 3 pages of it are mapped.
+        let past = map("20000-25000 rw-s 00002000 00:01 7 /dev/zero (deleted)");
+        assert!(within(&past, 0x5000, 0, &owner));
+        // The same in a 6-page object reaches page 6, which the owner does not map.
+        assert!(!within(&past, 0x6000, 0, &owner));
+        // An owner mapping from page 1 does not hold page 0.
+        let below = map("30000-31000 rw-p 00000000 00:01 7 /dev/zero (deleted)");
+        assert!(!within(&below, 0x5000, 0x1000, &owner));
+    }
+}

@@ -1247,6 +1247,59 @@ mod tests {
     }
 
     #[test]
+    fn private_unlinked_rules() {
+        use crate::image::files::GhostFd;
+        use crate::image::mm::ShmemRef;
+        let at = 0x7fff_0000_0000;
+        let private = |ghost: Option<GhostFd>| {
+            let kind = VmaKind::PrivateUnlinked {
+                name: "/tmp/gone".into(),
+                offset: 0,
+                ghost: ghost.map(Box::new),
+            };
+            move |m: &mut MmImage| m.vmas.push(sample::vma(at, at + 0x1000, kind))
+        };
+        let ghost = GhostFd {
+            path: "/tmp/gone".into(),
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            pos: 0,
+            contents: b"x".to_vec(),
+        };
+        let no_object =
+            "mapping 0x7fff00000000-0x7fff00001000 of an unlinked object is not private, or has no object or two";
+        assert_eq!(mm_err(private(None)), no_object);
+        let own = |m: &mut MmImage| {
+            m.shmem.push(ShmemRef {
+                start: at,
+                owner: None,
+            })
+        };
+        let mut m = sample::mm();
+        private(Some(ghost.clone()))(&mut m);
+        own(&mut m);
+        mm(&m, path()).unwrap();
+        assert_eq!(
+            mm_err(|m| {
+                private(None)(m);
+                own(m);
+            }),
+            no_object
+        );
+        let hugetlb = VmaKind::Hugetlb {
+            shift: 21,
+            memfd: None,
+        };
+        let mut shared = sample::vma(at, at + 0x20_0000, hugetlb);
+        shared.shared = true;
+        assert_eq!(
+            mm_err(|m| m.vmas.push(shared)),
+            "mapping 0x7fff00000000-0x7fff00200000 of an unlinked object is not shared memory"
+        );
+    }
+
+    #[test]
     fn guard_rules() {
         let guard = |start, end| Guard { start, end };
         assert_eq!(
