@@ -236,6 +236,9 @@ pub fn shmem_data(pid: i32, m: &MapEntry) -> Result<Vec<(u64, u64)>, DumpError> 
         path: path.clone(),
         source,
     })?;
+    if m.has_flag("ht") {
+        return hugetlb_data(&file, m, &path);
+    }
     let seek_err = |e: nix::errno::Errno| {
         DumpError::unsupported(format!("lseek in the shared memory {path}: {e}"))
     };
@@ -256,6 +259,43 @@ pub fn shmem_data(pid: i32, m: &MapEntry) -> Result<Vec<(u64, u64)>, DumpError> 
         let hole = ((hole + page - 1) / page * page).min(hi);
         out.push((m.start + (data - lo) as u64, m.start + (hole - lo) as u64));
         at = hole;
+    }
+    Ok(out)
+}
+
+/// The address ranges of hugetlb mapping `m` whose pages hold anything but zeros, read
+/// through the object (`file`, at `path`): hugetlbfs reports every offset as data to
+/// `SEEK_DATA`, and reading a hole through the mapping would allocate a huge page, while
+/// `pread` reads holes as zeros.
+fn hugetlb_data(
+    file: &std::fs::File,
+    m: &MapEntry,
+    path: &str,
+) -> Result<Vec<(u64, u64)>, DumpError> {
+    use std::os::unix::fs::FileExt;
+    let page = crate::abi::PAGE_SIZE as usize;
+    let mut buf = vec![0u8; super::memory::CHUNK];
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let mut at = 0u64;
+    while at < m.end - m.start {
+        let want = buf.len().min((m.end - m.start - at) as usize);
+        let got =
+            (file.read_at(&mut buf[..want], m.offset + at)).map_err(|source| DumpError::Stat {
+                path: path.to_string(),
+                source,
+            })?;
+        for (i, p) in buf[..got].chunks(page).enumerate() {
+            let addr = m.start + at + (i * page) as u64;
+            match out.last_mut() {
+                _ if p.iter().all(|&b| b == 0) => {}
+                Some(last) if last.1 == addr => last.1 += page as u64,
+                _ => out.push((addr, addr + page as u64)),
+            }
+        }
+        if got < want {
+            break; // the object ends here
+        }
+        at += got as u64;
     }
     Ok(out)
 }

@@ -1,7 +1,7 @@
 /*
  * Memory in huge pages (hugetlb): anonymous private (4 MiB, two huge pages written in
- * part), anonymous shared (2 MiB), and a hugetlb memfd "huge" (2 MiB) mapped shared and
- * privately, its fd 10 kept open.
+ * part), anonymous shared (4 MiB, its second huge page never touched), and a hugetlb
+ * memfd "huge" (2 MiB) mapped shared and privately, its fd 10 kept open.
  *
  * Needs free huge pages: with fewer than 16 free, it raises vm.nr_hugepages to 64 if it
  * may, else prints SKIP with the reason.
@@ -97,7 +97,7 @@ int main(void)
 	victim_install_go();
 	need_huge_pages();
 	priv = mmap(NULL, 2 * HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
-	shared = mmap(NULL, HUGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+	shared = mmap(NULL, 2 * HUGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
 	if (priv == MAP_FAILED || shared == MAP_FAILED)
 		victim_skip("mmap(MAP_HUGETLB) fails");
 	victim_place(memfd_create("huge", MFD_HUGETLB), 10);
@@ -127,6 +127,7 @@ int main(void)
 	check(priv + 2 * HUGE - 4096, 4096, 2, "private, last page");
 	CHECK(priv[HUGE] == 0, "private: an untouched byte is %#x", priv[HUGE]);
 	check(shared, HUGE, 3, "shared");
+	CHECK(shared[HUGE + 100] == 0, "shared: a byte of the untouched huge page is %#x", shared[HUGE + 100]);
 	check(mshared, 4096, 4, "memfd, shared");
 	check(mpriv, 4096, 4, "memfd, private");
 	char got[2] = {0};
