@@ -726,14 +726,16 @@ pub fn files(files: &FilesImage, path: &Path) -> Check {
     memfd_modes(files, path)
 }
 
-/// Every memfd mode belongs to a memfd entry, listed once, with permission bits only.
+/// Every memfd mode belongs to an entry of the table (a `Memfd` one uses it; one that
+/// became a reopen of a mapped or earlier memfd has the object's already), listed once,
+/// with permission bits only.
 fn memfd_modes(files: &FilesImage, path: &Path) -> Check {
     for (i, &(fd, mode)) in files.modes.iter().enumerate() {
-        let memfd = (files.fds.iter()).any(|e| e.fd == fd && matches!(e.kind, FdKind::Memfd(_)));
-        if !memfd || mode > 0o7777 || files.modes[..i].iter().any(|x| x.0 == fd) {
+        let held = files.fds.iter().any(|e| e.fd == fd);
+        if !held || mode > 0o7777 || files.modes[..i].iter().any(|x| x.0 == fd) {
             return fail(
                 path,
-                format!("mode {mode:#o} of fd {fd} names no memfd of the table, is no permission bits or is listed twice"),
+                format!("mode {mode:#o} of fd {fd} names no fd of the table, is no permission bits or is listed twice"),
             );
         }
     }
@@ -1490,8 +1492,8 @@ mod tests {
             "content hash of fd 7 names no file of the table or is listed twice"
         );
         let mut mode = sample::files();
-        mode.modes.push((3, 0o642));
-        let bad = "mode 0o642 of fd 3 names no memfd of the table, is no permission bits or is listed twice";
+        mode.modes.push((3, 0o10642));
+        let bad = "mode 0o10642 of fd 3 names no fd of the table, is no permission bits or is listed twice";
         assert_eq!(message(files(&mode, path())), bad);
         // The target fd may be missing from the table when the registration is moved.
         let mut gone = sample::files();

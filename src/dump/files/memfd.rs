@@ -5,13 +5,12 @@
 //! process or another) becomes a `Reopen` of the first (`split.rs`).
 
 use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
 
 use nix::fcntl::{fcntl, FcntlArg};
 
 use super::OpenFd;
 use crate::dump::DumpError;
-use crate::image::files::{FdEntry, FdKind, MemfdFd};
+use crate::image::files::{FdKind, MemfdFd};
 
 /// Largest memfd saved (its contents live in the files record, capped at 256 MiB).
 pub const MEMFD_LIMIT: u64 = 64 << 20;
@@ -35,19 +34,14 @@ pub fn dump(open: &OpenFd) -> Result<FdKind, DumpError> {
     }))
 }
 
-/// The permission bits of the memfds among `fds` whose mode is not `memfd_create`'s
-/// 0777, by fd.
-pub fn modes(pid: i32, fds: &[FdEntry]) -> Result<Vec<(i32, u32)>, DumpError> {
-    let mut out = Vec::new();
-    for e in fds.iter().filter(|e| matches!(e.kind, FdKind::Memfd(_))) {
-        let path = format!("/proc/{pid}/fd/{}", e.fd);
-        let meta = std::fs::metadata(&path).map_err(|source| DumpError::Stat { path, source })?;
-        let mode = meta.mode() & 0o7777;
-        if mode != 0o777 {
-            out.push((e.fd, mode));
-        }
+/// The permission bits of the memfd `open` (an fd of `kind`) when they are not
+/// `memfd_create`'s 0777 (`fchmod` since).
+pub fn mode(open: &OpenFd, kind: &FdKind) -> Result<Option<u32>, DumpError> {
+    if !matches!(kind, FdKind::Memfd(_)) {
+        return Ok(None);
     }
-    Ok(out)
+    let mode = open.meta()?.st_mode & 0o7777;
+    Ok((mode != 0o777).then_some(mode))
 }
 
 fn seals(open: &OpenFd) -> Result<u32, DumpError> {

@@ -284,7 +284,7 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
     let flying = inflight::collect(&mut ctx, &opened)?;
     let mut in_flight = flying.messages;
     opened.extend(flying.opened);
-    let mut dropped = Vec::new();
+    let (mut dropped, mut modes) = (Vec::new(), Vec::new());
     for open in opened {
         let fd = open.fd;
         let kind = match entry_kind(&open, opts, &mut walk, &mut ctx, &mut lock_list) {
@@ -296,6 +296,9 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
                 continue;
             }
         };
+        if let Some(mode) = memfd::mode(&open, &kind)? {
+            modes.push((fd, mode));
+        }
         if epoll::is_epoll(&open) && !matches!(kind, FdKind::Dup { .. }) {
             epolls.push(fd);
         }
@@ -310,7 +313,6 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
     pipe::link_peers(&mut fds, &walk);
     let epoll_moved = epoll::check_targets(pid, &fds, &epolls, &opts.pids)?;
     let hashes = path::hashes(pid, &fds, opts.file_hash)?;
-    let modes = memfd::modes(pid, &fds)?;
     let image = FilesImage {
         fds,
         locks: lock_list,
