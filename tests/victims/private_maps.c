@@ -11,6 +11,9 @@
  *   rest written on page 2) and, under a second name (a hard link, deleted too),
  *   privately again; fd 12 keeps it open.
  *
+ * With "alone", a memfd "alone" is also mapped privately only (no shared mapping, fd
+ * closed), which stasis refuses (tests/failure.rs).
+ *
  * After go: the contents, the copy-on-write pages, that writes through the shared
  * mapping or the fd show in every untouched private page, that the private pages do not
  * leak back, and that /proc/self/maps names each file as before (" (deleted)"), on the
@@ -149,10 +152,25 @@ static void check_deleted(void)
 	      "deleted: fd 12 links %ld mode %o size %ld", (long)st.st_nlink, st.st_mode & 07777, (long)st.st_size);
 }
 
-int main(void)
+/* A memfd mapped only privately, its fd closed. */
+static void setup_alone(void)
+{
+	int fd = memfd_create("alone", 0);
+	char *p;
+
+	CHECK_SYS(fd);
+	CHECK(write(fd, "alone", 5) == 5, "write memfd");
+	p = mmap(NULL, PAGE, PROT_READ, MAP_PRIVATE, fd, 0);
+	CHECK(p != MAP_FAILED && p[0] == 'a', "mmap alone: %s", strerror(errno));
+	close(fd);
+}
+
+int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	victim_install_go();
+	if (argc > 1 && !strcmp(argv[1], "alone"))
+		setup_alone();
 	setup_memfd();
 	setup_anon();
 	setup_deleted();
