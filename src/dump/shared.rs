@@ -93,9 +93,21 @@ impl Shared {
             });
         }
         for v in vmas.iter_mut() {
+            let m = maps.iter().find(|m| m.start == v.start);
+            let m = m.expect("vmas come from these maps");
+            if !v.shared && matches!(v.kind, VmaKind::Hugetlb { memfd: None, .. }) {
+                // Its own anonymous memory, unless it maps shared hugetlb memory
+                // privately (through `map_files`).
+                if !self.shmem.contains_key(&map_inode(pid, m)?.0) {
+                    continue;
+                }
+                v.kind = VmaKind::PrivateUnlinked {
+                    name: ANON_HUGEPAGE.to_string(),
+                    offset: m.offset,
+                    ghost: None,
+                };
+            }
             if let VmaKind::PrivateUnlinked { .. } = v.kind {
-                let m = maps.iter().find(|m| m.start == v.start);
-                let m = m.expect("vmas come from these maps");
                 refs.push(self.link_private(pid, m, v, ghost_limit)?);
             }
         }

@@ -1,7 +1,8 @@
 /*
  * Memory in huge pages (hugetlb): anonymous private (4 MiB, two huge pages written in
- * part), anonymous shared (4 MiB, its second huge page never touched), and a hugetlb
- * memfd "huge" (2 MiB) mapped shared and privately, its fd 10 kept open.
+ * part), anonymous shared (4 MiB, its second huge page never touched; its first also
+ * mapped privately through /proc/self/map_files), and a hugetlb memfd "huge" (2 MiB)
+ * mapped shared and privately, its fd 10 kept open.
  *
  * Needs free huge pages: with fewer than 16 free, it raises vm.nr_hugepages to 64 if it
  * may, else prints SKIP with the reason.
@@ -88,10 +89,11 @@ static void check(const unsigned char *p, unsigned long len, int seed, const cha
 
 int main(void)
 {
-	unsigned char *priv, *shared, *mshared, *mpriv;
-	void *maps[4];
-	long kb[4];
-	char dev[4][32];
+	unsigned char *priv, *shared, *mshared, *mpriv, *spriv;
+	void *maps[5];
+	long kb[5];
+	char dev[5][32];
+	char path[64];
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	victim_install_go();
@@ -105,17 +107,22 @@ int main(void)
 	mshared = mmap(NULL, HUGE, PROT_READ | PROT_WRITE, MAP_SHARED, 10, 0);
 	mpriv = mmap(NULL, HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, 10, 0);
 	CHECK(mshared != MAP_FAILED && mpriv != MAP_FAILED, "mmap hugetlb memfd: %s", strerror(errno));
+	snprintf(path, sizeof(path), "/proc/self/map_files/%lx-%lx", (long)shared, (long)shared + 2 * HUGE);
+	victim_place(open(path, O_RDWR), 11);
+	spriv = mmap(NULL, HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, 11, 0);
+	CHECK(spriv != MAP_FAILED, "mmap shared hugetlb memory privately: %s", strerror(errno));
+	close(11);
 	fill(priv, 8192, 1);
 	fill(priv + 2 * HUGE - 4096, 4096, 2);
 	fill(shared, HUGE, 3);
 	fill(mshared, 4096, 4);
 	CHECK(mpriv[0] == pat(0, 4), "memfd private mapping does not show the object");
-	maps[0] = priv, maps[1] = shared, maps[2] = mshared, maps[3] = mpriv;
-	for (int i = 0; i < 4; i++)
+	maps[0] = priv, maps[1] = shared, maps[2] = mshared, maps[3] = mpriv, maps[4] = spriv;
+	for (int i = 0; i < 5; i++)
 		map_of(maps[i], &kb[i], dev[i]);
 	victim_ready();
 	victim_wait_go();
-	for (int i = 0; i < 4; i++) {
+	for (int i = 0; i < 5; i++) {
 		long now;
 		char d[32];
 
@@ -128,6 +135,9 @@ int main(void)
 	CHECK(priv[HUGE] == 0, "private: an untouched byte is %#x", priv[HUGE]);
 	check(shared, HUGE, 3, "shared");
 	CHECK(shared[HUGE + 100] == 0, "shared: a byte of the untouched huge page is %#x", shared[HUGE + 100]);
+	check(spriv, 4096, 3, "shared, mapped privately");
+	shared[0] = 'S';
+	CHECK(spriv[0] == 'S', "the private mapping of the shared memory does not follow it");
 	check(mshared, 4096, 4, "memfd, shared");
 	check(mpriv, 4096, 4, "memfd, private");
 	char got[2] = {0};
