@@ -537,7 +537,7 @@ fn vma_line(v: &Vma) -> String {
             let saved = ghost.as_ref().map_or(String::new(), |g| {
                 format!(" (saved, {} bytes)", g.contents.len())
             });
-            format!("private of deleted {name}{saved} @{offset:#x}")
+            format!("private of {name} (deleted){saved} @{offset:#x}")
         }
     };
     format!(
