@@ -5,7 +5,7 @@
  * mapped shared and privately, its fd 10 kept open.
  *
  * Needs free huge pages: with fewer than 16 free, it raises vm.nr_hugepages to 64 if it
- * may, else prints SKIP with the reason.
+ * may (and puts the old value back on PASS), else prints SKIP with the reason.
  *
  * After go: every byte written (a pattern), the page size (smaps KernelPageSize) and the
  * device of each mapping as before, the memfd one object (its fd reads what the shared
@@ -40,12 +40,30 @@ static long free_huge(void)
 	return n;
 }
 
+/* vm.nr_hugepages before this victim raised it (-1: left alone), put back on PASS. */
+static long old_nr = -1;
+
+static void set_nr(long n)
+{
+	FILE *f = fopen("/proc/sys/vm/nr_hugepages", "w");
+
+	if (f) {
+		fprintf(f, "%ld\n", n);
+		fclose(f);
+	}
+}
+
 static void need_huge_pages(void)
 {
 	FILE *f;
 
 	if (free_huge() >= 16)
 		return;
+	f = fopen("/proc/sys/vm/nr_hugepages", "r");
+	if (!f || fscanf(f, "%ld", &old_nr) != 1)
+		old_nr = -1;
+	if (f)
+		fclose(f);
 	f = fopen("/proc/sys/vm/nr_hugepages", "w");
 	if (!f || fprintf(f, "64\n") < 0 || fclose(f) != 0)
 		victim_skip("fewer than 16 free huge pages and vm.nr_hugepages cannot be raised (not root?)");
@@ -147,5 +165,7 @@ int main(void)
 	      "memfd: fd 10 or the private mapping is not the shared object");
 	mpriv[0] = 'P';
 	CHECK(mshared[0] == 'f', "memfd: a private write leaked");
+	if (old_nr >= 0)
+		set_nr(old_nr);
 	victim_pass();
 }
