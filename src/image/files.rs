@@ -46,6 +46,9 @@ pub struct FilesImage {
     /// them (the socket file was deleted, or they are accepted connections sharing their
     /// listener's name): bound again, then the new file unlinked (format 9).
     pub unlinked_sockets: Vec<u64>,
+    /// Permission bits of the memfds of the table (`Memfd` entries) whose mode is not
+    /// `memfd_create`'s 0777 (`fchmod`), by fd (format 9; empty in older images).
+    pub modes: Vec<(i32, u32)>,
 }
 
 /// Who gets the I/O signals (`O_ASYNC`, leases) of the open file description created by

@@ -237,6 +237,7 @@ impl From<FilesImageV8> for FilesImage {
             hashes: old.hashes,
             owners: Vec::new(),
             unlinked_sockets: Vec::new(),
+            modes: Vec::new(),
         }
     }
 }

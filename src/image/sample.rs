@@ -316,6 +316,7 @@ pub fn files() -> FilesImage {
             signal: 34,
         }],
         unlinked_sockets: Vec::new(),
+        modes: Vec::new(),
     }
 }
 
@@ -361,6 +362,7 @@ pub fn split_files(a: i32) -> (FilesImage, FilesImage) {
         hashes: Vec::new(),
         owners: Vec::new(),
         unlinked_sockets: Vec::new(),
+        modes: Vec::new(),
     };
     let second = FilesImage {
         fds: vec![
@@ -383,6 +385,7 @@ pub fn split_files(a: i32) -> (FilesImage, FilesImage) {
         hashes: Vec::new(),
         owners: Vec::new(),
         unlinked_sockets: Vec::new(),
+        modes: Vec::new(),
     };
     (first, second)
 }
@@ -443,6 +446,7 @@ pub fn in_flight_files() -> FilesImage {
         hashes: Vec::new(),
         owners: Vec::new(),
         unlinked_sockets: Vec::new(),
+        modes: Vec::new(),
     }
 }
 
@@ -756,5 +760,6 @@ pub fn random_files(r: &mut XorShift) -> FilesImage {
             signal: r.i32(),
         }),
         unlinked_sockets: r.vec(2, |r| r.next()),
+        modes: r.vec(2, |r| (r.i32(), r.next() as u32)),
     }
 }
