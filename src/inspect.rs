@@ -663,6 +663,21 @@ fn vma_line(v: &Vma) -> String {
             format!("{what}{name} ({size} bytes) @{offset:#x}")
         }
         VmaKind::SysvShm { id, offset, .. } => format!("SysV shm id {id} @{offset:#x}"),
+        VmaKind::Hugetlb { shift, memfd } => match memfd {
+            Some(m) => format!(
+                "hugetlb memfd:{} ({} bytes) @{:#x}",
+                m.name, m.size, m.offset
+            ),
+            None => format!("anon hugetlb ({} KiB pages)", (1u64 << shift) >> 10),
+        },
+        VmaKind::PrivateUnlinked {
+            name,
+            offset,
+            ghost,
+        } => {
+            let saved = ghost.map_or(String::new(), |g| format!(" (ghost {g})"));
+            format!("private of {name} (deleted){saved} @{offset:#x}")
+        }
     };
     format!(
         "{:#014x}-{:#014x} {perms} {what}{}",

@@ -176,6 +176,35 @@ fn dump_refuses_inherited_aio_ring() {
     assert_survived(victim);
 }
 
+/// A memfd mapped only privately is refused (no shared mapping saves its contents),
+/// naming the mapping; so is a privately mapped deleted file above `--ghost-limit`,
+/// naming the flag.
+#[test]
+fn dump_refuses_private_mappings_it_cannot_save() {
+    let test = "dump_refuses_private_mappings_it_cannot_save";
+    let _serial = common::serial();
+    require_privileged!(test);
+    for (args, limit, words) in [
+        (
+            &["alone"][..],
+            "1M",
+            &["/memfd:alone", "no shared mapping"][..],
+        ),
+        (&[][..], "4K", &["pm-deleted", "--ghost-limit"][..]),
+    ] {
+        let tmp = TempDir::new(test);
+        let mut victim = victim_in(&tmp, "private_maps", args);
+        assert_eq!(victim.wait_ready(), Start::Ready);
+        let out = common::dump(victim.pid, &tmp.join("img"), &["--ghost-limit", limit]);
+        let what = format!("dump of private_maps {args:?} with --ghost-limit {limit}");
+        let mut want = vec!["mapping", "private mapping of"];
+        want.extend(words);
+        assert_refused(&out, &what, victim.pid, &want);
+        assert_no_image(tmp.path());
+        assert_survived(victim);
+    }
+}
+
 /// A deleted-but-open file above `--ghost-limit` is refused, naming the fd and the flag.
 #[test]
 fn dump_refuses_ghost_above_limit() {

@@ -273,6 +273,8 @@ victim_tests! {
     cow: "cow";
     unlinked_maps: "unlinked_maps";
     unlinked_maps_fds: "unlinked_maps" ["fds"];
+    private_maps: "private_maps";
+    hugetlb: "hugetlb";
     pipes: "pipes";
     anonfds: "anonfds";
     epoll_moved: "epoll_moved";

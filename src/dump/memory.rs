@@ -99,7 +99,9 @@ fn ranges_to_save(
                 guards.extend(guards_in(&pagemap, vma)?);
                 continue;
             }
-            VmaKind::Anon | VmaKind::Unlinked { .. } => (false, true),
+            VmaKind::Anon | VmaKind::Unlinked { .. } | VmaKind::Hugetlb { .. } => (false, true),
+            // Pages still those of the object come from it at restore.
+            VmaKind::PrivateUnlinked { .. } => (true, false),
             VmaKind::File { .. } if !vma.shared => (true, false),
             VmaKind::File { .. } => {
                 guards.extend(guards_in(&pagemap, vma)?);

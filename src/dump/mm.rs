@@ -5,7 +5,7 @@
 use std::os::unix::fs::MetadataExt;
 
 use super::DumpError;
-use crate::image::mm::{FileId, MmFields, Vma, VmaFlags, VmaKind};
+use crate::image::mm::{FileId, HugetlbMemfd, MmFields, Vma, VmaFlags, VmaKind};
 use crate::proc::{self, MapEntry, MapPath};
 use crate::sys::mem::Mem;
 
@@ -64,12 +64,14 @@ fn kind_of(pid: i32, e: &MapEntry) -> Result<Option<VmaKind>, DumpError> {
             )))
         }
         MapPath::Deleted(p) if p == super::aio::RING && e.shared => super::aio::ring(pid, e)?,
+        MapPath::Deleted(p) if e.has_flag("ht") && !p.starts_with(SYSV) => hugetlb(pid, e, p)?,
         MapPath::Deleted(p) if e.shared && !p.starts_with(SYSV) => unlinked(pid, e, p)?,
         MapPath::Deleted(p) if e.shared => VmaKind::SysvShm {
             id: e.inode as i32,
             offset: e.offset,
             may_write: e.has_flag("mw"),
         },
+        MapPath::Deleted(p) if !p.starts_with(SYSV) => private_unlinked(e, p),
         MapPath::Deleted(p) => {
             return Err(DumpError::unsupported(format!(
                 "{} is a private mapping of deleted file {p}, which stasis cannot checkpoint yet",
@@ -101,6 +103,52 @@ fn unlinked(pid: i32, e: &MapEntry, path: &str) -> Result<VmaKind, DumpError> {
         offset: e.offset,
         mode: meta.mode() & 0o7777,
     })
+}
+
+/// A private mapping of a file without a name: which object it maps is decided once the
+/// tree's shared mappings are known (`dump/shared.rs`, which also saves a deleted file's
+/// contents when no shared mapping does).
+fn private_unlinked(e: &MapEntry, path: &str) -> VmaKind {
+    VmaKind::PrivateUnlinked {
+        name: path.to_string(),
+        offset: e.offset,
+        ghost: None,
+    }
+}
+
+/// How anonymous hugetlb memory (`MAP_HUGETLB`) shows in maps.
+pub const ANON_HUGEPAGE: &str = "/anon_hugepage";
+
+/// A mapping in huge pages (smaps `ht`): anonymous, or of a hugetlb memfd; the page size
+/// is the block size of the hugetlbfs file behind it.
+fn hugetlb(pid: i32, e: &MapEntry, path: &str) -> Result<VmaKind, DumpError> {
+    let link = format!("/proc/{pid}/map_files/{:x}-{:x}", e.start, e.end);
+    let fs = nix::sys::statfs::statfs(link.as_str())
+        .map_err(|err| DumpError::unsupported(format!("statfs {link}: {}", err.desc())))?;
+    let shift = (fs.block_size() as u64).trailing_zeros() as u8;
+    let memfd = match unlinked(pid, e, path)? {
+        _ if path == ANON_HUGEPAGE => None,
+        _ if !e.shared => return Ok(private_unlinked(e, path)),
+        VmaKind::Unlinked {
+            name,
+            memfd: true,
+            size,
+            offset,
+            mode,
+        } => Some(HugetlbMemfd {
+            name,
+            size,
+            offset,
+            mode,
+        }),
+        _ => {
+            return Err(DumpError::unsupported(format!(
+                "mapping {:#x}-{:#x} of pid {pid} is a shared mapping of deleted hugetlbfs file {path}, which stasis cannot checkpoint yet",
+                e.start, e.end
+            )))
+        }
+    };
+    Ok(VmaKind::Hugetlb { shift, memfd })
 }
 
 fn prot_of(e: &MapEntry) -> u32 {

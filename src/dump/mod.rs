@@ -291,12 +291,22 @@ fn save(
     shared: &mut Shared,
 ) -> Result<(memory::MemoryStats, files::Held, FilesImage), DumpError> {
     let pid = task.pid();
-    let Layout { smaps, vmas, cow } = layout;
+    let Layout {
+        smaps,
+        mut vmas,
+        cow,
+    } = layout;
     // Ordering requirements: mappings are linked before the fds are checked against them.
     let shmem = if entry.shares_vm {
         shared::LinkedShmem::default() // its parent's address space, linked already
     } else {
-        shared.link_shmem(pid, &smaps)?
+        shared.link_shmem(
+            pid,
+            &smaps,
+            &mut vmas,
+            &mut fd_opts.ghosts.borrow_mut(),
+            fd_opts.ghost_limit,
+        )?
     };
     let (files, held) = if entry.shares_files {
         (FilesImage::default(), files::Held::new(pid))
@@ -434,7 +444,8 @@ fn save_mm(
 }
 
 /// Each part of a shared memory object is saved by its first mapping in the tree, from
-/// the object's data; the other mappings of that part save none of it.
+/// the object's data; the other mappings of that part save none of it. (A private
+/// mapping of such an object saves its own pages.)
 fn shmem_overrides(
     pid: i32,
     smaps: &[proc::MapEntry],
@@ -442,7 +453,10 @@ fn shmem_overrides(
 ) -> Result<memory::Overrides, DumpError> {
     let mut out = memory::Overrides::new();
     for r in &shmem.refs {
-        let mine = shmem.save.get(&r.start).map_or(&[][..], Vec::as_slice);
+        // A private mapping of the object saves its own pages.
+        let Some(mine) = shmem.save.get(&r.start) else {
+            continue;
+        };
         let ranges = if mine.is_empty() {
             Vec::new()
         } else {

@@ -10,9 +10,11 @@
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 
+use super::mm::ANON_HUGEPAGE;
 use super::DumpError;
+use crate::dump::files::ghost;
 use crate::image::files::{FdKind, FilesImage, MappedFd};
-use crate::image::mm::{ShmemObject, ShmemOwner, ShmemRef};
+use crate::image::mm::{ShmemObject, ShmemOwner, ShmemRef, Vma, VmaKind};
 use crate::proc::{MapEntry, MapPath};
 use crate::sys::kcmp::{self, Object};
 
@@ -22,8 +24,8 @@ pub struct Shared {
     /// `(dev, ino)` of an open file → its original holders `(pid, fd)`.
     files: HashMap<(u64, u64), Vec<(i32, i32)>>,
     /// `(dev, ino)` of a shmem object (shared anonymous memory, a memfd, a deleted file)
-    /// → its owner's mapping and that mapping's object offset.
-    shmem: HashMap<(u64, u64), (ShmemOwner, u64)>,
+    /// → the mapping that rebuilds it.
+    shmem: HashMap<(u64, u64), Unnamed>,
     /// `(dev, ino)` of a shmem object → the object ranges whose pages a mapping saves
     /// already (each part of an object is saved by the first mapping of it).
     shmem_saved: HashMap<(u64, u64), Vec<(u64, u64)>>,
@@ -59,37 +61,37 @@ impl Shared {
         Ok(())
     }
 
-    /// The shared memory mappings of `pid` among `maps`, each object owned by the first
-    /// mapping of it in the tree.
-    pub fn link_shmem(&mut self, pid: i32, maps: &[MapEntry]) -> Result<LinkedShmem, DumpError> {
+    /// The mappings of objects without a name among `maps` (`vmas` converted from them):
+    /// the shared ones, each object owned by the first mapping of it in the tree (in this
+    /// process, the one from the lowest offset); then the private mappings of such
+    /// objects (`VmaKind::PrivateUnlinked`): of an object owned already, or the first
+    /// mapping of a deleted file, whose contents then go to the tree's ghosts (`ghosts`,
+    /// `ghost_limit` bytes of data at most) and which owns it.
+    pub fn link_shmem(
+        &mut self,
+        pid: i32,
+        maps: &[MapEntry],
+        vmas: &mut [Vma],
+        ghosts: &mut ghost::Table,
+        ghost_limit: u64,
+    ) -> Result<LinkedShmem, DumpError> {
         let mut out = LinkedShmem::default();
-        for m in maps.iter().filter(|m| is_shmem(m)) {
-            let key = map_inode(pid, m)?;
+        let mut shmem: Vec<&MapEntry> = maps.iter().filter(|m| is_shmem(m)).collect();
+        shmem.sort_by_key(|m| (m.offset, std::cmp::Reverse(m.end - m.start)));
+        for m in shmem {
+            let (key, _) = map_inode(pid, m)?;
             if let Some(fd) = self.unlinked_fds.get(&key) {
                 return Err(mapped_and_open(pid, m, fd));
             }
             let owner = match self.shmem.get(&key) {
-                Some(&(owner, base)) => Some(ShmemOwner {
-                    offset: m
-                        .offset
-                        .checked_sub(base)
-                        .ok_or_else(|| below(pid, m, &owner))?,
-                    ..owner
-                }),
+                Some(o) => Some(o.reach(pid, m)?),
                 None => {
-                    let owner = ShmemOwner {
-                        pid,
-                        start: m.start,
-                        end: m.end,
-                        offset: 0,
-                    };
                     // Offsets in an anonymous object are kept as they are: it is made
                     // whole (`ShmemObject`); a memfd or deleted file is rebuilt whole.
-                    let base = if is_anon(m) { 0 } else { m.offset };
                     if is_anon(m) {
                         out.objects.push(object(pid, m)?);
                     }
-                    self.shmem.insert(key, (owner, base));
+                    self.shmem.insert(key, Unnamed::new(pid, m, false));
                     None
                 }
             };
@@ -99,7 +101,71 @@ impl Shared {
                 owner,
             });
         }
+        for v in vmas.iter_mut() {
+            let m = maps.iter().find(|m| m.start == v.start);
+            let m = m.expect("vmas come from these maps");
+            if !v.shared && matches!(v.kind, VmaKind::Hugetlb { memfd: None, .. }) {
+                // Its own anonymous memory, unless it maps shared hugetlb memory
+                // privately (through `map_files`).
+                if !self.shmem.contains_key(&map_inode(pid, m)?.0) {
+                    continue;
+                }
+                v.kind = VmaKind::PrivateUnlinked {
+                    name: ANON_HUGEPAGE.to_string(),
+                    offset: m.offset,
+                    ghost: None,
+                };
+            }
+            if let VmaKind::PrivateUnlinked { .. } = v.kind {
+                out.refs
+                    .push(self.link_private(pid, m, v, ghosts, ghost_limit)?);
+            }
+        }
+        out.refs.sort_by_key(|r| r.start);
         Ok(out)
+    }
+
+    /// The object reference of private mapping `v` (`m` in maps) of `pid`; a deleted
+    /// file that no earlier mapping rebuilds is saved in the ghost table and named in
+    /// `v` ([`ghost`]).
+    fn link_private(
+        &mut self,
+        pid: i32,
+        m: &MapEntry,
+        v: &mut Vma,
+        ghosts: &mut ghost::Table,
+        ghost_limit: u64,
+    ) -> Result<ShmemRef, DumpError> {
+        let (key, _) = map_inode(pid, m)?;
+        if let Some(fd) = self.unlinked_fds.get(&key) {
+            return Err(mapped_and_open(pid, m, fd));
+        }
+        let VmaKind::PrivateUnlinked {
+            name,
+            offset,
+            ghost: saved,
+        } = &mut v.kind
+        else {
+            unreachable!("called for private mappings of unlinked objects only");
+        };
+        let owner = match self.shmem.get(&key) {
+            Some(o) => {
+                let owner = o.reach(pid, m)?;
+                if o.relative {
+                    *offset = owner.offset;
+                }
+                Some(owner)
+            }
+            None => {
+                *saved = Some(ghost(pid, m, name, ghosts, ghost_limit)?);
+                self.shmem.insert(key, Unnamed::new(pid, m, true));
+                None
+            }
+        };
+        Ok(ShmemRef {
+            start: m.start,
+            owner,
+        })
     }
 
     /// The address ranges of `m` (a mapping of object `key`) that no earlier mapping of
@@ -125,6 +191,51 @@ pub struct LinkedShmem {
     pub save: HashMap<u64, Vec<(u64, u64)>>,
 }
 
+/// An object without a name, as the mapping that rebuilds it at restore sees it.
+#[derive(Clone, Copy, Debug)]
+struct Unnamed {
+    /// That mapping (`offset` 0).
+    owner: ShmemOwner,
+    /// The object offset that offsets through the owner are relative to (0 for an
+    /// object made whole with its offsets kept).
+    base: u64,
+    /// A deleted file saved whole as a ghost (by a private mapping of it).
+    whole: bool,
+    /// Anonymous hugetlb memory, recreated as its owner's mapping: offsets in it are
+    /// relative to that mapping.
+    relative: bool,
+}
+
+impl Unnamed {
+    fn new(pid: i32, m: &MapEntry, whole: bool) -> Unnamed {
+        let owner = ShmemOwner {
+            pid,
+            start: m.start,
+            end: m.end,
+            offset: 0,
+        };
+        let relative = matches!(&m.path, MapPath::Deleted(p) if p == ANON_HUGEPAGE);
+        let base = if whole || is_anon(m) { 0 } else { m.offset };
+        Unnamed {
+            owner,
+            base,
+            whole,
+            relative,
+        }
+    }
+
+    /// How mapping `m` of `pid` reaches the object: refused below the offset its owner
+    /// maps from.
+    fn reach(&self, pid: i32, m: &MapEntry) -> Result<ShmemOwner, DumpError> {
+        let owner = self.owner;
+        let offset = m
+            .offset
+            .checked_sub(self.base)
+            .ok_or_else(|| below(pid, m, &owner))?;
+        Ok(ShmemOwner { offset, ..owner })
+    }
+}
+
 /// A mapping of a memfd or deleted file below the offset its first mapping maps from.
 fn below(pid: i32, m: &MapEntry, owner: &ShmemOwner) -> DumpError {
     DumpError::unsupported(format!(
@@ -133,9 +244,12 @@ fn below(pid: i32, m: &MapEntry, owner: &ShmemOwner) -> DumpError {
     ))
 }
 
+/// How shared anonymous memory shows in maps.
+const DEV_ZERO: &str = "/dev/zero";
+
 /// `MAP_SHARED | MAP_ANONYMOUS` memory (the kernel's unlinked `/dev/zero` shmem file).
 fn is_anon(m: &MapEntry) -> bool {
-    matches!(&m.path, MapPath::Deleted(p) if p == "/dev/zero")
+    matches!(&m.path, MapPath::Deleted(p) if p == DEV_ZERO)
 }
 
 /// The size of the anonymous object `m` maps (at least as far as `m` reaches into it).
@@ -153,6 +267,49 @@ fn object(pid: i32, m: &MapEntry) -> Result<ShmemObject, DumpError> {
     })
 }
 
+/// The deleted file that private mapping `m` of `pid` maps (`name` in maps), saved in
+/// the tree's ghost table (`dump/files/ghost.rs`, once per file, holes kept): its index.
+/// Refused for an object that is no regular deleted file, one that keeps other links,
+/// or one with more data than `limit` bytes.
+fn ghost(
+    pid: i32,
+    m: &MapEntry,
+    name: &str,
+    ghosts: &mut ghost::Table,
+    limit: u64,
+) -> Result<u32, DumpError> {
+    let link = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+    let what = format!(
+        "mapping {:#x}-{:#x} of pid {pid} is a private mapping of {name}",
+        m.start, m.end
+    );
+    let refuse = |why: String| Err(DumpError::unsupported(format!("{what}, {why}")));
+    if name.starts_with("/memfd:") || name == DEV_ZERO || m.has_flag("ht") {
+        return refuse("an object no shared mapping of the tree saves before it, which stasis cannot checkpoint yet".into());
+    }
+    let io = |source: std::io::Error| DumpError::Stat {
+        path: link.clone(),
+        source,
+    };
+    let file = std::fs::File::open(&link).map_err(io)?;
+    let meta = nix::sys::stat::fstat(&file).map_err(|e| io(e.into()))?;
+    if meta.st_nlink != 0 {
+        return refuse("a name since unlinked while the file keeps other links, which stasis cannot checkpoint yet".into());
+    }
+    if meta.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return refuse("which is no regular file, which stasis cannot checkpoint yet".into());
+    }
+    let runs = ghost::data_runs(&file, meta.st_size as u64).map_err(io)?;
+    let stored: u64 = runs.iter().map(|r| r.1).sum();
+    if stored > limit {
+        return refuse(format!("a deleted file of {stored} bytes of data, above the --ghost-limit of {limit} bytes; raise --ghost-limit to save it in the image"));
+    }
+    ghosts.add((meta.st_dev, meta.st_ino), || {
+        let body = ghost::regular(&file, &meta).map_err(io)?;
+        Ok(ghost::ghost_file(name, &meta, body))
+    })
+}
+
 /// The address ranges of mapping `m` of `pid` whose pages hold data (resident or swapped),
 /// found with `SEEK_DATA`/`SEEK_HOLE` on the shmem object itself (`/proc/PID/map_files`):
 /// pages that only another process of the tree touched count too, which `PAGEMAP_SCAN`
@@ -164,6 +321,9 @@ pub fn shmem_data(pid: i32, m: &MapEntry) -> Result<Vec<(u64, u64)>, DumpError> 
         path: path.clone(),
         source,
     })?;
+    if m.has_flag("ht") {
+        return hugetlb_data(&file, m, &path);
+    }
     let seek_err = |e: nix::errno::Errno| {
         DumpError::unsupported(format!("lseek in the shared memory {path}: {e}"))
     };
@@ -188,6 +348,43 @@ pub fn shmem_data(pid: i32, m: &MapEntry) -> Result<Vec<(u64, u64)>, DumpError> 
     Ok(out)
 }
 
+/// The address ranges of hugetlb mapping `m` whose pages hold anything but zeros, read
+/// through the object (`file`, at `path`): hugetlbfs reports every offset as data to
+/// `SEEK_DATA`, and reading a hole through the mapping would allocate a huge page, while
+/// `pread` reads holes as zeros.
+fn hugetlb_data(
+    file: &std::fs::File,
+    m: &MapEntry,
+    path: &str,
+) -> Result<Vec<(u64, u64)>, DumpError> {
+    use std::os::unix::fs::FileExt;
+    let page = crate::abi::PAGE_SIZE as usize;
+    let mut buf = vec![0u8; super::memory::CHUNK];
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let mut at = 0u64;
+    while at < m.end - m.start {
+        let want = buf.len().min((m.end - m.start - at) as usize);
+        let got =
+            (file.read_at(&mut buf[..want], m.offset + at)).map_err(|source| DumpError::Stat {
+                path: path.to_string(),
+                source,
+            })?;
+        for (i, p) in buf[..got].chunks(page).enumerate() {
+            let addr = m.start + at + (i * page) as u64;
+            match out.last_mut() {
+                _ if p.iter().all(|&b| b == 0) => {}
+                Some(last) if last.1 == addr => last.1 += page as u64,
+                _ => out.push((addr, addr + page as u64)),
+            }
+        }
+        if got < want {
+            break; // the object ends here
+        }
+        at += got as u64;
+    }
+    Ok(out)
+}
+
 /// A shared mapping of an object without a name, saved once for the tree from its own
 /// data: `MAP_SHARED | MAP_ANONYMOUS` (the kernel backs it with an unlinked `/dev/zero`
 /// shmem file), a memfd or a deleted file (`dump/mm.rs` refuses memfd_secret; SysV
@@ -199,11 +396,11 @@ pub fn is_shmem(m: &MapEntry) -> bool {
             if p != super::aio::RING && !p.starts_with(super::mm::SYSV))
 }
 
-/// `(st_dev, st_ino)` of the object mapped by `m`.
-fn map_inode(pid: i32, m: &MapEntry) -> Result<(u64, u64), DumpError> {
+/// `(st_dev, st_ino)` and size of the object mapped by `m`.
+fn map_inode(pid: i32, m: &MapEntry) -> Result<((u64, u64), u64), DumpError> {
     let path = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
     let meta = std::fs::metadata(&path).map_err(|source| DumpError::Stat { path, source })?;
-    Ok((meta.dev(), meta.ino()))
+    Ok(((meta.dev(), meta.ino()), meta.size()))
 }
 
 fn mapped_and_open(pid: i32, m: &MapEntry, fd: &str) -> DumpError {
@@ -238,8 +435,8 @@ impl Shared {
             let key = (meta.dev(), meta.ino());
             let what = format!("fd {} of pid {pid} ({kind})", e.fd);
             match self.shmem.get(&key) {
-                Some(&(owner, base)) => {
-                    e.kind = mapped(&what, meta.len(), owner, base, pos, seals)?;
+                Some(o) => {
+                    e.kind = mapped(&what, meta.len(), o, pos, seals)?;
                 }
                 None => {
                     self.unlinked_fds.insert(key, what);
@@ -250,19 +447,13 @@ impl Shared {
     }
 }
 
-/// The [`FdKind::Mapped`] kind of an fd (`what`) whose object of `size` bytes `owner`
-/// maps from object offset `base`; refused unless that mapping covers the whole object,
-/// since only the mapped pages are saved.
-fn mapped(
-    what: &str,
-    size: u64,
-    owner: ShmemOwner,
-    base: u64,
-    pos: u64,
-    seals: u32,
-) -> Result<FdKind, DumpError> {
+/// The [`FdKind::Mapped`] kind of an fd (`what`) whose object of `size` bytes is
+/// rebuilt by the mapping of `o`; refused unless that mapping covers the whole object
+/// (or it is rebuilt whole), since only the mapped pages are saved.
+fn mapped(what: &str, size: u64, o: &Unnamed, pos: u64, seals: u32) -> Result<FdKind, DumpError> {
+    let owner = o.owner;
     let covered = owner.end - owner.start;
-    if base != 0 || covered < size.next_multiple_of(crate::abi::PAGE_SIZE) {
+    if !o.whole && (o.base != 0 || covered < size.next_multiple_of(crate::abi::PAGE_SIZE)) {
         return Err(DumpError::unsupported(format!(
             "{what} is also mapped, by the mapping {:#x}-{:#x} of pid {}, which covers only part of its {size} bytes; stasis saves a mapped object through that mapping and cannot rebuild the rest",
             owner.start, owner.end, owner.pid

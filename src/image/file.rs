@@ -50,6 +50,10 @@ use super::error::ImageError;
 /// UDP-Lite and raw sockets); older files records are converted (`files_v8`).
 /// It also adds System V IPC: `VmaKind::SysvShm` and the `sysv.img` record with its
 /// `sysv-shm.img` pages (an older image has neither and restores no IPC objects).
+/// It also adds the `Hugetlb` and `PrivateUnlinked` mapping kinds (huge-page memory;
+/// private mappings of memfds, shared memory and deleted files, the last saved in
+/// `ghosts.img`) and the files record's `modes` (memfd permission bits; older files
+/// records are read as having none).
 pub const FORMAT_VERSION: u32 = 9;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).

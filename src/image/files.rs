@@ -49,6 +49,9 @@ pub struct FilesImage {
     /// Mode and owner of the files of the unix sockets bound by this table (by socket
     /// inode), set again on the file the restore's `bind` makes (format 9).
     pub socket_files: Vec<SocketFile>,
+    /// Permission bits of the memfds of the table (`Memfd` entries) whose mode is not
+    /// `memfd_create`'s 0777 (`fchmod`), by fd (format 9; empty in older images).
+    pub modes: Vec<(i32, u32)>,
 }
 
 /// The file a unix socket's `bind` made: permission bits and owner.

@@ -238,6 +238,7 @@ impl From<FilesImageV8> for FilesImage {
             owners: Vec::new(),
             unlinked_sockets: Vec::new(),
             socket_files: Vec::new(),
+            modes: Vec::new(),
         }
     }
 }

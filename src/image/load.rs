@@ -11,7 +11,7 @@ use super::files::{FdKind, FilesImage};
 use super::files_v8::{FilesImageV6, FilesImageV8};
 use super::ghost::{GhostsImage, GHOSTS};
 use super::inventory::Inventory;
-use super::mm::{MmImage, MmImageV6, MmImageV7, MmImageV8};
+use super::mm::{MmImage, MmImageV6, MmImageV7, MmImageV8, VmaKind};
 use super::pages::{check_pages, verify_pages};
 use super::sysv::{SysvImage, SYSV, SYSV_SHM_PAGES};
 use super::task::{TaskImage, TaskImageV8};
@@ -218,8 +218,30 @@ fn load_ghosts(dir: &Path, processes: &[ProcessImage]) -> Result<GhostsImage, Im
                 ));
             }
         }
+        mapped_ghosts(dir, p, &ghosts)?;
     }
     Ok(ghosts)
+}
+
+/// Each private mapping of `p` that names a ghost names a regular file of `ghosts`.
+fn mapped_ghosts(dir: &Path, p: &ProcessImage, ghosts: &GhostsImage) -> Result<(), ImageError> {
+    for v in &p.mm.vmas {
+        let VmaKind::PrivateUnlinked { ghost: Some(i), .. } = &v.kind else {
+            continue;
+        };
+        let regular = ghosts.get(*i).map(|g| g.body.file_type()) == Some(libc::S_IFREG);
+        if !regular {
+            let what = format!(
+                "mapping {:#x}-{:#x} refers to ghost {i}, which {GHOSTS} lacks or is no regular file",
+                v.start, v.end
+            );
+            return Err(ImageError::invalid(
+                dir.join(record_name("mm", p.task.pid)),
+                what,
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The records of `pid`; `mm` only if it `owns_mm` (else its mm is empty).

@@ -263,6 +263,39 @@ pub enum VmaKind {
     /// The completion ring of a native AIO context (`io_setup(2)`, `/[aio]` in maps):
     /// made again with `io_setup`, brought to the same head and tail, and moved here.
     Aio(AioRing),
+    /// (format 9) Memory in huge pages of `1 << shift` bytes: anonymous (`MAP_HUGETLB`,
+    /// `/anon_hugepage` in maps), or with `memfd` a shared mapping of a `MFD_HUGETLB`
+    /// memfd, rebuilt as an `Unlinked` memfd is. A shared one has its `ShmemRef` (the
+    /// first mapping of the object creates it, from its stored pages). Never kept
+    /// copy-on-write from the parent: a child stores its own pages.
+    Hugetlb {
+        shift: u8,
+        memfd: Option<HugetlbMemfd>,
+    },
+    /// (format 9) A private mapping of a file that has no name any more: a memfd, a
+    /// deleted file, shared anonymous memory (`/dev/zero`) or a hugetlb file. It maps
+    /// `MAP_PRIVATE` the object its `ShmemRef` names, or, without an owner, the deleted
+    /// file `ghost` (an index in `ghosts.img`, recreated before any process); only
+    /// the pages written since (copy-on-write copies) are stored, so the others still
+    /// show what the object holds.
+    PrivateUnlinked {
+        /// The path shown in maps, without " (deleted)".
+        name: String,
+        /// Offset in the object as reached through the owner's mapping (a shared
+        /// anonymous object is recreated from its owner's mapping: relative to it).
+        offset: u64,
+        ghost: Option<u32>,
+    },
+}
+
+/// A hugetlb memfd (`memfd_create(MFD_HUGETLB)`), as in `VmaKind::Unlinked`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HugetlbMemfd {
+    /// Without `/memfd:`.
+    pub name: String,
+    pub size: u64,
+    pub offset: u64,
+    pub mode: u32,
 }
 
 /// An AIO context's ring: its header words and its events, as the task saw them.

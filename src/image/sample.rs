@@ -317,6 +317,7 @@ pub fn files() -> FilesImage {
         }],
         unlinked_sockets: Vec::new(),
         socket_files: Vec::new(),
+        modes: Vec::new(),
     }
 }
 
@@ -363,6 +364,7 @@ pub fn split_files(a: i32) -> (FilesImage, FilesImage) {
         owners: Vec::new(),
         unlinked_sockets: Vec::new(),
         socket_files: Vec::new(),
+        modes: Vec::new(),
     };
     let second = FilesImage {
         fds: vec![
@@ -386,6 +388,7 @@ pub fn split_files(a: i32) -> (FilesImage, FilesImage) {
         owners: Vec::new(),
         unlinked_sockets: Vec::new(),
         socket_files: Vec::new(),
+        modes: Vec::new(),
     };
     (first, second)
 }
@@ -447,6 +450,7 @@ pub fn in_flight_files() -> FilesImage {
         owners: Vec::new(),
         unlinked_sockets: Vec::new(),
         socket_files: Vec::new(),
+        modes: Vec::new(),
     }
 }
 
@@ -766,5 +770,6 @@ pub fn random_files(r: &mut XorShift) -> FilesImage {
             uid: r.next() as u32,
             gid: r.next() as u32,
         }),
+        modes: r.vec(2, |r| (r.i32(), r.next() as u32)),
     }
 }

@@ -257,8 +257,8 @@ fn reopenable(kind: &FdKind) -> bool {
         || matches!(kind, FdKind::Remap(r) if r.copied)
 }
 
-/// Every `Mapped` fd names a mapping of a memfd or deleted file (`VmaKind::Unlinked`)
-/// that a process of the image has at exactly that range.
+/// Every `Mapped` fd names a mapping of a memfd, deleted file or shared memory that a
+/// process of the image has at exactly that range.
 pub fn mapped_fds<'a>(
     files: &FilesImage,
     mm_of: impl Fn(i32) -> Option<&'a MmImage>,
@@ -272,18 +272,29 @@ pub fn mapped_fds<'a>(
             continue;
         };
         let found = mm_of(pid).is_some_and(|mm| {
-            mm.vmas.iter().any(|v| {
-                v.start == start && v.end == end && matches!(v.kind, VmaKind::Unlinked { .. })
-            })
+            mm.vmas
+                .iter()
+                .any(|v| v.start == start && v.end == end && rebuilds_object(v))
         });
         if !found {
             return fail(
                 path,
-                format!("fd {} reopens the mapping {start:#x}-{end:#x} of pid {pid}, which is not a mapping of a memfd or deleted file in the image", e.fd),
+                format!("fd {} reopens the mapping {start:#x}-{end:#x} of pid {pid}, which is not a mapping of a memfd, deleted file or shared memory in the image", e.fd),
             );
         }
     }
     Ok(())
+}
+
+/// Whether mapping `v` maps an object without a name that it may create at restore: a
+/// shared mapping of a memfd, deleted file or shared memory, a private one that saves
+/// its deleted file.
+fn rebuilds_object(v: &Vma) -> bool {
+    let shared = matches!(
+        v.kind,
+        VmaKind::Unlinked { .. } | VmaKind::Hugetlb { .. } | VmaKind::Anon
+    );
+    (v.shared && shared) || matches!(v.kind, VmaKind::PrivateUnlinked { ghost: Some(_), .. })
 }
 
 /// A process's own record agrees with the tree on its ids.
@@ -648,21 +659,30 @@ fn shmem_objects(mm: &MmImage, path: &Path) -> Check {
     Ok(())
 }
 
-/// A mapping of a memfd or deleted file is shared and has its object reference (made by
-/// this process or another).
+/// A mapping of an object without a name has its object reference (made by this
+/// process or another): a shared one of a memfd, deleted file or hugetlb memory, and a
+/// private one, which without an owner rebuilds its deleted file from saved contents.
 fn unlinked(mm: &MmImage, path: &Path) -> Check {
     for v in &mm.vmas {
-        if matches!(v.kind, VmaKind::Unlinked { .. })
-            && !(v.shared && mm.shmem.iter().any(|r| r.start == v.start))
-        {
-            return fail(
-                path,
-                format!(
-                    "mapping {} of an unlinked object is not shared memory",
-                    span(v)
-                ),
-            );
-        }
+        let r = mm.shmem.iter().find(|r| r.start == v.start);
+        let what = match &v.kind {
+            VmaKind::Unlinked { .. } if !(v.shared && r.is_some()) => "is not shared memory",
+            VmaKind::Hugetlb { memfd, .. }
+                if (v.shared || memfd.is_some()) && !(v.shared && r.is_some()) =>
+            {
+                "is not shared memory"
+            }
+            VmaKind::PrivateUnlinked { ghost, .. }
+                if v.shared || !r.is_some_and(|r| r.owner.is_some() != ghost.is_some()) =>
+            {
+                "is not private, or has no object or two"
+            }
+            _ => continue,
+        };
+        return fail(
+            path,
+            format!("mapping {} of an unlinked object {what}", span(v)),
+        );
     }
     Ok(())
 }
@@ -790,7 +810,24 @@ pub fn files(files: &FilesImage, path: &Path) -> Check {
     side_tables(files, path)?;
     order(files, path)?;
     spares(files, path)?;
-    in_flight(files, path)
+    in_flight(files, path)?;
+    memfd_modes(files, path)
+}
+
+/// Every memfd mode belongs to an entry of the table (a `Memfd` one uses it; one that
+/// became a reopen of a mapped or earlier memfd has the object's already), listed once,
+/// with permission bits only.
+fn memfd_modes(files: &FilesImage, path: &Path) -> Check {
+    for (i, &(fd, mode)) in files.modes.iter().enumerate() {
+        let held = files.fds.iter().any(|e| e.fd == fd);
+        if !held || mode > 0o7777 || files.modes[..i].iter().any(|x| x.0 == fd) {
+            return fail(
+                path,
+                format!("mode {mode:#o} of fd {fd} names no fd of the table, is no permission bits or is listed twice"),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Every saved socket option is one stasis knows, listed once, sized as it should be.
@@ -1405,6 +1442,50 @@ mod tests {
     }
 
     #[test]
+    fn private_unlinked_rules() {
+        use crate::image::mm::ShmemRef;
+        let at = 0x7fff_0000_0000;
+        let private = |ghost: Option<u32>| {
+            let kind = VmaKind::PrivateUnlinked {
+                name: "/tmp/gone".into(),
+                offset: 0,
+                ghost,
+            };
+            move |m: &mut MmImage| m.vmas.push(sample::vma(at, at + 0x1000, kind))
+        };
+        let no_object =
+            "mapping 0x7fff00000000-0x7fff00001000 of an unlinked object is not private, or has no object or two";
+        assert_eq!(mm_err(private(None)), no_object);
+        let own = |m: &mut MmImage| {
+            m.shmem.push(ShmemRef {
+                start: at,
+                owner: None,
+            })
+        };
+        let mut m = sample::mm();
+        private(Some(0))(&mut m);
+        own(&mut m);
+        mm(&m, path()).unwrap();
+        assert_eq!(
+            mm_err(|m| {
+                private(None)(m);
+                own(m);
+            }),
+            no_object
+        );
+        let hugetlb = VmaKind::Hugetlb {
+            shift: 21,
+            memfd: None,
+        };
+        let mut shared = sample::vma(at, at + 0x20_0000, hugetlb);
+        shared.shared = true;
+        assert_eq!(
+            mm_err(|m| m.vmas.push(shared)),
+            "mapping 0x7fff00000000-0x7fff00200000 of an unlinked object is not shared memory"
+        );
+    }
+
+    #[test]
     fn guard_rules() {
         let guard = |start, end| Guard { start, end };
         assert_eq!(
@@ -1595,6 +1676,10 @@ mod tests {
             files_err(|f| f.hashes[0].fd = 7),
             "content hash of fd 7 names no file of the table or is listed twice"
         );
+        let mut mode = sample::files();
+        mode.modes.push((3, 0o10642));
+        let bad = "mode 0o10642 of fd 3 names no fd of the table, is no permission bits or is listed twice";
+        assert_eq!(message(files(&mode, path())), bad);
         // The target fd may be missing from the table when the registration is moved.
         let mut gone = sample::files();
         gone.fds.retain(|e| e.fd != 7);

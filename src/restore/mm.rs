@@ -5,6 +5,7 @@
 //! The dump side is `dump/mm.rs`; page contents are `restore/memory.rs`.
 
 use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 
 use super::child::{find_hole, Child, HELPER_LEN};
 use super::staged::Staged;
@@ -115,7 +116,15 @@ const OPEN_AT_ONCE: usize = 256;
 /// Added to the pending batch: the files of up to [`OPEN_AT_ONCE`] mappings are opened
 /// (at predicted fds), those mappings made and the files closed. The objects of
 /// `Unlinked` mappings (memfds, deleted files) are made first, one call at a time.
-pub fn map_all(s: &mut Staged, mm: &MmImage, filled: &HashSet<u64>) -> Result<(), RestoreError> {
+/// `ghosts`: where the deleted file of each private mapping that saves one was created
+/// again, by mapping start (`Ghosts::mapped` in `restore/files/ghost.rs`), and the names of it other private
+/// mappings of this process had; the caller unlinks them afterwards.
+pub fn map_all(
+    s: &mut Staged,
+    mm: &MmImage,
+    filled: &HashSet<u64>,
+    ghosts: &[(u64, PathBuf)],
+) -> Result<(), RestoreError> {
     let kept = |v: &&Vma| mm.cow.iter().any(|c| c.start == v.start);
     let owner = |v: &Vma| {
         let r = mm.shmem.iter().find(|r| r.start == v.start);
@@ -127,18 +136,41 @@ pub fn map_all(s: &mut Staged, mm: &MmImage, filled: &HashSet<u64>) -> Result<()
         .filter(|v| !is_special(v) && !kept(v) && !super::sysv::is_attached(v))
         .collect();
     super::sysv::attach_all(s, mm)?;
-    for v in todo.iter().filter(|v| is_unlinked(v) && owner(v).is_none()) {
+    let ghost = |v: &Vma| ghosts.iter().find(|g| g.0 == v.start).map(|g| &g.1);
+    let creates = |v: &Vma| is_unlinked(v) && (owner(v).is_none() || ghost(v).is_some());
+    for v in todo.iter().filter(|v| creates(v)) {
         s.flush()?;
-        map_unlinked(s.child(), v, working_prot(v, filled))?;
+        match (&v.kind, ghost(v)) {
+            (VmaKind::PrivateUnlinked { offset, .. }, Some(path)) => {
+                map_ghost(s.child(), v, path, *offset, working_prot(v, filled))?
+            }
+            _ => map_unlinked(s.child(), v, working_prot(v, filled))?,
+        }
     }
     let objects = object_holes(s.child(), mm)?;
+    // Mappings of an object another mapping of this process creates come last.
+    let pid = s.child().pid();
+    let (late, first): (Vec<&Vma>, Vec<&Vma>) = (todo.into_iter())
+        .filter(|v| !creates(v))
+        .partition(|v| owner(v).is_some_and(|o| o.pid == pid));
+    map_sources(s, &first, &owner, filled, &objects)?;
+    map_sources(s, &late, &owner, filled, &objects)
+}
+
+/// Maps `todo` (mappings of files, another mapping's object or anonymous memory) in
+/// groups of [`OPEN_AT_ONCE`] files; `objects`: the shared anonymous objects made whole
+/// first ([`object_holes`]).
+fn map_sources(
+    s: &mut Staged,
+    todo: &[&Vma],
+    owner: &dyn Fn(&Vma) -> Option<ShmemOwner>,
+    filled: &HashSet<u64>,
+    objects: &HashMap<u64, (ShmemObject, u64)>,
+) -> Result<(), RestoreError> {
     let pid = s.child().pid();
     let mut group: Vec<(&Vma, Option<Source>)> = Vec::new();
     let mut files: Vec<Source> = Vec::new();
-    for v in todo
-        .into_iter()
-        .filter(|v| owner(v).is_some() || !is_unlinked(v))
-    {
+    for &v in todo {
         let source = match owner(v) {
             Some(o) => Some(Source::shared(&o, v)),
             None => Source::file(v),
@@ -149,13 +181,13 @@ pub fn map_all(s: &mut Staged, mm: &MmImage, filled: &HashSet<u64>) -> Result<()
         // This process's own shared memory is opened once its mapping exists.
         let mine = |o: ShmemOwner| o.pid == pid && group.iter().any(|(g, _)| g.start == o.start);
         if new.is_some() && (files.len() == OPEN_AT_ONCE || owner(v).is_some_and(mine)) {
-            map_group(s, &group, &files, filled, &objects)?;
+            map_group(s, &group, &files, filled, objects)?;
             (group, files) = (Vec::new(), Vec::new());
         }
         files.extend(new.cloned());
         group.push((v, source));
     }
-    map_group(s, &group, &files, filled, &objects)
+    map_group(s, &group, &files, filled, objects)
 }
 
 /// The shared anonymous objects this process creates that are larger than the mapping
@@ -214,8 +246,14 @@ fn map_object(b: &mut Batch, v: &Vma, prot: u64, o: &ShmemObject, hole: u64) {
     }
 }
 
+/// A mapping that creates its object, unless it reaches another mapping's.
 fn is_unlinked(v: &Vma) -> bool {
-    matches!(v.kind, VmaKind::Unlinked { .. })
+    matches!(
+        v.kind,
+        VmaKind::Unlinked { .. }
+            | VmaKind::PrivateUnlinked { .. }
+            | VmaKind::Hugetlb { memfd: Some(_), .. }
+    )
 }
 
 /// What a file mapping maps: a path opened with these flags, at this file offset (the
@@ -226,8 +264,8 @@ struct Source {
     path: String,
     flags: i32,
     offset: u64,
-    /// Another process's shared memory: mapped `MAP_SHARED` with the saved protection,
-    /// nothing else.
+    /// Another mapping's object: mapped as the mapping was, with the saved protection
+    /// (a private one receiving pages: writable for now), nothing else.
     shm: bool,
 }
 
@@ -236,8 +274,9 @@ impl Source {
     /// is a shared anonymous object with a `ShmemObject` (the owner's offset is then
     /// the one in the object), one of an older image is as large as its owner's mapping.
     fn shared(o: &ShmemOwner, v: &Vma) -> Source {
-        let offset = match v.kind {
-            VmaKind::Unlinked { offset, .. } => offset,
+        let offset = match &v.kind {
+            VmaKind::Unlinked { offset, .. } | VmaKind::PrivateUnlinked { offset, .. } => *offset,
+            VmaKind::Hugetlb { memfd: Some(m), .. } => m.offset,
             _ => o.offset,
         };
         Source {
@@ -331,31 +370,73 @@ fn open_all(s: &mut Staged, files: &[Source]) -> Result<Vec<u64>, RestoreError> 
     Ok(fds)
 }
 
-/// Adds the `mmap` of a shared memory object made by an earlier mapping (fd `fd`) to `b`.
+/// Adds the `mmap` of an object made by an earlier mapping (fd `fd`) to `b`, shared or
+/// private as `v` was.
 fn map_shared(b: &mut Batch, v: &Vma, prot: u64, fd: u64, offset: u64) {
-    let flags = (libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE) as u64;
+    let flags = (sharing(v) | libc::MAP_FIXED_NOREPLACE) as u64;
     let args = [v.start, v.len(), prot, flags, fd, offset];
     b.call("mmap(shared)", libc::SYS_mmap, &args);
+}
+
+fn sharing(v: &Vma) -> i32 {
+    if v.shared {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_PRIVATE
+    }
+}
+
+/// `memfd_create` and `mmap` flags of huge pages of `1 << shift` bytes.
+const MFD_HUGETLB: u64 = 4;
+const HUGE_SHIFT: u32 = 26;
+
+/// Maps in the child the deleted file of private mapping `v`, created again at `path`
+/// from its saved contents. The pages written since are filled with the others.
+fn map_ghost(
+    child: &Child,
+    v: &Vma,
+    path: &Path,
+    offset: u64,
+    prot: u64,
+) -> Result<(), RestoreError> {
+    let fd = open_in(
+        child,
+        &path.to_string_lossy(),
+        libc::O_RDONLY | libc::O_CLOEXEC,
+    )?;
+    let remote = child.remote();
+    let flags = (libc::MAP_PRIVATE | libc::MAP_FIXED_NOREPLACE) as u64;
+    let args = [v.start, v.len(), prot, flags, fd, offset];
+    let r = remote.call("mmap(deleted)", libc::SYS_mmap, &args);
+    remote.call("close", libc::SYS_close, &[fd])?;
+    r.map(|_| ()).map_err(RestoreError::from)
 }
 
 /// Creates the object of an `Unlinked` mapping in the child and maps it: `memfd_create`,
 /// or the deleted file created again (at its old path if that is free, else at a hidden
 /// sibling) and unlinked at once; sized as it was. Its pages are filled with the others.
 fn map_unlinked(child: &Child, v: &Vma, prot: u64) -> Result<(), RestoreError> {
-    let VmaKind::Unlinked {
-        name,
-        memfd,
-        size,
-        offset,
-        mode,
-    } = &v.kind
-    else {
-        unreachable!("called for Unlinked mappings only");
+    let (name, memfd, size, offset, mode, huge) = match &v.kind {
+        VmaKind::Unlinked {
+            name,
+            memfd,
+            size,
+            offset,
+            mode,
+        } => (name, *memfd, size, offset, mode, 0),
+        VmaKind::Hugetlb {
+            shift,
+            memfd: Some(m),
+        } => {
+            let huge = MFD_HUGETLB | u64::from(*shift) << HUGE_SHIFT;
+            (&m.name, true, &m.size, &m.offset, &m.mode, huge)
+        }
+        _ => unreachable!("called for mappings that create their object only"),
     };
     let remote = child.remote();
-    let fd = if *memfd {
+    let fd = if memfd {
         let addr = child.put_str(0, name)?;
-        let flags = (libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) as u64;
+        let flags = (libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) as u64 | huge;
         remote.call("memfd_create", libc::SYS_memfd_create, &[addr, flags])?
     } else {
         recreate_deleted(child, name, v.start)?
@@ -414,13 +495,14 @@ fn is_special(v: &Vma) -> bool {
 /// Adds the `mmap` of `v` with `prot` to `b`: from `file` (fd and offset) or anonymous.
 fn map_one(b: &mut Batch, v: &Vma, prot: u64, file: Option<(u64, u64)>) {
     let mut flags = libc::MAP_FIXED_NOREPLACE
-        | if v.shared {
-            libc::MAP_SHARED
-        } else if v.flags.droppable {
+        | if v.flags.droppable && !v.shared {
             MAP_DROPPABLE
         } else {
-            libc::MAP_PRIVATE
+            sharing(v)
         };
+    if let VmaKind::Hugetlb { shift, memfd: None } = v.kind {
+        flags |= libc::MAP_HUGETLB | i32::from(shift) << HUGE_SHIFT;
+    }
     if v.flags.growsdown {
         flags |= libc::MAP_GROWSDOWN;
     }

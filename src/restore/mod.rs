@@ -345,7 +345,7 @@ impl Builder<'_> {
             .flatten();
         match p {
             // A process sharing its parent's address space finds its memory in place.
-            Some(p) if !entry.shares_vm => build_memory(child, self.image, p, parent),
+            Some(p) if !entry.shares_vm => build_memory(child, self.image, p, parent, self.ghosts),
             _ => Ok(memory::Filled::default()),
         }
     }
@@ -511,6 +511,7 @@ fn build_memory(
     image: &Image,
     p: &ProcessImage,
     parent: Option<&ProcessImage>,
+    ghosts: &files::Ghosts,
 ) -> Result<memory::Filled, RestoreError> {
     let filled = memory::filled_vmas(&p.mm);
     let _s = crate::profile::span("address space+mappings+memory");
@@ -518,13 +519,15 @@ fn build_memory(
     s.stage(RestoreStage::AddressSpace, |s| {
         mm::clear_and_move_vdso(s, &p.mm)
     })?;
+    let (mapped, links) = ghosts.mapped(child.pid(), &p.mm)?;
     s.stage(RestoreStage::Mappings, |s| {
         if let Some(parent) = parent {
             let parent_filled = memory::filled_vmas(&parent.mm);
             cow::adopt(s, &p.mm, &filled, &parent.mm, &parent_filled)?;
         }
-        mm::map_all(s, &p.mm, &filled)
+        mm::map_all(s, &p.mm, &filled, &mapped)
     })?;
+    drop(links); // mapped: the other names show " (deleted)" as they did
     let started = Instant::now();
     let mut filled_pages = memory::Filled::default();
     let pages = |stripe| image.pages_path(p.task.pid, stripe);

@@ -351,3 +351,16 @@ fn check_file(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::of_restored_process;
+
+    #[test]
+    fn proc_files_of_restored_processes_are_not_checked() {
+        assert!(of_restored_process("/proc/64/maps", &[1, 64]));
+        assert!(!of_restored_process("/proc/65/maps", &[1, 64]));
+        assert!(!of_restored_process("/proc/self/maps", &[64]));
+        assert!(!of_restored_process("/tmp/64/maps", &[64]));
+    }
+}

@@ -71,6 +71,8 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("shared_vm", &[]),
     ("cow", &[]),
     ("unlinked_maps", &[]),
+    ("private_maps", &[]),
+    ("hugetlb", &[]),
     ("unix_sockets", &[]),
     ("inflight", &[]),
     ("fanotify", &[]),

@@ -3,8 +3,9 @@
  *
  * Before READY: fd 10 memfd "stasis-test" (MFD_ALLOW_SEALING) of 20000 bytes (a pattern,
  * with a hole), offset 100, sealed F_SEAL_SHRINK|F_SEAL_GROW; fd 11 a dup of it;
- * fd 12 memfd "plain" without sealing (so F_SEAL_SEAL), empty, O_CLOEXEC.
- * After go: the link name, size, every byte, the shared offset, the seals.
+ * fd 12 memfd "plain" without sealing (so F_SEAL_SEAL), empty, O_CLOEXEC, O_APPEND|O_NONBLOCK,
+ * mode 0642.
+ * After go: the link name, size, every byte, the shared offset, the seals, the status flags and mode.
  */
 #include "victim.h"
 
@@ -46,6 +47,9 @@ int main(void)
 	CHECK_SYS(fcntl(10, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW));
 	CHECK_SYS(dup2(10, 11));
 	victim_place(memfd_create("plain", MFD_CLOEXEC), 12);
+	CHECK_SYS(fcntl(12, F_SETFL, O_APPEND | O_NONBLOCK));
+	CHECK_SYS(fchmod(12, 0642));
+	int fl = fcntl(12, F_GETFL);
 	victim_ready();
 	victim_wait_go();
 	link_is(10, "/memfd:stasis-test (deleted)");
@@ -62,5 +66,8 @@ int main(void)
 	CHECK(ftruncate(10, 10) == -1 && errno == EPERM, "fd 10: shrink seal not enforced");
 	CHECK(fcntl(12, F_GET_SEALS) == F_SEAL_SEAL, "fd 12: seals %#x, want F_SEAL_SEAL", fcntl(12, F_GET_SEALS));
 	CHECK(fcntl(12, F_GETFD) == FD_CLOEXEC && fcntl(10, F_GETFD) == 0, "FD_CLOEXEC of fds 10/12");
+	CHECK_SYS(fstat(12, &sb));
+	CHECK((sb.st_mode & 07777) == 0642, "fd 12: mode %o, want 642", sb.st_mode & 07777);
+	CHECK(fcntl(12, F_GETFL) == fl, "fd 12: F_GETFL %#x, want %#x", fcntl(12, F_GETFL), fl);
 	victim_pass();
 }

@@ -34,6 +34,16 @@ pub fn dump(open: &OpenFd) -> Result<FdKind, DumpError> {
     }))
 }
 
+/// The permission bits of the memfd `open` (an fd of `kind`) when they are not
+/// `memfd_create`'s 0777 (`fchmod` since).
+pub fn mode(open: &OpenFd, kind: &FdKind) -> Result<Option<u32>, DumpError> {
+    if !matches!(kind, FdKind::Memfd(_)) {
+        return Ok(None);
+    }
+    let mode = open.meta()?.st_mode & 0o7777;
+    Ok((mode != 0o777).then_some(mode))
+}
+
 fn seals(open: &OpenFd) -> Result<u32, DumpError> {
     let file = std::fs::File::open(open.through()).map_err(|source| DumpError::Stat {
         path: open.through(),

@@ -304,6 +304,7 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
     opened.extend(flying.opened);
     let mut dropped = Vec::new();
     let mut owners = Vec::new();
+    let mut modes = Vec::new();
     for open in opened {
         let fd = open.fd;
         let kind = match entry_kind(&open, opts, &mut walk, &mut ctx, &mut lock_list) {
@@ -315,6 +316,9 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
                 continue;
             }
         };
+        if let Some(mode) = memfd::mode(&open, &kind)? {
+            modes.push((fd, mode));
+        }
         if epoll::is_epoll(&open) && !matches!(kind, FdKind::Dup { .. }) {
             epolls.push(fd);
         }
@@ -345,6 +349,7 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
         owners,
         unlinked_sockets: std::mem::take(&mut ctx.unlinked_sockets),
         socket_files: std::mem::take(&mut ctx.socket_files),
+        modes,
     };
     Ok((image, ctx.held))
 }

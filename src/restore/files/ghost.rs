@@ -18,6 +18,7 @@ use nix::sys::time::TimeSpec;
 use super::{seek, Install};
 use crate::image::files::{DeletedFd, FdEntry, FdKind};
 use crate::image::ghost::{Extent, GhostBody, GhostFile, GhostsImage};
+use crate::image::mm::{MmImage, Vma, VmaKind};
 use crate::restore::mm::open_in;
 use crate::restore::RestoreError;
 
@@ -127,6 +128,93 @@ impl<'a> Ghosts<'a> {
             self.made.get_mut().push(d.to_path_buf());
         }
         Ok(())
+    }
+}
+
+/// Where the deleted file of each private mapping of `mm` that maps one is during the
+/// restore, by mapping start, and guards that remove the links made for it.
+pub type MappedGhosts = (Vec<(u64, PathBuf)>, Links);
+
+impl Ghosts<'_> {
+    /// The places of the deleted files the private mappings of process `pid` map
+    /// (`VmaKind::PrivateUnlinked`): a mapping that names its ghost maps it where it was
+    /// recreated; one that maps the same file under another of its (deleted) names, through
+    /// a mapping of this process that names the ghost, maps a hard link of that name, made
+    /// beside the ghost (or hidden, if taken) and removed once mapped (dropping the guard).
+    ///
+    /// Ordering requirements: after [`Ghosts::create`], before the Mappings stage.
+    pub fn mapped(&self, pid: i32, mm: &MmImage) -> Result<MappedGhosts, RestoreError> {
+        let mut made = Vec::new();
+        for v in &mm.vmas {
+            if let VmaKind::PrivateUnlinked { ghost: Some(i), .. } = &v.kind {
+                made.push((v.start, self.path(*i).to_path_buf()));
+            }
+        }
+        let mut links = Links(Vec::new());
+        for (v, name, ghost) in other_names(pid, mm) {
+            let path = hidden_if_taken(name, pid, v.start);
+            std::fs::hard_link(self.path(ghost), &path).map_err(|source| {
+                RestoreError::GhostCreate {
+                    what: "a link of another name of",
+                    path: name.to_string(),
+                    source,
+                }
+            })?;
+            links.0.push(path.clone());
+            made.push((v.start, path));
+        }
+        Ok((made, links))
+    }
+}
+
+/// The private mappings of `mm` that map, under another name, a deleted file that a
+/// mapping of this process (`pid`) saves as a ghost: each with its name and that ghost.
+fn other_names(pid: i32, mm: &MmImage) -> Vec<(&Vma, &str, u32)> {
+    let mut out = Vec::new();
+    for v in &mm.vmas {
+        let VmaKind::PrivateUnlinked {
+            name, ghost: None, ..
+        } = &v.kind
+        else {
+            continue;
+        };
+        let owner = mm.shmem.iter().find(|r| r.start == v.start);
+        let Some(o) = owner.and_then(|r| r.owner).filter(|o| o.pid == pid) else {
+            continue;
+        };
+        let saved = mm.vmas.iter().find(|w| w.start == o.start).map(|w| &w.kind);
+        if let Some(VmaKind::PrivateUnlinked {
+            name: first,
+            ghost: Some(g),
+            ..
+        }) = saved
+        {
+            if first != name {
+                out.push((v, name.as_str(), *g));
+            }
+        }
+    }
+    out
+}
+
+/// `old` if it is free, else `.stasis-ghost-PID-START-NAME` beside it.
+fn hidden_if_taken(old: &str, pid: i32, start: u64) -> PathBuf {
+    let old = Path::new(old);
+    if std::fs::symlink_metadata(old).is_err() {
+        return old.to_path_buf();
+    }
+    let name = old.file_name().unwrap_or_default().to_string_lossy();
+    old.with_file_name(format!(".stasis-ghost-{pid}-{start:x}-{name}"))
+}
+
+/// Links made for mappings, removed when dropped.
+pub struct Links(Vec<PathBuf>);
+
+impl Drop for Links {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 

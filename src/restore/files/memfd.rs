@@ -20,6 +20,9 @@ pub fn restore(at: &Install, m: &MemfdFd) -> Result<(), RestoreError> {
         &[name, flags as u64],
     )?;
     at.call("ftruncate", libc::SYS_ftruncate, &[got, m.size])?;
+    if let Some(&(_, mode)) = at.files.modes.iter().find(|(fd, _)| *fd == at.entry.fd) {
+        at.call("fchmod", libc::SYS_fchmod, &[got, u64::from(mode)])?;
+    }
     if !m.contents.is_empty() {
         let file = std::fs::File::from(at.child.steal(got)?);
         file.write_all_at(&m.contents, 0)
@@ -35,8 +38,20 @@ pub fn restore(at: &Install, m: &MemfdFd) -> Result<(), RestoreError> {
     }
     at.place(got)?;
     at.set_cloexec()?;
+    set_status_flags(at)?;
     seek(at, m.pos)?;
     add_seals(at, m.seals)
+}
+
+/// `O_APPEND`, `O_NONBLOCK`... as saved: `memfd_create` gives none of them (a reopen
+/// for another access mode passes them already, setting them again is harmless).
+fn set_status_flags(at: &Install) -> Result<(), RestoreError> {
+    let extra =
+        libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME;
+    if at.entry.flags & extra != 0 {
+        at.set_status_flags(at.fd())?;
+    }
+    Ok(())
 }
 
 /// Adds the `seals` (`F_GET_SEALS` at dump) the entry's memfd lacks: another fd of the
