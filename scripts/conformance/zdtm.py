@@ -190,12 +190,35 @@ def wait_gone(pid, timeout):
     return True
 
 
-def wait_empty(timeout):
-    """Waits until this pid namespace holds no process but this one; returns those left."""
-    me = os.getpid()
+def parents():
+    """pid -> ppid of every process in this pid namespace."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    out[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                pass
+    return out
+
+
+def tree_of(root):
+    """`root` and its descendants, as /proc shows them now."""
+    table = parents()
+    tree, grew = {root}, True
+    while grew:
+        more = {p for p, pp in table.items() if pp in tree} - tree
+        tree |= more
+        grew = bool(more)
+    return tree
+
+
+def wait_empty(pids, timeout):
+    """Waits until none of `pids` exists any more; returns those left."""
     deadline = time.monotonic() + timeout
     while True:
-        left = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != me]
+        left = sorted(p for p in pids if os.path.exists("/proc/%d" % p))
         if not left or time.monotonic() > deadline:
             return left
         reap_orphans(set())
@@ -252,6 +275,7 @@ class Inner:
 
     def dump(self):
         os.makedirs(self.images, exist_ok=True)
+        tree = tree_of(self.pid)
         argv = [self.stasis, "dump", "-t", str(self.pid), "-D", self.images, "-q"]
         rc = run(argv + self.stasis_opts("dopts"), self.log, 120)
         if rc != 0:
@@ -260,7 +284,7 @@ class Inner:
             raise Fail("dump", "pid %d still runs after the dump" % self.pid)
         # The whole tree must be gone (every pid free again) before the restore: the
         # dump killed it, and this pid 1 reaps what was orphaned.
-        left = wait_empty(self.timeout)
+        left = wait_empty(tree, self.timeout)
         if left:
             raise Fail("dump", "pids %s still exist after the dump" % left)
         return None
