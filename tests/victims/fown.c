@@ -137,10 +137,5 @@ static void verify(void)
 
 int main(void)
 {
-	victim_install_go();
-	setup();
-	victim_ready();
-	victim_wait_go();
-	verify();
-	victim_pass();
+	return victim_run(setup, verify);
 }

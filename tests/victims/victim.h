@@ -64,6 +64,19 @@ static inline void victim_pass(void)
 	exit(0);
 }
 
+/* The whole contract for a victim without arguments: set up, READY, wait for go,
+ * verify, PASS (verify calls victim_fail on the first difference). */
+static inline int victim_run(void (*setup)(void), void (*verify)(void))
+{
+	victim_install_go();
+	setup();
+	victim_ready();
+	victim_wait_go();
+	verify();
+	victim_pass();
+	return 0;
+}
+
 static inline void victim_skip(const char *why)
 {
 	printf("SKIP: %s\n", why);
