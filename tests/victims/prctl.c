@@ -67,10 +67,5 @@ static void verify(void)
 int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	victim_install_go();
-	setup();
-	victim_ready();
-	victim_wait_go();
-	verify();
-	victim_pass();
+	return victim_run(setup, verify);
 }

@@ -342,10 +342,5 @@ int main(int argc, char **argv)
 {
 	nworkers = argc > 1 ? atoi(argv[1]) : 8;
 	CHECK(nworkers >= 1 && nworkers <= MAX_WORKERS, "workers must be 1..%d", MAX_WORKERS);
-	victim_install_go();
-	setup();
-	victim_ready();
-	victim_wait_go();
-	verify();
-	victim_pass();
+	return victim_run(setup, verify);
 }
