@@ -7,6 +7,7 @@
 //! half-built task and reports the stage.
 
 mod aio;
+mod apart;
 mod audit;
 mod child;
 mod cow;
