@@ -54,7 +54,10 @@ use super::error::ImageError;
 /// private mappings of memfds, shared memory and deleted files, the last saved in
 /// `ghosts.img`) and the files record's `modes` (memfd permission bits; older files
 /// records are read as having none).
-pub const FORMAT_VERSION: u32 = 9;
+/// Version 10 also adds `netlock.img` (`image::netlock`): the `--network-lock` mode of
+/// the dump and the processes whose lock it left for the restore (an older image held
+/// nftables locks only, one per process with a locked connection).
+pub const FORMAT_VERSION: u32 = 10;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;
@@ -79,6 +82,7 @@ pub enum Kind {
     Ghosts = 7,
     Tty = 8,
     Sysv = 9,
+    NetLock = 15,
 }
 
 /// Human name of a kind number, for messages.
@@ -93,6 +97,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         7 => "ghosts",
         8 => "tty",
         9 => "sysv",
+        15 => "netlock",
         _ => "unknown",
     }
 }

@@ -17,6 +17,7 @@ mod files;
 mod inherited;
 mod memory;
 mod mm;
+mod netlock;
 mod prctl;
 mod sched;
 mod seccomp;
@@ -181,6 +182,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         verify::host_accepts(&image, opts.skip_file_check)?;
         sysv::verify(&image.sysv)?;
     }
+    let lock = netlock::load(&image)?;
+    netlock::liftable(&image, &lock)?;
     let shell_job = opts.shell_job || image.inventory.shell_job;
     let _orphans = Subreaper::become_one();
     let fds = image.processes.iter().flat_map(|p| &p.files.fds);
@@ -214,9 +217,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         }
     };
     // Rebuilt or not, the connections held by the dump's network lock are settled now.
-    for p in &image.processes {
-        files::unlock_network(&p.files, p.task.pid)?;
-    }
+    netlock::unlock(&lock)?;
     let filled = built?;
     Ok(Restored {
         pid: image.inventory.root_pid,
@@ -225,6 +226,14 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         memory: filled.elapsed,
         total: started.elapsed(),
     })
+}
+
+/// Lifts the network locks the dump of the image in `dir` left; returns their pids.
+pub fn unlock_image(dir: &std::path::Path) -> Result<Vec<i32>, RestoreError> {
+    let image = Image::load_metadata(dir)?;
+    let lock = netlock::load(&image)?;
+    netlock::unlock(&lock)?;
+    Ok(lock.pids)
 }
 
 /// Every process holds its files: the links made for `--link-remap` go before any of
