@@ -226,6 +226,73 @@ fn tcp_peer_across_netns_keeps_talking() {
     peer_keeps_talking("tcp-netns", listener, PeerNet::PEER, "iptables", None);
 }
 
+/// A connection-tracking rule set guards the interface the connection crosses ("ct state
+/// established,related accept; drop" for what comes in on it): the restored connection's
+/// packets are still accepted under each mode, as its conntrack entry stays established
+/// through the dump (the lock drops packets after conntrack saw them).
+#[test]
+fn tcp_lock_keeps_conntrack_state() {
+    let _serial = common::serial();
+    let test = "tcp_lock_keeps_conntrack_state";
+    require_privileged!("tcp_lock_keeps_conntrack_state");
+    for tool in ["iptables", "ip6tables", "nft", "ip"] {
+        if !have(tool) {
+            return common::skip(test, &format!("{tool} is not installed"));
+        }
+    }
+    for mode in ["iptables", "nftables"] {
+        let net = match PeerNet::create() {
+            Ok(net) => net,
+            Err(why) => return common::skip(test, &why),
+        };
+        let _guard = CtGuard::install(&format!("stp{}h", std::process::id()));
+        let listener = net.listen();
+        peer_keeps_talking(
+            &format!("tcp-ct-{mode}"),
+            listener,
+            PeerNet::PEER,
+            mode,
+            None,
+        );
+    }
+}
+
+/// An nftables table accepting only established and related packets on `dev`; removed on
+/// drop.
+struct CtGuard(String);
+
+impl CtGuard {
+    fn install(dev: &str) -> CtGuard {
+        let table = format!("ctguard{}", std::process::id());
+        let script = format!(
+            "add table inet {table}\n\
+             add chain inet {table} input {{ type filter hook input priority 0; policy accept; }}\n\
+             add rule inet {table} input iifname \"{dev}\" ct state established,related accept\n\
+             add rule inet {table} input iifname \"{dev}\" drop\n"
+        );
+        let mut nft = Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("nft");
+        nft.stdin
+            .take()
+            .expect("stdin")
+            .write_all(script.as_bytes())
+            .expect("write");
+        assert!(nft.wait().expect("nft").success(), "nft -f: {script}");
+        CtGuard(table)
+    }
+}
+
+impl Drop for CtGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &self.0])
+            .status();
+    }
+}
+
 /// Where the mode's command cannot be run, the network lock cannot be taken nor lifted:
 /// a dump of a connection to a peer outside is refused before its socket changes (the
 /// peer keeps talking to the running task), and the restore of an image holding a locked
