@@ -54,6 +54,7 @@ use super::error::ImageError;
 /// private mappings of memfds, shared memory and deleted files, the last saved in
 /// `ghosts.img`) and the files record's `modes` (memfd permission bits; older files
 /// records are read as having none).
+///
 /// Version 10 also adds `netlock.img` (`image::netlock`): the `--network-lock` mode of
 /// the dump and the processes whose lock it left for the restore (an older image held
 /// nftables locks only, one per process with a locked connection).
