@@ -354,6 +354,8 @@ fn criu_flags_are_accepted_or_refused_by_name() {
     let both: &[&[&str]] = &[
         &["--manage-cgroups=ignore"],
         &["--network-lock", "nftables"],
+        &["--network-lock", "iptables"],
+        &["--network-lock", "skip"],
         &["--ext-mount-map", "auto"],
         &["-M", "auto"],
         &["--force-irmap", "--irmap-scan-path", "/zdtm/static"],
@@ -367,7 +369,7 @@ fn criu_flags_are_accepted_or_refused_by_name() {
         (&["--manage-cgroups"], "--manage-cgroups=soft"),
         (&["--manage-cgroups=full"], "--manage-cgroups=full"),
         (&["--cgroup-root", "/x"], "--cgroup-root"),
-        (&["--network-lock", "iptables"], "--network-lock iptables"),
+        (&["--network-lock", "ebtables"], "--network-lock ebtables"),
         (&["--ext-mount-map", "/a:b"], "--ext-mount-map /a:b"),
         (&["--external", "mnt[]"], "--external mnt[]"),
     ];
