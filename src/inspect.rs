@@ -852,6 +852,36 @@ fn describe(kind: &FdKind) -> String {
 mod tests {
     use super::*;
     use crate::abi::{AltStack, KernelSigaction};
+
+    #[test]
+    fn text_shows_the_network_lock_and_whether_it_is_held() {
+        use crate::image::netlock::{LockMode, NetLockImage};
+        let dir = Path::new("/img");
+        let lock = NetLockImage {
+            mode: LockMode::Iptables,
+            pids: vec![7, 9],
+        };
+        let mut out = Vec::new();
+        network_lock(dir, &lock, &[9], &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("network lock: iptables (stasis_7 stasis_9)\n"),
+            "{text}"
+        );
+        assert!(text.contains("stasis_9 held now"), "{text}");
+        assert!(!text.contains("stasis_7 held"), "{text}");
+        assert!(text.contains("stasis network-unlock -D /img"), "{text}");
+        let mut out = Vec::new();
+        let skip = NetLockImage {
+            mode: LockMode::Skip,
+            pids: vec![],
+        };
+        network_lock(dir, &skip, &[], &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "network lock: skip, no connection locked\n"
+        );
+    }
     use crate::image::sample;
 
     fn sample_image() -> Image {

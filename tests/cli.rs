@@ -397,3 +397,14 @@ fn criu_flags_are_accepted_or_refused_by_name() {
         }
     }
 }
+
+/// `stasis network-unlock` needs to be told which locks: without -D, --all-stale or
+/// --list it is a usage error; --list runs anywhere (it lists what it finds).
+#[test]
+fn network_unlock_needs_a_choice() {
+    let out = common::stasis(&["network-unlock"]);
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("--all-stale"), "{}", out.stderr);
+    let out = common::stasis(&["network-unlock", "--list", "--all-stale"]);
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+}
