@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the whole test suite. Installs what the tests need (gcc, python3, bash, coreutils,
-# and nftables if it can) only when missing. Tests run one at a time: they share ptrace, PIDs and the
+# and iptables and nftables if it can) only when missing. Tests run one at a time: they share ptrace, PIDs and the
 # subreaper, and restore into fixed PIDs. Extra arguments go to the test binaries
 # (e.g. a name filter). The suite runs twice: on the host, then inside a privileged runc
 # container (scripts/container-test.sh; STASIS_TEST_CONTAINER=0 skips that pass). Exits
@@ -21,11 +21,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y gcc python3 bash coreutils bsdutils
 fi
-# Optional: nft (the network lock of TCP connections to outside peers), ip (network
+# Optional: iptables and nft (the network lock of TCP connections to outside peers), ip (network
 # namespaces for a TCP peer outside the tree), redis-server, nginx, PostgreSQL 15 and tmux (real-program
 # tests). Tests that need them print SKIP when they cannot be installed.
 optional=()
 command -v nft >/dev/null 2>&1 || optional+=(nftables)
+command -v iptables >/dev/null 2>&1 && command -v ip6tables >/dev/null 2>&1 || optional+=(iptables)
 command -v ip >/dev/null 2>&1 || optional+=(iproute2)
 command -v redis-server >/dev/null 2>&1 || optional+=(redis-server)
 command -v tmux >/dev/null 2>&1 || optional+=(tmux)

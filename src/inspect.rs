@@ -31,11 +31,49 @@ pub enum InspectError {
 /// Prints the image at `dir`.
 pub fn inspect(dir: &Path, json: bool, out: &mut impl Write) -> Result<(), InspectError> {
     let image = Image::load_metadata(dir)?;
+    let tables = image.processes.iter().map(|p| (p.task.pid, &p.files));
+    let lock = crate::image::netlock::NetLockImage::load(dir, tables)?;
+    // Asked of the kernel now: a lock still held is one the restore has not lifted yet.
+    let held: Vec<i32> = lock
+        .pids
+        .iter()
+        .copied()
+        .filter(|p| crate::netlock::held(lock.mode, *p))
+        .collect();
     if json {
-        serde_json::to_writer_pretty(&mut *out, &to_json(&image))?;
+        let mut value = to_json(&image);
+        value["netlock"] =
+            serde_json::json!({ "mode": lock.mode.name(), "pids": lock.pids, "held_now": held });
+        serde_json::to_writer_pretty(&mut *out, &value)?;
         writeln!(out)?;
     } else {
         text(&image, out)?;
+        network_lock(dir, &lock, &held, out)?;
+    }
+    Ok(())
+}
+
+/// The dump's network lock, and whether it is still held now (a stale lock, if the image
+/// is not being restored).
+fn network_lock(
+    dir: &Path,
+    lock: &crate::image::netlock::NetLockImage,
+    held: &[i32],
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    write!(out, "network lock: {}", lock.mode.name())?;
+    if lock.pids.is_empty() {
+        return writeln!(out, ", no connection locked");
+    }
+    let names: Vec<String> = lock.pids.iter().map(|p| crate::netlock::name(*p)).collect();
+    writeln!(out, " ({})", names.join(" "))?;
+    for pid in held {
+        writeln!(
+            out,
+            "  {} held now: stale unless this image is being restored; lift it with `stasis network-unlock -D {}`",
+            crate::netlock::name(*pid),
+            dir.display()
+        )?;
     }
     Ok(())
 }
@@ -814,6 +852,36 @@ fn describe(kind: &FdKind) -> String {
 mod tests {
     use super::*;
     use crate::abi::{AltStack, KernelSigaction};
+
+    #[test]
+    fn text_shows_the_network_lock_and_whether_it_is_held() {
+        use crate::image::netlock::{LockMode, NetLockImage};
+        let dir = Path::new("/img");
+        let lock = NetLockImage {
+            mode: LockMode::Iptables,
+            pids: vec![7, 9],
+        };
+        let mut out = Vec::new();
+        network_lock(dir, &lock, &[9], &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("network lock: iptables (stasis_7 stasis_9)\n"),
+            "{text}"
+        );
+        assert!(text.contains("stasis_9 held now"), "{text}");
+        assert!(!text.contains("stasis_7 held"), "{text}");
+        assert!(text.contains("stasis network-unlock -D /img"), "{text}");
+        let mut out = Vec::new();
+        let skip = NetLockImage {
+            mode: LockMode::Skip,
+            pids: vec![],
+        };
+        network_lock(dir, &skip, &[], &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "network lock: skip, no connection locked\n"
+        );
+    }
     use crate::image::sample;
 
     fn sample_image() -> Image {

@@ -595,7 +595,7 @@ fn redis(conn: &mut std::io::BufReader<std::net::TcpStream>, args: &[&str]) -> S
 fn redis_client_survives_restore() {
     let _serial = common::serial();
     require_privileged!("redis_client_survives_restore");
-    for tool in ["redis-server", "nft"] {
+    for tool in ["redis-server", "iptables", "ip6tables"] {
         if !which(tool) {
             return common::skip(
                 "redis_client_survives_restore",
@@ -734,7 +734,7 @@ fn postgres_session_survives_restore() {
     if !bin.join("postgres").exists() {
         return common::skip(TEST, "postgresql-15 is not installed");
     }
-    for tool in ["psql", "nft"] {
+    for tool in ["psql", "iptables", "ip6tables"] {
         if !which(tool) {
             return common::skip(TEST, &format!("{tool} is not installed"));
         }

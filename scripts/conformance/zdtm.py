@@ -140,8 +140,9 @@ def reap_orphans(keep):
                 pass
 
 
-def run(argv, log, timeout, env=None, cwd=None):
-    """Run a command, reaping orphans meanwhile; its stderr (and stdout) go to `log`."""
+def run(argv, log, timeout, env=None, cwd=None, keep=()):
+    """Run a command, reaping orphans meanwhile (but not `keep`, pids another Popen waits
+    on); its stderr (and stdout) go to `log`."""
     with open(log, "ab") as out:
         out.write(("$ %s\n" % " ".join(argv)).encode())
         out.flush()
@@ -149,7 +150,7 @@ def run(argv, log, timeout, env=None, cwd=None):
                                 stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while proc.poll() is None:
-            reap_orphans({proc.pid})
+            reap_orphans({proc.pid, *keep})
             if time.monotonic() > deadline:
                 proc.kill()
                 proc.wait()
@@ -225,6 +226,12 @@ def wait_empty(pids, timeout):
         time.sleep(0.01)
 
 
+def reads_criu_images(hook):
+    with open(hook, "rb") as f:
+        text = f.read()
+    return b"pycriu" in text or b"ZDTM_IMG_DIR" in text
+
+
 def read_pid(pidfile):
     with open(pidfile) as f:
         return int(f.readline().strip())
@@ -258,14 +265,42 @@ class Inner:
         if "suid" not in flags(self.desc):
             mode = os.stat(self.static).st_mode
             os.chmod(self.static, mode | 0o222)
+        # zdtm.py runs the --post-start hook while the test starts (some tests wait for
+        # what it sets up before they write their pidfile).
+        hook = self.start_hook("--post-start")
         rc = run(["make", "--no-print-directory", "-C", self.static, self.name + ".pid"],
-                 os.path.join(self.logs, "start.log"), self.timeout, env=self.env())
+                 os.path.join(self.logs, "start.log"), self.timeout, env=self.env(),
+                 keep={hook.pid} if hook else ())
+        if hook and hook.wait(timeout=self.timeout) != 0:
+            raise Fail("start", "hook --post-start exited %d" % hook.returncode)
         pidfile = os.path.join(self.static, self.name + ".pid")
         if rc != 0 or not os.path.exists(pidfile):
             raise Fail("start", "the test did not start (%s)" % last_line(self.out()))
         self.pid = read_pid(pidfile)
         if not alive(self.pid):
             raise Fail("start", "pid %d is gone" % self.pid)
+
+    def start_hook(self, stage):
+        """Starts the test's `.hook` script for `stage`, as zdtm.py does: from the directory
+        where `zdtm/static` is the tests' directory (hooks use paths relative to it). Hooks
+        that read CRIU's image files (pycriu, ZDTM_IMG_DIR), which stasis does not write,
+        are not run."""
+        hook = os.path.join(self.static, self.name + ".hook")
+        if not os.access(hook, os.X_OK) or reads_criu_images(hook):
+            return None
+        top = os.path.dirname(self.static)
+        cwd = top if os.path.isdir(os.path.join(top, "zdtm", "static")) else os.path.dirname(top)
+        log = open(os.path.join(self.logs, "hook.log"), "ab")
+        log.write(("$ %s %s\n" % (hook, stage)).encode())
+        log.flush()
+        return subprocess.Popen([hook, stage], cwd=cwd, stdout=log, stderr=log,
+                                stdin=subprocess.DEVNULL)
+
+    def hook(self, stage):
+        """Runs the test's hook for `stage` (zdtm.py's try_run_hook); a failure fails it."""
+        proc = self.start_hook(stage)
+        if proc and proc.wait(timeout=self.timeout) != 0:
+            raise Fail(stage.lstrip("-"), "hook %s exited %d" % (stage, proc.returncode))
 
     def out(self):
         return os.path.join(self.static, self.name + ".out")
@@ -276,6 +311,7 @@ class Inner:
     def dump(self):
         os.makedirs(self.images, exist_ok=True)
         tree = tree_of(self.pid)
+        self.hook("--pre-dump")
         argv = [self.stasis, "dump", "-t", str(self.pid), "-D", self.images, "-q"]
         rc = run(argv + self.stasis_opts("dopts"), self.log, 120)
         if rc != 0:
@@ -290,12 +326,14 @@ class Inner:
         return None
 
     def restore(self):
+        self.hook("--pre-restore")
         argv = [self.stasis, "restore", "-D", self.images, "-d", "-q"]
         rc = run(argv + self.stasis_opts("ropts"), self.log, 120)
         if rc != 0:
             raise Fail("restore", "stasis restore exited %s: %s" % (rc, last_line(self.log)))
         if not alive(self.pid):
             raise Fail("restore", "pid %d is not running after the restore" % self.pid)
+        self.hook("--post-restore")
 
     def verdict(self):
         os.kill(self.pid, signal.SIGTERM)
@@ -325,6 +363,10 @@ class Inner:
         except Fail as e:
             verdict = {"result": "FAIL", "reason": str(e)}
         finally:
+            try:
+                self.hook("--clean")
+            except (Fail, subprocess.TimeoutExpired):
+                pass
             try:
                 shutil.copy(self.out(), self.logs)
             except OSError:
@@ -365,7 +407,8 @@ def leftovers(directory, names):
     skip = set()
     for name in names:
         path = os.path.join(directory, name)
-        left = re.search(r"\.(pid|out|test|state)", name) is not None
+        # (`.sync`: files hooks and tests hand each other, e.g. socket_lock.sync)
+        left = re.search(r"\.(pid|out|test|state)|\.sync$", name) is not None
         if left or not (os.path.isdir(path) or os.path.isfile(path) or os.path.islink(path)):
             skip.add(name)
     return skip
@@ -383,6 +426,8 @@ def private_tree(static):
             shutil.copytree(src, os.path.join(root, name), symlinks=True, ignore=leftovers)
         elif os.path.exists(src):
             shutil.copy2(src, root)
+    # Hooks name their files zdtm/static/..., relative to where zdtm.py runs them.
+    os.symlink(".", os.path.join(root, "zdtm"))
     return root, os.path.join(root, "static")
 
 

@@ -28,9 +28,10 @@ pub struct CriuFlags {
     pub cgroup_dump_controller: Vec<String>,
     #[arg(long = "cgroup-yard", value_name = "PATH", hide = true)]
     pub cgroup_yard: Option<String>,
-    /// How TCP connections to peers outside the tree are held while it is down: stasis
-    /// uses nftables (`--network-lock nftables` is accepted, other modes refused).
-    #[arg(long = "network-lock", value_name = "MODE")]
+    /// How TCP connections to peers outside the tree are held while it is down:
+    /// `iptables` (the default, as CRIU's), `nftables` or `skip` (no lock). At restore the
+    /// image's mode is used whatever is given here, as CRIU does.
+    #[arg(long = "network-lock", value_name = "iptables|nftables|skip")]
     pub network_lock: Option<String>,
     /// stasis neither dumps nor creates mounts (every mount is the host's, as `auto`
     /// makes them for CRIU): `--ext-mount-map auto` is accepted, a KEY:VALUE map refused.
@@ -67,12 +68,7 @@ impl CriuFlags {
         if let Some((flag, _)) = cgroup_flags.iter().find(|(_, given)| *given) {
             return Err(cgroups(flag));
         }
-        if let Some(mode) = self.network_lock.as_deref().filter(|m| *m != "nftables") {
-            return Err(format!(
-                "--network-lock {mode}: stasis holds TCP peers outside the tree with nftables \
-                 only (--network-lock nftables)"
-            ));
-        }
+        self.lock_mode()?;
         if let Some(map) = self.ext_mount_map.iter().find(|m| *m != "auto") {
             return Err(format!(
                 "--ext-mount-map {map}: stasis neither dumps nor creates mounts (every mount \
@@ -85,6 +81,18 @@ impl CriuFlags {
             ));
         }
         Ok(())
+    }
+}
+
+impl CriuFlags {
+    /// The `--network-lock` mode (CRIU's default, iptables, when not given).
+    pub fn lock_mode(&self) -> Result<stasis::netlock::LockMode, String> {
+        let Some(name) = self.network_lock.as_deref() else {
+            return Ok(Default::default());
+        };
+        stasis::netlock::LockMode::parse(name).ok_or_else(|| {
+            format!("--network-lock {name}: the modes are iptables, nftables and skip")
+        })
     }
 }
 
@@ -153,10 +161,10 @@ mod tests {
             ),
             (
                 CriuFlags {
-                    network_lock: Some("iptables".into()),
+                    network_lock: Some("ebtables".into()),
                     ..CriuFlags::default()
                 },
-                "--network-lock iptables",
+                "--network-lock ebtables",
             ),
             (
                 CriuFlags {

@@ -71,6 +71,8 @@ pub struct DumpOptions {
     pub tcp_close: bool,
     pub ext_unix_sk: bool,
     pub skip_in_flight: bool,
+    /// `--network-lock`: how connections to peers outside are held (`crate::netlock`).
+    pub network_lock: crate::netlock::LockMode,
     /// Freeze this cgroup first (`--freeze-cgroup`).
     pub freeze_cgroup: Option<PathBuf>,
 }
@@ -176,6 +178,7 @@ fn save_tree(
     write_files(&writer, &mut tables)?;
     write_ghosts(&writer, &fd_opts.ghosts.borrow())?;
     write_tty(&writer, &tree.record, &tables, opts.shell_job)?;
+    write_netlock(&writer, opts.network_lock, &tables)?;
     drop(span);
     writer.write_record(TREE, Kind::Tree, &tree.record)?;
     writer.write_record(
@@ -244,6 +247,18 @@ fn write_ghosts(writer: &ImageWriter, ghosts: &files::ghost::Table) -> Result<()
     Ok(())
 }
 
+/// `netlock.img`: the lock mode, and the processes whose connections the lock holds.
+fn write_netlock(
+    writer: &ImageWriter,
+    mode: crate::netlock::LockMode,
+    tables: &[(i32, FilesImage)],
+) -> Result<(), DumpError> {
+    use crate::image::netlock::{NetLockImage, NETLOCK};
+    let image = NetLockImage::of_tables(mode, tables.iter().map(|(pid, f)| (*pid, f)));
+    writer.write_record(NETLOCK, Kind::NetLock, &image)?;
+    Ok(())
+}
+
 /// `tty.img`, checked as a restore will. Ordering requirements: after the fd tables are
 /// linked.
 fn write_tty(
@@ -272,6 +287,7 @@ fn fd_options(opts: &DumpOptions, pids: &[i32]) -> files::FdOptions {
         tcp_close: opts.tcp_close,
         ext_unix_sk: opts.ext_unix_sk,
         skip_in_flight: opts.skip_in_flight,
+        network_lock: opts.network_lock,
         tree_sockets: Default::default(),
         tree_files: Default::default(),
         ghosts: Default::default(),

@@ -56,6 +56,10 @@ use super::error::ImageError;
 /// records are read as having none).
 /// Version 10 makes every header's crc cover its kind, version and length before the
 /// payload ([`Header::sum`]; older files are checked against their payload alone).
+///
+/// Version 10 also adds `netlock.img` (`image::netlock`): the `--network-lock` mode of
+/// the dump and the processes whose lock it left for the restore (an older image held
+/// nftables locks only, one per process with a locked connection).
 pub const FORMAT_VERSION: u32 = 10;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
@@ -81,6 +85,7 @@ pub enum Kind {
     Ghosts = 7,
     Tty = 8,
     Sysv = 9,
+    NetLock = 15,
 }
 
 /// Human name of a kind number, for messages.
@@ -95,6 +100,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         7 => "ghosts",
         8 => "tty",
         9 => "sysv",
+        15 => "netlock",
         _ => "unknown",
     }
 }

@@ -18,6 +18,7 @@ mod files;
 mod inherited;
 mod memory;
 mod mm;
+mod netlock;
 mod prctl;
 mod sched;
 mod seccomp;
@@ -182,6 +183,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         verify::host_accepts(&image, opts.skip_file_check)?;
         sysv::verify(&image.sysv)?;
     }
+    let lock = netlock::load(&image)?;
+    netlock::liftable(&image, &lock)?;
     let shell_job = opts.shell_job || image.inventory.shell_job;
     let _orphans = Subreaper::become_one();
     let fds = image.processes.iter().flat_map(|p| &p.files.fds);
@@ -215,9 +218,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         }
     };
     // Rebuilt or not, the connections held by the dump's network lock are settled now.
-    for p in &image.processes {
-        files::unlock_network(&p.files, p.task.pid)?;
-    }
+    netlock::unlock(&lock)?;
     let filled = built?;
     Ok(Restored {
         pid: image.inventory.root_pid,
@@ -226,6 +227,14 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         memory: filled.elapsed,
         total: started.elapsed(),
     })
+}
+
+/// Lifts the network locks the dump of the image in `dir` left; returns their pids.
+pub fn unlock_image(dir: &std::path::Path) -> Result<Vec<i32>, RestoreError> {
+    let image = Image::load_metadata(dir)?;
+    let lock = netlock::load(&image)?;
+    netlock::unlock(&lock)?;
+    Ok(lock.pids)
 }
 
 /// Every process holds its files: the links made for `--link-remap` go before any of

@@ -30,7 +30,6 @@ pub fn host_accepts(image: &Image, skip_file_check: bool) -> Result<(), RestoreE
         vdso.matches(p)?;
         files_unchanged(p, same_host, &mut stats)?;
         super::seccomp::host_accepts(&p.task)?;
-        network_lock_liftable(p)?;
         if !skip_file_check {
             fds_unchanged(p, same_host, &pids, &mut stats)?;
         }
@@ -63,20 +62,6 @@ impl Stats {
         let m = self.0.get(path).expect("inserted above");
         m.as_ref().map_err(String::as_str)
     }
-}
-
-/// A connection held by the dump's network lock needs `nft` to be let go again: without
-/// it the restore would bring back connections whose packets stay dropped.
-fn network_lock_liftable(p: &ProcessImage) -> Result<(), RestoreError> {
-    let Some(fd) = super::files::locked_connection(&p.files) else {
-        return Ok(());
-    };
-    crate::netlock::available().map_err(|e| RestoreError::Unsupported {
-        what: format!(
-            "fd {fd} of pid {} is a TCP connection held by the dump's network lock: {e}",
-            p.task.pid
-        ),
-    })
 }
 
 fn cpu_features(saved: u64) -> Result<(), RestoreError> {

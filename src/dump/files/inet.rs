@@ -44,7 +44,7 @@ const TCP_CLOSE: u8 = 7;
 pub struct Held {
     pid: i32,
     repaired: Vec<OwnedFd>,
-    locked: bool,
+    locked: Option<crate::netlock::LockMode>,
     links: Vec<std::path::PathBuf>,
 }
 
@@ -53,7 +53,7 @@ impl Held {
         Held {
             pid,
             repaired: Vec::new(),
-            locked: false,
+            locked: None,
             links: Vec::new(),
         }
     }
@@ -72,7 +72,7 @@ impl Held {
     /// reset), and leave the lock for the restore to lift.
     pub fn keep_for_restore(mut self) {
         self.repaired.clear();
-        self.locked = false;
+        self.locked = None;
     }
 }
 
@@ -81,8 +81,8 @@ impl Drop for Held {
         for s in &self.repaired {
             let _ = setsockopt_int(s.as_fd(), libc::SOL_TCP, libc::TCP_REPAIR, 0);
         }
-        if self.locked {
-            let _ = crate::netlock::unlock(self.pid);
+        if let Some(mode) = self.locked {
+            let _ = crate::netlock::unlock(mode, self.pid);
         }
         for link in &self.links {
             let _ = std::fs::remove_file(link);
@@ -313,11 +313,12 @@ fn established(
             "fd {fd} of pid {pid} is an established TCP connection ({conn}); use --tcp-established to checkpoint it with TCP_REPAIR, or --tcp-close to restore it closed"
         )));
     }
-    let locked = !peer_inside(ctx, local, remote)?;
+    let mode = ctx.opts.network_lock;
+    let locked = mode != crate::netlock::LockMode::Skip && !peer_inside(ctx, local, remote)?;
     if locked {
-        crate::netlock::lock(pid, local, remote)
+        crate::netlock::lock(mode, pid, local, remote)
             .map_err(|e| DumpError::unsupported(format!("fd {fd} of pid {pid} ({conn}): {e}")))?;
-        ctx.held.locked = true;
+        ctx.held.locked = Some(mode);
     }
     setsockopt_int(sock.as_fd(), libc::SOL_TCP, libc::TCP_REPAIR, 1).map_err(|e| {
         DumpError::unsupported(format!(

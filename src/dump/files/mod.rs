@@ -84,6 +84,8 @@ pub struct FdOptions {
     pub ext_unix_sk: bool,
     /// `--skip-in-flight`: drop fds in flight and connections not yet accepted.
     pub skip_in_flight: bool,
+    /// `--network-lock`: how connections to peers outside are held (`crate::netlock`).
+    pub network_lock: crate::netlock::LockMode,
     /// Socket inodes in the fd tables of `pids`, read when first needed.
     pub tree_sockets: std::cell::OnceCell<std::collections::HashSet<u64>>,
     /// Every fd of the tree by file, read when a file in flight is first identified.

@@ -466,22 +466,3 @@ fn fs_as_saved(task: &TaskImage) -> bool {
     super::inherited::cwd_and_root().is_some_and(|(c, r)| *c == task.cwd && *r == task.root)
         && umask == Some(task.umask)
 }
-
-/// Lifts the network lock the dump put on connections to peers outside the image.
-pub fn unlock_network(files: &FilesImage, pid: i32) -> Result<(), RestoreError> {
-    if locked_connection(files).is_some() {
-        crate::netlock::unlock(pid).map_err(|e| RestoreError::Unsupported {
-            what: format!("lift the network lock of pid {pid}: {e}"),
-        })?;
-    }
-    Ok(())
-}
-
-/// The first fd of `files` holding a TCP connection under the dump's network lock.
-pub fn locked_connection(files: &FilesImage) -> Option<i32> {
-    use crate::image::sock::InetState;
-    files.fds.iter().find_map(|e| match &e.kind {
-        FdKind::Inet(s) if matches!(&s.state, InetState::Established(r) if r.locked) => Some(e.fd),
-        _ => None,
-    })
-}
