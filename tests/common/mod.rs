@@ -75,6 +75,8 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("hugetlb", &[]),
     ("unix_sockets", &[]),
     ("inflight", &[]),
+    ("inflight_epoll", &[]),
+    ("unix_layouts", &[]),
     ("fanotify", &[]),
     ("inet_sockets", &[]),
     ("sockopts", &[]),

@@ -320,7 +320,7 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
             modes.push((fd, mode));
         }
         if epoll::is_epoll(&open) && !matches!(kind, FdKind::Dup { .. }) {
-            epolls.push(fd);
+            epolls.push((fd, open.reach()));
         }
         let described = !matches!(kind, FdKind::Dup { .. } | FdKind::Inherited { .. });
         // An O_PATH description has no owner (fcntl refuses to ask).
