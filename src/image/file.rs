@@ -54,7 +54,10 @@ use super::error::ImageError;
 /// private mappings of memfds, shared memory and deleted files, the last saved in
 /// `ghosts.img`) and the files record's `modes` (memfd permission bits; older files
 /// records are read as having none).
-pub const FORMAT_VERSION: u32 = 9;
+///
+/// Version 10 also adds the `Packet` and `Netlink` fd kinds (packet and netlink sockets,
+/// `image::sock`), after every older kind.
+pub const FORMAT_VERSION: u32 = 10;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;

@@ -13,7 +13,8 @@
 //!   [`memfd`], [`pidfd`]; `ns`: files of the process's own namespaces;
 //! - [`locks`]: flock, POSIX and OFD locks and leases held through the fds;
 //! - [`fown`]: the owner and signal of each open file description (`F_SETOWN_EX`);
-//! - `sock`, `unix`, `inet`: sockets (unix, TCP and UDP); `pty`: pseudo-terminal pairs;
+//! - `sock`, `unix`, `inet`, `packet`, `netlink`: sockets (unix, TCP and UDP, ping and
+//!   raw, packet, netlink); `pty`: pseudo-terminal pairs;
 //! - [`inflight`]: files riding on queued unix messages (`SCM_RIGHTS`), walked as more
 //!   fds of the table, reached through stasis's own copies.
 //!
@@ -33,7 +34,9 @@ mod inflight;
 pub mod inotify;
 pub mod locks;
 pub mod memfd;
+mod netlink;
 mod ns;
+mod packet;
 pub mod path;
 pub mod pidfd;
 pub mod pipe;
