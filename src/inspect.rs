@@ -649,6 +649,9 @@ fn vma_line(v: &Vma) -> String {
         VmaKind::Anon => "anon".to_string(),
         VmaKind::File { file, offset, .. } => format!("{} @{offset:#x}", file.path),
         VmaKind::Aio(r) => format!("[aio] {} events, head {} tail {}", r.nr, r.head, r.tail),
+        VmaKind::PacketRing { socket, offset } => {
+            format!("rings of packet socket:[{socket}] @{offset:#x}")
+        }
         VmaKind::Vdso => "[vdso]".into(),
         VmaKind::Vvar => "[vvar]".into(),
         VmaKind::VvarVclock => "[vvar_vclock]".into(),

@@ -56,7 +56,8 @@ use super::error::ImageError;
 /// records are read as having none).
 ///
 /// Version 10 also adds the `Packet` and `Netlink` fd kinds (packet and netlink sockets,
-/// `image::sock`), after every older kind.
+/// `image::sock`), after every older kind, and the `PacketRing` mapping kind (a packet
+/// socket's rings, mapped again from its fd).
 pub const FORMAT_VERSION: u32 = 10;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).

@@ -77,6 +77,8 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("inflight", &[]),
     ("inflight_epoll", &[]),
     ("unix_layouts", &[]),
+    ("packet_sockets", &[]),
+    ("netlink_sockets", &[]),
     ("fanotify", &[]),
     ("inet_sockets", &[]),
     ("sockopts", &[]),

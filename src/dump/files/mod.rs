@@ -36,7 +36,7 @@ pub mod locks;
 pub mod memfd;
 mod netlink;
 mod ns;
-mod packet;
+pub mod packet;
 pub mod path;
 pub mod pidfd;
 pub mod pipe;

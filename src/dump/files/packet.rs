@@ -12,7 +12,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use super::sock::SockCtx;
 use crate::dump::DumpError;
-use crate::image::files::FdKind;
+use crate::image::files::{FdKind, FilesImage};
+use crate::image::mm::{Vma, VmaKind};
 use crate::image::sock::{PacketMembership, PacketRing, PacketSocket, SockKind};
 use crate::sys::sock_diag::{PacketDiag, PDI_AUXDATA, PDI_LOSS, PDI_ORIGDEV};
 use crate::sys::socket::packet::*;
@@ -216,6 +217,32 @@ fn spkt_device(sock: BorrowedFd<'_>, d: &PacketDiag) -> nix::Result<Vec<u8>> {
     let sa = sockname(sock)?;
     let name = sa.get(2..16).unwrap_or_default();
     Ok(name.split(|b| *b == 0).next().unwrap_or_default().to_vec())
+}
+
+/// Every mapping of a packet socket's rings (`VmaKind::PacketRing`) must be of a socket
+/// an fd of the process holds: the restore maps it again from that fd.
+pub fn check_ring_mappings(
+    pid: i32,
+    vmas: &[Vma],
+    files: &FilesImage,
+    shares_files: bool,
+) -> Result<(), DumpError> {
+    for v in vmas {
+        let VmaKind::PacketRing { socket, .. } = v.kind else {
+            continue;
+        };
+        let held = files
+            .fds
+            .iter()
+            .any(|e| matches!(&e.kind, FdKind::Packet(p) if p.ino == socket));
+        if shares_files || !held {
+            return Err(DumpError::unsupported(format!(
+                "mapping {:#x}-{:#x} of pid {pid} is the ring of packet socket:[{socket}], which no fd of the process holds (or its fd table is shared), which stasis cannot checkpoint",
+                v.start, v.end
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ mod memfd;
 mod netlink;
 mod ns;
 mod packet;
+pub use packet::map_rings as map_packet_rings;
 mod path;
 mod pidfd;
 mod pipe;

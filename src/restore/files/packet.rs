@@ -6,10 +6,13 @@
 //! Ordering requirements: the version, reserve and the other `int` options before the
 //! rings (the kernel refuses them once a ring exists); fanout after `bind` (a socket
 //! joins a group only once it is bound to its protocol). A ring mapped by the process is
-//! mapped again once the fd table is complete (`restore/mm.rs`, `map_packet_rings`).
+//! mapped again once the fd table is complete ([`map_rings`]).
 
 use super::{sockopts, Install};
+use crate::image::files::{FdKind, FilesImage};
+use crate::image::mm::{MmImage, VmaKind};
 use crate::image::sock::{PacketRing, PacketSocket};
+use crate::restore::child::Child;
 use crate::restore::RestoreError;
 use crate::sys::socket::packet as k;
 
@@ -102,5 +105,50 @@ fn set(at: &Install, fd: u64, name: i32, value: &[u8]) -> Result<(), RestoreErro
         value.len() as u64,
     ];
     at.call("setsockopt(SOL_PACKET)", libc::SYS_setsockopt, &args)?;
+    Ok(())
+}
+
+/// Maps every packet ring the process mapped (`VmaKind::PacketRing`) again, from the fd
+/// holding its socket, at its address, with its protection and sharing.
+///
+/// Ordering requirements: after the fd table is complete (the socket and its rings
+/// exist); the range was left free by the Mappings stage.
+pub fn map_rings(child: &Child, mm: &MmImage, files: &FilesImage) -> Result<(), RestoreError> {
+    for v in &mm.vmas {
+        let VmaKind::PacketRing { socket, offset } = v.kind else {
+            continue;
+        };
+        let fd = files.fds.iter().find_map(|e| match &e.kind {
+            FdKind::Packet(p) if p.ino == socket => Some(e.fd),
+            _ => None,
+        });
+        let Some(fd) = fd else {
+            return Err(RestoreError::Unsupported {
+                what: format!(
+                    "mapping {:#x}-{:#x} of pid {}: no fd holds packet socket:[{socket}]",
+                    v.start,
+                    v.end,
+                    child.pid()
+                ),
+            });
+        };
+        let sharing = if v.shared {
+            libc::MAP_SHARED
+        } else {
+            libc::MAP_PRIVATE
+        };
+        let flags = (sharing | libc::MAP_FIXED_NOREPLACE) as u64;
+        let args = [
+            v.start,
+            v.len(),
+            u64::from(v.prot),
+            flags,
+            fd as u64,
+            offset,
+        ];
+        child
+            .remote()
+            .call("mmap(packet ring)", libc::SYS_mmap, &args)?;
+    }
     Ok(())
 }
