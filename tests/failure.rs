@@ -111,15 +111,6 @@ fn dump_refuses_corked_udp_data() {
 }
 
 #[test]
-fn dump_refuses_netlink_socket_with_messages_queued() {
-    refused_kind(
-        "dump_refuses_netlink_socket_with_messages_queued",
-        "netlink_queued",
-        " is a netlink socket with messages queued",
-    );
-}
-
-#[test]
 fn dump_refuses_packet_socket_with_packets_queued() {
     refused_kind(
         "dump_refuses_packet_socket_with_packets_queued",

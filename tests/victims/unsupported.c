@@ -2,8 +2,7 @@
  * unsupported: holds at fd 10 a kind of file stasis refuses to dump, named by argv[1]:
  * "io_uring" (io_uring_setup), "userfaultfd", "ebpf_filter" (a UDP socket with an eBPF
  * socket filter, SO_ATTACH_BPF), "corked_udp" (a UDP socket holding corked, unsent
- * data), "netlink_queued" (a netlink socket with a message queued: one it sent itself),
- * "packet_queued" (a packet socket with a frame queued, needs CAP_NET_RAW). The dump
+ * data), "packet_queued" (a packet socket with a frame queued, needs CAP_NET_RAW). The dump
  * must fail naming fd 10, the pid and the kind, and leave this process
  * running: after go it checks fd 10 is still the same kind of file and passes.
  */
@@ -14,7 +13,6 @@
 #include <linux/bpf.h>
 #include <linux/if_packet.h>
 #include <linux/io_uring.h>
-#include <linux/netlink.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
@@ -59,18 +57,6 @@ static int corked_udp(void)
 	return sk;
 }
 
-/* A netlink socket bound to the pid's port id with its own message queued. */
-static int netlink_queued(void)
-{
-	struct sockaddr_nl a = {.nl_family = AF_NETLINK, .nl_pid = getpid()};
-	struct nlmsghdr h = {.nlmsg_len = sizeof(h), .nlmsg_type = 0x1234};
-	int sk = socket(AF_NETLINK, SOCK_RAW, NETLINK_KOBJECT_UEVENT);
-
-	CHECK_SYS(bind(sk, (struct sockaddr *)&a, sizeof(a)));
-	CHECK_SYS(sendto(sk, &h, sizeof(h), 0, (struct sockaddr *)&a, sizeof(a)));
-	return sk;
-}
-
 /* A packet socket of a local experimental ethertype bound to lo with a frame it sent
  * itself queued. */
 static int packet_queued(void)
@@ -99,8 +85,6 @@ static int packet_queued(void)
 
 static int make(const char *kind)
 {
-	if (!strcmp(kind, "netlink_queued"))
-		return netlink_queued();
 	if (!strcmp(kind, "packet_queued"))
 		return packet_queued();
 	if (!strcmp(kind, "ebpf_filter"))
@@ -125,7 +109,7 @@ int main(int argc, char **argv)
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	victim_install_go();
-	CHECK(argc == 2, "usage: unsupported io_uring|userfaultfd|ebpf_filter|corked_udp|netlink_queued|packet_queued");
+	CHECK(argc == 2, "usage: unsupported io_uring|userfaultfd|ebpf_filter|corked_udp|packet_queued");
 	fd = make(argv[1]);
 	if (fd < 0)
 		victim_skip(strerror(errno));
