@@ -687,6 +687,9 @@ fn vma_line(v: &Vma) -> String {
         VmaKind::Anon => "anon".to_string(),
         VmaKind::File { file, offset, .. } => format!("{} @{offset:#x}", file.path),
         VmaKind::Aio(r) => format!("[aio] {} events, head {} tail {}", r.nr, r.head, r.tail),
+        VmaKind::PacketRing { socket, offset } => {
+            format!("rings of packet socket:[{socket}] @{offset:#x}")
+        }
         VmaKind::Vdso => "[vdso]".into(),
         VmaKind::Vvar => "[vvar]".into(),
         VmaKind::VvarVclock => "[vvar_vclock]".into(),
@@ -807,6 +810,27 @@ fn describe(kind: &FdKind) -> String {
         ),
         FdKind::Unix(u) => unix_line(u),
         FdKind::Inet(s) => inet_line(s),
+        FdKind::Packet(p) => format!(
+            "packet socket type {} protocol {:#06x} ifindex {}, {} options, {} memberships{}{}{}",
+            p.sock_type,
+            p.protocol,
+            p.ifindex,
+            p.ints.len(),
+            p.memberships.len(),
+            if p.rx_ring.is_some() { ", rx ring" } else { "" },
+            if p.tx_ring.is_some() { ", tx ring" } else { "" },
+            p.fanout
+                .map_or(String::new(), |f| format!(", fanout {f:#x}"))
+        ),
+        FdKind::Netlink(n) => format!(
+            "netlink socket protocol {} port {} groups {:?}{}",
+            n.protocol,
+            n.portid,
+            n.groups,
+            n.dst.map_or(String::new(), |(p, g)| format!(
+                ", connected to port {p} group {g}"
+            ))
+        ),
         FdKind::PtyMaster(m) => format!(
             "pty master of /dev/pts/{} ({} bytes input, {} bytes output buffered)",
             m.index,

@@ -64,7 +64,7 @@ fn dump_refuses_fds_in_flight() {
         &[
             "fd 10 ",
             "file descriptors in flight",
-            "AF_NETLINK",
+            "a netlink socket with messages queued",
             "--skip-in-flight",
         ],
     );
@@ -98,12 +98,14 @@ fn dump_refuses_established_tcp_without_option() {
 }
 
 #[test]
-fn dump_refuses_netlink_socket() {
+fn dump_refuses_netlink_socket_with_a_message_queued() {
     let _serial = common::serial();
-    require_privileged!("dump_refuses_netlink_socket");
+    require_privileged!("dump_refuses_netlink_socket_with_a_message_queued");
     let tmp = TempDir::new("netlink");
-    let script = "import socket, sys, time\n\
-                  s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)\n\
+    let script = "import socket, struct, sys, time\n\
+                  s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 15)\n\
+                  s.bind((0, 0))\n\
+                  s.sendto(struct.pack('=IHHII', 16, 0x1234, 0, 0, 0), s.getsockname())\n\
                   print('READY', s.fileno(), flush=True)\n\
                   time.sleep(1000)\n";
     let mut py = common::spawn_logged(
@@ -115,9 +117,10 @@ fn dump_refuses_netlink_socket() {
         .nth(1)
         .map(str::to_string);
     let out = common::dump(py.pid, &tmp.join("img"), &[]);
-    let msg = out.assert_failed("dump of a netlink socket");
+    let msg = out.assert_failed("dump of a netlink socket with a message queued");
     let fd = fd.expect("fd printed");
-    for w in [format!("fd {fd} "), py.pid.to_string(), "AF_NETLINK".into()] {
+    let what = "is a netlink socket with messages queued".to_string();
+    for w in [format!("fd {fd} "), py.pid.to_string(), what] {
         assert!(msg.contains(&w), "{w:?} missing from: {msg}");
     }
     common::assert_untouched(&py);

@@ -299,6 +299,10 @@ victim_tests! {
     unix_sockets: "unix_sockets";
     unix_inflight: "unix_sockets" ["inflight"];
     inflight: "inflight";
+    inflight_epoll: "inflight_epoll";
+    unix_layouts: "unix_layouts";
+    packet_sockets: "packet_sockets";
+    netlink_sockets: "netlink_sockets";
     inet_sockets: "inet_sockets";
     sockopts: "sockopts";
     tcp_established: "inet_sockets" ["established"];

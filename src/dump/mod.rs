@@ -337,6 +337,7 @@ fn save(
         files::epoll::keep_created(&mut files);
         (files, held)
     };
+    files::packet::check_ring_mappings(pid, &vmas, &files, entry.shares_files)?;
     let mut threads = task
         .threads()
         .iter()

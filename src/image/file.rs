@@ -60,6 +60,10 @@ use super::error::ImageError;
 /// Version 10 also adds `netlock.img` (`image::netlock`): the `--network-lock` mode of
 /// the dump and the processes whose lock it left for the restore (an older image held
 /// nftables locks only, one per process with a locked connection).
+///
+/// Version 10 also adds the `Packet` and `Netlink` fd kinds (packet and netlink sockets,
+/// `image::sock`), after every older kind, and the `PacketRing` mapping kind (a packet
+/// socket's rings, mapped again from its fd).
 pub const FORMAT_VERSION: u32 = 10;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).

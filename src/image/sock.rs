@@ -214,3 +214,83 @@ pub fn visible_input(termios: &[u8], input: &[u8]) -> usize {
     }
     input.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1)
 }
+
+/// An `AF_PACKET` socket (format 10): `SOCK_RAW`, `SOCK_DGRAM` or `SOCK_PACKET`, with
+/// what `packet_diag` and `getsockopt(SOL_PACKET)` report. Received packets are never
+/// saved: a socket with packets queued, or frames of a ring not handed back to the
+/// kernel, is refused at dump.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PacketSocket {
+    pub ino: u64,
+    pub sock_type: i32,
+    /// The protocol in host byte order (`socket()` takes it in network order).
+    pub protocol: u16,
+    /// The interface bound to (`sll_ifindex`; 0: none).
+    pub ifindex: u32,
+    /// `SOCK_PACKET`: the name of the device bound to (empty: none).
+    pub device: Vec<u8>,
+    /// `SOL_PACKET` options with an `int` value other than a new socket's 0
+    /// (`PACKET_VERSION`, `PACKET_RESERVE`, `PACKET_AUXDATA`...), set in this order,
+    /// before the rings.
+    pub ints: Vec<(i32, i32)>,
+    /// `PACKET_ADD_MEMBERSHIP`s.
+    pub memberships: Vec<PacketMembership>,
+    pub rx_ring: Option<PacketRing>,
+    pub tx_ring: Option<PacketRing>,
+    /// `PACKET_FANOUT` as `getsockopt` reads it (`id | type << 16 | flags << 24`).
+    pub fanout: Option<u32>,
+    pub opts: SockOpts,
+}
+
+/// One membership of a packet socket (`struct packet_mreq`), added `count` times.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PacketMembership {
+    pub ifindex: u32,
+    /// `PACKET_MR_MULTICAST`, `PACKET_MR_PROMISC`, `PACKET_MR_ALLMULTI`, `PACKET_MR_UNICAST`.
+    pub mr_type: u16,
+    pub address: Vec<u8>,
+    pub count: u32,
+}
+
+/// A `PACKET_RX_RING` / `PACKET_TX_RING` (`struct tpacket_req3`). A restored ring starts
+/// at its first frame: the kernel's position in a ring cannot be read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PacketRing {
+    pub block_size: u32,
+    pub block_nr: u32,
+    pub frame_size: u32,
+    pub frame_nr: u32,
+    pub retire_tmo: u32,
+    pub sizeof_priv: u32,
+    pub features: u32,
+}
+
+impl PacketRing {
+    /// Bytes of the ring in a mapping of the socket.
+    pub fn len(&self) -> u64 {
+        u64::from(self.block_size) * u64::from(self.block_nr)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An `AF_NETLINK` socket (format 10): protocol, port id, groups, destination. One with
+/// messages queued, or a dump in progress, is refused at dump.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetlinkSocket {
+    pub ino: u64,
+    pub sock_type: i32,
+    pub protocol: i32,
+    /// The bound port id (0: unbound); bound again to the same one at restore.
+    pub portid: u32,
+    /// Every multicast group joined (numbers from 1).
+    pub groups: Vec<u32>,
+    /// `connect`ed to this port id and group (`None`: unconnected).
+    pub dst: Option<(u32, u32)>,
+    /// `SOL_NETLINK` options with an `int` value other than a new socket's 0
+    /// (`NETLINK_PKTINFO`, `NETLINK_NO_ENOBUFS`...).
+    pub ints: Vec<(i32, i32)>,
+    pub opts: SockOpts,
+}

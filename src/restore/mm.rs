@@ -495,12 +495,17 @@ pub fn working_prot(v: &Vma, filled: &HashSet<u64>) -> u64 {
     u64::from(v.prot) | write
 }
 
-/// Mappings not made by `mmap`: the kernel's own, moved into place, and AIO rings, made
-/// by `io_setup` (`restore/aio.rs`).
+/// Mappings not made by `mmap` here: the kernel's own, moved into place, AIO rings, made
+/// by `io_setup` (`restore/aio.rs`), and packet rings, mapped from their socket once the
+/// fd table exists (`files/packet.rs`).
 fn is_special(v: &Vma) -> bool {
     matches!(
         v.kind,
-        VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Aio(_)
+        VmaKind::Vdso
+            | VmaKind::Vvar
+            | VmaKind::VvarVclock
+            | VmaKind::Aio(_)
+            | VmaKind::PacketRing { .. }
     )
 }
 

@@ -574,7 +574,8 @@ fn finish(
     }
     if !entry.shares_files {
         s.stage(S::Files, |s| {
-            files::restore_fds(s, &p.files, tcp_close, ghosts, ptys)
+            files::restore_fds(s, &p.files, tcp_close, ghosts, ptys)?;
+            files::map_packet_rings(s.child(), &p.mm, &p.files)
         })?;
     }
     if !entry.shares_fs {

@@ -13,7 +13,8 @@
 //!   [`memfd`], [`pidfd`]; `ns`: files of the process's own namespaces;
 //! - [`locks`]: flock, POSIX and OFD locks and leases held through the fds;
 //! - [`fown`]: the owner and signal of each open file description (`F_SETOWN_EX`);
-//! - `sock`, `unix`, `inet`: sockets (unix, TCP and UDP); `pty`: pseudo-terminal pairs;
+//! - `sock`, `unix`, `inet`, `packet`, `netlink`: sockets (unix, TCP and UDP, ping and
+//!   raw, packet, netlink); `pty`: pseudo-terminal pairs;
 //! - [`inflight`]: files riding on queued unix messages (`SCM_RIGHTS`), walked as more
 //!   fds of the table, reached through stasis's own copies.
 //!
@@ -33,7 +34,9 @@ mod inflight;
 pub mod inotify;
 pub mod locks;
 pub mod memfd;
+mod netlink;
 mod ns;
+pub mod packet;
 pub mod path;
 pub mod pidfd;
 pub mod pipe;
@@ -322,7 +325,7 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
             modes.push((fd, mode));
         }
         if epoll::is_epoll(&open) && !matches!(kind, FdKind::Dup { .. }) {
-            epolls.push(fd);
+            epolls.push((fd, open.reach()));
         }
         let described = !matches!(kind, FdKind::Dup { .. } | FdKind::Inherited { .. });
         // An O_PATH description has no owner (fcntl refuses to ask).

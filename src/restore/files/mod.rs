@@ -14,6 +14,7 @@
 //! - `unix`, `inet`: sockets, built before the table loop at temporary numbers (`prep`:
 //!   pairs, connections and queued data need every end at once) and `dup3`ed into place
 //!   by it;
+//! - `packet`, `netlink`: packet and netlink sockets, made in the table loop;
 //! - [`pty`]: pseudo-terminal masters and slaves, taken from stasis, which built every
 //!   pair before the tree (`restore/tty.rs`).
 //!
@@ -40,7 +41,10 @@ mod inet;
 mod inotify;
 mod locks;
 mod memfd;
+mod netlink;
 mod ns;
+mod packet;
+pub use packet::map_rings as map_packet_rings;
 mod path;
 mod pidfd;
 mod pipe;
@@ -342,6 +346,8 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::PidFd(p) => pidfd::restore(at, p),
         FdKind::DeadPidFd(p) => pidfd::restore_dead(at, p),
         FdKind::Namespace(n) => ns::restore(at, n),
+        FdKind::Packet(p) => packet::restore(at, p),
+        FdKind::Netlink(n) => netlink::restore(at, n),
         FdKind::Unix(_) | FdKind::Inet(_) => match at.prepared.get(at.entry.fd) {
             Some(t) => at.dup_of(t),
             None => Err(RestoreError::Unsupported {
