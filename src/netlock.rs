@@ -26,12 +26,17 @@ pub enum NetLockError {
     Failed { what: String, stderr: String },
 }
 
+/// Packets carrying this mark (`SO_MARK`) pass the lock: the restore's replayed FINs
+/// and ACKs of closing connections (CRIU's `SOCCR_MARK`, the same number).
+pub const PASS_MARK: u32 = 0xC114;
+
 /// The table holding the lock for pid `pid`.
 pub fn table(pid: i32) -> String {
     format!("stasis_{pid}")
 }
 
-/// Drops every packet between `local` and `remote` (TCP) in both directions.
+/// Drops every packet between `local` and `remote` (TCP) in both directions, but those
+/// marked [`PASS_MARK`].
 pub fn lock(pid: i32, local: &SockAddr, remote: &SockAddr) -> Result<(), NetLockError> {
     let t = table(pid);
     let (proto, l, r) = (ip_keyword(local), ip_text(local), ip_text(remote));
@@ -39,6 +44,8 @@ pub fn lock(pid: i32, local: &SockAddr, remote: &SockAddr) -> Result<(), NetLock
         "add table inet {t}\n\
          add chain inet {t} input {{ type filter hook input priority -160; policy accept; }}\n\
          add chain inet {t} output {{ type filter hook output priority -160; policy accept; }}\n\
+         add rule inet {t} input meta mark {PASS_MARK:#x} accept\n\
+         add rule inet {t} output meta mark {PASS_MARK:#x} accept\n\
          add rule inet {t} input {proto} saddr {r} {proto} daddr {l} tcp sport {rp} tcp dport {lp} drop\n\
          add rule inet {t} output {proto} saddr {l} {proto} daddr {r} tcp sport {lp} tcp dport {rp} drop\n",
         lp = local.port,

@@ -48,6 +48,7 @@ mod prep;
 pub mod pty;
 mod signalfd;
 mod sockopts;
+mod tcp_replay;
 mod timerfd;
 mod unix;
 mod unix_unlinked;
@@ -481,7 +482,12 @@ pub fn unlock_network(files: &FilesImage, pid: i32) -> Result<(), RestoreError> 
 pub fn locked_connection(files: &FilesImage) -> Option<i32> {
     use crate::image::sock::InetState;
     files.fds.iter().find_map(|e| match &e.kind {
-        FdKind::Inet(s) if matches!(&s.state, InetState::Established(r) if r.locked) => Some(e.fd),
+        FdKind::Inet(s) => match &s.state {
+            InetState::Established(r) | InetState::Connection { repair: r, .. } if r.locked => {
+                Some(e.fd)
+            }
+            _ => None,
+        },
         _ => None,
     })
 }
