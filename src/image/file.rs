@@ -54,7 +54,10 @@ use super::error::ImageError;
 /// private mappings of memfds, shared memory and deleted files, the last saved in
 /// `ghosts.img`) and the files record's `modes` (memfd permission bits; older files
 /// records are read as having none).
-pub const FORMAT_VERSION: u32 = 9;
+/// Version 10 also adds the `InetState` variants `Connection` (a TCP connection in
+/// SYN_SENT or a closing state, or one that ended, saved with `TCP_REPAIR`) and `Shut` (a
+/// half-closed datagram or unconnected socket), after the others: version 9 reads the same.
+pub const FORMAT_VERSION: u32 = 10;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;

@@ -200,7 +200,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         remove_links(&image)?;
         Ok(pages)
     });
-    let built = match built.and_then(|pages| ghosts.remove().map(|()| pages)) {
+    let built = built
+        .and_then(|pages| ghosts.remove().map(|()| pages))
+        .and_then(|pages| b.reopen_network().map(|()| pages));
+    let built = match built {
         Ok(pages) => {
             let _s = crate::profile::span("resume");
             b.resume().map(|()| pages)
@@ -428,6 +431,22 @@ impl Builder<'_> {
         for (ppid, sig) in parents {
             tree::forget_exit_signals(self.shell(ppid), sig)
                 .map_err(at(RestoreStage::Zombies, ppid))?;
+        }
+        Ok(())
+    }
+
+    /// The network lock lifted and each locked connection back (`files::reopen_network`),
+    /// before any process runs.
+    fn reopen_network(&self) -> Result<(), RestoreError> {
+        if self.tcp_close {
+            return Ok(());
+        }
+        for (pid, child) in &self.procs {
+            let p = self
+                .image
+                .process(*pid)
+                .expect("live processes have records");
+            files::reopen_network(child, &p.files, *pid)?;
         }
         Ok(())
     }

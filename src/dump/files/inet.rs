@@ -33,6 +33,7 @@ use crate::sys::socket::{
 
 const TCP_ESTABLISHED: u8 = 1;
 const TCP_CLOSE: u8 = 7;
+const SYN_SENT: u8 = tcp_state::SYN_SENT;
 
 /// Sockets in repair mode and the network lock, owned until the dump ends; and the
 /// links made for `--link-remap` (`path.rs`), owned until the image is committed.
@@ -127,8 +128,8 @@ pub fn inet_kind(
     if remote.is_none() && !tcp {
         remote = unreported_peer(pid, kind, ino).map_err(err)?;
     }
-    if remote.is_none() && info.is_some_and(|i| i[0] == TCP_CLOSE) {
-        remote = ended_peer(s);
+    if remote.is_none() && info.is_some_and(|i| i[0] == TCP_CLOSE || i[0] == SYN_SENT) {
+        remote = peer_name(s, family);
     }
     let opts = ctx.options(fd, s, kind, connected)?;
     if opts.flag(libc::SOL_UDP, libc::UDP_CORK) {
@@ -272,7 +273,11 @@ struct Conn<'a> {
 /// (`POLLRDHUP`; the send side of a socket in CLOSE shows nowhere, and changes nothing:
 /// sending fails with `EPIPE` either way).
 fn never_connected(s: BorrowedFd<'_>) -> nix::Result<InetState> {
-    let shutdown = if crate::sys::socket::poll_rdhup(s)? { 1 } else { 0 };
+    let shutdown = if crate::sys::socket::poll_rdhup(s)? {
+        1
+    } else {
+        0
+    };
     Ok(match shutdown {
         0 => InetState::Unconnected,
         _ => InetState::Shut { shutdown },
@@ -295,11 +300,13 @@ fn datagram_state(pid: i32, kind: SockKind, ino: u64, protocol: i32) -> Result<I
     })
 }
 
-/// The peer of a TCP socket whose connection ended: `SO_PEERNAME` reports it in CLOSE
-/// too, which `getpeername` does not.
-fn ended_peer(s: BorrowedFd<'_>) -> Option<SockAddr> {
-    let mut buf = [0u8; 128];
-    let len = getsockopt_bytes(s, libc::SOL_SOCKET, libc::SO_PEERNAME, &mut buf).ok()?;
+/// The peer of a TCP socket connecting or whose connection ended: `SO_PEERNAME` reports
+/// it in SYN_SENT and CLOSE too, which `getpeername` does not (the buffer must not be
+/// longer than the address).
+fn peer_name(s: BorrowedFd<'_>, family: i32) -> Option<SockAddr> {
+    let mut buf = [0u8; 28];
+    let len = if family == libc::AF_INET { 16 } else { 28 };
+    let len = getsockopt_bytes(s, libc::SOL_SOCKET, libc::SO_PEERNAME, &mut buf[..len]).ok()?;
     parse_sockaddr(&buf[..len])
 }
 
@@ -311,7 +318,10 @@ fn parse_sockaddr(b: &[u8]) -> Option<SockAddr> {
         libc::AF_INET => (b.get(4..8)?.to_vec(), 0),
         libc::AF_INET6 => {
             let s = b.get(24..28)?;
-            (b.get(8..24)?.to_vec(), u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+            (
+                b.get(8..24)?.to_vec(),
+                u32::from_ne_bytes([s[0], s[1], s[2], s[3]]),
+            )
         }
         _ => return None,
     };
@@ -349,11 +359,7 @@ fn listening(ctx: &SockCtx<'_>, fd: i32, ino: u64, family: i32) -> Result<InetSt
 /// closed under `--tcp-close`, refused otherwise. Its packets are dropped (the network
 /// lock) while it is down when its peer is outside the dump, and always in the closing
 /// states: their restore replays the peer's FIN and ACK, to which the socket answers.
-fn connection(
-    ctx: &mut SockCtx<'_>,
-    sock: OwnedFd,
-    c: &Conn<'_>,
-) -> Result<InetState, DumpError> {
+fn connection(ctx: &mut SockCtx<'_>, sock: OwnedFd, c: &Conn<'_>) -> Result<InetState, DumpError> {
     let (pid, fd) = (ctx.pid, c.fd);
     let (Some(local), Some(remote)) = (c.local, c.remote) else {
         return Err(DumpError::unsupported(format!(

@@ -485,3 +485,23 @@ fn repair_options(r: &TcpRepair) -> Vec<u8> {
         .flat_map(|(c, v)| [c.to_ne_bytes(), v.to_ne_bytes()].concat())
         .collect()
 }
+
+/// Repair mode on and off again on the restored fd `fd`, once the network lock is gone:
+/// leaving repair mode sends a window probe, which the lock dropped the first time.
+/// Repair mode resets the address reuse: set back as saved.
+pub fn probe(child: &Child, fd: i32, s: &InetSocket) -> Result<(), RestoreError> {
+    let sock = child.steal(fd as u64)?;
+    let reuse = i32::from(s.opts.flag(libc::SOL_SOCKET, libc::SO_REUSEADDR));
+    for (name, v) in [(libc::TCP_REPAIR, 1), (libc::TCP_REPAIR, 0)] {
+        setsockopt_int(sock.as_fd(), libc::SOL_TCP, name, v).map_err(|e| {
+            RestoreError::Unsupported {
+                what: format!("setsockopt(TCP_REPAIR, {v}): {e}"),
+            }
+        })?;
+    }
+    setsockopt_int(sock.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, reuse).map_err(|e| {
+        RestoreError::Unsupported {
+            what: format!("setsockopt(SO_REUSEADDR, {reuse}): {e}"),
+        }
+    })
+}

@@ -478,16 +478,37 @@ pub fn unlock_network(files: &FilesImage, pid: i32) -> Result<(), RestoreError> 
     Ok(())
 }
 
+/// Lifts the network lock of pid `pid` before it runs again, and has each of its locked
+/// connections tell its peer it is back (`inet::probe`): CRIU too lifts the lock before
+/// its sockets leave repair mode. A peer that is gone answers with a reset, which the
+/// connection takes now, as it would have without the dump.
+pub fn reopen_network(child: &Child, files: &FilesImage, pid: i32) -> Result<(), RestoreError> {
+    if locked_connection(files).is_none() {
+        return Ok(());
+    }
+    unlock_network(files, pid)?;
+    for e in &files.fds {
+        if let FdKind::Inet(s) = &e.kind {
+            if is_locked(s) {
+                inet::probe(child, e.fd, s).map_err(RestoreError::at_fd(pid, e.fd))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_locked(s: &crate::image::sock::InetSocket) -> bool {
+    use crate::image::sock::InetState;
+    match &s.state {
+        InetState::Established(r) | InetState::Connection { repair: r, .. } => r.locked,
+        _ => false,
+    }
+}
+
 /// The first fd of `files` holding a TCP connection under the dump's network lock.
 pub fn locked_connection(files: &FilesImage) -> Option<i32> {
-    use crate::image::sock::InetState;
     files.fds.iter().find_map(|e| match &e.kind {
-        FdKind::Inet(s) => match &s.state {
-            InetState::Established(r) | InetState::Connection { repair: r, .. } if r.locked => {
-                Some(e.fd)
-            }
-            _ => None,
-        },
+        FdKind::Inet(s) if is_locked(s) => Some(e.fd),
         _ => None,
     })
 }

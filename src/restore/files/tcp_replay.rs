@@ -47,7 +47,9 @@ pub fn replay(
     our_fin: &mut dyn FnMut(bool) -> Result<(), RestoreError>,
 ) -> Result<(), RestoreError> {
     let (Some(local), Some(remote)) = (&s.local, &s.remote) else {
-        return Err(unsupported("a TCP connection without both addresses".into()));
+        return Err(unsupported(
+            "a TCP connection without both addresses".into(),
+        ));
     };
     let acked = tcp_state::fin_acked(state);
     // Before the peer acknowledges our FIN, it has acknowledged what precedes the
@@ -144,7 +146,11 @@ pub fn state_of(sock: BorrowedFd<'_>) -> nix::Result<u8> {
 /// socket marked [`crate::netlock::PASS_MARK`].
 fn send(from: &SockAddr, to: &SockAddr, seg: Segment) -> nix::Result<()> {
     let raw = |family| -> nix::Result<OwnedFd> {
-        let s = socket(family, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_RAW)?;
+        let s = socket(
+            family,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_RAW,
+        )?;
         let mark = crate::netlock::PASS_MARK as i32;
         setsockopt_int(s.as_fd(), libc::SOL_SOCKET, libc::SO_MARK, mark)?;
         Ok(s)
@@ -162,7 +168,13 @@ fn send(from: &SockAddr, to: &SockAddr, seg: Segment) -> nix::Result<()> {
             let s = raw(libc::AF_INET6)?;
             let packet = ipv6_packet(src, dst, from.port, to.port, seg);
             let sa = std::net::SocketAddrV6::new(dst.into(), 0, 0, to.scope_id);
-            sendto(s.as_raw_fd(), &packet, &SockaddrIn6::from(sa), MsgFlags::empty()).map(drop)
+            sendto(
+                s.as_raw_fd(),
+                &packet,
+                &SockaddrIn6::from(sa),
+                MsgFlags::empty(),
+            )
+            .map(drop)
         }
     }
 }
@@ -200,7 +212,20 @@ fn tcp_header(sport: u16, dport: u16, seg: Segment, pseudo: &[u8]) -> Vec<u8> {
 pub fn ipv4_packet(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, seg: Segment) -> Vec<u8> {
     let pseudo = [&src[..], &dst[..], &[0, libc::IPPROTO_TCP as u8, 0, 20]].concat();
     let tcp = tcp_header(sport, dport, seg, &pseudo);
-    let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, libc::IPPROTO_TCP as u8, 0, 0];
+    let mut ip = vec![
+        0x45,
+        0,
+        0,
+        40,
+        0,
+        0,
+        0x40,
+        0,
+        64,
+        libc::IPPROTO_TCP as u8,
+        0,
+        0,
+    ];
     ip.extend_from_slice(&src);
     ip.extend_from_slice(&dst);
     let sum = checksum(&ip);
@@ -211,7 +236,12 @@ pub fn ipv4_packet(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, seg: Segm
 
 /// An IPv6 packet holding the segment.
 pub fn ipv6_packet(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, seg: Segment) -> Vec<u8> {
-    let pseudo = [&src[..], &dst[..], &[0, 0, 0, 20, 0, 0, 0, libc::IPPROTO_TCP as u8]].concat();
+    let pseudo = [
+        &src[..],
+        &dst[..],
+        &[0, 0, 0, 20, 0, 0, 0, libc::IPPROTO_TCP as u8],
+    ]
+    .concat();
     let tcp = tcp_header(sport, dport, seg, &pseudo);
     let mut ip = vec![0x60, 0, 0, 0, 0, 20, libc::IPPROTO_TCP as u8, 64];
     ip.extend_from_slice(&src);
