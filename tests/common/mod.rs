@@ -83,6 +83,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("pty_hangup", &[]),
     ("split", &[]),
     ("tcp_echo", &[]),
+    ("tcp_states", &[]),
     ("pipes", &[]),
     ("anonfds", &[]),
     ("epoll_moved", &[]),
