@@ -137,7 +137,7 @@ pub fn inet_kind(
     }
     let state = match info {
         Some(info) => tcp_state(ctx, fd, ino, sock, family, &info, (&local, &remote))?,
-        None => datagram_state(pid, kind, ino, protocol).map_err(err)?,
+        None => datagram_state(ctx, kind, ino).map_err(err)?,
     };
     Ok(FdKind::Inet(Box::new(InetSocket {
         ino,
@@ -286,14 +286,16 @@ fn never_connected(s: BorrowedFd<'_>) -> nix::Result<InetState> {
 
 /// A datagram or raw socket: half-closed (`INET_DIAG_SHUTDOWN`; UDP and UDP-Lite only,
 /// the others cannot be shut down for real).
-fn datagram_state(pid: i32, kind: SockKind, ino: u64, protocol: i32) -> Result<InetState, String> {
+fn datagram_state(ctx: &mut SockCtx<'_>, kind: SockKind, ino: u64) -> Result<InetState, String> {
     let udp = [libc::IPPROTO_UDP, libc::IPPROTO_UDPLITE];
-    if kind.ty != libc::SOCK_DGRAM || !udp.contains(&protocol) {
+    if kind.ty != libc::SOCK_DGRAM || !udp.contains(&kind.protocol) {
         return Ok(InetState::Unconnected);
     }
-    let all = sock_diag::inet_sockets(kind.family, protocol as u8, u32::MAX)
-        .map_err(|e| format!("list UDP sockets of pid {pid}: {e}"))?;
-    let shutdown = all.get(&(ino as u32)).map_or(0, |d| d.shutdown);
+    let shutdown = ctx
+        .inet_table(kind.family, kind.protocol as u8)
+        .map_err(|e| format!("list UDP sockets: {e}"))?
+        .get(&(ino as u32))
+        .map_or(0, |d| d.shutdown);
     Ok(match shutdown {
         0 => InetState::Unconnected,
         _ => InetState::Shut { shutdown },
