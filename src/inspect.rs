@@ -13,7 +13,9 @@ use crate::image::mm::{Vma, VmaKind};
 use crate::image::seccomp::{
     chain, SeccompFilter, ThreadSeccomp, FILTER_FLAG_LOG, MODE_DISABLED, MODE_STRICT,
 };
-use crate::image::sock::{InetSocket, InetState, SockAddr, UnixPeer, UnixSocket};
+use crate::image::sock::{
+    tcp_state, InetSocket, InetState, SockAddr, TcpRepair, UnixPeer, UnixSocket,
+};
 use crate::image::task::{TaskImage, ThreadImage, Timers};
 use crate::image::tree::{ProcEntry, ProcState, TreeImage};
 use crate::image::{Image, ImageError, ProcessImage};
@@ -621,13 +623,12 @@ fn inet_line(s: &InetSocket) -> String {
     let state = match &s.state {
         InetState::Unconnected => String::new(),
         InetState::Listening { backlog } => format!(" listening (backlog {backlog})"),
-        InetState::Established(r) => format!(
-            " established, {} bytes to send, {} received{}",
-            r.send_queue.len(),
-            r.recv_queue.len(),
-            if r.locked { ", network locked" } else { "" }
-        ),
+        InetState::Established(r) => connection_text("established", r),
+        InetState::Connection { state, repair } => {
+            connection_text(&tcp_state::name(*state).to_lowercase(), repair)
+        }
         InetState::Closed => " closed".into(),
+        InetState::Shut { shutdown } => format!(" shut down ({})", shut_text(*shutdown)),
     };
     format!(
         "{proto}{v} {} -> {}{state}{}",
@@ -635,6 +636,23 @@ fn inet_line(s: &InetSocket) -> String {
         addr(&s.remote),
         opts_text(&s.opts)
     )
+}
+
+fn connection_text(state: &str, r: &TcpRepair) -> String {
+    format!(
+        " {state}, {} bytes to send, {} received{}",
+        r.send_queue.len(),
+        r.recv_queue.len(),
+        if r.locked { ", network locked" } else { "" }
+    )
+}
+
+fn shut_text(bits: u8) -> &'static str {
+    match bits & 3 {
+        1 => "receive side",
+        2 => "send side",
+        _ => "both sides",
+    }
 }
 
 /// `; SO_PRIORITY=5 TCP_NODELAY=1 ...`: the options saved (those not a new socket's).

@@ -130,6 +130,7 @@ fn dump_args(victim: &str, args: &[&str]) -> &'static [&'static str] {
         ("unix_sockets", Some("inflight")) => &["--skip-in-flight"],
         ("inet_sockets", Some("established")) => &["--tcp-established"],
         ("inet_sockets", Some("close")) => &["--tcp-close"],
+        ("tcp_states", Some("closing" | "reset" | "full")) => &["--tcp-established"],
         _ => &[],
     }
 }
@@ -307,6 +308,10 @@ victim_tests! {
     sockopts: "sockopts";
     tcp_established: "inet_sockets" ["established"];
     tcp_close: "inet_sockets" ["close"];
+    tcp_closing: "tcp_states" ["closing"];
+    tcp_reset: "tcp_states" ["reset"];
+    tcp_full_queues: "tcp_states" ["full"];
+    udp_shutdown: "tcp_states" ["udp"];
     pty: "pty";
     ctty: "ctty";
     pty_hangup: "pty_hangup";

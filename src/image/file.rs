@@ -64,6 +64,10 @@ use super::error::ImageError;
 /// Version 10 also adds the `Packet` and `Netlink` fd kinds (packet and netlink sockets,
 /// `image::sock`), after every older kind, and the `PacketRing` mapping kind (a packet
 /// socket's rings, mapped again from its fd).
+///
+/// Version 10 also adds the `InetState` variants `Connection` (a TCP connection in
+/// SYN_SENT or a closing state, or one that ended, saved with `TCP_REPAIR`) and `Shut` (a
+/// half-closed datagram or unconnected socket), after the others: version 9 reads the same.
 pub const FORMAT_VERSION: u32 = 10;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).

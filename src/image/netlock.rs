@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ImageError;
 use super::files::{FdKind, FilesImage};
-use super::sock::InetState;
+use super::sock::{InetSocket, InetState};
 
 /// Name of the record file.
 pub const NETLOCK: &str = "netlock.img";
@@ -86,9 +86,17 @@ impl NetLockImage {
 /// The first fd of `files` holding a TCP connection under the dump's network lock.
 pub fn locked_connection(files: &FilesImage) -> Option<i32> {
     files.fds.iter().find_map(|e| match &e.kind {
-        FdKind::Inet(s) if matches!(&s.state, InetState::Established(r) if r.locked) => Some(e.fd),
+        FdKind::Inet(s) if is_locked(s) => Some(e.fd),
         _ => None,
     })
+}
+
+/// Whether the dump's network lock holds the connection of `s` (established or closing).
+pub fn is_locked(s: &InetSocket) -> bool {
+    match &s.state {
+        InetState::Established(r) | InetState::Connection { repair: r, .. } => r.locked,
+        _ => false,
+    }
 }
 
 #[cfg(test)]

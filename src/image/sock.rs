@@ -111,6 +111,70 @@ pub enum InetState {
     Established(Box<TcpRepair>),
     /// An established TCP connection dumped with `--tcp-close`: restored closed.
     Closed,
+    /// A TCP connection in a state other than ESTABLISHED (version 10): SYN_SENT or one
+    /// of the closing ones (FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING), saved
+    /// with `TCP_REPAIR` like an established one. `state` is the kernel's `TCP_*` number.
+    /// The sequence numbers count the FINs sent and received; the queues hold data only.
+    /// CLOSE: a connection that ended (closed both ways, or reset) with its peer known
+    /// (`SO_PEERNAME`), restored closed both ways with its unread data; its unsent data,
+    /// which nobody can read, is dropped.
+    Connection { state: u8, repair: Box<TcpRepair> },
+    /// A datagram socket, or a TCP socket never connected, as `Unconnected` (a datagram
+    /// socket may keep its `remote`) but half-closed (version 10): `shutdown` bits, 1 the
+    /// receive side, 2 the send side.
+    Shut { shutdown: u8 },
+}
+
+/// `TCP_*` state numbers (include/net/tcp_states.h).
+pub mod tcp_state {
+    pub const ESTABLISHED: u8 = 1;
+    pub const SYN_SENT: u8 = 2;
+    pub const FIN_WAIT1: u8 = 4;
+    pub const FIN_WAIT2: u8 = 5;
+    pub const CLOSE: u8 = 7;
+    pub const CLOSE_WAIT: u8 = 8;
+    pub const LAST_ACK: u8 = 9;
+    pub const LISTEN: u8 = 10;
+    pub const CLOSING: u8 = 11;
+
+    /// The state's name, as the kernel's headers spell it.
+    pub fn name(state: u8) -> &'static str {
+        const NAMES: [&str; 12] = [
+            "?",
+            "ESTABLISHED",
+            "SYN_SENT",
+            "SYN_RECV",
+            "FIN_WAIT1",
+            "FIN_WAIT2",
+            "TIME_WAIT",
+            "CLOSE",
+            "CLOSE_WAIT",
+            "LAST_ACK",
+            "LISTEN",
+            "CLOSING",
+        ];
+        NAMES.get(state as usize).copied().unwrap_or("?")
+    }
+
+    /// Our FIN is queued (sent or not).
+    pub fn fin_sent(state: u8) -> bool {
+        matches!(state, FIN_WAIT1 | FIN_WAIT2 | CLOSING | LAST_ACK | CLOSE)
+    }
+
+    /// The peer acknowledged our FIN.
+    pub fn fin_acked(state: u8) -> bool {
+        matches!(state, FIN_WAIT2 | CLOSE)
+    }
+
+    /// The peer's FIN was received.
+    pub fn fin_received(state: u8) -> bool {
+        matches!(state, CLOSE_WAIT | LAST_ACK | CLOSING | CLOSE)
+    }
+
+    /// Our FIN goes before the peer's (we closed first).
+    pub fn fin_sent_first(state: u8) -> bool {
+        matches!(state, FIN_WAIT1 | FIN_WAIT2 | CLOSING)
+    }
 }
 
 /// What `TCP_REPAIR` needs to recreate an established connection.

@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 pub use error::RestoreError;
 
 use crate::image::tree::{ProcEntry, ProcState};
+use crate::image::netlock::NetLockImage;
 use crate::image::{Image, ProcessImage};
 use child::Child;
 use staged::Staged;
@@ -204,7 +205,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         remove_links(&image)?;
         Ok(pages)
     });
-    let built = match built.and_then(|pages| ghosts.remove().map(|()| pages)) {
+    let built = built
+        .and_then(|pages| ghosts.remove().map(|()| pages))
+        .and_then(|pages| b.reopen_network(&lock).map(|()| pages));
+    let built = match built {
         Ok(pages) => {
             let _s = crate::profile::span("resume");
             b.resume().map(|()| pages)
@@ -438,6 +442,22 @@ impl Builder<'_> {
         for (ppid, sig) in parents {
             tree::forget_exit_signals(self.shell(ppid), sig)
                 .map_err(at(RestoreStage::Zombies, ppid))?;
+        }
+        Ok(())
+    }
+
+    /// The network lock lifted and each locked connection back (`files::reopen_network`),
+    /// before any process runs.
+    fn reopen_network(&self, lock: &NetLockImage) -> Result<(), RestoreError> {
+        if self.tcp_close {
+            return Ok(());
+        }
+        for (pid, child) in &self.procs {
+            let p = self
+                .image
+                .process(*pid)
+                .expect("live processes have records");
+            files::reopen_network(child, &p.files, *pid, lock)?;
         }
         Ok(())
     }

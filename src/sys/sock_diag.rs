@@ -44,6 +44,8 @@ const UNIX_DIAG_MEMINFO: u16 = 5;
 const UNIX_DIAG_SHUTDOWN: u16 = 6;
 /// `SK_MEMINFO_WMEM_ALLOC`: index of the send-side allocation in the meminfo array.
 const SK_MEMINFO_WMEM_ALLOC: usize = 2;
+/// `INET_DIAG_SHUTDOWN` (linux/inet_diag.h): the socket's `sk_shutdown` bits.
+const INET_DIAG_SHUTDOWN: u16 = 8;
 /// `TCP_LISTEN` in the kernel's state numbering.
 pub const TCP_LISTEN: u8 = 10;
 
@@ -100,6 +102,8 @@ pub struct TcpDiag {
     pub rqueue: u32,
     /// Listeners: the backlog; others: bytes unacknowledged.
     pub wqueue: u32,
+    /// `INET_DIAG_SHUTDOWN`: 1 receive side shut down, 2 send side.
+    pub shutdown: u8,
 }
 
 fn sys(op: &'static str) -> impl FnOnce(nix::errno::Errno) -> SockDiagError {
@@ -134,7 +138,17 @@ pub fn unix_sockets() -> Result<HashMap<u32, UnixDiag>, SockDiagError> {
 /// Every TCP socket of `family` (`AF_INET`, `AF_INET6`) in one of `states` (a mask of
 /// `1 << state`), by inode.
 pub fn tcp_sockets(family: i32, states: u32) -> Result<HashMap<u32, TcpDiag>, SockDiagError> {
-    let mut req = vec![family as u8, libc::IPPROTO_TCP as u8, 0, 0];
+    inet_sockets(family, libc::IPPROTO_TCP as u8, states)
+}
+
+/// Every socket of `family` and `protocol` (TCP, UDP, UDP-Lite) in one of `states`, by
+/// inode.
+pub fn inet_sockets(
+    family: i32,
+    protocol: u8,
+    states: u32,
+) -> Result<HashMap<u32, TcpDiag>, SockDiagError> {
+    let mut req = vec![family as u8, protocol, 0, 0];
     req.extend_from_slice(&states.to_ne_bytes());
     req.extend_from_slice(&[0u8; 40]); // sockid: ports and addresses, any
     req.extend_from_slice(&0u32.to_ne_bytes()); // interface
@@ -269,6 +283,10 @@ pub fn parse_tcp(msg: &[u8]) -> Result<TcpDiag, SockDiagError> {
         a
     };
     let port = |at: usize| u16::from_be_bytes([msg[at], msg[at + 1]]);
+    let shutdown = attributes(&msg[72..])?
+        .into_iter()
+        .find(|(kind, val)| *kind == INET_DIAG_SHUTDOWN && !val.is_empty())
+        .map_or(0, |(_, val)| val[0]);
     Ok(TcpDiag {
         state: msg[1],
         src: (addr(8), port(4)),
@@ -276,6 +294,7 @@ pub fn parse_tcp(msg: &[u8]) -> Result<TcpDiag, SockDiagError> {
         rqueue: u32_at(msg, 56),
         wqueue: u32_at(msg, 60),
         ino: u32_at(msg, 68),
+        shutdown,
     })
 }
 

@@ -179,6 +179,19 @@ pub fn pty_refill(
     Err(Errno::ETIMEDOUT)
 }
 
+/// Whether `poll` reports `POLLRDHUP` on `fd` now (a socket's receive side shut down).
+/// See [poll(2)](https://man7.org/linux/man-pages/man2/poll.2.html).
+pub fn poll_rdhup(fd: BorrowedFd<'_>) -> nix::Result<bool> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: `p` is one valid pollfd the kernel may write `revents` of; timeout 0.
+    Errno::result(unsafe { libc::poll(&mut p, 1, 0) })?;
+    Ok(p.revents & libc::POLLRDHUP != 0)
+}
+
 /// `FIONREAD`: bytes readable now.
 pub fn readable(fd: BorrowedFd<'_>) -> nix::Result<i32> {
     ioctl_get_int(fd, libc::FIONREAD)

@@ -87,6 +87,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("pty_hangup", &[]),
     ("split", &[]),
     ("tcp_echo", &[]),
+    ("tcp_states", &[]),
     ("pipes", &[]),
     ("anonfds", &[]),
     ("epoll_moved", &[]),

@@ -18,7 +18,7 @@ use super::FdOptions;
 use crate::dump::DumpError;
 use crate::image::files::FdKind;
 use crate::image::sock::{SockKind, SockOpts, UnixMessage};
-use crate::sys::sock_diag::{self, NetlinkDiag, PacketDiag, UnixDiag};
+use crate::sys::sock_diag::{self, NetlinkDiag, PacketDiag, TcpDiag, UnixDiag};
 use crate::sys::socket::getsockopt_int;
 
 /// Per-dump state for sockets and terminals, and the duplicates of the table's fds
@@ -33,6 +33,9 @@ pub struct SockCtx<'a> {
     netlink: Option<HashMap<u32, NetlinkDiag>>,
     /// Inodes of every socket in the fd table, and the fd first holding each.
     pub inodes: HashMap<u64, i32>,
+    /// The kernel's tables of UDP and UDP-Lite sockets, by family and protocol, each
+    /// read once per dump.
+    inet_tables: HashMap<(i32, u8), HashMap<u32, TcpDiag>>,
     /// Sockets already described (a second fd on one is a dup).
     pub seen: HashSet<u64>,
     /// Options of a new socket, per kind: what "unchanged" means.
@@ -69,6 +72,7 @@ impl<'a> SockCtx<'a> {
             netlink: None,
             inodes,
             seen: HashSet::new(),
+            inet_tables: HashMap::new(),
             defaults: Defaults::new(pid),
             held: Held::new(pid),
             masters: HashMap::new(),
@@ -128,6 +132,19 @@ impl<'a> SockCtx<'a> {
             self.netlink = Some(table);
         }
         Ok(self.netlink.as_ref().expect("read above"))
+    }
+
+    /// The kernel's table of `protocol` sockets of `family`, read once per dump.
+    pub fn inet_table(
+        &mut self,
+        family: i32,
+        protocol: u8,
+    ) -> Result<&HashMap<u32, TcpDiag>, sock_diag::SockDiagError> {
+        use std::collections::hash_map::Entry;
+        Ok(match self.inet_tables.entry((family, protocol)) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(sock_diag::inet_sockets(family, protocol, u32::MAX)?),
+        })
     }
 
     /// The options of fd `fd`, a socket of `kind` (`sock`: stasis's duplicate);

@@ -52,6 +52,7 @@ mod prep;
 pub mod pty;
 mod signalfd;
 mod sockopts;
+mod tcp_replay;
 mod timerfd;
 mod unix;
 mod unix_unlinked;
@@ -471,4 +472,30 @@ fn fs_as_saved(task: &TaskImage) -> bool {
     let umask = super::inherited::status().ok().and_then(|s| s.umask);
     super::inherited::cwd_and_root().is_some_and(|(c, r)| *c == task.cwd && *r == task.root)
         && umask == Some(task.umask)
+}
+
+/// Lifts the network lock of pid `pid` (if the dump left one) before it runs again, and
+/// has each of its locked connections tell its peer it is back (`inet::probe`): CRIU
+/// too lifts the lock before its sockets leave repair mode. A peer that is gone answers
+/// with a reset, which the connection takes now, as it would have without the dump.
+pub fn reopen_network(
+    child: &Child,
+    files: &FilesImage,
+    pid: i32,
+    lock: &crate::image::netlock::NetLockImage,
+) -> Result<(), RestoreError> {
+    if !lock.pids.contains(&pid) {
+        return Ok(());
+    }
+    crate::netlock::unlock(lock.mode, pid).map_err(|e| RestoreError::Unsupported {
+        what: format!("lift the network lock of pid {pid}: {e}"),
+    })?;
+    for e in &files.fds {
+        if let FdKind::Inet(s) = &e.kind {
+            if crate::image::netlock::is_locked(s) {
+                inet::probe(child, e.fd, s).map_err(RestoreError::at_fd(pid, e.fd))?;
+            }
+        }
+    }
+    Ok(())
 }
