@@ -8,6 +8,7 @@
 pub mod abi;
 pub mod check;
 pub mod dump;
+pub mod hooks;
 pub mod image;
 pub mod inspect;
 pub mod jobctl;
