@@ -40,4 +40,4 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: not root: dump/restore tests will print SKIP lines" >&2
 fi
 
-exec cargo test --release -- --test-threads=1 "$@"
+exec cargo test --release --workspace -- --test-threads=1 "$@"

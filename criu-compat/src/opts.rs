@@ -234,3 +234,58 @@ fn channels(o: &CriuOpts) -> Option<String> {
     .flatten()
     .next()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::InheritFd;
+
+    fn refusal(o: CriuOpts, restore: bool) -> String {
+        refuse_unsupported(&o, restore).unwrap_err()
+    }
+
+    #[test]
+    fn runc_defaults_pass_at_dump() {
+        let o = CriuOpts {
+            empty_ns: Some(CLONE_NEWNET),
+            orphan_pts_master: Some(true),
+            notify_scripts: Some(true),
+            root: Some("/rootfs".into()),
+            config_file: Some("/nonexistent/runc.conf".into()),
+            ..Default::default()
+        };
+        assert_eq!(refuse_unsupported(&o, false), Ok(()));
+    }
+
+    #[test]
+    fn unimplemented_fields_are_named() {
+        let inherit = CriuOpts {
+            inherit_fd: vec![InheritFd {
+                key: "pipe:[1]".into(),
+                fd: 1,
+            }],
+            ..Default::default()
+        };
+        assert!(refusal(inherit, true).starts_with("inherit_fd pipe:[1] as fd 1: "));
+        let mode = CriuOpts {
+            manage_cgroups_mode: Some(CriuCgMode::Full as i32),
+            ..Default::default()
+        };
+        assert!(refusal(mode, false).starts_with("manage_cgroups (mode FULL): "));
+        let root = CriuOpts {
+            root: Some("/r".into()),
+            ..Default::default()
+        };
+        assert!(refusal(root, true).starts_with("root /r: "));
+        let lock = CriuOpts {
+            network_lock: Some(CriuNetworkLockMethod::Iptables as i32),
+            ..Default::default()
+        };
+        assert!(refusal(lock, false).starts_with("network_lock: "));
+        let ps = CriuOpts {
+            parent_img: Some("../parent".into()),
+            ..Default::default()
+        };
+        assert!(refusal(ps, false).starts_with("parent_img: "));
+    }
+}

@@ -72,8 +72,9 @@ pub fn write(dir: &Path, what: &str, entry: &StatsEntry) -> Result<(), String> {
     std::fs::write(&path, encode(entry)).map_err(|e| format!("write {}: {e}", path.display()))
 }
 
-/// Decodes a stats file (for tests and `--display-stats`).
-pub fn decode(bytes: &[u8]) -> Result<StatsEntry, String> {
+/// Decodes a stats file.
+#[cfg(test)]
+fn decode(bytes: &[u8]) -> Result<StatsEntry, String> {
     let head = bytes
         .get(..12)
         .ok_or("a stats file shorter than its header")?;
@@ -84,4 +85,35 @@ pub fn decode(bytes: &[u8]) -> Result<StatsEntry, String> {
     let len = word(8) as usize;
     let body = bytes.get(12..12 + len).ok_or("a truncated stats file")?;
     StatsEntry::decode(body).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dump_stats_round_trip() {
+        let s = DumpSummary {
+            pid: 7,
+            pages_stored: 10,
+            zero_pages_skipped: 2,
+            memory: Duration::from_micros(30),
+            frozen: Duration::from_micros(50),
+            total: Duration::from_micros(80),
+        };
+        let back = decode(&encode(&dump_entry(&s))).unwrap().dump.unwrap();
+        assert_eq!((back.pages_written, back.pages_scanned), (10, 12));
+        assert_eq!(
+            (back.freezing_time, back.frozen_time, back.memdump_time),
+            (30, 50, 30)
+        );
+    }
+
+    #[test]
+    fn bad_magic_and_truncation_are_refused() {
+        let mut bytes = encode(&StatsEntry::default());
+        bytes[0] ^= 1;
+        assert!(decode(&bytes).is_err());
+        assert!(decode(&[0; 4]).is_err());
+    }
 }
