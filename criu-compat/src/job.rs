@@ -101,21 +101,6 @@ impl Job {
     }
 }
 
-/// The error and its causes on one line.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = s.source();
-    }
-    line
-}
-
 /// Dumps as `job` says; the log ends with the reason of a failure.
 pub fn run_dump(job: &Job, log: &mut Log, hooks: &mut dyn Hooks) -> Result<DumpSummary, String> {
     log.info(&format!(
@@ -123,7 +108,8 @@ pub fn run_dump(job: &Job, log: &mut Log, hooks: &mut dyn Hooks) -> Result<DumpS
         job.pid,
         stasis_version()
     ));
-    let summary = stasis::dump::dump_with(&job.dump_options(), hooks).map_err(|e| chain(&e));
+    let summary =
+        stasis::dump::dump_with(&job.dump_options(), hooks).map_err(|e| stasis::error_line(&e));
     let summary =
         summary.and_then(|s| stats::write(&job.images, "dump", &stats::dump_entry(&s)).map(|()| s));
     match &summary {
@@ -149,7 +135,7 @@ pub fn run_restore(job: &Job, log: &mut Log, hooks: &mut dyn Hooks) -> Result<Re
         skip_file_check: job.skip_file_check,
     };
     stasis::restore::set_root_sibling(job.rst_sibling);
-    let restored = stasis::restore::restore_with(&opts, hooks).map_err(|e| chain(&e));
+    let restored = stasis::restore::restore_with(&opts, hooks).map_err(|e| stasis::error_line(&e));
     let restored = restored
         .and_then(|r| stats::write(&job.images, "restore", &stats::restore_entry(&r)).map(|()| r));
     match &restored {

@@ -124,7 +124,7 @@ fn check() -> Result<CriuResp, String> {
 /// Answered truthfully for each feature asked: stasis has no memory tracking
 /// (pre-dump), no lazy pages and no pidfd store yet.
 fn features(req: &CriuReq) -> CriuResp {
-    let asked = req.features.clone().unwrap_or_default();
+    let asked = req.features.unwrap_or_default();
     CriuResp {
         features: Some(CriuFeatures {
             mem_track: asked.mem_track.map(|_| false),

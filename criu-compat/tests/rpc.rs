@@ -126,6 +126,17 @@ fn counter(file: &Path) -> Child {
         .unwrap()
 }
 
+/// A temporary directory with an empty `images/`, and a counter into its `count` that
+/// has run for a while.
+fn started_counter() -> (tempfile::TempDir, Child, i32) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("images")).unwrap();
+    let victim = counter(&dir.path().join("count"));
+    let pid = victim.id() as i32;
+    std::thread::sleep(Duration::from_millis(300));
+    (dir, victim, pid)
+}
+
 /// Reaps the killed victim and whatever of its tree was reparented to us.
 fn reap(mut victim: Child) {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -215,15 +226,10 @@ fn dump_and_restore_with_notifications() {
     if !privileged("dump_and_restore_with_notifications") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("count");
-    let images = dir.path().join("images");
-    std::fs::create_dir(&images).unwrap();
+    let (dir, victim, pid) = started_counter();
+    let (file, images) = (dir.path().join("count"), dir.path().join("images"));
     std::fs::write(images.join("descriptors.json"), "[]").unwrap();
     let images_fd = File::open(&images).unwrap();
-    let victim = counter(&file);
-    let pid = victim.id() as i32;
-    std::thread::sleep(Duration::from_millis(300));
     let opts = |restore: bool| CriuOpts {
         images_dir_fd: images_fd.as_raw_fd(),
         pid: (!restore).then_some(pid),
@@ -341,56 +347,36 @@ fn command_line_dump_and_restore() {
     if !privileged("command_line_dump_and_restore") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("count");
-    let images = dir.path().join("images");
-    std::fs::create_dir(&images).unwrap();
-    let victim = counter(&file);
-    let pid = victim.id() as i32;
-    std::thread::sleep(Duration::from_millis(300));
+    let (dir, victim, pid) = started_counter();
+    let (file, images) = (dir.path().join("count"), dir.path().join("images"));
     let dir_arg = images.to_str().unwrap();
-    let out = Command::new(BIN)
-        .args([
-            "dump",
-            "-t",
-            &pid.to_string(),
-            "-D",
-            dir_arg,
-            "-o",
-            "dump.log",
-            "-v4",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let pid_arg = pid.to_string();
+    criu(&[
+        "dump", "-t", &pid_arg, "-D", dir_arg, "-o", "dump.log", "-v4",
+    ])
+    .unwrap();
     reap(victim);
     let dumped = count(&file);
-    let out = Command::new(BIN)
-        .args([
-            "restore",
-            "-d",
-            "-D",
-            dir_arg,
-            "-o",
-            "restore.log",
-            "--restore-sibling",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    criu(&[
+        "restore",
+        "-d",
+        "-D",
+        dir_arg,
+        "-o",
+        "restore.log",
+        "--restore-sibling",
+    ])
+    .unwrap();
     assert_counts_on(pid, &file, dumped);
-    let out = Command::new(BIN)
-        .args(["pre-dump", "-t", "1", "-D", dir_arg])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no pre-dump"));
+    let stderr = criu(&["pre-dump", "-t", "1", "-D", dir_arg]).unwrap_err();
+    assert!(stderr.contains("no pre-dump"), "{stderr}");
+}
+
+/// Runs stasis-criu with `args`: Err(its stderr) if it fails.
+fn criu(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+    }
 }
