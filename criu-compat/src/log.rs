@@ -3,13 +3,17 @@
 //! `Error (stasis): reason`, and a failed run ends with its reason, which runtimes print.
 //! Levels as CRIU's `-v`: 0 none but failures, 1 errors, 2 warnings, 3 info, 4 debug.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
+use std::rc::Rc;
 use std::time::Instant;
 
+/// A handle on the log; clones write to the same file (the notifier logs each exchange).
+#[derive(Clone)]
 pub struct Log {
-    out: Option<Box<dyn Write>>,
+    out: Option<Rc<RefCell<Box<dyn Write>>>>,
     level: i32,
     started: Instant,
 }
@@ -27,7 +31,7 @@ impl Log {
             }
         };
         Ok(Log {
-            out,
+            out: out.map(|o| Rc::new(RefCell::new(o))),
             level,
             started: Instant::now(),
         })
@@ -56,7 +60,8 @@ impl Log {
 
     fn line(&mut self, text: &str) {
         let t = self.started.elapsed();
-        if let Some(out) = &mut self.out {
+        if let Some(out) = &self.out {
+            let mut out = out.borrow_mut();
             let _ = writeln!(out, "({:02}.{:06}) {text}", t.as_secs(), t.subsec_micros());
             let _ = out.flush();
         }

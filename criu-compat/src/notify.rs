@@ -6,23 +6,23 @@
 use stasis::hooks::{Hooks, Point};
 
 use crate::channel::Channel;
+use crate::log::Log;
 use crate::proto::{CriuNotify, CriuReqType, CriuResp};
 
 pub struct Notifier<'a> {
     channel: &'a Channel,
     enabled: bool,
-    /// Points sent, in order (for the log).
-    pub sent: Vec<&'static str>,
+    log: Log,
     /// A refusal the library does not act on (post-resume), kept to be logged.
     pub late_failure: Option<String>,
 }
 
 impl<'a> Notifier<'a> {
-    pub fn new(channel: &'a Channel, enabled: bool) -> Self {
+    pub fn new(channel: &'a Channel, enabled: bool, log: Log) -> Self {
         Notifier {
             channel,
             enabled,
-            sent: Vec::new(),
+            log,
             late_failure: None,
         }
     }
@@ -38,7 +38,6 @@ impl<'a> Notifier<'a> {
             ..Default::default()
         };
         self.channel.send(&resp, None)?;
-        self.sent.push(name);
         let reply = self.channel.recv()?.ok_or("the client closed the socket")?;
         if reply.r#type() != CriuReqType::Notify {
             return Err(format!(
@@ -58,6 +57,8 @@ impl Hooks for Notifier<'_> {
         if !self.enabled {
             return Ok(());
         }
+        self.log
+            .info(&format!("Notify {} (pid {pid})", point.criu_name()));
         let result = self.exchange(point.criu_name(), pid);
         if point == Point::PostResume {
             self.late_failure = result.as_ref().err().cloned();

@@ -150,7 +150,7 @@ fn prepare(req: &CriuReq, peer: i32, restore: bool) -> Result<(Job, crate::log::
 fn dump(channel: &Channel, req: &CriuReq, peer: i32) -> Result<CriuResp, String> {
     let (job, mut log) = prepare(req, peer, false)?;
     let enabled = req.opts.as_ref().is_some_and(|o| o.notify_scripts());
-    let mut notifier = Notifier::new(channel, enabled);
+    let mut notifier = Notifier::new(channel, enabled, log.clone());
     run_dump(&job, &mut log, &mut notifier)?;
     Ok(CriuResp {
         dump: Some(CriuDumpResp {
@@ -163,7 +163,7 @@ fn dump(channel: &Channel, req: &CriuReq, peer: i32) -> Result<CriuResp, String>
 fn restore(channel: &Channel, req: &CriuReq, peer: i32) -> Result<CriuResp, String> {
     let (job, mut log) = prepare(req, peer, true)?;
     let enabled = req.opts.as_ref().is_some_and(|o| o.notify_scripts());
-    let mut notifier = Notifier::new(channel, enabled);
+    let mut notifier = Notifier::new(channel, enabled, log.clone());
     let restored = run_restore(&job, &mut log, &mut notifier)?;
     if let Some(why) = &notifier.late_failure {
         log.error(&format!(

@@ -247,6 +247,8 @@ fn dump_and_restore_with_notifications() {
     assert_eq!(names, ["pre-dump", "network-lock", "post-dump"]);
     reap(victim);
     let dumped = count(&file);
+    let log = std::fs::read_to_string(images.join("dump.log")).unwrap();
+    assert!(log.contains("Notify post-dump (pid "), "{log}");
     let stats = std::fs::read(images.join("stats-dump")).unwrap();
     assert_eq!(
         &stats[..8],
