@@ -76,6 +76,11 @@ impl Session {
     /// Sends `req` and answers every notification with success; returns the final
     /// response and the notification names in order.
     fn call(&self, req: &CriuReq) -> (CriuResp, Vec<String>) {
+        self.call_failing(req, "")
+    }
+
+    /// [`Session::call`], answering the notification `fail` with a failure.
+    fn call_failing(&self, req: &CriuReq, fail: &str) -> (CriuResp, Vec<String>) {
         self.send(req);
         let mut names = Vec::new();
         loop {
@@ -90,7 +95,7 @@ impl Session {
             }
             self.send(&CriuReq {
                 r#type: CriuReqType::Notify as i32,
-                notify_success: Some(true),
+                notify_success: Some(n.script() != fail),
                 ..Default::default()
             });
         }
@@ -291,6 +296,33 @@ fn dump_and_restore_with_notifications() {
     );
     assert!(images.join("stats-restore").exists());
     assert_counts_on(pid, &file, dumped);
+}
+
+/// A client failing the post-dump notification fails the dump, and the tree runs on.
+#[test]
+fn failed_post_dump_leaves_the_tree_running() {
+    if !privileged("failed_post_dump_leaves_the_tree_running") {
+        return;
+    }
+    let (dir, victim, pid) = started_counter();
+    let images = File::open(dir.path().join("images")).unwrap();
+    let opts = CriuOpts {
+        images_dir_fd: images.as_raw_fd(),
+        pid: Some(pid),
+        notify_scripts: Some(true),
+        ..Default::default()
+    };
+    let s = Session::start();
+    let (resp, names) = s.call_failing(&req(CriuReqType::Dump, Some(opts)), "post-dump");
+    s.finish();
+    assert!(!resp.success);
+    assert_eq!(names, ["pre-dump", "network-lock", "post-dump"]);
+    let msg = resp.cr_errmsg.unwrap();
+    assert!(msg.contains("post-dump notification"), "{msg}");
+    let before = count(&dir.path().join("count"));
+    // Counting on; then killed and reaped (the victim is our child).
+    assert_counts_on(pid, &dir.path().join("count"), before);
+    drop(victim);
 }
 
 /// The reason of a refusal is in `cr_errmsg` and is the log's last line: an option
