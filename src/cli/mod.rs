@@ -43,15 +43,5 @@ pub enum Command {
 
 /// Prints an error and its causes on one line, CRIU-user friendly.
 pub fn report(err: &dyn std::error::Error) {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = s.source();
-    }
-    eprintln!("stasis: {line}");
+    eprintln!("stasis: {}", stasis::error_line(err));
 }

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 pub use error::DumpError;
 
+use crate::hooks::{Hooks, NoHooks, Point};
 use crate::image::files::FilesImage;
 use crate::image::inventory::{CpuInfo, Inventory};
 use crate::image::load::{pages_name, record_name};
@@ -94,11 +95,17 @@ pub struct DumpSummary {
 
 /// Dumps the tree rooted at `opts.pid` into `opts.dir`.
 pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
+    dump_with(opts, &mut NoHooks)
+}
+
+/// [`dump`], calling `hooks` at each dump [`Point`].
+pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummary, DumpError> {
     let started = Instant::now();
     let span = crate::profile::span("preflight");
     freeze::preflight(opts.pid, opts.shell_job)?;
     let writer = ImageWriter::create(&opts.dir)?;
     drop(span);
+    notify(hooks, Point::PreDump, opts.pid)?;
     let adopted = match &opts.freeze_cgroup {
         Some(path) => seize_cgroup(path)?,
         None => freeze::Adopted::default(),
@@ -107,13 +114,16 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     let tree = tree::freeze_tree(opts.pid, opts.shell_job, adopted)?;
     drop(span);
     let frozen = Instant::now();
+    notify(hooks, Point::NetworkLock, opts.pid)?;
     let (mut summary, mut held) = save_tree(&tree, opts, writer)?;
+    notify(hooks, Point::PostDump, opts.pid)?;
     held.iter_mut().for_each(files::Held::keep_links);
     // Ordering requirements: sockets held in repair mode leave it before a released
     // tree runs again; after a kill, our duplicates are closed still in repair mode.
     if opts.leave_running {
         drop(held);
         tree.release()?;
+        notify(hooks, Point::NetworkUnlock, opts.pid)?;
     } else {
         let _span = crate::profile::span("kill");
         tree.kill()?;
@@ -122,6 +132,15 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     summary.frozen = frozen.elapsed();
     summary.total = started.elapsed();
     Ok(summary)
+}
+
+/// Calls the hook of `point`; its refusal becomes [`DumpError::Hook`].
+fn notify(hooks: &mut dyn Hooks, point: Point, pid: i32) -> Result<(), DumpError> {
+    hooks.at(point, pid).map_err(|reason| DumpError::Hook {
+        point: point.criu_name(),
+        pid,
+        reason,
+    })
 }
 
 /// Freezes the cgroup, seizes every task in it and asks each to stop, then thaws it: each

@@ -101,6 +101,12 @@ pub enum RestoreError {
         #[source]
         source: nix::errno::Errno,
     },
+    #[error("the caller refused the {point} notification of pid {pid}: {reason}")]
+    Hook {
+        point: &'static str,
+        pid: i32,
+        reason: String,
+    },
 }
 
 impl RestoreError {

@@ -38,8 +38,10 @@ use std::time::{Duration, Instant};
 
 pub use error::RestoreError;
 
-use crate::image::tree::{ProcEntry, ProcState};
+use crate::hooks::{Hooks, NoHooks, Point};
+
 use crate::image::netlock::NetLockImage;
+use crate::image::tree::{ProcEntry, ProcState};
 use crate::image::{Image, ProcessImage};
 use child::Child;
 use staged::Staged;
@@ -173,7 +175,16 @@ impl RestoreStage {
 
 /// Loads and verifies the image, then rebuilds its process tree.
 pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
+    restore_with(opts, &mut NoHooks)
+}
+
+/// [`restore`], calling `hooks` at each restore [`Point`].
+pub fn restore_with(
+    opts: &RestoreOptions,
+    hooks: &mut dyn Hooks,
+) -> Result<Restored, RestoreError> {
     let started = Instant::now();
+    notify(hooks, Point::PreRestore, 0)?;
     let image = {
         let _s = crate::profile::span("load");
         Image::load(&opts.dir)?
@@ -186,6 +197,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     }
     let lock = netlock::load(&image)?;
     netlock::liftable(&image, &lock)?;
+    let root = image.inventory.root_pid;
+    notify(hooks, Point::SetupNamespaces, root)?;
+    notify(hooks, Point::PostSetupNamespaces, root)?;
     let shell_job = opts.shell_job || image.inventory.shell_job;
     let _orphans = Subreaper::become_one();
     let fds = image.processes.iter().flat_map(|p| &p.files.fds);
@@ -203,6 +217,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     };
     let built = b.build().and_then(|pages| {
         remove_links(&image)?;
+        notify(hooks, Point::PostRestore, root)?;
+        notify(hooks, Point::NetworkUnlock, root)?;
+        notify(hooks, Point::PreResume, root)?;
         Ok(pages)
     });
     let built = built
@@ -224,8 +241,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     // Rebuilt or not, the connections held by the dump's network lock are settled now.
     netlock::unlock(&lock)?;
     let filled = built?;
+    // The tree runs: a refusal cannot undo it (the hook reports it itself).
+    let _ = hooks.at(Point::PostResume, root);
     Ok(Restored {
-        pid: image.inventory.root_pid,
+        pid: root,
         pages: filled.bytes / crate::abi::PAGE_SIZE,
         load,
         memory: filled.elapsed,
@@ -239,6 +258,22 @@ pub fn unlock_image(dir: &std::path::Path) -> Result<Vec<i32>, RestoreError> {
     let lock = netlock::load(&image)?;
     netlock::unlock(&lock)?;
     Ok(lock.pids)
+}
+
+/// With `on`, the root of every later restore of this process is created as the
+/// restorer's sibling (the child of the restorer's parent, `CLONE_PARENT`), as CRIU's
+/// `rst_sibling` asks: the caller, not the restorer, is then its parent and reaps it.
+pub fn set_root_sibling(on: bool) {
+    child::ROOT_SIBLING.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Calls the hook of `point`; its refusal becomes [`RestoreError::Hook`].
+fn notify(hooks: &mut dyn Hooks, point: Point, pid: i32) -> Result<(), RestoreError> {
+    hooks.at(point, pid).map_err(|reason| RestoreError::Hook {
+        point: point.criu_name(),
+        pid,
+        reason,
+    })
 }
 
 /// Every process holds its files: the links made for `--link-remap` go before any of
