@@ -15,6 +15,7 @@ every test (stasis's stderr, the test's .out) are kept under --logs (/tmp/confor
 
 import argparse
 import ctypes
+import glob
 import json
 import os
 import re
@@ -262,6 +263,11 @@ class Inner:
         subprocess.call(["make", "--no-print-directory", "-s", "-C", self.static,
                          self.name + ".cleanout"], stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL)
+        # Some tests name files in /tmp themselves (sockets_dgram's sockets): a run that
+        # died leaves them, owned by root, and the test's uid cannot unlink them in the
+        # sticky /tmp (its bind then fails with EADDRINUSE).
+        for stale in glob.glob("/tmp/%s.test*" % self.name):
+            subprocess.call(["rm", "-rf", "--", stale])
         if "suid" not in flags(self.desc):
             mode = os.stat(self.static).st_mode
             os.chmod(self.static, mode | 0o222)
