@@ -242,6 +242,24 @@ class Inner:
         self.timeout = int(self.desc.get("timeout") or 30)
         self.log = os.path.join(self.logs, "stasis.log")
         self.images = os.path.join(self.logs, "images")
+        # The cgroup tests' hooks, run as zdtm.py runs them: `--clean` also before the
+        # start (a named v1 hierarchy outlives the test's namespace, and with it the
+        # cgroups an earlier run left), `--pre-restore` removes the test's cgroups so
+        # that the restore must recreate them. stasis runs where CRIU's images
+        # directory would be (dump/zdtm/static/NAME/PID/1 below the hooks' directory),
+        # as relative options such as cgroup_yard's `--cgroup-yard` count on it.
+        self.hook = os.path.join(self.static, self.name + ".hook")
+        if not (self.name.startswith("cgroup") and os.access(self.hook, os.X_OK)):
+            self.hook = None
+        self.cwd = None
+
+    def run_hook(self, stage):
+        if self.hook is None:
+            return
+        rc = run([self.hook, "--" + stage], os.path.join(self.logs, "hooks.log"),
+                 self.timeout, cwd=self.logs)
+        if rc != 0 and stage != "clean":
+            raise Fail(stage, "hook %s --%s exited %s" % (self.hook, stage, rc))
 
     def env(self):
         env = dict(os.environ)
@@ -252,6 +270,7 @@ class Inner:
         return env
 
     def start(self):
+        self.run_hook("clean")
         subprocess.call(["make", "--no-print-directory", "-s", "-C", self.static,
                          self.name + ".cleanout"], stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL)
@@ -266,6 +285,11 @@ class Inner:
         self.pid = read_pid(pidfile)
         if not alive(self.pid):
             raise Fail("start", "pid %d is gone" % self.pid)
+        if self.hook:
+            self.cwd = os.path.join(self.logs, "dump", "zdtm", "static", self.name,
+                                    str(self.pid), "1")
+            os.makedirs(self.cwd, exist_ok=True)
+        self.run_hook("post-start")
 
     def out(self):
         return os.path.join(self.static, self.name + ".out")
@@ -277,7 +301,8 @@ class Inner:
         os.makedirs(self.images, exist_ok=True)
         tree = tree_of(self.pid)
         argv = [self.stasis, "dump", "-t", str(self.pid), "-D", self.images, "-q"]
-        rc = run(argv + self.stasis_opts("dopts"), self.log, 120)
+        self.run_hook("pre-dump")
+        rc = run(argv + self.stasis_opts("dopts"), self.log, 120, cwd=self.cwd)
         if rc != 0:
             return "stasis dump exited %s: %s" % (rc, last_line(self.log))
         if not wait_gone(self.pid, self.timeout):
@@ -291,9 +316,11 @@ class Inner:
 
     def restore(self):
         argv = [self.stasis, "restore", "-D", self.images, "-d", "-q"]
-        rc = run(argv + self.stasis_opts("ropts"), self.log, 120)
+        self.run_hook("pre-restore")
+        rc = run(argv + self.stasis_opts("ropts"), self.log, 120, cwd=self.cwd)
         if rc != 0:
             raise Fail("restore", "stasis restore exited %s: %s" % (rc, last_line(self.log)))
+        self.run_hook("post-restore")
         if not alive(self.pid):
             raise Fail("restore", "pid %d is not running after the restore" % self.pid)
 
@@ -317,6 +344,7 @@ class Inner:
             elif "crfail" not in flags(self.desc):
                 raise Fail("dump", refused)
             self.verdict()
+            self.run_hook("clean")
             reason = refused or ""
             if refused is None and "crfail" in flags(self.desc):
                 # CRIU cannot dump it; stasis did, and the test found its state intact.

@@ -53,6 +53,8 @@ pub enum DumpError {
     Ipc(#[from] crate::sys::ipc::IpcError),
     #[error(transparent)]
     IpcNs(#[from] crate::sys::ipc::NsError),
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroupfs::CgroupError),
 }
 
 impl DumpError {

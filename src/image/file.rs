@@ -54,7 +54,12 @@ use super::error::ImageError;
 /// private mappings of memfds, shared memory and deleted files, the last saved in
 /// `ghosts.img`) and the files record's `modes` (memfd permission bits; older files
 /// records are read as having none).
-pub const FORMAT_VERSION: u32 = 9;
+///
+/// Version 10 also adds `cgroup.img` (kind 14): each thread's cgroup in every hierarchy,
+/// the cgroup directories below them with their permissions and settings, and the roots
+/// of the tree's cgroup namespace (an older image has none: its tree stays in the
+/// restorer's cgroups).
+pub const FORMAT_VERSION: u32 = 10;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;
@@ -79,6 +84,7 @@ pub enum Kind {
     Ghosts = 7,
     Tty = 8,
     Sysv = 9,
+    Cgroup = 14,
 }
 
 /// Human name of a kind number, for messages.
@@ -93,6 +99,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         7 => "ghosts",
         8 => "tty",
         9 => "sysv",
+        14 => "cgroup",
         _ => "unknown",
     }
 }
