@@ -344,7 +344,6 @@ class Inner:
             elif "crfail" not in flags(self.desc):
                 raise Fail("dump", refused)
             self.verdict()
-            self.run_hook("clean")
             reason = refused or ""
             if refused is None and "crfail" in flags(self.desc):
                 # CRIU cannot dump it; stasis did, and the test found its state intact.
@@ -353,6 +352,7 @@ class Inner:
         except Fail as e:
             verdict = {"result": "FAIL", "reason": str(e)}
         finally:
+            self.run_hook("clean")
             try:
                 shutil.copy(self.out(), self.logs)
             except OSError:

@@ -60,7 +60,9 @@ fn props(dir: &Path) -> Result<Vec<Prop>, CgroupError> {
         let Ok(perms) = cgroupfs::perms(&path) else {
             continue;
         };
-        if perms.mode & 0o444 == 0 || perms.mode & 0o222 == 0 {
+        // devices.list is read-only: it is written back through devices.deny/allow.
+        let writable = perms.mode & 0o222 != 0 || *name == "devices.list";
+        if perms.mode & 0o444 == 0 || !writable {
             continue;
         }
         out.push(Prop {
