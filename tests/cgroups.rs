@@ -39,7 +39,7 @@ fn mounts() -> Vec<(PathBuf, String, String)> {
 fn own_cgroup(controllers: &str) -> String {
     let text = std::fs::read_to_string("/proc/self/cgroup").expect("cgroup");
     (text.lines())
-        .filter_map(|l| l.splitn(3, ':').nth(1).zip(l.splitn(3, ':').nth(2)))
+        .filter_map(|l| l.split_once(':').and_then(|(_, rest)| rest.split_once(':')))
         .find(|(c, _)| *c == controllers)
         .map(|(_, p)| p.to_string())
         .expect("in every hierarchy")

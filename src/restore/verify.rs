@@ -346,7 +346,7 @@ fn check_file(
         what,
     };
     let m = (stats.of(&f.path)).map_err(|e| changed(format!("cannot stat it: {e}")))?;
-    if same_host && (m.dev() != f.dev || m.ino() != f.ino) && !cgroup_dir(&f.path, &m) {
+    if same_host && (m.dev() != f.dev || m.ino() != f.ino) && !cgroup_dir(&f.path, m) {
         return Err(changed(format!("inode {} is now {}", f.ino, m.ino())));
     }
     let mtime_ns = m.mtime() * 1_000_000_000 + m.mtime_nsec();
