@@ -2,7 +2,9 @@
 # Run the whole test suite. Installs what the tests need (gcc, python3, bash, coreutils,
 # and nftables if it can) only when missing. Tests run one at a time: they share ptrace, PIDs and the
 # subreaper, and restore into fixed PIDs. Extra arguments go to the test binaries
-# (e.g. a name filter). Exits with cargo's status.
+# (e.g. a name filter). The suite runs twice: on the host, then inside a privileged runc
+# container (scripts/container-test.sh; STASIS_TEST_CONTAINER=0 skips that pass). Exits
+# non-zero if either pass failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,4 +42,22 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: not root: dump/restore tests will print SKIP lines" >&2
 fi
 
-exec cargo test --release -- --test-threads=1 "$@"
+status=0
+cargo test --release --no-fail-fast -- --test-threads=1 "$@" || status=$?
+# The second pass: the same suite inside a privileged runc container (its own pid, mount,
+# network, IPC, UTS and cgroup namespaces, overlay root), as CI systems run it. Skipped
+# inside that container, and when STASIS_TEST_CONTAINER=0.
+if [ -n "${STASIS_IN_CONTAINER:-}" ]; then
+    exit "$status"
+fi
+if [ "${STASIS_TEST_CONTAINER:-1}" = 0 ]; then
+    echo "test.sh: SKIP the container pass (STASIS_TEST_CONTAINER=0)" >&2
+    exit "$status"
+fi
+echo "test.sh: host pass exited with $status; now the same suite inside a runc container" >&2
+inner=0
+scripts/container-test.sh "$@" || inner=$?
+if [ "$status" -ne 0 ]; then
+    exit "$status"
+fi
+exit "$inner"

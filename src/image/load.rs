@@ -490,7 +490,7 @@ mod tests {
             cow: mm.cow.clone(),
         };
         let mut bytes = encode(Kind::Mm, &old).unwrap();
-        bytes[12..16].copy_from_slice(&8u32.to_le_bytes());
+        crate::image::file::set_version(&mut bytes, 8);
         fs::write(dir.join("mm-42.img"), bytes).unwrap();
         let image = Image::load(&dir).unwrap();
         if let crate::image::mm::VmaKind::File { writable, .. } = &mut mm.vmas[0].kind {
@@ -507,7 +507,7 @@ mod tests {
         let path = dir.join("task-42.img");
         let mut task: TaskImage = crate::image::file::read(Kind::Task, &path).unwrap();
         let mut bytes = encode(Kind::Task, &TaskImageV8::from(task.clone())).unwrap();
-        bytes[12..16].copy_from_slice(&8u32.to_le_bytes());
+        crate::image::file::set_version(&mut bytes, 8);
         fs::write(&path, bytes).unwrap();
         assert_eq!(Image::load(&dir).unwrap().processes[0].task, task);
         let tid = task.threads[1].tid;
@@ -537,7 +537,7 @@ mod tests {
         };
         let path = dir.join("mm-42.img");
         let mut bytes = encode(Kind::Mm, &old).unwrap();
-        bytes[12..16].copy_from_slice(&7u32.to_le_bytes());
+        crate::image::file::set_version(&mut bytes, 7);
         fs::write(&path, bytes).unwrap();
         let image = Image::load(&dir).unwrap();
         assert_eq!(image.processes[0].mm, mm);
@@ -752,7 +752,7 @@ mod tests {
         for entry in fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             let mut bytes = fs::read(&path).unwrap();
-            bytes[12..16].copy_from_slice(&6u32.to_le_bytes());
+            crate::image::file::set_version(&mut bytes, 6);
             fs::write(&path, bytes).unwrap();
         }
         let image = Image::load(&dir).unwrap();
