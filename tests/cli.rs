@@ -354,7 +354,13 @@ fn criu_flags_are_accepted_or_refused_by_name() {
     let both: &[&[&str]] = &[
         &["--manage-cgroups=ignore"],
         &["--manage-cgroups"],
-        &["--manage-cgroups=full", "--cgroup-root", "/x", "--cgroup-root", "cpu:/y"],
+        &[
+            "--manage-cgroups=full",
+            "--cgroup-root",
+            "/x",
+            "--cgroup-root",
+            "cpu:/y",
+        ],
         &["--cgroup-yard", "/y", "--cgroup-dump-controller", "cpu"],
         &["--network-lock", "nftables"],
         &["--ext-mount-map", "auto"],
