@@ -371,3 +371,88 @@ fn pids_max_below_the_tree_is_refused() {
         dir.display()
     );
 }
+
+/// The modes that do not create: `props` and `none` refuse a missing cgroup, `strict`
+/// an existing one, each naming it, before any process exists; soft then restores.
+#[test]
+fn modes_refuse_missing_or_existing_cgroups() {
+    let test = "modes_refuse_missing_or_existing_cgroups";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let Some(h) = hierarchy("pids") else {
+        return common::skip(test, "no pids controller here");
+    };
+    let tmp = TempDir::new("cgroup-modes");
+    let dir = h.dir(&tag("modes"));
+    std::fs::create_dir(&dir).expect("mkdir");
+    let _made = Cgroups(vec![dir.clone()]);
+    let d = dir.display().to_string();
+    let Some(mut v) = victim(test, &tmp, &["join", &d]) else {
+        return;
+    };
+    let img = tmp.join("img");
+    dump(&mut v, &img);
+    let refused = |mode: &str, what: &str| {
+        let out = restore(&img, &[mode]).expect_err("restore must be refused");
+        assert!(
+            out.stderr.contains(what) && out.stderr.contains(&tag("modes")),
+            "{mode}: {}",
+            out.stderr
+        );
+        assert!(
+            common::proc_state(v.pid).is_none(),
+            "{mode}: pid {} made",
+            v.pid
+        );
+    };
+    refused("--manage-cgroups=strict", "exists already");
+    std::fs::remove_dir(&dir).expect("rmdir");
+    refused("--manage-cgroups=props", "does not exist");
+    refused("--manage-cgroups=none", "does not exist");
+    let pid = restore(&img, &[]).unwrap_or_else(|o| panic!("restore: {o:?}"));
+    go_and_pass(pid, &v);
+}
+
+/// A memory limit below the tree's resident memory is refused, naming the cgroup.
+#[test]
+fn memory_limit_below_the_tree_is_refused() {
+    let test = "memory_limit_below_the_tree_is_refused";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let Some(h) = hierarchy("memory") else {
+        return common::skip(test, "no memory controller here");
+    };
+    let tmp = TempDir::new("cgroup-memory");
+    let dir = h.dir(&tag("mem"));
+    std::fs::create_dir(&dir).expect("mkdir");
+    let _made = Cgroups(vec![dir.clone()]);
+    let d = dir.display().to_string();
+    let Some(mut v) = victim(test, &tmp, &["join", &d]) else {
+        return;
+    };
+    let img = tmp.join("img");
+    dump(&mut v, &img);
+    // Into a fresh cgroup (`--cgroup-root`): a v1 cgroup keeps what its dead tasks left
+    // charged, and refuses a limit below it.
+    let fresh = h.dir(&tag("mem2"));
+    std::fs::create_dir(&fresh).expect("mkdir");
+    let _fresh = Cgroups(vec![fresh.clone()]);
+    let file = if h.v2 {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
+    write(&fresh.join(file), "4096");
+    let to = format!("{}/{}", h.own.trim_end_matches('/'), tag("mem2"));
+    let out = restore(&img, &["--cgroup-root", &to]).expect_err("restore must be refused");
+    assert!(
+        out.stderr.contains(file) && out.stderr.contains(&tag("mem2")),
+        "stderr: {}",
+        out.stderr
+    );
+    assert!(
+        common::proc_state(v.pid).is_none(),
+        "pid {} was created",
+        v.pid
+    );
+}
