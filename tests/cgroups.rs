@@ -170,6 +170,18 @@ fn victim(test: &str, tmp: &TempDir, args: &[&str]) -> Option<Proc> {
     }
 }
 
+/// A victim (`join`) in a new cgroup `what` of hierarchy `h`: the temporary directory,
+/// the cgroup (removed on drop) and the victim; None if the victim skipped.
+fn joined(test: &str, h: &Hier, what: &str) -> Option<(TempDir, PathBuf, Cgroups, Proc)> {
+    let tmp = TempDir::new(&format!("cgroup-{what}"));
+    let dir = h.dir(&tag(what));
+    std::fs::create_dir(&dir).expect("mkdir");
+    let made = Cgroups(vec![dir.clone()]);
+    let d = dir.display().to_string();
+    let v = victim(test, &tmp, &["join", &d])?;
+    Some((tmp, dir, made, v))
+}
+
 fn dump(v: &mut Proc, img: &Path) {
     common::dump(v.pid, img, &[]).assert_ok("dump");
     v.wait_exit(common::EXIT_TIMEOUT);
@@ -340,12 +352,8 @@ fn pids_max_below_the_tree_is_refused() {
             "no pids controller here",
         );
     };
-    let tmp = TempDir::new("cgroup-pids");
-    let dir = h.dir(&tag("small"));
-    std::fs::create_dir(&dir).expect("mkdir");
-    let _made = Cgroups(vec![dir.clone()]);
-    let d = dir.display().to_string();
-    let Some(mut v) = victim("pids_max_below_the_tree_is_refused", &tmp, &["join", &d]) else {
+    let Some((tmp, dir, _made, mut v)) = joined("pids_max_below_the_tree_is_refused", &h, "small")
+    else {
         return;
     };
     let img = tmp.join("img");
@@ -382,12 +390,7 @@ fn modes_refuse_missing_or_existing_cgroups() {
     let Some(h) = hierarchy("pids") else {
         return common::skip(test, "no pids controller here");
     };
-    let tmp = TempDir::new("cgroup-modes");
-    let dir = h.dir(&tag("modes"));
-    std::fs::create_dir(&dir).expect("mkdir");
-    let _made = Cgroups(vec![dir.clone()]);
-    let d = dir.display().to_string();
-    let Some(mut v) = victim(test, &tmp, &["join", &d]) else {
+    let Some((tmp, dir, _made, mut v)) = joined(test, &h, "modes") else {
         return;
     };
     let img = tmp.join("img");
@@ -422,12 +425,7 @@ fn memory_limit_below_the_tree_is_refused() {
     let Some(h) = hierarchy("memory") else {
         return common::skip(test, "no memory controller here");
     };
-    let tmp = TempDir::new("cgroup-memory");
-    let dir = h.dir(&tag("mem"));
-    std::fs::create_dir(&dir).expect("mkdir");
-    let _made = Cgroups(vec![dir.clone()]);
-    let d = dir.display().to_string();
-    let Some(mut v) = victim(test, &tmp, &["join", &d]) else {
+    let Some((tmp, _dir, _made, mut v)) = joined(test, &h, "mem") else {
         return;
     };
     let img = tmp.join("img");
@@ -455,4 +453,42 @@ fn memory_limit_below_the_tree_is_refused() {
         "pid {} was created",
         v.pid
     );
+}
+
+/// A tree in a frozen cgroup is refused, naming it, instead of hanging in the freeze (no
+/// ptrace stop interrupts a frozen task); thawed, it runs on untouched.
+#[test]
+fn frozen_cgroup_is_refused_not_waited_for() {
+    let test = "frozen_cgroup_is_refused_not_waited_for";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let Some(h) = hierarchy("freezer").or_else(|| {
+        let (mount, _, _) = mounts().into_iter().find(|(_, t, _)| t == "cgroup2")?;
+        Some(Hier {
+            mount,
+            v2: true,
+            own: own_cgroup(""),
+        })
+    }) else {
+        return common::skip(test, "no freezer here");
+    };
+    let Some((tmp, dir, _made, mut v)) = joined(test, &h, "frozen") else {
+        return;
+    };
+    let (file, frozen, thawed) = if h.v2 {
+        ("cgroup.freeze", "1", "0")
+    } else {
+        ("freezer.state", "FROZEN", "THAWED")
+    };
+    write(&dir.join(file), frozen);
+    common::sleep_ms(200);
+    let out = common::dump(v.pid, &tmp.join("img"), &[]);
+    write(&dir.join(file), thawed);
+    let err = out.assert_failed("dump of a frozen tree").to_string();
+    assert!(
+        err.contains("frozen") && err.contains(&tag("frozen")),
+        "stderr: {err}"
+    );
+    let st = v.go();
+    v.assert_passed(st);
 }

@@ -14,7 +14,7 @@ mod walk;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-pub use freeze::{freeze, Frozen};
+pub use freeze::{freeze, refuse_frozen, Frozen};
 
 use super::DumpError;
 use crate::image::cgroup::{CgroupImage, Hierarchy, TaskCgroups, CGROUP};
