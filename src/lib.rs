@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 pub mod abi;
+pub mod cgroupfs;
 pub mod check;
 pub mod dump;
 pub mod hooks;

@@ -353,6 +353,15 @@ fn assert_one_line(stderr: &str, start: &str, words: &[&str]) {
 fn criu_flags_are_accepted_or_refused_by_name() {
     let both: &[&[&str]] = &[
         &["--manage-cgroups=ignore"],
+        &["--manage-cgroups"],
+        &[
+            "--manage-cgroups=full",
+            "--cgroup-root",
+            "/x",
+            "--cgroup-root",
+            "cpu:/y",
+        ],
+        &["--cgroup-yard", "/y", "--cgroup-dump-controller", "cpu"],
         &["--network-lock", "nftables"],
         &["--network-lock", "iptables"],
         &["--network-lock", "skip"],
@@ -366,9 +375,8 @@ fn criu_flags_are_accepted_or_refused_by_name() {
         &["--evasive-devices"],
     ];
     let refused: &[(&[&str], &str)] = &[
-        (&["--manage-cgroups"], "--manage-cgroups=soft"),
-        (&["--manage-cgroups=full"], "--manage-cgroups=full"),
-        (&["--cgroup-root", "/x"], "--cgroup-root"),
+        (&["--manage-cgroups=loose"], "--manage-cgroups=loose"),
+        (&["--cgroup-props", "x"], "--cgroup-props"),
         (&["--network-lock", "ebtables"], "--network-lock ebtables"),
         (&["--ext-mount-map", "/a:b"], "--ext-mount-map /a:b"),
         (&["--external", "mnt[]"], "--external mnt[]"),

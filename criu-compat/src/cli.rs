@@ -189,6 +189,8 @@ fn common_job(c: &Common) -> Result<Job, String> {
     job.shell_job = c.shell_job;
     job.tcp_close = c.tcp_close;
     job.network_lock = c.criu.lock_mode()?;
+    job.cgroup_dump = c.criu.cgroup_dump();
+    job.cgroup_restore = c.criu.cgroup_restore();
     Ok(job)
 }
 

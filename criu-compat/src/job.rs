@@ -39,6 +39,10 @@ pub struct Job {
     pub link_remap: bool,
     pub ghost_limit: u64,
     pub freeze_cgroup: Option<PathBuf>,
+    /// `cg_root`, `cgroup_yard`, `cgroup_dump_controller` at dump.
+    pub cgroup_dump: stasis::dump::cgroup::CgroupDumpOptions,
+    /// `manage_cgroups(_mode)`, `cg_root`, `cgroup_yard` at restore.
+    pub cgroup_restore: stasis::restore::CgroupRestoreOptions,
     pub rst_sibling: bool,
     pub skip_file_check: bool,
 }
@@ -62,6 +66,8 @@ impl Job {
             link_remap: false,
             ghost_limit: DEFAULT_GHOST_LIMIT,
             freeze_cgroup: None,
+            cgroup_dump: Default::default(),
+            cgroup_restore: Default::default(),
             rst_sibling: false,
             skip_file_check: false,
         }
@@ -101,6 +107,7 @@ impl Job {
             ext_unix_sk: self.ext_unix_sk,
             skip_in_flight: self.skip_in_flight,
             freeze_cgroup: self.freeze_cgroup.clone(),
+            cgroups: self.cgroup_dump.clone(),
         }
     }
 }
@@ -137,6 +144,7 @@ pub fn run_restore(job: &Job, log: &mut Log, hooks: &mut dyn Hooks) -> Result<Re
         shell_job: job.shell_job,
         tcp_close: job.tcp_close,
         skip_file_check: job.skip_file_check,
+        cgroups: job.cgroup_restore.clone(),
     };
     stasis::restore::set_root_sibling(job.rst_sibling);
     let restored = stasis::restore::restore_with(&opts, hooks).map_err(|e| stasis::error_line(&e));

@@ -58,6 +58,7 @@ pub fn fill(job: &mut Job, opts: &CriuOpts, restore: bool) -> Result<(), String>
     job.link_remap = opts.link_remap();
     job.ghost_limit = u64::from(opts.ghost_limit());
     job.freeze_cgroup = opts.freeze_cgroup.clone().map(PathBuf::from);
+    fill_cgroups(job, opts);
     job.rst_sibling = opts.rst_sibling();
     Ok(())
 }
@@ -128,33 +129,56 @@ fn config_file(o: &CriuOpts) -> Option<String> {
 }
 
 fn cgroups(o: &CriuOpts) -> Option<String> {
-    let mode = o
-        .manage_cgroups_mode
-        .map(|m| CriuCgMode::try_from(m).map_or("?", |m| m.as_str_name()));
-    let managed = match mode {
-        Some(m) => m != "IGNORE",
-        None => o.manage_cgroups(),
-    };
-    let why = "stasis does not manage cgroups yet (the restored tree stays in the restorer's cgroup); only manage_cgroups_mode IGNORE is accepted";
+    let why = "stasis saves its own list of cgroup settings; custom lists are not supported";
+    let mode = o.manage_cgroups_mode.filter(|&m| cg_mode(m).is_none());
     [
-        refused(
-            &format!("manage_cgroups (mode {})", mode.unwrap_or("SOFT")),
-            managed,
-            why,
-        ),
-        refused("cg_root", !o.cg_root.is_empty(), why),
+        mode.map(|m| format!("manage_cgroups_mode {m}: not a mode CRIU defines")),
         refused("cgroup_props", o.cgroup_props.is_some(), why),
         refused("cgroup_props_file", o.cgroup_props_file.is_some(), why),
-        refused(
-            "cgroup_dump_controller",
-            !o.cgroup_dump_controller.is_empty(),
-            why,
-        ),
-        refused("cgroup_yard", o.cgroup_yard.is_some(), why),
     ]
     .into_iter()
     .flatten()
     .next()
+}
+
+/// The stasis mode of a `criu_cg_mode` (DEFAULT is CRIU's default, soft).
+fn cg_mode(m: i32) -> Option<stasis::restore::CgroupMode> {
+    use stasis::restore::CgroupMode;
+    Some(match CriuCgMode::try_from(m).ok()? {
+        CriuCgMode::Ignore => CgroupMode::Ignore,
+        CriuCgMode::CgNone => CgroupMode::None,
+        CriuCgMode::Props => CgroupMode::Props,
+        CriuCgMode::Soft | CriuCgMode::Default => CgroupMode::Soft,
+        CriuCgMode::Full => CgroupMode::Full,
+        CriuCgMode::Strict => CgroupMode::Strict,
+    })
+}
+
+/// Maps the cgroup fields onto `job`, as CRIU's service does: `manage_cgroups` true is
+/// soft and false ignore, `manage_cgroups_mode` wins over it; unset, CRIU's default.
+fn fill_cgroups(job: &mut Job, o: &CriuOpts) {
+    use stasis::restore::CgroupMode;
+    let mut mode = CgroupMode::default();
+    if o.manage_cgroups.is_some() {
+        mode = if o.manage_cgroups() {
+            CgroupMode::Soft
+        } else {
+            CgroupMode::Ignore
+        };
+    }
+    if let Some(m) = o.manage_cgroups_mode.and_then(cg_mode) {
+        mode = m;
+    }
+    let roots: Vec<(Option<String>, String)> = (o.cg_root.iter())
+        .map(|r| (r.ctrl.clone(), r.path.clone()))
+        .collect();
+    let yard = o.cgroup_yard.as_ref().map(PathBuf::from);
+    job.cgroup_dump = stasis::dump::cgroup::CgroupDumpOptions {
+        roots: roots.clone(),
+        yard: yard.clone(),
+        controllers: o.cgroup_dump_controller.clone(),
+    };
+    job.cgroup_restore = stasis::restore::CgroupRestoreOptions { mode, roots, yard };
 }
 
 fn mounts(o: &CriuOpts, restore: bool) -> Option<String> {
@@ -285,10 +309,10 @@ mod tests {
         };
         assert!(refusal(inherit, true).starts_with("inherit_fd pipe:[1] as fd 1: "));
         let mode = CriuOpts {
-            manage_cgroups_mode: Some(CriuCgMode::Full as i32),
+            manage_cgroups_mode: Some(42),
             ..Default::default()
         };
-        assert!(refusal(mode, false).starts_with("manage_cgroups (mode FULL): "));
+        assert!(refusal(mode, false).starts_with("manage_cgroups_mode 42: "));
         let root = CriuOpts {
             root: Some("/r".into()),
             ..Default::default()

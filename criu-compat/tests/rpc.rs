@@ -349,10 +349,10 @@ fn refusals_carry_the_reason() {
         (
             CriuReqType::Dump,
             CriuOpts {
-                manage_cgroups: Some(true),
+                cgroup_props: Some("memory: [memory.max]".into()),
                 ..base.clone()
             },
-            "manage_cgroups (mode SOFT): ",
+            "cgroup_props: ",
         ),
         (
             CriuReqType::PreDump,

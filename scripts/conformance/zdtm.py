@@ -250,6 +250,24 @@ class Inner:
         self.timeout = int(self.desc.get("timeout") or 30)
         self.log = os.path.join(self.logs, "stasis.log")
         self.images = os.path.join(self.logs, "images")
+        # The cgroup tests' hooks, run as zdtm.py runs them: `--clean` also before the
+        # start (a named v1 hierarchy outlives the test's namespace, and with it the
+        # cgroups an earlier run left), `--pre-restore` removes the test's cgroups so
+        # that the restore must recreate them. stasis runs where CRIU's images
+        # directory would be (dump/zdtm/static/NAME/PID/1 below the hooks' directory),
+        # as relative options such as cgroup_yard's `--cgroup-yard` count on it.
+        self.hook = os.path.join(self.static, self.name + ".hook")
+        if not (self.name.startswith("cgroup") and os.access(self.hook, os.X_OK)):
+            self.hook = None
+        self.cwd = None
+
+    def run_hook(self, stage):
+        if self.hook is None:
+            return
+        rc = run([self.hook, "--" + stage], os.path.join(self.logs, "hooks.log"),
+                 self.timeout, cwd=self.logs)
+        if rc != 0 and stage != "clean":
+            raise Fail(stage, "hook %s --%s exited %s" % (self.hook, stage, rc))
 
     def env(self):
         env = dict(os.environ)
@@ -259,7 +277,23 @@ class Inner:
             env.update(TEST_CREDS)
         return env
 
+    def mount_v1_net_prio(self):
+        """cgroup_ifpriomap needs the v1 net_prio hierarchy to exist (it takes its
+        name from /proc/self/cgroup; without it the test frees a string literal at the
+        end): mounted here, in the test's own mount namespace, as systemd mounts it on
+        a usual host. The hierarchy lives as long as this namespace."""
+        with open("/proc/cgroups") as f:
+            if not any(l.split()[:1] == ["net_prio"] for l in f):
+                return
+        where = os.path.join(self.logs, "net_prio")
+        os.makedirs(where, exist_ok=True)
+        subprocess.call(["mount", "-t", "cgroup", "-o", "net_prio", "zdtm_net_prio", where],
+                        stderr=subprocess.DEVNULL)
+
     def start(self):
+        if self.hook:
+            self.mount_v1_net_prio()
+        self.run_hook("clean")
         subprocess.call(["make", "--no-print-directory", "-s", "-C", self.static,
                          self.name + ".cleanout"], stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL)
@@ -285,6 +319,11 @@ class Inner:
         self.pid = read_pid(pidfile)
         if not alive(self.pid):
             raise Fail("start", "pid %d is gone" % self.pid)
+        if self.hook:
+            self.cwd = os.path.join(self.logs, "dump", "zdtm", "static", self.name,
+                                    str(self.pid), "1")
+            os.makedirs(self.cwd, exist_ok=True)
+        self.run_hook("post-start")
 
     def start_hook(self, stage):
         """Starts the test's `.hook` script for `stage`, as zdtm.py does: from the directory
@@ -319,7 +358,8 @@ class Inner:
         tree = tree_of(self.pid)
         self.hook("--pre-dump")
         argv = [self.stasis, "dump", "-t", str(self.pid), "-D", self.images, "-q"]
-        rc = run(argv + self.stasis_opts("dopts"), self.log, 120)
+        self.run_hook("pre-dump")
+        rc = run(argv + self.stasis_opts("dopts"), self.log, 120, cwd=self.cwd)
         if rc != 0:
             return "stasis dump exited %s: %s" % (rc, last_line(self.log))
         if not wait_gone(self.pid, self.timeout):
@@ -334,9 +374,11 @@ class Inner:
     def restore(self):
         self.hook("--pre-restore")
         argv = [self.stasis, "restore", "-D", self.images, "-d", "-q"]
-        rc = run(argv + self.stasis_opts("ropts"), self.log, 120)
+        self.run_hook("pre-restore")
+        rc = run(argv + self.stasis_opts("ropts"), self.log, 120, cwd=self.cwd)
         if rc != 0:
             raise Fail("restore", "stasis restore exited %s: %s" % (rc, last_line(self.log)))
+        self.run_hook("post-restore")
         if not alive(self.pid):
             raise Fail("restore", "pid %d is not running after the restore" % self.pid)
         self.hook("--post-restore")
@@ -369,6 +411,7 @@ class Inner:
         except Fail as e:
             verdict = {"result": "FAIL", "reason": str(e)}
         finally:
+            self.run_hook("clean")
             try:
                 self.hook("--clean")
             except (Fail, subprocess.TimeoutExpired):

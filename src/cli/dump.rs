@@ -105,6 +105,7 @@ pub fn run(args: DumpArgs) -> i32 {
         file_locks: args.file_locks,
         file_hash: args.file_hash,
         freeze_cgroup: args.freeze_cgroup,
+        cgroups: args.criu.cgroup_dump(),
     };
     if !args.quiet {
         progress::install(args.progress);

@@ -59,6 +59,8 @@ pub enum DumpError {
         pid: i32,
         reason: String,
     },
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroupfs::CgroupError),
 }
 
 impl DumpError {

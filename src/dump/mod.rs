@@ -76,6 +76,8 @@ pub struct DumpOptions {
     pub network_lock: crate::netlock::LockMode,
     /// Freeze this cgroup first (`--freeze-cgroup`).
     pub freeze_cgroup: Option<PathBuf>,
+    /// `--cgroup-root`, `--cgroup-yard`, `--cgroup-dump-controller`.
+    pub cgroups: cgroup::CgroupDumpOptions,
 }
 
 /// CRIU's default `--ghost-limit`: 1 MiB.
@@ -184,6 +186,13 @@ fn save_tree(
         let vmas: Vec<&[crate::image::mm::Vma]> = layouts.iter().map(|l| &l.vmas[..]).collect();
         let root_ppid = tree.record.alive().next().map_or(0, |e| e.ppid);
         sysv::dump(&pids, root_ppid, &vmas, &writer)?;
+    }
+    {
+        let _span = crate::profile::span("cgroups");
+        let threads: Vec<(i32, Vec<i32>)> = (tree.procs.iter())
+            .map(|p| (p.pid(), p.threads().iter().map(|t| t.tid()).collect()))
+            .collect();
+        cgroup::dump(&threads, &opts.cgroups, &writer)?;
     }
     for ((task, entry), layout) in tree.procs.iter().zip(tree.record.alive()).zip(layouts) {
         let (stats, h, files) = save(task, entry, layout, &fd_opts, &writer, &mut shared)?;

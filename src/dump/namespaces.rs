@@ -1,6 +1,6 @@
 //! The namespaces a dumped process lives in. stasis rebuilds a tree inside the restorer's
 //! own namespaces, except the IPC namespace its root made (`dump/sysv.rs`): a process in
-//! any other namespace than the dumper's — its own mount, network, UTS, cgroup, time, user
+//! any other namespace than the dumper's — its own mount, network, UTS, time, user
 //! or pid namespace, or one it prepared for its children (`pid_for_children`,
 //! `time_for_children`) — would come back in the restorer's, its hostname, mounts,
 //! interfaces or clocks silently different. Such a process is refused here, before
@@ -12,11 +12,11 @@ use std::sync::OnceLock;
 use super::DumpError;
 
 /// The namespace kinds checked, as named in `/proc/PID/ns`.
-const KINDS: [&str; 9] = [
+/// (The cgroup namespace is the tree's cgroup record's, `dump/cgroup/`.)
+const KINDS: [&str; 8] = [
     "mnt",
     "net",
     "uts",
-    "cgroup",
     "time",
     "time_for_children",
     "user",
@@ -25,8 +25,8 @@ const KINDS: [&str; 9] = [
 ];
 
 /// The dumper's own namespace inodes, read once (0 where the kernel lacks the kind).
-fn own() -> &'static [u64; 9] {
-    static OWN: OnceLock<[u64; 9]> = OnceLock::new();
+fn own() -> &'static [u64; 8] {
+    static OWN: OnceLock<[u64; 8]> = OnceLock::new();
     OWN.get_or_init(|| KINDS.map(|k| inode("self", k).unwrap_or(0)))
 }
 

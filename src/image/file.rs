@@ -68,6 +68,10 @@ use super::error::ImageError;
 /// Version 10 also adds the `InetState` variants `Connection` (a TCP connection in
 /// SYN_SENT or a closing state, or one that ended, saved with `TCP_REPAIR`) and `Shut` (a
 /// half-closed datagram or unconnected socket), after the others: version 9 reads the same.
+/// Version 10 also adds `cgroup.img` (kind 14): each thread's cgroup in every hierarchy,
+/// the cgroup directories below them with their permissions and settings, and the roots
+/// of the tree's cgroup namespace (an older image has none: its tree stays in the
+/// restorer's cgroups).
 pub const FORMAT_VERSION: u32 = 10;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
@@ -94,6 +98,7 @@ pub enum Kind {
     Tty = 8,
     Sysv = 9,
     NetLock = 15,
+    Cgroup = 14,
 }
 
 /// Human name of a kind number, for messages.
@@ -109,6 +114,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         8 => "tty",
         9 => "sysv",
         15 => "netlock",
+        14 => "cgroup",
         _ => "unknown",
     }
 }

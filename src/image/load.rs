@@ -5,6 +5,7 @@
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
+use super::cgroup::{CgroupImage, CGROUP};
 use super::error::ImageError;
 use super::file::{decode, read, read_since, read_versioned, Kind};
 use super::files::{FdKind, FilesImage};
@@ -50,6 +51,8 @@ pub struct Image {
     pub ghosts: GhostsImage,
     /// The System V IPC objects (empty when the image has no `sysv.img`).
     pub sysv: SysvImage,
+    /// The tree's cgroups (empty when the image has no `cgroup.img`).
+    pub cgroup: CgroupImage,
 }
 
 impl Image {
@@ -105,6 +108,7 @@ impl Image {
         let ghosts = load_ghosts(dir, &processes)?;
         let tty = load_tty(dir)?;
         let sysv = load_sysv(dir)?;
+        let cgroup = load_cgroup(dir)?;
         let dir = dir.to_path_buf();
         let image = Image {
             dir,
@@ -114,6 +118,7 @@ impl Image {
             processes,
             ghosts,
             sysv,
+            cgroup,
         };
         let tree_path = image.dir.join(TREE);
         for p in &image.processes {
@@ -282,6 +287,18 @@ fn load_sysv(dir: &Path) -> Result<SysvImage, ImageError> {
     Ok(sysv)
 }
 
+/// `cgroup.img` if the image has one (older images and trees in the dumper's cgroups
+/// have none), validated.
+fn load_cgroup(dir: &Path) -> Result<CgroupImage, ImageError> {
+    let path = dir.join(CGROUP);
+    if !path.exists() {
+        return Ok(CgroupImage::default());
+    }
+    let cgroup = read(Kind::Cgroup, &path)?;
+    super::cgroup::validate(&cgroup, &path)?;
+    Ok(cgroup)
+}
+
 fn load_mm(dir: &Path, pid: i32) -> Result<MmImage, ImageError> {
     let path = dir.join(record_name("mm", pid));
     let mm = read_mm(&path)?;
@@ -342,6 +359,7 @@ mod tests {
             processes,
             ghosts: Default::default(),
             sysv: SysvImage::default(),
+            cgroup: CgroupImage::default(),
         }
     }
 

@@ -12,6 +12,7 @@
 //! - [`load`]: reading and verifying a whole directory ([`Image`]).
 //! - [`validate`]: "impossible values" checks on decoded records ([`seccomp`] checks its own).
 
+pub mod cgroup;
 pub mod dir;
 pub mod error;
 pub mod file;

@@ -57,6 +57,8 @@ pub enum RestoreError {
     #[error(transparent)]
     IpcNs(#[from] crate::sys::ipc::NsError),
     #[error(transparent)]
+    Cgroup(#[from] crate::cgroupfs::CgroupError),
+    #[error(transparent)]
     Ptrace(#[from] PtraceError),
     #[error(transparent)]
     Inject(#[from] InjectError),

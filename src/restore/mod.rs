@@ -9,6 +9,7 @@
 mod aio;
 mod apart;
 mod audit;
+mod cgroup;
 mod child;
 mod cow;
 mod creds;
@@ -36,6 +37,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+pub use cgroup::{CgroupRestoreOptions, Mode as CgroupMode};
 pub use error::RestoreError;
 
 use crate::hooks::{Hooks, NoHooks, Point};
@@ -58,6 +60,8 @@ pub struct RestoreOptions {
     pub tcp_close: bool,
     /// Do not refuse open files that changed since the dump (`--skip-file-check`).
     pub skip_file_check: bool,
+    /// `--manage-cgroups`, `--cgroup-root`, `--cgroup-yard`.
+    pub cgroups: CgroupRestoreOptions,
 }
 
 /// The restored tree's root, and figures for the summary line and `--stats-json`.
@@ -190,6 +194,12 @@ pub fn restore_with(
         Image::load(&opts.dir)?
     };
     let load = started.elapsed();
+    // Ordering requirements: the cgroups first (checked, then made), as a file the
+    // tree holds open may be one of them.
+    let cgroups = {
+        let _s = crate::profile::span("cgroups");
+        cgroup::prepare(&image, &opts.cgroups)?
+    };
     {
         let _s = crate::profile::span("verify");
         verify::host_accepts(&image, opts.skip_file_check)?;
@@ -214,6 +224,7 @@ pub fn restore_with(
         forked: HashMap::new(),
         ttys,
         sysv: None,
+        cgroups: cgroups.as_ref(),
     };
     let built = b.build().and_then(|pages| {
         remove_links(&image)?;
@@ -222,13 +233,19 @@ pub fn restore_with(
         notify(hooks, Point::PreResume, root)?;
         Ok(pages)
     });
+    let built = built.and_then(|pages| match &cgroups {
+        Some(c) => c.move_threads().map(|()| pages),
+        None => Ok(pages),
+    });
     let built = built
         .and_then(|pages| ghosts.remove().map(|()| pages))
         .and_then(|pages| b.reopen_network(&lock).map(|()| pages));
     let built = match built {
         Ok(pages) => {
             let _s = crate::profile::span("resume");
-            b.resume().map(|()| pages)
+            b.resume()
+                .and_then(|()| cgroups.as_ref().map_or(Ok(()), cgroup::Placed::freeze))
+                .map(|()| pages)
         }
         Err(e) => {
             b.kill_all();
@@ -319,6 +336,8 @@ struct Builder<'a> {
     ttys: tty::Bank,
     /// The System V IPC objects made (once the root exists).
     sysv: Option<sysv::Made>,
+    /// The tree's cgroups, made before any process.
+    cgroups: Option<&'a cgroup::Placed>,
 }
 
 impl Builder<'_> {
@@ -370,12 +389,20 @@ impl Builder<'_> {
         let span = crate::profile::span("takeover");
         let new_ipc = self.image.sysv.ns == crate::image::sysv::IpcNs::Own;
         let child = if pid == root {
-            child::create(pid, vmas, new_ipc)
+            // A cgroup namespace of the tree's own is entered around the root's clone.
+            let ns = self.cgroups.map(cgroup::Placed::enter_ns).transpose()?;
+            let made = child::create(pid, vmas, new_ipc);
+            drop(ns);
+            made
         } else {
             self.forked_task(entry)
                 .and_then(|task| child::adopt_fork(self.shell(entry.ppid), pid, task, vmas))
         }
         .map_err(at(RestoreStage::Takeover, pid))?;
+        if let Some(c) = self.cgroups {
+            c.move_process(pid)
+                .map_err(at(RestoreStage::Takeover, pid))?;
+        }
         drop(span);
         if pid == root && !self.image.sysv.is_empty() {
             let _s = crate::profile::span("sysv ipc");

@@ -302,6 +302,16 @@ fn check_hash(p: &ProcessImage, fd: i32, f: &FileId) -> Result<(), RestoreError>
     Ok(())
 }
 
+/// A cgroup directory: made again by the restore of the tree's cgroups (before this
+/// check), so with a new inode.
+fn cgroup_dir(path: &str, m: &std::fs::Metadata) -> bool {
+    use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC};
+    m.is_dir()
+        && statfs(path).is_ok_and(|s| {
+            s.filesystem_type() == CGROUP_SUPER_MAGIC || s.filesystem_type() == CGROUP2_SUPER_MAGIC
+        })
+}
+
 fn is_regular(path: &str, stats: &mut Stats) -> bool {
     stats.of(path).is_ok_and(|m| m.is_file())
 }
@@ -321,7 +331,7 @@ fn check_file(
         what,
     };
     let m = (stats.of(&f.path)).map_err(|e| changed(format!("cannot stat it: {e}")))?;
-    if same_host && (m.dev() != f.dev || m.ino() != f.ino) {
+    if same_host && (m.dev() != f.dev || m.ino() != f.ino) && !cgroup_dir(&f.path, m) {
         return Err(changed(format!("inode {} is now {}", f.ino, m.ino())));
     }
     let mtime_ns = m.mtime() * 1_000_000_000 + m.mtime_nsec();

@@ -52,6 +52,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("files", &[]),
     ("procattrs", &[]),
     ("threads", &["-pthread"]),
+    ("cgroups", &["-pthread"]),
     ("timers", &[]),
     ("sched", &[]),
     ("prctl", &[]),
