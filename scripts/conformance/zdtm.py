@@ -250,24 +250,14 @@ class Inner:
         self.timeout = int(self.desc.get("timeout") or 30)
         self.log = os.path.join(self.logs, "stasis.log")
         self.images = os.path.join(self.logs, "images")
-        # The cgroup tests' hooks, run as zdtm.py runs them: `--clean` also before the
+        # The cgroup tests' hooks run from the log directory, `--clean` also before the
         # start (a named v1 hierarchy outlives the test's namespace, and with it the
-        # cgroups an earlier run left), `--pre-restore` removes the test's cgroups so
-        # that the restore must recreate them. stasis runs where CRIU's images
+        # cgroups an earlier run left); their `--pre-restore` removes the test's cgroups
+        # so that the restore must recreate them. stasis runs where CRIU's images
         # directory would be (dump/zdtm/static/NAME/PID/1 below the hooks' directory),
         # as relative options such as cgroup_yard's `--cgroup-yard` count on it.
-        self.hook = os.path.join(self.static, self.name + ".hook")
-        if not (self.name.startswith("cgroup") and os.access(self.hook, os.X_OK)):
-            self.hook = None
+        self.cgroup = self.name.startswith("cgroup")
         self.cwd = None
-
-    def run_hook(self, stage):
-        if self.hook is None:
-            return
-        rc = run([self.hook, "--" + stage], os.path.join(self.logs, "hooks.log"),
-                 self.timeout, cwd=self.logs)
-        if rc != 0 and stage != "clean":
-            raise Fail(stage, "hook %s --%s exited %s" % (self.hook, stage, rc))
 
     def env(self):
         env = dict(os.environ)
@@ -291,9 +281,9 @@ class Inner:
                         stderr=subprocess.DEVNULL)
 
     def start(self):
-        if self.hook:
+        if self.cgroup:
             self.mount_v1_net_prio()
-        self.run_hook("clean")
+            self.clean()
         subprocess.call(["make", "--no-print-directory", "-s", "-C", self.static,
                          self.name + ".cleanout"], stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL)
@@ -319,11 +309,10 @@ class Inner:
         self.pid = read_pid(pidfile)
         if not alive(self.pid):
             raise Fail("start", "pid %d is gone" % self.pid)
-        if self.hook:
+        if self.cgroup:
             self.cwd = os.path.join(self.logs, "dump", "zdtm", "static", self.name,
                                     str(self.pid), "1")
             os.makedirs(self.cwd, exist_ok=True)
-        self.run_hook("post-start")
 
     def start_hook(self, stage):
         """Starts the test's `.hook` script for `stage`, as zdtm.py does: from the directory
@@ -335,6 +324,8 @@ class Inner:
             return None
         top = os.path.dirname(self.static)
         cwd = top if os.path.isdir(os.path.join(top, "zdtm", "static")) else os.path.dirname(top)
+        if self.cgroup:
+            cwd = self.logs  # the directory above stasis's (see __init__)
         log = open(os.path.join(self.logs, "hook.log"), "ab")
         log.write(("$ %s %s\n" % (hook, stage)).encode())
         log.flush()
@@ -347,6 +338,13 @@ class Inner:
         if proc and proc.wait(timeout=self.timeout) != 0:
             raise Fail(stage.lstrip("-"), "hook %s exited %d" % (stage, proc.returncode))
 
+    def clean(self):
+        """The `--clean` hook, whose failure fails nothing."""
+        try:
+            self.hook("--clean")
+        except (Fail, subprocess.TimeoutExpired):
+            pass
+
     def out(self):
         return os.path.join(self.static, self.name + ".out")
 
@@ -358,7 +356,6 @@ class Inner:
         tree = tree_of(self.pid)
         self.hook("--pre-dump")
         argv = [self.stasis, "dump", "-t", str(self.pid), "-D", self.images, "-q"]
-        self.run_hook("pre-dump")
         rc = run(argv + self.stasis_opts("dopts"), self.log, 120, cwd=self.cwd)
         if rc != 0:
             return "stasis dump exited %s: %s" % (rc, last_line(self.log))
@@ -374,11 +371,9 @@ class Inner:
     def restore(self):
         self.hook("--pre-restore")
         argv = [self.stasis, "restore", "-D", self.images, "-d", "-q"]
-        self.run_hook("pre-restore")
         rc = run(argv + self.stasis_opts("ropts"), self.log, 120, cwd=self.cwd)
         if rc != 0:
             raise Fail("restore", "stasis restore exited %s: %s" % (rc, last_line(self.log)))
-        self.run_hook("post-restore")
         if not alive(self.pid):
             raise Fail("restore", "pid %d is not running after the restore" % self.pid)
         self.hook("--post-restore")
@@ -411,11 +406,7 @@ class Inner:
         except Fail as e:
             verdict = {"result": "FAIL", "reason": str(e)}
         finally:
-            self.run_hook("clean")
-            try:
-                self.hook("--clean")
-            except (Fail, subprocess.TimeoutExpired):
-                pass
+            self.clean()
             try:
                 shutil.copy(self.out(), self.logs)
             except OSError:
