@@ -28,6 +28,7 @@ WORKLOADS = [
     ("tiny", ["mem", "1", "0"], False),
     ("1g-random", ["mem", "1024", "0"], False),
     ("1g-halfzero", ["mem", "1024", "2"], False),
+    ("1g-halfholes", ["mem", "1024", "2", "holes"], False),
     ("4g-random", ["mem", "4096", "0"], True),
     ("tree-50", ["tree", "50"], False),
     ("threads-64", ["threads", "64"], False),

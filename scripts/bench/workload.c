@@ -1,7 +1,10 @@
 /* Benchmark workloads for scripts/bench.sh.
  *
- *   workload mem   MIB ZERO_EVERY OKFILE   MIB of anonymous memory, random data; every
- *                                          ZERO_EVERY-th page written with zeros (0 = none)
+ *   workload mem   MIB ZERO_EVERY [holes] OKFILE
+ *                                          MIB of anonymous memory, random data; every
+ *                                          ZERO_EVERY-th page written with zeros (0 = none),
+ *                                          or with "holes" never written (only read: the
+ *                                          checksum maps the shared zero page there)
  *   workload tree  N OKFILE                the same verifier plus N-1 sleeping children
  *   workload threads N OKFILE              N threads (main included)
  *   workload fds   N OKFILE                N extra fds: files and pipes
@@ -57,7 +60,7 @@ static uint64_t checksum(void)
     return a * 0x9e3779b97f4a7c15ULL ^ b;
 }
 
-static void fill(size_t mib, unsigned zero_every)
+static void fill(size_t mib, unsigned zero_every, int holes)
 {
     size_t len = mib << 20;
     mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -68,7 +71,8 @@ static void fill(size_t mib, unsigned zero_every)
     for (size_t p = 0; p < len / PAGE; p++) {
         uint64_t *w = mem + p * words_per_page;
         if (zero_every && p % zero_every == 0) {
-            memset(w, 0, PAGE);
+            if (!holes)
+                memset(w, 0, PAGE);
             continue;
         }
         for (size_t i = 0; i < words_per_page; i++) {
@@ -150,25 +154,26 @@ int main(int argc, char **argv)
     sigprocmask(SIG_BLOCK, &block, &old);
 
     if (!strcmp(kind, "mem")) {
-        fill((size_t)n, argc > 4 ? (unsigned)atoi(argv[3]) : 0);
+        fill((size_t)n, argc > 4 ? (unsigned)atoi(argv[3]) : 0,
+             argc > 5 && !strcmp(argv[4], "holes"));
     } else if (!strcmp(kind, "tree")) {
-        fill(1, 0);
+        fill(1, 0, 0);
         for (long i = 1; i < n; i++)
             if (fork() == 0) { for (;;) pause(); }
     } else if (!strcmp(kind, "threads")) {
-        fill(1, 0);
+        fill(1, 0, 0);
         for (long i = 1; i < n; i++) {
             pthread_t t;
             pthread_create(&t, NULL, sleeper, NULL);
         }
     } else if (!strcmp(kind, "fds")) {
-        fill(1, 0);
+        fill(1, 0, 0);
         for (long i = 0; i < n; i += 3) {
             int p[2];
             if (open("/dev/null", O_RDONLY) < 0 || pipe(p) < 0) { perror("fds"); return 2; }
         }
     } else if (!strcmp(kind, "files") && argc >= 7) {
-        fill(1, 0);
+        fill(1, 0, 0);
         open_files(n, atol(argv[3]), atol(argv[4]), argv[5]);
     } else {
         fprintf(stderr, "unknown workload %s\n", kind);
