@@ -20,14 +20,15 @@ use crate::sys::fd::{self, owner, Owner};
 /// namespace): then what its own `fcntl`s report (`pid_vnr`, `from_kuid_munged` of the
 /// caller's namespaces) is what stasis's would, and its fds' owners are asked in it.
 pub fn in_target(pid: i32) -> bool {
-    let ino =
-        |who: &str, ns: &str| std::fs::metadata(format!("/proc/{who}/ns/{ns}")).map(|m| m.ino());
-    ["pid", "user"]
-        .iter()
-        .all(|ns| match (ino(&pid.to_string(), ns), ino("self", ns)) {
-            (Ok(a), Ok(b)) => a == b,
-            _ => false,
-        })
+    static OURS: std::sync::OnceLock<Option<[u64; 2]>> = std::sync::OnceLock::new();
+    let ours = OURS.get_or_init(|| namespaces("self"));
+    ours.is_some() && *ours == namespaces(&pid.to_string())
+}
+
+/// The inode numbers of the pid and user namespaces of `/proc/WHO`.
+fn namespaces(who: &str) -> Option<[u64; 2]> {
+    let ino = |ns: &str| std::fs::metadata(format!("/proc/{who}/ns/{ns}")).map(|m| m.ino());
+    Some([ino("pid").ok()?, ino("user").ok()?])
 }
 
 /// One fd's owner queries in a batch.
