@@ -84,6 +84,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("split", &[]),
     ("tcp_echo", &[]),
     ("pipes", &[]),
+    ("zero_pages", &[]),
     ("anonfds", &[]),
     ("epoll_moved", &[]),
     ("inotify", &[]),
