@@ -277,6 +277,7 @@ victim_tests! {
     private_maps: "private_maps";
     hugetlb: "hugetlb";
     pipes: "pipes";
+    zero_pages: "zero_pages";
     anonfds: "anonfds";
     epoll_moved: "epoll_moved";
     inotify: "inotify";

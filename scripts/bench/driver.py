@@ -28,10 +28,15 @@ WORKLOADS = [
     ("tiny", ["mem", "1", "0"], False),
     ("1g-random", ["mem", "1024", "0"], False),
     ("1g-halfzero", ["mem", "1024", "2"], False),
+    ("1g-halfholes", ["mem", "1024", "2", "holes"], False),
     ("4g-random", ["mem", "4096", "0"], True),
     ("tree-50", ["tree", "50"], False),
     ("threads-64", ["threads", "64"], False),
     ("fds-1000", ["fds", "1000"], False),
+    # Distinct regular files (on the storage under test, beside the image) plus pipes holding
+    # data: each file is its own path to look up, check and open at restore.
+    ("files-500", ["files", "500", "1", "250", "{data}"], False),
+    ("files-2000-dirs", ["files", "2000", "200", "0", "{data}"], False),
 ]
 QUICK = {"1g-random", "1g-halfzero"}
 # Words in stasis's refusals of what it does not support yet (threads, trees, pipes...).
@@ -179,7 +184,8 @@ class Bench:
         self.scratch = scratch
         self.stasis = args.stasis
 
-    def start_workload(self, wl_argv, tag):
+    def start_workload(self, wl_argv, tag, data):
+        wl_argv = [a.replace("{data}", data) for a in wl_argv]
         okfile = os.path.join(self.scratch, f"{tag}.ok")
         out = os.path.join(self.scratch, f"{tag}.out")
         for p in (okfile, out):
@@ -215,7 +221,10 @@ class Bench:
 
     def one_run(self, tool, wl_argv, storage, tag):
         """Start the workload, dump it, restore it, verify it; return the figures."""
-        pid, okfile = self.start_workload(wl_argv, tag)
+        data = os.path.join(storage, f"stasis-bench-data-{tag}")
+        shutil.rmtree(data, ignore_errors=True)
+        os.makedirs(data)
+        pid, okfile = self.start_workload(wl_argv, tag, data)
         paired = self.args.paired and wl_argv[0] == "mem" and int(wl_argv[1]) >= 64
         mib = wl_argv[1]
         img = os.path.join(storage, f"stasis-bench-{tag}")
@@ -281,6 +290,7 @@ class Bench:
             kill_session(pid)
             reap_orphans()
             shutil.rmtree(img, ignore_errors=True)
+            shutil.rmtree(data, ignore_errors=True)
 
     def limits(self, storages):
         out = subprocess.run([os.path.join(self.bindir, "limits")] + storages,

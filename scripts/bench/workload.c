@@ -1,16 +1,24 @@
 /* Benchmark workloads for scripts/bench.sh.
  *
- *   workload mem   MIB ZERO_EVERY OKFILE   MIB of anonymous memory, random data; every
- *                                          ZERO_EVERY-th page written with zeros (0 = none)
+ *   workload mem   MIB ZERO_EVERY [holes] OKFILE
+ *                                          MIB of anonymous memory, random data; every
+ *                                          ZERO_EVERY-th page written with zeros (0 = none),
+ *                                          or with "holes" never written (only read: the
+ *                                          checksum maps the shared zero page there)
  *   workload tree  N OKFILE                the same verifier plus N-1 sleeping children
  *   workload threads N OKFILE              N threads (main included)
  *   workload fds   N OKFILE                N extra fds: files and pipes
+ *   workload files N DIRS PIPES DATADIR OKFILE
+ *                                          N distinct regular files spread over DIRS
+ *                                          directories under DATADIR, each open (read-write,
+ *                                          at its own offset), plus PIPES pipes holding data
  *
  * Contract: set up state, print "READY" on stdout, then wait. On SIGUSR1 re-verify the
  * memory against the checksum taken at setup and write "OK <verify-ns>" or "BAD" to OKFILE
  * (written to OKFILE.tmp and renamed, so a reader never sees half a line).
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -19,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -51,7 +60,7 @@ static uint64_t checksum(void)
     return a * 0x9e3779b97f4a7c15ULL ^ b;
 }
 
-static void fill(size_t mib, unsigned zero_every)
+static void fill(size_t mib, unsigned zero_every, int holes)
 {
     size_t len = mib << 20;
     mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -62,7 +71,8 @@ static void fill(size_t mib, unsigned zero_every)
     for (size_t p = 0; p < len / PAGE; p++) {
         uint64_t *w = mem + p * words_per_page;
         if (zero_every && p % zero_every == 0) {
-            memset(w, 0, PAGE);
+            if (!holes)
+                memset(w, 0, PAGE);
             continue;
         }
         for (size_t i = 0; i < words_per_page; i++) {
@@ -73,10 +83,45 @@ static void fill(size_t mib, unsigned zero_every)
     expected = checksum();
 }
 
+/* The files workload's fds and the offset each was left at: checked again after restore. */
+static int *file_fds;
+static long nfile_fds;
+
+static void open_files(long n, long dirs, long pipes, const char *datadir)
+{
+    char path[4096], buf[256];
+    memset(buf, 'x', sizeof buf);
+    file_fds = calloc((size_t)n, sizeof *file_fds);
+    if (!file_fds) { perror("calloc"); exit(2); }
+    for (long d = 0; d < dirs; d++) {
+        snprintf(path, sizeof path, "%s/d%04ld", datadir, d);
+        if (mkdir(path, 0755) < 0 && errno != EEXIST) { perror(path); exit(2); }
+    }
+    for (long i = 0; i < n; i++) {
+        snprintf(path, sizeof path, "%s/d%04ld/f%06ld", datadir, i % dirs, i);
+        int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0 || write(fd, buf, sizeof buf) != (ssize_t)sizeof buf) { perror(path); exit(2); }
+        lseek(fd, i % (long)sizeof buf, SEEK_SET);
+        file_fds[nfile_fds++] = fd;
+    }
+    for (long i = 0; i < pipes; i++) {
+        int p[2];
+        if (pipe(p) < 0 || write(p[1], buf, 64) != 64) { perror("pipe"); exit(2); }
+    }
+}
+
+static int files_intact(void)
+{
+    for (long i = 0; i < nfile_fds; i++)
+        if (lseek(file_fds[i], 0, SEEK_CUR) != i % 256)
+            return 0;
+    return 1;
+}
+
 static void write_result(void)
 {
     uint64_t t0 = now_ns();
-    int ok = checksum() == expected;
+    int ok = checksum() == expected && files_intact();
     uint64_t t1 = now_ns();
     char tmp[4096], line[64];
     snprintf(tmp, sizeof tmp, "%s.tmp", okfile);
@@ -109,23 +154,27 @@ int main(int argc, char **argv)
     sigprocmask(SIG_BLOCK, &block, &old);
 
     if (!strcmp(kind, "mem")) {
-        fill((size_t)n, argc > 4 ? (unsigned)atoi(argv[3]) : 0);
+        fill((size_t)n, argc > 4 ? (unsigned)atoi(argv[3]) : 0,
+             argc > 5 && !strcmp(argv[4], "holes"));
     } else if (!strcmp(kind, "tree")) {
-        fill(1, 0);
+        fill(1, 0, 0);
         for (long i = 1; i < n; i++)
             if (fork() == 0) { for (;;) pause(); }
     } else if (!strcmp(kind, "threads")) {
-        fill(1, 0);
+        fill(1, 0, 0);
         for (long i = 1; i < n; i++) {
             pthread_t t;
             pthread_create(&t, NULL, sleeper, NULL);
         }
     } else if (!strcmp(kind, "fds")) {
-        fill(1, 0);
+        fill(1, 0, 0);
         for (long i = 0; i < n; i += 3) {
             int p[2];
             if (open("/dev/null", O_RDONLY) < 0 || pipe(p) < 0) { perror("fds"); return 2; }
         }
+    } else if (!strcmp(kind, "files") && argc >= 7) {
+        fill(1, 0, 0);
+        open_files(n, atol(argv[3]), atol(argv[4]), argv[5]);
     } else {
         fprintf(stderr, "unknown workload %s\n", kind);
         return 2;

@@ -16,11 +16,16 @@ const MEMFD: &str = "/memfd:";
 /// How a SysV shared memory segment shows in maps: `/SYSV<key> (deleted)`.
 pub const SYSV: &str = "/SYSV";
 
+/// What each mapped file's path names now (`stat`), taken once per path (a library is
+/// mapped four or five times).
+type Named = std::collections::HashMap<String, FileId>;
+
 /// Converts every mapping, refusing kinds stasis cannot restore.
 pub fn vmas(pid: i32, maps: &[MapEntry]) -> Result<Vec<Vma>, DumpError> {
     let mut out = Vec::with_capacity(maps.len());
+    let mut named = Named::new();
     for e in maps {
-        if let Some(kind) = kind_of(pid, e)? {
+        if let Some(kind) = kind_of(pid, e, &mut named)? {
             out.push(Vma {
                 start: e.start,
                 end: e.end,
@@ -34,7 +39,7 @@ pub fn vmas(pid: i32, maps: &[MapEntry]) -> Result<Vec<Vma>, DumpError> {
     Ok(out)
 }
 
-fn kind_of(pid: i32, e: &MapEntry) -> Result<Option<VmaKind>, DumpError> {
+fn kind_of(pid: i32, e: &MapEntry, named: &mut Named) -> Result<Option<VmaKind>, DumpError> {
     let what = || format!("mapping {:#x}-{:#x} of pid {pid}", e.start, e.end);
     if (e.has_flag("io") || e.has_flag("pf"))
         && !matches!(e.path, MapPath::Vvar | MapPath::VvarVclock)
@@ -50,7 +55,7 @@ fn kind_of(pid: i32, e: &MapEntry) -> Result<Option<VmaKind>, DumpError> {
         MapPath::Other(name) if name.starts_with("[anon:") && !e.shared => VmaKind::Anon,
         MapPath::File(path) if path.starts_with("socket:[") => packet_ring(pid, e, path)?,
         MapPath::File(path) => VmaKind::File {
-            file: mapped_file(pid, e, path)?,
+            file: mapped_file(pid, e, path, named)?,
             offset: e.offset,
             writable: opened_for_writing(pid, e)?,
         },
@@ -208,16 +213,26 @@ fn flags_of(e: &MapEntry) -> VmaFlags {
     }
 }
 
-/// Identity of a mapped file, taken through `/proc/PID/map_files` (the object really
-/// mapped) and checked against what its path names now.
-fn mapped_file(pid: i32, e: &MapEntry, path: &str) -> Result<FileId, DumpError> {
+/// Identity of a mapped file, checked against what its path names now. The object
+/// really mapped is the inode maps names (device and inode number): when the path names
+/// that inode, its `stat` is the mapped file's. Otherwise the mapped file is looked at
+/// through `/proc/PID/map_files`: the same file on a filesystem whose `st_dev` or
+/// `st_ino` differ from what maps shows (overlayfs), or a replaced one, refused.
+fn mapped_file(pid: i32, e: &MapEntry, path: &str, named: &mut Named) -> Result<FileId, DumpError> {
+    let now = match named.get(path) {
+        Some(now) => now.clone(),
+        None => {
+            let now = file_id(path, path)?;
+            named.entry(path.to_string()).or_insert(now).clone()
+        }
+    };
+    let (major, minor) = (libc::major(now.dev), libc::minor(now.dev));
+    if (major, minor, now.ino) == (e.dev_major, e.dev_minor, e.inode) {
+        return Ok(now);
+    }
     let link = format!("/proc/{pid}/map_files/{:x}-{:x}", e.start, e.end);
     let id = file_id(&link, path)?;
-    let now = std::fs::metadata(path).map_err(|source| DumpError::Stat {
-        path: path.to_string(),
-        source,
-    })?;
-    if now.dev() != id.dev || now.ino() != id.ino {
+    if (now.dev, now.ino) != (id.dev, id.ino) {
         return Err(DumpError::unsupported(format!(
             "mapping {:#x}-{:#x} of pid {pid}: {path} was replaced after it was mapped (not the same inode), so it cannot be reopened",
             e.start, e.end

@@ -352,18 +352,18 @@ fn save(
             fd_opts.ghost_limit,
         )?
     };
-    let (files, held) = if entry.shares_files {
-        (FilesImage::default(), files::Held::new(pid))
+    let (mut files, held, owner_fds) = if entry.shares_files {
+        (FilesImage::default(), files::Held::new(pid), Vec::new())
     } else {
         let _span = crate::profile::span("fd table");
-        let (mut files, held) = files::fd_table(pid, fd_opts)?;
+        let (mut files, held, owner_fds) = files::fd_table(pid, fd_opts)?;
         shared.link_unlinked_fds(pid, &mut files)?;
         if fd_opts.pids.len() > 1 {
             // Only processes of one tree share open file descriptions.
             shared.link_files(pid, &mut files)?;
         }
         files::epoll::keep_created(&mut files);
-        (files, held)
+        (files, held, owner_fds)
     };
     files::packet::check_ring_mappings(pid, &vmas, &files, entry.shares_files)?;
     let mut threads = task
@@ -382,10 +382,17 @@ fn save(
             .filter(|v| matches!(v.kind, crate::image::mm::VmaKind::Aio(_)))
             .map(|v| v.start)
             .collect(),
+        owner_fds: &owner_fds,
     };
     let span = crate::profile::span("queries");
     let q = task::query(task.threads(), &mut threads, ip, &known)?;
     drop(span);
+    for (fd, owner) in &q.owners {
+        files
+            .owners
+            .extend(files::fown::reported(pid, *fd, owner, &fd_opts.pids)?);
+    }
+    files.owners.sort_by_key(|o| o.fd);
     let stat = proc::stat(pid)?;
     let status = proc::status(pid)?;
     let creds = creds::creds(&status, q.securebits);

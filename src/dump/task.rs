@@ -23,6 +23,8 @@ pub struct Queried {
     pub securebits: u32,
     /// The other threads' securebits, in image order.
     pub thread_securebits: Vec<u32>,
+    /// Owner and signal of each of `Known::owner_fds`, by fd.
+    pub owners: Vec<(i32, crate::sys::fd::Owner)>,
 }
 
 /// What the queries need to know from outside: the timers listed in `/proc/PID/timers`,
@@ -32,7 +34,14 @@ pub struct Known<'a> {
     pub tids: &'a [i32],
     /// Where the process maps AIO rings (`dump/aio.rs`).
     pub aio_rings: Vec<u64>,
+    /// The fds whose owner and signal are asked in the process (`files/fown.rs`).
+    pub owner_fds: &'a [i32],
 }
+
+/// Most fds whose owners are asked in the process queries' batch (3 calls and 16 bytes
+/// of answers each: 208 bytes of the scratch area per fd); the fds before the last such
+/// chunk are asked in batches of their own first.
+const OWNER_FDS_PER_BATCH: usize = 2048;
 
 /// Puts the SIGSTOPs the freeze took off their queues (`Frozen::withheld`) back into the
 /// saved queues: process-wide ones into `shared`, a thread's into its own.
@@ -211,7 +220,17 @@ fn process_queries(
     known: &Known,
     leader: &mut ThreadImage,
 ) -> Result<Queried, DumpError> {
+    let mut owners = Vec::new();
+    let per = OWNER_FDS_PER_BATCH;
+    let (early, rest) =
+        (known.owner_fds).split_at(known.owner_fds.len().saturating_sub(1) / per * per);
+    for chunk in early.chunks(per) {
+        let mut b = remote.batch();
+        let asked = super::files::fown::query(&mut b, chunk);
+        owners.extend(asked(&remote.run(&b)?));
+    }
     let mut b = remote.batch();
+    let last = super::files::fown::query(&mut b, rest);
     let actions: Vec<Out<KernelSigaction>> = (1..=64u64)
         .map(|sig| {
             let out = b.out::<KernelSigaction>();
@@ -230,6 +249,7 @@ fn process_queries(
     let d = remote.run(&b)?;
     own(&d, leader)?;
     rings(&d)?;
+    owners.extend(last(&d));
     Ok(Queried {
         sigactions: actions.into_iter().map(|a| d.get(a)).collect(),
         brk: d.ret(brk),
@@ -237,6 +257,7 @@ fn process_queries(
         attrs: attrs(&d),
         securebits: securebits(&d),
         thread_securebits: Vec::new(),
+        owners,
     })
 }
 

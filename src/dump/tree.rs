@@ -156,6 +156,7 @@ fn describe(
     frozen: &HashMap<i32, Frozen>,
 ) -> Result<TreeImage, DumpError> {
     let mut processes: Vec<ProcEntry> = Vec::new();
+    let mut seen = Seen::default();
     for pid in descendants(root, table) {
         let s = &table[&pid];
         let state = match frozen.get(&pid) {
@@ -165,9 +166,12 @@ fn describe(
         let parent = processes.iter().find(|p| p.pid == s.ppid).map(|p| p.pid);
         let alive = matches!(state, ProcState::Alive { .. });
         let with = match parent {
-            Some(ppid) if alive => Sharing::find(pid, ppid, &processes)?,
+            Some(ppid) if alive => Sharing::find(pid, ppid, &processes, &mut seen)?,
             _ => Sharing::default(),
         };
+        if alive && parent.is_none() {
+            seen.add_root(pid);
+        }
         processes.push(ProcEntry {
             pid,
             comm: s.comm.clone(),
@@ -233,12 +237,30 @@ struct Sharing {
 }
 
 impl Sharing {
-    fn find(pid: i32, ppid: i32, earlier: &[ProcEntry]) -> Result<Self, DumpError> {
+    fn find(
+        pid: i32,
+        ppid: i32,
+        earlier: &[ProcEntry],
+        seen: &mut Seen,
+    ) -> Result<Self, DumpError> {
+        let mut shares = |what, name| {
+            let sorted = seen.of(what);
+            shares(
+                pid,
+                ppid,
+                Earlier {
+                    all: earlier,
+                    sorted,
+                },
+                what,
+                name,
+            )
+        };
         let with = Sharing {
-            files: shares(pid, ppid, earlier, Object::Files, "fd table")?,
-            fs: shares(pid, ppid, earlier, Object::Fs, "cwd/root/umask")?,
-            vm: shares(pid, ppid, earlier, Object::Vm, "address space")?,
-            sighand: shares(pid, ppid, earlier, Object::Sighand, "signal handlers")?,
+            files: shares(Object::Files, "fd table")?,
+            fs: shares(Object::Fs, "cwd/root/umask")?,
+            vm: shares(Object::Vm, "address space")?,
+            sighand: shares(Object::Sighand, "signal handlers")?,
         };
         if with.sighand && !with.vm {
             return Err(DumpError::unsupported(format!(
@@ -249,12 +271,74 @@ impl Sharing {
     }
 }
 
+/// The kinds of object [`Sharing`] looks at, in [`Seen`]'s order.
+const SHARED: [Object; 4] = [Object::Files, Object::Fs, Object::Vm, Object::Sighand];
+
+/// Per kind of [`SHARED`] object, the distinct objects of the live processes described
+/// so far, each by one pid using it, in the kernel's `kcmp` order: a process is compared
+/// with log2(n) of them (binary search) instead of every earlier process. `None` once
+/// `kcmp` could not order two of them: every earlier process is compared then.
+struct Seen([Option<Vec<i32>>; 4]);
+
+impl Default for Seen {
+    fn default() -> Self {
+        Seen([
+            Some(Vec::new()),
+            Some(Vec::new()),
+            Some(Vec::new()),
+            Some(Vec::new()),
+        ])
+    }
+}
+
+impl Seen {
+    fn of(&mut self, what: Object) -> &mut Option<Vec<i32>> {
+        let i = SHARED
+            .iter()
+            .position(|&o| o == what)
+            .expect("a shared kind");
+        &mut self.0[i]
+    }
+
+    /// The root, which shares nothing with a parent in the tree.
+    fn add_root(&mut self, pid: i32) {
+        for what in SHARED {
+            if let Some(sorted) = self.of(what) {
+                sorted.push(pid);
+            }
+        }
+    }
+}
+
+/// The processes described before one: all of them, and the distinct objects of the
+/// kind looked at ([`Seen`]).
+struct Earlier<'a> {
+    all: &'a [ProcEntry],
+    sorted: &'a mut Option<Vec<i32>>,
+}
+
+/// Where `pid`'s object of kind `what` is among `sorted` (`Ok`: the index of a pid
+/// using the same one), or `None` if `kcmp` cannot order them.
+fn position(pid: i32, sorted: &[i32], what: Object) -> Option<Result<usize, usize>> {
+    let mut unordered = false;
+    let found = sorted.binary_search_by(|&other| match kcmp::compare(other, pid, what, 0, 0) {
+        Ok(0) => std::cmp::Ordering::Equal,
+        Ok(1) => std::cmp::Ordering::Less,
+        Ok(2) => std::cmp::Ordering::Greater,
+        _ => {
+            unordered = true;
+            std::cmp::Ordering::Less
+        }
+    });
+    (!unordered).then_some(found)
+}
+
 /// Whether `pid` shares `what` with its parent. Sharing it with another earlier process
 /// but not the parent cannot be rebuilt by cloning from the parent, and is refused.
 fn shares(
     pid: i32,
     ppid: i32,
-    earlier: &[ProcEntry],
+    earlier: Earlier,
     what: Object,
     name: &str,
 ) -> Result<bool, DumpError> {
@@ -262,10 +346,20 @@ fn shares(
     if same(ppid) {
         return Ok(true);
     }
-    let alive = earlier
-        .iter()
-        .filter(|p| matches!(p.state, ProcState::Alive { .. }));
-    if let Some(other) = alive.map(|p| p.pid).find(|&o| o != ppid && same(o)) {
+    let found = (earlier.sorted.as_deref()).map(|sorted| (position(pid, sorted, what), sorted));
+    let other = match found {
+        Some((Some(Ok(i)), sorted)) => Some(sorted[i]).filter(|&o| o != ppid),
+        Some((Some(Err(i)), _)) => {
+            earlier.sorted.as_mut().expect("found above").insert(i, pid);
+            None
+        }
+        _ => {
+            *earlier.sorted = None;
+            let alive = (earlier.all.iter()).filter(|p| matches!(p.state, ProcState::Alive { .. }));
+            alive.map(|p| p.pid).find(|&o| o != ppid && same(o))
+        }
+    };
+    if let Some(other) = other {
         return Err(DumpError::unsupported(format!(
             "pid {pid} shares its {name} with pid {other} but not with its parent {ppid}; stasis cannot rebuild that sharing"
         )));

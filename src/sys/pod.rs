@@ -79,6 +79,8 @@ unsafe impl Pod for u64 {}
 unsafe impl Pod for i32 {}
 // SAFETY: two i32s, no padding; every bit pattern is valid (`pipe2`'s `int fds[2]`).
 unsafe impl Pod for [i32; 2] {}
+// SAFETY: two u32s, no padding; every bit pattern is valid (`F_GETOWNER_UIDS`'s two uid_t).
+unsafe impl Pod for [u32; 2] {}
 
 impl Default for SigInfo {
     fn default() -> Self {

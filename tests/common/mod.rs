@@ -90,6 +90,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("tcp_echo", &[]),
     ("tcp_states", &[]),
     ("pipes", &[]),
+    ("zero_pages", &[]),
     ("anonfds", &[]),
     ("epoll_moved", &[]),
     ("inotify", &[]),

@@ -289,9 +289,10 @@ impl OpenFd {
     }
 }
 
-/// All open fds of `pid`, the locks held through them, and the sockets held in repair
-/// mode meanwhile (see [`Held`]).
-pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpError> {
+/// All open fds of `pid`, the locks held through them, the sockets held in repair mode
+/// meanwhile (see [`Held`]), and the fds whose owners are left to the process's own
+/// queries ([`fown::query`]; their records are added to `owners` then).
+pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held, Vec<i32>), DumpError> {
     let mut fds: Vec<FdEntry> = Vec::new();
     let mut lock_list = Vec::new();
     let mut walk = Walk::default();
@@ -309,6 +310,8 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
     opened.extend(flying.opened);
     let mut dropped = Vec::new();
     let mut owners = Vec::new();
+    let mut ask_owners = Vec::new();
+    let asked_in_target = fown::in_target(pid);
     let mut modes = Vec::new();
     for open in opened {
         let fd = open.fd;
@@ -330,8 +333,12 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
         let described = !matches!(kind, FdKind::Dup { .. } | FdKind::Inherited { .. });
         // An O_PATH description has no owner (fcntl refuses to ask).
         if described && open.info.flags & libc::O_PATH == 0 {
-            let copy = ctx.steal(fd)?;
-            owners.extend(fown::read(&open, copy.as_fd(), &opts.pids)?);
+            if asked_in_target && open.flying.is_none() {
+                ask_owners.push(fd);
+            } else {
+                let copy = ctx.steal(fd)?;
+                owners.extend(fown::read(&open, copy.as_fd(), &opts.pids)?);
+            }
         }
         fds.push(FdEntry {
             fd,
@@ -356,7 +363,7 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
         socket_files: std::mem::take(&mut ctx.socket_files),
         modes,
     };
-    Ok((image, ctx.held))
+    Ok((image, ctx.held, ask_owners))
 }
 
 /// What one fd (held or in flight) is: a reference to an open file description seen

@@ -1,7 +1,8 @@
 //! The common fds of a table rebuilt in batches (`sys/batch.rs`) instead of one injected
 //! syscall at a time: files and character devices reopened by path, `O_PATH` fds, dups,
-//! copies of an earlier process's fds (`Inherited`), pipes without buffered bytes and the
-//! other ends of pipes, all added to the process's pending batch (`restore/staged.rs`).
+//! copies of an earlier process's fds (`Inherited`), pipes (their buffered bytes, up to
+//! [`PIPE_DATA_MAX`], written by a `write` of the batch) and the other ends of pipes, all
+//! added to the process's pending batch (`restore/staged.rs`).
 //! The other kinds go through their own modules one call at a time; the pending batch
 //! runs before each of them.
 //!
@@ -25,13 +26,25 @@ use crate::sys::batch::{Done, Out};
 /// Room kept free in a batch for the next entry's calls and data.
 const SLACK: u64 = 8192;
 
+/// The most buffered bytes of a pipe written from the batch's region (the default pipe
+/// capacity); a pipe holding more is filled from stasis (`pipe.rs`).
+pub const PIPE_DATA_MAX: usize = 64 * 1024;
+
 /// Whether `entry` is rebuilt here.
 pub fn takes(entry: &FdEntry) -> bool {
     match &entry.kind {
         FdKind::Path(_) | FdKind::OPath(_) | FdKind::CharDev(_) | FdKind::Dup { .. } => true,
         FdKind::PipePeer { .. } | FdKind::Inherited { .. } => true,
-        FdKind::Pipe(p) => p.data.is_empty(),
+        FdKind::Pipe(p) => p.data.len() <= PIPE_DATA_MAX,
         _ => false,
+    }
+}
+
+/// Bytes of the region `entry` needs beyond [`SLACK`].
+fn data_len(entry: &FdEntry) -> u64 {
+    match &entry.kind {
+        FdKind::Pipe(p) => p.data.len() as u64,
+        _ => 0,
     }
 }
 
@@ -57,7 +70,7 @@ impl<'s, 'a> Batcher<'s, 'a> {
 
     /// Adds the calls that rebuild `at.entry` (one [`takes`]).
     pub fn add(&mut self, at: &Install) -> Result<(), RestoreError> {
-        if self.s.room() < SLACK {
+        if self.s.room() < SLACK + data_len(at.entry) {
             self.flush()?;
         }
         if self.open.is_none() {
@@ -189,8 +202,9 @@ impl<'s, 'a> Batcher<'s, 'a> {
         }
     }
 
-    /// `pipe.rs` for a pipe without buffered bytes: `pipe2`, capacity, flags, our end
-    /// placed, the other end at its holder's number (or closed).
+    /// `pipe.rs`: `pipe2`, capacity, buffered bytes written into the write end (they fit:
+    /// the capacity is set first and the pipe is still blocking), flags, our end placed,
+    /// the other end at its holder's number (or closed).
     fn pipe(&mut self, at: &Install, p: &PipeFd, about: &str) {
         let fds = self.s.batch().out::<[i32; 2]>();
         let (r, w) = (self.take(0), self.take(0));
@@ -215,6 +229,14 @@ impl<'s, 'a> Batcher<'s, 'a> {
                 .batch()
                 .call("fcntl(F_SETPIPE_SZ)", libc::SYS_fcntl, &args);
             self.s.batch().about(about);
+        }
+        if !p.data.is_empty() {
+            let addr = self.s.batch().put(&p.data);
+            let len = p.data.len() as u64;
+            self.s
+                .batch()
+                .expect("write", libc::SYS_write, &[w, addr, len], len);
+            self.s.batch().about(format!("{about} (buffered bytes)"));
         }
         self.set_status_flags(at, ours, about);
         let other = self.aside(at, other, about);

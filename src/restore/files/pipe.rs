@@ -7,7 +7,9 @@
 //! and a writer, so the real open never waits for a partner; the first fd of a FIFO
 //! refills its buffer through the keeper, which is closed once the fd is in place.
 //! Buffered bytes are written from stasis into a duplicate of the child's fd
-//! (`pidfd_getfd`); they fit, as the capacity is set first.
+//! (`pidfd_getfd`); they fit, as the capacity is set first. Pipes holding at most
+//! `batched::PIPE_DATA_MAX` bytes are rebuilt the same way by `batched.rs`, the bytes
+//! written by a `write` in the child's batch.
 
 use std::io::Write;
 
