@@ -36,7 +36,8 @@ pub struct CriuFlags {
     /// makes them for CRIU): `--ext-mount-map auto` is accepted, a KEY:VALUE map refused.
     #[arg(short = 'M', long = "ext-mount-map", value_name = "KEY:VALUE|auto")]
     pub ext_mount_map: Vec<String>,
-    /// CRIU's external resources (`mnt[..]`, `veth[..]`, `tty[..]`...): refused.
+    /// CRIU's external resources: `mnt[MOUNTPOINT]:KEY` at dump, `mnt[KEY]:PATH` at
+    /// restore (mounts of the tree's namespace that come from outside); others refused.
     #[arg(long = "external", value_name = "RESOURCE")]
     pub external: Vec<String>,
     /// Accepted: stasis always finds inotify and fanotify watch targets by path (from their
@@ -79,13 +80,29 @@ impl CriuFlags {
                  stays the host's, as with --ext-mount-map auto), so it maps none"
             ));
         }
-        if let Some(ext) = self.external.first() {
+        if let Some(ext) = self.external.iter().find(|e| mnt_external(e).is_none()) {
             return Err(format!(
                 "--external {ext}: stasis does not handle external resources yet"
             ));
         }
         Ok(())
     }
+}
+
+impl CriuFlags {
+    /// The `mnt[A]:B` externals, as `(A, B)`.
+    pub fn mnt_externals(&self) -> Vec<(String, String)> {
+        self.external
+            .iter()
+            .filter_map(|e| mnt_external(e))
+            .collect()
+    }
+}
+
+/// `mnt[A]:B` → `(A, B)`.
+fn mnt_external(e: &str) -> Option<(String, String)> {
+    let (inner, b) = e.strip_prefix("mnt[")?.split_once("]:")?;
+    (!inner.is_empty() && !b.is_empty()).then(|| (inner.to_string(), b.to_string()))
 }
 
 fn cgroups(flag: &str) -> String {

@@ -104,6 +104,7 @@ pub fn run(args: DumpArgs) -> i32 {
         file_locks: args.file_locks,
         file_hash: args.file_hash,
         freeze_cgroup: args.freeze_cgroup,
+        mnt_externals: args.criu.mnt_externals(),
     };
     if !args.quiet {
         progress::install(args.progress);

@@ -17,6 +17,7 @@ pub mod files;
 pub mod freeze;
 pub mod memory;
 pub mod mm;
+pub mod mnt;
 pub mod namespaces;
 pub mod prctl;
 pub mod sched;
@@ -73,6 +74,8 @@ pub struct DumpOptions {
     pub skip_in_flight: bool,
     /// Freeze this cgroup first (`--freeze-cgroup`).
     pub freeze_cgroup: Option<PathBuf>,
+    /// `--external mnt[MOUNTPOINT]:KEY`: mounts of the tree's namespace given at restore.
+    pub mnt_externals: mnt::Externals,
 }
 
 /// CRIU's default `--ghost-limit`: 1 MiB.
@@ -95,6 +98,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     let started = Instant::now();
     let span = crate::profile::span("preflight");
     freeze::preflight(opts.pid, opts.shell_job)?;
+    let mounts = mnt::plan(opts.pid, &opts.mnt_externals)?;
     let writer = ImageWriter::create(&opts.dir)?;
     drop(span);
     let adopted = match &opts.freeze_cgroup {
@@ -105,7 +109,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     let tree = tree::freeze_tree(opts.pid, opts.shell_job, adopted)?;
     drop(span);
     let frozen = Instant::now();
-    let (mut summary, mut held) = save_tree(&tree, opts, writer)?;
+    let (mut summary, mut held) = save_tree(&tree, opts, writer, mounts.as_ref())?;
     held.iter_mut().for_each(files::Held::keep_links);
     // Ordering requirements: sockets held in repair mode leave it before a released
     // tree runs again; after a kill, our duplicates are closed still in repair mode.
@@ -144,6 +148,7 @@ fn save_tree(
     tree: &FrozenTree,
     opts: &DumpOptions,
     writer: ImageWriter,
+    mounts: Option<&mnt::Plan>,
 ) -> Result<(DumpSummary, Vec<files::Held>), DumpError> {
     let mut shared = Shared::default();
     let mut summary = DumpSummary {
@@ -152,6 +157,9 @@ fn save_tree(
     };
     let pids: Vec<i32> = tree.procs.iter().map(Frozen::pid).collect();
     let fd_opts = fd_options(opts, &pids);
+    if let Some(plan) = mounts {
+        plan.check_tree(&pids)?;
+    }
     let mut held = Vec::new();
     let mut tables = Vec::new();
     let layouts = {
@@ -175,6 +183,10 @@ fn save_tree(
     let span = crate::profile::span("files records");
     write_files(&writer, &mut tables)?;
     write_ghosts(&writer, &fd_opts.ghosts.borrow())?;
+    if let Some(plan) = mounts {
+        plan.refuse_ghosts(&fd_opts.ghosts.borrow())?;
+        plan.save(&writer)?;
+    }
     write_tty(&writer, &tree.record, &tables, opts.shell_job)?;
     drop(span);
     writer.write_record(TREE, Kind::Tree, &tree.record)?;

@@ -54,7 +54,11 @@ use super::error::ImageError;
 /// private mappings of memfds, shared memory and deleted files, the last saved in
 /// `ghosts.img`) and the files record's `modes` (memfd permission bits; older files
 /// records are read as having none).
-pub const FORMAT_VERSION: u32 = 9;
+///
+/// Version 10 also adds the tree's own mount namespace: `mnt.img` (every mount, how it
+/// is made again, propagation) and `mnt-tmpfs-<id>.img` (a tmpfs's files); an image
+/// without them is a tree that lived in the dumper's mount namespace.
+pub const FORMAT_VERSION: u32 = 10;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;
@@ -79,6 +83,10 @@ pub enum Kind {
     Ghosts = 7,
     Tty = 8,
     Sysv = 9,
+    /// The tree's own mount namespace (`mnt.img`).
+    Mounts = 12,
+    /// The contents of one tmpfs of it (`mnt-tmpfs-<id>.img`).
+    MntTmpfs = 13,
 }
 
 /// Human name of a kind number, for messages.
@@ -93,6 +101,8 @@ pub fn kind_name(kind: u32) -> &'static str {
         7 => "ghosts",
         8 => "tty",
         9 => "sysv",
+        12 => "mounts",
+        13 => "tmpfs contents",
         _ => "unknown",
     }
 }

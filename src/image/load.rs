@@ -50,6 +50,8 @@ pub struct Image {
     pub ghosts: GhostsImage,
     /// The System V IPC objects (empty when the image has no `sysv.img`).
     pub sysv: SysvImage,
+    /// The tree's own mount namespace (none without `mnt.img`).
+    pub mounts: Option<super::mnt::MountsImage>,
 }
 
 impl Image {
@@ -105,6 +107,7 @@ impl Image {
         let ghosts = load_ghosts(dir, &processes)?;
         let tty = load_tty(dir)?;
         let sysv = load_sysv(dir)?;
+        let mounts = load_mounts(dir)?;
         let dir = dir.to_path_buf();
         let image = Image {
             dir,
@@ -114,6 +117,7 @@ impl Image {
             processes,
             ghosts,
             sysv,
+            mounts,
         };
         let tree_path = image.dir.join(TREE);
         for p in &image.processes {
@@ -282,6 +286,15 @@ fn load_sysv(dir: &Path) -> Result<SysvImage, ImageError> {
     Ok(sysv)
 }
 
+/// `mnt.img` if the tree had a mount namespace of its own.
+fn load_mounts(dir: &Path) -> Result<Option<super::mnt::MountsImage>, ImageError> {
+    let path = dir.join(super::mnt::MOUNTS);
+    if !path.exists() {
+        return Ok(None);
+    }
+    read(Kind::Mounts, &path).map(Some)
+}
+
 fn load_mm(dir: &Path, pid: i32) -> Result<MmImage, ImageError> {
     let path = dir.join(record_name("mm", pid));
     let mm = read_mm(&path)?;
@@ -342,6 +355,7 @@ mod tests {
             processes,
             ghosts: Default::default(),
             sysv: SysvImage::default(),
+            mounts: None,
         }
     }
 

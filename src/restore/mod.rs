@@ -17,6 +17,7 @@ mod files;
 mod inherited;
 mod memory;
 mod mm;
+pub mod mnt;
 mod prctl;
 mod sched;
 mod seccomp;
@@ -53,6 +54,10 @@ pub struct RestoreOptions {
     pub tcp_close: bool,
     /// Do not refuse open files that changed since the dump (`--skip-file-check`).
     pub skip_file_check: bool,
+    /// `--root`: the root directory of a tree that had its own (`restore/mnt`).
+    pub root: Option<PathBuf>,
+    /// `--external mnt[KEY]:PATH`.
+    pub mnt_externals: Vec<(String, String)>,
 }
 
 /// The restored tree's root, and figures for the summary line and `--stats-json`.
@@ -175,10 +180,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         let _s = crate::profile::span("load");
         Image::load(&opts.dir)?
     };
+    let mounts = mnt::verify(&image, opts)?;
     let load = started.elapsed();
     {
         let _s = crate::profile::span("verify");
-        verify::host_accepts(&image, opts.skip_file_check)?;
+        verify::host_accepts(&image, opts.skip_file_check, mounts.as_ref())?;
         sysv::verify(&image.sysv)?;
     }
     let shell_job = opts.shell_job || image.inventory.shell_job;
@@ -195,6 +201,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         forked: HashMap::new(),
         ttys,
         sysv: None,
+        mounts: mounts.as_ref(),
     };
     let built = b.build().and_then(|pages| {
         remove_links(&image)?;
@@ -270,6 +277,8 @@ struct Builder<'a> {
     ttys: tty::Bank,
     /// The System V IPC objects made (once the root exists).
     sysv: Option<sysv::Made>,
+    /// The tree's own mount namespace, built right after the root's takeover.
+    mounts: Option<&'a mnt::Sources<'a>>,
 }
 
 impl Builder<'_> {
@@ -327,6 +336,9 @@ impl Builder<'_> {
                 .and_then(|task| child::adopt_fork(self.shell(entry.ppid), pid, task, vmas))
         }
         .map_err(at(RestoreStage::Takeover, pid))?;
+        if let Some(mounts) = self.mounts.filter(|_| pid == root) {
+            mnt::restore(&child, mounts).map_err(at(RestoreStage::Takeover, pid))?;
+        }
         drop(span);
         if pid == root && !self.image.sysv.is_empty() {
             let _s = crate::profile::span("sysv ipc");
@@ -532,7 +544,8 @@ fn build_memory(
     let mut filled_pages = memory::Filled::default();
     let pages = |stripe| image.pages_path(p.task.pid, stripe);
     s.stage(RestoreStage::Memory, |s| {
-        filled_pages = memory::fill(s, &p.mm, &pages)?;
+        let in_child = |path: PathBuf| mnt::child_path(image.mounts.is_some(), &path);
+        filled_pages = memory::fill(s, &p.mm, &pages, &in_child)?;
         s.flush()?;
         aio::restore_rings(s.child(), &p.mm)
     })?;
