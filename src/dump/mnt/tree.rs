@@ -201,10 +201,12 @@ mod tests {
                 rel: "d".into()
             }
         );
+        // A directory of the host's root, which the tree also has: a bind of it.
         assert_eq!(
             hows[4],
-            How::HostBind {
-                path: "/work".into()
+            How::Bind {
+                of: 100,
+                rel: "work".into()
             }
         );
         assert_eq!(out[5].id, 105);
