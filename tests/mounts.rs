@@ -163,3 +163,146 @@ fn unrebuildable_mount_is_refused() {
     );
     common::reap_all(&[pid], true);
 }
+
+/// Runs `script` (with `args`) as a tree in a new mount namespace; waits for `ready`.
+fn start_script(test: &str, at: &Path, script: &str, args: &[&Path], ready: &Path) -> Option<Proc> {
+    let tmp = at;
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ])
+    .args(args);
+    let p = common::spawn_logged(&mut cmd, &tmp.join("victim.log"));
+    if !wait_file(ready, 20) {
+        common::skip(test, &format!("the victim did not start: {}", p.log_text()));
+        return None;
+    }
+    Some(p)
+}
+
+/// Dumps `pid` with `dump_args`, checks it is gone, restores with `restore_args`.
+fn round_trip(pid: i32, img: &Path, dump_args: &[&str], restore_args: &[&str]) {
+    common::dump(pid, img, dump_args).assert_ok("stasis dump");
+    common::reap_image_tree(img);
+    common::reap_all(&[pid], false);
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the tree is gone"
+    );
+    let mut args = vec!["restore", "-D", img.to_str().expect("utf-8"), "-d"];
+    args.extend_from_slice(restore_args);
+    common::stasis(&args).assert_ok("stasis restore");
+}
+
+const EXTERNAL: &str = r#"
+D=$1
+mount --bind $2 $D/e || exit 1
+echo ready > $D/ready
+while [ ! -e $D/go ]; do sleep 0.05; done
+cat $D/e/name > $D/result
+"#;
+
+#[test]
+fn external_mount_round_trip() {
+    let test = "external_mount_round_trip";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let (d, src, other) = (tmp.join("d"), tmp.join("src"), tmp.join("other"));
+    for p in [d.join("e"), src.clone(), other.clone()] {
+        std::fs::create_dir_all(p).expect("mkdir");
+    }
+    std::fs::write(src.join("name"), "src").expect("write");
+    std::fs::write(other.join("name"), "other").expect("write");
+    let Some(victim) = start_script(test, tmp.path(), EXTERNAL, &[&d, &src], &d.join("ready"))
+    else {
+        return;
+    };
+    let pid = victim.pid;
+    let _guard = common::TreeGuard(vec![pid]);
+    let e = d.join("e");
+    let dump_ext = format!("mnt[{}]:K", e.display());
+    let restore_ext = format!("mnt[K]:{}", other.display());
+    let img = tmp.join("img");
+    round_trip(
+        pid,
+        &img,
+        &["--external", &dump_ext],
+        &["--external", &restore_ext],
+    );
+    std::fs::write(d.join("go"), "").expect("go");
+    assert!(
+        wait_file(&d.join("result"), 20),
+        "the restored tree never answered"
+    );
+    let got = std::fs::read_to_string(d.join("result")).expect("result");
+    assert_eq!(
+        got, "other",
+        "the external mount comes from --external mnt[K]:PATH"
+    );
+    common::reap_all(&[pid], true);
+}
+
+const PIVOT: &str = r#"
+R=$1
+mount --bind $R $R || exit 1
+mount --bind /usr $R/usr
+mount --bind /dev $R/dev
+mount -t proc proc $R/proc
+mount -t tmpfs -o size=1m none $R/d
+cd $R && pivot_root . old && umount -l /old || exit 1
+exec </dev/null >/dev/null 2>&1
+echo data > /d/file
+exec 3</d/file
+echo ready > /ready
+while [ ! -e /go ]; do sleep 0.05; done
+read -r l <&3
+[ "$l" = data ] && [ "$(cat /proc/self/mountinfo | wc -l)" = 5 ] && echo PASS > /result || echo FAIL > /result
+"#;
+
+#[test]
+fn pivot_root_tree_comes_back_in_its_root() {
+    let test = "pivot_root_tree_comes_back_in_its_root";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let root = tmp.join("root");
+    for sub in ["usr", "proc", "old", "d", "dev"] {
+        std::fs::create_dir_all(root.join(sub)).expect("mkdir");
+    }
+    for (link, to) in [
+        ("bin", "usr/bin"),
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+    ] {
+        std::os::unix::fs::symlink(to, root.join(link)).expect("symlink");
+    }
+    let Some(victim) = start_script(test, &root, PIVOT, &[&root], &root.join("ready")) else {
+        return;
+    };
+    let pid = victim.pid;
+    let _guard = common::TreeGuard(vec![pid]);
+    let before = mounts(pid, Path::new("/"));
+    let img = tmp.join("img");
+    let r = root.to_str().expect("utf-8");
+    round_trip(pid, &img, &[], &["--root", r]);
+    assert_eq!(
+        mounts(pid, Path::new("/")),
+        before,
+        "mountinfo after restore"
+    );
+    std::fs::write(root.join("go"), "").expect("go");
+    assert!(
+        wait_file(&root.join("result"), 20),
+        "the restored tree never answered"
+    );
+    let got = std::fs::read_to_string(root.join("result")).expect("result");
+    assert_eq!(got.trim(), "PASS", "log: {}", victim.log_text());
+    common::reap_all(&[pid], true);
+}

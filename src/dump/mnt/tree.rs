@@ -85,7 +85,7 @@ fn how(
     if same_place {
         return Ok(How::Host);
     }
-    if is_root {
+    if is_root && (m.fstype != "tmpfs" || host_dir(m, mine).is_some()) {
         return Ok(How::Root {
             hint: host_dir(m, mine),
         });
