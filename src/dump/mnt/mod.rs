@@ -40,6 +40,7 @@ pub fn plan(root: i32, externals: &Externals) -> Result<Option<Plan>, DumpError>
     let mine = read_mountinfo(std::process::id() as i32)?;
     let mounts = tree::classify(&theirs, &mine, externals)?;
     propagation::check(&mounts, &mine)?;
+    tmpfs::reachable(&mounts)?;
     let unused = externals
         .iter()
         .find(|(mp, _)| !mounts.iter().any(|m| &m.mountpoint == mp));

@@ -19,6 +19,39 @@ use crate::image::mnt::{Entry, EntryKind, Mount, TmpfsImage};
 /// The most file data one tmpfs may hold for its record.
 const MAX_DATA: u64 = 192 << 20;
 
+/// Every tmpfs must be what its mount point leads to (its files are read through it): a
+/// tmpfs under another mount at or above its place is refused, named.
+pub fn reachable(mounts: &[Mount]) -> Result<(), DumpError> {
+    let ancestors = |m: &Mount| {
+        let mut out = Vec::new();
+        let mut cur = m.parent;
+        while let Some(p) = mounts.iter().find(|p| p.id == cur) {
+            out.push(p.id);
+            cur = p.parent;
+        }
+        out
+    };
+    for m in mounts
+        .iter()
+        .filter(|m| m.how == crate::image::mnt::How::Tmpfs)
+    {
+        let covers = |o: &&Mount| {
+            let base = o.mountpoint.trim_end_matches('/');
+            o.id != m.id
+                && (o.mountpoint == m.mountpoint || m.mountpoint.starts_with(&format!("{base}/")))
+                && !ancestors(m).contains(&o.id)
+        };
+        if let Some(o) = mounts.iter().find(covers) {
+            return Err(DumpError::unsupported(format!(
+                "tmpfs at {} (mount {}) is hidden under mount {} at {} ({}), which stasis \
+                 cannot read its files through yet",
+                m.mountpoint, m.id, o.id, o.mountpoint, o.fstype
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub fn read(root_pid: i32, m: &Mount) -> Result<TmpfsImage, DumpError> {
     let fail = |what: String| {
         DumpError::unsupported(format!(
