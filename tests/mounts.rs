@@ -1,7 +1,7 @@
 //! A tree in a mount namespace of its own (`unshare --mount --propagation private`),
 //! dumped and restored with its mounts: a tmpfs with files (sparse, symlink, a dir with
 //! its mode, another owner), a bind of one of its dirs, a read-only bind, a shared +
-//! slave pair, /proc mounted again. The restored mountinfo (normalized: ids and peer
+//! slave pair, an overlay over host directories, /proc mounted again. The restored mountinfo (normalized: ids and peer
 //! group numbers differ) and the tmpfs contents are what they were, and the file the
 //! tree held open on the tmpfs still reads. A mount stasis cannot rebuild is refused
 //! with one line naming it and `--external`.
@@ -23,13 +23,15 @@ ln -s f $D/t/link; mkdir -m 0710 $D/t/dir; echo in > $D/t/dir/g; chown 1000:1000
 mount --bind $D/t/dir $D/b
 mount --bind $D/t $D/r; mount -o remount,ro,bind $D/r
 mount -t tmpfs none $D/s1; mount --make-shared $D/s1; mount --bind $D/s1 $D/s2; mount --make-slave $D/s2
+mount -t overlay overlay -o lowerdir=$D/lo,upperdir=$D/up,workdir=$D/wk $D/ov || exit 1
+echo up > $D/ov/u
 mount -t proc proc /proc
 [ -n "$2" ] && { mount -t ramfs none $D/x || exit 1; }
 exec 3<$D/t/f
 echo ready > $D/ready
 while [ ! -e $D/go ]; do sleep 0.05; done
 read -r line <&3
-[ "$line" = hello ] && grep -q in $D/b/g && ! touch $D/r/new 2>/dev/null && echo PASS > $D/result || echo FAIL > $D/result
+[ "$line" = hello ] && grep -q in $D/b/g && grep -q low $D/ov/l && grep -q up $D/ov/u && ! touch $D/r/new 2>/dev/null && echo PASS > $D/result || echo FAIL > $D/result
 "#;
 
 fn wait_file(path: &Path, secs: u64) -> bool {
@@ -82,9 +84,10 @@ fn contents(pid: i32, dir: &Path) -> String {
 
 fn start(test: &str, tmp: &TempDir, extra: bool) -> Option<Proc> {
     let d = tmp.join("d");
-    for sub in ["t", "b", "r", "s1", "s2", "x"] {
+    for sub in ["t", "b", "r", "s1", "s2", "x", "lo", "up", "wk", "ov"] {
         std::fs::create_dir_all(d.join(sub)).expect("mkdir");
     }
+    std::fs::write(d.join("lo/l"), "low\n").expect("write the lower layer");
     std::fs::write(tmp.join("victim.sh"), VICTIM).expect("write the victim");
     let mut cmd = Command::new("unshare");
     cmd.args(["--mount", "--propagation", "private", "sh"])

@@ -7,6 +7,7 @@
 //! It does not own the other namespaces (`dump/namespaces.rs` refuses them) nor files
 //! held open on these mounts (`dump/files/`, which reach them through `/proc/PID/root`).
 
+mod overlay;
 mod propagation;
 mod tmpfs;
 mod tree;
@@ -41,6 +42,7 @@ pub fn plan(root: i32, externals: &Externals) -> Result<Option<Plan>, DumpError>
     let mounts = tree::classify(&theirs, &mine, externals)?;
     propagation::check(&mounts, &mine)?;
     tmpfs::reachable(&mounts)?;
+    overlay::check(root, &mounts)?;
     let unused = externals
         .iter()
         .find(|(mp, _)| !mounts.iter().any(|m| &m.mountpoint == mp));

@@ -9,7 +9,9 @@ use crate::image::mnt::{How, Mount};
 use crate::proc::mountinfo::MountInfo;
 
 /// Filesystems stasis creates again from their options (`How::New`).
-const NEW_KINDS: [&str; 6] = ["proc", "sysfs", "devpts", "mqueue", "cgroup2", "bpf"];
+const NEW_KINDS: [&str; 7] = [
+    "proc", "sysfs", "devpts", "mqueue", "cgroup2", "bpf", "overlay",
+];
 
 /// Filesystems of local devices whose directories may be bound from the dumper's mounts.
 const LOCAL_KINDS: [&str; 6] = ["ext4", "ext3", "ext2", "xfs", "btrfs", "tmpfs"];
