@@ -163,8 +163,18 @@ pub fn restore(child: &Child, sources: &Sources) -> Result<(), RestoreError> {
             -r
         )));
     }
+    CWD_MOVED.store(true, std::sync::atomic::Ordering::Relaxed);
     crate::sys::mount::in_mount_ns(pid, || tree::build(sources))
         .map_err(|e| unsupported(format!("pid {pid}: {e}")))?
+}
+
+/// Set once the root was moved into the image directory: its cwd (and its children's) is
+/// then not the restorer's, and the Fs stage must set the saved one whatever it is.
+static CWD_MOVED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the tree's processes were given the image directory as cwd.
+pub fn cwd_moved() -> bool {
+    CWD_MOVED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The name under which the child opens pages file `path` when the image has a mount
