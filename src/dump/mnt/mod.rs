@@ -87,7 +87,7 @@ impl Plan {
     pub fn save(&self, writer: &ImageWriter) -> Result<(), DumpError> {
         for m in &self.image.mounts {
             if m.how == How::Tmpfs {
-                let contents = tmpfs::read(self.root, m)?;
+                let contents = tmpfs::read(self.root, m, &self.image.mounts)?;
                 let name = crate::image::mnt::tmpfs_name(m.id);
                 writer.write_record(&name, Kind::MntTmpfs, &contents)?;
             }

@@ -52,7 +52,16 @@ pub fn reachable(mounts: &[Mount]) -> Result<(), DumpError> {
     Ok(())
 }
 
-pub fn read(root_pid: i32, m: &Mount) -> Result<TmpfsImage, DumpError> {
+/// The mount points, relative to `m`'s root, of the mounts on `m`.
+fn covered(m: &Mount, all: &[Mount]) -> Vec<String> {
+    let base = m.mountpoint.trim_end_matches('/');
+    (all.iter().filter(|c| c.parent == m.id))
+        .filter_map(|c| c.mountpoint.strip_prefix(base))
+        .map(|r| r.trim_start_matches('/').to_string())
+        .collect()
+}
+
+pub fn read(root_pid: i32, m: &Mount, all: &[Mount]) -> Result<TmpfsImage, DumpError> {
     let fail = |what: String| {
         DumpError::unsupported(format!(
             "tmpfs at {} (mount {}): {what}",
@@ -60,15 +69,34 @@ pub fn read(root_pid: i32, m: &Mount) -> Result<TmpfsImage, DumpError> {
         ))
     };
     let path = m.mountpoint.clone();
-    let tree = crate::sys::mount::in_mount_ns(root_pid, move || {
-        crate::sys::mount::clone_tree(None, &path)
+    // An unbindable mount cannot be cloned: it is walked in place, the mount points of
+    // the mounts on it skipped.
+    let (tree, in_place) = crate::sys::mount::in_mount_ns(root_pid, move || {
+        match crate::sys::mount::clone_tree(None, &path) {
+            Err(e) if e.source == nix::errno::Errno::EINVAL => {
+                let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+                nix::fcntl::open(path.as_str(), flags, Mode::empty())
+                    .map(|fd| (fd, true))
+                    .map_err(|source| crate::sys::mount::MountError {
+                        call: "open",
+                        what: path.clone(),
+                        source,
+                    })
+            }
+            other => other.map(|fd| (fd, false)),
+        }
     })
     .and_then(|r| r)
     .map_err(|e| fail(e.to_string()))?;
+    let skip = match in_place {
+        true => covered(m, all),
+        false => Vec::new(),
+    };
     let mut walk = Walk {
         out: TmpfsImage::default(),
         seen: HashMap::new(),
         data: 0,
+        skip,
     };
     walk.dir(&tree, "")
         .map_err(|(p, e)| fail(format!("{p}: {e}")))?;
@@ -80,6 +108,8 @@ struct Walk {
     /// Inodes with several links: the first path seen.
     seen: HashMap<u64, String>,
     data: u64,
+    /// Mount points on the tmpfs (when walked in place): recorded as empty directories.
+    skip: Vec<String>,
 }
 
 type WalkError = (String, String);
@@ -126,6 +156,13 @@ impl Walk {
     }
 
     fn entry(&mut self, dir: &OwnedFd, name: &str, rel: &str) -> Result<(), WalkError> {
+        if self.skip.iter().any(|s| s == rel) {
+            // What is under the mount is hidden: an empty directory of the same mode.
+            let st =
+                fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).map_err(werr(rel))?;
+            self.push(rel, &st, EntryKind::Dir);
+            return Ok(());
+        }
         let st = fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).map_err(werr(rel))?;
         let kind = st.st_mode & libc::S_IFMT;
         if kind != libc::S_IFDIR && st.st_nlink > 1 {
