@@ -2,8 +2,9 @@
 //! dumped and restored with its mounts: a tmpfs with files (sparse, symlink, a dir with
 //! its mode, another owner), a bind of one of its dirs, a read-only bind, a shared +
 //! slave pair, an overlay over host directories, /proc mounted again. The restored mountinfo (normalized: ids and peer
-//! group numbers differ) and the tmpfs contents are what they were, and the file the
-//! tree held open on the tmpfs still reads. A mount stasis cannot rebuild is refused
+//! group numbers differ) and the tmpfs contents are what they were, the file the tree
+//! held open on the tmpfs still reads, and its cwd is the saved one (also the restorer's:
+//! a regression test, the root had been left in the image directory). A mount stasis cannot rebuild is refused
 //! with one line naming it and `--external`.
 
 mod common;
@@ -16,6 +17,7 @@ use common::{Proc, TempDir};
 
 const VICTIM: &str = r#"
 D=$1
+C=$(pwd -P)
 mount -t tmpfs -o size=8m,mode=755 none $D/t || exit 1
 echo hello > $D/t/f
 truncate -s 10M $D/t/sparse; echo x | dd of=$D/t/sparse seek=5 bs=1M conv=notrunc 2>/dev/null
@@ -31,13 +33,14 @@ exec 3<$D/t/f
 echo ready > $D/ready
 while [ ! -e $D/go ]; do sleep 0.05; done
 read -r line <&3
-[ "$line" = hello ] && grep -q in $D/b/g && grep -q low $D/ov/l && grep -q up $D/ov/u && ! touch $D/r/new 2>/dev/null && echo PASS > $D/result || echo FAIL > $D/result
+[ "$(pwd -P)" = "$C" ] && [ "$line" = hello ] && grep -q in $D/b/g && grep -q low $D/ov/l && grep -q up $D/ov/u && ! touch $D/r/new 2>/dev/null && echo PASS > $D/result || echo FAIL > $D/result
 "#;
 
+/// Waits until `path` exists and holds something (the victim creates it, then writes).
 fn wait_file(path: &Path, secs: u64) -> bool {
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < end {
-        if path.exists() {
+        if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
             return true;
         }
         common::sleep_ms(20);

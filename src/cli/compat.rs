@@ -82,7 +82,8 @@ impl CriuFlags {
         }
         if let Some(ext) = self.external.iter().find(|e| mnt_external(e).is_none()) {
             return Err(format!(
-                "--external {ext}: stasis does not handle external resources yet"
+                "--external {ext}: stasis handles only external mounts (mnt[MOUNTPOINT]:KEY at \
+                 dump, mnt[KEY]:PATH at restore)"
             ));
         }
         Ok(())
