@@ -134,22 +134,46 @@ fn super_opts(mt: &Mount) -> (Vec<String>, bool) {
 }
 
 /// Attaches the root at the stage, then each mount on its parent, with its flags.
+///
+/// Ordering requirements: parents first; a mount is reached by its path from its
+/// parent's root, so a sibling mounted below another sibling's mount point (hidden by
+/// it, as a propagated mount may be) is attached before that sibling.
 fn attach_all(mounts: &[Mount], fds: &HashMap<u32, OwnedFd>) -> Result<(), RestoreError> {
     let root = &mounts[0];
     m::attach(fds[&root.id].as_fd(), None, STAGE).map_err(merr)?;
     set_flags(root, &fds[&root.id])?;
+    let mut done = std::collections::HashSet::from([root.id]);
     for mt in &mounts[1..] {
-        let parent = mounts.iter().find(|p| p.id == mt.parent).ok_or_else(|| {
-            unsupported(format!(
-                "mount {} at {} has no parent in the image",
-                mt.id, mt.mountpoint
-            ))
-        })?;
-        let rel = relative(&mt.mountpoint, &parent.mountpoint);
-        m::attach(fds[&mt.id].as_fd(), Some(fds[&parent.id].as_fd()), &rel).map_err(merr)?;
-        set_flags(mt, &fds[&mt.id])?;
+        let hidden: Vec<&Mount> = (mounts.iter())
+            .filter(|c| c.parent == mt.parent && !done.contains(&c.id))
+            .filter(|c| below(&c.mountpoint, &mt.mountpoint))
+            .collect();
+        for c in hidden.into_iter().chain(std::iter::once(mt)) {
+            if done.insert(c.id) {
+                attach(mounts, c, fds)?;
+            }
+        }
     }
     Ok(())
+}
+
+/// Whether `path` is strictly below `base`.
+fn below(path: &str, base: &str) -> bool {
+    let base = base.trim_end_matches('/');
+    path.strip_prefix(base)
+        .is_some_and(|r| r.starts_with('/') && r.len() > 1)
+}
+
+fn attach(mounts: &[Mount], mt: &Mount, fds: &HashMap<u32, OwnedFd>) -> Result<(), RestoreError> {
+    let parent = mounts.iter().find(|p| p.id == mt.parent).ok_or_else(|| {
+        unsupported(format!(
+            "mount {} at {} has no parent in the image",
+            mt.id, mt.mountpoint
+        ))
+    })?;
+    let rel = relative(&mt.mountpoint, &parent.mountpoint);
+    m::attach(fds[&mt.id].as_fd(), Some(fds[&parent.id].as_fd()), &rel).map_err(merr)?;
+    set_flags(mt, &fds[&mt.id])
 }
 
 /// `path` relative to `base` (a mount point below it, or `base` itself: empty).
