@@ -47,6 +47,12 @@ pub fn verify<'a>(
                 "--external mnt[{k}]:...: the image has no mount namespace of its own"
             )));
         }
+        if let Some(root) = &opts.root {
+            return Err(unsupported(format!(
+                "--root {}: the image has no mount namespace of its own",
+                root.display()
+            )));
+        }
         return Ok(None);
     };
     let s = Sources {
