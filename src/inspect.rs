@@ -964,6 +964,7 @@ mod tests {
             ghosts: Default::default(),
             sysv: Default::default(),
             cgroup: Default::default(),
+            mounts: None,
         }
     }
 

@@ -191,6 +191,7 @@ fn common_job(c: &Common) -> Result<Job, String> {
     job.network_lock = c.criu.lock_mode()?;
     job.cgroup_dump = c.criu.cgroup_dump();
     job.cgroup_restore = c.criu.cgroup_restore();
+    job.mnt_externals = c.criu.mnt_externals();
     Ok(job)
 }
 
@@ -218,11 +219,6 @@ fn dump(a: DumpArgs) -> Result<(), String> {
 }
 
 fn restore(a: RestoreArgs) -> Result<(), String> {
-    if let Some(root) = a.root.as_deref().filter(|r| *r != "/") {
-        return Err(format!(
-            "--root {root}: stasis does not restore mount namespaces yet"
-        ));
-    }
     if let Some(spec) = a.inherit_fd.first() {
         return Err(format!(
             "--inherit-fd {spec}: stasis cannot give a restored process a file of its own yet"
@@ -233,6 +229,7 @@ fn restore(a: RestoreArgs) -> Result<(), String> {
     }
     let mut job = common_job(&a.common)?;
     job.rst_sibling = a.sibling;
+    job.root = a.root.as_deref().filter(|r| *r != "/").map(Into::into);
     job.skip_file_check = a.skip_file_check;
     let mut log = job.open_log()?;
     let restored = run_restore(&job, &mut log, &mut NoHooks)?;

@@ -43,6 +43,10 @@ pub struct Job {
     pub cgroup_dump: stasis::dump::cgroup::CgroupDumpOptions,
     /// `manage_cgroups(_mode)`, `cg_root`, `cgroup_yard` at restore.
     pub cgroup_restore: stasis::restore::CgroupRestoreOptions,
+    /// `ext_mnt` and `external mnt[A]:B`, as `(A, B)`.
+    pub mnt_externals: Vec<(String, String)>,
+    /// `root` at restore (a tree with its own mount namespace comes back in it).
+    pub root: Option<PathBuf>,
     pub rst_sibling: bool,
     pub skip_file_check: bool,
 }
@@ -68,6 +72,8 @@ impl Job {
             freeze_cgroup: None,
             cgroup_dump: Default::default(),
             cgroup_restore: Default::default(),
+            mnt_externals: Vec::new(),
+            root: None,
             rst_sibling: false,
             skip_file_check: false,
         }
@@ -108,6 +114,7 @@ impl Job {
             skip_in_flight: self.skip_in_flight,
             freeze_cgroup: self.freeze_cgroup.clone(),
             cgroups: self.cgroup_dump.clone(),
+            mnt_externals: self.mnt_externals.clone(),
         }
     }
 }
@@ -145,6 +152,8 @@ pub fn run_restore(job: &Job, log: &mut Log, hooks: &mut dyn Hooks) -> Result<Re
         tcp_close: job.tcp_close,
         skip_file_check: job.skip_file_check,
         cgroups: job.cgroup_restore.clone(),
+        root: job.root.clone(),
+        mnt_externals: job.mnt_externals.clone(),
     };
     stasis::restore::set_root_sibling(job.rst_sibling);
     let restored = stasis::restore::restore_with(&opts, hooks).map_err(|e| stasis::error_line(&e));

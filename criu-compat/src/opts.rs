@@ -59,6 +59,15 @@ pub fn fill(job: &mut Job, opts: &CriuOpts, restore: bool) -> Result<(), String>
     job.ghost_limit = u64::from(opts.ghost_limit());
     job.freeze_cgroup = opts.freeze_cgroup.clone().map(PathBuf::from);
     fill_cgroups(job, opts);
+    job.mnt_externals = (opts.ext_mnt.iter())
+        .map(|m| (m.key.clone(), m.val.clone()))
+        .chain(opts.external.iter().filter_map(|e| mnt_external(e)))
+        .collect();
+    job.root = opts
+        .root
+        .as_ref()
+        .filter(|r| restore && *r != "/")
+        .map(PathBuf::from);
     job.rst_sibling = opts.rst_sibling();
     Ok(())
 }
@@ -141,6 +150,12 @@ fn cgroups(o: &CriuOpts) -> Option<String> {
     .next()
 }
 
+/// `mnt[A]:B` → `(A, B)`.
+fn mnt_external(e: &str) -> Option<(String, String)> {
+    let (inner, b) = e.strip_prefix("mnt[")?.split_once("]:")?;
+    (!inner.is_empty() && !b.is_empty()).then(|| (inner.to_string(), b.to_string()))
+}
+
 /// The stasis mode of a `criu_cg_mode` (DEFAULT is CRIU's default, soft).
 fn cg_mode(m: i32) -> Option<stasis::restore::CgroupMode> {
     use stasis::restore::CgroupMode;
@@ -182,28 +197,29 @@ fn fill_cgroups(job: &mut Job, o: &CriuOpts) {
 }
 
 fn mounts(o: &CriuOpts, restore: bool) -> Option<String> {
-    let no_mounts = "stasis neither dumps nor creates mounts (every mount stays the host's)";
-    let ext_mnt = o
-        .ext_mnt
-        .first()
-        .map(|m| format!("ext_mnt {}:{}", m.key, m.val));
-    let external = o.external.first().map(|e| format!("external {e}"));
+    let no_mounts = "stasis rebuilds a mount namespace as it was, without this option";
+    let external = (o.external.iter())
+        .find(|e| mnt_external(e).is_none())
+        .map(|e| format!("external {e}"));
     let inherit = o
         .inherit_fd
         .first()
         .map(|i| format!("inherit_fd {} as fd {}", i.key, i.fd));
-    let root = o.root.as_deref().filter(|r| restore && *r != "/");
     [
-        ext_mnt.map(|f| format!("{f}: {no_mounts}, so it maps none")),
-        external.map(|f| format!("{f}: stasis does not handle external resources yet")),
-        inherit.map(|f| format!("{f}: stasis cannot give a restored process a file of the caller yet")),
-        root.map(|r| format!("root {r}: stasis does not restore mount namespaces yet, so it cannot change the root")),
+        external.map(|f| format!("{f}: stasis takes external mounts (mnt[A]:B) only")),
+        inherit.map(|f| {
+            format!("{f}: stasis cannot give a restored process a file of the caller yet")
+        }),
         refused("ext_sharing", o.ext_sharing(), no_mounts),
         refused("ext_masters", o.ext_masters(), no_mounts),
         refused("skip_mnt", !o.skip_mnt.is_empty(), no_mounts),
         refused("enable_fs", !o.enable_fs.is_empty(), no_mounts),
         refused("mntns_compat_mode", o.mntns_compat_mode(), no_mounts),
-        refused("orphan_pts_master", restore && o.orphan_pts_master(), "stasis cannot hand the master of a restored pty to the caller yet"),
+        refused(
+            "orphan_pts_master",
+            restore && o.orphan_pts_master(),
+            "stasis cannot hand the master of a restored pty to the caller yet",
+        ),
     ]
     .into_iter()
     .flatten()
@@ -313,11 +329,11 @@ mod tests {
             ..Default::default()
         };
         assert!(refusal(mode, false).starts_with("manage_cgroups_mode 42: "));
-        let root = CriuOpts {
-            root: Some("/r".into()),
+        let external = CriuOpts {
+            external: vec!["veth[eth0]:br0".into()],
             ..Default::default()
         };
-        assert!(refusal(root, true).starts_with("root /r: "));
+        assert!(refusal(external, true).starts_with("external veth[eth0]:br0: "));
         let ps = CriuOpts {
             parent_img: Some("../parent".into()),
             ..Default::default()

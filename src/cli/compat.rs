@@ -48,7 +48,8 @@ pub struct CriuFlags {
     /// makes them for CRIU): `--ext-mount-map auto` is accepted, a KEY:VALUE map refused.
     #[arg(short = 'M', long = "ext-mount-map", value_name = "KEY:VALUE|auto")]
     pub ext_mount_map: Vec<String>,
-    /// CRIU's external resources (`mnt[..]`, `veth[..]`, `tty[..]`...): refused.
+    /// CRIU's external resources: `mnt[MOUNTPOINT]:KEY` at dump, `mnt[KEY]:PATH` at
+    /// restore (mounts of the tree's namespace that come from outside); others refused.
     #[arg(long = "external", value_name = "RESOURCE")]
     pub external: Vec<String>,
     /// Accepted: stasis always finds inotify and fanotify watch targets by path (from their
@@ -81,9 +82,10 @@ impl CriuFlags {
                  stays the host's, as with --ext-mount-map auto), so it maps none"
             ));
         }
-        if let Some(ext) = self.external.first() {
+        if let Some(ext) = self.external.iter().find(|e| mnt_external(e).is_none()) {
             return Err(format!(
-                "--external {ext}: stasis does not handle external resources yet"
+                "--external {ext}: stasis handles only external mounts (mnt[MOUNTPOINT]:KEY at \
+                 dump, mnt[KEY]:PATH at restore)"
             ));
         }
         Ok(())
@@ -140,6 +142,14 @@ impl CriuFlags {
             yard: self.cgroup_yard.as_ref().map(Into::into),
         }
     }
+
+    /// The `mnt[A]:B` externals, as `(A, B)`.
+    pub fn mnt_externals(&self) -> Vec<(String, String)> {
+        self.external
+            .iter()
+            .filter_map(|e| mnt_external(e))
+            .collect()
+    }
 }
 
 /// Dump options CRIU also takes at restore. stasis's image already records what each
@@ -162,6 +172,12 @@ pub struct RestoreNoops {
     pub skip_in_flight: bool,
     #[arg(long = "evasive-devices")]
     pub evasive_devices: bool,
+}
+
+/// `mnt[A]:B` → `(A, B)`.
+fn mnt_external(e: &str) -> Option<(String, String)> {
+    let (inner, b) = e.strip_prefix("mnt[")?.split_once("]:")?;
+    (!inner.is_empty() && !b.is_empty()).then(|| (inner.to_string(), b.to_string()))
 }
 
 #[cfg(test)]

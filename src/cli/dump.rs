@@ -106,6 +106,7 @@ pub fn run(args: DumpArgs) -> i32 {
         file_hash: args.file_hash,
         freeze_cgroup: args.freeze_cgroup,
         cgroups: args.criu.cgroup_dump(),
+        mnt_externals: args.criu.mnt_externals(),
     };
     if !args.quiet {
         progress::install(args.progress);

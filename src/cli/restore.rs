@@ -31,6 +31,9 @@ pub struct RestoreArgs {
     /// Restore open files even if they changed (size, mtime or inode) since the dump.
     #[arg(long = "skip-file-check")]
     pub skip_file_check: bool,
+    /// The directory that becomes the root of a tree that had its own root (`pivot_root`).
+    #[arg(long = "root", value_name = "PATH")]
+    pub root: Option<PathBuf>,
     /// Do not print the summary line.
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
@@ -57,6 +60,8 @@ pub fn run(args: RestoreArgs) -> i32 {
         tcp_close: args.tcp_close,
         skip_file_check: args.skip_file_check,
         cgroups: args.criu.cgroup_restore(),
+        root: args.root,
+        mnt_externals: args.criu.mnt_externals(),
     };
     if !args.quiet {
         progress::install(args.progress);

@@ -17,6 +17,7 @@ pub mod files;
 pub mod freeze;
 pub mod memory;
 pub mod mm;
+pub mod mnt;
 pub mod namespaces;
 pub mod prctl;
 pub mod sched;
@@ -78,6 +79,8 @@ pub struct DumpOptions {
     pub freeze_cgroup: Option<PathBuf>,
     /// `--cgroup-root`, `--cgroup-yard`, `--cgroup-dump-controller`.
     pub cgroups: cgroup::CgroupDumpOptions,
+    /// `--external mnt[MOUNTPOINT]:KEY`: mounts of the tree's namespace given at restore.
+    pub mnt_externals: mnt::Externals,
 }
 
 /// CRIU's default `--ghost-limit`: 1 MiB.
@@ -105,6 +108,7 @@ pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummar
     let started = Instant::now();
     let span = crate::profile::span("preflight");
     freeze::preflight(opts.pid, opts.shell_job)?;
+    let mounts = mnt::plan(opts.pid, &opts.mnt_externals)?;
     let writer = ImageWriter::create(&opts.dir)?;
     drop(span);
     notify(hooks, Point::PreDump, opts.pid)?;
@@ -117,7 +121,7 @@ pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummar
     drop(span);
     let frozen = Instant::now();
     notify(hooks, Point::NetworkLock, opts.pid)?;
-    let (mut summary, mut held) = save_tree(&tree, opts, writer)?;
+    let (mut summary, mut held) = save_tree(&tree, opts, writer, mounts.as_ref())?;
     notify(hooks, Point::PostDump, opts.pid)?;
     held.iter_mut().for_each(files::Held::keep_links);
     // Ordering requirements: sockets held in repair mode leave it before a released
@@ -167,6 +171,7 @@ fn save_tree(
     tree: &FrozenTree,
     opts: &DumpOptions,
     writer: ImageWriter,
+    mounts: Option<&mnt::Plan>,
 ) -> Result<(DumpSummary, Vec<files::Held>), DumpError> {
     let mut shared = Shared::default();
     let mut summary = DumpSummary {
@@ -175,6 +180,9 @@ fn save_tree(
     };
     let pids: Vec<i32> = tree.procs.iter().map(Frozen::pid).collect();
     let fd_opts = fd_options(opts, &pids);
+    if let Some(plan) = mounts {
+        plan.check_tree(&pids)?;
+    }
     let mut held = Vec::new();
     let mut tables = Vec::new();
     let layouts = {
@@ -205,6 +213,10 @@ fn save_tree(
     let span = crate::profile::span("files records");
     write_files(&writer, &mut tables)?;
     write_ghosts(&writer, &fd_opts.ghosts.borrow())?;
+    if let Some(plan) = mounts {
+        plan.refuse_ghosts(&fd_opts.ghosts.borrow())?;
+        plan.save(&writer)?;
+    }
     write_tty(&writer, &tree.record, &tables, opts.shell_job)?;
     write_netlock(&writer, opts.network_lock, &tables)?;
     drop(span);

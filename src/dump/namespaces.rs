@@ -1,5 +1,6 @@
 //! The namespaces a dumped process lives in. stasis rebuilds a tree inside the restorer's
-//! own namespaces, except the IPC namespace its root made (`dump/sysv.rs`): a process in
+//! own namespaces, except the IPC namespace its root made (`dump/sysv.rs`) and the mount
+//! namespace of its root (`dump/mnt/`, which checks the whole tree shares it): a process in
 //! any other namespace than the dumper's — its own mount, network, UTS, time, user
 //! or pid namespace, or one it prepared for its children (`pid_for_children`,
 //! `time_for_children`) — would come back in the restorer's, its hostname, mounts,
@@ -39,6 +40,9 @@ fn inode(pid: &str, kind: &str) -> Option<u64> {
 /// Refuses `pid` if one of its namespaces is not the dumper's.
 pub fn refuse_foreign(pid: i32) -> Result<(), DumpError> {
     for (kind, mine) in KINDS.iter().zip(own()) {
+        if *kind == "mnt" {
+            continue; // dumped with the tree: dump/mnt
+        }
         let Some(theirs) = inode(&pid.to_string(), kind) else {
             continue;
         };

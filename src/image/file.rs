@@ -72,6 +72,11 @@ use super::error::ImageError;
 /// the cgroup directories below them with their permissions and settings, and the roots
 /// of the tree's cgroup namespace (an older image has none: its tree stays in the
 /// restorer's cgroups).
+///
+///
+/// Version 10 also adds the tree's own mount namespace: `mnt.img` (every mount, how it
+/// is made again, propagation) and `mnt-tmpfs-<id>.img` (a tmpfs's files); an image
+/// without them is a tree that lived in the dumper's mount namespace.
 pub const FORMAT_VERSION: u32 = 10;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
@@ -99,6 +104,10 @@ pub enum Kind {
     Sysv = 9,
     NetLock = 15,
     Cgroup = 14,
+    /// The tree's own mount namespace (`mnt.img`).
+    Mounts = 12,
+    /// The contents of one tmpfs of it (`mnt-tmpfs-<id>.img`).
+    MntTmpfs = 13,
 }
 
 /// Human name of a kind number, for messages.
@@ -115,6 +124,8 @@ pub fn kind_name(kind: u32) -> &'static str {
         9 => "sysv",
         15 => "netlock",
         14 => "cgroup",
+        12 => "mounts",
+        13 => "tmpfs contents",
         _ => "unknown",
     }
 }

@@ -53,6 +53,8 @@ pub struct Image {
     pub sysv: SysvImage,
     /// The tree's cgroups (empty when the image has no `cgroup.img`).
     pub cgroup: CgroupImage,
+    /// The tree's own mount namespace (none without `mnt.img`).
+    pub mounts: Option<super::mnt::MountsImage>,
 }
 
 impl Image {
@@ -109,6 +111,7 @@ impl Image {
         let tty = load_tty(dir)?;
         let sysv = load_sysv(dir)?;
         let cgroup = load_cgroup(dir)?;
+        let mounts = load_mounts(dir)?;
         let dir = dir.to_path_buf();
         let image = Image {
             dir,
@@ -119,6 +122,7 @@ impl Image {
             ghosts,
             sysv,
             cgroup,
+            mounts,
         };
         let tree_path = image.dir.join(TREE);
         for p in &image.processes {
@@ -299,6 +303,15 @@ fn load_cgroup(dir: &Path) -> Result<CgroupImage, ImageError> {
     Ok(cgroup)
 }
 
+/// `mnt.img` if the tree had a mount namespace of its own.
+fn load_mounts(dir: &Path) -> Result<Option<super::mnt::MountsImage>, ImageError> {
+    let path = dir.join(super::mnt::MOUNTS);
+    if !path.exists() {
+        return Ok(None);
+    }
+    read(Kind::Mounts, &path).map(Some)
+}
+
 fn load_mm(dir: &Path, pid: i32) -> Result<MmImage, ImageError> {
     let path = dir.join(record_name("mm", pid));
     let mm = read_mm(&path)?;
@@ -360,6 +373,7 @@ mod tests {
             ghosts: Default::default(),
             sysv: SysvImage::default(),
             cgroup: CgroupImage::default(),
+            mounts: None,
         }
     }
 

@@ -23,6 +23,7 @@ pub mod inventory;
 pub mod load;
 pub mod mm;
 pub mod mm_v8;
+pub mod mnt;
 pub mod netlock;
 pub mod pages;
 pub mod seccomp;

@@ -18,6 +18,7 @@ pub mod fdinfo;
 pub mod fdkinds;
 pub mod limits;
 pub mod maps;
+pub mod mountinfo;
 pub mod netsock;
 pub mod stat;
 pub mod status;

@@ -80,6 +80,7 @@ pub fn fill(
     s: &mut Staged,
     mm: &MmImage,
     pages: &dyn Fn(u8) -> PathBuf,
+    in_child: &dyn Fn(PathBuf) -> PathBuf,
 ) -> Result<Filled, RestoreError> {
     let started = Instant::now();
     let total = mm.pages() * PAGE_SIZE;
@@ -88,7 +89,7 @@ pub fn fill(
     let iovs: usize = work.batches.iter().map(|b| b.iovs.len()).sum();
     let small = work.batches.len() <= BATCHED_READS && iovs <= BATCHED_IOVS;
     if !helped && small && mm.stripes() == 1 {
-        fill_batched(s, &pages(0), &work)?;
+        fill_batched(s, &in_child(pages(0)), &work)?;
         return Ok(Filled {
             bytes: total,
             elapsed: started.elapsed(),
@@ -101,7 +102,7 @@ pub fn fill(
         .map(|p| {
             open_in(
                 child,
-                &p.to_string_lossy(),
+                &in_child(p.clone()).to_string_lossy(),
                 libc::O_RDONLY | libc::O_CLOEXEC,
             )
         })

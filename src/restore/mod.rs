@@ -19,6 +19,7 @@ mod files;
 mod inherited;
 mod memory;
 mod mm;
+pub mod mnt;
 mod netlock;
 mod prctl;
 mod sched;
@@ -62,6 +63,10 @@ pub struct RestoreOptions {
     pub skip_file_check: bool,
     /// `--manage-cgroups`, `--cgroup-root`, `--cgroup-yard`.
     pub cgroups: CgroupRestoreOptions,
+    /// `--root`: the root directory of a tree that had its own (`restore/mnt`).
+    pub root: Option<PathBuf>,
+    /// `--external mnt[KEY]:PATH`.
+    pub mnt_externals: Vec<(String, String)>,
 }
 
 /// The restored tree's root, and figures for the summary line and `--stats-json`.
@@ -193,6 +198,7 @@ pub fn restore_with(
         let _s = crate::profile::span("load");
         Image::load(&opts.dir)?
     };
+    let mounts = mnt::verify(&image, opts)?;
     let load = started.elapsed();
     // Ordering requirements: the cgroups first (checked, then made), as a file the
     // tree holds open may be one of them.
@@ -202,7 +208,7 @@ pub fn restore_with(
     };
     {
         let _s = crate::profile::span("verify");
-        verify::host_accepts(&image, opts.skip_file_check)?;
+        verify::host_accepts(&image, opts.skip_file_check, mounts.as_ref())?;
         sysv::verify(&image.sysv)?;
     }
     let lock = netlock::load(&image)?;
@@ -225,6 +231,7 @@ pub fn restore_with(
         ttys,
         sysv: None,
         cgroups: cgroups.as_ref(),
+        mounts: mounts.as_ref(),
     };
     let built = b.build().and_then(|pages| {
         remove_links(&image)?;
@@ -338,6 +345,8 @@ struct Builder<'a> {
     sysv: Option<sysv::Made>,
     /// The tree's cgroups, made before any process.
     cgroups: Option<&'a cgroup::Placed>,
+    /// The tree's own mount namespace, built right after the root's takeover.
+    mounts: Option<&'a mnt::Sources<'a>>,
 }
 
 impl Builder<'_> {
@@ -402,6 +411,9 @@ impl Builder<'_> {
         if let Some(c) = self.cgroups {
             c.move_process(pid)
                 .map_err(at(RestoreStage::Takeover, pid))?;
+        }
+        if let Some(mounts) = self.mounts.filter(|_| pid == root) {
+            mnt::restore(&child, mounts).map_err(at(RestoreStage::Takeover, pid))?;
         }
         drop(span);
         if pid == root && !self.image.sysv.is_empty() {
@@ -624,7 +636,8 @@ fn build_memory(
     let mut filled_pages = memory::Filled::default();
     let pages = |stripe| image.pages_path(p.task.pid, stripe);
     s.stage(RestoreStage::Memory, |s| {
-        filled_pages = memory::fill(s, &p.mm, &pages)?;
+        let in_child = |path: PathBuf| mnt::child_path(image.mounts.is_some(), &path);
+        filled_pages = memory::fill(s, &p.mm, &pages, &in_child)?;
         s.flush()?;
         aio::restore_rings(s.child(), &p.mm)
     })?;

@@ -19,12 +19,19 @@ use crate::sys::cpu;
 use crate::sys::mem::Mem;
 
 /// Every check, in the order a user would want to hear about them.
-pub fn host_accepts(image: &Image, skip_file_check: bool) -> Result<(), RestoreError> {
+pub fn host_accepts(
+    image: &Image,
+    skip_file_check: bool,
+    mounts: Option<&super::mnt::Sources>,
+) -> Result<(), RestoreError> {
     cpu_features(image.inventory.cpu.xcr0)?;
     let same_host = hostname() == image.inventory.hostname;
     pids_free(image)?;
     let vdso = OwnVdso::read()?;
-    let mut stats = Stats::default();
+    let mut stats = Stats {
+        cache: HashMap::new(),
+        mounts,
+    };
     let pids: Vec<i32> = image.tree.processes.iter().map(|e| e.pid).collect();
     for p in &image.processes {
         vdso.matches(p)?;
@@ -49,18 +56,31 @@ fn of_restored_process(path: &str, pids: &[i32]) -> bool {
 
 /// The `stat` of each path checked, taken once per verification. Exact: the checks only
 /// read, and a file changing while they run could as well change right after them.
-#[derive(Default)]
-struct Stats(HashMap<String, Result<Metadata, String>>);
+/// With a mount namespace of the tree's own, paths are looked up where its mounts come
+/// from (`restore/mnt`); a file on a mount the restore makes anew is not checked.
+struct Stats<'a> {
+    cache: HashMap<String, Result<Metadata, String>>,
+    mounts: Option<&'a super::mnt::Sources<'a>>,
+}
 
-impl Stats {
+impl Stats<'_> {
     /// The metadata of `path` (following symlinks), or why it could not be had.
     fn of(&mut self, path: &str) -> Result<&Metadata, &str> {
-        if !self.0.contains_key(path) {
-            let m = std::fs::metadata(path).map_err(|e| e.to_string());
-            self.0.insert(path.to_string(), m);
+        if !self.cache.contains_key(path) {
+            let at = match self.mounts {
+                Some(m) => m.host_path(path).unwrap_or_default(),
+                None => path.to_string(),
+            };
+            let m = std::fs::metadata(at).map_err(|e| e.to_string());
+            self.cache.insert(path.to_string(), m);
         }
-        let m = self.0.get(path).expect("inserted above");
+        let m = self.cache.get(path).expect("inserted above");
         m.as_ref().map_err(String::as_str)
+    }
+
+    /// Whether the file at `path` is made by the restore itself (a tmpfs of the tree).
+    fn made_anew(&self, path: &str) -> bool {
+        self.mounts.is_some_and(|m| m.host_path(path).is_none())
     }
 }
 
@@ -330,6 +350,9 @@ fn check_file(
         path: f.path.clone(),
         what,
     };
+    if stats.made_anew(&f.path) {
+        return Ok(());
+    }
     let m = (stats.of(&f.path)).map_err(|e| changed(format!("cannot stat it: {e}")))?;
     if same_host && (m.dev() != f.dev || m.ino() != f.ino) && !cgroup_dir(&f.path, m) {
         return Err(changed(format!("inode {} is now {}", f.ino, m.ino())));

@@ -11,6 +11,7 @@ pub mod inject;
 pub mod ipc;
 pub mod kcmp;
 pub mod mem;
+pub mod mount;
 pub mod pagemap;
 pub mod pod;
 pub mod probe;

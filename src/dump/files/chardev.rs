@@ -80,7 +80,7 @@ pub fn decode_dev(nr: u32) -> u64 {
 /// another file): the restore would open something else.
 fn check_path_names(open: &OpenFd, rdev: u64) -> Result<(), DumpError> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let named = std::fs::metadata(&open.target)
+    let named = std::fs::metadata(crate::dump::mnt::reach(open.pid, &open.target))
         .ok()
         .filter(|m| m.file_type().is_char_device())
         .map(|m| m.rdev());

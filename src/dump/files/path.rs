@@ -75,9 +75,10 @@ pub fn dump_opath(open: &OpenFd) -> Result<FdKind, DumpError> {
 /// fd on one).
 pub fn still_named(open: &OpenFd) -> Result<(), DumpError> {
     let meta = open.meta()?;
+    let at = crate::dump::mnt::reach(open.pid, &open.target);
     let now = match meta.st_mode & libc::S_IFMT {
-        libc::S_IFLNK => std::fs::symlink_metadata(&open.target),
-        _ => std::fs::metadata(&open.target),
+        libc::S_IFLNK => std::fs::symlink_metadata(&at),
+        _ => std::fs::metadata(&at),
     };
     match now {
         Ok(m) if m.dev() == meta.st_dev && m.ino() == meta.st_ino => Ok(()),

@@ -470,7 +470,8 @@ pub use pidfd::end_stand_ins;
 /// `restore/inherited.rs`) are the saved ones already: then nothing is injected.
 fn fs_as_saved(task: &TaskImage) -> bool {
     let umask = super::inherited::status().ok().and_then(|s| s.umask);
-    super::inherited::cwd_and_root().is_some_and(|(c, r)| *c == task.cwd && *r == task.root)
+    !super::mnt::cwd_moved()
+        && super::inherited::cwd_and_root().is_some_and(|(c, r)| *c == task.cwd && *r == task.root)
         && umask == Some(task.umask)
 }
 

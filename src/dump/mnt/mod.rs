@@ -1,0 +1,142 @@
+//! The tree's own mount namespace: when the root's mount namespace is not the dumper's,
+//! every mount of it is saved (`mnt.img`) with how to make it again (`tree.rs`), the
+//! files of each tmpfs (`tmpfs.rs`, `mnt-tmpfs-<id>.img`) and the peer groups and
+//! masters (`propagation.rs`). What cannot be made again is refused in [`plan`], before
+//! the tree is frozen, naming the mount and the option that would handle it.
+//!
+//! It does not own the other namespaces (`dump/namespaces.rs` refuses them) nor files
+//! held open on these mounts (`dump/files/`, which reach them through `/proc/PID/root`).
+
+mod overlay;
+mod propagation;
+mod tmpfs;
+mod tree;
+
+use std::os::unix::fs::MetadataExt;
+
+use super::DumpError;
+use crate::image::mnt::{How, MountsImage, MOUNTS};
+use crate::image::{ImageWriter, Kind};
+
+/// `--external mnt[MOUNTPOINT]:KEY` of the dump: mount points the user says come from
+/// outside, with the key the restore maps to a path.
+pub type Externals = Vec<(String, String)>;
+
+/// The mounts of a tree with a mount namespace of its own, checked and ready to save.
+pub struct Plan {
+    root: i32,
+    ns: u64,
+    image: MountsImage,
+}
+
+/// `Some` when the root of the tree lives in another mount namespace than stasis: its
+/// mounts are read and every one must be rebuildable (else the dump fails here, before
+/// anything is frozen).
+pub fn plan(root: i32, externals: &Externals) -> Result<Option<Plan>, DumpError> {
+    let (ns, own) = (ns_of(&root.to_string())?, ns_of("self")?);
+    if ns == own {
+        return refuse_unused(externals).map(|()| None);
+    }
+    let theirs = read_mountinfo(root)?;
+    let mine = read_mountinfo(std::process::id() as i32)?;
+    let mounts = tree::classify(&theirs, &mine, externals)?;
+    propagation::check(&mounts, &mine)?;
+    tmpfs::reachable(&mounts)?;
+    overlay::check(root, &mounts)?;
+    let unused = externals
+        .iter()
+        .find(|(mp, _)| !mounts.iter().any(|m| &m.mountpoint == mp));
+    if let Some((mp, key)) = unused {
+        return Err(DumpError::unsupported(format!(
+            "--external mnt[{mp}]:{key}: pid {root}'s mount namespace has no mount at {mp}"
+        )));
+    }
+    Ok(Some(Plan {
+        root,
+        ns,
+        image: MountsImage { mounts },
+    }))
+}
+
+fn refuse_unused(externals: &Externals) -> Result<(), DumpError> {
+    match externals.first() {
+        Some((mp, key)) => Err(DumpError::unsupported(format!(
+            "--external mnt[{mp}]:{key}: the tree lives in stasis's own mount namespace, \
+             whose mounts are not dumped"
+        ))),
+        None => Ok(()),
+    }
+}
+
+impl Plan {
+    /// Every process of the tree must share the root's mount namespace.
+    pub fn check_tree(&self, pids: &[i32]) -> Result<(), DumpError> {
+        for &pid in pids {
+            if ns_of(&pid.to_string())? != self.ns {
+                return Err(DumpError::unsupported(format!(
+                    "pid {pid} is in another mount namespace than the tree's root {} \
+                     (mnt:[{}]), which stasis cannot rebuild yet",
+                    self.root, self.ns
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `mnt.img` and each tmpfs's contents (the tree is frozen: they hold still).
+    pub fn save(&self, writer: &ImageWriter) -> Result<(), DumpError> {
+        for m in &self.image.mounts {
+            if m.how == How::Tmpfs {
+                let contents = tmpfs::read(self.root, m, &self.image.mounts)?;
+                let name = crate::image::mnt::tmpfs_name(m.id);
+                writer.write_record(&name, Kind::MntTmpfs, &contents)?;
+            }
+        }
+        writer.write_record(MOUNTS, Kind::Mounts, &self.image)?;
+        Ok(())
+    }
+}
+
+fn ns_of(pid: &str) -> Result<u64, DumpError> {
+    let path = format!("/proc/{pid}/ns/mnt");
+    std::fs::metadata(&path)
+        .map(|m| m.ino())
+        .map_err(|source| DumpError::Stat { path, source })
+}
+
+fn read_mountinfo(pid: i32) -> Result<Vec<crate::proc::mountinfo::MountInfo>, DumpError> {
+    let path = format!("/proc/{pid}/mountinfo");
+    let text = std::fs::read_to_string(&path).map_err(|source| DumpError::Stat {
+        path: path.clone(),
+        source,
+    })?;
+    crate::proc::mountinfo::parse(&text).map_err(|e| DumpError::unsupported(format!("{path}: {e}")))
+}
+
+/// The path at which stasis reaches `path` of process `pid`: through `/proc/PID/root` when
+/// the process is in another mount namespace (its mounts are not stasis's), else itself.
+pub fn reach(pid: i32, path: &str) -> std::path::PathBuf {
+    let foreign = ns_of(&pid.to_string()).ok() != ns_of("self").ok();
+    match foreign {
+        true => format!("/proc/{pid}/root{path}").into(),
+        false => path.into(),
+    }
+}
+
+impl Plan {
+    /// Files deleted while open are recreated by stasis in its own namespace before the
+    /// tree's exists: refused for a tree with mounts of its own.
+    pub fn refuse_ghosts(
+        &self,
+        ghosts: &crate::dump::files::ghost::Table,
+    ) -> Result<(), DumpError> {
+        match ghosts.image().files.first() {
+            Some(g) => Err(DumpError::unsupported(format!(
+                "{} was deleted while open in a tree with a mount namespace of its own; \
+                 stasis cannot recreate deleted files inside that namespace yet",
+                g.path
+            ))),
+            None => Ok(()),
+        }
+    }
+}

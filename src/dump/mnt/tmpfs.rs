@@ -1,0 +1,254 @@
+//! The files of a tmpfs of the tree (`mnt-tmpfs-<id>.img`): read through a detached
+//! copy of the mount (`open_tree(OPEN_TREE_CLONE)` in the tree's namespace), which shows
+//! the filesystem alone, without what is mounted on it. Directories, regular files
+//! (their data extents only: holes stay holes), symlinks, FIFOs and device nodes, hard
+//! links, with mode, owner and times; opened with `O_NOATIME` so reading changes no
+//! time. Unix socket files are skipped: the sockets bound there make them again.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::dir::Dir;
+use nix::fcntl::{openat, readlinkat, OFlag};
+use nix::sys::stat::{fstatat, FileStat, Mode};
+use nix::unistd::{lseek, Whence};
+
+use super::DumpError;
+use crate::image::mnt::{Entry, EntryKind, Mount, TmpfsImage};
+
+/// The most file data one tmpfs may hold for its record.
+const MAX_DATA: u64 = 192 << 20;
+
+/// Every tmpfs must be what its mount point leads to (its files are read through it): a
+/// tmpfs under another mount at or above its place is refused, named.
+pub fn reachable(mounts: &[Mount]) -> Result<(), DumpError> {
+    let ancestors = |m: &Mount| {
+        let mut out = Vec::new();
+        let mut cur = m.parent;
+        while let Some(p) = mounts.iter().find(|p| p.id == cur) {
+            out.push(p.id);
+            cur = p.parent;
+        }
+        out
+    };
+    for m in mounts
+        .iter()
+        .filter(|m| m.how == crate::image::mnt::How::Tmpfs)
+    {
+        let covers = |o: &&Mount| {
+            let base = o.mountpoint.trim_end_matches('/');
+            o.id != m.id
+                && (o.mountpoint == m.mountpoint || m.mountpoint.starts_with(&format!("{base}/")))
+                && !ancestors(m).contains(&o.id)
+        };
+        if let Some(o) = mounts.iter().find(covers) {
+            return Err(DumpError::unsupported(format!(
+                "tmpfs at {} (mount {}) is hidden under mount {} at {} ({}), which stasis \
+                 cannot read its files through yet",
+                m.mountpoint, m.id, o.id, o.mountpoint, o.fstype
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The mount points, relative to `m`'s root, of the mounts on `m`.
+fn covered(m: &Mount, all: &[Mount]) -> Vec<String> {
+    let base = m.mountpoint.trim_end_matches('/');
+    (all.iter().filter(|c| c.parent == m.id))
+        .filter_map(|c| c.mountpoint.strip_prefix(base))
+        .map(|r| r.trim_start_matches('/').to_string())
+        .collect()
+}
+
+pub fn read(root_pid: i32, m: &Mount, all: &[Mount]) -> Result<TmpfsImage, DumpError> {
+    let fail = |what: String| {
+        DumpError::unsupported(format!(
+            "tmpfs at {} (mount {}): {what}",
+            m.mountpoint, m.id
+        ))
+    };
+    let path = m.mountpoint.clone();
+    // An unbindable mount cannot be cloned: it is walked in place, the mount points of
+    // the mounts on it skipped.
+    let (tree, in_place) = crate::sys::mount::in_mount_ns(root_pid, move || {
+        match crate::sys::mount::clone_tree(None, &path) {
+            Err(e) if e.source == nix::errno::Errno::EINVAL => {
+                let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+                nix::fcntl::open(path.as_str(), flags, Mode::empty())
+                    .map(|fd| (fd, true))
+                    .map_err(|source| crate::sys::mount::MountError {
+                        call: "open",
+                        what: path.clone(),
+                        source,
+                    })
+            }
+            other => other.map(|fd| (fd, false)),
+        }
+    })
+    .and_then(|r| r)
+    .map_err(|e| fail(e.to_string()))?;
+    let skip = match in_place {
+        true => covered(m, all),
+        false => Vec::new(),
+    };
+    let mut walk = Walk {
+        out: TmpfsImage::default(),
+        seen: HashMap::new(),
+        data: 0,
+        skip,
+    };
+    walk.dir(&tree, "")
+        .map_err(|(p, e)| fail(format!("{p}: {e}")))?;
+    Ok(walk.out)
+}
+
+struct Walk {
+    out: TmpfsImage,
+    /// Inodes with several links: the first path seen.
+    seen: HashMap<u64, String>,
+    data: u64,
+    /// Mount points on the tmpfs (when walked in place): recorded as empty directories.
+    skip: Vec<String>,
+}
+
+type WalkError = (String, String);
+
+fn werr(path: &str) -> impl Fn(nix::errno::Errno) -> WalkError + '_ {
+    move |e| (path.to_string(), e.desc().to_string())
+}
+
+fn noatime() -> OFlag {
+    OFlag::O_NOATIME | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW
+}
+
+impl Walk {
+    /// Records the directory `rel` (reached through `fd`) and everything below it.
+    fn dir(&mut self, fd: &OwnedFd, rel: &str) -> Result<(), WalkError> {
+        let st = fstatat(fd, "", nix::fcntl::AtFlags::AT_EMPTY_PATH).map_err(werr(rel))?;
+        self.push(rel, &st, EntryKind::Dir);
+        let dup = openat(
+            fd,
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | noatime(),
+            Mode::empty(),
+        )
+        .map_err(werr(rel))?;
+        let mut names: Vec<String> = Vec::new();
+        let mut dir = Dir::from_fd(dup).map_err(werr(rel))?;
+        for e in dir.iter() {
+            let e = e.map_err(werr(rel))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name != "." && name != ".." {
+                names.push(name);
+            }
+        }
+        names.sort();
+        for name in names {
+            let child = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            self.entry(fd, &name, &child)?;
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, dir: &OwnedFd, name: &str, rel: &str) -> Result<(), WalkError> {
+        if self.skip.iter().any(|s| s == rel) {
+            // What is under the mount is hidden: an empty directory of the same mode.
+            let st =
+                fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).map_err(werr(rel))?;
+            self.push(rel, &st, EntryKind::Dir);
+            return Ok(());
+        }
+        let st = fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).map_err(werr(rel))?;
+        let kind = st.st_mode & libc::S_IFMT;
+        if kind != libc::S_IFDIR && st.st_nlink > 1 {
+            if let Some(first) = self.seen.get(&st.st_ino) {
+                let to = first.clone();
+                self.push(rel, &st, EntryKind::HardLink { to });
+                return Ok(());
+            }
+            self.seen.insert(st.st_ino, rel.to_string());
+        }
+        match kind {
+            libc::S_IFDIR => {
+                let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | noatime();
+                let sub = openat(dir, name, flags, Mode::empty()).map_err(werr(rel))?;
+                self.dir(&sub, rel)
+            }
+            libc::S_IFREG => {
+                let f = openat(dir, name, OFlag::O_RDONLY | noatime(), Mode::empty())
+                    .map_err(werr(rel))?;
+                let extents = self.extents(&f, st.st_size as u64, rel)?;
+                let size = st.st_size as u64;
+                self.push(rel, &st, EntryKind::File { size, extents });
+                Ok(())
+            }
+            libc::S_IFLNK => {
+                let target = readlinkat(dir, name).map_err(werr(rel))?;
+                let target = target.to_string_lossy().into_owned();
+                self.push(rel, &st, EntryKind::Symlink { target });
+                Ok(())
+            }
+            libc::S_IFSOCK => Ok(()),
+            _ => {
+                self.push(rel, &st, EntryKind::Node { rdev: st.st_rdev });
+                Ok(())
+            }
+        }
+    }
+
+    /// The data extents of a regular file (`SEEK_DATA`/`SEEK_HOLE`).
+    fn extents(
+        &mut self,
+        f: &OwnedFd,
+        size: u64,
+        rel: &str,
+    ) -> Result<Vec<(u64, Vec<u8>)>, WalkError> {
+        let mut out = Vec::new();
+        let mut pos = 0i64;
+        while (pos as u64) < size {
+            let start = match lseek(f, pos, Whence::SeekData) {
+                Ok(s) => s,
+                Err(nix::errno::Errno::ENXIO) => break,
+                Err(e) => return Err(werr(rel)(e)),
+            };
+            let end = lseek(f, start, Whence::SeekHole).map_err(werr(rel))?;
+            let len = (end - start) as u64;
+            self.data += len;
+            if self.data > MAX_DATA {
+                return Err((rel.into(), format!("the tmpfs holds more than {MAX_DATA} bytes of data, more than stasis saves")));
+            }
+            let mut buf = vec![0u8; len as usize];
+            let mut done = 0;
+            while done < buf.len() {
+                let n = nix::sys::uio::pread(f.as_fd(), &mut buf[done..], start + done as i64)
+                    .map_err(werr(rel))?;
+                if n == 0 {
+                    break;
+                }
+                done += n;
+            }
+            buf.truncate(done);
+            out.push((start as u64, buf));
+            pos = end;
+        }
+        let _ = f.as_raw_fd();
+        Ok(out)
+    }
+
+    fn push(&mut self, rel: &str, st: &FileStat, kind: EntryKind) {
+        self.out.entries.push(Entry {
+            path: rel.to_string(),
+            mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            atime_ns: st.st_atime * 1_000_000_000 + st.st_atime_nsec,
+            mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec,
+            kind,
+        });
+    }
+}

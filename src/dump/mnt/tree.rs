@@ -1,0 +1,237 @@
+//! Which mounts the tree's namespace has and how each is made again (`How`), checked
+//! against the dumper's own namespace: a mount the dumper has at the same place is the
+//! host's; a new superblock of a kind stasis can create is made again; a directory of a
+//! mount already in the image or of a local filesystem the dumper has mounted is a bind;
+//! anything else is refused, naming it and `--external`.
+
+use super::{DumpError, Externals};
+use crate::image::mnt::{How, Mount};
+use crate::proc::mountinfo::MountInfo;
+
+/// Filesystems stasis creates again from their options (`How::New`).
+const NEW_KINDS: [&str; 7] = [
+    "proc", "sysfs", "devpts", "mqueue", "cgroup2", "bpf", "overlay",
+];
+
+/// Filesystems of local devices whose directories may be bound from the dumper's mounts.
+const LOCAL_KINDS: [&str; 6] = ["ext4", "ext3", "ext2", "xfs", "btrfs", "tmpfs"];
+
+/// Every mount of `theirs`, parents first, with how it comes back.
+pub fn classify(
+    theirs: &[MountInfo],
+    mine: &[MountInfo],
+    externals: &Externals,
+) -> Result<Vec<Mount>, DumpError> {
+    let mut out: Vec<Mount> = Vec::new();
+    for m in parents_first(theirs)? {
+        let how = how(m, &out, mine, externals, out.is_empty())?;
+        out.push(Mount {
+            id: m.id,
+            parent: m.parent,
+            dev: m.dev,
+            mountpoint: m.mountpoint.clone(),
+            root: m.root.clone(),
+            fstype: m.fstype.clone(),
+            source: m.source.clone(),
+            mnt_opts: m.mnt_opts.clone(),
+            super_opts: m.super_opts.clone(),
+            shared: m.shared,
+            master: m.master,
+            unbindable: m.unbindable,
+            how,
+        });
+    }
+    Ok(out)
+}
+
+/// The mounts ordered so that each comes after its parent, otherwise in the order listed
+/// (the order they were attached); the root is the one whose parent is not listed.
+fn parents_first(all: &[MountInfo]) -> Result<Vec<&MountInfo>, DumpError> {
+    let listed = |id| all.iter().any(|m| m.id == id);
+    let roots: Vec<_> = all.iter().filter(|m| !listed(m.parent)).collect();
+    if roots.len() != 1 {
+        return Err(DumpError::unsupported(format!(
+            "the tree's mountinfo has {} root mounts",
+            roots.len()
+        )));
+    }
+    let mut out = roots;
+    while out.len() < all.len() {
+        let before = out.len();
+        for m in all {
+            let placed = |id| out.iter().any(|o: &&MountInfo| o.id == id);
+            if !placed(m.id) && placed(m.parent) {
+                out.push(m);
+            }
+        }
+        if out.len() == before {
+            return Err(DumpError::unsupported("the tree's mountinfo has a cycle"));
+        }
+    }
+    Ok(out)
+}
+
+fn how(
+    m: &MountInfo,
+    done: &[Mount],
+    mine: &[MountInfo],
+    externals: &Externals,
+    is_root: bool,
+) -> Result<How, DumpError> {
+    if let Some((_, key)) = externals.iter().find(|(mp, _)| *mp == m.mountpoint) {
+        return Ok(How::External { key: key.clone() });
+    }
+    let same_place = mine.iter().any(|h| {
+        h.mountpoint == m.mountpoint && h.dev == m.dev && h.root == m.root && h.fstype == m.fstype
+    });
+    if same_place {
+        return Ok(How::Host);
+    }
+    if is_root && (m.fstype != "tmpfs" || host_dir(m, mine).is_some()) {
+        return Ok(How::Root {
+            hint: host_dir(m, mine),
+        });
+    }
+    if let Some((of, rel)) = same_fs_in_image(m, done) {
+        return Ok(How::Bind { of, rel });
+    }
+    if m.fstype == "tmpfs" && m.root == "/" {
+        return Ok(How::Tmpfs);
+    }
+    if NEW_KINDS.contains(&m.fstype.as_str()) {
+        return Ok(How::New);
+    }
+    if LOCAL_KINDS.contains(&m.fstype.as_str()) {
+        if let Some(path) = host_dir(m, mine) {
+            return Ok(How::HostBind { path });
+        }
+    }
+    Err(refusal(m))
+}
+
+/// The one-line refusal of a mount stasis cannot make again.
+fn refusal(m: &MountInfo) -> DumpError {
+    let why = match m.fstype.as_str() {
+        t if t.starts_with("fuse") => "a FUSE filesystem, whose server is outside the tree",
+        "nfs" | "nfs4" | "cifs" | "smb3" | "9p" | "ceph" => "a network filesystem",
+        "tmpfs" => "a part of a tmpfs whose root is mounted nowhere in the tree",
+        _ => "a filesystem stasis cannot create again and that the dumper has not mounted",
+    };
+    DumpError::unsupported(format!(
+        "mount {} at {} (type {}, source {}) is {why}; declare it with --external mnt[{}]:KEY \
+         and give it at restore with --external mnt[KEY]:PATH",
+        m.id, m.mountpoint, m.fstype, m.source, m.mountpoint
+    ))
+}
+
+/// A mount of the image on the same superblock whose root holds `m`'s: `m` is a bind
+/// of its directory `rel`. Mounts made from their own superblock are preferred.
+fn same_fs_in_image(m: &MountInfo, done: &[Mount]) -> Option<(u32, String)> {
+    let dev = |d: &Mount| d.fstype == m.fstype && d.source == m.source;
+    let candidates = done.iter().filter(|d| dev(d) && same_dev(d, m));
+    let mut best: Option<(u32, String, bool)> = None;
+    for d in candidates {
+        let Some(rel) = under(&m.root, &d.root) else {
+            continue;
+        };
+        let own = matches!(d.how, How::Tmpfs | How::New);
+        if best.as_ref().map_or(true, |b| own && !b.2) {
+            best = Some((d.id, rel, own));
+        }
+    }
+    best.map(|(of, rel, _)| (of, rel))
+}
+
+fn same_dev(d: &Mount, m: &MountInfo) -> bool {
+    d.dev == m.dev
+}
+
+/// `path` relative to `root` if it is `root` or below it.
+fn under(path: &str, root: &str) -> Option<String> {
+    if root == "/" {
+        return Some(path.trim_start_matches('/').to_string());
+    }
+    let rest = path.strip_prefix(root)?;
+    match rest {
+        "" => Some(String::new()),
+        r if r.starts_with('/') => Some(r.trim_start_matches('/').to_string()),
+        _ => None,
+    }
+}
+
+/// Where the dumper sees `m`'s directory: a mount of its own on the same device whose
+/// root holds `m`'s root.
+fn host_dir(m: &MountInfo, mine: &[MountInfo]) -> Option<String> {
+    let h = mine
+        .iter()
+        .filter(|h| h.dev == m.dev && h.fstype == m.fstype)
+        .find_map(|h| under(&m.root, &h.root).map(|rel| (h, rel)))?;
+    let base = h.0.mountpoint.trim_end_matches('/');
+    Some(match h.1.as_str() {
+        "" if base.is_empty() => "/".to_string(),
+        "" => base.to_string(),
+        rel => format!("{base}/{rel}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proc::mountinfo::parse;
+
+    const MINE: &str = "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n\
+        22 27 0:21 / /proc rw,relatime - proc proc rw\n";
+    const THEIRS: &str = "100 99 254:0 / / rw,relatime - ext4 /dev/vda rw\n\
+        101 100 0:21 / /proc rw,relatime - proc proc rw\n\
+        102 100 0:50 / /t rw - tmpfs none rw,size=64k\n\
+        103 100 0:50 /d /b ro - tmpfs none rw,size=64k\n\
+        104 100 254:0 /work /w rw - ext4 /dev/vda rw\n\
+        105 101 0:60 / /proc/x rw - proc proc rw\n";
+
+    #[test]
+    fn classifies_host_new_tmpfs_and_binds() {
+        let (mine, theirs) = (parse(MINE).unwrap(), parse(THEIRS).unwrap());
+        let out = classify(&theirs, &mine, &vec![]).unwrap();
+        let hows: Vec<_> = out.iter().map(|m| m.how.clone()).collect();
+        assert_eq!(hows[0], How::Host);
+        assert_eq!(hows[1], How::Host);
+        assert_eq!(hows[2], How::Tmpfs);
+        assert_eq!(
+            hows[3],
+            How::Bind {
+                of: 102,
+                rel: "d".into()
+            }
+        );
+        // A directory of the host's root, which the tree also has: a bind of it.
+        assert_eq!(
+            hows[4],
+            How::Bind {
+                of: 100,
+                rel: "work".into()
+            }
+        );
+        assert_eq!(out[5].id, 105);
+        assert_eq!(hows[5], How::New);
+    }
+
+    #[test]
+    fn refuses_fuse_naming_external() {
+        let theirs = parse(
+            "100 99 254:0 / / rw - ext4 /dev/vda rw\n101 100 0:70 / /f rw - fuse.sshfs h:/ rw\n",
+        )
+        .unwrap();
+        let e = classify(&theirs, &parse(MINE).unwrap(), &vec![]).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("/f") && msg.contains("fuse.sshfs") && msg.contains("--external mnt[/f]"),
+            "{msg}"
+        );
+        let ok = classify(
+            &theirs,
+            &parse(MINE).unwrap(),
+            &vec![("/f".into(), "k".into())],
+        );
+        assert_eq!(ok.unwrap()[1].how, How::External { key: "k".into() });
+    }
+}

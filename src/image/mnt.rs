@@ -1,0 +1,163 @@
+//! The records of a tree's own mount namespace (format 10): `mnt.img` lists every mount
+//! of the namespace as the tree saw it (parents before children), with how each is made
+//! again; `mnt-tmpfs-<id>.img` holds the contents of one tmpfs. An image without
+//! `mnt.img` is a tree that lived in the dumper's mount namespace.
+
+use serde::{Deserialize, Serialize};
+
+/// The mount namespace record's file name.
+pub const MOUNTS: &str = "mnt.img";
+
+/// The file holding the contents of the tmpfs mounted as `id`.
+pub fn tmpfs_name(id: u32) -> String {
+    format!("mnt-tmpfs-{id}.img")
+}
+
+/// Every mount of the tree's namespace, parents before children, in the order the
+/// namespace lists them (the order they were attached).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountsImage {
+    pub mounts: Vec<Mount>,
+}
+
+/// One mount, as `/proc/PID/mountinfo` of the tree's root showed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    pub id: u32,
+    /// The parent's `id`; the root mount's parent is not in the image.
+    pub parent: u32,
+    /// `major:minor` of its superblock at dump (mounts showing one filesystem share it).
+    pub dev: (u32, u32),
+    /// Where it is mounted, as seen from the tree's root.
+    pub mountpoint: String,
+    /// The directory of its filesystem it shows.
+    pub root: String,
+    pub fstype: String,
+    pub source: String,
+    /// Per-mount options (`ro`, `nosuid`, `nodev`, `noexec`, atime modes).
+    pub mnt_opts: String,
+    /// Per-superblock options, given again to a new superblock.
+    pub super_opts: String,
+    /// Peer group (`shared:N`) and master group (`master:N`) numbers of the dump.
+    pub shared: Option<u32>,
+    pub master: Option<u32>,
+    pub unbindable: bool,
+    pub how: How,
+}
+
+/// How a mount is made again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum How {
+    /// The restorer's own mount at the same mount point (the tree's namespace was copied
+    /// from the dumper's and kept it): cloned from there.
+    Host,
+    /// A directory of a filesystem the dumper has mounted: cloned from `path` in the
+    /// restorer's namespace.
+    HostBind { path: String },
+    /// Declared external at dump (`--external mnt[MOUNTPOINT]:KEY`), given at restore by
+    /// `--external mnt[KEY]:PATH`.
+    External { key: String },
+    /// The tree's root after `pivot_root`: `--root PATH` at restore, else `hint` (a
+    /// directory of the dumper's mounts showing the same filesystem directory).
+    Root { hint: Option<String> },
+    /// A new superblock of `fstype` with `super_opts` (proc, sysfs, devpts, mqueue,
+    /// cgroup2).
+    New,
+    /// A new tmpfs with `super_opts`, filled from `mnt-tmpfs-<id>.img`.
+    Tmpfs,
+    /// Another view of the filesystem of mount `of` of the image: its directory `rel`
+    /// (relative to that mount's root; empty for the same directory).
+    Bind { of: u32, rel: String },
+}
+
+/// The contents of one tmpfs: every entry, parents before children.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmpfsImage {
+    pub entries: Vec<Entry>,
+}
+
+/// One file of a tmpfs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Relative to the filesystem's root; empty for the root itself.
+    pub path: String,
+    /// `st_mode`, type bits included.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub atime_ns: i64,
+    pub mtime_ns: i64,
+    pub kind: EntryKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    Dir,
+    /// A regular file of `size` bytes: its data extents (offset, bytes); the rest holes.
+    File {
+        size: u64,
+        extents: Vec<(u64, Vec<u8>)>,
+    },
+    Symlink {
+        target: String,
+    },
+    /// Another name of an earlier entry (`path` of that entry).
+    HardLink {
+        to: String,
+    },
+    /// A FIFO or device node (type in `mode`).
+    Node {
+        rdev: u64,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::file::{decode, encode};
+    use crate::image::Kind;
+
+    #[test]
+    fn records_round_trip() {
+        let m = MountsImage {
+            mounts: vec![Mount {
+                id: 5,
+                parent: 1,
+                dev: (0, 50),
+                mountpoint: "/t".into(),
+                root: "/".into(),
+                fstype: "tmpfs".into(),
+                source: "none".into(),
+                mnt_opts: "ro,nosuid".into(),
+                super_opts: "rw,size=4k".into(),
+                shared: Some(3),
+                master: None,
+                unbindable: false,
+                how: How::Bind {
+                    of: 4,
+                    rel: "d".into(),
+                },
+            }],
+        };
+        let bytes = encode(Kind::Mounts, &m).unwrap();
+        let back: MountsImage = decode(Kind::Mounts, &bytes, "x".as_ref()).unwrap();
+        assert_eq!(back, m);
+        let t = TmpfsImage {
+            entries: vec![Entry {
+                path: "f".into(),
+                mode: 0o100644,
+                uid: 1,
+                gid: 2,
+                atime_ns: 3,
+                mtime_ns: 4,
+                kind: EntryKind::File {
+                    size: 1 << 20,
+                    extents: vec![(4096, b"abc".to_vec())],
+                },
+            }],
+        };
+        let bytes = encode(Kind::MntTmpfs, &t).unwrap();
+        let back: TmpfsImage = decode(Kind::MntTmpfs, &bytes, "x".as_ref()).unwrap();
+        assert_eq!(back, t);
+    }
+}

@@ -1,0 +1,248 @@
+//! Building the image's mount tree inside the root's new namespace (run by a thread of
+//! stasis that entered it, `sys::mount::in_mount_ns`).
+//!
+//! Ordering requirements: (1) the namespace is made private, so nothing done here
+//! reaches the restorer's mounts; (2) every mount is made detached (a clone of a host
+//! path, a new superblock, or a clone of a directory of an earlier mount's untouched
+//! copy) before anything is attached, since attaching may hide host paths; a tmpfs is
+//! filled before it is attached; (3) the root is attached over `/tmp`, then each mount
+//! on its parent, parents first, each getting its own flags; (4) peer groups and
+//! masters once every mount exists; unbindable last (an unbindable mount cannot be a
+//! source); (5) `pivot_root` into the new root and the old one detached: every process
+//! of the namespace whose root was the old root now has the new one.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use super::{unsupported, Sources};
+use crate::image::mnt::{How, Mount};
+use crate::restore::RestoreError;
+use crate::sys::mount as m;
+
+/// Where the root is attached while the tree is built.
+const STAGE: &str = "/tmp";
+
+pub fn build(s: &Sources) -> Result<(), RestoreError> {
+    fn fail(what: &'static str) -> impl Fn(nix::errno::Errno) -> RestoreError {
+        move |e| unsupported(format!("{what}: {}", e.desc()))
+    }
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(fail("make the new namespace private"))?;
+    let mounts = &s.image.mounts;
+    let fds = make_all(s, mounts)?;
+    attach_all(mounts, &fds)?;
+    super::propagation::apply(mounts, &fds)?;
+    for mt in mounts.iter().filter(|mt| mt.unbindable) {
+        m::set_attr(
+            fds[&mt.id].as_fd(),
+            0,
+            0,
+            libc::MS_UNBINDABLE,
+            &mt.mountpoint,
+        )
+        .map_err(|e| unsupported(e.to_string()))?;
+    }
+    nix::unistd::fchdir(&fds[&mounts[0].id]).map_err(fail("fchdir to the new root"))?;
+    nix::unistd::pivot_root(".", ".").map_err(fail("pivot_root into the new root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(fail("detach the old root"))?;
+    nix::unistd::chdir("/").map_err(fail("chdir /"))
+}
+
+fn merr(e: m::MountError) -> RestoreError {
+    unsupported(e.to_string())
+}
+
+/// Every mount, detached, by image id.
+fn make_all(s: &Sources, mounts: &[Mount]) -> Result<HashMap<u32, OwnedFd>, RestoreError> {
+    let sources: std::collections::HashSet<u32> = (mounts.iter())
+        .filter_map(|mt| match mt.how {
+            How::Bind { of, .. } => Some(of),
+            _ => None,
+        })
+        .collect();
+    let mut fds = HashMap::new();
+    let mut pristine: HashMap<u32, OwnedFd> = HashMap::new();
+    for mt in mounts {
+        let fd = make(s, mt, &pristine)?;
+        if sources.contains(&mt.id) {
+            pristine.insert(mt.id, m::clone_tree(Some(fd.as_fd()), "").map_err(merr)?);
+        }
+        fds.insert(mt.id, fd);
+    }
+    Ok(fds)
+}
+
+fn make(
+    s: &Sources,
+    mt: &Mount,
+    pristine: &HashMap<u32, OwnedFd>,
+) -> Result<OwnedFd, RestoreError> {
+    if let Some(path) = s.host_source(mt)? {
+        return m::clone_tree(None, &path).map_err(merr);
+    }
+    match &mt.how {
+        How::Bind { of, rel } => {
+            let src = pristine.get(of).ok_or_else(|| {
+                unsupported(format!(
+                    "mount {} at {}: its source mount {of} is not made yet",
+                    mt.id, mt.mountpoint
+                ))
+            })?;
+            m::clone_tree(Some(src.as_fd()), rel).map_err(merr)
+        }
+        How::Tmpfs => {
+            let (opts, ro) = super_opts(mt);
+            let fd = m::new_fs("tmpfs", &opts).map_err(merr)?;
+            super::tmpfs::fill(&s.dir, mt, &fd)?;
+            if ro {
+                m::superblock_readonly(fd.as_fd(), &mt.mountpoint).map_err(merr)?;
+            }
+            Ok(fd)
+        }
+        _ => {
+            let (opts, ro) = super_opts(mt);
+            let mut opts = opts;
+            if ro {
+                opts.push("ro".into());
+            }
+            let fd = m::new_fs(&mt.fstype, &opts).map_err(merr)?;
+            match mt.root.trim_start_matches('/') {
+                "" => Ok(fd),
+                rel => m::clone_tree(Some(fd.as_fd()), rel).map_err(merr),
+            }
+        }
+    }
+}
+
+/// The superblock options to give again (`rw`/`ro` apart, and those the kernel shows
+/// but takes from elsewhere), and whether it was read-only.
+fn super_opts(mt: &Mount) -> (Vec<String>, bool) {
+    let opts = &mt.super_opts;
+    let ro = opts.split(',').any(|o| o == "ro");
+    let keep = |o: &&str| !matches!(*o, "rw" | "ro" | "seclabel" | "");
+    let mut out: Vec<String> = vec![format!("source={}", mt.source)];
+    out.extend(opts.split(',').filter(keep).map(String::from));
+    (out, ro)
+}
+
+/// Attaches the root at the stage, then each mount on its parent, with its flags.
+///
+/// Ordering requirements: parents first; a mount is reached by its path from its
+/// parent's root, so a sibling mounted below another sibling's mount point (hidden by
+/// it, as a propagated mount may be) is attached before that sibling.
+fn attach_all(mounts: &[Mount], fds: &HashMap<u32, OwnedFd>) -> Result<(), RestoreError> {
+    let root = &mounts[0];
+    m::attach(fds[&root.id].as_fd(), None, STAGE).map_err(merr)?;
+    set_flags(root, &fds[&root.id])?;
+    let mut done = std::collections::HashSet::from([root.id]);
+    for mt in &mounts[1..] {
+        let hidden: Vec<&Mount> = (mounts.iter())
+            .filter(|c| c.parent == mt.parent && !done.contains(&c.id))
+            .filter(|c| below(&c.mountpoint, &mt.mountpoint))
+            .collect();
+        for c in hidden.into_iter().chain(std::iter::once(mt)) {
+            if done.insert(c.id) {
+                attach(mounts, c, fds)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` is strictly below `base`.
+fn below(path: &str, base: &str) -> bool {
+    let base = base.trim_end_matches('/');
+    path.strip_prefix(base)
+        .is_some_and(|r| r.starts_with('/') && r.len() > 1)
+}
+
+fn attach(mounts: &[Mount], mt: &Mount, fds: &HashMap<u32, OwnedFd>) -> Result<(), RestoreError> {
+    let parent = mounts.iter().find(|p| p.id == mt.parent).ok_or_else(|| {
+        unsupported(format!(
+            "mount {} at {} has no parent in the image",
+            mt.id, mt.mountpoint
+        ))
+    })?;
+    let rel = relative(&mt.mountpoint, &parent.mountpoint);
+    m::attach(fds[&mt.id].as_fd(), Some(fds[&parent.id].as_fd()), &rel).map_err(merr)?;
+    set_flags(mt, &fds[&mt.id])
+}
+
+/// `path` relative to `base` (a mount point below it, or `base` itself: empty).
+fn relative(path: &str, base: &str) -> String {
+    let base = base.trim_end_matches('/');
+    path.strip_prefix(base)
+        .unwrap_or(path)
+        .trim_start_matches('/')
+        .to_string()
+}
+
+/// The per-mount flags of `mnt_opts` (`ro`, `nosuid`, `nodev`, `noexec`, atime,
+/// `nodiratime`, `nosymfollow`), set and every other cleared.
+fn set_flags(mt: &Mount, fd: &OwnedFd) -> Result<(), RestoreError> {
+    let mut set = 0;
+    for o in mt.mnt_opts.split(',') {
+        set |= match o {
+            "ro" => m::ATTR_RDONLY,
+            "nosuid" => m::ATTR_NOSUID,
+            "nodev" => m::ATTR_NODEV,
+            "noexec" => m::ATTR_NOEXEC,
+            "noatime" => m::ATTR_NOATIME,
+            "strictatime" => m::ATTR_STRICTATIME,
+            "nodiratime" => m::ATTR_NODIRATIME,
+            "nosymfollow" => m::ATTR_NOSYMFOLLOW,
+            _ => 0,
+        };
+    }
+    let all = m::ATTR_RDONLY
+        | m::ATTR_NOSUID
+        | m::ATTR_NODEV
+        | m::ATTR_NOEXEC
+        | m::ATTR_ATIME_MASK
+        | m::ATTR_NODIRATIME
+        | m::ATTR_NOSYMFOLLOW;
+    let clr = (all & !set) | m::ATTR_ATIME_MASK;
+    m::set_attr(fd.as_fd(), set, clr, 0, &mt.mountpoint).map_err(merr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_mount_points() {
+        assert_eq!(relative("/a/b", "/"), "a/b");
+        assert_eq!(relative("/a/b", "/a"), "b");
+        assert_eq!(relative("/a", "/a"), "");
+    }
+
+    #[test]
+    fn super_options_drop_rw_and_keep_the_rest() {
+        let mt = Mount {
+            id: 1,
+            parent: 0,
+            dev: (0, 1),
+            mountpoint: "/t".into(),
+            root: "/".into(),
+            fstype: "tmpfs".into(),
+            source: "none".into(),
+            mnt_opts: "rw".into(),
+            super_opts: "ro,size=64k,mode=755".into(),
+            shared: None,
+            master: None,
+            unbindable: false,
+            how: How::Tmpfs,
+        };
+        let (o, ro) = super_opts(&mt);
+        assert!(ro);
+        assert_eq!(o, vec!["source=none", "size=64k", "mode=755"]);
+    }
+}

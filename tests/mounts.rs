@@ -1,0 +1,314 @@
+//! A tree in a mount namespace of its own (`unshare --mount --propagation private`),
+//! dumped and restored with its mounts: a tmpfs with files (sparse, symlink, a dir with
+//! its mode, another owner), a bind of one of its dirs, a read-only bind, a shared +
+//! slave pair, an overlay over host directories, /proc mounted again. The restored mountinfo (normalized: ids and peer
+//! group numbers differ) and the tmpfs contents are what they were, the file the tree
+//! held open on the tmpfs still reads, and its cwd is the saved one (also the restorer's:
+//! a regression test, the root had been left in the image directory). A mount stasis cannot rebuild is refused
+//! with one line naming it and `--external`.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Proc, TempDir};
+
+const VICTIM: &str = r#"
+D=$1
+C=$(pwd -P)
+mount -t tmpfs -o size=8m,mode=755 none $D/t || exit 1
+echo hello > $D/t/f
+truncate -s 10M $D/t/sparse; echo x | dd of=$D/t/sparse seek=5 bs=1M conv=notrunc 2>/dev/null
+ln -s f $D/t/link; mkdir -m 0710 $D/t/dir; echo in > $D/t/dir/g; chown 1000:1000 $D/t/dir/g
+mount --bind $D/t/dir $D/b
+mount --bind $D/t $D/r; mount -o remount,ro,bind $D/r
+mount -t tmpfs none $D/s1; mount --make-shared $D/s1; mount --bind $D/s1 $D/s2; mount --make-slave $D/s2
+mount -t overlay overlay -o lowerdir=$D/lo,upperdir=$D/up,workdir=$D/wk $D/ov || exit 1
+echo up > $D/ov/u
+mount -t proc proc /proc
+[ -n "$2" ] && { mount -t ramfs none $D/x || exit 1; }
+exec 3<$D/t/f
+echo ready > $D/ready
+while [ ! -e $D/go ]; do sleep 0.05; done
+read -r line <&3
+[ "$(pwd -P)" = "$C" ] && [ "$line" = hello ] && grep -q in $D/b/g && grep -q low $D/ov/l && grep -q up $D/ov/u && ! touch $D/r/new 2>/dev/null && echo PASS > $D/result || echo FAIL > $D/result
+"#;
+
+/// Waits until `path` exists and holds something (the victim creates it, then writes).
+fn wait_file(path: &Path, secs: u64) -> bool {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+            return true;
+        }
+        common::sleep_ms(20);
+    }
+    false
+}
+
+/// mountinfo of `pid` for the mounts under `dir` and /proc: mount point, root, options,
+/// propagation kinds (group numbers dropped), type, source, superblock options.
+fn mounts(pid: i32, dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
+    let dir = dir.to_string_lossy();
+    let mut out: Vec<String> = text
+        .lines()
+        .filter_map(|l| {
+            let (head, tail) = l.split_once(" - ")?;
+            let f: Vec<&str> = head.split(' ').collect();
+            let keep = f[4].starts_with(&*dir) || f[4] == "/proc";
+            let tags: Vec<&str> = f[6..]
+                .iter()
+                .map(|t| t.split(':').next().unwrap_or(t))
+                .collect();
+            keep.then(|| format!("{} {} {} {:?} {tail}", f[4], f[3], f[5], tags))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// `ls -lan` with full times of the tmpfs, seen through the process's root.
+fn contents(pid: i32, dir: &Path) -> String {
+    let t = format!("/proc/{pid}/root{}/t", dir.display());
+    let out = Command::new("ls")
+        .args(["-lanR", "--time-style=full-iso", &t])
+        .output()
+        .expect("ls");
+    let du = Command::new("du")
+        .args(["-k", &format!("{t}/sparse")])
+        .output()
+        .expect("du");
+    String::from_utf8_lossy(&out.stdout).replace(&t, "T")
+        + &String::from_utf8_lossy(&du.stdout).replace(&t, "T")
+}
+
+fn start(test: &str, tmp: &TempDir, extra: bool) -> Option<Proc> {
+    let d = tmp.join("d");
+    for sub in ["t", "b", "r", "s1", "s2", "x", "lo", "up", "wk", "ov"] {
+        std::fs::create_dir_all(d.join(sub)).expect("mkdir");
+    }
+    std::fs::write(d.join("lo/l"), "low\n").expect("write the lower layer");
+    std::fs::write(tmp.join("victim.sh"), VICTIM).expect("write the victim");
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh"])
+        .arg(tmp.join("victim.sh"))
+        .arg(&d)
+        .args(extra.then_some("ramfs"));
+    let p = common::spawn_logged(&mut cmd, &tmp.join("victim.log"));
+    if !wait_file(&d.join("ready"), 20) {
+        common::skip(test, &format!("the victim did not start: {}", p.log_text()));
+        return None;
+    }
+    Some(p)
+}
+
+#[test]
+fn own_mount_namespace_round_trip() {
+    let test = "own_mount_namespace_round_trip";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let Some(victim) = start(test, &tmp, false) else {
+        return;
+    };
+    let d = tmp.join("d");
+    let pid = victim.pid;
+    let _guard = common::TreeGuard(vec![pid]);
+    let (before, files) = (mounts(pid, &d), contents(pid, &d));
+    assert!(before.len() >= 7, "{before:?}");
+    let img = tmp.join("img");
+    common::dump(pid, &img, &[]).assert_ok("stasis dump");
+    common::reap_image_tree(&img);
+    common::reap_all(&[pid], false);
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the tree is gone"
+    );
+    let restored = common::restore_detached(&img).unwrap_or_else(|o| panic!("restore: {o:?}"));
+    assert_eq!(restored, pid);
+    assert_eq!(mounts(pid, &d), before, "mountinfo after restore");
+    assert_eq!(contents(pid, &d), files, "tmpfs contents after restore");
+    std::fs::write(d.join("go"), "").expect("go");
+    assert!(
+        wait_file(&d.join("result"), 20),
+        "the restored tree never answered"
+    );
+    let result = std::fs::read_to_string(d.join("result")).expect("result");
+    assert_eq!(result.trim(), "PASS", "log: {}", victim.log_text());
+    common::reap_all(&[pid], true);
+}
+
+#[test]
+fn unrebuildable_mount_is_refused() {
+    let test = "unrebuildable_mount_is_refused";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let Some(victim) = start(test, &tmp, true) else {
+        return;
+    };
+    let pid = victim.pid;
+    let _guard = common::TreeGuard(vec![pid]);
+    let img = tmp.join("img");
+    let out = common::dump(pid, &img, &[]);
+    let line = out.assert_failed("dump of a tree with a ramfs");
+    let x = tmp.join("d/x");
+    let x = x.to_string_lossy();
+    assert!(
+        line.contains(&*x)
+            && line.contains("ramfs")
+            && line.contains(&format!("--external mnt[{x}]")),
+        "{line}"
+    );
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "a refused dump leaves the tree running"
+    );
+    common::reap_all(&[pid], true);
+}
+
+/// Runs `script` (with `args`) as a tree in a new mount namespace; waits for `ready`.
+fn start_script(test: &str, at: &Path, script: &str, args: &[&Path], ready: &Path) -> Option<Proc> {
+    let tmp = at;
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ])
+    .args(args);
+    let p = common::spawn_logged(&mut cmd, &tmp.join("victim.log"));
+    if !wait_file(ready, 20) {
+        common::skip(test, &format!("the victim did not start: {}", p.log_text()));
+        return None;
+    }
+    Some(p)
+}
+
+/// Dumps `pid` with `dump_args`, checks it is gone, restores with `restore_args`.
+fn round_trip(pid: i32, img: &Path, dump_args: &[&str], restore_args: &[&str]) {
+    common::dump(pid, img, dump_args).assert_ok("stasis dump");
+    common::reap_image_tree(img);
+    common::reap_all(&[pid], false);
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the tree is gone"
+    );
+    let mut args = vec!["restore", "-D", img.to_str().expect("utf-8"), "-d"];
+    args.extend_from_slice(restore_args);
+    common::stasis(&args).assert_ok("stasis restore");
+}
+
+const EXTERNAL: &str = r#"
+D=$1
+mount --bind $2 $D/e || exit 1
+echo ready > $D/ready
+while [ ! -e $D/go ]; do sleep 0.05; done
+cat $D/e/name > $D/result
+"#;
+
+#[test]
+fn external_mount_round_trip() {
+    let test = "external_mount_round_trip";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let (d, src, other) = (tmp.join("d"), tmp.join("src"), tmp.join("other"));
+    for p in [d.join("e"), src.clone(), other.clone()] {
+        std::fs::create_dir_all(p).expect("mkdir");
+    }
+    std::fs::write(src.join("name"), "src").expect("write");
+    std::fs::write(other.join("name"), "other").expect("write");
+    let Some(victim) = start_script(test, tmp.path(), EXTERNAL, &[&d, &src], &d.join("ready"))
+    else {
+        return;
+    };
+    let pid = victim.pid;
+    let _guard = common::TreeGuard(vec![pid]);
+    let e = d.join("e");
+    let dump_ext = format!("mnt[{}]:K", e.display());
+    let restore_ext = format!("mnt[K]:{}", other.display());
+    let img = tmp.join("img");
+    round_trip(
+        pid,
+        &img,
+        &["--external", &dump_ext],
+        &["--external", &restore_ext],
+    );
+    std::fs::write(d.join("go"), "").expect("go");
+    assert!(
+        wait_file(&d.join("result"), 20),
+        "the restored tree never answered"
+    );
+    let got = std::fs::read_to_string(d.join("result")).expect("result");
+    assert_eq!(
+        got, "other",
+        "the external mount comes from --external mnt[K]:PATH"
+    );
+    common::reap_all(&[pid], true);
+}
+
+const PIVOT: &str = r#"
+R=$1
+mount --bind $R $R || exit 1
+mount --bind /usr $R/usr
+mount --bind /dev $R/dev
+mount -t proc proc $R/proc
+mount -t tmpfs -o size=1m none $R/d
+cd $R && pivot_root . old && umount -l /old || exit 1
+exec </dev/null >/dev/null 2>&1
+echo data > /d/file
+exec 3</d/file
+echo ready > /ready
+while [ ! -e /go ]; do sleep 0.05; done
+read -r l <&3
+[ "$l" = data ] && [ "$(cat /proc/self/mountinfo | wc -l)" = 5 ] && echo PASS > /result || echo FAIL > /result
+"#;
+
+#[test]
+fn pivot_root_tree_comes_back_in_its_root() {
+    let test = "pivot_root_tree_comes_back_in_its_root";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let root = tmp.join("root");
+    for sub in ["usr", "proc", "old", "d", "dev"] {
+        std::fs::create_dir_all(root.join(sub)).expect("mkdir");
+    }
+    for (link, to) in [
+        ("bin", "usr/bin"),
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+    ] {
+        std::os::unix::fs::symlink(to, root.join(link)).expect("symlink");
+    }
+    let Some(victim) = start_script(test, &root, PIVOT, &[&root], &root.join("ready")) else {
+        return;
+    };
+    let pid = victim.pid;
+    let _guard = common::TreeGuard(vec![pid]);
+    let before = mounts(pid, Path::new("/"));
+    let img = tmp.join("img");
+    let r = root.to_str().expect("utf-8");
+    round_trip(pid, &img, &[], &["--root", r]);
+    assert_eq!(
+        mounts(pid, Path::new("/")),
+        before,
+        "mountinfo after restore"
+    );
+    std::fs::write(root.join("go"), "").expect("go");
+    assert!(
+        wait_file(&root.join("result"), 20),
+        "the restored tree never answered"
+    );
+    let got = std::fs::read_to_string(root.join("result")).expect("result");
+    assert_eq!(got.trim(), "PASS", "log: {}", victim.log_text());
+    common::reap_all(&[pid], true);
+}
