@@ -853,6 +853,7 @@ mod tests {
             }],
             ghosts: Default::default(),
             sysv: Default::default(),
+            ns: Default::default(),
         }
     }
 

@@ -17,7 +17,7 @@ pub mod files;
 pub mod freeze;
 pub mod memory;
 pub mod mm;
-pub mod namespaces;
+pub mod ns;
 pub mod prctl;
 pub mod sched;
 pub mod seccomp;
@@ -73,6 +73,9 @@ pub struct DumpOptions {
     pub skip_in_flight: bool,
     /// Freeze this cgroup first (`--freeze-cgroup`).
     pub freeze_cgroup: Option<PathBuf>,
+    /// The longest any task may take to stop, answer an injected syscall or exit once
+    /// killed (`--timeout`): past it the dump fails naming the task, never hangs.
+    pub timeout: Duration,
 }
 
 /// CRIU's default `--ghost-limit`: 1 MiB.
@@ -93,6 +96,7 @@ pub struct DumpSummary {
 /// Dumps the tree rooted at `opts.pid` into `opts.dir`.
 pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     let started = Instant::now();
+    crate::sys::deadline::set_bound(Some(opts.timeout));
     let span = crate::profile::span("preflight");
     freeze::preflight(opts.pid, opts.shell_job)?;
     let writer = ImageWriter::create(&opts.dir)?;
@@ -158,6 +162,10 @@ fn save_tree(
         let _span = crate::profile::span("layouts");
         layouts(tree)?
     };
+    {
+        let _span = crate::profile::span("namespaces");
+        ns::dump(tree, &writer)?;
+    }
     {
         let _span = crate::profile::span("sysv ipc");
         let vmas: Vec<&[crate::image::mm::Vma]> = layouts.iter().map(|l| &l.vmas[..]).collect();

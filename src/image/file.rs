@@ -54,7 +54,11 @@ use super::error::ImageError;
 /// private mappings of memfds, shared memory and deleted files, the last saved in
 /// `ghosts.img`) and the files record's `modes` (memfd permission bits; older files
 /// records are read as having none).
-pub const FORMAT_VERSION: u32 = 9;
+///
+/// Version 10 also adds `namespaces.img` (`image::ns`): the ids of the tree's tasks in
+/// pid namespaces below the dumper's and the names of the root's UTS namespace (an older
+/// image has none and lives in the restorer's pid and UTS namespaces).
+pub const FORMAT_VERSION: u32 = 10;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;
@@ -79,6 +83,8 @@ pub enum Kind {
     Ghosts = 7,
     Tty = 8,
     Sysv = 9,
+    /// `namespaces.img` (format 10).
+    Namespaces = 10,
 }
 
 /// Human name of a kind number, for messages.
@@ -93,6 +99,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         7 => "ghosts",
         8 => "tty",
         9 => "sysv",
+        10 => "namespaces",
         _ => "unknown",
     }
 }

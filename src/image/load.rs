@@ -12,6 +12,7 @@ use super::files_v8::{FilesImageV6, FilesImageV8};
 use super::ghost::{GhostsImage, GHOSTS};
 use super::inventory::Inventory;
 use super::mm::{MmImage, MmImageV6, MmImageV7, MmImageV8, VmaKind};
+use super::ns::{NsImage, NAMESPACES};
 use super::pages::{check_pages, verify_pages};
 use super::sysv::{SysvImage, SYSV, SYSV_SHM_PAGES};
 use super::task::{TaskImage, TaskImageV8};
@@ -50,6 +51,8 @@ pub struct Image {
     pub ghosts: GhostsImage,
     /// The System V IPC objects (empty when the image has no `sysv.img`).
     pub sysv: SysvImage,
+    /// Pid and UTS namespaces (empty when the image has no `namespaces.img`).
+    pub ns: NsImage,
 }
 
 impl Image {
@@ -105,6 +108,7 @@ impl Image {
         let ghosts = load_ghosts(dir, &processes)?;
         let tty = load_tty(dir)?;
         let sysv = load_sysv(dir)?;
+        let ns = load_ns(dir)?;
         let dir = dir.to_path_buf();
         let image = Image {
             dir,
@@ -114,6 +118,7 @@ impl Image {
             processes,
             ghosts,
             sysv,
+            ns,
         };
         let tree_path = image.dir.join(TREE);
         for p in &image.processes {
@@ -282,6 +287,17 @@ fn load_sysv(dir: &Path) -> Result<SysvImage, ImageError> {
     Ok(sysv)
 }
 
+/// `namespaces.img` if the image has one, validated.
+fn load_ns(dir: &Path) -> Result<NsImage, ImageError> {
+    let path = dir.join(NAMESPACES);
+    if !path.exists() {
+        return Ok(NsImage::default());
+    }
+    let ns = read(Kind::Namespaces, &path)?;
+    super::ns::validate(&ns, &path)?;
+    Ok(ns)
+}
+
 fn load_mm(dir: &Path, pid: i32) -> Result<MmImage, ImageError> {
     let path = dir.join(record_name("mm", pid));
     let mm = read_mm(&path)?;
@@ -342,6 +358,7 @@ mod tests {
             processes,
             ghosts: Default::default(),
             sysv: SysvImage::default(),
+            ns: Default::default(),
         }
     }
 

@@ -22,6 +22,7 @@ pub mod inventory;
 pub mod load;
 pub mod mm;
 pub mod mm_v8;
+pub mod ns;
 pub mod pages;
 pub mod seccomp;
 pub mod sock;

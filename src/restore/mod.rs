@@ -17,6 +17,7 @@ mod files;
 mod inherited;
 mod memory;
 mod mm;
+mod ns;
 mod prctl;
 mod sched;
 mod seccomp;
@@ -168,9 +169,14 @@ impl RestoreStage {
     }
 }
 
+/// The longest a restored task may take to stop or to answer one injected syscall before
+/// the restore gives up naming it (a restore never hangs): far above any single step.
+const WAIT_BOUND: Duration = Duration::from_secs(60);
+
 /// Loads and verifies the image, then rebuilds its process tree.
 pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     let started = Instant::now();
+    crate::sys::deadline::set_bound(Some(WAIT_BOUND));
     let image = {
         let _s = crate::profile::span("load");
         Image::load(&opts.dir)?
@@ -181,6 +187,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         verify::host_accepts(&image, opts.skip_file_check)?;
         sysv::verify(&image.sysv)?;
     }
+    ns::pid::install(&image.ns);
     let shell_job = opts.shell_job || image.inventory.shell_job;
     let _orphans = Subreaper::become_one();
     let fds = image.processes.iter().flat_map(|p| &p.files.fds);
@@ -319,15 +326,17 @@ impl Builder<'_> {
         let p = self.image.process(pid);
         let vmas = p.map_or(&[][..], |p| &p.mm.vmas[..]);
         let span = crate::profile::span("takeover");
-        let new_ipc = self.image.sysv.ns == crate::image::sysv::IpcNs::Own;
         let child = if pid == root {
-            child::create(pid, vmas, new_ipc)
+            child::create(pid, vmas, ns::root_clone_flags(self.image))
         } else {
             self.forked_task(entry)
                 .and_then(|task| child::adopt_fork(self.shell(entry.ppid), pid, task, vmas))
         }
         .map_err(at(RestoreStage::Takeover, pid))?;
         drop(span);
+        if pid == root {
+            ns::after_root(self.image, &child).map_err(at(RestoreStage::Takeover, pid))?;
+        }
         if pid == root && !self.image.sysv.is_empty() {
             let _s = crate::profile::span("sysv ipc");
             self.sysv =
@@ -372,6 +381,13 @@ impl Builder<'_> {
         let (tasks, r) = child::fork_many(self.shell(entry.ppid), &forks);
         self.forked.extend(forks.iter().map(|f| f.pid).zip(tasks));
         r?;
+        let parent = self.shell(entry.ppid);
+        for &(_, child) in (self.image.ns.pid_for_children.iter())
+            .filter(|(p, c)| *p == entry.ppid && forks.iter().any(|f| f.pid == *c))
+        {
+            ns::pid::enter_for_children(parent, child)
+                .map_err(at(RestoreStage::Takeover, entry.ppid))?;
+        }
         self.forked
             .remove(&entry.pid)
             .ok_or_else(|| RestoreError::Unsupported {
@@ -456,10 +472,21 @@ impl Builder<'_> {
     fn kill_all(&mut self) {
         files::end_stand_ins();
         let pids: Vec<i32> = self.image.tree.processes.iter().map(|e| e.pid).collect();
+        // Children first: a dying pid namespace init waits until each of its children is
+        // reaped, which it cannot do while we trace them.
+        for (_, task) in self.forked.drain() {
+            let _ = task.kill();
+        }
+        for &pid in &pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         for (_, child) in self.procs.drain(..).rev() {
             child.kill_and_reap();
         }
-        for &pid in &pids {
+        for &pid in pids.iter().rev() {
             child::kill_and_reap(pid);
         }
         reap_leftovers(&pids);

@@ -168,7 +168,8 @@ impl<'s, 'a> Batcher<'s, 'a> {
     /// `inherit` in `files/mod.rs`: `pidfd_open` + `pidfd_getfd`, then placed.
     fn inherit(&mut self, at: &Install, owner: i32, fd: i32, about: &str) {
         let pidfd = self.take(0);
-        let args = [owner as u64, 0];
+        let seen = crate::restore::ns::pid::view(at.child.pid(), owner);
+        let args = [seen as u64, 0];
         self.s
             .batch()
             .expect("pidfd_open", libc::SYS_pidfd_open, &args, pidfd);

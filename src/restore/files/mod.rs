@@ -399,7 +399,8 @@ pub fn close_spares(child: &Child, files: &FilesImage) -> Result<(), RestoreErro
 /// which is still privileged here). Returns the new fd number.
 pub fn take_from(child: &Child, owner: i32, fd: i32) -> Result<u64, RestoreError> {
     let remote = child.remote();
-    let pidfd = remote.call("pidfd_open", libc::SYS_pidfd_open, &[owner as u64, 0])?;
+    let seen = crate::restore::ns::pid::visible(child.pid(), owner)?;
+    let pidfd = remote.call("pidfd_open", libc::SYS_pidfd_open, &[seen, 0])?;
     let got = remote.raw(libc::SYS_pidfd_getfd, &[pidfd, fd as u64, 0]);
     remote.call("close", libc::SYS_close, &[pidfd])?;
     let got = got?;
