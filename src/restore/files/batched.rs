@@ -25,11 +25,13 @@ use crate::sys::batch::{Done, Out};
 /// Room kept free in a batch for the next entry's calls and data.
 const SLACK: u64 = 8192;
 
-/// Whether `entry` is rebuilt here.
-pub fn takes(entry: &FdEntry) -> bool {
+/// Whether `entry` of process `pid` is rebuilt here (not an fd of a process it cannot
+/// see, outside its pid namespace: `ns/handover.rs`).
+pub fn takes(entry: &FdEntry, pid: i32) -> bool {
     match &entry.kind {
         FdKind::Path(_) | FdKind::OPath(_) | FdKind::CharDev(_) | FdKind::Dup { .. } => true,
-        FdKind::PipePeer { .. } | FdKind::Inherited { .. } => true,
+        FdKind::PipePeer { .. } => true,
+        FdKind::Inherited { pid: owner, .. } => crate::restore::ns::pid::view(pid, *owner) != 0,
         FdKind::Pipe(p) => p.data.is_empty(),
         _ => false,
     }

@@ -7,6 +7,7 @@
 //! of it is restored; each nested pid namespace by the `clone3` of its init, run by its
 //! parent (`child::fork_many`).
 
+pub mod handover;
 pub mod pid;
 pub mod uts;
 
