@@ -151,13 +151,26 @@ pub fn wait_tid(tid: i32) -> Result<Stop, PtraceError> {
             Ok(status) => return Ok(classify(status)),
             Err(Errno::EINTR) => match bound {
                 Some(after) if started.elapsed() >= after => {
-                    return Err(PtraceError::Timeout { tid, after })
+                    drop(_alarm);
+                    settle(tid, after);
+                    return Err(PtraceError::Timeout { tid, after });
                 }
                 _ => continue,
             },
             Err(source) => return Err(PtraceError::Wait { tid, source }),
         }
     }
+}
+
+/// After a wait for `tid` timed out: asks it to stop (`PTRACE_INTERRUPT`) and waits once
+/// more, at most `bound`, so that the caller's clean-up finds it stopped and can put its
+/// registers back. A task resumed into a syscall we injected and held before running it
+/// (a frozen cgroup traps it on its way to user space) would else run on with our
+/// registers once let go.
+fn settle(tid: i32, bound: std::time::Duration) {
+    let _ = ptrace::interrupt(Pid::from_raw(tid));
+    let _alarm = deadline::Alarm::arm(Some(bound));
+    let _ = waitpid(Pid::from_raw(tid), Some(WaitPidFlag::__WALL));
 }
 
 fn classify(status: WaitStatus) -> Stop {
