@@ -39,8 +39,14 @@ fn tree_ids(pid: i32) -> BTreeMap<i32, Vec<i32>> {
 /// through `setsid` inside when `own_session`); returns (unshare, init) once the init has
 /// its two children.
 fn start_tree(own_session: bool) -> Option<(common::Running, i32)> {
+    start_tree_with(own_session, &[])
+}
+
+/// [`start_tree`] with more `unshare` options.
+fn start_tree_with(own_session: bool, more: &[&str]) -> Option<(common::Running, i32)> {
     let mut cmd = Command::new("setsid");
-    cmd.args(["unshare", "--fork", "--pid", "--uts", "--ipc"]);
+    cmd.args(["unshare", "--fork", "--pid", "--uts", "--ipc"])
+        .args(more);
     if own_session {
         cmd.arg("setsid");
     }
@@ -119,6 +125,55 @@ fn pid_namespace_tree_through_its_init() {
 #[test]
 fn pid_namespace_tree_through_unshare() {
     round_trip("pid_namespace_tree_through_unshare", false);
+}
+
+/// `/proc/uptime` (the boottime clock) as the time namespace of `pid` sees it.
+fn uptime_in(pid: i32) -> f64 {
+    let out = Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-T", "cat", "/proc/uptime"])
+        .output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).to_string());
+    let first = text
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok());
+    first.unwrap_or(0.0)
+}
+
+/// A time namespace with its clocks 100000 s ahead comes back with clocks that go on from
+/// where they were at the dump: the second spent between dump and restore does not pass
+/// inside, and the offset is kept.
+#[test]
+fn time_namespace_clocks_do_not_jump() {
+    let test = "time_namespace_clocks_do_not_jump";
+    let _serial = common::serial();
+    require_privileged!(test);
+    if !usable(test) || !Path::new("/proc/self/ns/time").exists() {
+        common::skip(test, "needs util-linux and time namespaces");
+        return;
+    }
+    let tmp = TempDir::new(test);
+    let more = ["--time", "--boottime", "100000", "--monotonic", "50000"];
+    let Some((unshare, init)) = start_tree_with(true, &more) else {
+        common::skip(test, "unshare --time could not start the namespaces");
+        return;
+    };
+    let before = uptime_in(init);
+    assert!(before > 100000.0, "uptime inside {before}");
+    let img = tmp.join("img");
+    common::dump(init, &img, &[]).assert_ok("dump of a tree in its own time namespace");
+    drop(unshare);
+    common::sleep_ms(1500);
+    let pid = common::restore_detached(&img).unwrap_or_else(|o| panic!("restore: {o:?}"));
+    let _guard = common::TreeGuard(
+        std::iter::once(pid)
+            .chain(common::descendants(pid))
+            .collect(),
+    );
+    let after = uptime_in(pid);
+    assert!(
+        after >= before && after < before + 1.0,
+        "uptime inside went from {before} to {after} across a 1.5 s pause"
+    );
 }
 
 /// The init of `unshare --fork --pid sh` belongs to the session of `unshare`, outside

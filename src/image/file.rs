@@ -56,8 +56,9 @@ use super::error::ImageError;
 /// records are read as having none).
 ///
 /// Version 10 also adds `namespaces.img` (`image::ns`): the ids of the tree's tasks in
-/// pid namespaces below the dumper's and the names of the root's UTS namespace (an older
-/// image has none and lives in the restorer's pid and UTS namespaces).
+/// pid namespaces below the dumper's, the names of the root's UTS namespace and the clocks
+/// of its time namespace (an older image has none and lives in the restorer's pid, UTS
+/// and time namespaces).
 pub const FORMAT_VERSION: u32 = 10;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).

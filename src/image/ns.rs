@@ -27,6 +27,16 @@ pub struct NsImage {
     /// The names of the root's UTS namespace, if it was not the dumper's: the root is then
     /// created in a new UTS namespace with these names.
     pub uts: Option<Uts>,
+    /// The clocks of the tree's own time namespace at dump time: the root is created in a
+    /// new one whose clocks go on from them.
+    pub time: Option<TimeNs>,
+}
+
+/// The clocks of a time namespace, in nanoseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeNs {
+    pub monotonic: i64,
+    pub boottime: i64,
 }
 
 /// The ids of one task in nested pid namespaces.
@@ -48,7 +58,10 @@ pub struct Uts {
 
 impl NsImage {
     pub fn is_empty(&self) -> bool {
-        self.pids.is_empty() && self.pid_for_children.is_empty() && self.uts.is_none()
+        self.pids.is_empty()
+            && self.pid_for_children.is_empty()
+            && self.uts.is_none()
+            && self.time.is_none()
     }
 
     /// The ids of `id` below the dumper's namespace (empty: it lives in the dumper's).
@@ -131,6 +144,10 @@ mod tests {
             uts: Some(Uts {
                 hostname: "box".into(),
                 domainname: "(none)".into(),
+            }),
+            time: Some(TimeNs {
+                monotonic: 5,
+                boottime: 7,
             }),
         }
     }

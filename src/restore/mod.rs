@@ -327,6 +327,7 @@ impl Builder<'_> {
         let vmas = p.map_or(&[][..], |p| &p.mm.vmas[..]);
         let span = crate::profile::span("takeover");
         let child = if pid == root {
+            let _time = ns::before_root(self.image).map_err(at(RestoreStage::Takeover, pid))?;
             child::create(pid, vmas, ns::root_clone_flags(self.image))
         } else {
             self.forked_task(entry)

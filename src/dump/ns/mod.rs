@@ -3,12 +3,14 @@
 //! UTS namespace (`uts.rs`); the IPC namespace its root made is `dump/sysv.rs`. The restore
 //! side is `restore/ns/`.
 //!
-//! A process in any other namespace than the dumper's — its own mount, network, cgroup,
-//! time or user namespace, or one it prepared for its children (`time_for_children`) —
-//! would come back in the restorer's, its mounts, interfaces or clocks silently different.
-//! Such a process is refused here, before anything is frozen, naming the namespace.
+//! The time namespace of a pid namespace's init is rebuilt too (`time.rs`), any other is
+//! refused there once the tree is frozen. A process in any other namespace than the
+//! dumper's — its own mount, network, cgroup or user namespace — would come back in the
+//! restorer's, its mounts or interfaces silently different. Such a process is refused
+//! here, before anything is frozen, naming the namespace.
 
 pub mod pid;
+pub mod time;
 pub mod uts;
 
 use std::collections::HashMap;
@@ -21,11 +23,11 @@ use crate::image::ns::{NsImage, NAMESPACES};
 use crate::image::{ImageWriter, Kind};
 
 /// The namespace kinds refused when not the dumper's, as named in `/proc/PID/ns`.
-const KINDS: [&str; 6] = ["mnt", "net", "cgroup", "time", "time_for_children", "user"];
+const KINDS: [&str; 4] = ["mnt", "net", "cgroup", "user"];
 
 /// The dumper's own namespace inodes, read once (0 where the kernel lacks the kind).
-fn own() -> &'static [u64; 6] {
-    static OWN: OnceLock<[u64; 6]> = OnceLock::new();
+fn own() -> &'static [u64; 4] {
+    static OWN: OnceLock<[u64; 4]> = OnceLock::new();
     OWN.get_or_init(|| KINDS.map(|k| inode("self", k).unwrap_or(0)))
 }
 
@@ -68,6 +70,7 @@ pub fn dump(tree: &FrozenTree, writer: &ImageWriter) -> Result<(), DumpError> {
         pids: pids.pids,
         pid_for_children: pids.pid_for_children,
         uts: uts::collect(&live)?,
+        time: time::collect(&live)?,
     };
     if !image.is_empty() {
         writer.write_record(NAMESPACES, Kind::Namespaces, &image)?;

@@ -1,6 +1,7 @@
 //! The namespaces a restored tree gets, the restore side of `dump/ns/`: the flags of the
 //! root's `clone3` (one hook: [`root_clone_flags`]; a new pid, UTS and IPC namespace as
-//! the image says) and what is set in them once the root exists ([`after_root`]).
+//! the image says), what stasis sets up before it ([`before_root`]: a time namespace) and
+//! what is set in them once the root exists ([`after_root`]).
 //! `pid.rs` gives every task its ids in the nested pid namespaces; `uts.rs` the names.
 //!
 //! Ordering requirements: the root's namespaces are made by its `clone3`, before anything
@@ -9,6 +10,7 @@
 
 pub mod handover;
 pub mod pid;
+pub mod time;
 pub mod uts;
 
 use super::child::Child;
@@ -26,6 +28,12 @@ pub fn root_clone_flags(image: &Image) -> u64 {
         flags |= libc::CLONE_NEWUTS as u64;
     }
     flags | pid::clone_flags(root)
+}
+
+/// What must be set up in stasis itself before the root's `clone3` (a time namespace
+/// for its children, with the saved clocks); dropped once the root exists.
+pub fn before_root(image: &Image) -> Result<Option<time::ForRoot>, RestoreError> {
+    image.ns.time.as_ref().map(time::enter_for_root).transpose()
 }
 
 /// Fills the namespaces the root was created in (their names), before any of its
