@@ -39,24 +39,30 @@ fn tree_ids(pid: i32) -> BTreeMap<i32, Vec<i32>> {
 /// through `setsid` inside when `own_session`); returns (unshare, init) once the init has
 /// its two children.
 fn start_tree(own_session: bool) -> Option<(common::Running, i32)> {
-    start_tree_with(own_session, &[])
+    start_tree_with(own_session, &[], INIT, 2)
 }
 
-/// [`start_tree`] with more `unshare` options.
-fn start_tree_with(own_session: bool, more: &[&str]) -> Option<(common::Running, i32)> {
+/// [`start_tree`] with more `unshare` options, the init's `script`, and the number of
+/// descendants the init has once ready.
+fn start_tree_with(
+    own_session: bool,
+    more: &[&str],
+    script: &str,
+    ready: usize,
+) -> Option<(common::Running, i32)> {
     let mut cmd = Command::new("setsid");
     cmd.args(["unshare", "--fork", "--pid", "--uts", "--ipc"])
         .args(more);
     if own_session {
         cmd.arg("setsid");
     }
-    cmd.args(["sh", "-c", INIT]);
+    cmd.args(["sh", "-c", script]);
     let run = common::start(&mut cmd);
     let deadline = Instant::now() + common::READY_TIMEOUT;
     while Instant::now() < deadline {
         let kids = common::descendants(run.pid());
         if let Some(&init) = kids.first() {
-            if common::descendants(init).len() == 2 && hostname_of(init) == "stasis-ns" {
+            if common::descendants(init).len() == ready && hostname_of(init) == "stasis-ns" {
                 return Some((run, init));
             }
         }
@@ -84,14 +90,14 @@ fn usable(test: &str) -> bool {
 
 /// Dumps `target` (the init or `unshare`), restores, and checks the pids inside the
 /// namespace and the hostname.
-fn round_trip(test: &str, through_init: bool) {
+fn round_trip(test: &str, through_init: bool, script: &str, ready: usize) {
     let _serial = common::serial();
     require_privileged!(test);
     if !usable(test) {
         return;
     }
     let tmp = TempDir::new(test);
-    let Some((unshare, init)) = start_tree(true) else {
+    let Some((unshare, init)) = start_tree_with(true, &[], script, ready) else {
         common::skip(test, "unshare could not start the namespaces");
         return;
     };
@@ -119,12 +125,21 @@ fn round_trip(test: &str, through_init: bool) {
 
 #[test]
 fn pid_namespace_tree_through_its_init() {
-    round_trip("pid_namespace_tree_through_its_init", true);
+    round_trip("pid_namespace_tree_through_its_init", true, INIT, 2);
 }
 
 #[test]
 fn pid_namespace_tree_through_unshare() {
-    round_trip("pid_namespace_tree_through_unshare", false);
+    round_trip("pid_namespace_tree_through_unshare", false, INIT, 2);
+}
+
+/// A pid namespace inside the tree's: an `unshare --fork --pid` run by the init, whose
+/// own init has two children (pids 1, 2 and 3 two levels down).
+#[test]
+fn nested_pid_namespaces() {
+    let nested = "exec </dev/null >/dev/null 2>&1; hostname stasis-ns; sleep 1000 & \
+                  unshare --fork --pid sh -c 'sleep 1000 & sleep 1000 & wait' & wait";
+    round_trip("nested_pid_namespaces", true, nested, 5);
 }
 
 /// `/proc/uptime` (the boottime clock) as the time namespace of `pid` sees it.
@@ -153,7 +168,7 @@ fn time_namespace_clocks_do_not_jump() {
     }
     let tmp = TempDir::new(test);
     let more = ["--time", "--boottime", "100000", "--monotonic", "50000"];
-    let Some((unshare, init)) = start_tree_with(true, &more) else {
+    let Some((unshare, init)) = start_tree_with(true, &more, INIT, 2) else {
         common::skip(test, "unshare --time could not start the namespaces");
         return;
     };
