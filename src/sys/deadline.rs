@@ -25,7 +25,14 @@ static BOUND_MS: AtomicU64 = AtomicU64::new(0);
 const SIGEV_THREAD_ID: i32 = 4;
 
 /// Sets the bound of every wait that asks for it ([`bound`]) from now on (`None`: unbounded).
+///
+/// The `SIGALRM` handler is installed here, before any task is created or stasis's own
+/// signal actions are read (`inherit::own_sigaction`): the restore's children, copies of
+/// stasis, inherit it, and their saved actions replace it as any that differs from ours.
 pub fn set_bound(bound: Option<Duration>) {
+    if bound.is_some() {
+        install_handler();
+    }
     let ms = bound.map_or(0, |d| d.as_millis().clamp(1, u64::MAX as u128) as u64);
     BOUND_MS.store(ms, Ordering::Relaxed);
 }
