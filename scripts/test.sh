@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Run the whole test suite. Installs what the tests need (gcc, python3, bash, coreutils,
-# and nftables if it can) only when missing. Tests run one at a time: they share ptrace, PIDs and the
+# and iptables and nftables if it can) only when missing. Tests run one at a time: they share ptrace, PIDs and the
 # subreaper, and restore into fixed PIDs. Extra arguments go to the test binaries
-# (e.g. a name filter). Exits with cargo's status.
+# (e.g. a name filter). The suite runs twice: on the host, then inside a privileged runc
+# container (scripts/container-test.sh; STASIS_TEST_CONTAINER=0 skips that pass). Exits
+# non-zero if either pass failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,14 +21,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y gcc python3 bash coreutils bsdutils
 fi
-# Optional: nft (the network lock of TCP connections to outside peers), ip (network
-# namespaces for a TCP peer outside the tree), redis-server, nginx, PostgreSQL 15 and tmux (real-program
+# Optional: iptables and nft (the network lock of TCP connections to outside peers), ip (network
+# namespaces for a TCP peer outside the tree), runc and busybox-static (criu-compat's runc test), redis-server, nginx, PostgreSQL 15 and tmux (real-program
 # tests). Tests that need them print SKIP when they cannot be installed.
 optional=()
 command -v nft >/dev/null 2>&1 || optional+=(nftables)
+command -v iptables >/dev/null 2>&1 && command -v ip6tables >/dev/null 2>&1 || optional+=(iptables)
 command -v ip >/dev/null 2>&1 || optional+=(iproute2)
 command -v redis-server >/dev/null 2>&1 || optional+=(redis-server)
 command -v tmux >/dev/null 2>&1 || optional+=(tmux)
+[ -x /usr/sbin/runc ] || optional+=(runc)
+[ -x /bin/busybox ] || optional+=(busybox-static)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || optional+=(nginx-light)
 [ -x /usr/lib/postgresql/15/bin/postgres ] && command -v psql >/dev/null 2>&1 || optional+=(postgresql-15)
 if [ "${#optional[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -40,4 +45,22 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: not root: dump/restore tests will print SKIP lines" >&2
 fi
 
-exec cargo test --release -- --test-threads=1 "$@"
+status=0
+cargo test --release --no-fail-fast --workspace -- --test-threads=1 "$@" || status=$?
+# The second pass: the same suite inside a privileged runc container (its own pid, mount,
+# network, IPC, UTS and cgroup namespaces, overlay root), as CI systems run it. Skipped
+# inside that container, and when STASIS_TEST_CONTAINER=0.
+if [ -n "${STASIS_IN_CONTAINER:-}" ]; then
+    exit "$status"
+fi
+if [ "${STASIS_TEST_CONTAINER:-1}" = 0 ]; then
+    echo "test.sh: SKIP the container pass (STASIS_TEST_CONTAINER=0)" >&2
+    exit "$status"
+fi
+echo "test.sh: host pass exited with $status; now the same suite inside a runc container" >&2
+inner=0
+scripts/container-test.sh "$@" || inner=$?
+if [ "$status" -ne 0 ]; then
+    exit "$status"
+fi
+exit "$inner"

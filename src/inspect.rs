@@ -13,7 +13,9 @@ use crate::image::mm::{Vma, VmaKind};
 use crate::image::seccomp::{
     chain, SeccompFilter, ThreadSeccomp, FILTER_FLAG_LOG, MODE_DISABLED, MODE_STRICT,
 };
-use crate::image::sock::{InetSocket, InetState, SockAddr, UnixPeer, UnixSocket};
+use crate::image::sock::{
+    tcp_state, InetSocket, InetState, SockAddr, TcpRepair, UnixPeer, UnixSocket,
+};
 use crate::image::task::{TaskImage, ThreadImage, Timers};
 use crate::image::tree::{ProcEntry, ProcState, TreeImage};
 use crate::image::{Image, ImageError, ProcessImage};
@@ -31,11 +33,49 @@ pub enum InspectError {
 /// Prints the image at `dir`.
 pub fn inspect(dir: &Path, json: bool, out: &mut impl Write) -> Result<(), InspectError> {
     let image = Image::load_metadata(dir)?;
+    let tables = image.processes.iter().map(|p| (p.task.pid, &p.files));
+    let lock = crate::image::netlock::NetLockImage::load(dir, tables)?;
+    // Asked of the kernel now: a lock still held is one the restore has not lifted yet.
+    let held: Vec<i32> = lock
+        .pids
+        .iter()
+        .copied()
+        .filter(|p| crate::netlock::held(lock.mode, *p))
+        .collect();
     if json {
-        serde_json::to_writer_pretty(&mut *out, &to_json(&image))?;
+        let mut value = to_json(&image);
+        value["netlock"] =
+            serde_json::json!({ "mode": lock.mode.name(), "pids": lock.pids, "held_now": held });
+        serde_json::to_writer_pretty(&mut *out, &value)?;
         writeln!(out)?;
     } else {
         text(&image, out)?;
+        network_lock(dir, &lock, &held, out)?;
+    }
+    Ok(())
+}
+
+/// The dump's network lock, and whether it is still held now (a stale lock, if the image
+/// is not being restored).
+fn network_lock(
+    dir: &Path,
+    lock: &crate::image::netlock::NetLockImage,
+    held: &[i32],
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    write!(out, "network lock: {}", lock.mode.name())?;
+    if lock.pids.is_empty() {
+        return writeln!(out, ", no connection locked");
+    }
+    let names: Vec<String> = lock.pids.iter().map(|p| crate::netlock::name(*p)).collect();
+    writeln!(out, " ({})", names.join(" "))?;
+    for pid in held {
+        writeln!(
+            out,
+            "  {} held now: stale unless this image is being restored; lift it with `stasis network-unlock -D {}`",
+            crate::netlock::name(*pid),
+            dir.display()
+        )?;
     }
     Ok(())
 }
@@ -583,13 +623,12 @@ fn inet_line(s: &InetSocket) -> String {
     let state = match &s.state {
         InetState::Unconnected => String::new(),
         InetState::Listening { backlog } => format!(" listening (backlog {backlog})"),
-        InetState::Established(r) => format!(
-            " established, {} bytes to send, {} received{}",
-            r.send_queue.len(),
-            r.recv_queue.len(),
-            if r.locked { ", network locked" } else { "" }
-        ),
+        InetState::Established(r) => connection_text("established", r),
+        InetState::Connection { state, repair } => {
+            connection_text(&tcp_state::name(*state).to_lowercase(), repair)
+        }
         InetState::Closed => " closed".into(),
+        InetState::Shut { shutdown } => format!(" shut down ({})", shut_text(*shutdown)),
     };
     format!(
         "{proto}{v} {} -> {}{state}{}",
@@ -597,6 +636,23 @@ fn inet_line(s: &InetSocket) -> String {
         addr(&s.remote),
         opts_text(&s.opts)
     )
+}
+
+fn connection_text(state: &str, r: &TcpRepair) -> String {
+    format!(
+        " {state}, {} bytes to send, {} received{}",
+        r.send_queue.len(),
+        r.recv_queue.len(),
+        if r.locked { ", network locked" } else { "" }
+    )
+}
+
+fn shut_text(bits: u8) -> &'static str {
+    match bits & 3 {
+        1 => "receive side",
+        2 => "send side",
+        _ => "both sides",
+    }
 }
 
 /// `; SO_PRIORITY=5 TCP_NODELAY=1 ...`: the options saved (those not a new socket's).
@@ -649,6 +705,9 @@ fn vma_line(v: &Vma) -> String {
         VmaKind::Anon => "anon".to_string(),
         VmaKind::File { file, offset, .. } => format!("{} @{offset:#x}", file.path),
         VmaKind::Aio(r) => format!("[aio] {} events, head {} tail {}", r.nr, r.head, r.tail),
+        VmaKind::PacketRing { socket, offset } => {
+            format!("rings of packet socket:[{socket}] @{offset:#x}")
+        }
         VmaKind::Vdso => "[vdso]".into(),
         VmaKind::Vvar => "[vvar]".into(),
         VmaKind::VvarVclock => "[vvar_vclock]".into(),
@@ -769,6 +828,27 @@ fn describe(kind: &FdKind) -> String {
         ),
         FdKind::Unix(u) => unix_line(u),
         FdKind::Inet(s) => inet_line(s),
+        FdKind::Packet(p) => format!(
+            "packet socket type {} protocol {:#06x} ifindex {}, {} options, {} memberships{}{}{}",
+            p.sock_type,
+            p.protocol,
+            p.ifindex,
+            p.ints.len(),
+            p.memberships.len(),
+            if p.rx_ring.is_some() { ", rx ring" } else { "" },
+            if p.tx_ring.is_some() { ", tx ring" } else { "" },
+            p.fanout
+                .map_or(String::new(), |f| format!(", fanout {f:#x}"))
+        ),
+        FdKind::Netlink(n) => format!(
+            "netlink socket protocol {} port {} groups {:?}{}",
+            n.protocol,
+            n.portid,
+            n.groups,
+            n.dst.map_or(String::new(), |(p, g)| format!(
+                ", connected to port {p} group {g}"
+            ))
+        ),
         FdKind::PtyMaster(m) => format!(
             "pty master of /dev/pts/{} ({} bytes input, {} bytes output buffered)",
             m.index,
@@ -814,6 +894,36 @@ fn describe(kind: &FdKind) -> String {
 mod tests {
     use super::*;
     use crate::abi::{AltStack, KernelSigaction};
+
+    #[test]
+    fn text_shows_the_network_lock_and_whether_it_is_held() {
+        use crate::image::netlock::{LockMode, NetLockImage};
+        let dir = Path::new("/img");
+        let lock = NetLockImage {
+            mode: LockMode::Iptables,
+            pids: vec![7, 9],
+        };
+        let mut out = Vec::new();
+        network_lock(dir, &lock, &[9], &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("network lock: iptables (stasis_7 stasis_9)\n"),
+            "{text}"
+        );
+        assert!(text.contains("stasis_9 held now"), "{text}");
+        assert!(!text.contains("stasis_7 held"), "{text}");
+        assert!(text.contains("stasis network-unlock -D /img"), "{text}");
+        let mut out = Vec::new();
+        let skip = NetLockImage {
+            mode: LockMode::Skip,
+            pids: vec![],
+        };
+        network_lock(dir, &skip, &[], &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "network lock: skip, no connection locked\n"
+        );
+    }
     use crate::image::sample;
 
     fn sample_image() -> Image {
@@ -854,6 +964,7 @@ mod tests {
             ghosts: Default::default(),
             sysv: Default::default(),
             ns: Default::default(),
+            cgroup: Default::default(),
         }
     }
 

@@ -6,8 +6,10 @@
 #![deny(unsafe_code)]
 
 pub mod abi;
+pub mod cgroupfs;
 pub mod check;
 pub mod dump;
+pub mod hooks;
 pub mod image;
 pub mod inspect;
 pub mod jobctl;
@@ -18,3 +20,19 @@ pub mod progress;
 pub mod restore;
 pub mod sys;
 pub mod vdso;
+
+/// An error and its causes on one line, a cause already said by the text before it left
+/// out: what the front ends print and what a CRIU client gets as `cr_errmsg`.
+pub fn error_line(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = s.source();
+    }
+    line
+}

@@ -12,6 +12,7 @@ fn main() {
         Command::Restore(a) => cli::restore::run(a),
         Command::Check => cli::check::run(),
         Command::Inspect(a) => cli::inspect::run(a),
+        Command::NetworkUnlock(a) => cli::network_unlock::run(a),
     };
     stasis::profile::report();
     std::process::exit(code);

@@ -353,7 +353,18 @@ fn assert_one_line(stderr: &str, start: &str, words: &[&str]) {
 fn criu_flags_are_accepted_or_refused_by_name() {
     let both: &[&[&str]] = &[
         &["--manage-cgroups=ignore"],
+        &["--manage-cgroups"],
+        &[
+            "--manage-cgroups=full",
+            "--cgroup-root",
+            "/x",
+            "--cgroup-root",
+            "cpu:/y",
+        ],
+        &["--cgroup-yard", "/y", "--cgroup-dump-controller", "cpu"],
         &["--network-lock", "nftables"],
+        &["--network-lock", "iptables"],
+        &["--network-lock", "skip"],
         &["--ext-mount-map", "auto"],
         &["-M", "auto"],
         &["--force-irmap", "--irmap-scan-path", "/zdtm/static"],
@@ -364,10 +375,9 @@ fn criu_flags_are_accepted_or_refused_by_name() {
         &["--evasive-devices"],
     ];
     let refused: &[(&[&str], &str)] = &[
-        (&["--manage-cgroups"], "--manage-cgroups=soft"),
-        (&["--manage-cgroups=full"], "--manage-cgroups=full"),
-        (&["--cgroup-root", "/x"], "--cgroup-root"),
-        (&["--network-lock", "iptables"], "--network-lock iptables"),
+        (&["--manage-cgroups=loose"], "--manage-cgroups=loose"),
+        (&["--cgroup-props", "x"], "--cgroup-props"),
+        (&["--network-lock", "ebtables"], "--network-lock ebtables"),
         (&["--ext-mount-map", "/a:b"], "--ext-mount-map /a:b"),
         (&["--external", "mnt[]"], "--external mnt[]"),
     ];
@@ -394,4 +404,15 @@ fn criu_flags_are_accepted_or_refused_by_name() {
             );
         }
     }
+}
+
+/// `stasis network-unlock` needs to be told which locks: without -D, --all-stale or
+/// --list it is a usage error; --list runs anywhere (it lists what it finds).
+#[test]
+fn network_unlock_needs_a_choice() {
+    let out = common::stasis(&["network-unlock"]);
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("--all-stale"), "{}", out.stderr);
+    let out = common::stasis(&["network-unlock", "--list", "--all-stale"]);
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
 }

@@ -110,6 +110,15 @@ fn dump_refuses_corked_udp_data() {
     );
 }
 
+#[test]
+fn dump_refuses_packet_socket_with_packets_queued() {
+    refused_kind(
+        "dump_refuses_packet_socket_with_packets_queued",
+        "packet_queued",
+        " is a packet socket with received packets not read yet",
+    );
+}
+
 /// A process in a namespace of its own that stasis does not rebuild (here network, made
 /// by `unshare --net`) is refused, naming the namespace: restored into the restorer's
 /// namespaces, its interfaces would silently change.

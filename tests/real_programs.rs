@@ -1,4 +1,5 @@
 //! Unmodified programs (python3 — counting, threads, pipes/eventfd/epoll, an HTTP server,
+//! an HTTP/1.1 server with 50 keep-alive clients,
 //! multiprocessing —, coreutils sleep, bash, xargs, a `sh` pipeline, redis, nginx,
 //! PostgreSQL) dumped
 //! and restored with `-d`: each must carry on from where it was, under the same pid(s).
@@ -569,6 +570,93 @@ fn python_http_server_serves_after_restore() {
     stop(restored);
 }
 
+/// A threaded HTTP/1.1 server in python3 (one thread per keep-alive connection).
+const KEEPALIVE_SERVER: &str = "
+import http.server
+class H(http.server.SimpleHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+s = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H)
+print('port', s.server_address[1], flush=True)
+s.serve_forever()
+";
+
+/// `GET /name` on a kept-alive connection: the body of a 200 answer (`Content-Length`).
+fn keepalive_get(conn: &mut std::io::BufReader<std::net::TcpStream>, name: &str) -> String {
+    use std::io::{BufRead, Read, Write};
+    let req = format!("GET /{name} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    conn.get_mut()
+        .write_all(req.as_bytes())
+        .expect("send a request");
+    let (mut status, mut len) = (String::new(), 0usize);
+    conn.read_line(&mut status).expect("status line");
+    assert!(status.contains(" 200 "), "answer: {status:?}");
+    loop {
+        let mut line = String::new();
+        conn.read_line(&mut line).expect("header line");
+        if line.trim_end().is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().expect("a length");
+        }
+    }
+    let mut body = vec![0u8; len];
+    conn.read_exact(&mut body).expect("the body");
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// An HTTP server with 50 keep-alive clients outside the dumped tree (this test): dumped
+/// with `--tcp-established` while every connection is open and idle, restored, and each
+/// client's next request on its same connection is answered.
+#[test]
+fn http_keepalive_clients_keep_their_connections() {
+    let test = "http_keepalive_clients_keep_their_connections";
+    let _serial = common::serial();
+    require_privileged!("http_keepalive_clients_keep_their_connections");
+    for tool in ["python3", "nft"] {
+        if !which(tool) {
+            return common::skip(test, &format!("{tool} is not installed"));
+        }
+    }
+    let tmp = TempDir::new("http-keepalive");
+    fs::write(tmp.join("hello.txt"), "kept alive by stasis\n").expect("write hello.txt");
+    let mut py = common::spawn_logged(
+        Command::new("python3")
+            .args(["-u", "-c", KEEPALIVE_SERVER])
+            .current_dir(tmp.path()),
+        &tmp.join("http.log"),
+    );
+    let port: u16 = wait_for("the server to listen", Duration::from_secs(30), || {
+        let log = py.log_text();
+        log.lines()
+            .find_map(|l| l.strip_prefix("port ")?.trim().parse().ok())
+    });
+    let mut clients: Vec<_> = (0..50)
+        .map(|_| {
+            let s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(20)))
+                .expect("timeout");
+            std::io::BufReader::new(s)
+        })
+        .collect();
+    for c in &mut clients {
+        assert_eq!(keepalive_get(c, "hello.txt"), "kept alive by stasis\n");
+    }
+    let img = tmp.join("img");
+    common::dump(py.pid, &img, &["--tcp-established"]).assert_ok("stasis dump");
+    assert_eq!(
+        py.wait_exit(Duration::from_secs(10)),
+        Status::Signaled(libc::SIGKILL)
+    );
+    let pid = common::restore_detached(&img).unwrap_or_else(|o| panic!("restore failed: {o:?}"));
+    let restored = Proc::adopt(pid, &py.log);
+    for (i, c) in clients.iter_mut().enumerate() {
+        let body = keepalive_get(c, "hello.txt");
+        assert_eq!(body, "kept alive by stasis\n", "client {i} after restore");
+    }
+    stop(restored);
+}
+
 /// One RESP command on `conn`, the reply's first line.
 fn redis(conn: &mut std::io::BufReader<std::net::TcpStream>, args: &[&str]) -> String {
     use std::io::{BufRead, Write};
@@ -595,7 +683,7 @@ fn redis(conn: &mut std::io::BufReader<std::net::TcpStream>, args: &[&str]) -> S
 fn redis_client_survives_restore() {
     let _serial = common::serial();
     require_privileged!("redis_client_survives_restore");
-    for tool in ["redis-server", "nft"] {
+    for tool in ["redis-server", "iptables", "ip6tables"] {
         if !which(tool) {
             return common::skip(
                 "redis_client_survives_restore",
@@ -734,7 +822,7 @@ fn postgres_session_survives_restore() {
     if !bin.join("postgres").exists() {
         return common::skip(TEST, "postgresql-15 is not installed");
     }
-    for tool in ["psql", "nft"] {
+    for tool in ["psql", "iptables", "ip6tables"] {
         if !which(tool) {
             return common::skip(TEST, &format!("{tool} is not installed"));
         }

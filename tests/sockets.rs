@@ -64,7 +64,7 @@ fn dump_refuses_fds_in_flight() {
         &[
             "fd 10 ",
             "file descriptors in flight",
-            "AF_NETLINK",
+            "a netlink socket with messages queued",
             "--skip-in-flight",
         ],
     );
@@ -98,12 +98,14 @@ fn dump_refuses_established_tcp_without_option() {
 }
 
 #[test]
-fn dump_refuses_netlink_socket() {
+fn dump_refuses_netlink_socket_with_a_message_queued() {
     let _serial = common::serial();
-    require_privileged!("dump_refuses_netlink_socket");
+    require_privileged!("dump_refuses_netlink_socket_with_a_message_queued");
     let tmp = TempDir::new("netlink");
-    let script = "import socket, sys, time\n\
-                  s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)\n\
+    let script = "import socket, struct, sys, time\n\
+                  s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 15)\n\
+                  s.bind((0, 0))\n\
+                  s.sendto(struct.pack('=IHHII', 16, 0x1234, 0, 0, 0), s.getsockname())\n\
                   print('READY', s.fileno(), flush=True)\n\
                   time.sleep(1000)\n";
     let mut py = common::spawn_logged(
@@ -115,9 +117,10 @@ fn dump_refuses_netlink_socket() {
         .nth(1)
         .map(str::to_string);
     let out = common::dump(py.pid, &tmp.join("img"), &[]);
-    let msg = out.assert_failed("dump of a netlink socket");
+    let msg = out.assert_failed("dump of a netlink socket with a message queued");
     let fd = fd.expect("fd printed");
-    for w in [format!("fd {fd} "), py.pid.to_string(), "AF_NETLINK".into()] {
+    let what = "is a netlink socket with messages queued".to_string();
+    for w in [format!("fd {fd} "), py.pid.to_string(), what] {
         assert!(msg.contains(&w), "{w:?} missing from: {msg}");
     }
     common::assert_untouched(&py);
@@ -148,21 +151,61 @@ fn have(tool: &str) -> bool {
 }
 
 /// A TCP connection to a peer outside the dumped process (this test, on loopback) lives
-/// through dump and restore: the peer writes a numbered line every 20 ms the whole time
-/// (the lines sent while the task is down are held by the network lock and retransmitted
-/// once it is back), the task echoes each line; no line may be lost, doubled or reordered.
+/// through dump and restore under each `--network-lock` mode and IP version: the peer
+/// writes a numbered line every 20 ms the whole time (the lines sent while the task is
+/// down are dropped by the lock — a reset would end the connection — and retransmitted
+/// once it is back), the task echoes each line; no line may be lost, doubled or
+/// reordered. The lock is there while the task is down and gone after the restore.
 #[test]
-fn tcp_peer_outside_keeps_talking() {
-    let _serial = common::serial();
-    require_privileged!("tcp_peer_outside_keeps_talking");
-    if !have("nft") {
-        return common::skip(
-            "tcp_peer_outside_keeps_talking",
-            "nft (nftables) is not installed",
-        );
+fn tcp_lock_iptables_v4() {
+    lock_test("tcp-ipt4", "iptables", "127.0.0.1");
+}
+
+#[test]
+fn tcp_lock_iptables_v6() {
+    lock_test("tcp-ipt6", "iptables", "::1");
+}
+
+/// A v4-mapped IPv6 connection: its packets are IPv4, held by `iptables` rules.
+#[test]
+fn tcp_lock_iptables_v4_mapped() {
+    lock_test("tcp-ipt4m", "iptables", "::ffff:127.0.0.1");
+}
+
+#[test]
+fn tcp_lock_nftables_v4() {
+    lock_test("tcp-nft4", "nftables", "127.0.0.1");
+}
+
+#[test]
+fn tcp_lock_nftables_v6() {
+    lock_test("tcp-nft6", "nftables", "::1");
+}
+
+/// The tools a mode runs.
+fn tools(mode: &str) -> &'static [&'static str] {
+    match mode {
+        "nftables" => &["nft"],
+        "iptables" => &["iptables", "ip6tables"],
+        _ => &[],
     }
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    peer_keeps_talking("tcp-peer", listener, "127.0.0.1", false);
+}
+
+fn lock_test(tag: &str, mode: &str, addr: &str) {
+    let _serial = common::serial();
+    require_privileged!("tcp_lock");
+    if let Some(t) = tools(mode).iter().find(|t| !have(t)) {
+        return common::skip(tag, &format!("{t} is not installed"));
+    }
+    let bind = if addr.contains(':') && !addr.contains('.') {
+        "[::1]:0"
+    } else if addr.contains(':') {
+        "[::]:0"
+    } else {
+        "127.0.0.1:0"
+    };
+    let listener = TcpListener::bind(bind).expect("bind");
+    peer_keeps_talking(tag, listener, addr, mode, None);
 }
 
 /// The same with the peer in another network namespace, joined to ours by a veth pair:
@@ -173,7 +216,7 @@ fn tcp_peer_across_netns_keeps_talking() {
     let _serial = common::serial();
     let test = "tcp_peer_across_netns_keeps_talking";
     require_privileged!("tcp_peer_across_netns_keeps_talking");
-    for tool in ["nft", "ip"] {
+    for tool in ["iptables", "ip"] {
         if !have(tool) {
             return common::skip(test, &format!("{tool} is not installed"));
         }
@@ -183,13 +226,81 @@ fn tcp_peer_across_netns_keeps_talking() {
         Err(why) => return common::skip(test, &why),
     };
     let listener = net.listen();
-    peer_keeps_talking("tcp-netns", listener, PeerNet::PEER, false);
+    peer_keeps_talking("tcp-netns", listener, PeerNet::PEER, "iptables", None);
 }
 
-/// Where `nft` cannot be run, the network lock cannot be taken nor lifted: a dump of a
-/// connection to a peer outside is refused before its socket changes (the peer keeps
-/// talking to the running task), and the restore of an image holding a locked connection
-/// is refused before any process exists; with nft back both go through.
+/// A connection-tracking rule set guards the interface the connection crosses ("ct state
+/// established,related accept; drop" for what comes in on it): the restored connection's
+/// packets are still accepted under each mode, as its conntrack entry stays established
+/// through the dump (the lock drops packets after conntrack saw them).
+#[test]
+fn tcp_lock_keeps_conntrack_state() {
+    let _serial = common::serial();
+    let test = "tcp_lock_keeps_conntrack_state";
+    require_privileged!("tcp_lock_keeps_conntrack_state");
+    for tool in ["iptables", "ip6tables", "nft", "ip"] {
+        if !have(tool) {
+            return common::skip(test, &format!("{tool} is not installed"));
+        }
+    }
+    for mode in ["iptables", "nftables"] {
+        let net = match PeerNet::create() {
+            Ok(net) => net,
+            Err(why) => return common::skip(test, &why),
+        };
+        let _guard = CtGuard::install(&format!("stp{}h", std::process::id()));
+        let listener = net.listen();
+        peer_keeps_talking(
+            &format!("tcp-ct-{mode}"),
+            listener,
+            PeerNet::PEER,
+            mode,
+            None,
+        );
+    }
+}
+
+/// An nftables table accepting only established and related packets on `dev`; removed on
+/// drop.
+struct CtGuard(String);
+
+impl CtGuard {
+    fn install(dev: &str) -> CtGuard {
+        let table = format!("ctguard{}", std::process::id());
+        let script = format!(
+            "add table inet {table}\n\
+             add chain inet {table} input {{ type filter hook input priority 0; policy accept; }}\n\
+             add rule inet {table} input iifname \"{dev}\" ct state established,related accept\n\
+             add rule inet {table} input iifname \"{dev}\" drop\n"
+        );
+        let mut nft = Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("nft");
+        nft.stdin
+            .take()
+            .expect("stdin")
+            .write_all(script.as_bytes())
+            .expect("write");
+        assert!(nft.wait().expect("nft").success(), "nft -f: {script}");
+        CtGuard(table)
+    }
+}
+
+impl Drop for CtGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &self.0])
+            .status();
+    }
+}
+
+/// Where the mode's command cannot be run, the network lock cannot be taken nor lifted:
+/// a dump of a connection to a peer outside is refused before its socket changes (the
+/// peer keeps talking to the running task), and the restore of an image holding a locked
+/// connection is refused before any process exists; with the command back both go
+/// through.
 #[test]
 fn tcp_peer_outside_without_nft_is_refused() {
     let _serial = common::serial();
@@ -201,98 +312,302 @@ fn tcp_peer_outside_without_nft_is_refused() {
         );
     }
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    peer_keeps_talking("tcp-no-nft", listener, "127.0.0.1", true);
+    peer_keeps_talking(
+        "tcp-no-nft",
+        listener,
+        "127.0.0.1",
+        "nftables",
+        Some(["nft", "nftables"]),
+    );
 }
 
-/// `stasis ARGS` with a PATH holding no `nft`: the output of the refused command, which
-/// must name `nft`, its package, `what` and the pid.
-fn refused_without_nft(tmp: &TempDir, args: &[&std::ffi::OsStr], what: &str, pid: i32) {
-    let empty = tmp.join("no-nft");
+#[test]
+fn tcp_peer_outside_without_iptables_is_refused() {
+    let _serial = common::serial();
+    require_privileged!("tcp_peer_outside_without_iptables_is_refused");
+    if !have("iptables") || !have("ip6tables") {
+        return common::skip(
+            "tcp_peer_outside_without_iptables_is_refused",
+            "iptables is not installed",
+        );
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    peer_keeps_talking(
+        "tcp-no-ipt",
+        listener,
+        "127.0.0.1",
+        "iptables",
+        Some(["iptables", "iptables"]),
+    );
+}
+
+/// `stasis ARGS` with a PATH holding no tool: the output of the refused command, which
+/// must name `tool`, its `package`, `what` and the pid.
+fn refused_without(
+    tmp: &TempDir,
+    args: &[&std::ffi::OsStr],
+    missing: [&str; 2],
+    what: &str,
+    pid: i32,
+) {
+    let empty = tmp.join("no-tools");
     fs::create_dir_all(&empty).expect("mkdir");
     let out =
         common::start(common::stasis_cmd(args).env("PATH", &empty)).finish(common::STASIS_TIMEOUT);
-    let msg = out.assert_failed("stasis without nft");
-    for w in ["nft", "nftables", what, &pid.to_string()] {
+    let msg = out.assert_failed("stasis without the lock's tools");
+    for w in [missing[0], missing[1], what, &pid.to_string()] {
         assert!(msg.contains(w), "{w:?} missing from: {msg}");
     }
 }
 
+/// The `stasis network-unlock --list` lines naming the lock of `pid`.
+fn listed_locks(pid: i32) -> Vec<String> {
+    let out = common::stasis(&["network-unlock", "--list"]);
+    let name = format!("stasis_{pid} ");
+    out.stdout
+        .lines()
+        .filter(|l| l.contains(&name))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A peer (this test) accepting the `tcp_echo` victim's connection to `addr` on a
+/// listener, and checking the echoes of what it writes.
+struct Echoed {
+    talker: Talker,
+    echoes: BufReader<TcpStream>,
+    expect: u64,
+}
+
+impl Echoed {
+    fn accept(listener: &TcpListener) -> Echoed {
+        let (conn, _) = listener.accept().expect("accept");
+        conn.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let talker = talk(conn.try_clone().expect("clone"));
+        Echoed {
+            talker,
+            echoes: BufReader::new(conn),
+            expect: 0,
+        }
+    }
+
+    /// Reads the echoes up to line `n`, each in order.
+    fn read_until(&mut self, n: u64) {
+        while self.expect < n {
+            let mut line = String::new();
+            self.echoes.read_line(&mut line).expect("echo");
+            assert_eq!(
+                line.trim_end(),
+                format!("line {}", self.expect),
+                "echo out of order"
+            );
+            self.expect += 1;
+        }
+    }
+
+    /// Every line written so far comes back, then 20 more.
+    fn all_back(&mut self) {
+        let sent = self.talker.count();
+        self.read_until(sent + 20);
+    }
+}
+
 /// The peer (this test) accepts the `tcp_echo` victim's connection to `addr` on
-/// `listener`, talks through a dump with `--tcp-established` and a restore, and checks
-/// every echo; the lock must be gone afterwards. With `no_nft_first`, a dump and a
-/// restore without `nft` are refused first.
-fn peer_keeps_talking(tag: &str, listener: TcpListener, addr: &str, no_nft_first: bool) {
+/// `listener`, talks through a dump with `--tcp-established --network-lock MODE` and a
+/// restore, and checks every echo; the lock must be held while the task is down and gone
+/// afterwards. With `no_tool_first` (tool, package), a dump and a restore without the
+/// mode's tools are refused first.
+fn peer_keeps_talking(
+    tag: &str,
+    listener: TcpListener,
+    addr: &str,
+    mode: &str,
+    no_tool_first: Option<[&str; 2]>,
+) {
     let tmp = TempDir::new(tag);
     let port = listener.local_addr().expect("addr").port().to_string();
     let Some(mut v) = victim(&tmp, "tcp_echo", &[&port, addr]) else {
         return;
     };
-    let (conn, _) = listener.accept().expect("accept");
-    conn.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    let talker = talk(conn.try_clone().expect("clone"));
-    let mut echoes = BufReader::new(conn);
-    let mut expect = 0u64;
-    let mut read_until = |n: u64| {
-        while expect < n {
-            let mut line = String::new();
-            echoes.read_line(&mut line).expect("echo");
-            assert_eq!(
-                line.trim_end(),
-                format!("line {expect}"),
-                "echo out of order"
-            );
-            expect += 1;
-        }
-    };
-    read_until(20);
+    let mut peer = Echoed::accept(&listener);
+    peer.read_until(20);
     let img = tmp.join("img");
-    let restored = if no_nft_first {
-        let (pid, dir) = (v.pid.to_string(), img.as_os_str());
+    let flags = ["--tcp-established", "--network-lock", mode];
+    let dir = img.as_os_str();
+    if let Some(missing) = no_tool_first {
+        let pid = v.pid.to_string();
         let args = ["dump", "-t", &pid, "-D"].map(std::ffi::OsStr::new);
-        let dump = [&args[..], &[dir, "--tcp-established".as_ref()]].concat();
-        refused_without_nft(&tmp, &dump, "fd 10 of pid", v.pid);
+        let dump = [&args[..], &[dir], &flags.map(std::ffi::OsStr::new)[..]].concat();
+        refused_without(&tmp, &dump, missing, "fd 10 of pid", v.pid);
         common::assert_untouched(&v);
-        read_until(40);
-        common::dump(v.pid, &img, &["--tcp-established"]).assert_ok("stasis dump");
-        v.wait_exit(Duration::from_secs(10));
+        peer.read_until(40);
+    }
+    common::dump(v.pid, &img, &flags).assert_ok("stasis dump");
+    v.wait_exit(Duration::from_secs(10));
+    // Down: the lock holds the connection (the peer keeps writing meanwhile).
+    let listed = listed_locks(v.pid);
+    assert!(
+        listed
+            .iter()
+            .any(|l| l.starts_with(mode) && l.contains("stale")),
+        "lock not listed: {listed:?}"
+    );
+    let shown = common::stasis(&["inspect".as_ref(), dir]);
+    assert!(
+        shown.stdout.contains("network locked")
+            && shown.stdout.contains(&format!("network lock: {mode}"))
+            && shown.stdout.contains("held now"),
+        "the image does not show a held lock:\n{}",
+        shown.stdout
+    );
+    common::sleep_ms(300);
+    if let Some(missing) = no_tool_first {
         let restore = ["restore", "-d", "-D"].map(std::ffi::OsStr::new);
-        refused_without_nft(
+        refused_without(
             &tmp,
             &[&restore[..], &[dir]].concat(),
+            missing,
             "fd 10 of pid",
             v.pid,
         );
         assert_eq!(common::proc_state(v.pid), None, "a process was created");
-        let pid = common::restore_detached(&img).unwrap_or_else(|o| panic!("restore: {o:?}"));
-        Proc::adopt(pid, &v.log)
-    } else {
-        dump_restore(&mut v, &tmp, &["--tcp-established"])
-    };
-    let shown = common::stasis(&["inspect".as_ref(), img.as_os_str()]);
-    assert!(
-        shown.stdout.contains("established") && shown.stdout.contains("network locked"),
-        "the image does not hold a locked connection:\n{}",
-        shown.stdout
-    );
+    }
+    let pid = common::restore_detached(&img).unwrap_or_else(|o| panic!("restore: {o:?}"));
+    let mut restored = Proc::adopt(pid, &v.log);
     // Lines written while it was down come back too, then new ones.
-    let sent_meanwhile = talker.count();
-    read_until(sent_meanwhile + 20);
-    talker.stop();
-    assert!(
-        !common::find_inventories(tmp.path()).is_empty(),
-        "no image was written"
-    );
-    let nft = Command::new("nft")
-        .args(["list", "tables"])
-        .output()
-        .expect("nft");
-    assert!(
-        !String::from_utf8_lossy(&nft.stdout).contains(&format!("stasis_{}", v.pid)),
+    peer.all_back();
+    peer.talker.stop();
+    assert_eq!(
+        listed_locks(v.pid),
+        Vec::<String>::new(),
         "the network lock is still there"
     );
-    let mut restored = restored;
     restored.go_and_expect_pass();
+}
+
+/// `--network-lock skip` takes no lock: no rule of any mode is there while the task is
+/// down, and the image says so.
+#[test]
+fn tcp_lock_skip_leaves_no_rules() {
+    let _serial = common::serial();
+    require_privileged!("tcp_lock_skip_leaves_no_rules");
+    let tmp = TempDir::new("tcp-skip");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port().to_string();
+    let Some(mut v) = victim(&tmp, "tcp_echo", &[&port]) else {
+        return;
+    };
+    let mut peer = Echoed::accept(&listener);
+    peer.read_until(5);
+    peer.talker.stop();
+    let img = tmp.join("img");
+    common::dump(
+        v.pid,
+        &img,
+        &["--tcp-established", "--network-lock", "skip"],
+    )
+    .assert_ok("dump");
+    v.wait_exit(Duration::from_secs(10));
+    assert_eq!(
+        listed_locks(v.pid),
+        Vec::<String>::new(),
+        "skip took a lock"
+    );
+    let shown = common::stasis(&["inspect".as_ref(), img.as_os_str()]);
+    assert!(
+        shown.stdout.contains("network lock: skip"),
+        "{}",
+        shown.stdout
+    );
+    assert!(!shown.stdout.contains("network locked"), "{}", shown.stdout);
+}
+
+/// A dump never restored leaves its lock: `inspect` shows it held, `network-unlock --list`
+/// lists it as stale, `network-unlock --all-stale` (iptables) and `network-unlock -D DIR`
+/// (nftables) lift it.
+#[test]
+fn stale_lock_is_listed_and_lifted() {
+    let _serial = common::serial();
+    require_privileged!("stale_lock_is_listed_and_lifted");
+    for (mode, how) in [("iptables", "--all-stale"), ("nftables", "-D")] {
+        if let Some(t) = tools(mode).iter().find(|t| !have(t)) {
+            common::skip(
+                "stale_lock_is_listed_and_lifted",
+                &format!("{t} is not installed"),
+            );
+            continue;
+        }
+        let tmp = TempDir::new(&format!("stale-{mode}"));
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port().to_string();
+        let Some(mut v) = victim(&tmp, "tcp_echo", &[&port]) else {
+            return;
+        };
+        let (_conn, _) = listener.accept().expect("accept");
+        let img = tmp.join("img");
+        common::dump(v.pid, &img, &["--tcp-established", "--network-lock", mode]).assert_ok("dump");
+        v.wait_exit(Duration::from_secs(10));
+        let listed = listed_locks(v.pid);
+        assert!(
+            listed.iter().any(|l| l.contains("stale")),
+            "{mode}: not listed: {listed:?}"
+        );
+        let shown = common::stasis(&["inspect".as_ref(), img.as_os_str()]);
+        assert!(shown.stdout.contains("held now"), "{}", shown.stdout);
+        let out = match how {
+            "-D" => common::stasis(&["network-unlock".as_ref(), "-D".as_ref(), img.as_os_str()]),
+            _ => common::stasis(&["network-unlock", how]),
+        };
+        out.assert_ok("network-unlock");
+        assert_eq!(
+            listed_locks(v.pid),
+            Vec::<String>::new(),
+            "{mode}: lock left"
+        );
+        let shown = common::stasis(&["inspect".as_ref(), img.as_os_str()]);
+        assert!(!shown.stdout.contains("held now"), "{}", shown.stdout);
+    }
+}
+
+/// A restore that fails once processes exist (here: the connection's local address is
+/// gone from the host meanwhile, so its socket cannot be bound again) still lifts the
+/// lock: the connection is lost, and the peer must learn so rather than wait forever.
+#[test]
+fn failed_restore_still_unlocks() {
+    let _serial = common::serial();
+    let test = "failed_restore_still_unlocks";
+    require_privileged!("failed_restore_still_unlocks");
+    for tool in ["iptables", "ip6tables", "ip"] {
+        if !have(tool) {
+            return common::skip(test, &format!("{tool} is not installed"));
+        }
+    }
+    let net = match PeerNet::create() {
+        Ok(net) => net,
+        Err(why) => return common::skip(test, &why),
+    };
+    let listener = net.listen();
+    let tmp = TempDir::new("fail-unlock");
+    let port = listener.local_addr().expect("addr").port().to_string();
+    let Some(mut v) = victim(&tmp, "tcp_echo", &[&port, PeerNet::PEER]) else {
+        return;
+    };
+    let peer = Echoed::accept(&listener);
+    peer.talker.stop();
+    let img = tmp.join("img");
+    common::dump(v.pid, &img, &["--tcp-established"]).assert_ok("dump");
+    v.wait_exit(Duration::from_secs(10));
+    assert!(!listed_locks(v.pid).is_empty(), "no lock taken");
+    net.drop_host_address();
+    let out = common::restore_detached(&img).expect_err("the restore should fail");
+    assert!(!out.stderr.is_empty(), "{out:?}");
+    assert_eq!(common::proc_state(v.pid), None, "a process was left");
+    assert_eq!(
+        listed_locks(v.pid),
+        Vec::<String>::new(),
+        "the failed restore left the lock"
+    );
 }
 
 /// A network namespace holding one end of a veth pair (`PEER`), the other end in ours
@@ -346,6 +661,16 @@ impl PeerNet {
             }
         }
         Ok(net)
+    }
+
+    /// Removes `HOST` from our end of the pair.
+    fn drop_host_address(&self) {
+        let host = format!("stp{}h", std::process::id());
+        let out = Command::new("ip")
+            .args(["addr", "del", &format!("{}/24", Self::HOST), "dev", &host])
+            .output()
+            .expect("ip");
+        assert!(out.status.success(), "ip addr del: {out:?}");
     }
 
     /// A listener on `PEER` inside the namespace: bound by a thread that entered it (a

@@ -130,6 +130,7 @@ fn dump_args(victim: &str, args: &[&str]) -> &'static [&'static str] {
         ("unix_sockets", Some("inflight")) => &["--skip-in-flight"],
         ("inet_sockets", Some("established")) => &["--tcp-established"],
         ("inet_sockets", Some("close")) => &["--tcp-close"],
+        ("tcp_states", Some("closing" | "reset" | "full")) => &["--tcp-established"],
         _ => &[],
     }
 }
@@ -299,10 +300,18 @@ victim_tests! {
     unix_sockets: "unix_sockets";
     unix_inflight: "unix_sockets" ["inflight"];
     inflight: "inflight";
+    inflight_epoll: "inflight_epoll";
+    unix_layouts: "unix_layouts";
+    packet_sockets: "packet_sockets";
+    netlink_sockets: "netlink_sockets";
     inet_sockets: "inet_sockets";
     sockopts: "sockopts";
     tcp_established: "inet_sockets" ["established"];
     tcp_close: "inet_sockets" ["close"];
+    tcp_closing: "tcp_states" ["closing"];
+    tcp_reset: "tcp_states" ["reset"];
+    tcp_full_queues: "tcp_states" ["full"];
+    udp_shutdown: "tcp_states" ["udp"];
     pty: "pty";
     ctty: "ctty";
     pty_hangup: "pty_hangup";

@@ -15,6 +15,7 @@ every test (stasis's stderr, the test's .out) are kept under --logs (/tmp/confor
 
 import argparse
 import ctypes
+import glob
 import json
 import os
 import re
@@ -140,8 +141,9 @@ def reap_orphans(keep):
                 pass
 
 
-def run(argv, log, timeout, env=None, cwd=None):
-    """Run a command, reaping orphans meanwhile; its stderr (and stdout) go to `log`."""
+def run(argv, log, timeout, env=None, cwd=None, keep=()):
+    """Run a command, reaping orphans meanwhile (but not `keep`, pids another Popen waits
+    on); its stderr (and stdout) go to `log`."""
     with open(log, "ab") as out:
         out.write(("$ %s\n" % " ".join(argv)).encode())
         out.flush()
@@ -149,7 +151,7 @@ def run(argv, log, timeout, env=None, cwd=None):
                                 stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while proc.poll() is None:
-            reap_orphans({proc.pid})
+            reap_orphans({proc.pid, *keep})
             if time.monotonic() > deadline:
                 proc.kill()
                 proc.wait()
@@ -225,6 +227,12 @@ def wait_empty(pids, timeout):
         time.sleep(0.01)
 
 
+def reads_criu_images(hook):
+    with open(hook, "rb") as f:
+        text = f.read()
+    return b"pycriu" in text or b"ZDTM_IMG_DIR" in text
+
+
 def read_pid(pidfile):
     with open(pidfile) as f:
         return int(f.readline().strip())
@@ -242,6 +250,14 @@ class Inner:
         self.timeout = int(self.desc.get("timeout") or 30)
         self.log = os.path.join(self.logs, "stasis.log")
         self.images = os.path.join(self.logs, "images")
+        # The cgroup tests' hooks run from the log directory, `--clean` also before the
+        # start (a named v1 hierarchy outlives the test's namespace, and with it the
+        # cgroups an earlier run left); their `--pre-restore` removes the test's cgroups
+        # so that the restore must recreate them. stasis runs where CRIU's images
+        # directory would be (dump/zdtm/static/NAME/PID/1 below the hooks' directory),
+        # as relative options such as cgroup_yard's `--cgroup-yard` count on it.
+        self.cgroup = self.name.startswith("cgroup")
+        self.cwd = None
 
     def env(self):
         env = dict(os.environ)
@@ -251,21 +267,83 @@ class Inner:
             env.update(TEST_CREDS)
         return env
 
+    def mount_v1_net_prio(self):
+        """cgroup_ifpriomap needs the v1 net_prio hierarchy to exist (it takes its
+        name from /proc/self/cgroup; without it the test frees a string literal at the
+        end): mounted here, in the test's own mount namespace, as systemd mounts it on
+        a usual host. The hierarchy lives as long as this namespace."""
+        with open("/proc/cgroups") as f:
+            if not any(l.split()[:1] == ["net_prio"] for l in f):
+                return
+        where = os.path.join(self.logs, "net_prio")
+        os.makedirs(where, exist_ok=True)
+        subprocess.call(["mount", "-t", "cgroup", "-o", "net_prio", "zdtm_net_prio", where],
+                        stderr=subprocess.DEVNULL)
+
     def start(self):
+        if self.cgroup:
+            self.mount_v1_net_prio()
+            self.clean()
         subprocess.call(["make", "--no-print-directory", "-s", "-C", self.static,
                          self.name + ".cleanout"], stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL)
+        # Some tests name files in /tmp themselves (sockets_dgram's sockets): a run that
+        # died leaves them, owned by root, and the test's uid cannot unlink them in the
+        # sticky /tmp (its bind then fails with EADDRINUSE).
+        for stale in glob.glob("/tmp/%s.test*" % self.name):
+            subprocess.call(["rm", "-rf", "--", stale])
         if "suid" not in flags(self.desc):
             mode = os.stat(self.static).st_mode
             os.chmod(self.static, mode | 0o222)
+        # zdtm.py runs the --post-start hook while the test starts (some tests wait for
+        # what it sets up before they write their pidfile).
+        hook = self.start_hook("--post-start")
         rc = run(["make", "--no-print-directory", "-C", self.static, self.name + ".pid"],
-                 os.path.join(self.logs, "start.log"), self.timeout, env=self.env())
+                 os.path.join(self.logs, "start.log"), self.timeout, env=self.env(),
+                 keep={hook.pid} if hook else ())
+        if hook and hook.wait(timeout=self.timeout) != 0:
+            raise Fail("start", "hook --post-start exited %d" % hook.returncode)
         pidfile = os.path.join(self.static, self.name + ".pid")
         if rc != 0 or not os.path.exists(pidfile):
             raise Fail("start", "the test did not start (%s)" % last_line(self.out()))
         self.pid = read_pid(pidfile)
         if not alive(self.pid):
             raise Fail("start", "pid %d is gone" % self.pid)
+        if self.cgroup:
+            self.cwd = os.path.join(self.logs, "dump", "zdtm", "static", self.name,
+                                    str(self.pid), "1")
+            os.makedirs(self.cwd, exist_ok=True)
+
+    def start_hook(self, stage):
+        """Starts the test's `.hook` script for `stage`, as zdtm.py does: from the directory
+        where `zdtm/static` is the tests' directory (hooks use paths relative to it). Hooks
+        that read CRIU's image files (pycriu, ZDTM_IMG_DIR), which stasis does not write,
+        are not run."""
+        hook = os.path.join(self.static, self.name + ".hook")
+        if not os.access(hook, os.X_OK) or reads_criu_images(hook):
+            return None
+        top = os.path.dirname(self.static)
+        cwd = top if os.path.isdir(os.path.join(top, "zdtm", "static")) else os.path.dirname(top)
+        if self.cgroup:
+            cwd = self.logs  # the directory above stasis's (see __init__)
+        log = open(os.path.join(self.logs, "hook.log"), "ab")
+        log.write(("$ %s %s\n" % (hook, stage)).encode())
+        log.flush()
+        return subprocess.Popen([hook, stage], cwd=cwd, stdout=log, stderr=log,
+                                stdin=subprocess.DEVNULL)
+
+    def hook(self, stage):
+        """Runs the test's hook for `stage` (zdtm.py's try_run_hook); a failure fails it."""
+        proc = self.start_hook(stage)
+        if proc and proc.wait(timeout=self.timeout) != 0:
+            raise Fail(stage.lstrip("-"), "hook %s exited %d" % (stage, proc.returncode))
+
+    def clean(self):
+        """The `--clean` hook, whose failure fails nothing."""
+        try:
+            self.hook("--clean")
+        except (Fail, subprocess.TimeoutExpired):
+            pass
 
     def out(self):
         return os.path.join(self.static, self.name + ".out")
@@ -276,8 +354,9 @@ class Inner:
     def dump(self):
         os.makedirs(self.images, exist_ok=True)
         tree = tree_of(self.pid)
+        self.hook("--pre-dump")
         argv = [self.stasis, "dump", "-t", str(self.pid), "-D", self.images, "-q"]
-        rc = run(argv + self.stasis_opts("dopts"), self.log, 120)
+        rc = run(argv + self.stasis_opts("dopts"), self.log, 120, cwd=self.cwd)
         if rc != 0:
             return "stasis dump exited %s: %s" % (rc, last_line(self.log))
         if not wait_gone(self.pid, self.timeout):
@@ -290,12 +369,14 @@ class Inner:
         return None
 
     def restore(self):
+        self.hook("--pre-restore")
         argv = [self.stasis, "restore", "-D", self.images, "-d", "-q"]
-        rc = run(argv + self.stasis_opts("ropts"), self.log, 120)
+        rc = run(argv + self.stasis_opts("ropts"), self.log, 120, cwd=self.cwd)
         if rc != 0:
             raise Fail("restore", "stasis restore exited %s: %s" % (rc, last_line(self.log)))
         if not alive(self.pid):
             raise Fail("restore", "pid %d is not running after the restore" % self.pid)
+        self.hook("--post-restore")
 
     def verdict(self):
         os.kill(self.pid, signal.SIGTERM)
@@ -325,6 +406,7 @@ class Inner:
         except Fail as e:
             verdict = {"result": "FAIL", "reason": str(e)}
         finally:
+            self.clean()
             try:
                 shutil.copy(self.out(), self.logs)
             except OSError:
@@ -365,7 +447,8 @@ def leftovers(directory, names):
     skip = set()
     for name in names:
         path = os.path.join(directory, name)
-        left = re.search(r"\.(pid|out|test|state)", name) is not None
+        # (`.sync`: files hooks and tests hand each other, e.g. socket_lock.sync)
+        left = re.search(r"\.(pid|out|test|state)|\.sync$", name) is not None
         if left or not (os.path.isdir(path) or os.path.isfile(path) or os.path.islink(path)):
             skip.add(name)
     return skip
@@ -383,6 +466,8 @@ def private_tree(static):
             shutil.copytree(src, os.path.join(root, name), symlinks=True, ignore=leftovers)
         elif os.path.exists(src):
             shutil.copy2(src, root)
+    # Hooks name their files zdtm/static/..., relative to where zdtm.py runs them.
+    os.symlink(".", os.path.join(root, "zdtm"))
     return root, os.path.join(root, "static")
 
 

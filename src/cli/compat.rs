@@ -12,25 +12,37 @@ use clap::Args;
 /// values stasis does not implement.
 #[derive(Args, Debug, Default)]
 pub struct CriuFlags {
-    /// CRIU's cgroup management; stasis does not manage cgroups yet (the tree runs in the
-    /// restorer's cgroup): only `--manage-cgroups=ignore` is accepted.
+    /// How the restore puts the tree back into its cgroups, as CRIU: none (they must
+    /// exist; nothing set), props (must exist; settings restored), soft (default:
+    /// created if missing, settings restored in those created), full (created if
+    /// missing, settings always restored), strict (all must be new), ignore (the tree
+    /// stays in the restorer's cgroups). Accepted at dump, where it changes nothing.
     #[arg(long = "manage-cgroups", value_name = "MODE", num_args = 0..=1,
           require_equals = true, default_missing_value = "soft")]
     pub manage_cgroups: Option<String>,
-    /// CRIU's cgroup placement options: refused, stasis does not manage cgroups yet.
+    /// At dump: record the cgroups below PATH (instead of the tasks' own); at restore:
+    /// put what was recorded there at PATH. With CONTROLLER (`cpu`, `name=x`), for
+    /// that hierarchy only.
     #[arg(long = "cgroup-root", value_name = "[CONTROLLER:]PATH")]
     pub cgroup_root: Vec<String>,
+    /// CRIU's custom property lists: refused (stasis saves its own list, `cgroupfs::PROPS`).
     #[arg(long = "cgroup-props", value_name = "PROPS", hide = true)]
     pub cgroup_props: Option<String>,
     #[arg(long = "cgroup-props-file", value_name = "FILE", hide = true)]
     pub cgroup_props_file: Option<String>,
-    #[arg(long = "cgroup-dump-controller", value_name = "NAME", hide = true)]
+    /// At dump: record only the hierarchies with this controller (`name=x` for a named
+    /// one); repeatable.
+    #[arg(long = "cgroup-dump-controller", value_name = "NAME")]
     pub cgroup_dump_controller: Vec<String>,
-    #[arg(long = "cgroup-yard", value_name = "PATH", hide = true)]
+    /// A directory where every hierarchy is mounted already (`NAME` for `name=NAME`,
+    /// `unified` for cgroup2, the controllers' names otherwise), used instead of
+    /// stasis's private mounts.
+    #[arg(long = "cgroup-yard", value_name = "PATH")]
     pub cgroup_yard: Option<String>,
-    /// How TCP connections to peers outside the tree are held while it is down: stasis
-    /// uses nftables (`--network-lock nftables` is accepted, other modes refused).
-    #[arg(long = "network-lock", value_name = "MODE")]
+    /// How TCP connections to peers outside the tree are held while it is down:
+    /// `iptables` (the default, as CRIU's), `nftables` or `skip` (no lock). At restore the
+    /// image's mode is used whatever is given here, as CRIU does.
+    #[arg(long = "network-lock", value_name = "iptables|nftables|skip")]
     pub network_lock: Option<String>,
     /// stasis neither dumps nor creates mounts (every mount is the host's, as `auto`
     /// makes them for CRIU): `--ext-mount-map auto` is accepted, a KEY:VALUE map refused.
@@ -51,28 +63,18 @@ pub struct CriuFlags {
 impl CriuFlags {
     /// The first flag stasis cannot honour, as a usage error naming it.
     pub fn check(&self) -> Result<(), String> {
-        if let Some(mode) = self.manage_cgroups.as_deref().filter(|m| *m != "ignore") {
-            return Err(cgroups(&format!("--manage-cgroups={mode}")));
-        }
+        self.cgroup_mode()?;
         let cgroup_flags = [
-            ("--cgroup-root", !self.cgroup_root.is_empty()),
             ("--cgroup-props", self.cgroup_props.is_some()),
             ("--cgroup-props-file", self.cgroup_props_file.is_some()),
-            (
-                "--cgroup-dump-controller",
-                !self.cgroup_dump_controller.is_empty(),
-            ),
-            ("--cgroup-yard", self.cgroup_yard.is_some()),
         ];
         if let Some((flag, _)) = cgroup_flags.iter().find(|(_, given)| *given) {
-            return Err(cgroups(flag));
-        }
-        if let Some(mode) = self.network_lock.as_deref().filter(|m| *m != "nftables") {
             return Err(format!(
-                "--network-lock {mode}: stasis holds TCP peers outside the tree with nftables \
-                 only (--network-lock nftables)"
+                "{flag}: stasis saves its own list of cgroup settings; custom lists are \
+                 not supported"
             ));
         }
+        self.lock_mode()?;
         if let Some(map) = self.ext_mount_map.iter().find(|m| *m != "auto") {
             return Err(format!(
                 "--ext-mount-map {map}: stasis neither dumps nor creates mounts (every mount \
@@ -88,11 +90,56 @@ impl CriuFlags {
     }
 }
 
-fn cgroups(flag: &str) -> String {
-    format!(
-        "{flag}: stasis does not manage cgroups yet (the restored tree stays in the \
-         restorer's cgroup); only --manage-cgroups=ignore is accepted"
-    )
+impl CriuFlags {
+    /// The `--network-lock` mode (CRIU's default, iptables, when not given).
+    pub fn lock_mode(&self) -> Result<stasis::netlock::LockMode, String> {
+        let Some(name) = self.network_lock.as_deref() else {
+            return Ok(Default::default());
+        };
+        stasis::netlock::LockMode::parse(name).ok_or_else(|| {
+            format!("--network-lock {name}: the modes are iptables, nftables and skip")
+        })
+    }
+}
+
+impl CriuFlags {
+    /// `--manage-cgroups`'s mode (soft when not given, as CRIU's).
+    pub fn cgroup_mode(&self) -> Result<stasis::restore::CgroupMode, String> {
+        let Some(mode) = self.manage_cgroups.as_deref() else {
+            return Ok(stasis::restore::CgroupMode::default());
+        };
+        stasis::restore::CgroupMode::parse(mode).ok_or_else(|| {
+            format!("--manage-cgroups={mode}: not one of none, props, soft, full, strict, ignore")
+        })
+    }
+
+    /// `--cgroup-root` values as (controller, path).
+    fn cgroup_roots(&self) -> Vec<(Option<String>, String)> {
+        (self.cgroup_root.iter())
+            .map(|r| match r.split_once(':') {
+                Some((c, p)) => (Some(c.to_string()), p.to_string()),
+                None => (None, r.clone()),
+            })
+            .collect()
+    }
+
+    /// What `dump` takes of the cgroup flags.
+    pub fn cgroup_dump(&self) -> stasis::dump::cgroup::CgroupDumpOptions {
+        stasis::dump::cgroup::CgroupDumpOptions {
+            roots: self.cgroup_roots(),
+            yard: self.cgroup_yard.as_ref().map(Into::into),
+            controllers: self.cgroup_dump_controller.clone(),
+        }
+    }
+
+    /// What `restore` takes of the cgroup flags (after [`CriuFlags::check`]).
+    pub fn cgroup_restore(&self) -> stasis::restore::CgroupRestoreOptions {
+        stasis::restore::CgroupRestoreOptions {
+            mode: self.cgroup_mode().unwrap_or_default(),
+            roots: self.cgroup_roots(),
+            yard: self.cgroup_yard.as_ref().map(Into::into),
+        }
+    }
 }
 
 /// Dump options CRIU also takes at restore. stasis's image already records what each
@@ -139,24 +186,24 @@ mod tests {
         let cases = [
             (
                 CriuFlags {
-                    manage_cgroups: Some("soft".into()),
+                    manage_cgroups: Some("loose".into()),
                     ..CriuFlags::default()
                 },
-                "--manage-cgroups=soft",
+                "--manage-cgroups=loose",
             ),
             (
                 CriuFlags {
-                    cgroup_yard: Some("/y".into()),
+                    cgroup_props: Some("x".into()),
                     ..CriuFlags::default()
                 },
-                "--cgroup-yard",
+                "--cgroup-props",
             ),
             (
                 CriuFlags {
-                    network_lock: Some("iptables".into()),
+                    network_lock: Some("ebtables".into()),
                     ..CriuFlags::default()
                 },
-                "--network-lock iptables",
+                "--network-lock ebtables",
             ),
             (
                 CriuFlags {

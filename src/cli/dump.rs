@@ -103,12 +103,14 @@ pub fn run(args: DumpArgs) -> i32 {
         tcp_close: args.tcp_close,
         ext_unix_sk: args.ext_unix_sk,
         skip_in_flight: args.skip_in_flight,
+        network_lock: args.criu.lock_mode().unwrap_or_default(),
         ghost_limit: args.ghost_limit,
         link_remap: args.link_remap,
         file_locks: args.file_locks,
         file_hash: args.file_hash,
         freeze_cgroup: args.freeze_cgroup,
         timeout: std::time::Duration::from_secs(args.timeout.max(1)),
+        cgroups: args.criu.cgroup_dump(),
     };
     if !args.quiet {
         progress::install(args.progress);

@@ -5,6 +5,7 @@ pub mod check;
 pub mod compat;
 pub mod dump;
 pub mod inspect;
+pub mod network_unlock;
 pub mod progress;
 pub mod restore;
 pub mod stats;
@@ -35,19 +36,12 @@ pub enum Command {
     Check,
     /// Show what an image directory holds.
     Inspect(inspect::InspectArgs),
+    /// List or lift the network locks of dumps (`stasis_<pid>` iptables chains or
+    /// nftables tables), e.g. those left by a dump that is never restored.
+    NetworkUnlock(network_unlock::NetworkUnlockArgs),
 }
 
 /// Prints an error and its causes on one line, CRIU-user friendly.
 pub fn report(err: &dyn std::error::Error) {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = s.source();
-    }
-    eprintln!("stasis: {line}");
+    eprintln!("stasis: {}", stasis::error_line(err));
 }

@@ -56,6 +56,7 @@ pub fn run(args: RestoreArgs) -> i32 {
         shell_job: args.shell_job,
         tcp_close: args.tcp_close,
         skip_file_check: args.skip_file_check,
+        cgroups: args.criu.cgroup_restore(),
     };
     if !args.quiet {
         progress::install(args.progress);

@@ -53,6 +53,14 @@ pub enum DumpError {
     Ipc(#[from] crate::sys::ipc::IpcError),
     #[error(transparent)]
     IpcNs(#[from] crate::sys::ipc::NsError),
+    #[error("the caller refused the {point} notification of pid {pid}: {reason}")]
+    Hook {
+        point: &'static str,
+        pid: i32,
+        reason: String,
+    },
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroupfs::CgroupError),
 }
 
 impl DumpError {

@@ -43,7 +43,7 @@ pub fn preflight(pid: i32, shell_job: bool) -> Result<Preflight, DumpError> {
 }
 
 /// Refusals that apply to every process of the tree: traced by someone else, in
-/// namespaces other than the dumper's, waiting in `vfork`. (Seccomp is dumped: see `seccomp.rs`.)
+/// namespaces other than the dumper's, frozen by its cgroup, waiting in `vfork`. (Seccomp is dumped: see `seccomp.rs`.)
 pub fn check_process(pid: i32, status: &proc::Status) -> Result<(), DumpError> {
     let me = std::process::id() as i32;
     if status.tracer_pid != 0 && status.tracer_pid != me {
@@ -53,6 +53,7 @@ pub fn check_process(pid: i32, status: &proc::Status) -> Result<(), DumpError> {
         });
     }
     super::ns::refuse_foreign(pid)?;
+    super::cgroup::refuse_frozen(pid)?;
     refuse_vfork_wait(pid)
 }
 

@@ -48,6 +48,7 @@ fn kind_of(pid: i32, e: &MapEntry) -> Result<Option<VmaKind>, DumpError> {
         MapPath::Anonymous | MapPath::Heap | MapPath::Stack if !e.shared => VmaKind::Anon,
         MapPath::Deleted(p) if p == "/dev/zero" && e.shared => VmaKind::Anon,
         MapPath::Other(name) if name.starts_with("[anon:") && !e.shared => VmaKind::Anon,
+        MapPath::File(path) if path.starts_with("socket:[") => packet_ring(pid, e, path)?,
         MapPath::File(path) => VmaKind::File {
             file: mapped_file(pid, e, path)?,
             offset: e.offset,
@@ -85,6 +86,29 @@ fn kind_of(pid: i32, e: &MapEntry) -> Result<Option<VmaKind>, DumpError> {
             )))
         }
     }))
+}
+
+/// A mapping of a socket: the `PACKET_MMAP` rings of a packet socket (the only sockets
+/// that can be mapped are packet sockets and TCP zero-copy receive areas, which are
+/// refused).
+fn packet_ring(pid: i32, e: &MapEntry, path: &str) -> Result<VmaKind, DumpError> {
+    let socket = path
+        .strip_prefix("socket:[")
+        .and_then(|p| p.strip_suffix(']'))
+        .and_then(|p| p.parse::<u32>().ok());
+    let packet = socket.is_some_and(|ino| {
+        crate::sys::sock_diag::packet_sockets().is_ok_and(|t| t.contains_key(&ino))
+    });
+    match socket {
+        Some(socket) if packet => Ok(VmaKind::PacketRing {
+            socket: u64::from(socket),
+            offset: e.offset,
+        }),
+        _ => Err(DumpError::unsupported(format!(
+            "mapping {:#x}-{:#x} of pid {pid} maps {path}, which is not a packet socket's ring; stasis cannot checkpoint it",
+            e.start, e.end
+        ))),
+    }
 }
 
 /// A shared mapping of a memfd or of a deleted file: its name, size and mode, taken

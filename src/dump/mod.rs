@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 pub use error::DumpError;
 
+use crate::hooks::{Hooks, NoHooks, Point};
 use crate::image::files::FilesImage;
 use crate::image::inventory::{CpuInfo, Inventory};
 use crate::image::load::{pages_name, record_name};
@@ -71,11 +72,15 @@ pub struct DumpOptions {
     pub tcp_close: bool,
     pub ext_unix_sk: bool,
     pub skip_in_flight: bool,
+    /// `--network-lock`: how connections to peers outside are held (`crate::netlock`).
+    pub network_lock: crate::netlock::LockMode,
     /// Freeze this cgroup first (`--freeze-cgroup`).
     pub freeze_cgroup: Option<PathBuf>,
     /// The longest any task may take to stop, answer an injected syscall or exit once
     /// killed (`--timeout`): past it the dump fails naming the task, never hangs.
     pub timeout: Duration,
+    /// `--cgroup-root`, `--cgroup-yard`, `--cgroup-dump-controller`.
+    pub cgroups: cgroup::CgroupDumpOptions,
 }
 
 /// CRIU's default `--ghost-limit`: 1 MiB.
@@ -95,12 +100,18 @@ pub struct DumpSummary {
 
 /// Dumps the tree rooted at `opts.pid` into `opts.dir`.
 pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
+    dump_with(opts, &mut NoHooks)
+}
+
+/// [`dump`], calling `hooks` at each dump [`Point`].
+pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummary, DumpError> {
     let started = Instant::now();
     crate::sys::deadline::set_bound(Some(opts.timeout));
     let span = crate::profile::span("preflight");
     freeze::preflight(opts.pid, opts.shell_job)?;
     let writer = ImageWriter::create(&opts.dir)?;
     drop(span);
+    notify(hooks, Point::PreDump, opts.pid)?;
     let adopted = match &opts.freeze_cgroup {
         Some(path) => seize_cgroup(path)?,
         None => freeze::Adopted::default(),
@@ -109,13 +120,16 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     let tree = tree::freeze_tree(opts.pid, opts.shell_job, adopted)?;
     drop(span);
     let frozen = Instant::now();
+    notify(hooks, Point::NetworkLock, opts.pid)?;
     let (mut summary, mut held) = save_tree(&tree, opts, writer)?;
+    notify(hooks, Point::PostDump, opts.pid)?;
     held.iter_mut().for_each(files::Held::keep_links);
     // Ordering requirements: sockets held in repair mode leave it before a released
     // tree runs again; after a kill, our duplicates are closed still in repair mode.
     if opts.leave_running {
         drop(held);
         tree.release()?;
+        notify(hooks, Point::NetworkUnlock, opts.pid)?;
     } else {
         let _span = crate::profile::span("kill");
         tree.kill()?;
@@ -124,6 +138,15 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
     summary.frozen = frozen.elapsed();
     summary.total = started.elapsed();
     Ok(summary)
+}
+
+/// Calls the hook of `point`; its refusal becomes [`DumpError::Hook`].
+fn notify(hooks: &mut dyn Hooks, point: Point, pid: i32) -> Result<(), DumpError> {
+    hooks.at(point, pid).map_err(|reason| DumpError::Hook {
+        point: point.criu_name(),
+        pid,
+        reason,
+    })
 }
 
 /// Freezes the cgroup, seizes every task in it and asks each to stop, then thaws it: each
@@ -172,6 +195,13 @@ fn save_tree(
         let root_ppid = tree.record.alive().next().map_or(0, |e| e.ppid);
         sysv::dump(&pids, root_ppid, &vmas, &writer)?;
     }
+    {
+        let _span = crate::profile::span("cgroups");
+        let threads: Vec<(i32, Vec<i32>)> = (tree.procs.iter())
+            .map(|p| (p.pid(), p.threads().iter().map(|t| t.tid()).collect()))
+            .collect();
+        cgroup::dump(&threads, &opts.cgroups, &writer)?;
+    }
     for ((task, entry), layout) in tree.procs.iter().zip(tree.record.alive()).zip(layouts) {
         let (stats, h, files) = save(task, entry, layout, &fd_opts, &writer, &mut shared)?;
         held.push(h);
@@ -184,6 +214,7 @@ fn save_tree(
     write_files(&writer, &mut tables)?;
     write_ghosts(&writer, &fd_opts.ghosts.borrow())?;
     write_tty(&writer, &tree.record, &tables, opts.shell_job)?;
+    write_netlock(&writer, opts.network_lock, &tables)?;
     drop(span);
     writer.write_record(TREE, Kind::Tree, &tree.record)?;
     writer.write_record(
@@ -252,6 +283,18 @@ fn write_ghosts(writer: &ImageWriter, ghosts: &files::ghost::Table) -> Result<()
     Ok(())
 }
 
+/// `netlock.img`: the lock mode, and the processes whose connections the lock holds.
+fn write_netlock(
+    writer: &ImageWriter,
+    mode: crate::netlock::LockMode,
+    tables: &[(i32, FilesImage)],
+) -> Result<(), DumpError> {
+    use crate::image::netlock::{NetLockImage, NETLOCK};
+    let image = NetLockImage::of_tables(mode, tables.iter().map(|(pid, f)| (*pid, f)));
+    writer.write_record(NETLOCK, Kind::NetLock, &image)?;
+    Ok(())
+}
+
 /// `tty.img`, checked as a restore will. Ordering requirements: after the fd tables are
 /// linked.
 fn write_tty(
@@ -280,6 +323,7 @@ fn fd_options(opts: &DumpOptions, pids: &[i32]) -> files::FdOptions {
         tcp_close: opts.tcp_close,
         ext_unix_sk: opts.ext_unix_sk,
         skip_in_flight: opts.skip_in_flight,
+        network_lock: opts.network_lock,
         tree_sockets: Default::default(),
         tree_files: Default::default(),
         ghosts: Default::default(),
@@ -329,6 +373,7 @@ fn save(
         files::epoll::keep_created(&mut files);
         (files, held)
     };
+    files::packet::check_ring_mappings(pid, &vmas, &files, entry.shares_files)?;
     let mut threads = task
         .threads()
         .iter()

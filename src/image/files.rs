@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::mm::FileId;
-use super::sock::{InetSocket, PtyMaster, UnixSocket};
+use super::sock::{InetSocket, NetlinkSocket, PacketSocket, PtyMaster, UnixSocket};
 
 /// `files-<pid>.img`: the open file descriptors of one process, in fd order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -228,6 +228,10 @@ pub enum FdKind {
     DeadPidFd(DeadPidFd),
     /// A namespace file of one of the process's own namespaces (format 9).
     Namespace(NsFd),
+    /// A packet socket (`AF_PACKET`, see `image::sock`; format 10).
+    Packet(Box<PacketSocket>),
+    /// A netlink socket (`AF_NETLINK`, see `image::sock`; format 10).
+    Netlink(Box<NetlinkSocket>),
 }
 
 /// An open file description of ghost file `ghost` (an index in `ghosts.img`), at `pos`;

@@ -5,6 +5,7 @@
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
+use super::cgroup::{CgroupImage, CGROUP};
 use super::error::ImageError;
 use super::file::{decode, read, read_since, read_versioned, Kind};
 use super::files::{FdKind, FilesImage};
@@ -53,6 +54,8 @@ pub struct Image {
     pub sysv: SysvImage,
     /// Pid and UTS namespaces (empty when the image has no `namespaces.img`).
     pub ns: NsImage,
+    /// The tree's cgroups (empty when the image has no `cgroup.img`).
+    pub cgroup: CgroupImage,
 }
 
 impl Image {
@@ -109,6 +112,7 @@ impl Image {
         let tty = load_tty(dir)?;
         let sysv = load_sysv(dir)?;
         let ns = load_ns(dir)?;
+        let cgroup = load_cgroup(dir)?;
         let dir = dir.to_path_buf();
         let image = Image {
             dir,
@@ -119,6 +123,7 @@ impl Image {
             ghosts,
             sysv,
             ns,
+            cgroup,
         };
         let tree_path = image.dir.join(TREE);
         for p in &image.processes {
@@ -298,6 +303,18 @@ fn load_ns(dir: &Path) -> Result<NsImage, ImageError> {
     Ok(ns)
 }
 
+/// `cgroup.img` if the image has one (older images and trees in the dumper's cgroups
+/// have none), validated.
+fn load_cgroup(dir: &Path) -> Result<CgroupImage, ImageError> {
+    let path = dir.join(CGROUP);
+    if !path.exists() {
+        return Ok(CgroupImage::default());
+    }
+    let cgroup = read(Kind::Cgroup, &path)?;
+    super::cgroup::validate(&cgroup, &path)?;
+    Ok(cgroup)
+}
+
 fn load_mm(dir: &Path, pid: i32) -> Result<MmImage, ImageError> {
     let path = dir.join(record_name("mm", pid));
     let mm = read_mm(&path)?;
@@ -359,6 +376,7 @@ mod tests {
             ghosts: Default::default(),
             sysv: SysvImage::default(),
             ns: Default::default(),
+            cgroup: CgroupImage::default(),
         }
     }
 
@@ -489,7 +507,7 @@ mod tests {
             cow: mm.cow.clone(),
         };
         let mut bytes = encode(Kind::Mm, &old).unwrap();
-        bytes[12..16].copy_from_slice(&8u32.to_le_bytes());
+        crate::image::file::set_version(&mut bytes, 8);
         fs::write(dir.join("mm-42.img"), bytes).unwrap();
         let image = Image::load(&dir).unwrap();
         if let crate::image::mm::VmaKind::File { writable, .. } = &mut mm.vmas[0].kind {
@@ -506,7 +524,7 @@ mod tests {
         let path = dir.join("task-42.img");
         let mut task: TaskImage = crate::image::file::read(Kind::Task, &path).unwrap();
         let mut bytes = encode(Kind::Task, &TaskImageV8::from(task.clone())).unwrap();
-        bytes[12..16].copy_from_slice(&8u32.to_le_bytes());
+        crate::image::file::set_version(&mut bytes, 8);
         fs::write(&path, bytes).unwrap();
         assert_eq!(Image::load(&dir).unwrap().processes[0].task, task);
         let tid = task.threads[1].tid;
@@ -536,7 +554,7 @@ mod tests {
         };
         let path = dir.join("mm-42.img");
         let mut bytes = encode(Kind::Mm, &old).unwrap();
-        bytes[12..16].copy_from_slice(&7u32.to_le_bytes());
+        crate::image::file::set_version(&mut bytes, 7);
         fs::write(&path, bytes).unwrap();
         let image = Image::load(&dir).unwrap();
         assert_eq!(image.processes[0].mm, mm);
@@ -751,7 +769,7 @@ mod tests {
         for entry in fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             let mut bytes = fs::read(&path).unwrap();
-            bytes[12..16].copy_from_slice(&6u32.to_le_bytes());
+            crate::image::file::set_version(&mut bytes, 6);
             fs::write(&path, bytes).unwrap();
         }
         let image = Image::load(&dir).unwrap();

@@ -286,6 +286,13 @@ pub enum VmaKind {
         offset: u64,
         ghost: Option<u32>,
     },
+    /// (format 10) The `PACKET_MMAP` rings of packet socket `socket` (its inode; an fd of
+    /// the process holds it), mapped from `offset`: mapped again from that fd once the
+    /// fd table is rebuilt. Its pages are the socket's and are not stored.
+    PacketRing {
+        socket: u64,
+        offset: u64,
+    },
 }
 
 /// A hugetlb memfd (`memfd_create(MFD_HUGETLB)`), as in `VmaKind::Unlinked`.

@@ -12,6 +12,7 @@
 //! - [`load`]: reading and verifying a whole directory ([`Image`]).
 //! - [`validate`]: "impossible values" checks on decoded records ([`seccomp`] checks its own).
 
+pub mod cgroup;
 pub mod dir;
 pub mod error;
 pub mod file;
@@ -22,6 +23,7 @@ pub mod inventory;
 pub mod load;
 pub mod mm;
 pub mod mm_v8;
+pub mod netlock;
 pub mod ns;
 pub mod pages;
 pub mod seccomp;

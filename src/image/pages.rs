@@ -127,7 +127,7 @@ impl PagesWriter {
     /// durable with the whole image (`ImageWriter::commit`).
     pub fn finish(self) -> Result<u64, ImageError> {
         let (path, file) = (self.path, self.out);
-        let header = Header::new(Kind::Pages, self.len, self.crc.finalize());
+        let header = Header::sealed(Kind::Pages, self.len, &self.crc);
         file.write_all_at(&header.to_bytes(), 0)
             .map_err(ImageError::io("write", &path))?;
         Ok(self.len / PAGE_SIZE)
@@ -137,8 +137,7 @@ impl PagesWriter {
 /// Checks the header, the page count, the file size and the crc32 of the data.
 pub fn verify_pages(path: &Path, expected_pages: u64) -> Result<(), ImageError> {
     let (file, header) = open_checked(path, expected_pages)?;
-    let crc = stream_crc(&file, header.len, path)?;
-    super::file::check_crc(path, header.crc, crc)
+    header.verify(path, &stream_crc(&file, header.len, path)?)
 }
 
 /// Everything [`verify_pages`] checks but the crc; returns the file (read with `pread`
@@ -215,7 +214,7 @@ fn check_size(size: u64, expected: u64, path: &Path) -> Result<(), ImageError> {
 /// The crc32 of the `len` data bytes, read by up to [`VERIFY_STREAMS`] threads each
 /// taking one slice of the file: reading page cache out of tmpfs is the cost (one thread
 /// moves 4–6 GiB/s, crc32 itself runs at over 20), and two readers halve it.
-fn stream_crc(file: &File, len: u64, path: &Path) -> Result<u32, ImageError> {
+fn stream_crc(file: &File, len: u64, path: &Path) -> Result<crc32fast::Hasher, ImageError> {
     let progress = crate::progress::Phase::begin("verifying pages", len);
     let streams = if len >= PARALLEL_VERIFY_MIN {
         VERIFY_STREAMS
@@ -230,7 +229,7 @@ fn stream_crc(file: &File, len: u64, path: &Path) -> Result<u32, ImageError> {
     let progress = &progress;
     if let [(start, end)] = parts[..] {
         // One stream: no thread to start.
-        return slice_crc(file, start, end, path, progress).map(|h| h.finalize());
+        return slice_crc(file, start, end, path, progress);
     }
     let hashers = std::thread::scope(|s| {
         let workers: Vec<_> = parts
@@ -246,7 +245,7 @@ fn stream_crc(file: &File, len: u64, path: &Path) -> Result<u32, ImageError> {
     for h in &hashers {
         crc.combine(h);
     }
-    Ok(crc.finalize())
+    Ok(crc)
 }
 
 /// The crc32 state of data bytes `start..end`.

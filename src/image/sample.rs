@@ -14,7 +14,10 @@ use super::mm::{
     VmaFlags, VmaKind, MAX_STRIPES,
 };
 use super::seccomp::{SeccompFilter, ThreadSeccomp, FILTER_FLAG_LOG, MODE_FILTER};
-use super::sock::{SockOpts, UnixMessage, UnixPeer, UnixSocket};
+use super::sock::{
+    NetlinkSocket, PacketMembership, PacketRing, PacketSocket, SockOpts, UnixMessage, UnixPeer,
+    UnixSocket,
+};
 use super::task::{
     Audit, Caps, Creds, ITimer, PosixTimer, ProcessAttrs, TaskImage, ThreadImage, ThreadSched,
     Timers,
@@ -604,8 +607,12 @@ fn random_file_id(r: &mut XorShift) -> FileId {
 }
 
 fn random_vma(r: &mut XorShift) -> Vma {
-    let kind = match r.below(5) {
+    let kind = match r.below(6) {
         0 => VmaKind::Anon,
+        4 => VmaKind::PacketRing {
+            socket: r.next(),
+            offset: r.next(),
+        },
         1 => VmaKind::File {
             file: random_file_id(r),
             offset: r.next(),
@@ -674,7 +681,18 @@ pub fn random_mm(r: &mut XorShift) -> MmImage {
 }
 
 fn random_fd(r: &mut XorShift) -> FdEntry {
-    let kind = match r.below(9) {
+    let kind = match r.below(11) {
+        9 => FdKind::Packet(Box::new(random_packet(r))),
+        10 => FdKind::Netlink(Box::new(NetlinkSocket {
+            ino: r.next(),
+            sock_type: r.i32(),
+            protocol: r.i32(),
+            portid: r.next() as u32,
+            groups: r.vec(3, |r| r.next() as u32),
+            dst: r.bool().then(|| (r.next() as u32, r.next() as u32)),
+            ints: r.vec(2, |r| (r.i32(), r.i32())),
+            opts: SockOpts::default(),
+        })),
         0 => FdKind::Path(PathFd {
             file: random_file_id(r),
             pos: r.next(),
@@ -725,6 +743,36 @@ fn random_fd(r: &mut XorShift) -> FdEntry {
         cloexec: r.bool(),
         flags: r.i32(),
         kind,
+    }
+}
+
+fn random_packet(r: &mut XorShift) -> PacketSocket {
+    let ring = |r: &mut XorShift| PacketRing {
+        block_size: r.next() as u32,
+        block_nr: r.next() as u32,
+        frame_size: r.next() as u32,
+        frame_nr: r.next() as u32,
+        retire_tmo: r.next() as u32,
+        sizeof_priv: r.next() as u32,
+        features: r.next() as u32,
+    };
+    PacketSocket {
+        ino: r.next(),
+        sock_type: r.i32(),
+        protocol: r.next() as u16,
+        ifindex: r.next() as u32,
+        device: r.vec(8, |r| r.next() as u8),
+        ints: r.vec(3, |r| (r.i32(), r.i32())),
+        memberships: r.vec(2, |r| PacketMembership {
+            ifindex: r.next() as u32,
+            mr_type: r.next() as u16,
+            address: r.vec(6, |r| r.next() as u8),
+            count: r.next() as u32,
+        }),
+        rx_ring: r.bool().then(|| ring(r)),
+        tx_ring: r.bool().then(|| ring(r)),
+        fanout: r.bool().then(|| r.next() as u32),
+        opts: SockOpts::default(),
     }
 }
 

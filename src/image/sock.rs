@@ -111,6 +111,70 @@ pub enum InetState {
     Established(Box<TcpRepair>),
     /// An established TCP connection dumped with `--tcp-close`: restored closed.
     Closed,
+    /// A TCP connection in a state other than ESTABLISHED (version 10): SYN_SENT or one
+    /// of the closing ones (FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING), saved
+    /// with `TCP_REPAIR` like an established one. `state` is the kernel's `TCP_*` number.
+    /// The sequence numbers count the FINs sent and received; the queues hold data only.
+    /// CLOSE: a connection that ended (closed both ways, or reset) with its peer known
+    /// (`SO_PEERNAME`), restored closed both ways with its unread data; its unsent data,
+    /// which nobody can read, is dropped.
+    Connection { state: u8, repair: Box<TcpRepair> },
+    /// A datagram socket, or a TCP socket never connected, as `Unconnected` (a datagram
+    /// socket may keep its `remote`) but half-closed (version 10): `shutdown` bits, 1 the
+    /// receive side, 2 the send side.
+    Shut { shutdown: u8 },
+}
+
+/// `TCP_*` state numbers (include/net/tcp_states.h).
+pub mod tcp_state {
+    pub const ESTABLISHED: u8 = 1;
+    pub const SYN_SENT: u8 = 2;
+    pub const FIN_WAIT1: u8 = 4;
+    pub const FIN_WAIT2: u8 = 5;
+    pub const CLOSE: u8 = 7;
+    pub const CLOSE_WAIT: u8 = 8;
+    pub const LAST_ACK: u8 = 9;
+    pub const LISTEN: u8 = 10;
+    pub const CLOSING: u8 = 11;
+
+    /// The state's name, as the kernel's headers spell it.
+    pub fn name(state: u8) -> &'static str {
+        const NAMES: [&str; 12] = [
+            "?",
+            "ESTABLISHED",
+            "SYN_SENT",
+            "SYN_RECV",
+            "FIN_WAIT1",
+            "FIN_WAIT2",
+            "TIME_WAIT",
+            "CLOSE",
+            "CLOSE_WAIT",
+            "LAST_ACK",
+            "LISTEN",
+            "CLOSING",
+        ];
+        NAMES.get(state as usize).copied().unwrap_or("?")
+    }
+
+    /// Our FIN is queued (sent or not).
+    pub fn fin_sent(state: u8) -> bool {
+        matches!(state, FIN_WAIT1 | FIN_WAIT2 | CLOSING | LAST_ACK | CLOSE)
+    }
+
+    /// The peer acknowledged our FIN.
+    pub fn fin_acked(state: u8) -> bool {
+        matches!(state, FIN_WAIT2 | CLOSE)
+    }
+
+    /// The peer's FIN was received.
+    pub fn fin_received(state: u8) -> bool {
+        matches!(state, CLOSE_WAIT | LAST_ACK | CLOSING | CLOSE)
+    }
+
+    /// Our FIN goes before the peer's (we closed first).
+    pub fn fin_sent_first(state: u8) -> bool {
+        matches!(state, FIN_WAIT1 | FIN_WAIT2 | CLOSING)
+    }
 }
 
 /// What `TCP_REPAIR` needs to recreate an established connection.
@@ -213,4 +277,84 @@ pub fn visible_input(termios: &[u8], input: &[u8]) -> usize {
         return input.len();
     }
     input.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1)
+}
+
+/// An `AF_PACKET` socket (format 10): `SOCK_RAW`, `SOCK_DGRAM` or `SOCK_PACKET`, with
+/// what `packet_diag` and `getsockopt(SOL_PACKET)` report. Received packets are never
+/// saved: a socket with packets queued, or frames of a ring not handed back to the
+/// kernel, is refused at dump.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PacketSocket {
+    pub ino: u64,
+    pub sock_type: i32,
+    /// The protocol in host byte order (`socket()` takes it in network order).
+    pub protocol: u16,
+    /// The interface bound to (`sll_ifindex`; 0: none).
+    pub ifindex: u32,
+    /// `SOCK_PACKET`: the name of the device bound to (empty: none).
+    pub device: Vec<u8>,
+    /// `SOL_PACKET` options with an `int` value other than a new socket's 0
+    /// (`PACKET_VERSION`, `PACKET_RESERVE`, `PACKET_AUXDATA`...), set in this order,
+    /// before the rings.
+    pub ints: Vec<(i32, i32)>,
+    /// `PACKET_ADD_MEMBERSHIP`s.
+    pub memberships: Vec<PacketMembership>,
+    pub rx_ring: Option<PacketRing>,
+    pub tx_ring: Option<PacketRing>,
+    /// `PACKET_FANOUT` as `getsockopt` reads it (`id | type << 16 | flags << 24`).
+    pub fanout: Option<u32>,
+    pub opts: SockOpts,
+}
+
+/// One membership of a packet socket (`struct packet_mreq`), added `count` times.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PacketMembership {
+    pub ifindex: u32,
+    /// `PACKET_MR_MULTICAST`, `PACKET_MR_PROMISC`, `PACKET_MR_ALLMULTI`, `PACKET_MR_UNICAST`.
+    pub mr_type: u16,
+    pub address: Vec<u8>,
+    pub count: u32,
+}
+
+/// A `PACKET_RX_RING` / `PACKET_TX_RING` (`struct tpacket_req3`). A restored ring starts
+/// at its first frame: the kernel's position in a ring cannot be read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PacketRing {
+    pub block_size: u32,
+    pub block_nr: u32,
+    pub frame_size: u32,
+    pub frame_nr: u32,
+    pub retire_tmo: u32,
+    pub sizeof_priv: u32,
+    pub features: u32,
+}
+
+impl PacketRing {
+    /// Bytes of the ring in a mapping of the socket.
+    pub fn len(&self) -> u64 {
+        u64::from(self.block_size) * u64::from(self.block_nr)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An `AF_NETLINK` socket (format 10): protocol, port id, groups, destination. One with
+/// messages queued, or a dump in progress, is refused at dump.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetlinkSocket {
+    pub ino: u64,
+    pub sock_type: i32,
+    pub protocol: i32,
+    /// The bound port id (0: unbound); bound again to the same one at restore.
+    pub portid: u32,
+    /// Every multicast group joined (numbers from 1).
+    pub groups: Vec<u32>,
+    /// `connect`ed to this port id and group (`None`: unconnected).
+    pub dst: Option<(u32, u32)>,
+    /// `SOL_NETLINK` options with an `int` value other than a new socket's 0
+    /// (`NETLINK_PKTINFO`, `NETLINK_NO_ENOBUFS`...).
+    pub ints: Vec<(i32, i32)>,
+    pub opts: SockOpts,
 }

@@ -205,7 +205,7 @@ mod tests {
         tree.processes[1].shares_files = true;
         let old = TreeImageV6::from(&tree);
         let mut bytes = encode(Kind::Tree, &old).unwrap();
-        bytes[12..16].copy_from_slice(&6u32.to_le_bytes()); // the crc covers the payload only
+        crate::image::file::set_version(&mut bytes, 6);
         assert_eq!(read_tree(&bytes), tree);
         tree.processes[1].shares_vm = true;
         let current = encode(Kind::Tree, &tree).unwrap();

@@ -13,6 +13,7 @@
 //! its path.
 
 pub mod auxv;
+pub mod cgroup;
 pub mod fdinfo;
 pub mod fdkinds;
 pub mod limits;

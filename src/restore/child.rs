@@ -195,7 +195,11 @@ impl Child {
 /// the old address space goes away (the kernel would write into it on every return to
 /// user space), and all signals stay blocked from here to the final resume.
 pub fn create(pid: i32, target: &[Vma], ns_flags: u64) -> Result<Child, RestoreError> {
-    let got = clone_with_pid(&super::ns::pid::set_tid(pid), ns_flags)?;
+    let mut flags = ns_flags;
+    if ROOT_SIBLING.load(std::sync::atomic::Ordering::Relaxed) {
+        flags |= libc::CLONE_PARENT as u64;
+    }
+    let got = clone_with_pid(&super::ns::pid::set_tid(pid), flags)?;
     let task = ptrace::seize_silent(got)?;
     let guard = KillOnDrop(got);
     let mem = Mem::open(got, true)?;
@@ -217,6 +221,10 @@ pub fn create(pid: i32, target: &[Vma], ns_flags: u64) -> Result<Child, RestoreE
     std::mem::forget(guard);
     Ok(Child::taken_over(task, mem, base, helper, specials))
 }
+
+/// Whether the root is made the restorer's sibling (`CLONE_PARENT`): CRIU's
+/// `rst_sibling`, for a caller that must be the restored root's parent.
+pub static ROOT_SIBLING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// A task for a batch of `clone3`s to create: a process or a thread.
 pub struct NewTask {

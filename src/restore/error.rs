@@ -57,6 +57,8 @@ pub enum RestoreError {
     #[error(transparent)]
     IpcNs(#[from] crate::sys::ipc::NsError),
     #[error(transparent)]
+    Cgroup(#[from] crate::cgroupfs::CgroupError),
+    #[error(transparent)]
     Ptrace(#[from] PtraceError),
     #[error(transparent)]
     Inject(#[from] InjectError),
@@ -100,6 +102,12 @@ pub enum RestoreError {
         pid: i32,
         #[source]
         source: nix::errno::Errno,
+    },
+    #[error("the caller refused the {point} notification of pid {pid}: {reason}")]
+    Hook {
+        point: &'static str,
+        pid: i32,
+        reason: String,
     },
 }
 

@@ -147,7 +147,10 @@ pub fn map_all(
             _ => map_unlinked(s.child(), v, working_prot(v, filled))?,
         }
     }
-    let objects = object_holes(s.child(), mm)?;
+    let objects = Places {
+        objects: object_holes(s.child(), mm)?,
+        apart: super::apart::plan(s.child(), mm)?,
+    };
     // Mappings of an object another mapping of this process creates come last.
     let pid = s.child().pid();
     let (late, first): (Vec<&Vma>, Vec<&Vma>) = (todo.into_iter())
@@ -158,14 +161,13 @@ pub fn map_all(
 }
 
 /// Maps `todo` (mappings of files, another mapping's object or anonymous memory) in
-/// groups of [`OPEN_AT_ONCE`] files; `objects`: the shared anonymous objects made whole
-/// first ([`object_holes`]).
+/// groups of [`OPEN_AT_ONCE`] files; `objects`: the free places some are made at.
 fn map_sources(
     s: &mut Staged,
     todo: &[&Vma],
     owner: &dyn Fn(&Vma) -> Option<ShmemOwner>,
     filled: &HashSet<u64>,
-    objects: &HashMap<u64, (ShmemObject, u64)>,
+    objects: &Places,
 ) -> Result<(), RestoreError> {
     let pid = s.child().pid();
     let mut group: Vec<(&Vma, Option<Source>)> = Vec::new();
@@ -188,6 +190,14 @@ fn map_sources(
         group.push((v, source));
     }
     map_group(s, &group, &files, filled, objects)
+}
+
+/// Free places where some mappings are made before they are moved to their address.
+struct Places {
+    /// Shared anonymous objects made whole first ([`object_holes`]), by mapping start.
+    objects: HashMap<u64, (ShmemObject, u64)>,
+    /// Anonymous mappings kept apart from the one before them (`restore/apart.rs`).
+    apart: HashMap<u64, u64>,
 }
 
 /// The shared anonymous objects this process creates that are larger than the mapping
@@ -322,7 +332,7 @@ fn map_group(
     group: &[(&Vma, Option<Source>)],
     files: &[Source],
     filled: &HashSet<u64>,
-    objects: &HashMap<u64, (ShmemObject, u64)>,
+    objects: &Places,
 ) -> Result<(), RestoreError> {
     let fds = open_all(s, files)?;
     let mut flushed = false;
@@ -333,9 +343,11 @@ fn map_group(
         });
         let b = s.batch();
         let prot = working_prot(v, filled);
-        match (source, fd, objects.get(&v.start)) {
-            (Some(s), Some((fd, offset)), _) if s.shm => map_shared(b, v, prot, fd, offset),
-            (None, _, Some((o, hole))) => map_object(b, v, prot, o, *hole),
+        let (object, apart) = (objects.objects.get(&v.start), objects.apart.get(&v.start));
+        match (source, fd, object, apart) {
+            (Some(s), Some((fd, offset)), _, _) if s.shm => map_shared(b, v, prot, fd, offset),
+            (None, _, Some((o, hole)), _) => map_object(b, v, prot, o, *hole),
+            (None, None, None, Some(&hole)) => super::apart::map(b, v, prot, hole),
             _ => map_one(b, v, prot, fd),
         }
         if s.room() < 4096 {
@@ -483,12 +495,17 @@ pub fn working_prot(v: &Vma, filled: &HashSet<u64>) -> u64 {
     u64::from(v.prot) | write
 }
 
-/// Mappings not made by `mmap`: the kernel's own, moved into place, and AIO rings, made
-/// by `io_setup` (`restore/aio.rs`).
+/// Mappings not made by `mmap` here: the kernel's own, moved into place, AIO rings, made
+/// by `io_setup` (`restore/aio.rs`), and packet rings, mapped from their socket once the
+/// fd table exists (`files/packet.rs`).
 fn is_special(v: &Vma) -> bool {
     matches!(
         v.kind,
-        VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Aio(_)
+        VmaKind::Vdso
+            | VmaKind::Vvar
+            | VmaKind::VvarVclock
+            | VmaKind::Aio(_)
+            | VmaKind::PacketRing { .. }
     )
 }
 

@@ -7,7 +7,9 @@
 //! half-built task and reports the stage.
 
 mod aio;
+mod apart;
 mod audit;
+mod cgroup;
 mod child;
 mod cow;
 mod creds;
@@ -17,6 +19,7 @@ mod files;
 mod inherited;
 mod memory;
 mod mm;
+mod netlock;
 mod ns;
 mod prctl;
 mod sched;
@@ -35,8 +38,12 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+pub use cgroup::{CgroupRestoreOptions, Mode as CgroupMode};
 pub use error::RestoreError;
 
+use crate::hooks::{Hooks, NoHooks, Point};
+
+use crate::image::netlock::NetLockImage;
 use crate::image::tree::{ProcEntry, ProcState};
 use crate::image::{Image, ProcessImage};
 use child::Child;
@@ -54,6 +61,8 @@ pub struct RestoreOptions {
     pub tcp_close: bool,
     /// Do not refuse open files that changed since the dump (`--skip-file-check`).
     pub skip_file_check: bool,
+    /// `--manage-cgroups`, `--cgroup-root`, `--cgroup-yard`.
+    pub cgroups: CgroupRestoreOptions,
 }
 
 /// The restored tree's root, and figures for the summary line and `--stats-json`.
@@ -175,19 +184,39 @@ const WAIT_BOUND: Duration = Duration::from_secs(60);
 
 /// Loads and verifies the image, then rebuilds its process tree.
 pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
+    restore_with(opts, &mut NoHooks)
+}
+
+/// [`restore`], calling `hooks` at each restore [`Point`].
+pub fn restore_with(
+    opts: &RestoreOptions,
+    hooks: &mut dyn Hooks,
+) -> Result<Restored, RestoreError> {
     let started = Instant::now();
     crate::sys::deadline::set_bound(Some(WAIT_BOUND));
+    notify(hooks, Point::PreRestore, 0)?;
     let image = {
         let _s = crate::profile::span("load");
         Image::load(&opts.dir)?
     };
     let load = started.elapsed();
+    // Ordering requirements: the cgroups first (checked, then made), as a file the
+    // tree holds open may be one of them.
+    let cgroups = {
+        let _s = crate::profile::span("cgroups");
+        cgroup::prepare(&image, &opts.cgroups)?
+    };
     {
         let _s = crate::profile::span("verify");
         verify::host_accepts(&image, opts.skip_file_check)?;
         sysv::verify(&image.sysv)?;
     }
     ns::pid::install(&image.ns);
+    let lock = netlock::load(&image)?;
+    netlock::liftable(&image, &lock)?;
+    let root = image.inventory.root_pid;
+    notify(hooks, Point::SetupNamespaces, root)?;
+    notify(hooks, Point::PostSetupNamespaces, root)?;
     let shell_job = opts.shell_job || image.inventory.shell_job;
     let _orphans = Subreaper::become_one();
     let fds = image.processes.iter().flat_map(|p| &p.files.fds);
@@ -202,15 +231,28 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         forked: HashMap::new(),
         ttys,
         sysv: None,
+        cgroups: cgroups.as_ref(),
     };
     let built = b.build().and_then(|pages| {
         remove_links(&image)?;
+        notify(hooks, Point::PostRestore, root)?;
+        notify(hooks, Point::NetworkUnlock, root)?;
+        notify(hooks, Point::PreResume, root)?;
         Ok(pages)
     });
-    let built = match built.and_then(|pages| ghosts.remove().map(|()| pages)) {
+    let built = built.and_then(|pages| match &cgroups {
+        Some(c) => c.move_threads().map(|()| pages),
+        None => Ok(pages),
+    });
+    let built = built
+        .and_then(|pages| ghosts.remove().map(|()| pages))
+        .and_then(|pages| b.reopen_network(&lock).map(|()| pages));
+    let built = match built {
         Ok(pages) => {
             let _s = crate::profile::span("resume");
-            b.resume().map(|()| pages)
+            b.resume()
+                .and_then(|()| cgroups.as_ref().map_or(Ok(()), cgroup::Placed::freeze))
+                .map(|()| pages)
         }
         Err(e) => {
             b.kill_all();
@@ -221,16 +263,40 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
         }
     };
     // Rebuilt or not, the connections held by the dump's network lock are settled now.
-    for p in &image.processes {
-        files::unlock_network(&p.files, p.task.pid)?;
-    }
+    netlock::unlock(&lock)?;
     let filled = built?;
+    // The tree runs: a refusal cannot undo it (the hook reports it itself).
+    let _ = hooks.at(Point::PostResume, root);
     Ok(Restored {
-        pid: image.inventory.root_pid,
+        pid: root,
         pages: filled.bytes / crate::abi::PAGE_SIZE,
         load,
         memory: filled.elapsed,
         total: started.elapsed(),
+    })
+}
+
+/// Lifts the network locks the dump of the image in `dir` left; returns their pids.
+pub fn unlock_image(dir: &std::path::Path) -> Result<Vec<i32>, RestoreError> {
+    let image = Image::load_metadata(dir)?;
+    let lock = netlock::load(&image)?;
+    netlock::unlock(&lock)?;
+    Ok(lock.pids)
+}
+
+/// With `on`, the root of every later restore of this process is created as the
+/// restorer's sibling (the child of the restorer's parent, `CLONE_PARENT`), as CRIU's
+/// `rst_sibling` asks: the caller, not the restorer, is then its parent and reaps it.
+pub fn set_root_sibling(on: bool) {
+    child::ROOT_SIBLING.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Calls the hook of `point`; its refusal becomes [`RestoreError::Hook`].
+fn notify(hooks: &mut dyn Hooks, point: Point, pid: i32) -> Result<(), RestoreError> {
+    hooks.at(point, pid).map_err(|reason| RestoreError::Hook {
+        point: point.criu_name(),
+        pid,
+        reason,
     })
 }
 
@@ -277,6 +343,8 @@ struct Builder<'a> {
     ttys: tty::Bank,
     /// The System V IPC objects made (once the root exists).
     sysv: Option<sysv::Made>,
+    /// The tree's cgroups, made before any process.
+    cgroups: Option<&'a cgroup::Placed>,
 }
 
 impl Builder<'_> {
@@ -328,12 +396,20 @@ impl Builder<'_> {
         let span = crate::profile::span("takeover");
         let child = if pid == root {
             let _time = ns::before_root(self.image).map_err(at(RestoreStage::Takeover, pid))?;
-            child::create(pid, vmas, ns::root_clone_flags(self.image))
+            // A cgroup namespace of the tree's own is entered around the root's clone.
+            let cg_ns = self.cgroups.map(cgroup::Placed::enter_ns).transpose()?;
+            let made = child::create(pid, vmas, ns::root_clone_flags(self.image));
+            drop(cg_ns);
+            made
         } else {
             self.forked_task(entry)
                 .and_then(|task| child::adopt_fork(self.shell(entry.ppid), pid, task, vmas))
         }
         .map_err(at(RestoreStage::Takeover, pid))?;
+        if let Some(c) = self.cgroups {
+            c.move_process(pid)
+                .map_err(at(RestoreStage::Takeover, pid))?;
+        }
         drop(span);
         if pid == root {
             ns::after_root(self.image, &child).map_err(at(RestoreStage::Takeover, pid))?;
@@ -445,6 +521,22 @@ impl Builder<'_> {
         for (ppid, sig) in parents {
             tree::forget_exit_signals(self.shell(ppid), sig)
                 .map_err(at(RestoreStage::Zombies, ppid))?;
+        }
+        Ok(())
+    }
+
+    /// The network lock lifted and each locked connection back (`files::reopen_network`),
+    /// before any process runs.
+    fn reopen_network(&self, lock: &NetLockImage) -> Result<(), RestoreError> {
+        if self.tcp_close {
+            return Ok(());
+        }
+        for (pid, child) in &self.procs {
+            let p = self
+                .image
+                .process(*pid)
+                .expect("live processes have records");
+            files::reopen_network(child, &p.files, *pid, lock)?;
         }
         Ok(())
     }
@@ -592,7 +684,8 @@ fn finish(
     }
     if !entry.shares_files {
         s.stage(S::Files, |s| {
-            files::restore_fds(s, &p.files, tcp_close, ghosts, ptys)
+            files::restore_fds(s, &p.files, tcp_close, ghosts, ptys)?;
+            files::map_packet_rings(s.child(), &p.mm, &p.files)
         })?;
     }
     if !entry.shares_fs {

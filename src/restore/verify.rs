@@ -30,7 +30,6 @@ pub fn host_accepts(image: &Image, skip_file_check: bool) -> Result<(), RestoreE
         vdso.matches(p)?;
         files_unchanged(p, same_host, &mut stats)?;
         super::seccomp::host_accepts(&p.task)?;
-        network_lock_liftable(p)?;
         if !skip_file_check {
             fds_unchanged(p, same_host, &pids, &mut stats)?;
         }
@@ -63,20 +62,6 @@ impl Stats {
         let m = self.0.get(path).expect("inserted above");
         m.as_ref().map_err(String::as_str)
     }
-}
-
-/// A connection held by the dump's network lock needs `nft` to be let go again: without
-/// it the restore would bring back connections whose packets stay dropped.
-fn network_lock_liftable(p: &ProcessImage) -> Result<(), RestoreError> {
-    let Some(fd) = super::files::locked_connection(&p.files) else {
-        return Ok(());
-    };
-    crate::netlock::available().map_err(|e| RestoreError::Unsupported {
-        what: format!(
-            "fd {fd} of pid {} is a TCP connection held by the dump's network lock: {e}",
-            p.task.pid
-        ),
-    })
 }
 
 fn cpu_features(saved: u64) -> Result<(), RestoreError> {
@@ -317,6 +302,16 @@ fn check_hash(p: &ProcessImage, fd: i32, f: &FileId) -> Result<(), RestoreError>
     Ok(())
 }
 
+/// A cgroup directory: made again by the restore of the tree's cgroups (before this
+/// check), so with a new inode.
+fn cgroup_dir(path: &str, m: &std::fs::Metadata) -> bool {
+    use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC};
+    m.is_dir()
+        && statfs(path).is_ok_and(|s| {
+            s.filesystem_type() == CGROUP_SUPER_MAGIC || s.filesystem_type() == CGROUP2_SUPER_MAGIC
+        })
+}
+
 fn is_regular(path: &str, stats: &mut Stats) -> bool {
     stats.of(path).is_ok_and(|m| m.is_file())
 }
@@ -336,7 +331,7 @@ fn check_file(
         what,
     };
     let m = (stats.of(&f.path)).map_err(|e| changed(format!("cannot stat it: {e}")))?;
-    if same_host && (m.dev() != f.dev || m.ino() != f.ino) {
+    if same_host && (m.dev() != f.dev || m.ino() != f.ino) && !cgroup_dir(&f.path, m) {
         return Err(changed(format!("inode {} is now {}", f.ino, m.ino())));
     }
     let mtime_ns = m.mtime() * 1_000_000_000 + m.mtime_nsec();

@@ -33,7 +33,12 @@ pub fn clone_with_pid(ids: &[i32], flags: u64) -> Result<i32, CloneError> {
     let pid = ids.last().copied().unwrap_or(0);
     let args = CloneArgs {
         flags,
-        exit_signal: libc::SIGCHLD as u64,
+        // clone3 takes no exit signal with CLONE_PARENT: the creator's own is used.
+        exit_signal: if flags & libc::CLONE_PARENT as u64 != 0 {
+            0
+        } else {
+            libc::SIGCHLD as u64
+        },
         set_tid: ids.as_ptr() as u64,
         set_tid_size: ids.len() as u64,
         ..Default::default()

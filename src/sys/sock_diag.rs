@@ -1,9 +1,11 @@
 //! `NETLINK_SOCK_DIAG`: the kernel's socket tables, asked once per dump.
 //!
-//! Two requests: `unix_diag` for every unix socket of the network namespace (name, bound
+//! Four requests: `unix_diag` for every unix socket of the network namespace (name, bound
 //! inode, peer inode, pending connections, queue lengths, shutdown state — what no
-//! `getsockopt` reveals, in particular the peer), and `inet_diag` for listening TCP
-//! sockets (the backlog and the accept queue). See
+//! `getsockopt` reveals, in particular the peer), `inet_diag` for listening TCP
+//! sockets (the backlog and the accept queue), `packet_diag` for packet sockets (bound
+//! interface, memberships, rings, fanout) and `netlink_diag` for netlink sockets (port
+//! id, groups, destination). See
 //! [sock_diag(7)](https://man7.org/linux/man-pages/man7/sock_diag.7.html).
 //!
 //! Written by hand rather than with the rust-netlink crates (`netlink-packet-sock-diag`
@@ -42,6 +44,8 @@ const UNIX_DIAG_MEMINFO: u16 = 5;
 const UNIX_DIAG_SHUTDOWN: u16 = 6;
 /// `SK_MEMINFO_WMEM_ALLOC`: index of the send-side allocation in the meminfo array.
 const SK_MEMINFO_WMEM_ALLOC: usize = 2;
+/// `INET_DIAG_SHUTDOWN` (linux/inet_diag.h): the socket's `sk_shutdown` bits.
+const INET_DIAG_SHUTDOWN: u16 = 8;
 /// `TCP_LISTEN` in the kernel's state numbering.
 pub const TCP_LISTEN: u8 = 10;
 
@@ -98,6 +102,8 @@ pub struct TcpDiag {
     pub rqueue: u32,
     /// Listeners: the backlog; others: bytes unacknowledged.
     pub wqueue: u32,
+    /// `INET_DIAG_SHUTDOWN`: 1 receive side shut down, 2 send side.
+    pub shutdown: u8,
 }
 
 fn sys(op: &'static str) -> impl FnOnce(nix::errno::Errno) -> SockDiagError {
@@ -132,7 +138,17 @@ pub fn unix_sockets() -> Result<HashMap<u32, UnixDiag>, SockDiagError> {
 /// Every TCP socket of `family` (`AF_INET`, `AF_INET6`) in one of `states` (a mask of
 /// `1 << state`), by inode.
 pub fn tcp_sockets(family: i32, states: u32) -> Result<HashMap<u32, TcpDiag>, SockDiagError> {
-    let mut req = vec![family as u8, libc::IPPROTO_TCP as u8, 0, 0];
+    inet_sockets(family, libc::IPPROTO_TCP as u8, states)
+}
+
+/// Every socket of `family` and `protocol` (TCP, UDP, UDP-Lite) in one of `states`, by
+/// inode.
+pub fn inet_sockets(
+    family: i32,
+    protocol: u8,
+    states: u32,
+) -> Result<HashMap<u32, TcpDiag>, SockDiagError> {
+    let mut req = vec![family as u8, protocol, 0, 0];
     req.extend_from_slice(&states.to_ne_bytes());
     req.extend_from_slice(&[0u8; 40]); // sockid: ports and addresses, any
     req.extend_from_slice(&0u32.to_ne_bytes()); // interface
@@ -267,6 +283,10 @@ pub fn parse_tcp(msg: &[u8]) -> Result<TcpDiag, SockDiagError> {
         a
     };
     let port = |at: usize| u16::from_be_bytes([msg[at], msg[at + 1]]);
+    let shutdown = attributes(&msg[72..])?
+        .into_iter()
+        .find(|(kind, val)| *kind == INET_DIAG_SHUTDOWN && !val.is_empty())
+        .map_or(0, |(_, val)| val[0]);
     Ok(TcpDiag {
         state: msg[1],
         src: (addr(8), port(4)),
@@ -274,7 +294,186 @@ pub fn parse_tcp(msg: &[u8]) -> Result<TcpDiag, SockDiagError> {
         rqueue: u32_at(msg, 56),
         wqueue: u32_at(msg, 60),
         ino: u32_at(msg, 68),
+        shutdown,
     })
+}
+
+/// `PACKET_SHOW_*` (linux/packet_diag.h).
+const PACKET_SHOW_INFO: u32 = 1;
+const PACKET_SHOW_MCLIST: u32 = 2;
+const PACKET_SHOW_RING_CFG: u32 = 4;
+const PACKET_SHOW_FANOUT: u32 = 8;
+/// `PACKET_DIAG_*` attributes.
+const PACKET_DIAG_INFO: u16 = 0;
+const PACKET_DIAG_MCLIST: u16 = 1;
+const PACKET_DIAG_RX_RING: u16 = 2;
+const PACKET_DIAG_TX_RING: u16 = 3;
+const PACKET_DIAG_FANOUT: u16 = 4;
+/// `PDI_*` bits of `packet_diag_info::pdi_flags`.
+pub const PDI_AUXDATA: u32 = 2;
+pub const PDI_ORIGDEV: u32 = 4;
+pub const PDI_VNETHDR: u32 = 8;
+pub const PDI_LOSS: u32 = 16;
+/// `NDIAG_SHOW_*` (linux/netlink_diag.h) and attributes.
+const NDIAG_SHOW_GROUPS: u32 = 2;
+const NDIAG_SHOW_FLAGS: u32 = 8;
+const NETLINK_DIAG_GROUPS: u16 = 1;
+const NETLINK_DIAG_FLAGS: u16 = 4;
+/// `NDIAG_PROTO_ALL`.
+const NDIAG_PROTO_ALL: u8 = 255;
+/// `NDIAG_FLAG_CB_RUNNING`: a dump is in progress on the socket.
+pub const NDIAG_FLAG_CB_RUNNING: u32 = 1;
+
+/// A packet socket as `packet_diag` reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PacketDiag {
+    pub ino: u32,
+    /// `SOCK_RAW`, `SOCK_DGRAM` or `SOCK_PACKET`.
+    pub sock_type: u8,
+    /// The protocol (network byte order, as `socket()` took it).
+    pub protocol: u16,
+    /// `struct packet_diag_info`: ifindex, version, reserve, copy_thresh, tstamp, flags.
+    pub ifindex: u32,
+    pub version: u32,
+    pub reserve: u32,
+    pub copy_thresh: u32,
+    pub tstamp: u32,
+    pub flags: u32,
+    /// `struct packet_diag_mclist` entries: (ifindex, count, type, address).
+    pub mclist: Vec<(u32, u32, u16, Vec<u8>)>,
+    /// `struct packet_diag_ring` of each ring: block size and number, frame size and
+    /// number, retire timeout, private size, features.
+    pub rx_ring: Option<[u32; 7]>,
+    pub tx_ring: Option<[u32; 7]>,
+    /// `PACKET_DIAG_FANOUT`: group id and type (`id | type << 16`).
+    pub fanout: Option<u32>,
+}
+
+/// A bound or connected netlink socket as `netlink_diag` reports it (unbound ones are
+/// not listed).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetlinkDiag {
+    pub ino: u32,
+    pub sock_type: u8,
+    pub protocol: u8,
+    /// `NETLINK_CONNECTED` (1) or unconnected (0).
+    pub state: u8,
+    pub portid: u32,
+    pub dst_portid: u32,
+    pub dst_group: u32,
+    /// The multicast groups bitmap, 32 groups per word.
+    pub groups: Vec<u32>,
+    /// `NDIAG_FLAG_*`.
+    pub flags: u32,
+}
+
+/// Every packet socket of this network namespace, by inode.
+pub fn packet_sockets() -> Result<HashMap<u32, PacketDiag>, SockDiagError> {
+    let show = PACKET_SHOW_INFO | PACKET_SHOW_MCLIST | PACKET_SHOW_RING_CFG | PACKET_SHOW_FANOUT;
+    let mut req = vec![libc::AF_PACKET as u8, 0, 0, 0];
+    req.extend_from_slice(&0u32.to_ne_bytes()); // ino
+    req.extend_from_slice(&show.to_ne_bytes());
+    req.extend_from_slice(&[0xff; 8]); // cookie: none
+    let mut out = HashMap::new();
+    for msg in dump(&req)? {
+        let d = parse_packet(&msg)?;
+        out.insert(d.ino, d);
+    }
+    Ok(out)
+}
+
+/// Every bound or connected netlink socket of this network namespace, by inode.
+pub fn netlink_sockets() -> Result<HashMap<u32, NetlinkDiag>, SockDiagError> {
+    let mut req = vec![libc::AF_NETLINK as u8, NDIAG_PROTO_ALL, 0, 0];
+    req.extend_from_slice(&0u32.to_ne_bytes()); // ino
+    req.extend_from_slice(&(NDIAG_SHOW_GROUPS | NDIAG_SHOW_FLAGS).to_ne_bytes());
+    req.extend_from_slice(&[0xff; 8]); // cookie: none
+    let mut out = HashMap::new();
+    for msg in dump(&req)? {
+        let d = parse_netlink(&msg)?;
+        out.insert(d.ino, d);
+    }
+    Ok(out)
+}
+
+/// `struct packet_diag_msg` (16 bytes: family, type, protocol, inode, cookie) followed
+/// by attributes.
+pub fn parse_packet(msg: &[u8]) -> Result<PacketDiag, SockDiagError> {
+    if msg.len() < 16 {
+        return Err(parse_err(format!("packet_diag_msg of {} bytes", msg.len())));
+    }
+    let mut d = PacketDiag {
+        sock_type: msg[1],
+        protocol: u16::from_ne_bytes([msg[2], msg[3]]),
+        ino: u32_at(msg, 4),
+        ..PacketDiag::default()
+    };
+    for (kind, val) in attributes(&msg[16..])? {
+        let short = || {
+            parse_err(format!(
+                "packet_diag attribute {kind} of {} bytes",
+                val.len()
+            ))
+        };
+        match kind {
+            PACKET_DIAG_INFO if val.len() >= 24 => {
+                let w: Vec<u32> = (0..6).map(|i| u32_at(val, 4 * i)).collect();
+                (d.ifindex, d.version, d.reserve) = (w[0], w[1], w[2]);
+                (d.copy_thresh, d.tstamp, d.flags) = (w[3], w[4], w[5]);
+            }
+            PACKET_DIAG_MCLIST => d.mclist = val.chunks_exact(44).map(mclist_entry).collect(),
+            PACKET_DIAG_RX_RING | PACKET_DIAG_TX_RING if val.len() >= 28 => {
+                let ring: [u32; 7] = std::array::from_fn(|i| u32_at(val, 4 * i));
+                match kind {
+                    PACKET_DIAG_RX_RING => d.rx_ring = Some(ring),
+                    _ => d.tx_ring = Some(ring),
+                }
+            }
+            PACKET_DIAG_FANOUT if val.len() >= 4 => d.fanout = Some(u32_at(val, 0)),
+            PACKET_DIAG_INFO | PACKET_DIAG_RX_RING | PACKET_DIAG_TX_RING | PACKET_DIAG_FANOUT => {
+                return Err(short())
+            }
+            _ => {}
+        }
+    }
+    Ok(d)
+}
+
+/// `struct packet_diag_mclist`: index, count, type (u16), address length (u16), address
+/// (32 bytes).
+fn mclist_entry(m: &[u8]) -> (u32, u32, u16, Vec<u8>) {
+    let alen = usize::from(u16::from_ne_bytes([m[10], m[11]])).min(32);
+    let ty = u16::from_ne_bytes([m[8], m[9]]);
+    (u32_at(m, 0), u32_at(m, 4), ty, m[12..12 + alen].to_vec())
+}
+
+/// `struct netlink_diag_msg` (28 bytes: family, type, protocol, state, portid,
+/// dst_portid, dst_group, inode, cookie) followed by attributes.
+pub fn parse_netlink(msg: &[u8]) -> Result<NetlinkDiag, SockDiagError> {
+    if msg.len() < 28 {
+        return Err(parse_err(format!(
+            "netlink_diag_msg of {} bytes",
+            msg.len()
+        )));
+    }
+    let mut d = NetlinkDiag {
+        sock_type: msg[1],
+        protocol: msg[2],
+        state: msg[3],
+        portid: u32_at(msg, 4),
+        dst_portid: u32_at(msg, 8),
+        dst_group: u32_at(msg, 12),
+        ino: u32_at(msg, 16),
+        ..NetlinkDiag::default()
+    };
+    for (kind, val) in attributes(&msg[28..])? {
+        match kind {
+            NETLINK_DIAG_GROUPS => d.groups = val.chunks_exact(4).map(|c| u32_at(c, 0)).collect(),
+            NETLINK_DIAG_FLAGS if val.len() >= 4 => d.flags = u32_at(val, 0),
+            _ => {}
+        }
+    }
+    Ok(d)
 }
 
 /// `struct rtattr` list: (type, value) pairs, each padded to 4 bytes.

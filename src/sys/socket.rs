@@ -179,6 +179,19 @@ pub fn pty_refill(
     Err(Errno::ETIMEDOUT)
 }
 
+/// Whether `poll` reports `POLLRDHUP` on `fd` now (a socket's receive side shut down).
+/// See [poll(2)](https://man7.org/linux/man-pages/man2/poll.2.html).
+pub fn poll_rdhup(fd: BorrowedFd<'_>) -> nix::Result<bool> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: `p` is one valid pollfd the kernel may write `revents` of; timeout 0.
+    Errno::result(unsafe { libc::poll(&mut p, 1, 0) })?;
+    Ok(p.revents & libc::POLLRDHUP != 0)
+}
+
 /// `FIONREAD`: bytes readable now.
 pub fn readable(fd: BorrowedFd<'_>) -> nix::Result<i32> {
     ioctl_get_int(fd, libc::FIONREAD)
@@ -239,3 +252,88 @@ pub fn recv_peek(fd: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<Peeked> {
     }
     Ok(out)
 }
+
+/// A copy of the first `len` bytes a packet socket's rings map (`mmap` of the socket,
+/// read-only and shared, then `munmap`): its rings' frame headers as the owner sees them.
+/// See [packet(7)](https://man7.org/linux/man-pages/man7/packet.7.html), `PACKET_MMAP`.
+pub fn packet_rings(fd: BorrowedFd<'_>, len: usize) -> nix::Result<Vec<u8>> {
+    // SAFETY: a new mapping chosen by the kernel (no address given), of `len` bytes of
+    // the socket's rings; it aliases no Rust object. The kernel refuses (EINVAL) a length
+    // other than the rings' total.
+    let at = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if at == libc::MAP_FAILED {
+        return Err(Errno::last());
+    }
+    // SAFETY: `at` is a readable mapping of `len` bytes made above and unmapped below;
+    // the kernel may change its bytes meanwhile (u8 has no invalid values).
+    let copy = unsafe { std::slice::from_raw_parts(at.cast::<u8>(), len) }.to_vec();
+    // SAFETY: unmaps exactly the mapping made above, which nothing refers to any more.
+    Errno::result(unsafe { libc::munmap(at, len) })?;
+    Ok(copy)
+}
+
+/// `getsockname(fd)`: the address bytes (at most 128).
+/// See [getsockname(2)](https://man7.org/linux/man-pages/man2/getsockname.2.html).
+pub fn sockname(fd: BorrowedFd<'_>) -> nix::Result<Vec<u8>> {
+    let mut buf = [0u8; 128];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `buf`, and updates `len`.
+    let r = unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast::<libc::sockaddr>(),
+            &mut len,
+        )
+    };
+    Errno::result(r)?;
+    Ok(buf[..(len as usize).min(buf.len())].to_vec())
+}
+
+/// Packet socket options (linux/if_packet.h).
+pub mod packet {
+    pub const SOL_PACKET: i32 = 263;
+    pub const PACKET_ADD_MEMBERSHIP: i32 = 1;
+    pub const PACKET_RX_RING: i32 = 5;
+    pub const PACKET_COPY_THRESH: i32 = 7;
+    pub const PACKET_AUXDATA: i32 = 8;
+    pub const PACKET_ORIGDEV: i32 = 9;
+    pub const PACKET_VERSION: i32 = 10;
+    pub const PACKET_RESERVE: i32 = 12;
+    pub const PACKET_TX_RING: i32 = 13;
+    pub const PACKET_LOSS: i32 = 14;
+    pub const PACKET_TIMESTAMP: i32 = 17;
+    pub const PACKET_FANOUT: i32 = 18;
+    pub const PACKET_TX_HAS_OFF: i32 = 19;
+    pub const PACKET_QDISC_BYPASS: i32 = 20;
+    pub const PACKET_IGNORE_OUTGOING: i32 = 23;
+    pub const PACKET_VNET_HDR_SZ: i32 = 24;
+}
+
+/// Netlink socket options (linux/netlink.h).
+pub mod netlink {
+    /// `SOL_NETLINK`, `NETLINK_ADD_MEMBERSHIP`, and the options with an `int` value.
+    pub const SOL_NETLINK: i32 = 270;
+    pub const NETLINK_ADD_MEMBERSHIP: i32 = 1;
+    pub const INT_OPTIONS: [i32; 7] = [
+        3,  // NETLINK_PKTINFO
+        4,  // NETLINK_BROADCAST_ERROR
+        5,  // NETLINK_NO_ENOBUFS
+        8,  // NETLINK_LISTEN_ALL_NSID
+        10, // NETLINK_CAP_ACK
+        11, // NETLINK_EXT_ACK
+        12, // NETLINK_GET_STRICT_CHK
+    ];
+}
+
+/// `SOCK_PACKET` (linux/net.h): the obsolete packet socket type, which libc marks
+/// deprecated but packet sockets of that type still exist.
+pub const SOCK_PACKET: i32 = 10;

@@ -27,7 +27,7 @@ static uint64_t rand_sum;          /* checksum of the random region, kept across
 static unsigned char *heap;        /* malloc'd from brk */
 static size_t heap_size = 4UL << 20;
 static void *brk_before;
-static unsigned char *rnd, *halfzero, *split, *ro, *shanon, *shfile, *privfile;
+static unsigned char *rnd, *halfzero, *split, *ro, *shanon, *shfile, *privfile, *apart;
 static char shfile_name[64] = "memory-shared-XXXXXX";
 static char privfile_name[64] = "memory-private-XXXXXX";
 static char maps_before[1 << 16], maps_after[1 << 16];
@@ -173,6 +173,36 @@ static void check_file(const char *name, size_t off, const unsigned char *want, 
 	free(buf);
 }
 
+/* Whether /proc/self/maps has a mapping starting at p. */
+static int maps_has_start(void *p)
+{
+	static char buf[1 << 16];
+	char want[32];
+
+	read_maps(buf, sizeof(buf));
+	snprintf(want, sizeof(want), "\n%lx-", (unsigned long)p);
+	return strncmp(buf, want + 1, strlen(want + 1)) == 0 || strstr(buf, want) != NULL;
+}
+
+/*
+ * Two adjacent RW anonymous mappings the kernel keeps apart: the second made RWX, both
+ * written (each gets anonymous memory of its own), then the second made RW. Same
+ * protection and flags, still two mappings; a restore must not let them merge.
+ */
+static void make_apart(void)
+{
+	int rw = PROT_READ | PROT_WRITE, fixed = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
+
+	apart = map(8 * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1);
+	CHECK(mmap(apart, 4 * PAGE, rw, fixed, -1, 0) == apart, "mmap apart: %s", strerror(errno));
+	fill(apart, 4 * PAGE, 10);
+	CHECK(mmap(apart + 4 * PAGE, 4 * PAGE, rw | PROT_EXEC, fixed, -1, 0) == apart + 4 * PAGE,
+	      "mmap apart+4: %s", strerror(errno));
+	fill(apart + 4 * PAGE, 4 * PAGE, 11);
+	CHECK_SYS(mprotect(apart + 4 * PAGE, 4 * PAGE, rw));
+	CHECK(maps_has_start(apart + 4 * PAGE), "the kernel merged the apart mappings already");
+}
+
 static void setup(void)
 {
 	uint64_t s = SEED;
@@ -201,6 +231,8 @@ static void setup(void)
 	split = map(48 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1);
 	fill(split, 48 * PAGE, 3);
 	CHECK_SYS(mprotect(split + 16 * PAGE, 16 * PAGE, PROT_NONE));
+
+	make_apart();
 
 	ro = map(8 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1);
 	fill(ro, 8 * PAGE, 4);
@@ -252,6 +284,8 @@ static void verify_contents(void)
 	verify_fill("RW before PROT_NONE", split, 16 * PAGE, 3);
 	verify_at("RW after PROT_NONE", split, 32 * PAGE, 16 * PAGE, 3);
 	verify_fill("read-only region", ro, 8 * PAGE, 4);
+	verify_fill("first of two mappings kept apart", apart, 4 * PAGE, 10);
+	verify_fill("second of two mappings kept apart", apart + 4 * PAGE, 4 * PAGE, 11);
 	verify_fill("MAP_SHARED|MAP_ANONYMOUS region", shanon, 16 * PAGE, 5);
 	verify_fill("shared file mapping", shfile, 16 * PAGE, 6);
 	check_file(shfile_name, 0, shfile, 16 * PAGE);

@@ -1,6 +1,6 @@
 /*
  * tcp_echo PORT [ADDR]: a TCP client of a peer outside the process (the test, on
- * loopback, or across a network namespace at ADDR).
+ * loopback, or across a network namespace at ADDR; IPv6 when ADDR holds a colon).
  *
  * Before READY: fd 10 connected to ADDR:PORT (127.0.0.1 by default). Until go it echoes every byte the
  * peer sends (the peer checks the echoes: nothing lost, doubled or reordered across a
@@ -14,25 +14,47 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+/* ADDR:PORT as a socket address: IPv6 when ADDR holds a colon ("::1", "::ffff:127.0.0.1"). */
+static socklen_t peer_addr(struct sockaddr_storage *ss, const char *port, const char *addr)
+{
+	struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+
+	memset(ss, 0, sizeof(*ss));
+	if (strchr(addr, ':')) {
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons(atoi(port));
+		CHECK(inet_pton(AF_INET6, addr, &a6->sin6_addr) == 1, "bad address %s", addr);
+		return sizeof(*a6);
+	}
+	a4->sin_family = AF_INET;
+	a4->sin_port = htons(atoi(port));
+	CHECK(inet_pton(AF_INET, addr, &a4->sin_addr) == 1, "bad address %s", addr);
+	return sizeof(*a4);
+}
+
 int main(int argc, char **argv)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	struct sockaddr_in name, peer, n2, p2;
-	socklen_t l = sizeof(name);
+	struct sockaddr_storage a, name, peer, n2, p2;
+	socklen_t alen, l = sizeof(name);
 	char buf[4096];
 	int fd;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	memset(&name, 0, sizeof(name));
+	memset(&peer, 0, sizeof(peer));
+	memset(&n2, 0, sizeof(n2));
+	memset(&p2, 0, sizeof(p2));
 	CHECK(argc > 1, "usage: tcp_echo PORT [ADDR]");
-	a.sin_port = htons(atoi(argv[1]));
-	CHECK(argc < 3 || inet_pton(AF_INET, argv[2], &a.sin_addr) == 1, "bad address %s", argv[2]);
+	alen = peer_addr(&a, argv[1], argc > 2 ? argv[2] : "127.0.0.1");
 	victim_install_go();
-	fd = socket(AF_INET, SOCK_STREAM, 0);
+	fd = socket(a.ss_family, SOCK_STREAM, 0);
 	CHECK_SYS(fd);
 	CHECK_SYS(dup2(fd, 10));
 	close(fd);
-	CHECK_SYS(connect(10, (struct sockaddr *)&a, sizeof(a)));
+	CHECK_SYS(connect(10, (struct sockaddr *)&a, alen));
 	CHECK_SYS(getsockname(10, (struct sockaddr *)&name, &l));
+	l = sizeof(peer);
 	CHECK_SYS(getpeername(10, (struct sockaddr *)&peer, &l));
 	victim_ready();
 	while (!victim_go) {
@@ -56,6 +78,7 @@ int main(int argc, char **argv)
 	}
 	l = sizeof(n2);
 	CHECK_SYS(getsockname(10, (struct sockaddr *)&n2, &l));
+	l = sizeof(p2);
 	CHECK_SYS(getpeername(10, (struct sockaddr *)&p2, &l));
 	CHECK(!memcmp(&n2, &name, sizeof(name)) && !memcmp(&p2, &peer, sizeof(peer)), "fd 10: addresses changed");
 	victim_pass();

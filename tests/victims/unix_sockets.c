@@ -20,8 +20,9 @@
  * SO_ACCEPTCONN; EOF where the peer shut down or closed; each pair still connected both
  * ways; the pending connection accepted and talking; fd 23's datagrams reach fd 16.
  *
- * With "inflight": only fds 10/11, and a netlink socket sent 11->10 with SCM_RIGHTS not
- * yet received (files in flight are saved, but not that kind: see the inflight victim).
+ * With "inflight": only fds 10/11, and a netlink socket with a message queued sent
+ * 11->10 with SCM_RIGHTS not yet received (files in flight are saved, but not such a
+ * socket: see the inflight victim).
  * The dump must be refused unless --skip-in-flight; then the message comes back without
  * its fd ("inflight-dropped" checks it did).
  */
@@ -88,10 +89,17 @@ static void setup_inflight(void)
 	struct iovec iov = { "fd!", 3 };
 	char cbuf[CMSG_SPACE(sizeof(int))];
 	struct cmsghdr *c;
-	/* a netlink socket: a kind stasis cannot save, in flight or not */
-	int fd = socket(AF_NETLINK, SOCK_RAW, 0);
+	/* a netlink socket with a message queued (one it sent itself): stasis cannot save
+	 * it, in flight or not */
+	struct sockaddr_nl self = {.nl_family = AF_NETLINK};
+	struct nlmsghdr h = {.nlmsg_len = sizeof(h), .nlmsg_type = 0x1234};
+	socklen_t len = sizeof(self);
+	int fd = socket(AF_NETLINK, SOCK_RAW, NETLINK_KOBJECT_UEVENT);
 
 	CHECK_SYS(fd);
+	CHECK_SYS(bind(fd, (struct sockaddr *)&self, sizeof(self)));
+	CHECK_SYS(getsockname(fd, (struct sockaddr *)&self, &len));
+	CHECK_SYS(sendto(fd, &h, sizeof(h), 0, (struct sockaddr *)&self, sizeof(self)));
 	m.msg_iov = &iov;
 	m.msg_iovlen = 1;
 	m.msg_control = cbuf;

@@ -22,35 +22,9 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include "unix_names.h"
+
 static char dir[] = "unix_unlinked-XXXXXX";
-
-static struct sockaddr_un addr(const char *name)
-{
-	struct sockaddr_un a = {.sun_family = AF_UNIX};
-
-	snprintf(a.sun_path, sizeof(a.sun_path), "%s", name);
-	return a;
-}
-
-static int bound(int type, const char *name)
-{
-	struct sockaddr_un a = addr(name);
-	int fd = socket(AF_UNIX, type, 0);
-
-	CHECK_SYS(fd);
-	CHECK_SYS(bind(fd, (struct sockaddr *)&a, sizeof(a)));
-	return fd;
-}
-
-static int connected(int type, const char *name)
-{
-	struct sockaddr_un a = addr(name);
-	int fd = socket(AF_UNIX, type, 0);
-
-	CHECK_SYS(fd);
-	CHECK_SYS(connect(fd, (struct sockaddr *)&a, sizeof(a)));
-	return fd;
-}
 
 static void setup(void)
 {

@@ -2,7 +2,8 @@
  * unsupported: holds at fd 10 a kind of file stasis refuses to dump, named by argv[1]:
  * "io_uring" (io_uring_setup), "userfaultfd", "ebpf_filter" (a UDP socket with an eBPF
  * socket filter, SO_ATTACH_BPF), "corked_udp" (a UDP socket holding corked, unsent
- * data). The dump must fail naming fd 10, the pid and the kind, and leave this process
+ * data), "packet_queued" (a packet socket with a frame queued, needs CAP_NET_RAW). The dump
+ * must fail naming fd 10, the pid and the kind, and leave this process
  * running: after go it checks fd 10 is still the same kind of file and passes.
  */
 #include "victim.h"
@@ -10,9 +11,12 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <linux/bpf.h>
+#include <linux/if_packet.h>
 #include <linux/io_uring.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 
@@ -53,8 +57,36 @@ static int corked_udp(void)
 	return sk;
 }
 
+/* A packet socket of a local experimental ethertype bound to lo with a frame it sent
+ * itself queued. */
+static int packet_queued(void)
+{
+	struct sockaddr_ll a = {.sll_family = AF_PACKET, .sll_protocol = htons(0x88b5),
+				.sll_ifindex = if_nametoindex("lo")};
+	unsigned char frame[64] = {[12] = 0x88, [13] = 0xb5};
+	int sk = socket(AF_PACKET, SOCK_RAW, htons(0x88b5)), tx;
+
+	if (sk < 0)
+		return -1;
+	CHECK_SYS(bind(sk, (struct sockaddr *)&a, sizeof(a)));
+	tx = socket(AF_PACKET, SOCK_RAW, 0);
+	CHECK_SYS(bind(tx, (struct sockaddr *)&a, sizeof(a)));
+	CHECK(send(tx, frame, sizeof(frame), 0) == sizeof(frame), "send: %s", strerror(errno));
+	close(tx);
+	for (int i = 0; i < 100; i++) {
+		int n = 0;
+
+		if (ioctl(sk, FIONREAD, &n) == 0 && n > 0)
+			return sk;
+		usleep(1000);
+	}
+	victim_fail("the frame sent on lo never arrived");
+}
+
 static int make(const char *kind)
 {
+	if (!strcmp(kind, "packet_queued"))
+		return packet_queued();
 	if (!strcmp(kind, "ebpf_filter"))
 		return ebpf_filter();
 	if (!strcmp(kind, "corked_udp"))
@@ -77,7 +109,7 @@ int main(int argc, char **argv)
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	victim_install_go();
-	CHECK(argc == 2, "usage: unsupported io_uring|userfaultfd|ebpf_filter|corked_udp");
+	CHECK(argc == 2, "usage: unsupported io_uring|userfaultfd|ebpf_filter|corked_udp|packet_queued");
 	fd = make(argv[1]);
 	if (fd < 0)
 		victim_skip(strerror(errno));
@@ -85,7 +117,7 @@ int main(int argc, char **argv)
 	n = readlink("/proc/self/fd/10", want, sizeof(want) - 1);
 	CHECK_SYS(n);
 	want[n] = 0;
-	if (strstr(argv[1], "udp") || strstr(argv[1], "filter"))
+	if (strstr(argv[1], "udp") || strstr(argv[1], "filter") || strstr(argv[1], "queued"))
 		strcpy(want, "socket:[");
 	victim_ready();
 	victim_wait_go();

@@ -33,22 +33,28 @@ pub fn dump(open: &OpenFd) -> Result<FdKind, DumpError> {
 }
 
 /// The registrations of the epolls of `pid` whose number no longer holds the registered
-/// file, with where the file is. `pids`: the processes of the tree, in tree order.
+/// file, with where the file is. `epolls`: the epoll fds of the table with the
+/// `(pid, fd)` each is reached through (stasis's copy for one in flight); `pids`: the
+/// processes of the tree, in tree order.
 pub fn check_targets(
     pid: i32,
     fds: &[FdEntry],
-    epolls: &[i32],
+    epolls: &[(i32, (i32, i32))],
     pids: &[i32],
 ) -> Result<Vec<EpollMoved>, DumpError> {
     let mut moved = Vec::new();
-    for e in fds.iter().filter(|e| epolls.contains(&e.fd)) {
+    for (e, &(_, reach)) in fds
+        .iter()
+        .filter_map(|e| Some((e, epolls.iter().find(|(fd, _)| *fd == e.fd)?)))
+    {
         let FdKind::Epoll(ep) = &e.kind else {
             continue;
         };
         for (t, toff) in ep.numbered() {
             let slot = Slot {
-                owner: pid,
+                pid,
                 epfd: e.fd,
+                reach,
                 tfd: t.fd,
                 toff,
             };
@@ -79,10 +85,13 @@ pub fn keep_created(files: &mut FilesImage) {
     files.epoll_moved.retain(|m| created(m.epoll));
 }
 
-/// One registration: the `toff`-th under number `tfd` in epoll `epfd` of `owner`.
+/// One registration: the `toff`-th under number `tfd` in epoll `epfd` of `pid`, which
+/// is reached through fd `reach.1` of `reach.0` (the process itself, or stasis for an
+/// epoll in flight).
 struct Slot {
-    owner: i32,
+    pid: i32,
     epfd: i32,
+    reach: (i32, i32),
     tfd: i32,
     toff: u32,
 }
@@ -90,15 +99,16 @@ struct Slot {
 impl Slot {
     /// Fd `fd` of `holder` is the registered file.
     fn holds(&self, holder: i32, fd: i32) -> bool {
-        let (holder, owner) = (Pid::from_raw(holder), Pid::from_raw(self.owner));
-        kcmp_epoll_tfd(holder, fd, owner, self.epfd, self.tfd, self.toff) == Ok(0)
+        let (owner, epfd) = self.reach;
+        let (holder, owner) = (Pid::from_raw(holder), Pid::from_raw(owner));
+        kcmp_epoll_tfd(holder, fd, owner, epfd, self.tfd, self.toff) == Ok(0)
     }
 
     /// The first fd of the owner, then of the earlier processes of the tree (nearest
     /// first), holding the registered file; refused when only a later process holds it
     /// (restored after the owner) or none does.
     fn find_holder(&self, pids: &[i32]) -> Result<(i32, i32), DumpError> {
-        let pid = self.owner;
+        let pid = self.pid;
         let at = pids.iter().position(|&p| p == pid).unwrap_or(pids.len());
         let earlier = pids[..at].iter().rev();
         let later = pids.iter().skip(at + 1);
@@ -125,11 +135,9 @@ impl Slot {
     }
 
     fn refuse(&self, why: &str) -> DumpError {
-        let Slot {
-            owner, epfd, tfd, ..
-        } = self;
+        let Slot { pid, epfd, tfd, .. } = self;
         DumpError::unsupported(format!(
-            "fd {epfd} of pid {owner} is an epoll instance watching a file registered as fd {tfd}, which {why}; stasis cannot restore that registration"
+            "fd {epfd} of pid {pid} is an epoll instance watching a file registered as fd {tfd}, which {why}; stasis cannot restore that registration"
         ))
     }
 }

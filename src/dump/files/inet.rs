@@ -23,7 +23,7 @@ use nix::sys::socket::{getpeername, getsockname, SockaddrStorage};
 use super::sock::SockCtx;
 use crate::dump::DumpError;
 use crate::image::files::FdKind;
-use crate::image::sock::{InetSocket, InetState, SockAddr, SockKind, TcpRepair};
+use crate::image::sock::{tcp_state, InetSocket, InetState, SockAddr, SockKind, TcpRepair};
 use crate::image::sockopts::Scope;
 use crate::sys::sock_diag::{self, TCP_LISTEN};
 use crate::sys::socket::{
@@ -33,6 +33,7 @@ use crate::sys::socket::{
 
 const TCP_ESTABLISHED: u8 = 1;
 const TCP_CLOSE: u8 = 7;
+const SYN_SENT: u8 = tcp_state::SYN_SENT;
 
 /// Sockets in repair mode and the network lock, owned until the dump ends; and the
 /// links made for `--link-remap` (`path.rs`), owned until the image is committed.
@@ -44,7 +45,7 @@ const TCP_CLOSE: u8 = 7;
 pub struct Held {
     pid: i32,
     repaired: Vec<OwnedFd>,
-    locked: bool,
+    locked: Option<crate::netlock::LockMode>,
     links: Vec<std::path::PathBuf>,
 }
 
@@ -53,7 +54,7 @@ impl Held {
         Held {
             pid,
             repaired: Vec::new(),
-            locked: false,
+            locked: None,
             links: Vec::new(),
         }
     }
@@ -72,7 +73,7 @@ impl Held {
     /// reset), and leave the lock for the restore to lift.
     pub fn keep_for_restore(mut self) {
         self.repaired.clear();
-        self.locked = false;
+        self.locked = None;
     }
 }
 
@@ -81,8 +82,8 @@ impl Drop for Held {
         for s in &self.repaired {
             let _ = setsockopt_int(s.as_fd(), libc::SOL_TCP, libc::TCP_REPAIR, 0);
         }
-        if self.locked {
-            let _ = crate::netlock::unlock(self.pid);
+        if let Some(mode) = self.locked {
+            let _ = crate::netlock::unlock(mode, self.pid);
         }
         for link in &self.links {
             let _ = std::fs::remove_file(link);
@@ -127,13 +128,16 @@ pub fn inet_kind(
     if remote.is_none() && !tcp {
         remote = unreported_peer(pid, kind, ino).map_err(err)?;
     }
+    if remote.is_none() && info.is_some_and(|i| i[0] == TCP_CLOSE || i[0] == SYN_SENT) {
+        remote = peer_name(s, family);
+    }
     let opts = ctx.options(fd, s, kind, connected)?;
     if opts.flag(libc::SOL_UDP, libc::UDP_CORK) {
         corked(s).map_err(err)?;
     }
     let state = match info {
         Some(info) => tcp_state(ctx, fd, ino, sock, family, &info, (&local, &remote))?,
-        None => InetState::Unconnected,
+        None => datagram_state(ctx, kind, ino).map_err(err)?,
     };
     Ok(FdKind::Inet(Box::new(InetSocket {
         ino,
@@ -234,33 +238,96 @@ fn tcp_state(
     (local, remote): (&Option<SockAddr>, &Option<SockAddr>),
 ) -> Result<InetState, DumpError> {
     let pid = ctx.pid;
+    let conn = Conn {
+        fd,
+        state: info[0],
+        info,
+        local,
+        remote,
+    };
     match info[0] {
-        TCP_CLOSE => Ok(InetState::Unconnected),
+        TCP_CLOSE if remote.is_none() => never_connected(sock.as_fd()).map_err(|e| {
+            DumpError::unsupported(format!("fd {fd} of pid {pid}: poll: {e}"))
+        }),
         TCP_LISTEN => listening(ctx, fd, ino, family),
-        TCP_ESTABLISHED => established(ctx, fd, sock, info, local, remote),
+        TCP_ESTABLISHED | TCP_CLOSE | tcp_state::SYN_SENT | tcp_state::FIN_WAIT1
+        | tcp_state::FIN_WAIT2 | tcp_state::CLOSE_WAIT | tcp_state::LAST_ACK
+        | tcp_state::CLOSING => connection(ctx, sock, &conn),
         other => Err(DumpError::unsupported(format!(
-            "fd {fd} of pid {pid} is a TCP socket in state {} ({other}); stasis checkpoints listening, unconnected and established ones",
-            state_name(other)
+            "fd {fd} of pid {pid} is a TCP socket in state {} ({other}), which stasis cannot checkpoint",
+            tcp_state::name(other)
         ))),
     }
 }
 
-fn state_name(state: u8) -> &'static str {
-    const NAMES: [&str; 12] = [
-        "?",
-        "ESTABLISHED",
-        "SYN_SENT",
-        "SYN_RECV",
-        "FIN_WAIT1",
-        "FIN_WAIT2",
-        "TIME_WAIT",
-        "CLOSE",
-        "CLOSE_WAIT",
-        "LAST_ACK",
-        "LISTEN",
-        "CLOSING",
-    ];
-    NAMES.get(state as usize).copied().unwrap_or("?")
+/// A TCP socket with a peer, in one of the states `TCP_REPAIR` can save.
+struct Conn<'a> {
+    fd: i32,
+    state: u8,
+    info: &'a [u8; 8],
+    local: &'a Option<SockAddr>,
+    remote: &'a Option<SockAddr>,
+}
+
+/// A TCP socket never connected (or disconnected): its receive side may be shut down
+/// (`POLLRDHUP`; the send side of a socket in CLOSE shows nowhere, and changes nothing:
+/// sending fails with `EPIPE` either way).
+fn never_connected(s: BorrowedFd<'_>) -> nix::Result<InetState> {
+    let shutdown = if crate::sys::socket::poll_rdhup(s)? {
+        1
+    } else {
+        0
+    };
+    Ok(match shutdown {
+        0 => InetState::Unconnected,
+        _ => InetState::Shut { shutdown },
+    })
+}
+
+/// A datagram or raw socket: half-closed (`INET_DIAG_SHUTDOWN`; UDP and UDP-Lite only,
+/// the others cannot be shut down for real).
+fn datagram_state(ctx: &mut SockCtx<'_>, kind: SockKind, ino: u64) -> Result<InetState, String> {
+    let udp = [libc::IPPROTO_UDP, libc::IPPROTO_UDPLITE];
+    if kind.ty != libc::SOCK_DGRAM || !udp.contains(&kind.protocol) {
+        return Ok(InetState::Unconnected);
+    }
+    let shutdown = ctx
+        .inet_table(kind.family, kind.protocol as u8)
+        .map_err(|e| format!("list UDP sockets: {e}"))?
+        .get(&(ino as u32))
+        .map_or(0, |d| d.shutdown);
+    Ok(match shutdown {
+        0 => InetState::Unconnected,
+        _ => InetState::Shut { shutdown },
+    })
+}
+
+/// The peer of a TCP socket connecting or whose connection ended: `SO_PEERNAME` reports
+/// it in SYN_SENT and CLOSE too, which `getpeername` does not (the buffer must not be
+/// longer than the address).
+fn peer_name(s: BorrowedFd<'_>, family: i32) -> Option<SockAddr> {
+    let mut buf = [0u8; 28];
+    let len = if family == libc::AF_INET { 16 } else { 28 };
+    let len = getsockopt_bytes(s, libc::SOL_SOCKET, libc::SO_PEERNAME, &mut buf[..len]).ok()?;
+    parse_sockaddr(&buf[..len])
+}
+
+/// `struct sockaddr_in` / `sockaddr_in6` bytes.
+fn parse_sockaddr(b: &[u8]) -> Option<SockAddr> {
+    let family = i32::from(u16::from_ne_bytes([*b.first()?, *b.get(1)?]));
+    let port = u16::from_be_bytes([*b.get(2)?, *b.get(3)?]);
+    let (ip, scope_id) = match family {
+        libc::AF_INET => (b.get(4..8)?.to_vec(), 0),
+        libc::AF_INET6 => {
+            let s = b.get(24..28)?;
+            (
+                b.get(8..24)?.to_vec(),
+                u32::from_ne_bytes([s[0], s[1], s[2], s[3]]),
+            )
+        }
+        _ => return None,
+    };
+    Some(SockAddr { ip, port, scope_id })
 }
 
 /// `TCP_INFO`: state at byte 0, options at 5, window scales at 6 (send: low nibble).
@@ -290,34 +357,43 @@ fn listening(ctx: &SockCtx<'_>, fd: i32, ino: u64, family: i32) -> Result<InetSt
     Ok(InetState::Listening { backlog: d.wqueue })
 }
 
-fn established(
-    ctx: &mut SockCtx<'_>,
-    fd: i32,
-    sock: OwnedFd,
-    info: &[u8; 8],
-    local: &Option<SockAddr>,
-    remote: &Option<SockAddr>,
-) -> Result<InetState, DumpError> {
-    let pid = ctx.pid;
-    let (Some(local), Some(remote)) = (local, remote) else {
+/// A connection in `c.state`: saved with `TCP_REPAIR` under `--tcp-established`, as
+/// closed under `--tcp-close`, refused otherwise. Its packets are dropped (the network
+/// lock) while it is down when its peer is outside the dump, and always in the closing
+/// states: their restore replays the peer's FIN and ACK, to which the socket answers.
+fn connection(ctx: &mut SockCtx<'_>, sock: OwnedFd, c: &Conn<'_>) -> Result<InetState, DumpError> {
+    let (pid, fd) = (ctx.pid, c.fd);
+    let (Some(local), Some(remote)) = (c.local, c.remote) else {
         return Err(DumpError::unsupported(format!(
-            "fd {fd} of pid {pid}: an established TCP socket without addresses"
+            "fd {fd} of pid {pid}: a connected TCP socket without addresses"
         )));
     };
     let conn = format!("{} -> {}", addr_text(local), addr_text(remote));
     if ctx.opts.tcp_close {
         return Ok(InetState::Closed);
     }
+    let what = match c.state {
+        TCP_ESTABLISHED => "an established TCP connection".to_string(),
+        other => format!("a TCP connection in state {}", tcp_state::name(other)),
+    };
     if !ctx.opts.tcp_established {
         return Err(DumpError::unsupported(format!(
-            "fd {fd} of pid {pid} is an established TCP connection ({conn}); use --tcp-established to checkpoint it with TCP_REPAIR, or --tcp-close to restore it closed"
+            "fd {fd} of pid {pid} is {what} ({conn}); use --tcp-established to checkpoint it with TCP_REPAIR, or --tcp-close to restore it closed"
         )));
     }
-    let locked = !peer_inside(ctx, local, remote)?;
+    let mode = ctx.opts.network_lock;
+    // A closing connection is locked even with its peer in the tree: its socket would
+    // answer the FIN and ACK the restore replays (`restore/files/tcp_replay.rs`).
+    let locked = mode != crate::netlock::LockMode::Skip
+        && match c.state {
+            TCP_ESTABLISHED => !peer_inside(ctx, local, remote)?,
+            tcp_state::SYN_SENT => false,
+            _ => true,
+        };
     if locked {
-        crate::netlock::lock(pid, local, remote)
+        crate::netlock::lock(mode, pid, local, remote)
             .map_err(|e| DumpError::unsupported(format!("fd {fd} of pid {pid} ({conn}): {e}")))?;
-        ctx.held.locked = true;
+        ctx.held.locked = Some(mode);
     }
     setsockopt_int(sock.as_fd(), libc::SOL_TCP, libc::TCP_REPAIR, 1).map_err(|e| {
         DumpError::unsupported(format!(
@@ -327,13 +403,19 @@ fn established(
     let repaired = sock.as_fd().try_clone_to_owned();
     ctx.held.repaired.push(sock);
     let sock = repaired.map_err(|e| DumpError::unsupported(format!("dup: {e}")))?;
-    let mut r = repair_state(sock.as_fd(), info).map_err(|e| {
+    let mut r = repair_state(sock.as_fd(), c.info).map_err(|e| {
         DumpError::unsupported(format!(
             "fd {fd} of pid {pid} ({conn}): read its TCP_REPAIR state: {e}"
         ))
     })?;
     r.locked = locked;
-    Ok(InetState::Established(Box::new(r)))
+    Ok(match c.state {
+        TCP_ESTABLISHED => InetState::Established(Box::new(r)),
+        state => InetState::Connection {
+            state,
+            repair: Box::new(r),
+        },
+    })
 }
 
 pub fn addr_text(a: &SockAddr) -> String {
@@ -385,8 +467,19 @@ fn mapped(v4: &[u8]) -> [u8; 16] {
 
 /// Everything `TCP_REPAIR` gives back about a socket in repair mode.
 fn repair_state(s: BorrowedFd<'_>, info: &[u8; 8]) -> nix::Result<TcpRepair> {
-    let outq = ioctl_get_int(s, SIOCOUTQ)? as usize;
-    let unsent = ioctl_get_int(s, SIOCOUTQNSD)? as u32;
+    let state = info[0];
+    let (mut outq, mut unsent) = (
+        ioctl_get_int(s, SIOCOUTQ)? as usize,
+        ioctl_get_int(s, SIOCOUTQNSD)? as u32,
+    );
+    if state == TCP_CLOSE {
+        // Unsent or unacknowledged data of an ended connection: nobody will read it.
+        (outq, unsent) = (0, 0);
+    } else if tcp_state::fin_sent(state) {
+        // The FIN counts in both (until acknowledged, until sent) but holds no data.
+        outq = outq.saturating_sub(usize::from(!tcp_state::fin_acked(state)));
+        unsent = unsent.saturating_sub(1);
+    }
     let inq = ioctl_get_int(s, SIOCINQ)? as usize;
     let options = info[5];
     let timestamp = if options & 1 != 0 {

@@ -13,8 +13,8 @@
 //! in-flight files are collected the same way —, a memfd, an eventfd...).
 //!
 //! Refused, naming the pid, the receiving fd and the kind (or dropped from its message
-//! under `--skip-in-flight`): what the table walk cannot save, an epoll instance or a
-//! pseudo-terminal in flight, a file with locks, the same description held by a later
+//! under `--skip-in-flight`): what the table walk cannot save, a pseudo-terminal in
+//! flight, a file with locks, the same description held by a later
 //! process of the tree, and a pipe, memfd or deleted file whose other descriptions are
 //! held by another process (or, for memfds and deleted files, by any fd).
 
@@ -162,15 +162,14 @@ fn check_other_descriptions(open: &OpenFd, holders: &[(i32, i32)]) -> Result<(),
     }
 }
 
-/// Kinds the table walk saves for a held fd but not in flight (they name fds of the
-/// table, or terminals of the process).
+/// Kinds the table walk saves for a held fd but not in flight (terminals of the
+/// process). An epoll in flight is saved like a held one: its registrations name fds of
+/// the table (or, when moved, the fd of the tree that holds the file).
 pub fn refuse_kind(open: &OpenFd, locks: bool) -> Result<(), DumpError> {
     if open.flying.is_none() {
         return Ok(());
     }
-    let what = if super::epoll::is_epoll(open) {
-        "an epoll instance"
-    } else if super::pty::is_master(&open.target) || open.pty_slave()?.is_some() {
+    let what = if super::pty::is_master(&open.target) || open.pty_slave()?.is_some() {
         "a pseudo-terminal"
     } else if locks {
         "a file with locks"

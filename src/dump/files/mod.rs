@@ -13,7 +13,8 @@
 //!   [`memfd`], [`pidfd`]; `ns`: files of the process's own namespaces;
 //! - [`locks`]: flock, POSIX and OFD locks and leases held through the fds;
 //! - [`fown`]: the owner and signal of each open file description (`F_SETOWN_EX`);
-//! - `sock`, `unix`, `inet`: sockets (unix, TCP and UDP); `pty`: pseudo-terminal pairs;
+//! - `sock`, `unix`, `inet`, `packet`, `netlink`: sockets (unix, TCP and UDP, ping and
+//!   raw, packet, netlink); `pty`: pseudo-terminal pairs;
 //! - [`inflight`]: files riding on queued unix messages (`SCM_RIGHTS`), walked as more
 //!   fds of the table, reached through stasis's own copies.
 //!
@@ -33,7 +34,9 @@ mod inflight;
 pub mod inotify;
 pub mod locks;
 pub mod memfd;
+mod netlink;
 mod ns;
+pub mod packet;
 pub mod path;
 pub mod pidfd;
 pub mod pipe;
@@ -84,6 +87,8 @@ pub struct FdOptions {
     pub ext_unix_sk: bool,
     /// `--skip-in-flight`: drop fds in flight and connections not yet accepted.
     pub skip_in_flight: bool,
+    /// `--network-lock`: how connections to peers outside are held (`crate::netlock`).
+    pub network_lock: crate::netlock::LockMode,
     /// Socket inodes in the fd tables of `pids`, read when first needed.
     pub tree_sockets: std::cell::OnceCell<std::collections::HashSet<u64>>,
     /// Every fd of the tree by file, read when a file in flight is first identified.
@@ -320,7 +325,7 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held), DumpEr
             modes.push((fd, mode));
         }
         if epoll::is_epoll(&open) && !matches!(kind, FdKind::Dup { .. }) {
-            epolls.push(fd);
+            epolls.push((fd, open.reach()));
         }
         let described = !matches!(kind, FdKind::Dup { .. } | FdKind::Inherited { .. });
         // An O_PATH description has no owner (fcntl refuses to ask).

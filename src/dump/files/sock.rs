@@ -1,11 +1,11 @@
 //! Sockets in the fd table: which family an fd is, and the state shared by every socket
 //! of one dump (the target's pidfd, the kernel's unix socket table, the sockets held in
-//! repair mode, new sockets' options: `sockopts.rs`).
+//! repair mode, new sockets' options: `sockopts.rs`, the packet and netlink tables).
 //!
 //! A socket is looked at through a duplicate of the target's fd (`pidfd_getfd`): the same
 //! socket, so nothing here may consume data or change state it does not put back. Unix
-//! sockets are `unix.rs`, IP ones `inet.rs`; other families are refused, naming the
-//! fd, the pid and the family.
+//! sockets are `unix.rs`, IP ones `inet.rs`, packet ones `packet.rs`, netlink ones
+//! `netlink.rs`; other families are refused, naming the fd, the pid and the family.
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -18,7 +18,7 @@ use super::FdOptions;
 use crate::dump::DumpError;
 use crate::image::files::FdKind;
 use crate::image::sock::{SockKind, SockOpts, UnixMessage};
-use crate::sys::sock_diag::{self, UnixDiag};
+use crate::sys::sock_diag::{self, NetlinkDiag, PacketDiag, TcpDiag, UnixDiag};
 use crate::sys::socket::getsockopt_int;
 
 /// Per-dump state for sockets and terminals, and the duplicates of the table's fds
@@ -29,8 +29,13 @@ pub struct SockCtx<'a> {
     /// One pidfd of the process for every duplicate taken.
     pidfd: Option<OwnedFd>,
     unix: Option<HashMap<u32, UnixDiag>>,
+    packet: Option<HashMap<u32, PacketDiag>>,
+    netlink: Option<HashMap<u32, NetlinkDiag>>,
     /// Inodes of every socket in the fd table, and the fd first holding each.
     pub inodes: HashMap<u64, i32>,
+    /// The kernel's tables of UDP and UDP-Lite sockets, by family and protocol, each
+    /// read once per dump.
+    inet_tables: HashMap<(i32, u8), HashMap<u32, TcpDiag>>,
     /// Sockets already described (a second fd on one is a dup).
     pub seen: HashSet<u64>,
     /// Options of a new socket, per kind: what "unchanged" means.
@@ -63,8 +68,11 @@ impl<'a> SockCtx<'a> {
             opts,
             pidfd: None,
             unix: None,
+            packet: None,
+            netlink: None,
             inodes,
             seen: HashSet::new(),
+            inet_tables: HashMap::new(),
             defaults: Defaults::new(pid),
             held: Held::new(pid),
             masters: HashMap::new(),
@@ -104,6 +112,39 @@ impl<'a> SockCtx<'a> {
             self.unix = Some(table);
         }
         Ok(self.unix.as_ref().expect("read above"))
+    }
+
+    /// The kernel's table of packet sockets, read once per dump.
+    pub fn packet_table(&mut self) -> Result<&HashMap<u32, PacketDiag>, DumpError> {
+        if self.packet.is_none() {
+            let table = sock_diag::packet_sockets()
+                .map_err(|e| DumpError::unsupported(format!("list packet sockets: {e}")))?;
+            self.packet = Some(table);
+        }
+        Ok(self.packet.as_ref().expect("read above"))
+    }
+
+    /// The kernel's table of bound netlink sockets, read once per dump.
+    pub fn netlink_table(&mut self) -> Result<&HashMap<u32, NetlinkDiag>, DumpError> {
+        if self.netlink.is_none() {
+            let table = sock_diag::netlink_sockets()
+                .map_err(|e| DumpError::unsupported(format!("list netlink sockets: {e}")))?;
+            self.netlink = Some(table);
+        }
+        Ok(self.netlink.as_ref().expect("read above"))
+    }
+
+    /// The kernel's table of `protocol` sockets of `family`, read once per dump.
+    pub fn inet_table(
+        &mut self,
+        family: i32,
+        protocol: u8,
+    ) -> Result<&HashMap<u32, TcpDiag>, sock_diag::SockDiagError> {
+        use std::collections::hash_map::Entry;
+        Ok(match self.inet_tables.entry((family, protocol)) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(sock_diag::inet_sockets(family, protocol, u32::MAX)?),
+        })
     }
 
     /// The options of fd `fd`, a socket of `kind` (`sock`: stasis's duplicate);
@@ -148,6 +189,8 @@ pub fn socket_kind(ctx: &mut SockCtx<'_>, fd: i32, ino: u64) -> Result<FdKind, D
     })?;
     match family {
         libc::AF_INET | libc::AF_INET6 => super::inet::inet_kind(ctx, fd, ino, sock, family),
+        libc::AF_PACKET => super::packet::packet_kind(ctx, fd, ino, sock),
+        libc::AF_NETLINK => super::netlink::netlink_kind(ctx, fd, ino, sock),
         other => Err(DumpError::unsupported(format!(
             "fd {fd} of pid {} is a socket of family {} ({other}), which stasis cannot checkpoint",
             ctx.pid,

@@ -5,7 +5,7 @@
 //!
 //! The time namespace of a pid namespace's init is rebuilt too (`time.rs`), any other is
 //! refused there once the tree is frozen. A process in any other namespace than the
-//! dumper's — its own mount, network, cgroup or user namespace — would come back in the
+//! dumper's — its own mount, network or user namespace — would come back in the
 //! restorer's, its mounts or interfaces silently different. Such a process is refused
 //! here, before anything is frozen, naming the namespace.
 
@@ -23,11 +23,12 @@ use crate::image::ns::{NsImage, NAMESPACES};
 use crate::image::{ImageWriter, Kind};
 
 /// The namespace kinds refused when not the dumper's, as named in `/proc/PID/ns`.
-const KINDS: [&str; 4] = ["mnt", "net", "cgroup", "user"];
+/// (The cgroup namespace is the tree's cgroup record's, `dump/cgroup/`.)
+const KINDS: [&str; 3] = ["mnt", "net", "user"];
 
 /// The dumper's own namespace inodes, read once (0 where the kernel lacks the kind).
-fn own() -> &'static [u64; 4] {
-    static OWN: OnceLock<[u64; 4]> = OnceLock::new();
+fn own() -> &'static [u64; 3] {
+    static OWN: OnceLock<[u64; 3]> = OnceLock::new();
     OWN.get_or_init(|| KINDS.map(|k| inode("self", k).unwrap_or(0)))
 }
 

@@ -17,10 +17,14 @@
 use super::prep::{self, Prepared};
 use super::sockopts;
 use crate::image::files::{FdEntry, FdKind, FilesImage};
-use crate::image::sock::{InetSocket, InetState, SockAddr, TcpRepair};
+use std::os::fd::AsFd;
+
+use crate::image::sock::{tcp_state, InetSocket, InetState, SockAddr, TcpRepair};
 use crate::restore::child::Child;
 use crate::restore::RestoreError;
-use crate::sys::socket::{TCP_NO_QUEUE, TCP_RECV_QUEUE, TCP_SEND_QUEUE};
+use crate::sys::socket::{
+    getsockopt_int, setsockopt_int, TCP_NO_QUEUE, TCP_RECV_QUEUE, TCP_SEND_QUEUE,
+};
 
 /// `TCPOPT_*` codes for `TCP_REPAIR_OPTIONS` and `TCPI_OPT_*` bits of the saved options.
 const TCPOPT_MAXSEG: u32 = 2;
@@ -47,18 +51,26 @@ pub fn prepare(
     for e in &files.fds {
         let FdKind::Inet(s) = &e.kind else { continue };
         let share = port_shared(files, s);
-        let fd = one(child, e, s, prepared, tcp_close, share).map_err(at(e.fd))?;
+        let (fd, room) = one(child, e, s, prepared, tcp_close, share).map_err(at(e.fd))?;
         prepared.assign(e.fd, fd);
-        if let InetState::Established(r) = &s.state {
-            if !tcp_close {
-                repaired.push((e, s, r, fd));
-            }
+        if let Some(room) = room {
+            repaired.push((e, s, fd, room));
         }
     }
-    for (e, s, r, fd) in repaired {
-        resume(child, fd, s, r).map_err(at(e.fd))?;
+    for (e, s, fd, room) in repaired {
+        resume(child, fd, s, room).map_err(at(e.fd))?;
     }
     Ok(())
+}
+
+/// The connection `s` rebuilds with `TCP_REPAIR` (unless `--tcp-close`), and its state.
+fn repaired(s: &InetSocket, tcp_close: bool) -> Option<(&TcpRepair, u8)> {
+    match &s.state {
+        _ if tcp_close => None,
+        InetState::Established(r) => Some((r, tcp_state::ESTABLISHED)),
+        InetState::Connection { state, repair } => Some((repair, *state)),
+        _ => None,
+    }
 }
 
 /// Whether `s` is bound without `SO_REUSEPORT` to an address another socket of the table
@@ -96,7 +108,7 @@ fn one(
     prepared: &mut Prepared,
     tcp_close: bool,
     share: bool,
-) -> Result<u64, RestoreError> {
+) -> Result<(u64, Option<Room>), RestoreError> {
     let got = child.remote().call(
         "socket",
         libc::SYS_socket,
@@ -116,25 +128,54 @@ fn one(
     if share {
         reuseport(true)?;
     }
-    match &s.state {
-        InetState::Unconnected => unconnected(child, fd, s)?,
-        InetState::Listening { backlog } => {
+    let mut room = None;
+    match (&s.state, repaired(s, tcp_close)) {
+        (_, Some((r, tcp_state::SYN_SENT))) => syn_sent(child, fd, s, r, e.flags)?,
+        (_, Some((r, state))) => room = Some(repair(child, fd, s, r, state)?),
+        (InetState::Unconnected, _) => unconnected(child, fd, s)?,
+        (InetState::Shut { shutdown }, _) => {
+            unconnected(child, fd, s)?;
+            shut(child, fd, *shutdown)?;
+        }
+        (InetState::Listening { backlog }, _) => {
             bind(child, fd, s)?;
             child
                 .remote()
                 .call("listen", libc::SYS_listen, &[fd, u64::from(*backlog)])?;
         }
-        InetState::Established(r) if !tcp_close => repair(child, fd, s, r)?,
-        InetState::Established(_) | InetState::Closed => aborted(child, fd, s)?,
+        (InetState::Established(_) | InetState::Connection { .. } | InetState::Closed, _) => {
+            shut(child, fd, 3)?
+        }
     }
     if share {
         reuseport(false)?;
     }
-    if !matches!(s.state, InetState::Established(_)) || tcp_close {
+    if room.is_none() {
         sockopts::late(child, fd, &s.opts, false)?;
     }
     prep::set_fl(child, fd, e.flags)?;
-    Ok(fd)
+    Ok((fd, room))
+}
+
+/// `shutdown(fd)` of the sides in `bits` (1 receive, 2 send). A socket not connected
+/// answers `ENOTCONN` but is shut down all the same (the kernel sets the bits first).
+fn shut(child: &Child, fd: u64, bits: u8) -> Result<(), RestoreError> {
+    let how = match bits & 3 {
+        0 => return Ok(()),
+        1 => libc::SHUT_RD,
+        2 => libc::SHUT_WR,
+        _ => libc::SHUT_RDWR,
+    };
+    match child
+        .remote()
+        .call("shutdown", libc::SYS_shutdown, &[fd, how as u64])
+    {
+        Err(crate::sys::inject::InjectError::Failed {
+            source: nix::errno::Errno::ENOTCONN,
+            ..
+        }) => Ok(()),
+        r => r.map(drop).map_err(Into::into),
+    }
 }
 
 fn unconnected(child: &Child, fd: u64, s: &InetSocket) -> Result<(), RestoreError> {
@@ -219,9 +260,27 @@ fn connect_quietly(
     prep::address_call(child, "connect", libc::SYS_connect, fd, &sa, len)
 }
 
-fn repair(child: &Child, fd: u64, s: &InetSocket, r: &TcpRepair) -> Result<(), RestoreError> {
-    let recv_start = r.recv_seq.wrapping_sub(r.recv_queue.len() as u32);
-    let send_start = r.send_seq.wrapping_sub(r.send_queue.len() as u32);
+/// Rebuilds the connection in repair mode, then (`tcp_replay.rs`) takes a closing one to
+/// its saved `state`. The never-sent data of an established connection waits for
+/// [`resume`]; a closing one's goes now, out of repair mode for a moment, as its FIN
+/// must follow it.
+fn repair(
+    child: &Child,
+    fd: u64,
+    s: &InetSocket,
+    r: &TcpRepair,
+    state: u8,
+) -> Result<Room, RestoreError> {
+    let fin_sent = u32::from(tcp_state::fin_sent(state));
+    let fin_received = u32::from(tcp_state::fin_received(state));
+    let recv_start = r
+        .recv_seq
+        .wrapping_sub(r.recv_queue.len() as u32)
+        .wrapping_sub(fin_received);
+    let send_start = r
+        .send_seq
+        .wrapping_sub(r.send_queue.len() as u32)
+        .wrapping_sub(fin_sent);
     connect_quietly(child, fd, s, (recv_start, send_start))?;
     prep::set_bytes(
         child,
@@ -239,25 +298,157 @@ fn repair(child: &Child, fd: u64, s: &InetSocket, r: &TcpRepair) -> Result<(), R
             r.timestamp as i32,
         )?;
     }
+    let room = Room::make(child.steal(fd)?, r)?;
     set_queue(child, fd, TCP_RECV_QUEUE)?;
     send_halving(child, fd, &r.recv_queue)?;
     let sent = r.send_queue.len() - r.unsent as usize;
     set_queue(child, fd, TCP_SEND_QUEUE)?;
     send_halving(child, fd, &r.send_queue[..sent])?;
-    let window: Vec<u8> = r.window.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    prep::set_bytes(child, fd, libc::SOL_TCP, libc::TCP_REPAIR_WINDOW, &window)?;
+    if state != tcp_state::ESTABLISHED && sent < r.send_queue.len() {
+        repair_on(child, fd, false)?;
+        prep::send_all(child, fd, &r.send_queue[sent..], prep::CHUNK)?;
+        repair_on(child, fd, true)?;
+    }
+    // Until the peer's FIN is replayed, the receive side ends one byte short of the
+    // saved window edge (the kernel refuses a window starting past `rcv_nxt`).
+    let mut window = r.window;
+    if fin_received == 1 {
+        window[4] = window[4].wrapping_sub(1);
+        window[3] = window[3].wrapping_add(1);
+    }
+    set_window(child, fd, &window)?;
+    set_queue(child, fd, TCP_NO_QUEUE)?;
+    if state != tcp_state::ESTABLISHED {
+        let mut our_fin = |acked: bool| fin(child, fd, acked);
+        super::tcp_replay::replay(room.sock.as_fd(), s, r, state, &mut our_fin)?;
+        set_window(child, fd, &r.window)?;
+    }
+    Ok(room)
+}
+
+fn set_window(child: &Child, fd: u64, window: &[u32; 5]) -> Result<(), RestoreError> {
+    let bytes: Vec<u8> = window.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    prep::set_bytes(child, fd, libc::SOL_TCP, libc::TCP_REPAIR_WINDOW, &bytes)
+}
+
+/// Our FIN, by `shutdown(SHUT_WR)` in repair mode: with the send queue selected it is
+/// taken as sent without a packet (the peer acknowledged it: its ACK is replayed next);
+/// otherwise it goes out as a FIN would, into the network lock, and is sent again once
+/// the connection is back.
+fn fin(child: &Child, fd: u64, acked: bool) -> Result<(), RestoreError> {
+    if acked {
+        set_queue(child, fd, TCP_SEND_QUEUE)?;
+    }
+    child
+        .remote()
+        .call("shutdown", libc::SYS_shutdown, &[fd, libc::SHUT_WR as u64])?;
     set_queue(child, fd, TCP_NO_QUEUE)
+}
+
+/// A connection saved in SYN_SENT: bound in repair mode with its initial sequence
+/// number, then connected for real (non-blocking: the handshake goes on in the kernel),
+/// which sends its SYN again.
+fn syn_sent(
+    child: &Child,
+    fd: u64,
+    s: &InetSocket,
+    r: &TcpRepair,
+    flags: i32,
+) -> Result<(), RestoreError> {
+    let (Some(l), Some(rem)) = (&s.local, &s.remote) else {
+        return Err(RestoreError::Unsupported {
+            what: "a connecting TCP socket without both addresses".into(),
+        });
+    };
+    repair_on(child, fd, true)?;
+    let (sa, len) = sockaddr(s.family, l);
+    prep::address_call(child, "bind", libc::SYS_bind, fd, &sa, len)?;
+    set_queue(child, fd, TCP_SEND_QUEUE)?;
+    let isn = r.send_seq.wrapping_sub(1);
+    prep::set_int(child, fd, libc::SOL_TCP, libc::TCP_QUEUE_SEQ, isn as i32)?;
+    repair_on(child, fd, false)?;
+    sockopts::reuse(child, fd, &s.opts)?;
+    prep::set_fl(child, fd, flags | libc::O_NONBLOCK)?;
+    let (sa, len) = sockaddr(s.family, rem);
+    match prep::address_call(child, "connect", libc::SYS_connect, fd, &sa, len) {
+        Err(RestoreError::Inject(crate::sys::inject::InjectError::Failed {
+            source: nix::errno::Errno::EINPROGRESS,
+            ..
+        })) => Ok(()),
+        r => r,
+    }
+}
+
+/// Room in a repaired connection's buffers for its queues: the kernel charges refilled
+/// data differently than it charged the data as it came (one buffer per chunk), so a
+/// queue that filled its buffer may not fit in the same size again. Both sizes are
+/// raised (`SO_*BUFFORCE`) while the queues are refilled, and set back by [`resume`]
+/// (`SO_BUF_LOCK` then puts the saved locks back).
+struct Room {
+    /// stasis's copy of the child's socket.
+    sock: std::os::fd::OwnedFd,
+    sndbuf: i32,
+    rcvbuf: i32,
+}
+
+impl Room {
+    fn make(sock: std::os::fd::OwnedFd, r: &TcpRepair) -> Result<Room, RestoreError> {
+        let get = |name| {
+            getsockopt_int(sock.as_fd(), libc::SOL_SOCKET, name).map_err(|e| {
+                RestoreError::Unsupported {
+                    what: format!("getsockopt(SOL_SOCKET, {name}): {e}"),
+                }
+            })
+        };
+        let (sndbuf, rcvbuf) = (get(libc::SO_SNDBUF)?, get(libc::SO_RCVBUF)?);
+        let room = Room {
+            sock,
+            sndbuf,
+            rcvbuf,
+        };
+        let more = |cur: i32, len: usize| {
+            let len = i32::try_from(len).unwrap_or(i32::MAX);
+            cur.saturating_add(len.saturating_mul(4))
+        };
+        room.set(
+            more(sndbuf, r.send_queue.len()),
+            more(rcvbuf, r.recv_queue.len()),
+        )?;
+        Ok(room)
+    }
+
+    /// Buffer sizes as `getsockopt` reports them (twice what is set).
+    fn set(&self, sndbuf: i32, rcvbuf: i32) -> Result<(), RestoreError> {
+        for (name, v) in [
+            (libc::SO_SNDBUFFORCE, sndbuf),
+            (libc::SO_RCVBUFFORCE, rcvbuf),
+        ] {
+            setsockopt_int(self.sock.as_fd(), libc::SOL_SOCKET, name, v / 2).map_err(|e| {
+                RestoreError::Unsupported {
+                    what: format!("setsockopt(SOL_SOCKET, {name}, {}): {e}", v / 2),
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    fn restore(&self) -> Result<(), RestoreError> {
+        self.set(self.sndbuf, self.rcvbuf)
+    }
 }
 
 /// Out of repair mode (a window probe tells the peer we are back), the never-sent part
 /// of the send queue sent for real, the address reuse repair mode reset, and the late
 /// options.
-fn resume(child: &Child, fd: u64, s: &InetSocket, r: &TcpRepair) -> Result<(), RestoreError> {
+fn resume(child: &Child, fd: u64, s: &InetSocket, room: Room) -> Result<(), RestoreError> {
     repair_on(child, fd, false)?;
-    let sent = r.send_queue.len() - r.unsent as usize;
-    prep::send_all(child, fd, &r.send_queue[sent..], prep::CHUNK)?;
+    if let InetState::Established(r) = &s.state {
+        let sent = r.send_queue.len() - r.unsent as usize;
+        prep::send_all(child, fd, &r.send_queue[sent..], prep::CHUNK)?;
+    }
+    room.restore()?;
     sockopts::reuse(child, fd, &s.opts)?;
-    sockopts::late(child, fd, &s.opts, false)
+    sockopts::late(child, fd, &s.opts, true)
 }
 
 /// In repair mode the kernel queues each send as one linear buffer: a chunk too large
@@ -295,14 +486,22 @@ fn repair_options(r: &TcpRepair) -> Vec<u8> {
         .collect()
 }
 
-/// A connection restored closed: connected in repair mode, then disconnected in repair
-/// mode (`connect(AF_UNSPEC)`), which aborts it without a packet.
-fn aborted(child: &Child, fd: u64, s: &InetSocket) -> Result<(), RestoreError> {
-    connect_quietly(child, fd, s, (0, 0))?;
-    let unspec = (libc::AF_UNSPEC as u16).to_ne_bytes();
-    let mut sa = unspec.to_vec();
-    sa.resize(16, 0);
-    prep::address_call(child, "connect(AF_UNSPEC)", libc::SYS_connect, fd, &sa, 16)?;
-    repair_on(child, fd, false)?;
-    sockopts::reuse(child, fd, &s.opts)
+/// Repair mode on and off again on the restored fd `fd`, once the network lock is gone:
+/// leaving repair mode sends a window probe, which the lock dropped the first time.
+/// Repair mode resets the address reuse: set back as saved.
+pub fn probe(child: &Child, fd: i32, s: &InetSocket) -> Result<(), RestoreError> {
+    let sock = child.steal(fd as u64)?;
+    let reuse = i32::from(s.opts.flag(libc::SOL_SOCKET, libc::SO_REUSEADDR));
+    for (name, v) in [(libc::TCP_REPAIR, 1), (libc::TCP_REPAIR, 0)] {
+        setsockopt_int(sock.as_fd(), libc::SOL_TCP, name, v).map_err(|e| {
+            RestoreError::Unsupported {
+                what: format!("setsockopt(TCP_REPAIR, {v}): {e}"),
+            }
+        })?;
+    }
+    setsockopt_int(sock.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, reuse).map_err(|e| {
+        RestoreError::Unsupported {
+            what: format!("setsockopt(SO_REUSEADDR, {reuse}): {e}"),
+        }
+    })
 }

@@ -14,6 +14,7 @@
 //! - `unix`, `inet`: sockets, built before the table loop at temporary numbers (`prep`:
 //!   pairs, connections and queued data need every end at once) and `dup3`ed into place
 //!   by it;
+//! - `packet`, `netlink`: packet and netlink sockets, made in the table loop;
 //! - [`pty`]: pseudo-terminal masters and slaves, taken from stasis, which built every
 //!   pair before the tree (`restore/tty.rs`).
 //!
@@ -40,7 +41,10 @@ mod inet;
 mod inotify;
 mod locks;
 mod memfd;
+mod netlink;
 mod ns;
+mod packet;
+pub use packet::map_rings as map_packet_rings;
 mod path;
 mod pidfd;
 mod pipe;
@@ -48,6 +52,7 @@ mod prep;
 pub mod pty;
 mod signalfd;
 mod sockopts;
+mod tcp_replay;
 mod timerfd;
 mod unix;
 mod unix_unlinked;
@@ -344,6 +349,8 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::PidFd(p) => pidfd::restore(at, p),
         FdKind::DeadPidFd(p) => pidfd::restore_dead(at, p),
         FdKind::Namespace(n) => ns::restore(at, n),
+        FdKind::Packet(p) => packet::restore(at, p),
+        FdKind::Netlink(n) => netlink::restore(at, n),
         FdKind::Unix(_) | FdKind::Inet(_) => match at.prepared.get(at.entry.fd) {
             Some(t) => at.dup_of(t),
             None => Err(RestoreError::Unsupported {
@@ -473,21 +480,28 @@ fn fs_as_saved(task: &TaskImage) -> bool {
         && umask == Some(task.umask)
 }
 
-/// Lifts the network lock the dump put on connections to peers outside the image.
-pub fn unlock_network(files: &FilesImage, pid: i32) -> Result<(), RestoreError> {
-    if locked_connection(files).is_some() {
-        crate::netlock::unlock(pid).map_err(|e| RestoreError::Unsupported {
-            what: format!("lift the network lock of pid {pid}: {e}"),
-        })?;
+/// Lifts the network lock of pid `pid` (if the dump left one) before it runs again, and
+/// has each of its locked connections tell its peer it is back (`inet::probe`): CRIU
+/// too lifts the lock before its sockets leave repair mode. A peer that is gone answers
+/// with a reset, which the connection takes now, as it would have without the dump.
+pub fn reopen_network(
+    child: &Child,
+    files: &FilesImage,
+    pid: i32,
+    lock: &crate::image::netlock::NetLockImage,
+) -> Result<(), RestoreError> {
+    if !lock.pids.contains(&pid) {
+        return Ok(());
+    }
+    crate::netlock::unlock(lock.mode, pid).map_err(|e| RestoreError::Unsupported {
+        what: format!("lift the network lock of pid {pid}: {e}"),
+    })?;
+    for e in &files.fds {
+        if let FdKind::Inet(s) = &e.kind {
+            if crate::image::netlock::is_locked(s) {
+                inet::probe(child, e.fd, s).map_err(RestoreError::at_fd(pid, e.fd))?;
+            }
+        }
     }
     Ok(())
-}
-
-/// The first fd of `files` holding a TCP connection under the dump's network lock.
-pub fn locked_connection(files: &FilesImage) -> Option<i32> {
-    use crate::image::sock::InetState;
-    files.fds.iter().find_map(|e| match &e.kind {
-        FdKind::Inet(s) if matches!(&s.state, InetState::Established(r) if r.locked) => Some(e.fd),
-        _ => None,
-    })
 }

@@ -91,7 +91,7 @@ pub fn prepare<'a>(
         bind_and_listen(child, &s, u).map_err(at(e.fd))?;
     }
     bind_unlinked(child, &s)?;
-    connect_all(child, &s, false).map_err(at(0))?;
+    connect_all(child, &s, None).map_err(at(0))?;
     for (e, u) in &s.list {
         prepared.assign(e.fd, s.temp[&u.ino]);
     }
@@ -125,11 +125,15 @@ pub fn finish(
     Ok(())
 }
 
-/// The peer of `u` when the two are connected to each other.
+/// The peer of `u` when the two are connected to each other (a datagram socket
+/// connected to itself is not a pair: it is bound, then connected to its own name).
 fn mutual<'a>(s: &Sockets<'a>, u: &UnixSocket) -> Option<&'a UnixSocket> {
     let UnixPeer::Socket { ino } = u.peer else {
         return None;
     };
+    if ino == u.ino {
+        return None;
+    }
     let p = s.list[*s.by_ino.get(&ino)?].1;
     (p.peer == UnixPeer::Socket { ino: u.ino } && p.sock_type == u.sock_type).then_some(p)
 }
@@ -179,22 +183,44 @@ fn socketpair(child: &Child, ty: u64, prepared: &mut Prepared) -> Result<(u64, u
 }
 
 /// Binds the sockets whose name has no file and connects what connects to them, in a
-/// scratch root (`unix_unlinked.rs`).
+/// scratch root (`unix_unlinked.rs`). Several such sockets may share a name (bound one
+/// after another, each file unlinked before the next bind, or a listener and the
+/// connections it accepted): they are bound in rounds of distinct names, each round's
+/// files unlinked before the next round binds the name again.
 fn bind_unlinked(child: &Child, s: &Sockets<'_>) -> Result<(), RestoreError> {
     let unlinked: Vec<_> = (s.list.iter())
         .filter(|(_, u)| s.unlinked.contains(&u.ino))
         .collect();
-    if unlinked.is_empty() {
-        return Ok(());
-    }
-    let names: Vec<&[u8]> = unlinked.iter().map(|(_, u)| &u.name[..]).collect();
     let pid = child.pid();
-    unix_unlinked::in_scratch_root(child, &names, || {
-        for (e, u) in &unlinked {
-            bind_and_listen(child, s, u).map_err(RestoreError::at_fd(pid, e.fd))?;
+    for round in rounds(&unlinked) {
+        let names: Vec<&[u8]> = round.iter().map(|(_, u)| &u.name[..]).collect();
+        let inos: Vec<u64> = round.iter().map(|(_, u)| u.ino).collect();
+        unix_unlinked::in_scratch_root(child, &names, || {
+            for (e, u) in &round {
+                bind_and_listen(child, s, u).map_err(RestoreError::at_fd(pid, e.fd))?;
+            }
+            connect_all(child, s, Some(&inos)).map_err(RestoreError::at_fd(pid, 0))
+        })?;
+    }
+    Ok(())
+}
+
+/// `list` split into rounds in which no two sockets have the same name, each socket in
+/// the first round its name is free in (so table order is kept per name).
+fn rounds<'a, 'b>(
+    list: &[&'b (&'a FdEntry, &'a UnixSocket)],
+) -> Vec<Vec<&'b (&'a FdEntry, &'a UnixSocket)>> {
+    let mut rounds: Vec<Vec<&(&FdEntry, &UnixSocket)>> = Vec::new();
+    for item in list {
+        let free = rounds
+            .iter()
+            .position(|r| r.iter().all(|(_, u)| u.name != item.1.name));
+        match free {
+            Some(i) => rounds[i].push(item),
+            None => rounds.push(vec![item]),
         }
-        connect_all(child, s, true).map_err(RestoreError::at_fd(pid, 0))
-    })
+    }
+    rounds
 }
 
 fn bind_and_listen(child: &Child, s: &Sockets<'_>, u: &UnixSocket) -> Result<(), RestoreError> {
@@ -263,17 +289,24 @@ fn remove_stale(u: &UnixSocket) -> Result<(), RestoreError> {
     }
 }
 
-/// Step 4 for the connections to sockets whose name has no file (`unlinked`: made in
-/// the scratch root), or for the others.
-fn connect_all(child: &Child, s: &Sockets<'_>, unlinked: bool) -> Result<(), RestoreError> {
+/// Step 4 for the connections to the sockets `unlinked` whose name has no file (bound
+/// in the scratch root now), or (`None`) to the sockets with a file and outside.
+fn connect_all(
+    child: &Child,
+    s: &Sockets<'_>,
+    unlinked: Option<&[u64]>,
+) -> Result<(), RestoreError> {
     let mut pending: Vec<(u32, &UnixSocket, &[u8])> = Vec::new();
-    let here = |ino: &u64| s.unlinked.contains(ino) == unlinked;
+    let here = |ino: &u64| match unlinked {
+        Some(round) => round.contains(ino),
+        None => !s.unlinked.contains(ino),
+    };
     for (_, u) in &s.list {
         let to: &[u8] = match &u.peer {
             UnixPeer::Socket { ino } if mutual(s, u).is_none() && here(ino) => {
                 &peer_of(s, *ino)?.name
             }
-            UnixPeer::External { name } if !unlinked => name,
+            UnixPeer::External { name } if unlinked.is_none() => name,
             UnixPeer::Pending { listener, position } if here(listener) => {
                 pending.push((*position, u, &peer_of(s, *listener)?.name));
                 continue;

@@ -110,3 +110,66 @@ impl Drop for Frozen {
         }
     }
 }
+
+/// Refuses a process whose cgroup is frozen (cgroup2 `cgroup.events` says `frozen 1`,
+/// a v1 `freezer.state` is not `THAWED`): no ptrace stop interrupts a frozen task, so
+/// freezing it would wait forever. `--freeze-cgroup` thaws its cgroup once every task is
+/// seized. Hierarchies not mounted whole in stasis's mount namespace are not checked.
+pub fn refuse_frozen(pid: i32) -> Result<(), DumpError> {
+    let Ok(own) = crate::proc::cgroup::read(&pid.to_string(), None) else {
+        return Ok(());
+    };
+    for m in &own {
+        let (fstype, option, file) = if m.controllers.is_empty() {
+            ("cgroup2", "", "cgroup.events")
+        } else if m.controllers.split(',').any(|c| c == "freezer") {
+            ("cgroup", "freezer", "freezer.state")
+        } else {
+            continue;
+        };
+        let Some(mount) = mount_of(fstype, option) else {
+            continue;
+        };
+        let at = mount.join(m.path.trim_start_matches('/')).join(file);
+        let text = std::fs::read_to_string(&at).unwrap_or_default();
+        let frozen = match file {
+            "cgroup.events" => text.lines().any(|l| l == "frozen 1"),
+            _ => !text.trim().is_empty() && text.trim() != "THAWED",
+        };
+        if frozen {
+            return Err(DumpError::unsupported(format!(
+                "pid {pid} is frozen by its cgroup ({}); stasis cannot seize a frozen \
+                 task: thaw the cgroup, or give it to --freeze-cgroup",
+                at.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Where a hierarchy is mounted whole (root `/`) in stasis's mount namespace: cgroup2,
+/// or the v1 hierarchy with mount option `option`; read once.
+fn mount_of(fstype: &str, option: &str) -> Option<PathBuf> {
+    static MOUNTS: std::sync::OnceLock<Vec<(String, String, PathBuf)>> = std::sync::OnceLock::new();
+    let mounts = MOUNTS.get_or_init(|| {
+        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        (text.lines())
+            .filter_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                let f: Vec<&str> = left.split(' ').collect();
+                let r: Vec<&str> = right.split(' ').collect();
+                (f.get(3) == Some(&"/")).then_some(())?;
+                Some((
+                    r.first()?.to_string(),
+                    r.get(2)?.to_string(),
+                    PathBuf::from(f.get(4)?),
+                ))
+            })
+            .collect()
+    });
+    (mounts.iter())
+        .find(|(t, opts, _)| {
+            t == fstype && (option.is_empty() || opts.split(',').any(|o| o == option))
+        })
+        .map(|(_, _, at)| at.clone())
+}

@@ -1,0 +1,259 @@
+//! CRIU's command line: `criu dump|pre-dump|restore|check|page-server|lazy-pages` and
+//! `--version`, with CRIU's option names, for scripts that call the binary directly.
+//! The CRIU flags the `stasis` binary already takes are the same code
+//! (`src/cli/compat.rs`); the rest map onto a [`Job`] as the RPC's options do.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[path = "../../src/cli/compat.rs"]
+mod compat;
+
+use crate::job::{run_dump, run_restore, Job};
+use compat::{CriuFlags, RestoreNoops};
+use stasis::hooks::NoHooks;
+
+/// CRIU's command line in front of stasis.
+#[derive(Parser, Debug)]
+#[command(name = "criu", disable_version_flag = true)]
+pub struct Cli {
+    /// Print the version (CRIU's form, then stasis's).
+    #[arg(short = 'V', long = "version")]
+    pub version: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Checkpoint a process tree.
+    Dump(DumpArgs),
+    /// Refused: stasis has no pre-dump yet.
+    #[command(name = "pre-dump")]
+    PreDump(Ignored),
+    /// Restore a process tree.
+    Restore(RestoreArgs),
+    /// Probe the kernel features stasis needs.
+    Check(Ignored),
+    /// Refused: stasis has no page server.
+    #[command(name = "page-server")]
+    PageServer(Ignored),
+    /// Refused: stasis has no lazy pages.
+    #[command(name = "lazy-pages")]
+    LazyPages(Ignored),
+}
+
+/// The arguments of a refused command, taken whole so the refusal is the one message.
+#[derive(Args, Debug)]
+pub struct Ignored {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub rest: Vec<String>,
+}
+
+/// Options both sides take.
+#[derive(Args, Debug)]
+pub struct Common {
+    #[arg(short = 'D', long = "images-dir")]
+    pub images: PathBuf,
+    #[arg(short = 'W', long = "work-dir")]
+    pub work: Option<PathBuf>,
+    /// Log file, in the work directory (`-` for stderr).
+    #[arg(short = 'o', long = "log-file")]
+    pub log_file: Option<PathBuf>,
+    /// Verbosity: `-v4`, or `-v` once per level.
+    #[arg(short = 'v', value_parser = verbosity, num_args = 0..=1, default_missing_value = "v")]
+    pub verbosity: Option<i32>,
+    #[arg(short = 'j', long = "shell-job")]
+    pub shell_job: bool,
+    #[arg(long = "tcp-close")]
+    pub tcp_close: bool,
+    /// Accepted: the stats files are always written.
+    #[arg(long = "display-stats")]
+    pub display_stats: bool,
+    #[command(flatten)]
+    pub criu: CriuFlags,
+}
+
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    #[arg(short = 't', long = "tree")]
+    pub pid: i32,
+    #[arg(short = 'R', long = "leave-running")]
+    pub leave_running: bool,
+    #[arg(long = "tcp-established")]
+    pub tcp_established: bool,
+    #[arg(short = 'x', long = "ext-unix-sk")]
+    pub ext_unix_sk: bool,
+    #[arg(long = "skip-in-flight")]
+    pub skip_in_flight: bool,
+    #[arg(short = 'l', long = "file-locks")]
+    pub file_locks: bool,
+    #[arg(long = "link-remap")]
+    pub link_remap: bool,
+    #[arg(long = "freeze-cgroup")]
+    pub freeze_cgroup: Option<PathBuf>,
+    /// Refused: stasis has no pre-dump, so no parent images.
+    #[arg(long = "prev-images-dir")]
+    pub prev_images_dir: Option<PathBuf>,
+    #[arg(long = "track-mem")]
+    pub track_mem: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    #[arg(short = 'd', long = "restore-detached")]
+    pub detached: bool,
+    #[arg(long = "restore-sibling")]
+    pub sibling: bool,
+    #[arg(long = "pidfile")]
+    pub pidfile: Option<PathBuf>,
+    #[arg(long = "skip-file-check")]
+    pub skip_file_check: bool,
+    /// Refused unless `/`: stasis restores no mount namespace.
+    #[arg(short = 'r', long = "root")]
+    pub root: Option<String>,
+    /// Refused: stasis cannot give a restored process a file of its own yet.
+    #[arg(long = "inherit-fd")]
+    pub inherit_fd: Vec<String>,
+    #[arg(long = "lazy-pages")]
+    pub lazy_pages: bool,
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub dump_side: RestoreNoops,
+}
+
+/// `-v4` → 4, `-v`/`-vv` (one `v` given as the value per extra level) → 3, 4...
+fn verbosity(text: &str) -> Result<i32, String> {
+    if let Ok(n) = text.parse() {
+        return Ok(n);
+    }
+    match text.chars().all(|c| c == 'v') {
+        true => Ok(2 + text.len() as i32),
+        false => Err(format!("-v{text}: a level (0-4) or more v's")),
+    }
+}
+
+/// Runs the command line; returns the exit code.
+pub fn run(cli: Cli) -> i32 {
+    if cli.version {
+        println!(
+            "Version: {}.{}",
+            crate::swrk::CRIU_MAJOR,
+            crate::swrk::CRIU_MINOR
+        );
+        println!("stasis: {}", crate::job::stasis_version());
+        return 0;
+    }
+    let result = match cli.command {
+        None => Err("a command is needed: dump, restore, check (or --version)".into()),
+        Some(Command::Dump(a)) => dump(a),
+        Some(Command::Restore(a)) => restore(a),
+        Some(Command::Check(_)) => return check(),
+        Some(Command::PreDump(_)) => {
+            Err("pre-dump: stasis has no pre-dump (memory tracking) yet".into())
+        }
+        Some(Command::PageServer(_)) => Err("page-server: stasis has no page server".into()),
+        Some(Command::LazyPages(_)) => Err("lazy-pages: stasis has no lazy restore yet".into()),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(why) => {
+            eprintln!("Error (stasis): {why}");
+            1
+        }
+    }
+}
+
+fn check() -> i32 {
+    let probes = stasis::check::run_all();
+    let _ = stasis::check::print(&probes, &mut std::io::stdout());
+    match stasis::check::all_required_ok(&probes) {
+        true => {
+            println!("Looks good.");
+            0
+        }
+        false => 1,
+    }
+}
+
+fn common_job(c: &Common) -> Result<Job, String> {
+    c.criu.check()?;
+    let mut job = Job::new(c.images.clone());
+    job.work = c.work.clone().unwrap_or_else(|| c.images.clone());
+    job.log_file = c.log_file.clone();
+    job.log_level = c.verbosity.unwrap_or(2);
+    job.shell_job = c.shell_job;
+    job.tcp_close = c.tcp_close;
+    job.network_lock = c.criu.lock_mode()?;
+    job.cgroup_dump = c.criu.cgroup_dump();
+    job.cgroup_restore = c.criu.cgroup_restore();
+    Ok(job)
+}
+
+fn dump(a: DumpArgs) -> Result<(), String> {
+    let refused = [
+        ("--prev-images-dir", a.prev_images_dir.is_some()),
+        ("--track-mem", a.track_mem),
+    ];
+    if let Some((flag, _)) = refused.iter().find(|(_, on)| *on) {
+        return Err(format!(
+            "{flag}: stasis has no pre-dump (memory tracking) yet"
+        ));
+    }
+    let mut job = common_job(&a.common)?;
+    job.pid = a.pid;
+    job.leave_running = a.leave_running;
+    job.tcp_established = a.tcp_established;
+    job.ext_unix_sk = a.ext_unix_sk;
+    job.skip_in_flight = a.skip_in_flight;
+    job.file_locks = a.file_locks;
+    job.link_remap = a.link_remap;
+    job.freeze_cgroup = a.freeze_cgroup;
+    let mut log = job.open_log()?;
+    run_dump(&job, &mut log, &mut NoHooks).map(drop)
+}
+
+fn restore(a: RestoreArgs) -> Result<(), String> {
+    if let Some(root) = a.root.as_deref().filter(|r| *r != "/") {
+        return Err(format!(
+            "--root {root}: stasis does not restore mount namespaces yet"
+        ));
+    }
+    if let Some(spec) = a.inherit_fd.first() {
+        return Err(format!(
+            "--inherit-fd {spec}: stasis cannot give a restored process a file of its own yet"
+        ));
+    }
+    if a.lazy_pages {
+        return Err("--lazy-pages: stasis has no lazy restore yet".into());
+    }
+    let mut job = common_job(&a.common)?;
+    job.rst_sibling = a.sibling;
+    job.skip_file_check = a.skip_file_check;
+    let mut log = job.open_log()?;
+    let restored = run_restore(&job, &mut log, &mut NoHooks)?;
+    if let Some(path) = &a.pidfile {
+        std::fs::write(path, format!("{}", restored.pid))
+            .map_err(|e| format!("write pid file {}: {e}", path.display()))?;
+    }
+    match a.detached || a.sibling {
+        true => Ok(()),
+        false => wait(restored.pid),
+    }
+}
+
+/// Waits for the restored root, as CRIU does without `-d`.
+fn wait(pid: i32) -> Result<(), String> {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    loop {
+        match waitpid(nix::unistd::Pid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => return Ok(()),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(format!("wait for pid {pid}: {e}")),
+        }
+    }
+}

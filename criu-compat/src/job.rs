@@ -1,0 +1,162 @@
+//! One dump or restore as either front end (RPC or command line) asks it: directories,
+//! log, and the options stasis implements. [`run_dump`] and [`run_restore`] call the
+//! library, write the CRIU-style log and the stats file, and return the reason of a
+//! failure as one line.
+
+use std::path::{Path, PathBuf};
+
+use stasis::dump::{DumpOptions, DumpSummary, DEFAULT_GHOST_LIMIT};
+use stasis::hooks::Hooks;
+use stasis::restore::{RestoreOptions, Restored};
+
+use crate::log::Log;
+use crate::stats;
+
+/// The subdirectory of CRIU's images directory holding stasis's image: runtimes keep
+/// files of their own in the images directory (runc's `descriptors.json`, the logs),
+/// and stasis writes its image atomically into a directory of its own.
+pub const IMAGE_SUBDIR: &str = "stasis-image";
+
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// CRIU's images directory.
+    pub images: PathBuf,
+    /// CRIU's work directory (logs), the images directory by default.
+    pub work: PathBuf,
+    /// Log file name (relative to the work directory) or `-` for stderr.
+    pub log_file: Option<PathBuf>,
+    pub log_level: i32,
+    pub pid: i32,
+    pub leave_running: bool,
+    pub shell_job: bool,
+    pub tcp_established: bool,
+    pub tcp_close: bool,
+    /// `network_lock` / `--network-lock` (iptables when not given, as CRIU).
+    pub network_lock: stasis::netlock::LockMode,
+    pub ext_unix_sk: bool,
+    pub skip_in_flight: bool,
+    pub file_locks: bool,
+    pub link_remap: bool,
+    pub ghost_limit: u64,
+    pub freeze_cgroup: Option<PathBuf>,
+    /// `cg_root`, `cgroup_yard`, `cgroup_dump_controller` at dump.
+    pub cgroup_dump: stasis::dump::cgroup::CgroupDumpOptions,
+    /// `manage_cgroups(_mode)`, `cg_root`, `cgroup_yard` at restore.
+    pub cgroup_restore: stasis::restore::CgroupRestoreOptions,
+    pub rst_sibling: bool,
+    pub skip_file_check: bool,
+}
+
+impl Job {
+    pub fn new(images: PathBuf) -> Job {
+        Job {
+            work: images.clone(),
+            images,
+            log_file: None,
+            log_level: 2,
+            pid: 0,
+            leave_running: false,
+            shell_job: false,
+            tcp_established: false,
+            tcp_close: false,
+            network_lock: Default::default(),
+            ext_unix_sk: false,
+            skip_in_flight: false,
+            file_locks: false,
+            link_remap: false,
+            ghost_limit: DEFAULT_GHOST_LIMIT,
+            freeze_cgroup: None,
+            cgroup_dump: Default::default(),
+            cgroup_restore: Default::default(),
+            rst_sibling: false,
+            skip_file_check: false,
+        }
+    }
+
+    /// The log of this job.
+    pub fn open_log(&self) -> Result<Log, String> {
+        match &self.log_file {
+            Some(name) if name == Path::new("-") => Log::open(Some(name), self.log_level),
+            Some(name) => Log::open(Some(&self.work.join(name)), self.log_level),
+            None => Ok(Log::none()),
+        }
+    }
+
+    /// Where stasis's image is (a stasis image given directly is read in place).
+    pub fn image_dir(&self, restoring: bool) -> PathBuf {
+        let sub = self.images.join(IMAGE_SUBDIR);
+        if restoring && !sub.exists() {
+            return self.images.clone();
+        }
+        sub
+    }
+
+    fn dump_options(&self) -> DumpOptions {
+        DumpOptions {
+            pid: self.pid,
+            dir: self.image_dir(false),
+            leave_running: self.leave_running,
+            shell_job: self.shell_job,
+            ghost_limit: self.ghost_limit,
+            link_remap: self.link_remap,
+            file_locks: self.file_locks,
+            file_hash: false,
+            tcp_established: self.tcp_established,
+            tcp_close: self.tcp_close,
+            network_lock: self.network_lock,
+            ext_unix_sk: self.ext_unix_sk,
+            skip_in_flight: self.skip_in_flight,
+            freeze_cgroup: self.freeze_cgroup.clone(),
+            cgroups: self.cgroup_dump.clone(),
+        }
+    }
+}
+
+/// Dumps as `job` says; the log ends with the reason of a failure.
+pub fn run_dump(job: &Job, log: &mut Log, hooks: &mut dyn Hooks) -> Result<DumpSummary, String> {
+    log.info(&format!(
+        "Dumping processes (pid: {}) with stasis {}",
+        job.pid,
+        stasis_version()
+    ));
+    let summary =
+        stasis::dump::dump_with(&job.dump_options(), hooks).map_err(|e| stasis::error_line(&e));
+    let summary =
+        summary.and_then(|s| stats::write(&job.images, "dump", &stats::dump_entry(&s)).map(|()| s));
+    match &summary {
+        Ok(s) => log.info(&format!(
+            "Dumping finished successfully ({} pages)",
+            s.pages_stored
+        )),
+        Err(why) => log.error(why),
+    }
+    summary
+}
+
+/// Restores as `job` says; the log ends with the reason of a failure.
+pub fn run_restore(job: &Job, log: &mut Log, hooks: &mut dyn Hooks) -> Result<Restored, String> {
+    log.info(&format!(
+        "Restoring processes with stasis {}",
+        stasis_version()
+    ));
+    let opts = RestoreOptions {
+        dir: job.image_dir(true),
+        shell_job: job.shell_job,
+        tcp_close: job.tcp_close,
+        skip_file_check: job.skip_file_check,
+        cgroups: job.cgroup_restore.clone(),
+    };
+    stasis::restore::set_root_sibling(job.rst_sibling);
+    let restored = stasis::restore::restore_with(&opts, hooks).map_err(|e| stasis::error_line(&e));
+    let restored = restored
+        .and_then(|r| stats::write(&job.images, "restore", &stats::restore_entry(&r)).map(|()| r));
+    match &restored {
+        Ok(r) => log.info(&format!("Restore finished successfully (pid {})", r.pid)),
+        Err(why) => log.error(why),
+    }
+    restored
+}
+
+pub fn stasis_version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}

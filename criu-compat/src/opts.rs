@@ -1,0 +1,338 @@
+//! `criu_opts` of a DUMP or RESTORE request → a [`Job`]. Each field is either mapped to
+//! the stasis option of the same meaning, accepted where stasis always behaves as asked
+//! (said beside it), or refused with an error naming the field: never ignored. The list
+//! with reasons is docs/criu-compat.md.
+
+use std::path::PathBuf;
+
+use crate::job::Job;
+use crate::proto::{CriuCgMode, CriuNetworkLockMethod, CriuOpts, CriuPreDumpMode};
+
+/// `empty_ns` bit stasis takes: runc always asks the network namespace to be left
+/// empty, and stasis dumps no namespace's contents.
+const CLONE_NEWNET: u32 = 0x4000_0000;
+
+/// The directories and log of `opts` for a client of pid `peer` (its fds are resolved
+/// through `/proc/<peer>/fd`): enough to log a refusal of the rest.
+pub fn base(opts: &CriuOpts, peer: i32) -> Result<Job, String> {
+    let images = match opts.images_dir_fd {
+        -1 => PathBuf::from(
+            opts.images_dir
+                .clone()
+                .ok_or("images_dir_fd is -1 and images_dir unset")?,
+        ),
+        fd => client_fd_path(peer, fd)?,
+    };
+    let mut job = Job::new(images);
+    if let Some(fd) = opts.work_dir_fd {
+        job.work = client_fd_path(peer, fd)?;
+    }
+    job.log_file = match (opts.log_to_stderr(), &opts.log_file) {
+        (true, _) => Some("-".into()),
+        (false, Some(name)) => Some(log_name(name)?),
+        (false, None) => None,
+    };
+    job.log_level = opts.log_level();
+    Ok(job)
+}
+
+/// Refuses what stasis does not implement, then maps the rest of `opts` onto `job`;
+/// `restore` says which side asks.
+pub fn fill(job: &mut Job, opts: &CriuOpts, restore: bool) -> Result<(), String> {
+    refuse_unsupported(opts, restore)?;
+    job.pid = match (opts.pid, restore) {
+        (Some(pid), _) => pid,
+        (None, true) => 0,
+        (None, false) => {
+            return Err("pid unset: stasis does not dump the requesting process itself".into())
+        }
+    };
+    job.leave_running = opts.leave_running();
+    job.shell_job = opts.shell_job();
+    job.tcp_established = opts.tcp_established();
+    job.tcp_close = opts.tcp_close();
+    job.network_lock = lock_mode(opts.network_lock)?;
+    job.ext_unix_sk = opts.ext_unix_sk();
+    job.skip_in_flight = opts.tcp_skip_in_flight();
+    job.file_locks = opts.file_locks();
+    job.link_remap = opts.link_remap();
+    job.ghost_limit = u64::from(opts.ghost_limit());
+    job.freeze_cgroup = opts.freeze_cgroup.clone().map(PathBuf::from);
+    fill_cgroups(job, opts);
+    job.rst_sibling = opts.rst_sibling();
+    Ok(())
+}
+
+/// `/proc/<peer>/fd/<fd>`'s target: a directory the client opened.
+fn client_fd_path(peer: i32, fd: i32) -> Result<PathBuf, String> {
+    let link = format!("/proc/{peer}/fd/{fd}");
+    std::fs::read_link(&link)
+        .map_err(|e| format!("fd {fd} of the client (pid {peer}): {link}: {e}"))
+}
+
+/// CRIU takes a plain file name (no subdirectories) for the log.
+fn log_name(name: &str) -> Result<PathBuf, String> {
+    if name.contains('/') {
+        return Err(format!(
+            "log_file {name:?}: a file name in the work directory, without '/'"
+        ));
+    }
+    Ok(name.into())
+}
+
+/// The first field set to something stasis does not implement, with the reason.
+fn refuse_unsupported(o: &CriuOpts, restore: bool) -> Result<(), String> {
+    let refusals = [
+        flags(o),
+        cgroups(o),
+        mounts(o, restore),
+        memory(o),
+        channels(o),
+    ];
+    refusals.into_iter().flatten().next().map_or(Ok(()), Err)
+}
+
+fn refused(field: &str, given: bool, why: &str) -> Option<String> {
+    given.then(|| format!("{field}: {why}"))
+}
+
+fn flags(o: &CriuOpts) -> Option<String> {
+    let no_lsm =
+        "stasis does not change LSM labels (an AppArmor/SELinux profile stays the restorer's)";
+    [
+        refused("exec_cmd", !o.exec_cmd.is_empty(), "stasis runs no command after a restore"),
+        refused("veths", !o.veths.is_empty(), "stasis does not dump or restore network devices"),
+        refused("unix_sk_ino", !o.unix_sk_ino.is_empty(), "external unix sockets are taken with ext_unix_sk"),
+        refused("join_ns", !o.join_ns.is_empty(), "stasis does not restore into existing namespaces yet"),
+        refused("empty_ns", o.empty_ns() & !CLONE_NEWNET != 0, "only the network namespace (CLONE_NEWNET) may be left empty: stasis dumps no namespace contents"),
+        refused("timeout", o.timeout.is_some_and(|t| t != 0), "stasis has no freeze timeout"),
+        refused("weak_sysctls", o.weak_sysctls(), "stasis restores no sysctls"),
+        refused("cpu_cap", o.cpu_cap.is_some_and(|c| c != u32::MAX), "stasis always checks the CPU features an image needs"),
+        refused("lsm_profile", o.lsm_profile.is_some(), no_lsm),
+        refused("lsm_mount_context", o.lsm_mount_context.is_some(), no_lsm),
+        refused("unprivileged", o.unprivileged(), "stasis needs root (CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE)"),
+        refused("leave_stopped", o.leave_stopped(), "stasis lets the tree run (or kills it) after a dump"),
+        refused("skip_file_rwx_check", o.skip_file_rwx_check(), "stasis checks a file's access mode at restore"),
+        config_file(o),
+    ]
+    .into_iter()
+    .flatten()
+    .next()
+}
+
+/// CRIU reads its configuration file; stasis reads none, so one that exists is refused.
+fn config_file(o: &CriuOpts) -> Option<String> {
+    let path = o.config_file.as_deref()?;
+    std::path::Path::new(path)
+        .exists()
+        .then(|| format!("config_file {path}: stasis reads no CRIU configuration file"))
+}
+
+fn cgroups(o: &CriuOpts) -> Option<String> {
+    let why = "stasis saves its own list of cgroup settings; custom lists are not supported";
+    let mode = o.manage_cgroups_mode.filter(|&m| cg_mode(m).is_none());
+    [
+        mode.map(|m| format!("manage_cgroups_mode {m}: not a mode CRIU defines")),
+        refused("cgroup_props", o.cgroup_props.is_some(), why),
+        refused("cgroup_props_file", o.cgroup_props_file.is_some(), why),
+    ]
+    .into_iter()
+    .flatten()
+    .next()
+}
+
+/// The stasis mode of a `criu_cg_mode` (DEFAULT is CRIU's default, soft).
+fn cg_mode(m: i32) -> Option<stasis::restore::CgroupMode> {
+    use stasis::restore::CgroupMode;
+    Some(match CriuCgMode::try_from(m).ok()? {
+        CriuCgMode::Ignore => CgroupMode::Ignore,
+        CriuCgMode::CgNone => CgroupMode::None,
+        CriuCgMode::Props => CgroupMode::Props,
+        CriuCgMode::Soft | CriuCgMode::Default => CgroupMode::Soft,
+        CriuCgMode::Full => CgroupMode::Full,
+        CriuCgMode::Strict => CgroupMode::Strict,
+    })
+}
+
+/// Maps the cgroup fields onto `job`, as CRIU's service does: `manage_cgroups` true is
+/// soft and false ignore, `manage_cgroups_mode` wins over it; unset, CRIU's default.
+fn fill_cgroups(job: &mut Job, o: &CriuOpts) {
+    use stasis::restore::CgroupMode;
+    let mut mode = CgroupMode::default();
+    if o.manage_cgroups.is_some() {
+        mode = if o.manage_cgroups() {
+            CgroupMode::Soft
+        } else {
+            CgroupMode::Ignore
+        };
+    }
+    if let Some(m) = o.manage_cgroups_mode.and_then(cg_mode) {
+        mode = m;
+    }
+    let roots: Vec<(Option<String>, String)> = (o.cg_root.iter())
+        .map(|r| (r.ctrl.clone(), r.path.clone()))
+        .collect();
+    let yard = o.cgroup_yard.as_ref().map(PathBuf::from);
+    job.cgroup_dump = stasis::dump::cgroup::CgroupDumpOptions {
+        roots: roots.clone(),
+        yard: yard.clone(),
+        controllers: o.cgroup_dump_controller.clone(),
+    };
+    job.cgroup_restore = stasis::restore::CgroupRestoreOptions { mode, roots, yard };
+}
+
+fn mounts(o: &CriuOpts, restore: bool) -> Option<String> {
+    let no_mounts = "stasis neither dumps nor creates mounts (every mount stays the host's)";
+    let ext_mnt = o
+        .ext_mnt
+        .first()
+        .map(|m| format!("ext_mnt {}:{}", m.key, m.val));
+    let external = o.external.first().map(|e| format!("external {e}"));
+    let inherit = o
+        .inherit_fd
+        .first()
+        .map(|i| format!("inherit_fd {} as fd {}", i.key, i.fd));
+    let root = o.root.as_deref().filter(|r| restore && *r != "/");
+    [
+        ext_mnt.map(|f| format!("{f}: {no_mounts}, so it maps none")),
+        external.map(|f| format!("{f}: stasis does not handle external resources yet")),
+        inherit.map(|f| format!("{f}: stasis cannot give a restored process a file of the caller yet")),
+        root.map(|r| format!("root {r}: stasis does not restore mount namespaces yet, so it cannot change the root")),
+        refused("ext_sharing", o.ext_sharing(), no_mounts),
+        refused("ext_masters", o.ext_masters(), no_mounts),
+        refused("skip_mnt", !o.skip_mnt.is_empty(), no_mounts),
+        refused("enable_fs", !o.enable_fs.is_empty(), no_mounts),
+        refused("mntns_compat_mode", o.mntns_compat_mode(), no_mounts),
+        refused("orphan_pts_master", restore && o.orphan_pts_master(), "stasis cannot hand the master of a restored pty to the caller yet"),
+    ]
+    .into_iter()
+    .flatten()
+    .next()
+}
+
+fn memory(o: &CriuOpts) -> Option<String> {
+    let no_pre_dump = "stasis has no pre-dump (memory tracking) yet";
+    [
+        refused("parent_img", o.parent_img.is_some(), no_pre_dump),
+        refused("track_mem", o.track_mem(), no_pre_dump),
+        refused("auto_dedup", o.auto_dedup(), no_pre_dump),
+        refused(
+            "lazy_pages",
+            o.lazy_pages(),
+            "stasis has no lazy (post-copy) restore yet",
+        ),
+        refused(
+            "pre_dump_mode",
+            o.pre_dump_mode
+                .is_some_and(|m| m != CriuPreDumpMode::Splice as i32),
+            no_pre_dump,
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .next()
+}
+
+fn channels(o: &CriuOpts) -> Option<String> {
+    let no_net = "stasis writes images to a local directory only (no page server, no TLS)";
+    [
+        refused("ps", o.ps.is_some(), no_net),
+        refused(
+            "status_fd",
+            o.status_fd.is_some(),
+            "stasis has no page server nor lazy-pages daemon to report on",
+        ),
+        refused(
+            "pidfd_store_sk",
+            o.pidfd_store_sk.is_some(),
+            "stasis has no pre-dump to keep pidfds for",
+        ),
+        refused("tls", o.tls(), no_net),
+        refused("tls_cacert", o.tls_cacert.is_some(), no_net),
+        refused("tls_cacrl", o.tls_cacrl.is_some(), no_net),
+        refused("tls_cert", o.tls_cert.is_some(), no_net),
+        refused("tls_key", o.tls_key.is_some(), no_net),
+        refused("tls_no_cn_verify", o.tls_no_cn_verify(), no_net),
+    ]
+    .into_iter()
+    .flatten()
+    .next()
+}
+
+/// The lock mode of `network_lock` (CRIU's iptables when not set).
+fn lock_mode(method: Option<i32>) -> Result<stasis::netlock::LockMode, String> {
+    use stasis::netlock::LockMode;
+    Ok(match method.map(CriuNetworkLockMethod::try_from) {
+        None => LockMode::default(),
+        Some(Ok(CriuNetworkLockMethod::Iptables)) => LockMode::Iptables,
+        Some(Ok(CriuNetworkLockMethod::Nftables)) => LockMode::Nftables,
+        Some(Ok(CriuNetworkLockMethod::Skip)) => LockMode::Skip,
+        Some(Err(_)) => {
+            let m = method.unwrap_or_default();
+            return Err(format!(
+                "network_lock: unknown method {m} (1 iptables, 2 nftables, 3 skip)"
+            ));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::InheritFd;
+
+    fn refusal(o: CriuOpts, restore: bool) -> String {
+        refuse_unsupported(&o, restore).unwrap_err()
+    }
+
+    #[test]
+    fn runc_defaults_pass_at_dump() {
+        let o = CriuOpts {
+            empty_ns: Some(CLONE_NEWNET),
+            orphan_pts_master: Some(true),
+            notify_scripts: Some(true),
+            root: Some("/rootfs".into()),
+            config_file: Some("/nonexistent/runc.conf".into()),
+            ..Default::default()
+        };
+        assert_eq!(refuse_unsupported(&o, false), Ok(()));
+    }
+
+    #[test]
+    fn unimplemented_fields_are_named() {
+        let inherit = CriuOpts {
+            inherit_fd: vec![InheritFd {
+                key: "pipe:[1]".into(),
+                fd: 1,
+            }],
+            ..Default::default()
+        };
+        assert!(refusal(inherit, true).starts_with("inherit_fd pipe:[1] as fd 1: "));
+        let mode = CriuOpts {
+            manage_cgroups_mode: Some(42),
+            ..Default::default()
+        };
+        assert!(refusal(mode, false).starts_with("manage_cgroups_mode 42: "));
+        let root = CriuOpts {
+            root: Some("/r".into()),
+            ..Default::default()
+        };
+        assert!(refusal(root, true).starts_with("root /r: "));
+        let ps = CriuOpts {
+            parent_img: Some("../parent".into()),
+            ..Default::default()
+        };
+        assert!(refusal(ps, false).starts_with("parent_img: "));
+    }
+
+    #[test]
+    fn network_lock_methods_map_to_modes() {
+        use stasis::netlock::LockMode;
+        assert_eq!(lock_mode(None), Ok(LockMode::Iptables));
+        assert_eq!(lock_mode(Some(2)), Ok(LockMode::Nftables));
+        assert_eq!(lock_mode(Some(3)), Ok(LockMode::Skip));
+        assert!(lock_mode(Some(7))
+            .unwrap_err()
+            .starts_with("network_lock: "));
+    }
+}

@@ -1,0 +1,198 @@
+//! `criu swrk N`: serve CRIU's RPC on the SOCK_SEQPACKET socket at fd N. Each request is
+//! answered with one response (after the notifications of a dump or restore); the
+//! service ends after one request unless the client set `keep_open`, as CRIU's does.
+//! A refusal's reason goes into `cr_errmsg` and, for a dump or restore, as the last
+//! line of its log.
+
+use crate::channel::Channel;
+use crate::job::{run_dump, run_restore, Job};
+use crate::notify::Notifier;
+use crate::opts;
+use crate::proto::{
+    CriuDumpResp, CriuFeatures, CriuReq, CriuReqType, CriuResp, CriuRestoreResp, CriuVersion,
+};
+
+/// The CRIU version stasis answers with: the release whose RPC it speaks (runc wants at
+/// least 3.0, podman 3.11).
+pub const CRIU_MAJOR: i32 = 4;
+pub const CRIU_MINOR: i32 = 2;
+
+/// Serves requests on fd `fd` until one without `keep_open` or the client's close;
+/// returns the exit code.
+pub fn serve(fd: i32) -> i32 {
+    let channel = Channel::new(fd);
+    let peer = nix::unistd::getppid().as_raw();
+    loop {
+        let req = match channel.recv() {
+            Ok(Some(req)) => req,
+            Ok(None) => return 0,
+            Err(why) => {
+                eprintln!("stasis-criu: {why}");
+                return 1;
+            }
+        };
+        let keep_open = req.keep_open();
+        let resp = handle(&channel, &req, peer);
+        let ok = resp.success;
+        if let Err(why) = channel.send(&resp, None) {
+            eprintln!("stasis-criu: {why}");
+            return 1;
+        }
+        if !keep_open {
+            return if ok { 0 } else { 1 };
+        }
+    }
+}
+
+fn handle(channel: &Channel, req: &CriuReq, peer: i32) -> CriuResp {
+    let kind = req.r#type();
+    let answer = match kind {
+        CriuReqType::Version => Ok(version()),
+        CriuReqType::Check => check(),
+        CriuReqType::FeatureCheck => Ok(features(req)),
+        CriuReqType::Dump => dump(channel, req, peer),
+        CriuReqType::Restore => restore(channel, req, peer),
+        CriuReqType::WaitPid => wait_pid(req),
+        other => Err(refusal(other)),
+    };
+    match answer {
+        Ok(mut resp) => {
+            resp.r#type = kind as i32;
+            resp.success = true;
+            resp
+        }
+        Err(why) => failure(kind, why),
+    }
+}
+
+/// Why stasis refuses a request type it does not serve.
+fn refusal(kind: CriuReqType) -> String {
+    let why = match kind {
+        CriuReqType::PreDump | CriuReqType::SinglePreDump => {
+            "stasis has no pre-dump (memory tracking) yet"
+        }
+        CriuReqType::PageServer | CriuReqType::PageServerChld => {
+            "stasis has no page server: images are written to a local directory"
+        }
+        CriuReqType::CpuinfoDump | CriuReqType::CpuinfoCheck => {
+            "stasis writes no cpuinfo image: every image's inventory records the CPU \
+             features it needs, checked at restore"
+        }
+        CriuReqType::Notify => "a NOTIFY answer outside a dump or restore",
+        CriuReqType::Empty => "an EMPTY request",
+        _ => "unexpected request",
+    };
+    format!("{} request refused: {why}", kind.as_str_name())
+}
+
+fn failure(kind: CriuReqType, why: String) -> CriuResp {
+    CriuResp {
+        r#type: kind as i32,
+        success: false,
+        cr_errmsg: Some(why),
+        ..Default::default()
+    }
+}
+
+fn version() -> CriuResp {
+    CriuResp {
+        version: Some(CriuVersion {
+            major_number: CRIU_MAJOR,
+            minor_number: CRIU_MINOR,
+            gitid: None,
+            sublevel: Some(0),
+            extra: None,
+            name: Some(format!("stasis {}", crate::job::stasis_version())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Every required kernel feature probed, the missing ones named.
+fn check() -> Result<CriuResp, String> {
+    let probes = stasis::check::run_all();
+    let missing: Vec<String> = (probes.iter())
+        .filter(|p| p.required && !p.ok)
+        .map(|p| format!("{}: {} ({})", p.name, p.consequence, p.detail))
+        .collect();
+    match missing.is_empty() {
+        true => Ok(CriuResp::default()),
+        false => Err(format!("missing: {}", missing.join("; "))),
+    }
+}
+
+/// Answered truthfully for each feature asked: stasis has no memory tracking
+/// (pre-dump), no lazy pages and no pidfd store yet.
+fn features(req: &CriuReq) -> CriuResp {
+    let asked = req.features.unwrap_or_default();
+    CriuResp {
+        features: Some(CriuFeatures {
+            mem_track: asked.mem_track.map(|_| false),
+            lazy_pages: asked.lazy_pages.map(|_| false),
+            pidfd_store: asked.pidfd_store.map(|_| false),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The job of a dump or restore request, its log opened; a refusal is logged.
+fn prepare(req: &CriuReq, peer: i32, restore: bool) -> Result<(Job, crate::log::Log), String> {
+    let o = req.opts.clone().ok_or("a request without opts")?;
+    let mut job = opts::base(&o, peer)?;
+    let mut log = job.open_log()?;
+    if let Err(why) = opts::fill(&mut job, &o, restore) {
+        log.error(&why);
+        return Err(why);
+    }
+    Ok((job, log))
+}
+
+fn dump(channel: &Channel, req: &CriuReq, peer: i32) -> Result<CriuResp, String> {
+    let (job, mut log) = prepare(req, peer, false)?;
+    let enabled = req.opts.as_ref().is_some_and(|o| o.notify_scripts());
+    let mut notifier = Notifier::new(channel, enabled, log.clone());
+    run_dump(&job, &mut log, &mut notifier)?;
+    Ok(CriuResp {
+        dump: Some(CriuDumpResp {
+            restored: Some(false),
+        }),
+        ..Default::default()
+    })
+}
+
+fn restore(channel: &Channel, req: &CriuReq, peer: i32) -> Result<CriuResp, String> {
+    let (job, mut log) = prepare(req, peer, true)?;
+    let enabled = req.opts.as_ref().is_some_and(|o| o.notify_scripts());
+    let mut notifier = Notifier::new(channel, enabled, log.clone());
+    let restored = run_restore(&job, &mut log, &mut notifier)?;
+    if let Some(why) = &notifier.late_failure {
+        log.error(&format!(
+            "post-resume notification failed (the tree runs): {why}"
+        ));
+    }
+    Ok(CriuResp {
+        restore: Some(CriuRestoreResp { pid: restored.pid }),
+        ..Default::default()
+    })
+}
+
+/// Waits for a child (a tree restored without `rst_sibling`) and returns its raw wait
+/// status.
+fn wait_pid(req: &CriuReq) -> Result<CriuResp, String> {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    let pid = req.pid.ok_or("WAIT_PID without pid")? as i32;
+    let status = loop {
+        match waitpid(nix::unistd::Pid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(_, code)) => break (code & 0xff) << 8,
+            Ok(WaitStatus::Signaled(_, sig, core)) => {
+                break sig as i32 | if core { 0x80 } else { 0 }
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(format!("wait for pid {pid}: {e}")),
+        }
+    };
+    Ok(CriuResp {
+        status: Some(status),
+        ..Default::default()
+    })
+}

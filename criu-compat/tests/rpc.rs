@@ -1,0 +1,416 @@
+//! stasis-criu as runc drives it: a client on a SOCK_SEQPACKET socketpair sends CRIU's
+//! requests to `stasis-criu swrk N` (VERSION, CHECK, FEATURE_CHECK, DUMP and RESTORE of
+//! a real counter with every notification answered, refusals with `cr_errmsg`), then the
+//! command-line form. Needs root; run with `--test-threads=1`.
+
+#![allow(clippy::unwrap_used)]
+
+mod proto {
+    #![allow(clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/_.rs"));
+}
+
+use std::fs::File;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr,
+};
+use prost::Message;
+use proto::{CriuFeatures, CriuOpts, CriuReq, CriuReqType, CriuResp};
+
+const BIN: &str = env!("CARGO_BIN_EXE_stasis-criu");
+
+/// The client's end of one `stasis-criu swrk N`.
+struct Session {
+    sock: OwnedFd,
+    child: Child,
+}
+
+impl Session {
+    fn start() -> Session {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::empty(),
+        )
+        .unwrap();
+        fcntl(&ours, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).unwrap();
+        let child = Command::new(BIN)
+            .args(["swrk", &theirs.as_raw_fd().to_string()])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        drop(theirs);
+        Session { sock: ours, child }
+    }
+
+    fn send(&self, req: &CriuReq) {
+        let bytes = req.encode_to_vec();
+        sendmsg::<UnixAddr>(
+            self.sock.as_raw_fd(),
+            &[IoSlice::new(&bytes)],
+            &[],
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+    }
+
+    fn recv(&self) -> CriuResp {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let n = recvmsg::<UnixAddr>(self.sock.as_raw_fd(), &mut iov, None, MsgFlags::empty())
+            .unwrap()
+            .bytes;
+        assert!(n > 0, "stasis-criu closed the socket");
+        CriuResp::decode(&buf[..n]).unwrap()
+    }
+
+    /// Sends `req` and answers every notification with success; returns the final
+    /// response and the notification names in order.
+    fn call(&self, req: &CriuReq) -> (CriuResp, Vec<String>) {
+        self.call_failing(req, "")
+    }
+
+    /// [`Session::call`], answering the notification `fail` with a failure.
+    fn call_failing(&self, req: &CriuReq, fail: &str) -> (CriuResp, Vec<String>) {
+        self.send(req);
+        let mut names = Vec::new();
+        loop {
+            let resp = self.recv();
+            if resp.r#type() != CriuReqType::Notify {
+                return (resp, names);
+            }
+            let n = resp.notify.clone().unwrap();
+            names.push(n.script().to_string());
+            if n.script() == "post-restore" {
+                assert!(n.pid() > 0, "post-restore carries the pid");
+            }
+            self.send(&CriuReq {
+                r#type: CriuReqType::Notify as i32,
+                notify_success: Some(n.script() != fail),
+                ..Default::default()
+            });
+        }
+    }
+
+    fn finish(mut self) {
+        drop(self.sock);
+        self.child.wait().unwrap();
+    }
+}
+
+fn req(kind: CriuReqType, opts: Option<CriuOpts>) -> CriuReq {
+    CriuReq {
+        r#type: kind as i32,
+        opts,
+        keep_open: Some(false),
+        ..Default::default()
+    }
+}
+
+/// A python process counting into `file` every 50 ms, in its own session.
+fn counter(file: &Path) -> Child {
+    let script = format!(
+        "import time\ni = 0\nwhile True:\n    i += 1\n    open({:?}, 'w').write(str(i))\n    time.sleep(0.05)\n",
+        file.display().to_string()
+    );
+    Command::new("setsid")
+        .args(["/usr/bin/python3", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// A temporary directory with an empty `images/`, and a counter into its `count` that
+/// has run for a while.
+fn started_counter() -> (tempfile::TempDir, Child, i32) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("images")).unwrap();
+    let victim = counter(&dir.path().join("count"));
+    let pid = victim.id() as i32;
+    std::thread::sleep(Duration::from_millis(300));
+    (dir, victim, pid)
+}
+
+/// Reaps the killed victim and whatever of its tree was reparented to us.
+fn reap(mut victim: Child) {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    victim.wait().unwrap();
+    while let Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) =
+        waitpid(None, Some(WaitPidFlag::WNOHANG))
+    {}
+}
+
+fn count(file: &Path) -> u64 {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// The counter restored as `pid` counts on from where it was dumped; then it is killed
+/// and reaped.
+fn assert_counts_on(pid: i32, file: &Path, dumped: u64) {
+    std::thread::sleep(Duration::from_millis(400));
+    let now = count(file);
+    assert!(
+        now > dumped,
+        "restored counter at {now}, dumped at {dumped}"
+    );
+    kill_tree(pid);
+}
+
+fn kill_tree(pid: i32) {
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-s", &pid.to_string()])
+        .status();
+    let p = nix::unistd::Pid::from_raw(pid);
+    let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(p, None);
+}
+
+/// Makes the test a subreaper; false (with a SKIP line) when not root.
+fn privileged(test: &str) -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIP {test}: needs root");
+        return false;
+    }
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    true
+}
+
+#[test]
+fn version_check_features() {
+    if !privileged("version_check_features") {
+        return;
+    }
+    let s = Session::start();
+    let mut version = req(CriuReqType::Version, None);
+    version.keep_open = Some(true);
+    let (resp, _) = s.call(&version);
+    let v = resp.version.unwrap();
+    assert!(resp.success);
+    assert!(
+        v.major_number * 10000 + v.minor_number * 100 >= 31100,
+        "podman wants 3.11"
+    );
+    assert!(v.name().starts_with("stasis "), "{v:?}");
+    let mut check = req(CriuReqType::Check, None);
+    check.keep_open = Some(true);
+    let (resp, _) = s.call(&check);
+    assert!(resp.success, "{:?}", resp.cr_errmsg);
+    let mut features = req(CriuReqType::FeatureCheck, None);
+    features.features = Some(CriuFeatures {
+        mem_track: Some(true),
+        lazy_pages: Some(true),
+        pidfd_store: None,
+    });
+    let (resp, _) = s.call(&features);
+    assert!(resp.success);
+    let f = resp.features.unwrap();
+    assert_eq!(
+        (f.mem_track, f.lazy_pages, f.pidfd_store),
+        (Some(false), Some(false), None)
+    );
+    s.finish();
+}
+
+#[test]
+fn dump_and_restore_with_notifications() {
+    if !privileged("dump_and_restore_with_notifications") {
+        return;
+    }
+    let (dir, victim, pid) = started_counter();
+    let (file, images) = (dir.path().join("count"), dir.path().join("images"));
+    std::fs::write(images.join("descriptors.json"), "[]").unwrap();
+    let images_fd = File::open(&images).unwrap();
+    let opts = |restore: bool| CriuOpts {
+        images_dir_fd: images_fd.as_raw_fd(),
+        pid: (!restore).then_some(pid),
+        log_level: Some(4),
+        log_file: Some(if restore { "restore.log" } else { "dump.log" }.into()),
+        notify_scripts: Some(true),
+        rst_sibling: Some(restore),
+        empty_ns: Some(0x4000_0000),
+        ..Default::default()
+    };
+    let s = Session::start();
+    let (resp, names) = s.call(&req(CriuReqType::Dump, Some(opts(false))));
+    s.finish();
+    assert!(resp.success, "{:?}", resp.cr_errmsg);
+    assert_eq!(names, ["pre-dump", "network-lock", "post-dump"]);
+    reap(victim);
+    let dumped = count(&file);
+    let log = std::fs::read_to_string(images.join("dump.log")).unwrap();
+    assert!(log.contains("Notify post-dump (pid "), "{log}");
+    let stats = std::fs::read(images.join("stats-dump")).unwrap();
+    assert_eq!(
+        &stats[..8],
+        &[0x40, 0x59, 0x10, 0x55, 0x06, 0x33, 0x09, 0x57]
+    );
+    let entry = proto::StatsEntry::decode(&stats[12..]).unwrap();
+    assert!(entry.dump.unwrap().pages_written > 0);
+
+    let s = Session::start();
+    let (resp, names) = s.call(&req(CriuReqType::Restore, Some(opts(true))));
+    s.finish();
+    assert!(resp.success, "{:?}", resp.cr_errmsg);
+    assert_eq!(
+        names,
+        [
+            "pre-restore",
+            "setup-namespaces",
+            "post-setup-namespaces",
+            "post-restore",
+            "network-unlock",
+            "pre-resume",
+            "post-resume"
+        ]
+    );
+    assert_eq!(resp.restore.unwrap().pid, pid);
+    let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let ppid: i32 = ppid
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        ppid,
+        std::process::id() as i32,
+        "rst_sibling: the client is the parent"
+    );
+    assert!(images.join("stats-restore").exists());
+    assert_counts_on(pid, &file, dumped);
+}
+
+/// A client failing the post-dump notification fails the dump, and the tree runs on.
+#[test]
+fn failed_post_dump_leaves_the_tree_running() {
+    if !privileged("failed_post_dump_leaves_the_tree_running") {
+        return;
+    }
+    let (dir, victim, pid) = started_counter();
+    let images = File::open(dir.path().join("images")).unwrap();
+    let opts = CriuOpts {
+        images_dir_fd: images.as_raw_fd(),
+        pid: Some(pid),
+        notify_scripts: Some(true),
+        ..Default::default()
+    };
+    let s = Session::start();
+    let (resp, names) = s.call_failing(&req(CriuReqType::Dump, Some(opts)), "post-dump");
+    s.finish();
+    assert!(!resp.success);
+    assert_eq!(names, ["pre-dump", "network-lock", "post-dump"]);
+    let msg = resp.cr_errmsg.unwrap();
+    assert!(msg.contains("post-dump notification"), "{msg}");
+    let before = count(&dir.path().join("count"));
+    // Counting on; then killed and reaped (the victim is our child).
+    assert_counts_on(pid, &dir.path().join("count"), before);
+    drop(victim);
+}
+
+/// The reason of a refusal is in `cr_errmsg` and is the log's last line: an option
+/// stasis does not implement, a request it does not serve, and the library's refusal.
+#[test]
+fn refusals_carry_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = File::open(dir.path()).unwrap();
+    let base = CriuOpts {
+        images_dir_fd: images.as_raw_fd(),
+        log_file: Some("dump.log".into()),
+        pid: Some(i32::MAX - 1),
+        ..Default::default()
+    };
+    let cases = [
+        (
+            CriuReqType::Dump,
+            CriuOpts {
+                lazy_pages: Some(true),
+                ..base.clone()
+            },
+            "lazy_pages: ",
+        ),
+        (
+            CriuReqType::Dump,
+            CriuOpts {
+                cgroup_props: Some("memory: [memory.max]".into()),
+                ..base.clone()
+            },
+            "cgroup_props: ",
+        ),
+        (
+            CriuReqType::PreDump,
+            base.clone(),
+            "PRE_DUMP request refused: stasis has no pre-dump",
+        ),
+        (CriuReqType::Dump, base.clone(), "2147483646"),
+    ];
+    for (kind, opts, reason) in cases {
+        let s = Session::start();
+        let (resp, _) = s.call(&req(kind, Some(opts)));
+        s.finish();
+        assert!(!resp.success);
+        let msg = resp.cr_errmsg.unwrap();
+        assert!(msg.contains(reason), "{msg:?} lacks {reason:?}");
+        if kind == CriuReqType::Dump {
+            let log = std::fs::read_to_string(dir.path().join("dump.log")).unwrap();
+            let last = log.lines().last().unwrap();
+            assert!(last.ends_with(&format!("Error (stasis): {msg}")), "{last}");
+        }
+    }
+}
+
+#[test]
+fn command_line_dump_and_restore() {
+    if !privileged("command_line_dump_and_restore") {
+        return;
+    }
+    let (dir, victim, pid) = started_counter();
+    let (file, images) = (dir.path().join("count"), dir.path().join("images"));
+    let dir_arg = images.to_str().unwrap();
+    let pid_arg = pid.to_string();
+    criu(&[
+        "dump", "-t", &pid_arg, "-D", dir_arg, "-o", "dump.log", "-v4",
+    ])
+    .unwrap();
+    reap(victim);
+    let dumped = count(&file);
+    criu(&[
+        "restore",
+        "-d",
+        "-D",
+        dir_arg,
+        "-o",
+        "restore.log",
+        "--restore-sibling",
+    ])
+    .unwrap();
+    assert_counts_on(pid, &file, dumped);
+    let stderr = criu(&["pre-dump", "-t", "1", "-D", dir_arg]).unwrap_err();
+    assert!(stderr.contains("no pre-dump"), "{stderr}");
+}
+
+/// Runs stasis-criu with `args`: Err(its stderr) if it fails.
+fn criu(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+    }
+}

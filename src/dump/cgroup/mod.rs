@@ -1,0 +1,244 @@
+//! The tree's cgroups (`cgroup.img`, restored by `restore/cgroup/`), as CRIU records
+//! them: each thread's cgroup in every hierarchy (`/proc/PID/task/TID/cgroup`), and in
+//! each hierarchy where some task is not in the dumper's own cgroup, every cgroup of a
+//! task and the cgroups below it (or below `--cgroup-root`), with their owner, mode and
+//! the settings of `cgroupfs::PROPS`. A tree whose tasks all share the dumper's cgroups
+//! records nothing (it is restored into the restorer's). A tree whose root made a cgroup
+//! namespace gets that namespace's root in each hierarchy, read from inside it; a
+//! process in yet another cgroup namespace is refused. Also `--freeze-cgroup`
+//! (`freeze.rs`).
+
+mod freeze;
+mod walk;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+pub use freeze::{freeze, refuse_frozen, Frozen};
+
+use super::DumpError;
+use crate::image::cgroup::{CgroupImage, Hierarchy, TaskCgroups, CGROUP};
+use crate::image::{ImageWriter, Kind};
+use crate::proc::cgroup::Membership;
+
+/// `--cgroup-root`, `--cgroup-yard`, `--cgroup-dump-controller` at dump.
+#[derive(Clone, Debug, Default)]
+pub struct CgroupDumpOptions {
+    /// Walk these cgroups instead of the tasks' own: (controller or None for every
+    /// other hierarchy, path).
+    pub roots: Vec<(Option<String>, String)>,
+    /// Hierarchies mounted by the caller, one directory each.
+    pub yard: Option<PathBuf>,
+    /// Record only the hierarchies having one of these controllers (`name=x` for a
+    /// named one; empty: all).
+    pub controllers: Vec<String>,
+}
+
+/// Records the cgroups of `tasks` (each process with its threads, tree order).
+pub fn dump(
+    tasks: &[(i32, Vec<i32>)],
+    opts: &CgroupDumpOptions,
+    writer: &ImageWriter,
+) -> Result<(), DumpError> {
+    let own = crate::proc::cgroup::read("self", None)?;
+    let mut seen = Vec::new();
+    for (pid, tids) in tasks {
+        for &tid in tids {
+            seen.push((
+                *pid,
+                tid,
+                crate::proc::cgroup::read(&pid.to_string(), Some(tid))?,
+            ));
+        }
+    }
+    let Some(&(root, _)) = tasks.first() else {
+        return Ok(());
+    };
+    let foreign_ns = ns_of(root)? != ns_of_self()?;
+    for (pid, _) in tasks {
+        if ns_of(*pid)? != ns_of(root)? {
+            return Err(DumpError::unsupported(format!(
+                "pid {pid} is in another cgroup namespace than the tree's root {root}, \
+                 which stasis cannot rebuild (one cgroup namespace per tree)"
+            )));
+        }
+    }
+    if !foreign_ns && seen.iter().all(|(_, _, m)| *m == own) {
+        return Ok(());
+    }
+    let image = record(&own, &seen, opts, foreign_ns.then_some(root))?;
+    writer.write_record(CGROUP, Kind::Cgroup, &image)?;
+    Ok(())
+}
+
+/// Builds the record from every thread's memberships.
+fn record(
+    own: &[Membership],
+    seen: &[(i32, i32, Vec<Membership>)],
+    opts: &CgroupDumpOptions,
+    ns_root: Option<i32>,
+) -> Result<CgroupImage, DumpError> {
+    let wanted = |c: &str| {
+        opts.controllers.is_empty()
+            || c.split(',')
+                .any(|one| opts.controllers.iter().any(|w| w == one))
+    };
+    let first = &seen[0].2;
+    let kept: Vec<&str> = (first.iter().map(|m| m.controllers.as_str()))
+        .filter(|c| wanted(c))
+        .collect();
+    let path_in = |m: &[Membership], c: &str, tid: i32| {
+        m.iter()
+            .find(|x| x.controllers == c)
+            .map(|x| x.path.clone())
+            .ok_or_else(|| DumpError::unsupported(format!("thread {tid} has no cgroup {c:?}")))
+    };
+    let mut image = CgroupImage::default();
+    for (pid, tid, m) in seen {
+        let paths = kept
+            .iter()
+            .map(|c| path_in(m, c, *tid))
+            .collect::<Result<_, _>>()?;
+        image.tasks.push(TaskCgroups {
+            pid: *pid,
+            tid: *tid,
+            paths,
+        });
+    }
+    for (i, c) in kept.iter().enumerate() {
+        let mine = own.iter().find(|m| m.controllers == *c).map(|m| &m.path);
+        let paths: Vec<&String> = image.tasks.iter().map(|t| &t.paths[i]).collect();
+        let mut h = Hierarchy {
+            controllers: c.to_string(),
+            ..Default::default()
+        };
+        // A hierarchy where every task is in the dumper's cgroup is not walked: the
+        // tree shares that cgroup with others (it may be a hierarchy's root).
+        if !paths.iter().all(|p| Some(*p) == mine) {
+            h.tops = tops(c, &paths, opts)?;
+            h.dirs = walk::dirs(c, &h.tops, opts.yard.as_deref())?;
+        }
+        image.hierarchies.push(h);
+    }
+    if let Some(root) = ns_root {
+        image.ns_roots = Some(ns_roots(root, &kept, &image.tasks[0].paths)?);
+    }
+    Ok(image)
+}
+
+/// The walked cgroups of one hierarchy: `--cgroup-root`'s, or the tasks' own cgroups
+/// (those below another left out).
+fn tops(c: &str, paths: &[&String], opts: &CgroupDumpOptions) -> Result<Vec<String>, DumpError> {
+    let given = (opts.roots.iter().find(|(k, _)| k.as_deref() == Some(c)))
+        .or_else(|| opts.roots.iter().find(|(k, _)| k.is_none()));
+    if let Some((_, top)) = given {
+        if let Some(p) = paths.iter().find(|p| !crate::image::cgroup::under(p, top)) {
+            return Err(DumpError::unsupported(format!(
+                "cgroup {p} of hierarchy {c:?} is outside --cgroup-root {top}"
+            )));
+        }
+        return Ok(vec![top.clone()]);
+    }
+    let mut tops: Vec<String> = Vec::new();
+    for p in paths {
+        let covered = paths
+            .iter()
+            .any(|o| o != p && crate::image::cgroup::under(p, o));
+        if !covered && !tops.contains(p) {
+            tops.push((*p).clone());
+        }
+    }
+    Ok(tops)
+}
+
+fn ns_of(pid: i32) -> Result<u64, DumpError> {
+    ns_ino(&format!("/proc/{pid}/ns/cgroup"))
+}
+
+fn ns_of_self() -> Result<u64, DumpError> {
+    ns_ino("/proc/self/ns/cgroup")
+}
+
+fn ns_ino(path: &str) -> Result<u64, DumpError> {
+    std::fs::metadata(path)
+        .map(|m| m.ino())
+        .map_err(|source| DumpError::Stat {
+            path: path.into(),
+            source,
+        })
+}
+
+/// The root of `root`'s cgroup namespace in each hierarchy: its cgroup as seen from
+/// here, less the path it sees from inside (read by a thread that joins the namespace).
+fn ns_roots(root: i32, kept: &[&str], full: &[String]) -> Result<Vec<String>, DumpError> {
+    let ns = format!("/proc/{root}/ns/cgroup");
+    let inside = std::thread::scope(|s| {
+        s.spawn(|| -> Result<Vec<Membership>, DumpError> {
+            let fd = std::fs::File::open(&ns).map_err(|source| DumpError::Stat {
+                path: ns.clone(),
+                source,
+            })?;
+            nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(|e| {
+                DumpError::unsupported(format!("join the cgroup namespace of pid {root}: {e}"))
+            })?;
+            Ok(crate::proc::cgroup::read(&root.to_string(), None)?)
+        })
+        .join()
+        .map_err(|_| DumpError::unsupported("the cgroup namespace reader panicked"))?
+    })?;
+    let mut roots = Vec::new();
+    for (c, full) in kept.iter().zip(full) {
+        let seen = (inside.iter().find(|m| m.controllers == *c))
+            .map(|m| m.path.as_str())
+            .unwrap_or("/");
+        roots.push(ns_root_of(full, seen).ok_or_else(|| {
+            DumpError::unsupported(format!(
+                "pid {root}'s cgroup {full} of {c:?} does not end with {seen}, its path \
+                 inside its cgroup namespace (it moved outside the namespace's root)"
+            ))
+        })?);
+    }
+    Ok(roots)
+}
+
+/// `/a/b/c` seen as `/b/c` from inside → `/a`; seen as `/` → `/a/b/c`.
+fn ns_root_of(full: &str, inside: &str) -> Option<String> {
+    if inside == "/" {
+        return Some(full.to_string());
+    }
+    let root = full.strip_suffix(inside)?;
+    Some(if root.is_empty() {
+        "/".into()
+    } else {
+        root.into()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_roots() {
+        assert_eq!(ns_root_of("/a/b/c", "/b/c").as_deref(), Some("/a"));
+        assert_eq!(ns_root_of("/test", "/").as_deref(), Some("/test"));
+        assert_eq!(ns_root_of("/x", "/x").as_deref(), Some("/"));
+        assert_eq!(ns_root_of("/x", "/y"), None);
+    }
+
+    #[test]
+    fn tops_leave_out_nested_cgroups() {
+        let (a, ab, c) = ("/a".to_string(), "/a/b".to_string(), "/c".to_string());
+        let got = tops("name=x", &[&ab, &a, &c, &a], &CgroupDumpOptions::default()).unwrap();
+        assert_eq!(got, vec!["/a".to_string(), "/c".to_string()]);
+        let opts = CgroupDumpOptions {
+            roots: vec![(Some("name=x".into()), "/a".into())],
+            ..Default::default()
+        };
+        assert_eq!(
+            tops("name=x", &[&ab], &opts).unwrap(),
+            vec!["/a".to_string()]
+        );
+        assert!(tops("name=x", &[&c], &opts).is_err());
+    }
+}
