@@ -963,6 +963,7 @@ mod tests {
             }],
             ghosts: Default::default(),
             sysv: Default::default(),
+            ns: Default::default(),
             cgroup: Default::default(),
             mounts: None,
         }

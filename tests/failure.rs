@@ -119,9 +119,9 @@ fn dump_refuses_packet_socket_with_packets_queued() {
     );
 }
 
-/// A process in a namespace of its own (here UTS, made by `unshare --uts`) is refused,
-/// naming the namespace: restored into the restorer's namespaces, its hostname would
-/// silently change.
+/// A process in a namespace of its own that stasis does not rebuild (here network, made
+/// by `unshare --net`) is refused, naming the namespace: restored into the restorer's
+/// namespaces, its interfaces would silently change.
 #[test]
 fn dump_refuses_a_namespace_of_its_own() {
     let test = "dump_refuses_a_namespace_of_its_own";
@@ -130,15 +130,15 @@ fn dump_refuses_a_namespace_of_its_own() {
     let tmp = TempDir::new(test);
     let work = tmp.join("work");
     fs::create_dir_all(&work).expect("mkdir work");
-    let wrapper = ["unshare", "--uts", "--"];
+    let wrapper = ["unshare", "--net", "--"];
     let mut victim = common::spawn_victim_under(&wrapper, "memory", &["-s", "1"], &work);
     if victim.wait_ready() != Start::Ready {
-        common::skip(test, "unshare --uts could not start the victim");
+        common::skip(test, "unshare --net could not start the victim");
         return;
     }
     let out = common::dump(victim.pid, &tmp.join("img"), &[]);
-    let what = "dump of a task in its own UTS namespace";
-    assert_refused(&out, what, victim.pid, &["uts namespace", "cannot rebuild"]);
+    let what = "dump of a task in its own network namespace";
+    assert_refused(&out, what, victim.pid, &["net namespace", "cannot rebuild"]);
     assert_no_image(tmp.path());
     assert_survived(victim);
 }

@@ -47,6 +47,8 @@ pub struct Job {
     pub mnt_externals: Vec<(String, String)>,
     /// `root` at restore (a tree with its own mount namespace comes back in it).
     pub root: Option<PathBuf>,
+    /// `timeout`: the longest any task may take to stop (10 s, as CRIU, when 0 or unset).
+    pub timeout: std::time::Duration,
     pub rst_sibling: bool,
     pub skip_file_check: bool,
 }
@@ -74,6 +76,7 @@ impl Job {
             cgroup_restore: Default::default(),
             mnt_externals: Vec::new(),
             root: None,
+            timeout: std::time::Duration::from_secs(10),
             rst_sibling: false,
             skip_file_check: false,
         }
@@ -115,6 +118,7 @@ impl Job {
             freeze_cgroup: self.freeze_cgroup.clone(),
             cgroups: self.cgroup_dump.clone(),
             mnt_externals: self.mnt_externals.clone(),
+            timeout: self.timeout,
         }
     }
 }

@@ -59,6 +59,9 @@ pub fn fill(job: &mut Job, opts: &CriuOpts, restore: bool) -> Result<(), String>
     job.ghost_limit = u64::from(opts.ghost_limit());
     job.freeze_cgroup = opts.freeze_cgroup.clone().map(PathBuf::from);
     fill_cgroups(job, opts);
+    if let Some(t) = opts.timeout.filter(|&t| t != 0) {
+        job.timeout = std::time::Duration::from_secs(u64::from(t));
+    }
     job.mnt_externals = (opts.ext_mnt.iter())
         .map(|m| (m.key.clone(), m.val.clone()))
         .chain(opts.external.iter().filter_map(|e| mnt_external(e)))
@@ -114,7 +117,6 @@ fn flags(o: &CriuOpts) -> Option<String> {
         refused("unix_sk_ino", !o.unix_sk_ino.is_empty(), "external unix sockets are taken with ext_unix_sk"),
         refused("join_ns", !o.join_ns.is_empty(), "stasis does not restore into existing namespaces yet"),
         refused("empty_ns", o.empty_ns() & !CLONE_NEWNET != 0, "only the network namespace (CLONE_NEWNET) may be left empty: stasis dumps no namespace contents"),
-        refused("timeout", o.timeout.is_some_and(|t| t != 0), "stasis has no freeze timeout"),
         refused("weak_sysctls", o.weak_sysctls(), "stasis restores no sysctls"),
         refused("cpu_cap", o.cpu_cap.is_some_and(|c| c != u32::MAX), "stasis always checks the CPU features an image needs"),
         refused("lsm_profile", o.lsm_profile.is_some(), no_lsm),

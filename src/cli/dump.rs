@@ -68,6 +68,10 @@ pub struct DumpArgs {
     /// faster than they can be frozen one by one.
     #[arg(long = "freeze-cgroup", value_name = "PATH")]
     pub freeze_cgroup: Option<std::path::PathBuf>,
+    /// Give up (and let the tree run on, unless it was killed already) when a task takes
+    /// longer than this many seconds to stop, to answer or to exit.
+    #[arg(long = "timeout", default_value_t = 10)]
+    pub timeout: u64,
     /// Do not print the summary line.
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
@@ -105,6 +109,7 @@ pub fn run(args: DumpArgs) -> i32 {
         file_locks: args.file_locks,
         file_hash: args.file_hash,
         freeze_cgroup: args.freeze_cgroup,
+        timeout: std::time::Duration::from_secs(args.timeout.max(1)),
         cgroups: args.criu.cgroup_dump(),
         mnt_externals: args.criu.mnt_externals(),
     };

@@ -52,7 +52,7 @@ pub fn check_process(pid: i32, status: &proc::Status) -> Result<(), DumpError> {
             tracer: status.tracer_pid,
         });
     }
-    super::namespaces::refuse_foreign(pid)?;
+    super::ns::refuse_foreign(pid)?;
     super::cgroup::refuse_frozen(pid)?;
     refuse_vfork_wait(pid)
 }
@@ -96,6 +96,14 @@ fn clone3_flags(pid: i32, args: u64) -> u64 {
 fn check_ids(pid: i32, stat: &proc::Stat, shell_job: bool) -> Result<(), DumpError> {
     if shell_job {
         return Ok(());
+    }
+    if stat.session != pid && super::ns::pid::is_ns_init(pid)? {
+        return Err(DumpError::unsupported(format!(
+            "the session leader {} of pid {pid}, the init of its pid namespace, is outside \
+             that namespace (as CRIU, stasis refuses it); dump with --shell-job to restore \
+             it in the restorer's session, which it cannot see either",
+            stat.session
+        )));
     }
     if stat.session != pid {
         return Err(DumpError::ForeignSession {

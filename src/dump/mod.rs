@@ -18,7 +18,7 @@ pub mod freeze;
 pub mod memory;
 pub mod mm;
 pub mod mnt;
-pub mod namespaces;
+pub mod ns;
 pub mod prctl;
 pub mod sched;
 pub mod seccomp;
@@ -77,6 +77,9 @@ pub struct DumpOptions {
     pub network_lock: crate::netlock::LockMode,
     /// Freeze this cgroup first (`--freeze-cgroup`).
     pub freeze_cgroup: Option<PathBuf>,
+    /// The longest any task may take to stop, answer an injected syscall or exit once
+    /// killed (`--timeout`): past it the dump fails naming the task, never hangs.
+    pub timeout: Duration,
     /// `--cgroup-root`, `--cgroup-yard`, `--cgroup-dump-controller`.
     pub cgroups: cgroup::CgroupDumpOptions,
     /// `--external mnt[MOUNTPOINT]:KEY`: mounts of the tree's namespace given at restore.
@@ -106,6 +109,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
 /// [`dump`], calling `hooks` at each dump [`Point`].
 pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummary, DumpError> {
     let started = Instant::now();
+    crate::sys::deadline::set_bound(Some(opts.timeout));
     let span = crate::profile::span("preflight");
     freeze::preflight(opts.pid, opts.shell_job)?;
     let mounts = mnt::plan(opts.pid, &opts.mnt_externals)?;
@@ -189,6 +193,10 @@ fn save_tree(
         let _span = crate::profile::span("layouts");
         layouts(tree)?
     };
+    {
+        let _span = crate::profile::span("namespaces");
+        ns::dump(tree, &writer)?;
+    }
     {
         let _span = crate::profile::span("sysv ipc");
         let vmas: Vec<&[crate::image::mm::Vma]> = layouts.iter().map(|l| &l.vmas[..]).collect();

@@ -10,7 +10,8 @@
 //!   objects), so they are not saved.
 //! - the dumper's own namespace (not the initial one, e.g. a container both run in):
 //!   every object in it, as the namespace is the tree's to use.
-//! - a namespace the tree's root made (neither its parent's nor the dumper's): every
+//! - a namespace the tree's root made (neither its parent's nor the dumper's), or the
+//!   one of a root that is the init of its pid namespace (a container's): every
 //!   object and the namespace's sysctls; the restore makes a new namespace for the tree.
 //!
 //! The objects are read from a thread of stasis that enters the tree's namespace: segments
@@ -86,7 +87,11 @@ fn namespace(pids: &[i32], ppid: i32) -> Result<(IpcNs, bool), DumpError> {
         };
         return Ok((kind, false));
     }
-    if tree == INIT_IPC_NS || ns_inode(&format!("/proc/{ppid}/ns/ipc")).ok() == Some(tree) {
+    // The init of a pid namespace is a container's root: the namespace is the tree's,
+    // whoever made it.
+    let shared_with_parent = ns_inode(&format!("/proc/{ppid}/ns/ipc")).ok() == Some(tree)
+        && !super::ns::pid::is_ns_init(pids[0])?;
+    if tree == INIT_IPC_NS || shared_with_parent {
         return Err(DumpError::unsupported(format!(
             "the IPC namespace of pid {} is neither the dumper's nor one the tree made (its parent {ppid} is in it too); run stasis in that namespace",
             pids[0]

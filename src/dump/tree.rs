@@ -35,13 +35,15 @@ impl FrozenTree {
     ///
     /// Ordering requirements: every process is killed before any memory is released or
     /// any process reaped, so that they all die at once, and `process_mrelease` needs
-    /// every user of an address space killed (`CLONE_VM` sharers).
+    /// every user of an address space killed (`CLONE_VM` sharers). Children are reaped
+    /// before their parents: a dying pid namespace init waits in the kernel until each
+    /// of its children is reaped, which it cannot do while we still trace them.
     pub fn kill(self) -> Result<(), DumpError> {
         let pidfds = (self.procs.iter())
             .map(Frozen::sigkill)
             .collect::<Result<Vec<_>, _>>()?;
         pidfds.into_iter().for_each(Frozen::release_memory);
-        for f in self.procs {
+        for f in self.procs.into_iter().rev() {
             f.reap()?;
         }
         Ok(())

@@ -54,6 +54,11 @@ use super::error::ImageError;
 /// private mappings of memfds, shared memory and deleted files, the last saved in
 /// `ghosts.img`) and the files record's `modes` (memfd permission bits; older files
 /// records are read as having none).
+///
+/// Version 10 also adds `namespaces.img` (`image::ns`): the ids of the tree's tasks in
+/// pid namespaces below the dumper's, the names of the root's UTS namespace and the clocks
+/// of its time namespace (an older image has none and lives in the restorer's pid, UTS
+/// and time namespaces).
 /// Version 10 makes every header's crc cover its kind, version and length before the
 /// payload ([`Header::sum`]; older files are checked against their payload alone).
 ///
@@ -102,6 +107,8 @@ pub enum Kind {
     Ghosts = 7,
     Tty = 8,
     Sysv = 9,
+    /// `namespaces.img` (format 10).
+    Namespaces = 10,
     NetLock = 15,
     Cgroup = 14,
     /// The tree's own mount namespace (`mnt.img`).
@@ -122,6 +129,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         7 => "ghosts",
         8 => "tty",
         9 => "sysv",
+        10 => "namespaces",
         15 => "netlock",
         14 => "cgroup",
         12 => "mounts",

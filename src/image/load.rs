@@ -13,6 +13,7 @@ use super::files_v8::{FilesImageV6, FilesImageV8};
 use super::ghost::{GhostsImage, GHOSTS};
 use super::inventory::Inventory;
 use super::mm::{MmImage, MmImageV6, MmImageV7, MmImageV8, VmaKind};
+use super::ns::{NsImage, NAMESPACES};
 use super::pages::{check_pages, verify_pages};
 use super::sysv::{SysvImage, SYSV, SYSV_SHM_PAGES};
 use super::task::{TaskImage, TaskImageV8};
@@ -51,6 +52,8 @@ pub struct Image {
     pub ghosts: GhostsImage,
     /// The System V IPC objects (empty when the image has no `sysv.img`).
     pub sysv: SysvImage,
+    /// Pid and UTS namespaces (empty when the image has no `namespaces.img`).
+    pub ns: NsImage,
     /// The tree's cgroups (empty when the image has no `cgroup.img`).
     pub cgroup: CgroupImage,
     /// The tree's own mount namespace (none without `mnt.img`).
@@ -110,6 +113,7 @@ impl Image {
         let ghosts = load_ghosts(dir, &processes)?;
         let tty = load_tty(dir)?;
         let sysv = load_sysv(dir)?;
+        let ns = load_ns(dir)?;
         let cgroup = load_cgroup(dir)?;
         let mounts = load_mounts(dir)?;
         let dir = dir.to_path_buf();
@@ -121,6 +125,7 @@ impl Image {
             processes,
             ghosts,
             sysv,
+            ns,
             cgroup,
             mounts,
         };
@@ -291,6 +296,17 @@ fn load_sysv(dir: &Path) -> Result<SysvImage, ImageError> {
     Ok(sysv)
 }
 
+/// `namespaces.img` if the image has one, validated.
+fn load_ns(dir: &Path) -> Result<NsImage, ImageError> {
+    let path = dir.join(NAMESPACES);
+    if !path.exists() {
+        return Ok(NsImage::default());
+    }
+    let ns = read(Kind::Namespaces, &path)?;
+    super::ns::validate(&ns, &path)?;
+    Ok(ns)
+}
+
 /// `cgroup.img` if the image has one (older images and trees in the dumper's cgroups
 /// have none), validated.
 fn load_cgroup(dir: &Path) -> Result<CgroupImage, ImageError> {
@@ -372,6 +388,7 @@ mod tests {
             processes,
             ghosts: Default::default(),
             sysv: SysvImage::default(),
+            ns: Default::default(),
             cgroup: CgroupImage::default(),
             mounts: None,
         }

@@ -187,22 +187,19 @@ impl Child {
     }
 }
 
-/// Creates the process with `pid` (in a new IPC namespace if `new_ipc`), seizes it and
+/// Creates the process with `pid` (in the new namespaces of `ns_flags`, e.g.
+/// `CLONE_NEWIPC`; its ids in nested pid namespaces from `ns::pid`), seizes it and
 /// installs the helper page.
 ///
 /// Ordering requirements: the inherited rseq registration is dropped before anything of
 /// the old address space goes away (the kernel would write into it on every return to
 /// user space), and all signals stay blocked from here to the final resume.
-pub fn create(pid: i32, target: &[Vma], new_ipc: bool) -> Result<Child, RestoreError> {
-    let mut flags = if new_ipc {
-        libc::CLONE_NEWIPC as u64
-    } else {
-        0
-    };
+pub fn create(pid: i32, target: &[Vma], ns_flags: u64) -> Result<Child, RestoreError> {
+    let mut flags = ns_flags;
     if ROOT_SIBLING.load(std::sync::atomic::Ordering::Relaxed) {
         flags |= libc::CLONE_PARENT as u64;
     }
-    let got = clone_with_pid(pid, flags)?;
+    let got = clone_with_pid(&super::ns::pid::set_tid(pid), flags)?;
     let task = ptrace::seize_silent(got)?;
     let guard = KillOnDrop(got);
     let mem = Mem::open(got, true)?;
@@ -242,21 +239,25 @@ pub struct NewTask {
 
 impl NewTask {
     /// Adds to `b` the `clone3` that creates this task, with `CLONE_PTRACE` so that the
-    /// kernel attaches it to us; the batch stops unless it returns the task's id.
-    pub fn add_clone3(&self, b: &mut Batch, name: &'static str) {
-        let set_tid = b.put(&self.id.to_ne_bytes());
+    /// kernel attaches it to us; the batch stops unless it returns the task's id (as its
+    /// creator, task `creator`, sees it: in a pid namespace, its id there).
+    pub fn add_clone3(&self, b: &mut Batch, creator: i32, name: &'static str) {
+        let ids = super::ns::pid::set_tid(self.id);
+        let bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_ne_bytes()).collect();
+        let set_tid = b.put(&bytes);
         let args = CloneArgs {
             flags: self.flags | libc::CLONE_PTRACE as u64,
             exit_signal: self.exit_signal,
             stack: self.stack.0,
             stack_size: self.stack.1,
             set_tid,
-            set_tid_size: 1,
+            set_tid_size: ids.len() as u64,
             ..CloneArgs::default()
         };
         let addr = b.put_pod(&args);
         let size = std::mem::size_of::<CloneArgs>() as u64;
-        b.expect(name, libc::SYS_clone3, &[addr, size], self.id as u64);
+        let seen = super::ns::pid::view(creator, self.id) as u64;
+        b.expect(name, libc::SYS_clone3, &[addr, size], seen);
     }
 }
 
@@ -294,11 +295,11 @@ pub fn fork_many(parent: &Child, forks: &[Fork]) -> (Vec<Seized>, Result<(), Res
         };
         let task = NewTask {
             id: f.pid,
-            flags: f.share,
+            flags: f.share | super::ns::pid::clone_flags(f.pid),
             exit_signal: f.exit_signal as u64,
             stack,
         };
-        task.add_clone3(&mut b, "clone3(process)");
+        task.add_clone3(&mut b, parent.pid(), "clone3(process)");
     }
     let (made, r) = remote.run_creating(&b);
     let r = r.map(drop).map_err(|e| match e {
@@ -398,11 +399,11 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// SIGKILL `pid` and reap it (it is our child).
+/// SIGKILL `pid` and reap it (it is our child or tracee), within the bound of waits.
 pub fn kill_and_reap(pid: i32) {
     let p = nix::unistd::Pid::from_raw(pid);
     let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
-    let _ = nix::sys::wait::waitpid(p, Some(nix::sys::wait::WaitPidFlag::__WALL));
+    let _ = ptrace::adopt(pid).reap();
 }
 
 fn map_helper(entry: &Remote, pid: i32, target: &[Vma]) -> Result<u64, RestoreError> {

@@ -21,6 +21,7 @@ mod memory;
 mod mm;
 pub mod mnt;
 mod netlock;
+mod ns;
 mod prctl;
 mod sched;
 mod seccomp;
@@ -182,6 +183,10 @@ impl RestoreStage {
     }
 }
 
+/// The longest a restored task may take to stop or to answer one injected syscall before
+/// the restore gives up naming it (a restore never hangs): far above any single step.
+const WAIT_BOUND: Duration = Duration::from_secs(60);
+
 /// Loads and verifies the image, then rebuilds its process tree.
 pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     restore_with(opts, &mut NoHooks)
@@ -193,6 +198,7 @@ pub fn restore_with(
     hooks: &mut dyn Hooks,
 ) -> Result<Restored, RestoreError> {
     let started = Instant::now();
+    crate::sys::deadline::set_bound(Some(WAIT_BOUND));
     notify(hooks, Point::PreRestore, 0)?;
     let image = {
         let _s = crate::profile::span("load");
@@ -211,6 +217,7 @@ pub fn restore_with(
         verify::host_accepts(&image, opts.skip_file_check, mounts.as_ref())?;
         sysv::verify(&image.sysv)?;
     }
+    ns::pid::install(&image.ns);
     let lock = netlock::load(&image)?;
     netlock::liftable(&image, &lock)?;
     let root = image.inventory.root_pid;
@@ -396,12 +403,12 @@ impl Builder<'_> {
         let p = self.image.process(pid);
         let vmas = p.map_or(&[][..], |p| &p.mm.vmas[..]);
         let span = crate::profile::span("takeover");
-        let new_ipc = self.image.sysv.ns == crate::image::sysv::IpcNs::Own;
         let child = if pid == root {
+            let _time = ns::before_root(self.image).map_err(at(RestoreStage::Takeover, pid))?;
             // A cgroup namespace of the tree's own is entered around the root's clone.
-            let ns = self.cgroups.map(cgroup::Placed::enter_ns).transpose()?;
-            let made = child::create(pid, vmas, new_ipc);
-            drop(ns);
+            let cg_ns = self.cgroups.map(cgroup::Placed::enter_ns).transpose()?;
+            let made = child::create(pid, vmas, ns::root_clone_flags(self.image));
+            drop(cg_ns);
             made
         } else {
             self.forked_task(entry)
@@ -416,6 +423,9 @@ impl Builder<'_> {
             mnt::restore(&child, mounts).map_err(at(RestoreStage::Takeover, pid))?;
         }
         drop(span);
+        if pid == root {
+            ns::after_root(self.image, &child).map_err(at(RestoreStage::Takeover, pid))?;
+        }
         if pid == root && !self.image.sysv.is_empty() {
             let _s = crate::profile::span("sysv ipc");
             self.sysv =
@@ -460,6 +470,13 @@ impl Builder<'_> {
         let (tasks, r) = child::fork_many(self.shell(entry.ppid), &forks);
         self.forked.extend(forks.iter().map(|f| f.pid).zip(tasks));
         r?;
+        let parent = self.shell(entry.ppid);
+        for &(_, child) in (self.image.ns.pid_for_children.iter())
+            .filter(|(p, c)| *p == entry.ppid && forks.iter().any(|f| f.pid == *c))
+        {
+            ns::pid::enter_for_children(parent, child)
+                .map_err(at(RestoreStage::Takeover, entry.ppid))?;
+        }
         self.forked
             .remove(&entry.pid)
             .ok_or_else(|| RestoreError::Unsupported {
@@ -560,10 +577,21 @@ impl Builder<'_> {
     fn kill_all(&mut self) {
         files::end_stand_ins();
         let pids: Vec<i32> = self.image.tree.processes.iter().map(|e| e.pid).collect();
+        // Children first: a dying pid namespace init waits until each of its children is
+        // reaped, which it cannot do while we trace them.
+        for (_, task) in self.forked.drain() {
+            let _ = task.kill();
+        }
+        for &pid in &pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         for (_, child) in self.procs.drain(..).rev() {
             child.kill_and_reap();
         }
-        for &pid in &pids {
+        for &pid in pids.iter().rev() {
             child::kill_and_reap(pid);
         }
         reap_leftovers(&pids);

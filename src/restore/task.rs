@@ -136,12 +136,13 @@ fn thread_attrs(b: &mut Batch, t: &ThreadImage) {
 /// through while it runs (see `sys/batch.rs`), so once one is queued every call must be
 /// a single one (the pending batch runs first).
 pub fn queue_signals(s: &mut Staged, task: &TaskImage, stopped: bool) -> Result<(), RestoreError> {
-    let pid = task.pid as u64;
+    let seen = |id: i32| super::ns::pid::view(task.pid, id) as u64;
+    let pid = seen(task.pid);
     let shared = task.shared_pending.iter().map(|i| (None, i));
     let own = task
         .threads
         .iter()
-        .flat_map(|t| t.pending.iter().map(move |i| (Some(t.tid as u64), i)));
+        .flat_map(|t| t.pending.iter().map(move |i| (Some(seen(t.tid)), i)));
     let all: Vec<(Option<u64>, &SigInfo)> = shared
         .chain(own)
         .filter(|(_, i)| !(stopped && jobctl::is_stop_signal(i.signo())))
@@ -170,7 +171,8 @@ fn queue_singly(child: &Child, all: &[(Option<u64>, &SigInfo)]) -> Result<(), Re
     let remote = child.remote();
     for &(tid, info) in all {
         let mut b = remote.batch();
-        queue(&mut b, child.pid() as u64, tid, info);
+        let pid = super::ns::pid::view(child.pid(), child.pid()) as u64;
+        queue(&mut b, pid, tid, info);
         remote.run_singly(&b)?;
     }
     Ok(())

@@ -50,7 +50,7 @@ fn create_some(child: &mut Child, tids: &[i32]) -> Result<(), RestoreError> {
             exit_signal: 0,
             stack,
         };
-        task.add_clone3(&mut b, "clone3(thread)");
+        task.add_clone3(&mut b, child.pid(), "clone3(thread)");
     }
     let (made, result) = remote.run_creating(&b);
     let mut first_err = result.err().map(RestoreError::from);

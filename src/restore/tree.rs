@@ -92,9 +92,10 @@ pub fn restore_groups(
             current_pgid(root)?
         };
         if current_pgid(e.pid)? != target {
+            let target = super::ns::pid::visible(e.pid, target)?;
             child(e.pid)
                 .remote()
-                .call("setpgid", libc::SYS_setpgid, &[0, target as u64])?;
+                .call("setpgid", libc::SYS_setpgid, &[0, target])?;
         }
     }
     Ok(())
@@ -140,7 +141,10 @@ pub fn make_zombie(child: Child, entry: &ProcEntry, status: i32) -> Result<(), R
             &[libc::PR_SET_DUMPABLE as u64, 0],
         )?;
         child.task.set_sigmask(!(1u64 << (sig - 1)))?;
-        (libc::SYS_kill, [pid as u64, sig as u64])
+        (
+            libc::SYS_kill,
+            [super::ns::pid::visible(pid, pid)?, sig as u64],
+        )
     } else {
         (libc::SYS_exit_group, [((status >> 8) & 0xff) as u64, 0])
     };
@@ -175,10 +179,11 @@ fn wait_zombie(pid: i32) -> Result<(), RestoreError> {
 /// The group helper `pid`, a zombie now, reaped by its parent (`wait4` injected into
 /// it): the parent never had such a child.
 pub fn reap_helper(parent: &Child, pid: i32) -> Result<(), RestoreError> {
+    let seen = super::ns::pid::visible(parent.pid(), pid)?;
     let r = parent
         .remote()
-        .raw(libc::SYS_wait4, &[pid as u64, 0, libc::__WALL as u64, 0])?;
-    if r != i64::from(pid) {
+        .raw(libc::SYS_wait4, &[seen, 0, libc::__WALL as u64, 0])?;
+    if r != seen as i64 {
         return Err(RestoreError::Unsupported {
             what: format!(
                 "wait4({pid}) in pid {} for the group helper returned {r}",

@@ -23,13 +23,14 @@ pub enum CloneError {
     },
 }
 
-/// `clone3(set_tid = [pid], exit_signal = SIGCHLD, flags)` — a child process with exactly
-/// `pid` (`flags`: namespaces it gets, e.g. `CLONE_NEWIPC`).
+/// `clone3(set_tid = ids, exit_signal = SIGCHLD, flags)` — a child process with exactly
+/// the pids `ids` (the innermost pid namespace's first, ours last; `flags`: namespaces it
+/// gets, e.g. `CLONE_NEWIPC`, `CLONE_NEWPID`).
 ///
 /// The child does nothing but wait in `pause()` until the caller seizes it and replaces
-/// every part of it. Returns the child's pid (== `pid`).
-pub fn clone_with_pid(pid: i32, flags: u64) -> Result<i32, CloneError> {
-    let tids = [pid as libc::pid_t];
+/// every part of it. Returns the child's pid in our namespace (== the last of `ids`).
+pub fn clone_with_pid(ids: &[i32], flags: u64) -> Result<i32, CloneError> {
+    let pid = ids.last().copied().unwrap_or(0);
     let args = CloneArgs {
         flags,
         // clone3 takes no exit signal with CLONE_PARENT: the creator's own is used.
@@ -38,11 +39,11 @@ pub fn clone_with_pid(pid: i32, flags: u64) -> Result<i32, CloneError> {
         } else {
             libc::SIGCHLD as u64
         },
-        set_tid: tids.as_ptr() as u64,
-        set_tid_size: 1,
+        set_tid: ids.as_ptr() as u64,
+        set_tid_size: ids.len() as u64,
         ..Default::default()
     };
-    // SAFETY: `args` and `tids` are valid for the call; without CLONE_VM the child gets a
+    // SAFETY: `args` and `ids` are valid for the call (set_tid_size is ids' length); without CLONE_VM the child gets a
     // copy of our memory, and it only calls `park_forever`, which is async-signal-safe.
     let r = unsafe {
         libc::syscall(

@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod clone;
 pub mod cpu;
+pub mod deadline;
 pub mod fd;
 pub mod file;
 pub mod inherit;

@@ -14,7 +14,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::Pod;
+use super::{deadline, Pod};
 use crate::abi::{GpRegs, RseqConfig, SigInfo};
 
 const NT_PRSTATUS: usize = 1;
@@ -54,6 +54,14 @@ pub enum PtraceError {
         tid: i32,
         #[source]
         source: Errno,
+    },
+    #[error(
+        "tid {tid} did not stop or exit within {after:?} (--timeout); it may be blocked in \
+         the kernel, or wait for a task that stasis holds"
+    )]
+    Timeout {
+        tid: i32,
+        after: std::time::Duration,
     },
     #[error("tid {tid} {what} while stopped for {op}")]
     Unexpected {
@@ -131,16 +139,38 @@ pub fn adopt(tid: i32) -> Seized {
     }
 }
 
-/// Waits for any state change of `tid` (`__WALL`: threads too).
+/// Waits for any state change of `tid` (`__WALL`: threads too), at most for the bound
+/// of waits ([`deadline::bound`], set by the dump's `--timeout`).
 pub fn wait_tid(tid: i32) -> Result<Stop, PtraceError> {
     crate::profile::count("ptrace waits", 1);
+    let bound = deadline::bound();
+    let started = std::time::Instant::now();
+    let _alarm = deadline::Alarm::arm(bound);
     loop {
         match waitpid(Pid::from_raw(tid), Some(WaitPidFlag::__WALL)) {
             Ok(status) => return Ok(classify(status)),
-            Err(Errno::EINTR) => continue,
+            Err(Errno::EINTR) => match bound {
+                Some(after) if started.elapsed() >= after => {
+                    drop(_alarm);
+                    settle(tid, after);
+                    return Err(PtraceError::Timeout { tid, after });
+                }
+                _ => continue,
+            },
             Err(source) => return Err(PtraceError::Wait { tid, source }),
         }
     }
+}
+
+/// After a wait for `tid` timed out: asks it to stop (`PTRACE_INTERRUPT`) and waits once
+/// more, at most `bound`, so that the caller's clean-up finds it stopped and can put its
+/// registers back. A task resumed into a syscall we injected and held before running it
+/// (a frozen cgroup traps it on its way to user space) would else run on with our
+/// registers once let go.
+fn settle(tid: i32, bound: std::time::Duration) {
+    let _ = ptrace::interrupt(Pid::from_raw(tid));
+    let _alarm = deadline::Alarm::arm(Some(bound));
+    let _ = waitpid(Pid::from_raw(tid), Some(WaitPidFlag::__WALL));
 }
 
 fn classify(status: WaitStatus) -> Stop {

@@ -30,11 +30,13 @@ const SLACK: u64 = 8192;
 /// capacity); a pipe holding more is filled from stasis (`pipe.rs`).
 pub const PIPE_DATA_MAX: usize = 64 * 1024;
 
-/// Whether `entry` is rebuilt here.
-pub fn takes(entry: &FdEntry) -> bool {
+/// Whether `entry` of process `pid` is rebuilt here (not an fd of a process it cannot
+/// see, outside its pid namespace: `ns/handover.rs`).
+pub fn takes(entry: &FdEntry, pid: i32) -> bool {
     match &entry.kind {
         FdKind::Path(_) | FdKind::OPath(_) | FdKind::CharDev(_) | FdKind::Dup { .. } => true,
-        FdKind::PipePeer { .. } | FdKind::Inherited { .. } => true,
+        FdKind::PipePeer { .. } => true,
+        FdKind::Inherited { pid: owner, .. } => crate::restore::ns::pid::view(pid, *owner) != 0,
         FdKind::Pipe(p) => p.data.len() <= PIPE_DATA_MAX,
         _ => false,
     }
@@ -181,7 +183,8 @@ impl<'s, 'a> Batcher<'s, 'a> {
     /// `inherit` in `files/mod.rs`: `pidfd_open` + `pidfd_getfd`, then placed.
     fn inherit(&mut self, at: &Install, owner: i32, fd: i32, about: &str) {
         let pidfd = self.take(0);
-        let args = [owner as u64, 0];
+        let seen = crate::restore::ns::pid::view(at.child.pid(), owner);
+        let args = [seen as u64, 0];
         self.s
             .batch()
             .expect("pidfd_open", libc::SYS_pidfd_open, &args, pidfd);

@@ -190,7 +190,7 @@ pub fn restore_fds(
     ghosts: &Ghosts,
     ptys: &pty::PtyFds,
 ) -> Result<(), RestoreError> {
-    let plain = batched_only(files);
+    let plain = batched_only(files, s.child().pid());
     if !plain {
         s.flush()?;
     }
@@ -229,7 +229,7 @@ pub fn restore_fds(
             ghosts,
             ptys,
         };
-        if batched::takes(entry) {
+        if batched::takes(entry, child.pid()) {
             batcher.add(&at)?;
             continue;
         }
@@ -251,8 +251,10 @@ pub fn restore_fds(
 
 /// Whether the table is only [`batched`] kinds, with no lock and no fd in flight: then
 /// no call but the pending batch's is needed (no terminal, no socket, no pty).
-fn batched_only(files: &FilesImage) -> bool {
-    files.fds.iter().all(batched::takes) && files.locks.is_empty() && files.in_flight.is_empty()
+fn batched_only(files: &FilesImage, pid: i32) -> bool {
+    files.fds.iter().all(|e| batched::takes(e, pid))
+        && files.locks.is_empty()
+        && files.in_flight.is_empty()
 }
 
 /// Fd order, except that epoll instances and their dups (and inotify instances, and
@@ -405,8 +407,12 @@ pub fn close_spares(child: &Child, files: &FilesImage) -> Result<(), RestoreErro
 /// open file description (`pidfd_open` + `pidfd_getfd`, Linux 5.6, run by the child,
 /// which is still privileged here). Returns the new fd number.
 pub fn take_from(child: &Child, owner: i32, fd: i32) -> Result<u64, RestoreError> {
+    let seen = match crate::restore::ns::pid::view(child.pid(), owner) {
+        0 => return crate::restore::ns::handover::take_across(child, owner, fd),
+        seen => seen as u64,
+    };
     let remote = child.remote();
-    let pidfd = remote.call("pidfd_open", libc::SYS_pidfd_open, &[owner as u64, 0])?;
+    let pidfd = remote.call("pidfd_open", libc::SYS_pidfd_open, &[seen, 0])?;
     let got = remote.raw(libc::SYS_pidfd_getfd, &[pidfd, fd as u64, 0]);
     remote.call("close", libc::SYS_close, &[pidfd])?;
     let got = got?;

@@ -1,0 +1,81 @@
+//! The namespaces a dumped tree lives in, and the record of those stasis rebuilds
+//! (`namespaces.img`): pid namespaces whose init is in the tree (`pid.rs`) and the root's
+//! UTS namespace (`uts.rs`); the IPC namespace its root made is `dump/sysv.rs`. The restore
+//! side is `restore/ns/`.
+//!
+//! The time namespace of a pid namespace's init is rebuilt too (`time.rs`), any other is
+//! refused there once the tree is frozen; the root's mount namespace is `dump/mnt/` (which
+//! checks the whole tree shares it). A process in any other namespace than the dumper's —
+//! its own network or user namespace — would come back in the restorer's, its interfaces
+//! or ids silently different. Such a process is refused here, before anything is frozen,
+//! naming the namespace.
+
+pub mod pid;
+pub mod time;
+pub mod uts;
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::sync::OnceLock;
+
+use super::tree::FrozenTree;
+use super::DumpError;
+use crate::image::ns::{NsImage, NAMESPACES};
+use crate::image::{ImageWriter, Kind};
+
+/// The namespace kinds refused when not the dumper's, as named in `/proc/PID/ns`.
+/// (The cgroup namespace is the tree's cgroup record's, `dump/cgroup/`.)
+const KINDS: [&str; 2] = ["net", "user"];
+
+/// The dumper's own namespace inodes, read once (0 where the kernel lacks the kind).
+fn own() -> &'static [u64; 2] {
+    static OWN: OnceLock<[u64; 2]> = OnceLock::new();
+    OWN.get_or_init(|| KINDS.map(|k| inode("self", k).unwrap_or(0)))
+}
+
+/// The inode of `/proc/PID/ns/KIND` (`pid` may be "self").
+fn inode(pid: &str, kind: &str) -> Option<u64> {
+    std::fs::metadata(format!("/proc/{pid}/ns/{kind}"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// Refuses `pid` if one of its namespaces that stasis does not rebuild is not the
+/// dumper's.
+pub fn refuse_foreign(pid: i32) -> Result<(), DumpError> {
+    for (kind, mine) in KINDS.iter().zip(own()) {
+        let Some(theirs) = inode(&pid.to_string(), kind) else {
+            continue;
+        };
+        if theirs != *mine && *mine != 0 {
+            return Err(DumpError::unsupported(format!(
+                "pid {pid} is in a {kind} namespace of its own ({kind}:[{theirs}], stasis \
+                 is in {kind}:[{mine}]), which stasis cannot rebuild yet; run stasis inside \
+                 that namespace to dump the tree as it sees it"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the tree's pid and UTS namespaces and writes `namespaces.img` (nothing when
+/// the tree lives in the dumper's).
+///
+/// Ordering requirements: while the tree is frozen.
+pub fn dump(tree: &FrozenTree, writer: &ImageWriter) -> Result<(), DumpError> {
+    let threads: HashMap<i32, Vec<i32>> = (tree.procs.iter())
+        .map(|f| (f.pid(), f.threads().iter().map(|t| t.tid()).collect()))
+        .collect();
+    let pids = pid::collect(&tree.record, &threads)?;
+    let live: Vec<i32> = tree.procs.iter().map(|f| f.pid()).collect();
+    let image = NsImage {
+        pids: pids.pids,
+        pid_for_children: pids.pid_for_children,
+        uts: uts::collect(&live)?,
+        time: time::collect(&live)?,
+    };
+    if !image.is_empty() {
+        writer.write_record(NAMESPACES, Kind::Namespaces, &image)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! Pid namespaces: the ids of every task of the tree in the pid namespaces below the
+//! dumper's (`NSpid` of `/proc/PID/status`), and the checks that the restore can build
+//! them again: each namespace is entered by the tree at its init, as a child of a process
+//! of the tree (or as the root), never with `setns` into a namespace the tree does not own.
+//! The restore side is `restore/ns/pid.rs`.
+
+use std::collections::HashMap;
+
+use super::{inode, DumpError};
+use crate::image::ns::NsPid;
+use crate::image::tree::{ProcEntry, ProcState, TreeImage};
+use crate::proc;
+
+/// What the pid namespaces of a tree contribute to `namespaces.img`.
+#[derive(Default)]
+pub struct PidNs {
+    pub pids: Vec<NsPid>,
+    pub pid_for_children: Vec<(i32, i32)>,
+}
+
+/// How many pid namespaces deep stasis sees itself through `/proc` (1: in the namespace
+/// of the proc mount).
+fn own_level() -> Result<usize, DumpError> {
+    Ok(proc::status(std::process::id() as i32)?.ns_pid.len().max(1))
+}
+
+/// Whether `pid` is the init of a pid namespace below the dumper's.
+pub fn is_ns_init(pid: i32) -> Result<bool, DumpError> {
+    let own = own_level()?;
+    let ids = proc::status(pid)?.ns_pid;
+    Ok(ids.len() > own && ids.last() == Some(&1))
+}
+
+/// The ids below the dumper's namespace of every task of `tree`; `threads` lists the
+/// threads (leader first) of each live process.
+///
+/// Ordering requirements: the tree is frozen (no task exits or is created).
+pub fn collect(tree: &TreeImage, threads: &HashMap<i32, Vec<i32>>) -> Result<PidNs, DumpError> {
+    let own = own_level()?;
+    let mut out = PidNs::default();
+    let mut inner: HashMap<i32, Vec<i32>> = HashMap::new();
+    let root = tree.processes[0].pid;
+    for e in &tree.processes {
+        let parent = inner.get(&e.ppid).map_or(&[][..], |v| &v[..]);
+        if e.state == ProcState::GroupHelper {
+            if !parent.is_empty() {
+                return Err(DumpError::unsupported(format!(
+                    "process group {} inside a pid namespace lost its leader; stasis cannot \
+                     restore a group helper there",
+                    e.pid
+                )));
+            }
+            continue;
+        }
+        let ids = below(&proc::status(e.pid)?.ns_pid, own);
+        check_place(e, &ids, parent, e.pid == root)?;
+        for &tid in threads.get(&e.pid).map_or(&[][..], |t| &t[1..]) {
+            let t = below(&proc::thread_status(e.pid, tid)?.ns_pid, own);
+            push(&mut out, tid, t);
+        }
+        push(&mut out, e.pid, ids.clone());
+        inner.insert(e.pid, ids);
+    }
+    for e in tree.alive() {
+        if let Some(child) = unshared_into(e, tree)? {
+            out.pid_for_children.push((e.pid, child));
+        }
+    }
+    Ok(out)
+}
+
+/// The ids of an `NSpid` list below the dumper's level.
+fn below(ids: &[i32], own: usize) -> Vec<i32> {
+    ids.get(own..).map_or_else(Vec::new, <[i32]>::to_vec)
+}
+
+fn push(out: &mut PidNs, id: i32, inner: Vec<i32>) {
+    if !inner.is_empty() {
+        out.pids.push(NsPid { id, inner });
+    }
+}
+
+/// A process lives in its parent's pid namespace, or is the init of one made for it.
+fn check_place(e: &ProcEntry, ids: &[i32], parent: &[i32], root: bool) -> Result<(), DumpError> {
+    let pid = e.pid;
+    if root {
+        return match ids {
+            [] | [1] => Ok(()),
+            [n] => Err(DumpError::unsupported(format!(
+                "pid {pid} is pid {n} of a pid namespace whose init is not part of the tree; \
+                 dump that namespace's init (its pid 1)"
+            ))),
+            _ => Err(DumpError::unsupported(format!(
+                "pid {pid} lives {} pid namespaces below stasis's; dump it from inside the \
+                 outer ones, or dump their init",
+                ids.len()
+            ))),
+        };
+    }
+    let alive = matches!(e.state, ProcState::Alive { .. });
+    if ids.len() == parent.len() && (!alive || same_pid_ns(pid, e.ppid)) {
+        return Ok(());
+    }
+    if ids.len() == parent.len() + 1 && ids.last() == Some(&1) {
+        return Ok(());
+    }
+    Err(DumpError::unsupported(format!(
+        "pid {pid} is in a pid namespace that its parent {} entered with setns or that it \
+         does not lead (NSpid below stasis {ids:?}); stasis rebuilds only namespaces whose \
+         init is in the tree",
+        e.ppid
+    )))
+}
+
+fn same_pid_ns(a: i32, b: i32) -> bool {
+    inode(&a.to_string(), "pid") == inode(&b.to_string(), "pid")
+}
+
+/// The child of `e` that is the init of the namespace `e` unshared for its children, if
+/// its `pid_for_children` is not its own; refused if no child is in it.
+fn unshared_into(e: &ProcEntry, tree: &TreeImage) -> Result<Option<i32>, DumpError> {
+    let pid = e.pid.to_string();
+    let (own, for_children) = (inode(&pid, "pid"), inode(&pid, "pid_for_children"));
+    if own == for_children || for_children.is_none() {
+        return Ok(None);
+    }
+    let child = (tree.processes.iter())
+        .filter(|c| c.ppid == e.pid && matches!(c.state, ProcState::Alive { .. }))
+        .find(|c| inode(&c.pid.to_string(), "pid") == for_children);
+    match child {
+        Some(c) => Ok(Some(c.pid)),
+        None => Err(DumpError::unsupported(format!(
+            "pid {} unshared a pid namespace (pid_for_children) that none of its children \
+             is in; stasis cannot rebuild an empty pid namespace",
+            e.pid
+        ))),
+    }
+}

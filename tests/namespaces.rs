@@ -1,0 +1,260 @@
+//! Trees in namespaces of their own (issue 17): the scenario of `setsid unshare --fork
+//! --pid --uts --ipc`, dumped through the namespace's init and through the `unshare`
+//! process above it, comes back with the same pids inside its pid namespace and its
+//! hostname; a dump that cannot finish fails within its `--timeout` and leaves the tree
+//! running.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::TempDir;
+
+/// The init's script: names the UTS namespace, starts two children, waits.
+const INIT: &str =
+    "exec </dev/null >/dev/null 2>&1; hostname stasis-ns; sleep 1000 & sleep 1000 & wait";
+
+fn nspids(pid: i32) -> Vec<i32> {
+    common::status_field(pid, "NSpid")
+        .map(|v| {
+            v.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every process of the tree under `pid` (itself included) with its `NSpid` line.
+fn tree_ids(pid: i32) -> BTreeMap<i32, Vec<i32>> {
+    std::iter::once(pid)
+        .chain(common::descendants(pid))
+        .map(|p| (p, nspids(p)))
+        .collect()
+}
+
+/// `unshare` started in a session of its own with `init` as the namespace's pid 1 (run
+/// through `setsid` inside when `own_session`); returns (unshare, init) once the init has
+/// its two children.
+fn start_tree(own_session: bool) -> Option<(common::Running, i32)> {
+    start_tree_with(own_session, &[], INIT, 2)
+}
+
+/// [`start_tree`] with more `unshare` options, the init's `script`, and the number of
+/// descendants the init has once ready.
+fn start_tree_with(
+    own_session: bool,
+    more: &[&str],
+    script: &str,
+    ready: usize,
+) -> Option<(common::Running, i32)> {
+    let mut cmd = Command::new("setsid");
+    cmd.args(["unshare", "--fork", "--pid", "--uts", "--ipc"])
+        .args(more);
+    if own_session {
+        cmd.arg("setsid");
+    }
+    cmd.args(["sh", "-c", script]);
+    let run = common::start(&mut cmd);
+    let deadline = Instant::now() + common::READY_TIMEOUT;
+    while Instant::now() < deadline {
+        let kids = common::descendants(run.pid());
+        if let Some(&init) = kids.first() {
+            if common::descendants(init).len() == ready && hostname_of(init) == "stasis-ns" {
+                return Some((run, init));
+            }
+        }
+        common::sleep_ms(20);
+    }
+    None
+}
+
+fn hostname_of(pid: i32) -> String {
+    let out = Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-u", "hostname"])
+        .output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn usable(test: &str) -> bool {
+    let ok = |c: &str| Command::new(c).arg("--help").output().is_ok();
+    if !(ok("unshare") && ok("nsenter") && ok("setsid")) {
+        common::skip(test, "needs unshare, nsenter and setsid (util-linux)");
+        return false;
+    }
+    true
+}
+
+/// Dumps `target` (the init or `unshare`), restores, and checks the pids inside the
+/// namespace and the hostname.
+fn round_trip(test: &str, through_init: bool, script: &str, ready: usize) {
+    let _serial = common::serial();
+    require_privileged!(test);
+    if !usable(test) {
+        return;
+    }
+    let tmp = TempDir::new(test);
+    let Some((unshare, init)) = start_tree_with(true, &[], script, ready) else {
+        common::skip(test, "unshare could not start the namespaces");
+        return;
+    };
+    let root = if through_init { init } else { unshare.pid() };
+    let before = tree_ids(root);
+    assert_eq!(nspids(init)[1..], [1], "the init is pid 1 inside");
+    let img = tmp.join("img");
+    common::dump(root, &img, &[]).assert_ok("dump of a tree in its own namespaces");
+    assert!(
+        !Path::new(&format!("/proc/{init}/ns")).exists() || common::proc_state(init) == Some('Z')
+    );
+    drop(unshare);
+    common::reap_all(&before.keys().copied().collect::<Vec<_>>(), true);
+    let pid = common::restore_detached(&img).unwrap_or_else(|o| panic!("restore: {o:?}"));
+    let _guard = common::TreeGuard(before.keys().copied().collect());
+    assert_eq!(pid, root, "the pidfile names the root");
+    let after = tree_ids(pid);
+    let inner = |m: &BTreeMap<i32, Vec<i32>>| -> Vec<Vec<i32>> {
+        m.values().map(|v| v[1..].to_vec()).collect()
+    };
+    assert_eq!(inner(&after), inner(&before), "pids inside the namespace");
+    assert_eq!(hostname_of(init), "stasis-ns");
+    common::reap_all(&after.keys().copied().collect::<Vec<_>>(), true);
+}
+
+#[test]
+fn pid_namespace_tree_through_its_init() {
+    round_trip("pid_namespace_tree_through_its_init", true, INIT, 2);
+}
+
+#[test]
+fn pid_namespace_tree_through_unshare() {
+    round_trip("pid_namespace_tree_through_unshare", false, INIT, 2);
+}
+
+/// A pid namespace inside the tree's: an `unshare --fork --pid` run by the init, whose
+/// own init has two children (pids 1, 2 and 3 two levels down).
+#[test]
+fn nested_pid_namespaces() {
+    let nested = "exec </dev/null >/dev/null 2>&1; hostname stasis-ns; sleep 1000 & \
+                  unshare --fork --pid sh -c 'sleep 1000 & sleep 1000 & wait' & wait";
+    round_trip("nested_pid_namespaces", true, nested, 5);
+}
+
+/// `/proc/uptime` (the boottime clock) as the time namespace of `pid` sees it.
+fn uptime_in(pid: i32) -> f64 {
+    let out = Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-T", "cat", "/proc/uptime"])
+        .output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).to_string());
+    let first = text
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok());
+    first.unwrap_or(0.0)
+}
+
+/// A time namespace with its clocks 100000 s ahead comes back with clocks that go on from
+/// where they were at the dump: the second spent between dump and restore does not pass
+/// inside, and the offset is kept.
+#[test]
+fn time_namespace_clocks_do_not_jump() {
+    let test = "time_namespace_clocks_do_not_jump";
+    let _serial = common::serial();
+    require_privileged!(test);
+    if !usable(test) || !Path::new("/proc/self/ns/time").exists() {
+        common::skip(test, "needs util-linux and time namespaces");
+        return;
+    }
+    let tmp = TempDir::new(test);
+    let more = ["--time", "--boottime", "100000", "--monotonic", "50000"];
+    let Some((unshare, init)) = start_tree_with(true, &more, INIT, 2) else {
+        common::skip(test, "unshare --time could not start the namespaces");
+        return;
+    };
+    let before = uptime_in(init);
+    assert!(before > 100000.0, "uptime inside {before}");
+    let img = tmp.join("img");
+    common::dump(init, &img, &[]).assert_ok("dump of a tree in its own time namespace");
+    drop(unshare);
+    common::sleep_ms(1500);
+    let pid = common::restore_detached(&img).unwrap_or_else(|o| panic!("restore: {o:?}"));
+    let _guard = common::TreeGuard(
+        std::iter::once(pid)
+            .chain(common::descendants(pid))
+            .collect(),
+    );
+    let after = uptime_in(pid);
+    assert!(
+        after >= before && after < before + 1.0,
+        "uptime inside went from {before} to {after} across a 1.5 s pause"
+    );
+}
+
+/// The init of `unshare --fork --pid sh` belongs to the session of `unshare`, outside
+/// its namespace: refused as CRIU does, naming the pid, and left running.
+#[test]
+fn init_led_from_outside_is_refused_and_left_running() {
+    let test = "init_led_from_outside_is_refused_and_left_running";
+    let _serial = common::serial();
+    require_privileged!(test);
+    if !usable(test) {
+        return;
+    }
+    let tmp = TempDir::new(test);
+    let Some((unshare, init)) = start_tree(false) else {
+        common::skip(test, "unshare could not start the namespaces");
+        return;
+    };
+    let out = common::dump(init, &tmp.join("img"), &[]);
+    let msg = out.assert_failed("dump of an init whose session leader is outside");
+    assert!(
+        msg.contains(&init.to_string()) && msg.contains("session leader"),
+        "{msg}"
+    );
+    assert_running(init);
+    drop(unshare);
+}
+
+/// A task of a frozen cgroup stops for ptrace but never runs an injected syscall: the
+/// dump fails within `--timeout`, naming it, and the task runs on untouched once thawed.
+#[test]
+fn dump_that_cannot_finish_is_bounded_and_leaves_the_task() {
+    let test = "dump_that_cannot_finish_is_bounded_and_leaves_the_task";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let cg = Path::new("/sys/fs/cgroup/unified").join(format!("stasis-{}", std::process::id()));
+    if std::fs::create_dir(&cg).is_err() {
+        common::skip(test, "no cgroup2 hierarchy at /sys/fs/cgroup/unified");
+        return;
+    }
+    let tmp = TempDir::new(test);
+    let mut sleeper = common::start(Command::new("setsid").args(["sleep", "1000"]));
+    let pid = sleeper.pid();
+    std::fs::write(cg.join("cgroup.procs"), pid.to_string()).expect("move into the cgroup");
+    std::fs::write(cg.join("cgroup.freeze"), "1").expect("freeze");
+    let started = Instant::now();
+    let out = common::dump(pid, &tmp.join("img"), &["--timeout", "1"]);
+    let took = started.elapsed();
+    std::fs::write(cg.join("cgroup.freeze"), "0").expect("thaw");
+    let msg = out.assert_failed("dump of a frozen task").to_string();
+    assert!(
+        // Refused upfront (`dump/cgroup`'s frozen-cgroup check) or bounded by --timeout.
+        msg.contains(&pid.to_string()) && (msg.contains("--timeout") || msg.contains("frozen")),
+        "{msg}"
+    );
+    assert!(took < Duration::from_secs(10), "the dump took {took:?}");
+    assert_running(pid);
+    sleeper.kill();
+    let _ = sleeper.finish(common::EXIT_TIMEOUT);
+    let _ = std::fs::remove_dir(&cg);
+}
+
+fn assert_running(pid: i32) {
+    common::sleep_ms(100);
+    assert!(
+        matches!(common::proc_state(pid), Some('S' | 'R')),
+        "pid {pid} is not running"
+    );
+    assert_eq!(common::status_field(pid, "TracerPid").as_deref(), Some("0"));
+}
