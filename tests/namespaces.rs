@@ -258,3 +258,63 @@ fn assert_running(pid: i32) {
     );
     assert_eq!(common::status_field(pid, "TracerPid").as_deref(), Some("0"));
 }
+
+/// The pids a `ls /proc` inside `pid`'s pid and mount namespaces lists.
+fn proc_pids_in(pid: i32) -> Vec<i32> {
+    let out = Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-p", "-m", "ls", "/proc"])
+        .output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).to_string());
+    let mut pids: Vec<i32> = (text.unwrap_or_default().split_whitespace())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// `unshare --mount-proc`: the init's proc shows the namespace's pids. Dumped through the
+/// init, the restored proc shows them again (made by the init, in its pid namespace), not
+/// the host's; dumped through `unshare` (host pid namespace) it is refused, since the
+/// proc would come back showing the host's, and the tree runs on.
+#[test]
+fn mount_proc_of_the_pid_namespace() {
+    let test = "mount_proc_of_the_pid_namespace";
+    let _serial = common::serial();
+    require_privileged!(test);
+    if !usable(test) {
+        return;
+    }
+    let tmp = TempDir::new(test);
+    let Some((unshare, init)) = start_tree_with(true, &["--mount-proc"], INIT, 2) else {
+        common::skip(test, "unshare --mount-proc could not start the namespaces");
+        return;
+    };
+    let inside = proc_pids_in(init);
+    assert!(inside.contains(&1) && inside.len() < 10, "{inside:?}");
+    let out = common::dump(unshare.pid(), &tmp.join("refused"), &[]);
+    let msg = out.assert_failed("dump through unshare of a tree with a proc of its pid namespace");
+    assert!(msg.contains("/proc") && msg.contains("init"), "{msg}");
+    assert_running(init);
+    let before = tree_ids(init);
+    let img = tmp.join("img");
+    common::dump(init, &img, &["-j"]).assert_ok("dump through the init");
+    common::reap_all(&before.keys().copied().collect::<Vec<_>>(), true);
+    let out = common::stasis(&[
+        "restore".as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+        "-d".as_ref(),
+        "-j".as_ref(),
+    ]);
+    assert!(out.status.success(), "restore: {out:?}");
+    let _guard = common::TreeGuard(before.keys().copied().collect());
+    // The tree's pids inside, and the `ls` that lists them: nothing of the host's.
+    let mut want: Vec<i32> = before.values().filter_map(|v| v.last().copied()).collect();
+    want.sort_unstable();
+    let listed = proc_pids_in(init);
+    assert!(
+        want.iter().all(|p| listed.contains(p)) && listed.len() == want.len() + 1,
+        "the restored /proc lists {listed:?}, the namespace's pids are {want:?}"
+    );
+    drop(unshare);
+}

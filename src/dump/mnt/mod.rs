@@ -8,6 +8,7 @@
 //! held open on these mounts (`dump/files/`, which reach them through `/proc/PID/root`).
 
 mod overlay;
+mod procfs;
 mod propagation;
 mod tmpfs;
 mod tree;
@@ -43,6 +44,7 @@ pub fn plan(root: i32, externals: &Externals) -> Result<Option<Plan>, DumpError>
     propagation::check(&mounts, &mine)?;
     tmpfs::reachable(&mounts)?;
     overlay::check(root, &mounts)?;
+    procfs::check(root, &mounts)?;
     let unused = externals
         .iter()
         .find(|(mp, _)| !mounts.iter().any(|m| &m.mountpoint == mp));

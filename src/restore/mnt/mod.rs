@@ -4,13 +4,15 @@
 //! reads go through that cwd, as the directory is not in the rebuilt tree); a thread of
 //! stasis then enters the new namespace and builds the tree there (`tree.rs`: every
 //! mount detached first, then attached parents first; tmpfs contents `tmpfs.rs`; peer
-//! groups and masters `propagation.rs`) and makes it the namespace's root
+//! groups and masters `propagation.rs`; proc mounts made by the root, in its pid
+//! namespace, `procfs.rs`) and makes it the namespace's root
 //! (`pivot_root`). Children of the root inherit the namespace.
 //!
 //! [`verify`] runs with the other host checks, before any process exists: every
 //! external mount given, the root directory there, the host's mounts the tree used
 //! still mounted, the new mount API present.
 
+mod procfs;
 mod propagation;
 mod tmpfs;
 mod tree;
@@ -170,7 +172,8 @@ pub fn restore(child: &Child, sources: &Sources) -> Result<(), RestoreError> {
         )));
     }
     CWD_MOVED.store(true, std::sync::atomic::Ordering::Relaxed);
-    crate::sys::mount::in_mount_ns(pid, || tree::build(sources))
+    let premade = procfs::make_in_root(sources, child)?;
+    crate::sys::mount::in_mount_ns(pid, || tree::build(sources, premade))
         .map_err(|e| unsupported(format!("pid {pid}: {e}")))?
 }
 

@@ -24,7 +24,8 @@ use crate::sys::mount as m;
 /// Where the root is attached while the tree is built.
 const STAGE: &str = "/tmp";
 
-pub fn build(s: &Sources) -> Result<(), RestoreError> {
+/// `premade`: mounts made elsewhere (`procfs.rs`), by image id.
+pub fn build(s: &Sources, premade: HashMap<u32, OwnedFd>) -> Result<(), RestoreError> {
     fn fail(what: &'static str) -> impl Fn(nix::errno::Errno) -> RestoreError {
         move |e| unsupported(format!("{what}: {}", e.desc()))
     }
@@ -37,7 +38,7 @@ pub fn build(s: &Sources) -> Result<(), RestoreError> {
     )
     .map_err(fail("make the new namespace private"))?;
     let mounts = &s.image.mounts;
-    let fds = make_all(s, mounts)?;
+    let fds = make_all(s, mounts, premade)?;
     attach_all(mounts, &fds)?;
     super::propagation::apply(mounts, &fds)?;
     for mt in mounts.iter().filter(|mt| mt.unbindable) {
@@ -61,7 +62,11 @@ fn merr(e: m::MountError) -> RestoreError {
 }
 
 /// Every mount, detached, by image id.
-fn make_all(s: &Sources, mounts: &[Mount]) -> Result<HashMap<u32, OwnedFd>, RestoreError> {
+fn make_all(
+    s: &Sources,
+    mounts: &[Mount],
+    mut premade: HashMap<u32, OwnedFd>,
+) -> Result<HashMap<u32, OwnedFd>, RestoreError> {
     let sources: std::collections::HashSet<u32> = (mounts.iter())
         .filter_map(|mt| match mt.how {
             How::Bind { of, .. } => Some(of),
@@ -71,7 +76,10 @@ fn make_all(s: &Sources, mounts: &[Mount]) -> Result<HashMap<u32, OwnedFd>, Rest
     let mut fds = HashMap::new();
     let mut pristine: HashMap<u32, OwnedFd> = HashMap::new();
     for mt in mounts {
-        let fd = make(s, mt, &pristine)?;
+        let fd = match premade.remove(&mt.id) {
+            Some(fd) => fd,
+            None => make(s, mt, &pristine)?,
+        };
         if sources.contains(&mt.id) {
             pristine.insert(mt.id, m::clone_tree(Some(fd.as_fd()), "").map_err(merr)?);
         }
@@ -124,7 +132,7 @@ fn make(
 
 /// The superblock options to give again (`rw`/`ro` apart, and those the kernel shows
 /// but takes from elsewhere), and whether it was read-only.
-fn super_opts(mt: &Mount) -> (Vec<String>, bool) {
+pub(super) fn super_opts(mt: &Mount) -> (Vec<String>, bool) {
     let opts = &mt.super_opts;
     let ro = opts.split(',').any(|o| o == "ro");
     let keep = |o: &&str| !matches!(*o, "rw" | "ro" | "seclabel" | "");
