@@ -7,10 +7,15 @@
 use std::os::unix::fs::MetadataExt;
 
 use super::DumpError;
-use crate::image::mnt::Mount;
+use crate::image::mnt::{How, Mount};
 
 pub fn check(root: i32, mounts: &[Mount]) -> Result<(), DumpError> {
-    for m in mounts.iter().filter(|m| m.fstype == "overlay") {
+    // Only the overlays made anew: one cloned from stasis's own (`How::Host`, such as
+    // the root of a container stasis runs in) names layers the tree never needs.
+    for m in mounts
+        .iter()
+        .filter(|m| m.fstype == "overlay" && m.how == How::New)
+    {
         for dir in layers(&m.super_opts) {
             let theirs = std::fs::metadata(format!("/proc/{root}/root{dir}"));
             let mine = std::fs::metadata(&dir);

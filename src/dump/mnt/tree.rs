@@ -98,6 +98,13 @@ fn how(
     if m.fstype == "tmpfs" && m.root == "/" {
         return Ok(How::Tmpfs);
     }
+    // An overlay stasis itself has mounted (a container's root it runs in) is bound
+    // from there: the same files, where a new overlay would need its layers.
+    if m.fstype == "overlay" {
+        if let Some(path) = host_dir(m, mine) {
+            return Ok(How::HostBind { path });
+        }
+    }
     if NEW_KINDS.contains(&m.fstype.as_str()) {
         return Ok(How::New);
     }
