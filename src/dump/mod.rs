@@ -109,6 +109,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
 /// [`dump`], calling `hooks` at each dump [`Point`].
 pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummary, DumpError> {
     let started = Instant::now();
+    mnt::forget_namespaces();
     crate::sys::deadline::set_bound(Some(opts.timeout));
     let span = crate::profile::span("preflight");
     freeze::preflight(opts.pid, opts.shell_job)?;

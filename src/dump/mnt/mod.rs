@@ -106,6 +106,31 @@ fn ns_of(pid: &str) -> Result<u64, DumpError> {
         .map_err(|source| DumpError::Stat { path, source })
 }
 
+/// Whether `pid` is in another mount namespace than stasis's. Asked for every file of a
+/// process, so stasis's own namespace is read once and the answer for the last process
+/// asked is kept, until [`forget_namespaces`] (each dump starts with it: pids are reused).
+fn foreign(pid: i32) -> bool {
+    use std::sync::OnceLock;
+    static OWN: OnceLock<Option<u64>> = OnceLock::new();
+    let own = *OWN.get_or_init(|| ns_of("self").ok());
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    match *last {
+        Some((p, f)) if p == pid => f,
+        _ => {
+            let f = ns_of(&pid.to_string()).ok() != own;
+            *last = Some((pid, f));
+            f
+        }
+    }
+}
+
+static LAST: std::sync::Mutex<Option<(i32, bool)>> = std::sync::Mutex::new(None);
+
+/// Forgets the mount namespace remembered for the last process (a new dump begins).
+pub fn forget_namespaces() {
+    *LAST.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
 fn read_mountinfo(pid: i32) -> Result<Vec<crate::proc::mountinfo::MountInfo>, DumpError> {
     let path = format!("/proc/{pid}/mountinfo");
     let text = std::fs::read_to_string(&path).map_err(|source| DumpError::Stat {
@@ -118,8 +143,7 @@ fn read_mountinfo(pid: i32) -> Result<Vec<crate::proc::mountinfo::MountInfo>, Du
 /// The path at which stasis reaches `path` of process `pid`: through `/proc/PID/root` when
 /// the process is in another mount namespace (its mounts are not stasis's), else itself.
 pub fn reach(pid: i32, path: &str) -> std::path::PathBuf {
-    let foreign = ns_of(&pid.to_string()).ok() != ns_of("self").ok();
-    match foreign {
+    match foreign(pid) {
         true => format!("/proc/{pid}/root{path}").into(),
         false => path.into(),
     }
