@@ -37,7 +37,13 @@ WORKLOADS = [
     # data: each file is its own path to look up, check and open at restore.
     ("files-500", ["files", "500", "1", "250", "{data}"], False),
     ("files-2000-dirs", ["files", "2000", "200", "0", "{data}"], False),
+    # 1000 sockets: 500 TCP connections over loopback (both ends in the process, bytes queued
+    # each way; dumped and restored with --tcp-established), 500 unix socket pairs.
+    ("tcp-1000", ["tcp", "1000"], False),
+    ("unix-1000", ["unix", "1000"], False),
 ]
+# Options a workload needs on both tools' dump and restore command lines.
+EXTRA_OPTS = {"tcp": " --tcp-established"}
 QUICK = {"1g-random", "1g-halfzero"}
 # Words in stasis's refusals of what it does not support yet (threads, trees, pipes...).
 REFUSAL_MARKERS = ("not supported", "single-threaded processes only", "cannot checkpoint",
@@ -235,6 +241,8 @@ class Bench:
             if os.path.exists(p):
                 os.unlink(p)
         dump_t, restore_t = self.templates(tool)
+        extra = EXTRA_OPTS.get(wl_argv[0], "")
+        dump_t, restore_t = dump_t + extra, restore_t + extra
         fill = dict(pid=pid, dir=shlex.quote(img), stats=shlex.quote(stats),
                     rstats=shlex.quote(rstats))
         res = {"tool": tool}

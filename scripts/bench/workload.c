@@ -8,6 +8,10 @@
  *   workload tree  N OKFILE                the same verifier plus N-1 sleeping children
  *   workload threads N OKFILE              N threads (main included)
  *   workload fds   N OKFILE                N extra fds: files and pipes
+ *   workload tcp   N OKFILE                N/2 TCP connections over loopback, both ends
+ *                                          held, 100 bytes queued each way (dump with
+ *                                          --tcp-established)
+ *   workload unix  N OKFILE                N/2 unix stream socket pairs, 100 bytes queued
  *   workload files N DIRS PIPES DATADIR OKFILE
  *                                          N distinct regular files spread over DIRS
  *                                          directories under DATADIR, each open (read-write,
@@ -26,7 +30,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -110,6 +116,57 @@ static void open_files(long n, long dirs, long pipes, const char *datadir)
     }
 }
 
+/* Sockets whose queued bytes are checked after the restore. */
+static int *sock_fds;
+static long nsock_fds;
+
+static void keep_socket(int fd)
+{
+    if (send(fd, "0123456789", 10, 0) != 10) { perror("send"); exit(2); }
+    sock_fds[nsock_fds++] = fd;
+}
+
+static void open_tcp(long n)
+{
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof a;
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 4096) < 0 ||
+        getsockname(l, (struct sockaddr *)&a, &len) < 0) { perror("listen"); exit(2); }
+    sock_fds = calloc((size_t)n + 2, sizeof(int));
+    for (long i = 0; i + 1 < n; i += 2) {
+        int c = socket(AF_INET, SOCK_STREAM, 0);
+        if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof a) < 0) { perror("connect"); exit(2); }
+        int s = accept(l, NULL, NULL);
+        if (s < 0) { perror("accept"); exit(2); }
+        keep_socket(c);
+        keep_socket(s);
+    }
+    close(l);
+}
+
+static void open_unix(long n)
+{
+    sock_fds = calloc((size_t)n + 2, sizeof(int));
+    for (long i = 0; i + 1 < n; i += 2) {
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) { perror("socketpair"); exit(2); }
+        keep_socket(sv[0]);
+        keep_socket(sv[1]);
+    }
+}
+
+/* Every socket still has its peer's 10 bytes queued (peeked, left there). */
+static int sockets_intact(void)
+{
+    char buf[16];
+    for (long i = 0; i < nsock_fds; i++)
+        if (recv(sock_fds[i], buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT) != 10 ||
+            memcmp(buf, "0123456789", 10))
+            return 0;
+    return 1;
+}
+
 static int files_intact(void)
 {
     for (long i = 0; i < nfile_fds; i++)
@@ -121,7 +178,7 @@ static int files_intact(void)
 static void write_result(void)
 {
     uint64_t t0 = now_ns();
-    int ok = checksum() == expected && files_intact();
+    int ok = checksum() == expected && files_intact() && sockets_intact();
     uint64_t t1 = now_ns();
     char tmp[4096], line[64];
     snprintf(tmp, sizeof tmp, "%s.tmp", okfile);
@@ -172,6 +229,12 @@ int main(int argc, char **argv)
             int p[2];
             if (open("/dev/null", O_RDONLY) < 0 || pipe(p) < 0) { perror("fds"); return 2; }
         }
+    } else if (!strcmp(kind, "tcp")) {
+        fill(1, 0, 0);
+        open_tcp(n);
+    } else if (!strcmp(kind, "unix")) {
+        fill(1, 0, 0);
+        open_unix(n);
     } else if (!strcmp(kind, "files") && argc >= 7) {
         fill(1, 0, 0);
         open_files(n, atol(argv[3]), atol(argv[4]), argv[5]);
