@@ -62,8 +62,14 @@ pub fn fill(job: &mut Job, opts: &CriuOpts, restore: bool) -> Result<(), String>
     if let Some(t) = opts.timeout.filter(|&t| t != 0) {
         job.timeout = std::time::Duration::from_secs(u64::from(t));
     }
-    job.mnt_externals = (opts.ext_mnt.iter())
-        .map(|m| (m.key.clone(), m.val.clone()))
+    let ext_mnt = (opts.ext_mnt.iter()).map(|m| (m.key.clone(), m.val.clone()));
+    let ext_mnt: Vec<(String, String)> = match restore {
+        true => ext_mnt.collect(),
+        false => ext_mnt
+            .filter(|(mp, _)| is_mountpoint(job.pid, mp))
+            .collect(),
+    };
+    job.mnt_externals = (ext_mnt.into_iter())
         .chain(opts.external.iter().filter_map(|e| mnt_external(e)))
         .collect();
     job.root = opts
@@ -152,6 +158,21 @@ fn cgroups(o: &CriuOpts) -> Option<String> {
     .next()
 }
 
+/// Whether `mountpoint` is a mount point of `pid`'s mount namespace. At dump, CRIU skips an
+/// `ext_mnt` entry naming no mount of the tree (runc passes its masked paths and devices
+/// whether the container mounted them or not); stasis refuses an external it cannot
+/// find, so such entries are dropped here, as CRIU drops them.
+fn is_mountpoint(pid: i32, mountpoint: &str) -> bool {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+    let escaped = mountpoint
+        .replace('\\', "\\134")
+        .replace(' ', "\\040")
+        .replace('\t', "\\011")
+        .replace('\n', "\\012");
+    text.lines()
+        .any(|l| l.split(' ').nth(4) == Some(escaped.as_str()))
+}
+
 /// `mnt[A]:B` → `(A, B)`.
 fn mnt_external(e: &str) -> Option<(String, String)> {
     let (inner, b) = e.strip_prefix("mnt[")?.split_once("]:")?;
@@ -198,7 +219,7 @@ fn fill_cgroups(job: &mut Job, o: &CriuOpts) {
     job.cgroup_restore = stasis::restore::CgroupRestoreOptions { mode, roots, yard };
 }
 
-fn mounts(o: &CriuOpts, restore: bool) -> Option<String> {
+fn mounts(o: &CriuOpts, _restore: bool) -> Option<String> {
     let no_mounts = "stasis rebuilds a mount namespace as it was, without this option";
     let external = (o.external.iter())
         .find(|e| mnt_external(e).is_none())
@@ -217,11 +238,6 @@ fn mounts(o: &CriuOpts, restore: bool) -> Option<String> {
         refused("skip_mnt", !o.skip_mnt.is_empty(), no_mounts),
         refused("enable_fs", !o.enable_fs.is_empty(), no_mounts),
         refused("mntns_compat_mode", o.mntns_compat_mode(), no_mounts),
-        refused(
-            "orphan_pts_master",
-            restore && o.orphan_pts_master(),
-            "stasis cannot hand the master of a restored pty to the caller yet",
-        ),
     ]
     .into_iter()
     .flatten()

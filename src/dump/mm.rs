@@ -222,7 +222,9 @@ fn mapped_file(pid: i32, e: &MapEntry, path: &str, named: &mut Named) -> Result<
     let now = match named.get(path) {
         Some(now) => now.clone(),
         None => {
-            let now = file_id(path, path)?;
+            // Through `/proc/PID/root` when the process has a mount namespace of its own.
+            let at = crate::dump::mnt::reach(pid, path);
+            let now = file_id(&at.to_string_lossy(), path)?;
             named.entry(path.to_string()).or_insert(now).clone()
         }
     };
