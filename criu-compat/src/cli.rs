@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[path = "../../src/cli/compat.rs"]
-mod compat;
+pub(crate) mod compat;
 
 use crate::job::{run_dump, run_restore, Job};
 use compat::{CriuFlags, RestoreNoops};

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use crate::cli::compat::mnt_external;
 use crate::job::Job;
 use crate::proto::{CriuCgMode, CriuNetworkLockMethod, CriuOpts, CriuPreDumpMode};
 
@@ -164,19 +165,8 @@ fn cgroups(o: &CriuOpts) -> Option<String> {
 /// find, so such entries are dropped here, as CRIU drops them.
 fn is_mountpoint(pid: i32, mountpoint: &str) -> bool {
     let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
-    let escaped = mountpoint
-        .replace('\\', "\\134")
-        .replace(' ', "\\040")
-        .replace('\t', "\\011")
-        .replace('\n', "\\012");
-    text.lines()
-        .any(|l| l.split(' ').nth(4) == Some(escaped.as_str()))
-}
-
-/// `mnt[A]:B` → `(A, B)`.
-fn mnt_external(e: &str) -> Option<(String, String)> {
-    let (inner, b) = e.strip_prefix("mnt[")?.split_once("]:")?;
-    (!inner.is_empty() && !b.is_empty()).then(|| (inner.to_string(), b.to_string()))
+    let mounts = stasis::proc::mountinfo::parse(&text).unwrap_or_default();
+    mounts.iter().any(|m| m.mountpoint == mountpoint)
 }
 
 /// The stasis mode of a `criu_cg_mode` (DEFAULT is CRIU's default, soft).

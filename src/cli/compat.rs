@@ -175,7 +175,7 @@ pub struct RestoreNoops {
 }
 
 /// `mnt[A]:B` → `(A, B)`.
-fn mnt_external(e: &str) -> Option<(String, String)> {
+pub fn mnt_external(e: &str) -> Option<(String, String)> {
     let (inner, b) = e.strip_prefix("mnt[")?.split_once("]:")?;
     (!inner.is_empty() && !b.is_empty()).then(|| (inner.to_string(), b.to_string()))
 }

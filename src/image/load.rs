@@ -284,39 +284,36 @@ fn read_files(path: &Path) -> Result<FilesImage, ImageError> {
     })
 }
 
+/// The record at `path` checked by `validate`, or its default (none) when the image has
+/// no such file: the records later formats added, which older images lack.
+fn load_optional<T: serde::de::DeserializeOwned + Default>(
+    path: &Path,
+    kind: Kind,
+    validate: fn(&T, &Path) -> Result<(), ImageError>,
+) -> Result<T, ImageError> {
+    if !path.exists() {
+        return Ok(T::default());
+    }
+    let record = read(kind, path)?;
+    validate(&record, path)?;
+    Ok(record)
+}
+
 /// `sysv.img` if the image has one (older images and trees without IPC objects have
 /// none), validated.
 fn load_sysv(dir: &Path) -> Result<SysvImage, ImageError> {
-    let path = dir.join(SYSV);
-    if !path.exists() {
-        return Ok(SysvImage::default());
-    }
-    let sysv = read(Kind::Sysv, &path)?;
-    super::sysv::validate(&sysv, &path)?;
-    Ok(sysv)
+    load_optional(&dir.join(SYSV), Kind::Sysv, super::sysv::validate)
 }
 
 /// `namespaces.img` if the image has one, validated.
 fn load_ns(dir: &Path) -> Result<NsImage, ImageError> {
-    let path = dir.join(NAMESPACES);
-    if !path.exists() {
-        return Ok(NsImage::default());
-    }
-    let ns = read(Kind::Namespaces, &path)?;
-    super::ns::validate(&ns, &path)?;
-    Ok(ns)
+    load_optional(&dir.join(NAMESPACES), Kind::Namespaces, super::ns::validate)
 }
 
 /// `cgroup.img` if the image has one (older images and trees in the dumper's cgroups
 /// have none), validated.
 fn load_cgroup(dir: &Path) -> Result<CgroupImage, ImageError> {
-    let path = dir.join(CGROUP);
-    if !path.exists() {
-        return Ok(CgroupImage::default());
-    }
-    let cgroup = read(Kind::Cgroup, &path)?;
-    super::cgroup::validate(&cgroup, &path)?;
-    Ok(cgroup)
+    load_optional(&dir.join(CGROUP), Kind::Cgroup, super::cgroup::validate)
 }
 
 /// `mnt.img` if the tree had a mount namespace of its own.

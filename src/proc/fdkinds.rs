@@ -407,7 +407,7 @@ pub fn mount_point(mountinfo: &str, major: u64, minor: u64) -> Option<String> {
     let line = mountinfo
         .lines()
         .find(|l| l.split_whitespace().nth(2) == Some(dev.as_str()))?;
-    Some(unescape(line.split_whitespace().nth(4)?))
+    Some(super::mountinfo::unescape(line.split_whitespace().nth(4)?))
 }
 
 /// The mount point of the mount with id `id` (the first field) in a `mountinfo` text.
@@ -416,30 +416,7 @@ pub fn mount_point_by_id(mountinfo: &str, id: u64) -> Option<String> {
     let line = mountinfo
         .lines()
         .find(|l| l.split_whitespace().next() == Some(id.as_str()))?;
-    Some(unescape(line.split_whitespace().nth(4)?))
-}
-
-fn unescape(s: &str) -> String {
-    let mut out = Vec::new();
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b.get(i + 1..i + 4).and_then(|d| {
-            let t = std::str::from_utf8(d).ok()?;
-            u8::from_str_radix(t, 8).ok()
-        });
-        match (b[i], octal) {
-            (b'\\', Some(v)) => {
-                out.push(v);
-                i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    Some(super::mountinfo::unescape(line.split_whitespace().nth(4)?))
 }
 
 #[cfg(test)]
