@@ -17,21 +17,11 @@ use common::TempDir;
 const INIT: &str =
     "exec </dev/null >/dev/null 2>&1; hostname stasis-ns; sleep 1000 & sleep 1000 & wait";
 
-fn nspids(pid: i32) -> Vec<i32> {
-    common::status_field(pid, "NSpid")
-        .map(|v| {
-            v.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Every process of the tree under `pid` (itself included) with its `NSpid` line.
 fn tree_ids(pid: i32) -> BTreeMap<i32, Vec<i32>> {
     std::iter::once(pid)
         .chain(common::descendants(pid))
-        .map(|p| (p, nspids(p)))
+        .map(|p| (p, common::nspids(p)))
         .collect()
 }
 
@@ -103,7 +93,7 @@ fn round_trip(test: &str, through_init: bool, script: &str, ready: usize) {
     };
     let root = if through_init { init } else { unshare.pid() };
     let before = tree_ids(root);
-    assert_eq!(nspids(init)[1..], [1], "the init is pid 1 inside");
+    assert_eq!(common::nspids(init)[1..], [1], "the init is pid 1 inside");
     let img = tmp.join("img");
     common::dump(root, &img, &[]).assert_ok("dump of a tree in its own namespaces");
     assert!(

@@ -13,17 +13,6 @@ use std::time::Instant;
 
 use common::{Proc, Start, TempDir};
 
-/// The `NSpid` line of `/proc/PID/status`: the pid in each namespace, outermost first.
-fn nspids(pid: i32) -> Vec<i32> {
-    common::status_field(pid, "NSpid")
-        .map(|v| {
-            v.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn pid_ns(pid: i32) -> Option<std::path::PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()
 }
@@ -37,7 +26,7 @@ fn inner_pids(init: i32) -> HashMap<i32, i32> {
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&host| pid_ns(host).as_ref() == Some(&ns))
-        .filter_map(|host| match nspids(host)[..] {
+        .filter_map(|host| match common::nspids(host)[..] {
             [h, inner] if h == host => Some((inner, host)),
             _ => None,
         })

@@ -560,6 +560,17 @@ pub fn status_field(pid: i32, field: &str) -> Option<String> {
     })
 }
 
+/// The `NSpid` line of `/proc/PID/status`: the pid in each namespace, outermost first.
+pub fn nspids(pid: i32) -> Vec<i32> {
+    status_field(pid, "NSpid")
+        .map(|v| {
+            v.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The thread ids of `pid` (`/proc/PID/task`), sorted.
 pub fn thread_ids(pid: i32) -> Vec<i32> {
     let mut tids: Vec<i32> = fs::read_dir(format!("/proc/{pid}/task"))

@@ -4,7 +4,7 @@
 //! masters (`propagation.rs`). What cannot be made again is refused in [`plan`], before
 //! the tree is frozen, naming the mount and the option that would handle it.
 //!
-//! It does not own the other namespaces (`dump/namespaces.rs` refuses them) nor files
+//! It does not own the other namespaces (`dump/ns/` rebuilds or refuses them) nor files
 //! held open on these mounts (`dump/files/`, which reach them through `/proc/PID/root`).
 
 mod overlay;
