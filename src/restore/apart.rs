@@ -17,12 +17,11 @@
 use std::collections::HashMap;
 
 use super::child::{find_hole, Child, HELPER_LEN};
+use super::mm::{MREMAP_FIXED, MREMAP_MAYMOVE};
 use super::RestoreError;
 use crate::image::mm::{MmImage, Vma, VmaKind};
 use crate::sys::batch::Batch;
 
-const MREMAP_MAYMOVE: u64 = 1;
-const MREMAP_FIXED: u64 = 2;
 /// Faults pages in for writing (Linux 5.14).
 const MADV_POPULATE_WRITE: u64 = 23;
 

@@ -15,8 +15,8 @@ use crate::abi::PrctlMmMap;
 use crate::image::mm::{Guard, MmImage, ShmemObject, ShmemOwner, Vma, VmaKind};
 use crate::sys::batch::{Batch, Done, Ret};
 
-const MREMAP_MAYMOVE: u64 = 1;
-const MREMAP_FIXED: u64 = 2;
+pub(super) const MREMAP_MAYMOVE: u64 = 1;
+pub(super) const MREMAP_FIXED: u64 = 2;
 const PR_SET_MM: u64 = 35;
 const PR_SET_MM_MAP: u64 = 14;
 const MADV_GUARD_INSTALL: u64 = 102;

@@ -11,12 +11,13 @@ use super::{unsupported, Sources};
 use crate::image::mnt::{How, Mount};
 use crate::restore::child::Child;
 use crate::restore::RestoreError;
+use crate::sys::mount as m;
 
-const FSOPEN_CLOEXEC: u64 = 1;
-const FSCONFIG_SET_FLAG: u64 = 0;
-const FSCONFIG_SET_STRING: u64 = 1;
-const FSCONFIG_CMD_CREATE: u64 = 6;
-const FSMOUNT_CLOEXEC: u64 = 1;
+const FSOPEN_CLOEXEC: u64 = m::FSOPEN_CLOEXEC as u64;
+const FSCONFIG_SET_FLAG: u64 = m::FSCONFIG_SET_FLAG as u64;
+const FSCONFIG_SET_STRING: u64 = m::FSCONFIG_SET_STRING as u64;
+const FSCONFIG_CMD_CREATE: u64 = m::FSCONFIG_CMD_CREATE as u64;
+const FSMOUNT_CLOEXEC: u64 = m::FSMOUNT_CLOEXEC as u64;
 
 /// The new proc mounts of the image, made by `child` (the root), by image id.
 pub fn make_in_root(s: &Sources, child: &Child) -> Result<HashMap<u32, OwnedFd>, RestoreError> {
