@@ -966,6 +966,7 @@ mod tests {
             ns: Default::default(),
             cgroup: Default::default(),
             mounts: None,
+            netns: None,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod image;
 pub mod inspect;
 pub mod jobctl;
 pub mod netlock;
+pub mod netns;
 pub mod proc;
 pub mod profile;
 pub mod progress;

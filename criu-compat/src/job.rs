@@ -158,6 +158,7 @@ pub fn run_restore(job: &Job, log: &mut Log, hooks: &mut dyn Hooks) -> Result<Re
         cgroups: job.cgroup_restore.clone(),
         root: job.root.clone(),
         mnt_externals: job.mnt_externals.clone(),
+        join_net: None,
     };
     stasis::restore::set_root_sibling(job.rst_sibling);
     let restored = stasis::restore::restore_with(&opts, hooks).map_err(|e| stasis::error_line(&e));

@@ -34,6 +34,10 @@ pub struct RestoreArgs {
     /// The directory that becomes the root of a tree that had its own root (`pivot_root`).
     #[arg(long = "root", value_name = "PATH")]
     pub root: Option<PathBuf>,
+    /// CRIU's `--join-ns NS:PATH`: only `net:PATH` (or `net:PID`), the network namespace
+    /// the tree comes back in, instead of a new one rebuilt from the image.
+    #[arg(long = "join-ns", value_name = "net:PATH")]
+    pub join_ns: Vec<String>,
     /// Do not print the summary line.
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
@@ -54,6 +58,13 @@ pub fn run(args: RestoreArgs) -> i32 {
         eprintln!("stasis: {why}");
         return EXIT_USAGE;
     }
+    let join_net = match join_net(&args.join_ns) {
+        Ok(j) => j,
+        Err(why) => {
+            eprintln!("stasis: {why}");
+            return EXIT_USAGE;
+        }
+    };
     let opts = RestoreOptions {
         dir: args.dir,
         shell_job: args.shell_job,
@@ -62,6 +73,7 @@ pub fn run(args: RestoreArgs) -> i32 {
         cgroups: args.criu.cgroup_restore(),
         root: args.root,
         mnt_externals: args.criu.mnt_externals(),
+        join_net,
     };
     if !args.quiet {
         progress::install(args.progress);
@@ -106,4 +118,22 @@ fn wait_for(pid: i32) -> i32 {
             }
         }
     }
+}
+
+/// The network namespace of `--join-ns net:PATH|PID`; other kinds are refused.
+fn join_net(given: &[String]) -> Result<Option<PathBuf>, String> {
+    let mut net = None;
+    for j in given {
+        let Some(target) = j.strip_prefix("net:") else {
+            return Err(format!(
+                "--join-ns {j}: stasis joins only a network namespace (net:PATH or net:PID)"
+            ));
+        };
+        let target = target.split(',').next().unwrap_or_default();
+        net = Some(match target.parse::<i32>() {
+            Ok(pid) => PathBuf::from(format!("/proc/{pid}/ns/net")),
+            Err(_) => PathBuf::from(target),
+        });
+    }
+    Ok(net)
 }

@@ -115,6 +115,9 @@ pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummar
     freeze::preflight(opts.pid, opts.shell_job)?;
     let mounts = mnt::plan(opts.pid, &opts.mnt_externals)?;
     let writer = ImageWriter::create(&opts.dir)?;
+    // Ordering requirements: entered before anything reads the tree's sockets, left
+    // (on drop) once the dump is over.
+    let in_net = ns::net::enter_tree(opts.pid)?;
     drop(span);
     notify(hooks, Point::PreDump, opts.pid)?;
     let adopted = match &opts.freeze_cgroup {
@@ -126,7 +129,7 @@ pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummar
     drop(span);
     let frozen = Instant::now();
     notify(hooks, Point::NetworkLock, opts.pid)?;
-    let (mut summary, mut held) = save_tree(&tree, opts, writer, mounts.as_ref())?;
+    let (mut summary, mut held) = save_tree(&tree, opts, writer, mounts.as_ref(), in_net.as_ref())?;
     notify(hooks, Point::PostDump, opts.pid)?;
     held.iter_mut().for_each(files::Held::keep_links);
     // Ordering requirements: sockets held in repair mode leave it before a released
@@ -177,6 +180,7 @@ fn save_tree(
     opts: &DumpOptions,
     writer: ImageWriter,
     mounts: Option<&mnt::Plan>,
+    in_net: Option<&ns::net::InTree>,
 ) -> Result<(DumpSummary, Vec<files::Held>), DumpError> {
     let mut shared = Shared::default();
     let mut summary = DumpSummary {
@@ -184,7 +188,7 @@ fn save_tree(
         ..Default::default()
     };
     let pids: Vec<i32> = tree.procs.iter().map(Frozen::pid).collect();
-    let fd_opts = fd_options(opts, &pids);
+    let mut fd_opts = fd_options(opts, &pids);
     if let Some(plan) = mounts {
         plan.check_tree(&pids)?;
     }
@@ -196,7 +200,11 @@ fn save_tree(
     };
     {
         let _span = crate::profile::span("namespaces");
-        ns::dump(tree, &writer)?;
+        if ns::dump(tree, &writer, in_net, opts.network_lock)? {
+            // The whole namespace is held: no connection needs a lock of its own.
+            held.push(files::Held::namespace_locked(opts.pid, opts.network_lock));
+            fd_opts.network_lock = crate::netlock::LockMode::Skip;
+        }
     }
     {
         let _span = crate::profile::span("sysv ipc");
@@ -227,7 +235,13 @@ fn save_tree(
         plan.save(&writer)?;
     }
     write_tty(&writer, &tree.record, &tables, opts.shell_job)?;
-    write_netlock(&writer, opts.network_lock, &tables)?;
+    let ns_locked = held.iter().any(files::Held::locks_namespace);
+    write_netlock(
+        &writer,
+        opts.network_lock,
+        &tables,
+        ns_locked.then_some(opts.pid),
+    )?;
     drop(span);
     writer.write_record(TREE, Kind::Tree, &tree.record)?;
     writer.write_record(
@@ -301,9 +315,13 @@ fn write_netlock(
     writer: &ImageWriter,
     mode: crate::netlock::LockMode,
     tables: &[(i32, FilesImage)],
+    ns_lock: Option<i32>,
 ) -> Result<(), DumpError> {
     use crate::image::netlock::{NetLockImage, NETLOCK};
-    let image = NetLockImage::of_tables(mode, tables.iter().map(|(pid, f)| (*pid, f)));
+    let mut image = NetLockImage::of_tables(mode, tables.iter().map(|(pid, f)| (*pid, f)));
+    if let Some(root) = ns_lock.filter(|r| !image.pids.contains(r)) {
+        image.pids.insert(0, root);
+    }
     writer.write_record(NETLOCK, Kind::NetLock, &image)?;
     Ok(())
 }

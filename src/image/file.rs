@@ -82,7 +82,11 @@ use super::error::ImageError;
 /// Version 10 also adds the tree's own mount namespace: `mnt.img` (every mount, how it
 /// is made again, propagation) and `mnt-tmpfs-<id>.img` (a tmpfs's files); an image
 /// without them is a tree that lived in the dumper's mount namespace.
-pub const FORMAT_VERSION: u32 = 10;
+///
+/// Version 11 also adds `netns.img` (kind 16): the tree's own network namespace (its
+/// links, addresses, routes, rules, sysctls and firewall); an image without it is a tree
+/// that lived in the dumper's network namespace.
+pub const FORMAT_VERSION: u32 = 11;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;
@@ -110,6 +114,8 @@ pub enum Kind {
     /// `namespaces.img` (format 10).
     Namespaces = 10,
     NetLock = 15,
+    /// The tree's own network namespace (`netns.img`, format 11).
+    NetNs = 16,
     Cgroup = 14,
     /// The tree's own mount namespace (`mnt.img`).
     Mounts = 12,
@@ -131,6 +137,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         9 => "sysv",
         10 => "namespaces",
         15 => "netlock",
+        16 => "network namespace",
         14 => "cgroup",
         12 => "mounts",
         13 => "tmpfs contents",

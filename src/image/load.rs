@@ -58,6 +58,8 @@ pub struct Image {
     pub cgroup: CgroupImage,
     /// The tree's own mount namespace (none without `mnt.img`).
     pub mounts: Option<super::mnt::MountsImage>,
+    /// The tree's own network namespace (none without `netns.img`).
+    pub netns: Option<super::netns::NetNsImage>,
 }
 
 impl Image {
@@ -116,6 +118,7 @@ impl Image {
         let ns = load_ns(dir)?;
         let cgroup = load_cgroup(dir)?;
         let mounts = load_mounts(dir)?;
+        let netns = load_netns(dir)?;
         let dir = dir.to_path_buf();
         let image = Image {
             dir,
@@ -128,6 +131,7 @@ impl Image {
             ns,
             cgroup,
             mounts,
+            netns,
         };
         let tree_path = image.dir.join(TREE);
         for p in &image.processes {
@@ -316,6 +320,17 @@ fn load_cgroup(dir: &Path) -> Result<CgroupImage, ImageError> {
     load_optional(&dir.join(CGROUP), Kind::Cgroup, super::cgroup::validate)
 }
 
+/// `netns.img` if the tree had a network namespace of its own, validated.
+fn load_netns(dir: &Path) -> Result<Option<super::netns::NetNsImage>, ImageError> {
+    let path = dir.join(super::netns::NETNS);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let ns = read(Kind::NetNs, &path)?;
+    super::netns::validate(&ns, &path)?;
+    Ok(Some(ns))
+}
+
 /// `mnt.img` if the tree had a mount namespace of its own.
 fn load_mounts(dir: &Path) -> Result<Option<super::mnt::MountsImage>, ImageError> {
     let path = dir.join(super::mnt::MOUNTS);
@@ -388,6 +403,7 @@ mod tests {
             ns: Default::default(),
             cgroup: CgroupImage::default(),
             mounts: None,
+            netns: None,
         }
     }
 

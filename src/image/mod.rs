@@ -25,6 +25,7 @@ pub mod mm;
 pub mod mm_v8;
 pub mod mnt;
 pub mod netlock;
+pub mod netns;
 pub mod ns;
 pub mod pages;
 pub mod seccomp;

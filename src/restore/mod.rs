@@ -68,6 +68,9 @@ pub struct RestoreOptions {
     pub root: Option<PathBuf>,
     /// `--external mnt[KEY]:PATH`.
     pub mnt_externals: Vec<(String, String)>,
+    /// `--join-ns net:PATH`: the tree comes back in this network namespace (as it is)
+    /// instead of a new one made from the image.
+    pub join_net: Option<PathBuf>,
 }
 
 /// The restored tree's root, and figures for the summary line and `--stats-json`.
@@ -239,6 +242,8 @@ pub fn restore_with(
         sysv: None,
         cgroups: cgroups.as_ref(),
         mounts: mounts.as_ref(),
+        join_net: opts.join_net.as_deref(),
+        net: None,
     };
     let built = b.build().and_then(|pages| {
         remove_links(&image)?;
@@ -354,6 +359,10 @@ struct Builder<'a> {
     cgroups: Option<&'a cgroup::Placed>,
     /// The tree's own mount namespace, built right after the root's takeover.
     mounts: Option<&'a mnt::Sources<'a>>,
+    /// `--join-ns net:PATH`.
+    join_net: Option<&'a std::path::Path>,
+    /// The tree's network namespace, entered by stasis once the root is in it.
+    net: Option<ns::net::Entered>,
 }
 
 impl Builder<'_> {
@@ -407,8 +416,12 @@ impl Builder<'_> {
             let _time = ns::before_root(self.image).map_err(at(RestoreStage::Takeover, pid))?;
             // A cgroup namespace of the tree's own is entered around the root's clone.
             let cg_ns = self.cgroups.map(cgroup::Placed::enter_ns).transpose()?;
-            let made = child::create(pid, vmas, ns::root_clone_flags(self.image));
+            let joined = (self.join_net.map(ns::net::Entered::join).transpose())
+                .map_err(at(RestoreStage::Takeover, pid))?;
+            let flags = ns::root_clone_flags(self.image, joined.is_some());
+            let made = child::create(pid, vmas, flags);
             drop(cg_ns);
+            self.net = joined;
             made
         } else {
             self.forked_task(entry)
@@ -418,6 +431,10 @@ impl Builder<'_> {
         if let Some(c) = self.cgroups {
             c.move_process(pid)
                 .map_err(at(RestoreStage::Takeover, pid))?;
+        }
+        if pid == root && self.net.is_none() {
+            self.net =
+                ns::net::enter_new(self.image, pid).map_err(at(RestoreStage::Takeover, pid))?;
         }
         if let Some(mounts) = self.mounts.filter(|_| pid == root) {
             mnt::restore(&child, mounts).map_err(at(RestoreStage::Takeover, pid))?;

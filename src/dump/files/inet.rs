@@ -47,6 +47,8 @@ pub struct Held {
     repaired: Vec<OwnedFd>,
     locked: Option<crate::netlock::LockMode>,
     links: Vec<std::path::PathBuf>,
+    /// The lock is that of the tree's whole network namespace (`dump/ns/net.rs`).
+    namespace: bool,
 }
 
 impl Held {
@@ -56,7 +58,21 @@ impl Held {
             repaired: Vec::new(),
             locked: None,
             links: Vec::new(),
+            namespace: false,
         }
+    }
+
+    /// The lock of the tree's whole network namespace, taken under the root's name.
+    pub fn namespace_locked(root: i32, mode: crate::netlock::LockMode) -> Self {
+        let mut held = Held::new(root);
+        held.locked = Some(mode);
+        held.namespace = true;
+        held
+    }
+
+    /// Whether it holds the lock of the tree's network namespace.
+    pub fn locks_namespace(&self) -> bool {
+        self.namespace && self.locked.is_some()
     }
 
     /// A link made for the image, removed if the dump fails.

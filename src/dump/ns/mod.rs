@@ -5,11 +5,12 @@
 //!
 //! The time namespace of a pid namespace's init is rebuilt too (`time.rs`), any other is
 //! refused there once the tree is frozen; the root's mount namespace is `dump/mnt/` (which
-//! checks the whole tree shares it). A process in any other namespace than the dumper's —
-//! its own network or user namespace — would come back in the restorer's, its interfaces
-//! or ids silently different. Such a process is refused here, before anything is frozen,
-//! naming the namespace.
+//! checks the whole tree shares it). The root's network namespace is `net.rs` (entered for
+//! the whole dump when it is not the dumper's, saved in `netns.img`). A process in a user
+//! namespace other than the dumper's would come back in the restorer's, its ids silently
+//! different: it is refused here, before anything is frozen, naming the namespace.
 
+pub mod net;
 pub mod pid;
 pub mod time;
 pub mod uts;
@@ -25,16 +26,16 @@ use crate::image::{ImageWriter, Kind};
 
 /// The namespace kinds refused when not the dumper's, as named in `/proc/PID/ns`.
 /// (The cgroup namespace is the tree's cgroup record's, `dump/cgroup/`.)
-const KINDS: [&str; 2] = ["net", "user"];
+const KINDS: [&str; 1] = ["user"];
 
 /// The dumper's own namespace inodes, read once (0 where the kernel lacks the kind).
-fn own() -> &'static [u64; 2] {
-    static OWN: OnceLock<[u64; 2]> = OnceLock::new();
+fn own() -> &'static [u64; 1] {
+    static OWN: OnceLock<[u64; 1]> = OnceLock::new();
     OWN.get_or_init(|| KINDS.map(|k| inode("self", k).unwrap_or(0)))
 }
 
 /// The inode of `/proc/PID/ns/KIND` (`pid` may be "self").
-fn inode(pid: &str, kind: &str) -> Option<u64> {
+pub(crate) fn inode(pid: &str, kind: &str) -> Option<u64> {
     std::fs::metadata(format!("/proc/{pid}/ns/{kind}"))
         .ok()
         .map(|m| m.ino())
@@ -58,11 +59,18 @@ pub fn refuse_foreign(pid: i32) -> Result<(), DumpError> {
     Ok(())
 }
 
-/// Checks the tree's pid and UTS namespaces and writes `namespaces.img` (nothing when
-/// the tree lives in the dumper's).
+/// Checks the tree's pid, UTS and network namespaces and writes `namespaces.img` and
+/// `netns.img` (nothing when the tree lives in the dumper's). With `lock` (not `skip`),
+/// a network namespace of the tree's own is locked whole: returns whether it was.
 ///
-/// Ordering requirements: while the tree is frozen.
-pub fn dump(tree: &FrozenTree, writer: &ImageWriter) -> Result<(), DumpError> {
+/// Ordering requirements: while the tree is frozen, before any socket is dumped (the
+/// firewall is saved before the lock is added to it).
+pub fn dump(
+    tree: &FrozenTree,
+    writer: &ImageWriter,
+    in_net: Option<&net::InTree>,
+    lock: crate::netlock::LockMode,
+) -> Result<bool, DumpError> {
     let threads: HashMap<i32, Vec<i32>> = (tree.procs.iter())
         .map(|f| (f.pid(), f.threads().iter().map(|t| t.tid()).collect()))
         .collect();
@@ -77,5 +85,15 @@ pub fn dump(tree: &FrozenTree, writer: &ImageWriter) -> Result<(), DumpError> {
     if !image.is_empty() {
         writer.write_record(NAMESPACES, Kind::Namespaces, &image)?;
     }
-    Ok(())
+    net::check_tree(&live)?;
+    let Some(in_net) = in_net else {
+        return Ok(false);
+    };
+    let saved = net::collect(in_net)?;
+    writer.write_record(crate::image::netns::NETNS, Kind::NetNs, &saved)?;
+    if lock == crate::netlock::LockMode::Skip {
+        return Ok(false);
+    }
+    net::lock(in_net, lock)?;
+    Ok(true)
 }

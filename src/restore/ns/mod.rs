@@ -1,6 +1,6 @@
 //! The namespaces a restored tree gets, the restore side of `dump/ns/`: the flags of the
 //! root's `clone3` (one hook: [`root_clone_flags`]; a new pid, UTS and IPC namespace as
-//! the image says), what stasis sets up before it ([`before_root`]: a time namespace) and
+//! the image says, and a network namespace: `net.rs`), what stasis sets up before it ([`before_root`]: a time namespace) and
 //! what is set in them once the root exists ([`after_root`]).
 //! `pid.rs` gives every task its ids in the nested pid namespaces; `uts.rs` the names.
 //!
@@ -9,6 +9,7 @@
 //! parent (`child::fork_many`).
 
 pub mod handover;
+pub mod net;
 pub mod pid;
 pub mod time;
 pub mod uts;
@@ -17,10 +18,14 @@ use super::child::Child;
 use super::RestoreError;
 use crate::image::load::Image;
 
-/// The namespace flags of the root's `clone3`.
-pub fn root_clone_flags(image: &Image) -> u64 {
+/// The namespace flags of the root's `clone3` (`joined_net`: it is cloned in a network
+/// namespace given at restore).
+pub fn root_clone_flags(image: &Image, joined_net: bool) -> u64 {
     let root = image.inventory.root_pid;
     let mut flags = 0;
+    if image.netns.is_some() && !joined_net {
+        flags |= libc::CLONE_NEWNET as u64;
+    }
     if image.sysv.ns == crate::image::sysv::IpcNs::Own {
         flags |= libc::CLONE_NEWIPC as u64;
     }

@@ -1,0 +1,321 @@
+//! The tree's own network namespace: every process of the tree must share the root's;
+//! when it is not the dumper's, stasis enters it for the whole dump ([`enter_tree`]: the
+//! socket tables of `sock_diag`, `/proc/sys/net` and the tools then see the tree's
+//! namespace, as if stasis ran inside it) and saves it ([`collect`], `netns.img`): its
+//! links, addresses, routes, rules, sysctls and firewall. With a network lock, the whole
+//! namespace is then locked ([`lock`]: everything but marked packets dropped, as CRIU
+//! does), before any connection is put in repair mode. The restore side is
+//! `restore/ns/net.rs`.
+//!
+//! Links are read with `ip -j -d link show` (JSON); addresses, routes and rules are kept
+//! as `ip ... save` writes them — the kernel's rtnetlink messages, every attribute of
+//! every object, which `ip ... restore` sends back unchanged. stasis reads only two bytes
+//! of them (a route's and a rule's protocol, to leave out what the kernel makes itself)
+//! rather than translating each attribute through a netlink crate and back: iproute2 is
+//! the kernel's own tool for exactly this, and the firewall needs its tools anyway.
+//! Only the loopback and dummy links are rebuilt; any other kind is refused naming it.
+
+use std::fs::File;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::{inode, DumpError};
+use crate::image::netns::{Link, NetNsImage};
+use crate::netns::NetnsError;
+
+/// iproute2's package, for messages.
+const IPROUTE: &str = "iproute2";
+/// The link kinds stasis makes again.
+const KINDS: [&str; 2] = ["loopback", "dummy"];
+/// `RTPROT_KERNEL`: routes and rules the kernel makes itself.
+const RTPROT_KERNEL: u8 = 2;
+/// `FRA_PROTOCOL` (linux/fib_rules.h).
+const FRA_PROTOCOL: u16 = 21;
+/// The rules every new namespace has (IPv4: local, main, default; IPv6: local, main).
+const DEFAULT_RULES: [usize; 2] = [3, 2];
+
+/// While alive, stasis's dumping thread is in the tree's network namespace; dropping it
+/// puts the thread back into its own.
+pub struct InTree {
+    own: File,
+    /// `/proc/ROOT/ns/net` of the tree's root.
+    pub path: PathBuf,
+    pub root: i32,
+}
+
+impl Drop for InTree {
+    fn drop(&mut self) {
+        let _ = nix::sched::setns(&self.own, nix::sched::CloneFlags::CLONE_NEWNET);
+    }
+}
+
+fn fail(what: String) -> DumpError {
+    DumpError::unsupported(what)
+}
+
+/// Enters the network namespace of `root` if it is not the dumper's (`None` then).
+pub fn enter_tree(root: i32) -> Result<Option<InTree>, DumpError> {
+    let path = PathBuf::from(format!("/proc/{root}/ns/net"));
+    if inode(&root.to_string(), "net") == inode("thread-self", "net") {
+        return Ok(None);
+    }
+    let err = |e: String| fail(format!("enter the network namespace of pid {root}: {e}"));
+    let own = File::open("/proc/thread-self/ns/net").map_err(|e| err(e.to_string()))?;
+    let theirs = File::open(&path).map_err(|e| err(e.to_string()))?;
+    nix::sched::setns(&theirs, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| err(e.to_string()))?;
+    Ok(Some(InTree { own, path, root }))
+}
+
+/// Refuses a process of the tree whose network namespace is not the root's.
+pub fn check_tree(pids: &[i32]) -> Result<(), DumpError> {
+    let root = pids[0];
+    let tree = inode(&root.to_string(), "net");
+    match pids[1..]
+        .iter()
+        .find(|p| inode(&p.to_string(), "net") != tree)
+    {
+        Some(pid) => Err(fail(format!(
+            "pid {pid} is in another network namespace than the tree's root {root}; stasis \
+             restores one network namespace per tree"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Everything of the namespace the dumping thread is in (that of `tree`).
+pub fn collect(tree: &InTree) -> Result<NetNsImage, DumpError> {
+    let tool_err = |e: NetnsError| {
+        fail(format!(
+            "network namespace of pid {} ({}): {e}",
+            tree.root,
+            tree.path.display()
+        ))
+    };
+    let ip = |args: &[&str]| crate::netns::run_here(IPROUTE, "ip", args, None).map_err(tool_err);
+    let links = links(&ip(&["-j", "-d", "link", "show"])?, tree.root)?;
+    let routes = [
+        without_kernel(&ip(&["-4", "route", "save", "table", "all"])?, 16 + 5, None),
+        without_kernel(&ip(&["-6", "route", "save", "table", "all"])?, 16 + 5, None),
+    ];
+    let mut rules = [Vec::new(), Vec::new()];
+    for (i, family) in ["-4", "-6"].iter().enumerate() {
+        let blob = ip(&[family, "rule", "save"])?;
+        let kept = without_kernel(&blob, 0, Some(FRA_PROTOCOL));
+        let defaults = count(&blob) - count(&kept);
+        if defaults != DEFAULT_RULES[i] {
+            return Err(fail(format!(
+                "the network namespace of pid {} lacks one of its default {} routing \
+                 rules (it has {defaults} of {}), which stasis cannot take away from a new \
+                 namespace",
+                tree.root,
+                if i == 0 { "IPv4" } else { "IPv6" },
+                DEFAULT_RULES[i]
+            )));
+        }
+        rules[i] = kept;
+    }
+    Ok(NetNsImage {
+        links,
+        addrs: ip(&["addr", "save"])?,
+        routes,
+        rules,
+        sysctls: sysctls(),
+        iptables_legacy: [
+            legacy("iptables-legacy-save")?,
+            legacy("ip6tables-legacy-save")?,
+        ],
+        nft: nft()?,
+    })
+}
+
+/// The links of `ip -j -d link show`; one stasis cannot make again is refused.
+fn links(json: &[u8], root: i32) -> Result<Vec<Link>, DumpError> {
+    let all: Vec<serde_json::Value> =
+        serde_json::from_slice(json).map_err(|e| fail(format!("read `ip -j link show`: {e}")))?;
+    all.iter().map(|l| link(l, root)).collect()
+}
+
+fn link(l: &serde_json::Value, root: i32) -> Result<Link, DumpError> {
+    let text = |k: &str| l[k].as_str().unwrap_or_default().to_string();
+    let kind = match (
+        text("link_type").as_str(),
+        l["linkinfo"]["info_kind"].as_str(),
+    ) {
+        ("loopback", _) => "loopback".to_string(),
+        (_, Some(k)) => k.to_string(),
+        (t, None) => t.to_string(),
+    };
+    let name = text("ifname");
+    if !KINDS.contains(&kind.as_str()) {
+        let hint = match kind.as_str() {
+            "veth" => format!(
+                "; a veth pair whose other end is outside would need --external \
+                 veth[{name}]:OUTSIDE, which stasis does not support yet"
+            ),
+            _ => String::new(),
+        };
+        return Err(fail(format!(
+            "link {name} of the network namespace of pid {root} is a {kind} link; stasis \
+             rebuilds only loopback and dummy links{hint}"
+        )));
+    }
+    let flags = l["flags"].as_array().map_or(Vec::new(), |f| {
+        f.iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect()
+    });
+    Ok(Link {
+        ifindex: l["ifindex"].as_i64().unwrap_or(0) as i32,
+        name,
+        kind,
+        mtu: l["mtu"].as_u64().unwrap_or(0) as u32,
+        flags,
+        address: text("address"),
+    })
+}
+
+/// The rtnetlink messages of an `ip ... save` blob (a 4-byte magic, then messages).
+pub fn messages(blob: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut at = 4.min(blob.len());
+    std::iter::from_fn(move || {
+        let len = u32::from_ne_bytes(blob.get(at..at + 4)?.try_into().ok()?) as usize;
+        let msg = blob.get(at..at + len).filter(|_| len >= 16)?;
+        at += (len + 3) & !3;
+        Some(msg)
+    })
+}
+
+fn count(blob: &[u8]) -> usize {
+    messages(blob).count()
+}
+
+/// The blob without the messages made by the kernel: protocol byte at `offset` of the
+/// message (a route's `rtm_protocol`), or in attribute `attr` (a rule's).
+fn without_kernel(blob: &[u8], offset: usize, attr: Option<u16>) -> Vec<u8> {
+    let mut out = blob.get(..4).unwrap_or_default().to_vec();
+    for msg in messages(blob) {
+        let proto = match attr {
+            None => msg.get(offset).copied(),
+            Some(a) => attribute(msg, 16 + 12, a).and_then(|v| v.first().copied()),
+        };
+        if proto != Some(RTPROT_KERNEL) {
+            out.extend_from_slice(msg);
+            out.resize((out.len() + 3) & !3, 0);
+        }
+    }
+    out
+}
+
+/// The payload of attribute `ty` of a message whose attributes start at `from`.
+fn attribute(msg: &[u8], from: usize, ty: u16) -> Option<&[u8]> {
+    let mut at = from;
+    while let Some(h) = msg.get(at..at + 4) {
+        let len = u16::from_ne_bytes([h[0], h[1]]) as usize;
+        if len < 4 {
+            return None;
+        }
+        if u16::from_ne_bytes([h[2], h[3]]) & 0x3fff == ty {
+            return msg.get(at + 4..at + len);
+        }
+        at += (len + 3) & !3;
+    }
+    None
+}
+
+/// Every readable and writable file below `/proc/sys/net`, as the dumping thread's
+/// namespace shows it.
+fn sysctls() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    walk(Path::new("/proc/sys/net"), "", &mut out);
+    out
+}
+
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, String)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<_> = entries.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = format!("{prefix}{}", e.file_name().to_string_lossy());
+        let Ok(meta) = e.metadata() else { continue };
+        if meta.is_dir() {
+            walk(&e.path(), &format!("{name}/"), out);
+        } else if meta.permissions().mode() & 0o600 == 0o600 && meta.uid() == 0 {
+            if let Ok(v) = std::fs::read_to_string(e.path()) {
+                out.push((name, v.trim_end_matches('\n').to_string()));
+            }
+        }
+    }
+}
+
+/// `TOOL -c` of iptables-legacy (empty when it has no table or is not installed: then
+/// the namespace has none).
+fn legacy(tool: &str) -> Result<String, DumpError> {
+    match crate::netns::run_here("iptables", tool, &["-c"], None) {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out).into_owned();
+            let any = text.lines().any(|l| l.starts_with('*'));
+            Ok(if any { text } else { String::new() })
+        }
+        Err(NetnsError::NoTool { .. }) => Ok(String::new()),
+        Err(e) => Err(fail(format!("save the firewall: {e}"))),
+    }
+}
+
+/// `nft list ruleset` (empty without tables, or without nft).
+fn nft() -> Result<String, DumpError> {
+    match crate::netns::run_here("nftables", "nft", &["list", "ruleset"], None) {
+        Ok(out) => Ok(String::from_utf8_lossy(&out).into_owned()),
+        Err(NetnsError::NoTool { .. }) => Ok(String::new()),
+        Err(e) => Err(fail(format!("save the firewall: {e}"))),
+    }
+}
+
+/// Locks the whole namespace under the root's name (`crate::netlock::lock_namespace`).
+pub fn lock(tree: &InTree, mode: crate::netlock::LockMode) -> Result<(), DumpError> {
+    let ns = crate::netlock::Netns::Ours;
+    crate::netlock::lock_namespace(mode, &ns, tree.root).map_err(|e| {
+        fail(format!(
+            "lock the network namespace of pid {} ({}): {e}",
+            tree.root,
+            tree.path.display()
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(proto_at: usize, proto: u8, len: usize) -> Vec<u8> {
+        let mut m = vec![0u8; len];
+        m[..4].copy_from_slice(&(len as u32).to_ne_bytes());
+        m[proto_at] = proto;
+        m
+    }
+
+    #[test]
+    fn kernel_routes_are_left_out() {
+        let mut blob = vec![1, 2, 3, 4];
+        blob.extend(msg(21, RTPROT_KERNEL, 28));
+        blob.extend(msg(21, 3, 30));
+        blob.extend([0, 0]);
+        let kept = without_kernel(&blob, 21, None);
+        assert_eq!(count(&blob), 2);
+        assert_eq!(count(&kept), 1);
+        assert_eq!(messages(&kept).next().map(|m| m[21]), Some(3));
+    }
+
+    #[test]
+    fn rule_protocol_is_read_from_its_attribute() {
+        let mut m = vec![0u8; 28];
+        m.extend([5, 0, 21, 0, RTPROT_KERNEL, 0, 0, 0]);
+        let len = m.len() as u32;
+        m[..4].copy_from_slice(&len.to_ne_bytes());
+        let mut blob = vec![0; 4];
+        blob.extend(&m);
+        assert_eq!(count(&without_kernel(&blob, 0, Some(FRA_PROTOCOL))), 0);
+    }
+}

@@ -1,0 +1,77 @@
+//! The network namespace record (`netns.img`, kind 16): the tree's own network namespace
+//! (one per tree, the root's, not the dumper's). Absent: the tree lived in the dumper's
+//! network namespace and comes back in the restorer's.
+//!
+//! Addresses, routes and rules are kept as iproute2 writes them (`ip addr save`,
+//! `ip -4|-6 route save table all`, `ip -4|-6 rule save`: the kernel's own rtnetlink
+//! messages, every attribute included) and given back to `ip ... restore`; the routes
+//! the kernel makes itself from addresses (`proto kernel`) and the default rules are left
+//! out at dump (`dump/ns/net.rs`). The firewall is kept as its tools print it.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::ImageError;
+
+/// Name of the record file.
+pub const NETNS: &str = "netns.img";
+
+/// `netns.img`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetNsImage {
+    /// Every link of the namespace, in ifindex order (the loopback first).
+    pub links: Vec<Link>,
+    /// `ip addr save`.
+    pub addrs: Vec<u8>,
+    /// `ip -4 route save table all`, then `ip -6 ...`, without `proto kernel` routes.
+    pub routes: [Vec<u8>; 2],
+    /// `ip -4 rule save`, then `ip -6 ...`, without the default rules.
+    pub rules: [Vec<u8>; 2],
+    /// Every readable and writable file below `/proc/sys/net` in the namespace (path
+    /// below `/proc/sys/net/`, value without its trailing newline).
+    pub sysctls: Vec<(String, String)>,
+    /// `iptables-legacy-save -c` and `ip6tables-legacy-save -c` (empty: no legacy table).
+    pub iptables_legacy: [String; 2],
+    /// `nft list ruleset` (iptables-nft rules included; empty: no table).
+    pub nft: String,
+}
+
+/// One network interface.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    pub ifindex: i32,
+    pub name: String,
+    /// `loopback`, `dummy` (what stasis makes again).
+    pub kind: String,
+    pub mtu: u32,
+    /// Its flags as `ip link` names them (`UP`, `LOOPBACK`, `PROMISC`...).
+    pub flags: Vec<String>,
+    /// Hardware address, `aa:bb:..` (empty for none).
+    pub address: String,
+}
+
+impl Link {
+    pub fn has(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f == flag)
+    }
+}
+
+/// Checks what a restore relies on: a loopback with ifindex 1, sane names and sysctls.
+pub fn validate(ns: &NetNsImage, path: &Path) -> Result<(), ImageError> {
+    let bad = |what: String| ImageError::Invalid {
+        path: path.to_path_buf(),
+        what,
+    };
+    for l in &ns.links {
+        if l.name.is_empty() || l.name.len() > 15 || l.name.contains('/') || l.ifindex <= 0 {
+            return Err(bad(format!("bad link {:?} (index {})", l.name, l.ifindex)));
+        }
+    }
+    for (name, _) in &ns.sysctls {
+        if name.split('/').any(|c| c == ".." || c.is_empty()) {
+            return Err(bad(format!("bad sysctl name {name:?}")));
+        }
+    }
+    Ok(())
+}

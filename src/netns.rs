@@ -1,0 +1,122 @@
+//! Working inside another network namespace: a scoped thread of stasis enters it
+//! (`setns(CLONE_NEWNET)` changes the calling thread only) and runs a closure there —
+//! reading `/proc/sys/net` (which shows the namespace of the reader), creating sockets
+//! (which belong to the namespace of their creator) or spawning a tool (`ip`,
+//! `iptables-save`, `nft`: a child starts in its spawner's namespace). Used by the
+//! network namespace's dump and restore (`dump/ns/net.rs`, `restore/ns/net.rs`), the
+//! network lock (`netlock.rs`) and sockets stasis itself opens for a restored tree.
+
+use std::io::{Seek, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error("enter the network namespace {path}: {source}")]
+    Enter {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the thread working in the network namespace {path} panicked")]
+    Panicked { path: PathBuf },
+    #[error("cannot run {cmd} ({source}); install package {package}")]
+    NoTool {
+        cmd: String,
+        package: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{cmd} failed: {stderr}")]
+    Failed { cmd: String, stderr: String },
+}
+
+/// Runs `f` in a thread that entered the network namespace bound at `path`
+/// (`/proc/PID/ns/net`, `/run/netns/NAME`).
+pub fn within<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
+    let enter = |source| NetnsError::Enter {
+        path: path.to_path_buf(),
+        source,
+    };
+    let ns = std::fs::File::open(path).map_err(enter)?;
+    within_fd(ns.as_fd(), f).map_err(|e| match e {
+        NetnsError::Enter { source, .. } => enter(source),
+        NetnsError::Panicked { .. } => NetnsError::Panicked {
+            path: path.to_path_buf(),
+        },
+        other => other,
+    })
+}
+
+/// [`within`] for a namespace held open as `ns`.
+pub fn within_fd<T: Send>(
+    ns: BorrowedFd<'_>,
+    f: impl FnOnce() -> T + Send,
+) -> Result<T, NetnsError> {
+    let path = PathBuf::from(format!("fd {:?}", ns));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+                NetnsError::Enter {
+                    path: path.clone(),
+                    source: e.into(),
+                }
+            })?;
+            Ok(f())
+        })
+        .join()
+        .unwrap_or_else(|_| Err(NetnsError::Panicked { path: path.clone() }))
+    })
+}
+
+/// `cmd ARGS` (of `package`) run in the namespace at `path` with `stdin`; its output.
+pub fn tool(
+    path: &Path,
+    package: &'static str,
+    cmd: &str,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> Result<Vec<u8>, NetnsError> {
+    within(path, || run_here(package, cmd, args, stdin))?
+}
+
+/// `bytes` in a memory file read from its start (`ip ... restore` seeks its input).
+fn seekable(bytes: &[u8]) -> std::io::Result<std::fs::File> {
+    let fd = nix::sys::memfd::memfd_create("stasis-netns", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(bytes)?;
+    file.seek(std::io::SeekFrom::Start(0))?;
+    Ok(file)
+}
+
+/// `cmd ARGS` run in stasis's own namespace (that of the calling thread).
+pub fn run_here(
+    package: &'static str,
+    cmd: &str,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> Result<Vec<u8>, NetnsError> {
+    let text = format!("{cmd} {}", args.join(" "));
+    let no_tool = |source| NetnsError::NoTool {
+        cmd: cmd.to_string(),
+        package,
+        source,
+    };
+    let input = match stdin {
+        Some(bytes) => Stdio::from(seekable(bytes).map_err(no_tool)?),
+        None => Stdio::null(),
+    };
+    let out = Command::new(cmd)
+        .args(args)
+        .stdin(input)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(no_tool)?;
+    if out.status.success() {
+        return Ok(out.stdout);
+    }
+    Err(NetnsError::Failed {
+        cmd: text,
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    })
+}

@@ -1,0 +1,177 @@
+//! The tree's own network namespace, the restore side of `dump/ns/net.rs`: the root is
+//! cloned into a new one (`CLONE_NEWNET`, [`super::root_clone_flags`]) — or into the one
+//! `--join-ns net:PATH` names, entered around its clone ([`Entered::join`]) — and stasis's
+//! restoring thread then enters it until the restore is over ([`Entered::tree`]): the
+//! sockets stasis opens for the tree (fd handovers, the raw socket replaying a closing
+//! connection's segments) and the lifting of the network lock belong there. Sockets of
+//! the tree are created by its own tasks, so in its namespace.
+//!
+//! A new namespace is filled ([`fill`]) before any task of the tree but the root exists,
+//! in this order: links made (dummies) and set (MTU, flags but up); the firewall
+//! (`iptables-legacy-restore`, `nft -f`: it may load the modules whose sysctls follow);
+//! the sysctls that differ from the new namespace's (`all`/`default` before the links'
+//! own); links up; addresses (`ip addr restore`: the loopback's own, made as it comes
+//! up, are already there), routes and rules (`ip ... restore`).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use super::super::RestoreError;
+use crate::image::netns::{Link, NetNsImage};
+
+const IPROUTE: &str = "iproute2";
+
+fn fail(what: String) -> RestoreError {
+    RestoreError::Unsupported {
+        what: format!("network namespace of the tree: {what}"),
+    }
+}
+
+/// While alive, stasis's restoring thread is in another network namespace; dropping it
+/// puts the thread back into its own.
+pub struct Entered {
+    own: File,
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let _ = nix::sched::setns(&self.own, nix::sched::CloneFlags::CLONE_NEWNET);
+    }
+}
+
+impl Entered {
+    /// Enters the namespace at `path` (`--join-ns net:PATH`, before the root's clone).
+    pub fn join(path: &Path) -> Result<Entered, RestoreError> {
+        let err = |e: String| fail(format!("join {}: {e}", path.display()));
+        let own = File::open("/proc/thread-self/ns/net").map_err(|e| err(e.to_string()))?;
+        let ns = File::open(path).map_err(|e| err(e.to_string()))?;
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| err(e.to_string()))?;
+        Ok(Entered { own })
+    }
+
+    /// Enters the namespace the root `root` was cloned into.
+    pub fn tree(root: i32) -> Result<Entered, RestoreError> {
+        Self::join(&PathBuf::from(format!("/proc/{root}/ns/net")))
+    }
+}
+
+/// Enters the new network namespace the root `root` was cloned into and fills it, if
+/// the image has one.
+pub fn enter_new(image: &crate::image::Image, root: i32) -> Result<Option<Entered>, RestoreError> {
+    let Some(ns) = &image.netns else {
+        return Ok(None);
+    };
+    let entered = Entered::tree(root)?;
+    fill(ns)?;
+    Ok(Some(entered))
+}
+
+/// Fills the new namespace the restoring thread is in with what `ns` saved.
+pub fn fill(ns: &NetNsImage) -> Result<(), RestoreError> {
+    for link in &ns.links {
+        make_link(link)?;
+    }
+    firewall(ns)?;
+    sysctls(&ns.sysctls)?;
+    for link in ns.links.iter().filter(|l| l.has("UP")) {
+        ip(&["link", "set", "dev", &link.name, "up"], None)?;
+    }
+    ip(&["addr", "restore"], Some(&ns.addrs))?;
+    for blob in &ns.routes {
+        if has_messages(blob) {
+            ip(&["route", "restore"], Some(blob))?;
+        }
+    }
+    for blob in &ns.rules {
+        if has_messages(blob) {
+            ip(&["rule", "restore"], Some(blob))?;
+        }
+    }
+    Ok(())
+}
+
+fn has_messages(blob: &[u8]) -> bool {
+    crate::dump::ns::net::messages(blob).next().is_some()
+}
+
+fn ip(args: &[&str], stdin: Option<&[u8]>) -> Result<(), RestoreError> {
+    crate::netns::run_here(IPROUTE, "ip", args, stdin)
+        .map(drop)
+        .map_err(|e| fail(e.to_string()))
+}
+
+/// Makes `link` (a dummy) or finds it (the loopback), with its MTU and flags, down.
+fn make_link(link: &Link) -> Result<(), RestoreError> {
+    let name = link.name.as_str();
+    let mtu = link.mtu.to_string();
+    if link.kind == "dummy" {
+        let index = link.ifindex.to_string();
+        let mut args = vec!["link", "add", name, "index", &index];
+        if !link.address.is_empty() {
+            args.extend(["address", link.address.as_str()]);
+        }
+        args.extend(["type", "dummy"]);
+        ip(&args, None)?;
+    }
+    let on = |flag: &str| if link.has(flag) { "on" } else { "off" };
+    ip(
+        &[
+            "link",
+            "set",
+            "dev",
+            name,
+            "mtu",
+            &mtu,
+            "promisc",
+            on("PROMISC"),
+            "allmulticast",
+            on("ALLMULTI"),
+            "multicast",
+            on("MULTICAST"),
+            "arp",
+            if link.has("NOARP") { "off" } else { "on" },
+        ],
+        None,
+    )
+}
+
+/// The saved firewall: iptables-legacy tables, then the nftables rule set.
+fn firewall(ns: &NetNsImage) -> Result<(), RestoreError> {
+    let legacy = ["iptables-legacy-restore", "ip6tables-legacy-restore"];
+    for (tool, saved) in legacy.iter().zip(&ns.iptables_legacy) {
+        if !saved.is_empty() {
+            crate::netns::run_here("iptables", tool, &["-c"], Some(saved.as_bytes()))
+                .map_err(|e| fail(e.to_string()))?;
+        }
+    }
+    if !ns.nft.trim().is_empty() {
+        crate::netns::run_here("nftables", "nft", &["-f", "-"], Some(ns.nft.as_bytes()))
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Writes each saved sysctl whose value differs from the namespace's now, the
+/// namespace-wide ones and `all`/`default` before the links' own.
+fn sysctls(saved: &[(String, String)]) -> Result<(), RestoreError> {
+    let rank = |name: &str| match name.split('/').nth(2) {
+        Some("all") => 0,
+        Some("default") => 1,
+        _ if name.contains("/conf/") || name.contains("/neigh/") => 2,
+        _ => 0,
+    };
+    let mut order: Vec<&(String, String)> = saved.iter().collect();
+    order.sort_by_key(|(name, _)| rank(name));
+    for (name, value) in order {
+        let path = Path::new("/proc/sys/net").join(name);
+        let now = std::fs::read_to_string(&path)
+            .map_err(|e| fail(format!("read sysctl net/{name}: {e}")))?;
+        if now.trim_end_matches('\n') == value {
+            continue;
+        }
+        std::fs::write(&path, format!("{value}\n"))
+            .map_err(|e| fail(format!("set sysctl net/{name} to {value:?}: {e}")))?;
+    }
+    Ok(())
+}
