@@ -244,6 +244,10 @@ pub fn restore_with(
         mounts: mounts.as_ref(),
         join_net: opts.join_net.as_deref(),
         net: None,
+        net_lock: match lock.pids.contains(&root) {
+            true => lock.mode,
+            false => crate::netlock::LockMode::Skip,
+        },
     };
     let built = b.build().and_then(|pages| {
         remove_links(&image)?;
@@ -363,6 +367,9 @@ struct Builder<'a> {
     join_net: Option<&'a std::path::Path>,
     /// The tree's network namespace, entered by stasis once the root is in it.
     net: Option<ns::net::Entered>,
+    /// The lock a new network namespace of the tree's holds until the tree is rebuilt
+    /// (that of the dumped namespace's, `Skip` for none).
+    net_lock: crate::netlock::LockMode,
 }
 
 impl Builder<'_> {
@@ -433,8 +440,8 @@ impl Builder<'_> {
                 .map_err(at(RestoreStage::Takeover, pid))?;
         }
         if pid == root && self.net.is_none() {
-            self.net =
-                ns::net::enter_new(self.image, pid).map_err(at(RestoreStage::Takeover, pid))?;
+            self.net = ns::net::enter_new(self.image, pid, self.net_lock)
+                .map_err(at(RestoreStage::Takeover, pid))?;
         }
         if let Some(mounts) = self.mounts.filter(|_| pid == root) {
             mnt::restore(&child, mounts).map_err(at(RestoreStage::Takeover, pid))?;

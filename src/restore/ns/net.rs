@@ -57,13 +57,21 @@ impl Entered {
 }
 
 /// Enters the new network namespace the root `root` was cloned into and fills it, if
-/// the image has one.
-pub fn enter_new(image: &crate::image::Image, root: i32) -> Result<Option<Entered>, RestoreError> {
+/// the image has one; locks it whole with `lock` (the dumped namespace's lock), as the
+/// dump did, until the restore lifts the lock (`restore/netlock.rs`): a connection
+/// rebuilt before its peer would otherwise meet a reset.
+pub fn enter_new(
+    image: &crate::image::Image,
+    root: i32,
+    lock: crate::netlock::LockMode,
+) -> Result<Option<Entered>, RestoreError> {
     let Some(ns) = &image.netns else {
         return Ok(None);
     };
     let entered = Entered::tree(root)?;
     fill(ns)?;
+    crate::netlock::lock_namespace(lock, &crate::netlock::Netns::Ours, root)
+        .map_err(|e| fail(format!("lock it while the tree is rebuilt: {e}")))?;
     Ok(Some(entered))
 }
 
