@@ -131,6 +131,7 @@ fn dump_args(victim: &str, args: &[&str]) -> &'static [&'static str] {
         ("inet_sockets", Some("established")) => &["--tcp-established"],
         ("inet_sockets", Some("close")) => &["--tcp-close"],
         ("tcp_states", Some("closing" | "reset" | "full")) => &["--tcp-established"],
+        ("netns", _) => &["--tcp-established"],
         _ => &[],
     }
 }
@@ -313,6 +314,7 @@ victim_tests! {
     tcp_reset: "tcp_states" ["reset"];
     tcp_full_queues: "tcp_states" ["full"];
     udp_shutdown: "tcp_states" ["udp"];
+    netns: "netns";
     pty: "pty";
     ctty: "ctty";
     pty_hangup: "pty_hangup";

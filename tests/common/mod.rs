@@ -89,6 +89,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("split", &[]),
     ("tcp_echo", &[]),
     ("tcp_states", &[]),
+    ("netns", &[]),
     ("pipes", &[]),
     ("zero_pages", &[]),
     ("anonfds", &[]),

@@ -4,8 +4,8 @@
 //! every pid) and sends it over a datagram socket the task binds to an abstract address
 //! (`SCM_RIGHTS`); the task receives it with an injected `recvmsg`.
 //!
-//! Abstract unix addresses belong to the network namespace, which a restored tree shares
-//! with stasis (network namespaces are refused at dump).
+//! Abstract unix addresses belong to the network namespace: stasis's restoring thread is
+//! in the tree's own, if it has one, until the restore ends (`net.rs`).
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd};
