@@ -22,7 +22,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y gcc python3 bash coreutils bsdutils
 fi
 # Optional: iptables and nft (the network lock of TCP connections to outside peers), ip (network
-# namespaces for a TCP peer outside the tree), runc and busybox-static (criu-compat's runc test), redis-server, nginx, PostgreSQL 15 and tmux (real-program
+# namespaces: a TCP peer outside the tree, a tree's own namespace rebuilt), runc and busybox-static (criu-compat's runc test), redis-server, nginx, PostgreSQL 15 and tmux (real-program
 # tests). Tests that need them print SKIP when they cannot be installed.
 optional=()
 command -v nft >/dev/null 2>&1 || optional+=(nftables)

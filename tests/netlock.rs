@@ -1,6 +1,6 @@
 //! The network lock's functions on a network namespace the test creates (`ip netns add`),
 //! for each mode: the whole-namespace lock of a tree living in a namespace of its own
-//! (stasis does not dump such trees yet: the function is called directly), and the lock
+//! (which `dump/ns/net.rs` takes; called directly here), and the lock
 //! of one connection of a process in another namespace. In both the tools must run inside
 //! that namespace: the rules are found there and not in ours, they drop unmarked packets
 //! without a reset reaching anyone, and let CRIU-marked (0xC114) packets through.
