@@ -82,7 +82,12 @@ use super::error::ImageError;
 /// Version 10 also adds the tree's own mount namespace: `mnt.img` (every mount, how it
 /// is made again, propagation) and `mnt-tmpfs-<id>.img` (a tmpfs's files); an image
 /// without them is a tree that lived in the dumper's mount namespace.
-pub const FORMAT_VERSION: u32 = 10;
+///
+/// Version 11 also adds POSIX message queues: `mqueue.img` (kind 22, `image::mqueue`:
+/// the queues of the tree's IPC namespace with their messages) and the `Mqueue` fd kind
+/// after every older kind; `sysv.img`'s sysctls may also name `fs/mqueue/*` and
+/// `kernel/{msg,sem,shm}_next_id`. A version 10 image has no queue and reads the same.
+pub const FORMAT_VERSION: u32 = 11;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;
@@ -115,6 +120,8 @@ pub enum Kind {
     Mounts = 12,
     /// The contents of one tmpfs of it (`mnt-tmpfs-<id>.img`).
     MntTmpfs = 13,
+    /// The POSIX message queues of the tree's IPC namespace (`mqueue.img`, format 11).
+    Mqueue = 22,
 }
 
 /// Human name of a kind number, for messages.
@@ -134,6 +141,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         14 => "cgroup",
         12 => "mounts",
         13 => "tmpfs contents",
+        22 => "mqueue",
         _ => "unknown",
     }
 }

@@ -20,6 +20,7 @@ mod inherited;
 mod memory;
 mod mm;
 pub mod mnt;
+mod mqueue;
 mod netlock;
 mod ns;
 mod prctl;
@@ -426,7 +427,7 @@ impl Builder<'_> {
         if pid == root {
             ns::after_root(self.image, &child).map_err(at(RestoreStage::Takeover, pid))?;
         }
-        if pid == root && !self.image.sysv.is_empty() {
+        if pid == root && !(self.image.sysv.is_empty() && self.image.mqueue.queues.is_empty()) {
             let _s = crate::profile::span("sysv ipc");
             self.sysv =
                 Some(sysv::restore(self.image, pid).map_err(at(RestoreStage::Mappings, pid))?);

@@ -41,6 +41,7 @@ mod inet;
 mod inotify;
 mod locks;
 mod memfd;
+mod mqueue;
 mod netlink;
 mod ns;
 mod packet;
@@ -351,6 +352,7 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::Namespace(n) => ns::restore(at, n),
         FdKind::Packet(p) => packet::restore(at, p),
         FdKind::Netlink(n) => netlink::restore(at, n),
+        FdKind::Mqueue(q) => mqueue::restore(at, q),
         FdKind::Unix(_) | FdKind::Inet(_) => match at.prepared.get(at.entry.fd) {
             Some(t) => at.dup_of(t),
             None => Err(RestoreError::Unsupported {
