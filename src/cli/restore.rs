@@ -62,6 +62,7 @@ pub fn run(args: RestoreArgs) -> i32 {
         cgroups: args.criu.cgroup_restore(),
         root: args.root,
         mnt_externals: args.criu.mnt_externals(),
+        inherit_fds: Vec::new(),
     };
     if !args.quiet {
         progress::install(args.progress);

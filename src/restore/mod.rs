@@ -69,6 +69,10 @@ pub struct RestoreOptions {
     pub root: Option<PathBuf>,
     /// `--external mnt[KEY]:PATH`.
     pub mnt_externals: Vec<(String, String)>,
+    /// `--inherit-fd fd[N]:KEY`: the restorer's fd N takes the place of every fd of the
+    /// tree on the object `KEY` outside it (`pipe:[INO]`, the dump-time link text of a
+    /// pipe whose other end no process of the tree held).
+    pub inherit_fds: Vec<(String, i32)>,
 }
 
 /// The restored tree's root, and figures for the summary line and `--stats-json`.
@@ -229,8 +233,10 @@ pub fn restore_with(
     let fds = image.processes.iter().flat_map(|p| &p.files.fds);
     let ghosts = files::Ghosts::create(&image.ghosts, fds)?;
     let ttys = tty::Bank::build(&image)?;
+    let given = files::given_fds(&image, &opts.inherit_fds);
     let mut b = Builder {
         image: &image,
+        given,
         shell_job,
         tcp_close: opts.tcp_close,
         ghosts: &ghosts,
@@ -338,6 +344,8 @@ impl Drop for Subreaper {
 /// The tree being rebuilt: a shell per process, in tree order.
 struct Builder<'a> {
     image: &'a Image,
+    /// The restorer's fds that replace fds of the tree (`inherit_fds`), by `(pid, fd)`.
+    given: files::pty::PtyFds,
     shell_job: bool,
     /// `--tcp-close`.
     tcp_close: bool,
@@ -381,7 +389,8 @@ impl Builder<'_> {
         }
         self.make_zombies()?;
         drop(span);
-        let ptys = self.ttys.fds();
+        let mut ptys = self.ttys.fds();
+        ptys.extend(&self.given);
         for (pid, child) in &mut self.procs {
             let p = self
                 .image
