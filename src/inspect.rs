@@ -840,6 +840,7 @@ fn describe(kind: &FdKind) -> String {
             p.fanout
                 .map_or(String::new(), |f| format!(", fanout {f:#x}"))
         ),
+        FdKind::Mqueue(q) => format!("POSIX message queue /{}", q.name),
         FdKind::Netlink(n) => format!(
             "netlink socket protocol {} port {} groups {:?}{}",
             n.protocol,
@@ -963,6 +964,7 @@ mod tests {
             }],
             ghosts: Default::default(),
             sysv: Default::default(),
+            mqueue: Default::default(),
             ns: Default::default(),
             cgroup: Default::default(),
             mounts: None,

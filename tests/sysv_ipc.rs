@@ -119,27 +119,48 @@ fn dumper_namespace_objects_come_back_after_removal() {
     .expect("the test thread");
 }
 
-#[test]
-fn dump_refuses_an_unattached_segment_under_shm_rmid_forced() {
-    let _serial = common::serial();
-    require_privileged!("dump_refuses_an_unattached_segment_under_shm_rmid_forced");
-    let tmp = TempDir::new("sysv-rmid-forced");
+/// Runs victim `name` with `arg`, whose dump stasis must refuse with a message holding
+/// `expect`, leaving the tree running untouched (the victim then verifies its state).
+fn refused_dump(name: &str, arg: &str, expect: &str) {
+    let tmp = TempDir::new(&format!("{name}-{arg}"));
     let work = tmp.join("work");
     std::fs::create_dir_all(&work).expect("mkdir work");
-    let mut victim = common::spawn_victim("sysv", &["rmid_forced"], &work);
+    let mut victim = common::spawn_victim(name, &[arg], &work);
     assert_eq!(victim.wait_ready(), Start::Ready);
     let _family = common::TreeGuard(common::descendants(victim.pid));
     let out = common::dump(victim.pid, &tmp.join("img"), &[]);
-    let msg = out.assert_failed("dump under shm_rmid_forced").to_string();
-    assert!(
-        msg.contains("is attached by no process and kernel.shm_rmid_forced is set"),
-        "{msg}"
-    );
-    // The refused dump left the tree running untouched.
+    let msg = out
+        .assert_failed(&format!("dump of {name} {arg}"))
+        .to_string();
+    assert!(msg.contains(expect), "{msg}");
     assert_eq!(
         victim.go(),
         Status::Exited(0),
         "victim log:\n{}",
         victim.log_text()
+    );
+}
+
+#[test]
+fn dump_refuses_an_unattached_segment_under_shm_rmid_forced() {
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_an_unattached_segment_under_shm_rmid_forced");
+    refused_dump(
+        "sysv",
+        "rmid_forced",
+        "is attached by no process and kernel.shm_rmid_forced is set",
+    );
+}
+
+/// The refused dump read every queue before the refused one and put their messages
+/// back in order (the victim checks them).
+#[test]
+fn dump_refuses_a_posix_queue_with_a_notification_and_leaves_the_queues() {
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_a_posix_queue_with_a_notification_and_leaves_the_queues");
+    refused_dump(
+        "mqueue",
+        "notify",
+        "POSIX message queue /stasis_empty has an mq_notify registration",
     );
 }

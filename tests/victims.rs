@@ -322,6 +322,7 @@ victim_tests! {
     sysv: "sysv";
     sysv_host: "sysv" ["host"];
     sysv_hugetlb: "sysv" ["hugetlb"];
+    mqueue: "mqueue";
 }
 
 /// The total PSS (KiB) of `pid` and its descendants, from `smaps_rollup`.

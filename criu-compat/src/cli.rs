@@ -219,11 +219,9 @@ fn dump(a: DumpArgs) -> Result<(), String> {
 }
 
 fn restore(a: RestoreArgs) -> Result<(), String> {
-    if let Some(spec) = a.inherit_fd.first() {
-        return Err(format!(
-            "--inherit-fd {spec}: stasis cannot give a restored process a file of its own yet"
-        ));
-    }
+    let inherit_fds = (a.inherit_fd.iter())
+        .map(|spec| inherit_spec(spec))
+        .collect::<Result<Vec<_>, _>>()?;
     if a.lazy_pages {
         return Err("--lazy-pages: stasis has no lazy restore yet".into());
     }
@@ -231,6 +229,7 @@ fn restore(a: RestoreArgs) -> Result<(), String> {
     job.rst_sibling = a.sibling;
     job.root = a.root.as_deref().filter(|r| *r != "/").map(Into::into);
     job.skip_file_check = a.skip_file_check;
+    job.inherit_fds = inherit_fds;
     let mut log = job.open_log()?;
     let restored = run_restore(&job, &mut log, &mut NoHooks)?;
     if let Some(path) = &a.pidfile {
@@ -240,6 +239,20 @@ fn restore(a: RestoreArgs) -> Result<(), String> {
     match a.detached || a.sibling {
         true => Ok(()),
         false => wait(restored.pid),
+    }
+}
+
+/// `fd[N]:pipe:[INO]` as `(key, N)`.
+fn inherit_spec(spec: &str) -> Result<(String, i32), String> {
+    let parsed = spec
+        .strip_prefix("fd[")
+        .and_then(|s| s.split_once("]:"))
+        .and_then(|(n, key)| Some((key.to_string(), n.parse::<i32>().ok()?)));
+    match parsed {
+        Some((key, n)) if crate::opts::is_pipe_key(&key) => Ok((key, n)),
+        _ => Err(format!(
+            "--inherit-fd {spec}: stasis takes fd[N]:pipe:[INO] only (a pipe of the caller)"
+        )),
     }
 }
 

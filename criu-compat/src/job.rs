@@ -51,6 +51,8 @@ pub struct Job {
     pub timeout: std::time::Duration,
     pub rst_sibling: bool,
     pub skip_file_check: bool,
+    /// `inherit_fd` / `--inherit-fd fd[N]:pipe:[INO]`: (key, our fd N).
+    pub inherit_fds: Vec<(String, i32)>,
 }
 
 impl Job {
@@ -79,6 +81,7 @@ impl Job {
             timeout: std::time::Duration::from_secs(10),
             rst_sibling: false,
             skip_file_check: false,
+            inherit_fds: Vec::new(),
         }
     }
 
@@ -134,6 +137,7 @@ pub fn run_dump(job: &Job, log: &mut Log, hooks: &mut dyn Hooks) -> Result<DumpS
         stasis::dump::dump_with(&job.dump_options(), hooks).map_err(|e| stasis::error_line(&e));
     let summary =
         summary.and_then(|s| stats::write(&job.images, "dump", &stats::dump_entry(&s)).map(|()| s));
+    let summary = summary.and_then(|s| link_inventory(&job.images).map(|()| s));
     match &summary {
         Ok(s) => log.info(&format!(
             "Dumping finished successfully ({} pages)",
@@ -159,6 +163,7 @@ pub fn run_restore(job: &Job, log: &mut Log, hooks: &mut dyn Hooks) -> Result<Re
         root: job.root.clone(),
         mnt_externals: job.mnt_externals.clone(),
         join_net: None,
+        inherit_fds: job.inherit_fds.clone(),
     };
     stasis::restore::set_root_sibling(job.rst_sibling);
     let restored = stasis::restore::restore_with(&opts, hooks).map_err(|e| stasis::error_line(&e));
@@ -169,6 +174,29 @@ pub fn run_restore(job: &Job, log: &mut Log, hooks: &mut dyn Hooks) -> Result<Re
         Err(why) => log.error(why),
     }
     restored
+}
+
+/// `inventory.img` in the images directory, a link to the stasis image's inventory:
+/// podman takes that file as the sign that a checkpoint exists (it only stats it). A
+/// reader of CRIU's format opening it finds stasis's magic and refuses it.
+fn link_inventory(images: &Path) -> Result<(), String> {
+    let link = images.join("inventory.img");
+    if link
+        .symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_symlink())
+    {
+        let _ = std::fs::remove_file(&link);
+    }
+    let target = Path::new(IMAGE_SUBDIR).join("inventory.img");
+    match std::os::unix::fs::symlink(&target, &link) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!(
+            "link {} to {}: {e}",
+            link.display(),
+            target.display()
+        )),
+    }
 }
 
 pub fn stasis_version() -> &'static str {

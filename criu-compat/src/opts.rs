@@ -79,7 +79,17 @@ pub fn fill(job: &mut Job, opts: &CriuOpts, restore: bool) -> Result<(), String>
         .filter(|r| restore && *r != "/")
         .map(PathBuf::from);
     job.rst_sibling = opts.rst_sibling();
+    job.inherit_fds = (opts.inherit_fd.iter())
+        .map(|i| (i.key.clone(), i.fd))
+        .collect();
     Ok(())
+}
+
+/// A pipe's dump-time link text (`pipe:[INO]`), the only `inherit_fd` key stasis takes.
+pub fn is_pipe_key(key: &str) -> bool {
+    key.strip_prefix("pipe:[")
+        .and_then(|k| k.strip_suffix(']'))
+        .is_some_and(|n| n.parse::<u64>().is_ok())
 }
 
 /// `/proc/<peer>/fd/<fd>`'s target: a directory the client opened.
@@ -214,14 +224,13 @@ fn mounts(o: &CriuOpts, _restore: bool) -> Option<String> {
     let external = (o.external.iter())
         .find(|e| mnt_external(e).is_none())
         .map(|e| format!("external {e}"));
-    let inherit = o
-        .inherit_fd
-        .first()
+    let inherit = (o.inherit_fd.iter())
+        .find(|i| !is_pipe_key(&i.key))
         .map(|i| format!("inherit_fd {} as fd {}", i.key, i.fd));
     [
         external.map(|f| format!("{f}: stasis takes external mounts (mnt[A]:B) only")),
         inherit.map(|f| {
-            format!("{f}: stasis cannot give a restored process a file of the caller yet")
+            format!("{f}: stasis gives a restored process the caller's pipes only (key pipe:[INO])")
         }),
         refused("ext_sharing", o.ext_sharing(), no_mounts),
         refused("ext_masters", o.ext_masters(), no_mounts),
@@ -326,12 +335,12 @@ mod tests {
     fn unimplemented_fields_are_named() {
         let inherit = CriuOpts {
             inherit_fd: vec![InheritFd {
-                key: "pipe:[1]".into(),
+                key: "extRootNetNS".into(),
                 fd: 1,
             }],
             ..Default::default()
         };
-        assert!(refusal(inherit, true).starts_with("inherit_fd pipe:[1] as fd 1: "));
+        assert!(refusal(inherit, true).starts_with("inherit_fd extRootNetNS as fd 1: "));
         let mode = CriuOpts {
             manage_cgroups_mode: Some(42),
             ..Default::default()

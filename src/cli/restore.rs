@@ -74,6 +74,7 @@ pub fn run(args: RestoreArgs) -> i32 {
         root: args.root,
         mnt_externals: args.criu.mnt_externals(),
         join_net,
+        inherit_fds: Vec::new(),
     };
     if !args.quiet {
         progress::install(args.progress);

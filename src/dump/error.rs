@@ -53,6 +53,10 @@ pub enum DumpError {
     Ipc(#[from] crate::sys::ipc::IpcError),
     #[error(transparent)]
     IpcNs(#[from] crate::sys::ipc::NsError),
+    #[error(transparent)]
+    Mqueue(#[from] crate::sys::mqueue::MqError),
+    #[error(transparent)]
+    MqueueMount(#[from] crate::sys::mount::MountError),
     #[error("the caller refused the {point} notification of pid {pid}: {reason}")]
     Hook {
         point: &'static str,

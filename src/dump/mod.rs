@@ -18,6 +18,7 @@ pub mod freeze;
 pub mod memory;
 pub mod mm;
 pub mod mnt;
+pub mod mqueue;
 pub mod ns;
 pub mod prctl;
 pub mod sched;

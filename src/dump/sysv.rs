@@ -14,6 +14,9 @@
 //!   one of a root that is the init of its pid namespace (a container's): every
 //!   object and the namespace's sysctls; the restore makes a new namespace for the tree.
 //!
+//! The POSIX message queues of a namespace that is not the host's are saved too
+//! (`dump/mqueue.rs`, into `mqueue.img`), by the same thread.
+//!
 //! The objects are read from a thread of stasis that enters the tree's namespace: segments
 //! are attached read-only there for a moment (their `shm_atime`/`shm_lpid` change),
 //! semaphores read with `GETALL`, messages copied with `MSG_COPY` (left queued).
@@ -22,6 +25,7 @@ use std::os::unix::fs::MetadataExt;
 
 use super::DumpError;
 use crate::image::mm::{Vma, VmaKind};
+use crate::image::mqueue::MQUEUE;
 use crate::image::sysv::{
     IpcNs, IpcPerm, Message, MsgQueue, SemSet, ShmSegment, SysvImage, SYSCTLS, SYSV, SYSV_SHM_PAGES,
 };
@@ -61,9 +65,19 @@ pub fn dump(
     }
     let root = pids[0];
     let enter = ns.1.then_some(root);
-    let image = ipc::in_ipc_ns_of(enter, || collect(ns.0, &attached, writer))??;
+    let (image, queues) = ipc::in_ipc_ns_of(enter, || {
+        let image = collect(ns.0, &attached, writer)?;
+        let queues = match ns.0 {
+            IpcNs::Host => Default::default(),
+            _ => super::mqueue::collect()?,
+        };
+        Ok::<_, DumpError>((image, queues))
+    })??;
     if !image.is_empty() {
         writer.write_record(SYSV, Kind::Sysv, &image)?;
+    }
+    if !queues.queues.is_empty() {
+        writer.write_record(MQUEUE, Kind::Mqueue, &queues)?;
     }
     Ok(())
 }

@@ -86,6 +86,10 @@ use super::error::ImageError;
 /// Version 11 also adds `netns.img` (kind 16): the tree's own network namespace (its
 /// links, addresses, routes, rules, sysctls and firewall); an image without it is a tree
 /// that lived in the dumper's network namespace.
+/// Version 11 also adds POSIX message queues: `mqueue.img` (kind 22, `image::mqueue`:
+/// the queues of the tree's IPC namespace with their messages) and the `Mqueue` fd kind
+/// after every older kind; `sysv.img`'s sysctls may also name `fs/mqueue/*` and
+/// `kernel/{msg,sem,shm}_next_id`. A version 10 image has no queue and reads the same.
 pub const FORMAT_VERSION: u32 = 11;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
@@ -121,6 +125,8 @@ pub enum Kind {
     Mounts = 12,
     /// The contents of one tmpfs of it (`mnt-tmpfs-<id>.img`).
     MntTmpfs = 13,
+    /// The POSIX message queues of the tree's IPC namespace (`mqueue.img`, format 11).
+    Mqueue = 22,
 }
 
 /// Human name of a kind number, for messages.
@@ -141,6 +147,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         14 => "cgroup",
         12 => "mounts",
         13 => "tmpfs contents",
+        22 => "mqueue",
         _ => "unknown",
     }
 }

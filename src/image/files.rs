@@ -232,6 +232,17 @@ pub enum FdKind {
     Packet(Box<PacketSocket>),
     /// A netlink socket (`AF_NETLINK`, see `image::sock`; format 10).
     Netlink(Box<NetlinkSocket>),
+    /// A POSIX message queue descriptor of the queue `/name` of the tree's IPC namespace,
+    /// reopened by name (`mq_open`) with the entry's access mode and `O_NONBLOCK`
+    /// (format 11).
+    Mqueue(MqueueFd),
+}
+
+/// An open POSIX message queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MqueueFd {
+    /// The queue's name without its leading `/`.
+    pub name: String,
 }
 
 /// An open file description of ghost file `ghost` (an index in `ghosts.img`), at `pos`;

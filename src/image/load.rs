@@ -13,6 +13,7 @@ use super::files_v8::{FilesImageV6, FilesImageV8};
 use super::ghost::{GhostsImage, GHOSTS};
 use super::inventory::Inventory;
 use super::mm::{MmImage, MmImageV6, MmImageV7, MmImageV8, VmaKind};
+use super::mqueue::{MqueueImage, MQUEUE};
 use super::ns::{NsImage, NAMESPACES};
 use super::pages::{check_pages, verify_pages};
 use super::sysv::{SysvImage, SYSV, SYSV_SHM_PAGES};
@@ -52,6 +53,8 @@ pub struct Image {
     pub ghosts: GhostsImage,
     /// The System V IPC objects (empty when the image has no `sysv.img`).
     pub sysv: SysvImage,
+    /// The POSIX message queues (none when the image has no `mqueue.img`).
+    pub mqueue: MqueueImage,
     /// Pid and UTS namespaces (empty when the image has no `namespaces.img`).
     pub ns: NsImage,
     /// The tree's cgroups (empty when the image has no `cgroup.img`).
@@ -115,6 +118,7 @@ impl Image {
         let ghosts = load_ghosts(dir, &processes)?;
         let tty = load_tty(dir)?;
         let sysv = load_sysv(dir)?;
+        let mqueue = load_optional(&dir.join(MQUEUE), Kind::Mqueue, super::mqueue::validate)?;
         let ns = load_ns(dir)?;
         let cgroup = load_cgroup(dir)?;
         let mounts = load_mounts(dir)?;
@@ -128,6 +132,7 @@ impl Image {
             processes,
             ghosts,
             sysv,
+            mqueue,
             ns,
             cgroup,
             mounts,
@@ -400,6 +405,7 @@ mod tests {
             processes,
             ghosts: Default::default(),
             sysv: SysvImage::default(),
+            mqueue: MqueueImage::default(),
             ns: Default::default(),
             cgroup: CgroupImage::default(),
             mounts: None,

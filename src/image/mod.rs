@@ -24,6 +24,7 @@ pub mod load;
 pub mod mm;
 pub mod mm_v8;
 pub mod mnt;
+pub mod mqueue;
 pub mod netlock;
 pub mod netns;
 pub mod ns;

@@ -106,8 +106,9 @@ pub struct Message {
 }
 
 /// The IPC sysctls of a namespace that an image may set (a record naming another is
-/// refused: the restorer writes these files as root).
-pub const SYSCTLS: [&str; 9] = [
+/// refused: the restorer writes these files as root). The `*_next_id` ones are set
+/// after the objects are made (format 11 adds them and `fs/mqueue/*`).
+pub const SYSCTLS: [&str; 17] = [
     "kernel/shmmax",
     "kernel/shmall",
     "kernel/shmmni",
@@ -117,6 +118,14 @@ pub const SYSCTLS: [&str; 9] = [
     "kernel/msgmni",
     "kernel/auto_msgmni",
     "kernel/sem",
+    "fs/mqueue/queues_max",
+    "fs/mqueue/msg_max",
+    "fs/mqueue/msgsize_max",
+    "fs/mqueue/msg_default",
+    "fs/mqueue/msgsize_default",
+    "kernel/msg_next_id",
+    "kernel/sem_next_id",
+    "kernel/shm_next_id",
 ];
 
 /// Most semaphores in a set (`SEMMSL`'s hard cap).

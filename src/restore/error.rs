@@ -57,6 +57,10 @@ pub enum RestoreError {
     #[error(transparent)]
     IpcNs(#[from] crate::sys::ipc::NsError),
     #[error(transparent)]
+    Mqueue(#[from] crate::sys::mqueue::MqError),
+    #[error(transparent)]
+    MqueueMount(#[from] crate::sys::mount::MountError),
+    #[error(transparent)]
     Cgroup(#[from] crate::cgroupfs::CgroupError),
     #[error(transparent)]
     Ptrace(#[from] PtraceError),

@@ -20,6 +20,7 @@ mod inherited;
 mod memory;
 mod mm;
 pub mod mnt;
+mod mqueue;
 mod netlock;
 mod ns;
 mod prctl;
@@ -71,6 +72,10 @@ pub struct RestoreOptions {
     /// `--join-ns net:PATH`: the tree comes back in this network namespace (as it is)
     /// instead of a new one made from the image.
     pub join_net: Option<PathBuf>,
+    /// `--inherit-fd fd[N]:KEY`: the restorer's fd N takes the place of every fd of the
+    /// tree on the object `KEY` outside it (`pipe:[INO]`, the dump-time link text of a
+    /// pipe whose other end no process of the tree held).
+    pub inherit_fds: Vec<(String, i32)>,
 }
 
 /// The restored tree's root, and figures for the summary line and `--stats-json`.
@@ -231,8 +236,10 @@ pub fn restore_with(
     let fds = image.processes.iter().flat_map(|p| &p.files.fds);
     let ghosts = files::Ghosts::create(&image.ghosts, fds)?;
     let ttys = tty::Bank::build(&image)?;
+    let given = files::given_fds(&image, &opts.inherit_fds);
     let mut b = Builder {
         image: &image,
+        given,
         shell_job,
         tcp_close: opts.tcp_close,
         ghosts: &ghosts,
@@ -346,6 +353,8 @@ impl Drop for Subreaper {
 /// The tree being rebuilt: a shell per process, in tree order.
 struct Builder<'a> {
     image: &'a Image,
+    /// The restorer's fds that replace fds of the tree (`inherit_fds`), by `(pid, fd)`.
+    given: files::pty::PtyFds,
     shell_job: bool,
     /// `--tcp-close`.
     tcp_close: bool,
@@ -396,7 +405,8 @@ impl Builder<'_> {
         }
         self.make_zombies()?;
         drop(span);
-        let ptys = self.ttys.fds();
+        let mut ptys = self.ttys.fds();
+        ptys.extend(&self.given);
         for (pid, child) in &mut self.procs {
             let p = self
                 .image
@@ -450,7 +460,7 @@ impl Builder<'_> {
         if pid == root {
             ns::after_root(self.image, &child).map_err(at(RestoreStage::Takeover, pid))?;
         }
-        if pid == root && !self.image.sysv.is_empty() {
+        if pid == root && !(self.image.sysv.is_empty() && self.image.mqueue.queues.is_empty()) {
             let _s = crate::profile::span("sysv ipc");
             self.sysv =
                 Some(sysv::restore(self.image, pid).map_err(at(RestoreStage::Mappings, pid))?);

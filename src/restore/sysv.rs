@@ -13,6 +13,9 @@
 //! same object — same key, creator and size (segments) or number of semaphores — and gets
 //! the saved contents, values or messages back; a different object there is refused,
 //! named. On failure, the objects this restore made are removed again.
+//!
+//! The POSIX message queues (`restore/mqueue.rs`) are made by the same thread, after the
+//! System V objects; a `kernel/*_next_id` the tree had set is set again last.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -42,6 +45,8 @@ pub struct Made {
     shm: Vec<i32>,
     sem: Vec<i32>,
     msg: Vec<i32>,
+    /// POSIX message queues (by name) this restore created (`restore/mqueue.rs`).
+    mq: Vec<String>,
     /// Segments to remove once attached (`SHM_DEST`).
     destroyed: Vec<i32>,
     /// Our own attachment of every segment, until the processes have theirs.
@@ -60,7 +65,10 @@ pub fn restore(image: &Image, root: i32) -> Result<Made, RestoreError> {
         ..Default::default()
     };
     let pages = image.dir.join(SYSV_SHM_PAGES);
-    let r = in_namespace(made.ns_of, || make_all(sysv, &pages, &mut made));
+    let r = in_namespace(made.ns_of, || {
+        make_all(sysv, &pages, &mut made)?;
+        super::mqueue::make_all(&image.mqueue, &mut made.mq)
+    });
     match r {
         Ok(()) => Ok(made),
         Err(e) => {
@@ -101,6 +109,7 @@ pub fn undo(made: Made) {
     for &id in &made.msg {
         let _ = ipc::msg_remove(id);
     }
+    super::mqueue::undo(&made.mq);
 }
 
 /// Runs `f` in a thread of its own, in the IPC namespace of `pid` if given.
@@ -169,7 +178,11 @@ pub fn verify(sysv: &SysvImage) -> Result<(), RestoreError> {
 }
 
 fn make_all(sysv: &SysvImage, pages: &Path, made: &mut Made) -> Result<(), RestoreError> {
-    for (name, value) in &sysv.sysctls {
+    let (next_ids, limits): (Vec<_>, Vec<_>) = sysv
+        .sysctls
+        .iter()
+        .partition(|(n, _)| n.ends_with("_next_id"));
+    for (name, value) in limits {
         write_sysctl(name, value)?;
     }
     let existing = Existing::read()?;
@@ -186,6 +199,13 @@ fn make_all(sysv: &SysvImage, pages: &Path, made: &mut Made) -> Result<(), Resto
     }
     for q in &sysv.msg {
         queue(q, existing.queue(q), made)?;
+    }
+    // Making the objects used the next ids; one set by the tree and not used yet is
+    // set again (-1, unset, is what the kernel leaves).
+    for (name, value) in next_ids {
+        if value.trim() != "-1" {
+            write_sysctl(name, value)?;
+        }
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ pub mod ipc;
 pub mod kcmp;
 pub mod mem;
 pub mod mount;
+pub mod mqueue;
 pub mod pagemap;
 pub mod pod;
 pub mod probe;

@@ -97,6 +97,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("inotify", &[]),
     ("memfd", &[]),
     ("sysv", &[]),
+    ("mqueue", &[]),
     ("ghost", &[]),
     ("ghost_holes", &[]),
     ("ghost_kinds", &[]),

@@ -10,7 +10,8 @@
 //! - [`chardev`]: character devices and terminals;
 //! - [`pipe`]: pipes and FIFOs, with their buffered bytes;
 //! - [`eventfd`], [`timerfd`], [`signalfd`], [`epoll`], [`inotify`], [`fanotify`],
-//!   [`memfd`], [`pidfd`]; `ns`: files of the process's own namespaces;
+//!   [`memfd`], [`pidfd`]; `ns`: files of the process's own namespaces; [`mqueue`]:
+//!   POSIX message queue descriptors;
 //! - [`locks`]: flock, POSIX and OFD locks and leases held through the fds;
 //! - [`fown`]: the owner and signal of each open file description (`F_SETOWN_EX`);
 //! - `sock`, `unix`, `inet`, `packet`, `netlink`: sockets (unix, TCP and UDP, ping and
@@ -34,6 +35,7 @@ mod inflight;
 pub mod inotify;
 pub mod locks;
 pub mod memfd;
+pub mod mqueue;
 mod netlink;
 mod ns;
 pub mod packet;
@@ -475,6 +477,9 @@ fn classify(
         .and_then(|i| pty::slave_kind(open, opts, i))
     {
         return Ok(kind);
+    }
+    if mqueue::is_mqueue(open)? {
+        return mqueue::dump(open);
     }
     if is_deleted(open)? {
         return deleted(open, opts, walk, ctx);

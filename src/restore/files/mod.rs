@@ -41,6 +41,7 @@ mod inet;
 mod inotify;
 mod locks;
 mod memfd;
+mod mqueue;
 mod netlink;
 mod ns;
 mod packet;
@@ -79,7 +80,8 @@ pub struct Install<'a> {
     pub prepared: &'a prep::Prepared,
     /// The image's ghost files, recreated.
     pub ghosts: &'a Ghosts<'a>,
-    /// Stasis's fds on the pty pairs it built.
+    /// Stasis's fds on the pty pairs it built, and the restorer's fds given in place of
+    /// fds on objects outside the tree (`given_fds`).
     pub ptys: &'a pty::PtyFds,
 }
 
@@ -229,6 +231,11 @@ pub fn restore_fds(
             ghosts,
             ptys,
         };
+        if given(&at) {
+            batcher.flush()?;
+            pty::restore(&at)?;
+            continue;
+        }
         if batched::takes(entry, child.pid()) {
             batcher.add(&at)?;
             continue;
@@ -351,6 +358,7 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::Namespace(n) => ns::restore(at, n),
         FdKind::Packet(p) => packet::restore(at, p),
         FdKind::Netlink(n) => netlink::restore(at, n),
+        FdKind::Mqueue(q) => mqueue::restore(at, q),
         FdKind::Unix(_) | FdKind::Inet(_) => match at.prepared.get(at.entry.fd) {
             Some(t) => at.dup_of(t),
             None => Err(RestoreError::Unsupported {
@@ -362,6 +370,33 @@ fn install(at: &Install) -> Result<(), RestoreError> {
             }),
         },
     }
+}
+
+/// Whether the entry is a pipe end given by the restorer (`inherit_fds`), taken as it
+/// is: its flags and buffered bytes are the restorer's pipe's.
+fn given(at: &Install) -> bool {
+    matches!(at.entry.kind, FdKind::Pipe(_)) && at.ptys.contains_key(&(at.child.pid(), at.entry.fd))
+}
+
+/// The restorer's fds (`inherit_fds`: key, fd) that replace fds of the image, by
+/// `(pid, fd)`: every pipe end whose other end no process held and whose dump-time
+/// link text (`pipe:[INO]`) is a key. Their `Dup`s and inheritances follow them.
+pub fn given_fds(image: &crate::image::load::Image, inherit: &[(String, i32)]) -> pty::PtyFds {
+    let mut out = pty::PtyFds::new();
+    for p in &image.processes {
+        for e in &p.files.fds {
+            let FdKind::Pipe(pipe) = &e.kind else {
+                continue;
+            };
+            let key = format!("pipe:[{}]", pipe.ino);
+            if let Some((_, fd)) = inherit.iter().find(|(k, _)| *k == key) {
+                if pipe.peer.is_none() {
+                    out.insert((p.task.pid, e.fd), *fd);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The same open file description as fd `fd` of the already restored process `owner`.
