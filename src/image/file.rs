@@ -82,7 +82,13 @@ use super::error::ImageError;
 /// Version 10 also adds the tree's own mount namespace: `mnt.img` (every mount, how it
 /// is made again, propagation) and `mnt-tmpfs-<id>.img` (a tmpfs's files); an image
 /// without them is a tree that lived in the dumper's mount namespace.
-pub const FORMAT_VERSION: u32 = 10;
+///
+/// Version 11 also adds the image store (`image::store`): `store.img` (kind 20, the
+/// manifest of a compressed, encrypted or signed image: each file's stored length,
+/// BLAKE3 digest and plain length) and `store.sig` (kind 21, its ed25519 signature); the
+/// files of such an image may be sealed (chunked, compressed, encrypted). An image
+/// without `store.img` is plain, as every older one.
+pub const FORMAT_VERSION: u32 = 11;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;
@@ -115,6 +121,10 @@ pub enum Kind {
     Mounts = 12,
     /// The contents of one tmpfs of it (`mnt-tmpfs-<id>.img`).
     MntTmpfs = 13,
+    /// `store.img`: how the image's files are stored (format 11, `image::store`).
+    Store = 20,
+    /// `store.sig`: the signature of `store.img` (format 11).
+    StoreSignature = 21,
 }
 
 /// Human name of a kind number, for messages.
@@ -134,6 +144,8 @@ pub fn kind_name(kind: u32) -> &'static str {
         14 => "cgroup",
         12 => "mounts",
         13 => "tmpfs contents",
+        20 => "store manifest",
+        21 => "store signature",
         _ => "unknown",
     }
 }
