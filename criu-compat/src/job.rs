@@ -119,6 +119,7 @@ impl Job {
             cgroups: self.cgroup_dump.clone(),
             mnt_externals: self.mnt_externals.clone(),
             timeout: self.timeout,
+            store: Default::default(),
         }
     }
 }
@@ -158,6 +159,7 @@ pub fn run_restore(job: &Job, log: &mut Log, hooks: &mut dyn Hooks) -> Result<Re
         cgroups: job.cgroup_restore.clone(),
         root: job.root.clone(),
         mnt_externals: job.mnt_externals.clone(),
+        store: Default::default(),
     };
     stasis::restore::set_root_sibling(job.rst_sibling);
     let restored = stasis::restore::restore_with(&opts, hooks).map_err(|e| stasis::error_line(&e));

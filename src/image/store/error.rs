@@ -55,10 +55,7 @@ pub enum StoreError {
 
 impl StoreError {
     /// An I/O failure of `op` on `path`.
-    pub(crate) fn io(
-        op: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(std::io::Error) -> Self {
+    pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| StoreError::Io { op, path, source }
     }

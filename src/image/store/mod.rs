@@ -116,7 +116,7 @@ pub fn seal_dir(dir: &Path, opts: &StoreOptions) -> Result<(), StoreError> {
     if opts.is_plain() {
         return Ok(());
     }
-    let names = file_names(dir)?;
+    let names = image_files(dir)?;
     let cipher_key = opts
         .encrypt
         .as_ref()
@@ -315,7 +315,7 @@ fn check_listing(dir: &Path, manifest: &StoreManifest) -> Result<(), StoreError>
     if listed.len() != manifest.files.len() || !listed.iter().all(|n| plain_name(n)) {
         return Err(StoreError::sealed(path, "file names repeated or not plain"));
     }
-    for name in file_names(dir)? {
+    for name in image_files(dir)? {
         if !listed.contains(name.as_str()) {
             return Err(StoreError::Unlisted {
                 path: dir.join(name),
@@ -371,8 +371,15 @@ fn parallel<T: Sync, R: Send>(
         .collect()
 }
 
-/// The regular files of `dir` but `store.img` and `store.sig`, in name order; anything
-/// else (a directory, a link) is refused.
+/// The files of `dir` but `store.img` and `store.sig`, in name order.
+fn image_files(dir: &Path) -> Result<Vec<String>, StoreError> {
+    let mut names = file_names(dir)?;
+    names.retain(|n| n != MANIFEST && n != SIGNATURE);
+    Ok(names)
+}
+
+/// The regular files of `dir`, in name order; anything else (a directory, a link) is
+/// refused.
 pub(crate) fn file_names(dir: &Path) -> Result<Vec<String>, StoreError> {
     let mut names = Vec::new();
     for entry in fs::read_dir(dir).map_err(StoreError::io("read directory", dir))? {
@@ -389,7 +396,6 @@ pub(crate) fn file_names(dir: &Path) -> Result<Vec<String>, StoreError> {
             _ => return Err(StoreError::sealed(path, "not a regular file of an image")),
         }
     }
-    names.retain(|n| n != MANIFEST && n != SIGNATURE);
     names.sort();
     Ok(names)
 }
