@@ -11,6 +11,7 @@ fn main() {
         Command::Dump(a) => cli::dump::run(a),
         Command::Restore(a) => cli::restore::run(a),
         Command::Check => cli::check::run(),
+        Command::Keygen(a) => cli::store::keygen(a),
         Command::Inspect(a) => cli::inspect::run(a),
         Command::NetworkUnlock(a) => cli::network_unlock::run(a),
     };

@@ -122,6 +122,7 @@ impl Job {
             cgroups: self.cgroup_dump.clone(),
             mnt_externals: self.mnt_externals.clone(),
             timeout: self.timeout,
+            store: Default::default(),
         }
     }
 }
@@ -164,6 +165,7 @@ pub fn run_restore(job: &Job, log: &mut Log, hooks: &mut dyn Hooks) -> Result<Re
         mnt_externals: job.mnt_externals.clone(),
         join_net: None,
         inherit_fds: job.inherit_fds.clone(),
+        store: Default::default(),
     };
     stasis::restore::set_root_sibling(job.rst_sibling);
     let restored = stasis::restore::restore_with(&opts, hooks).map_err(|e| stasis::error_line(&e));

@@ -6,17 +6,24 @@ use clap::Args;
 
 use super::compat::CriuFlags;
 use super::progress::{self, When};
+use super::store::{check_stream_target, stream_dir, DumpStoreArgs, StreamHook};
 use super::{report, stats, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
-use stasis::dump::{dump, DumpOptions};
+use stasis::dump::{dump_with, DumpOptions};
+use stasis::hooks::NoHooks;
 
 #[derive(Args, Debug)]
 pub struct DumpArgs {
     /// Pid of the process to dump.
     #[arg(short = 't', long = "tree")]
     pub pid: i32,
-    /// Image directory (created; must not exist or be empty).
-    #[arg(short = 'D', long = "images-dir")]
-    pub dir: PathBuf,
+    /// Image directory (created; must not exist or be empty). Not with --stream.
+    #[arg(
+        short = 'D',
+        long = "images-dir",
+        required_unless_present = "stream",
+        conflicts_with = "stream"
+    )]
+    pub dir: Option<PathBuf>,
     /// Let the process run on after the dump instead of killing it.
     #[arg(short = 'R', long = "leave-running")]
     pub leave_running: bool,
@@ -86,6 +93,8 @@ pub struct DumpArgs {
     #[arg(long = "evasive-devices")]
     pub evasive_devices: bool,
     #[command(flatten)]
+    pub store: DumpStoreArgs,
+    #[command(flatten)]
     pub criu: CriuFlags,
 }
 
@@ -94,9 +103,36 @@ pub fn run(args: DumpArgs) -> i32 {
         eprintln!("stasis: {why}");
         return EXIT_USAGE;
     }
+    let store = match args.store.options() {
+        Ok(s) => s,
+        Err(e) => {
+            report(&e);
+            return EXIT_USAGE;
+        }
+    };
+    if let Some(Err(why)) = args.store.stream.as_deref().map(check_stream_target) {
+        eprintln!("stasis: {why}");
+        return EXIT_USAGE;
+    }
+    // A streamed dump writes its image into a private directory, sent at post-dump.
+    let (_temp, dir, mut hook): (_, _, Box<dyn stasis::hooks::Hooks>) =
+        match (&args.dir, &args.store.stream) {
+            (Some(dir), _) => (None, dir.clone(), Box::new(NoHooks)),
+            (None, Some(to)) => match stream_dir() {
+                Ok((temp, dir)) => {
+                    let (d, to) = (dir.clone(), to.clone());
+                    (Some(temp), dir, Box::new(StreamHook { dir: d, to }))
+                }
+                Err(e) => {
+                    report(&e);
+                    return EXIT_FAILED;
+                }
+            },
+            (None, None) => unreachable!("clap requires --images-dir or --stream"),
+        };
     let opts = DumpOptions {
         pid: args.pid,
-        dir: args.dir,
+        dir,
         leave_running: args.leave_running,
         shell_job: args.shell_job,
         tcp_established: args.tcp_established,
@@ -112,11 +148,12 @@ pub fn run(args: DumpArgs) -> i32 {
         timeout: std::time::Duration::from_secs(args.timeout.max(1)),
         cgroups: args.criu.cgroup_dump(),
         mnt_externals: args.criu.mnt_externals(),
+        store,
     };
     if !args.quiet {
         progress::install(args.progress);
     }
-    let summary = match dump(&opts) {
+    let summary = match dump_with(&opts, hook.as_mut()) {
         Ok(s) => s,
         Err(e) => {
             report(&e);

@@ -9,6 +9,7 @@ pub mod network_unlock;
 pub mod progress;
 pub mod restore;
 pub mod stats;
+pub mod store;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +35,8 @@ pub enum Command {
     Restore(restore::RestoreArgs),
     /// Probe every kernel feature stasis relies on.
     Check,
+    /// Make a key file for --encrypt-key/--sign (and FILE.pub for --require-signature).
+    Keygen(store::KeygenArgs),
     /// Show what an image directory holds.
     Inspect(inspect::InspectArgs),
     /// List or lift the network locks of dumps (`stasis_<pid>` iptables chains or

@@ -8,14 +8,20 @@ use nix::unistd::Pid;
 
 use super::compat::{CriuFlags, RestoreNoops};
 use super::progress::{self, When};
+use super::store::{receive, RestoreStoreArgs};
 use super::{report, stats, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use stasis::restore::{restore, RestoreOptions};
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
-    /// Image directory written by `stasis dump`.
-    #[arg(short = 'D', long = "images-dir")]
-    pub dir: PathBuf,
+    /// Image directory written by `stasis dump`. Not with --stream.
+    #[arg(
+        short = 'D',
+        long = "images-dir",
+        required_unless_present = "stream",
+        conflicts_with = "stream"
+    )]
+    pub dir: Option<PathBuf>,
     /// Return once the process runs instead of waiting for it.
     #[arg(short = 'd', long = "restore-detached")]
     pub detached: bool,
@@ -48,6 +54,8 @@ pub struct RestoreArgs {
     #[arg(long = "stats-json")]
     pub stats_json: Option<PathBuf>,
     #[command(flatten)]
+    pub store: RestoreStoreArgs,
+    #[command(flatten)]
     pub criu: CriuFlags,
     #[command(flatten)]
     pub dump_side: RestoreNoops,
@@ -65,8 +73,27 @@ pub fn run(args: RestoreArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
+    let store = match args.store.options() {
+        Ok(s) => s,
+        Err(e) => {
+            report(&e);
+            return EXIT_USAGE;
+        }
+    };
+    // A stream is read whole and checked into a private directory first.
+    let (_temp, dir) = match (&args.dir, &args.store.stream) {
+        (Some(dir), _) => (None, dir.clone()),
+        (None, Some(from)) => match receive(from) {
+            Ok((temp, dir)) => (Some(temp), dir),
+            Err(e) => {
+                report(&e);
+                return EXIT_FAILED;
+            }
+        },
+        (None, None) => unreachable!("clap requires --images-dir or --stream"),
+    };
     let opts = RestoreOptions {
-        dir: args.dir,
+        dir,
         shell_job: args.shell_job,
         tcp_close: args.tcp_close,
         skip_file_check: args.skip_file_check,
@@ -75,6 +102,7 @@ pub fn run(args: RestoreArgs) -> i32 {
         mnt_externals: args.criu.mnt_externals(),
         join_net,
         inherit_fds: Vec::new(),
+        store,
     };
     if !args.quiet {
         progress::install(args.progress);

@@ -85,6 +85,8 @@ pub struct DumpOptions {
     pub cgroups: cgroup::CgroupDumpOptions,
     /// `--external mnt[MOUNTPOINT]:KEY`: mounts of the tree's namespace given at restore.
     pub mnt_externals: mnt::Externals,
+    /// `--compress`, `--encrypt-key`, `--sign`: how the image's files are stored.
+    pub store: crate::image::store::StoreOptions,
 }
 
 /// CRIU's default `--ghost-limit`: 1 MiB.
@@ -250,6 +252,14 @@ fn save_tree(
         Kind::Inventory,
         &inventory(&pids, opts.shell_job),
     )?;
+    {
+        // Ordering requirements: after the last file, before the commit; the tree is
+        // still frozen, so a failure here leaves it running untouched.
+        let _span = crate::profile::span("seal");
+        writer
+            .seal(&opts.store)
+            .map_err(crate::image::ImageError::from)?;
+    }
     let _span = crate::profile::span("commit");
     writer.commit()?;
     Ok((summary, held))

@@ -75,6 +75,14 @@ impl ImageWriter {
         PagesWriter::create(&self.file_path(name)?)
     }
 
+    /// Compresses, encrypts and signs every file written so far as `opts` asks
+    /// (`store::seal_dir`); called once, after the last file and before [`commit`].
+    ///
+    /// [`commit`]: ImageWriter::commit
+    pub fn seal(&self, opts: &super::store::StoreOptions) -> Result<(), super::store::StoreError> {
+        super::store::seal_dir(&self.temp, opts)
+    }
+
     /// The temporary directory the files are written into.
     pub fn temp_path(&self) -> &Path {
         &self.temp

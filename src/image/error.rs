@@ -80,6 +80,17 @@ pub enum ImageError {
     BadName { name: String },
     #[error("{path}: {what}")]
     Invalid { path: PathBuf, what: String },
+    #[error(transparent)]
+    Store(Box<super::store::StoreError>),
+}
+
+impl From<super::store::StoreError> for ImageError {
+    fn from(e: super::store::StoreError) -> Self {
+        match e {
+            super::store::StoreError::Image(inner) => inner,
+            other => ImageError::Store(Box::new(other)),
+        }
+    }
 }
 
 impl ImageError {

@@ -90,6 +90,11 @@ use super::error::ImageError;
 /// the queues of the tree's IPC namespace with their messages) and the `Mqueue` fd kind
 /// after every older kind; `sysv.img`'s sysctls may also name `fs/mqueue/*` and
 /// `kernel/{msg,sem,shm}_next_id`. A version 10 image has no queue and reads the same.
+/// Version 11 also adds the image store (`image::store`): `store.img` (kind 20, the
+/// manifest of a compressed, encrypted or signed image: each file's stored length,
+/// BLAKE3 digest and plain length) and `store.sig` (kind 21, its ed25519 signature); the
+/// files of such an image may be sealed (chunked, compressed, encrypted). An image
+/// without `store.img` is plain, as every older one.
 pub const FORMAT_VERSION: u32 = 11;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
@@ -127,6 +132,10 @@ pub enum Kind {
     MntTmpfs = 13,
     /// The POSIX message queues of the tree's IPC namespace (`mqueue.img`, format 11).
     Mqueue = 22,
+    /// `store.img`: how the image's files are stored (format 11, `image::store`).
+    Store = 20,
+    /// `store.sig`: the signature of `store.img` (format 11).
+    StoreSignature = 21,
 }
 
 /// Human name of a kind number, for messages.
@@ -148,6 +157,8 @@ pub fn kind_name(kind: u32) -> &'static str {
         12 => "mounts",
         13 => "tmpfs contents",
         22 => "mqueue",
+        20 => "store manifest",
+        21 => "store signature",
         _ => "unknown",
     }
 }

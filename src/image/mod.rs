@@ -9,6 +9,7 @@
 //! - [`file`]: the header and postcard payload of one record file.
 //! - [`pages`]: the raw page data files.
 //! - [`dir`]: writing a directory atomically ([`ImageWriter`]).
+//! - [`store`]: compression, encryption, signatures and streams of whole image files.
 //! - [`load`]: reading and verifying a whole directory ([`Image`]).
 //! - [`validate`]: "impossible values" checks on decoded records ([`seccomp`] checks its own).
 
@@ -32,6 +33,7 @@ pub mod pages;
 pub mod seccomp;
 pub mod sock;
 pub mod sockopts;
+pub mod store;
 pub mod sysv;
 pub mod task;
 pub mod tree;

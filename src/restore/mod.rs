@@ -47,7 +47,7 @@ use crate::hooks::{Hooks, NoHooks, Point};
 
 use crate::image::netlock::NetLockImage;
 use crate::image::tree::{ProcEntry, ProcState};
-use crate::image::{Image, ProcessImage};
+use crate::image::{store, Image, ProcessImage};
 use child::Child;
 use staged::Staged;
 
@@ -76,6 +76,8 @@ pub struct RestoreOptions {
     /// tree on the object `KEY` outside it (`pipe:[INO]`, the dump-time link text of a
     /// pipe whose other end no process of the tree held).
     pub inherit_fds: Vec<(String, i32)>,
+    /// `--decrypt-key`, `--require-signature`: how a stored image is opened.
+    pub store: crate::image::store::OpenOptions,
 }
 
 /// The restored tree's root, and figures for the summary line and `--stats-json`.
@@ -208,9 +210,13 @@ pub fn restore_with(
     let started = Instant::now();
     crate::sys::deadline::set_bound(Some(WAIT_BOUND));
     notify(hooks, Point::PreRestore, 0)?;
-    let image = {
+    // Ordering requirements: `opened` (a verified plain copy of a sealed image) lives
+    // until the tree is restored; everything is verified before any process exists.
+    let (opened, image) = {
         let _s = crate::profile::span("load");
-        Image::load(&opts.dir)?
+        let opened = store::open(&opts.dir, &opts.store).map_err(crate::image::ImageError::from)?;
+        let image = Image::load(opened.dir())?;
+        (opened, image)
     };
     let mounts = mnt::verify(&image, opts)?;
     let load = started.elapsed();
@@ -290,6 +296,7 @@ pub fn restore_with(
     let filled = built?;
     // The tree runs: a refusal cannot undo it (the hook reports it itself).
     let _ = hooks.at(Point::PostResume, root);
+    drop(opened);
     Ok(Restored {
         pid: root,
         pages: filled.bytes / crate::abi::PAGE_SIZE,

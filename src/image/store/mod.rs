@@ -1,0 +1,461 @@
+//! The image store: how the files of an image directory are kept at rest and carried —
+//! compressed, encrypted, signed, or sent as one stream. It works on whole files of a
+//! written directory, after every record and pages file is complete and before the
+//! directory is committed ([`seal_dir`]), and turns such a directory back into a plain one
+//! that `load` reads, verifying everything before restore creates any process ([`open`]).
+//! It owns `store.img` (kind 20, [`StoreManifest`]), `store.sig` (kind 21,
+//! [`StoreSignature`]), the sealed file layout (`sealed`) and the stream (`stream`); not
+//! what the files hold.
+//!
+//! A sealed image is opened by unsealing every file into a private temporary directory
+//! (under `$TMPDIR`, else `/tmp`; mode 0700, removed when the restore ends): the restore
+//! reads the plain copy, so nothing it reads was not authenticated first.
+
+pub mod error;
+pub mod keys;
+pub mod sealed;
+pub mod stream;
+
+use std::fs::{self, DirBuilder, File};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use ed25519_dalek::{Signer, Verifier};
+use serde::{Deserialize, Serialize};
+
+pub use error::StoreError;
+pub use keys::SecretKey;
+pub use sealed::Compression;
+
+use super::file::{encode, read, Kind};
+
+/// Name of the manifest: present exactly when the image was sealed or signed.
+pub const MANIFEST: &str = "store.img";
+/// Name of the signature of `store.img`.
+pub const SIGNATURE: &str = "store.sig";
+const KEY_ID_CONTEXT: &str = "stasis 2026-12 image key id";
+const MAC_CONTEXT: &str = "stasis 2026-12 image manifest mac";
+
+/// How `store.img` lists the image's files (kind 20).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreManifest {
+    pub compression: Compression,
+    pub cipher: Cipher,
+    /// Every file of the image but `store.img` and `store.sig`, in name order.
+    pub files: Vec<StoredFile>,
+    /// With a cipher: keyed BLAKE3 (key derived from the secret) of this record's payload
+    /// encoded with `mac` empty; else empty.
+    pub mac: Vec<u8>,
+}
+
+/// How the image's files are encrypted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Cipher {
+    None,
+    /// Chunked XChaCha20-Poly1305; `key_id` tells a wrong key from damage.
+    XChaCha20Poly1305 {
+        key_id: [u8; 16],
+    },
+}
+
+/// One file of the image as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredFile {
+    pub name: String,
+    /// Length of the file as stored (sealed or plain).
+    pub len: u64,
+    /// BLAKE3 of the file as stored.
+    pub digest: [u8; 32],
+    /// Length of the plain image file.
+    pub plain_len: u64,
+}
+
+/// `store.sig` (kind 21): an ed25519 signature of the whole `store.img` file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreSignature {
+    pub public_key: [u8; 32],
+    /// 64 bytes.
+    pub signature: Vec<u8>,
+}
+
+/// What `dump` was asked to do with the image's files.
+#[derive(Clone, Debug, Default)]
+pub struct StoreOptions {
+    pub compression: Compression,
+    /// `--encrypt-key FILE`.
+    pub encrypt: Option<SecretKey>,
+    /// `--sign FILE`.
+    pub sign: Option<SecretKey>,
+}
+
+impl StoreOptions {
+    /// Nothing to do: the image stays as `ImageWriter` wrote it.
+    pub fn is_plain(&self) -> bool {
+        self.compression == Compression::None && self.encrypt.is_none() && self.sign.is_none()
+    }
+
+    fn rewrites(&self) -> bool {
+        self.compression != Compression::None || self.encrypt.is_some()
+    }
+}
+
+/// What `restore` (and `inspect`) may use to open a stored image.
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    /// `--decrypt-key FILE`.
+    pub decrypt: Option<SecretKey>,
+    /// `--require-signature PUBFILE`.
+    pub require_signature: Option<ed25519_dalek::VerifyingKey>,
+}
+
+/// Seals every file of the written (not yet committed) directory `dir` in place, then
+/// writes `store.img` and, with a signing key, `store.sig`.
+pub fn seal_dir(dir: &Path, opts: &StoreOptions) -> Result<(), StoreError> {
+    if opts.is_plain() {
+        return Ok(());
+    }
+    let names = image_files(dir)?;
+    let cipher_key = opts
+        .encrypt
+        .as_ref()
+        .map(|k| k.derive(sealed::CIPHER_CONTEXT));
+    let files = parallel(&names, |name| {
+        if opts.rewrites() {
+            seal_one(dir, name, opts.compression, cipher_key.as_ref())
+        } else {
+            digest_one(dir, name)
+        }
+    })?;
+    let cipher = match &opts.encrypt {
+        Some(k) => Cipher::XChaCha20Poly1305 { key_id: key_id(k) },
+        None => Cipher::None,
+    };
+    let mut manifest = StoreManifest {
+        compression: opts.compression,
+        cipher,
+        files,
+        mac: Vec::new(),
+    };
+    if let Some(k) = &opts.encrypt {
+        manifest.mac = mac(&manifest, k)?.to_vec();
+    }
+    let bytes = encode(Kind::Store, &manifest)?;
+    write_file(&dir.join(MANIFEST), &bytes)?;
+    if let Some(k) = &opts.sign {
+        let signing = k.signing();
+        let sig = StoreSignature {
+            public_key: signing.verifying_key().to_bytes(),
+            signature: signing.sign(&bytes).to_bytes().to_vec(),
+        };
+        write_file(&dir.join(SIGNATURE), &encode(Kind::StoreSignature, &sig)?)?;
+    }
+    Ok(())
+}
+
+fn seal_one(
+    dir: &Path,
+    name: &str,
+    compression: Compression,
+    key: Option<&sealed::CipherKey>,
+) -> Result<StoredFile, StoreError> {
+    let (src, tmp) = (dir.join(name), dir.join(format!(".{name}.sealing")));
+    let s = sealed::seal(&src, &tmp, name, compression, key)?;
+    fs::rename(&tmp, &src).map_err(StoreError::io("rename", &tmp))?;
+    Ok(StoredFile {
+        name: name.into(),
+        len: s.len,
+        digest: s.digest,
+        plain_len: s.plain_len,
+    })
+}
+
+fn digest_one(dir: &Path, name: &str) -> Result<StoredFile, StoreError> {
+    let path = dir.join(name);
+    let (len, digest) = digest_file(&path)?;
+    Ok(StoredFile {
+        name: name.into(),
+        len,
+        digest,
+        plain_len: len,
+    })
+}
+
+/// Length and BLAKE3 of a file.
+fn digest_file(path: &Path) -> Result<(u64, [u8; 32]), StoreError> {
+    let mut file = File::open(path).map_err(StoreError::io("open", path))?;
+    let mut hash = blake3::Hasher::new();
+    let len = std::io::copy(&mut file, &mut hash).map_err(StoreError::io("read", path))?;
+    Ok((len, *hash.finalize().as_bytes()))
+}
+
+fn key_id(key: &SecretKey) -> [u8; 16] {
+    let mut id = [0; 16];
+    id.copy_from_slice(&key.derive(KEY_ID_CONTEXT)[..16]);
+    id
+}
+
+/// The manifest's MAC: keyed BLAKE3 of its payload with `mac` empty.
+fn mac(manifest: &StoreManifest, key: &SecretKey) -> Result<[u8; 32], StoreError> {
+    let unsigned = StoreManifest {
+        mac: Vec::new(),
+        ..manifest.clone()
+    };
+    let bytes = postcard::to_allocvec(&unsigned)
+        .map_err(|source| StoreError::Image(super::ImageError::Encode { source }))?;
+    Ok(*blake3::keyed_hash(&key.derive(MAC_CONTEXT), &bytes).as_bytes())
+}
+
+/// An image directory ready for `load`: the directory itself, or a verified plain copy
+/// that is removed when this is dropped.
+#[derive(Debug)]
+pub struct Opened {
+    dir: PathBuf,
+    _temp: Option<TempDir>,
+}
+
+impl Opened {
+    /// The directory to load.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Verifies the stored image in `dir` (signature, manifest, every file) and returns a
+/// directory `load` can read. A plain image without `store.img` is returned as it is
+/// (refused if a signature is required).
+pub fn open(dir: &Path, opts: &OpenOptions) -> Result<Opened, StoreError> {
+    let path = dir.join(MANIFEST);
+    if !path.exists() {
+        if opts.require_signature.is_some() {
+            return Err(StoreError::NotSigned { dir: dir.into() });
+        }
+        return Ok(Opened {
+            dir: dir.into(),
+            _temp: None,
+        });
+    }
+    verify_signature(dir, opts)?;
+    let manifest: StoreManifest = read(Kind::Store, &path)?;
+    let key = check_key(dir, &manifest, opts)?;
+    check_listing(dir, &manifest)?;
+    if manifest.compression == Compression::None && key.is_none() {
+        parallel(&manifest.files, |f| check_plain(dir, f))?;
+        return Ok(Opened {
+            dir: dir.into(),
+            _temp: None,
+        });
+    }
+    let temp = TempDir::new("unseal")?;
+    let cipher_key = key.map(|k| k.derive(sealed::CIPHER_CONTEXT));
+    parallel(&manifest.files, |f| {
+        let expect = sealed::Expect {
+            len: f.len,
+            digest: f.digest,
+            plain_len: f.plain_len,
+        };
+        let (src, dst) = (dir.join(&f.name), temp.path.join(&f.name));
+        sealed::unseal(&src, &dst, &f.name, cipher_key.as_ref(), &expect)
+    })?;
+    Ok(Opened {
+        dir: temp.path.clone(),
+        _temp: Some(temp),
+    })
+}
+
+fn verify_signature(dir: &Path, opts: &OpenOptions) -> Result<(), StoreError> {
+    let path = dir.join(SIGNATURE);
+    if !path.exists() {
+        return match opts.require_signature {
+            Some(_) => Err(StoreError::NotSigned { dir: dir.into() }),
+            None => Ok(()),
+        };
+    }
+    let sig: StoreSignature = read(Kind::StoreSignature, &path)?;
+    let bad = || StoreError::BadSignature { path: path.clone() };
+    let public = ed25519_dalek::VerifyingKey::from_bytes(&sig.public_key).map_err(|_| bad())?;
+    if opts.require_signature.is_some_and(|k| k != public) {
+        return Err(StoreError::OtherSigner { path });
+    }
+    let bytes: [u8; 64] = sig.signature.as_slice().try_into().map_err(|_| bad())?;
+    let manifest = dir.join(MANIFEST);
+    let signed = fs::read(&manifest).map_err(StoreError::io("read", &manifest))?;
+    public
+        .verify(&signed, &ed25519_dalek::Signature::from_bytes(&bytes))
+        .map_err(|_| bad())
+}
+
+/// The decryption key, checked against the manifest's key id and MAC.
+fn check_key<'a>(
+    dir: &Path,
+    manifest: &StoreManifest,
+    opts: &'a OpenOptions,
+) -> Result<Option<&'a SecretKey>, StoreError> {
+    let Cipher::XChaCha20Poly1305 { key_id: id } = manifest.cipher else {
+        return Ok(None);
+    };
+    let key = (opts.decrypt.as_ref()).ok_or_else(|| StoreError::Encrypted { dir: dir.into() })?;
+    if key_id(key) != id {
+        return Err(StoreError::WrongKey { dir: dir.into() });
+    }
+    if mac(manifest, key)?.as_slice() != manifest.mac.as_slice() {
+        let path = dir.join(MANIFEST);
+        return Err(StoreError::ManifestMac { path });
+    }
+    Ok(Some(key))
+}
+
+/// Every file of the directory is listed (a file slipped in would be loaded), names are
+/// plain and listed once.
+fn check_listing(dir: &Path, manifest: &StoreManifest) -> Result<(), StoreError> {
+    let listed: std::collections::BTreeSet<&str> =
+        manifest.files.iter().map(|f| f.name.as_str()).collect();
+    let path = dir.join(MANIFEST);
+    if listed.len() != manifest.files.len() || !listed.iter().all(|n| plain_name(n)) {
+        return Err(StoreError::sealed(path, "file names repeated or not plain"));
+    }
+    for name in image_files(dir)? {
+        if !listed.contains(name.as_str()) {
+            return Err(StoreError::Unlisted {
+                path: dir.join(name),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_plain(dir: &Path, f: &StoredFile) -> Result<(), StoreError> {
+    let path = dir.join(&f.name);
+    let (len, digest) = digest_file(&path)?;
+    if len != f.len {
+        return Err(StoreError::Mismatch {
+            path,
+            what: "length",
+        });
+    }
+    if digest != f.digest {
+        return Err(StoreError::Mismatch {
+            path,
+            what: "digest",
+        });
+    }
+    Ok(())
+}
+
+/// Runs `work` on every item on up to one thread per CPU, biggest share first; the
+/// results in the items' order, or the first error.
+fn parallel<T: Sync, R: Send>(
+    items: &[T],
+    work: impl Fn(&T) -> Result<R, StoreError> + Sync,
+) -> Result<Vec<R>, StoreError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<R, StoreError>>>> =
+        Mutex::new((0..items.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(items.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let r = work(item);
+                if let Ok(mut all) = results.lock() {
+                    all[i] = Some(r);
+                }
+            });
+        }
+    });
+    let all = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    all.into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(StoreError::stream("a worker thread failed"))))
+        .collect()
+}
+
+/// The files of `dir` but `store.img` and `store.sig`, in name order.
+fn image_files(dir: &Path) -> Result<Vec<String>, StoreError> {
+    let mut names = file_names(dir)?;
+    names.retain(|n| n != MANIFEST && n != SIGNATURE);
+    Ok(names)
+}
+
+/// The regular files of `dir`, in name order; anything else (a directory, a link) is
+/// refused.
+pub(crate) fn file_names(dir: &Path) -> Result<Vec<String>, StoreError> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).map_err(StoreError::io("read directory", dir))? {
+        let entry = entry.map_err(StoreError::io("read directory", dir))?;
+        let path = entry.path();
+        let kind = entry.file_type().map_err(StoreError::io("stat", &path))?;
+        let name = entry
+            .file_name()
+            .into_string()
+            .ok()
+            .filter(|n| plain_name(n));
+        match name {
+            Some(n) if kind.is_file() => names.push(n),
+            _ => return Err(StoreError::sealed(path, "not a regular file of an image")),
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// A file name without directories, not `.`/`..`, not empty, at most 255 bytes.
+pub(crate) fn plain_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 255 && !name.contains('/') && name != "." && name != ".."
+}
+
+/// Creates `path` for writing, mode 0600 (it holds process memory); must not exist.
+pub(crate) fn create_private(path: &Path) -> Result<File, StoreError> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(StoreError::io("create", path))
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    use std::io::Write;
+    create_private(path)?
+        .write_all(bytes)
+        .map_err(StoreError::io("write", path))
+}
+
+/// A private directory under `$TMPDIR` (else `/tmp`), mode 0700, removed with everything
+/// in it when dropped.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// `stasis-<what>-<pid>-<n>`, made new (never an existing one).
+    pub fn new(what: &str) -> Result<Self, StoreError> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let base = std::env::var_os("TMPDIR").map_or_else(|| "/tmp".into(), PathBuf::from);
+        loop {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let path = base.join(format!("stasis-{what}-{}-{n}", std::process::id()));
+            match DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => return Ok(TempDir { path }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(StoreError::io("create directory", &path)(e)),
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

@@ -1,0 +1,609 @@
+//! One sealed file: the bytes of an image file cut into chunks of [`CHUNK`] bytes, each
+//! compressed (zstd or lz4) and then either encrypted with XChaCha20-Poly1305 or followed
+//! by a CRC-32, so that every chunk is decoded and checked on its own as it is read. It
+//! owns this byte layout (see `docs/image-format.md`, "Sealed files"), not which files are
+//! sealed nor the manifest (`store`).
+//!
+//! ```text
+//! header (40 bytes): magic "\x89STSEAL\n", version u32 = 1, compression u8 (0 none,
+//!   1 zstd, 2 lz4), cipher u8 (0 none, 1 XChaCha20-Poly1305), 2 zero bytes,
+//!   chunk size u32, 4 zero bytes, nonce [u8; 16] (random; zeros without cipher)
+//! chunk: plain_len u32, stored_len u32 (bit 31: stored uncompressed), body, and without
+//!   cipher a CRC-32 of the chunk's 8 length bytes and body
+//! end: a chunk with plain_len 0 and an empty body, then end of file
+//! ```
+//!
+//! With the cipher, the body is the ciphertext and its 16-byte tag; the nonce is the
+//! file's 16 bytes then the chunk's index (u64 LE), the associated data the file header,
+//! the file's name and the chunk's 8 length bytes: a chunk moved, dropped, taken from
+//! another file or another image, or an end chunk forged, fails authentication.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
+use serde::{Deserialize, Serialize};
+
+use super::error::StoreError;
+use super::keys::random_bytes;
+
+/// Plain bytes per chunk (every chunk but the last holds exactly this many).
+pub const CHUNK: usize = 1 << 20;
+/// The largest chunk size a reader accepts.
+const MAX_CHUNK: u32 = 16 << 20;
+const MAGIC: [u8; 8] = *b"\x89STSEAL\n";
+const VERSION: u32 = 1;
+const HEADER_LEN: usize = 40;
+const RAW: u32 = 1 << 31;
+const TAG_LEN: usize = 16;
+/// What BLAKE3 `derive_key` context turns the secret into the file cipher's key.
+pub const CIPHER_CONTEXT: &str = "stasis 2026-12 image file encryption";
+
+/// How page data and records are compressed (`dump --compress`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Compression {
+    #[default]
+    None,
+    /// zstd at this level (1..=19; 3 by default).
+    Zstd {
+        level: i32,
+    },
+    Lz4,
+}
+
+impl Compression {
+    fn code(self) -> u8 {
+        match self {
+            Compression::None => 0,
+            Compression::Zstd { .. } => 1,
+            Compression::Lz4 => 2,
+        }
+    }
+}
+
+/// The key of the file cipher.
+pub type CipherKey = [u8; 32];
+
+/// What sealing produced: the sealed file's length and BLAKE3 digest, and the plain length.
+pub struct Sealed {
+    pub len: u64,
+    pub digest: [u8; 32],
+    pub plain_len: u64,
+}
+
+/// Writes `src` sealed into `dst` (created, mode 0600). `name` is the file's name in the
+/// image, bound into every chunk's authentication.
+pub fn seal(
+    src: &Path,
+    dst: &Path,
+    name: &str,
+    compression: Compression,
+    key: Option<&CipherKey>,
+) -> Result<Sealed, StoreError> {
+    let input = File::open(src).map_err(StoreError::io("open", src))?;
+    let out = super::create_private(dst)?;
+    let mut w = Writer::new(BufWriter::with_capacity(CHUNK, out), name, compression, key)?;
+    let mut input = BufReader::with_capacity(0, input);
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = read_full(&mut input, &mut buf).map_err(StoreError::io("read", src))?;
+        if n == 0 {
+            break;
+        }
+        w.chunk(&buf[..n]).map_err(StoreError::io("write", dst))?;
+    }
+    let (out, sealed) = w.finish().map_err(StoreError::io("write", dst))?;
+    out.into_inner()
+        .map_err(|e| StoreError::io("write", dst)(e.into_error()))?;
+    Ok(sealed)
+}
+
+/// Reads until `buf` is full or the input ends; returns how much it read.
+pub fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match input.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Compresses and encrypts chunks onto `out`, hashing what it writes.
+struct Writer<W: Write> {
+    out: W,
+    header: [u8; HEADER_LEN],
+    name: Vec<u8>,
+    compression: Compression,
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+    cipher: Option<XChaCha20Poly1305>,
+    index: u64,
+    hash: blake3::Hasher,
+    len: u64,
+    plain_len: u64,
+    body: Vec<u8>,
+}
+
+impl<W: Write> Writer<W> {
+    fn new(
+        out: W,
+        name: &str,
+        compression: Compression,
+        key: Option<&CipherKey>,
+    ) -> Result<Self, StoreError> {
+        let mut header = [0u8; HEADER_LEN];
+        header[..8].copy_from_slice(&MAGIC);
+        header[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        header[12] = compression.code();
+        header[13] = u8::from(key.is_some());
+        header[16..20].copy_from_slice(&(CHUNK as u32).to_le_bytes());
+        if key.is_some() {
+            random_bytes(&mut header[24..40])?;
+        }
+        let zstd = match compression {
+            Compression::Zstd { level } => Some(zstd::bulk::Compressor::new(level).map_err(
+                |source| StoreError::Codec {
+                    what: "zstd",
+                    source,
+                },
+            )?),
+            _ => None,
+        };
+        let cipher = key.map(|k| XChaCha20Poly1305::new(k.into()));
+        let mut w = Writer {
+            out,
+            header,
+            name: name.as_bytes().to_vec(),
+            compression,
+            zstd,
+            cipher,
+            index: 0,
+            hash: blake3::Hasher::new(),
+            len: 0,
+            plain_len: 0,
+            body: Vec::with_capacity(CHUNK + CHUNK / 64 + 64),
+        };
+        w.emit(&header).map_err(StoreError::io("write", name))?;
+        Ok(w)
+    }
+
+    fn emit(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.hash.update(bytes);
+        self.len += bytes.len() as u64;
+        self.out.write_all(bytes)
+    }
+
+    /// One chunk of plain bytes (at most [`CHUNK`]; only the last one may be shorter).
+    fn chunk(&mut self, plain: &[u8]) -> std::io::Result<()> {
+        let raw = !self.compress(plain)?;
+        if raw {
+            self.body.clear();
+            self.body.extend_from_slice(plain);
+        }
+        self.plain_len += plain.len() as u64;
+        self.put(plain.len() as u32, raw)
+    }
+
+    /// Compresses `plain` into `body`; false when that would not make it smaller.
+    fn compress(&mut self, plain: &[u8]) -> std::io::Result<bool> {
+        let body = &mut self.body;
+        body.clear();
+        match self.compression {
+            Compression::None => return Ok(false),
+            Compression::Lz4 => {
+                body.resize(lz4_flex::block::get_maximum_output_size(plain.len()), 0);
+                let n = lz4_flex::block::compress_into(plain, body)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                body.truncate(n);
+            }
+            Compression::Zstd { .. } => {
+                body.reserve(zstd::zstd_safe::compress_bound(plain.len()));
+                if let Some(z) = self.zstd.as_mut() {
+                    z.compress_to_buffer(plain, body)?;
+                }
+            }
+        }
+        Ok(body.len() + TAG_LEN < plain.len())
+    }
+
+    /// Writes the chunk whose stored bytes are in `body`.
+    fn put(&mut self, plain_len: u32, raw: bool) -> std::io::Result<()> {
+        let mut body = std::mem::take(&mut self.body);
+        let sealed = (body.len() + self.cipher.as_ref().map_or(0, |_| TAG_LEN)) as u32;
+        let mut lens = [0u8; 8];
+        lens[..4].copy_from_slice(&plain_len.to_le_bytes());
+        lens[4..].copy_from_slice(&(sealed | if raw { RAW } else { 0 }).to_le_bytes());
+        self.emit(&lens)?;
+        if let Some(cipher) = &self.cipher {
+            let nonce = nonce(&self.header, self.index);
+            let aad = aad(&self.header, &self.name, &lens);
+            let tag = cipher
+                .encrypt_in_place_detached(&nonce, &aad, &mut body)
+                .map_err(|_| std::io::Error::other("encryption failed"))?;
+            self.emit(&body)?;
+            self.emit(&tag)?;
+        } else {
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&lens);
+            crc.update(&body);
+            self.emit(&body)?;
+            self.emit(&crc.finalize().to_le_bytes())?;
+        }
+        self.body = body;
+        self.index += 1;
+        Ok(())
+    }
+
+    fn finish(mut self) -> std::io::Result<(W, Sealed)> {
+        self.body.clear();
+        self.put(0, true)?;
+        let sealed = Sealed {
+            len: self.len,
+            digest: *self.hash.finalize().as_bytes(),
+            plain_len: self.plain_len,
+        };
+        Ok((self.out, sealed))
+    }
+}
+
+fn nonce(header: &[u8; HEADER_LEN], index: u64) -> XNonce {
+    let mut n = [0u8; 24];
+    n[..16].copy_from_slice(&header[24..40]);
+    n[16..].copy_from_slice(&index.to_le_bytes());
+    n.into()
+}
+
+fn aad(header: &[u8; HEADER_LEN], name: &[u8], lens: &[u8; 8]) -> Vec<u8> {
+    [&header[..], name, lens].concat()
+}
+
+/// What the manifest promises of a sealed file.
+pub struct Expect {
+    pub len: u64,
+    pub digest: [u8; 32],
+    pub plain_len: u64,
+}
+
+/// Reads the sealed `src`, checking every chunk, and writes the plain bytes to `dst`
+/// (created, mode 0600); then checks the length and digest against `expect`.
+pub fn unseal(
+    src: &Path,
+    dst: &Path,
+    name: &str,
+    key: Option<&CipherKey>,
+    expect: &Expect,
+) -> Result<(), StoreError> {
+    let file = File::open(src).map_err(StoreError::io("open", src))?;
+    let out = super::create_private(dst)?;
+    let mut out = BufWriter::with_capacity(CHUNK, out);
+    let mut r = Reader::new(Hashing::new(file), src, name, key)?;
+    let mut plain = Vec::with_capacity(CHUNK);
+    while r.next(&mut plain)? {
+        out.write_all(&plain)
+            .map_err(StoreError::io("write", dst))?;
+    }
+    out.flush().map_err(StoreError::io("write", dst))?;
+    r.check(expect)
+}
+
+/// Counts and hashes what is read through it.
+struct Hashing<R> {
+    inner: R,
+    hash: blake3::Hasher,
+    len: u64,
+}
+
+impl<R: Read> Hashing<R> {
+    fn new(inner: R) -> Self {
+        let hash = blake3::Hasher::new();
+        Hashing {
+            inner,
+            hash,
+            len: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+}
+
+/// Decodes and checks chunks one by one.
+struct Reader<'a, R: Read> {
+    input: BufReader<Hashing<R>>,
+    path: &'a Path,
+    header: [u8; HEADER_LEN],
+    name: &'a [u8],
+    chunk_size: u32,
+    compression: u8,
+    cipher: Option<XChaCha20Poly1305>,
+    index: u64,
+    plain_len: u64,
+    body: Vec<u8>,
+    zstd: Option<zstd::bulk::Decompressor<'static>>,
+}
+
+impl<'a, R: Read> Reader<'a, R> {
+    fn new(
+        input: Hashing<R>,
+        path: &'a Path,
+        name: &'a str,
+        key: Option<&CipherKey>,
+    ) -> Result<Self, StoreError> {
+        let mut input = BufReader::with_capacity(CHUNK, input);
+        let mut header = [0u8; HEADER_LEN];
+        let n = read_full(&mut input, &mut header).map_err(StoreError::io("read", path))?;
+        let header = check_header(header, n, path, key.is_some())?;
+        let chunk_size = u32::from_le_bytes([header[16], header[17], header[18], header[19]]);
+        let zstd = match header[12] {
+            1 => Some(
+                zstd::bulk::Decompressor::new().map_err(|source| StoreError::Codec {
+                    what: "zstd",
+                    source,
+                })?,
+            ),
+            _ => None,
+        };
+        Ok(Reader {
+            input,
+            path,
+            header,
+            name: name.as_bytes(),
+            chunk_size,
+            compression: header[12],
+            cipher: key.map(|k| XChaCha20Poly1305::new(k.into())),
+            index: 0,
+            plain_len: 0,
+            body: Vec::with_capacity(CHUNK),
+            zstd,
+        })
+    }
+
+    fn fail(&self, what: &'static str) -> StoreError {
+        StoreError::Chunk {
+            path: self.path.into(),
+            chunk: self.index,
+            what,
+        }
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), StoreError> {
+        let n = read_full(&mut self.input, buf).map_err(StoreError::io("read", self.path))?;
+        if n < buf.len() {
+            return Err(self.fail("truncated: the file ends inside this chunk"));
+        }
+        Ok(())
+    }
+
+    /// The next chunk's plain bytes into `plain`; false at the (checked) end chunk.
+    fn next(&mut self, plain: &mut Vec<u8>) -> Result<bool, StoreError> {
+        let mut lens = [0u8; 8];
+        self.read_exact(&mut lens)?;
+        let plain_len = u32::from_le_bytes([lens[0], lens[1], lens[2], lens[3]]);
+        let stored = u32::from_le_bytes([lens[4], lens[5], lens[6], lens[7]]);
+        let (raw, stored) = (stored & RAW != 0, (stored & !RAW) as usize);
+        if plain_len > self.chunk_size || stored > self.chunk_size as usize + 4096 {
+            return Err(self.fail("impossible length"));
+        }
+        self.body.resize(stored, 0);
+        let mut body = std::mem::take(&mut self.body);
+        self.read_exact(&mut body)?;
+        let body = self.open(&lens, body)?;
+        self.decode(&body, plain_len, raw, plain)?;
+        self.body = body;
+        self.index += 1;
+        if plain_len == 0 {
+            return self.at_end().map(|()| false);
+        }
+        self.plain_len += u64::from(plain_len);
+        Ok(true)
+    }
+
+    /// Authenticates and decrypts the body, or checks its CRC-32; returns the stored bytes.
+    fn open(&mut self, lens: &[u8; 8], mut body: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        if let Some(cipher) = &self.cipher {
+            if body.len() < TAG_LEN {
+                return Err(self.fail("impossible length"));
+            }
+            let tag = Tag::clone_from_slice(&body[body.len() - TAG_LEN..]);
+            body.truncate(body.len() - TAG_LEN);
+            let nonce = nonce(&self.header, self.index);
+            let aad = aad(&self.header, self.name, lens);
+            return match cipher.decrypt_in_place_detached(&nonce, &aad, &mut body, &tag) {
+                Ok(()) => Ok(body),
+                Err(_) => Err(self.fail("fails authentication: altered, or another key")),
+            };
+        }
+        let mut crc = [0u8; 4];
+        self.read_exact(&mut crc)?;
+        let mut sum = crc32fast::Hasher::new();
+        sum.update(lens);
+        sum.update(&body);
+        if sum.finalize() != u32::from_le_bytes(crc) {
+            return Err(self.fail("checksum mismatch"));
+        }
+        Ok(body)
+    }
+
+    fn decode(
+        &mut self,
+        body: &[u8],
+        plain_len: u32,
+        raw: bool,
+        plain: &mut Vec<u8>,
+    ) -> Result<(), StoreError> {
+        plain.clear();
+        if raw || self.compression == 0 {
+            if body.len() != plain_len as usize {
+                return Err(self.fail("stored length differs from the plain length"));
+            }
+            plain.extend_from_slice(body);
+            return Ok(());
+        }
+        plain.resize(plain_len as usize, 0);
+        let n = match (self.compression, self.zstd.as_mut()) {
+            (1, Some(z)) => z.decompress_to_buffer(body, plain).ok(),
+            _ => lz4_flex::block::decompress_into(body, plain).ok(),
+        };
+        if n != Some(plain_len as usize) {
+            return Err(self.fail("does not decompress to its plain length"));
+        }
+        Ok(())
+    }
+
+    /// After the end chunk: nothing more in the file.
+    fn at_end(&mut self) -> Result<(), StoreError> {
+        let mut one = [0u8; 1];
+        match read_full(&mut self.input, &mut one).map_err(StoreError::io("read", self.path))? {
+            0 => Ok(()),
+            _ => Err(StoreError::sealed(self.path, "bytes after the end chunk")),
+        }
+    }
+
+    /// The whole file against the manifest.
+    fn check(self, expect: &Expect) -> Result<(), StoreError> {
+        let path = self.path.to_path_buf();
+        let hashing = self.input.into_inner();
+        if hashing.len != expect.len || self.plain_len != expect.plain_len {
+            return Err(StoreError::Mismatch {
+                path,
+                what: "length",
+            });
+        }
+        if hashing.hash.finalize().as_bytes() != &expect.digest {
+            return Err(StoreError::Mismatch {
+                path,
+                what: "digest",
+            });
+        }
+        Ok(())
+    }
+}
+
+fn check_header(
+    header: [u8; HEADER_LEN],
+    n: usize,
+    path: &Path,
+    keyed: bool,
+) -> Result<[u8; HEADER_LEN], StoreError> {
+    if n < HEADER_LEN || header[..8] != MAGIC {
+        return Err(StoreError::sealed(
+            path,
+            "not a sealed stasis file (bad magic)",
+        ));
+    }
+    let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+    if version != VERSION {
+        let what = format!("sealed format version {version}, this stasis reads {VERSION}");
+        return Err(StoreError::sealed(path, what));
+    }
+    let chunk = u32::from_le_bytes([header[16], header[17], header[18], header[19]]);
+    let zero = header[14..16]
+        .iter()
+        .chain(&header[20..24])
+        .all(|&b| b == 0);
+    if header[12] > 2 || header[13] > 1 || !zero || chunk == 0 || chunk > MAX_CHUNK {
+        return Err(StoreError::sealed(path, "malformed sealed file header"));
+    }
+    if (header[13] == 1) != keyed {
+        let what = "the manifest and this file disagree about encryption";
+        return Err(StoreError::sealed(path, what));
+    }
+    Ok(header)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn sample(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i / 7 % 251) as u8).collect()
+    }
+
+    fn round_trip(c: Compression, key: Option<&CipherKey>) {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, mid, dst) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("c"),
+        );
+        let data = sample(CHUNK * 2 + 12345);
+        std::fs::write(&src, &data).unwrap();
+        let s = seal(&src, &mid, "a", c, key).unwrap();
+        let expect = Expect {
+            len: s.len,
+            digest: s.digest,
+            plain_len: s.plain_len,
+        };
+        unseal(&mid, &dst, "a", key, &expect).unwrap();
+        assert_eq!(std::fs::read(&dst).unwrap(), data);
+        if c != Compression::None {
+            assert!(s.len < data.len() as u64 / 2, "{c:?} {}", s.len);
+        }
+        // A flipped byte anywhere is refused.
+        let mut bytes = std::fs::read(&mid).unwrap();
+        for at in [0, 13, 50, bytes.len() / 2, bytes.len() - 1] {
+            bytes[at] ^= 0x10;
+            std::fs::write(&mid, &bytes).unwrap();
+            let _ = std::fs::remove_file(&dst);
+            assert!(
+                unseal(&mid, &dst, "a", key, &expect).is_err(),
+                "{c:?} byte {at}"
+            );
+            bytes[at] ^= 0x10;
+        }
+        // Truncated.
+        std::fs::write(&mid, &bytes[..bytes.len() - 30]).unwrap();
+        let _ = std::fs::remove_file(&dst);
+        assert!(unseal(&mid, &dst, "a", key, &expect).is_err());
+        // Another name.
+        std::fs::write(&mid, &bytes).unwrap();
+        let _ = std::fs::remove_file(&dst);
+        if key.is_some() {
+            assert!(unseal(&mid, &dst, "b", key, &expect).is_err());
+        }
+    }
+
+    #[test]
+    fn every_mode_round_trips_and_refuses_damage() {
+        let key = [7u8; 32];
+        for c in [
+            Compression::None,
+            Compression::Lz4,
+            Compression::Zstd { level: 3 },
+        ] {
+            round_trip(c, None);
+            round_trip(c, Some(&key));
+        }
+    }
+
+    #[test]
+    fn wrong_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, mid, dst) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("c"),
+        );
+        std::fs::write(&src, sample(5000)).unwrap();
+        let s = seal(&src, &mid, "a", Compression::Lz4, Some(&[1; 32])).unwrap();
+        let expect = Expect {
+            len: s.len,
+            digest: s.digest,
+            plain_len: s.plain_len,
+        };
+        let err = unseal(&mid, &dst, "a", Some(&[2; 32]), &expect).unwrap_err();
+        assert!(err.to_string().contains("fails authentication"), "{err}");
+    }
+}

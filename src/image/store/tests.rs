@@ -1,0 +1,161 @@
+use super::*;
+
+fn image() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("inventory.img"), b"inventory").unwrap();
+    let pages: Vec<u8> = (0..3 << 20).map(|i: u32| (i / 13 % 7) as u8).collect();
+    fs::write(dir.path().join("pages-1.img"), pages).unwrap();
+    dir
+}
+
+fn all_options() -> Vec<StoreOptions> {
+    let key = SecretKey::generate().unwrap();
+    let mut out = Vec::new();
+    for compression in [
+        Compression::None,
+        Compression::Lz4,
+        Compression::Zstd { level: 3 },
+    ] {
+        for encrypt in [None, Some(key.clone())] {
+            for sign in [None, Some(key.clone())] {
+                out.push(StoreOptions {
+                    compression,
+                    encrypt: encrypt.clone(),
+                    sign,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn open_opts(o: &StoreOptions) -> OpenOptions {
+    OpenOptions {
+        decrypt: o.encrypt.clone(),
+        require_signature: o.sign.as_ref().map(|k| k.signing().verifying_key()),
+    }
+}
+
+#[test]
+fn every_combination_round_trips() {
+    for o in all_options().iter().filter(|o| !o.is_plain()) {
+        let dir = image();
+        let before = fs::read(dir.path().join("pages-1.img")).unwrap();
+        seal_dir(dir.path(), o).unwrap();
+        let opened = open(dir.path(), &open_opts(o)).unwrap();
+        let after = fs::read(opened.dir().join("pages-1.img")).unwrap();
+        assert!(after == before, "{o:?}");
+        let temp = opened.dir().to_path_buf();
+        drop(opened);
+        if o.rewrites() {
+            assert!(!temp.exists(), "the plain copy is removed");
+        }
+    }
+}
+
+#[test]
+fn any_flipped_byte_is_refused() {
+    for o in all_options().iter().filter(|o| !o.is_plain()) {
+        let dir = image();
+        seal_dir(dir.path(), o).unwrap();
+        for name in ["pages-1.img", "inventory.img", MANIFEST] {
+            let path = dir.path().join(name);
+            let mut bytes = fs::read(&path).unwrap();
+            let at = bytes.len() * 2 / 3;
+            bytes[at] ^= 4;
+            fs::write(&path, &bytes).unwrap();
+            assert!(open(dir.path(), &open_opts(o)).is_err(), "{o:?} {name}");
+            bytes[at] ^= 4;
+            fs::write(&path, &bytes).unwrap();
+        }
+        assert!(open(dir.path(), &open_opts(o)).is_ok());
+    }
+}
+
+#[test]
+fn keys_and_signatures_are_required() {
+    let key = SecretKey::generate().unwrap();
+    let other = SecretKey::generate().unwrap();
+    let o = StoreOptions {
+        compression: Compression::Lz4,
+        encrypt: Some(key.clone()),
+        sign: Some(key.clone()),
+    };
+    let dir = image();
+    seal_dir(dir.path(), &o).unwrap();
+    let missing = open(dir.path(), &OpenOptions::default()).unwrap_err();
+    assert!(matches!(missing, StoreError::Encrypted { .. }), "{missing}");
+    let wrong = OpenOptions {
+        decrypt: Some(other.clone()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        open(dir.path(), &wrong),
+        Err(StoreError::WrongKey { .. })
+    ));
+    let signer = OpenOptions {
+        decrypt: Some(key.clone()),
+        require_signature: Some(other.signing().verifying_key()),
+    };
+    assert!(matches!(
+        open(dir.path(), &signer),
+        Err(StoreError::OtherSigner { .. })
+    ));
+    fs::remove_file(dir.path().join(SIGNATURE)).unwrap();
+    let unsigned = open(dir.path(), &open_opts(&o)).unwrap_err();
+    assert!(
+        matches!(unsigned, StoreError::NotSigned { .. }),
+        "{unsigned}"
+    );
+    // A plain image has no manifest: refused when a signature is required.
+    let plain = image();
+    assert!(matches!(
+        open(plain.path(), &open_opts(&o)),
+        Err(StoreError::NotSigned { .. })
+    ));
+}
+
+#[test]
+fn unlisted_or_removed_files_are_refused() {
+    let o = StoreOptions {
+        sign: Some(SecretKey::generate().unwrap()),
+        ..Default::default()
+    };
+    let dir = image();
+    seal_dir(dir.path(), &o).unwrap();
+    fs::write(dir.path().join("cgroup.img"), b"x").unwrap();
+    let err = open(dir.path(), &open_opts(&o)).unwrap_err();
+    assert!(matches!(err, StoreError::Unlisted { .. }), "{err}");
+    fs::remove_file(dir.path().join("cgroup.img")).unwrap();
+    fs::remove_file(dir.path().join("inventory.img")).unwrap();
+    assert!(open(dir.path(), &open_opts(&o)).is_err());
+}
+
+#[test]
+fn keys_never_reach_the_image() {
+    let key = SecretKey::generate().unwrap();
+    let o = StoreOptions {
+        compression: Compression::None,
+        encrypt: Some(key.clone()),
+        sign: Some(key.clone()),
+    };
+    let dir = image();
+    seal_dir(dir.path(), &o).unwrap();
+    let secret = key.derive("x");
+    let raw: Vec<[u8; 32]> = vec![
+        key.signing().to_bytes(),
+        key.derive(sealed::CIPHER_CONTEXT),
+        key.derive(MAC_CONTEXT),
+        secret,
+    ];
+    for name in file_names(dir.path())
+        .unwrap()
+        .iter()
+        .chain([&MANIFEST.into()])
+    {
+        let bytes = fs::read(dir.path().join(name)).unwrap();
+        for k in &raw {
+            assert!(!bytes.windows(32).any(|w| w == k), "{name}");
+        }
+    }
+}

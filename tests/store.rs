@@ -1,0 +1,306 @@
+//! The image store end to end: `dump --compress/--encrypt-key/--sign/--stream` and the
+//! matching restore flags round-trip a real victim, and every damaged, unsigned,
+//! wrongly keyed or cut image or stream is refused before any process is created; a
+//! dump whose store step fails leaves its target running untouched.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{Proc, Start, TempDir};
+
+/// A `memory` victim (small random region, so restores stay quick), ready.
+fn victim(tmp: &TempDir) -> Proc {
+    victim_in(tmp, "work")
+}
+
+/// A `memory` victim working (and logging) in `tmp/work`.
+fn victim_in(tmp: &TempDir, work: &str) -> Proc {
+    let work = tmp.join(work);
+    std::fs::create_dir_all(&work).expect("mkdir work");
+    let mut victim = common::spawn_victim("memory", &["-s", "8"], &work);
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    victim
+}
+
+/// `stasis keygen tmp/NAME`: the secret key's path (its public key is `NAME.pub`).
+fn keygen(tmp: &TempDir, name: &str) -> PathBuf {
+    let key = tmp.join(name);
+    common::stasis(&[OsStr::new("keygen"), key.as_os_str()]).assert_ok("keygen");
+    key
+}
+
+fn public(key: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.pub", key.display()))
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("test paths are UTF-8")
+}
+
+/// `stasis restore -D img -d --pidfile ... EXTRA`: Ok(pid) or the failed output.
+fn restore(img: &Path, extra: &[&str]) -> Result<i32, common::Output> {
+    let pidfile = img.with_extension("pid");
+    let _ = std::fs::remove_file(&pidfile);
+    let mut args = vec!["restore", "-D", s(img), "-d", "--pidfile", s(&pidfile)];
+    args.extend_from_slice(extra);
+    let out = common::stasis(&args);
+    if !out.status.success() {
+        return Err(out);
+    }
+    let text = std::fs::read_to_string(&pidfile).expect("pidfile");
+    Ok(text.trim().parse().expect("pid in the pidfile"))
+}
+
+/// Dumps (and kills) `victim` into `img` with `args`.
+fn dump(victim: &mut Proc, img: &Path, args: &[&str]) {
+    common::dump(victim.pid, img, args).assert_ok("dump");
+    victim.wait_exit(common::EXIT_TIMEOUT);
+}
+
+/// A refused restore: exit 1, and no process took the pid.
+fn refused(pid: i32, out: Result<i32, common::Output>, what: &str) -> String {
+    let out = match out {
+        Ok(_) => panic!("{what}: restore succeeded"),
+        Err(out) => out,
+    };
+    let msg = out.assert_failed(what).to_string();
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "{what}: pid {pid} was created anyway"
+    );
+    msg
+}
+
+/// The secret key's 64 hex digits and their 32 bytes.
+fn key_material(key: &Path) -> (String, Vec<u8>) {
+    let hex = std::fs::read_to_string(key)
+        .expect("read key")
+        .trim()
+        .to_string();
+    let bytes = (0..32)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect();
+    (hex, bytes)
+}
+
+fn assert_no_key_in(dir: &Path, key: &Path) {
+    let (hex, bytes) = key_material(key);
+    for e in std::fs::read_dir(dir).expect("read image").flatten() {
+        let data = std::fs::read(e.path()).expect("read image file");
+        let found = data.windows(32).any(|w| w == bytes.as_slice())
+            || data.windows(64).any(|w| w == hex.as_bytes());
+        assert!(!found, "{} holds the key", e.path().display());
+    }
+}
+
+#[test]
+fn store_options_round_trip() {
+    let _serial = common::serial();
+    require_privileged!("store_options_round_trip");
+    let tmp = TempDir::new("store-round-trip");
+    let key = keygen(&tmp, "key");
+    let (k, p) = (s(&key).to_string(), s(&public(&key)).to_string());
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (vec!["--compress", "lz4"], vec![]),
+        (vec!["--compress", "zstd:5"], vec![]),
+        (vec!["--encrypt-key", &k], vec!["--decrypt-key", &k]),
+        (vec!["--sign", &k], vec!["--require-signature", &p]),
+        (
+            vec!["--compress", "zstd", "--encrypt-key", &k, "--sign", &k],
+            vec!["--decrypt-key", &k, "--require-signature", &p],
+        ),
+    ];
+    for (i, (dump_args, restore_args)) in cases.iter().enumerate() {
+        let mut v = victim_in(&tmp, &format!("work{i}"));
+        let img = tmp.join(format!("img{i}"));
+        dump(&mut v, &img, dump_args);
+        assert!(
+            img.join("store.img").is_file(),
+            "{dump_args:?}: no manifest"
+        );
+        assert_no_key_in(&img, &key);
+        let pid = restore(&img, restore_args)
+            .unwrap_or_else(|o| panic!("{dump_args:?}: restore failed: {o:?}"));
+        assert_eq!(pid, v.pid);
+        Proc::adopt(pid, &v.log).go_and_expect_pass();
+    }
+}
+
+#[test]
+fn damaged_unsigned_or_wrongly_keyed_images_are_refused() {
+    let _serial = common::serial();
+    require_privileged!("damaged_unsigned_or_wrongly_keyed_images_are_refused");
+    let tmp = TempDir::new("store-refusals");
+    let (key, other) = (keygen(&tmp, "key"), keygen(&tmp, "other"));
+    let mut v = victim(&tmp);
+    let img = tmp.join("img");
+    let (k, o) = (s(&key), s(&other));
+    dump(
+        &mut v,
+        &img,
+        &["--compress", "lz4", "--encrypt-key", k, "--sign", k],
+    );
+    let pid = v.pid;
+    let p = public(&key);
+    let good = ["--decrypt-key", k, "--require-signature", s(&p)];
+    let msg = refused(pid, restore(&img, &[]), "no key");
+    assert!(msg.contains("--decrypt-key"), "{msg}");
+    let msg = refused(pid, restore(&img, &["--decrypt-key", o]), "wrong key");
+    assert!(msg.contains("not the key"), "{msg}");
+    let op = public(&other);
+    let args = ["--decrypt-key", k, "--require-signature", s(&op)];
+    let msg = refused(pid, restore(&img, &args), "another signer");
+    assert!(msg.contains("another key"), "{msg}");
+    // One flipped byte in the middle of the page data (the manifest re-signed would not
+    // help: the chunk fails authentication).
+    let pages = img.join(format!("pages-{pid}.img"));
+    let mut bytes = std::fs::read(&pages).expect("read pages");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&pages, &bytes).expect("write pages");
+    let msg = refused(pid, restore(&img, &good), "tampered page byte");
+    assert!(msg.contains("altered"), "{msg}");
+    bytes[at] ^= 0x01;
+    std::fs::write(&pages, &bytes).expect("write pages");
+    // Without its signature.
+    let sig = img.join("store.sig");
+    let saved = std::fs::read(&sig).expect("read store.sig");
+    std::fs::remove_file(&sig).expect("remove store.sig");
+    let msg = refused(pid, restore(&img, &good), "unsigned");
+    assert!(msg.contains("not signed"), "{msg}");
+    std::fs::write(&sig, saved).expect("write store.sig");
+    let restored = restore(&img, &good).unwrap_or_else(|o| panic!("restore: {o:?}"));
+    Proc::adopt(restored, &v.log).go_and_expect_pass();
+}
+
+/// `sh -c SCRIPT` with `$STASIS` set, to completion.
+fn shell(script: &str) -> common::Output {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c").arg(script).env("STASIS", common::STASIS);
+    common::start(&mut cmd).finish(common::STASIS_TIMEOUT)
+}
+
+#[test]
+fn stream_through_a_pipe_with_compression_encryption_and_signature() {
+    let _serial = common::serial();
+    require_privileged!("stream_through_a_pipe_with_compression_encryption_and_signature");
+    let tmp = TempDir::new("store-stream");
+    let key = keygen(&tmp, "key");
+    let (k, p) = (s(&key), public(&key));
+    let pidfile = tmp.join("restored.pid");
+    let mut v = victim(&tmp);
+    let script = format!(
+        "\"$STASIS\" dump -q -t {} --stream - --compress zstd --encrypt-key {k} --sign {k} \
+         | \"$STASIS\" restore --stream - -d --pidfile {} --decrypt-key {k} \
+         --require-signature {}",
+        v.pid,
+        s(&pidfile),
+        s(&p)
+    );
+    // The restore reads to the end of the stream, which comes when the dump has killed
+    // the victim and exited; we reap the victim meanwhile (every 5 ms) so its pid is free
+    // well before the restore, still unsealing, looks at it.
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c").arg(&script).env("STASIS", common::STASIS);
+    let mut pipeline = common::start(&mut cmd);
+    v.wait_exit(common::EXIT_TIMEOUT);
+    pipeline
+        .finish(common::STASIS_TIMEOUT)
+        .assert_ok("dump --stream - | restore --stream -");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .expect("pidfile")
+        .trim()
+        .parse()
+        .expect("pid");
+    assert_eq!(pid, v.pid);
+    Proc::adopt(pid, &v.log).go_and_expect_pass();
+}
+
+#[test]
+fn cut_or_corrupt_streams_are_refused() {
+    let _serial = common::serial();
+    require_privileged!("cut_or_corrupt_streams_are_refused");
+    let tmp = TempDir::new("store-stream-cut");
+    let mut v = victim(&tmp);
+    let stream = tmp.join("checkpoint.stream");
+    let out = common::stasis(&[
+        "dump",
+        "-q",
+        "-t",
+        &v.pid.to_string(),
+        "--stream",
+        s(&stream),
+    ]);
+    out.assert_ok("dump --stream FILE");
+    v.wait_exit(common::EXIT_TIMEOUT);
+    let bytes = std::fs::read(&stream).expect("read stream");
+    let bad = tmp.join("bad.stream");
+    let restore_stream = |what: &str| {
+        let pidfile = tmp.join("r.pid");
+        let args = [
+            "restore",
+            "--stream",
+            s(&bad),
+            "-d",
+            "--pidfile",
+            s(&pidfile),
+        ];
+        let out = common::stasis(&args);
+        let out = if out.status.success() {
+            Ok(0)
+        } else {
+            Err(out)
+        };
+        refused(v.pid, out, what)
+    };
+    std::fs::write(&bad, &bytes[..bytes.len() * 2 / 3]).expect("write");
+    let msg = restore_stream("truncated stream");
+    assert!(msg.contains("truncated"), "{msg}");
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() / 2] ^= 0x40;
+    std::fs::write(&bad, &flipped).expect("write");
+    let msg = restore_stream("corrupt stream");
+    assert!(msg.contains("checksum mismatch"), "{msg}");
+    // Through standard input, whole: restored.
+    let pidfile = tmp.join("ok.pid");
+    let script = format!(
+        "\"$STASIS\" restore --stream - -d --pidfile {} < {}",
+        s(&pidfile),
+        s(&stream)
+    );
+    shell(&script).assert_ok("restore --stream - < FILE");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .expect("pidfile")
+        .trim()
+        .parse()
+        .expect("pid");
+    Proc::adopt(pid, &v.log).go_and_expect_pass();
+}
+
+#[test]
+fn failed_store_steps_leave_the_target_running() {
+    let _serial = common::serial();
+    require_privileged!("failed_store_steps_leave_the_target_running");
+    let tmp = TempDir::new("store-dump-fails");
+    let mut v = victim(&tmp);
+    // The stream's file exists: the dump fails at post-dump and releases the tree.
+    let taken = tmp.join("taken.stream");
+    std::fs::write(&taken, b"x").expect("write");
+    let out = common::stasis(&["dump", "-t", &v.pid.to_string(), "--stream", s(&taken)]);
+    out.assert_failed("dump --stream onto an existing file");
+    common::assert_untouched(&v);
+    // A key readable by others is refused before the tree is touched.
+    let key = keygen(&tmp, "key");
+    let perms = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+    std::fs::set_permissions(&key, perms).expect("chmod");
+    let img = tmp.join("img");
+    let out = common::dump(v.pid, &img, &["--encrypt-key", s(&key)]);
+    assert_eq!(out.code(), Some(2), "{out:?}");
+    assert!(out.stderr.contains("chmod 600"), "{out:?}");
+    assert!(!img.exists());
+    common::assert_untouched(&v);
+    v.go_and_expect_pass();
+}
