@@ -966,6 +966,8 @@ mod tests {
             ns: Default::default(),
             cgroup: Default::default(),
             mounts: None,
+            chain: None,
+            parent_pages: Default::default(),
         }
     }
 

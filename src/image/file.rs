@@ -82,7 +82,12 @@ use super::error::ImageError;
 /// Version 10 also adds the tree's own mount namespace: `mnt.img` (every mount, how it
 /// is made again, propagation) and `mnt-tmpfs-<id>.img` (a tmpfs's files); an image
 /// without them is a tree that lived in the dumper's mount namespace.
-pub const FORMAT_VERSION: u32 = 10;
+///
+/// Version 11 also adds `chain.img` (kind 18, `image::chain`): the image's id, its parent
+/// (`--prev-images-dir`) by directory and id, and whether it is a pre-dump; page runs in
+/// pages file 255 (`mm::PARENT_STRIPE`) are pages unchanged since the parent, taken from
+/// it at the same address. An older image has no chain record and no such runs.
+pub const FORMAT_VERSION: u32 = 11;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;
@@ -115,6 +120,8 @@ pub enum Kind {
     Mounts = 12,
     /// The contents of one tmpfs of it (`mnt-tmpfs-<id>.img`).
     MntTmpfs = 13,
+    /// Where the image stands in a chain of incremental images (`chain.img`, format 11).
+    Chain = 18,
 }
 
 /// Human name of a kind number, for messages.
@@ -134,6 +141,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         14 => "cgroup",
         12 => "mounts",
         13 => "tmpfs contents",
+        18 => "chain",
         _ => "unknown",
     }
 }
