@@ -969,6 +969,8 @@ mod tests {
             cgroup: Default::default(),
             mounts: None,
             netns: None,
+            chain: None,
+            parent_pages: Default::default(),
         }
     }
 

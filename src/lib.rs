@@ -18,8 +18,10 @@ pub mod netns;
 pub mod proc;
 pub mod profile;
 pub mod progress;
+pub mod ranges;
 pub mod restore;
 pub mod sys;
+pub mod tracker;
 pub mod vdso;
 
 /// An error and its causes on one line, a cause already said by the text before it left

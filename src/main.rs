@@ -9,6 +9,7 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Dump(a) => cli::dump::run(a),
+        Command::PreDump(a) => cli::pre_dump::run(a),
         Command::Restore(a) => cli::restore::run(a),
         Command::Check => cli::check::run(),
         Command::Keygen(a) => cli::store::keygen(a),

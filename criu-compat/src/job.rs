@@ -121,6 +121,8 @@ impl Job {
             freeze_cgroup: self.freeze_cgroup.clone(),
             cgroups: self.cgroup_dump.clone(),
             mnt_externals: self.mnt_externals.clone(),
+            prev_images_dir: None,
+            track_mem: false,
             timeout: self.timeout,
             store: Default::default(),
         }

@@ -92,6 +92,15 @@ pub struct DumpArgs {
     /// of the same device; a path naming another file now is refused.
     #[arg(long = "evasive-devices")]
     pub evasive_devices: bool,
+    /// Make an incremental dump: pages not written since this image (a pre-dump or an
+    /// earlier dump of the same tree, whose tracking is still armed) are taken from it
+    /// instead of stored. A relative path is relative to the images dir.
+    #[arg(long = "prev-images-dir", value_name = "DIR")]
+    pub prev_images_dir: Option<PathBuf>,
+    /// With -R: leave the tracking of written pages armed, so that a later dump with
+    /// --prev-images-dir pointing at this one stores only what changed.
+    #[arg(long = "track-mem")]
+    pub track_mem: bool,
     #[command(flatten)]
     pub store: DumpStoreArgs,
     #[command(flatten)]
@@ -149,6 +158,8 @@ pub fn run(args: DumpArgs) -> i32 {
         cgroups: args.criu.cgroup_dump(),
         mnt_externals: args.criu.mnt_externals(),
         store,
+        prev_images_dir: args.prev_images_dir,
+        track_mem: args.track_mem,
     };
     if !args.quiet {
         progress::install(args.progress);

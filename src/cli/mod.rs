@@ -6,6 +6,7 @@ pub mod compat;
 pub mod dump;
 pub mod inspect;
 pub mod network_unlock;
+pub mod pre_dump;
 pub mod progress;
 pub mod restore;
 pub mod stats;
@@ -31,6 +32,10 @@ pub struct Cli {
 pub enum Command {
     /// Freeze a process, save it to an image directory, then kill it (or leave it running).
     Dump(dump::DumpArgs),
+    /// Save a tree's memory while it runs on and track the pages it writes next, so a
+    /// later dump with --prev-images-dir stores only those (or, with --stop-tracking,
+    /// disarm that tracking).
+    PreDump(pre_dump::PreDumpArgs),
     /// Recreate a process from an image directory, with the same pid.
     Restore(restore::RestoreArgs),
     /// Probe every kernel feature stasis relies on.

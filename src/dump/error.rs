@@ -65,6 +65,15 @@ pub enum DumpError {
     },
     #[error(transparent)]
     Cgroup(#[from] crate::cgroupfs::CgroupError),
+    #[error(transparent)]
+    Tracker(#[from] crate::tracker::TrackerError),
+    #[error("{what} of pid {pid} (dirty-page tracking)")]
+    Track {
+        pid: i32,
+        what: &'static str,
+        #[source]
+        source: nix::errno::Errno,
+    },
 }
 
 impl DumpError {

@@ -49,15 +49,26 @@ pub(super) struct Range {
 /// start: shared memory is saved once for the tree, from its data (see `dump/shared.rs`).
 pub type Overrides = std::collections::HashMap<u64, Vec<(u64, u64)>>;
 
+/// Where the pages of one process come from: its memory, but what it still shares with
+/// its parent process and what is unchanged since the parent image.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sources<'a> {
+    /// Sorted ranges shared copy-on-write with the parent process (`dump/cow.rs`).
+    pub inherited: &'a [(u64, u64)],
+    /// Sorted ranges unchanged since the parent image, which holds them
+    /// (`dump/track.rs`): recorded as parent runs, not stored.
+    pub unchanged: &'a [(u64, u64)],
+}
+
 /// Saves every page of `vmas` that a fresh mapping would not reproduce, but those in the
 /// sorted `inherited` ranges (shared with the parent, see `dump/cow.rs`), into the pages
-/// files `open(stripe)` creates (how many: `stripes::stripes_for`); returns the runs
-/// saved and the guard regions found.
+/// files `open(stripe)` creates (how many: `stripes::stripes_for`); pages in `unchanged`
+/// ranges become parent runs instead. Returns the runs and the guard regions found.
 pub fn dump(
     pid: i32,
     vmas: &[Vma],
     overrides: &Overrides,
-    inherited: &[(u64, u64)],
+    from: Sources,
     open: &dyn Fn(u8) -> Result<PagesWriter, ImageError>,
 ) -> Result<(Vec<PageRun>, Vec<Guard>, MemoryStats), DumpError> {
     let started = Instant::now();
@@ -65,13 +76,26 @@ pub fn dump(
         let _span = crate::profile::span("page scan");
         ranges_to_save(pid, vmas, overrides)?
     };
-    let ranges = cut(ranges, inherited);
+    let ranges = cut(ranges, from.inherited);
+    let parent = if from.unchanged.is_empty() {
+        Vec::new()
+    } else {
+        let wanted: Vec<(u64, u64)> = ranges.iter().map(|r| (r.start, r.end)).collect();
+        intersect(&wanted, from.unchanged)
+    };
+    let ranges = cut(ranges, &parent);
     let total = ranges.iter().map(|r| r.end - r.start).sum();
     let files = (0..super::stripes::stripes_for(total))
         .map(open)
         .collect::<Result<Vec<_>, _>>()?;
     let progress = Phase::begin("dumping pages", total);
-    let (runs, mut stats) = super::stripes::write(pid, &batches(&ranges), files, &progress)?;
+    let (mut runs, mut stats) = super::stripes::write(pid, &batches(&ranges), files, &progress)?;
+    runs.extend(parent.iter().map(|&(start, end)| PageRun {
+        addr: start,
+        pages: (end - start) / crate::abi::PAGE_SIZE,
+        stripe: crate::image::mm::PARENT_STRIPE,
+    }));
+    runs.sort_by_key(|r| r.addr);
     stats.elapsed = started.elapsed();
     Ok((runs, guards, stats))
 }
@@ -168,29 +192,7 @@ fn guards_in(pagemap: &Pagemap, vma: &Vma) -> Result<Vec<Guard>, DumpError> {
         .collect())
 }
 
-/// The parts of the sorted, non-overlapping `ranges` outside the sorted, non-overlapping
-/// `holes`.
-pub fn subtract(ranges: &[(u64, u64)], holes: &[(u64, u64)]) -> Vec<(u64, u64)> {
-    let mut out = Vec::new();
-    let mut h = 0;
-    for &(mut start, end) in ranges {
-        while h < holes.len() && holes[h].1 <= start {
-            h += 1;
-        }
-        let mut i = h;
-        while start < end && i < holes.len() && holes[i].0 < end {
-            if holes[i].0 > start {
-                out.push((start, holes[i].0));
-            }
-            start = start.max(holes[i].1);
-            i += 1;
-        }
-        if start < end {
-            out.push((start, end));
-        }
-    }
-    out
-}
+pub use crate::ranges::{intersect, subtract};
 
 /// `ranges` without the sorted `holes`.
 fn cut(ranges: Vec<Range>, holes: &[(u64, u64)]) -> Vec<Range> {

@@ -15,12 +15,14 @@ pub mod creds;
 mod error;
 pub mod files;
 pub mod freeze;
+pub mod incremental;
 pub mod memory;
 pub mod mm;
 pub mod mnt;
 pub mod mqueue;
 pub mod ns;
 pub mod prctl;
+pub mod predump;
 pub mod sched;
 pub mod seccomp;
 pub mod shared;
@@ -29,6 +31,7 @@ pub mod sysv;
 pub mod task;
 pub mod terminal;
 pub mod timers;
+pub mod track;
 pub mod tree;
 pub mod tty;
 
@@ -87,6 +90,12 @@ pub struct DumpOptions {
     pub mnt_externals: mnt::Externals,
     /// `--compress`, `--encrypt-key`, `--sign`: how the image's files are stored.
     pub store: crate::image::store::StoreOptions,
+    /// `--prev-images-dir`: the parent image (a pre-dump or an earlier dump); pages
+    /// unchanged since it are taken from it (`dump/track.rs`). Relative to `dir`.
+    pub prev_images_dir: Option<PathBuf>,
+    /// `--track-mem`: with `leave_running`, leave the tracking of written pages armed
+    /// for a later dump with `--prev-images-dir` pointing at this one.
+    pub track_mem: bool,
 }
 
 /// CRIU's default `--ghost-limit`: 1 MiB.
@@ -117,6 +126,9 @@ pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummar
     let span = crate::profile::span("preflight");
     freeze::preflight(opts.pid, opts.shell_job)?;
     let mounts = mnt::plan(opts.pid, &opts.mnt_externals)?;
+    let keep = opts.leave_running && (opts.track_mem || opts.prev_images_dir.is_some());
+    let mut chain =
+        incremental::Incremental::open(&opts.dir, opts.prev_images_dir.as_deref(), keep)?;
     let writer = ImageWriter::create(&opts.dir)?;
     // Ordering requirements: entered before anything reads the tree's sockets, left
     // (on drop) once the dump is over.
@@ -132,7 +144,14 @@ pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummar
     drop(span);
     let frozen = Instant::now();
     notify(hooks, Point::NetworkLock, opts.pid)?;
-    let (mut summary, mut held) = save_tree(&tree, opts, writer, mounts.as_ref(), in_net.as_ref())?;
+    let (mut summary, mut held) = save_tree(
+        &tree,
+        opts,
+        writer,
+        mounts.as_ref(),
+        in_net.as_ref(),
+        &mut chain,
+    )?;
     notify(hooks, Point::PostDump, opts.pid)?;
     held.iter_mut().for_each(files::Held::keep_links);
     // Ordering requirements: sockets held in repair mode leave it before a released
@@ -147,6 +166,7 @@ pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummar
         held.into_iter().for_each(files::Held::keep_for_restore);
     }
     summary.frozen = frozen.elapsed();
+    chain.finish()?;
     summary.total = started.elapsed();
     Ok(summary)
 }
@@ -184,6 +204,7 @@ fn save_tree(
     writer: ImageWriter,
     mounts: Option<&mnt::Plan>,
     in_net: Option<&ns::net::InTree>,
+    chain: &mut incremental::Incremental,
 ) -> Result<(DumpSummary, Vec<files::Held>), DumpError> {
     let mut shared = Shared::default();
     let mut summary = DumpSummary {
@@ -197,6 +218,7 @@ fn save_tree(
     }
     let mut held = Vec::new();
     let mut tables = Vec::new();
+    chain.begin(opts.pid, &pids)?;
     let layouts = {
         let _span = crate::profile::span("layouts");
         layouts(tree)?
@@ -223,7 +245,7 @@ fn save_tree(
         cgroup::dump(&threads, &opts.cgroups, &writer)?;
     }
     for ((task, entry), layout) in tree.procs.iter().zip(tree.record.alive()).zip(layouts) {
-        let (stats, h, files) = save(task, entry, layout, &fd_opts, &writer, &mut shared)?;
+        let (stats, h, files) = save(task, entry, layout, &fd_opts, &writer, &mut shared, chain)?;
         held.push(h);
         tables.push((task.pid(), files));
         summary.pages_stored += stats.pages_stored;
@@ -247,6 +269,12 @@ fn save_tree(
     )?;
     drop(span);
     writer.write_record(TREE, Kind::Tree, &tree.record)?;
+    let owners: Vec<i32> = (tree.procs.iter().zip(tree.record.alive()))
+        .filter(|(_, e)| !e.shares_vm)
+        .map(|(t, _)| t.pid())
+        .collect();
+    let record = chain.record(&owners, false);
+    writer.write_record(crate::image::chain::CHAIN, Kind::Chain, &record)?;
     writer.write_record(
         INVENTORY,
         Kind::Inventory,
@@ -383,6 +411,7 @@ fn save(
     fd_opts: &files::FdOptions,
     writer: &ImageWriter,
     shared: &mut Shared,
+    chain: &mut incremental::Incremental,
 ) -> Result<(memory::MemoryStats, files::Held, FilesImage), DumpError> {
     let pid = task.pid();
     let Layout {
@@ -463,7 +492,8 @@ fn save(
             shmem,
             fields: mm::fields(&stat, q.brk),
         };
-        save_mm(pid, entry.ppid, space, writer, shared)?
+        let unchanged = chain.unchanged(pid, &space.vmas, task.leader(), ip)?;
+        save_mm(pid, entry.ppid, space, writer, shared, &unchanged)?
     };
     let mut sigactions = q.sigactions;
     if entry.shares_sighand {
@@ -515,14 +545,18 @@ fn save_mm(
     space: Space,
     writer: &ImageWriter,
     shared: &mut Shared,
+    unchanged: &[(u64, u64)],
 ) -> Result<memory::MemoryStats, DumpError> {
     let overrides = shmem_overrides(pid, space.smaps, &space.shmem)?;
     let vdso_symbols = vdso_symbols(pid, mm::vdso_range(&space.vmas))?;
     let inherited = cow::shared(&space.cow);
     let span = crate::profile::span("pages");
     let open = |stripe| writer.pages(&pages_name(pid, stripe));
-    let (page_runs, guards, mstats) =
-        memory::dump(pid, &space.vmas, &overrides, &inherited, &open)?;
+    let from = memory::Sources {
+        inherited: &inherited,
+        unchanged,
+    };
+    let (page_runs, guards, mstats) = memory::dump(pid, &space.vmas, &overrides, from, &open)?;
     drop(span);
     aio::check_settled(pid, &space.vmas)?;
     let parent_pages = shared.restored_pages.get(&ppid);

@@ -86,15 +86,22 @@ use super::error::ImageError;
 /// Version 11 also adds `netns.img` (kind 16): the tree's own network namespace (its
 /// links, addresses, routes, rules, sysctls and firewall); an image without it is a tree
 /// that lived in the dumper's network namespace.
+///
 /// Version 11 also adds POSIX message queues: `mqueue.img` (kind 22, `image::mqueue`:
 /// the queues of the tree's IPC namespace with their messages) and the `Mqueue` fd kind
 /// after every older kind; `sysv.img`'s sysctls may also name `fs/mqueue/*` and
 /// `kernel/{msg,sem,shm}_next_id`. A version 10 image has no queue and reads the same.
+///
 /// Version 11 also adds the image store (`image::store`): `store.img` (kind 20, the
 /// manifest of a compressed, encrypted or signed image: each file's stored length,
 /// BLAKE3 digest and plain length) and `store.sig` (kind 21, its ed25519 signature); the
 /// files of such an image may be sealed (chunked, compressed, encrypted). An image
 /// without `store.img` is plain, as every older one.
+///
+/// Version 11 also adds `chain.img` (kind 18, `image::chain`): the image's id, its parent
+/// (`--prev-images-dir`) by directory and id, and whether it is a pre-dump; page runs in
+/// pages file 255 (`mm::PARENT_STRIPE`) are pages unchanged since the parent, taken from
+/// it at the same address. An older image has no chain record and no such runs.
 pub const FORMAT_VERSION: u32 = 11;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
@@ -136,6 +143,8 @@ pub enum Kind {
     Store = 20,
     /// `store.sig`: the signature of `store.img` (format 11).
     StoreSignature = 21,
+    /// Where the image stands in a chain of incremental images (`chain.img`, format 11).
+    Chain = 18,
 }
 
 /// Human name of a kind number, for messages.
@@ -159,6 +168,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         22 => "mqueue",
         20 => "store manifest",
         21 => "store signature",
+        18 => "chain",
         _ => "unknown",
     }
 }

@@ -6,6 +6,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use super::cgroup::{CgroupImage, CGROUP};
+use super::chain::AncestorFiles;
 use super::error::ImageError;
 use super::file::{decode, read, read_since, read_versioned, Kind};
 use super::files::{FdKind, FilesImage};
@@ -63,6 +64,10 @@ pub struct Image {
     pub mounts: Option<super::mnt::MountsImage>,
     /// The tree's own network namespace (none without `netns.img`).
     pub netns: Option<super::netns::NetNsImage>,
+    /// (format 11) Where the image stands in a chain of incremental images.
+    pub chain: Option<super::chain::ChainImage>,
+    /// Where each process's pages kept in parent images are (`image::chain`), by pid.
+    pub parent_pages: std::collections::BTreeMap<i32, Vec<super::chain::Piece>>,
 }
 
 impl Image {
@@ -70,8 +75,8 @@ impl Image {
     /// validates every record and verifies every pages file (length == the pages of its
     /// runs, crc).
     pub fn load(dir: &Path) -> Result<Image, ImageError> {
-        let image = Self::load_records(dir)?;
-        for (path, pages) in image.page_files() {
+        let (image, ancestors) = Self::load_records(dir)?;
+        for (path, pages) in image.page_files().chain(ancestors) {
             verify_pages(&path, pages)?;
         }
         Ok(image)
@@ -80,8 +85,8 @@ impl Image {
     /// Like [`Image::load`] but skips the page checksum pass (for `inspect`): the page files'
     /// headers, lengths and sizes are still checked.
     pub fn load_metadata(dir: &Path) -> Result<Image, ImageError> {
-        let image = Self::load_records(dir)?;
-        for (path, pages) in image.page_files() {
+        let (image, ancestors) = Self::load_records(dir)?;
+        for (path, pages) in image.page_files().chain(ancestors) {
             check_pages(&path, pages)?;
         }
         Ok(image)
@@ -105,7 +110,13 @@ impl Image {
     ///
     /// Ordering requirements: an mm record is validated before the caller trusts its page
     /// count.
-    fn load_records(dir: &Path) -> Result<Image, ImageError> {
+    fn load_records(dir: &Path) -> Result<(Image, AncestorFiles), ImageError> {
+        let chain = super::chain::load(dir)?;
+        if chain.as_ref().is_some_and(|c| c.predump) {
+            let what = "a pre-dump is not restorable by itself: restore a dump made with \
+                        --prev-images-dir pointing at it";
+            return Err(ImageError::invalid(dir.join(super::chain::CHAIN), what));
+        }
         let inventory = load_inventory(dir)?;
         let path = dir.join(TREE);
         let tree = read_since::<TreeImage, TreeImageV6>(Kind::Tree, &path, 7)?;
@@ -124,7 +135,7 @@ impl Image {
         let mounts = load_mounts(dir)?;
         let netns = load_netns(dir)?;
         let dir = dir.to_path_buf();
-        let image = Image {
+        let mut image = Image {
             dir,
             inventory,
             tree,
@@ -137,7 +148,10 @@ impl Image {
             cgroup,
             mounts,
             netns,
+            chain,
+            parent_pages: Default::default(),
         };
+        let ancestors = image.resolve_parents()?;
         let tree_path = image.dir.join(TREE);
         for p in &image.processes {
             validate::process_in_tree(&p.task, &image.tree, &tree_path)?;
@@ -159,7 +173,31 @@ impl Image {
             .collect();
         validate::inherited_fds(&order, &tree_path)?;
         super::tty::check(&image.tty, &image.tree, &order, &image.dir.join(TTY))?;
-        Ok(image)
+        Ok((image, ancestors))
+    }
+
+    /// Finds, for every process with pages kept in parent images, where they are, each
+    /// ancestor checked to be the image its child was made against; returns the
+    /// ancestors' pages files to verify.
+    fn resolve_parents(&mut self) -> Result<AncestorFiles, ImageError> {
+        let mut files = AncestorFiles::new();
+        for p in &self.processes {
+            let refs = p.mm.parent_ranges();
+            if refs.is_empty() {
+                continue;
+            }
+            let pid = p.task.pid;
+            let Some(chain) = &self.chain else {
+                let what = format!("pid {pid} has pages in a parent image, but no chain record");
+                return Err(ImageError::invalid(
+                    self.dir.join(record_name("mm", pid)),
+                    what,
+                ));
+            };
+            let pieces = super::chain::resolve(&self.dir, chain, pid, refs, &mut files)?;
+            self.parent_pages.insert(pid, pieces);
+        }
+        Ok(files)
     }
 
     /// The records of live process `pid`.
@@ -345,7 +383,7 @@ fn load_mounts(dir: &Path) -> Result<Option<super::mnt::MountsImage>, ImageError
     read(Kind::Mounts, &path).map(Some)
 }
 
-fn load_mm(dir: &Path, pid: i32) -> Result<MmImage, ImageError> {
+pub(crate) fn load_mm(dir: &Path, pid: i32) -> Result<MmImage, ImageError> {
     let path = dir.join(record_name("mm", pid));
     let mm = read_mm(&path)?;
     validate::mm(&mm, &path)?;
@@ -410,6 +448,8 @@ mod tests {
             cgroup: CgroupImage::default(),
             mounts: None,
             netns: None,
+            chain: None,
+            parent_pages: Default::default(),
         }
     }
 

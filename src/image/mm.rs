@@ -370,6 +370,9 @@ pub struct PageRun {
 
 /// How many pages files the runs of one process may be spread over.
 pub const MAX_STRIPES: u8 = 4;
+/// (format 11) The `stripe` of a run whose pages are not stored in this image but in its
+/// parent's (`image::chain`), at the same address of the same process.
+pub const PARENT_STRIPE: u8 = 255;
 
 /// A page run of format 7 and older, all in `pages-<pid>.img`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -394,12 +397,22 @@ impl MmImage {
     pub fn stripes(&self) -> u8 {
         self.page_runs
             .iter()
+            .filter(|r| r.stripe != PARENT_STRIPE)
             .map(|r| r.stripe + 1)
             .max()
             .unwrap_or(1)
     }
 
-    /// The pages stored, in all pages files. Call on a validated record (no overflow then).
+    /// The page runs taken from the parent image, as `[start, end)`.
+    pub fn parent_ranges(&self) -> Vec<(u64, u64)> {
+        (self.page_runs.iter())
+            .filter(|r| r.stripe == PARENT_STRIPE)
+            .map(|r| (r.addr, r.addr + r.pages * crate::abi::PAGE_SIZE))
+            .collect()
+    }
+
+    /// The pages restored, from all pages files and the parents. Call on a validated
+    /// record (no overflow then).
     pub fn pages(&self) -> u64 {
         self.page_runs.iter().map(|r| r.pages).sum()
     }

@@ -14,6 +14,7 @@
 //! - [`validate`]: "impossible values" checks on decoded records ([`seccomp`] checks its own).
 
 pub mod cgroup;
+pub mod chain;
 pub mod dir;
 pub mod error;
 pub mod file;

@@ -19,6 +19,7 @@ use super::mm::open_in;
 use super::staged::Staged;
 use super::RestoreError;
 use crate::abi::{IoVec, PAGE_SIZE};
+use crate::image::chain::Piece;
 use crate::image::mm::{MmImage, PageRun};
 use crate::image::pages::PAGES_DATA_OFFSET;
 use crate::image::ImageError;
@@ -76,19 +77,23 @@ pub fn filled_vmas(mm: &MmImage) -> HashSet<u64> {
 /// caller times the batch that reads (see `build_memory`).
 ///
 /// Ordering requirements: all mappings exist and are writable when the reads run.
+/// Pages kept in parent images (`parents`, see `image::chain`) are read from the
+/// ancestors' pages files the same way.
 pub fn fill(
     s: &mut Staged,
     mm: &MmImage,
     pages: &dyn Fn(u8) -> PathBuf,
+    parents: &[Piece],
     in_child: &dyn Fn(PathBuf) -> PathBuf,
 ) -> Result<Filled, RestoreError> {
     let started = Instant::now();
     let total = mm.pages() * PAGE_SIZE;
-    let work = Work::new(mm, total);
+    let mut paths: Vec<PathBuf> = (0..mm.stripes()).map(pages).collect();
+    let work = Work::new(mm, parents, &mut paths, total);
     let helped = total >= PARALLEL_MIN && cpus() > 1;
     let iovs: usize = work.batches.iter().map(|b| b.iovs.len()).sum();
     let small = work.batches.len() <= BATCHED_READS && iovs <= BATCHED_IOVS;
-    if !helped && small && mm.stripes() == 1 {
+    if !helped && small && paths.len() == 1 {
         fill_batched(s, &in_child(pages(0)), &work)?;
         return Ok(Filled {
             bytes: total,
@@ -97,7 +102,6 @@ pub fn fill(
     }
     s.flush()?;
     let child = s.child();
-    let paths: Vec<PathBuf> = (0..mm.stripes()).map(pages).collect();
     let fds = (paths.iter())
         .map(|p| {
             open_in(
@@ -175,8 +179,8 @@ fn cpus() -> usize {
 /// One `preadv`'s worth of runs: where they go, and where their data is.
 struct Batch {
     iovs: Vec<IoVec>,
-    /// The pages file (`PageRun::stripe`).
-    stripe: u8,
+    /// The pages file: `PageRun::stripe` for this image's, then the ancestors' files.
+    stripe: usize,
     /// Offset of the data in that file.
     offset: u64,
 }
@@ -189,9 +193,10 @@ struct Work {
 }
 
 impl Work {
-    /// The batches of every pages file of `mm`, in address order.
-    fn new(mm: &MmImage, total: u64) -> Self {
-        let mut batches = Vec::new();
+    /// The batches of every pages file of `mm` and of the pieces of its parents (whose
+    /// files are added to `paths`), in address order.
+    fn new(mm: &MmImage, parents: &[Piece], paths: &mut Vec<PathBuf>, total: u64) -> Self {
+        let mut batches = parent_batches(parents, paths);
         for stripe in 0..mm.stripes() {
             let runs: Vec<PageRun> = (mm.page_runs.iter())
                 .filter(|r| r.stripe == stripe)
@@ -201,7 +206,7 @@ impl Work {
             let at = offsets(&iovs);
             batches.extend(iovs.into_iter().zip(at).map(|(iovs, offset)| Batch {
                 iovs,
-                stripe,
+                stripe: usize::from(stripe),
                 offset,
             }));
         }
@@ -228,6 +233,43 @@ impl Work {
     }
 }
 
+/// One batch per run of pieces that follow each other in one ancestor's pages file (at
+/// most `MAX_IOVS` pieces and `BATCH_BYTES`), each file added to `paths` once.
+fn parent_batches(parents: &[Piece], paths: &mut Vec<PathBuf>) -> Vec<Batch> {
+    let mut out: Vec<Batch> = Vec::new();
+    let mut next_offset = 0;
+    for p in parents {
+        let file = match paths.iter().position(|q| *q == p.path) {
+            Some(i) => i,
+            None => {
+                paths.push(p.path.clone());
+                paths.len() - 1
+            }
+        };
+        let iov = IoVec {
+            base: p.addr,
+            len: p.len,
+        };
+        match out.last_mut() {
+            Some(b)
+                if b.stripe == file
+                    && next_offset == p.offset
+                    && b.iovs.len() < MAX_IOVS
+                    && b.iovs.iter().map(|i| i.len).sum::<u64>() + p.len <= BATCH_BYTES =>
+            {
+                b.iovs.push(iov)
+            }
+            _ => out.push(Batch {
+                iovs: vec![iov],
+                stripe: file,
+                offset: p.offset,
+            }),
+        }
+        next_offset = p.offset + p.len;
+    }
+    out
+}
+
 /// Where each batch's data starts in its pages file.
 fn offsets(batches: &[Vec<IoVec>]) -> Vec<u64> {
     let mut at = PAGES_DATA_OFFSET;
@@ -245,7 +287,7 @@ fn offsets(batches: &[Vec<IoVec>]) -> Vec<u64> {
 /// file (`fds[stripe]`).
 fn fill_injected(child: &Child, fds: &[u64], work: &Work) -> Result<(), RestoreError> {
     while let Some(b) = work.take() {
-        let fd = fds[usize::from(b.stripe)];
+        let fd = fds[b.stripe];
         work.progress
             .advance(read_batch(child, fd, &b.iovs, b.offset)?);
     }
@@ -261,7 +303,7 @@ fn help(pid: i32, paths: &[PathBuf], work: &Work) -> Result<(), RestoreError> {
         .collect::<Result<Vec<_>, RestoreError>>()?;
     let mut buf = vec![0u8; HELPER_CHUNK];
     while let Some(b) = work.take() {
-        let (file, path) = (&files[usize::from(b.stripe)], &paths[usize::from(b.stripe)]);
+        let (file, path) = (&files[b.stripe], &paths[b.stripe]);
         let mut offset = b.offset;
         for piece in pieces(&b.iovs, HELPER_CHUNK as u64) {
             let len: u64 = piece.iter().map(|i| i.len).sum();
@@ -461,8 +503,8 @@ mod tests {
             page_runs: vec![run(0x1000, 2, 0), run(0x3000, 1, 1), run(0x9000, 4, 0)],
             ..MmImage::default()
         };
-        let work = Work::new(&mm, 7 * PAGE_SIZE);
-        let got: Vec<(u64, u8, u64)> = (work.batches.iter())
+        let work = Work::new(&mm, &[], &mut Vec::new(), 7 * PAGE_SIZE);
+        let got: Vec<(u64, usize, u64)> = (work.batches.iter())
             .map(|b| (b.iovs[0].base, b.stripe, b.offset))
             .collect();
         let data = PAGES_DATA_OFFSET;

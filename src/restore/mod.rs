@@ -706,7 +706,8 @@ fn build_memory(
     let pages = |stripe| image.pages_path(p.task.pid, stripe);
     s.stage(RestoreStage::Memory, |s| {
         let in_child = |path: PathBuf| mnt::child_path(image.mounts.is_some(), &path);
-        filled_pages = memory::fill(s, &p.mm, &pages, &in_child)?;
+        let parents = image.parent_pages.get(&p.task.pid).map_or(&[][..], |v| v);
+        filled_pages = memory::fill(s, &p.mm, &pages, parents, &in_child)?;
         s.flush()?;
         aio::restore_rings(s.child(), &p.mm)
     })?;

@@ -166,3 +166,11 @@ pub fn owner(fd: BorrowedFd<'_>) -> nix::Result<Owner> {
         signal: Errno::result(signal)?,
     })
 }
+
+/// Takes ownership of `fd`, a number the kernel just handed us (`SCM_RIGHTS`, `accept`)
+/// that nothing else owns.
+pub fn adopt(fd: std::os::fd::RawFd) -> OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the caller got `fd` from the kernel as a new fd and gives it up to us.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}

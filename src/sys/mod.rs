@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod clone;
 pub mod cpu;
+pub mod daemon;
 pub mod deadline;
 pub mod fd;
 pub mod file;
@@ -22,5 +23,6 @@ pub mod sched;
 pub mod sock_diag;
 pub mod socket;
 pub mod thread;
+pub mod uffd;
 
 pub use pod::Pod;

@@ -20,6 +20,13 @@ pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
 pub const PAGE_IS_PFNZERO: u64 = 1 << 5;
 pub const PAGE_IS_GUARD: u64 = 1 << 8;
 
+/// `PM_SCAN_WP_MATCHING`: write-protect (uffd-wp) the pages reported, atomically with
+/// reporting them.
+pub const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
+/// `PM_SCAN_CHECK_WPASYNC`: fail with `EPERM` unless every mapping of the range is
+/// registered with an async write-protect userfaultfd.
+pub const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
+
 /// `_IOWR('f', 16, struct pm_scan_arg)`.
 const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
 const REGIONS_PER_CALL: usize = 4096;
@@ -121,32 +128,50 @@ impl Pagemap {
     /// 6.14 do not know `PAGE_IS_GUARD` (EINVAL): they cannot have guard pages either, so
     /// the query is repeated without it.
     pub fn scan(&self, start: u64, end: u64, q: Query) -> Result<Vec<PageRegion>, PagemapError> {
-        match self.scan_all(start, end, q) {
+        match self.scan_all(start, end, q, 0) {
             Err(PagemapError::Scan {
                 source: Errno::EINVAL,
                 ..
             }) if (q.any | q.report) & PAGE_IS_GUARD != 0 => {
                 let g = !PAGE_IS_GUARD;
-                self.scan_all(
-                    start,
-                    end,
-                    Query {
-                        all: q.all & g,
-                        inverted: q.inverted & g,
-                        any: q.any & g,
-                        report: q.report & g,
-                    },
-                )
+                let q = Query {
+                    all: q.all & g,
+                    inverted: q.inverted & g,
+                    any: q.any & g,
+                    report: q.report & g,
+                };
+                self.scan_all(start, end, q, 0)
             }
             r => r,
         }
     }
 
-    fn scan_all(&self, start: u64, end: u64, q: Query) -> Result<Vec<PageRegion>, PagemapError> {
+    /// The pages of `[start, end)` written since they were last write-protected through
+    /// a userfaultfd in async mode (`PAGE_IS_WRITTEN`), write-protecting them again as
+    /// they are reported (`PM_SCAN_WP_MATCHING`): one atomic read-and-reset of the dirty
+    /// state. Fails with `EPERM` (`PM_SCAN_CHECK_WPASYNC`) when some mapping of the
+    /// range is not registered for async write-protection (mapped or moved since).
+    /// See <https://docs.kernel.org/admin-guide/mm/pagemap.html>.
+    pub fn take_written(&self, start: u64, end: u64) -> Result<Vec<PageRegion>, PagemapError> {
+        let q = Query {
+            all: PAGE_IS_WRITTEN,
+            report: PAGE_IS_WRITTEN,
+            ..Default::default()
+        };
+        self.scan_all(start, end, q, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC)
+    }
+
+    fn scan_all(
+        &self,
+        start: u64,
+        end: u64,
+        q: Query,
+        flags: u64,
+    ) -> Result<Vec<PageRegion>, PagemapError> {
         let mut out = Vec::new();
         let mut at = start;
         while at < end {
-            at = self.scan_once(at, end, q, &mut out)?;
+            at = self.scan_once(at, end, q, flags, &mut out)?;
         }
         Ok(out)
     }
@@ -156,11 +181,13 @@ impl Pagemap {
         start: u64,
         end: u64,
         q: Query,
+        flags: u64,
         out: &mut Vec<PageRegion>,
     ) -> Result<u64, PagemapError> {
         let mut vec = vec![PageRegion::default(); REGIONS_PER_CALL];
         let mut arg = PmScanArg {
             size: std::mem::size_of::<PmScanArg>() as u64,
+            flags,
             start,
             end,
             vec: vec.as_mut_ptr() as u64,

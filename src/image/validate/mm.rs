@@ -6,7 +6,9 @@ use std::path::Path;
 use super::{fail, Check, USER_END};
 use crate::abi::PAGE_SIZE;
 use crate::image::error::ImageError;
-use crate::image::mm::{AioRing, Guard, MmFields, MmImage, PageRun, Vma, VmaKind, MAX_STRIPES};
+use crate::image::mm::{
+    AioRing, Guard, MmFields, MmImage, PageRun, Vma, VmaKind, MAX_STRIPES, PARENT_STRIPE,
+};
 
 /// Mappings, page runs, mm fields and auxv.
 pub fn mm(mm: &MmImage, path: &Path) -> Check {
@@ -83,7 +85,7 @@ fn page_runs(runs: &[PageRun], vmas: &[Vma], path: &Path) -> Check {
     let mut prev_end = 0;
     for run in runs {
         let label = || format!("page run {:#x}+{}", run.addr, run.pages);
-        if run.stripe >= MAX_STRIPES {
+        if run.stripe >= MAX_STRIPES && run.stripe != PARENT_STRIPE {
             let (stripe, last) = (run.stripe, MAX_STRIPES - 1);
             return fail(
                 path,

@@ -1,0 +1,156 @@
+//! The chain side of a dump: its `chain.img`, its parent image (`--prev-images-dir`) and
+//! the tracking of written pages (`track.rs`) that decides which pages the parent holds
+//! unchanged. Shared by `stasis dump` and `stasis pre-dump` (`predump.rs`).
+
+use std::path::{Path, PathBuf};
+
+use super::track::{Scanned, Tracking};
+use super::DumpError;
+use crate::image::chain::{self, ChainImage, ParentRef};
+use crate::image::mm::Vma;
+use crate::sys::ptrace::Seized;
+
+/// What a dump needs to know and do about its place in a chain.
+pub struct Incremental {
+    pub id: u64,
+    /// The parent image: as given, its directory, its chain record.
+    parent: Option<(String, PathBuf, ChainImage)>,
+    tracking: Option<Tracking>,
+    /// The tracking goes on after this dump (`-R` with `--track-mem` or a parent, and
+    /// every pre-dump).
+    keep: bool,
+}
+
+impl Incremental {
+    /// Loads the parent's chain record, checks the image directory `dir` is not the
+    /// parent itself, and (for a tree it may track) refuses a tree using userfaultfd.
+    ///
+    /// Ordering requirements: before the tree is frozen (nothing here touches it).
+    pub fn open(dir: &Path, prev: Option<&Path>, keep: bool) -> Result<Incremental, DumpError> {
+        let parent = match prev {
+            Some(p) => {
+                let given = p.to_string_lossy().into_owned();
+                // Relative to the new image's directory, as CRIU takes it.
+                let pdir = chain::relative_to(dir, p);
+                let chain = chain::load(&pdir)?.ok_or_else(|| {
+                    DumpError::unsupported(format!(
+                        "{} is not an image stasis can make an incremental dump against \
+                         (no {})",
+                        pdir.display(),
+                        chain::CHAIN
+                    ))
+                })?;
+                Some((given, pdir, chain))
+            }
+            None => None,
+        };
+        Ok(Incremental {
+            id: chain::new_id(),
+            parent,
+            tracking: None,
+            keep,
+        })
+    }
+
+    /// Whether this dump uses or arms tracking at all.
+    pub fn wanted(&self) -> bool {
+        self.keep || self.parent.is_some()
+    }
+
+    /// Reaches the tree's tracking: starts a tracker if the tracking goes on, else uses
+    /// the running one if any. Refuses a tree holding a userfaultfd.
+    ///
+    /// Ordering requirements: with the tree frozen, before any process is saved.
+    pub fn begin(&mut self, root: i32, pids: &[i32]) -> Result<(), DumpError> {
+        if !self.wanted() {
+            return Ok(());
+        }
+        pids.iter()
+            .try_for_each(|&p| super::track::refuse_userfaultfd(p))?;
+        let parent = self.parent.as_ref().map(|(_, _, c)| c.id);
+        let running = crate::tracker::Tracker::find(&crate::tracker::name(root))?.is_some();
+        if self.keep || running {
+            self.tracking = Some(Tracking::begin(root, parent, self.id)?);
+        }
+        Ok(())
+    }
+
+    /// The ranges of `pid` whose pages the parent image holds unchanged, after resetting
+    /// the written state; with `keep`, its untracked mappings are armed (the frozen
+    /// `leader` and a `syscall` instruction at `ip` make its userfaultfd if needed).
+    ///
+    /// Ordering requirements: while `pid` is frozen, before its pages are read.
+    pub fn unchanged(
+        &mut self,
+        pid: i32,
+        vmas: &[Vma],
+        leader: &Seized,
+        ip: u64,
+    ) -> Result<Vec<(u64, u64)>, DumpError> {
+        let scanned = self.scan(pid, vmas)?;
+        if self.keep {
+            if let Some(t) = self.tracking.as_mut() {
+                t.ensure_uffd(pid, leader, ip)?;
+                t.arm(pid, &scanned.unarmed, Some((leader, ip)))?;
+            }
+        }
+        self.in_parent(pid, scanned.clean)
+    }
+
+    /// The written state of `pid` read and reset (nothing without tracking).
+    pub fn scan(&self, pid: i32, vmas: &[Vma]) -> Result<Scanned, DumpError> {
+        match &self.tracking {
+            Some(t) => t.scan(pid, vmas),
+            None => Ok(Scanned::default()),
+        }
+    }
+
+    /// The tracking, to arm mappings once the tree runs again (`predump.rs`).
+    pub fn tracking_mut(&mut self) -> Option<&mut Tracking> {
+        self.tracking.as_mut()
+    }
+
+    /// The part of `clean` the parent image holds pages (or parent runs) for.
+    pub fn in_parent(
+        &self,
+        pid: i32,
+        clean: Vec<(u64, u64)>,
+    ) -> Result<Vec<(u64, u64)>, DumpError> {
+        let Some((_, pdir, chain)) = &self.parent else {
+            return Ok(Vec::new());
+        };
+        if clean.is_empty() || !chain.pids.contains(&pid) {
+            return Ok(Vec::new());
+        }
+        let mm = crate::image::load::load_mm(pdir, pid)?;
+        let held: Vec<(u64, u64)> = (mm.page_runs.iter())
+            .map(|r| (r.addr, r.addr + r.pages * crate::abi::PAGE_SIZE))
+            .collect();
+        Ok(crate::ranges::intersect(&clean, &held))
+    }
+
+    /// `chain.img` of this image.
+    pub fn record(&self, pids: &[i32], predump: bool) -> ChainImage {
+        ChainImage {
+            id: self.id,
+            predump,
+            parent: self.parent.as_ref().map(|(given, _, c)| ParentRef {
+                dir: given.clone(),
+                id: c.id,
+            }),
+            tracker: self
+                .keep
+                .then(|| self.tracking.as_ref().map(Tracking::name))
+                .flatten(),
+            pids: pids.to_vec(),
+        }
+    }
+
+    /// After the image is committed: the tracking is stopped unless it goes on.
+    pub fn finish(self) -> Result<(), DumpError> {
+        match self.tracking {
+            Some(t) if !self.keep => t.stop(),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! `stasis pre-dump`: saves a tree's memory while it keeps running, and arms the
+//! tracking of written pages (`track.rs`) so that a later dump (or pre-dump) with
+//! `--prev-images-dir` pointing at it stores only the pages written since.
+//!
+//! The tree is frozen only to read and reset what was written and to make the
+//! userfaultfds of processes not tracked yet (an injected call each); the pages are read
+//! once it runs again. That is sound because every page is write-protected before it is
+//! read: a page written after its protection is reported written by the next image,
+//! which stores it again, so what this image holds for a page is used only where the
+//! page was not written since. A pre-dump is therefore not restorable by itself (as
+//! CRIU's), only as a parent. Mappings that are not private memory (shared memory, huge
+//! pages, special mappings) are not saved: the dump stores them.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::incremental::Incremental;
+use super::memory::{self, Sources};
+use super::track::{trackable, Scanned};
+use super::{freeze, mm, tree, DumpError};
+use crate::image::chain::CHAIN;
+use crate::image::load::{pages_name, record_name};
+use crate::image::mm::{MmImage, Vma, VmaKind};
+use crate::image::{ImageWriter, Kind};
+
+/// What `stasis pre-dump` was asked to do.
+#[derive(Clone, Debug)]
+pub struct PreDumpOptions {
+    pub pid: i32,
+    pub dir: PathBuf,
+    /// The previous pre-dump of the tree (relative to `dir`).
+    pub prev_images_dir: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+/// Figures of a pre-dump.
+#[derive(Clone, Debug, Default)]
+pub struct PreDumpSummary {
+    pub pages_stored: u64,
+    pub pages_in_parent: u64,
+    /// From the freeze of the root to the release of the tree.
+    pub frozen: Duration,
+    pub total: Duration,
+}
+
+/// One process as seen while frozen.
+struct Seen {
+    pid: i32,
+    vmas: Vec<Vma>,
+    scanned: Scanned,
+}
+
+/// Pre-dumps the tree rooted at `opts.pid` into `opts.dir`.
+pub fn pre_dump(opts: &PreDumpOptions) -> Result<PreDumpSummary, DumpError> {
+    let started = Instant::now();
+    crate::sys::deadline::set_bound(Some(opts.timeout));
+    freeze::preflight(opts.pid, true)?;
+    let mut chain = Incremental::open(&opts.dir, opts.prev_images_dir.as_deref(), true)?;
+    let writer = ImageWriter::create(&opts.dir)?;
+    let tree = tree::freeze_tree(opts.pid, true, freeze::Adopted::default())?;
+    let frozen_at = Instant::now();
+    let seen = look(&tree, &mut chain);
+    let released = tree.release();
+    let frozen = frozen_at.elapsed();
+    let seen = seen?;
+    released?;
+    let mut summary = PreDumpSummary {
+        frozen,
+        ..Default::default()
+    };
+    for s in &seen {
+        if let Some(t) = chain.tracking_mut() {
+            t.arm(s.pid, &s.scanned.unarmed, None)?;
+        }
+    }
+    let pids: Vec<i32> = seen.iter().map(|s| s.pid).collect();
+    for s in seen {
+        save(s, &chain, &writer, &mut summary)?;
+    }
+    writer.write_record(CHAIN, Kind::Chain, &chain.record(&pids, true))?;
+    writer.commit()?;
+    summary.total = started.elapsed();
+    Ok(summary)
+}
+
+/// With the tree frozen: refuses userfaultfd users, reaches the tracking, reads and
+/// resets each address space's written pages and makes the missing userfaultfds.
+fn look(tree: &tree::FrozenTree, chain: &mut Incremental) -> Result<Vec<Seen>, DumpError> {
+    let all: Vec<i32> = tree.procs.iter().map(freeze::Frozen::pid).collect();
+    chain.begin(all[0], &all)?;
+    let mut out = Vec::new();
+    for (task, entry) in tree.procs.iter().zip(tree.record.alive()) {
+        if entry.shares_vm {
+            continue;
+        }
+        let pid = task.pid();
+        let smaps = crate::proc::smaps(pid)?;
+        let vmas: Vec<Vma> = mm::vmas(pid, &smaps)?
+            .into_iter()
+            .filter(|v| trackable(v) && matches!(v.kind, VmaKind::Anon | VmaKind::File { .. }))
+            .collect();
+        let scanned = chain.scan(pid, &vmas)?;
+        let ip = mm::find_syscall_insn(pid, &mm::vmas(pid, &smaps)?)?;
+        if let Some(t) = chain.tracking_mut() {
+            t.ensure_uffd(pid, task.leader(), ip)?;
+        }
+        out.push(Seen { pid, vmas, scanned });
+    }
+    Ok(out)
+}
+
+/// Reads one process's pages (it runs meanwhile) and writes its records.
+fn save(
+    s: Seen,
+    chain: &Incremental,
+    writer: &ImageWriter,
+    summary: &mut PreDumpSummary,
+) -> Result<(), DumpError> {
+    let pid = s.pid;
+    let unchanged = chain.in_parent(pid, s.scanned.clean)?;
+    let open = |stripe| writer.pages(&pages_name(pid, stripe));
+    let from = Sources {
+        inherited: &[],
+        unchanged: &unchanged,
+    };
+    let (page_runs, guards, stats) =
+        memory::dump(pid, &s.vmas, &memory::Overrides::new(), from, &open)?;
+    summary.pages_stored += stats.pages_stored;
+    summary.pages_in_parent += (unchanged.iter())
+        .map(|(a, b)| (b - a) / crate::abi::PAGE_SIZE)
+        .sum::<u64>();
+    let mm = MmImage {
+        vmas: s.vmas,
+        page_runs,
+        auxv: crate::proc::auxv(pid)?,
+        guards,
+        ..MmImage::default()
+    };
+    writer.write_record(&record_name("mm", pid), Kind::Mm, &mm)?;
+    Ok(())
+}
+
+/// `stasis pre-dump --stop-tracking -t PID`: ends the tracking of the tree rooted at
+/// `root`; it runs on untracked.
+pub fn stop_tracking(root: i32) -> Result<(), DumpError> {
+    let name = crate::tracker::name(root);
+    match crate::tracker::Tracker::find(&name)? {
+        Some(t) => Ok(t.stop()?),
+        None => Err(crate::tracker::TrackerError::NotRunning { name }.into()),
+    }
+}

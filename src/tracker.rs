@@ -1,0 +1,303 @@
+//! The tracker: a small detached process that holds the userfaultfds of a tree's
+//! dirty-page tracking between two stasis runs (`stasis pre-dump`, then `stasis dump
+//! --prev-images-dir`). The kernel keeps a userfaultfd's write-protection armed as long
+//! as some process holds the file; when the tracker ends (stopped, killed, or its tree's
+//! root gone) the files close, the kernel unregisters every mapping and the tree runs on
+//! exactly as before, untracked.
+//!
+//! One tracker per tree, named after its root: the abstract unix socket
+//! `stasis-track-<root pid>` (recorded in `chain.img`). Requests are one
+//! `SOCK_SEQPACKET` message per connection, answered by one message:
+//! - `GEN <old> <new>`: the tracking now counts writes since image `new`; answers `VALID`
+//!   if it counted them since image `old` until now (so `old`'s unchanged pages may be
+//!   referenced), `RESET` otherwise.
+//! - `FDS`: answers `FDS <pid>...` with the userfaultfds (`SCM_RIGHTS`), one per pid.
+//! - `ADD <pid>` with one fd: the userfaultfd of `pid`'s address space.
+//! - `STOP`: answers `OK` and exits.
+
+use std::collections::BTreeMap;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    accept, bind, connect, listen, recvmsg, sendmsg, socket, AddressFamily, Backlog,
+    ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
+};
+
+/// Most userfaultfds sent in one message (`SCM_MAX_FD` is 253).
+const MAX_FDS: usize = 250;
+const MAX_MSG: usize = 64 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrackerError {
+    #[error("tracker {name}: {what}")]
+    Io {
+        name: String,
+        what: &'static str,
+        #[source]
+        source: Errno,
+    },
+    #[error("tracker {name} answered {answer:?} to {request:?}")]
+    Answer {
+        name: String,
+        request: String,
+        answer: String,
+    },
+    #[error("no tracker {name} is running (never armed, stopped, or its tree is gone)")]
+    NotRunning { name: String },
+    #[error("tracker {name} did not start")]
+    NoStart { name: String },
+}
+
+/// The socket name of the tracker of the tree rooted at `root`.
+pub fn name(root: i32) -> String {
+    format!("stasis-track-{root}")
+}
+
+/// A running tracker, reached by name.
+pub struct Tracker {
+    name: String,
+}
+
+impl Tracker {
+    /// The tracker `name`, if one answers.
+    pub fn find(name: &str) -> Result<Option<Tracker>, TrackerError> {
+        let t = Tracker {
+            name: name.to_string(),
+        };
+        match t.request("PING", &[]) {
+            Ok(_) => Ok(Some(t)),
+            Err(TrackerError::NotRunning { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Starts the tracker of the tree rooted at `root` (or finds the one running).
+    pub fn start(root: i32) -> Result<Tracker, TrackerError> {
+        let name = name(root);
+        if let Some(t) = Self::find(&name)? {
+            return Ok(t);
+        }
+        let io = |what| {
+            let name = name.clone();
+            move |source| TrackerError::Io { name, what, source }
+        };
+        let listener = seqpacket().map_err(io("socket"))?;
+        bind(listener.as_raw_fd(), &addr(&name)?).map_err(io("bind"))?;
+        listen(&listener, Backlog::new(16).map_err(io("listen"))?).map_err(io("listen"))?;
+        crate::sys::daemon::spawn(listener, |l| serve(l, root)).map_err(io("fork"))?;
+        Self::find(&name)?.ok_or(TrackerError::NoStart { name })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `GEN`: whether the tracking counted writes since image `old`; from now on it
+    /// counts them since image `new`.
+    pub fn advance(&self, old: u64, new: u64) -> Result<bool, TrackerError> {
+        let req = format!("GEN {old} {new}");
+        let (answer, _) = self.request(&req, &[])?;
+        match answer.as_str() {
+            "VALID" => Ok(true),
+            "RESET" => Ok(false),
+            _ => Err(self.unexpected(req, answer)),
+        }
+    }
+
+    /// The userfaultfds the tracker holds, by pid.
+    pub fn fds(&self) -> Result<Vec<(i32, OwnedFd)>, TrackerError> {
+        let (answer, fds) = self.request("FDS", &[])?;
+        let pids: Option<Vec<i32>> = answer.strip_prefix("FDS").map(|rest| {
+            rest.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        });
+        match pids {
+            Some(pids) if pids.len() == fds.len() => Ok(pids.into_iter().zip(fds).collect()),
+            _ => Err(self.unexpected("FDS".into(), answer)),
+        }
+    }
+
+    /// Hands the userfaultfd of `pid` to the tracker.
+    pub fn add(&self, pid: i32, fd: &OwnedFd) -> Result<(), TrackerError> {
+        let req = format!("ADD {pid}");
+        let (answer, _) = self.request(&req, &[fd.as_raw_fd()])?;
+        if answer != "OK" {
+            return Err(self.unexpected(req, answer));
+        }
+        Ok(())
+    }
+
+    /// Ends the tracker: the tree's tracking is disarmed.
+    pub fn stop(self) -> Result<(), TrackerError> {
+        self.request("STOP", &[]).map(drop)
+    }
+
+    fn unexpected(&self, request: String, answer: String) -> TrackerError {
+        TrackerError::Answer {
+            name: self.name.clone(),
+            request,
+            answer,
+        }
+    }
+
+    fn request(&self, req: &str, fds: &[RawFd]) -> Result<(String, Vec<OwnedFd>), TrackerError> {
+        let io = |what| {
+            let name = self.name.clone();
+            move |source| TrackerError::Io { name, what, source }
+        };
+        let sock = seqpacket().map_err(io("socket"))?;
+        match connect(sock.as_raw_fd(), &addr(&self.name)?) {
+            Err(Errno::ECONNREFUSED | Errno::ENOENT) => {
+                return Err(TrackerError::NotRunning {
+                    name: self.name.clone(),
+                })
+            }
+            r => r.map_err(io("connect"))?,
+        }
+        send(sock.as_fd(), req, fds).map_err(io("send"))?;
+        receive(sock.as_fd()).map_err(io("receive"))
+    }
+}
+
+fn seqpacket() -> nix::Result<OwnedFd> {
+    socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+}
+
+fn addr(name: &str) -> Result<UnixAddr, TrackerError> {
+    UnixAddr::new_abstract(name.as_bytes()).map_err(|source| TrackerError::Io {
+        name: name.to_string(),
+        what: "address",
+        source,
+    })
+}
+
+fn send(sock: std::os::fd::BorrowedFd, text: &str, fds: &[RawFd]) -> nix::Result<()> {
+    let iov = [IoSlice::new(text.as_bytes())];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+    sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None).map(drop)
+}
+
+fn receive(sock: std::os::fd::BorrowedFd) -> nix::Result<(String, Vec<OwnedFd>)> {
+    let mut buf = vec![0u8; MAX_MSG];
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(got) = c {
+            fds.extend(got.into_iter().map(owned));
+        }
+    }
+    let n = msg.bytes;
+    Ok((String::from_utf8_lossy(&buf[..n]).into_owned(), fds))
+}
+
+/// Takes ownership of an fd the kernel just gave us.
+fn owned(fd: RawFd) -> OwnedFd {
+    crate::sys::fd::adopt(fd)
+}
+
+/// The tracker's loop: answers requests until `STOP` or until the root is gone.
+fn serve(listener: OwnedFd, root: i32) -> i32 {
+    let mut state = State::default();
+    // `accept` returns every second (EAGAIN) to look at the root.
+    let tick = nix::sys::time::TimeVal::new(1, 0);
+    let _ =
+        nix::sys::socket::setsockopt(&listener, nix::sys::socket::sockopt::ReceiveTimeout, &tick);
+    loop {
+        if nix::sys::signal::kill(nix::unistd::Pid::from_raw(root), None) == Err(Errno::ESRCH) {
+            return 0;
+        }
+        let Ok(conn) = accept(listener.as_raw_fd()).map(owned) else {
+            continue;
+        };
+        let Ok((req, fds)) = receive(conn.as_fd()) else {
+            continue;
+        };
+        let (answer, out, stop) = state.answer(&req, fds);
+        let raw: Vec<RawFd> = out.iter().map(|f| f.as_raw_fd()).collect();
+        let _ = send(conn.as_fd(), &answer, &raw);
+        if stop {
+            return 0;
+        }
+    }
+}
+
+/// What the tracker holds.
+#[derive(Default)]
+struct State {
+    generation: u64,
+    uffds: BTreeMap<i32, OwnedFd>,
+}
+
+impl State {
+    /// The answer to one request, the fds to send with it, and whether to stop.
+    fn answer(&mut self, req: &str, mut fds: Vec<OwnedFd>) -> (String, Vec<OwnedFd>, bool) {
+        let words: Vec<&str> = req.split_whitespace().collect();
+        match words[..] {
+            ["PING"] => (format!("OK {}", self.generation), Vec::new(), false),
+            ["GEN", old, new] => {
+                let (old, new) = (old.parse().unwrap_or(0), new.parse().unwrap_or(0));
+                let valid = old != 0 && old == self.generation;
+                self.generation = new;
+                let answer = if valid { "VALID" } else { "RESET" };
+                (answer.into(), Vec::new(), false)
+            }
+            ["FDS"] => {
+                let mut pids = String::from("FDS");
+                let mut out = Vec::new();
+                for (pid, fd) in self.uffds.iter().take(MAX_FDS) {
+                    if let Ok(dup) = fd.try_clone() {
+                        pids.push_str(&format!(" {pid}"));
+                        out.push(dup);
+                    }
+                }
+                (pids, out, false)
+            }
+            ["ADD", pid] if fds.len() == 1 => match pid.parse() {
+                Ok(pid) => {
+                    self.uffds.insert(pid, fds.remove(0));
+                    ("OK".into(), Vec::new(), false)
+                }
+                Err(_) => ("BAD".into(), Vec::new(), false),
+            },
+            ["STOP"] => ("OK".into(), Vec::new(), true),
+            _ => ("BAD".into(), Vec::new(), false),
+        }
+    }
+}
+
+impl std::fmt::Debug for Tracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tracker({})", self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_is_valid_only_against_the_last_image() {
+        let mut s = State::default();
+        assert_eq!(s.answer("GEN 0 5", Vec::new()).0, "RESET");
+        assert_eq!(s.answer("GEN 5 6", Vec::new()).0, "VALID");
+        assert_eq!(s.answer("GEN 5 7", Vec::new()).0, "RESET");
+        assert_eq!(s.answer("GEN 7 8", Vec::new()).0, "VALID");
+        assert!(s.answer("STOP", Vec::new()).2);
+    }
+}
