@@ -324,26 +324,29 @@ pub fn files() -> FilesImage {
     }
 }
 
+/// An unnamed stream socket `ino` connected to socket `peer`, with `data` queued.
+pub fn unix_stream(ino: u64, peer: u64, data: &[u8]) -> UnixSocket {
+    UnixSocket {
+        ino,
+        sock_type: libc::SOCK_STREAM,
+        name: Vec::new(),
+        bind_dir: None,
+        listen_backlog: None,
+        peer: UnixPeer::Socket { ino: peer },
+        shutdown: 0,
+        queue: vec![UnixMessage {
+            data: data.to_vec(),
+            creds: None,
+        }],
+        opts: SockOpts::default(),
+    }
+}
+
 /// Two processes of a tree sharing split objects: `a` creates a pipe whose write end
 /// (spare fd 9) `b` holds, a socket pair whose second socket (spare fd 10) `b` holds, and
 /// a memfd that `b` opened again.
 pub fn split_files(a: i32) -> (FilesImage, FilesImage) {
-    let unix = |ino: u64, peer: u64| {
-        FdKind::Unix(Box::new(UnixSocket {
-            ino,
-            sock_type: libc::SOCK_STREAM,
-            name: Vec::new(),
-            bind_dir: None,
-            listen_backlog: None,
-            peer: UnixPeer::Socket { ino: peer },
-            shutdown: 0,
-            queue: vec![UnixMessage {
-                data: b"queued".to_vec(),
-                creds: None,
-            }],
-            opts: SockOpts::default(),
-        }))
-    };
+    let unix = |ino: u64, peer: u64| FdKind::Unix(Box::new(unix_stream(ino, peer, b"queued")));
     let memfd = FdKind::Memfd(MemfdFd {
         name: "shared".into(),
         size: 4,

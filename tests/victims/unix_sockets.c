@@ -15,6 +15,9 @@
  *   fd 20      seqpacket listener on an abstract name, backlog 3
  *   fd 21      stream socket whose peer wrote "bye" and closed
  *   fd 23      dgram socket connected (one way) to fd 16
+ *   fds 24/26  stream socketpair, "hi" queued 24->26 and "yo" 26->24, fd 26 FD_CLOEXEC:
+ *              after go, buffer sizes as a new pair's and no buffer lock (a pair this
+ *              small is rebuilt without raising a send buffer)
  * After go: per fd the type, domain, F_GETFL, F_GETFD, buffer sizes and SO_PASSCRED as
  * before; every queue's bytes and boundaries; credentials on fd 13's datagrams; names;
  * SO_ACCEPTCONN; EOF where the peer shut down or closed; each pair still connected both
@@ -152,6 +155,11 @@ static void setup_pairs(void)
 	put(15, "rec-C", 5);
 	put(15, "rec-D!", 6);
 	CHECK_SYS(shutdown(14, SHUT_WR));
+
+	pair(SOCK_STREAM, 24, 26);
+	put(24, "hi", 2);
+	put(26, "yo", 2);
+	CHECK_SYS(fcntl(26, F_SETFD, FD_CLOEXEC));
 }
 
 static void setup_named(void)
@@ -344,6 +352,38 @@ static void verify_pairs(void)
 	CHECK(send(14, "x", 1, MSG_DONTWAIT | MSG_NOSIGNAL) == -1 && errno == EPIPE, "fd 14: send after SHUT_WR");
 }
 
+#ifndef SO_BUF_LOCK
+#define SO_BUF_LOCK 72
+#endif
+
+/* fds 24/26: as a new pair's buffers, unlocked, the data, the flags. */
+static void verify_small_pair(void)
+{
+	int fresh[2], opts[] = { SO_SNDBUF, SO_RCVBUF }, fds[] = { 24, 26 };
+
+	expect_sock(24, SOCK_STREAM, 0);
+	CHECK(fcntl(26, F_GETFD) == FD_CLOEXEC, "fd 26: F_GETFD %d", fcntl(26, F_GETFD));
+	expect_msg(24, "yo", 2, 0);
+	expect_msg(26, "hi", 2, 0);
+	expect_empty(24);
+	expect_empty(26);
+	CHECK_SYS(socketpair(AF_UNIX, SOCK_STREAM, 0, fresh));
+	for (int i = 0; i < 2; i++) {
+		for (int o = 0; o < 2; o++) {
+			int want;
+			socklen_t l = sizeof(want);
+
+			CHECK_SYS(getsockopt(fresh[i], SOL_SOCKET, opts[o], &want, &l));
+			expect_opt(fds[i], opts[o], want, o ? "SO_RCVBUF" : "SO_SNDBUF");
+		}
+		expect_opt(fds[i], SO_BUF_LOCK, 0, "SO_BUF_LOCK");
+	}
+	close(fresh[0]);
+	close(fresh[1]);
+	ping(24, 26);
+	ping(26, 24);
+}
+
 static void verify_named(void)
 {
 	struct sockaddr_un sa;
@@ -402,8 +442,10 @@ int main(int argc, char **argv)
 	victim_ready();
 	victim_wait_go();
 	verify_pairs();
-	if (!inflight)
+	if (!inflight) {
 		verify_named();
+		verify_small_pair();
+	}
 	unlink("dgram.sock");
 	unlink("listen.sock");
 	CHECK_SYS(chdir(".."));

@@ -28,7 +28,8 @@ pub struct SockCtx<'a> {
     pub opts: &'a FdOptions,
     /// One pidfd of the process for every duplicate taken.
     pidfd: Option<OwnedFd>,
-    unix: Option<HashMap<u32, UnixDiag>>,
+    /// Read by [`SockCtx::unix_table`].
+    pub unix: Option<HashMap<u32, UnixDiag>>,
     packet: Option<HashMap<u32, PacketDiag>>,
     netlink: Option<HashMap<u32, NetlinkDiag>>,
     /// Inodes of every socket in the fd table, and the fd first holding each.

@@ -134,12 +134,13 @@ fn bind_dir(pid: i32, fd: i32, d: &UnixDiag) -> Result<Option<String>, DumpError
 
 fn peer(ctx: &mut SockCtx<'_>, fd: i32, ino: u64, d: &UnixDiag) -> Result<UnixPeer, DumpError> {
     let (pid, opts) = (ctx.pid, ctx.opts);
-    let inodes: std::collections::HashSet<u64> = ctx.inodes.keys().copied().collect();
-    let table = ctx.unix_table()?;
+    ctx.unix_table()?;
+    let (inodes, table) = (&ctx.inodes, ctx.unix.as_ref().expect("read above"));
     // A connection not yet accepted: its listener lists us (our peer has no inode yet).
     let listener = table.values().find_map(|l| {
         let position = l.icons.iter().position(|c| u64::from(*c) == ino)?;
-        let ours = inodes.contains(&u64::from(l.ino)) || opts.tree_holds_socket(u64::from(l.ino));
+        let ours =
+            inodes.contains_key(&u64::from(l.ino)) || opts.tree_holds_socket(u64::from(l.ino));
         (l.state == TCP_LISTEN && ours).then_some((l.ino, position))
     });
     if let Some((l, position)) = listener {
@@ -159,7 +160,7 @@ fn peer(ctx: &mut SockCtx<'_>, fd: i32, ino: u64, d: &UnixDiag) -> Result<UnixPe
         });
     }
     let p = u64::from(d.peer);
-    if inodes.contains(&p) || opts.tree_holds_socket(p) {
+    if inodes.contains_key(&p) || opts.tree_holds_socket(p) {
         return Ok(UnixPeer::Socket { ino: p });
     }
     let name = table
@@ -260,8 +261,13 @@ fn check_queue(
 pub type Queued = Vec<(UnixMessage, Vec<OwnedFd>)>;
 
 /// Every queued message, oldest first, with the files riding on it. The peek offset is
-/// set to 0 and advanced by each peek; the owner's offset is put back after.
+/// set to 0 and advanced by each peek; the owner's offset is put back after. The peeks
+/// of a stream or seqpacket socket stop at its diag byte count: when that is 0, no call
+/// is needed.
 pub fn peek_queue(sock: BorrowedFd<'_>, d: &UnixDiag) -> nix::Result<Queued> {
+    if stream_like(d) && d.rqlen.0 == 0 {
+        return Ok(Vec::new());
+    }
     let saved = getsockopt_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF)?;
     setsockopt_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF, 0)?;
     let result = peek_all(sock, d);
@@ -269,9 +275,26 @@ pub fn peek_queue(sock: BorrowedFd<'_>, d: &UnixDiag) -> nix::Result<Queued> {
     result
 }
 
+/// Stream and seqpacket sockets: the diag byte count is their whole queue's.
+fn stream_like(d: &UnixDiag) -> bool {
+    d.sock_type != libc::SOCK_DGRAM as u8
+}
+
+/// The peeks' buffer: a stream-like queue's byte count fits in it whole (so each peek
+/// returns what one of [`PEEK_BUF`] bytes would), a datagram may be up to `PEEK_BUF`.
+/// Zeroing 8 MiB for each of a thousand sockets was half of their dump.
+fn peek_buf(d: &UnixDiag) -> Vec<u8> {
+    let len = if stream_like(d) {
+        (d.rqlen.0 as usize).clamp(1, PEEK_BUF)
+    } else {
+        PEEK_BUF
+    };
+    vec![0u8; len]
+}
+
 fn peek_all(sock: BorrowedFd<'_>, d: &UnixDiag) -> nix::Result<Queued> {
-    let stream_like = d.sock_type != libc::SOCK_DGRAM as u8;
-    let mut buf = vec![0u8; PEEK_BUF];
+    let stream_like = stream_like(d);
+    let mut buf = peek_buf(d);
     let mut out = Vec::new();
     let mut total = 0usize;
     loop {

@@ -1,8 +1,9 @@
 //! The common fds of a table rebuilt in batches (`sys/batch.rs`) instead of one injected
 //! syscall at a time: files and character devices reopened by path, `O_PATH` fds, dups,
 //! copies of an earlier process's fds (`Inherited`), pipes (their buffered bytes, up to
-//! [`PIPE_DATA_MAX`], written by a `write` of the batch) and the other ends of pipes, all
-//! added to the process's pending batch (`restore/staged.rs`).
+//! [`PIPE_DATA_MAX`], written by a `write` of the batch) and the other ends of pipes, unix
+//! socket pairs of their own (`unix_pair.rs`), all added to the process's pending batch
+//! (`restore/staged.rs`).
 //! The other kinds go through their own modules one call at a time; the pending batch
 //! runs before each of them.
 //!
@@ -12,13 +13,15 @@
 //! `close_range`, then followed call by call).
 //! Each call that returns an fd is expected to return exactly the predicted one, so a
 //! wrong prediction stops the batch like a failure; `pipe2`, which returns its fds in
-//! memory, is checked once the batch ran. The calls are the ones the kind modules make
+//! memory, is checked once the batch ran (`socketpair` too). The calls are the ones the kind modules make
 //! (see `path.rs`, `pipe.rs`, `Install::place`, `inherit`).
 
 use std::collections::BTreeSet;
 
+use super::unix_pair::{self, End, Pairs};
 use super::Install;
 use crate::image::files::{FdEntry, FdKind, PipeEnd, PipeFd};
+use crate::image::sock::UnixMessage;
 use crate::restore::staged::Staged;
 use crate::restore::RestoreError;
 use crate::sys::batch::{Done, Out};
@@ -31,9 +34,11 @@ const SLACK: u64 = 8192;
 pub const PIPE_DATA_MAX: usize = 64 * 1024;
 
 /// Whether `entry` of process `pid` is rebuilt here (not an fd of a process it cannot
-/// see, outside its pid namespace: `ns/handover.rs`).
-pub fn takes(entry: &FdEntry, pid: i32) -> bool {
+/// see, outside its pid namespace: `ns/handover.rs`; a unix socket of one of the table's
+/// `pairs`).
+pub fn takes(entry: &FdEntry, pairs: &Pairs, pid: i32) -> bool {
     match &entry.kind {
+        FdKind::Unix(_) => pairs.get(entry.fd).is_some(),
         FdKind::Path(_) | FdKind::OPath(_) | FdKind::CharDev(_) | FdKind::Dup { .. } => true,
         FdKind::PipePeer { .. } => true,
         FdKind::Inherited { pid: owner, .. } => crate::restore::ns::pid::view(pid, *owner) != 0,
@@ -42,16 +47,22 @@ pub fn takes(entry: &FdEntry, pid: i32) -> bool {
     }
 }
 
-/// Bytes of the region `entry` needs beyond [`SLACK`].
-fn data_len(entry: &FdEntry) -> u64 {
-    match &entry.kind {
+/// Bytes of the region `entry` needs beyond [`SLACK`] (a unix pair's messages: each
+/// with its `msghdr`, `iovec` and credentials, 128 bytes at most).
+fn data_len(at: &Install) -> u64 {
+    match &at.entry.kind {
         FdKind::Pipe(p) => p.data.len() as u64,
+        FdKind::Unix(_) => at.pairs.get(at.entry.fd).map_or(0, |p| {
+            let queues = p.low.sock.queue.iter().chain(&p.high.sock.queue);
+            queues.map(|m| m.data.len() as u64 + 128).sum()
+        }),
         _ => 0,
     }
 }
 
-/// A `pipe2` whose fds are checked after the batch.
-struct PipeCheck {
+/// A `pipe2` or `socketpair` whose fds are checked after the batch.
+struct PairCheck {
+    call: &'static str,
     fds: Out<[i32; 2]>,
     predicted: [u64; 2],
     fd: i32,
@@ -72,7 +83,7 @@ impl<'s, 'a> Batcher<'s, 'a> {
 
     /// Adds the calls that rebuild `at.entry` (one [`takes`]).
     pub fn add(&mut self, at: &Install) -> Result<(), RestoreError> {
-        if self.s.room() < SLACK + data_len(at.entry) {
+        if self.s.room() < SLACK + data_len(at) {
             self.flush()?;
         }
         if self.open.is_none() {
@@ -92,6 +103,7 @@ impl<'s, 'a> Batcher<'s, 'a> {
             }
             FdKind::Inherited { pid, fd } => self.inherit(at, *pid, *fd, &about),
             FdKind::Pipe(p) => self.pipe(at, p, &about),
+            FdKind::Unix(_) => self.unix_pair(at, &about),
             _ => unreachable!("only kinds that `takes` accepts are added"),
         }
         Ok(())
@@ -209,19 +221,7 @@ impl<'s, 'a> Batcher<'s, 'a> {
     /// the capacity is set first and the pipe is still blocking), flags, our end placed,
     /// the other end at its holder's number (or closed).
     fn pipe(&mut self, at: &Install, p: &PipeFd, about: &str) {
-        let fds = self.s.batch().out::<[i32; 2]>();
-        let (r, w) = (self.take(0), self.take(0));
-        self.s
-            .batch()
-            .expect("pipe2", libc::SYS_pipe2, &[fds.addr(), 0], 0);
-        self.s.batch().about(about);
-        let check = PipeCheck {
-            fds,
-            predicted: [r, w],
-            fd: at.entry.fd,
-        };
-        let pid = self.s.child().pid();
-        self.s.check(move |done| check_pipe(done, &check, pid));
+        let (r, w) = self.make_pair(("pipe2", libc::SYS_pipe2), |fds| vec![fds, 0], at, about);
         let (ours, other) = match p.end {
             PipeEnd::Read => (r, w),
             PipeEnd::Write => (w, r),
@@ -254,6 +254,136 @@ impl<'s, 'a> Batcher<'s, 'a> {
         }
     }
 
+    /// `pipe2` or `socketpair` (`args` given where the kernel puts the two fds): the
+    /// fds predicted for it, checked once the batch ran.
+    fn make_pair(
+        &mut self,
+        (call, nr): (&'static str, i64),
+        args: impl FnOnce(u64) -> Vec<u64>,
+        at: &Install,
+        about: &str,
+    ) -> (u64, u64) {
+        let fds = self.s.batch().out::<[i32; 2]>();
+        let (a, b) = (self.take(0), self.take(0));
+        self.s.batch().expect(call, nr, &args(fds.addr()), 0);
+        self.s.batch().about(about);
+        let check = PairCheck {
+            call,
+            fds,
+            predicted: [a, b],
+            fd: at.entry.fd,
+        };
+        let pid = self.s.child().pid();
+        self.s.check(move |done| check_pair(done, &check, pid));
+        (a, b)
+    }
+
+    /// `unix_pair.rs`: at the lower fd of the pair, `socketpair`, each queue sent by the
+    /// other end, shutdowns, options, flags, both ends placed; nothing at the higher fd.
+    fn unix_pair(&mut self, at: &Install, about: &str) {
+        let pair = *at.pairs.get(at.entry.fd).expect("only pairs are taken");
+        if pair.high.entry.fd == at.entry.fd {
+            return;
+        }
+        let ty = pair.low.sock.sock_type as u64;
+        let call = ("socketpair(AF_UNIX)", libc::SYS_socketpair);
+        let args = |fds| vec![libc::AF_UNIX as u64, ty, 0, fds];
+        let (lo, hi) = self.make_pair(call, args, at, about);
+        let (low, high) = (pair.low, pair.high);
+        let high_raised = self.fill(low, hi, about);
+        let low_raised = self.fill(high, lo, about);
+        self.finish_end(low, high, lo, high_raised, about);
+        self.finish_end(high, low, hi, low_raised, about);
+        // The high end first when it sits on the low end's number (it is then free).
+        if hi == low.entry.fd as u64 {
+            self.place_end(high, hi, about);
+            self.place_end(low, lo, about);
+        } else {
+            self.place_end(low, lo, about);
+            self.place_end(high, hi, about);
+        }
+    }
+
+    /// The queue of `to` sent from `sender`, its buffer raised first when the queue
+    /// might not fit; returns whether it was.
+    fn fill(&mut self, to: End, sender: u64, about: &str) -> bool {
+        let raise = unix_pair::needs_raise(&to.sock.queue);
+        if raise {
+            let big = (64i32 << 20).to_ne_bytes();
+            self.setsockopt(
+                sender,
+                (libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &big),
+                about,
+            );
+        }
+        for m in &to.sock.queue {
+            self.sendmsg(sender, m, unix_pair::creds(to.sock, m), about);
+        }
+        raise
+    }
+
+    /// `sendmsg` of one message, all of it, without blocking (`prep::send_msg`).
+    fn sendmsg(&mut self, fd: u64, m: &UnixMessage, creds: Option<(i32, u32, u32)>, about: &str) {
+        let batch = self.s.batch();
+        let len = m.data.len() as u64;
+        let base = batch.put(&m.data);
+        let iov = batch.put(&[base.to_ne_bytes(), len.to_ne_bytes()].concat());
+        let c = super::prep::control(creds, &[]);
+        let (control, controllen) = match c.len() {
+            0 => (0, 0),
+            n => (batch.put(&c), n as u64),
+        };
+        let hdr: Vec<u8> = [0, 0, iov, 1, control, controllen, 0]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        let msg = batch.put(&hdr);
+        let args = [fd, msg, libc::MSG_DONTWAIT as u64];
+        batch.expect("sendmsg", libc::SYS_sendmsg, &args, len);
+        batch.about(format!("{about} (queued bytes)"));
+    }
+
+    /// Shutdown, options and status flags of end `e` (peer `peer`), at `fd`.
+    fn finish_end(&mut self, e: End, peer: End, fd: u64, raised: bool, about: &str) {
+        if let Some(how) = unix_pair::shutdown_how(e.sock, peer.sock) {
+            let batch = self.s.batch();
+            batch.call("shutdown", libc::SYS_shutdown, &[fd, how as u64]);
+            batch.about(about);
+        }
+        for (level, name, value) in unix_pair::option_calls(e.sock, raised) {
+            self.setsockopt(fd, (level, name, &value), about);
+        }
+        if let Some(flags) = unix_pair::status_flags(e.entry) {
+            let args = [fd, libc::F_SETFL as u64, flags as u64];
+            let batch = self.s.batch();
+            batch.call("fcntl(F_SETFL)", libc::SYS_fcntl, &args);
+            batch.about(about);
+        }
+    }
+
+    fn setsockopt(&mut self, fd: u64, (level, name, value): (i32, i32, &[u8]), about: &str) {
+        let batch = self.s.batch();
+        let addr = batch.put(value);
+        let args = [fd, level as u64, name as u64, addr, value.len() as u64];
+        batch.call("setsockopt", libc::SYS_setsockopt, &args);
+        batch.about(about);
+    }
+
+    /// End `e`, made at `got`, moved to its number with its `FD_CLOEXEC`.
+    fn place_end(&mut self, e: End, got: u64, about: &str) {
+        let want = e.entry.fd as u64;
+        let cloexec = if e.entry.cloexec { libc::O_CLOEXEC } else { 0 };
+        if got != want {
+            self.dup3(got, want, cloexec as u64, about);
+            self.close(got, about);
+        } else if e.entry.cloexec {
+            let args = [want, libc::F_SETFD as u64, libc::FD_CLOEXEC as u64];
+            let batch = self.s.batch();
+            batch.call("fcntl(F_SETFD)", libc::SYS_fcntl, &args);
+            batch.about(about);
+        }
+    }
+
     /// [`Install::aside`]: a helper fd moved above the entry's number if it sits on it.
     fn aside(&mut self, at: &Install, fd: u64, about: &str) -> u64 {
         if fd != at.fd() {
@@ -270,16 +400,16 @@ impl<'s, 'a> Batcher<'s, 'a> {
     }
 }
 
-/// The pipe got the fds predicted for it (the calls after it used them).
-fn check_pipe(done: &Done, p: &PipeCheck, pid: i32) -> Result<(), RestoreError> {
+/// The pipe or pair got the fds predicted for it (the calls after it used them).
+fn check_pair(done: &Done, p: &PairCheck, pid: i32) -> Result<(), RestoreError> {
     let got = done.get(p.fds).map(|fd| fd as u64);
     if got == p.predicted {
         return Ok(());
     }
     Err(RestoreError::Unsupported {
         what: format!(
-            "fd {} of pid {pid}: pipe2 returned fds {got:?}, not the predicted {:?}",
-            p.fd, p.predicted
+            "fd {} of pid {pid}: {} returned fds {got:?}, not the predicted {:?}",
+            p.fd, p.call, p.predicted
         ),
     })
 }

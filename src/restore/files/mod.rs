@@ -13,7 +13,8 @@
 //! - [`fown`]: owners and signals of the descriptions, set after Threads (own stage);
 //! - `unix`, `inet`: sockets, built before the table loop at temporary numbers (`prep`:
 //!   pairs, connections and queued data need every end at once) and `dup3`ed into place
-//!   by it;
+//!   by it (a pair of two unnamed sockets of the table is made in the fd batch instead,
+//!   `unix_pair`);
 //! - `packet`, `netlink`: packet and netlink sockets, made in the table loop;
 //! - [`pty`]: pseudo-terminal masters and slaves, taken from stasis, which built every
 //!   pair before the tree (`restore/tty.rs`).
@@ -56,6 +57,7 @@ mod sockopts;
 mod tcp_replay;
 mod timerfd;
 mod unix;
+mod unix_pair;
 mod unix_unlinked;
 
 use super::child::Child;
@@ -83,6 +85,8 @@ pub struct Install<'a> {
     /// Stasis's fds on the pty pairs it built, and the restorer's fds given in place of
     /// fds on objects outside the tree (`given_fds`).
     pub ptys: &'a pty::PtyFds,
+    /// The unix socket pairs rebuilt in the fd batch.
+    pub pairs: &'a unix_pair::Pairs<'a>,
 }
 
 impl Install<'_> {
@@ -192,7 +196,8 @@ pub fn restore_fds(
     ghosts: &Ghosts,
     ptys: &pty::PtyFds,
 ) -> Result<(), RestoreError> {
-    let plain = batched_only(files, s.child().pid());
+    let pairs = unix_pair::Pairs::of(files);
+    let plain = batched_only(files, &pairs, s.child().pid());
     if !plain {
         s.flush()?;
     }
@@ -217,7 +222,7 @@ pub fn restore_fds(
         s.flush()?;
     }
     let mut prepared = prep::Prepared::new(tty.map_or(top, |t| t + 1));
-    let sockets = unix::prepare(child, files, &mut prepared)?;
+    let sockets = unix::prepare(child, files, &pairs, &mut prepared)?;
     inet::prepare(child, files, &mut prepared, tcp_close)?;
     let known = plain.then(std::collections::BTreeSet::new);
     let mut batcher = batched::Batcher::new(s, known);
@@ -230,13 +235,14 @@ pub fn restore_fds(
             prepared: &prepared,
             ghosts,
             ptys,
+            pairs: &pairs,
         };
         if given(&at) {
             batcher.flush()?;
             pty::restore(&at)?;
             continue;
         }
-        if batched::takes(entry, child.pid()) {
+        if batched::takes(entry, &pairs, child.pid()) {
             batcher.add(&at)?;
             continue;
         }
@@ -258,8 +264,8 @@ pub fn restore_fds(
 
 /// Whether the table is only [`batched`] kinds, with no lock and no fd in flight: then
 /// no call but the pending batch's is needed (no terminal, no socket, no pty).
-fn batched_only(files: &FilesImage, pid: i32) -> bool {
-    files.fds.iter().all(|e| batched::takes(e, pid))
+fn batched_only(files: &FilesImage, pairs: &unix_pair::Pairs, pid: i32) -> bool {
+    files.fds.iter().all(|e| batched::takes(e, pairs, pid))
         && files.locks.is_empty()
         && files.in_flight.is_empty()
 }

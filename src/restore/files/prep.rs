@@ -133,7 +133,7 @@ pub fn send_all(child: &Child, fd: u64, mut data: &[u8], chunk: usize) -> Result
 /// The control messages of one `sendmsg`: `SCM_CREDENTIALS` (pid, uid, gid), then
 /// `SCM_RIGHTS` (the fds), each a `struct cmsghdr` (len u64, level i32, type i32) and
 /// its data, padded to 8 bytes (`CMSG_SPACE`).
-fn control(creds: Option<(i32, u32, u32)>, fds: &[i32]) -> Vec<u8> {
+pub fn control(creds: Option<(i32, u32, u32)>, fds: &[i32]) -> Vec<u8> {
     let mut c = Vec::new();
     let mut push = |kind: i32, data: Vec<u8>| {
         c.extend_from_slice(&(16 + data.len() as u64).to_ne_bytes());

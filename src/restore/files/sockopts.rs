@@ -44,6 +44,35 @@ pub fn reuse(child: &Child, fd: u64, opts: &SockOpts) -> Result<(), RestoreError
     Ok(())
 }
 
+/// The `setsockopt` calls (level, name, value) of [`early`] then [`late`] (`touched` as
+/// there), for a caller that runs them in a batch; `None` when some option needs more
+/// than one plain call (a filter, a membership) or is unknown.
+pub fn plain_calls(opts: &SockOpts, touched: bool) -> Option<Vec<(i32, i32, Vec<u8>)>> {
+    let mut calls = Vec::new();
+    for stage in [Stage::Early, Stage::Late] {
+        for o in &opts.opts {
+            let def = lookup(o.level, o.name)?;
+            if def.stage != stage {
+                continue;
+            }
+            calls.push(match def.special {
+                Special::Buffer { force } => {
+                    let v = o.int_value() / 2;
+                    (libc::SOL_SOCKET, force, v.to_ne_bytes().to_vec())
+                }
+                Special::Filter | Special::Membership => return None,
+                _ => (o.level, o.name, o.value.clone()),
+            });
+        }
+    }
+    let lock = crate::image::sockopts::num::SO_BUF_LOCK;
+    let saved = opts.int(libc::SOL_SOCKET, lock).is_some();
+    if !saved && (touched || has_buffers(opts)) {
+        calls.push((libc::SOL_SOCKET, lock, 0i32.to_ne_bytes().to_vec()));
+    }
+    Some(calls)
+}
+
 fn has_buffers(opts: &SockOpts) -> bool {
     opts.opts.iter().any(|o| {
         lookup(o.level, o.name).is_some_and(|d| matches!(d.special, Special::Buffer { .. }))

@@ -1,4 +1,4 @@
-//! Unix sockets rebuilt in the child: built and connected before the fd table is filled
+//! Unix sockets rebuilt in the child (but for pairs of their own, `unix_pair.rs`): built and connected before the fd table is filled
 //! ([`prepare`], see `prep.rs`), filled once it is ([`finish`]: files in flight are
 //! entries of the table, sent with their messages). The dump side is
 //! `dump/files/unix.rs` and `dump/files/inflight.rs`.
@@ -56,13 +56,15 @@ pub struct Sockets<'a> {
 pub fn prepare<'a>(
     child: &Child,
     files: &'a FilesImage,
+    pairs: &super::unix_pair::Pairs,
     prepared: &mut Prepared,
 ) -> Result<Option<Sockets<'a>>, RestoreError> {
     let list: Vec<_> = files
         .fds
         .iter()
         .filter_map(|e| match &e.kind {
-            FdKind::Unix(u) => Some((e, u.as_ref())),
+            // Pairs of their own are rebuilt in the fd batch (`unix_pair.rs`).
+            FdKind::Unix(u) if pairs.get(e.fd).is_none() => Some((e, u.as_ref())),
             _ => None,
         })
         .collect();
@@ -432,7 +434,7 @@ fn options(child: &Child, fd: u64, e: &FdEntry, u: &UnixSocket) -> Result<(), Re
 
 /// `net.core.wmem_default`: a new socket's send buffer as `getsockopt` reports it (a
 /// `setsockopt` doubles what it is given, hence the halving above).
-fn wmem_default() -> u32 {
+pub fn wmem_default() -> u32 {
     std::fs::read_to_string("/proc/sys/net/core/wmem_default")
         .ok()
         .and_then(|s| s.trim().parse().ok())
