@@ -45,6 +45,8 @@ pub struct Job {
     pub cgroup_restore: stasis::restore::CgroupRestoreOptions,
     /// `ext_mnt` and `external mnt[A]:B`, as `(A, B)`.
     pub mnt_externals: Vec<(String, String)>,
+    /// `join_ns` of kind `net`: the network namespace the tree comes back in.
+    pub join_net: Option<PathBuf>,
     /// `root` at restore (a tree with its own mount namespace comes back in it).
     pub root: Option<PathBuf>,
     /// `timeout`: the longest any task may take to stop (10 s, as CRIU, when 0 or unset).
@@ -75,6 +77,7 @@ impl Job {
             cgroup_dump: Default::default(),
             cgroup_restore: Default::default(),
             mnt_externals: Vec::new(),
+            join_net: None,
             root: None,
             timeout: std::time::Duration::from_secs(10),
             rst_sibling: false,
@@ -158,7 +161,7 @@ pub fn run_restore(job: &Job, log: &mut Log, hooks: &mut dyn Hooks) -> Result<Re
         cgroups: job.cgroup_restore.clone(),
         root: job.root.clone(),
         mnt_externals: job.mnt_externals.clone(),
-        join_net: None,
+        join_net: job.join_net.clone(),
     };
     stasis::restore::set_root_sibling(job.rst_sibling);
     let restored = stasis::restore::restore_with(&opts, hooks).map_err(|e| stasis::error_line(&e));

@@ -10,7 +10,8 @@ use crate::job::Job;
 use crate::proto::{CriuCgMode, CriuNetworkLockMethod, CriuOpts, CriuPreDumpMode};
 
 /// `empty_ns` bit stasis takes: runc always asks the network namespace to be left
-/// empty, and stasis dumps no namespace's contents.
+/// empty; stasis rebuilds a network namespace of the tree's own as it was dumped anyway
+/// (runc's loopback comes back up, where CRIU leaves it down).
 const CLONE_NEWNET: u32 = 0x4000_0000;
 
 /// The directories and log of `opts` for a client of pid `peer` (its fds are resolved
@@ -79,6 +80,13 @@ pub fn fill(job: &mut Job, opts: &CriuOpts, restore: bool) -> Result<(), String>
         .filter(|r| restore && *r != "/")
         .map(PathBuf::from);
     job.rst_sibling = opts.rst_sibling();
+    job.join_net = (opts.join_ns.iter())
+        .filter(|j| restore && j.ns == "net")
+        .map(|j| match j.ns_file.parse::<i32>() {
+            Ok(pid) => PathBuf::from(format!("/proc/{pid}/ns/net")),
+            Err(_) => PathBuf::from(&j.ns_file),
+        })
+        .next_back();
     Ok(())
 }
 
@@ -120,10 +128,10 @@ fn flags(o: &CriuOpts) -> Option<String> {
         "stasis does not change LSM labels (an AppArmor/SELinux profile stays the restorer's)";
     [
         refused("exec_cmd", !o.exec_cmd.is_empty(), "stasis runs no command after a restore"),
-        refused("veths", !o.veths.is_empty(), "stasis does not dump or restore network devices"),
+        refused("veths", !o.veths.is_empty(), "stasis rebuilds only loopback and dummy links (no veth pair whose other end is outside)"),
         refused("unix_sk_ino", !o.unix_sk_ino.is_empty(), "external unix sockets are taken with ext_unix_sk"),
-        refused("join_ns", !o.join_ns.is_empty(), "stasis does not restore into existing namespaces yet"),
-        refused("empty_ns", o.empty_ns() & !CLONE_NEWNET != 0, "only the network namespace (CLONE_NEWNET) may be left empty: stasis dumps no namespace contents"),
+        refused("join_ns", o.join_ns.iter().any(|j| j.ns != "net"), "stasis joins only an existing network namespace (ns \"net\")"),
+        refused("empty_ns", o.empty_ns() & !CLONE_NEWNET != 0, "only the network namespace (CLONE_NEWNET) may be left empty: stasis rebuilds the others from the image"),
         refused("weak_sysctls", o.weak_sysctls(), "stasis restores no sysctls"),
         refused("cpu_cap", o.cpu_cap.is_some_and(|c| c != u32::MAX), "stasis always checks the CPU features an image needs"),
         refused("lsm_profile", o.lsm_profile.is_some(), no_lsm),
