@@ -47,6 +47,8 @@ pub struct Job {
     pub mnt_externals: Vec<(String, String)>,
     /// `join_ns` of kind `net`: the network namespace the tree comes back in.
     pub join_net: Option<PathBuf>,
+    /// `external veth[INSIDE]:OUTSIDE[@BRIDGE]`.
+    pub veth_externals: Vec<stasis::netns::VethExternal>,
     /// `root` at restore (a tree with its own mount namespace comes back in it).
     pub root: Option<PathBuf>,
     /// `timeout`: the longest any task may take to stop (10 s, as CRIU, when 0 or unset).
@@ -78,6 +80,7 @@ impl Job {
             cgroup_restore: Default::default(),
             mnt_externals: Vec::new(),
             join_net: None,
+            veth_externals: Vec::new(),
             root: None,
             timeout: std::time::Duration::from_secs(10),
             rst_sibling: false,
@@ -121,6 +124,7 @@ impl Job {
             freeze_cgroup: self.freeze_cgroup.clone(),
             cgroups: self.cgroup_dump.clone(),
             mnt_externals: self.mnt_externals.clone(),
+            veth_externals: self.veth_externals.clone(),
             timeout: self.timeout,
         }
     }
@@ -162,6 +166,7 @@ pub fn run_restore(job: &Job, log: &mut Log, hooks: &mut dyn Hooks) -> Result<Re
         root: job.root.clone(),
         mnt_externals: job.mnt_externals.clone(),
         join_net: job.join_net.clone(),
+        veth_externals: job.veth_externals.clone(),
     };
     stasis::restore::set_root_sibling(job.rst_sibling);
     let restored = stasis::restore::restore_with(&opts, hooks).map_err(|e| stasis::error_line(&e));

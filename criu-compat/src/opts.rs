@@ -80,6 +80,9 @@ pub fn fill(job: &mut Job, opts: &CriuOpts, restore: bool) -> Result<(), String>
         .filter(|r| restore && *r != "/")
         .map(PathBuf::from);
     job.rst_sibling = opts.rst_sibling();
+    job.veth_externals = (opts.external.iter())
+        .filter_map(|e| stasis::netns::VethExternal::parse(e))
+        .collect();
     job.join_net = (opts.join_ns.iter())
         .filter(|j| restore && j.ns == "net")
         .map(|j| match j.ns_file.parse::<i32>() {
@@ -220,14 +223,14 @@ fn fill_cgroups(job: &mut Job, o: &CriuOpts) {
 fn mounts(o: &CriuOpts, _restore: bool) -> Option<String> {
     let no_mounts = "stasis rebuilds a mount namespace as it was, without this option";
     let external = (o.external.iter())
-        .find(|e| mnt_external(e).is_none())
+        .find(|e| mnt_external(e).is_none() && stasis::netns::VethExternal::parse(e).is_none())
         .map(|e| format!("external {e}"));
     let inherit = o
         .inherit_fd
         .first()
         .map(|i| format!("inherit_fd {} as fd {}", i.key, i.fd));
     [
-        external.map(|f| format!("{f}: stasis takes external mounts (mnt[A]:B) only")),
+        external.map(|f| format!("{f}: stasis takes external mounts (mnt[A]:B) and veth pairs (veth[IN]:OUT[@BRIDGE]) only")),
         inherit.map(|f| {
             format!("{f}: stasis cannot give a restored process a file of the caller yet")
         }),

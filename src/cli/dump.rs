@@ -112,6 +112,7 @@ pub fn run(args: DumpArgs) -> i32 {
         timeout: std::time::Duration::from_secs(args.timeout.max(1)),
         cgroups: args.criu.cgroup_dump(),
         mnt_externals: args.criu.mnt_externals(),
+        veth_externals: args.criu.veth_externals(),
     };
     if !args.quiet {
         progress::install(args.progress);

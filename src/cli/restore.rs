@@ -74,6 +74,7 @@ pub fn run(args: RestoreArgs) -> i32 {
         root: args.root,
         mnt_externals: args.criu.mnt_externals(),
         join_net,
+        veth_externals: args.criu.veth_externals(),
     };
     if !args.quiet {
         progress::install(args.progress);

@@ -84,6 +84,9 @@ pub struct DumpOptions {
     pub cgroups: cgroup::CgroupDumpOptions,
     /// `--external mnt[MOUNTPOINT]:KEY`: mounts of the tree's namespace given at restore.
     pub mnt_externals: mnt::Externals,
+    /// `--external veth[INSIDE]:OUTSIDE`: veth links of the tree's network namespace
+    /// whose other end is outside.
+    pub veth_externals: Vec<crate::netns::VethExternal>,
 }
 
 /// CRIU's default `--ghost-limit`: 1 MiB.
@@ -200,7 +203,7 @@ fn save_tree(
     };
     {
         let _span = crate::profile::span("namespaces");
-        if ns::dump(tree, &writer, in_net, opts.network_lock)? {
+        if ns::dump(tree, &writer, in_net, opts)? {
             // The whole namespace is held: no connection needs a lock of its own.
             held.push(files::Held::namespace_locked(opts.pid, opts.network_lock));
             fd_opts.network_lock = crate::netlock::LockMode::Skip;

@@ -71,6 +71,9 @@ pub struct RestoreOptions {
     /// `--join-ns net:PATH`: the tree comes back in this network namespace (as it is)
     /// instead of a new one made from the image.
     pub join_net: Option<PathBuf>,
+    /// `--external veth[INSIDE]:OUTSIDE[@BRIDGE]`: the other end of a veth of the tree's
+    /// network namespace, by name, and the bridge it joins (the dump's name otherwise).
+    pub veth_externals: Vec<crate::netns::VethExternal>,
 }
 
 /// The restored tree's root, and figures for the summary line and `--stats-json`.
@@ -244,6 +247,7 @@ pub fn restore_with(
         mounts: mounts.as_ref(),
         join_net: opts.join_net.as_deref(),
         net: None,
+        veths: &opts.veth_externals,
         net_lock: match lock.pids.contains(&root) {
             true => lock.mode,
             false => crate::netlock::LockMode::Skip,
@@ -370,6 +374,8 @@ struct Builder<'a> {
     /// The lock a new network namespace of the tree's holds until the tree is rebuilt
     /// (that of the dumped namespace's, `Skip` for none).
     net_lock: crate::netlock::LockMode,
+    /// `--external veth[..]`.
+    veths: &'a [crate::netns::VethExternal],
 }
 
 impl Builder<'_> {
@@ -440,7 +446,7 @@ impl Builder<'_> {
                 .map_err(at(RestoreStage::Takeover, pid))?;
         }
         if pid == root && self.net.is_none() {
-            self.net = ns::net::enter_new(self.image, pid, self.net_lock)
+            self.net = ns::net::enter_new(self.image, pid, self.net_lock, self.veths)
                 .map_err(at(RestoreStage::Takeover, pid))?;
         }
         if let Some(mounts) = self.mounts.filter(|_| pid == root) {
