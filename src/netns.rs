@@ -30,6 +30,32 @@ pub enum NetnsError {
     Failed { cmd: String, stderr: String },
 }
 
+/// CRIU's `--external veth[INSIDE]:OUTSIDE[@BRIDGE]`: a veth pair whose end INSIDE is in
+/// the tree's network namespace and OUTSIDE in the restorer's (attached to BRIDGE).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VethExternal {
+    pub inside: String,
+    pub outside: String,
+    pub bridge: Option<String>,
+}
+
+impl VethExternal {
+    /// `veth[INSIDE]:OUTSIDE[@BRIDGE]`, or `None` for another spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (inside, rest) = text.strip_prefix("veth[")?.split_once("]:")?;
+        let (outside, bridge) = match rest.split_once('@') {
+            Some((o, b)) => (o, Some(b.to_string())),
+            None => (rest, None),
+        };
+        let ok = |n: &str| !n.is_empty() && n.len() <= 15 && !n.contains(['/', ' ']);
+        (ok(inside) && ok(outside) && bridge.as_deref().map_or(true, ok)).then(|| VethExternal {
+            inside: inside.to_string(),
+            outside: outside.to_string(),
+            bridge,
+        })
+    }
+}
+
 /// Runs `f` in a thread that entered the network namespace bound at `path`
 /// (`/proc/PID/ns/net`, `/run/netns/NAME`).
 pub fn within<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
@@ -119,4 +145,32 @@ pub fn run_here(
         cmd: text,
         stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::VethExternal;
+
+    #[test]
+    fn veth_externals_are_read_as_criu_spells_them() {
+        let v = VethExternal::parse("veth[eth0]:veth1234@br0").expect("valid");
+        assert_eq!(
+            (v.inside.as_str(), v.outside.as_str()),
+            ("eth0", "veth1234")
+        );
+        assert_eq!(v.bridge.as_deref(), Some("br0"));
+        assert_eq!(
+            VethExternal::parse("veth[eth0]:out").and_then(|v| v.bridge),
+            None
+        );
+        for bad in [
+            "mnt[a]:b",
+            "veth[]:x",
+            "veth[a]:",
+            "veth[a]:b@",
+            "veth[a/b]:c",
+        ] {
+            assert!(VethExternal::parse(bad).is_none(), "{bad}");
+        }
+    }
 }

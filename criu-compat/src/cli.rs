@@ -192,6 +192,7 @@ fn common_job(c: &Common) -> Result<Job, String> {
     job.cgroup_dump = c.criu.cgroup_dump();
     job.cgroup_restore = c.criu.cgroup_restore();
     job.mnt_externals = c.criu.mnt_externals();
+    job.veth_externals = c.criu.veth_externals();
     Ok(job)
 }
 

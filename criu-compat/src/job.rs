@@ -45,6 +45,10 @@ pub struct Job {
     pub cgroup_restore: stasis::restore::CgroupRestoreOptions,
     /// `ext_mnt` and `external mnt[A]:B`, as `(A, B)`.
     pub mnt_externals: Vec<(String, String)>,
+    /// `join_ns` of kind `net`: the network namespace the tree comes back in.
+    pub join_net: Option<PathBuf>,
+    /// `external veth[INSIDE]:OUTSIDE[@BRIDGE]`.
+    pub veth_externals: Vec<stasis::netns::VethExternal>,
     /// `root` at restore (a tree with its own mount namespace comes back in it).
     pub root: Option<PathBuf>,
     /// `timeout`: the longest any task may take to stop (10 s, as CRIU, when 0 or unset).
@@ -77,6 +81,8 @@ impl Job {
             cgroup_dump: Default::default(),
             cgroup_restore: Default::default(),
             mnt_externals: Vec::new(),
+            join_net: None,
+            veth_externals: Vec::new(),
             root: None,
             timeout: std::time::Duration::from_secs(10),
             rst_sibling: false,
@@ -123,6 +129,7 @@ impl Job {
             mnt_externals: self.mnt_externals.clone(),
             prev_images_dir: None,
             track_mem: false,
+            veth_externals: self.veth_externals.clone(),
             timeout: self.timeout,
             store: Default::default(),
         }
@@ -165,9 +172,10 @@ pub fn run_restore(job: &Job, log: &mut Log, hooks: &mut dyn Hooks) -> Result<Re
         cgroups: job.cgroup_restore.clone(),
         root: job.root.clone(),
         mnt_externals: job.mnt_externals.clone(),
-        join_net: None,
         inherit_fds: job.inherit_fds.clone(),
         store: Default::default(),
+        join_net: job.join_net.clone(),
+        veth_externals: job.veth_externals.clone(),
     };
     stasis::restore::set_root_sibling(job.rst_sibling);
     let restored = stasis::restore::restore_with(&opts, hooks).map_err(|e| stasis::error_line(&e));

@@ -10,7 +10,8 @@ use crate::job::Job;
 use crate::proto::{CriuCgMode, CriuNetworkLockMethod, CriuOpts, CriuPreDumpMode};
 
 /// `empty_ns` bit stasis takes: runc always asks the network namespace to be left
-/// empty, and stasis dumps no namespace's contents.
+/// empty; stasis rebuilds a network namespace of the tree's own as it was dumped anyway
+/// (runc's loopback comes back up, where CRIU leaves it down).
 const CLONE_NEWNET: u32 = 0x4000_0000;
 
 /// The directories and log of `opts` for a client of pid `peer` (its fds are resolved
@@ -82,6 +83,16 @@ pub fn fill(job: &mut Job, opts: &CriuOpts, restore: bool) -> Result<(), String>
     job.inherit_fds = (opts.inherit_fd.iter())
         .map(|i| (i.key.clone(), i.fd))
         .collect();
+    job.veth_externals = (opts.external.iter())
+        .filter_map(|e| stasis::netns::VethExternal::parse(e))
+        .collect();
+    job.join_net = (opts.join_ns.iter())
+        .filter(|j| restore && j.ns == "net")
+        .map(|j| match j.ns_file.parse::<i32>() {
+            Ok(pid) => PathBuf::from(format!("/proc/{pid}/ns/net")),
+            Err(_) => PathBuf::from(&j.ns_file),
+        })
+        .next_back();
     Ok(())
 }
 
@@ -130,10 +141,10 @@ fn flags(o: &CriuOpts) -> Option<String> {
         "stasis does not change LSM labels (an AppArmor/SELinux profile stays the restorer's)";
     [
         refused("exec_cmd", !o.exec_cmd.is_empty(), "stasis runs no command after a restore"),
-        refused("veths", !o.veths.is_empty(), "stasis does not dump or restore network devices"),
+        refused("veths", !o.veths.is_empty(), "stasis rebuilds only loopback and dummy links (no veth pair whose other end is outside)"),
         refused("unix_sk_ino", !o.unix_sk_ino.is_empty(), "external unix sockets are taken with ext_unix_sk"),
-        refused("join_ns", !o.join_ns.is_empty(), "stasis does not restore into existing namespaces yet"),
-        refused("empty_ns", o.empty_ns() & !CLONE_NEWNET != 0, "only the network namespace (CLONE_NEWNET) may be left empty: stasis dumps no namespace contents"),
+        refused("join_ns", o.join_ns.iter().any(|j| j.ns != "net"), "stasis joins only an existing network namespace (ns \"net\")"),
+        refused("empty_ns", o.empty_ns() & !CLONE_NEWNET != 0, "only the network namespace (CLONE_NEWNET) may be left empty: stasis rebuilds the others from the image"),
         refused("weak_sysctls", o.weak_sysctls(), "stasis restores no sysctls"),
         refused("cpu_cap", o.cpu_cap.is_some_and(|c| c != u32::MAX), "stasis always checks the CPU features an image needs"),
         refused("lsm_profile", o.lsm_profile.is_some(), no_lsm),
@@ -222,13 +233,13 @@ fn fill_cgroups(job: &mut Job, o: &CriuOpts) {
 fn mounts(o: &CriuOpts, _restore: bool) -> Option<String> {
     let no_mounts = "stasis rebuilds a mount namespace as it was, without this option";
     let external = (o.external.iter())
-        .find(|e| mnt_external(e).is_none())
+        .find(|e| mnt_external(e).is_none() && stasis::netns::VethExternal::parse(e).is_none())
         .map(|e| format!("external {e}"));
     let inherit = (o.inherit_fd.iter())
         .find(|i| !is_pipe_key(&i.key))
         .map(|i| format!("inherit_fd {} as fd {}", i.key, i.fd));
     [
-        external.map(|f| format!("{f}: stasis takes external mounts (mnt[A]:B) only")),
+        external.map(|f| format!("{f}: stasis takes external mounts (mnt[A]:B) and veth pairs (veth[IN]:OUT[@BRIDGE]) only")),
         inherit.map(|f| {
             format!("{f}: stasis gives a restored process the caller's pipes only (key pipe:[INO])")
         }),

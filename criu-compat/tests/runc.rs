@@ -1,8 +1,11 @@
 //! runc 1.1 in front of stasis-criu: `runc --criu stasis-criu checkpoint` of a busybox
 //! counter container (its own mount namespace, cgroups managed as runc asks), then
 //! `runc --criu stasis-criu restore -d`: the container runs again and its counter goes on
-//! from where it was. Skips without root, runc or /bin/busybox (Debian's runc and
-//! busybox-static).
+//! from where it was. The second test keeps runc's default network namespace (only the
+//! loopback, up): a busybox `nc` server in the container receives the counter from an
+//! in-container `nc` client over TCP, checkpointed with `--tcp-established`; after the
+//! restore the same connection carries the counter on and the loopback is up. Skips
+//! without root, runc or /bin/busybox (Debian's runc and busybox-static).
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,25 +18,36 @@ fn runc(args: &[&str]) -> std::process::Output {
     Command::new("runc").args(args).output().unwrap()
 }
 
-/// A bundle in `dir` running `sh` counting into /tmp/count, namespaces: mount only.
-fn bundle(dir: &Path) {
+/// The counter, written to /tmp/count every 0.1 s.
+const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done";
+/// The counter sent over TCP on loopback to an `nc` server writing it to /tmp/recv (its
+/// stdin a pipe that never ends: `nc` closes the connection at the end of its input).
+const COUNTER_OVER_TCP: &str = "sleep 100000 | nc -l -p 9000 > /tmp/recv & sleep 0.5; \
+    i=0; while true; do i=$((i+1)); echo $i; echo $i > /tmp/count; sleep 0.1; done \
+    | nc 127.0.0.1 9000";
+
+/// A bundle in `dir` running `sh -c script`, namespaces: mount only, or mount and
+/// network (`net`).
+fn bundle(dir: &Path, script: &str, net: bool) {
     let rootfs = dir.join("rootfs");
     for sub in ["bin", "proc", "dev", "tmp"] {
         std::fs::create_dir_all(rootfs.join(sub)).unwrap();
     }
     std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    for applet in ["sh", "sleep"] {
+    for applet in ["sh", "sleep", "nc"] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
     }
     let out = runc(&["spec", "--bundle", dir.to_str().unwrap()]);
     assert!(out.status.success());
     let path = dir.join("config.json");
     let mut c: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let script = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done";
     c["process"]["terminal"] = false.into();
     c["process"]["args"] = serde_json::json!(["sh", "-c", script]);
     c["process"]["rlimits"] = serde_json::json!([]);
-    c["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}]);
+    c["linux"]["namespaces"] = match net {
+        true => serde_json::json!([{"type": "mount"}, {"type": "network"}]),
+        false => serde_json::json!([{"type": "mount"}]),
+    };
     c["mounts"] = serde_json::json!([{"destination": "/proc", "type": "proc", "source": "proc"}]);
     c["root"]["readonly"] = false.into();
     let obj = c.as_object_mut().unwrap();
@@ -46,6 +60,35 @@ fn bundle(dir: &Path) {
 
 #[test]
 fn runc_checkpoint_and_restore_of_a_counter() {
+    checkpoint_and_restore(COUNTER, false);
+}
+
+#[test]
+fn runc_checkpoint_and_restore_with_its_network_namespace() {
+    checkpoint_and_restore(COUNTER_OVER_TCP, true);
+}
+
+/// The last number the container's `nc` server received (0: none yet).
+fn received(dir: &Path) -> u64 {
+    let text = std::fs::read_to_string(dir.join("rootfs/tmp/recv")).unwrap_or_default();
+    (text.lines().last())
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Whether the loopback of the network namespace of the container's init is up.
+fn loopback_up(id: &str) -> bool {
+    let state = runc(&["state", id]);
+    let v: serde_json::Value = serde_json::from_slice(&state.stdout).unwrap_or_default();
+    let pid = v["pid"].as_i64().unwrap_or(0).to_string();
+    let out = Command::new("nsenter")
+        .args(["-t", &pid, "-n", "ip", "-o", "link", "show", "lo"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("LOOPBACK,UP")
+}
+
+fn checkpoint_and_restore(script: &str, net: bool) {
     let have = |p: &str| Path::new(p).exists();
     if !nix::unistd::geteuid().is_root() || !have("/usr/sbin/runc") || !have("/bin/busybox") {
         println!("SKIP runc checkpoint: needs root, /usr/sbin/runc and /bin/busybox");
@@ -53,8 +96,8 @@ fn runc_checkpoint_and_restore_of_a_counter() {
     }
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    bundle(dir.path());
-    let id = format!("stasis-criu-{}", std::process::id());
+    bundle(dir.path(), script, net);
+    let id = format!("stasis-criu-{}-{net}", std::process::id());
     let b = dir.path().to_str().unwrap();
     // The container's stdio is /dev/null, so that no pipe of ours stays open.
     let started = Command::new("runc")
@@ -67,16 +110,22 @@ fn runc_checkpoint_and_restore_of_a_counter() {
     assert!(started.success());
     let img = dir.path().join("img");
     let img_arg = img.to_str().unwrap();
-    let out = runc(&[
-        "--criu",
-        BIN,
-        "checkpoint",
-        "--image-path",
-        img_arg,
-        "--work-path",
-        img_arg,
-        &id,
-    ]);
+    if net {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        assert!(
+            received(dir.path()) > 0,
+            "the in-container TCP client sends"
+        );
+    }
+    let tcp: &[&str] = if net { &["--tcp-established"] } else { &[] };
+    let out = runc(
+        &[
+            &["--criu", BIN, "checkpoint"][..],
+            tcp,
+            &["--image-path", img_arg, "--work-path", img_arg, &id],
+        ]
+        .concat(),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let log = std::fs::read_to_string(img.join("dump.log")).unwrap_or_default();
     if !out.status.success() {
@@ -103,22 +152,28 @@ fn runc_checkpoint_and_restore_of_a_counter() {
         dumped,
         "the checkpointed container stopped counting"
     );
-    let restored = runc(&[
-        "--criu",
-        BIN,
-        "restore",
-        "-d",
-        "--image-path",
-        img_arg,
-        "--work-path",
-        img_arg,
-        "--bundle",
-        b,
-        &id,
-    ]);
+    let sent = received(dir.path());
+    let restored = runc(
+        &[
+            &["--criu", BIN, "restore", "-d"][..],
+            tcp,
+            &[
+                "--image-path",
+                img_arg,
+                "--work-path",
+                img_arg,
+                "--bundle",
+                b,
+                &id,
+            ],
+        ]
+        .concat(),
+    );
     let rlog = std::fs::read_to_string(img.join("restore.log")).unwrap_or_default();
     std::thread::sleep(std::time::Duration::from_millis(500));
     let after = count();
+    let lo_up = !net || loopback_up(&id);
+    let got = received(dir.path());
     let state = runc(&["state", &id]);
     runc(&["delete", "--force", &id]);
     while nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
@@ -137,4 +192,11 @@ fn runc_checkpoint_and_restore_of_a_counter() {
         after > dumped,
         "the counter went on from {dumped} (now {after})"
     );
+    if net {
+        assert!(lo_up, "the restored container's loopback is up");
+        assert!(
+            got > sent,
+            "the TCP connection carries the counter on from {sent} (now {got})"
+        );
+    }
 }

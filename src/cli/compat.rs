@@ -7,6 +7,7 @@
 //! `dump.rs` / `restore.rs` beside the others of their subcommand.
 
 use clap::Args;
+use stasis::netns::VethExternal;
 
 /// CRIU options accepted by both `dump` and `restore`; [`CriuFlags::check`] refuses the
 /// values stasis does not implement.
@@ -49,7 +50,10 @@ pub struct CriuFlags {
     #[arg(short = 'M', long = "ext-mount-map", value_name = "KEY:VALUE|auto")]
     pub ext_mount_map: Vec<String>,
     /// CRIU's external resources: `mnt[MOUNTPOINT]:KEY` at dump, `mnt[KEY]:PATH` at
-    /// restore (mounts of the tree's namespace that come from outside); others refused.
+    /// restore (mounts of the tree's namespace that come from outside);
+    /// `veth[INSIDE]:OUTSIDE[@BRIDGE]` (a veth of the tree's network namespace whose other
+    /// end is outside; at restore that end is made with this name, on this bridge);
+    /// others refused.
     #[arg(long = "external", value_name = "RESOURCE")]
     pub external: Vec<String>,
     /// Accepted: stasis always finds inotify and fanotify watch targets by path (from their
@@ -82,10 +86,11 @@ impl CriuFlags {
                  stays the host's, as with --ext-mount-map auto), so it maps none"
             ));
         }
-        if let Some(ext) = self.external.iter().find(|e| mnt_external(e).is_none()) {
+        let known = |e: &String| mnt_external(e).is_some() || VethExternal::parse(e).is_some();
+        if let Some(ext) = self.external.iter().find(|e| !known(e)) {
             return Err(format!(
-                "--external {ext}: stasis handles only external mounts (mnt[MOUNTPOINT]:KEY at \
-                 dump, mnt[KEY]:PATH at restore)"
+                "--external {ext}: stasis handles external mounts (mnt[MOUNTPOINT]:KEY at \
+                 dump, mnt[KEY]:PATH at restore) and veth pairs (veth[INSIDE]:OUTSIDE[@BRIDGE])"
             ));
         }
         Ok(())
@@ -141,6 +146,14 @@ impl CriuFlags {
             roots: self.cgroup_roots(),
             yard: self.cgroup_yard.as_ref().map(Into::into),
         }
+    }
+
+    /// The `veth[INSIDE]:OUTSIDE[@BRIDGE]` externals.
+    pub fn veth_externals(&self) -> Vec<VethExternal> {
+        self.external
+            .iter()
+            .filter_map(|e| VethExternal::parse(e))
+            .collect()
     }
 
     /// The `mnt[A]:B` externals, as `(A, B)`.

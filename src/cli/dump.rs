@@ -160,6 +160,7 @@ pub fn run(args: DumpArgs) -> i32 {
         store,
         prev_images_dir: args.prev_images_dir,
         track_mem: args.track_mem,
+        veth_externals: args.criu.veth_externals(),
     };
     if !args.quiet {
         progress::install(args.progress);

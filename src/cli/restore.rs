@@ -103,6 +103,7 @@ pub fn run(args: RestoreArgs) -> i32 {
         join_net,
         inherit_fds: Vec::new(),
         store,
+        veth_externals: args.criu.veth_externals(),
     };
     if !args.quiet {
         progress::install(args.progress);

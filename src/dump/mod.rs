@@ -96,6 +96,9 @@ pub struct DumpOptions {
     /// `--track-mem`: with `leave_running`, leave the tracking of written pages armed
     /// for a later dump with `--prev-images-dir` pointing at this one.
     pub track_mem: bool,
+    /// `--external veth[INSIDE]:OUTSIDE`: veth links of the tree's network namespace
+    /// whose other end is outside.
+    pub veth_externals: Vec<crate::netns::VethExternal>,
 }
 
 /// CRIU's default `--ghost-limit`: 1 MiB.
@@ -225,7 +228,7 @@ fn save_tree(
     };
     {
         let _span = crate::profile::span("namespaces");
-        if ns::dump(tree, &writer, in_net, opts.network_lock)? {
+        if ns::dump(tree, &writer, in_net, opts)? {
             // The whole namespace is held: no connection needs a lock of its own.
             held.push(files::Held::namespace_locked(opts.pid, opts.network_lock));
             fd_opts.network_lock = crate::netlock::LockMode::Skip;

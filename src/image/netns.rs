@@ -42,13 +42,15 @@ pub struct NetNsImage {
 pub struct Link {
     pub ifindex: i32,
     pub name: String,
-    /// `loopback`, `dummy` (what stasis makes again).
+    /// `loopback`, `dummy`, `veth` (what stasis makes again).
     pub kind: String,
     pub mtu: u32,
     /// Its flags as `ip link` names them (`UP`, `LOOPBACK`, `PROMISC`...).
     pub flags: Vec<String>,
     /// Hardware address, `aa:bb:..` (empty for none).
     pub address: String,
+    /// A veth's other end, outside the namespace (`--external veth[NAME]:PEER` at dump).
+    pub peer: String,
 }
 
 impl Link {

@@ -78,6 +78,9 @@ pub struct RestoreOptions {
     pub inherit_fds: Vec<(String, i32)>,
     /// `--decrypt-key`, `--require-signature`: how a stored image is opened.
     pub store: crate::image::store::OpenOptions,
+    /// `--external veth[INSIDE]:OUTSIDE[@BRIDGE]`: the other end of a veth of the tree's
+    /// network namespace, by name, and the bridge it joins (the dump's name otherwise).
+    pub veth_externals: Vec<crate::netns::VethExternal>,
 }
 
 /// The restored tree's root, and figures for the summary line and `--stats-json`.
@@ -257,6 +260,7 @@ pub fn restore_with(
         mounts: mounts.as_ref(),
         join_net: opts.join_net.as_deref(),
         net: None,
+        veths: &opts.veth_externals,
         net_lock: match lock.pids.contains(&root) {
             true => lock.mode,
             false => crate::netlock::LockMode::Skip,
@@ -386,6 +390,8 @@ struct Builder<'a> {
     /// The lock a new network namespace of the tree's holds until the tree is rebuilt
     /// (that of the dumped namespace's, `Skip` for none).
     net_lock: crate::netlock::LockMode,
+    /// `--external veth[..]`.
+    veths: &'a [crate::netns::VethExternal],
 }
 
 impl Builder<'_> {
@@ -457,7 +463,7 @@ impl Builder<'_> {
                 .map_err(at(RestoreStage::Takeover, pid))?;
         }
         if pid == root && self.net.is_none() {
-            self.net = ns::net::enter_new(self.image, pid, self.net_lock)
+            self.net = ns::net::enter_new(self.image, pid, self.net_lock, self.veths)
                 .map_err(at(RestoreStage::Takeover, pid))?;
         }
         if let Some(mounts) = self.mounts.filter(|_| pid == root) {

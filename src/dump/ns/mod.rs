@@ -69,8 +69,9 @@ pub fn dump(
     tree: &FrozenTree,
     writer: &ImageWriter,
     in_net: Option<&net::InTree>,
-    lock: crate::netlock::LockMode,
+    opts: &super::DumpOptions,
 ) -> Result<bool, DumpError> {
+    let lock = opts.network_lock;
     let threads: HashMap<i32, Vec<i32>> = (tree.procs.iter())
         .map(|f| (f.pid(), f.threads().iter().map(|t| t.tid()).collect()))
         .collect();
@@ -89,7 +90,7 @@ pub fn dump(
     let Some(in_net) = in_net else {
         return Ok(false);
     };
-    let saved = net::collect(in_net)?;
+    let saved = net::collect(in_net, &opts.veth_externals)?;
     writer.write_record(crate::image::netns::NETNS, Kind::NetNs, &saved)?;
     if lock == crate::netlock::LockMode::Skip {
         return Ok(false);

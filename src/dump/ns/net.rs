@@ -13,7 +13,8 @@
 //! of them (a route's and a rule's protocol, to leave out what the kernel makes itself)
 //! rather than translating each attribute through a netlink crate and back: iproute2 is
 //! the kernel's own tool for exactly this, and the firewall needs its tools anyway.
-//! Only the loopback and dummy links are rebuilt; any other kind is refused naming it.
+//! Only the loopback, dummy links and veth links whose other end is outside, named with
+//! `--external veth[INSIDE]:OUTSIDE`, are rebuilt; any other kind is refused naming it.
 
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -21,12 +22,12 @@ use std::path::{Path, PathBuf};
 
 use super::{inode, DumpError};
 use crate::image::netns::{Link, NetNsImage};
-use crate::netns::NetnsError;
+use crate::netns::{NetnsError, VethExternal};
 
 /// iproute2's package, for messages.
 const IPROUTE: &str = "iproute2";
 /// The link kinds stasis makes again.
-const KINDS: [&str; 2] = ["loopback", "dummy"];
+const KINDS: [&str; 3] = ["loopback", "dummy", "veth"];
 /// `RTPROT_KERNEL`: routes and rules the kernel makes itself.
 const RTPROT_KERNEL: u8 = 2;
 /// `FRA_PROTOCOL` (linux/fib_rules.h).
@@ -84,7 +85,7 @@ pub fn check_tree(pids: &[i32]) -> Result<(), DumpError> {
 }
 
 /// Everything of the namespace the dumping thread is in (that of `tree`).
-pub fn collect(tree: &InTree) -> Result<NetNsImage, DumpError> {
+pub fn collect(tree: &InTree, veths: &[VethExternal]) -> Result<NetNsImage, DumpError> {
     let tool_err = |e: NetnsError| {
         fail(format!(
             "network namespace of pid {} ({}): {e}",
@@ -93,7 +94,7 @@ pub fn collect(tree: &InTree) -> Result<NetNsImage, DumpError> {
         ))
     };
     let ip = |args: &[&str]| crate::netns::run_here(IPROUTE, "ip", args, None).map_err(tool_err);
-    let links = links(&ip(&["-j", "-d", "link", "show"])?, tree.root)?;
+    let links = links(&ip(&["-j", "-d", "link", "show"])?, tree.root, veths)?;
     let routes = [
         without_kernel(&ip(&["-4", "route", "save", "table", "all"])?, 16 + 5, None),
         without_kernel(&ip(&["-6", "route", "save", "table", "all"])?, 16 + 5, None),
@@ -130,13 +131,13 @@ pub fn collect(tree: &InTree) -> Result<NetNsImage, DumpError> {
 }
 
 /// The links of `ip -j -d link show`; one stasis cannot make again is refused.
-fn links(json: &[u8], root: i32) -> Result<Vec<Link>, DumpError> {
+fn links(json: &[u8], root: i32, veths: &[VethExternal]) -> Result<Vec<Link>, DumpError> {
     let all: Vec<serde_json::Value> =
         serde_json::from_slice(json).map_err(|e| fail(format!("read `ip -j link show`: {e}")))?;
-    all.iter().map(|l| link(l, root)).collect()
+    all.iter().map(|l| link(l, root, veths)).collect()
 }
 
-fn link(l: &serde_json::Value, root: i32) -> Result<Link, DumpError> {
+fn link(l: &serde_json::Value, root: i32, veths: &[VethExternal]) -> Result<Link, DumpError> {
     let text = |k: &str| l[k].as_str().unwrap_or_default().to_string();
     let kind = match (
         text("link_type").as_str(),
@@ -147,17 +148,23 @@ fn link(l: &serde_json::Value, root: i32) -> Result<Link, DumpError> {
         (t, None) => t.to_string(),
     };
     let name = text("ifname");
-    if !KINDS.contains(&kind.as_str()) {
-        let hint = match kind.as_str() {
-            "veth" => format!(
-                "; a veth pair whose other end is outside would need --external \
-                 veth[{name}]:OUTSIDE, which stasis does not support yet"
-            ),
+    let external = veths.iter().find(|v| v.inside == name);
+    // A veth's other end is outside when the kernel names its namespace.
+    let outside = l.get("link_netnsid").is_some();
+    let rebuilt =
+        KINDS.contains(&kind.as_str()) && (kind != "veth" || (external.is_some() && outside));
+    if !rebuilt {
+        let hint = match (kind.as_str(), outside) {
+            ("veth", true) => format!("; name its other end with --external veth[{name}]:OUTSIDE"),
+            ("veth", false) => {
+                "; both ends of this pair are inside, which stasis does not rebuild".to_string()
+            }
             _ => String::new(),
         };
         return Err(fail(format!(
             "link {name} of the network namespace of pid {root} is a {kind} link; stasis \
-             rebuilds only loopback and dummy links{hint}"
+             rebuilds loopback and dummy links, and veth links whose other end is outside \
+             (--external veth[INSIDE]:OUTSIDE){hint}"
         )));
     }
     let flags = l["flags"].as_array().map_or(Vec::new(), |f| {
@@ -172,6 +179,7 @@ fn link(l: &serde_json::Value, root: i32) -> Result<Link, DumpError> {
         mtu: l["mtu"].as_u64().unwrap_or(0) as u32,
         flags,
         address: text("address"),
+        peer: external.map(|v| v.outside.clone()).unwrap_or_default(),
     })
 }
 

@@ -14,10 +14,12 @@
 //! up, are already there), routes and rules (`ip ... restore`).
 
 use std::fs::File;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use super::super::RestoreError;
 use crate::image::netns::{Link, NetNsImage};
+use crate::netns::VethExternal;
 
 const IPROUTE: &str = "iproute2";
 
@@ -64,20 +66,27 @@ pub fn enter_new(
     image: &crate::image::Image,
     root: i32,
     lock: crate::netlock::LockMode,
+    veths: &[VethExternal],
 ) -> Result<Option<Entered>, RestoreError> {
     let Some(ns) = &image.netns else {
         return Ok(None);
     };
     let entered = Entered::tree(root)?;
-    fill(ns)?;
+    fill(ns, &entered.own, veths)?;
     crate::netlock::lock_namespace(lock, &crate::netlock::Netns::Ours, root)
         .map_err(|e| fail(format!("lock it while the tree is rebuilt: {e}")))?;
     Ok(Some(entered))
 }
 
 /// Fills the new namespace the restoring thread is in with what `ns` saved.
-pub fn fill(ns: &NetNsImage) -> Result<(), RestoreError> {
+/// `own`: stasis's own namespace, where the other end of a veth goes.
+pub fn fill(ns: &NetNsImage, own: &File, veths: &[VethExternal]) -> Result<(), RestoreError> {
+    // A veth's other end is made inside under a free index, then moved out.
+    let spare = ns.links.iter().map(|l| l.ifindex).max().unwrap_or(1) + 1;
     for link in &ns.links {
+        if link.kind == "veth" {
+            make_veth(link, spare, own, veths)?;
+        }
         make_link(link)?;
     }
     firewall(ns)?;
@@ -142,6 +151,62 @@ fn make_link(link: &Link) -> Result<(), RestoreError> {
         ],
         None,
     )
+}
+
+/// Makes the veth `link` inside with its index and address (its other end first under
+/// index `spare`: the kernel would give it the first free one, `link`'s), its other end named as
+/// `--external veth[..]` says at restore (else as at dump) and moved to stasis's own
+/// namespace `own`, attached to the bridge asked for, and up.
+fn make_veth(
+    link: &Link,
+    spare: i32,
+    own: &File,
+    veths: &[VethExternal],
+) -> Result<(), RestoreError> {
+    let given = veths.iter().find(|v| v.inside == link.name);
+    let outside = given.map_or(link.peer.as_str(), |v| v.outside.as_str());
+    let index = link.ifindex.to_string();
+    let mut args = vec!["link", "add", link.name.as_str(), "index", &index];
+    if !link.address.is_empty() {
+        args.extend(["address", link.address.as_str()]);
+    }
+    let spare = spare.to_string();
+    args.extend(["type", "veth", "peer", "name", outside, "index", &spare]);
+    ip(&args, None)?;
+    move_out(outside, own)?;
+    let outside_ip = |args: &[&str]| {
+        crate::netns::within_fd(own.as_fd(), || ip(args, None)).map_err(|e| fail(e.to_string()))?
+    };
+    if let Some(bridge) = given.and_then(|v| v.bridge.as_deref()) {
+        outside_ip(&["link", "set", "dev", outside, "master", bridge])?;
+    }
+    outside_ip(&["link", "set", "dev", outside, "up"])
+}
+
+/// Moves link `name` to the namespace `own`: `ip link set netns` takes a task, here a
+/// thread of stasis that entered `own` and waits until the move is done.
+fn move_out(name: &str, own: &File) -> Result<(), RestoreError> {
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let entered = nix::sched::setns(own, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map(|()| nix::unistd::gettid().as_raw());
+            let _ = tid_tx.send(entered);
+            let _ = done_rx.recv();
+        });
+        let tid = match tid_rx.recv() {
+            Ok(Ok(tid)) => tid,
+            Ok(Err(e)) => return Err(fail(format!("enter stasis's own namespace: {e}"))),
+            Err(_) => return Err(fail("the thread in stasis's own namespace died".into())),
+        };
+        let moved = ip(
+            &["link", "set", "dev", name, "netns", &tid.to_string()],
+            None,
+        );
+        drop(done_tx);
+        moved
+    })
 }
 
 /// The saved firewall: iptables-legacy tables, then the nftables rule set.

@@ -1,0 +1,152 @@
+//! A tree in a network namespace of its own holding a veth whose other end is outside
+//! (`ip link add OUT type veth peer name IN netns PID`): its dump without
+//! `--external veth[IN]:OUT` is refused naming the link and the option, and leaves the
+//! tree running; with it the dump goes through, and the restore (given the option again)
+//! makes the pair anew: the inside end in the new namespace with its index, address and
+//! state, the outside end in ours, up, on the bridge named (`veth[IN]:OUT@BRIDGE`), and
+//! packets cross it.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::TempDir;
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn ip_in(pid: i32, args: &[&str]) -> String {
+    let out = Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-n", "ip"])
+        .args(args)
+        .output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn net_ns(pid: &str) -> Option<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()
+}
+
+#[test]
+fn veth_with_its_other_end_outside() {
+    let test = "veth_with_its_other_end_outside";
+    let _serial = common::serial();
+    require_privileged!(test);
+    if !ip(&["-V"]) || Command::new("nsenter").arg("-V").output().is_err() {
+        common::skip(test, "needs ip (iproute2) and nsenter");
+        return;
+    }
+    let tmp = TempDir::new(test);
+    let n = std::process::id() % 100_000;
+    let (inside, outside) = (format!("sv-in-{n}"), format!("sv-out-{n}"));
+    let bridge = format!("sv-br-{n}");
+    let mut run = common::start(Command::new("setsid").args([
+        "unshare",
+        "--net",
+        "sh",
+        "-c",
+        "exec </dev/null >/dev/null 2>&1; exec sleep 1000",
+    ]));
+    let pid = run.pid();
+    let ours = net_ns("self");
+    while net_ns(&pid.to_string()) == ours || common::proc_state(pid).is_none() {
+        common::sleep_ms(10);
+    }
+    let made = ip(&[
+        "link",
+        "add",
+        &outside,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &inside,
+        "netns",
+        &pid.to_string(),
+    ]) && ip(&["link", "set", &outside, "up"]);
+    let set_up = format!(
+        "ip link set lo up && ip addr add 10.99.0.2/24 dev {inside} && ip link set {inside} up"
+    );
+    let inner = Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-n", "sh", "-c", &set_up])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !made || !inner {
+        run.kill();
+        ip(&["link", "del", &outside]);
+        common::skip(test, "could not make a veth pair into a network namespace");
+        return;
+    }
+    let before = ip_in(pid, &["-o", "addr", "show", "dev", &inside]);
+    let img = tmp.join("img");
+    let refused = common::dump(pid, &img, &[]);
+    let msg = refused.assert_failed("dump of a veth without --external");
+    let option = format!("--external veth[{inside}]:OUTSIDE");
+    assert!(msg.contains(&inside) && msg.contains(&option), "{msg}");
+    assert!(
+        common::proc_state(pid).is_some_and(|s| s != 'Z'),
+        "the tree runs on"
+    );
+    let external = format!("veth[{inside}]:{outside}");
+    common::dump(pid, &img, &["--external", &external]).assert_ok("dump with --external veth");
+    run.kill();
+    common::reap_all(&[pid], true);
+    assert!(
+        !ip(&["link", "show", &outside]),
+        "the pair went with its namespace"
+    );
+    let bridged = match ip(&["link", "add", &bridge, "type", "bridge"]) {
+        true => format!("{external}@{bridge}"),
+        false => external.clone(),
+    };
+    let out = common::stasis(&[
+        "restore".as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+        "-d".as_ref(),
+        "--external".as_ref(),
+        bridged.as_ref(),
+    ]);
+    let _guard = common::TreeGuard(vec![pid]);
+    assert!(out.status.success(), "restore: {out:?}");
+    let after = ip_in(pid, &["-o", "addr", "show", "dev", &inside]);
+    let link = ip_in(pid, &["-o", "link", "show", "dev", &inside]);
+    let host = Command::new("ip")
+        .args(["-o", "link", "show", &outside])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let crossed = ip(&["addr", "add", "10.99.0.1/24", "dev", &outside])
+        && Command::new("ping")
+            .args(["-c", "1", "-W", "2", "10.99.0.2"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    let have_ping = Path::new("/usr/bin/ping").exists() || Path::new("/bin/ping").exists();
+    ip(&["link", "del", &outside]);
+    common::reap_all(&[pid], true);
+    assert!(
+        after.contains("10.99.0.2/24"),
+        "inside address: {after} (was {before})"
+    );
+    assert!(link.contains(",UP"), "inside link up: {link}");
+    assert!(
+        host.contains("UP"),
+        "the outside end is up in our namespace: {host}"
+    );
+    if bridged != external {
+        assert!(
+            host.contains(&format!("master {bridge}")),
+            "on the bridge: {host}"
+        );
+    }
+    assert!(
+        !have_ping || crossed,
+        "a ping from outside crosses the pair"
+    );
+}
