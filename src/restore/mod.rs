@@ -199,6 +199,7 @@ pub fn restore_with(
 ) -> Result<Restored, RestoreError> {
     let started = Instant::now();
     crate::sys::deadline::set_bound(Some(WAIT_BOUND));
+    let _disarm = crate::sys::deadline::Disarm;
     notify(hooks, Point::PreRestore, 0)?;
     let image = {
         let _s = crate::profile::span("load");
