@@ -126,6 +126,7 @@ pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummar
     let started = Instant::now();
     mnt::forget_namespaces();
     crate::sys::deadline::set_bound(Some(opts.timeout));
+    let _disarm = crate::sys::deadline::Disarm;
     let span = crate::profile::span("preflight");
     freeze::preflight(opts.pid, opts.shell_job)?;
     let mounts = mnt::plan(opts.pid, &opts.mnt_externals)?;

@@ -39,10 +39,8 @@ pub fn read(pid: &str, tid: Option<i32>) -> Result<Vec<Membership>, ProcError> {
         Some(tid) => format!("/proc/{pid}/task/{tid}/cgroup"),
         None => format!("/proc/{pid}/cgroup"),
     };
-    let text = std::fs::read_to_string(&path).map_err(|source| ProcError::Read {
-        path: path.clone().into(),
-        source,
-    })?;
+    // One record (`single_open`): one read, no `statx` (as `read_to_string` makes).
+    let text = super::read_text(Path::new(&path))?;
     parse(&text).map_err(|e| with_path(e, Path::new(&path)))
 }
 

@@ -212,6 +212,7 @@ pub fn restore_with(
 ) -> Result<Restored, RestoreError> {
     let started = Instant::now();
     crate::sys::deadline::set_bound(Some(WAIT_BOUND));
+    let _disarm = crate::sys::deadline::Disarm;
     notify(hooks, Point::PreRestore, 0)?;
     // Ordering requirements: `opened` (a verified plain copy of a sealed image) lives
     // until the tree is restored; everything is verified before any process exists.

@@ -7,12 +7,22 @@
 //! armed on the calling thread only; when it fires, the syscall returns `EINTR` and the
 //! caller sees that its bound has passed. The bound is process-wide ([`set_bound`]): the
 //! dump sets it (`--timeout`), so that no wait of a dump can hang.
+//!
+//! A [`Wait`] leaves its alarm armed when it ends (arming and disarming it around every
+//! wait were two `timer_settime` per ptrace stop): the next wait finds it still pending
+//! and arms nothing. An alarm that fires before a wait's own bound has passed (set by an
+//! earlier wait) is armed again for the rest of it, so every wait still lasts at least
+//! its bound and at most about that. The alarm is disarmed when the dump or restore ends
+//! ([`Disarm`]) and when its thread exits; in between it fires at most once per bound,
+//! and only a thread asleep in an interruptible call then sees `EINTR` (the waits here
+//! retry; stasis's other blocking calls on that thread are file and `/proc` I/O, which
+//! signals do not interrupt).
 #![allow(unsafe_code)]
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Once;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
@@ -45,9 +55,29 @@ pub fn bound() -> Option<Duration> {
     }
 }
 
+/// This thread's timer, created on first use, deleted when the thread exits.
+struct ThreadTimer {
+    id: Cell<Option<libc::timer_t>>,
+    /// When the armed alarm fires (`None`: disarmed).
+    until: Cell<Option<Instant>>,
+}
+
+impl Drop for ThreadTimer {
+    fn drop(&mut self) {
+        if let Some(t) = self.id.get() {
+            // SAFETY: `t` is a timer this thread created and nothing else deletes.
+            unsafe { libc::syscall(libc::SYS_timer_delete, t) };
+        }
+    }
+}
+
 thread_local! {
-    /// This thread's timer, created on first use.
-    static TIMER: Cell<Option<libc::timer_t>> = const { Cell::new(None) };
+    static TIMER: ThreadTimer = const {
+        ThreadTimer {
+            id: Cell::new(None),
+            until: Cell::new(None),
+        }
+    };
 }
 
 extern "C" fn on_alarm(_: libc::c_int) {}
@@ -68,7 +98,7 @@ fn install_handler() {
 }
 
 fn thread_timer() -> Result<libc::timer_t, Errno> {
-    if let Some(t) = TIMER.with(Cell::get) {
+    if let Some(t) = TIMER.with(|t| t.id.get()) {
         return Ok(t);
     }
     install_handler();
@@ -90,7 +120,7 @@ fn thread_timer() -> Result<libc::timer_t, Errno> {
         )
     };
     Errno::result(r)?;
-    TIMER.with(|c| c.set(Some(id)));
+    TIMER.with(|t| t.id.set(Some(id)));
     Ok(id)
 }
 
@@ -118,6 +148,70 @@ fn settime(timer: libc::timer_t, after: Duration) -> Result<(), Errno> {
     Errno::result(r).map(drop)
 }
 
+/// One bounded wait on this thread: the alarm armed (unless one armed by an earlier wait
+/// is still pending), left armed when done.
+pub struct Wait {
+    bound: Option<Duration>,
+    started: Instant,
+}
+
+impl Wait {
+    /// Starts a wait of at most `bound` (unbounded if `None`, or if the timer cannot be
+    /// had).
+    pub fn start(bound: Option<Duration>) -> Wait {
+        let started = Instant::now();
+        if let Some(b) = bound {
+            let pending = TIMER.with(|t| t.until.get()).is_some_and(|u| u > started);
+            if !pending {
+                arm_until(started + b, b);
+            }
+        }
+        Wait { bound, started }
+    }
+
+    /// After `EINTR`: whether the bound has passed; if not, the alarm is armed again for
+    /// the rest of it (it was an earlier wait's, or another signal's).
+    pub fn timed_out(&self) -> bool {
+        let Some(b) = self.bound else {
+            return false;
+        };
+        let elapsed = self.started.elapsed();
+        if elapsed >= b {
+            return true;
+        }
+        arm_until(self.started + b, b - elapsed);
+        false
+    }
+}
+
+/// Arms this thread's alarm to fire after `after` (at `until`).
+fn arm_until(until: Instant, after: Duration) {
+    let Ok(t) = thread_timer() else {
+        return;
+    };
+    if settime(t, after).is_ok() {
+        TIMER.with(|t| t.until.set(Some(until)));
+    }
+}
+
+/// Disarms this thread's alarm if a [`Wait`] left it armed.
+pub fn disarm() {
+    let (id, until) = TIMER.with(|t| (t.id.get(), t.until.take()));
+    if let (Some(t), Some(_)) = (id, until) {
+        let _ = settime(t, Duration::ZERO);
+    }
+}
+
+/// Disarms this thread's alarm when dropped: held by the dump and the restore for their
+/// whole run, so that no alarm outlives them.
+pub struct Disarm;
+
+impl Drop for Disarm {
+    fn drop(&mut self) {
+        disarm();
+    }
+}
+
 /// An armed alarm on this thread; disarmed when dropped.
 pub struct Alarm {
     timer: Option<libc::timer_t>,
@@ -131,6 +225,7 @@ impl Alarm {
             let t = thread_timer().ok()?;
             settime(t, b).ok().map(|()| t)
         });
+        TIMER.with(|t| t.until.set(None));
         Alarm { timer }
     }
 }
@@ -157,5 +252,37 @@ mod tests {
         drop(alarm);
         assert_eq!(got, Err(Errno::EINTR));
         assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+
+    /// A blocking read that retries as `wait_tid` does: EINTR until the bound passed.
+    fn bounded_read(bound: Duration) -> Duration {
+        let wait = Wait::start(Some(bound));
+        let (r, _w) = nix::unistd::pipe().expect("pipe");
+        let mut buf = [0u8; 1];
+        loop {
+            match nix::unistd::read(&r, &mut buf) {
+                Err(Errno::EINTR) if wait.timed_out() => return wait.started.elapsed(),
+                Err(Errno::EINTR) => continue,
+                other => panic!("read returned {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_wait_lasts_its_bound_even_after_an_earlier_wait_armed_the_alarm() {
+        std::thread::spawn(|| {
+            install_handler();
+            // The first wait arms the alarm for 200 ms and leaves it armed.
+            let _first = Wait::start(Some(Duration::from_millis(200)));
+            std::thread::sleep(Duration::from_millis(120));
+            // The alarm fires 80 ms into this wait: armed again, it still lasts 200 ms.
+            let took = bounded_read(Duration::from_millis(200));
+            assert!(took >= Duration::from_millis(200), "{took:?}");
+            assert!(took < Duration::from_millis(2000), "{took:?}");
+            disarm();
+            assert_eq!(TIMER.with(|t| t.until.get()), None);
+        })
+        .join()
+        .expect("the test thread");
     }
 }

@@ -144,14 +144,12 @@ pub fn adopt(tid: i32) -> Seized {
 pub fn wait_tid(tid: i32) -> Result<Stop, PtraceError> {
     crate::profile::count("ptrace waits", 1);
     let bound = deadline::bound();
-    let started = std::time::Instant::now();
-    let _alarm = deadline::Alarm::arm(bound);
+    let wait = deadline::Wait::start(bound);
     loop {
         match waitpid(Pid::from_raw(tid), Some(WaitPidFlag::__WALL)) {
             Ok(status) => return Ok(classify(status)),
             Err(Errno::EINTR) => match bound {
-                Some(after) if started.elapsed() >= after => {
-                    drop(_alarm);
+                Some(after) if wait.timed_out() => {
                     settle(tid, after);
                     return Err(PtraceError::Timeout { tid, after });
                 }

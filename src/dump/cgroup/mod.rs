@@ -54,9 +54,10 @@ pub fn dump(
     let Some(&(root, _)) = tasks.first() else {
         return Ok(());
     };
-    let foreign_ns = ns_of(root)? != ns_of_self()?;
-    for (pid, _) in tasks {
-        if ns_of(*pid)? != ns_of(root)? {
+    let root_ns = ns_of(root)?;
+    let foreign_ns = root_ns != ns_of_self()?;
+    for (pid, _) in &tasks[1..] {
+        if ns_of(*pid)? != root_ns {
             return Err(DumpError::unsupported(format!(
                 "pid {pid} is in another cgroup namespace than the tree's root {root}, \
                  which stasis cannot rebuild (one cgroup namespace per tree)"

@@ -54,7 +54,14 @@ pub fn collect(tree: &TreeImage, threads: &HashMap<i32, Vec<i32>>) -> Result<Pid
         }
         let ids = below(&proc::status(e.pid)?.ns_pid, own);
         check_place(e, &ids, parent, e.pid == root)?;
-        for &tid in threads.get(&e.pid).map_or(&[][..], |t| &t[1..]) {
+        // Threads share their process's pid namespace (`CLONE_THREAD` refuses
+        // `CLONE_NEWPID`): in the dumper's, they have no inner ids to read either.
+        let others = if ids.is_empty() {
+            &[][..]
+        } else {
+            threads_of(threads, e.pid)
+        };
+        for &tid in others {
             let t = below(&proc::thread_status(e.pid, tid)?.ns_pid, own);
             push(&mut out, tid, t);
         }
@@ -67,6 +74,11 @@ pub fn collect(tree: &TreeImage, threads: &HashMap<i32, Vec<i32>>) -> Result<Pid
         }
     }
     Ok(out)
+}
+
+/// The threads of `pid` but its leader.
+fn threads_of(threads: &HashMap<i32, Vec<i32>>, pid: i32) -> &[i32] {
+    threads.get(&pid).map_or(&[][..], |t| &t[1..])
 }
 
 /// The ids of an `NSpid` list below the dumper's level.
