@@ -130,9 +130,17 @@ impl Tracker {
         Ok(())
     }
 
-    /// Ends the tracker: the tree's tracking is disarmed.
+    /// Ends the tracker: the tree's tracking is disarmed. Returns once its name is free
+    /// (at most a second after the tracker answered).
     pub fn stop(self) -> Result<(), TrackerError> {
-        self.request("STOP", &[]).map(drop)
+        self.request("STOP", &[])?;
+        for _ in 0..100 {
+            if Self::find(&self.name)?.is_none() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Ok(())
     }
 
     fn unexpected(&self, request: String, answer: String) -> TrackerError {
@@ -157,8 +165,17 @@ impl Tracker {
             }
             r => r.map_err(io("connect"))?,
         }
-        send(sock.as_fd(), req, fds).map_err(io("send"))?;
-        receive(sock.as_fd()).map_err(io("receive"))
+        let answer = send(sock.as_fd(), req, fds).and_then(|()| receive(sock.as_fd()));
+        match answer {
+            // A tracker ending: it answers no more.
+            Err(Errno::ECONNRESET | Errno::EPIPE) => Err(TrackerError::NotRunning {
+                name: self.name.clone(),
+            }),
+            Ok((text, _)) if text.is_empty() => Err(TrackerError::NotRunning {
+                name: self.name.clone(),
+            }),
+            r => r.map_err(io("receive")),
+        }
     }
 }
 

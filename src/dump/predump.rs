@@ -94,13 +94,16 @@ fn look(tree: &tree::FrozenTree, chain: &mut Incremental) -> Result<Vec<Seen>, D
             continue;
         }
         let pid = task.pid();
-        let smaps = crate::proc::smaps(pid)?;
-        let vmas: Vec<Vma> = mm::vmas(pid, &smaps)?
+        // `maps`, not `smaps`: smaps walks every page table (100 ms for 4 GiB), and
+        // what this image holds is used only where the dump's own look (with smaps)
+        // finds private memory the tracking counted.
+        let all = mm::vmas(pid, &crate::proc::maps(pid)?)?;
+        let ip = mm::find_syscall_insn(pid, &all)?;
+        let vmas: Vec<Vma> = all
             .into_iter()
             .filter(|v| trackable(v) && matches!(v.kind, VmaKind::Anon | VmaKind::File { .. }))
             .collect();
         let scanned = chain.scan(pid, &vmas)?;
-        let ip = mm::find_syscall_insn(pid, &mm::vmas(pid, &smaps)?)?;
         if let Some(t) = chain.tracking_mut() {
             t.ensure_uffd(pid, task.leader(), ip)?;
         }
