@@ -223,7 +223,8 @@ const PID_MAX: Spec = Spec {
 const UFFD_WP: Spec = Spec {
     name: "userfaultfd UFFD_FEATURE_WP_ASYNC (dirty-page tracking for pre-dump)",
     required: false,
-    consequence: "pre-dump and incremental dumps unavailable (stasis tracks with uffd-wp async only)",
+    consequence:
+        "pre-dump and incremental dumps unavailable (stasis tracks with uffd-wp async only)",
 };
 const SOFT_DIRTY: Spec = Spec {
     name: "soft-dirty",

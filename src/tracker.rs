@@ -13,6 +13,7 @@
 //!   referenced), `RESET` otherwise.
 //! - `FDS`: answers `FDS <pid>...` with the userfaultfds (`SCM_RIGHTS`), one per pid.
 //! - `ADD <pid>` with one fd: the userfaultfd of `pid`'s address space.
+//! - `PING`: answers `OK <generation> <tracker pid>`.
 //! - `STOP`: answers `OK` and exits.
 
 use std::collections::BTreeMap;
@@ -92,6 +93,14 @@ impl Tracker {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The tracker's pid.
+    pub fn pid(&self) -> Result<i32, TrackerError> {
+        let (answer, _) = self.request("PING", &[])?;
+        (answer.split_whitespace().nth(2))
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| self.unexpected("PING".into(), answer))
     }
 
     /// `GEN`: whether the tracking counted writes since image `old`; from now on it
@@ -266,7 +275,10 @@ impl State {
     fn answer(&mut self, req: &str, mut fds: Vec<OwnedFd>) -> (String, Vec<OwnedFd>, bool) {
         let words: Vec<&str> = req.split_whitespace().collect();
         match words[..] {
-            ["PING"] => (format!("OK {}", self.generation), Vec::new(), false),
+            ["PING"] => {
+                let me = std::process::id();
+                (format!("OK {} {me}", self.generation), Vec::new(), false)
+            }
             ["GEN", old, new] => {
                 let (old, new) = (old.parse().unwrap_or(0), new.parse().unwrap_or(0));
                 let valid = old != 0 && old == self.generation;

@@ -41,6 +41,8 @@ pub struct PreDumpSummary {
     /// From the freeze of the root to the release of the tree.
     pub frozen: Duration,
     pub total: Duration,
+    /// The tracker holding the tracking armed.
+    pub tracker_pid: i32,
 }
 
 /// One process as seen while frozen.
@@ -79,6 +81,9 @@ pub fn pre_dump(opts: &PreDumpOptions) -> Result<PreDumpSummary, DumpError> {
     }
     writer.write_record(CHAIN, Kind::Chain, &chain.record(&pids, true))?;
     writer.commit()?;
+    if let Some(t) = chain.tracking_mut() {
+        summary.tracker_pid = t.tracker_pid()?;
+    }
     summary.total = started.elapsed();
     Ok(summary)
 }
