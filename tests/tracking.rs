@@ -282,3 +282,36 @@ fn stop_tracking_disarms() {
     change(&victim);
     victim.go_and_expect_pass();
 }
+
+#[test]
+fn incremental_dumps_leave_running_then_restore_the_last() {
+    let test = "incremental_dumps_leave_running_then_restore_the_last";
+    let _serial = common::serial();
+    require_privileged!(test);
+    if !tracking_available(test) {
+        return;
+    }
+    let tmp = TempDir::new(test);
+    let Some(mut victim) = start(test, &tmp, &[]) else {
+        return;
+    };
+    let (d0, d1, d2) = (tmp.join("d0"), tmp.join("d1"), tmp.join("d2"));
+    common::dump(victim.pid, &d0, &["-R", "--track-mem"]).assert_ok("dump -R --track-mem");
+    change(&victim);
+    common::dump(victim.pid, &d1, &["-R", "--prev-images-dir", "../d0"]).assert_ok("dump -R");
+    assert!(
+        // Most of the 8 MiB region was not written: taken from d0.
+        bytes_of(&d1, "pages-") + (2 << 20) < bytes_of(&d0, "pages-"),
+        "the incremental dump stored {} bytes, the first {}",
+        bytes_of(&d1, "pages-"),
+        bytes_of(&d0, "pages-")
+    );
+    let family = common::descendants(victim.pid);
+    common::dump(victim.pid, &d2, &["--prev-images-dir", "../d1"]).assert_ok("last dump");
+    victim.wait_exit(common::EXIT_TIMEOUT);
+    common::reap_all(&family, false);
+    let pid = common::restore_detached(&d2).unwrap_or_else(|o| panic!("restore: {o:?}"));
+    let mut restored = Proc::adopt(pid, &victim.log);
+    let _family = common::TreeGuard(common::descendants(pid));
+    restored.go_and_expect_pass();
+}
