@@ -221,9 +221,15 @@ const PID_MAX: Spec = Spec {
     consequence: "",
 };
 const UFFD_WP: Spec = Spec {
-    name: "userfaultfd UFFD_FEATURE_WP_ASYNC",
+    name: "userfaultfd UFFD_FEATURE_WP_ASYNC (dirty-page tracking for pre-dump)",
     required: false,
-    consequence: "incremental dumps unavailable",
+    consequence:
+        "pre-dump and incremental dumps unavailable (stasis tracks with uffd-wp async only)",
+};
+const TRACKING: Spec = Spec {
+    name: "dirty-page tracking method",
+    required: false,
+    consequence: "pre-dump and incremental dumps are refused",
 };
 const SOFT_DIRTY: Spec = Spec {
     name: "soft-dirty",
@@ -262,6 +268,7 @@ pub fn run_all() -> Vec<Probe> {
         info(&PID_MAX, pid_max()),
         outcome(&UFFD_WP, uffd_wp_async()),
         outcome(&SOFT_DIRTY, soft_dirty()),
+        outcome(&TRACKING, tracking()),
         outcome(&VDSO_LAYOUT, vdso_layout()),
         outcome(&VDSO_MREMAP, vdso_mremap()),
     ]);
@@ -615,6 +622,23 @@ fn pid_max() -> String {
         Ok(text) => text.trim().to_owned(),
         Err(e) => format!("/proc/sys/kernel/pid_max unreadable: {e}"),
     }
+}
+
+/// The way this kernel lets stasis track written pages (pre-dump, incremental dumps):
+/// `Some("uffd-wp async")`, or `None` (stasis does not use soft-dirty: it is compiled out
+/// of the kernels this was built for, and userfaultfd tracking needs no `clear_refs`).
+pub fn tracking_method() -> Option<&'static str> {
+    uffd_wp_async().ok().map(|_| "uffd-wp async")
+}
+
+/// Which method pre-dump uses: uffd-wp async, or none (soft-dirty alone is not used).
+fn tracking() -> Result<String, CheckError> {
+    let soft = if soft_dirty().is_ok() {
+        "soft-dirty present, unused"
+    } else {
+        "no soft-dirty"
+    };
+    uffd_wp_async().map(|_| format!("uffd-wp async; {soft}"))
 }
 
 /// A userfaultfd accepts `UFFD_FEATURE_WP_ASYNC` in its API handshake.

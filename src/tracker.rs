@@ -13,6 +13,7 @@
 //!   referenced), `RESET` otherwise.
 //! - `FDS`: answers `FDS <pid>...` with the userfaultfds (`SCM_RIGHTS`), one per pid.
 //! - `ADD <pid>` with one fd: the userfaultfd of `pid`'s address space.
+//! - `PING`: answers `OK <generation> <tracker pid>`.
 //! - `STOP`: answers `OK` and exits.
 
 use std::collections::BTreeMap;
@@ -94,6 +95,14 @@ impl Tracker {
         &self.name
     }
 
+    /// The tracker's pid.
+    pub fn pid(&self) -> Result<i32, TrackerError> {
+        let (answer, _) = self.request("PING", &[])?;
+        (answer.split_whitespace().nth(2))
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| self.unexpected("PING".into(), answer))
+    }
+
     /// `GEN`: whether the tracking counted writes since image `old`; from now on it
     /// counts them since image `new`.
     pub fn advance(&self, old: u64, new: u64) -> Result<bool, TrackerError> {
@@ -130,9 +139,17 @@ impl Tracker {
         Ok(())
     }
 
-    /// Ends the tracker: the tree's tracking is disarmed.
+    /// Ends the tracker: the tree's tracking is disarmed. Returns once its name is free
+    /// (at most a second after the tracker answered).
     pub fn stop(self) -> Result<(), TrackerError> {
-        self.request("STOP", &[]).map(drop)
+        self.request("STOP", &[])?;
+        for _ in 0..100 {
+            if Self::find(&self.name)?.is_none() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Ok(())
     }
 
     fn unexpected(&self, request: String, answer: String) -> TrackerError {
@@ -157,8 +174,17 @@ impl Tracker {
             }
             r => r.map_err(io("connect"))?,
         }
-        send(sock.as_fd(), req, fds).map_err(io("send"))?;
-        receive(sock.as_fd()).map_err(io("receive"))
+        let answer = send(sock.as_fd(), req, fds).and_then(|()| receive(sock.as_fd()));
+        match answer {
+            // A tracker ending: it answers no more.
+            Err(Errno::ECONNRESET | Errno::EPIPE) => Err(TrackerError::NotRunning {
+                name: self.name.clone(),
+            }),
+            Ok((text, _)) if text.is_empty() => Err(TrackerError::NotRunning {
+                name: self.name.clone(),
+            }),
+            r => r.map_err(io("receive")),
+        }
     }
 }
 
@@ -249,7 +275,10 @@ impl State {
     fn answer(&mut self, req: &str, mut fds: Vec<OwnedFd>) -> (String, Vec<OwnedFd>, bool) {
         let words: Vec<&str> = req.split_whitespace().collect();
         match words[..] {
-            ["PING"] => (format!("OK {}", self.generation), Vec::new(), false),
+            ["PING"] => {
+                let me = std::process::id();
+                (format!("OK {} {me}", self.generation), Vec::new(), false)
+            }
             ["GEN", old, new] => {
                 let (old, new) = (old.parse().unwrap_or(0), new.parse().unwrap_or(0));
                 let valid = old != 0 && old == self.generation;

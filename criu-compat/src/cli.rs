@@ -29,9 +29,9 @@ pub struct Cli {
 pub enum Command {
     /// Checkpoint a process tree.
     Dump(DumpArgs),
-    /// Refused: stasis has no pre-dump yet.
+    /// Save memory while the tree runs on and track its writes (`stasis pre-dump`).
     #[command(name = "pre-dump")]
-    PreDump(Ignored),
+    PreDump(DumpArgs),
     /// Restore a process tree.
     Restore(RestoreArgs),
     /// Probe the kernel features stasis needs.
@@ -93,9 +93,10 @@ pub struct DumpArgs {
     pub link_remap: bool,
     #[arg(long = "freeze-cgroup")]
     pub freeze_cgroup: Option<PathBuf>,
-    /// Refused: stasis has no pre-dump, so no parent images.
+    /// The parent images dir (relative to -D): store only pages written since it.
     #[arg(long = "prev-images-dir")]
     pub prev_images_dir: Option<PathBuf>,
+    /// With -R: leave the tracking of written pages armed for a later dump.
     #[arg(long = "track-mem")]
     pub track_mem: bool,
     #[command(flatten)]
@@ -153,9 +154,7 @@ pub fn run(cli: Cli) -> i32 {
         Some(Command::Dump(a)) => dump(a),
         Some(Command::Restore(a)) => restore(a),
         Some(Command::Check(_)) => return check(),
-        Some(Command::PreDump(_)) => {
-            Err("pre-dump: stasis has no pre-dump (memory tracking) yet".into())
-        }
+        Some(Command::PreDump(a)) => pre_dump(a),
         Some(Command::PageServer(_)) => Err("page-server: stasis has no page server".into()),
         Some(Command::LazyPages(_)) => Err("lazy-pages: stasis has no lazy restore yet".into()),
     };
@@ -196,17 +195,20 @@ fn common_job(c: &Common) -> Result<Job, String> {
     Ok(job)
 }
 
-fn dump(a: DumpArgs) -> Result<(), String> {
-    let refused = [
-        ("--prev-images-dir", a.prev_images_dir.is_some()),
-        ("--track-mem", a.track_mem),
-    ];
-    if let Some((flag, _)) = refused.iter().find(|(_, on)| *on) {
-        return Err(format!(
-            "{flag}: stasis has no pre-dump (memory tracking) yet"
-        ));
-    }
+/// `criu pre-dump`: the tree runs on; its memory is saved and its writes tracked.
+fn pre_dump(a: DumpArgs) -> Result<(), String> {
     let mut job = common_job(&a.common)?;
+    job.pid = a.pid;
+    job.parent_img = a.prev_images_dir.clone();
+    job.track_mem = true;
+    let mut log = job.open_log()?;
+    crate::job::run_pre_dump(&job, &mut log)
+}
+
+fn dump(a: DumpArgs) -> Result<(), String> {
+    let mut job = common_job(&a.common)?;
+    job.parent_img = a.prev_images_dir.clone();
+    job.track_mem = a.track_mem;
     job.pid = a.pid;
     job.leave_running = a.leave_running;
     job.tcp_established = a.tcp_established;

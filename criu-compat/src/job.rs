@@ -57,6 +57,11 @@ pub struct Job {
     pub skip_file_check: bool,
     /// `inherit_fd` / `--inherit-fd fd[N]:pipe:[INO]`: (key, our fd N).
     pub inherit_fds: Vec<(String, i32)>,
+    /// `parent_img` / `--prev-images-dir`: CRIU's parent images dir, relative to
+    /// `images`.
+    pub parent_img: Option<PathBuf>,
+    /// `track_mem` / `--track-mem`.
+    pub track_mem: bool,
 }
 
 impl Job {
@@ -88,6 +93,8 @@ impl Job {
             rst_sibling: false,
             skip_file_check: false,
             inherit_fds: Vec::new(),
+            parent_img: None,
+            track_mem: false,
         }
     }
 
@@ -109,6 +116,24 @@ impl Job {
         sub
     }
 
+    /// stasis's image inside the parent CRIU images dir (`parent_img` is relative to
+    /// `images`, as CRIU takes it; stasis's image is a subdirectory of each).
+    fn parent_image(&self) -> Option<PathBuf> {
+        let parent = self.parent_img.as_ref()?;
+        let dir = self.images.join(parent);
+        let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+        Some(dir.join(IMAGE_SUBDIR))
+    }
+
+    fn pre_dump_options(&self) -> stasis::dump::predump::PreDumpOptions {
+        stasis::dump::predump::PreDumpOptions {
+            pid: self.pid,
+            dir: self.image_dir(false),
+            prev_images_dir: self.parent_image(),
+            timeout: self.timeout,
+        }
+    }
+
     fn dump_options(&self) -> DumpOptions {
         DumpOptions {
             pid: self.pid,
@@ -127,13 +152,33 @@ impl Job {
             freeze_cgroup: self.freeze_cgroup.clone(),
             cgroups: self.cgroup_dump.clone(),
             mnt_externals: self.mnt_externals.clone(),
-            prev_images_dir: None,
-            track_mem: false,
+            prev_images_dir: self.parent_image(),
+            track_mem: self.track_mem,
             veth_externals: self.veth_externals.clone(),
             timeout: self.timeout,
             store: Default::default(),
         }
     }
+}
+
+/// Pre-dumps as `job` says (`criu pre-dump`, `PRE_DUMP`): the tree runs on, its memory
+/// saved and its writes tracked for the dump that names this image as its parent.
+pub fn run_pre_dump(job: &Job, log: &mut Log) -> Result<(), String> {
+    log.info(&format!(
+        "Pre-dumping processes (pid: {}) with stasis {}",
+        job.pid,
+        stasis_version()
+    ));
+    let done = stasis::dump::predump::pre_dump(&job.pre_dump_options());
+    match &done {
+        Ok(s) => log.info(&format!(
+            "Pre-dumping finished successfully ({} pages, frozen {:.1} ms)",
+            s.pages_stored,
+            s.frozen.as_secs_f64() * 1e3
+        )),
+        Err(e) => log.error(&stasis::error_line(e)),
+    }
+    done.map(drop).map_err(|e| stasis::error_line(&e))
 }
 
 /// Dumps as `job` says; the log ends with the reason of a failure.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use crate::cli::compat::mnt_external;
 use crate::job::Job;
-use crate::proto::{CriuCgMode, CriuNetworkLockMethod, CriuOpts, CriuPreDumpMode};
+use crate::proto::{CriuCgMode, CriuNetworkLockMethod, CriuOpts};
 
 /// `empty_ns` bit stasis takes: runc always asks the network namespace to be left
 /// empty; stasis rebuilds a network namespace of the tree's own as it was dumped anyway
@@ -50,6 +50,8 @@ pub fn fill(job: &mut Job, opts: &CriuOpts, restore: bool) -> Result<(), String>
         }
     };
     job.leave_running = opts.leave_running();
+    job.parent_img = opts.parent_img.clone().map(PathBuf::from);
+    job.track_mem = opts.track_mem();
     job.shell_job = opts.shell_job();
     job.tcp_established = opts.tcp_established();
     job.tcp_close = opts.tcp_close();
@@ -255,21 +257,16 @@ fn mounts(o: &CriuOpts, _restore: bool) -> Option<String> {
 }
 
 fn memory(o: &CriuOpts) -> Option<String> {
-    let no_pre_dump = "stasis has no pre-dump (memory tracking) yet";
     [
-        refused("parent_img", o.parent_img.is_some(), no_pre_dump),
-        refused("track_mem", o.track_mem(), no_pre_dump),
-        refused("auto_dedup", o.auto_dedup(), no_pre_dump),
+        refused(
+            "auto_dedup",
+            o.auto_dedup(),
+            "stasis does not punch parent images' pages out (no auto-dedup)",
+        ),
         refused(
             "lazy_pages",
             o.lazy_pages(),
             "stasis has no lazy (post-copy) restore yet",
-        ),
-        refused(
-            "pre_dump_mode",
-            o.pre_dump_mode
-                .is_some_and(|m| m != CriuPreDumpMode::Splice as i32),
-            no_pre_dump,
         ),
     ]
     .into_iter()
@@ -289,7 +286,7 @@ fn channels(o: &CriuOpts) -> Option<String> {
         refused(
             "pidfd_store_sk",
             o.pidfd_store_sk.is_some(),
-            "stasis has no pre-dump to keep pidfds for",
+            "stasis's tracker keeps a tree's tracking by its root pid, not through a pidfd store",
         ),
         refused("tls", o.tls(), no_net),
         refused("tls_cacert", o.tls_cacert.is_some(), no_net),

@@ -51,6 +51,7 @@ fn handle(channel: &Channel, req: &CriuReq, peer: i32) -> CriuResp {
         CriuReqType::Check => check(),
         CriuReqType::FeatureCheck => Ok(features(req)),
         CriuReqType::Dump => dump(channel, req, peer),
+        CriuReqType::PreDump | CriuReqType::SinglePreDump => pre_dump(req, peer),
         CriuReqType::Restore => restore(channel, req, peer),
         CriuReqType::WaitPid => wait_pid(req),
         other => Err(refusal(other)),
@@ -68,9 +69,6 @@ fn handle(channel: &Channel, req: &CriuReq, peer: i32) -> CriuResp {
 /// Why stasis refuses a request type it does not serve.
 fn refusal(kind: CriuReqType) -> String {
     let why = match kind {
-        CriuReqType::PreDump | CriuReqType::SinglePreDump => {
-            "stasis has no pre-dump (memory tracking) yet"
-        }
         CriuReqType::PageServer | CriuReqType::PageServerChld => {
             "stasis has no page server: images are written to a local directory"
         }
@@ -121,13 +119,15 @@ fn check() -> Result<CriuResp, String> {
     }
 }
 
-/// Answered truthfully for each feature asked: stasis has no memory tracking
-/// (pre-dump), no lazy pages and no pidfd store yet.
+/// Answered truthfully for each feature asked: memory tracking (pre-dump) where this
+/// kernel has async write-protect userfaultfd; no lazy pages and no pidfd store yet.
 fn features(req: &CriuReq) -> CriuResp {
     let asked = req.features.unwrap_or_default();
     CriuResp {
         features: Some(CriuFeatures {
-            mem_track: asked.mem_track.map(|_| false),
+            mem_track: asked
+                .mem_track
+                .map(|_| stasis::check::tracking_method().is_some()),
             lazy_pages: asked.lazy_pages.map(|_| false),
             pidfd_store: asked.pidfd_store.map(|_| false),
         }),
@@ -152,6 +152,19 @@ fn dump(channel: &Channel, req: &CriuReq, peer: i32) -> Result<CriuResp, String>
     let enabled = req.opts.as_ref().is_some_and(|o| o.notify_scripts());
     let mut notifier = Notifier::new(channel, enabled, log.clone());
     run_dump(&job, &mut log, &mut notifier)?;
+    Ok(CriuResp {
+        dump: Some(CriuDumpResp {
+            restored: Some(false),
+        }),
+        ..Default::default()
+    })
+}
+
+/// `PRE_DUMP` and `SINGLE_PRE_DUMP` (the same here: the tree is frozen only briefly
+/// either way, and its pages are read while it runs).
+fn pre_dump(req: &CriuReq, peer: i32) -> Result<CriuResp, String> {
+    let (job, mut log) = prepare(req, peer, false)?;
+    crate::job::run_pre_dump(&job, &mut log)?;
     Ok(CriuResp {
         dump: Some(CriuDumpResp {
             restored: Some(false),

@@ -58,12 +58,13 @@ pub fn run(args: PreDumpArgs) -> i32 {
         Ok(s) => {
             if !args.quiet {
                 eprintln!(
-                    "pre-dump of pid {}: {} pages stored, {} in the parent image, frozen {:.1} ms, total {:.1} ms",
+                    "pre-dump of pid {}: {} pages stored, {} in the parent image, frozen {:.1} ms, total {:.1} ms, tracker pid {}",
                     args.pid,
                     s.pages_stored,
                     s.pages_in_parent,
                     s.frozen.as_secs_f64() * 1e3,
-                    s.total.as_secs_f64() * 1e3
+                    s.total.as_secs_f64() * 1e3,
+                    s.tracker_pid
                 );
             }
             EXIT_OK

@@ -27,6 +27,13 @@ impl Incremental {
     ///
     /// Ordering requirements: before the tree is frozen (nothing here touches it).
     pub fn open(dir: &Path, prev: Option<&Path>, keep: bool) -> Result<Incremental, DumpError> {
+        if (keep || prev.is_some()) && crate::check::tracking_method().is_none() {
+            return Err(DumpError::unsupported(
+                "this kernel offers no dirty-page tracking stasis can use (userfaultfd \
+                 async write-protect, Linux 6.7; see `stasis check`): pre-dump, --track-mem \
+                 and --prev-images-dir are refused",
+            ));
+        }
         let parent = match prev {
             Some(p) => {
                 let given = p.to_string_lossy().into_owned();

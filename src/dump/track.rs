@@ -68,6 +68,11 @@ impl Tracking {
         self.tracker.name().to_string()
     }
 
+    /// The tracker's pid.
+    pub fn tracker_pid(&self) -> Result<i32, DumpError> {
+        Ok(self.tracker.pid()?)
+    }
+
     /// Whether writes were counted since the parent image.
     pub fn valid(&self) -> bool {
         self.valid

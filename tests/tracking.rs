@@ -1,0 +1,317 @@
+//! Pre-dumps and incremental dumps (`stasis pre-dump`, `dump --prev-images-dir`): the
+//! `tracked` victim changes its memory in every way a program can between the pre-dump
+//! and the dump (writes, first writes, dropped pages, new, unmapped and moved mappings,
+//! protections, a private file mapping, a child forked after the tracking was armed), and
+//! the restore through the chain of parents must give every byte back. A missing or
+//! corrupt parent is refused before any process exists; a killed tracker leaves the tree
+//! running (and the next dump stores everything); a tree using userfaultfd is refused.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use common::{Proc, Start, TempDir};
+
+/// Skips (printing why) where the kernel has no async write-protect userfaultfd.
+fn tracking_available(test: &str) -> bool {
+    let out = common::stasis(&["check"]);
+    let ok = out
+        .stdout
+        .lines()
+        .any(|l| l.starts_with("OK") && l.contains("UFFD_FEATURE_WP_ASYNC"));
+    if !ok {
+        common::skip(
+            test,
+            "the kernel has no userfaultfd async write-protect (Linux 6.7)",
+        );
+    }
+    ok
+}
+
+fn run<S: AsRef<OsStr>>(args: &[S]) -> common::Output {
+    common::stasis(args)
+}
+
+fn pre_dump(pid: i32, dir: &Path, prev: Option<&str>) -> common::Output {
+    let mut args: Vec<String> = vec!["pre-dump".into(), "-t".into(), pid.to_string()];
+    args.extend(["-D".into(), dir.display().to_string()]);
+    if let Some(p) = prev {
+        args.extend(["--prev-images-dir".into(), p.into()]);
+    }
+    run(&args)
+}
+
+/// The tracker pid from a pre-dump's summary line.
+fn tracker_pid(out: &common::Output) -> i32 {
+    (out.stderr.rsplit("tracker pid ").next())
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no tracker pid in {:?}", out.stderr))
+}
+
+/// Starts the victim in `tmp/work`; `None` if it skipped.
+fn start(test: &str, tmp: &TempDir, args: &[&str]) -> Option<Proc> {
+    let work = tmp.join("work");
+    std::fs::create_dir_all(&work).expect("mkdir work");
+    let mut victim = common::spawn_victim("tracked", args, &work);
+    if let Start::Skip(why) = victim.wait_ready() {
+        common::skip(test, &why);
+        return None;
+    }
+    Some(victim)
+}
+
+/// Sends "change" and waits for CHANGED.
+fn change(victim: &Proc) {
+    victim.signal(libc::SIGUSR2);
+    for _ in 0..2000 {
+        if victim.log_text().lines().any(|l| l == "CHANGED") {
+            return;
+        }
+        common::sleep_ms(5);
+    }
+    panic!("no CHANGED; log:\n{}", victim.log_text());
+}
+
+fn bytes_of(dir: &Path, prefix: &str) -> u64 {
+    std::fs::read_dir(dir)
+        .expect("read image dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| e.metadata().map_or(0, |m| m.len()))
+        .sum()
+}
+
+/// pre-dump, pre-dump against it, change, dump against the second: returns the victim
+/// (killed by the dump, reaped) and the three image dirs.
+fn chain(test: &str, tmp: &TempDir) -> Option<(Proc, [PathBuf; 3])> {
+    let mut victim = start(test, tmp, &[])?;
+    let (p1, p2, d) = (tmp.join("pre1"), tmp.join("pre2"), tmp.join("dump"));
+    pre_dump(victim.pid, &p1, None).assert_ok("pre-dump");
+    pre_dump(victim.pid, &p2, Some("../pre1")).assert_ok("second pre-dump");
+    assert!(
+        bytes_of(&p2, "pages-") < bytes_of(&p1, "pages-") / 4,
+        "the second pre-dump stored {} bytes, the first {}",
+        bytes_of(&p2, "pages-"),
+        bytes_of(&p1, "pages-")
+    );
+    change(&victim);
+    let family = common::descendants(victim.pid);
+    common::dump(victim.pid, &d, &["--prev-images-dir", "../pre2"]).assert_ok("dump");
+    victim.wait_exit(common::EXIT_TIMEOUT);
+    common::reap_all(&family, false);
+    Some((victim, [p1, p2, d]))
+}
+
+#[test]
+fn predump_chain_restores_exact_memory() {
+    let test = "predump_chain_restores_exact_memory";
+    let _serial = common::serial();
+    require_privileged!(test);
+    if !tracking_available(test) {
+        return;
+    }
+    let tmp = TempDir::new(test);
+    let Some((victim, [p1, _, d])) = chain(test, &tmp) else {
+        return;
+    };
+    assert!(
+        bytes_of(&d, "pages-") < bytes_of(&p1, "pages-") / 2,
+        "the dump stored {} bytes, the pre-dump {}",
+        bytes_of(&d, "pages-"),
+        bytes_of(&p1, "pages-")
+    );
+    let pid = common::restore_detached(&d).unwrap_or_else(|o| panic!("restore: {o:?}"));
+    let mut restored = Proc::adopt(pid, &victim.log);
+    let _family = common::TreeGuard(common::descendants(pid));
+    restored.go_and_expect_pass();
+}
+
+#[test]
+fn predump_is_not_restorable_alone() {
+    let test = "predump_is_not_restorable_alone";
+    let _serial = common::serial();
+    require_privileged!(test);
+    if !tracking_available(test) {
+        return;
+    }
+    let tmp = TempDir::new(test);
+    let Some(mut victim) = start(test, &tmp, &[]) else {
+        return;
+    };
+    pre_dump(victim.pid, &tmp.join("pre1"), None).assert_ok("pre-dump");
+    let out = run(&[
+        OsStr::new("restore"),
+        "-D".as_ref(),
+        tmp.join("pre1").as_os_str(),
+    ]);
+    assert!(out
+        .assert_failed("restore of a pre-dump")
+        .contains("pre-dump"));
+    run(&["pre-dump", "--stop-tracking", "-t", &victim.pid.to_string()]).assert_ok("stop tracking");
+    change(&victim);
+    victim.go_and_expect_pass();
+}
+
+/// Restore of `d` fails before any process exists, naming `what`.
+fn refused(pid: i32, d: &Path, what: &str) {
+    let out = run(&[OsStr::new("restore"), "-D".as_ref(), d.as_os_str()]);
+    let msg = out
+        .assert_failed("restore with a broken parent")
+        .to_string();
+    assert!(msg.contains(what), "{msg:?} does not name {what:?}");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "pid {pid} was created anyway"
+    );
+}
+
+#[test]
+fn broken_parent_is_refused_before_any_process() {
+    let test = "broken_parent_is_refused_before_any_process";
+    let _serial = common::serial();
+    require_privileged!(test);
+    if !tracking_available(test) {
+        return;
+    }
+    let tmp = TempDir::new(test);
+    let Some((victim, [p1, p2, d])) = chain(test, &tmp) else {
+        return;
+    };
+    // A flipped byte in the grandparent's pages.
+    let pages = p1.join(format!("pages-{}.img", victim.pid));
+    let mut bytes = std::fs::read(&pages).expect("read pages");
+    bytes[4096 + 100] ^= 0x80;
+    std::fs::write(&pages, &bytes).expect("write pages");
+    refused(victim.pid, &d, "pages-");
+    bytes[4096 + 100] ^= 0x80;
+    std::fs::write(&pages, &bytes).expect("write pages");
+    // The parent replaced by another image (another id).
+    let moved = tmp.join("pre2.orig");
+    std::fs::rename(&p2, &moved).expect("move parent");
+    std::fs::create_dir(&p2).expect("mkdir");
+    std::fs::copy(p1.join("chain.img"), p2.join("chain.img")).expect("copy chain");
+    refused(victim.pid, &d, "id");
+    // The parent gone.
+    std::fs::remove_dir_all(&p2).expect("rm parent");
+    refused(victim.pid, &d, "chain.img");
+    std::fs::rename(&moved, &p2).expect("move parent back");
+    let pid = common::restore_detached(&d).unwrap_or_else(|o| panic!("restore: {o:?}"));
+    let mut restored = Proc::adopt(pid, &victim.log);
+    let _family = common::TreeGuard(common::descendants(pid));
+    restored.go_and_expect_pass();
+}
+
+#[test]
+fn killed_tracker_leaves_the_tree_running_and_untracked() {
+    let test = "killed_tracker_leaves_the_tree_running_and_untracked";
+    let _serial = common::serial();
+    require_privileged!(test);
+    if !tracking_available(test) {
+        return;
+    }
+    let tmp = TempDir::new(test);
+    let Some(mut victim) = start(test, &tmp, &[]) else {
+        return;
+    };
+    let out = pre_dump(victim.pid, &tmp.join("pre1"), None);
+    out.assert_ok("pre-dump");
+    let tracker = tracker_pid(&out);
+    common::kill(tracker, libc::SIGKILL).expect("kill the tracker");
+    common::reap_all(&[tracker], false);
+    change(&victim);
+    // No tracking counted the changes: the dump stores everything again.
+    let d = tmp.join("dump");
+    let family = common::descendants(victim.pid);
+    common::dump(victim.pid, &d, &["--prev-images-dir", "../pre1"]).assert_ok("dump");
+    victim.wait_exit(common::EXIT_TIMEOUT);
+    common::reap_all(&family, false);
+    let pid = common::restore_detached(&d).unwrap_or_else(|o| panic!("restore: {o:?}"));
+    let mut restored = Proc::adopt(pid, &victim.log);
+    let _family = common::TreeGuard(common::descendants(pid));
+    restored.go_and_expect_pass();
+}
+
+#[test]
+fn tree_using_userfaultfd_is_refused() {
+    let test = "tree_using_userfaultfd_is_refused";
+    let _serial = common::serial();
+    require_privileged!(test);
+    if !tracking_available(test) {
+        return;
+    }
+    let tmp = TempDir::new(test);
+    let Some(mut victim) = start(test, &tmp, &["-u"]) else {
+        return;
+    };
+    let out = pre_dump(victim.pid, &tmp.join("pre1"), None);
+    let msg = out
+        .assert_failed("pre-dump of a userfaultfd user")
+        .to_string();
+    assert!(
+        msg.contains("fd 50")
+            && msg.contains(&victim.pid.to_string())
+            && msg.contains("userfaultfd"),
+        "{msg:?}"
+    );
+    change(&victim);
+    victim.go_and_expect_pass();
+}
+
+#[test]
+fn stop_tracking_disarms() {
+    let test = "stop_tracking_disarms";
+    let _serial = common::serial();
+    require_privileged!(test);
+    if !tracking_available(test) {
+        return;
+    }
+    let tmp = TempDir::new(test);
+    let Some(mut victim) = start(test, &tmp, &[]) else {
+        return;
+    };
+    let out = pre_dump(victim.pid, &tmp.join("pre1"), None);
+    out.assert_ok("pre-dump");
+    let tracker = tracker_pid(&out);
+    let pid = victim.pid.to_string();
+    run(&["pre-dump", "--stop-tracking", "-t", &pid]).assert_ok("stop tracking");
+    common::reap_all(&[tracker], false);
+    let again = run(&["pre-dump", "--stop-tracking", "-t", &pid]);
+    assert!(again.assert_failed("second stop").contains("no tracker"));
+    // Tracking off, the process writes as before.
+    change(&victim);
+    victim.go_and_expect_pass();
+}
+
+#[test]
+fn incremental_dumps_leave_running_then_restore_the_last() {
+    let test = "incremental_dumps_leave_running_then_restore_the_last";
+    let _serial = common::serial();
+    require_privileged!(test);
+    if !tracking_available(test) {
+        return;
+    }
+    let tmp = TempDir::new(test);
+    let Some(mut victim) = start(test, &tmp, &[]) else {
+        return;
+    };
+    let (d0, d1, d2) = (tmp.join("d0"), tmp.join("d1"), tmp.join("d2"));
+    common::dump(victim.pid, &d0, &["-R", "--track-mem"]).assert_ok("dump -R --track-mem");
+    change(&victim);
+    common::dump(victim.pid, &d1, &["-R", "--prev-images-dir", "../d0"]).assert_ok("dump -R");
+    assert!(
+        // Most of the 8 MiB region was not written: taken from d0.
+        bytes_of(&d1, "pages-") + (2 << 20) < bytes_of(&d0, "pages-"),
+        "the incremental dump stored {} bytes, the first {}",
+        bytes_of(&d1, "pages-"),
+        bytes_of(&d0, "pages-")
+    );
+    let family = common::descendants(victim.pid);
+    common::dump(victim.pid, &d2, &["--prev-images-dir", "../d1"]).assert_ok("last dump");
+    victim.wait_exit(common::EXIT_TIMEOUT);
+    common::reap_all(&family, false);
+    let pid = common::restore_detached(&d2).unwrap_or_else(|o| panic!("restore: {o:?}"));
+    let mut restored = Proc::adopt(pid, &victim.log);
+    let _family = common::TreeGuard(common::descendants(pid));
+    restored.go_and_expect_pass();
+}
