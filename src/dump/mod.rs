@@ -116,7 +116,8 @@ pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummar
     let span = crate::profile::span("preflight");
     freeze::preflight(opts.pid, opts.shell_job)?;
     let mounts = mnt::plan(opts.pid, &opts.mnt_externals)?;
-    let writer = ImageWriter::create(&opts.dir)?;
+    let mut writer = ImageWriter::create(&opts.dir)?;
+    writer.set_store(&opts.store);
     drop(span);
     notify(hooks, Point::PreDump, opts.pid)?;
     let adopted = match &opts.freeze_cgroup {
