@@ -1,7 +1,8 @@
 //! The image store: how the files of an image directory are kept at rest and carried —
-//! compressed, encrypted, signed, or sent as one stream. It works on whole files of a
-//! written directory, after every record and pages file is complete and before the
-//! directory is committed ([`seal_dir`]), and turns such a directory back into a plain one
+//! compressed, encrypted, signed, or sent as one stream. Pages files are sealed as the
+//! dump writes them (`sealed::PagesSeal`, through `ImageWriter::set_store`); every other
+//! file is sealed, and the manifest written and signed, once the directory is complete and
+//! before it is committed ([`seal_dir`]). It turns such a directory back into a plain one
 //! that `load` reads, verifying everything before restore creates any process ([`open`]).
 //! It owns `store.img` (kind 20, [`StoreManifest`]), `store.sig` (kind 21,
 //! [`StoreSignature`]), the sealed file layout (`sealed`) and the stream (`stream`); not
