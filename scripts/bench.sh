@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Dump/restore benchmark for stasis: see docs/benchmarks.md.
-# usage: scripts/bench.sh [--runs N] [--quick] [--big] [--json FILE]
+# usage: scripts/bench.sh [--runs N] [--quick] [--big] [--json FILE] [--store-opts OPTS] [--restore-opts OPTS]
 #                         [--compare 'DUMP_TEMPLATE' 'RESTORE_TEMPLATE'] [--only a,b]
 #                         [--storage /dev/shm,/var/tmp]
 # Needs root, gcc and python3. Builds stasis (release) unless STASIS=/path/to/stasis is set.

@@ -41,6 +41,9 @@ WORKLOADS = [
     # each way; dumped and restored with --tcp-established), 500 unix socket pairs.
     ("tcp-1000", ["tcp", "1000"], False),
     ("unix-1000", ["unix", "1000"], False),
+    # A Python interpreter holding ~300 MiB of dicts and strings: what a typical image
+    # holds, for --store-opts (compression) figures.
+    ("py-heap-300m", ["py", "300"], False),
 ]
 # Options a workload needs on both tools' dump and restore command lines.
 EXTRA_OPTS = {"tcp": " --tcp-established"}
@@ -198,7 +201,12 @@ class Bench:
             if os.path.exists(p):
                 os.unlink(p)
         with open(out, "wb") as f:
-            proc = subprocess.Popen([os.path.join(self.bindir, "workload")] + wl_argv + [okfile],
+            if wl_argv[0] == "py":
+                here = os.path.dirname(os.path.abspath(__file__))
+                cmd = [sys.executable, os.path.join(here, "pyheap.py")] + wl_argv[1:]
+            else:
+                cmd = [os.path.join(self.bindir, "workload")] + wl_argv
+            proc = subprocess.Popen(cmd + [okfile],
                                     stdin=subprocess.DEVNULL, stdout=f, stderr=f,
                                     close_fds=True, start_new_session=True)
         try:
@@ -213,8 +221,11 @@ class Bench:
 
     def templates(self, tool):
         if tool == "stasis":
-            return (f"{shlex.quote(self.stasis)} dump -t {{pid}} -D {{dir}} --stats-json {{stats}}",
-                    f"{shlex.quote(self.stasis)} restore -D {{dir}} -d --stats-json {{rstats}}")
+            dump_opts, restore_opts = self.args.store_opts, self.args.restore_opts
+            return (f"{shlex.quote(self.stasis)} dump -t {{pid}} -D {{dir}} --stats-json {{stats}}"
+                    f"{dump_opts}",
+                    f"{shlex.quote(self.stasis)} restore -D {{dir}} -d --stats-json {{rstats}}"
+                    f"{restore_opts}")
         return self.args.compare
 
     def probe(self, argv):
@@ -419,6 +430,11 @@ def main():
     ap.add_argument("--compare", nargs=2, metavar=("DUMP_TEMPLATE", "RESTORE_TEMPLATE"))
     ap.add_argument("--storage", default="/dev/shm,/var/tmp")
     ap.add_argument("--only", help="comma-separated workload names")
+    ap.add_argument("--store-opts", default="", type=lambda v: " " + v if v else "",
+                    help="extra options of stasis's dumps, e.g. '--compress lz4' (compare "
+                         "with the plain dump through --compare)")
+    ap.add_argument("--restore-opts", default="", type=lambda v: " " + v if v else "",
+                    help="extra options of stasis's restores, e.g. '--decrypt-key FILE'")
     ap.add_argument("--no-paired", dest="paired", action="store_false",
                     help="do not probe the limits right before each dump and restore of the "
                          "memory workloads (fractions then use the limits from the start)")

@@ -81,7 +81,7 @@ pub fn run(args: RestoreArgs) -> i32 {
         }
     };
     // A stream is read whole and checked into a private directory first.
-    let (_temp, dir) = match (&args.dir, &args.store.stream) {
+    let (received, dir) = match (&args.dir, &args.store.stream) {
         (Some(dir), _) => (None, dir.clone()),
         (None, Some(from)) => match receive(from) {
             Ok((temp, dir)) => (Some(temp), dir),
@@ -108,7 +108,10 @@ pub fn run(args: RestoreArgs) -> i32 {
     if !args.quiet {
         progress::install(args.progress);
     }
-    let restored = match restore(&opts) {
+    let restored = restore(&opts);
+    // The stream's copy is not needed once the tree is rebuilt (nor kept while we wait).
+    drop(received);
+    let restored = match restored {
         Ok(r) => r,
         Err(e) => {
             report(&e);

@@ -133,7 +133,8 @@ pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummar
     let keep = opts.leave_running && (opts.track_mem || opts.prev_images_dir.is_some());
     let mut chain =
         incremental::Incremental::open(&opts.dir, opts.prev_images_dir.as_deref(), keep)?;
-    let writer = ImageWriter::create(&opts.dir)?;
+    let mut writer = ImageWriter::create(&opts.dir)?;
+    writer.set_store(&opts.store);
     // Ordering requirements: entered before anything reads the tree's sockets, left
     // (on drop) once the dump is over.
     let in_net = ns::net::enter_tree(opts.pid)?;

@@ -29,6 +29,8 @@ pub struct ImageWriter {
     target: PathBuf,
     temp: PathBuf,
     committed: bool,
+    /// Pages files are sealed as they are written (`set_store`).
+    sealing: Option<super::store::PagesSealing>,
 }
 
 impl ImageWriter {
@@ -52,6 +54,7 @@ impl ImageWriter {
             target,
             temp,
             committed: false,
+            sealing: None,
         })
     }
 
@@ -70,9 +73,23 @@ impl ImageWriter {
             .map_err(ImageError::io("write", &path))
     }
 
-    /// Starts the pages file `name`.
+    /// Starts the pages file `name` (sealed as it is written after [`set_store`]).
+    ///
+    /// [`set_store`]: ImageWriter::set_store
     pub fn pages(&self, name: &str) -> Result<PagesWriter, ImageError> {
-        PagesWriter::create(&self.file_path(name)?)
+        let path = self.file_path(name)?;
+        match &self.sealing {
+            Some(how) => PagesWriter::create_sealed(&path, name, how),
+            None => PagesWriter::create(&path),
+        }
+    }
+
+    /// Pages files started from now on are compressed and encrypted as `opts` asks while
+    /// they are written (by the threads that write them); [`seal`] does the rest.
+    ///
+    /// [`seal`]: ImageWriter::seal
+    pub fn set_store(&mut self, opts: &super::store::StoreOptions) {
+        self.sealing = opts.pages_sealing();
     }
 
     /// Compresses, encrypts and signs every file written so far as `opts` asks

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use super::error::ImageError;
 use super::file::{truncated, Header, Kind, HEADER_LEN};
+use super::store::sealed::PagesSeal;
+use super::store::PagesSealing;
 use crate::abi::PAGE_SIZE;
 
 /// Where the first page starts: page aligned, so the data can be mmap'ed.
@@ -33,6 +35,8 @@ pub struct PagesWriter {
     out: File,
     crc: crc32fast::Hasher,
     len: u64,
+    /// Sealed as it is written (`create_sealed`): `out` is then unused.
+    seal: Option<Box<PagesSeal>>,
 }
 
 impl PagesWriter {
@@ -54,6 +58,22 @@ impl PagesWriter {
             out,
             crc,
             len: 0,
+            seal: None,
+        })
+    }
+
+    /// Creates `path` (new, mode 0600) as a sealed file (`store::sealed::PagesSeal`)
+    /// holding what [`PagesWriter::create`] would have written plain.
+    pub fn create_sealed(path: &Path, name: &str, how: &PagesSealing) -> Result<Self, ImageError> {
+        let out = crate::image::store::create_private(path)?;
+        let file = out.try_clone().map_err(ImageError::io("dup", path))?;
+        let seal = PagesSeal::new(file, name, how.compression, how.key.as_ref())?;
+        Ok(PagesWriter {
+            path: path.to_path_buf(),
+            out,
+            crc: crc32fast::Hasher::new(),
+            len: 0,
+            seal: Some(Box::new(seal)),
         })
     }
 
@@ -93,6 +113,9 @@ impl PagesWriter {
 
     /// `writev` until every byte of `pieces` is written.
     fn write_group(&mut self, pieces: &[&[u8]]) -> std::io::Result<()> {
+        if let Some(seal) = self.seal.as_mut() {
+            return pieces.iter().try_for_each(|p| seal.write(p));
+        }
         let (mut first, mut skip) = (0, 0);
         while first < pieces.len() {
             let mut iovs = Vec::with_capacity(pieces.len() - first);
@@ -128,6 +151,12 @@ impl PagesWriter {
     pub fn finish(self) -> Result<u64, ImageError> {
         let (path, file) = (self.path, self.out);
         let header = Header::sealed(Kind::Pages, self.len, &self.crc);
+        if let Some(seal) = self.seal {
+            let mut head = vec![0u8; PAGES_DATA_OFFSET as usize];
+            head[..HEADER_LEN].copy_from_slice(&header.to_bytes());
+            seal.finish(&head).map_err(ImageError::io("write", &path))?;
+            return Ok(self.len / PAGE_SIZE);
+        }
         file.write_all_at(&header.to_bytes(), 0)
             .map_err(ImageError::io("write", &path))?;
         Ok(self.len / PAGE_SIZE)

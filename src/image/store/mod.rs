@@ -1,7 +1,8 @@
 //! The image store: how the files of an image directory are kept at rest and carried —
-//! compressed, encrypted, signed, or sent as one stream. It works on whole files of a
-//! written directory, after every record and pages file is complete and before the
-//! directory is committed ([`seal_dir`]), and turns such a directory back into a plain one
+//! compressed, encrypted, signed, or sent as one stream. Pages files are sealed as the
+//! dump writes them (`sealed::PagesSeal`, through `ImageWriter::set_store`); every other
+//! file is sealed, and the manifest written and signed, once the directory is complete and
+//! before it is committed ([`seal_dir`]). It turns such a directory back into a plain one
 //! that `load` reads, verifying everything before restore creates any process ([`open`]).
 //! It owns `store.img` (kind 20, [`StoreManifest`]), `store.sig` (kind 21,
 //! [`StoreSignature`]), the sealed file layout (`sealed`) and the stream (`stream`); not
@@ -91,6 +92,17 @@ pub struct StoreOptions {
 }
 
 impl StoreOptions {
+    /// How pages files are sealed as they are written: `None` when files stay plain.
+    pub fn pages_sealing(&self) -> Option<PagesSealing> {
+        self.rewrites().then(|| PagesSealing {
+            compression: self.compression,
+            key: self
+                .encrypt
+                .as_ref()
+                .map(|k| k.derive(sealed::CIPHER_CONTEXT)),
+        })
+    }
+
     /// Nothing to do: the image stays as `ImageWriter` wrote it.
     pub fn is_plain(&self) -> bool {
         self.compression == Compression::None && self.encrypt.is_none() && self.sign.is_none()
@@ -98,6 +110,24 @@ impl StoreOptions {
 
     fn rewrites(&self) -> bool {
         self.compression != Compression::None || self.encrypt.is_some()
+    }
+}
+
+/// What a pages file sealed as it is written needs (`ImageWriter::pages`).
+#[derive(Clone)]
+pub struct PagesSealing {
+    pub compression: Compression,
+    pub key: Option<sealed::CipherKey>,
+}
+
+impl std::fmt::Debug for PagesSealing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keyed = self.key.is_some();
+        write!(
+            f,
+            "PagesSealing({:?}, encrypted: {keyed})",
+            self.compression
+        )
     }
 }
 
@@ -154,6 +184,7 @@ pub fn seal_dir(dir: &Path, opts: &StoreOptions) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Seals one file, unless it was sealed as it was written (`PagesSeal`).
 fn seal_one(
     dir: &Path,
     name: &str,
@@ -161,8 +192,14 @@ fn seal_one(
     key: Option<&sealed::CipherKey>,
 ) -> Result<StoredFile, StoreError> {
     let (src, tmp) = (dir.join(name), dir.join(format!(".{name}.sealing")));
-    let s = sealed::seal(&src, &tmp, name, compression, key)?;
-    fs::rename(&tmp, &src).map_err(StoreError::io("rename", &tmp))?;
+    let s = match sealed::survey(&src)? {
+        Some(s) => s,
+        None => {
+            let s = sealed::seal(&src, &tmp, name, compression, key)?;
+            fs::rename(&tmp, &src).map_err(StoreError::io("rename", &tmp))?;
+            s
+        }
+    };
     Ok(StoredFile {
         name: name.into(),
         len: s.len,
@@ -406,7 +443,7 @@ pub(crate) fn plain_name(name: &str) -> bool {
 }
 
 /// Creates `path` for writing, mode 0600 (it holds process memory); must not exist.
-pub(crate) fn create_private(path: &Path) -> Result<File, StoreError> {
+pub fn create_private(path: &Path) -> Result<File, StoreError> {
     fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -100,6 +100,121 @@ pub fn seal(
     Ok(sealed)
 }
 
+/// A pages file sealed as it is written (`dump` with a store option): its first 4096
+/// plain bytes (the pages header and padding, known only at the end) are chunk 0, written
+/// last in place; the data follows in chunks of up to [`CHUNK`] bytes, compressed and
+/// encrypted by the thread that writes them. Its digest is taken by `seal_dir`.
+pub struct PagesSeal {
+    w: Writer<BufWriter<File>>,
+    stage: Vec<u8>,
+    head_at: u64,
+    head_len: usize,
+}
+
+/// The plain bytes before a pages file's data (`pages::PAGES_DATA_OFFSET`).
+pub const PAGES_HEAD: usize = 4096;
+
+impl PagesSeal {
+    /// Starts the sealed pages file on `file` (new, empty), named `name` in the image.
+    pub fn new(
+        file: File,
+        name: &str,
+        compression: Compression,
+        key: Option<&CipherKey>,
+    ) -> Result<Self, StoreError> {
+        let out = BufWriter::with_capacity(CHUNK, file);
+        let mut w = Writer::new(out, name, compression, key)?;
+        // Chunk 0's place: the head stored raw, so its length is known now; zeros until
+        // `finish` writes it (once: a nonce is never used twice).
+        let head_len = 8 + PAGES_HEAD + if key.is_some() { TAG_LEN } else { 4 };
+        let head_at = w.len;
+        w.emit(&vec![0u8; head_len])
+            .map_err(StoreError::io("write", name))?;
+        w.index = 1;
+        w.plain_len = PAGES_HEAD as u64;
+        Ok(PagesSeal {
+            w,
+            stage: Vec::with_capacity(CHUNK),
+            head_at,
+            head_len,
+        })
+    }
+
+    /// Appends data; full chunks are sealed and written.
+    pub fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
+        while !data.is_empty() {
+            if self.stage.is_empty() && data.len() >= CHUNK {
+                self.w.chunk(&data[..CHUNK])?;
+                data = &data[CHUNK..];
+                continue;
+            }
+            let take = (CHUNK - self.stage.len()).min(data.len());
+            self.stage.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.stage.len() == CHUNK {
+                let stage = std::mem::take(&mut self.stage);
+                self.w.chunk(&stage)?;
+                self.stage = stage;
+                self.stage.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// The file being written.
+    pub fn file(&self) -> &File {
+        self.w.out.get_ref()
+    }
+
+    /// Seals what is staged, the end chunk, then chunk 0 holding `head` in its place.
+    pub fn finish(mut self, head: &[u8]) -> std::io::Result<()> {
+        if !self.stage.is_empty() {
+            let stage = std::mem::take(&mut self.stage);
+            self.w.chunk(&stage)?;
+        }
+        self.w.body.clear();
+        self.w.put(0, true)?;
+        self.w.index = 0;
+        self.w.body.clear();
+        self.w.body.extend_from_slice(head);
+        let frame = self.w.frame(head.len() as u32, true)?;
+        debug_assert_eq!(frame.len(), self.head_len);
+        let file = self.w.out.into_inner().map_err(|e| e.into_error())?;
+        std::os::unix::fs::FileExt::write_all_at(&file, &frame, self.head_at)
+    }
+}
+
+/// Length, BLAKE3 and plain length of a sealed file (one `PagesSeal` wrote), from its
+/// chunk headers; `None` if `path` is not a sealed file.
+pub fn survey(path: &Path) -> Result<Option<Sealed>, StoreError> {
+    use std::os::unix::fs::FileExt;
+    let file = File::open(path).map_err(StoreError::io("open", path))?;
+    let mut header = [0u8; HEADER_LEN];
+    let n = read_full(&mut &file, &mut header).map_err(StoreError::io("read", path))?;
+    if n < HEADER_LEN || header[..8] != MAGIC {
+        return Ok(None);
+    }
+    let len = file.metadata().map_err(StoreError::io("stat", path))?.len();
+    let extra = if header[13] == 1 { 0 } else { 4 };
+    let (mut at, mut plain_len) = (HEADER_LEN as u64, 0u64);
+    while at + 8 <= len {
+        let mut lens = [0u8; 8];
+        file.read_exact_at(&mut lens, at)
+            .map_err(StoreError::io("read", path))?;
+        plain_len += u64::from(u32::from_le_bytes([lens[0], lens[1], lens[2], lens[3]]));
+        let stored = u32::from_le_bytes([lens[4], lens[5], lens[6], lens[7]]) & !RAW;
+        at += 8 + u64::from(stored) + extra;
+    }
+    let mut hash = blake3::Hasher::new();
+    let mut whole = File::open(path).map_err(StoreError::io("open", path))?;
+    std::io::copy(&mut whole, &mut hash).map_err(StoreError::io("read", path))?;
+    Ok(Some(Sealed {
+        len,
+        digest: *hash.finalize().as_bytes(),
+        plain_len,
+    }))
+}
+
 /// Reads until `buf` is full or the input ends; returns how much it read.
 pub fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
@@ -213,30 +328,39 @@ impl<W: Write> Writer<W> {
 
     /// Writes the chunk whose stored bytes are in `body`.
     fn put(&mut self, plain_len: u32, raw: bool) -> std::io::Result<()> {
+        let frame = self.frame(plain_len, raw)?;
+        self.emit(&frame)?;
+        self.index += 1;
+        Ok(())
+    }
+
+    /// The bytes of chunk `self.index` whose stored bytes are in `body`: lengths, body
+    /// (encrypted with its tag, or followed by its crc).
+    fn frame(&mut self, plain_len: u32, raw: bool) -> std::io::Result<Vec<u8>> {
         let mut body = std::mem::take(&mut self.body);
         let sealed = (body.len() + self.cipher.as_ref().map_or(0, |_| TAG_LEN)) as u32;
         let mut lens = [0u8; 8];
         lens[..4].copy_from_slice(&plain_len.to_le_bytes());
         lens[4..].copy_from_slice(&(sealed | if raw { RAW } else { 0 }).to_le_bytes());
-        self.emit(&lens)?;
+        let mut frame = Vec::with_capacity(8 + body.len() + TAG_LEN);
+        frame.extend_from_slice(&lens);
         if let Some(cipher) = &self.cipher {
             let nonce = nonce(&self.header, self.index);
             let aad = aad(&self.header, &self.name, &lens);
             let tag = cipher
                 .encrypt_in_place_detached(&nonce, &aad, &mut body)
                 .map_err(|_| std::io::Error::other("encryption failed"))?;
-            self.emit(&body)?;
-            self.emit(&tag)?;
+            frame.extend_from_slice(&body);
+            frame.extend_from_slice(&tag);
         } else {
             let mut crc = crc32fast::Hasher::new();
             crc.update(&lens);
             crc.update(&body);
-            self.emit(&body)?;
-            self.emit(&crc.finalize().to_le_bytes())?;
+            frame.extend_from_slice(&body);
+            frame.extend_from_slice(&crc.finalize().to_le_bytes());
         }
         self.body = body;
-        self.index += 1;
-        Ok(())
+        Ok(frame)
     }
 
     fn finish(mut self) -> std::io::Result<(W, Sealed)> {

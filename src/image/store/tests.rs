@@ -159,3 +159,35 @@ fn keys_never_reach_the_image() {
         }
     }
 }
+
+#[test]
+fn pages_sealed_as_written_unseal_to_the_plain_file() {
+    use crate::image::pages::PagesWriter;
+    let key = SecretKey::generate().unwrap();
+    let data: Vec<u8> = (0..(3 << 20) + 8192)
+        .map(|i: u32| (i / 11 % 5) as u8)
+        .collect();
+    for o in all_options().iter().filter(|o| o.rewrites()) {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain.img");
+        let mut w = PagesWriter::create(&plain).unwrap();
+        w.write_pieces(&[&data[..4096], &data[4096..]]).unwrap();
+        w.finish().unwrap();
+        let img = dir.path().join("img");
+        fs::create_dir(&img).unwrap();
+        let how = StoreOptions {
+            encrypt: o.encrypt.as_ref().map(|_| key.clone()),
+            ..o.clone()
+        };
+        let sealing = how.pages_sealing().unwrap();
+        let mut w =
+            PagesWriter::create_sealed(&img.join("pages-1.img"), "pages-1.img", &sealing).unwrap();
+        w.write_pieces(&[&data[..4096], &data[4096..]]).unwrap();
+        w.finish().unwrap();
+        fs::write(img.join("inventory.img"), b"inventory").unwrap();
+        seal_dir(&img, &how).unwrap();
+        let opened = open(&img, &open_opts(&how)).unwrap();
+        let back = fs::read(opened.dir().join("pages-1.img")).unwrap();
+        assert!(back == fs::read(&plain).unwrap(), "{o:?}");
+    }
+}
