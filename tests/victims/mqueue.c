@@ -12,6 +12,11 @@
  *            open O_WRONLY|O_NONBLOCK at fd 12 (by the child, forked after);
  *   queue C: /stasis_c, not open by anyone, one message (3, 100 bytes).
  *
+ * With "host", the victim stays in the restorer's (the host's) namespace: its queue
+ * /stasis_h_PID (two messages) survives the dump and is not saved; the fds on it (O_RDWR
+ * at fd 10, O_WRONLY|O_NONBLOCK at fd 12) are reopened by name, and the queue is removed at
+ * the end.
+ *
  * With "notify", A has an mq_notify registration (SIGUSR2): stasis refuses the dump,
  * naming the queue (tests/sysv_ipc.rs), and the queue keeps its messages.
  *
@@ -25,7 +30,35 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-static int notify;
+static void check_queue(const char *name, int fd, int accmode, int nonblock, mode_t mode,
+			uid_t uid, gid_t gid, long maxmsg, long msgsize, long curmsgs);
+static mqd_t make(const char *name, int flags, mode_t mode, long maxmsg, long msgsize);
+
+static int notify, host;
+static char host_name[64];
+
+static void host_setup(void)
+{
+	snprintf(host_name, sizeof(host_name), "/stasis_h_%d", getpid());
+	mqd_t q = make(host_name, O_RDWR, 0600, 4, 32);
+	CHECK_SYS(mq_send(q, "low", 3, 1));
+	CHECK_SYS(mq_send(q, "high", 4, 7));
+	victim_place(q, 10);
+	victim_place(mq_open(host_name, O_WRONLY | O_NONBLOCK), 12);
+}
+
+static void host_verify(void)
+{
+	char buf[32];
+	unsigned prio;
+	struct stat st;
+	CHECK_SYS(fstat(10, &st));
+	check_queue(host_name, 10, O_RDWR, 0, st.st_mode & 07777, st.st_uid, st.st_gid, 4, 32, 2);
+	check_queue(host_name, 12, O_WRONLY, 1, st.st_mode & 07777, st.st_uid, st.st_gid, 4, 32, 2);
+	CHECK(mq_receive(10, buf, sizeof(buf), &prio) == 4 && prio == 7, "first message");
+	CHECK(mq_receive(10, buf, sizeof(buf), &prio) == 3 && prio == 1, "second message");
+	CHECK_SYS(mq_unlink(host_name));
+}
 
 static void set_sysctl(const char *path, const char *value)
 {
@@ -151,5 +184,8 @@ static void verify(void)
 int main(int argc, char **argv)
 {
 	notify = argc > 1 && strcmp(argv[1], "notify") == 0;
+	host = argc > 1 && strcmp(argv[1], "host") == 0;
+	if (host)
+		return victim_run(host_setup, host_verify);
 	return victim_run(setup, verify);
 }
