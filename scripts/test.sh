@@ -22,7 +22,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y gcc python3 bash coreutils bsdutils
 fi
 # Optional: iptables and nft (the network lock of TCP connections to outside peers), ip (network
-# namespaces: a TCP peer outside the tree, a tree's own namespace rebuilt), runc and busybox-static (criu-compat's runc test), redis-server, nginx, PostgreSQL 15 and tmux (real-program
+# namespaces: a TCP peer outside the tree, a tree's own namespace rebuilt), runc, busybox-static and podman (criu-compat's runc and podman tests), redis-server, nginx, PostgreSQL 15 and tmux (real-program
 # tests). Tests that need them print SKIP when they cannot be installed.
 optional=()
 command -v nft >/dev/null 2>&1 || optional+=(nftables)
@@ -32,6 +32,7 @@ command -v redis-server >/dev/null 2>&1 || optional+=(redis-server)
 command -v tmux >/dev/null 2>&1 || optional+=(tmux)
 [ -x /usr/sbin/runc ] || optional+=(runc)
 [ -x /bin/busybox ] || optional+=(busybox-static)
+command -v podman >/dev/null 2>&1 || optional+=(podman)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || optional+=(nginx-light)
 [ -x /usr/lib/postgresql/15/bin/postgres ] && command -v psql >/dev/null 2>&1 || optional+=(postgresql-15)
 if [ "${#optional[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then

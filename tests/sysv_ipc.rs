@@ -164,3 +164,10 @@ fn dump_refuses_a_posix_queue_with_a_notification_and_leaves_the_queues() {
         "POSIX message queue /stasis_empty has an mq_notify registration",
     );
 }
+
+#[test]
+fn dump_refuses_a_posix_queue_of_another_ipc_namespace() {
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_a_posix_queue_of_another_ipc_namespace");
+    refused_dump("mqueue", "foreign", "fd 14 of pid");
+}

@@ -323,6 +323,7 @@ victim_tests! {
     sysv_host: "sysv" ["host"];
     sysv_hugetlb: "sysv" ["hugetlb"];
     mqueue: "mqueue";
+    mqueue_host: "mqueue" ["host"];
 }
 
 /// The total PSS (KiB) of `pid` and its descendants, from `smaps_rollup`.

@@ -191,7 +191,7 @@ pub fn run_dump(job: &Job, log: &mut Log, hooks: &mut dyn Hooks) -> Result<DumpS
     let summary =
         stasis::dump::dump_with(&job.dump_options(), hooks).map_err(|e| stasis::error_line(&e));
     let summary =
-        summary.and_then(|s| stats::write(&job.images, "dump", &stats::dump_entry(&s)).map(|()| s));
+        summary.and_then(|s| stats::write(&job.work, "dump", &stats::dump_entry(&s)).map(|()| s));
     let summary = summary.and_then(|s| link_inventory(&job.images).map(|()| s));
     match &summary {
         Ok(s) => log.info(&format!(
@@ -225,7 +225,7 @@ pub fn run_restore(job: &Job, log: &mut Log, hooks: &mut dyn Hooks) -> Result<Re
     stasis::restore::set_root_sibling(job.rst_sibling);
     let restored = stasis::restore::restore_with(&opts, hooks).map_err(|e| stasis::error_line(&e));
     let restored = restored
-        .and_then(|r| stats::write(&job.images, "restore", &stats::restore_entry(&r)).map(|()| r));
+        .and_then(|r| stats::write(&job.work, "restore", &stats::restore_entry(&r)).map(|()| r));
     match &restored {
         Ok(r) => log.info(&format!("Restore finished successfully (pid {})", r.pid)),
         Err(why) => log.error(why),

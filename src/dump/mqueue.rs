@@ -38,6 +38,17 @@ pub fn collect() -> Result<MqueueImage, DumpError> {
     Ok(MqueueImage { queues })
 }
 
+/// The device of the mqueue filesystem of `pid`'s IPC namespace (what `st_dev` its
+/// queues' fds show).
+pub fn fs_dev_of(pid: i32) -> Result<u64, DumpError> {
+    crate::sys::ipc::in_ipc_ns_of(Some(pid), || {
+        let mnt = mount::new_fs("mqueue", &[])?;
+        let st = nix::sys::stat::fstat(&mnt)
+            .map_err(|e| DumpError::unsupported(format!("fstat of an mqueue mount: {e}")))?;
+        Ok::<_, DumpError>(st.st_dev)
+    })?
+}
+
 fn stat_err(path: &str, source: std::io::Error) -> DumpError {
     DumpError::Stat {
         path: path.to_string(),

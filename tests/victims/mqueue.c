@@ -12,6 +12,15 @@
  *            open O_WRONLY|O_NONBLOCK at fd 12 (by the child, forked after);
  *   queue C: /stasis_c, not open by anyone, one message (3, 100 bytes).
  *
+ * With "host", the victim stays in the restorer's (the host's) namespace: its queue
+ * /stasis_h_PID (two messages) survives the dump and is not saved; the fds on it (O_RDWR
+ * at fd 10, O_WRONLY|O_NONBLOCK at fd 12) are reopened by name, and the queue is removed at
+ * the end.
+ *
+ * With "foreign", the victim first opens a queue of the host's namespace (/stasis_f_PID,
+ * at fd 14) and keeps it across its unshare: stasis refuses the dump, naming the fd
+ * (tests/sysv_ipc.rs); the queue is removed at the end.
+ *
  * With "notify", A has an mq_notify registration (SIGUSR2): stasis refuses the dump,
  * naming the queue (tests/sysv_ipc.rs), and the queue keeps its messages.
  *
@@ -25,7 +34,36 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-static int notify;
+static void check_queue(const char *name, int fd, int accmode, int nonblock, mode_t mode,
+			uid_t uid, gid_t gid, long maxmsg, long msgsize, long curmsgs);
+static mqd_t make(const char *name, int flags, mode_t mode, long maxmsg, long msgsize);
+
+static int notify, host, foreign;
+static char foreign_name[64];
+static char host_name[64];
+
+static void host_setup(void)
+{
+	snprintf(host_name, sizeof(host_name), "/stasis_h_%d", getpid());
+	mqd_t q = make(host_name, O_RDWR, 0600, 4, 32);
+	CHECK_SYS(mq_send(q, "low", 3, 1));
+	CHECK_SYS(mq_send(q, "high", 4, 7));
+	victim_place(q, 10);
+	victim_place(mq_open(host_name, O_WRONLY | O_NONBLOCK), 12);
+}
+
+static void host_verify(void)
+{
+	char buf[32];
+	unsigned prio;
+	struct stat st;
+	CHECK_SYS(fstat(10, &st));
+	check_queue(host_name, 10, O_RDWR, 0, st.st_mode & 07777, st.st_uid, st.st_gid, 4, 32, 2);
+	check_queue(host_name, 12, O_WRONLY, 1, st.st_mode & 07777, st.st_uid, st.st_gid, 4, 32, 2);
+	CHECK(mq_receive(10, buf, sizeof(buf), &prio) == 4 && prio == 7, "first message");
+	CHECK(mq_receive(10, buf, sizeof(buf), &prio) == 3 && prio == 1, "second message");
+	CHECK_SYS(mq_unlink(host_name));
+}
 
 static void set_sysctl(const char *path, const char *value)
 {
@@ -56,6 +94,11 @@ static mqd_t make(const char *name, int flags, mode_t mode, long maxmsg, long ms
 
 static void setup(void)
 {
+	if (foreign) {
+		snprintf(foreign_name, sizeof(foreign_name), "/stasis_f_%d", getpid());
+		victim_place(make(foreign_name, O_RDWR, 0600, 2, 8), 14);
+		victim_place(open("/proc/self/ns/ipc", O_RDONLY), 15);
+	}
 	if (unshare(CLONE_NEWIPC) != 0)
 		victim_skip("unshare(CLONE_NEWIPC) needs CAP_SYS_ADMIN");
 	set_sysctl("/proc/sys/fs/mqueue/msg_max", "20");
@@ -109,6 +152,12 @@ static void check_queue(const char *name, int fd, int accmode, int nonblock, mod
 
 static void verify(void)
 {
+	if (foreign) {
+		/* The dump was refused: back to the host's namespace to remove the queue. */
+		CHECK_SYS(setns(15, CLONE_NEWIPC));
+		CHECK_SYS(mq_unlink(foreign_name));
+		return;
+	}
 	check_sysctl("/proc/sys/fs/mqueue/msg_max", "20");
 	check_sysctl("/proc/sys/fs/mqueue/msgsize_default", "512");
 	check_sysctl("/proc/sys/kernel/msgmnb", "20000");
@@ -151,5 +200,9 @@ static void verify(void)
 int main(int argc, char **argv)
 {
 	notify = argc > 1 && strcmp(argv[1], "notify") == 0;
+	host = argc > 1 && strcmp(argv[1], "host") == 0;
+	foreign = argc > 1 && strcmp(argv[1], "foreign") == 0;
+	if (host)
+		return victim_run(host_setup, host_verify);
 	return victim_run(setup, verify);
 }

@@ -1,7 +1,9 @@
 //! POSIX message queue descriptors: the fd's queue by name (its link text, `/name`, is
 //! the path in the mqueue filesystem). The queue itself is saved with the namespace
 //! (`dump/mqueue.rs`); the access mode and `O_NONBLOCK` are the entry's. The restore
-//! side is `restore/files/mqueue.rs`.
+//! side is `restore/files/mqueue.rs`. A queue of another IPC namespace than the process's
+//! (passed over a socket, or kept across `setns`) is refused: it is reopened by name in
+//! the process's namespace.
 
 use super::OpenFd;
 use crate::dump::DumpError;
@@ -28,6 +30,11 @@ pub fn dump(open: &OpenFd) -> Result<FdKind, DumpError> {
     if name.ends_with(super::ghost::DELETED) {
         return Err(open.error(&format!(
             "is POSIX message queue /{name}, unlinked while open, which stasis cannot restore"
+        )));
+    }
+    if open.meta()?.st_dev != crate::dump::mqueue::fs_dev_of(open.pid)? {
+        return Err(open.error(&format!(
+            "is POSIX message queue /{name} of another IPC namespace than the process's, which stasis cannot restore"
         )));
     }
     Ok(FdKind::Mqueue(MqueueFd {

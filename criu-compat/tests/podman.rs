@@ -1,0 +1,259 @@
+//! podman 4.3 (over runc) in front of stasis-criu, found as `criu` first in PATH (podman
+//! has no option for the CRIU path; conmon keeps PATH for the restore). A busybox counter
+//! container (image imported from a rootfs tarball, no registry) is checkpointed and
+//! restored (`--print-stats`: CRIU's stats files), exported and imported under another
+//! name (`--export` / `--import --name`), and checkpointed with `--leave-running
+//! --tcp-established`: each time the counter goes on from where it was. With CRIU at
+//! `$STASIS_CRIU_BIN` (or /work/criu/criu/criu), the same container is also checkpointed
+//! and restored by CRIU and both times are printed.
+//!
+//! The network mode is [`network`] (`$STASIS_PODMAN_NETWORK`, `host` by default: stasis
+//! does not rebuild network namespaces yet). Skips, saying why, without root, podman,
+//! /bin/busybox or a podman that can run a container here.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_stasis-criu");
+const IMAGE: &str = "localhost/stasis-criu-busybox:test";
+const SCRIPT: &str =
+    "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; echo $i; sleep 0.1; done";
+
+/// The `--network` of the containers.
+fn network() -> String {
+    std::env::var("STASIS_PODMAN_NETWORK").unwrap_or_else(|_| "host".into())
+}
+
+/// podman with `criu` resolved in `shim` first.
+struct Podman {
+    shim: PathBuf,
+}
+
+impl Podman {
+    fn run(&self, args: &[&str]) -> Output {
+        let path = format!("{}:{}", self.shim.display(), std::env::var("PATH").unwrap());
+        Command::new("podman")
+            .args(args)
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs podman, panicking with its output if it fails; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "podman {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The counter of container `name` (0 if it cannot be read).
+    fn count(&self, name: &str) -> u64 {
+        let out = self.run(&["exec", name, "cat", "/tmp/count"]);
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+
+    /// Starts the counter container `name`, once it has counted.
+    fn start(&self, name: &str) {
+        let net = format!("--network={}", network());
+        self.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            &net,
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=4096:4096",
+            IMAGE,
+            "sh",
+            "-c",
+            SCRIPT,
+        ]);
+        wait_until(|| self.count(name) > 2, &format!("{name} counts"));
+    }
+
+    /// The counter goes on: above `from` now and a moment later.
+    fn goes_on(&self, name: &str, from: u64) {
+        wait_until(
+            || self.count(name) > from,
+            &format!("{name} counts on from {from}"),
+        );
+        let now = self.count(name);
+        wait_until(|| self.count(name) > now, &format!("{name} keeps counting"));
+    }
+}
+
+fn wait_until(mut f: impl FnMut() -> bool, what: &str) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < end, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Removes the containers (and reaps what was re-parented to the test) when dropped.
+struct Cleanup<'a>(&'a Podman, Vec<String>);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        for name in &self.1 {
+            self.0.run(&["rm", "-f", "-t", "0", name]);
+        }
+        while nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
+            .is_ok_and(|s| s.pid().is_some())
+        {}
+    }
+}
+
+/// A busybox rootfs tarball imported as [`IMAGE`].
+fn import_image(podman: &Podman, dir: &Path) {
+    let rootfs = dir.join("rootfs");
+    for sub in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
+        std::fs::create_dir_all(rootfs.join(sub)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    for applet in ["sh", "sleep", "cat", "echo"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    let tar = dir.join("rootfs.tar");
+    let made = Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(made.success(), "tar of the rootfs");
+    podman.ok(&["import", tar.to_str().unwrap(), IMAGE]);
+}
+
+/// Why podman cannot be used here, if it cannot.
+fn unusable() -> Option<String> {
+    let have = |p: &str| Path::new(p).exists();
+    if !nix::unistd::geteuid().is_root() {
+        return Some("needs root".into());
+    }
+    if !have("/bin/busybox") {
+        return Some("needs /bin/busybox (busybox-static)".into());
+    }
+    match Command::new("podman").arg("info").output() {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!(
+            "podman info fails here: {}",
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        )),
+        Err(_) => Some("needs podman".into()),
+    }
+}
+
+/// A directory holding `criu`, a link to `target`.
+fn shim(dir: &Path, target: &str) -> Podman {
+    std::fs::create_dir_all(dir).unwrap();
+    std::os::unix::fs::symlink(target, dir.join("criu")).unwrap();
+    Podman { shim: dir.into() }
+}
+
+/// Checkpoint then restore of `name` (stats printed); the two times (podman's whole
+/// command) and the counter at the checkpoint.
+fn checkpoint_and_restore(podman: &Podman, name: &str) -> (Duration, Duration, u64) {
+    let t = Instant::now();
+    let stats = podman.ok(&["container", "checkpoint", "--print-stats", name]);
+    let dump = t.elapsed();
+    let dumped = podman.count(name);
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    let written = &stats["container_statistics"][0]["criu_statistics"]["pages_written"];
+    assert!(written.as_u64().is_some_and(|p| p > 0), "stats: {stats}");
+    let t = Instant::now();
+    let stats = podman.ok(&["container", "restore", "--print-stats", name]);
+    let restore = t.elapsed();
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    let restored = &stats["container_statistics"][0]["criu_statistics"]["pages_restored"];
+    assert!(restored.as_u64().is_some_and(|p| p > 0), "stats: {stats}");
+    (dump, restore, dumped)
+}
+
+#[test]
+fn podman_checkpoint_restore_export_import_and_leave_running() {
+    if let Some(why) = unusable() {
+        println!("SKIP podman checkpoint: {why}");
+        return;
+    }
+    // conmon daemonizes: it is re-parented to the test, which reaps it.
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let podman = shim(&dir.path().join("shim"), BIN);
+    import_image(&podman, dir.path());
+    let id = std::process::id();
+    let (a, b) = (
+        format!("stasis-pm-{id}"),
+        format!("stasis-pm-{id}-imported"),
+    );
+    let _clean = Cleanup(&podman, vec![a.clone(), b.clone()]);
+    podman.start(&a);
+
+    let (dump, restore, dumped) = checkpoint_and_restore(&podman, &a);
+    podman.goes_on(&a, dumped);
+    println!(
+        "podman with stasis-criu: checkpoint {:.0} ms, restore {:.0} ms",
+        dump.as_secs_f64() * 1e3,
+        restore.as_secs_f64() * 1e3
+    );
+
+    let export = dir.path().join("export.tar.gz");
+    let export = export.to_str().unwrap();
+    podman.ok(&["container", "checkpoint", "--export", export, &a]);
+    let exported = podman.count(&a);
+    podman.ok(&["container", "restore", "--import", export, "--name", &b]);
+    podman.goes_on(&b, exported);
+
+    podman.ok(&[
+        "container",
+        "checkpoint",
+        "--leave-running",
+        "--tcp-established",
+        &b,
+    ]);
+    podman.goes_on(&b, podman.count(&b));
+
+    compare_with_criu(dir.path(), id, (dump, restore));
+}
+
+/// The same container checkpointed and restored by CRIU, when it is here.
+fn compare_with_criu(dir: &Path, id: u32, stasis: (Duration, Duration)) {
+    let criu = std::env::var("STASIS_CRIU_BIN").unwrap_or_else(|_| "/work/criu/criu/criu".into());
+    if !Path::new(&criu).exists() {
+        println!("no CRIU at {criu} (STASIS_CRIU_BIN): no comparison");
+        return;
+    }
+    let podman = shim(&dir.join("criu-shim"), &criu);
+    let name = format!("stasis-pm-{id}-criu");
+    let _clean = Cleanup(&podman, vec![name.clone()]);
+    podman.start(&name);
+    let (dump, restore, dumped) = checkpoint_and_restore(&podman, &name);
+    podman.goes_on(&name, dumped);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "podman checkpoint: stasis {:.0} ms, CRIU {:.0} ms; restore: stasis {:.0} ms, CRIU {:.0} ms",
+        ms(stasis.0),
+        ms(dump),
+        ms(stasis.1),
+        ms(restore)
+    );
+}
