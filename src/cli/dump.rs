@@ -107,6 +107,20 @@ pub struct DumpArgs {
     pub criu: CriuFlags,
 }
 
+/// An incremental image names its parent by directory and reads the parent's plain
+/// pages files: it cannot be sealed or streamed yet, nor can its parent.
+fn check_incremental(args: &DumpArgs) -> Result<(), String> {
+    let incremental = args.prev_images_dir.is_some() || args.track_mem;
+    let s = &args.store;
+    let stored = s.compress.is_some() || s.encrypt_key.is_some() || s.sign.is_some();
+    if incremental && (stored || s.stream.is_some()) {
+        return Err("--prev-images-dir and --track-mem cannot be combined with --compress, \
+                    --encrypt-key, --sign or --stream yet: incremental images are stored plain"
+            .into());
+    }
+    Ok(())
+}
+
 pub fn run(args: DumpArgs) -> i32 {
     if let Err(why) = args.criu.check() {
         eprintln!("stasis: {why}");
@@ -119,6 +133,10 @@ pub fn run(args: DumpArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
+    if let Err(why) = check_incremental(&args) {
+        eprintln!("stasis: {why}");
+        return EXIT_USAGE;
+    }
     if let Some(Err(why)) = args.store.stream.as_deref().map(check_stream_target) {
         eprintln!("stasis: {why}");
         return EXIT_USAGE;
