@@ -62,7 +62,7 @@ pub fn run(args: RestoreArgs) -> i32 {
         cgroups: args.criu.cgroup_restore(),
         root: args.root,
         mnt_externals: args.criu.mnt_externals(),
-        inherit_fds: Vec::new(),
+        inherit_fds: args.criu.inherit_fds().unwrap_or_default(),
     };
     if !args.quiet {
         progress::install(args.progress);
