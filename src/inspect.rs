@@ -122,6 +122,7 @@ fn to_json(image: &Image) -> serde_json::Value {
         "processes": processes,
         "ghosts": ghosts,
         "sysv": image.sysv,
+        "mqueue": image.mqueue,
     })
 }
 
@@ -147,7 +148,26 @@ fn text(image: &Image, out: &mut impl Write) -> std::io::Result<()> {
         process(p, &image.tree, out)?;
     }
     ghosts(&image.ghosts, out)?;
-    sysv(&image.sysv, out)
+    sysv(&image.sysv, out)?;
+    mqueues(&image.mqueue, out)
+}
+
+/// One line per POSIX message queue.
+fn mqueues(m: &crate::image::mqueue::MqueueImage, out: &mut impl Write) -> std::io::Result<()> {
+    for q in &m.queues {
+        writeln!(
+            out,
+            "POSIX queue /{}: mode {:o} owner {}:{}, maxmsg {} msgsize {}, {} messages",
+            q.name,
+            q.mode,
+            q.uid,
+            q.gid,
+            q.maxmsg,
+            q.msgsize,
+            q.messages.len()
+        )?;
+    }
+    Ok(())
 }
 
 /// The files deleted while in use, one line each.
@@ -1007,6 +1027,28 @@ mod tests {
             text.contains("  sem id 32768 key 0x2a mode 1600 owner 0:0 creator 0:0: values [3]"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn text_lists_posix_queues() {
+        use crate::image::mqueue::{MqueueImage, PosixMessage, PosixQueue};
+        let mut image = sample_image();
+        image.mqueue = MqueueImage {
+            queues: vec![PosixQueue {
+                name: "q".into(),
+                mode: 0o640,
+                uid: 1,
+                gid: 2,
+                maxmsg: 10,
+                msgsize: 64,
+                messages: vec![PosixMessage::default()],
+            }],
+        };
+        let mut out = Vec::new();
+        text(&image, &mut out).expect("write to a vector");
+        let text = String::from_utf8(out).expect("utf-8");
+        let want = "POSIX queue /q: mode 640 owner 1:2, maxmsg 10 msgsize 64, 1 messages";
+        assert!(text.contains(want), "{text}");
     }
 
     #[test]

@@ -116,9 +116,6 @@ pub struct RestoreArgs {
     /// Refused unless `/`: stasis restores no mount namespace.
     #[arg(short = 'r', long = "root")]
     pub root: Option<String>,
-    /// Refused: stasis cannot give a restored process a file of its own yet.
-    #[arg(long = "inherit-fd")]
-    pub inherit_fd: Vec<String>,
     #[arg(long = "lazy-pages")]
     pub lazy_pages: bool,
     #[command(flatten)]
@@ -222,9 +219,7 @@ fn dump(a: DumpArgs) -> Result<(), String> {
 }
 
 fn restore(a: RestoreArgs) -> Result<(), String> {
-    let inherit_fds = (a.inherit_fd.iter())
-        .map(|spec| inherit_spec(spec))
-        .collect::<Result<Vec<_>, _>>()?;
+    let inherit_fds = a.common.criu.inherit_fds()?;
     if a.lazy_pages {
         return Err("--lazy-pages: stasis has no lazy restore yet".into());
     }
@@ -242,20 +237,6 @@ fn restore(a: RestoreArgs) -> Result<(), String> {
     match a.detached || a.sibling {
         true => Ok(()),
         false => wait(restored.pid),
-    }
-}
-
-/// `fd[N]:pipe:[INO]` as `(key, N)`.
-fn inherit_spec(spec: &str) -> Result<(String, i32), String> {
-    let parsed = spec
-        .strip_prefix("fd[")
-        .and_then(|s| s.split_once("]:"))
-        .and_then(|(n, key)| Some((key.to_string(), n.parse::<i32>().ok()?)));
-    match parsed {
-        Some((key, n)) if crate::opts::is_pipe_key(&key) => Ok((key, n)),
-        _ => Err(format!(
-            "--inherit-fd {spec}: stasis takes fd[N]:pipe:[INO] only (a pipe of the caller)"
-        )),
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use crate::cli::compat::mnt_external;
+use crate::cli::compat::{is_pipe_key, mnt_external};
 use crate::job::Job;
 use crate::proto::{CriuCgMode, CriuNetworkLockMethod, CriuOpts};
 
@@ -96,13 +96,6 @@ pub fn fill(job: &mut Job, opts: &CriuOpts, restore: bool) -> Result<(), String>
         })
         .next_back();
     Ok(())
-}
-
-/// A pipe's dump-time link text (`pipe:[INO]`), the only `inherit_fd` key stasis takes.
-pub fn is_pipe_key(key: &str) -> bool {
-    key.strip_prefix("pipe:[")
-        .and_then(|k| k.strip_suffix(']'))
-        .is_some_and(|n| n.parse::<u64>().is_ok())
 }
 
 /// `/proc/<peer>/fd/<fd>`'s target: a directory the client opened.

@@ -46,11 +46,16 @@ impl Podman {
     /// Runs podman, panicking with its output if it fails; its stdout.
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // runc names CRIU's log ("log file: PATH"): its last line is stasis's reason.
+        let log = (stderr.split("log file: ").nth(1))
+            .and_then(|p| std::fs::read_to_string(p.split_whitespace().next()?).ok())
+            .unwrap_or_default();
         assert!(
             out.status.success(),
-            "podman {args:?} failed: {}{}",
+            "podman {args:?} failed: {}{stderr}\nlog: {}",
             String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            log.lines().last().unwrap_or("")
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }

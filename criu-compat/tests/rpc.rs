@@ -162,8 +162,14 @@ fn count(file: &Path) -> u64 {
 /// The counter restored as `pid` counts on from where it was dumped; then it is killed
 /// and reaped.
 fn assert_counts_on(pid: i32, file: &Path, dumped: u64) {
-    std::thread::sleep(Duration::from_millis(400));
-    let now = count(file);
+    // The counter rewrites the file: a read may catch it empty (0); wait for a number
+    // above the dumped one, for up to 3 s.
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    let mut now = count(file);
+    while now <= dumped && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+        now = count(file);
+    }
     assert!(
         now > dumped,
         "restored counter at {now}, dumped at {dumped}"

@@ -108,6 +108,13 @@ fn checkpoint_and_restore(script: &str, net: bool) {
         .status()
         .unwrap();
     assert!(started.success());
+    // The container's sh runs once it has counted (before, runc's init may still be
+    // setting it up, not a process to checkpoint).
+    let counted = dir.path().join("rootfs/tmp/count");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !counted.exists() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let img = dir.path().join("img");
     let img_arg = img.to_str().unwrap();
     if net {

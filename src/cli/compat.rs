@@ -63,6 +63,11 @@ pub struct CriuFlags {
     /// Accepted with --force-irmap; stasis needs no scan hint.
     #[arg(long = "irmap-scan-path", value_name = "PATH")]
     pub irmap_scan_path: Vec<String>,
+    /// At restore: the restorer's fd N replaces every fd of the tree on the pipe whose
+    /// dump-time link text was `pipe:[INO]` and whose other end was outside the tree (a
+    /// container's stdio pipes); other keys are refused. No effect at dump.
+    #[arg(long = "inherit-fd", value_name = "fd[N]:pipe:[INO]")]
+    pub inherit_fd: Vec<String>,
 }
 
 impl CriuFlags {
@@ -93,8 +98,34 @@ impl CriuFlags {
                  dump, mnt[KEY]:PATH at restore) and veth pairs (veth[INSIDE]:OUTSIDE[@BRIDGE])"
             ));
         }
-        Ok(())
+        self.inherit_fds().map(drop)
     }
+
+    /// `--inherit-fd fd[N]:pipe:[INO]` as `(pipe:[INO], N)`.
+    pub fn inherit_fds(&self) -> Result<Vec<(String, i32)>, String> {
+        self.inherit_fd.iter().map(|s| inherit_fd(s)).collect()
+    }
+}
+
+/// `fd[N]:pipe:[INO]` → `(pipe:[INO], N)`; another key is refused.
+pub fn inherit_fd(spec: &str) -> Result<(String, i32), String> {
+    let parsed = spec
+        .strip_prefix("fd[")
+        .and_then(|s| s.split_once("]:"))
+        .and_then(|(n, key)| Some((key.to_string(), n.parse::<i32>().ok()?)));
+    match parsed {
+        Some((key, n)) if is_pipe_key(&key) => Ok((key, n)),
+        _ => Err(format!(
+            "--inherit-fd {spec}: stasis takes fd[N]:pipe:[INO] only (a pipe of the caller)"
+        )),
+    }
+}
+
+/// A pipe's link text, `pipe:[INO]`: the only inherited-fd key stasis takes.
+pub fn is_pipe_key(key: &str) -> bool {
+    key.strip_prefix("pipe:[")
+        .and_then(|k| k.strip_suffix(']'))
+        .is_some_and(|n| n.parse::<u64>().is_ok())
 }
 
 impl CriuFlags {

@@ -101,7 +101,7 @@ pub fn run(args: RestoreArgs) -> i32 {
         root: args.root,
         mnt_externals: args.criu.mnt_externals(),
         join_net,
-        inherit_fds: Vec::new(),
+        inherit_fds: args.criu.inherit_fds().unwrap_or_default(),
         store,
         veth_externals: args.criu.veth_externals(),
     };

@@ -240,6 +240,7 @@ pub fn restore_fds(
         if given(&at) {
             batcher.flush()?;
             pty::restore(&at)?;
+            batcher.forget();
             continue;
         }
         if batched::takes(entry, &pairs, child.pid()) {
