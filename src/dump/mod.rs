@@ -403,6 +403,7 @@ fn fd_options(opts: &DumpOptions, pids: &[i32]) -> files::FdOptions {
         tree_files: Default::default(),
         ghosts: Default::default(),
         tree_ptys: Default::default(),
+        device_nodes: Default::default(),
     }
 }
 

@@ -17,7 +17,7 @@ use crate::sys::socket::{ioctl_get_int, TIOCGDEV};
 pub fn dump(open: &OpenFd, opts: &FdOptions) -> Result<FdKind, DumpError> {
     let rdev = open.meta()?.st_rdev;
     if !is_tty(rdev) {
-        check_path_names(open, rdev)?;
+        check_path_names(open, rdev, opts)?;
         return Ok(by_path(open, rdev));
     }
     if rdev == libc::makedev(5, 0) {
@@ -78,12 +78,16 @@ pub fn decode_dev(nr: u32) -> u64 {
 
 /// Refuses a device whose path no longer names it (the node deleted, or replaced by
 /// another file): the restore would open something else.
-fn check_path_names(open: &OpenFd, rdev: u64) -> Result<(), DumpError> {
+fn check_path_names(open: &OpenFd, rdev: u64, opts: &FdOptions) -> Result<(), DumpError> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let named = std::fs::metadata(crate::dump::mnt::reach(open.pid, &open.target))
-        .ok()
-        .filter(|m| m.file_type().is_char_device())
-        .map(|m| m.rdev());
+    let path = crate::dump::mnt::reach(open.pid, &open.target);
+    let mut nodes = opts.device_nodes.borrow_mut();
+    let named = *nodes.entry(path).or_insert_with_key(|path| {
+        std::fs::metadata(path)
+            .ok()
+            .filter(|m| m.file_type().is_char_device())
+            .map(|m| m.rdev())
+    });
     if named == Some(rdev) {
         return Ok(());
     }

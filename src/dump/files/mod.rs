@@ -99,6 +99,10 @@ pub struct FdOptions {
     pub ghosts: std::cell::RefCell<ghost::Table>,
     /// Where the tree holds each pty, read when a pty is first met.
     pub tree_ptys: OnceCell<pty::TreePtys>,
+    /// The device each device path names (`chardev.rs`), each path looked at once per
+    /// dump (a thousand fds on /dev/null were a thousand `stat`s).
+    pub device_nodes:
+        std::cell::RefCell<std::collections::HashMap<std::path::PathBuf, Option<u64>>>,
 }
 
 impl FdOptions {
