@@ -1,8 +1,9 @@
 //! runc 1.1 in front of stasis-criu: `runc --criu stasis-criu checkpoint` of a busybox
 //! counter container (its own mount namespace, cgroups managed as runc asks), then
 //! `runc --criu stasis-criu restore -d`: the container runs again and its counter goes on
-//! from where it was. Skips without root, runc or /bin/busybox (Debian's runc and
-//! busybox-static).
+//! from where it was; and the same after `runc checkpoint --pre-dump` with the
+//! checkpoint made against it (`--parent-path`). Skips without root, runc or
+//! /bin/busybox (Debian's runc and busybox-static).
 
 #![allow(clippy::unwrap_used)]
 
@@ -46,6 +47,25 @@ fn bundle(dir: &Path) {
 
 #[test]
 fn runc_checkpoint_and_restore_of_a_counter() {
+    checkpoint_and_restore(false);
+}
+
+/// `runc checkpoint --pre-dump --image-path pre`, then `runc checkpoint --parent-path
+/// ../pre`, then restore: the same counter, its memory mostly taken from the pre-dump.
+#[test]
+fn runc_pre_dump_checkpoint_and_restore_of_a_counter() {
+    if stasis::check::tracking_method().is_none() {
+        println!("SKIP runc pre-dump: the kernel has no dirty-page tracking stasis uses");
+        return;
+    }
+    checkpoint_and_restore(true);
+}
+
+/// The tests reap any child (`waitpid(-1)`): one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn checkpoint_and_restore(pre_dump: bool) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let have = |p: &str| Path::new(p).exists();
     if !nix::unistd::geteuid().is_root() || !have("/usr/sbin/runc") || !have("/bin/busybox") {
         println!("SKIP runc checkpoint: needs root, /usr/sbin/runc and /bin/busybox");
@@ -54,7 +74,7 @@ fn runc_checkpoint_and_restore_of_a_counter() {
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let dir = tempfile::tempdir().unwrap();
     bundle(dir.path());
-    let id = format!("stasis-criu-{}", std::process::id());
+    let id = format!("stasis-criu-{}-{}", std::process::id(), u8::from(pre_dump));
     let b = dir.path().to_str().unwrap();
     // The container's stdio is /dev/null, so that no pipe of ours stays open.
     let started = Command::new("runc")
@@ -67,7 +87,32 @@ fn runc_checkpoint_and_restore_of_a_counter() {
     assert!(started.success());
     let img = dir.path().join("img");
     let img_arg = img.to_str().unwrap();
-    let out = runc(&[
+    let mut parent = Vec::new();
+    if pre_dump {
+        let pre = dir.path().join("pre");
+        let pre_arg = pre.to_str().unwrap();
+        let out = runc(&[
+            "--criu",
+            BIN,
+            "checkpoint",
+            "--pre-dump",
+            "--image-path",
+            pre_arg,
+            "--work-path",
+            pre_arg,
+            &id,
+        ]);
+        if !out.status.success() {
+            let log = std::fs::read_to_string(pre.join("dump.log")).unwrap_or_default();
+            runc(&["delete", "--force", &id]);
+            panic!(
+                "runc checkpoint --pre-dump failed: {}\ndump.log:\n{log}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        parent = vec!["--parent-path", "../pre"];
+    }
+    let mut args = vec![
         "--criu",
         BIN,
         "checkpoint",
@@ -75,8 +120,10 @@ fn runc_checkpoint_and_restore_of_a_counter() {
         img_arg,
         "--work-path",
         img_arg,
-        &id,
-    ]);
+    ];
+    args.extend(parent);
+    args.push(&id);
+    let out = runc(&args);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let log = std::fs::read_to_string(img.join("dump.log")).unwrap_or_default();
     if !out.status.success() {
