@@ -96,6 +96,8 @@ fn chain(test: &str, tmp: &TempDir) -> Option<(Proc, [PathBuf; 3])> {
         bytes_of(&p1, "pages-")
     );
     change(&victim);
+    // Its child too, should the test stop early.
+    let _orig = common::TreeGuard(common::descendants(victim.pid));
     let family = common::descendants(victim.pid);
     common::dump(victim.pid, &d, &["--prev-images-dir", "../pre2"]).assert_ok("dump");
     victim.wait_exit(common::EXIT_TIMEOUT);
@@ -150,6 +152,8 @@ fn predump_is_not_restorable_alone() {
         .contains("pre-dump"));
     run(&["pre-dump", "--stop-tracking", "-t", &victim.pid.to_string()]).assert_ok("stop tracking");
     change(&victim);
+    // Its child too, should the test stop early.
+    let _orig = common::TreeGuard(common::descendants(victim.pid));
     victim.go_and_expect_pass();
 }
 
@@ -220,6 +224,8 @@ fn killed_tracker_leaves_the_tree_running_and_untracked() {
     common::kill(tracker, libc::SIGKILL).expect("kill the tracker");
     common::reap_all(&[tracker], false);
     change(&victim);
+    // Its child too, should the test stop early.
+    let _orig = common::TreeGuard(common::descendants(victim.pid));
     // No tracking counted the changes: the dump stores everything again.
     let d = tmp.join("dump");
     let family = common::descendants(victim.pid);
@@ -255,6 +261,8 @@ fn tree_using_userfaultfd_is_refused() {
         "{msg:?}"
     );
     change(&victim);
+    // Its child too, should the test stop early.
+    let _orig = common::TreeGuard(common::descendants(victim.pid));
     victim.go_and_expect_pass();
 }
 
@@ -280,6 +288,8 @@ fn stop_tracking_disarms() {
     assert!(again.assert_failed("second stop").contains("no tracker"));
     // Tracking off, the process writes as before.
     change(&victim);
+    // Its child too, should the test stop early.
+    let _orig = common::TreeGuard(common::descendants(victim.pid));
     victim.go_and_expect_pass();
 }
 
@@ -298,6 +308,8 @@ fn incremental_dumps_leave_running_then_restore_the_last() {
     let (d0, d1, d2) = (tmp.join("d0"), tmp.join("d1"), tmp.join("d2"));
     common::dump(victim.pid, &d0, &["-R", "--track-mem"]).assert_ok("dump -R --track-mem");
     change(&victim);
+    // Its child too, should the test stop early.
+    let _orig = common::TreeGuard(common::descendants(victim.pid));
     common::dump(victim.pid, &d1, &["-R", "--prev-images-dir", "../d0"]).assert_ok("dump -R");
     assert!(
         // Most of the 8 MiB region was not written: taken from d0.

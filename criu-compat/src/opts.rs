@@ -352,11 +352,17 @@ mod tests {
             ..Default::default()
         };
         assert!(refusal(external, true).starts_with("external veth[eth0]:br0: "));
-        let ps = CriuOpts {
-            parent_img: Some("../parent".into()),
+        let dedup = CriuOpts {
+            auto_dedup: Some(true),
             ..Default::default()
         };
-        assert!(refusal(ps, false).starts_with("parent_img: "));
+        assert!(refusal(dedup, false).starts_with("auto_dedup: "));
+        let parent = CriuOpts {
+            parent_img: Some("../parent".into()),
+            track_mem: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(refuse_unsupported(&parent, false), Ok(()));
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! from where it was. The second test keeps runc's default network namespace (only the
 //! loopback, up): a busybox `nc` server in the container receives the counter from an
 //! in-container `nc` client over TCP, checkpointed with `--tcp-established`; after the
-//! restore the same connection carries the counter on and the loopback is up. Skips
-//! without root, runc or /bin/busybox (Debian's runc and busybox-static).
+//! restore the same connection carries the counter on and the loopback is up. The third
+//! does the first after `runc checkpoint --pre-dump`, with the checkpoint made against it
+//! (`--parent-path`). Skips without root, runc or /bin/busybox (Debian's runc and
+//! busybox-static).
 
 #![allow(clippy::unwrap_used)]
 
@@ -60,12 +62,53 @@ fn bundle(dir: &Path, script: &str, net: bool) {
 
 #[test]
 fn runc_checkpoint_and_restore_of_a_counter() {
-    checkpoint_and_restore(COUNTER, false);
+    checkpoint_and_restore(COUNTER, false, false);
 }
 
 #[test]
 fn runc_checkpoint_and_restore_with_its_network_namespace() {
-    checkpoint_and_restore(COUNTER_OVER_TCP, true);
+    checkpoint_and_restore(COUNTER_OVER_TCP, true, false);
+}
+
+/// `runc checkpoint --pre-dump --image-path pre`, then `runc checkpoint --parent-path
+/// ../pre`, then restore: the same counter, its memory mostly taken from the pre-dump.
+#[test]
+fn runc_pre_dump_checkpoint_and_restore_of_a_counter() {
+    if stasis::check::tracking_method().is_none() {
+        println!("SKIP runc pre-dump: the kernel has no dirty-page tracking stasis uses");
+        return;
+    }
+    checkpoint_and_restore(COUNTER, false, true);
+}
+
+/// The tests reap any child (`waitpid(-1)`): one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `runc checkpoint --pre-dump` of container `id` into `dir/pre`; the arguments that make
+/// the checkpoint after it incremental.
+fn pre_dump(dir: &Path, id: &str) -> Vec<&'static str> {
+    let pre = dir.join("pre");
+    let pre_arg = pre.to_str().unwrap();
+    let out = runc(&[
+        "--criu",
+        BIN,
+        "checkpoint",
+        "--pre-dump",
+        "--image-path",
+        pre_arg,
+        "--work-path",
+        pre_arg,
+        id,
+    ]);
+    if !out.status.success() {
+        let log = std::fs::read_to_string(pre.join("dump.log")).unwrap_or_default();
+        runc(&["delete", "--force", id]);
+        panic!(
+            "runc checkpoint --pre-dump failed: {}\ndump.log:\n{log}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    vec!["--parent-path", "../pre"]
 }
 
 /// The last number the container's `nc` server received (0: none yet).
@@ -88,7 +131,8 @@ fn loopback_up(id: &str) -> bool {
     String::from_utf8_lossy(&out.stdout).contains("LOOPBACK,UP")
 }
 
-fn checkpoint_and_restore(script: &str, net: bool) {
+fn checkpoint_and_restore(script: &str, net: bool, pre: bool) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let have = |p: &str| Path::new(p).exists();
     if !nix::unistd::geteuid().is_root() || !have("/usr/sbin/runc") || !have("/bin/busybox") {
         println!("SKIP runc checkpoint: needs root, /usr/sbin/runc and /bin/busybox");
@@ -97,7 +141,7 @@ fn checkpoint_and_restore(script: &str, net: bool) {
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let dir = tempfile::tempdir().unwrap();
     bundle(dir.path(), script, net);
-    let id = format!("stasis-criu-{}-{net}", std::process::id());
+    let id = format!("stasis-criu-{}-{net}-{pre}", std::process::id());
     let b = dir.path().to_str().unwrap();
     // The container's stdio is /dev/null, so that no pipe of ours stays open.
     let started = Command::new("runc")
@@ -124,11 +168,13 @@ fn checkpoint_and_restore(script: &str, net: bool) {
             "the in-container TCP client sends"
         );
     }
+    let parent = if pre { pre_dump(dir.path(), &id) } else { Vec::new() };
     let tcp: &[&str] = if net { &["--tcp-established"] } else { &[] };
     let out = runc(
         &[
             &["--criu", BIN, "checkpoint"][..],
             tcp,
+            &parent,
             &["--image-path", img_arg, "--work-path", img_arg, &id],
         ]
         .concat(),

@@ -58,6 +58,9 @@ pub struct Sources<'a> {
     /// Sorted ranges unchanged since the parent image, which holds them
     /// (`dump/track.rs`): recorded as parent runs, not stored.
     pub unchanged: &'a [(u64, u64)],
+    /// The process runs while its pages are read (a pre-dump): pages gone meanwhile
+    /// read as zeros (`stripes::write`).
+    pub running: bool,
 }
 
 /// Saves every page of `vmas` that a fresh mapping would not reproduce, but those in the
@@ -89,7 +92,8 @@ pub fn dump(
         .map(open)
         .collect::<Result<Vec<_>, _>>()?;
     let progress = Phase::begin("dumping pages", total);
-    let (mut runs, mut stats) = super::stripes::write(pid, &batches(&ranges), files, &progress)?;
+    let (mut runs, mut stats) =
+        super::stripes::write(pid, &batches(&ranges), files, &progress, from.running)?;
     runs.extend(parent.iter().map(|&(start, end)| PageRun {
         addr: start,
         pages: (end - start) / crate::abi::PAGE_SIZE,

@@ -561,6 +561,7 @@ fn save_mm(
     let from = memory::Sources {
         inherited: &inherited,
         unchanged,
+        running: false,
     };
     let (page_runs, guards, mstats) = memory::dump(pid, &space.vmas, &overrides, from, &open)?;
     drop(span);

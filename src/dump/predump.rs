@@ -130,6 +130,7 @@ fn save(
     let from = Sources {
         inherited: &[],
         unchanged: &unchanged,
+        running: true,
     };
     let (page_runs, guards, stats) =
         memory::dump(pid, &s.vmas, &memory::Overrides::new(), from, &open)?;

@@ -46,11 +46,16 @@ pub fn stripes_for(total: u64) -> u8 {
 
 /// Writes every batch into `files` (one worker each; `files[i]` is stripe `i`), finishes
 /// the files and returns the runs stored, in address order, and the page counts.
+///
+/// `running`: the process runs meanwhile (a pre-dump), so a page may vanish before it is
+/// read: it is taken as zeros (an anonymous one is then not stored). Its mapping is gone
+/// or replaced, and a mapping made since is never taken from this image (`dump/track.rs`).
 pub fn write(
     pid: i32,
     batches: &[Vec<Range>],
     files: Vec<PagesWriter>,
     progress: &Phase,
+    running: bool,
 ) -> Result<(Vec<PageRun>, MemoryStats), DumpError> {
     let work = Work {
         batches,
@@ -58,7 +63,7 @@ pub fn write(
         progress,
     };
     let mut workers = (files.into_iter().enumerate())
-        .map(|(i, out)| Worker::new(pid, i as u8, out))
+        .map(|(i, out)| Worker::new(pid, i as u8, out, running))
         .collect::<Result<Vec<_>, _>>()?;
     match &mut workers[..] {
         [one] => one.run(&work, None)?,
@@ -142,11 +147,14 @@ struct Worker {
     /// Mapping of the last run, so runs are cut at mapping boundaries.
     run_vma: u64,
     stats: MemoryStats,
+    /// The process runs on: unreadable pages are zeros (see [`write`]).
+    running: bool,
 }
 
 impl Worker {
-    fn new(pid: i32, stripe: u8, out: PagesWriter) -> Result<Self, DumpError> {
+    fn new(pid: i32, stripe: u8, out: PagesWriter, running: bool) -> Result<Self, DumpError> {
         Ok(Worker {
+            running,
             pid,
             mem: Mem::open(pid, false)?,
             stripe,
@@ -209,17 +217,35 @@ impl Worker {
                 .iter()
                 .map(|r| (r.start, (r.end - r.start) as usize))
                 .collect();
-            if vm_read(self.pid, buf, &iovs)? == buf.len() {
-                return Ok(());
+            match vm_read(self.pid, buf, &iovs) {
+                Ok(n) if n == buf.len() => return Ok(()),
+                Ok(_) => {}
+                // Gone meanwhile: the pieces are read one by one below.
+                Err(_) if self.running => {}
+                Err(e) => return Err(e.into()),
             }
         }
         let mut off = 0;
         for r in batch {
             let len = (r.end - r.start) as usize;
-            self.mem.read(r.start, &mut buf[off..off + len])?;
+            let piece = &mut buf[off..off + len];
+            match self.mem.read(r.start, piece) {
+                Err(_) if self.running => self.read_pages(r.start, piece),
+                r => r?,
+            }
             off += len;
         }
         Ok(())
+    }
+
+    /// Page by page, zeros for each page that cannot be read (gone meanwhile).
+    fn read_pages(&self, start: u64, buf: &mut [u8]) {
+        let page = PAGE_SIZE as usize;
+        for (i, chunk) in buf.chunks_mut(page).enumerate() {
+            if self.mem.read(start + (i * page) as u64, chunk).is_err() {
+                chunk.fill(0);
+            }
+        }
     }
 
     /// The pieces of `buf` to store: every page but droppable zero pages. Records the runs.

@@ -102,7 +102,10 @@ pub fn fill(
     }
     s.flush()?;
     let child = s.child();
-    let fds = (paths.iter())
+    // Ancestors' pages files are read from here: the child may not reach their paths
+    // (a tree with its own mount namespace opens its pages files by name).
+    let own = usize::from(mm.stripes());
+    let fds = (paths[..own].iter())
         .map(|p| {
             open_in(
                 child,
@@ -114,7 +117,7 @@ pub fn fill(
     let pid = child.pid();
     std::thread::scope(|s| {
         let helper = helped.then(|| s.spawn(|| work.stop_on_error(help(pid, &paths, &work))));
-        let mine = work.stop_on_error(fill_injected(child, &fds, &work));
+        let mine = work.stop_on_error(fill_injected(child, &fds, &paths, &work));
         let theirs = helper.map_or(Ok(()), |h| {
             h.join().expect("the fill helper does not panic")
         });
@@ -284,36 +287,72 @@ fn offsets(batches: &[Vec<IoVec>]) -> Vec<u64> {
 }
 
 /// The child's share: one injected `preadv` per batch, from the child's fd of each pages
-/// file (`fds[stripe]`).
-fn fill_injected(child: &Child, fds: &[u64], work: &Work) -> Result<(), RestoreError> {
+/// file (`fds[stripe]`); a batch of an ancestor's file (no fd in the child) is copied
+/// from here, as the helper does.
+fn fill_injected(
+    child: &Child,
+    fds: &[u64],
+    paths: &[PathBuf],
+    work: &Work,
+) -> Result<(), RestoreError> {
+    let mut here: Option<Here> = None;
     while let Some(b) = work.take() {
-        let fd = fds[b.stripe];
-        work.progress
-            .advance(read_batch(child, fd, &b.iovs, b.offset)?);
+        let done = match fds.get(b.stripe) {
+            Some(&fd) => read_batch(child, fd, &b.iovs, b.offset)?,
+            None => {
+                let h = match here.as_mut() {
+                    Some(h) => h,
+                    None => here.insert(Here::open(paths)?),
+                };
+                h.copy(child.pid(), paths, b)?
+            }
+        };
+        work.progress.advance(done);
     }
     Ok(())
 }
 
-/// The helper's share: each batch read into a buffer and written into the child.
-fn help(pid: i32, paths: &[PathBuf], work: &Work) -> Result<(), RestoreError> {
-    let open = |p: &PathBuf| File::open(p).map_err(|e| ImageError::io("open", p)(e).into());
-    let files = paths
-        .iter()
-        .map(open)
-        .collect::<Result<Vec<_>, RestoreError>>()?;
-    let mut buf = vec![0u8; HELPER_CHUNK];
-    while let Some(b) = work.take() {
-        let (file, path) = (&files[b.stripe], &paths[b.stripe]);
+/// Pages files opened by stasis, and a buffer: batches copied with `pread` and
+/// `process_vm_writev`.
+struct Here {
+    files: Vec<File>,
+    buf: Vec<u8>,
+}
+
+impl Here {
+    fn open(paths: &[PathBuf]) -> Result<Here, RestoreError> {
+        let open = |p: &PathBuf| File::open(p).map_err(|e| ImageError::io("open", p)(e).into());
+        let files = paths
+            .iter()
+            .map(open)
+            .collect::<Result<Vec<_>, RestoreError>>()?;
+        Ok(Here {
+            files,
+            buf: vec![0u8; HELPER_CHUNK],
+        })
+    }
+
+    /// Copies batch `b` into `pid`; returns its bytes.
+    fn copy(&mut self, pid: i32, paths: &[PathBuf], b: &Batch) -> Result<u64, RestoreError> {
+        let (file, path) = (&self.files[b.stripe], &paths[b.stripe]);
         let mut offset = b.offset;
         for piece in pieces(&b.iovs, HELPER_CHUNK as u64) {
             let len: u64 = piece.iter().map(|i| i.len).sum();
-            let data = &mut buf[..len as usize];
+            let data = &mut self.buf[..len as usize];
             let read = file.read_exact_at(data, offset);
             read.map_err(|e| RestoreError::from(ImageError::io("read", path)(e)))?;
             write_all(pid, data, &piece)?;
             offset += len;
         }
-        work.progress.advance(b.iovs.iter().map(|i| i.len).sum());
+        Ok(b.iovs.iter().map(|i| i.len).sum())
+    }
+}
+
+/// The helper's share: each batch read into a buffer and written into the child.
+fn help(pid: i32, paths: &[PathBuf], work: &Work) -> Result<(), RestoreError> {
+    let mut here = Here::open(paths)?;
+    while let Some(b) = work.take() {
+        work.progress.advance(here.copy(pid, paths, b)?);
     }
     Ok(())
 }
