@@ -97,6 +97,11 @@ fn veth_with_its_other_end_outside() {
     common::dump(pid, &img, &["--external", &external]).assert_ok("dump with --external veth");
     run.kill();
     common::reap_all(&[pid], true);
+    // The namespace is torn down by the kernel after its last task, asynchronously.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ip(&["link", "show", &outside]) && std::time::Instant::now() < deadline {
+        common::sleep_ms(50);
+    }
     assert!(
         !ip(&["link", "show", &outside]),
         "the pair went with its namespace"

@@ -281,6 +281,8 @@ pub fn restore_with(
     let built = built
         .and_then(|pages| ghosts.remove().map(|()| pages))
         .and_then(|pages| b.reopen_network(&lock).map(|()| pages));
+    // Kept (stasis's thread in the tree's network namespace) until its lock is lifted.
+    let net = b.net.take();
     let built = match built {
         Ok(pages) => {
             let _s = crate::profile::span("resume");
@@ -298,6 +300,7 @@ pub fn restore_with(
     };
     // Rebuilt or not, the connections held by the dump's network lock are settled now.
     netlock::unlock(&lock)?;
+    net.as_ref().map_or(Ok(()), ns::net::Entered::unlock)?;
     let filled = built?;
     // The tree runs: a refusal cannot undo it (the hook reports it itself).
     let _ = hooks.at(Point::PostResume, root);

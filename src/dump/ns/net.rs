@@ -272,13 +272,33 @@ fn legacy(tool: &str) -> Result<String, DumpError> {
     }
 }
 
-/// `nft list ruleset` (empty without tables, or without nft).
+/// `nft list ruleset` (empty without tables). Without nft, rules iptables-nft shows
+/// would be lost: refused.
 fn nft() -> Result<String, DumpError> {
     match crate::netns::run_here("nftables", "nft", &["list", "ruleset"], None) {
         Ok(out) => Ok(String::from_utf8_lossy(&out).into_owned()),
-        Err(NetnsError::NoTool { .. }) => Ok(String::new()),
+        Err(NetnsError::NoTool { .. }) => no_nft_rules().map(|()| String::new()),
         Err(e) => Err(fail(format!("save the firewall: {e}"))),
     }
+}
+
+/// Checks that `iptables-nft-save` (if installed) shows no table nft could have saved.
+fn no_nft_rules() -> Result<(), DumpError> {
+    for tool in ["iptables-nft-save", "ip6tables-nft-save"] {
+        let Ok(out) = crate::netns::run_here("iptables", tool, &[], None) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&out)
+            .lines()
+            .any(|l| l.starts_with('*'))
+        {
+            return Err(fail(format!(
+                "the network namespace has nftables tables ({tool} shows them) and nft is \
+                 not installed to save them; install nftables"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Locks the whole namespace under the root's name (`crate::netlock::lock_namespace`).

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use super::super::RestoreError;
 use crate::image::netns::{Link, NetNsImage};
+use crate::netlock::LockMode;
 use crate::netns::VethExternal;
 
 const IPROUTE: &str = "iproute2";
@@ -33,6 +34,8 @@ fn fail(what: String) -> RestoreError {
 /// puts the thread back into its own.
 pub struct Entered {
     own: File,
+    /// The lock a new namespace holds while the tree is rebuilt (mode, root).
+    lock: Option<(crate::netlock::LockMode, i32)>,
 }
 
 impl Drop for Entered {
@@ -49,7 +52,7 @@ impl Entered {
         let ns = File::open(path).map_err(|e| err(e.to_string()))?;
         nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| err(e.to_string()))?;
-        Ok(Entered { own })
+        Ok(Entered { own, lock: None })
     }
 
     /// Enters the namespace the root `root` was cloned into.
@@ -65,17 +68,36 @@ impl Entered {
 pub fn enter_new(
     image: &crate::image::Image,
     root: i32,
-    lock: crate::netlock::LockMode,
+    lock: LockMode,
     veths: &[VethExternal],
 ) -> Result<Option<Entered>, RestoreError> {
     let Some(ns) = &image.netns else {
         return Ok(None);
     };
-    let entered = Entered::tree(root)?;
+    let mut entered = Entered::tree(root)?;
     fill(ns, &entered.own, veths)?;
-    crate::netlock::lock_namespace(lock, &crate::netlock::Netns::Ours, root)
+    // nftables when nft is there: a table of its own, removed whole (iptables-nft would
+    // leave behind the filter tables it makes for its chains).
+    let mode = match lock {
+        LockMode::Skip => return Ok(Some(entered)),
+        _ if crate::netlock::available(LockMode::Nftables).is_ok() => LockMode::Nftables,
+        other => other,
+    };
+    crate::netlock::lock_namespace(mode, &crate::netlock::Netns::Ours, root)
         .map_err(|e| fail(format!("lock it while the tree is rebuilt: {e}")))?;
+    entered.lock = Some((mode, root));
     Ok(Some(entered))
+}
+
+impl Entered {
+    /// Lifts the lock [`enter_new`] took, if any.
+    pub fn unlock(&self) -> Result<(), RestoreError> {
+        let Some((mode, root)) = self.lock else {
+            return Ok(());
+        };
+        crate::netlock::unlock(mode, root)
+            .map_err(|e| fail(format!("lift the lock of the new namespace: {e}")))
+    }
 }
 
 /// Fills the new namespace the restoring thread is in with what `ns` saved.
