@@ -279,6 +279,12 @@ impl Opened {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// True when the directory is a copy this process decoded and checked whole (chunk
+    /// by chunk and against the manifest's digests): its page data needs no second pass.
+    pub fn is_verified_copy(&self) -> bool {
+        self._temp.is_some()
+    }
 }
 
 /// Verifies the stored image in `dir` (signature, manifest, every file) and returns a
