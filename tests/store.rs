@@ -55,9 +55,12 @@ fn restore(img: &Path, extra: &[&str]) -> Result<i32, common::Output> {
 }
 
 /// Dumps (and kills) `victim` into `img` with `args`.
-fn dump(victim: &mut Proc, img: &Path, args: &[&str]) {
-    common::dump(victim.pid, img, args).assert_ok("dump");
+/// Returns what the dump printed.
+fn dump(victim: &mut Proc, img: &Path, args: &[&str]) -> String {
+    let out = common::dump(victim.pid, img, args);
+    out.assert_ok("dump");
     victim.wait_exit(common::EXIT_TIMEOUT);
+    format!("{}{}", out.stdout, out.stderr)
 }
 
 /// A refused restore: exit 1, and no process took the pid.
@@ -116,12 +119,16 @@ fn store_options_round_trip() {
     for (i, (dump_args, restore_args)) in cases.iter().enumerate() {
         let mut v = victim_in(&tmp, &format!("work{i}"));
         let img = tmp.join(format!("img{i}"));
-        dump(&mut v, &img, dump_args);
+        let printed = dump(&mut v, &img, dump_args);
         assert!(
             img.join("store.img").is_file(),
             "{dump_args:?}: no manifest"
         );
         assert_no_key_in(&img, &key);
+        // Keys are named by file only: neither the command line (what `ps` shows) nor
+        // what the dump prints holds them.
+        let (hex, _) = key_material(&key);
+        assert!(!printed.contains(&hex) && !dump_args.iter().any(|a| a.contains(&hex)));
         let pid = restore(&img, restore_args)
             .unwrap_or_else(|o| panic!("{dump_args:?}: restore failed: {o:?}"));
         assert_eq!(pid, v.pid);

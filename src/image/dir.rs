@@ -97,7 +97,8 @@ impl ImageWriter {
     ///
     /// [`commit`]: ImageWriter::commit
     pub fn seal(&self, opts: &super::store::StoreOptions) -> Result<(), super::store::StoreError> {
-        super::store::seal_dir(&self.temp, opts)
+        let done = self.sealing.as_ref().map(|s| &s.done);
+        super::store::seal_dir(&self.temp, opts, done)
     }
 
     /// The temporary directory the files are written into.

@@ -67,7 +67,7 @@ impl PagesWriter {
     pub fn create_sealed(path: &Path, name: &str, how: &PagesSealing) -> Result<Self, ImageError> {
         let out = crate::image::store::create_private(path)?;
         let file = out.try_clone().map_err(ImageError::io("dup", path))?;
-        let seal = PagesSeal::new(file, name, how.compression, how.key.as_ref())?;
+        let seal = PagesSeal::new(file, name, how)?;
         Ok(PagesWriter {
             path: path.to_path_buf(),
             out,

@@ -219,7 +219,11 @@ pub fn restore_with(
     let (opened, image) = {
         let _s = crate::profile::span("load");
         let opened = store::open(&opts.dir, &opts.store).map_err(crate::image::ImageError::from)?;
-        let image = Image::load(opened.dir())?;
+        // A decoded copy was checked whole while it was written: no second crc pass.
+        let image = match opened.is_verified_copy() {
+            true => Image::load_metadata(opened.dir())?,
+            false => Image::load(opened.dir())?,
+        };
         (opened, image)
     };
     let mounts = mnt::verify(&image, opts)?;

@@ -100,6 +100,7 @@ impl StoreOptions {
                 .encrypt
                 .as_ref()
                 .map(|k| k.derive(sealed::CIPHER_CONTEXT)),
+            done: Sealed::default(),
         })
     }
 
@@ -113,12 +114,17 @@ impl StoreOptions {
     }
 }
 
-/// What a pages file sealed as it is written needs (`ImageWriter::pages`).
+/// What a pages file sealed as it is written needs (`ImageWriter::pages`), and where it
+/// leaves its length and digest for [`seal_dir`].
 #[derive(Clone)]
 pub struct PagesSealing {
     pub compression: Compression,
     pub key: Option<sealed::CipherKey>,
+    pub done: Sealed,
 }
+
+/// Pages files sealed as they were written, by name.
+pub type Sealed = std::sync::Arc<Mutex<Vec<(String, sealed::Sealed)>>>;
 
 impl std::fmt::Debug for PagesSealing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -142,7 +148,9 @@ pub struct OpenOptions {
 
 /// Seals every file of the written (not yet committed) directory `dir` in place, then
 /// writes `store.img` and, with a signing key, `store.sig`.
-pub fn seal_dir(dir: &Path, opts: &StoreOptions) -> Result<(), StoreError> {
+///
+/// `done` holds the pages files sealed as they were written, taken as they are.
+pub fn seal_dir(dir: &Path, opts: &StoreOptions, done: Option<&Sealed>) -> Result<(), StoreError> {
     if opts.is_plain() {
         return Ok(());
     }
@@ -151,7 +159,21 @@ pub fn seal_dir(dir: &Path, opts: &StoreOptions) -> Result<(), StoreError> {
         .encrypt
         .as_ref()
         .map(|k| k.derive(sealed::CIPHER_CONTEXT));
+    let mut written: Vec<(String, sealed::Sealed)> = match done {
+        Some(d) => std::mem::take(&mut *d.lock().unwrap_or_else(|e| e.into_inner())),
+        None => Vec::new(),
+    };
+    written.sort_by(|a, b| a.0.cmp(&b.0));
     let files = parallel(&names, |name| {
+        if let Ok(i) = written.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
+            let s = &written[i].1;
+            return Ok(StoredFile {
+                name: name.clone(),
+                len: s.len,
+                digest: s.digest,
+                plain_len: s.plain_len,
+            });
+        }
         if opts.rewrites() {
             seal_one(dir, name, opts.compression, cipher_key.as_ref())
         } else {
@@ -256,6 +278,12 @@ impl Opened {
     /// The directory to load.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// True when the directory is a copy this process decoded and checked whole (chunk
+    /// by chunk and against the manifest's digests): its page data needs no second pass.
+    pub fn is_verified_copy(&self) -> bool {
+        self._temp.is_some()
     }
 }
 

@@ -7,9 +7,11 @@
 //! ```text
 //! header (40 bytes): magic "\x89STSEAL\n", version u32 = 1, compression u8 (0 none,
 //!   1 zstd, 2 lz4), cipher u8 (0 none, 1 XChaCha20-Poly1305), 2 zero bytes,
-//!   chunk size u32, 4 zero bytes, nonce [u8; 16] (random; zeros without cipher)
-//! chunk: plain_len u32, stored_len u32 (bit 31: stored uncompressed), body, and without
-//!   cipher a CRC-32 of the chunk's 8 length bytes and body
+//!   chunk size u32, head u32 (plain bytes of the head chunk, 0: none), nonce [u8; 16]
+//!   (random; zeros without cipher)
+//! chunk: plain_len u32, stored_len u32 (bit 31: stored uncompressed, bit 30: the head
+//!   chunk: the file's first `head` plain bytes, last before the end chunk), body, and
+//!   without cipher a CRC-32 of the chunk's 8 length bytes and body
 //! end: a chunk with plain_len 0 and an empty body, then end of file
 //! ```
 //!
@@ -37,6 +39,9 @@ const MAGIC: [u8; 8] = *b"\x89STSEAL\n";
 const VERSION: u32 = 1;
 const HEADER_LEN: usize = 40;
 const RAW: u32 = 1 << 31;
+/// Bit 30 of `stored_len`: the head chunk (the plain bytes before the data).
+const HEAD: u32 = 1 << 30;
+const FLAGS: u32 = RAW | HEAD;
 const TAG_LEN: usize = 16;
 /// What BLAKE3 `derive_key` context turns the secret into the file cipher's key.
 pub const CIPHER_CONTEXT: &str = "stasis 2026-12 image file encryption";
@@ -84,7 +89,13 @@ pub fn seal(
 ) -> Result<Sealed, StoreError> {
     let input = File::open(src).map_err(StoreError::io("open", src))?;
     let out = super::create_private(dst)?;
-    let mut w = Writer::new(BufWriter::with_capacity(CHUNK, out), name, compression, key)?;
+    let mut w = Writer::new(
+        BufWriter::with_capacity(CHUNK, out),
+        name,
+        compression,
+        key,
+        0,
+    )?;
     let mut input = BufReader::with_capacity(0, input);
     let mut buf = vec![0u8; CHUNK];
     loop {
@@ -100,15 +111,15 @@ pub fn seal(
     Ok(sealed)
 }
 
-/// A pages file sealed as it is written (`dump` with a store option): its first 4096
-/// plain bytes (the pages header and padding, known only at the end) are chunk 0, written
-/// last in place; the data follows in chunks of up to [`CHUNK`] bytes, compressed and
-/// encrypted by the thread that writes them. Its digest is taken by `seal_dir`.
+/// A pages file sealed as it is written (`dump` with a store option): the data in
+/// chunks of [`CHUNK`] bytes, compressed and encrypted by the thread that writes them,
+/// then the head chunk (the pages header and padding, known only at the end: the plain
+/// file's first [`PAGES_HEAD`] bytes), then the end chunk.
 pub struct PagesSeal {
     w: Writer<BufWriter<File>>,
     stage: Vec<u8>,
-    head_at: u64,
-    head_len: usize,
+    name: String,
+    done: super::Sealed,
 }
 
 /// The plain bytes before a pages file's data (`pages::PAGES_DATA_OFFSET`).
@@ -116,27 +127,15 @@ pub const PAGES_HEAD: usize = 4096;
 
 impl PagesSeal {
     /// Starts the sealed pages file on `file` (new, empty), named `name` in the image.
-    pub fn new(
-        file: File,
-        name: &str,
-        compression: Compression,
-        key: Option<&CipherKey>,
-    ) -> Result<Self, StoreError> {
+    pub fn new(file: File, name: &str, how: &super::PagesSealing) -> Result<Self, StoreError> {
         let out = BufWriter::with_capacity(CHUNK, file);
-        let mut w = Writer::new(out, name, compression, key)?;
-        // Chunk 0's place: the head stored raw, so its length is known now; zeros until
-        // `finish` writes it (once: a nonce is never used twice).
-        let head_len = 8 + PAGES_HEAD + if key.is_some() { TAG_LEN } else { 4 };
-        let head_at = w.len;
-        w.emit(&vec![0u8; head_len])
-            .map_err(StoreError::io("write", name))?;
-        w.index = 1;
-        w.plain_len = PAGES_HEAD as u64;
+        let key = how.key.as_ref();
+        let w = Writer::new(out, name, how.compression, key, PAGES_HEAD as u32)?;
         Ok(PagesSeal {
             w,
             stage: Vec::with_capacity(CHUNK),
-            head_at,
-            head_len,
+            name: name.into(),
+            done: how.done.clone(),
         })
     }
 
@@ -166,21 +165,23 @@ impl PagesSeal {
         self.w.out.get_ref()
     }
 
-    /// Seals what is staged, the end chunk, then chunk 0 holding `head` in its place.
+    /// Seals what is staged, the head chunk holding `head`, the end chunk; leaves the
+    /// file's length and digest for `seal_dir`.
     pub fn finish(mut self, head: &[u8]) -> std::io::Result<()> {
         if !self.stage.is_empty() {
             let stage = std::mem::take(&mut self.stage);
             self.w.chunk(&stage)?;
         }
         self.w.body.clear();
-        self.w.put(0, true)?;
-        self.w.index = 0;
-        self.w.body.clear();
         self.w.body.extend_from_slice(head);
-        let frame = self.w.frame(head.len() as u32, true)?;
-        debug_assert_eq!(frame.len(), self.head_len);
-        let file = self.w.out.into_inner().map_err(|e| e.into_error())?;
-        std::os::unix::fs::FileExt::write_all_at(&file, &frame, self.head_at)
+        self.w.plain_len += head.len() as u64;
+        self.w.put(head.len() as u32, RAW | HEAD)?;
+        let (mut out, sealed) = self.w.finish()?;
+        out.flush()?;
+        if let Ok(mut done) = self.done.lock() {
+            done.push((self.name, sealed));
+        }
+        Ok(())
     }
 }
 
@@ -202,7 +203,7 @@ pub fn survey(path: &Path) -> Result<Option<Sealed>, StoreError> {
         file.read_exact_at(&mut lens, at)
             .map_err(StoreError::io("read", path))?;
         plain_len += u64::from(u32::from_le_bytes([lens[0], lens[1], lens[2], lens[3]]));
-        let stored = u32::from_le_bytes([lens[4], lens[5], lens[6], lens[7]]) & !RAW;
+        let stored = u32::from_le_bytes([lens[4], lens[5], lens[6], lens[7]]) & !FLAGS;
         at += 8 + u64::from(stored) + extra;
     }
     let mut hash = blake3::Hasher::new();
@@ -250,8 +251,10 @@ impl<W: Write> Writer<W> {
         name: &str,
         compression: Compression,
         key: Option<&CipherKey>,
+        head: u32,
     ) -> Result<Self, StoreError> {
         let mut header = [0u8; HEADER_LEN];
+        header[20..24].copy_from_slice(&head.to_le_bytes());
         header[..8].copy_from_slice(&MAGIC);
         header[8..12].copy_from_slice(&VERSION.to_le_bytes());
         header[12] = compression.code();
@@ -301,7 +304,7 @@ impl<W: Write> Writer<W> {
             self.body.extend_from_slice(plain);
         }
         self.plain_len += plain.len() as u64;
-        self.put(plain.len() as u32, raw)
+        self.put(plain.len() as u32, if raw { RAW } else { 0 })
     }
 
     /// Compresses `plain` into `body`; false when that would not make it smaller.
@@ -327,8 +330,8 @@ impl<W: Write> Writer<W> {
     }
 
     /// Writes the chunk whose stored bytes are in `body`.
-    fn put(&mut self, plain_len: u32, raw: bool) -> std::io::Result<()> {
-        let frame = self.frame(plain_len, raw)?;
+    fn put(&mut self, plain_len: u32, flags: u32) -> std::io::Result<()> {
+        let frame = self.frame(plain_len, flags)?;
         self.emit(&frame)?;
         self.index += 1;
         Ok(())
@@ -336,12 +339,12 @@ impl<W: Write> Writer<W> {
 
     /// The bytes of chunk `self.index` whose stored bytes are in `body`: lengths, body
     /// (encrypted with its tag, or followed by its crc).
-    fn frame(&mut self, plain_len: u32, raw: bool) -> std::io::Result<Vec<u8>> {
+    fn frame(&mut self, plain_len: u32, flags: u32) -> std::io::Result<Vec<u8>> {
         let mut body = std::mem::take(&mut self.body);
         let sealed = (body.len() + self.cipher.as_ref().map_or(0, |_| TAG_LEN)) as u32;
         let mut lens = [0u8; 8];
         lens[..4].copy_from_slice(&plain_len.to_le_bytes());
-        lens[4..].copy_from_slice(&(sealed | if raw { RAW } else { 0 }).to_le_bytes());
+        lens[4..].copy_from_slice(&(sealed | flags).to_le_bytes());
         let mut frame = Vec::with_capacity(8 + body.len() + TAG_LEN);
         frame.extend_from_slice(&lens);
         if let Some(cipher) = &self.cipher {
@@ -365,7 +368,7 @@ impl<W: Write> Writer<W> {
 
     fn finish(mut self) -> std::io::Result<(W, Sealed)> {
         self.body.clear();
-        self.put(0, true)?;
+        self.put(0, RAW)?;
         let sealed = Sealed {
             len: self.len,
             digest: *self.hash.finalize().as_bytes(),
@@ -406,12 +409,18 @@ pub fn unseal(
     let out = super::create_private(dst)?;
     let mut out = BufWriter::with_capacity(CHUNK, out);
     let mut r = Reader::new(Hashing::new(file), src, name, key)?;
+    // Data chunks follow the head's place; the head chunk is written into it.
+    let write = |e| StoreError::io("write", dst)(e);
+    std::io::Seek::seek(&mut out, std::io::SeekFrom::Start(r.head.into())).map_err(write)?;
     let mut plain = Vec::with_capacity(CHUNK);
-    while r.next(&mut plain)? {
-        out.write_all(&plain)
-            .map_err(StoreError::io("write", dst))?;
+    while let Some(head) = r.next(&mut plain)? {
+        if head {
+            std::os::unix::fs::FileExt::write_all_at(out.get_ref(), &plain, 0).map_err(write)?;
+        } else {
+            out.write_all(&plain).map_err(write)?;
+        }
     }
-    out.flush().map_err(StoreError::io("write", dst))?;
+    out.flush().map_err(write)?;
     r.check(expect)
 }
 
@@ -449,6 +458,9 @@ struct Reader<'a, R: Read> {
     header: [u8; HEADER_LEN],
     name: &'a [u8],
     chunk_size: u32,
+    /// Plain bytes of the head chunk (0: none).
+    head: u32,
+    head_seen: bool,
     compression: u8,
     cipher: Option<XChaCha20Poly1305>,
     index: u64,
@@ -484,6 +496,8 @@ impl<'a, R: Read> Reader<'a, R> {
             header,
             name: name.as_bytes(),
             chunk_size,
+            head: u32::from_le_bytes([header[20], header[21], header[22], header[23]]),
+            head_seen: false,
             compression: header[12],
             cipher: key.map(|k| XChaCha20Poly1305::new(k.into())),
             index: 0,
@@ -509,13 +523,19 @@ impl<'a, R: Read> Reader<'a, R> {
         Ok(())
     }
 
-    /// The next chunk's plain bytes into `plain`; false at the (checked) end chunk.
-    fn next(&mut self, plain: &mut Vec<u8>) -> Result<bool, StoreError> {
+    /// The next chunk's plain bytes into `plain`, and whether it is the head chunk; `None`
+    /// at the (checked) end chunk.
+    fn next(&mut self, plain: &mut Vec<u8>) -> Result<Option<bool>, StoreError> {
         let mut lens = [0u8; 8];
         self.read_exact(&mut lens)?;
         let plain_len = u32::from_le_bytes([lens[0], lens[1], lens[2], lens[3]]);
         let stored = u32::from_le_bytes([lens[4], lens[5], lens[6], lens[7]]);
-        let (raw, stored) = (stored & RAW != 0, (stored & !RAW) as usize);
+        let (raw, head) = (stored & RAW != 0, stored & HEAD != 0);
+        let stored = (stored & !FLAGS) as usize;
+        let after_head = self.head_seen && plain_len != 0;
+        if after_head || head && (self.head == 0 || plain_len != self.head) {
+            return Err(self.fail("misplaced head chunk"));
+        }
         if plain_len > self.chunk_size || stored > self.chunk_size as usize + 4096 {
             return Err(self.fail("impossible length"));
         }
@@ -527,10 +547,14 @@ impl<'a, R: Read> Reader<'a, R> {
         self.body = body;
         self.index += 1;
         if plain_len == 0 {
-            return self.at_end().map(|()| false);
+            if self.head != 0 && !self.head_seen {
+                return Err(self.fail("the head chunk is missing"));
+            }
+            return self.at_end().map(|()| None);
         }
+        self.head_seen |= head;
         self.plain_len += u64::from(plain_len);
-        Ok(true)
+        Ok(Some(head))
     }
 
     /// Authenticates and decrypts the body, or checks its CRC-32; returns the stored bytes.
@@ -632,11 +656,10 @@ fn check_header(
         return Err(StoreError::sealed(path, what));
     }
     let chunk = u32::from_le_bytes([header[16], header[17], header[18], header[19]]);
-    let zero = header[14..16]
-        .iter()
-        .chain(&header[20..24])
-        .all(|&b| b == 0);
-    if header[12] > 2 || header[13] > 1 || !zero || chunk == 0 || chunk > MAX_CHUNK {
+    let head = u32::from_le_bytes([header[20], header[21], header[22], header[23]]);
+    let zero = header[14..16].iter().all(|&b| b == 0);
+    let sizes = chunk == 0 || chunk > MAX_CHUNK || head > chunk;
+    if header[12] > 2 || header[13] > 1 || !zero || sizes {
         return Err(StoreError::sealed(path, "malformed sealed file header"));
     }
     if (header[13] == 1) != keyed {

@@ -41,7 +41,7 @@ fn every_combination_round_trips() {
     for o in all_options().iter().filter(|o| !o.is_plain()) {
         let dir = image();
         let before = fs::read(dir.path().join("pages-1.img")).unwrap();
-        seal_dir(dir.path(), o).unwrap();
+        seal_dir(dir.path(), o, None).unwrap();
         let opened = open(dir.path(), &open_opts(o)).unwrap();
         let after = fs::read(opened.dir().join("pages-1.img")).unwrap();
         assert!(after == before, "{o:?}");
@@ -57,7 +57,7 @@ fn every_combination_round_trips() {
 fn any_flipped_byte_is_refused() {
     for o in all_options().iter().filter(|o| !o.is_plain()) {
         let dir = image();
-        seal_dir(dir.path(), o).unwrap();
+        seal_dir(dir.path(), o, None).unwrap();
         for name in ["pages-1.img", "inventory.img", MANIFEST] {
             let path = dir.path().join(name);
             let mut bytes = fs::read(&path).unwrap();
@@ -82,7 +82,7 @@ fn keys_and_signatures_are_required() {
         sign: Some(key.clone()),
     };
     let dir = image();
-    seal_dir(dir.path(), &o).unwrap();
+    seal_dir(dir.path(), &o, None).unwrap();
     let missing = open(dir.path(), &OpenOptions::default()).unwrap_err();
     assert!(matches!(missing, StoreError::Encrypted { .. }), "{missing}");
     let wrong = OpenOptions {
@@ -122,7 +122,7 @@ fn unlisted_or_removed_files_are_refused() {
         ..Default::default()
     };
     let dir = image();
-    seal_dir(dir.path(), &o).unwrap();
+    seal_dir(dir.path(), &o, None).unwrap();
     fs::write(dir.path().join("cgroup.img"), b"x").unwrap();
     let err = open(dir.path(), &open_opts(&o)).unwrap_err();
     assert!(matches!(err, StoreError::Unlisted { .. }), "{err}");
@@ -140,7 +140,7 @@ fn keys_never_reach_the_image() {
         sign: Some(key.clone()),
     };
     let dir = image();
-    seal_dir(dir.path(), &o).unwrap();
+    seal_dir(dir.path(), &o, None).unwrap();
     let secret = key.derive("x");
     let raw: Vec<[u8; 32]> = vec![
         key.signing().to_bytes(),
@@ -185,9 +185,18 @@ fn pages_sealed_as_written_unseal_to_the_plain_file() {
         w.write_pieces(&[&data[..4096], &data[4096..]]).unwrap();
         w.finish().unwrap();
         fs::write(img.join("inventory.img"), b"inventory").unwrap();
-        seal_dir(&img, &how).unwrap();
+        seal_dir(&img, &how, Some(&sealing.done)).unwrap();
         let opened = open(&img, &open_opts(&how)).unwrap();
         let back = fs::read(opened.dir().join("pages-1.img")).unwrap();
         assert!(back == fs::read(&plain).unwrap(), "{o:?}");
+        drop(opened);
+        let path = img.join("pages-1.img");
+        let mut bytes = fs::read(&path).unwrap();
+        for at in [45, bytes.len() / 2, bytes.len() - 30] {
+            bytes[at] ^= 2;
+            fs::write(&path, &bytes).unwrap();
+            assert!(open(&img, &open_opts(&how)).is_err(), "{o:?} byte {at}");
+            bytes[at] ^= 2;
+        }
     }
 }
