@@ -348,10 +348,10 @@ mod tests {
         };
         assert!(refusal(mode, false).starts_with("manage_cgroups_mode 42: "));
         let external = CriuOpts {
-            external: vec!["veth[eth0]:br0".into()],
+            external: vec!["tun[tap0]:host".into()],
             ..Default::default()
         };
-        assert!(refusal(external, true).starts_with("external veth[eth0]:br0: "));
+        assert!(refusal(external, true).starts_with("external tun[tap0]:host: "));
         let dedup = CriuOpts {
             auto_dedup: Some(true),
             ..Default::default()
