@@ -41,16 +41,7 @@ pub fn dump(
     writer: &ImageWriter,
 ) -> Result<(), DumpError> {
     let own = crate::proc::cgroup::read("self", None)?;
-    let mut seen = Vec::new();
-    for (pid, tids) in tasks {
-        for &tid in tids {
-            seen.push((
-                *pid,
-                tid,
-                crate::proc::cgroup::read(&pid.to_string(), Some(tid))?,
-            ));
-        }
-    }
+    let seen = memberships(tasks, opts.yard.as_deref())?;
     let Some(&(root, _)) = tasks.first() else {
         return Ok(());
     };
@@ -70,6 +61,55 @@ pub fn dump(
     let image = record(&own, &seen, opts, foreign_ns.then_some(root))?;
     writer.write_record(CGROUP, Kind::Cgroup, &image)?;
     Ok(())
+}
+
+/// Every thread's cgroups. A process's file is read once; its threads' files only when
+/// they can be elsewhere: with a v1 hierarchy (a thread moves alone through `tasks`),
+/// or when its v2 cgroup is not a plain `domain` (a threaded subtree, or the root,
+/// which can be one's domain).
+fn memberships(
+    tasks: &[(i32, Vec<i32>)],
+    yard: Option<&std::path::Path>,
+) -> Result<Vec<(i32, i32, Vec<Membership>)>, DumpError> {
+    let mut unified = None;
+    let mut seen = Vec::new();
+    for (pid, tids) in tasks {
+        let leader = crate::proc::cgroup::read(&pid.to_string(), None)?;
+        let alone = tids.as_slice() == [*pid];
+        if alone || !threads_may_differ(&leader, &mut unified, yard)? {
+            if tids.contains(pid) {
+                seen.extend(tids.iter().map(|&tid| (*pid, tid, leader.clone())));
+                continue;
+            }
+        }
+        for &tid in tids {
+            let m = crate::proc::cgroup::read(&pid.to_string(), Some(tid))?;
+            seen.push((*pid, tid, m));
+        }
+    }
+    Ok(seen)
+}
+
+/// Whether a process's threads can be in other cgroups than `leader`'s (see
+/// `memberships`); the v2 hierarchy is opened once, at the first process that asks.
+fn threads_may_differ(
+    leader: &[Membership],
+    unified: &mut Option<Option<crate::cgroupfs::Hierarchy>>,
+    yard: Option<&std::path::Path>,
+) -> Result<bool, DumpError> {
+    if leader.iter().any(|m| !m.controllers.is_empty()) {
+        return Ok(true);
+    }
+    let Some(v2) = leader.first() else {
+        return Ok(false);
+    };
+    // Not mountable here (a confined dumper): each thread is read.
+    let opened = unified.get_or_insert_with(|| crate::cgroupfs::Hierarchy::open("", yard).ok());
+    let Some(h) = opened else {
+        return Ok(true);
+    };
+    let kind = crate::cgroupfs::read(&h.dir(&v2.path).join("cgroup.type"));
+    Ok(!matches!(kind.as_deref(), Ok("domain")))
 }
 
 /// Builds the record from every thread's memberships.
