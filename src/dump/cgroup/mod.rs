@@ -76,11 +76,9 @@ fn memberships(
     for (pid, tids) in tasks {
         let leader = crate::proc::cgroup::read(&pid.to_string(), None)?;
         let alone = tids.as_slice() == [*pid];
-        if alone || !threads_may_differ(&leader, &mut unified, yard)? {
-            if tids.contains(pid) {
-                seen.extend(tids.iter().map(|&tid| (*pid, tid, leader.clone())));
-                continue;
-            }
+        if tids.contains(pid) && (alone || !threads_may_differ(&leader, &mut unified, yard)?) {
+            seen.extend(tids.iter().map(|&tid| (*pid, tid, leader.clone())));
+            continue;
         }
         for &tid in tids {
             let m = crate::proc::cgroup::read(&pid.to_string(), Some(tid))?;
