@@ -280,4 +280,36 @@ mod tests {
         );
         assert!(tops("name=x", &[&c], &opts).is_err());
     }
+
+    #[test]
+    fn threads_are_read_alone_under_v1_and_in_threaded_or_root_v2_cgroups() {
+        let m = |c: &str, p: &str| Membership {
+            controllers: c.into(),
+            path: p.into(),
+        };
+        let mut unified = None;
+        let v1 = [m("cpu", "/"), m("", "/")];
+        assert!(threads_may_differ(&v1, &mut unified, None).unwrap());
+        assert!(unified.is_none(), "v1 needs no cgroup2 mount");
+        // A yard whose unified directory is this test's: a domain, a threaded cgroup,
+        // and the root (no cgroup.type), which can be a threaded subtree's domain.
+        let yard = std::env::temp_dir().join(format!("stasis-cg-yard-{}", std::process::id()));
+        for (dir, kind) in [
+            ("dom", Some("domain")),
+            ("thr", Some("threaded")),
+            ("", None),
+        ] {
+            let d = yard.join("unified").join(dir);
+            std::fs::create_dir_all(&d).unwrap();
+            if let Some(kind) = kind {
+                std::fs::write(d.join("cgroup.type"), format!("{kind}\n")).unwrap();
+            }
+        }
+        let mut unified = None;
+        let differ = |p: &str, u: &mut _| threads_may_differ(&[m("", p)], u, Some(&yard));
+        assert!(!differ("/dom", &mut unified).unwrap());
+        assert!(differ("/thr", &mut unified).unwrap());
+        assert!(differ("/", &mut unified).unwrap());
+        std::fs::remove_dir_all(&yard).unwrap();
+    }
 }
