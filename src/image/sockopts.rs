@@ -127,6 +127,9 @@ pub enum Scope {
     Udp,
     /// UDP-Lite sockets.
     UdpLite,
+    /// Every socket but unix ones, whose kernel refuses to set the option (it stays
+    /// at a new socket's value).
+    NotUnix,
 }
 
 /// What a socket is, as far as its options go: `SO_DOMAIN`, `SO_TYPE`, `SO_PROTOCOL`.
@@ -145,6 +148,7 @@ impl Scope {
         let dgram = inet && k.ty == libc::SOCK_DGRAM;
         match self {
             Scope::Any => true,
+            Scope::NotUnix => k.family != libc::AF_UNIX,
             Scope::Unix => k.family == libc::AF_UNIX,
             Scope::Ip => k.family == libc::AF_INET || (k.family == libc::AF_INET6 && !raw),
             Scope::Ipv6 => k.family == libc::AF_INET6,
@@ -418,9 +422,9 @@ pub const OPTIONS: &[OptDef] = &[
     def(S, SO_BUSY_POLL_BUDGET, "SO_BUSY_POLL_BUDGET", Scope::Any, INT),
     def(S, SO_MAX_PACING_RATE, "SO_MAX_PACING_RATE", Scope::Any, Size::Fixed(8)),
     def(S, SO_INCOMING_CPU, "SO_INCOMING_CPU", Scope::Any, INT),
-    def(S, SO_ZEROCOPY, "SO_ZEROCOPY", Scope::Any, INT),
+    def(S, SO_ZEROCOPY, "SO_ZEROCOPY", Scope::NotUnix, INT),
     def(S, SO_TXTIME, "SO_TXTIME", Scope::Any, Size::Fixed(8)),
-    def(S, SO_RESERVE_MEM, "SO_RESERVE_MEM", Scope::Any, INT),
+    def(S, SO_RESERVE_MEM, "SO_RESERVE_MEM", Scope::NotUnix, INT),
     def(S, SO_TXREHASH, "SO_TXREHASH", Scope::Any, INT),
     def(S, SO_RCVMARK, "SO_RCVMARK", Scope::Any, INT),
     def(S, SO_RCVPRIORITY, "SO_RCVPRIORITY", Scope::Any, INT),

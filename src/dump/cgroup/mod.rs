@@ -41,16 +41,7 @@ pub fn dump(
     writer: &ImageWriter,
 ) -> Result<(), DumpError> {
     let own = crate::proc::cgroup::read("self", None)?;
-    let mut seen = Vec::new();
-    for (pid, tids) in tasks {
-        for &tid in tids {
-            seen.push((
-                *pid,
-                tid,
-                crate::proc::cgroup::read(&pid.to_string(), Some(tid))?,
-            ));
-        }
-    }
+    let seen = memberships(tasks, opts.yard.as_deref())?;
     let Some(&(root, _)) = tasks.first() else {
         return Ok(());
     };
@@ -70,6 +61,53 @@ pub fn dump(
     let image = record(&own, &seen, opts, foreign_ns.then_some(root))?;
     writer.write_record(CGROUP, Kind::Cgroup, &image)?;
     Ok(())
+}
+
+/// Every thread's cgroups. A process's file is read once; its threads' files only when
+/// they can be elsewhere: with a v1 hierarchy (a thread moves alone through `tasks`),
+/// or when its v2 cgroup is not a plain `domain` (a threaded subtree, or the root,
+/// which can be one's domain).
+fn memberships(
+    tasks: &[(i32, Vec<i32>)],
+    yard: Option<&std::path::Path>,
+) -> Result<Vec<(i32, i32, Vec<Membership>)>, DumpError> {
+    let mut unified = None;
+    let mut seen = Vec::new();
+    for (pid, tids) in tasks {
+        let leader = crate::proc::cgroup::read(&pid.to_string(), None)?;
+        let alone = tids.as_slice() == [*pid];
+        if tids.contains(pid) && (alone || !threads_may_differ(&leader, &mut unified, yard)?) {
+            seen.extend(tids.iter().map(|&tid| (*pid, tid, leader.clone())));
+            continue;
+        }
+        for &tid in tids {
+            let m = crate::proc::cgroup::read(&pid.to_string(), Some(tid))?;
+            seen.push((*pid, tid, m));
+        }
+    }
+    Ok(seen)
+}
+
+/// Whether a process's threads can be in other cgroups than `leader`'s (see
+/// `memberships`); the v2 hierarchy is opened once, at the first process that asks.
+fn threads_may_differ(
+    leader: &[Membership],
+    unified: &mut Option<Option<crate::cgroupfs::Hierarchy>>,
+    yard: Option<&std::path::Path>,
+) -> Result<bool, DumpError> {
+    if leader.iter().any(|m| !m.controllers.is_empty()) {
+        return Ok(true);
+    }
+    let Some(v2) = leader.first() else {
+        return Ok(false);
+    };
+    // Not mountable here (a confined dumper): each thread is read.
+    let opened = unified.get_or_insert_with(|| crate::cgroupfs::Hierarchy::open("", yard).ok());
+    let Some(h) = opened else {
+        return Ok(true);
+    };
+    let kind = crate::cgroupfs::read(&h.dir(&v2.path).join("cgroup.type"));
+    Ok(!matches!(kind.as_deref(), Ok("domain")))
 }
 
 /// Builds the record from every thread's memberships.
@@ -241,5 +279,37 @@ mod tests {
             vec!["/a".to_string()]
         );
         assert!(tops("name=x", &[&c], &opts).is_err());
+    }
+
+    #[test]
+    fn threads_are_read_alone_under_v1_and_in_threaded_or_root_v2_cgroups() {
+        let m = |c: &str, p: &str| Membership {
+            controllers: c.into(),
+            path: p.into(),
+        };
+        let mut unified = None;
+        let v1 = [m("cpu", "/"), m("", "/")];
+        assert!(threads_may_differ(&v1, &mut unified, None).unwrap());
+        assert!(unified.is_none(), "v1 needs no cgroup2 mount");
+        // A yard whose unified directory is this test's: a domain, a threaded cgroup,
+        // and the root (no cgroup.type), which can be a threaded subtree's domain.
+        let yard = std::env::temp_dir().join(format!("stasis-cg-yard-{}", std::process::id()));
+        for (dir, kind) in [
+            ("dom", Some("domain")),
+            ("thr", Some("threaded")),
+            ("", None),
+        ] {
+            let d = yard.join("unified").join(dir);
+            std::fs::create_dir_all(&d).unwrap();
+            if let Some(kind) = kind {
+                std::fs::write(d.join("cgroup.type"), format!("{kind}\n")).unwrap();
+            }
+        }
+        let mut unified = None;
+        let differ = |p: &str, u: &mut _| threads_may_differ(&[m("", p)], u, Some(&yard));
+        assert!(!differ("/dom", &mut unified).unwrap());
+        assert!(differ("/thr", &mut unified).unwrap());
+        assert!(differ("/", &mut unified).unwrap());
+        std::fs::remove_dir_all(&yard).unwrap();
     }
 }

@@ -36,12 +36,22 @@ pub enum OptError {
 /// The largest `TCP_MAXSEG` a process can set.
 const MAX_TCP_WINDOW: i32 = 32767;
 
-/// The value of every option of [`OPTIONS`] on a new socket, by kind (`None`: the kernel
-/// does not offer it there); and the multicast groups joined in the dumped process's
+/// A new socket's value of one option of [`OPTIONS`].
+#[derive(Clone, Debug, PartialEq)]
+enum Fresh {
+    /// Its bytes, or `None` when the kernel does not give it there.
+    Value(Option<Vec<u8>>),
+    /// Not read from sockets of this kind: outside the option's scope, or a `SOL_SOCKET`
+    /// option the kernel does not read for this family and type (`ENOPROTOOPT`,
+    /// `EOPNOTSUPP`: a check of the socket's kind, never of its state).
+    Skip,
+}
+
+/// The value of every option of [`OPTIONS`] on a new socket, by kind; and the multicast groups joined in the dumped process's
 /// network namespace, read once.
 pub struct Defaults {
     pid: i32,
-    by_kind: HashMap<SockKind, Vec<Option<Vec<u8>>>>,
+    by_kind: HashMap<SockKind, Vec<Fresh>>,
     groups: Option<Vec<(i32, Group)>>,
 }
 
@@ -71,7 +81,7 @@ impl Defaults {
         })
     }
 
-    fn get(&mut self, kind: SockKind) -> Result<&[Option<Vec<u8>>], OptError> {
+    fn get(&mut self, kind: SockKind) -> Result<&[Fresh], OptError> {
         use std::collections::hash_map::Entry;
         match self.by_kind.entry(kind) {
             Entry::Occupied(e) => Ok(e.into_mut()),
@@ -79,8 +89,7 @@ impl Defaults {
                 let probe = probe_in_netns(self.pid, kind)?;
                 let values = OPTIONS
                     .iter()
-                    .map(|d| read_one(probe.as_fd(), d.level, d.name, d.size.buffer(), d.special))
-                    .map(|r| r.ok().flatten())
+                    .map(|d| fresh(probe.as_fd(), kind, d))
                     .collect();
                 Ok(e.insert(values))
             }
@@ -150,7 +159,10 @@ pub fn read(
     let mut opts = Vec::new();
     for (d, fresh) in OPTIONS.iter().zip(&fresh) {
         let unconnected_only = matches!(d.special, Special::Unconnected | Special::UserMss);
-        if !d.scope.covers(kind) || (connected && unconnected_only) {
+        let Fresh::Value(fresh) = fresh else {
+            continue;
+        };
+        if connected && unconnected_only {
             continue;
         }
         if d.special == Special::Membership {
@@ -245,6 +257,17 @@ fn group_filter(ifindex: u32, group: &[u8]) -> Vec<u8> {
     buf
 }
 
+/// Option `d` of `probe`, a new socket of `kind`.
+fn fresh(probe: BorrowedFd<'_>, kind: SockKind, d: &OptDef) -> Fresh {
+    if !d.scope.covers(kind) {
+        return Fresh::Skip;
+    }
+    match read_raw(probe, d.level, d.name, d.size.buffer(), d.special) {
+        Err(Errno::ENOPROTOOPT | Errno::EOPNOTSUPP) if d.level == libc::SOL_SOCKET => Fresh::Skip,
+        r => Fresh::Value(settle(r).ok().flatten()),
+    }
+}
+
 /// One option's bytes; `None` when the kernel has no such option on this socket.
 fn read_one(
     sock: BorrowedFd<'_>,
@@ -253,7 +276,27 @@ fn read_one(
     size: usize,
     special: Special,
 ) -> Result<Option<Vec<u8>>, Errno> {
-    let got = if special == Special::Filter {
+    settle(read_raw(sock, level, name, size, special))
+}
+
+/// Errors meaning "no such option here" as `None`.
+fn settle(got: Result<Vec<u8>, Errno>) -> Result<Option<Vec<u8>>, Errno> {
+    match got {
+        Ok(v) => Ok(Some(v)),
+        Err(Errno::ENOPROTOOPT | Errno::EOPNOTSUPP | Errno::EINVAL | Errno::ENOTCONN) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// One option's bytes as the kernel gives them.
+fn read_raw(
+    sock: BorrowedFd<'_>,
+    level: i32,
+    name: i32,
+    size: usize,
+    special: Special,
+) -> Result<Vec<u8>, Errno> {
+    if special == Special::Filter {
         read_filter(sock)
     } else {
         let mut buf = vec![0u8; size];
@@ -261,11 +304,6 @@ fn read_one(
             buf.truncate(n);
             buf
         })
-    };
-    match got {
-        Ok(v) => Ok(Some(v)),
-        Err(Errno::ENOPROTOOPT | Errno::EOPNOTSUPP | Errno::EINVAL | Errno::ENOTCONN) => Ok(None),
-        Err(e) => Err(e),
     }
 }
 

@@ -37,6 +37,7 @@ pub fn is_ns_init(pid: i32) -> Result<bool, DumpError> {
 /// Ordering requirements: the tree is frozen (no task exits or is created).
 pub fn collect(tree: &TreeImage, threads: &HashMap<i32, Vec<i32>>) -> Result<PidNs, DumpError> {
     let own = own_level()?;
+    let ns = PidNsOf::default();
     let mut out = PidNs::default();
     let mut inner: HashMap<i32, Vec<i32>> = HashMap::new();
     let root = tree.processes[0].pid;
@@ -53,7 +54,7 @@ pub fn collect(tree: &TreeImage, threads: &HashMap<i32, Vec<i32>>) -> Result<Pid
             continue;
         }
         let ids = below(&proc::status(e.pid)?.ns_pid, own);
-        check_place(e, &ids, parent, e.pid == root)?;
+        check_place(e, &ids, parent, e.pid == root, &ns)?;
         // Threads share their process's pid namespace (`CLONE_THREAD` refuses
         // `CLONE_NEWPID`): in the dumper's, they have no inner ids to read either.
         let others = if ids.is_empty() {
@@ -69,7 +70,7 @@ pub fn collect(tree: &TreeImage, threads: &HashMap<i32, Vec<i32>>) -> Result<Pid
         inner.insert(e.pid, ids);
     }
     for e in tree.alive() {
-        if let Some(child) = unshared_into(e, tree)? {
+        if let Some(child) = unshared_into(e, tree, &ns)? {
             out.pid_for_children.push((e.pid, child));
         }
     }
@@ -92,8 +93,25 @@ fn push(out: &mut PidNs, id: i32, inner: Vec<i32>) {
     }
 }
 
+/// The pid namespace inode of each process, stat'ed once per dump (a process's is
+/// compared with its parent's, its children's and its `pid_for_children`).
+#[derive(Default)]
+struct PidNsOf(std::cell::RefCell<HashMap<i32, Option<u64>>>);
+
+impl PidNsOf {
+    fn get(&self, pid: i32) -> Option<u64> {
+        *(self.0.borrow_mut().entry(pid)).or_insert_with(|| inode(&pid.to_string(), "pid"))
+    }
+}
+
 /// A process lives in its parent's pid namespace, or is the init of one made for it.
-fn check_place(e: &ProcEntry, ids: &[i32], parent: &[i32], root: bool) -> Result<(), DumpError> {
+fn check_place(
+    e: &ProcEntry,
+    ids: &[i32],
+    parent: &[i32],
+    root: bool,
+    ns: &PidNsOf,
+) -> Result<(), DumpError> {
     let pid = e.pid;
     if root {
         return match ids {
@@ -110,7 +128,7 @@ fn check_place(e: &ProcEntry, ids: &[i32], parent: &[i32], root: bool) -> Result
         };
     }
     let alive = matches!(e.state, ProcState::Alive { .. });
-    if ids.len() == parent.len() && (!alive || same_pid_ns(pid, e.ppid)) {
+    if ids.len() == parent.len() && (!alive || ns.get(pid) == ns.get(e.ppid)) {
         return Ok(());
     }
     if ids.len() == parent.len() + 1 && ids.last() == Some(&1) {
@@ -124,21 +142,16 @@ fn check_place(e: &ProcEntry, ids: &[i32], parent: &[i32], root: bool) -> Result
     )))
 }
 
-fn same_pid_ns(a: i32, b: i32) -> bool {
-    inode(&a.to_string(), "pid") == inode(&b.to_string(), "pid")
-}
-
 /// The child of `e` that is the init of the namespace `e` unshared for its children, if
 /// its `pid_for_children` is not its own; refused if no child is in it.
-fn unshared_into(e: &ProcEntry, tree: &TreeImage) -> Result<Option<i32>, DumpError> {
-    let pid = e.pid.to_string();
-    let (own, for_children) = (inode(&pid, "pid"), inode(&pid, "pid_for_children"));
+fn unshared_into(e: &ProcEntry, tree: &TreeImage, ns: &PidNsOf) -> Result<Option<i32>, DumpError> {
+    let (own, for_children) = (ns.get(e.pid), inode(&e.pid.to_string(), "pid_for_children"));
     if own == for_children || for_children.is_none() {
         return Ok(None);
     }
     let child = (tree.processes.iter())
         .filter(|c| c.ppid == e.pid && matches!(c.state, ProcState::Alive { .. }))
-        .find(|c| inode(&c.pid.to_string(), "pid") == for_children);
+        .find(|c| ns.get(c.pid) == for_children);
     match child {
         Some(c) => Ok(Some(c.pid)),
         None => Err(DumpError::unsupported(format!(
