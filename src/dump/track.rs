@@ -171,6 +171,15 @@ pub fn trackable(v: &Vma) -> bool {
 /// handshake from here.
 fn make_uffd(pid: i32, leader: &Seized, ip: u64) -> Result<Uffd, DumpError> {
     use crate::sys::inject::Remote;
+    // A container's seccomp profile may refuse userfaultfd(2) (Docker's and podman's
+    // do, without CAP_SYS_PTRACE): the injected call must not meet the task's filter.
+    if crate::proc::thread_status(pid, leader.tid())?.seccomp != 0 {
+        leader.suspend_seccomp().map_err(|e| {
+            DumpError::unsupported(format!(
+                "pid {pid} runs under seccomp and suspending it for the tracking's userfaultfd(2) failed ({e}): stasis needs CAP_SYS_ADMIN"
+            ))
+        })?;
+    }
     let regs = leader.regs()?;
     let mask = leader.sigmask()?;
     leader.set_sigmask(!0)?;
