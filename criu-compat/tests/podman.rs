@@ -7,8 +7,10 @@
 //! `$STASIS_CRIU_BIN` (or /work/criu/criu/criu), the same container is also checkpointed
 //! and restored by CRIU and both times are printed.
 //!
-//! The network mode is [`network`] (`$STASIS_PODMAN_NETWORK`, `host` by default: stasis
-//! does not rebuild network namespaces yet). Skips, saying why, without root, podman,
+//! The network mode is [`network`] (`$STASIS_PODMAN_NETWORK`: podman's default `bridge`,
+//! netavark's veth on podman's bridge, unless `host` or `none` is given): podman passes the
+//! container's network namespace as external (`net[INO]:extRootNetNS` at dump, the
+//! namespace it made again as `inherit_fd extRootNetNS` at restore). Skips, saying why, without root, podman,
 //! /bin/busybox or a podman that can run a container here.
 
 #![allow(clippy::unwrap_used)]
@@ -24,7 +26,7 @@ const SCRIPT: &str =
 
 /// The `--network` of the containers.
 fn network() -> String {
-    std::env::var("STASIS_PODMAN_NETWORK").unwrap_or_else(|_| "host".into())
+    std::env::var("STASIS_PODMAN_NETWORK").unwrap_or_else(|_| "bridge".into())
 }
 
 /// podman with `criu` resolved in `shim` first.

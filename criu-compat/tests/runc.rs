@@ -168,7 +168,11 @@ fn checkpoint_and_restore(script: &str, net: bool, pre: bool) {
             "the in-container TCP client sends"
         );
     }
-    let parent = if pre { pre_dump(dir.path(), &id) } else { Vec::new() };
+    let parent = if pre {
+        pre_dump(dir.path(), &id)
+    } else {
+        Vec::new()
+    };
     let tcp: &[&str] = if net { &["--tcp-established"] } else { &[] };
     let out = runc(
         &[
