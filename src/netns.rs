@@ -56,6 +56,27 @@ impl VethExternal {
     }
 }
 
+/// CRIU's `--external net[INO]:KEY`: the tree's network namespace (inode INO) belongs to
+/// the caller. Its contents are not saved; the restore is given a namespace to join under
+/// KEY (`--inherit-fd fd[N]:KEY`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetExternal {
+    pub ino: u64,
+    pub key: String,
+}
+
+impl NetExternal {
+    /// `net[INO]:KEY`, or `None` for another spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (ino, key) = text.strip_prefix("net[")?.split_once("]:")?;
+        let ino = ino.parse::<u64>().ok()?;
+        (!key.is_empty() && !key.contains('/')).then(|| NetExternal {
+            ino,
+            key: key.to_string(),
+        })
+    }
+}
+
 /// Runs `f` in a thread that entered the network namespace bound at `path`
 /// (`/proc/PID/ns/net`, `/run/netns/NAME`).
 pub fn within<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
@@ -149,7 +170,16 @@ pub fn run_here(
 
 #[cfg(test)]
 mod tests {
-    use super::VethExternal;
+    use super::{NetExternal, VethExternal};
+
+    #[test]
+    fn net_externals_are_read_as_criu_spells_them() {
+        let n = NetExternal::parse("net[4026532174]:extRootNetNS").expect("valid");
+        assert_eq!((n.ino, n.key.as_str()), (4026532174, "extRootNetNS"));
+        for bad in ["net[x]:k", "net[1]:", "veth[a]:b", "net[1]k"] {
+            assert_eq!(NetExternal::parse(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn veth_externals_are_read_as_criu_spells_them() {

@@ -4,7 +4,7 @@
 //! tree running; with it the dump goes through, and the restore (given the option again)
 //! makes the pair anew: the inside end in the new namespace with its index, address and
 //! state, the outside end in ours, up, on the bridge named (`veth[IN]:OUT@BRIDGE`), and
-//! packets cross it.
+//! packets cross it. A tree in a namespace the caller keeps: `network_namespace_of_the_caller`.
 
 mod common;
 
@@ -154,4 +154,71 @@ fn veth_with_its_other_end_outside() {
         !have_ping || crossed,
         "a ping from outside crosses the pair"
     );
+}
+
+/// A tree in a network namespace the caller keeps (`ip netns add`, as podman's): dumped
+/// with `--external net[INO]:KEY` (an INO that is not the tree's is refused naming it, the
+/// tree running on), its restore without a namespace for KEY is refused naming KEY, and
+/// with `--inherit-fd fd[N]:KEY` (fd N that namespace) the tree comes back in it.
+#[test]
+fn network_namespace_of_the_caller() {
+    use std::os::unix::fs::MetadataExt;
+    let test = "network_namespace_of_the_caller";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let name = format!("sx-{}", std::process::id() % 100_000);
+    if !ip(&["netns", "add", &name]) || Command::new("nsenter").arg("-V").output().is_err() {
+        common::skip(test, "needs ip netns add (iproute2) and nsenter");
+        return;
+    }
+    let path = format!("/run/netns/{name}");
+    let ino = std::fs::metadata(&path).unwrap().ino();
+    let tmp = TempDir::new(test);
+    let net = format!("--net={path}");
+    let mut run = common::start(Command::new("setsid").args([
+        "nsenter",
+        &net,
+        "sh",
+        "-c",
+        "exec </dev/null >/dev/null 2>&1; exec sleep 1000",
+    ]));
+    let pid = run.pid();
+    let ino_of = |pid: i32| std::fs::metadata(format!("/proc/{pid}/ns/net")).map(|m| m.ino());
+    while ino_of(pid).ok() != Some(ino) {
+        common::sleep_ms(10);
+    }
+    let img = tmp.join("img");
+    let wrong = format!("net[{}]:extRootNetNS", ino + 1);
+    let refused = common::dump(pid, &img, &["--external", &wrong]);
+    let msg = refused.assert_failed("wrong net[INO]");
+    assert!(
+        msg.contains(&wrong) && msg.contains(&format!("net[{ino}]")),
+        "{msg}"
+    );
+    assert!(
+        common::proc_state(pid).is_some_and(|s| s != 'Z'),
+        "the tree runs on"
+    );
+    let external = format!("net[{ino}]:extRootNetNS");
+    common::dump(pid, &img, &["--external", &external]).assert_ok("dump with external net");
+    run.kill();
+    common::reap_all(&[pid], true);
+    let img_s = img.to_str().unwrap();
+    let alone = common::stasis(&["restore", "-D", img_s, "-d"]);
+    let why = alone.stderr.clone();
+    assert!(
+        !alone.status.success() && why.contains("extRootNetNS"),
+        "{why}"
+    );
+    let given = format!(
+        "exec 7<{path}; exec {} restore -D {img_s} -d --inherit-fd 'fd[7]:extRootNetNS'",
+        common::STASIS
+    );
+    let out = Command::new("sh").args(["-c", &given]).output().unwrap();
+    let _guard = common::TreeGuard(vec![pid]);
+    let back = ino_of(pid);
+    common::reap_all(&[pid], true);
+    ip(&["netns", "del", &name]);
+    assert!(out.status.success(), "restore: {out:?}");
+    assert_eq!(back.ok(), Some(ino), "restored into the caller's namespace");
 }

@@ -189,6 +189,7 @@ fn common_job(c: &Common) -> Result<Job, String> {
     job.cgroup_restore = c.criu.cgroup_restore();
     job.mnt_externals = c.criu.mnt_externals();
     job.veth_externals = c.criu.veth_externals();
+    job.net_external = c.criu.net_external();
     Ok(job)
 }
 

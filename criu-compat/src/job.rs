@@ -49,13 +49,16 @@ pub struct Job {
     pub join_net: Option<PathBuf>,
     /// `external veth[INSIDE]:OUTSIDE[@BRIDGE]`.
     pub veth_externals: Vec<stasis::netns::VethExternal>,
+    /// `external net[INO]:KEY`: the tree's network namespace is the caller's.
+    pub net_external: Option<stasis::netns::NetExternal>,
     /// `root` at restore (a tree with its own mount namespace comes back in it).
     pub root: Option<PathBuf>,
     /// `timeout`: the longest any task may take to stop (10 s, as CRIU, when 0 or unset).
     pub timeout: std::time::Duration,
     pub rst_sibling: bool,
     pub skip_file_check: bool,
-    /// `inherit_fd` / `--inherit-fd fd[N]:pipe:[INO]`: (key, our fd N).
+    /// `inherit_fd` / `--inherit-fd fd[N]:KEY`: (key, our fd N); KEY `pipe:[INO]` or an
+    /// external network namespace's.
     pub inherit_fds: Vec<(String, i32)>,
     /// `parent_img` / `--prev-images-dir`: CRIU's parent images dir, relative to
     /// `images`.
@@ -88,6 +91,7 @@ impl Job {
             mnt_externals: Vec::new(),
             join_net: None,
             veth_externals: Vec::new(),
+            net_external: None,
             root: None,
             timeout: std::time::Duration::from_secs(10),
             rst_sibling: false,
@@ -155,6 +159,7 @@ impl Job {
             prev_images_dir: self.parent_image(),
             track_mem: self.track_mem,
             veth_externals: self.veth_externals.clone(),
+            net_external: self.net_external.clone(),
             timeout: self.timeout,
             store: Default::default(),
         }

@@ -5,9 +5,10 @@
 
 use std::path::PathBuf;
 
-use crate::cli::compat::{is_pipe_key, mnt_external};
+use crate::cli::compat::{is_ns_key, is_pipe_key, mnt_external};
 use crate::job::Job;
 use crate::proto::{CriuCgMode, CriuNetworkLockMethod, CriuOpts};
+use stasis::netns::{NetExternal, VethExternal};
 
 /// `empty_ns` bit stasis takes: runc always asks the network namespace to be left
 /// empty; stasis rebuilds a network namespace of the tree's own as it was dumped anyway
@@ -86,8 +87,12 @@ pub fn fill(job: &mut Job, opts: &CriuOpts, restore: bool) -> Result<(), String>
         .map(|i| (i.key.clone(), i.fd))
         .collect();
     job.veth_externals = (opts.external.iter())
-        .filter_map(|e| stasis::netns::VethExternal::parse(e))
+        .filter_map(|e| VethExternal::parse(e))
         .collect();
+    job.net_external = (opts.external.iter())
+        .filter_map(|e| NetExternal::parse(e))
+        .next_back()
+        .filter(|_| !restore);
     job.join_net = (opts.join_ns.iter())
         .filter(|j| restore && j.ns == "net")
         .map(|j| match j.ns_file.parse::<i32>() {
@@ -228,15 +233,19 @@ fn fill_cgroups(job: &mut Job, o: &CriuOpts) {
 fn mounts(o: &CriuOpts, _restore: bool) -> Option<String> {
     let no_mounts = "stasis rebuilds a mount namespace as it was, without this option";
     let external = (o.external.iter())
-        .find(|e| mnt_external(e).is_none() && stasis::netns::VethExternal::parse(e).is_none())
+        .find(|e| {
+            mnt_external(e).is_none()
+                && VethExternal::parse(e).is_none()
+                && NetExternal::parse(e).is_none()
+        })
         .map(|e| format!("external {e}"));
     let inherit = (o.inherit_fd.iter())
-        .find(|i| !is_pipe_key(&i.key))
+        .find(|i| !is_pipe_key(&i.key) && !is_ns_key(&i.key))
         .map(|i| format!("inherit_fd {} as fd {}", i.key, i.fd));
     [
-        external.map(|f| format!("{f}: stasis takes external mounts (mnt[A]:B) and veth pairs (veth[IN]:OUT[@BRIDGE]) only")),
+        external.map(|f| format!("{f}: stasis takes external mounts (mnt[A]:B), veth pairs (veth[IN]:OUT[@BRIDGE]) and the tree's network namespace (net[INO]:KEY) only")),
         inherit.map(|f| {
-            format!("{f}: stasis gives a restored process the caller's pipes only (key pipe:[INO])")
+            format!("{f}: stasis takes the caller's pipes (key pipe:[INO]) and an external network namespace (its KEY) only")
         }),
         refused("ext_sharing", o.ext_sharing(), no_mounts),
         refused("ext_masters", o.ext_masters(), no_mounts),
@@ -333,15 +342,34 @@ mod tests {
     }
 
     #[test]
+    fn podman_netns_passes() {
+        let dump = CriuOpts {
+            external: vec!["net[4026532174]:extRootNetNS".into()],
+            empty_ns: Some(CLONE_NEWNET),
+            ..Default::default()
+        };
+        assert_eq!(refuse_unsupported(&dump, false), Ok(()));
+        let restore = CriuOpts {
+            inherit_fd: vec![InheritFd {
+                key: "extRootNetNS".into(),
+                fd: 4,
+            }],
+            empty_ns: Some(CLONE_NEWNET),
+            ..Default::default()
+        };
+        assert_eq!(refuse_unsupported(&restore, true), Ok(()));
+    }
+
+    #[test]
     fn unimplemented_fields_are_named() {
         let inherit = CriuOpts {
             inherit_fd: vec![InheritFd {
-                key: "extRootNetNS".into(),
+                key: "ipc[1]".into(),
                 fd: 1,
             }],
             ..Default::default()
         };
-        assert!(refusal(inherit, true).starts_with("inherit_fd extRootNetNS as fd 1: "));
+        assert!(refusal(inherit, true).starts_with("inherit_fd ipc[1] as fd 1: "));
         let mode = CriuOpts {
             manage_cgroups_mode: Some(42),
             ..Default::default()

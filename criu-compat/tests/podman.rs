@@ -7,8 +7,10 @@
 //! `$STASIS_CRIU_BIN` (or /work/criu/criu/criu), the same container is also checkpointed
 //! and restored by CRIU and both times are printed.
 //!
-//! The network mode is [`network`] (`$STASIS_PODMAN_NETWORK`, `host` by default: stasis
-//! does not rebuild network namespaces yet). Skips, saying why, without root, podman,
+//! The network mode is [`network`] (`$STASIS_PODMAN_NETWORK`: podman's default `bridge`,
+//! netavark's veth on podman's bridge, unless `host` or `none` is given): podman passes the
+//! container's network namespace as external (`net[INO]:extRootNetNS` at dump, the
+//! namespace it made again as `inherit_fd extRootNetNS` at restore). Skips, saying why, without root, podman,
 //! /bin/busybox or a podman that can run a container here.
 
 #![allow(clippy::unwrap_used)]
@@ -24,7 +26,7 @@ const SCRIPT: &str =
 
 /// The `--network` of the containers.
 fn network() -> String {
-    std::env::var("STASIS_PODMAN_NETWORK").unwrap_or_else(|_| "host".into())
+    std::env::var("STASIS_PODMAN_NETWORK").unwrap_or_else(|_| "bridge".into())
 }
 
 /// podman with `criu` resolved in `shim` first.
@@ -261,4 +263,55 @@ fn compare_with_criu(dir: &Path, id: u32, stasis: (Duration, Duration)) {
         ms(stasis.1),
         ms(restore)
     );
+}
+
+/// A TCP connection from here to a server in a container on podman's bridge network
+/// (`busybox nc -e cat`, an echo) survives `checkpoint --tcp-established` and `restore
+/// --tcp-established`: the same socket is echoed to before and after.
+#[test]
+fn podman_tcp_connection_into_the_container_survives() {
+    use std::io::{Read, Write};
+    if let Some(why) = unusable() {
+        println!("SKIP podman tcp: {why}");
+        return;
+    }
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let podman = shim(&dir.path().join("shim"), BIN);
+    if !podman.run(&["image", "exists", IMAGE]).status.success() {
+        import_image(&podman, dir.path());
+    }
+    let name = format!("stasis-pm-{}-tcp", std::process::id());
+    let _clean = Cleanup(&podman, vec![name.clone()]);
+    let server = ["/bin/busybox", "nc", "-l", "-p", "5000", "-e", "/bin/cat"];
+    let limits = [
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=4096:4096",
+    ];
+    let run = ["run", "-d", "--name", &name, "--network=bridge"];
+    podman.ok(&[&run[..], &limits[..], &[IMAGE], &server[..]].concat());
+    let ip = podman.ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &name]);
+    let addr = format!("{}:5000", ip.trim());
+    let mut conn = None;
+    wait_until(
+        || {
+            conn = std::net::TcpStream::connect(&addr).ok();
+            conn.is_some()
+        },
+        &format!("connect to {addr}"),
+    );
+    let mut conn = conn.unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut echo = |text: &[u8]| {
+        conn.write_all(text).unwrap();
+        let mut got = vec![0; text.len()];
+        conn.read_exact(&mut got).unwrap();
+        assert_eq!(got, text);
+    };
+    echo(b"before\n");
+    podman.ok(&["container", "checkpoint", "--tcp-established", &name]);
+    podman.ok(&["container", "restore", "--tcp-established", &name]);
+    echo(b"after the restore\n");
 }

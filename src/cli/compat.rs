@@ -7,7 +7,7 @@
 //! `dump.rs` / `restore.rs` beside the others of their subcommand.
 
 use clap::Args;
-use stasis::netns::VethExternal;
+use stasis::netns::{NetExternal, VethExternal};
 
 /// CRIU options accepted by both `dump` and `restore`; [`CriuFlags::check`] refuses the
 /// values stasis does not implement.
@@ -53,7 +53,8 @@ pub struct CriuFlags {
     /// restore (mounts of the tree's namespace that come from outside);
     /// `veth[INSIDE]:OUTSIDE[@BRIDGE]` (a veth of the tree's network namespace whose other
     /// end is outside; at restore that end is made with this name, on this bridge);
-    /// others refused.
+    /// `net[INO]:KEY` at dump (the tree's network namespace is the caller's: not saved,
+    /// joined at restore from `--inherit-fd fd[N]:KEY`); others refused.
     #[arg(long = "external", value_name = "RESOURCE")]
     pub external: Vec<String>,
     /// Accepted: stasis always finds inotify and fanotify watch targets by path (from their
@@ -65,8 +66,9 @@ pub struct CriuFlags {
     pub irmap_scan_path: Vec<String>,
     /// At restore: the restorer's fd N replaces every fd of the tree on the pipe whose
     /// dump-time link text was `pipe:[INO]` and whose other end was outside the tree (a
-    /// container's stdio pipes); other keys are refused. No effect at dump.
-    #[arg(long = "inherit-fd", value_name = "fd[N]:pipe:[INO]")]
+    /// container's stdio pipes); `fd[N]:KEY`: the network namespace open as fd N is the
+    /// one the tree dumped with `--external net[INO]:KEY` comes back in. No effect at dump.
+    #[arg(long = "inherit-fd", value_name = "fd[N]:KEY")]
     pub inherit_fd: Vec<String>,
 }
 
@@ -91,11 +93,16 @@ impl CriuFlags {
                  stays the host's, as with --ext-mount-map auto), so it maps none"
             ));
         }
-        let known = |e: &String| mnt_external(e).is_some() || VethExternal::parse(e).is_some();
+        let known = |e: &String| {
+            mnt_external(e).is_some()
+                || VethExternal::parse(e).is_some()
+                || NetExternal::parse(e).is_some()
+        };
         if let Some(ext) = self.external.iter().find(|e| !known(e)) {
             return Err(format!(
                 "--external {ext}: stasis handles external mounts (mnt[MOUNTPOINT]:KEY at \
-                 dump, mnt[KEY]:PATH at restore) and veth pairs (veth[INSIDE]:OUTSIDE[@BRIDGE])"
+                 dump, mnt[KEY]:PATH at restore), veth pairs (veth[INSIDE]:OUTSIDE[@BRIDGE]) and \
+                 the tree's network namespace (net[INO]:KEY)"
             ));
         }
         self.inherit_fds().map(drop)
@@ -107,21 +114,28 @@ impl CriuFlags {
     }
 }
 
-/// `fd[N]:pipe:[INO]` → `(pipe:[INO], N)`; another key is refused.
+/// `fd[N]:KEY` → `(KEY, N)`: KEY a pipe's `pipe:[INO]` or the key of an external network
+/// namespace (a word: no `:`, `/` or `[`); another key is refused.
 pub fn inherit_fd(spec: &str) -> Result<(String, i32), String> {
     let parsed = spec
         .strip_prefix("fd[")
         .and_then(|s| s.split_once("]:"))
         .and_then(|(n, key)| Some((key.to_string(), n.parse::<i32>().ok()?)));
     match parsed {
-        Some((key, n)) if is_pipe_key(&key) => Ok((key, n)),
+        Some((key, n)) if is_pipe_key(&key) || is_ns_key(&key) => Ok((key, n)),
         _ => Err(format!(
-            "--inherit-fd {spec}: stasis takes fd[N]:pipe:[INO] only (a pipe of the caller)"
+            "--inherit-fd {spec}: stasis takes fd[N]:pipe:[INO] (a pipe of the caller) and \
+             fd[N]:KEY (the network namespace of an external net[INO]:KEY) only"
         )),
     }
 }
 
-/// A pipe's link text, `pipe:[INO]`: the only inherited-fd key stasis takes.
+/// The key of an external namespace, `net[INO]:KEY`'s KEY: a word.
+pub fn is_ns_key(key: &str) -> bool {
+    !key.is_empty() && !key.contains([':', '/', '[', ']'])
+}
+
+/// A pipe's link text, `pipe:[INO]`: an inherited-fd key stasis takes.
 pub fn is_pipe_key(key: &str) -> bool {
     key.strip_prefix("pipe:[")
         .and_then(|k| k.strip_suffix(']'))
@@ -185,6 +199,14 @@ impl CriuFlags {
             .iter()
             .filter_map(|e| VethExternal::parse(e))
             .collect()
+    }
+
+    /// The last `net[INO]:KEY` external.
+    pub fn net_external(&self) -> Option<NetExternal> {
+        self.external
+            .iter()
+            .filter_map(|e| NetExternal::parse(e))
+            .next_back()
     }
 
     /// The `mnt[A]:B` externals, as `(A, B)`.

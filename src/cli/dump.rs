@@ -181,6 +181,7 @@ pub fn run(args: DumpArgs) -> i32 {
         prev_images_dir: args.prev_images_dir,
         track_mem: args.track_mem,
         veth_externals: args.criu.veth_externals(),
+        net_external: args.criu.net_external(),
     };
     if !args.quiet {
         progress::install(args.progress);

@@ -99,6 +99,9 @@ pub struct DumpOptions {
     /// `--external veth[INSIDE]:OUTSIDE`: veth links of the tree's network namespace
     /// whose other end is outside.
     pub veth_externals: Vec<crate::netns::VethExternal>,
+    /// `--external net[INO]:KEY`: the tree's network namespace is the caller's; only
+    /// the KEY is saved, the sockets in it are dumped as usual.
+    pub net_external: Option<crate::netns::NetExternal>,
 }
 
 /// CRIU's default `--ghost-limit`: 1 MiB.

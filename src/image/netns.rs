@@ -35,6 +35,9 @@ pub struct NetNsImage {
     pub iptables_legacy: [String; 2],
     /// `nft list ruleset` (iptables-nft rules included; empty: no table).
     pub nft: String,
+    /// Not empty: the namespace was the caller's (`--external net[INO]:KEY`), nothing of it
+    /// above is saved, and the restore joins the namespace given under this KEY.
+    pub external: String,
 }
 
 /// One network interface.

@@ -251,6 +251,7 @@ pub fn restore_with(
     let ghosts = files::Ghosts::create(&image.ghosts, fds)?;
     let ttys = tty::Bank::build(&image)?;
     let given = files::given_fds(&image, &opts.inherit_fds);
+    let join_net = ns::net::to_join(&image, opts.join_net.as_deref(), &opts.inherit_fds)?;
     let mut b = Builder {
         image: &image,
         given,
@@ -263,7 +264,7 @@ pub fn restore_with(
         sysv: None,
         cgroups: cgroups.as_ref(),
         mounts: mounts.as_ref(),
-        join_net: opts.join_net.as_deref(),
+        join_net: join_net.as_deref(),
         net: None,
         veths: &opts.veth_externals,
         net_lock: match lock.pids.contains(&root) {

@@ -332,6 +332,18 @@ fn cgroup_dir(path: &str, m: &std::fs::Metadata) -> bool {
         })
 }
 
+/// A file of an overlay of the tree's rebuilt mount namespace (a container's rootfs): the
+/// overlay's device number is that of its mount, new for the same layers mounted again
+/// (podman mounts a container's rootfs anew for its restore); its inodes stay.
+fn overlay(stats: &Stats, path: &str) -> bool {
+    const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+    let Some(at) = stats.mounts.and_then(|m| m.host_path(path)) else {
+        return false;
+    };
+    nix::sys::statfs::statfs(at.as_str())
+        .is_ok_and(|s| s.filesystem_type().0 == OVERLAYFS_SUPER_MAGIC)
+}
+
 fn is_regular(path: &str, stats: &mut Stats) -> bool {
     stats.of(path).is_ok_and(|m| m.is_file())
 }
@@ -353,8 +365,10 @@ fn check_file(
     if stats.made_anew(&f.path) {
         return Ok(());
     }
+    let dev = (stats.of(&f.path)).map_err(|e| changed(format!("cannot stat it: {e}")))?;
+    let dev_moved = dev.dev() != f.dev && !overlay(stats, &f.path);
     let m = (stats.of(&f.path)).map_err(|e| changed(format!("cannot stat it: {e}")))?;
-    if same_host && (m.dev() != f.dev || m.ino() != f.ino) && !cgroup_dir(&f.path, m) {
+    if same_host && (dev_moved || m.ino() != f.ino) && !cgroup_dir(&f.path, m) {
         return Err(changed(format!("inode {} is now {}", f.ino, m.ino())));
     }
     let mtime_ns = m.mtime() * 1_000_000_000 + m.mtime_nsec();

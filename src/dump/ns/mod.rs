@@ -87,6 +87,12 @@ pub fn dump(
         writer.write_record(NAMESPACES, Kind::Namespaces, &image)?;
     }
     net::check_tree(&live)?;
+    if let Some(ext) = &opts.net_external {
+        let saved = net::external(opts.pid, in_net, ext)?;
+        writer.write_record(crate::image::netns::NETNS, Kind::NetNs, &saved)?;
+        // Connections are locked one by one, as in the dumper's namespace.
+        return Ok(false);
+    }
     let Some(in_net) = in_net else {
         return Ok(false);
     };

@@ -68,6 +68,31 @@ pub fn enter_tree(root: i32) -> Result<Option<InTree>, DumpError> {
     Ok(Some(InTree { own, path, root }))
 }
 
+/// `--external net[INO]:KEY`: the record of a namespace the caller keeps (only KEY), once
+/// INO is checked to be the tree's own namespace (`in_net`, entered for the root `root`).
+pub fn external(
+    root: i32,
+    in_net: Option<&InTree>,
+    ext: &crate::netns::NetExternal,
+) -> Result<NetNsImage, DumpError> {
+    let tree = inode(&root.to_string(), "net");
+    if in_net.is_none() || tree != Some(ext.ino) {
+        let tree = tree.map_or("unknown".into(), |i| format!("net[{i}]"));
+        let whose = match in_net {
+            Some(_) => "its own",
+            None => "the dumper's",
+        };
+        return Err(fail(format!(
+            "external net[{}]:{} is not the network namespace of pid {root} ({tree}, {whose})",
+            ext.ino, ext.key
+        )));
+    }
+    Ok(NetNsImage {
+        external: ext.key.clone(),
+        ..NetNsImage::default()
+    })
+}
+
 /// Refuses a process of the tree whose network namespace is not the root's.
 pub fn check_tree(pids: &[i32]) -> Result<(), DumpError> {
     let root = pids[0];
@@ -127,6 +152,7 @@ pub fn collect(tree: &InTree, veths: &[VethExternal]) -> Result<NetNsImage, Dump
             legacy("ip6tables-legacy-save")?,
         ],
         nft: nft()?,
+        external: String::new(),
     })
 }
 

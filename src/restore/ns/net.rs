@@ -61,6 +61,37 @@ impl Entered {
     }
 }
 
+/// The network namespace the tree is restored into instead of a new one: the one given
+/// under the key of an external namespace (`--inherit-fd fd[N]:KEY`, for a dump with
+/// `--external net[INO]:KEY`), else `join` (`--join-ns net:PATH`). A tree whose namespace
+/// was external needs one; an inherited fd whose key names neither a pipe nor that
+/// namespace is refused.
+pub fn to_join(
+    image: &crate::image::Image,
+    join: Option<&Path>,
+    inherit: &[(String, i32)],
+) -> Result<Option<PathBuf>, RestoreError> {
+    let external = image.netns.as_ref().map_or("", |n| n.external.as_str());
+    let mut given = None;
+    for (key, fd) in inherit.iter().filter(|(k, _)| !k.starts_with("pipe:[")) {
+        if key != external {
+            return Err(fail(format!(
+                "inherited fd {fd} has key {key:?}, which names no external of the image"
+            )));
+        }
+        given = Some(PathBuf::from(format!("/proc/self/fd/{fd}")));
+    }
+    match (given, join) {
+        (Some(path), _) => Ok(Some(path)),
+        (None, Some(path)) => Ok(Some(path.to_path_buf())),
+        (None, None) if external.is_empty() => Ok(None),
+        (None, None) => Err(fail(format!(
+            "it was the caller's (external, key {external:?}): give the namespace to restore \
+             into with --inherit-fd fd[N]:{external} or --join-ns net:PATH"
+        ))),
+    }
+}
+
 /// Enters the new network namespace the root `root` was cloned into and fills it, if
 /// the image has one; locks it whole with `lock` (the dumped namespace's lock), as the
 /// dump did, until the restore lifts the lock (`restore/netlock.rs`): a connection
