@@ -114,9 +114,11 @@ fn check_incremental(args: &DumpArgs) -> Result<(), String> {
     let s = &args.store;
     let stored = s.compress.is_some() || s.encrypt_key.is_some() || s.sign.is_some();
     if incremental && (stored || s.stream.is_some()) {
-        return Err("--prev-images-dir and --track-mem cannot be combined with --compress, \
+        return Err(
+            "--prev-images-dir and --track-mem cannot be combined with --compress, \
                     --encrypt-key, --sign or --stream yet: incremental images are stored plain"
-            .into());
+                .into(),
+        );
     }
     Ok(())
 }
