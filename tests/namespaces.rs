@@ -308,3 +308,78 @@ fn mount_proc_of_the_pid_namespace() {
     );
     drop(unshare);
 }
+
+/// The tree is the init of pid and mount namespaces of its own with /proc mounted again
+/// (zdtm's ns flavor, a container): shared anonymous memory and the rest of the `tree`
+/// victim come back, the shared memory through `/proc/PID/map_files` of the namespace's
+/// own /proc, whose pids are the inner ones (a regression test: the restore opened the
+/// outer pid there and failed with ENOENT).
+#[test]
+fn init_of_pid_and_mount_namespaces_round_trip() {
+    ns_init_round_trip("init_of_pid_and_mount_namespaces_round_trip", "tree");
+}
+
+/// As above, the victims whose restore names pids or paths the child must see from its
+/// namespaces (regression tests: each failed there): fd owners (`F_SETOWN_EX`), POSIX
+/// timers aimed at a thread (`SIGEV_THREAD_ID`), unix sockets whose file was
+/// unlinked (bound in a scratch root the child cannot reach by path).
+#[test]
+fn ns_init_fd_owners() {
+    ns_init_round_trip("ns_init_fd_owners", "fown");
+}
+
+#[test]
+fn ns_init_timers() {
+    ns_init_round_trip("ns_init_timers", "timers");
+}
+
+#[test]
+fn ns_init_unlinked_unix_sockets() {
+    ns_init_round_trip("ns_init_unlinked_unix_sockets", "unix_unlinked");
+}
+
+/// Runs `victim` as the init of new pid and mount namespaces (/proc mounted again), dumps
+/// the init, restores it detached and expects the victim's PASS.
+fn ns_init_round_trip(test: &str, victim: &str) {
+    let _serial = common::serial();
+    require_privileged!(test);
+    if !usable(test) {
+        return;
+    }
+    let tmp = TempDir::new(test);
+    // The victim's log is its own: unshare writes to its log when the init is killed.
+    let log = tmp.join(format!("{victim}.log"));
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--fork",
+        "--pid",
+        "--mount-proc",
+        "--propagation",
+        "private",
+    ])
+    .args(["setsid", "sh", "-c", r#"exec "$0" >>"$1" 2>&1"#])
+    .arg(common::victim_bin(victim))
+    .arg(&log)
+    .current_dir(tmp.path());
+    let mut unshare = common::spawn_logged(&mut cmd, &tmp.join("unshare.log"));
+    let deadline = Instant::now() + common::READY_TIMEOUT;
+    while !std::fs::read_to_string(&log).is_ok_and(|l| l.lines().any(|l| l == "READY")) {
+        assert!(
+            Instant::now() < deadline,
+            "the {victim} victim never got ready"
+        );
+        common::sleep_ms(20);
+    }
+    let init = common::descendants(unshare.pid)[0];
+    assert_eq!(common::nspids(init)[1..], [1], "the victim is pid 1 inside");
+    let family = common::descendants(init);
+    let img = tmp.join("img");
+    common::dump(init, &img, &[]).assert_ok("dump of a pid and mount namespace init");
+    let _ = unshare.wait_exit(common::EXIT_TIMEOUT);
+    common::reap_all(&family, true);
+    let pid = common::restore_detached(&img).unwrap_or_else(|o| panic!("restore: {o:?}"));
+    assert_eq!(pid, init, "the pidfile names the init");
+    let _guard = common::TreeGuard(common::descendants(pid));
+    let mut restored = common::Proc::adopt(pid, &log);
+    restored.go_and_expect_pass();
+}

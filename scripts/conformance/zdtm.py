@@ -6,7 +6,13 @@ and asked for its verdict with SIGTERM — but inside fresh pid, mount, network,
 namespaces of its own (one `unshare` per test), so that tests cannot see each other's
 leftovers and every orphan is reaped by the test's own pid 1 (this driver).
 
-    zdtm.py --criu CRIU_SRC [--stasis BIN] [--list FILE] [--exclude RE] [TEST ...]
+With `--flavor ns` (zdtm.py's ns flavor) the test itself is the init of new pid, mount,
+network, IPC and UTS namespaces below those, pivoted into a root of its own (see
+ns_flavor.py): stasis dumps that init and restores it with `--root`, rebuilding the
+namespaces.
+
+    zdtm.py --criu CRIU_SRC [--flavor host|ns] [--stasis BIN] [--list FILE] [--exclude RE]
+            [TEST ...]
 
 Prints one `PASS name`, `FAIL name: stage: reason` or `SKIP name: reason` line per test
 and a closing `N passed, N failed, N skipped` line; exits 1 if any test failed. Logs of
@@ -25,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import ns_flavor
 
 ARCH = "x86_64"
 PR_SET_CHILD_SUBREAPER = 36
@@ -95,13 +103,14 @@ def have_feature(feature):
     return probe() if probe else True
 
 
-def skip_reason(static, name, desc, run_all, any_flavor=False):
+def skip_reason(static, name, desc, run_all, flavor="host", any_flavor=False):
     if desc.get("arch", ARCH) != ARCH:
         return "arch %s" % desc["arch"]
     if run_all and "noauto" in flags(desc):
         return "manual run only (noauto)"
-    if not any_flavor and "h" not in desc.get("flavor", "h ns uns").split():
-        return "no host flavor"
+    code = "h" if flavor == "host" else flavor
+    if not any_flavor and code not in desc.get("flavor", "h ns uns").split():
+        return "no %s flavor" % flavor
     for feature in desc.get("feature", "").split():
         if not have_feature(feature):
             return "no %s feature" % feature
@@ -258,6 +267,9 @@ class Inner:
         # as relative options such as cgroup_yard's `--cgroup-yard` count on it.
         self.cgroup = self.name.startswith("cgroup")
         self.cwd = None
+        # ns flavor: the test's root, and the tmpfs that becomes its /dev.
+        self.root = args.root if args.flavor == "ns" else None
+        self.devpath = os.path.join(self.logs, "dev")
 
     def env(self):
         env = dict(os.environ)
@@ -265,6 +277,8 @@ class Inner:
         env["ZDTM_THREAD_BOMB"] = "5"
         if "suid" not in flags(self.desc):
             env.update(TEST_CREDS)
+        if self.root:
+            env.update(ns_flavor.env(self.root, self.devpath, self.desc))
         return env
 
     def mount_v1_net_prio(self):
@@ -281,6 +295,8 @@ class Inner:
                         stderr=subprocess.DEVNULL)
 
     def start(self):
+        if self.root:
+            ns_flavor.mount_root(self.root, self.devpath)
         if self.cgroup:
             self.mount_v1_net_prio()
             self.clean()
@@ -371,6 +387,8 @@ class Inner:
     def restore(self):
         self.hook("--pre-restore")
         argv = [self.stasis, "restore", "-D", self.images, "-d", "-q"]
+        if self.root:
+            argv += ["--root", self.root]
         rc = run(argv + self.stasis_opts("ropts"), self.log, 120, cwd=self.cwd)
         if rc != 0:
             raise Fail("restore", "stasis restore exited %s: %s" % (rc, last_line(self.log)))
@@ -426,7 +444,8 @@ def run_one(args, name, logroot):
     os.makedirs(logdir)
     argv = ["unshare", "--pid", "--fork", "--mount-proc", "--net", "--ipc", "--uts",
             sys.executable, os.path.abspath(__file__), "--one", name,
-            "--static", args.static, "--stasis", args.stasis, "--logdir", logdir]
+            "--static", args.static, "--stasis", args.stasis, "--logdir", logdir,
+            "--flavor", args.flavor, "--root", args.root or ""]
     try:
         done = subprocess.run(argv, capture_output=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
@@ -454,21 +473,28 @@ def leftovers(directory, names):
     return skip
 
 
-def private_tree(static):
+def private_tree(static, flavor):
     """A copy of zdtm's test programs for this run: tests write their pid, out and test
-    files beside their binaries, so two runs sharing one tree would trip over each other."""
+    files beside their binaries, so two runs sharing one tree would trip over each other.
+    For the ns flavor the copy goes to zdtm/ below a new directory, the tests' root, as
+    zdtm.py's root is CRIU's test/ directory."""
     zdtm = os.path.dirname(static)
-    root = tempfile.mkdtemp(prefix="stasis-zdtm.")
-    os.chmod(root, 0o755)  # tests run under their own uid and must reach their directory
+    top = tempfile.mkdtemp(prefix="stasis-zdtm.")
+    os.chmod(top, 0o755)  # tests run under their own uid and must reach their directory
+    root = top
+    if flavor == "ns":
+        root = os.path.join(top, "zdtm")
+        os.mkdir(root, 0o755)
     for name in ("Makefile", "Makefile.inc", "lib", "static"):
         src = os.path.join(zdtm, name)
         if os.path.isdir(src):
             shutil.copytree(src, os.path.join(root, name), symlinks=True, ignore=leftovers)
         elif os.path.exists(src):
             shutil.copy2(src, root)
-    # Hooks name their files zdtm/static/..., relative to where zdtm.py runs them.
-    os.symlink(".", os.path.join(root, "zdtm"))
-    return root, os.path.join(root, "static")
+    if flavor != "ns":
+        # Hooks name their files zdtm/static/..., relative to where zdtm.py runs them.
+        os.symlink(".", os.path.join(root, "zdtm"))
+    return top, os.path.join(root, "static")
 
 
 def build_stasis(repo):
@@ -487,6 +513,10 @@ def parse():
     p.add_argument("--logs", default="/tmp/conformance", help="where each test's logs go")
     p.add_argument("--timeout", type=int, default=180, help="seconds per test, all stages")
     p.add_argument("--report", help="write name<TAB>result<TAB>reason lines here")
+    p.add_argument("--flavor", choices=["host", "ns"], default="host",
+                   help="host: the test runs as zdtm's host flavor (in namespaces of the"
+                   " runner's); ns: the test is the init of namespaces of its own, which the"
+                   " restore must rebuild")
     p.add_argument("--any-flavor", action="store_true",
                    help="also run tests zdtm runs only as a namespace's init (ns flavor) the host"
                    " way, in their own namespaces (System V IPC tests, for one)")
@@ -497,6 +527,7 @@ def parse():
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--static", help=argparse.SUPPRESS)
     p.add_argument("--logdir", help=argparse.SUPPRESS)
+    p.add_argument("--root", help=argparse.SUPPRESS)
     args = p.parse_args()
     args.repo = repo
     return args
@@ -530,7 +561,12 @@ def main():
     names, run_all = chosen_tests(args)
     copy = None
     if not args.in_place:
-        copy, args.static = private_tree(args.static)
+        copy, args.static = private_tree(args.static, args.flavor)
+    args.root = None
+    if args.flavor == "ns":
+        # The tests' root: the directory above zdtm/ (CRIU's test/ when in place).
+        args.root = os.path.dirname(os.path.dirname(args.static))
+        ns_flavor.build_root(args.root)
     try:
         return run_all_tests(args, names, run_all)
     finally:
@@ -546,8 +582,12 @@ def run_all_tests(args, names, run_all):
             result, reason = "FAIL", "not built: no %s in %s" % (name, args.static)
         else:
             desc = read_desc(os.path.join(args.static, name + ".desc"))
-            reason = skip_reason(args.static, name, desc, run_all, args.any_flavor)
+            reason = skip_reason(args.static, name, desc, run_all, args.flavor,
+                                 args.any_flavor)
             result = "SKIP" if reason else None
+            if result is None and args.root:
+                reason = ns_flavor.prepare_test(args.root, os.path.join(args.static, name), desc)
+                result = "FAIL" if reason else None
             if result is None:
                 result, reason = run_one(args, name, args.logs)
         counts[result] += 1

@@ -174,7 +174,7 @@ fn map_sources(
     let mut files: Vec<Source> = Vec::new();
     for &v in todo {
         let source = match owner(v) {
-            Some(o) => Some(Source::shared(&o, v)),
+            Some(o) => Some(Source::shared(&o, v, pid)),
             None => Source::file(v),
         };
         let new = source
@@ -268,7 +268,7 @@ fn is_unlinked(v: &Vma) -> bool {
 
 /// What a file mapping maps: a path opened with these flags, at this file offset (the
 /// shared memory of an earlier process of the tree through its `/proc/PID/map_files`
-/// entry: the child is still privileged here).
+/// entry, PID as the opener's `/proc` names it: the child is still privileged here).
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Source {
     path: String,
@@ -283,14 +283,18 @@ impl Source {
     /// A memfd or deleted file is rebuilt whole, so offsets in it are the saved ones; so
     /// is a shared anonymous object with a `ShmemObject` (the owner's offset is then
     /// the one in the object), one of an older image is as large as its owner's mapping.
-    fn shared(o: &ShmemOwner, v: &Vma) -> Source {
+    fn shared(o: &ShmemOwner, v: &Vma, opener: i32) -> Source {
         let offset = match &v.kind {
             VmaKind::Unlinked { offset, .. } | VmaKind::PrivateUnlinked { offset, .. } => *offset,
             VmaKind::Hugetlb { memfd: Some(m), .. } => m.offset,
             _ => o.offset,
         };
         Source {
-            path: format!("/proc/{}/map_files/{:x}-{:x}", o.pid, o.start, o.end),
+            path: super::ns::pid::proc_path(
+                opener,
+                o.pid,
+                &format!("map_files/{:x}-{:x}", o.start, o.end),
+            ),
             flags: libc::O_RDWR | libc::O_CLOEXEC,
             offset,
             shm: true,

@@ -95,7 +95,8 @@ fn create(child: &Child, t: &PosixTimer, exact: bool) -> Result<(), RestoreError
         value: t.sigev_value,
         signo: t.signal,
         notify: t.notify,
-        tid: t.target,
+        // The target thread as the child's namespace names it (0: none).
+        tid: super::ns::pid::view(child.pid(), t.target),
         ..KernelSigevent::default()
     };
     let sev_addr = child.put_pod(SEV_OFF, &sev)?;

@@ -26,7 +26,7 @@ pub fn restore(s: &mut Staged, files: &FilesImage) -> Result<(), RestoreError> {
         if s.room() < ROOM {
             s.flush()?;
         }
-        add(s, o, (ruid, euid), pid);
+        add(s, o, (ruid, euid), pid)?;
     }
     for e in files.fds.iter().filter(|e| is_async(e)) {
         if s.room() < ROOM {
@@ -63,8 +63,12 @@ fn renumber_async(s: &mut Staged, e: &FdEntry) {
 }
 
 /// The calls restoring owner `o`; `own`: the leader's real and effective uid now (those
-/// of the restorer, which created it).
-fn add(s: &mut Staged, o: &FdOwner, own: (u32, u32), pid: i32) {
+/// of the restorer, which created it). The owner is named as `pid` sees it.
+fn add(s: &mut Staged, o: &FdOwner, own: (u32, u32), pid: i32) -> Result<(), RestoreError> {
+    let seen = match o.pid {
+        0 => 0,
+        owner => crate::restore::ns::pid::visible(pid, owner)? as i32,
+    };
     let b = s.batch();
     let fd = o.fd as u64;
     if o.signal != 0 {
@@ -76,7 +80,7 @@ fn add(s: &mut Staged, o: &FdOwner, own: (u32, u32), pid: i32) {
         b.about(format!("fd {} of pid {pid}", o.fd));
     }
     if o.pid == 0 {
-        return;
+        return Ok(());
     }
     let switch = (o.uid, o.euid) != own;
     let keep = u64::from(u32::MAX); // -1: the saved uid stays
@@ -93,7 +97,7 @@ fn add(s: &mut Staged, o: &FdOwner, own: (u32, u32), pid: i32) {
     }
     let mut ex = [0u8; 8];
     ex[..4].copy_from_slice(&o.kind.to_ne_bytes());
-    ex[4..].copy_from_slice(&o.pid.to_ne_bytes());
+    ex[4..].copy_from_slice(&seen.to_ne_bytes());
     let addr = b.put(&ex);
     b.call(
         "fcntl(F_SETOWN_EX)",
@@ -111,6 +115,7 @@ fn add(s: &mut Staged, o: &FdOwner, own: (u32, u32), pid: i32) {
             &[u64::from(own.0), u64::from(own.1), keep],
         );
     }
+    Ok(())
 }
 
 /// The restorer's real and effective uid, which every process has until Creds.

@@ -345,7 +345,8 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::Inherited { pid, fd } => inherit(at, *pid, *fd),
         FdKind::Reopen { pid, fd, pos } => reopen(at, *pid, *fd, *pos),
         FdKind::Mapped(m) => {
-            let path = format!("/proc/{}/map_files/{:x}-{:x}", m.pid, m.start, m.end);
+            let range = format!("map_files/{:x}-{:x}", m.start, m.end);
+            let path = crate::restore::ns::pid::proc_path(at.child.pid(), m.pid, &range);
             open_at(at, &path, m.pos)?;
             memfd::add_seals(at, m.seals)
         }
@@ -418,9 +419,11 @@ fn inherit(at: &Install, owner: i32, fd: i32) -> Result<(), RestoreError> {
 }
 
 /// A new open file description of the file behind fd `fd` of `owner` (this process or
-/// an already restored one), opened through `/proc/OWNER/fd/FD` with the entry's flags.
+/// an already restored one), opened through `/proc/OWNER/fd/FD` (OWNER as the child's
+/// `/proc` names it) with the entry's flags.
 fn reopen(at: &Install, owner: i32, fd: i32, pos: u64) -> Result<(), RestoreError> {
-    open_at(at, &format!("/proc/{owner}/fd/{fd}"), pos)
+    let path = crate::restore::ns::pid::proc_path(at.child.pid(), owner, &format!("fd/{fd}"));
+    open_at(at, &path, pos)
 }
 
 /// Opens `path` (a `/proc` link to the object) in the child with the entry's flags, as

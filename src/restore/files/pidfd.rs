@@ -73,7 +73,8 @@ pub fn stand_in_for_cwd(cwd: &str) -> Result<Option<PausedChild>, RestoreError> 
 
 fn open_pidfd(at: &Install, pid: i32) -> Result<(), RestoreError> {
     let flags = (at.entry.flags & PIDFD_FLAGS) as u64;
-    let got = at.call("pidfd_open", libc::SYS_pidfd_open, &[pid as u64, flags])?;
+    let seen = crate::restore::ns::pid::visible(at.child.pid(), pid)?;
+    let got = at.call("pidfd_open", libc::SYS_pidfd_open, &[seen, flags])?;
     at.place(got)?;
     // pidfd_open always sets FD_CLOEXEC.
     at.set_cloexec()

@@ -70,8 +70,7 @@ pub fn in_scratch_root(
     };
     let root = open("/")?;
     let cwd = open(".")?;
-    let dir = child.put_str(prep::ARG_OFF, &scratch.0.display().to_string())?;
-    remote.call("chroot", libc::SYS_chroot, &[dir])?;
+    enter(child, &scratch)?;
     let done = enter_and_bind(child, names, inside);
     remote.call("fchdir", libc::SYS_fchdir, &[root])?;
     let dot = child.put_str(prep::ARG_OFF, ".")?;
@@ -80,6 +79,30 @@ pub fn in_scratch_root(
     remote.call("close", libc::SYS_close, &[root])?;
     remote.call("close", libc::SYS_close, &[cwd])?;
     done
+}
+
+/// Moves the child's root to the scratch directory: by its path when the child sees the
+/// restorer's root, else (a tree with a root of its own) through an fd of it handed over,
+/// `fchdir` and `chroot(".")`.
+fn enter(child: &Child, scratch: &Scratch) -> Result<(), RestoreError> {
+    let remote = child.remote();
+    let path = scratch.0.display().to_string();
+    if Path::new(&format!("/proc/{}/root{path}", child.pid())).is_dir() {
+        let dir = child.put_str(prep::ARG_OFF, &path)?;
+        remote.call("chroot", libc::SYS_chroot, &[dir])?;
+        return Ok(());
+    }
+    let own = std::fs::File::open(&scratch.0).map_err(|source| RestoreError::Write {
+        path: path.clone(),
+        source,
+    })?;
+    let what = format!("the scratch directory {path}");
+    let fd = crate::restore::ns::handover::give_own(child, &own, &what)?;
+    remote.call("fchdir", libc::SYS_fchdir, &[fd])?;
+    remote.call("close", libc::SYS_close, &[fd])?;
+    let dot = child.put_str(prep::ARG_OFF, ".")?;
+    remote.call("chroot", libc::SYS_chroot, &[dot])?;
+    Ok(())
 }
 
 /// Inside the scratch root: `inside`, then every name unlinked.

@@ -34,6 +34,24 @@ pub fn take_across(child: &Child, owner: i32, fd: i32) -> Result<u64, RestoreErr
     let pidfd = crate::sys::probe::pidfd_open(pid).map_err(|e| fail(e.to_string()))?;
     let file =
         crate::sys::probe::pidfd_getfd(pidfd.as_fd(), fd).map_err(|e| fail(e.to_string()))?;
+    give(child, &file, &fail)
+}
+
+/// A copy in `child` of `file`, one of stasis's own (a directory of its root the child
+/// cannot reach by path); returns its fd number there.
+pub fn give_own(child: &Child, file: &impl AsFd, what: &str) -> Result<u64, RestoreError> {
+    let fail = |why: String| RestoreError::Unsupported {
+        what: format!("hand {what} to pid {}: {why}", child.pid()),
+    };
+    give(child, file, &fail)
+}
+
+/// Sends `file` to a socket of `child` bound for it; returns its fd number there.
+fn give(
+    child: &Child,
+    file: &impl AsFd,
+    fail: &dyn Fn(String) -> RestoreError,
+) -> Result<u64, RestoreError> {
     let name = format!("stasis-handover-{}-{}", std::process::id(), child.pid());
     let remote = child.remote();
     let sock = remote.call(
@@ -45,7 +63,7 @@ pub fn take_across(child: &Child, owner: i32, fd: i32) -> Result<u64, RestoreErr
             0,
         ],
     )?;
-    let got = bind_and_receive(child, sock, &name, &file, &fail);
+    let got = bind_and_receive(child, sock, &name, file, fail);
     remote.call("close", libc::SYS_close, &[sock])?;
     got
 }

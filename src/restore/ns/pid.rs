@@ -50,6 +50,18 @@ pub fn view(from: i32, id: i32) -> i32 {
     with(|ns| ns.view(from, id), id)
 }
 
+/// The path `/proc/ID/REST` of task `id` for task `from` to open (injected), through the
+/// `/proc` that `from` sees: the restorer's own (ids as every record has them), or that
+/// of a mount namespace of the tree's, whose proc belongs to `from`'s pid namespace (ids
+/// as `from` sees them). The restorer tells them apart by `from`'s `/proc/self`, which
+/// names the restorer only in a proc of the restorer's pid namespace.
+pub fn proc_path(from: i32, id: i32, rest: &str) -> String {
+    let own = std::fs::read_link(format!("/proc/{from}/root/proc/self"))
+        .is_ok_and(|me| me.to_str() == Some(&std::process::id().to_string()));
+    let seen = if own { id } else { view(from, id) };
+    format!("/proc/{seen}/{rest}")
+}
+
 /// [`view`] for an id that must be visible from `from`.
 pub fn visible(from: i32, id: i32) -> Result<u64, RestoreError> {
     match view(from, id) {
