@@ -1,7 +1,7 @@
 //! Trees in namespaces of their own (issue 17): the scenario of `setsid unshare --fork
 //! --pid --uts --ipc`, dumped through the namespace's init and through the `unshare`
 //! process above it, comes back with the same pids inside its pid namespace and its
-//! hostname; a dump that cannot finish fails within its `--timeout` and leaves the tree
+//! hostname (with `--mount-proc --net` too, a counting shell loop); a dump that cannot finish fails within its `--timeout` and leaves the tree
 //! running.
 
 mod common;
@@ -382,4 +382,92 @@ fn ns_init_round_trip(test: &str, victim: &str) {
     let _guard = common::TreeGuard(common::descendants(pid));
     let mut restored = common::Proc::adopt(pid, &log);
     restored.go_and_expect_pass();
+}
+
+/// `setsid unshare --fork --pid --mount-proc --net --uts --ipc` running a shell loop that
+/// counts in a variable: dumped through its init, it comes back in a network namespace of
+/// its own (its loopback as it was), with its pids and hostname, and counts on from where
+/// it was.
+#[test]
+fn counter_in_its_own_pid_mount_net_uts_ipc_namespaces() {
+    let test = "counter_in_its_own_pid_mount_net_uts_ipc_namespaces";
+    let _serial = common::serial();
+    require_privileged!(test);
+    if !usable(test) {
+        return;
+    }
+    let tmp = TempDir::new(test);
+    let file = tmp.join("count");
+    let script = format!(
+        "exec </dev/null >/dev/null 2>&1; hostname stasis-ns; ip link set lo up; \
+         i=0; while true; do i=$((i+1)); echo $i > {}; sleep 0.2; done",
+        file.display()
+    );
+    let count = || -> u64 {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        text.trim().parse().unwrap_or(0)
+    };
+    let more = ["--mount-proc", "--net"];
+    let mut cmd = Command::new("setsid");
+    cmd.args(["unshare", "--fork", "--pid", "--uts", "--ipc"])
+        .args(more)
+        .args(["setsid", "sh", "-c", &script]);
+    let unshare = common::start(&mut cmd);
+    let deadline = Instant::now() + common::READY_TIMEOUT;
+    while count() < 2 && Instant::now() < deadline {
+        common::sleep_ms(20);
+    }
+    let Some(&init) = common::descendants(unshare.pid()).first() else {
+        common::skip(test, "unshare could not start the namespaces");
+        return;
+    };
+    let lo = |pid: i32| {
+        let out = Command::new("nsenter")
+            .args([
+                "-t",
+                &pid.to_string(),
+                "-n",
+                "ip",
+                "-o",
+                "link",
+                "show",
+                "lo",
+            ])
+            .output();
+        let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        // The flags (`<LOOPBACK,UP,LOWER_UP>`).
+        let flags = text
+            .unwrap_or_default()
+            .split_whitespace()
+            .nth(2)
+            .map(String::from);
+        flags.unwrap_or_default()
+    };
+    let net_ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+    let lo_before = lo(init);
+    assert!(
+        lo_before.contains(",UP"),
+        "the loopback is up inside: {lo_before}"
+    );
+    assert_ne!(net_ns(init), net_ns(std::process::id() as i32));
+    let img = tmp.join("img");
+    common::dump(init, &img, &[]).assert_ok("dump of a counter in its own namespaces");
+    let dumped = count();
+    drop(unshare);
+    common::reap_all(&[init], true);
+    common::sleep_ms(500);
+    assert_eq!(count(), dumped, "the dumped counter stopped");
+    let pid = common::restore_detached(&img).unwrap_or_else(|o| panic!("restore: {o:?}"));
+    let _guard = common::TreeGuard(vec![pid]);
+    assert_eq!(pid, init, "the pidfile names the init");
+    common::sleep_ms(700);
+    let after = count();
+    assert!(
+        after > dumped && after < dumped + 10,
+        "the count went on from {dumped} (now {after})"
+    );
+    assert_eq!(common::nspids(init)[1..], [1], "the init is pid 1 inside");
+    assert_eq!(hostname_of(init), "stasis-ns");
+    assert_ne!(net_ns(init), net_ns(std::process::id() as i32));
+    assert_eq!(lo(init), lo_before, "the loopback's state");
 }

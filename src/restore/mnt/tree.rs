@@ -196,8 +196,19 @@ fn relative(path: &str, base: &str) -> String {
 /// The per-mount flags of `mnt_opts` (`ro`, `nosuid`, `nodev`, `noexec`, atime,
 /// `nodiratime`, `nosymfollow`), set and every other cleared.
 fn set_flags(mt: &Mount, fd: &OwnedFd) -> Result<(), RestoreError> {
-    let mut set = 0;
-    for o in mt.mnt_opts.split(',') {
+    let (set, clr) = attr_bits(&mt.mnt_opts);
+    m::set_attr(fd.as_fd(), set, clr, 0, &mt.mountpoint).map_err(merr)
+}
+
+/// The `MOUNT_ATTR_*` bits to set and to clear for the per-mount options `mnt_opts`. The
+/// kernel shows `relatime` or `noatime`, and nothing for strictatime (runc's `/dev`).
+fn attr_bits(mnt_opts: &str) -> (u64, u64) {
+    let opts: Vec<&str> = mnt_opts.split(',').collect();
+    let mut set = match ["relatime", "noatime"].iter().any(|a| opts.contains(a)) {
+        true => 0,
+        false => m::ATTR_STRICTATIME,
+    };
+    for o in opts {
         set |= match o {
             "ro" => m::ATTR_RDONLY,
             "nosuid" => m::ATTR_NOSUID,
@@ -217,13 +228,21 @@ fn set_flags(mt: &Mount, fd: &OwnedFd) -> Result<(), RestoreError> {
         | m::ATTR_ATIME_MASK
         | m::ATTR_NODIRATIME
         | m::ATTR_NOSYMFOLLOW;
-    let clr = (all & !set) | m::ATTR_ATIME_MASK;
-    m::set_attr(fd.as_fd(), set, clr, 0, &mt.mountpoint).map_err(merr)
+    (set, (all & !set) | m::ATTR_ATIME_MASK)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strictatime_is_shown_as_no_atime_option() {
+        let (set, clr) = attr_bits("rw,nosuid");
+        assert_eq!(set, m::ATTR_NOSUID | m::ATTR_STRICTATIME);
+        assert_ne!(clr & m::ATTR_ATIME_MASK, 0);
+        assert_eq!(attr_bits("rw,relatime").0, 0);
+        assert_eq!(attr_bits("ro,noatime").0, m::ATTR_RDONLY | m::ATTR_NOATIME);
+    }
 
     #[test]
     fn relative_mount_points() {
