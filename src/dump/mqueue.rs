@@ -22,8 +22,8 @@ use crate::sys::{mount, mqueue};
 ///
 /// Ordering requirements: while the tree is frozen; in a thread that entered the tree's
 /// IPC namespace.
-pub fn collect() -> Result<MqueueImage, DumpError> {
-    let mnt = queues_fs()?;
+pub fn collect(root: i32) -> Result<MqueueImage, DumpError> {
+    let mnt = queues_fs(root)?;
     let dir = format!("/proc/self/fd/{}", mnt.as_raw_fd());
     let mut names = Vec::new();
     for e in std::fs::read_dir(&dir).map_err(|source| stat_err(&dir, source))? {
@@ -42,22 +42,21 @@ pub fn collect() -> Result<MqueueImage, DumpError> {
 /// queues' fds show).
 pub fn fs_dev_of(pid: i32) -> Result<u64, DumpError> {
     crate::sys::ipc::in_ipc_ns_of(Some(pid), || {
-        let mnt = queues_fs()?;
+        let mnt = queues_fs(pid)?;
         let st = nix::sys::stat::fstat(&mnt)
             .map_err(|e| DumpError::unsupported(format!("fstat of an mqueue mount: {e}")))?;
         Ok::<_, DumpError>(st.st_dev)
     })?
 }
 
-/// The calling thread's IPC namespace's mqueue filesystem, mounted detached: the only
-/// way to list its queues, so a dump without the right to mount says so.
-fn queues_fs() -> Result<OwnedFd, DumpError> {
+/// The calling thread's IPC namespace (`pid`'s) mqueue filesystem, mounted detached:
+/// the only way to list its queues, so a dump without the right to mount says so.
+fn queues_fs(pid: i32) -> Result<OwnedFd, DumpError> {
     mount::new_fs("mqueue", &[]).map_err(|e| match e.source {
-        nix::errno::Errno::EPERM => DumpError::unsupported(
-            "listing the POSIX message queues of the tree's IPC namespace needs CAP_SYS_ADMIN \
-             (stasis mounts the namespace's mqueue filesystem to read them)"
-                .to_string(),
-        ),
+        nix::errno::Errno::EPERM => DumpError::unsupported(format!(
+            "listing the POSIX message queues of the IPC namespace of pid {pid} needs \
+             CAP_SYS_ADMIN (stasis mounts the namespace's mqueue filesystem to read them)"
+        )),
         _ => e.into(),
     })
 }

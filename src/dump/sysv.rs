@@ -69,7 +69,7 @@ pub fn dump(
         let image = collect(ns.0, &attached, writer)?;
         let queues = match ns.0 {
             IpcNs::Host => Default::default(),
-            _ => super::mqueue::collect()?,
+            _ => super::mqueue::collect(root)?,
         };
         Ok::<_, DumpError>((image, queues))
     })??;
