@@ -203,7 +203,10 @@ fn init_led_from_outside_is_refused_and_left_running() {
         "{msg}"
     );
     assert_running(init);
+    let family: Vec<i32> = tree_ids(init).keys().copied().collect();
     drop(unshare);
+    // unshare's death does not end the namespace: its init and children are ours to end.
+    common::reap_all(&family, true);
 }
 
 /// A task of a frozen cgroup stops for ptrace but never runs an injected syscall: the
