@@ -315,3 +315,56 @@ fn podman_tcp_connection_into_the_container_survives() {
     podman.ok(&["container", "restore", "--tcp-established", &name]);
     echo(b"after the restore\n");
 }
+
+/// `podman container checkpoint --pre-checkpoint`, then `checkpoint --with-previous` and
+/// `restore`: the container runs on after the pre-dump, the checkpoint takes its unchanged
+/// pages from the pre-dump (it stores a fraction of the pre-dump's page bytes), and the
+/// counter goes on after the restore. CRIU cannot do this here (no soft-dirty).
+#[test]
+fn podman_pre_checkpoint_then_checkpoint_with_previous() {
+    if let Some(why) = unusable() {
+        println!("SKIP podman pre-checkpoint: {why}");
+        return;
+    }
+    if stasis::check::tracking_method().is_none() {
+        println!("SKIP podman pre-checkpoint: the kernel has no dirty-page tracking stasis uses");
+        return;
+    }
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let podman = shim(&dir.path().join("shim"), BIN);
+    import_image(&podman, dir.path());
+    let name = format!("stasis-pm-pre-{}", std::process::id());
+    let _clean = Cleanup(&podman, vec![name.clone()]);
+    podman.start(&name);
+    podman.ok(&["container", "checkpoint", "--pre-checkpoint", &name]);
+    podman.goes_on(&name, podman.count(&name));
+    let before = podman.count(&name);
+    podman.ok(&[
+        "container",
+        "checkpoint",
+        "--with-previous",
+        "--keep",
+        &name,
+    ]);
+    let userdata = podman.ok(&["inspect", "-f", "{{.StaticDir}}", &name]);
+    let userdata = Path::new(userdata.trim());
+    let (pre, full) = (
+        pages_bytes(&userdata.join("pre-checkpoint/stasis-image")),
+        pages_bytes(&userdata.join("checkpoint/stasis-image")),
+    );
+    assert!(
+        full * 4 < pre,
+        "the checkpoint stores {full} bytes of pages, the pre-dump {pre}"
+    );
+    podman.ok(&["container", "restore", &name]);
+    podman.goes_on(&name, before);
+}
+
+/// The bytes of the pages files of the stasis image in `dir`.
+fn pages_bytes(dir: &Path) -> u64 {
+    (std::fs::read_dir(dir).unwrap().flatten())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pages-"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
