@@ -123,8 +123,16 @@ fn check_incremental(args: &DumpArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// The usage checks clap cannot make: CRIU's flags, an incremental image that would be
+/// stored sealed, the stream's target.
+fn check_usage(args: &DumpArgs) -> Result<(), String> {
+    args.criu.check()?;
+    check_incremental(args)?;
+    args.store.stream.as_deref().map_or(Ok(()), check_stream_target)
+}
+
 pub fn run(args: DumpArgs) -> i32 {
-    if let Err(why) = args.criu.check() {
+    if let Err(why) = check_usage(&args) {
         eprintln!("stasis: {why}");
         return EXIT_USAGE;
     }
@@ -135,14 +143,6 @@ pub fn run(args: DumpArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
-    if let Err(why) = check_incremental(&args) {
-        eprintln!("stasis: {why}");
-        return EXIT_USAGE;
-    }
-    if let Some(Err(why)) = args.store.stream.as_deref().map(check_stream_target) {
-        eprintln!("stasis: {why}");
-        return EXIT_USAGE;
-    }
     // A streamed dump writes its image into a private directory, sent at post-dump.
     let (_temp, dir, mut hook): (_, _, Box<dyn stasis::hooks::Hooks>) =
         match (&args.dir, &args.store.stream) {
