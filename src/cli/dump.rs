@@ -128,7 +128,10 @@ fn check_incremental(args: &DumpArgs) -> Result<(), String> {
 fn check_usage(args: &DumpArgs) -> Result<(), String> {
     args.criu.check()?;
     check_incremental(args)?;
-    args.store.stream.as_deref().map_or(Ok(()), check_stream_target)
+    args.store
+        .stream
+        .as_deref()
+        .map_or(Ok(()), check_stream_target)
 }
 
 pub fn run(args: DumpArgs) -> i32 {
