@@ -3,6 +3,10 @@
 # usage: scripts/bench.sh [--runs N] [--quick] [--big] [--json FILE] [--store-opts OPTS] [--restore-opts OPTS]
 #                         [--compare 'DUMP_TEMPLATE' 'RESTORE_TEMPLATE'] [--only a,b]
 #                         [--storage /dev/shm,/var/tmp]
+#        scripts/bench.sh --incremental [--runs N] [--mib MIB] [--percent P] [--verify]
+#                         [--criu /path/to/criu] [--storage DIR] [--json FILE]
+#                         (frozen time of pre-dumps and of an incremental dump -R, see
+#                         scripts/bench/incremental.py)
 # Needs root, gcc and python3. Builds stasis (release) unless STASIS=/path/to/stasis is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,4 +29,9 @@ trap 'rm -rf "$bindir"' EXIT
 gcc -O2 -Wall -o "$bindir/workload" scripts/bench/workload.c -lpthread
 gcc -O2 -Wall -o "$bindir/limits" scripts/bench/limits.c
 
+if [ "${1:-}" = --incremental ]; then
+    shift
+    python3 scripts/bench/incremental.py --stasis "$STASIS" --bindir "$bindir" "$@"
+    exit $?
+fi
 python3 scripts/bench/driver.py --stasis "$STASIS" --bindir "$bindir" "$@"

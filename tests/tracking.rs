@@ -29,6 +29,40 @@ fn tracking_available(test: &str) -> bool {
     ok
 }
 
+/// The start of every test here: the shared lock, and the temporary directory; returns
+/// from the test (printing why) without privileges or without tracking.
+macro_rules! tracking_test {
+    ($test:expr) => {{
+        let serial = common::serial();
+        require_privileged!($test);
+        if !tracking_available($test) {
+            return;
+        }
+        (serial, TempDir::new($test))
+    }};
+}
+
+/// Kills the victim and its children when the test stops early.
+fn family_guard(victim: &Proc) -> common::TreeGuard {
+    common::TreeGuard(common::descendants(victim.pid))
+}
+
+/// A dump with `args` that kills the victim; waits for it and reaps its children.
+fn dump_killing(victim: &mut Proc, dir: &Path, args: &[&str], what: &str) {
+    let family = common::descendants(victim.pid);
+    common::dump(victim.pid, dir, args).assert_ok(what);
+    victim.wait_exit(common::EXIT_TIMEOUT);
+    common::reap_all(&family, false);
+}
+
+/// Restores `dir` detached and lets the restored victim verify itself.
+fn restore_and_verify(dir: &Path, victim: &Proc) {
+    let pid = common::restore_detached(dir).unwrap_or_else(|o| panic!("restore: {o:?}"));
+    let mut restored = Proc::adopt(pid, &victim.log);
+    let _family = common::TreeGuard(common::descendants(pid));
+    restored.go_and_expect_pass();
+}
+
 fn run<S: AsRef<OsStr>>(args: &[S]) -> common::Output {
     common::stasis(args)
 }
@@ -49,11 +83,16 @@ fn tracker_pid(out: &common::Output) -> i32 {
         .unwrap_or_else(|| panic!("no tracker pid in {:?}", out.stderr))
 }
 
-/// Starts the victim in `tmp/work`; `None` if it skipped.
+/// Starts the `tracked` victim in `tmp/work`; `None` if it skipped.
 fn start(test: &str, tmp: &TempDir, args: &[&str]) -> Option<Proc> {
+    start_victim(test, tmp, "tracked", args)
+}
+
+/// Starts victim `name` in `tmp/work`; `None` if it skipped.
+fn start_victim(test: &str, tmp: &TempDir, name: &str, args: &[&str]) -> Option<Proc> {
     let work = tmp.join("work");
     std::fs::create_dir_all(&work).expect("mkdir work");
-    let mut victim = common::spawn_victim("tracked", args, &work);
+    let mut victim = common::spawn_victim(name, args, &work);
     if let Start::Skip(why) = victim.wait_ready() {
         common::skip(test, &why);
         return None;
@@ -61,16 +100,21 @@ fn start(test: &str, tmp: &TempDir, args: &[&str]) -> Option<Proc> {
     Some(victim)
 }
 
-/// Sends "change" and waits for CHANGED.
-fn change(victim: &Proc) {
+/// Sends SIGUSR2 ("change", "stop") and waits for the victim's `answer` line.
+fn signal_and_wait(victim: &Proc, answer: &str) {
     victim.signal(libc::SIGUSR2);
     for _ in 0..2000 {
-        if victim.log_text().lines().any(|l| l == "CHANGED") {
+        if victim.log_text().lines().any(|l| l == answer) {
             return;
         }
         common::sleep_ms(5);
     }
-    panic!("no CHANGED; log:\n{}", victim.log_text());
+    panic!("no {answer}; log:\n{}", victim.log_text());
+}
+
+/// Sends "change" and waits for CHANGED.
+fn change(victim: &Proc) {
+    signal_and_wait(victim, "CHANGED");
 }
 
 fn bytes_of(dir: &Path, prefix: &str) -> u64 {
@@ -96,24 +140,15 @@ fn chain(test: &str, tmp: &TempDir) -> Option<(Proc, [PathBuf; 3])> {
         bytes_of(&p1, "pages-")
     );
     change(&victim);
-    // Its child too, should the test stop early.
-    let _orig = common::TreeGuard(common::descendants(victim.pid));
-    let family = common::descendants(victim.pid);
-    common::dump(victim.pid, &d, &["--prev-images-dir", "../pre2"]).assert_ok("dump");
-    victim.wait_exit(common::EXIT_TIMEOUT);
-    common::reap_all(&family, false);
+    let _orig = family_guard(&victim);
+    dump_killing(&mut victim, &d, &["--prev-images-dir", "../pre2"], "dump");
     Some((victim, [p1, p2, d]))
 }
 
 #[test]
 fn predump_chain_restores_exact_memory() {
     let test = "predump_chain_restores_exact_memory";
-    let _serial = common::serial();
-    require_privileged!(test);
-    if !tracking_available(test) {
-        return;
-    }
-    let tmp = TempDir::new(test);
+    let (_serial, tmp) = tracking_test!(test);
     let Some((victim, [p1, _, d])) = chain(test, &tmp) else {
         return;
     };
@@ -123,21 +158,13 @@ fn predump_chain_restores_exact_memory() {
         bytes_of(&d, "pages-"),
         bytes_of(&p1, "pages-")
     );
-    let pid = common::restore_detached(&d).unwrap_or_else(|o| panic!("restore: {o:?}"));
-    let mut restored = Proc::adopt(pid, &victim.log);
-    let _family = common::TreeGuard(common::descendants(pid));
-    restored.go_and_expect_pass();
+    restore_and_verify(&d, &victim);
 }
 
 #[test]
 fn predump_is_not_restorable_alone() {
     let test = "predump_is_not_restorable_alone";
-    let _serial = common::serial();
-    require_privileged!(test);
-    if !tracking_available(test) {
-        return;
-    }
-    let tmp = TempDir::new(test);
+    let (_serial, tmp) = tracking_test!(test);
     let Some(mut victim) = start(test, &tmp, &[]) else {
         return;
     };
@@ -152,8 +179,7 @@ fn predump_is_not_restorable_alone() {
         .contains("pre-dump"));
     run(&["pre-dump", "--stop-tracking", "-t", &victim.pid.to_string()]).assert_ok("stop tracking");
     change(&victim);
-    // Its child too, should the test stop early.
-    let _orig = common::TreeGuard(common::descendants(victim.pid));
+    let _orig = family_guard(&victim);
     victim.go_and_expect_pass();
 }
 
@@ -173,12 +199,7 @@ fn refused(pid: i32, d: &Path, what: &str) {
 #[test]
 fn broken_parent_is_refused_before_any_process() {
     let test = "broken_parent_is_refused_before_any_process";
-    let _serial = common::serial();
-    require_privileged!(test);
-    if !tracking_available(test) {
-        return;
-    }
-    let tmp = TempDir::new(test);
+    let (_serial, tmp) = tracking_test!(test);
     let Some((victim, [p1, p2, d])) = chain(test, &tmp) else {
         return;
     };
@@ -200,21 +221,13 @@ fn broken_parent_is_refused_before_any_process() {
     std::fs::remove_dir_all(&p2).expect("rm parent");
     refused(victim.pid, &d, "chain.img");
     std::fs::rename(&moved, &p2).expect("move parent back");
-    let pid = common::restore_detached(&d).unwrap_or_else(|o| panic!("restore: {o:?}"));
-    let mut restored = Proc::adopt(pid, &victim.log);
-    let _family = common::TreeGuard(common::descendants(pid));
-    restored.go_and_expect_pass();
+    restore_and_verify(&d, &victim);
 }
 
 #[test]
 fn killed_tracker_leaves_the_tree_running_and_untracked() {
     let test = "killed_tracker_leaves_the_tree_running_and_untracked";
-    let _serial = common::serial();
-    require_privileged!(test);
-    if !tracking_available(test) {
-        return;
-    }
-    let tmp = TempDir::new(test);
+    let (_serial, tmp) = tracking_test!(test);
     let Some(mut victim) = start(test, &tmp, &[]) else {
         return;
     };
@@ -224,29 +237,17 @@ fn killed_tracker_leaves_the_tree_running_and_untracked() {
     common::kill(tracker, libc::SIGKILL).expect("kill the tracker");
     common::reap_all(&[tracker], false);
     change(&victim);
-    // Its child too, should the test stop early.
-    let _orig = common::TreeGuard(common::descendants(victim.pid));
+    let _orig = family_guard(&victim);
     // No tracking counted the changes: the dump stores everything again.
     let d = tmp.join("dump");
-    let family = common::descendants(victim.pid);
-    common::dump(victim.pid, &d, &["--prev-images-dir", "../pre1"]).assert_ok("dump");
-    victim.wait_exit(common::EXIT_TIMEOUT);
-    common::reap_all(&family, false);
-    let pid = common::restore_detached(&d).unwrap_or_else(|o| panic!("restore: {o:?}"));
-    let mut restored = Proc::adopt(pid, &victim.log);
-    let _family = common::TreeGuard(common::descendants(pid));
-    restored.go_and_expect_pass();
+    dump_killing(&mut victim, &d, &["--prev-images-dir", "../pre1"], "dump");
+    restore_and_verify(&d, &victim);
 }
 
 #[test]
 fn tree_using_userfaultfd_is_refused() {
     let test = "tree_using_userfaultfd_is_refused";
-    let _serial = common::serial();
-    require_privileged!(test);
-    if !tracking_available(test) {
-        return;
-    }
-    let tmp = TempDir::new(test);
+    let (_serial, tmp) = tracking_test!(test);
     let Some(mut victim) = start(test, &tmp, &["-u"]) else {
         return;
     };
@@ -261,20 +262,14 @@ fn tree_using_userfaultfd_is_refused() {
         "{msg:?}"
     );
     change(&victim);
-    // Its child too, should the test stop early.
-    let _orig = common::TreeGuard(common::descendants(victim.pid));
+    let _orig = family_guard(&victim);
     victim.go_and_expect_pass();
 }
 
 #[test]
 fn stop_tracking_disarms() {
     let test = "stop_tracking_disarms";
-    let _serial = common::serial();
-    require_privileged!(test);
-    if !tracking_available(test) {
-        return;
-    }
-    let tmp = TempDir::new(test);
+    let (_serial, tmp) = tracking_test!(test);
     let Some(mut victim) = start(test, &tmp, &[]) else {
         return;
     };
@@ -288,28 +283,21 @@ fn stop_tracking_disarms() {
     assert!(again.assert_failed("second stop").contains("no tracker"));
     // Tracking off, the process writes as before.
     change(&victim);
-    // Its child too, should the test stop early.
-    let _orig = common::TreeGuard(common::descendants(victim.pid));
+    let _orig = family_guard(&victim);
     victim.go_and_expect_pass();
 }
 
 #[test]
 fn incremental_dumps_leave_running_then_restore_the_last() {
     let test = "incremental_dumps_leave_running_then_restore_the_last";
-    let _serial = common::serial();
-    require_privileged!(test);
-    if !tracking_available(test) {
-        return;
-    }
-    let tmp = TempDir::new(test);
+    let (_serial, tmp) = tracking_test!(test);
     let Some(mut victim) = start(test, &tmp, &[]) else {
         return;
     };
     let (d0, d1, d2) = (tmp.join("d0"), tmp.join("d1"), tmp.join("d2"));
     common::dump(victim.pid, &d0, &["-R", "--track-mem"]).assert_ok("dump -R --track-mem");
     change(&victim);
-    // Its child too, should the test stop early.
-    let _orig = common::TreeGuard(common::descendants(victim.pid));
+    let _orig = family_guard(&victim);
     common::dump(victim.pid, &d1, &["-R", "--prev-images-dir", "../d0"]).assert_ok("dump -R");
     assert!(
         // Most of the 8 MiB region was not written: taken from d0.
@@ -318,12 +306,51 @@ fn incremental_dumps_leave_running_then_restore_the_last() {
         bytes_of(&d1, "pages-"),
         bytes_of(&d0, "pages-")
     );
-    let family = common::descendants(victim.pid);
-    common::dump(victim.pid, &d2, &["--prev-images-dir", "../d1"]).assert_ok("last dump");
-    victim.wait_exit(common::EXIT_TIMEOUT);
-    common::reap_all(&family, false);
-    let pid = common::restore_detached(&d2).unwrap_or_else(|o| panic!("restore: {o:?}"));
+    dump_killing(
+        &mut victim,
+        &d2,
+        &["--prev-images-dir", "../d1"],
+        "last dump",
+    );
+    restore_and_verify(&d2, &victim);
+}
+
+/// `tracked_writer` writes pages without pause through three `dump -R` against tracking;
+/// stopped right after the third, it is dumped once more (killing it). The restore of
+/// that last image must hold every write, those made while the third dump wrote its
+/// pages (after the release) and right after it included; the restore of the second
+/// image alone must hold the memory as it was frozen (the writer checks each page it
+/// visits again holds what it wrote there before).
+#[test]
+fn pages_written_during_and_after_an_incremental_dump_are_in_the_next() {
+    let test = "pages_written_during_and_after_an_incremental_dump_are_in_the_next";
+    let (_serial, tmp) = tracking_test!(test);
+    let Some(mut victim) = start_victim(test, &tmp, "tracked_writer", &[]) else {
+        return;
+    };
+    let _orig = family_guard(&victim);
+    let d = |n: u32| tmp.join(format!("d{n}"));
+    common::dump(victim.pid, &d(0), &["-R", "--track-mem"]).assert_ok("dump -R --track-mem");
+    for n in 1..=3 {
+        let parent = format!("../d{}", n - 1);
+        let args = ["-R", "--prev-images-dir", parent.as_str()];
+        common::dump(victim.pid, &d(n), &args).assert_ok("incremental dump -R");
+    }
+    signal_and_wait(&victim, "STOPPED");
+    dump_killing(
+        &mut victim,
+        &d(4),
+        &["--prev-images-dir", "../d3"],
+        "last dump",
+    );
+    restore_and_verify(&d(4), &victim);
+    // The victim's log grew since: its fd is restored at the offset it had.
+    let pid = common::restore_detached_with(&d(2), &["--skip-file-check"])
+        .unwrap_or_else(|o| panic!("restore d2: {o:?}"));
     let mut restored = Proc::adopt(pid, &victim.log);
     let _family = common::TreeGuard(common::descendants(pid));
+    // Its writer runs on, checking each page it comes back to.
+    common::sleep_ms(200);
+    restored.signal(libc::SIGUSR2);
     restored.go_and_expect_pass();
 }

@@ -12,6 +12,10 @@
  *                                          held, 100 bytes queued each way (dump with
  *                                          --tcp-established)
  *   workload unix  N OKFILE                N/2 unix stream socket pairs, 100 bytes queued
+ *   workload dirty MIB PERCENT OKFILE      the mem workload (no zero pages); on each SIGUSR2
+ *                                          it writes one word of every (100/PERCENT)-th page
+ *                                          (PERCENT % of its pages), takes the checksum
+ *                                          again and prints "DIRTY <pages>" on stdout
  *   workload files N DIRS PIPES DATADIR OKFILE
  *                                          N distinct regular files spread over DIRS
  *                                          directories under DATADIR, each open (read-write,
@@ -46,7 +50,10 @@ static size_t mem_words;
 static uint64_t expected;
 static const char *okfile;
 
+static volatile sig_atomic_t dirty_requested;
+
 static void on_usr1(int sig) { (void)sig; verify_requested = 1; }
+static void on_usr2(int sig) { (void)sig; dirty_requested = 1; }
 
 static uint64_t now_ns(void)
 {
@@ -191,6 +198,21 @@ static void write_result(void)
     rename(tmp, okfile);
 }
 
+/* The dirty workload: writes PERCENT % of the pages, spread evenly, a new value each round. */
+static long dirty_percent;
+static void dirty(void)
+{
+    static uint64_t round;
+    size_t words_per_page = PAGE / 8, pages = mem_words / words_per_page, n = 0;
+    size_t step = 100 / (size_t)(dirty_percent > 0 ? dirty_percent : 1);
+    round++;
+    for (size_t p = round % step; p < pages; p += step, n++)
+        mem[p * words_per_page + round % words_per_page] ^= round * 0x9e3779b97f4a7c15ULL;
+    expected = checksum();
+    printf("DIRTY %zu\n", n);
+    fflush(stdout);
+}
+
 static void *sleeper(void *arg) { (void)arg; for (;;) pause(); return NULL; }
 
 int main(int argc, char **argv)
@@ -208,6 +230,10 @@ int main(int argc, char **argv)
     sigset_t block, old;
     sigemptyset(&block);
     sigaddset(&block, SIGUSR1);
+    sigaddset(&block, SIGUSR2);
+    struct sigaction sa2 = { .sa_handler = on_usr2 };
+    sigemptyset(&sa2.sa_mask);
+    sigaction(SIGUSR2, &sa2, NULL);
     sigprocmask(SIG_BLOCK, &block, &old);
 
     if (!strcmp(kind, "mem")) {
@@ -223,6 +249,9 @@ int main(int argc, char **argv)
             pthread_t t;
             pthread_create(&t, NULL, sleeper, NULL);
         }
+    } else if (!strcmp(kind, "dirty") && argc >= 5) {
+        dirty_percent = atol(argv[3]);
+        fill((size_t)n, 0, 0);
     } else if (!strcmp(kind, "fds")) {
         fill(1, 0, 0);
         for (long i = 0; i < n; i += 3) {
@@ -246,6 +275,10 @@ int main(int argc, char **argv)
     fflush(stdout);
     for (;;) {
         sigsuspend(&old);
+        if (dirty_requested) {
+            dirty_requested = 0;
+            dirty();
+        }
         if (verify_requested) {
             verify_requested = 0;
             write_result();

@@ -59,6 +59,11 @@ impl Incremental {
         })
     }
 
+    /// Whether the tracking goes on after this dump.
+    pub fn keeps(&self) -> bool {
+        self.keep
+    }
+
     /// Whether this dump uses or arms tracking at all.
     pub fn wanted(&self) -> bool {
         self.keep || self.parent.is_some()

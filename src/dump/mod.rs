@@ -16,6 +16,7 @@ mod error;
 pub mod files;
 pub mod freeze;
 pub mod incremental;
+pub mod layout;
 pub mod memory;
 pub mod mm;
 pub mod mnt;
@@ -147,33 +148,55 @@ pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummar
         Some(path) => seize_cgroup(path)?,
         None => freeze::Adopted::default(),
     };
+    // A dump that keeps a tracked tree running writes its image after the release
+    // (`layout::Early`, `stripes::Staged`): the tree is frozen only to copy what changed.
+    let mut early = match chain.keeps() {
+        true => Some(layout::Early::read(opts.pid)?),
+        false => None,
+    };
     let span = crate::profile::span("freeze tree");
     let tree = tree::freeze_tree(opts.pid, opts.shell_job, adopted)?;
     drop(span);
     let frozen = Instant::now();
     notify(hooks, Point::NetworkLock, opts.pid)?;
-    let (mut summary, mut held) = save_tree(
+    let (mut summary, mut held, image) = save_tree(
         &tree,
         opts,
         writer,
-        mounts.as_ref(),
-        in_net.as_ref(),
+        (mounts.as_ref(), in_net.as_ref()),
         &mut chain,
+        early.as_mut(),
     )?;
-    notify(hooks, Point::PostDump, opts.pid)?;
+    let deferred = match early {
+        Some(early) => Some((early, image)),
+        None => {
+            image.commit(&opts.store)?;
+            notify(hooks, Point::PostDump, opts.pid)?;
+            None
+        }
+    };
     held.iter_mut().for_each(files::Held::keep_links);
     // Ordering requirements: sockets held in repair mode leave it before a released
     // tree runs again; after a kill, our duplicates are closed still in repair mode.
     if opts.leave_running {
         drop(held);
         tree.release()?;
-        notify(hooks, Point::NetworkUnlock, opts.pid)?;
     } else {
         let _span = crate::profile::span("kill");
         tree.kill()?;
         held.into_iter().for_each(files::Held::keep_for_restore);
     }
     summary.frozen = frozen.elapsed();
+    if let Some((early, image)) = deferred {
+        // Ordering requirements: the flags read before the freeze are checked before
+        // the image is committed; a failure leaves no image (the tree runs on).
+        early.check()?;
+        image.commit(&opts.store)?;
+        notify(hooks, Point::PostDump, opts.pid)?;
+    }
+    if opts.leave_running {
+        notify(hooks, Point::NetworkUnlock, opts.pid)?;
+    }
     chain.finish()?;
     summary.total = started.elapsed();
     Ok(summary)
@@ -205,15 +228,46 @@ fn seize_cgroup(path: &std::path::Path) -> Result<freeze::Adopted, DumpError> {
     Ok(adopted)
 }
 
-/// Writes every process, then the tree and the inventory, and commits the image.
+/// An image whose records are written, but maybe not its pages (`stripes::Staged`).
+struct Unsealed {
+    writer: ImageWriter,
+    staged: Vec<stripes::Staged>,
+}
+
+impl Unsealed {
+    /// Writes the staged pages, seals and commits the image.
+    ///
+    /// Ordering requirements: for a dump that writes while frozen, before the tree is
+    /// released or killed, so that a failure leaves it running untouched.
+    fn commit(self, store: &crate::image::store::StoreOptions) -> Result<(), DumpError> {
+        {
+            let _span = crate::profile::span("staged pages");
+            self.staged
+                .into_iter()
+                .try_for_each(stripes::Staged::write)?;
+        }
+        {
+            let _span = crate::profile::span("seal");
+            (self.writer.seal(store)).map_err(crate::image::ImageError::from)?;
+        }
+        let _span = crate::profile::span("commit");
+        self.writer.commit()?;
+        Ok(())
+    }
+}
+
+/// Writes every process, then the tree and the inventory; the image is left to
+/// [`Unsealed::commit`]. With `early`, mappings are read as `layout::Early` says and
+/// pages are staged in memory.
 fn save_tree(
     tree: &FrozenTree,
     opts: &DumpOptions,
     writer: ImageWriter,
-    mounts: Option<&mnt::Plan>,
-    in_net: Option<&ns::net::InTree>,
+    (mounts, in_net): (Option<&mnt::Plan>, Option<&ns::net::InTree>),
     chain: &mut incremental::Incremental,
-) -> Result<(DumpSummary, Vec<files::Held>), DumpError> {
+    early: Option<&mut layout::Early>,
+) -> Result<(DumpSummary, Vec<files::Held>, Unsealed), DumpError> {
+    let stage = early.is_some();
     let mut shared = Shared::default();
     let mut summary = DumpSummary {
         pid: opts.pid,
@@ -226,10 +280,11 @@ fn save_tree(
     }
     let mut held = Vec::new();
     let mut tables = Vec::new();
+    let mut staged = Vec::new();
     chain.begin(opts.pid, &pids)?;
     let layouts = {
         let _span = crate::profile::span("layouts");
-        layouts(tree)?
+        layout::layouts(tree, early)?
     };
     {
         let _span = crate::profile::span("namespaces");
@@ -253,7 +308,9 @@ fn save_tree(
         cgroup::dump(&threads, &opts.cgroups, &writer)?;
     }
     for ((task, entry), layout) in tree.procs.iter().zip(tree.record.alive()).zip(layouts) {
-        let (stats, h, files) = save(task, entry, layout, &fd_opts, &writer, &mut shared, chain)?;
+        let on = (&writer, stage);
+        let (stats, s, h, files) = save(task, entry, layout, &fd_opts, on, &mut shared, chain)?;
+        staged.extend(s);
         held.push(h);
         tables.push((task.pid(), files));
         summary.pages_stored += stats.pages_stored;
@@ -288,45 +345,7 @@ fn save_tree(
         Kind::Inventory,
         &inventory(&pids, opts.shell_job),
     )?;
-    {
-        // Ordering requirements: after the last file, before the commit; the tree is
-        // still frozen, so a failure here leaves it running untouched.
-        let _span = crate::profile::span("seal");
-        writer
-            .seal(&opts.store)
-            .map_err(crate::image::ImageError::from)?;
-    }
-    let _span = crate::profile::span("commit");
-    writer.commit()?;
-    Ok((summary, held))
-}
-
-/// The mappings of one process, and what of them it still shares copy-on-write with its
-/// parent.
-struct Layout {
-    smaps: Vec<proc::MapEntry>,
-    vmas: Vec<crate::image::mm::Vma>,
-    cow: Vec<cow::Found>,
-}
-
-/// The mappings of every process, in tree order.
-///
-/// Ordering requirements: before any page is read (see `cow::find`).
-fn layouts(tree: &FrozenTree) -> Result<Vec<Layout>, DumpError> {
-    let mut out: Vec<Layout> = Vec::with_capacity(tree.procs.len());
-    for (task, entry) in tree.procs.iter().zip(tree.record.alive()) {
-        let pid = task.pid();
-        let smaps = proc::smaps(pid)?;
-        let vmas = mm::vmas(pid, &smaps)?;
-        let parent = tree.procs.iter().position(|t| t.pid() == entry.ppid);
-        let cow = match parent.and_then(|i| out.get(i)) {
-            // A process sharing its parent's address space shares every page.
-            Some(p) if !entry.shares_vm => cow::find(pid, &vmas, entry.ppid, &p.vmas)?,
-            _ => Vec::new(),
-        };
-        out.push(Layout { smaps, vmas, cow });
-    }
-    Ok(out)
+    Ok((summary, held, Unsealed { writer, staged }))
 }
 
 /// Links the objects split across processes, checks the tables as a restore will, and
@@ -416,14 +435,14 @@ fn fd_options(opts: &DumpOptions, pids: &[i32]) -> files::FdOptions {
 fn save(
     task: &Frozen,
     entry: &ProcEntry,
-    layout: Layout,
+    layout: layout::Layout,
     fd_opts: &files::FdOptions,
-    writer: &ImageWriter,
+    (writer, stage): (&ImageWriter, bool),
     shared: &mut Shared,
     chain: &mut incremental::Incremental,
-) -> Result<(memory::MemoryStats, files::Held, FilesImage), DumpError> {
+) -> Result<SavedProcess, DumpError> {
     let pid = task.pid();
-    let Layout {
+    let layout::Layout {
         smaps,
         mut vmas,
         cow,
@@ -486,13 +505,13 @@ fn save(
     let creds = creds::creds(&status, q.securebits);
     let thread_creds = creds::other_threads(pid, &threads[1..], &q.thread_securebits, &creds)?;
 
-    let mstats = if entry.shares_vm {
+    let (mstats, staged) = if entry.shares_vm {
         // Its pages at restore are those of the address space it shares.
         let restored = shared.restored_pages.get(&entry.ppid).cloned();
         shared
             .restored_pages
             .insert(pid, restored.unwrap_or_default());
-        memory::MemoryStats::default()
+        Default::default()
     } else {
         let space = Space {
             smaps: &smaps,
@@ -502,7 +521,7 @@ fn save(
             fields: mm::fields(&stat, q.brk),
         };
         let unchanged = chain.unchanged(pid, &space.vmas, task.leader(), ip)?;
-        save_mm(pid, entry.ppid, space, writer, shared, &unchanged)?
+        save_mm(pid, entry.ppid, space, (writer, stage), shared, &unchanged)?
     };
     let mut sigactions = q.sigactions;
     if entry.shares_sighand {
@@ -531,8 +550,17 @@ fn save(
         seccomp,
     };
     writer.write_record(&record_name("task", pid), Kind::Task, &task_image)?;
-    Ok((mstats, held, files))
+    Ok((mstats, staged, held, files))
 }
+
+/// What [`save`] returns: page figures, staged pages, the sockets held in repair mode
+/// and the fd table.
+type SavedProcess = (
+    memory::MemoryStats,
+    Vec<stripes::Staged>,
+    files::Held,
+    FilesImage,
+);
 
 /// The address space of one process as collected: its maps, what it shares
 /// copy-on-write with its parent, and the mm fields.
@@ -552,10 +580,10 @@ fn save_mm(
     pid: i32,
     ppid: i32,
     space: Space,
-    writer: &ImageWriter,
+    (writer, stage): (&ImageWriter, bool),
     shared: &mut Shared,
     unchanged: &[(u64, u64)],
-) -> Result<memory::MemoryStats, DumpError> {
+) -> Result<(memory::MemoryStats, Vec<stripes::Staged>), DumpError> {
     let overrides = shmem_overrides(pid, space.smaps, &space.shmem)?;
     let vdso_symbols = vdso_symbols(pid, mm::vdso_range(&space.vmas))?;
     let inherited = cow::shared(&space.cow);
@@ -565,8 +593,10 @@ fn save_mm(
         inherited: &inherited,
         unchanged,
         running: false,
+        stage,
     };
-    let (page_runs, guards, mstats) = memory::dump(pid, &space.vmas, &overrides, from, &open)?;
+    let saved = memory::dump(pid, &space.vmas, &overrides, from, &open)?;
+    let (page_runs, guards, mstats) = (saved.runs, saved.guards, saved.stats);
     drop(span);
     aio::check_settled(pid, &space.vmas)?;
     let parent_pages = shared.restored_pages.get(&ppid);
@@ -586,7 +616,7 @@ fn save_mm(
         shmem_objects: space.shmem.objects,
     };
     writer.write_record(&record_name("mm", pid), Kind::Mm, &mm)?;
-    Ok(mstats)
+    Ok((mstats, saved.staged))
 }
 
 /// Each part of a shared memory object is saved by its first mapping in the tree, from

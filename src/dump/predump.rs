@@ -131,10 +131,11 @@ fn save(
         inherited: &[],
         unchanged: &unchanged,
         running: true,
+        stage: false,
     };
-    let (page_runs, guards, stats) =
-        memory::dump(pid, &s.vmas, &memory::Overrides::new(), from, &open)?;
-    summary.pages_stored += stats.pages_stored;
+    let saved = memory::dump(pid, &s.vmas, &memory::Overrides::new(), from, &open)?;
+    let (page_runs, guards) = (saved.runs, saved.guards);
+    summary.pages_stored += saved.stats.pages_stored;
     summary.pages_in_parent += (unchanged.iter())
         .map(|(a, b)| (b - a) / crate::abi::PAGE_SIZE)
         .sum::<u64>();

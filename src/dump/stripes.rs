@@ -13,6 +13,10 @@
 //!
 //! A flusher thread starts writeback of what was written, so that on a disk the final
 //! `syncfs` has little left to do (submitting writeback blocks, so no worker does it).
+//!
+//! *Staged* (a dump that keeps the tree running, with few pages to store): the workers
+//! copy the pages into memory instead of the files, and [`Staged::write`] writes them
+//! once the tree runs again, so that the tree is frozen only for the copy.
 
 use std::fs::File;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,20 +54,23 @@ pub fn stripes_for(total: u64) -> u8 {
 /// `running`: the process runs meanwhile (a pre-dump), so a page may vanish before it is
 /// read: it is taken as zeros (an anonymous one is then not stored). Its mapping is gone
 /// or replaced, and a mapping made since is never taken from this image (`dump/track.rs`).
+///
+/// `stage`: the pages are copied into memory and the files are left to [`Staged::write`].
 pub fn write(
     pid: i32,
     batches: &[Vec<Range>],
     files: Vec<PagesWriter>,
     progress: &Phase,
     running: bool,
-) -> Result<(Vec<PageRun>, MemoryStats), DumpError> {
+    stage: bool,
+) -> Result<(Vec<PageRun>, MemoryStats, Vec<Staged>), DumpError> {
     let work = Work {
         batches,
         next: AtomicUsize::new(0),
         progress,
     };
     let mut workers = (files.into_iter().enumerate())
-        .map(|(i, out)| Worker::new(pid, i as u8, out, running))
+        .map(|(i, out)| Worker::new(pid, i as u8, Sink::new(out, stage), running))
         .collect::<Result<Vec<_>, _>>()?;
     match &mut workers[..] {
         [one] => one.run(&work, None)?,
@@ -71,14 +78,94 @@ pub fn write(
     }
     let mut runs = Vec::new();
     let mut stats = MemoryStats::default();
+    let mut staged = Vec::new();
     for w in workers {
         runs.extend(w.runs);
         stats.pages_stored += w.stats.pages_stored;
         stats.zero_pages_skipped += w.stats.zero_pages_skipped;
-        w.out.finish()?;
+        staged.extend(w.out.finish()?);
     }
     runs.sort_unstable_by_key(|r| r.addr);
-    Ok((runs, stats))
+    Ok((runs, stats, staged))
+}
+
+/// Pages copied into memory for one pages file, to be written once the tree runs.
+pub struct Staged {
+    file: PagesWriter,
+    data: Vec<u8>,
+    crc: crc32fast::Hasher,
+}
+
+impl Staged {
+    /// Writes the pages and finishes the file (its fsync is the image commit's).
+    pub fn write(mut self) -> Result<(), DumpError> {
+        self.file.write_summed(&[&self.data], &self.crc)?;
+        self.file.finish()?;
+        Ok(())
+    }
+
+    /// Bytes held.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// Where a worker's pages go: its pages file, or memory first ([`Staged`]).
+enum Sink {
+    File(PagesWriter),
+    Memory(Staged),
+}
+
+impl Sink {
+    fn new(file: PagesWriter, stage: bool) -> Sink {
+        match stage {
+            false => Sink::File(file),
+            true => Sink::Memory(Staged {
+                file,
+                data: Vec::new(),
+                crc: crc32fast::Hasher::new(),
+            }),
+        }
+    }
+
+    fn write_summed(
+        &mut self,
+        pieces: &[&[u8]],
+        crc: &crc32fast::Hasher,
+    ) -> Result<(), ImageError> {
+        match self {
+            Sink::File(f) => f.write_summed(pieces, crc),
+            Sink::Memory(m) => {
+                pieces.iter().for_each(|p| m.data.extend_from_slice(p));
+                m.crc.combine(crc);
+                Ok(())
+            }
+        }
+    }
+
+    /// Bytes written to the file (none while staged).
+    fn data_len(&self) -> u64 {
+        match self {
+            Sink::File(f) => f.data_len(),
+            Sink::Memory(_) => 0,
+        }
+    }
+
+    /// The file, for the flusher (none while staged).
+    fn file(&self) -> Option<&File> {
+        match self {
+            Sink::File(f) => Some(f.file()),
+            Sink::Memory(_) => None,
+        }
+    }
+
+    /// Finishes the file, or hands the staged pages over.
+    fn finish(self) -> Result<Option<Staged>, ImageError> {
+        match self {
+            Sink::File(f) => f.finish().map(|_| None),
+            Sink::Memory(m) => Ok(Some(m)),
+        }
+    }
 }
 
 /// Every worker in a thread of its own, and the flusher; the first error wins.
@@ -86,7 +173,7 @@ fn run_parallel(workers: &mut [Worker], work: &Work) -> Result<(), DumpError> {
     // Second descriptors of the files for the flusher; without them there is no flusher.
     let flush_files: Option<Vec<File>> = workers
         .iter()
-        .map(|w| w.out.file().try_clone().ok())
+        .map(|w| w.out.file().and_then(|f| f.try_clone().ok()))
         .collect();
     std::thread::scope(|s| {
         let (to_flusher, written) = channel::<(usize, u64, u64)>();
@@ -141,7 +228,7 @@ struct Worker {
     pid: i32,
     mem: Mem,
     stripe: u8,
-    out: PagesWriter,
+    out: Sink,
     buf: Vec<u8>,
     runs: Vec<PageRun>,
     /// Mapping of the last run, so runs are cut at mapping boundaries.
@@ -152,7 +239,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(pid: i32, stripe: u8, out: PagesWriter, running: bool) -> Result<Self, DumpError> {
+    fn new(pid: i32, stripe: u8, out: Sink, running: bool) -> Result<Self, DumpError> {
         Ok(Worker {
             running,
             pid,

@@ -131,6 +131,11 @@ fn is_zombie(s: &Stat) -> bool {
     matches!(s.state, 'Z' | 'X')
 }
 
+/// The processes of the tree rooted at `root` as it is now (running: it may change).
+pub fn running(root: i32) -> Result<Vec<i32>, DumpError> {
+    Ok(descendants(root, &scan()?))
+}
+
 /// `root` and its descendants in depth-first pre-order, children by increasing pid.
 fn descendants(root: i32, table: &HashMap<i32, Stat>) -> Vec<i32> {
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();

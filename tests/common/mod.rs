@@ -109,6 +109,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("proc_files", &[]),
     ("unsupported", &[]),
     ("tracked", &[]),
+    ("tracked_writer", &["-pthread"]),
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -810,16 +811,23 @@ pub fn dump(pid: i32, dir: &Path, extra: &[&str]) -> Output {
 
 /// `stasis restore -D DIR -d --pidfile DIR.pid`: Ok(pid from the pidfile) or the output.
 pub fn restore_detached(dir: &Path) -> Result<i32, Output> {
+    restore_detached_with(dir, &[])
+}
+
+/// [`restore_detached`] with `extra` arguments.
+pub fn restore_detached_with(dir: &Path, extra: &[&str]) -> Result<i32, Output> {
     let pidfile = dir.with_extension("pid");
     let _ = fs::remove_file(&pidfile);
-    let out = stasis(&[
+    let mut args = vec![
         OsStr::new("restore"),
         "-D".as_ref(),
         dir.as_os_str(),
         "-d".as_ref(),
         "--pidfile".as_ref(),
         pidfile.as_os_str(),
-    ]);
+    ];
+    args.extend(extra.iter().map(OsStr::new));
+    let out = stasis(&args);
     if !out.status.success() {
         return Err(out);
     }
