@@ -193,9 +193,9 @@ fn ranges_to_save(
 
 /// Present or swapped pages, reporting zero-pfn pages and guards, and (in a private file
 /// mapping) which pages are still the file's. `PAGE_IS_FILE` is asked only there: it
-/// makes the kernel look up every page's `struct page` (~100 ns a page, 0.1 s for 4 GiB
-/// frozen), while the other categories come from the page table entry alone, and a page
-/// of an anonymous or shared mapping is never a private file page.
+/// makes the kernel look up every page's `struct page`, while the other categories come
+/// from the page table entry alone, and a page of an anonymous or shared mapping is
+/// never a private file page.
 fn present_query(private_file: bool) -> Query {
     let file = if private_file { PAGE_IS_FILE } else { 0 };
     Query {

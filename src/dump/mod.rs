@@ -181,6 +181,7 @@ pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummar
     if opts.leave_running {
         drop(held);
         tree.release()?;
+        notify(hooks, Point::NetworkUnlock, opts.pid)?;
     } else {
         let _span = crate::profile::span("kill");
         tree.kill()?;
@@ -191,11 +192,10 @@ pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummar
         // Ordering requirements: the flags read before the freeze are checked before
         // the image is committed; a failure leaves no image (the tree runs on).
         early.check()?;
+        // The post-dump hook sees the committed image (a stream sends it), after the
+        // release here.
         image.commit(&opts.store)?;
         notify(hooks, Point::PostDump, opts.pid)?;
-    }
-    if opts.leave_running {
-        notify(hooks, Point::NetworkUnlock, opts.pid)?;
     }
     chain.finish()?;
     summary.total = started.elapsed();
