@@ -304,6 +304,7 @@ victim_tests! {
     inflight: "inflight";
     inflight_epoll: "inflight_epoll";
     unix_layouts: "unix_layouts";
+    unix_many: "unix_many";
     packet_sockets: "packet_sockets";
     netlink_sockets: "netlink_sockets";
     inet_sockets: "inet_sockets";

@@ -404,7 +404,10 @@ fn write_tty(
     let tty = tty::collect(tree, tables, shell_job)?;
     let order: Vec<_> = tables.iter().map(|(pid, f)| (*pid, f)).collect();
     crate::image::tty::check(&tty, tree, &order, std::path::Path::new(TTY))?;
-    writer.write_record(TTY, Kind::Tty, &tty)?;
+    // No terminal: an absent record reads as an empty one (format 12).
+    if tty != crate::image::tty::TtyImage::default() {
+        writer.write_record(TTY, Kind::Tty, &tty)?;
+    }
     Ok(())
 }
 

@@ -61,19 +61,17 @@ pub struct Piece {
 /// Pages files of ancestors with the page count their mm record promises, to verify.
 pub type AncestorFiles = BTreeMap<PathBuf, u64>;
 
-/// A new random image id (never 0).
+/// A new random image id (never 0): std's per-process random hash keys (from
+/// `getrandom` once per thread) hashing the time and the pid; no file to open.
 pub fn new_id() -> u64 {
-    let mut b = [0u8; 8];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .is_err()
-    {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
-        b = (t ^ u64::from(std::process::id()) << 32).to_le_bytes();
-    }
-    u64::from_le_bytes(b).max(1)
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos());
+    h.write_u128(t);
+    h.write_u32(std::process::id());
+    h.finish().max(1)
 }
 
 /// The chain record of `dir`, `None` if it has none (an image older than format 11, or

@@ -337,6 +337,11 @@ fn read_text(path: &Path) -> Result<String, ProcError> {
     read_proc(path, Shape::Record)
 }
 
+/// Reads a whole many-record /proc file (`mountinfo`, `cpuinfo`...: see [`Shape::Listing`]).
+pub fn read_listing(path: &Path) -> Result<String, ProcError> {
+    read_proc(path, Shape::Listing)
+}
+
 /// Reads a whole /proc file. Not `std::fs::read`: /proc files report size 0, so that
 /// would `statx` first and then read in small steps; a record fits one 4 KiB read here.
 fn read_proc(path: &Path, shape: Shape) -> Result<String, ProcError> {

@@ -78,6 +78,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("inflight", &[]),
     ("inflight_epoll", &[]),
     ("unix_layouts", &[]),
+    ("unix_many", &[]),
     ("packet_sockets", &[]),
     ("netlink_sockets", &[]),
     ("fanotify", &[]),

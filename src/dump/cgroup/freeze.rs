@@ -116,10 +116,18 @@ impl Drop for Frozen {
 /// freezing it would wait forever. `--freeze-cgroup` thaws its cgroup once every task is
 /// seized. Hierarchies not mounted whole in stasis's mount namespace are not checked.
 pub fn refuse_frozen(pid: i32) -> Result<(), DumpError> {
-    let Ok(own) = crate::proc::cgroup::read(&pid.to_string(), None) else {
+    let Ok(theirs) = crate::proc::cgroup::read(&pid.to_string(), None) else {
         return Ok(());
     };
-    for m in &own {
+    static OURS: std::sync::OnceLock<Vec<crate::proc::cgroup::Membership>> =
+        std::sync::OnceLock::new();
+    let ours = OURS.get_or_init(|| crate::proc::cgroup::read("self", None).unwrap_or_default());
+    for m in &theirs {
+        // stasis runs: a cgroup it is in is not frozen (the common case, which spares
+        // reading the mount table).
+        if ours.contains(m) {
+            continue;
+        }
         let (fstype, option, file) = if m.controllers.is_empty() {
             ("cgroup2", "", "cgroup.events")
         } else if m.controllers.split(',').any(|c| c == "freezer") {
@@ -152,7 +160,8 @@ pub fn refuse_frozen(pid: i32) -> Result<(), DumpError> {
 fn mount_of(fstype: &str, option: &str) -> Option<PathBuf> {
     static MOUNTS: std::sync::OnceLock<Vec<(String, String, PathBuf)>> = std::sync::OnceLock::new();
     let mounts = MOUNTS.get_or_init(|| {
-        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let text = crate::proc::read_listing(std::path::Path::new("/proc/self/mountinfo"))
+            .unwrap_or_default();
         (text.lines())
             .filter_map(|l| {
                 let (left, right) = l.split_once(" - ")?;

@@ -312,6 +312,7 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held, Vec<i32
     let mut ctx = SockCtx::new(pid, opts, &links);
     find_ptys(&mut ctx, &opened)?;
     let flying = inflight::collect(&mut ctx, &opened)?;
+    ctx.read_unix_options()?;
     let mut in_flight = flying.messages;
     opened.extend(flying.opened);
     let mut dropped = Vec::new();

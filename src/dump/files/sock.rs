@@ -41,6 +41,11 @@ pub struct SockCtx<'a> {
     pub seen: HashSet<u64>,
     /// Options of a new socket, per kind: what "unchanged" means.
     defaults: Defaults,
+    /// Options of unix sockets read ahead ([`SockCtx::read_unix_options`]), by fd.
+    unix_opts: HashMap<i32, Result<SockOpts, sockopts::OptError>>,
+    /// Listening unix sockets by the connections in their queue: the listener and the
+    /// connection's position ([`SockCtx::pending_of`]).
+    pending: Option<HashMap<u32, (u32, u32)>>,
     pub held: Held,
     /// Pty masters by pts number (first fd), and the first fd of each of their slaves.
     pub masters: HashMap<u32, i32>,
@@ -75,6 +80,8 @@ impl<'a> SockCtx<'a> {
             seen: HashSet::new(),
             inet_tables: HashMap::new(),
             defaults: Defaults::new(pid),
+            unix_opts: HashMap::new(),
+            pending: None,
             held: Held::new(pid),
             masters: HashMap::new(),
             slaves: HashMap::new(),
@@ -113,6 +120,55 @@ impl<'a> SockCtx<'a> {
             self.unix = Some(table);
         }
         Ok(self.unix.as_ref().expect("read above"))
+    }
+
+    /// The listening unix socket whose queue holds the connection `ino` not yet
+    /// accepted, and its position there.
+    pub fn pending_of(&mut self, ino: u64) -> Result<Option<(u32, u32)>, DumpError> {
+        if self.pending.is_none() {
+            let index = (self.unix_table()?.values())
+                .filter(|l| l.state == sock_diag::TCP_LISTEN)
+                .flat_map(|l| (l.icons.iter().enumerate()).map(|(i, c)| (*c, (l.ino, i as u32))))
+                .collect();
+            self.pending = Some(index);
+        }
+        let index = self.pending.as_ref().expect("built above");
+        Ok(u32::try_from(ino).ok().and_then(|i| index.get(&i).copied()))
+    }
+
+    /// Reads the options of the table's unix sockets ahead, in two threads when there
+    /// are many and two CPUs: each option is one `getsockopt`, some forty a socket. An
+    /// error is kept for [`SockCtx::options`] to report at that fd, in table order; a
+    /// socket not read here is read there.
+    pub fn read_unix_options(&mut self) -> Result<(), DumpError> {
+        let two = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+        if !two || self.inodes.len() < PARALLEL_SOCKETS {
+            return Ok(());
+        }
+        let mut firsts: Vec<(i32, u64)> = self.inodes.iter().map(|(i, f)| (*f, *i)).collect();
+        firsts.sort_unstable();
+        let table = self.unix_table()?;
+        let kinds: Vec<(i32, SockKind)> = (firsts.iter())
+            .filter_map(|(fd, ino)| {
+                Some((*fd, unix_sock_kind(table.get(&u32::try_from(*ino).ok()?)?)))
+            })
+            .collect();
+        if kinds.len() < PARALLEL_SOCKETS {
+            return Ok(());
+        }
+        for chunk in kinds.chunks(STOLEN_AT_ONCE) {
+            let mut work = Vec::with_capacity(chunk.len());
+            for (fd, kind) in chunk {
+                if self.defaults.prepare(*kind).is_ok() {
+                    if let Ok(sock) = self.steal(*fd) {
+                        work.push((*fd, *kind, sock));
+                    }
+                }
+            }
+            let read = read_in_two(&work, &self.defaults);
+            self.unix_opts.extend(read);
+        }
+        Ok(())
     }
 
     /// The kernel's table of packet sockets, read once per dump.
@@ -157,9 +213,50 @@ impl<'a> SockCtx<'a> {
         kind: SockKind,
         connected: bool,
     ) -> Result<SockOpts, DumpError> {
-        sockopts::read(sock, kind, connected, &mut self.defaults)
-            .map_err(|e| DumpError::unsupported(format!("fd {fd} of pid {}: {e}", self.pid)))
+        let read = match self.unix_opts.remove(&fd) {
+            Some(read) => read,
+            None => sockopts::read(sock, kind, connected, &mut self.defaults),
+        };
+        read.map_err(|e| DumpError::unsupported(format!("fd {fd} of pid {}: {e}", self.pid)))
     }
+}
+
+/// Fewer unix sockets than this are read in one thread ([`SockCtx::read_unix_options`]).
+const PARALLEL_SOCKETS: usize = 64;
+/// Duplicates held at once while reading ahead (stasis's own fd limit may be 1024).
+const STOLEN_AT_ONCE: usize = 256;
+
+/// What a unix socket is, for its options.
+pub fn unix_sock_kind(d: &UnixDiag) -> SockKind {
+    SockKind {
+        family: libc::AF_UNIX,
+        ty: i32::from(d.sock_type),
+        protocol: 0,
+    }
+}
+
+type ReadOpts = (i32, Result<SockOpts, sockopts::OptError>);
+
+/// The options of each `(fd, kind, socket)`, the second half read by another thread
+/// (one that panicked leaves its half unread).
+fn read_in_two(work: &[(i32, SockKind, OwnedFd)], defaults: &Defaults) -> Vec<ReadOpts> {
+    let read_all = |part: &[(i32, SockKind, OwnedFd)]| -> Vec<ReadOpts> {
+        (part.iter())
+            .map(|(fd, kind, s)| {
+                (
+                    *fd,
+                    sockopts::read_prepared(s.as_fd(), *kind, false, defaults),
+                )
+            })
+            .collect()
+    };
+    let (first, second) = work.split_at(work.len() / 2);
+    std::thread::scope(|scope| {
+        let other = scope.spawn(|| read_all(second));
+        let mut out = read_all(first);
+        out.extend(other.join().unwrap_or_default());
+        out
+    })
 }
 
 /// `socket:[1234]` → 1234.

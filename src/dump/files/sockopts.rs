@@ -81,19 +81,25 @@ impl Defaults {
         })
     }
 
-    fn get(&mut self, kind: SockKind) -> Result<&[Fresh], OptError> {
-        use std::collections::hash_map::Entry;
-        match self.by_kind.entry(kind) {
-            Entry::Occupied(e) => Ok(e.into_mut()),
-            Entry::Vacant(e) => {
-                let probe = probe_in_netns(self.pid, kind)?;
-                let values = OPTIONS
-                    .iter()
-                    .map(|d| fresh(probe.as_fd(), kind, d))
-                    .collect();
-                Ok(e.insert(values))
-            }
+    /// Reads, once per kind, what reading the options of a socket of `kind` compares
+    /// with: a probe socket's values, and the groups joined when the kind has
+    /// memberships. After it, [`read_prepared`] may read sockets of `kind` from any thread.
+    pub fn prepare(&mut self, kind: SockKind) -> Result<(), OptError> {
+        let memberships = OPTIONS
+            .iter()
+            .any(|d| d.special == Special::Membership && d.scope.covers(kind));
+        if memberships {
+            self.groups();
         }
+        if !self.by_kind.contains_key(&kind) {
+            let probe = probe_in_netns(self.pid, kind)?;
+            let values = OPTIONS
+                .iter()
+                .map(|d| fresh(probe.as_fd(), kind, d))
+                .collect();
+            self.by_kind.insert(kind, values);
+        }
+        Ok(())
     }
 }
 
@@ -155,9 +161,22 @@ pub fn read(
     connected: bool,
     defaults: &mut Defaults,
 ) -> Result<SockOpts, OptError> {
-    let fresh = defaults.get(kind)?.to_vec();
+    defaults.prepare(kind)?;
+    read_prepared(sock, kind, connected, defaults)
+}
+
+/// [`read`], once `defaults` is prepared for `kind` ([`Defaults::prepare`]): a kind not
+/// prepared reads as if every option were a new socket's, so callers prepare first.
+pub fn read_prepared(
+    sock: BorrowedFd<'_>,
+    kind: SockKind,
+    connected: bool,
+    defaults: &Defaults,
+) -> Result<SockOpts, OptError> {
+    let fresh = defaults.by_kind.get(&kind).map_or(&[][..], |v| &v[..]);
+    let groups = defaults.groups.as_deref().unwrap_or_default();
     let mut opts = Vec::new();
-    for (d, fresh) in OPTIONS.iter().zip(&fresh) {
+    for (d, fresh) in OPTIONS.iter().zip(fresh) {
         let unconnected_only = matches!(d.special, Special::Unconnected | Special::UserMss);
         let Fresh::Value(fresh) = fresh else {
             continue;
@@ -166,7 +185,7 @@ pub fn read(
             continue;
         }
         if d.special == Special::Membership {
-            opts.extend(memberships(sock, d, defaults.groups())?);
+            opts.extend(memberships(sock, d, groups)?);
             continue;
         }
         let Some(value) = read_def(sock, d)?.filter(|v| Some(v) != fresh.as_ref()) else {

@@ -15,7 +15,7 @@ use std::os::unix::fs::MetadataExt;
 use super::sock::SockCtx;
 use crate::dump::DumpError;
 use crate::image::files::FdKind;
-use crate::image::sock::{SockKind, UnixMessage, UnixPeer, UnixSocket};
+use crate::image::sock::{UnixMessage, UnixPeer, UnixSocket};
 use crate::sys::sock_diag::{UnixDiag, TCP_LISTEN};
 use crate::sys::socket::{getsockopt_int, recv_peek, setsockopt_int, Peeked, SO_PEEK_OFF};
 
@@ -43,11 +43,7 @@ pub fn unix_kind(ctx: &mut SockCtx<'_>, fd: i32, ino: u64) -> Result<FdKind, Dum
         check_pending(ctx, fd, &d)?;
     }
     let sock = ctx.steal(fd)?;
-    let kind = SockKind {
-        family: libc::AF_UNIX,
-        ty: i32::from(d.sock_type),
-        protocol: 0,
-    };
+    let kind = super::sock::unix_sock_kind(&d);
     let opts = ctx.options(fd, sock.as_fd(), kind, false)?;
     let queue = ctx.queues.remove(&ino).unwrap_or_default();
     let peer = orphan_datagram_peer(&d, peer, &queue);
@@ -134,21 +130,18 @@ fn bind_dir(pid: i32, fd: i32, d: &UnixDiag) -> Result<Option<String>, DumpError
 
 fn peer(ctx: &mut SockCtx<'_>, fd: i32, ino: u64, d: &UnixDiag) -> Result<UnixPeer, DumpError> {
     let (pid, opts) = (ctx.pid, ctx.opts);
+    // A connection not yet accepted: its listener lists us (our peer has no inode yet).
+    if let Some((l, position)) = ctx.pending_of(ino)? {
+        let l = u64::from(l);
+        if ctx.inodes.contains_key(&l) || opts.tree_holds_socket(l) {
+            return Ok(UnixPeer::Pending {
+                listener: l,
+                position,
+            });
+        }
+    }
     ctx.unix_table()?;
     let (inodes, table) = (&ctx.inodes, ctx.unix.as_ref().expect("read above"));
-    // A connection not yet accepted: its listener lists us (our peer has no inode yet).
-    let listener = table.values().find_map(|l| {
-        let position = l.icons.iter().position(|c| u64::from(*c) == ino)?;
-        let ours =
-            inodes.contains_key(&u64::from(l.ino)) || opts.tree_holds_socket(u64::from(l.ino));
-        (l.state == TCP_LISTEN && ours).then_some((l.ino, position))
-    });
-    if let Some((l, position)) = listener {
-        return Ok(UnixPeer::Pending {
-            listener: u64::from(l),
-            position: position as u32,
-        });
-    }
     // Datagram sockets report "connected" also when another socket connected to them
     // (and keep a dead peer's pointer): only stream-like ones can have a closed peer.
     if d.peer == 0 {
