@@ -60,6 +60,7 @@ pub fn gc(store: &Store, keep: usize, keys: &StoreOptions) -> Result<Report, Che
 
 /// Makes `entry` whole (no parent), atomically; returns the ancestors it no longer needs.
 fn merge(store: &Store, entry: &Entry, keys: &StoreOptions) -> Result<Vec<u32>, CheckpointError> {
+    let seal = reseal_options(entry, keys)?;
     let open = OpenOptions {
         decrypt: keys.encrypt.clone(),
         require_signature: None,
@@ -74,7 +75,9 @@ fn merge(store: &Store, entry: &Entry, keys: &StoreOptions) -> Result<Vec<u32>, 
             .map_err(CheckpointError::io("create directory", d))?;
     }
     flatten(&view, &image).map_err(|e| chained(entry.seq, e))?;
-    reseal(entry, &image, keys)?;
+    if let Some(opts) = seal {
+        store::seal_dir(&image, &opts, None)?;
+    }
     for f in fs::read_dir(&image)
         .map_err(CheckpointError::io("read", &image))?
         .flatten()
@@ -222,12 +225,16 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), crate::image::Image
     fs::write(&path, bytes).map_err(crate::image::ImageError::io("write", &path))
 }
 
-/// Seals the merged image as `entry`'s was: the same compression, encrypted with the
-/// key (which must be given) if it was, signed (the signing key must be given) if it was.
-fn reseal(entry: &Entry, image: &Path, keys: &StoreOptions) -> Result<(), CheckpointError> {
+/// How to seal the merged image as `entry`'s was: the same compression, encrypted with
+/// the key (which must be given) if it was, signed (the signing key must be given) if it
+/// was; `None` for a plain image.
+fn reseal_options(
+    entry: &Entry,
+    keys: &StoreOptions,
+) -> Result<Option<StoreOptions>, CheckpointError> {
     let old = entry.image();
     let Some(manifest) = store::manifest(&old)? else {
-        return Ok(());
+        return Ok(None);
     };
     let encrypted = matches!(manifest.cipher, Cipher::XChaCha20Poly1305 { .. });
     let signed = old.join(store::SIGNATURE).exists();
@@ -243,11 +250,9 @@ fn reseal(entry: &Entry, image: &Path, keys: &StoreOptions) -> Result<(), Checkp
     if signed && keys.sign.is_none() {
         return Err(need("signed", "--sign FILE"));
     }
-    let opts = StoreOptions {
+    Ok(Some(StoreOptions {
         compression: manifest.compression,
         encrypt: keys.encrypt.clone().filter(|_| encrypted),
         sign: keys.sign.clone().filter(|_| signed),
-    };
-    store::seal_dir(image, &opts, None)?;
-    Ok(())
+    }))
 }

@@ -35,11 +35,16 @@ pub fn take(store: &Store, base: &DumpOptions, kill: bool) -> Result<Taken, Chec
         .mode(0o700)
         .create(&tmp)
         .map_err(CheckpointError::io("create directory", &tmp))?;
-    let parent = parent_for(store, base.pid)?;
+    // Without dirty-page tracking in this kernel every checkpoint is a full one.
+    let tracking = crate::check::tracking_method().is_some();
+    let parent = match tracking {
+        true => parent_for(store, base.pid)?,
+        false => None,
+    };
     let mut opts = base.clone();
     opts.dir = tmp.join(IMAGE);
     opts.leave_running = !kill;
-    opts.track_mem = !kill;
+    opts.track_mem = !kill && tracking;
     opts.prev_images_dir = parent.map(|p| PathBuf::from(format!("../../{}/{IMAGE}", seq_name(p))));
     let summary = match crate::dump::dump(&opts) {
         Ok(s) => s,
