@@ -8,6 +8,7 @@
 pub mod abi;
 pub mod cgroupfs;
 pub mod check;
+pub mod checkpoint;
 pub mod dump;
 pub mod hooks;
 pub mod image;

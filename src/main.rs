@@ -11,6 +11,8 @@ fn main() {
         Command::Dump(a) => cli::dump::run(a),
         Command::PreDump(a) => cli::pre_dump::run(a),
         Command::Restore(a) => cli::restore::run(a),
+        Command::Checkpoint(a) => cli::checkpoint::run(a),
+        Command::Gc(a) => cli::checkpoint::gc(a),
         Command::Check => cli::check::run(),
         Command::Keygen(a) => cli::store::keygen(a),
         Command::Inspect(a) => cli::inspect::run(a),

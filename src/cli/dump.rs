@@ -112,8 +112,7 @@ pub struct DumpArgs {
 fn check_incremental(args: &DumpArgs) -> Result<(), String> {
     let incremental = args.prev_images_dir.is_some() || args.track_mem;
     let s = &args.store;
-    let stored = s.compress.is_some() || s.encrypt_key.is_some() || s.sign.is_some();
-    if incremental && (stored || s.stream.is_some()) {
+    if incremental && (s.sealed() || s.stream.is_some()) {
         return Err(
             "--prev-images-dir and --track-mem cannot be combined with --compress, \
                     --encrypt-key, --sign or --stream yet: incremental images are stored plain"

@@ -2,6 +2,7 @@
 //! the library's options, calls the library, and returns the exit code.
 
 pub mod check;
+pub mod checkpoint;
 pub mod compat;
 pub mod dump;
 pub mod inspect;
@@ -36,13 +37,19 @@ pub enum Command {
     /// later dump with --prev-images-dir stores only those (or, with --stop-tracking,
     /// disarm that tracking).
     PreDump(pre_dump::PreDumpArgs),
-    /// Recreate a process from an image directory, with the same pid.
+    /// Recreate a process from an image directory (or the latest checkpoint of a
+    /// checkpoint store), with the same pid.
     Restore(restore::RestoreArgs),
+    /// Checkpoint a running tree into a checkpoint store, once or on a schedule
+    /// (incremental after the first); the tree runs on.
+    Checkpoint(checkpoint::CheckpointArgs),
+    /// Remove old checkpoints of a store, keeping the newest N restorable.
+    Gc(checkpoint::GcArgs),
     /// Probe every kernel feature stasis relies on.
     Check,
     /// Make a key file for --encrypt-key/--sign (and FILE.pub for --require-signature).
     Keygen(store::KeygenArgs),
-    /// Show what an image directory holds.
+    /// Show what an image directory holds, or list a checkpoint store.
     Inspect(inspect::InspectArgs),
     /// List or lift the network locks of dumps (`stasis_<pid>` iptables chains or
     /// nftables tables), e.g. those left by a dump that is never restored.

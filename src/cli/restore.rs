@@ -10,6 +10,8 @@ use super::compat::{CriuFlags, RestoreNoops};
 use super::progress::{self, When};
 use super::store::{receive, RestoreStoreArgs};
 use super::{report, stats, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use stasis::checkpoint::view::View;
+use stasis::checkpoint::{seq_name, CheckpointError, Store};
 use stasis::restore::{restore, RestoreOptions};
 
 #[derive(Args, Debug)]
@@ -22,6 +24,10 @@ pub struct RestoreArgs {
         conflicts_with = "stream"
     )]
     pub dir: Option<PathBuf>,
+    /// With a checkpoint store as -D: restore this checkpoint (its number, as `stasis
+    /// inspect STORE` lists them) instead of the latest valid one.
+    #[arg(long = "checkpoint", value_name = "N")]
+    pub checkpoint: Option<u32>,
     /// Return once the process runs instead of waiting for it.
     #[arg(short = 'd', long = "restore-detached")]
     pub detached: bool,
@@ -80,8 +86,29 @@ pub fn run(args: RestoreArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
-    // A stream is read whole and checked into a private directory first.
+    // A stream is read whole and checked into a private directory first; a store's
+    // checkpoint is verified and laid out with its chain.
+    let (mut from_store, mut store) = (None, store);
     let (received, dir) = match (&args.dir, &args.store.stream) {
+        (Some(dir), _) if stasis::checkpoint::is_store(dir) => {
+            match checkpoint_view(dir, args.checkpoint, &store) {
+                Ok((lock, view)) => {
+                    let image = view.image().to_path_buf();
+                    from_store = Some((lock, view));
+                    // Verified and decoded already.
+                    store = Default::default();
+                    (None, image)
+                }
+                Err(e) => {
+                    report(&e);
+                    return EXIT_FAILED;
+                }
+            }
+        }
+        (Some(_), _) if args.checkpoint.is_some() => {
+            eprintln!("stasis: --checkpoint N needs a checkpoint store as -D");
+            return EXIT_USAGE;
+        }
         (Some(dir), _) => (None, dir.clone()),
         (None, Some(from)) => match receive(from) {
             Ok((temp, dir)) => (Some(temp), dir),
@@ -109,8 +136,10 @@ pub fn run(args: RestoreArgs) -> i32 {
         progress::install(args.progress);
     }
     let restored = restore(&opts);
-    // The stream's copy is not needed once the tree is rebuilt (nor kept while we wait).
+    // The stream's copy is not needed once the tree is rebuilt (nor kept while we wait),
+    // nor the store's view and lock.
     drop(received);
+    drop(from_store);
     let restored = match restored {
         Ok(r) => r,
         Err(e) => {
@@ -135,6 +164,25 @@ pub fn run(args: RestoreArgs) -> i32 {
     } else {
         wait_for(restored.pid)
     }
+}
+
+/// Picks and verifies the checkpoint of the store `dir` to restore, under the store's
+/// shared lock (no gc meanwhile).
+fn checkpoint_view(
+    dir: &std::path::Path,
+    wanted: Option<u32>,
+    opts: &stasis::image::store::OpenOptions,
+) -> Result<(Store, View), CheckpointError> {
+    let store = Store::open_reader(dir)?;
+    let (entry, view) = stasis::checkpoint::view::pick(&store, wanted, opts)?;
+    eprintln!(
+        "stasis: restoring checkpoint {} of {} (pid {}, taken at {})",
+        seq_name(entry.seq),
+        dir.display(),
+        entry.meta.pid,
+        stasis::checkpoint::utc(entry.meta.time)
+    );
+    Ok((store, view))
 }
 
 /// Waits for the restored task and turns its end into our exit code (128+signal if killed).

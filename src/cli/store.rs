@@ -13,6 +13,17 @@ use stasis::image::store::{self, keys, Compression, SecretKey, StoreError, TempD
 
 #[derive(Args, Debug, Default)]
 pub struct DumpStoreArgs {
+    #[command(flatten)]
+    pub seal: SealArgs,
+    /// Write the whole checkpoint as one stream to this file, `-` for standard output,
+    /// instead of an image directory (written to a private temporary directory first).
+    #[arg(long = "stream", value_name = "FILE")]
+    pub stream: Option<PathBuf>,
+}
+
+/// How the image's files are kept at rest (`dump` and `checkpoint`).
+#[derive(Args, Debug, Default)]
+pub struct SealArgs {
     /// Compress the image's files in independently checked chunks: `zstd`, `zstd:LEVEL`
     /// (1..=19, default 3) or `lz4`. The restore needs no flag.
     #[arg(long = "compress", value_name = "ALGO", value_parser = parse_compression)]
@@ -25,10 +36,6 @@ pub struct DumpStoreArgs {
     /// secret key in FILE (`stasis keygen FILE`); verify with `FILE.pub`.
     #[arg(long = "sign", value_name = "FILE")]
     pub sign: Option<PathBuf>,
-    /// Write the whole checkpoint as one stream to this file, `-` for standard output,
-    /// instead of an image directory (written to a private temporary directory first).
-    #[arg(long = "stream", value_name = "FILE")]
-    pub stream: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Default)]
@@ -62,6 +69,19 @@ fn parse_compression(text: &str) -> Result<Compression, String> {
 }
 
 impl DumpStoreArgs {
+    /// The store options, keys read from their files.
+    pub fn options(&self) -> Result<store::StoreOptions, StoreError> {
+        self.seal.options()
+    }
+
+    /// Whether the image's files are compressed, encrypted or signed.
+    pub fn sealed(&self) -> bool {
+        let s = &self.seal;
+        s.compress.is_some() || s.encrypt_key.is_some() || s.sign.is_some()
+    }
+}
+
+impl SealArgs {
     /// The store options, keys read from their files.
     pub fn options(&self) -> Result<store::StoreOptions, StoreError> {
         Ok(store::StoreOptions {

@@ -8,13 +8,17 @@ use super::track::{Scanned, Tracking};
 use super::DumpError;
 use crate::image::chain::{self, ChainImage, ParentRef};
 use crate::image::mm::Vma;
+use crate::image::store::{self, StoreOptions, TempDir};
 use crate::sys::ptrace::Seized;
 
 /// What a dump needs to know and do about its place in a chain.
 pub struct Incremental {
     pub id: u64,
-    /// The parent image: as given, its directory, its chain record.
+    /// The parent image: as given, the directory holding its plain records, its chain
+    /// record.
     parent: Option<(String, PathBuf, ChainImage)>,
+    /// The parent's records decoded, when the parent is a sealed image.
+    _records: Option<TempDir>,
     tracking: Option<Tracking>,
     /// The tracking goes on after this dump (`-R` with `--track-mem` or a parent, and
     /// every pre-dump).
@@ -22,11 +26,17 @@ pub struct Incremental {
 }
 
 impl Incremental {
-    /// Loads the parent's chain record, checks the image directory `dir` is not the
-    /// parent itself, and (for a tree it may track) refuses a tree using userfaultfd.
+    /// Loads the parent's chain record (decoding the parent's records first if it is a
+    /// sealed image, with the key of `store`), checks the image directory `dir` is not
+    /// the parent itself, and (for a tree it may track) refuses a tree using userfaultfd.
     ///
     /// Ordering requirements: before the tree is frozen (nothing here touches it).
-    pub fn open(dir: &Path, prev: Option<&Path>, keep: bool) -> Result<Incremental, DumpError> {
+    pub fn open(
+        dir: &Path,
+        prev: Option<&Path>,
+        keep: bool,
+        store: &StoreOptions,
+    ) -> Result<Incremental, DumpError> {
         if (keep || prev.is_some()) && crate::check::tracking_method().is_none() {
             return Err(DumpError::unsupported(
                 "this kernel offers no dirty-page tracking stasis can use (userfaultfd \
@@ -34,11 +44,14 @@ impl Incremental {
                  and --prev-images-dir are refused",
             ));
         }
+        let mut records = None;
         let parent = match prev {
             Some(p) => {
                 let given = p.to_string_lossy().into_owned();
                 // Relative to the new image's directory, as CRIU takes it.
                 let pdir = chain::relative_to(dir, p);
+                let (pdir, temp) = parent_records(pdir, store)?;
+                records = temp;
                 let chain = chain::load(&pdir)?.ok_or_else(|| {
                     DumpError::unsupported(format!(
                         "{} is not an image stasis can make an incremental dump against \
@@ -54,6 +67,7 @@ impl Incremental {
         Ok(Incremental {
             id: chain::new_id(),
             parent,
+            _records: records,
             tracking: None,
             keep,
         })
@@ -164,5 +178,29 @@ impl Incremental {
             Some(t) if !self.keep => t.stop(),
             _ => Ok(()),
         }
+    }
+}
+
+/// The directory holding the plain chain and mm records of the parent image `pdir`: itself,
+/// or (a compressed or encrypted parent) a private copy of just those records, decoded
+/// and verified with the key the dump encrypts with.
+fn parent_records(
+    pdir: PathBuf,
+    store: &StoreOptions,
+) -> Result<(PathBuf, Option<TempDir>), DumpError> {
+    if !pdir.join(store::MANIFEST).exists() {
+        return Ok((pdir, None));
+    }
+    let opts = store::OpenOptions {
+        decrypt: store.encrypt.clone(),
+        require_signature: None,
+    };
+    let temp = TempDir::new("parent").map_err(crate::image::ImageError::from)?;
+    let dest = temp.path().join("records");
+    let is_record = |n: &str| n == chain::CHAIN || n.starts_with("mm-");
+    match store::unseal_into(&pdir, &opts, &dest, &is_record) {
+        Ok(true) => Ok((dest, Some(temp))),
+        Ok(false) => Ok((pdir, None)),
+        Err(e) => Err(crate::image::ImageError::from(e).into()),
     }
 }

@@ -135,8 +135,12 @@ pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummar
     freeze::preflight(opts.pid, opts.shell_job)?;
     let mounts = mnt::plan(opts.pid, &opts.mnt_externals)?;
     let keep = opts.leave_running && (opts.track_mem || opts.prev_images_dir.is_some());
-    let mut chain =
-        incremental::Incremental::open(&opts.dir, opts.prev_images_dir.as_deref(), keep)?;
+    let mut chain = incremental::Incremental::open(
+        &opts.dir,
+        opts.prev_images_dir.as_deref(),
+        keep,
+        &opts.store,
+    )?;
     let mut writer = ImageWriter::create(&opts.dir)?;
     writer.set_store(&opts.store);
     // Ordering requirements: entered before anything reads the tree's sockets, left

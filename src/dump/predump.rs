@@ -57,7 +57,8 @@ pub fn pre_dump(opts: &PreDumpOptions) -> Result<PreDumpSummary, DumpError> {
     let started = Instant::now();
     crate::sys::deadline::set_bound(Some(opts.timeout));
     freeze::preflight(opts.pid, true)?;
-    let mut chain = Incremental::open(&opts.dir, opts.prev_images_dir.as_deref(), true)?;
+    let plain = crate::image::store::StoreOptions::default();
+    let mut chain = Incremental::open(&opts.dir, opts.prev_images_dir.as_deref(), true, &plain)?;
     let writer = ImageWriter::create(&opts.dir)?;
     let tree = tree::freeze_tree(opts.pid, true, freeze::Adopted::default())?;
     let frozen_at = Instant::now();

@@ -28,6 +28,9 @@ pub fn spawn(keep: OwnedFd, run: impl FnOnce(OwnedFd) -> i32) -> nix::Result<()>
 
 fn daemonize(keep: OwnedFd, run: impl FnOnce(OwnedFd) -> i32) -> ! {
     let _ = nix::unistd::setsid();
+    // The caller may block signals it waits for (`stasis checkpoint`): the daemon
+    // answers them as any process does.
+    let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
     // SAFETY: as in `spawn`; the intermediate child exits at once.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {}

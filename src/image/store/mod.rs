@@ -291,42 +291,70 @@ impl Opened {
 /// directory `load` can read. A plain image without `store.img` is returned as it is
 /// (refused if a signature is required).
 pub fn open(dir: &Path, opts: &OpenOptions) -> Result<Opened, StoreError> {
+    let temp = TempDir::new("unseal")?;
+    let decoded = temp.path.join("image");
+    if !unseal_into(dir, opts, &decoded, &|_| true)? {
+        return Ok(Opened {
+            dir: dir.into(),
+            _temp: None,
+        });
+    }
+    Ok(Opened {
+        dir: decoded,
+        _temp: Some(temp),
+    })
+}
+
+/// Verifies the stored image in `dir` as [`open`] does and, if its files are compressed
+/// or encrypted, decodes those `want` accepts into `dest` (a new directory, mode 0700):
+/// true then. False when the image is plain (signed or not): its files (those `want`
+/// accepts) were checked in place and `dest` is not made.
+pub fn unseal_into(
+    dir: &Path,
+    opts: &OpenOptions,
+    dest: &Path,
+    want: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<bool, StoreError> {
     let path = dir.join(MANIFEST);
     if !path.exists() {
         if opts.require_signature.is_some() {
             return Err(StoreError::NotSigned { dir: dir.into() });
         }
-        return Ok(Opened {
-            dir: dir.into(),
-            _temp: None,
-        });
+        return Ok(false);
     }
     verify_signature(dir, opts)?;
     let manifest: StoreManifest = read(Kind::Store, &path)?;
     let key = check_key(dir, &manifest, opts)?;
     check_listing(dir, &manifest)?;
+    let files: Vec<&StoredFile> = manifest.files.iter().filter(|f| want(&f.name)).collect();
     if manifest.compression == Compression::None && key.is_none() {
-        parallel(&manifest.files, |f| check_plain(dir, f))?;
-        return Ok(Opened {
-            dir: dir.into(),
-            _temp: None,
-        });
+        parallel(&files, |f| check_plain(dir, f))?;
+        return Ok(false);
     }
-    let temp = TempDir::new("unseal")?;
+    DirBuilder::new()
+        .mode(0o700)
+        .create(dest)
+        .map_err(StoreError::io("create directory", dest))?;
     let cipher_key = key.map(|k| k.derive(sealed::CIPHER_CONTEXT));
-    parallel(&manifest.files, |f| {
+    parallel(&files, |f| {
         let expect = sealed::Expect {
             len: f.len,
             digest: f.digest,
             plain_len: f.plain_len,
         };
-        let (src, dst) = (dir.join(&f.name), temp.path.join(&f.name));
+        let (src, dst) = (dir.join(&f.name), dest.join(&f.name));
         sealed::unseal(&src, &dst, &f.name, cipher_key.as_ref(), &expect)
     })?;
-    Ok(Opened {
-        dir: temp.path.clone(),
-        _temp: Some(temp),
-    })
+    Ok(true)
+}
+
+/// The manifest of a stored image (unverified), `None` for a plain image without one.
+pub fn manifest(dir: &Path) -> Result<Option<StoreManifest>, StoreError> {
+    let path = dir.join(MANIFEST);
+    if !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some(read(Kind::Store, &path)?))
 }
 
 fn verify_signature(dir: &Path, opts: &OpenOptions) -> Result<(), StoreError> {
