@@ -118,6 +118,11 @@ fn ring_round_trip(test: &str, btl: &str) {
                 "--mca",
                 "btl",
                 btl,
+                // The TCP BTL leaves out loopback interfaces by default; a container
+                // may have no other.
+                "--mca",
+                "btl_tcp_if_include",
+                "lo",
             ])
             .args(["-np", &RANKS.to_string()])
             .arg(&ring)
@@ -128,6 +133,9 @@ fn ring_round_trip(test: &str, btl: &str) {
         &tmp.join("mpirun.log"),
     );
     wait_for("the ring to go round", Duration::from_secs(60), || {
+        if let Some(st) = mpirun.try_reap() {
+            panic!("mpirun ended with {st:?}:\n{}", mpirun.log_text());
+        }
         (rounds_done(&progress) >= 20).then_some(())
     });
     let family = common::TreeGuard(common::descendants(mpirun.pid));
@@ -186,8 +194,8 @@ fn mpi_ring_shared_memory_continues() {
     ring_round_trip("mpi_ring_shared_memory_continues", "self,vader");
 }
 
-/// Ranks talking over TCP on the loopback (connections between ranks, established when
-/// dumped).
+/// Ranks talking over TCP on the loopback (`btl_tcp_if_include lo`: connections between
+/// ranks, established when dumped).
 #[test]
 fn mpi_ring_tcp_continues() {
     ring_round_trip("mpi_ring_tcp_continues", "self,tcp");
