@@ -297,7 +297,9 @@ fn hostname() -> String {
         .to_string()
 }
 
-/// slurm.conf for one node (`hpcnode`, this host through 127.0.0.1), everything under
+/// slurm.conf for one node (this host, named as it is — so that mpirun sees the allocated
+/// node as its own and starts its ranks itself, not through `srun` — reached through
+/// 127.0.0.1), everything under
 /// `dir`: munge authentication on the cluster's own munged socket, process tracking by
 /// parentage (no cgroups), no task plugin, no accounting.
 fn slurm_conf(dir: &Path, ports: (u16, u16)) -> String {
@@ -314,8 +316,8 @@ fn slurm_conf(dir: &Path, ports: (u16, u16)) -> String {
          JobAcctGatherType=jobacct_gather/none\nAccountingStorageType=accounting_storage/none\n\
          MpiDefault=none\nReturnToService=2\nSlurmctldTimeout=10\nSlurmdTimeout=10\n\
          InactiveLimit=0\nKillWait=5\nMinJobAge=600\nJobRequeue=1\n\
-         NodeName=hpcnode NodeHostname={host} NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN\n\
-         PartitionName=test Nodes=hpcnode Default=YES MaxTime=INFINITE State=UP\n",
+         NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN\n\
+         PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP\n",
         ports.0,
         ports.1,
         host = hostname(),
@@ -356,7 +358,7 @@ impl Cluster {
                  --pid-file={m}/pid\t--seed-file={m}/seed"
             ),
             format!("slurmctld\t-D\t-i\t-f\t{c}"),
-            format!("slurmd\t-D\t-N\thpcnode\t-f\t{c}"),
+            format!("slurmd\t-D\t-f\t{c}"),
         ];
         let init = common::spawn_logged(
             Command::new("python3")
@@ -451,6 +453,108 @@ fn count_lines(path: &Path) -> Vec<u64> {
 const COUNT_TO: u64 = 120;
 const COUNTER_EXIT: i32 = 7;
 
+/// A cluster for `test` in `tmp`, or None (a SKIP line printed) where Slurm cannot run.
+fn cluster_for(test: &str, tmp: &TempDir) -> Option<Cluster> {
+    if let Err(why) = common::privileged() {
+        common::skip(test, &why);
+        return None;
+    }
+    if let Some(tool) = SLURM_TOOLS.iter().find(|t| !which(t)) {
+        common::skip(test, &format!("{tool} is not installed (slurm-wlm, munge)"));
+        return None;
+    }
+    match Cluster::start(&tmp.join("cluster")) {
+        Ok(c) => Some(c),
+        // The container pass runs in namespaces of its own where Slurm may not start;
+        // on the host it must.
+        Err(why) if std::env::var_os("STASIS_IN_CONTAINER").is_some() => {
+            common::skip(
+                test,
+                &format!("Slurm does not start in this container: {why}"),
+            );
+            None
+        }
+        Err(why) => panic!("the test cluster did not start: {why}"),
+    }
+}
+
+/// A batch job running `command` under scripts/slurm/stasis-slurm-run (store in
+/// tmp/store, `env` exported first), submitted to `cluster`.
+struct Job<'a> {
+    cluster: &'a Cluster,
+    id: String,
+    out: PathBuf,
+}
+
+impl<'a> Job<'a> {
+    fn submit(cluster: &'a Cluster, tmp: &TempDir, env: &str, command: &str) -> Job<'a> {
+        let wrapper = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/slurm/stasis-slurm-run");
+        let script = format!(
+            "#!/bin/bash\n#SBATCH --requeue\n#SBATCH --open-mode=append\n\
+             #SBATCH --signal=B:USR1@60\nexport STASIS={} {env}\n\
+             exec {} --store {} -- {command}\n",
+            common::STASIS,
+            wrapper.display(),
+            tmp.join("store").display(),
+        );
+        fs::write(tmp.join("job.sh"), script).expect("write job.sh");
+        let out = tmp.join("job.out");
+        let (out_arg, script_arg) = (out.display().to_string(), tmp.join("job.sh"));
+        let id = cluster.command(
+            "sbatch",
+            &[
+                "--parsable",
+                "-o",
+                &out_arg,
+                &script_arg.display().to_string(),
+            ],
+        );
+        Job {
+            cluster,
+            id: id.trim().to_string(),
+            out,
+        }
+    }
+
+    fn field(&self, key: &str) -> Option<String> {
+        self.cluster.job_field(&self.id, key)
+    }
+
+    /// `scancel --signal=USR1 --batch`, then, once requeued, start it again at once.
+    fn checkpoint_and_requeue(&self) {
+        let c = self.cluster;
+        c.command("scancel", &["--signal=USR1", "--batch", &self.id]);
+        wait_for("the job to be requeued", Duration::from_secs(30), || {
+            (self.field("JobState").as_deref() == Some("PENDING")).then_some(())
+        });
+        // Slurm holds a requeued job back (BeginTime) for two minutes; release it, but
+        // not at once: slurmd refuses a launch whose credential is from the second it
+        // revoked the job's previous one in ("Job credential revoked").
+        wait_for("the node to be idle again", Duration::from_secs(30), || {
+            let out = c.command("sinfo", &["-h", "-o", "%T"]);
+            (out.trim() == "idle").then_some(())
+        });
+        common::sleep_ms(2000);
+        let id = format!("JobId={}", self.id);
+        c.command("scontrol", &["update", &id, "StartTime=now"]);
+    }
+
+    /// Waits for the job to end: its final state and exit code, and a description (the
+    /// job's output and the daemons' logs) for assertions.
+    fn wait_end(&self) -> (String, String, String) {
+        let state = wait_for("the job to end", Duration::from_secs(90), || {
+            let s = self.field("JobState")?;
+            let over = !["PENDING", "RUNNING", "REQUEUED", "COMPLETING"].contains(&s.as_str());
+            over.then_some(s)
+        });
+        let log = fs::read_to_string(&self.out).unwrap_or_default();
+        let context = format!("job output:\n{log}\n{}", self.cluster.logs());
+        assert_eq!(self.field("Restarts").as_deref(), Some("1"), "{context}");
+        assert!(log.contains("restoring checkpoint 1"), "{context}");
+        (state, self.field("ExitCode").unwrap_or_default(), context)
+    }
+}
+
 /// A job counting under scripts/slurm/stasis-slurm-run on a one-node Slurm: SIGUSR1 to its
 /// batch shell checkpoints the counter into the store and requeues the job; the requeued
 /// run restores the checkpoint, so the count goes on from where it was (every number
@@ -459,100 +563,94 @@ const COUNTER_EXIT: i32 = 7;
 fn slurm_job_requeued_counts_on() {
     const TEST: &str = "slurm_job_requeued_counts_on";
     let _serial = common::serial();
-    if let Err(why) = common::privileged() {
-        return common::skip(TEST, &why);
-    }
-    if let Some(tool) = SLURM_TOOLS.iter().find(|t| !which(t)) {
-        return common::skip(TEST, &format!("{tool} is not installed (slurm-wlm, munge)"));
-    }
     let started = Instant::now();
     let tmp = TempDir::new("slurm");
-    let cluster = match Cluster::start(&tmp.join("cluster")) {
-        Ok(c) => c,
-        // The container pass runs in namespaces of its own where Slurm may not start;
-        // on the host it must.
-        Err(why) if std::env::var_os("STASIS_IN_CONTAINER").is_some() => {
-            return common::skip(
-                TEST,
-                &format!("Slurm does not start in this container: {why}"),
-            )
-        }
-        Err(why) => panic!("the test cluster did not start: {why}"),
+    let Some(cluster) = cluster_for(TEST, &tmp) else {
+        return;
     };
     let counter = tmp.join("count.py");
     fs::write(&counter, COUNTER).expect("write count.py");
-    let wrapper = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/slurm/stasis-slurm-run");
     let count = tmp.join("count.log");
-    let script = format!(
-        "#!/bin/bash\n#SBATCH --requeue\n#SBATCH --open-mode=append\n\
-         #SBATCH --signal=B:USR1@60\nexport STASIS={}\n\
-         exec {} --store {} -- python3 {} {} {COUNT_TO} {COUNTER_EXIT}\n",
-        common::STASIS,
-        wrapper.display(),
-        tmp.join("store").display(),
+    let command = format!(
+        "python3 {} {} {COUNT_TO} {COUNTER_EXIT}",
         counter.display(),
-        count.display(),
+        count.display()
     );
-    fs::write(tmp.join("job.sh"), script).expect("write job.sh");
-    let out = tmp.join("job.out");
-    let out_arg = out.display().to_string();
-    let job = cluster.command(
-        "sbatch",
-        &[
-            "--parsable",
-            "-o",
-            &out_arg,
-            &tmp.join("job.sh").display().to_string(),
-        ],
-    );
-    let job = job.trim();
-    let job_log = || fs::read_to_string(&out).unwrap_or_default();
+    let job = Job::submit(&cluster, &tmp, "", &command);
     wait_for("the job to count to 20", Duration::from_secs(60), || {
         (count_lines(&count).len() >= 20).then_some(())
     });
-    cluster.command("scancel", &["--signal=USR1", "--batch", job]);
-    // Requeued: Slurm holds the job back (BeginTime) for a while; let it start now.
-    wait_for("the job to be requeued", Duration::from_secs(30), || {
-        (cluster.job_field(job, "JobState").as_deref() == Some("PENDING")).then_some(())
-    });
+    job.checkpoint_and_requeue();
     let at_checkpoint = count_lines(&count).len();
-    // Not at once: slurmd refuses a launch whose credential is from the second it
-    // revoked the job's previous one in ("Job credential revoked").
-    wait_for("the node to be idle again", Duration::from_secs(30), || {
-        let out = cluster.command("sinfo", &["-h", "-o", "%T"]);
-        (out.trim() == "idle").then_some(())
-    });
-    common::sleep_ms(2000);
-    cluster.command(
-        "scontrol",
-        &["update", &format!("JobId={job}"), "StartTime=now"],
-    );
-    let state = wait_for("the job to end", Duration::from_secs(60), || {
-        let s = cluster.job_field(job, "JobState")?;
-        (s != "PENDING" && s != "RUNNING" && s != "REQUEUED" && s != "COMPLETING").then_some(s)
-    });
-    let log = job_log();
-    let context = format!("job output:\n{log}\n{}", cluster.logs());
+    let (state, code, context) = job.wait_end();
     assert_eq!(
         state, "FAILED",
         "the counter exits with {COUNTER_EXIT}; {context}"
     );
-    assert_eq!(
-        cluster.job_field(job, "ExitCode").as_deref(),
-        Some(format!("{COUNTER_EXIT}:0").as_str()),
+    assert_eq!(code, format!("{COUNTER_EXIT}:0"), "{context}");
+    assert!(
+        context.contains(&format!("counted to {COUNT_TO}")),
         "{context}"
     );
-    assert_eq!(cluster.job_field(job, "Restarts").as_deref(), Some("1"));
-    assert!(log.contains("restoring checkpoint 1"), "{context}");
-    assert!(log.contains(&format!("counted to {COUNT_TO}")), "{context}");
-    let counted = count_lines(&count);
     let want: Vec<u64> = (1..=COUNT_TO).collect();
-    assert_eq!(counted, want, "numbers lost or counted twice; {context}");
+    assert_eq!(
+        count_lines(&count),
+        want,
+        "numbers lost or counted twice; {context}"
+    );
     drop(cluster);
     eprintln!(
         "{TEST}: checkpointed at {at_checkpoint}, counted on to {COUNT_TO}; {:.1} s in all",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// The MPI ring as a Slurm job: `mpirun -np 3` under the wrapper (`--tcp-established`
+/// through STASIS_DUMP_ARGS), checkpointed with its ranks on SIGUSR1 and requeued; the
+/// requeued run restores it and the job completes with the right counter, started once.
+#[test]
+fn slurm_mpi_job_requeued_finishes() {
+    const TEST: &str = "slurm_mpi_job_requeued_finishes";
+    let _serial = common::serial();
+    if let Some(why) = mpi_missing() {
+        return common::skip(TEST, &why);
+    }
+    let tmp = TempDir::new("slurm-mpi");
+    let _shm = ShmGuard::new();
+    let Some(cluster) = cluster_for(TEST, &tmp) else {
+        return;
+    };
+    let ring = build_ring(tmp.path());
+    let progress = tmp.join("progress");
+    let command = format!(
+        "mpirun --allow-run-as-root --oversubscribe -np {RANKS} {} {ROUNDS} {}",
+        ring.display(),
+        progress.display()
+    );
+    let job = Job::submit(
+        &cluster,
+        &tmp,
+        "STASIS_DUMP_ARGS=--tcp-established",
+        &command,
+    );
+    wait_for("the ring to go round", Duration::from_secs(60), || {
+        (rounds_done(&progress) >= 20).then_some(())
+    });
+    job.checkpoint_and_requeue();
+    let (state, code, context) = job.wait_end();
+    assert_eq!(
+        (state.as_str(), code.as_str()),
+        ("COMPLETED", "0:0"),
+        "{context}"
+    );
+    let want = format!("counter {} PASS", ROUNDS * RANKS);
+    assert!(context.contains(&want), "{context}");
+    assert_eq!(
+        context.matches("ring start").count(),
+        1,
+        "started over: {context}"
+    );
+    assert_eq!(rounds_done(&progress), ROUNDS);
 }
 
 /// A shell loop appending a number a line to `count` through its stdout (`exec >>`:
