@@ -23,7 +23,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 # Optional: iptables and nft (the network lock of TCP connections to outside peers), ip (network
 # namespaces: a TCP peer outside the tree, a tree's own namespace rebuilt), runc, busybox-static and podman (criu-compat's runc and podman tests), redis-server, nginx, PostgreSQL 15 and tmux (real-program
-# tests). Tests that need them print SKIP when they cannot be installed.
+# tests), Open MPI and Slurm with munge (tests/hpc.rs). Tests that need them print SKIP when
+# they cannot be installed.
 optional=()
 command -v nft >/dev/null 2>&1 || optional+=(nftables)
 command -v iptables >/dev/null 2>&1 && command -v ip6tables >/dev/null 2>&1 || optional+=(iptables)
@@ -35,6 +36,11 @@ command -v tmux >/dev/null 2>&1 || optional+=(tmux)
 command -v podman >/dev/null 2>&1 || optional+=(podman)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || optional+=(nginx-light)
 [ -x /usr/lib/postgresql/15/bin/postgres ] && command -v psql >/dev/null 2>&1 || optional+=(postgresql-15)
+command -v mpirun >/dev/null 2>&1 && command -v mpicc >/dev/null 2>&1 ||
+    optional+=(openmpi-bin libopenmpi-dev)
+for tool in munged slurmctld slurmd sbatch; do
+    command -v "$tool" >/dev/null 2>&1 || { optional+=(slurm-wlm munge); break; }
+done
 if [ "${#optional[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "test.sh: installing ${optional[*]}" >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y "${optional[@]}" >&2 ||

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Proc, Status, TempDir, STASIS};
+use common::{wait_for, which, Proc, Status, TempDir, STASIS};
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -57,25 +57,6 @@ while True:
     os.rename(path + ".tmp", path)
     time.sleep(0.1)
 "#;
-
-fn which(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Poll `f` every 20 ms until it returns Some, or panic after `timeout`.
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        common::sleep_ms(20);
-    }
-}
 
 /// Dump `proc` (killing it), reap it, restore with -d and adopt the restored task.
 fn dump_restore(proc: &mut Proc, tmp: &TempDir) -> Proc {

@@ -144,20 +144,20 @@ fn restore_refuses_seccomp_without_cap_sys_admin() {
     );
 }
 
-/// A file the task had open that changed after the dump is refused, naming it and the
-/// override; `--skip-file-check` restores anyway.
+/// A file the task had open that changed after the dump (here: replaced by a copy, another
+/// inode at its path) is refused, naming it and the override; `--skip-file-check`
+/// restores anyway. (Only appending to it would be accepted: the victim's log is open
+/// `O_WRONLY | O_APPEND`, see `tests/hpc.rs`.)
 #[test]
 fn restore_refuses_changed_open_file() {
     let _serial = common::serial();
     require_privileged!("restore_refuses_changed_open_file");
     let tmp = TempDir::new("changed");
     let (victim, img) = dumped_with(&tmp, &[]);
-    // The victim's stdout is its log, open at fd 1: append to it behind its back.
-    let mut log = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&victim.log)
-        .expect("open the log");
-    std::io::Write::write_all(&mut log, b"appended after the dump\n").expect("append");
+    // The victim's stdout is its log, open at fd 1: replace it behind its back.
+    let copy = victim.log.with_extension("copy");
+    std::fs::copy(&victim.log, &copy).expect("copy the log");
+    std::fs::rename(&copy, &victim.log).expect("replace the log");
     let msg = restore_fails(victim.pid, &img);
     let log_name = victim.log.display().to_string();
     assert!(

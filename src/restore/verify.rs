@@ -256,14 +256,14 @@ fn files_unchanged(
         _ => None,
     });
     for file in mapped.chain(p.mm.exe.iter()) {
-        check_file(pid, file, true, same_host, stats)?;
+        check_file(pid, file, Contents::Exact, same_host, stats)?;
     }
     Ok(())
 }
 
 /// Files open by path must be unchanged: same inode on the same host, and for regular
 /// files the same size and mtime (a directory's change with its entries; a FIFO's with
-/// its opens). Files of `/proc/PID/` for a process of the image (`pids`) are not there
+/// its opens), or for a file open only for appending at least the same size. Files of `/proc/PID/` for a process of the image (`pids`) are not there
 /// yet. `--skip-file-check` skips this.
 fn fds_unchanged(
     p: &ProcessImage,
@@ -272,11 +272,15 @@ fn fds_unchanged(
     stats: &mut Stats,
 ) -> Result<(), RestoreError> {
     for fd in &p.files.fds {
-        let (file, contents_matter) = match &fd.kind {
+        let (file, contents) = match &fd.kind {
             FdKind::Path(path) if of_restored_process(&path.file.path, pids) => continue,
-            FdKind::Path(path) => (&path.file, is_regular(&path.file.path, stats)),
-            FdKind::Fifo(fifo) => (&fifo.file, false),
-            FdKind::Remap(r) => (&r.link, true),
+            FdKind::Path(path) if !is_regular(&path.file.path, stats) => {
+                (&path.file, Contents::Ignored)
+            }
+            FdKind::Path(path) if append_only(fd.flags) => (&path.file, Contents::Grown),
+            FdKind::Path(path) => (&path.file, Contents::Exact),
+            FdKind::Fifo(fifo) => (&fifo.file, Contents::Ignored),
+            FdKind::Remap(r) => (&r.link, Contents::Exact),
             _ => continue,
         };
         if file.path.starts_with(&format!("/proc/{}/", p.task.pid)) {
@@ -284,7 +288,7 @@ fn fds_unchanged(
             // only once the process exists, and it opens them itself then.
             continue;
         }
-        check_file(p.task.pid, file, contents_matter, same_host, stats)
+        check_file(p.task.pid, file, contents, same_host, stats)
             .and_then(|()| check_hash(p, fd.fd, file))
             .map_err(|e| match e {
                 RestoreError::FileChanged { pid, path, what } => RestoreError::FileChanged {
@@ -311,7 +315,8 @@ fn check_hash(p: &ProcessImage, fd: i32, f: &FileId) -> Result<(), RestoreError>
         path: f.path.clone(),
         what,
     };
-    let now = crate::sys::file::content_crc32(std::path::Path::new(&f.path))
+    // An append-only fd's file may have grown: the bytes it had are what must not change.
+    let now = crate::sys::file::content_crc32(std::path::Path::new(&f.path), f.size)
         .map_err(|e| changed(format!("cannot read it to check its contents: {e}")))?;
     if now != saved.crc32 {
         return Err(changed(format!(
@@ -348,12 +353,31 @@ fn is_regular(path: &str, stats: &mut Stats) -> bool {
     stats.of(path).is_ok_and(|m| m.is_file())
 }
 
+/// What a file's size and mtime must be at restore, against the dump's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Contents {
+    /// The same size and mtime: mapped files, regular files open for reading or writing.
+    Exact,
+    /// At least the same size: a regular file open only for appending (`O_WRONLY |
+    /// O_APPEND`, a log such as a batch job's output file). Whatever was appended since
+    /// the dump, by others or by the checkpoint's own tooling, the process cannot read it,
+    /// and its next write goes to the end as it would have anyway.
+    Grown,
+    /// Not compared: directories, FIFOs, devices.
+    Ignored,
+}
+
+/// An fd whose writes all go to the end of its file and that cannot read it.
+fn append_only(flags: i32) -> bool {
+    flags & libc::O_ACCMODE == libc::O_WRONLY && flags & libc::O_APPEND != 0
+}
+
 /// Mapped files must be identical (size and mtime), and every file the same inode on
 /// the same host.
 fn check_file(
     pid: i32,
     f: &FileId,
-    contents_matter: bool,
+    contents: Contents,
     same_host: bool,
     stats: &mut Stats,
 ) -> Result<(), RestoreError> {
@@ -372,7 +396,15 @@ fn check_file(
         return Err(changed(format!("inode {} is now {}", f.ino, m.ino())));
     }
     let mtime_ns = m.mtime() * 1_000_000_000 + m.mtime_nsec();
-    if contents_matter && (m.size() != f.size || mtime_ns != f.mtime_ns) {
+    let same = m.size() == f.size && mtime_ns == f.mtime_ns;
+    if contents == Contents::Grown && m.size() < f.size {
+        return Err(changed(format!(
+            "size {} → {}: a file open for appending was cut",
+            f.size,
+            m.size()
+        )));
+    }
+    if contents == Contents::Exact && !same {
         return Err(changed(format!(
             "size {} → {}, mtime {} → {}",
             f.size,
@@ -386,7 +418,24 @@ fn check_file(
 
 #[cfg(test)]
 mod tests {
-    use super::of_restored_process;
+    use super::{append_only, of_restored_process};
+
+    #[test]
+    fn only_write_only_append_fds_may_find_their_file_grown() {
+        assert!(append_only(libc::O_WRONLY | libc::O_APPEND));
+        assert!(append_only(
+            libc::O_WRONLY | libc::O_APPEND | libc::O_CLOEXEC
+        ));
+        assert!(
+            !append_only(libc::O_RDWR | libc::O_APPEND),
+            "it could read what was added"
+        );
+        assert!(
+            !append_only(libc::O_WRONLY),
+            "its writes land at its offset"
+        );
+        assert!(!append_only(libc::O_RDONLY | libc::O_APPEND));
+    }
 
     #[test]
     fn proc_files_of_restored_processes_are_not_checked() {

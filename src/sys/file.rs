@@ -26,11 +26,11 @@ pub fn start_writeback(file: &File, offset: u64, len: u64) -> Result<(), Errno> 
     Errno::result(r).map(drop)
 }
 
-/// The CRC-32 of the whole contents of the file at `path`, read from its start (through
-/// a new open file description: no fd's offset moves).
-pub fn content_crc32(path: &std::path::Path) -> std::io::Result<u32> {
+/// The CRC-32 of the first `len` bytes of the file at `path` (`u64::MAX`: all of it),
+/// read from its start (through a new open file description: no fd's offset moves).
+pub fn content_crc32(path: &std::path::Path, len: u64) -> std::io::Result<u32> {
     use std::io::Read;
-    let mut file = File::open(path)?;
+    let mut file = File::open(path)?.take(len);
     let mut hasher = crc32fast::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {

@@ -918,3 +918,23 @@ impl Drop for TreeGuard {
 pub fn sleep_ms(ms: u64) {
     sleep(Duration::from_millis(ms));
 }
+
+/// Whether `tool` is on PATH.
+pub fn which(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Poll `f` every 20 ms until it returns Some, or panic after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        sleep_ms(20);
+    }
+}

@@ -37,7 +37,7 @@ pub fn hashes(pid: i32, fds: &[FdEntry], on: bool) -> Result<Vec<ContentHash>, D
         if !std::fs::metadata(&link).is_ok_and(|m| m.is_file()) {
             continue;
         }
-        let crc32 = crate::sys::file::content_crc32(&link).map_err(|err| {
+        let crc32 = crate::sys::file::content_crc32(&link, u64::MAX).map_err(|err| {
             DumpError::unsupported(format!(
                 "fd {} of pid {pid}: read it to hash it: {err}",
                 e.fd
