@@ -102,7 +102,11 @@ use super::error::ImageError;
 /// (`--prev-images-dir`) by directory and id, and whether it is a pre-dump; page runs in
 /// pages file 255 (`mm::PARENT_STRIPE`) are pages unchanged since the parent, taken from
 /// it at the same address. An older image has no chain record and no such runs.
-pub const FORMAT_VERSION: u32 = 11;
+///
+/// Version 12 also adds `orphan-pty.img` (kind 30, `image::orphan_pty`): the pty whose
+/// master was outside the tree (a container runtime's console), made again at restore
+/// with a new master handed to the front end; its slave fds are `PtySlave` records.
+pub const FORMAT_VERSION: u32 = 12;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;
@@ -145,6 +149,8 @@ pub enum Kind {
     StoreSignature = 21,
     /// Where the image stands in a chain of incremental images (`chain.img`, format 11).
     Chain = 18,
+    /// The pty whose master was outside the tree (`orphan-pty.img`, format 12).
+    OrphanPty = 30,
 }
 
 /// Human name of a kind number, for messages.
@@ -169,6 +175,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         20 => "store manifest",
         21 => "store signature",
         18 => "chain",
+        30 => "orphan pty",
         _ => "unknown",
     }
 }
