@@ -53,6 +53,15 @@ impl Point {
 pub trait Hooks {
     /// Called at `point`; an `Err` (its reason) stops the operation there.
     fn at(&mut self, point: Point, pid: i32) -> Result<(), String>;
+
+    /// Restore: the new master of the pty whose master was outside the tree (a
+    /// runtime's console, CRIU's `orphan-pts-master`), once every process is rebuilt
+    /// and before [`Point::PostRestore`]; the front end keeps its own duplicate. Only
+    /// called when the restore was asked to (`RestoreOptions::orphan_pts_master`).
+    fn orphan_pts_master(&mut self, master: std::os::fd::BorrowedFd<'_>) -> Result<(), String> {
+        let _ = master;
+        Err("this front end takes no pty master".into())
+    }
 }
 
 /// No hooks: what `stasis dump` and `stasis restore` use.

@@ -985,6 +985,7 @@ mod tests {
             ghosts: Default::default(),
             sysv: Default::default(),
             mqueue: Default::default(),
+            orphan_pty: Default::default(),
             ns: Default::default(),
             cgroup: Default::default(),
             mounts: None,

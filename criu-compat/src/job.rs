@@ -29,6 +29,9 @@ pub struct Job {
     pub pid: i32,
     pub leave_running: bool,
     pub shell_job: bool,
+    /// `orphan_pts_master`: a pty whose master is outside the tree (the container's
+    /// console) is saved, and its new master sent to the client at restore.
+    pub orphan_pts_master: bool,
     pub tcp_established: bool,
     pub tcp_close: bool,
     /// `network_lock` / `--network-lock` (iptables when not given, as CRIU).
@@ -77,6 +80,7 @@ impl Job {
             pid: 0,
             leave_running: false,
             shell_job: false,
+            orphan_pts_master: false,
             tcp_established: false,
             tcp_close: false,
             network_lock: Default::default(),
@@ -144,6 +148,7 @@ impl Job {
             dir: self.image_dir(false),
             leave_running: self.leave_running,
             shell_job: self.shell_job,
+            orphan_pts_master: self.orphan_pts_master,
             ghost_limit: self.ghost_limit,
             link_remap: self.link_remap,
             file_locks: self.file_locks,
@@ -217,6 +222,7 @@ pub fn run_restore(job: &Job, log: &mut Log, hooks: &mut dyn Hooks) -> Result<Re
     let opts = RestoreOptions {
         dir: job.image_dir(true),
         shell_job: job.shell_job,
+        orphan_pts_master: job.orphan_pts_master,
         tcp_close: job.tcp_close,
         skip_file_check: job.skip_file_check,
         cgroups: job.cgroup_restore.clone(),

@@ -28,6 +28,16 @@ impl<'a> Notifier<'a> {
     }
 
     fn exchange(&mut self, name: &'static str, pid: i32) -> Result<(), String> {
+        self.exchange_with(name, pid, None)
+    }
+
+    /// A notification carrying fd `fd` (`SCM_RIGHTS`), answered as the others.
+    fn exchange_with(
+        &mut self,
+        name: &'static str,
+        pid: i32,
+        fd: Option<std::os::fd::RawFd>,
+    ) -> Result<(), String> {
         let resp = CriuResp {
             r#type: CriuReqType::Notify as i32,
             success: true,
@@ -37,7 +47,7 @@ impl<'a> Notifier<'a> {
             }),
             ..Default::default()
         };
-        self.channel.send(&resp, None)?;
+        self.channel.send(&resp, fd)?;
         let reply = self.channel.recv()?.ok_or("the client closed the socket")?;
         if reply.r#type() != CriuReqType::Notify {
             return Err(format!(
@@ -64,5 +74,14 @@ impl Hooks for Notifier<'_> {
             self.late_failure = result.as_ref().err().cloned();
         }
         result
+    }
+
+    /// CRIU's `orphan-pts-master`: the new master rides along the notification (sent
+    /// whether or not the client asked for the other notifications, as it asked for this
+    /// one with `orphan_pts_master`); runc passes it to the container's console socket.
+    fn orphan_pts_master(&mut self, master: std::os::fd::BorrowedFd<'_>) -> Result<(), String> {
+        use std::os::fd::AsRawFd;
+        self.log.info("Notify orphan-pts-master");
+        self.exchange_with("orphan-pts-master", 0, Some(master.as_raw_fd()))
     }
 }

@@ -54,6 +54,7 @@ pub fn fill(job: &mut Job, opts: &CriuOpts, restore: bool) -> Result<(), String>
     job.parent_img = opts.parent_img.clone().map(PathBuf::from);
     job.track_mem = opts.track_mem();
     job.shell_job = opts.shell_job();
+    job.orphan_pts_master = opts.orphan_pts_master();
     job.tcp_established = opts.tcp_established();
     job.tcp_close = opts.tcp_close();
     job.network_lock = lock_mode(opts.network_lock)?;

@@ -73,22 +73,21 @@ impl Podman {
 
     /// Starts the counter container `name`, once it has counted.
     fn start(&self, name: &str) {
+        self.start_with(name, &[]);
+    }
+
+    /// [`Podman::start`] with more `podman run` options.
+    fn start_with(&self, name: &str, more: &[&str]) {
         let net = format!("--network={}", network());
-        self.ok(&[
-            "run",
-            "-d",
-            "--name",
-            name,
-            &net,
+        let run = ["run", "-d", "--name", name, &net];
+        let limits = [
             "--ulimit",
             "nofile=1024:1024",
             "--ulimit",
             "nproc=4096:4096",
-            IMAGE,
-            "sh",
-            "-c",
-            SCRIPT,
-        ]);
+        ];
+        let cmd = [IMAGE, "sh", "-c", SCRIPT];
+        self.ok(&[&run[..], more, &limits[..], &cmd[..]].concat());
         wait_until(|| self.count(name) > 2, &format!("{name} counts"));
     }
 
@@ -168,6 +167,23 @@ fn unusable() -> Option<String> {
         )),
         Err(_) => Some("needs podman".into()),
     }
+}
+
+/// For a test that uses the imported image through stasis-criu: the test made a
+/// subreaper (conmon is re-parented to it), a temporary directory and the podman of its
+/// shim; `None` (with a SKIP line naming `what`) where podman cannot be used.
+fn ready(what: &str) -> Option<(tempfile::TempDir, Podman)> {
+    if let Some(why) = unusable() {
+        println!("SKIP {what}: {why}");
+        return None;
+    }
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let podman = shim(&dir.path().join("shim"), BIN);
+    if !podman.run(&["image", "exists", IMAGE]).status.success() {
+        import_image(&podman, dir.path());
+    }
+    Some((dir, podman))
 }
 
 /// A directory holding `criu`, a link to `target`.
@@ -271,16 +287,9 @@ fn compare_with_criu(dir: &Path, id: u32, stasis: (Duration, Duration)) {
 #[test]
 fn podman_tcp_connection_into_the_container_survives() {
     use std::io::{Read, Write};
-    if let Some(why) = unusable() {
-        println!("SKIP podman tcp: {why}");
+    let Some((_dir, podman)) = ready("podman tcp") else {
         return;
-    }
-    nix::sys::prctl::set_child_subreaper(true).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let podman = shim(&dir.path().join("shim"), BIN);
-    if !podman.run(&["image", "exists", IMAGE]).status.success() {
-        import_image(&podman, dir.path());
-    }
+    };
     let name = format!("stasis-pm-{}-tcp", std::process::id());
     let _clean = Cleanup(&podman, vec![name.clone()]);
     let server = ["/bin/busybox", "nc", "-l", "-p", "5000", "-e", "/bin/cat"];
@@ -367,4 +376,31 @@ fn pages_bytes(dir: &Path) -> u64 {
         .filter(|e| e.file_name().to_string_lossy().starts_with("pages-"))
         .map(|e| e.metadata().unwrap().len())
         .sum()
+}
+
+/// A `-t` container: its console's master is conmon's, outside the tree. stasis-criu
+/// saves the pty (`orphan_pts_master`); at restore the new master goes through runc to
+/// conmon: the counter goes on, and what it prints after the restore reaches `podman
+/// logs` through the new console.
+#[test]
+fn podman_terminal_container_keeps_its_console() {
+    let Some((_dir, podman)) = ready("podman -t") else {
+        return;
+    };
+    let name = format!("stasis-pm-{}-tty", std::process::id());
+    let _clean = Cleanup(&podman, vec![name.clone()]);
+    podman.start_with(&name, &["-t"]);
+    let (_, _, dumped) = checkpoint_and_restore(&podman, &name);
+    podman.goes_on(&name, dumped);
+    let printed = || {
+        let logs = podman.ok(&["logs", &name]);
+        (logs.lines())
+            .filter_map(|l| l.trim().parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    wait_until(
+        || printed() > dumped + 2,
+        &format!("{name} prints on its console after the restore (dumped at {dumped})"),
+    );
 }

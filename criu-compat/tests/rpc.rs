@@ -5,116 +5,17 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod proto {
-    #![allow(clippy::all)]
-    include!(concat!(env!("OUT_DIR"), "/_.rs"));
-}
+mod common;
 
 use std::fs::File;
-use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr,
-};
+use common::proto::{self, CriuFeatures, CriuOpts, CriuReqType};
+use common::{req, Session, BIN};
 use prost::Message;
-use proto::{CriuFeatures, CriuOpts, CriuReq, CriuReqType, CriuResp};
-
-const BIN: &str = env!("CARGO_BIN_EXE_stasis-criu");
-
-/// The client's end of one `stasis-criu swrk N`.
-struct Session {
-    sock: OwnedFd,
-    child: Child,
-}
-
-impl Session {
-    fn start() -> Session {
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::empty(),
-        )
-        .unwrap();
-        fcntl(&ours, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).unwrap();
-        let child = Command::new(BIN)
-            .args(["swrk", &theirs.as_raw_fd().to_string()])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        drop(theirs);
-        Session { sock: ours, child }
-    }
-
-    fn send(&self, req: &CriuReq) {
-        let bytes = req.encode_to_vec();
-        sendmsg::<UnixAddr>(
-            self.sock.as_raw_fd(),
-            &[IoSlice::new(&bytes)],
-            &[],
-            MsgFlags::empty(),
-            None,
-        )
-        .unwrap();
-    }
-
-    fn recv(&self) -> CriuResp {
-        let mut buf = vec![0u8; 1 << 16];
-        let mut iov = [IoSliceMut::new(&mut buf)];
-        let n = recvmsg::<UnixAddr>(self.sock.as_raw_fd(), &mut iov, None, MsgFlags::empty())
-            .unwrap()
-            .bytes;
-        assert!(n > 0, "stasis-criu closed the socket");
-        CriuResp::decode(&buf[..n]).unwrap()
-    }
-
-    /// Sends `req` and answers every notification with success; returns the final
-    /// response and the notification names in order.
-    fn call(&self, req: &CriuReq) -> (CriuResp, Vec<String>) {
-        self.call_failing(req, "")
-    }
-
-    /// [`Session::call`], answering the notification `fail` with a failure.
-    fn call_failing(&self, req: &CriuReq, fail: &str) -> (CriuResp, Vec<String>) {
-        self.send(req);
-        let mut names = Vec::new();
-        loop {
-            let resp = self.recv();
-            if resp.r#type() != CriuReqType::Notify {
-                return (resp, names);
-            }
-            let n = resp.notify.clone().unwrap();
-            names.push(n.script().to_string());
-            if n.script() == "post-restore" {
-                assert!(n.pid() > 0, "post-restore carries the pid");
-            }
-            self.send(&CriuReq {
-                r#type: CriuReqType::Notify as i32,
-                notify_success: Some(n.script() != fail),
-                ..Default::default()
-            });
-        }
-    }
-
-    fn finish(mut self) {
-        drop(self.sock);
-        self.child.wait().unwrap();
-    }
-}
-
-fn req(kind: CriuReqType, opts: Option<CriuOpts>) -> CriuReq {
-    CriuReq {
-        r#type: kind as i32,
-        opts,
-        keep_open: Some(false),
-        ..Default::default()
-    }
-}
 
 /// A python process counting into `file` every 50 ms, in its own session.
 fn counter(file: &Path) -> Child {
@@ -201,7 +102,7 @@ fn version_check_features() {
     if !privileged("version_check_features") {
         return;
     }
-    let s = Session::start();
+    let mut s = Session::start();
     let mut version = req(CriuReqType::Version, None);
     version.keep_open = Some(true);
     let (resp, _) = s.call(&version);
@@ -252,7 +153,7 @@ fn dump_and_restore_with_notifications() {
         empty_ns: Some(0x4000_0000),
         ..Default::default()
     };
-    let s = Session::start();
+    let mut s = Session::start();
     let (resp, names) = s.call(&req(CriuReqType::Dump, Some(opts(false))));
     s.finish();
     assert!(resp.success, "{:?}", resp.cr_errmsg);
@@ -269,7 +170,7 @@ fn dump_and_restore_with_notifications() {
     let entry = proto::StatsEntry::decode(&stats[12..]).unwrap();
     assert!(entry.dump.unwrap().pages_written > 0);
 
-    let s = Session::start();
+    let mut s = Session::start();
     let (resp, names) = s.call(&req(CriuReqType::Restore, Some(opts(true))));
     s.finish();
     assert!(resp.success, "{:?}", resp.cr_errmsg);
@@ -319,7 +220,7 @@ fn failed_post_dump_leaves_the_tree_running() {
         notify_scripts: Some(true),
         ..Default::default()
     };
-    let s = Session::start();
+    let mut s = Session::start();
     let (resp, names) = s.call_failing(&req(CriuReqType::Dump, Some(opts)), "post-dump");
     s.finish();
     assert!(!resp.success);
@@ -365,7 +266,7 @@ fn refusals_carry_the_reason() {
         (CriuReqType::Dump, base.clone(), "2147483646"),
     ];
     for (kind, opts, reason) in cases {
-        let s = Session::start();
+        let mut s = Session::start();
         let (resp, _) = s.call(&req(kind, Some(opts)));
         s.finish();
         assert!(!resp.success);

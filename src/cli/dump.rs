@@ -166,6 +166,7 @@ pub fn run(args: DumpArgs) -> i32 {
         dir,
         leave_running: args.leave_running,
         shell_job: args.shell_job,
+        orphan_pts_master: false,
         tcp_established: args.tcp_established,
         tcp_close: args.tcp_close,
         ext_unix_sk: args.ext_unix_sk,

@@ -122,6 +122,7 @@ pub fn run(args: RestoreArgs) -> i32 {
     let opts = RestoreOptions {
         dir,
         shell_job: args.shell_job,
+        orphan_pts_master: false,
         tcp_close: args.tcp_close,
         skip_file_check: args.skip_file_check,
         cgroups: args.criu.cgroup_restore(),

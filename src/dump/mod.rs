@@ -22,6 +22,7 @@ pub mod mm;
 pub mod mnt;
 pub mod mqueue;
 pub mod ns;
+pub mod orphan_pty;
 pub mod prctl;
 pub mod predump;
 pub mod sched;
@@ -63,6 +64,9 @@ pub struct DumpOptions {
     pub dir: PathBuf,
     pub leave_running: bool,
     pub shell_job: bool,
+    /// The front end takes a new master at restore for the one pty whose master is
+    /// outside the tree (a runtime's console; CRIU's `orphan_pts_master`).
+    pub orphan_pts_master: bool,
     /// Largest deleted-but-open file whose contents are saved (`--ghost-limit`).
     pub ghost_limit: u64,
     /// `--link-remap`: files whose name was unlinked are kept through a link beside
@@ -404,13 +408,19 @@ fn write_tty(
     tables: &[(i32, FilesImage)],
     shell_job: bool,
 ) -> Result<(), DumpError> {
+    use crate::image::orphan_pty::ORPHAN_PTY;
     use crate::image::tty::TTY;
-    let tty = tty::collect(tree, tables, shell_job)?;
+    let (tty, orphans) = tty::collect(tree, tables, shell_job)?;
+    let orphans = orphan_pty::collect(&orphans)?;
     let order: Vec<_> = tables.iter().map(|(pid, f)| (*pid, f)).collect();
-    crate::image::tty::check(&tty, tree, &order, std::path::Path::new(TTY))?;
+    let indexes: Vec<u32> = orphans.ptys.iter().map(|p| p.index).collect();
+    crate::image::tty::check(&tty, tree, &order, &indexes, std::path::Path::new(TTY))?;
     // No terminal: an absent record reads as an empty one (format 12).
     if tty != crate::image::tty::TtyImage::default() {
         writer.write_record(TTY, Kind::Tty, &tty)?;
+    }
+    if !orphans.ptys.is_empty() {
+        writer.write_record(ORPHAN_PTY, Kind::OrphanPty, &orphans)?;
     }
     Ok(())
 }
@@ -418,6 +428,7 @@ fn write_tty(
 fn fd_options(opts: &DumpOptions, pids: &[i32]) -> files::FdOptions {
     files::FdOptions {
         shell_job: opts.shell_job,
+        orphan_pts_master: opts.orphan_pts_master,
         ghost_limit: opts.ghost_limit,
         link_remap: opts.link_remap,
         file_locks: opts.file_locks,

@@ -16,15 +16,27 @@ use crate::image::tree::{ProcEntry, TreeImage};
 use crate::image::tty::{Ctty, PtyNode, SessionTty, TtyImage};
 use crate::sys::socket::{ioctl_get_int, TIOCGEXCL};
 
-/// The terminals of the tree whose live processes' fd tables are `tables`. Under
-/// `--shell-job` the root's session is the job's (`terminal.rs`).
+/// The terminals of the tree whose live processes' fd tables are `tables`, and the
+/// ptys whose master is outside it (`(index, pid, fd)` of a slave fd of each, for
+/// `orphan_pty.rs`). Under `--shell-job` the root's session is the job's (`terminal.rs`).
 pub fn collect(
     tree: &TreeImage,
     tables: &[(i32, FilesImage)],
     shell_job: bool,
-) -> Result<TtyImage, DumpError> {
+) -> Result<(TtyImage, Vec<OrphanSlave>), DumpError> {
     check_dev_tty(tables)?;
-    let held = held_ptys(tables);
+    let mut held = held_ptys(tables);
+    let mut orphans = Vec::new();
+    for (&index, h) in held.iter_mut() {
+        if let Some(&(pid, fd)) = h.slaves.first().filter(|_| h.master.is_none()) {
+            h.outside = !crate::proc::link(pid, &format!("fd/{fd}"))?
+                .to_string_lossy()
+                .ends_with(" (deleted)");
+            if h.outside {
+                orphans.push((index, pid, fd));
+            }
+        }
+    }
     let mut sessions = Vec::new();
     for leader in tree.alive().filter(|e| e.sid == e.pid) {
         if shell_job && leader.pid == tree.processes[0].pid {
@@ -38,7 +50,7 @@ pub fn collect(
     for (&index, fds) in &held {
         ptys.push(node(index, fds)?);
     }
-    Ok(TtyImage { ptys, sessions })
+    Ok((TtyImage { ptys, sessions }, orphans))
 }
 
 /// Every `/dev/tty` the tree opened (an original, not one inherited) reaches its
@@ -66,12 +78,17 @@ fn check_dev_tty(tables: &[(i32, FilesImage)]) -> Result<(), DumpError> {
     Ok(())
 }
 
+/// `(index, pid, fd)`: a slave fd of a pty whose master is outside the tree.
+pub type OrphanSlave = (u32, i32, i32);
+
 /// Where the tree holds each pty: its master (if any process does) and its slaves, as
 /// `(pid, fd)` originals.
 #[derive(Default)]
 struct Held {
     master: Option<(i32, i32)>,
     slaves: Vec<(i32, i32)>,
+    /// Its master is open outside the tree (the slave's node still exists).
+    outside: bool,
 }
 
 fn held_ptys(tables: &[(i32, FilesImage)]) -> BTreeMap<u32, Held> {
@@ -96,7 +113,7 @@ fn held_ptys(tables: &[(i32, FilesImage)]) -> BTreeMap<u32, Held> {
 /// beside the master's `ptmx`.
 fn node(index: u32, held: &Held) -> Result<PtyNode, DumpError> {
     let err = |what: String| DumpError::unsupported(format!("pts {index} of the tree: {what}"));
-    let hung_up = held.master.is_none();
+    let hung_up = held.master.is_none() && !held.outside;
     let (meta, exclusive) = match (held.slaves.first(), held.master) {
         (Some(&(pid, fd)), _) => {
             let path = format!("/proc/{pid}/fd/{fd}");
@@ -193,7 +210,10 @@ fn which(
 ) -> Result<Ctty, DumpError> {
     let name = format!("{}:{}", libc::major(dev), libc::minor(dev));
     if let Some(index) = slave_index(dev) {
-        if held.get(&index).is_some_and(|h| h.master.is_some()) {
+        if held
+            .get(&index)
+            .is_some_and(|h| h.master.is_some() || h.outside)
+        {
             return Ok(Ctty::Pty { index });
         }
         return Err(DumpError::unsupported(format!(

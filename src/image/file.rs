@@ -105,6 +105,9 @@ use super::error::ImageError;
 ///
 /// Version 12 also leaves out `tty.img` when the tree has no terminal: an absent record
 /// reads as an empty one (as version 11 read it), one file less to write and read.
+/// Version 12 also adds `orphan-pty.img` (kind 30, `image::orphan_pty`): the pty whose
+/// master was outside the tree (a container runtime's console), made again at restore
+/// with a new master handed to the front end; its slave fds are `PtySlave` records.
 pub const FORMAT_VERSION: u32 = 12;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
@@ -148,6 +151,8 @@ pub enum Kind {
     StoreSignature = 21,
     /// Where the image stands in a chain of incremental images (`chain.img`, format 11).
     Chain = 18,
+    /// The pty whose master was outside the tree (`orphan-pty.img`, format 12).
+    OrphanPty = 30,
 }
 
 /// Human name of a kind number, for messages.
@@ -172,6 +177,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         20 => "store manifest",
         21 => "store signature",
         18 => "chain",
+        30 => "orphan pty",
         _ => "unknown",
     }
 }

@@ -16,6 +16,7 @@ use super::inventory::Inventory;
 use super::mm::{MmImage, MmImageV6, MmImageV7, MmImageV8, VmaKind};
 use super::mqueue::{MqueueImage, MQUEUE};
 use super::ns::{NsImage, NAMESPACES};
+use super::orphan_pty::{OrphanPtyImage, ORPHAN_PTY};
 use super::pages::{check_pages, verify_pages};
 use super::sysv::{SysvImage, SYSV, SYSV_SHM_PAGES};
 use super::task::{TaskImage, TaskImageV8};
@@ -56,6 +57,8 @@ pub struct Image {
     pub sysv: SysvImage,
     /// The POSIX message queues (none when the image has no `mqueue.img`).
     pub mqueue: MqueueImage,
+    /// The pty whose master was outside the tree (none without `orphan-pty.img`).
+    pub orphan_pty: OrphanPtyImage,
     /// Pid and UTS namespaces (empty when the image has no `namespaces.img`).
     pub ns: NsImage,
     /// The tree's cgroups (empty when the image has no `cgroup.img`).
@@ -130,6 +133,11 @@ impl Image {
         let tty = load_tty(dir)?;
         let sysv = load_sysv(dir)?;
         let mqueue = load_optional(&dir.join(MQUEUE), Kind::Mqueue, super::mqueue::validate)?;
+        let orphan_pty = load_optional(
+            &dir.join(ORPHAN_PTY),
+            Kind::OrphanPty,
+            super::orphan_pty::validate,
+        )?;
         let ns = load_ns(dir)?;
         let cgroup = load_cgroup(dir)?;
         let mounts = load_mounts(dir)?;
@@ -144,6 +152,7 @@ impl Image {
             ghosts,
             sysv,
             mqueue,
+            orphan_pty,
             ns,
             cgroup,
             mounts,
@@ -172,7 +181,9 @@ impl Image {
             .map(|p| (p.task.pid, &p.files))
             .collect();
         validate::inherited_fds(&order, &tree_path)?;
-        super::tty::check(&image.tty, &image.tree, &order, &image.dir.join(TTY))?;
+        let orphans: Vec<u32> = image.orphan_pty.ptys.iter().map(|p| p.index).collect();
+        let tty_path = image.dir.join(TTY);
+        super::tty::check(&image.tty, &image.tree, &order, &orphans, &tty_path)?;
         Ok((image, ancestors))
     }
 
@@ -444,6 +455,7 @@ mod tests {
             ghosts: Default::default(),
             sysv: SysvImage::default(),
             mqueue: MqueueImage::default(),
+            orphan_pty: OrphanPtyImage::default(),
             ns: Default::default(),
             cgroup: CgroupImage::default(),
             mounts: None,

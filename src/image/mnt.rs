@@ -111,6 +111,18 @@ pub enum EntryKind {
     },
 }
 
+/// The order mounts are judged in at dump and made in at restore: `all` (parents first)
+/// with its first element, the root mount, first, then the rest ordered by the depth of
+/// their `root` (stable: the order given among equals). Of two mounts of a superblock,
+/// the one showing more of it comes first, so the other can be a bind of it.
+pub fn shallow_first<T>(all: &[T], root: impl Fn(&T) -> &str) -> Vec<&T> {
+    let mut out: Vec<&T> = all.iter().collect();
+    if out.len() > 1 {
+        out[1..].sort_by_key(|m| root(m).split('/').filter(|c| !c.is_empty()).count());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

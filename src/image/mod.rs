@@ -30,6 +30,7 @@ pub mod mqueue;
 pub mod netlock;
 pub mod netns;
 pub mod ns;
+pub mod orphan_pty;
 pub mod pages;
 pub mod seccomp;
 pub mod sock;

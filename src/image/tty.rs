@@ -83,11 +83,13 @@ impl TtyImage {
 /// "Impossible values" of the record against the tree and the fd tables (`order`, in
 /// tree order): unique pts numbers and sessions, sessions led by a process of the tree
 /// with a foreground group of theirs, every pty a session controls or a slave refers to
-/// recorded, and hung up exactly when no process holds its master.
+/// recorded, and hung up exactly when no process holds its master. The masters of
+/// `orphans` (`orphan-pty.img`) are held outside the tree: none inside.
 pub fn check(
     tty: &TtyImage,
     tree: &TreeImage,
     order: &[(i32, &FilesImage)],
+    orphans: &[u32],
     path: &Path,
 ) -> Result<(), ImageError> {
     let fail = |what: String| Err(ImageError::invalid(path, what));
@@ -95,10 +97,17 @@ pub fn check(
     if let Some(p) = tty.ptys.iter().find(|p| !seen.insert(p.index)) {
         return fail(format!("pts {} is recorded twice", p.index));
     }
-    let masters = match ptys_held(order, |k| matches!(k, FdKind::PtyMaster(_))) {
+    let mut masters = match ptys_held(order, |k| matches!(k, FdKind::PtyMaster(_))) {
         Ok(m) => m,
         Err(index) => return fail(format!("pts {index} has more than one master")),
     };
+    for &index in orphans {
+        if !masters.insert(index) {
+            return fail(format!(
+                "pts {index} has its master both inside and outside"
+            ));
+        }
+    }
     let slaves = ptys_held(order, |k| matches!(k, FdKind::PtySlave { .. })).unwrap_or_default();
     for index in slaves {
         if !masters.contains(&index) && !tty.pty(index).is_some_and(|p| p.hung_up) {
@@ -262,7 +271,7 @@ mod tests {
         tty: &TtyImage,
     ) -> Result<(), String> {
         let order: Vec<_> = tables.iter().map(|(p, f)| (*p, f)).collect();
-        check(tty, tree, &order, Path::new("tty.img")).map_err(|e| e.to_string())
+        check(tty, tree, &order, &[], Path::new("tty.img")).map_err(|e| e.to_string())
     }
 
     #[test]

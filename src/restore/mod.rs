@@ -23,6 +23,7 @@ pub mod mnt;
 mod mqueue;
 mod netlock;
 mod ns;
+mod orphan_pty;
 mod prctl;
 mod sched;
 mod seccomp;
@@ -59,6 +60,9 @@ pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 pub struct RestoreOptions {
     pub dir: PathBuf,
     pub shell_job: bool,
+    /// The front end takes the new master of a pty whose master was outside the tree
+    /// (`Hooks::orphan_pts_master`); without it such an image is refused.
+    pub orphan_pts_master: bool,
     /// `--tcp-close`: established TCP connections come back closed.
     pub tcp_close: bool,
     /// Do not refuse open files that changed since the dump (`--skip-file-check`).
@@ -238,6 +242,7 @@ pub fn restore_with(
         let _s = crate::profile::span("verify");
         verify::host_accepts(&image, opts.skip_file_check, mounts.as_ref())?;
         sysv::verify(&image.sysv)?;
+        orphan_pty::check(&image, opts.orphan_pts_master)?;
     }
     ns::pid::install(&image.ns);
     let lock = netlock::load(&image)?;
@@ -261,6 +266,7 @@ pub fn restore_with(
         procs: Vec::new(),
         forked: HashMap::new(),
         ttys,
+        orphan_master: None,
         sysv: None,
         cgroups: cgroups.as_ref(),
         mounts: mounts.as_ref(),
@@ -274,6 +280,15 @@ pub fn restore_with(
     };
     let built = b.build().and_then(|pages| {
         remove_links(&image)?;
+        if let Some(master) = b.orphan_master.take() {
+            hooks
+                .orphan_pts_master(std::os::fd::AsFd::as_fd(&master))
+                .map_err(|reason| RestoreError::Hook {
+                    point: "orphan-pts-master",
+                    pid: root,
+                    reason,
+                })?;
+        }
         notify(hooks, Point::PostRestore, root)?;
         notify(hooks, Point::NetworkUnlock, root)?;
         notify(hooks, Point::PreResume, root)?;
@@ -386,6 +401,8 @@ struct Builder<'a> {
     /// The pty pairs of the image, built by stasis; dropped once every process has
     /// its fds (hung-up pairs hang up then).
     ttys: tty::Bank,
+    /// The new master of the pty whose master was outside the tree, for the front end.
+    orphan_master: Option<std::os::fd::OwnedFd>,
     /// The System V IPC objects made (once the root exists).
     sysv: Option<sysv::Made>,
     /// The tree's cgroups, made before any process.
@@ -477,6 +494,11 @@ impl Builder<'_> {
         }
         if let Some(mounts) = self.mounts.filter(|_| pid == root) {
             mnt::restore(&child, mounts).map_err(at(RestoreStage::Takeover, pid))?;
+        }
+        if pid == root {
+            let own_mounts = self.mounts.is_some();
+            self.orphan_master = orphan_pty::build(&mut self.ttys, self.image, pid, own_mounts)
+                .map_err(at(RestoreStage::Terminal, pid))?;
         }
         drop(span);
         if pid == root {

@@ -63,7 +63,9 @@ impl Bank {
     /// process is created (a session leader takes its terminal right after `setsid`).
     pub fn build(image: &Image) -> Result<Bank, RestoreError> {
         let mut bank = Bank::default();
-        for pair in pairs(image) {
+        // A pty whose master was outside is made once its devpts exists (`orphan_pty.rs`).
+        let outside = |p: &Pair| image.orphan_pty.get(p.index).is_some();
+        for pair in pairs(image).into_iter().filter(|p| !outside(p)) {
             let index = pair.index;
             bank.pair(&pair).map_err(|e| RestoreError::Unsupported {
                 what: format!("rebuild pts {index}: {e}"),
@@ -82,6 +84,21 @@ impl Bank {
             }
         }
         Ok(bank)
+    }
+
+    /// Takes slave descriptions opened elsewhere (`orphan_pty.rs`): each original slave
+    /// fd of pts `index`, and one for the session it controls.
+    pub(super) fn open_slaves_of(
+        &mut self,
+        image: &Image,
+        index: u32,
+        master: BorrowedFd<'_>,
+    ) -> Result<(), RestoreError> {
+        let pair = pairs(image).into_iter().find(|p| p.index == index);
+        match pair {
+            Some(p) => self.open_slaves(master, &p),
+            None => Ok(()),
+        }
     }
 
     pub fn fds(&self) -> PtyFds {
@@ -180,12 +197,23 @@ fn entry<'a, 'b>(
 /// masters are opened (and the lower ones dropped) until it comes. A pts number taken
 /// on this host is refused: the tree would find its terminal under another name.
 fn open_master(want: u32, access: i32) -> Result<OwnedFd, RestoreError> {
+    open_master_at(nix::fcntl::AT_FDCWD, "/dev/ptmx", want, access)
+}
+
+/// [`open_master`] through the `ptmx` at `ptmx` from `dir` (that of another devpts
+/// instance).
+pub(super) fn open_master_at(
+    dir: BorrowedFd<'_>,
+    ptmx: &str,
+    want: u32,
+    access: i32,
+) -> Result<OwnedFd, RestoreError> {
     let flags = nix::fcntl::OFlag::from_bits_truncate(access | libc::O_NOCTTY | libc::O_CLOEXEC);
     let mut extras = Vec::new();
     loop {
         let fd = errno(
-            nix::fcntl::open("/dev/ptmx", flags, nix::sys::stat::Mode::empty()),
-            "open /dev/ptmx",
+            nix::fcntl::openat(dir, ptmx, flags, nix::sys::stat::Mode::empty()),
+            &format!("open {ptmx}"),
         )?;
         let index = errno(ioctl_get_int(fd.as_fd(), TIOCGPTN), "TIOCGPTN")?;
         if index as u32 == want {
@@ -194,8 +222,10 @@ fn open_master(want: u32, access: i32) -> Result<OwnedFd, RestoreError> {
         if index as u32 > want || extras.len() == MAX_TRIES {
             return Err(RestoreError::Unsupported {
                 what: format!(
-                    "/dev/pts/{want} is in use on this host (the next free one is \
-                     /dev/pts/{index}); stasis restores a pty under its own number"
+                    "{}/{want} is in use on this host (the next free one is {}/{index}); \
+                     stasis restores a pty under its own number",
+                    pts_dir(ptmx),
+                    pts_dir(ptmx)
                 ),
             });
         }
@@ -203,8 +233,16 @@ fn open_master(want: u32, access: i32) -> Result<OwnedFd, RestoreError> {
     }
 }
 
+/// The directory of the slave nodes beside `ptmx` (`/dev/ptmx` uses `/dev/pts`).
+fn pts_dir(ptmx: &str) -> &str {
+    match ptmx {
+        "/dev/ptmx" => "/dev/pts",
+        p => p.strip_suffix("/ptmx").unwrap_or(p),
+    }
+}
+
 /// The node's owner and mode, through a slave (one opened for it if the tree holds none).
-fn set_node(
+pub(super) fn set_node(
     master: BorrowedFd<'_>,
     slave: Option<BorrowedFd<'_>>,
     node: &PtyNode,
@@ -254,7 +292,12 @@ fn set_state(
     Ok(())
 }
 
-fn ioctl_int(fd: BorrowedFd<'_>, req: u64, v: i32, name: &str) -> Result<(), RestoreError> {
+pub(super) fn ioctl_int(
+    fd: BorrowedFd<'_>,
+    req: u64,
+    v: i32,
+    name: &str,
+) -> Result<(), RestoreError> {
     errno(ioctl_buf(fd, req, &mut v.to_ne_bytes()), name)
 }
 
@@ -263,7 +306,7 @@ fn set_fl(fd: BorrowedFd<'_>, flags: i32) -> nix::Result<()> {
     nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags)).map(drop)
 }
 
-fn errno<T>(r: nix::Result<T>, what: &str) -> Result<T, RestoreError> {
+pub(super) fn errno<T>(r: nix::Result<T>, what: &str) -> Result<T, RestoreError> {
     r.map_err(|e| RestoreError::Unsupported {
         what: format!("{what}: {e}"),
     })

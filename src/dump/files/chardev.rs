@@ -11,8 +11,9 @@ use crate::dump::DumpError;
 use crate::image::files::{CharDevFd, FdKind, TtyFd};
 use crate::sys::socket::{ioctl_get_int, TIOCGDEV};
 
-/// Terminals of a shell job become `Tty` under `--shell-job`; a pty slave whose master
-/// is outside the tree is refused otherwise; other character devices reopen by path, which must name the same device (any node of it: CRIU's
+/// A pty slave whose master is outside the tree is kept for a new master under
+/// `orphan_pts_master` (`dump/orphan_pty.rs`); terminals of a shell job become `Tty`
+/// under `--shell-job`; such a slave is refused otherwise; other character devices reopen by path, which must name the same device (any node of it: CRIU's
 /// `--evasive-devices` behaviour, always stasis's).
 pub fn dump(open: &OpenFd, opts: &FdOptions) -> Result<FdKind, DumpError> {
     let rdev = open.meta()?.st_rdev;
@@ -23,7 +24,11 @@ pub fn dump(open: &OpenFd, opts: &FdOptions) -> Result<FdKind, DumpError> {
     if rdev == libc::makedev(5, 0) {
         return controlling(open, opts);
     }
-    let pts = pty::slave_index(rdev).is_some();
+    let pts = pty::slave_index(rdev);
+    if let Some(index) = pts.filter(|_| opts.orphan_pts_master) {
+        return Ok(FdKind::PtySlave { index });
+    }
+    let pts = pts.is_some();
     if opts.shell_job && (pts || ctty(open.pid)? == Some(rdev)) {
         return Ok(FdKind::Tty(TtyFd { rdev }));
     }

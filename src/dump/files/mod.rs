@@ -70,6 +70,9 @@ use sock::SockCtx;
 #[derive(Clone, Debug, Default)]
 pub struct FdOptions {
     pub shell_job: bool,
+    /// A pty slave whose master is outside the tree is saved for a new master
+    /// (`orphan_pty.rs`) instead of refused.
+    pub orphan_pts_master: bool,
     /// Largest deleted-but-open file whose contents are saved (`--ghost-limit`).
     pub ghost_limit: u64,
     /// `--link-remap`: files whose name was unlinked are reached through a link made

@@ -17,15 +17,22 @@ const NEW_KINDS: [&str; 7] = [
 const LOCAL_KINDS: [&str; 6] = ["ext4", "ext3", "ext2", "xfs", "btrfs", "tmpfs"];
 
 /// Every mount of `theirs`, parents first, with how it comes back.
+///
+/// Ordering requirements: mounts are judged with the shallowest roots first (after the
+/// root mount), so that of two mounts of one superblock the one showing its whole tree
+/// is made anew and the other is a bind of it, whichever was mounted first (runc binds
+/// `/dev/console` from a devpts before that devpts is mounted at `/dev/pts`). The
+/// restore makes them in the same order (`restore/mnt/tree.rs`).
 pub fn classify(
     theirs: &[MountInfo],
     mine: &[MountInfo],
     externals: &Externals,
 ) -> Result<Vec<Mount>, DumpError> {
-    let mut out: Vec<Mount> = Vec::new();
-    for m in parents_first(theirs)? {
-        let how = how(m, &out, mine, externals, out.is_empty())?;
-        out.push(Mount {
+    let order = parents_first(theirs)?;
+    let mut judged: Vec<Mount> = Vec::new();
+    for m in crate::image::mnt::shallow_first(&order, |m| &m.root) {
+        let how = how(m, &judged, mine, externals, judged.is_empty())?;
+        judged.push(Mount {
             id: m.id,
             parent: m.parent,
             dev: m.dev,
@@ -40,6 +47,12 @@ pub fn classify(
             unbindable: m.unbindable,
             how,
         });
+    }
+    let mut out = Vec::with_capacity(judged.len());
+    for m in &order {
+        if let Some(at) = judged.iter().position(|j| j.id == m.id) {
+            out.push(judged.swap_remove(at));
+        }
     }
     Ok(out)
 }
@@ -220,6 +233,35 @@ mod tests {
         );
         assert_eq!(out[5].id, 105);
         assert_eq!(hows[5], How::New);
+    }
+
+    #[test]
+    fn a_node_bound_before_its_devpts_is_a_bind_of_it() {
+        // runc binds /dev/console (pts 0) before it mounts that devpts at /dev/pts.
+        let theirs = parse(
+            "100 99 254:0 / / rw - ext4 /dev/vda rw\n\
+             101 100 0:73 / /dev rw - tmpfs tmpfs rw\n\
+             90 101 0:75 /0 /dev/console rw - devpts devpts rw,ptmxmode=666\n\
+             102 101 0:75 / /dev/pts rw - devpts devpts rw,ptmxmode=666\n",
+        )
+        .unwrap();
+        let out = classify(&theirs, &parse(MINE).unwrap(), &vec![]).unwrap();
+        let ids: Vec<u32> = out.iter().map(|m| m.id).collect();
+        assert_eq!(ids, [100, 101, 90, 102], "parents first, as listed");
+        assert_eq!(out[3].how, How::New);
+        let bind = How::Bind {
+            of: 102,
+            rel: "0".into(),
+        };
+        assert_eq!(out[2].how, bind);
+        let made: Vec<u32> = (crate::image::mnt::shallow_first(&out, |m| &m.root).iter())
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(
+            made,
+            [100, 101, 102, 90],
+            "the devpts is made before its node's bind"
+        );
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub struct Sources<'a> {
     dir: PathBuf,
     root: Option<PathBuf>,
     externals: Vec<(String, String)>,
+    /// The devpts mount point and number of the pty whose master was outside the tree
+    /// (`orphan-pty.img`): its pair is made as soon as that devpts exists, before any
+    /// bind mount of its node (runc's `/dev/console`).
+    orphan: Option<(String, u32)>,
 }
 
 fn unsupported(what: String) -> RestoreError {
@@ -62,6 +66,7 @@ pub fn verify<'a>(
         dir: std::path::absolute(&image.dir).unwrap_or(image.dir.clone()),
         root: opts.root.clone(),
         externals: opts.mnt_externals.clone(),
+        orphan: (image.orphan_pty.ptys.first()).map(|p| (p.devpts.clone(), p.index)),
     };
     let mine = own_mountinfo()?;
     for m in &mounts.mounts {

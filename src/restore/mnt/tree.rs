@@ -75,11 +75,21 @@ fn make_all(
         .collect();
     let mut fds = HashMap::new();
     let mut pristine: HashMap<u32, OwnedFd> = HashMap::new();
-    for mt in mounts {
+    // The dump judged binds in this order: each bind's source comes before it.
+    let order = crate::image::mnt::shallow_first(mounts, |m: &Mount| &m.root);
+    let (news, binds): (Vec<&Mount>, Vec<&Mount>) =
+        (order.into_iter()).partition(|mt| !matches!(mt.how, How::Bind { .. }));
+    for mt in news.into_iter().chain(binds) {
         let fd = match premade.remove(&mt.id) {
             Some(fd) => fd,
             None => make(s, mt, &pristine)?,
         };
+        let orphan = s.orphan.as_ref();
+        if let Some((_, index)) =
+            orphan.filter(|(at, _)| mt.fstype == "devpts" && *at == mt.mountpoint)
+        {
+            super::super::orphan_pty::premake(fd.as_fd(), *index)?;
+        }
         if sources.contains(&mt.id) {
             pristine.insert(mt.id, m::clone_tree(Some(fd.as_fd()), "").map_err(merr)?);
         }
