@@ -5,6 +5,7 @@ pub mod check;
 pub mod compat;
 pub mod dump;
 pub mod inspect;
+pub mod lazy;
 pub mod network_unlock;
 pub mod pre_dump;
 pub mod progress;

@@ -61,7 +61,14 @@ pub struct Sources<'a> {
     /// The process runs while its pages are read (a pre-dump): pages gone meanwhile
     /// read as zeros (`stripes::write`).
     pub running: bool,
+    /// Sorted mappings whose pages are served after the restore (`dump --lazy-pages`,
+    /// `lazy::plan`): returned as runs of [`LAZY_STRIPE`], not read.
+    pub lazy: &'a [(u64, u64)],
 }
+
+/// The `stripe` of a run returned by [`dump`] whose pages were not read: they are
+/// served after the restore (`lazy/`). Never written to an mm record.
+pub const LAZY_STRIPE: u8 = 254;
 
 /// Saves every page of `vmas` that a fresh mapping would not reproduce, but those in the
 /// sorted `inherited` ranges (shared with the parent, see `dump/cow.rs`), into the pages
@@ -87,6 +94,16 @@ pub fn dump(
         intersect(&wanted, from.unchanged)
     };
     let ranges = cut(ranges, &parent);
+    let lazy = if from.lazy.is_empty() {
+        Vec::new()
+    } else {
+        let wanted: Vec<(u64, u64)> = ranges.iter().map(|r| (r.start, r.end)).collect();
+        intersect(
+            &wanted,
+            &crate::lazy::plan::without_guards(from.lazy, &guards),
+        )
+    };
+    let ranges = cut(ranges, &lazy);
     let total = ranges.iter().map(|r| r.end - r.start).sum();
     let files = (0..super::stripes::stripes_for(total))
         .map(open)
@@ -98,6 +115,11 @@ pub fn dump(
         addr: start,
         pages: (end - start) / crate::abi::PAGE_SIZE,
         stripe: crate::image::mm::PARENT_STRIPE,
+    }));
+    runs.extend(lazy.iter().map(|&(start, end)| PageRun {
+        addr: start,
+        pages: (end - start) / crate::abi::PAGE_SIZE,
+        stripe: LAZY_STRIPE,
     }));
     runs.sort_by_key(|r| r.addr);
     stats.elapsed = started.elapsed();

@@ -131,6 +131,7 @@ fn save(
         inherited: &[],
         unchanged: &unchanged,
         running: true,
+        lazy: &[],
     };
     let (page_runs, guards, stats) =
         memory::dump(pid, &s.vmas, &memory::Overrides::new(), from, &open)?;

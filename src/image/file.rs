@@ -102,7 +102,13 @@ use super::error::ImageError;
 /// (`--prev-images-dir`) by directory and id, and whether it is a pre-dump; page runs in
 /// pages file 255 (`mm::PARENT_STRIPE`) are pages unchanged since the parent, taken from
 /// it at the same address. An older image has no chain record and no such runs.
-pub const FORMAT_VERSION: u32 = 11;
+///
+/// Version 12 also adds `lazy.img` (kind 24, `image::lazy`), written by `dump
+/// --lazy-pages`: the page runs of each process that are not in its pages files but
+/// served by the source over the network after the restore (post-copy), and the session
+/// id the target presents to the source. An image with it is restored only with
+/// `restore --lazy-pages`; an older image has none.
+pub const FORMAT_VERSION: u32 = 12;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;
@@ -145,6 +151,8 @@ pub enum Kind {
     StoreSignature = 21,
     /// Where the image stands in a chain of incremental images (`chain.img`, format 11).
     Chain = 18,
+    /// The page runs served after the restore (`lazy.img`, format 12, `image::lazy`).
+    Lazy = 24,
 }
 
 /// Human name of a kind number, for messages.
@@ -169,6 +177,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         20 => "store manifest",
         21 => "store signature",
         18 => "chain",
+        24 => "lazy pages",
         _ => "unknown",
     }
 }
