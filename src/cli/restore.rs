@@ -134,12 +134,9 @@ pub fn run(args: RestoreArgs) -> i32 {
             return EXIT_FAILED;
         }
     }
-    let code = if args.detached {
-        EXIT_OK
-    } else {
-        wait_for(restored.pid)
-    };
-    match restored.post_copy.as_deref().map(|p| p.wait()) {
+    // Post-copy ends first (the tree runs meanwhile); a failed one killed the tree.
+    let post_copy = restored.post_copy.as_deref().map(|p| p.wait());
+    let failed = match post_copy {
         Some(Err(e)) => {
             eprintln!(
                 "stasis: post-copy failed, the restored tree (pid {}) was killed: it cannot \
@@ -147,20 +144,28 @@ pub fn run(args: RestoreArgs) -> i32 {
                 restored.pid,
                 stasis::error_line(&e)
             );
-            EXIT_POST_COPY
+            true
         }
-        Some(Ok(s)) => {
-            if !args.quiet {
-                eprintln!(
-                    "stasis: post-copy complete: {} MiB in {:.3} s after the start ({} faults)",
-                    s.bytes >> 20,
-                    s.complete.as_secs_f64(),
-                    s.faults
-                );
-            }
-            code
+        Some(Ok(s)) if !args.quiet => {
+            eprintln!(
+                "stasis: post-copy complete: {} MiB in {:.3} s after the start ({} faults)",
+                s.bytes >> 20,
+                s.complete.as_secs_f64(),
+                s.faults
+            );
+            false
         }
-        None => code,
+        _ => false,
+    };
+    let code = if args.detached {
+        EXIT_OK
+    } else {
+        wait_for(restored.pid)
+    };
+    if failed {
+        EXIT_POST_COPY
+    } else {
+        code
     }
 }
 

@@ -5,8 +5,13 @@
 //!
 //! ```text
 //! target → source: Hello(session, VERSION) · Get(id, pid, addr, len)* · Started · Done
-//! source → target: Welcome(lazy bytes) | Refused(reason) · Pages(id, pid, addr, len, crc) data* · Bye
+//! source → target: Welcome(lazy bytes) | Refused(reason) · Pages(id, pid, addr, len, crc) data*
+//!                  · (from Started on, between answers) Pages(0, ...) data* · Pushed · Bye
 //! ```
+//!
+//! The source answers requests first (a fault waits for its page) and, from `Started`
+//! on, pushes every served page once in address order between them, so the bulk of the
+//! memory flows without a round trip per chunk.
 
 use std::io::{Read, Write};
 
@@ -36,6 +41,9 @@ pub enum Kind {
     Refused = 7,
     /// The source's tree is gone.
     Bye = 8,
+    /// The source pushed every page once (unasked `Pages`, `id` 0, sent from `Started`
+    /// on, in address order); what is still missing must be asked for.
+    Pushed = 9,
 }
 
 impl Kind {
@@ -49,6 +57,7 @@ impl Kind {
             6 => Kind::Done,
             7 => Kind::Refused,
             8 => Kind::Bye,
+            9 => Kind::Pushed,
             _ => return None,
         })
     }

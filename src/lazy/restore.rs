@@ -201,11 +201,10 @@ fn mappings_of(
 
 /// This kernel's userfaultfd offers missing mode with every event post-copy needs.
 pub fn check_kernel() -> Result<u64, LazyError> {
-    let fd = crate::sys::probe::userfaultfd().map_err(|e| LazyError::Missing {
-        what: format!("userfaultfd(2) itself ({e})"),
-    })?;
-    uffd::api(fd.as_fd(), LAZY_FEATURES).map_err(|e| LazyError::Missing {
-        what: format!("the fork, remap, remove and unmap events ({e})"),
+    uffd::probe().map_err(|e| LazyError::Missing {
+        what: format!(
+            "missing mode with the fork, remap, remove and unmap events, or UFFDIO_COPY ({e})"
+        ),
     })
 }
 

@@ -91,15 +91,44 @@ impl Link {
         let mut w = Header::new(Kind::Welcome);
         w.len = image.bytes();
         self.send(w, false)?;
+        let mut push = Push::new(image);
         loop {
-            let h = proto::recv(&mut self.rx).map_err(|e| e.to_string())?;
-            match h.kind {
-                Kind::Get => *served += self.answer(image, h)?,
-                Kind::Started => self.started = true,
-                Kind::Done => return self.send(Header::new(Kind::Bye), false),
-                other => return self.refuse(&format!("unexpected message {other:?}")),
+            // Requests first: a thread of the target waits for each.
+            let pushing = self.started && !push.over;
+            if !pushing || self.asked().map_err(|e| e.to_string())? {
+                let h = proto::recv(&mut self.rx).map_err(|e| e.to_string())?;
+                match h.kind {
+                    Kind::Get => *served += self.answer(image, h)?,
+                    Kind::Started => self.started = true,
+                    Kind::Done => return self.send(Header::new(Kind::Bye), false),
+                    other => return self.refuse(&format!("unexpected message {other:?}")),
+                }
+                continue;
+            }
+            match push.next() {
+                Some((pid, addr, len)) => {
+                    let mut h = Header::new(Kind::Pages);
+                    (h.pid, h.addr, h.len) = (pid, addr, len);
+                    *served += self.answer(image, h)?;
+                }
+                None => self.send(Header::new(Kind::Pushed), false)?,
             }
         }
+    }
+
+    /// Whether a message of the target waits to be read.
+    fn asked(&mut self) -> std::io::Result<bool> {
+        if !self.rx.buffer().is_empty() {
+            return Ok(true);
+        }
+        let fd = std::os::fd::AsRawFd::as_raw_fd(self.rx.get_ref());
+        let mut fds = [libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let n = crate::sys::fd::poll(&mut fds, 0).map_err(std::io::Error::from)?;
+        Ok(n > 0)
     }
 
     fn refuse(&mut self, why: &str) -> Result<(), String> {
@@ -121,6 +150,9 @@ impl Link {
             let refused = self.refuse(&format!("{what} is not a page range this source serves"));
             return refused.map(|()| 0);
         }
+        if let Some(pace) = pace() {
+            std::thread::sleep(pace * (h.len.div_ceil(1 << 20) as u32));
+        }
         self.buf.resize(h.len as usize, 0);
         read_pages(h.pid, h.addr, &mut self.buf).map_err(|e| e.to_string())?;
         let mut out = Header::new(Kind::Pages);
@@ -129,6 +161,55 @@ impl Link {
         self.send(out, true)?;
         Ok(h.len)
     }
+}
+
+/// The served pages in push order: process after process, address order, in chunks.
+struct Push {
+    chunks: Vec<(i32, u64, u64)>,
+    at: usize,
+    over: bool,
+}
+
+/// Bytes of one pushed message.
+const PUSH_CHUNK: u64 = 1 << 20;
+
+impl Push {
+    fn new(image: &LazyImage) -> Push {
+        let mut chunks = Vec::new();
+        for p in &image.processes {
+            for &(s, e) in &p.runs {
+                let mut a = s;
+                while a < e {
+                    let len = (e - a).min(PUSH_CHUNK);
+                    chunks.push((p.pid, a, len));
+                    a += len;
+                }
+            }
+        }
+        Push {
+            chunks,
+            at: 0,
+            over: false,
+        }
+    }
+
+    /// The next chunk; `None` once, when all were pushed (then `over`).
+    fn next(&mut self) -> Option<(i32, u64, u64)> {
+        let c = self.chunks.get(self.at).copied();
+        self.at += 1;
+        self.over = c.is_none();
+        c
+    }
+}
+
+/// `STASIS_LAZY_PACE_US`: a pause per MiB served, which slows the link down on purpose
+/// (tests kill a source mid-copy with it; see docs/testing.md).
+fn pace() -> Option<std::time::Duration> {
+    static PACE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *PACE.get_or_init(|| {
+        let us = std::env::var("STASIS_LAZY_PACE_US").ok()?.parse().ok()?;
+        Some(std::time::Duration::from_micros(us))
+    })
 }
 
 /// Whether `[addr, addr + len)` of `pid` is page aligned and inside one served run.

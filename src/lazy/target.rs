@@ -14,7 +14,7 @@
 //! made up, and a program must not run on with zeros in place of its memory.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufReader, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -138,6 +138,8 @@ pub struct Daemon {
     stats: Stats,
     buf: Vec<u8>,
     turn: u64,
+    /// The source pushed every page once: what is missing still is asked for.
+    pushed: bool,
 }
 
 impl Daemon {
@@ -154,6 +156,7 @@ impl Daemon {
             stats: Stats::default(),
             buf: Vec::new(),
             turn: 0,
+            pushed: false,
         }
     }
 
@@ -229,6 +232,9 @@ impl Daemon {
 
     /// Asks for the next pages in address order, space after space, up to the window.
     fn ask_background(&mut self) -> Result<(), LazyError> {
+        if !self.pushed {
+            return Ok(());
+        }
         let keys: Vec<u64> = self.spaces.keys().copied().collect();
         let mut idle = 0;
         while self.in_flight < WINDOW && idle < keys.len() {
@@ -388,6 +394,10 @@ impl Daemon {
         let h = proto::recv(&mut self.link.rx).map_err(link)?;
         match h.kind {
             Kind::Pages => {}
+            Kind::Pushed => {
+                self.pushed = true;
+                return Ok(());
+            }
             Kind::Refused => {
                 let why = reason(&mut self.link.rx, h.len);
                 return Err(LazyError::Refused { why });
@@ -400,6 +410,9 @@ impl Daemon {
         }
         self.buf.resize(h.len as usize, 0);
         std::io::Read::read_exact(&mut self.link.rx, &mut self.buf).map_err(link)?;
+        if h.id == 0 {
+            return self.pushed_pages(h);
+        }
         let Some(asked) = self.asked.remove(&h.id) else {
             return Err(LazyError::Protocol {
                 what: format!("pages nobody asked for (request {})", h.id),
@@ -418,6 +431,28 @@ impl Daemon {
         self.stats.bytes += h.len;
         let data = std::mem::take(&mut self.buf);
         let placed = self.place(asked.space, asked.src, &data);
+        self.buf = data;
+        placed
+    }
+
+    /// Pages the source pushed: every space of that process takes what it misses.
+    fn pushed_pages(&mut self, h: Header) -> Result<(), LazyError> {
+        if crc32fast::hash(&self.buf) != h.crc {
+            return Err(LazyError::Corrupt {
+                pid: h.pid,
+                addr: h.addr,
+                len: h.len,
+            });
+        }
+        self.stats.bytes += h.len;
+        let keys: Vec<u64> = (self.spaces.iter())
+            .filter(|(_, s)| s.pid == h.pid)
+            .map(|(k, _)| *k)
+            .collect();
+        let data = std::mem::take(&mut self.buf);
+        let placed = keys
+            .into_iter()
+            .try_for_each(|k| self.place(k, h.addr, &data));
         self.buf = data;
         placed
     }
@@ -484,11 +519,23 @@ impl Daemon {
 
     fn finish(mut self) -> Result<Stats, LazyError> {
         self.send(Header::new(Kind::Done))?;
-        let bye = proto::recv(&mut self.link.rx).map_err(|source| LazyError::Link { source })?;
-        if bye.kind != Kind::Bye {
-            return Err(LazyError::Protocol {
-                what: format!("message {:?} instead of bye", bye.kind),
-            });
+        let link = |source| LazyError::Link { source };
+        // Pages pushed before the source read `Done` come first: skipped.
+        loop {
+            let h = proto::recv(&mut self.link.rx).map_err(link)?;
+            match h.kind {
+                Kind::Bye => break,
+                Kind::Pages => {
+                    let mut skip = (&mut self.link.rx).take(h.len);
+                    std::io::copy(&mut skip, &mut std::io::sink()).map_err(link)?;
+                }
+                Kind::Pushed => {}
+                other => {
+                    return Err(LazyError::Protocol {
+                        what: format!("message {other:?} instead of bye"),
+                    })
+                }
+            }
         }
         self.stats.complete = self.started.map_or(Duration::ZERO, |t| t.elapsed());
         Ok(self.stats)

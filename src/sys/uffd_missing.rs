@@ -15,7 +15,7 @@
 //! tools/testing/selftests/mm/uffd-common.c.
 #![allow(unsafe_code)]
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::errno::Errno;
 
@@ -231,6 +231,45 @@ pub fn read_events(uffd: BorrowedFd<'_>) -> nix::Result<Vec<Event>> {
         Err(e) => return Err(e),
     };
     Ok(msgs[..n].iter().map(event).collect())
+}
+
+/// Tries post-copy on a page of our own: a userfaultfd with [`LAZY_FEATURES`], a fresh
+/// anonymous page registered in missing mode, a page copied in with `UFFDIO_COPY` and
+/// read back. Returns the features the handshake enabled.
+pub fn probe() -> nix::Result<u64> {
+    let uffd = crate::sys::probe::userfaultfd()?;
+    let features = api(uffd.as_fd(), LAZY_FEATURES)?;
+    // SAFETY: a new private anonymous page, at an address the kernel picks; nothing else
+    // refers to it, and it is unmapped below.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if page == libc::MAP_FAILED {
+        return Err(Errno::last());
+    }
+    let addr = page as u64;
+    let data = [0x5au8; 4096];
+    let tried = register_missing(uffd.as_fd(), addr, 4096).and_then(|()| copy(uffd.as_fd(), addr, &data));
+    // SAFETY: the page is mapped and, after a successful copy, present: reading one byte
+    // of it cannot fault into the userfaultfd.
+    let back = matches!(tried, Ok(Copied::All)).then(|| unsafe { *(page as *const u8) });
+    // Closed first: with `UFFD_EVENT_UNMAP` asked for, a munmap waits for its event to be
+    // read.
+    drop(uffd);
+    // SAFETY: unmaps exactly the page mapped above, which nothing refers to any more.
+    unsafe { libc::munmap(page, 4096) };
+    match (tried, back) {
+        (Ok(Copied::All), Some(0x5a)) => Ok(features),
+        (Err(e), _) => Err(e),
+        _ => Err(Errno::EIO),
+    }
 }
 
 fn event(m: &UffdMsg) -> Event {
