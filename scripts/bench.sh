@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Dump/restore benchmark for stasis: see docs/benchmarks.md.
 # usage: scripts/bench.sh [--runs N] [--quick] [--big] [--json FILE] [--store-opts OPTS] [--restore-opts OPTS]
+#                         | --lazy [MIB]   (post-copy over loopback, 4096 MiB by default, and CRIU's)
 #                         [--compare 'DUMP_TEMPLATE' 'RESTORE_TEMPLATE'] [--only a,b]
 #                         [--storage /dev/shm,/var/tmp]
 # Needs root, gcc and python3. Builds stasis (release) unless STASIS=/path/to/stasis is set.
@@ -25,4 +26,10 @@ trap 'rm -rf "$bindir"' EXIT
 gcc -O2 -Wall -o "$bindir/workload" scripts/bench/workload.c -lpthread
 gcc -O2 -Wall -o "$bindir/limits" scripts/bench/limits.c
 
+if [ "${1:-}" = "--lazy" ]; then
+    command -v unshare >/dev/null || { echo "bench.sh: --lazy needs unshare" >&2; exit 1; }
+    python3 scripts/bench/lazy.py --stasis "$STASIS" --workload "$bindir/workload" \
+        --mib "${2:-4096}"
+    exit 0
+fi
 python3 scripts/bench/driver.py --stasis "$STASIS" --bindir "$bindir" "$@"

@@ -21,15 +21,25 @@ const RUNS_WITHIN: Duration = Duration::from_secs(10);
 /// Skips (printing why) without post-copy support or a way to make a pid namespace.
 fn available(test: &str) -> bool {
     let out = common::stasis(&["check"]);
-    if !out.stdout.lines().any(|l| l.starts_with("OK") && l.contains("lazy_pages")) {
-        common::skip(test, "this kernel's userfaultfd cannot do post-copy (stasis check)");
+    if !out
+        .stdout
+        .lines()
+        .any(|l| l.starts_with("OK") && l.contains("lazy_pages"))
+    {
+        common::skip(
+            test,
+            "this kernel's userfaultfd cannot do post-copy (stasis check)",
+        );
         return false;
     }
     let ns = Command::new("unshare")
         .args(["--pid", "--fork", "--mount-proc", "true"])
         .status();
     if !ns.is_ok_and(|s| s.success()) {
-        common::skip(test, "cannot make a pid namespace (unshare --pid) for the target");
+        common::skip(
+            test,
+            "cannot make a pid namespace (unshare --pid) for the target",
+        );
         return false;
     }
     true
@@ -56,7 +66,10 @@ fn dump_lazily(pid: i32, img: &Path, port: &str, pace_us: Option<u64>) -> Runnin
         if let Some(out) = dump.try_finish() {
             panic!("dump --lazy-pages ended before its image was written: {out:?}");
         }
-        assert!(Instant::now() < deadline, "dump --lazy-pages wrote no image");
+        assert!(
+            Instant::now() < deadline,
+            "dump --lazy-pages wrote no image"
+        );
         common::sleep_ms(2);
     }
     dump
@@ -88,7 +101,10 @@ fn restored(restore: &mut Running, comm: &str, since: Instant) -> (i32, Duration
         if let Some(out) = restore.try_finish() {
             panic!("restore --lazy-pages ended before {comm} ran: {out:?}");
         }
-        assert!(since.elapsed() < RUNS_WITHIN, "{comm} not running after {RUNS_WITHIN:?}");
+        assert!(
+            since.elapsed() < RUNS_WITHIN,
+            "{comm} not running after {RUNS_WITHIN:?}"
+        );
         common::sleep_ms(1);
     }
 }
@@ -120,7 +136,10 @@ fn lazy_victim_256m_restores_every_byte() {
     let started = Instant::now();
     let mut restore = restore_lazily(&img, &port);
     let (pid, after) = restored(&mut restore, "lazy_mem", started);
-    eprintln!("lazy_mem runs {:.1} ms after the restore started", after.as_secs_f64() * 1e3);
+    eprintln!(
+        "lazy_mem runs {:.1} ms after the restore started",
+        after.as_secs_f64() * 1e3
+    );
     common::kill(pid, libc::SIGUSR1).expect("go");
     let out = restore.finish(common::STASIS_TIMEOUT);
     out.assert_ok("restore --lazy-pages");
@@ -135,7 +154,8 @@ fn lazy_victim_256m_restores_every_byte() {
         victim.log_text()
     );
     // Every page transferred: the source killed its tree and ended well.
-    dump.finish(common::STASIS_TIMEOUT).assert_ok("dump --lazy-pages");
+    dump.finish(common::STASIS_TIMEOUT)
+        .assert_ok("dump --lazy-pages");
     assert_eq!(
         victim.wait_exit(Duration::from_secs(10)),
         common::Status::Signaled(libc::SIGKILL)
@@ -159,7 +179,10 @@ fn lazy_killed_source_kills_the_restored_tree() {
     let mut restore = restore_lazily(&img, &port);
     let (pid, _) = restored(&mut restore, "lazy_mem", Instant::now());
     common::kill(pid, libc::SIGUSR1).expect("go");
-    assert!(wait_log(&victim, "ALIVE", Duration::from_secs(10)), "never ALIVE");
+    assert!(
+        wait_log(&victim, "ALIVE", Duration::from_secs(10)),
+        "never ALIVE"
+    );
     dump.kill();
     let out = restore.finish(Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(3), "restore: {out:?}");
@@ -231,7 +254,8 @@ fn lazy_python_counter_continues() {
     let mut restore = restore_lazily(&img, &port);
     let (pid, _) = restored(&mut restore, "python3", Instant::now());
     // The source is gone once every page is on the target.
-    dump.finish(common::STASIS_TIMEOUT).assert_ok("dump --lazy-pages");
+    dump.finish(common::STASIS_TIMEOUT)
+        .assert_ok("dump --lazy-pages");
     assert_eq!(
         py.wait_exit(Duration::from_secs(10)),
         common::Status::Signaled(libc::SIGKILL)

@@ -256,7 +256,8 @@ pub fn probe() -> nix::Result<u64> {
     }
     let addr = page as u64;
     let data = [0x5au8; 4096];
-    let tried = register_missing(uffd.as_fd(), addr, 4096).and_then(|()| copy(uffd.as_fd(), addr, &data));
+    let tried =
+        register_missing(uffd.as_fd(), addr, 4096).and_then(|()| copy(uffd.as_fd(), addr, &data));
     // SAFETY: the page is mapped and, after a successful copy, present: reading one byte
     // of it cannot fault into the userfaultfd.
     let back = matches!(tried, Ok(Copied::All)).then(|| unsafe { *(page as *const u8) });
