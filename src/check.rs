@@ -904,7 +904,7 @@ VmFlags: rd ex mr mw me de
         print(&probes, &mut out).expect("writing to a Vec cannot fail");
         let text = String::from_utf8_lossy(&out);
         eprintln!("{text}");
-        assert_eq!(probes.len(), 19);
+        assert_eq!(probes.len(), 20);
         assert!(all_required_ok(&probes), "{text}");
         assert!(probes.iter().any(|p| p.name == "pid_max" && p.ok));
     }
