@@ -273,3 +273,40 @@ fn lazy_python_counter_continues() {
     let out = restore.finish(Duration::from_secs(30));
     assert!(out.stderr.contains("post-copy complete"), "{}", out.stderr);
 }
+
+#[test]
+fn lazy_image_needs_its_source() {
+    let _serial = common::serial();
+    require_privileged!("lazy_image_needs_its_source");
+    if !available("lazy_image_needs_its_source") {
+        return;
+    }
+    let tmp = TempDir::new("lazy-refusals");
+    let mut victim = common::spawn_victim("lazy_mem", &["-m", "16"], tmp.path());
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let img = tmp.join("img");
+    let port = port(3);
+    let mut dump = dump_lazily(victim.pid, &img, &port, None);
+    // Without --lazy-pages: refused first (before the pid check, which would fail too).
+    let plain = common::stasis(&["restore", "-D", &img.display().to_string()]);
+    assert!(!plain.status.success());
+    assert!(plain.stderr.contains("--lazy-pages"), "{}", plain.stderr);
+    // No source at that port (in a pid namespace of its own, its pids free): refused,
+    // naming it.
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc"])
+        .arg(common::STASIS)
+        .arg("restore")
+        .arg("-D")
+        .arg(&img)
+        .args(["--lazy-pages", "--address", "127.0.0.1", "--port", "1"]);
+    let wrong = common::start(&mut cmd).finish(common::STASIS_TIMEOUT);
+    assert!(!wrong.status.success());
+    assert!(wrong.stderr.contains("127.0.0.1:1"), "{}", wrong.stderr);
+    // The source still waits with its tree frozen; a dump killed then lets it run on.
+    assert!(dump.try_finish().is_none(), "the source gave up by itself");
+    dump.kill();
+    dump.finish(Duration::from_secs(10));
+    common::sleep_ms(200);
+    victim.go_and_expect_pass();
+}

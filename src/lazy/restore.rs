@@ -142,13 +142,14 @@ impl Drop for PostCopy {
     }
 }
 
-/// The post-copy of an image with served pages (`lazy.img`), started; `None` for one
-/// without. Either without the other is refused: such an image's memory is on its
-/// source, and `--lazy-pages` for a whole image would be a mistake in the command.
-pub fn begin(
+/// The served pages of an image (`lazy.img`) with where to fetch them, `None` for an
+/// image without. Either without the other is refused, before anything else is checked:
+/// such an image's memory is on its source, and `--lazy-pages` for a whole image would be
+/// a mistake in the command.
+pub fn plan(
     image: &crate::image::Image,
     from: Option<&LazyFrom>,
-) -> Result<Option<std::sync::Arc<PostCopy>>, RestoreError> {
+) -> Result<Option<(LazyImage, LazyFrom)>, RestoreError> {
     let lazy = crate::image::lazy::load(&image.dir)?;
     match (lazy, from) {
         (None, None) => Ok(None),
@@ -165,13 +166,21 @@ pub fn begin(
                 image.dir.display()
             ),
         }),
-        (Some(lazy), Some(from)) => {
-            let tree = image.tree.processes.iter().map(|e| e.pid).collect();
-            Ok(Some(std::sync::Arc::new(PostCopy::start(
-                lazy, from, tree,
-            )?)))
-        }
+        (Some(lazy), Some(from)) => Ok(Some((lazy, from.clone()))),
     }
+}
+
+/// Starts the post-copy [`plan`] found (`tree`: the pids of the image's tree).
+pub fn begin(
+    planned: Option<(LazyImage, LazyFrom)>,
+    tree: Vec<i32>,
+) -> Result<Option<std::sync::Arc<PostCopy>>, RestoreError> {
+    let Some((lazy, from)) = planned else {
+        return Ok(None);
+    };
+    Ok(Some(std::sync::Arc::new(PostCopy::start(
+        lazy, &from, tree,
+    )?)))
 }
 
 /// The private anonymous mappings holding `runs`, each once; a run outside them is

@@ -231,6 +231,7 @@ pub fn restore_with(
         };
         (opened, image)
     };
+    let lazy = crate::lazy::restore::plan(&image, opts.lazy.as_ref())?;
     let mounts = mnt::verify(&image, opts)?;
     let load = started.elapsed();
     // Ordering requirements: the cgroups first (checked, then made), as a file the
@@ -252,7 +253,8 @@ pub fn restore_with(
     notify(hooks, Point::PostSetupNamespaces, root)?;
     let shell_job = opts.shell_job || image.inventory.shell_job;
     let _orphans = Subreaper::become_one();
-    let post_copy = crate::lazy::restore::begin(&image, opts.lazy.as_ref())?;
+    let tree_pids = image.tree.processes.iter().map(|e| e.pid).collect();
+    let post_copy = crate::lazy::restore::begin(lazy, tree_pids)?;
     let fds = image.processes.iter().flat_map(|p| &p.files.fds);
     let ghosts = files::Ghosts::create(&image.ghosts, fds)?;
     let ttys = tty::Bank::build(&image)?;
