@@ -232,6 +232,10 @@ fn lazy_python_counter_continues() {
     if !available("lazy_python_counter_continues") {
         return;
     }
+    let python = Command::new("python3").arg("-c").arg("pass").status();
+    if !python.is_ok_and(|s| s.success()) {
+        return common::skip("lazy_python_counter_continues", "python3 is not installed");
+    }
     let tmp = TempDir::new("lazy-python");
     let state = tmp.join("state");
     let mut py = common::spawn_logged(
