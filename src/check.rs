@@ -44,6 +44,8 @@ pub struct Probe {
 /// Why a probe judged its feature missing; the subject and the errno are in the message.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
+    #[error(transparent)]
+    LazyPages(crate::lazy::LazyError),
     #[error("stasis runs on x86_64, not {machine}")]
     Arch { machine: String },
     #[error("page size is {size} bytes, not 4096")]
@@ -226,6 +228,11 @@ const UFFD_WP: Spec = Spec {
     consequence:
         "pre-dump and incremental dumps unavailable (stasis tracks with uffd-wp async only)",
 };
+const LAZY_PAGES: Spec = Spec {
+    name: "lazy_pages: userfaultfd missing mode, fork/remap/remove/unmap events, UFFDIO_COPY",
+    required: false,
+    consequence: "dump/restore --lazy-pages (post-copy) unavailable",
+};
 const TRACKING: Spec = Spec {
     name: "dirty-page tracking method",
     required: false,
@@ -267,6 +274,7 @@ pub fn run_all() -> Vec<Probe> {
         outcome(&MM_MAP, mm_map_size()),
         info(&PID_MAX, pid_max()),
         outcome(&UFFD_WP, uffd_wp_async()),
+        outcome(&LAZY_PAGES, lazy_pages()),
         outcome(&SOFT_DIRTY, soft_dirty()),
         outcome(&TRACKING, tracking()),
         outcome(&VDSO_LAYOUT, vdso_layout()),
@@ -649,6 +657,13 @@ fn uffd_wp_async() -> Result<String, CheckError> {
     Ok(format!("handshake enabled features {features:#x}"))
 }
 
+/// A page of ours filled through a missing-mode userfaultfd (`lazy::restore`).
+fn lazy_pages() -> Result<String, CheckError> {
+    crate::lazy::restore::check_kernel()
+        .map(|f| format!("handshake enabled features {f:#x}"))
+        .map_err(CheckError::LazyPages)
+}
+
 /// After clearing soft-dirty bits, a written page shows pagemap bit 55.
 ///
 /// Writing 4 to `clear_refs` succeeds even without CONFIG_MEM_SOFT_DIRTY, so only the bit
@@ -889,7 +904,7 @@ VmFlags: rd ex mr mw me de
         print(&probes, &mut out).expect("writing to a Vec cannot fail");
         let text = String::from_utf8_lossy(&out);
         eprintln!("{text}");
-        assert_eq!(probes.len(), 19);
+        assert_eq!(probes.len(), 20);
         assert!(all_required_ok(&probes), "{text}");
         assert!(probes.iter().any(|p| p.name == "pid_max" && p.ok));
     }

@@ -14,6 +14,7 @@ pub mod hooks;
 pub mod image;
 pub mod inspect;
 pub mod jobctl;
+pub mod lazy;
 pub mod netlock;
 pub mod netns;
 pub mod proc;

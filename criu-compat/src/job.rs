@@ -165,6 +165,7 @@ impl Job {
             track_mem: self.track_mem,
             veth_externals: self.veth_externals.clone(),
             net_external: self.net_external.clone(),
+            lazy: None,
             timeout: self.timeout,
             store: Default::default(),
         }
@@ -232,6 +233,7 @@ pub fn run_restore(job: &Job, log: &mut Log, hooks: &mut dyn Hooks) -> Result<Re
         store: Default::default(),
         join_net: job.join_net.clone(),
         veth_externals: job.veth_externals.clone(),
+        lazy: None,
     };
     stasis::restore::set_root_sibling(job.rst_sibling);
     let restored = stasis::restore::restore_with(&opts, hooks).map_err(|e| stasis::error_line(&e));

@@ -90,6 +90,8 @@ fn dump_options(a: &CheckpointArgs, store: StoreOptions) -> DumpOptions {
         dir: PathBuf::new(),
         leave_running: true,
         shell_job: a.shell_job,
+        orphan_pts_master: false,
+        lazy: None,
         tcp_established: a.tcp_established,
         tcp_close: false,
         ext_unix_sk: a.ext_unix_sk,

@@ -102,6 +102,8 @@ pub struct DumpArgs {
     #[arg(long = "track-mem")]
     pub track_mem: bool,
     #[command(flatten)]
+    pub lazy: super::lazy::LazyArgs,
+    #[command(flatten)]
     pub store: DumpStoreArgs,
     #[command(flatten)]
     pub criu: CriuFlags,
@@ -122,11 +124,28 @@ fn check_incremental(args: &DumpArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// A post-copy dump keeps its tree frozen to serve it, and writes a plain image.
+fn check_lazy(args: &DumpArgs) -> Result<(), String> {
+    let s = &args.store;
+    let stored = s.seal.compress.is_some() || s.seal.encrypt_key.is_some() || s.seal.sign.is_some();
+    let other = args.leave_running || args.prev_images_dir.is_some() || args.track_mem;
+    if args.lazy.lazy_pages && (stored || s.stream.is_some() || other) {
+        return Err(
+            "--lazy-pages cannot be combined with -R, --prev-images-dir, --track-mem, \
+             --compress, --encrypt-key, --sign or --stream: its tree is killed once served, \
+             and its image is plain"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 /// The usage checks clap cannot make: CRIU's flags, an incremental image that would be
 /// stored sealed, the stream's target.
 fn check_usage(args: &DumpArgs) -> Result<(), String> {
     args.criu.check()?;
     check_incremental(args)?;
+    check_lazy(args)?;
     args.store
         .stream
         .as_deref()
@@ -185,6 +204,8 @@ pub fn run(args: DumpArgs) -> i32 {
         track_mem: args.track_mem,
         veth_externals: args.criu.veth_externals(),
         net_external: args.criu.net_external(),
+        lazy: (args.lazy.endpoint())
+            .map(|(address, port)| stasis::dump::LazyServe { address, port }),
     };
     if !args.quiet {
         progress::install(args.progress);

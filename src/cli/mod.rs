@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod compat;
 pub mod dump;
 pub mod inspect;
+pub mod lazy;
 pub mod network_unlock;
 pub mod pre_dump;
 pub mod progress;

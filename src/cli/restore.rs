@@ -60,6 +60,8 @@ pub struct RestoreArgs {
     #[arg(long = "stats-json")]
     pub stats_json: Option<PathBuf>,
     #[command(flatten)]
+    pub lazy: super::lazy::LazyArgs,
+    #[command(flatten)]
     pub store: RestoreStoreArgs,
     #[command(flatten)]
     pub criu: CriuFlags,
@@ -132,6 +134,8 @@ pub fn run(args: RestoreArgs) -> i32 {
         inherit_fds: args.criu.inherit_fds().unwrap_or_default(),
         store,
         veth_externals: args.criu.veth_externals(),
+        lazy: (args.lazy.endpoint())
+            .map(|(address, port)| stasis::lazy::restore::LazyFrom { address, port }),
     };
     if !args.quiet {
         progress::install(args.progress);
@@ -160,10 +164,38 @@ pub fn run(args: RestoreArgs) -> i32 {
             return EXIT_FAILED;
         }
     }
-    if args.detached {
+    // Post-copy ends first (the tree runs meanwhile); a failed one killed the tree.
+    let post_copy = restored.post_copy.as_deref().map(|p| p.wait());
+    let failed = match post_copy {
+        Some(Err(e)) => {
+            eprintln!(
+                "stasis: post-copy failed, the restored tree (pid {}) was killed: it cannot \
+                 run without the pages it never received: {}",
+                restored.pid,
+                stasis::error_line(&e)
+            );
+            true
+        }
+        Some(Ok(s)) if !args.quiet => {
+            eprintln!(
+                "stasis: post-copy complete: {} MiB in {:.3} s after the start ({} faults)",
+                s.bytes >> 20,
+                s.complete.as_secs_f64(),
+                s.faults
+            );
+            false
+        }
+        _ => false,
+    };
+    let code = if args.detached {
         EXIT_OK
     } else {
         wait_for(restored.pid)
+    };
+    if failed {
+        EXIT_POST_COPY
+    } else {
+        code
     }
 }
 
@@ -185,6 +217,9 @@ fn checkpoint_view(
     );
     Ok((store, view))
 }
+
+/// Exit code of a restore whose post-copy failed (the restored tree was killed).
+const EXIT_POST_COPY: i32 = 3;
 
 /// Waits for the restored task and turns its end into our exit code (128+signal if killed).
 fn wait_for(pid: i32) -> i32 {

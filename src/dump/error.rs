@@ -11,6 +11,8 @@ use crate::sys::thread::RobustListError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DumpError {
+    #[error(transparent)]
+    Lazy(#[from] crate::lazy::LazyError),
     #[error("pid {pid} does not exist")]
     NoSuchTask { pid: i32 },
     #[error("pid {pid} is stasis itself")]

@@ -64,6 +64,9 @@ pub struct Sources<'a> {
     /// Copy the pages into memory, for the caller to write once the tree runs again
     /// (`stripes::Staged`), if there are at most [`STAGE_MAX`] bytes of them.
     pub stage: bool,
+    /// Sorted mappings whose pages are served after the restore (`dump --lazy-pages`,
+    /// `lazy::plan`): returned as runs of [`LAZY_STRIPE`], not read.
+    pub lazy: &'a [(u64, u64)],
 }
 
 /// The most page bytes of one process held in memory to be written after the release.
@@ -77,6 +80,10 @@ pub struct Saved {
     /// Pages copied but not written yet (`Sources::stage`).
     pub staged: Vec<super::stripes::Staged>,
 }
+
+/// The `stripe` of a run returned by [`dump`] whose pages were not read: they are
+/// served after the restore (`lazy/`). Never written to an mm record.
+pub const LAZY_STRIPE: u8 = 254;
 
 /// Saves every page of `vmas` that a fresh mapping would not reproduce, but those in the
 /// sorted `inherited` ranges (shared with the parent, see `dump/cow.rs`), into the pages
@@ -102,6 +109,16 @@ pub fn dump(
         intersect(&wanted, from.unchanged)
     };
     let ranges = cut(ranges, &parent);
+    let lazy = if from.lazy.is_empty() {
+        Vec::new()
+    } else {
+        let wanted: Vec<(u64, u64)> = ranges.iter().map(|r| (r.start, r.end)).collect();
+        intersect(
+            &wanted,
+            &crate::lazy::plan::without_guards(from.lazy, &guards),
+        )
+    };
+    let ranges = cut(ranges, &lazy);
     let total = ranges.iter().map(|r| r.end - r.start).sum();
     let files = (0..super::stripes::stripes_for(total))
         .map(open)
@@ -115,6 +132,11 @@ pub fn dump(
         addr: start,
         pages: (end - start) / crate::abi::PAGE_SIZE,
         stripe: crate::image::mm::PARENT_STRIPE,
+    }));
+    runs.extend(lazy.iter().map(|&(start, end)| PageRun {
+        addr: start,
+        pages: (end - start) / crate::abi::PAGE_SIZE,
+        stripe: LAZY_STRIPE,
     }));
     runs.sort_by_key(|r| r.addr);
     stats.elapsed = started.elapsed();

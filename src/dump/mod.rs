@@ -107,6 +107,16 @@ pub struct DumpOptions {
     /// `--external net[INO]:KEY`: the tree's network namespace is the caller's; only
     /// the KEY is saved, the sockets in it are dumped as usual.
     pub net_external: Option<crate::netns::NetExternal>,
+    /// `--lazy-pages --address A --port P`: private anonymous memory is left out of the
+    /// image and served from the frozen tree after the restore (`crate::lazy`).
+    pub lazy: Option<LazyServe>,
+}
+
+/// Where `dump --lazy-pages` listens for its target.
+#[derive(Clone, Debug)]
+pub struct LazyServe {
+    pub address: String,
+    pub port: u16,
 }
 
 /// CRIU's default `--ghost-limit`: 1 MiB.
@@ -122,6 +132,8 @@ pub struct DumpSummary {
     pub memory: Duration,
     pub frozen: Duration,
     pub total: Duration,
+    /// (`--lazy-pages`) Bytes served to the target after the image was written.
+    pub lazy_bytes: u64,
 }
 
 /// Dumps the tree rooted at `opts.pid` into `opts.dir`.
@@ -150,6 +162,10 @@ pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummar
     // Ordering requirements: entered before anything reads the tree's sockets, left
     // (on drop) once the dump is over.
     let in_net = ns::net::enter_tree(opts.pid)?;
+    // Bound before the freeze: a port in use fails the dump with the tree untouched.
+    let listener = (opts.lazy.as_ref())
+        .map(|l| crate::lazy::source::listen(&l.address, l.port))
+        .transpose()?;
     drop(span);
     notify(hooks, Point::PreDump, opts.pid)?;
     let adopted = match &opts.freeze_cgroup {
@@ -184,8 +200,21 @@ pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummar
         }
     };
     held.iter_mut().for_each(files::Held::keep_links);
+    let served = match &listener {
+        Some(l) => Some(serve_lazily(l, &opts.dir, &mut summary)?),
+        None => None,
+    };
     // Ordering requirements: sockets held in repair mode leave it before a released
     // tree runs again; after a kill, our duplicates are closed still in repair mode.
+    if let Some(why) = served.flatten() {
+        drop(held);
+        tree.release()?;
+        notify(hooks, Point::NetworkUnlock, opts.pid)?;
+        return Err(DumpError::unsupported(format!(
+            "the post-copy link failed before the target ran the tree ({why}): the tree \
+             was resumed here"
+        )));
+    }
     if opts.leave_running {
         drop(held);
         tree.release()?;
@@ -208,6 +237,24 @@ pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummar
     chain.finish()?;
     summary.total = started.elapsed();
     Ok(summary)
+}
+
+/// Serves the frozen tree's left-out pages (`lazy::source`) once the image is
+/// committed; `Some(why)` when the link failed before the target ran the tree.
+fn serve_lazily(
+    listener: &std::net::TcpListener,
+    dir: &std::path::Path,
+    summary: &mut DumpSummary,
+) -> Result<Option<String>, DumpError> {
+    let image = crate::image::lazy::load(dir)?.unwrap_or_default();
+    let _span = crate::profile::span("serve pages");
+    match crate::lazy::source::serve(listener, &image)? {
+        crate::lazy::source::Ending::Complete { bytes } => {
+            summary.lazy_bytes = bytes;
+            Ok(None)
+        }
+        crate::lazy::source::Ending::NeverStarted { why } => Ok(Some(why)),
+    }
 }
 
 /// Calls the hook of `point`; its refusal becomes [`DumpError::Hook`].
@@ -290,6 +337,13 @@ fn save_tree(
     let mut tables = Vec::new();
     let mut staged = Vec::new();
     chain.begin(opts.pid, &pids)?;
+    if opts.lazy.is_some() {
+        // A child is forked from its restored parent: the parent's memory is whole first.
+        shared.lazy_pids = (tree.record.alive())
+            .filter(|e| !e.shares_vm && tree.record.children(e.pid).next().is_none())
+            .map(|e| e.pid)
+            .collect();
+    }
     let layouts = {
         let _span = crate::profile::span("layouts");
         layout::layouts(tree, early)?
@@ -324,6 +378,13 @@ fn save_tree(
         summary.pages_stored += stats.pages_stored;
         summary.zero_pages_skipped += stats.zero_pages_skipped;
         summary.memory += stats.elapsed;
+    }
+    if opts.lazy.is_some() {
+        let record = crate::image::lazy::LazyImage {
+            session: crate::image::chain::new_id(),
+            processes: std::mem::take(&mut shared.lazy),
+        };
+        writer.write_record(crate::image::lazy::LAZY, Kind::Lazy, &record)?;
     }
     let span = crate::profile::span("files records");
     write_files(&writer, &mut tables)?;
@@ -607,14 +668,30 @@ fn save_mm(
     let inherited = cow::shared(&space.cow);
     let span = crate::profile::span("pages");
     let open = |stripe| writer.pages(&pages_name(pid, stripe));
+    let lazy = match shared.lazy_pids.contains(&pid) {
+        true => crate::lazy::plan::lazy_vmas(&space.vmas, &inherited),
+        false => Vec::new(),
+    };
     let from = memory::Sources {
         inherited: &inherited,
         unchanged,
         running: false,
         stage,
+        lazy: &lazy,
     };
     let saved = memory::dump(pid, &space.vmas, &overrides, from, &open)?;
     let (page_runs, guards, mstats) = (saved.runs, saved.guards, saved.stats);
+    let (served, page_runs): (Vec<_>, Vec<_>) =
+        (page_runs.into_iter()).partition(|r| r.stripe == memory::LAZY_STRIPE);
+    if !served.is_empty() {
+        let runs = (served
+            .iter()
+            .map(|r| (r.addr, r.addr + r.pages * crate::abi::PAGE_SIZE)))
+        .collect();
+        shared
+            .lazy
+            .push(crate::image::lazy::LazyProcess { pid, runs });
+    }
     drop(span);
     aio::check_settled(pid, &space.vmas)?;
     let parent_pages = shared.restored_pages.get(&ppid);

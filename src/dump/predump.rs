@@ -133,6 +133,7 @@ fn save(
         unchanged: &unchanged,
         running: true,
         stage: false,
+        lazy: &[],
     };
     let saved = memory::dump(pid, &s.vmas, &memory::Overrides::new(), from, &open)?;
     let (page_runs, guards) = (saved.runs, saved.guards);

@@ -34,6 +34,10 @@ pub struct Shared {
     /// The pages every process dumped so far holds once restored, for its children's
     /// copy-on-write ranges (`dump/cow.rs`).
     pub restored_pages: HashMap<i32, Vec<(u64, u64)>>,
+    /// (`--lazy-pages`) The processes whose private anonymous pages may be served after
+    /// the restore (`lazy::plan`), and the runs left out of each one's pages files.
+    pub lazy_pids: std::collections::HashSet<i32>,
+    pub lazy: Vec<crate::image::lazy::LazyProcess>,
 }
 
 impl Shared {

@@ -108,6 +108,11 @@ use super::error::ImageError;
 /// Version 12 also adds `orphan-pty.img` (kind 30, `image::orphan_pty`): the pty whose
 /// master was outside the tree (a container runtime's console), made again at restore
 /// with a new master handed to the front end; its slave fds are `PtySlave` records.
+/// Version 12 also adds `lazy.img` (kind 24, `image::lazy`), written by `dump
+/// --lazy-pages`: the page runs of each process that are not in its pages files but
+/// served by the source over the network after the restore (post-copy), and the session
+/// id the target presents to the source. An image with it is restored only with
+/// `restore --lazy-pages`; an older image has none.
 pub const FORMAT_VERSION: u32 = 12;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
@@ -153,6 +158,8 @@ pub enum Kind {
     Chain = 18,
     /// The pty whose master was outside the tree (`orphan-pty.img`, format 12).
     OrphanPty = 30,
+    /// The page runs served after the restore (`lazy.img`, format 12, `image::lazy`).
+    Lazy = 24,
 }
 
 /// Human name of a kind number, for messages.
@@ -178,6 +185,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         21 => "store signature",
         18 => "chain",
         30 => "orphan pty",
+        24 => "lazy pages",
         _ => "unknown",
     }
 }

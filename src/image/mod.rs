@@ -22,6 +22,7 @@ pub mod files;
 pub mod files_v8;
 pub mod ghost;
 pub mod inventory;
+pub mod lazy;
 pub mod load;
 pub mod mm;
 pub mod mm_v8;

@@ -10,6 +10,8 @@ use crate::sys::sched::SchedError;
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
     #[error(transparent)]
+    Lazy(#[from] crate::lazy::LazyError),
+    #[error(transparent)]
     Image(#[from] ImageError),
     #[error("pid {pid} is in use by {owner}; stasis restores exact pids, so free it first (or restore into a new pid namespace)")]
     PidTaken { pid: i32, owner: String },

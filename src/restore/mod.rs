@@ -10,7 +10,7 @@ mod aio;
 mod apart;
 mod audit;
 mod cgroup;
-mod child;
+pub(crate) mod child;
 mod cow;
 mod creds;
 mod error;
@@ -85,6 +85,9 @@ pub struct RestoreOptions {
     /// `--external veth[INSIDE]:OUTSIDE[@BRIDGE]`: the other end of a veth of the tree's
     /// network namespace, by name, and the bridge it joins (the dump's name otherwise).
     pub veth_externals: Vec<crate::netns::VethExternal>,
+    /// `--lazy-pages --address A --port P`: the source serving the pages the image
+    /// left out (`crate::lazy`).
+    pub lazy: Option<crate::lazy::restore::LazyFrom>,
 }
 
 /// The restored tree's root, and figures for the summary line and `--stats-json`.
@@ -98,6 +101,8 @@ pub struct Restored {
     /// Reading the saved pages into place, summed over the processes.
     pub memory: Duration,
     pub total: Duration,
+    /// (`--lazy-pages`) The post-copy filling the tree's memory as it runs: wait for it.
+    pub post_copy: Option<std::sync::Arc<crate::lazy::restore::PostCopy>>,
 }
 
 /// The stages of rebuilding one process, in order.
@@ -230,6 +235,7 @@ pub fn restore_with(
         };
         (opened, image)
     };
+    let lazy = crate::lazy::restore::plan(&image, opts.lazy.as_ref())?;
     let mounts = mnt::verify(&image, opts)?;
     let load = started.elapsed();
     // Ordering requirements: the cgroups first (checked, then made), as a file the
@@ -252,6 +258,8 @@ pub fn restore_with(
     notify(hooks, Point::PostSetupNamespaces, root)?;
     let shell_job = opts.shell_job || image.inventory.shell_job;
     let _orphans = Subreaper::become_one();
+    let tree_pids = image.tree.processes.iter().map(|e| e.pid).collect();
+    let post_copy = crate::lazy::restore::begin(lazy, tree_pids)?;
     let fds = image.processes.iter().flat_map(|p| &p.files.fds);
     let ghosts = files::Ghosts::create(&image.ghosts, fds)?;
     let ttys = tty::Bank::build(&image)?;
@@ -273,6 +281,7 @@ pub fn restore_with(
         join_net: join_net.as_deref(),
         net: None,
         veths: &opts.veth_externals,
+        lazy: post_copy.as_deref(),
         net_lock: match lock.pids.contains(&root) {
             true => lock.mode,
             false => crate::netlock::LockMode::Skip,
@@ -322,6 +331,9 @@ pub fn restore_with(
     netlock::unlock(&lock)?;
     net.as_ref().map_or(Ok(()), ns::net::Entered::unlock)?;
     let filled = built?;
+    if let Some(p) = &post_copy {
+        p.started()?;
+    }
     // The tree runs: a refusal cannot undo it (the hook reports it itself).
     let _ = hooks.at(Point::PostResume, root);
     drop(opened);
@@ -331,6 +343,7 @@ pub fn restore_with(
         load,
         memory: filled.elapsed,
         total: started.elapsed(),
+        post_copy,
     })
 }
 
@@ -418,6 +431,8 @@ struct Builder<'a> {
     net_lock: crate::netlock::LockMode,
     /// `--external veth[..]`.
     veths: &'a [crate::netns::VethExternal],
+    /// `--lazy-pages`: registers each process's served mappings.
+    lazy: Option<&'a crate::lazy::restore::PostCopy>,
 }
 
 impl Builder<'_> {
@@ -521,7 +536,14 @@ impl Builder<'_> {
             .flatten();
         match p {
             // A process sharing its parent's address space finds its memory in place.
-            Some(p) if !entry.shares_vm => build_memory(child, self.image, p, parent, self.ghosts),
+            Some(p) if !entry.shares_vm => {
+                let filled = build_memory(child, self.image, p, parent, self.ghosts)?;
+                if let Some(lazy) = self.lazy {
+                    lazy.register(child, &p.mm)
+                        .map_err(at(RestoreStage::Memory, pid))?;
+                }
+                Ok(filled)
+            }
             _ => Ok(memory::Filled::default()),
         }
     }

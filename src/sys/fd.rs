@@ -174,3 +174,16 @@ pub fn adopt(fd: std::os::fd::RawFd) -> OwnedFd {
     // SAFETY: the caller got `fd` from the kernel as a new fd and gives it up to us.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
+
+/// `poll(2)` — waits up to `timeout_ms` for the events asked in `fds`; `EINTR` counts as
+/// nothing ready.
+/// See [poll(2)](https://man7.org/linux/man-pages/man2/poll.2.html).
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> nix::Result<usize> {
+    // SAFETY: `fds` is a live slice of `pollfd`s, read and written by the call.
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    match Errno::result(r) {
+        Ok(n) => Ok(n as usize),
+        Err(Errno::EINTR) => Ok(0),
+        Err(e) => Err(e),
+    }
+}

@@ -24,5 +24,6 @@ pub mod sock_diag;
 pub mod socket;
 pub mod thread;
 pub mod uffd;
+pub mod uffd_missing;
 
 pub use pod::Pod;

@@ -1,0 +1,257 @@
+//! The source side of post-copy: after `dump --lazy-pages` committed its image, the
+//! tree stays frozen and its pages are served from its memory (`process_vm_readv`, or
+//! `/proc/PID/mem` for unreadable mappings) to the one target connected at a time.
+//!
+//! What happens when the link fails decides what is safe. Before the target said its
+//! tree runs (`Started`), nothing of the tree ran anywhere else: the dump ends as a failed
+//! dump does, the tree resumed here. After it, the target's tree has run and is killed
+//! by the target when the link fails; resuming the source would run the program on from
+//! an older state beside any effect the target's run had, and killing it would lose the
+//! program: the tree stays frozen and the source waits for a new target (a new `restore
+//! --lazy-pages` of the same image starts the program again from the dump).
+
+use std::io::{BufReader, BufWriter, Write};
+use std::net::{TcpListener, TcpStream};
+
+use super::proto::{self, Header, Kind};
+use super::LazyError;
+use crate::image::lazy::LazyImage;
+use crate::sys::mem::{vm_read, Mem};
+
+/// How serving ended.
+#[derive(Debug)]
+pub enum Ending {
+    /// The target holds every page: the source kills its tree.
+    Complete { bytes: u64 },
+    /// The link failed before the target's tree ran: the source resumes its own.
+    NeverStarted { why: String },
+}
+
+/// `--address`/`--port`: where the source listens.
+pub fn listen(address: &str, port: u16) -> Result<TcpListener, LazyError> {
+    TcpListener::bind((address, port)).map_err(|source| LazyError::Listen {
+        address: address.to_string(),
+        port,
+        source,
+    })
+}
+
+/// Serves `image`'s pages until a target has them all, or the link fails before any
+/// target started the tree.
+pub fn serve(listener: &TcpListener, image: &LazyImage) -> Result<Ending, LazyError> {
+    let mut served = 0;
+    loop {
+        let (stream, peer) = listener.accept().map_err(LazyError::Accept)?;
+        let _ = stream.set_nodelay(true);
+        let mut link = Link::new(stream)?;
+        match link.run(image, &mut served) {
+            Ok(()) => return Ok(Ending::Complete { bytes: served }),
+            Err(e) if !link.started => {
+                return Ok(Ending::NeverStarted {
+                    why: format!("{peer}: {e}"),
+                })
+            }
+            Err(e) => eprintln!(
+                "stasis: post-copy link to {peer} failed after the target started the tree \
+                 ({e}); the tree stays frozen here, waiting for a new `stasis restore \
+                 --lazy-pages` of this image"
+            ),
+        }
+    }
+}
+
+/// One target's connection.
+struct Link {
+    rx: BufReader<TcpStream>,
+    tx: BufWriter<TcpStream>,
+    started: bool,
+    buf: Vec<u8>,
+}
+
+impl Link {
+    fn new(stream: TcpStream) -> Result<Link, LazyError> {
+        let tx = stream.try_clone().map_err(LazyError::Accept)?;
+        Ok(Link {
+            rx: BufReader::new(stream),
+            tx: BufWriter::with_capacity(1 << 20, tx),
+            started: false,
+            buf: Vec::new(),
+        })
+    }
+
+    /// The conversation: hello, then requests until `Done`.
+    fn run(&mut self, image: &LazyImage, served: &mut u64) -> Result<(), String> {
+        let hello = proto::recv(&mut self.rx).map_err(|e| format!("hello: {e}"))?;
+        if hello.kind != Kind::Hello || hello.len != proto::VERSION {
+            return self.refuse("not a stasis post-copy target of this protocol version");
+        }
+        if hello.addr != image.session {
+            return self.refuse("the target restores another image than this source serves");
+        }
+        let mut w = Header::new(Kind::Welcome);
+        w.len = image.bytes();
+        self.send(w, false)?;
+        let mut push = Push::new(image);
+        loop {
+            // Requests first: a thread of the target waits for each.
+            let pushing = self.started && !push.over;
+            if !pushing || self.asked().map_err(|e| e.to_string())? {
+                let h = proto::recv(&mut self.rx).map_err(|e| e.to_string())?;
+                match h.kind {
+                    Kind::Get => *served += self.answer(image, h)?,
+                    Kind::Started => self.started = true,
+                    Kind::Done => return self.send(Header::new(Kind::Bye), false),
+                    other => return self.refuse(&format!("unexpected message {other:?}")),
+                }
+                continue;
+            }
+            match push.next() {
+                Some((pid, addr, len)) => {
+                    let mut h = Header::new(Kind::Pages);
+                    (h.pid, h.addr, h.len) = (pid, addr, len);
+                    *served += self.answer(image, h)?;
+                }
+                None => self.send(Header::new(Kind::Pushed), false)?,
+            }
+        }
+    }
+
+    /// Whether a message of the target waits to be read.
+    fn asked(&mut self) -> std::io::Result<bool> {
+        if !self.rx.buffer().is_empty() {
+            return Ok(true);
+        }
+        let fd = std::os::fd::AsRawFd::as_raw_fd(self.rx.get_ref());
+        let mut fds = [libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let n = crate::sys::fd::poll(&mut fds, 0).map_err(std::io::Error::from)?;
+        Ok(n > 0)
+    }
+
+    fn refuse(&mut self, why: &str) -> Result<(), String> {
+        let _ = proto::refuse(&mut self.tx, why).and_then(|()| self.tx.flush());
+        Err(why.to_string())
+    }
+
+    fn send(&mut self, h: Header, with_data: bool) -> Result<(), String> {
+        let data = if with_data { &self.buf[..] } else { &[] };
+        proto::send(&mut self.tx, h, data)
+            .and_then(|()| self.tx.flush())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Reads the pages `h` asks for (only pages the image left out) and sends them.
+    fn answer(&mut self, image: &LazyImage, h: Header) -> Result<u64, String> {
+        if !served_here(image, h.pid, h.addr, h.len) {
+            let what = format!("{:#x}+{:#x} of pid {}", h.addr, h.len, h.pid);
+            let refused = self.refuse(&format!("{what} is not a page range this source serves"));
+            return refused.map(|()| 0);
+        }
+        if let Some(pace) = pace() {
+            std::thread::sleep(pace * (h.len.div_ceil(1 << 20) as u32));
+        }
+        self.buf.resize(h.len as usize, 0);
+        read_pages(h.pid, h.addr, &mut self.buf).map_err(|e| e.to_string())?;
+        let mut out = Header::new(Kind::Pages);
+        (out.id, out.pid, out.addr, out.len) = (h.id, h.pid, h.addr, h.len);
+        out.crc = crc32fast::hash(&self.buf);
+        self.send(out, true)?;
+        Ok(h.len)
+    }
+}
+
+/// The served pages in push order: process after process, address order, in chunks.
+struct Push {
+    chunks: Vec<(i32, u64, u64)>,
+    at: usize,
+    over: bool,
+}
+
+/// Bytes of one pushed message.
+const PUSH_CHUNK: u64 = 1 << 20;
+
+impl Push {
+    fn new(image: &LazyImage) -> Push {
+        let mut chunks = Vec::new();
+        for p in &image.processes {
+            for &(s, e) in &p.runs {
+                let mut a = s;
+                while a < e {
+                    let len = (e - a).min(PUSH_CHUNK);
+                    chunks.push((p.pid, a, len));
+                    a += len;
+                }
+            }
+        }
+        Push {
+            chunks,
+            at: 0,
+            over: false,
+        }
+    }
+
+    /// The next chunk; `None` once, when all were pushed (then `over`).
+    fn next(&mut self) -> Option<(i32, u64, u64)> {
+        let c = self.chunks.get(self.at).copied();
+        self.at += 1;
+        self.over = c.is_none();
+        c
+    }
+}
+
+/// `STASIS_LAZY_PACE_US`: a pause per MiB served, which slows the link down on purpose
+/// (tests kill a source mid-copy with it; see docs/testing.md).
+fn pace() -> Option<std::time::Duration> {
+    static PACE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *PACE.get_or_init(|| {
+        let us = std::env::var("STASIS_LAZY_PACE_US").ok()?.parse().ok()?;
+        Some(std::time::Duration::from_micros(us))
+    })
+}
+
+/// Whether `[addr, addr + len)` of `pid` is page aligned and inside one served run.
+fn served_here(image: &LazyImage, pid: i32, addr: u64, len: u64) -> bool {
+    let aligned = addr % 4096 == 0 && len % 4096 == 0 && len > 0;
+    let Some(p) = image.processes.iter().find(|p| p.pid == pid) else {
+        return false;
+    };
+    aligned
+        && p.runs
+            .iter()
+            .any(|&(s, e)| s <= addr && addr.saturating_add(len) <= e)
+}
+
+/// Reads `buf.len()` bytes at `addr` of the frozen `pid`.
+fn read_pages(pid: i32, addr: u64, buf: &mut [u8]) -> Result<(), crate::sys::mem::MemError> {
+    let len = buf.len();
+    match vm_read(pid, buf, &[(addr, len)]) {
+        Ok(n) if n == len => Ok(()),
+        // Unreadable (PROT_NONE) memory: /proc/PID/mem reads it (FOLL_FORCE).
+        _ => Mem::open(pid, false)?.read(addr, buf),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::lazy::LazyProcess;
+
+    #[test]
+    fn only_served_ranges_are_answered() {
+        let image = LazyImage {
+            session: 1,
+            processes: vec![LazyProcess {
+                pid: 5,
+                runs: vec![(0x10000, 0x20000)],
+            }],
+        };
+        assert!(served_here(&image, 5, 0x10000, 0x1000));
+        assert!(served_here(&image, 5, 0x1f000, 0x1000));
+        assert!(!served_here(&image, 5, 0x1f000, 0x2000));
+        assert!(!served_here(&image, 5, 0x10800, 0x1000));
+        assert!(!served_here(&image, 6, 0x10000, 0x1000));
+    }
+}

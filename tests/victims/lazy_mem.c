@@ -1,0 +1,104 @@
+/*
+ * Post-copy (dump/restore --lazy-pages): a large private anonymous region of random data
+ * (256 MiB, or "-m MIB") whose pages reach the restored process only as it touches
+ * them, or in the background.
+ *
+ * Setup: BIG (random, its checksum kept), DROP (4 MiB random), MOVE (4 MiB random),
+ * CUT (4 MiB random). On go, before touching any of them (their pages are still on the
+ * source): prints ALIVE; moves MOVE elsewhere (mremap: UFFD_EVENT_REMAP), drops the
+ * first half of DROP (MADV_DONTNEED: UFFD_EVENT_REMOVE), unmaps the second half of CUT
+ * (UFFD_EVENT_UNMAP), forks a child (UFFD_EVENT_FORK) that checks BIG's checksum itself;
+ * then checks every region: BIG's checksum, DROP's first half zeros and second half as
+ * written, MOVE at its new address, CUT's first half. PASS once the child passed too.
+ */
+#include "victim.h"
+
+#include <stdint.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+#define MIB (1UL << 20)
+#define SMALL (4 * MIB)
+
+static uint64_t seed;
+
+static uint64_t next(void)
+{
+	seed ^= seed << 13;
+	seed ^= seed >> 7;
+	seed ^= seed << 17;
+	return seed;
+}
+
+static uint64_t sum(const uint64_t *p, size_t bytes)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+	for (size_t i = 0; i < bytes / 8; i++)
+		h = (h ^ p[i]) * 0x100000001b3ULL;
+	return h;
+}
+
+static uint64_t *region(size_t bytes)
+{
+	uint64_t *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED) {
+		printf("FAIL: mmap %zu: %s\n", bytes, strerror(errno));
+		exit(1);
+	}
+	for (size_t i = 0; i < bytes / 8; i++)
+		p[i] = next();
+	return p;
+}
+
+int main(int argc, char **argv)
+{
+	size_t big_bytes = 256 * MIB;
+	if (argc == 3 && strcmp(argv[1], "-m") == 0)
+		big_bytes = strtoul(argv[2], NULL, 0) * MIB;
+	int fd = open("/dev/urandom", O_RDONLY);
+	if (fd < 0 || read(fd, &seed, sizeof(seed)) != sizeof(seed))
+		seed = 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid();
+	if (fd >= 0)
+		close(fd);
+	seed |= 1;
+	victim_install_go();
+	uint64_t *big = region(big_bytes), *drop = region(SMALL), *move = region(SMALL);
+	uint64_t *cut = region(SMALL);
+	uint64_t big_sum = sum(big, big_bytes), drop_sum = sum(drop + SMALL / 16, SMALL / 2);
+	uint64_t move_sum = sum(move, SMALL), cut_sum = sum(cut, SMALL / 2);
+	victim_ready();
+	victim_wait_go();
+	printf("ALIVE\n");
+	fflush(stdout);
+
+	/* Every change below comes before any page of the region is touched. */
+	void *place = mmap(NULL, SMALL, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(place != MAP_FAILED, "mmap place: %s", strerror(errno));
+	uint64_t *moved = mremap(move, SMALL, SMALL, MREMAP_MAYMOVE | MREMAP_FIXED, place);
+	CHECK(moved != MAP_FAILED, "mremap: %s", strerror(errno));
+	CHECK(madvise(drop, SMALL / 2, MADV_DONTNEED) == 0, "madvise: %s", strerror(errno));
+	CHECK(munmap((char *)cut + SMALL / 2, SMALL / 2) == 0, "munmap: %s", strerror(errno));
+	pid_t child = fork();
+	CHECK(child >= 0, "fork: %s", strerror(errno));
+	if (child == 0) {
+		if (sum(big, big_bytes) != big_sum) {
+			printf("FAIL: the forked child sees another BIG\n");
+			fflush(stdout);
+			_exit(1);
+		}
+		_exit(0);
+	}
+	CHECK(sum(big, big_bytes) == big_sum, "BIG differs after the restore");
+	for (size_t i = 0; i < SMALL / 16; i++)
+		CHECK(drop[i] == 0, "DROP word %zu is %#llx after MADV_DONTNEED", i,
+		      (unsigned long long)drop[i]);
+	CHECK(sum(drop + SMALL / 16, SMALL / 2) == drop_sum, "DROP's kept half differs");
+	CHECK(sum(moved, SMALL) == move_sum, "MOVE differs at its new address");
+	CHECK(sum(cut, SMALL / 2) == cut_sum, "CUT's kept half differs");
+	int st;
+	while (waitpid(child, &st, 0) < 0)
+		CHECK(errno == EINTR, "waitpid: %s", strerror(errno));
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the forked child failed (%#x)", st);
+	victim_pass();
+	return 0;
+}
