@@ -13,6 +13,7 @@ pub mod hooks;
 pub mod image;
 pub mod inspect;
 pub mod jobctl;
+pub mod migrate;
 pub mod netlock;
 pub mod netns;
 pub mod proc;

@@ -135,6 +135,7 @@ impl Job {
             dir: self.image_dir(false),
             prev_images_dir: self.parent_image(),
             timeout: self.timeout,
+            remote: None,
         }
     }
 
@@ -158,6 +159,7 @@ impl Job {
             mnt_externals: self.mnt_externals.clone(),
             prev_images_dir: self.parent_image(),
             track_mem: self.track_mem,
+            remote: None,
             veth_externals: self.veth_externals.clone(),
             net_external: self.net_external.clone(),
             timeout: self.timeout,

@@ -104,6 +104,8 @@ pub struct DumpArgs {
     #[command(flatten)]
     pub store: DumpStoreArgs,
     #[command(flatten)]
+    pub remote: super::migrate::PageServerArgs,
+    #[command(flatten)]
     pub criu: CriuFlags,
 }
 
@@ -123,11 +125,29 @@ fn check_incremental(args: &DumpArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// A page server receives the image as it is written: it cannot be sealed or streamed.
+fn check_page_server(args: &DumpArgs) -> Result<(), String> {
+    let s = &args.store;
+    let stored = s.compress.is_some() || s.encrypt_key.is_some() || s.sign.is_some();
+    if args.remote.page_server && (stored || s.stream.is_some()) {
+        return Err(
+            "--page-server cannot be combined with --compress, --encrypt-key, \
+                    --sign or --stream (use --tls --tls-psk FILE to encrypt the stream)"
+                .into(),
+        );
+    }
+    if args.remote.page_server && args.dir.is_none() {
+        return Err("--page-server needs --images-dir for the records kept locally".into());
+    }
+    Ok(())
+}
+
 /// The usage checks clap cannot make: CRIU's flags, an incremental image that would be
-/// stored sealed, the stream's target.
+/// stored sealed, the stream's target, the page server.
 fn check_usage(args: &DumpArgs) -> Result<(), String> {
     args.criu.check()?;
     check_incremental(args)?;
+    check_page_server(args)?;
     args.store
         .stream
         .as_deref()
@@ -162,9 +182,15 @@ pub fn run(args: DumpArgs) -> i32 {
             },
             (None, None) => unreachable!("clap requires --images-dir or --stream"),
         };
+    let chained = args.prev_images_dir.is_some() || args.track_mem;
+    let remote = match args.remote.connect(&dir, chained, true) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
     let opts = DumpOptions {
         pid: args.pid,
         dir,
+        remote,
         leave_running: args.leave_running,
         shell_job: args.shell_job,
         tcp_established: args.tcp_established,

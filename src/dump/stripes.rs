@@ -86,7 +86,7 @@ fn run_parallel(workers: &mut [Worker], work: &Work) -> Result<(), DumpError> {
     // Second descriptors of the files for the flusher; without them there is no flusher.
     let flush_files: Option<Vec<File>> = workers
         .iter()
-        .map(|w| w.out.file().try_clone().ok())
+        .map(|w| w.out.file().and_then(|f| f.try_clone().ok()))
         .collect();
     std::thread::scope(|s| {
         let (to_flusher, written) = channel::<(usize, u64, u64)>();
