@@ -18,6 +18,8 @@ use crate::image::{ImageError, ImageSink};
 
 /// What a record file is sent in: one frame per this many bytes.
 const FILE_CHUNK: usize = 1 << 20;
+/// How long the sender waits for the receiver to store or restore an image.
+const STATUS_WAIT: Duration = Duration::from_secs(300);
 /// How long a sender whose write failed waits for the receiver's reason.
 const REASON_WAIT: Duration = Duration::from_secs(2);
 
@@ -71,6 +73,8 @@ impl RemoteImage {
     fn wait_status(&self, stage: u8) -> Result<(), MigrateError> {
         let mut conn = self.lock();
         let mut buf = Vec::new();
+        // The receiver verifies and syncs (and may restore) a large image first.
+        conn.set_read_timeout(Some(STATUS_WAIT));
         conn.recv(&mut buf)?;
         let peer = conn.peer.clone();
         match buf.as_slice() {

@@ -31,6 +31,10 @@ pub const MAX_FRAME: usize = 16 << 20;
 const TAG_LEN: usize = 16;
 const KEY_PURPOSE: &str = "stasis 2026-12 page stream pre-shared key";
 
+/// How long a write may wait on a peer that stopped reading (a cut link), and a read on
+/// one that stopped sending, before the stream fails.
+pub const IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Frame types: the first byte of a payload.
 pub mod tag {
     /// Client: an image begins (`final` u8, name_len u16, subdirectory name).
@@ -108,6 +112,8 @@ impl Conn {
     }
 
     fn new(stream: TcpStream, peer: String) -> Conn {
+        let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+        let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
         Conn {
             stream,
             peer,
@@ -282,18 +288,20 @@ impl Conn {
                 let want =
                     u32::from_le_bytes([buf[body], buf[body + 1], buf[body + 2], buf[body + 3]]);
                 buf.truncate(body);
-                if crc32fast::hash(buf) != want {
+                let crc = crc32fast::hash(buf);
+                if crc != want {
                     return Err(self.corrupt(at, "frame checksum mismatch".into()));
                 }
+                Ok(crc)
             }
             Some((_, recv)) => {
                 let nonce = recv.nonce();
                 if recv.cipher.decrypt_in_place(&nonce, &len, buf).is_err() {
                     return Err(self.corrupt(at, "frame authentication failed".into()));
                 }
+                Ok(crc32fast::hash(buf))
             }
         }
-        Ok(crc32fast::hash(buf))
     }
 
     /// Counts a frame into the digest: its payload length and crc32.
@@ -348,6 +356,7 @@ impl Conn {
     }
 
     fn send_error(&self, source: std::io::Error) -> MigrateError {
+        let source = stalled(source);
         MigrateError::Send {
             peer: self.peer.clone(),
             offset: self.sent,
@@ -379,6 +388,7 @@ impl Conn {
     }
 
     fn recv_error(&self, source: std::io::Error) -> MigrateError {
+        let source = stalled(source);
         MigrateError::Receive {
             peer: self.peer.clone(),
             offset: self.received,
@@ -389,6 +399,20 @@ impl Conn {
     /// Sets how long a read may wait (`None`: forever).
     pub fn set_read_timeout(&self, t: Option<std::time::Duration>) {
         let _ = self.stream.set_read_timeout(t);
+    }
+}
+
+/// A socket timeout, said as what it means.
+fn stalled(e: std::io::Error) -> std::io::Error {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "no progress for {} s (the peer or the link is down)",
+                IO_TIMEOUT.as_secs()
+            ),
+        ),
+        _ => e,
     }
 }
 
