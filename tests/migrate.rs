@@ -44,9 +44,8 @@ while True:
 /// Two hosts and their bridge; everything is removed on drop.
 struct Hosts {
     tag: String,
-    /// Host pids of the two hosts' inits (pid 1 of their pid namespaces).
+    /// Host pid of host A's init (pid 1 of its pid namespace).
     a: i32,
-    b: i32,
     a_run: common::Running,
     b_run: common::Running,
     net: u32,
@@ -137,11 +136,10 @@ impl Hosts {
             ]))
         };
         let (a_run, b_run) = (host("a", a_script), host("b", b_script));
-        let (a, b) = (init_of(a_run.pid()), init_of(b_run.pid()));
+        let a = init_of(a_run.pid());
         Some(Hosts {
             tag,
             a,
-            b,
             a_run,
             b_run,
             net: n,

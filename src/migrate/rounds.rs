@@ -85,8 +85,9 @@ fn precopy(opts: &MigrateOptions, summary: &mut MigrateSummary) -> Result<(), Mi
     let mut rate: f64 = 1.0;
     for n in 1..=opts.max_rounds {
         let round = pre_round(opts, n)?;
-        let shrinking = (summary.rounds.last())
-            .is_none_or(|prev| (round.pages as f64) < prev.pages as f64 * SHRINK);
+        let shrinking = (summary.rounds.last()).map_or(true, |prev| {
+            (round.pages as f64) < prev.pages as f64 * SHRINK
+        });
         rate = rate.max(round.bytes as f64 / round.seconds.max(1e-6));
         let estimate = Duration::from_secs_f64(round.bytes as f64 / rate);
         summary.rounds.push(round);

@@ -277,7 +277,7 @@ impl Conn {
         let mut len = [0u8; 4];
         self.take(&mut len)?;
         let n = u32::from_le_bytes(len) as usize;
-        if n > MAX_FRAME || n < 4 {
+        if !(4..=MAX_FRAME).contains(&n) {
             return Err(self.corrupt(at, format!("frame length {n} out of range")));
         }
         buf.resize(n, 0);
