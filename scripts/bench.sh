@@ -3,6 +3,8 @@
 # usage: scripts/bench.sh [--runs N] [--quick] [--big] [--json FILE] [--store-opts OPTS] [--restore-opts OPTS]
 #                         [--compare 'DUMP_TEMPLATE' 'RESTORE_TEMPLATE'] [--only a,b]
 #                         [--storage /dev/shm,/var/tmp]
+#        scripts/bench.sh --migration [--runs N] [--only pageserver,migrate] [--json FILE]
+#                         (page-server stop-and-copy against CRIU, migrate downtime)
 # Needs root, gcc and python3. Builds stasis (release) unless STASIS=/path/to/stasis is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,4 +27,9 @@ trap 'rm -rf "$bindir"' EXIT
 gcc -O2 -Wall -o "$bindir/workload" scripts/bench/workload.c -lpthread
 gcc -O2 -Wall -o "$bindir/limits" scripts/bench/limits.c
 
+if [ "${1:-}" = "--migration" ]; then
+    shift
+    python3 scripts/bench/migration.py --stasis "$STASIS" --bindir "$bindir" "$@"
+    exit
+fi
 python3 scripts/bench/driver.py --stasis "$STASIS" --bindir "$bindir" "$@"

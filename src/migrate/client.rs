@@ -75,7 +75,7 @@ impl RemoteImage {
         let mut buf = Vec::new();
         // The receiver verifies and syncs (and may restore) a large image first.
         conn.set_read_timeout(Some(STATUS_WAIT));
-        conn.recv(&mut buf)?;
+        conn.recv(&mut buf, 0)?;
         let peer = conn.peer.clone();
         match buf.as_slice() {
             [tag::STATUS, s, 1, ..] if *s == stage => Ok(()),
@@ -94,7 +94,7 @@ impl RemoteImage {
         }
         conn.set_read_timeout(Some(REASON_WAIT));
         let mut buf = Vec::new();
-        if conn.recv(&mut buf).is_ok() {
+        if conn.recv(&mut buf, 0).is_ok() {
             if let [tag::STATUS, _, 0, msg @ ..] = buf.as_slice() {
                 let what = String::from_utf8_lossy(msg);
                 return MigrateError::Refused {

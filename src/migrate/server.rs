@@ -18,6 +18,8 @@ use crate::image::file::{Header, Kind, HEADER_LEN};
 use crate::image::pages::PAGES_DATA_OFFSET;
 use crate::image::ImageWriter;
 
+/// The header of a DATA frame: tag, file id, offset.
+const DATA_HEAD: usize = 13;
 /// No file of an image is written beyond this offset.
 const MAX_OFFSET: u64 = 1 << 44;
 
@@ -125,7 +127,7 @@ struct PagesCheck {
 fn receive(conn: &mut Conn, dir: &Path) -> Result<Received, MigrateError> {
     let mut buf = Vec::new();
     let at = conn.received;
-    let crc = conn.recv(&mut buf)?;
+    let (crc, _) = conn.recv(&mut buf, 0)?;
     conn.count(buf.len(), crc);
     let mut i = 1;
     let (last, name) = match buf.first() {
@@ -146,7 +148,7 @@ fn receive(conn: &mut Conn, dir: &Path) -> Result<Received, MigrateError> {
     let mut files: HashMap<u32, Incoming> = HashMap::new();
     loop {
         let at = conn.received;
-        let crc = conn.recv(&mut buf)?;
+        let (crc, data_crc) = conn.recv(&mut buf, DATA_HEAD)?;
         match buf.first() {
             Some(&tag::END) => {
                 end(conn, &buf, at, &mut files)?;
@@ -159,7 +161,7 @@ fn receive(conn: &mut Conn, dir: &Path) -> Result<Received, MigrateError> {
                 });
             }
             Some(&tag::OPEN) => open(conn, &buf, at, writer.temp_path(), &mut files)?,
-            Some(&tag::DATA) => data(conn, &buf, at, &mut files)?,
+            Some(&tag::DATA) => data(conn, &buf, at, data_crc, &mut files)?,
             _ => return Err(conn.corrupt(at, "unexpected frame".into())),
         }
         conn.count(buf.len(), crc);
@@ -214,6 +216,7 @@ fn data(
     conn: &Conn,
     p: &[u8],
     at: u64,
+    crc: u32,
     files: &mut HashMap<u32, Incoming>,
 ) -> Result<(), MigrateError> {
     let mut i = 1;
@@ -234,7 +237,7 @@ fn data(
         if offset == 0 {
             c.head = Some(bytes[..bytes.len().min(HEADER_LEN)].to_vec());
         } else if offset == c.next {
-            c.crc.update(bytes);
+            c.crc.combine(&crc32fast::Hasher::new_with_initial_len(crc, bytes.len() as u64));
             c.next += bytes.len() as u64;
         } else {
             c.in_order = false;

@@ -270,9 +270,10 @@ impl Conn {
         }
     }
 
-    /// Receives one frame's payload into `buf`, checked; returns its crc32, for
-    /// [`Conn::count`].
-    pub fn recv(&mut self, buf: &mut Vec<u8>) -> Result<u32, MigrateError> {
+    /// Receives one frame's payload into `buf`, checked; returns its crc32 (for
+    /// [`Conn::count`]) and the crc32 of the payload past its first `head` bytes (the data
+    /// of a DATA frame), so that no byte is summed twice.
+    pub fn recv(&mut self, buf: &mut Vec<u8>, head: usize) -> Result<(u32, u32), MigrateError> {
         let at = self.received;
         let mut len = [0u8; 4];
         self.take(&mut len)?;
@@ -282,26 +283,33 @@ impl Conn {
         }
         buf.resize(n, 0);
         self.take(buf)?;
-        match self.keys.as_mut() {
+        let want = match self.keys.as_mut() {
             None => {
                 let body = n - 4;
-                let want =
-                    u32::from_le_bytes([buf[body], buf[body + 1], buf[body + 2], buf[body + 3]]);
+                let want = u32::from_le_bytes([buf[body], buf[body + 1], buf[body + 2], buf[body + 3]]);
                 buf.truncate(body);
-                let crc = crc32fast::hash(buf);
-                if crc != want {
-                    return Err(self.corrupt(at, "frame checksum mismatch".into()));
-                }
-                Ok(crc)
+                Some(want)
             }
             Some((_, recv)) => {
                 let nonce = recv.nonce();
                 if recv.cipher.decrypt_in_place(&nonce, &len, buf).is_err() {
                     return Err(self.corrupt(at, "frame authentication failed".into()));
                 }
-                Ok(crc32fast::hash(buf))
+                None
             }
+        };
+        let split = head.min(buf.len());
+        let mut whole = crc32fast::Hasher::new();
+        whole.update(&buf[..split]);
+        let mut rest = crc32fast::Hasher::new();
+        rest.update(&buf[split..]);
+        let rest_crc = rest.clone().finalize();
+        whole.combine(&rest);
+        let crc = whole.finalize();
+        if want.is_some_and(|w| w != crc) {
+            return Err(self.corrupt(at, "frame checksum mismatch".into()));
         }
+        Ok((crc, rest_crc))
     }
 
     /// Counts a frame into the digest: its payload length and crc32.
