@@ -237,7 +237,10 @@ fn data(
         if offset == 0 {
             c.head = Some(bytes[..bytes.len().min(HEADER_LEN)].to_vec());
         } else if offset == c.next {
-            c.crc.combine(&crc32fast::Hasher::new_with_initial_len(crc, bytes.len() as u64));
+            c.crc.combine(&crc32fast::Hasher::new_with_initial_len(
+                crc,
+                bytes.len() as u64,
+            ));
             c.next += bytes.len() as u64;
         } else {
             c.in_order = false;

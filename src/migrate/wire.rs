@@ -35,6 +35,11 @@ const KEY_PURPOSE: &str = "stasis 2026-12 page stream pre-shared key";
 /// one that stopped sending, before the stream fails.
 pub const IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
+/// How long a receiver waits for the next frame: the sender may take long between two
+/// (a large tree's preparation before its first page); a dead sender's connection is
+/// reset by its kernel anyway.
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Frame types: the first byte of a payload.
 pub mod tag {
     /// Client: an image begins (`final` u8, name_len u16, subdirectory name).
@@ -107,6 +112,7 @@ impl Conn {
             .map_or_else(|_| "?".into(), |a| a.to_string());
         let _ = stream.set_nodelay(true);
         let mut c = Conn::new(stream, peer);
+        c.set_read_timeout(Some(IDLE_TIMEOUT));
         c.handshake(key, false)?;
         Ok(c)
     }
@@ -286,7 +292,8 @@ impl Conn {
         let want = match self.keys.as_mut() {
             None => {
                 let body = n - 4;
-                let want = u32::from_le_bytes([buf[body], buf[body + 1], buf[body + 2], buf[body + 3]]);
+                let want =
+                    u32::from_le_bytes([buf[body], buf[body + 1], buf[body + 2], buf[body + 3]]);
                 buf.truncate(body);
                 Some(want)
             }
@@ -415,10 +422,7 @@ fn stalled(e: std::io::Error) -> std::io::Error {
     match e.kind() {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => std::io::Error::new(
             std::io::ErrorKind::TimedOut,
-            format!(
-                "no progress for {} s (the peer or the link is down)",
-                IO_TIMEOUT.as_secs()
-            ),
+            "timed out: no progress (the peer or the link is down)",
         ),
         _ => e,
     }
