@@ -118,6 +118,7 @@ impl Conn {
     }
 
     fn new(stream: TcpStream, peer: String) -> Conn {
+        keepalive(&stream);
         let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
         let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
         Conn {
@@ -415,6 +416,17 @@ impl Conn {
     pub fn set_read_timeout(&self, t: Option<std::time::Duration>) {
         let _ = self.stream.set_read_timeout(t);
     }
+}
+
+/// TCP keepalive probes every 2 s after 5 s idle, 4 unanswered ending the connection:
+/// a side waiting for an answer (a slow restore on the other end is fine, its kernel
+/// answers the probes) learns of a cut link in about 13 s.
+fn keepalive(stream: &TcpStream) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let _ = setsockopt(stream, sockopt::KeepAlive, &true);
+    let _ = setsockopt(stream, sockopt::TcpKeepIdle, &5);
+    let _ = setsockopt(stream, sockopt::TcpKeepInterval, &2);
+    let _ = setsockopt(stream, sockopt::TcpKeepCount, &4);
 }
 
 /// A socket timeout, said as what it means.
