@@ -8,6 +8,8 @@
 #                         [--criu /path/to/criu] [--storage DIR] [--json FILE]
 #                         (frozen time of pre-dumps and of an incremental dump -R, see
 #                         scripts/bench/incremental.py)
+#        scripts/bench.sh --migration [--runs N] [--only pageserver,migrate] [--json FILE]
+#                         (page-server stop-and-copy against CRIU, migrate downtime)
 # Needs root, gcc and python3. Builds stasis (release) unless STASIS=/path/to/stasis is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,5 +41,9 @@ elif [ "${1:-}" = "--lazy" ]; then
     python3 scripts/bench/lazy.py --stasis "$STASIS" --workload "$bindir/workload" \
         --mib "${2:-4096}"
     exit 0
+elif [ "${1:-}" = "--migration" ]; then
+    shift
+    python3 scripts/bench/migration.py --stasis "$STASIS" --bindir "$bindir" "$@"
+    exit
 fi
 python3 scripts/bench/driver.py --stasis "$STASIS" --bindir "$bindir" "$@"

@@ -15,6 +15,7 @@ pub mod image;
 pub mod inspect;
 pub mod jobctl;
 pub mod lazy;
+pub mod migrate;
 pub mod netlock;
 pub mod netns;
 pub mod proc;

@@ -17,6 +17,9 @@ fn main() {
         Command::Keygen(a) => cli::store::keygen(a),
         Command::Inspect(a) => cli::inspect::run(a),
         Command::NetworkUnlock(a) => cli::network_unlock::run(a),
+        Command::PageServer(a) => cli::migrate::page_server(a),
+        Command::Receive(a) => cli::migrate::receive(a),
+        Command::Migrate(a) => cli::migrate::run_migrate(a),
     };
     stasis::profile::report();
     std::process::exit(code);

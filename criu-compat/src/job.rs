@@ -139,6 +139,7 @@ impl Job {
             dir: self.image_dir(false),
             prev_images_dir: self.parent_image(),
             timeout: self.timeout,
+            remote: None,
         }
     }
 
@@ -163,6 +164,7 @@ impl Job {
             mnt_externals: self.mnt_externals.clone(),
             prev_images_dir: self.parent_image(),
             track_mem: self.track_mem,
+            remote: None,
             veth_externals: self.veth_externals.clone(),
             net_external: self.net_external.clone(),
             lazy: None,

@@ -92,6 +92,7 @@ fn dump_options(a: &CheckpointArgs, store: StoreOptions) -> DumpOptions {
         shell_job: a.shell_job,
         orphan_pts_master: false,
         lazy: None,
+        remote: None,
         tcp_established: a.tcp_established,
         tcp_close: false,
         ext_unix_sk: a.ext_unix_sk,

@@ -102,9 +102,11 @@ pub struct DumpArgs {
     #[arg(long = "track-mem")]
     pub track_mem: bool,
     #[command(flatten)]
-    pub lazy: super::lazy::LazyArgs,
+    pub lazy: super::lazy::LazyDumpArgs,
     #[command(flatten)]
     pub store: DumpStoreArgs,
+    #[command(flatten)]
+    pub remote: super::migrate::PageServerArgs,
     #[command(flatten)]
     pub criu: CriuFlags,
 }
@@ -137,15 +139,43 @@ fn check_lazy(args: &DumpArgs) -> Result<(), String> {
                 .into(),
         );
     }
+    if args.lazy.lazy_pages && args.remote.page_server {
+        return Err("--lazy-pages and --page-server cannot be combined".into());
+    }
+    if args.lazy.lazy_pages && args.remote.port.is_none() {
+        return Err("--lazy-pages needs --port".into());
+    }
+    let given = args.remote.address.is_some() || args.remote.port.is_some();
+    if given && !args.lazy.lazy_pages && !args.remote.page_server {
+        return Err("--address and --port go with --page-server or --lazy-pages".into());
+    }
+    Ok(())
+}
+
+/// A page server receives the image as it is written: it cannot be sealed or streamed.
+fn check_page_server(args: &DumpArgs) -> Result<(), String> {
+    let s = &args.store;
+    let stored = s.seal.compress.is_some() || s.seal.encrypt_key.is_some() || s.seal.sign.is_some();
+    if args.remote.page_server && (stored || s.stream.is_some()) {
+        return Err(
+            "--page-server cannot be combined with --compress, --encrypt-key, \
+                    --sign or --stream (use --tls --tls-psk FILE to encrypt the stream)"
+                .into(),
+        );
+    }
+    if args.remote.page_server && args.dir.is_none() {
+        return Err("--page-server needs --images-dir for the records kept locally".into());
+    }
     Ok(())
 }
 
 /// The usage checks clap cannot make: CRIU's flags, an incremental image that would be
-/// stored sealed, the stream's target.
+/// stored sealed, the stream's target, the page server.
 fn check_usage(args: &DumpArgs) -> Result<(), String> {
     args.criu.check()?;
     check_incremental(args)?;
     check_lazy(args)?;
+    check_page_server(args)?;
     args.store
         .stream
         .as_deref()
@@ -180,9 +210,15 @@ pub fn run(args: DumpArgs) -> i32 {
             },
             (None, None) => unreachable!("clap requires --images-dir or --stream"),
         };
+    let chained = args.prev_images_dir.is_some() || args.track_mem;
+    let remote = match args.remote.connect(&dir, chained, true) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
     let opts = DumpOptions {
         pid: args.pid,
         dir,
+        remote,
         leave_running: args.leave_running,
         shell_job: args.shell_job,
         orphan_pts_master: false,
@@ -204,8 +240,12 @@ pub fn run(args: DumpArgs) -> i32 {
         track_mem: args.track_mem,
         veth_externals: args.criu.veth_externals(),
         net_external: args.criu.net_external(),
-        lazy: (args.lazy.endpoint())
-            .map(|(address, port)| stasis::dump::LazyServe { address, port }),
+        lazy: (args.remote.port)
+            .filter(|_| args.lazy.lazy_pages)
+            .map(|port| stasis::dump::LazyServe {
+                address: (args.remote.address.clone()).unwrap_or_else(|| "0.0.0.0".into()),
+                port,
+            }),
     };
     if !args.quiet {
         progress::install(args.progress);

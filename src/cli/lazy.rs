@@ -20,6 +20,17 @@ pub struct LazyArgs {
     pub lazy_port: Option<u16>,
 }
 
+/// `--lazy-pages` of `stasis dump`: its `--address`/`--port` are those of the page
+/// server's arguments (`migrate::PageServerArgs`), one pair of flags for both.
+#[derive(Args, Debug, Default)]
+pub struct LazyDumpArgs {
+    /// Post-copy: leave private anonymous memory out of the image, keep the tree frozen
+    /// and serve those pages to the target (listening on --address, default 0.0.0.0,
+    /// and --port); the tree is killed once the target has them all.
+    #[arg(long = "lazy-pages")]
+    pub lazy_pages: bool,
+}
+
 impl LazyArgs {
     /// `(address, port)` when --lazy-pages was given.
     pub fn endpoint(&self) -> Option<(String, u16)> {

@@ -7,6 +7,7 @@ pub mod compat;
 pub mod dump;
 pub mod inspect;
 pub mod lazy;
+pub mod migrate;
 pub mod network_unlock;
 pub mod pre_dump;
 pub mod progress;
@@ -55,6 +56,15 @@ pub enum Command {
     /// List or lift the network locks of dumps (`stasis_<pid>` iptables chains or
     /// nftables tables), e.g. those left by a dump that is never restored.
     NetworkUnlock(network_unlock::NetworkUnlockArgs),
+    /// Receive an image sent with `dump|pre-dump --page-server` into a directory (a
+    /// chain: each image in its own subdirectory); ends once the dump's image is stored.
+    PageServer(migrate::PageServerCmd),
+    /// Receive a migration (`stasis migrate --to`): store each round, restore the last
+    /// one detached and tell the source.
+    Receive(migrate::ReceiveCmd),
+    /// Move a running tree to `stasis receive` on another host: pre-copy rounds, then
+    /// the final dump; the source is killed once the target runs it.
+    Migrate(migrate::MigrateCmd),
 }
 
 /// Prints an error and its causes on one line, CRIU-user friendly.

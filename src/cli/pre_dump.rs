@@ -32,6 +32,8 @@ pub struct PreDumpArgs {
     /// Do not print the summary line.
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
+    #[command(flatten)]
+    pub remote: super::migrate::PageServerArgs,
 }
 
 pub fn run(args: PreDumpArgs) -> i32 {
@@ -48,7 +50,17 @@ pub fn run(args: PreDumpArgs) -> i32 {
         eprintln!("stasis: pre-dump needs --images-dir");
         return EXIT_USAGE;
     };
+    let given = args.remote.address.is_some() || args.remote.port.is_some();
+    if given && !args.remote.page_server {
+        eprintln!("stasis: --address and --port go with --page-server");
+        return EXIT_USAGE;
+    }
+    let remote = match args.remote.connect(&dir, true, false) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
     let opts = PreDumpOptions {
+        remote,
         pid: args.pid,
         dir,
         prev_images_dir: args.prev_images_dir,

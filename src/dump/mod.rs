@@ -107,6 +107,9 @@ pub struct DumpOptions {
     /// `--external net[INO]:KEY`: the tree's network namespace is the caller's; only
     /// the KEY is saved, the sockets in it are dumped as usual.
     pub net_external: Option<crate::netns::NetExternal>,
+    /// `--page-server`: the image is sent there as it is written (`image::sink`); `dir`
+    /// then keeps the records only.
+    pub remote: Option<crate::image::RemoteSink>,
     /// `--lazy-pages --address A --port P`: private anonymous memory is left out of the
     /// image and served from the frozen tree after the restore (`crate::lazy`).
     pub lazy: Option<LazyServe>,
@@ -159,6 +162,7 @@ pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummar
     )?;
     let mut writer = ImageWriter::create(&opts.dir)?;
     writer.set_store(&opts.store);
+    writer.set_remote(opts.remote.clone());
     // Ordering requirements: entered before anything reads the tree's sockets, left
     // (on drop) once the dump is over.
     let in_net = ns::net::enter_tree(opts.pid)?;

@@ -31,6 +31,8 @@ pub struct PreDumpOptions {
     /// The previous pre-dump of the tree (relative to `dir`).
     pub prev_images_dir: Option<PathBuf>,
     pub timeout: Duration,
+    /// `--page-server`: the image is sent there (`image::sink`); `dir` keeps the records.
+    pub remote: Option<crate::image::RemoteSink>,
 }
 
 /// Figures of a pre-dump.
@@ -59,7 +61,8 @@ pub fn pre_dump(opts: &PreDumpOptions) -> Result<PreDumpSummary, DumpError> {
     freeze::preflight(opts.pid, true)?;
     let plain = crate::image::store::StoreOptions::default();
     let mut chain = Incremental::open(&opts.dir, opts.prev_images_dir.as_deref(), true, &plain)?;
-    let writer = ImageWriter::create(&opts.dir)?;
+    let mut writer = ImageWriter::create(&opts.dir)?;
+    writer.set_remote(opts.remote.clone());
     let tree = tree::freeze_tree(opts.pid, true, freeze::Adopted::default())?;
     let frozen_at = Instant::now();
     let seen = look(&tree, &mut chain);

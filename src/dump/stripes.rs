@@ -154,7 +154,7 @@ impl Sink {
     /// The file, for the flusher (none while staged).
     fn file(&self) -> Option<&File> {
         match self {
-            Sink::File(f) => Some(f.file()),
+            Sink::File(f) => f.file(),
             Sink::Memory(_) => None,
         }
     }

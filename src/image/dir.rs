@@ -31,6 +31,8 @@ pub struct ImageWriter {
     committed: bool,
     /// Pages files are sealed as they are written (`set_store`).
     sealing: Option<super::store::PagesSealing>,
+    /// Pages go to this sink instead of local files; the rest is sent at the commit.
+    remote: Option<super::sink::RemoteSink>,
 }
 
 impl ImageWriter {
@@ -55,6 +57,7 @@ impl ImageWriter {
             temp,
             committed: false,
             sealing: None,
+            remote: None,
         })
     }
 
@@ -78,6 +81,9 @@ impl ImageWriter {
     /// [`set_store`]: ImageWriter::set_store
     pub fn pages(&self, name: &str) -> Result<PagesWriter, ImageError> {
         let path = self.file_path(name)?;
+        if let Some(sink) = &self.remote {
+            return PagesWriter::remote(&path, name, sink);
+        }
         match &self.sealing {
             Some(how) => PagesWriter::create_sealed(&path, name, how),
             None => PagesWriter::create(&path),
@@ -101,6 +107,12 @@ impl ImageWriter {
         super::store::seal_dir(&self.temp, opts, done)
     }
 
+    /// Sends the image to `sink` (`image::sink`): its pages files are written there only,
+    /// every other file also locally.
+    pub fn set_remote(&mut self, sink: Option<super::sink::RemoteSink>) {
+        self.remote = sink;
+    }
+
     /// The temporary directory the files are written into.
     pub fn temp_path(&self) -> &Path {
         &self.temp
@@ -111,7 +123,12 @@ impl ImageWriter {
     ///
     /// Ordering requirements: the files and the directory entries must be durable before
     /// the rename publishes them, and the rename before the parent's fsync.
+    /// With a sink, the sink has the image complete and durable first: a receiver that
+    /// fails leaves no local image either.
     pub fn commit(mut self) -> Result<(), ImageError> {
+        if let Some(sink) = &self.remote {
+            sink.0.commit(&self.temp)?;
+        }
         sync_filesystem(&self.temp)?;
         fs::rename(&self.temp, &self.target).map_err(|e| rename_error(e, &self.target))?;
         self.committed = true;

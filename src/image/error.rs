@@ -82,6 +82,9 @@ pub enum ImageError {
     Invalid { path: PathBuf, what: String },
     #[error(transparent)]
     Store(Box<super::store::StoreError>),
+    /// The image's receiver failed (`image::sink`); the error names the peer.
+    #[error(transparent)]
+    Sink(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl From<super::store::StoreError> for ImageError {

@@ -10,6 +10,7 @@
 //! - [`pages`]: the raw page data files.
 //! - [`dir`]: writing a directory atomically ([`ImageWriter`]).
 //! - [`store`]: compression, encryption, signatures and streams of whole image files.
+//! - [`sink`]: an image sent elsewhere as it is written (`--page-server`).
 //! - [`load`]: reading and verifying a whole directory ([`Image`]).
 //! - [`validate`]: "impossible values" checks on decoded records ([`seccomp`] checks its own).
 
@@ -34,6 +35,7 @@ pub mod ns;
 pub mod orphan_pty;
 pub mod pages;
 pub mod seccomp;
+pub mod sink;
 pub mod sock;
 pub mod sockopts;
 pub mod store;
@@ -50,3 +52,4 @@ pub use dir::ImageWriter;
 pub use error::ImageError;
 pub use file::Kind;
 pub use load::{Image, ProcessImage};
+pub use sink::{ImageSink, RemoteSink};

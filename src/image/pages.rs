@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::ImageError;
 use super::file::{truncated, Header, Kind, HEADER_LEN};
+use super::sink::RemoteSink;
 use super::store::sealed::PagesSeal;
 use super::store::PagesSealing;
 use crate::abi::PAGE_SIZE;
@@ -32,11 +33,14 @@ const MAX_IOVS: usize = 1024;
 /// its bad magic.
 pub struct PagesWriter {
     path: PathBuf,
-    out: File,
+    /// The local file; none when the pages go to a sink.
+    out: Option<File>,
     crc: crc32fast::Hasher,
     len: u64,
     /// Sealed as it is written (`create_sealed`): `out` is then unused.
     seal: Option<Box<PagesSeal>>,
+    /// Sent to a sink (`image::sink`) as its file `.1` instead of written locally.
+    remote: Option<(RemoteSink, u32)>,
 }
 
 impl PagesWriter {
@@ -55,10 +59,11 @@ impl PagesWriter {
         let (path, crc) = (path.to_path_buf(), crc32fast::Hasher::new());
         Ok(PagesWriter {
             path,
-            out,
+            out: Some(out),
             crc,
             len: 0,
             seal: None,
+            remote: None,
         })
     }
 
@@ -70,10 +75,24 @@ impl PagesWriter {
         let seal = PagesSeal::new(file, name, how)?;
         Ok(PagesWriter {
             path: path.to_path_buf(),
-            out,
+            out: Some(out),
             crc: crc32fast::Hasher::new(),
             len: 0,
             seal: Some(Box::new(seal)),
+            remote: None,
+        })
+    }
+
+    /// A pages file `name` written to `sink` only (`path` names it in errors).
+    pub fn remote(path: &Path, name: &str, sink: &RemoteSink) -> Result<Self, ImageError> {
+        let id = sink.0.open(name)?;
+        Ok(PagesWriter {
+            path: path.to_path_buf(),
+            out: None,
+            crc: crc32fast::Hasher::new(),
+            len: 0,
+            seal: None,
+            remote: Some((sink.clone(), id)),
         })
     }
 
@@ -102,9 +121,14 @@ impl PagesWriter {
             let (path, len) = (self.path.clone(), p.len() as u64);
             return Err(ImageError::UnalignedWrite { path, len });
         }
-        for group in pieces.chunks(MAX_IOVS) {
-            self.write_group(group)
-                .map_err(ImageError::io("write", &self.path))?;
+        if let Some((sink, id)) = &self.remote {
+            sink.0
+                .write_at(*id, PAGES_DATA_OFFSET + self.len, pieces, Some(crc))?;
+        } else {
+            for group in pieces.chunks(MAX_IOVS) {
+                self.write_group(group)
+                    .map_err(ImageError::io("write", &self.path))?;
+            }
         }
         self.crc.combine(crc);
         self.len += pieces.iter().map(|p| p.len() as u64).sum::<u64>();
@@ -116,12 +140,15 @@ impl PagesWriter {
         if let Some(seal) = self.seal.as_mut() {
             return pieces.iter().try_for_each(|p| seal.write(p));
         }
+        let Some(out) = self.out.as_mut() else {
+            return Err(std::io::ErrorKind::Unsupported.into());
+        };
         let (mut first, mut skip) = (0, 0);
         while first < pieces.len() {
             let mut iovs = Vec::with_capacity(pieces.len() - first);
             iovs.push(IoSlice::new(&pieces[first][skip..]));
             iovs.extend(pieces[first + 1..].iter().map(|p| IoSlice::new(p)));
-            let mut n = match self.out.write_vectored(&iovs) {
+            let mut n = match out.write_vectored(&iovs) {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -136,9 +163,10 @@ impl PagesWriter {
         Ok(())
     }
 
-    /// The file being written, for calls this module does not make (writeback hints).
-    pub fn file(&self) -> &File {
-        &self.out
+    /// The file being written, for calls this module does not make (writeback hints);
+    /// none when the pages go to a sink.
+    pub fn file(&self) -> Option<&File> {
+        self.out.as_ref()
     }
 
     /// Data bytes written so far; the data starts at [`PAGES_DATA_OFFSET`].
@@ -151,9 +179,18 @@ impl PagesWriter {
     pub fn finish(self) -> Result<u64, ImageError> {
         let (path, file) = (self.path, self.out);
         let header = Header::sealed(Kind::Pages, self.len, &self.crc);
+        let mut head = vec![0u8; PAGES_DATA_OFFSET as usize];
+        head[..HEADER_LEN].copy_from_slice(&header.to_bytes());
+        if let Some((sink, id)) = self.remote {
+            sink.0.write_at(id, 0, &[&head], None)?;
+            return Ok(self.len / PAGE_SIZE);
+        }
+        let Some(file) = file else {
+            return Err(ImageError::io("write", &path)(
+                std::io::ErrorKind::Unsupported.into(),
+            ));
+        };
         if let Some(seal) = self.seal {
-            let mut head = vec![0u8; PAGES_DATA_OFFSET as usize];
-            head[..HEADER_LEN].copy_from_slice(&header.to_bytes());
             seal.finish(&head).map_err(ImageError::io("write", &path))?;
             return Ok(self.len / PAGE_SIZE);
         }

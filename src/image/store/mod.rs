@@ -473,7 +473,7 @@ fn image_files(dir: &Path) -> Result<Vec<String>, StoreError> {
 
 /// The regular files of `dir`, in name order; anything else (a directory, a link) is
 /// refused.
-pub(crate) fn file_names(dir: &Path) -> Result<Vec<String>, StoreError> {
+pub fn file_names(dir: &Path) -> Result<Vec<String>, StoreError> {
     let mut names = Vec::new();
     for entry in fs::read_dir(dir).map_err(StoreError::io("read directory", dir))? {
         let entry = entry.map_err(StoreError::io("read directory", dir))?;
@@ -494,7 +494,7 @@ pub(crate) fn file_names(dir: &Path) -> Result<Vec<String>, StoreError> {
 }
 
 /// A file name without directories, not `.`/`..`, not empty, at most 255 bytes.
-pub(crate) fn plain_name(name: &str) -> bool {
+pub fn plain_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 255 && !name.contains('/') && name != "." && name != ".."
 }
 

@@ -1,0 +1,14 @@
+//! Sending images over the network and live migration (`docs/migration.md`): the page
+//! stream and its connection ([`wire`]), the sender ([`client`], an `image::ImageSink`),
+//! the page server and receiver ([`server`]) and `stasis migrate`'s pre-copy rounds
+//! ([`rounds`]). It owns the transport and the order of rounds, not what an image holds
+//! (`image`) nor how a tree is dumped (`dump`).
+
+pub mod client;
+pub mod error;
+pub mod rounds;
+pub mod server;
+pub mod wire;
+
+pub use client::{RemoteImage, Target};
+pub use error::MigrateError;

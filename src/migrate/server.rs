@@ -1,0 +1,291 @@
+//! The receiving side of the page stream: `stasis page-server` and `stasis receive`.
+//! Each connection carries one image, written into a temporary sibling of its target as
+//! the frames come (`ImageWriter`), checked (every frame, the digest of the whole stream,
+//! the crc32 of each pages file against its header) and made durable before it is
+//! renamed into place and acknowledged. A connection that breaks or lies leaves nothing
+//! under the target's name. The server ends after the image marked last (or the first
+//! failure); `stasis receive` then restores it and tells the sender.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::net::TcpListener;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::error::MigrateError;
+use super::wire::{self, field, name_at, tag, u32_at, u64_at, Conn};
+use crate::image::file::{Header, Kind, HEADER_LEN};
+use crate::image::pages::PAGES_DATA_OFFSET;
+use crate::image::ImageWriter;
+
+/// The header of a DATA frame: tag, file id, offset.
+const DATA_HEAD: usize = 13;
+/// No file of an image is written beyond this offset.
+const MAX_OFFSET: u64 = 1 << 44;
+
+/// What `stasis page-server` / `stasis receive` was asked to do.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// `ADDR:PORT` to listen on.
+    pub listen: String,
+    pub dir: PathBuf,
+    pub key: Option<[u8; 32]>,
+    /// `stasis receive`: restore the last image (`stasis restore -D IMAGE -d`, with
+    /// these extra arguments) and tell the sender.
+    pub restore: Option<Vec<String>>,
+}
+
+/// One image received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub dir: PathBuf,
+    pub bytes: u64,
+    pub last: bool,
+}
+
+/// Accepts connections on `opts.listen`, one image each, until the last image is stored
+/// (and with `restore`, restored); the first failure ends the server.
+pub fn serve(opts: &ServerOptions, report: &mut dyn FnMut(&Received)) -> Result<(), MigrateError> {
+    let listener = TcpListener::bind(&opts.listen).map_err(|source| MigrateError::Listen {
+        addr: opts.listen.clone(),
+        source,
+    })?;
+    loop {
+        let (stream, _) = listener.accept().map_err(|source| MigrateError::Listen {
+            addr: opts.listen.clone(),
+            source,
+        })?;
+        let mut conn = Conn::accept(stream, opts.key.as_ref())?;
+        let got = match receive(&mut conn, &opts.dir) {
+            Ok(g) => g,
+            Err(e) => {
+                let why = crate::error_line(&e);
+                let _ = conn.send(&wire::status(wire::STORED, false, &why), &[], None);
+                return Err(e);
+            }
+        };
+        conn.send(&wire::status(wire::STORED, true, ""), &[], None)?;
+        report(&got);
+        if !got.last {
+            continue;
+        }
+        if let Some(extra) = &opts.restore {
+            return restore(&mut conn, &got.dir, extra);
+        }
+        return Ok(());
+    }
+}
+
+/// Restores the image in `dir` detached and tells the sender how it went.
+fn restore(conn: &mut Conn, dir: &Path, extra: &[String]) -> Result<(), MigrateError> {
+    let exe = std::env::current_exe().map_err(|source| MigrateError::Spawn {
+        what: "stasis (its own path)".into(),
+        source,
+    })?;
+    let out = std::process::Command::new(exe)
+        .arg("restore")
+        .arg("-D")
+        .arg(dir)
+        .arg("-d")
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|source| MigrateError::Spawn {
+            what: "stasis restore".into(),
+            source,
+        })?;
+    let ok = out.status.success();
+    let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    conn.send(&wire::status(wire::RESTORED, ok, &why), &[], None)?;
+    if ok {
+        Ok(())
+    } else {
+        Err(MigrateError::Target {
+            path: dir.to_path_buf(),
+            what: format!("restore failed: {why}"),
+        })
+    }
+}
+
+/// A file being received.
+struct Incoming {
+    path: PathBuf,
+    file: File,
+    /// A pages file: its header and the crc32 of its data, when the data came in order.
+    pages: Option<PagesCheck>,
+}
+
+#[derive(Default)]
+struct PagesCheck {
+    head: Option<Vec<u8>>,
+    crc: crc32fast::Hasher,
+    next: u64,
+    in_order: bool,
+}
+
+/// Reads one image from `conn` into its target under `dir`.
+fn receive(conn: &mut Conn, dir: &Path) -> Result<Received, MigrateError> {
+    let mut buf = Vec::new();
+    let at = conn.received;
+    let (crc, _) = conn.recv(&mut buf, 0)?;
+    conn.count(buf.len(), crc);
+    let mut i = 1;
+    let (last, name) = match buf.first() {
+        Some(&tag::BEGIN) => (
+            field(&buf, &mut i, 1).map(|b| b[0] != 0),
+            name_at(&buf, &mut i),
+        ),
+        _ => (None, None),
+    };
+    let (Some(last), Some(name)) = (last, name) else {
+        return Err(conn.corrupt(at, "expected the beginning of an image".into()));
+    };
+    let target = target_dir(dir, &name).ok_or_else(|| MigrateError::Target {
+        path: dir.to_path_buf(),
+        what: format!("{name:?} is not a plain directory name"),
+    })?;
+    let writer = ImageWriter::create(&target)?;
+    let mut files: HashMap<u32, Incoming> = HashMap::new();
+    loop {
+        let at = conn.received;
+        let (crc, data_crc) = conn.recv(&mut buf, DATA_HEAD)?;
+        match buf.first() {
+            Some(&tag::END) => {
+                end(conn, &buf, at, &mut files)?;
+                writer.commit()?;
+                let bytes = conn.received;
+                return Ok(Received {
+                    dir: target,
+                    bytes,
+                    last,
+                });
+            }
+            Some(&tag::OPEN) => open(conn, &buf, at, writer.temp_path(), &mut files)?,
+            Some(&tag::DATA) => data(conn, &buf, at, data_crc, &mut files)?,
+            _ => return Err(conn.corrupt(at, "unexpected frame".into())),
+        }
+        conn.count(buf.len(), crc);
+    }
+}
+
+/// `dir` itself for "", else `dir/name` (and `dir` is created).
+fn target_dir(dir: &Path, name: &str) -> Option<PathBuf> {
+    if name.is_empty() {
+        return Some(dir.to_path_buf());
+    }
+    if !crate::image::store::plain_name(name) {
+        return None;
+    }
+    fs::create_dir_all(dir).ok()?;
+    Some(dir.join(name))
+}
+
+fn open(
+    conn: &Conn,
+    p: &[u8],
+    at: u64,
+    temp: &Path,
+    files: &mut HashMap<u32, Incoming>,
+) -> Result<(), MigrateError> {
+    let mut i = 1;
+    let id = u32_at(p, &mut i);
+    let name = name_at(p, &mut i).filter(|n| crate::image::store::plain_name(n));
+    let (Some(id), Some(name)) = (id, name) else {
+        return Err(conn.corrupt(at, "malformed file frame".into()));
+    };
+    let path = temp.join(&name);
+    if files.contains_key(&id) || files.values().any(|f| f.path == path) {
+        return Err(conn.corrupt(at, format!("{name} sent twice")));
+    }
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(crate::image::ImageError::io("create", &path))?;
+    let pages = (name.starts_with("pages-") && name.ends_with(".img")).then(|| PagesCheck {
+        next: PAGES_DATA_OFFSET,
+        in_order: true,
+        ..PagesCheck::default()
+    });
+    files.insert(id, Incoming { path, file, pages });
+    Ok(())
+}
+
+fn data(
+    conn: &Conn,
+    p: &[u8],
+    at: u64,
+    crc: u32,
+    files: &mut HashMap<u32, Incoming>,
+) -> Result<(), MigrateError> {
+    let mut i = 1;
+    let (Some(id), Some(offset)) = (u32_at(p, &mut i), u64_at(p, &mut i)) else {
+        return Err(conn.corrupt(at, "malformed data frame".into()));
+    };
+    let bytes = &p[i..];
+    let Some(f) = files.get_mut(&id) else {
+        return Err(conn.corrupt(at, format!("data for file {id}, never opened")));
+    };
+    if offset.saturating_add(bytes.len() as u64) > MAX_OFFSET {
+        return Err(conn.corrupt(at, format!("offset {offset} out of range")));
+    }
+    f.file
+        .write_all_at(bytes, offset)
+        .map_err(crate::image::ImageError::io("write", &f.path))?;
+    if let Some(c) = f.pages.as_mut() {
+        if offset == 0 {
+            c.head = Some(bytes[..bytes.len().min(HEADER_LEN)].to_vec());
+        } else if offset == c.next {
+            c.crc.combine(&crc32fast::Hasher::new_with_initial_len(
+                crc,
+                bytes.len() as u64,
+            ));
+            c.next += bytes.len() as u64;
+        } else {
+            c.in_order = false;
+        }
+    }
+    Ok(())
+}
+
+/// The end of an image: the file count and the digest of every frame, then each pages
+/// file's crc32 against its header.
+fn end(
+    conn: &mut Conn,
+    p: &[u8],
+    at: u64,
+    files: &mut HashMap<u32, Incoming>,
+) -> Result<(), MigrateError> {
+    let mut i = 1;
+    let count = u32_at(p, &mut i);
+    let _bytes = u64_at(p, &mut i);
+    let digest = field(p, &mut i, 32).map(<[u8]>::to_vec);
+    let (Some(count), Some(digest)) = (count, digest) else {
+        return Err(conn.corrupt(at, "malformed end frame".into()));
+    };
+    if conn.take_digest()[..] != digest[..] {
+        return Err(conn.corrupt(at, "the stream's digest does not match its frames".into()));
+    }
+    if count as usize != files.len() {
+        let what = format!("{count} files announced, {} received", files.len());
+        return Err(conn.corrupt(at, what));
+    }
+    for f in files.values_mut() {
+        if let Some(c) = f.pages.take() {
+            check_pages(&f.path, c)?;
+        }
+    }
+    Ok(())
+}
+
+/// A pages file's header against the data received (re-read if it came out of order).
+fn check_pages(path: &Path, c: PagesCheck) -> Result<(), MigrateError> {
+    let head = c.head.unwrap_or_default();
+    let header = Header::parse(&head, Kind::Pages, path)?;
+    if !c.in_order || header.len != c.next - PAGES_DATA_OFFSET {
+        let pages = header.len / crate::abi::PAGE_SIZE;
+        return Ok(crate::image::pages::verify_pages(path, pages)?);
+    }
+    Ok(header.verify(path, &c.crc)?)
+}

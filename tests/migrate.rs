@@ -1,0 +1,457 @@
+//! Live migration between two simulated hosts on this machine (`stasis receive`,
+//! `stasis migrate`, `docs/migration.md`): each host is a network namespace (with its
+//! own mount, uts and pid namespaces) holding a veth whose other end is on a bridge in a
+//! third network namespace; host A is 10.77.N.1, host B 10.77.N.2. The workload runs in
+//! A, `stasis receive` in B.
+//!
+//! - a python counter migrates and counts on in B, gone from A;
+//! - the receiver killed half-way, or the link cut (`ip link set down`): the migration
+//!   fails naming the peer and the byte, the counter keeps counting in A, and B holds no
+//!   complete-looking image;
+//! - a receiver holding another pre-shared key refuses the stream.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::TempDir;
+
+fn run(cmd: &mut Command) -> bool {
+    cmd.output().is_ok_and(|o| o.status.success())
+}
+
+fn ip(args: &[&str]) -> bool {
+    run(Command::new("ip").args(args))
+}
+
+/// The python counter: writes its count to `count` every 10 ms, holding `mib` MiB of
+/// random memory (what the transfer has to move).
+const COUNTER: &str = r#"
+import os, sys, time
+mem = bytearray(os.urandom(int(sys.argv[2]) << 20))
+i = 0
+while True:
+    i += 1
+    mem[(i * 4096) % len(mem)] = i & 255
+    with open(sys.argv[1] + ".tmp", "w") as f:
+        f.write(str(i))
+    os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+    time.sleep(0.01)
+"#;
+
+/// Two hosts and their bridge; everything is removed on drop.
+struct Hosts {
+    tag: String,
+    /// Host pid of host A's init (pid 1 of its pid namespace).
+    a: i32,
+    a_run: common::Running,
+    b_run: common::Running,
+    net: u32,
+}
+
+impl Hosts {
+    fn ns(&self, which: &str) -> String {
+        format!("{}-{which}", self.tag)
+    }
+
+    /// Builds the bridge and both hosts; `a_script` and `b_script` run as the hosts'
+    /// inits (`sh -c`).
+    fn new(test: &str, a_script: &str, b_script: &str) -> Option<Hosts> {
+        let n = std::process::id() % 200 + 20;
+        let tag = format!("smig{n}");
+        let _ = Command::new("ip")
+            .args(["netns", "del", &format!("{tag}-br")])
+            .output();
+        for h in ["a", "b"] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &format!("{tag}-{h}")])
+                .output();
+        }
+        let br = format!("{tag}-br");
+        let ok = ip(&["netns", "add", &br])
+            && ip(&["-n", &br, "link", "add", "br0", "type", "bridge"])
+            && ip(&["-n", &br, "link", "set", "br0", "up"]);
+        if !ok {
+            common::skip(
+                test,
+                "cannot make network namespaces and a bridge (ip netns)",
+            );
+            return None;
+        }
+        for (h, addr) in [("a", 1), ("b", 2)] {
+            let ns = format!("{tag}-{h}");
+            let ok = ip(&["netns", "add", &ns])
+                && ip(&[
+                    "-n",
+                    &ns,
+                    "link",
+                    "add",
+                    "eth0",
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &format!("v{h}"),
+                    "netns",
+                    &br,
+                ])
+                && ip(&[
+                    "-n",
+                    &br,
+                    "link",
+                    "set",
+                    &format!("v{h}"),
+                    "master",
+                    "br0",
+                    "up",
+                ])
+                && ip(&[
+                    "-n",
+                    &ns,
+                    "addr",
+                    "add",
+                    &format!("10.77.{n}.{addr}/24"),
+                    "dev",
+                    "eth0",
+                ])
+                && ip(&["-n", &ns, "link", "set", "eth0", "up"])
+                && ip(&["-n", &ns, "link", "set", "lo", "up"]);
+            assert!(ok, "cannot set up host {h}");
+        }
+        let host = |h: &str, script: &str| {
+            common::start(Command::new("ip").args([
+                "netns",
+                "exec",
+                &format!("{tag}-{h}"),
+                "unshare",
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "--uts",
+                "sh",
+                "-c",
+                script,
+            ]))
+        };
+        let (a_run, b_run) = (host("a", a_script), host("b", b_script));
+        let a = init_of(a_run.pid());
+        Some(Hosts {
+            tag,
+            a,
+            a_run,
+            b_run,
+            net: n,
+        })
+    }
+
+    fn addr(&self, h: u8) -> String {
+        format!("10.77.{}.{h}", self.net)
+    }
+
+    /// `stasis ARGS` run on host A (all its namespaces).
+    fn stasis_on_a(&self, args: &[&str]) -> common::Running {
+        common::start(
+            Command::new("nsenter")
+                .args(["-t", &self.a.to_string(), "-p", "-m", "-n", "-u", "--"])
+                .arg(stasis_path())
+                .args(args),
+        )
+    }
+
+    /// Host pids of the processes in host `h`'s network namespace.
+    fn pids(&self, h: &str) -> Vec<i32> {
+        let out = Command::new("ip")
+            .args(["netns", "pids", &self.ns(h)])
+            .output();
+        out.map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for h in ["a", "b"] {
+            for p in self.pids(h) {
+                let _ = common::kill(p, libc::SIGKILL);
+            }
+        }
+        self.a_run.kill();
+        self.b_run.kill();
+        for h in ["a", "b", "br"] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.ns(h)])
+                .output();
+        }
+    }
+}
+
+fn stasis_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_stasis"))
+}
+
+/// The child of `pid` (`unshare --fork`'s init), waited for.
+fn init_of(pid: i32) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let path = format!("/proc/{pid}/task/{pid}/children");
+        if let Some(c) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|c| c.parse().ok()))
+        {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "no init under {pid}");
+        common::sleep_ms(10);
+    }
+}
+
+fn count(path: &Path) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until the counter at `path` passes `above`.
+fn counts_past(path: &Path, above: u64, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if count(path) > above {
+            return true;
+        }
+        common::sleep_ms(20);
+    }
+    false
+}
+
+/// Host A's init: burns pids (so the counter's pid is free in B), starts the counter.
+fn a_script(dir: &Path, mib: u32) -> String {
+    let py = dir.join("counter.py");
+    std::fs::write(&py, COUNTER).expect("write counter.py");
+    format!(
+        "i=0; while [ $i -lt 150 ]; do /bin/true; i=$((i+1)); done; \
+         setsid python3 {} {} {mib} </dev/null >/dev/null 2>&1 & echo $! > {}; exec sleep 1000",
+        py.display(),
+        dir.join("count").display(),
+        dir.join("pid").display()
+    )
+}
+
+/// Host B's init: `stasis receive ARGS`, its exit code kept, then it stays.
+fn b_script(dir: &Path, listen: &str, extra: &str) -> String {
+    format!(
+        "{} receive --listen {listen} -D {} {extra} 2>{}; echo $? > {}; exec sleep 1000",
+        stasis_path().display(),
+        dir.join("images").display(),
+        dir.join("receive.err").display(),
+        dir.join("receive.rc").display()
+    )
+}
+
+fn wait_file(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if !s.trim().is_empty() {
+                return s.trim().to_string();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never written",
+            path.display()
+        );
+        common::sleep_ms(20);
+    }
+}
+
+/// Sets up both hosts with the counter (`mib` MiB) in A and the receiver in B.
+fn setup(test: &str, tmp: &TempDir, mib: u32, receive_extra: &str) -> Option<(Hosts, String)> {
+    if Command::new("python3").arg("-V").output().is_err()
+        || Command::new("nsenter").arg("-V").output().is_err()
+    {
+        common::skip(test, "needs python3 and nsenter");
+        return None;
+    }
+    let n = std::process::id() % 200 + 20;
+    let listen = format!("10.77.{n}.2:7000");
+    let hosts = Hosts::new(
+        test,
+        &a_script(tmp.path(), mib),
+        &b_script(tmp.path(), &listen, receive_extra),
+    )?;
+    let ns_pid = wait_file(&tmp.join("pid"));
+    assert!(
+        counts_past(&tmp.join("count"), 0, Duration::from_secs(30)),
+        "the counter never counted"
+    );
+    Some((hosts, ns_pid))
+}
+
+/// No directory under `dir` looks like a complete image.
+fn assert_no_image(dir: &Path) {
+    let found = common::find_inventories(dir);
+    assert!(
+        found.is_empty(),
+        "a failed migration left complete-looking images: {found:?}"
+    );
+}
+
+#[test]
+fn migrate_python_counter() {
+    let test = "migrate_python_counter";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let Some((hosts, pid)) = setup(test, &tmp, 16, "") else {
+        return;
+    };
+    let to = format!("{}:7000", hosts.addr(2));
+    let stats = tmp.join("stats.json");
+    let out = hosts
+        .stasis_on_a(&[
+            "migrate",
+            "-t",
+            &pid,
+            "--to",
+            &to,
+            "--stats-json",
+            stats.to_str().expect("utf-8"),
+        ])
+        .finish(Duration::from_secs(120));
+    out.assert_ok("migrate");
+    assert!(
+        out.stderr.contains("downtime"),
+        "no downtime printed: {}",
+        out.stderr
+    );
+    assert_eq!(
+        wait_file(&tmp.join("receive.rc")),
+        "0",
+        "{}",
+        std::fs::read_to_string(tmp.join("receive.err")).unwrap_or_default()
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats).expect("stats")).expect("json");
+    assert!(
+        json["rounds"].as_array().is_some_and(|r| r.len() >= 2),
+        "{json}"
+    );
+    assert!(
+        json["downtime_ms"].as_f64().is_some_and(|d| d > 0.0),
+        "{json}"
+    );
+    let now = count(&tmp.join("count"));
+    assert!(
+        counts_past(&tmp.join("count"), now + 20, Duration::from_secs(20)),
+        "the counter stopped after the migration"
+    );
+    let python = |h: &str| {
+        hosts
+            .pids(h)
+            .into_iter()
+            .filter(|p| common::status_field(*p, "Name").is_some_and(|n| n.starts_with("python")))
+            .count()
+    };
+    assert_eq!(python("a"), 0, "the source still runs on host A");
+    assert_eq!(python("b"), 1, "the counter does not run on host B");
+}
+
+/// Starts a migration of 256 MiB, does `cut` once some of it went through, and checks
+/// the source survived with the counter going on.
+fn failure_half_way(test: &str, cut: &dyn Fn(&Hosts)) {
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let Some((hosts, pid)) = setup(test, &tmp, 256, "") else {
+        return;
+    };
+    let to = format!("{}:7000", hosts.addr(2));
+    let mut mig = hosts.stasis_on_a(&["migrate", "-t", &pid, "--to", &to, "--timeout", "5"]);
+    // Half-way: the first round's directory appeared on B.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !has_temp(&tmp.join("images")) && Instant::now() < deadline {
+        common::sleep_ms(5);
+    }
+    cut(&hosts);
+    let out = mig.finish(Duration::from_secs(120));
+    let msg = out.assert_failed("migration cut half-way");
+    assert!(
+        msg.contains(&to) && msg.contains("byte"),
+        "the error names neither the peer nor the byte: {msg}"
+    );
+    let now = count(&tmp.join("count"));
+    assert!(
+        counts_past(&tmp.join("count"), now + 20, Duration::from_secs(20)),
+        "the source stopped counting: {msg}"
+    );
+    assert_no_image(&tmp.join("images"));
+}
+
+/// A temporary image directory (`.NAME.stasis-tmp-PID`) exists under `dir`.
+fn has_temp(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|d| {
+        d.flatten()
+            .any(|e| e.file_name().to_string_lossy().contains("stasis-tmp"))
+    })
+}
+
+#[test]
+fn migrate_receiver_killed_half_way() {
+    failure_half_way("migrate_receiver_killed_half_way", &|h: &Hosts| {
+        for p in h.pids("b") {
+            if common::status_field(p, "Name").is_some_and(|n| n == "stasis") {
+                let _ = common::kill(p, libc::SIGKILL);
+            }
+        }
+    });
+}
+
+#[test]
+fn migrate_link_cut_half_way() {
+    failure_half_way("migrate_link_cut_half_way", &|h: &Hosts| {
+        assert!(
+            ip(&["-n", &h.ns("br"), "link", "set", "va", "down"]),
+            "cannot cut the link"
+        );
+    });
+}
+
+#[test]
+fn migrate_with_another_key_is_refused() {
+    let test = "migrate_with_another_key_is_refused";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let (ka, kb) = (tmp.join("a.key"), tmp.join("b.key"));
+    for k in [&ka, &kb] {
+        common::stasis(&["keygen", k.to_str().expect("utf-8")]).assert_ok("keygen");
+    }
+    let extra = format!("--tls --tls-psk {}", kb.display());
+    let Some((hosts, pid)) = setup(test, &tmp, 8, &extra) else {
+        return;
+    };
+    let to = format!("{}:7000", hosts.addr(2));
+    let ka = ka.to_str().expect("utf-8");
+    let out = hosts
+        .stasis_on_a(&["migrate", "-t", &pid, "--to", &to, "--tls", "--tls-psk", ka])
+        .finish(Duration::from_secs(60));
+    let msg = out.assert_failed("migration with another key");
+    assert!(msg.contains("pre-shared key"), "{msg}");
+    assert_ne!(wait_file(&tmp.join("receive.rc")), "0");
+    let err = std::fs::read_to_string(tmp.join("receive.err")).unwrap_or_default();
+    assert!(err.contains("pre-shared key"), "{err}");
+    let now = count(&tmp.join("count"));
+    assert!(
+        counts_past(&tmp.join("count"), now + 20, Duration::from_secs(20)),
+        "the source stopped counting"
+    );
+    assert_no_image(&tmp.join("images"));
+}
