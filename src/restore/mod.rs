@@ -248,7 +248,10 @@ pub fn restore_with(
     let shell_job = opts.shell_job || image.inventory.shell_job;
     let _orphans = Subreaper::become_one();
     let fds = image.processes.iter().flat_map(|p| &p.files.fds);
-    let ghosts = files::Ghosts::create(&image.ghosts, fds)?;
+    let ghosts = files::Ghosts::new(&image.ghosts, fds);
+    if mounts.is_none() {
+        ghosts.make(None)?;
+    }
     let ttys = tty::Bank::build(&image)?;
     let given = files::given_fds(&image, &opts.inherit_fds);
     let join_net = ns::net::to_join(&image, opts.join_net.as_deref(), &opts.inherit_fds)?;
@@ -477,6 +480,8 @@ impl Builder<'_> {
         }
         if let Some(mounts) = self.mounts.filter(|_| pid == root) {
             mnt::restore(&child, mounts).map_err(at(RestoreStage::Takeover, pid))?;
+            // The files deleted while open, made inside the tree's rebuilt mounts.
+            (self.ghosts.make(Some(child.pid()))).map_err(at(RestoreStage::Takeover, pid))?;
         }
         drop(span);
         if pid == root {

@@ -148,21 +148,3 @@ pub fn reach(pid: i32, path: &str) -> std::path::PathBuf {
         false => path.into(),
     }
 }
-
-impl Plan {
-    /// Files deleted while open are recreated by stasis in its own namespace before the
-    /// tree's exists: refused for a tree with mounts of its own.
-    pub fn refuse_ghosts(
-        &self,
-        ghosts: &crate::dump::files::ghost::Table,
-    ) -> Result<(), DumpError> {
-        match ghosts.image().files.first() {
-            Some(g) => Err(DumpError::unsupported(format!(
-                "{} was deleted while open in a tree with a mount namespace of its own; \
-                 stasis cannot recreate deleted files inside that namespace yet",
-                g.path
-            ))),
-            None => Ok(()),
-        }
-    }
-}
