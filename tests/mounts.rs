@@ -5,7 +5,8 @@
 //! group numbers differ) and the tmpfs contents are what they were, the file the tree
 //! held open on the tmpfs still reads, and its cwd is the saved one (also the restorer's:
 //! a regression test, the root had been left in the image directory). A mount stasis cannot rebuild is refused
-//! with one line naming it and `--external`.
+//! with one line naming it and `--external`. Files the tree deleted while holding them
+//! open are made again inside its rebuilt namespace.
 
 mod common;
 
@@ -309,6 +310,60 @@ fn pivot_root_tree_comes_back_in_its_root() {
         "the restored tree never answered"
     );
     let got = std::fs::read_to_string(root.join("result")).expect("result");
+    assert_eq!(got.trim(), "PASS", "log: {}", victim.log_text());
+    common::reap_all(&[pid], true);
+}
+
+const GHOSTS: &str = r#"
+D=$1
+mount -t tmpfs -o size=1m none $D/t || exit 1
+echo intmp > $D/t/g; exec 3<$D/t/g; rm $D/t/g
+echo onhost > $D/h; exec 4<$D/h; rm $D/h
+mkdir $D/gone; cd $D/gone; rmdir $D/gone
+echo ready > $D/ready
+while [ ! -e $D/go ]; do sleep 0.05; done
+read -r a <&3; read -r b <&4
+c=$(readlink /proc/$$/cwd)
+[ "$a" = intmp ] && [ "$b" = onhost ] && [ "$c" = "$D/gone (deleted)" ] && [ -z "$(ls -A $D/t)" ] && echo PASS > $D/result || echo "FAIL $a $b $c $(ls -A $D/t)" > $D/result
+"#;
+
+/// Files deleted while open by a tree with a mount namespace of its own (one on a tmpfs
+/// of that namespace, one on a host directory, a removed working directory) are made
+/// again inside the rebuilt namespace, read back, and leave nothing behind.
+#[test]
+fn deleted_files_inside_own_mount_namespace() {
+    let test = "deleted_files_inside_own_mount_namespace";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let d = tmp.join("d");
+    std::fs::create_dir_all(d.join("t")).expect("mkdir");
+    let Some(victim) = start_script(test, tmp.path(), GHOSTS, &[&d], &d.join("ready")) else {
+        return;
+    };
+    let pid = victim.pid;
+    let _guard = common::TreeGuard(vec![pid]);
+    let listing = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing(&d);
+    round_trip(pid, &tmp.join("img"), &[], &[]);
+    assert_eq!(
+        listing(&d),
+        before,
+        "no ghost is left in the host directory"
+    );
+    std::fs::write(d.join("go"), "").expect("go");
+    assert!(
+        wait_file(&d.join("result"), 20),
+        "the restored tree never answered"
+    );
+    let got = std::fs::read_to_string(d.join("result")).expect("result");
     assert_eq!(got.trim(), "PASS", "log: {}", victim.log_text());
     common::reap_all(&[pid], true);
 }
