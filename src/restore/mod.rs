@@ -276,7 +276,7 @@ pub fn restore_with(
         },
     };
     let built = b.build().and_then(|pages| {
-        remove_links(&image)?;
+        remove_links(&image, &ghosts)?;
         notify(hooks, Point::PostRestore, root)?;
         notify(hooks, Point::NetworkUnlock, root)?;
         notify(hooks, Point::PreResume, root)?;
@@ -348,9 +348,9 @@ fn notify(hooks: &mut dyn Hooks, point: Point, pid: i32) -> Result<(), RestoreEr
 
 /// Every process holds its files: the links made for `--link-remap` go before any of
 /// them runs (a restore failing earlier leaves them, so the image can be restored again).
-fn remove_links(image: &Image) -> Result<(), RestoreError> {
+fn remove_links(image: &Image, ghosts: &files::Ghosts) -> Result<(), RestoreError> {
     for p in &image.processes {
-        files::remove_remap_links(&p.files)?;
+        files::remove_remap_links(&p.files, ghosts)?;
     }
     Ok(())
 }

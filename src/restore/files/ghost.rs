@@ -71,7 +71,7 @@ impl<'a> Ghosts<'a> {
         for i in order {
             let path = self.place(i)?;
             if !self.unnamed.contains(&(i as u32)) {
-                let outside = self.outside(&path);
+                let outside = self.reach(&path);
                 create(&outside, &self.image.files[i])?;
                 self.made.borrow_mut().push(outside);
             }
@@ -81,8 +81,9 @@ impl<'a> Ghosts<'a> {
         Ok(())
     }
 
-    /// Where stasis reaches `path` of the tree.
-    fn outside(&self, path: &Path) -> PathBuf {
+    /// Where stasis reaches `path` of the tree (once [`Ghosts::make`] ran: the tree's
+    /// root is known then).
+    pub fn reach(&self, path: &Path) -> PathBuf {
         match self.root.get() {
             Some(Some(fd)) => {
                 let rest = path.strip_prefix("/").unwrap_or(path);
@@ -136,7 +137,7 @@ impl<'a> Ghosts<'a> {
         let old = PathBuf::from(&g.path);
         let parent = old.parent().unwrap_or(Path::new("/")).to_path_buf();
         self.make_parents(&parent, g)?;
-        if std::fs::symlink_metadata(self.outside(&old)).is_err() {
+        if std::fs::symlink_metadata(self.reach(&old)).is_err() {
             return Ok(old);
         }
         let name = old.file_name().unwrap_or_default().to_string_lossy();
@@ -148,7 +149,7 @@ impl<'a> Ghosts<'a> {
     fn make_parents(&self, dir: &Path, g: &GhostFile) -> Result<(), RestoreError> {
         let missing: Vec<PathBuf> = dir
             .ancestors()
-            .map(|d| self.outside(d))
+            .map(|d| self.reach(d))
             .take_while(|d| std::fs::symlink_metadata(d).is_err())
             .collect();
         for d in missing.into_iter().rev() {
@@ -201,7 +202,7 @@ impl Ghosts<'_> {
         let mut links = Links(Vec::new());
         for (v, name, ghost) in other_names(pid, mm) {
             let path = self.hidden_if_taken(name, pid, v.start);
-            let (from, to) = (self.outside(self.path(ghost)), self.outside(&path));
+            let (from, to) = (self.reach(self.path(ghost)), self.reach(&path));
             std::fs::hard_link(from, &to).map_err(|source| RestoreError::GhostCreate {
                 what: "a link of another name of",
                 path: name.to_string(),
@@ -248,7 +249,7 @@ impl Ghosts<'_> {
     /// `old` if it is free, else `.stasis-ghost-PID-START-NAME` beside it.
     fn hidden_if_taken(&self, old: &str, pid: i32, start: u64) -> PathBuf {
         let old = Path::new(old);
-        if std::fs::symlink_metadata(self.outside(old)).is_err() {
+        if std::fs::symlink_metadata(self.reach(old)).is_err() {
             return old.to_path_buf();
         }
         let name = old.file_name().unwrap_or_default().to_string_lossy();
