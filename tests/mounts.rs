@@ -367,3 +367,60 @@ fn deleted_files_inside_own_mount_namespace() {
     assert_eq!(got.trim(), "PASS", "log: {}", victim.log_text());
     common::reap_all(&[pid], true);
 }
+
+const UNIX_NAMES: &str = r#"
+D=$1
+mount -t tmpfs -o size=1m none $D/s || exit 1
+exec python3 -c '
+import os, socket, sys, time
+d = sys.argv[1]
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+srv.bind(d + "/s/srv")
+cli = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+open(d + "/ready", "w").write("ready")
+while not os.path.exists(d + "/go"):
+    time.sleep(0.05)
+srv.settimeout(5)
+try:
+    cli.sendto(b"ping", d + "/s/srv")
+    ok = srv.recv(16) == b"ping" and oct(os.stat(d + "/s/srv").st_mode) == oct(0o140755)
+except OSError as e:
+    ok = False
+open(d + "/result", "w").write("PASS" if ok else "FAIL")
+' $D
+"#;
+
+/// A unix socket bound to a path that only the tree's mount namespace has (on its own
+/// tmpfs) keeps its name and file: a datagram sent to the path after the restore
+/// reaches it (the file had been looked for in stasis's namespace and taken as deleted).
+#[test]
+fn unix_socket_name_inside_own_mount_namespace() {
+    let test = "unix_socket_name_inside_own_mount_namespace";
+    let _serial = common::serial();
+    require_privileged!(test);
+    if Command::new("python3")
+        .arg("-c")
+        .arg("pass")
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        return common::skip(test, "python3 is not installed");
+    }
+    let tmp = TempDir::new(test);
+    let d = tmp.join("d");
+    std::fs::create_dir_all(d.join("s")).expect("mkdir");
+    let Some(victim) = start_script(test, tmp.path(), UNIX_NAMES, &[&d], &d.join("ready")) else {
+        return;
+    };
+    let pid = victim.pid;
+    let _guard = common::TreeGuard(vec![pid]);
+    round_trip(pid, &tmp.join("img"), &[], &[]);
+    std::fs::write(d.join("go"), "").expect("go");
+    assert!(
+        wait_file(&d.join("result"), 20),
+        "the restored tree never answered"
+    );
+    let got = std::fs::read_to_string(d.join("result")).expect("result");
+    assert_eq!(got.trim(), "PASS", "log: {}", victim.log_text());
+    common::reap_all(&[pid], true);
+}
