@@ -42,7 +42,6 @@ pub fn plan(root: i32, externals: &Externals) -> Result<Option<Plan>, DumpError>
     let mine = read_mountinfo(std::process::id() as i32)?;
     let mounts = tree::classify(&theirs, &mine, externals)?;
     propagation::check(&mounts, &mine)?;
-    tmpfs::reachable(&mounts)?;
     overlay::check(root, &mounts)?;
     procfs::check(root, &mounts)?;
     let unused = externals
