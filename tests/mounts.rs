@@ -424,3 +424,43 @@ fn unix_socket_name_inside_own_mount_namespace() {
     assert_eq!(got.trim(), "PASS", "log: {}", victim.log_text());
     common::reap_all(&[pid], true);
 }
+
+const HIDDEN: &str = r#"
+D=$1
+mount -t tmpfs -o size=1m none $D/h || exit 1
+echo under > $D/h/f
+mount -t tmpfs -o size=1m none $D/h || exit 1
+echo over > $D/h/g
+echo ready > $D/ready
+while [ ! -e $D/go ]; do sleep 0.05; done
+read -r top < $D/h/g
+umount $D/h
+read -r under < $D/h/f
+[ "$top" = over ] && [ "$under" = under ] && echo PASS > $D/result || echo "FAIL $top $under" > $D/result
+"#;
+
+/// A tmpfs hidden under another mount keeps its files: read at dump through a private
+/// copy of the namespace without the mount on it, there again once that one is gone.
+#[test]
+fn hidden_tmpfs_keeps_its_files() {
+    let test = "hidden_tmpfs_keeps_its_files";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let d = tmp.join("d");
+    std::fs::create_dir_all(d.join("h")).expect("mkdir");
+    let Some(victim) = start_script(test, tmp.path(), HIDDEN, &[&d], &d.join("ready")) else {
+        return;
+    };
+    let pid = victim.pid;
+    let _guard = common::TreeGuard(vec![pid]);
+    round_trip(pid, &tmp.join("img"), &[], &[]);
+    std::fs::write(d.join("go"), "").expect("go");
+    assert!(
+        wait_file(&d.join("result"), 20),
+        "the restored tree never answered"
+    );
+    let got = std::fs::read_to_string(d.join("result")).expect("result");
+    assert_eq!(got.trim(), "PASS", "log: {}", victim.log_text());
+    common::reap_all(&[pid], true);
+}
