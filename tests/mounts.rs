@@ -5,7 +5,8 @@
 //! group numbers differ) and the tmpfs contents are what they were, the file the tree
 //! held open on the tmpfs still reads, and its cwd is the saved one (also the restorer's:
 //! a regression test, the root had been left in the image directory). A mount stasis cannot rebuild is refused
-//! with one line naming it and `--external`.
+//! with one line naming it and `--external`. Files the tree deleted while holding them
+//! open are made again inside its rebuilt namespace.
 
 mod common;
 
@@ -309,6 +310,157 @@ fn pivot_root_tree_comes_back_in_its_root() {
         "the restored tree never answered"
     );
     let got = std::fs::read_to_string(root.join("result")).expect("result");
+    assert_eq!(got.trim(), "PASS", "log: {}", victim.log_text());
+    common::reap_all(&[pid], true);
+}
+
+const GHOSTS: &str = r#"
+D=$1
+mount -t tmpfs -o size=1m none $D/t || exit 1
+echo intmp > $D/t/g; exec 3<$D/t/g; rm $D/t/g
+echo onhost > $D/h; exec 4<$D/h; rm $D/h
+mkdir $D/gone; cd $D/gone; rmdir $D/gone
+echo ready > $D/ready
+while [ ! -e $D/go ]; do sleep 0.05; done
+read -r a <&3; read -r b <&4
+c=$(readlink /proc/$$/cwd)
+[ "$a" = intmp ] && [ "$b" = onhost ] && [ "$c" = "$D/gone (deleted)" ] && [ -z "$(ls -A $D/t)" ] && echo PASS > $D/result || echo "FAIL $a $b $c $(ls -A $D/t)" > $D/result
+"#;
+
+/// Files deleted while open by a tree with a mount namespace of its own (one on a tmpfs
+/// of that namespace, one on a host directory, a removed working directory) are made
+/// again inside the rebuilt namespace, read back, and leave nothing behind.
+#[test]
+fn deleted_files_inside_own_mount_namespace() {
+    let test = "deleted_files_inside_own_mount_namespace";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let d = tmp.join("d");
+    std::fs::create_dir_all(d.join("t")).expect("mkdir");
+    let Some(victim) = start_script(test, tmp.path(), GHOSTS, &[&d], &d.join("ready")) else {
+        return;
+    };
+    let pid = victim.pid;
+    let _guard = common::TreeGuard(vec![pid]);
+    let listing = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing(&d);
+    round_trip(pid, &tmp.join("img"), &[], &[]);
+    assert_eq!(
+        listing(&d),
+        before,
+        "no ghost is left in the host directory"
+    );
+    std::fs::write(d.join("go"), "").expect("go");
+    assert!(
+        wait_file(&d.join("result"), 20),
+        "the restored tree never answered"
+    );
+    let got = std::fs::read_to_string(d.join("result")).expect("result");
+    assert_eq!(got.trim(), "PASS", "log: {}", victim.log_text());
+    common::reap_all(&[pid], true);
+}
+
+const UNIX_NAMES: &str = r#"
+D=$1
+mount -t tmpfs -o size=1m none $D/s || exit 1
+exec python3 -c '
+import os, socket, sys, time
+d = sys.argv[1]
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+srv.bind(d + "/s/srv")
+cli = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+open(d + "/ready", "w").write("ready")
+while not os.path.exists(d + "/go"):
+    time.sleep(0.05)
+srv.settimeout(5)
+try:
+    cli.sendto(b"ping", d + "/s/srv")
+    ok = srv.recv(16) == b"ping" and oct(os.stat(d + "/s/srv").st_mode) == oct(0o140755)
+except OSError as e:
+    ok = False
+open(d + "/result", "w").write("PASS" if ok else "FAIL")
+' $D
+"#;
+
+/// A unix socket bound to a path that only the tree's mount namespace has (on its own
+/// tmpfs) keeps its name and file: a datagram sent to the path after the restore
+/// reaches it (the file had been looked for in stasis's namespace and taken as deleted).
+#[test]
+fn unix_socket_name_inside_own_mount_namespace() {
+    let test = "unix_socket_name_inside_own_mount_namespace";
+    let _serial = common::serial();
+    require_privileged!(test);
+    if Command::new("python3")
+        .arg("-c")
+        .arg("pass")
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        return common::skip(test, "python3 is not installed");
+    }
+    let tmp = TempDir::new(test);
+    let d = tmp.join("d");
+    std::fs::create_dir_all(d.join("s")).expect("mkdir");
+    let Some(victim) = start_script(test, tmp.path(), UNIX_NAMES, &[&d], &d.join("ready")) else {
+        return;
+    };
+    let pid = victim.pid;
+    let _guard = common::TreeGuard(vec![pid]);
+    round_trip(pid, &tmp.join("img"), &[], &[]);
+    std::fs::write(d.join("go"), "").expect("go");
+    assert!(
+        wait_file(&d.join("result"), 20),
+        "the restored tree never answered"
+    );
+    let got = std::fs::read_to_string(d.join("result")).expect("result");
+    assert_eq!(got.trim(), "PASS", "log: {}", victim.log_text());
+    common::reap_all(&[pid], true);
+}
+
+const HIDDEN: &str = r#"
+D=$1
+mount -t tmpfs -o size=1m none $D/h || exit 1
+echo under > $D/h/f
+mount -t tmpfs -o size=1m none $D/h || exit 1
+echo over > $D/h/g
+echo ready > $D/ready
+while [ ! -e $D/go ]; do sleep 0.05; done
+read -r top < $D/h/g
+umount $D/h
+read -r under < $D/h/f
+[ "$top" = over ] && [ "$under" = under ] && echo PASS > $D/result || echo "FAIL $top $under" > $D/result
+"#;
+
+/// A tmpfs hidden under another mount keeps its files: read at dump through a private
+/// copy of the namespace without the mount on it, there again once that one is gone.
+#[test]
+fn hidden_tmpfs_keeps_its_files() {
+    let test = "hidden_tmpfs_keeps_its_files";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let d = tmp.join("d");
+    std::fs::create_dir_all(d.join("h")).expect("mkdir");
+    let Some(victim) = start_script(test, tmp.path(), HIDDEN, &[&d], &d.join("ready")) else {
+        return;
+    };
+    let pid = victim.pid;
+    let _guard = common::TreeGuard(vec![pid]);
+    round_trip(pid, &tmp.join("img"), &[], &[]);
+    std::fs::write(d.join("go"), "").expect("go");
+    assert!(
+        wait_file(&d.join("result"), 20),
+        "the restored tree never answered"
+    );
+    let got = std::fs::read_to_string(d.join("result")).expect("result");
     assert_eq!(got.trim(), "PASS", "log: {}", victim.log_text());
     common::reap_all(&[pid], true);
 }

@@ -100,6 +100,7 @@ mod tests {
             memory: Duration::from_micros(30),
             frozen: Duration::from_micros(50),
             total: Duration::from_micros(80),
+            lazy_bytes: 0,
         };
         let back = decode(&encode(&dump_entry(&s))).unwrap().dump.unwrap();
         assert_eq!((back.pages_written, back.pages_scanned), (10, 12));

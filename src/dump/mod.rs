@@ -394,7 +394,6 @@ fn save_tree(
     write_files(&writer, &mut tables)?;
     write_ghosts(&writer, &fd_opts.ghosts.borrow())?;
     if let Some(plan) = mounts {
-        plan.refuse_ghosts(&fd_opts.ghosts.borrow())?;
         plan.save(&writer)?;
     }
     write_tty(&writer, &tree.record, &tables, opts.shell_job)?;

@@ -261,7 +261,10 @@ pub fn restore_with(
     let tree_pids = image.tree.processes.iter().map(|e| e.pid).collect();
     let post_copy = crate::lazy::restore::begin(lazy, tree_pids)?;
     let fds = image.processes.iter().flat_map(|p| &p.files.fds);
-    let ghosts = files::Ghosts::create(&image.ghosts, fds)?;
+    let ghosts = files::Ghosts::new(&image.ghosts, fds);
+    if mounts.is_none() {
+        ghosts.make(None)?;
+    }
     let ttys = tty::Bank::build(&image)?;
     let given = files::given_fds(&image, &opts.inherit_fds);
     let join_net = ns::net::to_join(&image, opts.join_net.as_deref(), &opts.inherit_fds)?;
@@ -288,7 +291,7 @@ pub fn restore_with(
         },
     };
     let built = b.build().and_then(|pages| {
-        remove_links(&image)?;
+        remove_links(&image, &ghosts)?;
         if let Some(master) = b.orphan_master.take() {
             hooks
                 .orphan_pts_master(std::os::fd::AsFd::as_fd(&master))
@@ -373,9 +376,9 @@ fn notify(hooks: &mut dyn Hooks, point: Point, pid: i32) -> Result<(), RestoreEr
 
 /// Every process holds its files: the links made for `--link-remap` go before any of
 /// them runs (a restore failing earlier leaves them, so the image can be restored again).
-fn remove_links(image: &Image) -> Result<(), RestoreError> {
+fn remove_links(image: &Image, ghosts: &files::Ghosts) -> Result<(), RestoreError> {
     for p in &image.processes {
-        files::remove_remap_links(&p.files)?;
+        files::remove_remap_links(&p.files, ghosts)?;
     }
     Ok(())
 }
@@ -509,6 +512,8 @@ impl Builder<'_> {
         }
         if let Some(mounts) = self.mounts.filter(|_| pid == root) {
             mnt::restore(&child, mounts).map_err(at(RestoreStage::Takeover, pid))?;
+            // The files deleted while open, made inside the tree's rebuilt mounts.
+            (self.ghosts.make(Some(child.pid()))).map_err(at(RestoreStage::Takeover, pid))?;
         }
         if pid == root {
             let own_mounts = self.mounts.is_some();

@@ -227,6 +227,22 @@ pub fn in_mount_ns<T: Send>(pid: i32, f: impl FnOnce() -> T + Send) -> Result<T,
     })
 }
 
+/// `unshare(CLONE_NEWNS)` + `mount(MS_REC | MS_PRIVATE)` of `/` — gives the calling
+/// thread (whose fs context is its own, see [`in_mount_ns`]) a private copy of its mount
+/// namespace, where unmounting reaches no other namespace.
+pub fn private_copy() -> Result<(), MountError> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(err("unshare(CLONE_NEWNS)", "for a private copy"))?;
+    let flags = nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE;
+    nix::mount::mount(None::<&str>, "/", None::<&str>, flags, None::<&str>)
+        .map_err(err("mount(MS_PRIVATE)", "/"))
+}
+
+/// `umount2(path, MNT_DETACH)` — takes the topmost mount at `path` off.
+pub fn detach(path: &str) -> Result<(), MountError> {
+    nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH).map_err(err("umount2", path))
+}
+
 const FSPICK_CLOEXEC: u32 = 1;
 const FSPICK_EMPTY_PATH: u32 = 8;
 const FSCONFIG_CMD_RECONFIGURE: u32 = 7;

@@ -43,11 +43,13 @@ fn watch(open: &OpenFd, w: &InotifyWatchInfo) -> Result<InotifyWatch, DumpError>
     })
 }
 
-/// The path of the inode behind a file handle (of an inotify watch or a fanotify mark),
-/// checked to be that inode.
+/// The path of the inode behind a file handle (of an inotify watch or a fanotify mark)
+/// in the mount namespace of `pid` (reached through its `/proc/PID/root` when it is not
+/// stasis's), checked to be that inode.
 pub fn watched_path(pid: i32, w: &FileHandle) -> Result<String, String> {
     let mnt = device_mount(pid, w.sdev)?;
-    let mnt_fd = std::fs::File::open(&mnt).map_err(|e| format!("open {mnt}: {e}"))?;
+    let mnt_fd = std::fs::File::open(crate::dump::mnt::reach(pid, &mnt))
+        .map_err(|e| format!("open {mnt}: {e}"))?;
     let file = open_by_handle_at(mnt_fd.as_fd(), w.handle_type, &w.handle, libc::O_PATH)
         .map_err(|e| format!("open_by_handle_at: {}", e.desc()))?;
     let path = std::fs::read_link(format!("/proc/self/fd/{}", {
@@ -57,7 +59,7 @@ pub fn watched_path(pid: i32, w: &FileHandle) -> Result<String, String> {
     .map_err(|e| format!("readlink: {e}"))?
     .to_string_lossy()
     .into_owned();
-    match std::fs::metadata(&path) {
+    match std::fs::metadata(crate::dump::mnt::reach(pid, &path)) {
         Ok(m) if m.ino() == w.ino => Ok(path),
         _ => Err(format!(
             "{path} is not the watched inode any more (deleted or moved?)"

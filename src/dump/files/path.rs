@@ -130,10 +130,12 @@ pub fn dump_deleted(
 fn remap(open: &OpenFd, path: &str, held: &mut Held) -> Result<(FileId, bool), DumpError> {
     let meta = open.meta()?;
     let link = remap_name(open, path);
+    // The link's path in the tree, and where stasis reaches it (through the process's
+    // root when the tree has a mount namespace of its own).
+    let (link, inside) = (crate::dump::mnt::reach(open.pid, &link), link);
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         open.error(&format!(
-            "is open on {path}, unlinked: {what} {}: {e}",
-            link.display()
+            "is open on {path}, unlinked: {what} {inside}: {e}"
         ))
     };
     let flags = nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW;
@@ -149,15 +151,16 @@ fn remap(open: &OpenFd, path: &str, held: &mut Held) -> Result<(FileId, bool), D
         }
         Err(e) => return Err(fail("cannot link it as", &e)),
     };
-    let name = link.to_string_lossy();
-    Ok((file_id(&name, &name)?, copied))
+    let file = file_id(&link.to_string_lossy(), &inside)?;
+    Ok((file, copied))
 }
 
 /// `.stasis-link-PID-FD-NAME` in the directory of `path`.
-fn remap_name(open: &OpenFd, path: &str) -> PathBuf {
+fn remap_name(open: &OpenFd, path: &str) -> String {
     let old = Path::new(path);
     let name = old.file_name().unwrap_or_default().to_string_lossy();
-    old.with_file_name(format!(".stasis-link-{}-{}-{name}", open.pid, open.fd))
+    let link = old.with_file_name(format!(".stasis-link-{}-{}-{name}", open.pid, open.fd));
+    link.to_string_lossy().into_owned()
 }
 
 /// A copy of the open file at `link`, with its mode and owner (`copy_file_range` under

@@ -72,11 +72,7 @@ fn name_unlinked(ctx: &mut SockCtx<'_>, d: &UnixDiag) -> Result<bool, DumpError>
     if d.name.is_empty() || d.name[0] == 0 {
         return Ok(false);
     }
-    let name = String::from_utf8_lossy(&d.name).into_owned();
-    let path = match d.name[0] {
-        b'/' => name,
-        _ => format!("/proc/{}/cwd/{name}", ctx.pid),
-    };
+    let path = socket_path(ctx.pid, d);
     let here = std::fs::metadata(&path).ok();
     if !here.is_some_and(|m| m.ino() == u64::from(vfs_ino)) {
         return Ok(true);
@@ -88,18 +84,24 @@ fn name_unlinked(ctx: &mut SockCtx<'_>, d: &UnixDiag) -> Result<bool, DumpError>
     Ok(listener && d.state != TCP_LISTEN)
 }
 
+/// Where stasis finds the file of a socket bound to a path: an absolute name in the
+/// process's mount namespace (through `/proc/PID/root` when it is not stasis's), a
+/// relative one from its cwd.
+fn socket_path(pid: i32, d: &UnixDiag) -> std::path::PathBuf {
+    let name = String::from_utf8_lossy(&d.name).into_owned();
+    match d.name[0] {
+        b'/' => crate::dump::mnt::reach(pid, &name),
+        _ => format!("/proc/{pid}/cwd/{name}").into(),
+    }
+}
+
 /// Mode and owner of the file a path-bound socket's name leads to (it leads to the
 /// socket: checked by `name_unlinked`).
 fn socket_file(pid: i32, ino: u64, d: &UnixDiag) -> Option<crate::image::files::SocketFile> {
     if d.name.is_empty() || d.name[0] == 0 {
         return None;
     }
-    let name = String::from_utf8_lossy(&d.name).into_owned();
-    let path = match d.name[0] {
-        b'/' => name,
-        _ => format!("/proc/{pid}/cwd/{name}"),
-    };
-    let m = std::fs::metadata(path).ok()?;
+    let m = std::fs::metadata(socket_path(pid, d)).ok()?;
     Some(crate::image::files::SocketFile {
         ino,
         mode: m.mode() & 0o7777,

@@ -42,7 +42,6 @@ pub fn plan(root: i32, externals: &Externals) -> Result<Option<Plan>, DumpError>
     let mine = read_mountinfo(std::process::id() as i32)?;
     let mounts = tree::classify(&theirs, &mine, externals)?;
     propagation::check(&mounts, &mine)?;
-    tmpfs::reachable(&mounts)?;
     overlay::check(root, &mounts)?;
     procfs::check(root, &mounts)?;
     let unused = externals
@@ -146,23 +145,5 @@ pub fn reach(pid: i32, path: &str) -> std::path::PathBuf {
     match foreign(pid) {
         true => format!("/proc/{pid}/root{path}").into(),
         false => path.into(),
-    }
-}
-
-impl Plan {
-    /// Files deleted while open are recreated by stasis in its own namespace before the
-    /// tree's exists: refused for a tree with mounts of its own.
-    pub fn refuse_ghosts(
-        &self,
-        ghosts: &crate::dump::files::ghost::Table,
-    ) -> Result<(), DumpError> {
-        match ghosts.image().files.first() {
-            Some(g) => Err(DumpError::unsupported(format!(
-                "{} was deleted while open in a tree with a mount namespace of its own; \
-                 stasis cannot recreate deleted files inside that namespace yet",
-                g.path
-            ))),
-            None => Ok(()),
-        }
     }
 }

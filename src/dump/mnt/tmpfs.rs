@@ -3,7 +3,9 @@
 //! the filesystem alone, without what is mounted on it. Directories, regular files
 //! (their data extents only: holes stay holes), symlinks, FIFOs and device nodes, hard
 //! links, with mode, owner and times; opened with `O_NOATIME` so reading changes no
-//! time. Unix socket files are skipped: the sockets bound there make them again.
+//! time. Unix socket files are skipped: the sockets bound there make them again. A tmpfs
+//! hidden under later mounts is read in a private copy of the namespace (made by a
+//! thread of stasis) from which the mounts hiding it were taken off.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -19,10 +21,10 @@ use crate::image::mnt::{Entry, EntryKind, Mount, TmpfsImage};
 /// The most file data one tmpfs may hold for its record.
 const MAX_DATA: u64 = 192 << 20;
 
-/// Every tmpfs must be what its mount point leads to (its files are read through it): a
-/// tmpfs under another mount at or above its place is refused, named.
-pub fn reachable(mounts: &[Mount]) -> Result<(), DumpError> {
-    let ancestors = |m: &Mount| {
+/// The mounts that hide tmpfs `m` (at or above its mount point, mounted after it, not
+/// its ancestors), the newest first.
+fn hiding<'a>(m: &Mount, mounts: &'a [Mount]) -> Vec<&'a Mount> {
+    let ancestors = || {
         let mut out = Vec::new();
         let mut cur = m.parent;
         while let Some(p) = mounts.iter().find(|p| p.id == cur) {
@@ -31,23 +33,34 @@ pub fn reachable(mounts: &[Mount]) -> Result<(), DumpError> {
         }
         out
     };
-    for m in mounts
-        .iter()
-        .filter(|m| m.how == crate::image::mnt::How::Tmpfs)
-    {
-        let covers = |o: &&Mount| {
-            let base = o.mountpoint.trim_end_matches('/');
-            o.id != m.id
-                && (o.mountpoint == m.mountpoint || m.mountpoint.starts_with(&format!("{base}/")))
-                && !ancestors(m).contains(&o.id)
-        };
-        if let Some(o) = mounts.iter().find(covers) {
-            return Err(DumpError::unsupported(format!(
-                "tmpfs at {} (mount {}) is hidden under mount {} at {} ({}), which stasis \
-                 cannot read its files through yet",
-                m.mountpoint, m.id, o.id, o.mountpoint, o.fstype
-            )));
+    let above = ancestors();
+    let covers = |o: &&Mount| {
+        let base = o.mountpoint.trim_end_matches('/');
+        o.id != m.id
+            && (o.mountpoint == m.mountpoint || m.mountpoint.starts_with(&format!("{base}/")))
+            && !above.contains(&o.id)
+    };
+    let mut out: Vec<&Mount> = mounts.iter().filter(covers).collect();
+    out.sort_by_key(|o| std::cmp::Reverse(o.id));
+    out
+}
+
+/// In a private copy of the tree's namespace (the calling thread's, see
+/// `sys::mount::private_copy`), takes the mounts that hide `m` off its mount point, the
+/// newest first, until the path leads to `m`'s filesystem again.
+fn reveal(m: &Mount, hiders: &[&Mount]) -> Result<(), crate::sys::mount::MountError> {
+    crate::sys::mount::private_copy()?;
+    let shows_m = || {
+        nix::sys::stat::stat(m.mountpoint.as_str()).is_ok_and(|st| {
+            let (major, minor) = (libc::major(st.st_dev), libc::minor(st.st_dev));
+            (major, minor) == m.dev
+        })
+    };
+    for h in hiders {
+        if shows_m() {
+            break;
         }
+        crate::sys::mount::detach(&h.mountpoint)?;
     }
     Ok(())
 }
@@ -69,9 +82,14 @@ pub fn read(root_pid: i32, m: &Mount, all: &[Mount]) -> Result<TmpfsImage, DumpE
         ))
     };
     let path = m.mountpoint.clone();
+    let hiders = hiding(m, all);
     // An unbindable mount cannot be cloned: it is walked in place, the mount points of
-    // the mounts on it skipped.
+    // the mounts on it skipped. A hidden one is revealed first, in a private copy of
+    // the namespace.
     let (tree, in_place) = crate::sys::mount::in_mount_ns(root_pid, move || {
+        if !hiders.is_empty() {
+            reveal(m, &hiders)?;
+        }
         match crate::sys::mount::clone_tree(None, &path) {
             Err(e) if e.source == nix::errno::Errno::EINVAL => {
                 let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;

@@ -9,7 +9,8 @@
 //! `dump/files/ghost.rs`.
 
 use std::collections::{HashMap, HashSet};
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::sys::stat::{Mode, SFlag, UtimensatFlags};
@@ -25,9 +26,13 @@ use crate::restore::RestoreError;
 /// The ghosts of an image, recreated, and where each one is.
 pub struct Ghosts<'a> {
     image: &'a GhostsImage,
-    /// Where ghost `i` is, by index (empty until created).
-    paths: Vec<PathBuf>,
-    /// Every ghost and directory made for them, in creation order, until removed.
+    /// Where ghost `i` is in the tree, by index (set by [`Ghosts::make`]).
+    paths: std::cell::OnceCell<Vec<PathBuf>>,
+    /// The tree's root as stasis reaches it (an `O_PATH` fd of the root process's root,
+    /// when the tree has a mount namespace of its own), `None` for stasis's own root.
+    root: std::cell::OnceCell<Option<std::os::fd::OwnedFd>>,
+    /// Every ghost and directory made for them, in creation order, until removed (as
+    /// stasis reaches them).
     made: std::cell::RefCell<Vec<PathBuf>>,
     /// Ghosts made by their one open file description, created with `O_TMPFILE`: that
     /// fd recreates the file itself ([`restore`]), nothing is made at its path.
@@ -35,38 +40,65 @@ pub struct Ghosts<'a> {
 }
 
 impl<'a> Ghosts<'a> {
-    /// Recreates every ghost of `image`, parents before what they hold; `fds` are the
-    /// fd entries of every process (a ghost whose one open file description was made
-    /// with `O_TMPFILE` is recreated by that fd instead).
-    ///
-    /// Ordering requirements: after the image is verified, before any process's Files
-    /// stage.
-    pub fn create<'f>(
-        image: &'a GhostsImage,
-        fds: impl Iterator<Item = &'f FdEntry>,
-    ) -> Result<Ghosts<'a>, RestoreError> {
-        let mut g = Ghosts {
+    /// The ghosts of `image`, made by [`Ghosts::make`]; `fds` are the fd entries of every
+    /// process (a ghost whose one open file description was made with `O_TMPFILE` is
+    /// recreated by that fd instead).
+    pub fn new<'f>(image: &'a GhostsImage, fds: impl Iterator<Item = &'f FdEntry>) -> Ghosts<'a> {
+        Ghosts {
             image,
-            paths: vec![PathBuf::new(); image.files.len()],
+            paths: Default::default(),
+            root: Default::default(),
             made: Default::default(),
             unnamed: unnamed(fds),
-        };
-        let mut order: Vec<usize> = (0..image.files.len()).collect();
-        order.sort_by_key(|&i| Path::new(&image.files[i].path).components().count());
-        for i in order {
-            let path = g.place(i)?;
-            if !g.unnamed.contains(&(i as u32)) {
-                create(&path, &image.files[i])?;
-                g.made.get_mut().push(path.clone());
-            }
-            g.paths[i] = path;
         }
-        Ok(g)
+    }
+
+    /// Recreates every ghost, parents before what they hold: in stasis's own mount
+    /// namespace (`in_tree` `None`), or in that of process `in_tree` (the root of a tree
+    /// with a mount namespace of its own, reached through its `/proc/PID/root`).
+    ///
+    /// Ordering requirements: after the image is verified (and the tree's mounts are
+    /// rebuilt, for `in_tree`), before any process's Mappings and Files stages.
+    pub fn make(&self, in_tree: Option<i32>) -> Result<(), RestoreError> {
+        let root = match in_tree {
+            Some(pid) => Some(open_root(pid)?),
+            None => None,
+        };
+        let _ = self.root.set(root);
+        let mut paths = vec![PathBuf::new(); self.image.files.len()];
+        let mut order: Vec<usize> = (0..self.image.files.len()).collect();
+        order.sort_by_key(|&i| Path::new(&self.image.files[i].path).components().count());
+        for i in order {
+            let path = self.place(i)?;
+            if !self.unnamed.contains(&(i as u32)) {
+                let outside = self.reach(&path);
+                create(&outside, &self.image.files[i])?;
+                self.made.borrow_mut().push(outside);
+            }
+            paths[i] = path;
+        }
+        let _ = self.paths.set(paths);
+        Ok(())
+    }
+
+    /// Where stasis reaches `path` of the tree (once [`Ghosts::make`] ran: the tree's
+    /// root is known then).
+    pub fn reach(&self, path: &Path) -> PathBuf {
+        match self.root.get() {
+            Some(Some(fd)) => {
+                let rest = path.strip_prefix("/").unwrap_or(path);
+                PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())).join(rest)
+            }
+            _ => path.to_path_buf(),
+        }
     }
 
     /// Where ghost `index` is.
     pub fn path(&self, index: u32) -> &Path {
-        &self.paths[index as usize]
+        match self.paths.get() {
+            Some(paths) => &paths[index as usize],
+            None => Path::new(""),
+        }
     }
 
     /// Ghost `index` (the image was checked to have every ghost an fd names).
@@ -100,12 +132,12 @@ impl<'a> Ghosts<'a> {
 
     /// Where ghost `i` goes: its old path if free, else a hidden sibling; the missing
     /// directories above it are made (and recorded for removal).
-    fn place(&mut self, i: usize) -> Result<PathBuf, RestoreError> {
+    fn place(&self, i: usize) -> Result<PathBuf, RestoreError> {
         let g = &self.image.files[i];
         let old = PathBuf::from(&g.path);
         let parent = old.parent().unwrap_or(Path::new("/")).to_path_buf();
         self.make_parents(&parent, g)?;
-        if std::fs::symlink_metadata(&old).is_err() {
+        if std::fs::symlink_metadata(self.reach(&old)).is_err() {
             return Ok(old);
         }
         let name = old.file_name().unwrap_or_default().to_string_lossy();
@@ -114,21 +146,38 @@ impl<'a> Ghosts<'a> {
     }
 
     /// `mkdir -p dir`, recording each directory made.
-    fn make_parents(&mut self, dir: &Path, g: &GhostFile) -> Result<(), RestoreError> {
-        let missing: Vec<&Path> = dir
+    fn make_parents(&self, dir: &Path, g: &GhostFile) -> Result<(), RestoreError> {
+        let missing: Vec<PathBuf> = dir
             .ancestors()
+            .map(|d| self.reach(d))
             .take_while(|d| std::fs::symlink_metadata(d).is_err())
             .collect();
         for d in missing.into_iter().rev() {
-            std::fs::create_dir(d).map_err(|source| RestoreError::GhostCreate {
+            std::fs::create_dir(&d).map_err(|source| RestoreError::GhostCreate {
                 what: "a directory above",
                 path: g.path.clone(),
                 source,
             })?;
-            self.made.get_mut().push(d.to_path_buf());
+            self.made.borrow_mut().push(d);
         }
         Ok(())
     }
+}
+
+/// An `O_PATH` fd of the root directory of process `pid` (kept: ghosts made through it
+/// can be removed even once the process is gone).
+fn open_root(pid: i32) -> Result<std::os::fd::OwnedFd, RestoreError> {
+    let path = format!("/proc/{pid}/root");
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(&path)
+        .map(std::os::fd::OwnedFd::from)
+        .map_err(|source| RestoreError::GhostCreate {
+            what: "the root of the tree for",
+            path,
+            source,
+        })
 }
 
 /// Where the deleted file of each private mapping of `mm` that maps one is during the
@@ -142,7 +191,7 @@ impl Ghosts<'_> {
     /// a mapping of this process that names the ghost, maps a hard link of that name, made
     /// beside the ghost (or hidden, if taken) and removed once mapped (dropping the guard).
     ///
-    /// Ordering requirements: after [`Ghosts::create`], before the Mappings stage.
+    /// Ordering requirements: after [`Ghosts::make`], before the Mappings stage.
     pub fn mapped(&self, pid: i32, mm: &MmImage) -> Result<MappedGhosts, RestoreError> {
         let mut made = Vec::new();
         for v in &mm.vmas {
@@ -152,15 +201,14 @@ impl Ghosts<'_> {
         }
         let mut links = Links(Vec::new());
         for (v, name, ghost) in other_names(pid, mm) {
-            let path = hidden_if_taken(name, pid, v.start);
-            std::fs::hard_link(self.path(ghost), &path).map_err(|source| {
-                RestoreError::GhostCreate {
-                    what: "a link of another name of",
-                    path: name.to_string(),
-                    source,
-                }
+            let path = self.hidden_if_taken(name, pid, v.start);
+            let (from, to) = (self.reach(self.path(ghost)), self.reach(&path));
+            std::fs::hard_link(from, &to).map_err(|source| RestoreError::GhostCreate {
+                what: "a link of another name of",
+                path: name.to_string(),
+                source,
             })?;
-            links.0.push(path.clone());
+            links.0.push(to);
             made.push((v.start, path));
         }
         Ok((made, links))
@@ -197,14 +245,16 @@ fn other_names(pid: i32, mm: &MmImage) -> Vec<(&Vma, &str, u32)> {
     out
 }
 
-/// `old` if it is free, else `.stasis-ghost-PID-START-NAME` beside it.
-fn hidden_if_taken(old: &str, pid: i32, start: u64) -> PathBuf {
-    let old = Path::new(old);
-    if std::fs::symlink_metadata(old).is_err() {
-        return old.to_path_buf();
+impl Ghosts<'_> {
+    /// `old` if it is free, else `.stasis-ghost-PID-START-NAME` beside it.
+    fn hidden_if_taken(&self, old: &str, pid: i32, start: u64) -> PathBuf {
+        let old = Path::new(old);
+        if std::fs::symlink_metadata(self.reach(old)).is_err() {
+            return old.to_path_buf();
+        }
+        let name = old.file_name().unwrap_or_default().to_string_lossy();
+        old.with_file_name(format!(".stasis-ghost-{pid}-{start:x}-{name}"))
     }
-    let name = old.file_name().unwrap_or_default().to_string_lossy();
-    old.with_file_name(format!(".stasis-ghost-{pid}-{start:x}-{name}"))
 }
 
 /// Links made for mappings, removed when dropped.
@@ -391,7 +441,8 @@ mod tests {
             files: vec![ghost(&file, regular), ghost(&dir, GhostBody::Directory)],
         };
         image.files[0].cwd_of.clear();
-        let ghosts = Ghosts::create(&image, std::iter::empty()).unwrap();
+        let ghosts = Ghosts::new(&image, std::iter::empty());
+        ghosts.make(None).unwrap();
         assert_eq!(ghosts.path(0), file);
         assert_eq!(ghosts.cwd_of(42), Some(dir.as_path()));
         let meta = std::fs::metadata(&file).unwrap();
@@ -415,7 +466,8 @@ mod tests {
         let image = GhostsImage {
             files: vec![ghost(&taken, GhostBody::Fifo)],
         };
-        let ghosts = Ghosts::create(&image, std::iter::empty()).unwrap();
+        let ghosts = Ghosts::new(&image, std::iter::empty());
+        ghosts.make(None).unwrap();
         let hidden = ghosts.path(0).to_path_buf();
         assert_ne!(hidden, taken);
         assert!(std::fs::symlink_metadata(&hidden)

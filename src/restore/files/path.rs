@@ -9,7 +9,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{seek, Install};
+use super::{seek, Ghosts, Install};
 use crate::image::files::{FdKind, FilesImage, GhostFd, OPathFd, PathFd, RemapFd};
 use crate::restore::mm::open_in;
 use crate::restore::RestoreError;
@@ -40,10 +40,12 @@ pub fn restore_ghost(at: &Install, g: &GhostFd) -> Result<(), RestoreError> {
 /// name with " (deleted)" as before the dump. The link itself stays until
 /// [`remove_remap_links`]: a restore that fails leaves the image restorable.
 pub fn restore_remap(at: &Install, r: &RemapFd) -> Result<(), RestoreError> {
-    let old = Path::new(&r.path);
-    let named =
-        std::fs::symlink_metadata(old).is_err() && std::fs::hard_link(&r.link.path, old).is_ok();
-    let _unlink = named.then(|| Unlink(old.to_path_buf()));
+    let (old, link) = (
+        at.ghosts.reach(Path::new(&r.path)),
+        at.ghosts.reach(Path::new(&r.link.path)),
+    );
+    let named = std::fs::symlink_metadata(&old).is_err() && std::fs::hard_link(link, &old).is_ok();
+    let _unlink = named.then_some(Unlink(old));
     let name = if named { &r.path } else { &r.link.path };
     at.place(open_in(at.child, name, at.reopen_flags())?)?;
     seek(at, r.pos)
@@ -51,12 +53,12 @@ pub fn restore_remap(at: &Install, r: &RemapFd) -> Result<(), RestoreError> {
 
 /// Removes the links of `files` made for `--link-remap`, once the restore succeeded (a
 /// link several fds share is removed once).
-pub fn remove_remap_links(files: &FilesImage) -> Result<(), RestoreError> {
+pub fn remove_remap_links(files: &FilesImage, ghosts: &Ghosts) -> Result<(), RestoreError> {
     for e in &files.fds {
         let FdKind::Remap(r) = &e.kind else {
             continue;
         };
-        match std::fs::remove_file(&r.link.path) {
+        match std::fs::remove_file(ghosts.reach(Path::new(&r.link.path))) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(RestoreError::Write {
                     path: r.link.path.clone(),

@@ -230,7 +230,7 @@ fn bind_and_listen(child: &Child, s: &Sockets<'_>, u: &UnixSocket) -> Result<(),
     let unlinked = s.unlinked.contains(&u.ino);
     if !u.name.is_empty() {
         if !unlinked {
-            remove_stale(u)?;
+            remove_stale(child, u)?;
         }
         if let Some(dir) = &u.bind_dir {
             let addr = child.put_str(prep::ARG_OFF, dir)?;
@@ -239,7 +239,7 @@ fn bind_and_listen(child: &Child, s: &Sockets<'_>, u: &UnixSocket) -> Result<(),
         let (sa, len) = prep::sockaddr_un(&u.name);
         prep::address_call(child, "bind", libc::SYS_bind, fd, &sa, len)?;
         if let Some(f) = s.files.iter().find(|f| f.ino == u.ino) {
-            set_mode_and_owner(u, f)?;
+            set_mode_and_owner(child, u, f)?;
         }
     }
     if let Some(backlog) = u.listen_backlog {
@@ -250,20 +250,22 @@ fn bind_and_listen(child: &Child, s: &Sockets<'_>, u: &UnixSocket) -> Result<(),
     Ok(())
 }
 
-/// The saved mode and owner on the file `bind` made (from stasis: the path is the same
-/// in the child until the Fs stage).
+/// The saved mode and owner on the file `bind` made (from stasis, through the child's
+/// root: the path is the same in the child until the Fs stage).
 fn set_mode_and_owner(
+    child: &Child,
     u: &UnixSocket,
     f: &crate::image::files::SocketFile,
 ) -> Result<(), RestoreError> {
     use std::os::unix::fs::PermissionsExt;
     let path = socket_path(u);
+    let at = crate::restore::mnt::in_tree(child, &path);
     let failed = |source| RestoreError::Write {
         path: path.clone(),
         source,
     };
-    std::os::unix::fs::chown(&path, Some(f.uid), Some(f.gid)).map_err(failed)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode)).map_err(failed)
+    std::os::unix::fs::chown(&at, Some(f.uid), Some(f.gid)).map_err(failed)?;
+    std::fs::set_permissions(&at, std::fs::Permissions::from_mode(f.mode)).map_err(failed)
 }
 
 /// The path of a socket's file: its name, from its bind directory if relative.
@@ -276,16 +278,17 @@ fn socket_path(u: &UnixSocket) -> String {
 }
 
 /// The socket file a dumped process leaves behind keeps its name taken: remove it if it
-/// is a socket (never anything else).
-fn remove_stale(u: &UnixSocket) -> Result<(), RestoreError> {
+/// is a socket (never anything else). Looked at through the child's root: the tree's.
+fn remove_stale(child: &Child, u: &UnixSocket) -> Result<(), RestoreError> {
     use std::os::unix::fs::FileTypeExt;
     if u.name[0] == 0 {
         return Ok(());
     }
     let path = socket_path(u);
-    match std::fs::symlink_metadata(&path) {
+    let at = crate::restore::mnt::in_tree(child, &path);
+    match std::fs::symlink_metadata(&at) {
         Ok(m) if m.file_type().is_socket() => {
-            std::fs::remove_file(&path).map_err(|source| RestoreError::Write { path, source })
+            std::fs::remove_file(&at).map_err(|source| RestoreError::Write { path, source })
         }
         _ => Ok(()),
     }

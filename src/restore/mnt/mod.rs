@@ -182,6 +182,14 @@ pub fn restore(child: &Child, sources: &Sources) -> Result<(), RestoreError> {
         .map_err(|e| unsupported(format!("pid {pid}: {e}")))?
 }
 
+/// Where stasis reaches `path` of the tree as `child` sees it: through the child's
+/// `/proc/PID/root` (its root is the tree's, in the tree's mount namespace if it has
+/// one, until its Fs stage sets the saved root).
+pub fn in_tree(child: &Child, path: &str) -> PathBuf {
+    let rest = path.trim_start_matches('/');
+    PathBuf::from(format!("/proc/{}/root", child.pid())).join(rest)
+}
+
 /// Set once the root was moved into the image directory: its cwd (and its children's) is
 /// then not the restorer's, and the Fs stage must set the saved one whatever it is.
 static CWD_MOVED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
