@@ -147,7 +147,7 @@ def bench_migrate(args, scratch):
         shutil.rmtree(images, ignore_errors=True)
         port = 27100 + i
         stats = os.path.join(scratch, "m-stats.json")
-        p = start_workload(args.bindir, ["dirty", str(args.migrate_mib), "32"],
+        p = start_workload(args.bindir, ["rewrite", str(args.migrate_mib), "32"],
                            os.path.join(scratch, "wl.out"))
         recv = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c",
                                  f"{args.stasis} receive --listen 127.0.0.1:{port} -D {images} -q;"

@@ -5,7 +5,7 @@
  *                                          ZERO_EVERY-th page written with zeros (0 = none),
  *                                          or with "holes" never written (only read: the
  *                                          checksum maps the shared zero page there)
- *   workload dirty MIB RATE OKFILE         MIB of random data, then RATE MiB/s of its pages
+ *   workload rewrite MIB RATE OKFILE       MIB of random data, then RATE MiB/s of its pages
  *                                          rewritten (one word each, 100 times a second)
  *                                          for ever; no verification (migration downtime)
  *   workload tree  N OKFILE                the same verifier plus N-1 sleeping children
@@ -219,7 +219,7 @@ static void dirty(void)
 static void *sleeper(void *arg) { (void)arg; for (;;) pause(); return NULL; }
 
 /* Rewrites RATE MiB/s of the MIB MiB at `mem`, a slice every 10 ms, going round. */
-static void dirty(size_t mib, long rate)
+static void rewrite(size_t mib, long rate)
 {
     size_t pages = mib << 8, per_tick = (size_t)rate * 256 / 100, next = 0;
     uint64_t stamp = 0;
@@ -255,11 +255,11 @@ int main(int argc, char **argv)
     if (!strcmp(kind, "mem")) {
         fill((size_t)n, argc > 4 ? (unsigned)atoi(argv[3]) : 0,
              argc > 5 && !strcmp(argv[4], "holes"));
-    } else if (!strcmp(kind, "dirty") && argc >= 5) {
+    } else if (!strcmp(kind, "rewrite") && argc >= 5) {
         fill((size_t)n, 0, 0);
         printf("READY %d\n", getpid());
         fflush(stdout);
-        dirty((size_t)n, atol(argv[3]));
+        rewrite((size_t)n, atol(argv[3]));
     } else if (!strcmp(kind, "tree")) {
         fill(1, 0, 0);
         for (long i = 1; i < n; i++)
