@@ -50,14 +50,16 @@ impl Podman {
         let out = self.run(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         // runc names CRIU's log ("log file: PATH"): its last line is stasis's reason.
+        // runc quotes its message: the path ends before the closing quote.
         let log = (stderr.split("log file: ").nth(1))
-            .and_then(|p| std::fs::read_to_string(p.split_whitespace().next()?).ok())
+            .and_then(|p| p.split_whitespace().next())
+            .and_then(|p| std::fs::read_to_string(p.trim_end_matches('"')).ok())
             .unwrap_or_default();
         assert!(
             out.status.success(),
-            "podman {args:?} failed: {}{stderr}\nlog: {}",
+            "podman {args:?} failed: {}{stderr}\nlog (last lines): {}",
             String::from_utf8_lossy(&out.stdout),
-            log.lines().last().unwrap_or("")
+            log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
