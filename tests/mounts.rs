@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -169,6 +169,22 @@ fn unrebuildable_mount_is_refused() {
         "a refused dump leaves the tree running"
     );
     common::reap_all(&[pid], true);
+}
+
+/// A shell `script` (given `$D` = `<tmp>/d`, with `<tmp>/d/<sub>` made) started in a mount
+/// namespace of its own, once it wrote `$D/ready`: the directory, the tree's root and
+/// the guard that ends the tree; `None` where it cannot start (said by `start_script`).
+fn start_in_d(
+    test: &str,
+    tmp: &TempDir,
+    script: &str,
+    sub: &str,
+) -> Option<(PathBuf, Proc, common::TreeGuard)> {
+    let d = tmp.join("d");
+    std::fs::create_dir_all(d.join(sub)).expect("mkdir");
+    let victim = start_script(test, tmp.path(), script, &[&d], &d.join("ready"))?;
+    let guard = common::TreeGuard(vec![victim.pid]);
+    Some((d, victim, guard))
 }
 
 /// Runs `script` (with `args`) as a tree in a new mount namespace; waits for `ready`.
@@ -336,13 +352,10 @@ fn deleted_files_inside_own_mount_namespace() {
     let _serial = common::serial();
     require_privileged!(test);
     let tmp = TempDir::new(test);
-    let d = tmp.join("d");
-    std::fs::create_dir_all(d.join("t")).expect("mkdir");
-    let Some(victim) = start_script(test, tmp.path(), GHOSTS, &[&d], &d.join("ready")) else {
+    let Some((d, victim, _guard)) = start_in_d(test, &tmp, GHOSTS, "t") else {
         return;
     };
     let pid = victim.pid;
-    let _guard = common::TreeGuard(vec![pid]);
     let listing = |dir: &Path| {
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .expect("list")
@@ -407,13 +420,10 @@ fn unix_socket_name_inside_own_mount_namespace() {
         return common::skip(test, "python3 is not installed");
     }
     let tmp = TempDir::new(test);
-    let d = tmp.join("d");
-    std::fs::create_dir_all(d.join("s")).expect("mkdir");
-    let Some(victim) = start_script(test, tmp.path(), UNIX_NAMES, &[&d], &d.join("ready")) else {
+    let Some((d, victim, _guard)) = start_in_d(test, &tmp, UNIX_NAMES, "s") else {
         return;
     };
     let pid = victim.pid;
-    let _guard = common::TreeGuard(vec![pid]);
     round_trip(pid, &tmp.join("img"), &[], &[]);
     std::fs::write(d.join("go"), "").expect("go");
     assert!(
@@ -447,13 +457,10 @@ fn hidden_tmpfs_keeps_its_files() {
     let _serial = common::serial();
     require_privileged!(test);
     let tmp = TempDir::new(test);
-    let d = tmp.join("d");
-    std::fs::create_dir_all(d.join("h")).expect("mkdir");
-    let Some(victim) = start_script(test, tmp.path(), HIDDEN, &[&d], &d.join("ready")) else {
+    let Some((d, victim, _guard)) = start_in_d(test, &tmp, HIDDEN, "h") else {
         return;
     };
     let pid = victim.pid;
-    let _guard = common::TreeGuard(vec![pid]);
     round_trip(pid, &tmp.join("img"), &[], &[]);
     std::fs::write(d.join("go"), "").expect("go");
     assert!(
