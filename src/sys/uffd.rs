@@ -32,19 +32,21 @@ pub const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
 /// `UFFD_USER_MODE_ONLY` (`userfaultfd(2)` flag): allowed to unprivileged processes.
 pub const UFFD_USER_MODE_ONLY: u64 = 1;
 
+/// `struct uffdio_api` (also the missing-mode side's, `uffd_missing.rs`).
 #[repr(C)]
-struct UffdioApi {
-    api: u64,
-    features: u64,
-    ioctls: u64,
+pub(super) struct UffdioApi {
+    pub(super) api: u64,
+    pub(super) features: u64,
+    pub(super) ioctls: u64,
 }
 
+/// `struct uffdio_register`.
 #[repr(C)]
-struct UffdioRegister {
-    start: u64,
-    len: u64,
-    mode: u64,
-    ioctls: u64,
+pub(super) struct UffdioRegister {
+    pub(super) start: u64,
+    pub(super) len: u64,
+    pub(super) mode: u64,
+    pub(super) ioctls: u64,
 }
 
 #[repr(C)]
