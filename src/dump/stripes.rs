@@ -44,7 +44,7 @@ pub fn stripes_for(total: u64) -> u8 {
     if total < STRIPE_MIN {
         return 1;
     }
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = crate::sys::cpu::usable();
     cpus.min(usize::from(MAX_STRIPES)) as u8
 }
 

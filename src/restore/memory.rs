@@ -90,7 +90,7 @@ pub fn fill(
     let total = mm.pages() * PAGE_SIZE;
     let mut paths: Vec<PathBuf> = (0..mm.stripes()).map(pages).collect();
     let work = Work::new(mm, parents, &mut paths, total);
-    let helped = total >= PARALLEL_MIN && cpus() > 1;
+    let helped = total >= PARALLEL_MIN && crate::sys::cpu::usable() > 1;
     let iovs: usize = work.batches.iter().map(|b| b.iovs.len()).sum();
     let small = work.batches.len() <= BATCHED_READS && iovs <= BATCHED_IOVS;
     if !helped && small && paths.len() == 1 {
@@ -173,10 +173,6 @@ fn fill_batched(s: &mut Staged, pages: &Path, work: &Work) -> Result<(), Restore
     b.expect("close", libc::SYS_close, &[fd], 0);
     work.progress.advance(bytes);
     Ok(())
-}
-
-fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// One `preadv`'s worth of runs: where they go, and where their data is.

@@ -134,6 +134,14 @@ fn xfeature_name(bit: u32) -> Option<&'static str> {
     })
 }
 
+/// How many CPUs this process may run on (`available_parallelism`, 1 if unknown), asked
+/// once: the standard library reads the affinity mask and the cgroup's CPU quota (three
+/// files) at each call, and dumps asked once per process.
+pub fn usable() -> usize {
+    static USABLE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *USABLE.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

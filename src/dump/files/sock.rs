@@ -141,7 +141,7 @@ impl<'a> SockCtx<'a> {
     /// error is kept for [`SockCtx::options`] to report at that fd, in table order; a
     /// socket not read here is read there.
     pub fn read_unix_options(&mut self) -> Result<(), DumpError> {
-        let two = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+        let two = crate::sys::cpu::usable() > 1;
         if !two || self.inodes.len() < PARALLEL_SOCKETS {
             return Ok(());
         }

@@ -459,7 +459,7 @@ fn parallel<T: Sync, R: Send>(
     items: &[T],
     work: impl Fn(&T) -> Result<R, StoreError> + Sync,
 ) -> Result<Vec<R>, StoreError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = crate::sys::cpu::usable();
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<R, StoreError>>>> =
         Mutex::new((0..items.len()).map(|_| None).collect());
