@@ -205,14 +205,16 @@ fn addr(name: &str) -> Result<UnixAddr, TrackerError> {
     })
 }
 
-fn send(sock: std::os::fd::BorrowedFd, text: &str, fds: &[RawFd]) -> nix::Result<()> {
+/// Sends one message `text` with `fds` (SCM_RIGHTS) on a seqpacket or stream socket.
+pub(crate) fn send(sock: std::os::fd::BorrowedFd, text: &str, fds: &[RawFd]) -> nix::Result<()> {
     let iov = [IoSlice::new(text.as_bytes())];
     let cmsg = [ControlMessage::ScmRights(fds)];
     let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
     sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None).map(drop)
 }
 
-fn receive(sock: std::os::fd::BorrowedFd) -> nix::Result<(String, Vec<OwnedFd>)> {
+/// Receives one message and the fds it carried (close-on-exec); an empty text at the end.
+pub(crate) fn receive(sock: std::os::fd::BorrowedFd) -> nix::Result<(String, Vec<OwnedFd>)> {
     let mut buf = vec![0u8; MAX_MSG];
     let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
     let mut iov = [IoSliceMut::new(&mut buf)];

@@ -208,6 +208,81 @@ fn lazy_killed_source_kills_the_restored_tree() {
     assert!(victim.alive(), "the source victim did not resume");
 }
 
+#[test]
+fn lazy_killed_restorer_kills_the_restored_tree() {
+    let _serial = common::serial();
+    require_privileged!("lazy_killed_restorer_kills_the_restored_tree");
+    if !available("lazy_killed_restorer_kills_the_restored_tree") {
+        return;
+    }
+    let tmp = TempDir::new("lazy-restorer-killed");
+    let mut victim = common::spawn_victim("lazy_mem", &["-m", "256", "-n"], tmp.path());
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let img = tmp.join("img");
+    let port = port(3);
+    // 20 ms per MiB served: the copy takes seconds, so the kill lands mid-way.
+    let mut dump = dump_lazily(victim.pid, &img, &port, Some(20_000));
+    // The restoring stasis is not the namespace's init (whose death would kill every
+    // process of the namespace anyway): a shell is, and it outlives stasis.
+    let restore = format!(
+        "{} restore -D {} --lazy-pages --address 127.0.0.1 --port {port}; sleep 60",
+        common::STASIS,
+        img.display()
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc", "sh", "-c", &restore]);
+    let mut ns = common::start(&mut cmd);
+    let (pid, _) = restored(&mut ns, "lazy_mem", Instant::now());
+    common::kill(pid, libc::SIGUSR1).expect("go");
+    assert!(
+        wait_log(&victim, "ALIVE", Duration::from_secs(10)),
+        "never ALIVE"
+    );
+    let stasis = common::descendants(ns.pid()).into_iter().find(|&p| {
+        std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+            .is_ok_and(|c| c.contains("restore") && c.contains("--lazy-pages"))
+            && std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() != "sh")
+    });
+    let stasis = stasis.expect("the restoring stasis");
+    let restored_fd = common::PidFd::open(pid).expect("pidfd of the restored victim");
+    common::kill(stasis, libc::SIGKILL).expect("kill the restoring stasis");
+    // Its watchdog SIGKILLs the tree, which must never run on with zeros for the pages
+    // it never received (it would crash or fail its checks: SIGSEGV was seen so).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ended = loop {
+        match restored_fd.exit_status() {
+            Ok(status) => break Some(status),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            // No PIDFD_INFO_EXIT (before Linux 6.15): only the log can tell.
+            Err(_) if !Path::new(&format!("/proc/{pid}")).exists() => break None,
+            Err(_) => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "restored pid {pid} still runs after its restorer died"
+        );
+        common::sleep_ms(10);
+    };
+    if let Some(status) = ended {
+        assert_eq!(
+            status,
+            common::Status::Signaled(libc::SIGKILL),
+            "the restored victim was not killed by the watchdog"
+        );
+    }
+    assert!(
+        !victim.log_text().contains("PASS") && !victim.log_text().contains("FAIL"),
+        "the restored victim ran on without its pages; log:\n{}",
+        victim.log_text()
+    );
+    // The shell is the namespace's init: its end ends the namespace.
+    for p in common::descendants(ns.pid()) {
+        let _ = common::kill(p, libc::SIGKILL);
+    }
+    ns.kill();
+    dump.kill();
+}
+
 const PY_COUNTER: &str = r#"
 import os, sys, time
 path = sys.argv[1]

@@ -21,6 +21,7 @@ pub mod remaining;
 pub mod restore;
 pub mod source;
 pub mod target;
+pub mod watchdog;
 
 use nix::errno::Errno;
 

@@ -6,7 +6,8 @@
 //!
 //! Should post-copy fail (the link, a corrupted page, a kernel error), the daemon kills
 //! the whole restored tree (its processes and whatever they forked since) before its
-//! userfaultfds close: closing them would let a waiting thread run on with zeros.
+//! userfaultfds close: closing them would let a waiting thread run on with zeros. Should
+//! stasis itself die, its watchdog (`watchdog.rs`, holding copies of them) does that.
 
 use std::os::fd::AsFd;
 use std::sync::mpsc::{channel, Sender};
@@ -14,6 +15,7 @@ use std::sync::Mutex;
 use std::thread::JoinHandle;
 
 use super::target::{self, Daemon, Msg, Stats};
+use super::watchdog::Watchdog;
 use super::LazyError;
 use crate::image::lazy::LazyImage;
 use crate::image::mm::{MmImage, VmaKind};
@@ -47,13 +49,19 @@ impl PostCopy {
     pub fn start(image: LazyImage, from: &LazyFrom, tree: Vec<i32>) -> Result<Self, LazyError> {
         check_kernel()?;
         let link = target::connect(&from.address, from.port, image.session)?;
+        let watchdog = std::sync::Arc::new(Watchdog::start(tree.clone())?);
         let (tx, rx) = channel();
         let daemon = std::thread::Builder::new()
             .name("lazy-pages".into())
             .spawn(move || {
-                let r = Daemon::new(link, rx).run();
+                let r = Daemon::new(link, rx, watchdog.clone()).run();
                 if matches!(&r, Err(e) if !matches!(e, LazyError::Abandoned)) {
                     kill_tree(&tree);
+                }
+                // Complete, or the tree killed here: nothing left to guard. (Abandoned:
+                // the restore kills what it made; the watchdog does too if it must.)
+                if !matches!(&r, Err(LazyError::Abandoned)) {
+                    watchdog.release();
                 }
                 r
             })

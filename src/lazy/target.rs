@@ -18,12 +18,14 @@ use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
 use super::proto::{self, Header, Kind};
 use super::remaining::{Piece, Remaining};
+use super::watchdog::Watchdog;
 use super::LazyError;
 use crate::sys::uffd_missing::{self as uffd, Copied, Event};
 
@@ -115,6 +117,20 @@ struct Space {
     /// Pieces copied lately, by when: a fork is reported after the child's address space
     /// was copied, so pages put in the parent meanwhile may be missing in the child.
     recent: Vec<(Instant, Piece)>,
+    /// The watchdog's copy of `uffd`, let go with the space.
+    _watched: Watched,
+}
+
+/// Tells the watchdog to close its copy of a space's userfaultfd when the space goes.
+struct Watched {
+    key: u64,
+    watchdog: Arc<Watchdog>,
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.watchdog.drop_space(self.key);
+    }
 }
 
 /// A request in flight.
@@ -129,6 +145,7 @@ struct Asked {
 pub struct Daemon {
     link: Link,
     rx: Receiver<Msg>,
+    watchdog: Arc<Watchdog>,
     spaces: BTreeMap<u64, Space>,
     next_space: u64,
     asked: HashMap<u32, Asked>,
@@ -143,10 +160,11 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn new(link: Link, rx: Receiver<Msg>) -> Daemon {
+    pub fn new(link: Link, rx: Receiver<Msg>, watchdog: Arc<Watchdog>) -> Daemon {
         Daemon {
             link,
             rx,
+            watchdog,
             spaces: BTreeMap::new(),
             next_space: 0,
             asked: HashMap::new(),
@@ -193,12 +211,18 @@ impl Daemon {
     }
 
     fn add_space(&mut self, pid: i32, uffd: OwnedFd, remaining: Remaining) {
+        let key = self.next_space;
+        self.watchdog.keep(key, uffd.as_fd());
         let space = Space {
             pid,
             uffd,
             remaining,
             cursor: 0,
             recent: Vec::new(),
+            _watched: Watched {
+                key,
+                watchdog: self.watchdog.clone(),
+            },
         };
         self.spaces.insert(self.next_space, space);
         self.next_space += 1;

@@ -541,6 +541,64 @@ pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
     }
 }
 
+/// A pidfd of any process (not only a child), to learn how it ended.
+pub struct PidFd(std::os::fd::OwnedFd);
+
+impl PidFd {
+    /// `pidfd_open(2)` of `pid`.
+    pub fn open(pid: i32) -> io::Result<PidFd> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain integers in; a new fd out, owned below.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just gave us this fd; nothing else owns it.
+        Ok(PidFd(unsafe {
+            std::os::fd::OwnedFd::from_raw_fd(fd as i32)
+        }))
+    }
+
+    /// How the process ended, once it has been reaped (`PIDFD_GET_INFO` with
+    /// `PIDFD_INFO_EXIT`, Linux 6.15); `Err` with `ENOTTY`/`EINVAL` on older kernels and
+    /// `ESRCH` while it is not reaped yet.
+    pub fn exit_status(&self) -> io::Result<Status> {
+        use std::os::fd::AsRawFd;
+        /// `struct pidfd_info` as of Linux 6.15 (`PIDFD_INFO_SIZE_VER0`, 64 bytes).
+        #[repr(C)]
+        #[derive(Default)]
+        struct PidfdInfo {
+            mask: u64,
+            cgroupid: u64,
+            ids: [u32; 11],
+            exit_code: i32,
+            _spare: [u32; 2],
+        }
+        const PIDFD_INFO_EXIT: u64 = 1 << 3;
+        // _IOWR(0xFF, 11, struct pidfd_info)
+        const PIDFD_GET_INFO: u64 = (3 << 30) | (64 << 16) | (0xFF << 8) | 11;
+        let mut info = PidfdInfo {
+            mask: PIDFD_INFO_EXIT,
+            ..Default::default()
+        };
+        // SAFETY: the ioctl writes at most size_of::<PidfdInfo>() (64, encoded in the
+        // request) bytes into `info`, which lives across the call.
+        let r = unsafe { libc::ioctl(self.0.as_raw_fd(), PIDFD_GET_INFO as _, &mut info) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if info.mask & PIDFD_INFO_EXIT == 0 {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        let st = info.exit_code;
+        Ok(if libc::WIFSIGNALED(st) {
+            Status::Signaled(libc::WTERMSIG(st))
+        } else {
+            Status::Exited(libc::WEXITSTATUS(st))
+        })
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // /proc helpers
 
