@@ -439,6 +439,44 @@ mod tests {
     }
 
     #[test]
+    fn ps_sends_to_a_page_server_or_serves_lazily() {
+        use crate::proto::CriuPageServerInfo;
+        let ps = |fd: Option<i32>| CriuPageServerInfo {
+            address: Some("10.0.0.2".into()),
+            port: Some(7000),
+            fd,
+            ..Default::default()
+        };
+        let send = CriuOpts {
+            ps: Some(ps(None)),
+            ..Default::default()
+        };
+        let at = Some(("10.0.0.2".to_string(), 7000));
+        assert_eq!(remote(&send), Ok((at.clone(), None)));
+        let lazy = CriuOpts {
+            lazy_pages: Some(true),
+            ..send.clone()
+        };
+        assert_eq!(remote(&lazy), Ok((None, at)));
+        let no_port = CriuOpts {
+            lazy_pages: Some(true),
+            ..Default::default()
+        };
+        assert!(remote(&no_port).unwrap_err().starts_with("lazy_pages: "));
+        assert!(refusal(send.clone(), true).starts_with("ps: "));
+        let with_fd = CriuOpts {
+            ps: Some(ps(Some(5))),
+            ..Default::default()
+        };
+        assert!(refusal(with_fd, false).starts_with("ps.fd: "));
+        let lazy_chain = CriuOpts {
+            track_mem: Some(true),
+            ..lazy
+        };
+        assert!(refusal(lazy_chain, false).starts_with("lazy_pages: "));
+    }
+
+    #[test]
     fn network_lock_methods_map_to_modes() {
         use stasis::netlock::LockMode;
         assert_eq!(lock_mode(None), Ok(LockMode::Iptables));
