@@ -107,6 +107,47 @@ pub fn fill(job: &mut Job, opts: &CriuOpts, restore: bool) -> Result<(), String>
     Ok(())
 }
 
+/// The fields set in `opts` that stasis takes without an option of its own, because it
+/// always behaves as they ask, each with why (logged; the list is docs/criu-compat.md's).
+pub fn accepted(o: &CriuOpts) -> Vec<String> {
+    let notes = [
+        (
+            o.evasive_devices(),
+            "evasive_devices",
+            "stasis reopens a device by its path",
+        ),
+        (
+            o.force_irmap(),
+            "force_irmap",
+            "stasis finds an inotify watch's target by its handle",
+        ),
+        (
+            !o.irmap_scan_paths.is_empty(),
+            "irmap_scan_paths",
+            "stasis finds an inotify watch's target by its handle",
+        ),
+        (
+            o.auto_ext_mnt(),
+            "auto_ext_mnt",
+            "stasis keeps a mount it shares with the host as the host's",
+        ),
+        (
+            o.display_stats(),
+            "display_stats",
+            "stasis always writes the stats files",
+        ),
+        (
+            o.pre_dump_mode.is_some(),
+            "pre_dump_mode",
+            "stasis reads a pre-dump's pages the same way whichever mode is asked",
+        ),
+    ];
+    (notes.into_iter())
+        .filter(|(set, _, _)| *set)
+        .map(|(_, field, why)| format!("{field}: accepted, {why}"))
+        .collect()
+}
+
 /// `ps` of a dump: the page server to send the image to, or with `lazy_pages` where the
 /// source listens for the target (on `ps.address` if given, else any address, as CRIU).
 #[allow(clippy::type_complexity)]

@@ -146,6 +146,9 @@ fn prepare(req: &CriuReq, peer: i32, restore: bool) -> Result<(Job, crate::log::
         log.error(&why);
         return Err(why);
     }
+    for note in opts::accepted(&o) {
+        log.info(&note);
+    }
     Ok((job, log))
 }
 
@@ -166,6 +169,11 @@ fn dump(channel: &Channel, req: &CriuReq, peer: i32) -> Result<CriuResp, String>
 /// either way, and its pages are read while it runs).
 fn pre_dump(req: &CriuReq, peer: i32) -> Result<CriuResp, String> {
     let (job, mut log) = prepare(req, peer, false)?;
+    if job.lazy.is_some() {
+        let why = "lazy_pages: a pre-dump serves no pages (lazy_pages goes with DUMP)";
+        log.error(why);
+        return Err(why.into());
+    }
     crate::job::run_pre_dump(&job, &mut log)?;
     Ok(CriuResp {
         dump: Some(CriuDumpResp {
