@@ -73,7 +73,8 @@ pub struct Daemon {
     /// With -d: write the daemon's pid here.
     #[arg(long = "pidfile")]
     pub pidfile: Option<PathBuf>,
-    /// Accepted: the daemons log nothing but their failure, on stderr.
+    /// With -d: the daemon's failure goes into this file of the work directory (else
+    /// nowhere, its stdio being closed as CRIU's daemon's).
     #[arg(short = 'o', long = "log-file")]
     pub log_file: Option<PathBuf>,
     #[arg(short = 'v', value_parser = verbosity, num_args = 0..=1, default_missing_value = "v")]
@@ -81,6 +82,15 @@ pub struct Daemon {
     /// The bound socket, from the parent of a daemon (stasis-criu's own).
     #[arg(long = "listen-fd", hide = true)]
     pub listen_fd: Option<i32>,
+}
+
+impl Daemon {
+    /// The log file in the work directory (`-o`), where a daemon's failure is written;
+    /// `-` keeps stderr.
+    fn log(&self) -> Option<PathBuf> {
+        let name = self.log_file.as_ref().filter(|n| n.as_os_str() != "-")?;
+        Some(self.work.as_ref().unwrap_or(&self.images).join(name))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -300,6 +310,7 @@ fn page_server(a: PageServerArgs) -> Result<(), String> {
         dir: d.images.clone(),
         address: d.address.clone().unwrap_or("0.0.0.0".into()),
         port,
+        log: d.log(),
     };
     crate::page_server::run(
         &ps,
@@ -328,6 +339,7 @@ fn lazy_pages(a: LazyPagesArgs) -> Result<(), String> {
             .clone()
             .ok_or("lazy-pages needs --address (the source's)")?,
         port: d.port.ok_or("lazy-pages needs --port (the source's)")?,
+        log: d.log(),
     };
     daemon.run(d.listen_fd, d.daemon, d.status_fd, d.pidfile.as_deref())
 }

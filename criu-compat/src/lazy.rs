@@ -30,6 +30,8 @@ pub struct Daemon {
     pub work: PathBuf,
     pub address: String,
     pub port: u16,
+    /// Where the daemon's stderr goes (its failure): the log file, else nowhere.
+    pub log: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -52,7 +54,7 @@ impl Daemon {
             None => self.bind()?,
         };
         if daemon {
-            let pid = respawn(self.args(), listener.into())?;
+            let pid = respawn(self.args(), listener.into(), self.log.as_deref())?;
             write_pidfile(pidfile, pid)?;
             return ready(status);
         }

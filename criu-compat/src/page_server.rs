@@ -25,6 +25,8 @@ pub struct PageServer {
     pub address: String,
     /// 0: a port the kernel picks (the RPC's answer says which).
     pub port: u16,
+    /// Where a daemon's stderr goes (its failure): the log file, else nowhere.
+    pub log: Option<PathBuf>,
 }
 
 impl PageServer {
@@ -62,20 +64,33 @@ impl PageServer {
         for a in ["--address", &self.address, "--port", &self.port.to_string()] {
             args.push(a.into());
         }
-        respawn(args, listener.into())
+        respawn(args, listener.into(), self.log.as_deref())
     }
 }
 
 /// Starts this binary with `args` and `--listen-fd N`, `fd` (a bound socket) being its
-/// fd N; returns its pid.
-pub fn respawn(args: Vec<OsString>, fd: OwnedFd) -> Result<u32, String> {
+/// fd N, detached from our stdio as CRIU's daemons are (stderr into `log` if given);
+/// returns its pid.
+pub fn respawn(args: Vec<OsString>, fd: OwnedFd, log: Option<&Path>) -> Result<u32, String> {
     inheritable(&fd)?;
+    let stderr = match log {
+        Some(path) => Stdio::from(
+            (std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path))
+            .map_err(|e| format!("open the log {}: {e}", path.display()))?,
+        ),
+        None => Stdio::null(),
+    };
     let exe =
         std::env::current_exe().map_err(|e| format!("the path of stasis-criu itself: {e}"))?;
     let child = Command::new(exe)
         .args(&args)
         .args(["--listen-fd", &fd.as_raw_fd().to_string()])
         .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .map_err(|e| format!("start stasis-criu {:?} in the background: {e}", args[0]))?;
     Ok(child.id())

@@ -221,7 +221,11 @@ fn page_server(req: &CriuReq, peer: i32) -> Result<CriuResp, String> {
     let job = opts::base(&o, peer)?;
     opts::refuse_unsupported(&o, false)?;
     let ps = o.ps.clone().unwrap_or_default();
+    let log = (job.log_file.as_ref())
+        .filter(|n| n.as_os_str() != "-")
+        .map(|n| job.work.join(n));
     let mut server = PageServer {
+        log,
         dir: job.images,
         address: ps.address.unwrap_or("0.0.0.0".into()),
         port: u16::try_from(ps.port.unwrap_or(0))
