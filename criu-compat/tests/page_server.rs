@@ -290,6 +290,30 @@ fn descendants(pid: i32) -> Vec<i32> {
     found
 }
 
+/// Waits until the lazy dump wrote its image into `images` (it then serves).
+fn wait_image(images: &Path, mut ended: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while !images.join("stasis-image/inventory.img").exists() {
+        assert!(!ended(), "the lazy dump ended early");
+        assert!(Instant::now() < until, "the lazy dump wrote no image");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `criu lazy-pages --page-server` for the source on 127.0.0.1:`port`, ready.
+fn lazy_daemon(images: &Path, port: &str) -> Child {
+    start_ready(&[
+        "lazy-pages",
+        "--page-server",
+        "--address",
+        "127.0.0.1",
+        "--port",
+        port,
+        "-D",
+        arg(images),
+    ])
+}
+
 /// Whether post-copy and a pid namespace for the target are available here.
 fn lazy_available(test: &str) -> bool {
     if let Err(e) = stasis::lazy::restore::check_kernel() {
@@ -339,25 +363,9 @@ fn lazy_restore_through_the_command_line() {
         ])
         .spawn()
         .unwrap();
-    let until = Instant::now() + Duration::from_secs(30);
-    while !images.join("stasis-image/inventory.img").exists() {
-        assert!(
-            dump.try_wait().unwrap().is_none(),
-            "dump --lazy-pages ended early"
-        );
-        assert!(Instant::now() < until, "dump --lazy-pages wrote no image");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_image(&images, || dump.try_wait().unwrap().is_some());
     let dumped = count(&file);
-    let lazy = [
-        "lazy-pages",
-        "--page-server",
-        "--address",
-        "127.0.0.1",
-        "--port",
-        &port,
-    ];
-    let mut daemon = start_ready(&[&lazy[..], &["-D", arg(&images)]].concat());
+    let mut daemon = lazy_daemon(&images, &port);
     let mut restore = Command::new("unshare")
         .args([
             "--pid",
@@ -393,4 +401,68 @@ fn lazy_restore_through_the_command_line() {
         kill_tree(p);
     }
     wait_for(&mut restore, "restore --lazy-pages");
+}
+
+/// The same through the RPC: DUMP with `lazy_pages` and `ps.port` (answered once every
+/// page is served), RESTORE with `lazy_pages` from a service in a new pid namespace
+/// (`images_dir` given by path: the service's parent is outside its namespace), which asks
+/// the lazy-pages daemon for the source.
+#[test]
+fn lazy_restore_through_the_rpc() {
+    let test = "lazy_restore_through_the_rpc";
+    if !privileged(test) || !lazy_available(test) {
+        return;
+    }
+    let (dir, victim, pid) = started_counter();
+    let (file, images) = (dir.path().join("count"), dir.path().join("images"));
+    let port = port(4);
+    let images_fd = File::open(&images).unwrap();
+    let dump = req(
+        CriuReqType::Dump,
+        Some(CriuOpts {
+            images_dir_fd: images_fd.as_raw_fd(),
+            pid: Some(pid),
+            lazy_pages: Some(true),
+            ps: Some(CriuPageServerInfo {
+                address: Some("127.0.0.1".into()),
+                port: Some(i32::from(port)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    );
+    let source = std::thread::spawn(move || {
+        let mut s = Session::start();
+        let (resp, _) = s.call(&dump);
+        s.finish();
+        resp
+    });
+    wait_image(&images, || source.is_finished());
+    let dumped = count(&file);
+    let mut daemon = lazy_daemon(&images, &port.to_string());
+    let mut s = Session::start_under(&["unshare", "--pid", "--fork", "--mount-proc"]);
+    let restore = CriuOpts {
+        images_dir_fd: -1,
+        images_dir: Some(arg(&images).into()),
+        lazy_pages: Some(true),
+        ..Default::default()
+    };
+    // The service is the namespace's init: kept (keep_open) while the counter is read.
+    let mut restore = req(CriuReqType::Restore, Some(restore));
+    restore.keep_open = Some(true);
+    let (resp, _) = s.call(&restore);
+    assert!(resp.success, "{:?}", resp.cr_errmsg);
+    let dumped_resp = source.join().unwrap();
+    assert!(dumped_resp.success, "{:?}", dumped_resp.cr_errmsg);
+    assert!(wait_for(&mut daemon, "lazy-pages").success());
+    let until = Instant::now() + Duration::from_secs(20);
+    while count(&file) <= dumped + 5 {
+        assert!(
+            Instant::now() < until,
+            "the counter did not go on after the lazy restore"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    reap(victim);
+    s.finish();
 }

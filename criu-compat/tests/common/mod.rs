@@ -36,6 +36,11 @@ pub struct Session {
 
 impl Session {
     pub fn start() -> Session {
+        Session::start_under(&[])
+    }
+
+    /// `stasis-criu swrk N` run by the command `prefix` (e.g. `unshare --pid --fork`).
+    pub fn start_under(prefix: &[&str]) -> Session {
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -44,7 +49,12 @@ impl Session {
         )
         .unwrap();
         fcntl(&ours, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).unwrap();
-        let child = Command::new(BIN)
+        let (program, args) = match prefix.split_first() {
+            Some((p, rest)) => (*p, [rest, &[BIN]].concat()),
+            None => (BIN, Vec::new()),
+        };
+        let child = Command::new(program)
+            .args(args)
             .args(["swrk", &theirs.as_raw_fd().to_string()])
             .stdin(Stdio::null())
             .spawn()
