@@ -36,12 +36,14 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Probe the kernel features stasis needs.
     Check(Ignored),
-    /// Refused: stasis has no page server.
+    /// Receive images into -D from `criu dump|pre-dump --page-server` (stasis's page
+    /// server: its protocol is stasis's, CRIU cannot send to it).
     #[command(name = "page-server")]
-    PageServer(Ignored),
-    /// Refused: stasis has no lazy pages.
+    PageServer(PageServerArgs),
+    /// The target's side of a lazy restore: tells `criu restore --lazy-pages` where the
+    /// source (`criu dump --lazy-pages`) is, and waits until every page is in.
     #[command(name = "lazy-pages")]
-    LazyPages(Ignored),
+    LazyPages(LazyPagesArgs),
 }
 
 /// The arguments of a refused command, taken whole so the refusal is the one message.
@@ -49,6 +51,107 @@ pub enum Command {
 pub struct Ignored {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     pub rest: Vec<String>,
+}
+
+/// What `criu page-server` and `criu lazy-pages` take besides their own options.
+#[derive(Args, Debug)]
+pub struct Daemon {
+    #[arg(short = 'D', long = "images-dir")]
+    pub images: PathBuf,
+    #[arg(short = 'W', long = "work-dir")]
+    pub work: Option<PathBuf>,
+    #[arg(long = "address")]
+    pub address: Option<String>,
+    #[arg(long = "port")]
+    pub port: Option<u16>,
+    /// Run in the background once listening.
+    #[arg(short = 'd', long = "daemon")]
+    pub daemon: bool,
+    /// Write one zero byte to this fd once listening.
+    #[arg(long = "status-fd")]
+    pub status_fd: Option<i32>,
+    /// With -d: write the daemon's pid here.
+    #[arg(long = "pidfile")]
+    pub pidfile: Option<PathBuf>,
+    /// With -d: the daemon's failure goes into this file of the work directory (else
+    /// nowhere, its stdio being closed as CRIU's daemon's).
+    #[arg(short = 'o', long = "log-file")]
+    pub log_file: Option<PathBuf>,
+    #[arg(short = 'v', value_parser = verbosity, num_args = 0..=1, default_missing_value = "v")]
+    pub verbosity: Option<i32>,
+    /// The bound socket, from the parent of a daemon (stasis-criu's own).
+    #[arg(long = "listen-fd", hide = true)]
+    pub listen_fd: Option<i32>,
+}
+
+impl Daemon {
+    /// The log file in the work directory (`-o`), where a daemon's failure is written;
+    /// `-` keeps stderr.
+    fn log(&self) -> Option<PathBuf> {
+        let name = self.log_file.as_ref().filter(|n| n.as_os_str() != "-")?;
+        Some(self.work.as_ref().unwrap_or(&self.images).join(name))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct PageServerArgs {
+    #[command(flatten)]
+    pub daemon: Daemon,
+}
+
+#[derive(Args, Debug)]
+pub struct LazyPagesArgs {
+    /// Take the pages from the source's `criu dump --lazy-pages` (required: stasis has
+    /// no lazy restore from local images).
+    #[arg(long = "page-server")]
+    pub page_server: bool,
+    #[command(flatten)]
+    pub daemon: Daemon,
+}
+
+/// `--page-server`, `--lazy-pages` and their `--address`/`--port` at dump.
+#[derive(Args, Debug)]
+pub struct Remote {
+    /// Send the image to `criu page-server` (stasis's) at --address/--port.
+    #[arg(long = "page-server")]
+    pub page_server: bool,
+    /// Post-copy: serve the tree's memory on --address/--port to `criu lazy-pages`.
+    #[arg(long = "lazy-pages")]
+    pub lazy_pages: bool,
+    #[arg(long = "address")]
+    pub address: Option<String>,
+    #[arg(long = "port")]
+    pub port: Option<u16>,
+}
+
+impl Remote {
+    /// `(page_server, lazy)` endpoints of the job, or the misuse named.
+    #[allow(clippy::type_complexity)]
+    fn endpoints(&self) -> Result<(Option<(String, u16)>, Option<(String, u16)>), String> {
+        let given = self.address.is_some() || self.port.is_some();
+        match (self.page_server, self.lazy_pages) {
+            (true, true) => Err(
+                "--page-server and --lazy-pages cannot be combined: stasis's \
+                 lazy dump serves its pages itself"
+                    .into(),
+            ),
+            (false, false) if given => {
+                Err("--address and --port go with --page-server or --lazy-pages".into())
+            }
+            (false, false) => Ok((None, None)),
+            (ps, _) => {
+                let what = if ps { "--page-server" } else { "--lazy-pages" };
+                let port = self.port.ok_or(format!("{what} needs --port"))?;
+                let default = if ps { "127.0.0.1" } else { "0.0.0.0" };
+                let at = (self.address.clone().unwrap_or(default.into()), port);
+                Ok(if ps {
+                    (Some(at), None)
+                } else {
+                    (None, Some(at))
+                })
+            }
+        }
+    }
 }
 
 /// Options both sides take.
@@ -100,6 +203,8 @@ pub struct DumpArgs {
     #[arg(long = "track-mem")]
     pub track_mem: bool,
     #[command(flatten)]
+    pub remote: Remote,
+    #[command(flatten)]
     pub common: Common,
 }
 
@@ -147,13 +252,17 @@ pub fn run(cli: Cli) -> i32 {
         return 0;
     }
     let result = match cli.command {
-        None => Err("a command is needed: dump, restore, check (or --version)".into()),
+        None => Err(
+            "a command is needed: dump, pre-dump, restore, check, page-server, lazy-pages \
+             (or --version)"
+                .into(),
+        ),
         Some(Command::Dump(a)) => dump(a),
         Some(Command::Restore(a)) => restore(a),
         Some(Command::Check(_)) => return check(),
         Some(Command::PreDump(a)) => pre_dump(a),
-        Some(Command::PageServer(_)) => Err("page-server: stasis has no page server".into()),
-        Some(Command::LazyPages(_)) => Err("lazy-pages: stasis has no lazy restore yet".into()),
+        Some(Command::PageServer(a)) => page_server(a),
+        Some(Command::LazyPages(a)) => lazy_pages(a),
     };
     match result {
         Ok(()) => 0,
@@ -193,9 +302,57 @@ fn common_job(c: &Common) -> Result<Job, String> {
     Ok(job)
 }
 
+/// `criu page-server`: stasis's page server on -D.
+fn page_server(a: PageServerArgs) -> Result<(), String> {
+    let d = &a.daemon;
+    let port = d.port.ok_or("page-server needs --port")?;
+    let ps = crate::page_server::PageServer {
+        dir: d.images.clone(),
+        address: d.address.clone().unwrap_or("0.0.0.0".into()),
+        port,
+        log: d.log(),
+    };
+    crate::page_server::run(
+        &ps,
+        d.listen_fd,
+        d.daemon,
+        d.status_fd,
+        d.pidfile.as_deref(),
+    )
+}
+
+/// `criu lazy-pages --page-server`: the daemon the target's restore asks for its source.
+fn lazy_pages(a: LazyPagesArgs) -> Result<(), String> {
+    if !a.page_server {
+        return Err(
+            "lazy-pages without --page-server: stasis's lazy restore takes the \
+             pages from the source's `criu dump --lazy-pages` (--page-server --address \
+             --port); lazy pages from the local images dir are not supported"
+                .into(),
+        );
+    }
+    let d = &a.daemon;
+    let daemon = crate::lazy::Daemon {
+        work: d.work.clone().unwrap_or(d.images.clone()),
+        address: d
+            .address
+            .clone()
+            .ok_or("lazy-pages needs --address (the source's)")?,
+        port: d.port.ok_or("lazy-pages needs --port (the source's)")?,
+        log: d.log(),
+    };
+    daemon.run(d.listen_fd, d.daemon, d.status_fd, d.pidfile.as_deref())
+}
+
 /// `criu pre-dump`: the tree runs on; its memory is saved and its writes tracked.
 fn pre_dump(a: DumpArgs) -> Result<(), String> {
     let mut job = common_job(&a.common)?;
+    if a.remote.lazy_pages {
+        return Err(
+            "pre-dump --lazy-pages: a pre-dump serves no pages (use dump --lazy-pages)".into(),
+        );
+    }
+    (job.page_server, _) = a.remote.endpoints()?;
     job.pid = a.pid;
     job.parent_img = a.prev_images_dir.clone();
     job.track_mem = true;
@@ -205,6 +362,15 @@ fn pre_dump(a: DumpArgs) -> Result<(), String> {
 
 fn dump(a: DumpArgs) -> Result<(), String> {
     let mut job = common_job(&a.common)?;
+    (job.page_server, job.lazy) = a.remote.endpoints()?;
+    let chained = a.leave_running || a.prev_images_dir.is_some() || a.track_mem;
+    if job.lazy.is_some() && chained {
+        return Err(
+            "--lazy-pages cannot be combined with -R, --prev-images-dir or \
+             --track-mem: its tree is killed once its pages are served"
+                .into(),
+        );
+    }
     job.parent_img = a.prev_images_dir.clone();
     job.track_mem = a.track_mem;
     job.pid = a.pid;
@@ -221,10 +387,15 @@ fn dump(a: DumpArgs) -> Result<(), String> {
 
 fn restore(a: RestoreArgs) -> Result<(), String> {
     let inherit_fds = a.common.criu.inherit_fds()?;
-    if a.lazy_pages {
-        return Err("--lazy-pages: stasis has no lazy restore yet".into());
-    }
     let mut job = common_job(&a.common)?;
+    let link = match a.lazy_pages {
+        true => Some(crate::lazy::connect(&job.work)?),
+        false => None,
+    };
+    let link = link.map(|(link, source)| {
+        job.lazy = Some(source);
+        link
+    });
     job.rst_sibling = a.sibling;
     job.root = a.root.as_deref().filter(|r| *r != "/").map(Into::into);
     job.skip_file_check = a.skip_file_check;
@@ -234,6 +405,9 @@ fn restore(a: RestoreArgs) -> Result<(), String> {
     if let Some(path) = &a.pidfile {
         std::fs::write(path, format!("{}", restored.pid))
             .map_err(|e| format!("write pid file {}: {e}", path.display()))?;
+    }
+    if let Some(link) = link {
+        crate::lazy::complete(link, &restored).inspect_err(|why| log.error(why))?;
     }
     match a.detached || a.sibling {
         true => Ok(()),

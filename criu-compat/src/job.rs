@@ -5,8 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use stasis::dump::{DumpOptions, DumpSummary, DEFAULT_GHOST_LIMIT};
+use stasis::dump::predump::PreDumpOptions;
+use stasis::dump::{DumpOptions, DumpSummary, LazyServe, DEFAULT_GHOST_LIMIT};
 use stasis::hooks::Hooks;
+use stasis::image::RemoteSink;
+use stasis::migrate::{RemoteImage, Target};
 use stasis::restore::{RestoreOptions, Restored};
 
 use crate::log::Log;
@@ -68,6 +71,13 @@ pub struct Job {
     pub parent_img: Option<PathBuf>,
     /// `track_mem` / `--track-mem`.
     pub track_mem: bool,
+    /// `ps` / `--page-server --address A --port P` at dump: the image is sent to
+    /// stasis's page server (`crate::page_server`), the images directory keeps the
+    /// records only.
+    pub page_server: Option<(String, u16)>,
+    /// `lazy_pages` / `--lazy-pages` with `--address A --port P`. Dump: where the source
+    /// listens for the target; restore: the source the lazy-pages daemon named.
+    pub lazy: Option<(String, u16)>,
 }
 
 impl Job {
@@ -103,6 +113,8 @@ impl Job {
             inherit_fds: Vec::new(),
             parent_img: None,
             track_mem: false,
+            page_server: None,
+            lazy: None,
         }
     }
 
@@ -127,24 +139,93 @@ impl Job {
     /// stasis's image inside the parent CRIU images dir (`parent_img` is relative to
     /// `images`, as CRIU takes it; stasis's image is a subdirectory of each).
     fn parent_image(&self) -> Option<PathBuf> {
-        let parent = self.parent_img.as_ref()?;
-        let dir = self.images.join(parent);
-        let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
-        Some(dir.join(IMAGE_SUBDIR))
+        Some(self.parent_dir()?.join(IMAGE_SUBDIR))
     }
 
-    fn pre_dump_options(&self) -> stasis::dump::predump::PreDumpOptions {
-        stasis::dump::predump::PreDumpOptions {
-            pid: self.pid,
-            dir: self.image_dir(false),
-            prev_images_dir: self.parent_image(),
-            timeout: self.timeout,
-            remote: None,
+    /// The parent CRIU images dir, absolute.
+    fn parent_dir(&self) -> Option<PathBuf> {
+        let dir = self.images.join(self.parent_img.as_ref()?);
+        Some(std::fs::canonicalize(&dir).unwrap_or(dir))
+    }
+
+    /// Whether this image is part of a chain (a pre-dump, or a dump with a parent or
+    /// leaving the tracking armed).
+    fn chained(&self, pre_dump: bool) -> bool {
+        pre_dump || self.parent_img.is_some() || self.track_mem
+    }
+
+    /// The name the page server stores this image under, in its directory: a lone dump
+    /// as `stasis-image` (so `criu restore -D SERVER_DIR` finds it, as a local dump
+    /// would be found), an image of a chain under its CRIU images dir's name (so the
+    /// relative parent reference, `../NAME`, holds there: restore with
+    /// `-D SERVER_DIR/NAME`).
+    pub fn remote_name(&self, pre_dump: bool) -> Result<String, String> {
+        if !self.chained(pre_dump) {
+            return Ok(IMAGE_SUBDIR.into());
+        }
+        base_name(&self.images)
+    }
+
+    /// The parent reference of an image sent to a page server: `../NAME` (the parent's
+    /// name on the server), made to hold locally too by a link `images/NAME` to the
+    /// parent's stasis image (stasis's image is `images/stasis-image`, so `../NAME` is
+    /// `images/NAME`).
+    fn remote_parent(&self) -> Result<Option<PathBuf>, String> {
+        let Some(dir) = self.parent_dir() else {
+            return Ok(None);
+        };
+        let name = base_name(&dir)?;
+        if name == base_name(&self.images)? || name == IMAGE_SUBDIR {
+            return Err(format!(
+                "--page-server with --prev-images-dir: the parent images dir {} and this \
+                 one share the name {name:?}, which names each on the page server",
+                dir.display()
+            ));
+        }
+        let link = self.images.join(&name);
+        let target = dir.join(IMAGE_SUBDIR);
+        if std::fs::read_link(&link).ok().as_ref() != Some(&target) {
+            std::os::unix::fs::symlink(&target, &link)
+                .map_err(|e| format!("link {} to {}: {e}", link.display(), target.display()))?;
+        }
+        Ok(Some(Path::new("..").join(name)))
+    }
+
+    /// Connects to the page server of `page_server`, if any, and begins this image.
+    fn connect(&self, pre_dump: bool) -> Result<Option<RemoteSink>, String> {
+        let Some((address, port)) = &self.page_server else {
+            return Ok(None);
+        };
+        let target = Target {
+            peer: crate::page_server::join(address, *port),
+            key: None,
+        };
+        let name = self.remote_name(pre_dump)?;
+        RemoteImage::begin(&target, &name, !pre_dump)
+            .map(|s| Some(RemoteSink(s)))
+            .map_err(|e| stasis::error_line(&e))
+    }
+
+    /// The parent image as the dump is given it: sent to a page server, relative.
+    fn prev_images_dir(&self) -> Result<Option<PathBuf>, String> {
+        match self.page_server {
+            Some(_) => self.remote_parent(),
+            None => Ok(self.parent_image()),
         }
     }
 
-    fn dump_options(&self) -> DumpOptions {
-        DumpOptions {
+    fn pre_dump_options(&self) -> Result<PreDumpOptions, String> {
+        Ok(PreDumpOptions {
+            pid: self.pid,
+            dir: self.image_dir(false),
+            prev_images_dir: self.prev_images_dir()?,
+            timeout: self.timeout,
+            remote: self.connect(true)?,
+        })
+    }
+
+    fn dump_options(&self) -> Result<DumpOptions, String> {
+        Ok(DumpOptions {
             pid: self.pid,
             dir: self.image_dir(false),
             leave_running: self.leave_running,
@@ -162,15 +243,15 @@ impl Job {
             freeze_cgroup: self.freeze_cgroup.clone(),
             cgroups: self.cgroup_dump.clone(),
             mnt_externals: self.mnt_externals.clone(),
-            prev_images_dir: self.parent_image(),
+            prev_images_dir: self.prev_images_dir()?,
             track_mem: self.track_mem,
-            remote: None,
+            remote: self.connect(false)?,
             veth_externals: self.veth_externals.clone(),
             net_external: self.net_external.clone(),
-            lazy: None,
+            lazy: (self.lazy.clone()).map(|(address, port)| LazyServe { address, port }),
             timeout: self.timeout,
             store: Default::default(),
-        }
+        })
     }
 }
 
@@ -182,7 +263,8 @@ pub fn run_pre_dump(job: &Job, log: &mut Log) -> Result<(), String> {
         job.pid,
         stasis_version()
     ));
-    let done = stasis::dump::predump::pre_dump(&job.pre_dump_options());
+    let options = job.pre_dump_options().inspect_err(|why| log.error(why))?;
+    let done = stasis::dump::predump::pre_dump(&options);
     match &done {
         Ok(s) => log.info(&format!(
             "Pre-dumping finished successfully ({} pages, frozen {:.1} ms)",
@@ -201,8 +283,9 @@ pub fn run_dump(job: &Job, log: &mut Log, hooks: &mut dyn Hooks) -> Result<DumpS
         job.pid,
         stasis_version()
     ));
-    let summary =
-        stasis::dump::dump_with(&job.dump_options(), hooks).map_err(|e| stasis::error_line(&e));
+    let summary = job.dump_options().and_then(|options| {
+        stasis::dump::dump_with(&options, hooks).map_err(|e| stasis::error_line(&e))
+    });
     let summary =
         summary.and_then(|s| stats::write(&job.work, "dump", &stats::dump_entry(&s)).map(|()| s));
     let summary = summary.and_then(|s| link_inventory(&job.images).map(|()| s));
@@ -235,7 +318,8 @@ pub fn run_restore(job: &Job, log: &mut Log, hooks: &mut dyn Hooks) -> Result<Re
         store: Default::default(),
         join_net: job.join_net.clone(),
         veth_externals: job.veth_externals.clone(),
-        lazy: None,
+        lazy: (job.lazy.clone())
+            .map(|(address, port)| stasis::lazy::restore::LazyFrom { address, port }),
     };
     stasis::restore::set_root_sibling(job.rst_sibling);
     let restored = stasis::restore::restore_with(&opts, hooks).map_err(|e| stasis::error_line(&e));
@@ -269,6 +353,14 @@ fn link_inventory(images: &Path) -> Result<(), String> {
             target.display()
         )),
     }
+}
+
+/// The last component of `dir`, as a page server names an image of a chain by it.
+fn base_name(dir: &Path) -> Result<String, String> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    (dir.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| format!("{}: an images dir with a name is needed", dir.display()))
 }
 
 pub fn stasis_version() -> &'static str {

@@ -4,9 +4,11 @@
 mod channel;
 mod cli;
 mod job;
+mod lazy;
 mod log;
 mod notify;
 mod opts;
+mod page_server;
 mod proto;
 mod stats;
 mod swrk;

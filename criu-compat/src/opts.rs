@@ -64,6 +64,9 @@ pub fn fill(job: &mut Job, opts: &CriuOpts, restore: bool) -> Result<(), String>
     job.link_remap = opts.link_remap();
     job.ghost_limit = u64::from(opts.ghost_limit());
     job.freeze_cgroup = opts.freeze_cgroup.clone().map(PathBuf::from);
+    if !restore {
+        (job.page_server, job.lazy) = remote(opts)?;
+    }
     fill_cgroups(job, opts);
     if let Some(t) = opts.timeout.filter(|&t| t != 0) {
         job.timeout = std::time::Duration::from_secs(u64::from(t));
@@ -104,6 +107,73 @@ pub fn fill(job: &mut Job, opts: &CriuOpts, restore: bool) -> Result<(), String>
     Ok(())
 }
 
+/// The fields set in `opts` that stasis takes without an option of its own, because it
+/// always behaves as they ask, each with why (logged; the list is docs/criu-compat.md's).
+pub fn accepted(o: &CriuOpts) -> Vec<String> {
+    let notes = [
+        (
+            o.evasive_devices(),
+            "evasive_devices",
+            "stasis reopens a device by its path",
+        ),
+        (
+            o.force_irmap(),
+            "force_irmap",
+            "stasis finds an inotify watch's target by its handle",
+        ),
+        (
+            !o.irmap_scan_paths.is_empty(),
+            "irmap_scan_paths",
+            "stasis finds an inotify watch's target by its handle",
+        ),
+        (
+            o.auto_ext_mnt(),
+            "auto_ext_mnt",
+            "stasis keeps a mount it shares with the host as the host's",
+        ),
+        (
+            o.display_stats(),
+            "display_stats",
+            "stasis always writes the stats files",
+        ),
+        (
+            o.pre_dump_mode.is_some(),
+            "pre_dump_mode",
+            "stasis reads a pre-dump's pages the same way whichever mode is asked",
+        ),
+    ];
+    (notes.into_iter())
+        .filter(|(set, _, _)| *set)
+        .map(|(_, field, why)| format!("{field}: accepted, {why}"))
+        .collect()
+}
+
+/// `ps` of a dump: the page server to send the image to, or with `lazy_pages` where the
+/// source listens for the target (on `ps.address` if given, else any address, as CRIU).
+#[allow(clippy::type_complexity)]
+fn remote(o: &CriuOpts) -> Result<(Option<(String, u16)>, Option<(String, u16)>), String> {
+    let Some(ps) = &o.ps else {
+        return match o.lazy_pages() {
+            true => Err("lazy_pages: needs ps.port, where the source serves its pages".into()),
+            false => Ok((None, None)),
+        };
+    };
+    let port = (ps.port)
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|&p| p != 0)
+        .ok_or_else(|| format!("ps.port {:?}: the page server's port is needed", ps.port))?;
+    match o.lazy_pages() {
+        true => Ok((
+            None,
+            Some((ps.address.clone().unwrap_or("0.0.0.0".into()), port)),
+        )),
+        false => Ok((
+            Some((ps.address.clone().unwrap_or("127.0.0.1".into()), port)),
+            None,
+        )),
+    }
+}
+
 /// `/proc/<peer>/fd/<fd>`'s target: a directory the client opened.
 fn client_fd_path(peer: i32, fd: i32) -> Result<PathBuf, String> {
     let link = format!("/proc/{peer}/fd/{fd}");
@@ -122,13 +192,13 @@ fn log_name(name: &str) -> Result<PathBuf, String> {
 }
 
 /// The first field set to something stasis does not implement, with the reason.
-fn refuse_unsupported(o: &CriuOpts, restore: bool) -> Result<(), String> {
+pub fn refuse_unsupported(o: &CriuOpts, restore: bool) -> Result<(), String> {
     let refusals = [
         flags(o),
         cgroups(o),
         mounts(o, restore),
-        memory(o),
-        channels(o),
+        memory(o, restore),
+        channels(o, restore),
     ];
     refusals.into_iter().flatten().next().map_or(Ok(()), Err)
 }
@@ -259,7 +329,8 @@ fn mounts(o: &CriuOpts, _restore: bool) -> Option<String> {
     .next()
 }
 
-fn memory(o: &CriuOpts) -> Option<String> {
+fn memory(o: &CriuOpts, restore: bool) -> Option<String> {
+    let chained = o.leave_running() || o.parent_img.is_some() || o.track_mem();
     [
         refused(
             "auto_dedup",
@@ -268,8 +339,9 @@ fn memory(o: &CriuOpts) -> Option<String> {
         ),
         refused(
             "lazy_pages",
-            o.lazy_pages(),
-            "stasis has no lazy (post-copy) restore yet",
+            o.lazy_pages() && !restore && chained,
+            "cannot be combined with leave_running, parent_img or track_mem: the lazily \
+             dumped tree is killed once its pages are served",
         ),
     ]
     .into_iter()
@@ -277,14 +349,27 @@ fn memory(o: &CriuOpts) -> Option<String> {
     .next()
 }
 
-fn channels(o: &CriuOpts) -> Option<String> {
-    let no_net = "stasis writes images to a local directory only (no page server, no TLS)";
+fn channels(o: &CriuOpts, restore: bool) -> Option<String> {
+    let no_net = "stasis's page stream is encrypted with a pre-shared key (stasis \
+                  --tls-psk), not with CRIU's certificate TLS";
+    let ps_fd = o.ps.as_ref().is_some_and(|p| p.fd.is_some());
     [
-        refused("ps", o.ps.is_some(), no_net),
+        refused(
+            "ps.fd",
+            ps_fd,
+            "stasis's page server listens on ps.address/ps.port and its senders connect \
+             there; a socket connected beforehand is not taken",
+        ),
+        refused(
+            "ps",
+            restore && o.ps.is_some(),
+            "a restore takes no page server (a lazy restore asks the lazy-pages daemon in \
+             the work directory for its source)",
+        ),
         refused(
             "status_fd",
             o.status_fd.is_some(),
-            "stasis has no page server nor lazy-pages daemon to report on",
+            "stasis reports no readiness on a status fd over RPC (CRIU marks it obsolete)",
         ),
         refused(
             "pidfd_store_sk",
@@ -392,6 +477,44 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(refuse_unsupported(&parent, false), Ok(()));
+    }
+
+    #[test]
+    fn ps_sends_to_a_page_server_or_serves_lazily() {
+        use crate::proto::CriuPageServerInfo;
+        let ps = |fd: Option<i32>| CriuPageServerInfo {
+            address: Some("10.0.0.2".into()),
+            port: Some(7000),
+            fd,
+            ..Default::default()
+        };
+        let send = CriuOpts {
+            ps: Some(ps(None)),
+            ..Default::default()
+        };
+        let at = Some(("10.0.0.2".to_string(), 7000));
+        assert_eq!(remote(&send), Ok((at.clone(), None)));
+        let lazy = CriuOpts {
+            lazy_pages: Some(true),
+            ..send.clone()
+        };
+        assert_eq!(remote(&lazy), Ok((None, at)));
+        let no_port = CriuOpts {
+            lazy_pages: Some(true),
+            ..Default::default()
+        };
+        assert!(remote(&no_port).unwrap_err().starts_with("lazy_pages: "));
+        assert!(refusal(send.clone(), true).starts_with("ps: "));
+        let with_fd = CriuOpts {
+            ps: Some(ps(Some(5))),
+            ..Default::default()
+        };
+        assert!(refusal(with_fd, false).starts_with("ps.fd: "));
+        let lazy_chain = CriuOpts {
+            track_mem: Some(true),
+            ..lazy
+        };
+        assert!(refusal(lazy_chain, false).starts_with("lazy_pages: "));
     }
 
     #[test]

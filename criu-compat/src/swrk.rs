@@ -8,8 +8,10 @@ use crate::channel::Channel;
 use crate::job::{run_dump, run_restore, Job};
 use crate::notify::Notifier;
 use crate::opts;
+use crate::page_server::PageServer;
 use crate::proto::{
-    CriuDumpResp, CriuFeatures, CriuReq, CriuReqType, CriuResp, CriuRestoreResp, CriuVersion,
+    CriuDumpResp, CriuFeatures, CriuPageServerInfo, CriuReq, CriuReqType, CriuResp,
+    CriuRestoreResp, CriuVersion,
 };
 
 /// The CRIU version stasis answers with: the release whose RPC it speaks (runc wants at
@@ -54,6 +56,7 @@ fn handle(channel: &Channel, req: &CriuReq, peer: i32) -> CriuResp {
         CriuReqType::PreDump | CriuReqType::SinglePreDump => pre_dump(req, peer),
         CriuReqType::Restore => restore(channel, req, peer),
         CriuReqType::WaitPid => wait_pid(req),
+        CriuReqType::PageServer | CriuReqType::PageServerChld => page_server(req, peer),
         other => Err(refusal(other)),
     };
     match answer {
@@ -69,9 +72,6 @@ fn handle(channel: &Channel, req: &CriuReq, peer: i32) -> CriuResp {
 /// Why stasis refuses a request type it does not serve.
 fn refusal(kind: CriuReqType) -> String {
     let why = match kind {
-        CriuReqType::PageServer | CriuReqType::PageServerChld => {
-            "stasis has no page server: images are written to a local directory"
-        }
         CriuReqType::CpuinfoDump | CriuReqType::CpuinfoCheck => {
             "stasis writes no cpuinfo image: every image's inventory records the CPU \
              features it needs, checked at restore"
@@ -120,7 +120,9 @@ fn check() -> Result<CriuResp, String> {
 }
 
 /// Answered truthfully for each feature asked: memory tracking (pre-dump) where this
-/// kernel has async write-protect userfaultfd; no lazy pages and no pidfd store yet.
+/// kernel has async write-protect userfaultfd, lazy pages where it has missing-mode
+/// userfaultfd with the events post-copy follows (`stasis check`'s probe); no pidfd
+/// store.
 fn features(req: &CriuReq) -> CriuResp {
     let asked = req.features.unwrap_or_default();
     CriuResp {
@@ -128,7 +130,7 @@ fn features(req: &CriuReq) -> CriuResp {
             mem_track: asked
                 .mem_track
                 .map(|_| stasis::check::tracking_method().is_some()),
-            lazy_pages: asked.lazy_pages.map(|_| false),
+            lazy_pages: (asked.lazy_pages).map(|_| stasis::lazy::restore::check_kernel().is_ok()),
             pidfd_store: asked.pidfd_store.map(|_| false),
         }),
         ..Default::default()
@@ -143,6 +145,9 @@ fn prepare(req: &CriuReq, peer: i32, restore: bool) -> Result<(Job, crate::log::
     if let Err(why) = opts::fill(&mut job, &o, restore) {
         log.error(&why);
         return Err(why);
+    }
+    for note in opts::accepted(&o) {
+        log.info(&note);
     }
     Ok((job, log))
 }
@@ -164,6 +169,11 @@ fn dump(channel: &Channel, req: &CriuReq, peer: i32) -> Result<CriuResp, String>
 /// either way, and its pages are read while it runs).
 fn pre_dump(req: &CriuReq, peer: i32) -> Result<CriuResp, String> {
     let (job, mut log) = prepare(req, peer, false)?;
+    if job.lazy.is_some() {
+        let why = "lazy_pages: a pre-dump serves no pages (lazy_pages goes with DUMP)";
+        log.error(why);
+        return Err(why.into());
+    }
     crate::job::run_pre_dump(&job, &mut log)?;
     Ok(CriuResp {
         dump: Some(CriuDumpResp {
@@ -174,10 +184,22 @@ fn pre_dump(req: &CriuReq, peer: i32) -> Result<CriuResp, String> {
 }
 
 fn restore(channel: &Channel, req: &CriuReq, peer: i32) -> Result<CriuResp, String> {
-    let (job, mut log) = prepare(req, peer, true)?;
-    let enabled = req.opts.as_ref().is_some_and(|o| o.notify_scripts());
+    let (mut job, mut log) = prepare(req, peer, true)?;
+    let opts = req.opts.as_ref();
+    let lazy = match opts.is_some_and(|o| o.lazy_pages()) {
+        true => Some(crate::lazy::connect(&job.work).inspect_err(|why| log.error(why))?),
+        false => None,
+    };
+    let link = lazy.map(|(link, source)| {
+        job.lazy = Some(source);
+        link
+    });
+    let enabled = opts.is_some_and(|o| o.notify_scripts());
     let mut notifier = Notifier::new(channel, enabled, log.clone());
     let restored = run_restore(&job, &mut log, &mut notifier)?;
+    if let Some(link) = link {
+        crate::lazy::complete(link, &restored).inspect_err(|why| log.error(why))?;
+    }
     if let Some(why) = &notifier.late_failure {
         log.error(&format!(
             "post-resume notification failed (the tree runs): {why}"
@@ -185,6 +207,39 @@ fn restore(channel: &Channel, req: &CriuReq, peer: i32) -> Result<CriuResp, Stri
     }
     Ok(CriuResp {
         restore: Some(CriuRestoreResp { pid: restored.pid }),
+        ..Default::default()
+    })
+}
+
+/// `PAGE_SERVER` and `PAGE_SERVER_CHLD`: starts stasis's page server on the request's
+/// images directory, listening on `ps.address` (any) and `ps.port` (0: one the kernel
+/// picks), and answers with its pid and port once it listens, as CRIU does. Both start
+/// it as a child of this service (CRIU's `PAGE_SERVER` starts a daemon); it ends after
+/// the last image of a chain (a dump's), or at the first failure.
+fn page_server(req: &CriuReq, peer: i32) -> Result<CriuResp, String> {
+    let o = req.opts.clone().ok_or("a request without opts")?;
+    let job = opts::base(&o, peer)?;
+    opts::refuse_unsupported(&o, false)?;
+    let ps = o.ps.clone().unwrap_or_default();
+    let log = (job.log_file.as_ref())
+        .filter(|n| n.as_os_str() != "-")
+        .map(|n| job.work.join(n));
+    let mut server = PageServer {
+        log,
+        dir: job.images,
+        address: ps.address.unwrap_or("0.0.0.0".into()),
+        port: u16::try_from(ps.port.unwrap_or(0))
+            .map_err(|_| format!("ps.port {:?}: not a TCP port", ps.port))?,
+    };
+    let (listener, port) = server.bind()?;
+    server.port = port;
+    let pid = server.spawn(listener)?;
+    Ok(CriuResp {
+        ps: Some(CriuPageServerInfo {
+            pid: Some(pid as i32),
+            port: Some(i32::from(port)),
+            ..Default::default()
+        }),
         ..Default::default()
     })
 }

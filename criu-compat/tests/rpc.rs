@@ -9,93 +9,11 @@ mod common;
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use common::proto::{self, CriuFeatures, CriuOpts, CriuReqType};
-use common::{req, Session, BIN};
+use common::{assert_counts_on, chain_dirs, tracking};
+use common::{count, criu, privileged, reap, req, started_counter, Session};
 use prost::Message;
-
-/// A python process counting into `file` every 50 ms, in its own session.
-fn counter(file: &Path) -> Child {
-    let script = format!(
-        "import time\ni = 0\nwhile True:\n    i += 1\n    open({:?}, 'w').write(str(i))\n    time.sleep(0.05)\n",
-        file.display().to_string()
-    );
-    Command::new("setsid")
-        .args(["/usr/bin/python3", "-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-/// A temporary directory with an empty `images/`, and a counter into its `count` that
-/// has run for a while.
-fn started_counter() -> (tempfile::TempDir, Child, i32) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("images")).unwrap();
-    let victim = counter(&dir.path().join("count"));
-    let pid = victim.id() as i32;
-    std::thread::sleep(Duration::from_millis(300));
-    (dir, victim, pid)
-}
-
-/// Reaps the killed victim and whatever of its tree was reparented to us.
-fn reap(mut victim: Child) {
-    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-    victim.wait().unwrap();
-    while let Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) =
-        waitpid(None, Some(WaitPidFlag::WNOHANG))
-    {}
-}
-
-fn count(file: &Path) -> u64 {
-    std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .trim()
-        .parse()
-        .unwrap_or(0)
-}
-
-/// The counter restored as `pid` counts on from where it was dumped; then it is killed
-/// and reaped.
-fn assert_counts_on(pid: i32, file: &Path, dumped: u64) {
-    // The counter rewrites the file: a read may catch it empty (0); wait for a number
-    // above the dumped one, for up to 3 s.
-    let until = std::time::Instant::now() + Duration::from_secs(3);
-    let mut now = count(file);
-    while now <= dumped && std::time::Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(50));
-        now = count(file);
-    }
-    assert!(
-        now > dumped,
-        "restored counter at {now}, dumped at {dumped}"
-    );
-    kill_tree(pid);
-}
-
-fn kill_tree(pid: i32) {
-    let _ = Command::new("pkill")
-        .args(["-KILL", "-s", &pid.to_string()])
-        .status();
-    let p = nix::unistd::Pid::from_raw(pid);
-    let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
-    let _ = nix::sys::wait::waitpid(p, None);
-}
-
-/// Makes the test a subreaper; false (with a SKIP line) when not root.
-fn privileged(test: &str) -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        println!("SKIP {test}: needs root");
-        return false;
-    }
-    nix::sys::prctl::set_child_subreaper(true).unwrap();
-    true
-}
 
 #[test]
 fn version_check_features() {
@@ -127,9 +45,10 @@ fn version_check_features() {
     assert!(resp.success);
     let f = resp.features.unwrap();
     let tracking = stasis::check::tracking_method().is_some();
+    let lazy = stasis::lazy::restore::check_kernel().is_ok();
     assert_eq!(
         (f.mem_track, f.lazy_pages, f.pidfd_store),
-        (Some(tracking), Some(false), None)
+        (Some(tracking), Some(lazy), None)
     );
     s.finish();
 }
@@ -312,18 +231,13 @@ fn command_line_dump_and_restore() {
 /// the counter counts on from the dump.
 #[test]
 fn command_line_pre_dump_then_dump() {
-    if !privileged("command_line_pre_dump_then_dump") {
-        return;
-    }
-    if stasis::check::tracking_method().is_none() {
-        println!("SKIP command_line_pre_dump_then_dump: no dirty-page tracking here");
+    let test = "command_line_pre_dump_then_dump";
+    if !privileged(test) || !tracking(test) {
         return;
     }
     let (dir, victim, pid) = started_counter();
     let file = dir.path().join("count");
-    let (pre, last) = (dir.path().join("pre"), dir.path().join("last"));
-    std::fs::create_dir(&pre).unwrap();
-    std::fs::create_dir(&last).unwrap();
+    let (pre, last) = chain_dirs(dir.path());
     let pid_arg = pid.to_string();
     criu(&["pre-dump", "-t", &pid_arg, "-D", pre.to_str().unwrap()]).unwrap();
     criu(&[
@@ -348,13 +262,4 @@ fn command_line_pre_dump_then_dump() {
     ])
     .unwrap();
     assert_counts_on(pid, &file, dumped);
-}
-
-/// Runs stasis-criu with `args`: Err(its stderr) if it fails.
-fn criu(args: &[&str]) -> Result<(), String> {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    match out.status.success() {
-        true => Ok(()),
-        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
-    }
 }

@@ -60,14 +60,32 @@ fn bundle(dir: &Path, script: &str, net: bool) {
     std::fs::write(&path, serde_json::to_vec(&c).unwrap()).unwrap();
 }
 
+/// How the checkpoint is made.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    Plain,
+    /// After `runc checkpoint --pre-dump`, against it.
+    PreDump,
+    /// `runc checkpoint --page-server` to `stasis-criu page-server`; the restore reads the
+    /// server's directory (runc's own files copied there, as with CRIU).
+    PageServer,
+}
+
 #[test]
 fn runc_checkpoint_and_restore_of_a_counter() {
-    checkpoint_and_restore(COUNTER, false, false);
+    checkpoint_and_restore(COUNTER, false, Mode::Plain);
 }
 
 #[test]
 fn runc_checkpoint_and_restore_with_its_network_namespace() {
-    checkpoint_and_restore(COUNTER_OVER_TCP, true, false);
+    checkpoint_and_restore(COUNTER_OVER_TCP, true, Mode::Plain);
+}
+
+/// `runc checkpoint --page-server ADDR:PORT` (DUMP with `opts.ps`) to a `stasis-criu
+/// page-server`, then `runc restore` from the server's directory.
+#[test]
+fn runc_checkpoint_to_a_page_server() {
+    checkpoint_and_restore(COUNTER, false, Mode::PageServer);
 }
 
 /// `runc checkpoint --pre-dump --image-path pre`, then `runc checkpoint --parent-path
@@ -78,7 +96,7 @@ fn runc_pre_dump_checkpoint_and_restore_of_a_counter() {
         println!("SKIP runc pre-dump: the kernel has no dirty-page tracking stasis uses");
         return;
     }
-    checkpoint_and_restore(COUNTER, false, true);
+    checkpoint_and_restore(COUNTER, false, Mode::PreDump);
 }
 
 /// The tests reap any child (`waitpid(-1)`): one at a time.
@@ -86,7 +104,7 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// `runc checkpoint --pre-dump` of container `id` into `dir/pre`; the arguments that make
 /// the checkpoint after it incremental.
-fn pre_dump(dir: &Path, id: &str) -> Vec<&'static str> {
+fn pre_dump(dir: &Path, id: &str) -> Vec<String> {
     let pre = dir.join("pre");
     let pre_arg = pre.to_str().unwrap();
     let out = runc(&[
@@ -108,7 +126,7 @@ fn pre_dump(dir: &Path, id: &str) -> Vec<&'static str> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    vec!["--parent-path", "../pre"]
+    vec!["--parent-path".into(), "../pre".into()]
 }
 
 /// The last number the container's `nc` server received (0: none yet).
@@ -131,7 +149,37 @@ fn loopback_up(id: &str) -> bool {
     String::from_utf8_lossy(&out.stdout).contains("LOOPBACK,UP")
 }
 
-fn checkpoint_and_restore(script: &str, net: bool, pre: bool) {
+/// Starts `stasis-criu page-server -d` on `dir/srv`; the `runc checkpoint` arguments
+/// that send to it.
+fn page_server(dir: &Path) -> Vec<String> {
+    let port = (30500 + std::process::id() % 20000).to_string();
+    let srv = dir.join("srv");
+    let out = Command::new(BIN)
+        .args(["page-server", "-d", "-D", srv.to_str().unwrap()])
+        .args(["--address", "127.0.0.1", "--port", &port])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    vec!["--page-server".into(), format!("127.0.0.1:{port}")]
+}
+
+/// After a checkpoint to the page server: runc's files of `img` copied into the server's
+/// directory, which the restore then reads.
+fn restore_dir(dir: &Path, img: &Path) -> std::path::PathBuf {
+    let srv = dir.join("srv");
+    for f in std::fs::read_dir(img).unwrap().flatten() {
+        if f.file_type().unwrap().is_file() {
+            std::fs::copy(f.path(), srv.join(f.file_name())).unwrap();
+        }
+    }
+    srv
+}
+
+fn checkpoint_and_restore(script: &str, net: bool, mode: Mode) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let have = |p: &str| Path::new(p).exists();
     if !nix::unistd::geteuid().is_root() || !have("/usr/sbin/runc") || !have("/bin/busybox") {
@@ -141,7 +189,7 @@ fn checkpoint_and_restore(script: &str, net: bool, pre: bool) {
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let dir = tempfile::tempdir().unwrap();
     bundle(dir.path(), script, net);
-    let id = format!("stasis-criu-{}-{net}-{pre}", std::process::id());
+    let id = format!("stasis-criu-{}-{net}-{mode:?}", std::process::id());
     let b = dir.path().to_str().unwrap();
     // The container's stdio is /dev/null, so that no pipe of ours stays open.
     let started = Command::new("runc")
@@ -168,11 +216,12 @@ fn checkpoint_and_restore(script: &str, net: bool, pre: bool) {
             "the in-container TCP client sends"
         );
     }
-    let parent = if pre {
-        pre_dump(dir.path(), &id)
-    } else {
-        Vec::new()
+    let parent: Vec<String> = match mode {
+        Mode::Plain => Vec::new(),
+        Mode::PreDump => pre_dump(dir.path(), &id),
+        Mode::PageServer => page_server(dir.path()),
     };
+    let parent: Vec<&str> = parent.iter().map(String::as_str).collect();
     let tcp: &[&str] = if net { &["--tcp-established"] } else { &[] };
     let out = runc(
         &[
@@ -210,13 +259,17 @@ fn checkpoint_and_restore(script: &str, net: bool, pre: bool) {
         "the checkpointed container stopped counting"
     );
     let sent = received(dir.path());
+    let from = match mode {
+        Mode::PageServer => restore_dir(dir.path(), &img),
+        _ => img.clone(),
+    };
     let restored = runc(
         &[
             &["--criu", BIN, "restore", "-d"][..],
             tcp,
             &[
                 "--image-path",
-                img_arg,
+                from.to_str().unwrap(),
                 "--work-path",
                 img_arg,
                 "--bundle",

@@ -50,6 +50,17 @@ pub fn serve(opts: &ServerOptions, report: &mut dyn FnMut(&Received)) -> Result<
         addr: opts.listen.clone(),
         source,
     })?;
+    serve_on(listener, opts, report)
+}
+
+/// [`serve`] on a socket bound and listening already (`opts.listen` names it in errors):
+/// a front end that must know the port before serving (port 0) or hand the socket to
+/// another process binds it itself.
+pub fn serve_on(
+    listener: TcpListener,
+    opts: &ServerOptions,
+    report: &mut dyn FnMut(&Received),
+) -> Result<(), MigrateError> {
     loop {
         let (stream, _) = listener.accept().map_err(|source| MigrateError::Listen {
             addr: opts.listen.clone(),

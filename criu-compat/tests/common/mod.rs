@@ -12,7 +12,9 @@ pub mod proto {
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::socket::{
@@ -34,6 +36,11 @@ pub struct Session {
 
 impl Session {
     pub fn start() -> Session {
+        Session::start_under(&[])
+    }
+
+    /// `stasis-criu swrk N` run by the command `prefix` (e.g. `unshare --pid --fork`).
+    pub fn start_under(prefix: &[&str]) -> Session {
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -42,7 +49,12 @@ impl Session {
         )
         .unwrap();
         fcntl(&ours, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).unwrap();
-        let child = Command::new(BIN)
+        let (program, args) = match prefix.split_first() {
+            Some((p, rest)) => (*p, [rest, &[BIN]].concat()),
+            None => (BIN, Vec::new()),
+        };
+        let child = Command::new(program)
+            .args(args)
             .args(["swrk", &theirs.as_raw_fd().to_string()])
             .stdin(Stdio::null())
             .spawn()
@@ -135,4 +147,110 @@ pub fn req(kind: CriuReqType, opts: Option<CriuOpts>) -> CriuReq {
         keep_open: Some(false),
         ..Default::default()
     }
+}
+
+/// A python process counting into `file` every 50 ms, in its own session.
+pub fn counter(file: &Path) -> Child {
+    let script = format!(
+        "import time\ni = 0\nwhile True:\n    i += 1\n    open({:?}, 'w').write(str(i))\n    time.sleep(0.05)\n",
+        file.display().to_string()
+    );
+    Command::new("setsid")
+        .args(["/usr/bin/python3", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// A temporary directory with an empty `images/`, and a counter into its `count` that
+/// has run for a while.
+pub fn started_counter() -> (tempfile::TempDir, Child, i32) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("images")).unwrap();
+    let victim = counter(&dir.path().join("count"));
+    let pid = victim.id() as i32;
+    std::thread::sleep(Duration::from_millis(300));
+    (dir, victim, pid)
+}
+
+/// Reaps the killed victim and whatever of its tree was reparented to us.
+pub fn reap(mut victim: Child) {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    victim.wait().unwrap();
+    while let Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) =
+        waitpid(None, Some(WaitPidFlag::WNOHANG))
+    {}
+}
+
+pub fn count(file: &Path) -> u64 {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// The counter restored as `pid` counts on from where it was dumped; then it is killed
+/// and reaped.
+pub fn assert_counts_on(pid: i32, file: &Path, dumped: u64) {
+    // The counter rewrites the file: a read may catch it empty (0); wait for a number
+    // above the dumped one, for up to 3 s.
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    let mut now = count(file);
+    while now <= dumped && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+        now = count(file);
+    }
+    assert!(
+        now > dumped,
+        "restored counter at {now}, dumped at {dumped}"
+    );
+    kill_tree(pid);
+}
+
+pub fn kill_tree(pid: i32) {
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-s", &pid.to_string()])
+        .status();
+    let p = nix::unistd::Pid::from_raw(pid);
+    let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(p, None);
+}
+
+/// Makes the test a subreaper; false (with a SKIP line) when not root.
+pub fn privileged(test: &str) -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIP {test}: needs root");
+        return false;
+    }
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    true
+}
+
+/// Runs stasis-criu with `args`: Err(its stderr) if it fails.
+pub fn criu(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+    }
+}
+
+/// Whether dirty-page tracking (pre-dump) works here; prints a SKIP line if not.
+pub fn tracking(test: &str) -> bool {
+    let ok = stasis::check::tracking_method().is_some();
+    if !ok {
+        println!("SKIP {test}: no dirty-page tracking here");
+    }
+    ok
+}
+
+/// `pre/` and `last/`, made under `dir`: the images dirs of a pre-dump and its dump.
+pub fn chain_dirs(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (pre, last) = (dir.join("pre"), dir.join("last"));
+    std::fs::create_dir(&pre).unwrap();
+    std::fs::create_dir(&last).unwrap();
+    (pre, last)
 }
