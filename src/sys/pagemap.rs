@@ -39,6 +39,10 @@ const SWP_TYPE: u64 = 31;
 /// swap file's), that of an entry holding a marker and no page: a page not populated but
 /// write-protected by a userfaultfd (`PTE_MARKER_UFFD_WP`), a guard, a poisoned page.
 const SWP_PTE_MARKER: u64 = 31;
+/// Pagemap entry bit 57: the page, or the marker, is write-protected by a userfaultfd.
+const PM_UFFD_WP: u64 = 1 << 57;
+/// Pagemap entry bits 0-54: the frame field (a swap entry's type and offset).
+const PM_FRAME: u64 = (1 << 55) - 1;
 /// Pagemap entries read at once by [`Pagemap::markers`].
 const MARKER_STEP_PAGES: u64 = 16384;
 
@@ -145,21 +149,25 @@ impl Pagemap {
     /// such page of a private file mapping, and with `UFFD_FEATURE_WP_UNPOPULATED` of an
     /// anonymous one, once `UFFDIO_WRITEPROTECT`ed, or a protected page reclaimed
     /// since) leaves one. Reading such a page faults in the file's page or a zero page:
-    /// its contents are what a fresh mapping gives. Found only by a reader with
-    /// CAP_SYS_ADMIN (the swap type is in the frame field); without it, none.
-    pub fn markers(&self, start: u64, end: u64) -> Result<Vec<(u64, u64)>, PagemapError> {
-        let mut out: Vec<(u64, u64)> = Vec::new();
+    /// its contents are what a fresh mapping gives. The swap type is in the frame field,
+    /// shown only to a reader with CAP_SYS_ADMIN: without it, a write-protected swap
+    /// entry may be a marker or a page swapped out, and is reported as undecided.
+    pub fn markers(&self, start: u64, end: u64) -> Result<Markers, PagemapError> {
+        let mut out = Markers::default();
         let mut at = start;
         while at < end {
             let to = end.min(at + MARKER_STEP_PAGES * 4096);
             for (i, e) in self.entries(at, to)?.into_iter().enumerate() {
-                if !is_marker(e) {
-                    continue;
-                }
                 let page = at + i as u64 * 4096;
-                match out.last_mut() {
-                    Some(last) if last.1 == page => last.1 = page + 4096,
-                    _ => out.push((page, page + 4096)),
+                match kind_of(e) {
+                    Swap::Marker => match out.found.last_mut() {
+                        Some(last) if last.1 == page => last.1 = page + 4096,
+                        _ => out.found.push((page, page + 4096)),
+                    },
+                    Swap::Undecided => {
+                        out.undecided.get_or_insert(page);
+                    }
+                    Swap::Other => {}
                 }
             }
             at = to;
@@ -269,9 +277,35 @@ impl Pagemap {
     }
 }
 
-/// Whether pagemap entry `e` is a PTE marker: a swap entry of type `SWP_PTE_MARKER`.
-fn is_marker(e: u64) -> bool {
-    e & (PM_SWAP | PM_PRESENT) == PM_SWAP && e & SWP_TYPE == SWP_PTE_MARKER
+/// What [`Pagemap::markers`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Markers {
+    /// Ranges of PTE markers.
+    pub found: Vec<(u64, u64)>,
+    /// The first write-protected swap entry whose type is hidden (no CAP_SYS_ADMIN).
+    pub undecided: Option<u64>,
+}
+
+/// What a pagemap entry holds, as far as markers go.
+enum Swap {
+    Marker,
+    /// Write-protected, and its type hidden: a marker or a page swapped out.
+    Undecided,
+    Other,
+}
+
+/// Tells a PTE marker (a swap entry of type `SWP_PTE_MARKER`) from a page. A swap entry
+/// whose frame field is 0 has it hidden: a real one is never offset 0 (the swap header)
+/// and a marker's offset is its nonzero marker bits.
+fn kind_of(e: u64) -> Swap {
+    if e & (PM_SWAP | PM_PRESENT) != PM_SWAP {
+        return Swap::Other;
+    }
+    match e & PM_FRAME {
+        0 if e & PM_UFFD_WP != 0 => Swap::Undecided,
+        f if f & SWP_TYPE == SWP_PTE_MARKER => Swap::Marker,
+        _ => Swap::Other,
+    }
 }
 
 #[cfg(test)]
@@ -414,15 +448,17 @@ mod tests {
             .collect();
         assert_eq!(swapped, vec![(base + 4096, base + len as u64)]);
         let markers = pm.markers(base, base + len as u64).expect("markers");
-        if frames_visible() {
-            assert_eq!(markers, swapped);
-        } else {
-            assert_eq!(
-                markers,
-                vec![],
-                "swap types are hidden without CAP_SYS_ADMIN"
-            );
-        }
+        let want = match frames_visible() {
+            true => Markers {
+                found: swapped,
+                undecided: None,
+            },
+            false => Markers {
+                found: vec![],
+                undecided: Some(base + 4096),
+            },
+        };
+        assert_eq!(markers, want);
         drop(uffd);
         // SAFETY: unmapping the mapping made above.
         unsafe { libc::munmap(p, len) };
