@@ -5,6 +5,9 @@
 //! the restore through the chain of parents must give every byte back. A missing or
 //! corrupt parent is refused before any process exists; a killed tracker leaves the tree
 //! running (and the next dump stores everything); a tree using userfaultfd is refused.
+//! The `memory` victim, which checks its `/proc/self/maps`, restores from a `-R
+//! --track-mem` image and from the incremental one after it with its maps as they were,
+//! and runs on with them when its tracking is stopped or its tracker killed.
 
 mod common;
 
@@ -353,4 +356,72 @@ fn pages_written_during_and_after_an_incremental_dump_are_in_the_next() {
     common::sleep_ms(200);
     restored.signal(libc::SIGUSR2);
     restored.go_and_expect_pass();
+}
+
+/// Starts the `memory` victim (8 MiB of random data) in `tmp/sub`, which checks its
+/// `/proc/self/maps` after go; `None` if it skipped.
+fn start_memory(test: &str, tmp: &TempDir, sub: &str) -> Option<Proc> {
+    let dir = tmp.join(sub);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let mut victim = common::spawn_victim("memory", &["-s", "8"], &dir);
+    if let Start::Skip(why) = victim.wait_ready() {
+        common::skip(test, &why);
+        return None;
+    }
+    Some(victim)
+}
+
+/// The write protection of `--track-mem` puts PTE markers on the pages not populated of
+/// every private file mapping; a dump that stored them as pages gave them back as
+/// private copies written at restore, and the `memory` victim found libc's read-only
+/// data merged with its RELRO mapping ("maps differ"). The restore of the `-R
+/// --track-mem` image, and that of the incremental image after it, give the maps back.
+#[test]
+fn tracked_dumps_of_memory_restore_its_maps() {
+    let test = "tracked_dumps_of_memory_restore_its_maps";
+    let (_serial, tmp) = tracking_test!(test);
+    for incremental in [false, true] {
+        let sub = if incremental { "incremental" } else { "first" };
+        let Some(mut victim) = start_memory(test, &tmp, sub) else {
+            return;
+        };
+        let _orig = family_guard(&victim);
+        let (d0, d1) = (tmp.join(sub).join("d0"), tmp.join(sub).join("d1"));
+        let args = ["-R", "--track-mem"];
+        common::dump(victim.pid, &d0, &args).assert_ok("dump -R --track-mem");
+        if incremental {
+            let args = ["--prev-images-dir", "../d0"];
+            dump_killing(&mut victim, &d1, &args, "incremental dump");
+            restore_and_verify(&d1, &victim);
+        } else {
+            common::kill(victim.pid, libc::SIGKILL).expect("kill the victim");
+            victim.wait_exit(common::EXIT_TIMEOUT);
+            restore_and_verify(&d0, &victim);
+        }
+    }
+}
+
+/// A `memory` victim whose tracking ends without a restore (stopped, or its tracker
+/// killed) runs on with the maps it had: its own check of them passes.
+#[test]
+fn memory_left_untracked_keeps_its_maps() {
+    let test = "memory_left_untracked_keeps_its_maps";
+    let (_serial, tmp) = tracking_test!(test);
+    for (sub, stop) in [("stopped", true), ("killed", false)] {
+        let Some(mut victim) = start_memory(test, &tmp, sub) else {
+            return;
+        };
+        let _orig = family_guard(&victim);
+        let out = pre_dump(victim.pid, &tmp.join(sub).join("pre"), None);
+        out.assert_ok("pre-dump");
+        let tracker = tracker_pid(&out);
+        if stop {
+            let pid = victim.pid.to_string();
+            run(&["pre-dump", "--stop-tracking", "-t", &pid]).assert_ok("stop tracking");
+        } else {
+            common::kill(tracker, libc::SIGKILL).expect("kill the tracker");
+        }
+        common::reap_all(&[tracker], false);
+        victim.go_and_expect_pass();
+    }
 }

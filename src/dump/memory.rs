@@ -199,11 +199,14 @@ fn ranges_to_save(
                 continue;
             }
             let skip_file = private_file && r.categories & PAGE_IS_FILE != 0;
-            if r.categories & PAGE_IS_PFNZERO == 0 && !skip_file {
+            if r.categories & PAGE_IS_PFNZERO != 0 || skip_file {
+                continue;
+            }
+            for (start, end) in with_pages(&pagemap, pid, vma, &r)? {
                 out.push(Range {
                     vma: vma.start,
-                    start: r.start,
-                    end: r.end,
+                    start,
+                    end,
                     readable,
                     drop_zeros,
                 });
@@ -213,8 +216,36 @@ fn ranges_to_save(
     Ok((coalesce(out), guards))
 }
 
-/// Present or swapped pages, reporting zero-pfn pages and guards, and (in a private file
-/// mapping) which pages are still the file's. `PAGE_IS_FILE` is asked only there: it
+/// The parts of region `r` of `vma` that hold pages: a swapped region may be PTE markers
+/// left by the write protection of `--track-mem` (`Pagemap::markers`), whose contents a
+/// fresh mapping gives. Stored, such a page of a private file mapping would come back as
+/// a private copy written at restore, which makes the mapping writable once (the kernel
+/// then merges it with a neighbour the program had apart); where markers cannot be told
+/// from pages swapped out (no CAP_SYS_ADMIN), the dump of such a mapping is refused.
+fn with_pages(
+    pagemap: &Pagemap,
+    pid: i32,
+    vma: &Vma,
+    r: &PageRegion,
+) -> Result<Vec<(u64, u64)>, DumpError> {
+    let whole = [(r.start, r.end)];
+    if r.categories & PAGE_IS_SWAPPED == 0 {
+        return Ok(whole.to_vec());
+    }
+    let markers = pagemap.markers(r.start, r.end)?;
+    match markers.undecided {
+        Some(at) if matches!(vma.kind, VmaKind::File { .. } | VmaKind::PrivateUnlinked { .. }) => {
+            Err(DumpError::unsupported(format!(
+                "page {at:#x} of mapping {:#x}-{:#x} of pid {pid} is write-protected by the memory tracking and not present: telling a page swapped out from one the file holds needs CAP_SYS_ADMIN (swap types in /proc/PID/pagemap)",
+                vma.start, vma.end
+            )))
+        }
+        _ => Ok(subtract(&whole, &markers.found)),
+    }
+}
+
+/// Present or swapped pages, reporting zero-pfn pages, swapped ones and guards, and (in
+/// a private file mapping) which pages are still the file's. `PAGE_IS_FILE` is asked only there: it
 /// makes the kernel look up every page's `struct page`, while the other categories come
 /// from the page table entry alone, and a page of an anonymous or shared mapping is
 /// never a private file page.
@@ -222,7 +253,7 @@ fn present_query(private_file: bool) -> Query {
     let file = if private_file { PAGE_IS_FILE } else { 0 };
     Query {
         any: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_GUARD,
-        report: file | PAGE_IS_PFNZERO | PAGE_IS_GUARD,
+        report: file | PAGE_IS_PFNZERO | PAGE_IS_SWAPPED | PAGE_IS_GUARD,
         ..Default::default()
     }
 }

@@ -9,6 +9,12 @@
 //! (`Pagemap::take_written`). The userfaultfd is made *in* the target (an injected
 //! `userfaultfd(2)`: it acts on its creator's address space), taken with `pidfd_getfd`
 //! and closed there; a tracker process (`tracker.rs`) holds it between two stasis runs.
+//! Protecting a page not populated (`UFFDIO_WRITEPROTECT`, and every `take_written`,
+//! which counts such a page as written and protects it again) leaves a PTE marker,
+//! which `PAGEMAP_SCAN` reports as swapped: the page scan leaves markers out
+//! (`dump/memory.rs`), or every untouched page
+//! of a private file mapping would be stored and written back at restore as a private
+//! copy, and the mapping, made writable for that, would merge with its neighbour.
 //!
 //! What is never taken from the parent, because its writes cannot have been counted:
 //! a mapping not registered (made, moved or remapped since, or in a child forked since:

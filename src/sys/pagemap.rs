@@ -27,6 +27,25 @@ pub const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
 /// registered with an async write-protect userfaultfd.
 pub const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
 
+/// Pagemap entry bit 62: a swap entry, which is a page swapped out or a page table entry
+/// holding a marker instead of a page.
+const PM_SWAP: u64 = 1 << 62;
+/// Pagemap entry bit 63: the page is present.
+const PM_PRESENT: u64 = 1 << 63;
+/// Bits 0-4 of a swap entry's frame field: its swap type (0 unless the reader has
+/// CAP_SYS_ADMIN, which shows the frame field).
+const SWP_TYPE: u64 = 31;
+/// `SWP_PTE_MARKER`: the last of the 32 swap types (`MAX_SWAPFILES_SHIFT` = 5, never a
+/// swap file's), that of an entry holding a marker and no page: a page not populated but
+/// write-protected by a userfaultfd (`PTE_MARKER_UFFD_WP`), a guard, a poisoned page.
+const SWP_PTE_MARKER: u64 = 31;
+/// Pagemap entry bit 57: the page, or the marker, is write-protected by a userfaultfd.
+const PM_UFFD_WP: u64 = 1 << 57;
+/// Pagemap entry bits 0-54: the frame field (a swap entry's type and offset).
+const PM_FRAME: u64 = (1 << 55) - 1;
+/// Pagemap entries read at once by [`Pagemap::markers`].
+const MARKER_STEP_PAGES: u64 = 16384;
+
 /// `_IOWR('f', 16, struct pm_scan_arg)`.
 const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
 const REGIONS_PER_CALL: usize = 4096;
@@ -122,6 +141,38 @@ impl Pagemap {
             .chunks_exact(8)
             .map(|w| u64::from_ne_bytes(w.try_into().expect("8-byte chunk")))
             .collect())
+    }
+
+    /// The ranges of `[start, end)` whose entries hold a PTE marker and no page.
+    /// `PAGEMAP_SCAN` reports them as swapped (`PAGE_IS_SWAPPED`, and never
+    /// `PAGE_IS_FILE`): a userfaultfd's write protection of a page not populated (every
+    /// such page of a private file mapping, and with `UFFD_FEATURE_WP_UNPOPULATED` of an
+    /// anonymous one, once `UFFDIO_WRITEPROTECT`ed, or a protected page reclaimed
+    /// since) leaves one. Reading such a page faults in the file's page or a zero page:
+    /// its contents are what a fresh mapping gives. The swap type is in the frame field,
+    /// shown only to a reader with CAP_SYS_ADMIN: without it, a write-protected swap
+    /// entry may be a marker or a page swapped out, and is reported as undecided.
+    pub fn markers(&self, start: u64, end: u64) -> Result<Markers, PagemapError> {
+        let mut out = Markers::default();
+        let mut at = start;
+        while at < end {
+            let to = end.min(at + MARKER_STEP_PAGES * 4096);
+            for (i, e) in self.entries(at, to)?.into_iter().enumerate() {
+                let page = at + i as u64 * 4096;
+                match kind_of(e) {
+                    Swap::Marker => match out.found.last_mut() {
+                        Some(last) if last.1 == page => last.1 = page + 4096,
+                        _ => out.found.push((page, page + 4096)),
+                    },
+                    Swap::Undecided => {
+                        out.undecided.get_or_insert(page);
+                    }
+                    Swap::Other => {}
+                }
+            }
+            at = to;
+        }
+        Ok(out)
     }
 
     /// All matching regions in `[start, end)`, looping on `walk_end`. Kernels older than
@@ -226,6 +277,37 @@ impl Pagemap {
     }
 }
 
+/// What [`Pagemap::markers`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Markers {
+    /// Ranges of PTE markers.
+    pub found: Vec<(u64, u64)>,
+    /// The first write-protected swap entry whose type is hidden (no CAP_SYS_ADMIN).
+    pub undecided: Option<u64>,
+}
+
+/// What a pagemap entry holds, as far as markers go.
+enum Swap {
+    Marker,
+    /// Write-protected, and its type hidden: a marker or a page swapped out.
+    Undecided,
+    Other,
+}
+
+/// Tells a PTE marker (a swap entry of type `SWP_PTE_MARKER`) from a page. A swap entry
+/// whose frame field is 0 has it hidden: a real one is never offset 0 (the swap header)
+/// and a marker's offset is its nonzero marker bits.
+fn kind_of(e: u64) -> Swap {
+    if e & (PM_SWAP | PM_PRESENT) != PM_SWAP {
+        return Swap::Other;
+    }
+    match e & PM_FRAME {
+        0 if e & PM_UFFD_WP != 0 => Swap::Undecided,
+        f if f & SWP_TYPE == SWP_PTE_MARKER => Swap::Marker,
+        _ => Swap::Other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,16 +330,21 @@ mod tests {
         p
     }
 
+    /// [`map_anon`] with its first `written` pages written; the mapping and its address.
+    fn written_anon(len: usize, written: usize) -> (*mut libc::c_void, u64) {
+        let p = map_anon(len);
+        for page in 0..written {
+            // SAFETY: the caller's pages lie inside the mapping above.
+            unsafe { std::ptr::write_volatile((p as *mut u8).add(page * 4096), 1) };
+        }
+        (p, p as u64)
+    }
+
     /// Maps 16 pages of our own, touches some, installs a guard page, and scans.
     #[test]
     fn scan_finds_present_and_guard_pages() {
         let len = 16 * 4096;
-        let p = map_anon(len);
-        let base = p as u64;
-        // SAFETY: pages 0 and 1 lie inside the mapping above.
-        unsafe { std::ptr::write_volatile(p as *mut u8, 1) };
-        // SAFETY: as above.
-        unsafe { std::ptr::write_volatile((p as *mut u8).add(4096), 1) };
+        let (p, base) = written_anon(len, 2);
         // SAFETY: MADV_GUARD_INSTALL (102) on page 8 of our own mapping.
         let guard = unsafe { libc::madvise((p as *mut u8).add(8 * 4096).cast(), 4096, 102) } == 0;
         let pm = Pagemap::open(std::process::id() as i32).expect("open own pagemap");
@@ -323,6 +410,56 @@ mod tests {
             &regions[regions.len() - 3..]
         );
         assert!(regions.windows(2).all(|w| w[0].end <= w[1].start));
+        // SAFETY: unmapping the mapping made above.
+        unsafe { libc::munmap(p, len) };
+    }
+
+    /// Whether we can read swap types from pagemap: CAP_SYS_ADMIN (21) shows frame fields.
+    fn frames_visible() -> bool {
+        let own = crate::proc::status(std::process::id() as i32).expect("own status");
+        own.cap_eff & (1 << 21) != 0
+    }
+
+    /// Async write protection of a mapping with pages not populated leaves PTE markers
+    /// there, which `PAGEMAP_SCAN` reports as swapped and `markers` finds; the populated
+    /// pages are no markers.
+    #[test]
+    fn write_protection_of_unpopulated_pages_leaves_markers() {
+        use crate::sys::uffd::Uffd;
+        let len = 16 * 4096;
+        let (p, base) = written_anon(len, 1);
+        let Ok(uffd) = crate::sys::probe::userfaultfd().and_then(Uffd::new) else {
+            eprintln!("skipped: no async write-protect userfaultfd here");
+            return;
+        };
+        uffd.register_wp(base, len as u64).expect("UFFDIO_REGISTER");
+        uffd.write_protect(base, len as u64)
+            .expect("UFFDIO_WRITEPROTECT");
+        let pm = Pagemap::open(std::process::id() as i32).expect("open own pagemap");
+        let q = Query {
+            any: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            report: PAGE_IS_SWAPPED,
+            ..Default::default()
+        };
+        let swapped: Vec<(u64, u64)> = (pm.scan(base, base + len as u64, q).expect("scan"))
+            .iter()
+            .filter(|r| r.categories & PAGE_IS_SWAPPED != 0)
+            .map(|r| (r.start, r.end))
+            .collect();
+        assert_eq!(swapped, vec![(base + 4096, base + len as u64)]);
+        let markers = pm.markers(base, base + len as u64).expect("markers");
+        let want = match frames_visible() {
+            true => Markers {
+                found: swapped,
+                undecided: None,
+            },
+            false => Markers {
+                found: vec![],
+                undecided: Some(base + 4096),
+            },
+        };
+        assert_eq!(markers, want);
+        drop(uffd);
         // SAFETY: unmapping the mapping made above.
         unsafe { libc::munmap(p, len) };
     }

@@ -1,12 +1,13 @@
 /*
  * memory: every kind of mapping a single-threaded program has, with known contents.
  *
- * Usage: memory [-s MIB] [-p] [-S]
+ * Usage: memory [-s MIB] [-p] [-S] [-k]
  *   -s MIB  size of the pseudo-random anonymous region (default 64)
  *   -p      also hold a pipe at fds 40 (read end) and 41 (write end); used by the
  *           failure tests, since stasis must refuse to dump it and leave us intact
  *   -S      also map a page of memfd_secret memory (printing "SECRET <address>"), which
  *           stasis must refuse likewise; SKIP where the kernel has no memfd_secret
+ *   -k      keep its two files at the end (a test that restores it more than once)
  *
  * After go: all contents, /proc/self/maps (addresses, perms, offsets, file paths),
  * brk, and that malloc still works.
@@ -383,17 +384,19 @@ static void check_pipe(void)
 
 int main(int argc, char **argv)
 {
-	int opt, with_pipe = 0, with_secret = 0;
+	int opt, with_pipe = 0, with_secret = 0, keep_files = 0;
 
-	while ((opt = getopt(argc, argv, "s:pS")) != -1) {
+	while ((opt = getopt(argc, argv, "s:pSk")) != -1) {
 		if (opt == 's')
 			rand_size = strtoul(optarg, NULL, 0) << 20;
 		else if (opt == 'p')
 			with_pipe = 1;
 		else if (opt == 'S')
 			with_secret = 1;
+		else if (opt == 'k')
+			keep_files = 1;
 		else
-			victim_fail("usage: memory [-s MIB] [-p] [-S]");
+			victim_fail("usage: memory [-s MIB] [-p] [-S] [-k]");
 	}
 	setvbuf(stdout, stdout_buf, _IOLBF, sizeof(stdout_buf));
 	victim_install_go();
@@ -415,7 +418,9 @@ int main(int argc, char **argv)
 		check_pipe();
 	if (with_secret)
 		check_secret();
-	unlink(shfile_name);
-	unlink(privfile_name);
+	if (!keep_files) {
+		unlink(shfile_name);
+		unlink(privfile_name);
+	}
 	victim_pass();
 }
