@@ -5,6 +5,7 @@
 //! the restore through the chain of parents must give every byte back. A missing or
 //! corrupt parent is refused before any process exists; a killed tracker leaves the tree
 //! running (and the next dump stores everything); a tree using userfaultfd is refused.
+//! Children that exit or exec while a pre-dump reads them are left out (`churn`).
 
 mod common;
 
@@ -353,4 +354,31 @@ fn pages_written_during_and_after_an_incremental_dump_are_in_the_next() {
     common::sleep_ms(200);
     restored.signal(libc::SIGUSR2);
     restored.go_and_expect_pass();
+}
+
+/// `churn` forks children that write their copy of its memory, then exit or exec within
+/// 3 ms, without pause: twenty chained pre-dumps catch children that are gone (or hold a
+/// new address space) once the tree runs again, while their pages are armed and read.
+/// Each pre-dump succeeds and leaves them out; the dump against the last one, restored,
+/// gives every page of the parent back.
+#[test]
+fn predump_leaves_out_children_gone_after_the_freeze() {
+    let test = "predump_leaves_out_children_gone_after_the_freeze";
+    let (_serial, tmp) = tracking_test!(test);
+    let Some(mut victim) = start_victim(test, &tmp, "churn", &[]) else {
+        return;
+    };
+    let _orig = family_guard(&victim);
+    let pre = |n: u32| tmp.join(format!("pre{n}"));
+    let mut left_out = 0;
+    for n in 0..20 {
+        let parent = format!("../pre{}", n.max(1) - 1);
+        let out = pre_dump(victim.pid, &pre(n), (n > 0).then_some(parent.as_str()));
+        left_out += usize::from(out.assert_ok("pre-dump").stderr.contains("left out"));
+    }
+    println!("{left_out} of 20 pre-dumps left out a child gone after the freeze");
+    signal_and_wait(&victim, "STOPPED");
+    let d = tmp.join("dump");
+    dump_killing(&mut victim, &d, &["--prev-images-dir", "../pre19"], "dump");
+    restore_and_verify(&d, &victim);
 }
