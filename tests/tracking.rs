@@ -8,6 +8,7 @@
 //! The `memory` victim, which checks its `/proc/self/maps`, restores from a `-R
 //! --track-mem` image and from the incremental one after it with its maps as they were,
 //! and runs on with them when its tracking is stopped or its tracker killed.
+//! Children that exit or exec while a pre-dump reads them are left out (`churn`).
 
 mod common;
 
@@ -424,4 +425,31 @@ fn memory_left_untracked_keeps_its_maps() {
         common::reap_all(&[tracker], false);
         victim.go_and_expect_pass();
     }
+}
+
+/// `churn` forks children that write their copy of its memory, then exit or exec within
+/// 3 ms, without pause: twenty chained pre-dumps catch children that are gone (or hold a
+/// new address space) once the tree runs again, while their pages are armed and read.
+/// Each pre-dump succeeds and leaves them out; the dump against the last one, restored,
+/// gives every page of the parent back.
+#[test]
+fn predump_leaves_out_children_gone_after_the_freeze() {
+    let test = "predump_leaves_out_children_gone_after_the_freeze";
+    let (_serial, tmp) = tracking_test!(test);
+    let Some(mut victim) = start_victim(test, &tmp, "churn", &[]) else {
+        return;
+    };
+    let _orig = family_guard(&victim);
+    let pre = |n: u32| tmp.join(format!("pre{n}"));
+    let mut left_out = 0;
+    for n in 0..20 {
+        let parent = format!("../pre{}", n.max(1) - 1);
+        let out = pre_dump(victim.pid, &pre(n), (n > 0).then_some(parent.as_str()));
+        left_out += usize::from(out.assert_ok("pre-dump").stderr.contains("left out"));
+    }
+    println!("{left_out} of 20 pre-dumps left out a child gone after the freeze");
+    signal_and_wait(&victim, "STOPPED");
+    let d = tmp.join("dump");
+    dump_killing(&mut victim, &d, &["--prev-images-dir", "../pre19"], "dump");
+    restore_and_verify(&d, &victim);
 }

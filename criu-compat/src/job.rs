@@ -267,9 +267,10 @@ pub fn run_pre_dump(job: &Job, log: &mut Log) -> Result<(), String> {
     let done = stasis::dump::predump::pre_dump(&options);
     match &done {
         Ok(s) => log.info(&format!(
-            "Pre-dumping finished successfully ({} pages, frozen {:.1} ms)",
+            "Pre-dumping finished successfully ({} pages, frozen {:.1} ms{})",
             s.pages_stored,
-            s.frozen.as_secs_f64() * 1e3
+            s.frozen.as_secs_f64() * 1e3,
+            s.gone_note()
         )),
         Err(e) => log.error(&stasis::error_line(e)),
     }

@@ -70,13 +70,14 @@ pub fn run(args: PreDumpArgs) -> i32 {
         Ok(s) => {
             if !args.quiet {
                 eprintln!(
-                    "pre-dump of pid {}: {} pages stored, {} in the parent image, frozen {:.1} ms, total {:.1} ms, tracker pid {}",
+                    "pre-dump of pid {}: {} pages stored, {} in the parent image, frozen {:.1} ms, total {:.1} ms, tracker pid {}{}",
                     args.pid,
                     s.pages_stored,
                     s.pages_in_parent,
                     s.frozen.as_secs_f64() * 1e3,
                     s.total.as_secs_f64() * 1e3,
-                    s.tracker_pid
+                    s.tracker_pid,
+                    s.gone_note()
                 );
             }
             EXIT_OK

@@ -10,6 +10,12 @@
 //! page was not written since. A pre-dump is therefore not restorable by itself (as
 //! CRIU's), only as a parent. Mappings that are not private memory (shared memory, huge
 //! pages, special mappings) are not saved: the dump stores them.
+//!
+//! A process whose address space is gone once the tree runs again (it exited, or called
+//! exec: a shell's short-lived children do both) is left out of the image, whatever its
+//! arming or reading met meanwhile: no later image can take pages of that address space
+//! from this one (a new address space, or a new process under a reused pid, is not
+//! registered with the tracking, so `track.rs` stores it whole).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -22,6 +28,7 @@ use crate::image::chain::CHAIN;
 use crate::image::load::{pages_name, record_name};
 use crate::image::mm::{MmImage, Vma, VmaKind};
 use crate::image::{ImageWriter, Kind};
+use crate::sys::pagemap::Pagemap;
 
 /// What `stasis pre-dump` was asked to do.
 #[derive(Clone, Debug)]
@@ -45,6 +52,22 @@ pub struct PreDumpSummary {
     pub total: Duration,
     /// The tracker holding the tracking armed.
     pub tracker_pid: i32,
+    /// Processes left out: their address space was gone after the freeze (exit, exec).
+    pub gone: Vec<i32>,
+}
+
+impl PreDumpSummary {
+    /// `, left out ...` naming the processes gone since the freeze, or nothing.
+    pub fn gone_note(&self) -> String {
+        if self.gone.is_empty() {
+            return String::new();
+        }
+        let pids: Vec<String> = self.gone.iter().map(i32::to_string).collect();
+        format!(
+            ", left out (exited or exec'd once the tree ran again): pid {}",
+            pids.join(", ")
+        )
+    }
 }
 
 /// One process as seen while frozen.
@@ -52,6 +75,19 @@ struct Seen {
     pid: i32,
     vmas: Vec<Vma>,
     scanned: Scanned,
+    /// Its pagemap opened while frozen: it holds the address space seen, and tells
+    /// whether that is gone since.
+    frozen_mm: Pagemap,
+}
+
+impl Seen {
+    /// `done`, or `None` if the address space seen is gone (whatever `done` says).
+    fn unless_gone<T>(&self, done: Result<T, DumpError>) -> Result<Option<T>, DumpError> {
+        if self.frozen_mm.address_space_gone() {
+            return Ok(None);
+        }
+        done.map(Some)
+    }
 }
 
 /// Pre-dumps the tree rooted at `opts.pid` into `opts.dir`.
@@ -74,14 +110,31 @@ pub fn pre_dump(opts: &PreDumpOptions) -> Result<PreDumpSummary, DumpError> {
         frozen,
         ..Default::default()
     };
-    for s in &seen {
-        if let Some(t) = chain.tracking_mut() {
-            t.arm(s.pid, &s.scanned.unarmed, None)?;
+    let mut armed = Vec::new();
+    for s in seen {
+        let done = match chain.tracking_mut() {
+            Some(t) => t.arm(s.pid, &s.scanned.unarmed, None),
+            None => Ok(()),
+        };
+        match s.unless_gone(done)? {
+            Some(()) => armed.push(s),
+            None => summary.gone.push(s.pid),
         }
     }
-    let pids: Vec<i32> = seen.iter().map(|s| s.pid).collect();
-    for s in seen {
-        save(s, &chain, &writer, &mut summary)?;
+    let mut pids = Vec::new();
+    for s in armed {
+        let pid = s.pid;
+        match save(s, &chain, &writer)? {
+            Some(saved) => {
+                summary.pages_stored += saved.0;
+                summary.pages_in_parent += saved.1;
+                pids.push(pid);
+            }
+            None => {
+                writer.discard(|name| of_pid(name, pid))?;
+                summary.gone.push(pid);
+            }
+        }
     }
     writer.write_record(CHAIN, Kind::Chain, &chain.record(&pids, true))?;
     writer.commit()?;
@@ -112,24 +165,45 @@ fn look(tree: &tree::FrozenTree, chain: &mut Incremental) -> Result<Vec<Seen>, D
             .into_iter()
             .filter(|v| trackable(v) && matches!(v.kind, VmaKind::Anon | VmaKind::File { .. }))
             .collect();
+        let frozen_mm = Pagemap::open(pid)?;
         let scanned = chain.scan(pid, &vmas)?;
         if let Some(t) = chain.tracking_mut() {
             t.ensure_uffd(pid, task.leader(), ip)?;
         }
-        out.push(Seen { pid, vmas, scanned });
+        out.push(Seen {
+            pid,
+            vmas,
+            scanned,
+            frozen_mm,
+        });
     }
     Ok(out)
 }
 
-/// Reads one process's pages (it runs meanwhile) and writes its records.
+/// Reads one process's pages (it runs meanwhile) and writes its records; the pages
+/// stored and those left in the parent, or `None` if its address space is gone since
+/// the freeze (what it wrote is then the caller's to discard).
 fn save(
-    s: Seen,
+    mut s: Seen,
     chain: &Incremental,
     writer: &ImageWriter,
-    summary: &mut PreDumpSummary,
-) -> Result<(), DumpError> {
+) -> Result<Option<(u64, u64)>, DumpError> {
+    let saved = save_records(&mut s, chain, writer);
+    s.unless_gone(saved)
+}
+
+/// The files of `pid` in an image: its mm record and its pages files.
+fn of_pid(name: &str, pid: i32) -> bool {
+    name == record_name("mm", pid) || name.starts_with(&format!("pages-{pid}."))
+}
+
+fn save_records(
+    s: &mut Seen,
+    chain: &Incremental,
+    writer: &ImageWriter,
+) -> Result<(u64, u64), DumpError> {
     let pid = s.pid;
-    let unchanged = chain.in_parent(pid, s.scanned.clean)?;
+    let unchanged = chain.in_parent(pid, std::mem::take(&mut s.scanned.clean))?;
     let open = |stripe| writer.pages(&pages_name(pid, stripe));
     let from = Sources {
         inherited: &[],
@@ -140,19 +214,18 @@ fn save(
     };
     let saved = memory::dump(pid, &s.vmas, &memory::Overrides::new(), from, &open)?;
     let (page_runs, guards) = (saved.runs, saved.guards);
-    summary.pages_stored += saved.stats.pages_stored;
-    summary.pages_in_parent += (unchanged.iter())
+    let in_parent = (unchanged.iter())
         .map(|(a, b)| (b - a) / crate::abi::PAGE_SIZE)
         .sum::<u64>();
     let mm = MmImage {
-        vmas: s.vmas,
+        vmas: std::mem::take(&mut s.vmas),
         page_runs,
         auxv: crate::proc::auxv(pid)?,
         guards,
         ..MmImage::default()
     };
     writer.write_record(&record_name("mm", pid), Kind::Mm, &mm)?;
-    Ok(())
+    Ok((saved.stats.pages_stored, in_parent))
 }
 
 /// `stasis pre-dump --stop-tracking -t PID`: ends the tracking of the tree rooted at

@@ -113,6 +113,21 @@ impl ImageWriter {
         self.remote = sink;
     }
 
+    /// Removes the files written so far whose name `unwanted` accepts (what a process
+    /// left out of the image had written). Pages files sent to a sink stay there,
+    /// unreferenced.
+    pub fn discard(&self, unwanted: impl Fn(&str) -> bool) -> Result<(), ImageError> {
+        let entries =
+            fs::read_dir(&self.temp).map_err(ImageError::io("read directory", &self.temp))?;
+        for e in entries.flatten() {
+            if unwanted(&e.file_name().to_string_lossy()) {
+                let path = e.path();
+                fs::remove_file(&path).map_err(ImageError::io("remove", &path))?;
+            }
+        }
+        Ok(())
+    }
+
     /// The temporary directory the files are written into.
     pub fn temp_path(&self) -> &Path {
         &self.temp

@@ -123,6 +123,16 @@ impl Pagemap {
         Ok(Pagemap { pid, file })
     }
 
+    /// Whether the address space this file was opened on is gone: its process exited or
+    /// called exec since. The file holds that address space, not the process's current
+    /// one, and the kernel answers a read with end of file once it is torn down, where a
+    /// live one has an entry for every page, even unmapped (`pagemap_read`).
+    pub fn address_space_gone(&self) -> bool {
+        use std::os::unix::fs::FileExt;
+        let mut entry = [0u8; 8];
+        matches!(self.file.read_at(&mut entry, 0), Ok(0))
+    }
+
     /// The raw pagemap entries of `[start, end)`, one per page: bit 63 says present, bits
     /// 0-54 hold the page frame number (zero unless the reader has CAP_SYS_ADMIN), see
     /// <https://docs.kernel.org/admin-guide/mm/pagemap.html>.
@@ -462,5 +472,33 @@ mod tests {
         drop(uffd);
         // SAFETY: unmapping the mapping made above.
         unsafe { libc::munmap(p, len) };
+    }
+
+    /// The pagemap holds the address space it was opened on: gone at exit, and at exec
+    /// although the process lives on.
+    #[test]
+    fn address_space_gone_after_exit_and_after_exec() {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let mut sh = Command::new("sh")
+            .args(["-c", "read x; exec sleep 5"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawn sh");
+        let pagemap = Pagemap::open(sh.id() as i32).expect("open");
+        assert!(!pagemap.address_space_gone());
+        writeln!(sh.stdin.as_mut().expect("piped")).expect("write");
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !pagemap.address_space_gone() {
+            assert!(std::time::Instant::now() < end, "not gone after exec");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let exe = std::fs::read_link(format!("/proc/{}/exe", sh.id())).expect("exe");
+        assert!(exe.ends_with("sleep"), "{exe:?} runs");
+        let pagemap = Pagemap::open(sh.id() as i32).expect("open");
+        assert!(!pagemap.address_space_gone());
+        sh.kill().expect("kill");
+        sh.wait().expect("wait");
+        assert!(pagemap.address_space_gone(), "after exit");
     }
 }

@@ -111,6 +111,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("unsupported", &[]),
     ("tracked", &[]),
     ("tracked_writer", &["-pthread"]),
+    ("churn", &[]),
     ("lazy_mem", &[]),
 ];
 
