@@ -986,6 +986,7 @@ mod tests {
             sysv: Default::default(),
             mqueue: Default::default(),
             orphan_pty: Default::default(),
+            pty_devpts: Default::default(),
             ns: Default::default(),
             cgroup: Default::default(),
             mounts: None,

@@ -149,7 +149,7 @@ fn exclusive(pid: i32, fd: i32) -> nix::Result<bool> {
 
 /// `/proc/PID/root/<devpts>/N`: the slave node in the devpts instance of the master
 /// at fd `fd` of `pid` (`/dev/ptmx` uses the `pts` directory beside it).
-fn node_path(pid: i32, fd: i32, index: u32) -> Result<String, DumpError> {
+pub(super) fn node_path(pid: i32, fd: i32, index: u32) -> Result<String, DumpError> {
     let ptmx = crate::proc::link(pid, &format!("fd/{fd}"))?;
     let ptmx = ptmx.to_string_lossy();
     let dir = match ptmx.strip_suffix("/pts/ptmx") {
