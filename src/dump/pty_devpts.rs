@@ -1,18 +1,19 @@
 //! The devpts instance of each pseudo-terminal the tree holds (a fd on its master or a
 //! slave), by the superblock device of its node: a slave fd's own `st_dev`, a master's
-//! through its slave node beside the `ptmx` it was opened by. Ptys of the instance
+//! that of its slave node reached through the master itself. Ptys of the instance
 //! the restorer's `/dev/ptmx` reaches (the dumper's `/dev/pts`) are left out, as every
 //! pty was before; each other one is recorded with a mount of its instance that the
 //! tree's root sees (`/dev/pts` of a container's own devpts). Written to
 //! `pty-devpts.img`; the restore side is `restore/pty_devpts.rs`.
 //!
 //! Refused, naming the fds: one pts number in two instances (the image keys ptys by
-//! number), an instance the tree's mount namespace shows nowhere.
+//! number), an instance the tree's mount namespace shows nowhere, a master whose devpts
+//! is no longer the one beside the `ptmx` it was opened by.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 
-use super::files::pty::{is_master, master_index, slave_index};
+use super::files::pty::{is_master, master_index, master_node, slave_index};
 use super::DumpError;
 use crate::image::pty_devpts::{PtyDevpts, PtyDevptsImage};
 use crate::proc::mountinfo::MountInfo;
@@ -91,7 +92,7 @@ fn pty_fds(pid: i32, out: &mut Vec<PtyFd>) -> Result<(), DumpError> {
             let Some(index) = dir.info(fd).ok().and_then(|i| master_index(&i.extra)) else {
                 continue;
             };
-            let dev = master_dev(pid, fd, index, &link)?;
+            let dev = master_dev(pid, fd, index)?;
             out.push(PtyFd {
                 pid,
                 fd,
@@ -114,20 +115,22 @@ fn pty_fds(pid: i32, out: &mut Vec<PtyFd>) -> Result<(), DumpError> {
     Ok(())
 }
 
-/// The devpts instance of the master at fd `fd` of `pid`: that of its `ptmx` node when
-/// opened from a devpts (`<devpts>/ptmx`), else that of its slave node in the `pts`
-/// beside the `ptmx` it was opened by (where the kernel made the pty).
-fn master_dev(pid: i32, fd: i32, index: u32, link: &str) -> Result<u64, DumpError> {
-    let path = match link.ends_with("/pts/ptmx") {
-        true => format!("/proc/{pid}/fd/{fd}"),
-        false => super::tty::node_path(pid, fd, index)?,
-    };
-    let meta = std::fs::metadata(&path).map_err(|e| {
-        DumpError::unsupported(format!(
-            "fd {fd} of pid {pid} (pty master of pts {index}): stat {path}: {e}"
-        ))
-    })?;
-    Ok(meta.dev())
+/// The devpts instance of the master at fd `fd` of `pid`: that of its slave node
+/// (reached through the master). Refused when the devpts beside the `ptmx` it was
+/// opened by is another instance now (a devpts mounted over it since): the restore could
+/// not tell which instance to make it in.
+fn master_dev(pid: i32, fd: i32, index: u32) -> Result<u64, DumpError> {
+    match master_node(pid, fd) {
+        Ok(st) => Ok(st.st_dev),
+        Err(nix::errno::Errno::ENODEV) => Err(DumpError::unsupported(format!(
+            "fd {fd} of pid {pid} is the master of pts {index} of a devpts instance that is \
+             no longer mounted beside the ptmx it was opened by; stasis cannot tell which \
+             devpts to make it in"
+        ))),
+        Err(e) => Err(DumpError::unsupported(format!(
+            "fd {fd} of pid {pid} (pty master of pts {index}): the slave node: {e}"
+        ))),
+    }
 }
 
 /// A mount of `f`'s devpts instance that the tree's root reaches by its path (not

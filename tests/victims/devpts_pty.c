@@ -14,6 +14,11 @@
  * keeps its owner and mode; A leads the terminal's session, its /dev/tty is the slave; A
  * reads "hello\n" written to the master and answers "world\n", which the root reads
  * from the master after the echo.
+ *
+ * With "twice", the root first opens a pty of the host's devpts (master at fd 12, pts H)
+ * and gets pts H of its own devpts too (opening masters there until H comes): stasis
+ * keys ptys by number and must refuse the dump naming fds 10 and 12 (tests/failure.rs);
+ * after go the host pair still pairs.
  */
 #include "victim.h"
 #include "family.h"
@@ -126,17 +131,43 @@ static void own_devpts(void)
 	CHECK(st.st_dev != host_pts, "/dev/pts is still the host's devpts");
 }
 
-int main(void)
+/* A master of the tree's devpts at fd 10 with pts number `want` (or the first one when
+ * `want` is -1): lower ones are opened and closed again. */
+static void master_numbered(int want)
+{
+	int extra[256], n = 0;
+
+	for (;;) {
+		victim_place(open("/dev/ptmx", O_RDWR | O_NOCTTY), 10);
+		CHECK_SYS(ioctl(10, TIOCGPTN, &index_at_setup));
+		if (want < 0 || index_at_setup == want)
+			break;
+		CHECK(index_at_setup < want && n < 256, "pts %d of the own devpts never came", want);
+		extra[n++] = dup(10);
+		close(10);
+	}
+	while (n > 0)
+		close(extra[--n]);
+	CHECK_SYS(unlockpt(10));
+}
+
+int main(int argc, char **argv)
 {
 	struct family f = { .n = 0 };
+	int twice = argc > 1 && !strcmp(argv[1], "twice"), host_index = -1;
 	char name[64];
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	victim_install_go();
+	if (twice) {
+		victim_place(posix_openpt(O_RDWR | O_NOCTTY), 12);
+		CHECK_SYS(unlockpt(12));
+		CHECK_SYS(ioctl(12, TIOCGPTN, &host_index));
+		if (host_index >= 256)
+			victim_skip("the host's next free pts number is above 255");
+	}
 	own_devpts();
-	victim_place(open("/dev/ptmx", O_RDWR | O_NOCTTY), 10);
-	CHECK_SYS(unlockpt(10));
-	CHECK_SYS(ioctl(10, TIOCGPTN, &index_at_setup));
+	master_numbered(host_index);
 	snprintf(name, sizeof(name), "/dev/pts/%d", index_at_setup);
 	if (geteuid() == 0) {
 		CHECK_SYS(chown(name, 1234, 5678));
@@ -152,6 +183,12 @@ int main(void)
 	victim_ready();
 	victim_wait_go();
 	expect_named(11, "root");
+	if (twice) {
+		int n;
+
+		CHECK_SYS(ioctl(12, TIOCGPTN, &n));
+		CHECK(n == host_index, "root: the host's master is pts %d, was %d", n, host_index);
+	}
 	CHECK(write(10, "hello\n", 6) == 6, "root: write to master");
 	family_go(&f, "root");
 	victim_expect_read(10, "hello\r\nworld\r\n", "root");
