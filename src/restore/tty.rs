@@ -12,6 +12,9 @@
 //! When the saved number is taken the pair gets another one: the processes' fds point at
 //! the new pair all the same, only `ptsname` differs.
 //!
+//! A pty of another devpts instance than the host's (a container's own `/dev/pts`) is
+//! made later, through that instance's `ptmx` (`pty_devpts.rs`, [`Bank::build_pair`]).
+//!
 //! A pty whose master was closed is rebuilt with a master that stasis closes once every
 //! process holds its fds ([`Bank`] dropped last): the slaves hang up then, as they were.
 
