@@ -1027,3 +1027,31 @@ fn dump_refuses_vfork_in_progress() {
     let st = victim.wait_exit(common::EXIT_TIMEOUT);
     victim.assert_passed(st);
 }
+
+/// A pty of the host's devpts and one of the tree's own devpts with the same pts number
+/// (`devpts_pty twice`): stasis keys ptys by number, so the dump is refused naming both
+/// fds, and the victim goes on (both pairs still pair).
+#[test]
+fn dump_refuses_one_pts_number_in_two_devpts_instances() {
+    let test = "dump_refuses_one_pts_number_in_two_devpts_instances";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let mut victim = victim_in(&tmp, "devpts_pty", &["twice"]);
+    if let Start::Skip(why) = victim.wait_ready() {
+        return common::skip(test, &why);
+    }
+    let pid = victim.pid;
+    let out = common::dump(pid, &tmp.join("img"), &[]);
+    let msg = assert_refused(
+        &out,
+        "dump of one pts number in two devpts instances",
+        pid,
+        &[&format!(
+            "fd 10 of pid {pid} and fd 12 of pid {pid} are both pts"
+        )],
+    );
+    assert!(msg.contains("two devpts instances"), "{msg}");
+    assert_no_image(tmp.path());
+    assert_survived(victim);
+}

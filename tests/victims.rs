@@ -319,6 +319,7 @@ victim_tests! {
     pty: "pty";
     ctty: "ctty";
     pty_hangup: "pty_hangup";
+    devpts_pty: "devpts_pty";
     split: "split";
     sysv: "sysv";
     sysv_host: "sysv" ["host"];

@@ -25,6 +25,7 @@ pub mod ns;
 pub mod orphan_pty;
 pub mod prctl;
 pub mod predump;
+pub mod pty_devpts;
 pub mod sched;
 pub mod seccomp;
 pub mod shared;
@@ -485,6 +486,14 @@ fn write_tty(
     }
     if !orphans.ptys.is_empty() {
         writer.write_record(ORPHAN_PTY, Kind::OrphanPty, &orphans)?;
+    }
+    let pids: Vec<i32> = tables.iter().map(|(pid, _)| *pid).collect();
+    let root = tree.processes.first().map_or(0, |e| e.pid);
+    let devpts = pty_devpts::collect(root, &pids, &indexes)?;
+    // Every pty of the host's devpts: no record, as in format 12.
+    if !devpts.ptys.is_empty() {
+        use crate::image::pty_devpts::PTY_DEVPTS;
+        writer.write_record(PTY_DEVPTS, Kind::PtyDevpts, &devpts)?;
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 
 use super::files::chardev::{ctty, reached};
-use super::files::pty::slave_index;
+use super::files::pty::{master_node, slave_index};
 use super::DumpError;
 use crate::image::files::{FdKind, FilesImage};
 use crate::image::tree::{ProcEntry, TreeImage};
@@ -119,22 +119,23 @@ fn node(index: u32, held: &Held) -> Result<PtyNode, DumpError> {
             let path = format!("/proc/{pid}/fd/{fd}");
             let meta = std::fs::metadata(&path).map_err(|e| err(format!("stat {path}: {e}")))?;
             (
-                meta,
+                (meta.uid(), meta.gid(), meta.mode()),
                 !hung_up && exclusive(pid, fd).map_err(|e| err(format!("TIOCGEXCL: {e}")))?,
             )
         }
         (None, Some((pid, fd))) => {
-            let path = node_path(pid, fd, index)?;
-            let meta = std::fs::metadata(&path).map_err(|e| err(format!("stat {path}: {e}")))?;
-            (meta, false)
+            let st = master_node(pid, fd)
+                .map_err(|e| err(format!("stat the slave node of fd {fd} of pid {pid}: {e}")))?;
+            ((st.st_uid, st.st_gid, st.st_mode), false)
         }
         (None, None) => return Err(err("no fd holds it".into())),
     };
+    let (uid, gid, mode) = meta;
     Ok(PtyNode {
         index,
-        uid: meta.uid(),
-        gid: meta.gid(),
-        mode: meta.mode() & 0o7777,
+        uid,
+        gid,
+        mode: mode & 0o7777,
         exclusive,
         hung_up,
     })
@@ -145,18 +146,6 @@ fn exclusive(pid: i32, fd: i32) -> nix::Result<bool> {
     let pidfd = crate::sys::probe::pidfd_open(nix::unistd::Pid::from_raw(pid))?;
     let dup = crate::sys::probe::pidfd_getfd(pidfd.as_fd(), fd)?;
     Ok(ioctl_get_int(dup.as_fd(), TIOCGEXCL)? != 0)
-}
-
-/// `/proc/PID/root/<devpts>/N`: the slave node in the devpts instance of the master
-/// at fd `fd` of `pid` (`/dev/ptmx` uses the `pts` directory beside it).
-fn node_path(pid: i32, fd: i32, index: u32) -> Result<String, DumpError> {
-    let ptmx = crate::proc::link(pid, &format!("fd/{fd}"))?;
-    let ptmx = ptmx.to_string_lossy();
-    let dir = match ptmx.strip_suffix("/pts/ptmx") {
-        Some(d) => d,
-        None => ptmx.strip_suffix("/ptmx").unwrap_or("/dev"),
-    };
-    Ok(format!("/proc/{pid}/root{dir}/pts/{index}"))
 }
 
 /// The controlling terminal of the session `leader` leads, if it has one.

@@ -113,7 +113,12 @@ use super::error::ImageError;
 /// served by the source over the network after the restore (post-copy), and the session
 /// id the target presents to the source. An image with it is restored only with
 /// `restore --lazy-pages`; an older image has none.
-pub const FORMAT_VERSION: u32 = 12;
+///
+/// Version 13 also adds `pty-devpts.img` (kind 32, `image::pty_devpts`): the devpts
+/// mount (as the tree sees it) of each pty of the tree that lives in another devpts
+/// instance than the host's (a container's own `/dev/pts`); the restore makes those
+/// pairs through that mount's `ptmx`. An older image has none: every pty is the host's.
+pub const FORMAT_VERSION: u32 = 13;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;
@@ -160,6 +165,8 @@ pub enum Kind {
     OrphanPty = 30,
     /// The page runs served after the restore (`lazy.img`, format 12, `image::lazy`).
     Lazy = 24,
+    /// The devpts instance of each pty not of the host's (`pty-devpts.img`, format 13).
+    PtyDevpts = 32,
 }
 
 /// Human name of a kind number, for messages.
@@ -186,6 +193,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         18 => "chain",
         30 => "orphan pty",
         24 => "lazy pages",
+        32 => "pty devpts",
         _ => "unknown",
     }
 }

@@ -18,6 +18,7 @@ use super::mqueue::{MqueueImage, MQUEUE};
 use super::ns::{NsImage, NAMESPACES};
 use super::orphan_pty::{OrphanPtyImage, ORPHAN_PTY};
 use super::pages::{check_pages, verify_pages};
+use super::pty_devpts::{PtyDevptsImage, PTY_DEVPTS};
 use super::sysv::{SysvImage, SYSV, SYSV_SHM_PAGES};
 use super::task::{TaskImage, TaskImageV8};
 use super::tree::{TreeImage, TreeImageV6};
@@ -59,6 +60,8 @@ pub struct Image {
     pub mqueue: MqueueImage,
     /// The pty whose master was outside the tree (none without `orphan-pty.img`).
     pub orphan_pty: OrphanPtyImage,
+    /// The ptys of another devpts instance than the host's (`pty-devpts.img`).
+    pub pty_devpts: PtyDevptsImage,
     /// Pid and UTS namespaces (empty when the image has no `namespaces.img`).
     pub ns: NsImage,
     /// The tree's cgroups (empty when the image has no `cgroup.img`).
@@ -138,6 +141,11 @@ impl Image {
             Kind::OrphanPty,
             super::orphan_pty::validate,
         )?;
+        let pty_devpts = load_optional(
+            &dir.join(PTY_DEVPTS),
+            Kind::PtyDevpts,
+            super::pty_devpts::validate,
+        )?;
         let ns = load_ns(dir)?;
         let cgroup = load_cgroup(dir)?;
         let mounts = load_mounts(dir)?;
@@ -153,6 +161,7 @@ impl Image {
             sysv,
             mqueue,
             orphan_pty,
+            pty_devpts,
             ns,
             cgroup,
             mounts,
@@ -184,6 +193,8 @@ impl Image {
         let orphans: Vec<u32> = image.orphan_pty.ptys.iter().map(|p| p.index).collect();
         let tty_path = image.dir.join(TTY);
         super::tty::check(&image.tty, &image.tree, &order, &orphans, &tty_path)?;
+        let path = image.dir.join(PTY_DEVPTS);
+        super::pty_devpts::check_orphans(&image.pty_devpts, &orphans, &path)?;
         Ok((image, ancestors))
     }
 
@@ -456,6 +467,7 @@ mod tests {
             sysv: SysvImage::default(),
             mqueue: MqueueImage::default(),
             orphan_pty: OrphanPtyImage::default(),
+            pty_devpts: PtyDevptsImage::default(),
             ns: Default::default(),
             cgroup: CgroupImage::default(),
             mounts: None,

@@ -34,6 +34,7 @@ pub mod netns;
 pub mod ns;
 pub mod orphan_pty;
 pub mod pages;
+pub mod pty_devpts;
 pub mod seccomp;
 pub mod sink;
 pub mod sock;

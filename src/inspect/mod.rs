@@ -124,6 +124,7 @@ fn to_json(image: &Image) -> serde_json::Value {
         "mounts": image.mounts,
         "netns": image.netns.as_ref().map(namespaces::netns_json),
         "orphan_pty": image.orphan_pty,
+        "pty_devpts": image.pty_devpts,
         "chain": image.chain,
     })
 }

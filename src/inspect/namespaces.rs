@@ -24,6 +24,9 @@ pub(super) fn sections(image: &Image, out: &mut impl Write) -> std::io::Result<(
         netns(n, out)?;
     }
     consoles(&image.orphan_pty, out)?;
+    for p in &image.pty_devpts.ptys {
+        writeln!(out, "pty {} of the tree's own devpts {}", p.index, p.devpts)?;
+    }
     if let Some(c) = &image.chain {
         chain(c, out)?;
     }

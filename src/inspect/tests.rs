@@ -74,6 +74,7 @@ fn sample_image() -> Image {
         sysv: Default::default(),
         mqueue: Default::default(),
         orphan_pty: Default::default(),
+        pty_devpts: Default::default(),
         ns: Default::default(),
         cgroup: Default::default(),
         mounts: None,

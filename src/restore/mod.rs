@@ -25,6 +25,7 @@ mod netlock;
 mod ns;
 mod orphan_pty;
 mod prctl;
+mod pty_devpts;
 mod sched;
 mod seccomp;
 mod staged;
@@ -518,6 +519,8 @@ impl Builder<'_> {
         if pid == root {
             let own_mounts = self.mounts.is_some();
             self.orphan_master = orphan_pty::build(&mut self.ttys, self.image, pid, own_mounts)
+                .map_err(at(RestoreStage::Terminal, pid))?;
+            pty_devpts::build(&mut self.ttys, self.image, pid, own_mounts)
                 .map_err(at(RestoreStage::Terminal, pid))?;
         }
         drop(span);

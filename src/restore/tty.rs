@@ -12,6 +12,9 @@
 //! When the saved number is taken the pair gets another one: the processes' fds point at
 //! the new pair all the same, only `ptsname` differs.
 //!
+//! A pty of another devpts instance than the host's (a container's own `/dev/pts`) is
+//! made later, through that instance's `ptmx` (`pty_devpts.rs`, [`Bank::build_pair`]).
+//!
 //! A pty whose master was closed is rebuilt with a master that stasis closes once every
 //! process holds its fds ([`Bank`] dropped last): the slaves hang up then, as they were.
 
@@ -63,12 +66,18 @@ impl Bank {
     /// process is created (a session leader takes its terminal right after `setsid`).
     pub fn build(image: &Image) -> Result<Bank, RestoreError> {
         let mut bank = Bank::default();
-        // A pty whose master was outside is made once its devpts exists (`orphan_pty.rs`).
-        let outside = |p: &Pair| image.orphan_pty.get(p.index).is_some();
-        for pair in pairs(image).into_iter().filter(|p| !outside(p)) {
+        // A pty whose master was outside is made once its devpts exists (`orphan_pty.rs`),
+        // one of another devpts instance than the host's once the tree's mounts do
+        // (`pty_devpts.rs`).
+        let elsewhere = |p: &Pair| {
+            image.orphan_pty.get(p.index).is_some() || image.pty_devpts.get(p.index).is_some()
+        };
+        for pair in pairs(image).into_iter().filter(|p| !elsewhere(p)) {
             let index = pair.index;
-            bank.pair(&pair).map_err(|e| RestoreError::Unsupported {
-                what: format!("rebuild pts {index}: {e}"),
+            (open_master(index, pair.access()).and_then(|m| bank.pair(&pair, m))).map_err(|e| {
+                RestoreError::Unsupported {
+                    what: format!("rebuild pts {index}: {e}"),
+                }
             })?;
         }
         for s in &image.tty.sessions {
@@ -101,15 +110,27 @@ impl Bank {
         }
     }
 
+    /// Makes pair `index` of the image with the master `open` gives for an access mode
+    /// (`pty_devpts.rs`: through the `ptmx` of its own devpts instance).
+    pub(super) fn build_pair(
+        &mut self,
+        image: &Image,
+        index: u32,
+        open: impl FnOnce(i32) -> Result<OwnedFd, RestoreError>,
+    ) -> Result<(), RestoreError> {
+        match pairs(image).into_iter().find(|p| p.index == index) {
+            Some(p) => self.pair(&p, open(p.access())?),
+            None => Ok(()),
+        }
+    }
+
     pub fn fds(&self) -> PtyFds {
         self.fds.iter().map(|(k, v)| (*k, v.as_raw_fd())).collect()
     }
 
     /// Ordering requirements: slaves are opened before the lock and exclusive mode are
     /// set; data is written back before the saved termios applies.
-    fn pair(&mut self, p: &Pair) -> Result<(), RestoreError> {
-        let access = p.master.map_or(libc::O_RDWR, |m| m.2 & libc::O_ACCMODE);
-        let master = open_master(p.index, access)?;
+    fn pair(&mut self, p: &Pair, master: OwnedFd) -> Result<(), RestoreError> {
         let m = master.as_fd();
         ioctl_int(m, TIOCSPTLCK, 0, "TIOCSPTLCK")?;
         self.open_slaves(m, p)?;
@@ -151,6 +172,13 @@ impl Bank {
             self.cttys.insert(sid, slave);
         }
         Ok(())
+    }
+}
+
+impl Pair<'_> {
+    /// The access mode of the master's open file (read-write when none holds it).
+    fn access(&self) -> i32 {
+        self.master.map_or(libc::O_RDWR, |m| m.2 & libc::O_ACCMODE)
     }
 }
 

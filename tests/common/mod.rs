@@ -87,6 +87,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("pty", &[]),
     ("ctty", &[]),
     ("pty_hangup", &[]),
+    ("devpts_pty", &[]),
     ("split", &[]),
     ("tcp_echo", &[]),
     ("tcp_states", &[]),

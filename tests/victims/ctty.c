@@ -134,24 +134,6 @@ static void on_ready(int sig)
 	a_ready = 1;
 }
 
-/* Reads the master until `want` came (the echo and the answer arrive separately). */
-static void expect_master(const char *want)
-{
-	char buf[64] = { 0 };
-	size_t got = 0;
-
-	while (got < strlen(want)) {
-		struct pollfd p = { 10, POLLIN, 0 };
-		ssize_t n;
-
-		CHECK(poll(&p, 1, 5000) == 1, "root: master has \"%s\", want \"%s\"", buf, want);
-		n = read(10, buf + got, sizeof(buf) - 1 - got);
-		CHECK(n > 0, "root: read master: %s", strerror(errno));
-		got += n;
-	}
-	CHECK(!strcmp(buf, want), "root: master has \"%s\", want \"%s\"", buf, want);
-}
-
 int main(void)
 {
 	struct family f = { .n = 0 };
@@ -185,6 +167,6 @@ int main(void)
 	expect_sid(10, a_pid, "root: master");
 	CHECK(ioctl(12, TIOCGEXCL, &n) == 0 && n == 1, "root: the slave is no longer exclusive");
 	family_go(&f, "root");
-	expect_master("ping\r\npong\r\n");
+	victim_expect_read(10, "ping\r\npong\r\n", "root");
 	victim_pass();
 }

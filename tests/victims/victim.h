@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <poll.h>
 
 static volatile sig_atomic_t victim_go;
 
@@ -124,6 +125,25 @@ static inline void victim_proc_link(const char *name, char *buf, size_t len)
 	n = readlink(path, buf, len - 1);
 	CHECK_SYS(n);
 	buf[n] = 0;
+}
+
+/* Reads fd `fd` (polled, 5 s at most each time) until it gave strlen(want) bytes, which
+ * must be `want`; `who` names the reader in the failure. */
+static inline void victim_expect_read(int fd, const char *want, const char *who)
+{
+	char buf[256] = { 0 };
+	size_t got = 0;
+
+	while (got < strlen(want) && got < sizeof(buf) - 1) {
+		struct pollfd p = { fd, POLLIN, 0 };
+		ssize_t n;
+
+		CHECK(poll(&p, 1, 5000) == 1, "%s: fd %d has \"%s\", want \"%s\"", who, fd, buf, want);
+		n = read(fd, buf + got, sizeof(buf) - 1 - got);
+		CHECK(n > 0, "%s: read fd %d: %s", who, fd, strerror(errno));
+		got += n;
+	}
+	CHECK(!strcmp(buf, want), "%s: fd %d has \"%s\", want \"%s\"", who, fd, buf, want);
 }
 
 #endif

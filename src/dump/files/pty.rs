@@ -135,6 +135,19 @@ fn a_slave(ctx: &mut SockCtx<'_>, index: u32) -> Result<Option<OwnedFd>, DumpErr
     Ok(Some(dup))
 }
 
+/// `stat` of the slave node of the master at fd `fd` of `pid`, reached through the
+/// master itself (`TIOCGPTPEER` with `O_PATH`: the tty is not opened, so the pair's
+/// hang-up state is untouched): its owner, mode and devpts instance (`st_dev`), whatever
+/// is mounted at its path now. `ENODEV`: its devpts is no longer the one beside the
+/// `ptmx` it was opened by.
+pub fn master_node(pid: i32, fd: i32) -> nix::Result<nix::sys::stat::FileStat> {
+    let pidfd = crate::sys::probe::pidfd_open(nix::unistd::Pid::from_raw(pid))?;
+    let master = crate::sys::probe::pidfd_getfd(pidfd.as_fd(), fd)?;
+    let flags = libc::O_PATH | libc::O_NOCTTY | libc::O_CLOEXEC;
+    let node = crate::sys::socket::open_pty_peer(master.as_fd(), flags)?;
+    nix::sys::stat::fstat(node.as_fd())
+}
+
 /// A slave whose master this process or another of the tree holds, or whose master was
 /// closed (its node is deleted: no one can hold it); `None` for the slave of a master
 /// outside the tree.

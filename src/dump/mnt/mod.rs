@@ -130,7 +130,10 @@ pub fn forget_namespaces() {
     *LAST.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
-fn read_mountinfo(pid: i32) -> Result<Vec<crate::proc::mountinfo::MountInfo>, DumpError> {
+/// `/proc/PID/mountinfo`, parsed.
+pub(crate) fn read_mountinfo(
+    pid: i32,
+) -> Result<Vec<crate::proc::mountinfo::MountInfo>, DumpError> {
     let path = format!("/proc/{pid}/mountinfo");
     let text = std::fs::read_to_string(&path).map_err(|source| DumpError::Stat {
         path: path.clone(),
