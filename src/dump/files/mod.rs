@@ -48,6 +48,7 @@ mod sock;
 mod sockopts;
 pub mod split;
 pub mod timerfd;
+mod two;
 mod unix;
 
 use std::cell::OnceCell;
@@ -189,9 +190,26 @@ pub struct OpenFd {
 impl OpenFd {
     /// Fd `fd` of the process whose fd table `dir` is.
     pub fn inspect(dir: &Rc<proc::FdDir>, fd: i32) -> Result<OpenFd, DumpError> {
-        let info = dir.info(fd)?;
-        let target = dir.link(fd)?.to_string_lossy().into_owned();
-        Ok(OpenFd {
+        let (info, target) = read_fd(dir, fd)?;
+        Ok(OpenFd::new(dir, fd, info, target))
+    }
+
+    /// Fds `fds` of the process whose fd table `dir` is, read in two threads when there
+    /// are many (each is an open, a read and a readlink in `/proc`); an error is the
+    /// first fd's that failed.
+    pub fn inspect_all(dir: &Rc<proc::FdDir>, fds: &[i32]) -> Result<Vec<OpenFd>, DumpError> {
+        let table: &proc::FdDir = dir;
+        let read = two::map(fds, MANY_FDS, |&fd| read_fd(table, fd));
+        (fds.iter().zip(read))
+            .map(|(&fd, r)| {
+                let (info, target) = r?;
+                Ok(OpenFd::new(dir, fd, info, target))
+            })
+            .collect()
+    }
+
+    fn new(dir: &Rc<proc::FdDir>, fd: i32, info: FdInfo, target: String) -> OpenFd {
+        OpenFd {
             pid: dir.pid(),
             fd,
             target,
@@ -199,7 +217,7 @@ impl OpenFd {
             dir: dir.clone(),
             meta: OnceCell::new(),
             flying: None,
-        })
+        }
     }
 
     /// `stat` of the open file (through `/proc/PID/fd/N`), taken once.
@@ -298,6 +316,15 @@ impl OpenFd {
     }
 }
 
+/// Fewer fds than this are read in one thread ([`OpenFd::inspect_all`]).
+const MANY_FDS: usize = 64;
+
+/// The fdinfo and the link text of fd `fd` of the table `dir`.
+fn read_fd(dir: &proc::FdDir, fd: i32) -> Result<(FdInfo, String), proc::ProcError> {
+    let info = dir.info(fd)?;
+    Ok((info, dir.link(fd)?.to_string_lossy().into_owned()))
+}
+
 /// All open fds of `pid`, the locks held through them, the sockets held in repair mode
 /// meanwhile (see [`Held`]), and the fds whose owners are left to the process's own
 /// queries ([`fown::query`]; their records are added to `owners` then).
@@ -306,16 +333,13 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held, Vec<i32
     let mut lock_list = Vec::new();
     let mut walk = Walk::default();
     let mut epolls = Vec::new();
-    let mut opened = Vec::new();
     let dir = Rc::new(proc::FdDir::open(pid)?);
-    for fd in proc::fds(pid)? {
-        opened.push(OpenFd::inspect(&dir, fd)?);
-    }
+    let mut opened = OpenFd::inspect_all(&dir, &proc::fds(pid)?)?;
     let links: Vec<(i32, String)> = opened.iter().map(|o| (o.fd, o.target.clone())).collect();
     let mut ctx = SockCtx::new(pid, opts, &links);
     find_ptys(&mut ctx, &opened)?;
+    ctx.read_unix_ahead()?;
     let flying = inflight::collect(&mut ctx, &opened)?;
-    ctx.read_unix_options()?;
     let mut in_flight = flying.messages;
     opened.extend(flying.opened);
     let mut dropped = Vec::new();

@@ -9,7 +9,7 @@
 //! peeked before the table is classified (`inflight.rs`: the files riding on messages
 //! with `SCM_RIGHTS` are saved too). The restore side is `restore/files/unix.rs`.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
 use super::sock::SockCtx;
@@ -42,9 +42,7 @@ pub fn unix_kind(ctx: &mut SockCtx<'_>, fd: i32, ino: u64) -> Result<FdKind, Dum
     if listen_backlog.is_some() {
         check_pending(ctx, fd, &d)?;
     }
-    let sock = ctx.steal(fd)?;
-    let kind = super::sock::unix_sock_kind(&d);
-    let opts = ctx.options(fd, sock.as_fd(), kind, false)?;
+    let opts = ctx.unix_options(fd, super::sock::unix_sock_kind(&d))?;
     let queue = ctx.queues.remove(&ino).unwrap_or_default();
     let peer = orphan_datagram_peer(&d, peer, &queue);
     check_queue(ctx, fd, &d, &peer, &queue)?;
