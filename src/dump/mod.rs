@@ -36,6 +36,7 @@ pub mod timers;
 pub mod track;
 pub mod tree;
 pub mod tty;
+mod two;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -48,7 +48,6 @@ mod sock;
 mod sockopts;
 pub mod split;
 pub mod timerfd;
-mod two;
 mod unix;
 
 use std::cell::OnceCell;
@@ -199,7 +198,7 @@ impl OpenFd {
     /// first fd's that failed.
     pub fn inspect_all(dir: &Rc<proc::FdDir>, fds: &[i32]) -> Result<Vec<OpenFd>, DumpError> {
         let table: &proc::FdDir = dir;
-        let read = two::map(fds, MANY_FDS, |&fd| read_fd(table, fd));
+        let read = super::two::map(fds, MANY_FDS, |&fd| read_fd(table, fd));
         (fds.iter().zip(read))
             .map(|(&fd, r)| {
                 let (info, target) = r?;
@@ -334,9 +333,19 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held, Vec<i32
     let mut walk = Walk::default();
     let mut epolls = Vec::new();
     let dir = Rc::new(proc::FdDir::open(pid)?);
-    let mut opened = OpenFd::inspect_all(&dir, &proc::fds(pid)?)?;
+    let numbers = proc::fds(pid)?;
+    let (opened, unix) = std::thread::scope(|s| {
+        // The kernel's unix sockets, listed meanwhile on the side for a big table.
+        let unix = (numbers.len() >= MANY_FDS).then(|| s.spawn(sock::read_unix_table));
+        let opened = OpenFd::inspect_all(&dir, &numbers);
+        (opened, unix.and_then(|t| t.join().ok()))
+    });
+    let mut opened = opened?;
     let links: Vec<(i32, String)> = opened.iter().map(|o| (o.fd, o.target.clone())).collect();
     let mut ctx = SockCtx::new(pid, opts, &links);
+    if let Some(Ok(table)) = unix {
+        ctx.unix = Some(table);
+    }
     find_ptys(&mut ctx, &opened)?;
     ctx.read_unix_ahead()?;
     let flying = inflight::collect(&mut ctx, &opened)?;

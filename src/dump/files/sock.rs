@@ -114,9 +114,7 @@ impl<'a> SockCtx<'a> {
     /// The kernel's table of unix sockets, read once per dump.
     pub fn unix_table(&mut self) -> Result<&HashMap<u32, UnixDiag>, DumpError> {
         if self.unix.is_none() {
-            let table = sock_diag::unix_sockets()
-                .map_err(|e| DumpError::unsupported(format!("list unix sockets: {e}")))?;
-            self.unix = Some(table);
+            self.unix = Some(read_unix_table()?);
         }
         Ok(self.unix.as_ref().expect("read above"))
     }
@@ -159,7 +157,7 @@ impl<'a> SockCtx<'a> {
             }
         }
         let (pidfd, defaults) = (self.pidfd.as_ref().expect("opened above"), &self.defaults);
-        let read = super::two::map(&work, PARALLEL_SOCKETS, |&(fd, kind, d)| {
+        let read = crate::dump::two::map(&work, PARALLEL_SOCKETS, |&(fd, kind, d)| {
             read_unix(pidfd.as_fd(), fd, kind, d, defaults)
         });
         for ((fd, ..), read) in work.iter().zip(read) {
@@ -250,6 +248,11 @@ impl<'a> SockCtx<'a> {
 
 /// Fewer unix sockets than this are read in one thread ([`SockCtx::read_unix_ahead`]).
 const PARALLEL_SOCKETS: usize = 64;
+
+/// The kernel's table of unix sockets (of stasis's network namespace).
+pub fn read_unix_table() -> Result<HashMap<u32, UnixDiag>, DumpError> {
+    sock_diag::unix_sockets().map_err(|e| DumpError::unsupported(format!("list unix sockets: {e}")))
+}
 
 /// What a unix socket is, for its options.
 pub fn unix_sock_kind(d: &UnixDiag) -> SockKind {

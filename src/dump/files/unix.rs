@@ -262,10 +262,33 @@ pub fn peek_queue(sock: BorrowedFd<'_>, d: &UnixDiag) -> nix::Result<Queued> {
         return Ok(Vec::new());
     }
     let saved = getsockopt_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF)?;
+    if saved < 0 && stream_like(d) {
+        if let Some(whole) = peek_whole(sock, d)? {
+            return Ok(whole);
+        }
+    }
     setsockopt_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF, 0)?;
     let result = peek_all(sock, d);
     setsockopt_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF, saved)?;
     result
+}
+
+/// The queue of a stream-like socket whose peek offset is off (-1, as on a new socket)
+/// when one peek returns it whole. With the offset off a peek reads from the head of
+/// the queue, as from offset 0, and moves no offset: nothing to set and put back.
+/// `None` when more than one peek is needed (then the files of this one are closed).
+fn peek_whole(sock: BorrowedFd<'_>, d: &UnixDiag) -> nix::Result<Option<Queued>> {
+    let mut buf = peek_buf(d);
+    let p = recv_peek(sock, &mut buf)?;
+    if p.truncated || p.ctrunc || p.len < d.rqlen.0 as usize {
+        return Ok(None);
+    }
+    buf.truncate(p.len);
+    let msg = UnixMessage {
+        data: buf,
+        creds: p.creds,
+    };
+    Ok(Some(vec![(msg, p.fds)]))
 }
 
 /// Stream and seqpacket sockets: the diag byte count is their whole queue's.

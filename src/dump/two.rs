@@ -1,6 +1,6 @@
-//! Work over many fds of a table shared by two threads: stasis's own and one more, each
+//! Work over many items (fds of a table, processes) shared by two threads: stasis's own and one more, each
 //! taking the next few items as it is free (a core busy elsewhere only slows its
-//! thread's share). Owns the split, not the work: the callers' closures read their fds.
+//! thread's share). Owns the split, not the work: the callers' closures do it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
