@@ -318,9 +318,15 @@ impl OpenFd {
 /// Fewer fds than this are read in one thread ([`OpenFd::inspect_all`]).
 const MANY_FDS: usize = 64;
 
-/// The fdinfo and the link text of fd `fd` of the table `dir`.
+/// The fdinfo and the link text of fd `fd` of the table `dir`. A unix socket's link
+/// text is known from its fdinfo: only unix sockets show `scm_fds`, and a socket's link
+/// is `socket:[` its inode `]` (sockfs names its files so), no readlink needed.
 fn read_fd(dir: &proc::FdDir, fd: i32) -> Result<(FdInfo, String), proc::ProcError> {
     let info = dir.info(fd)?;
+    if info.ino != 0 && info.extra.iter().any(|(k, _)| k == "scm_fds") {
+        let link = format!("socket:[{}]", info.ino);
+        return Ok((info, link));
+    }
     Ok((info, dir.link(fd)?.to_string_lossy().into_owned()))
 }
 
@@ -333,11 +339,12 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held, Vec<i32
     let mut walk = Walk::default();
     let mut epolls = Vec::new();
     let dir = Rc::new(proc::FdDir::open(pid)?);
-    let numbers = proc::fds(pid)?;
     let (opened, unix) = std::thread::scope(|s| {
         // The kernel's unix sockets, listed meanwhile on the side for a big table.
-        let unix = (numbers.len() >= MANY_FDS).then(|| s.spawn(sock::read_unix_table));
-        let opened = OpenFd::inspect_all(&dir, &numbers);
+        let unix = (dir.count() >= MANY_FDS).then(|| s.spawn(sock::read_unix_table));
+        let opened = proc::fds(pid)
+            .map_err(DumpError::from)
+            .and_then(|numbers| OpenFd::inspect_all(&dir, &numbers));
         (opened, unix.and_then(|t| t.join().ok()))
     });
     let mut opened = opened?;
