@@ -660,4 +660,19 @@ mod tests {
         let ino = pipe::pipe_inode(&r.target).unwrap();
         assert_eq!(r.meta().unwrap().st_ino, ino);
     }
+
+    #[test]
+    fn a_unix_socket_link_from_fdinfo_is_what_readlink_gives() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        let dir = proc::FdDir::open(std::process::id() as i32).unwrap();
+        for fd in [a.as_raw_fd(), r.as_raw_fd()] {
+            let (_, link) = read_fd(&dir, fd).unwrap();
+            assert_eq!(link, dir.link(fd).unwrap().to_string_lossy(), "fd {fd}");
+        }
+        let many: Vec<i32> = (0..100).map(|_| a.as_raw_fd()).collect();
+        let one = Rc::new(dir);
+        let opened = OpenFd::inspect_all(&one, &many).unwrap();
+        assert!(opened.iter().all(|o| o.target.starts_with("socket:[")));
+    }
 }

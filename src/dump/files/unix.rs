@@ -337,3 +337,64 @@ fn peek_all(sock: BorrowedFd<'_>, d: &UnixDiag) -> nix::Result<Queued> {
         out.push((msg, p.fds));
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::os::unix::net::UnixStream;
+
+    fn stream_diag(queued: usize) -> UnixDiag {
+        UnixDiag {
+            sock_type: libc::SOCK_STREAM as u8,
+            state: CONNECTED,
+            rqlen: (queued as u32, 0),
+            ..UnixDiag::default()
+        }
+    }
+
+    fn data(q: &Queued) -> Vec<u8> {
+        q.iter().flat_map(|(m, _)| m.data.clone()).collect()
+    }
+
+    #[test]
+    fn a_queue_peeked_whole_or_message_by_message_leaves_the_peek_offset_as_it_was() {
+        let (mut tx, rx) = UnixStream::pair().unwrap();
+        tx.write_all(b"hello ").unwrap();
+        tx.write_all(b"world").unwrap();
+        let d = stream_diag(11);
+        let off = |s: &UnixStream| getsockopt_int(s.as_fd(), libc::SOL_SOCKET, SO_PEEK_OFF);
+        // Offset off (-1): one peek from the head, nothing set.
+        let q = peek_queue(rx.as_fd(), &d).unwrap();
+        assert_eq!(data(&q), b"hello world");
+        assert_eq!(off(&rx).unwrap(), -1);
+        // The owner's offset at 3: peeked from 0, put back at 3.
+        setsockopt_int(rx.as_fd(), libc::SOL_SOCKET, SO_PEEK_OFF, 3).unwrap();
+        let q = peek_queue(rx.as_fd(), &d).unwrap();
+        assert_eq!(data(&q), b"hello world");
+        assert_eq!(off(&rx).unwrap(), 3);
+    }
+
+    #[test]
+    fn a_queue_one_peek_cannot_return_whole_is_peeked_message_by_message() {
+        let (tx, rx) = UnixStream::pair().unwrap();
+        let (keep, _other) = UnixStream::pair().unwrap();
+        let send = |byte: &[u8]| {
+            use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+            let fds = [keep.as_raw_fd()];
+            let iov = [std::io::IoSlice::new(byte)];
+            let cmsg = [ControlMessage::ScmRights(&fds)];
+            sendmsg::<()>(tx.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).unwrap();
+        };
+        send(b"a");
+        send(b"b");
+        let q = peek_queue(rx.as_fd(), &stream_diag(2)).unwrap();
+        assert_eq!(q.len(), 2);
+        assert_eq!(data(&q), b"ab");
+        assert!(q.iter().all(|(_, fds)| fds.len() == 1));
+        let off = getsockopt_int(rx.as_fd(), libc::SOL_SOCKET, SO_PEEK_OFF).unwrap();
+        assert_eq!(off, -1);
+    }
+}
