@@ -37,6 +37,7 @@ pub mod timers;
 pub mod track;
 pub mod tree;
 pub mod tty;
+mod two;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

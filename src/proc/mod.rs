@@ -169,6 +169,12 @@ impl FdDir {
         self.pid
     }
 
+    /// How many fds are open: the size `stat` gives `/proc/PID/fd` (Linux 6.2 and
+    /// later; 0 before, or when it cannot be read).
+    pub fn count(&self) -> usize {
+        nix::sys::stat::fstat(&self.links).map_or(0, |s| s.st_size.max(0) as usize)
+    }
+
     /// `readlink /proc/PID/fd/FD`.
     pub fn link(&self, fd: i32) -> Result<PathBuf, ProcError> {
         nix::fcntl::readlinkat(&self.links, fd.to_string().as_str())

@@ -111,8 +111,11 @@ fn peek(ctx: &mut SockCtx<'_>, fd: i32, ino: u64) -> Result<Option<Queued>, Dump
     if d.state == TCP_LISTEN {
         return Ok(None);
     }
-    let sock = ctx.steal(fd)?;
-    peek_queue(sock.as_fd(), &d).map(Some).map_err(|e| {
+    let queue = match ctx.peeked(fd) {
+        Some(queue) => queue,
+        None => peek_queue(ctx.steal(fd)?.as_fd(), &d),
+    };
+    queue.map(Some).map_err(|e| {
         DumpError::unsupported(format!(
             "fd {fd} of pid {pid}: peek at its receive queue: {e}"
         ))

@@ -189,9 +189,26 @@ pub struct OpenFd {
 impl OpenFd {
     /// Fd `fd` of the process whose fd table `dir` is.
     pub fn inspect(dir: &Rc<proc::FdDir>, fd: i32) -> Result<OpenFd, DumpError> {
-        let info = dir.info(fd)?;
-        let target = dir.link(fd)?.to_string_lossy().into_owned();
-        Ok(OpenFd {
+        let (info, target) = read_fd(dir, fd)?;
+        Ok(OpenFd::new(dir, fd, info, target))
+    }
+
+    /// Fds `fds` of the process whose fd table `dir` is, read in two threads when there
+    /// are many (each is an open, a read and a readlink in `/proc`); an error is the
+    /// first fd's that failed.
+    pub fn inspect_all(dir: &Rc<proc::FdDir>, fds: &[i32]) -> Result<Vec<OpenFd>, DumpError> {
+        let table: &proc::FdDir = dir;
+        let read = super::two::map(fds, MANY_FDS, |&fd| read_fd(table, fd));
+        (fds.iter().zip(read))
+            .map(|(&fd, r)| {
+                let (info, target) = r?;
+                Ok(OpenFd::new(dir, fd, info, target))
+            })
+            .collect()
+    }
+
+    fn new(dir: &Rc<proc::FdDir>, fd: i32, info: FdInfo, target: String) -> OpenFd {
+        OpenFd {
             pid: dir.pid(),
             fd,
             target,
@@ -199,7 +216,7 @@ impl OpenFd {
             dir: dir.clone(),
             meta: OnceCell::new(),
             flying: None,
-        })
+        }
     }
 
     /// `stat` of the open file (through `/proc/PID/fd/N`), taken once.
@@ -298,6 +315,21 @@ impl OpenFd {
     }
 }
 
+/// Fewer fds than this are read in one thread ([`OpenFd::inspect_all`]).
+const MANY_FDS: usize = 64;
+
+/// The fdinfo and the link text of fd `fd` of the table `dir`. A unix socket's link
+/// text is known from its fdinfo: only unix sockets show `scm_fds`, and a socket's link
+/// is `socket:[` its inode `]` (sockfs names its files so), no readlink needed.
+fn read_fd(dir: &proc::FdDir, fd: i32) -> Result<(FdInfo, String), proc::ProcError> {
+    let info = dir.info(fd)?;
+    if info.ino != 0 && info.extra.iter().any(|(k, _)| k == "scm_fds") {
+        let link = format!("socket:[{}]", info.ino);
+        return Ok((info, link));
+    }
+    Ok((info, dir.link(fd)?.to_string_lossy().into_owned()))
+}
+
 /// All open fds of `pid`, the locks held through them, the sockets held in repair mode
 /// meanwhile (see [`Held`]), and the fds whose owners are left to the process's own
 /// queries ([`fown::query`]; their records are added to `owners` then).
@@ -306,16 +338,24 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held, Vec<i32
     let mut lock_list = Vec::new();
     let mut walk = Walk::default();
     let mut epolls = Vec::new();
-    let mut opened = Vec::new();
     let dir = Rc::new(proc::FdDir::open(pid)?);
-    for fd in proc::fds(pid)? {
-        opened.push(OpenFd::inspect(&dir, fd)?);
-    }
+    let (opened, unix) = std::thread::scope(|s| {
+        // The kernel's unix sockets, listed meanwhile on the side for a big table.
+        let unix = (dir.count() >= MANY_FDS).then(|| s.spawn(sock::read_unix_table));
+        let opened = proc::fds(pid)
+            .map_err(DumpError::from)
+            .and_then(|numbers| OpenFd::inspect_all(&dir, &numbers));
+        (opened, unix.and_then(|t| t.join().ok()))
+    });
+    let mut opened = opened?;
     let links: Vec<(i32, String)> = opened.iter().map(|o| (o.fd, o.target.clone())).collect();
     let mut ctx = SockCtx::new(pid, opts, &links);
+    if let Some(Ok(table)) = unix {
+        ctx.unix = Some(table);
+    }
     find_ptys(&mut ctx, &opened)?;
+    ctx.read_unix_ahead()?;
     let flying = inflight::collect(&mut ctx, &opened)?;
-    ctx.read_unix_options()?;
     let mut in_flight = flying.messages;
     opened.extend(flying.opened);
     let mut dropped = Vec::new();
@@ -619,5 +659,20 @@ mod tests {
         assert_ne!(r.description().unwrap(), w.description().unwrap());
         let ino = pipe::pipe_inode(&r.target).unwrap();
         assert_eq!(r.meta().unwrap().st_ino, ino);
+    }
+
+    #[test]
+    fn a_unix_socket_link_from_fdinfo_is_what_readlink_gives() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        let dir = proc::FdDir::open(std::process::id() as i32).unwrap();
+        for fd in [a.as_raw_fd(), r.as_raw_fd()] {
+            let (_, link) = read_fd(&dir, fd).unwrap();
+            assert_eq!(link, dir.link(fd).unwrap().to_string_lossy(), "fd {fd}");
+        }
+        let many: Vec<i32> = (0..100).map(|_| a.as_raw_fd()).collect();
+        let one = Rc::new(dir);
+        let opened = OpenFd::inspect_all(&one, &many).unwrap();
+        assert!(opened.iter().all(|o| o.target.starts_with("socket:[")));
     }
 }

@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 
 use super::inet::Held;
 use super::sockopts::{self, Defaults};
+use super::unix::{peek_queue, Queued};
 use super::FdOptions;
 use crate::dump::DumpError;
 use crate::image::files::FdKind;
@@ -41,8 +42,10 @@ pub struct SockCtx<'a> {
     pub seen: HashSet<u64>,
     /// Options of a new socket, per kind: what "unchanged" means.
     defaults: Defaults,
-    /// Options of unix sockets read ahead ([`SockCtx::read_unix_options`]), by fd.
+    /// Options of unix sockets read ahead ([`SockCtx::read_unix_ahead`]), by fd.
     unix_opts: HashMap<i32, Result<SockOpts, sockopts::OptError>>,
+    /// Receive queues of unix sockets peeked ahead, by fd.
+    peeked: HashMap<i32, nix::Result<Queued>>,
     /// Listening unix sockets by the connections in their queue: the listener and the
     /// connection's position ([`SockCtx::pending_of`]).
     pending: Option<HashMap<u32, (u32, u32)>>,
@@ -81,6 +84,7 @@ impl<'a> SockCtx<'a> {
             inet_tables: HashMap::new(),
             defaults: Defaults::new(pid),
             unix_opts: HashMap::new(),
+            peeked: HashMap::new(),
             pending: None,
             held: Held::new(pid),
             masters: HashMap::new(),
@@ -101,13 +105,8 @@ impl<'a> SockCtx<'a> {
                 DumpError::unsupported(format!("duplicate a file in flight to pid {pid}: {e}"))
             });
         }
-        if self.pidfd.is_none() {
-            let pidfd = crate::sys::probe::pidfd_open(Pid::from_raw(pid))
-                .map_err(|e| DumpError::unsupported(format!("pidfd_open of pid {pid}: {e}")))?;
-            self.pidfd = Some(pidfd);
-        }
-        let pidfd = self.pidfd.as_ref().expect("opened above");
-        crate::sys::probe::pidfd_getfd(pidfd.as_fd(), fd).map_err(|e| {
+        let pidfd = self.open_pidfd()?;
+        crate::sys::probe::pidfd_getfd(pidfd, fd).map_err(|e| {
             DumpError::unsupported(format!("pidfd_getfd of fd {fd} of pid {pid}: {e}"))
         })
     }
@@ -115,9 +114,7 @@ impl<'a> SockCtx<'a> {
     /// The kernel's table of unix sockets, read once per dump.
     pub fn unix_table(&mut self) -> Result<&HashMap<u32, UnixDiag>, DumpError> {
         if self.unix.is_none() {
-            let table = sock_diag::unix_sockets()
-                .map_err(|e| DumpError::unsupported(format!("list unix sockets: {e}")))?;
-            self.unix = Some(table);
+            self.unix = Some(read_unix_table()?);
         }
         Ok(self.unix.as_ref().expect("read above"))
     }
@@ -136,39 +133,70 @@ impl<'a> SockCtx<'a> {
         Ok(u32::try_from(ino).ok().and_then(|i| index.get(&i).copied()))
     }
 
-    /// Reads the options of the table's unix sockets ahead, in two threads when there
-    /// are many and two CPUs: each option is one `getsockopt`, some forty a socket. An
-    /// error is kept for [`SockCtx::options`] to report at that fd, in table order; a
-    /// socket not read here is read there.
-    pub fn read_unix_options(&mut self) -> Result<(), DumpError> {
-        let two = crate::sys::cpu::usable() > 1;
-        if !two || self.inodes.len() < PARALLEL_SOCKETS {
+    /// Reads ahead what the walk needs of each unix socket of the table, through one
+    /// duplicate per socket, in two threads when there are many (and two CPUs): its
+    /// options (some forty `getsockopt`s) and, but for a listener, its receive queue
+    /// (`inflight.rs` takes it). An error is kept for that fd's turn, in table order; a
+    /// socket not read here (no duplicate, no probe socket for its kind) is read there.
+    pub fn read_unix_ahead(&mut self) -> Result<(), DumpError> {
+        if self.inodes.is_empty() || self.open_pidfd().is_err() {
             return Ok(());
         }
         let mut firsts: Vec<(i32, u64)> = self.inodes.iter().map(|(i, f)| (*f, *i)).collect();
         firsts.sort_unstable();
-        let table = self.unix_table()?;
-        let kinds: Vec<(i32, SockKind)> = (firsts.iter())
-            .filter_map(|(fd, ino)| {
-                Some((*fd, unix_sock_kind(table.get(&u32::try_from(*ino).ok()?)?)))
-            })
-            .collect();
-        if kinds.len() < PARALLEL_SOCKETS {
-            return Ok(());
-        }
-        for chunk in kinds.chunks(STOLEN_AT_ONCE) {
-            let mut work = Vec::with_capacity(chunk.len());
-            for (fd, kind) in chunk {
-                if self.defaults.prepare(*kind).is_ok() {
-                    if let Ok(sock) = self.steal(*fd) {
-                        work.push((*fd, *kind, sock));
-                    }
-                }
+        self.unix_table()?;
+        let table = self.unix.as_ref().expect("read above");
+        let mut work: Vec<(i32, SockKind, &UnixDiag)> = Vec::new();
+        for (fd, ino) in firsts {
+            let Some(d) = u32::try_from(ino).ok().and_then(|i| table.get(&i)) else {
+                continue;
+            };
+            let kind = unix_sock_kind(d);
+            if self.defaults.prepare(kind).is_ok() {
+                work.push((fd, kind, d));
             }
-            let read = read_in_two(&work, &self.defaults);
-            self.unix_opts.extend(read);
+        }
+        let (pidfd, defaults) = (self.pidfd.as_ref().expect("opened above"), &self.defaults);
+        let read = crate::dump::two::map(&work, PARALLEL_SOCKETS, |&(fd, kind, d)| {
+            read_unix(pidfd.as_fd(), fd, kind, d, defaults)
+        });
+        for ((fd, ..), read) in work.iter().zip(read) {
+            let Some((opts, queue)) = read else { continue };
+            self.unix_opts.insert(*fd, opts);
+            if let Some(queue) = queue {
+                self.peeked.insert(*fd, queue);
+            }
         }
         Ok(())
+    }
+
+    /// The process's pidfd, opened once.
+    fn open_pidfd(&mut self) -> Result<BorrowedFd<'_>, DumpError> {
+        if self.pidfd.is_none() {
+            let pid = self.pid;
+            let pidfd = crate::sys::probe::pidfd_open(Pid::from_raw(pid))
+                .map_err(|e| DumpError::unsupported(format!("pidfd_open of pid {pid}: {e}")))?;
+            self.pidfd = Some(pidfd);
+        }
+        Ok(self.pidfd.as_ref().expect("opened above").as_fd())
+    }
+
+    /// The receive queue of unix socket `fd` peeked ahead ([`SockCtx::read_unix_ahead`]),
+    /// taken once.
+    pub fn peeked(&mut self, fd: i32) -> Option<nix::Result<Queued>> {
+        self.peeked.remove(&fd)
+    }
+
+    /// The options of fd `fd`, a unix socket of `kind`: read ahead, or now.
+    pub fn unix_options(&mut self, fd: i32, kind: SockKind) -> Result<SockOpts, DumpError> {
+        let read = match self.unix_opts.remove(&fd) {
+            Some(read) => read,
+            None => {
+                let sock = self.steal(fd)?;
+                sockopts::read(sock.as_fd(), kind, false, &mut self.defaults)
+            }
+        };
+        read.map_err(|e| DumpError::unsupported(format!("fd {fd} of pid {}: {e}", self.pid)))
     }
 
     /// The kernel's table of packet sockets, read once per dump.
@@ -213,18 +241,18 @@ impl<'a> SockCtx<'a> {
         kind: SockKind,
         connected: bool,
     ) -> Result<SockOpts, DumpError> {
-        let read = match self.unix_opts.remove(&fd) {
-            Some(read) => read,
-            None => sockopts::read(sock, kind, connected, &mut self.defaults),
-        };
-        read.map_err(|e| DumpError::unsupported(format!("fd {fd} of pid {}: {e}", self.pid)))
+        sockopts::read(sock, kind, connected, &mut self.defaults)
+            .map_err(|e| DumpError::unsupported(format!("fd {fd} of pid {}: {e}", self.pid)))
     }
 }
 
-/// Fewer unix sockets than this are read in one thread ([`SockCtx::read_unix_options`]).
+/// Fewer unix sockets than this are read in one thread ([`SockCtx::read_unix_ahead`]).
 const PARALLEL_SOCKETS: usize = 64;
-/// Duplicates held at once while reading ahead (stasis's own fd limit may be 1024).
-const STOLEN_AT_ONCE: usize = 256;
+
+/// The kernel's table of unix sockets (of stasis's network namespace).
+pub fn read_unix_table() -> Result<HashMap<u32, UnixDiag>, DumpError> {
+    sock_diag::unix_sockets().map_err(|e| DumpError::unsupported(format!("list unix sockets: {e}")))
+}
 
 /// What a unix socket is, for its options.
 pub fn unix_sock_kind(d: &UnixDiag) -> SockKind {
@@ -235,28 +263,26 @@ pub fn unix_sock_kind(d: &UnixDiag) -> SockKind {
     }
 }
 
-type ReadOpts = (i32, Result<SockOpts, sockopts::OptError>);
+/// What [`SockCtx::read_unix_ahead`] reads of one unix socket: its options, and its
+/// queue unless it listens; `None` when it could not be duplicated.
+type ReadAhead = Option<(
+    Result<SockOpts, sockopts::OptError>,
+    Option<nix::Result<Queued>>,
+)>;
 
-/// The options of each `(fd, kind, socket)`, the second half read by another thread
-/// (one that panicked leaves its half unread).
-fn read_in_two(work: &[(i32, SockKind, OwnedFd)], defaults: &Defaults) -> Vec<ReadOpts> {
-    let read_all = |part: &[(i32, SockKind, OwnedFd)]| -> Vec<ReadOpts> {
-        (part.iter())
-            .map(|(fd, kind, s)| {
-                (
-                    *fd,
-                    sockopts::read_prepared(s.as_fd(), *kind, false, defaults),
-                )
-            })
-            .collect()
-    };
-    let (first, second) = work.split_at(work.len() / 2);
-    std::thread::scope(|scope| {
-        let other = scope.spawn(|| read_all(second));
-        let mut out = read_all(first);
-        out.extend(other.join().unwrap_or_default());
-        out
-    })
+/// The options and queue of unix socket `fd` (of `kind`, described by `d`) of the
+/// process of `pidfd`, through a duplicate closed after.
+fn read_unix(
+    pidfd: BorrowedFd<'_>,
+    fd: i32,
+    kind: SockKind,
+    d: &UnixDiag,
+    defaults: &Defaults,
+) -> ReadAhead {
+    let sock = crate::sys::probe::pidfd_getfd(pidfd, fd).ok()?;
+    let opts = sockopts::read_prepared(sock.as_fd(), kind, false, defaults);
+    let queue = (d.state != sock_diag::TCP_LISTEN).then(|| peek_queue(sock.as_fd(), d));
+    Some((opts, queue))
 }
 
 /// `socket:[1234]` → 1234.

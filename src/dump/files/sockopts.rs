@@ -6,6 +6,7 @@
 //! its value. Multicast memberships are found by asking the socket about each group
 //! joined in its network namespace. The restore side is `restore/files/sockopts.rs`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -176,6 +177,7 @@ pub fn read_prepared(
     let fresh = defaults.by_kind.get(&kind).map_or(&[][..], |v| &v[..]);
     let groups = defaults.groups.as_deref().unwrap_or_default();
     let mut opts = Vec::new();
+    let mut scratch = [0u8; SCRATCH];
     for (d, fresh) in OPTIONS.iter().zip(fresh) {
         let unconnected_only = matches!(d.special, Special::Unconnected | Special::UserMss);
         let Fresh::Value(fresh) = fresh else {
@@ -188,13 +190,16 @@ pub fn read_prepared(
             opts.extend(memberships(sock, d, groups)?);
             continue;
         }
-        let Some(value) = read_def(sock, d)?.filter(|v| Some(v) != fresh.as_ref()) else {
+        let Some(value) = read_def(sock, d, &mut scratch)? else {
             continue;
         };
+        if Some(value.as_ref()) == fresh.as_deref() {
+            continue;
+        }
         let opt = SockOpt {
             level: d.level,
             name: d.name,
-            value,
+            value: value.into_owned(),
         };
         if d.special == Special::UserMss && opt.int_value() > MAX_TCP_WINDOW {
             continue;
@@ -211,9 +216,14 @@ pub fn read_prepared(
     Ok(SockOpts { opts })
 }
 
-/// Option `d` of `sock`, errors named: an eBPF filter is refused.
-fn read_def(sock: BorrowedFd<'_>, d: &OptDef) -> Result<Option<Vec<u8>>, OptError> {
-    match read_one(sock, d.level, d.name, d.size.buffer(), d.special) {
+/// Option `d` of `sock` (in `scratch` when it fits), errors named: an eBPF filter is
+/// refused.
+fn read_def<'b>(
+    sock: BorrowedFd<'_>,
+    d: &OptDef,
+    scratch: &'b mut [u8],
+) -> Result<Option<Cow<'b, [u8]>>, OptError> {
+    match settle(read_raw(sock, d, scratch)) {
         Err(Errno::EACCES) if d.special == Special::Filter => Err(OptError::Refused {
             label: d.label,
             value: "an eBPF program".into(),
@@ -281,25 +291,14 @@ fn fresh(probe: BorrowedFd<'_>, kind: SockKind, d: &OptDef) -> Fresh {
     if !d.scope.covers(kind) {
         return Fresh::Skip;
     }
-    match read_raw(probe, d.level, d.name, d.size.buffer(), d.special) {
+    match read_raw(probe, d, &mut [0u8; SCRATCH]) {
         Err(Errno::ENOPROTOOPT | Errno::EOPNOTSUPP) if d.level == libc::SOL_SOCKET => Fresh::Skip,
-        r => Fresh::Value(settle(r).ok().flatten()),
+        r => Fresh::Value(settle(r).ok().flatten().map(Cow::into_owned)),
     }
 }
 
-/// One option's bytes; `None` when the kernel has no such option on this socket.
-fn read_one(
-    sock: BorrowedFd<'_>,
-    level: i32,
-    name: i32,
-    size: usize,
-    special: Special,
-) -> Result<Option<Vec<u8>>, Errno> {
-    settle(read_raw(sock, level, name, size, special))
-}
-
 /// Errors meaning "no such option here" as `None`.
-fn settle(got: Result<Vec<u8>, Errno>) -> Result<Option<Vec<u8>>, Errno> {
+fn settle<T>(got: Result<T, Errno>) -> Result<Option<T>, Errno> {
     match got {
         Ok(v) => Ok(Some(v)),
         Err(Errno::ENOPROTOOPT | Errno::EOPNOTSUPP | Errno::EINVAL | Errno::ENOTCONN) => Ok(None),
@@ -307,22 +306,29 @@ fn settle(got: Result<Vec<u8>, Errno>) -> Result<Option<Vec<u8>>, Errno> {
     }
 }
 
-/// One option's bytes as the kernel gives them.
-fn read_raw(
+/// Bytes of the largest option read into a buffer on the stack (a thousand sockets'
+/// forty options each were as many allocations).
+const SCRATCH: usize = 256;
+
+/// Option `d`'s bytes as the kernel gives them, in `scratch` when they fit.
+fn read_raw<'b>(
     sock: BorrowedFd<'_>,
-    level: i32,
-    name: i32,
-    size: usize,
-    special: Special,
-) -> Result<Vec<u8>, Errno> {
-    if special == Special::Filter {
-        read_filter(sock)
-    } else {
+    d: &OptDef,
+    scratch: &'b mut [u8],
+) -> Result<Cow<'b, [u8]>, Errno> {
+    let size = d.size.buffer();
+    if d.special == Special::Filter {
+        read_filter(sock).map(Cow::Owned)
+    } else if size > scratch.len() {
         let mut buf = vec![0u8; size];
-        getsockopt_bytes(sock, level, name, &mut buf).map(|n| {
-            buf.truncate(n);
-            buf
-        })
+        let n = getsockopt_bytes(sock, d.level, d.name, &mut buf)?;
+        buf.truncate(n);
+        Ok(Cow::Owned(buf))
+    } else {
+        let buf = &mut scratch[..size];
+        buf.fill(0);
+        let n = getsockopt_bytes(sock, d.level, d.name, buf)?;
+        Ok(Cow::Borrowed(&scratch[..n.min(size)]))
     }
 }
 

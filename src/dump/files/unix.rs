@@ -9,7 +9,7 @@
 //! peeked before the table is classified (`inflight.rs`: the files riding on messages
 //! with `SCM_RIGHTS` are saved too). The restore side is `restore/files/unix.rs`.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
 use super::sock::SockCtx;
@@ -42,9 +42,7 @@ pub fn unix_kind(ctx: &mut SockCtx<'_>, fd: i32, ino: u64) -> Result<FdKind, Dum
     if listen_backlog.is_some() {
         check_pending(ctx, fd, &d)?;
     }
-    let sock = ctx.steal(fd)?;
-    let kind = super::sock::unix_sock_kind(&d);
-    let opts = ctx.options(fd, sock.as_fd(), kind, false)?;
+    let opts = ctx.unix_options(fd, super::sock::unix_sock_kind(&d))?;
     let queue = ctx.queues.remove(&ino).unwrap_or_default();
     let peer = orphan_datagram_peer(&d, peer, &queue);
     check_queue(ctx, fd, &d, &peer, &queue)?;
@@ -264,10 +262,33 @@ pub fn peek_queue(sock: BorrowedFd<'_>, d: &UnixDiag) -> nix::Result<Queued> {
         return Ok(Vec::new());
     }
     let saved = getsockopt_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF)?;
+    if saved < 0 && stream_like(d) {
+        if let Some(whole) = peek_whole(sock, d)? {
+            return Ok(whole);
+        }
+    }
     setsockopt_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF, 0)?;
     let result = peek_all(sock, d);
     setsockopt_int(sock, libc::SOL_SOCKET, SO_PEEK_OFF, saved)?;
     result
+}
+
+/// The queue of a stream-like socket whose peek offset is off (-1, as on a new socket)
+/// when one peek returns it whole. With the offset off a peek reads from the head of
+/// the queue, as from offset 0, and moves no offset: nothing to set and put back.
+/// `None` when more than one peek is needed (then the files of this one are closed).
+fn peek_whole(sock: BorrowedFd<'_>, d: &UnixDiag) -> nix::Result<Option<Queued>> {
+    let mut buf = peek_buf(d);
+    let p = recv_peek(sock, &mut buf)?;
+    if p.truncated || p.ctrunc || p.len < d.rqlen.0 as usize {
+        return Ok(None);
+    }
+    buf.truncate(p.len);
+    let msg = UnixMessage {
+        data: buf,
+        creds: p.creds,
+    };
+    Ok(Some(vec![(msg, p.fds)]))
 }
 
 /// Stream and seqpacket sockets: the diag byte count is their whole queue's.
@@ -314,5 +335,66 @@ fn peek_all(sock: BorrowedFd<'_>, d: &UnixDiag) -> nix::Result<Queued> {
             creds: p.creds,
         };
         out.push((msg, p.fds));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::os::unix::net::UnixStream;
+
+    fn stream_diag(queued: usize) -> UnixDiag {
+        UnixDiag {
+            sock_type: libc::SOCK_STREAM as u8,
+            state: CONNECTED,
+            rqlen: (queued as u32, 0),
+            ..UnixDiag::default()
+        }
+    }
+
+    fn data(q: &Queued) -> Vec<u8> {
+        q.iter().flat_map(|(m, _)| m.data.clone()).collect()
+    }
+
+    #[test]
+    fn a_queue_peeked_whole_or_message_by_message_leaves_the_peek_offset_as_it_was() {
+        let (mut tx, rx) = UnixStream::pair().unwrap();
+        tx.write_all(b"hello ").unwrap();
+        tx.write_all(b"world").unwrap();
+        let d = stream_diag(11);
+        let off = |s: &UnixStream| getsockopt_int(s.as_fd(), libc::SOL_SOCKET, SO_PEEK_OFF);
+        // Offset off (-1): one peek from the head, nothing set.
+        let q = peek_queue(rx.as_fd(), &d).unwrap();
+        assert_eq!(data(&q), b"hello world");
+        assert_eq!(off(&rx).unwrap(), -1);
+        // The owner's offset at 3: peeked from 0, put back at 3.
+        setsockopt_int(rx.as_fd(), libc::SOL_SOCKET, SO_PEEK_OFF, 3).unwrap();
+        let q = peek_queue(rx.as_fd(), &d).unwrap();
+        assert_eq!(data(&q), b"hello world");
+        assert_eq!(off(&rx).unwrap(), 3);
+    }
+
+    #[test]
+    fn a_queue_one_peek_cannot_return_whole_is_peeked_message_by_message() {
+        let (tx, rx) = UnixStream::pair().unwrap();
+        let (keep, _other) = UnixStream::pair().unwrap();
+        let send = |byte: &[u8]| {
+            use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+            let fds = [keep.as_raw_fd()];
+            let iov = [std::io::IoSlice::new(byte)];
+            let cmsg = [ControlMessage::ScmRights(&fds)];
+            sendmsg::<()>(tx.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).unwrap();
+        };
+        send(b"a");
+        send(b"b");
+        let q = peek_queue(rx.as_fd(), &stream_diag(2)).unwrap();
+        assert_eq!(q.len(), 2);
+        assert_eq!(data(&q), b"ab");
+        assert!(q.iter().all(|(_, fds)| fds.len() == 1));
+        let off = getsockopt_int(rx.as_fd(), libc::SOL_SOCKET, SO_PEEK_OFF).unwrap();
+        assert_eq!(off, -1);
     }
 }
