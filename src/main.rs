@@ -2,12 +2,13 @@
 
 mod cli;
 
-use clap::Parser;
+use std::ffi::OsString;
+
+use clap::{Args, FromArgMatches, Parser};
 use cli::{Cli, Command};
 
 fn main() {
-    let cli = Cli::parse();
-    let code = match cli.command {
+    let code = match parse() {
         Command::Dump(a) => cli::dump::run(a),
         Command::PreDump(a) => cli::pre_dump::run(a),
         Command::Restore(a) => cli::restore::run(a),
@@ -23,4 +24,25 @@ fn main() {
     };
     stasis::profile::report();
     std::process::exit(code);
+}
+
+/// The command line's subcommand. Clap builds the parser of every subcommand before it
+/// parses one; for `dump` and `restore`, which scripts run most and time, only theirs is
+/// built (0.3 ms of a 5 ms restore). Anything that parser does not accept (help, an
+/// error) goes through the whole parser, so usage and error texts are unchanged.
+fn parse() -> Command {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let one = match args.get(1).and_then(|a| a.to_str()) {
+        Some("dump") => parse_one("dump", &args[1..]).map(Command::Dump),
+        Some("restore") => parse_one("restore", &args[1..]).map(Command::Restore),
+        _ => None,
+    };
+    one.unwrap_or_else(|| Cli::parse().command)
+}
+
+/// `args` (the subcommand's name first) parsed by the parser of `A` alone.
+fn parse_one<A: Args + FromArgMatches>(name: &'static str, args: &[OsString]) -> Option<A> {
+    let command = A::augment_args(clap::Command::new(name));
+    let matches = command.try_get_matches_from(args).ok()?;
+    A::from_arg_matches(&matches).ok()
 }
