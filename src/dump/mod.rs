@@ -488,9 +488,8 @@ fn write_tty(
     if !orphans.ptys.is_empty() {
         writer.write_record(ORPHAN_PTY, Kind::OrphanPty, &orphans)?;
     }
-    let pids: Vec<i32> = tables.iter().map(|(pid, _)| *pid).collect();
     let root = tree.processes.first().map_or(0, |e| e.pid);
-    let devpts = pty_devpts::collect(root, &pids, &indexes)?;
+    let devpts = pty_devpts::collect(root, tables, &indexes)?;
     // Every pty of the host's devpts: no record, as in format 12.
     if !devpts.ptys.is_empty() {
         use crate::image::pty_devpts::PTY_DEVPTS;

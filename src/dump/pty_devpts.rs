@@ -15,6 +15,7 @@ use std::os::unix::fs::MetadataExt;
 
 use super::files::pty::{is_master, master_index, master_node, slave_index};
 use super::DumpError;
+use crate::image::files::{FdKind, FilesImage};
 use crate::image::pty_devpts::{PtyDevpts, PtyDevptsImage};
 use crate::proc::mountinfo::MountInfo;
 
@@ -27,12 +28,21 @@ struct PtyFd {
     dev: u64,
 }
 
-/// The record for the ptys held by `pids` (the tree of root `root`); `orphans`: the pts
-/// numbers whose master is outside (their devpts is `orphan-pty.img`'s).
-pub fn collect(root: i32, pids: &[i32], orphans: &[u32]) -> Result<PtyDevptsImage, DumpError> {
+/// The record for the ptys held by the processes of `tables` (the tree of root `root`,
+/// with the fd tables the dump read); `orphans`: the pts numbers whose master is outside
+/// (their devpts is `orphan-pty.img`'s).
+pub fn collect(
+    root: i32,
+    tables: &[(i32, FilesImage)],
+    orphans: &[u32],
+) -> Result<PtyDevptsImage, DumpError> {
     let mut all = Vec::new();
-    for &pid in pids {
-        pty_fds(pid, &mut all)?;
+    if !tables.iter().any(|(_, files)| holds_pty(files)) {
+        // No fd of the tree on a pty: nothing to walk /proc for.
+        return Ok(PtyDevptsImage::default());
+    }
+    for (pid, _) in tables {
+        pty_fds(*pid, &mut all)?;
     }
     let host = std::fs::metadata("/dev/pts").ok().map(|m| m.dev());
     let mut mounts = None;
@@ -52,6 +62,20 @@ pub fn collect(root: i32, pids: &[i32], orphans: &[u32]) -> Result<PtyDevptsImag
         });
     }
     Ok(PtyDevptsImage { ptys })
+}
+
+/// Whether a fd table holds a terminal (a pty's master or slave, of any devpts
+/// instance, or the invoking terminal); without one, /proc is not walked.
+fn holds_pty(files: &FilesImage) -> bool {
+    files.fds.iter().any(|e| {
+        matches!(
+            e.kind,
+            FdKind::PtyMaster(_)
+                | FdKind::PtySlave { .. }
+                | FdKind::Tty(_)
+                | FdKind::ControllingTty
+        )
+    })
 }
 
 /// The first fd of each pts number; refused when two fds of one number are on ptys of
