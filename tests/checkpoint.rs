@@ -485,6 +485,15 @@ fn a_damaged_latest_checkpoint_falls_back_to_the_previous() {
     fs::write(&mm, bytes).expect("write mm record");
     let verified: Vec<bool> = inspect(&store).iter().map(|r| r.2).collect();
     assert_eq!(verified, vec![true, true, false]);
+    // The same, named by a relative path (the view's links to plain images once dangled).
+    let mut cmd = common::stasis_cmd(&["inspect", "store", "--json"]);
+    let out = common::start(cmd.current_dir(tmp.path())).finish(common::STASIS_TIMEOUT);
+    out.assert_ok("inspect of a store named by a relative path");
+    let rows: serde_json::Value = serde_json::from_str(&out.stdout).expect("inspect json");
+    let rel: Vec<bool> = (rows.as_array().expect("rows").iter())
+        .map(|c| c["verified"].as_bool().expect("verified"))
+        .collect();
+    assert_eq!(rel, vec![true, true, false], "relative store path");
     let log = tmp.join("python.log");
     end(v);
     let (p, said) = restore(&store, None, &log);

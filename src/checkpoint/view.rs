@@ -51,7 +51,11 @@ pub fn build(store: &Store, seq: u32, opts: &OpenOptions) -> Result<View, Checkp
             .mode(0o700)
             .create(&slot)
             .map_err(CheckpointError::io("create directory", &slot))?;
-        let (src, dest) = (dir.join(IMAGE), slot.join(IMAGE));
+        // Absolute: the link is read from inside the view (a store named `../st` would
+        // leave it dangling).
+        let src = dir.join(IMAGE);
+        let src = std::path::absolute(&src).map_err(CheckpointError::io("resolve", &src))?;
+        let dest = slot.join(IMAGE);
         if !store::unseal_into(&src, opts, &dest, &|_| true)? {
             std::os::unix::fs::symlink(&src, &dest).map_err(CheckpointError::io("link", &dest))?;
         }
