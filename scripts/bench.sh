@@ -33,7 +33,7 @@ if [ "${1:-}" = --runtime ]; then
         command -v "$tool" >/dev/null || { echo "bench.sh: --runtime needs $tool" >&2; exit 1; }
     done
     case " $* " in
-    *" --stasis-criu "*) exec python3 scripts/bench/runtime.py "$@" ;;
+    *" --stasis-criu "* | *" --stasis-criu="*) exec python3 scripts/bench/runtime.py "$@" ;;
     esac
     if [ -z "${STASIS_CRIU:-}" ]; then
         cargo build --release --workspace --quiet

@@ -334,8 +334,10 @@ def bench(args, scratch, tools, shims):
     return results
 
 
-def ms(v):
-    return f"{v * 1e3:.0f}" if v is not None else "-"
+def ms(v, failed=None):
+    if v is None:
+        return "FAILED" if failed else "-"
+    return f"{v * 1e3:.0f}" + (" (then FAILED)" if failed else "")
 
 
 def ratio(a, b):
@@ -348,11 +350,12 @@ def print_table(results):
     print("|---|---|---|---|---|---|---|")
     for scenario, res in results.items():
         s, c = res["stasis"], res.get("criu", {"checkpoint_median_s": None,
-                                               "restore_median_s": None})
+                                               "restore_median_s": None, "failed": None})
         sc, cc = s["checkpoint_median_s"], c["checkpoint_median_s"]
         sr, cr = s["restore_median_s"], c["restore_median_s"]
-        print(f"| {scenario} | {ms(sc)} | {ms(cc)} | {ratio(sc, cc)} | "
-              f"{ms(sr)} | {ms(cr)} | {ratio(sr, cr)} |")
+        sf, cf = s["failed"], c["failed"]
+        print(f"| {scenario} | {ms(sc, sf)} | {ms(cc, cf)} | {ratio(sc, cc)} | "
+              f"{ms(sr, sf)} | {ms(cr, cf)} | {ratio(sr, cr)} |")
     for scenario, res in results.items():
         for tool, r in res.items():
             if r["failed"]:
