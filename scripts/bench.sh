@@ -10,6 +10,11 @@
 #                         scripts/bench/incremental.py)
 #        scripts/bench.sh --migration [--runs N] [--only pageserver,migrate] [--json FILE]
 #                         (page-server stop-and-copy against CRIU, migrate downtime)
+#        scripts/bench.sh --runtime [--runs N] [--only runc,runc-tmpfs,runc-netns,podman,podman-export]
+#                         [--criu PATH] [--stasis-criu PATH] [--json FILE]
+#                         (runc 1.1 and podman 4.3 checkpoint/restore through CRIU 4.2 and
+#                         stasis-criu, alternating; see scripts/bench/runtime.py. Builds the
+#                         workspace unless --stasis-criu or STASIS_CRIU=/path is given)
 # Needs root, gcc and python3. Builds stasis (release) unless STASIS=/path/to/stasis is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +26,21 @@ fi
 for tool in gcc python3; do
     command -v "$tool" >/dev/null || { echo "bench.sh: needs $tool" >&2; exit 1; }
 done
+
+if [ "${1:-}" = --runtime ]; then
+    shift
+    for tool in runc podman; do
+        command -v "$tool" >/dev/null || { echo "bench.sh: --runtime needs $tool" >&2; exit 1; }
+    done
+    case " $* " in
+    *" --stasis-criu "* | *" --stasis-criu="*) exec python3 scripts/bench/runtime.py "$@" ;;
+    esac
+    if [ -z "${STASIS_CRIU:-}" ]; then
+        cargo build --release --workspace --quiet
+        STASIS_CRIU="${CARGO_TARGET_DIR:-$PWD/target}/release/stasis-criu"
+    fi
+    exec python3 scripts/bench/runtime.py --stasis-criu "$STASIS_CRIU" "$@"
+fi
 
 if [ -z "${STASIS:-}" ]; then
     cargo build --release --quiet
