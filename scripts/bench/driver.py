@@ -7,7 +7,6 @@ started. Workloads run in their own session with stdout to a regular file; see w
 for their contract (READY, SIGUSR1 -> OK/BAD file).
 """
 import argparse
-import ctypes
 import json
 import os
 import shlex
@@ -18,7 +17,8 @@ import subprocess
 import sys
 import time
 
-PR_SET_CHILD_SUBREAPER = 36
+from procs import reap_orphans, set_subreaper
+
 PAGE = 4096
 GIB = 1 << 30
 MIB = 1 << 20
@@ -55,23 +55,6 @@ REFUSAL_MARKERS = ("not supported", "single-threaded processes only", "cannot ch
 
 def log(msg):
     print(f"bench: {msg}", file=sys.stderr, flush=True)
-
-
-def set_subreaper():
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
-
-
-def reap_orphans():
-    """Reap any re-parented child that already exited, without blocking."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 def kill_and_reap(pid):

@@ -25,23 +25,8 @@ import sys
 import tempfile
 import time
 
-PR_SET_CHILD_SUBREAPER = 36
+from procs import reap_orphans, set_subreaper
 
-
-def set_subreaper():
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-
-def reap():
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 def kill(pid):
@@ -50,9 +35,9 @@ def kill(pid):
     except ProcessLookupError:
         return
     for _ in range(500):
-        reap()
+        reap_orphans()
         if not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(")")[1].split()[0] == "Z":
-            reap()
+            reap_orphans()
             return
         time.sleep(0.01)
 

@@ -12,7 +12,6 @@
 It is a child subreaper and reaps what it started.
 """
 import argparse
-import ctypes
 import json
 import os
 import shutil
@@ -22,26 +21,13 @@ import subprocess
 import sys
 import time
 
+from procs import reap_orphans, set_subreaper
+
 GIB = 1 << 30
 
 
 def log(msg):
     print(f"bench-migration: {msg}", file=sys.stderr, flush=True)
-
-
-def subreaper():
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(36, 1, 0, 0, 0)
-
-
-def reap():
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 def start_workload(bindir, argv, out):
@@ -67,7 +53,7 @@ def stop(p):
         p.wait(timeout=10)
     except (subprocess.TimeoutExpired, ChildProcessError):
         pass
-    reap()
+    reap_orphans()
 
 
 def fresh(path):
@@ -185,7 +171,7 @@ def main():
     ap.add_argument("--only", default="pageserver,migrate")
     ap.add_argument("--json")
     args = ap.parse_args()
-    subreaper()
+    set_subreaper()
     fresh(args.scratch)
     out = {}
     try:

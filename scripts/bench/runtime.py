@@ -25,7 +25,6 @@ run again in that scenario. It is a child subreaper (container inits and conmon 
 re-parented to it) and reaps them.
 """
 import argparse
-import ctypes
 import io
 import json
 import os
@@ -35,6 +34,8 @@ import subprocess
 import sys
 import tarfile
 import time
+
+from procs import reap_orphans, set_subreaper
 
 IMAGE = "localhost/stasis-bench-busybox:rt"
 COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done"
@@ -54,21 +55,6 @@ class Failed(Exception):
 
 def log(msg):
     print(f"bench-runtime: {msg}", file=sys.stderr, flush=True)
-
-
-def subreaper():
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(36, 1, 0, 0, 0)
-
-
-def reap():
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 def run(argv, env=None):
@@ -189,7 +175,7 @@ class Runc:
                 raise Failed(f"checkpoint: {reason(os.path.join(img, 'dump.log'), out.stderr)}")
             dumped, sent = read_int(count), read_int(recv)
             for _ in range(10):  # the checkpointed processes: reaped, their pids free
-                reap()
+                reap_orphans()
                 time.sleep(0.02)
             if read_int(count) != dumped:
                 raise Failed("checkpoint: the container still counts after it")
@@ -208,7 +194,7 @@ class Runc:
             return ckpt_s, rst_s
         finally:
             run(["runc", "delete", "--force", cid])
-            reap()
+            reap_orphans()
             shutil.rmtree(d, ignore_errors=True)
 
 
@@ -270,7 +256,7 @@ class Podman:
             ckpt_s, out = self.podman(tool, ckpt + [name])
             if out.returncode != 0:
                 raise Failed(f"checkpoint: {self.why(out)}")
-            reap()
+            reap_orphans()
             dumped = self.exported_count(export) if self.export else self.kept_count(tool, name)
             if self.export:
                 names.append(name + "-imported")
@@ -287,7 +273,7 @@ class Podman:
         finally:
             for n in names:
                 self.podman(tool, ["rm", "-f", "-t", "0", n])
-            reap()
+            reap_orphans()
             if os.path.exists(export):
                 os.unlink(export)
 
@@ -382,7 +368,7 @@ def main():
         tools["criu"] = os.path.abspath(args.criu)
     else:
         log(f"no CRIU at {args.criu}: stasis only")
-    subreaper()
+    set_subreaper()
     scratch = f"/var/tmp/stasis-bench-runtime.{os.getpid()}"
     os.makedirs(scratch)
     shims = {}
@@ -393,7 +379,7 @@ def main():
     try:
         results = bench(args, scratch, tools, shims)
     finally:
-        reap()
+        reap_orphans()
         shutil.rmtree(scratch, ignore_errors=True)
     print_table(results)
     if args.json:
