@@ -132,13 +132,12 @@ fn own_mount_namespace_round_trip() {
     assert_eq!(restored, pid);
     assert_eq!(mounts(pid, &d), before, "mountinfo after restore");
     assert_eq!(contents(pid, &d), files, "tmpfs contents after restore");
-    std::fs::write(d.join("go"), "").expect("go");
-    assert!(
-        wait_file(&d.join("result"), 20),
-        "the restored tree never answered"
+    assert_eq!(
+        go_and_answer(&d).trim(),
+        "PASS",
+        "log: {}",
+        victim.log_text()
     );
-    let result = std::fs::read_to_string(d.join("result")).expect("result");
-    assert_eq!(result.trim(), "PASS", "log: {}", victim.log_text());
     common::reap_all(&[pid], true);
 }
 
@@ -210,6 +209,17 @@ fn start_script(test: &str, at: &Path, script: &str, args: &[&Path], ready: &Pat
 }
 
 /// Dumps `pid` with `dump_args`, checks it is gone, restores with `restore_args`.
+/// Tells the restored tree in `dir` to go on (`dir/go`) and returns its answer
+/// (`dir/result`, within 20 s).
+fn go_and_answer(dir: &Path) -> String {
+    std::fs::write(dir.join("go"), "").expect("go");
+    assert!(
+        wait_file(&dir.join("result"), 20),
+        "the restored tree never answered"
+    );
+    std::fs::read_to_string(dir.join("result")).expect("result")
+}
+
 fn round_trip(pid: i32, img: &Path, dump_args: &[&str], restore_args: &[&str]) {
     common::dump(pid, img, dump_args).assert_ok("stasis dump");
     common::reap_image_tree(img);
@@ -259,12 +269,7 @@ fn external_mount_round_trip() {
         &["--external", &dump_ext],
         &["--external", &restore_ext],
     );
-    std::fs::write(d.join("go"), "").expect("go");
-    assert!(
-        wait_file(&d.join("result"), 20),
-        "the restored tree never answered"
-    );
-    let got = std::fs::read_to_string(d.join("result")).expect("result");
+    let got = go_and_answer(&d);
     assert_eq!(
         got, "other",
         "the external mount comes from --external mnt[K]:PATH"
@@ -320,13 +325,12 @@ fn pivot_root_tree_comes_back_in_its_root() {
         before,
         "mountinfo after restore"
     );
-    std::fs::write(root.join("go"), "").expect("go");
-    assert!(
-        wait_file(&root.join("result"), 20),
-        "the restored tree never answered"
+    assert_eq!(
+        go_and_answer(&root).trim(),
+        "PASS",
+        "log: {}",
+        victim.log_text()
     );
-    let got = std::fs::read_to_string(root.join("result")).expect("result");
-    assert_eq!(got.trim(), "PASS", "log: {}", victim.log_text());
     common::reap_all(&[pid], true);
 }
 
@@ -371,13 +375,12 @@ fn deleted_files_inside_own_mount_namespace() {
         before,
         "no ghost is left in the host directory"
     );
-    std::fs::write(d.join("go"), "").expect("go");
-    assert!(
-        wait_file(&d.join("result"), 20),
-        "the restored tree never answered"
+    assert_eq!(
+        go_and_answer(&d).trim(),
+        "PASS",
+        "log: {}",
+        victim.log_text()
     );
-    let got = std::fs::read_to_string(d.join("result")).expect("result");
-    assert_eq!(got.trim(), "PASS", "log: {}", victim.log_text());
     common::reap_all(&[pid], true);
 }
 
@@ -425,13 +428,12 @@ fn unix_socket_name_inside_own_mount_namespace() {
     };
     let pid = victim.pid;
     round_trip(pid, &tmp.join("img"), &[], &[]);
-    std::fs::write(d.join("go"), "").expect("go");
-    assert!(
-        wait_file(&d.join("result"), 20),
-        "the restored tree never answered"
+    assert_eq!(
+        go_and_answer(&d).trim(),
+        "PASS",
+        "log: {}",
+        victim.log_text()
     );
-    let got = std::fs::read_to_string(d.join("result")).expect("result");
-    assert_eq!(got.trim(), "PASS", "log: {}", victim.log_text());
     common::reap_all(&[pid], true);
 }
 
@@ -462,12 +464,11 @@ fn hidden_tmpfs_keeps_its_files() {
     };
     let pid = victim.pid;
     round_trip(pid, &tmp.join("img"), &[], &[]);
-    std::fs::write(d.join("go"), "").expect("go");
-    assert!(
-        wait_file(&d.join("result"), 20),
-        "the restored tree never answered"
+    assert_eq!(
+        go_and_answer(&d).trim(),
+        "PASS",
+        "log: {}",
+        victim.log_text()
     );
-    let got = std::fs::read_to_string(d.join("result")).expect("result");
-    assert_eq!(got.trim(), "PASS", "log: {}", victim.log_text());
     common::reap_all(&[pid], true);
 }
