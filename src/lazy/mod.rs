@@ -69,6 +69,12 @@ pub enum LazyError {
     },
     #[error("the restore gave up before the tree ran")]
     Abandoned,
+    #[error("start the post-copy watchdog: {op}")]
+    Watchdog {
+        op: &'static str,
+        #[source]
+        source: nix::Error,
+    },
     #[error("this kernel's userfaultfd lacks {what}, which restore --lazy-pages needs")]
     Missing { what: String },
 }

@@ -29,17 +29,15 @@ impl Watchdog {
     /// Starts the watchdog of the tree whose processes are `tree` (they and whatever they
     /// fork are killed if the restore dies before `done`).
     pub fn start(tree: Vec<i32>) -> Result<Watchdog, LazyError> {
-        let link = |e: nix::Error| LazyError::Link {
-            source: std::io::Error::from(e),
-        };
+        let err = |op| move |source| LazyError::Watchdog { op, source };
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
             None,
             SockFlag::SOCK_CLOEXEC,
         )
-        .map_err(link)?;
-        crate::sys::daemon::spawn(theirs, move |fd| watch(fd, &tree)).map_err(link)?;
+        .map_err(err("socketpair"))?;
+        crate::sys::daemon::spawn(theirs, move |fd| watch(fd, &tree)).map_err(err("fork"))?;
         Ok(Watchdog {
             link: Mutex::new(ours),
         })
