@@ -5,9 +5,10 @@
  * 10.88.0.0/16 via 10.77.0.2, a rule (pref 1000 from 10.77.0.0/24 lookup 100), two
  * sysctls changed (ip_local_port_range, tcp_keepalive_time), an iptables rule (INPUT tcp
  * dport 7777 ACCEPT); a listening socket on 10.77.0.1:7777 (fd 10), a child connected
- * to it (its fd 11) and the accepted end (fd 12).
+ * to it (its fd 11) and the accepted end (fd 12); fd 13 open on /proc/self/ns/net.
  * After go: all of it is there in the restored namespace, which is not stasis's; the
- * connection carries data both ways, the listener accepts a new connection.
+ * connection carries data both ways, the listener accepts a new connection; fd 13 is
+ * open on the restored namespace (the one the victim is in now).
  */
 #include "victim.h"
 
@@ -106,6 +107,7 @@ static void setup(void)
 	write_file("/proc/sys/net/ipv4/ip_local_port_range", "20000 30000");
 	write_file("/proc/sys/net/ipv4/tcp_keepalive_time", "1234");
 	sh("iptables -w -A INPUT -p tcp --dport 7777 -j ACCEPT");
+	victim_place(open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC), 13);
 	victim_place(socket(AF_INET, SOCK_STREAM, 0), 10);
 	CHECK_SYS(setsockopt(10, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)));
 	CHECK_SYS(bind(10, (struct sockaddr *)&a, sizeof(a)));
@@ -119,12 +121,16 @@ static void setup(void)
 
 static void verify(void)
 {
-	struct stat own;
+	struct stat own, held;
 	char buf[8];
 	int status, c, s;
 
 	CHECK_SYS(stat("/proc/self/ns/net", &own));
 	CHECK(own.st_ino != host_ns, "the restored tree is in the harness's network namespace");
+	CHECK_SYS(fstat(13, &held));
+	CHECK(held.st_ino == own.st_ino && held.st_dev == own.st_dev,
+	      "fd 13 is on net:[%lu], not on the namespace the victim is in (net:[%lu])",
+	      (unsigned long)held.st_ino, (unsigned long)own.st_ino);
 	sh("ip link show lo | grep -q 'LOOPBACK,UP'");
 	sh("ip addr show dev lo | grep -q 'inet 10.77.0.1/24'");
 	sh("ip route show 10.88.0.0/16 | grep -q 'via 10.77.0.2'");

@@ -1,8 +1,8 @@
 //! Namespace files (`/proc/PID/ns/net`...: link text `net:[4026531840]`) of the process's
-//! own namespaces. stasis does not restore namespaces: the restored process lives in
-//! those it is restored in, so only an fd on one the process is in itself can be opened
-//! again (`/proc/self/ns/KIND` at restore, checked to be the same namespace); one on
-//! another namespace is refused. The restore side is `restore/files/ns.rs`.
+//! own namespaces. The restored process lives in the namespaces it is restored in (the
+//! tree's own, made anew, or the host's), so only an fd on one the process is in itself
+//! can be opened again (`/proc/self/ns/KIND` at restore); one on another namespace is
+//! refused. The restore side is `restore/files/ns.rs`.
 
 use std::os::unix::fs::MetadataExt;
 

@@ -15,6 +15,7 @@
 
 use std::fs::File;
 use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::super::RestoreError;
@@ -44,11 +45,26 @@ impl Drop for Entered {
     }
 }
 
+/// The inode of stasis's own network namespace, taken when it first enters another.
+static OWN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// The inode of the network namespace stasis was started in, also while it is in the
+/// tree's.
+pub fn own_ino() -> std::io::Result<u64> {
+    match OWN.get() {
+        Some(&ino) => Ok(ino),
+        None => std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino()),
+    }
+}
+
 impl Entered {
     /// Enters the namespace at `path` (`--join-ns net:PATH`, before the root's clone).
     pub fn join(path: &Path) -> Result<Entered, RestoreError> {
         let err = |e: String| fail(format!("join {}: {e}", path.display()));
         let own = File::open("/proc/thread-self/ns/net").map_err(|e| err(e.to_string()))?;
+        if let Ok(m) = own.metadata() {
+            let _ = OWN.set(m.ino());
+        }
         let ns = File::open(path).map_err(|e| err(e.to_string()))?;
         nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| err(e.to_string()))?;
