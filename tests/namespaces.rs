@@ -325,7 +325,8 @@ fn init_of_pid_and_mount_namespaces_round_trip() {
 /// As above, the victims whose restore names pids or paths the child must see from its
 /// namespaces (regression tests: each failed there): fd owners (`F_SETOWN_EX`), POSIX
 /// timers aimed at a thread (`SIGEV_THREAD_ID`), unix sockets whose file was
-/// unlinked (bound in a scratch root the child cannot reach by path).
+/// unlinked (bound in a scratch root the child cannot reach by path), pidfds of exited
+/// processes (their stand-in is stasis's child, outside the namespace).
 #[test]
 fn ns_init_fd_owners() {
     ns_init_round_trip("ns_init_fd_owners", "fown");
@@ -339,6 +340,11 @@ fn ns_init_timers() {
 #[test]
 fn ns_init_unlinked_unix_sockets() {
     ns_init_round_trip("ns_init_unlinked_unix_sockets", "unix_unlinked");
+}
+
+#[test]
+fn ns_init_pidfds_of_exited_processes() {
+    ns_init_round_trip("ns_init_pidfds_of_exited_processes", "pidfd_dead");
 }
 
 /// Runs `victim` as the init of new pid and mount namespaces (/proc mounted again), dumps

@@ -64,7 +64,25 @@ impl Drop for PausedChild {
 /// `fork()` a child that sleeps in `pause()` forever (and dies with the forking thread
 /// through `PR_SET_PDEATHSIG`). It shares this process's memory image and fds at fork time.
 pub fn spawn_paused() -> nix::Result<PausedChild> {
-    let parent = Pid::this();
+    fork_paused(Pid::this())
+}
+
+/// [`spawn_paused`] with the child in the pid namespace `ns` (one below this process's):
+/// forked while this thread's `pid_for_children` is `ns`, which is set back after.
+pub fn spawn_paused_in(ns: BorrowedFd<'_>) -> nix::Result<PausedChild> {
+    let own = std::fs::File::open("/proc/thread-self/ns/pid")
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWPID)?;
+    // Its parent is outside its namespace: `getppid()` is 0 there.
+    let child = fork_paused(Pid::from_raw(0));
+    let back = nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWPID);
+    let child = child?;
+    back?;
+    Ok(child)
+}
+
+/// Forks the paused child, which expects `getppid()` to be `parent`.
+fn fork_paused(parent: Pid) -> nix::Result<PausedChild> {
     // SAFETY: the child runs only `paused_child`, which makes raw system calls and never
     // returns, so no lock or allocator state copied from other threads is touched.
     match unsafe { fork() }? {
@@ -290,8 +308,13 @@ pub fn peeksiginfo(pid: Pid, off: u64, shared: bool, out: &mut [SigInfo]) -> nix
 /// `pidfd_open(pid, 0)` — a file descriptor referring to process `pid` (Linux 5.3).
 /// See [pidfd_open(2)](https://man7.org/linux/man-pages/man2/pidfd_open.2.html).
 pub fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
+    pidfd_open_with(pid, 0)
+}
+
+/// `pidfd_open(pid, flags)` (`PIDFD_NONBLOCK`, `PIDFD_THREAD`).
+pub fn pidfd_open_with(pid: Pid, flags: i32) -> nix::Result<OwnedFd> {
     // SAFETY: integer arguments only.
-    let fd = Errno::result(unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) })?;
+    let fd = Errno::result(unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), flags) })?;
     // SAFETY: on success the kernel returned a new fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }

@@ -7,6 +7,10 @@
 //! is restored the same way ([`stand_in_for_cwd`]). The dump side is
 //! `dump/files/pidfd.rs`.
 //!
+//! A stand-in lives in the pid namespace of the process holding its pidfd (a pidfd of a
+//! process outside the caller's namespace answers EINVAL where the original said ESRCH);
+//! there stasis opens the pidfd itself and hands it to the process (`ns/handover.rs`).
+//!
 //! Ordering requirements: the process it names must exist; in a one-process image it is
 //! the process being restored itself. Stand-ins end before any restored process runs.
 
@@ -29,22 +33,55 @@ pub fn restore(at: &Install, p: &PidFd) -> Result<(), RestoreError> {
     open_pidfd(at, p.pid)
 }
 
-/// A pidfd of the stand-in of the exited process `p.ino` (forked on first use).
+/// A pidfd of the stand-in of the exited process `p.ino` (forked on first use, in the
+/// pid namespace of the first process that holds one).
 pub fn restore_dead(at: &Install, p: &DeadPidFd) -> Result<(), RestoreError> {
+    let fail = |e: String| RestoreError::Unsupported {
+        what: format!("fork a stand-in for the exited process of a pidfd: {e}"),
+    };
+    let own_ns = pid_ns(at.child.pid()).map_err(|e| fail(e.to_string()))?;
     let pid = {
         let mut guard = STAND_INS.lock().unwrap_or_else(PoisonError::into_inner);
         let map = guard.get_or_insert_with(HashMap::new);
         let stand_in = match map.entry(p.ino) {
             Entry::Occupied(o) => o.into_mut(),
             Entry::Vacant(v) => {
-                v.insert(spawn_paused().map_err(|e| RestoreError::Unsupported {
-                    what: format!("fork a stand-in for the exited process of a pidfd: {e}"),
-                })?)
+                v.insert(spawn_in(own_ns.as_ref()).map_err(|e| fail(e.to_string()))?)
             }
         };
         stand_in.pid().as_raw()
     };
-    open_pidfd(at, pid)
+    if own_ns.is_none() {
+        return open_pidfd(at, pid);
+    }
+    // Inside its namespace the stand-in has a pid the image does not know: stasis opens
+    // the pidfd and hands it over.
+    let flags = at.entry.flags & PIDFD_FLAGS;
+    let pidfd = crate::sys::probe::pidfd_open_with(nix::unistd::Pid::from_raw(pid), flags)
+        .map_err(|e| fail(format!("pidfd_open of the stand-in {pid}: {e}")))?;
+    let what = "a pidfd of an exited process";
+    let got = crate::restore::ns::handover::give_own(at.child, &pidfd, what)?;
+    at.place(got)?;
+    at.set_cloexec()
+}
+
+/// The pid namespace of `pid` when it is not stasis's own (a pidfd of a process outside
+/// the caller's pid namespace behaves otherwise: `pidfd_send_signal` says EINVAL, not
+/// ESRCH).
+fn pid_ns(pid: i32) -> std::io::Result<Option<std::fs::File>> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/pid"))?;
+    let own = std::fs::metadata("/proc/thread-self/ns/pid")?;
+    let theirs = ns.metadata()?;
+    Ok((theirs.ino() != own.ino() || theirs.dev() != own.dev()).then_some(ns))
+}
+
+fn spawn_in(ns: Option<&std::fs::File>) -> nix::Result<PausedChild> {
+    use std::os::fd::AsFd;
+    match ns {
+        Some(ns) => crate::sys::probe::spawn_paused_in(ns.as_fd()),
+        None => spawn_paused(),
+    }
 }
 
 /// Kills and reaps the stand-ins: every pidfd opened on one now refers to an exited
