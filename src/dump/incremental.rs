@@ -123,6 +123,19 @@ impl Incremental {
         self.in_parent(pid, scanned.clean)
     }
 
+    /// Lets the kernel merge what the tracking alone kept apart in `pid`
+    /// ([`Tracking::join`]; nothing without tracking).
+    ///
+    /// Ordering requirements: with `pid` frozen, before its mappings are read for the
+    /// image and before [`Incremental::scan`].
+    pub fn join(&mut self, pid: i32) -> Result<(), DumpError> {
+        let Some(t) = self.tracking.as_mut() else {
+            return Ok(());
+        };
+        let vmas = super::mm::vmas(pid, &crate::proc::maps(pid)?)?;
+        t.join(pid, &vmas).map(drop)
+    }
+
     /// The written state of `pid` read and reset (nothing without tracking).
     pub fn scan(&self, pid: i32, vmas: &[Vma]) -> Result<Scanned, DumpError> {
         match &self.tracking {
