@@ -505,3 +505,31 @@ fn grown_heap_runs_on_untracked_after_stop_tracking() {
     let _orig = family_guard(&victim);
     victim.go_and_expect_pass();
 }
+
+/// A tree in its own network namespace (`unshare -n`, as a container's): the dump
+/// enters that namespace to read its sockets, and must still reach the tracker the
+/// pre-dump started (an abstract socket name is seen only in the namespace it was bound
+/// in), or it stores every page again.
+#[test]
+fn tracker_is_reached_from_a_tree_in_its_own_network_namespace() {
+    let test = "tracker_is_reached_from_a_tree_in_its_own_network_namespace";
+    let (_serial, tmp) = tracking_test!(test);
+    let work = tmp.join("work");
+    std::fs::create_dir_all(&work).expect("mkdir work");
+    let mut victim = common::spawn_victim_under(&["unshare", "-n"], "tracked", &[], &work);
+    if let Start::Skip(why) = victim.wait_ready() {
+        common::skip(test, &why);
+        return;
+    }
+    let p1 = tmp.join("pre1");
+    first_pre_dump(&victim, &tmp);
+    change(&victim);
+    dump_against_pre1_and_verify(&mut victim, &tmp);
+    let d = tmp.join("dump");
+    assert!(
+        bytes_of(&d, "pages-") < bytes_of(&p1, "pages-") / 2,
+        "the dump stored {} bytes, the pre-dump {}",
+        bytes_of(&d, "pages-"),
+        bytes_of(&p1, "pages-")
+    );
+}

@@ -30,13 +30,15 @@ impl Incremental {
     /// sealed image, with the key of `store`), checks the image directory `dir` is not
     /// the parent itself, and (for a tree it may track) refuses a tree using userfaultfd.
     ///
-    /// Ordering requirements: before the tree is frozen (nothing here touches it).
+    /// Ordering requirements: before the tree is frozen (nothing here touches it), and
+    /// before the dump enters the tree's network namespace (`tracker::remember_home_net`).
     pub fn open(
         dir: &Path,
         prev: Option<&Path>,
         keep: bool,
         store: &StoreOptions,
     ) -> Result<Incremental, DumpError> {
+        crate::tracker::remember_home_net();
         if (keep || prev.is_some()) && crate::check::tracking_method().is_none() {
             return Err(DumpError::unsupported(
                 "this kernel offers no dirty-page tracking stasis can use (userfaultfd \
