@@ -9,6 +9,7 @@ use super::DumpError;
 use crate::image::chain::{self, ChainImage, ParentRef};
 use crate::image::mm::Vma;
 use crate::image::store::{self, StoreOptions, TempDir};
+use crate::proc::MapPath;
 use crate::sys::ptrace::Seized;
 
 /// What a dump needs to know and do about its place in a chain.
@@ -134,7 +135,16 @@ impl Incremental {
         let Some(t) = self.tracking.as_mut() else {
             return Ok(());
         };
-        let vmas = super::mm::vmas(pid, &crate::proc::maps(pid)?)?;
+        // Private anonymous memory only: no file of a mapping is looked at while frozen.
+        let anon: Vec<_> = (crate::proc::maps(pid)?.into_iter())
+            .filter(|e| !e.shared && e.inode == 0)
+            .filter(|e| match &e.path {
+                MapPath::Anonymous | MapPath::Heap => true,
+                MapPath::Other(name) => name.starts_with("[anon:"),
+                _ => false,
+            })
+            .collect();
+        let vmas = super::mm::vmas(pid, &anon)?;
         t.join(pid, &vmas).map(drop)
     }
 
