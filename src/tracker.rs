@@ -188,13 +188,47 @@ impl Tracker {
     }
 }
 
+/// The network namespace stasis started in, where trackers bind their names.
+static HOME_NET: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+
+/// Remembers the calling thread's network namespace as the one trackers are named in.
+///
+/// Ordering requirements: before the dumping thread enters the tree's network namespace
+/// (`dump/ns/net.rs`): an abstract socket name is seen only in the namespace it was bound
+/// in, so a dump of a tree in its own network namespace would not find the tracker a
+/// pre-dump started, and would store every page again.
+pub fn remember_home_net() {
+    HOME_NET.get_or_init(|| std::fs::File::open("/proc/thread-self/ns/net").ok());
+}
+
+/// A seqpacket socket made in the home network namespace (see [`remember_home_net`]),
+/// whichever the calling thread is in.
 fn seqpacket() -> nix::Result<OwnedFd> {
-    socket(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
+    use std::os::unix::fs::MetadataExt;
+    let make = || {
+        socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+    };
+    let Some(Some(home)) = HOME_NET.get() else {
+        return make();
+    };
+    let here = std::fs::File::open("/proc/thread-self/ns/net").map_err(io_errno)?;
+    let ino = |f: &std::fs::File| f.metadata().map(|m| m.ino()).map_err(io_errno);
+    if ino(home)? == ino(&here)? {
+        return make();
+    }
+    nix::sched::setns(home, nix::sched::CloneFlags::CLONE_NEWNET)?;
+    let made = make();
+    nix::sched::setns(&here, nix::sched::CloneFlags::CLONE_NEWNET)?;
+    made
+}
+
+fn io_errno(e: std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 fn addr(name: &str) -> Result<UnixAddr, TrackerError> {

@@ -87,6 +87,21 @@ fn tracker_pid(out: &common::Output) -> i32 {
         .unwrap_or_else(|| panic!("no tracker pid in {:?}", out.stderr))
 }
 
+/// The pre-dump into `tmp/pre1`; the tracker's pid.
+fn first_pre_dump(victim: &Proc, tmp: &TempDir) -> i32 {
+    let out = pre_dump(victim.pid, &tmp.join("pre1"), None);
+    out.assert_ok("pre-dump");
+    tracker_pid(&out)
+}
+
+/// The dump against `tmp/pre1`, which kills the victim, restored and verified.
+fn dump_against_pre1_and_verify(victim: &mut Proc, tmp: &TempDir) {
+    let _orig = family_guard(victim);
+    let d = tmp.join("dump");
+    dump_killing(victim, &d, &["--prev-images-dir", "../pre1"], "dump");
+    restore_and_verify(&d, victim);
+}
+
 /// Starts the `tracked` victim in `tmp/work`; `None` if it skipped.
 fn start(test: &str, tmp: &TempDir, args: &[&str]) -> Option<Proc> {
     start_victim(test, tmp, "tracked", args)
@@ -235,17 +250,12 @@ fn killed_tracker_leaves_the_tree_running_and_untracked() {
     let Some(mut victim) = start(test, &tmp, &[]) else {
         return;
     };
-    let out = pre_dump(victim.pid, &tmp.join("pre1"), None);
-    out.assert_ok("pre-dump");
-    let tracker = tracker_pid(&out);
+    let tracker = first_pre_dump(&victim, &tmp);
     common::kill(tracker, libc::SIGKILL).expect("kill the tracker");
     common::reap_all(&[tracker], false);
     change(&victim);
-    let _orig = family_guard(&victim);
     // No tracking counted the changes: the dump stores everything again.
-    let d = tmp.join("dump");
-    dump_killing(&mut victim, &d, &["--prev-images-dir", "../pre1"], "dump");
-    restore_and_verify(&d, &victim);
+    dump_against_pre1_and_verify(&mut victim, &tmp);
 }
 
 #[test]
@@ -452,4 +462,74 @@ fn predump_leaves_out_children_gone_after_the_freeze() {
     let d = tmp.join("dump");
     dump_killing(&mut victim, &d, &["--prev-images-dir", "../pre19"], "dump");
     restore_and_verify(&d, &victim);
+}
+
+/// `heap_grow` grows its heap by brk and maps memory right below a mapping after the
+/// pre-dump (both left untouched), and moves a written pair of pages next to another
+/// mapping. The kernel does not merge a registered mapping with an unregistered one:
+/// the dump must let it merge the grown pieces (as it would have without the tracking)
+/// and keep the moved pair apart. The restored victim checks its `/proc/self/maps` and
+/// mremaps across each boundary; the same check passes untracked (the control).
+#[test]
+fn grown_heap_restores_with_the_untracked_layout() {
+    let test = "grown_heap_restores_with_the_untracked_layout";
+    let (_serial, tmp) = tracking_test!(test);
+    let untracked = TempDir::new(&format!("{test}-untracked"));
+    let Some(mut control) = start_victim(test, &untracked, "heap_grow", &[]) else {
+        return;
+    };
+    change(&control);
+    control.go_and_expect_pass();
+    let Some(mut victim) = start_victim(test, &tmp, "heap_grow", &[]) else {
+        return;
+    };
+    first_pre_dump(&victim, &tmp);
+    change(&victim);
+    dump_against_pre1_and_verify(&mut victim, &tmp);
+}
+
+/// `--stop-tracking` after the heap grew: the tracked victim runs on with the layout it
+/// would have had untracked (unregistering lets the kernel merge the untouched growth).
+#[test]
+fn grown_heap_runs_on_untracked_after_stop_tracking() {
+    let test = "grown_heap_runs_on_untracked_after_stop_tracking";
+    let (_serial, tmp) = tracking_test!(test);
+    let Some(mut victim) = start_victim(test, &tmp, "heap_grow", &[]) else {
+        return;
+    };
+    let tracker = first_pre_dump(&victim, &tmp);
+    change(&victim);
+    let pid = victim.pid.to_string();
+    run(&["pre-dump", "--stop-tracking", "-t", &pid]).assert_ok("stop tracking");
+    common::reap_all(&[tracker], false);
+    let _orig = family_guard(&victim);
+    victim.go_and_expect_pass();
+}
+
+/// A tree in its own network namespace (`unshare -n`, as a container's): the dump
+/// enters that namespace to read its sockets, and must still reach the tracker the
+/// pre-dump started (an abstract socket name is seen only in the namespace it was bound
+/// in), or it stores every page again.
+#[test]
+fn tracker_is_reached_from_a_tree_in_its_own_network_namespace() {
+    let test = "tracker_is_reached_from_a_tree_in_its_own_network_namespace";
+    let (_serial, tmp) = tracking_test!(test);
+    let work = tmp.join("work");
+    std::fs::create_dir_all(&work).expect("mkdir work");
+    let mut victim = common::spawn_victim_under(&["unshare", "-n"], "tracked", &[], &work);
+    if let Start::Skip(why) = victim.wait_ready() {
+        common::skip(test, &why);
+        return;
+    }
+    let p1 = tmp.join("pre1");
+    first_pre_dump(&victim, &tmp);
+    change(&victim);
+    dump_against_pre1_and_verify(&mut victim, &tmp);
+    let d = tmp.join("dump");
+    assert!(
+        bytes_of(&d, "pages-") < bytes_of(&p1, "pages-") / 2,
+        "the dump stored {} bytes, the pre-dump {}",
+        bytes_of(&d, "pages-"),
+        bytes_of(&p1, "pages-")
+    );
 }

@@ -9,6 +9,7 @@ use super::DumpError;
 use crate::image::chain::{self, ChainImage, ParentRef};
 use crate::image::mm::Vma;
 use crate::image::store::{self, StoreOptions, TempDir};
+use crate::proc::MapPath;
 use crate::sys::ptrace::Seized;
 
 /// What a dump needs to know and do about its place in a chain.
@@ -30,13 +31,15 @@ impl Incremental {
     /// sealed image, with the key of `store`), checks the image directory `dir` is not
     /// the parent itself, and (for a tree it may track) refuses a tree using userfaultfd.
     ///
-    /// Ordering requirements: before the tree is frozen (nothing here touches it).
+    /// Ordering requirements: before the tree is frozen (nothing here touches it), and
+    /// before the dump enters the tree's network namespace (`tracker::remember_home_net`).
     pub fn open(
         dir: &Path,
         prev: Option<&Path>,
         keep: bool,
         store: &StoreOptions,
     ) -> Result<Incremental, DumpError> {
+        crate::tracker::remember_home_net();
         if (keep || prev.is_some()) && crate::check::tracking_method().is_none() {
             return Err(DumpError::unsupported(
                 "this kernel offers no dirty-page tracking stasis can use (userfaultfd \
@@ -121,6 +124,28 @@ impl Incremental {
             }
         }
         self.in_parent(pid, scanned.clean)
+    }
+
+    /// Lets the kernel merge what the tracking alone kept apart in `pid`
+    /// ([`Tracking::join`]; nothing without tracking).
+    ///
+    /// Ordering requirements: with `pid` frozen, before its mappings are read for the
+    /// image and before [`Incremental::scan`].
+    pub fn join(&mut self, pid: i32) -> Result<(), DumpError> {
+        let Some(t) = self.tracking.as_mut() else {
+            return Ok(());
+        };
+        // Private anonymous memory only: no file of a mapping is looked at while frozen.
+        let anon: Vec<_> = (crate::proc::maps(pid)?.into_iter())
+            .filter(|e| !e.shared && e.inode == 0)
+            .filter(|e| match &e.path {
+                MapPath::Anonymous | MapPath::Heap => true,
+                MapPath::Other(name) => name.starts_with("[anon:"),
+                _ => false,
+            })
+            .collect();
+        let vmas = super::mm::vmas(pid, &anon)?;
+        t.join(pid, &vmas).map(drop)
     }
 
     /// The written state of `pid` read and reset (nothing without tracking).

@@ -350,6 +350,11 @@ fn save_tree(
             .map(|e| e.pid)
             .collect();
     }
+    for (task, entry) in tree.procs.iter().zip(tree.record.alive()) {
+        if !entry.shares_vm {
+            chain.join(task.pid())?;
+        }
+    }
     let layouts = {
         let _span = crate::profile::span("layouts");
         layout::layouts(tree, early)?

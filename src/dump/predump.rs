@@ -156,6 +156,7 @@ fn look(tree: &tree::FrozenTree, chain: &mut Incremental) -> Result<Vec<Seen>, D
             continue;
         }
         let pid = task.pid();
+        chain.join(pid)?;
         // `maps`, not `smaps`: smaps walks every page table (100 ms for 4 GiB), and
         // what this image holds is used only where the dump's own look (with smaps)
         // finds private memory the tracking counted.

@@ -40,6 +40,9 @@ pub struct Tracking {
     valid: bool,
     /// By the pid owning each address space.
     uffds: BTreeMap<i32, Uffd>,
+    /// Mappings registered by [`Tracking::join`] in this round, by pid: not registered
+    /// before, so none of their pages may be taken from the parent.
+    joined: BTreeMap<i32, Vec<(u64, u64)>>,
 }
 
 /// What the scan of one process found.
@@ -66,6 +69,7 @@ impl Tracking {
             tracker,
             valid,
             uffds,
+            joined: BTreeMap::new(),
         })
     }
 
@@ -97,7 +101,8 @@ impl Tracking {
         for v in vmas.iter().filter(|v| trackable(v)) {
             match pagemap.take_written(v.start, v.end) {
                 Ok(written) if self.valid => {
-                    let w: Vec<(u64, u64)> = written.iter().map(|r| (r.start, r.end)).collect();
+                    let mut w: Vec<(u64, u64)> = written.iter().map(|r| (r.start, r.end)).collect();
+                    w.extend(self.joined.get(&pid).into_iter().flatten());
                     out.clean
                         .extend(crate::ranges::subtract(&[(v.start, v.end)], &w));
                 }
@@ -110,6 +115,44 @@ impl Tracking {
             }
         }
         Ok(out)
+    }
+
+    /// Registers each private anonymous mapping of `pid` not registered yet that touches
+    /// a registered one of the same protection and flags (a heap grown by `brk`, memory
+    /// mapped beside a tracked mapping): the kernel does not merge a registered mapping
+    /// with an unregistered one, and registering merges them as it would have without the
+    /// tracking, where their page offsets continue and the new one has no anonymous
+    /// memory of its own yet. One written before this round keeps its own (the tracking
+    /// cannot undo that, see `docs/ARCHITECTURE.md`): it stays apart, registered, as
+    /// `arm` would leave it. Returns whether any was registered: then the mappings read
+    /// before are stale.
+    ///
+    /// Ordering requirements: with `pid` frozen, before its layout is read for the image
+    /// and before [`Tracking::scan`] (which takes nothing of these from the parent).
+    pub fn join(&mut self, pid: i32, vmas: &[Vma]) -> Result<bool, DumpError> {
+        let Some(uffd) = self.uffds.get(&pid) else {
+            return Ok(false);
+        };
+        let pagemap = Pagemap::open(pid)?;
+        let mut registered = Vec::with_capacity(vmas.len());
+        for v in vmas {
+            registered.push(v.is_plain_anon() && pagemap.registered(v.start)?);
+        }
+        let mut joined = Vec::new();
+        for (i, v) in vmas.iter().enumerate() {
+            let prev = i > 0 && registered[i - 1] && vmas[i - 1].merges_with(v);
+            let next = registered.get(i + 1) == Some(&true) && v.merges_with(&vmas[i + 1]);
+            if registered[i] || !v.is_plain_anon() || !(prev || next) {
+                continue;
+            }
+            // Not registrable (sealed, changed meanwhile): left to `scan` and `arm`.
+            if uffd.register_wp(v.start, v.len()).is_ok() {
+                joined.push((v.start, v.end));
+            }
+        }
+        let any = !joined.is_empty();
+        self.joined.insert(pid, joined);
+        Ok(any)
     }
 
     /// Makes sure the tracking holds a userfaultfd of `pid`'s address space, injecting

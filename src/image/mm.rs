@@ -195,6 +195,27 @@ impl Vma {
         !self.shared && matches!(self.kind, VmaKind::Anon | VmaKind::File { .. })
     }
 
+    /// Private anonymous memory (not a stack, not droppable): the kernel merges it with
+    /// a like neighbour where their page offsets continue and their anonymous memory is
+    /// compatible (`restore/apart.rs`, `dump/track.rs`).
+    pub fn is_plain_anon(&self) -> bool {
+        matches!(self.kind, VmaKind::Anon)
+            && !self.shared
+            && !self.flags.growsdown
+            && !self.flags.droppable
+    }
+
+    /// Whether `next` starts where this mapping ends and is plain anonymous memory with
+    /// the same protection and flags: the kernel would make the two one mapping, were
+    /// the second made fresh beside the first.
+    pub fn merges_with(&self, next: &Vma) -> bool {
+        self.end == next.start
+            && self.is_plain_anon()
+            && next.is_plain_anon()
+            && self.prot == next.prot
+            && self.flags == next.flags
+    }
+
     /// Whether `p` (another process's mapping, starting at or before this one) maps at
     /// this mapping's start what this one maps there, as a fork would have left it: both
     /// private memory of the same backing (anonymous, or the same file at the same

@@ -19,28 +19,18 @@ use std::collections::HashMap;
 use super::child::{find_hole, Child, HELPER_LEN};
 use super::mm::{MREMAP_FIXED, MREMAP_MAYMOVE};
 use super::RestoreError;
-use crate::image::mm::{MmImage, Vma, VmaKind};
+use crate::image::mm::{MmImage, Vma};
 use crate::sys::batch::Batch;
 
 /// Faults pages in for writing (Linux 5.14).
 const MADV_POPULATE_WRITE: u64 = 23;
-
-/// Private anonymous memory the kernel merges with a like neighbour.
-fn plain_anon(v: &Vma) -> bool {
-    matches!(v.kind, VmaKind::Anon) && !v.shared && !v.flags.growsdown && !v.flags.droppable
-}
-
-/// Whether `v` would merge with `p`, the mapping before it.
-fn merges(p: &Vma, v: &Vma) -> bool {
-    p.end == v.start && plain_anon(p) && plain_anon(v) && p.prot == v.prot && p.flags == v.flags
-}
 
 /// The mappings to make apart, by start, each with the free place to make it at.
 pub fn plan(child: &Child, mm: &MmImage) -> Result<HashMap<u64, u64>, RestoreError> {
     let apart: Vec<&Vma> = mm
         .vmas
         .windows(2)
-        .filter(|w| merges(&w[0], &w[1]))
+        .filter(|w| w[0].merges_with(&w[1]))
         .map(|w| &w[1])
         .collect();
     let Some(len) = apart.iter().map(|v| v.len()).max() else {

@@ -222,6 +222,26 @@ impl Pagemap {
         self.scan_all(start, end, q, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC)
     }
 
+    /// Whether the mapping holding `addr` is registered with a userfaultfd in async
+    /// write-protect mode: a `PAGEMAP_SCAN` of its page with `PM_SCAN_CHECK_WPASYNC`
+    /// (`EPERM` if not), reading nothing and protecting nothing.
+    pub fn registered(&self, addr: u64) -> Result<bool, PagemapError> {
+        let q = Query {
+            all: PAGE_IS_WRITTEN,
+            report: PAGE_IS_WRITTEN,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        match self.scan_once(addr, addr + 4096, q, PM_SCAN_CHECK_WPASYNC, &mut out) {
+            Ok(_) => Ok(true),
+            Err(PagemapError::Scan {
+                source: Errno::EPERM,
+                ..
+            }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     fn scan_all(
         &self,
         start: u64,

@@ -112,6 +112,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("unsupported", &[]),
     ("tracked", &[]),
     ("tracked_writer", &["-pthread"]),
+    ("heap_grow", &[]),
     ("churn", &[]),
     ("lazy_mem", &[]),
 ];

@@ -24,14 +24,7 @@
 
 static unsigned char *a, *b, *gone, *moved, *prot, *fresh, *fmap;
 static unsigned char *moved_from;
-static volatile sig_atomic_t change;
 static pid_t child;
-
-static void on_change(int sig)
-{
-	(void)sig;
-	change = 1;
-}
 
 static unsigned char at(size_t page, unsigned salt)
 {
@@ -141,7 +134,7 @@ static void verify(void)
 int main(int argc, char **argv)
 {
 	victim_install_go();
-	signal(SIGUSR2, on_change);
+	victim_install_change();
 	if (argc > 1 && strcmp(argv[1], "-u") == 0) {
 		int u = syscall(SYS_userfaultfd, O_CLOEXEC | 1 /* UFFD_USER_MODE_ONLY */);
 		if (u < 0 || dup2(u, 50) < 0)
@@ -169,14 +162,6 @@ int main(int argc, char **argv)
 	if (fmap == MAP_FAILED)
 		victim_fail("mmap file: %s", strerror(errno));
 	close(fd);
-	victim_ready();
-	while (!change)
-		pause();
-	make_changes();
-	printf("CHANGED\n");
-	fflush(stdout);
-	victim_wait_go();
-	verify();
-	victim_pass();
+	victim_run_changed(make_changes, verify);
 	return 0;
 }

@@ -78,6 +78,35 @@ static inline int victim_run(void (*setup)(void), void (*verify)(void))
 	return 0;
 }
 
+static volatile sig_atomic_t victim_change;
+
+static inline void victim_on_change(int sig)
+{
+	(void)sig;
+	victim_change = 1;
+}
+
+/* Victims changed between a pre-dump and the dump (tests/tracking.rs): after READY,
+ * sleep until SIGUSR2 ("change"), run `make_changes`, print "CHANGED", then wait for
+ * go, verify and PASS. The SIGUSR2 handler is installed by victim_install_change. */
+static inline void victim_install_change(void)
+{
+	signal(SIGUSR2, victim_on_change);
+}
+
+static inline void victim_run_changed(void (*make_changes)(void), void (*verify)(void))
+{
+	victim_ready();
+	while (!victim_change)
+		pause();
+	make_changes();
+	printf("CHANGED\n");
+	fflush(stdout);
+	victim_wait_go();
+	verify();
+	victim_pass();
+}
+
 static inline void victim_skip(const char *why)
 {
 	printf("SKIP: %s\n", why);
