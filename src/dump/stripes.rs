@@ -90,16 +90,20 @@ pub fn write(
 }
 
 /// Pages copied into memory for one pages file, to be written once the tree runs.
+/// Their checksum is taken here too, once the tree runs: the frozen window holds only
+/// the copy.
 pub struct Staged {
     file: PagesWriter,
     data: Vec<u8>,
-    crc: crc32fast::Hasher,
 }
 
 impl Staged {
-    /// Writes the pages and finishes the file (its fsync is the image commit's).
+    /// Checksums and writes the pages and finishes the file (its fsync is the image
+    /// commit's).
     pub fn write(mut self) -> Result<(), DumpError> {
-        self.file.write_summed(&[&self.data], &self.crc)?;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&self.data);
+        self.file.write_summed(&[&self.data], &crc)?;
         self.file.finish()?;
         Ok(())
     }
@@ -123,21 +127,23 @@ impl Sink {
             true => Sink::Memory(Staged {
                 file,
                 data: Vec::new(),
-                crc: crc32fast::Hasher::new(),
             }),
         }
     }
 
-    fn write_summed(
-        &mut self,
-        pieces: &[&[u8]],
-        crc: &crc32fast::Hasher,
-    ) -> Result<(), ImageError> {
+    /// Appends `pieces`: checksummed and written to the file, or copied (the checksum
+    /// is [`Staged::write`]'s).
+    fn append(&mut self, pieces: &[&[u8]]) -> Result<(), ImageError> {
         match self {
-            Sink::File(f) => f.write_summed(pieces, crc),
+            Sink::File(f) => {
+                let mut crc = crc32fast::Hasher::new();
+                pieces.iter().for_each(|p| crc.update(p));
+                f.write_summed(pieces, &crc)
+            }
             Sink::Memory(m) => {
+                let len: usize = pieces.iter().map(|p| p.len()).sum();
+                m.data.reserve(len);
                 pieces.iter().for_each(|p| m.data.extend_from_slice(p));
-                m.crc.combine(crc);
                 Ok(())
             }
         }
@@ -283,14 +289,15 @@ impl Worker {
             self.buf.resize(len, 0);
         }
         let mut buf = std::mem::take(&mut self.buf);
-        let r = self.read(batch, &mut buf[..len]).and_then(|()| {
+        let read = {
+            let _span = crate::profile::span("read pages");
+            self.read(batch, &mut buf[..len])
+        };
+        let r = read.and_then(|()| {
+            let _span = crate::profile::span("plan+store pages");
             let pieces = self.plan(batch, &buf);
             let slices: Vec<&[u8]> = pieces.iter().map(|&(o, l)| &buf[o..o + l]).collect();
-            let mut crc = crc32fast::Hasher::new();
-            slices.iter().for_each(|p| crc.update(p));
-            self.out
-                .write_summed(&slices, &crc)
-                .map_err(|e: ImageError| e.into())
+            self.out.append(&slices).map_err(|e: ImageError| e.into())
         });
         self.buf = buf;
         progress.advance(len as u64);
