@@ -21,6 +21,7 @@
 use std::fs::File;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Sender};
+use std::sync::Mutex;
 
 use super::memory::{MemoryStats, Range};
 use super::DumpError;
@@ -89,6 +90,45 @@ pub fn write(
     Ok((runs, stats, staged))
 }
 
+/// Buffers for staged pages, allocated and touched before the freeze
+/// ([`reserve_staging`]): the copy while frozen then writes into memory already mapped
+/// instead of faulting fresh pages in. A worker that fills its buffer grows it as usual.
+static RESERVED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// Reserves, before the freeze, room for about `bytes` of staged pages: one buffer per
+/// worker that may stage them (each the whole when one worker will do, else its share
+/// with a quarter more). At most `memory::STAGE_MAX`.
+pub fn reserve_staging(bytes: u64) {
+    let _span = crate::profile::span("reserve staging");
+    let bytes = (bytes + bytes / 4 + (1 << 20)).min(super::memory::STAGE_MAX);
+    let workers = stripes_for(bytes) as u64;
+    let each = match workers {
+        1 => bytes,
+        n => bytes / n + bytes / n / 4,
+    } as usize;
+    let buffers = (0..workers.max(2))
+        .map(|_| {
+            let mut b: Vec<u8> = Vec::with_capacity(each);
+            // Written, so that every page is mapped now, not while frozen.
+            b.resize(each, 0);
+            b.clear();
+            b
+        })
+        .collect();
+    *RESERVED.lock().unwrap_or_else(|e| e.into_inner()) = buffers;
+}
+
+/// Drops the buffers no worker took (once the pages are copied).
+pub fn drop_reserve() {
+    RESERVED.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+/// A reserved buffer, or a new one.
+fn reserved() -> Vec<u8> {
+    let mut pool = RESERVED.lock().unwrap_or_else(|e| e.into_inner());
+    pool.pop().unwrap_or_default()
+}
+
 /// Pages copied into memory for one pages file, to be written once the tree runs.
 /// Their checksum is taken here too, once the tree runs: the frozen window holds only
 /// the copy.
@@ -126,7 +166,7 @@ impl Sink {
             false => Sink::File(file),
             true => Sink::Memory(Staged {
                 file,
-                data: Vec::new(),
+                data: reserved(),
             }),
         }
     }
