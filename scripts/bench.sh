@@ -4,7 +4,7 @@
 #                         | --lazy [MIB]   (post-copy over loopback, 4096 MiB by default, and CRIU's)
 #                         [--compare 'DUMP_TEMPLATE' 'RESTORE_TEMPLATE'] [--only a,b]
 #                         [--storage /dev/shm,/var/tmp]
-#        scripts/bench.sh --incremental [--runs N] [--mib MIB] [--percent P] [--verify]
+#        scripts/bench.sh --incremental [--runs N] [--mib MIB] [--percent P] [--verify] [--rt]
 #                         [--criu /path/to/criu] [--storage DIR] [--json FILE]
 #                         (frozen time of pre-dumps and of an incremental dump -R, see
 #                         scripts/bench/incremental.py)

@@ -50,8 +50,13 @@ def dir_bytes(path):
     return total
 
 
+# With --rt, stasis runs under `chrt -f 50`: on a machine loaded by others the frozen
+# window is then stasis's own work, not its wait for a CPU (the tree is frozen anyway).
+PREFIX = []
+
+
 def run(argv):
-    r = subprocess.run(argv, capture_output=True, text=True)
+    r = subprocess.run(PREFIX + argv, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed: {r.stderr.strip()}")
     return r.stdout + r.stderr
@@ -141,10 +146,39 @@ def criu_predump(args, scratch):
             return "ran"
         log = open(os.path.join(base, "pre.log")).read() if os.path.exists(os.path.join(base, "pre.log")) else r.stderr
         hits = [l for l in log.splitlines() if "rror" in l or "soft" in l.lower()]
-        return "aborts: " + (hits[-1].strip() if hits else f"exit {r.returncode}")
+        why = hits[-1].strip() if hits else f"exit {r.returncode}"
+        return (f"aborts: {why} (CRIU's pre-dump needs soft-dirty tracking, "
+                f"{soft_dirty()})")
     finally:
         kill(w.pid)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def soft_dirty():
+    """What this kernel says of soft-dirty (CONFIG_MEM_SOFT_DIRTY): pagemap bit 55 of a
+    page just written, after clearing the bits (clear_refs 4), as `stasis check` does."""
+    import mmap
+    import struct
+    m = mmap.mmap(-1, 4096)
+    m[0:1] = b"x"
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("4")
+        m[0:1] = b"y"
+        import ctypes
+        base = ctypes.addressof(ctypes.c_char.from_buffer(m))
+        with open("/proc/self/pagemap", "rb") as f:
+            f.seek(base // 4096 * 8)
+            entry = struct.unpack("Q", f.read(8))[0]
+        if entry & (1 << 55):
+            return "which this kernel has"
+    except (OSError, TypeError):
+        pass
+    return "compiled out of this kernel (CONFIG_MEM_SOFT_DIRTY)"
+
+
+def loadavg():
+    return " ".join(open("/proc/loadavg").read().split()[:3])
 
 
 def main():
@@ -157,9 +191,14 @@ def main():
     ap.add_argument("--storage", default="/var/tmp")
     ap.add_argument("--verify", action="store_true", help="restore the last run's image and check it")
     ap.add_argument("--criu", help="CRIU binary to try pre-dump with")
+    ap.add_argument("--rt", action="store_true",
+                    help="run stasis under chrt -f 50 (a loaded machine: see PREFIX)")
     ap.add_argument("--json")
     args = ap.parse_args()
+    if args.rt:
+        PREFIX[:] = ["chrt", "-f", "50"]
     set_subreaper()
+    load_before = loadavg()
     scratch = tempfile.mkdtemp(prefix="stasis-incr.", dir=args.storage)
     runs = []
     try:
@@ -173,8 +212,11 @@ def main():
         shutil.rmtree(scratch, ignore_errors=True)
     med = {k: statistics.median(r[k] for r in runs)
            for k in runs[0] if isinstance(runs[0][k], (int, float))}
+    load_after = loadavg()
     print(f"incremental checkpoints of a {args.mib} MiB process, {args.percent} % written "
-          f"between the pre-dump and the dump; median of {len(runs)} ({args.storage})")
+          f"between the pre-dump and the dump; median of {len(runs)} ({args.storage}"
+          f"{', stasis under chrt -f 50' if args.rt else ''}); "
+          f"load average {load_before} before, {load_after} after")
     print(f"| step | frozen (ms) | stored (MiB) |")
     print(f"|---|---|---|")
     print(f"| first pre-dump | {med['first_predump_frozen_s'] * 1e3:.1f} | - |")
@@ -184,7 +226,8 @@ def main():
     if args.verify:
         print(f"restore of the last incremental image: {runs[-1].get('restored')}")
     if args.json:
-        json.dump({"runs": runs, "median": med, "criu": criu}, open(args.json, "w"), indent=1)
+        json.dump({"runs": runs, "median": med, "criu": criu,
+                   "loadavg": [load_before, load_after]}, open(args.json, "w"), indent=1)
 
 
 if __name__ == "__main__":

@@ -160,6 +160,22 @@ def bench_migrate(args, scratch):
     return {"downtime_ms": statistics.median(r["downtime_ms"] for r in results), "runs": results}
 
 
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def criu_precopy_note(args):
+    """CRIU's pre-copy needs `criu pre-dump`, which needs soft-dirty tracking."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from incremental import soft_dirty
+    if not os.path.exists(args.criu):
+        return "CRIU not found"
+    return (f"CRIU 4.2 cannot pre-copy here: its pre-dump needs soft-dirty tracking, "
+            f"{soft_dirty()} (it aborts with BUG at criu/mem.c:46); its only migration is "
+            f"the stop-and-copy through its page server above")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--stasis", required=True)
@@ -172,6 +188,7 @@ def main():
     ap.add_argument("--json")
     args = ap.parse_args()
     set_subreaper()
+    load_before = loadavg()
     fresh(args.scratch)
     out = {}
     try:
@@ -188,7 +205,14 @@ def main():
             line += f", CRIU {ps['criu'] * 1e3:.0f} ms ({ps['criu'] / ps['stasis']:.2f}x)"
         print(line)
     if "migrate" in out:
-        print(f"migrate {args.migrate_mib} MiB writing 32 MiB/s: downtime {out['migrate']['downtime_ms']:.1f} ms (median)")
+        runs = out["migrate"]["runs"]
+        final = statistics.median(r["rounds"][-1]["bytes"] for r in runs)
+        print(f"migrate {args.migrate_mib} MiB writing 32 MiB/s: downtime "
+              f"{out['migrate']['downtime_ms']:.1f} ms (median of {len(runs)}), final round "
+              f"{final / 2**20:.1f} MiB sent, rounds {[len(r['rounds']) for r in runs]}")
+        print(criu_precopy_note(args))
+    out["loadavg"] = [load_before, loadavg()]
+    print(f"load average {load_before} before, {out['loadavg'][1]} after")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

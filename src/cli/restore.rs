@@ -43,6 +43,10 @@ pub struct RestoreArgs {
     /// Restore open files even if they changed (size, mtime or inode) since the dump.
     #[arg(long = "skip-file-check")]
     pub skip_file_check: bool,
+    /// (Internal, `stasis receive`.) An image directory whose pages files the caller has
+    /// verified already: their checksums are not read again.
+    #[arg(long = "pages-verified", value_name = "DIR", hide = true)]
+    pub pages_verified: Vec<PathBuf>,
     /// The directory that becomes the root of a tree that had its own root (`pivot_root`).
     #[arg(long = "root", value_name = "PATH")]
     pub root: Option<PathBuf>,
@@ -136,6 +140,7 @@ pub fn run(args: RestoreArgs) -> i32 {
         veth_externals: args.criu.veth_externals(),
         lazy: (args.lazy.endpoint())
             .map(|(address, port)| stasis::lazy::restore::LazyFrom { address, port }),
+        pages_verified: args.pages_verified,
     };
     if !args.quiet {
         progress::install(args.progress);

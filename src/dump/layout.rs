@@ -55,6 +55,33 @@ impl Early {
         })
     }
 
+    /// Bytes of private memory written since the tracking last reset (present pages
+    /// `PAGEMAP_SCAN` reports written, nothing reset): about what the dump will copy
+    /// while frozen, to reserve before the freeze (`stripes::reserve_staging`). Mappings
+    /// the tracking does not cover count nothing.
+    ///
+    /// Ordering requirements: before the freeze (an estimate: writes go on).
+    pub fn written_bytes(&self) -> u64 {
+        use crate::sys::pagemap::{Pagemap, Query, PAGE_IS_PRESENT, PAGE_IS_WRITTEN};
+        let _span = crate::profile::span("written estimate");
+        let query = Query {
+            all: PAGE_IS_WRITTEN | PAGE_IS_PRESENT,
+            ..Default::default()
+        };
+        let mut total = 0;
+        for (&pid, entries) in &self.read {
+            let Ok(pagemap) = Pagemap::open(pid) else {
+                continue;
+            };
+            for m in entries.iter().filter(|m| !m.shared) {
+                if let Ok(found) = pagemap.scan(m.start, m.end, query) {
+                    total += found.iter().map(|r| r.end - r.start).sum::<u64>();
+                }
+            }
+        }
+        total
+    }
+
     /// `pid`'s mappings with the flags read early, if its `maps` now lists exactly the
     /// mappings read early.
     fn merge(&mut self, pid: i32) -> Result<Option<Vec<MapEntry>>, DumpError> {

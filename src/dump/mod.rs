@@ -184,19 +184,24 @@ pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummar
         true => Some(layout::Early::read(opts.pid)?),
         false => None,
     };
+    if let Some(e) = &early {
+        stripes::reserve_staging(e.written_bytes());
+    }
     let span = crate::profile::span("freeze tree");
     let tree = tree::freeze_tree(opts.pid, opts.shell_job, adopted)?;
     drop(span);
     let frozen = Instant::now();
     notify(hooks, Point::NetworkLock, opts.pid)?;
-    let (mut summary, mut held, image) = save_tree(
+    let saved = save_tree(
         &tree,
         opts,
         writer,
         (mounts.as_ref(), in_net.as_ref()),
         &mut chain,
         early.as_mut(),
-    )?;
+    );
+    stripes::drop_reserve();
+    let (mut summary, mut held, image) = saved?;
     let deferred = match early {
         Some(early) => Some((early, image)),
         None => {

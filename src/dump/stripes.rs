@@ -21,6 +21,7 @@
 use std::fs::File;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Sender};
+use std::sync::Mutex;
 
 use super::memory::{MemoryStats, Range};
 use super::DumpError;
@@ -89,17 +90,64 @@ pub fn write(
     Ok((runs, stats, staged))
 }
 
+/// Buffers for staged pages, allocated and touched before the freeze
+/// ([`reserve_staging`]): the copy while frozen then writes into memory already mapped
+/// instead of faulting fresh pages in. A worker that fills its buffer grows it as usual.
+static RESERVED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// Reserves, before the freeze, room for about `bytes` of staged pages: one buffer per
+/// worker that may stage them (each the whole when one worker will do, else its share
+/// with a quarter more). At most `memory::STAGE_MAX`.
+pub fn reserve_staging(bytes: u64) {
+    let _span = crate::profile::span("reserve staging");
+    let bytes = (bytes + bytes / 4 + (1 << 20)).min(super::memory::STAGE_MAX);
+    let workers = stripes_for(bytes) as u64;
+    let each = match workers {
+        1 => bytes,
+        n => bytes / n + bytes / n / 4,
+    } as usize;
+    let buffers = (0..workers.max(2))
+        .map(|_| {
+            let mut b = vec![0u8; each];
+            // A byte of every page written (and the writes kept: a zeroed allocation
+            // maps nothing yet), so that every page is mapped now, not while frozen.
+            b.iter_mut()
+                .step_by(PAGE_SIZE as usize)
+                .for_each(|x| *x = 1);
+            std::hint::black_box(&mut b);
+            b.clear();
+            b
+        })
+        .collect();
+    *RESERVED.lock().unwrap_or_else(|e| e.into_inner()) = buffers;
+}
+
+/// Drops the buffers no worker took (once the pages are copied).
+pub fn drop_reserve() {
+    RESERVED.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+/// A reserved buffer, or a new one.
+fn reserved() -> Vec<u8> {
+    let mut pool = RESERVED.lock().unwrap_or_else(|e| e.into_inner());
+    pool.pop().unwrap_or_default()
+}
+
 /// Pages copied into memory for one pages file, to be written once the tree runs.
+/// Their checksum is taken here too, once the tree runs: the frozen window holds only
+/// the copy.
 pub struct Staged {
     file: PagesWriter,
     data: Vec<u8>,
-    crc: crc32fast::Hasher,
 }
 
 impl Staged {
-    /// Writes the pages and finishes the file (its fsync is the image commit's).
+    /// Checksums and writes the pages and finishes the file (its fsync is the image
+    /// commit's).
     pub fn write(mut self) -> Result<(), DumpError> {
-        self.file.write_summed(&[&self.data], &self.crc)?;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&self.data);
+        self.file.write_summed(&[&self.data], &crc)?;
         self.file.finish()?;
         Ok(())
     }
@@ -122,22 +170,24 @@ impl Sink {
             false => Sink::File(file),
             true => Sink::Memory(Staged {
                 file,
-                data: Vec::new(),
-                crc: crc32fast::Hasher::new(),
+                data: reserved(),
             }),
         }
     }
 
-    fn write_summed(
-        &mut self,
-        pieces: &[&[u8]],
-        crc: &crc32fast::Hasher,
-    ) -> Result<(), ImageError> {
+    /// Appends `pieces`: checksummed and written to the file, or copied (the checksum
+    /// is [`Staged::write`]'s).
+    fn append(&mut self, pieces: &[&[u8]]) -> Result<(), ImageError> {
         match self {
-            Sink::File(f) => f.write_summed(pieces, crc),
+            Sink::File(f) => {
+                let mut crc = crc32fast::Hasher::new();
+                pieces.iter().for_each(|p| crc.update(p));
+                f.write_summed(pieces, &crc)
+            }
             Sink::Memory(m) => {
+                let len: usize = pieces.iter().map(|p| p.len()).sum();
+                m.data.reserve(len);
                 pieces.iter().for_each(|p| m.data.extend_from_slice(p));
-                m.crc.combine(crc);
                 Ok(())
             }
         }
@@ -283,14 +333,15 @@ impl Worker {
             self.buf.resize(len, 0);
         }
         let mut buf = std::mem::take(&mut self.buf);
-        let r = self.read(batch, &mut buf[..len]).and_then(|()| {
+        let read = {
+            let _span = crate::profile::span("read pages");
+            self.read(batch, &mut buf[..len])
+        };
+        let r = read.and_then(|()| {
+            let _span = crate::profile::span("plan+store pages");
             let pieces = self.plan(batch, &buf);
             let slices: Vec<&[u8]> = pieces.iter().map(|&(o, l)| &buf[o..o + l]).collect();
-            let mut crc = crc32fast::Hasher::new();
-            slices.iter().for_each(|p| crc.update(p));
-            self.out
-                .write_summed(&slices, &crc)
-                .map_err(|e: ImageError| e.into())
+            self.out.append(&slices).map_err(|e: ImageError| e.into())
         });
         self.buf = buf;
         progress.advance(len as u64);

@@ -61,6 +61,9 @@ pub fn serve_on(
     opts: &ServerOptions,
     report: &mut dyn FnMut(&Received),
 ) -> Result<(), MigrateError> {
+    // Every image received and checked so far: the restore need not checksum its
+    // pages again.
+    let mut verified = Vec::new();
     loop {
         let (stream, _) = listener.accept().map_err(|source| MigrateError::Listen {
             addr: opts.listen.clone(),
@@ -77,18 +80,25 @@ pub fn serve_on(
         };
         conn.send(&wire::status(wire::STORED, true, ""), &[], None)?;
         report(&got);
+        verified.push(got.dir.clone());
         if !got.last {
             continue;
         }
         if let Some(extra) = &opts.restore {
-            return restore(&mut conn, &got.dir, extra);
+            return restore(&mut conn, &got.dir, extra, &verified);
         }
         return Ok(());
     }
 }
 
-/// Restores the image in `dir` detached and tells the sender how it went.
-fn restore(conn: &mut Conn, dir: &Path, extra: &[String]) -> Result<(), MigrateError> {
+/// Restores the image in `dir` detached and tells the sender how it went; the pages of
+/// the images in `verified` (received and checked here) are not checksummed again.
+fn restore(
+    conn: &mut Conn,
+    dir: &Path,
+    extra: &[String],
+    verified: &[PathBuf],
+) -> Result<(), MigrateError> {
     let exe = std::env::current_exe().map_err(|source| MigrateError::Spawn {
         what: "stasis (its own path)".into(),
         source,
@@ -98,6 +108,11 @@ fn restore(conn: &mut Conn, dir: &Path, extra: &[String]) -> Result<(), MigrateE
         .arg("-D")
         .arg(dir)
         .arg("-d")
+        .args(
+            verified
+                .iter()
+                .flat_map(|v| [std::ffi::OsStr::new("--pages-verified"), v.as_os_str()]),
+        )
         .args(extra)
         .stdin(std::process::Stdio::null())
         .output()

@@ -94,6 +94,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("netns", &[]),
     ("pipes", &[]),
     ("zero_pages", &[]),
+    ("migrate_writer", &[]),
     ("anonfds", &[]),
     ("epoll_moved", &[]),
     ("inotify", &[]),
