@@ -5,7 +5,9 @@
 //! putting the previous one in place (`UFFDIO_COPY`), instead of taking turns.
 //!
 //! At most [`DEPTH`] messages wait in the queue: a daemon that falls behind stops the
-//! reading, and TCP stops the source. Buffers go back to the thread once placed.
+//! reading, and TCP stops the source. Buffers go back to the thread once placed. The
+//! inbox dropped shuts the connection down: the thread's read ends, and so does it,
+//! and the source sees the link end as it did when the daemon held the only socket.
 
 use std::io::{BufReader, Read};
 use std::net::TcpStream;
@@ -30,6 +32,13 @@ pub struct Inbox {
     queue: Receiver<std::io::Result<Message>>,
     wake: OwnedFd,
     spare: SyncSender<Vec<u8>>,
+    socket: TcpStream,
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 impl Inbox {
@@ -39,10 +48,16 @@ impl Inbox {
         let (wake, woken) = nix::unistd::pipe2(flags).map_err(std::io::Error::from)?;
         let (tx, queue) = sync_channel(DEPTH);
         let (spare, spares) = sync_channel(DEPTH + 2);
+        let socket = rx.get_ref().try_clone()?;
         std::thread::Builder::new()
             .name("lazy-inbox".into())
             .spawn(move || read_loop(rx, &tx, &spares, &woken))?;
-        Ok(Inbox { queue, wake, spare })
+        Ok(Inbox {
+            queue,
+            wake,
+            spare,
+            socket,
+        })
     }
 
     /// What the daemon polls: readable once a message (or the link's failure) waits.
