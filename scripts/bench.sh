@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Dump/restore benchmark for stasis: see docs/benchmarks.md.
 # usage: scripts/bench.sh [--runs N] [--quick] [--big] [--json FILE] [--store-opts OPTS] [--restore-opts OPTS]
-#                         | --lazy [MIB]   (post-copy over loopback, 4096 MiB by default, and CRIU's)
+#                         | --lazy [MIB [RUNS]]  (post-copy over loopback, 4096 MiB by default, and CRIU's)
 #                         [--compare 'DUMP_TEMPLATE' 'RESTORE_TEMPLATE'] [--only a,b]
 #                         [--storage /dev/shm,/var/tmp]
 #        scripts/bench.sh --incremental [--runs N] [--mib MIB] [--percent P] [--verify] [--rt]
@@ -59,7 +59,7 @@ if [ "${1:-}" = --incremental ]; then
 elif [ "${1:-}" = "--lazy" ]; then
     command -v unshare >/dev/null || { echo "bench.sh: --lazy needs unshare" >&2; exit 1; }
     python3 scripts/bench/lazy.py --stasis "$STASIS" --workload "$bindir/workload" \
-        --mib "${2:-4096}"
+        --mib "${2:-4096}" --runs "${3:-1}"
     exit 0
 elif [ "${1:-}" = "--migration" ]; then
     shift

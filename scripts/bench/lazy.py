@@ -212,6 +212,11 @@ def tail_errors(path):
     return "; ".join(lines[:2])
 
 
+def loadavg():
+    """The 1-, 5- and 15-minute load averages, as /proc/loadavg gives them."""
+    return " ".join(open("/proc/loadavg").read().split()[:3])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--stasis", required=True)
@@ -220,21 +225,26 @@ def main():
     ap.add_argument("--mib", type=int, default=4096)
     ap.add_argument("--port", type=int, default=27400)
     ap.add_argument("--scratch", default="/dev/shm")
+    ap.add_argument("--runs", type=int, default=1)
     args = ap.parse_args()
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: restored trees reparent to us
-    bw = loopback_bandwidth()
-    log(f"loopback TCP, one stream: {bw:.0f} MB/s")
-    r = stasis_run(args, args.mib, args.port, args.scratch)
-    rate = args.mib * MIB / r["all_memory_s"] / 1e6 if r["all_memory_s"] else 0
-    print(f"stasis lazy {args.mib} MiB: image written {r['image_written_ms']:.0f} ms after the "
-          f"dump started; restored process running {r['freeze_to_running_ms']:.0f} ms after "
-          f"the dump started ({r['restore_to_running_ms']:.0f} ms after the restore started; "
-          f"restore's own figure {r['restore_says_running_ms']} ms); all memory there "
-          f"{r['all_memory_s']} s after the start ({r['moved_mib']} MiB moved, {rate:.0f} MB/s "
-          f"= {100 * rate / bw:.0f}% of loopback {bw:.0f} MB/s); source gone "
-          f"{r['source_gone_after_running_s']:.2f} s after running; verify {r['verify']}")
-    print("criu 4.2 lazy: " + criu_run(args, args.mib, args.port + 1, args.scratch))
+    for i in range(args.runs):
+        bw = loopback_bandwidth()
+        log(f"loopback TCP, one stream: {bw:.0f} MB/s (load average {loadavg()})")
+        r = stasis_run(args, args.mib, args.port + 2 * i, args.scratch)
+        rate = args.mib * MIB / r["all_memory_s"] / 1e6 if r["all_memory_s"] else 0
+        print(f"stasis lazy {args.mib} MiB run {i + 1}: image written {r['image_written_ms']:.0f} "
+              f"ms after the dump started; restored process running "
+              f"{r['freeze_to_running_ms']:.0f} ms after the dump started "
+              f"({r['restore_to_running_ms']:.0f} ms after the restore started; restore's own "
+              f"figure {r['restore_says_running_ms']} ms); all memory there "
+              f"{r['all_memory_s']} s after the start ({r['moved_mib']} MiB moved, {rate:.0f} "
+              f"MB/s = {100 * rate / bw:.0f}% of loopback {bw:.0f} MB/s); source gone "
+              f"{r['source_gone_after_running_s']:.2f} s after running; verify {r['verify']}; "
+              f"load average {loadavg()}", flush=True)
+        print("criu 4.2 lazy: " + criu_run(args, args.mib, args.port + 2 * i + 1, args.scratch),
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,12 @@ def stop(p):
     reap_orphans()
 
 
+def loadavg():
+    """The 1-, 5- and 15-minute load averages, as /proc/loadavg gives them."""
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
 def fresh(path):
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path)
@@ -118,7 +124,8 @@ def bench_pageserver(args, scratch):
             try:
                 t = fn(args, p.pid, scratch, 27000 + i * 2 + (tool == "criu"))
                 times[tool].append(t)
-                log(f"page-server 1g-random {tool} run {i + 1}: {t * 1e3:.0f} ms")
+                log(f"page-server 1g-random {tool} run {i + 1}: {t * 1e3:.0f} ms "
+                    f"(load average {loadavg()})")
             finally:
                 stop(p)
     out = {k: statistics.median(v) for k, v in times.items() if v}
@@ -203,7 +210,7 @@ def main():
         line = f"page-server stop-and-copy, 1 GiB random: stasis {ps.get('stasis', 0) * 1e3:.0f} ms"
         if "criu" in ps:
             line += f", CRIU {ps['criu'] * 1e3:.0f} ms ({ps['criu'] / ps['stasis']:.2f}x)"
-        print(line)
+        print(f"{line} (medians of {args.runs}, alternating; load average {loadavg()})")
     if "migrate" in out:
         runs = out["migrate"]["runs"]
         final = statistics.median(r["rounds"][-1]["bytes"] for r in runs)

@@ -15,6 +15,7 @@
 //! ends' loops; freezing, the image and the restore stages stay `dump/`'s, `image/`'s and
 //! `restore/`'s.
 
+pub mod inbox;
 pub mod plan;
 pub mod proto;
 pub mod remaining;

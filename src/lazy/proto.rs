@@ -13,7 +13,7 @@
 //! on, pushes every served page once in address order between them, so the bulk of the
 //! memory flows without a round trip per chunk.
 
-use std::io::{Read, Write};
+use std::io::{IoSlice, Read, Write};
 
 /// Version of this protocol; a peer speaking another is refused.
 pub const VERSION: u64 = 1;
@@ -115,10 +115,26 @@ impl Header {
     }
 }
 
-/// Writes a header and the data after it.
+/// Writes a header and the data after it, in one `writev` where the writer takes it
+/// (no copy of the data into a buffer, no lone segment for the header).
 pub fn send(w: &mut impl Write, h: Header, data: &[u8]) -> std::io::Result<()> {
-    w.write_all(&h.to_bytes())?;
-    w.write_all(data)
+    let head = h.to_bytes();
+    let mut at = 0usize;
+    let total = HEADER_LEN + data.len();
+    while at < total {
+        let n = if at < HEADER_LEN {
+            w.write_vectored(&[IoSlice::new(&head[at..]), IoSlice::new(data)])
+        } else {
+            w.write(&data[at - HEADER_LEN..])
+        };
+        match n {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => at += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Reads one header: an unknown one is `InvalidData`.

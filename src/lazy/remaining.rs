@@ -102,12 +102,6 @@ impl Remaining {
         }
     }
 
-    /// `p` is missing again (a fork child's copy of a page its parent got late).
-    pub fn give_back(&mut self, p: Piece) {
-        self.take(p.start, p.end);
-        self.segs.insert(p.start, (p.end, p.src));
-    }
-
     /// The missing pieces whose data was in `[src, src_end)` at the dump.
     pub fn by_source(&self, src: u64, src_end: u64) -> Vec<Piece> {
         let mut out = Vec::new();

@@ -54,7 +54,7 @@ impl PostCopy {
         let daemon = std::thread::Builder::new()
             .name("lazy-pages".into())
             .spawn(move || {
-                let r = Daemon::new(link, rx, watchdog.clone()).run();
+                let r = Daemon::new(link, rx, watchdog.clone()).and_then(Daemon::run);
                 if matches!(&r, Err(e) if !matches!(e, LazyError::Abandoned)) {
                     kill_tree(&tree);
                 }

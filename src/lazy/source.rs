@@ -9,9 +9,15 @@
 //! an older state beside any effect the target's run had, and killing it would lose the
 //! program: the tree stays frozen and the source waits for a new target (a new `restore
 //! --lazy-pages` of the same image starts the program again from the dump).
+//!
+//! The pages pushed in the background are read ahead by a thread of their own
+//! ([`Reader`]: `process_vm_readv` of 1 MiB and its crc32, a few chunks ahead) while the
+//! connection's thread sends the previous ones and answers requests: reading the frozen
+//! memory and sending it overlap instead of taking turns.
 
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use super::proto::{self, Header, Kind};
 use super::LazyError;
@@ -63,7 +69,7 @@ pub fn serve(listener: &TcpListener, image: &LazyImage) -> Result<Ending, LazyEr
 /// One target's connection.
 struct Link {
     rx: BufReader<TcpStream>,
-    tx: BufWriter<TcpStream>,
+    tx: TcpStream,
     started: bool,
     buf: Vec<u8>,
 }
@@ -73,7 +79,7 @@ impl Link {
         let tx = stream.try_clone().map_err(LazyError::Accept)?;
         Ok(Link {
             rx: BufReader::new(stream),
-            tx: BufWriter::with_capacity(1 << 20, tx),
+            tx,
             started: false,
             buf: Vec::new(),
         })
@@ -91,27 +97,38 @@ impl Link {
         let mut w = Header::new(Kind::Welcome);
         w.len = image.bytes();
         self.send(w, false)?;
-        let mut push = Push::new(image);
+        let mut push: Option<Reader> = None;
+        let mut pushed = false;
         loop {
             // Requests first: a thread of the target waits for each.
-            let pushing = self.started && !push.over;
+            let pushing = self.started && !pushed;
             if !pushing || self.asked().map_err(|e| e.to_string())? {
                 let h = proto::recv(&mut self.rx).map_err(|e| e.to_string())?;
                 match h.kind {
                     Kind::Get => *served += self.answer(image, h)?,
-                    Kind::Started => self.started = true,
+                    Kind::Started => {
+                        self.started = true;
+                        push = Some(Reader::start(image)?);
+                    }
                     Kind::Done => return self.send(Header::new(Kind::Bye), false),
                     other => return self.refuse(&format!("unexpected message {other:?}")),
                 }
                 continue;
             }
-            match push.next() {
-                Some((pid, addr, len)) => {
+            let reader = push.as_mut().expect("started");
+            match reader.next()? {
+                Some(chunk) => {
                     let mut h = Header::new(Kind::Pages);
-                    (h.pid, h.addr, h.len) = (pid, addr, len);
-                    *served += self.answer(image, h)?;
+                    (h.pid, h.addr, h.len, h.crc) =
+                        (chunk.pid, chunk.addr, chunk.data.len() as u64, chunk.crc);
+                    proto::send(&mut self.tx, h, &chunk.data).map_err(|e| e.to_string())?;
+                    *served += h.len;
+                    reader.give_back(chunk.data);
                 }
-                None => self.send(Header::new(Kind::Pushed), false)?,
+                None => {
+                    pushed = true;
+                    self.send(Header::new(Kind::Pushed), false)?;
+                }
             }
         }
     }
@@ -164,41 +181,93 @@ impl Link {
 }
 
 /// The served pages in push order: process after process, address order, in chunks.
-struct Push {
-    chunks: Vec<(i32, u64, u64)>,
-    at: usize,
-    over: bool,
+fn push_order(image: &LazyImage) -> Vec<(i32, u64, u64)> {
+    let mut chunks = Vec::new();
+    for p in &image.processes {
+        for &(s, e) in &p.runs {
+            let mut a = s;
+            while a < e {
+                let len = (e - a).min(PUSH_CHUNK);
+                chunks.push((p.pid, a, len));
+                a += len;
+            }
+        }
+    }
+    chunks
 }
 
 /// Bytes of one pushed message.
 const PUSH_CHUNK: u64 = 1 << 20;
+/// Chunks read ahead of the one being sent.
+const READ_AHEAD: usize = 4;
 
-impl Push {
-    fn new(image: &LazyImage) -> Push {
-        let mut chunks = Vec::new();
-        for p in &image.processes {
-            for &(s, e) in &p.runs {
-                let mut a = s;
-                while a < e {
-                    let len = (e - a).min(PUSH_CHUNK);
-                    chunks.push((p.pid, a, len));
-                    a += len;
-                }
-            }
-        }
-        Push {
-            chunks,
-            at: 0,
-            over: false,
+/// One pushed chunk, read and summed.
+struct Chunk {
+    pid: i32,
+    addr: u64,
+    data: Vec<u8>,
+    crc: u32,
+}
+
+/// The thread reading the pushed chunks ahead, in push order; buffers go round between
+/// it and the sender. It ends when every chunk is read, or when the [`Reader`] is dropped
+/// (the link ended).
+struct Reader {
+    chunks: Receiver<Result<Chunk, String>>,
+    spare: SyncSender<Vec<u8>>,
+}
+
+impl Reader {
+    fn start(image: &LazyImage) -> Result<Reader, String> {
+        let order = push_order(image);
+        let (tx, chunks) = sync_channel(READ_AHEAD);
+        let (spare, spares) = sync_channel(READ_AHEAD + 2);
+        std::thread::Builder::new()
+            .name("lazy-push".into())
+            .spawn(move || read_ahead(order, &tx, &spares))
+            .map_err(|e| format!("start the pushing thread: {e}"))?;
+        Ok(Reader { chunks, spare })
+    }
+
+    /// The next chunk; `None` when every chunk was read.
+    fn next(&mut self) -> Result<Option<Chunk>, String> {
+        match self.chunks.recv() {
+            Ok(Ok(c)) => Ok(Some(c)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Ok(None),
         }
     }
 
-    /// The next chunk; `None` once, when all were pushed (then `over`).
-    fn next(&mut self) -> Option<(i32, u64, u64)> {
-        let c = self.chunks.get(self.at).copied();
-        self.at += 1;
-        self.over = c.is_none();
-        c
+    fn give_back(&self, buf: Vec<u8>) {
+        let _ = self.spare.try_send(buf);
+    }
+}
+
+/// The reading thread's loop: each chunk of `order` read into a spare buffer (or a new
+/// one) and summed; the first failure is passed on and ends it.
+fn read_ahead(
+    order: Vec<(i32, u64, u64)>,
+    out: &SyncSender<Result<Chunk, String>>,
+    spares: &Receiver<Vec<u8>>,
+) {
+    for (pid, addr, len) in order {
+        if let Some(pace) = pace() {
+            std::thread::sleep(pace * (len.div_ceil(1 << 20) as u32));
+        }
+        let mut data = spares.try_recv().unwrap_or_default();
+        data.resize(len as usize, 0);
+        let chunk = read_pages(pid, addr, &mut data)
+            .map(|()| Chunk {
+                pid,
+                addr,
+                crc: crc32fast::hash(&data),
+                data,
+            })
+            .map_err(|e| e.to_string());
+        let failed = chunk.is_err();
+        if out.send(chunk).is_err() || failed {
+            return;
+        }
     }
 }
 

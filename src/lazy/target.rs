@@ -7,14 +7,23 @@
 //! bookkeeping true: `MADV_DONTNEED` and `munmap` drop what was missing there (it reads
 //! as zeros, or is gone), `mremap` moves it, `fork` gives a child's userfaultfd, which
 //! waits for what its parent still missed. A fault on a page the dump did not save gets
-//! a zero page. Once every page is in, each userfaultfd is closed (the mappings are then
+//! a zero page.
+//!
+//! A fork is exact without any guess, by the kernel's promise: from the moment `fork`
+//! starts copying the parent's registered mappings until its `UFFD_EVENT_FORK` is read,
+//! the parent's userfaultfd refuses `UFFDIO_COPY`/`UFFDIO_ZEROPAGE` with `EAGAIN`
+//! (`mmap_changing`, raised in `dup_userfaultfd` under the parent's mmap lock, dropped
+//! when the event is read), and the child does not run before. So the child's memory is
+//! its parent's as it was when the event is read, and what the parent's bookkeeping says
+//! is missing then is exactly what the child misses: a copy that got `EAGAIN` is retried
+//! after the events are read. Once every page is in, each userfaultfd is closed (the mappings are then
 //! as a plain restore leaves them), the source is told (`Done`) and kills its tree.
 //!
 //! The link failing before that kills the restored tree: a page never fetched cannot be
 //! made up, and a program must not run on with zeros in place of its memory.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufReader, Read, Write};
+use std::io::BufReader;
 use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -23,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
+use super::inbox::{Inbox, Message};
 use super::proto::{self, Header, Kind};
 use super::remaining::{Piece, Remaining};
 use super::watchdog::Watchdog;
@@ -37,8 +47,6 @@ const CHUNK: u64 = 1 << 20;
 const WINDOW: u64 = 4 * CHUNK;
 /// How long `UFFDIO_COPY` is retried while the address space keeps changing.
 const AGAIN_BOUND: Duration = Duration::from_secs(10);
-/// Recently copied pieces kept for a fork reported late (see `Space::recent`).
-const RECENT: Duration = Duration::from_millis(200);
 
 /// What the restore tells the daemon.
 pub enum Msg {
@@ -80,7 +88,9 @@ pub fn connect(address: &str, port: u16, session: u64) -> Result<Link, LazyError
     let stream = TcpStream::connect((address, port)).map_err(fail)?;
     let _ = stream.set_nodelay(true);
     let mut tx = stream.try_clone().map_err(fail)?;
-    let mut rx = BufReader::with_capacity(1 << 20, stream);
+    // Small: page data is read past the buffer straight into place (a large buffer would
+    // take most of each 1 MiB answer and copy it out once more).
+    let mut rx = BufReader::with_capacity(16 << 10, stream);
     let mut hello = Header::new(Kind::Hello);
     (hello.addr, hello.len) = (session, proto::VERSION);
     proto::send(&mut tx, hello, &[]).map_err(fail)?;
@@ -114,9 +124,9 @@ struct Space {
     uffd: OwnedFd,
     remaining: Remaining,
     cursor: u64,
-    /// Pieces copied lately, by when: a fork is reported after the child's address space
-    /// was copied, so pages put in the parent meanwhile may be missing in the child.
-    recent: Vec<(Instant, Piece)>,
+    /// Faulting pages to be zero-filled that got `EAGAIN` (an event, such as a fork,
+    /// waits to be read): retried once the events are read.
+    zeros: Vec<u64>,
     /// The watchdog's copy of `uffd`, let go with the space.
     _watched: Watched,
 }
@@ -143,7 +153,8 @@ struct Asked {
 
 /// The daemon's state.
 pub struct Daemon {
-    link: Link,
+    tx: TcpStream,
+    inbox: Inbox,
     rx: Receiver<Msg>,
     watchdog: Arc<Watchdog>,
     spaces: BTreeMap<u64, Space>,
@@ -153,16 +164,27 @@ pub struct Daemon {
     in_flight: u64,
     started: Option<Instant>,
     stats: Stats,
-    buf: Vec<u8>,
     turn: u64,
     /// The source pushed every page once: what is missing still is asked for.
     pushed: bool,
+    /// The inbox may hold more messages than the last turn took.
+    more: bool,
 }
 
+/// Messages handled in one turn at most, between two looks at the faults.
+const TURN: usize = 8;
+
 impl Daemon {
-    pub fn new(link: Link, rx: Receiver<Msg>, watchdog: Arc<Watchdog>) -> Daemon {
-        Daemon {
-            link,
+    /// Starts the link's reading thread (`inbox.rs`).
+    pub fn new(
+        link: Link,
+        rx: Receiver<Msg>,
+        watchdog: Arc<Watchdog>,
+    ) -> Result<Daemon, LazyError> {
+        let inbox = Inbox::start(link.rx).map_err(|source| LazyError::Link { source })?;
+        Ok(Daemon {
+            tx: link.tx,
+            inbox,
             rx,
             watchdog,
             spaces: BTreeMap::new(),
@@ -172,10 +194,10 @@ impl Daemon {
             in_flight: 0,
             started: None,
             stats: Stats::default(),
-            buf: Vec::new(),
             turn: 0,
             pushed: false,
-        }
+            more: false,
+        })
     }
 
     /// Serves until every page is in place (`Ok`), or fails; a restore that gave up
@@ -218,7 +240,7 @@ impl Daemon {
             uffd,
             remaining,
             cursor: 0,
-            recent: Vec::new(),
+            zeros: Vec::new(),
             _watched: Watched {
                 key,
                 watchdog: self.watchdog.clone(),
@@ -229,9 +251,7 @@ impl Daemon {
     }
 
     fn send(&mut self, h: Header) -> Result<(), LazyError> {
-        proto::send(&mut self.link.tx, h, &[])
-            .and_then(|()| self.link.tx.flush())
-            .map_err(|source| LazyError::Link { source })
+        proto::send(&mut self.tx, h, &[]).map_err(|source| LazyError::Link { source })
     }
 
     fn ask(&mut self, space: u64, src: u64, len: u64, background: bool) -> Result<(), LazyError> {
@@ -294,7 +314,7 @@ impl Daemon {
 
     fn wait_and_serve(&mut self) -> Result<(), LazyError> {
         let mut fds = vec![libc::pollfd {
-            fd: self.link.rx.get_ref().as_raw_fd(),
+            fd: self.inbox.fd().as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         }];
@@ -304,8 +324,7 @@ impl Daemon {
             events: libc::POLLIN,
             revents: 0,
         }));
-        let buffered = !self.link.rx.buffer().is_empty();
-        let timeout = if buffered { 0 } else { 5 };
+        let timeout = if self.more { 0 } else { 5 };
         crate::sys::fd::poll(&mut fds, timeout).map_err(|source| LazyError::Poll { source })?;
         for (i, key) in keys.iter().enumerate() {
             let revents = fds[i + 1].revents;
@@ -316,7 +335,7 @@ impl Daemon {
                 self.events(*key)?;
             }
         }
-        if buffered || fds[0].revents != 0 {
+        if self.more || fds[0].revents != 0 {
             self.receive()?;
         }
         Ok(())
@@ -339,7 +358,7 @@ impl Daemon {
                 }
             };
             if events.is_empty() {
-                return Ok(());
+                return self.retry_zeros(key);
             }
             for e in events {
                 self.event(key, e)?;
@@ -355,22 +374,11 @@ impl Daemon {
             Event::Fault { addr } => return self.fault(key, addr & !4095),
             Event::Remove { start, end } | Event::Unmap { start, end } => {
                 space.remaining.take(start, end);
-                space
-                    .recent
-                    .retain(|(_, p)| p.end <= start || p.start >= end);
             }
-            Event::Remap { from, to, len } => {
-                space.remaining.remap(from, to, len);
-                space
-                    .recent
-                    .retain(|(_, p)| p.end <= from || p.start >= from + len);
-            }
+            Event::Remap { from, to, len } => space.remaining.remap(from, to, len),
             Event::Fork { uffd } => {
-                let mut child = space.remaining.clone();
-                let since = Instant::now() - RECENT;
-                for (_, p) in space.recent.iter().filter(|(t, _)| *t >= since) {
-                    child.give_back(*p);
-                }
+                // Exact: see the module's note on forks.
+                let child = space.remaining.clone();
                 let pid = space.pid;
                 self.add_space(pid, uffd, child);
             }
@@ -389,16 +397,7 @@ impl Daemon {
         self.stats.faults += 1;
         let space = self.spaces.get(&key).expect("caller checked");
         let Some(piece) = space.remaining.find(page) else {
-            let fd = space.uffd.as_fd();
-            let zeroed = uffd::zeropage(fd, page).and_then(|()| uffd::wake(fd, page));
-            return match zeroed {
-                Ok(()) | Err(Errno::ESRCH) | Err(Errno::ENOENT) => Ok(()),
-                Err(source) => Err(LazyError::Uffd {
-                    pid: space.pid,
-                    op: "zeropage",
-                    source,
-                }),
-            };
+            return self.zero(key, page);
         };
         let src = piece.src + (page - piece.start);
         let coming = self
@@ -412,10 +411,61 @@ impl Daemon {
         self.ask(key, src, len, false)
     }
 
-    /// Reads one answer of the source and puts its pages in place.
+    /// Zero-fills the faulting `page` that the dump did not save (and wakes its
+    /// waiters); on `EAGAIN` it waits in `zeros` until the events are read.
+    fn zero(&mut self, key: u64, page: u64) -> Result<(), LazyError> {
+        let space = self.spaces.get_mut(&key).expect("caller checked");
+        let fd = space.uffd.as_fd();
+        match uffd::zeropage(fd, page).and_then(|()| uffd::wake(fd, page)) {
+            Ok(()) | Err(Errno::ESRCH) | Err(Errno::ENOENT) => Ok(()),
+            Err(Errno::EAGAIN) => {
+                space.zeros.push(page);
+                Ok(())
+            }
+            Err(source) => Err(LazyError::Uffd {
+                pid: space.pid,
+                op: "zeropage",
+                source,
+            }),
+        }
+    }
+
+    /// The zero fills that had to wait, once the events of space `key` are read.
+    fn retry_zeros(&mut self, key: u64) -> Result<(), LazyError> {
+        let Some(space) = self.spaces.get_mut(&key) else {
+            return Ok(());
+        };
+        for page in std::mem::take(&mut space.zeros) {
+            // A page missing again (moved here, say) is the fetch's business.
+            if self
+                .spaces
+                .get(&key)
+                .is_some_and(|s| s.remaining.find(page).is_none())
+            {
+                self.zero(key, page)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the answers of the source waiting in the inbox (up to a turn's worth) and
+    /// puts their pages in place.
     fn receive(&mut self) -> Result<(), LazyError> {
-        let link = |source| LazyError::Link { source };
-        let h = proto::recv(&mut self.link.rx).map_err(link)?;
+        self.more = false;
+        for _ in 0..TURN {
+            let m = self.inbox.try_take();
+            match m.map_err(|source| LazyError::Link { source })? {
+                Some(m) => self.answered(m)?,
+                None => return Ok(()),
+            }
+        }
+        self.more = true;
+        Ok(())
+    }
+
+    /// One message of the source.
+    fn answered(&mut self, m: Message) -> Result<(), LazyError> {
+        let h = m.header;
         match h.kind {
             Kind::Pages => {}
             Kind::Pushed => {
@@ -423,7 +473,7 @@ impl Daemon {
                 return Ok(());
             }
             Kind::Refused => {
-                let why = reason(&mut self.link.rx, h.len);
+                let why = String::from_utf8_lossy(&m.data).into_owned();
                 return Err(LazyError::Refused { why });
             }
             other => {
@@ -432,11 +482,17 @@ impl Daemon {
                 })
             }
         }
-        self.buf.resize(h.len as usize, 0);
-        std::io::Read::read_exact(&mut self.link.rx, &mut self.buf).map_err(link)?;
-        if h.id == 0 {
-            return self.pushed_pages(h);
-        }
+        let placed = if h.id == 0 {
+            self.pushed_pages(h, &m)
+        } else {
+            self.asked_pages(h, &m)
+        };
+        self.inbox.recycle(m.data);
+        placed
+    }
+
+    /// Pages a request asked for.
+    fn asked_pages(&mut self, h: Header, m: &Message) -> Result<(), LazyError> {
         let Some(asked) = self.asked.remove(&h.id) else {
             return Err(LazyError::Protocol {
                 what: format!("pages nobody asked for (request {})", h.id),
@@ -445,7 +501,7 @@ impl Daemon {
         if asked.background {
             self.in_flight -= asked.len;
         }
-        if crc32fast::hash(&self.buf) != h.crc || h.addr != asked.src || h.len != asked.len {
+        if !m.intact || h.addr != asked.src || h.len != asked.len {
             return Err(LazyError::Corrupt {
                 pid: h.pid,
                 addr: h.addr,
@@ -453,15 +509,12 @@ impl Daemon {
             });
         }
         self.stats.bytes += h.len;
-        let data = std::mem::take(&mut self.buf);
-        let placed = self.place(asked.space, asked.src, &data);
-        self.buf = data;
-        placed
+        self.place(asked.space, asked.src, &m.data)
     }
 
     /// Pages the source pushed: every space of that process takes what it misses.
-    fn pushed_pages(&mut self, h: Header) -> Result<(), LazyError> {
-        if crc32fast::hash(&self.buf) != h.crc {
+    fn pushed_pages(&mut self, h: Header, m: &Message) -> Result<(), LazyError> {
+        if !m.intact {
             return Err(LazyError::Corrupt {
                 pid: h.pid,
                 addr: h.addr,
@@ -473,12 +526,8 @@ impl Daemon {
             .filter(|(_, s)| s.pid == h.pid)
             .map(|(k, _)| *k)
             .collect();
-        let data = std::mem::take(&mut self.buf);
-        let placed = keys
-            .into_iter()
-            .try_for_each(|k| self.place(k, h.addr, &data));
-        self.buf = data;
-        placed
+        keys.into_iter()
+            .try_for_each(|k| self.place(k, h.addr, &m.data))
     }
 
     /// Copies what of `[src, src + data.len())` the space still misses.
@@ -546,14 +595,10 @@ impl Daemon {
         let link = |source| LazyError::Link { source };
         // Pages pushed before the source read `Done` come first: skipped.
         loop {
-            let h = proto::recv(&mut self.link.rx).map_err(link)?;
-            match h.kind {
+            let m = self.inbox.take().map_err(link)?;
+            match m.header.kind {
                 Kind::Bye => break,
-                Kind::Pages => {
-                    let mut skip = (&mut self.link.rx).take(h.len);
-                    std::io::copy(&mut skip, &mut std::io::sink()).map_err(link)?;
-                }
-                Kind::Pushed => {}
+                Kind::Pages | Kind::Pushed => self.inbox.recycle(m.data),
                 other => {
                     return Err(LazyError::Protocol {
                         what: format!("message {other:?} instead of bye"),
@@ -584,16 +629,5 @@ fn copy_piece(space: &mut Space, p: Piece, data: &[u8]) -> Result<bool, Errno> {
     };
     let done = done.min(p.len());
     space.remaining.take(p.start, p.start + done);
-    let now = Instant::now();
-    space
-        .recent
-        .retain(|(t, _)| now.duration_since(*t) < RECENT);
-    space.recent.push((
-        now,
-        Piece {
-            end: p.start + done,
-            ..p
-        },
-    ));
     Ok(whole)
 }

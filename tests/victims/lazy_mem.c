@@ -10,6 +10,12 @@
  * (UFFD_EVENT_UNMAP), forks a child (UFFD_EVENT_FORK) that checks BIG's checksum itself;
  * ("-n": no fork) then checks every region: BIG's checksum, DROP's first half zeros and second half as
  * written, MOVE at its new address, CUT's first half. PASS once the child passed too.
+ *
+ * "-f N": N more forks while BIG is still arriving. Before fork i the parent reads the
+ * i-th of N slices of BIG (those pages arrive, the rest stays missing) and rewrites one
+ * word of that slice; child i checks BIG whole against the parent's memory at its fork
+ * (an additive checksum that follows the rewritten words), DROP, MOVE and CUT; after
+ * the fork the parent rewrites another word, which the child must not see.
  */
 #include "victim.h"
 
@@ -38,6 +44,23 @@ static uint64_t sum(const uint64_t *p, size_t bytes)
 	return h;
 }
 
+/* A checksum a rewritten word updates in place: sum of word * (2 * index + 1). */
+static uint64_t asum(const uint64_t *p, size_t bytes)
+{
+	uint64_t h = 0;
+	for (size_t i = 0; i < bytes / 8; i++)
+		h += p[i] * (2 * i + 1);
+	return h;
+}
+
+/* Rewrites word i of BIG, keeping its additive checksum *h true. */
+static void rewrite(uint64_t *big, size_t i, uint64_t *h)
+{
+	uint64_t v = next();
+	*h += (v - big[i]) * (2 * i + 1);
+	big[i] = v;
+}
+
 static uint64_t *region(size_t bytes)
 {
 	uint64_t *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -53,8 +76,12 @@ static uint64_t *region(size_t bytes)
 int main(int argc, char **argv)
 {
 	size_t big_bytes = 256 * MIB;
-	int forks = 1;
+	int forks = 1, more = 0;
 	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "-f") == 0 && i + 1 < argc) {
+			more = atoi(argv[++i]);
+			continue;
+		}
 		if (strcmp(argv[i], "-m") == 0 && i + 1 < argc)
 			big_bytes = strtoul(argv[++i], NULL, 0) * MIB;
 		else if (strcmp(argv[i], "-n") == 0)
@@ -71,6 +98,7 @@ int main(int argc, char **argv)
 	uint64_t *cut = region(SMALL);
 	uint64_t big_sum = sum(big, big_bytes), drop_sum = sum(drop + SMALL / 16, SMALL / 2);
 	uint64_t move_sum = sum(move, SMALL), cut_sum = sum(cut, SMALL / 2);
+	uint64_t big_asum = more ? asum(big, big_bytes) : 0;
 	victim_ready();
 	victim_wait_go();
 	printf("ALIVE\n");
@@ -93,7 +121,42 @@ int main(int argc, char **argv)
 		}
 		_exit(0);
 	}
-	CHECK(sum(big, big_bytes) == big_sum, "BIG differs after the restore");
+	pid_t kids[64];
+	if (more > 64)
+		more = 64;
+	size_t slice = big_bytes / 8 / (more ? more : 1);
+	for (int i = 0; i < more; i++) {
+		/* Slice i arrives (read), one of its words is rewritten, then the fork. */
+		volatile uint64_t touch = asum(big + i * slice, slice * 8);
+		(void)touch;
+		rewrite(big, i * slice + 7, &big_asum);
+		uint64_t want = big_asum;
+		kids[i] = fork();
+		CHECK(kids[i] >= 0, "fork %d: %s", i, strerror(errno));
+		if (kids[i] == 0) {
+			int bad = asum(big, big_bytes) != want;
+			bad |= sum(moved, SMALL) != move_sum;
+			bad |= sum(drop + SMALL / 16, SMALL / 2) != drop_sum || drop[0] != 0;
+			bad |= sum(cut, SMALL / 2) != cut_sum;
+			if (bad)
+				printf("FAIL: forked child %d sees other memory than its parent's\n", i);
+			fflush(stdout);
+			_exit(bad);
+		}
+		/* After the fork: the child must not see this. */
+		rewrite(big, i * slice + slice / 2, &big_asum);
+		rewrite(big, big_bytes / 8 - 1 - i, &big_asum);
+	}
+	for (int i = 0; i < more; i++) {
+		int kst;
+		while (waitpid(kids[i], &kst, 0) < 0)
+			CHECK(errno == EINTR, "waitpid: %s", strerror(errno));
+		CHECK(WIFEXITED(kst) && WEXITSTATUS(kst) == 0, "forked child %d failed (%#x)", i, kst);
+	}
+	if (more)
+		CHECK(asum(big, big_bytes) == big_asum, "BIG differs from its own writes");
+	else
+		CHECK(sum(big, big_bytes) == big_sum, "BIG differs after the restore");
 	for (size_t i = 0; i < SMALL / 16; i++)
 		CHECK(drop[i] == 0, "DROP word %zu is %#llx after MADV_DONTNEED", i,
 		      (unsigned long long)drop[i]);
