@@ -4,11 +4,16 @@
 // writes "count ok pid workers" to argv[1] (atomically, through a rename). "ok" is false
 // when any object differs from what was put there; "workers" is how many of the worker
 // threads are alive and still counting.
+//
+// With -Dheap.bench=true it is scripts/bench's jvm workload instead (the contract
+// of scripts/bench/workload.c): it prints "READY <pid>", then on SIGUSR1 re-checks every
+// object and writes "OK <verify-ns>" or "BAD" to argv[1].
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
 import java.nio.file.StandardCopyOption;
 import java.util.HashMap;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.atomic.AtomicLongArray;
 
 public class Heap {
@@ -43,6 +48,29 @@ public class Heap {
         return (id * 31 + j) % 1000;
     }
 
+    /** Every object is what it was made, and the index maps each name to its node. */
+    static boolean check(HashMap<String, Node> index, Node last, int nodes) {
+        boolean ok = index.size() == nodes;
+        for (Node n = last; n != null && ok; n = n.prev) ok = n.ok() && index.get(n.name) == n;
+        return ok;
+    }
+
+    /** The bench contract: READY, then one check on SIGUSR1 into the ok file. */
+    static void bench(HashMap<String, Node> index, Node last, int nodes, Path ok, Path tmp)
+            throws Exception {
+        CountDownLatch usr1 = new CountDownLatch(1);
+        sun.misc.Signal.handle(new sun.misc.Signal("USR1"), s -> usr1.countDown());
+        System.out.println("READY " + ProcessHandle.current().pid());
+        System.out.flush();
+        usr1.await();
+        long t0 = System.nanoTime();
+        boolean good = check(index, last, nodes);
+        long t1 = System.nanoTime();
+        Files.writeString(tmp, good ? "OK " + (t1 - t0) + "\n" : "BAD\n");
+        Files.move(tmp, ok, StandardCopyOption.ATOMIC_MOVE);
+        Thread.sleep(Long.MAX_VALUE);
+    }
+
     public static void main(String[] args) throws Exception {
         int mib = Integer.parseInt(args[0]);
         Path state = Paths.get(args[1]);
@@ -53,6 +81,10 @@ public class Heap {
         for (int i = 0; i < nodes; i++) {
             last = new Node(i, last);
             index.put(last.name, last);
+        }
+        if (Boolean.getBoolean("heap.bench")) {
+            bench(index, last, nodes, state, tmp);
+            return;
         }
         AtomicLongArray ticks = new AtomicLongArray(3);
         for (int t = 0; t < ticks.length(); t++) {
@@ -73,8 +105,7 @@ public class Heap {
         long[] seen = new long[ticks.length()];
         long pid = ProcessHandle.current().pid();
         for (long count = 1; ; count++) {
-            boolean ok = index.size() == nodes;
-            for (Node n = last; n != null && ok; n = n.prev) ok = n.ok() && index.get(n.name) == n;
+            boolean ok = check(index, last, nodes);
             int alive = 0;
             for (int t = 0; t < seen.length; t++) {
                 long now = ticks.get(t);
