@@ -51,6 +51,9 @@ bindir=$(mktemp -d /tmp/stasis-bench-bin.XXXXXX)
 trap 'rm -rf "$bindir"' EXIT
 gcc -O2 -Wall -o "$bindir/workload" scripts/bench/workload.c -lpthread
 gcc -O2 -Wall -o "$bindir/limits" scripts/bench/limits.c
+if command -v javac >/dev/null; then
+    javac -d "$bindir" tests/jvm/Heap.java 2>/dev/null || echo "bench.sh: javac failed; no jvm workload" >&2
+fi
 
 if [ "${1:-}" = --incremental ]; then
     shift

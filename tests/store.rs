@@ -1,4 +1,4 @@
-//! The image store end to end: `dump --compress/--encrypt-key/--sign/--stream` and the
+//! The image store end to end: `dump --compress/--encrypt-key/--encrypt-to/--sign/--stream` and the
 //! matching restore flags round-trip a real victim, and every damaged, unsigned,
 //! wrongly keyed or cut image or stream is refused before any process is created; a
 //! dump whose store step fails leaves its target running untouched.
@@ -134,6 +134,52 @@ fn store_options_round_trip() {
         assert_eq!(pid, v.pid);
         Proc::adopt(pid, &v.log).go_and_expect_pass();
     }
+}
+
+/// `stasis keygen --age tmp/NAME`: the identity file and its recipient (`age1...`).
+fn age_keygen(tmp: &TempDir, name: &str) -> (PathBuf, String) {
+    let id = tmp.join(name);
+    let args = [OsStr::new("keygen"), OsStr::new("--age"), id.as_os_str()];
+    common::stasis(&args).assert_ok("keygen --age");
+    let recipient = std::fs::read_to_string(public(&id)).expect("read the recipient");
+    (id, recipient.trim().to_string())
+}
+
+#[test]
+fn age_recipient_round_trip_and_wrong_identity_refused() {
+    let _serial = common::serial();
+    require_privileged!("age_recipient_round_trip_and_wrong_identity_refused");
+    let tmp = TempDir::new("store-age");
+    let (id, recipient) = age_keygen(&tmp, "id");
+    let (other, _) = age_keygen(&tmp, "other");
+    let secret = std::fs::read_to_string(&id).expect("read identity");
+    let secret = secret.lines().find(|l| l.starts_with("AGE-SECRET-KEY-"));
+    let secret = secret.expect("an identity line").to_string();
+    let mut v = victim(&tmp);
+    let img = tmp.join("img");
+    let printed = dump(
+        &mut v,
+        &img,
+        &["--compress", "lz4", "--encrypt-to", &recipient],
+    );
+    assert!(!printed.contains(&secret));
+    for e in std::fs::read_dir(&img).expect("read image").flatten() {
+        let data = std::fs::read(e.path()).expect("read image file");
+        let found = data.windows(secret.len()).any(|w| w == secret.as_bytes());
+        assert!(!found, "{} holds the identity", e.path().display());
+    }
+    let none = refused(v.pid, restore(&img, &[]), "restore without a key");
+    assert!(none.contains("--decrypt-key"), "{none}");
+    let wrong = refused(
+        v.pid,
+        restore(&img, &["--decrypt-key", s(&other)]),
+        "restore with another identity",
+    );
+    assert!(wrong.contains("not the key"), "{wrong}");
+    let pid = restore(&img, &["--decrypt-key", s(&id)])
+        .unwrap_or_else(|o| panic!("restore with the identity failed: {o:?}"));
+    assert_eq!(pid, v.pid);
+    Proc::adopt(pid, &v.log).go_and_expect_pass();
 }
 
 #[test]

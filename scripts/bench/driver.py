@@ -44,6 +44,9 @@ WORKLOADS = [
     # A Python interpreter holding ~300 MiB of dicts and strings: what a typical image
     # holds, for --store-opts (compression) figures.
     ("py-heap-300m", ["py", "300"], False),
+    # A JVM (OpenJDK 17) holding ~200 MiB of objects (tests/jvm/Heap.java in its bench
+    # mode, compiled by bench.sh when javac is there): ~20 threads, a perf data file.
+    ("jvm-heap-200m", ["jvm", "200"], False),
 ]
 # Options a workload needs on both tools' dump and restore command lines.
 EXTRA_OPTS = {"tcp": " --tcp-established"}
@@ -187,6 +190,9 @@ class Bench:
             if wl_argv[0] == "py":
                 here = os.path.dirname(os.path.abspath(__file__))
                 cmd = [sys.executable, os.path.join(here, "pyheap.py")] + wl_argv[1:]
+            elif wl_argv[0] == "jvm":
+                cmd = ["java", "-Xms300m", "-Xmx512m", "-Dheap.bench=true", "-cp", self.bindir,
+                       "Heap"] + wl_argv[1:]
             else:
                 cmd = [os.path.join(self.bindir, "workload")] + wl_argv
             proc = subprocess.Popen(cmd + [okfile],

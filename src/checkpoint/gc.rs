@@ -63,7 +63,7 @@ fn merge(store: &Store, entry: &Entry, keys: &StoreOptions) -> Result<Vec<u32>, 
     let seal = reseal_options(entry, keys)?;
     let open = OpenOptions {
         decrypt: keys.encrypt.clone(),
-        require_signature: None,
+        ..OpenOptions::default()
     };
     let view = view::verified(store, entry.seq, &open)?;
     let work = store.root().join(format!(".merge-{}", seq_name(entry.seq)));
@@ -254,5 +254,6 @@ fn reseal_options(
         compression: manifest.compression,
         encrypt: keys.encrypt.clone().filter(|_| encrypted),
         sign: keys.sign.clone().filter(|_| signed),
+        recipients: Vec::new(),
     }))
 }

@@ -120,6 +120,13 @@ pub fn run(args: CheckpointArgs) -> i32 {
         eprintln!("stasis: {why}");
         return EXIT_USAGE;
     }
+    if !args.seal.encrypt_to.is_empty() {
+        eprintln!(
+            "stasis: checkpoint: --encrypt-to is for dump only (a store's checkpoints share \
+             one key for their chain and gc): use --encrypt-key FILE"
+        );
+        return EXIT_USAGE;
+    }
     if args.keep == Some(0) {
         eprintln!("stasis: --keep 0 would remove every checkpoint: keep at least 1");
         return EXIT_USAGE;
@@ -224,6 +231,7 @@ pub fn gc(args: GcArgs) -> i32 {
     let keys = SealArgs {
         compress: None,
         encrypt_key: args.encrypt_key.clone(),
+        encrypt_to: Vec::new(),
         sign: args.sign.clone(),
     };
     let keys = match keys.options() {

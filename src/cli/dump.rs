@@ -119,7 +119,7 @@ fn check_incremental(args: &DumpArgs) -> Result<(), String> {
     if incremental && (s.sealed() || s.stream.is_some()) {
         return Err(
             "--prev-images-dir and --track-mem cannot be combined with --compress, \
-                    --encrypt-key, --sign or --stream yet: incremental images are stored plain"
+                    --encrypt-key, --encrypt-to, --sign or --stream yet: incremental images are stored plain"
                 .into(),
         );
     }
@@ -129,7 +129,7 @@ fn check_incremental(args: &DumpArgs) -> Result<(), String> {
 /// A post-copy dump keeps its tree frozen to serve it, and writes a plain image.
 fn check_lazy(args: &DumpArgs) -> Result<(), String> {
     let s = &args.store;
-    let stored = s.seal.compress.is_some() || s.seal.encrypt_key.is_some() || s.seal.sign.is_some();
+    let stored = s.sealed();
     let other = args.leave_running || args.prev_images_dir.is_some() || args.track_mem;
     if args.lazy.lazy_pages && (stored || s.stream.is_some() || other) {
         return Err(
@@ -155,7 +155,7 @@ fn check_lazy(args: &DumpArgs) -> Result<(), String> {
 /// A page server receives the image as it is written: it cannot be sealed or streamed.
 fn check_page_server(args: &DumpArgs) -> Result<(), String> {
     let s = &args.store;
-    let stored = s.seal.compress.is_some() || s.seal.encrypt_key.is_some() || s.seal.sign.is_some();
+    let stored = s.sealed();
     if args.remote.page_server && (stored || s.stream.is_some()) {
         return Err(
             "--page-server cannot be combined with --compress, --encrypt-key, \

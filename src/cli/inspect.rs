@@ -26,14 +26,12 @@ pub fn run(args: InspectArgs) -> i32 {
         return store_list(&args);
     }
     // A compressed or encrypted image is verified and decoded into a temporary copy.
-    let opts = args.decrypt_key.as_deref().map(SecretKey::read).transpose();
-    let opened = opts.and_then(|decrypt| {
-        let opts = store::OpenOptions {
-            decrypt,
-            require_signature: None,
-        };
-        store::open(&args.dir, &opts)
-    });
+    let mut opts = store::OpenOptions::default();
+    let read = match args.decrypt_key.as_deref() {
+        Some(path) => opts.read_decrypt_key(path),
+        None => Ok(()),
+    };
+    let opened = read.and_then(|()| store::open(&args.dir, &opts));
     let opened = match opened {
         Ok(o) => o,
         Err(e) => {
@@ -63,7 +61,7 @@ fn store_list(args: &InspectArgs) -> i32 {
             let store = Store::open_reader(&args.dir)?;
             let opts = store::OpenOptions {
                 decrypt,
-                require_signature: None,
+                ..store::OpenOptions::default()
             };
             let rows: Vec<(Entry, Result<(), String>)> = (store.list()?.into_iter())
                 .map(|e| {

@@ -32,6 +32,16 @@ pub struct SealArgs {
     /// key in FILE (`stasis keygen FILE`; mode 0600).
     #[arg(long = "encrypt-key", value_name = "FILE")]
     pub encrypt_key: Option<PathBuf>,
+    /// Encrypt every file of the image as --encrypt-key does, with a fresh random key
+    /// kept in the image only wrapped (age) for the X25519 recipient `age1...` (public:
+    /// `age-keygen -y` or `stasis keygen --age`); repeat for more recipients. Restore
+    /// with `--decrypt-key IDENTITY_FILE`.
+    #[arg(
+        long = "encrypt-to",
+        value_name = "RECIPIENT",
+        conflicts_with = "encrypt_key"
+    )]
+    pub encrypt_to: Vec<String>,
     /// Sign the image (ed25519, over a manifest of every file's BLAKE3 digest) with the
     /// secret key in FILE (`stasis keygen FILE`); verify with `FILE.pub`.
     #[arg(long = "sign", value_name = "FILE")]
@@ -40,7 +50,8 @@ pub struct SealArgs {
 
 #[derive(Args, Debug, Default)]
 pub struct RestoreStoreArgs {
-    /// Decrypt an image made with `dump --encrypt-key` with the key in FILE.
+    /// Decrypt an image made with `dump --encrypt-key` with the key in FILE, or one made
+    /// with `--encrypt-to` with the age identity file FILE.
     #[arg(long = "decrypt-key", value_name = "FILE")]
     pub decrypt_key: Option<PathBuf>,
     /// Refuse an image that is not signed by the key whose public half is in FILE
@@ -77,38 +88,50 @@ impl DumpStoreArgs {
     /// Whether the image's files are compressed, encrypted or signed.
     pub fn sealed(&self) -> bool {
         let s = &self.seal;
-        s.compress.is_some() || s.encrypt_key.is_some() || s.sign.is_some()
+        s.sealed()
     }
 }
 
 impl SealArgs {
-    /// The store options, keys read from their files.
+    /// The store options, keys read from their files (with `--encrypt-to`, a new random
+    /// key).
     pub fn options(&self) -> Result<store::StoreOptions, StoreError> {
-        Ok(store::StoreOptions {
-            compression: self.compress.unwrap_or_default(),
-            encrypt: self
+        let recipients = store::recipients::parse_recipients(&self.encrypt_to)?;
+        let encrypt = match recipients.is_empty() {
+            true => self
                 .encrypt_key
                 .as_deref()
                 .map(SecretKey::read)
                 .transpose()?,
+            false => Some(SecretKey::generate()?),
+        };
+        Ok(store::StoreOptions {
+            compression: self.compress.unwrap_or_default(),
+            encrypt,
             sign: self.sign.as_deref().map(SecretKey::read).transpose()?,
+            recipients,
         })
+    }
+
+    /// Whether the image's files are compressed, encrypted or signed.
+    pub fn sealed(&self) -> bool {
+        let encrypted = self.encrypt_key.is_some() || !self.encrypt_to.is_empty();
+        self.compress.is_some() || encrypted || self.sign.is_some()
     }
 }
 
 impl RestoreStoreArgs {
     /// The open options, keys read from their files.
     pub fn options(&self) -> Result<store::OpenOptions, StoreError> {
-        let decrypt = self
-            .decrypt_key
-            .as_deref()
-            .map(SecretKey::read)
-            .transpose()?;
         let require = self.require_signature.as_deref();
-        Ok(store::OpenOptions {
-            decrypt,
+        let mut opts = store::OpenOptions {
             require_signature: require.map(keys::read_public).transpose()?,
-        })
+            ..store::OpenOptions::default()
+        };
+        if let Some(path) = self.decrypt_key.as_deref() {
+            opts.read_decrypt_key(path)?;
+        }
+        Ok(opts)
     }
 }
 
@@ -177,10 +200,27 @@ pub struct KeygenArgs {
     /// Where to write the new secret key (mode 0600); its ed25519 public key goes to
     /// `FILE.pub`. Neither may exist.
     pub file: PathBuf,
+    /// Write an age X25519 identity instead (for `dump --encrypt-to` and `restore
+    /// --decrypt-key FILE`), its recipient `age1...` in `FILE.pub`.
+    #[arg(long = "age")]
+    pub age: bool,
 }
 
 /// `stasis keygen FILE`.
 pub fn keygen(args: KeygenArgs) -> i32 {
+    if args.age {
+        return match store::recipients::write_identity(&args.file) {
+            Ok(public) => {
+                let file = args.file.display();
+                eprintln!("stasis: wrote the age identity to {file}; its recipient: {public}");
+                EXIT_OK
+            }
+            Err(e) => {
+                report(&e);
+                EXIT_FAILED
+            }
+        };
+    }
     match SecretKey::generate().and_then(|k| k.write_pair(&args.file)) {
         Ok(()) => {
             let public = keys::public_path(&args.file);

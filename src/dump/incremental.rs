@@ -218,7 +218,7 @@ fn parent_records(
     }
     let opts = store::OpenOptions {
         decrypt: store.encrypt.clone(),
-        require_signature: None,
+        ..store::OpenOptions::default()
     };
     let temp = TempDir::new("parent").map_err(crate::image::ImageError::from)?;
     let dest = temp.path().join("records");

@@ -118,7 +118,11 @@ use super::error::ImageError;
 /// mount (as the tree sees it) of each pty of the tree that lives in another devpts
 /// instance than the host's (a container's own `/dev/pts`); the restore makes those
 /// pairs through that mount's `ptmx`. An older image has none: every pty is the host's.
-pub const FORMAT_VERSION: u32 = 13;
+///
+/// Version 14 also adds the `Cipher::AgeX25519 { key_id, wrapped }` variant (appended) of
+/// `store.img` (`dump --encrypt-to`): the image's random secret wrapped as an age file for
+/// X25519 recipients, unwrapped at restore with an age identity file.
+pub const FORMAT_VERSION: u32 = 14;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;

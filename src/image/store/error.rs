@@ -27,6 +27,10 @@ pub enum StoreError {
     BadSignature { path: PathBuf },
     #[error("{dir}: image is encrypted; restore it with --decrypt-key FILE")]
     Encrypted { dir: PathBuf },
+    #[error("--encrypt-to {text:?}: not an age X25519 recipient (age1...)")]
+    Recipient { text: String },
+    #[error("wrapping the image key for its --encrypt-to recipients: {what}")]
+    Wrap { what: String },
     #[error("{dir}: the key of --decrypt-key is not the key this image was encrypted with")]
     WrongKey { dir: PathBuf },
     #[error("{path}: manifest authentication failed: altered, or made with another key")]

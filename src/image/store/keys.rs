@@ -52,6 +52,16 @@ impl SecretKey {
         parse_hex(text.trim(), path).map(SecretKey)
     }
 
+    /// The key of these 32 bytes (an unwrapped `--encrypt-to` secret).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        SecretKey(bytes)
+    }
+
+    /// The secret's bytes (to wrap it for `--encrypt-to` recipients).
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// A new random key.
     pub fn generate() -> Result<Self, StoreError> {
         let mut bytes = [0; 32];
@@ -101,7 +111,7 @@ pub fn random_bytes(out: &mut [u8]) -> Result<(), StoreError> {
     file.read_exact(out).map_err(StoreError::io("read", path))
 }
 
-fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), StoreError> {
+pub(super) fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), StoreError> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -111,7 +121,7 @@ fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), StoreError> {
     writeln!(file, "{text}").map_err(StoreError::io("write", path))
 }
 
-fn key_error(path: &Path, what: impl Into<String>) -> StoreError {
+pub(super) fn key_error(path: &Path, what: impl Into<String>) -> StoreError {
     StoreError::KeyFile {
         path: path.into(),
         what: what.into(),

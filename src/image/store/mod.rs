@@ -14,6 +14,7 @@
 
 pub mod error;
 pub mod keys;
+pub mod recipients;
 pub mod sealed;
 pub mod stream;
 
@@ -52,12 +53,18 @@ pub struct StoreManifest {
 }
 
 /// How the image's files are encrypted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Cipher {
     None,
     /// Chunked XChaCha20-Poly1305; `key_id` tells a wrong key from damage.
     XChaCha20Poly1305 {
         key_id: [u8; 16],
+    },
+    /// As `XChaCha20Poly1305`, with a random secret kept here only wrapped (an age file)
+    /// for the `--encrypt-to` recipients (format 14).
+    AgeX25519 {
+        key_id: [u8; 16],
+        wrapped: Vec<u8>,
     },
 }
 
@@ -89,6 +96,9 @@ pub struct StoreOptions {
     pub encrypt: Option<SecretKey>,
     /// `--sign FILE`.
     pub sign: Option<SecretKey>,
+    /// `--encrypt-to RECIPIENT`: `encrypt` is then a fresh random secret, kept in the
+    /// manifest wrapped for these.
+    pub recipients: Vec<age::x25519::Recipient>,
 }
 
 impl StoreOptions {
@@ -144,6 +154,21 @@ pub struct OpenOptions {
     pub decrypt: Option<SecretKey>,
     /// `--require-signature PUBFILE`.
     pub require_signature: Option<ed25519_dalek::VerifyingKey>,
+    /// `--decrypt-key IDENTITY_FILE` of an image made with `--encrypt-to`.
+    pub identities: recipients::Identities,
+}
+
+impl OpenOptions {
+    /// Reads the `--decrypt-key` file into `decrypt` (a `stasis keygen` key) or
+    /// `identities` (an age identity file).
+    pub fn read_decrypt_key(&mut self, path: &Path) -> Result<(), StoreError> {
+        if recipients::is_identity_file(path)? {
+            self.identities = recipients::read_identities(path)?;
+        } else {
+            self.decrypt = Some(SecretKey::read(path)?);
+        }
+        Ok(())
+    }
 }
 
 /// Seals every file of the written (not yet committed) directory `dir` in place, then
@@ -181,6 +206,10 @@ pub fn seal_dir(dir: &Path, opts: &StoreOptions, done: Option<&Sealed>) -> Resul
         }
     })?;
     let cipher = match &opts.encrypt {
+        Some(k) if !opts.recipients.is_empty() => Cipher::AgeX25519 {
+            key_id: key_id(k),
+            wrapped: recipients::wrap(k, &opts.recipients)?,
+        },
         Some(k) => Cipher::XChaCha20Poly1305 { key_id: key_id(k) },
         None => Cipher::None,
     };
@@ -342,6 +371,7 @@ pub fn unseal_into(
     verify_signature(dir, opts)?;
     let manifest: StoreManifest = read(Kind::Store, &path)?;
     let key = check_key(dir, &manifest, opts)?;
+    let key = key.as_ref();
     check_listing(dir, &manifest)?;
     let files: Vec<&StoredFile> = manifest.files.iter().filter(|f| want(&f.name)).collect();
     if manifest.compression == Compression::None && key.is_none() {
@@ -396,20 +426,40 @@ fn verify_signature(dir: &Path, opts: &OpenOptions) -> Result<(), StoreError> {
         .map_err(|_| bad())
 }
 
-/// The decryption key, checked against the manifest's key id and MAC.
-fn check_key<'a>(
+/// The decryption key (given, or unwrapped with the given identities), checked against
+/// the manifest's key id and MAC.
+fn check_key(
     dir: &Path,
     manifest: &StoreManifest,
-    opts: &'a OpenOptions,
-) -> Result<Option<&'a SecretKey>, StoreError> {
-    let Cipher::XChaCha20Poly1305 { key_id: id } = manifest.cipher else {
-        return Ok(None);
+    opts: &OpenOptions,
+) -> Result<Option<SecretKey>, StoreError> {
+    let encrypted = || StoreError::Encrypted { dir: dir.into() };
+    let (id, key) = match &manifest.cipher {
+        Cipher::None => return Ok(None),
+        Cipher::XChaCha20Poly1305 { key_id } => {
+            let key = opts
+                .decrypt
+                .clone()
+                .ok_or_else(|| match opts.identities.is_empty() {
+                    true => encrypted(),
+                    false => StoreError::WrongKey { dir: dir.into() },
+                })?;
+            (key_id, key)
+        }
+        Cipher::AgeX25519 { key_id, wrapped } => {
+            if opts.identities.is_empty() {
+                return Err(match opts.decrypt {
+                    Some(_) => StoreError::WrongKey { dir: dir.into() },
+                    None => encrypted(),
+                });
+            }
+            (key_id, recipients::unwrap(dir, wrapped, &opts.identities)?)
+        }
     };
-    let key = (opts.decrypt.as_ref()).ok_or_else(|| StoreError::Encrypted { dir: dir.into() })?;
-    if key_id(key) != id {
+    if key_id(&key) != *id {
         return Err(StoreError::WrongKey { dir: dir.into() });
     }
-    if mac(manifest, key)?.as_slice() != manifest.mac.as_slice() {
+    if mac(manifest, &key)?.as_slice() != manifest.mac.as_slice() {
         let path = dir.join(MANIFEST);
         return Err(StoreError::ManifestMac { path });
     }

@@ -22,6 +22,7 @@ fn all_options() -> Vec<StoreOptions> {
                     compression,
                     encrypt: encrypt.clone(),
                     sign,
+                    recipients: Vec::new(),
                 });
             }
         }
@@ -33,6 +34,7 @@ fn open_opts(o: &StoreOptions) -> OpenOptions {
     OpenOptions {
         decrypt: o.encrypt.clone(),
         require_signature: o.sign.as_ref().map(|k| k.signing().verifying_key()),
+        ..Default::default()
     }
 }
 
@@ -73,6 +75,45 @@ fn any_flipped_byte_is_refused() {
 }
 
 #[test]
+fn age_recipients_unwrap_with_their_identity_only() {
+    let keys = tempfile::tempdir().unwrap();
+    let (id, other) = (keys.path().join("id"), keys.path().join("other"));
+    let public = recipients::write_identity(&id).unwrap();
+    recipients::write_identity(&other).unwrap();
+    let o = StoreOptions {
+        compression: Compression::Zstd { level: 3 },
+        encrypt: Some(SecretKey::generate().unwrap()),
+        recipients: recipients::parse_recipients(&[public]).unwrap(),
+        ..Default::default()
+    };
+    let dir = image();
+    seal_dir(dir.path(), &o, None).unwrap();
+    let m = manifest(dir.path()).unwrap().unwrap();
+    assert!(
+        matches!(m.cipher, Cipher::AgeX25519 { .. }),
+        "{:?}",
+        m.cipher
+    );
+    let secret = o.encrypt.as_ref().unwrap().bytes();
+    let stored = fs::read(dir.path().join(MANIFEST)).unwrap();
+    assert!(
+        !stored.windows(32).any(|w| w == secret),
+        "the secret is in store.img"
+    );
+    let missing = open(dir.path(), &OpenOptions::default()).unwrap_err();
+    assert!(matches!(missing, StoreError::Encrypted { .. }), "{missing}");
+    let mut wrong = OpenOptions::default();
+    wrong.read_decrypt_key(&other).unwrap();
+    let err = open(dir.path(), &wrong).unwrap_err();
+    assert!(matches!(err, StoreError::WrongKey { .. }), "{err}");
+    let mut right = OpenOptions::default();
+    right.read_decrypt_key(&id).unwrap();
+    let opened = open(dir.path(), &right).unwrap();
+    let pages = fs::read(opened.dir().join("pages-1.img")).unwrap();
+    assert_eq!(pages.len(), 3 << 20);
+}
+
+#[test]
 fn keys_and_signatures_are_required() {
     let key = SecretKey::generate().unwrap();
     let other = SecretKey::generate().unwrap();
@@ -80,6 +121,7 @@ fn keys_and_signatures_are_required() {
         compression: Compression::Lz4,
         encrypt: Some(key.clone()),
         sign: Some(key.clone()),
+        recipients: Vec::new(),
     };
     let dir = image();
     seal_dir(dir.path(), &o, None).unwrap();
@@ -96,6 +138,7 @@ fn keys_and_signatures_are_required() {
     let signer = OpenOptions {
         decrypt: Some(key.clone()),
         require_signature: Some(other.signing().verifying_key()),
+        ..Default::default()
     };
     assert!(matches!(
         open(dir.path(), &signer),
@@ -138,6 +181,7 @@ fn keys_never_reach_the_image() {
         compression: Compression::None,
         encrypt: Some(key.clone()),
         sign: Some(key.clone()),
+        recipients: Vec::new(),
     };
     let dir = image();
     seal_dir(dir.path(), &o, None).unwrap();
