@@ -455,3 +455,162 @@ fn migrate_with_another_key_is_refused() {
     );
     assert_no_image(&tmp.join("images"));
 }
+
+/// `openssl ARGS` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) -> bool {
+    run(Command::new("openssl").current_dir(dir).args(args))
+}
+
+/// `openssl req` making a new P-256 key `NAME.key` and `NAME.OUT` for subject `subj`:
+/// with `x509` a self-signed certificate, else a request.
+fn new_key(dir: &Path, name: &str, out: &str, subj: &str, x509: bool) -> bool {
+    let (key, out, subj) = (
+        format!("{name}.key"),
+        format!("{name}.{out}"),
+        format!("/CN={subj}"),
+    );
+    let mut args = vec![
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+    ];
+    args.extend(["-nodes", "-keyout", &key, "-out", &out, "-subj", &subj]);
+    if x509 {
+        args.extend(["-x509", "-days", "2"]);
+    }
+    openssl(dir, &args)
+}
+
+/// A CA: `NAME-ca.pem` and its key `NAME-ca.key` in `dir`.
+fn make_ca(dir: &Path, name: &str) -> bool {
+    new_key(
+        dir,
+        &format!("{name}-ca"),
+        "pem",
+        &format!("{name} test CA"),
+        true,
+    )
+}
+
+/// `NAME.pem` and `NAME.key` in `dir`: a certificate for IP address `ip`, signed by the
+/// CA `ca` (of [`make_ca`]), good for TLS servers and clients.
+fn make_cert(dir: &Path, ca: &str, name: &str, ip: &str) -> bool {
+    let ext = dir.join(format!("{name}.ext"));
+    let text = format!(
+        "subjectAltName=IP:{ip}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n\
+         extendedKeyUsage=serverAuth,clientAuth\n"
+    );
+    std::fs::write(&ext, text).expect("write the extensions");
+    let (pem, csr) = (format!("{name}.pem"), format!("{name}.csr"));
+    let (ca_pem, ca_key) = (format!("{ca}-ca.pem"), format!("{ca}-ca.key"));
+    let ext = ext.to_str().expect("utf-8");
+    new_key(dir, name, "csr", name, false)
+        && openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca_pem,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                ext,
+            ],
+        )
+}
+
+/// `--tls` options with the certificate `NAME` of CA `ca`, files in `dir`.
+fn tls_args(dir: &Path, ca: &str, name: &str) -> Vec<String> {
+    let f = |n: String| dir.join(n).display().to_string();
+    vec![
+        "--tls".into(),
+        "--tls-cacert".into(),
+        f(format!("{ca}-ca.pem")),
+        "--tls-cert".into(),
+        f(format!("{name}.pem")),
+        "--tls-key".into(),
+        f(format!("{name}.key")),
+    ]
+}
+
+/// Certificates for a migration: CA `good` with `a` (host A) and `b` (host B), CA
+/// `other` with `rogue` (for host A's address too). False when openssl cannot make them.
+fn make_certs(dir: &Path, n: u32) -> bool {
+    make_ca(dir, "good")
+        && make_ca(dir, "other")
+        && make_cert(dir, "good", "a", &format!("10.77.{n}.1"))
+        && make_cert(dir, "good", "b", &format!("10.77.{n}.2"))
+        && make_cert(dir, "other", "rogue", &format!("10.77.{n}.1"))
+}
+
+/// Migrates the counter with certificate TLS, both hosts trusting CA `good`, host A
+/// presenting the certificate `client`; returns the migration's output and the
+/// receiver's exit code and stderr.
+fn migrate_with_certs(
+    test: &str,
+    tmp: &TempDir,
+    client: &str,
+) -> Option<(common::Output, String, String)> {
+    let n = std::process::id() % 200 + 20;
+    if Command::new("openssl").arg("version").output().is_err() || !make_certs(tmp.path(), n) {
+        common::skip(test, "needs the openssl command to make test certificates");
+        return None;
+    }
+    let extra = tls_args(tmp.path(), "good", "b").join(" ");
+    let (hosts, pid) = setup(test, tmp, 8, &extra)?;
+    let to = format!("{}:7000", hosts.addr(2));
+    let mut args: Vec<String> = vec!["migrate".into(), "-t".into(), pid, "--to".into(), to];
+    args.extend(tls_args(tmp.path(), "good", client));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = hosts.stasis_on_a(&args).finish(Duration::from_secs(120));
+    let rc = wait_file(&tmp.join("receive.rc"));
+    let err = std::fs::read_to_string(tmp.join("receive.err")).unwrap_or_default();
+    let now = count(&tmp.join("count"));
+    assert!(
+        counts_past(&tmp.join("count"), now + 20, Duration::from_secs(20)),
+        "the counter stopped: {}",
+        out.stderr
+    );
+    drop(hosts);
+    Some((out, rc, err))
+}
+
+#[test]
+fn migrate_with_certificates() {
+    let test = "migrate_with_certificates";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let Some((out, rc, err)) = migrate_with_certs(test, &tmp, "a") else {
+        return;
+    };
+    out.assert_ok("migrate with certificates");
+    assert_eq!(rc, "0", "{err}");
+    assert!(out.stderr.contains("downtime"), "{}", out.stderr);
+}
+
+#[test]
+fn migrate_with_untrusted_certificate_is_refused() {
+    let test = "migrate_with_untrusted_certificate_is_refused";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let Some((out, rc, err)) = migrate_with_certs(test, &tmp, "rogue") else {
+        return;
+    };
+    let msg = out.assert_failed("migration with an untrusted certificate");
+    assert!(msg.contains("certificate"), "{msg}");
+    assert_ne!(rc, "0");
+    assert!(err.contains("certificate is refused"), "{err}");
+    assert_no_image(&tmp.join("images"));
+}
