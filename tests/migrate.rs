@@ -613,6 +613,10 @@ fn migrate_with_untrusted_certificate_is_refused() {
     assert_ne!(rc, "0");
     assert!(err.contains("certificate is refused"), "{err}");
     assert_no_image(&tmp.join("images"));
+    eprintln!(
+        "{test}: the sender said: {msg}\nthe receiver said: {}",
+        err.trim()
+    );
 }
 
 /// The redis client outside both hosts: one connection to `ADDR:6379` for its whole
