@@ -114,6 +114,13 @@ impl PageServerArgs {
         last: bool,
     ) -> Result<Option<RemoteSink>, i32> {
         if !self.page_server {
+            if self.tls.tls {
+                eprintln!(
+                    "stasis: --tls goes with --page-server (a local image, or the post-copy \
+                     stream of --lazy-pages, is not encrypted by it)"
+                );
+                return Err(EXIT_USAGE);
+            }
             return Ok(None);
         }
         let target = self.target().map_err(|why| {

@@ -257,7 +257,7 @@ pub fn server(cfg: &TlsConfig, tcp: TcpStream) -> Result<Link, String> {
     while s.conn.is_handshaking() {
         if let Err(e) = s.conn.complete_io(&mut s.sock) {
             // Our alert (why the client's certificate was refused) goes out first.
-            let _ = s.conn.complete_io(&mut s.sock);
+            while s.conn.wants_write() && s.conn.write_tls(&mut s.sock).is_ok_and(|n| n > 0) {}
             return Err(say(&e, "the client"));
         }
     }
@@ -292,7 +292,23 @@ fn say(e: &std::io::Error, other: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::host_of;
+    use super::{host_of, TlsConfig, TlsFiles};
+
+    #[test]
+    fn unreadable_files_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate\n").expect("write");
+        let files = TlsFiles {
+            cacert: ca.clone(),
+            cert: dir.path().join("missing.pem"),
+            key: dir.path().join("missing.key"),
+            no_cn_verify: false,
+        };
+        let e = TlsConfig::load(&files).expect_err("no certificate in the CA file");
+        let line = crate::error_line(&e);
+        assert!(line.contains("ca.pem") && line.contains("no PEM certificate"), "{line}");
+    }
 
     #[test]
     fn hosts() {
