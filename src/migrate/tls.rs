@@ -307,7 +307,10 @@ mod tests {
         };
         let e = TlsConfig::load(&files).expect_err("no certificate in the CA file");
         let line = crate::error_line(&e);
-        assert!(line.contains("ca.pem") && line.contains("no PEM certificate"), "{line}");
+        assert!(
+            line.contains("ca.pem") && line.contains("no PEM certificate"),
+            "{line}"
+        );
     }
 
     #[test]
