@@ -22,7 +22,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y gcc python3 bash coreutils bsdutils
 fi
 # Optional: iptables and nft (the network lock of TCP connections to outside peers), ip (network
-# namespaces: a TCP peer outside the tree, a tree's own namespace rebuilt), OpenJDK 17 (tests/jvm.rs), runc, busybox-static and podman (criu-compat's runc and podman tests), redis-server, nginx, PostgreSQL 15 and tmux (real-program
+# namespaces: a TCP peer outside the tree, a tree's own namespace rebuilt), OpenJDK 17 (tests/jvm.rs), runc, busybox-static and podman (criu-compat's runc and podman tests), redis-server (real-program tests and the migration of tests/migrate.rs), openssl (its TLS certificates), nginx, PostgreSQL 15 and tmux (real-program
 # tests), Open MPI and Slurm with munge (tests/hpc.rs). Tests that need them print SKIP when
 # they cannot be installed.
 optional=()
@@ -30,6 +30,7 @@ command -v nft >/dev/null 2>&1 || optional+=(nftables)
 command -v iptables >/dev/null 2>&1 && command -v ip6tables >/dev/null 2>&1 || optional+=(iptables)
 command -v ip >/dev/null 2>&1 || optional+=(iproute2)
 command -v redis-server >/dev/null 2>&1 || optional+=(redis-server)
+command -v openssl >/dev/null 2>&1 || optional+=(openssl)
 command -v tmux >/dev/null 2>&1 || optional+=(tmux)
 command -v java >/dev/null 2>&1 && command -v javac >/dev/null 2>&1 || optional+=(openjdk-17-jdk-headless)
 [ -x /usr/sbin/runc ] || optional+=(runc)

@@ -554,3 +554,426 @@ fn migrate_2g_writing_32mib_per_second() {
     let verdict = wait_file_for(&tmp.join("ok"), Duration::from_secs(120));
     assert!(verdict.starts_with("OK"), "after the migration: {verdict}");
 }
+
+/// `openssl ARGS` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) -> bool {
+    run(Command::new("openssl").current_dir(dir).args(args))
+}
+
+/// `openssl req` making a new P-256 key `NAME.key` and `NAME.OUT` for subject `subj`:
+/// with `x509` a self-signed certificate, else a request.
+fn new_key(dir: &Path, name: &str, out: &str, subj: &str, x509: bool) -> bool {
+    let (key, out, subj) = (
+        format!("{name}.key"),
+        format!("{name}.{out}"),
+        format!("/CN={subj}"),
+    );
+    let mut args = vec![
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+    ];
+    args.extend(["-nodes", "-keyout", &key, "-out", &out, "-subj", &subj]);
+    if x509 {
+        args.extend(["-x509", "-days", "2"]);
+    }
+    openssl(dir, &args)
+}
+
+/// A CA: `NAME-ca.pem` and its key `NAME-ca.key` in `dir`.
+fn make_ca(dir: &Path, name: &str) -> bool {
+    new_key(
+        dir,
+        &format!("{name}-ca"),
+        "pem",
+        &format!("{name} test CA"),
+        true,
+    )
+}
+
+/// `NAME.pem` and `NAME.key` in `dir`: a certificate for IP address `ip`, signed by the
+/// CA `ca` (of [`make_ca`]), good for TLS servers and clients.
+fn make_cert(dir: &Path, ca: &str, name: &str, ip: &str) -> bool {
+    let ext = dir.join(format!("{name}.ext"));
+    let text = format!(
+        "subjectAltName=IP:{ip}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n\
+         extendedKeyUsage=serverAuth,clientAuth\n"
+    );
+    std::fs::write(&ext, text).expect("write the extensions");
+    let (pem, csr) = (format!("{name}.pem"), format!("{name}.csr"));
+    let (ca_pem, ca_key) = (format!("{ca}-ca.pem"), format!("{ca}-ca.key"));
+    let ext = ext.to_str().expect("utf-8");
+    new_key(dir, name, "csr", name, false)
+        && openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca_pem,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                ext,
+            ],
+        )
+}
+
+/// `--tls` options with the certificate `NAME` of CA `ca`, files in `dir`.
+fn tls_args(dir: &Path, ca: &str, name: &str) -> Vec<String> {
+    let f = |n: String| dir.join(n).display().to_string();
+    vec![
+        "--tls".into(),
+        "--tls-cacert".into(),
+        f(format!("{ca}-ca.pem")),
+        "--tls-cert".into(),
+        f(format!("{name}.pem")),
+        "--tls-key".into(),
+        f(format!("{name}.key")),
+    ]
+}
+
+/// Certificates for a migration: CA `good` with `a` (host A) and `b` (host B), CA
+/// `other` with `rogue` (for host A's address too). False when openssl cannot make them.
+fn make_certs(dir: &Path, n: u32) -> bool {
+    make_ca(dir, "good")
+        && make_ca(dir, "other")
+        && make_cert(dir, "good", "a", &format!("10.77.{n}.1"))
+        && make_cert(dir, "good", "b", &format!("10.77.{n}.2"))
+        && make_cert(dir, "other", "rogue", &format!("10.77.{n}.1"))
+}
+
+/// Migrates the counter with certificate TLS, both hosts trusting CA `good`, host A
+/// presenting the certificate `client`; returns the migration's output and the
+/// receiver's exit code and stderr.
+fn migrate_with_certs(
+    test: &str,
+    tmp: &TempDir,
+    client: &str,
+) -> Option<(common::Output, String, String)> {
+    let n = std::process::id() % 200 + 20;
+    if Command::new("openssl").arg("version").output().is_err() || !make_certs(tmp.path(), n) {
+        common::skip(test, "needs the openssl command to make test certificates");
+        return None;
+    }
+    let extra = tls_args(tmp.path(), "good", "b").join(" ");
+    let (hosts, pid) = setup(test, tmp, 8, &extra)?;
+    let to = format!("{}:7000", hosts.addr(2));
+    let mut args: Vec<String> = vec!["migrate".into(), "-t".into(), pid, "--to".into(), to];
+    args.extend(tls_args(tmp.path(), "good", client));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = hosts.stasis_on_a(&args).finish(Duration::from_secs(120));
+    let rc = wait_file(&tmp.join("receive.rc"));
+    let err = std::fs::read_to_string(tmp.join("receive.err")).unwrap_or_default();
+    let now = count(&tmp.join("count"));
+    assert!(
+        counts_past(&tmp.join("count"), now + 20, Duration::from_secs(20)),
+        "the counter stopped: {}",
+        out.stderr
+    );
+    drop(hosts);
+    Some((out, rc, err))
+}
+
+#[test]
+fn migrate_with_certificates() {
+    let test = "migrate_with_certificates";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let Some((out, rc, err)) = migrate_with_certs(test, &tmp, "a") else {
+        return;
+    };
+    out.assert_ok("migrate with certificates");
+    assert_eq!(rc, "0", "{err}");
+    assert!(out.stderr.contains("downtime"), "{}", out.stderr);
+}
+
+#[test]
+fn migrate_with_untrusted_certificate_is_refused() {
+    let test = "migrate_with_untrusted_certificate_is_refused";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let Some((out, rc, err)) = migrate_with_certs(test, &tmp, "rogue") else {
+        return;
+    };
+    let msg = out.assert_failed("migration with an untrusted certificate");
+    assert!(msg.contains("certificate"), "{msg}");
+    assert_ne!(rc, "0");
+    assert!(err.contains("certificate is refused"), "{err}");
+    assert_no_image(&tmp.join("images"));
+    eprintln!(
+        "{test}: the sender said: {msg}\nthe receiver said: {}",
+        err.trim()
+    );
+}
+
+/// The redis client outside both hosts: one connection to `ADDR:6379` for its whole
+/// life. It stores 32 values of 1 MiB (what pre-copy moves), then `SET kI vI` every
+/// 5 ms (its count in `n`) until `stop` appears, then reads every key back and writes
+/// `PASS N` or `FAIL why` to `result`, also checking its local port never changed.
+const REDIS_CLIENT: &str = r#"
+import os, socket, sys, time, traceback
+host, d = sys.argv[1], sys.argv[2]
+def out(name, text):
+    with open(d + "/" + name + ".tmp", "w") as f:
+        f.write(text)
+    os.rename(d + "/" + name + ".tmp", d + "/" + name)
+try:
+    s = socket.create_connection((host, 6379), timeout=60)
+    port = s.getsockname()[1]
+    r = s.makefile("rb")
+    def cmd(*args):
+        s.sendall(b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args))
+        line = r.readline()
+        if line.startswith(b"$"):
+            n = int(line[1:])
+            return None if n < 0 else r.read(n + 2)[:-2]
+        return line.rstrip(b"\r\n")
+    big = os.urandom(1 << 20)
+    for j in range(32):
+        assert cmd(b"SET", b"big%d" % j, big) == b"+OK"
+    i = 0
+    while not os.path.exists(d + "/stop"):
+        assert cmd(b"SET", b"k%d" % i, b"v%d" % i) == b"+OK", i
+        i += 1
+        out("n", str(i))
+        time.sleep(0.005)
+    bad = [j for j in range(i) if cmd(b"GET", b"k%d" % j) != b"v%d" % j]
+    bad += ["big%d" % j for j in range(32) if cmd(b"GET", b"big%d" % j) != big]
+    now = s.getsockname()[1]
+    ok = not bad and now == port
+    out("result", "PASS %d" % i if ok else "FAIL keys %s, port %d then %d" % (bad[:5], port, now))
+except Exception:
+    out("result", "FAIL " + traceback.format_exc())
+"#;
+
+/// Host A's init for the redis scenario: the service address on its loopback, pids
+/// burnt, redis-server bound to the service address.
+fn redis_a_script(dir: &Path, service: &str) -> String {
+    format!(
+        "ip addr add {service}/32 dev lo; i=0; while [ $i -lt 150 ]; do /bin/true; i=$((i+1)); done; \
+         cd {d} && setsid redis-server --bind {service} --port 6379 --protected-mode no \
+         --save '' --appendonly no </dev/null >/dev/null 2>&1 & echo $! > {pid}; exec sleep 1000",
+        d = dir.display(),
+        pid = dir.join("pid").display()
+    )
+}
+
+/// The network outside the hosts: the bridge's namespace routes (10.77.N.254) between the
+/// hosts and a client namespace `TAG-c` (10.78.N.1), and sends the service address to
+/// host A. A real network does this with a route (or a floating IP) its operator moves.
+fn outside_network(h: &Hosts, service: &str) -> bool {
+    let (br, c, n) = (h.ns("br"), h.ns("c"), h.net);
+    let _ = Command::new("ip").args(["netns", "del", &c]).output();
+    let mut ok = ip(&["netns", "add", &c])
+        && ip(&[
+            "-n",
+            &br,
+            "addr",
+            "add",
+            &format!("10.77.{n}.254/24"),
+            "dev",
+            "br0",
+        ])
+        && ip(&[
+            "netns",
+            "exec",
+            &br,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ])
+        && ip(&[
+            "-n", &c, "link", "add", "eth0", "type", "veth", "peer", "name", "vc", "netns", &br,
+        ])
+        && ip(&[
+            "-n",
+            &br,
+            "addr",
+            "add",
+            &format!("10.78.{n}.254/24"),
+            "dev",
+            "vc",
+        ])
+        && ip(&["-n", &br, "link", "set", "vc", "up"])
+        && ip(&[
+            "-n",
+            &c,
+            "addr",
+            "add",
+            &format!("10.78.{n}.1/24"),
+            "dev",
+            "eth0",
+        ])
+        && ip(&["-n", &c, "link", "set", "eth0", "up"])
+        && ip(&[
+            "-n",
+            &c,
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("10.78.{n}.254"),
+        ])
+        && ip(&[
+            "-n",
+            &br,
+            "route",
+            "add",
+            &format!("{service}/32"),
+            "via",
+            &h.addr(1),
+        ]);
+    for host in ["a", "b"] {
+        let gw = format!("10.77.{n}.254");
+        ok = ok && ip(&["-n", &h.ns(host), "route", "add", "default", "via", &gw]);
+    }
+    ok
+}
+
+fn redis_pids(h: &Hosts, host: &str) -> usize {
+    h.pids(host)
+        .into_iter()
+        .filter(|p| common::status_field(*p, "Name").is_some_and(|n| n.starts_with("redis")))
+        .count()
+}
+
+#[test]
+fn migrate_redis_keeps_its_client_connection() {
+    let test = "migrate_redis_keeps_its_client_connection";
+    let _serial = common::serial();
+    require_privileged!(test);
+    for tool in ["redis-server", "python3", "nsenter", "iptables"] {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map_or(true, |o| !o.status.success())
+        {
+            common::skip(test, &format!("needs {tool}"));
+            return;
+        }
+    }
+    let tmp = TempDir::new(test);
+    let n = std::process::id() % 200 + 20;
+    let service = format!("10.77.{n}.100");
+    let listen = format!("10.77.{n}.2:7000");
+    let Some(hosts) = Hosts::new(
+        test,
+        &redis_a_script(tmp.path(), &service),
+        &b_script(tmp.path(), &listen, "--tcp-established"),
+    ) else {
+        return;
+    };
+    let _c = NsGuard(hosts.ns("c"));
+    assert!(
+        outside_network(&hosts, &service),
+        "cannot set up the outside network"
+    );
+    // The target is made ready to take the service address: on its loopback, not yet
+    // routed to it.
+    assert!(ip(&[
+        "-n",
+        &hosts.ns("b"),
+        "addr",
+        "add",
+        &format!("{service}/32"),
+        "dev",
+        "lo"
+    ]));
+    let pid = wait_file(&tmp.join("pid"));
+    let py = tmp.join("client.py");
+    std::fs::write(&py, REDIS_CLIENT).expect("write client.py");
+    let mut client = common::start(
+        Command::new("ip")
+            .args(["netns", "exec", &hosts.ns("c"), "python3"])
+            .arg(&py)
+            .args([&service, tmp.path().to_str().expect("utf-8")]),
+    );
+    let (n_file, result) = (tmp.join("n"), tmp.join("result"));
+    let progress = || count(&n_file);
+    assert!(
+        counts_past(&n_file, 50, Duration::from_secs(60)),
+        "the client never wrote: {}",
+        std::fs::read_to_string(&result).unwrap_or_default()
+    );
+    let before = progress();
+    let mut mig = hosts.stasis_on_a(&["migrate", "-t", &pid, "--to", &listen, "--tcp-established"]);
+    let mut during = before;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let out = loop {
+        during = during.max(progress());
+        if let Some(out) = mig.try_finish() {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "the migration took over 120 s");
+        common::sleep_ms(5);
+    };
+    out.assert_ok("migrate redis");
+    assert_eq!(
+        wait_file(&tmp.join("receive.rc")),
+        "0",
+        "{}",
+        std::fs::read_to_string(tmp.join("receive.err")).unwrap_or_default()
+    );
+    // The operator moves the service address: routed to B, gone from A, then A's network
+    // lock (left by the dump: it kept the client's packets from meeting no socket) lifted.
+    let switched = progress();
+    assert!(ip(&[
+        "-n",
+        &hosts.ns("br"),
+        "route",
+        "replace",
+        &format!("{service}/32"),
+        "via",
+        &hosts.addr(2)
+    ]));
+    assert!(ip(&[
+        "-n",
+        &hosts.ns("a"),
+        "addr",
+        "del",
+        &format!("{service}/32"),
+        "dev",
+        "lo"
+    ]));
+    hosts
+        .stasis_on_a(&["network-unlock", "--all-stale"])
+        .finish(Duration::from_secs(30))
+        .assert_ok("network-unlock on A");
+    assert!(
+        counts_past(&n_file, switched + 50, Duration::from_secs(60)),
+        "the client made no progress after the migration: {}",
+        std::fs::read_to_string(&result).unwrap_or_default()
+    );
+    std::fs::write(tmp.join("stop"), "").expect("write stop");
+    let verdict = wait_file(&result);
+    let _ = client.finish(Duration::from_secs(30));
+    assert!(verdict.starts_with("PASS"), "{verdict}");
+    assert!(
+        during > before,
+        "the client wrote nothing while the migration ran ({before} keys before)"
+    );
+    assert_eq!(redis_pids(&hosts, "a"), 0, "redis still runs on host A");
+    assert_eq!(redis_pids(&hosts, "b"), 1, "redis does not run on host B");
+    eprintln!("{test}: {verdict} keys: {before} before, {} during, {switched} at the end of the migration; {}", during - before, out.stderr.lines().last().unwrap_or(""));
+}
+
+/// Deletes the network namespace it names on drop.
+struct NsGuard(String);
+
+impl Drop for NsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}

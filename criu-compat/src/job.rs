@@ -198,7 +198,7 @@ impl Job {
         };
         let target = Target {
             peer: crate::page_server::join(address, *port),
-            key: None,
+            security: Default::default(),
         };
         let name = self.remote_name(pre_dump)?;
         RemoteImage::begin(&target, &name, !pre_dump)

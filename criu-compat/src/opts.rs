@@ -350,8 +350,9 @@ fn memory(o: &CriuOpts, restore: bool) -> Option<String> {
 }
 
 fn channels(o: &CriuOpts, restore: bool) -> Option<String> {
-    let no_net = "stasis's page stream is encrypted with a pre-shared key (stasis \
-                  --tls-psk), not with CRIU's certificate TLS";
+    let no_net = "stasis-criu does not hand CRIU's TLS options to stasis's page stream \
+                  yet (stasis's own --tls with --tls-cert/--tls-key/--tls-cacert or \
+                  --tls-psk encrypts it)";
     let ps_fd = o.ps.as_ref().is_some_and(|p| p.fd.is_some());
     [
         refused(

@@ -50,7 +50,7 @@ impl PageServer {
         let opts = ServerOptions {
             listen: self.endpoint(),
             dir: self.dir.clone(),
-            key: None,
+            security: Default::default(),
             restore: None,
         };
         serve_on(listener, &opts, &mut |_| {}).map_err(|e| stasis::error_line(&e))

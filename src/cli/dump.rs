@@ -159,7 +159,7 @@ fn check_page_server(args: &DumpArgs) -> Result<(), String> {
     if args.remote.page_server && (stored || s.stream.is_some()) {
         return Err(
             "--page-server cannot be combined with --compress, --encrypt-key, \
-                    --sign or --stream (use --tls --tls-psk FILE to encrypt the stream)"
+                    --sign or --stream (use --tls to encrypt the stream)"
                 .into(),
         );
     }

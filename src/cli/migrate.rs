@@ -12,52 +12,78 @@ use stasis::image::RemoteSink;
 use stasis::migrate::rounds::{migrate, MigrateOptions};
 use stasis::migrate::server::{serve, ServerOptions};
 use stasis::migrate::wire::stream_key;
-use stasis::migrate::{RemoteImage, Target};
+use stasis::migrate::{RemoteImage, Security, Target, TlsConfig, TlsFiles};
 
 /// `--tls` and its keys (CRIU's names for the certificate ones).
 #[derive(Args, Debug, Clone, Default)]
 pub struct TlsArgs {
-    /// Encrypt and authenticate the page stream (needs --tls-psk FILE).
+    /// Encrypt and authenticate the page stream: with certificates (--tls-cacert,
+    /// --tls-cert, --tls-key) or a pre-shared key (--tls-psk).
     #[arg(long = "tls")]
     pub tls: bool,
     /// Pre-shared key file (`stasis keygen FILE`) both ends hold: the stream is sealed
     /// with XChaCha20-Poly1305 under session keys derived from it.
     #[arg(long = "tls-psk", value_name = "FILE")]
     pub tls_psk: Option<PathBuf>,
-    /// Refused: certificate TLS is not implemented (use --tls-psk).
+    /// This side's certificate (PEM; its chain may follow), presented to the peer.
     #[arg(long = "tls-cert", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
-    /// Refused: certificate TLS is not implemented (use --tls-psk).
+    /// The private key of --tls-cert (PEM).
     #[arg(long = "tls-key", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
-    /// Refused: certificate TLS is not implemented (use --tls-psk).
+    /// The CA certificate(s) (PEM) the peer's certificate must be signed by.
     #[arg(long = "tls-cacert", value_name = "FILE")]
     pub tls_cacert: Option<PathBuf>,
+    /// Do not check that the page server's certificate names the address dialled (its
+    /// chain is still checked against --tls-cacert).
+    #[arg(long = "tls-no-cn-verify")]
+    pub tls_no_cn_verify: bool,
 }
 
 impl TlsArgs {
-    /// The stream key, or why the options cannot be used (a usage error).
-    pub fn key(&self) -> Result<Option<[u8; 32]>, String> {
-        if self.tls_cert.is_some() || self.tls_key.is_some() || self.tls_cacert.is_some() {
+    /// How the stream is protected, or why the options cannot be used (a usage error, or
+    /// a file that cannot be read).
+    pub fn security(&self) -> Result<Security, String> {
+        let certs = [&self.tls_cert, &self.tls_key, &self.tls_cacert];
+        let any_cert = certs.iter().any(|c| c.is_some()) || self.tls_no_cn_verify;
+        match (self.tls, &self.tls_psk, any_cert) {
+            (false, None, false) => Ok(Security::Plain),
+            (false, _, _) => Err("--tls-psk, --tls-cert, --tls-key, --tls-cacert and \
+                                  --tls-no-cn-verify need --tls"
+                .into()),
+            (true, Some(_), true) => {
+                Err("--tls-psk and the certificate options exclude each other".into())
+            }
+            (true, None, false) => Err("--tls needs --tls-cacert FILE --tls-cert FILE \
+                                        --tls-key FILE (certificates), or --tls-psk FILE \
+                                        (a key file of `stasis keygen`, the same on both ends)"
+                .into()),
+            (true, Some(path), false) => SecretKey::read(path)
+                .map(|k| Security::Psk(stream_key(&k)))
+                .map_err(|e| stasis::error_line(&e)),
+            (true, None, true) => self.certificates(),
+        }
+    }
+
+    fn certificates(&self) -> Result<Security, String> {
+        let (Some(cacert), Some(cert), Some(key)) =
+            (&self.tls_cacert, &self.tls_cert, &self.tls_key)
+        else {
             return Err(
-                "--tls-cert, --tls-key and --tls-cacert (certificate TLS) are not \
-                        implemented: use --tls --tls-psk FILE (a key file of `stasis keygen`) \
-                        on both ends"
+                "certificate TLS needs all of --tls-cacert FILE, --tls-cert FILE \
+                        and --tls-key FILE"
                     .into(),
             );
-        }
-        match (self.tls, &self.tls_psk) {
-            (false, None) => Ok(None),
-            (true, None) => Err(
-                "--tls needs --tls-psk FILE (a key file of `stasis keygen`, \
-                                 the same on both ends)"
-                    .into(),
-            ),
-            (false, Some(_)) => Err("--tls-psk needs --tls".into()),
-            (true, Some(path)) => SecretKey::read(path)
-                .map(|k| Some(stream_key(&k)))
-                .map_err(|e| stasis::error_line(&e)),
-        }
+        };
+        let files = TlsFiles {
+            cacert: cacert.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+            no_cn_verify: self.tls_no_cn_verify,
+        };
+        TlsConfig::load(&files)
+            .map(|c| Security::Tls(std::sync::Arc::new(c)))
+            .map_err(|e| stasis::error_line(&e))
     }
 }
 
@@ -88,6 +114,13 @@ impl PageServerArgs {
         last: bool,
     ) -> Result<Option<RemoteSink>, i32> {
         if !self.page_server {
+            if self.tls.tls {
+                eprintln!(
+                    "stasis: --tls goes with --page-server (a local image, or the post-copy \
+                     stream of --lazy-pages, is not encrypted by it)"
+                );
+                return Err(EXIT_USAGE);
+            }
             return Ok(None);
         }
         let target = self.target().map_err(|why| {
@@ -114,7 +147,7 @@ impl PageServerArgs {
         let addr = self.address.as_deref().unwrap_or("127.0.0.1");
         Ok(Target {
             peer: join(addr, port),
-            key: self.tls.key()?,
+            security: self.tls.security()?,
         })
     }
 }
@@ -181,7 +214,7 @@ fn run_server(
     restore: Option<Vec<String>>,
     quiet: bool,
 ) -> i32 {
-    let key = match tls.key() {
+    let security = match tls.security() {
         Ok(k) => k,
         Err(why) => {
             eprintln!("stasis: {why}");
@@ -191,7 +224,7 @@ fn run_server(
     let opts = ServerOptions {
         listen,
         dir,
-        key,
+        security,
         restore,
     };
     let mut print = |r: &stasis::migrate::server::Received| {
@@ -248,7 +281,7 @@ pub fn run_migrate(args: MigrateCmd) -> i32 {
         report(&stasis::migrate::MigrateError::LazyRefused);
         return EXIT_USAGE;
     }
-    let key = match args.tls.key() {
+    let security = match args.tls.security() {
         Ok(k) => k,
         Err(why) => {
             eprintln!("stasis: {why}");
@@ -268,7 +301,10 @@ pub fn run_migrate(args: MigrateCmd) -> i32 {
     };
     let opts = MigrateOptions {
         pid: args.pid,
-        target: Target { peer: args.to, key },
+        target: Target {
+            peer: args.to,
+            security,
+        },
         max_downtime: args.max_downtime,
         max_rounds: args.rounds,
         work: work.clone(),

@@ -23,11 +23,11 @@ const STATUS_WAIT: Duration = Duration::from_secs(300);
 /// How long a sender whose write failed waits for the receiver's reason.
 const REASON_WAIT: Duration = Duration::from_secs(2);
 
-/// Where an image is sent: `ADDR:PORT` and the pre-shared key of `--tls`, if any.
+/// Where an image is sent: `ADDR:PORT` and how the stream is protected (`--tls`).
 #[derive(Clone, Debug)]
 pub struct Target {
     pub peer: String,
-    pub key: Option<[u8; 32]>,
+    pub security: wire::Security,
 }
 
 /// One image on its way to a page server.
@@ -43,7 +43,7 @@ impl RemoteImage {
     /// Connects to `target` and begins the image `name` (a subdirectory of the server's
     /// directory, or "" for that directory itself); `last` ends the server's run.
     pub fn begin(target: &Target, name: &str, last: bool) -> Result<Arc<Self>, MigrateError> {
-        let mut conn = Conn::connect(&target.peer, target.key.as_ref())?;
+        let mut conn = Conn::connect(&target.peer, &target.security)?;
         let mut head = vec![tag::BEGIN, u8::from(last)];
         put_name(&mut head, name);
         conn.send(&head, &[], None)?;

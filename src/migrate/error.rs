@@ -38,6 +38,8 @@ pub enum MigrateError {
         offset: u64,
         what: String,
     },
+    #[error("--tls: {path}: {what}")]
+    TlsSetup { path: PathBuf, what: String },
     #[error("{peer}: {what}")]
     Handshake { peer: String, what: String },
     #[error("the receiver at {peer} failed: {what}")]

@@ -1,6 +1,6 @@
 //! Sending images over the network and live migration (`docs/migration.md`): the page
 //! stream and its connection ([`wire`]), the sender ([`client`], an `image::ImageSink`),
-//! the page server and receiver ([`server`]) and `stasis migrate`'s pre-copy rounds
+//! the page server and receiver ([`server`]), certificate TLS ([`tls`]) and `stasis migrate`'s pre-copy rounds
 //! ([`rounds`]). It owns the transport and the order of rounds, not what an image holds
 //! (`image`) nor how a tree is dumped (`dump`).
 
@@ -8,7 +8,10 @@ pub mod client;
 pub mod error;
 pub mod rounds;
 pub mod server;
+pub mod tls;
 pub mod wire;
 
 pub use client::{RemoteImage, Target};
 pub use error::MigrateError;
+pub use tls::{TlsConfig, TlsFiles};
+pub use wire::Security;

@@ -29,7 +29,7 @@ pub struct ServerOptions {
     /// `ADDR:PORT` to listen on.
     pub listen: String,
     pub dir: PathBuf,
-    pub key: Option<[u8; 32]>,
+    pub security: wire::Security,
     /// `stasis receive`: restore the last image (`stasis restore -D IMAGE -d`, with
     /// these extra arguments) and tell the sender.
     pub restore: Option<Vec<String>>,
@@ -69,7 +69,7 @@ pub fn serve_on(
             addr: opts.listen.clone(),
             source,
         })?;
-        let mut conn = Conn::accept(stream, opts.key.as_ref())?;
+        let mut conn = Conn::accept(stream, &opts.security)?;
         let got = match receive(&mut conn, &opts.dir) {
             Ok(g) => g,
             Err(e) => {

@@ -6,7 +6,10 @@
 //!
 //! ```text
 //! hello (each side, client first): magic "\x89STPAGE\n", version u32 = 1, flags u32
-//!        (bit 0: pre-shared key), then with the key a 24-byte random nonce
+//!        (bit 0: pre-shared key, bit 1: certificate TLS), then with the key a 24-byte
+//!        random nonce
+//! certificate TLS: a TLS handshake (`tls.rs`) right after the hellos, then every byte
+//!        below is inside TLS, the frames plain (with their crc32)
 //! key confirmation (with the key): client sends MAC(c2s, "client"), server checks it
 //!        and answers MAC(s2c, "server")
 //! frame: len u32, body; plain body = payload, crc32(payload) u32;
@@ -16,16 +19,19 @@
 
 use std::io::{IoSlice, Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
 use super::error::MigrateError;
+use super::tls::{Link, TlsConfig};
 use crate::image::store::keys::{random_bytes, SecretKey};
 
 pub const MAGIC: [u8; 8] = *b"\x89STPAGE\n";
 pub const VERSION: u32 = 1;
 const FLAG_PSK: u32 = 1;
+const FLAG_TLS: u32 = 2;
 /// The largest frame body accepted.
 pub const MAX_FRAME: usize = 16 << 20;
 const TAG_LEN: usize = 16;
@@ -73,9 +79,42 @@ impl Sealer {
     }
 }
 
+/// How a page stream is protected (`--tls`).
+#[derive(Clone, Debug, Default)]
+pub enum Security {
+    /// Plain frames, each with its crc32.
+    #[default]
+    Plain,
+    /// Frames sealed with XChaCha20-Poly1305 under keys derived from this pre-shared key
+    /// ([`stream_key`]).
+    Psk([u8; 32]),
+    /// Certificate TLS, both sides authenticated.
+    Tls(Arc<TlsConfig>),
+}
+
+impl Security {
+    fn flags(&self) -> u32 {
+        match self {
+            Security::Plain => 0,
+            Security::Psk(_) => FLAG_PSK,
+            Security::Tls(_) => FLAG_TLS,
+        }
+    }
+}
+
+/// What a hello's flags ask for, said to the user.
+fn mode_name(flags: u32) -> &'static str {
+    match flags {
+        0 => "a plain stream",
+        FLAG_PSK => "a stream under a pre-shared key (--tls --tls-psk FILE)",
+        FLAG_TLS => "certificate TLS (--tls --tls-cert FILE)",
+        _ => "an unknown protection",
+    }
+}
+
 /// An open page-stream connection, either side.
 pub struct Conn {
-    stream: TcpStream,
+    stream: Link,
     pub peer: String,
     /// Bytes written to and read from the socket.
     pub sent: u64,
@@ -94,26 +133,26 @@ pub fn stream_key(secret: &SecretKey) -> [u8; 32] {
 
 impl Conn {
     /// Connects and shakes hands as the client.
-    pub fn connect(peer: &str, key: Option<&[u8; 32]>) -> Result<Conn, MigrateError> {
+    pub fn connect(peer: &str, security: &Security) -> Result<Conn, MigrateError> {
         let stream = TcpStream::connect(peer).map_err(|source| MigrateError::Connect {
             peer: peer.into(),
             source,
         })?;
         let _ = stream.set_nodelay(true);
         let mut c = Conn::new(stream, peer.into());
-        c.handshake(key, true)?;
+        c.handshake(security, true)?;
         Ok(c)
     }
 
     /// Shakes hands as the server on an accepted connection.
-    pub fn accept(stream: TcpStream, key: Option<&[u8; 32]>) -> Result<Conn, MigrateError> {
+    pub fn accept(stream: TcpStream, security: &Security) -> Result<Conn, MigrateError> {
         let peer = stream
             .peer_addr()
             .map_or_else(|_| "?".into(), |a| a.to_string());
         let _ = stream.set_nodelay(true);
         let mut c = Conn::new(stream, peer);
         c.set_read_timeout(Some(IDLE_TIMEOUT));
-        c.handshake(key, false)?;
+        c.handshake(security, false)?;
         Ok(c)
     }
 
@@ -122,7 +161,7 @@ impl Conn {
         let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
         let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
         Conn {
-            stream,
+            stream: Link::Plain(stream),
             peer,
             sent: 0,
             received: 0,
@@ -136,21 +175,25 @@ impl Conn {
     ///
     /// Ordering requirements: the client speaks first at each step, so that a server
     /// refusing the client's key has read its confirmation before closing.
-    fn handshake(&mut self, key: Option<&[u8; 32]>, client: bool) -> Result<(), MigrateError> {
+    fn handshake(&mut self, security: &Security, client: bool) -> Result<(), MigrateError> {
         let mut mine = [0u8; 24];
-        if key.is_some() {
+        if let Security::Psk(_) = security {
             random_bytes(&mut mine)?;
         }
-        let hello = hello(key.is_some(), &mine);
+        let hello = hello(security.flags(), &mine);
         let theirs = if client {
             self.put(&hello)?;
-            self.read_hello(key.is_some())?
+            self.read_hello(security.flags())?
         } else {
-            let t = self.read_hello(key.is_some());
+            let t = self.read_hello(security.flags());
             self.put(&hello)?;
             t?
         };
-        let Some(key) = key else { return Ok(()) };
+        let key = match security {
+            Security::Plain => return Ok(()),
+            Security::Tls(cfg) => return self.start_tls(cfg, client),
+            Security::Psk(key) => key,
+        };
         let (cn, sn) = if client {
             (mine, theirs)
         } else {
@@ -198,7 +241,22 @@ impl Conn {
         Ok(())
     }
 
-    fn read_hello(&mut self, keyed: bool) -> Result<[u8; 24], MigrateError> {
+    /// Certificate TLS over the socket, right after the hellos.
+    fn start_tls(&mut self, cfg: &TlsConfig, client: bool) -> Result<(), MigrateError> {
+        let tcp = self
+            .stream
+            .tcp()
+            .try_clone()
+            .map_err(|e| self.recv_error(e))?;
+        let link = match client {
+            true => super::tls::client(cfg, tcp, &self.peer),
+            false => super::tls::server(cfg, tcp),
+        };
+        self.stream = link.map_err(|what| self.handshake_error(&what))?;
+        Ok(())
+    }
+
+    fn read_hello(&mut self, mine: u32) -> Result<[u8; 24], MigrateError> {
         let mut head = [0u8; 16];
         self.take(&mut head)?;
         if head[..8] != MAGIC {
@@ -210,21 +268,16 @@ impl Conn {
             return Err(self.handshake_error(&what));
         }
         let flags = u32::from_le_bytes([head[12], head[13], head[14], head[15]]);
-        match (flags & FLAG_PSK != 0, keyed) {
-            (true, false) => {
-                return Err(self.handshake_error(
-                    "the peer encrypts the stream (--tls --tls-psk FILE) and this side does not",
-                ))
-            }
-            (false, true) => {
-                return Err(
-                    self.handshake_error("the peer sends a plain stream and this side wants --tls")
-                )
-            }
-            _ => {}
+        if flags != mine {
+            let what = format!(
+                "the peer wants {} and this side {}",
+                mode_name(flags),
+                mode_name(mine)
+            );
+            return Err(self.handshake_error(&what));
         }
         let mut nonce = [0u8; 24];
-        if keyed {
+        if mine == FLAG_PSK {
             self.take(&mut nonce)?;
         }
         Ok(nonce)
@@ -261,7 +314,8 @@ impl Conn {
                 let mut pieces = vec![&len[..], head];
                 pieces.extend_from_slice(data);
                 pieces.push(&crc);
-                self.put_all(&pieces)
+                self.put_all(&pieces)?;
+                self.stream.flush_tls().map_err(|e| self.send_error(e))
             }
             Some((send, _)) => {
                 let len = ((payload + TAG_LEN) as u32).to_le_bytes();
@@ -344,7 +398,8 @@ impl Conn {
     }
 
     fn put(&mut self, bytes: &[u8]) -> Result<(), MigrateError> {
-        self.put_all(&[bytes])
+        self.put_all(&[bytes])?;
+        self.stream.flush_tls().map_err(|e| self.send_error(e))
     }
 
     /// `writev` until every byte of `pieces` is written.
@@ -414,7 +469,7 @@ impl Conn {
 
     /// Sets how long a read may wait (`None`: forever).
     pub fn set_read_timeout(&self, t: Option<std::time::Duration>) {
-        let _ = self.stream.set_read_timeout(t);
+        let _ = self.stream.tcp().set_read_timeout(t);
     }
 }
 
@@ -440,11 +495,11 @@ fn stalled(e: std::io::Error) -> std::io::Error {
     }
 }
 
-fn hello(keyed: bool, nonce: &[u8; 24]) -> Vec<u8> {
+fn hello(flags: u32, nonce: &[u8; 24]) -> Vec<u8> {
     let mut h = MAGIC.to_vec();
     h.extend_from_slice(&VERSION.to_le_bytes());
-    h.extend_from_slice(&(if keyed { FLAG_PSK } else { 0 }).to_le_bytes());
-    if keyed {
+    h.extend_from_slice(&flags.to_le_bytes());
+    if flags == FLAG_PSK {
         h.extend_from_slice(nonce);
     }
     h
