@@ -18,9 +18,13 @@ use crate::image::mnt::{Entry, EntryKind, Mount, TmpfsImage};
 use crate::image::Kind;
 use crate::restore::RestoreError;
 
-pub fn fill(dir: &Path, mt: &Mount, fd: &OwnedFd) -> Result<(), RestoreError> {
-    let path = dir.join(crate::image::mnt::tmpfs_name(mt.id));
-    let image: TmpfsImage = crate::image::file::read(Kind::MntTmpfs, &path)?;
+/// `nested`: a tmpfs of a namespace made inside the tree (`mntns-tmpfs-<id>.img`).
+pub fn fill(dir: &Path, mt: &Mount, fd: &OwnedFd, nested: bool) -> Result<(), RestoreError> {
+    let (name, kind) = match nested {
+        true => (crate::image::mnt::nested_tmpfs_name(mt.id), Kind::NestedTmpfs),
+        false => (crate::image::mnt::tmpfs_name(mt.id), Kind::MntTmpfs),
+    };
+    let image: TmpfsImage = crate::image::file::read(kind, &dir.join(name))?;
     for e in &image.entries {
         make(fd, e).map_err(|err| {
             unsupported(format!(

@@ -24,8 +24,13 @@ use crate::sys::mount as m;
 /// Where the root is attached while the tree is built.
 const STAGE: &str = "/tmp";
 
-/// `premade`: mounts made elsewhere (`procfs.rs`), by image id.
-pub fn build(s: &Sources, premade: HashMap<u32, OwnedFd>) -> Result<(), RestoreError> {
+/// `premade`: mounts made elsewhere (`procfs.rs`), by image id; `outside`: a mount of
+/// each peer group that also has mounts in a namespace of the tree built before.
+pub fn build(
+    s: &Sources,
+    premade: HashMap<u32, OwnedFd>,
+    outside: HashMap<u32, OwnedFd>,
+) -> Result<(), RestoreError> {
     fn fail(what: &'static str) -> impl Fn(nix::errno::Errno) -> RestoreError {
         move |e| unsupported(format!("{what}: {}", e.desc()))
     }
@@ -40,7 +45,7 @@ pub fn build(s: &Sources, premade: HashMap<u32, OwnedFd>) -> Result<(), RestoreE
     let mounts = &s.image.mounts;
     let fds = make_all(s, mounts, premade)?;
     attach_all(mounts, &fds)?;
-    super::propagation::apply(mounts, &fds)?;
+    super::propagation::apply(mounts, &fds, &outside)?;
     for mt in mounts.iter().filter(|mt| mt.unbindable) {
         m::set_attr(
             fds[&mt.id].as_fd(),
@@ -119,7 +124,7 @@ fn make(
         How::Tmpfs => {
             let (opts, ro) = super_opts(mt);
             let fd = m::new_fs("tmpfs", &opts).map_err(merr)?;
-            super::tmpfs::fill(&s.dir, mt, &fd)?;
+            super::tmpfs::fill(&s.dir, mt, &fd, s.nested)?;
             if ro {
                 m::superblock_readonly(fd.as_fd(), &mt.mountpoint).map_err(merr)?;
             }
