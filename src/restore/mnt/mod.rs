@@ -36,9 +36,9 @@ pub struct Sources<'a> {
     /// (`orphan-pty.img`): its pair is made as soon as that devpts exists, before any
     /// bind mount of its node (runc's `/dev/console`).
     orphan: Option<(String, u32)>,
-    /// A namespace made inside the tree (`nested.rs`): its tmpfs records are
-    /// `mntns-tmpfs-<id>.img`.
-    nested: bool,
+    /// The tmpfs records of a namespace made inside the tree (`nested.rs`), read before
+    /// its build (the image directory is not in it); the root's are read as they are made.
+    tmpfs: std::collections::HashMap<u32, crate::image::mnt::TmpfsImage>,
 }
 
 fn unsupported(what: String) -> RestoreError {
@@ -71,7 +71,7 @@ pub fn verify<'a>(
         root: opts.root.clone(),
         externals: opts.mnt_externals.clone(),
         orphan: (image.orphan_pty.ptys.first()).map(|p| (p.devpts.clone(), p.index)),
-        nested: false,
+        tmpfs: Default::default(),
     };
     let mine = own_mountinfo()?;
     for m in &mounts.mounts {

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 
 use super::{procfs, tree, unsupported, Sources};
-use crate::image::mnt::{Mount, MountsImage, NestedNs};
+use crate::image::mnt::{How, Mount, MountsImage, NestedNs};
 use crate::restore::child::Child;
 use crate::restore::RestoreError;
 
@@ -35,6 +35,10 @@ pub fn restore(
     built: &[Built],
 ) -> Result<(), RestoreError> {
     let outside = outside_groups(&ns.mounts.mounts, built)?;
+    let all = &ns.mounts.mounts;
+    let tmpfs = (all.iter().filter(|m| m.how == How::Tmpfs))
+        .map(|m| Ok((m.id, super::tmpfs::load(dir, m, true)?)))
+        .collect::<Result<_, RestoreError>>()?;
     super::unshare_mounts(child)?;
     let sources = Sources {
         image: &ns.mounts,
@@ -42,7 +46,7 @@ pub fn restore(
         root: None,
         externals: Vec::new(),
         orphan: None,
-        nested: true,
+        tmpfs,
     };
     let pid = child.pid();
     let premade = procfs::make_in_root(&sources, child)?;
