@@ -31,6 +31,18 @@ pub fn nested_tmpfs_name(id: u32) -> String {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NestedImage {
     pub namespaces: Vec<NestedNs>,
+    /// Files (by path) a process holds open on a mount of another of the tree's mount
+    /// namespaces than its own (one opened before it left its parent's namespace).
+    pub elsewhere: Vec<Elsewhere>,
+}
+
+/// Fd `fd` of `pid` is open on a mount of the namespace of process `ns_pid`: its path is
+/// opened there again (through `/proc/PID/root` of that process).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Elsewhere {
+    pub pid: i32,
+    pub fd: i32,
+    pub ns_pid: i32,
 }
 
 /// One mount namespace made by a process of the tree: every process of it descends

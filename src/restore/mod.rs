@@ -463,6 +463,7 @@ impl Builder<'_> {
         }
         self.make_zombies()?;
         drop(span);
+        mnt::nested::set_elsewhere(self.fds_elsewhere());
         let mut ptys = self.ttys.fds();
         ptys.extend(&self.given);
         for (pid, child) in &mut self.procs {
@@ -573,6 +574,15 @@ impl Builder<'_> {
             .filter_map(|ns| Some((host_pid(ns.pid)?, &ns.mounts)));
         (own.into_iter().chain(nested))
             .map(|(pid, mounts)| mnt::nested::Built { pid, mounts })
+            .collect()
+    }
+
+    /// The fds to open in another mount namespace than their process's, by (pid, fd) as
+    /// stasis sees it, with a process of that namespace.
+    fn fds_elsewhere(&self) -> Vec<((i32, i32), i32)> {
+        let host_pid = |pid: i32| (self.procs.iter()).find(|(p, _)| *p == pid).map(|(_, c)| c.pid());
+        (self.image.nested_mounts.elsewhere.iter())
+            .filter_map(|e| Some(((host_pid(e.pid)?, e.fd), host_pid(e.ns_pid)?)))
             .collect()
     }
 

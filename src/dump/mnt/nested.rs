@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 
 use super::{ns_of, read_mountinfo, tmpfs, tree, DumpError};
-use crate::image::mnt::{How, Mount, MountsImage, NestedImage, NestedNs, NESTED};
+use crate::image::mnt::{Elsewhere, How, Mount, MountsImage, NestedImage, NestedNs, NESTED};
 use crate::image::tree::TreeImage;
 use crate::image::{ImageWriter, Kind};
 use crate::proc::mountinfo::MountInfo;
@@ -57,11 +57,68 @@ pub fn plan(
         let mounts = judge(e.pid, e.ppid, ns, &known)?;
         made.push((ns, NestedNs { pid: e.pid, mounts }));
     }
+    let elsewhere = match made.is_empty() {
+        true => Vec::new(),
+        false => fds_elsewhere(root, &ns_by_pid, &made)?,
+    };
     Ok(Nested {
         image: NestedImage {
             namespaces: made.into_iter().map(|(_, n)| n).collect(),
+            elsewhere,
         },
     })
+}
+
+/// The fds (by path) of every live process open on a mount of another of the tree's
+/// namespaces than the process's own. Fds on mounts no namespace lists (pipes, sockets,
+/// memfds) are not paths and are left to their own dump.
+fn fds_elsewhere(
+    root: i32,
+    ns_by_pid: &HashMap<i32, u64>,
+    made: &[(u64, NestedNs)],
+) -> Result<Vec<Elsewhere>, DumpError> {
+    let makers = made.iter().map(|(ns, n)| (*ns, n.pid));
+    let mut ids: Vec<(i32, Vec<u32>)> = Vec::new();
+    for (_, pid) in std::iter::once((0, root)).chain(makers) {
+        ids.push((pid, read_mountinfo(pid)?.iter().map(|m| m.id).collect()));
+    }
+    let ns_pid = |ns: u64| made.iter().find(|(n, _)| *n == ns).map_or(root, |(_, m)| m.pid);
+    let mut out = Vec::new();
+    for (&pid, &ns) in ns_by_pid {
+        let own = ns_pid(ns);
+        for (fd, mnt_id) in path_fds(pid)? {
+            let holds = |(_, ids): &&(i32, Vec<u32>)| ids.contains(&mnt_id);
+            if let Some((at, _)) = ids.iter().filter(|(p, _)| *p != own).find(holds) {
+                out.push(Elsewhere { pid, fd, ns_pid: *at });
+            }
+        }
+    }
+    out.sort_by_key(|e| (e.pid, e.fd));
+    Ok(out)
+}
+
+/// Each fd of `pid` whose link is a path, with the mount it is open on (`mnt_id`).
+fn path_fds(pid: i32) -> Result<Vec<(i32, u32)>, DumpError> {
+    let dir = format!("/proc/{pid}/fd");
+    let entries = std::fs::read_dir(&dir).map_err(|source| DumpError::Stat {
+        path: dir.clone(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let Some(fd) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let is_path = std::fs::read_link(e.path()).is_ok_and(|l| l.is_absolute());
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"));
+        let mnt_id = info.ok().and_then(|t| {
+            (t.lines().find_map(|l| l.strip_prefix("mnt_id:"))).and_then(|v| v.trim().parse().ok())
+        });
+        if let Some(mnt_id) = mnt_id.filter(|_| is_path) {
+            out.push((fd, mnt_id));
+        }
+    }
+    Ok(out)
 }
 
 /// The peer groups led by mounts of the namespaces made before.

@@ -93,3 +93,46 @@ fn open_mount(pid: i32, m: &Mount) -> Result<OwnedFd, RestoreError> {
         ))
     })
 }
+
+/// Fds open on a mount of another namespace of the tree than their process's: by (pid of
+/// the process, fd) as stasis sees them, the pid of a process of that namespace. Set
+/// once every process exists, before the Files stages.
+static ELSEWHERE: std::sync::Mutex<Vec<((i32, i32), i32)>> = std::sync::Mutex::new(Vec::new());
+
+/// Records where each fd of `elsewhere` is reopened (pids as stasis sees them).
+pub fn set_elsewhere(fds: Vec<((i32, i32), i32)>) {
+    *ELSEWHERE.lock().unwrap_or_else(|e| e.into_inner()) = fds;
+}
+
+/// Whether fd `fd` of `pid` is open in another mount namespace than its process's.
+pub fn is_elsewhere(pid: i32, fd: i32) -> bool {
+    let found = ELSEWHERE.lock().unwrap_or_else(|e| e.into_inner());
+    found.iter().any(|(k, _)| *k == (pid, fd))
+}
+
+/// Opens `path` in the namespace `fd` of `child` was open in, if that is another than
+/// the child's; returns the fd number in the child.
+pub fn open_elsewhere(
+    child: &Child,
+    fd: i32,
+    path: &str,
+    flags: i32,
+) -> Result<Option<u64>, RestoreError> {
+    let found = ELSEWHERE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(&(_, ns_pid)) = found.iter().find(|(k, _)| *k == (child.pid(), fd)) else {
+        return Ok(None);
+    };
+    drop(found);
+    let there = format!("/proc/{ns_pid}/root{path}");
+    let oflags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_CLOEXEC;
+    let file = nix::fcntl::open(there.as_str(), oflags, nix::sys::stat::Mode::empty())
+        .map_err(|e| {
+            unsupported(format!(
+                "open {path} for fd {fd} of pid {} in the mount namespace of pid {ns_pid}: {}",
+                child.pid(),
+                e.desc()
+            ))
+        })?;
+    let what = format!("fd {fd} ({path})");
+    crate::restore::ns::handover::give_own(child, &file, &what).map(Some)
+}
