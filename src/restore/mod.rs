@@ -517,8 +517,8 @@ impl Builder<'_> {
             // The files deleted while open, made inside the tree's rebuilt mounts.
             (self.ghosts.make(Some(child.pid()))).map_err(at(RestoreStage::Takeover, pid))?;
         }
-        if let Some(ns) = (self.image.nested_mounts.namespaces.iter())
-            .find(|ns| ns.pid == pid && pid != root)
+        if let Some(ns) =
+            (self.image.nested_mounts.namespaces.iter()).find(|ns| ns.pid == pid && pid != root)
         {
             let built = self.built_mounts();
             mnt::nested::restore(&child, &self.image.dir, ns, &built)
@@ -567,7 +567,11 @@ impl Builder<'_> {
     /// The tree's mount namespaces built so far (the root's own first, then those made
     /// inside the tree), each with a process of it.
     fn built_mounts(&self) -> Vec<mnt::nested::Built<'_>> {
-        let host_pid = |pid: i32| (self.procs.iter()).find(|(p, _)| *p == pid).map(|(_, c)| c.pid());
+        let host_pid = |pid: i32| {
+            (self.procs.iter())
+                .find(|(p, _)| *p == pid)
+                .map(|(_, c)| c.pid())
+        };
         let root = self.image.inventory.root_pid;
         let own = (self.image.mounts.as_ref()).and_then(|m| Some((host_pid(root)?, m)));
         let nested = (self.image.nested_mounts.namespaces.iter())
@@ -580,7 +584,11 @@ impl Builder<'_> {
     /// The fds to open in another mount namespace than their process's, by (pid, fd) as
     /// stasis sees it, with a process of that namespace.
     fn fds_elsewhere(&self) -> Vec<((i32, i32), i32)> {
-        let host_pid = |pid: i32| (self.procs.iter()).find(|(p, _)| *p == pid).map(|(_, c)| c.pid());
+        let host_pid = |pid: i32| {
+            (self.procs.iter())
+                .find(|(p, _)| *p == pid)
+                .map(|(_, c)| c.pid())
+        };
         (self.image.nested_mounts.elsewhere.iter())
             .filter_map(|e| Some(((host_pid(e.pid)?, e.fd), host_pid(e.ns_pid)?)))
             .collect()

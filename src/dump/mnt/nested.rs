@@ -82,14 +82,22 @@ fn fds_elsewhere(
     for (_, pid) in std::iter::once((0, root)).chain(makers) {
         ids.push((pid, read_mountinfo(pid)?.iter().map(|m| m.id).collect()));
     }
-    let ns_pid = |ns: u64| made.iter().find(|(n, _)| *n == ns).map_or(root, |(_, m)| m.pid);
+    let ns_pid = |ns: u64| {
+        made.iter()
+            .find(|(n, _)| *n == ns)
+            .map_or(root, |(_, m)| m.pid)
+    };
     let mut out = Vec::new();
     for (&pid, &ns) in ns_by_pid {
         let own = ns_pid(ns);
         for (fd, mnt_id) in path_fds(pid)? {
             let holds = |(_, ids): &&(i32, Vec<u32>)| ids.contains(&mnt_id);
             if let Some((at, _)) = ids.iter().filter(|(p, _)| *p != own).find(holds) {
-                out.push(Elsewhere { pid, fd, ns_pid: *at });
+                out.push(Elsewhere {
+                    pid,
+                    fd,
+                    ns_pid: *at,
+                });
             }
         }
     }
@@ -150,11 +158,7 @@ fn judge(pid: i32, ppid: i32, ns: u64, known: &[u32]) -> Result<MountsImage, Dum
 
 /// Peer groups shared with stasis's mounts, and masters led by no mount of the tree's
 /// namespaces made so far (this one included), cannot be rebuilt.
-fn check_propagation(
-    mounts: &[Mount],
-    mine: &[MountInfo],
-    known: &[u32],
-) -> Result<(), DumpError> {
+fn check_propagation(mounts: &[Mount], mine: &[MountInfo], known: &[u32]) -> Result<(), DumpError> {
     let led = |g: u32| known.contains(&g) || mounts.iter().any(|m| m.shared == Some(g));
     for m in mounts {
         let bad = match (m.shared, m.master) {

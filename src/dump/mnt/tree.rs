@@ -34,7 +34,10 @@ pub fn classify(
 /// [`classify`] for a namespace made inside the tree (`nested.rs`), against the
 /// namespace it was copied from (`parent`): a superblock that namespace has mounted is
 /// bound from there rather than made anew (a new tmpfs or devpts would be another one).
-pub fn classify_nested(theirs: &[MountInfo], parent: &[MountInfo]) -> Result<Vec<Mount>, DumpError> {
+pub fn classify_nested(
+    theirs: &[MountInfo],
+    parent: &[MountInfo],
+) -> Result<Vec<Mount>, DumpError> {
     classify_with(theirs, parent, &Vec::new(), true)
 }
 

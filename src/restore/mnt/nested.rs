@@ -60,7 +60,9 @@ fn outside_groups(
     mounts: &[Mount],
     built: &[Built],
 ) -> Result<HashMap<u32, OwnedFd>, RestoreError> {
-    let groups = mounts.iter().flat_map(|m| m.shared.into_iter().chain(m.master));
+    let groups = mounts
+        .iter()
+        .flat_map(|m| m.shared.into_iter().chain(m.master));
     let mut out = HashMap::new();
     for g in groups {
         if out.contains_key(&g) {
@@ -125,8 +127,8 @@ pub fn open_elsewhere(
     drop(found);
     let there = format!("/proc/{ns_pid}/root{path}");
     let oflags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_CLOEXEC;
-    let file = nix::fcntl::open(there.as_str(), oflags, nix::sys::stat::Mode::empty())
-        .map_err(|e| {
+    let file =
+        nix::fcntl::open(there.as_str(), oflags, nix::sys::stat::Mode::empty()).map_err(|e| {
             unsupported(format!(
                 "open {path} for fd {fd} of pid {} in the mount namespace of pid {ns_pid}: {}",
                 child.pid(),

@@ -22,7 +22,10 @@ use crate::restore::RestoreError;
 /// `mntns-tmpfs-<id>.img`).
 pub fn load(dir: &Path, mt: &Mount, nested: bool) -> Result<TmpfsImage, RestoreError> {
     let (name, kind) = match nested {
-        true => (crate::image::mnt::nested_tmpfs_name(mt.id), Kind::NestedTmpfs),
+        true => (
+            crate::image::mnt::nested_tmpfs_name(mt.id),
+            Kind::NestedTmpfs,
+        ),
         false => (crate::image::mnt::tmpfs_name(mt.id), Kind::MntTmpfs),
     };
     Ok(crate::image::file::read(kind, &dir.join(name))?)
