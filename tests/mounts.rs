@@ -472,3 +472,67 @@ fn hidden_tmpfs_keeps_its_files() {
     );
     common::reap_all(&[pid], true);
 }
+
+const NESTED: &str = r#"
+D=$1
+mount -t tmpfs -o size=1m none $D/s || exit 1
+mount --make-shared $D/s
+echo outer > $D/s/o
+cat > $D/child.sh <<'END'
+D=$1
+norm() { awk '{print $5, $9, ($7 ~ /shared/ ? "shared" : "-")}' /proc/$$/mountinfo | sort; }
+mount -t tmpfs -o size=1m none $D/n || exit 1
+echo inner > $D/n/f
+exec 3<$D/n/f
+norm > $D/child.before
+echo ready > $D/ready
+while [ ! -e $D/go ]; do sleep 0.05; done
+while [ ! -e $D/mounted ]; do sleep 0.05; done
+read -r l <&3; read -r o <&4
+m=$(awk '/mnt_id/{print $2}' /proc/$$/fdinfo/4)
+norm | grep -v "$D/s/p " > $D/child.after
+r=PASS
+[ "$l" = inner ] || r="$r fd3:$l"
+[ "$o" = outer ] || r="$r fd4:$o"
+awk '{print $1}' /proc/$$/mountinfo | grep -qx "$m" && r="$r fd4-in-own-namespace"
+grep -q " $D/s/p " /proc/$$/mountinfo || r="$r no-propagation"
+cmp -s $D/child.before $D/child.after || r="$r child-mounts-differ"
+cmp -s $D/root.before $D/root.after || r="$r root-mounts-differ"
+echo $r > $D/result
+END
+exec 4<$D/s/o
+unshare --mount --propagation unchanged sh $D/child.sh $D &
+exec 4<&-
+norm() { awk '{print $5, $9, ($7 ~ /shared/ ? "shared" : "-")}' /proc/$$/mountinfo | sort; }
+norm > $D/root.before
+while [ ! -e $D/go ]; do sleep 0.05; done
+norm > $D/root.after
+mkdir -p $D/s/p; mount -t tmpfs -o size=1m none $D/s/p && touch $D/mounted
+wait
+"#;
+
+/// A process that made a mount namespace of its own inside the tree's: each namespace's
+/// mounts come back (mountinfo compared from inside, before and after), a file open on
+/// its own tmpfs reads, a file it held open on its parent's namespace is still on a mount
+/// of that namespace, and a mount made in the parent's shared tmpfs after the restore
+/// reaches the nested namespace (the peer group spans both).
+#[test]
+fn nested_mount_namespace_round_trip() {
+    let test = "nested_mount_namespace_round_trip";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    std::fs::create_dir_all(tmp.join("d").join("n")).expect("mkdir");
+    let Some((d, victim, _guard)) = start_in_d(test, &tmp, NESTED, "s") else {
+        return;
+    };
+    let pid = victim.pid;
+    round_trip(pid, &tmp.join("img"), &[], &[]);
+    assert_eq!(
+        go_and_answer(&d).trim(),
+        "PASS",
+        "log: {}",
+        victim.log_text()
+    );
+    common::reap_all(&[pid], true);
+}

@@ -341,9 +341,7 @@ fn save_tree(
     };
     let pids: Vec<i32> = tree.procs.iter().map(Frozen::pid).collect();
     let mut fd_opts = fd_options(opts, &pids);
-    if let Some(plan) = mounts {
-        plan.check_tree(&pids)?;
-    }
+    let nested = mnt::nested::plan(&tree.record, &pids, mounts.map(mnt::Plan::image))?;
     let mut held = Vec::new();
     let mut tables = Vec::new();
     let mut staged = Vec::new();
@@ -408,6 +406,7 @@ fn save_tree(
     if let Some(plan) = mounts {
         plan.save(&writer)?;
     }
+    nested.save(&writer)?;
     write_tty(&writer, &tree.record, &tables, opts.shell_job)?;
     let ns_locked = held.iter().any(files::Held::locks_namespace);
     write_netlock(

@@ -122,6 +122,11 @@ use super::error::ImageError;
 /// Version 14 also adds the `Cipher::AgeX25519 { key_id, wrapped }` variant (appended) of
 /// `store.img` (`dump --encrypt-to`): the image's random secret wrapped as an age file for
 /// X25519 recipients, unwrapped at restore with an age identity file.
+///
+/// Version 14 also adds the mount namespaces made inside the tree: `mntns.img` (kind 35,
+/// `image::mnt::NestedImage`: each namespace with the process that made it and its
+/// mounts) and `mntns-tmpfs-<id>.img` (kind 36, a tmpfs only such a namespace has). An
+/// older image has none: every process of it was in the root's mount namespace.
 pub const FORMAT_VERSION: u32 = 14;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
@@ -171,6 +176,10 @@ pub enum Kind {
     Lazy = 24,
     /// The devpts instance of each pty not of the host's (`pty-devpts.img`, format 13).
     PtyDevpts = 32,
+    /// The mount namespaces made inside the tree (`mntns.img`, format 14).
+    NestedMounts = 35,
+    /// The contents of a tmpfs of one of them (`mntns-tmpfs-<id>.img`, format 14).
+    NestedTmpfs = 36,
 }
 
 /// Human name of a kind number, for messages.
@@ -198,6 +207,8 @@ pub fn kind_name(kind: u32) -> &'static str {
         30 => "orphan pty",
         24 => "lazy pages",
         32 => "pty devpts",
+        35 => "nested mount namespaces",
+        36 => "nested tmpfs contents",
         _ => "unknown",
     }
 }

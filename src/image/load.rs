@@ -68,6 +68,8 @@ pub struct Image {
     pub cgroup: CgroupImage,
     /// The tree's own mount namespace (none without `mnt.img`).
     pub mounts: Option<super::mnt::MountsImage>,
+    /// The mount namespaces made inside the tree (empty without `mntns.img`).
+    pub nested_mounts: super::mnt::NestedImage,
     /// The tree's own network namespace (none without `netns.img`).
     pub netns: Option<super::netns::NetNsImage>,
     /// (format 11) Where the image stands in a chain of incremental images.
@@ -162,6 +164,11 @@ impl Image {
         let ns = load_ns(dir)?;
         let cgroup = load_cgroup(dir)?;
         let mounts = load_mounts(dir)?;
+        let nested_mounts = load_optional(
+            &dir.join(super::mnt::NESTED),
+            Kind::NestedMounts,
+            super::mnt::validate_nested,
+        )?;
         let netns = load_netns(dir)?;
         let dir = dir.to_path_buf();
         let mut image = Image {
@@ -178,6 +185,7 @@ impl Image {
             ns,
             cgroup,
             mounts,
+            nested_mounts,
             netns,
             chain,
             parent_pages: Default::default(),
@@ -484,6 +492,7 @@ mod tests {
             ns: Default::default(),
             cgroup: CgroupImage::default(),
             mounts: None,
+            nested_mounts: Default::default(),
             netns: None,
             chain: None,
             parent_pages: Default::default(),

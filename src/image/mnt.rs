@@ -2,6 +2,11 @@
 //! of the namespace as the tree saw it (parents before children), with how each is made
 //! again; `mnt-tmpfs-<id>.img` holds the contents of one tmpfs. An image without
 //! `mnt.img` is a tree that lived in the dumper's mount namespace.
+//!
+//! Format 14 adds the mount namespaces of processes of the tree made below the root's
+//! (`unshare(CLONE_NEWNS)` inside the tree): `mntns.img` lists each with the process that
+//! made it and its mounts, judged against the namespace it was copied from (that of the
+//! process's parent); `mntns-tmpfs-<id>.img` holds a tmpfs only such a namespace has.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +16,61 @@ pub const MOUNTS: &str = "mnt.img";
 /// The file holding the contents of the tmpfs mounted as `id`.
 pub fn tmpfs_name(id: u32) -> String {
     format!("mnt-tmpfs-{id}.img")
+}
+
+/// The nested mount namespaces' record's file name (format 14).
+pub const NESTED: &str = "mntns.img";
+
+/// The file holding the contents of the tmpfs mounted as `id` in a nested namespace.
+pub fn nested_tmpfs_name(id: u32) -> String {
+    format!("mntns-tmpfs-{id}.img")
+}
+
+/// The mount namespaces made inside the tree (format 14), in the order their makers are
+/// restored (tree order). An absent record is none.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NestedImage {
+    pub namespaces: Vec<NestedNs>,
+    /// Files (by path) a process holds open on a mount of another of the tree's mount
+    /// namespaces than its own (one opened before it left its parent's namespace).
+    pub elsewhere: Vec<Elsewhere>,
+}
+
+/// Fd `fd` of `pid` is open on a mount of the namespace of process `ns_pid`: its path is
+/// opened there again (through `/proc/PID/root` of that process).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Elsewhere {
+    pub pid: i32,
+    pub fd: i32,
+    pub ns_pid: i32,
+}
+
+/// One mount namespace made by a process of the tree: every process of it descends
+/// from `pid` through processes of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NestedNs {
+    /// The process that makes it at restore (`unshare(CLONE_NEWNS)`), before its mappings
+    /// and files; its children inherit it.
+    pub pid: i32,
+    /// Its mounts, parents first. `How::Host` and `How::HostBind` name mounts and paths of
+    /// the namespace of `pid`'s parent (the one it is copied from); peer groups and
+    /// masters are numbers of the dump shared with the tree's other namespaces.
+    pub mounts: MountsImage,
+}
+
+/// A namespace per process at most, each with a root mount.
+pub fn validate_nested(img: &NestedImage, path: &std::path::Path) -> Result<(), super::ImageError> {
+    for (i, ns) in img.namespaces.iter().enumerate() {
+        if ns.mounts.mounts.is_empty() {
+            let what = format!("mount namespace of pid {} has no mount", ns.pid);
+            return Err(super::ImageError::invalid(path, what));
+        }
+        if img.namespaces[..i].iter().any(|o| o.pid == ns.pid) {
+            let what = format!("pid {} makes two mount namespaces", ns.pid);
+            return Err(super::ImageError::invalid(path, what));
+        }
+    }
+    Ok(())
 }
 
 /// Every mount of the tree's namespace, parents before children, in the order the

@@ -78,6 +78,7 @@ fn sample_image() -> Image {
         ns: Default::default(),
         cgroup: Default::default(),
         mounts: None,
+        nested_mounts: Default::default(),
         netns: None,
         chain: None,
         parent_pages: Default::default(),

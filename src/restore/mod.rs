@@ -479,6 +479,7 @@ impl Builder<'_> {
         }
         self.make_zombies()?;
         drop(span);
+        mnt::nested::set_elsewhere(self.fds_elsewhere());
         let mut ptys = self.ttys.fds();
         ptys.extend(&self.given);
         for (pid, child) in &mut self.procs {
@@ -532,6 +533,13 @@ impl Builder<'_> {
             // The files deleted while open, made inside the tree's rebuilt mounts.
             (self.ghosts.make(Some(child.pid()))).map_err(at(RestoreStage::Takeover, pid))?;
         }
+        if let Some(ns) =
+            (self.image.nested_mounts.namespaces.iter()).find(|ns| ns.pid == pid && pid != root)
+        {
+            let built = self.built_mounts();
+            mnt::nested::restore(&child, &self.image.dir, ns, &built)
+                .map_err(at(RestoreStage::Takeover, pid))?;
+        }
         if pid == root {
             let own_mounts = self.mounts.is_some();
             self.orphan_master = orphan_pty::build(&mut self.ttys, self.image, pid, own_mounts)
@@ -570,6 +578,36 @@ impl Builder<'_> {
             }
             _ => Ok(memory::Filled::default()),
         }
+    }
+
+    /// The tree's mount namespaces built so far (the root's own first, then those made
+    /// inside the tree), each with a process of it.
+    fn built_mounts(&self) -> Vec<mnt::nested::Built<'_>> {
+        let host_pid = |pid: i32| {
+            (self.procs.iter())
+                .find(|(p, _)| *p == pid)
+                .map(|(_, c)| c.pid())
+        };
+        let root = self.image.inventory.root_pid;
+        let own = (self.image.mounts.as_ref()).and_then(|m| Some((host_pid(root)?, m)));
+        let nested = (self.image.nested_mounts.namespaces.iter())
+            .filter_map(|ns| Some((host_pid(ns.pid)?, &ns.mounts)));
+        (own.into_iter().chain(nested))
+            .map(|(pid, mounts)| mnt::nested::Built { pid, mounts })
+            .collect()
+    }
+
+    /// The fds to open in another mount namespace than their process's, by (pid, fd) as
+    /// stasis sees it, with a process of that namespace.
+    fn fds_elsewhere(&self) -> Vec<((i32, i32), i32)> {
+        let host_pid = |pid: i32| {
+            (self.procs.iter())
+                .find(|(p, _)| *p == pid)
+                .map(|(_, c)| c.pid())
+        };
+        (self.image.nested_mounts.elsewhere.iter())
+            .filter_map(|e| Some(((host_pid(e.pid)?, e.fd), host_pid(e.ns_pid)?)))
+            .collect()
     }
 
     /// The task of `entry`, forked by its parent together with every sibling not created

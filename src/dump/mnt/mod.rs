@@ -7,6 +7,7 @@
 //! It does not own the other namespaces (`dump/ns/` rebuilds or refuses them) nor files
 //! held open on these mounts (`dump/files/`, which reach them through `/proc/PID/root`).
 
+pub mod nested;
 mod overlay;
 mod procfs;
 mod propagation;
@@ -26,7 +27,6 @@ pub type Externals = Vec<(String, String)>;
 /// The mounts of a tree with a mount namespace of its own, checked and ready to save.
 pub struct Plan {
     root: i32,
-    ns: u64,
     image: MountsImage,
 }
 
@@ -54,7 +54,6 @@ pub fn plan(root: i32, externals: &Externals) -> Result<Option<Plan>, DumpError>
     }
     Ok(Some(Plan {
         root,
-        ns,
         image: MountsImage { mounts },
     }))
 }
@@ -70,18 +69,9 @@ fn refuse_unused(externals: &Externals) -> Result<(), DumpError> {
 }
 
 impl Plan {
-    /// Every process of the tree must share the root's mount namespace.
-    pub fn check_tree(&self, pids: &[i32]) -> Result<(), DumpError> {
-        for &pid in pids {
-            if ns_of(&pid.to_string())? != self.ns {
-                return Err(DumpError::unsupported(format!(
-                    "pid {pid} is in another mount namespace than the tree's root {} \
-                     (mnt:[{}]), which stasis cannot rebuild yet",
-                    self.root, self.ns
-                )));
-            }
-        }
-        Ok(())
+    /// The root's mounts, for the nested namespaces' peer groups.
+    pub fn image(&self) -> &MountsImage {
+        &self.image
     }
 
     /// Writes `mnt.img` and each tmpfs's contents (the tree is frozen: they hold still).

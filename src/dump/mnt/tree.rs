@@ -28,10 +28,36 @@ pub fn classify(
     mine: &[MountInfo],
     externals: &Externals,
 ) -> Result<Vec<Mount>, DumpError> {
+    classify_with(theirs, mine, externals, false)
+}
+
+/// [`classify`] for a namespace made inside the tree (`nested.rs`), against the
+/// namespace it was copied from (`parent`): a superblock that namespace has mounted is
+/// bound from there rather than made anew (a new tmpfs or devpts would be another one).
+pub fn classify_nested(
+    theirs: &[MountInfo],
+    parent: &[MountInfo],
+) -> Result<Vec<Mount>, DumpError> {
+    classify_with(theirs, parent, &Vec::new(), true)
+}
+
+fn classify_with(
+    theirs: &[MountInfo],
+    mine: &[MountInfo],
+    externals: &Externals,
+    nested: bool,
+) -> Result<Vec<Mount>, DumpError> {
     let order = parents_first(theirs)?;
     let mut judged: Vec<Mount> = Vec::new();
     for m in crate::image::mnt::shallow_first(&order, |m| &m.root) {
-        let how = how(m, &judged, mine, externals, judged.is_empty())?;
+        let at = Judged {
+            done: &judged,
+            mine,
+            externals,
+            is_root: judged.is_empty(),
+            nested,
+        };
+        let how = how(m, &at)?;
         judged.push(Mount {
             id: m.id,
             parent: m.parent,
@@ -84,13 +110,26 @@ fn parents_first(all: &[MountInfo]) -> Result<Vec<&MountInfo>, DumpError> {
     Ok(out)
 }
 
-fn how(
-    m: &MountInfo,
-    done: &[Mount],
-    mine: &[MountInfo],
-    externals: &Externals,
+/// What a mount is judged against.
+struct Judged<'a> {
+    /// The mounts judged before it.
+    done: &'a [Mount],
+    /// The namespace the tree's is copied from at restore.
+    mine: &'a [MountInfo],
+    externals: &'a Externals,
     is_root: bool,
-) -> Result<How, DumpError> {
+    /// A namespace made inside the tree (`classify_nested`).
+    nested: bool,
+}
+
+fn how(m: &MountInfo, at: &Judged) -> Result<How, DumpError> {
+    let Judged {
+        done,
+        mine,
+        externals,
+        is_root,
+        ..
+    } = *at;
     if let Some((_, key)) = externals.iter().find(|(mp, _)| *mp == m.mountpoint) {
         return Ok(How::External { key: key.clone() });
     }
@@ -107,6 +146,9 @@ fn how(
     }
     if let Some((of, rel)) = same_fs_in_image(m, done) {
         return Ok(How::Bind { of, rel });
+    }
+    if let Some(path) = host_dir(m, mine).filter(|_| at.nested) {
+        return Ok(How::HostBind { path });
     }
     if m.fstype == "tmpfs" && m.root == "/" {
         return Ok(How::Tmpfs);

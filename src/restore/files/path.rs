@@ -15,12 +15,16 @@ use crate::restore::mm::open_in;
 use crate::restore::RestoreError;
 
 pub fn restore(at: &Install, p: &PathFd) -> Result<(), RestoreError> {
-    at.place(open_in(at.child, &p.file.path, at.reopen_flags())?)?;
+    let (path, flags, fd) = (&p.file.path, at.reopen_flags(), at.entry.fd);
+    let there = crate::restore::mnt::nested::open_elsewhere(at.child, fd, path, flags)?;
+    at.place(there.map_or_else(|| open_in(at.child, path, flags), Ok)?)?;
     seek(at, p.pos)
 }
 
 pub fn restore_opath(at: &Install, p: &OPathFd) -> Result<(), RestoreError> {
-    at.place(open_in(at.child, &p.path, at.reopen_flags())?)
+    let (path, flags, fd) = (&p.path, at.reopen_flags(), at.entry.fd);
+    let there = crate::restore::mnt::nested::open_elsewhere(at.child, fd, path, flags)?;
+    at.place(there.map_or_else(|| open_in(at.child, path, flags), Ok)?)
 }
 
 /// Ordering requirements: the file exists only between its creation here and the unlink

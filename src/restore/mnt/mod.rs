@@ -12,6 +12,7 @@
 //! external mount given, the root directory there, the host's mounts the tree used
 //! still mounted, the new mount API present.
 
+pub mod nested;
 mod procfs;
 mod propagation;
 mod tmpfs;
@@ -35,6 +36,9 @@ pub struct Sources<'a> {
     /// (`orphan-pty.img`): its pair is made as soon as that devpts exists, before any
     /// bind mount of its node (runc's `/dev/console`).
     orphan: Option<(String, u32)>,
+    /// The tmpfs records of a namespace made inside the tree (`nested.rs`), read before
+    /// its build (the image directory is not in it); the root's are read as they are made.
+    tmpfs: std::collections::HashMap<u32, crate::image::mnt::TmpfsImage>,
 }
 
 fn unsupported(what: String) -> RestoreError {
@@ -67,6 +71,7 @@ pub fn verify<'a>(
         root: opts.root.clone(),
         externals: opts.mnt_externals.clone(),
         orphan: (image.orphan_pty.ptys.first()).map(|p| (p.devpts.clone(), p.index)),
+        tmpfs: Default::default(),
     };
     let mine = own_mountinfo()?;
     for m in &mounts.mounts {
@@ -161,13 +166,7 @@ impl Sources<'_> {
 pub fn restore(child: &Child, sources: &Sources) -> Result<(), RestoreError> {
     let pid = child.pid();
     let remote = child.remote();
-    let r = remote.raw(libc::SYS_unshare, &[libc::CLONE_NEWNS as u64])?;
-    if r < 0 {
-        return Err(unsupported(format!(
-            "unshare(CLONE_NEWNS) in pid {pid}: {}",
-            nix::errno::Errno::from_raw(-r as i32).desc()
-        )));
-    }
+    unshare_mounts(child)?;
     let addr = child.put_str(0, &sources.dir.to_string_lossy())?;
     let r = remote.raw(libc::SYS_chdir, &[addr])?;
     if r < 0 {
@@ -178,8 +177,22 @@ pub fn restore(child: &Child, sources: &Sources) -> Result<(), RestoreError> {
     }
     CWD_MOVED.store(true, std::sync::atomic::Ordering::Relaxed);
     let premade = procfs::make_in_root(sources, child)?;
-    crate::sys::mount::in_mount_ns(pid, || tree::build(sources, premade))
+    let outside = std::collections::HashMap::new();
+    crate::sys::mount::in_mount_ns(pid, || tree::build(sources, premade, outside))
         .map_err(|e| unsupported(format!("pid {pid}: {e}")))?
+}
+
+/// `unshare(CLONE_NEWNS)` run by `child`: a copy of its mount namespace of its own.
+fn unshare_mounts(child: &Child) -> Result<(), RestoreError> {
+    let r = (child.remote()).raw(libc::SYS_unshare, &[libc::CLONE_NEWNS as u64])?;
+    if r < 0 {
+        return Err(unsupported(format!(
+            "unshare(CLONE_NEWNS) in pid {}: {}",
+            child.pid(),
+            nix::errno::Errno::from_raw(-r as i32).desc()
+        )));
+    }
+    Ok(())
 }
 
 /// Where stasis reaches `path` of the tree as `child` sees it: through the child's

@@ -18,9 +18,20 @@ use crate::image::mnt::{Entry, EntryKind, Mount, TmpfsImage};
 use crate::image::Kind;
 use crate::restore::RestoreError;
 
-pub fn fill(dir: &Path, mt: &Mount, fd: &OwnedFd) -> Result<(), RestoreError> {
-    let path = dir.join(crate::image::mnt::tmpfs_name(mt.id));
-    let image: TmpfsImage = crate::image::file::read(Kind::MntTmpfs, &path)?;
+/// The record of tmpfs `mt` (`nested`: of a namespace made inside the tree,
+/// `mntns-tmpfs-<id>.img`).
+pub fn load(dir: &Path, mt: &Mount, nested: bool) -> Result<TmpfsImage, RestoreError> {
+    let (name, kind) = match nested {
+        true => (
+            crate::image::mnt::nested_tmpfs_name(mt.id),
+            Kind::NestedTmpfs,
+        ),
+        false => (crate::image::mnt::tmpfs_name(mt.id), Kind::MntTmpfs),
+    };
+    Ok(crate::image::file::read(kind, &dir.join(name))?)
+}
+
+pub fn fill(image: &TmpfsImage, mt: &Mount, fd: &OwnedFd) -> Result<(), RestoreError> {
     for e in &image.entries {
         make(fd, e).map_err(|err| {
             unsupported(format!(

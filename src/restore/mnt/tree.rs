@@ -7,9 +7,10 @@
 //! copy) before anything is attached, since attaching may hide host paths; a tmpfs is
 //! filled before it is attached; (3) the root is attached over `/tmp`, then each mount
 //! on its parent, parents first, each getting its own flags; (4) peer groups and
-//! masters once every mount exists; unbindable last (an unbindable mount cannot be a
-//! source); (5) `pivot_root` into the new root and the old one detached: every process
-//! of the namespace whose root was the old root now has the new one.
+//! masters once every mount exists and the new root is the root (`pivot_root` into it
+//! and the old one detached: every process of the namespace whose root was the old root
+//! now has the new one; `pivot_root` refuses a shared new root); (5) unbindable last (an
+//! unbindable mount cannot be a source).
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -24,8 +25,13 @@ use crate::sys::mount as m;
 /// Where the root is attached while the tree is built.
 const STAGE: &str = "/tmp";
 
-/// `premade`: mounts made elsewhere (`procfs.rs`), by image id.
-pub fn build(s: &Sources, premade: HashMap<u32, OwnedFd>) -> Result<(), RestoreError> {
+/// `premade`: mounts made elsewhere (`procfs.rs`), by image id; `outside`: a mount of
+/// each peer group that also has mounts in a namespace of the tree built before.
+pub fn build(
+    s: &Sources,
+    premade: HashMap<u32, OwnedFd>,
+    outside: HashMap<u32, OwnedFd>,
+) -> Result<(), RestoreError> {
     fn fail(what: &'static str) -> impl Fn(nix::errno::Errno) -> RestoreError {
         move |e| unsupported(format!("{what}: {}", e.desc()))
     }
@@ -40,7 +46,12 @@ pub fn build(s: &Sources, premade: HashMap<u32, OwnedFd>) -> Result<(), RestoreE
     let mounts = &s.image.mounts;
     let fds = make_all(s, mounts, premade)?;
     attach_all(mounts, &fds)?;
-    super::propagation::apply(mounts, &fds)?;
+    nix::unistd::fchdir(&fds[&mounts[0].id]).map_err(fail("fchdir to the new root"))?;
+    nix::unistd::pivot_root(".", ".").map_err(fail("pivot_root into the new root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(fail("detach the old root"))?;
+    nix::unistd::chdir("/").map_err(fail("chdir /"))?;
+    // pivot_root refuses a shared new root: propagation comes once it is the root.
+    super::propagation::apply(mounts, &fds, &outside)?;
     for mt in mounts.iter().filter(|mt| mt.unbindable) {
         m::set_attr(
             fds[&mt.id].as_fd(),
@@ -51,10 +62,7 @@ pub fn build(s: &Sources, premade: HashMap<u32, OwnedFd>) -> Result<(), RestoreE
         )
         .map_err(|e| unsupported(e.to_string()))?;
     }
-    nix::unistd::fchdir(&fds[&mounts[0].id]).map_err(fail("fchdir to the new root"))?;
-    nix::unistd::pivot_root(".", ".").map_err(fail("pivot_root into the new root"))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(fail("detach the old root"))?;
-    nix::unistd::chdir("/").map_err(fail("chdir /"))
+    Ok(())
 }
 
 fn merr(e: m::MountError) -> RestoreError {
@@ -119,7 +127,10 @@ fn make(
         How::Tmpfs => {
             let (opts, ro) = super_opts(mt);
             let fd = m::new_fs("tmpfs", &opts).map_err(merr)?;
-            super::tmpfs::fill(&s.dir, mt, &fd)?;
+            match s.tmpfs.get(&mt.id) {
+                Some(image) => super::tmpfs::fill(image, mt, &fd)?,
+                None => super::tmpfs::fill(&super::tmpfs::load(&s.dir, mt, false)?, mt, &fd)?,
+            }
             if ro {
                 m::superblock_readonly(fd.as_fd(), &mt.mountpoint).map_err(merr)?;
             }
