@@ -118,7 +118,11 @@ use super::error::ImageError;
 /// mount (as the tree sees it) of each pty of the tree that lives in another devpts
 /// instance than the host's (a container's own `/dev/pts`); the restore makes those
 /// pairs through that mount's `ptmx`. An older image has none: every pty is the host's.
-pub const FORMAT_VERSION: u32 = 13;
+///
+/// Version 14 also adds `userns.img` (kind 27, `image::userns`): the uid and gid maps and
+/// the setgroups mode of the tree's own user namespace, a child of the dumper's; the
+/// root is cloned into a new one with these maps. An older image has none.
+pub const FORMAT_VERSION: u32 = 14;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;
@@ -167,6 +171,8 @@ pub enum Kind {
     Lazy = 24,
     /// The devpts instance of each pty not of the host's (`pty-devpts.img`, format 13).
     PtyDevpts = 32,
+    /// The tree's own user namespace (`userns.img`, format 14).
+    UserNs = 27,
 }
 
 /// Human name of a kind number, for messages.
@@ -194,6 +200,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         30 => "orphan pty",
         24 => "lazy pages",
         32 => "pty devpts",
+        27 => "user namespace",
         _ => "unknown",
     }
 }

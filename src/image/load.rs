@@ -70,6 +70,8 @@ pub struct Image {
     pub mounts: Option<super::mnt::MountsImage>,
     /// The tree's own network namespace (none without `netns.img`).
     pub netns: Option<super::netns::NetNsImage>,
+    /// (format 12) The tree's own user namespace (none without `userns.img`).
+    pub userns: Option<super::userns::UserNsImage>,
     /// (format 11) Where the image stands in a chain of incremental images.
     pub chain: Option<super::chain::ChainImage>,
     /// Where each process's pages kept in parent images are (`image::chain`), by pid.
@@ -150,6 +152,7 @@ impl Image {
         let cgroup = load_cgroup(dir)?;
         let mounts = load_mounts(dir)?;
         let netns = load_netns(dir)?;
+        let userns = load_userns(dir)?;
         let dir = dir.to_path_buf();
         let mut image = Image {
             dir,
@@ -166,6 +169,7 @@ impl Image {
             cgroup,
             mounts,
             netns,
+            userns,
             chain,
             parent_pages: Default::default(),
         };
@@ -396,6 +400,17 @@ fn load_netns(dir: &Path) -> Result<Option<super::netns::NetNsImage>, ImageError
     Ok(Some(ns))
 }
 
+/// `userns.img` if the tree had a user namespace of its own, validated.
+fn load_userns(dir: &Path) -> Result<Option<super::userns::UserNsImage>, ImageError> {
+    let path = dir.join(super::userns::USERNS);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let ns = read(Kind::UserNs, &path)?;
+    super::userns::validate(&ns, &path)?;
+    Ok(Some(ns))
+}
+
 /// `mnt.img` if the tree had a mount namespace of its own.
 fn load_mounts(dir: &Path) -> Result<Option<super::mnt::MountsImage>, ImageError> {
     let path = dir.join(super::mnt::MOUNTS);
@@ -472,6 +487,7 @@ mod tests {
             cgroup: CgroupImage::default(),
             mounts: None,
             netns: None,
+            userns: None,
             chain: None,
             parent_pages: Default::default(),
         }

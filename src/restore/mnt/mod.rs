@@ -152,16 +152,25 @@ impl Sources<'_> {
     }
 }
 
-/// The hook at the root's clone: moves the root into a mount namespace of its own and
-/// builds the image's mount tree there.
+/// The hook at the root's clone: moves the root into a mount namespace of its own (that
+/// of the holder of the tree's user namespace, if it has one) and builds the image's
+/// mount tree there.
 ///
 /// Ordering requirements: right after the root's takeover, before its Mappings stage
 /// (files are opened in the rebuilt tree) and before its children are forked (they
 /// inherit the namespace and the cwd through which pages are read).
-pub fn restore(child: &Child, sources: &Sources) -> Result<(), RestoreError> {
+pub fn restore(
+    child: &Child,
+    sources: &Sources,
+    userns: Option<&crate::restore::ns::user::Made>,
+) -> Result<(), RestoreError> {
     let pid = child.pid();
     let remote = child.remote();
-    let r = remote.raw(libc::SYS_unshare, &[libc::CLONE_NEWNS as u64])?;
+    let r = match userns {
+        // The namespace must be owned by the tree's user namespace: its holder's.
+        Some(made) => crate::restore::ns::user::enter_mnt(child, made).map(|()| 0)?,
+        None => remote.raw(libc::SYS_unshare, &[libc::CLONE_NEWNS as u64])?,
+    };
     if r < 0 {
         return Err(unsupported(format!(
             "unshare(CLONE_NEWNS) in pid {pid}: {}",
@@ -177,7 +186,10 @@ pub fn restore(child: &Child, sources: &Sources) -> Result<(), RestoreError> {
         )));
     }
     CWD_MOVED.store(true, std::sync::atomic::Ordering::Relaxed);
-    let premade = procfs::make_in_root(sources, child)?;
+    let mut premade = procfs::make_in_root(sources, child)?;
+    if userns.is_some() {
+        premade.extend(tree::clone_host_sources(sources)?);
+    }
     crate::sys::mount::in_mount_ns(pid, || tree::build(sources, premade))
         .map_err(|e| unsupported(format!("pid {pid}: {e}")))?
 }
