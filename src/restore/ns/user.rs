@@ -76,6 +76,16 @@ pub fn active() -> bool {
     MAPS.lock().unwrap_or_else(|e| e.into_inner()).is_some()
 }
 
+/// The ids (stasis's view) of the tree's user namespace's root, its uid and gid 0, if
+/// the tree has a user namespace that maps them.
+pub fn ns_root() -> Option<(u32, u32)> {
+    let maps = MAPS.lock().unwrap_or_else(|e| e.into_inner());
+    let outside =
+        |m: &crate::image::userns::IdMap| m.0.iter().find(|e| e.inside == 0).map(|e| e.outside);
+    let maps = maps.as_ref()?;
+    Some((outside(&maps.uid_map)?, outside(&maps.gid_map)?))
+}
+
 /// Whether the tree's user namespace lets its tasks call `setgroups`.
 pub fn setgroups_allowed() -> bool {
     let maps = MAPS.lock().unwrap_or_else(|e| e.into_inner());
