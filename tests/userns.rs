@@ -63,7 +63,7 @@ fn start_counting(cmd: &mut Command, count: &Path) -> Option<common::Running> {
 }
 
 /// Dumps the counting tree rooted at `root`, restores it and checks what it sees.
-fn round_trip(test: &str, run: common::Running, count: &Path, tmp: &TempDir) {
+fn round_trip(run: common::Running, count: &Path, tmp: &TempDir) {
     let root = run.pid();
     let maps = |p: i32| (proc_text(p, "uid_map"), proc_text(p, "gid_map"));
     let (maps_before, id_before) = (maps(root), inside(root, &["id"]));
@@ -129,7 +129,7 @@ fn user_namespace_mapping_root_round_trip() {
         common::skip(test, "unshare could not start the namespaces");
         return;
     };
-    round_trip(test, run, &count, &tmp);
+    round_trip(run, &count, &tmp);
 }
 
 /// Enters a new user namespace, waits for its maps (written by the test), becomes its
@@ -193,7 +193,7 @@ fn user_namespace_mapping_a_range_round_trip() {
         return;
     }
     assert!(proc_text(pid, "status").contains("Uid:\t100000"));
-    round_trip(test, run, &count, &tmp);
+    round_trip(run, &count, &tmp);
 }
 
 #[test]
