@@ -89,7 +89,7 @@ pub fn ns_root() -> Option<(u32, u32)> {
 /// Whether the tree's user namespace lets its tasks call `setgroups`.
 pub fn setgroups_allowed() -> bool {
     let maps = MAPS.lock().unwrap_or_else(|e| e.into_inner());
-    maps.as_ref().is_none_or(|m| m.setgroups)
+    maps.as_ref().map_or(true, |m| m.setgroups)
 }
 
 /// The holder of the tree's new namespaces and the restoring thread's own ones, to go
