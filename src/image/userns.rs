@@ -5,7 +5,8 @@
 //! The maps are as `/proc/PID/uid_map` shows them to the dumper: each extent's outside
 //! ids are the dumper's. Every other id of the image (credentials, file owners) is the
 //! dumper's view too; the restore translates those it injects into a task
-//! ([`IdMap::inside`]).
+//! ([`IdMap::inside`]). The owners of the tree's sockets are kept too (`sockets`): a
+//! socket made again is owned by the restorer, seen from inside as the overflow id.
 
 use std::path::Path;
 
@@ -26,6 +27,19 @@ pub struct UserNsImage {
     pub gid_map: IdMap,
     /// `/proc/PID/setgroups` said `allow` (else `deny`, written before the gid map).
     pub setgroups: bool,
+    /// The owner of each socket fd of the tree (its inode's, the dumper's view): the
+    /// restore makes sockets with its own ids, then gives each its owner back.
+    pub sockets: Vec<SocketOwner>,
+}
+
+/// The owner of the socket at fd `fd` of process `pid` (what `stat` of
+/// `/proc/PID/fd/FD` reports: the creator's fsuid and fsgid).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketOwner {
+    pub pid: i32,
+    pub fd: i32,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// One line of a uid or gid map: `count` ids from `inside` map to `outside` on.
@@ -120,6 +134,7 @@ mod tests {
             uid_map: one.clone(),
             gid_map: one,
             setgroups: false,
+            sockets: Vec::new(),
         };
         assert!(validate(&ns, p).is_ok());
         ns.gid_map.0[0].outside = u32::MAX;

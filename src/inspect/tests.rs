@@ -79,6 +79,7 @@ fn sample_image() -> Image {
         cgroup: Default::default(),
         mounts: None,
         netns: None,
+        userns: None,
         chain: None,
         parent_pages: Default::default(),
     }

@@ -121,9 +121,6 @@ pub enum RestoreStage {
     Mappings,
     /// Read saved pages into place.
     Memory,
-    /// Join the tree's own user namespace, once every process exists (its children
-    /// were made with stasis's privileges) and before its threads are created.
-    UserNs,
     /// Final protections, madvise flags, mlock.
     Protections,
     /// brk, arg/env, auxv and the exe link (`PR_SET_MM_MAP`).
@@ -141,6 +138,11 @@ pub enum RestoreStage {
     Limits,
     /// Signal handlers.
     SigActions,
+    /// Join the tree's own user namespace, once every process exists (its children
+    /// were made with stasis's privileges), after the stages that need privileges over
+    /// the dumper's namespace (files: `SO_*BUFFORCE`; limits; loginuid) and before its
+    /// threads are created.
+    UserNs,
     /// Create the other threads with their tids (`clone3` injected into the leader).
     Threads,
     /// Owners and signals of the open file descriptions (`F_SETOWN_EX`: an owner may be
@@ -820,9 +822,6 @@ fn finish(
 ) -> Result<(), RestoreError> {
     use RestoreStage as S;
     let task = &p.task;
-    if let Some(made) = userns {
-        ns::user::enter(child, made).map_err(at(S::UserNs, task.pid))?;
-    }
     let mut s = Staged::new(child);
     if !entry.shares_vm {
         let filled = memory::filled_vmas(&p.mm);
@@ -843,6 +842,12 @@ fn finish(
     s.stage(S::Limits, |s| task::restore_rlimits(s, task))?;
     if !entry.shares_sighand {
         s.stage(S::SigActions, |s| task::restore_sigactions(s, task))?;
+    }
+    if let Some(made) = userns {
+        s.stage(S::SigActions, Staged::flush)?;
+        drop(s);
+        ns::user::enter(child, made).map_err(at(S::UserNs, task.pid))?;
+        s = Staged::new(child);
     }
     if task.threads.len() > 1 {
         s.stage(S::SigActions, Staged::flush)?;

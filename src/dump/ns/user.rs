@@ -4,14 +4,14 @@
 //! UTS, IPC, mount) must be owned by it, as those made again will be; the time and
 //! cgroup namespaces, which stasis makes before the root, by the dumper's. Deeper user
 //! namespaces, a process in another one than the root's, a pid namespace inside it
-//! (its tasks could not be given their outer pids) and other owners are refused naming
-//! the pid and namespace.
+//! (see [`refuse_pid_ns`]) and other owners are refused naming the pid and namespace;
+//! the nested namespaces and pid namespaces before the tree is frozen.
 //! The restore side is `restore/ns/user.rs`.
 
 use std::os::fd::OwnedFd;
 
 use super::{inode, DumpError};
-use crate::image::userns::{IdMap, UserNsImage};
+use crate::image::userns::{IdMap, SocketOwner, UserNsImage};
 use crate::sys::nsfs;
 
 /// The dumper's user namespace inode.
@@ -26,8 +26,9 @@ fn open_ns(pid: &str, kind: &str) -> Result<OwnedFd, DumpError> {
     Ok(file.into())
 }
 
-/// Refuses `pid` if its user namespace is neither the dumper's nor a child of it
-/// (checked for every process before it is frozen).
+/// Refuses `pid` if its user namespace is neither the dumper's nor a child of it, or if
+/// in a child of it, it is in or makes a pid namespace of its own (checked for every
+/// process before it is frozen).
 pub fn refuse_foreign(pid: i32) -> Result<(), DumpError> {
     let (Some(mine), Some(theirs)) = (own(), inode(&pid.to_string(), "user")) else {
         return Ok(());
@@ -37,7 +38,7 @@ pub fn refuse_foreign(pid: i32) -> Result<(), DumpError> {
     }
     let parent = nsfs::parent(&open_ns(&pid.to_string(), "user")?).ok();
     if parent == Some(mine) {
-        return Ok(());
+        return refuse_pid_ns(pid, theirs);
     }
     Err(DumpError::unsupported(format!(
         "pid {pid} is in user:[{theirs}], nested below a user namespace of its own (stasis \
@@ -72,27 +73,36 @@ pub fn collect(live: &[i32]) -> Result<Option<UserNsImage>, DumpError> {
     if ns == mine {
         return Ok(None);
     }
-    for &pid in live {
-        refuse_pid_ns(pid, ns)?;
-    }
     check_owners(root, ns, mine)?;
-    read(root).map(Some)
+    let mut image = read(root)?;
+    image.sockets = socket_owners(live)?;
+    Ok(Some(image))
 }
 
 /// A process of a tree with its own user namespace must be in the dumper's pid
-/// namespace: the init of one owned by that user namespace would have to be made from
-/// inside it, and its children too, where no task may choose its pid in the outer
-/// namespaces (`set_tid`), which stasis restores.
+/// namespace and make its children there. A pid namespace owned by the tree's user
+/// namespace must be made by a task inside it, and cannot be entered (`setns`) before
+/// its init exists (`/proc/PID/ns/pid_for_children` of a namespace without an init is
+/// absent): its init would have to be cloned by a task of the user namespace, which may
+/// not choose the init's pid outside (`set_tid` needs `CAP_CHECKPOINT_RESTORE` over the
+/// dumper's namespace), nor may the init for its children. One owned by another user
+/// namespace would come back owned by the wrong one.
 fn refuse_pid_ns(pid: i32, userns: u64) -> Result<(), DumpError> {
-    let (theirs, ours) = (inode(&pid.to_string(), "pid"), inode("self", "pid"));
-    if theirs == ours {
+    let p = pid.to_string();
+    let (theirs, ours) = (inode(&p, "pid"), inode("self", "pid"));
+    let children = inode(&p, "pid_for_children");
+    let (what, ns) = if theirs != ours {
+        ("is in", theirs)
+    } else if children.is_some() && children != theirs {
+        ("unshared for its children", children)
+    } else {
         return Ok(());
-    }
+    };
     Err(DumpError::unsupported(format!(
-        "pid {pid} is in pid:[{}], a pid namespace inside the tree's user namespace \
-         user:[{userns}]; stasis cannot rebuild a pid namespace there yet (its tasks could \
-         not be given their pids outside it)",
-        theirs.unwrap_or(0)
+        "pid {pid} {what} pid:[{}], a pid namespace inside its user namespace \
+         user:[{userns}]; stasis cannot rebuild a pid namespace there yet (its init could \
+         not be given its pid outside it): start the tree without one",
+        ns.unwrap_or(0)
     )))
 }
 
@@ -147,5 +157,37 @@ fn read(pid: i32) -> Result<UserNsImage, DumpError> {
         uid_map: map("uid_map")?,
         gid_map: map("gid_map")?,
         setgroups: text("setgroups")?.trim() == "allow",
+        sockets: Vec::new(),
     })
+}
+
+/// The owner of every socket fd of `live` (see `UserNsImage::sockets`).
+fn socket_owners(live: &[i32]) -> Result<Vec<SocketOwner>, DumpError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for &pid in live {
+        let dir = format!("/proc/{pid}/fd");
+        let stat = |path: String| {
+            std::fs::read_dir(&path).map_err(|source| DumpError::Stat { path, source })
+        };
+        for entry in stat(dir.clone())?.flatten() {
+            let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            let link = std::fs::read_link(entry.path()).unwrap_or_default();
+            if !link.to_string_lossy().starts_with("socket:[") {
+                continue;
+            }
+            let path = format!("{dir}/{fd}");
+            let meta =
+                std::fs::metadata(&path).map_err(|source| DumpError::Stat { path, source })?;
+            out.push(SocketOwner {
+                pid,
+                fd,
+                uid: meta.uid(),
+                gid: meta.gid(),
+            });
+        }
+    }
+    Ok(out)
 }

@@ -13,7 +13,7 @@
 //! 3. every process, at the start of its last stages (single-threaded, its children
 //!    made), joins the user namespace ([`enter`]): the fd is handed over and `setns`'d.
 //!    The ids it is given later (credentials, file owners' uids) are translated into the
-//!    namespace ([`uid`], [`gid`]).
+//!    namespace ([`uid`], [`gid`]); its sockets get their saved owners back.
 //!
 //! The holder is killed when the restore ends ([`Made`]'s drop).
 
@@ -240,11 +240,34 @@ pub fn enter(child: &Child, made: &Made) -> Result<(), RestoreError> {
     let r = remote.raw(libc::SYS_setns, &[fd, libc::CLONE_NEWUSER as u64]);
     remote.call("close", libc::SYS_close, &[fd])?;
     match r? {
-        0 => Ok(()),
+        0 => give_sockets_back(pid),
         e => Err(fail(format!(
             "setns into it in pid {pid}: {} (a process sharing its address space or fs \
              context cannot enter a user namespace)",
             nix::errno::Errno::from_raw(-e as i32).desc()
         ))),
     }
+}
+
+/// Gives each socket fd of `pid` its saved owner (the restorer made it with its own
+/// ids): `chown` of `/proc/PID/fd/FD`, which reaches the socket's inode (`sockfs`
+/// sets the socket's uid with it).
+///
+/// Ordering requirements: once the process's fd table is complete.
+fn give_sockets_back(pid: i32) -> Result<(), RestoreError> {
+    let owners: Vec<_> = {
+        let maps = MAPS.lock().unwrap_or_else(|e| e.into_inner());
+        let sockets = maps.as_ref().map_or(&[][..], |m| &m.sockets[..]);
+        sockets.iter().filter(|s| s.pid == pid).copied().collect()
+    };
+    for s in owners {
+        let path = format!("/proc/{pid}/fd/{}", s.fd);
+        std::os::unix::fs::chown(&path, Some(s.uid), Some(s.gid)).map_err(|e| {
+            fail(format!(
+                "give the socket at fd {} of pid {pid} its owner {}:{}: {e}",
+                s.fd, s.uid, s.gid
+            ))
+        })?;
+    }
+    Ok(())
 }
