@@ -120,8 +120,9 @@ use super::error::ImageError;
 /// pairs through that mount's `ptmx`. An older image has none: every pty is the host's.
 ///
 /// Version 14 also adds `userns.img` (kind 27, `image::userns`): the uid and gid maps and
-/// the setgroups mode of the tree's own user namespace, a child of the dumper's; the
-/// root is cloned into a new one with these maps. An older image has none.
+/// the setgroups mode of the tree's own user namespace, a child of the dumper's, and the
+/// owner of each of the tree's sockets; the root is cloned into a new one with these
+/// maps. An older image has none.
 pub const FORMAT_VERSION: u32 = 14;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
