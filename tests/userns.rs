@@ -211,8 +211,8 @@ const ROOT_SEES: &[&str] = &[
 ];
 
 #[test]
-fn user_namespace_mapping_root_round_trip() {
-    let test = "user_namespace_mapping_root_round_trip";
+fn userns_mapping_root_round_trip() {
+    let test = "userns_mapping_root_round_trip";
     let _serial = common::serial();
     require_privileged!(test);
     if !usable(test) {
@@ -231,8 +231,8 @@ fn user_namespace_mapping_root_round_trip() {
 /// --fork --mount-proc`, rootless podman's shape) is refused before it is frozen, naming
 /// the pid and the namespace (see `dump/ns/user.rs` for why), and counts on.
 #[test]
-fn pid_namespace_inside_a_user_namespace_is_refused_before_the_freeze() {
-    let test = "pid_namespace_inside_a_user_namespace_is_refused_before_the_freeze";
+fn userns_with_a_pid_namespace_inside_is_refused_before_the_freeze() {
+    let test = "userns_with_a_pid_namespace_inside_is_refused_before_the_freeze";
     let _serial = common::serial();
     require_privileged!(test);
     if !usable(test) {
@@ -285,8 +285,8 @@ os.execvp(sys.argv[1], sys.argv[1:])\n";
 /// A tree whose user namespace maps 0-65535 to 100000-165535, its socket holder running
 /// as uid and gid 1000 inside: it keeps them, and the socket it made is still its own.
 #[test]
-fn user_namespace_mapping_a_range_round_trip() {
-    let test = "user_namespace_mapping_a_range_round_trip";
+fn userns_mapping_a_range_round_trip() {
+    let test = "userns_mapping_a_range_round_trip";
     let _serial = common::serial();
     require_privileged!(test);
     if !usable(test) {
@@ -383,18 +383,18 @@ fn refused_and_left_running(test: &str, inner: &[&str], what: &str) {
 }
 
 #[test]
-fn nested_pid_namespace_in_a_user_namespace_is_refused_and_left_running() {
+fn userns_with_a_pid_namespace_unshared_for_children_is_refused_and_left_running() {
     refused_and_left_running(
-        "nested_pid_namespace_in_a_user_namespace_is_refused_and_left_running",
+        "userns_with_a_pid_namespace_unshared_for_children_is_refused_and_left_running",
         &["unshare", "--pid", "--fork", "sleep", "1000"],
         "unshared for its children",
     );
 }
 
 #[test]
-fn nested_user_namespace_is_refused_and_left_running() {
+fn userns_nested_is_refused_and_left_running() {
     refused_and_left_running(
-        "nested_user_namespace_is_refused_and_left_running",
+        "userns_nested_is_refused_and_left_running",
         &["sh", "-c", "unshare --user sleep 1000 & wait"],
         "nested below",
     );
