@@ -127,6 +127,11 @@ use super::error::ImageError;
 /// `image::mnt::NestedImage`: each namespace with the process that made it and its
 /// mounts) and `mntns-tmpfs-<id>.img` (kind 36, a tmpfs only such a namespace has). An
 /// older image has none: every process of it was in the root's mount namespace.
+///
+/// Version 14 also adds `userns.img` (kind 27, `image::userns`): the uid and gid maps and
+/// the setgroups mode of the tree's own user namespace, a child of the dumper's, and the
+/// owner of each of the tree's sockets; the root is cloned into a new one with these
+/// maps. An older image has none.
 pub const FORMAT_VERSION: u32 = 14;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
@@ -180,6 +185,8 @@ pub enum Kind {
     NestedMounts = 35,
     /// The contents of a tmpfs of one of them (`mntns-tmpfs-<id>.img`, format 14).
     NestedTmpfs = 36,
+    /// The tree's own user namespace (`userns.img`, format 14).
+    UserNs = 27,
 }
 
 /// Human name of a kind number, for messages.
@@ -209,6 +216,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         32 => "pty devpts",
         35 => "nested mount namespaces",
         36 => "nested tmpfs contents",
+        27 => "user namespace",
         _ => "unknown",
     }
 }

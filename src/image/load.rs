@@ -72,6 +72,8 @@ pub struct Image {
     pub nested_mounts: super::mnt::NestedImage,
     /// The tree's own network namespace (none without `netns.img`).
     pub netns: Option<super::netns::NetNsImage>,
+    /// (format 12) The tree's own user namespace (none without `userns.img`).
+    pub userns: Option<super::userns::UserNsImage>,
     /// (format 11) Where the image stands in a chain of incremental images.
     pub chain: Option<super::chain::ChainImage>,
     /// Where each process's pages kept in parent images are (`image::chain`), by pid.
@@ -170,6 +172,7 @@ impl Image {
             super::mnt::validate_nested,
         )?;
         let netns = load_netns(dir)?;
+        let userns = load_userns(dir)?;
         let dir = dir.to_path_buf();
         let mut image = Image {
             dir,
@@ -187,6 +190,7 @@ impl Image {
             mounts,
             nested_mounts,
             netns,
+            userns,
             chain,
             parent_pages: Default::default(),
         };
@@ -417,6 +421,17 @@ fn load_netns(dir: &Path) -> Result<Option<super::netns::NetNsImage>, ImageError
     Ok(Some(ns))
 }
 
+/// `userns.img` if the tree had a user namespace of its own, validated.
+fn load_userns(dir: &Path) -> Result<Option<super::userns::UserNsImage>, ImageError> {
+    let path = dir.join(super::userns::USERNS);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let ns = read(Kind::UserNs, &path)?;
+    super::userns::validate(&ns, &path)?;
+    Ok(Some(ns))
+}
+
 /// `mnt.img` if the tree had a mount namespace of its own.
 fn load_mounts(dir: &Path) -> Result<Option<super::mnt::MountsImage>, ImageError> {
     let path = dir.join(super::mnt::MOUNTS);
@@ -494,6 +509,7 @@ mod tests {
             mounts: None,
             nested_mounts: Default::default(),
             netns: None,
+            userns: None,
             chain: None,
             parent_pages: Default::default(),
         }

@@ -44,6 +44,7 @@ pub mod sysv;
 pub mod task;
 pub mod tree;
 pub mod tty;
+pub mod userns;
 pub mod validate;
 
 #[cfg(test)]

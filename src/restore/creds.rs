@@ -26,10 +26,12 @@ const PR_CAP_AMBIENT_RAISE: u64 = 2;
 /// of ids runs them first (see [`thread_creds`]).
 pub fn restore_creds(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreError> {
     let child = s.child();
+    let in_userns = crate::restore::ns::user::active();
     let kept = match super::inherited::status() {
-        // The child has the restorer's own capabilities, inherited through clone3.
-        Ok(me) => me.cap_prm,
-        Err(_) => {
+        // The child has the restorer's own capabilities, inherited through clone3 (not
+        // once it joined a user namespace of the tree's: all of them there).
+        Ok(me) if !in_userns => me.cap_prm,
+        _ => {
             s.flush()?;
             let remote = child.remote();
             let mut b = remote.batch();
@@ -60,6 +62,10 @@ pub fn restore_creds(s: &mut Staged, task: &TaskImage) -> Result<(), RestoreErro
 /// groups, capabilities and securebits, inherited through `clone3` (no earlier stage
 /// changes them). Then only the attributes after the credentials are set.
 fn inherited(c: &Creds) -> bool {
+    // A process that joined the tree's user namespace got new capabilities there.
+    if crate::restore::ns::user::active() {
+        return false;
+    }
     let Ok(me) = super::inherited::status() else {
         return false;
     };
@@ -98,7 +104,8 @@ fn thread_creds(
 ) -> Result<(), RestoreError> {
     let creds = task.creds_of(t.tid);
     if change {
-        let kept = set_ids(remote, creds)?;
+        let ids = inside(creds, task.pid, t.tid)?;
+        let kept = set_ids(remote, &ids)?;
         set_caps(b, creds, kept)?;
     }
     super::prctl::restore_after_creds(b, &task.attrs, t.pdeathsig);
@@ -109,17 +116,70 @@ fn thread_creds(
     Ok(())
 }
 
+/// The ids a thread is given, as its user namespace names them; `groups` is `None`
+/// when the thread keeps those it has (the restorer's).
+struct Ids {
+    groups: Option<Vec<u32>>,
+    gid: [u32; 4],
+    uid: [u32; 4],
+}
+
+/// The saved ids of thread `tid` of `pid` translated into the tree's user namespace
+/// (the same without one, see `restore/ns/user.rs`); an id it lacks is kept if the
+/// thread has it already (`u32::MAX`), else refused.
+fn inside(c: &Creds, pid: i32, tid: i32) -> Result<Ids, RestoreError> {
+    use crate::restore::ns::user;
+    let me = super::inherited::status()?;
+    let refuse = |what: &str, id: u32| RestoreError::Unsupported {
+        what: format!(
+            "thread {tid} of pid {pid} had {what} {id}, which the tree's user namespace does \
+             not map and the restorer does not have"
+        ),
+    };
+    let map = |ids: [u32; 4], own: [u32; 4], f: fn(u32, u32) -> Option<u32>, what| {
+        let mut out = [0; 4];
+        for i in 0..4 {
+            out[i] = f(ids[i], own[i]).ok_or_else(|| refuse(what, ids[i]))?;
+        }
+        Ok::<_, RestoreError>(out)
+    };
+    let groups = if user::active() && c.groups == me.groups {
+        None
+    } else if !user::setgroups_allowed() {
+        return Err(RestoreError::Unsupported {
+            what: format!(
+                "thread {tid} of pid {pid} had groups {:?}, not the restorer's, and its user \
+                 namespace denies setgroups",
+                c.groups
+            ),
+        });
+    } else {
+        let inside = c
+            .groups
+            .iter()
+            .map(|&g| user::gid(g, u32::MAX).ok_or_else(|| refuse("group", g)));
+        Some(inside.collect::<Result<_, _>>()?)
+    };
+    Ok(Ids {
+        groups,
+        gid: map(c.gid, me.gid, user::gid, "gid")?,
+        uid: map(c.uid, me.uid, user::uid, "uid")?,
+    })
+}
+
 /// Steps 1-2 of [`thread_creds`]; returns the permitted capabilities kept.
-fn set_ids(remote: &Remote, c: &Creds) -> Result<u64, RestoreError> {
+fn set_ids(remote: &Remote, c: &Ids) -> Result<u64, RestoreError> {
     let mut b = remote.batch();
     set_securebits(&mut b, SECBIT_KEEP_CAPS);
-    let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
-    let addr = b.put(&groups);
-    b.call(
-        "setgroups",
-        libc::SYS_setgroups,
-        &[c.groups.len() as u64, addr],
-    );
+    if let Some(groups) = &c.groups {
+        let bytes: Vec<u8> = groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
+        let addr = b.put(&bytes);
+        b.call(
+            "setgroups",
+            libc::SYS_setgroups,
+            &[groups.len() as u64, addr],
+        );
+    }
     b.call(
         "setresgid",
         libc::SYS_setresgid,

@@ -143,6 +143,11 @@ pub enum RestoreStage {
     Limits,
     /// Signal handlers.
     SigActions,
+    /// Join the tree's own user namespace, once every process exists (its children
+    /// were made with stasis's privileges), after the stages that need privileges over
+    /// the dumper's namespace (files: `SO_*BUFFORCE`; limits; loginuid) and before its
+    /// threads are created.
+    UserNs,
     /// Create the other threads with their tids (`clone3` injected into the leader).
     Threads,
     /// Owners and signals of the open file descriptions (`F_SETOWN_EX`: an owner may be
@@ -186,6 +191,7 @@ impl RestoreStage {
             Self::AddressSpace => "address space",
             Self::Mappings => "mappings",
             Self::Memory => "memory",
+            Self::UserNs => "user namespace",
             Self::Protections => "protections",
             Self::MmFields => "mm fields",
             Self::Files => "files",
@@ -268,6 +274,7 @@ pub fn restore_with(
         orphan_pty::check(&image, opts.orphan_pts_master)?;
     }
     ns::pid::install(&image.ns);
+    ns::user::set_maps(&image);
     let lock = netlock::load(&image)?;
     netlock::liftable(&image, &lock)?;
     let root = image.inventory.root_pid;
@@ -300,6 +307,7 @@ pub fn restore_with(
         mounts: mounts.as_ref(),
         join_net: join_net.as_deref(),
         net: None,
+        userns: None,
         veths: &opts.veth_externals,
         lazy: post_copy.as_deref(),
         net_lock: match lock.pids.contains(&root) {
@@ -446,6 +454,8 @@ struct Builder<'a> {
     join_net: Option<&'a std::path::Path>,
     /// The tree's network namespace, entered by stasis once the root is in it.
     net: Option<ns::net::Entered>,
+    /// The tree's own user namespace and its holder, made right before the root.
+    userns: Option<ns::user::Made>,
     /// The lock a new network namespace of the tree's holds until the tree is rebuilt
     /// (that of the dumped namespace's, `Skip` for none).
     net_lock: crate::netlock::LockMode,
@@ -488,7 +498,8 @@ impl Builder<'_> {
                 .process(*pid)
                 .expect("live processes have records");
             let entry = self.image.tree.get(*pid).expect("in the tree");
-            finish(child, p, entry, self.tcp_close, self.ghosts, &ptys)?;
+            let userns = self.userns.as_ref();
+            finish(child, p, entry, self.tcp_close, self.ghosts, &ptys, userns)?;
         }
         self.close_spares()?;
         std::mem::take(&mut self.ttys);
@@ -511,7 +522,18 @@ impl Builder<'_> {
             let joined = (self.join_net.map(ns::net::Entered::join).transpose())
                 .map_err(at(RestoreStage::Takeover, pid))?;
             let flags = ns::root_clone_flags(self.image, joined.is_some());
-            let made = child::create(pid, vmas, flags);
+            // A user namespace of the tree's: the root is cloned into the namespaces
+            // its holder made, from the restoring thread that entered them.
+            let made = ns::user::before_root(self.image, flags).and_then(|mut userns| {
+                let flags = match userns {
+                    Some(_) => ns::user::root_flags(flags),
+                    None => flags,
+                };
+                let made = child::create(pid, vmas, flags);
+                userns.iter_mut().for_each(ns::user::Made::leave);
+                self.userns = userns;
+                made
+            });
             drop(cg_ns);
             self.net = joined;
             made
@@ -529,7 +551,8 @@ impl Builder<'_> {
                 .map_err(at(RestoreStage::Takeover, pid))?;
         }
         if let Some(mounts) = self.mounts.filter(|_| pid == root) {
-            mnt::restore(&child, mounts).map_err(at(RestoreStage::Takeover, pid))?;
+            mnt::restore(&child, mounts, self.userns.as_ref())
+                .map_err(at(RestoreStage::Takeover, pid))?;
             // The files deleted while open, made inside the tree's rebuilt mounts.
             (self.ghosts.make(Some(child.pid()))).map_err(at(RestoreStage::Takeover, pid))?;
         }
@@ -849,6 +872,7 @@ fn finish(
     tcp_close: bool,
     ghosts: &files::Ghosts,
     ptys: &files::pty::PtyFds,
+    userns: Option<&ns::user::Made>,
 ) -> Result<(), RestoreError> {
     use RestoreStage as S;
     let task = &p.task;
@@ -872,6 +896,12 @@ fn finish(
     s.stage(S::Limits, |s| task::restore_rlimits(s, task))?;
     if !entry.shares_sighand {
         s.stage(S::SigActions, |s| task::restore_sigactions(s, task))?;
+    }
+    if let Some(made) = userns {
+        s.stage(S::SigActions, Staged::flush)?;
+        drop(s);
+        ns::user::enter(child, made).map_err(at(S::UserNs, task.pid))?;
+        s = Staged::new(child);
     }
     if task.threads.len() > 1 {
         s.stage(S::SigActions, Staged::flush)?;

@@ -183,7 +183,7 @@ fn make_all(sysv: &SysvImage, pages: &Path, made: &mut Made) -> Result<(), Resto
         .iter()
         .partition(|(n, _)| n.ends_with("_next_id"));
     for (name, value) in limits {
-        write_sysctl(name, value)?;
+        as_ns_root(|| write_sysctl(name, value))?;
     }
     let existing = Existing::read()?;
     let file = (!sysv.shm.is_empty())
@@ -208,6 +208,23 @@ fn make_all(sysv: &SysvImage, pages: &Path, made: &mut Made) -> Result<(), Resto
         }
     }
     Ok(())
+}
+
+/// Runs `f` with this thread's effective ids those of the root of the tree's user
+/// namespace, if it has one: only its root may write the namespace's IPC limits.
+fn as_ns_root(f: impl FnOnce() -> Result<(), RestoreError>) -> Result<(), RestoreError> {
+    let Some((uid, gid)) = crate::restore::ns::user::ns_root() else {
+        return f();
+    };
+    let switch = |uid, gid| {
+        ipc::set_thread_euid_egid(uid, gid)
+            .map_err(|e| unsupported(format!("switch to uid {uid} gid {gid}: {e}")))
+    };
+    let (own_uid, own_gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+    switch(uid, gid)?;
+    let done = f();
+    switch(own_uid.as_raw(), own_gid.as_raw())?;
+    done
 }
 
 fn io_err(e: crate::proc::ProcError) -> RestoreError {

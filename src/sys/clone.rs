@@ -60,6 +60,30 @@ pub fn clone_with_pid(ids: &[i32], flags: u64) -> Result<i32, CloneError> {
     }
 }
 
+/// `clone3(flags)` — a child that waits in `pause()` until killed: a holder of the
+/// namespaces `flags` makes (`CLONE_NEWUSER` and those it then owns), which other tasks
+/// enter. Returns its pid.
+pub fn spawn_holder(flags: u64) -> Result<i32, Errno> {
+    let args = CloneArgs {
+        flags,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    // SAFETY: `args` is valid for the call; without CLONE_VM the child gets a copy of our
+    // memory and only calls `park_forever`, which is async-signal-safe.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match Errno::result(r)? {
+        0 => park_forever(),
+        child => Ok(child as i32),
+    }
+}
+
 fn park_forever() -> ! {
     loop {
         // SAFETY: pause(2) has no memory effects.

@@ -15,6 +15,7 @@ pub mod kcmp;
 pub mod mem;
 pub mod mount;
 pub mod mqueue;
+pub mod nsfs;
 pub mod pagemap;
 pub mod pod;
 pub mod probe;

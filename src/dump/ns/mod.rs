@@ -6,33 +6,23 @@
 //! The time namespace of a pid namespace's init is rebuilt too (`time.rs`), any other is
 //! refused there once the tree is frozen; the root's mount namespace is `dump/mnt/` (which
 //! checks the whole tree shares it). The root's network namespace is `net.rs` (entered for
-//! the whole dump when it is not the dumper's, saved in `netns.img`). A process in a user
-//! namespace other than the dumper's would come back in the restorer's, its ids silently
-//! different: it is refused here, before anything is frozen, naming the namespace.
+//! the whole dump when it is not the dumper's, saved in `netns.img`). The tree's user
+//! namespace, a child of the dumper's, is `user.rs` (`userns.img`); a deeper one is
+//! refused before anything is frozen, naming the pid and namespace.
 
 pub mod net;
 pub mod pid;
 pub mod time;
+pub mod user;
 pub mod uts;
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
-use std::sync::OnceLock;
 
 use super::tree::FrozenTree;
 use super::DumpError;
 use crate::image::ns::{NsImage, NAMESPACES};
 use crate::image::{ImageWriter, Kind};
-
-/// The namespace kinds refused when not the dumper's, as named in `/proc/PID/ns`.
-/// (The cgroup namespace is the tree's cgroup record's, `dump/cgroup/`.)
-const KINDS: [&str; 1] = ["user"];
-
-/// The dumper's own namespace inodes, read once (0 where the kernel lacks the kind).
-fn own() -> &'static [u64; 1] {
-    static OWN: OnceLock<[u64; 1]> = OnceLock::new();
-    OWN.get_or_init(|| KINDS.map(|k| inode("self", k).unwrap_or(0)))
-}
 
 /// The inode of `/proc/PID/ns/KIND` (`pid` may be "self").
 pub(crate) fn inode(pid: &str, kind: &str) -> Option<u64> {
@@ -42,21 +32,9 @@ pub(crate) fn inode(pid: &str, kind: &str) -> Option<u64> {
 }
 
 /// Refuses `pid` if one of its namespaces that stasis does not rebuild is not the
-/// dumper's.
+/// dumper's (a user namespace other than the dumper's or a child of it).
 pub fn refuse_foreign(pid: i32) -> Result<(), DumpError> {
-    for (kind, mine) in KINDS.iter().zip(own()) {
-        let Some(theirs) = inode(&pid.to_string(), kind) else {
-            continue;
-        };
-        if theirs != *mine && *mine != 0 {
-            return Err(DumpError::unsupported(format!(
-                "pid {pid} is in a {kind} namespace of its own ({kind}:[{theirs}], stasis \
-                 is in {kind}:[{mine}]), which stasis cannot rebuild yet; run stasis inside \
-                 that namespace to dump the tree as it sees it"
-            )));
-        }
-    }
-    Ok(())
+    user::refuse_foreign(pid)
 }
 
 /// Checks the tree's pid, UTS and network namespaces and writes `namespaces.img` and
@@ -85,6 +63,9 @@ pub fn dump(
     };
     if !image.is_empty() {
         writer.write_record(NAMESPACES, Kind::Namespaces, &image)?;
+    }
+    if let Some(userns) = user::collect(&live)? {
+        writer.write_record(crate::image::userns::USERNS, Kind::UserNs, &userns)?;
     }
     net::check_tree(&live)?;
     if let Some(ext) = &opts.net_external {

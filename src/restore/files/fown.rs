@@ -84,11 +84,16 @@ fn add(s: &mut Staged, o: &FdOwner, own: (u32, u32), pid: i32) -> Result<(), Res
     }
     let switch = (o.uid, o.euid) != own;
     let keep = u64::from(u32::MAX); // -1: the saved uid stays
+                                    // In the tree's user namespace, as it names them (`restore/ns/user.rs`).
+    let (to, back) = match switch {
+        true => (inside(o, (o.uid, o.euid), own)?, inside(o, own, own)?),
+        false => (own, own),
+    };
     if switch {
         b.call(
             "setresuid",
             libc::SYS_setresuid,
-            &[u64::from(o.uid), u64::from(o.euid), keep],
+            &[u64::from(to.0), u64::from(to.1), keep],
         );
         b.about(format!(
             "uids {}/{} of the owner of fd {} of pid {pid}",
@@ -112,10 +117,25 @@ fn add(s: &mut Staged, o: &FdOwner, own: (u32, u32), pid: i32) -> Result<(), Res
         b.call(
             "setresuid",
             libc::SYS_setresuid,
-            &[u64::from(own.0), u64::from(own.1), keep],
+            &[u64::from(back.0), u64::from(back.1), keep],
         );
     }
     Ok(())
+}
+
+/// `uids` translated into the tree's user namespace (the same without one).
+fn inside(o: &FdOwner, uids: (u32, u32), own: (u32, u32)) -> Result<(u32, u32), RestoreError> {
+    use crate::restore::ns::user::uid;
+    let one = |id: u32| {
+        uid(id, u32::MAX).ok_or_else(|| RestoreError::Unsupported {
+            what: format!(
+                "the owner of fd {} has uid {id} (real {}, effective {}; the restorer's {}/{}), \
+                 which the tree's user namespace does not map: stasis cannot set it there",
+                o.fd, o.uid, o.euid, own.0, own.1
+            ),
+        })
+    };
+    Ok((one(uids.0)?, one(uids.1)?))
 }
 
 /// The restorer's real and effective uid, which every process has until Creds.

@@ -157,16 +157,25 @@ impl Sources<'_> {
     }
 }
 
-/// The hook at the root's clone: moves the root into a mount namespace of its own and
-/// builds the image's mount tree there.
+/// The hook at the root's clone: moves the root into a mount namespace of its own (that
+/// of the holder of the tree's user namespace, if it has one) and builds the image's
+/// mount tree there.
 ///
 /// Ordering requirements: right after the root's takeover, before its Mappings stage
 /// (files are opened in the rebuilt tree) and before its children are forked (they
 /// inherit the namespace and the cwd through which pages are read).
-pub fn restore(child: &Child, sources: &Sources) -> Result<(), RestoreError> {
+pub fn restore(
+    child: &Child,
+    sources: &Sources,
+    userns: Option<&crate::restore::ns::user::Made>,
+) -> Result<(), RestoreError> {
     let pid = child.pid();
     let remote = child.remote();
-    unshare_mounts(child)?;
+    match userns {
+        // The namespace must be owned by the tree's user namespace: its holder's.
+        Some(made) => crate::restore::ns::user::enter_mnt(child, made)?,
+        None => unshare_mounts(child)?,
+    }
     let addr = child.put_str(0, &sources.dir.to_string_lossy())?;
     let r = remote.raw(libc::SYS_chdir, &[addr])?;
     if r < 0 {
@@ -176,7 +185,10 @@ pub fn restore(child: &Child, sources: &Sources) -> Result<(), RestoreError> {
         )));
     }
     CWD_MOVED.store(true, std::sync::atomic::Ordering::Relaxed);
-    let premade = procfs::make_in_root(sources, child)?;
+    let mut premade = procfs::make_in_root(sources, child)?;
+    if userns.is_some() {
+        premade.extend(tree::clone_host_sources(sources)?);
+    }
     let outside = std::collections::HashMap::new();
     crate::sys::mount::in_mount_ns(pid, || tree::build(sources, premade, outside))
         .map_err(|e| unsupported(format!("pid {pid}: {e}")))?

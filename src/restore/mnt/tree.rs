@@ -65,6 +65,20 @@ pub fn build(
     Ok(())
 }
 
+/// Clones of every mount that comes from the restorer's namespace, made in it (before
+/// the tree's namespace is entered), by image id: the tree's namespace, when owned by
+/// its own user namespace, is a copy whose mounts are locked together, which cannot be
+/// cloned one by one.
+pub fn clone_host_sources(s: &Sources) -> Result<HashMap<u32, OwnedFd>, RestoreError> {
+    let mut fds = HashMap::new();
+    for mt in &s.image.mounts {
+        if let Some(path) = s.host_source(mt)? {
+            fds.insert(mt.id, m::clone_tree(None, &path).map_err(merr)?);
+        }
+    }
+    Ok(fds)
+}
+
 fn merr(e: m::MountError) -> RestoreError {
     unsupported(e.to_string())
 }

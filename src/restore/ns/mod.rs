@@ -12,6 +12,7 @@ pub mod handover;
 pub mod net;
 pub mod pid;
 pub mod time;
+pub mod user;
 pub mod uts;
 
 use super::child::Child;
