@@ -22,6 +22,7 @@
 //! semaphores read with `GETALL`, messages copied with `MSG_COPY` (left queued).
 
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use super::DumpError;
 use crate::image::mm::{Vma, VmaKind};
@@ -323,7 +324,7 @@ fn sysctls() -> Result<Vec<(String, String)>, DumpError> {
         .iter()
         .filter_map(|name| {
             let path = format!("/proc/sys/{name}");
-            match std::fs::read_to_string(&path) {
+            match crate::proc::sysctl::read(Path::new(&path)) {
                 Ok(v) => Some(Ok((name.to_string(), v.trim().to_string()))),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(source) => Some(Err(DumpError::Stat { path, source })),

@@ -22,6 +22,7 @@ pub mod mountinfo;
 pub mod netsock;
 pub mod stat;
 pub mod status;
+pub mod sysctl;
 pub mod sysvipc;
 pub mod timers;
 

@@ -2,8 +2,9 @@
  * netns: a tree in a network namespace of its own (unshared here, as `unshare --net`).
  *
  * Before READY: the loopback up with an extra address 10.77.0.1/24, a route to
- * 10.88.0.0/16 via 10.77.0.2, a rule (pref 1000 from 10.77.0.0/24 lookup 100), two
- * sysctls changed (ip_local_port_range, tcp_keepalive_time), an iptables rule (INPUT tcp
+ * 10.88.0.0/16 via 10.77.0.2, a rule (pref 1000 from 10.77.0.0/24 lookup 100), four
+ * sysctls changed (ip_local_port_range, tcp_keepalive_time; ip_local_reserved_ports, over
+ * 32 bytes; IPv6's lo mtu, which bringing lo up resets), an iptables rule (INPUT tcp
  * dport 7777 ACCEPT); a listening socket on 10.77.0.1:7777 (fd 10), a child connected
  * to it (its fd 11) and the accepted end (fd 12); fd 13 open on /proc/self/ns/net.
  * After go: all of it is there in the restored namespace, which is not stasis's; the
@@ -106,6 +107,10 @@ static void setup(void)
 	   " && ip rule add from 10.77.0.0/24 lookup 100 pref 1000");
 	write_file("/proc/sys/net/ipv4/ip_local_port_range", "20000 30000");
 	write_file("/proc/sys/net/ipv4/tcp_keepalive_time", "1234");
+	/* Longer than a 32-byte probe read, and one that bringing lo up resets. */
+	write_file("/proc/sys/net/ipv4/ip_local_reserved_ports", "7000-7010,8000-8010,9000-9010,12345");
+	if (access("/proc/sys/net/ipv6/conf/lo/mtu", F_OK) == 0)
+		write_file("/proc/sys/net/ipv6/conf/lo/mtu", "1300");
 	sh("iptables -w -A INPUT -p tcp --dport 7777 -j ACCEPT");
 	victim_place(open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC), 13);
 	victim_place(socket(AF_INET, SOCK_STREAM, 0), 10);
@@ -137,6 +142,9 @@ static void verify(void)
 	sh("ip rule show | grep -q '^1000:.*from 10.77.0.0/24 lookup 100'");
 	expect_file("/proc/sys/net/ipv4/ip_local_port_range", "20000\t30000\n");
 	expect_file("/proc/sys/net/ipv4/tcp_keepalive_time", "1234\n");
+	expect_file("/proc/sys/net/ipv4/ip_local_reserved_ports", "7000-7010,8000-8010,9000-9010,12345\n");
+	if (access("/proc/sys/net/ipv6/conf/lo/mtu", F_OK) == 0)
+		expect_file("/proc/sys/net/ipv6/conf/lo/mtu", "1300\n");
 	sh("iptables -w -S INPUT | grep -q -- '--dport 7777 -j ACCEPT'");
 	CHECK(write(12, "ping", 4) == 4, "write to the connection: %s", strerror(errno));
 	CHECK(read(12, buf, 4) == 4 && !memcmp(buf, "pong", 4), "no pong from the child");

@@ -277,7 +277,7 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, String)>) {
         if meta.is_dir() {
             walk(&e.path(), &format!("{name}/"), out);
         } else if meta.permissions().mode() & 0o600 == 0o600 && meta.uid() == 0 {
-            if let Ok(v) = std::fs::read_to_string(e.path()) {
+            if let Ok(v) = crate::proc::sysctl::read(&e.path()) {
                 out.push((name, v.trim_end_matches('\n').to_string()));
             }
         }

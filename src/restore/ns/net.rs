@@ -174,7 +174,10 @@ pub fn fill(ns: &NetNsImage, own: &File, veths: &[VethExternal]) -> Result<(), R
             ip(&["rule", "restore"], Some(blob))?;
         }
     }
-    Ok(())
+    // Bringing a link up sets some of them again (IPv6's `conf/LINK/mtu` becomes the
+    // link's MTU): those that changed are written once more. The first pass stays, for
+    // what must hold before a link is up (`disable_ipv6`, `addr_gen_mode`...).
+    sysctls(&ns.sysctls)
 }
 
 fn has_messages(blob: &[u8]) -> bool {
@@ -307,9 +310,9 @@ fn sysctls(saved: &[(String, String)]) -> Result<(), RestoreError> {
     order.sort_by_key(|(name, _)| rank(name));
     for (name, value) in order {
         let path = Path::new("/proc/sys/net").join(name);
-        let now = std::fs::read_to_string(&path)
-            .map_err(|e| fail(format!("read sysctl net/{name}: {e}")))?;
-        if now.trim_end_matches('\n') == value {
+        // Unreadable now (`stable_secret` answers EIO until it is set): written.
+        let now = crate::proc::sysctl::read(&path).ok();
+        if now.as_deref().map(|n| n.trim_end_matches('\n')) == Some(value.as_str()) {
             continue;
         }
         std::fs::write(&path, format!("{value}\n"))
