@@ -43,18 +43,9 @@ pub fn clone_with_pid(ids: &[i32], flags: u64) -> Result<i32, CloneError> {
         set_tid_size: ids.len() as u64,
         ..Default::default()
     };
-    // SAFETY: `args` and `ids` are valid for the call (set_tid_size is ids' length); without CLONE_VM the child gets a
-    // copy of our memory, and it only calls `park_forever`, which is async-signal-safe.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    match Errno::result(r) {
-        Ok(0) => park_forever(),
-        Ok(child) => Ok(child as i32),
+    // `ids` outlives the call that reads it through `args.set_tid`.
+    match clone3_parked(&args) {
+        Ok(child) => Ok(child),
         Err(Errno::EEXIST) => Err(CloneError::PidTaken { pid }),
         Err(source) => Err(CloneError::Clone { pid, source }),
     }
@@ -69,12 +60,20 @@ pub fn spawn_holder(flags: u64) -> Result<i32, Errno> {
         exit_signal: libc::SIGCHLD as u64,
         ..Default::default()
     };
-    // SAFETY: `args` is valid for the call; without CLONE_VM the child gets a copy of our
-    // memory and only calls `park_forever`, which is async-signal-safe.
+    clone3_parked(&args)
+}
+
+/// `clone3(args)` whose child parks forever; returns the child's pid to the parent.
+/// `args` must not hold `CLONE_VM`, and its `set_tid` (if any) must point at
+/// `set_tid_size` valid ids.
+fn clone3_parked(args: &CloneArgs) -> Result<i32, Errno> {
+    // SAFETY: `args` is valid for the call, and so is the `set_tid` array it may name (the
+    // callers' contract); without CLONE_VM the child gets a copy of our memory and only
+    // calls `park_forever`, which is async-signal-safe.
     let r = unsafe {
         libc::syscall(
             libc::SYS_clone3,
-            &args as *const CloneArgs,
+            args as *const CloneArgs,
             std::mem::size_of::<CloneArgs>(),
         )
     };
