@@ -9,6 +9,7 @@ for their contract (READY, SIGUSR1 -> OK/BAD file).
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -31,6 +32,9 @@ WORKLOADS = [
     ("1g-halfholes", ["mem", "1024", "2", "holes"], False),
     ("4g-random", ["mem", "4096", "0"], True),
     ("tree-50", ["tree", "50"], False),
+    # The same tree as the init of its own pid, mount, network, UTS and IPC namespaces (a
+    # container's shape, made with unshare(1)); the dumped pid is the namespace's init.
+    ("tree-50-ns", ["ns", "tree", "50"], False),
     ("threads-64", ["threads", "64"], False),
     ("fds-1000", ["fds", "1000"], False),
     # Distinct regular files (on the storage under test, beside the image) plus pipes holding
@@ -50,6 +54,12 @@ WORKLOADS = [
 ]
 # Options a workload needs on both tools' dump and restore command lines.
 EXTRA_OPTS = {"tcp": " --tcp-established"}
+# Options only CRIU needs (when the compared command runs `criu`), dump and restore: the
+# namespace's mounts all come from the host's, so they are external, and the root is "/".
+CRIU_OPTS = {"ns": (" --external 'mnt[]'", " --ext-mount-map auto --root /")}
+# The namespaces of the "ns" workloads; the init opens its own stdio inside, so no fd of the
+# tree is on a mount of the host's namespace.
+NS_WRAP = ["unshare", "--pid", "--fork", "--mount-proc", "--net", "--uts", "--ipc", "sh", "-c"]
 QUICK = {"1g-random", "1g-halfzero"}
 # Words in stasis's refusals of what it does not support yet (threads, trees, pipes...).
 REFUSAL_MARKERS = ("not supported", "single-threaded processes only", "cannot checkpoint",
@@ -78,6 +88,15 @@ def kill_and_reap(pid):
             return
         time.sleep(0.005)
     raise RuntimeError(f"pid {pid} did not go away after SIGKILL")
+
+
+def ns_init(unshare_pid):
+    """The host pid of the namespace init that `unshare --fork` started as its only child."""
+    with open(f"/proc/{unshare_pid}/task/{unshare_pid}/children") as f:
+        kids = f.read().split()
+    if len(kids) != 1:
+        raise RuntimeError(f"unshare {unshare_pid} has children {kids}, expected one init")
+    return int(kids[0])
 
 
 def session_members(sid):
@@ -193,20 +212,27 @@ class Bench:
             elif wl_argv[0] == "jvm":
                 cmd = ["java", "-Xms300m", "-Xmx512m", "-Dheap.bench=true", "-cp", self.bindir,
                        "Heap"] + wl_argv[1:]
+            elif wl_argv[0] == "ns":
+                inner = [os.path.join(self.bindir, "workload")] + wl_argv[1:] + [okfile]
+                cmd = NS_WRAP + [f"exec setsid {shlex.join(inner)} </dev/null "
+                                 f">{shlex.quote(out)} 2>&1"]
             else:
                 cmd = [os.path.join(self.bindir, "workload")] + wl_argv
-            proc = subprocess.Popen(cmd + [okfile],
-                                    stdin=subprocess.DEVNULL, stdout=f, stderr=f,
+            if wl_argv[0] != "ns":
+                cmd = cmd + [okfile]
+            # unshare(1) itself complains when its init is killed: not into the init's file.
+            own = subprocess.DEVNULL if wl_argv[0] == "ns" else f
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=own, stderr=own,
                                     close_fds=True, start_new_session=True)
         try:
             text = wait_for_file(out, "workload READY", 600)
+            if not text.startswith("READY"):
+                raise RuntimeError(f"workload failed: {text.strip()}")
+            pid = ns_init(proc.pid) if wl_argv[0] == "ns" else proc.pid
         except RuntimeError:
             kill_and_reap(proc.pid)
             raise
-        if not text.startswith("READY"):
-            kill_and_reap(proc.pid)
-            raise RuntimeError(f"workload failed: {text.strip()}")
-        return proc.pid, okfile
+        return pid, okfile
 
     def templates(self, tool):
         if tool == "stasis":
@@ -237,14 +263,21 @@ class Bench:
         stats = os.path.join(self.scratch, f"{tag}.stats.json")
         rstats = os.path.join(self.scratch, f"{tag}.rstats.json")
         shutil.rmtree(img, ignore_errors=True)
-        for p in (stats, rstats):
+        for p in (stats, rstats, os.path.join(self.scratch, f"{tag}.pid")):
             if os.path.exists(p):
                 os.unlink(p)
         dump_t, restore_t = self.templates(tool)
         extra = EXTRA_OPTS.get(wl_argv[0], "")
         dump_t, restore_t = dump_t + extra, restore_t + extra
+        if tool != "stasis" and re.search(r"(^|[\s/])criu\s", dump_t) and wl_argv[0] in CRIU_OPTS:
+            criu_dump, criu_restore = CRIU_OPTS[wl_argv[0]]
+            dump_t, restore_t = dump_t + criu_dump, restore_t + criu_restore
+        pidfile = os.path.join(self.scratch, f"{tag}.pid")
+        if wl_argv[0] == "ns":
+            # A namespace init comes back with its pids inside; its host pid may differ.
+            restore_t += " --pidfile {pidfile}"
         fill = dict(pid=pid, dir=shlex.quote(img), stats=shlex.quote(stats),
-                    rstats=shlex.quote(rstats))
+                    rstats=shlex.quote(rstats), pidfile=shlex.quote(pidfile))
         res = {"tool": tool}
         try:
             if paired:
@@ -282,6 +315,8 @@ class Bench:
                 res.update(status="restore-failed",
                            error=open(err, errors="replace").read().strip())
                 return res
+            if wl_argv[0] == "ns":
+                pid = int(open(pidfile).read().split()[0])
             os.kill(pid, signal.SIGUSR1)
             verdict = wait_for_file(okfile, "verification after restore", 600)
             res.update(restore_s=wall, restore_verified_s=time.monotonic() - t0,
