@@ -397,39 +397,129 @@ fn ns_init_round_trip(test: &str, victim: &str) {
 /// counts in a variable: dumped through its init, it comes back in a network namespace of
 /// its own (its loopback as it was), with its pids and hostname, and counts on from where
 /// it was.
-#[test]
-fn counter_in_its_own_pid_mount_net_uts_ipc_namespaces() {
-    let test = "counter_in_its_own_pid_mount_net_uts_ipc_namespaces";
-    let _serial = common::serial();
-    require_privileged!(test);
-    if !usable(test) {
-        return;
-    }
-    let tmp = TempDir::new(test);
-    let file = tmp.join("count");
+/// The count a [`start_counter`] counter last wrote to `file`.
+fn counted(file: &Path) -> u64 {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    text.trim().parse().unwrap_or(0)
+}
+
+/// A shell counting into `file` every 0.2 s as the init of its own pid, mount, network,
+/// UTS and IPC namespaces (loopback up); returns (unshare, init) once it has counted.
+fn start_counter(file: &Path) -> Option<(common::Running, i32)> {
     let script = format!(
         "exec </dev/null >/dev/null 2>&1; hostname stasis-ns; ip link set lo up; \
          i=0; while true; do i=$((i+1)); echo $i > {}; sleep 0.2; done",
         file.display()
     );
-    let count = || -> u64 {
-        let text = std::fs::read_to_string(&file).unwrap_or_default();
-        text.trim().parse().unwrap_or(0)
-    };
-    let more = ["--mount-proc", "--net"];
     let mut cmd = Command::new("setsid");
     cmd.args(["unshare", "--fork", "--pid", "--uts", "--ipc"])
-        .args(more)
+        .args(["--mount-proc", "--net"])
         .args(["setsid", "sh", "-c", &script]);
     let unshare = common::start(&mut cmd);
     let deadline = Instant::now() + common::READY_TIMEOUT;
-    while count() < 2 && Instant::now() < deadline {
+    while counted(file) < 2 && Instant::now() < deadline {
         common::sleep_ms(20);
     }
-    let Some(&init) = common::descendants(unshare.pid()).first() else {
+    let init = *common::descendants(unshare.pid()).first()?;
+    Some((unshare, init))
+}
+
+/// A running [`start_counter`] counter and where it counts.
+struct Counter {
+    tmp: TempDir,
+    file: std::path::PathBuf,
+    unshare: common::Running,
+    init: i32,
+}
+
+/// Starts a counter for `test` (under the caller's `common::serial()`), or says why the
+/// test skips and gives none.
+fn counter_test(test: &str) -> Option<Counter> {
+    if let Err(why) = common::privileged() {
+        common::skip(test, &why);
+        return None;
+    }
+    if !usable(test) {
+        return None;
+    }
+    let tmp = TempDir::new(test);
+    let file = tmp.join("count");
+    let Some((unshare, init)) = start_counter(&file) else {
         common::skip(test, "unshare could not start the namespaces");
+        return None;
+    };
+    Some(Counter {
+        tmp,
+        file,
+        unshare,
+        init,
+    })
+}
+
+/// What `cmd` prints run inside the network namespace of `pid`.
+fn in_netns(pid: i32, cmd: &[&str]) -> Option<String> {
+    let out = Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-n"])
+        .args(cmd)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A dump that lets the tree run on takes the network lock off again and leaves the
+/// namespace's firewall as it found it: no table of the lock's (iptables-nft makes `filter`
+/// tables for its chains and leaves them), every rule set as before.
+#[test]
+fn leave_running_dump_leaves_the_namespace_firewall_alone() {
+    let test = "leave_running_dump_leaves_the_namespace_firewall_alone";
+    let _serial = common::serial();
+    let Some(c) = counter_test(test) else {
         return;
     };
+    let (tmp, file, unshare, init) = (c.tmp, c.file, c.unshare, c.init);
+    let _guard = common::TreeGuard(vec![init]);
+    let rules = || {
+        let nft = in_netns(init, &["nft", "list", "ruleset"]);
+        let v4 = in_netns(init, &["iptables-save"]).map(|t| without_comments(&t));
+        let v6 = in_netns(init, &["ip6tables-save"]).map(|t| without_comments(&t));
+        (nft, v4, v6)
+    };
+    let before = rules();
+    if before.0.is_none() {
+        common::skip(
+            test,
+            "needs nft (nftables) to list the namespace's rule set",
+        );
+        return;
+    }
+    let img = tmp.join("img");
+    common::dump(init, &img, &["--leave-running"]).assert_ok("dump --leave-running");
+    assert_eq!(rules(), before, "the namespace's rule sets after the dump");
+    let dumped = counted(&file);
+    common::sleep_ms(700);
+    assert!(counted(&file) > dumped, "the counter runs on");
+    drop(unshare);
+}
+
+/// `iptables-save` output without its `#` lines (they carry the time).
+fn without_comments(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn counter_in_its_own_pid_mount_net_uts_ipc_namespaces() {
+    let test = "counter_in_its_own_pid_mount_net_uts_ipc_namespaces";
+    let _serial = common::serial();
+    let Some(c) = counter_test(test) else {
+        return;
+    };
+    let (tmp, file, unshare, init) = (c.tmp, c.file, c.unshare, c.init);
+    let count = || counted(&file);
     let lo = |pid: i32| {
         let out = Command::new("nsenter")
             .args([

@@ -343,6 +343,8 @@ fn save_tree(
     let mut fd_opts = fd_options(opts, &pids);
     let nested = mnt::nested::plan(&tree.record, &pids, mounts.map(mnt::Plan::image))?;
     let mut held = Vec::new();
+    // The mode of the lock of the tree's own network namespace, when it has one.
+    let mut ns_lock_mode = None;
     let mut tables = Vec::new();
     let mut staged = Vec::new();
     chain.begin(opts.pid, &pids)?;
@@ -364,10 +366,11 @@ fn save_tree(
     };
     {
         let _span = crate::profile::span("namespaces");
-        if ns::dump(tree, &writer, in_net, opts)? {
+        if let Some(mode) = ns::dump(tree, &writer, in_net, opts)? {
             // The whole namespace is held: no connection needs a lock of its own.
-            held.push(files::Held::namespace_locked(opts.pid, opts.network_lock));
+            held.push(files::Held::namespace_locked(opts.pid, mode));
             fd_opts.network_lock = crate::netlock::LockMode::Skip;
+            ns_lock_mode = Some(mode);
         }
     }
     {
@@ -411,7 +414,7 @@ fn save_tree(
     let ns_locked = held.iter().any(files::Held::locks_namespace);
     write_netlock(
         &writer,
-        opts.network_lock,
+        ns_lock_mode.unwrap_or(opts.network_lock),
         &tables,
         ns_locked.then_some(opts.pid),
     )?;

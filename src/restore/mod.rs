@@ -275,8 +275,12 @@ pub fn restore_with(
     }
     ns::pid::install(&image.ns);
     ns::user::set_maps(&image);
+    let join_net = ns::net::to_join(&image, opts.join_net.as_deref(), &opts.inherit_fds)?;
     let lock = netlock::load(&image)?;
-    netlock::liftable(&image, &lock)?;
+    let lift = netlock::in_place(&image, join_net.as_deref());
+    if lift {
+        netlock::liftable(&image, &lock)?;
+    }
     let root = image.inventory.root_pid;
     notify(hooks, Point::SetupNamespaces, root)?;
     notify(hooks, Point::PostSetupNamespaces, root)?;
@@ -291,7 +295,6 @@ pub fn restore_with(
     }
     let ttys = tty::Bank::build(&image)?;
     let given = files::given_fds(&image, &opts.inherit_fds);
-    let join_net = ns::net::to_join(&image, opts.join_net.as_deref(), &opts.inherit_fds)?;
     let mut b = Builder {
         image: &image,
         given,
@@ -337,7 +340,7 @@ pub fn restore_with(
     });
     let built = built
         .and_then(|pages| ghosts.remove().map(|()| pages))
-        .and_then(|pages| b.reopen_network(&lock).map(|()| pages));
+        .and_then(|pages| b.reopen_network(&lock, lift).map(|()| pages));
     // Kept (stasis's thread in the tree's network namespace) until its lock is lifted.
     let net = b.net.take();
     let built = match built {
@@ -356,7 +359,9 @@ pub fn restore_with(
         }
     };
     // Rebuilt or not, the connections held by the dump's network lock are settled now.
-    netlock::unlock(&lock)?;
+    if lift {
+        netlock::unlock(&lock)?;
+    }
     net.as_ref().map_or(Ok(()), ns::net::Entered::unlock)?;
     let filled = built?;
     if let Some(p) = &post_copy {
@@ -722,9 +727,9 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// The network lock lifted and each locked connection back (`files::reopen_network`),
-    /// before any process runs.
-    fn reopen_network(&self, lock: &NetLockImage) -> Result<(), RestoreError> {
+    /// The network lock lifted (with `lift`) and each locked connection back
+    /// (`files::reopen_network`), before any process runs.
+    fn reopen_network(&self, lock: &NetLockImage, lift: bool) -> Result<(), RestoreError> {
         if self.tcp_close {
             return Ok(());
         }
@@ -733,7 +738,7 @@ impl Builder<'_> {
                 .image
                 .process(*pid)
                 .expect("live processes have records");
-            files::reopen_network(child, &p.files, *pid, lock)?;
+            files::reopen_network(child, &p.files, *pid, lock, lift)?;
         }
         Ok(())
     }

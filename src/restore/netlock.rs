@@ -17,6 +17,15 @@ pub fn load(image: &Image) -> Result<NetLockImage, RestoreError> {
     Ok(NetLockImage::load(&image.dir, tables)?)
 }
 
+/// Whether the dump's lock is where the restored tree will be: not when the tree comes back
+/// in a network namespace the restore makes (no `join_net`). The lock was then in the
+/// dumped namespace, gone with the dumped tree, and the new namespace holds only the
+/// restore's own lock (`ns::net::enter_new`), lifted on its own; looking for the dump's
+/// there would only run the lock's commands for nothing.
+pub fn in_place(image: &Image, join_net: Option<&std::path::Path>) -> bool {
+    image.netns.is_none() || join_net.is_some()
+}
+
 /// A connection held by the lock needs the lock's commands to be let go again: without
 /// them the restore would bring back connections whose packets stay dropped.
 pub fn liftable(image: &Image, lock: &NetLockImage) -> Result<(), RestoreError> {

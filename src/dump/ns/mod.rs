@@ -38,8 +38,9 @@ pub fn refuse_foreign(pid: i32) -> Result<(), DumpError> {
 }
 
 /// Checks the tree's pid, UTS and network namespaces and writes `namespaces.img` and
-/// `netns.img` (nothing when the tree lives in the dumper's). With `lock` (not `skip`),
-/// a network namespace of the tree's own is locked whole: returns whether it was.
+/// `netns.img` (nothing when the tree lives in the dumper's). With a lock (not `skip`),
+/// a network namespace of the tree's own is locked whole: returns the mode it was locked
+/// with, if it was (`net::lock`).
 ///
 /// Ordering requirements: while the tree is frozen, before any socket is dumped (the
 /// firewall is saved before the lock is added to it).
@@ -48,7 +49,7 @@ pub fn dump(
     writer: &ImageWriter,
     in_net: Option<&net::InTree>,
     opts: &super::DumpOptions,
-) -> Result<bool, DumpError> {
+) -> Result<Option<crate::netlock::LockMode>, DumpError> {
     let lock = opts.network_lock;
     let threads: HashMap<i32, Vec<i32>> = (tree.procs.iter())
         .map(|f| (f.pid(), f.threads().iter().map(|t| t.tid()).collect()))
@@ -72,16 +73,15 @@ pub fn dump(
         let saved = net::external(opts.pid, in_net, ext)?;
         writer.write_record(crate::image::netns::NETNS, Kind::NetNs, &saved)?;
         // Connections are locked one by one, as in the dumper's namespace.
-        return Ok(false);
+        return Ok(None);
     }
     let Some(in_net) = in_net else {
-        return Ok(false);
+        return Ok(None);
     };
     let saved = net::collect(in_net, &opts.veth_externals)?;
     writer.write_record(crate::image::netns::NETNS, Kind::NetNs, &saved)?;
     if lock == crate::netlock::LockMode::Skip {
-        return Ok(false);
+        return Ok(None);
     }
-    net::lock(in_net, lock)?;
-    Ok(true)
+    net::lock(in_net, lock).map(Some)
 }

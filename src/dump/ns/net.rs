@@ -327,8 +327,23 @@ fn no_nft_rules() -> Result<(), DumpError> {
     Ok(())
 }
 
-/// Locks the whole namespace under the root's name (`crate::netlock::lock_namespace`).
-pub fn lock(tree: &InTree, mode: crate::netlock::LockMode) -> Result<(), DumpError> {
+/// Locks the whole namespace under the root's name (`crate::netlock::lock_namespace`);
+/// returns the mode used. nftables when `nft` is there, whatever `mode` asked (as the
+/// restore's lock of a new namespace): a table of stasis's own is removed whole, while
+/// iptables-nft leaves behind the `filter` tables it made for its chains, which a dump
+/// that lets the tree run on (`--leave-running`, a failure) would add to the
+/// namespace's rule set.
+pub fn lock(
+    tree: &InTree,
+    mode: crate::netlock::LockMode,
+) -> Result<crate::netlock::LockMode, DumpError> {
+    use crate::netlock::LockMode;
+    let mode = match mode {
+        LockMode::Iptables if crate::netlock::available(LockMode::Nftables).is_ok() => {
+            LockMode::Nftables
+        }
+        other => other,
+    };
     let ns = crate::netlock::Netns::Ours;
     crate::netlock::lock_namespace(mode, &ns, tree.root).map_err(|e| {
         fail(format!(
@@ -336,7 +351,8 @@ pub fn lock(tree: &InTree, mode: crate::netlock::LockMode) -> Result<(), DumpErr
             tree.root,
             tree.path.display()
         ))
-    })
+    })?;
+    Ok(mode)
 }
 
 #[cfg(test)]

@@ -535,13 +535,16 @@ pub fn reopen_network(
     files: &FilesImage,
     pid: i32,
     lock: &crate::image::netlock::NetLockImage,
+    lift: bool,
 ) -> Result<(), RestoreError> {
     if !lock.pids.contains(&pid) {
         return Ok(());
     }
-    crate::netlock::unlock(lock.mode, pid).map_err(|e| RestoreError::Unsupported {
-        what: format!("lift the network lock of pid {pid}: {e}"),
-    })?;
+    if lift {
+        crate::netlock::unlock(lock.mode, pid).map_err(|e| RestoreError::Unsupported {
+            what: format!("lift the network lock of pid {pid}: {e}"),
+        })?;
+    }
     for e in &files.fds {
         if let FdKind::Inet(s) = &e.kind {
             if crate::image::netlock::is_locked(s) {
