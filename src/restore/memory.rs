@@ -98,7 +98,7 @@ pub fn fill(
     if own_sealed {
         s.flush()?;
         let own = &paths[..usize::from(mm.stripes())];
-        super::sealed::fill(s.child().pid(), mm, own, sealed, &work.progress)?;
+        super::sealed::fill(s.child(), mm, own, sealed, &work.progress)?;
         if work.batches.is_empty() {
             return Ok(Filled {
                 bytes: total,
@@ -475,7 +475,7 @@ const MADV_POPULATE_WRITE: u64 = 23;
 /// call for the whole range. Only a speed-up: where it fails (an older kernel), the copy
 /// faults the pages in itself. (The helper thread's `process_vm_writev` faults its pages
 /// in without exceptions already.)
-fn populate(child: &Child, batch: &[IoVec]) -> Result<(), RestoreError> {
+pub(super) fn populate(child: &Child, batch: &[IoVec]) -> Result<(), RestoreError> {
     let remote = child.remote();
     let mut b = remote.batch();
     for iov in batch {

@@ -258,11 +258,10 @@ pub fn restore_with(
             Some(_) => store::open(&opts.dir, &opts.store),
         };
         let opened = opened.map_err(crate::image::ImageError::from)?;
-        // A decoded copy was checked whole while it was written: no second crc pass.
-        let image = match opened.is_verified_copy() {
-            true => Image::load_metadata(opened.dir())?,
-            false => Image::load_trusting(opened.dir(), &|d| verified_by_caller(opts, d))?,
-        };
+        // A decoded copy (of the image or of an ancestor) was checked whole while it was
+        // written: no second crc pass.
+        let trusted = |d: &std::path::Path| opened.verified(d) || verified_by_caller(opts, d);
+        let image = Image::load_trusting(opened.dir(), &trusted)?;
         (opened, image)
     };
     let lazy = crate::lazy::restore::plan(&image, opts.lazy.as_ref())?;

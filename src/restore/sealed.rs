@@ -11,7 +11,8 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::memory::write_all;
+use super::child::Child;
+use super::memory::{populate, write_all};
 use super::RestoreError;
 use crate::abi::{IoVec, PAGE_SIZE};
 use crate::image::mm::MmImage;
@@ -37,16 +38,19 @@ struct Source<'a> {
 }
 
 /// Fills the pages of `mm`'s own pages files (`paths[stripe]`, each one of `sealed`)
-/// into `pid`, decoding their chunks on up to one thread per CPU.
+/// into `child`, decoding their chunks on up to one thread per CPU while the child
+/// populates its pages (`MADV_POPULATE_WRITE`, as for plain pages files: faulting pages
+/// in one call per run is cheaper than one fault per page in `process_vm_writev`).
 ///
 /// Ordering requirements: all mappings exist and are writable.
 pub fn fill(
-    pid: i32,
+    child: &Child,
     mm: &MmImage,
     paths: &[PathBuf],
     sealed: &SealedPages,
     progress: &Phase,
 ) -> Result<(), RestoreError> {
+    let pid = child.pid();
     let mut sources = Vec::new();
     let mut jobs = Vec::new();
     for (stripe, path) in paths.iter().enumerate() {
@@ -73,9 +77,16 @@ pub fn fill(
         }
         r
     };
+    let runs: Vec<IoVec> = (sources.iter().flat_map(|s| &s.segments))
+        .map(|s| IoVec {
+            base: s.addr,
+            len: s.len,
+        })
+        .collect();
     std::thread::scope(|s| {
         let helpers: Vec<_> = (1..threads).map(|_| s.spawn(run)).collect();
-        let mine = run();
+        // The child's populate runs while the helpers decode; then this thread decodes.
+        let mine = populate(child, &runs).and_then(|()| run());
         helpers.into_iter().fold(mine, |r, h| {
             let theirs = h.join().expect("a decoding thread does not panic");
             r.and(theirs)

@@ -15,6 +15,7 @@
 pub mod error;
 pub mod indexed;
 pub mod keys;
+mod parents;
 pub mod recipients;
 pub mod sealed;
 pub mod stream;
@@ -302,7 +303,11 @@ fn mac(manifest: &StoreManifest, key: &SecretKey) -> Result<[u8; 32], StoreError
 pub struct Opened {
     dir: PathBuf,
     _temp: Option<TempDir>,
+    /// `dir` is a copy decoded and verified whole (not links to a plain image's files).
+    copy: bool,
     pages: SealedPages,
+    /// The opened ancestors of an incremental image (`parents.rs`), kept while in use.
+    parents: Vec<Opened>,
 }
 
 /// Pages files left sealed by [`open_for_restore`], by the path of their stand-in in the
@@ -318,7 +323,13 @@ impl Opened {
     /// True when the directory is a copy this process decoded and checked whole (chunk
     /// by chunk and against the manifest's digests): its page data needs no second pass.
     pub fn is_verified_copy(&self) -> bool {
-        self._temp.is_some()
+        self.copy
+    }
+
+    /// Whether `dir` (this image's or an ancestor's directory) is a copy decoded and
+    /// verified whole: its pages files need no second pass.
+    pub fn verified(&self, dir: &Path) -> bool {
+        parents::verified_copy(self, dir)
     }
 
     /// The pages files [`open_for_restore`] verified but left sealed: their stand-ins in
@@ -345,12 +356,21 @@ pub fn open_for_restore(dir: &Path, opts: &OpenOptions) -> Result<Opened, StoreE
 }
 
 fn open_with(dir: &Path, opts: &OpenOptions, defer: bool) -> Result<Opened, StoreError> {
+    let mut opened = open_one(dir, opts, defer)?;
+    parents::open(&mut opened, dir, opts, 0)?;
+    Ok(opened)
+}
+
+/// The image in `dir` alone, verified (its parents are `parents.rs`'s).
+fn open_one(dir: &Path, opts: &OpenOptions, defer: bool) -> Result<Opened, StoreError> {
     // Most images are plain: no temporary directory for them (its mkdir and rmdir were a
     // third of a small restore's load).
     let as_is = || Opened {
         dir: dir.into(),
         _temp: None,
+        copy: false,
         pages: SealedPages::new(),
+        parents: Vec::new(),
     };
     if is_plain(dir, opts)? {
         return Ok(as_is());
@@ -363,7 +383,9 @@ fn open_with(dir: &Path, opts: &OpenOptions, defer: bool) -> Result<Opened, Stor
     Ok(Opened {
         dir: decoded,
         _temp: Some(temp),
+        copy: true,
         pages,
+        parents: Vec::new(),
     })
 }
 

@@ -331,40 +331,40 @@ impl<W: Write> Writer<W> {
     }
 
     /// Writes the chunk whose stored bytes are in `body`.
+    /// Writes chunk `self.index` whose stored bytes are in `body`: lengths, body
+    /// (encrypted with its tag, or followed by its crc), each piece written as it is (no
+    /// copy of the chunk into a frame).
     fn put(&mut self, plain_len: u32, flags: u32) -> std::io::Result<()> {
-        let frame = self.frame(plain_len, flags)?;
-        self.emit(&frame)?;
-        self.index += 1;
-        Ok(())
-    }
-
-    /// The bytes of chunk `self.index` whose stored bytes are in `body`: lengths, body
-    /// (encrypted with its tag, or followed by its crc).
-    fn frame(&mut self, plain_len: u32, flags: u32) -> std::io::Result<Vec<u8>> {
         let mut body = std::mem::take(&mut self.body);
         let sealed = (body.len() + self.cipher.as_ref().map_or(0, |_| TAG_LEN)) as u32;
         let mut lens = [0u8; 8];
         lens[..4].copy_from_slice(&plain_len.to_le_bytes());
         lens[4..].copy_from_slice(&(sealed | flags).to_le_bytes());
-        let mut frame = Vec::with_capacity(8 + body.len() + TAG_LEN);
-        frame.extend_from_slice(&lens);
-        if let Some(cipher) = &self.cipher {
-            let nonce = nonce(&self.header, self.index);
-            let aad = aad(&self.header, &self.name, &lens);
-            let tag = cipher
-                .encrypt_in_place_detached(&nonce, &aad, &mut body)
-                .map_err(|_| std::io::Error::other("encryption failed"))?;
-            frame.extend_from_slice(&body);
-            frame.extend_from_slice(&tag);
-        } else {
-            let mut crc = crc32fast::Hasher::new();
-            crc.update(&lens);
-            crc.update(&body);
-            frame.extend_from_slice(&body);
-            frame.extend_from_slice(&crc.finalize().to_le_bytes());
-        }
+        let mut tail = [0u8; TAG_LEN];
+        let tail = match &self.cipher {
+            Some(cipher) => {
+                let nonce = nonce(&self.header, self.index);
+                let aad = aad(&self.header, &self.name, &lens);
+                let tag = cipher
+                    .encrypt_in_place_detached(&nonce, &aad, &mut body)
+                    .map_err(|_| std::io::Error::other("encryption failed"))?;
+                tail.copy_from_slice(&tag);
+                &tail[..]
+            }
+            None => {
+                let mut crc = crc32fast::Hasher::new();
+                crc.update(&lens);
+                crc.update(&body);
+                tail[..4].copy_from_slice(&crc.finalize().to_le_bytes());
+                &tail[..4]
+            }
+        };
+        let written = self.emit(&lens).and_then(|()| self.emit(&body));
         self.body = body;
-        Ok(frame)
+        written?;
+        self.emit(tail)?;
+        self.index += 1;
+        Ok(())
     }
 
     fn finish(mut self) -> std::io::Result<(W, Sealed)> {
@@ -742,14 +742,15 @@ pub(super) fn decode_chunk(
     raw: bool,
     plain: &mut Vec<u8>,
 ) -> Result<(), &'static str> {
-    plain.clear();
     if raw || compression == 0 {
+        plain.clear();
         if body.len() != plain_len as usize {
             return Err("stored length differs from the plain length");
         }
         plain.extend_from_slice(body);
         return Ok(());
     }
+    // Every byte is written by the decompressor: only a longer buffer needs zeroing.
     plain.resize(plain_len as usize, 0);
     let n = match (compression, zstd) {
         (1, Some(z)) => z.decompress_to_buffer(body, plain).ok(),
