@@ -320,12 +320,6 @@ impl Opened {
         &self.dir
     }
 
-    /// True when the directory is a copy this process decoded and checked whole (chunk
-    /// by chunk and against the manifest's digests): its page data needs no second pass.
-    pub fn is_verified_copy(&self) -> bool {
-        self.copy
-    }
-
     /// Whether `dir` (this image's or an ancestor's directory) is a copy decoded and
     /// verified whole: its pages files need no second pass.
     pub fn verified(&self, dir: &Path) -> bool {
