@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Dump/restore benchmark for stasis: see docs/benchmarks.md.
 # usage: scripts/bench.sh [--runs N] [--quick] [--big] [--json FILE] [--store-opts OPTS] [--restore-opts OPTS]
+#                         [--variants 'NAME=OPTS;NAME=OPTS'] (several dump options, interleaved)
 #                         | --lazy [MIB [RUNS]]  (post-copy over loopback, 4096 MiB by default, and CRIU's)
 #                         [--compare 'DUMP_TEMPLATE' 'RESTORE_TEMPLATE'] [--only a,b]
 #                         [--storage /dev/shm,/var/tmp]

@@ -357,3 +357,92 @@ fn failed_store_steps_leave_the_target_running() {
     common::assert_untouched(&v);
     v.go_and_expect_pass();
 }
+
+/// Where the kernel has async write-protect userfaultfd (Linux 6.7): the tracking an
+/// incremental dump needs. Prints why the test skips otherwise.
+fn tracking_available(test: &str) -> bool {
+    let out = common::stasis(&["check"]);
+    let ok =
+        (out.stdout.lines()).any(|l| l.starts_with("OK") && l.contains("UFFD_FEATURE_WP_ASYNC"));
+    if !ok {
+        common::skip(
+            test,
+            "the kernel has no userfaultfd async write-protect (Linux 6.7)",
+        );
+    }
+    ok
+}
+
+/// Flips one byte in the middle of `path`; returns the original bytes.
+fn flip_middle(path: &Path) -> Vec<u8> {
+    let saved = std::fs::read(path).expect("read file");
+    let mut bytes = saved.clone();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(path, &bytes).expect("write file");
+    saved
+}
+
+/// An incremental chain sealed throughout: `dump -R --track-mem` and a dump against it
+/// (`--prev-images-dir`), both compressed, encrypted and signed. The restore of the
+/// second opens and verifies the first with the same key and signature; a tampered or
+/// unsigned parent is refused before any process exists; the good chain restores whole.
+#[test]
+fn sealed_incremental_chain_round_trips_and_a_bad_parent_is_refused() {
+    let test = "sealed_incremental_chain_round_trips_and_a_bad_parent_is_refused";
+    let _serial = common::serial();
+    require_privileged!(test);
+    if !tracking_available(test) {
+        return;
+    }
+    let tmp = TempDir::new("store-incremental");
+    let key = keygen(&tmp, "key");
+    let (k, p) = (s(&key).to_string(), s(&public(&key)).to_string());
+    let work = tmp.join("work");
+    std::fs::create_dir_all(&work).expect("mkdir work");
+    let mut v = common::spawn_victim("tracked", &[], &work);
+    if let Start::Skip(why) = v.wait_ready() {
+        return common::skip(test, &why);
+    }
+    let _family = common::TreeGuard(common::descendants(v.pid));
+    let (d0, d1) = (tmp.join("d0"), tmp.join("d1"));
+    let sealing = ["--compress", "lz4", "--encrypt-key", &k, "--sign", &k];
+    let mut first = vec!["-R", "--track-mem"];
+    first.extend_from_slice(&sealing);
+    common::dump(v.pid, &d0, &first).assert_ok("dump -R --track-mem, sealed");
+    v.signal(libc::SIGUSR2);
+    for _ in 0..2000 {
+        if v.log_text().lines().any(|l| l == "CHANGED") {
+            break;
+        }
+        common::sleep_ms(5);
+    }
+    let mut second = vec!["--prev-images-dir", "../d0"];
+    second.extend_from_slice(&sealing);
+    let family = common::descendants(v.pid);
+    dump(&mut v, &d1, &second);
+    common::reap_all(&family, false);
+    assert!(d1.join("store.sig").is_file() && d0.join("store.sig").is_file());
+    let good = [
+        "--decrypt-key",
+        k.as_str(),
+        "--require-signature",
+        p.as_str(),
+    ];
+    // A parent's page byte altered: refused by the parent's manifest digest.
+    let pages = d0.join(format!("pages-{}.img", v.pid));
+    let saved = flip_middle(&pages);
+    let msg = refused(v.pid, restore(&d1, &good), "tampered parent");
+    assert!(msg.contains("altered") && msg.contains("d0"), "{msg}");
+    std::fs::write(&pages, saved).expect("write pages");
+    // The parent's signature gone.
+    let sig = d0.join("store.sig");
+    let saved = std::fs::read(&sig).expect("read store.sig");
+    std::fs::remove_file(&sig).expect("remove store.sig");
+    let msg = refused(v.pid, restore(&d1, &good), "unsigned parent");
+    assert!(msg.contains("not signed"), "{msg}");
+    std::fs::write(&sig, saved).expect("write store.sig");
+    let pid = restore(&d1, &good).unwrap_or_else(|o| panic!("restore: {o:?}"));
+    assert_eq!(pid, v.pid);
+    Proc::adopt(pid, &v.log).go_and_expect_pass();
+}

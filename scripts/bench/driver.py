@@ -66,6 +66,15 @@ REFUSAL_MARKERS = ("not supported", "single-threaded processes only", "cannot ch
                    "unsupported")
 
 
+def parse_variants(text):
+    """'NAME=OPTS;NAME=OPTS' -> [(NAME, ' OPTS'), ...]."""
+    out = []
+    for item in text.split(";"):
+        name, _, opts = item.partition("=")
+        out.append((name.strip(), " " + opts.strip() if opts.strip() else ""))
+    return out
+
+
 def log(msg):
     print(f"bench: {msg}", file=sys.stderr, flush=True)
 
@@ -235,8 +244,10 @@ class Bench:
         return pid, okfile
 
     def templates(self, tool):
-        if tool == "stasis":
-            dump_opts, restore_opts = self.args.store_opts, self.args.restore_opts
+        variants = dict(self.args.variants or [])
+        if tool == "stasis" or tool in variants:
+            dump_opts = variants.get(tool, self.args.store_opts)
+            restore_opts = self.args.restore_opts
             return (f"{shlex.quote(self.stasis)} dump -t {{pid}} -D {{dir}} --stats-json {{stats}}"
                     f"{dump_opts}",
                     f"{shlex.quote(self.stasis)} restore -D {{dir}} -d --stats-json {{rstats}}"
@@ -417,9 +428,12 @@ def print_table(results, limits, tools):
                   f"{fmt(s['frozen_s'], '.3f')} | {dump_rate} | {fmt(s['restore_s'], '.3f')} | "
                   f"{fmt(s['restore_verified_s'], '.3f')} | {rest_rate} | "
                   f"{fmt(s['image_bytes'] and s['image_bytes'] / MIB, '.0f')} | {rss} | {s['status']} |")
-        if len(tools) == 2 and all(r["tools"].get(t, {}).get("dump_s") for t in tools):
-            a, b = (r["tools"][t] for t in tools)
-            print(f"| {r['workload']} | {r['storage']} | ratio {tools[0]}/{tools[1]} | "
+        base = tools[-1] if len(tools) == 2 else tools[0]
+        for other in [t for t in tools if t != base]:
+            if not all(r["tools"].get(t, {}).get("dump_s") for t in (other, base)):
+                continue
+            a, b = r["tools"][other], r["tools"][base]
+            print(f"| {r['workload']} | {r['storage']} | ratio {other}/{base} | "
                   f"{a['dump_s'] / b['dump_s']:.2f} | | | {a['restore_s'] / b['restore_s']:.2f} | "
                   f"{a['restore_verified_s'] / b['restore_verified_s']:.2f} | | "
                   f"{a['image_bytes'] / max(b['image_bytes'], 1):.2f} | | |")
@@ -459,6 +473,10 @@ def main():
                          "with the plain dump through --compare)")
     ap.add_argument("--restore-opts", default="", type=lambda v: " " + v if v else "",
                     help="extra options of stasis's restores, e.g. '--decrypt-key FILE'")
+    ap.add_argument("--variants", type=parse_variants,
+                    help="'NAME=OPTS;NAME=OPTS': several stasis dump options (e.g. "
+                         "'plain=;lz4=--compress lz4;zstd=--compress zstd') run interleaved "
+                         "run by run, the ratios taken against the first")
     ap.add_argument("--no-paired", dest="paired", action="store_false",
                     help="do not probe the limits right before each dump and restore of the "
                          "memory workloads (fractions then use the limits from the start)")
@@ -471,6 +489,8 @@ def main():
     os.makedirs(scratch)
     bench = Bench(args, args.bindir, scratch)
     tools = ["stasis"] + (["other"] if args.compare else [])
+    if args.variants:
+        tools = [name for name, _ in args.variants]
     try:
         log("measuring machine limits")
         # Fresh-memory rates are noisy here: the limit is the best of three measurements.
@@ -490,7 +510,9 @@ def main():
                     for tool in tools:  # alternate tools run by run
                         tag = f"{name}-{tool}-{i}"
                         r = bench.one_run(tool, wl_argv, storage, tag)
+                        r["loadavg"] = os.getloadavg()[0]
                         log(f"{name} {storage} {tool} run {i + 1}: {r['status']} "
+                            f"load {r['loadavg']:.1f} "
                             f"dump {fmt(r.get('dump_s'), '.3f')} s (limit "
                             f"{fmt(r.get('dump_limit_gibps'), '.2f')} GiB/s), restore "
                             f"{fmt(r.get('restore_s'), '.3f')} s (limit "
@@ -508,6 +530,10 @@ def main():
                     add_fractions(s, runs[tool], mem_bytes, dump_limit, limits["first_touch"])
                     entry["tools"][tool] = s
                 results.append(entry)
+        loads = [r["loadavg"] for e in results for t in e["raw"].values() for r in t if "loadavg" in r]
+        if loads:
+            print(f"load average (1 min) during the runs: {min(loads):.1f}-{max(loads):.1f}, "
+                  f"median {sorted(loads)[len(loads) // 2]:.1f}")
         print_table(results, limits, tools)
         if args.json:
             with open(args.json, "w") as f:

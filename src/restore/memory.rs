@@ -22,6 +22,7 @@ use crate::abi::{IoVec, PAGE_SIZE};
 use crate::image::chain::Piece;
 use crate::image::mm::{MmImage, PageRun};
 use crate::image::pages::PAGES_DATA_OFFSET;
+use crate::image::store::SealedPages;
 use crate::image::ImageError;
 use crate::progress::Phase;
 use crate::sys::mem::vm_write;
@@ -85,11 +86,26 @@ pub fn fill(
     pages: &dyn Fn(u8) -> PathBuf,
     parents: &[Piece],
     in_child: &dyn Fn(PathBuf) -> PathBuf,
+    sealed: &SealedPages,
 ) -> Result<Filled, RestoreError> {
     let started = Instant::now();
     let total = mm.pages() * PAGE_SIZE;
     let mut paths: Vec<PathBuf> = (0..mm.stripes()).map(pages).collect();
-    let work = Work::new(mm, parents, &mut paths, total);
+    // Ordering requirements: the own pages files of a compressed or encrypted image are
+    // decoded into place first (`sealed.rs`); the batches left are the parents'.
+    let own_sealed = paths.iter().any(|p| sealed.contains_key(p));
+    let work = Work::new(mm, parents, &mut paths, total, !own_sealed);
+    if own_sealed {
+        s.flush()?;
+        let own = &paths[..usize::from(mm.stripes())];
+        super::sealed::fill(s.child(), mm, own, sealed, &work.progress)?;
+        if work.batches.is_empty() {
+            return Ok(Filled {
+                bytes: total,
+                elapsed: started.elapsed(),
+            });
+        }
+    }
     let helped = total >= PARALLEL_MIN && crate::sys::cpu::usable() > 1;
     let iovs: usize = work.batches.iter().map(|b| b.iovs.len()).sum();
     let small = work.batches.len() <= BATCHED_READS && iovs <= BATCHED_IOVS;
@@ -194,9 +210,16 @@ struct Work {
 impl Work {
     /// The batches of every pages file of `mm` and of the pieces of its parents (whose
     /// files are added to `paths`), in address order.
-    fn new(mm: &MmImage, parents: &[Piece], paths: &mut Vec<PathBuf>, total: u64) -> Self {
+    /// `own`: false when this image's pages files are filled otherwise (`sealed.rs`).
+    fn new(
+        mm: &MmImage,
+        parents: &[Piece],
+        paths: &mut Vec<PathBuf>,
+        total: u64,
+        own: bool,
+    ) -> Self {
         let mut batches = parent_batches(parents, paths);
-        for stripe in 0..mm.stripes() {
+        for stripe in (0..mm.stripes()).filter(|_| own) {
             let runs: Vec<PageRun> = (mm.page_runs.iter())
                 .filter(|r| r.stripe == stripe)
                 .copied()
@@ -354,7 +377,7 @@ fn help(pid: i32, paths: &[PathBuf], work: &Work) -> Result<(), RestoreError> {
 }
 
 /// `process_vm_writev` until all of `data` is in place.
-fn write_all(pid: i32, data: &[u8], iovs: &[IoVec]) -> Result<(), RestoreError> {
+pub(super) fn write_all(pid: i32, data: &[u8], iovs: &[IoVec]) -> Result<(), RestoreError> {
     let mut done = 0;
     while done < data.len() {
         let rest: Vec<(u64, usize)> = skip(iovs, done as u64)
@@ -452,7 +475,7 @@ const MADV_POPULATE_WRITE: u64 = 23;
 /// call for the whole range. Only a speed-up: where it fails (an older kernel), the copy
 /// faults the pages in itself. (The helper thread's `process_vm_writev` faults its pages
 /// in without exceptions already.)
-fn populate(child: &Child, batch: &[IoVec]) -> Result<(), RestoreError> {
+pub(super) fn populate(child: &Child, batch: &[IoVec]) -> Result<(), RestoreError> {
     let remote = child.remote();
     let mut b = remote.batch();
     for iov in batch {
@@ -538,7 +561,7 @@ mod tests {
             page_runs: vec![run(0x1000, 2, 0), run(0x3000, 1, 1), run(0x9000, 4, 0)],
             ..MmImage::default()
         };
-        let work = Work::new(&mm, &[], &mut Vec::new(), 7 * PAGE_SIZE);
+        let work = Work::new(&mm, &[], &mut Vec::new(), 7 * PAGE_SIZE, true);
         let got: Vec<(u64, usize, u64)> = (work.batches.iter())
             .map(|b| (b.iovs[0].base, b.stripe, b.offset))
             .collect();

@@ -27,6 +27,7 @@ mod orphan_pty;
 mod prctl;
 mod pty_devpts;
 mod sched;
+mod sealed;
 mod seccomp;
 mod staged;
 mod sysv;
@@ -250,12 +251,17 @@ pub fn restore_with(
     // until the tree is restored; everything is verified before any process exists.
     let (opened, image) = {
         let _s = crate::profile::span("load");
-        let opened = store::open(&opts.dir, &opts.store).map_err(crate::image::ImageError::from)?;
-        // A decoded copy was checked whole while it was written: no second crc pass.
-        let image = match opened.is_verified_copy() {
-            true => Image::load_metadata(opened.dir())?,
-            false => Image::load_trusting(opened.dir(), &|d| verified_by_caller(opts, d))?,
+        // Sealed pages files are decoded straight into the restored memory, except for a
+        // post-copy restore (which reads them otherwise).
+        let opened = match opts.lazy {
+            None => store::open_for_restore(&opts.dir, &opts.store),
+            Some(_) => store::open(&opts.dir, &opts.store),
         };
+        let opened = opened.map_err(crate::image::ImageError::from)?;
+        // A decoded copy (of the image or of an ancestor) was checked whole while it was
+        // written: no second crc pass.
+        let trusted = |d: &std::path::Path| opened.verified(d) || verified_by_caller(opts, d);
+        let image = Image::load_trusting(opened.dir(), &trusted)?;
         (opened, image)
     };
     let lazy = crate::lazy::restore::plan(&image, opts.lazy.as_ref())?;
@@ -313,6 +319,7 @@ pub fn restore_with(
         userns: None,
         veths: &opts.veth_externals,
         lazy: post_copy.as_deref(),
+        sealed: opened.sealed_pages(),
         net_lock: match lock.pids.contains(&root) {
             true => lock.mode,
             false => crate::netlock::LockMode::Skip,
@@ -468,6 +475,8 @@ struct Builder<'a> {
     veths: &'a [crate::netns::VethExternal],
     /// `--lazy-pages`: registers each process's served mappings.
     lazy: Option<&'a crate::lazy::restore::PostCopy>,
+    /// The pages files left sealed, decoded into place (`sealed.rs`).
+    sealed: &'a store::SealedPages,
 }
 
 impl Builder<'_> {
@@ -597,7 +606,7 @@ impl Builder<'_> {
         match p {
             // A process sharing its parent's address space finds its memory in place.
             Some(p) if !entry.shares_vm => {
-                let filled = build_memory(child, self.image, p, parent, self.ghosts)?;
+                let filled = build_memory(child, self.image, p, parent, self.ghosts, self.sealed)?;
                 if let Some(lazy) = self.lazy {
                     lazy.register(child, &p.mm)
                         .map_err(at(RestoreStage::Memory, pid))?;
@@ -834,6 +843,7 @@ fn build_memory(
     p: &ProcessImage,
     parent: Option<&ProcessImage>,
     ghosts: &files::Ghosts,
+    sealed: &store::SealedPages,
 ) -> Result<memory::Filled, RestoreError> {
     let filled = memory::filled_vmas(&p.mm);
     let _s = crate::profile::span("address space+mappings+memory");
@@ -856,7 +866,7 @@ fn build_memory(
     s.stage(RestoreStage::Memory, |s| {
         let in_child = |path: PathBuf| mnt::child_path(image.mounts.is_some(), &path);
         let parents = image.parent_pages.get(&p.task.pid).map_or(&[][..], |v| v);
-        filled_pages = memory::fill(s, &p.mm, &pages, parents, &in_child)?;
+        filled_pages = memory::fill(s, &p.mm, &pages, parents, &in_child, sealed)?;
         s.flush()?;
         aio::restore_rings(s.child(), &p.mm)
     })?;

@@ -13,7 +13,9 @@
 //! reads the plain copy, so nothing it reads was not authenticated first.
 
 pub mod error;
+pub mod indexed;
 pub mod keys;
+mod parents;
 pub mod recipients;
 pub mod sealed;
 pub mod stream;
@@ -301,7 +303,16 @@ fn mac(manifest: &StoreManifest, key: &SecretKey) -> Result<[u8; 32], StoreError
 pub struct Opened {
     dir: PathBuf,
     _temp: Option<TempDir>,
+    /// `dir` is a copy decoded and verified whole (not links to a plain image's files).
+    copy: bool,
+    pages: SealedPages,
+    /// The opened ancestors of an incremental image (`parents.rs`), kept while in use.
+    parents: Vec<Opened>,
 }
+
+/// Pages files left sealed by [`open_for_restore`], by the path of their stand-in in the
+/// opened directory.
+pub type SealedPages = std::collections::BTreeMap<PathBuf, indexed::Indexed>;
 
 impl Opened {
     /// The directory to load.
@@ -309,10 +320,17 @@ impl Opened {
         &self.dir
     }
 
-    /// True when the directory is a copy this process decoded and checked whole (chunk
-    /// by chunk and against the manifest's digests): its page data needs no second pass.
-    pub fn is_verified_copy(&self) -> bool {
-        self._temp.is_some()
+    /// Whether `dir` (this image's or an ancestor's directory) is a copy decoded and
+    /// verified whole: its pages files need no second pass.
+    pub fn verified(&self, dir: &Path) -> bool {
+        parents::verified_copy(self, dir)
+    }
+
+    /// The pages files [`open_for_restore`] verified but left sealed: their stand-ins in
+    /// [`Opened::dir`] hold only the pages header (the rest reads as zeros), and their
+    /// data must be decoded from here.
+    pub fn sealed_pages(&self) -> &SealedPages {
+        &self.pages
     }
 }
 
@@ -320,25 +338,48 @@ impl Opened {
 /// directory `load` can read. A plain image without `store.img` is returned as it is
 /// (refused if a signature is required).
 pub fn open(dir: &Path, opts: &OpenOptions) -> Result<Opened, StoreError> {
+    open_with(dir, opts, false)
+}
+
+/// [`open`], but the compressed or encrypted pages files (`pages-*.img`) are verified
+/// whole (framing, length, digest) without being decoded into the copy: the restore
+/// decodes them straight into the restored memory ([`Opened::sealed_pages`]), checking
+/// each chunk again as it does. Only for a caller that fills memory from those.
+pub fn open_for_restore(dir: &Path, opts: &OpenOptions) -> Result<Opened, StoreError> {
+    open_with(dir, opts, true)
+}
+
+fn open_with(dir: &Path, opts: &OpenOptions, defer: bool) -> Result<Opened, StoreError> {
+    let mut opened = open_one(dir, opts, defer)?;
+    parents::open(&mut opened, dir, opts, 0)?;
+    Ok(opened)
+}
+
+/// The image in `dir` alone, verified (its parents are `parents.rs`'s).
+fn open_one(dir: &Path, opts: &OpenOptions, defer: bool) -> Result<Opened, StoreError> {
     // Most images are plain: no temporary directory for them (its mkdir and rmdir were a
     // third of a small restore's load).
+    let as_is = || Opened {
+        dir: dir.into(),
+        _temp: None,
+        copy: false,
+        pages: SealedPages::new(),
+        parents: Vec::new(),
+    };
     if is_plain(dir, opts)? {
-        return Ok(Opened {
-            dir: dir.into(),
-            _temp: None,
-        });
+        return Ok(as_is());
     }
     let temp = TempDir::new("unseal")?;
     let decoded = temp.path.join("image");
-    if !unseal_into(dir, opts, &decoded, &|_| true)? {
-        return Ok(Opened {
-            dir: dir.into(),
-            _temp: None,
-        });
-    }
+    let Some(pages) = unseal_deferring(dir, opts, &decoded, &|_| true, defer)? else {
+        return Ok(as_is());
+    };
     Ok(Opened {
         dir: decoded,
         _temp: Some(temp),
+        copy: true,
+        pages,
+        parents: Vec::new(),
     })
 }
 
@@ -364,8 +405,20 @@ pub fn unseal_into(
     dest: &Path,
     want: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<bool, StoreError> {
+    Ok(unseal_deferring(dir, opts, dest, want, false)?.is_some())
+}
+
+/// [`unseal_into`]; with `defer`, pages files are verified and left sealed (a stand-in
+/// of each in `dest`, see [`open_for_restore`]). `None` when the image is plain.
+fn unseal_deferring(
+    dir: &Path,
+    opts: &OpenOptions,
+    dest: &Path,
+    want: &(dyn Fn(&str) -> bool + Sync),
+    defer: bool,
+) -> Result<Option<SealedPages>, StoreError> {
     if is_plain(dir, opts)? {
-        return Ok(false);
+        return Ok(None);
     }
     let path = dir.join(MANIFEST);
     verify_signature(dir, opts)?;
@@ -376,23 +429,39 @@ pub fn unseal_into(
     let files: Vec<&StoredFile> = manifest.files.iter().filter(|f| want(&f.name)).collect();
     if manifest.compression == Compression::None && key.is_none() {
         parallel(&files, |f| check_plain(dir, f))?;
-        return Ok(false);
+        return Ok(None);
     }
     DirBuilder::new()
         .mode(0o700)
         .create(dest)
         .map_err(StoreError::io("create directory", dest))?;
     let cipher_key = key.map(|k| k.derive(sealed::CIPHER_CONTEXT));
-    parallel(&files, |f| {
+    let done = parallel(&files, |f| {
         let expect = sealed::Expect {
             len: f.len,
             digest: f.digest,
             plain_len: f.plain_len,
         };
         let (src, dst) = (dir.join(&f.name), dest.join(&f.name));
-        sealed::unseal(&src, &dst, &f.name, cipher_key.as_ref(), &expect)
+        if defer && f.name.starts_with("pages-") {
+            let indexed = sealed::index(&src, &f.name, cipher_key.as_ref(), &expect)?;
+            stand_in(&dst, &indexed)?;
+            return Ok(Some((dst, indexed)));
+        }
+        sealed::unseal(&src, &dst, &f.name, cipher_key.as_ref(), &expect).map(|()| None)
     })?;
-    Ok(true)
+    Ok(Some(done.into_iter().flatten().collect()))
+}
+
+/// The stand-in of a pages file left sealed: its pages header, then a hole as long as
+/// its data (what `load` checks: the header and the length).
+fn stand_in(path: &Path, pages: &indexed::Indexed) -> Result<(), StoreError> {
+    use std::io::Write;
+    let (prefix, len) = pages.prefix();
+    let mut file = create_private(path)?;
+    file.write_all(prefix)
+        .map_err(StoreError::io("write", path))?;
+    file.set_len(len).map_err(StoreError::io("write", path))
 }
 
 /// The manifest of a stored image (unverified), `None` for a plain image without one.

@@ -29,6 +29,7 @@ use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 
 use super::error::StoreError;
+use super::indexed::{self, Indexed};
 use super::keys::random_bytes;
 
 /// Plain bytes per chunk (every chunk but the last holds exactly this many).
@@ -330,40 +331,40 @@ impl<W: Write> Writer<W> {
     }
 
     /// Writes the chunk whose stored bytes are in `body`.
+    /// Writes chunk `self.index` whose stored bytes are in `body`: lengths, body
+    /// (encrypted with its tag, or followed by its crc), each piece written as it is (no
+    /// copy of the chunk into a frame).
     fn put(&mut self, plain_len: u32, flags: u32) -> std::io::Result<()> {
-        let frame = self.frame(plain_len, flags)?;
-        self.emit(&frame)?;
-        self.index += 1;
-        Ok(())
-    }
-
-    /// The bytes of chunk `self.index` whose stored bytes are in `body`: lengths, body
-    /// (encrypted with its tag, or followed by its crc).
-    fn frame(&mut self, plain_len: u32, flags: u32) -> std::io::Result<Vec<u8>> {
         let mut body = std::mem::take(&mut self.body);
         let sealed = (body.len() + self.cipher.as_ref().map_or(0, |_| TAG_LEN)) as u32;
         let mut lens = [0u8; 8];
         lens[..4].copy_from_slice(&plain_len.to_le_bytes());
         lens[4..].copy_from_slice(&(sealed | flags).to_le_bytes());
-        let mut frame = Vec::with_capacity(8 + body.len() + TAG_LEN);
-        frame.extend_from_slice(&lens);
-        if let Some(cipher) = &self.cipher {
-            let nonce = nonce(&self.header, self.index);
-            let aad = aad(&self.header, &self.name, &lens);
-            let tag = cipher
-                .encrypt_in_place_detached(&nonce, &aad, &mut body)
-                .map_err(|_| std::io::Error::other("encryption failed"))?;
-            frame.extend_from_slice(&body);
-            frame.extend_from_slice(&tag);
-        } else {
-            let mut crc = crc32fast::Hasher::new();
-            crc.update(&lens);
-            crc.update(&body);
-            frame.extend_from_slice(&body);
-            frame.extend_from_slice(&crc.finalize().to_le_bytes());
-        }
+        let mut tail = [0u8; TAG_LEN];
+        let tail = match &self.cipher {
+            Some(cipher) => {
+                let nonce = nonce(&self.header, self.index);
+                let aad = aad(&self.header, &self.name, &lens);
+                let tag = cipher
+                    .encrypt_in_place_detached(&nonce, &aad, &mut body)
+                    .map_err(|_| std::io::Error::other("encryption failed"))?;
+                tail.copy_from_slice(&tag);
+                &tail[..]
+            }
+            None => {
+                let mut crc = crc32fast::Hasher::new();
+                crc.update(&lens);
+                crc.update(&body);
+                tail[..4].copy_from_slice(&crc.finalize().to_le_bytes());
+                &tail[..4]
+            }
+        };
+        let written = self.emit(&lens).and_then(|()| self.emit(&body));
         self.body = body;
-        Ok(frame)
+        written?;
+        self.emit(tail)?;
+        self.index += 1;
+        Ok(())
     }
 
     fn finish(mut self) -> std::io::Result<(W, Sealed)> {
@@ -424,6 +425,42 @@ pub fn unseal(
     r.check(expect)
 }
 
+/// Verifies the sealed pages file `src` whole as [`unseal`] does (its framing, its head
+/// chunk, its length and digest against `expect`) without decoding its data chunks:
+/// their places are returned, for `Indexed::decode` to decode each where it is needed,
+/// checked again then (authenticated, or against the BLAKE3 of its bytes taken here).
+/// The plain file's first [`PAGES_HEAD`] bytes (the pages header) are decoded here.
+pub fn index(
+    src: &Path,
+    name: &str,
+    key: Option<&CipherKey>,
+    expect: &Expect,
+) -> Result<Indexed, StoreError> {
+    let file = File::open(src).map_err(StoreError::io("open", src))?;
+    let mut r = Reader::new(Hashing::new(file), src, name, key)?;
+    r.survey = Some((PAGES_HEAD as u64, Vec::new()));
+    let mut prefix = vec![0u8; PAGES_HEAD];
+    let mut plain = Vec::with_capacity(CHUNK);
+    loop {
+        let before = r.data_len;
+        let Some(head) = r.next(&mut plain)? else {
+            break;
+        };
+        let start = if head { 0 } else { u64::from(r.head) + before } as usize;
+        if start < PAGES_HEAD && !plain.is_empty() {
+            let n = (PAGES_HEAD - start).min(plain.len());
+            prefix[start..start + n].copy_from_slice(&plain[..n]);
+        }
+    }
+    let chunks = r.survey.take().map(|(_, c)| c).unwrap_or_default();
+    let (header, plain_len) = (r.header, r.plain_len);
+    r.check(expect)?;
+    prefix.truncate(plain_len.min(PAGES_HEAD as u64) as usize);
+    Ok(Indexed::new(
+        src, name, header, key, chunks, prefix, plain_len,
+    ))
+}
+
 /// Counts and hashes what is read through it.
 struct Hashing<R> {
     inner: R,
@@ -467,6 +504,13 @@ struct Reader<'a, R: Read> {
     plain_len: u64,
     body: Vec<u8>,
     zstd: Option<zstd::bulk::Decompressor<'static>>,
+    /// Offset in the sealed file of the next chunk.
+    at: u64,
+    /// Plain bytes of the data chunks so far.
+    data_len: u64,
+    /// Surveying (`indexed::index`): data chunks from this plain offset on are only
+    /// recorded here, not decoded.
+    survey: Option<(u64, Vec<indexed::ChunkAt>)>,
 }
 
 impl<'a, R: Read> Reader<'a, R> {
@@ -481,15 +525,6 @@ impl<'a, R: Read> Reader<'a, R> {
         let n = read_full(&mut input, &mut header).map_err(StoreError::io("read", path))?;
         let header = check_header(header, n, path, key.is_some())?;
         let chunk_size = u32::from_le_bytes([header[16], header[17], header[18], header[19]]);
-        let zstd = match header[12] {
-            1 => Some(
-                zstd::bulk::Decompressor::new().map_err(|source| StoreError::Codec {
-                    what: "zstd",
-                    source,
-                })?,
-            ),
-            _ => None,
-        };
         Ok(Reader {
             input,
             path,
@@ -503,7 +538,10 @@ impl<'a, R: Read> Reader<'a, R> {
             index: 0,
             plain_len: 0,
             body: Vec::with_capacity(CHUNK),
-            zstd,
+            zstd: decompressor(header[12])?,
+            at: HEADER_LEN as u64,
+            data_len: 0,
+            survey: None,
         })
     }
 
@@ -520,12 +558,14 @@ impl<'a, R: Read> Reader<'a, R> {
         if n < buf.len() {
             return Err(self.fail("truncated: the file ends inside this chunk"));
         }
+        self.at += n as u64;
         Ok(())
     }
 
     /// The next chunk's plain bytes into `plain`, and whether it is the head chunk; `None`
-    /// at the (checked) end chunk.
+    /// at the (checked) end chunk. A data chunk only surveyed leaves `plain` empty.
     fn next(&mut self, plain: &mut Vec<u8>) -> Result<Option<bool>, StoreError> {
+        let at = self.at;
         let mut lens = [0u8; 8];
         self.read_exact(&mut lens)?;
         let plain_len = u32::from_le_bytes([lens[0], lens[1], lens[2], lens[3]]);
@@ -542,9 +582,36 @@ impl<'a, R: Read> Reader<'a, R> {
         self.body.resize(stored, 0);
         let mut body = std::mem::take(&mut self.body);
         self.read_exact(&mut body)?;
-        let body = self.open(&lens, body)?;
-        self.decode(&body, plain_len, raw, plain)?;
-        self.body = body;
+        let mut crc = [0u8; 4];
+        if self.cipher.is_none() {
+            self.read_exact(&mut crc)?;
+        }
+        let start = if head {
+            0
+        } else {
+            u64::from(self.head) + self.data_len
+        };
+        let chunk = Chunk { lens, raw, crc };
+        match &mut self.survey {
+            Some((from, chunks)) if !head && plain_len != 0 => {
+                let check = self.cipher.is_none();
+                let c = indexed::ChunkAt::new(at, self.index, &chunk, &body, start, check);
+                chunks.push(c);
+                if start < *from {
+                    let body = self.open(&chunk, body)?;
+                    self.decode(&body, plain_len, raw, plain)?;
+                    self.body = body;
+                } else {
+                    plain.clear();
+                    self.body = body;
+                }
+            }
+            _ => {
+                let body = self.open(&chunk, body)?;
+                self.decode(&body, plain_len, raw, plain)?;
+                self.body = body;
+            }
+        }
         self.index += 1;
         if plain_len == 0 {
             if self.head != 0 && !self.head_seen {
@@ -554,33 +621,16 @@ impl<'a, R: Read> Reader<'a, R> {
         }
         self.head_seen |= head;
         self.plain_len += u64::from(plain_len);
+        if !head {
+            self.data_len += u64::from(plain_len);
+        }
         Ok(Some(head))
     }
 
     /// Authenticates and decrypts the body, or checks its CRC-32; returns the stored bytes.
-    fn open(&mut self, lens: &[u8; 8], mut body: Vec<u8>) -> Result<Vec<u8>, StoreError> {
-        if let Some(cipher) = &self.cipher {
-            if body.len() < TAG_LEN {
-                return Err(self.fail("impossible length"));
-            }
-            let tag = Tag::clone_from_slice(&body[body.len() - TAG_LEN..]);
-            body.truncate(body.len() - TAG_LEN);
-            let nonce = nonce(&self.header, self.index);
-            let aad = aad(&self.header, self.name, lens);
-            return match cipher.decrypt_in_place_detached(&nonce, &aad, &mut body, &tag) {
-                Ok(()) => Ok(body),
-                Err(_) => Err(self.fail("fails authentication: altered, or another key")),
-            };
-        }
-        let mut crc = [0u8; 4];
-        self.read_exact(&mut crc)?;
-        let mut sum = crc32fast::Hasher::new();
-        sum.update(lens);
-        sum.update(&body);
-        if sum.finalize() != u32::from_le_bytes(crc) {
-            return Err(self.fail("checksum mismatch"));
-        }
-        Ok(body)
+    fn open(&self, chunk: &Chunk, body: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        let keyed = self.cipher.as_ref().map(|c| (c, &self.header, self.name));
+        open_chunk(keyed, self.index, chunk, body).map_err(|what| self.fail(what))
     }
 
     fn decode(
@@ -590,23 +640,15 @@ impl<'a, R: Read> Reader<'a, R> {
         raw: bool,
         plain: &mut Vec<u8>,
     ) -> Result<(), StoreError> {
-        plain.clear();
-        if raw || self.compression == 0 {
-            if body.len() != plain_len as usize {
-                return Err(self.fail("stored length differs from the plain length"));
-            }
-            plain.extend_from_slice(body);
-            return Ok(());
-        }
-        plain.resize(plain_len as usize, 0);
-        let n = match (self.compression, self.zstd.as_mut()) {
-            (1, Some(z)) => z.decompress_to_buffer(body, plain).ok(),
-            _ => lz4_flex::block::decompress_into(body, plain).ok(),
-        };
-        if n != Some(plain_len as usize) {
-            return Err(self.fail("does not decompress to its plain length"));
-        }
-        Ok(())
+        let r = decode_chunk(
+            self.compression,
+            self.zstd.as_mut(),
+            body,
+            plain_len,
+            raw,
+            plain,
+        );
+        r.map_err(|what| self.fail(what))
     }
 
     /// After the end chunk: nothing more in the file.
@@ -636,6 +678,88 @@ impl<'a, R: Read> Reader<'a, R> {
         }
         Ok(())
     }
+}
+
+/// A chunk's framing: its 8 length bytes, whether it is stored uncompressed, and
+/// (without cipher) its CRC-32.
+pub(super) struct Chunk {
+    pub lens: [u8; 8],
+    pub raw: bool,
+    pub crc: [u8; 4],
+}
+
+/// The zstd decompressor a file of compression `code` needs.
+pub(super) fn decompressor(
+    code: u8,
+) -> Result<Option<zstd::bulk::Decompressor<'static>>, StoreError> {
+    if code != 1 {
+        return Ok(None);
+    }
+    let z = zstd::bulk::Decompressor::new().map_err(|source| StoreError::Codec {
+        what: "zstd",
+        source,
+    })?;
+    Ok(Some(z))
+}
+
+/// With the cipher (and the file's header and name), authenticates and decrypts chunk
+/// `index`'s body; else checks its CRC-32. Returns the stored (compressed) bytes.
+pub(super) fn open_chunk(
+    keyed: Option<(&XChaCha20Poly1305, &[u8; HEADER_LEN], &[u8])>,
+    index: u64,
+    chunk: &Chunk,
+    mut body: Vec<u8>,
+) -> Result<Vec<u8>, &'static str> {
+    if let Some((cipher, header, name)) = keyed {
+        if body.len() < TAG_LEN {
+            return Err("impossible length");
+        }
+        let tag = Tag::clone_from_slice(&body[body.len() - TAG_LEN..]);
+        body.truncate(body.len() - TAG_LEN);
+        let nonce = nonce(header, index);
+        let aad = aad(header, name, &chunk.lens);
+        return match cipher.decrypt_in_place_detached(&nonce, &aad, &mut body, &tag) {
+            Ok(()) => Ok(body),
+            Err(_) => Err("fails authentication: altered, or another key"),
+        };
+    }
+    let mut sum = crc32fast::Hasher::new();
+    sum.update(&chunk.lens);
+    sum.update(&body);
+    if sum.finalize() != u32::from_le_bytes(chunk.crc) {
+        return Err("checksum mismatch");
+    }
+    Ok(body)
+}
+
+/// Decompresses `body` into `plain` (exactly `plain_len` bytes), or copies it if stored
+/// uncompressed.
+pub(super) fn decode_chunk(
+    compression: u8,
+    zstd: Option<&mut zstd::bulk::Decompressor<'static>>,
+    body: &[u8],
+    plain_len: u32,
+    raw: bool,
+    plain: &mut Vec<u8>,
+) -> Result<(), &'static str> {
+    if raw || compression == 0 {
+        plain.clear();
+        if body.len() != plain_len as usize {
+            return Err("stored length differs from the plain length");
+        }
+        plain.extend_from_slice(body);
+        return Ok(());
+    }
+    // Every byte is written by the decompressor: only a longer buffer needs zeroing.
+    plain.resize(plain_len as usize, 0);
+    let n = match (compression, zstd) {
+        (1, Some(z)) => z.decompress_to_buffer(body, plain).ok(),
+        _ => lz4_flex::block::decompress_into(body, plain).ok(),
+    };
+    if n != Some(plain_len as usize) {
+        return Err("does not decompress to its plain length");
+    }
+    Ok(())
 }
 
 fn check_header(
