@@ -50,11 +50,13 @@ fn hiding<'a>(m: &Mount, mounts: &'a [Mount]) -> Vec<&'a Mount> {
 /// newest first, until the path leads to `m`'s filesystem again.
 fn reveal(m: &Mount, hiders: &[&Mount]) -> Result<(), crate::sys::mount::MountError> {
     crate::sys::mount::private_copy()?;
+    // The topmost mount at the mount point must be `m` itself, not another view of
+    // its filesystem (a bind of one of its directories over it): same device and root.
     let shows_m = || {
-        nix::sys::stat::stat(m.mountpoint.as_str()).is_ok_and(|st| {
-            let (major, minor) = (libc::major(st.st_dev), libc::minor(st.st_dev));
-            (major, minor) == m.dev
-        })
+        let text = std::fs::read_to_string("/proc/thread-self/mountinfo").unwrap_or_default();
+        let mounts = crate::proc::mountinfo::parse(&text).unwrap_or_default();
+        crate::proc::mountinfo::holding(&mounts, &m.mountpoint)
+            .is_some_and(|h| h.mountpoint == m.mountpoint && h.dev == m.dev && h.root == m.root)
     };
     for h in hiders {
         if shows_m() {
