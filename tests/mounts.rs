@@ -741,3 +741,45 @@ fn host_instances_and_tmpfs_under_its_bind_round_trip() {
     );
     common::reap_all(&[pid], true);
 }
+
+const NESTED_GHOST: &str = r#"
+D=$1
+cat > $D/child.sh <<'END'
+D=$1
+mount -t tmpfs -o size=1m none $D/n || exit 1
+echo gone > $D/n/f
+exec 3<$D/n/f
+rm $D/n/f
+echo ready > $D/ready
+exec sleep 1000
+END
+unshare --mount --propagation private sh $D/child.sh $D &
+wait
+"#;
+
+/// A file deleted while open on a tmpfs only a namespace made inside the tree has: the
+/// restore would make it again through the root's view, on another filesystem; the dump
+/// refuses it naming the path, and the tree runs on.
+#[test]
+fn deleted_file_on_a_nested_namespace_mount_is_refused() {
+    let test = "deleted_file_on_a_nested_namespace_mount_is_refused";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let Some((d, victim, _guard)) = start_in_d(test, &tmp, NESTED_GHOST, "n") else {
+        return;
+    };
+    let pid = victim.pid;
+    let out = common::dump(pid, &tmp.join("img"), &[]);
+    let line = out.assert_failed("dump of a deleted file on a nested namespace's tmpfs");
+    let f = d.join("n/f");
+    assert!(
+        line.contains(&*f.to_string_lossy()) && line.contains("deleted while open"),
+        "{line}"
+    );
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "a refused dump leaves the tree running"
+    );
+    common::reap_all(&[pid], true);
+}
