@@ -6,7 +6,9 @@
 //! held open on the tmpfs still reads, and its cwd is the saved one (also the restorer's:
 //! a regression test, the root had been left in the image directory). A mount stasis cannot rebuild is refused
 //! with one line naming it and `--external`. Files the tree deleted while holding them
-//! open are made again inside its rebuilt namespace.
+//! open are made again inside its rebuilt namespace. External masters (a slave of a
+//! shared mount of the restorer's namespace), a process in an ancestor's namespace,
+//! host-wide filesystems (binfmt_misc, cgroup v1) and a tmpfs under a bind of itself.
 
 mod common;
 
@@ -533,6 +535,251 @@ fn nested_mount_namespace_round_trip() {
         "PASS",
         "log: {}",
         victim.log_text()
+    );
+    common::reap_all(&[pid], true);
+}
+
+/// Unmounts (lazily) a mount the test made in its own namespace when dropped.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+const MASTERS: &str = r#"
+D=$1; S=$2
+mount --bind $S/sub $D/e || exit 1
+mount --bind $S $D/a || exit 1
+grep -q " $D/e .*master:" /proc/self/mountinfo || exit 1
+echo ready > $D/ready
+while [ ! -e $D/go ]; do sleep 0.05; done
+while [ ! -e $D/mounted ]; do sleep 0.05; done
+r=PASS
+[ -e $D/e/x/seen ] || r="$r e-did-not-receive"
+[ -e $D/a/sub/x/seen ] || r="$r a-did-not-receive"
+grep -q " $D/e .*master:" /proc/self/mountinfo || r="$r e-not-a-slave"
+echo $r > $D/result
+"#;
+
+/// Mounts that are slaves of a peer group of the restorer's namespace (an external
+/// master): one declared with `--external mnt[..]:KEY`, one found by `--external mnt[]`;
+/// after the restore both receive a mount made in the shared source outside the tree.
+#[test]
+fn external_master_round_trip() {
+    let test = "external_master_round_trip";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let (d, s) = (tmp.join("d"), tmp.join("s"));
+    for p in [d.join("e"), d.join("a"), s.clone()] {
+        std::fs::create_dir_all(p).expect("mkdir");
+    }
+    let made = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "stasis-src"])
+        .arg(&s)
+        .status();
+    if !made.is_ok_and(|st| st.success()) {
+        return common::skip(test, "cannot mount a tmpfs here");
+    }
+    let _src = Unmount(s.clone());
+    let shared = Command::new("mount").arg("--make-shared").arg(&s).status();
+    assert!(shared.is_ok_and(|st| st.success()), "mount --make-shared");
+    std::fs::create_dir_all(s.join("sub/x")).expect("mkdir sub/x");
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "slave",
+        "sh",
+        "-c",
+        MASTERS,
+        "sh",
+    ])
+    .arg(&d)
+    .arg(&s);
+    let victim = common::spawn_logged(&mut cmd, &tmp.join("victim.log"));
+    if !wait_file(&d.join("ready"), 20) {
+        return common::skip(
+            test,
+            &format!("the victim did not start: {}", victim.log_text()),
+        );
+    }
+    let pid = victim.pid;
+    let _guard = common::TreeGuard(vec![pid]);
+    let e = d.join("e");
+    let dump_ext = format!("mnt[{}]:K", e.display());
+    let restore_ext = format!("mnt[K]:{}", s.join("sub").display());
+    let dump_args = ["--external", &dump_ext, "--external", "mnt[]"];
+    round_trip(
+        pid,
+        &tmp.join("img"),
+        &dump_args,
+        &["--external", &restore_ext],
+    );
+    std::fs::write(d.join("go"), "").expect("go");
+    let x = s.join("sub/x");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "stasis-x"])
+        .arg(&x)
+        .status();
+    assert!(mounted.is_ok_and(|st| st.success()), "mount in the source");
+    let _x = Unmount(x.clone());
+    std::fs::write(x.join("seen"), "").expect("write in the new mount");
+    std::fs::write(d.join("mounted"), "").expect("mounted");
+    assert_eq!(
+        go_and_answer(&d).trim(),
+        "PASS",
+        "log: {}",
+        victim.log_text()
+    );
+    common::reap_all(&[pid], true);
+}
+
+const JOINED: &str = r#"
+D=$1
+cat > $D/p.sh <<'END'
+D=$1
+sh -c "echo \$\$ > $D/c2.pid; while [ ! -e $D/go ]; do sleep 0.05; done; [ -e $D/pm/only ] && touch $D/c2.bad; touch $D/c2.done; exec sleep 1000" &
+exec unshare --mount --propagation private sh $D/p2.sh $D
+END
+cat > $D/p2.sh <<'END'
+D=$1
+mount -t tmpfs -o size=1m none $D/pm || exit 1
+touch $D/pm/only
+echo $$ > $D/p.pid
+while [ ! -e $D/go ]; do sleep 0.05; done
+[ -e $D/pm/only ] && touch $D/p.ok
+exec sleep 1000
+END
+sh $D/p.sh $D &
+while [ ! -s $D/p.pid ] || [ ! -s $D/c2.pid ]; do sleep 0.05; done
+echo ready > $D/ready
+while [ ! -e $D/go ]; do sleep 0.05; done
+while [ ! -e $D/c2.done ]; do sleep 0.05; done
+sleep 0.3
+r=PASS
+c2=$(cat $D/c2.pid); p=$(cat $D/p.pid); me=$(readlink /proc/$$/ns/mnt)
+[ "$(readlink /proc/$c2/ns/mnt)" = "$me" ] || r="$r c2-not-in-the-root-namespace"
+[ "$(readlink /proc/$p/ns/mnt)" != "$me" ] || r="$r p-in-the-root-namespace"
+[ -e $D/p.ok ] || r="$r p-lost-its-tmpfs"
+[ -e $D/c2.bad ] && r="$r c2-sees-the-tmpfs-of-p"
+echo $r > $D/result
+"#;
+
+/// A process left in its grandparent's mount namespace when its parent made one of its
+/// own (zdtm tempfs_subns): it comes back in that namespace, its parent in the new one.
+#[test]
+fn process_in_an_ancestors_namespace_round_trip() {
+    let test = "process_in_an_ancestors_namespace_round_trip";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let Some((d, victim, _guard)) = start_in_d(test, &tmp, JOINED, "pm") else {
+        return;
+    };
+    let pid = victim.pid;
+    round_trip(pid, &tmp.join("img"), &[], &[]);
+    assert_eq!(
+        go_and_answer(&d).trim(),
+        "PASS",
+        "log: {}",
+        victim.log_text()
+    );
+    common::reap_all(&[pid], true);
+}
+
+const HOST_INSTANCES: &str = r#"
+D=$1
+mount -t binfmt_misc none $D/bm || { echo "no binfmt_misc" > $D/skip; exit 1; }
+mount -t cgroup -o none,name=stasis-test cgroup $D/cg || { echo "no cgroup v1" > $D/skip; exit 1; }
+mkdir -p $D/cg/sub
+mount -t tmpfs -o size=1m none $D/a || exit 1
+mkdir $D/a/b; touch $D/a/top $D/a/b/under
+mount --bind $D/a/b $D/a
+echo ready > $D/ready
+while [ ! -e $D/go ]; do sleep 0.05; done
+r=PASS
+[ -e $D/bm/status ] || r="$r no-binfmt_misc"
+grep -q " $D/cg .* cgroup .*name=stasis-test" /proc/self/mountinfo || r="$r no-cgroup-v1"
+[ -d $D/cg/sub ] || r="$r cgroup-without-sub"
+[ -e $D/a/under ] || r="$r bind-lost"
+umount $D/a && [ -e $D/a/top ] && [ -e $D/a/b/under ] || r="$r tmpfs-under-its-bind-lost"
+rmdir $D/cg/sub
+echo $r > $D/result
+"#;
+
+/// Filesystems of which the host has one instance (binfmt_misc, a named cgroup v1
+/// hierarchy) are mounted again; a tmpfs hidden under a bind of its own directory
+/// (zdtm tempfs_overmounted01) keeps its whole contents.
+#[test]
+fn host_instances_and_tmpfs_under_its_bind_round_trip() {
+    let test = "host_instances_and_tmpfs_under_its_bind_round_trip";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    for sub in ["bm", "cg", "a"] {
+        std::fs::create_dir_all(tmp.join("d").join(sub)).expect("mkdir");
+    }
+    let d = tmp.join("d");
+    let victim = start_script(test, tmp.path(), HOST_INSTANCES, &[&d], &d.join("ready"));
+    let Some(victim) = victim else {
+        if let Ok(why) = std::fs::read_to_string(d.join("skip")) {
+            common::skip(test, why.trim());
+        }
+        return;
+    };
+    let pid = victim.pid;
+    let _guard = common::TreeGuard(vec![pid]);
+    round_trip(pid, &tmp.join("img"), &[], &[]);
+    assert_eq!(
+        go_and_answer(&d).trim(),
+        "PASS",
+        "log: {}",
+        victim.log_text()
+    );
+    common::reap_all(&[pid], true);
+}
+
+const NESTED_GHOST: &str = r#"
+D=$1
+cat > $D/child.sh <<'END'
+D=$1
+mount -t tmpfs -o size=1m none $D/n || exit 1
+echo gone > $D/n/f
+exec 3<$D/n/f
+rm $D/n/f
+echo ready > $D/ready
+exec sleep 1000
+END
+unshare --mount --propagation private sh $D/child.sh $D &
+wait
+"#;
+
+/// A file deleted while open on a tmpfs only a namespace made inside the tree has: the
+/// restore would make it again through the root's view, on another filesystem; the dump
+/// refuses it naming the path, and the tree runs on.
+#[test]
+fn deleted_file_on_a_nested_namespace_mount_is_refused() {
+    let test = "deleted_file_on_a_nested_namespace_mount_is_refused";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let Some((d, victim, _guard)) = start_in_d(test, &tmp, NESTED_GHOST, "n") else {
+        return;
+    };
+    let pid = victim.pid;
+    let out = common::dump(pid, &tmp.join("img"), &[]);
+    let line = out.assert_failed("dump of a deleted file on a nested namespace's tmpfs");
+    let f = d.join("n/f");
+    assert!(
+        line.contains(&*f.to_string_lossy()) && line.contains("deleted while open"),
+        "{line}"
+    );
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "a refused dump leaves the tree running"
     );
     common::reap_all(&[pid], true);
 }

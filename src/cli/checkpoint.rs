@@ -105,7 +105,7 @@ fn dump_options(a: &CheckpointArgs, store: StoreOptions) -> DumpOptions {
         freeze_cgroup: None,
         timeout: Duration::from_secs(a.timeout.max(1)),
         cgroups: a.criu.cgroup_dump(),
-        mnt_externals: a.criu.mnt_externals(),
+        mnt_externals: a.criu.mount_externals(),
         store,
         prev_images_dir: None,
         track_mem: true,

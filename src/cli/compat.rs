@@ -45,12 +45,21 @@ pub struct CriuFlags {
     /// image's mode is used whatever is given here, as CRIU does.
     #[arg(long = "network-lock", value_name = "iptables|nftables|skip")]
     pub network_lock: Option<String>,
-    /// stasis neither dumps nor creates mounts (every mount is the host's, as `auto`
-    /// makes them for CRIU): `--ext-mount-map auto` is accepted, a KEY:VALUE map refused.
+    /// `--ext-mount-map auto` is `--external mnt[]`; a KEY:VALUE map is refused (use
+    /// `--external mnt[..]`).
     #[arg(short = 'M', long = "ext-mount-map", value_name = "KEY:VALUE|auto")]
     pub ext_mount_map: Vec<String>,
+    /// Accepted: stasis takes a mount's master outside the tree again from the mount's
+    /// source whenever that source is in the master's group (checked at dump).
+    #[arg(long = "enable-external-masters")]
+    pub external_masters: bool,
+    /// Accepted; a mount sharing a peer group with the dumper's mounts is still refused.
+    #[arg(long = "enable-external-sharing")]
+    pub external_sharing: bool,
     /// CRIU's external resources: `mnt[MOUNTPOINT]:KEY` at dump, `mnt[KEY]:PATH` at
-    /// restore (mounts of the tree's namespace that come from outside);
+    /// restore (mounts of the tree's namespace that come from outside); `mnt[]` (also
+    /// `mnt[]:s`, `mnt[]:m`) at dump: a mount showing a directory of a filesystem
+    /// the dumper has mounted is bound from there at restore, whatever its kind;
     /// `veth[INSIDE]:OUTSIDE[@BRIDGE]` (a veth of the tree's network namespace whose other
     /// end is outside; at restore that end is made with this name, on this bridge);
     /// `net[INO]:KEY` at dump (the tree's network namespace is the caller's: not saved,
@@ -89,19 +98,20 @@ impl CriuFlags {
         self.lock_mode()?;
         if let Some(map) = self.ext_mount_map.iter().find(|m| *m != "auto") {
             return Err(format!(
-                "--ext-mount-map {map}: stasis neither dumps nor creates mounts (every mount \
-                 stays the host's, as with --ext-mount-map auto), so it maps none"
+                "--ext-mount-map {map}: give each external mount with --external \
+                 mnt[MOUNTPOINT]:KEY at dump and mnt[KEY]:PATH at restore"
             ));
         }
         let known = |e: &String| {
             mnt_external(e).is_some()
+                || mnt_auto(e)
                 || VethExternal::parse(e).is_some()
                 || NetExternal::parse(e).is_some()
         };
         if let Some(ext) = self.external.iter().find(|e| !known(e)) {
             return Err(format!(
                 "--external {ext}: stasis handles external mounts (mnt[MOUNTPOINT]:KEY at \
-                 dump, mnt[KEY]:PATH at restore), veth pairs (veth[INSIDE]:OUTSIDE[@BRIDGE]) and \
+                 dump, mnt[KEY]:PATH at restore, mnt[] or mnt[]:s|m), veth pairs (veth[INSIDE]:OUTSIDE[@BRIDGE]) and \
                  the tree's network namespace (net[INO]:KEY)"
             ));
         }
@@ -209,6 +219,16 @@ impl CriuFlags {
             .next_back()
     }
 
+    /// The mounts of the dump declared external: `mnt[A]:B`, `mnt[]` and
+    /// `--ext-mount-map auto`.
+    pub fn mount_externals(&self) -> stasis::dump::mnt::Externals {
+        stasis::dump::mnt::Externals {
+            named: self.mnt_externals(),
+            auto: self.external.iter().any(|e| mnt_auto(e))
+                || self.ext_mount_map.iter().any(|m| m == "auto"),
+        }
+    }
+
     /// The `mnt[A]:B` externals, as `(A, B)`.
     pub fn mnt_externals(&self) -> Vec<(String, String)> {
         self.external
@@ -240,6 +260,12 @@ pub struct RestoreNoops {
     pub evasive_devices: bool,
 }
 
+/// `mnt[]`, `mnt[]:s` (shared mounts too) or `mnt[]:m` (slaves too): CRIU's
+/// auto-detected external mounts.
+pub fn mnt_auto(e: &str) -> bool {
+    matches!(e, "mnt[]" | "mnt[]:s" | "mnt[]:m")
+}
+
 /// `mnt[A]:B` → `(A, B)`.
 pub fn mnt_external(e: &str) -> Option<(String, String)> {
     let (inner, b) = e.strip_prefix("mnt[")?.split_once("]:")?;
@@ -256,11 +282,16 @@ mod tests {
             manage_cgroups: Some("ignore".into()),
             network_lock: Some("nftables".into()),
             ext_mount_map: vec!["auto".into()],
+            external: vec!["mnt[]".into(), "mnt[]:s".into(), "mnt[/a]:K".into()],
+            external_masters: true,
             force_irmap: true,
             irmap_scan_path: vec!["/zdtm".into()],
             ..CriuFlags::default()
         };
         assert_eq!(flags.check(), Ok(()));
+        let ext = flags.mount_externals();
+        assert!(ext.auto);
+        assert_eq!(ext.named, [("/a".to_string(), "K".to_string())]);
     }
 
     #[test]

@@ -234,7 +234,7 @@ pub fn run(args: DumpArgs) -> i32 {
         freeze_cgroup: args.freeze_cgroup,
         timeout: std::time::Duration::from_secs(args.timeout.max(1)),
         cgroups: args.criu.cgroup_dump(),
-        mnt_externals: args.criu.mnt_externals(),
+        mnt_externals: args.criu.mount_externals(),
         store,
         prev_images_dir: args.prev_images_dir,
         track_mem: args.track_mem,

@@ -54,6 +54,12 @@ pub struct RestoreArgs {
     /// the tree comes back in, instead of a new one rebuilt from the image.
     #[arg(long = "join-ns", value_name = "net:PATH")]
     pub join_ns: Vec<String>,
+    /// CRIU's choice of mount engine, accepted: stasis has one, which rebuilds peer
+    /// groups with MOVE_MOUNT_SET_GROUP (CRIU's default engine).
+    #[arg(long = "mntns-compat-mode", hide = true)]
+    pub mntns_compat_mode: bool,
+    #[arg(long = "no-mntns-compat-mode", hide = true)]
+    pub no_mntns_compat_mode: bool,
     /// Do not print the summary line.
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,

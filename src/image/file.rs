@@ -132,7 +132,12 @@ use super::error::ImageError;
 /// the setgroups mode of the tree's own user namespace, a child of the dumper's, and the
 /// owner of each of the tree's sockets; the root is cloned into a new one with these
 /// maps. An older image has none.
-pub const FORMAT_VERSION: u32 = 14;
+///
+/// Version 15 also adds `mntns-join.img` (kind 39, `image::mnt::JoinsImage`): each process
+/// in the mount namespace of an ancestor other than its parent's (one that went back to
+/// an older namespace with `setns`, or stayed there while its parent left it); it enters
+/// that namespace right after its takeover. An older image has none.
+pub const FORMAT_VERSION: u32 = 15;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;
@@ -187,6 +192,9 @@ pub enum Kind {
     NestedTmpfs = 36,
     /// The tree's own user namespace (`userns.img`, format 14).
     UserNs = 27,
+    /// Processes in the mount namespace of an ancestor other than their parent's
+    /// (`mntns-join.img`, format 15).
+    MntJoins = 39,
 }
 
 /// Human name of a kind number, for messages.
@@ -217,6 +225,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         35 => "nested mount namespaces",
         36 => "nested tmpfs contents",
         27 => "user namespace",
+        39 => "mount namespace joins",
         _ => "unknown",
     }
 }

@@ -70,6 +70,9 @@ pub struct Image {
     pub mounts: Option<super::mnt::MountsImage>,
     /// The mount namespaces made inside the tree (empty without `mntns.img`).
     pub nested_mounts: super::mnt::NestedImage,
+    /// (format 15) Processes in an ancestor's mount namespace (empty without
+    /// `mntns-join.img`).
+    pub mnt_joins: super::mnt::JoinsImage,
     /// The tree's own network namespace (none without `netns.img`).
     pub netns: Option<super::netns::NetNsImage>,
     /// (format 12) The tree's own user namespace (none without `userns.img`).
@@ -171,6 +174,11 @@ impl Image {
             Kind::NestedMounts,
             super::mnt::validate_nested,
         )?;
+        let mnt_joins = load_optional(
+            &dir.join(super::mnt::JOINS),
+            Kind::MntJoins,
+            super::mnt::validate_joins,
+        )?;
         let netns = load_netns(dir)?;
         let userns = load_userns(dir)?;
         let dir = dir.to_path_buf();
@@ -189,6 +197,7 @@ impl Image {
             cgroup,
             mounts,
             nested_mounts,
+            mnt_joins,
             netns,
             userns,
             chain,
@@ -508,6 +517,7 @@ mod tests {
             cgroup: CgroupImage::default(),
             mounts: None,
             nested_mounts: Default::default(),
+            mnt_joins: Default::default(),
             netns: None,
             userns: None,
             chain: None,

@@ -7,6 +7,9 @@
 //! (`unshare(CLONE_NEWNS)` inside the tree): `mntns.img` lists each with the process that
 //! made it and its mounts, judged against the namespace it was copied from (that of the
 //! process's parent); `mntns-tmpfs-<id>.img` holds a tmpfs only such a namespace has.
+//!
+//! Format 15 adds `mntns-join.img`: the processes in the namespace of an ancestor other
+//! than their parent's.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +27,38 @@ pub const NESTED: &str = "mntns.img";
 /// The file holding the contents of the tmpfs mounted as `id` in a nested namespace.
 pub fn nested_tmpfs_name(id: u32) -> String {
     format!("mntns-tmpfs-{id}.img")
+}
+
+/// The record of processes in an ancestor's mount namespace (format 15).
+pub const JOINS: &str = "mntns-join.img";
+
+/// The processes of the tree in the mount namespace of an ancestor other than their
+/// parent's (format 15). An absent record is none.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinsImage {
+    pub joins: Vec<Join>,
+}
+
+/// Process `pid` is in the mount namespace of its ancestor `of` (not its parent's): it
+/// enters it (`setns`) right after its takeover, before its mappings and files.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Join {
+    pub pid: i32,
+    pub of: i32,
+}
+
+/// A process joins at most once, never itself.
+pub fn validate_joins(img: &JoinsImage, path: &std::path::Path) -> Result<(), super::ImageError> {
+    for (i, j) in img.joins.iter().enumerate() {
+        if j.pid == j.of || img.joins[..i].iter().any(|o| o.pid == j.pid) {
+            let what = format!(
+                "pid {} joins the mount namespace of {} twice or itself",
+                j.pid, j.of
+            );
+            return Err(super::ImageError::invalid(path, what));
+        }
+    }
+    Ok(())
 }
 
 /// The mount namespaces made inside the tree (format 14), in the order their makers are

@@ -79,6 +79,7 @@ fn sample_image() -> Image {
         cgroup: Default::default(),
         mounts: None,
         nested_mounts: Default::default(),
+        mnt_joins: Default::default(),
         netns: None,
         userns: None,
         chain: None,

@@ -195,7 +195,7 @@ fn final_options(opts: &MigrateOptions, n: u32, sink: RemoteSink) -> DumpOptions
         freeze_cgroup: None,
         timeout: opts.timeout,
         cgroups: Default::default(),
-        mnt_externals: Vec::new(),
+        mnt_externals: Default::default(),
         store: Default::default(),
         prev_images_dir: parent(n),
         track_mem: false,

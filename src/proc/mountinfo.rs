@@ -26,6 +26,20 @@ pub struct MountInfo {
     pub super_opts: String,
 }
 
+/// The mount of `mounts` that `path` is on: the deepest mount point holding it, the last
+/// mounted there.
+pub fn holding<'a>(mounts: &'a [MountInfo], path: &str) -> Option<&'a MountInfo> {
+    let on = |mp: &str| {
+        let mp = mp.trim_end_matches('/');
+        path == mp || path.strip_prefix(mp).is_some_and(|r| r.starts_with('/'))
+    };
+    let deepest = (mounts.iter().filter(|h| on(&h.mountpoint)))
+        .map(|h| h.mountpoint.trim_end_matches('/').len())
+        .max()?;
+    (mounts.iter().rev())
+        .find(|h| on(&h.mountpoint) && h.mountpoint.trim_end_matches('/').len() == deepest)
+}
+
 /// Why a line could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("mountinfo line {line}: {what}")]
@@ -140,5 +154,19 @@ mod tests {
     fn rejects_a_line_without_separator() {
         let e = parse("1 2 0:1 / / rw\n").unwrap_err();
         assert_eq!(e.line, 1);
+    }
+
+    #[test]
+    fn the_deepest_last_mount_holds_a_path() {
+        let mine = parse(
+            "27 1 254:0 / / rw - ext4 /dev/vda rw\n\
+             30 27 0:50 / /tmp rw - tmpfs t rw\n\
+             31 27 0:51 / /tmp rw - tmpfs u rw\n\
+             32 31 0:52 / /tmp/ab rw - tmpfs v rw\n",
+        )
+        .unwrap();
+        assert_eq!(holding(&mine, "/tmp/a").map(|h| h.id), Some(31));
+        assert_eq!(holding(&mine, "/tmp/ab/c").map(|h| h.id), Some(32));
+        assert_eq!(holding(&mine, "/etc").map(|h| h.id), Some(27));
     }
 }

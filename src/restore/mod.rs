@@ -577,6 +577,19 @@ impl Builder<'_> {
             mnt::nested::restore(&child, &self.image.dir, ns, &built)
                 .map_err(at(RestoreStage::Takeover, pid))?;
         }
+        if let Some(j) = self.image.mnt_joins.joins.iter().find(|j| j.pid == pid) {
+            let of = (self.procs.iter())
+                .find(|(p, _)| *p == j.of)
+                .map(|(_, c)| c.pid());
+            let of = of.ok_or_else(|| RestoreError::Unsupported {
+                what: format!(
+                    "pid {pid} joins the mount namespace of {}, not restored",
+                    j.of
+                ),
+            });
+            of.and_then(|of| mnt::nested::join(&child, of))
+                .map_err(at(RestoreStage::Takeover, pid))?;
+        }
         if pid == root {
             let own_mounts = self.mounts.is_some();
             self.orphan_master = orphan_pty::build(&mut self.ttys, self.image, pid, own_mounts)

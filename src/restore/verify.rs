@@ -31,6 +31,9 @@ pub fn host_accepts(
     let mut stats = Stats {
         cache: HashMap::new(),
         mounts,
+        elsewhere: (image.nested_mounts.elsewhere.iter())
+            .map(|e| (e.pid, e.fd))
+            .collect(),
     };
     let pids: Vec<i32> = image.tree.processes.iter().map(|e| e.pid).collect();
     let nested = in_nested_namespaces(image);
@@ -80,6 +83,9 @@ fn of_restored_process(path: &str, pids: &[i32]) -> bool {
 struct Stats<'a> {
     cache: HashMap<String, Result<Metadata, String>>,
     mounts: Option<&'a super::mnt::Sources<'a>>,
+    /// Fds (pid, fd) open on a mount of a namespace made inside the tree, not built yet:
+    /// not checked here.
+    elsewhere: Vec<(i32, i32)>,
 }
 
 impl Stats<'_> {
@@ -291,6 +297,9 @@ fn fds_unchanged(
     stats: &mut Stats,
 ) -> Result<(), RestoreError> {
     for fd in &p.files.fds {
+        if stats.elsewhere.contains(&(p.task.pid, fd.fd)) {
+            continue;
+        }
         let (file, contents) = match &fd.kind {
             FdKind::Path(path) if of_restored_process(&path.file.path, pids) => continue,
             FdKind::Path(path) if !is_regular(&path.file.path, stats) => {

@@ -62,6 +62,29 @@ impl Table {
 
 /// The deleted file behind `open` (nothing links it any more): its ghost, and the fd as
 /// a reference to it. A regular file above `--ghost-limit` is left to `path.rs`.
+/// The restore makes a deleted file again through the root's view of the tree's mounts
+/// (`restore/files/ghost.rs`): the nearest existing directory above it must be on the
+/// file's filesystem there too, else (a mount only a namespace made inside the tree has)
+/// it would be made on another one: refused.
+fn seen_by_root(open: &OpenFd, root: i32, path: &str, meta: &FileStat) -> Result<(), DumpError> {
+    use std::os::unix::fs::MetadataExt;
+    let above = std::path::Path::new(path)
+        .ancestors()
+        .skip(1)
+        .find_map(|dir| {
+            let at = crate::dump::mnt::reach(root, &dir.to_string_lossy());
+            std::fs::metadata(at).ok()
+        });
+    match above {
+        Some(m) if m.dev() == meta.st_dev => Ok(()),
+        _ => Err(open.error(&format!(
+            "is {path}, deleted while open, on a mount that pid {root}, the tree's root, does \
+             not see there (a mount of a namespace made inside the tree), where stasis would \
+             make it again"
+        ))),
+    }
+}
+
 pub fn dump(
     open: &OpenFd,
     opts: &FdOptions,
@@ -70,6 +93,15 @@ pub fn dump(
 ) -> Result<FdKind, DumpError> {
     let meta = *open.meta()?;
     let path = open.target.strip_suffix(DELETED).unwrap_or(&open.target);
+    let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    let root = opts
+        .pids
+        .first()
+        .copied()
+        .filter(|&r| ns(r) != ns(open.pid));
+    if let Some(root) = root {
+        seen_by_root(open, root, path, &meta)?;
+    }
     let body = || body(open, &meta);
     let key = (meta.st_dev, meta.st_ino);
     let ghost = opts

@@ -1,7 +1,9 @@
 //! inotify: every watch (`inotify wd:` lines of fdinfo), by the path of the watched
 //! inode, found from the line's file handle with `open_by_handle_at` on the mount of its
 //! device; a watched file that was deleted but is held open by an fd of the process is
-//! watched through that fd (`/proc/self/fd/N`). Pending events are not saved (they are dropped: documented in
+//! watched through that fd (`/proc/self/fd/N`); an inode on a mount of another mount
+//! namespace of the tree is watched through `/proc/VPID/root` of a process of it.
+//! Pending events are not saved (they are dropped: documented in
 //! docs/ARCHITECTURE.md). The restore side is `restore/files/inotify.rs`.
 
 use std::os::fd::AsFd;
@@ -13,15 +15,17 @@ use crate::image::files::{FdKind, InotifyFd, InotifyWatch, HELD_FD_PREFIX};
 use crate::proc::fdkinds::{self, FileHandle, InotifyWatchInfo};
 use crate::sys::fd::open_by_handle_at;
 
-pub fn dump(open: &OpenFd) -> Result<FdKind, DumpError> {
+/// `tree`: every process of the tree, whose other mount namespaces may hold a watched
+/// inode.
+pub fn dump(open: &OpenFd, tree: &[i32]) -> Result<FdKind, DumpError> {
     let watches = parsed(open, fdkinds::inotify_watches(&open.info))?
         .iter()
-        .map(|w| watch(open, w))
+        .map(|w| watch(open, w, tree))
         .collect::<Result<_, _>>()?;
     Ok(FdKind::Inotify(InotifyFd { watches }))
 }
 
-fn watch(open: &OpenFd, w: &InotifyWatchInfo) -> Result<InotifyWatch, DumpError> {
+fn watch(open: &OpenFd, w: &InotifyWatchInfo, tree: &[i32]) -> Result<InotifyWatch, DumpError> {
     let handle = FileHandle {
         ino: w.ino,
         sdev: w.sdev,
@@ -30,6 +34,7 @@ fn watch(open: &OpenFd, w: &InotifyWatchInfo) -> Result<InotifyWatch, DumpError>
     };
     let path = watched_path(open.pid, &handle)
         .or_else(|why| held_open(open, &handle).ok_or(why))
+        .or_else(|why| in_other_namespace(open.pid, &handle, tree).ok_or(why))
         .map_err(|why| {
             open.error(&format!(
                 "is an inotify instance whose watch {} (inode {}) cannot be found by path: {why}",
@@ -81,6 +86,32 @@ fn held_open(open: &OpenFd, w: &FileHandle) -> Option<String> {
             && u64::from(libc::minor(dev)) == minor;
         same.then(|| format!("{HELD_FD_PREFIX}{fd}"))
     })
+}
+
+/// For a watched inode on a mount of another mount namespace of the tree than the
+/// process's: `/proc/VPID/root/PATH`, VPID a process of that namespace as the tree's
+/// `/proc` numbers it (restored with the same number, and alive when files are).
+fn in_other_namespace(pid: i32, w: &FileHandle, tree: &[i32]) -> Option<String> {
+    let ns = |p: i32| {
+        std::fs::metadata(format!("/proc/{p}/ns/mnt"))
+            .ok()
+            .map(|m| m.ino())
+    };
+    let own = ns(pid)?;
+    let mut tried = vec![own];
+    for &other in tree {
+        let Some(n) = ns(other).filter(|n| !tried.contains(n)) else {
+            continue;
+        };
+        tried.push(n);
+        if let Ok(path) = watched_path(other, w) {
+            let status = std::fs::read_to_string(format!("/proc/{other}/status")).ok()?;
+            let status = crate::proc::status::parse_status(&status).ok()?;
+            let vpid = status.ns_pid.last().copied().unwrap_or(other);
+            return Some(format!("/proc/{vpid}/root{path}"));
+        }
+    }
+    None
 }
 
 /// A mount point of device `sdev` (kernel `dev_t`: 12 bits of major above 20 bits of

@@ -595,7 +595,7 @@ fn anon_inode(open: &OpenFd, name: &str, opts: &FdOptions) -> Result<FdKind, Dum
         "timerfd" => timerfd::dump(open),
         "signalfd" => signalfd::dump(open),
         "eventpoll" => epoll::dump(open),
-        "inotify" => inotify::dump(open),
+        "inotify" => inotify::dump(open, &opts.pids),
         "fanotify" => fanotify::dump(open),
         "pidfd" => pidfd::dump(open, &opts.pids),
         other => Err(open.refuse(unsupported_kind(other))),

@@ -75,7 +75,10 @@ pub fn dump_opath(open: &OpenFd) -> Result<FdKind, DumpError> {
 /// fd on one).
 pub fn still_named(open: &OpenFd) -> Result<(), DumpError> {
     let meta = open.meta()?;
-    let at = crate::dump::mnt::reach(open.pid, &open.target);
+    let at = match crate::dump::mnt::nested::opened_elsewhere(open.pid, open.fd) {
+        Some(ns_pid) => format!("/proc/{ns_pid}/root{}", open.target).into(),
+        None => crate::dump::mnt::reach(open.pid, &open.target),
+    };
     let now = match meta.st_mode & libc::S_IFMT {
         libc::S_IFLNK => std::fs::symlink_metadata(&at),
         _ => std::fs::metadata(&at),

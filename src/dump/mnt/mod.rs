@@ -20,9 +20,18 @@ use super::DumpError;
 use crate::image::mnt::{How, MountsImage, MOUNTS};
 use crate::image::{ImageWriter, Kind};
 
-/// `--external mnt[MOUNTPOINT]:KEY` of the dump: mount points the user says come from
-/// outside, with the key the restore maps to a path.
-pub type Externals = Vec<(String, String)>;
+/// The mounts the user says come from outside the tree.
+#[derive(Clone, Debug, Default)]
+pub struct Externals {
+    /// `--external mnt[MOUNTPOINT]:KEY`: mount points given again at restore by
+    /// `--external mnt[KEY]:PATH`.
+    pub named: Vec<(String, String)>,
+    /// `--external mnt[]` (CRIU's `--ext-mount-map auto`): a mount showing a directory
+    /// of a filesystem the dumper has mounted is bound from there at restore, whatever
+    /// its kind (without it, only the local filesystems and overlays are, and a tmpfs's
+    /// files are copied).
+    pub auto: bool,
+}
 
 /// The mounts of a tree with a mount namespace of its own, checked and ready to save.
 pub struct Plan {
@@ -44,9 +53,9 @@ pub fn plan(root: i32, externals: &Externals) -> Result<Option<Plan>, DumpError>
     propagation::check(&mounts, &mine)?;
     overlay::check(root, &mounts)?;
     procfs::check(root, &mounts)?;
-    let unused = externals
-        .iter()
-        .find(|(mp, _)| !mounts.iter().any(|m| &m.mountpoint == mp));
+    host_instances(root, &mounts, &mine)?;
+    let unused =
+        (externals.named.iter()).find(|(mp, _)| !mounts.iter().any(|m| &m.mountpoint == mp));
     if let Some((mp, key)) = unused {
         return Err(DumpError::unsupported(format!(
             "--external mnt[{mp}]:{key}: pid {root}'s mount namespace has no mount at {mp}"
@@ -58,8 +67,57 @@ pub fn plan(root: i32, externals: &Externals) -> Result<Option<Plan>, DumpError>
     }))
 }
 
+/// binfmt_misc is made anew as the one instance of its user namespace: that of the
+/// host, not one of the tree's (whose entries would be the tree's own, not saved). Its
+/// entries live as long as the instance is mounted somewhere: with none, or with the
+/// dumper's namespace mounting it too (they are the host's then), a new mount is exact.
+fn host_instances(
+    root: i32,
+    mounts: &[crate::image::mnt::Mount],
+    mine: &[crate::proc::mountinfo::MountInfo],
+) -> Result<(), DumpError> {
+    let Some(m) = (mounts.iter()).find(|m| m.fstype == "binfmt_misc" && m.how == How::New) else {
+        return Ok(());
+    };
+    let kept = mine
+        .iter()
+        .any(|h| h.fstype == "binfmt_misc" && h.dev == m.dev);
+    let entries: Vec<String> = std::fs::read_dir(reach(root, &m.mountpoint))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+        })
+        .map(|names| names.filter(|n| n != "register" && n != "status").collect())
+        .unwrap_or_default();
+    if let Some(first) = entries.first().filter(|_| !kept) {
+        return Err(DumpError::unsupported(format!(
+            "mount {} at {} is a binfmt_misc whose {} entries ({first}...) end with the tree \
+             (stasis's namespace has it mounted nowhere) and are not saved; mount binfmt_misc \
+             in stasis's namespace to keep them, or declare it with --external mnt[{}]:KEY",
+            m.id,
+            m.mountpoint,
+            entries.len(),
+            m.mountpoint
+        )));
+    }
+    let user = |pid: &str| {
+        let path = format!("/proc/{pid}/ns/user");
+        std::fs::metadata(&path)
+            .map(|m| m.ino())
+            .map_err(|source| DumpError::Stat { path, source })
+    };
+    if user(&root.to_string())? == user("self")? {
+        return Ok(());
+    }
+    Err(DumpError::unsupported(format!(
+        "mount {} at {} is the binfmt_misc of pid {root}'s own user namespace, whose entries \
+         stasis does not save; declare it with --external mnt[{}]:KEY",
+        m.id, m.mountpoint, m.mountpoint
+    )))
+}
+
 fn refuse_unused(externals: &Externals) -> Result<(), DumpError> {
-    match externals.first() {
+    match externals.named.first() {
         Some((mp, key)) => Err(DumpError::unsupported(format!(
             "--external mnt[{mp}]:{key}: the tree lives in stasis's own mount namespace, \
              whose mounts are not dumped"
@@ -118,6 +176,7 @@ static LAST: std::sync::Mutex<Option<(i32, bool)>> = std::sync::Mutex::new(None)
 /// Forgets the mount namespace remembered for the last process (a new dump begins).
 pub fn forget_namespaces() {
     *LAST.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    nested::forget();
 }
 
 /// `/proc/PID/mountinfo`, parsed.

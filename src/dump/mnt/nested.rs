@@ -6,15 +6,20 @@
 //! each tmpfs only it has in `mntns-tmpfs-<id>.img`. Peer groups and masters are kept as
 //! the dump's numbers, shared with the tree's other namespaces.
 //!
+//! A process in the namespace of an ancestor other than its parent's (it stayed in it
+//! while its parent left, or went back with `setns`) is saved in `mntns-join.img`.
+//!
 //! Refused, naming the pid, the namespace and the mount: a process in a namespace it did
-//! not make (one entered with `setns`, or the root's again), a mount stasis cannot make
+//! not make and no ancestor of it is in (a sibling's, entered with `setns`), a mount stasis cannot make
 //! again, and propagation reaching outside the tree's namespaces. The restore side is
 //! `restore/mnt/nested.rs`.
 
 use std::collections::HashMap;
 
 use super::{ns_of, read_mountinfo, tmpfs, tree, DumpError};
-use crate::image::mnt::{Elsewhere, How, Mount, MountsImage, NestedImage, NestedNs, NESTED};
+use crate::image::mnt::{
+    Elsewhere, How, Join, JoinsImage, Mount, MountsImage, NestedImage, NestedNs, JOINS, NESTED,
+};
 use crate::image::tree::TreeImage;
 use crate::image::{ImageWriter, Kind};
 use crate::proc::mountinfo::MountInfo;
@@ -23,6 +28,8 @@ use crate::proc::mountinfo::MountInfo;
 #[derive(Default)]
 pub struct Nested {
     image: NestedImage,
+    /// The processes in an ancestor's namespace other than their parent's.
+    joins: JoinsImage,
 }
 
 /// Every mount namespace a live process of the tree made, in tree order. `root_mounts`:
@@ -35,6 +42,8 @@ pub fn plan(
     let root = tree.processes.first().map_or(0, |e| e.pid);
     let mut ns_by_pid: HashMap<i32, u64> = HashMap::new();
     let mut made: Vec<(u64, NestedNs)> = Vec::new();
+    let mut joins = Vec::new();
+    let ppid: HashMap<i32, i32> = tree.processes.iter().map(|e| (e.pid, e.ppid)).collect();
     for e in tree.processes.iter().filter(|e| live.contains(&e.pid)) {
         let ns = ns_of(&e.pid.to_string())?;
         ns_by_pid.insert(e.pid, ns);
@@ -46,12 +55,17 @@ pub fn plan(
         }
         let root_ns = ns_by_pid[&root];
         if ns == root_ns || made.iter().any(|(n, _)| *n == ns) {
-            return Err(DumpError::unsupported(format!(
-                "pid {} is in mount namespace mnt:[{ns}], which it did not make (its parent {} \
-                 is in mnt:[{parent_ns}]); stasis rebuilds a nested mount namespace only for \
-                 the process that made it and its descendants",
-                e.pid, e.ppid
-            )));
+            let Some(of) = ancestor_in(e.pid, ns, &ppid, &ns_by_pid) else {
+                return Err(DumpError::unsupported(format!(
+                    "pid {} is in mount namespace mnt:[{ns}], which it did not make and no \
+                     ancestor of it is in (its parent {} is in mnt:[{parent_ns}]); stasis \
+                     rebuilds a nested mount namespace only for the process that made it, its \
+                     descendants and those that went back to an ancestor's",
+                    e.pid, e.ppid
+                )));
+            };
+            joins.push(Join { pid: e.pid, of });
+            continue;
         }
         let known = known_groups(root_mounts, &made);
         let mounts = judge(e.pid, e.ppid, ns, &known)?;
@@ -61,12 +75,49 @@ pub fn plan(
         true => Vec::new(),
         false => fds_elsewhere(root, &ns_by_pid, &made)?,
     };
+    *ELSEWHERE.lock().unwrap_or_else(|e| e.into_inner()) = elsewhere.clone();
     Ok(Nested {
         image: NestedImage {
             namespaces: made.into_iter().map(|(_, n)| n).collect(),
             elsewhere,
         },
+        joins: JoinsImage { joins },
     })
+}
+
+/// The fds of the dump in progress open on a mount of another of the tree's namespaces
+/// than their process's (set by [`plan`], before the files are dumped).
+static ELSEWHERE: std::sync::Mutex<Vec<Elsewhere>> = std::sync::Mutex::new(Vec::new());
+
+/// The process of the tree's namespace fd `fd` of `pid` is open in, if that is another
+/// than the process's own: its path is checked there (`/proc/NS_PID/root`).
+pub fn opened_elsewhere(pid: i32, fd: i32) -> Option<i32> {
+    let all = ELSEWHERE.lock().unwrap_or_else(|e| e.into_inner());
+    all.iter()
+        .find(|e| e.pid == pid && e.fd == fd)
+        .map(|e| e.ns_pid)
+}
+
+/// Forgets the fds of the last dump.
+pub fn forget() {
+    ELSEWHERE.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+/// The nearest ancestor of `pid` in mount namespace `ns` (its namespace exists when
+/// `pid` is restored: ancestors are restored first).
+fn ancestor_in(
+    pid: i32,
+    ns: u64,
+    ppid: &HashMap<i32, i32>,
+    ns_by_pid: &HashMap<i32, u64>,
+) -> Option<i32> {
+    let mut cur = *ppid.get(&pid)?;
+    loop {
+        if ns_by_pid.get(&cur) == Some(&ns) {
+            return Some(cur);
+        }
+        cur = *ppid.get(&cur).filter(|&&p| p != cur)?;
+    }
 }
 
 /// The fds (by path) of every live process open on a mount of another of the tree's
@@ -182,6 +233,9 @@ impl Nested {
     /// Writes `mntns.img` and each tmpfs only a nested namespace has (the tree is
     /// frozen: they hold still); nothing for a tree without nested namespaces.
     pub fn save(&self, writer: &ImageWriter) -> Result<(), DumpError> {
+        if !self.joins.joins.is_empty() {
+            writer.write_record(JOINS, Kind::MntJoins, &self.joins)?;
+        }
         if self.image.namespaces.is_empty() {
             return Ok(());
         }

@@ -48,13 +48,23 @@ fn hiding<'a>(m: &Mount, mounts: &'a [Mount]) -> Vec<&'a Mount> {
 /// In a private copy of the tree's namespace (the calling thread's, see
 /// `sys::mount::private_copy`), takes the mounts that hide `m` off its mount point, the
 /// newest first, until the path leads to `m`'s filesystem again.
-fn reveal(m: &Mount, hiders: &[&Mount]) -> Result<(), crate::sys::mount::MountError> {
+///
+/// `proc`: stasis's own `/proc`, opened before the namespace was entered (the tree's is
+/// of another pid namespace, where this thread is not).
+fn reveal(
+    m: &Mount,
+    hiders: &[&Mount],
+    proc: std::os::fd::BorrowedFd,
+) -> Result<(), crate::sys::mount::MountError> {
     crate::sys::mount::private_copy()?;
+    // The mount the path leads to must be `m` itself, not another view of its
+    // filesystem (a bind of one of its directories over it): same place, device, root.
     let shows_m = || {
-        nix::sys::stat::stat(m.mountpoint.as_str()).is_ok_and(|st| {
-            let (major, minor) = (libc::major(st.st_dev), libc::minor(st.st_dev));
-            (major, minor) == m.dev
-        })
+        let text = read_at(proc, "thread-self/mountinfo").unwrap_or_default();
+        let mounts = crate::proc::mountinfo::parse(&text).unwrap_or_default();
+        let id = mount_id_at(proc, &m.mountpoint);
+        (mounts.iter().find(|h| Some(h.id) == id))
+            .is_some_and(|h| h.mountpoint == m.mountpoint && h.dev == m.dev && h.root == m.root)
     };
     for h in hiders {
         if shows_m() {
@@ -63,6 +73,24 @@ fn reveal(m: &Mount, hiders: &[&Mount]) -> Result<(), crate::sys::mount::MountEr
         crate::sys::mount::detach(&h.mountpoint)?;
     }
     Ok(())
+}
+
+/// The id of the mount `path` leads to (`mnt_id` of an `O_PATH` fd on it).
+fn mount_id_at(proc: std::os::fd::BorrowedFd, path: &str) -> Option<u32> {
+    let flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
+    let fd = nix::fcntl::open(path, flags, Mode::empty()).ok()?;
+    let info = read_at(proc, &format!("thread-self/fdinfo/{}", fd.as_raw_fd()))?;
+    let id = info.lines().find_map(|l| l.strip_prefix("mnt_id:"))?;
+    id.trim().parse().ok()
+}
+
+/// The text of `path` below the directory `dir`.
+fn read_at(dir: std::os::fd::BorrowedFd, path: &str) -> Option<String> {
+    use std::io::Read;
+    let fd = openat(dir, path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).ok()?;
+    let mut text = String::new();
+    std::fs::File::from(fd).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 /// The mount points, relative to `m`'s root, of the mounts on `m`.
@@ -86,9 +114,11 @@ pub fn read(root_pid: i32, m: &Mount, all: &[Mount]) -> Result<TmpfsImage, DumpE
     // An unbindable mount cannot be cloned: it is walked in place, the mount points of
     // the mounts on it skipped. A hidden one is revealed first, in a private copy of
     // the namespace.
+    let proc = nix::fcntl::open("/proc", OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| fail(format!("open /proc: {}", e.desc())))?;
     let (tree, in_place) = crate::sys::mount::in_mount_ns(root_pid, move || {
         if !hiders.is_empty() {
-            reveal(m, &hiders)?;
+            reveal(m, &hiders, proc.as_fd())?;
         }
         match crate::sys::mount::clone_tree(None, &path) {
             Err(e) if e.source == nix::errno::Errno::EINVAL => {

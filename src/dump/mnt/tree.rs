@@ -8,9 +8,20 @@ use super::{DumpError, Externals};
 use crate::image::mnt::{How, Mount};
 use crate::proc::mountinfo::MountInfo;
 
-/// Filesystems stasis creates again from their options (`How::New`).
-const NEW_KINDS: [&str; 7] = [
-    "proc", "sysfs", "devpts", "mqueue", "cgroup2", "bpf", "overlay",
+/// Filesystems stasis creates again from their options (`How::New`). A cgroup v1
+/// hierarchy and binfmt_misc (of the initial user namespace, `mod.rs` checks) are one
+/// instance for the whole host, found again by their options: a new mount of them is
+/// the superblock the tree had, whose contents are host state (as a host disk's files).
+const NEW_KINDS: [&str; 9] = [
+    "proc",
+    "sysfs",
+    "devpts",
+    "mqueue",
+    "cgroup2",
+    "bpf",
+    "overlay",
+    "cgroup",
+    "binfmt_misc",
 ];
 
 /// Filesystems of local devices whose directories may be bound from the dumper's mounts.
@@ -38,7 +49,7 @@ pub fn classify_nested(
     theirs: &[MountInfo],
     parent: &[MountInfo],
 ) -> Result<Vec<Mount>, DumpError> {
-    classify_with(theirs, parent, &Vec::new(), true)
+    classify_with(theirs, parent, &Externals::default(), true)
 }
 
 fn classify_with(
@@ -130,8 +141,15 @@ fn how(m: &MountInfo, at: &Judged) -> Result<How, DumpError> {
         is_root,
         ..
     } = *at;
-    if let Some((_, key)) = externals.iter().find(|(mp, _)| *mp == m.mountpoint) {
+    if let Some((_, key)) = (externals.named.iter()).find(|(mp, _)| *mp == m.mountpoint) {
         return Ok(How::External { key: key.clone() });
+    }
+    if let Some(gone) = m.root.strip_suffix("//deleted") {
+        return Err(DumpError::unsupported(format!(
+            "mount {} at {} (type {}, source {}) shows {gone}, deleted since it was bound, which \
+             stasis cannot make again; declare it with --external mnt[{}]:KEY",
+            m.id, m.mountpoint, m.fstype, m.source, m.mountpoint
+        )));
     }
     let same_place = mine.iter().any(|h| {
         h.mountpoint == m.mountpoint && h.dev == m.dev && h.root == m.root && h.fstype == m.fstype
@@ -144,10 +162,13 @@ fn how(m: &MountInfo, at: &Judged) -> Result<How, DumpError> {
             hint: host_dir(m, mine),
         });
     }
+    if let Some(path) = master_dir(m, mine).filter(|_| !is_root && !at.nested) {
+        return Ok(How::HostBind { path });
+    }
     if let Some((of, rel)) = same_fs_in_image(m, done) {
         return Ok(How::Bind { of, rel });
     }
-    if let Some(path) = host_dir(m, mine).filter(|_| at.nested) {
+    if let Some(path) = host_dir(m, mine).filter(|_| at.nested || externals.auto) {
         return Ok(How::HostBind { path });
     }
     if m.fstype == "tmpfs" && m.root == "/" {
@@ -168,11 +189,19 @@ fn how(m: &MountInfo, at: &Judged) -> Result<How, DumpError> {
             return Ok(How::HostBind { path });
         }
     }
-    Err(refusal(m))
+    Err(refusal(m, host_dir(m, mine)))
 }
 
 /// The one-line refusal of a mount stasis cannot make again.
-fn refusal(m: &MountInfo) -> DumpError {
+fn refusal(m: &MountInfo, host: Option<String>) -> DumpError {
+    if let Some(path) = host {
+        return DumpError::unsupported(format!(
+            "mount {} at {} (type {}, source {}) shows a {} filesystem stasis does not create \
+             again; --external mnt[] binds it from stasis's mount at {path}, or declare it with \
+             --external mnt[{}]:KEY",
+            m.id, m.mountpoint, m.fstype, m.source, m.fstype, m.mountpoint
+        ));
+    }
     let why = match m.fstype.as_str() {
         t if t.starts_with("fuse") => "a FUSE filesystem, whose server is outside the tree",
         "nfs" | "nfs4" | "cifs" | "smb3" | "9p" | "ceph" => "a network filesystem",
@@ -222,18 +251,42 @@ fn under(path: &str, root: &str) -> Option<String> {
 }
 
 /// Where the dumper sees `m`'s directory: a mount of its own on the same device whose
-/// root holds `m`'s root.
+/// root holds `m`'s root, one in the peer group `m` is a slave of if there is one
+/// (its external master is taken from there at restore).
 fn host_dir(m: &MountInfo, mine: &[MountInfo]) -> Option<String> {
-    let h = mine
-        .iter()
+    host_mount(m, mine).map(|(_, path)| path)
+}
+
+/// [`host_dir`] when the dumper's mount is in the peer group `m` is a slave of: `m` is
+/// bound from it (rather than from a mount of the image on the same superblock), so that
+/// its master is taken again from there.
+fn master_dir(m: &MountInfo, mine: &[MountInfo]) -> Option<String> {
+    let in_group = |h: &MountInfo| h.shared == m.master || h.master == m.master;
+    host_mount(m, mine)
+        .filter(|(h, _)| m.master.is_some() && in_group(h))
+        .map(|(_, path)| path)
+}
+
+fn host_mount<'a>(m: &MountInfo, mine: &'a [MountInfo]) -> Option<(&'a MountInfo, String)> {
+    let candidates = (mine.iter())
         .filter(|h| h.dev == m.dev && h.fstype == m.fstype)
-        .find_map(|h| under(&m.root, &h.root).map(|rel| (h, rel)))?;
+        .filter_map(|h| under(&m.root, &h.root).map(|rel| (h, rel)));
+    let mut first = None;
+    for (h, rel) in candidates {
+        if m.master.is_some() && (h.shared == m.master || h.master == m.master) {
+            first = Some((h, rel));
+            break;
+        }
+        first.get_or_insert((h, rel));
+    }
+    let h = first?;
     let base = h.0.mountpoint.trim_end_matches('/');
-    Some(match h.1.as_str() {
+    let path = match h.1.as_str() {
         "" if base.is_empty() => "/".to_string(),
         "" => base.to_string(),
         rel => format!("{base}/{rel}"),
-    })
+    };
+    Some((h.0, path))
 }
 
 #[cfg(test)]
@@ -253,7 +306,7 @@ mod tests {
     #[test]
     fn classifies_host_new_tmpfs_and_binds() {
         let (mine, theirs) = (parse(MINE).unwrap(), parse(THEIRS).unwrap());
-        let out = classify(&theirs, &mine, &vec![]).unwrap();
+        let out = classify(&theirs, &mine, &Externals::default()).unwrap();
         let hows: Vec<_> = out.iter().map(|m| m.how.clone()).collect();
         assert_eq!(hows[0], How::Host);
         assert_eq!(hows[1], How::Host);
@@ -287,7 +340,7 @@ mod tests {
              102 101 0:75 / /dev/pts rw - devpts devpts rw,ptmxmode=666\n",
         )
         .unwrap();
-        let out = classify(&theirs, &parse(MINE).unwrap(), &vec![]).unwrap();
+        let out = classify(&theirs, &parse(MINE).unwrap(), &Externals::default()).unwrap();
         let ids: Vec<u32> = out.iter().map(|m| m.id).collect();
         assert_eq!(ids, [100, 101, 90, 102], "parents first, as listed");
         assert_eq!(out[3].how, How::New);
@@ -312,7 +365,7 @@ mod tests {
             "100 99 254:0 / / rw - ext4 /dev/vda rw\n101 100 0:70 / /f rw - fuse.sshfs h:/ rw\n",
         )
         .unwrap();
-        let e = classify(&theirs, &parse(MINE).unwrap(), &vec![]).unwrap_err();
+        let e = classify(&theirs, &parse(MINE).unwrap(), &Externals::default()).unwrap_err();
         let msg = e.to_string();
         assert!(
             msg.contains("/f") && msg.contains("fuse.sshfs") && msg.contains("--external mnt[/f]"),
@@ -321,7 +374,10 @@ mod tests {
         let ok = classify(
             &theirs,
             &parse(MINE).unwrap(),
-            &vec![("/f".into(), "k".into())],
+            &Externals {
+                named: vec![("/f".into(), "k".into())],
+                ..Default::default()
+            },
         );
         assert_eq!(ok.unwrap()[1].how, How::External { key: "k".into() });
     }

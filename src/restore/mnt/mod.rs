@@ -39,6 +39,10 @@ pub struct Sources<'a> {
     /// The tmpfs records of a namespace made inside the tree (`nested.rs`), read before
     /// its build (the image directory is not in it); the root's are read as they are made.
     tmpfs: std::collections::HashMap<u32, crate::image::mnt::TmpfsImage>,
+    /// For each mount (by image id) slave of a peer group no mount of the image is in, the
+    /// mount of the restorer's namespace its source is on, which is in that group
+    /// (`propagation::external_masters`): the master is taken from there.
+    masters: std::collections::HashMap<u32, std::os::fd::OwnedFd>,
 }
 
 fn unsupported(what: String) -> RestoreError {
@@ -72,11 +76,16 @@ pub fn verify<'a>(
         externals: opts.mnt_externals.clone(),
         orphan: (image.orphan_pty.ptys.first()).map(|p| (p.devpts.clone(), p.index)),
         tmpfs: Default::default(),
+        masters: Default::default(),
     };
     let mine = own_mountinfo()?;
     for m in &mounts.mounts {
         s.check(m, &mine)?;
     }
+    let s = Sources {
+        masters: propagation::external_masters(&s, &mine)?,
+        ..s
+    };
     crate::sys::mount::new_fs("tmpfs", &[])
         .map_err(|e| unsupported(format!("cannot rebuild the tree's mounts: {e}")))?;
     Ok(Some(s))

@@ -47,6 +47,7 @@ pub fn restore(
         externals: Vec::new(),
         orphan: None,
         tmpfs,
+        masters: Default::default(),
     };
     let pid = child.pid();
     let premade = procfs::make_in_root(&sources, child)?;
@@ -137,4 +138,40 @@ pub fn open_elsewhere(
         })?;
     let what = format!("fd {fd} ({path})");
     crate::restore::ns::handover::give_own(child, &file, &what).map(Some)
+}
+
+/// `child` enters the mount namespace of `of` (its ancestor, as stasis sees it: restored
+/// before it), keeping its cwd (the image directory, through which its pages are read:
+/// `setns` would move it to the namespace's root).
+///
+/// Ordering requirements: right after its takeover (as a namespace's maker unshares),
+/// before its Mappings and Files stages and before its children are forked.
+pub fn join(child: &Child, of: i32) -> Result<(), RestoreError> {
+    let pid = child.pid();
+    let path = format!("/proc/{of}/ns/mnt");
+    let ns = std::fs::File::open(&path).map_err(|e| {
+        unsupported(format!(
+            "pid {pid} joins the mount namespace of {of}: {path}: {e}"
+        ))
+    })?;
+    let fd = crate::restore::ns::handover::give_own(child, &ns, "a mount namespace")?;
+    let remote = child.remote();
+    let dot = child.put_str(0, ".")?;
+    let flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
+    let cwd = remote.call(
+        "openat(cwd)",
+        libc::SYS_openat,
+        &[libc::AT_FDCWD as u64, dot, flags],
+    )?;
+    let r = remote.raw(libc::SYS_setns, &[fd, libc::CLONE_NEWNS as u64])?;
+    let back = remote.raw(libc::SYS_fchdir, &[cwd])?;
+    remote.call("close", libc::SYS_close, &[fd])?;
+    remote.call("close", libc::SYS_close, &[cwd])?;
+    match (r, back) {
+        (0, 0) => Ok(()),
+        (0, e) | (e, _) => Err(unsupported(format!(
+            "pid {pid} joins the mount namespace of {of} (setns, then fchdir back): {}",
+            nix::errno::Errno::from_raw(-e as i32).desc()
+        ))),
+    }
 }

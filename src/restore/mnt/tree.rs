@@ -51,7 +51,7 @@ pub fn build(
     umount2(".", MntFlags::MNT_DETACH).map_err(fail("detach the old root"))?;
     nix::unistd::chdir("/").map_err(fail("chdir /"))?;
     // pivot_root refuses a shared new root: propagation comes once it is the root.
-    super::propagation::apply(mounts, &fds, &outside)?;
+    super::propagation::apply(mounts, &fds, &outside, &s.masters)?;
     for mt in mounts.iter().filter(|mt| mt.unbindable) {
         m::set_attr(
             fds[&mt.id].as_fd(),
