@@ -8,6 +8,7 @@ pub mod client;
 pub mod error;
 pub mod rounds;
 pub mod server;
+pub mod spool;
 pub mod tls;
 pub mod wire;
 
