@@ -43,6 +43,8 @@ pub struct Received {
     pub dir: PathBuf,
     pub bytes: u64,
     pub last: bool,
+    /// Where the image's served memory is (`tag::LAZY`: the sender's address, its port).
+    pub lazy: Option<std::net::SocketAddr>,
 }
 
 /// Accepts connections on `opts.listen`, one image each, until the last image is stored
@@ -87,7 +89,11 @@ pub fn serve_on(
             continue;
         }
         if let Some(extra) = &opts.restore {
-            return restore(&mut conn, &got.dir, extra, &verified);
+            let mut extra = extra.clone();
+            if let Some(source) = got.lazy {
+                extra.extend(lazy_args(source));
+            }
+            return restore(&mut conn, &got.dir, &extra, &verified);
         }
         return Ok(());
     }
@@ -124,15 +130,27 @@ fn restore(
         })?;
     let ok = out.status.success();
     let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    conn.send(&wire::status(wire::RESTORED, ok, &why), &[], None)?;
-    if ok {
-        Ok(())
-    } else {
-        Err(MigrateError::Target {
+    // A failed restore is the news, even if the sender cannot hear it (the link is
+    // down: what failed the restore too, maybe).
+    let told = conn.send(&wire::status(wire::RESTORED, ok, &why), &[], None);
+    if !ok {
+        return Err(MigrateError::Target {
             path: dir.to_path_buf(),
             what: format!("restore failed: {why}"),
-        })
+        });
     }
+    told
+}
+
+/// `restore --lazy-pages` arguments to fetch the memory from `source`.
+fn lazy_args(source: std::net::SocketAddr) -> [String; 5] {
+    [
+        "--lazy-pages".into(),
+        "--address".into(),
+        source.ip().to_string(),
+        "--port".into(),
+        source.port().to_string(),
+    ]
 }
 
 /// A file being received.
@@ -174,6 +192,7 @@ fn receive(conn: &mut Conn, dir: &Path) -> Result<Received, MigrateError> {
     })?;
     let writer = ImageWriter::create(&target)?;
     let mut files: HashMap<u32, Incoming> = HashMap::new();
+    let mut lazy = None;
     let mut spool = Spool::start()?;
     loop {
         let at = conn.received;
@@ -189,8 +208,10 @@ fn receive(conn: &mut Conn, dir: &Path) -> Result<Received, MigrateError> {
                     dir: target,
                     bytes,
                     last,
+                    lazy,
                 });
             }
+            Some(&tag::LAZY) => lazy = Some(lazy_source(conn, &buf, at, last)?),
             Some(&tag::OPEN) => open(conn, &buf, at, writer.temp_path(), &mut files)?,
             Some(&tag::DATA) => {
                 let (target, offset) = data(conn, &buf, at, data_crc, &mut files)?;
@@ -201,6 +222,26 @@ fn receive(conn: &mut Conn, dir: &Path) -> Result<Received, MigrateError> {
         }
         conn.count(len, crc);
     }
+}
+
+/// The post-copy source a `LAZY` frame names: the sender's address, the frame's port.
+/// Only the last image may be lazy (a parent's memory must be whole).
+fn lazy_source(
+    conn: &Conn,
+    p: &[u8],
+    at: u64,
+    last: bool,
+) -> Result<std::net::SocketAddr, MigrateError> {
+    let port = field(p, &mut 1, 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let Some(port) = port.filter(|_| last) else {
+        return Err(conn.corrupt(at, "malformed post-copy frame".into()));
+    };
+    let peer = conn.peer_addr().map_err(|source| MigrateError::Receive {
+        peer: conn.peer.clone(),
+        offset: at,
+        source,
+    })?;
+    Ok(std::net::SocketAddr::new(peer.ip(), port))
 }
 
 /// `dir` itself for "", else `dir/name` (and `dir` is created).
