@@ -292,10 +292,15 @@ pub fn run_migrate(args: MigrateCmd) -> i32 {
     let (work, remove) = match args.work {
         Some(w) => (w, false),
         None => (
+            // Pids repeat across pid namespaces (and a killed migrate leaves its
+            // directory): the clock's nanoseconds keep two runs apart.
             std::env::temp_dir().join(format!(
-                "stasis-migrate-{}-{}",
+                "stasis-migrate-{}-{}-{}",
                 args.pid,
-                std::process::id()
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos())
             )),
             true,
         ),
