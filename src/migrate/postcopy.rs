@@ -68,11 +68,10 @@ pub fn migrate_lazily(
 ) -> Result<(), MigrateError> {
     let started = Instant::now();
     let sink = RemoteImage::begin(&opts.target, "", true)?;
-    let listener = std::net::TcpListener::bind((sink.local_ip()?, 0)).map_err(|source| {
-        MigrateError::Listen {
-            addr: "the post-copy port".into(),
-            source,
-        }
+    let ip = sink.local_ip()?;
+    let listener = std::net::TcpListener::bind((ip, 0)).map_err(|source| MigrateError::Listen {
+        addr: format!("{ip} (a port for the post-copy pages)"),
+        source,
     })?;
     let port = listener.local_addr().map_or(0, |a| a.port());
     sink.serve_lazily(port)?;
@@ -85,9 +84,8 @@ pub fn migrate_lazily(
         answer: None,
     };
     let mut dopts = final_options(opts, 1, RemoteSink(sink.clone()));
-    dopts.prev_images_dir = None;
     dopts.lazy = Some(LazyServe {
-        address: "the migration's address".into(),
+        address: ip.to_string(),
         port,
         listener: Some(Arc::new(listener)),
         give_up,
