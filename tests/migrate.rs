@@ -10,7 +10,10 @@
 //! - the receiver killed half-way, or the link cut (`ip link set down`): the migration
 //!   fails naming the peer and the byte, the counter keeps counting in A, and B holds no
 //!   complete-looking image;
-//! - a receiver holding another pre-shared key refuses the stream.
+//! - a receiver holding another pre-shared key refuses the stream;
+//! - post-copy (`migrate --lazy`): the writer runs on in B at once, with its pid, every
+//!   page right; the link cut during post-copy kills B's copy (never running with a
+//!   missing page) and leaves A's frozen, resumed once its stasis is stopped.
 
 mod common;
 
@@ -154,12 +157,25 @@ impl Hosts {
 
     /// `stasis ARGS` run on host A (all its namespaces).
     fn stasis_on_a(&self, args: &[&str]) -> common::Running {
+        self.stasis_on_a_with(args, &[])
+    }
+
+    /// [`Hosts::stasis_on_a`] with `env` set.
+    fn stasis_on_a_with(&self, args: &[&str], env: &[(&str, &str)]) -> common::Running {
         common::start(
             Command::new("nsenter")
                 .args(["-t", &self.a.to_string(), "-p", "-m", "-n", "-u", "--"])
                 .arg(stasis_path())
-                .args(args),
+                .args(args)
+                .envs(env.iter().copied()),
         )
+    }
+
+    /// Host pids of the processes of host `h` named `name`.
+    fn named(&self, h: &str, name: &str) -> Vec<i32> {
+        (self.pids(h).into_iter())
+            .filter(|p| common::status_field(*p, "Name").is_some_and(|n| n == name))
+            .collect()
     }
 
     /// Host pids of the processes in host `h`'s network namespace.
@@ -976,4 +992,161 @@ impl Drop for NsGuard {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
     }
+}
+
+/// Hosts with the `migrate_writer` victim (`mib` MiB, rewriting 8 MiB/s) in A, for
+/// post-copy (skipped without it).
+fn setup_writer(test: &str, tmp: &TempDir, mib: u32) -> Option<(Hosts, String)> {
+    if !lazy_available(test) {
+        return None;
+    }
+    let writer = format!(
+        "{} {mib} 8 {}",
+        common::victim_bin("migrate_writer").display(),
+        tmp.path().display()
+    );
+    setup_with(test, tmp, &a_init(tmp.path(), &writer), "")
+}
+
+/// Skips without post-copy support (`stasis check`).
+fn lazy_available(test: &str) -> bool {
+    let out = common::stasis(&["check"]);
+    let ok = (out.stdout.lines()).any(|l| l.starts_with("OK") && l.contains("lazy_pages"));
+    if !ok {
+        common::skip(
+            test,
+            "this kernel's userfaultfd cannot do post-copy (stasis check)",
+        );
+    }
+    ok
+}
+
+/// Asks the writer at host pid `pid` to check every page; its verdict.
+fn writer_verdict(tmp: &TempDir, pid: i32) -> String {
+    let _ = std::fs::remove_file(tmp.join("ok"));
+    common::kill(pid, libc::SIGUSR1).expect("signal the writer");
+    wait_file_for(&tmp.join("ok"), Duration::from_secs(120))
+}
+
+/// Post-copy: the tree runs on B at once (same pid), its memory follows; every page
+/// matches its generation and the count goes on; A holds nothing after.
+#[test]
+fn migrate_lazy_writer_runs_on_with_every_page() {
+    let test = "migrate_lazy_writer_runs_on_with_every_page";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let Some((hosts, pid)) = setup_writer(test, &tmp, 192) else {
+        return;
+    };
+    let to = format!("{}:7000", hosts.addr(2));
+    let stats = tmp.join("stats.json");
+    let stats_arg = stats.to_str().expect("utf-8");
+    let args = [
+        "migrate",
+        "-t",
+        &pid,
+        "--to",
+        &to,
+        "--lazy",
+        "--stats-json",
+        stats_arg,
+    ];
+    let out = hosts.stasis_on_a(&args).finish(Duration::from_secs(300));
+    out.assert_ok("migrate --lazy");
+    assert!(out.stderr.contains("downtime"), "{}", out.stderr);
+    let receive_err = || std::fs::read_to_string(tmp.join("receive.err")).unwrap_or_default();
+    assert_eq!(wait_file(&tmp.join("receive.rc")), "0", "{}", receive_err());
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats).expect("stats")).expect("json");
+    eprintln!("{test}: {json}");
+    let rounds = json["rounds"].as_array().cloned().unwrap_or_default();
+    let kinds: Vec<&str> = rounds.iter().filter_map(|r| r["kind"].as_str()).collect();
+    assert_eq!(kinds, ["dump", "post-copy"], "{json}");
+    assert!(
+        rounds[1]["bytes"].as_u64().is_some_and(|b| b >= 192 << 20),
+        "the post-copy did not carry the writer's memory: {json}"
+    );
+    assert!(
+        json["downtime_ms"].as_f64().is_some_and(|d| d > 0.0),
+        "{json}"
+    );
+    assert!(
+        hosts.named("a", "migrate_writer").is_empty(),
+        "the source still runs on A"
+    );
+    let on_b = hosts.named("b", "migrate_writer");
+    assert_eq!(on_b.len(), 1, "the writer does not run on B");
+    let ns_pid: i32 = pid.parse().expect("pid");
+    assert_eq!(
+        common::nspids(on_b[0]).last(),
+        Some(&ns_pid),
+        "another pid on B"
+    );
+    let now = count(&tmp.join("count"));
+    assert!(
+        counts_past(&tmp.join("count"), now, Duration::from_secs(30)),
+        "the writer stopped after the migration"
+    );
+    let verdict = writer_verdict(&tmp, on_b[0]);
+    assert!(verdict.starts_with("OK"), "after the migration: {verdict}");
+}
+
+/// Post-copy with the link cut once B's tree runs: B kills its copy (it never runs with
+/// a missing page), the receiver fails, A's tree stays frozen while its stasis waits for
+/// a new target, and resumes intact once that stasis is stopped.
+#[test]
+fn migrate_lazy_link_cut_kills_the_target_copy() {
+    let test = "migrate_lazy_link_cut_kills_the_target_copy";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let Some((hosts, pid)) = setup_writer(test, &tmp, 256) else {
+        return;
+    };
+    let to = format!("{}:7000", hosts.addr(2));
+    // 40 ms per MiB served: the post-copy takes about 10 s, the cut lands in it.
+    let pace = [("STASIS_LAZY_PACE_US", "40000")];
+    let mut mig = hosts.stasis_on_a_with(&["migrate", "-t", &pid, "--to", &to, "--lazy"], &pace);
+    let on_b = common::wait_for("the writer on B", Duration::from_secs(60), || {
+        if let Some(out) = mig.try_finish() {
+            panic!("migrate ended before the writer ran on B: {out:?}");
+        }
+        hosts.named("b", "migrate_writer").first().copied()
+    });
+    assert!(
+        ip(&["-n", &hosts.ns("br"), "link", "set", "va", "down"]),
+        "cannot cut the link"
+    );
+    let receive_err = || std::fs::read_to_string(tmp.join("receive.err")).unwrap_or_default();
+    let rc = wait_file_for(&tmp.join("receive.rc"), Duration::from_secs(90));
+    assert_eq!(rc, "1", "the receiver did not fail: {}", receive_err());
+    assert!(receive_err().contains("post-copy"), "{}", receive_err());
+    assert!(
+        !Path::new(&format!("/proc/{on_b}")).exists()
+            && hosts.named("b", "migrate_writer").is_empty(),
+        "B's copy runs on after the link was cut"
+    );
+    assert!(!tmp.join("ok").exists(), "a copy checked its pages");
+    assert!(mig.try_finish().is_none(), "the source's migrate ended");
+    let on_a = hosts.named("a", "migrate_writer");
+    assert_eq!(on_a.len(), 1, "the source tree is gone from A");
+    let frozen_at = count(&tmp.join("count"));
+    common::sleep_ms(2500);
+    assert_eq!(
+        count(&tmp.join("count")),
+        frozen_at,
+        "A's tree runs while B's may have"
+    );
+    for p in hosts.named("a", "stasis") {
+        let _ = common::kill(p, libc::SIGKILL);
+    }
+    let out = mig.finish(Duration::from_secs(30));
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        counts_past(&tmp.join("count"), frozen_at, Duration::from_secs(30)),
+        "A's tree did not resume once its stasis stopped"
+    );
+    let verdict = writer_verdict(&tmp, on_a[0]);
+    assert!(verdict.starts_with("OK"), "the resumed source: {verdict}");
 }

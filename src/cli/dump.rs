@@ -245,6 +245,7 @@ pub fn run(args: DumpArgs) -> i32 {
             .map(|port| stasis::dump::LazyServe {
                 address: (args.remote.address.clone()).unwrap_or_else(|| "0.0.0.0".into()),
                 port,
+                ..Default::default()
             }),
     };
     if !args.quiet {

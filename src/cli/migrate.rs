@@ -253,10 +253,11 @@ pub struct MigrateCmd {
     /// estimated to fit.
     #[arg(long = "max-downtime", value_parser = parse_duration, default_value = "50ms")]
     pub max_downtime: Duration,
-    /// Pre-copy rounds at most (0: stop-and-copy).
-    #[arg(long = "rounds", default_value_t = 8)]
-    pub rounds: u32,
-    /// Post-copy (refused: not implemented by migrate yet).
+    /// Pre-copy rounds at most (0: stop-and-copy; default 8).
+    #[arg(long = "rounds")]
+    pub rounds: Option<u32>,
+    /// Post-copy: freeze, send all but the private memory, run the tree on the target at
+    /// once and fill its memory from here on fault and in the background.
     #[arg(long = "lazy")]
     pub lazy: bool,
     /// Save established TCP connections (the receiver restores them).
@@ -277,8 +278,8 @@ pub struct MigrateCmd {
 }
 
 pub fn run_migrate(args: MigrateCmd) -> i32 {
-    if args.lazy {
-        report(&stasis::migrate::MigrateError::LazyRefused);
+    if let Err(e) = check_lazy(&args) {
+        report(&e);
         return EXIT_USAGE;
     }
     let security = match args.tls.security() {
@@ -291,10 +292,15 @@ pub fn run_migrate(args: MigrateCmd) -> i32 {
     let (work, remove) = match args.work {
         Some(w) => (w, false),
         None => (
+            // Pids repeat across pid namespaces (and a killed migrate leaves its
+            // directory): the clock's nanoseconds keep two runs apart.
             std::env::temp_dir().join(format!(
-                "stasis-migrate-{}-{}",
+                "stasis-migrate-{}-{}-{}",
                 args.pid,
-                std::process::id()
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos())
             )),
             true,
         ),
@@ -306,10 +312,11 @@ pub fn run_migrate(args: MigrateCmd) -> i32 {
             security,
         },
         max_downtime: args.max_downtime,
-        max_rounds: args.rounds,
+        max_rounds: args.rounds.unwrap_or(8),
         work: work.clone(),
         timeout: Duration::from_secs(args.timeout.max(1)),
         tcp_established: args.tcp_established,
+        lazy: args.lazy,
     };
     let result = migrate(&opts);
     if remove {
@@ -344,6 +351,16 @@ pub fn run_migrate(args: MigrateCmd) -> i32 {
         serde_json::to_value(&s).unwrap_or_default()
     });
     EXIT_OK
+}
+
+/// `--lazy` goes without pre-copy rounds and without `--tls`.
+fn check_lazy(args: &MigrateCmd) -> Result<(), stasis::migrate::MigrateError> {
+    use stasis::migrate::MigrateError;
+    match (args.lazy, args.rounds) {
+        (true, Some(n)) if n > 0 => Err(MigrateError::LazyWithRounds(n)),
+        (true, _) if args.tls.tls => Err(MigrateError::LazyWithTls),
+        _ => Ok(()),
+    }
 }
 
 /// `50ms`, `2s`, `1500us`, or a plain number of milliseconds.

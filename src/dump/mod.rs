@@ -118,10 +118,15 @@ pub struct DumpOptions {
 }
 
 /// Where `dump --lazy-pages` listens for its target.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct LazyServe {
     pub address: String,
     pub port: u16,
+    /// A socket the caller bound and listens on already (`stasis migrate --lazy`, which
+    /// must tell the target its port first); `address`/`port` are not used then.
+    pub listener: Option<std::sync::Arc<std::net::TcpListener>>,
+    /// Word that no target will come (`lazy::source::GiveUp`).
+    pub give_up: crate::lazy::source::GiveUp,
 }
 
 /// CRIU's default `--ghost-limit`: 1 MiB.
@@ -139,6 +144,8 @@ pub struct DumpSummary {
     pub total: Duration,
     /// (`--lazy-pages`) Bytes served to the target after the image was written.
     pub lazy_bytes: u64,
+    /// (`--lazy-pages`) When the target said its tree runs.
+    pub lazy_started: Option<Instant>,
 }
 
 /// Dumps the tree rooted at `opts.pid` into `opts.dir`.
@@ -169,9 +176,7 @@ pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummar
     // (on drop) once the dump is over.
     let in_net = ns::net::enter_tree(opts.pid)?;
     // Bound before the freeze: a port in use fails the dump with the tree untouched.
-    let listener = (opts.lazy.as_ref())
-        .map(|l| crate::lazy::source::listen(&l.address, l.port))
-        .transpose()?;
+    let listener = opts.lazy.as_ref().map(lazy_listener).transpose()?;
     drop(span);
     notify(hooks, Point::PreDump, opts.pid)?;
     let adopted = match &opts.freeze_cgroup {
@@ -212,7 +217,7 @@ pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummar
     };
     held.iter_mut().for_each(files::Held::keep_links);
     let served = match &listener {
-        Some(l) => Some(serve_lazily(l, &opts.dir, &mut summary)?),
+        Some(l) => Some(serve_lazily(l, opts, &mut summary)?),
         None => None,
     };
     // Ordering requirements: sockets held in repair mode leave it before a released
@@ -250,18 +255,34 @@ pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummar
     Ok(summary)
 }
 
+/// The socket `--lazy-pages` serves on: the caller's, or bound here.
+fn lazy_listener(l: &LazyServe) -> Result<std::net::TcpListener, DumpError> {
+    let Some(bound) = &l.listener else {
+        return Ok(crate::lazy::source::listen(&l.address, l.port)?);
+    };
+    bound.try_clone().map_err(|source| {
+        DumpError::from(crate::lazy::LazyError::Listen {
+            address: l.address.clone(),
+            port: l.port,
+            source,
+        })
+    })
+}
+
 /// Serves the frozen tree's left-out pages (`lazy::source`) once the image is
 /// committed; `Some(why)` when the link failed before the target ran the tree.
 fn serve_lazily(
     listener: &std::net::TcpListener,
-    dir: &std::path::Path,
+    opts: &DumpOptions,
     summary: &mut DumpSummary,
 ) -> Result<Option<String>, DumpError> {
-    let image = crate::image::lazy::load(dir)?.unwrap_or_default();
+    let image = crate::image::lazy::load(&opts.dir)?.unwrap_or_default();
+    let give_up = opts.lazy.as_ref().map(|l| l.give_up.clone());
     let _span = crate::profile::span("serve pages");
-    match crate::lazy::source::serve(listener, &image)? {
-        crate::lazy::source::Ending::Complete { bytes } => {
+    match crate::lazy::source::serve(listener, &image, &give_up.unwrap_or_default())? {
+        crate::lazy::source::Ending::Complete { bytes, started } => {
             summary.lazy_bytes = bytes;
+            summary.lazy_started = Some(started);
             Ok(None)
         }
         crate::lazy::source::Ending::NeverStarted { why } => Ok(Some(why)),

@@ -17,7 +17,10 @@
 
 use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::proto::{self, Header, Kind};
 use super::LazyError;
@@ -27,8 +30,9 @@ use crate::sys::mem::{vm_read, Mem};
 /// How serving ended.
 #[derive(Debug)]
 pub enum Ending {
-    /// The target holds every page: the source kills its tree.
-    Complete { bytes: u64 },
+    /// The target holds every page: the source kills its tree. `started`: when the
+    /// target said its tree runs.
+    Complete { bytes: u64, started: Instant },
     /// The link failed before the target's tree ran: the source resumes its own.
     NeverStarted { why: String },
 }
@@ -42,35 +46,113 @@ pub fn listen(address: &str, port: u16) -> Result<TcpListener, LazyError> {
     })
 }
 
+/// Word from elsewhere (`stasis migrate`: the receiver's failure) that no target will
+/// connect: a source still waiting for its first target gives up, its tree resumed.
+#[derive(Clone, Debug, Default)]
+pub struct GiveUp(Arc<Mutex<Option<String>>>);
+
+impl GiveUp {
+    pub fn set(&self, why: String) {
+        let mut r = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        r.get_or_insert(why);
+    }
+
+    fn reason(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// How long a write to the target may wait, and how long sent data may go unacknowledged,
+/// before the link counts as failed (a cut link, not a closed one).
+const STALL: Duration = Duration::from_secs(20);
+
 /// Serves `image`'s pages until a target has them all, or the link fails before any
-/// target started the tree.
-pub fn serve(listener: &TcpListener, image: &LazyImage) -> Result<Ending, LazyError> {
+/// target started the tree (or `give_up` is said before any target started it).
+pub fn serve(
+    listener: &TcpListener,
+    image: &LazyImage,
+    give_up: &GiveUp,
+) -> Result<Ending, LazyError> {
     let mut served = 0;
+    let mut ran_elsewhere = false;
     loop {
-        let (stream, peer) = listener.accept().map_err(LazyError::Accept)?;
-        let _ = stream.set_nodelay(true);
+        let Some((stream, peer)) = accept(listener, give_up, ran_elsewhere)? else {
+            let why = give_up.reason().unwrap_or_default();
+            return Ok(Ending::NeverStarted { why });
+        };
         let mut link = Link::new(stream)?;
         match link.run(image, &mut served) {
-            Ok(()) => return Ok(Ending::Complete { bytes: served }),
-            Err(e) if !link.started => {
+            Ok(()) => {
+                let started = link.started.unwrap_or_else(Instant::now);
+                return Ok(Ending::Complete {
+                    bytes: served,
+                    started,
+                });
+            }
+            Err(e) if link.started.is_none() && !ran_elsewhere => {
                 return Ok(Ending::NeverStarted {
                     why: format!("{peer}: {e}"),
                 })
             }
-            Err(e) => eprintln!(
-                "stasis: post-copy link to {peer} failed after the target started the tree \
-                 ({e}); the tree stays frozen here, waiting for a new `stasis restore \
-                 --lazy-pages` of this image"
-            ),
+            Err(e) => {
+                ran_elsewhere = true;
+                let here = listener.local_addr().map(|a| a.to_string());
+                eprintln!(
+                    "stasis: post-copy link to {peer} failed after the target started the \
+                     tree ({e}); the target kills its copy. The tree stays frozen here \
+                     (stopping this stasis resumes it from the dump's state), waiting for a \
+                     new `stasis restore --lazy-pages` of this image from {}",
+                    here.unwrap_or_else(|e| format!("(address unknown: {e})"))
+                );
+            }
         }
     }
+}
+
+/// The next target's connection; `None` once `give_up` is said while no target ran the
+/// tree yet (once one did, only a new target ends the wait).
+fn accept(
+    listener: &TcpListener,
+    give_up: &GiveUp,
+    ran_elsewhere: bool,
+) -> Result<Option<(TcpStream, std::net::SocketAddr)>, LazyError> {
+    let mut fds = [libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    loop {
+        if !ran_elsewhere && give_up.reason().is_some() {
+            return Ok(None);
+        }
+        let ready = crate::sys::fd::poll(&mut fds, 100)
+            .map_err(|e| LazyError::Accept(std::io::Error::from(e)))?;
+        if ready == 0 {
+            continue;
+        }
+        let (stream, peer) = listener.accept().map_err(LazyError::Accept)?;
+        let _ = stream.set_nodelay(true);
+        stall_limits(&stream);
+        return Ok(Some((stream, peer)));
+    }
+}
+
+/// A cut link (no reset, no close) fails the connection within about [`STALL`]: writes
+/// time out, unacknowledged data aborts it (`TCP_USER_TIMEOUT`), keepalive probes find an
+/// idle peer gone. Both ends of a post-copy link set these.
+pub fn stall_limits(stream: &TcpStream) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    crate::migrate::wire::keepalive(stream);
+    let _ = setsockopt(stream, sockopt::TcpUserTimeout, &(STALL.as_millis() as u32));
+    let _ = stream.set_write_timeout(Some(STALL));
 }
 
 /// One target's connection.
 struct Link {
     rx: BufReader<TcpStream>,
     tx: TcpStream,
-    started: bool,
+    /// When the target said its tree runs.
+    started: Option<Instant>,
     buf: Vec<u8>,
 }
 
@@ -80,7 +162,7 @@ impl Link {
         Ok(Link {
             rx: BufReader::new(stream),
             tx,
-            started: false,
+            started: None,
             buf: Vec::new(),
         })
     }
@@ -101,13 +183,13 @@ impl Link {
         let mut pushed = false;
         loop {
             // Requests first: a thread of the target waits for each.
-            let pushing = self.started && !pushed;
+            let pushing = self.started.is_some() && !pushed;
             if !pushing || self.asked().map_err(|e| e.to_string())? {
                 let h = proto::recv(&mut self.rx).map_err(|e| e.to_string())?;
                 match h.kind {
                     Kind::Get => *served += self.answer(image, h)?,
                     Kind::Started => {
-                        self.started = true;
+                        self.started = Some(Instant::now());
                         push = Some(Reader::start(image)?);
                     }
                     Kind::Done => return self.send(Header::new(Kind::Bye), false),

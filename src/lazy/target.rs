@@ -87,6 +87,7 @@ pub fn connect(address: &str, port: u16, session: u64) -> Result<Link, LazyError
     };
     let stream = TcpStream::connect((address, port)).map_err(fail)?;
     let _ = stream.set_nodelay(true);
+    super::source::stall_limits(&stream);
     let mut tx = stream.try_clone().map_err(fail)?;
     // Small: page data is read past the buffer straight into place (a large buffer would
     // take most of each 1 MiB answer and copy it out once more).

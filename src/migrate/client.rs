@@ -37,6 +37,8 @@ pub struct RemoteImage {
     /// Files sent through `open` (the commit sends the others).
     opened: Mutex<BTreeSet<String>>,
     data: AtomicU64,
+    /// A second handle on the socket, to end a wait from another thread.
+    socket: Option<std::net::TcpStream>,
 }
 
 impl RemoteImage {
@@ -47,12 +49,48 @@ impl RemoteImage {
         let mut head = vec![tag::BEGIN, u8::from(last)];
         put_name(&mut head, name);
         conn.send(&head, &[], None)?;
+        let socket = conn.socket().ok();
         Ok(Arc::new(RemoteImage {
             conn: Mutex::new(conn),
             next_id: AtomicU32::new(1),
             opened: Mutex::new(BTreeSet::new()),
             data: AtomicU64::new(0),
+            socket,
         }))
+    }
+
+    /// This side's address on the connection (where a post-copy source listens, so
+    /// that the receiver reaches it by the route it answers on).
+    pub fn local_ip(&self) -> Result<std::net::IpAddr, MigrateError> {
+        let conn = self.lock();
+        conn.local_addr()
+            .map(|a| a.ip())
+            .map_err(|source| MigrateError::Send {
+                peer: conn.peer.clone(),
+                offset: conn.sent,
+                source,
+            })
+    }
+
+    /// Tells the receiver that this image's private anonymous memory is served by
+    /// post-copy from this side's address at `port` (`tag::LAZY`).
+    pub fn serve_lazily(&self, port: u16) -> Result<(), MigrateError> {
+        let mut head = vec![tag::LAZY];
+        head.extend_from_slice(&port.to_le_bytes());
+        self.send(&head, &[], None)
+    }
+
+    /// [`RemoteImage::wait_restored`] without a time limit (a post-copy restore answers
+    /// once every page is in; a dead peer is found by the keepalive probes).
+    pub fn wait_restored_unbounded(&self) -> Result<(), MigrateError> {
+        self.wait_status_for(wire::RESTORED, None)
+    }
+
+    /// Ends any wait on the connection (the waiting thread gets an error).
+    pub fn shutdown(&self) {
+        if let Some(s) = &self.socket {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
     }
 
     /// Bytes written to the socket so far.
@@ -71,10 +109,14 @@ impl RemoteImage {
     }
 
     fn wait_status(&self, stage: u8) -> Result<(), MigrateError> {
+        // The receiver verifies and syncs (and may restore) a large image first.
+        self.wait_status_for(stage, Some(STATUS_WAIT))
+    }
+
+    fn wait_status_for(&self, stage: u8, limit: Option<Duration>) -> Result<(), MigrateError> {
         let mut conn = self.lock();
         let mut buf = Vec::new();
-        // The receiver verifies and syncs (and may restore) a large image first.
-        conn.set_read_timeout(Some(STATUS_WAIT));
+        conn.set_read_timeout(limit);
         conn.recv(&mut buf, 0)?;
         let peer = conn.peer.clone();
         match buf.as_slice() {

@@ -46,8 +46,13 @@ pub enum MigrateError {
     Refused { peer: String, what: String },
     #[error("{path}: {what}")]
     Target { path: PathBuf, what: String },
-    #[error("--lazy (post-copy migration) is not implemented by stasis migrate yet")]
-    LazyRefused,
+    #[error(
+        "--lazy cannot be combined with --tls: the post-copy page stream is not encrypted \
+         (migrate with pre-copy rounds, or without --tls on a trusted link)"
+    )]
+    LazyWithTls,
+    #[error("--lazy runs no pre-copy rounds: --rounds {0} cannot be combined with it")]
+    LazyWithRounds(u32),
     #[error(transparent)]
     Key(#[from] crate::image::store::StoreError),
     #[error(transparent)]

@@ -31,6 +31,8 @@ pub struct MigrateOptions {
     pub work: PathBuf,
     pub timeout: Duration,
     pub tcp_established: bool,
+    /// `--lazy`: post-copy (`postcopy.rs`) instead of the rounds.
+    pub lazy: bool,
 }
 
 /// One round's figures.
@@ -50,7 +52,8 @@ pub struct Round {
 pub struct MigrateSummary {
     pub pid: i32,
     pub rounds: Vec<Round>,
-    /// From the freeze of the final dump to the receiver's word that the tree runs.
+    /// From the freeze of the final dump to the receiver's word that the tree runs
+    /// (`--lazy`: to the target's word that its tree runs, before its memory is in).
     pub downtime_ms: f64,
     pub total_seconds: f64,
 }
@@ -64,7 +67,10 @@ pub fn migrate(opts: &MigrateOptions) -> Result<MigrateSummary, MigrateError> {
         pid: opts.pid,
         ..Default::default()
     };
-    let result = precopy(opts, &mut summary).and_then(|()| finish(opts, &mut summary));
+    let result = match opts.lazy {
+        true => super::postcopy::migrate_lazily(opts, &mut summary),
+        false => precopy(opts, &mut summary).and_then(|()| finish(opts, &mut summary)),
+    };
     if result.is_err() {
         // The tree runs on (a failed dump resumes it): untracked, as before.
         let _ = stop_tracking(opts.pid);
@@ -175,7 +181,8 @@ fn finish(opts: &MigrateOptions, summary: &mut MigrateSummary) -> Result<(), Mig
     Ok(())
 }
 
-fn final_options(opts: &MigrateOptions, n: u32, sink: RemoteSink) -> DumpOptions {
+/// The final dump's options (round `n`, sending to `sink`).
+pub(super) fn final_options(opts: &MigrateOptions, n: u32, sink: RemoteSink) -> DumpOptions {
     DumpOptions {
         pid: opts.pid,
         dir: round_dir(opts, n),

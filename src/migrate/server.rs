@@ -7,12 +7,14 @@
 //! failure); `stasis receive` then restores it and tells the sender.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::net::TcpListener;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::error::MigrateError;
+use super::spool::{self, Spool};
 use super::wire::{self, field, name_at, tag, u32_at, u64_at, Conn};
 use crate::image::file::{Header, Kind, HEADER_LEN};
 use crate::image::pages::PAGES_DATA_OFFSET;
@@ -41,6 +43,8 @@ pub struct Received {
     pub dir: PathBuf,
     pub bytes: u64,
     pub last: bool,
+    /// Where the image's served memory is (`tag::LAZY`: the sender's address, its port).
+    pub lazy: Option<std::net::SocketAddr>,
 }
 
 /// Accepts connections on `opts.listen`, one image each, until the last image is stored
@@ -85,7 +89,11 @@ pub fn serve_on(
             continue;
         }
         if let Some(extra) = &opts.restore {
-            return restore(&mut conn, &got.dir, extra, &verified);
+            let mut extra = extra.clone();
+            if let Some(source) = got.lazy {
+                extra.extend(lazy_args(source));
+            }
+            return restore(&mut conn, &got.dir, &extra, &verified);
         }
         return Ok(());
     }
@@ -122,21 +130,33 @@ fn restore(
         })?;
     let ok = out.status.success();
     let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    conn.send(&wire::status(wire::RESTORED, ok, &why), &[], None)?;
-    if ok {
-        Ok(())
-    } else {
-        Err(MigrateError::Target {
+    // A failed restore is the news, even if the sender cannot hear it (the link is
+    // down: what failed the restore too, maybe).
+    let told = conn.send(&wire::status(wire::RESTORED, ok, &why), &[], None);
+    if !ok {
+        return Err(MigrateError::Target {
             path: dir.to_path_buf(),
             what: format!("restore failed: {why}"),
-        })
+        });
     }
+    told
+}
+
+/// `restore --lazy-pages` arguments to fetch the memory from `source`.
+fn lazy_args(source: std::net::SocketAddr) -> [String; 5] {
+    [
+        "--lazy-pages".into(),
+        "--address".into(),
+        source.ip().to_string(),
+        "--port".into(),
+        source.port().to_string(),
+    ]
 }
 
 /// A file being received.
 struct Incoming {
-    path: PathBuf,
-    file: File,
+    /// Written by the writer thread (`spool.rs`).
+    target: Arc<spool::Target>,
     /// A pages file: its header and the crc32 of its data, when the data came in order.
     pages: Option<PagesCheck>,
 }
@@ -172,11 +192,15 @@ fn receive(conn: &mut Conn, dir: &Path) -> Result<Received, MigrateError> {
     })?;
     let writer = ImageWriter::create(&target)?;
     let mut files: HashMap<u32, Incoming> = HashMap::new();
+    let mut lazy = None;
+    let mut spool = Spool::start()?;
     loop {
         let at = conn.received;
         let (crc, data_crc) = conn.recv(&mut buf, DATA_HEAD)?;
+        let len = buf.len();
         match buf.first() {
             Some(&tag::END) => {
+                spool.finish()?;
                 end(conn, &buf, at, &mut files)?;
                 writer.commit()?;
                 let bytes = conn.received;
@@ -184,14 +208,40 @@ fn receive(conn: &mut Conn, dir: &Path) -> Result<Received, MigrateError> {
                     dir: target,
                     bytes,
                     last,
+                    lazy,
                 });
             }
+            Some(&tag::LAZY) => lazy = Some(lazy_source(conn, &buf, at, last)?),
             Some(&tag::OPEN) => open(conn, &buf, at, writer.temp_path(), &mut files)?,
-            Some(&tag::DATA) => data(conn, &buf, at, data_crc, &mut files)?,
+            Some(&tag::DATA) => {
+                let (target, offset) = data(conn, &buf, at, data_crc, &mut files)?;
+                let full = std::mem::replace(&mut buf, spool.spare());
+                spool.write(&target, offset, full, DATA_HEAD)?;
+            }
             _ => return Err(conn.corrupt(at, "unexpected frame".into())),
         }
-        conn.count(buf.len(), crc);
+        conn.count(len, crc);
     }
+}
+
+/// The post-copy source a `LAZY` frame names: the sender's address, the frame's port.
+/// Only the last image may be lazy (a parent's memory must be whole).
+fn lazy_source(
+    conn: &Conn,
+    p: &[u8],
+    at: u64,
+    last: bool,
+) -> Result<std::net::SocketAddr, MigrateError> {
+    let port = field(p, &mut 1, 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let Some(port) = port.filter(|_| last) else {
+        return Err(conn.corrupt(at, "malformed post-copy frame".into()));
+    };
+    let peer = conn.peer_addr().map_err(|source| MigrateError::Receive {
+        peer: conn.peer.clone(),
+        offset: at,
+        source,
+    })?;
+    Ok(std::net::SocketAddr::new(peer.ip(), port))
 }
 
 /// `dir` itself for "", else `dir/name` (and `dir` is created).
@@ -220,7 +270,7 @@ fn open(
         return Err(conn.corrupt(at, "malformed file frame".into()));
     };
     let path = temp.join(&name);
-    if files.contains_key(&id) || files.values().any(|f| f.path == path) {
+    if files.contains_key(&id) || files.values().any(|f| f.target.path == path) {
         return Err(conn.corrupt(at, format!("{name} sent twice")));
     }
     let file = OpenOptions::new()
@@ -234,17 +284,20 @@ fn open(
         in_order: true,
         ..PagesCheck::default()
     });
-    files.insert(id, Incoming { path, file, pages });
+    let target = Arc::new(spool::Target { file, path });
+    files.insert(id, Incoming { target, pages });
     Ok(())
 }
 
+/// Checks a DATA frame (its file, its range) and counts it into its pages file's
+/// crc32; the file and offset to write its bytes (from [`DATA_HEAD`] on) at.
 fn data(
     conn: &Conn,
     p: &[u8],
     at: u64,
     crc: u32,
     files: &mut HashMap<u32, Incoming>,
-) -> Result<(), MigrateError> {
+) -> Result<(Arc<spool::Target>, u64), MigrateError> {
     let mut i = 1;
     let (Some(id), Some(offset)) = (u32_at(p, &mut i), u64_at(p, &mut i)) else {
         return Err(conn.corrupt(at, "malformed data frame".into()));
@@ -256,9 +309,6 @@ fn data(
     if offset.saturating_add(bytes.len() as u64) > MAX_OFFSET {
         return Err(conn.corrupt(at, format!("offset {offset} out of range")));
     }
-    f.file
-        .write_all_at(bytes, offset)
-        .map_err(crate::image::ImageError::io("write", &f.path))?;
     if let Some(c) = f.pages.as_mut() {
         if offset == 0 {
             c.head = Some(bytes[..bytes.len().min(HEADER_LEN)].to_vec());
@@ -272,7 +322,7 @@ fn data(
             c.in_order = false;
         }
     }
-    Ok(())
+    Ok((f.target.clone(), offset))
 }
 
 /// The end of an image: the file count and the digest of every frame, then each pages
@@ -299,7 +349,7 @@ fn end(
     }
     for f in files.values_mut() {
         if let Some(c) = f.pages.take() {
-            check_pages(&f.path, c)?;
+            check_pages(&f.target.path, c)?;
         }
     }
     Ok(())

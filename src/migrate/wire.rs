@@ -58,6 +58,10 @@ pub mod tag {
     pub const END: u8 = 4;
     /// Server: a stage is reached or failed (stage u8, ok u8, message).
     pub const STATUS: u8 = 5;
+    /// Client (`stasis migrate --lazy`, the final image): its private anonymous memory
+    /// is served by post-copy from the sender's address at this port (u16): the
+    /// receiver restores with `--lazy-pages`.
+    pub const LAZY: u8 = 6;
 }
 
 /// `STATUS` stages.
@@ -467,6 +471,21 @@ impl Conn {
         }
     }
 
+    /// The address of this side of the connection.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.stream.tcp().local_addr()
+    }
+
+    /// The address of the other side.
+    pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.stream.tcp().peer_addr()
+    }
+
+    /// A second handle on the socket (to shut it down from another thread).
+    pub fn socket(&self) -> std::io::Result<TcpStream> {
+        self.stream.tcp().try_clone()
+    }
+
     /// Sets how long a read may wait (`None`: forever).
     pub fn set_read_timeout(&self, t: Option<std::time::Duration>) {
         let _ = self.stream.tcp().set_read_timeout(t);
@@ -476,7 +495,7 @@ impl Conn {
 /// TCP keepalive probes every 2 s after 5 s idle, 4 unanswered ending the connection:
 /// a side waiting for an answer (a slow restore on the other end is fine, its kernel
 /// answers the probes) learns of a cut link in about 13 s.
-fn keepalive(stream: &TcpStream) {
+pub fn keepalive(stream: &TcpStream) {
     use nix::sys::socket::{setsockopt, sockopt};
     let _ = setsockopt(stream, sockopt::KeepAlive, &true);
     let _ = setsockopt(stream, sockopt::TcpKeepIdle, &5);
