@@ -529,24 +529,31 @@ fn fs_as_saved(task: &TaskImage) -> bool {
 /// Lifts the network lock of pid `pid` (if the dump left one) before it runs again, and
 /// has each of its locked connections tell its peer it is back (`inet::probe`): CRIU
 /// too lifts the lock before its sockets leave repair mode. A peer that is gone answers
-/// with a reset, which the connection takes now, as it would have without the dump.
+/// with a reset, which the connection takes now, as it would have without the dump (at
+/// its next retransmission, which a rebuilt connection schedules afresh). `whole`: the
+/// lock of the tree's new network namespace was lifted just before, which held every
+/// established connection of the namespace, its peer inside or not.
 pub fn reopen_network(
     child: &Child,
     files: &FilesImage,
     pid: i32,
     lock: &crate::image::netlock::NetLockImage,
+    whole: bool,
 ) -> Result<(), RestoreError> {
-    if !lock.pids.contains(&pid) {
-        return Ok(());
+    let own = lock.pids.contains(&pid);
+    if own {
+        crate::netlock::unlock(lock.mode, pid).map_err(|e| RestoreError::Unsupported {
+            what: format!("lift the network lock of pid {pid}: {e}"),
+        })?;
     }
-    crate::netlock::unlock(lock.mode, pid).map_err(|e| RestoreError::Unsupported {
-        what: format!("lift the network lock of pid {pid}: {e}"),
-    })?;
     for e in &files.fds {
-        if let FdKind::Inet(s) = &e.kind {
-            if crate::image::netlock::is_locked(s) {
-                inet::probe(child, e.fd, s).map_err(RestoreError::at_fd(pid, e.fd))?;
-            }
+        let FdKind::Inet(s) = &e.kind else { continue };
+        let held = match &s.state {
+            crate::image::sock::InetState::Established(_) => whole,
+            _ => false,
+        };
+        if held || (own && crate::image::netlock::is_locked(s)) {
+            inet::probe(child, e.fd, s).map_err(RestoreError::at_fd(pid, e.fd))?;
         }
     }
     Ok(())
