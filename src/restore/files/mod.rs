@@ -492,10 +492,19 @@ pub fn restore_fs(s: &mut Staged, task: &TaskImage, ghosts: &Ghosts) -> Result<(
     }
     if let Some(stand_in) = pidfd::stand_in_for_cwd(&task.cwd)? {
         // The cwd is the /proc directory of a process that has exited: that of a
-        // stand-in, which then exits too.
+        // stand-in, which then exits too. The stand-in is stasis's child, which a child
+        // in a pid namespace of its own cannot see in its /proc: the directory is
+        // opened by stasis and handed over.
+        let dir = format!("/proc/{}", stand_in.pid());
+        let own = std::fs::File::open(&dir).map_err(|e| RestoreError::Unsupported {
+            what: format!("open {dir}, the stand-in for the cwd {}: {e}", task.cwd),
+        })?;
+        s.flush()?;
+        let what = format!("{dir}, the stand-in for the cwd {}", task.cwd);
+        let fd = crate::restore::ns::handover::give_own(s.child(), &own, &what)?;
         let b = s.batch();
-        let cwd = b.put_str(&format!("/proc/{}", stand_in.pid()));
-        b.call("chdir", libc::SYS_chdir, &[cwd]);
+        b.call("fchdir", libc::SYS_fchdir, &[fd]);
+        b.call("close", libc::SYS_close, &[fd]);
         s.flush()?;
     } else {
         let b = s.batch();
