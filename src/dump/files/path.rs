@@ -82,11 +82,31 @@ pub fn still_named(open: &OpenFd) -> Result<(), DumpError> {
     };
     match now {
         Ok(m) if m.dev() == meta.st_dev && m.ino() == meta.st_ino => Ok(()),
+        _ if exited(open) => Err(open.error(&format!(
+            "is open on {}, in the /proc directory of process {}, which has exited: stasis cannot recreate an exited process's /proc files",
+            open.target,
+            exited_proc_dir(&open.target).unwrap_or_default()
+        ))),
         _ => Err(open.error(&format!(
             "is open on {}, a path that no longer names the open file (moved, replaced or in another mount namespace)",
             open.target
         ))),
     }
+}
+
+/// Whether `open` is a file of `/proc/PID` whose process is gone (as its owner sees it).
+fn exited(open: &OpenFd) -> bool {
+    exited_proc_dir(&open.target)
+        .is_some_and(|n| !crate::dump::mnt::reach(open.pid, &format!("/proc/{n}")).exists())
+}
+
+/// The pid of `/proc/PID` or `/proc/PID/...` (a `/proc/PID (deleted)` too): the file of
+/// a process that may have exited.
+fn exited_proc_dir(target: &str) -> Option<&str> {
+    let rest = target.strip_prefix("/proc/")?;
+    let rest = rest.strip_suffix(DELETED).unwrap_or(rest);
+    let pid = rest.split('/').next()?;
+    (!pid.is_empty() && pid.bytes().all(|c| c.is_ascii_digit())).then_some(pid)
 }
 
 /// A regular file whose name was unlinked while it is open, and which is no ghost
@@ -197,4 +217,17 @@ pub fn read_all(open: &OpenFd, size: u64) -> Result<Vec<u8>, DumpError> {
         .read_to_end(&mut contents)
         .map_err(io)?;
     Ok(contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exited_proc_dir;
+
+    #[test]
+    fn proc_pid_paths_name_their_pid() {
+        assert_eq!(exited_proc_dir("/proc/6/mountinfo"), Some("6"));
+        assert_eq!(exited_proc_dir("/proc/6 (deleted)"), Some("6"));
+        assert_eq!(exited_proc_dir("/proc/self/maps"), None);
+        assert_eq!(exited_proc_dir("/procs/6"), None);
+    }
 }
