@@ -175,11 +175,19 @@ fn remap(open: &OpenFd, path: &str, held: &mut Held) -> Result<(FileId, bool), D
     Ok((file, copied))
 }
 
-/// `.stasis-link-PID-FD-NAME` in the directory of `path`.
+/// `.stasis-link-PID-FD-NAME` in the directory of `path` or, when that directory was
+/// removed too, in its nearest ancestor still there (as the process sees it).
 fn remap_name(open: &OpenFd, path: &str) -> String {
     let old = Path::new(path);
     let name = old.file_name().unwrap_or_default().to_string_lossy();
-    let link = old.with_file_name(format!(".stasis-link-{}-{}-{name}", open.pid, open.fd));
+    let mut dir = old.parent().unwrap_or(Path::new("/"));
+    while !crate::dump::mnt::reach(open.pid, &dir.to_string_lossy()).is_dir() {
+        match dir.parent() {
+            Some(up) => dir = up,
+            None => break,
+        }
+    }
+    let link = dir.join(format!(".stasis-link-{}-{}-{name}", open.pid, open.fd));
     link.to_string_lossy().into_owned()
 }
 
