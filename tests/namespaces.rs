@@ -347,6 +347,24 @@ fn ns_init_pidfds_of_exited_processes() {
     ns_init_round_trip("ns_init_pidfds_of_exited_processes", "pidfd_dead");
 }
 
+/// A child chrooted below the init's cwd (zdtm's chroot in its ns flavor): the paths its
+/// `/proc/PID` links give are relative to its namespace's root, not its own, and are
+/// reached through the init's root (a regression test: the dump looked for them below the
+/// child's root and failed with ENOENT).
+#[test]
+fn ns_init_chrooted_child() {
+    ns_init_round_trip("ns_init_chrooted_child", "chrooted");
+}
+
+/// The cwd in the `/proc` directory of a reaped child, with the other `/proc` files of
+/// `proc_files` (zdtm's unhashed_proc in its ns flavor): the restore's stand-in for the
+/// exited process is stasis's child, which the init cannot see in its /proc (a
+/// regression test: its `chdir` there failed with ENOENT).
+#[test]
+fn ns_init_cwd_in_proc_of_a_reaped_child() {
+    ns_init_round_trip("ns_init_cwd_in_proc_of_a_reaped_child", "proc_files");
+}
+
 /// Runs `victim` as the init of new pid and mount namespaces (/proc mounted again), dumps
 /// the init, restores it detached and expects the victim's PASS.
 fn ns_init_round_trip(test: &str, victim: &str) {

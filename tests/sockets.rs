@@ -208,6 +208,29 @@ fn lock_test(tag: &str, mode: &str, addr: &str) {
     peer_keeps_talking(tag, listener, addr, mode, None);
 }
 
+/// A tree in a network namespace of its own (restored into a new one, which stasis locks
+/// whole while it rebuilds the tree) holds an established connection whose peer vanished
+/// without a packet, "asd" unread (zdtm's socket-tcp-reseted in its ns flavor): once the
+/// restore lifts the namespace's lock, the connection tells its peer it is back and takes
+/// the reset the peer's port answers with — it is CLOSE when the task runs, reads "asd",
+/// then cannot send. (The probe used to go while the namespace was still locked, and the
+/// connection stayed established: its first send went through.)
+#[test]
+fn tcp_peer_gone_is_reset_in_a_new_netns() {
+    let _serial = common::serial();
+    let test = "tcp_peer_gone_is_reset_in_a_new_netns";
+    require_privileged!("tcp_peer_gone_is_reset_in_a_new_netns");
+    if !have("ip") || !(have("nft") || have("iptables")) {
+        return common::skip(test, "needs ip, and nft or iptables (the network lock)");
+    }
+    let tmp = TempDir::new("gone");
+    let Some(mut v) = victim(&tmp, "tcp_states", &["gone"]) else {
+        return;
+    };
+    let mut restored = dump_restore(&mut v, &tmp, &["--tcp-established"]);
+    restored.go_and_expect_pass();
+}
+
 /// The same with the peer in another network namespace, joined to ours by a veth pair:
 /// its segments cross a real interface (not loopback), and the network lock must hold
 /// them there too.

@@ -298,6 +298,7 @@ victim_tests! {
     unix_unlinked: "unix_unlinked";
     leases: "leases";
     pidfd_dead: "pidfd_dead";
+    chrooted: "chrooted";
     proc_files: "proc_files";
     unix_sockets: "unix_sockets";
     unix_inflight: "unix_sockets" ["inflight"];

@@ -349,7 +349,7 @@ pub fn restore_with(
         .and_then(|pages| ghosts.remove().map(|()| pages))
         .and_then(|pages| b.reopen_network(&lock, lift).map(|()| pages));
     // Kept (stasis's thread in the tree's network namespace) until its lock is lifted.
-    let net = b.net.take();
+    let mut net = b.net.take();
     let built = match built {
         Ok(pages) => {
             let _s = crate::profile::span("resume");
@@ -369,7 +369,7 @@ pub fn restore_with(
     if lift {
         netlock::unlock(&lock)?;
     }
-    net.as_ref().map_or(Ok(()), ns::net::Entered::unlock)?;
+    net.as_mut().map_or(Ok(false), ns::net::Entered::unlock)?;
     let filled = built?;
     if let Some(p) = &post_copy {
         p.started()?;
@@ -749,18 +749,25 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// The network lock lifted (with `lift`) and each locked connection back
-    /// (`files::reopen_network`), before any process runs.
-    fn reopen_network(&self, lock: &NetLockImage, lift: bool) -> Result<(), RestoreError> {
+    /// The network locks lifted (the dump's with `lift`, see `netlock::in_place`) and each
+    /// connection they held back (`files::reopen_network`), before any process runs.
+    /// Ordering requirements: every connection is rebuilt (out of repair mode) first; the
+    /// lock of a new namespace ([`ns::net::enter_new`]) held all of its connections, whose
+    /// window probes it dropped, so it goes before they probe again.
+    fn reopen_network(&mut self, lock: &NetLockImage, lift: bool) -> Result<(), RestoreError> {
         if self.tcp_close {
             return Ok(());
         }
+        let whole = match self.net.as_mut() {
+            Some(net) => net.unlock()?,
+            None => false,
+        };
         for (pid, child) in &self.procs {
             let p = self
                 .image
                 .process(*pid)
                 .expect("live processes have records");
-            files::reopen_network(child, &p.files, *pid, lock, lift)?;
+            files::reopen_network(child, &p.files, *pid, lock, lift, whole)?;
         }
         Ok(())
     }

@@ -109,6 +109,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("unix_unlinked", &[]),
     ("leases", &[]),
     ("pidfd_dead", &[]),
+    ("chrooted", &[]),
     ("proc_files", &[]),
     ("unsupported", &[]),
     ("tracked", &[]),

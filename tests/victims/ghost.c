@@ -7,11 +7,15 @@
  * With "remap" (dumped with --link-remap --file-locks): "gone" is 3 MiB, above the default
  * --ghost-limit; fd 14 "kept" (10000 bytes, offset 4321) has a second link "kept-other"
  * and its own name unlinked; fd 15 holds a flock (a dump without --file-locks fails after
- * the links for fds 10 and 14 were made).
+ * the links for fds 10 and 14 were made); fd 16 "sub/inner" (3000 bytes, offset 123)
+ * has a second link "inner-other", its own name unlinked and its directory "sub" removed
+ * (zdtm's unlink_regular00: the link is made in the nearest directory left).
  * After go: fd 10 is still deleted, with its mode, size, contents and offset, shared with
  * fd 11; nothing named "gone" came back into the directory; F_GETFL of fds 12 and 13.
  * With "remap": fd 14 is the file of "kept-other" again (same inode, one link, contents,
- * offset), shown as "kept (deleted)"; no ".stasis-link-" file is left in the directory.
+ * offset), shown as "kept (deleted)"; fd 16 is the file of "inner-other" (same inode,
+ * one link, contents, offset), deleted; no "sub" came back; no ".stasis-link-" file is
+ * left in the directory.
  */
 #include "victim.h"
 
@@ -73,11 +77,22 @@ static void no_links_left(void)
 	closedir(d);
 }
 
+/* fd `fd` is the file of `other`, its one link. */
+static void only_link(int fd, const char *other)
+{
+	struct stat sb, o;
+
+	CHECK_SYS(fstat(fd, &sb));
+	CHECK_SYS(stat(other, &o));
+	CHECK(sb.st_ino == o.st_ino && sb.st_nlink == 1, "fd %d: inode %llu with %d links, %s is %llu", fd,
+	      (unsigned long long)sb.st_ino, (int)sb.st_nlink, other, (unsigned long long)o.st_ino);
+}
+
 int main(int argc, char **argv)
 {
 	int remap = argc > 1 && !strcmp(argv[1], "remap");
 	int size = remap ? 3 << 20 : 5000;
-	struct stat sb, other;
+	struct stat sb;
 	int fl12, fl13, fd;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -100,6 +115,11 @@ int main(int argc, char **argv)
 		make("kept", 14, KEPT_SIZE, 4321, pattern2);
 		CHECK_SYS(link("kept", "kept-other"));
 		CHECK_SYS(unlink("kept"));
+		CHECK_SYS(mkdir("sub", 0700));
+		make("sub/inner", 16, 3000, 123, pattern2);
+		CHECK_SYS(link("sub/inner", "inner-other"));
+		CHECK_SYS(unlink("sub/inner"));
+		CHECK_SYS(rmdir("sub"));
 		victim_place(open("lockfile", O_RDWR | O_CREAT, 0600), 15);
 		CHECK_SYS(flock(15, LOCK_SH));
 	}
@@ -117,14 +137,14 @@ int main(int argc, char **argv)
 	CHECK(fcntl(13, F_GETFL) == fl13, "fd 13: F_GETFL %#x, was %#x", fcntl(13, F_GETFL), fl13);
 	if (remap) {
 		verify(14, KEPT_SIZE, 4321, pattern2, "/kept (deleted)");
-		CHECK_SYS(fstat(14, &sb));
-		CHECK_SYS(stat("kept-other", &other));
-		CHECK(sb.st_ino == other.st_ino && sb.st_nlink == 1,
-		      "fd 14: inode %llu with %d links, kept-other is %llu",
-		      (unsigned long long)sb.st_ino, (int)sb.st_nlink, (unsigned long long)other.st_ino);
+		only_link(14, "kept-other");
 		CHECK(access("kept", F_OK) == -1, "a file named kept is back");
+		verify(16, 3000, 123, pattern2, " (deleted)");
+		only_link(16, "inner-other");
+		CHECK(access("sub", F_OK) == -1, "a directory named sub is back");
 		no_links_left();
 		unlink("kept-other");
+		unlink("inner-other");
 		unlink("lockfile");
 	}
 	unlink("log");

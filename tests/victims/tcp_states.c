@@ -24,6 +24,13 @@
  *   pattern, then a last message crosses each way.
  * "udp": fds 11/12 UDP on 127.0.0.1 connected to each other; 11 shut down its send side,
  *   12 its receive side. After go: 11 cannot send (EPIPE), 12 still sends to 11.
+ * "gone" (after a restore only: tests/sockets.rs): in a network namespace of its own
+ *   (unshared here, lo up), fd 11 holds an established connection with "asd" unread
+ *   whose peer vanished without a packet (closed in repair mode): 11 does not know yet,
+ *   and learns it from the reset the peer's port answers its next segment with. The
+ *   restore's window probe is such a segment (the socket leaves repair mode). After go:
+ *   11 was reset (CLOSE), reads "asd", then ECONNRESET or end of file, and cannot send.
+ *   Run standalone it stays established (nothing is sent), so its verification fails.
  */
 #include "victim.h"
 
@@ -31,6 +38,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -237,6 +245,36 @@ static void verify_reset(void)
 	CHECK(read(11, &c, 1) == 0, "fd 11: read after the reset: %s", strerror(errno));
 }
 
+static void verify_gone(void)
+{
+	char c;
+	ssize_t n;
+
+	settle(11, TCP_CLOSE);
+	expect_read(11, "asd");
+	n = read(11, &c, 1);
+	CHECK(n == 0 || (n == -1 && errno == ECONNRESET), "fd 11: read %zd (%s) after the data", n, strerror(errno));
+	n = send(11, "x", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+	CHECK(n == -1 && (errno == EPIPE || errno == ECONNRESET), "fd 11: send %zd (%s)", n, strerror(errno));
+}
+
+static void setup_gone(void)
+{
+	int on = 1;
+
+	if (unshare(CLONE_NEWNET))
+		victim_skip("unshare(CLONE_NEWNET) is not permitted here");
+	if (system("ip link set lo up"))
+		victim_skip("needs ip (iproute2) to bring lo up");
+	listener();
+	pair(11, 12);
+	put(12, "asd");
+	usleep(20000);
+	CHECK_SYS(setsockopt(12, SOL_TCP, TCP_REPAIR, &on, sizeof(on)));
+	close(12);
+	CHECK(tcp_state(11) == TCP_ESTABLISHED, "fd 11: state %d, want ESTABLISHED", tcp_state(11));
+}
+
 static void setup_full(void)
 {
 	listener();
@@ -296,11 +334,12 @@ int main(int argc, char **argv)
 		{ "reset", setup_reset, verify_reset },
 		{ "full", setup_full, verify_full },
 		{ "udp", setup_udp, verify_udp },
+		{ "gone", setup_gone, verify_gone },
 	};
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	for (size_t i = 0; argc > 1 && i < sizeof(modes) / sizeof(modes[0]); i++)
 		if (!strcmp(argv[1], modes[i].name))
 			return victim_run(modes[i].setup, modes[i].verify);
-	victim_fail("usage: tcp_states closing|reset|full|udp");
+	victim_fail("usage: tcp_states closing|reset|full|udp|gone");
 }

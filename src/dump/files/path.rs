@@ -85,11 +85,31 @@ pub fn still_named(open: &OpenFd) -> Result<(), DumpError> {
     };
     match now {
         Ok(m) if m.dev() == meta.st_dev && m.ino() == meta.st_ino => Ok(()),
+        _ if exited(open) => Err(open.error(&format!(
+            "is open on {}, in the /proc directory of process {}, which has exited: stasis cannot recreate an exited process's /proc files",
+            open.target,
+            exited_proc_dir(&open.target).unwrap_or_default()
+        ))),
         _ => Err(open.error(&format!(
             "is open on {}, a path that no longer names the open file (moved, replaced or in another mount namespace)",
             open.target
         ))),
     }
+}
+
+/// Whether `open` is a file of `/proc/PID` whose process is gone (as its owner sees it).
+fn exited(open: &OpenFd) -> bool {
+    exited_proc_dir(&open.target)
+        .is_some_and(|n| !crate::dump::mnt::reach(open.pid, &format!("/proc/{n}")).exists())
+}
+
+/// The pid of `/proc/PID` or `/proc/PID/...` (a `/proc/PID (deleted)` too): the file of
+/// a process that may have exited.
+fn exited_proc_dir(target: &str) -> Option<&str> {
+    let rest = target.strip_prefix("/proc/")?;
+    let rest = rest.strip_suffix(DELETED).unwrap_or(rest);
+    let pid = rest.split('/').next()?;
+    (!pid.is_empty() && pid.bytes().all(|c| c.is_ascii_digit())).then_some(pid)
 }
 
 /// A regular file whose name was unlinked while it is open, and which is no ghost
@@ -158,11 +178,19 @@ fn remap(open: &OpenFd, path: &str, held: &mut Held) -> Result<(FileId, bool), D
     Ok((file, copied))
 }
 
-/// `.stasis-link-PID-FD-NAME` in the directory of `path`.
+/// `.stasis-link-PID-FD-NAME` in the directory of `path` or, when that directory was
+/// removed too, in its nearest ancestor still there (as the process sees it).
 fn remap_name(open: &OpenFd, path: &str) -> String {
     let old = Path::new(path);
     let name = old.file_name().unwrap_or_default().to_string_lossy();
-    let link = old.with_file_name(format!(".stasis-link-{}-{}-{name}", open.pid, open.fd));
+    let mut dir = old.parent().unwrap_or(Path::new("/"));
+    while !crate::dump::mnt::reach(open.pid, &dir.to_string_lossy()).is_dir() {
+        match dir.parent() {
+            Some(up) => dir = up,
+            None => break,
+        }
+    }
+    let link = dir.join(format!(".stasis-link-{}-{}-{name}", open.pid, open.fd));
     link.to_string_lossy().into_owned()
 }
 
@@ -200,4 +228,17 @@ pub fn read_all(open: &OpenFd, size: u64) -> Result<Vec<u8>, DumpError> {
         .read_to_end(&mut contents)
         .map_err(io)?;
     Ok(contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exited_proc_dir;
+
+    #[test]
+    fn proc_pid_paths_name_their_pid() {
+        assert_eq!(exited_proc_dir("/proc/6/mountinfo"), Some("6"));
+        assert_eq!(exited_proc_dir("/proc/6 (deleted)"), Some("6"));
+        assert_eq!(exited_proc_dir("/proc/self/maps"), None);
+        assert_eq!(exited_proc_dir("/procs/6"), None);
+    }
 }

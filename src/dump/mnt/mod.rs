@@ -153,10 +153,12 @@ fn ns_of(pid: &str) -> Result<u64, DumpError> {
         .map_err(|source| DumpError::Stat { path, source })
 }
 
-/// Whether `pid` is in another mount namespace than stasis's. Asked for every file of a
-/// process, so stasis's own namespace is read once and the answer for the last process
-/// asked is kept, until [`forget_namespaces`] (each dump starts with it: pids are reused).
-fn foreign(pid: i32) -> bool {
+/// Where stasis reaches the root of `pid`'s mount namespace: `None` when `pid` is in
+/// stasis's own (its paths are stasis's), else the pid whose `/proc/PID/root` is that
+/// root (see [`ns_root_holder`]). Asked for every file of a process, so stasis's own
+/// namespace is read once and the answer for the last process asked is kept, until
+/// [`forget_namespaces`] (each dump starts with it: pids are reused).
+fn foreign(pid: i32) -> Option<i32> {
     use std::sync::OnceLock;
     static OWN: OnceLock<Option<u64>> = OnceLock::new();
     let own = *OWN.get_or_init(|| ns_of("self").ok());
@@ -164,14 +166,34 @@ fn foreign(pid: i32) -> bool {
     match *last {
         Some((p, f)) if p == pid => f,
         _ => {
-            let f = ns_of(&pid.to_string()).ok() != own;
+            let ns = ns_of(&pid.to_string()).ok();
+            let f = (ns != own).then(|| ns_root_holder(pid, ns));
             *last = Some((pid, f));
             f
         }
     }
 }
 
-static LAST: std::sync::Mutex<Option<(i32, bool)>> = std::sync::Mutex::new(None);
+static LAST: std::sync::Mutex<Option<(i32, Option<i32>)>> = std::sync::Mutex::new(None);
+
+/// The process whose root is the root of `pid`'s mount namespace `ns`: `pid` itself, or,
+/// when `pid` changed its root (`chroot`), its nearest ancestor in `ns` that did not.
+/// The paths `/proc/PID/...` links give of a process in another mount namespace are
+/// relative to its namespace's root, not to the process's own root. Without such an
+/// ancestor, `pid` (its paths outside its root then cannot be reached).
+fn ns_root_holder(pid: i32, ns: Option<u64>) -> i32 {
+    let mut p = pid;
+    for _ in 0..64 {
+        if crate::proc::link(p, "root").is_ok_and(|r| r.as_os_str() == "/") {
+            return p;
+        }
+        match crate::proc::stat(p) {
+            Ok(st) if st.ppid > 0 && ns_of(&st.ppid.to_string()).ok() == ns => p = st.ppid,
+            _ => break,
+        }
+    }
+    pid
+}
 
 /// Forgets the mount namespace remembered for the last process (a new dump begins).
 pub fn forget_namespaces() {
@@ -191,11 +213,12 @@ pub(crate) fn read_mountinfo(
     crate::proc::mountinfo::parse(&text).map_err(|e| DumpError::unsupported(format!("{path}: {e}")))
 }
 
-/// The path at which stasis reaches `path` of process `pid`: through `/proc/PID/root` when
-/// the process is in another mount namespace (its mounts are not stasis's), else itself.
+/// The path at which stasis reaches `path` of process `pid`: through `/proc/PID/root`
+/// (of the process holding its namespace's root, see [`ns_root_holder`]) when the process
+/// is in another mount namespace (its mounts are not stasis's), else itself.
 pub fn reach(pid: i32, path: &str) -> std::path::PathBuf {
     match foreign(pid) {
-        true => format!("/proc/{pid}/root{path}").into(),
-        false => path.into(),
+        Some(holder) => format!("/proc/{holder}/root{path}").into(),
+        None => path.into(),
     }
 }

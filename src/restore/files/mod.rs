@@ -492,10 +492,19 @@ pub fn restore_fs(s: &mut Staged, task: &TaskImage, ghosts: &Ghosts) -> Result<(
     }
     if let Some(stand_in) = pidfd::stand_in_for_cwd(&task.cwd)? {
         // The cwd is the /proc directory of a process that has exited: that of a
-        // stand-in, which then exits too.
+        // stand-in, which then exits too. The stand-in is stasis's child, which a child
+        // in a pid namespace of its own cannot see in its /proc: the directory is
+        // opened by stasis and handed over.
+        let dir = format!("/proc/{}", stand_in.pid());
+        let own = std::fs::File::open(&dir).map_err(|e| RestoreError::Unsupported {
+            what: format!("open {dir}, the stand-in for the cwd {}: {e}", task.cwd),
+        })?;
+        s.flush()?;
+        let what = format!("{dir}, the stand-in for the cwd {}", task.cwd);
+        let fd = crate::restore::ns::handover::give_own(s.child(), &own, &what)?;
         let b = s.batch();
-        let cwd = b.put_str(&format!("/proc/{}", stand_in.pid()));
-        b.call("chdir", libc::SYS_chdir, &[cwd]);
+        b.call("fchdir", libc::SYS_fchdir, &[fd]);
+        b.call("close", libc::SYS_close, &[fd]);
         s.flush()?;
     } else {
         let b = s.batch();
@@ -529,27 +538,33 @@ fn fs_as_saved(task: &TaskImage) -> bool {
 /// Lifts the network lock of pid `pid` (if the dump left one) before it runs again, and
 /// has each of its locked connections tell its peer it is back (`inet::probe`): CRIU
 /// too lifts the lock before its sockets leave repair mode. A peer that is gone answers
-/// with a reset, which the connection takes now, as it would have without the dump.
+/// with a reset, which the connection takes now, as it would have without the dump (at
+/// its next retransmission, which a rebuilt connection schedules afresh). `lift`: the
+/// dump's lock is where the tree now is (`restore/netlock.rs::in_place`). `whole`: the
+/// lock of the tree's new network namespace was lifted just before, which held every
+/// established connection of the namespace, its peer inside or not.
 pub fn reopen_network(
     child: &Child,
     files: &FilesImage,
     pid: i32,
     lock: &crate::image::netlock::NetLockImage,
     lift: bool,
+    whole: bool,
 ) -> Result<(), RestoreError> {
-    if !lock.pids.contains(&pid) {
-        return Ok(());
-    }
-    if lift {
+    let own = lock.pids.contains(&pid);
+    if own && lift {
         crate::netlock::unlock(lock.mode, pid).map_err(|e| RestoreError::Unsupported {
             what: format!("lift the network lock of pid {pid}: {e}"),
         })?;
     }
     for e in &files.fds {
-        if let FdKind::Inet(s) = &e.kind {
-            if crate::image::netlock::is_locked(s) {
-                inet::probe(child, e.fd, s).map_err(RestoreError::at_fd(pid, e.fd))?;
-            }
+        let FdKind::Inet(s) = &e.kind else { continue };
+        let held = match &s.state {
+            crate::image::sock::InetState::Established(_) => whole,
+            _ => false,
+        };
+        if held || (own && crate::image::netlock::is_locked(s)) {
+            inet::probe(child, e.fd, s).map_err(RestoreError::at_fd(pid, e.fd))?;
         }
     }
     Ok(())

@@ -109,26 +109,55 @@ fn deliver(
     seg: Segment,
     expect: u8,
 ) -> Result<(), RestoreError> {
+    let state = || state_of(sock).map_err(|e| unsupported(format!("TCP_INFO: {e}")));
+    let before = state()?;
     send(from, to, seg).map_err(|e| {
         unsupported(format!(
-            "write the peer's segment (flags {:#x}) to the socket from a raw socket: {e}",
-            seg.flags
+            "write the peer's segment ({}) to the socket from a raw socket: {e}",
+            flags_text(seg.flags)
         ))
     })?;
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        let now = state_of(sock).map_err(|e| unsupported(format!("TCP_INFO: {e}")))?;
+        let now = state()?;
         if now == expect {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(unsupported(format!(
-                "the peer's segment (flags {:#x}) replayed to the socket left it in state {now}, not {expect}",
-                seg.flags
-            )));
+            return Err(unsupported(not_taken(seg.flags, (before, now, expect))));
         }
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// Why a replayed segment did not take the socket from `before` to `expect` (it is in
+/// `now`): unchanged, the segment most likely never reached it — a rule of the
+/// namespace's firewall (restored before the sockets) dropping packets to its port.
+fn not_taken(flags: u8, (before, now, expect): (u8, u8, u8)) -> String {
+    let flags = flags_text(flags);
+    let (now_name, expect) = (tcp_state::name(now), tcp_state::name(expect));
+    if before == now {
+        format!(
+            "the peer's segment ({flags}) replayed to the socket to take it to {expect} did not \
+             reach it (still {now_name}): most likely a firewall rule of its network namespace drops \
+             packets to it, and stasis cannot rebuild a closing connection whose replayed \
+             segments are dropped"
+        )
+    } else {
+        format!(
+            "the peer's segment ({flags}) replayed to the socket left it in {now_name}, not {expect}"
+        )
+    }
+}
+
+/// The segment's flags as tcpdump names them ("FIN|ACK").
+fn flags_text(flags: u8) -> String {
+    let names: Vec<&str> = [(TH_FIN, "FIN"), (TH_ACK, "ACK")]
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, name)| *name)
+        .collect();
+    names.join("|")
 }
 
 fn unsupported(what: String) -> RestoreError {
@@ -285,6 +314,16 @@ mod tests {
         assert_eq!(p6.len(), 60);
         let pseudo6 = [&p6[8..40], &[0, 0, 0, 20, 0, 0, 0, 6]].concat();
         assert_eq!(checksum(&[&pseudo6[..], &p6[40..]].concat()), 0);
+    }
+
+    #[test]
+    fn a_segment_that_changed_nothing_names_the_firewall() {
+        use tcp_state::{CLOSE_WAIT, ESTABLISHED};
+        let dropped = not_taken(TH_FIN | TH_ACK, (ESTABLISHED, ESTABLISHED, CLOSE_WAIT));
+        assert!(dropped.contains("(FIN|ACK)") && dropped.contains("still ESTABLISHED"));
+        assert!(dropped.contains("firewall") && dropped.contains("CLOSE_WAIT"));
+        let moved = not_taken(TH_ACK, (ESTABLISHED, CLOSE_WAIT, tcp_state::CLOSE));
+        assert!(moved.contains("left it in CLOSE_WAIT, not CLOSE") && !moved.contains("firewall"));
     }
 
     #[test]

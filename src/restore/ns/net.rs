@@ -137,13 +137,14 @@ pub fn enter_new(
 }
 
 impl Entered {
-    /// Lifts the lock [`enter_new`] took, if any.
-    pub fn unlock(&self) -> Result<(), RestoreError> {
-        let Some((mode, root)) = self.lock else {
-            return Ok(());
+    /// Lifts the lock [`enter_new`] took, if it still holds; whether it did.
+    pub fn unlock(&mut self) -> Result<bool, RestoreError> {
+        let Some((mode, root)) = self.lock.take() else {
+            return Ok(false);
         };
         crate::netlock::unlock(mode, root)
-            .map_err(|e| fail(format!("lift the lock of the new namespace: {e}")))
+            .map_err(|e| fail(format!("lift the lock of the new namespace: {e}")))?;
+        Ok(true)
     }
 }
 
