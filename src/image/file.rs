@@ -132,7 +132,11 @@ use super::error::ImageError;
 /// the setgroups mode of the tree's own user namespace, a child of the dumper's, and the
 /// owner of each of the tree's sockets; the root is cloned into a new one with these
 /// maps. An older image has none.
-pub const FORMAT_VERSION: u32 = 14;
+///
+/// Version 15 also adds `ProcState::SessionHelper` in `tree.img`: a session whose leader
+/// was gone while members lived on as children of a reaper, rebuilt by a helper with the
+/// session's id (`image/forks.rs`). An older image has none.
+pub const FORMAT_VERSION: u32 = 15;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;
