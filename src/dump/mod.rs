@@ -416,6 +416,7 @@ fn save_tree(
         ns_locked.then_some(opts.pid),
     )?;
     drop(span);
+    tree::check_sessions(&tree.record, &shared.subreapers)?;
     writer.write_record(TREE, Kind::Tree, &tree.record)?;
     let owners: Vec<i32> = (tree.procs.iter().zip(tree.record.alive()))
         .filter(|(_, e)| !e.shares_vm)
@@ -594,6 +595,9 @@ fn save(
     let span = crate::profile::span("queries");
     let q = task::query(task.threads(), &mut threads, ip, &known)?;
     drop(span);
+    if q.attrs.child_subreaper {
+        shared.subreapers.insert(pid);
+    }
     for (fd, owner) in &q.owners {
         files
             .owners

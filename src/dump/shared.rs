@@ -38,6 +38,8 @@ pub struct Shared {
     /// the restore (`lazy::plan`), and the runs left out of each one's pages files.
     pub lazy_pids: std::collections::HashSet<i32>,
     pub lazy: Vec<crate::image::lazy::LazyProcess>,
+    /// The child subreapers (`PR_GET_CHILD_SUBREAPER`), for the sessions' plan.
+    pub subreapers: std::collections::HashSet<i32>,
 }
 
 impl Shared {

@@ -385,13 +385,13 @@ fn shares(
 /// A process gets its session from the process that forks it at restore, or leads one of
 /// its own (`setsid`): `image/forks.rs` plans who forks whom and refuses what it cannot
 /// place. The dump cannot tell which processes are child subreapers yet, so each parent
-/// is taken for one here; the restore checks the task records. A process can join any
+/// is taken for one here; [`check_sessions`] checks again once it can. A process can join any
 /// group of its session whose leader is in the tree, or lead its own. With `--shell-job`
 /// the root's session and group may be the invoking shell's: they become the restorer's.
 fn check(tree: &TreeImage, table: &HashMap<i32, Stat>, shell_job: bool) -> Result<(), DumpError> {
     let root = &tree.processes[0];
     let pids: HashSet<i32> = tree.processes.iter().map(|p| p.pid).collect();
-    crate::image::forks::plan(tree, &|_| true).map_err(DumpError::unsupported)?;
+    crate::image::forks::plan(tree, None).map_err(DumpError::unsupported)?;
     for p in &tree.processes[1..] {
         let foreign_ok = shell_job && p.pgid == root.pgid && root.pgid != root.pid;
         let leader_ok = tree.get(p.pgid).is_some_and(|l| l.sid == p.sid);
@@ -404,6 +404,20 @@ fn check(tree: &TreeImage, table: &HashMap<i32, Stat>, shell_job: bool) -> Resul
     }
     root_shares_no_vm(root)?;
     outsiders(&pids, table)
+}
+
+/// The sessions' plan again once the child subreapers are known (every process queried):
+/// a member left to a reaper must be left to it again at restore.
+pub fn check_sessions(tree: &TreeImage, subreapers: &HashSet<i32>) -> Result<(), DumpError> {
+    let mut inits = HashSet::new();
+    for e in tree.alive() {
+        if super::ns::pid::is_ns_init(e.pid)? {
+            inits.insert(e.pid);
+        }
+    }
+    let reaper = |pid: i32| inits.contains(&pid) || subreapers.contains(&pid);
+    crate::image::forks::plan(tree, Some(&reaper)).map_err(DumpError::unsupported)?;
+    Ok(())
 }
 
 /// A session whose leader exited and was reaped while members live on has no process of

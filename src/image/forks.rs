@@ -59,10 +59,13 @@ impl Plan {
     }
 }
 
-/// The plan of `tree`; `reaper(pid)`: whether an orphan of a process below `pid` would be
-/// given to `pid` (a pid namespace init, a child subreaper). Errors say which process
-/// cannot be placed and why.
-pub fn plan(tree: &TreeImage, reaper: &dyn Fn(i32) -> bool) -> Result<Plan, String> {
+/// Whether an orphan of a process below `pid` would be given to `pid` (a pid namespace
+/// init, a child subreaper); `None` when not known yet: any parent may be one.
+pub type Reapers<'a> = Option<&'a dyn Fn(i32) -> bool>;
+
+/// The plan of `tree` with its `reaper`s. Errors say which process cannot be placed and
+/// why.
+pub fn plan(tree: &TreeImage, reaper: Reapers) -> Result<Plan, String> {
     let mut born: HashMap<i32, i32> = HashMap::new();
     let mut forks = HashMap::new();
     for e in tree.processes.iter().skip(1) {
@@ -124,11 +127,7 @@ fn born_chain(tree: &TreeImage, e: &ProcEntry) -> Option<Vec<i32>> {
 
 /// A process whose parent is a reaper outside its session: forked by a process of its
 /// session that leaves it to its parent.
-fn elsewhere(
-    tree: &TreeImage,
-    e: &ProcEntry,
-    reaper: &dyn Fn(i32) -> bool,
-) -> Result<Fork, String> {
+fn elsewhere(tree: &TreeImage, e: &ProcEntry, reaper: Reapers) -> Result<Fork, String> {
     let (pid, sid, ppid) = (e.pid, e.sid, e.ppid);
     let refuse = |why: &str| {
         Err(format!(
@@ -139,7 +138,7 @@ fn elsewhere(
     if e.shares_files || e.shares_fs || e.shares_vm || e.shares_sighand {
         return refuse("shares kernel objects with its parent");
     }
-    if !reaper(ppid) {
+    if reaper.is_some_and(|r| !r(ppid)) {
         return refuse("its parent is neither a pid namespace init nor a child subreaper");
     }
     let Some(leader) = tree.get(sid) else {
@@ -152,16 +151,21 @@ fn elsewhere(
     };
     match leader.state {
         ProcState::SessionHelper if leader.ppid == ppid => Ok(fork(false)),
-        ProcState::Zombie { .. } if reaper_of(tree, leader, reaper) == Some(ppid) => {
-            Ok(fork(false))
-        }
+        ProcState::Zombie { .. } => match reaper.map(|r| reaper_of(tree, leader, r)) {
+            None => Ok(fork(false)),
+            Some(r) if r == Some(ppid) => Ok(fork(false)),
+            Some(_) => refuse(&format!(
+                "its leader {sid}, a zombie, would leave its children to another reaper"
+            )),
+        },
         ProcState::Alive { .. } if leader.ppid == ppid && leader.exit_signal == e.exit_signal => {
             Ok(fork(true))
         }
-        _ => refuse(&format!(
-            "its leader {sid} is alive away from its parent (it would need a helper with a \
-             free pid)"
+        ProcState::Alive { .. } => refuse(&format!(
+            "its leader {sid} is alive but not a sibling of it (that needs a helper with a \
+             free pid, which stasis does not make)"
         )),
+        _ => refuse(&format!("its leader {sid} is a helper of another parent")),
     }
 }
 
@@ -220,7 +224,7 @@ mod tests {
             alive(9, 8, 2),
             alive(10, 8, 8),
         ]);
-        let p = plan(&t, &|_| false).expect("a plan");
+        let p = plan(&t, Some(&|_| false)).expect("a plan");
         assert!(p.defers_setsid(8));
         assert!(p.fork(9).expect("9").early);
         assert!(!p.fork(10).expect("10").early);
@@ -241,12 +245,13 @@ mod tests {
             alive(7, 1, 6),
             entry(6, 1, 6, ProcState::SessionHelper),
         ]);
-        let p = plan(&t, &|pid| pid == 1).expect("a plan");
+        let p = plan(&t, Some(&|pid| pid == 1)).expect("a plan");
         assert_eq!(p.fork(7).map(|f| f.by), Some(6));
         assert_eq!(p.fork(3).map(|f| (f.by, f.clone_parent)), Some((2, true)));
         assert_eq!(p.fork(5).map(|f| f.by), Some(4));
         let at = |pid| p.order.iter().position(|&x| x == pid);
         assert!(at(6) < at(7) && at(2) < at(3) && at(4) < at(5));
-        assert!(plan(&t, &|_| false).is_err());
+        assert!(plan(&t, Some(&|_| false)).is_err());
+        assert!(plan(&t, None).is_ok());
     }
 }

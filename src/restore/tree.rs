@@ -42,7 +42,7 @@ pub fn plan(image: &Image) -> Result<Plan, RestoreError> {
                 .process(pid)
                 .is_some_and(|p| p.task.attrs.child_subreaper)
     };
-    forks::plan(&image.tree, &reaper).map_err(|what| RestoreError::Unsupported { what })
+    forks::plan(&image.tree, Some(&reaper)).map_err(|what| RestoreError::Unsupported { what })
 }
 
 /// A child subreaper is one at once: helpers and zombie leaders that exit during the
