@@ -406,6 +406,16 @@ fn check(tree: &TreeImage, table: &HashMap<i32, Stat>, shell_job: bool) -> Resul
     outsiders(&pids, table)
 }
 
+/// By pid, the live process whose memory each process forked by another than its parent
+/// at restore starts with (`image/forks.rs`).
+pub fn memory_from(tree: &TreeImage) -> Result<HashMap<i32, i32>, DumpError> {
+    let plan = crate::image::forks::plan(tree, None).map_err(DumpError::unsupported)?;
+    Ok((tree.processes.iter())
+        .filter_map(|e| Some((e.pid, plan.memory_from(tree, e.pid)?)))
+        .filter(|(pid, from)| tree.get(*pid).is_some_and(|e| e.ppid != *from))
+        .collect())
+}
+
 /// The sessions' plan again once the child subreapers are known (every process queried):
 /// a member left to a reaper must be left to it again at restore.
 pub fn check_sessions(tree: &TreeImage, subreapers: &HashSet<i32>) -> Result<(), DumpError> {

@@ -50,6 +50,21 @@ impl Plan {
         self.forks.values().any(|f| f.by == pid && f.early)
     }
 
+    /// The live process whose memory `pid` starts with at restore (the copy-on-write
+    /// source of `dump/cow.rs`): its forker, or for a helper or zombie forker (no memory
+    /// of its own at restore) that one's forker; `None` for the root.
+    pub fn memory_from(&self, tree: &TreeImage, pid: i32) -> Option<i32> {
+        let alive = |p: i32| {
+            tree.get(p)
+                .is_some_and(|e| matches!(e.state, ProcState::Alive { .. }))
+        };
+        let mut at = self.fork(pid)?.by;
+        while !alive(at) {
+            at = self.fork(at)?.by;
+        }
+        Some(at)
+    }
+
     /// The processes `by` forks in one go with `like`: same flags and phase.
     pub fn batch(&self, like: Fork) -> impl Iterator<Item = i32> + '_ {
         self.order

@@ -9,6 +9,8 @@
  *     session Z;
  *   - live leader: L setsid, forked X which forked Y and exited (reaped by L): Y is I's
  *     child in session L, L is alive.
+ * Y checks a page it still shares copy-on-write with I, which L wrote after forking X:
+ * the restore forks Y from L, so the dump must not count on I's copy for it.
  * Each process records its ppid, sid and pgid (as seen inside) in shared memory at setup
  * and compares them after go; I checks that Z is still a zombie and D is no process.
  */
@@ -34,6 +36,8 @@ struct shared {
 };
 
 static struct shared *sh;
+/* Its own page: 1 in I and Y (the same frame), 2 in L. */
+static volatile int val[1024] __attribute__((aligned(4096)));
 
 static void note(struct slot *s)
 {
@@ -55,6 +59,8 @@ static void member(int i, pid_t expect_ppid, pid_t expect_sid)
 		snprintf(s->why, sizeof(s->why), "%s: session %d before dump, not %d", names[i],
 			 s->sid, expect_sid);
 	victim_wait_go();
+	if (i == Y && val[0] != 1)
+		snprintf(s->why, sizeof(s->why), "Y: its page from I has %d, not 1", val[0]);
 	if (getppid() != s->ppid || getsid(0) != s->sid || getpgrp() != s->pgid)
 		snprintf(s->why, sizeof(s->why), "%s: ppid/sid/pgid %d/%d/%d, not %d/%d/%d",
 			 names[i], getppid(), getsid(0), getpgrp(), s->ppid, s->sid, s->pgid);
@@ -134,6 +140,7 @@ static void live_leader(void)
 			_exit(0);
 		}
 		waitpid(x, &st, 0);
+		val[0] = 2;
 		member(L, 1, me);
 	}
 }
@@ -178,6 +185,7 @@ static void init(int ready)
 	char ok = 1;
 
 	setsid();
+	val[0] = 1;
 	dead_leader();
 	deferred_setsid();
 	zombie_leader();
