@@ -270,6 +270,7 @@ victim_tests! {
     tree_50: "tree" ["50"];
     stopped: "stopped";
     group_helper: "group_helper";
+    sessions: "sessions";
     shared_vm: "shared_vm";
     shared_vm_nested: "shared_vm" ["nested"];
     cow: "cow";

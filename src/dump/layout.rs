@@ -148,6 +148,7 @@ fn same_flags(a: &MapEntry, b: &MapEntry) -> bool {
 /// `cow::find`).
 pub fn layouts(tree: &FrozenTree, mut early: Option<&mut Early>) -> Result<Vec<Layout>, DumpError> {
     let mut out: Vec<Layout> = Vec::with_capacity(tree.procs.len());
+    let from = super::tree::memory_from(&tree.record)?;
     for (task, entry) in tree.procs.iter().zip(tree.record.alive()) {
         let pid = Frozen::pid(task);
         let merged = match early.as_deref_mut() {
@@ -159,10 +160,12 @@ pub fn layouts(tree: &FrozenTree, mut early: Option<&mut Early>) -> Result<Vec<L
             None => proc::smaps(pid)?,
         };
         let vmas = mm::vmas(pid, &smaps)?;
-        let parent = tree.procs.iter().position(|t| t.pid() == entry.ppid);
+        // What it is forked from at restore: its parent, or a process of its session.
+        let source = from.get(&pid).copied().unwrap_or(entry.ppid);
+        let parent = tree.procs.iter().position(|t| t.pid() == source);
         let cow = match parent.and_then(|i| out.get(i)) {
             // A process sharing its parent's address space shares every page.
-            Some(p) if !entry.shares_vm => cow::find(pid, &vmas, entry.ppid, &p.vmas)?,
+            Some(p) if !entry.shares_vm => cow::find(pid, &vmas, source, &p.vmas)?,
             _ => Vec::new(),
         };
         out.push(Layout { smaps, vmas, cow });

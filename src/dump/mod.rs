@@ -356,6 +356,7 @@ fn save_tree(
 ) -> Result<(DumpSummary, Vec<files::Held>, Unsealed), DumpError> {
     let stage = early.is_some();
     let mut shared = Shared::default();
+    shared.memory_from = tree::memory_from(&tree.record)?;
     let mut summary = DumpSummary {
         pid: opts.pid,
         ..Default::default()
@@ -371,8 +372,12 @@ fn save_tree(
     chain.begin(opts.pid, &pids)?;
     if opts.lazy.is_some() {
         // A child is forked from its restored parent: the parent's memory is whole first.
+        let from = shared.memory_from.clone();
+        let forks = |pid: i32| {
+            tree.record.children(pid).next().is_some() || from.values().any(|&f| f == pid)
+        };
         shared.lazy_pids = (tree.record.alive())
-            .filter(|e| !e.shares_vm && tree.record.children(e.pid).next().is_none())
+            .filter(|e| !e.shares_vm && !forks(e.pid))
             .map(|e| e.pid)
             .collect();
     }
@@ -440,6 +445,7 @@ fn save_tree(
         ns_locked.then_some(opts.pid),
     )?;
     drop(span);
+    tree::check_sessions(&tree.record, &shared.subreapers)?;
     writer.write_record(TREE, Kind::Tree, &tree.record)?;
     let owners: Vec<i32> = (tree.procs.iter().zip(tree.record.alive()))
         .filter(|(_, e)| !e.shares_vm)
@@ -618,6 +624,9 @@ fn save(
     let span = crate::profile::span("queries");
     let q = task::query(task.threads(), &mut threads, ip, &known)?;
     drop(span);
+    if q.attrs.child_subreaper {
+        shared.subreapers.insert(pid);
+    }
     for (fd, owner) in &q.owners {
         files
             .owners
@@ -645,7 +654,8 @@ fn save(
             fields: mm::fields(&stat, q.brk),
         };
         let unchanged = chain.unchanged(pid, &space.vmas, task.leader(), ip)?;
-        save_mm(pid, entry.ppid, space, (writer, stage), shared, &unchanged)?
+        let source = shared.memory_from.get(&pid).copied().unwrap_or(entry.ppid);
+        save_mm(pid, source, space, (writer, stage), shared, &unchanged)?
     };
     let mut sigactions = q.sigactions;
     if entry.shares_sighand {

@@ -38,6 +38,11 @@ pub struct Shared {
     /// the restore (`lazy::plan`), and the runs left out of each one's pages files.
     pub lazy_pids: std::collections::HashSet<i32>,
     pub lazy: Vec<crate::image::lazy::LazyProcess>,
+    /// By pid, the process whose memory it starts with at restore, when not its parent
+    /// (`image::forks::Plan::memory_from`): its copy-on-write source.
+    pub memory_from: HashMap<i32, i32>,
+    /// The child subreapers (`PR_GET_CHILD_SUBREAPER`), for the sessions' plan.
+    pub subreapers: std::collections::HashSet<i32>,
 }
 
 impl Shared {

@@ -102,6 +102,7 @@ pub fn freeze_tree(
         let _ = task.release();
     }
     let mut record = describe(root, &table, &frozen)?;
+    add_session_helpers(&mut record, &table);
     add_group_helpers(&mut record, &table);
     check(&record, &table, shell_job)?;
     if shell_job {
@@ -381,21 +382,17 @@ fn shares(
 
 /// Sessions and groups a restore can rebuild, and no process outside the tree in them.
 ///
-/// A process is restored by cloning its parent, so it inherits the parent's session; it
-/// can only lead a session of its own besides (`setsid`). It can join any group of its
-/// session whose leader is in the tree, or lead its own. With `--shell-job` the root's
-/// session and group may be the invoking shell's: they become the restorer's.
+/// A process gets its session from the process that forks it at restore, or leads one of
+/// its own (`setsid`): `image/forks.rs` plans who forks whom and refuses what it cannot
+/// place. The dump cannot tell which processes are child subreapers yet, so each parent
+/// is taken for one here; [`check_sessions`] checks again once it can. A process can join any
+/// group of its session whose leader is in the tree, or lead its own. With `--shell-job`
+/// the root's session and group may be the invoking shell's: they become the restorer's.
 fn check(tree: &TreeImage, table: &HashMap<i32, Stat>, shell_job: bool) -> Result<(), DumpError> {
     let root = &tree.processes[0];
     let pids: HashSet<i32> = tree.processes.iter().map(|p| p.pid).collect();
+    crate::image::forks::plan(tree, None).map_err(DumpError::unsupported)?;
     for p in &tree.processes[1..] {
-        let parent = tree.get(p.ppid).expect("the tree lists parents first");
-        if p.sid != p.pid && p.sid != parent.sid {
-            return Err(DumpError::unsupported(format!(
-                "pid {} is in session {}, which neither it nor its parent {} is in; stasis cannot recreate that",
-                p.pid, p.sid, parent.pid
-            )));
-        }
         let foreign_ok = shell_job && p.pgid == root.pgid && root.pgid != root.pid;
         let leader_ok = tree.get(p.pgid).is_some_and(|l| l.sid == p.sid);
         if p.pgid != p.pid && !leader_ok && !foreign_ok {
@@ -409,37 +406,88 @@ fn check(tree: &TreeImage, table: &HashMap<i32, Stat>, shell_job: bool) -> Resul
     outsiders(&pids, table)
 }
 
+/// By pid, the live process whose memory each process forked by another than its parent
+/// at restore starts with (`image/forks.rs`).
+pub fn memory_from(tree: &TreeImage) -> Result<HashMap<i32, i32>, DumpError> {
+    let plan = crate::image::forks::plan(tree, None).map_err(DumpError::unsupported)?;
+    Ok((tree.processes.iter())
+        .filter_map(|e| Some((e.pid, plan.memory_from(tree, e.pid)?)))
+        .filter(|(pid, from)| tree.get(*pid).is_some_and(|e| e.ppid != *from))
+        .collect())
+}
+
+/// The sessions' plan again once the child subreapers are known (every process queried):
+/// a member left to a reaper must be left to it again at restore.
+pub fn check_sessions(tree: &TreeImage, subreapers: &HashSet<i32>) -> Result<(), DumpError> {
+    let mut inits = HashSet::new();
+    for e in tree.alive() {
+        if super::ns::pid::is_ns_init(e.pid)? {
+            inits.insert(e.pid);
+        }
+    }
+    let reaper = |pid: i32| inits.contains(&pid) || subreapers.contains(&pid);
+    crate::image::forks::plan(tree, Some(&reaper)).map_err(DumpError::unsupported)?;
+    Ok(())
+}
+
+/// A session whose leader exited and was reaped while members live on has no process of
+/// its id. For each such session with a member whose parent is outside it (a reaper the
+/// member was left to), a `SessionHelper` entry with that id is added, a child of that
+/// parent: at restore it leads the session and forks the members (`image/forks.rs`).
+fn add_session_helpers(tree: &mut TreeImage, table: &HashMap<i32, Stat>) {
+    let mut helpers: Vec<ProcEntry> = Vec::new();
+    let root = &tree.processes[0];
+    for p in &tree.processes[1..] {
+        let sid = p.sid;
+        let known = table.contains_key(&sid) || helpers.iter().any(|h| h.pid == sid);
+        let parent = tree.get(p.ppid).filter(|q| q.sid != sid);
+        if known || sid == p.pid || sid == root.sid || parent.is_none() {
+            continue;
+        }
+        helpers.push(helper(sid, p.ppid, sid, ProcState::SessionHelper));
+    }
+    tree.processes.extend(helpers);
+}
+
+/// The entry of a helper process `pid`, a child of `ppid` in session `sid`.
+fn helper(pid: i32, ppid: i32, sid: i32, state: ProcState) -> ProcEntry {
+    ProcEntry {
+        pid,
+        comm: String::new(),
+        ppid,
+        pgid: pid,
+        sid,
+        exit_signal: libc::SIGCHLD,
+        state,
+        shares_files: false,
+        shares_fs: false,
+        shares_vm: false,
+        shares_sighand: false,
+    }
+}
+
 /// A group whose leader exited and was reaped while members live on has no process of
 /// its id: the restore needs one to create the group. For each such group in the tree
-/// (no process at all has its id), a `GroupHelper` entry with that pid is added, a child
-/// of the parent of the group's first member when that parent is alive and in the
-/// member's session (the helper inherits it); [`check`] refuses the other cases.
+/// (no process at all has its id, nor a session helper), a `GroupHelper` entry with that
+/// pid is added, in the member's session, a child of the parent of the group's first
+/// member when that parent is alive: forked by it or, if it is a reaper outside the
+/// session, by a process of the session (`image/forks.rs`).
 fn add_group_helpers(tree: &mut TreeImage, table: &HashMap<i32, Stat>) {
     let mut helpers: Vec<ProcEntry> = Vec::new();
     let root_group = tree.processes[0].pgid; // with --shell-job, the restorer's
     for p in &tree.processes[1..] {
         let (pgid, sid) = (p.pgid, p.sid);
-        let known = |id: i32| table.contains_key(&id) || helpers.iter().any(|h| h.pid == id);
+        let known = |id: i32| {
+            table.contains_key(&id) || tree.get(id).is_some() || helpers.iter().any(|h| h.pid == id)
+        };
         if known(pgid) || pgid == root_group {
             continue;
         }
-        let parent = tree.get(p.ppid).filter(|q| q.sid == sid);
+        let parent = tree.get(p.ppid);
         if !parent.is_some_and(|q| matches!(q.state, ProcState::Alive { .. })) {
             continue;
         }
-        helpers.push(ProcEntry {
-            pid: pgid,
-            comm: String::new(),
-            ppid: p.ppid,
-            pgid,
-            sid,
-            exit_signal: libc::SIGCHLD,
-            state: ProcState::GroupHelper,
-            shares_files: false,
-            shares_fs: false,
-            shares_vm: false,
-            shares_sighand: false,
-        });
+        helpers.push(helper(pgid, p.ppid, sid, ProcState::GroupHelper));
     }
     tree.processes.extend(helpers);
 }

@@ -137,6 +137,10 @@ use super::error::ImageError;
 /// in the mount namespace of an ancestor other than its parent's (one that went back to
 /// an older namespace with `setns`, or stayed there while its parent left it); it enters
 /// that namespace right after its takeover. An older image has none.
+///
+/// Version 15 also adds `ProcState::SessionHelper` in `tree.img`: a session whose leader
+/// was gone while members lived on as children of a reaper, rebuilt by a helper with the
+/// session's id (`image/forks.rs`). An older image has none.
 pub const FORMAT_VERSION: u32 = 15;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).

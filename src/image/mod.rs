@@ -21,6 +21,7 @@ pub mod error;
 pub mod file;
 pub mod files;
 pub mod files_v8;
+pub mod forks;
 pub mod ghost;
 pub mod inventory;
 pub mod lazy;

@@ -70,6 +70,13 @@ pub enum ProcState {
     /// entry's parent (that of the group's first member), to lead the group while its
     /// members join; then it exits and its parent reaps it, unaware (as CRIU's helpers).
     GroupHelper,
+    /// No process: the id of a session whose leader had exited (and been reaped) while
+    /// members lived on, children of a reaper outside it (a pid namespace init or a child
+    /// subreaper, the entry's parent). The restore creates a helper with this pid, forked
+    /// by that reaper, which calls `setsid` and forks the members (`image/forks.rs`);
+    /// then it exits, its parent reaps it unaware, and the members are the reaper's.
+    /// Format version 15.
+    SessionHelper,
 }
 
 impl ProcState {
@@ -84,7 +91,8 @@ impl ProcState {
         match *self {
             ProcState::Alive { stop_signal: 0 }
             | ProcState::Zombie { .. }
-            | ProcState::GroupHelper => None,
+            | ProcState::GroupHelper
+            | ProcState::SessionHelper => None,
             ProcState::Alive { stop_signal: 1 } => Some(libc::SIGSTOP),
             ProcState::Alive { stop_signal } => Some(i32::from(stop_signal)),
         }
@@ -104,6 +112,12 @@ impl TreeImage {
 
     pub fn get(&self, pid: i32) -> Option<&ProcEntry> {
         self.processes.iter().find(|p| p.pid == pid)
+    }
+
+    /// Whether `pid` is a helper of the restore, no process of the dumped tree.
+    pub fn is_helper(&self, pid: i32) -> bool {
+        self.get(pid)
+            .is_some_and(|e| matches!(e.state, ProcState::GroupHelper | ProcState::SessionHelper))
     }
 
     /// The live processes, in tree order.

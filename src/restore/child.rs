@@ -267,7 +267,7 @@ pub struct Fork {
     pub pid: i32,
     pub exit_signal: i32,
     /// `CLONE_FILES` / `CLONE_FS` / `CLONE_VM` / `CLONE_SIGHAND` as the process shared
-    /// them with its parent.
+    /// them with its parent, and `CLONE_PARENT` for a sibling of its creator.
     pub share: u64,
 }
 
@@ -293,10 +293,15 @@ pub fn fork_many(parent: &Child, forks: &[Fork]) -> (Vec<Seized>, Result<(), Res
         } else {
             (0, 0)
         };
+        // clone3 takes no exit signal with CLONE_PARENT: the creator's own is used.
+        let exit_signal = match f.share & libc::CLONE_PARENT as u64 {
+            0 => f.exit_signal as u64,
+            _ => 0,
+        };
         let task = NewTask {
             id: f.pid,
             flags: f.share | super::ns::pid::clone_flags(f.pid),
-            exit_signal: f.exit_signal as u64,
+            exit_signal,
             stack,
         };
         task.add_clone3(&mut b, parent.pid(), "clone3(process)");

@@ -301,7 +301,9 @@ pub fn restore_with(
     }
     let ttys = tty::Bank::build(&image)?;
     let given = files::given_fds(&image, &opts.inherit_fds);
+    let plan = tree::plan(&image)?;
     let mut b = Builder {
+        plan,
         image: &image,
         given,
         shell_job,
@@ -441,6 +443,8 @@ impl Drop for Subreaper {
 /// The tree being rebuilt: a shell per process, in tree order.
 struct Builder<'a> {
     image: &'a Image,
+    /// Who forks each process (`image/forks.rs`), and in which order.
+    plan: crate::image::forks::Plan,
     /// The restorer's fds that replace fds of the tree (`inherit_fds`), by `(pid, fd)`.
     given: files::pty::PtyFds,
     shell_job: bool,
@@ -483,7 +487,12 @@ impl Builder<'_> {
     /// Every stage of every process but the resume; returns what the memory fills did.
     fn build(&mut self) -> Result<memory::Filled, RestoreError> {
         let mut filled = memory::Filled::default();
-        for entry in &self.image.tree.processes {
+        for &pid in &self.plan.order.clone() {
+            let entry = self
+                .image
+                .tree
+                .get(pid)
+                .expect("the plan orders the tree's pids");
             filled = filled.and(self.create(entry)?);
         }
         if let Some(made) = &mut self.sysv {
@@ -552,8 +561,9 @@ impl Builder<'_> {
             self.net = joined;
             made
         } else {
+            let by = self.forker(pid);
             self.forked_task(entry)
-                .and_then(|task| child::adopt_fork(self.shell(entry.ppid), pid, task, vmas))
+                .and_then(|task| child::adopt_fork(self.shell(by), pid, task, vmas))
         }
         .map_err(at(RestoreStage::Takeover, pid))?;
         if let Some(c) = self.cgroups {
@@ -606,28 +616,55 @@ impl Builder<'_> {
             self.sysv =
                 Some(sysv::restore(self.image, pid).map_err(at(RestoreStage::Mappings, pid))?);
         }
+        tree::early_subreaper(&child, p).map_err(at(RestoreStage::Session, pid))?;
         self.procs.push((pid, child));
-        let child = &self.procs.last().expect("just pushed").1;
-        tree::restore_session(child, entry, root, self.shell_job)
-            .and_then(|()| tty::restore_session(child, entry, &self.image.tty, &self.ttys))
-            .map_err(at(RestoreStage::Session, pid))?;
-        // The parent's memory, as a fork from it inherits it: that of the address
-        // space it may share with its own parent.
+        let deferred = self.plan.defers_setsid(pid);
+        if !deferred {
+            self.restore_session(entry)?;
+        }
+        // The forker's memory, as a fork from it inherits it: that of the address
+        // space it may share with its own parent, or a helper's or zombie's forker's.
         let parent = (pid != root)
-            .then(|| self.image.process(self.image.tree.mm_owner(entry.ppid)))
+            .then(|| tree::memory_origin(self.image, &self.plan, self.forker(pid)))
             .flatten();
-        match p {
+        let filled = match p {
             // A process sharing its parent's address space finds its memory in place.
             Some(p) if !entry.shares_vm => {
+                let child = self.shell(pid);
                 let filled = build_memory(child, self.image, p, parent, self.ghosts, self.sealed)?;
                 if let Some(lazy) = self.lazy {
                     lazy.register(child, &p.mm)
                         .map_err(at(RestoreStage::Memory, pid))?;
                 }
-                Ok(filled)
+                filled
             }
-            _ => Ok(memory::Filled::default()),
+            _ => memory::Filled::default(),
+        };
+        if deferred {
+            // The children born in the session it had before its own.
+            let early = crate::image::forks::Fork {
+                by: pid,
+                clone_parent: false,
+                early: true,
+            };
+            self.fork_batch(early)?;
+            self.restore_session(entry)?;
         }
+        Ok(filled)
+    }
+
+    /// `entry`'s session (and controlling terminal), once its shell exists.
+    fn restore_session(&self, entry: &ProcEntry) -> Result<(), RestoreError> {
+        let child = self.shell(entry.pid);
+        let root = self.image.inventory.root_pid;
+        tree::restore_session(child, entry, root, self.shell_job)
+            .and_then(|()| tty::restore_session(child, entry, &self.image.tty, &self.ttys))
+            .map_err(at(RestoreStage::Session, entry.pid))
+    }
+
+    /// The process that forks `pid` (the plan's; not the root).
+    fn forker(&self, pid: i32) -> i32 {
+        self.plan.fork(pid).map_or(0, |f| f.by)
     }
 
     /// The tree's mount namespaces built so far (the root's own first, then those made
@@ -660,8 +697,8 @@ impl Builder<'_> {
             .collect()
     }
 
-    /// The task of `entry`, forked by its parent together with every sibling not created
-    /// yet (one batch of `clone3`s), unless that happened already.
+    /// The task of `entry`, forked by its forker together with every process of the same
+    /// batch not created yet (one batch of `clone3`s), unless that happened already.
     fn forked_task(
         &mut self,
         entry: &ProcEntry,
@@ -669,34 +706,57 @@ impl Builder<'_> {
         if let Some(task) = self.forked.remove(&entry.pid) {
             return Ok(task);
         }
-        let created = |pid: i32| self.procs.iter().any(|(p, _)| *p == pid);
-        let forks: Vec<child::Fork> = (self.image.tree.processes.iter())
-            .filter(|e| e.ppid == entry.ppid && e.pid != self.image.inventory.root_pid)
-            .filter(|e| !created(e.pid) && !self.forked.contains_key(&e.pid))
-            .map(|e| child::Fork {
-                pid: e.pid,
-                exit_signal: e.exit_signal,
-                share: tree::share_flags(e),
-            })
-            .collect();
-        let (tasks, r) = child::fork_many(self.shell(entry.ppid), &forks);
-        self.forked.extend(forks.iter().map(|f| f.pid).zip(tasks));
-        r?;
-        let parent = self.shell(entry.ppid);
-        for &(_, child) in (self.image.ns.pid_for_children.iter())
-            .filter(|(p, c)| *p == entry.ppid && forks.iter().any(|f| f.pid == *c))
-        {
-            ns::pid::enter_for_children(parent, child)
-                .map_err(at(RestoreStage::Takeover, entry.ppid))?;
+        if let Some(fork) = self.plan.fork(entry.pid) {
+            self.fork_batch(fork)?;
         }
         self.forked
             .remove(&entry.pid)
             .ok_or_else(|| RestoreError::Unsupported {
                 what: format!(
-                    "pid {} was not created by its parent {}",
-                    entry.pid, entry.ppid
+                    "pid {} was not created by {}",
+                    entry.pid,
+                    self.forker(entry.pid)
                 ),
             })
+    }
+
+    /// Forks, from `like.by`, every process of the plan forked like `like` and not
+    /// created yet; they wait in `forked` for their takeover.
+    fn fork_batch(&mut self, like: crate::image::forks::Fork) -> Result<(), RestoreError> {
+        let created = |pid: i32| self.procs.iter().any(|(p, _)| *p == pid);
+        let clone_parent = if like.clone_parent {
+            libc::CLONE_PARENT as u64
+        } else {
+            0
+        };
+        let forks: Vec<child::Fork> = (self.plan.batch(like))
+            .filter(|&p| !created(p) && !self.forked.contains_key(&p))
+            .map(|p| {
+                self.image
+                    .tree
+                    .get(p)
+                    .expect("the plan's pids are the tree's")
+            })
+            .map(|e| child::Fork {
+                pid: e.pid,
+                exit_signal: e.exit_signal,
+                share: tree::share_flags(e) | clone_parent,
+            })
+            .collect();
+        if forks.is_empty() {
+            return Ok(());
+        }
+        let (tasks, r) = child::fork_many(self.shell(like.by), &forks);
+        self.forked.extend(forks.iter().map(|f| f.pid).zip(tasks));
+        r?;
+        let parent = self.shell(like.by);
+        for &(_, child) in (self.image.ns.pid_for_children.iter())
+            .filter(|(p, c)| *p == like.by && forks.iter().any(|f| f.pid == *c))
+        {
+            ns::pid::enter_for_children(parent, child)
+                .map_err(at(RestoreStage::Takeover, like.by))?;
+        }
+        Ok(())
     }
 
     /// Ordering requirements: after every process's Files stage (later processes take
@@ -721,20 +781,26 @@ impl Builder<'_> {
             .1
     }
 
-    /// Zombies exit; group helpers exit and are reaped by their parents; the parents
-    /// forget the signals that raised.
+    /// Session helpers exit and are reaped by their parents (their children go to
+    /// their reapers), then group helpers, then zombies exit; the parents forget the
+    /// signals that raised.
     fn make_zombies(&mut self) -> Result<(), RestoreError> {
         let mut parents: Vec<(i32, u64)> = Vec::new();
-        for e in &self.image.tree.processes {
+        let tree = &self.image.tree;
+        let of =
+            |state: fn(&ProcState) -> bool| tree.processes.iter().filter(move |e| state(&e.state));
+        let helpers = of(|s| *s == ProcState::SessionHelper)
+            .chain(of(|s| *s == ProcState::GroupHelper))
+            .chain(of(|s| matches!(s, ProcState::Zombie { .. })));
+        for e in helpers {
             let status = match e.state {
                 ProcState::Zombie { status } => status,
-                ProcState::GroupHelper => 0,
-                ProcState::Alive { .. } => continue,
+                _ => 0,
             };
             let i = self.procs.iter().position(|(p, _)| *p == e.pid);
             let (_, child) = self.procs.remove(i.expect("zombies have a shell"));
             tree::make_zombie(child, e, status).map_err(at(RestoreStage::Zombies, e.pid))?;
-            if e.state == ProcState::GroupHelper {
+            if tree.is_helper(e.pid) {
                 tree::reap_helper(self.shell(e.ppid), e.pid)
                     .map_err(at(RestoreStage::Zombies, e.ppid))?;
             }

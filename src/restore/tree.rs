@@ -1,15 +1,22 @@
 //! The process tree, the restore side of `dump/tree.rs`: every process is created by its
-//! parent (a `clone3` with its exact pid injected into the parent's shell), sessions and
-//! process groups are rebuilt (a group whose leader was gone by a helper process that
-//! leads it while the members join, then exits and is reaped), zombies exit again with
-//! their status, and the parents are told nothing of it (the SIGCHLD their zombies and
-//! helpers raise is taken back).
+//! parent or, to get its session back, by a process of that session
+//! (`image/forks.rs`: a `clone3` with its exact pid injected into the forker's shell),
+//! sessions and process groups are rebuilt (a group or session whose leader was gone by
+//! a helper process that leads it while the members join, then exits and is reaped),
+//! zombies exit again with their status, and the parents are told nothing of it (the
+//! SIGCHLD their zombies and helpers raise is taken back).
 //!
 //! Ordering requirements:
-//! - tree order (parents first): a process is forked after its parent's memory is in
-//!   place, and before the parent drops its privileges (`set_tid` needs them);
-//! - sessions at creation (a child inherits its parent's session at fork, so `setsid`
-//!   must come before the children that share it are forked);
+//! - the plan's order (forkers, and so parents, first): a process is forked after its
+//!   forker's memory is in place, and before the forker drops its privileges (`set_tid`
+//!   needs them);
+//! - sessions at creation (a child inherits its forker's session at fork, so `setsid`
+//!   must come before the children that share it are forked, and after those forked in
+//!   the session it had before: a deferred `setsid`);
+//! - a child subreaper is one from its creation, before helpers exit and leave it their
+//!   children;
+//! - session helpers exit before group helpers (a group helper may be a session
+//!   helper's child until then), both before zombies are made;
 //! - groups once every process exists (a group's leader must exist before members join);
 //! - zombies exit after their group is set, before their parents' signal handlers are
 //!   restored (with SIGCHLD ignored, the kernel would reap them at once).
@@ -19,10 +26,49 @@ use std::time::{Duration, Instant};
 use super::child::Child;
 use super::RestoreError;
 use crate::abi::KernelSigaction;
+use crate::image::forks::{self, Plan};
 use crate::image::tree::{ProcEntry, TreeImage};
+use crate::image::{Image, ProcessImage};
 
 /// How long a zombie may take to exit before the restore gives up.
 const ZOMBIE_WAIT: Duration = Duration::from_secs(5);
+
+/// Who forks each process of `image` (`image/forks.rs`), with the reapers its records
+/// name: pid namespace inits and child subreapers.
+pub fn plan(image: &Image) -> Result<Plan, RestoreError> {
+    let reaper = |pid: i32| {
+        image.ns.is_pid_ns_init(pid)
+            || image
+                .process(pid)
+                .is_some_and(|p| p.task.attrs.child_subreaper)
+    };
+    forks::plan(&image.tree, Some(&reaper)).map_err(|what| RestoreError::Unsupported { what })
+}
+
+/// A child subreaper is one at once: helpers and zombie leaders that exit during the
+/// restore leave it their children (the attribute is set again with the others).
+pub fn early_subreaper(child: &Child, p: Option<&ProcessImage>) -> Result<(), RestoreError> {
+    if p.is_some_and(|p| p.task.attrs.child_subreaper) {
+        let args = [libc::PR_SET_CHILD_SUBREAPER as u64, 1];
+        child
+            .remote()
+            .call("prctl(PR_SET_CHILD_SUBREAPER)", libc::SYS_prctl, &args)?;
+    }
+    Ok(())
+}
+
+/// The records of the memory a process forked by `by` starts with: `by`'s (or those of
+/// the address space it shares), or for a helper or zombie, which have no memory records,
+/// its own forker's.
+pub fn memory_origin<'a>(image: &'a Image, plan: &Plan, by: i32) -> Option<&'a ProcessImage> {
+    let mut at = by;
+    loop {
+        if let Some(p) = image.process(image.tree.mm_owner(at)) {
+            return Some(p);
+        }
+        at = plan.fork(at)?.by;
+    }
+}
 
 /// `clone3` flags for the kernel objects `entry` shares with its parent.
 pub fn share_flags(entry: &ProcEntry) -> u64 {

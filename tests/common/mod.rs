@@ -69,6 +69,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("tree", &[]),
     ("stopped", &["-pthread"]),
     ("group_helper", &[]),
+    ("sessions", &[]),
     ("shared_vm", &[]),
     ("cow", &[]),
     ("unlinked_maps", &[]),

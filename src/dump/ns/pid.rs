@@ -43,13 +43,11 @@ pub fn collect(tree: &TreeImage, threads: &HashMap<i32, Vec<i32>>) -> Result<Pid
     let root = tree.processes[0].pid;
     for e in &tree.processes {
         let parent = inner.get(&e.ppid).map_or(&[][..], |v| &v[..]);
-        if e.state == ProcState::GroupHelper {
+        if tree.is_helper(e.pid) {
             if !parent.is_empty() {
-                return Err(DumpError::unsupported(format!(
-                    "process group {} inside a pid namespace lost its leader; stasis cannot \
-                     restore a group helper there",
-                    e.pid
-                )));
+                let ids = helper_ids(tree, e, own)?;
+                push(&mut out, e.pid, ids.clone());
+                inner.insert(e.pid, ids);
             }
             continue;
         }
@@ -75,6 +73,41 @@ pub fn collect(tree: &TreeImage, threads: &HashMap<i32, Vec<i32>>) -> Result<Pid
         }
     }
     Ok(out)
+}
+
+/// The ids below the dumper's namespace of helper `e` (no process: a group or session
+/// whose leader is gone), as a member of it sees them (`NSpgid`, `NSsid`).
+fn helper_ids(tree: &TreeImage, e: &ProcEntry, own: usize) -> Result<Vec<i32>, DumpError> {
+    let session = e.state == ProcState::SessionHelper;
+    let member = (tree.processes.iter())
+        .filter(|m| !tree.is_helper(m.pid))
+        .find(|m| {
+            if session {
+                m.sid == e.pid
+            } else {
+                m.pgid == e.pid
+            }
+        });
+    let Some(member) = member else {
+        return Err(DumpError::unsupported(format!(
+            "no process of the tree is in the group or session {} its helper stands for",
+            e.pid
+        )));
+    };
+    let status = proc::status(member.pid)?;
+    let ids = if session {
+        status.ns_sid
+    } else {
+        status.ns_pgid
+    };
+    let ids = below(&ids, own);
+    if ids.is_empty() || ids.contains(&0) {
+        return Err(DumpError::unsupported(format!(
+            "pid {} is in group or session {}, which has no id in its pid namespace",
+            member.pid, e.pid
+        )));
+    }
+    Ok(ids)
 }
 
 /// The threads of `pid` but its leader.

@@ -150,6 +150,15 @@ fn proc_entry(p: &ProcEntry, path: &Path) -> Check {
             format!("group helper {} does not lead its group {}", p.pid, p.pgid),
         );
     }
+    if p.state == ProcState::SessionHelper && (p.sid != p.pid || p.pgid != p.pid) {
+        return fail(
+            path,
+            format!(
+                "session helper {} does not lead its session and group",
+                p.pid
+            ),
+        );
+    }
     if let ProcState::Zombie { status } = p.state {
         if status & !0xffff != 0 {
             return fail(
