@@ -132,7 +132,13 @@ use super::error::ImageError;
 /// the setgroups mode of the tree's own user namespace, a child of the dumper's, and the
 /// owner of each of the tree's sockets; the root is cloned into a new one with these
 /// maps. An older image has none.
-pub const FORMAT_VERSION: u32 = 14;
+///
+/// Version 15 also adds `netlinks.img` (kind 38, `image::netns::NetLinksImage`): what
+/// `netns.img` does not say of each link of the tree's network namespace — its kind's
+/// attributes (a bridge's, a macvlan's mode), its bridge and its port attributes, a veth
+/// pair's other end inside, a macvlan's lower link. An older image has none: its links
+/// are loopback, dummy and veth links whose other end is outside.
+pub const FORMAT_VERSION: u32 = 15;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;
@@ -187,6 +193,9 @@ pub enum Kind {
     NestedTmpfs = 36,
     /// The tree's own user namespace (`userns.img`, format 14).
     UserNs = 27,
+    /// The kind-specific attributes of the network namespace's links (`netlinks.img`,
+    /// format 15).
+    NetLinks = 38,
 }
 
 /// Human name of a kind number, for messages.
@@ -217,6 +226,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         35 => "nested mount namespaces",
         36 => "nested tmpfs contents",
         27 => "user namespace",
+        38 => "network links",
         _ => "unknown",
     }
 }

@@ -80,6 +80,7 @@ fn sample_image() -> Image {
         mounts: None,
         nested_mounts: Default::default(),
         netns: None,
+        netlinks: Default::default(),
         userns: None,
         chain: None,
         parent_pages: Default::default(),

@@ -11,6 +11,7 @@
 //! refused before anything is frozen, naming the pid and namespace.
 
 pub mod net;
+pub mod netlinks;
 pub mod pid;
 pub mod time;
 pub mod user;
@@ -77,8 +78,11 @@ pub fn dump(
     let Some(in_net) = in_net else {
         return Ok(false);
     };
-    let saved = net::collect(in_net, &opts.veth_externals)?;
+    let (saved, more) = net::collect(in_net, &opts.veth_externals)?;
     writer.write_record(crate::image::netns::NETNS, Kind::NetNs, &saved)?;
+    if !more.links.is_empty() {
+        writer.write_record(crate::image::netns::NETLINKS, Kind::NetLinks, &more)?;
+    }
     if lock == crate::netlock::LockMode::Skip {
         return Ok(false);
     }
