@@ -64,9 +64,24 @@ pub struct Link {
 }
 
 /// `netlinks.img` (format 15): what `netns.img` does not say of its links, one entry per
-/// link that has more (by name). Absent: none has.
+/// link that has more (by name), and the network namespaces made inside the tree.
+/// Absent: no link has more, every process was in the root's namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetLinksImage {
+    pub links: Vec<LinkMore>,
+    /// The network namespaces processes of the tree made (`unshare(CLONE_NEWNET)`), in
+    /// tree order.
+    pub nested: Vec<NestedNet>,
+}
+
+/// A network namespace made inside the tree: every process in it is `pid` or a
+/// descendant of it that did not leave it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NestedNet {
+    /// The process that made it (the first in tree order whose parent is elsewhere).
+    pub pid: i32,
+    pub ns: NetNsImage,
+    /// What `ns`'s links have more, as [`NetLinksImage::links`].
     pub links: Vec<LinkMore>,
 }
 
@@ -108,7 +123,11 @@ pub fn validate_links(links: &NetLinksImage, path: &Path) -> Result<(), ImageErr
         what,
     };
     let word = |w: &str| !w.is_empty() && !w.starts_with('-') && !w.contains(char::is_whitespace);
-    for l in &links.links {
+    let nested = links.nested.iter().flat_map(|n| &n.links);
+    for n in &links.nested {
+        validate(&n.ns, path)?;
+    }
+    for l in links.links.iter().chain(nested) {
         let names = [&l.master, &l.peer, &l.lower];
         if !link_name(&l.name) || names.iter().any(|n| !n.is_empty() && !link_name(n)) {
             return Err(bad(format!("bad link names of {:?}", l.name)));

@@ -6,9 +6,12 @@
  * address 02:11:22:33:44:55, 10.66.0.1/24); a veth pair nlva (index 20, port of nlbr0
  * with cost 7, priority 9, learning off) and nlvb (index 21, MTU 1400), both inside; a
  * macvlan nlmv0 on nlvb in mode private (10.67.0.1/24, when the kernel has macvlan); all
- * up. A datagram socket bound to 10.66.0.1:7788 (fd 10).
+ * up. A datagram socket bound to 10.66.0.1:7788 (fd 10). A child that made a network
+ * namespace of its own (unshare) with a veth pair nlca/nlcb inside (nlca 10.68.0.1/24,
+ * MTU 1300), both up, waiting on a pipe (fd 11 its write end in the parent).
  * After go: `ip -d -o link` (timers left out) and `ip -o addr` (address and device) print
- * the same as before, and the socket receives a datagram sent to its address.
+ * the same as before, in the parent's namespace and in the child's, which is still not
+ * the parent's; the socket receives a datagram sent to its address.
  */
 #include "victim.h"
 
@@ -16,6 +19,8 @@
 #include <netinet/in.h>
 #include <sched.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 
 #define PORT 7788
 
@@ -41,6 +46,69 @@ static void capture(const char *cmd, char *buf, size_t size)
 	n = fread(buf, 1, size - 1, f);
 	buf[n] = 0;
 	CHECK(pclose(f) == 0, "`%s` failed", cmd);
+}
+
+static pid_t child;
+
+/* The child: in a namespace of its own, made and captured, says so on `ready`; after a
+ * byte on `go`, checks it kept its links. */
+static void in_own_namespace(int ready, int go)
+{
+	static char links_before[8192], addrs_before[2048];
+	char byte;
+
+	if (unshare(CLONE_NEWNET))
+		_exit(10);
+	if (system("ip link add nlca type veth peer name nlcb && ip link set nlca mtu 1300"
+		   " && ip addr add 10.68.0.1/24 dev nlca && ip link set nlcb up"
+		   " && ip link set nlca up"))
+		_exit(11);
+	capture(LINKS, links_before, sizeof(links_before));
+	capture(ADDRS, addrs_before, sizeof(addrs_before));
+	if (write(ready, "r", 1) != 1 || read(go, &byte, 1) != 1)
+		_exit(12);
+	capture(LINKS, links, sizeof(links));
+	capture(ADDRS, addrs, sizeof(addrs));
+	if (strcmp(links, links_before) || strcmp(addrs, addrs_before)) {
+		fprintf(stderr, "child links now:\n%s%s\nwere:\n%s%s\n", links, addrs,
+			links_before, addrs_before);
+		_exit(13);
+	}
+	_exit(0);
+}
+
+/* Forks the child and waits until it made its namespace; fd 11 tells it to check. */
+static void fork_child(void)
+{
+	int go[2], ready[2];
+	char byte;
+
+	CHECK_SYS(pipe(go));
+	CHECK_SYS(pipe(ready));
+	child = fork();
+	CHECK_SYS(child);
+	if (child == 0) {
+		close(go[1]);
+		close(ready[0]);
+		in_own_namespace(ready[1], go[0]);
+	}
+	close(go[0]);
+	close(ready[1]);
+	CHECK(read(ready[0], &byte, 1) == 1, "the child could not make its namespace");
+	close(ready[0]);
+	victim_place(go[1], 11);
+}
+
+/* Whether the child is in another network namespace than ours. */
+static int child_elsewhere(void)
+{
+	struct stat mine, theirs;
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/%d/ns/net", child);
+	CHECK_SYS(stat("/proc/self/ns/net", &mine));
+	CHECK_SYS(stat(path, &theirs));
+	return mine.st_ino != theirs.st_ino;
 }
 
 static struct sockaddr_in addr(void)
@@ -75,6 +143,7 @@ static void setup(void)
 	/* The bridge's carrier comes with its ports', a moment after they are up. */
 	sh("for i in $(seq 100); do ip link show nlbr0 | grep -q 'state UP' && exit 0;"
 	   " sleep 0.05; done; exit 1");
+	fork_child();
 	victim_place(socket(AF_INET, SOCK_DGRAM, 0), 10);
 	CHECK_SYS(bind(10, (struct sockaddr *)&a, sizeof(a)));
 	capture(LINKS, links, sizeof(links));
@@ -86,7 +155,7 @@ static void verify(void)
 	static char now[sizeof(links)];
 	struct sockaddr_in a = addr();
 	char buf[8] = { 0 };
-	int s;
+	int s, status;
 
 	capture(LINKS, now, sizeof(now));
 	CHECK(strcmp(now, links) == 0, "links differ:\n%s\nwere:\n%s", now, links);
@@ -98,6 +167,10 @@ static void verify(void)
 	CHECK(read(10, buf, sizeof(buf)) == 2 && !memcmp(buf, "hi", 2),
 	      "the socket bound to 10.66.0.1 receives nothing");
 	close(s);
+	CHECK(child_elsewhere(), "the child is in its parent's network namespace");
+	CHECK(write(11, "g", 1) == 1, "tell the child: %s", strerror(errno));
+	CHECK_SYS(waitpid(child, &status, 0));
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child failed: %#x", status);
 }
 
 int main(void)

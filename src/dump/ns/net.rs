@@ -1,5 +1,5 @@
-//! The tree's own network namespace: every process of the tree must share the root's;
-//! when it is not the dumper's, stasis enters it for the whole dump ([`enter_tree`]: the
+//! The tree's own network namespace (those its processes made: `net_nested.rs`); when
+//! it is not the dumper's, stasis enters it for the whole dump ([`enter_tree`]: the
 //! socket tables of `sock_diag`, `/proc/sys/net` and the tools then see the tree's
 //! namespace, as if stasis ran inside it) and saves it ([`collect`], `netns.img`): its
 //! links, addresses, routes, rules, sysctls and firewall. With a network lock, the whole
@@ -93,22 +93,6 @@ pub fn external(
         external: ext.key.clone(),
         ..NetNsImage::default()
     })
-}
-
-/// Refuses a process of the tree whose network namespace is not the root's.
-pub fn check_tree(pids: &[i32]) -> Result<(), DumpError> {
-    let root = pids[0];
-    let tree = inode(&root.to_string(), "net");
-    match pids[1..]
-        .iter()
-        .find(|p| inode(&p.to_string(), "net") != tree)
-    {
-        Some(pid) => Err(fail(format!(
-            "pid {pid} is in another network namespace than the tree's root {root}; stasis \
-             restores one network namespace per tree"
-        ))),
-        None => Ok(()),
-    }
 }
 
 /// Everything of the namespace the dumping thread is in (that of `tree`).
