@@ -136,8 +136,9 @@ use super::error::ImageError;
 /// Version 15 also adds `netlinks.img` (kind 38, `image::netns::NetLinksImage`): what
 /// `netns.img` does not say of each link of the tree's network namespace — its kind's
 /// attributes (a bridge's, a macvlan's mode), its bridge and its port attributes, a veth
-/// pair's other end inside, a macvlan's lower link. An older image has none: its links
-/// are loopback, dummy and veth links whose other end is outside.
+/// pair's other end inside, a macvlan's lower link — and the network namespaces processes
+/// of the tree made. An older image has none: its links are loopback, dummy and veth
+/// links whose other end is outside, and every process was in the root's namespace.
 pub const FORMAT_VERSION: u32 = 15;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
