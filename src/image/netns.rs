@@ -166,3 +166,46 @@ pub fn validate(ns: &NetNsImage, path: &Path) -> Result<(), ImageError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn more(key: &str, value: &str) -> NetLinksImage {
+        NetLinksImage {
+            links: vec![LinkMore {
+                name: "br0".into(),
+                info: vec![(key.into(), value.into())],
+                ..LinkMore::default()
+            }],
+            nested: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn link_attributes_must_be_words_ip_reads_as_such() {
+        let path = Path::new("netlinks.img");
+        assert!(validate_links(&more("forward_delay", "700"), path).is_ok());
+        for (k, v) in [("-netns", "1"), ("stp_state", "1 name x"), ("", "1")] {
+            assert!(validate_links(&more(k, v), path).is_err(), "{k:?} {v:?}");
+        }
+        let mut nested = more("forward_delay", "700");
+        nested.nested.push(NestedNet {
+            pid: 7,
+            links: vec![LinkMore {
+                name: "a b".into(),
+                ..LinkMore::default()
+            }],
+            ..NestedNet::default()
+        });
+        assert!(validate_links(&nested, path).is_err());
+    }
+
+    #[test]
+    fn netlinks_round_trip_through_postcard() {
+        let img = more("mode", "private");
+        let bytes = postcard::to_allocvec(&img).expect("encode");
+        let back: NetLinksImage = postcard::from_bytes(&bytes).expect("decode");
+        assert_eq!(back, img);
+    }
+}
