@@ -31,24 +31,33 @@ pub enum NetnsError {
 }
 
 /// CRIU's `--external veth[INSIDE]:OUTSIDE[@BRIDGE]`: a veth pair whose end INSIDE is in
-/// the tree's network namespace and OUTSIDE in the restorer's (attached to BRIDGE).
+/// the tree's network namespace and OUTSIDE in the restorer's (attached to BRIDGE); or
+/// `--external macvlan[INSIDE]:LOWER`: the macvlan INSIDE's lower link is the restorer's
+/// LOWER.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VethExternal {
+    /// `veth` or `macvlan`.
+    pub kind: String,
     pub inside: String,
     pub outside: String,
     pub bridge: Option<String>,
 }
 
 impl VethExternal {
-    /// `veth[INSIDE]:OUTSIDE[@BRIDGE]`, or `None` for another spelling.
+    /// `veth[INSIDE]:OUTSIDE[@BRIDGE]` or `macvlan[INSIDE]:LOWER`, or `None` for another
+    /// spelling.
     pub fn parse(text: &str) -> Option<Self> {
-        let (inside, rest) = text.strip_prefix("veth[")?.split_once("]:")?;
+        let (kind, rest) = text.split_once('[')?;
+        let (inside, rest) = rest.split_once("]:")?;
         let (outside, bridge) = match rest.split_once('@') {
-            Some((o, b)) => (o, Some(b.to_string())),
-            None => (rest, None),
+            Some((o, b)) if kind == "veth" => (o, Some(b.to_string())),
+            _ => (rest, None),
         };
-        let ok = |n: &str| !n.is_empty() && n.len() <= 15 && !n.contains(['/', ' ']);
-        (ok(inside) && ok(outside) && bridge.as_deref().map_or(true, ok)).then(|| VethExternal {
+        let ok = |n: &str| !n.is_empty() && n.len() <= 15 && !n.contains(['/', ' ', '@']);
+        let known = ["veth", "macvlan"].contains(&kind);
+        let names = ok(inside) && ok(outside) && bridge.as_deref().map_or(true, ok);
+        (known && names).then(|| VethExternal {
+            kind: kind.to_string(),
             inside: inside.to_string(),
             outside: outside.to_string(),
             bridge,
@@ -193,12 +202,16 @@ mod tests {
             VethExternal::parse("veth[eth0]:out").and_then(|v| v.bridge),
             None
         );
+        let m = VethExternal::parse("macvlan[mv0]:br0").expect("valid");
+        assert_eq!((m.kind.as_str(), m.outside.as_str()), ("macvlan", "br0"));
         for bad in [
             "mnt[a]:b",
             "veth[]:x",
             "veth[a]:",
             "veth[a]:b@",
             "veth[a/b]:c",
+            "macvlan[a]:b@c",
+            "bond[a]:b",
         ] {
             assert!(VethExternal::parse(bad).is_none(), "{bad}");
         }

@@ -119,35 +119,30 @@ fn dump_refuses_packet_socket_with_packets_queued() {
     );
 }
 
-/// A process in a network namespace holding a link stasis cannot make again (a veth
-/// pair, both ends inside) is refused, naming the link, its kind and the option a veth
-/// whose other end is outside would need: restored without it, the namespace would
-/// silently lack an interface.
+/// A process in a network namespace holding a link stasis cannot make again (a tun
+/// device) is refused, naming the link and its kind: restored without it, the namespace
+/// would silently lack an interface.
 #[test]
-fn dump_refuses_a_network_namespace_with_a_veth() {
-    let test = "dump_refuses_a_network_namespace_with_a_veth";
+fn dump_refuses_a_network_namespace_with_a_tun_link() {
+    let test = "dump_refuses_a_network_namespace_with_a_tun_link";
     let _serial = common::serial();
     require_privileged!(test);
     let tmp = TempDir::new(test);
     let work = tmp.join("work");
     fs::create_dir_all(&work).expect("mkdir work");
-    let script = "ip link add stasis-va type veth peer name stasis-vb && exec \"$0\" \"$@\"";
+    let script = "ip tuntap add stasis-t0 mode tun && exec \"$0\" \"$@\"";
     let wrapper = ["unshare", "--net", "--", "sh", "-c", script];
     let mut victim = common::spawn_victim_under(&wrapper, "memory", &["-s", "1"], &work);
     if victim.wait_ready() != Start::Ready {
         common::skip(
             test,
-            "unshare --net and ip link add veth could not start the victim",
+            "unshare --net and ip tuntap add could not start the victim",
         );
         return;
     }
     let out = common::dump(victim.pid, &tmp.join("img"), &[]);
-    let what = "dump of a task in a network namespace with a veth pair";
-    let named = [
-        "link stasis-v",
-        "veth link",
-        "both ends of this pair are inside",
-    ];
+    let what = "dump of a task in a network namespace with a tun link";
+    let named = ["link stasis-t0", "tun link"];
     assert_refused(&out, what, victim.pid, &named);
     assert_no_image(tmp.path());
     assert_survived(victim);

@@ -318,6 +318,7 @@ victim_tests! {
     tcp_full_queues: "tcp_states" ["full"];
     udp_shutdown: "tcp_states" ["udp"];
     netns: "netns";
+    netlinks: "netlinks";
     pty: "pty";
     ctty: "ctty";
     pty_hangup: "pty_hangup";

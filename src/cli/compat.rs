@@ -62,6 +62,8 @@ pub struct CriuFlags {
     /// the dumper has mounted is bound from there at restore, whatever its kind;
     /// `veth[INSIDE]:OUTSIDE[@BRIDGE]` (a veth of the tree's network namespace whose other
     /// end is outside; at restore that end is made with this name, on this bridge);
+    /// `macvlan[INSIDE]:LOWER` at restore (the lower link of a macvlan of the tree's
+    /// network namespace, outside);
     /// `net[INO]:KEY` at dump (the tree's network namespace is the caller's: not saved,
     /// joined at restore from `--inherit-fd fd[N]:KEY`); others refused.
     #[arg(long = "external", value_name = "RESOURCE")]
@@ -111,7 +113,8 @@ impl CriuFlags {
         if let Some(ext) = self.external.iter().find(|e| !known(e)) {
             return Err(format!(
                 "--external {ext}: stasis handles external mounts (mnt[MOUNTPOINT]:KEY at \
-                 dump, mnt[KEY]:PATH at restore, mnt[] or mnt[]:s|m), veth pairs (veth[INSIDE]:OUTSIDE[@BRIDGE]) and \
+                 dump, mnt[KEY]:PATH at restore, mnt[] or mnt[]:s|m), veth pairs (veth[INSIDE]:OUTSIDE[@BRIDGE]), \
+                 macvlan lower links (macvlan[INSIDE]:LOWER) and \
                  the tree's network namespace (net[INO]:KEY)"
             ));
         }
@@ -203,7 +206,7 @@ impl CriuFlags {
         }
     }
 
-    /// The `veth[INSIDE]:OUTSIDE[@BRIDGE]` externals.
+    /// The `veth[INSIDE]:OUTSIDE[@BRIDGE]` and `macvlan[INSIDE]:LOWER` externals.
     pub fn veth_externals(&self) -> Vec<VethExternal> {
         self.external
             .iter()

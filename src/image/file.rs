@@ -141,6 +141,13 @@ use super::error::ImageError;
 /// Version 15 also adds `ProcState::SessionHelper` in `tree.img`: a session whose leader
 /// was gone while members lived on as children of a reaper, rebuilt by a helper with the
 /// session's id (`image/forks.rs`). An older image has none.
+///
+/// Version 15 also adds `netlinks.img` (kind 38, `image::netns::NetLinksImage`): what
+/// `netns.img` does not say of each link of the tree's network namespace — its kind's
+/// attributes (a bridge's, a macvlan's mode), its bridge and its port attributes, a veth
+/// pair's other end inside, a macvlan's lower link — and the network namespaces processes
+/// of the tree made. An older image has none: its links are loopback, dummy and veth
+/// links whose other end is outside, and every process was in the root's namespace.
 pub const FORMAT_VERSION: u32 = 15;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
@@ -196,6 +203,9 @@ pub enum Kind {
     NestedTmpfs = 36,
     /// The tree's own user namespace (`userns.img`, format 14).
     UserNs = 27,
+    /// The kind-specific attributes of the network namespace's links (`netlinks.img`,
+    /// format 15).
+    NetLinks = 38,
     /// Processes in the mount namespace of an ancestor other than their parent's
     /// (`mntns-join.img`, format 15).
     MntJoins = 39,
@@ -229,6 +239,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         35 => "nested mount namespaces",
         36 => "nested tmpfs contents",
         27 => "user namespace",
+        38 => "network links",
         39 => "mount namespace joins",
         _ => "unknown",
     }

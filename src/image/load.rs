@@ -75,6 +75,9 @@ pub struct Image {
     pub mnt_joins: super::mnt::JoinsImage,
     /// The tree's own network namespace (none without `netns.img`).
     pub netns: Option<super::netns::NetNsImage>,
+    /// (format 15) The kind-specific attributes of its links (empty without
+    /// `netlinks.img`).
+    pub netlinks: super::netns::NetLinksImage,
     /// (format 12) The tree's own user namespace (none without `userns.img`).
     pub userns: Option<super::userns::UserNsImage>,
     /// (format 11) Where the image stands in a chain of incremental images.
@@ -180,6 +183,11 @@ impl Image {
             super::mnt::validate_joins,
         )?;
         let netns = load_netns(dir)?;
+        let netlinks = load_optional(
+            &dir.join(super::netns::NETLINKS),
+            Kind::NetLinks,
+            super::netns::validate_links,
+        )?;
         let userns = load_userns(dir)?;
         let dir = dir.to_path_buf();
         let mut image = Image {
@@ -199,6 +207,7 @@ impl Image {
             nested_mounts,
             mnt_joins,
             netns,
+            netlinks,
             userns,
             chain,
             parent_pages: Default::default(),
@@ -519,6 +528,7 @@ mod tests {
             nested_mounts: Default::default(),
             mnt_joins: Default::default(),
             netns: None,
+            netlinks: Default::default(),
             userns: None,
             chain: None,
             parent_pages: Default::default(),

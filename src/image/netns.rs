@@ -7,6 +7,9 @@
 //! messages, every attribute included) and given back to `ip ... restore`; the routes
 //! the kernel makes itself from addresses (`proto kernel`) and the default rules are left
 //! out at dump (`dump/ns/net.rs`). The firewall is kept as its tools print it.
+//!
+//! What `netns.img`'s links do not say is in `netlinks.img` (format 15, [`NetLinksImage`],
+//! `dump/ns/netlinks.rs`): each link's kind-specific attributes, bridge and other end.
 
 use std::path::Path;
 
@@ -16,6 +19,8 @@ use super::error::ImageError;
 
 /// Name of the record file.
 pub const NETNS: &str = "netns.img";
+/// Name of the links' record file (format 15).
+pub const NETLINKS: &str = "netlinks.img";
 
 /// `netns.img`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,15 +50,96 @@ pub struct NetNsImage {
 pub struct Link {
     pub ifindex: i32,
     pub name: String,
-    /// `loopback`, `dummy`, `veth` (what stasis makes again).
+    /// `loopback`, `dummy`, `veth`, `bridge`, `macvlan` (what stasis makes again; the
+    /// last two from format 15).
     pub kind: String,
     pub mtu: u32,
     /// Its flags as `ip link` names them (`UP`, `LOOPBACK`, `PROMISC`...).
     pub flags: Vec<String>,
     /// Hardware address, `aa:bb:..` (empty for none).
     pub address: String,
-    /// A veth's other end, outside the namespace (`--external veth[NAME]:PEER` at dump).
+    /// A veth's other end, outside the namespace (`--external veth[NAME]:PEER` at dump;
+    /// empty: named at restore).
     pub peer: String,
+}
+
+/// `netlinks.img` (format 15): what `netns.img` does not say of its links, one entry per
+/// link that has more (by name), and the network namespaces made inside the tree.
+/// Absent: no link has more, every process was in the root's namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetLinksImage {
+    pub links: Vec<LinkMore>,
+    /// The network namespaces processes of the tree made (`unshare(CLONE_NEWNET)`), in
+    /// tree order.
+    pub nested: Vec<NestedNet>,
+}
+
+/// A network namespace made inside the tree: every process in it is `pid` or a
+/// descendant of it that did not leave it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NestedNet {
+    /// The process that made it (the first in tree order whose parent is elsewhere).
+    pub pid: i32,
+    pub ns: NetNsImage,
+    /// What `ns`'s links have more, as [`NetLinksImage::links`].
+    pub links: Vec<LinkMore>,
+}
+
+/// The kind-specific side of one link of `netns.img`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkMore {
+    /// The link of `netns.img` it completes.
+    pub name: String,
+    /// The bridge it is a port of (empty: none).
+    pub master: String,
+    /// A veth's other end when it is in the same namespace (empty: outside).
+    pub peer: String,
+    /// A macvlan's lower link when it is in the same namespace (empty: outside, named at
+    /// restore with `--external macvlan[NAME]:LOWER`).
+    pub lower: String,
+    /// The kind's attributes as `ip link add NAME type KIND` takes them (key, value).
+    pub info: Vec<(String, String)>,
+    /// Its attributes as a bridge port, as `ip link set NAME type bridge_slave` takes
+    /// them.
+    pub port: Vec<(String, String)>,
+}
+
+impl NetLinksImage {
+    /// The entry of link `name`, if any.
+    pub fn of(&self, name: &str) -> Option<&LinkMore> {
+        self.links.iter().find(|l| l.name == name)
+    }
+}
+
+/// A link name as the kernel takes it (`IFNAMSIZ`, no `/` or space).
+fn link_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 15 && !name.contains(['/', ' '])
+}
+
+/// Checks each name and attribute is one `ip` reads as such (no option, no space).
+pub fn validate_links(links: &NetLinksImage, path: &Path) -> Result<(), ImageError> {
+    let bad = |what: String| ImageError::Invalid {
+        path: path.to_path_buf(),
+        what,
+    };
+    let word = |w: &str| !w.is_empty() && !w.starts_with('-') && !w.contains(char::is_whitespace);
+    let nested = links.nested.iter().flat_map(|n| &n.links);
+    for n in &links.nested {
+        validate(&n.ns, path)?;
+    }
+    for l in links.links.iter().chain(nested) {
+        let names = [&l.master, &l.peer, &l.lower];
+        if !link_name(&l.name) || names.iter().any(|n| !n.is_empty() && !link_name(n)) {
+            return Err(bad(format!("bad link names of {:?}", l.name)));
+        }
+        if let Some((k, v)) = (l.info.iter().chain(&l.port)).find(|(k, v)| !word(k) || !word(v)) {
+            return Err(bad(format!(
+                "bad attribute {k:?} {v:?} of link {:?}",
+                l.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl Link {
@@ -69,7 +155,7 @@ pub fn validate(ns: &NetNsImage, path: &Path) -> Result<(), ImageError> {
         what,
     };
     for l in &ns.links {
-        if l.name.is_empty() || l.name.len() > 15 || l.name.contains('/') || l.ifindex <= 0 {
+        if !link_name(&l.name) || l.ifindex <= 0 {
             return Err(bad(format!("bad link {:?} (index {})", l.name, l.ifindex)));
         }
     }
@@ -79,4 +165,47 @@ pub fn validate(ns: &NetNsImage, path: &Path) -> Result<(), ImageError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn more(key: &str, value: &str) -> NetLinksImage {
+        NetLinksImage {
+            links: vec![LinkMore {
+                name: "br0".into(),
+                info: vec![(key.into(), value.into())],
+                ..LinkMore::default()
+            }],
+            nested: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn link_attributes_must_be_words_ip_reads_as_such() {
+        let path = Path::new("netlinks.img");
+        assert!(validate_links(&more("forward_delay", "700"), path).is_ok());
+        for (k, v) in [("-netns", "1"), ("stp_state", "1 name x"), ("", "1")] {
+            assert!(validate_links(&more(k, v), path).is_err(), "{k:?} {v:?}");
+        }
+        let mut nested = more("forward_delay", "700");
+        nested.nested.push(NestedNet {
+            pid: 7,
+            links: vec![LinkMore {
+                name: "a b".into(),
+                ..LinkMore::default()
+            }],
+            ..NestedNet::default()
+        });
+        assert!(validate_links(&nested, path).is_err());
+    }
+
+    #[test]
+    fn netlinks_round_trip_through_postcard() {
+        let img = more("mode", "private");
+        let bytes = postcard::to_allocvec(&img).expect("encode");
+        let back: NetLinksImage = postcard::from_bytes(&bytes).expect("decode");
+        assert_eq!(back, img);
+    }
 }

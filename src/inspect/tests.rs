@@ -81,6 +81,7 @@ fn sample_image() -> Image {
         nested_mounts: Default::default(),
         mnt_joins: Default::default(),
         netns: None,
+        netlinks: Default::default(),
         userns: None,
         chain: None,
         parent_pages: Default::default(),

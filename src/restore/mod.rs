@@ -600,6 +600,10 @@ impl Builder<'_> {
             of.and_then(|of| mnt::nested::join(&child, of))
                 .map_err(at(RestoreStage::Takeover, pid))?;
         }
+        if let Some(ns) = (self.image.netlinks.nested.iter()).find(|n| n.pid == pid && pid != root)
+        {
+            ns::net_nested::restore(&child, ns).map_err(at(RestoreStage::Takeover, pid))?;
+        }
         if pid == root {
             let own_mounts = self.mounts.is_some();
             self.orphan_master = orphan_pty::build(&mut self.ttys, self.image, pid, own_mounts)

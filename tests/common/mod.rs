@@ -93,6 +93,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("tcp_echo", &[]),
     ("tcp_states", &[]),
     ("netns", &[]),
+    ("netlinks", &[]),
     ("pipes", &[]),
     ("zero_pages", &[]),
     ("migrate_writer", &[]),

@@ -6,11 +6,14 @@
 //! The time namespace of a pid namespace's init is rebuilt too (`time.rs`), any other is
 //! refused there once the tree is frozen; the root's mount namespace is `dump/mnt/` (which
 //! checks the whole tree shares it). The root's network namespace is `net.rs` (entered for
-//! the whole dump when it is not the dumper's, saved in `netns.img`). The tree's user
+//! the whole dump when it is not the dumper's, saved in `netns.img`); those processes of
+//! the tree made are `net_nested.rs`'s (`netlinks.img`). The tree's user
 //! namespace, a child of the dumper's, is `user.rs` (`userns.img`); a deeper one is
 //! refused before anything is frozen, naming the pid and namespace.
 
 pub mod net;
+pub mod net_nested;
+pub mod netlinks;
 pub mod pid;
 pub mod time;
 pub mod user;
@@ -68,18 +71,29 @@ pub fn dump(
     if let Some(userns) = user::collect(&live)? {
         writer.write_record(crate::image::userns::USERNS, Kind::UserNs, &userns)?;
     }
-    net::check_tree(&live)?;
+    let makers = net_nested::makers(&tree.record, &live)?;
+    let nested = net_nested::collect(&makers, &live)?;
+    let write_more = |mut more: crate::image::netns::NetLinksImage| {
+        more.nested = nested.clone();
+        if more.links.is_empty() && more.nested.is_empty() {
+            return Ok(());
+        }
+        writer.write_record(crate::image::netns::NETLINKS, Kind::NetLinks, &more)
+    };
     if let Some(ext) = &opts.net_external {
         let saved = net::external(opts.pid, in_net, ext)?;
         writer.write_record(crate::image::netns::NETNS, Kind::NetNs, &saved)?;
+        write_more(Default::default())?;
         // Connections are locked one by one, as in the dumper's namespace.
         return Ok(None);
     }
     let Some(in_net) = in_net else {
+        write_more(Default::default())?;
         return Ok(None);
     };
-    let saved = net::collect(in_net, &opts.veth_externals)?;
+    let (saved, more) = net::collect(in_net, &opts.veth_externals)?;
     writer.write_record(crate::image::netns::NETNS, Kind::NetNs, &saved)?;
+    write_more(more)?;
     if lock == crate::netlock::LockMode::Skip {
         return Ok(None);
     }

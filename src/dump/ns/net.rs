@@ -1,5 +1,5 @@
-//! The tree's own network namespace: every process of the tree must share the root's;
-//! when it is not the dumper's, stasis enters it for the whole dump ([`enter_tree`]: the
+//! The tree's own network namespace (those its processes made: `net_nested.rs`); when
+//! it is not the dumper's, stasis enters it for the whole dump ([`enter_tree`]: the
 //! socket tables of `sock_diag`, `/proc/sys/net` and the tools then see the tree's
 //! namespace, as if stasis ran inside it) and saves it ([`collect`], `netns.img`): its
 //! links, addresses, routes, rules, sysctls and firewall. With a network lock, the whole
@@ -13,21 +13,23 @@
 //! of them (a route's and a rule's protocol, to leave out what the kernel makes itself)
 //! rather than translating each attribute through a netlink crate and back: iproute2 is
 //! the kernel's own tool for exactly this, and the firewall needs its tools anyway.
-//! Only the loopback, dummy links and veth links whose other end is outside, named with
-//! `--external veth[INSIDE]:OUTSIDE`, are rebuilt; any other kind is refused naming it.
+//! Loopback, dummy, bridge, veth and macvlan links are rebuilt (their kind-specific side
+//! is `netlinks.rs`'s, `netlinks.img`): a veth's other end and a macvlan's lower link may
+//! be outside, then named at restore (`--external veth[INSIDE]:OUTSIDE[@BRIDGE]`,
+//! `--external macvlan[INSIDE]:LOWER`); any other kind is refused naming it.
 
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{inode, DumpError};
-use crate::image::netns::{Link, NetNsImage};
+use crate::image::netns::{Link, NetLinksImage, NetNsImage};
 use crate::netns::{NetnsError, VethExternal};
 
 /// iproute2's package, for messages.
 const IPROUTE: &str = "iproute2";
 /// The link kinds stasis makes again.
-const KINDS: [&str; 3] = ["loopback", "dummy", "veth"];
+const KINDS: [&str; 5] = ["loopback", "dummy", "veth", "bridge", "macvlan"];
 /// `RTPROT_KERNEL`: routes and rules the kernel makes itself.
 const RTPROT_KERNEL: u8 = 2;
 /// `FRA_PROTOCOL` (linux/fib_rules.h).
@@ -93,24 +95,11 @@ pub fn external(
     })
 }
 
-/// Refuses a process of the tree whose network namespace is not the root's.
-pub fn check_tree(pids: &[i32]) -> Result<(), DumpError> {
-    let root = pids[0];
-    let tree = inode(&root.to_string(), "net");
-    match pids[1..]
-        .iter()
-        .find(|p| inode(&p.to_string(), "net") != tree)
-    {
-        Some(pid) => Err(fail(format!(
-            "pid {pid} is in another network namespace than the tree's root {root}; stasis \
-             restores one network namespace per tree"
-        ))),
-        None => Ok(()),
-    }
-}
-
 /// Everything of the namespace the dumping thread is in (that of `tree`).
-pub fn collect(tree: &InTree, veths: &[VethExternal]) -> Result<NetNsImage, DumpError> {
+pub fn collect(
+    tree: &InTree,
+    veths: &[VethExternal],
+) -> Result<(NetNsImage, NetLinksImage), DumpError> {
     let tool_err = |e: NetnsError| {
         fail(format!(
             "network namespace of pid {} ({}): {e}",
@@ -119,7 +108,7 @@ pub fn collect(tree: &InTree, veths: &[VethExternal]) -> Result<NetNsImage, Dump
         ))
     };
     let ip = |args: &[&str]| crate::netns::run_here(IPROUTE, "ip", args, None).map_err(tool_err);
-    let links = links(&ip(&["-j", "-d", "link", "show"])?, tree.root, veths)?;
+    let (links, more) = links(&ip(&["-j", "-d", "link", "show"])?, tree.root, veths)?;
     let routes = [
         without_kernel(&ip(&["-4", "route", "save", "table", "all"])?, 16 + 5, None),
         without_kernel(&ip(&["-6", "route", "save", "table", "all"])?, 16 + 5, None),
@@ -141,7 +130,7 @@ pub fn collect(tree: &InTree, veths: &[VethExternal]) -> Result<NetNsImage, Dump
         }
         rules[i] = kept;
     }
-    Ok(NetNsImage {
+    let ns = NetNsImage {
         links,
         addrs: ip(&["addr", "save"])?,
         routes,
@@ -153,14 +142,28 @@ pub fn collect(tree: &InTree, veths: &[VethExternal]) -> Result<NetNsImage, Dump
         ],
         nft: nft()?,
         external: String::new(),
-    })
+    };
+    Ok((ns, more))
 }
 
-/// The links of `ip -j -d link show`; one stasis cannot make again is refused.
-fn links(json: &[u8], root: i32, veths: &[VethExternal]) -> Result<Vec<Link>, DumpError> {
+/// The links of `ip -j -d link show` and their kind-specific side; one stasis cannot
+/// make again is refused.
+fn links(
+    json: &[u8],
+    root: i32,
+    veths: &[VethExternal],
+) -> Result<(Vec<Link>, NetLinksImage), DumpError> {
     let all: Vec<serde_json::Value> =
         serde_json::from_slice(json).map_err(|e| fail(format!("read `ip -j link show`: {e}")))?;
-    all.iter().map(|l| link(l, root, veths)).collect()
+    let mut more = NetLinksImage::default();
+    let mut links = Vec::new();
+    for l in &all {
+        let link = link(l, root, veths)?;
+        more.links
+            .extend(super::netlinks::more(l, &link.kind, root)?);
+        links.push(link);
+    }
+    Ok((links, more))
 }
 
 fn link(l: &serde_json::Value, root: i32, veths: &[VethExternal]) -> Result<Link, DumpError> {
@@ -174,23 +177,11 @@ fn link(l: &serde_json::Value, root: i32, veths: &[VethExternal]) -> Result<Link
         (t, None) => t.to_string(),
     };
     let name = text("ifname");
-    let external = veths.iter().find(|v| v.inside == name);
-    // A veth's other end is outside when the kernel names its namespace.
-    let outside = l.get("link_netnsid").is_some();
-    let rebuilt =
-        KINDS.contains(&kind.as_str()) && (kind != "veth" || (external.is_some() && outside));
-    if !rebuilt {
-        let hint = match (kind.as_str(), outside) {
-            ("veth", true) => format!("; name its other end with --external veth[{name}]:OUTSIDE"),
-            ("veth", false) => {
-                "; both ends of this pair are inside, which stasis does not rebuild".to_string()
-            }
-            _ => String::new(),
-        };
+    let external = veths.iter().find(|v| v.inside == name && v.kind == kind);
+    if !KINDS.contains(&kind.as_str()) {
         return Err(fail(format!(
             "link {name} of the network namespace of pid {root} is a {kind} link; stasis \
-             rebuilds loopback and dummy links, and veth links whose other end is outside \
-             (--external veth[INSIDE]:OUTSIDE){hint}"
+             rebuilds loopback, dummy, bridge, veth and macvlan links"
         )));
     }
     let flags = l["flags"].as_array().map_or(Vec::new(), |f| {
@@ -198,6 +189,9 @@ fn link(l: &serde_json::Value, root: i32, veths: &[VethExternal]) -> Result<Link
             .filter_map(|x| x.as_str().map(str::to_string))
             .collect()
     });
+    // A veth's other end outside keeps the name given at dump, if any (else the one
+    // given at restore); a macvlan's lower link outside is named at restore.
+    let peer = external.filter(|_| kind == "veth");
     Ok(Link {
         ifindex: l["ifindex"].as_i64().unwrap_or(0) as i32,
         name,
@@ -205,7 +199,7 @@ fn link(l: &serde_json::Value, root: i32, veths: &[VethExternal]) -> Result<Link
         mtu: l["mtu"].as_u64().unwrap_or(0) as u32,
         flags,
         address: text("address"),
-        peer: external.map(|v| v.outside.clone()).unwrap_or_default(),
+        peer: peer.map(|v| v.outside.clone()).unwrap_or_default(),
     })
 }
 

@@ -10,6 +10,8 @@
 
 pub mod handover;
 pub mod net;
+pub mod net_nested;
+pub mod netlinks;
 pub mod pid;
 pub mod time;
 pub mod user;

@@ -7,19 +7,18 @@
 //! the tree are created by its own tasks, so in its namespace.
 //!
 //! A new namespace is filled ([`fill`]) before any task of the tree but the root exists,
-//! in this order: links made (dummies) and set (MTU, flags but up); the firewall
+//! in this order: links made and set (MTU, flags but up: `netlinks.rs`); the firewall
 //! (`iptables-legacy-restore`, `nft -f`: it may load the modules whose sysctls follow);
 //! the sysctls that differ from the new namespace's (`all`/`default` before the links'
 //! own); links up; addresses (`ip addr restore`: the loopback's own, made as it comes
 //! up, are already there), routes and rules (`ip ... restore`).
 
 use std::fs::File;
-use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::super::RestoreError;
-use crate::image::netns::{Link, NetNsImage};
+use crate::image::netns::NetNsImage;
 use crate::netlock::LockMode;
 use crate::netns::VethExternal;
 
@@ -122,7 +121,14 @@ pub fn enter_new(
         return Ok(None);
     };
     let mut entered = Entered::tree(root)?;
-    fill(ns, &entered.own, veths)?;
+    let making = super::netlinks::Making {
+        ns,
+        more: &image.netlinks,
+        own: &entered.own,
+        root,
+        externals: veths,
+    };
+    fill(&making)?;
     // nftables when nft is there: a table of its own, removed whole (iptables-nft would
     // leave behind the filter tables it makes for its chains).
     let mode = match lock {
@@ -148,17 +154,10 @@ impl Entered {
     }
 }
 
-/// Fills the new namespace the restoring thread is in with what `ns` saved.
-/// `own`: stasis's own namespace, where the other end of a veth goes.
-pub fn fill(ns: &NetNsImage, own: &File, veths: &[VethExternal]) -> Result<(), RestoreError> {
-    // A veth's other end is made inside under a free index, then moved out.
-    let spare = ns.links.iter().map(|l| l.ifindex).max().unwrap_or(1) + 1;
-    for link in &ns.links {
-        if link.kind == "veth" {
-            make_veth(link, spare, own, veths)?;
-        }
-        make_link(link)?;
-    }
+/// Fills the new namespace the restoring thread is in with what `m.ns` saved.
+pub fn fill(m: &super::netlinks::Making) -> Result<(), RestoreError> {
+    let ns = m.ns;
+    super::netlinks::make(m)?;
     firewall(ns)?;
     sysctls(&ns.sysctls)?;
     for link in ns.links.iter().filter(|l| l.has("UP")) {
@@ -189,97 +188,6 @@ fn ip(args: &[&str], stdin: Option<&[u8]>) -> Result<(), RestoreError> {
     crate::netns::run_here(IPROUTE, "ip", args, stdin)
         .map(drop)
         .map_err(|e| fail(e.to_string()))
-}
-
-/// Makes `link` (a dummy) or finds it (the loopback), with its MTU and flags, down.
-fn make_link(link: &Link) -> Result<(), RestoreError> {
-    let name = link.name.as_str();
-    let mtu = link.mtu.to_string();
-    if link.kind == "dummy" {
-        let index = link.ifindex.to_string();
-        let mut args = vec!["link", "add", name, "index", &index];
-        if !link.address.is_empty() {
-            args.extend(["address", link.address.as_str()]);
-        }
-        args.extend(["type", "dummy"]);
-        ip(&args, None)?;
-    }
-    let on = |flag: &str| if link.has(flag) { "on" } else { "off" };
-    ip(
-        &[
-            "link",
-            "set",
-            "dev",
-            name,
-            "mtu",
-            &mtu,
-            "promisc",
-            on("PROMISC"),
-            "allmulticast",
-            on("ALLMULTI"),
-            "multicast",
-            on("MULTICAST"),
-            "arp",
-            if link.has("NOARP") { "off" } else { "on" },
-        ],
-        None,
-    )
-}
-
-/// Makes the veth `link` inside with its index and address (its other end first under
-/// index `spare`: the kernel would give it the first free one, `link`'s), its other end named as
-/// `--external veth[..]` says at restore (else as at dump) and moved to stasis's own
-/// namespace `own`, attached to the bridge asked for, and up.
-fn make_veth(
-    link: &Link,
-    spare: i32,
-    own: &File,
-    veths: &[VethExternal],
-) -> Result<(), RestoreError> {
-    let given = veths.iter().find(|v| v.inside == link.name);
-    let outside = given.map_or(link.peer.as_str(), |v| v.outside.as_str());
-    let index = link.ifindex.to_string();
-    let mut args = vec!["link", "add", link.name.as_str(), "index", &index];
-    if !link.address.is_empty() {
-        args.extend(["address", link.address.as_str()]);
-    }
-    let spare = spare.to_string();
-    args.extend(["type", "veth", "peer", "name", outside, "index", &spare]);
-    ip(&args, None)?;
-    move_out(outside, own)?;
-    let outside_ip = |args: &[&str]| {
-        crate::netns::within_fd(own.as_fd(), || ip(args, None)).map_err(|e| fail(e.to_string()))?
-    };
-    if let Some(bridge) = given.and_then(|v| v.bridge.as_deref()) {
-        outside_ip(&["link", "set", "dev", outside, "master", bridge])?;
-    }
-    outside_ip(&["link", "set", "dev", outside, "up"])
-}
-
-/// Moves link `name` to the namespace `own`: `ip link set netns` takes a task, here a
-/// thread of stasis that entered `own` and waits until the move is done.
-fn move_out(name: &str, own: &File) -> Result<(), RestoreError> {
-    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            let entered = nix::sched::setns(own, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map(|()| nix::unistd::gettid().as_raw());
-            let _ = tid_tx.send(entered);
-            let _ = done_rx.recv();
-        });
-        let tid = match tid_rx.recv() {
-            Ok(Ok(tid)) => tid,
-            Ok(Err(e)) => return Err(fail(format!("enter stasis's own namespace: {e}"))),
-            Err(_) => return Err(fail("the thread in stasis's own namespace died".into())),
-        };
-        let moved = ip(
-            &["link", "set", "dev", name, "netns", &tid.to_string()],
-            None,
-        );
-        drop(done_tx);
-        moved
-    })
 }
 
 /// The saved firewall: iptables-legacy tables, then the nftables rule set.
