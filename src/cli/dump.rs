@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{ArgGroup, Args};
 
 use super::compat::CriuFlags;
 use super::progress::{self, When};
@@ -11,18 +11,25 @@ use super::{report, stats, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use stasis::dump::{dump_with, DumpOptions};
 use stasis::hooks::NoHooks;
 
+/// `stasis dump`'s options: those most runs give, which the common path parses alone
+/// (see `main.rs`), and the rest.
 #[derive(Args, Debug)]
+#[command(group(ArgGroup::new("target").args(["dir", "stream"]).required(true)))]
 pub struct DumpArgs {
+    #[command(flatten)]
+    pub core: DumpCore,
+    #[command(flatten)]
+    pub more: DumpMore,
+}
+
+/// The options of `stasis dump` besides CRIU's, the page server's and the image's form.
+#[derive(Args, Debug)]
+pub struct DumpCore {
     /// Pid of the process to dump.
     #[arg(short = 't', long = "tree")]
     pub pid: i32,
     /// Image directory (created; must not exist or be empty). Not with --stream.
-    #[arg(
-        short = 'D',
-        long = "images-dir",
-        required_unless_present = "stream",
-        conflicts_with = "stream"
-    )]
+    #[arg(short = 'D', long = "images-dir")]
     pub dir: Option<PathBuf>,
     /// Let the process run on after the dump instead of killing it.
     #[arg(short = 'R', long = "leave-running")]
@@ -101,6 +108,12 @@ pub struct DumpArgs {
     /// --prev-images-dir pointing at this one stores only what changed.
     #[arg(long = "track-mem")]
     pub track_mem: bool,
+}
+
+/// Post-copy, the image's form and stream, the page server, CRIU's names: options a
+/// plain dump does not give.
+#[derive(Args, Debug, Default)]
+pub struct DumpMore {
     #[command(flatten)]
     pub lazy: super::lazy::LazyDumpArgs,
     #[command(flatten)]
@@ -115,8 +128,8 @@ pub struct DumpArgs {
 /// opened and verified with the same keys at restore), but not streamed: it names its
 /// parent by directory.
 fn check_incremental(args: &DumpArgs) -> Result<(), String> {
-    let incremental = args.prev_images_dir.is_some() || args.track_mem;
-    if incremental && args.store.stream.is_some() {
+    let incremental = args.core.prev_images_dir.is_some() || args.core.track_mem;
+    if incremental && args.more.store.stream.is_some() {
         return Err(
             "--prev-images-dir and --track-mem cannot be combined with --stream: an \
              incremental image names its parent by directory"
@@ -128,10 +141,11 @@ fn check_incremental(args: &DumpArgs) -> Result<(), String> {
 
 /// A post-copy dump keeps its tree frozen to serve it, and writes a plain image.
 fn check_lazy(args: &DumpArgs) -> Result<(), String> {
-    let s = &args.store;
+    let s = &args.more.store;
     let stored = s.sealed();
-    let other = args.leave_running || args.prev_images_dir.is_some() || args.track_mem;
-    if args.lazy.lazy_pages && (stored || s.stream.is_some() || other) {
+    let other =
+        args.core.leave_running || args.core.prev_images_dir.is_some() || args.core.track_mem;
+    if args.more.lazy.lazy_pages && (stored || s.stream.is_some() || other) {
         return Err(
             "--lazy-pages cannot be combined with -R, --prev-images-dir, --track-mem, \
              --compress, --encrypt-key, --sign or --stream: its tree is killed once served, \
@@ -139,14 +153,14 @@ fn check_lazy(args: &DumpArgs) -> Result<(), String> {
                 .into(),
         );
     }
-    if args.lazy.lazy_pages && args.remote.page_server {
+    if args.more.lazy.lazy_pages && args.more.remote.page_server {
         return Err("--lazy-pages and --page-server cannot be combined".into());
     }
-    if args.lazy.lazy_pages && args.remote.port.is_none() {
+    if args.more.lazy.lazy_pages && args.more.remote.port.is_none() {
         return Err("--lazy-pages needs --port".into());
     }
-    let given = args.remote.address.is_some() || args.remote.port.is_some();
-    if given && !args.lazy.lazy_pages && !args.remote.page_server {
+    let given = args.more.remote.address.is_some() || args.more.remote.port.is_some();
+    if given && !args.more.lazy.lazy_pages && !args.more.remote.page_server {
         return Err("--address and --port go with --page-server or --lazy-pages".into());
     }
     Ok(())
@@ -154,16 +168,16 @@ fn check_lazy(args: &DumpArgs) -> Result<(), String> {
 
 /// A page server receives the image as it is written: it cannot be sealed or streamed.
 fn check_page_server(args: &DumpArgs) -> Result<(), String> {
-    let s = &args.store;
+    let s = &args.more.store;
     let stored = s.sealed();
-    if args.remote.page_server && (stored || s.stream.is_some()) {
+    if args.more.remote.page_server && (stored || s.stream.is_some()) {
         return Err(
             "--page-server cannot be combined with --compress, --encrypt-key, \
                     --sign or --stream (use --tls to encrypt the stream)"
                 .into(),
         );
     }
-    if args.remote.page_server && args.dir.is_none() {
+    if args.more.remote.page_server && args.core.dir.is_none() {
         return Err("--page-server needs --images-dir for the records kept locally".into());
     }
     Ok(())
@@ -172,11 +186,12 @@ fn check_page_server(args: &DumpArgs) -> Result<(), String> {
 /// The usage checks clap cannot make: CRIU's flags, an incremental image that would be
 /// stored sealed, the stream's target, the page server.
 fn check_usage(args: &DumpArgs) -> Result<(), String> {
-    args.criu.check()?;
+    args.more.criu.check()?;
     check_incremental(args)?;
     check_lazy(args)?;
     check_page_server(args)?;
-    args.store
+    args.more
+        .store
         .stream
         .as_deref()
         .map_or(Ok(()), check_stream_target)
@@ -187,7 +202,7 @@ pub fn run(args: DumpArgs) -> i32 {
         eprintln!("stasis: {why}");
         return EXIT_USAGE;
     }
-    let store = match args.store.options() {
+    let store = match args.more.store.options() {
         Ok(s) => s,
         Err(e) => {
             report(&e);
@@ -196,7 +211,7 @@ pub fn run(args: DumpArgs) -> i32 {
     };
     // A streamed dump writes its image into a private directory, sent at post-dump.
     let (_temp, dir, mut hook): (_, _, Box<dyn stasis::hooks::Hooks>) =
-        match (&args.dir, &args.store.stream) {
+        match (&args.core.dir, &args.more.store.stream) {
             (Some(dir), _) => (None, dir.clone(), Box::new(NoHooks)),
             (None, Some(to)) => match stream_dir() {
                 Ok((temp, dir)) => {
@@ -210,46 +225,46 @@ pub fn run(args: DumpArgs) -> i32 {
             },
             (None, None) => unreachable!("clap requires --images-dir or --stream"),
         };
-    let chained = args.prev_images_dir.is_some() || args.track_mem;
-    let remote = match args.remote.connect(&dir, chained, true) {
+    let chained = args.core.prev_images_dir.is_some() || args.core.track_mem;
+    let remote = match args.more.remote.connect(&dir, chained, true) {
         Ok(r) => r,
         Err(code) => return code,
     };
     let opts = DumpOptions {
-        pid: args.pid,
+        pid: args.core.pid,
         dir,
         remote,
-        leave_running: args.leave_running,
-        shell_job: args.shell_job,
+        leave_running: args.core.leave_running,
+        shell_job: args.core.shell_job,
         orphan_pts_master: false,
-        tcp_established: args.tcp_established,
-        tcp_close: args.tcp_close,
-        ext_unix_sk: args.ext_unix_sk,
-        skip_in_flight: args.skip_in_flight,
-        network_lock: args.criu.lock_mode().unwrap_or_default(),
-        ghost_limit: args.ghost_limit,
-        link_remap: args.link_remap,
-        file_locks: args.file_locks,
-        file_hash: args.file_hash,
-        freeze_cgroup: args.freeze_cgroup,
-        timeout: std::time::Duration::from_secs(args.timeout.max(1)),
-        cgroups: args.criu.cgroup_dump(),
-        mnt_externals: args.criu.mount_externals(),
+        tcp_established: args.core.tcp_established,
+        tcp_close: args.core.tcp_close,
+        ext_unix_sk: args.core.ext_unix_sk,
+        skip_in_flight: args.core.skip_in_flight,
+        network_lock: args.more.criu.lock_mode().unwrap_or_default(),
+        ghost_limit: args.core.ghost_limit,
+        link_remap: args.core.link_remap,
+        file_locks: args.core.file_locks,
+        file_hash: args.core.file_hash,
+        freeze_cgroup: args.core.freeze_cgroup,
+        timeout: std::time::Duration::from_secs(args.core.timeout.max(1)),
+        cgroups: args.more.criu.cgroup_dump(),
+        mnt_externals: args.more.criu.mount_externals(),
         store,
-        prev_images_dir: args.prev_images_dir,
-        track_mem: args.track_mem,
-        veth_externals: args.criu.veth_externals(),
-        net_external: args.criu.net_external(),
-        lazy: (args.remote.port)
-            .filter(|_| args.lazy.lazy_pages)
+        prev_images_dir: args.core.prev_images_dir,
+        track_mem: args.core.track_mem,
+        veth_externals: args.more.criu.veth_externals(),
+        net_external: args.more.criu.net_external(),
+        lazy: (args.more.remote.port)
+            .filter(|_| args.more.lazy.lazy_pages)
             .map(|port| stasis::dump::LazyServe {
-                address: (args.remote.address.clone()).unwrap_or_else(|| "0.0.0.0".into()),
+                address: (args.more.remote.address.clone()).unwrap_or_else(|| "0.0.0.0".into()),
                 port,
                 ..Default::default()
             }),
     };
-    if !args.quiet {
-        progress::install(args.progress);
+    if !args.core.quiet {
+        progress::install(args.core.progress);
     }
     let summary = match dump_with(&opts, hook.as_mut()) {
         Ok(s) => s,
@@ -259,9 +274,9 @@ pub fn run(args: DumpArgs) -> i32 {
         }
     };
     stats::report(
-        args.quiet,
+        args.core.quiet,
         &stats::dump_line(&summary),
-        args.stats_json.as_deref(),
+        args.core.stats_json.as_deref(),
         || stats::dump_json(&summary),
     );
     EXIT_OK

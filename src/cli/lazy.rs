@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-#[derive(Args, Debug, Default)]
+#[derive(Args, Debug)]
 pub struct LazyArgs {
     /// Post-copy. Dump: leave private anonymous memory out of the image, keep the tree
     /// frozen and serve those pages to the target (listening on --address/--port); the
@@ -29,6 +29,17 @@ pub struct LazyDumpArgs {
     /// and --port); the tree is killed once the target has them all.
     #[arg(long = "lazy-pages")]
     pub lazy_pages: bool,
+}
+
+/// What clap gives when none of these options is there (`main.rs` relies on it).
+impl Default for LazyArgs {
+    fn default() -> Self {
+        LazyArgs {
+            lazy_pages: false,
+            lazy_address: "0.0.0.0".into(),
+            lazy_port: None,
+        }
+    }
 }
 
 impl LazyArgs {

@@ -71,3 +71,30 @@ pub enum Command {
 pub fn report(err: &dyn std::error::Error) {
     eprintln!("stasis: {}", stasis::error_line(err));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args, FromArgMatches};
+
+    /// `A` parsed from no argument at all.
+    fn parsed_from_nothing<A: Args + FromArgMatches>() -> A {
+        let command = A::augment_args(clap::Command::new("x"));
+        let mut matches = command.get_matches_from(["x"]);
+        A::from_arg_matches_mut(&mut matches).expect("no argument parses")
+    }
+
+    /// `main.rs` gives the options its common parser leaves out their `Default`: it must
+    /// be what clap gives when none of them is on the command line.
+    #[test]
+    fn defaults_of_the_rarer_options_are_clap_s() {
+        let dump: dump::DumpMore = parsed_from_nothing();
+        assert_eq!(
+            format!("{dump:?}"),
+            format!("{:?}", dump::DumpMore::default())
+        );
+        let restore: restore::RestoreMore = parsed_from_nothing();
+        let default = restore::RestoreMore::default();
+        assert_eq!(format!("{restore:?}"), format!("{default:?}"));
+    }
+}

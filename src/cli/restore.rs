@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{ArgGroup, Args};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
@@ -14,15 +14,22 @@ use stasis::checkpoint::view::View;
 use stasis::checkpoint::{seq_name, CheckpointError, Store};
 use stasis::restore::{restore, RestoreOptions};
 
+/// `stasis restore`'s options: those most runs give, which the common path parses alone
+/// (see `main.rs`), and the rest.
 #[derive(Args, Debug)]
+#[command(group(ArgGroup::new("source").args(["dir", "stream"]).required(true)))]
 pub struct RestoreArgs {
+    #[command(flatten)]
+    pub core: RestoreCore,
+    #[command(flatten)]
+    pub more: RestoreMore,
+}
+
+/// The options of `stasis restore` besides CRIU's and the image's source and keys.
+#[derive(Args, Debug)]
+pub struct RestoreCore {
     /// Image directory written by `stasis dump`. Not with --stream.
-    #[arg(
-        short = 'D',
-        long = "images-dir",
-        required_unless_present = "stream",
-        conflicts_with = "stream"
-    )]
+    #[arg(short = 'D', long = "images-dir")]
     pub dir: Option<PathBuf>,
     /// With a checkpoint store as -D: restore this checkpoint (its number, as `stasis
     /// inspect STORE` lists them) instead of the latest valid one.
@@ -69,6 +76,11 @@ pub struct RestoreArgs {
     /// Write the restore figures (pages, bytes, MB/s, times) as JSON here.
     #[arg(long = "stats-json")]
     pub stats_json: Option<PathBuf>,
+}
+
+/// Post-copy, stream and keys, CRIU's names: options a plain restore does not give.
+#[derive(Args, Debug, Default)]
+pub struct RestoreMore {
     #[command(flatten)]
     pub lazy: super::lazy::LazyArgs,
     #[command(flatten)]
@@ -80,18 +92,18 @@ pub struct RestoreArgs {
 }
 
 pub fn run(args: RestoreArgs) -> i32 {
-    if let Err(why) = args.criu.check() {
+    if let Err(why) = args.more.criu.check() {
         eprintln!("stasis: {why}");
         return EXIT_USAGE;
     }
-    let join_net = match join_net(&args.join_ns) {
+    let join_net = match join_net(&args.core.join_ns) {
         Ok(j) => j,
         Err(why) => {
             eprintln!("stasis: {why}");
             return EXIT_USAGE;
         }
     };
-    let store = match args.store.options() {
+    let store = match args.more.store.options() {
         Ok(s) => s,
         Err(e) => {
             report(&e);
@@ -101,9 +113,9 @@ pub fn run(args: RestoreArgs) -> i32 {
     // A stream is read whole and checked into a private directory first; a store's
     // checkpoint is verified and laid out with its chain.
     let (mut from_store, mut store) = (None, store);
-    let (received, dir) = match (&args.dir, &args.store.stream) {
+    let (received, dir) = match (&args.core.dir, &args.more.store.stream) {
         (Some(dir), _) if stasis::checkpoint::is_store(dir) => {
-            match checkpoint_view(dir, args.checkpoint, &store) {
+            match checkpoint_view(dir, args.core.checkpoint, &store) {
                 Ok((lock, view)) => {
                     let image = view.image().to_path_buf();
                     from_store = Some((lock, view));
@@ -117,7 +129,7 @@ pub fn run(args: RestoreArgs) -> i32 {
                 }
             }
         }
-        (Some(_), _) if args.checkpoint.is_some() => {
+        (Some(_), _) if args.core.checkpoint.is_some() => {
             eprintln!("stasis: --checkpoint N needs a checkpoint store as -D");
             return EXIT_USAGE;
         }
@@ -133,23 +145,23 @@ pub fn run(args: RestoreArgs) -> i32 {
     };
     let opts = RestoreOptions {
         dir,
-        shell_job: args.shell_job,
+        shell_job: args.core.shell_job,
         orphan_pts_master: false,
-        tcp_close: args.tcp_close,
-        skip_file_check: args.skip_file_check,
-        cgroups: args.criu.cgroup_restore(),
-        root: args.root,
-        mnt_externals: args.criu.mnt_externals(),
+        tcp_close: args.core.tcp_close,
+        skip_file_check: args.core.skip_file_check,
+        cgroups: args.more.criu.cgroup_restore(),
+        root: args.core.root,
+        mnt_externals: args.more.criu.mnt_externals(),
         join_net,
-        inherit_fds: args.criu.inherit_fds().unwrap_or_default(),
+        inherit_fds: args.more.criu.inherit_fds().unwrap_or_default(),
         store,
-        veth_externals: args.criu.veth_externals(),
-        lazy: (args.lazy.endpoint())
+        veth_externals: args.more.criu.veth_externals(),
+        lazy: (args.more.lazy.endpoint())
             .map(|(address, port)| stasis::lazy::restore::LazyFrom { address, port }),
-        pages_verified: args.pages_verified,
+        pages_verified: args.core.pages_verified,
     };
-    if !args.quiet {
-        progress::install(args.progress);
+    if !args.core.quiet {
+        progress::install(args.core.progress);
     }
     let restored = restore(&opts);
     // The stream's copy is not needed once the tree is rebuilt (nor kept while we wait),
@@ -164,12 +176,12 @@ pub fn run(args: RestoreArgs) -> i32 {
         }
     };
     stats::report(
-        args.quiet,
+        args.core.quiet,
         &stats::restore_line(&restored),
-        args.stats_json.as_deref(),
+        args.core.stats_json.as_deref(),
         || stats::restore_json(&restored),
     );
-    if let Some(path) = &args.pidfile {
+    if let Some(path) = &args.core.pidfile {
         if let Err(e) = std::fs::write(path, format!("{}\n", restored.pid)) {
             eprintln!("stasis: write pid file {}: {e}", path.display());
             return EXIT_FAILED;
@@ -187,7 +199,7 @@ pub fn run(args: RestoreArgs) -> i32 {
             );
             true
         }
-        Some(Ok(s)) if !args.quiet => {
+        Some(Ok(s)) if !args.core.quiet => {
             eprintln!(
                 "stasis: post-copy complete: {} MiB in {:.3} s after the start ({} faults)",
                 s.bytes >> 20,
@@ -198,7 +210,7 @@ pub fn run(args: RestoreArgs) -> i32 {
         }
         _ => false,
     };
-    let code = if args.detached {
+    let code = if args.core.detached {
         EXIT_OK
     } else {
         wait_for(restored.pid)

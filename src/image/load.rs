@@ -157,38 +157,54 @@ impl Image {
             .collect::<Result<Vec<_>, _>>()?;
         let ghosts = load_ghosts(dir, &processes)?;
         let tty = load_tty(dir)?;
-        let sysv = load_sysv(dir)?;
-        let mqueue = load_optional(&dir.join(MQUEUE), Kind::Mqueue, super::mqueue::validate)?;
+        let present = Present::list(dir);
+        let sysv = load_optional(&present, SYSV, Kind::Sysv, super::sysv::validate)?;
+        let mqueue = load_optional(&present, MQUEUE, Kind::Mqueue, super::mqueue::validate)?;
         let orphan_pty = load_optional(
-            &dir.join(ORPHAN_PTY),
+            &present,
+            ORPHAN_PTY,
             Kind::OrphanPty,
             super::orphan_pty::validate,
         )?;
         let pty_devpts = load_optional(
-            &dir.join(PTY_DEVPTS),
+            &present,
+            PTY_DEVPTS,
             Kind::PtyDevpts,
             super::pty_devpts::validate,
         )?;
-        let ns = load_ns(dir)?;
-        let cgroup = load_cgroup(dir)?;
-        let mounts = load_mounts(dir)?;
+        let ns = load_optional(&present, NAMESPACES, Kind::Namespaces, super::ns::validate)?;
+        let cgroup = load_optional(&present, CGROUP, Kind::Cgroup, super::cgroup::validate)?;
+        let mounts = load_present(&present, super::mnt::MOUNTS, Kind::Mounts, |_, _| Ok(()))?;
         let nested_mounts = load_optional(
-            &dir.join(super::mnt::NESTED),
+            &present,
+            super::mnt::NESTED,
             Kind::NestedMounts,
             super::mnt::validate_nested,
         )?;
         let mnt_joins = load_optional(
-            &dir.join(super::mnt::JOINS),
+            &present,
+            super::mnt::JOINS,
             Kind::MntJoins,
             super::mnt::validate_joins,
         )?;
-        let netns = load_netns(dir)?;
+        let netns = load_present(
+            &present,
+            super::netns::NETNS,
+            Kind::NetNs,
+            super::netns::validate,
+        )?;
         let netlinks = load_optional(
-            &dir.join(super::netns::NETLINKS),
+            &present,
+            super::netns::NETLINKS,
             Kind::NetLinks,
             super::netns::validate_links,
         )?;
-        let userns = load_userns(dir)?;
+        let userns = load_present(
+            &present,
+            super::userns::USERNS,
+            Kind::UserNs,
+            super::userns::validate,
+        )?;
         let dir = dir.to_path_buf();
         let mut image = Image {
             dir,
@@ -396,67 +412,57 @@ fn read_files(path: &Path) -> Result<FilesImage, ImageError> {
     })
 }
 
-/// The record at `path` checked by `validate`, or its default (none) when the image has
-/// no such file: the records later formats added, which older images lack.
+/// Which files of an image directory exist, listed once: the records later formats added
+/// are optional, and one listing answers for all of them (a `stat` each before). A
+/// directory that cannot be listed is asked file by file.
+struct Present<'a> {
+    dir: &'a Path,
+    names: Option<std::collections::HashSet<std::ffi::OsString>>,
+}
+
+impl<'a> Present<'a> {
+    fn list(dir: &'a Path) -> Self {
+        let names = std::fs::read_dir(dir)
+            .and_then(|entries| entries.map(|e| e.map(|e| e.file_name())).collect())
+            .ok();
+        Present { dir, names }
+    }
+
+    /// The path of `name` in the directory, if it is there.
+    fn path(&self, name: &str) -> Option<PathBuf> {
+        let path = self.dir.join(name);
+        let here = match &self.names {
+            Some(names) => names.contains(std::ffi::OsStr::new(name)),
+            None => path.exists(),
+        };
+        here.then_some(path)
+    }
+}
+
+/// The record `name` checked by `validate`, or `None` when the image has no such file.
+fn load_present<T: serde::de::DeserializeOwned>(
+    present: &Present,
+    name: &str,
+    kind: Kind,
+    validate: fn(&T, &Path) -> Result<(), ImageError>,
+) -> Result<Option<T>, ImageError> {
+    let Some(path) = present.path(name) else {
+        return Ok(None);
+    };
+    let record = read(kind, &path)?;
+    validate(&record, &path)?;
+    Ok(Some(record))
+}
+
+/// The record `name` checked by `validate`, or its default (none) when the image has no
+/// such file: the records later formats added, which older images lack.
 fn load_optional<T: serde::de::DeserializeOwned + Default>(
-    path: &Path,
+    present: &Present,
+    name: &str,
     kind: Kind,
     validate: fn(&T, &Path) -> Result<(), ImageError>,
 ) -> Result<T, ImageError> {
-    if !path.exists() {
-        return Ok(T::default());
-    }
-    let record = read(kind, path)?;
-    validate(&record, path)?;
-    Ok(record)
-}
-
-/// `sysv.img` if the image has one (older images and trees without IPC objects have
-/// none), validated.
-fn load_sysv(dir: &Path) -> Result<SysvImage, ImageError> {
-    load_optional(&dir.join(SYSV), Kind::Sysv, super::sysv::validate)
-}
-
-/// `namespaces.img` if the image has one, validated.
-fn load_ns(dir: &Path) -> Result<NsImage, ImageError> {
-    load_optional(&dir.join(NAMESPACES), Kind::Namespaces, super::ns::validate)
-}
-
-/// `cgroup.img` if the image has one (older images and trees in the dumper's cgroups
-/// have none), validated.
-fn load_cgroup(dir: &Path) -> Result<CgroupImage, ImageError> {
-    load_optional(&dir.join(CGROUP), Kind::Cgroup, super::cgroup::validate)
-}
-
-/// `netns.img` if the tree had a network namespace of its own, validated.
-fn load_netns(dir: &Path) -> Result<Option<super::netns::NetNsImage>, ImageError> {
-    let path = dir.join(super::netns::NETNS);
-    if !path.exists() {
-        return Ok(None);
-    }
-    let ns = read(Kind::NetNs, &path)?;
-    super::netns::validate(&ns, &path)?;
-    Ok(Some(ns))
-}
-
-/// `userns.img` if the tree had a user namespace of its own, validated.
-fn load_userns(dir: &Path) -> Result<Option<super::userns::UserNsImage>, ImageError> {
-    let path = dir.join(super::userns::USERNS);
-    if !path.exists() {
-        return Ok(None);
-    }
-    let ns = read(Kind::UserNs, &path)?;
-    super::userns::validate(&ns, &path)?;
-    Ok(Some(ns))
-}
-
-/// `mnt.img` if the tree had a mount namespace of its own.
-fn load_mounts(dir: &Path) -> Result<Option<super::mnt::MountsImage>, ImageError> {
-    let path = dir.join(super::mnt::MOUNTS);
-    if !path.exists() {
-        return Ok(None);
-    }
-    read(Kind::Mounts, &path).map(Some)
+    Ok(load_present(present, name, kind, validate)?.unwrap_or_default())
 }
 
 pub(crate) fn load_mm(dir: &Path, pid: i32) -> Result<MmImage, ImageError> {
