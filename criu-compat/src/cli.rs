@@ -297,6 +297,7 @@ fn common_job(c: &Common) -> Result<Job, String> {
     job.cgroup_dump = c.criu.cgroup_dump();
     job.cgroup_restore = c.criu.cgroup_restore();
     job.mnt_externals = c.criu.mnt_externals();
+    job.mnt_auto = c.criu.mount_externals().auto;
     job.veth_externals = c.criu.veth_externals();
     job.net_external = c.criu.net_external();
     Ok(job)

@@ -51,6 +51,9 @@ pub struct Job {
     pub cgroup_restore: stasis::restore::CgroupRestoreOptions,
     /// `ext_mnt` and `external mnt[A]:B`, as `(A, B)`.
     pub mnt_externals: Vec<(String, String)>,
+    /// `--external mnt[]` / `--ext-mount-map auto` (dump): mounts of filesystems the dumper
+    /// has mounted are bound from there at restore.
+    pub mnt_auto: bool,
     /// `join_ns` of kind `net`: the network namespace the tree comes back in.
     pub join_net: Option<PathBuf>,
     /// `external veth[INSIDE]:OUTSIDE[@BRIDGE]`.
@@ -103,6 +106,7 @@ impl Job {
             cgroup_dump: Default::default(),
             cgroup_restore: Default::default(),
             mnt_externals: Vec::new(),
+            mnt_auto: false,
             join_net: None,
             veth_externals: Vec::new(),
             net_external: None,
@@ -242,13 +246,21 @@ impl Job {
             skip_in_flight: self.skip_in_flight,
             freeze_cgroup: self.freeze_cgroup.clone(),
             cgroups: self.cgroup_dump.clone(),
-            mnt_externals: self.mnt_externals.clone(),
+            mnt_externals: stasis::dump::mnt::Externals {
+                named: self.mnt_externals.clone(),
+                auto: self.mnt_auto,
+            },
             prev_images_dir: self.prev_images_dir()?,
             track_mem: self.track_mem,
             remote: self.connect(false)?,
             veth_externals: self.veth_externals.clone(),
             net_external: self.net_external.clone(),
-            lazy: (self.lazy.clone()).map(|(address, port)| LazyServe { address, port }),
+            lazy: (self.lazy.clone()).map(|(address, port)| LazyServe {
+                address,
+                port,
+                listener: None,
+                give_up: Default::default(),
+            }),
             timeout: self.timeout,
             store: Default::default(),
         })

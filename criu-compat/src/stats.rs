@@ -101,6 +101,7 @@ mod tests {
             frozen: Duration::from_micros(50),
             total: Duration::from_micros(80),
             lazy_bytes: 0,
+            lazy_started: None,
         };
         let back = decode(&encode(&dump_entry(&s))).unwrap().dump.unwrap();
         assert_eq!((back.pages_written, back.pages_scanned), (10, 12));
