@@ -373,13 +373,15 @@ fn criu_flags_are_accepted_or_refused_by_name() {
         &["--link-remap", "--ghost-limit", "8M", "--skip-in-flight"],
         &["--shell-job", "--tcp-close"],
         &["--evasive-devices"],
+        &["--external", "mnt[]"],
     ];
     let refused: &[(&[&str], &str)] = &[
         (&["--manage-cgroups=loose"], "--manage-cgroups=loose"),
         (&["--cgroup-props", "x"], "--cgroup-props"),
         (&["--network-lock", "ebtables"], "--network-lock ebtables"),
         (&["--ext-mount-map", "/a:b"], "--ext-mount-map /a:b"),
-        (&["--external", "mnt[]"], "--external mnt[]"),
+        (&["--external", "netdev[a]:b"], "--external netdev[a]:b"),
+        (&["--external", "mnt[]:q"], "--external mnt[]:q"),
     ];
     let dump = ["dump", "-t", "999999", "-D", "/nonexistent/stasis-img"];
     let restore = ["restore", "-D", "/nonexistent/stasis-img"];
