@@ -108,16 +108,13 @@ pub fn collect(
         ))
     };
     let ip = |args: &[&str]| crate::netns::run_here(IPROUTE, "ip", args, None).map_err(tool_err);
-    let (links, more) = links(&ip(&["-j", "-d", "link", "show"])?, tree.root, veths)?;
-    let routes = [
-        without_kernel(&ip(&["-4", "route", "save", "table", "all"])?, 16 + 5, None),
-        without_kernel(&ip(&["-6", "route", "save", "table", "all"])?, 16 + 5, None),
-    ];
+    let out = Outputs::take(&ip)?;
+    let (links, more) = links(&out.links, tree.root, veths)?;
+    let routes = out.routes.map(|r| without_kernel(&r, 16 + 5, None));
     let mut rules = [Vec::new(), Vec::new()];
-    for (i, family) in ["-4", "-6"].iter().enumerate() {
-        let blob = ip(&[family, "rule", "save"])?;
-        let kept = without_kernel(&blob, 0, Some(FRA_PROTOCOL));
-        let defaults = count(&blob) - count(&kept);
+    for (i, blob) in out.rules.iter().enumerate() {
+        let kept = without_kernel(blob, 0, Some(FRA_PROTOCOL));
+        let defaults = count(blob) - count(&kept);
         if defaults != DEFAULT_RULES[i] {
             return Err(fail(format!(
                 "the network namespace of pid {} lacks one of its default {} routing \
@@ -132,18 +129,70 @@ pub fn collect(
     }
     let ns = NetNsImage {
         links,
-        addrs: ip(&["addr", "save"])?,
+        addrs: out.addrs,
         routes,
         rules,
-        sysctls: sysctls(),
-        iptables_legacy: [
-            legacy("iptables-legacy-save")?,
-            legacy("ip6tables-legacy-save")?,
-        ],
-        nft: nft()?,
+        sysctls: out.sysctls,
+        iptables_legacy: out.legacy,
+        nft: out.nft,
         external: String::new(),
     };
     Ok((ns, more))
+}
+
+/// Runs `ip` with these arguments in the namespace, errors naming it.
+type IpTool<'a> = dyn Fn(&[&str]) -> Result<Vec<u8>, DumpError> + Sync + 'a;
+
+/// What the namespace's tools print and its sysctls, read side by side: each tool is a few
+/// milliseconds of start-up, all spent while the tree is frozen. The threads are in the
+/// namespace of the one that spawns them, and so are the tools they run.
+struct Outputs {
+    links: Vec<u8>,
+    routes: [Vec<u8>; 2],
+    rules: [Vec<u8>; 2],
+    addrs: Vec<u8>,
+    sysctls: Vec<(String, String)>,
+    legacy: [String; 2],
+    nft: String,
+}
+
+impl Outputs {
+    fn take(ip: &IpTool) -> Result<Self, DumpError> {
+        let joined = |r: std::thread::Result<Result<Vec<u8>, DumpError>>| {
+            r.unwrap_or_else(|_| Err(fail("a thread running ip panicked".into())))
+        };
+        std::thread::scope(|s| {
+            let ip_of = |args: &'static [&'static str]| s.spawn(move || ip(args));
+            let links = ip_of(&["-j", "-d", "link", "show"]);
+            let routes = [
+                ip_of(&["-4", "route", "save", "table", "all"]),
+                ip_of(&["-6", "route", "save", "table", "all"]),
+            ];
+            let rules = [
+                ip_of(&["-4", "rule", "save"]),
+                ip_of(&["-6", "rule", "save"]),
+            ];
+            let addrs = ip_of(&["addr", "save"]);
+            let legacy4 = s.spawn(|| legacy("iptables-legacy-save"));
+            let legacy6 = s.spawn(|| legacy("ip6tables-legacy-save"));
+            let nft = s.spawn(nft);
+            let sysctls = sysctls();
+            let text = |r: std::thread::Result<Result<String, DumpError>>| {
+                r.unwrap_or_else(|_| Err(fail("a thread running a firewall tool panicked".into())))
+            };
+            let [r4, r6] = routes;
+            let [u4, u6] = rules;
+            Ok(Outputs {
+                links: joined(links.join())?,
+                routes: [joined(r4.join())?, joined(r6.join())?],
+                rules: [joined(u4.join())?, joined(u6.join())?],
+                addrs: joined(addrs.join())?,
+                sysctls,
+                legacy: [text(legacy4.join())?, text(legacy6.join())?],
+                nft: text(nft.join())?,
+            })
+        })
+    }
 }
 
 /// The links of `ip -j -d link show` and their kind-specific side; one stasis cannot
