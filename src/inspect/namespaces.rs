@@ -1,5 +1,7 @@
 //! What an image holds of the tree's surroundings, as `stasis inspect` shows it: its pid,
-//! UTS and time namespaces, its cgroups, its mount table, its network namespace, the
+//! UTS and time namespaces, its cgroups, its mount table (and the processes joined to an
+//! ancestor's), its network namespaces (the root's, with its links' kind-specific side, and
+//! those processes of the tree made), the
 //! consoles whose master was outside the tree, and where the image stands in a chain of
 //! incremental images. Each section is printed only when the image has that record.
 
@@ -8,7 +10,7 @@ use std::io::Write;
 use crate::image::cgroup::CgroupImage;
 use crate::image::chain::ChainImage;
 use crate::image::mnt::{How, Mount, MountsImage};
-use crate::image::netns::NetNsImage;
+use crate::image::netns::{LinkMore, NetLinksImage, NetNsImage};
 use crate::image::ns::NsImage;
 use crate::image::orphan_pty::OrphanPtyImage;
 use crate::image::Image;
@@ -20,8 +22,21 @@ pub(super) fn sections(image: &Image, out: &mut impl Write) -> std::io::Result<(
     if let Some(m) = &image.mounts {
         mounts(m, out)?;
     }
+    for j in &image.mnt_joins.joins {
+        writeln!(
+            out,
+            "pid {} is in the mount namespace of pid {}",
+            j.pid, j.of
+        )?;
+    }
     if let Some(n) = &image.netns {
         netns(n, out)?;
+        links_more(&image.netlinks.links, out)?;
+    }
+    for n in &image.netlinks.nested {
+        writeln!(out, "\nnetwork namespace made by pid {}:", n.pid)?;
+        netns(&n.ns, out)?;
+        links_more(&n.links, out)?;
     }
     consoles(&image.orphan_pty, out)?;
     for p in &image.pty_devpts.ptys {
@@ -203,6 +218,39 @@ fn netns(n: &NetNsImage, out: &mut impl Write) -> std::io::Result<()> {
         rules(&n.iptables_legacy[1]),
         rules(&n.nft)
     )
+}
+
+/// What `netlinks.img` adds to a namespace's links: bridge ports, veth pairs inside,
+/// macvlans' lower links and each kind's attributes.
+fn links_more(links: &[LinkMore], out: &mut impl Write) -> std::io::Result<()> {
+    for l in links {
+        let mut what = Vec::new();
+        if !l.master.is_empty() {
+            what.push(format!(
+                "port of {} ({} port attributes)",
+                l.master,
+                l.port.len()
+            ));
+        }
+        if !l.peer.is_empty() {
+            what.push(format!("veth peer {} inside", l.peer));
+        }
+        if !l.lower.is_empty() {
+            what.push(format!("on {}", l.lower));
+        }
+        what.push(format!("{} attributes of its kind", l.info.len()));
+        writeln!(out, "  {}: {}", l.name, what.join(", "))?;
+    }
+    Ok(())
+}
+
+/// `netlinks.img` for JSON: the links as they are, each nested namespace as
+/// [`netns_json`] shows the root's.
+pub(super) fn netlinks_json(n: &NetLinksImage) -> serde_json::Value {
+    let nested: Vec<serde_json::Value> = (n.nested.iter())
+        .map(|m| serde_json::json!({"pid": m.pid, "netns": netns_json(&m.ns), "links": m.links}))
+        .collect();
+    serde_json::json!({ "links": n.links, "nested": nested })
 }
 
 /// The network namespace for JSON: the saved `ip ... save` dumps (binary netlink) as

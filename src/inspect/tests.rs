@@ -285,6 +285,26 @@ fn container_image() -> Image {
         nft: "table inet t {\n}\n".into(),
         ..Default::default()
     });
+    image.netlinks.links.push(crate::image::netns::LinkMore {
+        name: "br0".into(),
+        info: vec![("stp_state".into(), "1".into())],
+        ..Default::default()
+    });
+    image.netlinks.links.push(crate::image::netns::LinkMore {
+        name: "v0".into(),
+        master: "br0".into(),
+        peer: "v1".into(),
+        ..Default::default()
+    });
+    image.netlinks.nested.push(crate::image::netns::NestedNet {
+        pid: 11,
+        ns: crate::image::netns::NetNsImage::default(),
+        links: vec![],
+    });
+    image
+        .mnt_joins
+        .joins
+        .push(crate::image::mnt::Join { pid: 12, of: 10 });
     image
         .cgroup
         .hierarchies
@@ -334,6 +354,10 @@ fn text_and_json_show_the_container_sections() {
         "1 lo (loopback) mtu 65536 <UP,LOOPBACK>",
         "addresses 40 bytes",
         "nft ruleset 2 lines",
+        "br0: 1 attributes of its kind",
+        "v0: port of br0 (0 port attributes), veth peer v1 inside, 0 attributes of its kind",
+        "network namespace made by pid 11:",
+        "pid 12 is in the mount namespace of pid 10",
         "console pty 0 of devpts /dev/pts: master outside the tree, 24x80",
         "chain: dump 0000000000000abc, parent 0000000000000123 in ../pre",
     ] {
@@ -344,6 +368,9 @@ fn text_and_json_show_the_container_sections() {
     assert_eq!(json["mounts"]["mounts"][1]["fstype"], "tmpfs");
     assert_eq!(json["netns"]["links"][0]["name"], "lo");
     assert_eq!(json["netns"]["addrs_bytes"], 40);
+    assert_eq!(json["netlinks"]["links"][1]["master"], "br0");
+    assert_eq!(json["netlinks"]["nested"][0]["pid"], 11);
+    assert_eq!(json["mnt_joins"]["joins"][0]["of"], 10);
     assert_eq!(json["cgroup"]["tasks"][0]["paths"][0], "/box");
     assert_eq!(json["orphan_pty"]["ptys"][0]["index"], 0);
     assert_eq!(json["chain"]["parent"]["dir"], "../pre");
