@@ -210,7 +210,24 @@ fn start_script(test: &str, at: &Path, script: &str, args: &[&Path], ready: &Pat
     Some(p)
 }
 
-/// Dumps `pid` with `dump_args`, checks it is gone, restores with `restore_args`.
+/// Starts `script` in `tmp` ([`start_in_d`]), dumps and restores it ([`round_trip`]),
+/// and asks the restored tree for its own verdict, which must be PASS (skips as
+/// [`start_in_d`] does).
+fn answers_pass_after_round_trip(test: &str, tmp: &TempDir, script: &str, sub: &str) {
+    let Some((d, victim, _guard)) = start_in_d(test, tmp, script, sub) else {
+        return;
+    };
+    let pid = victim.pid;
+    round_trip(pid, &tmp.join("img"), &[], &[]);
+    assert_eq!(
+        go_and_answer(&d).trim(),
+        "PASS",
+        "log: {}",
+        victim.log_text()
+    );
+    common::reap_all(&[pid], true);
+}
+
 /// Tells the restored tree in `dir` to go on (`dir/go`) and returns its answer
 /// (`dir/result`, within 20 s).
 fn go_and_answer(dir: &Path) -> String {
@@ -222,6 +239,7 @@ fn go_and_answer(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("result")).expect("result")
 }
 
+/// Dumps `pid` with `dump_args`, checks it is gone, restores with `restore_args`.
 fn round_trip(pid: i32, img: &Path, dump_args: &[&str], restore_args: &[&str]) {
     common::dump(pid, img, dump_args).assert_ok("stasis dump");
     common::reap_image_tree(img);
@@ -425,18 +443,7 @@ fn unix_socket_name_inside_own_mount_namespace() {
         return common::skip(test, "python3 is not installed");
     }
     let tmp = TempDir::new(test);
-    let Some((d, victim, _guard)) = start_in_d(test, &tmp, UNIX_NAMES, "s") else {
-        return;
-    };
-    let pid = victim.pid;
-    round_trip(pid, &tmp.join("img"), &[], &[]);
-    assert_eq!(
-        go_and_answer(&d).trim(),
-        "PASS",
-        "log: {}",
-        victim.log_text()
-    );
-    common::reap_all(&[pid], true);
+    answers_pass_after_round_trip(test, &tmp, UNIX_NAMES, "s");
 }
 
 const HIDDEN: &str = r#"
@@ -461,18 +468,7 @@ fn hidden_tmpfs_keeps_its_files() {
     let _serial = common::serial();
     require_privileged!(test);
     let tmp = TempDir::new(test);
-    let Some((d, victim, _guard)) = start_in_d(test, &tmp, HIDDEN, "h") else {
-        return;
-    };
-    let pid = victim.pid;
-    round_trip(pid, &tmp.join("img"), &[], &[]);
-    assert_eq!(
-        go_and_answer(&d).trim(),
-        "PASS",
-        "log: {}",
-        victim.log_text()
-    );
-    common::reap_all(&[pid], true);
+    answers_pass_after_round_trip(test, &tmp, HIDDEN, "h");
 }
 
 const NESTED: &str = r#"
@@ -525,18 +521,7 @@ fn nested_mount_namespace_round_trip() {
     require_privileged!(test);
     let tmp = TempDir::new(test);
     std::fs::create_dir_all(tmp.join("d").join("n")).expect("mkdir");
-    let Some((d, victim, _guard)) = start_in_d(test, &tmp, NESTED, "s") else {
-        return;
-    };
-    let pid = victim.pid;
-    round_trip(pid, &tmp.join("img"), &[], &[]);
-    assert_eq!(
-        go_and_answer(&d).trim(),
-        "PASS",
-        "log: {}",
-        victim.log_text()
-    );
-    common::reap_all(&[pid], true);
+    answers_pass_after_round_trip(test, &tmp, NESTED, "s");
 }
 
 /// Unmounts (lazily) a mount the test made in its own namespace when dropped.
@@ -676,18 +661,7 @@ fn process_in_an_ancestors_namespace_round_trip() {
     let _serial = common::serial();
     require_privileged!(test);
     let tmp = TempDir::new(test);
-    let Some((d, victim, _guard)) = start_in_d(test, &tmp, JOINED, "pm") else {
-        return;
-    };
-    let pid = victim.pid;
-    round_trip(pid, &tmp.join("img"), &[], &[]);
-    assert_eq!(
-        go_and_answer(&d).trim(),
-        "PASS",
-        "log: {}",
-        victim.log_text()
-    );
-    common::reap_all(&[pid], true);
+    answers_pass_after_round_trip(test, &tmp, JOINED, "pm");
 }
 
 const HOST_INSTANCES: &str = r#"
