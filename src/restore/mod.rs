@@ -580,30 +580,8 @@ impl Builder<'_> {
             // The files deleted while open, made inside the tree's rebuilt mounts.
             (self.ghosts.make(Some(child.pid()))).map_err(at(RestoreStage::Takeover, pid))?;
         }
-        if let Some(ns) =
-            (self.image.nested_mounts.namespaces.iter()).find(|ns| ns.pid == pid && pid != root)
-        {
-            let built = self.built_mounts();
-            mnt::nested::restore(&child, &self.image.dir, ns, &built)
-                .map_err(at(RestoreStage::Takeover, pid))?;
-        }
-        if let Some(j) = self.image.mnt_joins.joins.iter().find(|j| j.pid == pid) {
-            let of = (self.procs.iter())
-                .find(|(p, _)| *p == j.of)
-                .map(|(_, c)| c.pid());
-            let of = of.ok_or_else(|| RestoreError::Unsupported {
-                what: format!(
-                    "pid {pid} joins the mount namespace of {}, not restored",
-                    j.of
-                ),
-            });
-            of.and_then(|of| mnt::nested::join(&child, of))
-                .map_err(at(RestoreStage::Takeover, pid))?;
-        }
-        if let Some(ns) = (self.image.netlinks.nested.iter()).find(|n| n.pid == pid && pid != root)
-        {
-            ns::net_nested::restore(&child, ns).map_err(at(RestoreStage::Takeover, pid))?;
-        }
+        self.enter_nested_namespaces(&child, pid, root)
+            .map_err(at(RestoreStage::Takeover, pid))?;
         if pid == root {
             let own_mounts = self.mounts.is_some();
             self.orphan_master = orphan_pty::build(&mut self.ttys, self.image, pid, own_mounts)
@@ -669,6 +647,40 @@ impl Builder<'_> {
     /// The process that forks `pid` (the plan's; not the root).
     fn forker(&self, pid: i32) -> i32 {
         self.plan.fork(pid).map_or(0, |f| f.by)
+    }
+
+    /// The namespaces process `pid` had below the root's, entered right after its
+    /// takeover: a mount namespace it made (`mntns.img`), an ancestor's mount namespace it
+    /// is in (`mntns-join.img`), a network namespace it made (`netlinks.img`).
+    fn enter_nested_namespaces(
+        &self,
+        child: &Child,
+        pid: i32,
+        root: i32,
+    ) -> Result<(), RestoreError> {
+        if let Some(ns) =
+            (self.image.nested_mounts.namespaces.iter()).find(|ns| ns.pid == pid && pid != root)
+        {
+            let built = self.built_mounts();
+            mnt::nested::restore(child, &self.image.dir, ns, &built)?;
+        }
+        if let Some(j) = self.image.mnt_joins.joins.iter().find(|j| j.pid == pid) {
+            let of = (self.procs.iter())
+                .find(|(p, _)| *p == j.of)
+                .map(|(_, c)| c.pid());
+            let of = of.ok_or_else(|| RestoreError::Unsupported {
+                what: format!(
+                    "pid {pid} joins the mount namespace of {}, not restored",
+                    j.of
+                ),
+            });
+            of.and_then(|of| mnt::nested::join(child, of))?;
+        }
+        if let Some(ns) = (self.image.netlinks.nested.iter()).find(|n| n.pid == pid && pid != root)
+        {
+            ns::net_nested::restore(child, ns)?;
+        }
+        Ok(())
     }
 
     /// The tree's mount namespaces built so far (the root's own first, then those made
