@@ -714,6 +714,38 @@ fn host_instances_and_tmpfs_under_its_bind_round_trip() {
         victim.log_text()
     );
     common::reap_all(&[pid], true);
+    hierarchy_gone("stasis-test", &tmp.join("cg-cleanup"));
+}
+
+/// Frees the named cgroup v1 hierarchy the test made and waits (up to 20 s) until it is
+/// gone from `/proc/self/cgroup`. Seen here after the round trip: the hierarchy stays,
+/// with no mount and no child cgroup, in every process's cgroup list for minutes (the
+/// kernel frees a hierarchy when a mount of it goes and it has no children; its last
+/// mount went while `sub` may still have existed), and goes at once when mounted and
+/// unmounted again. Left alone, a later test comparing its process's cgroup list (the
+/// `cgroups` victim) saw it vanish under it.
+fn hierarchy_gone(name: &str, mnt: &Path) {
+    std::fs::create_dir_all(mnt).expect("mkdir");
+    let opts = format!("none,name={name}");
+    let mounted = Command::new("mount")
+        .args(["-t", "cgroup", "-o", &opts, "cgroup"])
+        .arg(mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if mounted {
+        let _ = Command::new("umount").arg(mnt).status();
+    }
+    let name = format!("name={name}");
+    let listed = || {
+        std::fs::read_to_string("/proc/self/cgroup")
+            .map(|t| t.lines().any(|l| l.contains(&format!(":{name}:"))))
+            .unwrap_or(false)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while listed() && std::time::Instant::now() < deadline {
+        common::sleep_ms(50);
+    }
+    assert!(!listed(), "the cgroup hierarchy {name} outlived the test");
 }
 
 const NESTED_GHOST: &str = r#"
