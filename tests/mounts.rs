@@ -717,35 +717,36 @@ fn host_instances_and_tmpfs_under_its_bind_round_trip() {
     hierarchy_gone("stasis-test", &tmp.join("cg-cleanup"));
 }
 
-/// Frees the named cgroup v1 hierarchy the test made and waits (up to 20 s) until it is
-/// gone from `/proc/self/cgroup`. Seen here after the round trip: the hierarchy stays,
-/// with no mount and no child cgroup, in every process's cgroup list for minutes (the
-/// kernel frees a hierarchy when a mount of it goes and it has no children; its last
-/// mount went while `sub` may still have existed), and goes at once when mounted and
-/// unmounted again. Left alone, a later test comparing its process's cgroup list (the
-/// `cgroups` victim) saw it vanish under it.
+/// Frees the named cgroup v1 hierarchy the test made and waits (up to 30 s) until it is
+/// gone from `/proc/self/cgroup`. The kernel frees a hierarchy when its last mount goes
+/// while it has no child cgroup; a removed child (`sub`) stays a child until the kernel's
+/// workqueues release it, which under load took longer than the restored tree took to
+/// exit, so the last mount went while `sub` was still counted and the hierarchy stayed,
+/// unmounted, in every process's cgroup list (a later `cgroups` victim saw it vanish
+/// under it). Mounting and unmounting it again frees it once `sub` is released, so that
+/// is retried until it is gone.
 fn hierarchy_gone(name: &str, mnt: &Path) {
     std::fs::create_dir_all(mnt).expect("mkdir");
     let opts = format!("none,name={name}");
-    let mounted = Command::new("mount")
-        .args(["-t", "cgroup", "-o", &opts, "cgroup"])
-        .arg(mnt)
-        .status()
-        .is_ok_and(|s| s.success());
-    if mounted {
-        let _ = Command::new("umount").arg(mnt).status();
-    }
-    let name = format!("name={name}");
+    let entry = format!(":name={name}:");
     let listed = || {
         std::fs::read_to_string("/proc/self/cgroup")
-            .map(|t| t.lines().any(|l| l.contains(&format!(":{name}:"))))
+            .map(|t| t.lines().any(|l| l.contains(&entry)))
             .unwrap_or(false)
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while listed() && std::time::Instant::now() < deadline {
-        common::sleep_ms(50);
+        let mounted = Command::new("mount")
+            .args(["-t", "cgroup", "-o", &opts, "cgroup"])
+            .arg(mnt)
+            .status()
+            .is_ok_and(|s| s.success());
+        if mounted {
+            let _ = Command::new("umount").arg(mnt).status();
+        }
+        common::sleep_ms(200);
     }
-    assert!(!listed(), "the cgroup hierarchy {name} outlived the test");
+    assert!(!listed(), "the cgroup hierarchy name={name} outlived the test by 30 s");
 }
 
 const NESTED_GHOST: &str = r#"

@@ -4,7 +4,9 @@
  * too, and with `threaded DIR` starts a thread that moves itself into the threaded
  * child cgroup DIR/t (DIR/t/cgroup.threads). After go, each task's /proc cgroup file
  * must read as before the dump (with `moved`, the harness checks where they went
- * instead).
+ * instead). Only hierarchies listed both times are compared: a hierarchy is the
+ * host's, and one made or freed meanwhile by anyone else shows up in or drops out of
+ * every process's list; where the victim is in each one is what must stay.
  *
  *   cgroups join DIR...        process and child in DIR...
  *   cgroups moved DIR...       the same, cgroups not compared after go
@@ -43,6 +45,37 @@ static void write_file(const char *dir, const char *file, const char *value)
 	close(fd);
 }
 
+/* Does every line of list a that names a hierarchy b lists too read the same in b? */
+static int kept_where_listed(const char *a, const char *b)
+{
+	const char *line, *end, *other;
+
+	for (line = a; *line; line = *end ? end + 1 : end) {
+		const char *key_end = strchr(line, ':');
+		size_t key_len;
+
+		end = strchrnul(line, '\n');
+		key_end = key_end && key_end < end ? strchr(key_end + 1, ':') : NULL;
+		if (!key_end || key_end > end)
+			continue;
+		key_len = key_end + 1 - line;
+		for (other = b; *other; other = strchrnul(other, '\n'), other += !!*other) {
+			if (strncmp(other, line, key_len))
+				continue;
+			if ((size_t)(strchrnul(other, '\n') - other) != (size_t)(end - line) ||
+			    strncmp(other, line, end - line))
+				return 0;
+			break;
+		}
+	}
+	return 1;
+}
+
+static int same_cgroups(const char *a, const char *b)
+{
+	return kept_where_listed(a, b) && kept_where_listed(b, a);
+}
+
 static void *in_thread(void *arg)
 {
 	char tid[32], path[64], now[4096];
@@ -55,7 +88,7 @@ static void *in_thread(void *arg)
 	while (!victim_go)
 		usleep(10000);
 	read_file(path, now, sizeof(now));
-	threaded_ok = strcmp(now, thread_before) == 0 ? 1 : 2;
+	threaded_ok = same_cgroups(now, thread_before) ? 1 : 2;
 	return NULL;
 }
 
@@ -84,7 +117,7 @@ int main(int argc, char **argv)
 		while (read(child_pipe[0], now, 1) < 0 && errno == EINTR)
 			;
 		read_file("/proc/self/cgroup", now, sizeof(now));
-		_exit(!check || strcmp(now, mine) == 0 ? 0 : 3);
+		_exit(!check || same_cgroups(now, mine) ? 0 : 3);
 	}
 	close(child_pipe[0]);
 	if (!strcmp(argv[1], "threaded")) {
@@ -96,7 +129,7 @@ int main(int argc, char **argv)
 	victim_ready();
 	victim_wait_go();
 	read_file("/proc/self/cgroup", now, sizeof(now));
-	if (check && strcmp(now, before))
+	if (check && !same_cgroups(now, before))
 		victim_fail("cgroups were:\n%s\nnow:\n%s", before, now);
 	CHECK(write(child_pipe[1], "g", 1) == 1, "wake the child");
 	CHECK(waitpid(child, &status, 0) == child, "waitpid");
