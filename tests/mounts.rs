@@ -746,7 +746,10 @@ fn hierarchy_gone(name: &str, mnt: &Path) {
         }
         common::sleep_ms(200);
     }
-    assert!(!listed(), "the cgroup hierarchy name={name} outlived the test by 30 s");
+    assert!(
+        !listed(),
+        "the cgroup hierarchy name={name} outlived the test by 30 s"
+    );
 }
 
 const NESTED_GHOST: &str = r#"
