@@ -315,6 +315,7 @@ victim_tests! {
     tcp_close: "inet_sockets" ["close"];
     tcp_closing: "tcp_states" ["closing"];
     tcp_reset: "tcp_states" ["reset"];
+    tcp_ended_without_tcp_established: "tcp_states" ["ended"];
     tcp_full_queues: "tcp_states" ["full"];
     udp_shutdown: "tcp_states" ["udp"];
     netns: "netns";

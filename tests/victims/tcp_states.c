@@ -19,6 +19,8 @@
  * "reset": fds 11/12, 12 wrote "unread" then closed with SO_LINGER 0: 11 was reset
  *   (CLOSE, the data still queued). After go: 11 is in CLOSE, reads "unread", then no
  *   more data (the reset's error or end of file), and cannot send.
+ * "ended": the same as "reset", dumped without --tcp-established: a connection that
+ *   ended is saved without it (nothing of it is left on the wire), as CRIU does.
  * "full": fds 11/12 each wrote until EAGAIN without the other reading: both queues full
  *   in both directions, with data never sent. After go: each reads the other's whole
  *   pattern, then a last message crosses each way.
@@ -332,6 +334,7 @@ int main(int argc, char **argv)
 	} modes[] = {
 		{ "closing", setup_closing, verify_closing },
 		{ "reset", setup_reset, verify_reset },
+		{ "ended", setup_reset, verify_reset },
 		{ "full", setup_full, verify_full },
 		{ "udp", setup_udp, verify_udp },
 		{ "gone", setup_gone, verify_gone },

@@ -373,8 +373,8 @@ fn listening(ctx: &SockCtx<'_>, fd: i32, ino: u64, family: i32) -> Result<InetSt
     Ok(InetState::Listening { backlog: d.wqueue })
 }
 
-/// A connection in `c.state`: saved with `TCP_REPAIR` under `--tcp-established`, as
-/// closed under `--tcp-close`, refused otherwise. Its packets are dropped (the network
+/// A connection in `c.state`: saved with `TCP_REPAIR` under `--tcp-established` (one that
+/// ended, CLOSE, always), as closed under `--tcp-close`, refused otherwise. Its packets are dropped (the network
 /// lock) while it is down when its peer is outside the dump, and always in the closing
 /// states: their restore replays the peer's FIN and ACK, to which the socket answers.
 fn connection(ctx: &mut SockCtx<'_>, sock: OwnedFd, c: &Conn<'_>) -> Result<InetState, DumpError> {
@@ -392,7 +392,10 @@ fn connection(ctx: &mut SockCtx<'_>, sock: OwnedFd, c: &Conn<'_>) -> Result<Inet
         TCP_ESTABLISHED => "an established TCP connection".to_string(),
         other => format!("a TCP connection in state {}", tcp_state::name(other)),
     };
-    if !ctx.opts.tcp_established {
+    // A connection that ended (CLOSE) has nothing left on the wire for the peer to see
+    // change, so it is saved without `--tcp-established`, as CRIU saves it; only its
+    // unread data and its closed ends come back.
+    if !ctx.opts.tcp_established && c.state != TCP_CLOSE {
         return Err(DumpError::unsupported(format!(
             "fd {fd} of pid {pid} is {what} ({conn}); use --tcp-established to checkpoint it with TCP_REPAIR, or --tcp-close to restore it closed"
         )));
