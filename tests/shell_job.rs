@@ -22,9 +22,11 @@ for i in $(seq 100); do caught $vp && break; sleep 0.05; done
 sleep 0.2
 "$STASIS" dump -j -t $vp -D "$IMG" || { echo "DUMP FAILED"; exit 1; }
 wait $vp 2>/dev/null
-"$STASIS" restore -j -D "$IMG" &
+# Ready once stasis writes the pid file (the tree runs); the process at $vp catches
+# signals before that too (stasis's own copy, while it is being rebuilt).
+"$STASIS" restore -j --pidfile "$IMG.pid" -D "$IMG" &
 rp=$!
-for i in $(seq 100); do caught $vp && break; sleep 0.05; done
+for i in $(seq 600); do [ -s "$IMG.pid" ] && break; sleep 0.05; done
 echo "restored fd1: $(readlink /proc/$vp/fd/1) terminal: $tty_now"
 kill -USR1 $vp
 wait $rp

@@ -280,10 +280,25 @@ fn checkpoint_and_restore(script: &str, net: bool, mode: Mode) {
         .concat(),
     );
     let rlog = std::fs::read_to_string(img.join("restore.log")).unwrap_or_default();
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let after = count();
+    // The restored container counts on within 10 s (a fixed wait read the file while
+    // the shell had truncated it, under load), and its connection carries it.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let went_on = |now: &dyn Fn() -> u64, from: u64| {
+        while now() <= from && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        now()
+    };
+    let after = if restored.status.success() {
+        went_on(&count, dumped)
+    } else {
+        count()
+    };
     let lo_up = !net || loopback_up(&id);
-    let got = received(dir.path());
+    let got = match (net, restored.status.success()) {
+        (true, true) => went_on(&|| received(dir.path()), sent),
+        _ => received(dir.path()),
+    };
     let state = runc(&["state", &id]);
     runc(&["delete", "--force", &id]);
     while nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
