@@ -588,6 +588,8 @@ impl Builder<'_> {
                 .map_err(at(RestoreStage::Terminal, pid))?;
             pty_devpts::build(&mut self.ttys, self.image, pid, own_mounts)
                 .map_err(at(RestoreStage::Terminal, pid))?;
+            (self.ttys.open_device_cttys(self.image, pid, own_mounts))
+                .map_err(at(RestoreStage::Terminal, pid))?;
         }
         drop(span);
         if pid == root {
