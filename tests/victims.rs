@@ -323,7 +323,9 @@ victim_tests! {
     pty: "pty";
     ctty: "ctty";
     pty_hangup: "pty_hangup";
+    pty_hangup_ns: "pty_hangup" ["ns"];
     devpts_pty: "devpts_pty";
+    devpts_console: "devpts_pty" ["console"];
     split: "split";
     sysv: "sysv";
     sysv_host: "sysv" ["host"];

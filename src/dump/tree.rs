@@ -104,6 +104,7 @@ pub fn freeze_tree(
     let mut record = describe(root, &table, &frozen)?;
     add_session_helpers(&mut record, &table);
     add_group_helpers(&mut record, &table);
+    add_session_forkers(&mut record, &table)?;
     check(&record, &table, shell_job)?;
     if shell_job {
         record.terminal = super::terminal::job_terminal(&table[&root])?;
@@ -490,6 +491,41 @@ fn add_group_helpers(tree: &mut TreeImage, table: &HashMap<i32, Stat>) {
         helpers.push(helper(pgid, p.ppid, sid, ProcState::GroupHelper));
     }
     tree.processes.extend(helpers);
+}
+
+/// For each session with a member that only a session forker can fork
+/// (`forks::needs_forker`: its live leader is elsewhere in the tree), a `SessionForker`
+/// entry, a child of the leader's parent in the leader's session and group, with a pid no
+/// task has now (none of the tree, none of this host's): at restore the leader forks it
+/// with `CLONE_PARENT` and it forks the members. None for a leader that is the root or a
+/// pid namespace's init (`CLONE_PARENT` is refused there): the plan refuses the member.
+fn add_session_forkers(tree: &mut TreeImage, table: &HashMap<i32, Stat>) -> Result<(), DumpError> {
+    let root = tree.processes[0].pid;
+    let mut forkers: Vec<ProcEntry> = Vec::new();
+    let mut next = (table.keys().chain(tree.processes.iter().map(|e| &e.pid)))
+        .max()
+        .map_or(1, |m| m + 1);
+    for p in tree.processes.iter().skip(1) {
+        let sid = p.sid;
+        if !crate::image::forks::needs_forker(tree, p) || forkers.iter().any(|h| h.sid == sid) {
+            continue;
+        }
+        let leader = tree
+            .get(sid)
+            .expect("needs_forker: the leader is in the tree");
+        if sid == root || super::ns::pid::is_ns_init(sid)? {
+            continue;
+        }
+        while std::path::Path::new(&format!("/proc/{next}")).exists() {
+            next += 1;
+        }
+        let mut h = helper(next, leader.ppid, sid, ProcState::SessionForker);
+        h.pgid = leader.pgid;
+        forkers.push(h);
+        next += 1;
+    }
+    tree.processes.extend(forkers);
+    Ok(())
 }
 
 /// The root must have an address space of its own: one shared with its parent outside

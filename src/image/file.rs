@@ -138,6 +138,10 @@ use super::error::ImageError;
 /// an older namespace with `setns`, or stayed there while its parent left it); it enters
 /// that namespace right after its takeover. An older image has none.
 ///
+/// Version 16 also adds `ProcState::SessionForker` in `tree.img`: a helper with a pid of
+/// its own that forks the members of a session whose live leader is not their sibling
+/// (`image/forks.rs`). An older image has none.
+///
 /// Version 15 also adds `ProcState::SessionHelper` in `tree.img`: a session whose leader
 /// was gone while members lived on as children of a reaper, rebuilt by a helper with the
 /// session's id (`image/forks.rs`). An older image has none.
@@ -148,7 +152,7 @@ use super::error::ImageError;
 /// pair's other end inside, a macvlan's lower link — and the network namespaces processes
 /// of the tree made. An older image has none: its links are loopback, dummy and veth
 /// links whose other end is outside, and every process was in the root's namespace.
-pub const FORMAT_VERSION: u32 = 15;
+pub const FORMAT_VERSION: u32 = 16;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;

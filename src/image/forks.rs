@@ -13,7 +13,11 @@
 //!   exits at the end of the restore (its children go to their reaper); by a live leader
 //!   that is a sibling of the process, with `CLONE_PARENT`; or, for a session whose
 //!   leader is gone, by a session helper ([`ProcState::SessionHelper`], pid = sid, forked
-//!   by the reaper) that leads it and exits once the members are forked.
+//!   by the reaper) that leads it and exits once the members are forked; for a live
+//!   leader elsewhere in the tree, by a session forker ([`ProcState::SessionForker`], a
+//!   pid of its own), which the leader forks with `CLONE_PARENT` (a child of the
+//!   leader's parent, in the session) and which exits once the members are forked: they
+//!   go to the reaper of the leader's parent.
 
 use std::collections::{HashMap, HashSet};
 
@@ -90,7 +94,9 @@ pub fn plan(tree: &TreeImage, reaper: Reapers) -> Result<Plan, String> {
                 e.pid, e.ppid
             )
         })?;
-        let fork = if e.sid == e.pid || e.sid == parent.sid {
+        let fork = if e.state == ProcState::SessionForker {
+            forker(tree, e)?
+        } else if e.sid == e.pid || e.sid == parent.sid {
             by_parent(e)
         } else if let Some(chain) = born_chain(tree, e) {
             for a in chain {
@@ -116,11 +122,39 @@ pub fn plan(tree: &TreeImage, reaper: Reapers) -> Result<Plan, String> {
     Ok(Plan { forks, order })
 }
 
+/// Whether `e` is a member of a session whose leader lives on elsewhere in the tree, not
+/// as its sibling, forked by no ancestor born in the session: only a session forker
+/// (a helper the dump adds, `dump/tree.rs`) can fork it in its session.
+pub fn needs_forker(tree: &TreeImage, e: &ProcEntry) -> bool {
+    let parent = tree.get(e.ppid);
+    let leader = tree.get(e.sid);
+    e.sid != e.pid
+        && parent.is_some_and(|p| p.sid != e.sid)
+        && born_chain(tree, e).is_none()
+        && leader.is_some_and(|l| matches!(l.state, ProcState::Alive { .. }) && l.ppid != e.ppid)
+}
+
 fn by_parent(e: &ProcEntry) -> Fork {
     Fork {
         by: e.ppid,
         clone_parent: false,
         early: false,
+    }
+}
+
+/// A session forker: cloned by the session's leader with `CLONE_PARENT`, so a sibling
+/// of the leader.
+fn forker(tree: &TreeImage, e: &ProcEntry) -> Result<Fork, String> {
+    match tree.get(e.sid) {
+        Some(l) if l.ppid == e.ppid && matches!(l.state, ProcState::Alive { .. }) => Ok(Fork {
+            by: e.sid,
+            clone_parent: true,
+            early: false,
+        }),
+        _ => Err(format!(
+            "session forker {} is not a sibling of the live leader of its session {}",
+            e.pid, e.sid
+        )),
     }
 }
 
@@ -176,11 +210,36 @@ fn elsewhere(tree: &TreeImage, e: &ProcEntry, reaper: Reapers) -> Result<Fork, S
         ProcState::Alive { .. } if leader.ppid == ppid && leader.exit_signal == e.exit_signal => {
             Ok(fork(true))
         }
-        ProcState::Alive { .. } => refuse(&format!(
-            "its leader {sid} is alive but not a sibling of it (that needs a helper with a \
-             free pid, which stasis does not make)"
-        )),
+        ProcState::Alive { .. } => by_forker(tree, e, reaper),
         _ => refuse(&format!("its leader {sid} is a helper of another parent")),
+    }
+}
+
+/// A member of a live leader's session left to a reaper (its parent): forked by the
+/// session's forker, a sibling of the leader, whose orphans go to that reaper.
+fn by_forker(tree: &TreeImage, e: &ProcEntry, reaper: Reapers) -> Result<Fork, String> {
+    let (pid, sid, ppid) = (e.pid, e.sid, e.ppid);
+    let forker =
+        (tree.processes.iter()).find(|h| h.state == ProcState::SessionForker && h.sid == sid);
+    let Some(h) = forker else {
+        return Err(format!(
+            "pid {pid} is in session {sid}, which neither it nor its parent {ppid} is in, \
+             and its leader {sid} is alive but not a sibling of it, and no session forker \
+             stands in for it (the leader is the root or a pid namespace's init); stasis \
+             cannot recreate that"
+        ));
+    };
+    match reaper.map(|r| reaper_of(tree, h, r)) {
+        Some(r) if r != Some(ppid) => Err(format!(
+            "pid {pid} is in session {sid}, which neither it nor its parent {ppid} is in, \
+             and the parent of its live leader {sid} would leave it to another reaper; \
+             stasis cannot recreate that"
+        )),
+        _ => Ok(Fork {
+            by: h.pid,
+            clone_parent: false,
+            early: false,
+        }),
     }
 }
 
@@ -267,6 +326,31 @@ mod tests {
         let at = |pid| p.order.iter().position(|&x| x == pid);
         assert!(at(6) < at(7) && at(2) < at(3) && at(4) < at(5));
         assert!(plan(&t, Some(&|_| false)).is_err());
+        assert!(plan(&t, None).is_ok());
+    }
+
+    /// Member 4 of session 3, whose leader is a child of 2, left to init 1: forked by the
+    /// forker 9, which 3 forks with CLONE_PARENT (a child of 2); without the forker, or
+    /// when 2 is a reaper (4 would go to it), refused.
+    #[test]
+    fn a_member_of_a_live_leader_elsewhere_is_forked_by_a_forker() {
+        let mut forker = entry(9, 2, 3, ProcState::SessionForker);
+        forker.pgid = 3;
+        let mut t = tree(vec![
+            alive(1, 0, 1),
+            alive(2, 1, 2),
+            alive(3, 2, 3),
+            alive(4, 1, 3),
+        ]);
+        assert!(plan(&t, Some(&|pid| pid == 1)).is_err());
+        t.processes.push(forker);
+        let p = plan(&t, Some(&|pid| pid == 1)).expect("a plan");
+        assert_eq!(p.fork(9).map(|f| (f.by, f.clone_parent)), Some((3, true)));
+        assert_eq!(p.fork(4).map(|f| (f.by, f.clone_parent)), Some((9, false)));
+        assert_eq!(p.memory_from(&t, 4), Some(3));
+        let at = |pid| p.order.iter().position(|&x| x == pid);
+        assert!(at(3) < at(9) && at(9) < at(4));
+        assert!(plan(&t, Some(&|pid| pid <= 2)).is_err());
         assert!(plan(&t, None).is_ok());
     }
 }

@@ -77,6 +77,14 @@ pub enum ProcState {
     /// then it exits, its parent reaps it unaware, and the members are the reaper's.
     /// Format version 15.
     SessionHelper,
+    /// No process: a helper with a pid no task of the tree had, standing for nothing of
+    /// the dump. Members of a session whose leader lives elsewhere in the tree (not their
+    /// sibling) were left to a reaper outside the session (their parent): the restore
+    /// forks this helper from the leader with `CLONE_PARENT` (a child of the leader's
+    /// parent, in the leader's session, whose group it shares: `sid`, `pgid`), it forks
+    /// the members, then exits and is reaped unaware by its parent; the members go to
+    /// the reaper (`image/forks.rs`). Format version 16.
+    SessionForker,
 }
 
 impl ProcState {
@@ -92,7 +100,8 @@ impl ProcState {
             ProcState::Alive { stop_signal: 0 }
             | ProcState::Zombie { .. }
             | ProcState::GroupHelper
-            | ProcState::SessionHelper => None,
+            | ProcState::SessionHelper
+            | ProcState::SessionForker => None,
             ProcState::Alive { stop_signal: 1 } => Some(libc::SIGSTOP),
             ProcState::Alive { stop_signal } => Some(i32::from(stop_signal)),
         }
@@ -116,8 +125,12 @@ impl TreeImage {
 
     /// Whether `pid` is a helper of the restore, no process of the dumped tree.
     pub fn is_helper(&self, pid: i32) -> bool {
-        self.get(pid)
-            .is_some_and(|e| matches!(e.state, ProcState::GroupHelper | ProcState::SessionHelper))
+        self.get(pid).is_some_and(|e| {
+            matches!(
+                e.state,
+                ProcState::GroupHelper | ProcState::SessionHelper | ProcState::SessionForker
+            )
+        })
     }
 
     /// The live processes, in tree order.

@@ -22,6 +22,9 @@ pub(super) fn tree(t: &TreeImage, out: &mut impl Write) -> std::io::Result<()> {
             ProcState::Zombie { status } => format!("zombie (wait status {status:#x})"),
             ProcState::GroupHelper => "group leader helper (exited at dump)".to_string(),
             ProcState::SessionHelper => "session leader helper (exited at dump)".to_string(),
+            ProcState::SessionForker => {
+                "session member forker (a helper of the restore)".to_string()
+            }
         };
         let shares = shared_with_parent(e);
         writeln!(

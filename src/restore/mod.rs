@@ -588,6 +588,8 @@ impl Builder<'_> {
                 .map_err(at(RestoreStage::Terminal, pid))?;
             pty_devpts::build(&mut self.ttys, self.image, pid, own_mounts)
                 .map_err(at(RestoreStage::Terminal, pid))?;
+            (self.ttys.open_device_cttys(self.image, pid, own_mounts))
+                .map_err(at(RestoreStage::Terminal, pid))?;
         }
         drop(span);
         if pid == root {
@@ -797,7 +799,7 @@ impl Builder<'_> {
             .1
     }
 
-    /// Session helpers exit and are reaped by their parents (their children go to
+    /// Session helpers and forkers exit and are reaped by their parents (their children go to
     /// their reapers), then group helpers, then zombies exit; the parents forget the
     /// signals that raised.
     fn make_zombies(&mut self) -> Result<(), RestoreError> {
@@ -805,7 +807,7 @@ impl Builder<'_> {
         let tree = &self.image.tree;
         let of =
             |state: fn(&ProcState) -> bool| tree.processes.iter().filter(move |e| state(&e.state));
-        let helpers = of(|s| *s == ProcState::SessionHelper)
+        let helpers = of(|s| matches!(s, ProcState::SessionHelper | ProcState::SessionForker))
             .chain(of(|s| *s == ProcState::GroupHelper))
             .chain(of(|s| matches!(s, ProcState::Zombie { .. })));
         for e in helpers {

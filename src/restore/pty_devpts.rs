@@ -6,11 +6,17 @@
 //! pty's, so inside the tree `/dev/pts/N` names the same pty again. The dump side is
 //! `dump/pty_devpts.rs`.
 //!
+//! A pty of a devpts that a bind mount of the tree takes its source from (CRIU's
+//! pty-console: `/dev/console` bound from `/dev/pts/0`) has its master opened while the
+//! mounts are built, as soon as that devpts exists ([`premake`]): the bind needs the node.
+//!
 //! Ordering requirements: after the root's mount namespace is built and before its
 //! session takes its controlling terminal.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
+use std::sync::Mutex;
 
 use super::tty::{errno, open_master_at, Bank};
 use super::RestoreError;
@@ -19,6 +25,32 @@ use crate::image::Image;
 
 /// `DEVPTS_SUPER_MAGIC` (`linux/magic.h`).
 const DEVPTS_MAGIC: i64 = 0x1cd1;
+
+/// Masters made while the tree's mounts were built ([`premake`]), by devpts mount point
+/// and pts number, for [`build`].
+static PREMADE: Mutex<Option<HashMap<(String, u32), OwnedFd>>> = Mutex::new(None);
+
+/// Opens the master of pts `index` (access mode `access`) in the devpts instance
+/// `devpts` (a mount being built, detached, that the tree sees at `at`): its node exists
+/// from then on, so a bind mount of it can be made; [`build`] finishes the pair.
+pub fn premake(
+    devpts: BorrowedFd<'_>,
+    at: &str,
+    index: u32,
+    access: i32,
+) -> Result<(), RestoreError> {
+    let master = open_master_at(devpts, "ptmx", index, access)?;
+    if let Ok(mut slot) = PREMADE.lock() {
+        slot.get_or_insert_with(HashMap::new)
+            .insert((at.to_string(), index), master);
+    }
+    Ok(())
+}
+
+fn take_premade(at: &str, index: u32) -> Option<OwnedFd> {
+    let mut slot = PREMADE.lock().ok()?;
+    slot.as_mut()?.remove(&(at.to_string(), index))
+}
 
 /// Makes every pair of the record for the tree of root `root` (`own_mounts`: in a
 /// mount namespace of its own); the fds go to `bank`.
@@ -33,10 +65,12 @@ pub fn build(
             true => format!("/proc/{root}/root{}", p.devpts),
             false => p.devpts.clone(),
         };
-        (bank.build_pair(image, p.index, |access| open_master(&dir, p, access))).map_err(|e| {
-            RestoreError::Unsupported {
-                what: format!("rebuild pts {} of the devpts at {}: {e}", p.index, p.devpts),
-            }
+        let open = |access| match take_premade(&p.devpts, p.index) {
+            Some(master) => check_made(&dir, p, master),
+            None => open_master(&dir, p, access),
+        };
+        (bank.build_pair(image, p.index, open)).map_err(|e| RestoreError::Unsupported {
+            what: format!("rebuild pts {} of the devpts at {}: {e}", p.index, p.devpts),
         })?;
     }
     Ok(())
@@ -47,6 +81,12 @@ pub fn build(
 fn open_master(dir: &str, p: &PtyDevpts, access: i32) -> Result<OwnedFd, RestoreError> {
     let ptmx = format!("{dir}/ptmx");
     let master = open_master_at(nix::fcntl::AT_FDCWD, &ptmx, p.index, access)?;
+    check_made(dir, p, master)
+}
+
+/// `master`, checked to be made in the devpts mounted at `dir`: its node there is the
+/// new pty.
+fn check_made(dir: &str, p: &PtyDevpts, master: OwnedFd) -> Result<OwnedFd, RestoreError> {
     let fs = errno(nix::sys::statfs::fstatfs(master.as_fd()), "fstatfs ptmx")?;
     let own = errno(nix::sys::stat::fstat(master.as_fd()), "fstat ptmx")?;
     let node = format!("{dir}/{}", p.index);

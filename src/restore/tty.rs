@@ -80,19 +80,39 @@ impl Bank {
                 }
             })?;
         }
+        Ok(bank)
+    }
+
+    /// Opens the terminal device (not a pty: a virtual console, a serial line) of each
+    /// session that had one, as the tree of root `root` names it: through the root's
+    /// `/proc/PID/root` when the tree has its own mount namespace (`own_mounts`: the path
+    /// is one of the tree's), else the path itself.
+    ///
+    /// Ordering requirements: after the root's mount namespace is built, before any
+    /// session leader takes its terminal.
+    pub fn open_device_cttys(
+        &mut self,
+        image: &Image,
+        root: i32,
+        own_mounts: bool,
+    ) -> Result<(), RestoreError> {
         for s in &image.tty.sessions {
             if let Ctty::Device { path, .. } = &s.tty {
+                let at = match own_mounts {
+                    true => format!("/proc/{root}/root{path}"),
+                    false => path.clone(),
+                };
                 let flags = libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC;
                 let flags = nix::fcntl::OFlag::from_bits_truncate(flags);
-                let fd = nix::fcntl::open(path.as_str(), flags, nix::sys::stat::Mode::empty());
+                let fd = nix::fcntl::open(at.as_str(), flags, nix::sys::stat::Mode::empty());
                 let fd = errno(
                     fd,
                     &format!("open {path}, the terminal of session {}", s.sid),
                 )?;
-                bank.cttys.insert(s.sid, fd);
+                self.cttys.insert(s.sid, fd);
             }
         }
-        Ok(bank)
+        Ok(())
     }
 
     /// Takes slave descriptions opened elsewhere (`orphan_pty.rs`): each original slave
@@ -173,6 +193,14 @@ impl Bank {
         }
         Ok(())
     }
+}
+
+/// The access mode of the master of pts `index` of the image (read-write when no
+/// process holds it).
+pub(super) fn master_access(image: &Image, index: u32) -> i32 {
+    (pairs(image).into_iter())
+        .find(|p| p.index == index)
+        .map_or(libc::O_RDWR, |p| p.access())
 }
 
 impl Pair<'_> {

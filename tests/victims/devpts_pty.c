@@ -19,6 +19,11 @@
  * and gets pts H of its own devpts too (opening masters there until H comes): stasis
  * keys ptys by number and must refuse the dump naming fds 10 and 12 (tests/failure.rs);
  * after go the host pair still pairs.
+ *
+ * With "console" (CRIU's pty-console), the root also binds the slave's node over a file
+ * "console" of its working directory (as a container's /dev/console); after go that
+ * path is the pty again (same device, on the tree's devpts) and a write to it reaches
+ * the master.
  */
 #include "victim.h"
 #include "family.h"
@@ -151,10 +156,40 @@ static void master_numbered(int want)
 	CHECK_SYS(unlockpt(10));
 }
 
+/* The slave's node `name` bound over the file "console" of the working directory. */
+static void bind_console(const char *name)
+{
+	int fd = open("console", O_CREAT | O_RDONLY, 0644);
+
+	CHECK_SYS(fd);
+	close(fd);
+	CHECK_SYS(mount(name, "console", NULL, MS_BIND, NULL));
+}
+
+/* "console" is the pty of fd 11 again, and carries data to the master. */
+static void expect_console(void)
+{
+	struct stat st, at;
+	int fd;
+
+	CHECK_SYS(fstat(11, &st));
+	CHECK(stat("console", &at) == 0, "root: stat console: %s", strerror(errno));
+	CHECK(st.st_dev == at.st_dev && st.st_ino == at.st_ino && st.st_rdev == at.st_rdev,
+	      "root: console (dev %#lx ino %lu rdev %#lx) is not the pty (dev %#lx ino %lu rdev "
+	      "%#lx)", (long)at.st_dev, (long)at.st_ino, (long)at.st_rdev, (long)st.st_dev,
+	      (long)st.st_ino, (long)st.st_rdev);
+	fd = open("console", O_RDWR | O_NOCTTY);
+	CHECK(fd >= 0, "root: open console: %s", strerror(errno));
+	CHECK(write(fd, "c", 1) == 1, "root: write to console: %s", strerror(errno));
+	close(fd);
+	victim_expect_read(10, "c", "root");
+}
+
 int main(int argc, char **argv)
 {
 	struct family f = { .n = 0 };
 	int twice = argc > 1 && !strcmp(argv[1], "twice"), host_index = -1;
+	int console = argc > 1 && !strcmp(argv[1], "console");
 	char name[64];
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -175,6 +210,8 @@ int main(int argc, char **argv)
 	}
 	CHECK_SYS(stat(name, &node));
 	victim_place(open(name, O_RDWR | O_NOCTTY), 11);
+	if (console)
+		bind_console(name);
 	CHECK_SYS(pipe(ready_pipe));
 	family_spawn(&f, a_body);
 	CHECK(read(ready_pipe[0], name, 1) == 1, "root: A never set its terminal up");
@@ -183,6 +220,8 @@ int main(int argc, char **argv)
 	victim_ready();
 	victim_wait_go();
 	expect_named(11, "root");
+	if (console)
+		expect_console();
 	if (twice) {
 		int n;
 

@@ -10,10 +10,17 @@
  * After go: fds 10 and 11 are pts slaves still hung up (read gives end of file, write
  * fails with EIO) with their flags; fds 12 and 13 reach the same devices, and tty5 is
  * still the controlling terminal.
+ *
+ * With "ns" (CRIU's vt in its ns flavor), the process first takes a mount namespace of
+ * its own and works in a directory "b" bound from "a" there: the nodes' paths exist only
+ * in its namespace (the restorer's "b" is empty), so the virtual console must be opened
+ * through the tree's root; skipped without virtual consoles or without root.
  */
 #include "victim.h"
 
+#include <sched.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
@@ -74,12 +81,29 @@ static void devices(void)
 	has_vt = ctty() == ((4 << 8) | 5);
 }
 
-int main(void)
+/* A mount namespace of its own, working in "b", a bind of "a" only it sees. */
+static void own_namespace(void)
 {
+	if (geteuid() != 0)
+		victim_skip("making device nodes needs root");
+	if (unshare(CLONE_NEWNS) != 0)
+		victim_skip("unshare(CLONE_NEWNS) is not permitted");
+	CHECK_SYS(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL));
+	CHECK(mkdir("a", 0755) == 0 || errno == EEXIST, "mkdir a: %s", strerror(errno));
+	CHECK(mkdir("b", 0755) == 0 || errno == EEXIST, "mkdir b: %s", strerror(errno));
+	CHECK_SYS(mount("a", "b", NULL, MS_BIND, NULL));
+	CHECK_SYS(chdir("b"));
+}
+
+int main(int argc, char **argv)
+{
+	int ns = argc > 1 && !strcmp(argv[1], "ns");
 	int master;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	victim_install_go();
+	if (ns)
+		own_namespace();
 	master = posix_openpt(O_RDWR | O_NOCTTY);
 	CHECK_SYS(master);
 	CHECK_SYS(grantpt(master));
@@ -88,6 +112,8 @@ int main(void)
 	victim_place(open(ptsname(master), O_RDONLY | O_NOCTTY | O_NONBLOCK), 11);
 	close(master);
 	devices();
+	if (ns && !has_vt)
+		victim_skip("no virtual console (tty5) here, or it is not the session's terminal");
 	victim_ready();
 	victim_wait_go();
 	expect_hung_up(10, O_RDWR);

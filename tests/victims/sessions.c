@@ -8,7 +8,12 @@
  *   - zombie leader: Z setsid, forked M2, exited (a zombie of I): M2 is I's child in
  *     session Z;
  *   - live leader: L setsid, forked X which forked Y and exited (reaped by L): Y is I's
- *     child in session L, L is alive.
+ *     child in session L, L is alive;
+ *   - remote leader: A (in session 1) forked R, which called setsid, forked X2 which
+ *     forked W and exited (reaped by R), then became a child subreaper (CRIU's
+ *     child_subreaper_and_reparent): W is I's child in session R, whose leader is A's
+ *     child, not W's sibling; after the restore A has no other child than R (the helper
+ *     that forks W is gone unseen) and R is still a child subreaper.
  * Y checks a page it still shares copy-on-write with I, which L wrote after forking X:
  * the restore forks Y from L, so the dump must not count on I's copy for it.
  * Each process records its ppid, sid and pgid (as seen inside) in shared memory at setup
@@ -20,8 +25,10 @@
 #include <sys/mman.h>
 #include <sys/wait.h>
 
-enum { M1, C, M2, Y, L, P, SLOTS };
-static const char *names[SLOTS] = { "M1", "C", "M2", "Y", "L", "P" };
+#include <sys/prctl.h>
+
+enum { M1, C, M2, Y, L, P, A, R, W, SLOTS };
+static const char *names[SLOTS] = { "M1", "C", "M2", "Y", "L", "P", "A", "R", "W" };
 
 struct slot {
 	pid_t pid, ppid, sid, pgid;
@@ -61,6 +68,19 @@ static void member(int i, pid_t expect_ppid, pid_t expect_sid)
 	victim_wait_go();
 	if (i == Y && val[0] != 1)
 		snprintf(s->why, sizeof(s->why), "Y: its page from I has %d, not 1", val[0]);
+	if (i == A) {
+		siginfo_t si = { 0 };
+
+		if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) != 0 || si.si_pid != 0)
+			snprintf(s->why, sizeof(s->why), "A: a child %d exited (%s)", si.si_pid,
+				 strerror(errno));
+	}
+	if (i == R) {
+		int on = 0;
+
+		if (prctl(PR_GET_CHILD_SUBREAPER, &on) || on != 1)
+			snprintf(s->why, sizeof(s->why), "R: no longer a child subreaper");
+	}
 	if (getppid() != s->ppid || getsid(0) != s->sid || getpgrp() != s->pgid)
 		snprintf(s->why, sizeof(s->why), "%s: ppid/sid/pgid %d/%d/%d, not %d/%d/%d",
 			 names[i], getppid(), getsid(0), getpgrp(), s->ppid, s->sid, s->pgid);
@@ -126,22 +146,47 @@ static void zombie_leader(void)
 	sh->z = z;
 }
 
+/* Leads a session of its own, whose member `i` it leaves to the init (forked by a child
+ * that exits at once); returns its pid. */
+static pid_t lead_and_orphan(int i)
+{
+	pid_t x, me = getpid();
+	int st;
+
+	setsid();
+	x = spawn();
+	if (x == 0) {
+		if (spawn() == 0)
+			member(i, 1, me);
+		_exit(0);
+	}
+	waitpid(x, &st, 0);
+	return me;
+}
+
 static void live_leader(void)
 {
 	if (spawn() == 0) {
-		pid_t x, me = getpid();
-		int st;
+		pid_t me = lead_and_orphan(Y);
 
-		setsid();
-		x = spawn();
-		if (x == 0) {
-			if (spawn() == 0)
-				member(Y, 1, me);
-			_exit(0);
-		}
-		waitpid(x, &st, 0);
 		val[0] = 2;
 		member(L, 1, me);
+	}
+}
+
+static void remote_leader(void)
+{
+	if (spawn() == 0) {
+		pid_t a = getpid();
+
+		if (spawn() == 0) {
+			pid_t me = lead_and_orphan(W);
+
+			if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
+				_exit(2);
+			member(R, a, me);
+		}
+		member(A, 1, 1);
 	}
 }
 
@@ -190,6 +235,7 @@ static void init(int ready)
 	deferred_setsid();
 	zombie_leader();
 	live_leader();
+	remote_leader();
 	while (!all_set())
 		usleep(1000);
 	for (int i = 0; i < SLOTS; i++)

@@ -43,6 +43,9 @@ pub fn collect(tree: &TreeImage, threads: &HashMap<i32, Vec<i32>>) -> Result<Pid
     let root = tree.processes[0].pid;
     for e in &tree.processes {
         let parent = inner.get(&e.ppid).map_or(&[][..], |v| &v[..]);
+        if e.state == ProcState::SessionForker {
+            continue;
+        }
         if tree.is_helper(e.pid) {
             if !parent.is_empty() {
                 let ids = helper_ids(tree, e, own)?;
@@ -72,7 +75,39 @@ pub fn collect(tree: &TreeImage, threads: &HashMap<i32, Vec<i32>>) -> Result<Pid
             out.pid_for_children.push((e.pid, child));
         }
     }
+    forker_ids(tree, &inner, &mut out)?;
     Ok(out)
+}
+
+/// The ids of each session forker below the dumper's namespace: in its leader's pid
+/// namespace, at each level the next id after every id the tree's tasks have there.
+fn forker_ids(
+    tree: &TreeImage,
+    inner: &HashMap<i32, Vec<i32>>,
+    out: &mut PidNs,
+) -> Result<(), DumpError> {
+    let forkers = (tree.processes.iter()).filter(|e| e.state == ProcState::SessionForker);
+    for e in forkers.collect::<Vec<_>>() {
+        let leader = inner.get(&e.sid).map_or(0, Vec::len);
+        if leader == 0 {
+            continue;
+        }
+        if out.pid_for_children.iter().any(|(p, _)| *p == e.sid) {
+            return Err(DumpError::unsupported(format!(
+                "session {} has members its leader must fork in its own pid namespace, \
+                 but the leader made another one for its children",
+                e.sid
+            )));
+        }
+        let ids: Vec<i32> = (0..leader)
+            .map(|k| {
+                let at = |v: &Vec<i32>| v.get(k).copied().unwrap_or(0);
+                (out.pids.iter()).map(|p| at(&p.inner)).max().unwrap_or(0) + 1
+            })
+            .collect();
+        push(out, e.pid, ids);
+    }
+    Ok(())
 }
 
 /// The ids below the dumper's namespace of helper `e` (no process: a group or session

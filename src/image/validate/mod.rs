@@ -159,6 +159,15 @@ fn proc_entry(p: &ProcEntry, path: &Path) -> Check {
             ),
         );
     }
+    if p.state == ProcState::SessionForker && (p.sid == p.pid || p.pgid != p.sid) {
+        return fail(
+            path,
+            format!(
+                "session forker {} leads its session, or is not in its leader's group",
+                p.pid
+            ),
+        );
+    }
     if let ProcState::Zombie { status } = p.state {
         if status & !0xffff != 0 {
             return fail(

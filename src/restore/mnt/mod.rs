@@ -36,6 +36,10 @@ pub struct Sources<'a> {
     /// (`orphan-pty.img`): its pair is made as soon as that devpts exists, before any
     /// bind mount of its node (runc's `/dev/console`).
     orphan: Option<(String, u32)>,
+    /// The ptys of the tree's own devpts instances (`pty-devpts.img`): devpts mount point,
+    /// number and the master's access mode. Those of a devpts that a bind mount takes its
+    /// source from are made as soon as it exists (`/dev/console` bound from `/dev/pts/0`).
+    devpts_ptys: Vec<(String, u32, i32)>,
     /// The tmpfs records of a namespace made inside the tree (`nested.rs`), read before
     /// its build (the image directory is not in it); the root's are read as they are made.
     tmpfs: std::collections::HashMap<u32, crate::image::mnt::TmpfsImage>,
@@ -75,6 +79,15 @@ pub fn verify<'a>(
         root: opts.root.clone(),
         externals: opts.mnt_externals.clone(),
         orphan: (image.orphan_pty.ptys.first()).map(|p| (p.devpts.clone(), p.index)),
+        devpts_ptys: (image.pty_devpts.ptys.iter())
+            .map(|p| {
+                (
+                    p.devpts.clone(),
+                    p.index,
+                    super::tty::master_access(image, p.index),
+                )
+            })
+            .collect(),
         tmpfs: Default::default(),
         masters: Default::default(),
     };

@@ -46,6 +46,7 @@ pub fn restore(
         root: None,
         externals: Vec::new(),
         orphan: None,
+        devpts_ptys: Vec::new(),
         tmpfs,
         masters: Default::default(),
     };

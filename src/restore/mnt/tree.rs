@@ -106,11 +106,8 @@ fn make_all(
             Some(fd) => fd,
             None => make(s, mt, &pristine)?,
         };
-        let orphan = s.orphan.as_ref();
-        if let Some((_, index)) =
-            orphan.filter(|(at, _)| mt.fstype == "devpts" && *at == mt.mountpoint)
-        {
-            super::super::orphan_pty::premake(fd.as_fd(), *index)?;
+        if mt.fstype == "devpts" {
+            premake_ptys(s, mt, fd.as_fd(), sources.contains(&mt.id))?;
         }
         if sources.contains(&mt.id) {
             pristine.insert(mt.id, m::clone_tree(Some(fd.as_fd()), "").map_err(merr)?);
@@ -118,6 +115,26 @@ fn make_all(
         fds.insert(mt.id, fd);
     }
     Ok(fds)
+}
+
+/// The ptys of the new devpts `mt` made before anything is bound from it (`fd`): the
+/// orphan pty, and, when it is the source of a bind mount (`bound`), each of the tree's
+/// own (a bind of a node needs the node).
+fn premake_ptys(
+    s: &Sources,
+    mt: &Mount,
+    fd: std::os::fd::BorrowedFd<'_>,
+    bound: bool,
+) -> Result<(), RestoreError> {
+    let orphan = s.orphan.as_ref();
+    if let Some((_, index)) = orphan.filter(|(at, _)| *at == mt.mountpoint) {
+        super::super::orphan_pty::premake(fd, *index)?;
+    }
+    let own = (s.devpts_ptys.iter()).filter(|(at, ..)| bound && *at == mt.mountpoint);
+    for (at, index, access) in own {
+        super::super::pty_devpts::premake(fd, at, *index, *access)?;
+    }
+    Ok(())
 }
 
 fn make(
