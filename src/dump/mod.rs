@@ -196,6 +196,7 @@ pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummar
     let tree = tree::freeze_tree(opts.pid, opts.shell_job, adopted)?;
     drop(span);
     let frozen = Instant::now();
+    let still = ns::Frozen::remember();
     notify(hooks, Point::NetworkLock, opts.pid)?;
     let saved = save_tree(
         &tree,
@@ -206,6 +207,7 @@ pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummar
         early.as_mut(),
     );
     stripes::drop_reserve();
+    drop(still);
     let (mut summary, mut held, image) = saved?;
     let deferred = match early {
         Some(early) => Some((early, image)),

@@ -11,7 +11,6 @@
 mod freeze;
 mod walk;
 
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 pub use freeze::{freeze, refuse_frozen, Frozen};
@@ -191,20 +190,11 @@ fn tops(c: &str, paths: &[&String], opts: &CgroupDumpOptions) -> Result<Vec<Stri
 }
 
 fn ns_of(pid: i32) -> Result<u64, DumpError> {
-    ns_ino(&format!("/proc/{pid}/ns/cgroup"))
+    super::ns::ns_inode(&pid.to_string(), "cgroup")
 }
 
 fn ns_of_self() -> Result<u64, DumpError> {
-    ns_ino("/proc/self/ns/cgroup")
-}
-
-fn ns_ino(path: &str) -> Result<u64, DumpError> {
-    std::fs::metadata(path)
-        .map(|m| m.ino())
-        .map_err(|source| DumpError::Stat {
-            path: path.into(),
-            source,
-        })
+    super::ns::ns_inode("self", "cgroup")
 }
 
 /// The root of `root`'s cgroup namespace in each hierarchy: its cgroup as seen from

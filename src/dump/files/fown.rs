@@ -8,7 +8,6 @@
 //! `restore/files/fown.rs`.
 
 use std::os::fd::BorrowedFd;
-use std::os::unix::fs::MetadataExt;
 
 use super::OpenFd;
 use crate::dump::DumpError;
@@ -27,7 +26,7 @@ pub fn in_target(pid: i32) -> bool {
 
 /// The inode numbers of the pid and user namespaces of `/proc/WHO`.
 fn namespaces(who: &str) -> Option<[u64; 2]> {
-    let ino = |ns: &str| std::fs::metadata(format!("/proc/{who}/ns/{ns}")).map(|m| m.ino());
+    let ino = |ns| crate::dump::ns::inode_of(who, ns);
     Some([ino("pid").ok()?, ino("user").ok()?])
 }
 

@@ -14,8 +14,6 @@ mod propagation;
 mod tmpfs;
 mod tree;
 
-use std::os::unix::fs::MetadataExt;
-
 use super::DumpError;
 use crate::image::mnt::{How, MountsImage, MOUNTS};
 use crate::image::{ImageWriter, Kind};
@@ -100,12 +98,7 @@ fn host_instances(
             m.mountpoint
         )));
     }
-    let user = |pid: &str| {
-        let path = format!("/proc/{pid}/ns/user");
-        std::fs::metadata(&path)
-            .map(|m| m.ino())
-            .map_err(|source| DumpError::Stat { path, source })
-    };
+    let user = |pid: &str| super::ns::ns_inode(pid, "user");
     if user(&root.to_string())? == user("self")? {
         return Ok(());
     }
@@ -147,10 +140,7 @@ impl Plan {
 }
 
 fn ns_of(pid: &str) -> Result<u64, DumpError> {
-    let path = format!("/proc/{pid}/ns/mnt");
-    std::fs::metadata(&path)
-        .map(|m| m.ino())
-        .map_err(|source| DumpError::Stat { path, source })
+    super::ns::ns_inode(pid, "mnt")
 }
 
 /// Where stasis reaches the root of `pid`'s mount namespace: `None` when `pid` is in

@@ -19,13 +19,29 @@ pub struct PidNs {
 }
 
 /// How many pid namespaces deep stasis sees itself through `/proc` (1: in the namespace
-/// of the proc mount).
+/// of the proc mount); read once (a process never changes its own pid namespace).
 fn own_level() -> Result<usize, DumpError> {
-    Ok(proc::status(std::process::id() as i32)?.ns_pid.len().max(1))
+    static LEVEL: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    if let Some(&level) = LEVEL.get() {
+        return Ok(level);
+    }
+    let level = proc::status(std::process::id() as i32)?.ns_pid.len().max(1);
+    Ok(*LEVEL.get_or_init(|| level))
+}
+
+/// Whether `pid` is in stasis's own pid namespace (then it has no ids below stasis's:
+/// its `NSpid` need not be read). Stasis's inode is stat'ed once.
+fn in_own(pid: i32) -> bool {
+    static OWN: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let own = *OWN.get_or_init(|| inode("self", "pid"));
+    own.is_some() && inode(&pid.to_string(), "pid") == own
 }
 
 /// Whether `pid` is the init of a pid namespace below the dumper's.
 pub fn is_ns_init(pid: i32) -> Result<bool, DumpError> {
+    if in_own(pid) {
+        return Ok(false);
+    }
     let own = own_level()?;
     let ids = proc::status(pid)?.ns_pid;
     Ok(ids.len() > own && ids.last() == Some(&1))
@@ -54,7 +70,10 @@ pub fn collect(tree: &TreeImage, threads: &HashMap<i32, Vec<i32>>) -> Result<Pid
             }
             continue;
         }
-        let ids = below(&proc::status(e.pid)?.ns_pid, own);
+        let ids = match in_own(e.pid) {
+            true => Vec::new(),
+            false => below(&proc::status(e.pid)?.ns_pid, own),
+        };
         check_place(e, &ids, parent, e.pid == root, &ns)?;
         // Threads share their process's pid namespace (`CLONE_THREAD` refuses
         // `CLONE_NEWPID`): in the dumper's, they have no inner ids to read either.
