@@ -5,7 +5,7 @@
 #                         | --lazy [MIB [RUNS]]  (post-copy over loopback, 4096 MiB by default, and CRIU's)
 #                         [--compare 'DUMP_TEMPLATE' 'RESTORE_TEMPLATE'] [--only a,b]
 #                         [--storage /dev/shm,/var/tmp]
-#        scripts/bench.sh --incremental [--runs N] [--mib MIB] [--percent P] [--verify] [--rt]
+#        scripts/bench.sh --incremental [--runs N] [--mib MIB] [--percent P] [--verify] [--rt] [--repeat N] [--profile]
 #                         [--criu /path/to/criu] [--storage DIR] [--json FILE]
 #                         (frozen time of pre-dumps and of an incremental dump -R, see
 #                         scripts/bench/incremental.py)

@@ -6,9 +6,13 @@ Per run: a `dirty MIB PERCENT` workload fills MIB of random memory and says READ
   2. `stasis pre-dump --prev-images-dir ../pre1`         (idle: nothing written since)
   3. SIGUSR2: the workload writes PERCENT % of its pages
   4. `stasis dump -R --prev-images-dir ../pre2 --stats-json`  (incremental, keeps running)
+  5. with --repeat N: N times more, SIGUSR2 then `stasis dump -R` against the previous
+     dump (periodic checkpoints, as `stasis checkpoint` takes them)
 and the frozen time and stored size of each step are recorded; the medians are printed.
-With --verify, the last run's workload is killed, the chain restored from step 4's image
-and its memory checksum checked (SIGUSR1 -> OK/BAD).
+With --profile, the STASIS_PROFILE lines of the last run's last dump -R are printed
+(where its frozen window went).
+With --verify, the last run's workload is killed, the chain restored from its last image
+(step 4's, or the last repeated dump's) and its memory checksum checked (SIGUSR1 -> OK/BAD).
 CRIU's pre-dump is tried once with --criu: it needs soft-dirty tracking, which this
 kernel may lack; the table says so when it aborts.
 """
@@ -55,8 +59,9 @@ def dir_bytes(path):
 PREFIX = []
 
 
-def run(argv):
-    r = subprocess.run(PREFIX + argv, capture_output=True, text=True)
+def run(argv, env=None):
+    r = subprocess.run(PREFIX + argv, capture_output=True, text=True,
+                       env=dict(os.environ, **env) if env else None)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed: {r.stderr.strip()}")
     return r.stdout + r.stderr
@@ -120,12 +125,26 @@ def one_run(args, scratch, n, check):
         js = json.load(open(stats))
         res["incr_dump_frozen_s"] = js["frozen_s"]
         res["incr_dump_mib"] = dir_bytes(f"{base}/d3") / 2**20
+        repeated, prev = [], "d3"
+        for k in range(args.repeat):
+            w.dirty()
+            last = args.profile and k == args.repeat - 1
+            out = run([st, "dump", "-t", str(w.pid), "-D", f"{base}/r{k}", "-R",
+                       "--prev-images-dir", f"../{prev}", "--stats-json", stats],
+                      {"STASIS_PROFILE": "1"} if last else None)
+            repeated.append(json.load(open(stats))["frozen_s"])
+            res["repeat_dump_mib"] = dir_bytes(f"{base}/r{k}") / 2**20
+            if last:
+                res["profile"] = "\n".join(l for l in out.splitlines() if l.startswith("profile:"))
+            prev = f"r{k}"
+        if repeated:
+            res["repeat_dump_frozen_s"] = statistics.median(repeated)
         if check:
             # Pages written right after the dump resumed the tree belong to the next
             # image; the restore of this one must give the memory as it was dumped.
             run([st, "pre-dump", "--stop-tracking", "-t", str(w.pid)])
             kill(w.pid)
-            run([st, "restore", "-D", f"{base}/d3", "-d"])
+            run([st, "restore", "-D", f"{base}/{prev}", "-d"])
             res["restored"] = verify(w.pid, okfile)
             kill(w.pid)
     finally:
@@ -193,6 +212,10 @@ def main():
     ap.add_argument("--criu", help="CRIU binary to try pre-dump with")
     ap.add_argument("--rt", action="store_true",
                     help="run stasis under chrt -f 50 (a loaded machine: see PREFIX)")
+    ap.add_argument("--repeat", type=int, default=0,
+                    help="dump -R this many times more, each against the previous")
+    ap.add_argument("--profile", action="store_true",
+                    help="print STASIS_PROFILE of the last run's last repeated dump -R")
     ap.add_argument("--json")
     args = ap.parse_args()
     if args.rt:
@@ -205,7 +228,7 @@ def main():
         for n in range(args.runs):
             r = one_run(args, scratch, n, args.verify and n == args.runs - 1)
             print(f"run {n}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                          for k, v in r.items()), file=sys.stderr)
+                                          for k, v in r.items() if k != "profile"), file=sys.stderr)
             runs.append(r)
         criu = criu_predump(args, scratch) if args.criu else "not tried"
     finally:
@@ -222,7 +245,13 @@ def main():
     print(f"| first pre-dump | {med['first_predump_frozen_s'] * 1e3:.1f} | - |")
     print(f"| idle second pre-dump | {med['idle_predump_frozen_s'] * 1e3:.1f} | {med['idle_predump_mib']:.2f} |")
     print(f"| dump -R after {args.percent} % written | {med['incr_dump_frozen_s'] * 1e3:.1f} | {med['incr_dump_mib']:.1f} |")
+    if args.repeat:
+        print(f"| dump -R repeated ({args.repeat}x per run), each after {args.percent} % written | "
+              f"{med['repeat_dump_frozen_s'] * 1e3:.1f} | {med['repeat_dump_mib']:.1f} |")
     print(f"| CRIU 4.2 pre-dump | {criu} | |")
+    if args.profile and runs[-1].get("profile"):
+        print("STASIS_PROFILE of the last repeated dump -R:")
+        print(runs[-1]["profile"])
     if args.verify:
         print(f"restore of the last incremental image: {runs[-1].get('restored')}")
     if args.json:

@@ -2,6 +2,7 @@
 //! the tracking of written pages (`track.rs`) that decides which pages the parent holds
 //! unchanged. Shared by `stasis dump` and `stasis pre-dump` (`predump.rs`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::track::{Scanned, Tracking};
@@ -20,6 +21,9 @@ pub struct Incremental {
     parent: Option<(String, PathBuf, ChainImage)>,
     /// The parent's records decoded, when the parent is a sealed image.
     _records: Option<TempDir>,
+    /// The ranges the parent holds pages (or parent runs) for, by pid: read from its
+    /// `mm-PID.img` before the freeze, so that the frozen window only intersects.
+    held: HashMap<i32, Vec<(u64, u64)>>,
     tracking: Option<Tracking>,
     /// The tracking goes on after this dump (`-R` with `--track-mem` or a parent, and
     /// every pre-dump).
@@ -67,10 +71,15 @@ impl Incremental {
             }
             None => None,
         };
+        let held = match &parent {
+            Some((_, pdir, chain)) => held_ranges(pdir, &chain.pids),
+            None => HashMap::new(),
+        };
         Ok(Incremental {
             id: chain::new_id(),
             parent,
             _records: records,
+            held,
             tracking: None,
             keep,
         })
@@ -116,13 +125,18 @@ impl Incremental {
         leader: &Seized,
         ip: u64,
     ) -> Result<Vec<(u64, u64)>, DumpError> {
-        let scanned = self.scan(pid, vmas)?;
+        let scanned = {
+            let _span = crate::profile::span("written scan");
+            self.scan(pid, vmas)?
+        };
         if self.keep {
             if let Some(t) = self.tracking.as_mut() {
+                let _span = crate::profile::span("arm tracking");
                 t.ensure_uffd(pid, leader, ip)?;
                 t.arm(pid, &scanned.unarmed, Some((leader, ip)))?;
             }
         }
+        let _span = crate::profile::span("parent runs");
         self.in_parent(pid, scanned.clean)
     }
 
@@ -135,6 +149,7 @@ impl Incremental {
         let Some(t) = self.tracking.as_mut() else {
             return Ok(());
         };
+        let _span = crate::profile::span("tracking join");
         // Private anonymous memory only: no file of a mapping is looked at while frozen.
         let anon: Vec<_> = (crate::proc::maps(pid)?.into_iter())
             .filter(|e| !e.shared && e.inode == 0)
@@ -173,11 +188,14 @@ impl Incremental {
         if clean.is_empty() || !chain.pids.contains(&pid) {
             return Ok(Vec::new());
         }
-        let mm = crate::image::load::load_mm(pdir, pid)?;
-        let held: Vec<(u64, u64)> = (mm.page_runs.iter())
-            .map(|r| (r.addr, r.addr + r.pages * crate::abi::PAGE_SIZE))
-            .collect();
-        Ok(crate::ranges::intersect(&clean, &held))
+        match self.held.get(&pid) {
+            Some(held) => Ok(crate::ranges::intersect(&clean, held)),
+            // Not read before the freeze: its failure, now that it matters.
+            None => {
+                crate::image::load::load_mm(pdir, pid)?;
+                Ok(Vec::new())
+            }
+        }
     }
 
     /// `chain.img` of this image.
@@ -204,6 +222,27 @@ impl Incremental {
             _ => Ok(()),
         }
     }
+}
+
+/// The ranges each process `pids` of the parent image `pdir` holds pages (or parent
+/// runs) for, from its `mm-PID.img`. A record that does not load is left out: its error
+/// is raised if the dump asks for it (`Incremental::in_parent`), as the process may be
+/// gone.
+///
+/// Ordering requirements: before the freeze (the parent image does not change).
+fn held_ranges(pdir: &Path, pids: &[i32]) -> HashMap<i32, Vec<(u64, u64)>> {
+    let _span = crate::profile::span("parent runs (read)");
+    let mut out = HashMap::new();
+    for &pid in pids {
+        let Ok(mm) = crate::image::load::load_mm(pdir, pid) else {
+            continue;
+        };
+        let held = (mm.page_runs.iter())
+            .map(|r| (r.addr, r.addr + r.pages * crate::abi::PAGE_SIZE))
+            .collect();
+        out.insert(pid, held);
+    }
+    out
 }
 
 /// The directory holding the plain chain and mm records of the parent image `pdir`: itself,

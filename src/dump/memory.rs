@@ -101,6 +101,7 @@ pub fn dump(
         let _span = crate::profile::span("page scan");
         ranges_to_save(pid, vmas, overrides)?
     };
+    let plan = crate::profile::span("pages plan");
     let ranges = cut(ranges, from.inherited);
     let parent = if from.unchanged.is_empty() {
         Vec::new()
@@ -120,9 +121,12 @@ pub fn dump(
     };
     let ranges = cut(ranges, &lazy);
     let total = ranges.iter().map(|r| r.end - r.start).sum();
+    drop(plan);
+    let _span = crate::profile::span("pages files");
     let files = (0..super::stripes::stripes_for(total))
         .map(open)
         .collect::<Result<Vec<_>, _>>()?;
+    drop(_span);
     let progress = Phase::begin("dumping pages", total);
     let stage = from.stage && total <= STAGE_MAX;
     let batches = batches(&ranges);
@@ -193,7 +197,7 @@ fn ranges_to_save(
             guards.extend(own);
             continue;
         }
-        for r in pagemap.scan(vma.start, vma.end, present_query(private_file))? {
+        for r in present_regions(&pagemap, vma, private_file)? {
             if r.categories & PAGE_IS_GUARD != 0 {
                 guards.push(guard(&r));
                 continue;
@@ -242,6 +246,63 @@ fn with_pages(
         }
         _ => Ok(subtract(&whole, &markers.found)),
     }
+}
+
+/// The present, swapped and guard pages of `vma` as regions reporting zero-pfn pages,
+/// swapped ones and guards (see [`present_query`]). In an anonymous mapping they are
+/// found as the complement of the pages *not* to read ([`absent_query`]): the kernel's
+/// cost is in reporting a page, not in looking at it, and those pages are few where
+/// memory is dense (2.5 ms instead of 11 ms for 4 GiB of present pages).
+fn present_regions(
+    pagemap: &Pagemap,
+    vma: &Vma,
+    private_file: bool,
+) -> Result<Vec<PageRegion>, DumpError> {
+    if private_file || !matches!(vma.kind, VmaKind::Anon) {
+        return Ok(pagemap.scan(vma.start, vma.end, present_query(private_file))?);
+    }
+    let absent = pagemap.scan(vma.start, vma.end, absent_query())?;
+    Ok(complement(vma.start, vma.end, &absent))
+}
+
+/// Pages not present or mapping the zero page, reporting which are swapped entries,
+/// guards or zero pages (a page neither is a hole: nothing to read there).
+fn absent_query() -> Query {
+    Query {
+        inverted: PAGE_IS_PRESENT,
+        any: PAGE_IS_PRESENT | PAGE_IS_PFNZERO,
+        report: PAGE_IS_PFNZERO | PAGE_IS_SWAPPED | PAGE_IS_GUARD,
+        ..Default::default()
+    }
+}
+
+/// What [`present_query`] reports of `[start, end)`, from the sorted regions `absent`
+/// ([`absent_query`]) found there: each gap between them is present (no category), and
+/// of them the swapped entries, guards and zero pages are kept, holes dropped.
+fn complement(start: u64, end: u64, absent: &[PageRegion]) -> Vec<PageRegion> {
+    let mut out = Vec::with_capacity(absent.len() + 1);
+    let mut at = start;
+    for r in absent {
+        if r.start > at {
+            out.push(PageRegion {
+                start: at,
+                end: r.start,
+                categories: 0,
+            });
+        }
+        if r.categories != 0 {
+            out.push(*r);
+        }
+        at = at.max(r.end);
+    }
+    if at < end {
+        out.push(PageRegion {
+            start: at,
+            end,
+            categories: 0,
+        });
+    }
+    out
 }
 
 /// Present or swapped pages, reporting zero-pfn pages, swapped ones and guards, and (in
@@ -359,6 +420,64 @@ mod tests {
             readable: true,
             drop_zeros: true,
         }
+    }
+
+    fn region(start: u64, end: u64, categories: u64) -> PageRegion {
+        PageRegion {
+            start,
+            end,
+            categories,
+        }
+    }
+
+    #[test]
+    fn present_pages_are_the_complement_of_the_absent_ones() {
+        let absent = [
+            region(0x1000, 0x2000, 0),               // a hole
+            region(0x3000, 0x4000, PAGE_IS_PFNZERO), // the zero page
+            region(0x4000, 0x6000, PAGE_IS_SWAPPED), // swapped or markers
+            region(0x8000, 0x9000, PAGE_IS_SWAPPED | PAGE_IS_GUARD),
+        ];
+        assert_eq!(
+            complement(0x0, 0xa000, &absent),
+            vec![
+                region(0x0, 0x1000, 0),
+                region(0x2000, 0x3000, 0),
+                absent[1],
+                absent[2],
+                region(0x6000, 0x8000, 0),
+                absent[3],
+                region(0x9000, 0xa000, 0),
+            ]
+        );
+        assert_eq!(complement(0x0, 0x2000, &[]), vec![region(0x0, 0x2000, 0)]);
+        assert_eq!(complement(0x0, 0x1000, &[region(0x0, 0x1000, 0)]), vec![]);
+    }
+
+    /// The complement of the absent pages is what the present-page query reports, on
+    /// memory of this process holding written pages, zero pages and holes.
+    #[test]
+    fn complement_scan_matches_the_present_scan() {
+        let page = crate::abi::PAGE_SIZE as usize;
+        // Large enough to be a fresh mapping of its own: untouched pages are holes.
+        let mut buf = vec![0u8; 96 * page];
+        let base = (buf.as_ptr() as usize).next_multiple_of(page);
+        let first = base - buf.as_ptr() as usize;
+        for i in [0usize, 1, 2, 10, 40, 41, 80] {
+            buf[first + i * page] = 1;
+        }
+        for i in [20usize, 21, 60] {
+            // A read of an untouched page maps the zero page.
+            std::hint::black_box(buf[first + i * page]);
+        }
+        let (start, end) = (base as u64, (base + 90 * page) as u64);
+        let pagemap = Pagemap::open(std::process::id() as i32).expect("open");
+        let present = pagemap
+            .scan(start, end, present_query(false))
+            .expect("scan");
+        let absent = pagemap.scan(start, end, absent_query()).expect("scan");
+        std::hint::black_box(&buf);
+        assert_eq!(complement(start, end, &absent), present);
     }
 
     #[test]

@@ -767,6 +767,7 @@ fn save_mm(
         cow: cow_ranges,
         shmem_objects: space.shmem.objects,
     };
+    let _span = crate::profile::span("mm record");
     writer.write_record(&record_name("mm", pid), Kind::Mm, &mm)?;
     Ok((mstats, saved.staged))
 }

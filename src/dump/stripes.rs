@@ -15,8 +15,9 @@
 //! `syncfs` has little left to do (submitting writeback blocks, so no worker does it).
 //!
 //! *Staged* (a dump that keeps the tree running, with few pages to store): the workers
-//! copy the pages into memory instead of the files, and [`Staged::write`] writes them
-//! once the tree runs again, so that the tree is frozen only for the copy.
+//! read the pages straight into memory reserved before the freeze instead of the files
+//! (no second copy; zero pages dropped in place), and [`Staged::write`] writes them once
+//! the tree runs again, so that the tree is frozen only for the read.
 
 use std::fs::File;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -111,11 +112,11 @@ pub fn reserve_staging(bytes: u64) {
             let mut b = vec![0u8; each];
             // A byte of every page written (and the writes kept: a zeroed allocation
             // maps nothing yet), so that every page is mapped now, not while frozen.
+            // The length stays: pages are read into it in place (`Staged::used`).
             b.iter_mut()
                 .step_by(PAGE_SIZE as usize)
                 .for_each(|x| *x = 1);
             std::hint::black_box(&mut b);
-            b.clear();
             b
         })
         .collect();
@@ -138,23 +139,39 @@ fn reserved() -> Vec<u8> {
 /// the copy.
 pub struct Staged {
     file: PagesWriter,
+    /// Room for the pages; the first `used` bytes hold them.
     data: Vec<u8>,
+    used: usize,
 }
 
 impl Staged {
     /// Checksums and writes the pages and finishes the file (its fsync is the image
     /// commit's).
     pub fn write(mut self) -> Result<(), DumpError> {
+        let data = &self.data[..self.used];
         let mut crc = crc32fast::Hasher::new();
-        crc.update(&self.data);
-        self.file.write_summed(&[&self.data], &crc)?;
+        crc.update(data);
+        self.file.write_summed(&[data], &crc)?;
         self.file.finish()?;
         Ok(())
     }
 
     /// Bytes held.
     pub fn len(&self) -> usize {
-        self.data.len()
+        self.used
+    }
+
+    /// Makes room for `len` more bytes after those held (the reserve grown if short).
+    fn room(&mut self, len: usize) {
+        if self.data.len() < self.used + len {
+            self.data.resize(self.used + len, 0);
+        }
+    }
+
+    /// Keeps `pieces` (offsets and lengths into the room last given, in order) of what
+    /// was read there: moved down over what is not kept.
+    fn keep(&mut self, pieces: &[(usize, usize)]) {
+        self.used = compact(&mut self.data, self.used, pieces);
     }
 }
 
@@ -171,26 +188,20 @@ impl Sink {
             true => Sink::Memory(Staged {
                 file,
                 data: reserved(),
+                used: 0,
             }),
         }
     }
 
-    /// Appends `pieces`: checksummed and written to the file, or copied (the checksum
-    /// is [`Staged::write`]'s).
+    /// Appends `pieces` to the file, checksummed (a staged sink keeps its pages in
+    /// place instead, [`Staged::keep`]).
     fn append(&mut self, pieces: &[&[u8]]) -> Result<(), ImageError> {
-        match self {
-            Sink::File(f) => {
-                let mut crc = crc32fast::Hasher::new();
-                pieces.iter().for_each(|p| crc.update(p));
-                f.write_summed(pieces, &crc)
-            }
-            Sink::Memory(m) => {
-                let len: usize = pieces.iter().map(|p| p.len()).sum();
-                m.data.reserve(len);
-                pieces.iter().for_each(|p| m.data.extend_from_slice(p));
-                Ok(())
-            }
+        if let Sink::File(f) = self {
+            let mut crc = crc32fast::Hasher::new();
+            pieces.iter().for_each(|p| crc.update(p));
+            f.write_summed(pieces, &crc)?;
         }
+        Ok(())
     }
 
     /// Bytes written to the file (none while staged).
@@ -329,6 +340,11 @@ impl Worker {
 
     fn write_batch(&mut self, batch: &[Range], progress: &Phase) -> Result<(), DumpError> {
         let len: usize = batch.iter().map(|r| (r.end - r.start) as usize).sum();
+        if matches!(self.out, Sink::Memory(_)) {
+            let r = self.stage_batch(batch, len);
+            progress.advance(len as u64);
+            return r;
+        }
         if self.buf.len() < len {
             self.buf.resize(len, 0);
         }
@@ -346,6 +362,32 @@ impl Worker {
         self.buf = buf;
         progress.advance(len as u64);
         r
+    }
+
+    /// Reads the batch straight into the staged memory and keeps the pages stored.
+    fn stage_batch(&mut self, batch: &[Range], len: usize) -> Result<(), DumpError> {
+        let Sink::Memory(staged) = &mut self.out else {
+            unreachable!("called for a staged sink only");
+        };
+        staged.room(len);
+        let (mut data, used) = (std::mem::take(&mut staged.data), staged.used);
+        let read = {
+            let _span = crate::profile::span("read pages");
+            self.read(batch, &mut data[used..used + len])
+        };
+        let pieces = match read {
+            Ok(()) => {
+                let _span = crate::profile::span("plan+store pages");
+                self.plan(batch, &data[used..used + len])
+            }
+            Err(_) => Vec::new(),
+        };
+        let Sink::Memory(staged) = &mut self.out else {
+            unreachable!("called for a staged sink only");
+        };
+        staged.data = data;
+        staged.keep(&pieces);
+        read
     }
 
     /// Reads the batch into `buf` (exactly its length).
@@ -427,6 +469,19 @@ impl Worker {
     }
 }
 
+/// Moves `pieces` (offsets and lengths from `base`, in order) of `data` down to `base`,
+/// one after the other; returns where the last ends.
+fn compact(data: &mut [u8], base: usize, pieces: &[(usize, usize)]) -> usize {
+    let mut to = base;
+    for &(o, l) in pieces {
+        if base + o != to {
+            data.copy_within(base + o..base + o + l, to);
+        }
+        to += l;
+    }
+    to
+}
+
 /// True if the page holds only zero bytes (compared 8 bytes at a time; pages are 4 KiB).
 fn is_zero(page: &[u8]) -> bool {
     page.chunks_exact(8)
@@ -443,6 +498,18 @@ mod tests {
         assert!(is_zero(&p));
         p[4095] = 1;
         assert!(!is_zero(&p));
+    }
+
+    #[test]
+    fn compaction_keeps_the_pieces_in_order() {
+        let mut data: Vec<u8> = (0..10).collect();
+        // Bytes 0-1 held before; read 2..10; keep 3..5 and 7..8 of that.
+        let end = compact(&mut data, 2, &[(1, 2), (5, 1)]);
+        assert_eq!(end, 5);
+        assert_eq!(&data[..5], &[0, 1, 3, 4, 7]);
+        let mut whole: Vec<u8> = (0..4).collect();
+        assert_eq!(compact(&mut whole, 0, &[(0, 4)]), 4);
+        assert_eq!(whole, vec![0, 1, 2, 3]);
     }
 
     #[test]
