@@ -145,11 +145,7 @@ fn how(m: &MountInfo, at: &Judged) -> Result<How, DumpError> {
         return Ok(How::External { key: key.clone() });
     }
     if let Some(gone) = m.root.strip_suffix("//deleted") {
-        return Err(DumpError::unsupported(format!(
-            "mount {} at {} (type {}, source {}) shows {gone}, deleted since it was bound, which \
-             stasis cannot make again; declare it with --external mnt[{}]:KEY",
-            m.id, m.mountpoint, m.fstype, m.source, m.mountpoint
-        )));
+        return deleted(m, gone, done);
     }
     let same_place = mine.iter().any(|h| {
         h.mountpoint == m.mountpoint && h.dev == m.dev && h.root == m.root && h.fstype == m.fstype
@@ -190,6 +186,28 @@ fn how(m: &MountInfo, at: &Judged) -> Result<How, DumpError> {
         }
     }
     Err(refusal(m, host_dir(m, mine)))
+}
+
+/// A bind of `gone`, deleted since: made again from the mount of the image on its
+/// filesystem (what it was is read by `deleted.rs`).
+fn deleted(m: &MountInfo, gone: &str, done: &[Mount]) -> Result<How, DumpError> {
+    let was = MountInfo {
+        root: gone.to_string(),
+        ..m.clone()
+    };
+    match same_fs_in_image(&was, done) {
+        Some((of, rel)) if !rel.is_empty() => Ok(How::Deleted {
+            of,
+            rel,
+            gone: Default::default(),
+        }),
+        _ => Err(DumpError::unsupported(format!(
+            "mount {} at {} (type {}, source {}) shows {gone}, deleted since it was bound, \
+             from a filesystem no other mount of the tree shows, which stasis cannot make \
+             again; declare it with --external mnt[{}]:KEY",
+            m.id, m.mountpoint, m.fstype, m.source, m.mountpoint
+        ))),
+    }
 }
 
 /// The one-line refusal of a mount stasis cannot make again.

@@ -12,6 +12,9 @@
 //! external mount given, the root directory there, the host's mounts the tree used
 //! still mounted, the new mount API present.
 
+mod binfmt;
+mod deleted;
+pub mod maps;
 pub mod nested;
 mod procfs;
 mod propagation;
@@ -43,6 +46,8 @@ pub struct Sources<'a> {
     /// mount of the restorer's namespace its source is on, which is in that group
     /// (`propagation::external_masters`): the master is taken from there.
     masters: std::collections::HashMap<u32, std::os::fd::OwnedFd>,
+    /// The binfmt_misc entries to register again once the tree is built (`binfmt.rs`).
+    binfmt: Option<&'a crate::image::mnt::BinfmtImage>,
 }
 
 fn unsupported(what: String) -> RestoreError {
@@ -77,6 +82,7 @@ pub fn verify<'a>(
         orphan: (image.orphan_pty.ptys.first()).map(|p| (p.devpts.clone(), p.index)),
         tmpfs: Default::default(),
         masters: Default::default(),
+        binfmt: Some(&image.binfmt).filter(|b| !b.entries.is_empty()),
     };
     let mine = own_mountinfo()?;
     for m in &mounts.mounts {
@@ -122,7 +128,7 @@ impl Sources<'_> {
                     ))
                 })?)
             }
-            How::New | How::Tmpfs | How::Bind { .. } => None,
+            How::New | How::Tmpfs | How::Bind { .. } | How::Deleted { .. } => None,
         })
     }
 
@@ -199,7 +205,14 @@ pub fn restore(
         premade.extend(tree::clone_host_sources(sources)?);
     }
     let outside = std::collections::HashMap::new();
-    crate::sys::mount::in_mount_ns(pid, || tree::build(sources, premade, outside))
+    let build = || {
+        tree::build(sources, premade, outside)?;
+        match sources.binfmt {
+            Some(entries) => binfmt::register(entries, sources.image),
+            None => Ok(()),
+        }
+    };
+    crate::sys::mount::in_mount_ns(pid, build)
         .map_err(|e| unsupported(format!("pid {pid}: {e}")))?
 }
 

@@ -91,7 +91,7 @@ fn make_all(
 ) -> Result<HashMap<u32, OwnedFd>, RestoreError> {
     let sources: std::collections::HashSet<u32> = (mounts.iter())
         .filter_map(|mt| match mt.how {
-            How::Bind { of, .. } => Some(of),
+            How::Bind { of, .. } | How::Deleted { of, .. } => Some(of),
             _ => None,
         })
         .collect();
@@ -99,8 +99,8 @@ fn make_all(
     let mut pristine: HashMap<u32, OwnedFd> = HashMap::new();
     // The dump judged binds in this order: each bind's source comes before it.
     let order = crate::image::mnt::shallow_first(mounts, |m: &Mount| &m.root);
-    let (news, binds): (Vec<&Mount>, Vec<&Mount>) =
-        (order.into_iter()).partition(|mt| !matches!(mt.how, How::Bind { .. }));
+    let (news, binds): (Vec<&Mount>, Vec<&Mount>) = (order.into_iter())
+        .partition(|mt| !matches!(mt.how, How::Bind { .. } | How::Deleted { .. }));
     for mt in news.into_iter().chain(binds) {
         let fd = match premade.remove(&mt.id) {
             Some(fd) => fd,
@@ -129,14 +129,9 @@ fn make(
         return m::clone_tree(None, &path).map_err(merr);
     }
     match &mt.how {
-        How::Bind { of, rel } => {
-            let src = pristine.get(of).ok_or_else(|| {
-                unsupported(format!(
-                    "mount {} at {}: its source mount {of} is not made yet",
-                    mt.id, mt.mountpoint
-                ))
-            })?;
-            m::clone_tree(Some(src.as_fd()), rel).map_err(merr)
+        How::Bind { of, rel } => m::clone_tree(Some(source(pristine, *of, mt)?), rel).map_err(merr),
+        How::Deleted { of, rel, gone } => {
+            super::deleted::bind(source(pristine, *of, mt)?, mt, rel, gone)
         }
         How::Tmpfs => {
             let (opts, ro) = super_opts(mt);
@@ -163,6 +158,20 @@ fn make(
             }
         }
     }
+}
+
+/// The untouched clone of mount `of`, which `mt` is bound from.
+fn source<'a>(
+    pristine: &'a HashMap<u32, OwnedFd>,
+    of: u32,
+    mt: &Mount,
+) -> Result<std::os::fd::BorrowedFd<'a>, RestoreError> {
+    pristine.get(&of).map(|fd| fd.as_fd()).ok_or_else(|| {
+        unsupported(format!(
+            "mount {} at {}: its source mount {of} is not made yet",
+            mt.id, mt.mountpoint
+        ))
+    })
 }
 
 /// The superblock options to give again (`rw`/`ro` apart, and those the kernel shows
