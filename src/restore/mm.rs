@@ -277,9 +277,10 @@ struct Source {
     /// Another mapping's object: mapped as the mapping was, with the saved protection
     /// (a private one receiving pages: writable for now), nothing else.
     shm: bool,
-    /// The process (as stasis sees it) through whose root stasis opens `path`, when it
-    /// is on a mount of another namespace of the tree (`restore/mnt/maps.rs`).
-    elsewhere: Option<i32>,
+    /// The path stasis opens itself and hands over, when the child cannot: a file on a
+    /// mount of another namespace of the tree, through a process of it, or another
+    /// process's object for a child whose root shows no `/proc` (`restore/mnt/maps.rs`).
+    elsewhere: Option<String>,
 }
 
 impl Source {
@@ -292,16 +293,14 @@ impl Source {
             VmaKind::Hugetlb { memfd: Some(m), .. } => m.offset,
             _ => o.offset,
         };
+        let rest = format!("map_files/{:x}-{:x}", o.start, o.end);
+        let by_stasis = crate::restore::mnt::maps::without_proc(opener);
         Source {
-            path: super::ns::pid::proc_path(
-                opener,
-                o.pid,
-                &format!("map_files/{:x}-{:x}", o.start, o.end),
-            ),
+            path: super::ns::pid::proc_path(opener, o.pid, &rest),
             flags: libc::O_RDWR | libc::O_CLOEXEC,
             offset,
             shm: true,
-            elsewhere: None,
+            elsewhere: by_stasis.then(|| format!("/proc/{}/{rest}", o.pid)),
         }
     }
 
@@ -324,13 +323,14 @@ impl Source {
             flags: mode | libc::O_CLOEXEC,
             offset: *offset,
             shm: false,
-            elsewhere: crate::restore::mnt::maps::elsewhere(pid, Some(v.start)),
+            elsewhere: crate::restore::mnt::maps::elsewhere(pid, Some(v.start))
+                .map(|ns_pid| format!("/proc/{ns_pid}/root{}", file.path)),
         })
     }
 
     /// Equal files (the offset aside) share one fd.
     fn same_file(&self, other: &Source) -> bool {
-        (&self.path, self.flags, self.elsewhere) == (&other.path, other.flags, other.elsewhere)
+        (&self.path, self.flags, &self.elsewhere) == (&other.path, other.flags, &other.elsewhere)
     }
 }
 
@@ -385,8 +385,8 @@ fn open_all(s: &mut Staged, files: &[Source]) -> Result<Vec<u64>, RestoreError> 
         // Handed over now: the batch's fds are predicted from the table after.
         s.flush()?;
         for (i, f) in files.iter().enumerate() {
-            if let Some(ns_pid) = f.elsewhere {
-                fds[i] = crate::restore::mnt::maps::open(s.child(), ns_pid, &f.path, f.flags)?;
+            if let Some(there) = &f.elsewhere {
+                fds[i] = crate::restore::mnt::maps::give(s.child(), there, &f.path, f.flags)?;
             }
         }
     }
@@ -714,9 +714,10 @@ pub fn set_mm_fields(s: &mut Staged, mm: &MmImage) -> Result<(), RestoreError> {
             // Handed over now, before the batch's fds are predicted.
             s.flush()?;
             let flags = libc::O_RDONLY | libc::O_CLOEXEC;
-            Some(crate::restore::mnt::maps::open(
+            let there = format!("/proc/{ns_pid}/root{}", f.path);
+            Some(crate::restore::mnt::maps::give(
                 s.child(),
-                ns_pid,
+                &there,
                 &f.path,
                 flags,
             )?)

@@ -98,6 +98,15 @@ pub fn opened_elsewhere(pid: i32, fd: i32) -> Option<i32> {
         .map(|e| e.ns_pid)
 }
 
+/// Where stasis reaches `path`, the link of fd `fd` of `pid`: in the namespace it was
+/// opened in ([`opened_elsewhere`]), else in its process's.
+pub fn reach_fd(pid: i32, fd: i32, path: &str) -> std::path::PathBuf {
+    match opened_elsewhere(pid, fd) {
+        Some(ns_pid) => format!("/proc/{ns_pid}/root{path}").into(),
+        None => super::reach(pid, path),
+    }
+}
+
 /// Forgets the fds of the last dump.
 pub fn forget() {
     ELSEWHERE.lock().unwrap_or_else(|e| e.into_inner()).clear();

@@ -5,7 +5,7 @@
 //! again and the filesystem is as it was (on a host filesystem too, as CRIU does).
 //! An object at that path already is another one: refused.
 
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
@@ -17,28 +17,63 @@ use crate::image::mnt::{Gone, Mount};
 use crate::restore::RestoreError;
 use crate::sys::mount as m;
 
-/// The detached bind of `rel` of `src` (a clone of mount `of`), deleted again.
-pub fn bind(src: BorrowedFd, mt: &Mount, rel: &str, gone: &Gone) -> Result<OwnedFd, RestoreError> {
-    let fail = |what: &str, e: Errno| {
-        unsupported(format!(
-            "mount {} at {}, a bind of deleted {rel}: {what}: {}",
-            mt.id,
-            mt.mountpoint,
-            e.desc()
-        ))
+/// What was made for a bind: removed once the bind is attached (the kernel does not
+/// attach a detached mount whose root is unlinked).
+pub struct Made {
+    /// A clone of the mount it was made in.
+    at: OwnedFd,
+    /// Paths relative to it, in the order made (directory or not).
+    paths: Vec<(String, bool)>,
+    what: String,
+}
+
+/// The detached bind of `rel` of `src` (a clone of mount `of`), made again as `gone`
+/// says; what was made is removed by [`Made::remove`] once the bind is attached.
+pub fn bind(
+    src: BorrowedFd,
+    mt: &Mount,
+    rel: &str,
+    gone: &Gone,
+) -> Result<(OwnedFd, Made), RestoreError> {
+    let mut made = Made {
+        at: m::clone_tree(Some(src), "").map_err(|e| unsupported(e.to_string()))?,
+        paths: Vec::new(),
+        what: made_what(mt, rel),
     };
-    let mut made = Vec::new();
-    let result = make(src, rel, gone, &mut made)
+    let fail =
+        |what: &str, e: Errno| unsupported(format!("{}: {what}: {}", made_what(mt, rel), e.desc()));
+    let bound = make(made.at.as_fd(), rel, gone, &mut made.paths)
         .map_err(|(what, e)| fail(&what, e))
         .and_then(|()| m::clone_tree(Some(src), rel).map_err(|e| unsupported(e.to_string())));
-    for (path, dir) in made.iter().rev() {
-        let how = match dir {
-            true => UnlinkatFlags::RemoveDir,
-            false => UnlinkatFlags::NoRemoveDir,
-        };
-        unlinkat(src, path.as_str(), how).map_err(|e| fail(&format!("remove {path}"), e))?;
+    match bound {
+        Ok(fd) => Ok((fd, made)),
+        Err(e) => {
+            made.remove()?;
+            Err(e)
+        }
     }
-    result
+}
+
+fn made_what(mt: &Mount, rel: &str) -> String {
+    format!(
+        "mount {} at {}, a bind of deleted {rel}",
+        mt.id, mt.mountpoint
+    )
+}
+
+impl Made {
+    /// Removes what was made, deepest first.
+    pub fn remove(self) -> Result<(), RestoreError> {
+        for (path, dir) in self.paths.iter().rev() {
+            let how = match dir {
+                true => UnlinkatFlags::RemoveDir,
+                false => UnlinkatFlags::NoRemoveDir,
+            };
+            unlinkat(self.at.as_fd(), path.as_str(), how)
+                .map_err(|e| unsupported(format!("{}: remove {path}: {}", self.what, e.desc())))?;
+        }
+        Ok(())
+    }
 }
 
 /// Makes `rel` (and its missing parents) below `src`, recording each path made.
@@ -87,6 +122,5 @@ fn write_all(file: &OwnedFd, mut data: &[u8]) -> Result<(), Errno> {
         let n = nix::unistd::write(file, data)?;
         data = &data[n..];
     }
-    let _ = file.as_raw_fd();
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! Files mapped (or run) by a process on a mount of another namespace of the tree than
 //! its own (`mntns-maps.img`, dumped by `dump/mnt/maps.rs`): stasis opens each path
 //! through `/proc/PID/root` of a process of that namespace (an ancestor, restored
-//! before) and hands the fd to the process, which maps it (or makes it its exe).
+//! before) and hands the fd to the process, which maps it (or makes it its exe). So too
+//! another process's shared object, for a process whose root shows no `/proc`.
 //!
 //! Ordering requirements: [`note`] for a process once it and its ancestors exist, before
 //! its Mappings stage.
@@ -35,17 +36,23 @@ pub fn elsewhere(pid: i32, start: Option<u64>) -> Option<i32> {
         .map(|(_, ns)| *ns)
 }
 
-/// Opens `path` in the mount namespace of `ns_pid` and hands it to `child`; its fd
-/// number there.
-pub fn open(child: &Child, ns_pid: i32, path: &str, flags: i32) -> Result<u64, RestoreError> {
-    let file = open_there(ns_pid, path, flags).map_err(|e| {
+/// Opens `there` (stasis's path to `path`) and hands it to `child`; its fd number there.
+pub fn give(child: &Child, there: &str, path: &str, flags: i32) -> Result<u64, RestoreError> {
+    let oflags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_CLOEXEC;
+    let file = nix::fcntl::open(there, oflags, nix::sys::stat::Mode::empty()).map_err(|e| {
         unsupported(format!(
-            "open {path} for pid {} in the mount namespace of pid {ns_pid}: {}",
+            "open {path} for pid {} (as {there}): {}",
             child.pid(),
             e.desc()
         ))
     })?;
     crate::restore::ns::handover::give_own(child, &file, path)
+}
+
+/// Whether the root of `pid` shows no `/proc` (it `pivot_root`ed into a namespace of
+/// its own without one): another process's objects are then opened by stasis.
+pub fn without_proc(pid: i32) -> bool {
+    !std::path::Path::new(&format!("/proc/{pid}/root/proc/self")).exists()
 }
 
 /// `path` of the mount namespace of `ns_pid`, opened by stasis through its root.

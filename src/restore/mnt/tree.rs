@@ -44,8 +44,13 @@ pub fn build(
     )
     .map_err(fail("make the new namespace private"))?;
     let mounts = &s.image.mounts;
-    let fds = make_all(s, mounts, premade)?;
-    attach_all(mounts, &fds)?;
+    // What binds of deleted objects made goes once they are attached, or on failure.
+    let mut made = Vec::new();
+    let attached = make_all(s, mounts, premade, &mut made)
+        .and_then(|fds| attach_all(mounts, &fds).map(|()| fds));
+    let removed = made.into_iter().try_for_each(super::deleted::Made::remove);
+    let fds = attached?;
+    removed?;
     nix::unistd::fchdir(&fds[&mounts[0].id]).map_err(fail("fchdir to the new root"))?;
     nix::unistd::pivot_root(".", ".").map_err(fail("pivot_root into the new root"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(fail("detach the old root"))?;
@@ -88,6 +93,7 @@ fn make_all(
     s: &Sources,
     mounts: &[Mount],
     mut premade: HashMap<u32, OwnedFd>,
+    made: &mut Vec<super::deleted::Made>,
 ) -> Result<HashMap<u32, OwnedFd>, RestoreError> {
     let sources: std::collections::HashSet<u32> = (mounts.iter())
         .filter_map(|mt| match mt.how {
@@ -104,7 +110,7 @@ fn make_all(
     for mt in news.into_iter().chain(binds) {
         let fd = match premade.remove(&mt.id) {
             Some(fd) => fd,
-            None => make(s, mt, &pristine)?,
+            None => make(s, mt, &pristine, made)?,
         };
         let orphan = s.orphan.as_ref();
         if let Some((_, index)) =
@@ -120,10 +126,12 @@ fn make_all(
     Ok(fds)
 }
 
+/// Mount `mt`, detached; what a bind of a deleted object made is added to `made`.
 fn make(
     s: &Sources,
     mt: &Mount,
     pristine: &HashMap<u32, OwnedFd>,
+    made: &mut Vec<super::deleted::Made>,
 ) -> Result<OwnedFd, RestoreError> {
     if let Some(path) = s.host_source(mt)? {
         return m::clone_tree(None, &path).map_err(merr);
@@ -131,7 +139,9 @@ fn make(
     match &mt.how {
         How::Bind { of, rel } => m::clone_tree(Some(source(pristine, *of, mt)?), rel).map_err(merr),
         How::Deleted { of, rel, gone } => {
-            super::deleted::bind(source(pristine, *of, mt)?, mt, rel, gone)
+            let (fd, what) = super::deleted::bind(source(pristine, *of, mt)?, mt, rel, gone)?;
+            made.push(what);
+            Ok(fd)
         }
         How::Tmpfs => {
             let (opts, ro) = super_opts(mt);
