@@ -705,11 +705,7 @@ impl Builder<'_> {
     /// The files `pid` maps or runs from another mount namespace of the tree
     /// (`mntns-maps.img`), pids as stasis sees them (those of an earlier restore are
     /// forgotten at the root).
-    fn maps_elsewhere(
-        &self,
-        pid: i32,
-        root: i32,
-    ) -> Result<Vec<((i32, Option<u64>), i32)>, RestoreError> {
+    fn maps_elsewhere(&self, pid: i32, root: i32) -> Result<Vec<mnt::maps::Far>, RestoreError> {
         if pid == root {
             mnt::maps::note(None);
         }

@@ -101,7 +101,7 @@ fn make(
     }
     let mode = Mode::from_bits_truncate(gone.mode);
     if gone.dir {
-        mkdirat(src, rel, mode).map_err(|e| (format!("make it again"), e))?;
+        mkdirat(src, rel, mode).map_err(|e| ("make it again".to_string(), e))?;
         made.push((rel.to_string(), true));
     } else {
         let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC;

@@ -15,11 +15,15 @@ use crate::restore::RestoreError;
 
 /// By (pid, mapping start or `None` for the exe) as stasis sees the pid, the pid of a
 /// process of the namespace its file is opened in.
-static FAR: std::sync::Mutex<Vec<((i32, Option<u64>), i32)>> = std::sync::Mutex::new(Vec::new());
+static FAR: std::sync::Mutex<Vec<Far>> = std::sync::Mutex::new(Vec::new());
+
+/// (pid, mapping start or `None` for the exe), and the pid of a process of the namespace
+/// its file is opened in: pids as stasis sees them.
+pub type Far = ((i32, Option<u64>), i32);
 
 /// Adds the files of a process to open elsewhere (pids as stasis sees them); `None`
 /// forgets those of an earlier restore (the root comes first).
-pub fn note(far: Option<Vec<((i32, Option<u64>), i32)>>) {
+pub fn note(far: Option<Vec<Far>>) {
     let mut all = FAR.lock().unwrap_or_else(|e| e.into_inner());
     match far {
         Some(far) => all.extend(far),
