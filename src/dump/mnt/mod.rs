@@ -1,8 +1,11 @@
 //! The tree's own mount namespace: when the root's mount namespace is not the dumper's,
 //! every mount of it is saved (`mnt.img`) with how to make it again (`tree.rs`), the
 //! files of each tmpfs (`tmpfs.rs`, `mnt-tmpfs-<id>.img`) and the peer groups and
-//! masters (`propagation.rs`). What cannot be made again is refused in [`plan`], before
-//! the tree is frozen, naming the mount and the option that would handle it.
+//! masters (`propagation.rs`), binds of deleted objects (`deleted.rs`) and the
+//! binfmt_misc entries that end with the tree (`binfmt.rs`, `binfmt.img`). Files a
+//! process maps from another namespace of the tree are found by `maps.rs`. What cannot
+//! be made again is refused in [`plan`], before the tree is frozen, naming the mount and
+//! the option that would handle it.
 //!
 //! It does not own the other namespaces (`dump/ns/` rebuilds or refuses them) nor files
 //! held open on these mounts (`dump/files/`, which reach them through `/proc/PID/root`).

@@ -378,6 +378,27 @@ mod tests {
     }
 
     #[test]
+    fn a_bind_of_a_deleted_directory_is_made_from_its_filesystem() {
+        let theirs = parse(
+            "100 99 254:0 / / rw - ext4 /dev/vda rw\n\
+             101 100 0:50 / /t rw - tmpfs none rw\n\
+             102 101 0:50 /a/src//deleted /t/dst rw - tmpfs none rw\n\
+             103 100 0:60 /x//deleted /y rw - tmpfs other rw\n",
+        )
+        .unwrap();
+        let mine = parse(MINE).unwrap();
+        let e = classify(&theirs, &mine, &Externals::default()).unwrap_err();
+        assert!(e.to_string().contains("mount 103 at /y"), "{e}");
+        let out = classify(&theirs[..3], &mine, &Externals::default()).unwrap();
+        let deleted = How::Deleted {
+            of: 101,
+            rel: "a/src".into(),
+            gone: Default::default(),
+        };
+        assert_eq!(out[2].how, deleted);
+    }
+
+    #[test]
     fn refuses_fuse_naming_external() {
         let theirs = parse(
             "100 99 254:0 / / rw - ext4 /dev/vda rw\n101 100 0:70 / /f rw - fuse.sshfs h:/ rw\n",

@@ -5,8 +5,10 @@
 //! stasis then enters the new namespace and builds the tree there (`tree.rs`: every
 //! mount detached first, then attached parents first; tmpfs contents `tmpfs.rs`; peer
 //! groups and masters `propagation.rs`; proc mounts made by the root, in its pid
-//! namespace, `procfs.rs`) and makes it the namespace's root
-//! (`pivot_root`). Children of the root inherit the namespace.
+//! namespace, `procfs.rs`; binds of deleted objects `deleted.rs`) and makes it the
+//! namespace's root (`pivot_root`), then registers the binfmt_misc entries that ended
+//! with the tree (`binfmt.rs`). Children of the root inherit the namespace. Files mapped
+//! from another namespace of the tree are opened there (`maps.rs`).
 //!
 //! [`verify`] runs with the other host checks, before any process exists: every
 //! external mount given, the root directory there, the host's mounts the tree used
