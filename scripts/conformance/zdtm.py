@@ -150,6 +150,15 @@ def reap_orphans(keep):
                 pass
 
 
+def criu_root_relative(opt):
+    """A restore's `mnt[KEY]:PATH` with a relative PATH (mnt_root_ext's `.zdtm_root_ext.tmp`)
+    names PATH below `/` for CRIU: it binds the source after entering a mount namespace
+    (setns), which moves its cwd to that namespace's root. stasis resolves a relative path
+    against its cwd, as any command-line path, so the path is given as CRIU takes it."""
+    m = re.match(r"^(mnt\[[^\]]+\]:)([^/].*)$", opt)
+    return m.group(1) + "/" + m.group(2) if m else opt
+
+
 def run(argv, log, timeout, env=None, cwd=None, keep=()):
     """Run a command, reaping orphans meanwhile (but not `keep`, pids another Popen waits
     on); its stderr (and stdout) go to `log`."""
@@ -365,7 +374,8 @@ class Inner:
         return os.path.join(self.static, self.name + ".out")
 
     def stasis_opts(self, which):
-        return self.desc.get("opts", "").split() + self.desc.get(which, "").split()
+        opts = self.desc.get("opts", "").split() + self.desc.get(which, "").split()
+        return [criu_root_relative(o) if which == "ropts" else o for o in opts]
 
     def dump(self):
         os.makedirs(self.images, exist_ok=True)

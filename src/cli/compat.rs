@@ -239,6 +239,19 @@ impl CriuFlags {
             .filter_map(|e| mnt_external(e))
             .collect()
     }
+
+    /// The restore's `mnt[KEY]:PATH` externals, as `(KEY, PATH)` with PATH made absolute
+    /// against the cwd stasis was started in, as any path on a command line (the mount is
+    /// made later from a thread inside another mount namespace, whose cwd is elsewhere).
+    pub fn restore_mnt_externals(&self) -> Vec<(String, String)> {
+        let absolute = |p: String| match std::path::absolute(&p) {
+            Ok(a) => a.to_string_lossy().into_owned(),
+            Err(_) => p,
+        };
+        (self.mnt_externals().into_iter())
+            .map(|(key, path)| (key, absolute(path)))
+            .collect()
+    }
 }
 
 /// Dump options CRIU also takes at restore. stasis's image already records what each
@@ -295,6 +308,13 @@ mod tests {
         let ext = flags.mount_externals();
         assert!(ext.auto);
         assert_eq!(ext.named, [("/a".to_string(), "K".to_string())]);
+        let relative = CriuFlags {
+            external: vec!["mnt[K]:rel/dir".into()],
+            ..CriuFlags::default()
+        };
+        let cwd = std::env::current_dir().unwrap();
+        let at = cwd.join("rel/dir").to_string_lossy().into_owned();
+        assert_eq!(relative.restore_mnt_externals(), [("K".to_string(), at)]);
     }
 
     #[test]

@@ -151,7 +151,7 @@ pub fn run(args: RestoreArgs) -> i32 {
         skip_file_check: args.core.skip_file_check,
         cgroups: args.more.criu.cgroup_restore(),
         root: args.core.root,
-        mnt_externals: args.more.criu.mnt_externals(),
+        mnt_externals: args.more.criu.restore_mnt_externals(),
         join_net,
         inherit_fds: args.more.criu.inherit_fds().unwrap_or_default(),
         store,

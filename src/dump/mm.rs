@@ -224,12 +224,22 @@ fn mapped_file(pid: i32, e: &MapEntry, path: &str, named: &mut Named) -> Result<
         None => {
             // Through `/proc/PID/root` when the process has a mount namespace of its own.
             let at = crate::dump::mnt::reach(pid, path);
-            let now = file_id(&at.to_string_lossy(), path)?;
+            let now = file_id(&at.to_string_lossy(), path);
+            let dev = libc::makedev(e.dev_major, e.dev_minor);
+            let now = match now {
+                Ok(n) if (n.dev, n.ino) == (dev, e.inode) => n,
+                // A file of another namespace of the tree (the process changed root).
+                now => match crate::dump::mnt::maps::find(pid, path, dev, e.inode) {
+                    Some(there) => file_id(&there.to_string_lossy(), path)?,
+                    None => now?,
+                },
+            };
             named.entry(path.to_string()).or_insert(now).clone()
         }
     };
     let (major, minor) = (libc::major(now.dev), libc::minor(now.dev));
     if (major, minor, now.ino) == (e.dev_major, e.dev_minor, e.inode) {
+        crate::dump::mnt::maps::note(pid, path, Some(e.start));
         return Ok(now);
     }
     let link = format!("/proc/{pid}/map_files/{:x}-{:x}", e.start, e.end);
@@ -293,7 +303,13 @@ pub fn exe(pid: i32) -> Result<Option<FileId>, DumpError> {
             "the executable of pid {pid} ({path}) was deleted; stasis cannot checkpoint it yet"
         )));
     }
-    file_id(&format!("/proc/{pid}/exe"), &path).map(Some)
+    let id = file_id(&format!("/proc/{pid}/exe"), &path)?;
+    let at = crate::dump::mnt::reach(pid, &path);
+    let shown = std::fs::metadata(at).is_ok_and(|m| (m.dev(), m.ino()) == (id.dev, id.ino));
+    if !shown && crate::dump::mnt::maps::find(pid, &path, id.dev, id.ino).is_some() {
+        crate::dump::mnt::maps::note(pid, &path, None);
+    }
+    Ok(Some(id))
 }
 
 /// Where the vDSO is, if the task has one.

@@ -365,6 +365,7 @@ fn save_tree(
     };
     let pids: Vec<i32> = tree.procs.iter().map(Frozen::pid).collect();
     let mut fd_opts = fd_options(opts, &pids);
+    mnt::maps::set_tree(&pids);
     let nested = mnt::nested::plan(&tree.record, &pids, mounts.map(mnt::Plan::image))?;
     let mut held = Vec::new();
     // The mode of the lock of the tree's own network namespace, when it has one.
@@ -438,6 +439,7 @@ fn save_tree(
         plan.save(&writer)?;
     }
     nested.save(&writer)?;
+    mnt::maps::save(&writer)?;
     write_tty(&writer, &tree.record, &tables, opts.shell_job)?;
     let ns_locked = held.iter().any(files::Held::locks_namespace);
     write_netlock(

@@ -152,6 +152,14 @@ use super::error::ImageError;
 /// pair's other end inside, a macvlan's lower link — and the network namespaces processes
 /// of the tree made. An older image has none: its links are loopback, dummy and veth
 /// links whose other end is outside, and every process was in the root's namespace.
+///
+/// Version 16 also adds, for mount namespaces: the variant `How::Deleted` of `mnt.img`
+/// and `mntns.img` mounts (a bind of a file or directory deleted since, made again for
+/// the bind and removed), `binfmt.img` (kind 42, `image::mnt::BinfmtImage`: the
+/// binfmt_misc entries that end with the tree, registered again) and `mntns-maps.img`
+/// (kind 43, `image::mnt::MapsElsewhereImage`: mappings and exe links on a mount of
+/// another namespace of the tree, opened through a process of it). An older image has
+/// none of them.
 pub const FORMAT_VERSION: u32 = 16;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
@@ -213,6 +221,10 @@ pub enum Kind {
     /// Processes in the mount namespace of an ancestor other than their parent's
     /// (`mntns-join.img`, format 15).
     MntJoins = 39,
+    /// The binfmt_misc entries of the tree's namespace (`binfmt.img`, format 16).
+    Binfmt = 42,
+    /// Mappings on a mount of another namespace of the tree (`mntns-maps.img`, format 16).
+    MapsElsewhere = 43,
 }
 
 /// Human name of a kind number, for messages.
@@ -245,6 +257,8 @@ pub fn kind_name(kind: u32) -> &'static str {
         27 => "user namespace",
         38 => "network links",
         39 => "mount namespace joins",
+        42 => "binfmt_misc entries",
+        43 => "mappings in other mount namespaces",
         _ => "unknown",
     }
 }

@@ -73,6 +73,11 @@ pub struct Image {
     /// (format 15) Processes in an ancestor's mount namespace (empty without
     /// `mntns-join.img`).
     pub mnt_joins: super::mnt::JoinsImage,
+    /// (format 16) The binfmt_misc entries of its namespace (none without `binfmt.img`).
+    pub binfmt: super::mnt::BinfmtImage,
+    /// (format 16) Mappings on a mount of another of the tree's namespaces than their
+    /// process's (none without `mntns-maps.img`).
+    pub maps_elsewhere: super::mnt::MapsElsewhereImage,
     /// The tree's own network namespace (none without `netns.img`).
     pub netns: Option<super::netns::NetNsImage>,
     /// (format 15) The kind-specific attributes of its links (empty without
@@ -187,6 +192,13 @@ impl Image {
             Kind::MntJoins,
             super::mnt::validate_joins,
         )?;
+        let binfmt = load_optional(&present, super::mnt::BINFMT, Kind::Binfmt, |_, _| Ok(()))?;
+        let maps_elsewhere = load_optional(
+            &present,
+            super::mnt::MAPS_ELSEWHERE,
+            Kind::MapsElsewhere,
+            |_, _| Ok(()),
+        )?;
         let netns = load_present(
             &present,
             super::netns::NETNS,
@@ -222,6 +234,8 @@ impl Image {
             mounts,
             nested_mounts,
             mnt_joins,
+            binfmt,
+            maps_elsewhere,
             netns,
             netlinks,
             userns,
@@ -533,6 +547,8 @@ mod tests {
             mounts: None,
             nested_mounts: Default::default(),
             mnt_joins: Default::default(),
+            binfmt: Default::default(),
+            maps_elsewhere: Default::default(),
             netns: None,
             netlinks: Default::default(),
             userns: None,

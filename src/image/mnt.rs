@@ -32,6 +32,65 @@ pub fn nested_tmpfs_name(id: u32) -> String {
 /// The record of processes in an ancestor's mount namespace (format 15).
 pub const JOINS: &str = "mntns-join.img";
 
+/// The record of the binfmt_misc entries the tree's namespace had (format 16).
+pub const BINFMT: &str = "binfmt.img";
+
+/// The entries of the binfmt_misc instance a mount of the tree's namespace showed, which
+/// end with the tree (no mount of the dumper's namespace keeps that instance): registered
+/// again once the namespace is rebuilt (format 16). An absent record is none.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinfmtImage {
+    /// The mount (image id) whose `register` file they are written to.
+    pub mount: u32,
+    pub entries: Vec<BinfmtEntry>,
+}
+
+/// One binfmt_misc entry, as its file in the instance shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinfmtEntry {
+    pub name: Vec<u8>,
+    pub enabled: bool,
+    pub interpreter: Vec<u8>,
+    /// Of `POCF` (preserve argv0, open binary, credentials, fix binary).
+    pub flags: String,
+    pub matcher: BinfmtMatch,
+}
+
+/// What a binfmt_misc entry recognizes a program by.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BinfmtMatch {
+    /// Bytes `magic` at `offset`, compared under `mask` when there is one.
+    Magic {
+        offset: u32,
+        magic: Vec<u8>,
+        mask: Option<Vec<u8>>,
+    },
+    /// A file name ending in `.` and these bytes.
+    Extension(Vec<u8>),
+}
+
+/// The record of mappings and exe links on a mount of another namespace of the tree
+/// than their process's (format 16).
+pub const MAPS_ELSEWHERE: &str = "mntns-maps.img";
+
+/// Files mapped (or run) by a process of the tree that its own mount namespace does not
+/// show, each on a mount of another namespace of the tree (a process that left its
+/// parent's with `pivot_root` maps what it ran before): their paths are opened there
+/// (format 16). An absent record is none.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapsElsewhereImage {
+    pub maps: Vec<MapElsewhere>,
+}
+
+/// The file of mapping `start` of `pid` (`None`: its exe link) is opened through
+/// `/proc/NS_PID/root` of process `ns_pid`, restored before `pid`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapElsewhere {
+    pub pid: i32,
+    pub start: Option<u64>,
+    pub ns_pid: i32,
+}
+
 /// The processes of the tree in the mount namespace of an ancestor other than their
 /// parent's (format 15). An absent record is none.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +222,22 @@ pub enum How {
     /// Another view of the filesystem of mount `of` of the image: its directory `rel`
     /// (relative to that mount's root; empty for the same directory).
     Bind { of: u32, rel: String },
+    /// A bind of directory or file `rel` of mount `of` deleted since it was bound
+    /// (mountinfo shows its root as `...//deleted`, format 16): made again there as
+    /// `gone` says for the bind (its missing parents too), removed once bound.
+    Deleted { of: u32, rel: String, gone: Gone },
+}
+
+/// What a deleted file or directory a mount shows was (format 16).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gone {
+    pub dir: bool,
+    /// Permission bits (`st_mode & 0o7777`) and owner.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// A file's contents (a deleted directory is empty).
+    pub data: Vec<u8>,
 }
 
 /// The contents of one tmpfs: every entry, parents before children.

@@ -168,6 +168,7 @@ fn how(h: &How) -> String {
         How::Tmpfs => "new tmpfs, contents saved".into(),
         How::Bind { of, rel } if rel.is_empty() => format!("bind of mount {of}"),
         How::Bind { of, rel } => format!("bind of {rel} in mount {of}"),
+        How::Deleted { of, rel, .. } => format!("bind of {rel} in mount {of}, deleted"),
     }
 }
 

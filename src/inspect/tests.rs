@@ -80,6 +80,8 @@ fn sample_image() -> Image {
         mounts: None,
         nested_mounts: Default::default(),
         mnt_joins: Default::default(),
+        binfmt: Default::default(),
+        maps_elsewhere: Default::default(),
         netns: None,
         netlinks: Default::default(),
         userns: None,

@@ -175,7 +175,7 @@ fn map_sources(
     for &v in todo {
         let source = match owner(v) {
             Some(o) => Some(Source::shared(&o, v, pid)),
-            None => Source::file(v),
+            None => Source::file(v, pid),
         };
         let new = source
             .as_ref()
@@ -277,6 +277,10 @@ struct Source {
     /// Another mapping's object: mapped as the mapping was, with the saved protection
     /// (a private one receiving pages: writable for now), nothing else.
     shm: bool,
+    /// The path stasis opens itself and hands over, when the child cannot: a file on a
+    /// mount of another namespace of the tree, through a process of it, or another
+    /// process's object for a child whose root shows no `/proc` (`restore/mnt/maps.rs`).
+    elsewhere: Option<String>,
 }
 
 impl Source {
@@ -289,19 +293,18 @@ impl Source {
             VmaKind::Hugetlb { memfd: Some(m), .. } => m.offset,
             _ => o.offset,
         };
+        let rest = format!("map_files/{:x}-{:x}", o.start, o.end);
+        let by_stasis = crate::restore::mnt::maps::without_proc(opener);
         Source {
-            path: super::ns::pid::proc_path(
-                opener,
-                o.pid,
-                &format!("map_files/{:x}-{:x}", o.start, o.end),
-            ),
+            path: super::ns::pid::proc_path(opener, o.pid, &rest),
             flags: libc::O_RDWR | libc::O_CLOEXEC,
             offset,
             shm: true,
+            elsewhere: by_stasis.then(|| format!("/proc/{}/{rest}", o.pid)),
         }
     }
 
-    fn file(v: &Vma) -> Option<Source> {
+    fn file(v: &Vma, pid: i32) -> Option<Source> {
         let VmaKind::File {
             file,
             offset,
@@ -320,12 +323,14 @@ impl Source {
             flags: mode | libc::O_CLOEXEC,
             offset: *offset,
             shm: false,
+            elsewhere: crate::restore::mnt::maps::elsewhere(pid, Some(v.start))
+                .map(|ns_pid| format!("/proc/{ns_pid}/root{}", file.path)),
         })
     }
 
     /// Equal files (the offset aside) share one fd.
     fn same_file(&self, other: &Source) -> bool {
-        (&self.path, self.flags) == (&other.path, other.flags)
+        (&self.path, self.flags, &self.elsewhere) == (&other.path, other.flags, &other.elsewhere)
     }
 }
 
@@ -375,9 +380,24 @@ fn map_group(
 /// batch checks); a file that would not open stops the batch, named.
 fn open_all(s: &mut Staged, files: &[Source]) -> Result<Vec<u64>, RestoreError> {
     let pid = s.child().pid();
-    let fds = s.child().free_fds(files.len())?;
+    let mut fds = vec![0; files.len()];
+    if files.iter().any(|f| f.elsewhere.is_some()) {
+        // Handed over now: the batch's fds are predicted from the table after.
+        s.flush()?;
+        for (i, f) in files.iter().enumerate() {
+            if let Some(there) = &f.elsewhere {
+                fds[i] = crate::restore::mnt::maps::give(s.child(), there, &f.path, f.flags)?;
+            }
+        }
+    }
+    let near: Vec<usize> = (0..files.len())
+        .filter(|&i| files[i].elsewhere.is_none())
+        .collect();
+    let free = s.child().free_fds(near.len())?;
     let b = s.batch();
-    for (f, &fd) in files.iter().zip(&fds) {
+    for (&i, &fd) in near.iter().zip(&free) {
+        let f = &files[i];
+        fds[i] = fd;
         let path = b.put_str(&f.path);
         let args = [libc::AT_FDCWD as u64, path, f.flags as u64, 0];
         b.expect("openat", libc::SYS_openat, &args, fd);
@@ -684,14 +704,35 @@ pub fn seal(s: &mut Staged, mm: &MmImage) -> Result<(), RestoreError> {
 /// kernel refuses the exe change with EBUSY. Added to the pending batch, whose calls
 /// leave the fd table as they found it (the exe is opened at the predicted fd).
 pub fn set_mm_fields(s: &mut Staged, mm: &MmImage) -> Result<(), RestoreError> {
+    let pid = s.child().pid();
+    let far = mm
+        .exe
+        .as_ref()
+        .zip(crate::restore::mnt::maps::elsewhere(pid, None));
+    let given = match far {
+        Some((f, ns_pid)) => {
+            // Handed over now, before the batch's fds are predicted.
+            s.flush()?;
+            let flags = libc::O_RDONLY | libc::O_CLOEXEC;
+            let there = format!("/proc/{ns_pid}/root{}", f.path);
+            Some(crate::restore::mnt::maps::give(
+                s.child(),
+                &there,
+                &f.path,
+                flags,
+            )?)
+        }
+        None => None,
+    };
     let child = s.child();
     let fd = match mm.exe {
         Some(_) => child.lowest_free_fd()?,
         None => u64::from(u32::MAX),
     };
     let b = s.batch();
-    let exe_fd = match &mm.exe {
-        Some(f) => {
+    let exe_fd = match (&mm.exe, given) {
+        (Some(_), Some(given)) => given,
+        (Some(f), None) => {
             let path = b.put_str(&f.path);
             let flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
             let args = [libc::AT_FDCWD as u64, path, flags, 0];
@@ -699,7 +740,7 @@ pub fn set_mm_fields(s: &mut Staged, mm: &MmImage) -> Result<(), RestoreError> {
             b.about(format!("open {} in pid {}", f.path, child.pid()));
             fd
         }
-        None => u64::from(u32::MAX),
+        (None, _) => u64::from(u32::MAX),
     };
     let auxv: Vec<u8> = mm.auxv.iter().flat_map(|w| w.to_ne_bytes()).collect();
     let auxv_addr = b.put(&auxv);

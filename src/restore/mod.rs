@@ -602,6 +602,8 @@ impl Builder<'_> {
         }
         tree::early_subreaper(&child, p).map_err(at(RestoreStage::Session, pid))?;
         self.procs.push((pid, child));
+        let far = self.maps_elsewhere(pid, root);
+        mnt::maps::note(Some(far.map_err(at(RestoreStage::Mappings, pid))?));
         let deferred = self.plan.defers_setsid(pid);
         if !deferred {
             self.restore_session(entry)?;
@@ -700,6 +702,31 @@ impl Builder<'_> {
         (own.into_iter().chain(nested))
             .map(|(pid, mounts)| mnt::nested::Built { pid, mounts })
             .collect()
+    }
+
+    /// The files `pid` maps or runs from another mount namespace of the tree
+    /// (`mntns-maps.img`), pids as stasis sees them (those of an earlier restore are
+    /// forgotten at the root).
+    fn maps_elsewhere(&self, pid: i32, root: i32) -> Result<Vec<mnt::maps::Far>, RestoreError> {
+        if pid == root {
+            mnt::maps::note(None);
+        }
+        let host_pid = |p: i32| {
+            (self.procs.iter())
+                .find(|(q, _)| *q == p)
+                .map(|(_, c)| c.pid())
+        };
+        let mine = (self.image.maps_elsewhere.maps.iter()).filter(|m| m.pid == pid);
+        mine.map(|m| match (host_pid(m.pid), host_pid(m.ns_pid)) {
+            (Some(at), Some(ns)) => Ok(((at, m.start), ns)),
+            _ => Err(RestoreError::Unsupported {
+                what: format!(
+                    "pid {pid} maps a file of the mount namespace of pid {}, not restored before it",
+                    m.ns_pid
+                ),
+            }),
+        })
+        .collect()
     }
 
     /// The fds to open in another mount namespace than their process's, by (pid, fd) as

@@ -46,6 +46,7 @@ pub const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// the program, including its CPU check, runs on any x86_64.)
 const VICTIMS: &[(&str, &[&str])] = &[
     ("memory", &[]),
+    ("pivot_child", &[]),
     ("regs", &[]),
     ("signals", &[]),
     ("syscalls", &[]),

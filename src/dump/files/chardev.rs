@@ -85,7 +85,7 @@ pub fn decode_dev(nr: u32) -> u64 {
 /// another file): the restore would open something else.
 fn check_path_names(open: &OpenFd, rdev: u64, opts: &FdOptions) -> Result<(), DumpError> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let path = crate::dump::mnt::reach(open.pid, &open.target);
+    let path = crate::dump::mnt::nested::reach_fd(open.pid, open.fd, &open.target);
     let mut nodes = opts.device_nodes.borrow_mut();
     let named = *nodes.entry(path).or_insert_with_key(|path| {
         std::fs::metadata(path)

@@ -1,12 +1,18 @@
 //! The tree's own mount namespace: when the root's mount namespace is not the dumper's,
 //! every mount of it is saved (`mnt.img`) with how to make it again (`tree.rs`), the
 //! files of each tmpfs (`tmpfs.rs`, `mnt-tmpfs-<id>.img`) and the peer groups and
-//! masters (`propagation.rs`). What cannot be made again is refused in [`plan`], before
-//! the tree is frozen, naming the mount and the option that would handle it.
+//! masters (`propagation.rs`), binds of deleted objects (`deleted.rs`) and the
+//! binfmt_misc entries that end with the tree (`binfmt.rs`, `binfmt.img`). Files a
+//! process maps from another namespace of the tree are found by `maps.rs`. What cannot
+//! be made again is refused in [`plan`], before the tree is frozen, naming the mount and
+//! the option that would handle it.
 //!
 //! It does not own the other namespaces (`dump/ns/` rebuilds or refuses them) nor files
 //! held open on these mounts (`dump/files/`, which reach them through `/proc/PID/root`).
 
+mod binfmt;
+mod deleted;
+pub mod maps;
 pub mod nested;
 mod overlay;
 mod procfs;
@@ -15,7 +21,7 @@ mod tmpfs;
 mod tree;
 
 use super::DumpError;
-use crate::image::mnt::{How, MountsImage, MOUNTS};
+use crate::image::mnt::{How, MountsImage, BINFMT, MOUNTS};
 use crate::image::{ImageWriter, Kind};
 
 /// The mounts the user says come from outside the tree.
@@ -35,6 +41,8 @@ pub struct Externals {
 pub struct Plan {
     root: i32,
     image: MountsImage,
+    /// The binfmt_misc mount whose entries end with the tree (id, mount point).
+    binfmt: Option<(u32, String)>,
 }
 
 /// `Some` when the root of the tree lives in another mount namespace than stasis: its
@@ -47,11 +55,12 @@ pub fn plan(root: i32, externals: &Externals) -> Result<Option<Plan>, DumpError>
     }
     let theirs = read_mountinfo(root)?;
     let mine = read_mountinfo(std::process::id() as i32)?;
-    let mounts = tree::classify(&theirs, &mine, externals)?;
+    let mut mounts = tree::classify(&theirs, &mine, externals)?;
+    deleted::read(root, &mut mounts, false)?;
     propagation::check(&mounts, &mine)?;
     overlay::check(root, &mounts)?;
     procfs::check(root, &mounts)?;
-    host_instances(root, &mounts, &mine)?;
+    let binfmt = binfmt::check(root, &mounts, &mine)?;
     let unused =
         (externals.named.iter()).find(|(mp, _)| !mounts.iter().any(|m| &m.mountpoint == mp));
     if let Some((mp, key)) = unused {
@@ -62,51 +71,8 @@ pub fn plan(root: i32, externals: &Externals) -> Result<Option<Plan>, DumpError>
     Ok(Some(Plan {
         root,
         image: MountsImage { mounts },
+        binfmt,
     }))
-}
-
-/// binfmt_misc is made anew as the one instance of its user namespace: that of the
-/// host, not one of the tree's (whose entries would be the tree's own, not saved). Its
-/// entries live as long as the instance is mounted somewhere: with none, or with the
-/// dumper's namespace mounting it too (they are the host's then), a new mount is exact.
-fn host_instances(
-    root: i32,
-    mounts: &[crate::image::mnt::Mount],
-    mine: &[crate::proc::mountinfo::MountInfo],
-) -> Result<(), DumpError> {
-    let Some(m) = (mounts.iter()).find(|m| m.fstype == "binfmt_misc" && m.how == How::New) else {
-        return Ok(());
-    };
-    let kept = mine
-        .iter()
-        .any(|h| h.fstype == "binfmt_misc" && h.dev == m.dev);
-    let entries: Vec<String> = std::fs::read_dir(reach(root, &m.mountpoint))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-        })
-        .map(|names| names.filter(|n| n != "register" && n != "status").collect())
-        .unwrap_or_default();
-    if let Some(first) = entries.first().filter(|_| !kept) {
-        return Err(DumpError::unsupported(format!(
-            "mount {} at {} is a binfmt_misc whose {} entries ({first}...) end with the tree \
-             (stasis's namespace has it mounted nowhere) and are not saved; mount binfmt_misc \
-             in stasis's namespace to keep them, or declare it with --external mnt[{}]:KEY",
-            m.id,
-            m.mountpoint,
-            entries.len(),
-            m.mountpoint
-        )));
-    }
-    let user = |pid: &str| super::ns::ns_inode(pid, "user");
-    if user(&root.to_string())? == user("self")? {
-        return Ok(());
-    }
-    Err(DumpError::unsupported(format!(
-        "mount {} at {} is the binfmt_misc of pid {root}'s own user namespace, whose entries \
-         stasis does not save; declare it with --external mnt[{}]:KEY",
-        m.id, m.mountpoint, m.mountpoint
-    )))
 }
 
 fn refuse_unused(externals: &Externals) -> Result<(), DumpError> {
@@ -127,14 +93,20 @@ impl Plan {
 
     /// Writes `mnt.img` and each tmpfs's contents (the tree is frozen: they hold still).
     pub fn save(&self, writer: &ImageWriter) -> Result<(), DumpError> {
-        for m in &self.image.mounts {
+        let mut image = self.image.clone();
+        deleted::read(self.root, &mut image.mounts, true)?;
+        for m in &image.mounts {
             if m.how == How::Tmpfs {
                 let contents = tmpfs::read(self.root, m, &self.image.mounts)?;
                 let name = crate::image::mnt::tmpfs_name(m.id);
                 writer.write_record(&name, Kind::MntTmpfs, &contents)?;
             }
         }
-        writer.write_record(MOUNTS, Kind::Mounts, &self.image)?;
+        if let Some((id, mountpoint)) = &self.binfmt {
+            let entries = binfmt::read(self.root, *id, mountpoint)?;
+            writer.write_record(BINFMT, Kind::Binfmt, &entries)?;
+        }
+        writer.write_record(MOUNTS, Kind::Mounts, &image)?;
         Ok(())
     }
 }
@@ -189,6 +161,7 @@ fn ns_root_holder(pid: i32, ns: Option<u64>) -> i32 {
 pub fn forget_namespaces() {
     *LAST.lock().unwrap_or_else(|e| e.into_inner()) = None;
     nested::forget();
+    maps::forget();
 }
 
 /// `/proc/PID/mountinfo`, parsed.

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 
-use super::{ns_of, read_mountinfo, tmpfs, tree, DumpError};
+use super::{deleted, ns_of, read_mountinfo, tmpfs, tree, DumpError};
 use crate::image::mnt::{
     Elsewhere, How, Join, JoinsImage, Mount, MountsImage, NestedImage, NestedNs, JOINS, NESTED,
 };
@@ -96,6 +96,15 @@ pub fn opened_elsewhere(pid: i32, fd: i32) -> Option<i32> {
     all.iter()
         .find(|e| e.pid == pid && e.fd == fd)
         .map(|e| e.ns_pid)
+}
+
+/// Where stasis reaches `path`, the link of fd `fd` of `pid`: in the namespace it was
+/// opened in ([`opened_elsewhere`]), else in its process's.
+pub fn reach_fd(pid: i32, fd: i32, path: &str) -> std::path::PathBuf {
+    match opened_elsewhere(pid, fd) {
+        Some(ns_pid) => format!("/proc/{ns_pid}/root{path}").into(),
+        None => super::reach(pid, path),
+    }
 }
 
 /// Forgets the fds of the last dump.
@@ -195,7 +204,8 @@ fn judge(pid: i32, ppid: i32, ns: u64, known: &[u32]) -> Result<MountsImage, Dum
     };
     let theirs = read_mountinfo(pid)?;
     let parent = read_mountinfo(ppid)?;
-    let mounts = tree::classify_nested(&theirs, &parent).map_err(at)?;
+    let mut mounts = tree::classify_nested(&theirs, &parent).map_err(at)?;
+    deleted::read(pid, &mut mounts, true)?;
     if let Some(m) = mounts.iter().find(|m| m.how == How::Root { hint: None }) {
         return Err(at(DumpError::unsupported(format!(
             "its root mount {} ({} {}) shows a directory its parent's namespace has not mounted",

@@ -41,7 +41,7 @@ fn external_master(m: &Mount, g: u32, mine: &[MountInfo]) -> Result<(), String> 
         How::External { .. } | How::Root { .. } => return Ok(()),
         How::Host => &m.mountpoint,
         How::HostBind { path } => path,
-        How::New | How::Tmpfs | How::Bind { .. } => {
+        How::New | How::Tmpfs | How::Bind { .. } | How::Deleted { .. } => {
             return Err("and it is not bound from outside the tree".into())
         }
     };

@@ -145,11 +145,7 @@ fn how(m: &MountInfo, at: &Judged) -> Result<How, DumpError> {
         return Ok(How::External { key: key.clone() });
     }
     if let Some(gone) = m.root.strip_suffix("//deleted") {
-        return Err(DumpError::unsupported(format!(
-            "mount {} at {} (type {}, source {}) shows {gone}, deleted since it was bound, which \
-             stasis cannot make again; declare it with --external mnt[{}]:KEY",
-            m.id, m.mountpoint, m.fstype, m.source, m.mountpoint
-        )));
+        return deleted(m, gone, done);
     }
     let same_place = mine.iter().any(|h| {
         h.mountpoint == m.mountpoint && h.dev == m.dev && h.root == m.root && h.fstype == m.fstype
@@ -190,6 +186,28 @@ fn how(m: &MountInfo, at: &Judged) -> Result<How, DumpError> {
         }
     }
     Err(refusal(m, host_dir(m, mine)))
+}
+
+/// A bind of `gone`, deleted since: made again from the mount of the image on its
+/// filesystem (what it was is read by `deleted.rs`).
+fn deleted(m: &MountInfo, gone: &str, done: &[Mount]) -> Result<How, DumpError> {
+    let was = MountInfo {
+        root: gone.to_string(),
+        ..m.clone()
+    };
+    match same_fs_in_image(&was, done) {
+        Some((of, rel)) if !rel.is_empty() => Ok(How::Deleted {
+            of,
+            rel,
+            gone: Default::default(),
+        }),
+        _ => Err(DumpError::unsupported(format!(
+            "mount {} at {} (type {}, source {}) shows {gone}, deleted since it was bound, \
+             from a filesystem no other mount of the tree shows, which stasis cannot make \
+             again; declare it with --external mnt[{}]:KEY",
+            m.id, m.mountpoint, m.fstype, m.source, m.mountpoint
+        ))),
+    }
 }
 
 /// The one-line refusal of a mount stasis cannot make again.
@@ -357,6 +375,27 @@ mod tests {
             [100, 101, 102, 90],
             "the devpts is made before its node's bind"
         );
+    }
+
+    #[test]
+    fn a_bind_of_a_deleted_directory_is_made_from_its_filesystem() {
+        let theirs = parse(
+            "100 99 254:0 / / rw - ext4 /dev/vda rw\n\
+             101 100 0:50 / /t rw - tmpfs none rw\n\
+             102 101 0:50 /a/src//deleted /t/dst rw - tmpfs none rw\n\
+             103 100 0:60 /x//deleted /y rw - tmpfs other rw\n",
+        )
+        .unwrap();
+        let mine = parse(MINE).unwrap();
+        let e = classify(&theirs, &mine, &Externals::default()).unwrap_err();
+        assert!(e.to_string().contains("mount 103 at /y"), "{e}");
+        let out = classify(&theirs[..3], &mine, &Externals::default()).unwrap();
+        let deleted = How::Deleted {
+            of: 101,
+            rel: "a/src".into(),
+            gone: Default::default(),
+        };
+        assert_eq!(out[2].how, deleted);
     }
 
     #[test]

@@ -40,10 +40,10 @@ pub fn takes(entry: &FdEntry, pairs: &Pairs, pid: i32) -> bool {
     match &entry.kind {
         FdKind::Unix(_) => pairs.get(entry.fd).is_some(),
         // A file of another mount namespace is opened by stasis there (`mnt/nested.rs`).
-        FdKind::Path(_) | FdKind::OPath(_) => {
+        FdKind::Path(_) | FdKind::OPath(_) | FdKind::CharDev(_) => {
             !crate::restore::mnt::nested::is_elsewhere(pid, entry.fd)
         }
-        FdKind::CharDev(_) | FdKind::Dup { .. } => true,
+        FdKind::Dup { .. } => true,
         FdKind::PipePeer { .. } => true,
         FdKind::Inherited { pid: owner, .. } => crate::restore::ns::pid::view(pid, *owner) != 0,
         FdKind::Pipe(p) => p.data.len() <= PIPE_DATA_MAX,

@@ -12,7 +12,10 @@ use crate::restore::mm::open_in;
 use crate::restore::RestoreError;
 
 pub fn restore(at: &Install, c: &CharDevFd) -> Result<(), RestoreError> {
-    at.place(open_in(at.child, &c.path, at.reopen_flags())?)?;
+    let (path, flags, fd) = (&c.path, at.reopen_flags(), at.entry.fd);
+    // A node of another mount namespace of the tree is opened there (`mnt/nested.rs`).
+    let there = crate::restore::mnt::nested::open_elsewhere(at.child, fd, path, flags)?;
+    at.place(there.map_or_else(|| open_in(at.child, path, flags), Ok)?)?;
     seek(at, c.pos)
 }
 

@@ -5,13 +5,18 @@
 //! stasis then enters the new namespace and builds the tree there (`tree.rs`: every
 //! mount detached first, then attached parents first; tmpfs contents `tmpfs.rs`; peer
 //! groups and masters `propagation.rs`; proc mounts made by the root, in its pid
-//! namespace, `procfs.rs`) and makes it the namespace's root
-//! (`pivot_root`). Children of the root inherit the namespace.
+//! namespace, `procfs.rs`; binds of deleted objects `deleted.rs`) and makes it the
+//! namespace's root (`pivot_root`), then registers the binfmt_misc entries that ended
+//! with the tree (`binfmt.rs`). Children of the root inherit the namespace. Files mapped
+//! from another namespace of the tree are opened there (`maps.rs`).
 //!
 //! [`verify`] runs with the other host checks, before any process exists: every
 //! external mount given, the root directory there, the host's mounts the tree used
 //! still mounted, the new mount API present.
 
+mod binfmt;
+mod deleted;
+pub mod maps;
 pub mod nested;
 mod procfs;
 mod propagation;
@@ -47,6 +52,8 @@ pub struct Sources<'a> {
     /// mount of the restorer's namespace its source is on, which is in that group
     /// (`propagation::external_masters`): the master is taken from there.
     masters: std::collections::HashMap<u32, std::os::fd::OwnedFd>,
+    /// The binfmt_misc entries to register again once the tree is built (`binfmt.rs`).
+    binfmt: Option<&'a crate::image::mnt::BinfmtImage>,
 }
 
 fn unsupported(what: String) -> RestoreError {
@@ -90,6 +97,7 @@ pub fn verify<'a>(
             .collect(),
         tmpfs: Default::default(),
         masters: Default::default(),
+        binfmt: Some(&image.binfmt).filter(|b| !b.entries.is_empty()),
     };
     let mine = own_mountinfo()?;
     for m in &mounts.mounts {
@@ -135,7 +143,7 @@ impl Sources<'_> {
                     ))
                 })?)
             }
-            How::New | How::Tmpfs | How::Bind { .. } => None,
+            How::New | How::Tmpfs | How::Bind { .. } | How::Deleted { .. } => None,
         })
     }
 
@@ -212,7 +220,14 @@ pub fn restore(
         premade.extend(tree::clone_host_sources(sources)?);
     }
     let outside = std::collections::HashMap::new();
-    crate::sys::mount::in_mount_ns(pid, || tree::build(sources, premade, outside))
+    let build = || {
+        tree::build(sources, premade, outside)?;
+        match sources.binfmt {
+            Some(entries) => binfmt::register(entries, sources.image),
+            None => Ok(()),
+        }
+    };
+    crate::sys::mount::in_mount_ns(pid, build)
         .map_err(|e| unsupported(format!("pid {pid}: {e}")))?
 }
 

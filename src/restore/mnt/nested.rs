@@ -49,6 +49,7 @@ pub fn restore(
         devpts_ptys: Vec::new(),
         tmpfs,
         masters: Default::default(),
+        binfmt: None,
     };
     let pid = child.pid();
     let premade = procfs::make_in_root(&sources, child)?;
@@ -127,16 +128,13 @@ pub fn open_elsewhere(
         return Ok(None);
     };
     drop(found);
-    let there = format!("/proc/{ns_pid}/root{path}");
-    let oflags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_CLOEXEC;
-    let file =
-        nix::fcntl::open(there.as_str(), oflags, nix::sys::stat::Mode::empty()).map_err(|e| {
-            unsupported(format!(
-                "open {path} for fd {fd} of pid {} in the mount namespace of pid {ns_pid}: {}",
-                child.pid(),
-                e.desc()
-            ))
-        })?;
+    let file = super::maps::open_there(ns_pid, path, flags).map_err(|e| {
+        unsupported(format!(
+            "open {path} for fd {fd} of pid {} in the mount namespace of pid {ns_pid}: {}",
+            child.pid(),
+            e.desc()
+        ))
+    })?;
     let what = format!("fd {fd} ({path})");
     crate::restore::ns::handover::give_own(child, &file, &what).map(Some)
 }

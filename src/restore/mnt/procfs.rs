@@ -41,7 +41,7 @@ pub fn make_in_root(s: &Sources, child: &Child) -> Result<HashMap<u32, OwnedFd>,
 /// A proc mount the image makes anew (not a bind, not one of the host's).
 fn is_new_proc(s: &Sources, mt: &Mount) -> bool {
     mt.fstype == "proc"
-        && !matches!(mt.how, How::Bind { .. } | How::Tmpfs)
+        && !matches!(mt.how, How::Bind { .. } | How::Deleted { .. } | How::Tmpfs)
         && matches!(s.host_source(mt), Ok(None))
 }
 

@@ -44,8 +44,13 @@ pub fn build(
     )
     .map_err(fail("make the new namespace private"))?;
     let mounts = &s.image.mounts;
-    let fds = make_all(s, mounts, premade)?;
-    attach_all(mounts, &fds)?;
+    // What binds of deleted objects made goes once they are attached, or on failure.
+    let mut made = Vec::new();
+    let attached = make_all(s, mounts, premade, &mut made)
+        .and_then(|fds| attach_all(mounts, &fds).map(|()| fds));
+    let removed = made.into_iter().try_for_each(super::deleted::Made::remove);
+    let fds = attached?;
+    removed?;
     nix::unistd::fchdir(&fds[&mounts[0].id]).map_err(fail("fchdir to the new root"))?;
     nix::unistd::pivot_root(".", ".").map_err(fail("pivot_root into the new root"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(fail("detach the old root"))?;
@@ -88,10 +93,11 @@ fn make_all(
     s: &Sources,
     mounts: &[Mount],
     mut premade: HashMap<u32, OwnedFd>,
+    made: &mut Vec<super::deleted::Made>,
 ) -> Result<HashMap<u32, OwnedFd>, RestoreError> {
     let sources: std::collections::HashSet<u32> = (mounts.iter())
         .filter_map(|mt| match mt.how {
-            How::Bind { of, .. } => Some(of),
+            How::Bind { of, .. } | How::Deleted { of, .. } => Some(of),
             _ => None,
         })
         .collect();
@@ -99,12 +105,12 @@ fn make_all(
     let mut pristine: HashMap<u32, OwnedFd> = HashMap::new();
     // The dump judged binds in this order: each bind's source comes before it.
     let order = crate::image::mnt::shallow_first(mounts, |m: &Mount| &m.root);
-    let (news, binds): (Vec<&Mount>, Vec<&Mount>) =
-        (order.into_iter()).partition(|mt| !matches!(mt.how, How::Bind { .. }));
+    let (news, binds): (Vec<&Mount>, Vec<&Mount>) = (order.into_iter())
+        .partition(|mt| !matches!(mt.how, How::Bind { .. } | How::Deleted { .. }));
     for mt in news.into_iter().chain(binds) {
         let fd = match premade.remove(&mt.id) {
             Some(fd) => fd,
-            None => make(s, mt, &pristine)?,
+            None => make(s, mt, &pristine, made)?,
         };
         if mt.fstype == "devpts" {
             premake_ptys(s, mt, fd.as_fd(), sources.contains(&mt.id))?;
@@ -137,23 +143,22 @@ fn premake_ptys(
     Ok(())
 }
 
+/// Mount `mt`, detached; what a bind of a deleted object made is added to `made`.
 fn make(
     s: &Sources,
     mt: &Mount,
     pristine: &HashMap<u32, OwnedFd>,
+    made: &mut Vec<super::deleted::Made>,
 ) -> Result<OwnedFd, RestoreError> {
     if let Some(path) = s.host_source(mt)? {
         return m::clone_tree(None, &path).map_err(merr);
     }
     match &mt.how {
-        How::Bind { of, rel } => {
-            let src = pristine.get(of).ok_or_else(|| {
-                unsupported(format!(
-                    "mount {} at {}: its source mount {of} is not made yet",
-                    mt.id, mt.mountpoint
-                ))
-            })?;
-            m::clone_tree(Some(src.as_fd()), rel).map_err(merr)
+        How::Bind { of, rel } => m::clone_tree(Some(source(pristine, *of, mt)?), rel).map_err(merr),
+        How::Deleted { of, rel, gone } => {
+            let (fd, what) = super::deleted::bind(source(pristine, *of, mt)?, mt, rel, gone)?;
+            made.push(what);
+            Ok(fd)
         }
         How::Tmpfs => {
             let (opts, ro) = super_opts(mt);
@@ -180,6 +185,20 @@ fn make(
             }
         }
     }
+}
+
+/// The untouched clone of mount `of`, which `mt` is bound from.
+fn source<'a>(
+    pristine: &'a HashMap<u32, OwnedFd>,
+    of: u32,
+    mt: &Mount,
+) -> Result<std::os::fd::BorrowedFd<'a>, RestoreError> {
+    pristine.get(&of).map(|fd| fd.as_fd()).ok_or_else(|| {
+        unsupported(format!(
+            "mount {} at {}: its source mount {of} is not made yet",
+            mt.id, mt.mountpoint
+        ))
+    })
 }
 
 /// The superblock options to give again (`rw`/`ro` apart, and those the kernel shows
