@@ -148,7 +148,14 @@ use super::error::ImageError;
 /// pair's other end inside, a macvlan's lower link — and the network namespaces processes
 /// of the tree made. An older image has none: its links are loopback, dummy and veth
 /// links whose other end is outside, and every process was in the root's namespace.
-pub const FORMAT_VERSION: u32 = 15;
+///
+/// Version 16 also adds `ghost-homes.img` (kind 40, `image::ghost::GhostHomesImage`): the
+/// ghosts a process of a mount namespace made inside the tree held on a mount the root's
+/// namespace does not show at that path — each made through one mount of its filesystem
+/// (the root's namespace's, or that namespace's once it is built) under each of its
+/// names, each fd opening its own name in the namespace it was opened in. An older image
+/// has none: every ghost is made at its path in the root's namespace.
+pub const FORMAT_VERSION: u32 = 16;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;
@@ -209,6 +216,9 @@ pub enum Kind {
     /// Processes in the mount namespace of an ancestor other than their parent's
     /// (`mntns-join.img`, format 15).
     MntJoins = 39,
+    /// The ghosts made through a mount other than their path's (`ghost-homes.img`,
+    /// format 16).
+    GhostHomes = 40,
 }
 
 /// Human name of a kind number, for messages.
@@ -241,6 +251,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         27 => "user namespace",
         38 => "network links",
         39 => "mount namespace joins",
+        40 => "ghost homes",
         _ => "unknown",
     }
 }
