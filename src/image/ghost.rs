@@ -300,4 +300,43 @@ mod tests {
         .validate(p)
         .is_err());
     }
+
+    #[test]
+    fn homes_round_trip_and_refuse_what_they_cannot_name() {
+        let ghosts = GhostsImage {
+            files: vec![ghost(GhostBody::Fifo)],
+        };
+        let fd = |name: u32| HomeFd {
+            pid: 7,
+            fd: 3,
+            name,
+            path: "/two/F".into(),
+        };
+        let home = |names: Vec<&str>, fds: Vec<HomeFd>| GhostHomesImage {
+            homes: vec![GhostHome {
+                ghost: 0,
+                ns_pid: 5,
+                names: names.into_iter().map(Into::into).collect(),
+                fds,
+            }],
+        };
+        let image = home(vec!["/z/1/F", "/z/2/F"], vec![fd(1)]);
+        let kind = crate::image::Kind::GhostHomes;
+        let bytes = crate::image::file::encode(kind, &image).unwrap();
+        let back: GhostHomesImage = crate::image::file::decode(kind, &bytes, "h".as_ref()).unwrap();
+        assert_eq!(back, image);
+        let p = std::path::Path::new(HOMES);
+        assert!(back.validate(&ghosts, p).is_ok());
+        assert_eq!(back.of(0).map(|h| h.ns_pid), Some(5));
+        assert!(home(vec!["/z/1/F"], vec![fd(1)])
+            .validate(&ghosts, p)
+            .is_err());
+        assert!(home(vec!["z/1/F"], vec![fd(0)])
+            .validate(&ghosts, p)
+            .is_err());
+        assert!(home(vec![], vec![]).validate(&ghosts, p).is_err());
+        let mut other = home(vec!["/z/1/F"], vec![fd(0)]);
+        other.homes[0].ghost = 1;
+        assert!(other.validate(&ghosts, p).is_err());
+    }
 }
