@@ -757,39 +757,147 @@ D=$1
 cat > $D/child.sh <<'END'
 D=$1
 mount -t tmpfs -o size=1m none $D/n || exit 1
-echo gone > $D/n/f
-exec 3<$D/n/f
-rm $D/n/f
+mkdir $D/n/sub; echo gone > $D/n/sub/f
+exec 3<$D/n/sub/f
+rm $D/n/sub/f
 echo ready > $D/ready
-exec sleep 1000
+while [ ! -e $D/go ]; do sleep 0.05; done
+r=PASS
+read -r l <&3; [ "$l" = gone ] || r="$r data:$l"
+[ "$(readlink /proc/$$/fd/3)" = "$D/n/sub/f (deleted)" ] || r="$r name:$(readlink /proc/$$/fd/3)"
+[ "$(stat -L -c %h /proc/$$/fd/3)" = 0 ] || r="$r links"
+[ "$(ls -A $D/n/sub)" = "" ] || r="$r left:$(ls -A $D/n/sub)"
+echo $r > $D/result
 END
 unshare --mount --propagation private sh $D/child.sh $D &
 wait
 "#;
 
-/// A file deleted while open on a tmpfs only a namespace made inside the tree has: the
-/// restore would make it again through the root's view, on another filesystem; the dump
-/// refuses it naming the path, and the tree runs on.
+/// A file deleted while open on a tmpfs only a namespace made inside the tree has
+/// (zdtm's mountpoints): made again in that namespace once it is built, it reads as
+/// before, with its name and no link, and nothing is left beside it.
 #[test]
-fn deleted_file_on_a_nested_namespace_mount_is_refused() {
-    let test = "deleted_file_on_a_nested_namespace_mount_is_refused";
+fn deleted_file_on_a_nested_namespace_mount_round_trip() {
+    let test = "deleted_file_on_a_nested_namespace_mount_round_trip";
     let _serial = common::serial();
     require_privileged!(test);
     let tmp = TempDir::new(test);
-    let Some((d, victim, _guard)) = start_in_d(test, &tmp, NESTED_GHOST, "n") else {
+    answers_pass_after_round_trip(test, &tmp, NESTED_GHOST, "n");
+}
+
+/// A file of a tmpfs `z` opened through a bind of `z/1` before a child left the
+/// namespace (so open on the root's mount), and through a bind of `z/2` the child made
+/// after it unmounted both `z` and the first bind; the root then unlinks both names
+/// (zdtm's mntns_link_ghost), or keeps a third (`$2` = `keep`, zdtm's mntns_link_remap
+/// under `--link-remap`). The child answers: same file on two mounts, the first not of
+/// its namespace, as many links as before; the root: no stasis link left.
+const TWO_MOUNT_GHOST: &str = r#"
+D=$1; K=$2
+mount -t tmpfs -o size=1m none $D/z || exit 1
+mkdir $D/z/1 $D/z/2; mount --bind $D/z/1 $D/one || exit 1
+echo both > $D/one/F; ln $D/z/1/F $D/z/2/F
+[ "$K" = keep ] && ln $D/z/1/F $D/z/F
+exec 4<$D/one/F
+cat > $D/child.sh <<'END'
+D=$1; K=$2
+umount $D/one && mount --bind $D/z/2 $D/two && umount $D/z || exit 1
+exec 3<$D/two/F
+echo > $D/opened
+while [ ! -e $D/go ]; do sleep 0.05; done
+r=PASS; n=0; [ "$K" = keep ] && n=1
+read -r a <&3; read -r b <&4; [ "$a$b" = bothboth ] || r="$r data:$a$b"
+[ "$(stat -L -c %i /proc/$$/fd/3)" = "$(stat -L -c %i /proc/$$/fd/4)" ] || r="$r inodes"
+[ "$(stat -L -c %h /proc/$$/fd/3)" = $n ] || r="$r links:$(stat -L -c %h /proc/$$/fd/3)"
+m=$(awk '/mnt_id/{print $2}' /proc/$$/fdinfo/4)
+awk '{print $1}' /proc/$$/mountinfo | grep -qx "$m" && r="$r fd4-in-own-namespace"
+echo $r > $D/cresult
+END
+unshare --mount --propagation private sh $D/child.sh $D $K &
+while [ ! -e $D/opened ]; do sleep 0.05; done
+rm $D/z/1/F $D/z/2/F
+exec 4<&-
+echo ready > $D/ready
+wait
+left=$(ls -A $D/z $D/z/1 $D/z/2 | grep '^\.stasis')
+echo "$(cat $D/cresult)${left:+ left:$left}" > $D/result
+"#;
+
+#[test]
+fn deleted_file_on_two_namespaces_mounts_round_trip() {
+    let test = "deleted_file_on_two_namespaces_mounts_round_trip";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    for sub in ["z", "one", "two"] {
+        std::fs::create_dir_all(tmp.join("d").join(sub)).expect("mkdir");
+    }
+    answers_pass_after_round_trip(test, &tmp, TWO_MOUNT_GHOST, "z");
+}
+
+#[test]
+fn link_remap_on_two_namespaces_mounts_round_trip() {
+    let test = "link_remap_on_two_namespaces_mounts_round_trip";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let Some((d, victim, _guard)) = start_in_d_with(test, &tmp, TWO_MOUNT_GHOST, "keep") else {
         return;
     };
     let pid = victim.pid;
-    let out = common::dump(pid, &tmp.join("img"), &[]);
-    let line = out.assert_failed("dump of a deleted file on a nested namespace's tmpfs");
-    let f = d.join("n/f");
-    assert!(
-        line.contains(&*f.to_string_lossy()) && line.contains("deleted while open"),
-        "{line}"
-    );
-    assert!(
-        Path::new(&format!("/proc/{pid}")).exists(),
-        "a refused dump leaves the tree running"
-    );
+    round_trip(pid, &tmp.join("img"), &["--link-remap"], &[]);
+    let answer = go_and_answer(&d);
+    assert_eq!(answer.trim(), "PASS", "log: {}", victim.log_text());
     common::reap_all(&[pid], true);
+}
+
+/// Starts `script` with `arg` after the directory in `tmp/d` (with `z`, `one`, `two`).
+fn start_in_d_with(
+    test: &str,
+    tmp: &TempDir,
+    script: &str,
+    arg: &str,
+) -> Option<(PathBuf, Proc, common::TreeGuard)> {
+    let d = tmp.join("d");
+    for sub in ["z", "one", "two"] {
+        std::fs::create_dir_all(d.join(sub)).expect("mkdir");
+    }
+    let victim = start_script(
+        test,
+        tmp.path(),
+        script,
+        &[&d, Path::new(arg)],
+        &d.join("ready"),
+    )?;
+    let guard = common::TreeGuard(vec![victim.pid]);
+    Some((d, victim, guard))
+}
+
+const READ_ONLY_GHOST: &str = r#"
+D=$1
+mount -t tmpfs -o size=1m none $D/t || exit 1
+echo kept > $D/t/g
+exec 3<$D/t/g
+rm $D/t/g
+mount -o remount,bind,ro $D/t || exit 1
+echo ready > $D/ready
+while [ ! -e $D/go ]; do sleep 0.05; done
+r=PASS
+read -r l <&3; [ "$l" = kept ] || r="$r data:$l"
+[ "$(readlink /proc/$$/fd/3)" = "$D/t/g (deleted)" ] || r="$r name"
+touch $D/t/new 2>/dev/null && r="$r writable"
+[ "$(ls -A $D/t)" = "" ] || r="$r left:$(ls -A $D/t)"
+awk -v m=$D/t '$5 == m {print $6}' /proc/$$/mountinfo | grep -q '^ro' || r="$r not-ro"
+echo $r > $D/result
+"#;
+
+/// A file deleted while open on a mount remounted read-only (a writable tmpfs under it,
+/// zdtm's ghost_on_rofs): made again through a writable clone of the mount, it reads as
+/// before, and the mount stays read-only with nothing left on it.
+#[test]
+fn deleted_file_on_a_read_only_mount_round_trip() {
+    let test = "deleted_file_on_a_read_only_mount_round_trip";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    answers_pass_after_round_trip(test, &tmp, READ_ONLY_GHOST, "t");
 }

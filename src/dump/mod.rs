@@ -434,7 +434,7 @@ fn save_tree(
     }
     let span = crate::profile::span("files records");
     write_files(&writer, &mut tables)?;
-    write_ghosts(&writer, &fd_opts.ghosts.borrow())?;
+    write_ghosts(&writer, &fd_opts.ghosts.borrow(), &fd_opts.pids)?;
     if let Some(plan) = mounts {
         plan.save(&writer)?;
     }
@@ -482,14 +482,25 @@ fn write_files(writer: &ImageWriter, tables: &mut [(i32, FilesImage)]) -> Result
 }
 
 /// `ghosts.img`, if some file of the tree was deleted while in use.
-fn write_ghosts(writer: &ImageWriter, ghosts: &files::ghost::Table) -> Result<(), DumpError> {
+/// `ghost-homes.img` too, if some of them are made elsewhere than at their path in the
+/// root's mount namespace.
+fn write_ghosts(
+    writer: &ImageWriter,
+    ghosts: &files::ghost::Table,
+    pids: &[i32],
+) -> Result<(), DumpError> {
+    use crate::image::ghost::{GHOSTS, HOMES};
     let image = ghosts.image();
     if image.files.is_empty() {
         return Ok(());
     }
-    let path = std::path::Path::new(crate::image::ghost::GHOSTS);
-    image.validate(path)?;
-    writer.write_record(crate::image::ghost::GHOSTS, Kind::Ghosts, image)?;
+    image.validate(std::path::Path::new(GHOSTS))?;
+    let homes = ghosts.homes(pids)?;
+    writer.write_record(GHOSTS, Kind::Ghosts, image)?;
+    if !homes.homes.is_empty() {
+        homes.validate(image, std::path::Path::new(HOMES))?;
+        writer.write_record(HOMES, Kind::GhostHomes, &homes)?;
+    }
     Ok(())
 }
 
@@ -597,11 +608,12 @@ fn save(
         (FilesImage::default(), files::Held::new(pid), Vec::new())
     } else {
         let _span = crate::profile::span("fd table");
-        let (mut files, held, owner_fds) = files::fd_table(pid, fd_opts)?;
+        let (mut files, mut held, owner_fds) = files::fd_table(pid, fd_opts)?;
         shared.link_unlinked_fds(pid, &mut files)?;
         if fd_opts.pids.len() > 1 {
             // Only processes of one tree share open file descriptions.
             shared.link_files(pid, &mut files)?;
+            held.drop_unused_links(&files);
         }
         files::epoll::keep_created(&mut files);
         (files, held, owner_fds)

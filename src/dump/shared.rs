@@ -50,6 +50,7 @@ impl Shared {
     /// earlier process into an `Inherited` reference, and records the rest as originals.
     pub fn link_files(&mut self, pid: i32, files: &mut FilesImage) -> Result<(), DumpError> {
         let in_flight: Vec<i32> = files.in_flight.iter().flat_map(|m| m.fds.clone()).collect();
+        let mut pipe_creators = HashMap::new();
         for e in &mut files.fds {
             // Files in flight were identified across the tree already (`inflight.rs`).
             if matches!(e.kind, FdKind::Dup { .. }) || in_flight.contains(&e.fd) {
@@ -63,10 +64,16 @@ impl Shared {
                     && kcmp::same(pid, p, Object::File, e.fd as u64, fd as u64).unwrap_or(false)
             };
             match holders.iter().find(same) {
-                Some(&(owner, fd)) => e.kind = FdKind::Inherited { pid: owner, fd },
+                Some(&(owner, fd)) => {
+                    if let FdKind::Pipe(p) = &e.kind {
+                        pipe_creators.insert(e.fd, p.clone());
+                    }
+                    e.kind = FdKind::Inherited { pid: owner, fd }
+                }
                 None => holders.push((pid, e.fd)),
             }
         }
+        crate::dump::files::pipe::unpair_inherited(&mut files.fds, &pipe_creators);
         Ok(())
     }
 

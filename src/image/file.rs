@@ -153,6 +153,13 @@ use super::error::ImageError;
 /// of the tree made. An older image has none: its links are loopback, dummy and veth
 /// links whose other end is outside, and every process was in the root's namespace.
 ///
+/// Version 16 also adds `ghost-homes.img` (kind 40, `image::ghost::GhostHomesImage`): the
+/// ghosts a process of a mount namespace made inside the tree held on a mount the root's
+/// namespace does not show at that path — each made through one mount of its filesystem
+/// (the root's namespace's, or that namespace's once it is built) under each of its
+/// names, each fd opening its own name in the namespace it was opened in. An older image
+/// has none: every ghost is made at its path in the root's namespace.
+///
 /// Version 16 also adds, for mount namespaces: the variant `How::Deleted` of `mnt.img`
 /// and `mntns.img` mounts (a bind of a file or directory deleted since, made again for
 /// the bind and removed), `binfmt.img` (kind 42, `image::mnt::BinfmtImage`: the
@@ -221,6 +228,9 @@ pub enum Kind {
     /// Processes in the mount namespace of an ancestor other than their parent's
     /// (`mntns-join.img`, format 15).
     MntJoins = 39,
+    /// The ghosts made through a mount other than their path's (`ghost-homes.img`,
+    /// format 16).
+    GhostHomes = 40,
     /// The binfmt_misc entries of the tree's namespace (`binfmt.img`, format 16).
     Binfmt = 42,
     /// Mappings on a mount of another namespace of the tree (`mntns-maps.img`, format 16).
@@ -257,6 +267,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         27 => "user namespace",
         38 => "network links",
         39 => "mount namespace joins",
+        40 => "ghost homes",
         42 => "binfmt_misc entries",
         43 => "mappings in other mount namespaces",
         _ => "unknown",

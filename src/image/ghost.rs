@@ -16,6 +16,79 @@ use super::error::ImageError;
 /// Name of the record in the image directory; an image without it has no ghost.
 pub const GHOSTS: &str = "ghosts.img";
 
+/// `ghost-homes.img` (kind 40, format 16): the ghosts made through a mount other than
+/// their path's in the root's namespace; absent, every ghost is made at its path there.
+pub const HOMES: &str = "ghost-homes.img";
+
+/// The ghosts not made at their path in the root's mount namespace: one whose fds saw it
+/// on a mount of a namespace made inside the tree, under names the root's namespace does
+/// not show on its filesystem.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GhostHomesImage {
+    pub homes: Vec<GhostHome>,
+}
+
+/// Where one ghost is made and how each fd that holds it opens it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GhostHome {
+    /// The ghost (an index in `ghosts.img`).
+    pub ghost: u32,
+    /// The process of the mount namespace it is made in: the tree's root (made with the
+    /// other ghosts), or the process that made a namespace inside the tree (made right
+    /// after that namespace is built).
+    pub ns_pid: i32,
+    /// Its names there, all through one mount of its filesystem: the first made as the
+    /// file, the others as hard links of it (a file deleted under several names).
+    pub names: Vec<String>,
+    /// Every fd that holds it, opening its own name in the namespace it was opened in.
+    pub fds: Vec<HomeFd>,
+}
+
+/// An fd of a ghost with a home: its name (`path`, as its `/proc` link showed it without
+/// " (deleted)"), the same file as the home's name `name` (an index in
+/// [`GhostHome::names`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HomeFd {
+    pub pid: i32,
+    pub fd: i32,
+    pub name: u32,
+    pub path: String,
+}
+
+impl GhostHomesImage {
+    /// The home of ghost `ghost`, if it has one.
+    pub fn of(&self, ghost: u32) -> Option<&GhostHome> {
+        self.homes.iter().find(|h| h.ghost == ghost)
+    }
+
+    /// Impossible values: a ghost not in `ghosts`, a home without names, a relative
+    /// path, an fd naming a name the home has not.
+    pub fn validate(&self, ghosts: &GhostsImage, path: &std::path::Path) -> Result<(), ImageError> {
+        for h in &self.homes {
+            let bad = |what: &str| {
+                Err(ImageError::invalid(
+                    path,
+                    format!("the home of ghost {}: {what}", h.ghost),
+                ))
+            };
+            if ghosts.get(h.ghost).is_none() {
+                return bad("no such ghost");
+            }
+            if h.names.is_empty() || h.fds.is_empty() {
+                return bad("no name or no fd");
+            }
+            let paths = h.names.iter().chain(h.fds.iter().map(|f| &f.path));
+            if paths.clone().any(|p| !p.starts_with('/')) {
+                return bad("a path that is not absolute");
+            }
+            if h.fds.iter().any(|f| f.name as usize >= h.names.len()) {
+                return bad("an fd of a name it has not");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Every ghost file of the tree, referred to by index.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GhostsImage {
@@ -226,5 +299,44 @@ mod tests {
         }
         .validate(p)
         .is_err());
+    }
+
+    #[test]
+    fn homes_round_trip_and_refuse_what_they_cannot_name() {
+        let ghosts = GhostsImage {
+            files: vec![ghost(GhostBody::Fifo)],
+        };
+        let fd = |name: u32| HomeFd {
+            pid: 7,
+            fd: 3,
+            name,
+            path: "/two/F".into(),
+        };
+        let home = |names: Vec<&str>, fds: Vec<HomeFd>| GhostHomesImage {
+            homes: vec![GhostHome {
+                ghost: 0,
+                ns_pid: 5,
+                names: names.into_iter().map(Into::into).collect(),
+                fds,
+            }],
+        };
+        let image = home(vec!["/z/1/F", "/z/2/F"], vec![fd(1)]);
+        let kind = crate::image::Kind::GhostHomes;
+        let bytes = crate::image::file::encode(kind, &image).unwrap();
+        let back: GhostHomesImage = crate::image::file::decode(kind, &bytes, "h".as_ref()).unwrap();
+        assert_eq!(back, image);
+        let p = std::path::Path::new(HOMES);
+        assert!(back.validate(&ghosts, p).is_ok());
+        assert_eq!(back.of(0).map(|h| h.ns_pid), Some(5));
+        assert!(home(vec!["/z/1/F"], vec![fd(1)])
+            .validate(&ghosts, p)
+            .is_err());
+        assert!(home(vec!["z/1/F"], vec![fd(0)])
+            .validate(&ghosts, p)
+            .is_err());
+        assert!(home(vec![], vec![]).validate(&ghosts, p).is_err());
+        let mut other = home(vec!["/z/1/F"], vec![fd(0)]);
+        other.homes[0].ghost = 1;
+        assert!(other.validate(&ghosts, p).is_err());
     }
 }

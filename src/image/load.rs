@@ -54,6 +54,9 @@ pub struct Image {
     pub processes: Vec<ProcessImage>,
     /// Files deleted while in use (empty without `ghosts.img`).
     pub ghosts: GhostsImage,
+    /// (format 16) The ghosts made through a mount other than their path's (empty
+    /// without `ghost-homes.img`).
+    pub ghost_homes: super::ghost::GhostHomesImage,
     /// The System V IPC objects (empty when the image has no `sysv.img`).
     pub sysv: SysvImage,
     /// The POSIX message queues (none when the image has no `mqueue.img`).
@@ -163,6 +166,10 @@ impl Image {
         let ghosts = load_ghosts(dir, &processes)?;
         let tty = load_tty(dir)?;
         let present = Present::list(dir);
+        let homes = super::ghost::HOMES;
+        let ghost_homes: super::ghost::GhostHomesImage =
+            load_optional(&present, homes, Kind::GhostHomes, |_, _| Ok(()))?;
+        ghost_homes.validate(&ghosts, &dir.join(homes))?;
         let sysv = load_optional(&present, SYSV, Kind::Sysv, super::sysv::validate)?;
         let mqueue = load_optional(&present, MQUEUE, Kind::Mqueue, super::mqueue::validate)?;
         let orphan_pty = load_optional(
@@ -225,6 +232,7 @@ impl Image {
             tty,
             processes,
             ghosts,
+            ghost_homes,
             sysv,
             mqueue,
             orphan_pty,
@@ -538,6 +546,7 @@ mod tests {
             tty: Default::default(),
             processes,
             ghosts: Default::default(),
+            ghost_homes: Default::default(),
             sysv: SysvImage::default(),
             mqueue: MqueueImage::default(),
             orphan_pty: OrphanPtyImage::default(),

@@ -71,6 +71,7 @@ fn sample_image() -> Image {
             files: sample::files(),
         }],
         ghosts: Default::default(),
+        ghost_homes: Default::default(),
         sysv: Default::default(),
         mqueue: Default::default(),
         orphan_pty: Default::default(),

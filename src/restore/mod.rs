@@ -295,7 +295,7 @@ pub fn restore_with(
     let tree_pids = image.tree.processes.iter().map(|e| e.pid).collect();
     let post_copy = crate::lazy::restore::begin(lazy, tree_pids)?;
     let fds = image.processes.iter().flat_map(|p| &p.files.fds);
-    let ghosts = files::Ghosts::new(&image.ghosts, fds);
+    let ghosts = files::Ghosts::new(&image.ghosts, fds).with_homes(&image.ghost_homes, root);
     if mounts.is_none() {
         ghosts.make(None)?;
     }
@@ -581,6 +581,7 @@ impl Builder<'_> {
             (self.ghosts.make(Some(child.pid()))).map_err(at(RestoreStage::Takeover, pid))?;
         }
         self.enter_nested_namespaces(&child, pid, root)
+            .and_then(|()| self.ghosts.make_in(pid, child.pid()))
             .map_err(at(RestoreStage::Takeover, pid))?;
         if pid == root {
             let own_mounts = self.mounts.is_some();
@@ -1029,6 +1030,7 @@ fn finish(
         s.stage(S::MmFields, |s| mm::set_mm_fields(s, &p.mm))?;
     }
     if !entry.shares_files {
+        ghosts.restoring(task.pid);
         s.stage(S::Files, |s| {
             files::restore_fds(s, &p.files, tcp_close, ghosts, ptys)?;
             files::map_packet_rings(s.child(), &p.mm, &p.files)

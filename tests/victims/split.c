@@ -8,9 +8,13 @@
  *        --- memfd, opened again by C2 through /proc (own offset) ------------ C2
  *        --- deleted file, opened by C1 by path before the unlink (O_APPEND) - C1
  *   C1 --> pipe C (C1 writes, C2 reads, O_NONBLOCK; bytes buffered) ---------- C2
+ *   root <-- pipe D (C1 holds both ends, its read end the root's description;
+ *        the root closed its write end after the fork; bytes buffered) ------- C1
  *   root: a listening unix socket; C1 connected to it, not accepted yet
  *
- * No process holds both ends of a pipe or both sockets. On go each writer sends a tail
+ * No process holds both sockets; only C1 both ends of pipe D (whose read end, inherited
+ * from the root, comes back as the root's, while the write end it alone holds must come
+ * back built by the root: the dump had kept it pointing at an end it no longer created). On go each writer sends a tail
  * and closes its end; each reader reads to EOF (which also proves that no spare end
  * survived the restore) and checks the bytes: the buffered ones once, then the tail,
  * nothing lost or duplicated. C2 writes into the memfd and C1 appends to the deleted
@@ -31,10 +35,11 @@
 #define A_BYTES 1000
 #define B_BYTES 1500
 #define C_BYTES 700
+#define D_BYTES 900
 #define TO_CHILD 300
 #define TO_ROOT 400
 
-static int pa[2], pb[2], pc[2], sp[2], memfd, ghost, sync_pipe[2], listener;
+static int pa[2], pb[2], pc[2], pd[2], sp[2], memfd, ghost, sync_pipe[2], listener;
 static pid_t c1, c2;
 /* "split third": C2 also opens pipe B's read end again (a third open file description
  * of the pipe), which stasis refuses. */
@@ -151,8 +156,15 @@ static void child1(void)
 	CHECK_SYS(ghost);
 	put_pattern(pc[1], 'c', C_BYTES);
 	put_pattern(sp[1], 'r', TO_ROOT);
+	put_pattern(pd[1], 'd', D_BYTES);
 	child_ready();
 	victim_wait_go();
+
+	expect_flags("C1 pipe D read", pd[0], O_RDONLY, 0);
+	expect_flags("C1 pipe D write", pd[1], O_WRONLY, 0);
+	put(pd[1], "D-END");
+	close(pd[1]);
+	close(pd[0]);
 
 	expect_flags("C1 pipe A", pa[0], O_RDONLY, 1);
 	expect_flags("C1 socket", sp[1], O_RDWR, 0);
@@ -177,6 +189,8 @@ static void child2(void)
 	close(pa[1]);
 	close(pb[0]);
 	close(pc[1]);
+	close(pd[0]);
+	close(pd[1]);
 	close(sp[0]);
 	close(sp[1]);
 	close(ghost);
@@ -254,6 +268,7 @@ static void setup(void)
 	CHECK_SYS(pipe(pa));
 	CHECK_SYS(pipe(pb));
 	CHECK_SYS(pipe(pc));
+	CHECK_SYS(pipe(pd));
 	CHECK_SYS(pipe(sync_pipe));
 	CHECK_SYS(socketpair(AF_UNIX, SOCK_STREAM, 0, sp));
 	memfd = memfd_create("split", 0);
@@ -297,6 +312,7 @@ int main(int argc, char **argv)
 	close(pb[1]);
 	close(pc[0]);
 	close(pc[1]);
+	close(pd[1]);
 	close(sp[1]);
 	CHECK_SYS(unlink("ghost"));
 	CHECK_SYS(fcntl(pb[0], F_SETFL, O_NONBLOCK));
@@ -316,6 +332,7 @@ int main(int argc, char **argv)
 	go_children();
 	expect_stream("root accepted", conn, 'x', 0, "PENDING-OK");
 	expect_stream("root pipe B", pb[0], 'b', B_BYTES, "B-END");
+	expect_stream("root pipe D", pd[0], 'd', D_BYTES, "D-END");
 	expect_stream("root socket", sp[0], 'r', TO_ROOT, "C1-AFTER");
 	CHECK(pread(memfd, buf, 5, 0) == 5 && memcmp(buf, "heXYo", 5) == 0,
 	      "memfd holds %.5s, not heXYo", buf);

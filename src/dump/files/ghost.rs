@@ -21,6 +21,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use nix::sys::stat::FileStat;
 use nix::unistd::Whence;
 
+use super::homes;
 use super::sock::SockCtx;
 use super::{FdOptions, OpenFd, Walk};
 use crate::dump::DumpError;
@@ -35,6 +36,8 @@ pub const DELETED: &str = " (deleted)";
 pub struct Table {
     image: GhostsImage,
     index: HashMap<(u64, u64), u32>,
+    /// The names each ghost's fds held it under, by ghost.
+    names: HashMap<u32, Vec<homes::Name>>,
 }
 
 impl Table {
@@ -58,33 +61,21 @@ impl Table {
     pub fn image(&self) -> &GhostsImage {
         &self.image
     }
+
+    /// Where each ghost some fd held where the root's namespace does not show it is made
+    /// (`homes.rs`); `pids`: the tree's live processes in tree order, the root first.
+    pub fn homes(&self, pids: &[i32]) -> Result<crate::image::ghost::GhostHomesImage, DumpError> {
+        homes::plan(&self.image, &self.names, pids)
+    }
 }
 
 /// The deleted file behind `open` (nothing links it any more): its ghost, and the fd as
 /// a reference to it. A regular file above `--ghost-limit` is left to `path.rs`.
 /// The restore makes a deleted file again through the root's view of the tree's mounts
-/// (`restore/files/ghost.rs`): the nearest existing directory above it must be on the
-/// file's filesystem there too, else (a mount only a namespace made inside the tree has)
-/// it would be made on another one: refused.
-fn seen_by_root(open: &OpenFd, root: i32, path: &str, meta: &FileStat) -> Result<(), DumpError> {
-    use std::os::unix::fs::MetadataExt;
-    let above = std::path::Path::new(path)
-        .ancestors()
-        .skip(1)
-        .find_map(|dir| {
-            let at = crate::dump::mnt::reach(root, &dir.to_string_lossy());
-            std::fs::metadata(at).ok()
-        });
-    match above {
-        Some(m) if m.dev() == meta.st_dev => Ok(()),
-        _ => Err(open.error(&format!(
-            "is {path}, deleted while open, on a mount that pid {root}, the tree's root, does \
-             not see there (a mount of a namespace made inside the tree), where stasis would \
-             make it again"
-        ))),
-    }
-}
-
+/// (`restore/files/ghost.rs`) when the nearest existing directory above it is on the
+/// file's filesystem there too; a ghost some fd holds otherwise (a mount only a namespace
+/// made inside the tree has, or an fd opened in another namespace than its process's) is
+/// made through a mount showing all its names ([`Table::homes`], `homes.rs`).
 pub fn dump(
     open: &OpenFd,
     opts: &FdOptions,
@@ -93,21 +84,13 @@ pub fn dump(
 ) -> Result<FdKind, DumpError> {
     let meta = *open.meta()?;
     let path = open.target.strip_suffix(DELETED).unwrap_or(&open.target);
-    let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
-    let root = opts
-        .pids
-        .first()
-        .copied()
-        .filter(|&r| ns(r) != ns(open.pid));
-    if let Some(root) = root {
-        seen_by_root(open, root, path, &meta)?;
-    }
+    let name = homes::Name::of(open, opts.pids.first().copied(), path, &meta);
     let body = || body(open, &meta);
     let key = (meta.st_dev, meta.st_ino);
-    let ghost = opts
-        .ghosts
-        .borrow_mut()
-        .add(key, || Ok(ghost_file(path, &meta, body()?)))?;
+    let mut table = opts.ghosts.borrow_mut();
+    let ghost = table.add(key, || Ok(ghost_file(path, &meta, body()?)))?;
+    table.names.entry(ghost).or_default().push(name);
+    drop(table);
     let fifo = match meta.st_mode & libc::S_IFMT {
         libc::S_IFIFO if open.info.flags & libc::O_PATH == 0 => {
             super::pipe::fifo_bytes(open, walk, ctx)?

@@ -46,7 +46,8 @@ pub struct Held {
     pid: i32,
     repaired: Vec<OwnedFd>,
     locked: Option<crate::netlock::LockMode>,
-    links: Vec<std::path::PathBuf>,
+    /// Where stasis reaches each link, and its path in the tree.
+    links: Vec<(std::path::PathBuf, String)>,
     /// The lock is that of the tree's whole network namespace (`dump/ns/net.rs`).
     namespace: bool,
 }
@@ -75,9 +76,26 @@ impl Held {
         self.namespace && self.locked.is_some()
     }
 
-    /// A link made for the image, removed if the dump fails.
-    pub fn link(&mut self, path: std::path::PathBuf) {
-        self.links.push(path);
+    /// A link made for the image (at `path`, `inside` the tree), removed if the dump
+    /// fails.
+    pub fn link(&mut self, path: std::path::PathBuf, inside: &str) {
+        self.links.push((path, inside.to_string()));
+    }
+
+    /// Removes the links no fd of `files` opens any more: those made for fds
+    /// `Shared::link_files` found inherited from an earlier process.
+    pub fn drop_unused_links(&mut self, files: &crate::image::files::FilesImage) {
+        use crate::image::files::FdKind;
+        let used = |inside: &str| {
+            (files.fds.iter()).any(|e| matches!(&e.kind, FdKind::Remap(r) if r.link.path == inside))
+        };
+        self.links.retain(|(path, inside)| {
+            let keep = used(inside);
+            if !keep {
+                let _ = std::fs::remove_file(path);
+            }
+            keep
+        });
     }
 
     /// The image holding the links is committed: they stay for the restore.
@@ -101,7 +119,7 @@ impl Drop for Held {
         if let Some(mode) = self.locked {
             let _ = crate::netlock::unlock(mode, self.pid);
         }
-        for link in &self.links {
+        for (link, _) in &self.links {
             let _ = std::fs::remove_file(link);
         }
     }

@@ -30,6 +30,7 @@ pub mod eventfd;
 pub mod fanotify;
 pub mod fown;
 pub mod ghost;
+mod homes;
 mod inet;
 mod inflight;
 pub mod inotify;
@@ -148,9 +149,10 @@ pub struct Walk {
     pub pipes: HashMap<u64, (i32, crate::image::files::PipeEnd, Option<i32>)>,
     /// FIFO and memfd inodes already seen (their data is saved once).
     pub inodes: HashMap<u64, i32>,
-    /// Files linked for `--link-remap`, by `(st_dev, st_ino)`: their link and whether it
-    /// is a copy (one link per file, whichever fds open it).
-    pub remaps: HashMap<(u64, u64), (crate::image::mm::FileId, bool)>,
+    /// Files linked for `--link-remap`, by `(st_dev, st_ino)` and the fd's mount: their
+    /// link and whether it is a copy (one link per file and mount, whichever fds open it:
+    /// a link is reached only through the mount it was made on).
+    pub remaps: HashMap<((u64, u64), i32), (crate::image::mm::FileId, bool)>,
 }
 
 /// An fd that created an open file description: its number in the table, and the

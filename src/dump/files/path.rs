@@ -75,10 +75,7 @@ pub fn dump_opath(open: &OpenFd) -> Result<FdKind, DumpError> {
 /// fd on one).
 pub fn still_named(open: &OpenFd) -> Result<(), DumpError> {
     let meta = open.meta()?;
-    let at = match crate::dump::mnt::nested::opened_elsewhere(open.pid, open.fd) {
-        Some(ns_pid) => format!("/proc/{ns_pid}/root{}", open.target).into(),
-        None => crate::dump::mnt::reach(open.pid, &open.target),
-    };
+    let at = reach_as_opened(open, &open.target);
     let now = match meta.st_mode & libc::S_IFMT {
         libc::S_IFLNK => std::fs::symlink_metadata(&at),
         _ => std::fs::metadata(&at),
@@ -131,11 +128,20 @@ pub fn dump_deleted(
             Some(stored) => format!("is deleted file {path} holding {stored} bytes of data, above the --ghost-limit of {limit} bytes; raise --ghost-limit to save it in the image, or use --link-remap to keep it beside its old path"),
         }));
     }
-    let (link, copied) = match walk.remaps.get(&open.object()?) {
+    // One link per file and mount: a link is reached only through the fd's own mount.
+    let key = (open.object()?, open.info.mnt_id);
+    let elsewhere = |(k, _): (&((u64, u64), i32), _)| k.0 == key.0 && k.1 != key.1;
+    if open.meta()?.st_nlink == 0 && walk.remaps.iter().any(elsewhere) {
+        return Err(open.error(&format!(
+            "is open on {path}, deleted, which another fd holds through another mount: stasis \
+             would copy it once per mount, two files where there was one"
+        )));
+    }
+    let (link, copied) = match walk.remaps.get(&key) {
         Some(done) => done.clone(),
         None => {
             let done = remap(open, path, held)?;
-            walk.remaps.insert(open.object()?, done.clone());
+            walk.remaps.insert(key, done.clone());
             done
         }
     };
@@ -153,9 +159,10 @@ pub fn dump_deleted(
 fn remap(open: &OpenFd, path: &str, held: &mut Held) -> Result<(FileId, bool), DumpError> {
     let meta = open.meta()?;
     let link = remap_name(open, path);
-    // The link's path in the tree, and where stasis reaches it (through the process's
-    // root when the tree has a mount namespace of its own).
-    let (link, inside) = (crate::dump::mnt::reach(open.pid, &link), link);
+    // The link's path in the tree, and where stasis reaches it: through the root of a
+    // process of the namespace the fd was opened in (`linkat` links only within the
+    // fd's own mount).
+    let (link, inside) = (reach_as_opened(open, &link), link);
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         open.error(&format!(
             "is open on {path}, unlinked: {what} {inside}: {e}"
@@ -165,11 +172,12 @@ fn remap(open: &OpenFd, path: &str, held: &mut Held) -> Result<(FileId, bool), D
     let at = nix::fcntl::AT_FDCWD;
     let copied = match nix::unistd::linkat(at, open.through().as_str(), at, &link, flags) {
         Ok(()) => {
-            held.link(link.clone());
+            held.link(link.clone(), &inside);
             false
         }
         Err(nix::errno::Errno::ENOENT) if meta.st_nlink == 0 => {
-            copy_beside(open, meta, &link, held).map_err(|e| fail("cannot copy it to", &e))?;
+            copy_beside(open, meta, (&link, &inside), held)
+                .map_err(|e| fail("cannot copy it to", &e))?;
             true
         }
         Err(e) => return Err(fail("cannot link it as", &e)),
@@ -184,7 +192,7 @@ fn remap_name(open: &OpenFd, path: &str) -> String {
     let old = Path::new(path);
     let name = old.file_name().unwrap_or_default().to_string_lossy();
     let mut dir = old.parent().unwrap_or(Path::new("/"));
-    while !crate::dump::mnt::reach(open.pid, &dir.to_string_lossy()).is_dir() {
+    while !reach_as_opened(open, &dir.to_string_lossy()).is_dir() {
         match dir.parent() {
             Some(up) => dir = up,
             None => break,
@@ -194,12 +202,21 @@ fn remap_name(open: &OpenFd, path: &str) -> String {
     link.to_string_lossy().into_owned()
 }
 
-/// A copy of the open file at `link`, with its mode and owner (`copy_file_range` under
+/// Where stasis reaches `path` of the mount namespace `open` was opened in: its
+/// process's, or another of the tree's (`dump/mnt/nested.rs`).
+fn reach_as_opened(open: &OpenFd, path: &str) -> PathBuf {
+    match crate::dump::mnt::nested::opened_elsewhere(open.pid, open.fd) {
+        Some(ns_pid) => format!("/proc/{ns_pid}/root{path}").into(),
+        None => crate::dump::mnt::reach(open.pid, path),
+    }
+}
+
+/// A copy of the open file at `link` (`inside` the tree), with its mode and owner (`copy_file_range` under
 /// `std::io::copy`: a reflink or an in-kernel copy where the filesystem offers one).
 fn copy_beside(
     open: &OpenFd,
     meta: &nix::sys::stat::FileStat,
-    link: &Path,
+    (link, inside): (&Path, &str),
     held: &mut Held,
 ) -> std::io::Result<()> {
     let mut from = std::fs::File::open(open.through())?;
@@ -208,7 +225,7 @@ fn copy_beside(
         .create_new(true)
         .mode(0o600)
         .open(link)?;
-    held.link(link.to_path_buf());
+    held.link(link.to_path_buf(), inside);
     std::io::copy(&mut from, &mut to)?;
     std::os::unix::fs::fchown(&to, Some(meta.st_uid), Some(meta.st_gid))?;
     to.set_permissions(std::fs::Permissions::from_mode(meta.st_mode & 0o7777))?;

@@ -25,6 +25,39 @@ use crate::dump::DumpError;
 use crate::image::files::{FdEntry, FdKind, FifoBytes, FifoFd, PipeEnd, PipeFd};
 use crate::sys::fd::{fionread, tee};
 
+/// Mends the pipe pairs of a table some of whose fds `Shared::link_files` turned into
+/// `Inherited` ones (`creators`: the pipe entries so turned, by fd): the other end of such
+/// a creator, held in a description of this process's own, records the pipe itself (its
+/// own end; `split.rs` then has the earlier process build it and hand it over), and a
+/// creator whose peer is now inherited has no peer in this table. A process that
+/// inherited one end of a pipe and made the other's description (a parent's read end, a
+/// write end its parent closed) had kept a peer of an fd no longer creating anything.
+pub fn unpair_inherited(fds: &mut [FdEntry], creators: &std::collections::HashMap<i32, PipeFd>) {
+    let inherited: Vec<i32> = (fds.iter())
+        .filter(|e| matches!(e.kind, FdKind::Inherited { .. }))
+        .map(|e| e.fd)
+        .collect();
+    for e in fds.iter_mut() {
+        match &mut e.kind {
+            FdKind::PipePeer { of } => {
+                if let Some(p) = creators.get(of) {
+                    let end = match p.end {
+                        PipeEnd::Read => PipeEnd::Write,
+                        PipeEnd::Write => PipeEnd::Read,
+                    };
+                    e.kind = FdKind::Pipe(PipeFd {
+                        end,
+                        peer: None,
+                        ..p.clone()
+                    });
+                }
+            }
+            FdKind::Pipe(p) if p.peer.is_some_and(|x| inherited.contains(&x)) => p.peer = None,
+            _ => {}
+        }
+    }
+}
+
 /// The inode of a pipe from its link text (`pipe:[123]`).
 pub fn pipe_inode(target: &str) -> Option<u64> {
     target

@@ -18,7 +18,7 @@ use nix::sys::time::TimeSpec;
 
 use super::{seek, Install};
 use crate::image::files::{DeletedFd, FdEntry, FdKind};
-use crate::image::ghost::{Extent, GhostBody, GhostFile, GhostsImage};
+use crate::image::ghost::{Extent, GhostBody, GhostFile, GhostHomesImage, GhostsImage};
 use crate::image::mm::{MmImage, Vma, VmaKind};
 use crate::restore::mm::open_in;
 use crate::restore::RestoreError;
@@ -33,10 +33,16 @@ pub struct Ghosts<'a> {
     root: std::cell::OnceCell<Option<std::os::fd::OwnedFd>>,
     /// Every ghost and directory made for them, in creation order, until removed (as
     /// stasis reaches them).
-    made: std::cell::RefCell<Vec<PathBuf>>,
+    pub(super) made: std::cell::RefCell<Vec<PathBuf>>,
     /// Ghosts made by their one open file description, created with `O_TMPFILE`: that
     /// fd recreates the file itself ([`restore`]), nothing is made at its path.
     unnamed: HashSet<u32>,
+    /// The ghosts made elsewhere than at their path in the root's namespace, with the
+    /// tree's root (an image pid), and their names as made (`homes.rs`).
+    pub(super) homes: super::homes::Homes<'a>,
+    /// The process of the tree's root mount namespace as stasis sees it (set by
+    /// [`Ghosts::make`]), `None` for stasis's own.
+    pub(super) root_pid: std::cell::Cell<Option<i32>>,
 }
 
 impl<'a> Ghosts<'a> {
@@ -50,7 +56,16 @@ impl<'a> Ghosts<'a> {
             root: Default::default(),
             made: Default::default(),
             unnamed: unnamed(fds),
+            homes: Default::default(),
+            root_pid: Default::default(),
         }
+    }
+
+    /// With `homes` (`ghost-homes.img`) of a tree whose root is `root` (an image pid).
+    pub fn with_homes(mut self, homes: &'a GhostHomesImage, root: i32) -> Self {
+        self.homes = super::homes::Homes::new(homes, root);
+        self.unnamed.retain(|g| homes.of(*g).is_none());
+        self
     }
 
     /// Recreates every ghost, parents before what they hold: in stasis's own mount
@@ -65,20 +80,25 @@ impl<'a> Ghosts<'a> {
             None => None,
         };
         let _ = self.root.set(root);
+        self.root_pid.set(in_tree);
         let mut paths = vec![PathBuf::new(); self.image.files.len()];
         let mut order: Vec<usize> = (0..self.image.files.len()).collect();
         order.sort_by_key(|&i| Path::new(&self.image.files[i].path).components().count());
         for i in order {
+            if self.homes.has(i as u32) {
+                paths[i] = PathBuf::from(&self.image.files[i].path);
+                continue;
+            }
             let path = self.place(i)?;
             if !self.unnamed.contains(&(i as u32)) {
-                let outside = self.reach(&path);
-                create(&outside, &self.image.files[i])?;
-                self.made.borrow_mut().push(outside);
+                let g = &self.image.files[i];
+                let made = self.create_at(&path, &|p| self.reach(p), g, in_tree)?;
+                self.made.borrow_mut().push(made);
             }
             paths[i] = path;
         }
         let _ = self.paths.set(paths);
-        Ok(())
+        self.make_homes_in(self.homes.root(), &|p| self.reach(p), in_tree)
     }
 
     /// Where stasis reaches `path` of the tree (once [`Ghosts::make`] ran: the tree's
@@ -102,7 +122,7 @@ impl<'a> Ghosts<'a> {
     }
 
     /// Ghost `index` (the image was checked to have every ghost an fd names).
-    fn file(&self, index: u32) -> Result<&GhostFile, RestoreError> {
+    pub(super) fn file(&self, index: u32) -> Result<&GhostFile, RestoreError> {
         self.image
             .get(index)
             .ok_or_else(|| RestoreError::Unsupported {
@@ -136,7 +156,7 @@ impl<'a> Ghosts<'a> {
         let g = &self.image.files[i];
         let old = PathBuf::from(&g.path);
         let parent = old.parent().unwrap_or(Path::new("/")).to_path_buf();
-        self.make_parents(&parent, g)?;
+        self.make_parents(&parent, g, &|p| self.reach(p))?;
         if std::fs::symlink_metadata(self.reach(&old)).is_err() {
             return Ok(old);
         }
@@ -145,11 +165,16 @@ impl<'a> Ghosts<'a> {
         Ok(parent.join(hidden))
     }
 
-    /// `mkdir -p dir`, recording each directory made.
-    fn make_parents(&self, dir: &Path, g: &GhostFile) -> Result<(), RestoreError> {
+    /// `mkdir -p dir` (reached through `reach`), recording each directory made.
+    pub(super) fn make_parents(
+        &self,
+        dir: &Path,
+        g: &GhostFile,
+        reach: &dyn Fn(&Path) -> PathBuf,
+    ) -> Result<(), RestoreError> {
         let missing: Vec<PathBuf> = dir
             .ancestors()
-            .map(|d| self.reach(d))
+            .map(reach)
             .take_while(|d| std::fs::symlink_metadata(d).is_err())
             .collect();
         for d in missing.into_iter().rev() {
@@ -166,7 +191,7 @@ impl<'a> Ghosts<'a> {
 
 /// An `O_PATH` fd of the root directory of process `pid` (kept: ghosts made through it
 /// can be removed even once the process is gone).
-fn open_root(pid: i32) -> Result<std::os::fd::OwnedFd, RestoreError> {
+pub(super) fn open_root(pid: i32) -> Result<std::os::fd::OwnedFd, RestoreError> {
     let path = format!("/proc/{pid}/root");
     std::fs::OpenOptions::new()
         .read(true)
@@ -281,6 +306,9 @@ impl Drop for Ghosts<'_> {
 /// through the keeper that refills its buffer, see `pipe.rs`; an `O_TMPFILE` one made
 /// anew, see [`restore_unnamed`]).
 pub fn restore(at: &Install, d: &DeletedFd) -> Result<(), RestoreError> {
+    if let Some(path) = at.ghosts.home_fd_path(d.ghost, at.entry.fd) {
+        return super::homes::restore(at, d, &path);
+    }
     let path = at.ghosts.path(d.ghost).to_string_lossy();
     let g = at.ghosts.file(d.ghost)?;
     if g.body == GhostBody::Fifo {
@@ -340,7 +368,7 @@ fn unnamed<'f>(fds: impl Iterator<Item = &'f FdEntry>) -> HashSet<u32> {
 
 /// Makes ghost `g` at `path`: the file of its type with its data, then owner, mode (after
 /// the owner: `chown` clears set-id bits) and times (last: writing changes them).
-fn create(path: &Path, g: &GhostFile) -> Result<(), RestoreError> {
+pub(super) fn create(path: &Path, g: &GhostFile) -> Result<(), RestoreError> {
     let fail = |source: std::io::Error| RestoreError::GhostCreate {
         what: g.body.describe(),
         path: path.display().to_string(),

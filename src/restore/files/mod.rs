@@ -38,6 +38,7 @@ mod fown;
 pub use fown::restore as restore_owners;
 mod ghost;
 pub use ghost::Ghosts;
+mod homes;
 mod inet;
 mod inotify;
 mod locks;

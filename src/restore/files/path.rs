@@ -45,19 +45,46 @@ pub fn restore_ghost(at: &Install, g: &GhostFd) -> Result<(), RestoreError> {
 /// [`remove_remap_links`]: a restore that fails leaves the image restorable.
 pub fn restore_remap(at: &Install, r: &RemapFd) -> Result<(), RestoreError> {
     let (old, link) = (
-        at.ghosts.reach(Path::new(&r.path)),
-        at.ghosts.reach(Path::new(&r.link.path)),
+        reach_as_opened(at, &r.path),
+        reach_as_opened(at, &r.link.path),
     );
-    let named = std::fs::symlink_metadata(&old).is_err() && std::fs::hard_link(link, &old).is_ok();
+    let named = std::fs::symlink_metadata(&old).is_err() && std::fs::hard_link(&link, &old).is_ok();
     let _unlink = named.then_some(Unlink(old));
+    at.ghosts.remap_link(link);
     let name = if named { &r.path } else { &r.link.path };
-    at.place(open_in(at.child, name, at.reopen_flags())?)?;
+    let (flags, fd) = (at.reopen_flags(), at.entry.fd);
+    let there = crate::restore::mnt::nested::open_elsewhere(at.child, fd, name, flags)?;
+    at.place(there.map_or_else(|| open_in(at.child, name, flags), Ok)?)?;
     seek(at, r.pos)
+}
+
+/// Where stasis reaches `path` of the mount namespace the fd being restored was opened
+/// in: another of the tree's than its process's, its process's when that is one made
+/// inside the tree (through `/proc/PID/root`), else the tree's root's.
+fn reach_as_opened(at: &Install, path: &str) -> PathBuf {
+    let (pid, fd) = (at.child.pid(), at.entry.fd);
+    let ns_pid = crate::restore::mnt::nested::elsewhere_pid(pid, fd)
+        .or_else(|| at.ghosts.in_nested(pid).then_some(pid));
+    match ns_pid {
+        Some(ns_pid) => format!("/proc/{ns_pid}/root{path}").into(),
+        None => at.ghosts.reach(Path::new(path)),
+    }
 }
 
 /// Removes the links of `files` made for `--link-remap`, once the restore succeeded (a
 /// link several fds share is removed once).
 pub fn remove_remap_links(files: &FilesImage, ghosts: &Ghosts) -> Result<(), RestoreError> {
+    for link in ghosts.remap_links() {
+        match std::fs::remove_file(&link) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(RestoreError::Write {
+                    path: link.display().to_string(),
+                    source: e,
+                })
+            }
+            _ => {}
+        }
+    }
     for e in &files.fds {
         let FdKind::Remap(r) = &e.kind else {
             continue;

@@ -115,6 +115,13 @@ pub fn is_elsewhere(pid: i32, fd: i32) -> bool {
     found.iter().any(|(k, _)| *k == (pid, fd))
 }
 
+/// The process of the namespace fd `fd` of `pid` was open in, if another than its own
+/// (pids as stasis sees them).
+pub fn elsewhere_pid(pid: i32, fd: i32) -> Option<i32> {
+    let found = ELSEWHERE.lock().unwrap_or_else(|e| e.into_inner());
+    found.iter().find(|(k, _)| *k == (pid, fd)).map(|(_, p)| *p)
+}
+
 /// Opens `path` in the namespace `fd` of `child` was open in, if that is another than
 /// the child's; returns the fd number in the child.
 pub fn open_elsewhere(
