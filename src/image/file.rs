@@ -148,7 +148,12 @@ use super::error::ImageError;
 /// pair's other end inside, a macvlan's lower link — and the network namespaces processes
 /// of the tree made. An older image has none: its links are loopback, dummy and veth
 /// links whose other end is outside, and every process was in the root's namespace.
-pub const FORMAT_VERSION: u32 = 15;
+///
+/// Version 16 also adds `netpeers.img` (kind 44, `image::netns::NetPeersImage`): each
+/// veth pair whose ends are in two network namespaces of the tree (the root's and one a
+/// process made, or two made ones), named by the process that made each namespace and
+/// the link's name there. An older image has none: such a pair was refused at dump.
+pub const FORMAT_VERSION: u32 = 16;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;
@@ -209,6 +214,8 @@ pub enum Kind {
     /// Processes in the mount namespace of an ancestor other than their parent's
     /// (`mntns-join.img`, format 15).
     MntJoins = 39,
+    /// Veth pairs between two network namespaces of the tree (`netpeers.img`, format 16).
+    NetPeers = 44,
 }
 
 /// Human name of a kind number, for messages.
@@ -241,6 +248,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         27 => "user namespace",
         38 => "network links",
         39 => "mount namespace joins",
+        44 => "network namespace veth pairs",
         _ => "unknown",
     }
 }

@@ -78,6 +78,8 @@ pub struct Image {
     /// (format 15) The kind-specific attributes of its links (empty without
     /// `netlinks.img`).
     pub netlinks: super::netns::NetLinksImage,
+    /// Veth pairs between the tree's network namespaces (`netpeers.img`).
+    pub netpeers: super::netns::NetPeersImage,
     /// (format 12) The tree's own user namespace (none without `userns.img`).
     pub userns: Option<super::userns::UserNsImage>,
     /// (format 11) Where the image stands in a chain of incremental images.
@@ -199,6 +201,12 @@ impl Image {
             Kind::NetLinks,
             super::netns::validate_links,
         )?;
+        let netpeers = load_optional(
+            &present,
+            super::netns::NETPEERS,
+            Kind::NetPeers,
+            super::netns::validate_peers,
+        )?;
         let userns = load_present(
             &present,
             super::userns::USERNS,
@@ -224,6 +232,7 @@ impl Image {
             mnt_joins,
             netns,
             netlinks,
+            netpeers,
             userns,
             chain,
             parent_pages: Default::default(),
@@ -535,6 +544,7 @@ mod tests {
             mnt_joins: Default::default(),
             netns: None,
             netlinks: Default::default(),
+            netpeers: Default::default(),
             userns: None,
             chain: None,
             parent_pages: Default::default(),

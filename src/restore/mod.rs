@@ -320,6 +320,7 @@ pub fn restore_with(
         net: None,
         userns: None,
         veths: &opts.veth_externals,
+        peers: ns::netlinks::Peers::new(&image.netpeers),
         lazy: post_copy.as_deref(),
         sealed: opened.sealed_pages(),
         net_lock: match lock.pids.contains(&root) {
@@ -477,6 +478,8 @@ struct Builder<'a> {
     net_lock: crate::netlock::LockMode,
     /// `--external veth[..]`.
     veths: &'a [crate::netns::VethExternal],
+    /// The veth pairs between the tree's network namespaces, as they are made.
+    peers: ns::netlinks::Peers<'a>,
     /// `--lazy-pages`: registers each process's served mappings.
     lazy: Option<&'a crate::lazy::restore::PostCopy>,
     /// The pages files left sealed, decoded into place (`sealed.rs`).
@@ -571,7 +574,7 @@ impl Builder<'_> {
                 .map_err(at(RestoreStage::Takeover, pid))?;
         }
         if pid == root && self.net.is_none() {
-            self.net = ns::net::enter_new(self.image, pid, self.net_lock, self.veths)
+            self.net = ns::net::enter_new(self.image, pid, self.net_lock, self.veths, &self.peers)
                 .map_err(at(RestoreStage::Takeover, pid))?;
         }
         if let Some(mounts) = self.mounts.filter(|_| pid == root) {
@@ -678,7 +681,7 @@ impl Builder<'_> {
         }
         if let Some(ns) = (self.image.netlinks.nested.iter()).find(|n| n.pid == pid && pid != root)
         {
-            ns::net_nested::restore(child, ns)?;
+            ns::net_nested::restore(child, ns, &self.peers)?;
         }
         Ok(())
     }
@@ -831,12 +834,17 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// The network locks lifted (the dump's with `lift`, see `netlock::in_place`) and each
+    /// The firewall of a new namespace installed ([`ns::net::Entered::finish`]), the
+    /// network locks lifted (the dump's with `lift`, see `netlock::in_place`) and each
     /// connection they held back (`files::reopen_network`), before any process runs.
-    /// Ordering requirements: every connection is rebuilt (out of repair mode) first; the
+    /// Ordering requirements: every connection is rebuilt (out of repair mode) and every
+    /// closing one replayed first; the
     /// lock of a new namespace ([`ns::net::enter_new`]) held all of its connections, whose
     /// window probes it dropped, so it goes before they probe again.
     fn reopen_network(&mut self, lock: &NetLockImage, lift: bool) -> Result<(), RestoreError> {
+        if let Some(net) = self.net.as_mut() {
+            net.finish()?;
+        }
         if self.tcp_close {
             return Ok(());
         }

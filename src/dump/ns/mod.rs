@@ -13,6 +13,7 @@
 
 pub mod net;
 pub mod net_nested;
+pub mod net_peers;
 pub mod netlinks;
 pub mod pid;
 pub mod time;
@@ -72,7 +73,17 @@ pub fn dump(
         writer.write_record(crate::image::userns::USERNS, Kind::UserNs, &userns)?;
     }
     let makers = net_nested::makers(&tree.record, &live)?;
-    let nested = net_nested::collect(&makers, &live)?;
+    let collected = net_nested::collect(&makers, &live)?;
+    let nested: Vec<_> = collected.iter().map(|(n, _)| n.clone()).collect();
+    let spaces = |root| net_peers::spaces(root, &collected);
+    let write_peers = |spaces: Vec<net_peers::Space>| -> Result<(), DumpError> {
+        let peers = net_peers::pair(&spaces)?;
+        if peers.pairs.is_empty() {
+            return Ok(());
+        }
+        writer.write_record(crate::image::netns::NETPEERS, Kind::NetPeers, &peers)?;
+        Ok(())
+    };
     let write_more = |mut more: crate::image::netns::NetLinksImage| {
         more.nested = nested.clone();
         if more.links.is_empty() && more.nested.is_empty() {
@@ -84,16 +95,19 @@ pub fn dump(
         let saved = net::external(opts.pid, in_net, ext)?;
         writer.write_record(crate::image::netns::NETNS, Kind::NetNs, &saved)?;
         write_more(Default::default())?;
+        write_peers(spaces(None))?;
         // Connections are locked one by one, as in the dumper's namespace.
         return Ok(None);
     }
     let Some(in_net) = in_net else {
         write_more(Default::default())?;
+        write_peers(spaces(None))?;
         return Ok(None);
     };
-    let (saved, more) = net::collect(in_net, &opts.veth_externals)?;
+    let (saved, more, outside) = net::collect(in_net, &opts.veth_externals)?;
     writer.write_record(crate::image::netns::NETNS, Kind::NetNs, &saved)?;
     write_more(more)?;
+    write_peers(spaces(Some((opts.pid, &saved, &outside[..]))))?;
     if lock == crate::netlock::LockMode::Skip {
         return Ok(None);
     }

@@ -7,10 +7,12 @@
 //! Refused, naming the pid: a process that entered a namespace of another process
 //! (`setns`), a process of the tree in the dumper's namespace while the root is not,
 //! a socket held by a process of such a namespace (its socket tables are not read), and
-//! a link of one whose other end is outside it.
+//! a macvlan of one whose lower link is outside it. A veth whose other end is outside
+//! is paired with it in another namespace of the tree by `net_peers.rs`.
 
 use std::collections::HashMap;
 
+use super::net::Outside;
 use super::{inode, net, DumpError};
 use crate::image::netns::{NestedNet, NetLinksImage};
 use crate::image::tree::TreeImage;
@@ -52,12 +54,13 @@ pub fn makers(record: &TreeImage, live: &[i32]) -> Result<Vec<i32>, DumpError> {
     Ok(out)
 }
 
-/// Saves the namespace of each maker of `makers`; `live`: the tree's live processes.
-pub fn collect(makers: &[i32], live: &[i32]) -> Result<Vec<NestedNet>, DumpError> {
+/// Saves the namespace of each maker of `makers`, with its veths whose other end is
+/// in another namespace; `live`: the tree's live processes.
+pub fn collect(makers: &[i32], live: &[i32]) -> Result<Vec<(NestedNet, Vec<Outside>)>, DumpError> {
     makers.iter().map(|&pid| collect_one(pid, live)).collect()
 }
 
-fn collect_one(pid: i32, live: &[i32]) -> Result<NestedNet, DumpError> {
+fn collect_one(pid: i32, live: &[i32]) -> Result<(NestedNet, Vec<Outside>), DumpError> {
     let ino = inode(&pid.to_string(), "net");
     for &p in live
         .iter()
@@ -70,11 +73,13 @@ fn collect_one(pid: i32, live: &[i32]) -> Result<NestedNet, DumpError> {
             "pid {pid} made a network namespace that stasis is in already"
         )));
     };
-    let (ns, NetLinksImage { links, .. }) = net::collect(&inside, &[])?;
+    let (ns, NetLinksImage { links, .. }, veths) = net::collect(&inside, &[])?;
     for l in &ns.links {
         let more = links.iter().find(|m| m.name == l.name);
         let outside = match l.kind.as_str() {
-            "veth" => !more.is_some_and(|m| !m.peer.is_empty()),
+            "veth" => {
+                !more.is_some_and(|m| !m.peer.is_empty()) && !veths.iter().any(|v| v.name == l.name)
+            }
             "macvlan" => !more.is_some_and(|m| !m.lower.is_empty()),
             _ => false,
         };
@@ -86,7 +91,7 @@ fn collect_one(pid: i32, live: &[i32]) -> Result<NestedNet, DumpError> {
             )));
         }
     }
-    Ok(NestedNet { pid, ns, links })
+    Ok((NestedNet { pid, ns, links }, veths))
 }
 
 /// Refuses a socket fd of `pid`, a process of the namespace `maker` made.
