@@ -5,6 +5,9 @@
 //! makes the pair anew: the inside end in the new namespace with its index, address and
 //! state, the outside end in ours, up, on the bridge named (`veth[IN]:OUT@BRIDGE`), and
 //! packets cross it. A tree in a namespace the caller keeps: `network_namespace_of_the_caller`.
+//! CRIU's `--external netdev[IN]:OUT`: `netdev_external_moves_a_made_link_in`; a pair
+//! between the tree's namespace and one its child made:
+//! `veth_pair_between_the_tree_and_a_namespace_it_made`.
 
 mod common;
 
@@ -29,6 +32,15 @@ fn ip_in(pid: i32, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
+/// Whether ip (iproute2) and nsenter are there; else prints why `test` skips.
+fn have_tools(test: &str) -> bool {
+    let there = ip(&["-V"]) && Command::new("nsenter").arg("-V").output().is_ok();
+    if !there {
+        common::skip(test, "needs ip (iproute2) and nsenter");
+    }
+    there
+}
+
 fn net_ns(pid: &str) -> Option<std::path::PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()
 }
@@ -38,26 +50,15 @@ fn veth_with_its_other_end_outside() {
     let test = "veth_with_its_other_end_outside";
     let _serial = common::serial();
     require_privileged!(test);
-    if !ip(&["-V"]) || Command::new("nsenter").arg("-V").output().is_err() {
-        common::skip(test, "needs ip (iproute2) and nsenter");
+    if !have_tools(test) {
         return;
     }
     let tmp = TempDir::new(test);
     let n = std::process::id() % 100_000;
     let (inside, outside) = (format!("sv-in-{n}"), format!("sv-out-{n}"));
     let bridge = format!("sv-br-{n}");
-    let mut run = common::start(Command::new("setsid").args([
-        "unshare",
-        "--net",
-        "sh",
-        "-c",
-        "exec </dev/null >/dev/null 2>&1; exec sleep 1000",
-    ]));
+    let mut run = in_own_netns("exec </dev/null >/dev/null 2>&1; exec sleep 1000");
     let pid = run.pid();
-    let ours = net_ns("self");
-    while net_ns(&pid.to_string()) == ours || common::proc_state(pid).is_none() {
-        common::sleep_ms(10);
-    }
     let made = ip(&[
         "link",
         "add",
@@ -88,11 +89,7 @@ fn veth_with_its_other_end_outside() {
     common::dump(pid, &img, &[]).assert_ok("dump of a veth without --external");
     run.kill();
     common::reap_all(&[pid], true);
-    // The namespace is torn down by the kernel after its last task, asynchronously.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while ip(&["link", "show", &outside]) && std::time::Instant::now() < deadline {
-        common::sleep_ms(50);
-    }
+    wait_gone(&outside);
     assert!(
         !ip(&["link", "show", &outside]),
         "the pair went with its namespace"
@@ -271,8 +268,7 @@ fn netdev_external_moves_a_made_link_in() {
     let test = "netdev_external_moves_a_made_link_in";
     let _serial = common::serial();
     require_privileged!(test);
-    if !ip(&["-V"]) || Command::new("nsenter").arg("-V").output().is_err() {
-        common::skip(test, "needs ip (iproute2) and nsenter");
+    if !have_tools(test) {
         return;
     }
     let tmp = TempDir::new(test);
@@ -354,8 +350,7 @@ fn veth_pair_between_the_tree_and_a_namespace_it_made() {
     let test = "veth_pair_between_the_tree_and_a_namespace_it_made";
     let _serial = common::serial();
     require_privileged!(test);
-    if !ip(&["-V"]) || Command::new("nsenter").arg("-V").output().is_err() {
-        common::skip(test, "needs ip (iproute2) and nsenter");
+    if !have_tools(test) {
         return;
     }
     let tmp = TempDir::new(test);

@@ -82,6 +82,7 @@ fn sample_image() -> Image {
         mnt_joins: Default::default(),
         netns: None,
         netlinks: Default::default(),
+        netpeers: Default::default(),
         userns: None,
         chain: None,
         parent_pages: Default::default(),

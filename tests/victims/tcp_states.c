@@ -264,14 +264,20 @@ static void verify_gone(void)
 	CHECK(n == -1 && (errno == EPIPE || errno == ECONNRESET), "fd 11: send %zd (%s)", n, strerror(errno));
 }
 
-static void setup_gone(void)
+/* Moves this process into a network namespace of its own, its loopback up. */
+static void own_netns(void)
 {
-	int on = 1;
-
 	if (unshare(CLONE_NEWNET))
 		victim_skip("unshare(CLONE_NEWNET) is not permitted here");
 	if (system("ip link set lo up"))
 		victim_skip("needs ip (iproute2) to bring lo up");
+}
+
+static void setup_gone(void)
+{
+	int on = 1;
+
+	own_netns();
 	listener();
 	pair(11, 12);
 	put(12, "asd");
@@ -289,10 +295,7 @@ static void setup_lastack(void)
 	socklen_t l = sizeof(a);
 	char cmd[192];
 
-	if (unshare(CLONE_NEWNET))
-		victim_skip("unshare(CLONE_NEWNET) is not permitted here");
-	if (system("ip link set lo up"))
-		victim_skip("needs ip (iproute2) to bring lo up");
+	own_netns();
 	listener();
 	pair(11, 12);
 	CHECK_SYS(getsockname(10, (struct sockaddr *)&a, &l));
