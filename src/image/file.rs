@@ -153,6 +153,12 @@ use super::error::ImageError;
 /// veth pair whose ends are in two network namespaces of the tree (the root's and one a
 /// process made, or two made ones), named by the process that made each namespace and
 /// the link's name there. An older image has none: such a pair was refused at dump.
+///
+/// Version 16 also adds `netns-join.img` (kind 45, `image::netns::NetJoinsImage`): each
+/// process in a network namespace of the tree other than its parent's that it did not
+/// make (`setns`), with the maker of that namespace and whether it enters it after its
+/// files (its sockets being of its parent's namespace). An older image has none: such a
+/// process was refused at dump.
 pub const FORMAT_VERSION: u32 = 16;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
@@ -216,6 +222,9 @@ pub enum Kind {
     MntJoins = 39,
     /// Veth pairs between two network namespaces of the tree (`netpeers.img`, format 16).
     NetPeers = 44,
+    /// Processes in a network namespace of the tree they entered (`netns-join.img`,
+    /// format 16).
+    NetJoins = 45,
 }
 
 /// Human name of a kind number, for messages.
@@ -249,6 +258,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         38 => "network links",
         39 => "mount namespace joins",
         44 => "network namespace veth pairs",
+        45 => "network namespace joins",
         _ => "unknown",
     }
 }

@@ -80,6 +80,8 @@ pub struct Image {
     pub netlinks: super::netns::NetLinksImage,
     /// Veth pairs between the tree's network namespaces (`netpeers.img`).
     pub netpeers: super::netns::NetPeersImage,
+    /// Processes that entered a network namespace of the tree (`netns-join.img`).
+    pub netjoins: super::netns::NetJoinsImage,
     /// (format 12) The tree's own user namespace (none without `userns.img`).
     pub userns: Option<super::userns::UserNsImage>,
     /// (format 11) Where the image stands in a chain of incremental images.
@@ -207,6 +209,12 @@ impl Image {
             Kind::NetPeers,
             super::netns::validate_peers,
         )?;
+        let netjoins = load_optional(
+            &present,
+            super::netns::NETJOINS,
+            Kind::NetJoins,
+            super::netns::validate_joins,
+        )?;
         let userns = load_present(
             &present,
             super::userns::USERNS,
@@ -233,6 +241,7 @@ impl Image {
             netns,
             netlinks,
             netpeers,
+            netjoins,
             userns,
             chain,
             parent_pages: Default::default(),
@@ -545,6 +554,7 @@ mod tests {
             netns: None,
             netlinks: Default::default(),
             netpeers: Default::default(),
+            netjoins: Default::default(),
             userns: None,
             chain: None,
             parent_pages: Default::default(),

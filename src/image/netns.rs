@@ -23,6 +23,41 @@ pub const NETNS: &str = "netns.img";
 pub const NETLINKS: &str = "netlinks.img";
 /// Name of the record of veth pairs between the tree's namespaces (format 16).
 pub const NETPEERS: &str = "netpeers.img";
+/// Name of the record of processes that entered a namespace of the tree (format 16).
+pub const NETJOINS: &str = "netns-join.img";
+
+/// `netns-join.img` (format 16): the processes in a network namespace of the tree other
+/// than their parent's that they did not make. Absent: none.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetJoinsImage {
+    pub joins: Vec<NetJoin>,
+}
+
+/// Process `pid` is in the network namespace process `of` made (the root's for the
+/// tree's own): it enters it right after its takeover, or with `late` once its files are
+/// open (its sockets are of its parent's namespace; it has no children).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetJoin {
+    pub pid: i32,
+    pub of: i32,
+    pub late: bool,
+}
+
+/// A process joins at most once, never its own namespace.
+pub fn validate_joins(img: &NetJoinsImage, path: &Path) -> Result<(), ImageError> {
+    for (i, j) in img.joins.iter().enumerate() {
+        if j.pid == j.of || img.joins[..i].iter().any(|o| o.pid == j.pid) {
+            return Err(ImageError::Invalid {
+                path: path.to_path_buf(),
+                what: format!(
+                    "pid {} joins the network namespace of {} twice or itself",
+                    j.pid, j.of
+                ),
+            });
+        }
+    }
+    Ok(())
+}
 
 /// `netns.img`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

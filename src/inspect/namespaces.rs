@@ -46,6 +46,18 @@ pub(super) fn sections(image: &Image, out: &mut impl Write) -> std::io::Result<(
             a.name, a.pid, b.name, b.pid
         )?;
     }
+    for j in &image.netjoins.joins {
+        let when = if j.late {
+            " once its files are open"
+        } else {
+            ""
+        };
+        writeln!(
+            out,
+            "pid {} enters the network namespace of pid {}{when}",
+            j.pid, j.of
+        )?;
+    }
     consoles(&image.orphan_pty, out)?;
     for p in &image.pty_devpts.ptys {
         writeln!(out, "pty {} of the tree's own devpts {}", p.index, p.devpts)?;

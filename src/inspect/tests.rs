@@ -83,6 +83,7 @@ fn sample_image() -> Image {
         netns: None,
         netlinks: Default::default(),
         netpeers: Default::default(),
+        netjoins: Default::default(),
         userns: None,
         chain: None,
         parent_pages: Default::default(),

@@ -518,6 +518,12 @@ impl Builder<'_> {
         mnt::nested::set_elsewhere(self.fds_elsewhere());
         let mut ptys = self.ttys.fds();
         ptys.extend(&self.given);
+        // Those entering a network namespace once their files are open, with the pid of
+        // the namespace's maker.
+        let late = (self.image.netjoins.joins.iter())
+            .filter(|j| j.late)
+            .map(|j| Ok((j.pid, self.host_pid(j.pid, j.of)?)))
+            .collect::<Result<Vec<_>, RestoreError>>()?;
         for (pid, child) in &mut self.procs {
             let p = self
                 .image
@@ -526,6 +532,9 @@ impl Builder<'_> {
             let entry = self.image.tree.get(*pid).expect("in the tree");
             let userns = self.userns.as_ref();
             finish(child, p, entry, self.tcp_close, self.ghosts, &ptys, userns)?;
+            if let Some(&(_, of)) = late.iter().find(|(p, _)| p == pid) {
+                ns::net_join::join(child, of).map_err(at(RestoreStage::Files, *pid))?;
+            }
         }
         self.close_spares()?;
         std::mem::take(&mut self.ttys);
@@ -683,7 +692,21 @@ impl Builder<'_> {
         {
             ns::net_nested::restore(child, ns, &self.peers)?;
         }
+        if let Some(j) = (self.image.netjoins.joins.iter()).find(|j| j.pid == pid && !j.late) {
+            ns::net_join::join(child, self.host_pid(pid, j.of)?)?;
+        }
         Ok(())
+    }
+
+    /// The pid stasis sees process `of` under, which `pid` joins the network namespace
+    /// of (restored before it).
+    fn host_pid(&self, pid: i32, of: i32) -> Result<i32, RestoreError> {
+        (self.procs.iter())
+            .find(|(p, _)| *p == of)
+            .map(|(_, c)| c.pid())
+            .ok_or_else(|| RestoreError::Unsupported {
+                what: format!("pid {pid} joins the network namespace of {of}, not restored"),
+            })
     }
 
     /// The tree's mount namespaces built so far (the root's own first, then those made

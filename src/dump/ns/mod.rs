@@ -12,6 +12,7 @@
 //! refused before anything is frozen, naming the pid and namespace.
 
 pub mod net;
+pub mod net_join;
 pub mod net_nested;
 pub mod net_peers;
 pub mod netlinks;
@@ -44,7 +45,9 @@ pub fn refuse_foreign(pid: i32) -> Result<(), DumpError> {
 /// Checks the tree's pid, UTS and network namespaces and writes `namespaces.img` and
 /// `netns.img` (nothing when the tree lives in the dumper's). With a lock (not `skip`),
 /// a network namespace of the tree's own is locked whole: returns the mode it was locked
-/// with, if it was (`net::lock`).
+/// with, if it was (`net::lock`). Fills `sockets`: the processes holding sockets of a
+/// namespace made inside the tree, with the makers of their sockets' namespaces
+/// (`net_join.rs`).
 ///
 /// Ordering requirements: while the tree is frozen, before any socket is dumped (the
 /// firewall is saved before the lock is added to it).
@@ -53,6 +56,7 @@ pub fn dump(
     writer: &ImageWriter,
     in_net: Option<&net::InTree>,
     opts: &super::DumpOptions,
+    sockets: &mut HashMap<i32, Vec<i32>>,
 ) -> Result<Option<crate::netlock::LockMode>, DumpError> {
     let lock = opts.network_lock;
     let threads: HashMap<i32, Vec<i32>> = (tree.procs.iter())
@@ -72,8 +76,16 @@ pub fn dump(
     if let Some(userns) = user::collect(&live)? {
         writer.write_record(crate::image::userns::USERNS, Kind::UserNs, &userns)?;
     }
-    let makers = net_nested::makers(&tree.record, &live)?;
-    let collected = net_nested::collect(&makers, &live)?;
+    let (makers, joined) = net_nested::makers(&tree.record, &live)?;
+    let planned = net_join::plan(&tree.record, &live, &makers, &joined)?;
+    if !planned.joins.is_empty() {
+        let joins = crate::image::netns::NetJoinsImage {
+            joins: planned.joins,
+        };
+        writer.write_record(crate::image::netns::NETJOINS, Kind::NetJoins, &joins)?;
+    }
+    *sockets = planned.sockets;
+    let collected = net_nested::collect(&makers)?;
     let nested: Vec<_> = collected.iter().map(|(n, _)| n.clone()).collect();
     let spaces = |root| net_peers::spaces(root, &collected);
     let write_peers = |spaces: Vec<net_peers::Space>| -> Result<(), DumpError> {
