@@ -59,26 +59,9 @@ fn veth_with_its_other_end_outside() {
     let bridge = format!("sv-br-{n}");
     let mut run = in_own_netns("exec </dev/null >/dev/null 2>&1; exec sleep 1000");
     let pid = run.pid();
-    let made = ip(&[
-        "link",
-        "add",
-        &outside,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &inside,
-        "netns",
-        &pid.to_string(),
-    ]) && ip(&["link", "set", &outside, "up"]);
-    let set_up = format!(
-        "ip link set lo up && ip addr add 10.99.0.2/24 dev {inside} && ip link set {inside} up"
-    );
-    let inner = Command::new("nsenter")
-        .args(["-t", &pid.to_string(), "-n", "sh", "-c", &set_up])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !made || !inner {
+    let made =
+        veth_into(pid, &outside, &inside, "10.99.0.2/24") && ip(&["link", "set", &outside, "up"]);
+    if !made {
         run.kill();
         ip(&["link", "del", &outside]);
         common::skip(test, "could not make a veth pair into a network namespace");
@@ -247,6 +230,18 @@ fn wait_gone(name: &str) {
     }
 }
 
+/// Makes a veth pair OUTSIDE (ours) – INSIDE (in the namespace of `pid`, with `addr`,
+/// up, the loopback up too); whether it could.
+fn veth_into(pid: i32, outside: &str, inside: &str, addr: &str) -> bool {
+    let p = pid.to_string();
+    let made = ip(&[
+        "link", "add", outside, "type", "veth", "peer", "name", inside, "netns", &p,
+    ]);
+    let set_up =
+        format!("ip link set lo up && ip addr add {addr} dev {inside} && ip link set {inside} up");
+    made && sh_in(pid, &set_up)
+}
+
 /// A process running `sh -c SCRIPT` in a network namespace of its own, once it is there.
 fn in_own_netns(script: &str) -> common::Running {
     let run = common::start(Command::new("setsid").args(["unshare", "--net", "sh", "-c", script]));
@@ -277,14 +272,8 @@ fn netdev_external_moves_a_made_link_in() {
     let (given, host) = (format!("sd-new-{n}"), format!("sd-host-{n}"));
     let mut run = in_own_netns("exec </dev/null >/dev/null 2>&1; exec sleep 1000");
     let pid = run.pid();
-    let pidtext = pid.to_string();
-    let made = ip(&[
-        "link", "add", &outside, "type", "veth", "peer", "name", &inside, "netns", &pidtext,
-    ]);
-    let set_up = format!(
-        "ip link set lo up && ip addr add 10.98.0.2/24 dev {inside} && ip link set {inside} up"
-    );
-    if !made || !sh_in(pid, &set_up) {
+    let made = veth_into(pid, &outside, &inside, "10.98.0.2/24");
+    if !made {
         run.kill();
         ip(&["link", "del", &outside]);
         common::skip(test, "could not make a veth pair into a network namespace");

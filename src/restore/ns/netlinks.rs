@@ -65,6 +65,8 @@ pub struct Peers<'a> {
     parking: OnceLock<File>,
     /// The far end each parked link is, and its name while parked.
     parked: Mutex<Vec<(LinkEnd, String)>>,
+    /// Ends parked so far (each parked under a name of its own).
+    count: std::sync::atomic::AtomicUsize,
 }
 
 impl<'a> Peers<'a> {
@@ -73,6 +75,7 @@ impl<'a> Peers<'a> {
             image,
             parking: OnceLock::new(),
             parked: Mutex::new(Vec::new()),
+            count: Default::default(),
         }
     }
 
@@ -124,7 +127,8 @@ impl<'a> Peers<'a> {
                 ))
             });
         }
-        let tmp = format!("stasisv{}", parked.len() + 1);
+        let n = (self.count).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = format!("stasisv{n}");
         let spare = spare_index(m.ns).to_string();
         add(link, &[], "veth", &["peer", "name", &tmp, "index", &spare])?;
         crate::rtnl::move_link(&tmp, self.parking()?.as_fd(), &tmp, 0).map_err(|e| {
