@@ -23,6 +23,7 @@ pub mod profile;
 pub mod progress;
 pub mod ranges;
 pub mod restore;
+pub mod rtnl;
 pub mod sys;
 pub mod tracker;
 pub mod vdso;

@@ -33,10 +33,12 @@ pub enum NetnsError {
 /// CRIU's `--external veth[INSIDE]:OUTSIDE[@BRIDGE]`: a veth pair whose end INSIDE is in
 /// the tree's network namespace and OUTSIDE in the restorer's (attached to BRIDGE); or
 /// `--external macvlan[INSIDE]:LOWER`: the macvlan INSIDE's lower link is the restorer's
-/// LOWER.
+/// LOWER; or (at restore) `--external netdev[INSIDE]:OUTSIDE`: the veth INSIDE had its
+/// other end outside, and the restorer made a pair already: its end OUTSIDE is moved
+/// into the tree's namespace as INSIDE.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VethExternal {
-    /// `veth` or `macvlan`.
+    /// `veth`, `macvlan` or `netdev`.
     pub kind: String,
     pub inside: String,
     pub outside: String,
@@ -44,8 +46,8 @@ pub struct VethExternal {
 }
 
 impl VethExternal {
-    /// `veth[INSIDE]:OUTSIDE[@BRIDGE]` or `macvlan[INSIDE]:LOWER`, or `None` for another
-    /// spelling.
+    /// `veth[INSIDE]:OUTSIDE[@BRIDGE]`, `macvlan[INSIDE]:LOWER` or
+    /// `netdev[INSIDE]:OUTSIDE`, or `None` for another spelling.
     pub fn parse(text: &str) -> Option<Self> {
         let (kind, rest) = text.split_once('[')?;
         let (inside, rest) = rest.split_once("]:")?;
@@ -54,7 +56,7 @@ impl VethExternal {
             _ => (rest, None),
         };
         let ok = |n: &str| !n.is_empty() && n.len() <= 15 && !n.contains(['/', ' ', '@']);
-        let known = ["veth", "macvlan"].contains(&kind);
+        let known = ["veth", "macvlan", "netdev"].contains(&kind);
         let names = ok(inside) && ok(outside) && bridge.as_deref().map_or(true, ok);
         (known && names).then(|| VethExternal {
             kind: kind.to_string(),
@@ -204,6 +206,11 @@ mod tests {
         );
         let m = VethExternal::parse("macvlan[mv0]:br0").expect("valid");
         assert_eq!((m.kind.as_str(), m.outside.as_str()), ("macvlan", "br0"));
+        let d = VethExternal::parse("netdev[zdtmvthc0]:zdtmvthc1").expect("valid");
+        assert_eq!(
+            (d.kind.as_str(), d.inside.as_str()),
+            ("netdev", "zdtmvthc0")
+        );
         for bad in [
             "mnt[a]:b",
             "veth[]:x",
@@ -211,6 +218,7 @@ mod tests {
             "veth[a]:b@",
             "veth[a/b]:c",
             "macvlan[a]:b@c",
+            "netdev[a]:b@c",
             "bond[a]:b",
         ] {
             assert!(VethExternal::parse(bad).is_none(), "{bad}");

@@ -231,6 +231,28 @@ fn tcp_peer_gone_is_reset_in_a_new_netns() {
     restored.go_and_expect_pass();
 }
 
+/// A tree in a network namespace of its own whose firewall drops what goes to a
+/// listener's port (zdtm's socket-tcp-closed-last-ack): its accepted connection is
+/// LAST_ACK, its peer's acknowledgement dropped. The restore replays the peer's FIN to
+/// take the new socket there, so the namespace's rule set is installed only after the
+/// replay (it used to be installed first and dropped the FIN: the restore failed); the
+/// rule is back when the task runs (it deletes it).
+#[test]
+fn tcp_last_ack_behind_the_namespace_firewall() {
+    let _serial = common::serial();
+    let test = "tcp_last_ack_behind_the_namespace_firewall";
+    require_privileged!(test);
+    if !have("ip") || !have("iptables") {
+        return common::skip(test, "needs ip and iptables");
+    }
+    let tmp = TempDir::new("lastack");
+    let Some(mut v) = victim(&tmp, "tcp_states", &["lastack"]) else {
+        return;
+    };
+    let mut restored = dump_restore(&mut v, &tmp, &["--tcp-established"]);
+    restored.go_and_expect_pass();
+}
+
 /// The same with the peer in another network namespace, joined to ours by a veth pair:
 /// its segments cross a real interface (not loopback), and the network lock must hold
 /// them there too.

@@ -320,6 +320,7 @@ victim_tests! {
     udp_shutdown: "tcp_states" ["udp"];
     netns: "netns";
     netlinks: "netlinks";
+    netns_sockets: "netns_sockets";
     pty: "pty";
     ctty: "ctty";
     pty_hangup: "pty_hangup";

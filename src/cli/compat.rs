@@ -113,8 +113,8 @@ impl CriuFlags {
         if let Some(ext) = self.external.iter().find(|e| !known(e)) {
             return Err(format!(
                 "--external {ext}: stasis handles external mounts (mnt[MOUNTPOINT]:KEY at \
-                 dump, mnt[KEY]:PATH at restore, mnt[] or mnt[]:s|m), veth pairs (veth[INSIDE]:OUTSIDE[@BRIDGE]), \
-                 macvlan lower links (macvlan[INSIDE]:LOWER) and \
+                 dump, mnt[KEY]:PATH at restore, mnt[] or mnt[]:s|m), veth pairs (veth[INSIDE]:OUTSIDE[@BRIDGE], \
+                 netdev[INSIDE]:OUTSIDE), macvlan lower links (macvlan[INSIDE]:LOWER) and \
                  the tree's network namespace (net[INO]:KEY)"
             ));
         }
@@ -206,7 +206,8 @@ impl CriuFlags {
         }
     }
 
-    /// The `veth[INSIDE]:OUTSIDE[@BRIDGE]` and `macvlan[INSIDE]:LOWER` externals.
+    /// The `veth[INSIDE]:OUTSIDE[@BRIDGE]`, `macvlan[INSIDE]:LOWER` and
+    /// `netdev[INSIDE]:OUTSIDE` externals.
     pub fn veth_externals(&self) -> Vec<VethExternal> {
         self.external
             .iter()

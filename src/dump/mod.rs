@@ -395,7 +395,7 @@ fn save_tree(
     };
     {
         let _span = crate::profile::span("namespaces");
-        if let Some(mode) = ns::dump(tree, &writer, in_net, opts)? {
+        if let Some(mode) = ns::dump(tree, &writer, in_net, opts, &mut fd_opts.socket_netns)? {
             // The whole namespace is held: no connection needs a lock of its own.
             held.push(files::Held::namespace_locked(opts.pid, mode));
             fd_opts.network_lock = crate::netlock::LockMode::Skip;
@@ -566,6 +566,7 @@ fn fd_options(opts: &DumpOptions, pids: &[i32]) -> files::FdOptions {
         ext_unix_sk: opts.ext_unix_sk,
         skip_in_flight: opts.skip_in_flight,
         network_lock: opts.network_lock,
+        socket_netns: Default::default(),
         tree_sockets: Default::default(),
         tree_files: Default::default(),
         ghosts: Default::default(),

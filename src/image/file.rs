@@ -167,6 +167,17 @@ use super::error::ImageError;
 /// (kind 43, `image::mnt::MapsElsewhereImage`: mappings and exe links on a mount of
 /// another namespace of the tree, opened through a process of it). An older image has
 /// none of them.
+///
+/// Version 16 also adds `netpeers.img` (kind 44, `image::netns::NetPeersImage`): each
+/// veth pair whose ends are in two network namespaces of the tree (the root's and one a
+/// process made, or two made ones), named by the process that made each namespace and
+/// the link's name there. An older image has none: such a pair was refused at dump.
+///
+/// Version 16 also adds `netns-join.img` (kind 45, `image::netns::NetJoinsImage`): each
+/// process in a network namespace of the tree other than its parent's that it did not
+/// make (`setns`), with the maker of that namespace and whether it enters it after its
+/// files (its sockets being of its parent's namespace). An older image has none: such a
+/// process was refused at dump.
 pub const FORMAT_VERSION: u32 = 16;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
@@ -235,6 +246,11 @@ pub enum Kind {
     Binfmt = 42,
     /// Mappings on a mount of another namespace of the tree (`mntns-maps.img`, format 16).
     MapsElsewhere = 43,
+    /// Veth pairs between two network namespaces of the tree (`netpeers.img`, format 16).
+    NetPeers = 44,
+    /// Processes in a network namespace of the tree they entered (`netns-join.img`,
+    /// format 16).
+    NetJoins = 45,
 }
 
 /// Human name of a kind number, for messages.
@@ -270,6 +286,8 @@ pub fn kind_name(kind: u32) -> &'static str {
         40 => "ghost homes",
         42 => "binfmt_misc entries",
         43 => "mappings in other mount namespaces",
+        44 => "network namespace veth pairs",
+        45 => "network namespace joins",
         _ => "unknown",
     }
 }

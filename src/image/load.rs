@@ -86,6 +86,10 @@ pub struct Image {
     /// (format 15) The kind-specific attributes of its links (empty without
     /// `netlinks.img`).
     pub netlinks: super::netns::NetLinksImage,
+    /// Veth pairs between the tree's network namespaces (`netpeers.img`).
+    pub netpeers: super::netns::NetPeersImage,
+    /// Processes that entered a network namespace of the tree (`netns-join.img`).
+    pub netjoins: super::netns::NetJoinsImage,
     /// (format 12) The tree's own user namespace (none without `userns.img`).
     pub userns: Option<super::userns::UserNsImage>,
     /// (format 11) Where the image stands in a chain of incremental images.
@@ -218,6 +222,18 @@ impl Image {
             Kind::NetLinks,
             super::netns::validate_links,
         )?;
+        let netpeers = load_optional(
+            &present,
+            super::netns::NETPEERS,
+            Kind::NetPeers,
+            super::netns::validate_peers,
+        )?;
+        let netjoins = load_optional(
+            &present,
+            super::netns::NETJOINS,
+            Kind::NetJoins,
+            super::netns::validate_joins,
+        )?;
         let userns = load_present(
             &present,
             super::userns::USERNS,
@@ -246,6 +262,8 @@ impl Image {
             maps_elsewhere,
             netns,
             netlinks,
+            netpeers,
+            netjoins,
             userns,
             chain,
             parent_pages: Default::default(),
@@ -560,6 +578,8 @@ mod tests {
             maps_elsewhere: Default::default(),
             netns: None,
             netlinks: Default::default(),
+            netpeers: Default::default(),
+            netjoins: Default::default(),
             userns: None,
             chain: None,
             parent_pages: Default::default(),

@@ -21,6 +21,43 @@ use super::error::ImageError;
 pub const NETNS: &str = "netns.img";
 /// Name of the links' record file (format 15).
 pub const NETLINKS: &str = "netlinks.img";
+/// Name of the record of veth pairs between the tree's namespaces (format 16).
+pub const NETPEERS: &str = "netpeers.img";
+/// Name of the record of processes that entered a namespace of the tree (format 16).
+pub const NETJOINS: &str = "netns-join.img";
+
+/// `netns-join.img` (format 16): the processes in a network namespace of the tree other
+/// than their parent's that they did not make. Absent: none.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetJoinsImage {
+    pub joins: Vec<NetJoin>,
+}
+
+/// Process `pid` is in the network namespace process `of` made (the root's for the
+/// tree's own): it enters it right after its takeover, or with `late` once its files are
+/// open (its sockets are of its parent's namespace; it has no children).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetJoin {
+    pub pid: i32,
+    pub of: i32,
+    pub late: bool,
+}
+
+/// A process joins at most once, never its own namespace.
+pub fn validate_joins(img: &NetJoinsImage, path: &Path) -> Result<(), ImageError> {
+    for (i, j) in img.joins.iter().enumerate() {
+        if j.pid == j.of || img.joins[..i].iter().any(|o| o.pid == j.pid) {
+            return Err(ImageError::Invalid {
+                path: path.to_path_buf(),
+                what: format!(
+                    "pid {} joins the network namespace of {} twice or itself",
+                    j.pid, j.of
+                ),
+            });
+        }
+    }
+    Ok(())
+}
 
 /// `netns.img`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +139,49 @@ pub struct LinkMore {
     /// Its attributes as a bridge port, as `ip link set NAME type bridge_slave` takes
     /// them.
     pub port: Vec<(String, String)>,
+}
+
+/// `netpeers.img` (format 16): the veth pairs whose two ends are in two different network
+/// namespaces of the tree. Each end is also a link of its namespace's record, as a veth
+/// whose other end is outside. Absent: none.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetPeersImage {
+    pub pairs: Vec<NetPeer>,
+}
+
+/// One veth pair between two namespaces of the tree.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetPeer {
+    pub ends: [LinkEnd; 2],
+}
+
+/// One end of a [`NetPeer`]: the link `name` of the namespace process `pid` made (the
+/// root's for the tree's own namespace).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkEnd {
+    pub pid: i32,
+    pub name: String,
+}
+
+impl NetPeersImage {
+    /// The other end of link `name` of the namespace of `pid`, if it is one of a pair.
+    pub fn other_end(&self, pid: i32, name: &str) -> Option<&LinkEnd> {
+        self.pairs.iter().find_map(|p| {
+            let at = p.ends.iter().position(|e| e.pid == pid && e.name == name)?;
+            Some(&p.ends[1 - at])
+        })
+    }
+}
+
+/// Checks each end's name is a link name.
+pub fn validate_peers(peers: &NetPeersImage, path: &Path) -> Result<(), ImageError> {
+    match (peers.pairs.iter().flat_map(|p| &p.ends)).find(|e| !link_name(&e.name)) {
+        Some(e) => Err(ImageError::Invalid {
+            path: path.to_path_buf(),
+            what: format!("bad veth end {:?} of pid {}", e.name, e.pid),
+        }),
+        None => Ok(()),
+    }
 }
 
 impl NetLinksImage {

@@ -124,6 +124,8 @@ fn to_json(image: &Image) -> serde_json::Value {
         "mounts": image.mounts,
         "netns": image.netns.as_ref().map(namespaces::netns_json),
         "netlinks": namespaces::netlinks_json(&image.netlinks),
+        "netpeers": image.netpeers,
+        "netjoins": image.netjoins,
         "mnt_joins": image.mnt_joins,
         "orphan_pty": image.orphan_pty,
         "pty_devpts": image.pty_devpts,

@@ -38,6 +38,26 @@ pub(super) fn sections(image: &Image, out: &mut impl Write) -> std::io::Result<(
         netns(&n.ns, out)?;
         links_more(&n.links, out)?;
     }
+    for p in &image.netpeers.pairs {
+        let [a, b] = &p.ends;
+        writeln!(
+            out,
+            "veth pair: {} of pid {}'s network namespace, {} of pid {}'s",
+            a.name, a.pid, b.name, b.pid
+        )?;
+    }
+    for j in &image.netjoins.joins {
+        let when = if j.late {
+            " once its files are open"
+        } else {
+            ""
+        };
+        writeln!(
+            out,
+            "pid {} enters the network namespace of pid {}{when}",
+            j.pid, j.of
+        )?;
+    }
     consoles(&image.orphan_pty, out)?;
     for p in &image.pty_devpts.ptys {
         writeln!(out, "pty {} of the tree's own devpts {}", p.index, p.devpts)?;

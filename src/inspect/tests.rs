@@ -85,6 +85,8 @@ fn sample_image() -> Image {
         maps_elsewhere: Default::default(),
         netns: None,
         netlinks: Default::default(),
+        netpeers: Default::default(),
+        netjoins: Default::default(),
         userns: None,
         chain: None,
         parent_pages: Default::default(),

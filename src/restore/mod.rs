@@ -320,6 +320,7 @@ pub fn restore_with(
         net: None,
         userns: None,
         veths: &opts.veth_externals,
+        peers: ns::netlinks::Peers::new(&image.netpeers),
         lazy: post_copy.as_deref(),
         sealed: opened.sealed_pages(),
         net_lock: match lock.pids.contains(&root) {
@@ -477,6 +478,8 @@ struct Builder<'a> {
     net_lock: crate::netlock::LockMode,
     /// `--external veth[..]`.
     veths: &'a [crate::netns::VethExternal],
+    /// The veth pairs between the tree's network namespaces, as they are made.
+    peers: ns::netlinks::Peers<'a>,
     /// `--lazy-pages`: registers each process's served mappings.
     lazy: Option<&'a crate::lazy::restore::PostCopy>,
     /// The pages files left sealed, decoded into place (`sealed.rs`).
@@ -515,6 +518,12 @@ impl Builder<'_> {
         mnt::nested::set_elsewhere(self.fds_elsewhere());
         let mut ptys = self.ttys.fds();
         ptys.extend(&self.given);
+        // Those entering a network namespace once their files are open, with the pid of
+        // the namespace's maker.
+        let late = (self.image.netjoins.joins.iter())
+            .filter(|j| j.late)
+            .map(|j| Ok((j.pid, self.host_pid(j.pid, j.of)?)))
+            .collect::<Result<Vec<_>, RestoreError>>()?;
         for (pid, child) in &mut self.procs {
             let p = self
                 .image
@@ -523,6 +532,9 @@ impl Builder<'_> {
             let entry = self.image.tree.get(*pid).expect("in the tree");
             let userns = self.userns.as_ref();
             finish(child, p, entry, self.tcp_close, self.ghosts, &ptys, userns)?;
+            if let Some(&(_, of)) = late.iter().find(|(p, _)| p == pid) {
+                ns::net_join::join(child, of).map_err(at(RestoreStage::Files, *pid))?;
+            }
         }
         self.close_spares()?;
         std::mem::take(&mut self.ttys);
@@ -571,7 +583,7 @@ impl Builder<'_> {
                 .map_err(at(RestoreStage::Takeover, pid))?;
         }
         if pid == root && self.net.is_none() {
-            self.net = ns::net::enter_new(self.image, pid, self.net_lock, self.veths)
+            self.net = ns::net::enter_new(self.image, pid, self.net_lock, self.veths, &self.peers)
                 .map_err(at(RestoreStage::Takeover, pid))?;
         }
         if let Some(mounts) = self.mounts.filter(|_| pid == root) {
@@ -683,9 +695,23 @@ impl Builder<'_> {
         }
         if let Some(ns) = (self.image.netlinks.nested.iter()).find(|n| n.pid == pid && pid != root)
         {
-            ns::net_nested::restore(child, ns)?;
+            ns::net_nested::restore(child, ns, &self.peers)?;
+        }
+        if let Some(j) = (self.image.netjoins.joins.iter()).find(|j| j.pid == pid && !j.late) {
+            ns::net_join::join(child, self.host_pid(pid, j.of)?)?;
         }
         Ok(())
+    }
+
+    /// The pid stasis sees process `of` under, which `pid` joins the network namespace
+    /// of (restored before it).
+    fn host_pid(&self, pid: i32, of: i32) -> Result<i32, RestoreError> {
+        (self.procs.iter())
+            .find(|(p, _)| *p == of)
+            .map(|(_, c)| c.pid())
+            .ok_or_else(|| RestoreError::Unsupported {
+                what: format!("pid {pid} joins the network namespace of {of}, not restored"),
+            })
     }
 
     /// The tree's mount namespaces built so far (the root's own first, then those made
@@ -861,12 +887,17 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// The network locks lifted (the dump's with `lift`, see `netlock::in_place`) and each
+    /// The firewall of a new namespace installed ([`ns::net::Entered::finish`]), the
+    /// network locks lifted (the dump's with `lift`, see `netlock::in_place`) and each
     /// connection they held back (`files::reopen_network`), before any process runs.
-    /// Ordering requirements: every connection is rebuilt (out of repair mode) first; the
+    /// Ordering requirements: every connection is rebuilt (out of repair mode) and every
+    /// closing one replayed first; the
     /// lock of a new namespace ([`ns::net::enter_new`]) held all of its connections, whose
     /// window probes it dropped, so it goes before they probe again.
     fn reopen_network(&mut self, lock: &NetLockImage, lift: bool) -> Result<(), RestoreError> {
+        if let Some(net) = self.net.as_mut() {
+            net.finish()?;
+        }
         if self.tcp_close {
             return Ok(());
         }

@@ -95,6 +95,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("tcp_states", &[]),
     ("netns", &[]),
     ("netlinks", &[]),
+    ("netns_sockets", &[]),
     ("pipes", &[]),
     ("zero_pages", &[]),
     ("migrate_writer", &[]),

@@ -33,6 +33,12 @@
  *   restore's window probe is such a segment (the socket leaves repair mode). After go:
  *   11 was reset (CLOSE), reads "asd", then ECONNRESET or end of file, and cannot send.
  *   Run standalone it stays established (nothing is sent), so its verification fails.
+ * "lastack" (zdtm's socket-tcp-closed-last-ack): in a network namespace of its own,
+ *   fds 11/12: 11 (client) shut down its send side, then a firewall rule of the
+ *   namespace (iptables, INPUT) drops what goes to the listener's port, and 12 (server)
+ *   shut down its own: 12 is LAST_ACK (11's acknowledgement dropped), 11 closed. After
+ *   go: 12 is still LAST_ACK; the rule is deleted; 12 reads end of file (or the reset
+ *   11's gone end answers its next FIN with), 11 reads end of file and cannot send.
  */
 #include "victim.h"
 
@@ -260,14 +266,20 @@ static void verify_gone(void)
 	CHECK(n == -1 && (errno == EPIPE || errno == ECONNRESET), "fd 11: send %zd (%s)", n, strerror(errno));
 }
 
-static void setup_gone(void)
+/* Moves this process into a network namespace of its own, its loopback up. */
+static void own_netns(void)
 {
-	int on = 1;
-
 	if (unshare(CLONE_NEWNET))
 		victim_skip("unshare(CLONE_NEWNET) is not permitted here");
 	if (system("ip link set lo up"))
 		victim_skip("needs ip (iproute2) to bring lo up");
+}
+
+static void setup_gone(void)
+{
+	int on = 1;
+
+	own_netns();
 	listener();
 	pair(11, 12);
 	put(12, "asd");
@@ -275,6 +287,43 @@ static void setup_gone(void)
 	CHECK_SYS(setsockopt(12, SOL_TCP, TCP_REPAIR, &on, sizeof(on)));
 	close(12);
 	CHECK(tcp_state(11) == TCP_ESTABLISHED, "fd 11: state %d, want ESTABLISHED", tcp_state(11));
+}
+
+static char drop_rule[128];
+
+static void setup_lastack(void)
+{
+	struct sockaddr_in a;
+	socklen_t l = sizeof(a);
+	char cmd[192];
+
+	own_netns();
+	listener();
+	pair(11, 12);
+	CHECK_SYS(getsockname(10, (struct sockaddr *)&a, &l));
+	CHECK_SYS(shutdown(11, SHUT_WR));
+	settle(12, TCP_CLOSE_WAIT);
+	snprintf(drop_rule, sizeof(drop_rule), "INPUT -p tcp --dport %d -j DROP", ntohs(a.sin_port));
+	snprintf(cmd, sizeof(cmd), "iptables -w -A %s", drop_rule);
+	if (system(cmd))
+		victim_skip("needs iptables to drop the acknowledgement");
+	CHECK_SYS(shutdown(12, SHUT_WR));
+	settle(12, TCP_LAST_ACK);
+	CHECK(tcp_state(12) == TCP_LAST_ACK, "fd 12: state %d, want LAST_ACK", tcp_state(12));
+}
+
+static void verify_lastack(void)
+{
+	char cmd[192], c;
+
+	CHECK(tcp_state(12) == TCP_LAST_ACK, "fd 12: state %d, want LAST_ACK", tcp_state(12));
+	snprintf(cmd, sizeof(cmd), "iptables -w -D %s", drop_rule);
+	CHECK(system(cmd) == 0, "delete the rule %s", drop_rule);
+	/* 11's end is gone: 12's next FIN may meet a reset before this read. */
+	ssize_t n = read(12, &c, 1);
+	CHECK(n == 0 || (n == -1 && errno == ECONNRESET), "fd 12: read %zd (%s), want end of file", n, strerror(errno));
+	CHECK(read(11, &c, 1) == 0, "fd 11: no end of file");
+	expect_epipe(11);
 }
 
 static void setup_full(void)
@@ -338,11 +387,12 @@ int main(int argc, char **argv)
 		{ "full", setup_full, verify_full },
 		{ "udp", setup_udp, verify_udp },
 		{ "gone", setup_gone, verify_gone },
+		{ "lastack", setup_lastack, verify_lastack },
 	};
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	for (size_t i = 0; argc > 1 && i < sizeof(modes) / sizeof(modes[0]); i++)
 		if (!strcmp(argv[1], modes[i].name))
 			return victim_run(modes[i].setup, modes[i].verify);
-	victim_fail("usage: tcp_states closing|reset|full|udp|gone");
+	victim_fail("usage: tcp_states closing|reset|full|udp|gone|lastack");
 }

@@ -95,6 +95,9 @@ pub struct FdOptions {
     pub skip_in_flight: bool,
     /// `--network-lock`: how connections to peers outside are held (`crate::netlock`).
     pub network_lock: crate::netlock::LockMode,
+    /// The processes holding sockets of a network namespace made inside the tree, each
+    /// with the makers of the namespaces its sockets are of (`dump/ns/net_join.rs`).
+    pub socket_netns: std::collections::HashMap<i32, Vec<i32>>,
     /// Socket inodes in the fd tables of `pids`, read when first needed.
     pub tree_sockets: std::cell::OnceCell<std::collections::HashSet<u64>>,
     /// Every fd of the tree by file, read when a file in flight is first identified.
@@ -354,6 +357,9 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held, Vec<i32
     let mut ctx = SockCtx::new(pid, opts, &links);
     if let Some(Ok(table)) = unix {
         ctx.unix = Some(table);
+    }
+    if let Some(spaces) = opts.socket_netns.get(&pid) {
+        ctx.unix = Some(sock::read_unix_tables(spaces)?);
     }
     find_ptys(&mut ctx, &opened)?;
     ctx.read_unix_ahead()?;

@@ -254,6 +254,20 @@ pub fn read_unix_table() -> Result<HashMap<u32, UnixDiag>, DumpError> {
     sock_diag::unix_sockets().map_err(|e| DumpError::unsupported(format!("list unix sockets: {e}")))
 }
 
+/// The unix tables of the network namespaces of `pids` merged (socket inodes are
+/// unique across namespaces), each read from inside its namespace.
+pub fn read_unix_tables(pids: &[i32]) -> Result<HashMap<u32, UnixDiag>, DumpError> {
+    let mut all = HashMap::new();
+    for &pid in pids {
+        let path = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
+        let table = crate::netns::within(&path, read_unix_table).map_err(|e| {
+            DumpError::unsupported(format!("list unix sockets of pid {pid}'s namespace: {e}"))
+        })??;
+        all.extend(table);
+    }
+    Ok(all)
+}
+
 /// What a unix socket is, for its options.
 pub fn unix_sock_kind(d: &UnixDiag) -> SockKind {
     SockKind {

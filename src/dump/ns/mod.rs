@@ -12,7 +12,9 @@
 //! refused before anything is frozen, naming the pid and namespace.
 
 pub mod net;
+pub mod net_join;
 pub mod net_nested;
+pub mod net_peers;
 pub mod netlinks;
 pub mod pid;
 pub mod time;
@@ -118,7 +120,9 @@ pub fn refuse_foreign(pid: i32) -> Result<(), DumpError> {
 /// Checks the tree's pid, UTS and network namespaces and writes `namespaces.img` and
 /// `netns.img` (nothing when the tree lives in the dumper's). With a lock (not `skip`),
 /// a network namespace of the tree's own is locked whole: returns the mode it was locked
-/// with, if it was (`net::lock`).
+/// with, if it was (`net::lock`). Fills `sockets`: the processes holding sockets of a
+/// namespace made inside the tree, with the makers of their sockets' namespaces
+/// (`net_join.rs`).
 ///
 /// Ordering requirements: while the tree is frozen, before any socket is dumped (the
 /// firewall is saved before the lock is added to it).
@@ -127,6 +131,7 @@ pub fn dump(
     writer: &ImageWriter,
     in_net: Option<&net::InTree>,
     opts: &super::DumpOptions,
+    sockets: &mut HashMap<i32, Vec<i32>>,
 ) -> Result<Option<crate::netlock::LockMode>, DumpError> {
     let lock = opts.network_lock;
     let threads: HashMap<i32, Vec<i32>> = (tree.procs.iter())
@@ -146,8 +151,26 @@ pub fn dump(
     if let Some(userns) = user::collect(&live)? {
         writer.write_record(crate::image::userns::USERNS, Kind::UserNs, &userns)?;
     }
-    let makers = net_nested::makers(&tree.record, &live)?;
-    let nested = net_nested::collect(&makers, &live)?;
+    let (makers, joined) = net_nested::makers(&tree.record, &live)?;
+    let planned = net_join::plan(&tree.record, &live, &makers, &joined)?;
+    if !planned.joins.is_empty() {
+        let joins = crate::image::netns::NetJoinsImage {
+            joins: planned.joins,
+        };
+        writer.write_record(crate::image::netns::NETJOINS, Kind::NetJoins, &joins)?;
+    }
+    *sockets = planned.sockets;
+    let collected = net_nested::collect(&makers)?;
+    let nested: Vec<_> = collected.iter().map(|(n, _)| n.clone()).collect();
+    let spaces = |root| net_peers::spaces(root, &collected);
+    let write_peers = |spaces: Vec<net_peers::Space>| -> Result<(), DumpError> {
+        let peers = net_peers::pair(&spaces)?;
+        if peers.pairs.is_empty() {
+            return Ok(());
+        }
+        writer.write_record(crate::image::netns::NETPEERS, Kind::NetPeers, &peers)?;
+        Ok(())
+    };
     let write_more = |mut more: crate::image::netns::NetLinksImage| {
         more.nested = nested.clone();
         if more.links.is_empty() && more.nested.is_empty() {
@@ -159,16 +182,19 @@ pub fn dump(
         let saved = net::external(opts.pid, in_net, ext)?;
         writer.write_record(crate::image::netns::NETNS, Kind::NetNs, &saved)?;
         write_more(Default::default())?;
+        write_peers(spaces(None))?;
         // Connections are locked one by one, as in the dumper's namespace.
         return Ok(None);
     }
     let Some(in_net) = in_net else {
         write_more(Default::default())?;
+        write_peers(spaces(None))?;
         return Ok(None);
     };
-    let (saved, more) = net::collect(in_net, &opts.veth_externals)?;
+    let (saved, more, outside) = net::collect(in_net, &opts.veth_externals)?;
     writer.write_record(crate::image::netns::NETNS, Kind::NetNs, &saved)?;
     write_more(more)?;
+    write_peers(spaces(Some((opts.pid, &saved, &outside[..]))))?;
     if lock == crate::netlock::LockMode::Skip {
         return Ok(None);
     }

@@ -95,11 +95,21 @@ pub fn external(
     })
 }
 
+/// A veth of a namespace whose other end is in another (`link_netnsid`): its name, the
+/// id the namespace of its other end has in its own, and that end's index there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outside {
+    pub name: String,
+    pub nsid: i64,
+    pub peer_index: i64,
+}
+
+/// What [`collect`] saves of a namespace: its record, its links' kind-specific side, and
+/// its veths whose other end is in another namespace (paired by `net_peers.rs`).
+pub type Collected = (NetNsImage, NetLinksImage, Vec<Outside>);
+
 /// Everything of the namespace the dumping thread is in (that of `tree`).
-pub fn collect(
-    tree: &InTree,
-    veths: &[VethExternal],
-) -> Result<(NetNsImage, NetLinksImage), DumpError> {
+pub fn collect(tree: &InTree, veths: &[VethExternal]) -> Result<Collected, DumpError> {
     let tool_err = |e: NetnsError| {
         fail(format!(
             "network namespace of pid {} ({}): {e}",
@@ -109,7 +119,7 @@ pub fn collect(
     };
     let ip = |args: &[&str]| crate::netns::run_here(IPROUTE, "ip", args, None).map_err(tool_err);
     let out = Outputs::take(&ip)?;
-    let (links, more) = links(&out.links, tree.root, veths)?;
+    let (links, more, outside) = links(&out.links, tree.root, veths)?;
     let routes = out.routes.map(|r| without_kernel(&r, 16 + 5, None));
     let mut rules = [Vec::new(), Vec::new()];
     for (i, blob) in out.rules.iter().enumerate() {
@@ -137,7 +147,7 @@ pub fn collect(
         nft: out.nft,
         external: String::new(),
     };
-    Ok((ns, more))
+    Ok((ns, more, outside))
 }
 
 /// Runs `ip` with these arguments in the namespace, errors naming it.
@@ -201,18 +211,26 @@ fn links(
     json: &[u8],
     root: i32,
     veths: &[VethExternal],
-) -> Result<(Vec<Link>, NetLinksImage), DumpError> {
+) -> Result<(Vec<Link>, NetLinksImage, Vec<Outside>), DumpError> {
     let all: Vec<serde_json::Value> =
         serde_json::from_slice(json).map_err(|e| fail(format!("read `ip -j link show`: {e}")))?;
     let mut more = NetLinksImage::default();
     let mut links = Vec::new();
+    let mut outside = Vec::new();
     for l in &all {
         let link = link(l, root, veths)?;
         more.links
             .extend(super::netlinks::more(l, &link.kind, root)?);
+        if let (true, Some(nsid)) = (link.kind == "veth", l["link_netnsid"].as_i64()) {
+            outside.push(Outside {
+                name: link.name.clone(),
+                nsid,
+                peer_index: l["link_index"].as_i64().unwrap_or(0),
+            });
+        }
         links.push(link);
     }
-    Ok((links, more))
+    Ok((links, more, outside))
 }
 
 fn link(l: &serde_json::Value, root: i32, veths: &[VethExternal]) -> Result<Link, DumpError> {
@@ -274,7 +292,7 @@ fn without_kernel(blob: &[u8], offset: usize, attr: Option<u16>) -> Vec<u8> {
     for msg in messages(blob) {
         let proto = match attr {
             None => msg.get(offset).copied(),
-            Some(a) => attribute(msg, 16 + 12, a).and_then(|v| v.first().copied()),
+            Some(a) => crate::rtnl::attribute(msg, 16 + 12, a).and_then(|v| v.first().copied()),
         };
         if proto != Some(RTPROT_KERNEL) {
             out.extend_from_slice(msg);
@@ -282,22 +300,6 @@ fn without_kernel(blob: &[u8], offset: usize, attr: Option<u16>) -> Vec<u8> {
         }
     }
     out
-}
-
-/// The payload of attribute `ty` of a message whose attributes start at `from`.
-fn attribute(msg: &[u8], from: usize, ty: u16) -> Option<&[u8]> {
-    let mut at = from;
-    while let Some(h) = msg.get(at..at + 4) {
-        let len = u16::from_ne_bytes([h[0], h[1]]) as usize;
-        if len < 4 {
-            return None;
-        }
-        if u16::from_ne_bytes([h[2], h[3]]) & 0x3fff == ty {
-            return msg.get(at + 4..at + len);
-        }
-        at += (len + 3) & !3;
-    }
-    None
 }
 
 /// Every readable and writable file below `/proc/sys/net`, as the dumping thread's

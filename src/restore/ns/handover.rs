@@ -4,11 +4,13 @@
 //! every pid) and sends it over a datagram socket the task binds to an abstract address
 //! (`SCM_RIGHTS`); the task receives it with an injected `recvmsg`.
 //!
-//! Abstract unix addresses belong to the network namespace: stasis's restoring thread is
-//! in the tree's own, if it has one, until the restore ends (`net.rs`).
+//! Abstract unix addresses belong to the network namespace: stasis's sending socket is
+//! made in the task's (a thread enters it when stasis's restoring thread, in the tree's
+//! own until the restore ends, `net.rs`, is elsewhere).
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::MetadataExt;
 
 use nix::sys::socket::{
     sendmsg, socket, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr,
@@ -83,13 +85,7 @@ fn bind_and_receive(
     addr.extend_from_slice(name.as_bytes());
     let at = child.put(ADDR_OFF, &addr)?;
     remote.call("bind", libc::SYS_bind, &[sock, at, addr.len() as u64])?;
-    let ours = socket(
-        AddressFamily::Unix,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .map_err(|e| fail(e.to_string()))?;
+    let ours = sender(child.pid()).map_err(fail)?;
     let to = UnixAddr::new_abstract(name.as_bytes()).map_err(|e| fail(e.to_string()))?;
     let fds = [file.as_fd().as_raw_fd()];
     let cmsg = [ControlMessage::ScmRights(&fds)];
@@ -102,6 +98,26 @@ fn bind_and_receive(
     )
     .map_err(|e| fail(format!("sendmsg: {e}")))?;
     receive(child, sock, fail)
+}
+
+/// A datagram socket of the network namespace of `pid` (abstract addresses are looked
+/// up in the sender's: the task may be in one of the tree's other than stasis's thread).
+fn sender(pid: i32) -> Result<std::os::fd::OwnedFd, String> {
+    let make = || {
+        socket(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(|e| e.to_string())
+    };
+    let path = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
+    let ino = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| m.ino());
+    if ino(&path) == ino(std::path::Path::new("/proc/thread-self/ns/net")) {
+        return make();
+    }
+    crate::netns::within(&path, make).map_err(|e| e.to_string())?
 }
 
 /// `recvmsg` injected into the task; the fd number is read from its control message.

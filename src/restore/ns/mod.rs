@@ -10,6 +10,7 @@
 
 pub mod handover;
 pub mod net;
+pub mod net_join;
 pub mod net_nested;
 pub mod netlinks;
 pub mod pid;

@@ -12,6 +12,13 @@
 //! the sysctls that differ from the new namespace's (`all`/`default` before the links'
 //! own); links up; addresses (`ip addr restore`: the loopback's own, made as it comes
 //! up, are already there), routes and rules (`ip ... restore`).
+//!
+//! The root's namespace, locked with nftables (or not locked) while the tree is rebuilt,
+//! gets its firewall last instead ([`Entered::finish`]): after every socket of the tree
+//! is made and a closing connection's replayed segments reached it (a rule of the tree
+//! may drop them, as the lock's mark does not pass another table's `drop`), before the
+//! lock is lifted and any process runs. Its sysctls missing until then (those of a module
+//! the firewall loads) are written after it.
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -36,6 +43,31 @@ pub struct Entered {
     own: File,
     /// The lock a new namespace holds while the tree is rebuilt (mode, root).
     lock: Option<(crate::netlock::LockMode, i32)>,
+    /// The firewall and sysctls left for [`Entered::finish`].
+    late: Option<Late>,
+}
+
+/// What a new namespace gets once the tree's sockets exist: its firewall and every
+/// sysctl again (those of the modules it loads were missing before).
+struct Late {
+    firewall: Firewall,
+    sysctls: Vec<(String, String)>,
+}
+
+/// A namespace's saved firewall: iptables-legacy tables (IPv4, IPv6), nftables rule set.
+#[derive(Clone)]
+struct Firewall {
+    legacy: [String; 2],
+    nft: String,
+}
+
+impl Firewall {
+    fn of(ns: &NetNsImage) -> Firewall {
+        Firewall {
+            legacy: ns.iptables_legacy.clone(),
+            nft: ns.nft.clone(),
+        }
+    }
 }
 
 impl Drop for Entered {
@@ -67,7 +99,11 @@ impl Entered {
         let ns = File::open(path).map_err(|e| err(e.to_string()))?;
         nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| err(e.to_string()))?;
-        Ok(Entered { own, lock: None })
+        Ok(Entered {
+            own,
+            lock: None,
+            late: None,
+        })
     }
 
     /// Enters the namespace the root `root` was cloned into.
@@ -116,26 +152,40 @@ pub fn enter_new(
     root: i32,
     lock: LockMode,
     veths: &[VethExternal],
+    peers: &super::netlinks::Peers,
 ) -> Result<Option<Entered>, RestoreError> {
     let Some(ns) = &image.netns else {
         return Ok(None);
     };
     let mut entered = Entered::tree(root)?;
+    // nftables when nft is there: a table of its own, removed whole (iptables-nft would
+    // leave behind the filter tables it makes for its chains).
+    let mode = match lock {
+        LockMode::Skip => LockMode::Skip,
+        _ if crate::netlock::available(LockMode::Nftables).is_ok() => LockMode::Nftables,
+        other => other,
+    };
+    // An iptables lock shares the firewall's tables (restoring them would flush it):
+    // then the firewall goes first, as before the lock.
+    let firewall_last = mode != LockMode::Iptables;
     let making = super::netlinks::Making {
         ns,
         more: &image.netlinks,
         own: &entered.own,
         root,
         externals: veths,
+        peers,
     };
-    fill(&making)?;
-    // nftables when nft is there: a table of its own, removed whole (iptables-nft would
-    // leave behind the filter tables it makes for its chains).
-    let mode = match lock {
-        LockMode::Skip => return Ok(Some(entered)),
-        _ if crate::netlock::available(LockMode::Nftables).is_ok() => LockMode::Nftables,
-        other => other,
-    };
+    fill(&making, !firewall_last)?;
+    if firewall_last {
+        entered.late = Some(Late {
+            firewall: Firewall::of(ns),
+            sysctls: ns.sysctls.clone(),
+        });
+    }
+    if mode == LockMode::Skip {
+        return Ok(Some(entered));
+    }
     crate::netlock::lock_namespace(mode, &crate::netlock::Netns::Ours, root)
         .map_err(|e| fail(format!("lock it while the tree is rebuilt: {e}")))?;
     entered.lock = Some((mode, root));
@@ -143,6 +193,18 @@ pub fn enter_new(
 }
 
 impl Entered {
+    /// Installs the firewall [`enter_new`] left for after the tree's sockets, then writes
+    /// the sysctls again (a missing one fails now). Ordering requirements: every socket
+    /// of the tree made and every closing connection replayed; before the lock is lifted
+    /// and any process runs.
+    pub fn finish(&mut self) -> Result<(), RestoreError> {
+        let Some(late) = self.late.take() else {
+            return Ok(());
+        };
+        firewall(&late.firewall)?;
+        sysctls(&late.sysctls, true)
+    }
+
     /// Lifts the lock [`enter_new`] took, if it still holds; whether it did.
     pub fn unlock(&mut self) -> Result<bool, RestoreError> {
         let Some((mode, root)) = self.lock.take() else {
@@ -154,12 +216,16 @@ impl Entered {
     }
 }
 
-/// Fills the new namespace the restoring thread is in with what `m.ns` saved.
-pub fn fill(m: &super::netlinks::Making) -> Result<(), RestoreError> {
+/// Fills the new namespace the restoring thread is in with what `m.ns` saved; its
+/// firewall too with `with_firewall` (else the caller installs it later, and a sysctl
+/// missing until then is left for that time).
+pub fn fill(m: &super::netlinks::Making, with_firewall: bool) -> Result<(), RestoreError> {
     let ns = m.ns;
     super::netlinks::make(m)?;
-    firewall(ns)?;
-    sysctls(&ns.sysctls)?;
+    if with_firewall {
+        firewall(&Firewall::of(ns))?;
+    }
+    sysctls(&ns.sysctls, with_firewall)?;
     for link in ns.links.iter().filter(|l| l.has("UP")) {
         ip(&["link", "set", "dev", &link.name, "up"], None)?;
     }
@@ -177,7 +243,7 @@ pub fn fill(m: &super::netlinks::Making) -> Result<(), RestoreError> {
     // Bringing a link up sets some of them again (IPv6's `conf/LINK/mtu` becomes the
     // link's MTU): those that changed are written once more. The first pass stays, for
     // what must hold before a link is up (`disable_ipv6`, `addr_gen_mode`...).
-    sysctls(&ns.sysctls)
+    sysctls(&ns.sysctls, with_firewall)
 }
 
 fn has_messages(blob: &[u8]) -> bool {
@@ -191,9 +257,9 @@ fn ip(args: &[&str], stdin: Option<&[u8]>) -> Result<(), RestoreError> {
 }
 
 /// The saved firewall: iptables-legacy tables, then the nftables rule set.
-fn firewall(ns: &NetNsImage) -> Result<(), RestoreError> {
+fn firewall(ns: &Firewall) -> Result<(), RestoreError> {
     let legacy = ["iptables-legacy-restore", "ip6tables-legacy-restore"];
-    for (tool, saved) in legacy.iter().zip(&ns.iptables_legacy) {
+    for (tool, saved) in legacy.iter().zip(&ns.legacy) {
         if !saved.is_empty() {
             crate::netns::run_here("iptables", tool, &["-c"], Some(saved.as_bytes()))
                 .map_err(|e| fail(e.to_string()))?;
@@ -207,8 +273,9 @@ fn firewall(ns: &NetNsImage) -> Result<(), RestoreError> {
 }
 
 /// Writes each saved sysctl whose value differs from the namespace's now, the
-/// namespace-wide ones and `all`/`default` before the links' own.
-fn sysctls(saved: &[(String, String)]) -> Result<(), RestoreError> {
+/// namespace-wide ones and `all`/`default` before the links' own; one missing fails
+/// with `all`, else it is left out (its module not loaded yet).
+fn sysctls(saved: &[(String, String)], all: bool) -> Result<(), RestoreError> {
     let rank = |name: &str| match name.split('/').nth(2) {
         Some("all") => 0,
         Some("default") => 1,
@@ -219,6 +286,9 @@ fn sysctls(saved: &[(String, String)]) -> Result<(), RestoreError> {
     order.sort_by_key(|(name, _)| rank(name));
     for (name, value) in order {
         let path = Path::new("/proc/sys/net").join(name);
+        if !all && !path.exists() {
+            continue;
+        }
         // Unreadable now (`stable_secret` answers EIO until it is set): written.
         let now = crate::proc::sysctl::read(&path).ok();
         if now.as_deref().map(|n| n.trim_end_matches('\n')) == Some(value.as_str()) {

@@ -21,7 +21,11 @@ fn fail(pid: i32, what: String) -> RestoreError {
 }
 
 /// Makes `ns` in `child`, the process that made it.
-pub fn restore(child: &Child, ns: &NestedNet) -> Result<(), RestoreError> {
+pub fn restore(
+    child: &Child,
+    ns: &NestedNet,
+    peers: &super::netlinks::Peers,
+) -> Result<(), RestoreError> {
     let pid = child.pid();
     let r = (child.remote()).raw(libc::SYS_unshare, &[libc::CLONE_NEWNET as u64])?;
     if r < 0 {
@@ -37,7 +41,8 @@ pub fn restore(child: &Child, ns: &NestedNet) -> Result<(), RestoreError> {
         nested: Vec::new(),
     };
     crate::netns::within(&path, || {
-        // Its links' other ends are all inside (checked at dump): nothing goes to `own`.
+        // Its links' other ends are inside or in another of the tree's namespaces
+        // (checked at dump): nothing goes to `own`.
         let own = std::fs::File::open("/proc/thread-self/ns/net")
             .map_err(|e| fail(pid, format!("open its namespace: {e}")))?;
         let making = super::netlinks::Making {
@@ -46,8 +51,9 @@ pub fn restore(child: &Child, ns: &NestedNet) -> Result<(), RestoreError> {
             own: &own,
             root: pid,
             externals: &[],
+            peers,
         };
-        super::net::fill(&making)
+        super::net::fill(&making, true)
     })
     .map_err(|e| fail(pid, e.to_string()))?
 }

@@ -6,19 +6,25 @@
 //! that one: a bridge's follows its ports unless set), address (a bridge's follows its
 //! ports too) and flags.
 //!
-//! A veth pair inside is made once, both ends with their indexes and addresses. A veth
+//! A veth pair inside is made once, both ends with their indexes and addresses. A pair
+//! between two of the tree's namespaces (`netpeers.img`) is made by the first filled,
+//! its other end parked in a namespace of stasis's own until the second takes it in
+//! with its name and index (`crate::rtnl`, [`Peers`]). A veth
 //! whose other end was outside gets that end made inside under a spare index, moved to
 //! stasis's own namespace, named as `--external veth[..]` says, attached to its bridge
-//! and up. A macvlan whose lower link was outside is made by `ip` run in stasis's own
+//! and up — or, with `--external netdev[NAME]:OUTSIDE`, the end OUTSIDE of a pair the
+//! restorer made is moved in as NAME with its index (`crate::rtnl`). A macvlan whose
+//! lower link was outside is made by `ip` run in stasis's own
 //! namespace (the lower link named by `--external macvlan[NAME]:LOWER` resolved there)
 //! straight into the tree's (`netns ROOT`).
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::AsFd;
+use std::sync::{Mutex, OnceLock};
 
 use super::super::RestoreError;
-use crate::image::netns::{Link, LinkMore, NetLinksImage, NetNsImage};
+use crate::image::netns::{Link, LinkEnd, LinkMore, NetLinksImage, NetNsImage, NetPeersImage};
 use crate::netns::VethExternal;
 
 const IPROUTE: &str = "iproute2";
@@ -48,6 +54,97 @@ pub struct Making<'a> {
     pub own: &'a File,
     pub root: i32,
     pub externals: &'a [VethExternal],
+    pub peers: &'a Peers<'a>,
+}
+
+/// The veth pairs between the tree's namespaces (`netpeers.img`) as they are made: the
+/// first of the two namespaces filled makes the pair and parks its other end in a
+/// namespace of stasis's own; the second takes that end in, with its name and index.
+pub struct Peers<'a> {
+    image: &'a NetPeersImage,
+    parking: OnceLock<File>,
+    /// The far end each parked link is, and its name while parked.
+    parked: Mutex<Vec<(LinkEnd, String)>>,
+    /// Ends parked so far (each parked under a name of its own).
+    count: std::sync::atomic::AtomicUsize,
+}
+
+impl<'a> Peers<'a> {
+    pub fn new(image: &'a NetPeersImage) -> Self {
+        Peers {
+            image,
+            parking: OnceLock::new(),
+            parked: Mutex::new(Vec::new()),
+            count: Default::default(),
+        }
+    }
+
+    /// The namespace parked ends wait in, made on first use.
+    fn parking(&self) -> Result<&File, RestoreError> {
+        if let Some(f) = self.parking.get() {
+            return Ok(f);
+        }
+        let made = std::thread::scope(|s| {
+            s.spawn(|| {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)?;
+                File::open("/proc/thread-self/ns/net")
+            })
+            .join()
+        });
+        let file = match made {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => return Err(fail(format!("make a namespace to park veth ends in: {e}"))),
+            Err(_) => {
+                return Err(fail(
+                    "the thread making the parking namespace panicked".into(),
+                ))
+            }
+        };
+        Ok(self.parking.get_or_init(|| file))
+    }
+
+    /// Makes `link` of the namespace `m` fills, one end of a pair between two of the
+    /// tree's namespaces: taken in from the parking if its other end was made, else made
+    /// with its other end parked.
+    fn make(&self, m: &Making, link: &Link, far: &LinkEnd) -> Result<(), RestoreError> {
+        let mine = LinkEnd {
+            pid: m.root,
+            name: link.name.clone(),
+        };
+        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = parked.iter().position(|(end, _)| *end == mine) {
+            let (_, tmp) = parked.remove(at);
+            let path = format!("/proc/{}/ns/net", m.root);
+            let here = File::open(&path).map_err(|e| fail(format!("open {path}: {e}")))?;
+            let moved = crate::netns::within_fd(self.parking()?.as_fd(), || {
+                crate::rtnl::move_link(&tmp, here.as_fd(), &link.name, link.ifindex)
+            });
+            return moved.map_err(|e| fail(e.to_string()))?.map_err(|e| {
+                fail(format!(
+                    "take in veth {} (its other end is {} of pid {}'s namespace): {e}",
+                    link.name, far.name, far.pid
+                ))
+            });
+        }
+        let n = (self.count).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = format!("stasisv{n}");
+        let spare = spare_index(m.ns).to_string();
+        add(link, &[], "veth", &["peer", "name", &tmp, "index", &spare])?;
+        crate::rtnl::move_link(&tmp, self.parking()?.as_fd(), &tmp, 0).map_err(|e| {
+            fail(format!(
+                "park the other end of veth {} (for pid {}'s namespace): {e}",
+                link.name, far.pid
+            ))
+        })?;
+        parked.push((far.clone(), tmp));
+        Ok(())
+    }
+}
+
+/// An index no link of `ns` has (above them all).
+fn spare_index(ns: &NetNsImage) -> i32 {
+    ns.links.iter().map(|l| l.ifindex).max().unwrap_or(1) + 1
 }
 
 /// Makes every link of `m.ns` in the namespace the restoring thread is in, all down.
@@ -85,6 +182,10 @@ fn make_one<'a>(
     match link.kind.as_str() {
         "loopback" => {}
         "veth" if !more.peer.is_empty() => return veth_pair(m.ns, link, &more.peer),
+        "veth" if m.peers.image.other_end(m.root, &link.name).is_some() => {
+            let far = m.peers.image.other_end(m.root, &link.name);
+            m.peers.make(m, link, far.expect("checked above"))?
+        }
         "veth" => make_veth(m, link)?,
         "macvlan" if more.lower.is_empty() => macvlan_outside(m, link, &info)?,
         "macvlan" => add(link, &["link", &more.lower], "macvlan", &info)?,
@@ -139,6 +240,9 @@ fn veth_pair<'a>(
 /// other end named as `--external veth[..]` says at restore (else as at dump) and moved
 /// to stasis's own namespace, attached to the bridge asked for, and up.
 fn make_veth(m: &Making, link: &Link) -> Result<(), RestoreError> {
+    if let Some(pre) = (m.externals.iter()).find(|v| v.kind == "netdev" && v.inside == link.name) {
+        return move_in(m, link, &pre.outside);
+    }
     let given = (m.externals.iter()).find(|v| v.kind == "veth" && v.inside == link.name);
     let outside = given.map_or(link.peer.as_str(), |v| v.outside.as_str());
     if outside.is_empty() {
@@ -147,8 +251,7 @@ fn make_veth(m: &Making, link: &Link) -> Result<(), RestoreError> {
             link.name, link.name
         )));
     }
-    let spare = m.ns.links.iter().map(|l| l.ifindex).max().unwrap_or(1) + 1;
-    let spare = spare.to_string();
+    let spare = spare_index(m.ns).to_string();
     let info = ["peer", "name", outside, "index", &spare];
     add(link, &[], "veth", &info)?;
     move_out(outside, m.own)?;
@@ -156,6 +259,23 @@ fn make_veth(m: &Making, link: &Link) -> Result<(), RestoreError> {
         ip_outside(m.own, &["link", "set", "dev", outside, "master", bridge])?;
     }
     ip_outside(m.own, &["link", "set", "dev", outside, "up"])
+}
+
+/// Moves the link `outside` the restorer made (`--external netdev[NAME]:OUTSIDE`, one
+/// end of its veth pair) from stasis's namespace into the tree's as `link`, with its
+/// index (its address, MTU and flags follow as for every link).
+fn move_in(m: &Making, link: &Link, outside: &str) -> Result<(), RestoreError> {
+    let path = format!("/proc/{}/ns/net", m.root);
+    let tree = File::open(&path).map_err(|e| fail(format!("open {path}: {e}")))?;
+    let moved = crate::netns::within_fd(m.own.as_fd(), || {
+        crate::rtnl::move_link(outside, tree.as_fd(), &link.name, link.ifindex)
+    });
+    moved.map_err(|e| fail(e.to_string()))?.map_err(|e| {
+        fail(format!(
+            "move {outside} in as veth {} (--external netdev[{}]:{outside}): {e}",
+            link.name, link.name
+        ))
+    })
 }
 
 /// Makes the macvlan `link` whose lower link was outside on the link
