@@ -70,14 +70,20 @@ fn go_and_answer(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("result")).expect("result")
 }
 
+/// Starts the shell `script` with `tmp/d` ([`start`]), which it returns with the tree.
+fn start_sh(test: &str, tmp: &TempDir, script: &str) -> Option<(std::path::PathBuf, Proc)> {
+    let d = tmp.join("d");
+    std::fs::create_dir_all(&d).expect("mkdir");
+    let sh = tmp.join("victim.sh");
+    std::fs::write(&sh, script).expect("write the victim");
+    let victim = start(test, tmp, &["sh", sh.to_str().expect("utf-8")], &d)?;
+    Some((d, victim))
+}
+
 /// Starts the shell `script`, round-trips it and wants PASS from it.
 fn script_passes(test: &str, script: &str) {
     let tmp = TempDir::new(test);
-    let d = tmp.join("d");
-    std::fs::create_dir_all(&d).expect("mkdir");
-    std::fs::write(tmp.join("victim.sh"), script).expect("write the victim");
-    let sh = tmp.join("victim.sh");
-    let Some(victim) = start(test, &tmp, &["sh", sh.to_str().expect("utf-8")], &d) else {
+    let Some((d, victim)) = start_sh(test, &tmp, script) else {
         return;
     };
     let pid = victim.pid;
@@ -119,6 +125,44 @@ fn deleted_bind_sources_round_trip() {
     let _serial = common::serial();
     require_privileged!(test);
     script_passes(test, DELETED);
+}
+
+const DELETED_LINKED: &str = r#"
+D=$1
+mkdir $D/t || exit 1
+mount -t tmpfs -o size=1m none $D/t || exit 1
+echo data > $D/t/fsrc; ln $D/t/fsrc $D/t/other; touch $D/t/fdst
+mount --bind $D/t/fsrc $D/t/fdst || exit 1
+rm $D/t/fsrc
+echo ready > $D/ready
+exec sleep 1000
+"#;
+
+/// A bind of a file removed from its bound path but alive under another name is
+/// refused at dump, naming the mount (a file made anew would not be that one), and the
+/// tree runs on.
+#[test]
+fn deleted_bind_source_with_another_name_is_refused() {
+    let test = "deleted_bind_source_with_another_name_is_refused";
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    let Some((_d, victim)) = start_sh(test, &tmp, DELETED_LINKED) else {
+        return;
+    };
+    let _guard = common::TreeGuard(vec![victim.pid]);
+    let err = common::dump(victim.pid, &tmp.join("img"), &[])
+        .assert_failed("dump of a bind whose file has another name")
+        .to_string();
+    assert!(
+        err.contains("still has 1 other name") && err.contains("/fdst"),
+        "{err}"
+    );
+    assert!(
+        Path::new(&format!("/proc/{}", victim.pid)).exists(),
+        "the tree runs on after the refusal"
+    );
+    common::reap_all(&[victim.pid], true);
 }
 
 const BINFMT: &str = r#"

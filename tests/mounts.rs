@@ -773,6 +773,46 @@ unshare --mount --propagation private sh $D/child.sh $D &
 wait
 "#;
 
+const NESTED_TMPFILE: &str = r#"
+D=$1
+cat > $D/child.sh <<'END'
+D=$1
+mount -t tmpfs -o size=1m none $D/n || exit 1
+exec python3 -c 'import os, sys, time
+fd = os.open(sys.argv[1] + "/n", os.O_TMPFILE | os.O_RDWR)
+open(sys.argv[1] + "/ready", "w").write("ready")
+time.sleep(1000)' $D
+END
+unshare --mount --propagation private sh $D/child.sh $D &
+wait
+"#;
+
+/// An `O_TMPFILE` file on a tmpfs only a namespace made inside the tree has is refused
+/// at dump, naming it (made there again under a name, `F_GETFL` would lose the flag),
+/// and the tree runs on.
+#[test]
+fn tmpfile_on_a_nested_namespace_mount_is_refused() {
+    let test = "tmpfile_on_a_nested_namespace_mount_is_refused";
+    let _serial = common::serial();
+    require_privileged!(test);
+    if !common::which("python3") {
+        return common::skip(test, "python3 is not installed");
+    }
+    let tmp = TempDir::new(test);
+    let Some((_d, victim, _guard)) = start_in_d(test, &tmp, NESTED_TMPFILE, "n") else {
+        return;
+    };
+    let err = common::dump(victim.pid, &tmp.join("img"), &[])
+        .assert_failed("dump of an O_TMPFILE file on a nested namespace's mount")
+        .to_string();
+    assert!(err.contains("opened with O_TMPFILE"), "{err}");
+    assert!(
+        Path::new(&format!("/proc/{}", victim.pid)).exists(),
+        "the tree runs on after the refusal"
+    );
+    common::reap_all(&[victim.pid], true);
+}
+
 /// A file deleted while open on a tmpfs only a namespace made inside the tree has
 /// (zdtm's mountpoints): made again in that namespace once it is built, it reads as
 /// before, with its name and no link, and nothing is left beside it.

@@ -244,6 +244,9 @@ impl CriuFlags {
     /// The restore's `mnt[KEY]:PATH` externals, as `(KEY, PATH)` with PATH made absolute
     /// against the cwd stasis was started in, as any path on a command line (the mount is
     /// made later from a thread inside another mount namespace, whose cwd is elsewhere).
+    /// stasis-criu, which includes this file, keeps CRIU's reading instead (a relative
+    /// path taken from `/`, where CRIU's mounting thread stands) and does not call it.
+    #[allow(dead_code)]
     pub fn restore_mnt_externals(&self) -> Vec<(String, String)> {
         let absolute = |p: String| match std::path::absolute(&p) {
             Ok(a) => a.to_string_lossy().into_owned(),

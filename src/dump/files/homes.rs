@@ -32,6 +32,8 @@ pub struct Name {
     plain: bool,
     /// The filesystem (`major:minor`) and the file's place in it, if its mount was found.
     place: Option<((u32, u32), String)>,
+    /// The fd was opened with `O_TMPFILE` (which `F_GETFL` shows).
+    tmpfile: bool,
 }
 
 impl Name {
@@ -52,6 +54,7 @@ impl Name {
             ns_pid,
             plain,
             place: place(open, ns_pid, path),
+            tmpfile: open.info.flags & (libc::O_TMPFILE & !libc::O_DIRECTORY) != 0,
         }
     }
 }
@@ -124,6 +127,14 @@ fn home(ghost: u32, dev: u64, names: &[Name], pids: &[i32]) -> Result<GhostHome,
     let mut fds = Vec::new();
     let mut fs = None;
     for n in names {
+        if n.tmpfile {
+            // Made here under a name, it would lose the flag: only the root's namespace
+            // makes a ghost again with `O_TMPFILE` (`restore/files/ghost.rs`).
+            return Err(refuse(
+                n,
+                "of another mount namespace, opened with O_TMPFILE",
+            ));
+        }
         let Some((sb, place)) = &n.place else {
             return Err(refuse(n, "that no namespace of the tree lists"));
         };

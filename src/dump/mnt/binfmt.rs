@@ -5,7 +5,6 @@
 //! saved (`binfmt.img`) from its file in the instance — interpreter, flags, offset,
 //! magic and mask, or extension — to be registered again (`restore/mnt/binfmt.rs`).
 
-
 use super::{reach, DumpError};
 use crate::image::mnt::{BinfmtEntry, BinfmtImage, BinfmtMatch, How, Mount};
 use crate::proc::mountinfo::MountInfo;

@@ -34,6 +34,16 @@ pub(super) fn read(pid: i32, mounts: &mut [Mount], data: bool) -> Result<(), Dum
                 meta.mode() & libc::S_IFMT
             )));
         }
+        if meta.is_file() && meta.nlink() > 0 {
+            // Deleted at the bound path only: the file lives on under another name, and
+            // a file made anew would not be that one (writes through either would part).
+            return Err(DumpError::unsupported(format!(
+                "mount {} at {} shows a file removed from the path it was bound from that                  still has {} other name(s); stasis would make a new file, not that one",
+                m.id,
+                m.mountpoint,
+                meta.nlink()
+            )));
+        }
         if meta.is_file() && meta.len() > MAX_DATA {
             return Err(DumpError::unsupported(format!(
                 "mount {} at {} shows a deleted file of {} bytes; stasis saves at most {MAX_DATA}",
