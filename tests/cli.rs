@@ -374,13 +374,14 @@ fn criu_flags_are_accepted_or_refused_by_name() {
         &["--shell-job", "--tcp-close"],
         &["--evasive-devices"],
         &["--external", "mnt[]"],
+        &["--external", "netdev[a]:b"],
     ];
     let refused: &[(&[&str], &str)] = &[
         (&["--manage-cgroups=loose"], "--manage-cgroups=loose"),
         (&["--cgroup-props", "x"], "--cgroup-props"),
         (&["--network-lock", "ebtables"], "--network-lock ebtables"),
         (&["--ext-mount-map", "/a:b"], "--ext-mount-map /a:b"),
-        (&["--external", "netdev[a]:b"], "--external netdev[a]:b"),
+        (&["--external", "dev[a]:b"], "--external dev[a]:b"),
         (&["--external", "mnt[]:q"], "--external mnt[]:q"),
     ];
     let dump = ["dump", "-t", "999999", "-D", "/nonexistent/stasis-img"];
