@@ -228,11 +228,7 @@ fn mapped_file(pid: i32, e: &MapEntry, path: &str, named: &mut Named) -> Result<
             let dev = libc::makedev(e.dev_major, e.dev_minor);
             let now = match now {
                 Ok(n) if (n.dev, n.ino) == (dev, e.inode) => n,
-                // A file of another namespace of the tree (the process changed root).
-                now => match crate::dump::mnt::maps::find(pid, path, dev, e.inode) {
-                    Some(there) => file_id(&there.to_string_lossy(), path)?,
-                    None => now?,
-                },
+                now => elsewhere(pid, e, path, now)?,
             };
             named.entry(path.to_string()).or_insert(now).clone()
         }
@@ -250,6 +246,7 @@ fn mapped_file(pid: i32, e: &MapEntry, path: &str, named: &mut Named) -> Result<
             e.start, e.end
         )));
     }
+    crate::dump::mnt::maps::note(pid, path, Some(e.start));
     Ok(id)
 }
 
@@ -291,6 +288,29 @@ pub fn fields(stat: &proc::Stat, brk: u64) -> MmFields {
         arg_end: stat.arg_end,
         env_start: stat.env_start,
         env_end: stat.env_end,
+    }
+}
+
+/// A mapped file whose path does not show the inode maps names: the same file on
+/// overlayfs (whose `st_dev`/`st_ino` differ from maps'; the path shows what
+/// `map_files` does), or a file of another namespace of the tree, the process having
+/// changed root since (found in an ancestor's namespace by the `map_files` identity,
+/// which is what a path to it shows there, overlayfs or not).
+fn elsewhere(
+    pid: i32,
+    e: &MapEntry,
+    path: &str,
+    now: Result<FileId, DumpError>,
+) -> Result<FileId, DumpError> {
+    let link = format!("/proc/{pid}/map_files/{:x}-{:x}", e.start, e.end);
+    let mapped = file_id(&link, path).ok();
+    let own = matches!((&now, &mapped), (Ok(n), Some(m)) if (n.dev, n.ino) == (m.dev, m.ino));
+    match mapped.filter(|_| !own) {
+        Some(m) => match crate::dump::mnt::maps::find(pid, path, m.dev, m.ino) {
+            Some(there) => file_id(&there.to_string_lossy(), path),
+            None => now,
+        },
+        None => now,
     }
 }
 
