@@ -12,21 +12,8 @@ mod common;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use common::{Proc, TempDir};
-
-/// Waits until `path` exists and holds something.
-fn wait_file(path: &Path, secs: u64) -> bool {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
-        if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
-            return true;
-        }
-        common::sleep_ms(20);
-    }
-    false
-}
 
 /// Runs `argv` (with `d`) as a tree in a new private mount namespace; waits for
 /// `d/ready`. `None` (skipped, with `d/skip`'s reason if the victim left one) if it did
@@ -37,7 +24,7 @@ fn start(test: &str, tmp: &TempDir, argv: &[&str], d: &Path) -> Option<Proc> {
         .args(argv)
         .arg(d);
     let p = common::spawn_logged(&mut cmd, &tmp.join("victim.log"));
-    if !wait_file(&d.join("ready"), 20) {
+    if !common::wait_nonempty(&d.join("ready"), 20) {
         let why = std::fs::read_to_string(d.join("skip"))
             .unwrap_or_else(|_| format!("the victim did not start: {}", p.log_text()));
         common::reap_all(&[p.pid], true);
@@ -60,16 +47,6 @@ fn round_trip(pid: i32, img: &Path) {
     common::stasis(&["restore", "-D", img, "-d"]).assert_ok("stasis restore");
 }
 
-/// Tells the restored tree to go on (`go` in `dir`) and returns its answer (`result`).
-fn go_and_answer(dir: &Path) -> String {
-    std::fs::write(dir.join("go"), "").expect("go");
-    assert!(
-        wait_file(&dir.join("result"), 20),
-        "the restored tree never answered"
-    );
-    std::fs::read_to_string(dir.join("result")).expect("result")
-}
-
 /// Starts the shell `script` with `tmp/d` ([`start`]), which it returns with the tree.
 fn start_sh(test: &str, tmp: &TempDir, script: &str) -> Option<(std::path::PathBuf, Proc)> {
     let d = tmp.join("d");
@@ -89,7 +66,7 @@ fn script_passes(test: &str, script: &str) {
     let pid = victim.pid;
     let _guard = common::TreeGuard(vec![pid]);
     round_trip(pid, &tmp.join("img"));
-    let answer = go_and_answer(&d);
+    let answer = common::go_and_answer(&d);
     assert_eq!(answer.trim(), "PASS", "log: {}", victim.log_text());
     common::reap_all(&[pid], true);
 }
@@ -231,7 +208,7 @@ fn pivot_root_into_nested_namespace_round_trip() {
         mountinfo.contains(" / / ") && mountinfo.contains(" tmpfs pivot "),
         "{mountinfo}"
     );
-    let answer = go_and_answer(&root);
+    let answer = common::go_and_answer(&root);
     assert_eq!(answer.trim(), "PASS", "log: {}", victim.log_text());
     common::reap_all(&[pid], true);
 }

@@ -14,7 +14,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use common::{Proc, TempDir};
 
@@ -38,18 +37,6 @@ while [ ! -e $D/go ]; do sleep 0.05; done
 read -r line <&3
 [ "$(pwd -P)" = "$C" ] && [ "$line" = hello ] && grep -q in $D/b/g && grep -q low $D/ov/l && grep -q up $D/ov/u && ! touch $D/r/new 2>/dev/null && echo PASS > $D/result || echo FAIL > $D/result
 "#;
-
-/// Waits until `path` exists and holds something (the victim creates it, then writes).
-fn wait_file(path: &Path, secs: u64) -> bool {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
-        if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
-            return true;
-        }
-        common::sleep_ms(20);
-    }
-    false
-}
 
 /// mountinfo of `pid` for the mounts under `dir` and /proc: mount point, root, options,
 /// propagation kinds (group numbers dropped), type, source, superblock options.
@@ -101,7 +88,7 @@ fn start(test: &str, tmp: &TempDir, extra: bool) -> Option<Proc> {
         .arg(&d)
         .args(extra.then_some("ramfs"));
     let p = common::spawn_logged(&mut cmd, &tmp.join("victim.log"));
-    if !wait_file(&d.join("ready"), 20) {
+    if !common::wait_nonempty(&d.join("ready"), 20) {
         common::skip(test, &format!("the victim did not start: {}", p.log_text()));
         return None;
     }
@@ -135,7 +122,7 @@ fn own_mount_namespace_round_trip() {
     assert_eq!(mounts(pid, &d), before, "mountinfo after restore");
     assert_eq!(contents(pid, &d), files, "tmpfs contents after restore");
     assert_eq!(
-        go_and_answer(&d).trim(),
+        common::go_and_answer(&d).trim(),
         "PASS",
         "log: {}",
         victim.log_text()
@@ -203,7 +190,7 @@ fn start_script(test: &str, at: &Path, script: &str, args: &[&Path], ready: &Pat
     ])
     .args(args);
     let p = common::spawn_logged(&mut cmd, &tmp.join("victim.log"));
-    if !wait_file(ready, 20) {
+    if !common::wait_nonempty(ready, 20) {
         common::skip(test, &format!("the victim did not start: {}", p.log_text()));
         return None;
     }
@@ -220,23 +207,12 @@ fn answers_pass_after_round_trip(test: &str, tmp: &TempDir, script: &str, sub: &
     let pid = victim.pid;
     round_trip(pid, &tmp.join("img"), &[], &[]);
     assert_eq!(
-        go_and_answer(&d).trim(),
+        common::go_and_answer(&d).trim(),
         "PASS",
         "log: {}",
         victim.log_text()
     );
     common::reap_all(&[pid], true);
-}
-
-/// Tells the restored tree in `dir` to go on (`dir/go`) and returns its answer
-/// (`dir/result`, within 20 s).
-fn go_and_answer(dir: &Path) -> String {
-    std::fs::write(dir.join("go"), "").expect("go");
-    assert!(
-        wait_file(&dir.join("result"), 20),
-        "the restored tree never answered"
-    );
-    std::fs::read_to_string(dir.join("result")).expect("result")
 }
 
 /// Dumps `pid` with `dump_args`, checks it is gone, restores with `restore_args`.
@@ -289,7 +265,7 @@ fn external_mount_round_trip() {
         &["--external", &dump_ext],
         &["--external", &restore_ext],
     );
-    let got = go_and_answer(&d);
+    let got = common::go_and_answer(&d);
     assert_eq!(
         got, "other",
         "the external mount comes from --external mnt[K]:PATH"
@@ -346,7 +322,7 @@ fn pivot_root_tree_comes_back_in_its_root() {
         "mountinfo after restore"
     );
     assert_eq!(
-        go_and_answer(&root).trim(),
+        common::go_and_answer(&root).trim(),
         "PASS",
         "log: {}",
         victim.log_text()
@@ -396,7 +372,7 @@ fn deleted_files_inside_own_mount_namespace() {
         "no ghost is left in the host directory"
     );
     assert_eq!(
-        go_and_answer(&d).trim(),
+        common::go_and_answer(&d).trim(),
         "PASS",
         "log: {}",
         victim.log_text()
@@ -585,7 +561,7 @@ fn external_master_round_trip() {
     .arg(&d)
     .arg(&s);
     let victim = common::spawn_logged(&mut cmd, &tmp.join("victim.log"));
-    if !wait_file(&d.join("ready"), 20) {
+    if !common::wait_nonempty(&d.join("ready"), 20) {
         return common::skip(
             test,
             &format!("the victim did not start: {}", victim.log_text()),
@@ -614,7 +590,7 @@ fn external_master_round_trip() {
     std::fs::write(x.join("seen"), "").expect("write in the new mount");
     std::fs::write(d.join("mounted"), "").expect("mounted");
     assert_eq!(
-        go_and_answer(&d).trim(),
+        common::go_and_answer(&d).trim(),
         "PASS",
         "log: {}",
         victim.log_text()
@@ -708,7 +684,7 @@ fn host_instances_and_tmpfs_under_its_bind_round_trip() {
     let _guard = common::TreeGuard(vec![pid]);
     round_trip(pid, &tmp.join("img"), &[], &[]);
     assert_eq!(
-        go_and_answer(&d).trim(),
+        common::go_and_answer(&d).trim(),
         "PASS",
         "log: {}",
         victim.log_text()
@@ -885,7 +861,7 @@ fn link_remap_on_two_namespaces_mounts_round_trip() {
     };
     let pid = victim.pid;
     round_trip(pid, &tmp.join("img"), &["--link-remap"], &[]);
-    let answer = go_and_answer(&d);
+    let answer = common::go_and_answer(&d);
     assert_eq!(answer.trim(), "PASS", "log: {}", victim.log_text());
     common::reap_all(&[pid], true);
 }

@@ -1006,3 +1006,26 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         sleep_ms(20);
     }
 }
+
+/// Waits up to `secs` for `path` to exist with some content.
+pub fn wait_nonempty(path: &Path, secs: u64) -> bool {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < end {
+        if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+            return true;
+        }
+        sleep_ms(20);
+    }
+    false
+}
+
+/// Tells a restored script tree to go on (`go` in `dir`) and returns its answer
+/// (`dir/result`, within 20 s).
+pub fn go_and_answer(dir: &Path) -> String {
+    std::fs::write(dir.join("go"), "").expect("go");
+    assert!(
+        wait_nonempty(&dir.join("result"), 20),
+        "the restored tree never answered"
+    );
+    std::fs::read_to_string(dir.join("result")).expect("result")
+}
