@@ -96,6 +96,9 @@ pub struct Image {
     pub chain: Option<super::chain::ChainImage>,
     /// Where each process's pages kept in parent images are (`image::chain`), by pid.
     pub parent_pages: std::collections::BTreeMap<i32, Vec<super::chain::Piece>>,
+    /// The directory's file names as listed when it was loaded, so that the restore's
+    /// optional records need no lookup of their own.
+    pub listed: Listing,
 }
 
 impl Image {
@@ -167,9 +170,9 @@ impl Image {
             .iter()
             .map(|&pid| load_process(dir, pid, tree.mm_owner(pid) == pid))
             .collect::<Result<Vec<_>, _>>()?;
-        let ghosts = load_ghosts(dir, &processes)?;
-        let tty = load_tty(dir)?;
         let present = Present::list(dir);
+        let ghosts = load_ghosts(&present, &processes)?;
+        let tty = load_optional(&present, TTY, Kind::Tty, |_, _| Ok(()))?;
         let homes = super::ghost::HOMES;
         let ghost_homes: super::ghost::GhostHomesImage =
             load_optional(&present, homes, Kind::GhostHomes, |_, _| Ok(()))?;
@@ -267,6 +270,7 @@ impl Image {
             userns,
             chain,
             parent_pages: Default::default(),
+            listed: present.names,
         };
         let ancestors = image.resolve_parents()?;
         let tree_path = image.dir.join(TREE);
@@ -322,6 +326,11 @@ impl Image {
     }
 
     /// The records of live process `pid`.
+    /// Whether the image directory holds `name` (from the listing made at load).
+    pub fn has(&self, name: &str) -> bool {
+        self.listed.has(&self.dir, name)
+    }
+
     pub fn process(&self, pid: i32) -> Option<&ProcessImage> {
         self.processes.iter().find(|p| p.task.pid == pid)
     }
@@ -352,16 +361,6 @@ pub fn pages_name(pid: i32, stripe: u8) -> String {
     }
 }
 
-/// `tty.img`, or an empty record where an older image has none.
-fn load_tty(dir: &Path) -> Result<TtyImage, ImageError> {
-    match read(Kind::Tty, &dir.join(TTY)) {
-        Err(ImageError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
-            Ok(TtyImage::default())
-        }
-        r => r,
-    }
-}
-
 fn load_inventory(dir: &Path) -> Result<Inventory, ImageError> {
     let path = dir.join(INVENTORY);
     let inventory = read(Kind::Inventory, &path).map_err(|e| match e {
@@ -375,15 +374,9 @@ fn load_inventory(dir: &Path) -> Result<Inventory, ImageError> {
 }
 
 /// `ghosts.img` if the image has one, checked against the fds that refer to it.
-fn load_ghosts(dir: &Path, processes: &[ProcessImage]) -> Result<GhostsImage, ImageError> {
-    let path = dir.join(GHOSTS);
-    let ghosts: GhostsImage = match read(Kind::Ghosts, &path) {
-        Err(ImageError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
-            GhostsImage::default()
-        }
-        other => other?,
-    };
-    ghosts.validate(&path)?;
+fn load_ghosts(present: &Present, processes: &[ProcessImage]) -> Result<GhostsImage, ImageError> {
+    let dir = present.dir;
+    let ghosts: GhostsImage = load_optional(present, GHOSTS, Kind::Ghosts, GhostsImage::validate)?;
     for p in processes {
         for e in &p.files.fds {
             let FdKind::Deleted(d) = &e.kind else {
@@ -452,30 +445,55 @@ fn read_files(path: &Path) -> Result<FilesImage, ImageError> {
     })
 }
 
-/// Which files of an image directory exist, listed once: the records later formats added
+/// The file names of an image directory, listed once: the records later formats added
 /// are optional, and one listing answers for all of them (a `stat` each before). A
-/// directory that cannot be listed is asked file by file.
+/// directory that could not be listed is asked file by file. A lookup cache, not part of
+/// what the image holds: any two listings compare equal.
+#[derive(Clone, Debug, Default)]
+pub struct Listing(Option<std::collections::HashSet<std::ffi::OsString>>);
+
+impl Listing {
+    fn of(dir: &Path) -> Self {
+        let names = std::fs::read_dir(dir)
+            .and_then(|entries| entries.map(|e| e.map(|e| e.file_name())).collect())
+            .ok();
+        Listing(names)
+    }
+
+    /// Whether `dir` (the directory listed) holds `name`.
+    fn has(&self, dir: &Path, name: &str) -> bool {
+        match &self.0 {
+            Some(names) => names.contains(std::ffi::OsStr::new(name)),
+            None => dir.join(name).exists(),
+        }
+    }
+}
+
+impl PartialEq for Listing {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Listing {}
+
+/// An image directory and its [`Listing`], while its records are read.
 struct Present<'a> {
     dir: &'a Path,
-    names: Option<std::collections::HashSet<std::ffi::OsString>>,
+    names: Listing,
 }
 
 impl<'a> Present<'a> {
     fn list(dir: &'a Path) -> Self {
-        let names = std::fs::read_dir(dir)
-            .and_then(|entries| entries.map(|e| e.map(|e| e.file_name())).collect())
-            .ok();
-        Present { dir, names }
+        Present {
+            dir,
+            names: Listing::of(dir),
+        }
     }
 
     /// The path of `name` in the directory, if it is there.
     fn path(&self, name: &str) -> Option<PathBuf> {
-        let path = self.dir.join(name);
-        let here = match &self.names {
-            Some(names) => names.contains(std::ffi::OsStr::new(name)),
-            None => path.exists(),
-        };
-        here.then_some(path)
+        self.names.has(self.dir, name).then(|| self.dir.join(name))
     }
 }
 

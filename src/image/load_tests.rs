@@ -57,6 +57,7 @@ fn write_image(dir: &Path, p: &ProcessImage, pages: u8) -> Image {
         userns: None,
         chain: None,
         parent_pages: Default::default(),
+        listed: Default::default(),
     }
 }
 

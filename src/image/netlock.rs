@@ -75,11 +75,12 @@ impl NetLockImage {
         dir: &Path,
         tables: impl IntoIterator<Item = (i32, &'a FilesImage)>,
     ) -> Result<Self, ImageError> {
-        let path = dir.join(NETLOCK);
-        if !path.exists() {
-            return Ok(Self::of_tables(LockMode::Nftables, tables));
+        match super::file::read(super::Kind::NetLock, &dir.join(NETLOCK)) {
+            Err(ImageError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Self::of_tables(LockMode::Nftables, tables))
+            }
+            r => r,
         }
-        super::file::read(super::Kind::NetLock, &path)
     }
 }
 

@@ -90,6 +90,7 @@ fn sample_image() -> Image {
         userns: None,
         chain: None,
         parent_pages: Default::default(),
+        listed: Default::default(),
     }
 }
 

@@ -158,7 +158,10 @@ pub fn plan(
     image: &crate::image::Image,
     from: Option<&LazyFrom>,
 ) -> Result<Option<(LazyImage, LazyFrom)>, RestoreError> {
-    let lazy = crate::image::lazy::load(&image.dir)?;
+    let lazy = match image.has(crate::image::lazy::LAZY) {
+        true => crate::image::lazy::load(&image.dir)?,
+        false => None,
+    };
     match (lazy, from) {
         (None, None) => Ok(None),
         (Some(_), None) => Err(RestoreError::Unsupported {

@@ -374,13 +374,20 @@ fn read_open(mut file: std::fs::File, path: &Path, shape: Shape) -> Result<Strin
             Ok(n) => {
                 bytes.extend_from_slice(&buf[..n]);
                 if n == 0 || (n < STEP && shape == Shape::Record) {
-                    return Ok(String::from_utf8_lossy(&bytes).into_owned());
+                    return Ok(text(bytes));
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(fail(e)),
         }
     }
+}
+
+/// `bytes` as text: kept as they are when valid UTF-8 (the usual case), else with the
+/// invalid sequences replaced (a `comm` or path may hold any bytes).
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned())
 }
 
 /// Replaces the format name a pure parser put in a [`ProcError::Parse`] with the real path.

@@ -63,13 +63,18 @@ fn split_comm(text: &str) -> Result<(&str, &str, &str), String> {
     ))
 }
 
-/// The whitespace-separated fields after `comm`, addressed by their proc(5) number.
-struct Fields<'a>(Vec<&'a str>);
+/// The fields after `comm` up to [`LAST_FIELD`], addressed by their proc(5) number: a
+/// fixed array, as `/proc` is scanned whole at every dump (one `stat` a process).
+struct Fields<'a>([&'a str; LAST_FIELD - 2]);
 
 impl<'a> Fields<'a> {
     fn new(rest: &'a str) -> Result<Self, String> {
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let count = fields.len() + 2; // pid and comm come before `rest`
+        let mut fields = [""; LAST_FIELD - 2];
+        let mut count = 2; // pid and comm come before `rest`
+        for (slot, text) in fields.iter_mut().zip(rest.split_ascii_whitespace()) {
+            *slot = text;
+            count += 1;
+        }
         if count < LAST_FIELD {
             return Err(format!("{count} fields, expected at least {LAST_FIELD}"));
         }
