@@ -333,4 +333,18 @@ mod tests {
         let back: NetLinksImage = postcard::from_bytes(&bytes).expect("decode");
         assert_eq!(back, img);
     }
+
+    #[test]
+    fn a_socket_is_made_once_in_a_namespace_of_the_tree() {
+        let path = Path::new("netns-sockets.img");
+        let net = |ino, of| SocketNet { ino, of };
+        let img = |sockets| SocketNetsImage { sockets };
+        let makers = [10, 12];
+        assert!(check_socket_nets(&img(vec![net(5, 10), net(6, 12)]), &makers, path).is_ok());
+        assert!(check_socket_nets(&img(vec![net(5, 10), net(5, 12)]), &makers, path).is_err());
+        assert!(check_socket_nets(&img(vec![net(5, 11)]), &makers, path).is_err());
+        let bytes = postcard::to_allocvec(&img(vec![net(5, 10)])).expect("encode");
+        let back: SocketNetsImage = postcard::from_bytes(&bytes).expect("decode");
+        assert_eq!(back, img(vec![net(5, 10)]));
+    }
 }

@@ -20,6 +20,7 @@
  * crosses both TCP connections.
  */
 #include "victim.h"
+#include "unix_names.h"
 
 #include <arpa/inet.h>
 #include <linux/if_packet.h>
@@ -39,14 +40,6 @@
 #define UDP_PORT 4243
 
 static pid_t child;
-
-static socklen_t name(struct sockaddr_un *a, const char *n)
-{
-	memset(a, 0, sizeof(*a));
-	a->sun_family = AF_UNIX;
-	strcpy(a->sun_path + 1, n);
-	return offsetof(struct sockaddr_un, sun_path) + 1 + strlen(n);
-}
 
 static struct sockaddr_in local(int port)
 {
@@ -77,7 +70,7 @@ static void make_named(const char *n, int base)
 {
 	struct sockaddr_un u;
 	struct sockaddr_in t = local(TCP_PORT), d = local(UDP_PORT);
-	socklen_t l = name(&u, n);
+	socklen_t l = un_abstract(&u, n);
 
 	victim_place(socket(AF_UNIX, SOCK_DGRAM, 0), base);
 	CHECK_SYS(bind(base, (struct sockaddr *)&u, l));
@@ -86,20 +79,6 @@ static void make_named(const char *n, int base)
 	CHECK_SYS(listen(base + 1, 4));
 	victim_place(socket(AF_INET, SOCK_DGRAM, 0), base + 2);
 	CHECK_SYS(bind(base + 2, (struct sockaddr *)&d, sizeof(d)));
-}
-
-/* Whether a datagram socket of this namespace can connect to `n`. */
-static int reachable(const char *n)
-{
-	struct sockaddr_un a;
-	socklen_t l = name(&a, n);
-	int s = socket(AF_UNIX, SOCK_DGRAM, 0), ok;
-
-	if (s < 0)
-		return -1;
-	ok = connect(s, (struct sockaddr *)&a, l) == 0;
-	close(s);
-	return ok;
 }
 
 /* The inode of the network namespace of socket `fd`, or of process `pid`. */
@@ -184,7 +163,7 @@ static int verify_c(pid_t root)
 		return 3;
 	if (!read_is(14, "queued") || write(14, "back", 4) != 4 || !read_is(13, "back"))
 		return 4;
-	if (reachable("stasis-crossC") != 1 || reachable("stasis-crossR") != 0)
+	if (un_reachable("stasis-crossC") != 1 || un_reachable("stasis-crossR") != 0)
 		return 5;
 	c = knock("to-C");
 	if (c < 0 || write(32, "c", 1) != 1 || !read_is(c, "hello-C"))
@@ -285,7 +264,7 @@ static void verify(void)
 	CHECK(bad == 0, "fd %d is not a socket of C's network namespace", bad);
 	c = knock("to-R");
 	CHECK(c >= 0, "connect and send to R's ports: %s", strerror(errno));
-	CHECK(reachable("stasis-crossR") == 1 && reachable("stasis-crossC") == 0,
+	CHECK(un_reachable("stasis-crossR") == 1 && un_reachable("stasis-crossC") == 0,
 	      "R's namespace has the wrong names");
 	CHECK(write(30, "g", 1) == 1, "tell C: %s", strerror(errno));
 	CHECK(read(33, &b, 1) == 1, "C did not get as far as its connection");
