@@ -18,6 +18,9 @@
  * namespace, reads "queued" from 14 and sends back through the pair, connects and sends
  * the same way (arriving at fds 21 and 22 here), and sees "stasis-crossC" only; data
  * crosses both TCP connections.
+ * With "conn": C also holds a TCP connection of its own namespace, both ends (fds 24
+ * and 25, to 127.0.0.1:4244), which a dump refuses (run by tests/sockets.rs); after go
+ * a byte crosses it.
  */
 #include "victim.h"
 #include "unix_names.h"
@@ -38,8 +41,10 @@
 
 #define TCP_PORT 4242
 #define UDP_PORT 4243
+#define CONN_PORT 4244
 
 static pid_t child;
+static int with_conn;
 
 static struct sockaddr_in local(int port)
 {
@@ -165,10 +170,27 @@ static int verify_c(pid_t root)
 		return 4;
 	if (un_reachable("stasis-crossC") != 1 || un_reachable("stasis-crossR") != 0)
 		return 5;
+	if (with_conn && (write(24, "x", 1) != 1 || !read_is(25, "x")))
+		return 7;
 	c = knock("to-C");
 	if (c < 0 || write(32, "c", 1) != 1 || !read_is(c, "hello-C"))
 		return 6;
 	return 0;
+}
+
+/* A TCP connection of this namespace, both ends here (fds 24 and 25). */
+static void connection(void)
+{
+	struct sockaddr_in a = local(CONN_PORT);
+	int l = socket(AF_INET, SOCK_STREAM, 0);
+
+	CHECK_SYS(l);
+	CHECK_SYS(bind(l, (struct sockaddr *)&a, sizeof(a)));
+	CHECK_SYS(listen(l, 1));
+	victim_place(socket(AF_INET, SOCK_STREAM, 0), 24);
+	CHECK_SYS(connect(24, (struct sockaddr *)&a, sizeof(a)));
+	victim_place(accept(l, NULL, NULL), 25);
+	close(l);
 }
 
 static int in_c(pid_t root, int pass)
@@ -184,6 +206,8 @@ static int in_c(pid_t root, int pass)
 	if (unshare(CLONE_NEWNET) || loopback_up())
 		return 2;
 	make_named("stasis-crossC", 20);
+	if (with_conn)
+		connection();
 	victim_place(socket(AF_PACKET, SOCK_DGRAM, 0), 23);
 	if (bind(23, (struct sockaddr *)&ll, sizeof(ll)))
 		return 2;
@@ -274,8 +298,9 @@ static void verify(void)
 	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "C failed: %#x", status);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	with_conn = argc > 1 && !strcmp(argv[1], "conn");
 	return victim_run(setup, verify);
 }
