@@ -7,7 +7,7 @@
 //! (`/proc/PID/net/unix` of the root and of each maker); any other's is asked of the
 //! socket itself (`SIOCGSKNS` on stasis's duplicate). One of a namespace outside the
 //! tree's is refused, naming the pid and fd. The socket records are then read in the
-//! socket's namespace (`dump/files`, [`Plan::socket_ns`]).
+//! socket's namespace (`dump/files`, [`SocketSpaces::of`]).
 //!
 //! A process that entered a namespace enters it right after its takeover (never `late`
 //! any more); a socket some holder of which is in another namespace than the socket's is
@@ -43,8 +43,8 @@ pub struct SocketSpaces {
     /// Every socket of the tree not of the root's namespace: inode → the maker of its
     /// namespace (where its kernel tables are read).
     pub of: HashMap<u64, i32>,
-    /// The tree's root, when the tree has namespaces of its own (0: it has none, every
-    /// socket is of the namespace of the process holding it).
+    /// The tree's root, when processes of the tree made network namespaces (0: none
+    /// did; every process and socket of the tree is taken as of the root's namespace).
     pub root: i32,
 }
 
