@@ -97,6 +97,31 @@ fn dump_refuses_established_tcp_without_option() {
     );
 }
 
+/// A TCP connection of a network namespace a process of the tree made is refused by name,
+/// whatever the sockets of the tree's namespaces held across them (`netns_cross`).
+#[test]
+fn dump_refuses_tcp_connection_of_a_made_netns() {
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_tcp_connection_of_a_made_netns");
+    let tmp = TempDir::new("tcp-made-netns");
+    let Some(mut v) = victim(&tmp, "netns_cross", &["conn"]) else {
+        return;
+    };
+    let holder = common::descendants(v.pid)[0];
+    let out = common::dump(v.pid, &tmp.join("img"), &["--tcp-established"]);
+    let msg = out.assert_failed("dump");
+    let words = [
+        format!("fd 24 of pid {holder} is a TCP connection"),
+        format!("of the network namespace pid {holder} made"),
+        "connections of the tree's own network namespace only".to_string(),
+    ];
+    for w in &words {
+        assert!(msg.contains(w.as_str()), "{w:?} missing from: {msg}");
+    }
+    common::assert_untouched(&v);
+    v.go_and_expect_pass();
+}
+
 #[test]
 fn dump_refuses_netlink_socket_with_a_message_queued() {
     let _serial = common::serial();

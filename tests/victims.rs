@@ -321,6 +321,7 @@ victim_tests! {
     netns: "netns";
     netlinks: "netlinks";
     netns_sockets: "netns_sockets";
+    netns_cross: "netns_cross";
     pty: "pty";
     ctty: "ctty";
     pty_hangup: "pty_hangup";

@@ -178,7 +178,13 @@ use super::error::ImageError;
 /// make (`setns`), with the maker of that namespace and whether it enters it after its
 /// files (its sockets being of its parent's namespace). An older image has none: such a
 /// process was refused at dump.
-pub const FORMAT_VERSION: u32 = 16;
+///
+/// Version 17 adds `netns-sockets.img` (kind 46, `image::netns::SocketNetsImage`): each
+/// socket of a network namespace of the tree that a process of another of the tree's
+/// namespaces holds, by inode, with the maker of its namespace (the restore makes it
+/// there). An older image has none: such a socket's first holder had to be in its
+/// namespace, or the dump was refused.
+pub const FORMAT_VERSION: u32 = 17;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;
@@ -251,6 +257,9 @@ pub enum Kind {
     /// Processes in a network namespace of the tree they entered (`netns-join.img`,
     /// format 16).
     NetJoins = 45,
+    /// Sockets held by a process of another network namespace of the tree than theirs
+    /// (`netns-sockets.img`, format 17).
+    SocketNets = 46,
 }
 
 /// Human name of a kind number, for messages.
@@ -288,6 +297,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         43 => "mappings in other mount namespaces",
         44 => "network namespace veth pairs",
         45 => "network namespace joins",
+        46 => "network namespace sockets",
         _ => "unknown",
     }
 }

@@ -90,6 +90,8 @@ pub struct Image {
     pub netpeers: super::netns::NetPeersImage,
     /// Processes that entered a network namespace of the tree (`netns-join.img`).
     pub netjoins: super::netns::NetJoinsImage,
+    /// (format 17) Sockets held outside their network namespace (`netns-sockets.img`).
+    pub socket_nets: super::netns::SocketNetsImage,
     /// (format 12) The tree's own user namespace (none without `userns.img`).
     pub userns: Option<super::userns::UserNsImage>,
     /// (format 11) Where the image stands in a chain of incremental images.
@@ -237,6 +239,12 @@ impl Image {
             Kind::NetJoins,
             super::netns::validate_joins,
         )?;
+        let socket_nets = load_optional(
+            &present,
+            super::netns::SOCKETNETS,
+            Kind::SocketNets,
+            |_, _| Ok(()),
+        )?;
         let userns = load_present(
             &present,
             super::userns::USERNS,
@@ -267,6 +275,7 @@ impl Image {
             netlinks,
             netpeers,
             netjoins,
+            socket_nets,
             userns,
             chain,
             parent_pages: Default::default(),
@@ -293,6 +302,11 @@ impl Image {
             .map(|p| (p.task.pid, &p.files))
             .collect();
         validate::inherited_fds(&order, &tree_path)?;
+        let makers: Vec<i32> = std::iter::once(image.inventory.root_pid)
+            .chain(image.netlinks.nested.iter().map(|n| n.pid))
+            .collect();
+        let path = image.dir.join(super::netns::SOCKETNETS);
+        super::netns::check_socket_nets(&image.socket_nets, &makers, &path)?;
         let orphans: Vec<u32> = image.orphan_pty.ptys.iter().map(|p| p.index).collect();
         let tty_path = image.dir.join(TTY);
         super::tty::check(&image.tty, &image.tree, &order, &orphans, &tty_path)?;

@@ -54,6 +54,7 @@ fn write_image(dir: &Path, p: &ProcessImage, pages: u8) -> Image {
         netlinks: Default::default(),
         netpeers: Default::default(),
         netjoins: Default::default(),
+        socket_nets: Default::default(),
         userns: None,
         chain: None,
         parent_pages: Default::default(),

@@ -25,6 +25,51 @@ pub const NETLINKS: &str = "netlinks.img";
 pub const NETPEERS: &str = "netpeers.img";
 /// Name of the record of processes that entered a namespace of the tree (format 16).
 pub const NETJOINS: &str = "netns-join.img";
+/// Name of the record of sockets held outside their namespace (format 17).
+pub const SOCKETNETS: &str = "netns-sockets.img";
+
+/// `netns-sockets.img` (format 17): the sockets of a network namespace of the tree that
+/// a process of another of the tree's namespaces holds. Absent: none (every socket is of
+/// the namespace of each process holding it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketNetsImage {
+    pub sockets: Vec<SocketNet>,
+}
+
+/// Socket `ino` (its inode at dump, as the fd records name it) is of the network
+/// namespace process `of` made (the root's for the tree's own): whichever process makes
+/// it at restore makes it there.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketNet {
+    pub ino: u64,
+    pub of: i32,
+}
+
+/// A socket is listed once, and its namespace is the root's or one a process of the
+/// tree made (`makers`: the root and the makers of `netlinks.img`'s namespaces).
+pub fn check_socket_nets(
+    img: &SocketNetsImage,
+    makers: &[i32],
+    path: &Path,
+) -> Result<(), ImageError> {
+    for (i, s) in img.sockets.iter().enumerate() {
+        let what = if img.sockets[..i].iter().any(|o| o.ino == s.ino) {
+            format!("socket:[{}] is listed twice", s.ino)
+        } else if !makers.contains(&s.of) {
+            format!(
+                "socket:[{}] is of the network namespace of pid {}, which made none",
+                s.ino, s.of
+            )
+        } else {
+            continue;
+        };
+        return Err(ImageError::Invalid {
+            path: path.to_path_buf(),
+            what,
+        });
+    }
+    Ok(())
+}
 
 /// `netns-join.img` (format 16): the processes in a network namespace of the tree other
 /// than their parent's that they did not make. Absent: none.
@@ -287,5 +332,19 @@ mod tests {
         let bytes = postcard::to_allocvec(&img).expect("encode");
         let back: NetLinksImage = postcard::from_bytes(&bytes).expect("decode");
         assert_eq!(back, img);
+    }
+
+    #[test]
+    fn a_socket_is_made_once_in_a_namespace_of_the_tree() {
+        let path = Path::new("netns-sockets.img");
+        let net = |ino, of| SocketNet { ino, of };
+        let img = |sockets| SocketNetsImage { sockets };
+        let makers = [10, 12];
+        assert!(check_socket_nets(&img(vec![net(5, 10), net(6, 12)]), &makers, path).is_ok());
+        assert!(check_socket_nets(&img(vec![net(5, 10), net(5, 12)]), &makers, path).is_err());
+        assert!(check_socket_nets(&img(vec![net(5, 11)]), &makers, path).is_err());
+        let bytes = postcard::to_allocvec(&img(vec![net(5, 10)])).expect("encode");
+        let back: SocketNetsImage = postcard::from_bytes(&bytes).expect("decode");
+        assert_eq!(back, img(vec![net(5, 10)]));
     }
 }

@@ -126,6 +126,7 @@ fn to_json(image: &Image) -> serde_json::Value {
         "netlinks": namespaces::netlinks_json(&image.netlinks),
         "netpeers": image.netpeers,
         "netjoins": image.netjoins,
+        "socket_nets": image.socket_nets,
         "mnt_joins": image.mnt_joins,
         "orphan_pty": image.orphan_pty,
         "pty_devpts": image.pty_devpts,

@@ -1,7 +1,8 @@
 //! What an image holds of the tree's surroundings, as `stasis inspect` shows it: its pid,
 //! UTS and time namespaces, its cgroups, its mount table (and the processes joined to an
 //! ancestor's), its network namespaces (the root's, with its links' kind-specific side, and
-//! those processes of the tree made), the
+//! those processes of the tree made, and the sockets made in another's than their
+//! holder's), the
 //! consoles whose master was outside the tree, and where the image stands in a chain of
 //! incremental images. Each section is printed only when the image has that record.
 
@@ -56,6 +57,13 @@ pub(super) fn sections(image: &Image, out: &mut impl Write) -> std::io::Result<(
             out,
             "pid {} enters the network namespace of pid {}{when}",
             j.pid, j.of
+        )?;
+    }
+    for s in &image.socket_nets.sockets {
+        writeln!(
+            out,
+            "socket:[{}] is made in the network namespace of pid {}",
+            s.ino, s.of
         )?;
     }
     consoles(&image.orphan_pty, out)?;

@@ -87,6 +87,7 @@ fn sample_image() -> Image {
         netlinks: Default::default(),
         netpeers: Default::default(),
         netjoins: Default::default(),
+        socket_nets: Default::default(),
         userns: None,
         chain: None,
         parent_pages: Default::default(),

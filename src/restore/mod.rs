@@ -524,6 +524,7 @@ impl Builder<'_> {
             .filter(|j| j.late)
             .map(|j| Ok((j.pid, self.host_pid(j.pid, j.of)?)))
             .collect::<Result<Vec<_>, RestoreError>>()?;
+        ns::net_sockets::set(self.socket_places()?);
         for (pid, child) in &mut self.procs {
             let p = self
                 .image
@@ -536,6 +537,7 @@ impl Builder<'_> {
                 ns::net_join::join(child, of).map_err(at(RestoreStage::Files, *pid))?;
             }
         }
+        ns::net_sockets::clear();
         self.close_spares()?;
         std::mem::take(&mut self.ttys);
         files::end_stand_ins();
@@ -701,6 +703,27 @@ impl Builder<'_> {
             ns::net_join::join(child, self.host_pid(pid, j.of)?)?;
         }
         Ok(())
+    }
+
+    /// Each socket of `netns-sockets.img` with the pid (as stasis sees it) of the maker
+    /// of its network namespace.
+    fn socket_places(&self) -> Result<HashMap<u64, i32>, RestoreError> {
+        let host = |of: i32| {
+            (self.procs.iter())
+                .find(|(p, _)| *p == of)
+                .map(|(_, c)| c.pid())
+        };
+        (self.image.socket_nets.sockets.iter())
+            .map(|s| {
+                let of = host(s.of).ok_or_else(|| RestoreError::Unsupported {
+                    what: format!(
+                        "socket:[{}] is of the network namespace of pid {}, not restored",
+                        s.ino, s.of
+                    ),
+                })?;
+                Ok((s.ino, of))
+            })
+            .collect()
     }
 
     /// The pid stasis sees process `of` under, which `pid` joins the network namespace
@@ -938,6 +961,7 @@ impl Builder<'_> {
     /// Kills every process created so far, and reaps what is ours to reap.
     fn kill_all(&mut self) {
         files::end_stand_ins();
+        ns::net_sockets::clear();
         let pids: Vec<i32> = self.image.tree.processes.iter().map(|e| e.pid).collect();
         // Children first: a dying pid namespace init waits until each of its children is
         // reaped, which it cannot do while we trace them.

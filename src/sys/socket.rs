@@ -118,6 +118,19 @@ pub fn ioctl_get_int(fd: BorrowedFd<'_>, req: u64) -> nix::Result<i32> {
     Errno::result(r).map(|_| v)
 }
 
+/// `ioctl(fd, SIOCGSKNS)`: a new fd on the network namespace socket `fd` belongs to
+/// (Linux 4.9; needs `CAP_NET_ADMIN` over that namespace's user namespace).
+/// See [netdevice(7)](https://man7.org/linux/man-pages/man7/netdevice.7.html).
+pub fn socket_netns(fd: BorrowedFd<'_>) -> nix::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    const SIOCGSKNS: u64 = 0x894c;
+    // SAFETY: SIOCGSKNS takes no argument and returns a new fd (or -1), which nothing
+    // else owns: it is wrapped once, here.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), SIOCGSKNS) };
+    // SAFETY: `r` is a fresh fd the kernel just opened for the caller (checked >= 0).
+    Errno::result(r).map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
 /// `ioctl(fd, TIOCEXCL)`: puts a terminal in exclusive mode (no argument).
 /// See [ioctl_tty(2)](https://man7.org/linux/man-pages/man2/ioctl_tty.2.html).
 pub fn set_exclusive(fd: BorrowedFd<'_>) -> nix::Result<()> {

@@ -96,6 +96,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("netns", &[]),
     ("netlinks", &[]),
     ("netns_sockets", &[]),
+    ("netns_cross", &[]),
     ("pipes", &[]),
     ("zero_pages", &[]),
     ("migrate_writer", &[]),

@@ -13,6 +13,7 @@
  * same as here, and its fd 12 is still bound to "stasis-nsA".
  */
 #include "victim.h"
+#include "unix_names.h"
 
 #include <fcntl.h>
 #include <sched.h>
@@ -23,40 +24,19 @@
 
 static pid_t child;
 
-static socklen_t name(struct sockaddr_un *a, const char *n)
-{
-	memset(a, 0, sizeof(*a));
-	a->sun_family = AF_UNIX;
-	strcpy(a->sun_path + 1, n);
-	return offsetof(struct sockaddr_un, sun_path) + 1 + strlen(n);
-}
-
-static void bound(const char *n, int fd)
+static void bind_named(const char *n, int fd)
 {
 	struct sockaddr_un a;
-	socklen_t l = name(&a, n);
+	socklen_t l = un_abstract(&a, n);
 
 	victim_place(socket(AF_UNIX, SOCK_DGRAM, 0), fd);
 	CHECK_SYS(bind(fd, (struct sockaddr *)&a, l));
 }
 
-/* Whether a datagram socket of this namespace can connect to `n`. */
-static int reachable(const char *n)
-{
-	struct sockaddr_un a;
-	socklen_t l = name(&a, n);
-	int s = socket(AF_UNIX, SOCK_DGRAM, 0), ok;
-
-	CHECK_SYS(s);
-	ok = connect(s, (struct sockaddr *)&a, l) == 0;
-	close(s);
-	return ok;
-}
-
 /* 0 when `yes` is reachable and `no` is not. */
 static int sees(const char *yes, const char *no)
 {
-	return reachable(yes) && !reachable(no) ? 0 : 1;
+	return un_reachable(yes) && !un_reachable(no) ? 0 : 1;
 }
 
 static int wait_go(int rd)
@@ -93,7 +73,7 @@ static int in_a(pid_t root, int rd)
 
 	if (unshare(CLONE_NEWNET) || pipe(to_g))
 		return 2;
-	bound("stasis-nsA", 12);
+	bind_named("stasis-nsA", 12);
 	g = fork();
 	if (g < 0)
 		return 2;
@@ -122,7 +102,7 @@ static void setup(void)
 
 	if (unshare(CLONE_NEWNET))
 		victim_skip("unshare(CLONE_NEWNET) is not permitted here");
-	bound("stasis-nsR", 10);
+	bind_named("stasis-nsR", 10);
 	CHECK_SYS(pipe(go));
 	CHECK_SYS(pipe(ready));
 	victim_place(ready[1], 20);

@@ -1,12 +1,37 @@
 /*
- * Unix sockets by path name, for the victims that bind and connect many of them
+ * Unix sockets by path name, for the victims that bind and connect many of them, and by
+ * abstract name, for those that look at which network namespace sees a name
  * (include after victim.h).
  */
 #ifndef STASIS_UNIX_NAMES_H
 #define STASIS_UNIX_NAMES_H
 
+#include <stddef.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+
+/* `*a` set to the abstract name `n`; returns the address's length. */
+static inline socklen_t un_abstract(struct sockaddr_un *a, const char *n)
+{
+	memset(a, 0, sizeof(*a));
+	a->sun_family = AF_UNIX;
+	strcpy(a->sun_path + 1, n);
+	return offsetof(struct sockaddr_un, sun_path) + 1 + strlen(n);
+}
+
+/* Whether a datagram socket of this network namespace can connect to the abstract
+ * name `n`. */
+static inline int un_reachable(const char *n)
+{
+	struct sockaddr_un a;
+	socklen_t l = un_abstract(&a, n);
+	int s = socket(AF_UNIX, SOCK_DGRAM, 0), ok;
+
+	CHECK_SYS(s);
+	ok = connect(s, (struct sockaddr *)&a, l) == 0;
+	close(s);
+	return ok;
+}
 
 /* `struct sockaddr_un` of path `name`. */
 static inline struct sockaddr_un un_addr(const char *name)

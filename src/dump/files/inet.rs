@@ -160,12 +160,12 @@ pub fn inet_kind(
     let local = address(getsockname::<SockaddrStorage>(fd_raw(s)).ok(), raw);
     let mut remote = peer_address(getpeername::<SockaddrStorage>(fd_raw(s)).ok());
     if remote.is_none() && !tcp {
-        remote = unreported_peer(pid, kind, ino).map_err(err)?;
+        remote = unreported_peer(ctx.ns_pid(ino), kind, ino).map_err(err)?;
     }
     if remote.is_none() && info.is_some_and(|i| i[0] == TCP_CLOSE || i[0] == SYN_SENT) {
         remote = peer_name(s, family);
     }
-    let opts = ctx.options(fd, s, kind, connected)?;
+    let opts = ctx.options((fd, ino), s, kind, connected)?;
     if opts.flag(libc::SOL_UDP, libc::UDP_CORK) {
         corked(s).map_err(err)?;
     }
@@ -186,7 +186,8 @@ pub fn inet_kind(
 }
 
 /// The peer of a datagram or raw socket connected to port 0, which `getpeername` does not
-/// report (it takes port 0 for "not connected"): from the namespace's socket table.
+/// report (it takes port 0 for "not connected"): from the socket table of its namespace,
+/// that of `pid`.
 fn unreported_peer(pid: i32, kind: SockKind, ino: u64) -> Result<Option<SockAddr>, String> {
     use crate::proc::netsock;
     let Some(table) = netsock::table_name(kind.family, kind.ty, kind.protocol) else {
@@ -274,6 +275,7 @@ fn tcp_state(
     let pid = ctx.pid;
     let conn = Conn {
         fd,
+        ino,
         state: info[0],
         info,
         local,
@@ -297,6 +299,7 @@ fn tcp_state(
 /// A TCP socket with a peer, in one of the states `TCP_REPAIR` can save.
 struct Conn<'a> {
     fd: i32,
+    ino: u64,
     state: u8,
     info: &'a [u8; 8],
     local: &'a Option<SockAddr>,
@@ -326,7 +329,7 @@ fn datagram_state(ctx: &mut SockCtx<'_>, kind: SockKind, ino: u64) -> Result<Ine
         return Ok(InetState::Unconnected);
     }
     let shutdown = ctx
-        .inet_table(kind.family, kind.protocol as u8)
+        .inet_table(ino, kind.family, kind.protocol as u8)
         .map_err(|e| format!("list UDP sockets: {e}"))?
         .get(&(ino as u32))
         .map_or(0, |d| d.shutdown);
@@ -375,7 +378,8 @@ fn tcp_info(s: BorrowedFd<'_>) -> nix::Result<[u8; 8]> {
 
 fn listening(ctx: &SockCtx<'_>, fd: i32, ino: u64, family: i32) -> Result<InetState, DumpError> {
     let pid = ctx.pid;
-    let all = sock_diag::tcp_sockets(family, 1 << TCP_LISTEN)
+    let all = ctx
+        .in_ns(ino, || sock_diag::tcp_sockets(family, 1 << TCP_LISTEN))?
         .map_err(|e| DumpError::unsupported(format!("list TCP listeners: {e}")))?;
     let d = all.get(&(ino as u32)).ok_or_else(|| {
         DumpError::unsupported(format!(
@@ -405,6 +409,13 @@ fn connection(ctx: &mut SockCtx<'_>, sock: OwnedFd, c: &Conn<'_>) -> Result<Inet
     let conn = format!("{} -> {}", addr_text(local), addr_text(remote));
     if ctx.opts.tcp_close {
         return Ok(InetState::Closed);
+    }
+    if let Some(maker) = ctx.ns_of(c.ino) {
+        return Err(DumpError::unsupported(format!(
+            "fd {fd} of pid {pid} is a TCP connection ({conn}) of the network namespace \
+             pid {maker} made; stasis saves connections of the tree's own network \
+             namespace only"
+        )));
     }
     let what = match c.state {
         TCP_ESTABLISHED => "an established TCP connection".to_string(),

@@ -96,8 +96,9 @@ pub struct FdOptions {
     /// `--network-lock`: how connections to peers outside are held (`crate::netlock`).
     pub network_lock: crate::netlock::LockMode,
     /// The processes holding sockets of a network namespace made inside the tree, each
-    /// with the makers of the namespaces its sockets are of (`dump/ns/net_join.rs`).
-    pub socket_netns: std::collections::HashMap<i32, Vec<i32>>,
+    /// with the makers of the namespaces its sockets are of, and each socket's namespace
+    /// not the root's (`dump/ns/net_join.rs`).
+    pub socket_netns: crate::dump::ns::net_join::SocketSpaces,
     /// Socket inodes in the fd tables of `pids`, read when first needed.
     pub tree_sockets: std::cell::OnceCell<std::collections::HashSet<u64>>,
     /// Every fd of the tree by file, read when a file in flight is first identified.
@@ -358,7 +359,7 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held, Vec<i32
     if let Some(Ok(table)) = unix {
         ctx.unix = Some(table);
     }
-    if let Some(spaces) = opts.socket_netns.get(&pid) {
+    if let Some(spaces) = opts.socket_netns.tables.get(&pid) {
         ctx.unix = Some(sock::read_unix_tables(spaces)?);
     }
     find_ptys(&mut ctx, &opened)?;
@@ -520,6 +521,9 @@ fn classify(
     ctx: &mut SockCtx<'_>,
 ) -> Result<FdKind, DumpError> {
     if let Some(ino) = sock::socket_inode(&open.target) {
+        if open.flying.is_some() {
+            sock::flying_in_place(ctx, open)?;
+        }
         return sock::socket_kind(ctx, open.fd, ino);
     }
     if let Some(index) = pty::is_master(&open.target)

@@ -35,7 +35,7 @@ pub fn netlink_kind(
     let ty = get(libc::SOL_SOCKET, libc::SO_TYPE).map_err(|e| refuse(format!("(SO_TYPE: {e})")))?;
     let protocol = get(libc::SOL_SOCKET, libc::SO_PROTOCOL)
         .map_err(|e| refuse(format!("(SO_PROTOCOL: {e})")))?;
-    let d = ctx.netlink_table()?.get(&(ino as u32)).cloned();
+    let d = ctx.netlink_table(ino)?.get(&(ino as u32)).cloned();
     if d.as_ref()
         .is_some_and(|d| d.flags & NDIAG_FLAG_CB_RUNNING != 0)
     {
@@ -54,7 +54,7 @@ pub fn netlink_kind(
         ty,
         protocol,
     };
-    let opts = ctx.options(fd, sock.as_fd(), kind, false)?;
+    let opts = ctx.options((fd, ino), sock.as_fd(), kind, false)?;
     let d = d.unwrap_or_default();
     Ok(FdKind::Netlink(Box::new(NetlinkSocket {
         ino,

@@ -40,7 +40,7 @@ pub fn packet_kind(
             "fd {fd} of pid {pid} is a packet socket {what}, which stasis cannot checkpoint"
         ))
     };
-    let Some(d) = ctx.packet_table()?.get(&(ino as u32)).cloned() else {
+    let Some(d) = ctx.packet_table(ino)?.get(&(ino as u32)).cloned() else {
         return Err(refuse("that packet_diag does not list".into()));
     };
     let get = |name: i32| getsockopt_int(sock.as_fd(), SOL_PACKET, name);
@@ -62,7 +62,7 @@ pub fn packet_kind(
         ty: i32::from(d.sock_type),
         protocol: i32::from(d.protocol.to_be()),
     };
-    let opts = ctx.options(fd, sock.as_fd(), kind, false)?;
+    let opts = ctx.options((fd, ino), sock.as_fd(), kind, false)?;
     Ok(FdKind::Packet(Box::new(PacketSocket {
         ino,
         sock_type: i32::from(d.sock_type),

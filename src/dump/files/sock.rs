@@ -31,17 +31,21 @@ pub struct SockCtx<'a> {
     pidfd: Option<OwnedFd>,
     /// Read by [`SockCtx::unix_table`].
     pub unix: Option<HashMap<u32, UnixDiag>>,
-    packet: Option<HashMap<u32, PacketDiag>>,
-    netlink: Option<HashMap<u32, NetlinkDiag>>,
+    /// The packet and netlink tables, by the namespace read in (see [`SockCtx::ns_of`]).
+    packet: HashMap<Option<i32>, HashMap<u32, PacketDiag>>,
+    netlink: HashMap<Option<i32>, HashMap<u32, NetlinkDiag>>,
     /// Inodes of every socket in the fd table, and the fd first holding each.
     pub inodes: HashMap<u64, i32>,
-    /// The kernel's tables of UDP and UDP-Lite sockets, by family and protocol, each
-    /// read once per dump.
-    inet_tables: HashMap<(i32, u8), HashMap<u32, TcpDiag>>,
+    /// The kernel's tables of UDP and UDP-Lite sockets, by namespace, family and
+    /// protocol, each read once per dump.
+    inet_tables: HashMap<(Option<i32>, i32, u8), HashMap<u32, TcpDiag>>,
     /// Sockets already described (a second fd on one is a dup).
     pub seen: HashSet<u64>,
-    /// Options of a new socket, per kind: what "unchanged" means.
+    /// Options of a new socket, per kind: what "unchanged" means, for the sockets of
+    /// the process's namespace.
     defaults: Defaults,
+    /// The same for the sockets of other namespaces, by the pid they are read through.
+    ns_defaults: HashMap<i32, Defaults>,
     /// Options of unix sockets read ahead ([`SockCtx::read_unix_ahead`]), by fd.
     unix_opts: HashMap<i32, Result<SockOpts, sockopts::OptError>>,
     /// Receive queues of unix sockets peeked ahead, by fd.
@@ -77,12 +81,13 @@ impl<'a> SockCtx<'a> {
             opts,
             pidfd: None,
             unix: None,
-            packet: None,
-            netlink: None,
+            packet: HashMap::new(),
+            netlink: HashMap::new(),
             inodes,
             seen: HashSet::new(),
             inet_tables: HashMap::new(),
             defaults: Defaults::new(pid),
+            ns_defaults: HashMap::new(),
             unix_opts: HashMap::new(),
             peeked: HashMap::new(),
             pending: None,
@@ -152,6 +157,9 @@ impl<'a> SockCtx<'a> {
                 continue;
             };
             let kind = unix_sock_kind(d);
+            if self.foreign(ino) {
+                continue;
+            }
             if self.defaults.prepare(kind).is_ok() {
                 work.push((fd, kind, d));
             }
@@ -187,62 +195,126 @@ impl<'a> SockCtx<'a> {
         self.peeked.remove(&fd)
     }
 
-    /// The options of fd `fd`, a unix socket of `kind`: read ahead, or now.
-    pub fn unix_options(&mut self, fd: i32, kind: SockKind) -> Result<SockOpts, DumpError> {
+    /// The options of fd `fd`, a unix socket of `kind` (inode `ino`): read ahead, or
+    /// now.
+    pub fn unix_options(
+        &mut self,
+        fd: i32,
+        ino: u64,
+        kind: SockKind,
+    ) -> Result<SockOpts, DumpError> {
         let read = match self.unix_opts.remove(&fd) {
             Some(read) => read,
             None => {
                 let sock = self.steal(fd)?;
-                sockopts::read(sock.as_fd(), kind, false, &mut self.defaults)
+                sockopts::read(sock.as_fd(), kind, false, self.defaults_for(ino))
             }
         };
         read.map_err(|e| DumpError::unsupported(format!("fd {fd} of pid {}: {e}", self.pid)))
     }
 
-    /// The kernel's table of packet sockets, read once per dump.
-    pub fn packet_table(&mut self) -> Result<&HashMap<u32, PacketDiag>, DumpError> {
-        if self.packet.is_none() {
-            let table = sock_diag::packet_sockets()
+    /// The maker of the network namespace of socket `ino` when it is not the root's
+    /// (`dump/ns/net_join.rs`): its kernel tables are read there. `None`: the root's,
+    /// which stasis's dumping thread is in.
+    pub fn ns_of(&self, ino: u64) -> Option<i32> {
+        self.opts.socket_netns.of.get(&ino).copied()
+    }
+
+    /// A process of the network namespace of socket `ino`, through which its
+    /// namespace's `/proc/PID/net` and sysctls are read.
+    pub fn ns_pid(&self, ino: u64) -> i32 {
+        match (self.ns_of(ino), self.opts.socket_netns.root) {
+            (Some(maker), _) => maker,
+            (None, 0) => self.pid,
+            (None, root) => root,
+        }
+    }
+
+    /// Whether socket `ino` is of another network namespace than the process's.
+    fn foreign(&self, ino: u64) -> bool {
+        let ns = |pid: i32| crate::dump::ns::inode(&pid.to_string(), "net");
+        let of = self.ns_pid(ino);
+        of != self.pid && ns(of) != ns(self.pid)
+    }
+
+    /// Runs `f` in the network namespace of socket `ino` (in a thread that enters it,
+    /// when it is not the root's).
+    pub fn in_ns<T: Send>(&self, ino: u64, f: impl FnOnce() -> T + Send) -> Result<T, DumpError> {
+        let Some(maker) = self.ns_of(ino) else {
+            return Ok(f());
+        };
+        let path = std::path::PathBuf::from(format!("/proc/{maker}/ns/net"));
+        crate::netns::within(&path, f)
+            .map_err(|e| DumpError::unsupported(format!("socket:[{ino}] of pid {}: {e}", self.pid)))
+    }
+
+    /// The kernel's table of packet sockets of the namespace of socket `ino`, read once
+    /// per dump.
+    pub fn packet_table(&mut self, ino: u64) -> Result<&HashMap<u32, PacketDiag>, DumpError> {
+        let ns = self.ns_of(ino);
+        if !self.packet.contains_key(&ns) {
+            let table = self
+                .in_ns(ino, sock_diag::packet_sockets)?
                 .map_err(|e| DumpError::unsupported(format!("list packet sockets: {e}")))?;
-            self.packet = Some(table);
+            self.packet.insert(ns, table);
         }
-        Ok(self.packet.as_ref().expect("read above"))
+        Ok(&self.packet[&ns])
     }
 
-    /// The kernel's table of bound netlink sockets, read once per dump.
-    pub fn netlink_table(&mut self) -> Result<&HashMap<u32, NetlinkDiag>, DumpError> {
-        if self.netlink.is_none() {
-            let table = sock_diag::netlink_sockets()
+    /// The kernel's table of bound netlink sockets of the namespace of socket `ino`,
+    /// read once per dump.
+    pub fn netlink_table(&mut self, ino: u64) -> Result<&HashMap<u32, NetlinkDiag>, DumpError> {
+        let ns = self.ns_of(ino);
+        if !self.netlink.contains_key(&ns) {
+            let table = self
+                .in_ns(ino, sock_diag::netlink_sockets)?
                 .map_err(|e| DumpError::unsupported(format!("list netlink sockets: {e}")))?;
-            self.netlink = Some(table);
+            self.netlink.insert(ns, table);
         }
-        Ok(self.netlink.as_ref().expect("read above"))
+        Ok(&self.netlink[&ns])
     }
 
-    /// The kernel's table of `protocol` sockets of `family`, read once per dump.
+    /// The kernel's table of `protocol` sockets of `family` of the namespace of socket
+    /// `ino`, read once per dump.
     pub fn inet_table(
         &mut self,
+        ino: u64,
         family: i32,
         protocol: u8,
-    ) -> Result<&HashMap<u32, TcpDiag>, sock_diag::SockDiagError> {
-        use std::collections::hash_map::Entry;
-        Ok(match self.inet_tables.entry((family, protocol)) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => e.insert(sock_diag::inet_sockets(family, protocol, u32::MAX)?),
-        })
+    ) -> Result<&HashMap<u32, TcpDiag>, String> {
+        let key = (self.ns_of(ino), family, protocol);
+        if !self.inet_tables.contains_key(&key) {
+            let read = || sock_diag::inet_sockets(family, protocol, u32::MAX);
+            let table =
+                (self.in_ns(ino, read).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+            self.inet_tables.insert(key, table);
+        }
+        Ok(&self.inet_tables[&key])
     }
 
-    /// The options of fd `fd`, a socket of `kind` (`sock`: stasis's duplicate);
-    /// `connected`: a TCP connection (see `sockopts::read`).
+    /// What new sockets of the namespace of socket `ino` have.
+    fn defaults_for(&mut self, ino: u64) -> &mut Defaults {
+        if !self.foreign(ino) {
+            return &mut self.defaults;
+        }
+        let pid = self.ns_pid(ino);
+        self.ns_defaults
+            .entry(pid)
+            .or_insert_with(|| Defaults::new(pid))
+    }
+
+    /// The options of fd `fd`, a socket of `kind` and inode `ino` (`sock`: stasis's
+    /// duplicate); `connected`: a TCP connection (see `sockopts::read`).
     pub fn options(
         &mut self,
-        fd: i32,
+        (fd, ino): (i32, u64),
         sock: BorrowedFd<'_>,
         kind: SockKind,
         connected: bool,
     ) -> Result<SockOpts, DumpError> {
-        sockopts::read(sock, kind, connected, &mut self.defaults)
-            .map_err(|e| DumpError::unsupported(format!("fd {fd} of pid {}: {e}", self.pid)))
+        let pid = self.pid;
+        sockopts::read(sock, kind, connected, self.defaults_for(ino))
+            .map_err(|e| DumpError::unsupported(format!("fd {fd} of pid {pid}: {e}")))
     }
 }
 
@@ -297,6 +369,32 @@ fn read_unix(
     let opts = sockopts::read_prepared(sock.as_fd(), kind, false, defaults);
     let queue = (d.state != sock_diag::TCP_LISTEN).then(|| peek_queue(sock.as_fd(), d));
     Some((opts, queue))
+}
+
+/// Refuses a socket in flight (`open`) of another network namespace than its receiver's,
+/// in a tree with namespaces of its own: the receiver makes it at restore, in its own
+/// (`netns-sockets.img` lists the sockets of fd tables only).
+pub fn flying_in_place(ctx: &mut SockCtx<'_>, open: &super::OpenFd) -> Result<(), DumpError> {
+    use std::os::unix::fs::MetadataExt;
+    if ctx.opts.socket_netns.root == 0 {
+        return Ok(());
+    }
+    let copy = ctx.steal(open.fd)?;
+    let asked = crate::sys::socket::socket_netns(copy.as_fd()).map_err(|e| e.to_string());
+    let ns = asked.and_then(|ns| {
+        let meta = std::fs::File::from(ns).metadata();
+        meta.map(|m| m.ino()).map_err(|e| e.to_string())
+    });
+    let ns = ns.map_err(|e| open.error(&format!("is a socket whose namespace is unknown: {e}")))?;
+    let mine = crate::dump::ns::inode(&ctx.pid.to_string(), "net");
+    if mine == Some(ns) {
+        return Ok(());
+    }
+    Err(open.error(&format!(
+        "is a socket of the network namespace net:[{ns}], not of pid {}'s; stasis makes \
+         a socket in flight in its receiver's namespace",
+        ctx.pid
+    )))
 }
 
 /// `socket:[1234]` → 1234.

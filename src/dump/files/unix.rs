@@ -42,7 +42,7 @@ pub fn unix_kind(ctx: &mut SockCtx<'_>, fd: i32, ino: u64) -> Result<FdKind, Dum
     if listen_backlog.is_some() {
         check_pending(ctx, fd, &d)?;
     }
-    let opts = ctx.unix_options(fd, super::sock::unix_sock_kind(&d))?;
+    let opts = ctx.unix_options(fd, ino, super::sock::unix_sock_kind(&d))?;
     let queue = ctx.queues.remove(&ino).unwrap_or_default();
     let peer = orphan_datagram_peer(&d, peer, &queue);
     check_queue(ctx, fd, &d, &peer, &queue)?;

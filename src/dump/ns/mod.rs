@@ -121,8 +121,9 @@ pub fn refuse_foreign(pid: i32) -> Result<(), DumpError> {
 /// `netns.img` (nothing when the tree lives in the dumper's). With a lock (not `skip`),
 /// a network namespace of the tree's own is locked whole: returns the mode it was locked
 /// with, if it was (`net::lock`). Fills `sockets`: the processes holding sockets of a
-/// namespace made inside the tree, with the makers of their sockets' namespaces
-/// (`net_join.rs`).
+/// namespace made inside the tree, with the makers of their sockets' namespaces, and
+/// the namespace of each socket not of the root's (`net_join.rs`); writes
+/// `netns-sockets.img`, the sockets held outside their namespace.
 ///
 /// Ordering requirements: while the tree is frozen, before any socket is dumped (the
 /// firewall is saved before the lock is added to it).
@@ -131,7 +132,7 @@ pub fn dump(
     writer: &ImageWriter,
     in_net: Option<&net::InTree>,
     opts: &super::DumpOptions,
-    sockets: &mut HashMap<i32, Vec<i32>>,
+    sockets: &mut net_join::SocketSpaces,
 ) -> Result<Option<crate::netlock::LockMode>, DumpError> {
     let lock = opts.network_lock;
     let threads: HashMap<i32, Vec<i32>> = (tree.procs.iter())
@@ -152,14 +153,21 @@ pub fn dump(
         writer.write_record(crate::image::userns::USERNS, Kind::UserNs, &userns)?;
     }
     let (makers, joined) = net_nested::makers(&tree.record, &live)?;
-    let planned = net_join::plan(&tree.record, &live, &makers, &joined)?;
+    let planned = net_join::plan(&live, &makers, &joined)?;
     if !planned.joins.is_empty() {
         let joins = crate::image::netns::NetJoinsImage {
             joins: planned.joins,
         };
         writer.write_record(crate::image::netns::NETJOINS, Kind::NetJoins, &joins)?;
     }
-    *sockets = planned.sockets;
+    if !planned.crossing.is_empty() {
+        let crossing = crate::image::netns::SocketNetsImage {
+            sockets: planned.crossing,
+        };
+        let name = crate::image::netns::SOCKETNETS;
+        writer.write_record(name, Kind::SocketNets, &crossing)?;
+    }
+    *sockets = planned.spaces;
     let collected = net_nested::collect(&makers)?;
     let nested: Vec<_> = collected.iter().map(|(n, _)| n.clone()).collect();
     let spaces = |root| net_peers::spaces(root, &collected);

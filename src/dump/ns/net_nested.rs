@@ -6,7 +6,7 @@
 //!
 //! Refused, naming the pid: a process of the tree in the dumper's namespace while the
 //! root is not, and a macvlan of one whose lower link is outside it. A process that
-//! entered another's namespace (`setns`) and the sockets of processes of such namespaces
+//! entered another's namespace (`setns`) and the namespace of every socket of the tree
 //! are `net_join.rs`'s. A veth whose other end is outside
 //! is paired with it in another namespace of the tree by `net_peers.rs`.
 

@@ -109,11 +109,13 @@ fn one(
     tcp_close: bool,
     share: bool,
 ) -> Result<(u64, Option<Room>), RestoreError> {
-    let got = child.remote().call(
-        "socket",
-        libc::SYS_socket,
-        &[s.family as u64, s.sock_type as u64, s.protocol as u64],
-    )?;
+    let got = crate::restore::ns::net_sockets::around(child, s.ino, || {
+        Ok(child.remote().call(
+            "socket",
+            libc::SYS_socket,
+            &[s.family as u64, s.sock_type as u64, s.protocol as u64],
+        )?)
+    })?;
     let fd = prepared.park(child, got)?;
     sockopts::early(child, fd, &s.opts)?;
     let reuseport = |on: bool| {

@@ -15,7 +15,9 @@ pub fn restore(at: &Install, n: &NetlinkSocket) -> Result<(), RestoreError> {
         n.sock_type as u64,
         n.protocol as u64,
     ];
-    let fd = at.call("socket(AF_NETLINK)", libc::SYS_socket, &args)?;
+    let fd = crate::restore::ns::net_sockets::around(at.child, n.ino, || {
+        at.call("socket(AF_NETLINK)", libc::SYS_socket, &args)
+    })?;
     sockopts::early(at.child, fd, &n.opts)?;
     if n.portid != 0 {
         address_call(at, "bind(AF_NETLINK)", libc::SYS_bind, fd, n.portid, 0)?;

@@ -19,7 +19,9 @@ use crate::sys::socket::packet as k;
 pub fn restore(at: &Install, p: &PacketSocket) -> Result<(), RestoreError> {
     let protocol = u64::from(p.protocol.to_be());
     let args = [libc::AF_PACKET as u64, p.sock_type as u64, protocol];
-    let fd = at.call("socket(AF_PACKET)", libc::SYS_socket, &args)?;
+    let fd = crate::restore::ns::net_sockets::around(at.child, p.ino, || {
+        at.call("socket(AF_PACKET)", libc::SYS_socket, &args)
+    })?;
     sockopts::early(at.child, fd, &p.opts)?;
     bind(at, fd, p)?;
     for &(name, value) in &p.ints {

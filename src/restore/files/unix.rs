@@ -150,6 +150,17 @@ fn create(
     if s.temp.contains_key(&u.ino) {
         return Ok(());
     }
+    let ns = crate::restore::ns::net_sockets::around;
+    ns(child, u.ino, || made(child, s, u, prepared))
+}
+
+/// Step 1 for `u`, in the network namespace the child is in.
+fn made(
+    child: &Child,
+    s: &mut Sockets<'_>,
+    u: &UnixSocket,
+    prepared: &mut Prepared,
+) -> Result<(), RestoreError> {
     let ty = u.sock_type as u64;
     if let Some(p) = mutual(s, u) {
         let (a, b) = socketpair(child, ty, prepared)?;
@@ -359,11 +370,14 @@ fn fill(
     let (sender, to, temporary) = match peer {
         Some(fd) => (fd, None, false),
         None => {
-            let fd = child.remote().call(
-                "socket(AF_UNIX)",
-                libc::SYS_socket,
-                &[libc::AF_UNIX as u64, u.sock_type as u64, 0],
-            )?;
+            // A name is looked up in the sender's namespace: the receiver's.
+            let fd = crate::restore::ns::net_sockets::around(child, u.ino, || {
+                Ok(child.remote().call(
+                    "socket(AF_UNIX)",
+                    libc::SYS_socket,
+                    &[libc::AF_UNIX as u64, u.sock_type as u64, 0],
+                )?)
+            })?;
             (fd, Some(prep::sockaddr_un(&u.name)), true)
         }
     };

@@ -104,9 +104,11 @@ fn simple(files: &FilesImage, a: End<'_>, b: End<'_>) -> bool {
     queued(a.sock) + queued(b.sock) <= DATA_MAX && plain(files, a.sock) && plain(files, b.sock)
 }
 
-/// Unnamed, not listening, no file in flight on its queue, options plain.
+/// Unnamed, not listening, no file in flight on its queue, options plain, of the
+/// process's network namespace (not one to switch to, `restore/ns/net_sockets.rs`).
 fn plain(files: &FilesImage, u: &UnixSocket) -> bool {
     u.name.is_empty()
+        && !crate::restore::ns::net_sockets::listed(u.ino)
         && u.bind_dir.is_none()
         && u.listen_backlog.is_none()
         && !files.unlinked_sockets.contains(&u.ino)

@@ -12,6 +12,7 @@ pub mod handover;
 pub mod net;
 pub mod net_join;
 pub mod net_nested;
+pub mod net_sockets;
 pub mod netlinks;
 pub mod pid;
 pub mod time;

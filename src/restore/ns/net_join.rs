@@ -1,7 +1,8 @@
 //! A process in a network namespace of the tree it entered (`netns-join.img`, dumped by
 //! `dump/ns/net_join.rs`): it enters it with `setns` on an fd of that namespace handed
-//! to it — right after its takeover, or (`late`) once its files are open, its sockets
-//! being of the namespace it was forked in.
+//! to it — right after its takeover, or (`late`, images of format 16 only) once its
+//! files are open, its sockets being of the namespace it was forked in. Its sockets of
+//! another namespace are made there (`net_sockets.rs`).
 //!
 //! Ordering requirements: the namespace's maker restored (and its namespace filled)
 //! first; an early join before the process's files and children, a late one after its
