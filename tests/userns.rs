@@ -186,12 +186,15 @@ fn round_trip_kept(
     seen_after
 }
 
-/// Every task of the tree at `root` but the loop's passing `sleep 0.2`, seen from the
-/// host: `PID/TID NSpid...`, sorted.
+/// Every task of the tree at `root` but the loop's passing ones (`sleep 0.2`, a copy of
+/// the shell before it execs), seen from the host: `PID/TID NSpid...`, sorted.
 fn tasks(root: i32) -> Vec<String> {
     let mut all = common::descendants(root);
+    let shell = proc_text(root, "cmdline");
+    let passing =
+        |p: &i32| [shell.as_str(), "sleep\x000.2\x00"].contains(&proc_text(*p, "cmdline").as_str());
     all.push(root);
-    let passing = |p: &i32| proc_text(*p, "cmdline") == "sleep\x000.2\x00";
+    let passing = |p: &i32| *p != root && passing(p);
     let mut out: Vec<String> = (all.iter().filter(|p| !passing(p)))
         .flat_map(|&p| {
             let tids = common::thread_ids(p);
