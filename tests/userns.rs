@@ -9,7 +9,8 @@
 //! namespace inside its user namespace (`unshare --user --map-root-user --pid --fork
 //! --mount-proc`, rootless podman's shape) comes back the same way, its init pid 1
 //! again, its children and a thread with their pids inside; a pid namespace unshared
-//! for the children of a process of the tree and a user namespace nested inside are
+//! for the children of a process of the tree (also inside such a container's) and a
+//! user namespace nested inside are
 //! refused before the freeze, naming the pid and namespace, with the tree left running.
 
 mod common;
@@ -443,4 +444,49 @@ fn userns_nested_is_refused_and_left_running() {
         &["sh", "-c", "unshare --user sleep 1000 & wait"],
         "nested below",
     );
+}
+
+/// A rootless container's init (pid 1 of a pid namespace owned by its user namespace)
+/// one of whose processes made a pid namespace below it (`unshare --pid --fork` inside):
+/// refused before the freeze naming that process, the tree left running.
+#[test]
+fn userns_pid_namespace_nested_inside_the_containers_is_refused_and_left_running() {
+    let test = "userns_pid_namespace_nested_inside_the_containers_is_refused_and_left_running";
+    let _serial = common::serial();
+    require_privileged!(test);
+    if !usable(test) {
+        return;
+    }
+    let tmp = TempDir::new(test);
+    let mut cmd = Command::new("setsid");
+    cmd.args(["unshare", "--user", "--map-root-user", "--pid", "--fork"])
+        .args(["--mount-proc", "setsid", "sh", "-c"])
+        .arg("unshare --pid --fork sleep 1000 & exec sleep 1000");
+    let run = common::start(&mut cmd);
+    let deadline = Instant::now() + common::READY_TIMEOUT;
+    let init = || common::descendants(run.pid()).first().copied();
+    let nested = |root: i32| common::descendants(root).len() >= 2;
+    while !init().is_some_and(nested) && Instant::now() < deadline {
+        common::sleep_ms(20);
+    }
+    let Some(root) = init().filter(|&r| nested(r)) else {
+        common::skip(test, "unshare could not start the namespaces");
+        return;
+    };
+    common::sleep_ms(300); // the inner unshare has made its namespace and exec'd
+    assert_eq!(common::nspids(root).last(), Some(&1), "the root is an init");
+    let out = common::dump(root, &tmp.join("img"), &[]);
+    let msg = out.assert_failed("a pid namespace nested inside the container's");
+    assert!(msg.contains("unshared for its children pid:["), "{msg}");
+    let mut tree = common::descendants(root);
+    for &pid in tree.iter().chain([&root]) {
+        let state = common::proc_state(pid);
+        assert!(
+            matches!(state, Some('S' | 'R')),
+            "pid {pid} runs on: {state:?}"
+        );
+    }
+    drop(run);
+    tree.push(root);
+    common::reap_all(&tree, true);
 }
