@@ -416,7 +416,16 @@ fn refused_and_left_running(test: &str, inner: &[&str], what: &str) {
     let out = common::dump(root, &tmp.join("img"), &[]);
     let msg = out.assert_failed(what);
     assert!(msg.contains("pid ") && msg.contains(what), "{msg}");
-    for pid in common::descendants(root).into_iter().chain([root]) {
+    let mut now = common::descendants(root);
+    now.retain(|p| !tree.contains(p));
+    tree.splice(0..0, now);
+    left_running(run, root, tree);
+}
+
+/// Checks every process of the tree at `root` (and `tree`, those seen before) runs on,
+/// none left stopped, then kills and reaps them all.
+fn left_running(run: common::Running, root: i32, mut tree: Vec<i32>) {
+    for &pid in common::descendants(root).iter().chain([&root]) {
         let state = common::proc_state(pid);
         assert!(
             matches!(state, Some('S' | 'R')),
@@ -425,6 +434,8 @@ fn refused_and_left_running(test: &str, inner: &[&str], what: &str) {
     }
     drop(run);
     tree.push(root);
+    let mut seen = std::collections::HashSet::new();
+    tree.retain(|p| seen.insert(*p));
     common::reap_all(&tree, true);
 }
 
@@ -478,15 +489,5 @@ fn userns_pid_namespace_nested_inside_the_containers_is_refused_and_left_running
     let out = common::dump(root, &tmp.join("img"), &[]);
     let msg = out.assert_failed("a pid namespace nested inside the container's");
     assert!(msg.contains("unshared for its children pid:["), "{msg}");
-    let mut tree = common::descendants(root);
-    for &pid in tree.iter().chain([&root]) {
-        let state = common::proc_state(pid);
-        assert!(
-            matches!(state, Some('S' | 'R')),
-            "pid {pid} runs on: {state:?}"
-        );
-    }
-    drop(run);
-    tree.push(root);
-    common::reap_all(&tree, true);
+    left_running(run, root, common::descendants(root));
 }
