@@ -1,21 +1,17 @@
 //! Trees in a user namespace of their own (issue 17, a rootless container's): a counting
-//! shell loop started by `unshare --user --map-root-user --mount --uts --ipc --net`, and
-//! one whose namespace maps a range (0 → 100000, written from outside as `newuidmap`
-//! does), come back with the same maps, the same `id` inside, their names and mounts,
-//! and files they create owned as before; a pid namespace inside such a tree is refused
-//! with the tree left running.
-
-//! Trees in a user namespace of their own (issue 17, a rootless container's): a counting
 //! shell loop started by `unshare --user --map-root-user --mount --uts --ipc --net`, one
 //! whose namespace maps a range (0 → 100000, written from outside as `newuidmap` does)
 //! with a process of uid 1000 inside, come back with the same maps, and the loop itself,
 //! asked before the dump and after the restore, reports the same from inside: `id`, its
 //! maps and setgroups, its host name, the owners of a file, of a socket and of a SysV
-//! segment made inside, and the ids of its non-root process. A tree that is pid 1 of a
-//! pid namespace inside its user namespace (`unshare --user --map-root-user --pid --fork
-//! --mount-proc`, rootless podman's shape), a pid namespace nested below the tree's root
-//! and a user namespace nested inside are refused before the freeze, naming the pid and
-//! namespace, with the tree left running.
+//! segment made inside, the ids of its non-root process, and the pids (`NSpid`) of
+//! every task, each seen from the host and from inside. A tree that is pid 1 of a pid
+//! namespace inside its user namespace (`unshare --user --map-root-user --pid --fork
+//! --mount-proc`, rootless podman's shape) comes back the same way, its init pid 1
+//! again, its children and a thread with their pids inside; a pid namespace unshared
+//! for the children of a process of the tree (also inside such a container's) and a
+//! user namespace nested inside are
+//! refused before the freeze, naming the pid and namespace, with the tree left running.
 
 mod common;
 
@@ -34,10 +30,11 @@ fn python() -> &'static str {
     }
 }
 
-/// A process holding an unbound unix socket at fd 9.
-const SOCKET: &str = "import os, socket, time\n\
+/// A process holding an unbound unix socket at fd 9, with a second thread.
+const SOCKET: &str = "import os, socket, threading, time\n\
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
 os.dup2(s.fileno(), 9)\n\
+threading.Thread(target=time.sleep, args=(1000,), daemon=True).start()\n\
 while True: time.sleep(1000)\n";
 
 /// The loop: names the UTS namespace, mounts a tmpfs with a file, makes a SysV segment,
@@ -48,8 +45,9 @@ fn script(dir: &Path, as_user: &str) -> String {
     format!(
         "exec </dev/null >/dev/null 2>&1; hostname stasis-uns; mount -t tmpfs t /mnt; \
          echo kept > /mnt/f; ipcmk -M 4096; {as_user} {py} -c '{SOCKET}' & S=$!; \
-         sleep 1000 & \
-         report() {{ echo pid $$; id; cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups; \
+         sleep 1000 & K=$!; \
+         report() {{ echo pid $$ kids $S $K; grep NSpid /proc/$$/status /proc/$K/status; \
+           for t in /proc/$S/task/*; do grep NSpid $t/status; done; id; cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups; \
            hostname; cat /mnt/f; stat -c 'file %u:%g' /mnt/f; \
            stat -L -c 'socket %u:%g' /proc/$S/fd/9; \
            grep -E '^(Uid|Gid|Groups):' /proc/$S/status; ipcs -m -c | tail -n +4; }}; \
@@ -128,6 +126,16 @@ fn start_counting(cmd: &mut Command, dir: &Path, init: bool) -> Option<(common::
 /// Dumps the counting tree rooted at `root`, restores it and checks what it sees;
 /// returns the loop's report (the same before and after).
 fn round_trip(run: common::Running, root: i32, tmp: &TempDir) -> String {
+    round_trip_kept(run, root, tmp, |_| {})
+}
+
+/// [`round_trip`], running `more` on the restored root's pid before it is killed.
+fn round_trip_kept(
+    run: common::Running,
+    root: i32,
+    tmp: &TempDir,
+    more: impl FnOnce(i32),
+) -> String {
     let count = tmp.join("count");
     let maps = |p: i32| (proc_text(p, "uid_map"), proc_text(p, "gid_map"));
     let (maps_before, id_before) = (maps(root), inside(root, &["id"]));
@@ -140,6 +148,7 @@ fn round_trip(run: common::Running, root: i32, tmp: &TempDir) -> String {
     };
     let owned_before = owner(root, "before");
     let seen_before = report(tmp.path());
+    let tasks_before = tasks(root);
     let img = tmp.join("img");
     let kids = common::descendants(root);
     common::dump(root, &img, &[]).assert_ok("dump of a tree in its own user namespace");
@@ -166,10 +175,39 @@ fn round_trip(run: common::Running, root: i32, tmp: &TempDir) -> String {
     );
     let seen_after = report(tmp.path());
     assert_eq!(seen_after, seen_before, "what the tree sees from inside");
+    assert_eq!(
+        tasks(pid),
+        tasks_before,
+        "every task's pids, seen from the host"
+    );
+    more(pid);
     let mut all = common::descendants(pid);
     all.push(pid);
     common::reap_all(&all, true);
     seen_after
+}
+
+/// Every task of the tree at `root` but the loop's passing ones (`sleep 0.2`, a copy of
+/// the shell before it execs), seen from the host: `PID/TID NSpid...`, sorted.
+fn tasks(root: i32) -> Vec<String> {
+    let mut all = common::descendants(root);
+    let shell = proc_text(root, "cmdline");
+    let passing =
+        |p: &i32| [shell.as_str(), "sleep\x000.2\x00"].contains(&proc_text(*p, "cmdline").as_str());
+    all.push(root);
+    let passing = |p: &i32| *p != root && passing(p);
+    let mut out: Vec<String> = (all.iter().filter(|p| !passing(p)))
+        .flat_map(|&p| {
+            let tids = common::thread_ids(p);
+            tids.into_iter().map(move |t| {
+                let text = proc_text(p, &format!("task/{t}/status"));
+                let ns = text.lines().find(|l| l.starts_with("NSpid:"));
+                format!("{p}/{t} {}", ns.unwrap_or("none"))
+            })
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// The lines of a report that must be there (the tree saw what it made).
@@ -228,11 +266,12 @@ fn userns_mapping_root_round_trip() {
 }
 
 /// A tree that is pid 1 of a pid namespace inside its user namespace (`unshare --pid
-/// --fork --mount-proc`, rootless podman's shape) is refused before it is frozen, naming
-/// the pid and the namespace (see `dump/ns/user.rs` for why), and counts on.
+/// --fork --mount-proc`, rootless podman's shape): dumped at its init, it comes back pid
+/// 1 of a pid namespace owned by its user namespace, its children (the socket holder
+/// with its thread, a sleep) with the same pids inside and on the host.
 #[test]
-fn userns_with_a_pid_namespace_inside_is_refused_before_the_freeze() {
-    let test = "userns_with_a_pid_namespace_inside_is_refused_before_the_freeze";
+fn userns_with_a_pid_namespace_round_trip() {
+    let test = "userns_with_a_pid_namespace_round_trip";
     let _serial = common::serial();
     require_privileged!(test);
     if !usable(test) {
@@ -244,29 +283,36 @@ fn userns_with_a_pid_namespace_inside_is_refused_before_the_freeze() {
         return;
     };
     assert_eq!(common::nspids(root).last(), Some(&1), "the root is an init");
-    let out = common::dump(root, &tmp.join("img"), &[]);
-    let msg = out.assert_failed("dump of a pid namespace inside a user namespace");
-    assert!(
-        msg.contains(&format!("pid {root} is in pid:[")) && msg.contains("user:["),
-        "{msg}"
-    );
-    let before = read_count(&tmp.join("count"));
-    common::sleep_ms(700);
-    assert!(
-        read_count(&tmp.join("count")) > before,
-        "the tree counts on"
-    );
-    let mut tree = common::descendants(run.pid());
-    for &pid in &tree {
-        let state = common::proc_state(pid);
-        assert!(
-            matches!(state, Some('S' | 'R')),
-            "pid {pid} runs on: {state:?}"
+    // The owner of the pid namespace (lsns's ONS) and the user namespace of `p`.
+    let owner_of = |p: i32| {
+        let out = Command::new("lsns")
+            .args(["-n", "-o", "ONS", "-t", "pid", "-p", &p.to_string()])
+            .output();
+        let ons = out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        let user = std::fs::read_link(format!("/proc/{p}/ns/user")).ok();
+        (ons.ok().map(|o| format!("user:[{o}]")), user)
+    };
+    let (owner, user) = owner_of(root);
+    assert_eq!(owner.as_deref(), user.as_ref().and_then(|u| u.to_str()));
+    let seen = round_trip_kept(run, root, &tmp, |pid| {
+        assert_eq!(
+            common::nspids(pid),
+            vec![pid, 1],
+            "NSpid of the restored root"
         );
-    }
-    drop(run);
-    tree.push(root);
-    common::reap_all(&tree, true);
+        let (owner, user_after) = owner_of(pid);
+        let user_after = user_after
+            .as_ref()
+            .and_then(|u| u.to_str().map(String::from));
+        assert_eq!(owner, user_after, "the pid namespace's owner");
+        assert_ne!(user_after, user.and_then(|u| u.to_str().map(String::from)));
+    });
+    expect_lines(&seen, ROOT_SEES);
+    // (the same before and after, from inside: `round_trip_kept`)
+    expect_lines(&seen, &["/proc/1/status:NSpid: 1"]);
+    assert!(seen.lines().any(|l| l.starts_with("pid 1 kids ")), "{seen}");
+    let threads = seen.lines().filter(|l| l.starts_with("NSpid:")).count();
+    assert_eq!(threads, 2, "the socket holder's two threads:\n{seen}");
 }
 
 /// Enters a new user namespace, waits for its maps (written by the test), becomes its
@@ -370,7 +416,16 @@ fn refused_and_left_running(test: &str, inner: &[&str], what: &str) {
     let out = common::dump(root, &tmp.join("img"), &[]);
     let msg = out.assert_failed(what);
     assert!(msg.contains("pid ") && msg.contains(what), "{msg}");
-    for pid in common::descendants(root).into_iter().chain([root]) {
+    let mut now = common::descendants(root);
+    now.retain(|p| !tree.contains(p));
+    tree.splice(0..0, now);
+    left_running(run, root, tree);
+}
+
+/// Checks every process of the tree at `root` (and `tree`, those seen before) runs on,
+/// none left stopped, then kills and reaps them all.
+fn left_running(run: common::Running, root: i32, mut tree: Vec<i32>) {
+    for &pid in common::descendants(root).iter().chain([&root]) {
         let state = common::proc_state(pid);
         assert!(
             matches!(state, Some('S' | 'R')),
@@ -379,6 +434,8 @@ fn refused_and_left_running(test: &str, inner: &[&str], what: &str) {
     }
     drop(run);
     tree.push(root);
+    let mut seen = std::collections::HashSet::new();
+    tree.retain(|p| seen.insert(*p));
     common::reap_all(&tree, true);
 }
 
@@ -398,4 +455,39 @@ fn userns_nested_is_refused_and_left_running() {
         &["sh", "-c", "unshare --user sleep 1000 & wait"],
         "nested below",
     );
+}
+
+/// A rootless container's init (pid 1 of a pid namespace owned by its user namespace)
+/// one of whose processes made a pid namespace below it (`unshare --pid --fork` inside):
+/// refused before the freeze naming that process, the tree left running.
+#[test]
+fn userns_pid_namespace_nested_inside_the_containers_is_refused_and_left_running() {
+    let test = "userns_pid_namespace_nested_inside_the_containers_is_refused_and_left_running";
+    let _serial = common::serial();
+    require_privileged!(test);
+    if !usable(test) {
+        return;
+    }
+    let tmp = TempDir::new(test);
+    let mut cmd = Command::new("setsid");
+    cmd.args(["unshare", "--user", "--map-root-user", "--pid", "--fork"])
+        .args(["--mount-proc", "setsid", "sh", "-c"])
+        .arg("unshare --pid --fork sleep 1000 & exec sleep 1000");
+    let run = common::start(&mut cmd);
+    let deadline = Instant::now() + common::READY_TIMEOUT;
+    let init = || common::descendants(run.pid()).first().copied();
+    let nested = |root: i32| common::descendants(root).len() >= 2;
+    while !init().is_some_and(nested) && Instant::now() < deadline {
+        common::sleep_ms(20);
+    }
+    let Some(root) = init().filter(|&r| nested(r)) else {
+        common::skip(test, "unshare could not start the namespaces");
+        return;
+    };
+    common::sleep_ms(300); // the inner unshare has made its namespace and exec'd
+    assert_eq!(common::nspids(root).last(), Some(&1), "the root is an init");
+    let out = common::dump(root, &tmp.join("img"), &[]);
+    let msg = out.assert_failed("a pid namespace nested inside the container's");
+    assert!(msg.contains("unshared for its children pid:["), "{msg}");
+    left_running(run, root, common::descendants(root));
 }

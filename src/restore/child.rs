@@ -242,9 +242,11 @@ impl NewTask {
     /// kernel attaches it to us; the batch stops unless it returns the task's id (as its
     /// creator, task `creator`, sees it: in a pid namespace, its id there).
     pub fn add_clone3(&self, b: &mut Batch, creator: i32, name: &'static str) {
-        let ids = super::ns::pid::set_tid(self.id);
+        let thread = self.flags & libc::CLONE_THREAD as u64 != 0;
+        let ids = super::ns::pid::set_tid_in_tree(self.id, thread);
         let bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_ne_bytes()).collect();
-        let set_tid = b.put(&bytes);
+        // clone3 refuses a set_tid array of no ids.
+        let set_tid = if ids.is_empty() { 0 } else { b.put(&bytes) };
         let args = CloneArgs {
             flags: self.flags | libc::CLONE_PTRACE as u64,
             exit_signal: self.exit_signal,
@@ -285,6 +287,24 @@ pub struct Fork {
 /// still share with it copy-on-write), it still has every signal blocked (the children
 /// inherit the mask) and is still privileged (`set_tid` needs CAP_CHECKPOINT_RESTORE).
 pub fn fork_many(parent: &Child, forks: &[Fork]) -> (Vec<Seized>, Result<(), RestoreError>) {
+    if super::ns::pid::steered(false) && forks.len() > 1 {
+        // One batch each: every host pid is steered right before its clone.
+        let mut tasks = Vec::new();
+        for f in forks {
+            let (made, r) = fork_many(parent, std::slice::from_ref(f));
+            tasks.extend(made);
+            if r.is_err() {
+                return (tasks, r);
+            }
+        }
+        return (tasks, Ok(()));
+    }
+    let steered = forks
+        .first()
+        .map_or(Ok(()), |f| super::ns::pid::steer(f.pid, false));
+    if let Err(e) = steered {
+        return (Vec::new(), Err(e));
+    }
     let remote = parent.remote();
     let mut b = remote.batch();
     for f in forks {
@@ -316,6 +336,10 @@ pub fn fork_many(parent: &Child, forks: &[Fork]) -> (Vec<Seized>, Result<(), Res
         }
         .into(),
         e => RestoreError::from(e),
+    });
+    let r = r.and_then(|()| {
+        let check = |f: &Fork| super::ns::pid::check_steered(f.pid, f.pid);
+        forks[..made].iter().try_for_each(check)
     });
     let tasks = forks[..made].iter().map(|f| ptrace::adopt(f.pid)).collect();
     (tasks, r)

@@ -560,14 +560,25 @@ impl Builder<'_> {
                 .map_err(at(RestoreStage::Takeover, pid))?;
             let flags = ns::root_clone_flags(self.image, joined.is_some());
             // A user namespace of the tree's: the root is cloned into the namespaces
-            // its holder made, from the restoring thread that entered them.
+            // its holder made, from the restoring thread that entered them, or makes
+            // them itself as the init of a pid namespace they own.
             let made = ns::user::before_root(self.image, flags).and_then(|mut userns| {
-                let flags = match userns {
-                    Some(_) => ns::user::root_flags(flags),
+                let flags = match &userns {
+                    Some(u) => u.root_flags(self.image, flags),
                     None => flags,
                 };
                 let made = child::create(pid, vmas, flags);
                 userns.iter_mut().for_each(ns::user::Made::leave);
+                let made = match (&mut userns, made) {
+                    (Some(u), Ok(c)) => match u.root_made(self.image, c.pid()) {
+                        Ok(()) => Ok(c),
+                        Err(e) => {
+                            c.kill_and_reap();
+                            Err(e)
+                        }
+                    },
+                    (_, made) => made,
+                };
                 self.userns = userns;
                 made
             });

@@ -28,7 +28,12 @@ const THREADS_PER_BATCH: usize = 512;
 /// CAP_SYS_ADMIN). The new threads inherit the leader's all-blocked signal mask.
 pub fn create(child: &mut Child, task: &TaskImage) -> Result<(), RestoreError> {
     let tids: Vec<i32> = task.threads[1..].iter().map(|t| t.tid).collect();
-    for some in tids.chunks(THREADS_PER_BATCH) {
+    // Steered host tids: one thread per batch, each steered right before its clone.
+    let per = match super::ns::pid::steered(true) {
+        true => 1,
+        false => THREADS_PER_BATCH,
+    };
+    for some in tids.chunks(per) {
         create_some(child, some)?;
     }
     Ok(())
@@ -40,6 +45,9 @@ pub fn create(child: &mut Child, task: &TaskImage) -> Result<(), RestoreError> {
 /// stub's, right after `syscall`. Every thread created is kept in `child.threads`, also
 /// on error, so that a failed restore reaps it.
 fn create_some(child: &mut Child, tids: &[i32]) -> Result<(), RestoreError> {
+    if let Some(&first) = tids.first() {
+        super::ns::pid::steer(first, true)?;
+    }
     let remote = child.remote();
     let mut b = remote.batch();
     let stack = child.thread_stack();
@@ -53,7 +61,11 @@ fn create_some(child: &mut Child, tids: &[i32]) -> Result<(), RestoreError> {
         task.add_clone3(&mut b, child.pid(), "clone3(thread)");
     }
     let (made, result) = remote.run_creating(&b);
-    let mut first_err = result.err().map(RestoreError::from);
+    let result = result.map_err(RestoreError::from).and_then(|_| {
+        let check = |&tid: &i32| super::ns::pid::check_steered(child.pid(), tid);
+        tids.iter().try_for_each(check)
+    });
+    let mut first_err = result.err();
     for &want in &tids[..made] {
         let (thread, started) = first_stop(child, want, ptrace::adopt(want));
         child.threads.push(thread);

@@ -2,10 +2,12 @@
 //! dumper's (a rootless container's), is saved with its uid and gid maps and setgroups
 //! mode (`userns.img`). The root's namespaces the restore makes for the tree (network,
 //! UTS, IPC, mount) must be owned by it, as those made again will be; the time and
-//! cgroup namespaces, which stasis makes before the root, by the dumper's. Deeper user
-//! namespaces, a process in another one than the root's, a pid namespace inside it
-//! (see [`refuse_pid_ns`]) and other owners are refused naming the pid and namespace;
-//! the nested namespaces and pid namespaces before the tree is frozen.
+//! cgroup namespaces, which stasis makes before the root, by the dumper's. The tree may
+//! live in one pid namespace owned by it whose init is the tree's root (a rootless
+//! container's, `unshare --user --pid --fork`); deeper user namespaces, a process in
+//! another one than the root's, other pid namespaces inside it (see [`refuse_pid_ns`])
+//! and other owners are refused naming the pid and namespace; the nested namespaces and
+//! pid namespaces before the tree is frozen.
 //! The restore side is `restore/ns/user.rs`.
 
 use std::os::fd::OwnedFd;
@@ -79,30 +81,50 @@ pub fn collect(live: &[i32]) -> Result<Option<UserNsImage>, DumpError> {
     Ok(Some(image))
 }
 
-/// A process of a tree with its own user namespace must be in the dumper's pid
-/// namespace and make its children there. A pid namespace owned by the tree's user
-/// namespace must be made by a task inside it, and cannot be entered (`setns`) before
-/// its init exists (`/proc/PID/ns/pid_for_children` of a namespace without an init is
-/// absent): its init would have to be cloned by a task of the user namespace, which may
-/// not choose the init's pid outside (`set_tid` needs `CAP_CHECKPOINT_RESTORE` over the
-/// dumper's namespace), nor may the init for its children. One owned by another user
-/// namespace would come back owned by the wrong one.
+/// A process of a tree with its own user namespace lives in the dumper's pid namespace
+/// or in one pid namespace right below it that the tree's user namespace owns (a
+/// rootless container's: the tree's root is its init, which `dump/ns/pid.rs` checks),
+/// and makes its children in its own. The restore clones the init with `CLONE_NEWUSER
+/// | CLONE_NEWPID` (the new pid namespace owned by the new user namespace) and the rest
+/// from inside it, each given its pid in the namespace (`set_tid`, which needs
+/// privileges only over that namespace's owner) and its host pid through the
+/// `ns_last_pid` of stasis's namespace (`restore/ns/user.rs`). Refused: a pid namespace
+/// deeper than that (its inits would have to be cloned inside the tree's pid namespace
+/// with pids in two levels), one owned by another user namespace (it would come back
+/// owned by the wrong one), and one unshared for a process's children.
 fn refuse_pid_ns(pid: i32, userns: u64) -> Result<(), DumpError> {
     let p = pid.to_string();
     let (theirs, ours) = (inode(&p, "pid"), inode("self", "pid"));
     let children = inode(&p, "pid_for_children");
-    let (what, ns) = if theirs != ours {
-        ("is in", theirs)
-    } else if children.is_some() && children != theirs {
-        ("unshared for its children", children)
-    } else {
+    if children.is_some() && children != theirs {
+        return Err(DumpError::unsupported(format!(
+            "pid {pid} unshared for its children pid:[{}], a pid namespace inside its user \
+             namespace user:[{userns}]; stasis rebuilds a pid namespace there only if the \
+             tree's root is its init",
+            children.unwrap_or(0)
+        )));
+    }
+    if theirs == ours {
         return Ok(());
+    }
+    let ns = open_ns(&p, "pid")?;
+    let (owner, parent) = (nsfs::owner(&ns).ok(), nsfs::parent(&ns).ok());
+    if owner == Some(userns) && parent.is_some() && parent == ours {
+        return Ok(());
+    }
+    let why = match owner == Some(userns) {
+        true => format!(
+            "nested below pid:[{}] (stasis is in pid:[{}])",
+            parent.unwrap_or(0),
+            ours.unwrap_or(0)
+        ),
+        false => format!("owned by user:[{}]", owner.unwrap_or(0)),
     };
     Err(DumpError::unsupported(format!(
-        "pid {pid} {what} pid:[{}], a pid namespace inside its user namespace \
-         user:[{userns}]; stasis cannot rebuild a pid namespace there yet (its init could \
-         not be given its pid outside it): start the tree without one",
-        ns.unwrap_or(0)
+        "pid {pid} is in pid:[{}], {why}, in user namespace user:[{userns}]; stasis \
+         rebuilds one pid namespace inside the tree's user namespace, a child of its own \
+         owned by the tree's user namespace",
+        theirs.unwrap_or(0)
     )))
 }
 
@@ -115,6 +137,7 @@ fn check_owners(root: i32, tree: u64, mine: u64) -> Result<(), DumpError> {
         ("uts", tree),
         ("ipc", tree),
         ("mnt", tree),
+        ("pid", tree),
         ("time", mine),
         ("cgroup", mine),
     ];

@@ -316,7 +316,7 @@ impl<'s, 'a> Batcher<'s, 'a> {
             let big = (64i32 << 20).to_ne_bytes();
             self.setsockopt(
                 sender,
-                (libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &big),
+                (libc::SOL_SOCKET, super::sockopts::raise_name(), &big),
                 about,
             );
         }

@@ -8,7 +8,11 @@
 //! Buffer sizes are set with `SO_RCVBUFFORCE` / `SO_SNDBUFFORCE` (the saved size is
 //! what `getsockopt` reported, twice what is set), which locks them: `late` then sets
 //! `SO_BUF_LOCK` to the saved locks, so a size the kernel had tuned by itself is back
-//! unlocked and keeps being tuned, and one the owner set stays pinned.
+//! unlocked and keeps being tuned, and one the owner set stays pinned. A task born inside
+//! the tree's user namespace (`restore/ns/user.rs`) may not force (the kernel asks
+//! `CAP_NET_ADMIN` of the initial user namespace): it sets `SO_RCVBUF` / `SO_SNDBUF`,
+//! which give the same size and lock up to `net.core.rmem_max` / `wmem_max`; a larger
+//! size is refused naming the option ([`buffer_call`]).
 
 use super::prep;
 use crate::image::sockopts::num::{GROUP_FILTER_HEAD, GROUP_REQ_LEN, MCAST_JOIN_GROUP};
@@ -57,8 +61,8 @@ pub fn plain_calls(opts: &SockOpts, touched: bool) -> Option<Vec<(i32, i32, Vec<
             }
             calls.push(match def.special {
                 Special::Buffer { force } => {
-                    let v = o.int_value() / 2;
-                    (libc::SOL_SOCKET, force, v.to_ne_bytes().to_vec())
+                    let (name, v) = buffer_call(force, o.int_value() / 2).ok()?;
+                    (libc::SOL_SOCKET, name, v.to_ne_bytes().to_vec())
                 }
                 Special::Filter | Special::Membership => return None,
                 _ => (o.level, o.name, o.value.clone()),
@@ -71,6 +75,43 @@ pub fn plain_calls(opts: &SockOpts, touched: bool) -> Option<Vec<(i32, i32, Vec<
         calls.push((libc::SOL_SOCKET, lock, 0i32.to_ne_bytes().to_vec()));
     }
     Some(calls)
+}
+
+/// The option that sets a buffer to `v` (half the saved size): `force`
+/// (`SO_*BUFFORCE`), or for a task born inside the tree's user namespace the plain
+/// option, if `v` is within its sysctl maximum.
+pub(crate) fn buffer_call(force: i32, v: i32) -> Result<(i32, i32), RestoreError> {
+    if !crate::restore::ns::user::born_inside() {
+        return Ok((force, v));
+    }
+    let (plain, sysctl) = match force {
+        libc::SO_RCVBUFFORCE => (libc::SO_RCVBUF, "rmem_max"),
+        _ => (libc::SO_SNDBUF, "wmem_max"),
+    };
+    let path = format!("/proc/sys/net/core/{sysctl}");
+    let max = std::fs::read_to_string(&path).ok();
+    let max: Option<i64> = max.and_then(|m| m.trim().parse().ok());
+    match max {
+        Some(max) if i64::from(v) <= max => Ok((plain, v)),
+        _ => Err(RestoreError::Unsupported {
+            what: format!(
+                "a socket buffer of {} bytes, above net.core.{sysctl} ({max:?}): a task \
+                 inside the tree's user namespace cannot force it (SO_*BUFFORCE needs \
+                 CAP_NET_ADMIN in the initial user namespace)",
+                i64::from(v) * 2
+            ),
+        }),
+    }
+}
+
+/// The option that raises a send buffer for a queue to refill: `SO_SNDBUFFORCE`, or
+/// `SO_SNDBUF` (which caps it at `net.core.wmem_max`) for a task born inside the tree's
+/// user namespace.
+pub(crate) fn raise_name() -> i32 {
+    match crate::restore::ns::user::born_inside() {
+        true => libc::SO_SNDBUF,
+        false => libc::SO_SNDBUFFORCE,
+    }
 }
 
 fn has_buffers(opts: &SockOpts) -> bool {
@@ -113,8 +154,8 @@ fn set(child: &Child, fd: u64, o: &SockOpt) -> Result<(), RestoreError> {
 fn set_as(child: &Child, fd: u64, def: &OptDef, o: &SockOpt) -> Result<(), RestoreError> {
     match def.special {
         Special::Buffer { force } => {
-            let v = o.int_value() / 2;
-            prep::set_int(child, fd, libc::SOL_SOCKET, force, v)
+            let (name, v) = buffer_call(force, o.int_value() / 2)?;
+            prep::set_int(child, fd, libc::SOL_SOCKET, name, v)
         }
         Special::Filter => attach_filter(child, fd, &o.value),
         Special::Membership => join(child, fd, o),

@@ -382,13 +382,8 @@ fn fill(
         }
     };
     // Room for the whole queue on the sending side; the final sizes are set later.
-    prep::set_int(
-        child,
-        sender,
-        libc::SOL_SOCKET,
-        libc::SO_SNDBUFFORCE,
-        64 << 20,
-    )?;
+    let raise = sockopts::raise_name();
+    prep::set_int(child, sender, libc::SOL_SOCKET, raise, 64 << 20)?;
     for (i, m) in u.queue.iter().enumerate() {
         let passcred = u.opts.flag(libc::SOL_SOCKET, libc::SO_PASSCRED);
         let creds = if passcred { m.creds } else { None };
@@ -435,14 +430,8 @@ fn options(child: &Child, fd: u64, e: &FdEntry, u: &UnixSocket) -> Result<(), Re
     // The sender's buffer was raised to refill its peer: put a new socket's size back
     // unless `sockopts` sets the saved one.
     if u.opts.int(libc::SOL_SOCKET, libc::SO_SNDBUF).is_none() {
-        let snd = wmem_default() / 2;
-        prep::set_int(
-            child,
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUFFORCE,
-            snd as i32,
-        )?;
+        let (name, snd) = sockopts::buffer_call(libc::SO_SNDBUFFORCE, (wmem_default() / 2) as i32)?;
+        prep::set_int(child, fd, libc::SOL_SOCKET, name, snd)?;
     }
     sockopts::early(child, fd, &u.opts)?;
     sockopts::late(child, fd, &u.opts, true)?;

@@ -158,11 +158,10 @@ pub fn option_calls(u: &UnixSocket, raised: bool) -> Vec<(i32, i32, Vec<u8>)> {
     let mut calls = Vec::new();
     if raised && u.opts.int(libc::SOL_SOCKET, libc::SO_SNDBUF).is_none() {
         let snd = (super::unix::wmem_default() / 2) as i32;
-        calls.push((
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUFFORCE,
-            snd.to_ne_bytes().to_vec(),
-        ));
+        // (the default is within the maximum a plain SO_SNDBUF may set)
+        let plain = (libc::SO_SNDBUF, snd);
+        let (name, snd) = sockopts::buffer_call(libc::SO_SNDBUFFORCE, snd).unwrap_or(plain);
+        calls.push((libc::SOL_SOCKET, name, snd.to_ne_bytes().to_vec()));
     }
     calls.extend(sockopts::plain_calls(&u.opts, raised).expect("checked by `of`"));
     calls

@@ -14,8 +14,20 @@
 //!    made), joins the user namespace ([`enter`]): the fd is handed over and `setns`'d.
 //!    The ids it is given later (credentials, file owners' uids) are translated into the
 //!    namespace ([`uid`], [`gid`]); its sockets get their saved owners back.
+//!    Its threads are made after, with host tids steered (`ns/pid.rs`'s `Steer`).
 //!
 //! The holder is killed when the restore ends ([`Made`]'s drop).
+//!
+//! A tree whose root is the init of a pid namespace owned by its user namespace (a
+//! rootless container's) is built another way, since that namespace must be made by a
+//! task of the user namespace: the root is cloned with `CLONE_NEWUSER | CLONE_NEWPID`
+//! and the other namespaces (the pid namespace and those made with it are then owned
+//! by the new user namespace), `set_tid` `[1, host pid]` (stasis is privileged over
+//! both); its maps are written at once ([`Made::root_made`]) and it holds the
+//! namespaces itself. Every other task is born inside the user namespace, cloned by its
+//! parent (or leader) with its pid in the tree's pid namespace only (`set_tid` of one
+//! level, which needs privileges over the user namespace alone) and its host pid
+//! steered through stasis's `ns_last_pid` (`ns/pid.rs`'s [`steer`](super::pid::steer)).
 
 use std::fs::File;
 use std::sync::Mutex;
@@ -36,8 +48,10 @@ fn fail(what: String) -> RestoreError {
 /// The maps of the restore in progress (`None`: the tree is in stasis's user namespace).
 static MAPS: Mutex<Option<UserNsImage>> = Mutex::new(None);
 
-/// Remembers the image's maps for the translations of this restore.
+/// Remembers the image's maps for the translations of this restore (and that its host
+/// pids are not steered, until [`before_root`] says).
 pub fn set_maps(image: &Image) {
+    super::pid::steer_host(super::pid::Steer::Off);
     *MAPS.lock().unwrap_or_else(|e| e.into_inner()) = image.userns.clone();
 }
 
@@ -86,6 +100,13 @@ pub fn ns_root() -> Option<(u32, u32)> {
     Some((outside(&maps.uid_map)?, outside(&maps.gid_map)?))
 }
 
+/// Whether the tasks of the restore in progress are born inside the tree's user
+/// namespace (its root is the init of a pid namespace the user namespace owns), with no
+/// privilege outside it.
+pub fn born_inside() -> bool {
+    super::pid::steering() == super::pid::Steer::All
+}
+
 /// Whether the tree's user namespace lets its tasks call `setgroups`.
 pub fn setgroups_allowed() -> bool {
     let maps = MAPS.lock().unwrap_or_else(|e| e.into_inner());
@@ -96,13 +117,20 @@ pub fn setgroups_allowed() -> bool {
 /// back to once the root exists.
 pub struct Made {
     holder: i32,
-    userns: File,
+    /// The tree's user namespace (`None` until the root that makes it exists).
+    userns: Option<File>,
     own: Vec<(File, CloneFlags)>,
+    /// The root made the namespaces itself (a pid namespace's init): it is the holder,
+    /// not killed, and its tasks are born inside the user namespace.
+    by_root: bool,
 }
 
 impl Drop for Made {
     fn drop(&mut self) {
         self.leave();
+        if self.by_root {
+            return;
+        }
         let pid = nix::unistd::Pid::from_raw(self.holder);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(pid, None);
@@ -120,6 +148,36 @@ impl Made {
     /// The holder's pid (its `/proc/PID/ns/*` are the tree's new namespaces).
     pub fn holder(&self) -> i32 {
         self.holder
+    }
+
+    /// The flags of the root's `clone3` (`flags`: those it would have had without a
+    /// user namespace): none of those the restoring thread entered, or, when the root
+    /// makes the namespaces itself, the user namespace and all it owns.
+    pub fn root_flags(&self, image: &Image, flags: u64) -> u64 {
+        match self.by_root {
+            true => flags | plan(image, flags).0,
+            false => root_flags(flags),
+        }
+    }
+
+    /// The root `root` exists: if it made the tree's user namespace, its maps are
+    /// written and it becomes the holder.
+    ///
+    /// Ordering requirements: right after the root's clone, before any task of the
+    /// tree runs code of its own.
+    pub fn root_made(&mut self, image: &Image, root: i32) -> Result<(), RestoreError> {
+        let (true, Some(maps)) = (self.by_root, &image.userns) else {
+            return Ok(());
+        };
+        self.holder = root;
+        let userns = File::open(format!("/proc/{root}/ns/user"));
+        self.userns = Some(userns.map_err(|e| fail(format!("open the root's: {e}")))?);
+        write_maps(root, maps)
+    }
+
+    /// Whether the tree's tasks are born inside its user namespace (the root made it).
+    pub fn born_inside(&self) -> bool {
+        self.by_root
     }
 }
 
@@ -147,7 +205,7 @@ fn plan(image: &Image, root_flags: u64) -> (u64, Vec<(&'static str, CloneFlags)>
 
 /// The flags of the root's own `clone3` once the restoring thread is in the holder's
 /// namespaces: none of those it entered.
-pub fn root_flags(flags: u64) -> u64 {
+fn root_flags(flags: u64) -> u64 {
     let made = libc::CLONE_NEWNET | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
     flags & !(made as u64)
 }
@@ -163,20 +221,25 @@ pub fn before_root(image: &Image, root_flags: u64) -> Result<Option<Made>, Resto
         return Ok(None);
     };
     if root_flags & libc::CLONE_NEWPID as u64 != 0 {
-        return Err(fail(
-            "the root is the init of a pid namespace, which the dump refuses in a user \
-             namespace of the tree's"
-                .to_string(),
-        ));
+        super::pid::steer_host(super::pid::Steer::All);
+        return Ok(Some(Made {
+            holder: 0,
+            userns: None,
+            own: Vec::new(),
+            by_root: true,
+        }));
     }
+    // Threads are made once their process is inside: they cannot choose their host ids.
+    super::pid::steer_host(super::pid::Steer::Threads);
     let (clone, enter) = plan(image, root_flags);
     let holder = crate::sys::clone::spawn_holder(clone)
         .map_err(|e| fail(format!("clone3 of its holder: {e}")))?;
     let userns = File::open(format!("/proc/{holder}/ns/user"));
     let mut made = Made {
         holder,
-        userns: userns.map_err(|e| fail(format!("open the holder's: {e}")))?,
+        userns: Some(userns.map_err(|e| fail(format!("open the holder's: {e}")))?),
         own: Vec::new(),
+        by_root: false,
     };
     write_maps(holder, maps)?;
     for (name, kind) in enter {
@@ -208,6 +271,10 @@ fn write_maps(pid: i32, maps: &UserNsImage) -> Result<(), RestoreError> {
 /// namespace), through the holder's `/proc` entry, which the root still sees.
 pub fn enter_mnt(child: &Child, made: &Made) -> Result<(), RestoreError> {
     let pid = child.pid();
+    if made.by_root {
+        // The root made its mount namespace with the user namespace.
+        return Ok(());
+    }
     let remote = child.remote();
     let path = child.put_str(0, &format!("/proc/{}/ns/mnt", made.holder))?;
     let flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
@@ -235,7 +302,11 @@ pub fn enter_mnt(child: &Child, made: &Made) -> Result<(), RestoreError> {
 /// process with other threads or a shared fs context).
 pub fn enter(child: &Child, made: &Made) -> Result<(), RestoreError> {
     let pid = child.pid();
-    let fd = super::handover::give_own(child, &made.userns, "the tree's user namespace")?;
+    let Some(userns) = made.userns.as_ref().filter(|_| !made.by_root) else {
+        // Born inside it.
+        return give_sockets_back(pid);
+    };
+    let fd = super::handover::give_own(child, userns, "the tree's user namespace")?;
     let remote = child.remote();
     let r = remote.raw(libc::SYS_setns, &[fd, libc::CLONE_NEWUSER as u64]);
     remote.call("close", libc::SYS_close, &[fd])?;
