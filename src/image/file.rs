@@ -178,7 +178,12 @@ use super::error::ImageError;
 /// make (`setns`), with the maker of that namespace and whether it enters it after its
 /// files (its sockets being of its parent's namespace). An older image has none: such a
 /// process was refused at dump.
-pub const FORMAT_VERSION: u32 = 16;
+///
+/// Version 17: a sealed file (`store::sealed`) written with `--compress lz4` has
+/// compression code 3, each chunk's body lz4 blocks of 64 KiB with a table of their
+/// lengths; code 2 (one lz4 block per chunk, what version 16 wrote) is still read. No
+/// record changes: the version tells an older stasis that it cannot read such an image.
+pub const FORMAT_VERSION: u32 = 17;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;
