@@ -505,3 +505,28 @@ fn large_lz4_image_with_early_writeback_round_trips_and_a_bad_chunk_is_refused()
     assert_eq!(restored, pid);
     Proc::adopt(restored, &v.log).go_and_expect_pass();
 }
+
+/// `dump --no-sync` leaves out the sync of the image (no `syncfs` span in the dump's
+/// `STASIS_PROFILE` figures, where a default dump has one) and the image still restores
+/// whole, compressed or not.
+#[test]
+fn no_sync_dump_skips_the_sync_and_round_trips() {
+    let _serial = common::serial();
+    require_privileged!("no_sync_dump_skips_the_sync_and_round_trips");
+    let tmp = TempDir::new("store-no-sync");
+    let cases: [&[&str]; 3] = [&[], &["--no-sync"], &["--no-sync", "--compress", "lz4"]];
+    for (i, args) in cases.iter().enumerate() {
+        let mut v = victim_in(&tmp, &format!("work{i}"));
+        let img = tmp.join(format!("img{i}"));
+        let mut cmd = common::dump_cmd(v.pid, &img, args);
+        cmd.env("STASIS_PROFILE", "1");
+        let out = common::start(&mut cmd).finish(common::STASIS_TIMEOUT);
+        out.assert_ok("dump");
+        v.wait_exit(common::EXIT_TIMEOUT);
+        let synced = out.stderr.contains("profile: syncfs");
+        assert_eq!(synced, args.is_empty(), "{args:?}: {}", out.stderr);
+        let pid = restore(&img, &[]).unwrap_or_else(|o| panic!("{args:?}: restore: {o:?}"));
+        assert_eq!(pid, v.pid);
+        Proc::adopt(pid, &v.log).go_and_expect_pass();
+    }
+}
