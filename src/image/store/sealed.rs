@@ -874,26 +874,35 @@ fn check_header(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn sample(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i / 7 % 251) as u8).collect()
     }
 
-    fn round_trip(c: Compression, key: Option<&CipherKey>) {
+    /// A temporary directory and its files `a` (plain), `b` (sealed), `c` (unsealed).
+    fn paths() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
-        let (src, mid, dst) = (
-            dir.path().join("a"),
-            dir.path().join("b"),
-            dir.path().join("c"),
-        );
-        let data = sample(CHUNK * 2 + 12345);
-        std::fs::write(&src, &data).unwrap();
-        let s = seal(&src, &mid, "a", c, key).unwrap();
-        let expect = Expect {
+        let p = |n| dir.path().join(n);
+        let (a, b, c) = (p("a"), p("b"), p("c"));
+        (dir, a, b, c)
+    }
+
+    /// What the manifest would promise of `s`.
+    fn expect_of(s: &Sealed) -> Expect {
+        Expect {
             len: s.len,
             digest: s.digest,
             plain_len: s.plain_len,
-        };
+        }
+    }
+
+    fn round_trip(c: Compression, key: Option<&CipherKey>) {
+        let (_dir, src, mid, dst) = paths();
+        let data = sample(CHUNK * 2 + 12345);
+        std::fs::write(&src, &data).unwrap();
+        let s = seal(&src, &mid, "a", c, key).unwrap();
+        let expect = expect_of(&s);
         unseal(&mid, &dst, "a", key, &expect).unwrap();
         assert_eq!(std::fs::read(&dst).unwrap(), data);
         if c != Compression::None {
@@ -965,12 +974,7 @@ mod tests {
 
     #[test]
     fn lz4_is_written_in_blocks_and_format_16_lz4_is_still_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let (src, mid, dst) = (
-            dir.path().join("a"),
-            dir.path().join("b"),
-            dir.path().join("c"),
-        );
+        let (_dir, src, mid, dst) = paths();
         let data = sample(CHUNK + 3 * LZ4_BLOCK + 100);
         std::fs::write(&src, &data).unwrap();
         let s = seal(&src, &mid, "a", Compression::Lz4, None).unwrap();
@@ -1016,22 +1020,13 @@ mod tests {
 
     #[test]
     fn unknown_compression_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let (src, mid, dst) = (
-            dir.path().join("a"),
-            dir.path().join("b"),
-            dir.path().join("c"),
-        );
+        let (_dir, src, mid, dst) = paths();
         std::fs::write(&src, sample(5000)).unwrap();
         let s = seal(&src, &mid, "a", Compression::Lz4, None).unwrap();
         let mut bytes = std::fs::read(&mid).unwrap();
         bytes[12] = 9;
         std::fs::write(&mid, &bytes).unwrap();
-        let expect = Expect {
-            len: s.len,
-            digest: s.digest,
-            plain_len: s.plain_len,
-        };
+        let expect = expect_of(&s);
         let err = unseal(&mid, &dst, "a", None, &expect).unwrap_err();
         assert!(
             err.to_string().contains("compression code 9 unknown"),
@@ -1041,19 +1036,10 @@ mod tests {
 
     #[test]
     fn wrong_key_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let (src, mid, dst) = (
-            dir.path().join("a"),
-            dir.path().join("b"),
-            dir.path().join("c"),
-        );
+        let (_dir, src, mid, dst) = paths();
         std::fs::write(&src, sample(5000)).unwrap();
         let s = seal(&src, &mid, "a", Compression::Lz4, Some(&[1; 32])).unwrap();
-        let expect = Expect {
-            len: s.len,
-            digest: s.digest,
-            plain_len: s.plain_len,
-        };
+        let expect = expect_of(&s);
         let err = unseal(&mid, &dst, "a", Some(&[2; 32]), &expect).unwrap_err();
         assert!(err.to_string().contains("fails authentication"), "{err}");
     }
