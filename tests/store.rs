@@ -446,3 +446,87 @@ fn sealed_incremental_chain_round_trips_and_a_bad_parent_is_refused() {
     assert_eq!(pid, v.pid);
     Proc::adopt(pid, &v.log).go_and_expect_pass();
 }
+
+/// The first data chunk of the sealed file `bytes` stored compressed (not raw, not the
+/// head chunk): the offset of its body and its length.
+fn compressed_chunk(bytes: &[u8]) -> Option<(usize, usize)> {
+    let le32 = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    let mut at = 40;
+    while at + 8 <= bytes.len() {
+        let (plain, stored) = (le32(at), le32(at + 4));
+        let len = (stored & !(3 << 30)) as usize;
+        if plain != 0 && stored >> 30 == 0 {
+            return Some((at + 8, len));
+        }
+        at += 8 + len + 4;
+    }
+    None
+}
+
+/// A victim with 96 MiB of memory dumped with `--compress lz4` onto the disk the tests
+/// run on: two pages files, each written by its own thread that compresses in 64 KiB lz4
+/// blocks and starts the writeback every 16 MiB. The image round-trips and the victim
+/// verifies its memory; the same image with one byte of a compressed chunk flipped is
+/// refused before any process exists.
+#[test]
+fn large_lz4_image_with_early_writeback_round_trips_and_a_bad_chunk_is_refused() {
+    let _serial = common::serial();
+    require_privileged!(
+        "large_lz4_image_with_early_writeback_round_trips_and_a_bad_chunk_is_refused"
+    );
+    let tmp = TempDir::new("store-lz4-large");
+    let work = tmp.join("work");
+    std::fs::create_dir_all(&work).expect("mkdir work");
+    let mut v = common::spawn_victim("memory", &["-s", "96"], &work);
+    assert_eq!(v.wait_ready(), Start::Ready);
+    let img = tmp.join("img");
+    dump(&mut v, &img, &["--compress", "lz4"]);
+    let pid = v.pid;
+    let pages = img.join(format!("pages-{pid}.img"));
+    let saved = std::fs::read(&pages).expect("read pages");
+    assert_eq!(saved[12], 3, "lz4 in 64 KiB blocks (compression code 3)");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        cpus < 2 || img.join(format!("pages-{pid}.1.img")).is_file(),
+        "96 MiB are written as two pages files"
+    );
+    let (body, len) = compressed_chunk(&saved).expect("a compressed chunk");
+    let mut bad = saved.clone();
+    bad[body + len / 2] ^= 0x01;
+    std::fs::write(&pages, &bad).expect("write pages");
+    let msg = refused(
+        pid,
+        restore(&img, &[]),
+        "flipped byte in a compressed chunk",
+    );
+    assert!(msg.contains(&format!("pages-{pid}.img")), "{msg}");
+    std::fs::write(&pages, &saved).expect("write pages");
+    let restored = restore(&img, &[]).unwrap_or_else(|o| panic!("restore: {o:?}"));
+    assert_eq!(restored, pid);
+    Proc::adopt(restored, &v.log).go_and_expect_pass();
+}
+
+/// `dump --no-sync` leaves out the sync of the image (no `syncfs` span in the dump's
+/// `STASIS_PROFILE` figures, where a default dump has one) and the image still restores
+/// whole, compressed or not.
+#[test]
+fn no_sync_dump_skips_the_sync_and_round_trips() {
+    let _serial = common::serial();
+    require_privileged!("no_sync_dump_skips_the_sync_and_round_trips");
+    let tmp = TempDir::new("store-no-sync");
+    let cases: [&[&str]; 3] = [&[], &["--no-sync"], &["--no-sync", "--compress", "lz4"]];
+    for (i, args) in cases.iter().enumerate() {
+        let mut v = victim_in(&tmp, &format!("work{i}"));
+        let img = tmp.join(format!("img{i}"));
+        let mut cmd = common::dump_cmd(v.pid, &img, args);
+        cmd.env("STASIS_PROFILE", "1");
+        let out = common::start(&mut cmd).finish(common::STASIS_TIMEOUT);
+        out.assert_ok("dump");
+        v.wait_exit(common::EXIT_TIMEOUT);
+        let synced = out.stderr.contains("profile: syncfs");
+        assert_eq!(synced, args.is_empty(), "{args:?}: {}", out.stderr);
+        let pid = restore(&img, &[]).unwrap_or_else(|o| panic!("{args:?}: restore: {o:?}"));
+        assert_eq!(pid, v.pid);
+        Proc::adopt(pid, &v.log).go_and_expect_pass();
+    }
+}

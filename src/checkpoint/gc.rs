@@ -255,5 +255,6 @@ fn reseal_options(
         encrypt: keys.encrypt.clone().filter(|_| encrypted),
         sign: keys.sign.clone().filter(|_| signed),
         recipients: Vec::new(),
+        no_sync: false,
     }))
 }

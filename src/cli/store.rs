@@ -19,6 +19,12 @@ pub struct DumpStoreArgs {
     /// instead of an image directory (written to a private temporary directory first).
     #[arg(long = "stream", value_name = "FILE")]
     pub stream: Option<PathBuf>,
+    /// Do not sync the image before reporting success (and, without -R, before killing
+    /// the tree), as CRIU does: the image is complete and renamed into place, but a
+    /// machine crash (power loss, kernel panic) before the kernel writes it back can
+    /// lose it along with the killed tree. By default the image is durable first.
+    #[arg(long = "no-sync")]
+    pub no_sync: bool,
 }
 
 /// How the image's files are kept at rest (`dump` and `checkpoint`).
@@ -82,7 +88,9 @@ fn parse_compression(text: &str) -> Result<Compression, String> {
 impl DumpStoreArgs {
     /// The store options, keys read from their files.
     pub fn options(&self) -> Result<store::StoreOptions, StoreError> {
-        self.seal.options()
+        let mut opts = self.seal.options()?;
+        opts.no_sync = self.no_sync;
+        Ok(opts)
     }
 
     /// Whether the image's files are compressed, encrypted or signed.
@@ -110,6 +118,7 @@ impl SealArgs {
             encrypt,
             sign: self.sign.as_deref().map(SecretKey::read).transpose()?,
             recipients,
+            no_sync: false,
         })
     }
 

@@ -11,8 +11,10 @@
 //! from a shared counter, so each file holds its runs in address order. Each worker holds
 //! one batch buffer (`memory::CHUNK`), which bounds stasis's own memory whatever the target's size.
 //!
-//! A flusher thread starts writeback of what was written, so that on a disk the final
-//! `syncfs` has little left to do (submitting writeback blocks, so no worker does it).
+//! A flusher thread starts writeback of what was written every [`WRITEBACK_EVERY`] bytes,
+//! and each file's tail is started once it is finished, so that on a disk the final
+//! `syncfs` waits only for the last writes to land (submitting writeback blocks, so no
+//! worker does it while there are batches left).
 //!
 //! *Staged* (a dump that keeps the tree running, with few pages to store): the workers
 //! read the pages straight into memory reserved before the freeze instead of the files
@@ -28,7 +30,7 @@ use super::memory::{MemoryStats, Range};
 use super::DumpError;
 use crate::abi::PAGE_SIZE;
 use crate::image::mm::{PageRun, MAX_STRIPES};
-use crate::image::pages::{PagesWriter, PAGES_DATA_OFFSET};
+use crate::image::pages::PagesWriter;
 use crate::image::ImageError;
 use crate::progress::Phase;
 use crate::sys::file::start_writeback;
@@ -38,8 +40,10 @@ use crate::sys::mem::{vm_read, Mem};
 /// a few batches gain nothing from threads and a second file.
 const STRIPE_MIN: u64 = 32 << 20;
 /// Writeback of a pages file is started every this many bytes written to it, so that on
-/// a disk the final `syncfs` overlaps the copying instead of following it.
-const WRITEBACK_EVERY: u64 = 64 << 20;
+/// a disk the final `syncfs` overlaps the copying instead of following it. Small enough
+/// that a few hundred MiB are split into several rounds, large enough that the flusher
+/// submits big requests.
+const WRITEBACK_EVERY: u64 = 16 << 20;
 
 /// How many pages files to spread `total` bytes over.
 pub fn stripes_for(total: u64) -> u8 {
@@ -220,10 +224,19 @@ impl Sink {
         }
     }
 
-    /// Finishes the file, or hands the staged pages over.
+    /// Finishes the file and starts the writeback of what the flusher has not started
+    /// (a hint: the image commit's `syncfs` makes it durable), or hands the staged pages
+    /// over.
     fn finish(self) -> Result<Option<Staged>, ImageError> {
         match self {
-            Sink::File(f) => f.finish().map(|_| None),
+            Sink::File(f) => {
+                let file = f.file().and_then(|f| f.try_clone().ok());
+                f.finish()?;
+                if let Some(file) = file {
+                    let _ = start_writeback(&file, 0, 0);
+                }
+                Ok(None)
+            }
             Sink::Memory(m) => Ok(Some(m)),
         }
     }
@@ -237,12 +250,14 @@ fn run_parallel(workers: &mut [Worker], work: &Work) -> Result<(), DumpError> {
         .map(|w| w.out.file().and_then(|f| f.try_clone().ok()))
         .collect();
     std::thread::scope(|s| {
-        let (to_flusher, written) = channel::<(usize, u64, u64)>();
+        let (to_flusher, written) = channel::<usize>();
         if let Some(files) = flush_files {
             s.spawn(move || {
-                for (i, offset, len) in written {
+                for i in written {
                     // Only a hint: the `syncfs` of the image commit makes the data durable.
-                    let _ = start_writeback(&files[i], offset, len);
+                    // The whole file: a sealed (compressed) file's offsets are not the
+                    // plain ones, and ranges already under writeback are skipped.
+                    let _ = start_writeback(&files[i], 0, 0);
                 }
             });
         }
@@ -314,13 +329,9 @@ impl Worker {
         })
     }
 
-    /// Takes batches until none is left; every [`WRITEBACK_EVERY`] bytes passes the file
-    /// range written to the flusher, if any.
-    fn run(
-        &mut self,
-        work: &Work,
-        flusher: Option<Sender<(usize, u64, u64)>>,
-    ) -> Result<(), DumpError> {
+    /// Takes batches until none is left; every [`WRITEBACK_EVERY`] bytes asks the
+    /// flusher, if any, to start the writeback of its file.
+    fn run(&mut self, work: &Work, flusher: Option<Sender<usize>>) -> Result<(), DumpError> {
         let mut synced = 0;
         while let Some(batch) = work.take() {
             let r = self.write_batch(batch, work.progress);
@@ -330,8 +341,7 @@ impl Worker {
                 .as_ref()
                 .filter(|_| written - synced >= WRITEBACK_EVERY)
             {
-                let at = PAGES_DATA_OFFSET + synced;
-                let _ = f.send((usize::from(self.stripe), at, written - synced));
+                let _ = f.send(usize::from(self.stripe));
                 synced = written;
             }
         }

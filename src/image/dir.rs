@@ -33,6 +33,10 @@ pub struct ImageWriter {
     sealing: Option<super::store::PagesSealing>,
     /// Pages go to this sink instead of local files; the rest is sent at the commit.
     remote: Option<super::sink::RemoteSink>,
+    /// [`commit`] makes the image durable first (`set_sync`; true unless `--no-sync`).
+    ///
+    /// [`commit`]: ImageWriter::commit
+    sync: bool,
 }
 
 impl ImageWriter {
@@ -58,6 +62,7 @@ impl ImageWriter {
             committed: false,
             sealing: None,
             remote: None,
+            sync: true,
         })
     }
 
@@ -96,6 +101,7 @@ impl ImageWriter {
     /// [`seal`]: ImageWriter::seal
     pub fn set_store(&mut self, opts: &super::store::StoreOptions) {
         self.sealing = opts.pages_sealing();
+        self.sync = !opts.no_sync;
     }
 
     /// Compresses, encrypts and signs every file written so far as `opts` asks
@@ -134,7 +140,8 @@ impl ImageWriter {
     }
 
     /// `syncfs` the filesystem of the temp dir (its files and their directory entries),
-    /// rename onto the target, fsync the parent.
+    /// rename onto the target, fsync the parent. Without sync (`--no-sync`) only the
+    /// rename: the image is complete under its name, but not durable.
     ///
     /// Ordering requirements: the files and the directory entries must be durable before
     /// the rename publishes them, and the rename before the parent's fsync.
@@ -144,10 +151,16 @@ impl ImageWriter {
         if let Some(sink) = &self.remote {
             sink.0.commit(&self.temp)?;
         }
-        sync_filesystem(&self.temp)?;
+        if self.sync {
+            let _span = crate::profile::span("syncfs");
+            sync_filesystem(&self.temp)?;
+        }
         fs::rename(&self.temp, &self.target).map_err(|e| rename_error(e, &self.target))?;
         self.committed = true;
-        sync_path(&parent_of(&self.target))
+        match self.sync {
+            true => sync_path(&parent_of(&self.target)),
+            false => Ok(()),
+        }
     }
 
     fn file_path(&self, name: &str) -> Result<PathBuf, ImageError> {

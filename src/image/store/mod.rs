@@ -101,6 +101,9 @@ pub struct StoreOptions {
     /// `--encrypt-to RECIPIENT`: `encrypt` is then a fresh random secret, kept in the
     /// manifest wrapped for these.
     pub recipients: Vec<age::x25519::Recipient>,
+    /// `dump --no-sync`: the image is committed without being made durable first
+    /// (`ImageWriter::set_sync`); `stasis checkpoint` never sets it.
+    pub no_sync: bool,
 }
 
 impl StoreOptions {

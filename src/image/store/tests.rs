@@ -23,6 +23,7 @@ fn all_options() -> Vec<StoreOptions> {
                     encrypt: encrypt.clone(),
                     sign,
                     recipients: Vec::new(),
+                    no_sync: false,
                 });
             }
         }
@@ -122,6 +123,7 @@ fn keys_and_signatures_are_required() {
         encrypt: Some(key.clone()),
         sign: Some(key.clone()),
         recipients: Vec::new(),
+        no_sync: false,
     };
     let dir = image();
     seal_dir(dir.path(), &o, None).unwrap();
@@ -182,6 +184,7 @@ fn keys_never_reach_the_image() {
         encrypt: Some(key.clone()),
         sign: Some(key.clone()),
         recipients: Vec::new(),
+        no_sync: false,
     };
     let dir = image();
     seal_dir(dir.path(), &o, None).unwrap();
