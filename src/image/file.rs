@@ -183,10 +183,11 @@ use super::error::ImageError;
 /// socket of a network namespace of the tree that a process of another of the tree's
 /// namespaces holds, by inode, with the maker of its namespace (the restore makes it
 /// there). An older image has none: such a socket's first holder had to be in its
-/// namespace, or the dump was refused. Also in version 17: a sealed file (`store::sealed`) written with `--compress lz4` has
-/// compression code 3, each chunk's body lz4 blocks of 64 KiB with a table of their
-/// lengths; code 2 (one lz4 block per chunk, what version 16 wrote) is still read. No
-/// record changes for it: the version tells an older stasis that it cannot read such an image.
+/// namespace, or the dump was refused. Also in version 17: a sealed file
+/// (`store::sealed`) written with `--compress lz4` has compression code 3, each chunk's
+/// body lz4 blocks of 64 KiB with a table of their lengths; code 2 (one lz4 block per
+/// chunk, what version 16 wrote) is still read. No record changes for it: the version
+/// tells an older stasis that it cannot read such an image.
 pub const FORMAT_VERSION: u32 = 17;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
