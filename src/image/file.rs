@@ -184,6 +184,13 @@ use super::error::ImageError;
 /// namespaces holds, by inode, with the maker of its namespace (the restore makes it
 /// there). An older image has none: such a socket's first holder had to be in its
 /// namespace, or the dump was refused.
+///
+/// Version 17 also adds the tun and tap devices of the tree's network namespaces: links of
+/// kind `tun` in `netns.img` (and a namespace made inside the tree), their attributes
+/// as the link's `info` in `netlinks.img` (`dump/ns/tun.rs`), and the fd kind
+/// `FdKind::Tun` (`image::files::TunFd`): a `/dev/net/tun` file, attached to its device
+/// or not. An older image has neither: such a link or fd was refused at dump (an older
+/// stasis kept a `/dev/net/tun` file as a character device reopened unattached).
 pub const FORMAT_VERSION: u32 = 17;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
