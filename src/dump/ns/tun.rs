@@ -13,8 +13,10 @@
 //! filter (`TUNATTACHFILTER`), an attribute `ip` reports that is none of the above.
 //! Not seen by any kernel interface, so neither saved nor refused: a tap's MAC filter
 //! (`TUNSETTXFILTER`), eBPF steering and filter programs (`TUNSETSTEERINGEBPF`,
-//! `TUNSETFILTEREBPF`), offloads (`TUNSETOFFLOAD`), and `IFF_NAPI` of a device no file
-//! holds (the flags of a device with files are read from them, `IFF_NAPI` refused).
+//! `TUNSETFILTEREBPF`) and offloads (`TUNSETOFFLOAD`). `IFF_NAPI` is refused: read from
+//! a file of the tree, or for a device none holds attached from a sysfs made in the
+//! namespace before stasis attaches (where sysfs cannot be made, attaching would clear
+//! it unseen).
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
@@ -162,6 +164,14 @@ fn settings(
 ) -> Result<bool, DumpError> {
     let failed =
         |what: &str, e: nix::Error| refuse(format!("(tun) could not be read: {what}: {e}"));
+    // Attaching sets the device's flags to the file's: one stasis could not give back is
+    // refused before (where sysfs can be read).
+    let napi = sysfs_flags(name).map_or(0, |f| f & (sys::IFF_NAPI | sys::IFF_NAPI_FRAGS));
+    if napi != 0 {
+        return Err(refuse(format!(
+            "(tun) has IFF_NAPI or IFF_NAPI_FRAGS (flags {napi:#x})"
+        )));
+    }
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -179,6 +189,20 @@ fn settings(
         return Err(refuse("has a socket filter (TUNATTACHFILTER)".into()));
     }
     Ok(true)
+}
+
+/// The flags of device `name` of the namespace the thread is in, as a sysfs made here
+/// shows them (`tun_flags`: a new sysfs shows the devices of its maker's namespace).
+fn sysfs_flags(name: &str) -> std::io::Result<u16> {
+    use std::os::fd::AsRawFd;
+    let sysfs = crate::sys::mount::new_fs("sysfs", &[]).map_err(std::io::Error::other)?;
+    let path = format!(
+        "/proc/thread-self/fd/{}/class/net/{name}/tun_flags",
+        sysfs.as_raw_fd()
+    );
+    let text = std::fs::read_to_string(path)?;
+    let hex = text.trim().trim_start_matches("0x");
+    u16::from_str_radix(hex, 16).map_err(std::io::Error::other)
 }
 
 /// The settings an attached file `fd` reads (name, value): the device's, and its queue's
