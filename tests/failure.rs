@@ -119,30 +119,30 @@ fn dump_refuses_packet_socket_with_packets_queued() {
     );
 }
 
-/// A process in a network namespace holding a link stasis cannot make again (a tun
+/// A process in a network namespace holding a link stasis cannot make again (a vxlan
 /// device) is refused, naming the link and its kind: restored without it, the namespace
 /// would silently lack an interface.
 #[test]
-fn dump_refuses_a_network_namespace_with_a_tun_link() {
-    let test = "dump_refuses_a_network_namespace_with_a_tun_link";
+fn dump_refuses_a_network_namespace_with_a_vxlan_link() {
+    let test = "dump_refuses_a_network_namespace_with_a_vxlan_link";
     let _serial = common::serial();
     require_privileged!(test);
     let tmp = TempDir::new(test);
     let work = tmp.join("work");
     fs::create_dir_all(&work).expect("mkdir work");
-    let script = "ip tuntap add stasis-t0 mode tun && exec \"$0\" \"$@\"";
+    let script = "ip link add stasis-x0 type vxlan id 5 dstport 4789 && exec \"$0\" \"$@\"";
     let wrapper = ["unshare", "--net", "--", "sh", "-c", script];
     let mut victim = common::spawn_victim_under(&wrapper, "memory", &["-s", "1"], &work);
     if victim.wait_ready() != Start::Ready {
         common::skip(
             test,
-            "unshare --net and ip tuntap add could not start the victim",
+            "unshare --net and ip link add type vxlan could not start the victim",
         );
         return;
     }
     let out = common::dump(victim.pid, &tmp.join("img"), &[]);
-    let what = "dump of a task in a network namespace with a tun link";
-    let named = ["link stasis-t0", "tun link"];
+    let what = "dump of a task in a network namespace with a vxlan link";
+    let named = ["link stasis-x0", "vxlan link"];
     assert_refused(&out, what, victim.pid, &named);
     assert_no_image(tmp.path());
     assert_survived(victim);

@@ -322,6 +322,7 @@ victim_tests! {
     netlinks: "netlinks";
     netns_sockets: "netns_sockets";
     netns_cross: "netns_cross";
+    tun: "tun";
     pty: "pty";
     ctty: "ctty";
     pty_hangup: "pty_hangup";

@@ -395,7 +395,8 @@ fn save_tree(
     };
     {
         let _span = crate::profile::span("namespaces");
-        if let Some(mode) = ns::dump(tree, &writer, in_net, opts, &mut fd_opts.socket_netns)? {
+        let outs = (&mut fd_opts.socket_netns, &mut fd_opts.tun_devices);
+        if let Some(mode) = ns::dump(tree, &writer, in_net, opts, outs.0, outs.1)? {
             // The whole namespace is held: no connection needs a lock of its own.
             held.push(files::Held::namespace_locked(opts.pid, mode));
             fd_opts.network_lock = crate::netlock::LockMode::Skip;
@@ -433,6 +434,7 @@ fn save_tree(
         writer.write_record(crate::image::lazy::LAZY, Kind::Lazy, &record)?;
     }
     let span = crate::profile::span("files records");
+    files::tun::finish(&fd_opts, &mut tables)?;
     write_files(&writer, &mut tables)?;
     write_ghosts(&writer, &fd_opts.ghosts.borrow(), &fd_opts.pids)?;
     if let Some(plan) = mounts {
@@ -572,6 +574,8 @@ fn fd_options(opts: &DumpOptions, pids: &[i32]) -> files::FdOptions {
         ghosts: Default::default(),
         tree_ptys: Default::default(),
         device_nodes: Default::default(),
+        tun_devices: Default::default(),
+        tun_files: Default::default(),
     }
 }
 

@@ -188,6 +188,13 @@ use super::error::ImageError;
 /// body lz4 blocks of 64 KiB with a table of their lengths; code 2 (one lz4 block per
 /// chunk, what version 16 wrote) is still read. No record changes for it: the version
 /// tells an older stasis that it cannot read such an image.
+///
+/// Version 17 also adds the tun and tap devices of the tree's network namespaces: links of
+/// kind `tun` in `netns.img` (and a namespace made inside the tree), their attributes
+/// as the link's `info` in `netlinks.img` (`dump/ns/tun.rs`), and the fd kind
+/// `FdKind::Tun` (`image::files::TunFd`): a `/dev/net/tun` file, attached to its device
+/// or not. An older image has neither: such a link or fd was refused at dump (an older
+/// stasis kept a `/dev/net/tun` file as a character device reopened unattached).
 pub const FORMAT_VERSION: u32 = 17;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).

@@ -236,6 +236,35 @@ pub enum FdKind {
     /// reopened by name (`mq_open`) with the entry's access mode and `O_NONBLOCK`
     /// (format 11).
     Mqueue(MqueueFd),
+    /// A `/dev/net/tun` file, attached to a tun or tap device of the tree's network
+    /// namespaces or not (format 17).
+    Tun(TunFd),
+}
+
+/// A `/dev/net/tun` file: reopened by path in the process's network namespace and, with
+/// a `device`, attached to it (`TUNSETIFF` with `flags`), its queue detached again if it
+/// was, the device's settings set through it. The device itself is a link of its
+/// namespace (`netns.img`, `netlinks.img`), made persistent by the restore until its
+/// first file is attached when it was not.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunFd {
+    pub path: String,
+    /// The device it is attached to (empty: none, the file was never attached).
+    pub device: String,
+    /// `TUNSETIFF` flags: `IFF_TUN` or `IFF_TAP`, `IFF_NO_PI`, `IFF_VNET_HDR`,
+    /// `IFF_MULTI_QUEUE`.
+    pub flags: u16,
+    /// Its queue was detached (`TUNSETQUEUE` with `IFF_DETACH_QUEUE`).
+    pub detached: bool,
+    /// The device was persistent (`TUNSETPERSIST`).
+    pub persist: bool,
+    /// The settings the file read (`sndbuf`, its queue's own; `vnet_hdr_sz`, `vnet_le`,
+    /// `vnet_be`, the device's), set again through it.
+    pub settings: Vec<(String, i32)>,
+    /// For a detached queue whose device has attached ones: the send buffer those share.
+    /// Setting the send buffer sets every attached queue's: this file sets its own while
+    /// attached, then theirs again once detached.
+    pub attached_sndbuf: Option<i32>,
 }
 
 /// An open POSIX message queue.

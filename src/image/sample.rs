@@ -6,7 +6,7 @@ use crate::abi::{AltStack, GpRegs, KernelSigaction, RseqConfig, SigInfo};
 use super::files::{
     CharDevFd, ContentHash, DeletedFd, EpollFd, EpollMoved, EpollTarget, EventFd, FdEntry, FdKind,
     FdOwner, FifoBytes, FileLock, FilesImage, InFlight, LockKind, MappedFd, MemfdFd, PathFd,
-    PipeEnd, PipeFd, RemapFd, SocketFile, TtyFd,
+    PipeEnd, PipeFd, RemapFd, SocketFile, TtyFd, TunFd,
 };
 use super::inventory::{CpuInfo, Inventory};
 use super::mm::{
@@ -684,7 +684,7 @@ pub fn random_mm(r: &mut XorShift) -> MmImage {
 }
 
 fn random_fd(r: &mut XorShift) -> FdEntry {
-    let kind = match r.below(11) {
+    let kind = match r.below(12) {
         9 => FdKind::Packet(Box::new(random_packet(r))),
         10 => FdKind::Netlink(Box::new(NetlinkSocket {
             ino: r.next(),
@@ -738,6 +738,15 @@ fn random_fd(r: &mut XorShift) -> FdEntry {
                 size: r.next() as u32,
                 data: r.vec(20, |r| r.next() as u8),
             }),
+        }),
+        11 => FdKind::Tun(TunFd {
+            path: r.string(),
+            device: r.string(),
+            flags: r.next() as u16,
+            detached: r.bool(),
+            persist: r.bool(),
+            settings: r.vec(3, |r| (r.string(), r.i32())),
+            attached_sndbuf: r.bool().then(|| r.i32()),
         }),
         _ => FdKind::Tty(TtyFd { rdev: r.next() }),
     };

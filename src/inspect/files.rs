@@ -202,6 +202,14 @@ fn describe(kind: &FdKind) -> String {
                 .map_or(String::new(), |f| format!(", fanout {f:#x}"))
         ),
         FdKind::Mqueue(q) => format!("POSIX message queue /{}", q.name),
+        FdKind::Tun(t) if t.device.is_empty() => format!("{} (not attached)", t.path),
+        FdKind::Tun(t) => format!(
+            "{} attached to {} (flags {:#x}{})",
+            t.path,
+            t.device,
+            t.flags,
+            if t.detached { ", queue detached" } else { "" }
+        ),
         FdKind::Netlink(n) => format!(
             "netlink socket protocol {} port {} groups {:?}{}",
             n.protocol,

@@ -24,6 +24,7 @@ pub mod sched;
 pub mod sock_diag;
 pub mod socket;
 pub mod thread;
+pub mod tun;
 pub mod uffd;
 pub mod uffd_missing;
 

@@ -95,6 +95,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("tcp_states", &[]),
     ("netns", &[]),
     ("netlinks", &[]),
+    ("tun", &[]),
     ("netns_sockets", &[]),
     ("netns_cross", &[]),
     ("pipes", &[]),

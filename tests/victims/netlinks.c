@@ -32,22 +32,6 @@ static char links[16384], addrs[4096];
 	      "|gc_timer|hold_timer|message_age_timer|forward_delay_timer) +[0-9.]+//g'"
 #define ADDRS "ip -o addr show | awk '{print $2, $3, $4}' | sort"
 
-static void sh(const char *cmd)
-{
-	CHECK(system(cmd) == 0, "`%s` failed", cmd);
-}
-
-static void capture(const char *cmd, char *buf, size_t size)
-{
-	FILE *f = popen(cmd, "r");
-	size_t n;
-
-	CHECK(f != NULL, "popen %s: %s", cmd, strerror(errno));
-	n = fread(buf, 1, size - 1, f);
-	buf[n] = 0;
-	CHECK(pclose(f) == 0, "`%s` failed", cmd);
-}
-
 static pid_t child;
 
 /* The child: in a namespace of its own, made and captured, says so on `ready`; after a
@@ -63,12 +47,12 @@ static void in_own_namespace(int ready, int go)
 		   " && ip addr add 10.68.0.1/24 dev nlca && ip link set nlcb up"
 		   " && ip link set nlca up"))
 		_exit(11);
-	capture(LINKS, links_before, sizeof(links_before));
-	capture(ADDRS, addrs_before, sizeof(addrs_before));
+	victim_capture(LINKS, links_before, sizeof(links_before));
+	victim_capture(ADDRS, addrs_before, sizeof(addrs_before));
 	if (write(ready, "r", 1) != 1 || read(go, &byte, 1) != 1)
 		_exit(12);
-	capture(LINKS, links, sizeof(links));
-	capture(ADDRS, addrs, sizeof(addrs));
+	victim_capture(LINKS, links, sizeof(links));
+	victim_capture(ADDRS, addrs, sizeof(addrs));
 	if (strcmp(links, links_before) || strcmp(addrs, addrs_before)) {
 		fprintf(stderr, "child links now:\n%s%s\nwere:\n%s%s\n", links, addrs,
 			links_before, addrs_before);
@@ -130,7 +114,7 @@ static void setup(void)
 	if (system("ip link add nlbr0 type bridge forward_delay 700 hello_time 300"
 		   " ageing_time 12345 2>/dev/null"))
 		victim_skip("the kernel makes no bridge");
-	sh("ip link add nlva index 20 type veth peer name nlvb index 21"
+	victim_sh("ip link add nlva index 20 type veth peer name nlvb index 21"
 	   " && ip link set nlva master nlbr0"
 	   " && ip link set dev nlva type bridge_slave cost 7 priority 9 learning off"
 	   " && ip link set nlvb mtu 1400"
@@ -139,15 +123,15 @@ static void setup(void)
 	   " && ip link set lo up && ip link set nlva up && ip link set nlvb up"
 	   " && ip link set nlbr0 up");
 	if (system("ip link add nlmv0 link nlvb type macvlan mode private 2>/dev/null") == 0)
-		sh("ip addr add 10.67.0.1/24 dev nlmv0 && ip link set nlmv0 up");
+		victim_sh("ip addr add 10.67.0.1/24 dev nlmv0 && ip link set nlmv0 up");
 	/* The bridge's carrier comes with its ports', a moment after they are up. */
-	sh("for i in $(seq 100); do ip link show nlbr0 | grep -q 'state UP' && exit 0;"
+	victim_sh("for i in $(seq 100); do ip link show nlbr0 | grep -q 'state UP' && exit 0;"
 	   " sleep 0.05; done; exit 1");
 	fork_child();
 	victim_place(socket(AF_INET, SOCK_DGRAM, 0), 10);
 	CHECK_SYS(bind(10, (struct sockaddr *)&a, sizeof(a)));
-	capture(LINKS, links, sizeof(links));
-	capture(ADDRS, addrs, sizeof(addrs));
+	victim_capture(LINKS, links, sizeof(links));
+	victim_capture(ADDRS, addrs, sizeof(addrs));
 }
 
 static void verify(void)
@@ -157,9 +141,9 @@ static void verify(void)
 	char buf[8] = { 0 };
 	int s, status;
 
-	capture(LINKS, now, sizeof(now));
+	victim_capture(LINKS, now, sizeof(now));
 	CHECK(strcmp(now, links) == 0, "links differ:\n%s\nwere:\n%s", now, links);
-	capture(ADDRS, now, sizeof(now));
+	victim_capture(ADDRS, now, sizeof(now));
 	CHECK(strcmp(now, addrs) == 0, "addresses differ:\n%s\nwere:\n%s", now, addrs);
 	s = socket(AF_INET, SOCK_DGRAM, 0);
 	CHECK_SYS(s);

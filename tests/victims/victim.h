@@ -175,4 +175,23 @@ static inline void victim_expect_read(int fd, const char *want, const char *who)
 	CHECK(!strcmp(buf, want), "%s: fd %d has \"%s\", want \"%s\"", who, fd, buf, want);
 }
 
+/* Run shell command `cmd`; fail naming it unless it exits 0. */
+static inline void victim_sh(const char *cmd)
+{
+	CHECK(system(cmd) == 0, "`%s` failed", cmd);
+}
+
+/* What shell command `cmd` prints (at most `size` - 1 bytes, NUL-terminated); fail
+ * unless it exits 0. */
+static inline void victim_capture(const char *cmd, char *buf, size_t size)
+{
+	FILE *f = popen(cmd, "r");
+	size_t n;
+
+	CHECK(f != NULL, "popen %s: %s", cmd, strerror(errno));
+	n = fread(buf, 1, size - 1, f);
+	buf[n] = 0;
+	CHECK(pclose(f) == 0, "`%s` failed", cmd);
+}
+
 #endif

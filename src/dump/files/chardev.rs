@@ -1,7 +1,8 @@
 //! Character devices, reopened by path (`/dev/null`, `/dev/urandom`, a console, a virtual
 //! console...); `/dev/tty`, the process's controlling terminal, reopened once its session
 //! has that terminal again; and the invoking terminal, which becomes the restorer's
-//! terminal under `--shell-job`. Pty slaves of the tree are `pty.rs`. The restore side is
+//! terminal under `--shell-job`. Pty slaves of the tree are `pty.rs`, `/dev/net/tun` files
+//! `tun.rs`. The restore side is
 //! `restore/files/chardev.rs`.
 
 use std::os::fd::AsFd;
@@ -17,6 +18,10 @@ use crate::sys::socket::{ioctl_get_int, TIOCGDEV};
 /// `--evasive-devices` behaviour, always stasis's).
 pub fn dump(open: &OpenFd, opts: &FdOptions) -> Result<FdKind, DumpError> {
     let rdev = open.meta()?.st_rdev;
+    if super::tun::is_tun(rdev) {
+        check_path_names(open, rdev, opts)?;
+        return super::tun::dump(open, opts);
+    }
     if !is_tty(rdev) {
         check_path_names(open, rdev, opts)?;
         return Ok(by_path(open, rdev));

@@ -49,6 +49,7 @@ mod sock;
 mod sockopts;
 pub mod split;
 pub mod timerfd;
+pub mod tun;
 mod unix;
 
 use std::cell::OnceCell;
@@ -111,6 +112,10 @@ pub struct FdOptions {
     /// dump (a thousand fds on /dev/null were a thousand `stat`s).
     pub device_nodes:
         std::cell::RefCell<std::collections::HashMap<std::path::PathBuf, Option<u64>>>,
+    /// The tun devices of the tree's network namespaces (`dump/ns/tun.rs`).
+    pub tun_devices: crate::dump::ns::tun::Devices,
+    /// The files of the tree attached to them, as dumped so far (`tun.rs`).
+    pub tun_files: std::cell::RefCell<Vec<tun::Seen>>,
 }
 
 impl FdOptions {

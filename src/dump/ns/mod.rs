@@ -18,6 +18,7 @@ pub mod net_peers;
 pub mod netlinks;
 pub mod pid;
 pub mod time;
+pub mod tun;
 pub mod user;
 pub mod uts;
 
@@ -123,7 +124,9 @@ pub fn refuse_foreign(pid: i32) -> Result<(), DumpError> {
 /// with, if it was (`net::lock`). Fills `sockets`: the processes holding sockets of a
 /// namespace made inside the tree, with the makers of their sockets' namespaces, and
 /// the namespace of each socket not of the root's (`net_join.rs`); writes
-/// `netns-sockets.img`, the sockets held outside their namespace.
+/// `netns-sockets.img`, the sockets held outside their namespace; and `tuns`: the tun
+/// devices of the tree's namespaces (`dump/files/tun.rs` attaches the tree's files to
+/// them).
 ///
 /// Ordering requirements: while the tree is frozen, before any socket is dumped (the
 /// firewall is saved before the lock is added to it).
@@ -133,6 +136,7 @@ pub fn dump(
     in_net: Option<&net::InTree>,
     opts: &super::DumpOptions,
     sockets: &mut net_join::SocketSpaces,
+    tuns: &mut tun::Devices,
 ) -> Result<Option<crate::netlock::LockMode>, DumpError> {
     let lock = opts.network_lock;
     let threads: HashMap<i32, Vec<i32>> = (tree.procs.iter())
@@ -170,6 +174,13 @@ pub fn dump(
     *sockets = planned.spaces;
     let collected = net_nested::collect(&makers)?;
     let nested: Vec<_> = collected.iter().map(|(n, _)| n.clone()).collect();
+    for n in &nested {
+        tuns.extend(tun::devices(
+            ns_inode(&n.pid.to_string(), "net")?,
+            &n.ns,
+            &n.links,
+        ));
+    }
     let spaces = |root| net_peers::spaces(root, &collected);
     let write_peers = |spaces: Vec<net_peers::Space>| -> Result<(), DumpError> {
         let peers = net_peers::pair(&spaces)?;
@@ -200,6 +211,11 @@ pub fn dump(
         return Ok(None);
     };
     let (saved, more, outside) = net::collect(in_net, &opts.veth_externals)?;
+    tuns.extend(tun::devices(
+        ns_inode(&opts.pid.to_string(), "net")?,
+        &saved,
+        &more.links,
+    ));
     writer.write_record(crate::image::netns::NETNS, Kind::NetNs, &saved)?;
     write_more(more)?;
     write_peers(spaces(Some((opts.pid, &saved, &outside[..]))))?;

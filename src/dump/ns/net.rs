@@ -13,8 +13,8 @@
 //! of them (a route's and a rule's protocol, to leave out what the kernel makes itself)
 //! rather than translating each attribute through a netlink crate and back: iproute2 is
 //! the kernel's own tool for exactly this, and the firewall needs its tools anyway.
-//! Loopback, dummy, bridge, veth and macvlan links are rebuilt (their kind-specific side
-//! is `netlinks.rs`'s, `netlinks.img`): a veth's other end and a macvlan's lower link may
+//! Loopback, dummy, bridge, veth, macvlan and tun/tap links are rebuilt (their
+//! kind-specific side is `netlinks.rs`'s, `netlinks.img`; a tun device's is `tun.rs`'s): a veth's other end and a macvlan's lower link may
 //! be outside, then named at restore (`--external veth[INSIDE]:OUTSIDE[@BRIDGE]`,
 //! `--external macvlan[INSIDE]:LOWER`); any other kind is refused naming it.
 
@@ -29,7 +29,7 @@ use crate::netns::{NetnsError, VethExternal};
 /// iproute2's package, for messages.
 const IPROUTE: &str = "iproute2";
 /// The link kinds stasis makes again.
-const KINDS: [&str; 5] = ["loopback", "dummy", "veth", "bridge", "macvlan"];
+const KINDS: [&str; 6] = ["loopback", "dummy", "veth", "bridge", "macvlan", "tun"];
 /// `RTPROT_KERNEL`: routes and rules the kernel makes itself.
 const RTPROT_KERNEL: u8 = 2;
 /// `FRA_PROTOCOL` (linux/fib_rules.h).
@@ -248,7 +248,7 @@ fn link(l: &serde_json::Value, root: i32, veths: &[VethExternal]) -> Result<Link
     if !KINDS.contains(&kind.as_str()) {
         return Err(fail(format!(
             "link {name} of the network namespace of pid {root} is a {kind} link; stasis \
-             rebuilds loopback, dummy, bridge, veth and macvlan links"
+             rebuilds loopback, dummy, bridge, veth, macvlan and tun/tap links"
         )));
     }
     let flags = l["flags"].as_array().map_or(Vec::new(), |f| {

@@ -1,11 +1,11 @@
 //! The kind-specific side of the links of the tree's network namespace (`netlinks.img`,
 //! format 15), read from the same `ip -j -d link show` as `net.rs`'s links: a bridge's
 //! attributes, a bridge port's, a veth's other end when it is inside, a macvlan's mode and
-//! lower link. Each attribute the kernel reports is either one `ip link` sets again
-//! (tables [`BRIDGE`], [`PORT`]: the key as `ip -j` prints it, as `ip link` takes it) or
-//! state the kernel derives (timers, ids: [`BRIDGE_STATE`], [`PORT_STATE`]); one of
-//! neither is refused, naming it, rather than left different. The restore side is
-//! `restore/ns/netlinks.rs`.
+//! lower link, a tun device's attributes (`tun.rs`, format 17). Each attribute the kernel
+//! reports is either one `ip link` sets again (tables [`BRIDGE`], [`PORT`]: the key as
+//! `ip -j` prints it, as `ip link` takes it) or state the kernel derives (timers, ids:
+//! [`BRIDGE_STATE`], [`PORT_STATE`]); one of neither is refused, naming it, rather than
+//! left different. The restore side is `restore/ns/netlinks.rs`.
 
 use serde_json::Value;
 
@@ -146,6 +146,7 @@ pub fn more(l: &Value, kind: &str, root: i32) -> Result<Option<LinkMore>, DumpEr
     match kind {
         "bridge" => out.info = attributes(&info["info_data"], BRIDGE, BRIDGE_STATE, &refuse)?,
         "veth" => out.peer = other.to_string(),
+        "tun" => out.info = super::tun::info(l, &refuse)?,
         "macvlan" => {
             let mode = info["info_data"]["mode"].as_str().unwrap_or_default();
             if !MACVLAN_MODES.contains(&mode) {

@@ -16,6 +16,7 @@
 //!   by it (a pair of two unnamed sockets of the table is made in the fd batch instead,
 //!   `unix_pair`);
 //! - `packet`, `netlink`: packet and netlink sockets, made in the table loop;
+//! - `tun`: `/dev/net/tun` files, attached to their devices again;
 //! - [`pty`]: pseudo-terminal masters and slaves, taken from stasis, which built every
 //!   pair before the tree (`restore/tty.rs`).
 //!
@@ -57,6 +58,7 @@ mod signalfd;
 mod sockopts;
 mod tcp_replay;
 mod timerfd;
+mod tun;
 mod unix;
 mod unix_pair;
 mod unix_unlinked;
@@ -368,6 +370,7 @@ fn install(at: &Install) -> Result<(), RestoreError> {
         FdKind::Packet(p) => packet::restore(at, p),
         FdKind::Netlink(n) => netlink::restore(at, n),
         FdKind::Mqueue(q) => mqueue::restore(at, q),
+        FdKind::Tun(t) => tun::restore(at, t),
         FdKind::Unix(_) | FdKind::Inet(_) => match at.prepared.get(at.entry.fd) {
             Some(t) => at.dup_of(t),
             None => Err(RestoreError::Unsupported {

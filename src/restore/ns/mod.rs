@@ -16,6 +16,7 @@ pub mod net_sockets;
 pub mod netlinks;
 pub mod pid;
 pub mod time;
+pub mod tun;
 pub mod user;
 pub mod uts;
 

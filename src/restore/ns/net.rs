@@ -273,13 +273,20 @@ fn firewall(ns: &Firewall) -> Result<(), RestoreError> {
 }
 
 /// Writes each saved sysctl whose value differs from the namespace's now, the
-/// namespace-wide ones and `all`/`default` before the links' own; one missing fails
-/// with `all`, else it is left out (its module not loaded yet).
+/// namespace-wide ones and `all`/`default` before the links' own, a link's IPv6
+/// `stable_secret` before its other settings; one missing fails with `all`, else it is
+/// left out (its module not loaded yet).
+///
+/// Ordering requirements: `addr_gen_mode` set to `random` (what the kernel gives a link
+/// without a hardware address, a tun) makes the link-local address at once from the
+/// link's secret, drawn at random if it has none yet: its saved secret first, or the
+/// link ends up with two link-local addresses.
 fn sysctls(saved: &[(String, String)], all: bool) -> Result<(), RestoreError> {
     let rank = |name: &str| match name.split('/').nth(2) {
         Some("all") => 0,
         Some("default") => 1,
-        _ if name.contains("/conf/") || name.contains("/neigh/") => 2,
+        _ if name.contains("/conf/") && name.ends_with("/stable_secret") => 2,
+        _ if name.contains("/conf/") || name.contains("/neigh/") => 3,
         _ => 0,
     };
     let mut order: Vec<&(String, String)> = saved.iter().collect();

@@ -189,6 +189,7 @@ fn make_one<'a>(
         "veth" => make_veth(m, link)?,
         "macvlan" if more.lower.is_empty() => macvlan_outside(m, link, &info)?,
         "macvlan" => add(link, &["link", &more.lower], "macvlan", &info)?,
+        "tun" => super::tun::make(link, more)?,
         kind => add(link, &[], kind, &info)?,
     }
     Ok(vec![link.name.as_str()])
