@@ -153,6 +153,65 @@ fn dump_refuses_netlink_socket_with_a_message_queued() {
     py.wait_exit(Duration::from_secs(10));
 }
 
+/// A process of the host's network namespace holding sockets made in another one (its
+/// child unshared a namespace, made them and passed them over `SCM_RIGHTS`): neither a
+/// UDP nor a unix socket can be made again there, so the dump is refused naming the fd
+/// and the namespace (they came back in the host's before), and the process runs on.
+#[test]
+fn dump_refuses_sockets_of_a_namespace_outside_the_tree() {
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_sockets_of_a_namespace_outside_the_tree");
+    for kind in ["udp", "unix"] {
+        let tmp = TempDir::new(&format!("foreign-{kind}"));
+        let script = "import array, ctypes, os, socket, sys, time\n\
+                      a, b = socket.socketpair()\n\
+                      if os.fork() == 0:\n\
+                      \x20   assert ctypes.CDLL(None, use_errno=True).unshare(0x40000000) == 0\n\
+                      \x20   if sys.argv[1] == 'udp':\n\
+                      \x20       s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                      \x20       s.bind(('0.0.0.0', 45455))\n\
+                      \x20   else:\n\
+                      \x20       s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+                      \x20       s.bind(b'\\0stasis-foreign-ns')\n\
+                      \x20   fds = array.array('i', [s.fileno()])\n\
+                      \x20   b.sendmsg([b'x'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])\n\
+                      \x20   os._exit(0)\n\
+                      os.wait()\n\
+                      msg, anc, _, _ = a.recvmsg(1, socket.CMSG_LEN(4))\n\
+                      fd = array.array('i', anc[0][2])[0]\n\
+                      a.close(); b.close()\n\
+                      print('READY', fd, flush=True)\n\
+                      time.sleep(1000)\n";
+        let mut py = common::spawn_logged(
+            Command::new("python3").arg("-c").arg(script).arg(kind),
+            &tmp.join("py.log"),
+        );
+        let fd = wait_line(&py, "READY")
+            .split_whitespace()
+            .nth(1)
+            .map(str::to_string)
+            .expect("fd printed");
+        let out = common::dump(py.pid, &tmp.join("img"), &[]);
+        let msg = out.assert_failed(&format!("dump of a {kind} socket of another netns"));
+        let words = [
+            format!(
+                "fd {fd} of pid {} is a socket of the network namespace net:[",
+                py.pid
+            ),
+            "not of the tree's".to_string(),
+        ];
+        for w in &words {
+            assert!(
+                msg.contains(w.as_str()),
+                "{kind}: {w:?} missing from: {msg}"
+            );
+        }
+        common::assert_untouched(&py);
+        py.signal(libc::SIGKILL);
+        py.wait_exit(Duration::from_secs(10));
+    }
+}
+
 fn wait_line(p: &Proc, prefix: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

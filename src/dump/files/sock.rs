@@ -375,17 +375,12 @@ fn read_unix(
 /// in a tree with namespaces of its own: the receiver makes it at restore, in its own
 /// (`netns-sockets.img` lists the sockets of fd tables only).
 pub fn flying_in_place(ctx: &mut SockCtx<'_>, open: &super::OpenFd) -> Result<(), DumpError> {
-    use std::os::unix::fs::MetadataExt;
     if ctx.opts.socket_netns.root == 0 {
         return Ok(());
     }
     let copy = ctx.steal(open.fd)?;
-    let asked = crate::sys::socket::socket_netns(copy.as_fd()).map_err(|e| e.to_string());
-    let ns = asked.and_then(|ns| {
-        let meta = std::fs::File::from(ns).metadata();
-        meta.map(|m| m.ino()).map_err(|e| e.to_string())
-    });
-    let ns = ns.map_err(|e| open.error(&format!("is a socket whose namespace is unknown: {e}")))?;
+    let ns = netns_inode(copy.as_fd())
+        .map_err(|e| open.error(&format!("is a socket whose namespace is unknown: {e}")))?;
     let mine = crate::dump::ns::inode(&ctx.pid.to_string(), "net");
     if mine == Some(ns) {
         return Ok(());
@@ -394,6 +389,40 @@ pub fn flying_in_place(ctx: &mut SockCtx<'_>, open: &super::OpenFd) -> Result<()
         "is a socket of the network namespace net:[{ns}], not of pid {}'s; stasis makes \
          a socket in flight in its receiver's namespace",
         ctx.pid
+    )))
+}
+
+/// The inode of the network namespace socket `sock` belongs to (`SIOCGSKNS`).
+fn netns_inode(sock: BorrowedFd<'_>) -> Result<u64, String> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = crate::sys::socket::socket_netns(sock).map_err(|e| format!("SIOCGSKNS: {e}"))?;
+    let meta = std::fs::File::from(ns).metadata();
+    meta.map(|m| m.ino()).map_err(|e| format!("fstat: {e}"))
+}
+
+/// Refuses socket `sock` (fd `fd` of the process) of another network namespace than the
+/// process's, in a tree whose processes made none: a namespace the tree does not
+/// rebuild, where the socket cannot be made again. (With namespaces made inside the tree,
+/// `dump/ns/net_join.rs` places every socket.) A unix socket of such a namespace is not
+/// in the tables read: it comes here too.
+fn refuse_foreign(ctx: &SockCtx<'_>, fd: i32, sock: BorrowedFd<'_>) -> Result<(), DumpError> {
+    if ctx.opts.socket_netns.root != 0 {
+        return Ok(());
+    }
+    let pid = ctx.pid;
+    let ns = netns_inode(sock).map_err(|e| {
+        DumpError::unsupported(format!(
+            "fd {fd} of pid {pid}: the socket's network namespace: {e}"
+        ))
+    })?;
+    let mine = crate::dump::ns::inode(&pid.to_string(), "net");
+    if mine.is_none() || mine == Some(ns) {
+        return Ok(());
+    }
+    Err(DumpError::unsupported(format!(
+        "fd {fd} of pid {pid} is a socket of the network namespace net:[{ns}], not of the \
+         tree's (net:[{}]); stasis makes a socket again only in a namespace it rebuilds",
+        mine.unwrap_or(0)
     )))
 }
 
@@ -417,6 +446,7 @@ pub fn socket_kind(ctx: &mut SockCtx<'_>, fd: i32, ino: u64) -> Result<FdKind, D
         return super::unix::unix_kind(ctx, fd, ino);
     }
     let sock = ctx.steal(fd)?;
+    refuse_foreign(ctx, fd, sock.as_fd())?;
     let family = getsockopt_int(sock.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN).map_err(|e| {
         DumpError::unsupported(format!(
             "fd {fd} of pid {}: getsockopt(SO_DOMAIN): {e}",
