@@ -876,9 +876,27 @@ pub fn dump_cmd(pid: i32, dir: &Path, extra: &[&str]) -> Command {
     cmd
 }
 
+/// `stasis dump -t PID -D DIR EXTRA...`, run to its end.
+///
+/// A dump refused because a thread of the tree waits in `vfork` (a shell script starting
+/// a command at that moment) is run again for up to [`VFORK_RETRY`], as a user would: the
+/// refusal left the tree running. The last output is returned.
 pub fn dump(pid: i32, dir: &Path, extra: &[&str]) -> Output {
-    start(&mut dump_cmd(pid, dir, extra)).finish(STASIS_TIMEOUT)
+    let deadline = Instant::now() + VFORK_RETRY;
+    loop {
+        let out = start(&mut dump_cmd(pid, dir, extra)).finish(STASIS_TIMEOUT);
+        if out.status.success()
+            || !out.stderr.contains("waits in vfork")
+            || Instant::now() > deadline
+        {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
+
+/// How long a dump refused for a `vfork` in progress is retried ([`dump`]).
+pub const VFORK_RETRY: Duration = Duration::from_secs(3);
 
 /// `stasis restore -D DIR -d --pidfile DIR.pid`: Ok(pid from the pidfile) or the output.
 pub fn restore_detached(dir: &Path) -> Result<i32, Output> {
