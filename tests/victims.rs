@@ -307,6 +307,7 @@ victim_tests! {
     inflight_epoll: "inflight_epoll";
     unix_layouts: "unix_layouts";
     unix_many: "unix_many";
+    unix_senders: "unix_senders";
     packet_sockets: "packet_sockets";
     netlink_sockets: "netlink_sockets";
     inet_sockets: "inet_sockets";

@@ -81,6 +81,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("inflight_epoll", &[]),
     ("unix_layouts", &[]),
     ("unix_many", &[]),
+    ("unix_senders", &[]),
     ("packet_sockets", &[]),
     ("netlink_sockets", &[]),
     ("fanotify", &[]),

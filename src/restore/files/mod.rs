@@ -61,6 +61,7 @@ mod timerfd;
 mod tun;
 mod unix;
 mod unix_pair;
+mod unix_senders;
 mod unix_unlinked;
 
 use super::child::Child;
