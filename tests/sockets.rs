@@ -91,6 +91,25 @@ fn dump_refuses_a_datagram_its_sender_cannot_send_again() {
     assert_refused(v, &tmp, &[], &words);
 }
 
+/// A unix socket whose SO_PEERCRED names a process that exited (a socketpair made by a
+/// child that changed its ids, as zdtm sock_peercred) is refused, naming the credentials.
+#[test]
+fn dump_refuses_peer_credentials_of_an_exited_process() {
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_peer_credentials_of_an_exited_process");
+    let tmp = TempDir::new("peercred");
+    let Some(v) = victim(&tmp, "unix_peercred", &["dead"]) else {
+        return;
+    };
+    let words = [
+        "fd 10 ",
+        "peer credentials (SO_PEERCRED: pid ",
+        "uid 4321, gid 4321",
+        "is not a process of the dumped tree",
+    ];
+    assert_refused(v, &tmp, &[], &words);
+}
+
 #[test]
 fn skip_in_flight_drops_the_fd() {
     let _serial = common::serial();

@@ -308,6 +308,7 @@ victim_tests! {
     unix_layouts: "unix_layouts";
     unix_many: "unix_many";
     unix_senders: "unix_senders";
+    unix_peercred: "unix_peercred";
     packet_sockets: "packet_sockets";
     netlink_sockets: "netlink_sockets";
     inet_sockets: "inet_sockets";

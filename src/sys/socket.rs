@@ -69,6 +69,19 @@ pub fn getsockopt_bytes(
     Errno::result(r).map(|_| len as usize)
 }
 
+/// `SO_PEERCRED`: the peer credentials of a socket (pid, uid, gid; pid 0 and ids -1 when
+/// none were set). See [unix(7)](https://man7.org/linux/man-pages/man7/unix.7.html).
+pub fn peer_cred(fd: BorrowedFd<'_>) -> nix::Result<(i32, u32, u32)> {
+    let mut buf = [0u8; 12];
+    getsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, &mut buf)?;
+    let word = |i: usize| [buf[i], buf[i + 1], buf[i + 2], buf[i + 3]];
+    Ok((
+        i32::from_ne_bytes(word(0)),
+        u32::from_ne_bytes(word(4)),
+        u32::from_ne_bytes(word(8)),
+    ))
+}
+
 /// An `int` socket option.
 pub fn getsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32) -> nix::Result<i32> {
     let mut buf = [0u8; 4];

@@ -82,6 +82,7 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("unix_layouts", &[]),
     ("unix_many", &[]),
     ("unix_senders", &[]),
+    ("unix_peercred", &[]),
     ("packet_sockets", &[]),
     ("netlink_sockets", &[]),
     ("fanotify", &[]),

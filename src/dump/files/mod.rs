@@ -51,6 +51,7 @@ pub mod split;
 pub mod timerfd;
 pub mod tun;
 mod unix;
+mod unix_peercred;
 mod unix_senders;
 
 use std::cell::OnceCell;
