@@ -309,6 +309,7 @@ victim_tests! {
     unix_many: "unix_many";
     unix_senders: "unix_senders";
     unix_peercred: "unix_peercred";
+    unix_peercred_user: "unix_peercred" ["user"];
     packet_sockets: "packet_sockets";
     netlink_sockets: "netlink_sockets";
     inet_sockets: "inet_sockets";

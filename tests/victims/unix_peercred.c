@@ -7,12 +7,17 @@
  * 14 accepted, 17 an unconnected datagram socket. After go: SO_PEERCRED of 10-16 gives
  * this pid, euid and egid; of 17, none (pid 0).
  *
+ * Mode "user": the task sets its uid and gid to 4321 first; fds 10/11 a stream and 12/13
+ * a datagram socketpair: SO_PEERCRED gives this pid and 4321 (the restore makes them with
+ * the process's effective ids, not the restorer's).
+ *
  * Mode "dead", refused at dump (the task runs on and checks the same after go): fd 10 is
  * one end of a socketpair made by a child that set its ids to 4321 and exited (zdtm
  * sock_peercred): SO_PEERCRED gives the child's pid and ids.
  */
 #include "victim.h"
 
+#include <grp.h>
 #include <sched.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -67,6 +72,22 @@ static void verify(void)
 	expect_cred(17, 0, -1, -1);
 }
 
+static void setup_user(void)
+{
+	CHECK_SYS(setgroups(0, NULL));
+	CHECK_SYS(setresgid(4321, 4321, 4321));
+	CHECK_SYS(setresuid(4321, 4321, 4321));
+	want_pid = getpid(), want_uid = 4321, want_gid = 4321;
+	pair_at(SOCK_STREAM, 10, 11);
+	pair_at(SOCK_DGRAM, 12, 13);
+}
+
+static void verify_user(void)
+{
+	for (int fd = 10; fd <= 13; fd++)
+		expect_cred(fd, want_pid, want_uid, want_gid);
+}
+
 static void verify_pair(void)
 {
 	expect_cred(10, want_pid, want_uid, want_gid);
@@ -98,6 +119,8 @@ int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "";
 
+	if (!strcmp(mode, "user"))
+		return victim_run(setup_user, verify_user);
 	if (!strcmp(mode, "dead"))
 		return victim_run(setup_dead, verify_pair);
 	return victim_run(setup, verify);

@@ -10,10 +10,10 @@
 //! credentials. A socket connected outside the tree (`--ext-unix-sk`) keeps its peer's,
 //! from a new `connect`.
 //!
-//! Not yet exact, and not refused (a refusal would take in nearly every socket of a
-//! process not running as root): the restore makes the sockets before the process's
-//! credentials are set (`restore/creds.rs`), so their uid and gid are the restorer's
-//! effective ones, not the creator's; and two datagram sockets connected to each other
+//! The uid and gid are the process's saved effective ones (`restore/files/unix_ids.rs`).
+//! Not yet exact, and not refused (each would refuse common cases): in a tree with a user
+//! namespace of its own or under a non-root stasis the ids are the restorer's; the ids
+//! are not compared with the builder's; and two datagram sockets connected to each other
 //! by `connect` (no credentials) come back as a `socketpair` (credentials set).
 
 use std::os::fd::AsFd;

@@ -52,6 +52,8 @@ pub struct Sockets<'a> {
     unlinked: &'a [u64],
     /// Mode and owner of the files of the others.
     files: &'a [crate::image::files::SocketFile],
+    /// The effective ids `socketpair`, `listen` and `connect` run with (`unix_ids.rs`).
+    ids: Option<(u32, u32)>,
 }
 
 /// Steps 1-4, and the temporary fd of every socket for the table loop.
@@ -59,6 +61,7 @@ pub fn prepare<'a>(
     child: &Child,
     files: &'a FilesImage,
     pairs: &super::unix_pair::Pairs,
+    ids: Option<(u32, u32)>,
     prepared: &mut Prepared,
 ) -> Result<Option<Sockets<'a>>, RestoreError> {
     let list: Vec<_> = files
@@ -85,6 +88,7 @@ pub fn prepare<'a>(
         spare: HashMap::new(),
         unlinked: &files.unlinked_sockets,
         files: &files.socket_files,
+        ids,
     };
     let pid = child.pid();
     let at = |fd: i32| RestoreError::at_fd(pid, fd);
@@ -164,6 +168,10 @@ fn made(
     prepared: &mut Prepared,
 ) -> Result<(), RestoreError> {
     let ty = u.sock_type as u64;
+    let ids = s.ids;
+    let socketpair = |child, ty, prepared: &mut Prepared| {
+        super::unix_ids::around(child, ids, || socketpair(child, ty, prepared))
+    };
     if let Some(p) = mutual(s, u) {
         let (a, b) = socketpair(child, ty, prepared)?;
         s.temp.insert(u.ino, a);
@@ -256,9 +264,10 @@ fn bind_and_listen(child: &Child, s: &Sockets<'_>, u: &UnixSocket) -> Result<(),
         }
     }
     if let Some(backlog) = u.listen_backlog {
-        child
-            .remote()
-            .call("listen", libc::SYS_listen, &[fd, u64::from(backlog)])?;
+        super::unix_ids::around(child, s.ids, || {
+            let args = [fd, u64::from(backlog)];
+            Ok(child.remote().call("listen", libc::SYS_listen, &args)?)
+        })?;
     }
     Ok(())
 }
@@ -331,11 +340,11 @@ fn connect_all(
             }
             _ => continue,
         };
-        connect(child, s.temp[&u.ino], to)?;
+        connect(child, s, s.temp[&u.ino], to)?;
     }
     pending.sort_by_key(|p| p.0);
     for (_, u, to) in pending {
-        connect(child, s.temp[&u.ino], to)?;
+        connect(child, s, s.temp[&u.ino], to)?;
     }
     Ok(())
 }
@@ -350,9 +359,11 @@ fn peer_of<'a>(s: &Sockets<'a>, ino: u64) -> Result<&'a UnixSocket, RestoreError
     }
 }
 
-fn connect(child: &Child, fd: u64, name: &[u8]) -> Result<(), RestoreError> {
+fn connect(child: &Child, s: &Sockets<'_>, fd: u64, name: &[u8]) -> Result<(), RestoreError> {
     let (sa, len) = prep::sockaddr_un(name);
-    prep::address_call(child, "connect", libc::SYS_connect, fd, &sa, len)
+    super::unix_ids::around(child, s.ids, || {
+        prep::address_call(child, "connect", libc::SYS_connect, fd, &sa, len)
+    })
 }
 
 /// Refills the receive queue of `u`, each message from a socket bound to the address
