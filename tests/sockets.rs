@@ -70,6 +70,46 @@ fn dump_refuses_fds_in_flight() {
     );
 }
 
+/// A datagram queued on a socket that connected elsewhere since cannot be sent again
+/// from its sender's address (only the peer can send to it now): refused, naming the
+/// socket and the sender.
+#[test]
+fn dump_refuses_a_datagram_its_sender_cannot_send_again() {
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_a_datagram_its_sender_cannot_send_again");
+    let tmp = TempDir::new("senders");
+    let Some(v) = victim(&tmp, "unix_senders", &["connected"]) else {
+        return;
+    };
+    let sender = format!("from the address @snd-C-{}", v.pid);
+    let words = [
+        "fd 10 ",
+        "unix datagram socket (socket:[",
+        &sender,
+        "only its peer",
+    ];
+    assert_refused(v, &tmp, &[], &words);
+}
+
+/// A unix socket whose SO_PEERCRED names a process that exited (a socketpair made by a
+/// child that changed its ids, as zdtm sock_peercred) is refused, naming the credentials.
+#[test]
+fn dump_refuses_peer_credentials_of_an_exited_process() {
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_peer_credentials_of_an_exited_process");
+    let tmp = TempDir::new("peercred");
+    let Some(v) = victim(&tmp, "unix_peercred", &["dead"]) else {
+        return;
+    };
+    let words = [
+        "fd 10 ",
+        "peer credentials (SO_PEERCRED: pid ",
+        "uid 4321, gid 4321",
+        "is not a process of the dumped tree",
+    ];
+    assert_refused(v, &tmp, &[], &words);
+}
+
 #[test]
 fn skip_in_flight_drops_the_fd() {
     let _serial = common::serial();

@@ -307,6 +307,9 @@ victim_tests! {
     inflight_epoll: "inflight_epoll";
     unix_layouts: "unix_layouts";
     unix_many: "unix_many";
+    unix_senders: "unix_senders";
+    unix_peercred: "unix_peercred";
+    unix_peercred_user: "unix_peercred" ["user"];
     packet_sockets: "packet_sockets";
     netlink_sockets: "netlink_sockets";
     inet_sockets: "inet_sockets";

@@ -195,6 +195,11 @@ use super::error::ImageError;
 /// `FdKind::Tun` (`image::files::TunFd`): a `/dev/net/tun` file, attached to its device
 /// or not. An older image has neither: such a link or fd was refused at dump (an older
 /// stasis kept a `/dev/net/tun` file as a character device reopened unattached).
+///
+/// Version 17 also adds the files record's `dgram_senders` (`image::files::DgramSenders`:
+/// the sender address of each message queued on a unix datagram socket), after every
+/// older field; a record of versions 9 to 16 reads without (`image::files_v16`), its
+/// messages sent again from the peer or an unnamed socket as then.
 pub const FORMAT_VERSION: u32 = 17;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).

@@ -52,6 +52,33 @@ pub struct FilesImage {
     /// Permission bits of the memfds of the table (`Memfd` entries) whose mode is not
     /// `memfd_create`'s 0777 (`fchmod`), by fd (format 9; empty in older images).
     pub modes: Vec<(i32, u32)>,
+    /// The sender address of each message queued on the unix datagram sockets of this
+    /// table (format 17; empty in older images, whose queues are sent again as before:
+    /// from the peer or an unnamed socket).
+    pub dgram_senders: Vec<DgramSenders>,
+}
+
+/// Who sent the messages queued on one unix datagram socket: the address `recvmsg`
+/// reports with each (`msg_name`, `sun_path` bytes as bound: an abstract or autobound
+/// name starts with a 0 byte; empty for an unnamed sender), oldest first. The restore
+/// sends each message from a socket bound to that address (`restore/files/unix_senders.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DgramSenders {
+    /// The receiving socket's inode.
+    pub socket: u64,
+    /// One address per queued message, in queue order.
+    pub names: Vec<Vec<u8>>,
+}
+
+impl DgramSenders {
+    /// How a sender's address reads in a message.
+    pub fn describe(name: &[u8]) -> String {
+        match name.first() {
+            None => "an unnamed socket".to_string(),
+            Some(0) => format!("the address @{}", String::from_utf8_lossy(&name[1..])),
+            Some(_) => format!("the address {}", String::from_utf8_lossy(name)),
+        }
+    }
 }
 
 /// The file a unix socket's `bind` made: permission bits and owner.

@@ -239,6 +239,7 @@ impl From<FilesImageV8> for FilesImage {
             unlinked_sockets: Vec::new(),
             socket_files: Vec::new(),
             modes: Vec::new(),
+            dgram_senders: Vec::new(),
         }
     }
 }

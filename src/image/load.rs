@@ -10,6 +10,7 @@ use super::chain::AncestorFiles;
 use super::error::ImageError;
 use super::file::{decode, read, read_since, read_versioned, Kind};
 use super::files::{FdKind, FilesImage};
+use super::files_v16::FilesImageV16;
 use super::files_v8::{FilesImageV6, FilesImageV8};
 use super::ghost::{GhostsImage, GHOSTS};
 use super::inventory::Inventory;
@@ -450,11 +451,12 @@ fn load_process(dir: &Path, pid: i32, owns_mm: bool) -> Result<ProcessImage, Ima
 }
 
 /// A files record of any supported version: `spares` and the lists after it came in
-/// version 7, `owners` and `unlinked_sockets` in 9.
+/// version 7, `owners` and `unlinked_sockets` in 9, `dgram_senders` in 17.
 fn read_files(path: &Path) -> Result<FilesImage, ImageError> {
     read_versioned(Kind::Files, path, |version, bytes| match version {
         ..7 => decode::<FilesImageV6>(Kind::Files, bytes, path).map(Into::into),
         7 | 8 => decode::<FilesImageV8>(Kind::Files, bytes, path).map(Into::into),
+        9..=16 => decode::<FilesImageV16>(Kind::Files, bytes, path).map(Into::into),
         _ => decode(Kind::Files, bytes, path),
     })
 }

@@ -466,3 +466,23 @@ fn version_6_records_are_converted() {
         "no thread with credentials of its own"
     );
 }
+
+/// A files record of version 16 (no `dgram_senders`) loads with no senders: its queues
+/// are sent again as before.
+#[test]
+fn version_16_files_load_without_senders() {
+    let (_parent, dir) = fixture();
+    let path = dir.join("files-42.img");
+    let files: FilesImage = crate::image::file::read(Kind::Files, &path).unwrap();
+    assert!(!files.dgram_senders.is_empty(), "the sample has senders");
+    let old = crate::image::files_v16::FilesImageV16::from(&files);
+    let mut bytes = encode(Kind::Files, &old).unwrap();
+    crate::image::file::set_version(&mut bytes, 16);
+    fs::write(&path, bytes).unwrap();
+    let loaded = Image::load(&dir).unwrap();
+    let want = FilesImage {
+        dgram_senders: Vec::new(),
+        ..files
+    };
+    assert_eq!(loaded.processes[0].files, want);
+}

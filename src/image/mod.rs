@@ -20,6 +20,7 @@ pub mod dir;
 pub mod error;
 pub mod file;
 pub mod files;
+pub mod files_v16;
 pub mod files_v8;
 pub mod forks;
 pub mod ghost;

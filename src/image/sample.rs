@@ -4,9 +4,9 @@
 use crate::abi::{AltStack, GpRegs, KernelSigaction, RseqConfig, SigInfo};
 
 use super::files::{
-    CharDevFd, ContentHash, DeletedFd, EpollFd, EpollMoved, EpollTarget, EventFd, FdEntry, FdKind,
-    FdOwner, FifoBytes, FileLock, FilesImage, InFlight, LockKind, MappedFd, MemfdFd, PathFd,
-    PipeEnd, PipeFd, RemapFd, SocketFile, TtyFd, TunFd,
+    CharDevFd, ContentHash, DeletedFd, DgramSenders, EpollFd, EpollMoved, EpollTarget, EventFd,
+    FdEntry, FdKind, FdOwner, FifoBytes, FileLock, FilesImage, InFlight, LockKind, MappedFd,
+    MemfdFd, PathFd, PipeEnd, PipeFd, RemapFd, SocketFile, TtyFd, TunFd,
 };
 use super::inventory::{CpuInfo, Inventory};
 use super::mm::{
@@ -321,6 +321,10 @@ pub fn files() -> FilesImage {
         unlinked_sockets: Vec::new(),
         socket_files: Vec::new(),
         modes: Vec::new(),
+        dgram_senders: vec![DgramSenders {
+            socket: 846_402,
+            names: vec![b"\0snd-A".to_vec(), Vec::new(), b"/tmp/p.sock".to_vec()],
+        }],
     }
 }
 
@@ -371,6 +375,7 @@ pub fn split_files(a: i32) -> (FilesImage, FilesImage) {
         unlinked_sockets: Vec::new(),
         socket_files: Vec::new(),
         modes: Vec::new(),
+        dgram_senders: Vec::new(),
     };
     let second = FilesImage {
         fds: vec![
@@ -395,6 +400,7 @@ pub fn split_files(a: i32) -> (FilesImage, FilesImage) {
         unlinked_sockets: Vec::new(),
         socket_files: Vec::new(),
         modes: Vec::new(),
+        dgram_senders: Vec::new(),
     };
     (first, second)
 }
@@ -457,6 +463,7 @@ pub fn in_flight_files() -> FilesImage {
         unlinked_sockets: Vec::new(),
         socket_files: Vec::new(),
         modes: Vec::new(),
+        dgram_senders: Vec::new(),
     }
 }
 
@@ -831,5 +838,9 @@ pub fn random_files(r: &mut XorShift) -> FilesImage {
             gid: r.next() as u32,
         }),
         modes: r.vec(2, |r| (r.i32(), r.next() as u32)),
+        dgram_senders: r.vec(2, |r| DgramSenders {
+            socket: r.next(),
+            names: r.vec(3, |r| r.vec(4, |r| r.next() as u8)),
+        }),
     }
 }

@@ -1098,7 +1098,7 @@ fn finish(
     if !entry.shares_files {
         ghosts.restoring(task.pid);
         s.stage(S::Files, |s| {
-            files::restore_fds(s, &p.files, tcp_close, ghosts, ptys)?;
+            files::restore_fds(s, task, &p.files, tcp_close, ghosts, ptys)?;
             files::map_packet_rings(s.child(), &p.mm, &p.files)
         })?;
     }

@@ -69,6 +69,19 @@ pub fn getsockopt_bytes(
     Errno::result(r).map(|_| len as usize)
 }
 
+/// `SO_PEERCRED`: the peer credentials of a socket (pid, uid, gid; pid 0 and ids -1 when
+/// none were set). See [unix(7)](https://man7.org/linux/man-pages/man7/unix.7.html).
+pub fn peer_cred(fd: BorrowedFd<'_>) -> nix::Result<(i32, u32, u32)> {
+    let mut buf = [0u8; 12];
+    getsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, &mut buf)?;
+    let word = |i: usize| [buf[i], buf[i + 1], buf[i + 2], buf[i + 3]];
+    Ok((
+        i32::from_ne_bytes(word(0)),
+        u32::from_ne_bytes(word(4)),
+        u32::from_ne_bytes(word(8)),
+    ))
+}
+
 /// An `int` socket option.
 pub fn getsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32) -> nix::Result<i32> {
     let mut buf = [0u8; 4];
@@ -231,6 +244,10 @@ pub struct Peeked {
     pub fds: Vec<OwnedFd>,
     /// `MSG_CTRUNC`: control data (fds) did not fit.
     pub ctrunc: bool,
+    /// The sender's address (`msg_name`, `sun_path` bytes; an abstract or autobound name
+    /// starts with a 0 byte): empty when the sender is unnamed (the kernel then reports a
+    /// length of 0) and for stream sockets, which report none.
+    pub sender: Vec<u8>,
 }
 
 /// `recvmsg(fd, MSG_PEEK | MSG_DONTWAIT)` with room for credentials and fds: reads the
@@ -238,15 +255,16 @@ pub struct Peeked {
 /// See [recvmsg(2)](https://man7.org/linux/man-pages/man2/recvmsg.2.html), `SO_PEEK_OFF`
 /// in [socket(7)](https://man7.org/linux/man-pages/man7/socket.7.html).
 pub fn recv_peek(fd: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<Peeked> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
     let mut cmsg = nix::cmsg_space!(libc::ucred, [RawFd; 253]);
     let mut iov = [std::io::IoSliceMut::new(buf)];
     let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
-    let msg = recvmsg::<()>(fd.as_raw_fd(), &mut iov, Some(&mut cmsg), flags)?;
+    let msg = recvmsg::<UnixAddr>(fd.as_raw_fd(), &mut iov, Some(&mut cmsg), flags)?;
     let mut out = Peeked {
         len: msg.bytes,
         truncated: msg.flags.contains(MsgFlags::MSG_TRUNC),
         ctrunc: msg.flags.contains(MsgFlags::MSG_CTRUNC),
+        sender: msg.address.as_ref().map(unix_name).unwrap_or_default(),
         ..Peeked::default()
     };
     for c in msg.cmsgs()? {
@@ -264,6 +282,25 @@ pub fn recv_peek(fd: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<Peeked> {
         }
     }
     Ok(out)
+}
+
+/// The `sun_path` bytes of a unix address as bound (a 0 byte before an abstract name;
+/// empty for an unnamed one), from the length the kernel reported (0 for an unnamed
+/// sender, which nix's `UnixAddr::path` would assert on: the bytes are read directly).
+fn unix_name(a: &nix::sys::socket::UnixAddr) -> Vec<u8> {
+    use nix::sys::socket::SockaddrLike;
+    let len = (a.len() as usize).saturating_sub(std::mem::size_of::<libc::sa_family_t>());
+    let path = &a.as_ref().sun_path;
+    let mut name: Vec<u8> = path[..len.min(path.len())]
+        .iter()
+        .map(|&c| c as u8)
+        .collect();
+    // A path name's length counts its NUL (and whatever the binder passed after it).
+    if name.first().is_some_and(|&c| c != 0) {
+        let end = name.iter().position(|&c| c == 0).unwrap_or(name.len());
+        name.truncate(end);
+    }
+    name
 }
 
 /// A copy of the first `len` bytes a packet socket's rings map (`mmap` of the socket,
@@ -350,3 +387,37 @@ pub mod netlink {
 /// `SOCK_PACKET` (linux/net.h): the obsolete packet socket type, which libc marks
 /// deprecated but packet sockets of that type still exist.
 pub const SOCK_PACKET: i32 = 10;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
+mod sender_tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixDatagram;
+
+    #[test]
+    fn a_peek_reports_the_sender_address_abstract_path_or_none() {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("stasis-peek-{}", std::process::id());
+        let srv = UnixDatagram::bind_addr(
+            &std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap(),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sock");
+        let named = UnixDatagram::bind(&path).unwrap();
+        named
+            .send_to_addr(b"x", &srv.local_addr().unwrap())
+            .unwrap();
+        let unnamed = UnixDatagram::unbound().unwrap();
+        unnamed
+            .send_to_addr(b"y", &srv.local_addr().unwrap())
+            .unwrap();
+        let mut buf = [0u8; 16];
+        let p = recv_peek(srv.as_fd(), &mut buf).unwrap();
+        assert_eq!(p.sender, path.as_os_str().as_encoded_bytes());
+        srv.recv(&mut buf).unwrap();
+        let p = recv_peek(srv.as_fd(), &mut buf).unwrap();
+        assert_eq!(p.sender, b"");
+    }
+}

@@ -81,6 +81,8 @@ const VICTIMS: &[(&str, &[&str])] = &[
     ("inflight_epoll", &[]),
     ("unix_layouts", &[]),
     ("unix_many", &[]),
+    ("unix_senders", &[]),
+    ("unix_peercred", &[]),
     ("packet_sockets", &[]),
     ("netlink_sockets", &[]),
     ("fanotify", &[]),

@@ -72,7 +72,8 @@ pub fn collect(ctx: &mut SockCtx<'_>, held: &[OpenFd]) -> Result<Collected, Dump
             continue;
         };
         let mut messages = Vec::new();
-        for (index, (msg, fds)) in queue.into_iter().enumerate() {
+        let mut senders = Vec::new();
+        for (index, (msg, fds, sender)) in queue.into_iter().enumerate() {
             let mut numbers = Vec::new();
             for copy in fds {
                 let open = OpenFd::in_flight(ctx.pid, next, &copy, fd)?;
@@ -95,8 +96,10 @@ pub fn collect(ctx: &mut SockCtx<'_>, held: &[OpenFd]) -> Result<Collected, Dump
                 });
             }
             messages.push(msg);
+            senders.push(sender);
         }
         ctx.queues.insert(ino, messages);
+        ctx.senders.insert(ino, senders);
     }
     out.opened.sort_by_key(|o| o.fd);
     Ok(out)

@@ -51,6 +51,8 @@ pub mod split;
 pub mod timerfd;
 pub mod tun;
 mod unix;
+mod unix_peercred;
+mod unix_senders;
 
 use std::cell::OnceCell;
 use std::cmp::Ordering;
@@ -426,6 +428,7 @@ pub fn fd_table(pid: i32, opts: &FdOptions) -> Result<(FilesImage, Held, Vec<i32
         unlinked_sockets: std::mem::take(&mut ctx.unlinked_sockets),
         socket_files: std::mem::take(&mut ctx.socket_files),
         modes,
+        dgram_senders: std::mem::take(&mut ctx.dgram_senders),
     };
     Ok((image, ctx.held, ask_owners))
 }

@@ -59,6 +59,10 @@ pub struct SockCtx<'a> {
     pub slaves: HashMap<u32, i32>,
     /// Unix receive queues peeked ahead (`inflight.rs`), by socket inode.
     pub queues: HashMap<u64, Vec<UnixMessage>>,
+    /// The sender address of each message of those queues, by socket inode.
+    pub senders: HashMap<u64, Vec<Vec<u8>>>,
+    /// The senders of the datagram sockets described (`FilesImage::dgram_senders`).
+    pub dgram_senders: Vec<crate::image::files::DgramSenders>,
     /// Files in flight: their number in the table → stasis's copy.
     pub copies: HashMap<i32, OwnedFd>,
     /// Unix sockets bound to a path that no longer leads to them (`FilesImage::unlinked_sockets`).
@@ -95,6 +99,8 @@ impl<'a> SockCtx<'a> {
             masters: HashMap::new(),
             slaves: HashMap::new(),
             queues: HashMap::new(),
+            senders: HashMap::new(),
+            dgram_senders: Vec::new(),
             copies: HashMap::new(),
             unlinked_sockets: Vec::new(),
             socket_files: Vec::new(),

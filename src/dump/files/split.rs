@@ -153,9 +153,24 @@ fn sockets(tables: &mut Tables) -> Result<(), DumpError> {
     moves.sort_unstable();
     for (from, to) in moves {
         let kind = entry(&tables[from.0].1, from.1).kind.clone();
+        if let FdKind::Unix(u) = &kind {
+            move_senders(tables, from.0, to, u.ino);
+        }
         move_to_spare(tables, from, to, kind);
     }
     Ok(())
+}
+
+/// The senders of the queue of socket `ino` go with it to the table that builds it.
+fn move_senders(tables: &mut Tables, from: usize, to: usize, ino: u64) {
+    let senders = &mut tables[from].1.dgram_senders;
+    let moved: Vec<_> = senders
+        .iter()
+        .filter(|s| s.socket == ino)
+        .cloned()
+        .collect();
+    senders.retain(|s| s.socket != ino);
+    tables[to].1.dgram_senders.extend(moved);
 }
 
 /// Gives every socket of a group (sockets joined by `links`) the smallest table index of

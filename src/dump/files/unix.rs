@@ -46,6 +46,8 @@ pub fn unix_kind(ctx: &mut SockCtx<'_>, fd: i32, ino: u64) -> Result<FdKind, Dum
     let queue = ctx.queues.remove(&ino).unwrap_or_default();
     let peer = orphan_datagram_peer(&d, peer, &queue);
     check_queue(ctx, fd, &d, &peer, &queue)?;
+    super::unix_senders::keep(ctx, fd, &d, &peer)?;
+    super::unix_peercred::check(ctx, fd, &d, &peer)?;
     Ok(FdKind::Unix(Box::new(UnixSocket {
         ino,
         sock_type: i32::from(d.sock_type),
@@ -250,8 +252,8 @@ fn check_queue(
 }
 
 /// A receive queue, oldest first: each message with stasis's copies of the files riding
-/// on it.
-pub type Queued = Vec<(UnixMessage, Vec<OwnedFd>)>;
+/// on it and its sender's address (datagram sockets; empty otherwise).
+pub type Queued = Vec<(UnixMessage, Vec<OwnedFd>, Vec<u8>)>;
 
 /// Every queued message, oldest first, with the files riding on it. The peek offset is
 /// set to 0 and advanced by each peek; the owner's offset is put back after. The peeks
@@ -288,7 +290,7 @@ fn peek_whole(sock: BorrowedFd<'_>, d: &UnixDiag) -> nix::Result<Option<Queued>>
         data: buf,
         creds: p.creds,
     };
-    Ok(Some(vec![(msg, p.fds)]))
+    Ok(Some(vec![(msg, p.fds, Vec::new())]))
 }
 
 /// Stream and seqpacket sockets: the diag byte count is their whole queue's.
@@ -334,7 +336,8 @@ fn peek_all(sock: BorrowedFd<'_>, d: &UnixDiag) -> nix::Result<Queued> {
             data: buf[..p.len].to_vec(),
             creds: p.creds,
         };
-        out.push((msg, p.fds));
+        let sender = if stream_like { Vec::new() } else { p.sender };
+        out.push((msg, p.fds, sender));
     }
 }
 
@@ -356,7 +359,7 @@ mod tests {
     }
 
     fn data(q: &Queued) -> Vec<u8> {
-        q.iter().flat_map(|(m, _)| m.data.clone()).collect()
+        q.iter().flat_map(|(m, _, _)| m.data.clone()).collect()
     }
 
     #[test]
@@ -393,7 +396,7 @@ mod tests {
         let q = peek_queue(rx.as_fd(), &stream_diag(2)).unwrap();
         assert_eq!(q.len(), 2);
         assert_eq!(data(&q), b"ab");
-        assert!(q.iter().all(|(_, fds)| fds.len() == 1));
+        assert!(q.iter().all(|(_, fds, _)| fds.len() == 1));
         let off = getsockopt_int(rx.as_fd(), libc::SOL_SOCKET, SO_PEEK_OFF).unwrap();
         assert_eq!(off, -1);
     }

@@ -60,7 +60,9 @@ mod tcp_replay;
 mod timerfd;
 mod tun;
 mod unix;
+mod unix_ids;
 mod unix_pair;
+mod unix_senders;
 mod unix_unlinked;
 
 use super::child::Child;
@@ -194,12 +196,18 @@ impl Install<'_> {
 /// batch first and last, and between the single calls of the other kinds.
 pub fn restore_fds(
     s: &mut Staged,
+    task: &crate::image::task::TaskImage,
     files: &FilesImage,
     tcp_close: bool,
     ghosts: &Ghosts,
     ptys: &pty::PtyFds,
 ) -> Result<(), RestoreError> {
-    let pairs = unix_pair::Pairs::of(files);
+    // Sockets connected with other ids than the restorer's are made one call at a time.
+    let ids = unix_ids::of(task);
+    let pairs = match ids {
+        None => unix_pair::Pairs::of(files),
+        Some(_) => unix_pair::Pairs::default(),
+    };
     let plain = batched_only(files, &pairs, s.child().pid());
     if !plain {
         s.flush()?;
@@ -225,7 +233,7 @@ pub fn restore_fds(
         s.flush()?;
     }
     let mut prepared = prep::Prepared::new(tty.map_or(top, |t| t + 1));
-    let sockets = unix::prepare(child, files, &pairs, &mut prepared)?;
+    let sockets = unix::prepare(child, files, &pairs, ids, &mut prepared)?;
     inet::prepare(child, files, &mut prepared, tcp_close)?;
     let known = plain.then(std::collections::BTreeSet::new);
     let mut batcher = batched::Batcher::new(s, known);

@@ -14,9 +14,10 @@
 //! 3. `listen`;
 //! 4. `connect`: one-way datagram connections, connections still pending in a listener
 //!    (in its queue order, before anything could accept them), external peers;
-//! 5. fill receive queues, each message sent by the peer (or, for a named unconnected
-//!    receiver, by a temporary socket), with its credentials and the files in flight on
-//!    it (`SCM_RIGHTS`, naming their entries), the sender's buffer raised meanwhile;
+//! 5. fill receive queues, each message sent by the peer or (datagrams) from a socket
+//!    bound to the address it came from (`unix_senders.rs`), with its credentials and
+//!    the files in flight on it (`SCM_RIGHTS`, naming their entries), the senders'
+//!    buffers raised meanwhile;
 //! 6. shutdown states, spare ends closed;
 //! 7. options (`sockopts.rs`, every stage: a filter would filter the refilled queue),
 //!    file status flags;
@@ -33,23 +34,26 @@ use std::collections::HashMap;
 
 use super::prep::{self, Prepared};
 use super::sockopts;
+use super::unix_senders;
 use super::unix_unlinked;
-use crate::image::files::{FdEntry, FdKind, FilesImage, InFlight};
+use crate::image::files::{FdEntry, FdKind, FilesImage};
 use crate::image::sock::{UnixPeer, UnixSocket};
 use crate::restore::child::Child;
 use crate::restore::RestoreError;
 
 /// The unix sockets of a table: entry and socket, by inode.
 pub struct Sockets<'a> {
-    list: Vec<(&'a FdEntry, &'a UnixSocket)>,
+    pub(super) list: Vec<(&'a FdEntry, &'a UnixSocket)>,
     by_ino: HashMap<u64, usize>,
-    temp: HashMap<u64, u64>,
+    pub(super) temp: HashMap<u64, u64>,
     /// Spare ends: the other end of a pair whose peer closed, by the socket's inode.
-    spare: HashMap<u64, u64>,
+    pub(super) spare: HashMap<u64, u64>,
     /// Sockets whose name has no file (`FilesImage::unlinked_sockets`).
     unlinked: &'a [u64],
     /// Mode and owner of the files of the others.
     files: &'a [crate::image::files::SocketFile],
+    /// The effective ids `socketpair`, `listen` and `connect` run with (`unix_ids.rs`).
+    ids: Option<(u32, u32)>,
 }
 
 /// Steps 1-4, and the temporary fd of every socket for the table loop.
@@ -57,6 +61,7 @@ pub fn prepare<'a>(
     child: &Child,
     files: &'a FilesImage,
     pairs: &super::unix_pair::Pairs,
+    ids: Option<(u32, u32)>,
     prepared: &mut Prepared,
 ) -> Result<Option<Sockets<'a>>, RestoreError> {
     let list: Vec<_> = files
@@ -83,6 +88,7 @@ pub fn prepare<'a>(
         spare: HashMap::new(),
         unlinked: &files.unlinked_sockets,
         files: &files.socket_files,
+        ids,
     };
     let pid = child.pid();
     let at = |fd: i32| RestoreError::at_fd(pid, fd);
@@ -114,7 +120,7 @@ pub fn finish(
     let pid = child.pid();
     let at = |fd: i32| RestoreError::at_fd(pid, fd);
     for (e, u) in &s.list {
-        fill(child, &s, u, &files.in_flight).map_err(at(e.fd))?;
+        fill(child, &s, u, files).map_err(at(e.fd))?;
     }
     for (e, u) in &s.list {
         shut(child, &s, u, prepared).map_err(at(e.fd))?;
@@ -129,7 +135,7 @@ pub fn finish(
 
 /// The peer of `u` when the two are connected to each other (a datagram socket
 /// connected to itself is not a pair: it is bound, then connected to its own name).
-fn mutual<'a>(s: &Sockets<'a>, u: &UnixSocket) -> Option<&'a UnixSocket> {
+pub(super) fn mutual<'a>(s: &Sockets<'a>, u: &UnixSocket) -> Option<&'a UnixSocket> {
     let UnixPeer::Socket { ino } = u.peer else {
         return None;
     };
@@ -162,6 +168,10 @@ fn made(
     prepared: &mut Prepared,
 ) -> Result<(), RestoreError> {
     let ty = u.sock_type as u64;
+    let ids = s.ids;
+    let socketpair = |child, ty, prepared: &mut Prepared| {
+        super::unix_ids::around(child, ids, || socketpair(child, ty, prepared))
+    };
     if let Some(p) = mutual(s, u) {
         let (a, b) = socketpair(child, ty, prepared)?;
         s.temp.insert(u.ino, a);
@@ -254,9 +264,10 @@ fn bind_and_listen(child: &Child, s: &Sockets<'_>, u: &UnixSocket) -> Result<(),
         }
     }
     if let Some(backlog) = u.listen_backlog {
-        child
-            .remote()
-            .call("listen", libc::SYS_listen, &[fd, u64::from(backlog)])?;
+        super::unix_ids::around(child, s.ids, || {
+            let args = [fd, u64::from(backlog)];
+            Ok(child.remote().call("listen", libc::SYS_listen, &args)?)
+        })?;
     }
     Ok(())
 }
@@ -329,11 +340,11 @@ fn connect_all(
             }
             _ => continue,
         };
-        connect(child, s.temp[&u.ino], to)?;
+        connect(child, s, s.temp[&u.ino], to)?;
     }
     pending.sort_by_key(|p| p.0);
     for (_, u, to) in pending {
-        connect(child, s.temp[&u.ino], to)?;
+        connect(child, s, s.temp[&u.ino], to)?;
     }
     Ok(())
 }
@@ -348,56 +359,55 @@ fn peer_of<'a>(s: &Sockets<'a>, ino: u64) -> Result<&'a UnixSocket, RestoreError
     }
 }
 
-fn connect(child: &Child, fd: u64, name: &[u8]) -> Result<(), RestoreError> {
+fn connect(child: &Child, s: &Sockets<'_>, fd: u64, name: &[u8]) -> Result<(), RestoreError> {
     let (sa, len) = prep::sockaddr_un(name);
-    prep::address_call(child, "connect", libc::SYS_connect, fd, &sa, len)
+    super::unix_ids::around(child, s.ids, || {
+        prep::address_call(child, "connect", libc::SYS_connect, fd, &sa, len)
+    })
 }
 
-/// Refills the receive queue of `u` through whoever can send to it, with the files in
-/// flight on its messages.
+/// Refills the receive queue of `u`, each message from a socket bound to the address
+/// it came from (`unix_senders.rs`), with the files in flight on it.
 fn fill(
     child: &Child,
     s: &Sockets<'_>,
     u: &UnixSocket,
-    in_flight: &[InFlight],
+    files: &FilesImage,
 ) -> Result<(), RestoreError> {
     if u.queue.is_empty() {
         return Ok(());
     }
-    let peer = mutual(s, u)
-        .map(|p| s.temp[&p.ino])
-        .or_else(|| s.spare.get(&u.ino).copied());
-    let (sender, to, temporary) = match peer {
-        Some(fd) => (fd, None, false),
-        None => {
-            // A name is looked up in the sender's namespace: the receiver's.
-            let fd = crate::restore::ns::net_sockets::around(child, u.ino, || {
-                Ok(child.remote().call(
-                    "socket(AF_UNIX)",
-                    libc::SYS_socket,
-                    &[libc::AF_UNIX as u64, u.sock_type as u64, 0],
-                )?)
-            })?;
-            (fd, Some(prep::sockaddr_un(&u.name)), true)
-        }
-    };
-    // Room for the whole queue on the sending side; the final sizes are set later.
-    let raise = sockopts::raise_name();
-    prep::set_int(child, sender, libc::SOL_SOCKET, raise, 64 << 20)?;
+    let senders = files.dgram_senders.iter().find(|d| d.socket == u.ino);
+    let senders = senders.map(|d| &d.names[..]);
+    if senders.is_some_and(|n| n.len() != u.queue.len()) {
+        return Err(RestoreError::Unsupported {
+            what: format!(
+                "the image lists senders for socket:[{}] that do not match its queue",
+                u.ino
+            ),
+        });
+    }
+    let mut temps = unix_senders::Temps::default();
+    let mut raised = Vec::new();
+    let (to, len) = prep::sockaddr_un(&u.name);
     for (i, m) in u.queue.iter().enumerate() {
+        let name = senders.map(|n| &n[i][..]);
+        let (sender, addressed) = unix_senders::choose(child, s, u, name, &mut temps)?;
+        if !raised.contains(&sender) {
+            // Room for the whole queue on the sending side; the final sizes are set later.
+            let raise = sockopts::raise_name();
+            prep::set_int(child, sender, libc::SOL_SOCKET, raise, 64 << 20)?;
+            raised.push(sender);
+        }
         let passcred = u.opts.flag(libc::SOL_SOCKET, libc::SO_PASSCRED);
         let creds = if passcred { m.creds } else { None };
-        let dest = to.as_ref().map(|(sa, len)| &sa[..*len as usize]);
-        let fds = in_flight
-            .iter()
+        let dest = addressed.then_some(&to[..len as usize]);
+        let fds = (files.in_flight.iter())
             .find(|f| f.socket == u.ino && f.message as usize == i)
             .map_or(&[][..], |f| &f.fds[..]);
         prep::send_msg(child, sender, &m.data, dest, creds, fds)?;
     }
-    if temporary {
-        child.remote().call("close", libc::SYS_close, &[sender])?;
-    }
-    Ok(())
+    temps.close(child)
 }
 
 /// `shutdown` as saved: this side's send direction, and its receive direction when the
