@@ -6,7 +6,7 @@
  * stun0 (IFF_NO_PI, index 30, 10.69.0.1 peer 10.69.0.2, MTU 1400, up); fds 12 and 13
  * attached to the multi-queue tun smq0 (IFF_VNET_HDR, vnet header size 12, owner 4242),
  * fd 13's queue detached before smq0's send buffer was set to 65536 (so it kept its own); the persistent tap stap0 (owner 4242,
- * group 4343, address 02:11:22:33:44:56, 10.70.0.1/24, up) that no file holds; fd 14
+ * group 4343, address 02:11:22:33:44:56, 10.70.0.1/24, down) that no file holds; fd 14
  * attached to tap stap1 (with packet information). A datagram socket bound to
  * 10.69.0.1:7799 (fd 15).
  * After go: `ip -d -o link` (see LINKS) and `ip -o addr` print the same as before; TUNGETIFF on each
@@ -16,6 +16,9 @@
  * has its address; a packet written to fd 11 reaches the socket, a datagram sent to
  * 10.69.0.2 is read from fd 11; fd 13 attaches its queue again.
  * With "host": only fd 11, attached to tun sthPID of the namespace the victim started in.
+ * With "up": a network namespace of its own whose persistent tap stapup no file holds is
+ * up; after go, a second later, its links and addresses are as before (no carrier, no
+ * IPv6 link-local address: nobody attached to it meanwhile).
  */
 #include "victim.h"
 
@@ -103,7 +106,7 @@ static void setup(void)
 	victim_sh("ip link set lo up && ip link set stun0 mtu 1400"
 	   " && ip addr add 10.69.0.1 peer 10.69.0.2 dev stun0 && ip link set stun0 up"
 	   " && ip link set stap0 address 02:11:22:33:44:56"
-	   " && ip addr add 10.70.0.1/24 dev stap0 && ip link set stap0 up");
+	   " && ip addr add 10.70.0.1/24 dev stap0");
 	inet_pton(AF_INET, "10.69.0.1", &a.sin_addr);
 	victim_place(socket(AF_INET, SOCK_DGRAM, 0), 15);
 	CHECK_SYS(bind(15, (struct sockaddr *)&a, sizeof(a)));
@@ -244,9 +247,41 @@ static void verify_host(void)
 	expect_iff(11, name, IFF_TUN, 0);
 }
 
+/* "up": the persistent tap stapup, up, no file attached (a dump refuses it). */
+static void setup_up(void)
+{
+	int fd;
+
+	if (unshare(CLONE_NEWNET))
+		victim_skip("unshare(CLONE_NEWNET) is not permitted here");
+	if (system("command -v ip >/dev/null"))
+		victim_skip("needs ip (iproute2)");
+	fd = open_tun();
+	attach(fd, "stapup", IFF_TAP | IFF_NO_PI);
+	CHECK_SYS(ioctl(fd, TUNSETPERSIST, 1));
+	close(fd);
+	victim_sh("ip link set stapup up");
+	usleep(1200 * 1000); /* the link watch's delay: the state is settled */
+	victim_capture(LINKS, links, sizeof(links));
+	victim_capture(ADDRS, addrs, sizeof(addrs));
+}
+
+static void verify_up(void)
+{
+	char links_now[sizeof(links)], addrs_now[sizeof(addrs)];
+
+	usleep(1200 * 1000);
+	victim_capture(LINKS, links_now, sizeof(links_now));
+	victim_capture(ADDRS, addrs_now, sizeof(addrs_now));
+	CHECK(!strcmp(links, links_now), "links now:\n%s\nwere:\n%s", links_now, links);
+	CHECK(!strcmp(addrs, addrs_now), "addresses now:\n%s\nwere:\n%s", addrs_now, addrs);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc > 1 && !strcmp(argv[1], "host"))
 		return victim_run(setup_host, verify_host);
+	if (argc > 1 && !strcmp(argv[1], "up"))
+		return victim_run(setup_up, verify_up);
 	return victim_run(setup, verify);
 }

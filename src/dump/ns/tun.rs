@@ -5,12 +5,14 @@
 //! holds attached (a persistent one, or one whose queues are all detached) is attached
 //! for a moment by stasis, inside the namespace, for what only an attached file reads
 //! (virtio-net header size and byte order, a tap's socket filter; a send buffer is each
-//! queue's own, `dump/files/tun.rs`); the files of the tree report those of the other
+//! queue's own, `dump/files/tun.rs`) — only while it is down: attaching turns the carrier
+//! on, which an up device shows the tree (its carrier counters alone change otherwise); the files of the tree report those of the other
 //! devices (`dump/files/tun.rs`, which also checks that every queue of every device is
 //! a file of the tree: [`Device::queues`]). The restore side is `restore/ns/tun.rs`.
 //!
 //! Refused, naming the link: a link type changed with `TUNSETLINK`, a tap's socket
-//! filter (`TUNATTACHFILTER`), an attribute `ip` reports that is none of the above.
+//! filter (`TUNATTACHFILTER`), a device up with no file attached, an attribute `ip`
+//! reports that is none of the above.
 //! Not seen by any kernel interface, so neither saved nor refused: a tap's MAC filter
 //! (`TUNSETTXFILTER`), eBPF steering and filter programs (`TUNSETSTEERINGEBPF`,
 //! `TUNSETFILTEREBPF`) and offloads (`TUNSETOFFLOAD`). `IFF_NAPI` is refused: read from
@@ -100,6 +102,9 @@ pub fn info(
     };
     // None attached now: stasis attaches to read the device's own settings (a
     // single-queue device busy is held elsewhere).
+    if attached == 0 && is_up(l) {
+        return Err(refuse(UP_WITHOUT_FILE.to_string()));
+    }
     let mut read = Vec::new();
     if attached == 0 && !settings(name, flags, &mut read, refuse)? {
         queues = 1;
@@ -107,6 +112,23 @@ pub fn info(
     out.extend(read);
     out.push(("queues".to_string(), queues.to_string()));
     Ok(out)
+}
+
+/// Why a device that is up with no file attached is refused: attaching turns its
+/// carrier on until the file is closed, and an up device's carrier is seen at once —
+/// the link watch reports it up (for up to a second after), IPv6 addrconf gives it a
+/// link-local address that stays — by a tree that runs on (`--leave-running`, or a dump
+/// that fails later).
+const UP_WITHOUT_FILE: &str = "(tun) is up with no file attached: reading its settings \
+    needs a file attached for a moment, which would turn its carrier on where the tree \
+    sees it (operstate, an IPv6 link-local address); set it down or keep a file of it \
+    in the tree";
+
+/// Whether link `l` (`ip -j link` JSON) is administratively up.
+fn is_up(l: &Value) -> bool {
+    l["flags"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|x| x == "UP"))
 }
 
 fn count(data: &serde_json::Map<String, Value>, key: &str) -> u32 {
@@ -275,6 +297,12 @@ mod tests {
         )
         .expect("json");
         assert!(info_err(&l).contains("TUNSETLINK"));
+        let l: Value = serde_json::from_str(
+            r#"{"ifname":"t","link_type":"ether","flags":["BROADCAST","UP"],"linkinfo":
+            {"info_kind":"tun","info_data":{"type":"tap","persist":true}}}"#,
+        )
+        .expect("json");
+        assert!(info_err(&l).contains("up with no file attached"));
     }
 
     fn info_err(l: &Value) -> String {
