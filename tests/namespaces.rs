@@ -416,9 +416,29 @@ fn ns_init_round_trip(test: &str, victim: &str) {
 /// its own (its loopback as it was), with its pids and hostname, and counts on from where
 /// it was.
 /// The count a [`start_counter`] counter last wrote to `file`.
+/// The count in `file`: read again while empty, as the shell's `>` truncates the file
+/// before it writes the number (0 if it stays empty).
 fn counted(file: &Path) -> u64 {
-    let text = std::fs::read_to_string(file).unwrap_or_default();
-    text.trim().parse().unwrap_or(0)
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if let Ok(n) = text.trim().parse() {
+            return n;
+        }
+        common::sleep_ms(5);
+    }
+    0
+}
+
+/// Whether the counter in `file` goes past `from` within a few seconds.
+fn counts_past(file: &Path, from: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if counted(file) > from {
+            return true;
+        }
+        common::sleep_ms(50);
+    }
+    false
 }
 
 /// A shell counting into `file` every 0.2 s as the init of its own pid, mount, network,
@@ -516,8 +536,10 @@ fn leave_running_dump_leaves_the_namespace_firewall_alone() {
     common::dump(init, &img, &["--leave-running"]).assert_ok("dump --leave-running");
     assert_eq!(rules(), before, "the namespace's rule sets after the dump");
     let dumped = counted(&file);
-    common::sleep_ms(700);
-    assert!(counted(&file) > dumped, "the counter runs on");
+    assert!(
+        counts_past(&file, dumped),
+        "the counter runs on past {dumped}"
+    );
     drop(unshare);
 }
 
