@@ -292,4 +292,24 @@ mod tests {
         assert!(read_inode("/proc/self/ns/nosuch").is_err());
         assert!(read_inode("/proc/self/exe").is_err());
     }
+
+    /// While frozen, one ask reads every kind of the process through its `ns` directory,
+    /// each the inode `stat` gives; an unknown kind is still an error.
+    #[test]
+    fn one_ask_remembers_every_kind_of_a_process() {
+        let pid = std::process::id().to_string();
+        let _frozen = Frozen::remember();
+        let stat = |kind: &str| {
+            let path = format!("/proc/{pid}/ns/{kind}");
+            std::fs::metadata(path).expect("stat own namespace").ino()
+        };
+        assert_eq!(inode_of(&pid, "mnt").expect("mnt"), stat("mnt"));
+        for kind in ["user", "pid", "net", "uts", "ipc", "cgroup"] {
+            let kept = lock_memo()
+                .as_ref()
+                .and_then(|m| m.get(&(pid.clone(), kind)).copied());
+            assert_eq!(kept, Some(stat(kind)), "{kind}");
+        }
+        assert!(inode_of(&pid, "nosuch").is_err());
+    }
 }
