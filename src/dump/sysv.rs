@@ -85,16 +85,17 @@ pub fn dump(
 
 /// The kind of the tree's namespace and whether the reader must enter it.
 fn namespace(pids: &[i32], ppid: i32) -> Result<(IpcNs, bool), DumpError> {
-    let tree = ns_inode(&format!("/proc/{}/ns/ipc", pids[0]))?;
+    let ipc = |pid: i32| super::ns::ns_inode(&pid.to_string(), "ipc");
+    let tree = ipc(pids[0])?;
     for &pid in &pids[1..] {
-        if ns_inode(&format!("/proc/{pid}/ns/ipc"))? != tree {
+        if ipc(pid)? != tree {
             return Err(DumpError::unsupported(format!(
                 "pid {pid} is in another IPC namespace than the tree's root {}; stasis restores one IPC namespace per tree",
                 pids[0]
             )));
         }
     }
-    if tree == ns_inode("/proc/thread-self/ns/ipc")? {
+    if tree == super::ns::ns_inode("thread-self", "ipc")? {
         let kind = if tree == INIT_IPC_NS {
             IpcNs::Host
         } else {
@@ -115,6 +116,7 @@ fn namespace(pids: &[i32], ppid: i32) -> Result<(IpcNs, bool), DumpError> {
     Ok((IpcNs::Own, true))
 }
 
+/// The inode of the namespace file at `path` (a process outside the tree: its parent).
 fn ns_inode(path: &str) -> Result<u64, DumpError> {
     std::fs::metadata(path)
         .map(|m| m.ino())

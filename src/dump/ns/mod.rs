@@ -42,6 +42,9 @@ pub(crate) fn inode_of(pid: &str, kind: &'static str) -> std::io::Result<u64> {
     if let Some(ino) = remembered(&lock_memo()) {
         return Ok(ino);
     }
+    if is_pid(pid) && lock_memo().is_some() {
+        return read_all(pid, kind);
+    }
     let ino = read_inode(&format!("/proc/{pid}/ns/{kind}"))?;
     if let Some(m) = lock_memo().as_mut().filter(|_| rememberable(pid, kind)) {
         m.insert(key, ino);
@@ -49,11 +52,60 @@ pub(crate) fn inode_of(pid: &str, kind: &'static str) -> std::io::Result<u64> {
     Ok(ino)
 }
 
+/// The kinds of `/proc/PID/ns/` (those of kernels without time namespaces are missing).
+const KINDS: [&str; 10] = [
+    "cgroup",
+    "ipc",
+    "mnt",
+    "net",
+    "pid",
+    "pid_for_children",
+    "time",
+    "time_for_children",
+    "user",
+    "uts",
+];
+
+fn is_pid(pid: &str) -> bool {
+    !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Every namespace inode of process `pid`, remembered, while the tree is frozen: the
+/// dump asks the nine a process has, one check after another. One `/proc/PID/ns`
+/// directory and a `readlinkat` in it per kind (1.6 µs each) instead of a `readlink` of
+/// the whole path (3.0 µs, the kernel walking `/proc/PID` again each time). Returns the
+/// inode of `kind`, or why it could not be read.
+fn read_all(pid: &str, kind: &'static str) -> std::io::Result<u64> {
+    let path = format!("/proc/{pid}/ns");
+    let dir = std::fs::File::open(&path)?;
+    let mut asked = None;
+    let mut found = Vec::with_capacity(KINDS.len());
+    for k in KINDS {
+        let got = nix::fcntl::readlinkat(&dir, k)
+            .map_err(std::io::Error::from)
+            .and_then(|text| parse_inode(&format!("{path}/{k}"), &text.to_string_lossy()));
+        if let Ok(ino) = got {
+            found.push(((pid.to_owned(), k), ino));
+        }
+        if k == kind {
+            asked = Some(got);
+        }
+    }
+    if let Some(m) = lock_memo().as_mut() {
+        m.extend(found);
+    }
+    asked.unwrap_or_else(|| read_inode(&format!("{path}/{kind}")))
+}
+
 /// The inode of a namespace file, from its link text `KIND:[INODE]` (the nsfs inode
 /// number, what `stat` gives; a `readlink` costs half a `stat`: 2.3 against 4.5 µs).
 fn read_inode(path: &str) -> std::io::Result<u64> {
     let text = std::fs::read_link(path)?;
-    let text = text.to_string_lossy();
+    parse_inode(path, &text.to_string_lossy())
+}
+
+/// The inode in the text `KIND:[INODE]` of the namespace link at `path`.
+fn parse_inode(path: &str, text: &str) -> std::io::Result<u64> {
     let number = (text.split_once(":[")).and_then(|(_, rest)| rest.strip_suffix(']'));
     number.and_then(|n| n.parse().ok()).ok_or_else(|| {
         let what = format!("{path} links to {text}, not KIND:[INODE]");
@@ -239,5 +291,25 @@ mod tests {
         }
         assert!(read_inode("/proc/self/ns/nosuch").is_err());
         assert!(read_inode("/proc/self/exe").is_err());
+    }
+
+    /// While frozen, one ask reads every kind of the process through its `ns` directory,
+    /// each the inode `stat` gives; an unknown kind is still an error.
+    #[test]
+    fn one_ask_remembers_every_kind_of_a_process() {
+        let pid = std::process::id().to_string();
+        let _frozen = Frozen::remember();
+        let stat = |kind: &str| {
+            let path = format!("/proc/{pid}/ns/{kind}");
+            std::fs::metadata(path).expect("stat own namespace").ino()
+        };
+        assert_eq!(inode_of(&pid, "mnt").expect("mnt"), stat("mnt"));
+        for kind in ["user", "pid", "net", "uts", "ipc", "cgroup"] {
+            let kept = lock_memo()
+                .as_ref()
+                .and_then(|m| m.get(&(pid.clone(), kind)).copied());
+            assert_eq!(kept, Some(stat(kind)), "{kind}");
+        }
+        assert!(inode_of(&pid, "nosuch").is_err());
     }
 }
