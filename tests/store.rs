@@ -530,3 +530,35 @@ fn no_sync_dump_skips_the_sync_and_round_trips() {
         Proc::adopt(pid, &v.log).go_and_expect_pass();
     }
 }
+
+/// `dump --direct-io` of a victim with 96 MiB of memory onto the disk the tests run on: the
+/// page data goes past the page cache (`direct write` spans in the `STASIS_PROFILE`
+/// figures; none on tmpfs, which has no writeback to skip), the image is still synced
+/// before success, and it restores with the victim's memory verified.
+#[test]
+fn direct_io_dump_round_trips() {
+    let _serial = common::serial();
+    require_privileged!("direct_io_dump_round_trips");
+    let tmp = TempDir::new("store-direct-io");
+    let work = tmp.join("work");
+    std::fs::create_dir_all(&work).expect("mkdir work");
+    let mut v = common::spawn_victim("memory", &["-s", "96"], &work);
+    assert_eq!(v.wait_ready(), Start::Ready);
+    let img = tmp.join("img");
+    let mut cmd = common::dump_cmd(v.pid, &img, &["--direct-io"]);
+    cmd.env("STASIS_PROFILE", "1");
+    let out = common::start(&mut cmd).finish(common::STASIS_TIMEOUT);
+    out.assert_ok("dump");
+    v.wait_exit(common::EXIT_TIMEOUT);
+    let fs = std::process::Command::new("stat")
+        .args(["-f", "-c", "%T", s(&img)])
+        .output()
+        .expect("stat -f");
+    let on_tmpfs = String::from_utf8_lossy(&fs.stdout).trim() == "tmpfs";
+    let direct = out.stderr.contains("profile: direct write");
+    assert_eq!(direct, !on_tmpfs, "{}", out.stderr);
+    assert!(out.stderr.contains("profile: syncfs"), "{}", out.stderr);
+    let pid = restore(&img, &[]).unwrap_or_else(|o| panic!("restore: {o:?}"));
+    assert_eq!(pid, v.pid);
+    Proc::adopt(pid, &v.log).go_and_expect_pass();
+}

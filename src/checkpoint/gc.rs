@@ -256,5 +256,6 @@ fn reseal_options(
         sign: keys.sign.clone().filter(|_| signed),
         recipients: Vec::new(),
         no_sync: false,
+        direct_io: false,
     }))
 }

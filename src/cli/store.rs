@@ -25,6 +25,12 @@ pub struct DumpStoreArgs {
     /// lose it along with the killed tree. By default the image is durable first.
     #[arg(long = "no-sync")]
     pub no_sync: bool,
+    /// Write the page data past the page cache (`O_DIRECT`) on filesystems that have one
+    /// (not tmpfs; ignored with --compress or encryption): a large dump copies no pages
+    /// into the page cache, but a restore on this machine then reads them from the disk.
+    /// For an image restored elsewhere or later.
+    #[arg(long = "direct-io")]
+    pub direct_io: bool,
 }
 
 /// How the image's files are kept at rest (`dump` and `checkpoint`).
@@ -90,6 +96,7 @@ impl DumpStoreArgs {
     pub fn options(&self) -> Result<store::StoreOptions, StoreError> {
         let mut opts = self.seal.options()?;
         opts.no_sync = self.no_sync;
+        opts.direct_io = self.direct_io;
         Ok(opts)
     }
 
@@ -119,6 +126,7 @@ impl SealArgs {
             sign: self.sign.as_deref().map(SecretKey::read).transpose()?,
             recipients,
             no_sync: false,
+            direct_io: false,
         })
     }
 

@@ -37,6 +37,9 @@ pub struct ImageWriter {
     ///
     /// [`commit`]: ImageWriter::commit
     sync: bool,
+    /// Plain pages files are written with `O_DIRECT` where the filesystem takes it
+    /// (`dump --direct-io`, `set_store`).
+    direct_io: bool,
 }
 
 impl ImageWriter {
@@ -63,6 +66,7 @@ impl ImageWriter {
             sealing: None,
             remote: None,
             sync: true,
+            direct_io: false,
         })
     }
 
@@ -91,7 +95,13 @@ impl ImageWriter {
         }
         match &self.sealing {
             Some(how) => PagesWriter::create_sealed(&path, name, how),
-            None => PagesWriter::create(&path),
+            None => {
+                let mut pages = PagesWriter::create(&path)?;
+                if self.direct_io {
+                    pages.use_direct();
+                }
+                Ok(pages)
+            }
         }
     }
 
@@ -102,6 +112,7 @@ impl ImageWriter {
     pub fn set_store(&mut self, opts: &super::store::StoreOptions) {
         self.sealing = opts.pages_sealing();
         self.sync = !opts.no_sync;
+        self.direct_io = opts.direct_io;
     }
 
     /// Compresses, encrypts and signs every file written so far as `opts` asks

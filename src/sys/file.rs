@@ -26,6 +26,46 @@ pub fn start_writeback(file: &File, offset: u64, len: u64) -> Result<(), Errno> 
     Errno::result(r).map(drop)
 }
 
+/// A second descriptor of the file at `path`, write-only with `O_DIRECT` (writes go from
+/// the caller's memory to the device, past the page cache); none where the filesystem has
+/// no writeback to skip (tmpfs) or refuses `O_DIRECT`.
+pub fn reopen_direct(path: &std::path::Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let fs = nix::sys::statfs::statfs(path).ok()?;
+    if fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC {
+        return None;
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path);
+    file.ok()
+}
+
+/// `pwritev` until every byte of `pieces` is written at `at` onwards.
+pub fn pwrite_all(file: &File, pieces: &[&[u8]], mut at: u64) -> std::io::Result<()> {
+    use std::io::IoSlice;
+    let (mut first, mut skip) = (0, 0);
+    while first < pieces.len() {
+        let mut iovs = Vec::with_capacity(pieces.len() - first);
+        iovs.push(IoSlice::new(&pieces[first][skip..]));
+        iovs.extend(pieces[first + 1..].iter().map(|p| IoSlice::new(p)));
+        let mut n = match nix::sys::uio::pwritev(file, &iovs, at as libc::off_t) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        at += n as u64;
+        while first < pieces.len() && n >= pieces[first].len() - skip {
+            n -= pieces[first].len() - skip;
+            (first, skip) = (first + 1, 0);
+        }
+        skip += n;
+    }
+    Ok(())
+}
+
 /// The CRC-32 of the first `len` bytes of the file at `path` (`u64::MAX`: all of it),
 /// read from its start (through a new open file description: no fd's offset moves).
 pub fn content_crc32(path: &std::path::Path, len: u64) -> std::io::Result<u32> {

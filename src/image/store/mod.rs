@@ -104,6 +104,9 @@ pub struct StoreOptions {
     /// `dump --no-sync`: the image is committed without being made durable first
     /// (`ImageWriter::set_sync`); `stasis checkpoint` never sets it.
     pub no_sync: bool,
+    /// `dump --direct-io`: plain pages files are written with `O_DIRECT`
+    /// (`PagesWriter::use_direct`).
+    pub direct_io: bool,
 }
 
 impl StoreOptions {

@@ -24,6 +24,7 @@ fn all_options() -> Vec<StoreOptions> {
                     sign,
                     recipients: Vec::new(),
                     no_sync: false,
+                    direct_io: false,
                 });
             }
         }
@@ -124,6 +125,7 @@ fn keys_and_signatures_are_required() {
         sign: Some(key.clone()),
         recipients: Vec::new(),
         no_sync: false,
+        direct_io: false,
     };
     let dir = image();
     seal_dir(dir.path(), &o, None).unwrap();
@@ -185,6 +187,7 @@ fn keys_never_reach_the_image() {
         sign: Some(key.clone()),
         recipients: Vec::new(),
         no_sync: false,
+        direct_io: false,
     };
     let dir = image();
     seal_dir(dir.path(), &o, None).unwrap();
