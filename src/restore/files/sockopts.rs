@@ -65,6 +65,7 @@ pub fn plain_calls(opts: &SockOpts, touched: bool) -> Option<Vec<(i32, i32, Vec<
                     (libc::SOL_SOCKET, name, v.to_ne_bytes().to_vec())
                 }
                 Special::Filter | Special::Membership => return None,
+                Special::PeerCred => continue,
                 _ => (o.level, o.name, o.value.clone()),
             });
         }
@@ -159,6 +160,8 @@ fn set_as(child: &Child, fd: u64, def: &OptDef, o: &SockOpt) -> Result<(), Resto
         }
         Special::Filter => attach_filter(child, fd, &o.value),
         Special::Membership => join(child, fd, o),
+        // Read-only: made by the connection calls, compared by `unix_peercred.rs`.
+        Special::PeerCred => Ok(()),
         _ => prep::set_bytes(child, fd, o.level, o.name, &o.value),
     }
 }

@@ -28,7 +28,12 @@
 //! first byte.
 //!
 //! A pair connected by `connect` + `accept` comes back as a `socketpair`: same type, peer
-//! and data; the accepted end gets the listener's name bound without a file.
+//! and data; the accepted end gets the listener's name bound without a file. Its
+//! credentials (`SO_PEERCRED`) come back only when both ends had the same (the dump
+//! refuses otherwise, `dump/files/unix_peercred.rs`). Two datagram sockets connected to
+//! each other by `connect` (saved credentials unset) are not a `socketpair`: each is
+//! connected to the other's name ([`paired`]). `socketpair` and `listen` run with the
+//! socket's saved ids (`unix_ids.rs`); `unix_peercred.rs` compares what came back.
 
 use std::collections::HashMap;
 
@@ -146,6 +151,14 @@ pub(super) fn mutual<'a>(s: &Sockets<'a>, u: &UnixSocket) -> Option<&'a UnixSock
     (p.peer == UnixPeer::Socket { ino: u.ino } && p.sock_type == u.sock_type).then_some(p)
 }
 
+/// The peer of `u` when the two are made by one `socketpair`: connected to each other,
+/// but for two datagram sockets that `connect`ed to each other (their saved credentials
+/// unset, pid 0: `socketpair` would set them), each connected to the other's name.
+fn paired<'a>(s: &Sockets<'a>, u: &UnixSocket) -> Option<&'a UnixSocket> {
+    let unset = |u: &UnixSocket| u.opts.peer_cred().is_some_and(|c| c.0 == 0);
+    mutual(s, u).filter(|p| !unset(u) && !unset(p))
+}
+
 fn create(
     child: &Child,
     s: &mut Sockets<'_>,
@@ -168,11 +181,11 @@ fn made(
     prepared: &mut Prepared,
 ) -> Result<(), RestoreError> {
     let ty = u.sock_type as u64;
-    let ids = s.ids;
+    let ids = super::unix_ids::of_socket(s.ids, u);
     let socketpair = |child, ty, prepared: &mut Prepared| {
         super::unix_ids::around(child, ids, || socketpair(child, ty, prepared))
     };
-    if let Some(p) = mutual(s, u) {
+    if let Some(p) = paired(s, u) {
         let (a, b) = socketpair(child, ty, prepared)?;
         s.temp.insert(u.ino, a);
         s.temp.insert(p.ino, b);
@@ -264,7 +277,7 @@ fn bind_and_listen(child: &Child, s: &Sockets<'_>, u: &UnixSocket) -> Result<(),
         }
     }
     if let Some(backlog) = u.listen_backlog {
-        super::unix_ids::around(child, s.ids, || {
+        super::unix_ids::around(child, super::unix_ids::of_socket(s.ids, u), || {
             let args = [fd, u64::from(backlog)];
             Ok(child.remote().call("listen", libc::SYS_listen, &args)?)
         })?;
@@ -330,7 +343,7 @@ fn connect_all(
     };
     for (_, u) in &s.list {
         let to: &[u8] = match &u.peer {
-            UnixPeer::Socket { ino } if mutual(s, u).is_none() && here(ino) => {
+            UnixPeer::Socket { ino } if paired(s, u).is_none() && here(ino) => {
                 &peer_of(s, *ino)?.name
             }
             UnixPeer::External { name } if unlinked.is_none() => name,
