@@ -3,8 +3,8 @@
 //! entries of the table, sent with their messages). The dump side is
 //! `dump/files/unix.rs` and `dump/files/inflight.rs`.
 //!
-//! Ordering requirements, for the sockets of one process (1-4 in `prepare`, 5-7 and
-//! closing the files in flight in `finish`, after the table loop):
+//! Ordering requirements, for the sockets of one process (1-4 in `prepare`, 5-9 in
+//! `finish`, after the table loop):
 //! 1. create: a `socketpair` for every two sockets connected to each other (and for a
 //!    socket whose peer closed: the spare end is closed at step 6), `socket` for the rest;
 //! 2. bind names (a stale socket file left by the dumped process is removed first; a
@@ -21,7 +21,8 @@
 //! 6. shutdown states, spare ends closed;
 //! 7. options (`sockopts.rs`, every stage: a filter would filter the refilled queue),
 //!    file status flags;
-//! 8. the entries of files in flight closed (their messages hold them now).
+//! 8. every socket's credentials compared with the saved ones (`unix_peercred.rs`);
+//! 9. the entries of files in flight closed (their messages hold them now).
 //!
 //! A stream message with files is sent as one `sendmsg`: a peek glues the bytes queued
 //! before the files (same credentials) to them, so the files now ride from the run's
@@ -131,6 +132,7 @@ pub fn finish(
         shut(child, &s, u, prepared).map_err(at(e.fd))?;
         options(child, s.temp[&u.ino], e, u).map_err(at(e.fd))?;
     }
+    super::unix_peercred::check(child, files)?;
     for fd in files.in_flight.iter().flat_map(|m| &m.fds) {
         let closed = child.remote().call("close", libc::SYS_close, &[*fd as u64]);
         closed.map_err(|e| at(*fd)(e.into()))?;

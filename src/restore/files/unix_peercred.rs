@@ -19,7 +19,8 @@ use crate::restore::child::Child;
 use crate::restore::RestoreError;
 
 /// Compares the credentials of every unix socket of `files`, at its fd in `child`.
-/// Ordering requirements: after the table is filled (`unix::finish`).
+/// Ordering requirements: after the table is filled, before the entries of files in
+/// flight are closed (`unix::finish`).
 pub fn check(child: &Child, files: &FilesImage) -> Result<(), RestoreError> {
     for e in &files.fds {
         let FdKind::Unix(u) = &e.kind else { continue };
