@@ -8,7 +8,8 @@
 //! table order, each at its stage) is `restore/files/sockopts.rs`. Options a socket may
 //! hold that cannot be read back (a membership given by interface index only, a
 //! reuseport BPF program, `TCP_MD5SIG` keys) are not in the table: nothing can detect
-//! them.
+//! them. `SO_PEERCRED` of unix sockets is in the table too, always saved and never set
+//! (`Special::PeerCred`): the restore compares it.
 
 use serde::{Deserialize, Serialize};
 

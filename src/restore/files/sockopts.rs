@@ -3,7 +3,8 @@
 //! `SO_BINDTODEVICE`, `IPV6_V6ONLY`...; before a connection's queues are refilled: the
 //! buffer sizes), [`late`] once it is complete (the socket filter, which would filter
 //! refilled data again, and the buffer locks). A multicast membership is joined again,
-//! with its source filter. The dump side is `dump/files/sockopts.rs`.
+//! with its source filter. `SO_PEERCRED` is never set (read-only; `unix_peercred.rs`
+//! compares it). The dump side is `dump/files/sockopts.rs`.
 //!
 //! Buffer sizes are set with `SO_RCVBUFFORCE` / `SO_SNDBUFFORCE` (the saved size is
 //! what `getsockopt` reported, twice what is set), which locks them: `late` then sets
