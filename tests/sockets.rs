@@ -110,6 +110,48 @@ fn dump_refuses_peer_credentials_of_an_exited_process() {
     assert_refused(v, &tmp, &[], &words);
 }
 
+/// A socketpair made by a child of the tree and now held only by its parent names the
+/// child's pid, which the restore (building it in the parent) cannot give it: refused,
+/// naming both pids, the fd and the credentials.
+#[test]
+fn dump_refuses_peer_credentials_of_another_process_of_the_tree() {
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_peer_credentials_of_another_process_of_the_tree");
+    let tmp = TempDir::new("peercred-moved");
+    let Some(v) = victim(&tmp, "unix_peercred", &["moved"]) else {
+        return;
+    };
+    let parent = format!("the restore builds it in pid {}", v.pid);
+    let words = [
+        "fd 10 ",
+        "unix socket (socket:[",
+        "peer credentials (SO_PEERCRED: pid ",
+        "uid 0, gid 0",
+        "made it (socketpair, listen or connect)",
+        &parent,
+    ];
+    assert_refused(v, &tmp, &[], &words);
+}
+
+/// A connection accepted from a client whose effective ids were not the listener's: its
+/// two ends have different credentials, which one socketpair cannot give: refused.
+#[test]
+fn dump_refuses_a_pair_whose_ends_have_different_peer_credentials() {
+    let _serial = common::serial();
+    require_privileged!("dump_refuses_a_pair_whose_ends_have_different_peer_credentials");
+    let tmp = TempDir::new("peercred-mixed");
+    let Some(v) = victim(&tmp, "unix_peercred", &["mixed"]) else {
+        return;
+    };
+    let words = [
+        "unix socket (socket:[",
+        "peer credentials (SO_PEERCRED: pid ",
+        "uid 4321, gid 4321",
+        "one socketpair",
+    ];
+    assert_refused(v, &tmp, &[], &words);
+}
+
 #[test]
 fn skip_in_flight_drops_the_fd() {
     let _serial = common::serial();

@@ -310,6 +310,7 @@ victim_tests! {
     unix_senders: "unix_senders";
     unix_peercred: "unix_peercred";
     unix_peercred_user: "unix_peercred" ["user"];
+    unix_peercred_changed: "unix_peercred" ["changed"];
     packet_sockets: "packet_sockets";
     netlink_sockets: "netlink_sockets";
     inet_sockets: "inet_sockets";

@@ -471,6 +471,7 @@ fn save_tree(
 /// writes them. Ordering requirements: after every process's table is known.
 fn write_files(writer: &ImageWriter, tables: &mut [(i32, FilesImage)]) -> Result<(), DumpError> {
     files::split::link(tables)?;
+    files::unix_peercred::builders(tables)?;
     for (pid, files) in tables.iter() {
         let name = record_name("files", *pid);
         crate::image::validate::files(files, std::path::Path::new(&name))?;

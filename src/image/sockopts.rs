@@ -8,7 +8,8 @@
 //! table order, each at its stage) is `restore/files/sockopts.rs`. Options a socket may
 //! hold that cannot be read back (a membership given by interface index only, a
 //! reuseport BPF program, `TCP_MD5SIG` keys) are not in the table: nothing can detect
-//! them.
+//! them. `SO_PEERCRED` of unix sockets is in the table too, always saved and never set
+//! (`Special::PeerCred`): the restore compares it.
 
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +52,18 @@ impl SockOpts {
     /// Whether boolean option (`level`, `name`) is saved as on.
     pub fn flag(&self, level: i32, name: i32) -> bool {
         self.int(level, name).is_some_and(|v| v != 0)
+    }
+
+    /// The saved `SO_PEERCRED` (pid, uid, gid), when the image has it ([`Special::PeerCred`]).
+    pub fn peer_cred(&self) -> Option<(i32, u32, u32)> {
+        let o = (self.opts.iter())
+            .find(|o| (o.level, o.name) == (libc::SOL_SOCKET, libc::SO_PEERCRED))?;
+        let word = |i: usize| o.value.get(i..i + 4)?.try_into().ok();
+        Some((
+            i32::from_ne_bytes(word(0)?),
+            u32::from_ne_bytes(word(4)?),
+            u32::from_ne_bytes(word(8)?),
+        ))
     }
 
     /// Adds or replaces an `int` option (for records converted from older formats).
@@ -232,6 +245,12 @@ pub enum Special {
     Membership,
     /// A value stasis cannot restore when not the default: the dump fails naming it.
     Refuse(&'static str),
+    /// `SO_PEERCRED` of a unix socket: read-only, what the kernel took from the task
+    /// that made the connection (`dump/files/unix_peercred.rs`). Always saved (so an
+    /// image without it is one from before it was saved), never set: the restore makes
+    /// the connection as that task would and then compares
+    /// (`restore/files/unix_peercred.rs`).
+    PeerCred,
 }
 
 /// One option of [`OPTIONS`].
@@ -537,6 +556,8 @@ pub const OPTIONS: &[OptDef] = &[
     late(special(def(S, libc::SO_ATTACH_FILTER, "SO_ATTACH_FILTER", Scope::Any, Size::Upto(4096 * 8)), Special::Filter)),
     late(def(S, SO_LOCK_FILTER, "SO_LOCK_FILTER", Scope::Any, INT)),
     late(special(def(S, SO_BUF_LOCK, "SO_BUF_LOCK", Scope::Any, INT), Special::BufLock)),
+    // Never set: compared once the socket is built.
+    late(special(def(S, libc::SO_PEERCRED, "SO_PEERCRED", Scope::Unix, Size::Fixed(12)), Special::PeerCred)),
 ];
 
 #[cfg(test)]

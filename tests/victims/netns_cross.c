@@ -4,9 +4,10 @@
  *
  * Before READY: this process unshares a network namespace R (loopback up) and makes, in
  * R: a datagram socket bound to the abstract name "stasis-crossR" (fd 10), a TCP listener
- * on 127.0.0.1:4242 (11), a UDP socket bound to 127.0.0.1:4243 (12), a stream socketpair
- * (13, 14) with "queued" sent from 13 and unread, and a route netlink socket (15). Its
- * child C unshares a namespace of its own (loopback up) and makes there a datagram
+ * on 127.0.0.1:4242 (11), a UDP socket bound to 127.0.0.1:4243 (12) and a route netlink
+ * socket (15). Its child C makes in R (before it unshares) a stream socketpair (13, 14)
+ * with "queued" sent from 13 and unread (C makes it: one made here and held by C only
+ * would name this pid in SO_PEERCRED, which a restore cannot give it), then unshares a namespace of its own (loopback up) and makes there a datagram
  * socket bound to "stasis-crossC", a TCP listener on 127.0.0.1:4242, a UDP socket bound
  * to 127.0.0.1:4243 and a packet socket bound to C's loopback, and sends them to this
  * process (SCM_RIGHTS; here fds 20-23), closing its own. This process closes fds 10-15:
@@ -201,8 +202,14 @@ static int in_c(pid_t root, int pass)
 			    .msg_controllen = sizeof(control) };
 	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
 	struct sockaddr_ll ll = { .sll_family = AF_PACKET, .sll_ifindex = 1 };
-	int fds[4] = { 20, 21, 22, 23 };
+	int fds[4] = { 20, 21, 22, 23 }, pair[2];
 
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, pair))
+		return 2;
+	victim_place(pair[0], 13);
+	victim_place(pair[1], 14);
+	if (write(13, "queued", 6) != 6)
+		return 2;
 	if (unshare(CLONE_NEWNET) || loopback_up())
 		return 2;
 	make_named("stasis-crossC", 20);
@@ -245,17 +252,13 @@ static void receive_c(int pass)
 
 static void setup(void)
 {
-	int go[2], back[2], pass[2], pair[2];
+	int go[2], back[2], pass[2];
 	pid_t root = getpid();
 
 	if (unshare(CLONE_NEWNET))
 		victim_skip("unshare(CLONE_NEWNET) is not permitted here");
 	CHECK(loopback_up() == 0, "loopback up: %s", strerror(errno));
 	make_named("stasis-crossR", 10);
-	CHECK_SYS(socketpair(AF_UNIX, SOCK_STREAM, 0, pair));
-	victim_place(pair[0], 13);
-	victim_place(pair[1], 14);
-	CHECK(write(13, "queued", 6) == 6, "write the pair");
 	victim_place(socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE), 15);
 	CHECK_SYS(pipe(go));
 	CHECK_SYS(pipe(back));

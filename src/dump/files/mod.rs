@@ -51,7 +51,7 @@ pub mod split;
 pub mod timerfd;
 pub mod tun;
 mod unix;
-mod unix_peercred;
+pub mod unix_peercred;
 mod unix_senders;
 
 use std::cell::OnceCell;

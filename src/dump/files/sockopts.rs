@@ -193,7 +193,8 @@ pub fn read_prepared(
         let Some(value) = read_def(sock, d, &mut scratch)? else {
             continue;
         };
-        if Some(value.as_ref()) == fresh.as_deref() {
+        let always = d.special == Special::PeerCred;
+        if Some(value.as_ref()) == fresh.as_deref() && !always {
             continue;
         }
         let opt = SockOpt {

@@ -62,6 +62,7 @@ mod tun;
 mod unix;
 mod unix_ids;
 mod unix_pair;
+mod unix_peercred;
 mod unix_senders;
 mod unix_unlinked;
 
@@ -205,7 +206,7 @@ pub fn restore_fds(
     // Sockets connected with other ids than the restorer's are made one call at a time.
     let ids = unix_ids::of(task);
     let pairs = match ids {
-        None => unix_pair::Pairs::of(files),
+        None => unix_pair::Pairs::of(files, s.child().pid()),
         Some(_) => unix_pair::Pairs::default(),
     };
     let plain = batched_only(files, &pairs, s.child().pid());

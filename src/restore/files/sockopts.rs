@@ -3,7 +3,8 @@
 //! `SO_BINDTODEVICE`, `IPV6_V6ONLY`...; before a connection's queues are refilled: the
 //! buffer sizes), [`late`] once it is complete (the socket filter, which would filter
 //! refilled data again, and the buffer locks). A multicast membership is joined again,
-//! with its source filter. The dump side is `dump/files/sockopts.rs`.
+//! with its source filter. `SO_PEERCRED` is never set (read-only; `unix_peercred.rs`
+//! compares it). The dump side is `dump/files/sockopts.rs`.
 //!
 //! Buffer sizes are set with `SO_RCVBUFFORCE` / `SO_SNDBUFFORCE` (the saved size is
 //! what `getsockopt` reported, twice what is set), which locks them: `late` then sets
@@ -65,6 +66,7 @@ pub fn plain_calls(opts: &SockOpts, touched: bool) -> Option<Vec<(i32, i32, Vec<
                     (libc::SOL_SOCKET, name, v.to_ne_bytes().to_vec())
                 }
                 Special::Filter | Special::Membership => return None,
+                Special::PeerCred => continue,
                 _ => (o.level, o.name, o.value.clone()),
             });
         }
@@ -159,6 +161,8 @@ fn set_as(child: &Child, fd: u64, def: &OptDef, o: &SockOpt) -> Result<(), Resto
         }
         Special::Filter => attach_filter(child, fd, &o.value),
         Special::Membership => join(child, fd, o),
+        // Read-only: made by the connection calls, compared by `unix_peercred.rs`.
+        Special::PeerCred => Ok(()),
         _ => prep::set_bytes(child, fd, o.level, o.name, &o.value),
     }
 }

@@ -3,8 +3,8 @@
 //! entries of the table, sent with their messages). The dump side is
 //! `dump/files/unix.rs` and `dump/files/inflight.rs`.
 //!
-//! Ordering requirements, for the sockets of one process (1-4 in `prepare`, 5-7 and
-//! closing the files in flight in `finish`, after the table loop):
+//! Ordering requirements, for the sockets of one process (1-4 in `prepare`, 5-9 in
+//! `finish`, after the table loop):
 //! 1. create: a `socketpair` for every two sockets connected to each other (and for a
 //!    socket whose peer closed: the spare end is closed at step 6), `socket` for the rest;
 //! 2. bind names (a stale socket file left by the dumped process is removed first; a
@@ -21,14 +21,20 @@
 //! 6. shutdown states, spare ends closed;
 //! 7. options (`sockopts.rs`, every stage: a filter would filter the refilled queue),
 //!    file status flags;
-//! 8. the entries of files in flight closed (their messages hold them now).
+//! 8. every socket's credentials compared with the saved ones (`unix_peercred.rs`);
+//! 9. the entries of files in flight closed (their messages hold them now).
 //!
 //! A stream message with files is sent as one `sendmsg`: a peek glues the bytes queued
 //! before the files (same credentials) to them, so the files now ride from the run's
 //! first byte.
 //!
 //! A pair connected by `connect` + `accept` comes back as a `socketpair`: same type, peer
-//! and data; the accepted end gets the listener's name bound without a file.
+//! and data; the accepted end gets the listener's name bound without a file. Its
+//! credentials (`SO_PEERCRED`) come back only when both ends had the same (the dump
+//! refuses otherwise, `dump/files/unix_peercred.rs`). Two datagram sockets connected to
+//! each other by `connect` (saved credentials unset) are not a `socketpair`: each is
+//! connected to the other's name ([`paired`]). `socketpair` and `listen` run with the
+//! socket's saved ids (`unix_ids.rs`); `unix_peercred.rs` compares what came back.
 
 use std::collections::HashMap;
 
@@ -126,6 +132,7 @@ pub fn finish(
         shut(child, &s, u, prepared).map_err(at(e.fd))?;
         options(child, s.temp[&u.ino], e, u).map_err(at(e.fd))?;
     }
+    super::unix_peercred::check(child, files)?;
     for fd in files.in_flight.iter().flat_map(|m| &m.fds) {
         let closed = child.remote().call("close", libc::SYS_close, &[*fd as u64]);
         closed.map_err(|e| at(*fd)(e.into()))?;
@@ -144,6 +151,14 @@ pub(super) fn mutual<'a>(s: &Sockets<'a>, u: &UnixSocket) -> Option<&'a UnixSock
     }
     let p = s.list[*s.by_ino.get(&ino)?].1;
     (p.peer == UnixPeer::Socket { ino: u.ino } && p.sock_type == u.sock_type).then_some(p)
+}
+
+/// The peer of `u` when the two are made by one `socketpair`: connected to each other,
+/// but for two datagram sockets that `connect`ed to each other (their saved credentials
+/// unset, pid 0: `socketpair` would set them), each connected to the other's name.
+fn paired<'a>(s: &Sockets<'a>, u: &UnixSocket) -> Option<&'a UnixSocket> {
+    let unset = |u: &UnixSocket| u.opts.peer_cred().is_some_and(|c| c.0 == 0);
+    mutual(s, u).filter(|p| !unset(u) && !unset(p))
 }
 
 fn create(
@@ -168,11 +183,11 @@ fn made(
     prepared: &mut Prepared,
 ) -> Result<(), RestoreError> {
     let ty = u.sock_type as u64;
-    let ids = s.ids;
+    let ids = super::unix_ids::of_socket(s.ids, u);
     let socketpair = |child, ty, prepared: &mut Prepared| {
         super::unix_ids::around(child, ids, || socketpair(child, ty, prepared))
     };
-    if let Some(p) = mutual(s, u) {
+    if let Some(p) = paired(s, u) {
         let (a, b) = socketpair(child, ty, prepared)?;
         s.temp.insert(u.ino, a);
         s.temp.insert(p.ino, b);
@@ -264,7 +279,7 @@ fn bind_and_listen(child: &Child, s: &Sockets<'_>, u: &UnixSocket) -> Result<(),
         }
     }
     if let Some(backlog) = u.listen_backlog {
-        super::unix_ids::around(child, s.ids, || {
+        super::unix_ids::around(child, super::unix_ids::of_socket(s.ids, u), || {
             let args = [fd, u64::from(backlog)];
             Ok(child.remote().call("listen", libc::SYS_listen, &args)?)
         })?;
@@ -330,7 +345,7 @@ fn connect_all(
     };
     for (_, u) in &s.list {
         let to: &[u8] = match &u.peer {
-            UnixPeer::Socket { ino } if mutual(s, u).is_none() && here(ino) => {
+            UnixPeer::Socket { ino } if paired(s, u).is_none() && here(ino) => {
                 &peer_of(s, *ino)?.name
             }
             UnixPeer::External { name } if unlinked.is_none() => name,

@@ -5,6 +5,10 @@
 //! sent by the other end, shutdown states, options and flags, both ends moved to their
 //! numbers; the higher fd's entry then has nothing left to do.
 //!
+//! A pair whose saved credentials (`SO_PEERCRED`) are not exactly those a `socketpair`
+//! made here gives (this process's pid, the restorer's effective ids) is left to
+//! `unix.rs`, which makes it with the saved ids and compares (`unix_peercred.rs`).
+//!
 //! The calls are those of `unix.rs` for such a pair, less the ones that cannot change
 //! anything: a send buffer is raised to refill the peer only when the queue might not fit
 //! in a new socket's (and put back only then), and the file status flags are set only
@@ -49,8 +53,8 @@ pub struct Pairs<'a> {
 }
 
 impl<'a> Pairs<'a> {
-    /// The pairs of `files`.
-    pub fn of(files: &'a FilesImage) -> Self {
+    /// The pairs of `files`, the table of process `pid`.
+    pub fn of(files: &'a FilesImage, pid: i32) -> Self {
         let mut by_ino: HashMap<u64, Vec<End<'a>>> = HashMap::new();
         for entry in &files.fds {
             if let FdKind::Unix(sock) = &entry.kind {
@@ -66,7 +70,8 @@ impl<'a> Pairs<'a> {
             let Some(peer) = peer_of(me, &by_ino) else {
                 continue;
             };
-            if me.entry.fd < peer.entry.fd && simple(files, me, peer) {
+            let made_here = made_here(me.sock, pid) && made_here(peer.sock, pid);
+            if me.entry.fd < peer.entry.fd && made_here && simple(files, me, peer) {
                 let pair = Pair {
                     low: me,
                     high: peer,
@@ -98,6 +103,18 @@ fn peer_of<'a>(me: End<'a>, by_ino: &HashMap<u64, Vec<End<'a>>>) -> Option<End<'
         && peer.sock.peer == (UnixPeer::Socket { ino: me.sock.ino })
         && peer.sock.sock_type == me.sock.sock_type;
     mutual.then_some(peer)
+}
+
+/// Whether a `socketpair` called by process `pid` with the restorer's ids gives `u` its
+/// saved credentials (or the image has none: an older one).
+fn made_here(u: &UnixSocket, pid: i32) -> bool {
+    let mine = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    u.opts
+        .peer_cred()
+        .map_or(true, |c| c == (pid, mine.0, mine.1))
 }
 
 fn simple(files: &FilesImage, a: End<'_>, b: End<'_>) -> bool {
@@ -192,7 +209,7 @@ mod tests {
         let mut files = FilesImage::default();
         files.fds.push(entry(3, sock(10, 11, b"x")));
         files.fds.push(entry(5, sock(11, 10, b"y")));
-        let pairs = Pairs::of(&files);
+        let pairs = Pairs::of(&files, 1);
         for fd in [3, 5] {
             let p = pairs.get(fd).expect("a pair");
             assert_eq!((p.low.entry.fd, p.high.entry.fd), (3, 5));
@@ -209,15 +226,15 @@ mod tests {
         named.name = b"\0abstract".to_vec();
         files.fds.push(entry(3, named));
         files.fds.push(entry(4, sock(11, 10, b"")));
-        assert!(Pairs::of(&files).get(4).is_none());
+        assert!(Pairs::of(&files, 1).get(4).is_none());
         files.fds[0] = entry(3, sock(10, 11, b""));
-        assert!(Pairs::of(&files).get(4).is_some());
+        assert!(Pairs::of(&files, 1).get(4).is_some());
         files.in_flight.push(crate::image::files::InFlight {
             socket: 10,
             message: 0,
             fds: vec![7],
         });
-        assert!(Pairs::of(&files).get(3).is_none());
+        assert!(Pairs::of(&files, 1).get(3).is_none());
     }
 
     #[test]
