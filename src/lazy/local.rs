@@ -5,9 +5,10 @@
 //! pair to the same daemon (`target.rs`) that a remote source feeds, so faults, forks,
 //! remaps and the background fill work exactly as for post-copy.
 //!
-//! Nothing is served unverified. Before the first page of a pages file is served, the
-//! whole file is read once: the crc32 of each [`CHUNK`] of its data is kept and their
-//! combination must match the crc32 in the file's header. Each page served later is read
+//! Nothing is served unverified. Every pages file is read whole once, by two threads
+//! started when the tree runs (or at the first page asked for; the smallest files first): the crc32
+//! of each [`CHUNK`] of its data is kept and their combination must match the crc32 in
+//! the file's header; no page of a file is served before its check ended. Each page served later is read
 //! again with its whole chunk, whose crc32 must match the one kept. A file that fails
 //! either check, or cannot be read, ends serving with a refusal naming the file: the
 //! daemon then kills the restored tree (a page that cannot be trusted cannot be made up,
@@ -19,6 +20,8 @@ use std::io::BufReader;
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::{Arc, Mutex};
 
 use super::proto::{self, Header, Kind};
 use super::stream::Stream;
@@ -57,7 +60,8 @@ pub fn start(pages: LocalPages, session: u64) -> Result<Stream, LazyError> {
             let mut s = Server {
                 pages,
                 files: HashMap::new(),
-                cache: None,
+                checked: None,
+                cache: HashMap::new(),
             };
             if let Err(e) = s.run(ours, session) {
                 eprintln!("stasis: local post-copy source: {e}");
@@ -74,11 +78,48 @@ struct Checked {
     sums: Vec<u32>,
 }
 
+/// Threads checking the pages files at once.
+const CHECKERS: usize = 2;
+
+/// Starts checking every pages file of `pages` ([`check`]) in [`CHECKERS`] threads, the
+/// smallest first (the later rounds of a chain, likely the most touched); each result
+/// comes on the channel returned, as soon as it is known.
+fn check_all(pages: &LocalPages) -> std::io::Result<Receiver<(PathBuf, Result<Checked, String>)>> {
+    let mut paths: Vec<PathBuf> = (pages.processes.iter())
+        .flat_map(|(_, v)| v.iter().map(|p| p.path.clone()))
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths.sort_by_key(|p| std::fs::metadata(p).map_or(0, |m| m.len()));
+    let queue = Arc::new(Mutex::new(std::collections::VecDeque::from(paths)));
+    let (tx, rx) = channel();
+    for _ in 0..CHECKERS {
+        let (queue, tx) = (queue.clone(), tx.clone());
+        std::thread::Builder::new()
+            .name("lazy-check".into())
+            .spawn(move || loop {
+                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+                let Some(path) = next else { return };
+                let r = check(&path).map_err(|e| crate::error_line(&e));
+                if tx.send((path, r)).is_err() {
+                    return;
+                }
+            })?;
+    }
+    Ok(rx)
+}
+
 struct Server {
     pages: LocalPages,
     files: HashMap<PathBuf, Checked>,
-    /// The last chunk read and verified: (file, chunk index, data).
-    cache: Option<(PathBuf, u64, Vec<u8>)>,
+    /// The checkers' results not taken yet, once started: when the tree runs, or at
+    /// the first page asked for if that comes first (so they do not take the CPU from
+    /// the restore itself).
+    checked: Option<Receiver<(PathBuf, Result<Checked, String>)>>,
+    /// The last chunk read and verified of each file: (chunk index, data). Pieces come
+    /// in address order and alternate between the files of a chain, each file's in
+    /// file order: one chunk per file is read once.
+    cache: HashMap<PathBuf, (u64, Vec<u8>)>,
 }
 
 impl Server {
@@ -97,6 +138,9 @@ impl Server {
         let mut buf = Vec::new();
         loop {
             let h = proto::recv(&mut rx)?;
+            if self.checked.is_none() && matches!(h.kind, Kind::Get | Kind::Started) {
+                self.checked = Some(check_all(&self.pages)?);
+            }
             match h.kind {
                 Kind::Get => match self.read(h.pid, h.addr, h.len, &mut buf) {
                     Ok(()) => {
@@ -129,9 +173,12 @@ impl Server {
         out.clear();
         out.resize(len as usize, 0);
         let end = addr + len;
-        let pieces: Vec<Piece> = (self.pages.processes.iter())
-            .filter(|(p, _)| *p == pid)
-            .flat_map(|(_, v)| v.iter().filter(|p| p.addr < end && addr < p.addr + p.len))
+        let all = (self.pages.processes.iter()).find(|(p, _)| *p == pid);
+        let all = all.map_or(&[][..], |(_, v)| &v[..]);
+        // Sorted by address, not overlapping: from the first one ending after `addr`.
+        let first = all.partition_point(|p| p.addr + p.len <= addr);
+        let pieces: Vec<Piece> = (all[first..].iter())
+            .take_while(|p| p.addr < end)
             .cloned()
             .collect();
         let mut covered = 0;
@@ -172,18 +219,20 @@ impl Server {
 
     /// Chunk `index` of `path`, read and checked against its kept crc32.
     fn chunk(&mut self, path: &Path, index: u64) -> Result<&[u8], String> {
-        let hit = matches!(&self.cache, Some((p, i, _)) if p == path && *i == index);
+        let hit = matches!(self.cache.get(path), Some((i, _)) if *i == index);
         if !hit {
             let data = self.read_chunk(path, index)?;
-            self.cache = Some((path.to_path_buf(), index, data));
+            self.cache.insert(path.to_path_buf(), (index, data));
         }
-        Ok(&self.cache.as_ref().expect("filled above").2)
+        Ok(&self.cache[path].1)
     }
 
     fn read_chunk(&mut self, path: &Path, index: u64) -> Result<Vec<u8>, String> {
-        if !self.files.contains_key(path) {
-            let c = check(path).map_err(|e| crate::error_line(&e))?;
-            self.files.insert(path.to_path_buf(), c);
+        while !self.files.contains_key(path) {
+            // A failed check of any file ends serving, whichever file is asked for.
+            let next = self.checked.as_ref().and_then(|c| c.recv().ok());
+            let (p, c) = next.ok_or_else(|| format!("{} was never checked", path.display()))?;
+            self.files.insert(p, c?);
         }
         let c = &self.files[path];
         let start = index * CHUNK;
@@ -260,6 +309,19 @@ pub fn served(image: &crate::image::Image, origins: &std::collections::HashSet<i
         let inherited: Vec<(u64, u64)> = p.mm.cow.iter().map(|c| (c.start, c.end)).collect();
         let lazy = super::plan::lazy_vmas(&p.mm.vmas, &inherited);
         let lazy = super::plan::without_guards(&lazy, &p.mm.guards);
+        // The mappings the restore itself touches before the tree runs are filled
+        // first: each thread's stack (injected calls run on it), its TLS, rseq area and
+        // robust list (the kernel writes the rseq area when it is registered).
+        let touched: Vec<u64> = (p.task.threads.iter())
+            .flat_map(|t| {
+                let rseq = t.rseq.map_or(0, |r| r.rseq_abi_pointer);
+                [t.regs.rsp, t.regs.fs_base, rseq, t.robust_list]
+            })
+            .filter(|&a| a != 0)
+            .collect();
+        let lazy: Vec<(u64, u64)> = (lazy.into_iter())
+            .filter(|&(s, e)| !touched.iter().any(|&a| s <= a && a <= e))
+            .collect();
         let parents = image.parent_pages.get(&pid).map_or(&[][..], |v| v);
         let mut pieces = within(&located(image, pid, &p.mm, parents), &lazy);
         pieces.sort_by_key(|p| p.addr);

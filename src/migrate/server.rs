@@ -200,6 +200,10 @@ fn restore(
     let status = child.wait().map_err(spawn)?;
     let ok = status.success() && running;
     let why = errors.join().unwrap_or_default().trim().to_string();
+    if ok && !why.is_empty() {
+        // The restore's own report (its summary, the fill's end, a profile).
+        eprintln!("{why}");
+    }
     let stage = match running && lazy {
         true => wire::FILLED,
         false => wire::RESTORED,
