@@ -303,7 +303,7 @@ pub fn served(image: &crate::image::Image, origins: &std::collections::HashSet<i
     for p in &image.processes {
         let pid = p.task.pid;
         let entry = image.tree.processes.iter().find(|e| e.pid == pid);
-        if origins.contains(&pid) || entry.is_none_or(|e| e.shares_vm) {
+        if origins.contains(&pid) || !entry.is_some_and(|e| !e.shares_vm) {
             continue;
         }
         let inherited: Vec<(u64, u64)> = p.mm.cow.iter().map(|c| (c.start, c.end)).collect();
