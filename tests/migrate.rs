@@ -504,20 +504,54 @@ fn migrate_with_another_key_is_refused() {
 /// The migration must finish (rounds, then the final dump), the writer go on in B with
 /// every page matching its generation, and the downtime be reported. The downtime is
 /// asserted only loosely (CI machines vary); `scripts/bench.sh --migration` measures it.
+/// `stasis receive` fills this much memory lazily by default (`--fill auto`): the
+/// writer runs before its memory is in place, and its check touches every page.
 #[test]
 fn migrate_2g_writing_32mib_per_second() {
-    let test = "migrate_2g_writing_32mib_per_second";
+    let json = migrate_writer("migrate_2g_writing_32mib_per_second", 2048, "");
+    if let Some(json) = json {
+        assert!(json["memory_in_place_ms"].as_f64().is_some(), "{json}");
+    }
+}
+
+/// `stasis receive --fill lazy` of a 512 MiB writer: the restored writer starts before
+/// its memory is in place (filled from the received images on fault and in the
+/// background), goes on writing, and then finds every page as it wrote it.
+#[test]
+fn migrate_with_lazy_fill_every_page_checked() {
+    let json = migrate_writer(
+        "migrate_with_lazy_fill_every_page_checked",
+        512,
+        "--fill lazy",
+    );
+    if let Some(json) = json {
+        let (down, all) = (
+            json["downtime_ms"].as_f64(),
+            json["memory_in_place_ms"].as_f64(),
+        );
+        assert!(
+            matches!((down, all), (Some(d), Some(a)) if a >= d),
+            "{json}"
+        );
+    }
+}
+
+/// Migrates `migrate_writer MIB 32` from A to B (`stasis receive RECEIVE_EXTRA`),
+/// checks that it runs on in B only and that every page of it is right there; returns
+/// the migration's `--stats-json` (`None`: skipped).
+fn migrate_writer(test: &str, mib: u32, receive_extra: &str) -> Option<serde_json::Value> {
     let _serial = common::serial();
-    require_privileged!(test);
+    if let Err(why) = common::privileged() {
+        common::skip(test, &why);
+        return None;
+    }
     let tmp = TempDir::new(test);
     let writer = format!(
-        "{} 2048 32 {}",
+        "{} {mib} 32 {}",
         common::victim_bin("migrate_writer").display(),
         tmp.path().display()
     );
-    let Some((hosts, pid)) = setup_with(test, &tmp, &a_init(tmp.path(), &writer), "") else {
-        return;
-    };
+    let (hosts, pid) = setup_with(test, &tmp, &a_init(tmp.path(), &writer), receive_extra)?;
     let to = format!("{}:7000", hosts.addr(2));
     let stats = tmp.join("stats.json");
     let out = hosts
@@ -544,7 +578,8 @@ fn migrate_2g_writing_32mib_per_second() {
         serde_json::from_str(&std::fs::read_to_string(&stats).expect("stats")).expect("json");
     let downtime = json["downtime_ms"].as_f64().unwrap_or(0.0);
     eprintln!(
-        "{test}: downtime {downtime:.1} ms, rounds {}",
+        "{test}: downtime {downtime:.1} ms, all memory in place after {:?} ms, rounds {}",
+        json["memory_in_place_ms"].as_f64(),
         json["rounds"]
     );
     assert!(
@@ -569,6 +604,7 @@ fn migrate_2g_writing_32mib_per_second() {
     common::kill(on_b[0], libc::SIGUSR1).expect("signal the writer");
     let verdict = wait_file_for(&tmp.join("ok"), Duration::from_secs(120));
     assert!(verdict.starts_with("OK"), "after the migration: {verdict}");
+    Some(json)
 }
 
 /// `openssl ARGS` in `dir`.

@@ -54,6 +54,16 @@ pub struct RestoreCore {
     /// verified already: their checksums are not read again.
     #[arg(long = "pages-verified", value_name = "DIR", hide = true)]
     pub pages_verified: Vec<PathBuf>,
+    /// Start the tree at once and fill its private anonymous memory from this image on
+    /// first touch and in the background, each page checked against the image's
+    /// checksums first; should a page fail its check or not be readable, the restored
+    /// tree is killed (exit code 3). With -d, stasis returns once all memory is in place.
+    #[arg(long = "lazy-local", conflicts_with = "lazy_pages")]
+    pub lazy_local: bool,
+    /// (Internal, `stasis receive`.) Print `running PID` on stdout as soon as the tree
+    /// runs (before a post-copy fill ends).
+    #[arg(long = "report-running", hide = true)]
+    pub report_running: bool,
     /// The directory that becomes the root of a tree that had its own root (`pivot_root`).
     #[arg(long = "root", value_name = "PATH")]
     pub root: Option<PathBuf>,
@@ -159,6 +169,7 @@ pub fn run(args: RestoreArgs) -> i32 {
         lazy: (args.more.lazy.endpoint())
             .map(|(address, port)| stasis::lazy::restore::LazyFrom { address, port }),
         pages_verified: args.core.pages_verified,
+        lazy_local: args.core.lazy_local,
     };
     if !args.core.quiet {
         progress::install(args.core.progress);
@@ -186,6 +197,11 @@ pub fn run(args: RestoreArgs) -> i32 {
             eprintln!("stasis: write pid file {}: {e}", path.display());
             return EXIT_FAILED;
         }
+    }
+    if args.core.report_running {
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "running {}", restored.pid).and_then(|()| out.flush());
     }
     // Post-copy ends first (the tree runs meanwhile); a failed one killed the tree.
     let post_copy = restored.post_copy.as_deref().map(|p| p.wait());

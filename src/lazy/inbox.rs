@@ -10,11 +10,11 @@
 //! and the source sees the link end as it did when the daemon held the only socket.
 
 use std::io::{BufReader, Read};
-use std::net::TcpStream;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 
 use super::proto::{self, Header, Kind};
+use super::stream::Stream;
 
 /// Messages read ahead at most.
 const DEPTH: usize = 4;
@@ -32,18 +32,18 @@ pub struct Inbox {
     queue: Receiver<std::io::Result<Message>>,
     wake: OwnedFd,
     spare: SyncSender<Vec<u8>>,
-    socket: TcpStream,
+    socket: Stream,
 }
 
 impl Drop for Inbox {
     fn drop(&mut self) {
-        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+        self.socket.shutdown();
     }
 }
 
 impl Inbox {
     /// Starts the reading thread on `rx` (the link after the hello).
-    pub fn start(rx: BufReader<TcpStream>) -> std::io::Result<Inbox> {
+    pub fn start(rx: BufReader<Stream>) -> std::io::Result<Inbox> {
         let flags = nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK;
         let (wake, woken) = nix::unistd::pipe2(flags).map_err(std::io::Error::from)?;
         let (tx, queue) = sync_channel(DEPTH);
@@ -97,7 +97,7 @@ fn gone() -> std::io::Error {
 
 /// The thread: reads messages until the link fails or the daemon is gone.
 fn read_loop(
-    mut rx: BufReader<TcpStream>,
+    mut rx: BufReader<Stream>,
     out: &SyncSender<std::io::Result<Message>>,
     spares: &Receiver<Vec<u8>>,
     woken: &OwnedFd,
@@ -116,7 +116,7 @@ fn read_loop(
 }
 
 /// One message: the header, and the bytes a `Pages` or `Refused` carries.
-fn read_one(rx: &mut BufReader<TcpStream>, spares: &Receiver<Vec<u8>>) -> std::io::Result<Message> {
+fn read_one(rx: &mut BufReader<Stream>, spares: &Receiver<Vec<u8>>) -> std::io::Result<Message> {
     let header = proto::recv(rx)?;
     let carries = matches!(header.kind, Kind::Pages | Kind::Refused);
     let mut data = spares.try_recv().unwrap_or_default();

@@ -16,11 +16,13 @@
 //! `restore/`'s.
 
 pub mod inbox;
+pub mod local;
 pub mod plan;
 pub mod proto;
 pub mod remaining;
 pub mod restore;
 pub mod source;
+pub mod stream;
 pub mod target;
 pub mod watchdog;
 

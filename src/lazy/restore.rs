@@ -14,10 +14,12 @@ use std::sync::mpsc::{channel, Sender};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 
+use super::local::LocalPages;
 use super::target::{self, Daemon, Msg, Stats};
 use super::watchdog::Watchdog;
 use super::LazyError;
-use crate::image::lazy::LazyImage;
+use crate::image::chain::Piece;
+use crate::image::lazy::{LazyImage, LazyProcess};
 use crate::image::mm::{MmImage, VmaKind};
 use crate::restore::child::Child;
 use crate::restore::RestoreError;
@@ -49,6 +51,28 @@ impl PostCopy {
     pub fn start(image: LazyImage, from: &LazyFrom, tree: Vec<i32>) -> Result<Self, LazyError> {
         check_kernel()?;
         let link = target::connect(&from.address, from.port, image.session)?;
+        Self::with_link(image, link, tree)
+    }
+
+    /// Starts the daemon fed by this restore's own image (`local.rs`): `pages` are where
+    /// the served runs are in the pages files.
+    pub fn start_local(pages: LocalPages, tree: Vec<i32>) -> Result<Self, LazyError> {
+        check_kernel()?;
+        let image = LazyImage {
+            session: crate::image::chain::new_id(),
+            processes: (pages.processes.iter())
+                .map(|(pid, pieces)| LazyProcess {
+                    pid: *pid,
+                    runs: merged(pieces),
+                })
+                .collect(),
+        };
+        let stream = super::local::start(pages, image.session)?;
+        let link = target::hello(stream, image.session)?;
+        Self::with_link(image, link, tree)
+    }
+
+    fn with_link(image: LazyImage, link: target::Link, tree: Vec<i32>) -> Result<Self, LazyError> {
         let watchdog = std::sync::Arc::new(Watchdog::start(tree.clone())?);
         let (tx, rx) = channel();
         let daemon = std::thread::Builder::new()
@@ -129,6 +153,14 @@ impl PostCopy {
         })
     }
 
+    /// Why post-copy failed, once the restore itself failed (the daemon is told to stop
+    /// if it still runs); `None` if it had not.
+    pub fn failure(&self) -> Option<LazyError> {
+        self.wait()
+            .err()
+            .filter(|e| !matches!(e, LazyError::Abandoned))
+    }
+
     /// Waits until every page is in place (the source has killed its tree) or
     /// post-copy failed (the restored tree is killed then).
     pub fn wait(&self) -> Result<Stats, LazyError> {
@@ -192,6 +224,18 @@ pub fn begin(
     Ok(Some(std::sync::Arc::new(PostCopy::start(
         lazy, &from, tree,
     )?)))
+}
+
+/// The address ranges of `pieces` (sorted), those that touch joined.
+fn merged(pieces: &[Piece]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for p in pieces {
+        match out.last_mut() {
+            Some(last) if last.1 == p.addr => last.1 += p.len,
+            _ => out.push((p.addr, p.addr + p.len)),
+        }
+    }
+    out
 }
 
 /// The private anonymous mappings holding `runs`, each once; a run outside them is

@@ -355,7 +355,7 @@ fn read_ahead(
 
 /// `STASIS_LAZY_PACE_US`: a pause per MiB served, which slows the link down on purpose
 /// (tests kill a source mid-copy with it; see docs/testing.md).
-fn pace() -> Option<std::time::Duration> {
+pub(super) fn pace() -> Option<std::time::Duration> {
     static PACE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
     *PACE.get_or_init(|| {
         let us = std::env::var("STASIS_LAZY_PACE_US").ok()?.parse().ok()?;

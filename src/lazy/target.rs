@@ -35,6 +35,7 @@ use nix::errno::Errno;
 use super::inbox::{Inbox, Message};
 use super::proto::{self, Header, Kind};
 use super::remaining::{Piece, Remaining};
+use super::stream::Stream;
 use super::watchdog::Watchdog;
 use super::LazyError;
 use crate::sys::uffd_missing::{self as uffd, Copied, Event};
@@ -72,8 +73,8 @@ pub struct Stats {
 
 /// The link to the source after the hello.
 pub struct Link {
-    rx: BufReader<TcpStream>,
-    tx: TcpStream,
+    rx: BufReader<Stream>,
+    tx: Stream,
     pub lazy_bytes: u64,
 }
 
@@ -88,6 +89,15 @@ pub fn connect(address: &str, port: u16, session: u64) -> Result<Link, LazyError
     let stream = TcpStream::connect((address, port)).map_err(fail)?;
     let _ = stream.set_nodelay(true);
     super::source::stall_limits(&stream);
+    hello(Stream::Tcp(stream), session).map_err(|e| match e {
+        LazyError::Link { source } => fail(source),
+        e => e,
+    })
+}
+
+/// Says hello on `stream` (naming `session`) and reads the answer.
+pub fn hello(stream: Stream, session: u64) -> Result<Link, LazyError> {
+    let fail = |source| LazyError::Link { source };
     let mut tx = stream.try_clone().map_err(fail)?;
     // Small: page data is read past the buffer straight into place (a large buffer would
     // take most of each 1 MiB answer and copy it out once more).
@@ -111,7 +121,7 @@ pub fn connect(address: &str, port: u16, session: u64) -> Result<Link, LazyError
     }
 }
 
-fn reason(rx: &mut BufReader<TcpStream>, len: u64) -> String {
+fn reason(rx: &mut BufReader<Stream>, len: u64) -> String {
     let mut b = vec![0u8; len as usize];
     match std::io::Read::read_exact(rx, &mut b) {
         Ok(()) => String::from_utf8_lossy(&b).into_owned(),
@@ -154,7 +164,7 @@ struct Asked {
 
 /// The daemon's state.
 pub struct Daemon {
-    tx: TcpStream,
+    tx: Stream,
     inbox: Inbox,
     rx: Receiver<Msg>,
     watchdog: Arc<Watchdog>,

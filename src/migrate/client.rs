@@ -83,7 +83,7 @@ impl RemoteImage {
     /// [`RemoteImage::wait_restored`] without a time limit (a post-copy restore answers
     /// once every page is in; a dead peer is found by the keepalive probes).
     pub fn wait_restored_unbounded(&self) -> Result<(), MigrateError> {
-        self.wait_status_for(wire::RESTORED, None)
+        self.wait_status_for(wire::RESTORED, None).map(drop)
     }
 
     /// Ends any wait on the connection (the waiting thread gets an error).
@@ -104,23 +104,34 @@ impl RemoteImage {
 
     /// Waits for the receiver's word that the image is restored and runs (`stasis
     /// receive`); its failure is an error naming why.
-    pub fn wait_restored(&self) -> Result<(), MigrateError> {
-        self.wait_status(wire::RESTORED)
+    /// `Ok(true)` when the receiver fills the tree's memory lazily: its
+    /// [`RemoteImage::wait_filled`] follows.
+    pub fn wait_restored(&self) -> Result<bool, MigrateError> {
+        self.wait_status(wire::RESTORED).map(|m| m == "filling")
     }
 
-    fn wait_status(&self, stage: u8) -> Result<(), MigrateError> {
+    /// Waits for the receiver's word that all the restored tree's memory is in place
+    /// (no time limit: 2 GiB may take seconds on a loaded machine; a dead peer is found
+    /// by the keepalive probes).
+    pub fn wait_filled(&self) -> Result<(), MigrateError> {
+        self.wait_status_for(wire::FILLED, None).map(drop)
+    }
+
+    fn wait_status(&self, stage: u8) -> Result<String, MigrateError> {
         // The receiver verifies and syncs (and may restore) a large image first.
         self.wait_status_for(stage, Some(STATUS_WAIT))
     }
 
-    fn wait_status_for(&self, stage: u8, limit: Option<Duration>) -> Result<(), MigrateError> {
+    fn wait_status_for(&self, stage: u8, limit: Option<Duration>) -> Result<String, MigrateError> {
         let mut conn = self.lock();
         let mut buf = Vec::new();
         conn.set_read_timeout(limit);
         conn.recv(&mut buf, 0)?;
         let peer = conn.peer.clone();
         match buf.as_slice() {
-            [tag::STATUS, s, 1, ..] if *s == stage => Ok(()),
+            [tag::STATUS, s, 1, msg @ ..] if *s == stage => {
+                Ok(String::from_utf8_lossy(msg).into_owned())
+            }
             [tag::STATUS, _, _, msg @ ..] => Err(MigrateError::Refused {
                 peer,
                 what: String::from_utf8_lossy(msg).into_owned(),
@@ -234,7 +245,7 @@ impl ImageSink for RemoteImage {
         }
         let files = self.next_id.load(Ordering::Relaxed) - 1;
         self.end(files)?;
-        Ok(self.wait_status(wire::STORED)?)
+        Ok(self.wait_status(wire::STORED).map(drop)?)
     }
 }
 

@@ -55,6 +55,10 @@ pub struct MigrateSummary {
     /// From the freeze of the final dump to the receiver's word that the tree runs
     /// (`--lazy`: to the target's word that its tree runs, before its memory is in).
     pub downtime_ms: f64,
+    /// (pre-copy with `stasis receive` filling lazily) From the freeze to the receiver's
+    /// word that all the restored tree's memory is in place.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_in_place_ms: Option<f64>,
     pub total_seconds: f64,
 }
 
@@ -137,6 +141,8 @@ struct Handover {
     sink: std::sync::Arc<RemoteImage>,
     frozen_at: Option<Instant>,
     running_at: Option<Instant>,
+    /// The receiver fills the memory after the tree runs: `FILLED` follows.
+    filling: bool,
 }
 
 impl Hooks for Handover {
@@ -144,9 +150,7 @@ impl Hooks for Handover {
         match point {
             Point::NetworkLock => self.frozen_at = Some(Instant::now()),
             Point::PostDump => {
-                self.sink
-                    .wait_restored()
-                    .map_err(|e| crate::error_line(&e))?;
+                self.filling = (self.sink.wait_restored()).map_err(|e| crate::error_line(&e))?;
                 self.running_at = Some(Instant::now());
             }
             _ => {}
@@ -165,11 +169,19 @@ fn finish(opts: &MigrateOptions, summary: &mut MigrateSummary) -> Result<(), Mig
         sink: sink.clone(),
         frozen_at: None,
         running_at: None,
+        filling: false,
     };
     let dopts = final_options(opts, n, RemoteSink(sink.clone()));
     let s = dump_with(&dopts, &mut hand)?;
     if let (Some(f), Some(r)) = (hand.frozen_at, hand.running_at) {
         summary.downtime_ms = r.duration_since(f).as_secs_f64() * 1e3;
+    }
+    // The tree runs on the target (and is gone here): its memory is being filled there
+    // from the received images. A failed fill killed it there (see docs/migration.md).
+    if hand.filling {
+        sink.wait_filled()?;
+        let f = hand.frozen_at.unwrap_or(started);
+        summary.memory_in_place_ms = Some(f.elapsed().as_secs_f64() * 1e3);
     }
     summary.rounds.push(Round {
         kind: "dump",

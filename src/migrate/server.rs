@@ -33,9 +33,26 @@ pub struct ServerOptions {
     pub dir: PathBuf,
     pub security: wire::Security,
     /// `stasis receive`: restore the last image (`stasis restore -D IMAGE -d`, with
-    /// these extra arguments) and tell the sender.
-    pub restore: Option<Vec<String>>,
+    /// these extra arguments, its memory filled as said) and tell the sender.
+    pub restore: Option<(Vec<String>, Fill)>,
 }
+
+/// How `stasis receive` fills the restored tree's memory (pre-copy; a post-copy
+/// migration's memory is on its source).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fill {
+    /// `lazy` when the received pages reach [`LAZY_FILL_MIN`].
+    Auto,
+    /// Everything before the tree runs.
+    Eager,
+    /// The tree starts at once; its private anonymous memory is filled from the received
+    /// images on fault and in the background (`restore --lazy-local`).
+    Lazy,
+}
+
+/// Received pages from which `Fill::Auto` fills lazily: below, the eager fill takes
+/// tens of milliseconds and a lazy one gains little.
+pub const LAZY_FILL_MIN: u64 = 256 << 20;
 
 /// One image received.
 #[derive(Clone, Debug)]
@@ -88,10 +105,17 @@ pub fn serve_on(
         if !got.last {
             continue;
         }
-        if let Some(extra) = &opts.restore {
+        if let Some((extra, fill)) = &opts.restore {
             let mut extra = extra.clone();
-            if let Some(source) = got.lazy {
-                extra.extend(lazy_args(source));
+            let lazy = match got.lazy {
+                Some(source) => {
+                    extra.extend(lazy_args(source));
+                    false
+                }
+                None => fills_lazily(*fill, &verified),
+            };
+            if lazy {
+                extra.push("--lazy-local".into());
             }
             return restore(&mut conn, &got.dir, &extra, &verified);
         }
@@ -99,23 +123,55 @@ pub fn serve_on(
     }
 }
 
+/// Whether the restore fills memory lazily from the received images (`fill`, and for
+/// `Auto` the size of the pages files of `received`).
+fn fills_lazily(fill: Fill, received: &[PathBuf]) -> bool {
+    match fill {
+        Fill::Eager => false,
+        Fill::Lazy => true,
+        Fill::Auto => pages_bytes(received) >= LAZY_FILL_MIN,
+    }
+}
+
+/// The size of the pages files (`pages-*.img`) in `dirs`.
+fn pages_bytes(dirs: &[PathBuf]) -> u64 {
+    let files = dirs.iter().filter_map(|d| fs::read_dir(d).ok()).flatten();
+    files
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pages-"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 /// Restores the image in `dir` detached and tells the sender how it went; the pages of
 /// the images in `verified` (received and checked here) are not checksummed again.
+///
+/// With `--lazy-local` among `extra` the sender hears twice: `RESTORED` (its message
+/// `filling`) as soon as the tree runs, then `FILLED` once all memory is in place or
+/// the fill failed (the restore killed the tree then).
 fn restore(
     conn: &mut Conn,
     dir: &Path,
     extra: &[String],
     verified: &[PathBuf],
 ) -> Result<(), MigrateError> {
+    use std::io::BufRead;
     let exe = std::env::current_exe().map_err(|source| MigrateError::Spawn {
         what: "stasis (its own path)".into(),
         source,
     })?;
-    let out = std::process::Command::new(exe)
+    let lazy = extra.iter().any(|a| a == "--lazy-local");
+    let spawn = |source| MigrateError::Spawn {
+        what: "stasis restore".into(),
+        source,
+    };
+    let mut child = std::process::Command::new(exe)
         .arg("restore")
         .arg("-D")
         .arg(dir)
         .arg("-d")
+        .arg("--report-running")
         .args(
             verified
                 .iter()
@@ -123,16 +179,38 @@ fn restore(
         )
         .args(extra)
         .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|source| MigrateError::Spawn {
-            what: "stasis restore".into(),
-            source,
-        })?;
-    let ok = out.status.success();
-    let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(spawn)?;
+    let mut stderr = child.stderr.take().expect("piped");
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+    }
+    let running = line.starts_with("running ");
+    if running && lazy {
+        conn.send(&wire::status(wire::RESTORED, true, "filling"), &[], None)?;
+    }
+    let status = child.wait().map_err(spawn)?;
+    let ok = status.success() && running;
+    let why = errors.join().unwrap_or_default().trim().to_string();
+    if ok && !why.is_empty() {
+        // The restore's own report (its summary, the fill's end, a profile).
+        eprintln!("{why}");
+    }
+    let stage = match running && lazy {
+        true => wire::FILLED,
+        false => wire::RESTORED,
+    };
     // A failed restore is the news, even if the sender cannot hear it (the link is
     // down: what failed the restore too, maybe).
-    let told = conn.send(&wire::status(wire::RESTORED, ok, &why), &[], None);
+    let told = conn.send(&wire::status(stage, ok, &why), &[], None);
     if !ok {
         return Err(MigrateError::Target {
             path: dir.to_path_buf(),

@@ -67,6 +67,9 @@ pub mod tag {
 /// `STATUS` stages.
 pub const STORED: u8 = 1;
 pub const RESTORED: u8 = 2;
+/// (`stasis receive` filling lazily, after `RESTORED` with the message `filling`) All
+/// the restored tree's memory is in place, or the fill failed and the tree was killed.
+pub const FILLED: u8 = 3;
 
 /// One direction's key and frame counter.
 struct Sealer {

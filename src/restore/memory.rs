@@ -87,14 +87,19 @@ pub fn fill(
     parents: &[Piece],
     in_child: &dyn Fn(PathBuf) -> PathBuf,
     sealed: &SealedPages,
+    served: &[(u64, u64)],
 ) -> Result<Filled, RestoreError> {
     let started = Instant::now();
-    let total = mm.pages() * PAGE_SIZE;
+    let skipped: u64 = served.iter().map(|(s, e)| e - s).sum();
+    let total = (mm.pages() * PAGE_SIZE).saturating_sub(skipped);
     let mut paths: Vec<PathBuf> = (0..mm.stripes()).map(pages).collect();
     // Ordering requirements: the own pages files of a compressed or encrypted image are
     // decoded into place first (`sealed.rs`); the batches left are the parents'.
     let own_sealed = paths.iter().any(|p| sealed.contains_key(p));
-    let work = Work::new(mm, parents, &mut paths, total, !own_sealed);
+    let mut work = Work::new(mm, parents, &mut paths, total, !own_sealed);
+    if !served.is_empty() {
+        work.batches = without(std::mem::take(&mut work.batches), served);
+    }
     if own_sealed {
         s.flush()?;
         let own = &paths[..usize::from(mm.stripes())];
@@ -288,6 +293,37 @@ fn parent_batches(parents: &[Piece], paths: &mut Vec<PathBuf>) -> Vec<Batch> {
             }),
         }
         next_offset = p.offset + p.len;
+    }
+    out
+}
+
+/// `batches` without the pages at `served` (sorted; filled later by post-copy, see
+/// `lazy/local.rs`): a batch with a hole is cut in two, each part with its own offset.
+fn without(batches: Vec<Batch>, served: &[(u64, u64)]) -> Vec<Batch> {
+    let mut out: Vec<Batch> = Vec::new();
+    for b in batches {
+        let mut at = b.offset;
+        let mut next_offset = None;
+        for iov in &b.iovs {
+            let whole = [(iov.base, iov.base + iov.len)];
+            for (s, e) in crate::ranges::subtract(&whole, served) {
+                let offset = at + (s - iov.base);
+                let piece = IoVec {
+                    base: s,
+                    len: e - s,
+                };
+                match out.last_mut() {
+                    Some(last) if next_offset == Some(offset) => last.iovs.push(piece),
+                    _ => out.push(Batch {
+                        iovs: vec![piece],
+                        stripe: b.stripe,
+                        offset,
+                    }),
+                }
+                next_offset = Some(offset + (e - s));
+            }
+            at += iov.len;
+        }
     }
     out
 }
@@ -510,6 +546,35 @@ fn skip(batch: &[IoVec], mut done: u64) -> Vec<IoVec> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn served_pages_are_cut_out_with_their_offsets() {
+        let b = Batch {
+            iovs: vec![
+                IoVec {
+                    base: 0x1000,
+                    len: 0x3000,
+                },
+                IoVec {
+                    base: 0x8000,
+                    len: 0x1000,
+                },
+            ],
+            stripe: 0,
+            offset: 4096,
+        };
+        let got = without(vec![b], &[(0x2000, 0x3000), (0x8000, 0x9000)]);
+        let at: Vec<(u64, Vec<(u64, u64)>)> = (got.iter())
+            .map(|b| (b.offset, b.iovs.iter().map(|i| (i.base, i.len)).collect()))
+            .collect();
+        assert_eq!(
+            at,
+            vec![
+                (4096, vec![(0x1000, 0x1000)]),
+                (4096 + 0x2000, vec![(0x3000, 0x1000)])
+            ]
+        );
+    }
 
     #[test]
     fn skip_cuts_inside_an_iovec() {

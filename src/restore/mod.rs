@@ -95,6 +95,11 @@ pub struct RestoreOptions {
     /// only their headers and lengths (a 2 GiB chain costs a second pass otherwise,
     /// inside a migration's downtime).
     pub pages_verified: Vec<PathBuf>,
+    /// `--lazy-local`: start the tree at once and fill its private anonymous memory from
+    /// this image's pages files on fault and in the background (`lazy/local.rs`), each
+    /// page verified before it is placed; an image whose pages are compressed or
+    /// encrypted, or a kernel without userfaultfd's missing mode, is filled as usual.
+    pub lazy_local: bool,
 }
 
 /// The restored tree's root, and figures for the summary line and `--stats-json`.
@@ -227,6 +232,30 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
     restore_with(opts, &mut NoHooks)
 }
 
+/// (`--lazy-local`) What the local post-copy serves, `None` when nothing qualifies or
+/// this kernel lacks what post-copy needs (the image is then filled as usual). A
+/// process that another one's memory is forked from (or shared with) is filled whole
+/// first: its child inherits its memory at the fork.
+fn local_fill(
+    image: &Image,
+    plan: &crate::image::forks::Plan,
+) -> Option<crate::lazy::local::LocalPages> {
+    if let Err(e) = crate::lazy::restore::check_kernel() {
+        eprintln!(
+            "stasis: --lazy-local: {}; filling the memory before the tree runs",
+            crate::error_line(&e)
+        );
+        return None;
+    }
+    let origins: std::collections::HashSet<i32> = (image.tree.processes.iter())
+        .filter_map(|e| plan.fork(e.pid))
+        .filter_map(|f| tree::memory_origin(image, plan, f.by))
+        .map(|p| p.task.pid)
+        .collect();
+    let pages = crate::lazy::local::served(image, &origins);
+    (!pages.processes.is_empty()).then_some(pages)
+}
+
 /// Whether `dir` is one of the directories the caller verified (`pages_verified`).
 fn verified_by_caller(opts: &RestoreOptions, dir: &std::path::Path) -> bool {
     if opts.pages_verified.is_empty() {
@@ -293,7 +322,26 @@ pub fn restore_with(
     let shell_job = opts.shell_job || image.inventory.shell_job;
     let _orphans = Subreaper::become_one();
     let tree_pids = image.tree.processes.iter().map(|e| e.pid).collect();
-    let post_copy = crate::lazy::restore::begin(lazy, tree_pids)?;
+    let plan = tree::plan(&image)?;
+    let local = match opts.lazy_local && lazy.is_none() && opened.sealed_pages().is_empty() {
+        true => local_fill(&image, &plan),
+        false => None,
+    };
+    let served: HashMap<i32, Vec<(u64, u64)>> = (local.iter())
+        .flat_map(|l| &l.processes)
+        .map(|(pid, pieces)| {
+            (
+                *pid,
+                pieces.iter().map(|p| (p.addr, p.addr + p.len)).collect(),
+            )
+        })
+        .collect();
+    let post_copy = match local {
+        Some(pages) => Some(std::sync::Arc::new(
+            crate::lazy::restore::PostCopy::start_local(pages, tree_pids)?,
+        )),
+        None => crate::lazy::restore::begin(lazy, tree_pids)?,
+    };
     let fds = image.processes.iter().flat_map(|p| &p.files.fds);
     let ghosts = files::Ghosts::new(&image.ghosts, fds).with_homes(&image.ghost_homes, root);
     if mounts.is_none() {
@@ -301,7 +349,6 @@ pub fn restore_with(
     }
     let ttys = tty::Bank::build(&image)?;
     let given = files::given_fds(&image, &opts.inherit_fds);
-    let plan = tree::plan(&image)?;
     let mut b = Builder {
         plan,
         image: &image,
@@ -322,6 +369,7 @@ pub fn restore_with(
         veths: &opts.veth_externals,
         peers: ns::netlinks::Peers::new(&image.netpeers),
         lazy: post_copy.as_deref(),
+        served: &served,
         sealed: opened.sealed_pages(),
         net_lock: match lock.pids.contains(&root) {
             true => lock.mode,
@@ -365,7 +413,12 @@ pub fn restore_with(
             if let Some(made) = b.sysv.take() {
                 sysv::undo(made);
             }
-            Err(e)
+            // A post-copy that failed first (a page failing its check) killed the tree:
+            // that is the news, not the stage it broke.
+            let why = post_copy
+                .as_deref()
+                .and_then(crate::lazy::restore::PostCopy::failure);
+            Err(why.map_or(e, RestoreError::from))
         }
     };
     // Rebuilt or not, the connections held by the dump's network lock are settled now.
@@ -482,6 +535,8 @@ struct Builder<'a> {
     peers: ns::netlinks::Peers<'a>,
     /// `--lazy-pages`: registers each process's served mappings.
     lazy: Option<&'a crate::lazy::restore::PostCopy>,
+    /// (`--lazy-local`) Each process's pages left to post-copy: not filled here.
+    served: &'a HashMap<i32, Vec<(u64, u64)>>,
     /// The pages files left sealed, decoded into place (`sealed.rs`).
     sealed: &'a store::SealedPages,
 }
@@ -643,7 +698,9 @@ impl Builder<'_> {
             // A process sharing its parent's address space finds its memory in place.
             Some(p) if !entry.shares_vm => {
                 let child = self.shell(pid);
-                let filled = build_memory(child, self.image, p, parent, self.ghosts, self.sealed)?;
+                let served = self.served.get(&pid).map_or(&[][..], |v| v);
+                let from = (self.ghosts, self.sealed, served);
+                let filled = build_memory(child, self.image, p, parent, from)?;
                 if let Some(lazy) = self.lazy {
                     lazy.register(child, &p.mm)
                         .map_err(at(RestoreStage::Memory, pid))?;
@@ -1040,8 +1097,7 @@ fn build_memory(
     image: &Image,
     p: &ProcessImage,
     parent: Option<&ProcessImage>,
-    ghosts: &files::Ghosts,
-    sealed: &store::SealedPages,
+    (ghosts, sealed, served): (&files::Ghosts, &store::SealedPages, &[(u64, u64)]),
 ) -> Result<memory::Filled, RestoreError> {
     let filled = memory::filled_vmas(&p.mm);
     let _s = crate::profile::span("address space+mappings+memory");
@@ -1064,7 +1120,7 @@ fn build_memory(
     s.stage(RestoreStage::Memory, |s| {
         let in_child = |path: PathBuf| mnt::child_path(image.mounts.is_some(), &path);
         let parents = image.parent_pages.get(&p.task.pid).map_or(&[][..], |v| v);
-        filled_pages = memory::fill(s, &p.mm, &pages, parents, &in_child, sealed)?;
+        filled_pages = memory::fill(s, &p.mm, &pages, parents, &in_child, sealed, served)?;
         s.flush()?;
         aio::restore_rings(s.child(), &p.mm)
     })?;
