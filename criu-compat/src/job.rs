@@ -334,6 +334,7 @@ pub fn run_restore(job: &Job, log: &mut Log, hooks: &mut dyn Hooks) -> Result<Re
         lazy: (job.lazy.clone())
             .map(|(address, port)| stasis::lazy::restore::LazyFrom { address, port }),
         pages_verified: Vec::new(),
+        lazy_local: false,
     };
     stasis::restore::set_root_sibling(job.rst_sibling);
     let restored = stasis::restore::restore_with(&opts, hooks).map_err(|e| stasis::error_line(&e));
