@@ -160,19 +160,7 @@ fn lazy_victim_passes(name: &str, args: &[&str], pace_us: Option<u64>) {
         "lazy_mem runs {:.1} ms after the restore started",
         after.as_secs_f64() * 1e3
     );
-    common::kill(pid, libc::SIGUSR1).expect("go");
-    let out = restore.finish(common::STASIS_TIMEOUT);
-    out.assert_ok("restore --lazy-pages");
-    assert!(
-        out.stderr.contains("post-copy complete"),
-        "no completion line: {}",
-        out.stderr
-    );
-    assert!(
-        victim.log_text().contains("ALIVE") && victim.log_text().contains("PASS"),
-        "the restored victim did not pass; log:\n{}",
-        victim.log_text()
-    );
+    lets_go_and_completes(&mut restore, pid, &victim, "restore --lazy-pages");
     // Every page transferred: the source killed its tree and ended well.
     dump.finish(common::STASIS_TIMEOUT)
         .assert_ok("dump --lazy-pages");
@@ -439,19 +427,7 @@ fn local_fill_passes(name: &str, args: &[&str], pace_us: Option<u64>) {
         "{name}: lazy_mem runs {:.1} ms after the restore started",
         after.as_secs_f64() * 1e3
     );
-    common::kill(pid, libc::SIGUSR1).expect("go");
-    let out = restore.finish(common::STASIS_TIMEOUT);
-    out.assert_ok("restore --lazy-local");
-    assert!(
-        out.stderr.contains("post-copy complete"),
-        "no completion line: {}",
-        out.stderr
-    );
-    assert!(
-        victim.log_text().contains("ALIVE") && victim.log_text().contains("PASS"),
-        "the restored victim did not pass; log:\n{}",
-        victim.log_text()
-    );
+    lets_go_and_completes(&mut restore, pid, &victim, "restore --lazy-local");
 }
 
 #[test]
@@ -524,5 +500,28 @@ fn lazy_local_fill_corrupted_pages_kill_the_restored_tree() {
     assert!(
         !Path::new(&format!("/proc/{pid}")).exists(),
         "restored pid {pid} still exists"
+    );
+}
+
+/// Tells the restored `lazy_mem` (`pid`) to go, then checks that `restore` (`what`)
+/// ended well with its post-copy complete and that the victim passed.
+fn lets_go_and_completes(
+    restore: &mut common::Running,
+    pid: i32,
+    victim: &common::Proc,
+    what: &str,
+) {
+    common::kill(pid, libc::SIGUSR1).expect("go");
+    let out = restore.finish(common::STASIS_TIMEOUT);
+    out.assert_ok(what);
+    assert!(
+        out.stderr.contains("post-copy complete"),
+        "no completion line: {}",
+        out.stderr
+    );
+    assert!(
+        victim.log_text().contains("ALIVE") && victim.log_text().contains("PASS"),
+        "the restored victim did not pass; log:\n{}",
+        victim.log_text()
     );
 }

@@ -84,31 +84,6 @@ static void dgram_connected(int a, int b)
 	CHECK_SYS(connect(b, (struct sockaddr *)&sa, la));
 }
 
-static void setup(void)
-{
-	char dir[] = "unix_peercred-XXXXXX";
-
-	want_pid = getpid(), want_uid = geteuid(), want_gid = getegid();
-	pair_at(SOCK_STREAM, 10, 11);
-	pair_at(SOCK_DGRAM, 12, 13);
-	CHECK(mkdtemp(dir) != NULL, "mkdtemp: %s", strerror(errno));
-	CHECK_SYS(chdir(dir));
-	victim_place(bound(SOCK_STREAM, "l.sock"), 14);
-	CHECK_SYS(listen(14, 4));
-	victim_place(connected(SOCK_STREAM, "l.sock"), 15);
-	victim_place(accept(14, NULL, NULL), 16);
-	victim_place(socket(AF_UNIX, SOCK_DGRAM, 0), 17);
-	dgram_connected(18, 19);
-}
-
-static void verify(void)
-{
-	for (int fd = 10; fd <= 16; fd++)
-		expect_cred(fd, want_pid, want_uid, want_gid);
-	for (int fd = 17; fd <= 19; fd++)
-		expect_cred(fd, 0, -1, -1);
-}
-
 static void listener_client_accepted(void)
 {
 	char dir[] = "unix_peercred-XXXXXX";
@@ -119,6 +94,24 @@ static void listener_client_accepted(void)
 	CHECK_SYS(listen(14, 4));
 	victim_place(connected(SOCK_STREAM, "l.sock"), 15);
 	victim_place(accept(14, NULL, NULL), 16);
+}
+
+static void setup(void)
+{
+	want_pid = getpid(), want_uid = geteuid(), want_gid = getegid();
+	pair_at(SOCK_STREAM, 10, 11);
+	pair_at(SOCK_DGRAM, 12, 13);
+	listener_client_accepted();
+	victim_place(socket(AF_UNIX, SOCK_DGRAM, 0), 17);
+	dgram_connected(18, 19);
+}
+
+static void verify(void)
+{
+	for (int fd = 10; fd <= 16; fd++)
+		expect_cred(fd, want_pid, want_uid, want_gid);
+	for (int fd = 17; fd <= 19; fd++)
+		expect_cred(fd, 0, -1, -1);
 }
 
 static void need_root(void)

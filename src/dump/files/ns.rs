@@ -10,20 +10,6 @@ use super::OpenFd;
 use crate::dump::DumpError;
 use crate::image::files::{FdKind, NsFd};
 
-/// The kinds of namespace files in `/proc/PID/ns`.
-const KINDS: &[&str] = &[
-    "cgroup",
-    "ipc",
-    "mnt",
-    "net",
-    "pid",
-    "pid_for_children",
-    "time",
-    "time_for_children",
-    "user",
-    "uts",
-];
-
 /// `Some` for an fd on a namespace file; refused unless it is one of the process's own.
 pub fn dump(open: &OpenFd) -> Result<Option<FdKind>, DumpError> {
     let Some((kind, ino)) = parse(&open.target) else {
@@ -31,7 +17,7 @@ pub fn dump(open: &OpenFd) -> Result<Option<FdKind>, DumpError> {
     };
     // The link text names the namespace type ("pid"), which the process's
     // `pid_for_children` may share: any of its files of that type will do.
-    let own = KINDS
+    let own = crate::dump::ns::KINDS
         .iter()
         .filter(|k| k.split('_').next() == Some(kind))
         .find(|k| {
@@ -53,7 +39,9 @@ pub fn dump(open: &OpenFd) -> Result<Option<FdKind>, DumpError> {
 fn parse(target: &str) -> Option<(&str, u64)> {
     let (kind, rest) = target.split_once(":[")?;
     let ino = rest.strip_suffix(']')?.parse().ok()?;
-    KINDS.contains(&kind).then_some((kind, ino))
+    crate::dump::ns::KINDS
+        .contains(&kind)
+        .then_some((kind, ino))
 }
 
 #[cfg(test)]

@@ -53,7 +53,7 @@ pub(crate) fn inode_of(pid: &str, kind: &'static str) -> std::io::Result<u64> {
 }
 
 /// The kinds of `/proc/PID/ns/` (those of kernels without time namespaces are missing).
-const KINDS: [&str; 10] = [
+pub(crate) const KINDS: [&str; 10] = [
     "cgroup",
     "ipc",
     "mnt",
