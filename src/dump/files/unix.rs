@@ -47,7 +47,7 @@ pub fn unix_kind(ctx: &mut SockCtx<'_>, fd: i32, ino: u64) -> Result<FdKind, Dum
     let peer = orphan_datagram_peer(&d, peer, &queue);
     check_queue(ctx, fd, &d, &peer, &queue)?;
     super::unix_senders::keep(ctx, fd, &d, &peer)?;
-    super::unix_peercred::check(ctx, fd, &d, &peer)?;
+    super::unix_peercred::check(ctx, fd, &d, &peer, &opts)?;
     Ok(FdKind::Unix(Box::new(UnixSocket {
         ino,
         sock_type: i32::from(d.sock_type),

@@ -25,30 +25,30 @@
 //! one pair with different credentials) fails the restore before the tree runs
 //! (`restore/files/unix_peercred.rs`).
 
-use std::os::fd::AsFd;
-
 use super::sock::SockCtx;
 use crate::dump::DumpError;
 use crate::image::files::{FdKind, FilesImage};
 use crate::image::sock::{UnixPeer, UnixSocket};
+use crate::image::sockopts::SockOpts;
 use crate::sys::sock_diag::UnixDiag;
 
-/// Refuses socket `d` at fd `fd` (peer `peer`) when its `SO_PEERCRED` names a pid the
-/// restore cannot give it.
+/// Refuses socket `d` at fd `fd` (peer `peer`, options `opts` as read by
+/// `dump/files/sockopts.rs`, which always saves a unix socket's `SO_PEERCRED`) when its
+/// credentials name a pid the restore cannot give it.
 pub fn check(
-    ctx: &mut SockCtx<'_>,
+    ctx: &SockCtx<'_>,
     fd: i32,
     d: &UnixDiag,
     peer: &UnixPeer,
+    opts: &SockOpts,
 ) -> Result<(), DumpError> {
     if matches!(peer, UnixPeer::External { .. }) {
         return Ok(());
     }
     let pid = ctx.pid;
-    let sock = ctx.steal(fd)?;
-    let (cpid, uid, gid) = crate::sys::socket::peer_cred(sock.as_fd()).map_err(|e| {
-        DumpError::unsupported(format!("fd {fd} of pid {pid}: read SO_PEERCRED: {e}"))
-    })?;
+    let Some((cpid, uid, gid)) = opts.peer_cred() else {
+        return Ok(());
+    };
     let why = (cpid != 0 && !ctx.opts.pids.contains(&cpid))
         .then(|| format!("pid {cpid} is not a process of the dumped tree"));
     match why {
