@@ -188,11 +188,13 @@ fn pivot_root_into_nested_namespace_round_trip() {
         return;
     };
     let pid = victim.pid;
-    let _guard = common::TreeGuard(vec![pid]);
+    let mut guard = common::TreeGuard(vec![pid]);
     let child: i32 = std::fs::read_to_string(d.join("child"))
         .expect("child pid")
         .parse()
         .expect("a pid");
+    // The child pauses until killed: killed first, its parent reaps it and exits.
+    guard.0.insert(0, child);
     let exe = |p: i32| std::fs::metadata(format!("/proc/{p}/exe")).map(|m| (m.dev(), m.ino()));
     let before = exe(child).expect("exe");
     round_trip(pid, &tmp.join("img"));
@@ -210,5 +212,4 @@ fn pivot_root_into_nested_namespace_round_trip() {
     );
     let answer = common::go_and_answer(&root);
     assert_eq!(answer.trim(), "PASS", "log: {}", victim.log_text());
-    common::reap_all(&[pid], true);
 }
