@@ -2,7 +2,8 @@
 # Dump/restore benchmark for stasis: see docs/benchmarks.md.
 # usage: scripts/bench.sh [--runs N] [--quick] [--big] [--json FILE] [--store-opts OPTS] [--restore-opts OPTS]
 #                         [--variants 'NAME=OPTS;NAME=OPTS'] (several dump options, interleaved)
-#                         | --lazy [MIB [RUNS]]  (post-copy over loopback, 4096 MiB by default, and CRIU's)
+#                         | --lazy [MIB [RUNS]] [--link RATE]  (post-copy over loopback,
+#                           or a veth shaped to a tc RATE such as 1gbit; 4096 MiB by default; CRIU's too)
 #                         [--compare 'DUMP_TEMPLATE' 'RESTORE_TEMPLATE'] [--only a,b]
 #                         [--storage /dev/shm,/var/tmp]
 #        scripts/bench.sh --incremental [--runs N] [--mib MIB] [--percent P] [--verify] [--rt] [--repeat N] [--profile]
@@ -62,8 +63,12 @@ if [ "${1:-}" = --incremental ]; then
     exit $?
 elif [ "${1:-}" = "--lazy" ]; then
     command -v unshare >/dev/null || { echo "bench.sh: --lazy needs unshare" >&2; exit 1; }
+    mib=4096 runs=1
+    shift
+    if [[ "${1:-}" =~ ^[0-9]+$ ]]; then mib=$1; shift; fi
+    if [[ "${1:-}" =~ ^[0-9]+$ ]]; then runs=$1; shift; fi
     python3 scripts/bench/lazy.py --stasis "$STASIS" --workload "$bindir/workload" \
-        --mib "${2:-4096}" --runs "${3:-1}"
+        --mib "$mib" --runs "$runs" "$@"
     exit 0
 elif [ "${1:-}" = "--migration" ]; then
     shift
