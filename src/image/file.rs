@@ -200,7 +200,12 @@ use super::error::ImageError;
 /// the sender address of each message queued on a unix datagram socket), after every
 /// older field; a record of versions 9 to 16 reads without (`image::files_v16`), its
 /// messages sent again from the peer or an unnamed socket as then.
-pub const FORMAT_VERSION: u32 = 17;
+///
+/// Version 18 adds each link's changeable features (`ethtool -k`: asked for and in
+/// effect) to `netlinks.img` (`image::netns::LinkFeature`); a record of versions 15 to 17
+/// reads without (`image::netns::NetLinksImageV17`), its links keeping a new link's
+/// defaults as then.
+pub const FORMAT_VERSION: u32 = 18;
 /// The oldest format version this build still reads (older images lack the fields above
 /// and are not converted).
 pub const OLDEST_VERSION: u32 = 5;

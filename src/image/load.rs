@@ -222,12 +222,10 @@ impl Image {
             Kind::NetNs,
             super::netns::validate,
         )?;
-        let netlinks = load_optional(
-            &present,
-            super::netns::NETLINKS,
-            Kind::NetLinks,
-            super::netns::validate_links,
-        )?;
+        let netlinks = match present.path(super::netns::NETLINKS) {
+            Some(path) => read_netlinks(&path)?,
+            None => Default::default(),
+        };
         let netpeers = load_optional(
             &present,
             super::netns::NETPEERS,
@@ -537,6 +535,14 @@ fn load_optional<T: serde::de::DeserializeOwned + Default>(
     validate: fn(&T, &Path) -> Result<(), ImageError>,
 ) -> Result<T, ImageError> {
     Ok(load_present(present, name, kind, validate)?.unwrap_or_default())
+}
+
+/// `netlinks.img` of any supported version (links' features came in 18), checked.
+fn read_netlinks(path: &Path) -> Result<super::netns::NetLinksImage, ImageError> {
+    use super::netns::{validate_links, NetLinksImage, NetLinksImageV17};
+    let links = read_since::<NetLinksImage, NetLinksImageV17>(Kind::NetLinks, path, 18)?;
+    validate_links(&links, path)?;
+    Ok(links)
 }
 
 pub(crate) fn load_mm(dir: &Path, pid: i32) -> Result<MmImage, ImageError> {

@@ -9,7 +9,8 @@
 //! out at dump (`dump/ns/net.rs`). The firewall is kept as its tools print it.
 //!
 //! What `netns.img`'s links do not say is in `netlinks.img` (format 15, [`NetLinksImage`],
-//! `dump/ns/netlinks.rs`): each link's kind-specific attributes, bridge and other end.
+//! `dump/ns/netlinks.rs`): each link's kind-specific attributes, bridge and other end,
+//! and since format 18 its features ([`LinkFeature`]).
 
 use std::path::Path;
 
@@ -184,6 +185,74 @@ pub struct LinkMore {
     /// Its attributes as a bridge port, as `ip link set NAME type bridge_slave` takes
     /// them.
     pub port: Vec<(String, String)>,
+    /// Its features the driver lets change (`ethtool -k`), asked for and in effect
+    /// (format 18; `restore/ns/features.rs`). Empty in an older image.
+    pub features: Vec<LinkFeature>,
+}
+
+/// One changeable feature of a link, by the kernel's name (`tx-tcp-segmentation`...).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkFeature {
+    pub name: String,
+    /// Asked for (`ethtool -K`, `TUNSETOFFLOAD`, or the driver's default).
+    pub requested: bool,
+    /// In effect.
+    pub active: bool,
+}
+
+/// `netlinks.img` as versions 15 to 17 wrote it: links without their features.
+#[derive(Deserialize)]
+pub struct NetLinksImageV17 {
+    links: Vec<LinkMoreV17>,
+    nested: Vec<NestedNetV17>,
+}
+
+#[derive(Deserialize)]
+struct NestedNetV17 {
+    pid: i32,
+    ns: NetNsImage,
+    links: Vec<LinkMoreV17>,
+}
+
+#[derive(Deserialize)]
+struct LinkMoreV17 {
+    name: String,
+    master: String,
+    peer: String,
+    lower: String,
+    info: Vec<(String, String)>,
+    port: Vec<(String, String)>,
+}
+
+impl From<LinkMoreV17> for LinkMore {
+    fn from(l: LinkMoreV17) -> Self {
+        let (name, master, peer, lower) = (l.name, l.master, l.peer, l.lower);
+        LinkMore {
+            name,
+            master,
+            peer,
+            lower,
+            info: l.info,
+            port: l.port,
+            features: Vec::new(),
+        }
+    }
+}
+
+impl From<NetLinksImageV17> for NetLinksImage {
+    fn from(old: NetLinksImageV17) -> Self {
+        let links = |l: Vec<LinkMoreV17>| l.into_iter().map(Into::into).collect();
+        NetLinksImage {
+            links: links(old.links),
+            nested: (old.nested.into_iter())
+                .map(|n| NestedNet {
+                    pid: n.pid,
+                    ns: n.ns,
+                    links: links(n.links),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// `netpeers.img` (format 16): the veth pairs whose two ends are in two different network
@@ -328,10 +397,62 @@ mod tests {
 
     #[test]
     fn netlinks_round_trip_through_postcard() {
-        let img = more("mode", "private");
+        let mut img = more("mode", "private");
+        img.links[0].features.push(LinkFeature {
+            name: "tx-tcp-segmentation".into(),
+            requested: true,
+            active: false,
+        });
         let bytes = postcard::to_allocvec(&img).expect("encode");
         let back: NetLinksImage = postcard::from_bytes(&bytes).expect("decode");
         assert_eq!(back, img);
+    }
+
+    /// A link as versions 15 to 17 wrote it: the fields of today but the features.
+    type OldLink = (
+        String,
+        String,
+        String,
+        String,
+        Vec<(String, String)>,
+        Vec<(String, String)>,
+    );
+
+    #[derive(Serialize)]
+    struct Old {
+        links: Vec<OldLink>,
+        nested: Vec<(i32, NetNsImage, Vec<OldLink>)>,
+    }
+
+    #[test]
+    fn netlinks_of_version_17_read_without_features() {
+        let link = |name: &str| {
+            (
+                name.to_string(),
+                "br0".to_string(),
+                String::new(),
+                String::new(),
+                vec![("mode".to_string(), "bridge".to_string())],
+                Vec::new(),
+            )
+        };
+        let old = Old {
+            links: vec![link("mv0")],
+            nested: vec![(7, NetNsImage::default(), vec![link("mv1")])],
+        };
+        let bytes = postcard::to_allocvec(&old).expect("encode");
+        let back: NetLinksImage = postcard::from_bytes::<NetLinksImageV17>(&bytes)
+            .expect("decode")
+            .into();
+        let want = |name: &str| LinkMore {
+            name: name.into(),
+            master: "br0".into(),
+            info: vec![("mode".into(), "bridge".into())],
+            ..LinkMore::default()
+        };
+        assert_eq!(back.links, vec![want("mv0")]);
+        assert_eq!(back.nested[0].pid, 7);
+        assert_eq!(back.nested[0].links, vec![want("mv1")]);
     }
 
     #[test]

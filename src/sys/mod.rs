@@ -6,6 +6,7 @@ pub mod clone;
 pub mod cpu;
 pub mod daemon;
 pub mod deadline;
+pub mod ethtool;
 pub mod fd;
 pub mod file;
 pub mod inherit;

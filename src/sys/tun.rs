@@ -31,6 +31,7 @@ const TUNSETIFF: u64 = 0x4004_54ca;
 const TUNSETPERSIST: u64 = 0x4004_54cb;
 const TUNSETOWNER: u64 = 0x4004_54cc;
 const TUNSETGROUP: u64 = 0x4004_54ce;
+const TUNSETOFFLOAD: u64 = 0x4004_54d0;
 const TUNGETIFF: u64 = 0x8004_54d2;
 const TUNGETSNDBUF: u64 = 0x8004_54d3;
 const TUNSETSNDBUF: u64 = 0x4004_54d4;
@@ -129,6 +130,19 @@ pub fn set_owner(fd: BorrowedFd<'_>, uid: u32) -> nix::Result<()> {
 /// `TUNSETGROUP`.
 pub fn set_group(fd: BorrowedFd<'_>, gid: u32) -> nix::Result<()> {
     by_value(fd, TUNSETGROUP, u64::from(gid))
+}
+
+/// Offload flags of `TUNSETOFFLOAD` (linux/if_tun.h).
+pub const TUN_F_CSUM: u32 = 0x01;
+pub const TUN_F_TSO4: u32 = 0x02;
+pub const TUN_F_TSO6: u32 = 0x04;
+pub const TUN_F_TSO_ECN: u32 = 0x08;
+pub const TUN_F_USO4: u32 = 0x20;
+pub const TUN_F_USO6: u32 = 0x40;
+
+/// `TUNSETOFFLOAD`: the offloads the reader of the device takes (`TUN_F_*`).
+pub fn set_offload(fd: BorrowedFd<'_>, flags: u32) -> nix::Result<()> {
+    by_value(fd, TUNSETOFFLOAD, u64::from(flags))
 }
 
 /// `TUNSETIFINDEX`: the index the next `TUNSETIFF` gives the device it makes.

@@ -13,7 +13,10 @@
  * fd gives its device and flags (fd 13 detached, fd 12 not), fd 10 is attached to nothing
  * and can still make a device; smq0's vnet header size and send buffers are as set (fd
  * 13's queue's its own), stap1
- * has its address; a packet written to fd 11 reaches the socket, a datagram sent to
+ * has its address; every link's features (ETHTOOL_GFEATURES, asked for and in effect) are
+ * as before: smq0's offloads taken by its reader (TUNSETOFFLOAD: checksum, TSO4, TSO6),
+ * stap1's generic receive offload and lo's TCP segmentation turned off (ETHTOOL_SGRO,
+ * ETHTOOL_STSO, as `ethtool -K` does); a packet written to fd 11 reaches the socket, a datagram sent to
  * 10.69.0.2 is read from fd 11; fd 13 attaches its queue again.
  * With "host": only fd 11, attached to tun sthPID of the namespace the victim started in.
  * With "up": a network namespace of its own whose persistent tap stapup no file holds is
@@ -23,8 +26,10 @@
 #include "victim.h"
 
 #include <arpa/inet.h>
+#include <linux/ethtool.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
 #include <netinet/udp.h>
@@ -34,7 +39,7 @@
 
 #define PORT 7799
 
-static char links[16384], addrs[4096];
+static char links[16384], addrs[4096], features[1024];
 static unsigned char hwaddr[6];
 /* The send buffer of fd 13's queue, detached before smq0's was set. */
 static int detached_sndbuf;
@@ -69,6 +74,47 @@ static void hw(int fd, unsigned char *out)
 
 	CHECK(ioctl(fd, SIOCGIFHWADDR, &ifr) == 0, "SIOCGIFHWADDR: %s", strerror(errno));
 	memcpy(out, ifr.ifr_hwaddr.sa_data, 6);
+}
+
+static void ethtool(const char *dev, void *data)
+{
+	struct ifreq ifr = { .ifr_data = data };
+	int s = socket(AF_UNIX, SOCK_DGRAM, 0);
+
+	strncpy(ifr.ifr_name, dev, IFNAMSIZ - 1);
+	CHECK(ioctl(s, SIOCETHTOOL, &ifr) == 0, "SIOCETHTOOL %#x on %s: %s", *(__u32 *)data,
+	      dev, strerror(errno));
+	close(s);
+}
+
+static void set_feature(const char *dev, __u32 cmd, __u32 on)
+{
+	struct ethtool_value v = { .cmd = cmd, .data = on };
+
+	ethtool(dev, &v);
+}
+
+/* Each link's features asked for and in effect, as words of bits. */
+static void capture_features(char *out, size_t len)
+{
+	static const char *devs[] = { "lo", "stun0", "smq0", "stap0", "stap1" };
+	size_t at = 0;
+
+	for (size_t i = 0; i < sizeof(devs) / sizeof(*devs); i++) {
+		struct {
+			struct ethtool_gfeatures g;
+			struct ethtool_get_features_block b[4];
+		} f = { .g = { .cmd = ETHTOOL_GFEATURES, .size = 4 } };
+
+		ethtool(devs[i], &f);
+		at += snprintf(out + at, len - at, "%s active", devs[i]);
+		for (int w = 3; w >= 0; w--)
+			at += snprintf(out + at, len - at, " %08x", f.b[w].active);
+		at += snprintf(out + at, len - at, " requested");
+		for (int w = 3; w >= 0; w--)
+			at += snprintf(out + at, len - at, " %08x", f.b[w].requested);
+		at += snprintf(out + at, len - at, "\n");
+	}
 }
 
 static void setup(void)
@@ -107,6 +153,10 @@ static void setup(void)
 	   " && ip addr add 10.69.0.1 peer 10.69.0.2 dev stun0 && ip link set stun0 up"
 	   " && ip link set stap0 address 02:11:22:33:44:56"
 	   " && ip addr add 10.70.0.1/24 dev stap0");
+	CHECK_SYS(ioctl(12, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6));
+	set_feature("stap1", ETHTOOL_SGRO, 0);
+	set_feature("lo", ETHTOOL_STSO, 0);
+	capture_features(features, sizeof(features));
 	inet_pton(AF_INET, "10.69.0.1", &a.sin_addr);
 	victim_place(socket(AF_INET, SOCK_DGRAM, 0), 15);
 	CHECK_SYS(bind(15, (struct sockaddr *)&a, sizeof(a)));
@@ -195,7 +245,7 @@ static void packet_out(void)
 
 static void verify(void)
 {
-	static char links_now[16384], addrs_now[4096];
+	static char links_now[16384], addrs_now[4096], features_now[1024];
 	struct ifreq q = { .ifr_flags = IFF_ATTACH_QUEUE };
 	int hdr = 0, sndbuf = 0, sndbuf13 = 0, tmp;
 	unsigned char now[6];
@@ -204,6 +254,9 @@ static void verify(void)
 	victim_capture(ADDRS, addrs_now, sizeof(addrs_now));
 	CHECK(!strcmp(links, links_now), "links now:\n%s\nwere:\n%s", links_now, links);
 	CHECK(!strcmp(addrs, addrs_now), "addresses now:\n%s\nwere:\n%s", addrs_now, addrs);
+	capture_features(features_now, sizeof(features_now));
+	CHECK(!strcmp(features, features_now), "features now:\n%s\nwere:\n%s", features_now,
+	      features);
 	expect_iff(11, "stun0", IFF_TUN | IFF_NO_PI, 0);
 	expect_iff(12, "smq0", IFF_TUN | IFF_MULTI_QUEUE | IFF_VNET_HDR, 0);
 	expect_iff(13, "smq0", IFF_TUN | IFF_MULTI_QUEUE | IFF_VNET_HDR, 1);

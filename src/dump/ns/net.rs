@@ -23,7 +23,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{inode, DumpError};
-use crate::image::netns::{Link, NetLinksImage, NetNsImage};
+use crate::image::netns::{Link, LinkMore, NetLinksImage, NetNsImage};
 use crate::netns::{NetnsError, VethExternal};
 
 /// iproute2's package, for messages.
@@ -217,10 +217,15 @@ fn links(
     let mut more = NetLinksImage::default();
     let mut links = Vec::new();
     let mut outside = Vec::new();
+    let sock = super::netlinks::feature_socket(root)?;
     for l in &all {
         let link = link(l, root, veths)?;
-        more.links
-            .extend(super::netlinks::more(l, &link.kind, root)?);
+        let mut m = super::netlinks::more(l, &link.kind, root)?.unwrap_or_else(|| LinkMore {
+            name: link.name.clone(),
+            ..LinkMore::default()
+        });
+        m.features = super::netlinks::features(&sock, &link.name, root)?;
+        more.links.push(m);
         if let (true, Some(nsid)) = (link.kind == "veth", l["link_netnsid"].as_i64()) {
             outside.push(Outside {
                 name: link.name.clone(),

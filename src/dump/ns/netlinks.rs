@@ -5,12 +5,16 @@
 //! reports is either one `ip link` sets again (tables [`BRIDGE`], [`PORT`]: the key as
 //! `ip -j` prints it, as `ip link` takes it) or state the kernel derives (timers, ids:
 //! [`BRIDGE_STATE`], [`PORT_STATE`]); one of neither is refused, naming it, rather than
-//! left different. The restore side is `restore/ns/netlinks.rs`.
+//! left different. Each link's changeable features (`ethtool -k`: asked for and in
+//! effect, [`features`]) are kept beside, made again by `restore/ns/features.rs`. The
+//! restore side is `restore/ns/netlinks.rs`.
+
+use std::os::fd::{AsFd, OwnedFd};
 
 use serde_json::Value;
 
 use super::DumpError;
-use crate::image::netns::LinkMore;
+use crate::image::netns::{LinkFeature, LinkMore};
 
 /// A bridge's attributes: as `ip -j -d link` prints them, as `ip link add type bridge`
 /// takes them.
@@ -172,6 +176,41 @@ pub fn more(l: &Value, kind: &str, root: i32) -> Result<Option<LinkMore>, DumpEr
         ..LinkMore::default()
     };
     Ok((out != empty).then_some(out))
+}
+
+/// A socket of the namespace the thread is in, to read its links' features through.
+pub fn feature_socket(root: i32) -> Result<OwnedFd, DumpError> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    socket(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| {
+        fail(format!(
+            "network namespace of pid {root}: a socket to read its links' features: {e}"
+        ))
+    })
+}
+
+/// The features of link `name` the driver lets change, as asked for and in effect.
+pub fn features(sock: &OwnedFd, name: &str, root: i32) -> Result<Vec<LinkFeature>, DumpError> {
+    let all = crate::sys::ethtool::features(sock.as_fd(), name).map_err(|e| {
+        fail(format!(
+            "link {name} of the network namespace of pid {root}: read its features \
+             (ETHTOOL_GFEATURES): {e}"
+        ))
+    })?;
+    Ok(all
+        .into_iter()
+        .filter(|f| f.available)
+        .map(|f| LinkFeature {
+            name: f.name,
+            requested: f.requested,
+            active: f.active,
+        })
+        .collect())
 }
 
 /// The attributes of `data` named in `table` (as `ip link` takes them, booleans as

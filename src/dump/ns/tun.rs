@@ -13,9 +13,10 @@
 //! Refused, naming the link: a link type changed with `TUNSETLINK`, a tap's socket
 //! filter (`TUNATTACHFILTER`), a device up with no file attached, an attribute `ip`
 //! reports that is none of the above.
-//! Not seen by any kernel interface, so neither saved nor refused: a tap's MAC filter
-//! (`TUNSETTXFILTER`), eBPF steering and filter programs (`TUNSETSTEERINGEBPF`,
-//! `TUNSETFILTEREBPF`) and offloads (`TUNSETOFFLOAD`). `IFF_NAPI` is refused: read from
+//! The offloads its reader took (`TUNSETOFFLOAD`) are saved as every link's features are
+//! (`netlinks.rs`), in effect. Not seen by any kernel interface, so neither saved nor
+//! refused: a tap's MAC filter (`TUNSETTXFILTER`), eBPF steering and filter programs
+//! (`TUNSETSTEERINGEBPF`, `TUNSETFILTEREBPF`). `IFF_NAPI` is refused: read from
 //! a file of the tree, or for a device none holds attached from a sysfs made in the
 //! namespace before stasis attaches (where sysfs cannot be made, attaching would clear
 //! it unseen).

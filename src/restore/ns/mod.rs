@@ -8,6 +8,7 @@
 //! of it is restored; each nested pid namespace by the `clone3` of its init, run by its
 //! parent (`child::fork_many`).
 
+pub mod features;
 pub mod handover;
 pub mod net;
 pub mod net_join;

@@ -2,9 +2,9 @@
 //! `dump/ns/netlinks.rs`, called by `net.rs`'s `fill` with the restoring thread inside):
 //! each link with its index, address and kind-specific attributes (`netlinks.img`), down;
 //! a macvlan after its lower link. Then bridge ports are enslaved with their port
-//! attributes, and last each link gets its MTU (when the kernel did not already give it
+//! attributes, then each link gets its MTU (when the kernel did not already give it
 //! that one: a bridge's follows its ports unless set), address (a bridge's follows its
-//! ports too) and flags.
+//! ports too) and flags, and last its features (`features.rs`).
 //!
 //! A veth pair inside is made once, both ends with their indexes and addresses. A pair
 //! between two of the tree's namespaces (`netpeers.img`) is made by the first filled,
@@ -167,7 +167,7 @@ pub fn make(m: &Making) -> Result<(), RestoreError> {
     for link in &m.ns.links {
         settle(link, mtus.get(&link.name))?;
     }
-    Ok(())
+    super::features::apply(&m.more.links)
 }
 
 /// Makes `link`; returns the names of the links made (a veth pair's both ends).

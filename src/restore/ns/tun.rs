@@ -1,8 +1,9 @@
 //! The tun and tap devices of a network namespace of the tree, the restore side of
 //! `dump/ns/tun.rs`: each is made by a file of stasis opened in the namespace (the
 //! restoring thread is in it), under its index (`TUNSETIFINDEX`), with its flags
-//! (`TUNSETIFF`), owner, group and — for one no file held — the settings stasis read at
-//! dump; then made persistent and the file closed. Its address, MTU and flags follow as
+//! (`TUNSETIFF`), owner, group, the offloads it had in effect (`TUNSETOFFLOAD`,
+//! `features.rs`) and — for one no file held — the settings stasis read at dump; then made
+//! persistent and the file closed. Its address, MTU and flags follow as
 //! for every link (`netlinks.rs`). The files of the tree attach to it later
 //! (`restore/files/tun.rs`), the first of them making it not persistent again when it
 //! was not: until then, no file holds it.
@@ -62,6 +63,10 @@ pub fn make(link: &Link, more: &LinkMore) -> Result<(), RestoreError> {
         .filter_map(|s| Some((s.name().to_string(), get(s.name())?.parse().ok()?)))
         .collect();
     apply(fd, &saved).map_err(|(what, e)| err(what, e))?;
+    let offload = super::features::tun_offload(&more.features);
+    if offload != 0 {
+        sys::set_offload(fd, offload).map_err(|e| err("TUNSETOFFLOAD", e))?;
+    }
     sys::set_persist(fd, true).map_err(|e| err("TUNSETPERSIST", e))
 }
 
