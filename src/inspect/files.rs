@@ -119,20 +119,32 @@ fn shut_text(bits: u8) -> &'static str {
 }
 
 /// `; SO_PRIORITY=5 TCP_NODELAY=1 ...`: the options saved (those not a new socket's).
-fn opts_text(opts: &crate::image::sock::SockOpts) -> String {
+pub(super) fn opts_text(opts: &crate::image::sock::SockOpts) -> String {
     use crate::image::sockopts::{lookup, show};
     let list: Vec<String> = opts
         .opts
         .iter()
         .map(|o| {
             let label = lookup(o.level, o.name).map_or("?", |d| d.label);
-            format!("{label}={}", show(&o.value))
+            match (label, ucred(&o.value)) {
+                ("SO_PEERCRED", Some((pid, uid, gid))) => {
+                    format!("{label}=pid:{pid},uid:{uid},gid:{gid}")
+                }
+                _ => format!("{label}={}", show(&o.value)),
+            }
         })
         .collect();
     if list.is_empty() {
         return String::new();
     }
     format!("; {}", list.join(" "))
+}
+
+/// A `struct ucred` (pid, uid, gid) as `SO_PEERCRED` gives it.
+fn ucred(v: &[u8]) -> Option<(i32, i32, i32)> {
+    let word = |i: usize| Some(i32::from_ne_bytes(v.get(i..i + 4)?.try_into().ok()?));
+    (v.len() == 12).then_some(())?;
+    Some((word(0)?, word(4)?, word(8)?))
 }
 
 /// One line about what an fd is.

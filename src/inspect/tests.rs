@@ -382,3 +382,30 @@ fn text_and_json_show_the_container_sections() {
     assert_eq!(json["orphan_pty"]["ptys"][0]["index"], 0);
     assert_eq!(json["chain"]["parent"]["dir"], "../pre");
 }
+
+#[test]
+fn peer_credentials_read_as_pid_uid_gid() {
+    use crate::image::sockopts::{SockOpt, SockOpts};
+    let cred: Vec<u8> = [70i32, 1000, -1]
+        .iter()
+        .flat_map(|v| v.to_ne_bytes())
+        .collect();
+    let opts = SockOpts {
+        opts: vec![
+            SockOpt {
+                level: libc::SOL_SOCKET,
+                name: libc::SO_PEERCRED,
+                value: cred,
+            },
+            SockOpt {
+                level: libc::SOL_SOCKET,
+                name: libc::SO_PRIORITY,
+                value: 5i32.to_ne_bytes().to_vec(),
+            },
+        ],
+    };
+    assert_eq!(
+        files::opts_text(&opts),
+        "; SO_PEERCRED=pid:70,uid:1000,gid:-1 SO_PRIORITY=5"
+    );
+}
