@@ -490,7 +490,8 @@ def main():
     bench = Bench(args, args.bindir, scratch)
     tools = ["stasis"] + (["other"] if args.compare else [])
     if args.variants:
-        tools = [name for name, _ in args.variants]
+        # With --compare too, the other tool runs interleaved with the variants.
+        tools = [name for name, _ in args.variants] + (["other"] if args.compare else [])
     try:
         log("measuring machine limits")
         # Fresh-memory rates are noisy here: the limit is the best of three measurements.
