@@ -182,3 +182,58 @@ fn refusal(pid: i32, fd: i32, ino: u64, cred: (i32, u32, u32), why: &str) -> Dum
         uid as i32, gid as i32
     ))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::image::files::FdEntry;
+    use crate::image::sockopts::SockOpt;
+
+    /// Stream socket `ino` connected to `peer`, with SO_PEERCRED `(pid, 0, 0)`.
+    fn sock(fd: i32, ino: u64, peer: u64, pid: i32) -> FdEntry {
+        let mut u = crate::image::sample::unix_stream(ino, peer, b"");
+        let mut value = pid.to_ne_bytes().to_vec();
+        value.extend_from_slice(&[0; 8]);
+        u.opts.opts.push(SockOpt {
+            level: libc::SOL_SOCKET,
+            name: libc::SO_PEERCRED,
+            value,
+        });
+        FdEntry {
+            fd,
+            cloexec: false,
+            flags: libc::O_RDWR,
+            kind: FdKind::Unix(Box::new(u)),
+        }
+    }
+
+    /// Tables of pids 1 and 2, 1 holding a connection whose ends name `a` and `b`.
+    fn tables(a: i32, b: i32) -> Vec<(i32, FilesImage)> {
+        let files = FilesImage {
+            fds: vec![sock(3, 100, 101, a), sock(4, 101, 100, b)],
+            ..FilesImage::default()
+        };
+        vec![(1, files), (2, FilesImage::default())]
+    }
+
+    #[test]
+    fn a_connection_accepted_from_a_later_process_is_built_across() {
+        builders(&tables(2, 1)).unwrap();
+        builders(&tables(2, 2)).unwrap();
+        builders(&tables(1, 1)).unwrap();
+    }
+
+    #[test]
+    fn a_pair_naming_an_earlier_or_unknown_process_is_refused() {
+        let mut t = tables(1, 1);
+        t.swap(0, 1);
+        t[1].0 = 3;
+        t[0].0 = 1;
+        let err = builders(&t).unwrap_err().to_string();
+        assert!(err.contains("restored before pid 3"), "{err}");
+        let err = builders(&tables(1, 7)).unwrap_err().to_string();
+        assert!(err.contains("pid 7 made it"), "{err}");
+        assert!(err.contains("not a live process"), "{err}");
+    }
+}
