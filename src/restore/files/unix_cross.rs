@@ -15,7 +15,9 @@
 //!   it with the accepted end's saved ids (to a path through the scratch directory, from
 //!   its cwd moved there for the call, the temporary file writable by all); X `accept`s, the accepted socket keeping the
 //!   name, and closes the temporary listener. A real listener of the tree is never
-//!   touched: this runs before any socket of the builder is bound. The client end's
+//!   touched: this runs before any socket of the builder is bound (an abstract name a
+//!   socket of an earlier process holds again cannot be bound: the restore fails,
+//!   naming the socket and the name). The client end's
 //!   own name, if any, is bound later as for any socket.
 //!
 //! Each end reaches the builder by `pidfd_getfd` (`take_from`, as `Inherited` fds do)
@@ -151,7 +153,8 @@ fn connection<'a>(
     let connect_ids = unix_ids::of_socket(None, accepted);
     let made = |via: Option<&Path>| -> Result<u64, RestoreError> {
         let (sa, len) = prep::sockaddr_un(name);
-        prep::address_call(x, "bind", libc::SYS_bind, listener, &sa, len)?;
+        let bound = prep::address_call(x, "bind", libc::SYS_bind, listener, &sa, len);
+        bound.map_err(|e| taken(accepted, e))?;
         unix_ids::around(x, listen_ids, || {
             Ok(x.remote()
                 .call("listen", libc::SYS_listen, &[listener, 1])?)
@@ -173,6 +176,18 @@ fn connection<'a>(
         made(None)?
     };
     Ok(((x, got), (y, conn)))
+}
+
+/// The temporary listener could not take the accepted end's name (an abstract name a
+/// socket of a process restored earlier is bound to again).
+fn taken(accepted: &UnixSocket, e: RestoreError) -> RestoreError {
+    RestoreError::Unsupported {
+        what: format!(
+            "unix socket socket:[{}] is the accepted end of a connection made across processes, and the temporary listener that gives it its name {:?} cannot bind it: {e}",
+            accepted.ino,
+            String::from_utf8_lossy(&accepted.name)
+        ),
+    }
 }
 
 /// `connect(fd)` in `y`, with effective ids `ids`, to `name`: an abstract one as it is;
