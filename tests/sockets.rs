@@ -44,6 +44,7 @@ fn dump_restore(v: &mut Proc, tmp: &TempDir, flags: &[&str]) -> Proc {
         v.wait_exit(Duration::from_secs(10)),
         Status::Signaled(libc::SIGKILL)
     );
+    common::reap_image_tree(&img);
     let pid = common::restore_detached(&img).unwrap_or_else(|o| panic!("restore failed: {o:?}"));
     assert_eq!(pid, v.pid);
     Proc::adopt(pid, &v.log)
@@ -110,46 +111,46 @@ fn dump_refuses_peer_credentials_of_an_exited_process() {
     assert_refused(v, &tmp, &[], &words);
 }
 
-/// A socketpair made by a child of the tree and now held only by its parent names the
-/// child's pid, which the restore (building it in the parent) cannot give it: refused,
-/// naming both pids, the fd and the credentials.
-#[test]
-fn dump_refuses_peer_credentials_of_another_process_of_the_tree() {
-    let _serial = common::serial();
-    require_privileged!("dump_refuses_peer_credentials_of_another_process_of_the_tree");
-    let tmp = TempDir::new("peercred-moved");
-    let Some(v) = victim(&tmp, "unix_peercred", &["moved"]) else {
+/// Dumps and restores victim `unix_peercred` in `mode`, which then checks every socket's
+/// SO_PEERCRED is what it was (and, for `forked`, names and data both ways).
+fn peercred_round_trip(mode: &str) {
+    let tmp = TempDir::new(&format!("peercred-{mode}"));
+    let Some(mut v) = victim(&tmp, "unix_peercred", &[mode]) else {
         return;
     };
-    let parent = format!("the restore builds it in pid {}", v.pid);
-    let words = [
-        "fd 10 ",
-        "unix socket (socket:[",
-        "peer credentials (SO_PEERCRED: pid ",
-        "uid 0, gid 0",
-        "made it (socketpair, listen or connect)",
-        &parent,
-    ];
-    assert_refused(v, &tmp, &[], &words);
+    let _family = common::TreeGuard(common::descendants(v.pid));
+    let mut restored = dump_restore(&mut v, &tmp, &[]);
+    restored.go_and_expect_pass();
+}
+
+/// A socketpair made by a child of the tree and now held only by its parent names the
+/// child's pid: the restore makes it in the child and hands both ends to the parent.
+#[test]
+fn peer_credentials_of_a_pair_made_by_another_process_come_back() {
+    let _serial = common::serial();
+    require_privileged!("peer_credentials_of_a_pair_made_by_another_process_come_back");
+    peercred_round_trip("moved");
 }
 
 /// A connection accepted from a client whose effective ids were not the listener's: its
-/// two ends have different credentials, which one socketpair cannot give: refused.
+/// two ends have different credentials, made by listen/accept and connect with each
+/// one's ids.
 #[test]
-fn dump_refuses_a_pair_whose_ends_have_different_peer_credentials() {
+fn peer_credentials_of_a_connection_from_other_ids_come_back() {
     let _serial = common::serial();
-    require_privileged!("dump_refuses_a_pair_whose_ends_have_different_peer_credentials");
-    let tmp = TempDir::new("peercred-mixed");
-    let Some(v) = victim(&tmp, "unix_peercred", &["mixed"]) else {
-        return;
-    };
-    let words = [
-        "unix socket (socket:[",
-        "peer credentials (SO_PEERCRED: pid ",
-        "uid 4321, gid 4321",
-        "one socketpair",
-    ];
-    assert_refused(v, &tmp, &[], &words);
+    require_privileged!("peer_credentials_of_a_connection_from_other_ids_come_back");
+    peercred_round_trip("mixed");
+}
+
+/// A parent listens (a path and an abstract name), its child connects as uid/gid 4321
+/// and the parent accepts (zdtm deleted_unix_sock, overmount_sock): each end names the
+/// other process after the restore, as before, the accepted ends keep their listener's
+/// names, data flows both ways and the listener still accepts.
+#[test]
+fn peer_credentials_of_a_connection_accepted_from_a_child_come_back() {
+    let _serial = common::serial();
+    require_privileged!("peer_credentials_of_a_connection_accepted_from_a_child_come_back");
+    peercred_round_trip("forked");
 }
 
 #[test]

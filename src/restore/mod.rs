@@ -580,14 +580,19 @@ impl Builder<'_> {
             .map(|j| Ok((j.pid, self.host_pid(j.pid, j.of)?)))
             .collect::<Result<Vec<_>, RestoreError>>()?;
         ns::net_sockets::set(self.socket_places()?);
-        for (pid, child) in &mut self.procs {
+        for i in 0..self.procs.len() {
+            let ((pid, child), rest) = self.procs[i..]
+                .split_first_mut()
+                .expect("i is below the length");
+            let later: Vec<&Child> = rest.iter().map(|(_, c)| c).collect();
             let p = self
                 .image
                 .process(*pid)
                 .expect("live processes have records");
             let entry = self.image.tree.get(*pid).expect("in the tree");
             let userns = self.userns.as_ref();
-            finish(child, p, entry, self.tcp_close, self.ghosts, &ptys, userns)?;
+            let files = (self.ghosts, &ptys, &later[..]);
+            finish(child, p, entry, self.tcp_close, files, userns)?;
             if let Some(&(_, of)) = late.iter().find(|(p, _)| p == pid) {
                 ns::net_join::join(child, of).map_err(at(RestoreStage::Files, *pid))?;
             }
@@ -1139,8 +1144,7 @@ fn finish(
     p: &ProcessImage,
     entry: &ProcEntry,
     tcp_close: bool,
-    ghosts: &files::Ghosts,
-    ptys: &files::pty::PtyFds,
+    (ghosts, ptys, later): (&files::Ghosts, &files::pty::PtyFds, &[&Child]),
     userns: Option<&ns::user::Made>,
 ) -> Result<(), RestoreError> {
     use RestoreStage as S;
@@ -1154,7 +1158,7 @@ fn finish(
     if !entry.shares_files {
         ghosts.restoring(task.pid);
         s.stage(S::Files, |s| {
-            files::restore_fds(s, task, &p.files, tcp_close, ghosts, ptys)?;
+            files::restore_fds(s, task, &p.files, tcp_close, (ghosts, ptys), later)?;
             files::map_packet_rings(s.child(), &p.mm, &p.files)
         })?;
     }

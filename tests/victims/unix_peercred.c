@@ -14,12 +14,20 @@
  * sets all its ids to 4321. After go: 10, 11, 14-16 give this pid and 0, 12/13 this pid
  * and 1234 (the kernel's record of the caller at the time, not the process's ids now).
  *
- * Mode "moved" (root), refused at dump: a child makes a stream socketpair, the process
- * takes both ends (pidfd_getfd) at 10/11, the child closes its own and sleeps: the
- * sockets name the child's pid, which the restore cannot give them. Mode "mixed" (root),
- * refused at dump: 14 a listener made as root, 15 its client connected with effective
- * ids 4321, 16 the accepted end: 15 gives 0, 16 gives 4321 (one socketpair cannot).
- * Both check the same after go.
+ * Mode "moved" (root): a child makes a stream socketpair, the process takes both ends
+ * (pidfd_getfd) at 10/11, the child closes its own and sleeps: the sockets name the
+ * child's pid (the restore makes the pair in the child). Mode "mixed" (root): 14 a
+ * listener made as root, 15 its client connected with effective ids 4321, 16 the
+ * accepted end: 15 gives 0, 16 gives 4321 (one socketpair cannot). Both check the same
+ * after go.
+ *
+ * Mode "forked" (root): 14 a listener bound to "l.sock" (in a fresh directory, kept),
+ * 17 one bound to an abstract name; a child closes both, sets all its ids to 4321 and
+ * connects to each (its 15 and 18, "hi" sent on 15 before READY); the process accepts at 16 and 19
+ * and closes 17. After go: 16 and 19 give the child's pid and 4321, the child's 15 and
+ * 18 this pid and 0, 14 this pid and 0; 16 and 19 are named as their listeners; "hi"
+ * is read on 16, and data flows both ways on both connections (the child checks its
+ * side and exits 0); 14 still accepts a new connection.
  *
  * Mode "user": the task sets its uid and gid to 4321 first; fds 10/11 a stream and 12/13
  * a datagram socketpair: SO_PEERCRED gives this pid and 4321 (the restore makes them with
@@ -36,10 +44,13 @@
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sched.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 
+#include "family.h"
 #include "unix_names.h"
 
 static pid_t want_pid;
@@ -228,6 +239,99 @@ static void verify_mixed(void)
 	expect_cred(16, want_pid, 4321, 4321);
 }
 
+static struct family kids;
+static pid_t parent;
+
+static void expect_name(int fd, const char *want, socklen_t want_len)
+{
+	struct sockaddr_un a;
+	socklen_t l = sizeof(a);
+
+	CHECK_SYS(getsockname(fd, (struct sockaddr *)&a, &l));
+	CHECK(l == want_len && !memcmp(a.sun_path, want, want_len - offsetof(struct sockaddr_un, sun_path)),
+	      "fd %d: getsockname gives another name (%d bytes, want %d)", fd, (int)l, (int)want_len);
+}
+
+/* The child of "forked": connects as 4321 to both listeners, then checks its ends. */
+static void forked_child(void)
+{
+	struct sockaddr_un a;
+	char name[64];
+	socklen_t l;
+
+	close(14), close(17);
+	CHECK_SYS(setgroups(0, NULL));
+	CHECK_SYS(setresgid(4321, 4321, 4321));
+	CHECK_SYS(setresuid(4321, 4321, 4321));
+	victim_place(connected(SOCK_STREAM, "l.sock"), 15);
+	snprintf(name, sizeof(name), "peercred-f-%d", parent);
+	l = un_abstract(&a, name);
+	victim_place(socket(AF_UNIX, SOCK_STREAM, 0), 18);
+	CHECK_SYS(connect(18, (struct sockaddr *)&a, l));
+	CHECK(write(15, "hi", 2) == 2, "child: write: %s", strerror(errno));
+	victim_wait_go();
+	expect_cred(15, parent, 0, 0);
+	expect_cred(18, parent, 0, 0);
+	victim_expect_read(15, "ping", "child");
+	victim_expect_read(18, "ping", "child");
+	CHECK(write(15, "pong", 4) == 4 && write(18, "pong", 4) == 4, "child: write: %s",
+	      strerror(errno));
+}
+
+static void setup_forked(void)
+{
+	char dir[] = "unix_peercred-XXXXXX", name[64];
+	struct sockaddr_un a;
+	socklen_t l;
+
+	need_root();
+	parent = getpid();
+	CHECK(mkdtemp(dir) != NULL, "mkdtemp: %s", strerror(errno));
+	CHECK_SYS(chmod(dir, 0755));
+	CHECK_SYS(chdir(dir));
+	victim_place(bound(SOCK_STREAM, "l.sock"), 14);
+	CHECK_SYS(chmod("l.sock", 0777));
+	CHECK_SYS(listen(14, 4));
+	snprintf(name, sizeof(name), "peercred-f-%d", parent);
+	l = un_abstract(&a, name);
+	victim_place(socket(AF_UNIX, SOCK_STREAM, 0), 17);
+	CHECK_SYS(bind(17, (struct sockaddr *)&a, l));
+	CHECK_SYS(listen(17, 4));
+	want_pid = family_spawn(&kids, forked_child);
+	victim_place(accept(14, NULL, NULL), 16);
+	victim_place(accept(17, NULL, NULL), 19);
+	close(17);
+	/* "hi" is queued (not read) when the dump comes. */
+	CHECK(recv(16, name, 2, MSG_PEEK | MSG_WAITALL) == 2, "peek: %s", strerror(errno));
+}
+
+static void verify_forked(void)
+{
+	struct sockaddr_un path = un_addr("l.sock"), a;
+	char name[64];
+	socklen_t l;
+	int c;
+
+	expect_cred(16, want_pid, 4321, 4321);
+	expect_cred(19, want_pid, 4321, 4321);
+	expect_cred(14, parent, 0, 0);
+	expect_name(16, "l.sock", offsetof(struct sockaddr_un, sun_path) + strlen("l.sock") + 1);
+	snprintf(name, sizeof(name), "peercred-f-%d", parent);
+	l = un_abstract(&a, name);
+	expect_name(19, a.sun_path, l);
+	victim_expect_read(16, "hi", "parent");
+	CHECK(write(16, "ping", 4) == 4 && write(19, "ping", 4) == 4, "write: %s", strerror(errno));
+	family_go(&kids, "parent");
+	victim_expect_read(16, "pong", "parent");
+	victim_expect_read(19, "pong", "parent");
+	c = socket(AF_UNIX, SOCK_STREAM, 0);
+	CHECK_SYS(c);
+	CHECK_SYS(connect(c, (struct sockaddr *)&path, sizeof(path)));
+	c = accept(14, NULL, NULL);
+	CHECK_SYS(c);
+	expect_cred(c, parent, 0, 0);
+}
+
 static void setup_user(void)
 {
 	CHECK_SYS(setgroups(0, NULL));
@@ -283,6 +387,8 @@ int main(int argc, char **argv)
 		return victim_run(setup_moved, verify_moved);
 	if (!strcmp(mode, "mixed"))
 		return victim_run(setup_mixed, verify_mixed);
+	if (!strcmp(mode, "forked"))
+		return victim_run(setup_forked, verify_forked);
 	if (!strcmp(mode, "dead"))
 		return victim_run(setup_dead, verify_pair);
 	return victim_run(setup, verify);

@@ -60,6 +60,7 @@ mod tcp_replay;
 mod timerfd;
 mod tun;
 mod unix;
+mod unix_cross;
 mod unix_ids;
 mod unix_pair;
 mod unix_peercred;
@@ -190,7 +191,8 @@ impl Install<'_> {
 }
 
 /// Replaces the inherited fds with the saved table. `tcp_close`: established TCP
-/// connections come back closed.
+/// connections come back closed. `later`: the processes whose stages have not run yet,
+/// where sockets their credentials name are made (`unix_cross`).
 ///
 /// A table of [`batched`] kinds only is added to the pending batch whole (its fd numbers
 /// predicted from an empty table, after the `close_range`); any other runs the pending
@@ -200,8 +202,8 @@ pub fn restore_fds(
     task: &crate::image::task::TaskImage,
     files: &FilesImage,
     tcp_close: bool,
-    ghosts: &Ghosts,
-    ptys: &pty::PtyFds,
+    (ghosts, ptys): (&Ghosts, &pty::PtyFds),
+    later: &[&Child],
 ) -> Result<(), RestoreError> {
     // Sockets connected with other ids than the restorer's are made one call at a time.
     let ids = unix_ids::of(task);
@@ -234,7 +236,7 @@ pub fn restore_fds(
         s.flush()?;
     }
     let mut prepared = prep::Prepared::new(tty.map_or(top, |t| t + 1));
-    let sockets = unix::prepare(child, files, &pairs, ids, &mut prepared)?;
+    let sockets = unix::prepare(child, (files, later), &pairs, ids, &mut prepared)?;
     inet::prepare(child, files, &mut prepared, tcp_close)?;
     let known = plain.then(std::collections::BTreeSet::new);
     let mut batcher = batched::Batcher::new(s, known);

@@ -5,8 +5,9 @@
 //!
 //! Ordering requirements, for the sockets of one process (1-4 in `prepare`, 5-9 in
 //! `finish`, after the table loop):
-//! 1. create: a `socketpair` for every two sockets connected to each other (and for a
-//!    socket whose peer closed: the spare end is closed at step 6), `socket` for the rest;
+//! 1. create: a `socketpair` for every two sockets connected to each other (made in
+//!    other processes when their credentials say so, `unix_cross.rs`; and for a socket
+//!    whose peer closed: the spare end is closed at step 6), `socket` for the rest;
 //! 2. bind names (a stale socket file left by the dumped process is removed first; a
 //!    relative name is bound from its directory); a name whose file was gone at dump
 //!    time is bound in a scratch root and its file unlinked (`unix_unlinked.rs`), with
@@ -28,13 +29,16 @@
 //! before the files (same credentials) to them, so the files now ride from the run's
 //! first byte.
 //!
-//! A pair connected by `connect` + `accept` comes back as a `socketpair`: same type, peer
-//! and data; the accepted end gets the listener's name bound without a file. Its
-//! credentials (`SO_PEERCRED`) come back only when both ends had the same (the dump
-//! refuses otherwise, `dump/files/unix_peercred.rs`). Two datagram sockets connected to
+//! A pair connected by `connect` + `accept` whose two ends have the same credentials
+//! (`SO_PEERCRED`), naming this process, comes back as a `socketpair`: same type, peer
+//! and data; the accepted end gets the listener's name bound without a file. A pair whose
+//! credentials name another process, or differ (a connection accepted from a child or
+//! from other ids), is made where they name and handed here (`unix_cross.rs`, at step
+//! 1): its accepted end has its name already. Two datagram sockets connected to
 //! each other by `connect` (saved credentials unset) are not a `socketpair`: each is
 //! connected to the other's name ([`paired`]). `socketpair` and `listen` run with the
-//! socket's saved ids (`unix_ids.rs`); `unix_peercred.rs` compares what came back.
+//! socket's saved ids (`unix_ids.rs`); `unix_peercred.rs` compares what came back. The
+//! dump refuses what none of this can make (`dump/files/unix_peercred.rs`).
 
 use std::collections::HashMap;
 
@@ -60,12 +64,17 @@ pub struct Sockets<'a> {
     files: &'a [crate::image::files::SocketFile],
     /// The effective ids `socketpair`, `listen` and `connect` run with (`unix_ids.rs`).
     ids: Option<(u32, u32)>,
+    /// The processes whose stages have not run yet, where a pair named by their
+    /// credentials is made (`unix_cross.rs`).
+    later: &'a [&'a Child],
+    /// Accepted ends made by `unix_cross.rs`: their name came from their listener.
+    named: Vec<u64>,
 }
 
 /// Steps 1-4, and the temporary fd of every socket for the table loop.
 pub fn prepare<'a>(
     child: &Child,
-    files: &'a FilesImage,
+    (files, later): (&'a FilesImage, &'a [&'a Child]),
     pairs: &super::unix_pair::Pairs,
     ids: Option<(u32, u32)>,
     prepared: &mut Prepared,
@@ -95,13 +104,16 @@ pub fn prepare<'a>(
         unlinked: &files.unlinked_sockets,
         files: &files.socket_files,
         ids,
+        later,
+        named: Vec::new(),
     };
     let pid = child.pid();
     let at = |fd: i32| RestoreError::at_fd(pid, fd);
     for i in 0..s.list.len() {
         create(child, &mut s, i, prepared).map_err(at(s.list[i].0.fd))?;
     }
-    for (e, u) in s.list.iter().filter(|(_, u)| !s.unlinked.contains(&u.ino)) {
+    let bound_here = |u: &UnixSocket| !s.unlinked.contains(&u.ino) && !s.named.contains(&u.ino);
+    for (e, u) in s.list.iter().filter(|(_, u)| bound_here(u)) {
         bind_and_listen(child, &s, u).map_err(at(e.fd))?;
     }
     bind_unlinked(child, &s)?;
@@ -188,6 +200,12 @@ fn made(
         super::unix_ids::around(child, ids, || socketpair(child, ty, prepared))
     };
     if let Some(p) = paired(s, u) {
+        let made = super::unix_cross::build(child, s.later, (u, p), s.unlinked, prepared)?;
+        if let Some(built) = made {
+            s.temp.extend(built.ends);
+            s.named.extend(built.named);
+            return Ok(());
+        }
         let (a, b) = socketpair(child, ty, prepared)?;
         s.temp.insert(u.ino, a);
         s.temp.insert(p.ino, b);
@@ -207,6 +225,13 @@ fn made(
 }
 
 fn socketpair(child: &Child, ty: u64, prepared: &mut Prepared) -> Result<(u64, u64), RestoreError> {
+    let (a, b) = socketpair_in(child, ty as i32)?;
+    Ok((prepared.park(child, a)?, prepared.park(child, b)?))
+}
+
+/// `socketpair(AF_UNIX, ty)` in `child`: its two fds.
+pub(super) fn socketpair_in(child: &Child, ty: i32) -> Result<(u64, u64), RestoreError> {
+    let ty = ty as u64;
     let out = child.put(prep::ARG_OFF, &[0u8; 8])?;
     child.remote().call(
         "socketpair(AF_UNIX)",
@@ -217,7 +242,7 @@ fn socketpair(child: &Child, ty: u64, prepared: &mut Prepared) -> Result<(u64, u
     child.mem.read(out, &mut fds)?;
     let a = u64::from(u32::from_ne_bytes([fds[0], fds[1], fds[2], fds[3]]));
     let b = u64::from(u32::from_ne_bytes([fds[4], fds[5], fds[6], fds[7]]));
-    Ok((prepared.park(child, a)?, prepared.park(child, b)?))
+    Ok((a, b))
 }
 
 /// Binds the sockets whose name has no file and connects what connects to them, in a
@@ -227,13 +252,13 @@ fn socketpair(child: &Child, ty: u64, prepared: &mut Prepared) -> Result<(u64, u
 /// files unlinked before the next round binds the name again.
 fn bind_unlinked(child: &Child, s: &Sockets<'_>) -> Result<(), RestoreError> {
     let unlinked: Vec<_> = (s.list.iter())
-        .filter(|(_, u)| s.unlinked.contains(&u.ino))
+        .filter(|(_, u)| s.unlinked.contains(&u.ino) && !s.named.contains(&u.ino))
         .collect();
     let pid = child.pid();
     for round in rounds(&unlinked) {
         let names: Vec<&[u8]> = round.iter().map(|(_, u)| &u.name[..]).collect();
         let inos: Vec<u64> = round.iter().map(|(_, u)| u.ino).collect();
-        unix_unlinked::in_scratch_root(child, &names, || {
+        unix_unlinked::in_scratch_root(child, &names, |_| {
             for (e, u) in &round {
                 bind_and_listen(child, s, u).map_err(RestoreError::at_fd(pid, e.fd))?;
             }

@@ -4,7 +4,8 @@
 //! and the restore fails on any difference, naming the pid, fd, socket and both
 //! credentials, before the tree runs. The dump side is `dump/files/unix_peercred.rs`
 //! (which refuses what it can tell the restore cannot make); the calls that set them are
-//! `unix.rs` and `unix_pair.rs`, with the ids of `unix_ids.rs`.
+//! `unix.rs`, `unix_cross.rs` (in the processes the credentials name) and
+//! `unix_pair.rs`, with the ids of `unix_ids.rs`.
 //!
 //! Not compared: a socket connected outside the tree (`--ext-unix-sk`, its peer's come
 //! from that peer), and an image without saved credentials (from before they were saved).
@@ -79,5 +80,5 @@ fn why(saved: (i32, u32, u32), got: (i32, u32, u32)) -> &'static str {
     if crate::restore::ns::user::born_inside() {
         return "the process is born inside the tree's user namespace, where stasis does not switch ids";
     }
-    "the two ends of the pair had different credentials, and stasis makes them with one socketpair"
+    "the kernel recorded other credentials than the calls made to give them"
 }

@@ -95,7 +95,7 @@ fn temporary(child: &Child, u: &UnixSocket, name: &[u8]) -> Result<u64, RestoreE
     match name.first() {
         None => {}
         Some(0) => bind()?,
-        Some(_) => unix_unlinked::in_scratch_root(child, &[name], bind)?,
+        Some(_) => unix_unlinked::in_scratch_root(child, &[name], |_| bind())?,
     }
     Ok(fd)
 }

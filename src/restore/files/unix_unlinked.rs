@@ -53,12 +53,13 @@ impl Drop for Scratch {
 }
 
 /// Runs `inside` (binds and connects by the names `names`) in the child with its root at
-/// a scratch directory, then unlinks the names there and puts the child's root and cwd
-/// back.
+/// a scratch directory (given to `inside`, as stasis sees it: another process reaches
+/// the names' files through it), then unlinks the names there and puts the child's root
+/// and cwd back.
 pub fn in_scratch_root(
     child: &Child,
     names: &[&[u8]],
-    inside: impl FnOnce() -> Result<(), RestoreError>,
+    inside: impl FnOnce(&Path) -> Result<(), RestoreError>,
 ) -> Result<(), RestoreError> {
     let scratch = Scratch::new(child.pid(), names)?;
     let remote = child.remote();
@@ -71,7 +72,7 @@ pub fn in_scratch_root(
     let root = open("/")?;
     let cwd = open(".")?;
     enter(child, &scratch)?;
-    let done = enter_and_bind(child, names, inside);
+    let done = enter_and_bind(child, names, || inside(&scratch.0));
     remote.call("fchdir", libc::SYS_fchdir, &[root])?;
     let dot = child.put_str(prep::ARG_OFF, ".")?;
     remote.call("chroot", libc::SYS_chroot, &[dot])?;
