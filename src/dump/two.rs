@@ -48,4 +48,17 @@ mod tests {
         assert_eq!(map(&items[..3], 10, |i| *i), vec![0, 1, 2]);
         assert!(map(&items[..0], 0, |i| *i).is_empty());
     }
+
+    /// Also checks the unwinder linked statically by build.rs: a panic crosses threads.
+    #[test]
+    fn a_panic_in_either_thread_reaches_the_caller() {
+        let items: Vec<u32> = (0..1000).collect();
+        let caught = std::panic::catch_unwind(|| {
+            map(&items, 10, |&i| {
+                assert!(i % 100 != 99, "item {i}");
+                i
+            })
+        });
+        assert!(caught.is_err());
+    }
 }

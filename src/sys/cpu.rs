@@ -48,7 +48,7 @@ unsafe fn xgetbv0() -> u64 {
 /// XCR0: the xsave feature bits the kernel enabled (`xgetbv(0)`); 0 when the OS did not
 /// enable XSAVE at all.
 pub fn xcr0() -> u64 {
-    if cpuid(1, 0).ecx & CPUID1_ECX_OSXSAVE == 0 {
+    if !os_xsave() {
         return 0;
     }
     // SAFETY: OSXSAVE was checked just above, which also implies the CPU has XSAVE.
@@ -57,13 +57,29 @@ pub fn xcr0() -> u64 {
 
 /// Size in bytes of the xsave area for the features currently enabled in XCR0
 /// (CPUID leaf 0xD subleaf 0, EBX); 0 if the CPU has no leaf 0xD.
+#[allow(unused_unsafe)] // `__cpuid_count` is an unsafe fn before Rust 1.87 (our MSRV is 1.80).
 pub fn xsave_size() -> u32 {
+    if os_xsave() {
+        // SAFETY: `cpuid` exists on every x86_64 CPU; OSXSAVE implies XSAVE, and a CPU
+        // with XSAVE has leaf 0xD (Intel SDM vol. 1, 13.2; AMD APM vol. 3, CPUID Fn0000_000D).
+        return unsafe { __cpuid_count(LEAF_XSAVE, 0) }.ebx;
+    }
     cpuid(LEAF_XSAVE, 0).ebx
+}
+
+/// CPUID.1:ECX.OSXSAVE. The standard library's feature cache answers without a `cpuid`
+/// when it says "xsave" (it only does with OSXSAVE set; the cache is filled once per
+/// process, and every dump and restore fills it anyway: crc32fast asks it for
+/// `pclmulqdq`). Otherwise leaf 1 is asked. Each `cpuid` spared is ~25 µs in this
+/// project's VMs (docs/benchmarks.md, "cpuid at start").
+fn os_xsave() -> bool {
+    std::arch::is_x86_feature_detected!("xsave") || cpuid(1, 0).ecx & CPUID1_ECX_OSXSAVE != 0
 }
 
 /// The CPU's brand string (CPUID leaves 0x8000_0002..4, which the kernel shows as the
 /// "model name" of `/proc/cpuinfo`), else the first "model name" there, or `"unknown"`.
-/// Generating `/proc/cpuinfo` costs a fifth of a millisecond; the instruction nothing.
+/// Generating `/proc/cpuinfo` costs a fifth of a millisecond; the four `cpuid`s half that
+/// in a VM (each exits to the hypervisor), nothing on bare metal.
 pub fn model_name() -> String {
     if let Some(brand) = brand_string() {
         return brand;
@@ -166,6 +182,11 @@ mod tests {
     #[test]
     fn xsave_area_holds_at_least_the_legacy_region_and_header() {
         assert!(xsave_size() >= 576, "xsave_size = {}", xsave_size());
+    }
+
+    #[test]
+    fn os_xsave_is_what_cpuid_leaf_1_says() {
+        assert_eq!(os_xsave(), cpuid(1, 0).ecx & CPUID1_ECX_OSXSAVE != 0);
     }
 
     #[test]
