@@ -109,7 +109,11 @@ impl Image {
     /// validates every record and verifies every pages file (length == the pages of its
     /// runs, crc).
     pub fn load(dir: &Path) -> Result<Image, ImageError> {
-        let (image, ancestors) = Self::load_records(dir)?;
+        let (image, ancestors) = {
+            let _s = crate::profile::span("load records");
+            Self::load_records(dir)?
+        };
+        let _s = crate::profile::span("load: pages files checked");
         for (path, pages) in image.page_files().chain(ancestors) {
             verify_pages(&path, pages)?;
         }
@@ -129,7 +133,11 @@ impl Image {
         dir: &Path,
         verified: &dyn Fn(&Path) -> bool,
     ) -> Result<Image, ImageError> {
-        let (image, ancestors) = Self::load_records(dir)?;
+        let (image, ancestors) = {
+            let _s = crate::profile::span("load records");
+            Self::load_records(dir)?
+        };
+        let _s = crate::profile::span("load: pages files checked");
         for (path, pages) in image.page_files().chain(ancestors) {
             match path.parent().is_some_and(verified) {
                 true => drop(check_pages(&path, pages)?),

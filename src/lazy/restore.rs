@@ -227,7 +227,7 @@ pub fn begin(
 }
 
 /// The address ranges of `pieces` (sorted), those that touch joined.
-fn merged(pieces: &[Piece]) -> Vec<(u64, u64)> {
+pub fn merged(pieces: &[Piece]) -> Vec<(u64, u64)> {
     let mut out: Vec<(u64, u64)> = Vec::new();
     for p in pieces {
         match out.last_mut() {

@@ -191,6 +191,7 @@ fn restore(
     });
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {
+        let _s = crate::profile::span("receive: restore until running");
         let _ = std::io::BufReader::new(out).read_line(&mut line);
     }
     let running = line.starts_with("running ");
@@ -278,6 +279,7 @@ fn receive(conn: &mut Conn, dir: &Path) -> Result<Received, MigrateError> {
         let len = buf.len();
         match buf.first() {
             Some(&tag::END) => {
+                let _s = crate::profile::span("receive: end, check, commit");
                 spool.finish()?;
                 end(conn, &buf, at, &mut files)?;
                 writer.commit()?;

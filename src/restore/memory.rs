@@ -262,11 +262,16 @@ impl Work {
 
 /// One batch per run of pieces that follow each other in one ancestor's pages file (at
 /// most `MAX_IOVS` pieces and `BATCH_BYTES`), each file added to `paths` once.
+///
+/// A 2 GiB chain has hundreds of thousands of pieces: paths are compared as bytes (the
+/// pieces' paths are made alike; `Path`'s component-wise `==` took tens of ms) and each
+/// batch's bytes are counted as it grows, not summed again for each piece.
 fn parent_batches(parents: &[Piece], paths: &mut Vec<PathBuf>) -> Vec<Batch> {
     let mut out: Vec<Batch> = Vec::new();
-    let mut next_offset = 0;
+    let (mut next_offset, mut bytes) = (0, 0);
     for p in parents {
-        let file = match paths.iter().position(|q| *q == p.path) {
+        let same = |q: &PathBuf| q.as_os_str() == p.path.as_os_str();
+        let file = match paths.iter().position(same) {
             Some(i) => i,
             None => {
                 paths.push(p.path.clone());
@@ -282,23 +287,30 @@ fn parent_batches(parents: &[Piece], paths: &mut Vec<PathBuf>) -> Vec<Batch> {
                 if b.stripe == file
                     && next_offset == p.offset
                     && b.iovs.len() < MAX_IOVS
-                    && b.iovs.iter().map(|i| i.len).sum::<u64>() + p.len <= BATCH_BYTES =>
+                    && bytes + p.len <= BATCH_BYTES =>
             {
-                b.iovs.push(iov)
+                b.iovs.push(iov);
+                bytes += p.len;
             }
-            _ => out.push(Batch {
-                iovs: vec![iov],
-                stripe: file,
-                offset: p.offset,
-            }),
+            _ => {
+                out.push(Batch {
+                    iovs: vec![iov],
+                    stripe: file,
+                    offset: p.offset,
+                });
+                bytes = p.len;
+            }
         }
         next_offset = p.offset + p.len;
     }
     out
 }
 
-/// `batches` without the pages at `served` (sorted; filled later by post-copy, see
-/// `lazy/local.rs`): a batch with a hole is cut in two, each part with its own offset.
+/// `batches` without the pages at `served` (sorted, not overlapping; filled later by
+/// post-copy, see `lazy/local.rs`): a batch with a hole is cut in two, each part with
+/// its own offset. Each iovec is cut by the served ranges from the first one ending
+/// after it (a binary search): a 2 GiB chain has hundreds of thousands of both, and a
+/// scan from the start for each iovec took 45 s of a migration's downtime.
 fn without(batches: Vec<Batch>, served: &[(u64, u64)]) -> Vec<Batch> {
     let mut out: Vec<Batch> = Vec::new();
     for b in batches {
@@ -306,7 +318,8 @@ fn without(batches: Vec<Batch>, served: &[(u64, u64)]) -> Vec<Batch> {
         let mut next_offset = None;
         for iov in &b.iovs {
             let whole = [(iov.base, iov.base + iov.len)];
-            for (s, e) in crate::ranges::subtract(&whole, served) {
+            let from = served.partition_point(|&(_, e)| e <= iov.base);
+            for (s, e) in crate::ranges::subtract(&whole, &served[from..]) {
                 let offset = at + (s - iov.base);
                 let piece = IoVec {
                     base: s,
@@ -574,6 +587,38 @@ mod tests {
                 (4096 + 0x2000, vec![(0x3000, 0x1000)])
             ]
         );
+    }
+
+    /// Regression (a 2 GiB migration's fill waited 45 s in `without`): 200,000 iovecs
+    /// against 200,000 served ranges, every other page served, cut in well under the
+    /// seconds a scan from the start for each iovec took, and cut right.
+    #[test]
+    fn without_is_not_quadratic_in_the_served_ranges() {
+        const N: u64 = 200_000;
+        let iovs: Vec<IoVec> = (0..N)
+            .map(|i| IoVec {
+                base: i * 0x4000,
+                len: 0x2000,
+            })
+            .collect();
+        let served: Vec<(u64, u64)> = (0..N).map(|i| (i * 0x4000, i * 0x4000 + 0x1000)).collect();
+        let b = Batch {
+            iovs,
+            stripe: 0,
+            offset: 4096,
+        };
+        let started = std::time::Instant::now();
+        let got = without(vec![b], &served);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert_eq!(got.len(), N as usize);
+        for (i, b) in got.iter().enumerate() {
+            let i = i as u64;
+            assert_eq!(b.offset, 4096 + i * 0x2000 + 0x1000);
+            assert_eq!(
+                (b.iovs[0].base, b.iovs[0].len),
+                (i * 0x4000 + 0x1000, 0x1000)
+            );
+        }
     }
 
     #[test]

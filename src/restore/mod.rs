@@ -324,17 +324,15 @@ pub fn restore_with(
     let tree_pids = image.tree.processes.iter().map(|e| e.pid).collect();
     let plan = tree::plan(&image)?;
     let local = match opts.lazy_local && lazy.is_none() && opened.sealed_pages().is_empty() {
-        true => local_fill(&image, &plan),
+        true => {
+            let _s = crate::profile::span("lazy-local plan");
+            local_fill(&image, &plan)
+        }
         false => None,
     };
     let served: HashMap<i32, Vec<(u64, u64)>> = (local.iter())
         .flat_map(|l| &l.processes)
-        .map(|(pid, pieces)| {
-            (
-                *pid,
-                pieces.iter().map(|p| (p.addr, p.addr + p.len)).collect(),
-            )
-        })
+        .map(|(pid, pieces)| (*pid, crate::lazy::restore::merged(pieces)))
         .collect();
     let post_copy = match local {
         Some(pages) => Some(std::sync::Arc::new(
@@ -1112,6 +1110,7 @@ fn build_memory(
     })?;
     let (mapped, links) = ghosts.mapped(child.pid(), &p.mm)?;
     s.stage(RestoreStage::Mappings, |s| {
+        let _s = crate::profile::span("mappings");
         if let Some(parent) = parent {
             let parent_filled = memory::filled_vmas(&parent.mm);
             cow::adopt(s, &p.mm, &filled, &parent.mm, &parent_filled)?;
@@ -1123,6 +1122,7 @@ fn build_memory(
     let mut filled_pages = memory::Filled::default();
     let pages = |stripe| image.pages_path(p.task.pid, stripe);
     s.stage(RestoreStage::Memory, |s| {
+        let _s = crate::profile::span("memory fill");
         let in_child = |path: PathBuf| mnt::child_path(image.mounts.is_some(), &path);
         let parents = image.parent_pages.get(&p.task.pid).map_or(&[][..], |v| v);
         filled_pages = memory::fill(s, &p.mm, &pages, parents, &in_child, sealed, served)?;
