@@ -5,12 +5,16 @@
  * Before READY: fd 10 connected to ADDR:PORT (127.0.0.1 by default). Until go it echoes every byte the
  * peer sends (the peer checks the echoes: nothing lost, doubled or reordered across a
  * dump with --tcp-established and a restore). After go: fd 10 is still the same
- * connection (addresses unchanged).
+ * connection (addresses unchanged), and it sends segments as large as before
+ * (TCP_MAXSEG: the same, or as large as the owner's TCP_MAXSEG allows a restore, 32767
+ * less the timestamp option, where the link's are larger — loopback; not the default
+ * 524 of a connection whose segment size was worked out before its clamp was given).
  */
 #include "victim.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 
@@ -38,7 +42,7 @@ int main(int argc, char **argv)
 	struct sockaddr_storage a, name, peer, n2, p2;
 	socklen_t alen, l = sizeof(name);
 	char buf[4096];
-	int fd;
+	int fd, mss, mss_now, want;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	memset(&name, 0, sizeof(name));
@@ -56,6 +60,8 @@ int main(int argc, char **argv)
 	CHECK_SYS(getsockname(10, (struct sockaddr *)&name, &l));
 	l = sizeof(peer);
 	CHECK_SYS(getpeername(10, (struct sockaddr *)&peer, &l));
+	l = sizeof(mss);
+	CHECK_SYS(getsockopt(10, IPPROTO_TCP, TCP_MAXSEG, &mss, &l));
 	victim_ready();
 	while (!victim_go) {
 		struct pollfd p = { 10, POLLIN, 0 };
@@ -81,5 +87,9 @@ int main(int argc, char **argv)
 	l = sizeof(p2);
 	CHECK_SYS(getpeername(10, (struct sockaddr *)&p2, &l));
 	CHECK(!memcmp(&n2, &name, sizeof(name)) && !memcmp(&p2, &peer, sizeof(peer)), "fd 10: addresses changed");
+	l = sizeof(mss_now);
+	CHECK_SYS(getsockopt(10, IPPROTO_TCP, TCP_MAXSEG, &mss_now, &l));
+	want = mss < 32767 - 12 ? mss : 32767 - 12;
+	CHECK(mss_now >= want, "fd 10 sends segments of %d bytes, %d before", mss_now, mss);
 	victim_pass();
 }

@@ -7,7 +7,9 @@
 //! kernel's, see tcp(7) and CRIU's soccr): repair mode on; bind (repair mode forces the
 //! address reuse that lets it share a port with a listener); both queue sequence numbers
 //! (the queue's start: the saved next sequence minus the saved queue length); connect
-//! (no SYN in repair mode); negotiated options and the timestamp clock (only once
+//! (no SYN in repair mode), under the saved segment size clamp given as the owner's
+//! `TCP_MAXSEG` (the segment size is worked out there; the owner's is taken back after);
+//! negotiated options and the timestamp clock (only once
 //! connected); the receive queue; the sent-but-unacknowledged part of the send queue in
 //! repair mode and the never-sent part out of it; the window; repair mode off (a window
 //! probe tells the peer we are back). `--tcp-close` (at dump or restore) rebuilds such a
@@ -26,6 +28,9 @@ use crate::sys::socket::{
     getsockopt_int, setsockopt_int, TCP_NO_QUEUE, TCP_RECV_QUEUE, TCP_SEND_QUEUE,
 };
 
+/// The bounds `TCP_MAXSEG` takes (`TCP_MIN_MSS`, `MAX_TCP_WINDOW`).
+const TCP_MIN_MSS: u32 = 88;
+const MAX_USER_MSS: u32 = 32767;
 /// `TCPOPT_*` codes for `TCP_REPAIR_OPTIONS` and `TCPI_OPT_*` bits of the saved options.
 const TCPOPT_MAXSEG: u32 = 2;
 const TCPOPT_WINDOW: u32 = 3;
@@ -245,6 +250,7 @@ fn connect_quietly(
     fd: u64,
     s: &InetSocket,
     seqs: (u32, u32),
+    mss_clamp: u32,
 ) -> Result<(), RestoreError> {
     let (Some(l), Some(r)) = (&s.local, &s.remote) else {
         return Err(RestoreError::Unsupported {
@@ -258,8 +264,16 @@ fn connect_quietly(
         set_queue(child, fd, queue)?;
         prep::set_int(child, fd, libc::SOL_TCP, libc::TCP_QUEUE_SEQ, seq as i32)?;
     }
+    // The segment size the connection sends with (`mss_cache`) is worked out once, at
+    // this `connect`, from the clamp then in force: the saved one (`TCPOPT_MAXSEG`) can
+    // only be given once connected and does not redo it, and the default (536) would
+    // leave the connection sending 524-byte segments. The clamp is given beforehand as
+    // the owner's (`TCP_MAXSEG`, at most 32767), and taken back once connected.
+    let clamp = mss_clamp.clamp(TCP_MIN_MSS, MAX_USER_MSS);
+    prep::set_int(child, fd, libc::SOL_TCP, libc::TCP_MAXSEG, clamp as i32)?;
     let (sa, len) = sockaddr(s.family, r);
-    prep::address_call(child, "connect", libc::SYS_connect, fd, &sa, len)
+    prep::address_call(child, "connect", libc::SYS_connect, fd, &sa, len)?;
+    prep::set_int(child, fd, libc::SOL_TCP, libc::TCP_MAXSEG, 0)
 }
 
 /// Rebuilds the connection in repair mode, then (`tcp_replay.rs`) takes a closing one to
@@ -283,7 +297,7 @@ fn repair(
         .send_seq
         .wrapping_sub(r.send_queue.len() as u32)
         .wrapping_sub(fin_sent);
-    connect_quietly(child, fd, s, (recv_start, send_start))?;
+    connect_quietly(child, fd, s, (recv_start, send_start), r.mss)?;
     prep::set_bytes(
         child,
         fd,
