@@ -77,12 +77,15 @@ pub struct Batcher<'s, 'a> {
     s: &'s mut Staged<'a>,
     /// `None` once an fd was made outside the batch: read again when needed.
     open: Option<BTreeSet<u64>>,
+    /// Every number below it is in `open`: where the search for a free one starts (a
+    /// table of thousands of fds would otherwise be walked from 0 at each `open`).
+    low: u64,
 }
 
 impl<'s, 'a> Batcher<'s, 'a> {
     /// `open`: the fd table once the pending calls ran, if known.
     pub fn new(s: &'s mut Staged<'a>, open: Option<BTreeSet<u64>>) -> Self {
-        Batcher { s, open }
+        Batcher { s, open, low: 0 }
     }
 
     /// Adds the calls that rebuild `at.entry` (one [`takes`]).
@@ -93,6 +96,7 @@ impl<'s, 'a> Batcher<'s, 'a> {
         if self.open.is_none() {
             self.flush()?;
             self.open = Some(open_fds(self.s.child().pid())?);
+            self.low = 0;
         }
         let e = at.entry;
         let about = format!("fd {} of pid {}", e.fd, self.s.child().pid());
@@ -130,14 +134,21 @@ impl<'s, 'a> Batcher<'s, 'a> {
     /// The number the kernel hands out next (the lowest free one at least `from`),
     /// marked taken.
     fn take(&mut self, from: u64) -> u64 {
+        let low = self.low;
         let open = self.table();
-        let fd = (from..).find(|n| !open.contains(n)).expect("a free fd");
+        let fd = (from.max(low)..)
+            .find(|n| !open.contains(n))
+            .expect("a free fd");
         open.insert(fd);
+        if fd == low {
+            self.low = fd + 1;
+        }
         fd
     }
 
     fn close(&mut self, fd: u64, about: &str) {
         self.table().remove(&fd);
+        self.low = self.low.min(fd);
         self.s.batch().expect("close", libc::SYS_close, &[fd], 0);
         self.s.batch().about(about);
     }
