@@ -1150,6 +1150,12 @@ fn migrate_lazy_link_cut_kills_the_target_copy() {
         }
         hosts.named("b", "migrate_writer").first().copied()
     });
+    // Cut once B's copy was resumed (its restorer detached: after the source's go);
+    // before, the source never said go and resumes its own instead, as it should.
+    common::wait_for("B's copy resumed", Duration::from_secs(30), || {
+        let tracer = common::status_field(on_b, "TracerPid");
+        tracer.is_some_and(|t| t.trim() == "0").then_some(())
+    });
     assert!(
         ip(&["-n", &hosts.ns("br"), "link", "set", "va", "down"]),
         "cannot cut the link"

@@ -11,7 +11,7 @@
 
 use std::io::{BufReader, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 
 use super::proto::{self, Header, Kind};
 use super::stream::Stream;
@@ -80,6 +80,16 @@ impl Inbox {
     /// The next message, waiting for it.
     pub fn take(&self) -> std::io::Result<Message> {
         self.queue.recv().map_err(|_| gone())?
+    }
+
+    /// The next message, waiting for it until `deadline`; `Ok(None)` then.
+    pub fn take_until(&self, deadline: std::time::Instant) -> std::io::Result<Option<Message>> {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match self.queue.recv_timeout(left) {
+            Ok(m) => m.map(Some),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => Err(gone()),
+        }
     }
 
     /// A placed message's buffer, for the thread to read into again.

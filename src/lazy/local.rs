@@ -158,7 +158,7 @@ impl Server {
                         return proto::refuse(&mut tx, &why);
                     }
                 },
-                Kind::Started => {}
+                Kind::Started => proto::send(&mut tx, Header::new(Kind::Go), &[])?,
                 Kind::Done => return proto::send(&mut tx, Header::new(Kind::Bye), &[]),
                 other => {
                     let why = format!("unexpected message {other:?}");

@@ -6,8 +6,14 @@
 //! ```text
 //! target → source: Hello(session, VERSION) · Get(id, pid, addr, len)* · Started · Done
 //! source → target: Welcome(lazy bytes) | Refused(reason) · Pages(id, pid, addr, len, crc) data*
-//!                  · (from Started on, between answers) Pages(0, ...) data* · Pushed · Bye
+//!                  · Go · (from Started on, between answers) Pages(0, ...) data* · Pushed · Bye
 //! ```
+//!
+//! `Started` and `Go` are a handshake: the target asks before it resumes its tree, and
+//! resumes it only once the source answered `Go`, having taken for good the decision
+//! never to resume its own. A link that fails in between leaves the target's tree
+//! unstarted and the source's frozen: never both running, never both lost for good
+//! (stopping the source resumes its tree).
 //!
 //! The source answers requests first (a fault waits for its page) and, from `Started`
 //! on, pushes every served page once in address order between them, so the bulk of the
@@ -16,7 +22,7 @@
 use std::io::{IoSlice, Read, Write};
 
 /// Version of this protocol; a peer speaking another is refused.
-pub const VERSION: u64 = 1;
+pub const VERSION: u64 = 2;
 /// The most one `Get` may ask for (and one `Pages` carry).
 pub const MAX_LEN: u64 = 16 << 20;
 /// Header length.
@@ -33,7 +39,8 @@ pub enum Kind {
     Get = 3,
     /// The pages asked for by `id`, `len` bytes follow, `crc` their crc32.
     Pages = 4,
-    /// The restored tree runs (the source may no longer resume its own).
+    /// The target is about to resume its tree: the source may no longer resume its own,
+    /// and answers [`Kind::Go`].
     Started = 5,
     /// The target holds every page: the source kills its tree.
     Done = 6,
@@ -44,6 +51,8 @@ pub enum Kind {
     /// The source pushed every page once (unasked `Pages`, `id` 0, sent from `Started`
     /// on, in address order); what is still missing must be asked for.
     Pushed = 9,
+    /// The answer to `Started`: the source will not resume its tree; the target's may run.
+    Go = 10,
 }
 
 impl Kind {
@@ -58,6 +67,7 @@ impl Kind {
             7 => Kind::Refused,
             8 => Kind::Bye,
             9 => Kind::Pushed,
+            10 => Kind::Go,
             _ => return None,
         })
     }

@@ -9,10 +9,11 @@
 //! userfaultfds close: closing them would let a waiting thread run on with zeros. Should
 //! stasis itself die, its watchdog (`watchdog.rs`, holding copies of them) does that.
 
-use std::os::fd::AsFd;
-use std::sync::mpsc::{channel, Sender};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use super::local::LocalPages;
 use super::target::{self, Daemon, Msg, Stats};
@@ -25,6 +26,9 @@ use crate::restore::child::Child;
 use crate::restore::RestoreError;
 use crate::sys::uffd_missing::{self as uffd, LAZY_FEATURES};
 
+/// How long the restore waits for the source's go-ahead before resuming the tree.
+const GO_WAIT: Duration = Duration::from_secs(20);
+
 /// `--lazy-pages --address A --port P` of the restore.
 #[derive(Clone, Debug)]
 pub struct LazyFrom {
@@ -36,6 +40,8 @@ pub struct LazyFrom {
 pub struct PostCopy {
     image: LazyImage,
     tx: Mutex<Option<Sender<Msg>>>,
+    /// Wakes the daemon once a message is sent on `tx`.
+    wake: OwnedFd,
     daemon: Mutex<Option<JoinHandle<Result<Stats, LazyError>>>>,
 }
 
@@ -75,10 +81,13 @@ impl PostCopy {
     fn with_link(image: LazyImage, link: target::Link, tree: Vec<i32>) -> Result<Self, LazyError> {
         let watchdog = std::sync::Arc::new(Watchdog::start(tree.clone())?);
         let (tx, rx) = channel();
+        let flags = nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK;
+        let (woken, wake) =
+            nix::unistd::pipe2(flags).map_err(|e| LazyError::Link { source: e.into() })?;
         let daemon = std::thread::Builder::new()
             .name("lazy-pages".into())
             .spawn(move || {
-                let r = Daemon::new(link, rx, watchdog.clone()).and_then(Daemon::run);
+                let r = Daemon::new(link, (rx, woken), watchdog.clone()).and_then(Daemon::run);
                 if matches!(&r, Err(e) if !matches!(e, LazyError::Abandoned)) {
                     kill_tree(&tree);
                 }
@@ -93,6 +102,7 @@ impl PostCopy {
         Ok(PostCopy {
             image,
             tx: Mutex::new(Some(tx)),
+            wake,
             daemon: Mutex::new(Some(daemon)),
         })
     }
@@ -134,7 +144,27 @@ impl PostCopy {
         })
     }
 
-    /// The tree runs: the source may no longer resume its own.
+    /// Before the tree is resumed: waits until the source took for good the decision
+    /// never to resume its own (its `Go`), so both never run. A link that fails first
+    /// fails the restore, the tree not run (the source then keeps its own frozen, or
+    /// resumes it if it never heard of this restore).
+    ///
+    /// Ordering requirements: every process made and filled, nothing resumed yet.
+    pub fn claim(&self) -> Result<(), RestoreError> {
+        let (answer, heard) = channel();
+        self.send(Msg::Claim(answer))?;
+        match heard.recv_timeout(GO_WAIT) {
+            Ok(()) => Ok(()),
+            Err(RecvTimeoutError::Timeout) => Err(LazyError::Protocol {
+                what: format!("no go-ahead of the source within {} s", GO_WAIT.as_secs()),
+            }
+            .into()),
+            // The daemon stopped: its error says why.
+            Err(RecvTimeoutError::Disconnected) => Err(self.stopped()),
+        }
+    }
+
+    /// The tree runs (after [`PostCopy::claim`]).
     pub fn started(&self) -> Result<(), RestoreError> {
         self.send(Msg::Started)
     }
@@ -143,14 +173,19 @@ impl PostCopy {
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
         let sent = tx.as_ref().map(|t| t.send(msg));
         if let Some(Ok(())) = sent {
+            let _ = nix::unistd::write(&self.wake, &[1]);
             return Ok(());
         }
         drop(tx);
-        // The daemon stopped: its error says why.
-        Err(match self.wait() {
+        Err(self.stopped())
+    }
+
+    /// Why the daemon stopped.
+    fn stopped(&self) -> RestoreError {
+        match self.wait() {
             Err(e) => e.into(),
             Ok(_) => LazyError::Abandoned.into(),
-        })
+        }
     }
 
     /// Why post-copy failed, once the restore itself failed (the daemon is told to stop

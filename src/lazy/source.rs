@@ -2,11 +2,12 @@
 //! tree stays frozen and its pages are served from its memory (`process_vm_readv`, or
 //! `/proc/PID/mem` for unreadable mappings) to the one target connected at a time.
 //!
-//! What happens when the link fails decides what is safe. Before the target said its
-//! tree runs (`Started`), nothing of the tree ran anywhere else: the dump ends as a failed
-//! dump does, the tree resumed here. After it, the target's tree has run and is killed
-//! by the target when the link fails; resuming the source would run the program on from
-//! an older state beside any effect the target's run had, and killing it would lose the
+//! What happens when the link fails decides what is safe. The target resumes its tree
+//! only after the source answered its `Started` with `Go` (`proto.rs`). Before `Started`
+//! came, nothing of the tree ran anywhere else: the dump ends as a failed dump does, the
+//! tree resumed here. After it, the target's tree may have run and is killed by the
+//! target when the link fails; resuming the source would run the program on from an
+//! older state beside any effect the target's run had, and killing it would lose the
 //! program: the tree stays frozen and the source waits for a new target (a new `restore
 //! --lazy-pages` of the same image starts the program again from the dump).
 //!
@@ -191,6 +192,7 @@ impl Link {
                     Kind::Started => {
                         self.started = Some(Instant::now());
                         push = Some(Reader::start(image)?);
+                        self.send(Header::new(Kind::Go), false)?;
                     }
                     Kind::Done => return self.send(Header::new(Kind::Bye), false),
                     other => return self.refuse(&format!("unexpected message {other:?}")),

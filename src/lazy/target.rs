@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::BufReader;
 use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,10 @@ pub enum Msg {
         uffd: OwnedFd,
         runs: Vec<(u64, u64)>,
     },
+    /// The tree is about to be resumed: the source must first take for good the
+    /// decision never to resume its own (`Started`, answered by `Go`); the sender hears
+    /// `()` once it did, and is dropped if the link fails first.
+    Claim(Sender<()>),
     /// The tree runs.
     Started,
 }
@@ -167,6 +171,10 @@ pub struct Daemon {
     tx: Stream,
     inbox: Inbox,
     rx: Receiver<Msg>,
+    /// Readable when the restore sent a message on `rx`.
+    woken: OwnedFd,
+    /// The restore waiting for the source's `Go`.
+    claim: Option<Sender<()>>,
     watchdog: Arc<Watchdog>,
     spaces: BTreeMap<u64, Space>,
     next_space: u64,
@@ -184,12 +192,15 @@ pub struct Daemon {
 
 /// Messages handled in one turn at most, between two looks at the faults.
 const TURN: usize = 8;
+/// How long a failed write waits for the source's reason.
+const REASON_WAIT: Duration = Duration::from_secs(2);
 
 impl Daemon {
     /// Starts the link's reading thread (`inbox.rs`).
+    /// `woken` is readable once the restore sent a message on `rx`.
     pub fn new(
         link: Link,
-        rx: Receiver<Msg>,
+        (rx, woken): (Receiver<Msg>, OwnedFd),
         watchdog: Arc<Watchdog>,
     ) -> Result<Daemon, LazyError> {
         let inbox = Inbox::start(link.rx).map_err(|source| LazyError::Link { source })?;
@@ -197,6 +208,8 @@ impl Daemon {
             tx: link.tx,
             inbox,
             rx,
+            woken,
+            claim: None,
             watchdog,
             spaces: BTreeMap::new(),
             next_space: 0,
@@ -228,15 +241,18 @@ impl Daemon {
 
     /// Takes what the restore sent; `false` once it gave up.
     fn take_messages(&mut self) -> Result<bool, LazyError> {
+        let mut sink = [0u8; 64];
+        while matches!(nix::unistd::read(&self.woken, &mut sink), Ok(n) if n > 0) {}
         loop {
             match self.rx.try_recv() {
                 Ok(Msg::Space { pid, uffd, runs }) => {
                     self.add_space(pid, uffd, Remaining::new(&runs));
                 }
-                Ok(Msg::Started) => {
-                    self.started = Some(Instant::now());
+                Ok(Msg::Claim(answer)) => {
+                    self.claim = Some(answer);
                     self.send(Header::new(Kind::Started))?;
                 }
+                Ok(Msg::Started) => self.started = Some(Instant::now()),
                 Err(TryRecvError::Empty) => return Ok(true),
                 Err(TryRecvError::Disconnected) => return Ok(self.started.is_some()),
             }
@@ -262,7 +278,25 @@ impl Daemon {
     }
 
     fn send(&mut self, h: Header) -> Result<(), LazyError> {
-        proto::send(&mut self.tx, h, &[]).map_err(|source| LazyError::Link { source })
+        match proto::send(&mut self.tx, h, &[]) {
+            Ok(()) => Ok(()),
+            Err(source) => Err(self.link_failed(source)),
+        }
+    }
+
+    /// Why a write to the source failed: a source that ends serving sends its reason
+    /// and closes, and a request sent meanwhile fails on the closed socket; the reason,
+    /// read within [`REASON_WAIT`], is the news, not the broken pipe.
+    fn link_failed(&mut self, source: std::io::Error) -> LazyError {
+        let deadline = Instant::now() + REASON_WAIT;
+        while let Ok(Some(m)) = self.inbox.take_until(deadline) {
+            if m.header.kind == Kind::Refused {
+                let why = String::from_utf8_lossy(&m.data).into_owned();
+                return LazyError::Refused { why };
+            }
+            self.inbox.recycle(m.data);
+        }
+        LazyError::Link { source }
     }
 
     fn ask(&mut self, space: u64, src: u64, len: u64, background: bool) -> Result<(), LazyError> {
@@ -335,6 +369,12 @@ impl Daemon {
             events: libc::POLLIN,
             revents: 0,
         }));
+        // Last: the restore's messages, taken at the next turn.
+        fds.push(libc::pollfd {
+            fd: self.woken.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
         let timeout = if self.more { 0 } else { 5 };
         crate::sys::fd::poll(&mut fds, timeout).map_err(|source| LazyError::Poll { source })?;
         for (i, key) in keys.iter().enumerate() {
@@ -487,6 +527,7 @@ impl Daemon {
                 let why = String::from_utf8_lossy(&m.data).into_owned();
                 return Err(LazyError::Refused { why });
             }
+            Kind::Go => return self.go(),
             other => {
                 return Err(LazyError::Protocol {
                     what: format!("message {other:?} instead of pages"),
@@ -500,6 +541,17 @@ impl Daemon {
         };
         self.inbox.recycle(m.data);
         placed
+    }
+
+    /// The source's answer to `Started`: the restore may resume the tree. A restore
+    /// that stopped waiting for it gave up (it kills the tree it made).
+    fn go(&mut self) -> Result<(), LazyError> {
+        let Some(claim) = self.claim.take() else {
+            return Err(LazyError::Protocol {
+                what: "go-ahead nobody asked for".into(),
+            });
+        };
+        claim.send(()).map_err(|_| LazyError::Abandoned)
     }
 
     /// Pages a request asked for.

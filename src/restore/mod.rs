@@ -399,6 +399,11 @@ pub fn restore_with(
         .and_then(|pages| b.reopen_network(&lock, lift).map(|()| pages));
     // Kept (stasis's thread in the tree's network namespace) until its lock is lifted.
     let mut net = b.net.take();
+    // A post-copy source must first give up resuming its own tree for good.
+    let built = built.and_then(|pages| {
+        post_copy.as_ref().map_or(Ok(()), |p| p.claim())?;
+        Ok(pages)
+    });
     let built = match built {
         Ok(pages) => {
             let _s = crate::profile::span("resume");
