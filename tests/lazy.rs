@@ -52,6 +52,17 @@ fn port(n: u16) -> String {
 
 /// Starts `stasis dump --lazy-pages` of `pid` and waits until its image is written.
 fn dump_lazily(pid: i32, img: &Path, port: &str, pace_us: Option<u64>) -> Running {
+    dump_lazily_with(pid, img, port, pace_us, &[])
+}
+
+/// [`dump_lazily`] with more environment for the source.
+fn dump_lazily_with(
+    pid: i32,
+    img: &Path,
+    port: &str,
+    pace_us: Option<u64>,
+    env: &[(&str, &str)],
+) -> Running {
     let mut cmd = common::dump_cmd(
         pid,
         img,
@@ -60,6 +71,7 @@ fn dump_lazily(pid: i32, img: &Path, port: &str, pace_us: Option<u64>) -> Runnin
     if let Some(us) = pace_us {
         cmd.env("STASIS_LAZY_PACE_US", us.to_string());
     }
+    cmd.envs(env.iter().copied());
     let mut dump = common::start(&mut cmd);
     let deadline = Instant::now() + common::STASIS_TIMEOUT;
     while !img.join("inventory.img").exists() {
@@ -210,6 +222,62 @@ fn lazy_killed_source_kills_the_restored_tree() {
     );
     // A killed source's stasis lets go of its frozen tree: it runs on there.
     assert!(victim.alive(), "the source victim did not resume");
+}
+
+/// The source gone while the target waits for its go-ahead: the restored tree is never
+/// resumed (it is killed, never having run), and the source's runs on from the dump.
+#[test]
+fn lazy_source_gone_before_its_go_ahead_the_tree_never_runs() {
+    let test = "lazy_source_gone_before_its_go_ahead_the_tree_never_runs";
+    let _serial = common::serial();
+    require_privileged!(test);
+    if !available(test) {
+        return;
+    }
+    let tmp = TempDir::new("lazy-no-go");
+    let mut victim = common::spawn_victim("lazy_mem", &["-m", "64"], tmp.path());
+    assert_eq!(victim.wait_ready(), Start::Ready);
+    let img = tmp.join("img");
+    let port = port(4);
+    let delay = [("STASIS_LAZY_GO_DELAY_MS", "30000")];
+    let mut dump = dump_lazily_with(victim.pid, &img, &port, None, &delay);
+    let mut restore = restore_lazily(&img, &port);
+    // The restored process made and still held by its restorer, waiting for the go.
+    let pid = common::wait_for("the restored process", Duration::from_secs(30), || {
+        let found = common::descendants(restore.pid()).into_iter().find(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "lazy_mem")
+        });
+        if let Some(out) = restore.try_finish() {
+            panic!("restore ended before its tree was made: {out:?}");
+        }
+        found
+    });
+    let held = || common::status_field(pid, "TracerPid").is_some_and(|t| t != "0");
+    for _ in 0..100 {
+        assert!(
+            held(),
+            "the restored process runs without the source's go-ahead"
+        );
+        common::sleep_ms(10);
+    }
+    dump.kill();
+    let out = restore.finish(Duration::from_secs(30));
+    assert_ne!(out.status.code(), Some(0), "restore: {out:?}");
+    assert!(out.stderr.contains("post-copy"), "{}", out.stderr);
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "restored pid {pid} still exists"
+    );
+    common::kill(victim.pid, libc::SIGUSR1).expect("go");
+    assert!(
+        wait_log(&victim, "ALIVE", Duration::from_secs(10)),
+        "the source's victim did not run on"
+    );
+    assert_eq!(
+        victim.log_text().matches("ALIVE").count(),
+        1,
+        "the restored copy ran too"
+    );
 }
 
 #[test]

@@ -192,6 +192,9 @@ impl Link {
                     Kind::Started => {
                         self.started = Some(Instant::now());
                         push = Some(Reader::start(image)?);
+                        if let Some(d) = go_delay() {
+                            std::thread::sleep(d);
+                        }
                         self.send(Header::new(Kind::Go), false)?;
                     }
                     Kind::Done => return self.send(Header::new(Kind::Bye), false),
@@ -363,6 +366,16 @@ pub(super) fn pace() -> Option<std::time::Duration> {
         let us = std::env::var("STASIS_LAZY_PACE_US").ok()?.parse().ok()?;
         Some(std::time::Duration::from_micros(us))
     })
+}
+
+/// `STASIS_LAZY_GO_DELAY_MS`: a pause before answering `Started` (tests end the source
+/// while the target waits for its go-ahead; see docs/testing.md).
+fn go_delay() -> Option<std::time::Duration> {
+    let ms = std::env::var("STASIS_LAZY_GO_DELAY_MS")
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(std::time::Duration::from_millis(ms))
 }
 
 /// Whether `[addr, addr + len)` of `pid` is page aligned and inside one served run.
