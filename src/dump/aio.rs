@@ -62,6 +62,9 @@ pub fn query_owned(
 /// Refuses a ring of `vmas` whose head or tail moved since it was read: a request was in
 /// flight and completed meanwhile (the process itself is frozen).
 pub fn check_settled(pid: i32, vmas: &[Vma]) -> Result<(), DumpError> {
+    if !vmas.iter().any(|v| matches!(v.kind, VmaKind::Aio(_))) {
+        return Ok(());
+    }
     let mem = Mem::open(pid, false)?;
     for v in vmas {
         let VmaKind::Aio(r) = &v.kind else { continue };

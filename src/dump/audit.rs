@@ -12,7 +12,8 @@ pub fn audit(pid: i32, tids: &[i32]) -> Result<Option<Audit>, DumpError> {
     let Some(loginuid) = proc::audit_id(pid, "loginuid")? else {
         return Ok(None);
     };
-    for &tid in tids {
+    // The leader's own file is the process's, read just above.
+    for &tid in tids.iter().filter(|&&tid| tid != pid) {
         match proc::audit_id(pid, &format!("task/{tid}/loginuid"))? {
             Some(own) if own != loginuid => {
                 return Err(DumpError::unsupported(format!(

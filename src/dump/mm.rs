@@ -345,18 +345,34 @@ const SCAN_CHUNK: u64 = 1 << 20;
 /// Finds a `syscall` instruction (`0f 05`) the task can run, so queries run without
 /// writing anything into its code: in the vDSO, or else (a task that unmapped it) in any
 /// other executable mapping. The kernel runs the two bytes wherever they are, even inside
-/// another instruction.
-pub fn find_syscall_insn(pid: i32, vmas: &[Vma]) -> Result<u64, DumpError> {
+/// another instruction. Returns it with the vDSO's bytes when they could be read (its
+/// symbols are read from them: the vDSO is read once per process).
+pub fn find_syscall_insn(pid: i32, vmas: &[Vma]) -> Result<(u64, Option<Vec<u8>>), DumpError> {
     let exec = |v: &&Vma| v.prot & libc::PROT_EXEC as u32 != 0 && v.kind != VmaKind::Vdso;
-    let vdso = vmas.iter().filter(|v| v.kind == VmaKind::Vdso);
     let mem = Mem::open(pid, false)?;
-    for v in vdso.chain(vmas.iter().filter(exec)) {
+    let mut vdso_text = None;
+    if let Some(v) = vmas.iter().find(|v| v.kind == VmaKind::Vdso) {
+        let mut text = vec![0u8; (v.end - v.start) as usize];
+        // A vDSO that cannot be read is passed over, as any other mapping.
+        if mem.read(v.start, &mut text).is_ok() {
+            if let Some(i) = syscall_at(&text) {
+                return Ok((v.start + i as u64, Some(text)));
+            }
+            vdso_text = Some(text);
+        }
+    }
+    for v in vmas.iter().filter(exec) {
         // A mapping that cannot be read (past the end of its file) is passed over.
         if let Ok(Some(at)) = syscall_in(&mem, v.start, v.end) {
-            return Ok(at);
+            return Ok((at, vdso_text));
         }
     }
     Err(DumpError::NoSyscallInsn { pid })
+}
+
+/// Where the first `0f 05` of `text` is.
+fn syscall_at(text: &[u8]) -> Option<usize> {
+    text.windows(2).position(|w| w == [0x0f, 0x05])
 }
 
 /// The first `0f 05` in `[start, end)` of the task, read a chunk at a time.
@@ -367,7 +383,7 @@ fn syscall_in(mem: &Mem, start: u64, end: u64) -> Result<Option<u64>, DumpError>
         let len = (end - at).min(SCAN_CHUNK);
         let mut text = vec![0u8; len as usize];
         mem.read(at, &mut text)?;
-        if let Some(i) = text.windows(2).position(|w| w == [0x0f, 0x05]) {
+        if let Some(i) = syscall_at(&text) {
             return Ok(Some(at + i as u64));
         }
         at += if at + len >= end { len } else { len - 1 };

@@ -156,6 +156,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary, DumpError> {
 /// [`dump`], calling `hooks` at each dump [`Point`].
 pub fn dump_with(opts: &DumpOptions, hooks: &mut dyn Hooks) -> Result<DumpSummary, DumpError> {
     let started = Instant::now();
+    crate::sys::cpu::warm_up();
     mnt::forget_namespaces();
     crate::sys::deadline::set_bound(Some(opts.timeout));
     let _disarm = crate::sys::deadline::Disarm;
@@ -633,7 +634,7 @@ fn save(
     let mut shared_pending = task.leader().pending(true)?;
     task::add_withheld(task, &mut shared_pending, &mut threads);
     let seccomp = seccomp::collect(pid, task.threads(), &mut threads)?;
-    let ip = mm::find_syscall_insn(pid, &vmas)?;
+    let (ip, vdso_text) = mm::find_syscall_insn(pid, &vmas)?;
     let known = task::Known {
         timers: &proc::timers(pid)?,
         tids: &threads.iter().map(|t| t.tid).collect::<Vec<_>>(),
@@ -674,6 +675,7 @@ fn save(
             cow,
             shmem,
             fields: mm::fields(&stat, q.brk),
+            vdso_text,
         };
         let unchanged = chain.unchanged(pid, &space.vmas, task.leader(), ip)?;
         let source = shared.memory_from.get(&pid).copied().unwrap_or(entry.ppid);
@@ -726,6 +728,8 @@ struct Space<'a> {
     cow: Vec<cow::Found>,
     shmem: shared::LinkedShmem,
     fields: crate::image::mm::MmFields,
+    /// The vDSO's bytes, when the syscall search read them.
+    vdso_text: Option<Vec<u8>>,
 }
 
 /// Writes `pages-PID.img` and `mm-PID.img` of a process that does not share its parent's
@@ -741,7 +745,7 @@ fn save_mm(
     unchanged: &[(u64, u64)],
 ) -> Result<(memory::MemoryStats, Vec<stripes::Staged>), DumpError> {
     let overrides = shmem_overrides(pid, space.smaps, &space.shmem)?;
-    let vdso_symbols = vdso_symbols(pid, mm::vdso_range(&space.vmas))?;
+    let vdso_symbols = vdso_symbols(pid, mm::vdso_range(&space.vmas), space.vdso_text)?;
     let inherited = cow::shared(&space.cow);
     let span = crate::profile::span("pages");
     let open = |stripe| writer.pages(&pages_name(pid, stripe));
@@ -821,12 +825,23 @@ fn shmem_overrides(
     Ok(out)
 }
 
-fn vdso_symbols(pid: i32, vdso: Option<(u64, u64)>) -> Result<Vec<(String, u64)>, DumpError> {
+/// The symbols of the vDSO at `vdso`, from `text` when the syscall search read it.
+fn vdso_symbols(
+    pid: i32,
+    vdso: Option<(u64, u64)>,
+    text: Option<Vec<u8>>,
+) -> Result<Vec<(String, u64)>, DumpError> {
     let Some((start, end)) = vdso else {
         return Ok(Vec::new());
     };
-    let mut text = vec![0u8; (end - start) as usize];
-    Mem::open(pid, false)?.read(start, &mut text)?;
+    let text = match text {
+        Some(text) => text,
+        None => {
+            let mut text = vec![0u8; (end - start) as usize];
+            Mem::open(pid, false)?.read(start, &mut text)?;
+            text
+        }
+    };
     crate::vdso::symbols(&text)
         .map_err(|e| DumpError::unsupported(format!("vDSO of pid {pid}: {e}")))
 }

@@ -161,7 +161,7 @@ fn look(tree: &tree::FrozenTree, chain: &mut Incremental) -> Result<Vec<Seen>, D
         // what this image holds is used only where the dump's own look (with smaps)
         // finds private memory the tracking counted.
         let all = mm::vmas(pid, &crate::proc::maps(pid)?)?;
-        let ip = mm::find_syscall_insn(pid, &all)?;
+        let (ip, _) = mm::find_syscall_insn(pid, &all)?;
         let vmas: Vec<Vma> = all
             .into_iter()
             .filter(|v| trackable(v) && matches!(v.kind, VmaKind::Anon | VmaKind::File { .. }))

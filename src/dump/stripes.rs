@@ -165,7 +165,7 @@ impl Staged {
     /// commit's).
     pub fn write(mut self) -> Result<(), DumpError> {
         let data = &self.data[..self.used];
-        let mut crc = crc32fast::Hasher::new();
+        let mut crc = crate::sys::cpu::crc32();
         crc.update(data);
         self.file.write_summed(&[data], &crc)?;
         self.file.finish()?;
@@ -213,7 +213,7 @@ impl Sink {
     /// place instead, [`Staged::keep`]).
     fn append(&mut self, pieces: &[&[u8]]) -> Result<(), ImageError> {
         if let Sink::File(f) = self {
-            let mut crc = crc32fast::Hasher::new();
+            let mut crc = crate::sys::cpu::crc32();
             pieces.iter().for_each(|p| crc.update(p));
             f.write_summed(pieces, &crc)?;
         }

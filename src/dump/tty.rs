@@ -158,7 +158,9 @@ fn session(
     let sid = leader.pid;
     let members: Vec<&ProcEntry> = tree.alive().filter(|e| e.sid == sid).collect();
     let Some(dev) = ctty(sid)? else {
-        if let Some(e) = members.iter().find(|e| matches!(ctty(e.pid), Ok(Some(_)))) {
+        // The leader's was read just above.
+        let mut others = members.iter().filter(|e| e.pid != sid);
+        if let Some(e) = others.find(|e| matches!(ctty(e.pid), Ok(Some(_)))) {
             return Err(DumpError::unsupported(format!(
                 "pid {} has a controlling terminal that the leader of its session, pid {sid}, has not; stasis cannot rebuild that",
                 e.pid

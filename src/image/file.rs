@@ -361,7 +361,7 @@ impl Header {
         if self.version < 10 {
             return payload.clone().finalize();
         }
-        let mut crc = crc32fast::Hasher::new();
+        let mut crc = crate::sys::cpu::crc32();
         crc.update(&self.to_bytes()[8..24]);
         crc.combine(payload);
         crc.finalize()
@@ -569,7 +569,7 @@ fn read_capped(path: &Path) -> Result<Vec<u8>, ImageError> {
 /// The checksum the header promises against the one computed over the data.
 /// The crc32 state after `bytes`.
 fn hasher_of(bytes: &[u8]) -> crc32fast::Hasher {
-    let mut crc = crc32fast::Hasher::new();
+    let mut crc = crate::sys::cpu::crc32();
     crc.update(bytes);
     crc
 }

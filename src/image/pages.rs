@@ -70,7 +70,7 @@ impl PagesWriter {
         let mut out = file;
         out.write_all(&[0; PAGES_DATA_OFFSET as usize])
             .map_err(ImageError::io("write", path))?;
-        let (path, crc) = (path.to_path_buf(), crc32fast::Hasher::new());
+        let (path, crc) = (path.to_path_buf(), crate::sys::cpu::crc32());
         Ok(PagesWriter {
             path,
             out: Some(out),
@@ -91,7 +91,7 @@ impl PagesWriter {
         Ok(PagesWriter {
             path: path.to_path_buf(),
             out: Some(out),
-            crc: crc32fast::Hasher::new(),
+            crc: crate::sys::cpu::crc32(),
             len: 0,
             seal: Some(Box::new(seal)),
             remote: None,
@@ -105,7 +105,7 @@ impl PagesWriter {
         Ok(PagesWriter {
             path: path.to_path_buf(),
             out: None,
-            crc: crc32fast::Hasher::new(),
+            crc: crate::sys::cpu::crc32(),
             len: 0,
             seal: None,
             remote: Some((sink.clone(), id)),
@@ -133,7 +133,7 @@ impl PagesWriter {
     /// Appends the pieces one after the other, with as few `writev` calls as `IOV_MAX`
     /// allows; each piece's length must be a multiple of 4096.
     pub fn write_pieces(&mut self, pieces: &[&[u8]]) -> Result<(), ImageError> {
-        let mut crc = crc32fast::Hasher::new();
+        let mut crc = crate::sys::cpu::crc32();
         pieces.iter().for_each(|p| crc.update(p));
         self.write_summed(pieces, &crc)
     }
@@ -333,7 +333,7 @@ fn stream_crc(file: &File, len: u64, path: &Path) -> Result<crc32fast::Hasher, I
             .map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect::<Result<Vec<_>, _>>()
     })?;
-    let mut crc = crc32fast::Hasher::new();
+    let mut crc = crate::sys::cpu::crc32();
     for h in &hashers {
         crc.combine(h);
     }
@@ -348,7 +348,7 @@ fn slice_crc(
     path: &Path,
     progress: &crate::progress::Phase,
 ) -> Result<crc32fast::Hasher, ImageError> {
-    let mut crc = crc32fast::Hasher::new();
+    let mut crc = crate::sys::cpu::crc32();
     let mut buf = vec![0u8; (end - start).min(VERIFY_CHUNK as u64) as usize];
     let mut at = start;
     while at < end {

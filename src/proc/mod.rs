@@ -115,10 +115,12 @@ pub fn oom_score_adj(pid: i32) -> Result<i32, ProcError> {
 /// `/proc/PID/NAME` for the audit ids `loginuid` and `sessionid` (`task/TID/loginuid` for
 /// one thread); `None` when the kernel has no audit support (the file is absent).
 pub fn audit_id(pid: i32, name: &str) -> Result<Option<u32>, ProcError> {
-    if !proc_path(pid, name).exists() {
-        return Ok(None);
+    match number(pid, name) {
+        Err(ProcError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(None)
+        }
+        other => other.map(Some),
     }
-    number(pid, name).map(Some)
 }
 
 /// `/proc/PID/NAME` holding one decimal number.
@@ -241,9 +243,20 @@ pub fn tids(pid: i32) -> Result<Vec<i32>, ProcError> {
 /// `/proc/PID/auxv` as native-endian words, through the `AT_NULL` pair.
 pub fn auxv(pid: i32) -> Result<Vec<u64>, ProcError> {
     let path = proc_path(pid, "auxv");
-    let bytes = std::fs::read(&path).map_err(|source| ProcError::Read { path, source })?;
+    // One read of the whole vector (a few hundred bytes; `fs::read` grows its buffer
+    // from the size `/proc` reports, 0, over six reads).
+    let mut bytes = Vec::with_capacity(AUXV_BUF);
+    let read = std::fs::File::open(&path).and_then(|mut f| {
+        use std::io::Read;
+        f.read_to_end(&mut bytes)
+    });
+    read.map_err(|source| ProcError::Read { path, source })?;
     Ok(auxv::parse_auxv(&bytes))
 }
+
+/// Room for a whole auxiliary vector: the kernel's is at most 2 × 64 words (`AT_VECTOR_SIZE`
+/// is below that on every architecture).
+const AUXV_BUF: usize = 1024;
 
 /// `/proc/PID/comm` without its trailing newline.
 pub fn comm(pid: i32) -> Result<String, ProcError> {

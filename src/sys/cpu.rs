@@ -4,6 +4,14 @@
 //! `cpuid` and `xgetbv` are instructions, not syscalls; `xgetbv` faults (#UD) unless the OS
 //! set CR4.OSXSAVE, so it is only executed after CPUID.1:ECX.OSXSAVE says it is enabled.
 //! This module does not decide compatibility; `restore` compares the numbers.
+//!
+//! In a virtual machine every `cpuid` exits to the hypervisor (~25 µs each measured in
+//! this project's VMs, docs/benchmarks.md "cpuid at start"), and a dump asks about
+//! fourteen of them (the standard library's feature cache, which crc32fast fills at its
+//! first checksum, nine; the xsave size and the brand string the rest). [`warm_up`] asks
+//! them on a thread of their own at the start of a dump, while the main thread parses,
+//! checks and freezes; the answers are kept once per process, and a caller that
+//! comes first asks itself or waits for the thread's answer, never a different one.
 #![allow(unsafe_code)]
 
 use core::arch::x86_64::{__cpuid, __cpuid_count, __get_cpuid_max, _xgetbv, CpuidResult};
@@ -45,9 +53,64 @@ unsafe fn xgetbv0() -> u64 {
     unsafe { _xgetbv(0) }
 }
 
+/// Starts, once per process, a thread that fills the standard library's CPU feature
+/// cache ([`features`]) and asks the xsave facts and the model name a dump's inventory
+/// records, so that their `cpuid`s run on another CPU while this one works. A thread
+/// that cannot be made leaves the asking to the first caller. (A restore does not: it
+/// checksums its image at once, and would only wait for the thread.)
+pub fn warm_up() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let ask = || {
+            features();
+            xsave_facts();
+            model_name();
+        };
+        let thread = std::thread::Builder::new().name("stasis-cpuid".into());
+        // Detached: it only fills the caches below, and it ends with them.
+        let _ = thread.stack_size(WARM_UP_STACK).spawn(ask);
+    });
+}
+
+/// [`warm_up`]'s stack: `cpuid`s and the brand string's 48 bytes.
+const WARM_UP_STACK: usize = 64 << 10;
+
+/// Fills the standard library's CPU feature cache (crc32fast asks it for `pclmulqdq` at
+/// each new hasher) unless it is filled, waiting for [`warm_up`]'s thread when that one is
+/// filling it, so the nine `cpuid`s are not asked twice.
+pub fn features() {
+    static FILLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    FILLED.get_or_init(|| {
+        let _ = std::arch::is_x86_feature_detected!("pclmulqdq");
+    });
+}
+
+/// A crc32 hasher, after [`features`] (the hasher picks its implementation from them).
+pub fn crc32() -> crc32fast::Hasher {
+    features();
+    crc32fast::Hasher::new()
+}
+
+/// XCR0 and the xsave area's size, asked once per process.
+fn xsave_facts() -> (u64, u32) {
+    static FACTS: std::sync::OnceLock<(u64, u32)> = std::sync::OnceLock::new();
+    *FACTS.get_or_init(|| (ask_xcr0(), ask_xsave_size()))
+}
+
 /// XCR0: the xsave feature bits the kernel enabled (`xgetbv(0)`); 0 when the OS did not
 /// enable XSAVE at all.
 pub fn xcr0() -> u64 {
+    xsave_facts().0
+}
+
+/// Size in bytes of the xsave area for the features currently enabled in XCR0
+/// (CPUID leaf 0xD subleaf 0, EBX); 0 if the CPU has no leaf 0xD.
+pub fn xsave_size() -> u32 {
+    xsave_facts().1
+}
+
+/// [`xcr0`], asked.
+fn ask_xcr0() -> u64 {
     if !os_xsave() {
         return 0;
     }
@@ -55,10 +118,9 @@ pub fn xcr0() -> u64 {
     unsafe { xgetbv0() }
 }
 
-/// Size in bytes of the xsave area for the features currently enabled in XCR0
-/// (CPUID leaf 0xD subleaf 0, EBX); 0 if the CPU has no leaf 0xD.
+/// [`xsave_size`], asked.
 #[allow(unused_unsafe)] // `__cpuid_count` is an unsafe fn before Rust 1.87 (our MSRV is 1.80).
-pub fn xsave_size() -> u32 {
+fn ask_xsave_size() -> u32 {
     if os_xsave() {
         // SAFETY: `cpuid` exists on every x86_64 CPU; OSXSAVE implies XSAVE, and a CPU
         // with XSAVE has leaf 0xD (Intel SDM vol. 1, 13.2; AMD APM vol. 3, CPUID Fn0000_000D).
@@ -69,18 +131,25 @@ pub fn xsave_size() -> u32 {
 
 /// CPUID.1:ECX.OSXSAVE. The standard library's feature cache answers without a `cpuid`
 /// when it says "xsave" (it only does with OSXSAVE set; the cache is filled once per
-/// process, and every dump and restore fills it anyway: crc32fast asks it for
-/// `pclmulqdq`). Otherwise leaf 1 is asked. Each `cpuid` spared is ~25 µs in this
-/// project's VMs (docs/benchmarks.md, "cpuid at start").
+/// process through [`features`], and every dump and restore fills it anyway: crc32fast
+/// asks it for `pclmulqdq`). Otherwise leaf 1 is asked. Each `cpuid` spared is ~25 µs in
+/// this project's VMs (docs/benchmarks.md, "cpuid at start").
 fn os_xsave() -> bool {
+    features();
     std::arch::is_x86_feature_detected!("xsave") || cpuid(1, 0).ecx & CPUID1_ECX_OSXSAVE != 0
 }
 
 /// The CPU's brand string (CPUID leaves 0x8000_0002..4, which the kernel shows as the
 /// "model name" of `/proc/cpuinfo`), else the first "model name" there, or `"unknown"`.
 /// Generating `/proc/cpuinfo` costs a fifth of a millisecond; the four `cpuid`s half that
-/// in a VM (each exits to the hypervisor), nothing on bare metal.
+/// in a VM (each exits to the hypervisor), nothing on bare metal. Asked once per process.
 pub fn model_name() -> String {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(ask_model_name).clone()
+}
+
+/// [`model_name`], asked.
+fn ask_model_name() -> String {
     if let Some(brand) = brand_string() {
         return brand;
     }

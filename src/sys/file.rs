@@ -71,7 +71,7 @@ pub fn pwrite_all(file: &File, pieces: &[&[u8]], mut at: u64) -> std::io::Result
 pub fn content_crc32(path: &std::path::Path, len: u64) -> std::io::Result<u32> {
     use std::io::Read;
     let mut file = File::open(path)?.take(len);
-    let mut hasher = crc32fast::Hasher::new();
+    let mut hasher = crate::sys::cpu::crc32();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         match file.read(&mut buf)? {

@@ -398,7 +398,7 @@ impl<W: Write> Writer<W> {
 
     /// Without cipher: lengths, body, CRC-32 of both.
     fn put_checked(&mut self, lens: &[u8; 8], body: &[u8]) -> std::io::Result<()> {
-        let mut crc = crc32fast::Hasher::new();
+        let mut crc = crate::sys::cpu::crc32();
         crc.update(lens);
         crc.update(body);
         self.emit(lens)?;
@@ -803,7 +803,7 @@ pub(super) fn open_chunk(
             Err(_) => Err("fails authentication: altered, or another key"),
         };
     }
-    let mut sum = crc32fast::Hasher::new();
+    let mut sum = crate::sys::cpu::crc32();
     sum.update(&chunk.lens);
     sum.update(&body);
     if sum.finalize() != u32::from_le_bytes(chunk.crc) {
@@ -971,7 +971,7 @@ mod tests {
             let flags = if plain.is_empty() { RAW } else { 0 };
             let mut lens = (plain.len() as u32).to_le_bytes().to_vec();
             lens.extend_from_slice(&(body.len() as u32 | flags).to_le_bytes());
-            let mut crc = crc32fast::Hasher::new();
+            let mut crc = crate::sys::cpu::crc32();
             crc.update(&lens);
             crc.update(&body);
             out.extend_from_slice(&lens);

@@ -134,13 +134,15 @@ impl<'s, 'a> Batcher<'s, 'a> {
     /// The number the kernel hands out next (the lowest free one at least `from`),
     /// marked taken.
     fn take(&mut self, from: u64) -> u64 {
-        let low = self.low;
+        let start = from.max(self.low);
         let open = self.table();
-        let fd = (from.max(low)..)
-            .find(|n| !open.contains(n))
-            .expect("a free fd");
+        let fd = (start..).find(|n| !open.contains(n)).expect("a free fd");
         open.insert(fd);
-        if fd == low {
+        // Every number from `start` to `fd` is taken now; from `low` on, so is every one
+        // below `fd + 1`. (Advancing only when `fd == low` left `low` behind for good once
+        // a dup had filled it: every later search walked the whole table again, fds-1000's
+        // restore spent most of its CPU there.)
+        if start == self.low {
             self.low = fd + 1;
         }
         fd
