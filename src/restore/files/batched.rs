@@ -76,16 +76,55 @@ struct PairCheck {
 pub struct Batcher<'s, 'a> {
     s: &'s mut Staged<'a>,
     /// `None` once an fd was made outside the batch: read again when needed.
-    open: Option<BTreeSet<u64>>,
-    /// Every number below it is in `open`: where the search for a free one starts (a
-    /// table of thousands of fds would otherwise be walked from 0 at each `open`).
+    open: Option<Predicted>,
+}
+
+/// The numbers open in the child's table as predicted, and where the search for the
+/// lowest free one starts.
+struct Predicted {
+    open: BTreeSet<u64>,
+    /// Every number below it is in `open` (a table of thousands of fds would otherwise be
+    /// walked from its first number at each `open`: quadratic in the table's size).
     low: u64,
+}
+
+impl Predicted {
+    fn new(open: BTreeSet<u64>) -> Self {
+        Predicted { open, low: 0 }
+    }
+
+    /// The number the kernel hands out next (the lowest free one at least `from`),
+    /// marked taken.
+    fn take(&mut self, from: u64) -> u64 {
+        let open = &self.open;
+        let fd = (from.max(self.low)..)
+            .find(|n| !open.contains(n))
+            .expect("a free fd");
+        self.open.insert(fd);
+        // Searched from `low`: every number from `low` to `fd` is open now.
+        if from <= self.low {
+            self.low = fd + 1;
+        }
+        fd
+    }
+
+    fn insert(&mut self, fd: u64) {
+        self.open.insert(fd);
+    }
+
+    fn remove(&mut self, fd: u64) {
+        self.open.remove(&fd);
+        self.low = self.low.min(fd);
+    }
 }
 
 impl<'s, 'a> Batcher<'s, 'a> {
     /// `open`: the fd table once the pending calls ran, if known.
     pub fn new(s: &'s mut Staged<'a>, open: Option<BTreeSet<u64>>) -> Self {
-        Batcher { s, open, low: 0 }
+        Batcher {
+            s,
+            open: open.map(Predicted::new),
+        }
     }
 
     /// Adds the calls that rebuild `at.entry` (one [`takes`]).
@@ -95,8 +134,7 @@ impl<'s, 'a> Batcher<'s, 'a> {
         }
         if self.open.is_none() {
             self.flush()?;
-            self.open = Some(open_fds(self.s.child().pid())?);
-            self.low = 0;
+            self.open = Some(Predicted::new(open_fds(self.s.child().pid())?));
         }
         let e = at.entry;
         let about = format!("fd {} of pid {}", e.fd, self.s.child().pid());
@@ -127,30 +165,17 @@ impl<'s, 'a> Batcher<'s, 'a> {
         self.open = None;
     }
 
-    fn table(&mut self) -> &mut BTreeSet<u64> {
+    fn table(&mut self) -> &mut Predicted {
         self.open.as_mut().expect("read by add")
     }
 
-    /// The number the kernel hands out next (the lowest free one at least `from`),
-    /// marked taken.
+    /// [`Predicted::take`].
     fn take(&mut self, from: u64) -> u64 {
-        let start = from.max(self.low);
-        let open = self.table();
-        let fd = (start..).find(|n| !open.contains(n)).expect("a free fd");
-        open.insert(fd);
-        // Every number from `start` to `fd` is taken now; from `low` on, so is every one
-        // below `fd + 1`. (Advancing only when `fd == low` left `low` behind for good once
-        // a dup had filled it: every later search walked the whole table again, fds-1000's
-        // restore spent most of its CPU there.)
-        if start == self.low {
-            self.low = fd + 1;
-        }
-        fd
+        self.table().take(from)
     }
 
     fn close(&mut self, fd: u64, about: &str) {
-        self.table().remove(&fd);
-        self.low = self.low.min(fd);
+        self.table().remove(fd);
         self.s.batch().expect("close", libc::SYS_close, &[fd], 0);
         self.s.batch().about(about);
     }
@@ -449,4 +474,74 @@ fn open_fds(pid: i32) -> Result<BTreeSet<u64>, RestoreError> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lowest free number at least `from`, found the slow way.
+    fn lowest_free(open: &BTreeSet<u64>, from: u64) -> u64 {
+        (from..).find(|n| !open.contains(n)).expect("a free fd")
+    }
+
+    /// Regression: a `dup3` onto the number where the search starts (stderr a dup of
+    /// stdout, made once 0 and 1 were opened) left `low` on an open number for good, and
+    /// each later prediction walked every fd opened since (2,000 files: ~40 ms of CPU).
+    #[test]
+    fn low_advances_past_a_dup_onto_it() {
+        let mut t = Predicted::new(BTreeSet::new());
+        assert_eq!((t.take(0), t.take(0)), (0, 1));
+        t.insert(2);
+        assert_eq!(t.take(0), 3);
+        assert_eq!(t.low, 4);
+        assert_eq!(t.take(0), 4);
+        assert_eq!(t.low, 5);
+    }
+
+    /// Fds open below the first free number when the table was read from `/proc`.
+    #[test]
+    fn low_advances_past_fds_open_before() {
+        let mut t = Predicted::new([0, 1, 2, 5].into_iter().collect());
+        assert_eq!(t.take(0), 3);
+        assert_eq!(t.low, 4);
+        assert_eq!(t.take(0), 4);
+        assert_eq!(t.take(0), 6);
+        assert_eq!(t.low, 7);
+    }
+
+    #[test]
+    fn predictions_match_the_lowest_free_number() {
+        let mut t = Predicted::new([0, 1, 2, 7, 9, 40].into_iter().collect());
+        let mut naive = t.open.clone();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..5000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            match x % 5 {
+                0 if !naive.is_empty() => {
+                    let fd = *naive
+                        .iter()
+                        .nth((x >> 8) as usize % naive.len())
+                        .expect("in");
+                    naive.remove(&fd);
+                    t.remove(fd);
+                }
+                1 => {
+                    let fd = (x >> 8) % 64;
+                    naive.insert(fd);
+                    t.insert(fd);
+                }
+                _ => {
+                    let from = if x % 7 == 0 { (x >> 8) % 64 } else { 0 };
+                    let want = lowest_free(&naive, from);
+                    naive.insert(want);
+                    assert_eq!(t.take(from), want);
+                }
+            }
+            assert!((0..t.low).all(|n| t.open.contains(&n)));
+        }
+        assert_eq!(t.open, naive);
+    }
 }
