@@ -797,6 +797,77 @@ fn restore_rejects_flipped_page_byte() {
     );
 }
 
+/// A large image's pages are checked as memory is filled from them (`restore/checked.rs`),
+/// not in a pass before: a byte flipped in each of its pages files (at `at(data_len)` of
+/// each one's data) is still found before the tree runs. The restore fails naming a
+/// pages file, and none of the processes it made is left (the victim was killed by the
+/// dump, so its pid is the restored process's); the profile shows the check after the
+/// fill did the finding.
+fn pages_checked_while_filling_case(test: &str, at: impl Fn(u64) -> u64) {
+    let _serial = common::serial();
+    require_privileged!(test);
+    let tmp = TempDir::new(test);
+    // 64 MiB of random memory: above `checked::WHILE_FILLING_MIN`.
+    let mut victim = memory_victim(&tmp, &["-s", "64"]);
+    let img = tmp.join("img");
+    common::dump(victim.pid, &img, &[]).assert_ok("stasis dump");
+    victim.wait_exit(common::EXIT_TIMEOUT);
+    let pid = victim.pid;
+    let pages: Vec<PathBuf> = (0..8u8)
+        .map(|s| img.join(stasis::image::load::pages_name(pid, s)))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(!pages.is_empty(), "no pages file of pid {pid}");
+    for p in &pages {
+        let data = len(p) - 4096;
+        patch(p, 4096 + at(data), |b| b[0] ^= 0x10);
+    }
+    let memories = common::count_comm("memory");
+    let mut cmd = common::stasis_cmd(&["restore".as_ref(), "-D".as_ref(), img.as_os_str()]);
+    let out =
+        common::start(cmd.args(["-d"]).env("STASIS_PROFILE", "1")).finish(common::STASIS_TIMEOUT);
+    let msg = out.assert_failed("restore").to_string();
+    assert!(
+        msg.contains(&format!("pages-{pid}")) && msg.contains("checksum"),
+        "message names no pages file of pid {pid} or no checksum: {msg}"
+    );
+    assert!(
+        out.stderr.contains("pages checked after filling"),
+        "the check after the fill did not run:\n{}",
+        out.stderr
+    );
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the failed restore left pid {pid}"
+    );
+    assert_eq!(
+        common::count_comm("memory"),
+        memories,
+        "a restored process was left"
+    );
+    assert!(
+        !victim.log_text().contains("PASS"),
+        "the restored victim ran; log:\n{}",
+        victim.log_text()
+    );
+}
+
+#[test]
+fn restore_rejects_flipped_page_byte_found_while_filling() {
+    pages_checked_while_filling_case(
+        "restore_rejects_flipped_page_byte_found_while_filling",
+        |len| len / 2 + 123,
+    );
+}
+
+#[test]
+fn restore_rejects_flipped_last_page_byte_found_while_filling() {
+    pages_checked_while_filling_case(
+        "restore_rejects_flipped_last_page_byte_found_while_filling",
+        |len| len - 4,
+    );
+}
+
 #[test]
 fn restore_rejects_truncated_mm() {
     corrupt_case(

@@ -18,7 +18,7 @@ use super::mm::{MmImage, MmImageV6, MmImageV7, MmImageV8, VmaKind};
 use super::mqueue::{MqueueImage, MQUEUE};
 use super::ns::{NsImage, NAMESPACES};
 use super::orphan_pty::{OrphanPtyImage, ORPHAN_PTY};
-use super::pages::{check_pages, verify_pages};
+use super::pages::{check_pages, verify_pages, Unverified};
 use super::pty_devpts::{PtyDevptsImage, PTY_DEVPTS};
 use super::sysv::{SysvImage, SYSV, SYSV_SHM_PAGES};
 use super::task::{TaskImage, TaskImageV8};
@@ -133,18 +133,38 @@ impl Image {
         dir: &Path,
         verified: &dyn Fn(&Path) -> bool,
     ) -> Result<Image, ImageError> {
+        Self::load_deferring(dir, verified, &|_| false).map(|(image, _)| image)
+    }
+
+    /// Like [`Image::load_trusting`], but the crc of the own pages files of each process
+    /// `defer` picks (not those of parent images nor System V memory) is not checked:
+    /// they are returned, headers, lengths and sizes checked, for the caller to check
+    /// their data as it reads it (`restore/checked.rs`).
+    pub fn load_deferring(
+        dir: &Path,
+        verified: &dyn Fn(&Path) -> bool,
+        defer: &dyn Fn(&ProcessImage) -> bool,
+    ) -> Result<(Image, Vec<Unverified>), ImageError> {
         let (image, ancestors) = {
             let _s = crate::profile::span("load records");
             Self::load_records(dir)?
         };
         let _s = crate::profile::span("load: pages files checked");
+        let deferred: Vec<PathBuf> = (image.processes.iter())
+            .filter(|p| image.owns_mm(p.task.pid) && defer(p))
+            .flat_map(|p| (0..p.mm.stripes()).map(|s| image.pages_path(p.task.pid, s)))
+            .collect();
+        let mut unverified = Vec::new();
         for (path, pages) in image.page_files().chain(ancestors) {
-            match path.parent().is_some_and(verified) {
-                true => drop(check_pages(&path, pages)?),
-                false => verify_pages(&path, pages)?,
+            if path.parent().is_some_and(verified) {
+                drop(check_pages(&path, pages)?);
+            } else if deferred.contains(&path) {
+                unverified.push(super::pages::unverified(&path, pages)?);
+            } else {
+                verify_pages(&path, pages)?;
             }
         }
-        Ok(image)
+        Ok((image, unverified))
     }
 
     /// Every pages file (each stripe of each address space) with the number of pages its

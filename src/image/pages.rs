@@ -238,6 +238,66 @@ pub fn check_pages(path: &Path, expected_pages: u64) -> Result<(File, u64), Imag
     open_checked(path, expected_pages).map(|(file, header)| (file, header.len))
 }
 
+/// A pages file whose header, page count, size and padding were checked, not yet its
+/// crc32: the restore sums the data as it copies it into memory (`restore/checked.rs`)
+/// and checks the sums with [`Unverified::check`] before any restored process runs.
+#[derive(Debug)]
+pub struct Unverified {
+    pub path: PathBuf,
+    header: Header,
+}
+
+/// The crc32 of `len` data bytes from data offset `at` (0 being the first page).
+#[derive(Clone, Debug)]
+pub struct Sum {
+    pub at: u64,
+    pub len: u64,
+    pub crc: crc32fast::Hasher,
+}
+
+/// Everything [`verify_pages`] checks but the crc, which is left to the caller.
+pub fn unverified(path: &Path, expected_pages: u64) -> Result<Unverified, ImageError> {
+    let (_, header) = open_checked(path, expected_pages)?;
+    let path = path.to_path_buf();
+    Ok(Unverified { path, header })
+}
+
+impl Unverified {
+    /// The data bytes.
+    pub fn len(&self) -> u64 {
+        self.header.len
+    }
+
+    /// Whether the file has no data.
+    pub fn is_empty(&self) -> bool {
+        self.header.len == 0
+    }
+
+    /// Checks the stored crc against `sums` if they cover the data exactly, one after the
+    /// other (in any order); otherwise reads the whole file as [`verify_pages`] does.
+    pub fn check(&self, mut sums: Vec<Sum>) -> Result<(), ImageError> {
+        sums.sort_by_key(|s| s.at);
+        let mut crc = crc32fast::Hasher::new();
+        let mut at = 0;
+        for s in sums.iter().filter(|s| s.len > 0) {
+            if s.at != at {
+                return self.check_by_reading();
+            }
+            crc.combine(&s.crc);
+            at += s.len;
+        }
+        if at != self.header.len {
+            return self.check_by_reading();
+        }
+        self.header.verify(&self.path, &crc)
+    }
+
+    /// The whole pass of [`verify_pages`], header included (the file may have changed).
+    pub fn check_by_reading(&self) -> Result<(), ImageError> {
+        verify_pages(&self.path, self.header.len / PAGE_SIZE)
+    }
+}
+
 /// Opens the file and checks its header, page count, size and zero padding, reading the
 /// header and its padding (the file's first [`PAGES_DATA_OFFSET`] bytes) in one `pread`.
 fn open_checked(path: &Path, expected_pages: u64) -> Result<(File, Header), ImageError> {
@@ -384,6 +444,61 @@ mod tests {
         let mut b = [0u8];
         f.read_exact_at(&mut b, offset).unwrap();
         f.write_all_at(&[b[0] ^ 0x80], offset).unwrap();
+    }
+
+    /// The sums of data bytes `at..at + len` of each cut, read from `path`.
+    fn sums_of(path: &Path, cuts: &[(u64, u64)]) -> Vec<Sum> {
+        let f = File::open(path).unwrap();
+        let sum = |&(at, len): &(u64, u64)| {
+            let mut buf = vec![0u8; len as usize];
+            f.read_exact_at(&mut buf, PAGES_DATA_OFFSET + at).unwrap();
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&buf);
+            Sum { at, len, crc }
+        };
+        cuts.iter().map(sum).collect()
+    }
+
+    #[test]
+    fn sums_covering_the_data_check_it_in_any_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pages-1.img");
+        write_pages(&path, 5);
+        let file = unverified(&path, 5).unwrap();
+        assert_eq!(file.len(), 5 * 4096);
+        let sums = sums_of(&path, &[(3 * 4096, 2 * 4096), (0, 4096), (4096, 2 * 4096)]);
+        file.check(sums).unwrap();
+    }
+
+    #[test]
+    fn sums_of_a_flipped_byte_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pages-1.img");
+        write_pages(&path, 4);
+        let file = unverified(&path, 4).unwrap();
+        flip(&path, PAGES_DATA_OFFSET + 3 * 4096 + 17);
+        let sums = sums_of(&path, &[(0, 2 * 4096), (2 * 4096, 2 * 4096)]);
+        let err = file.check(sums).unwrap_err();
+        assert!(matches!(err, ImageError::Checksum { .. }), "{err}");
+    }
+
+    /// Sums that leave a hole or overlap do not vouch for the file: it is read whole,
+    /// and a flipped byte in the hole is found.
+    #[test]
+    fn sums_not_covering_the_data_fall_back_to_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pages-1.img");
+        write_pages(&path, 4);
+        let file = unverified(&path, 4).unwrap();
+        file.check(sums_of(&path, &[(0, 4096), (2 * 4096, 2 * 4096)]))
+            .unwrap();
+        file.check(sums_of(&path, &[(0, 3 * 4096), (2 * 4096, 2 * 4096)]))
+            .unwrap();
+        file.check(Vec::new()).unwrap();
+        let sums = sums_of(&path, &[(0, 4096), (2 * 4096, 2 * 4096)]);
+        flip(&path, PAGES_DATA_OFFSET + 4096 + 5);
+        let err = file.check(sums).unwrap_err();
+        assert!(matches!(err, ImageError::Checksum { .. }), "{err}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod aio;
 mod apart;
 mod audit;
 mod cgroup;
+mod checked;
 pub(crate) mod child;
 mod cow;
 mod creds;
@@ -278,7 +279,7 @@ pub fn restore_with(
     notify(hooks, Point::PreRestore, 0)?;
     // Ordering requirements: `opened` (a verified plain copy of a sealed image) lives
     // until the tree is restored; everything is verified before any process exists.
-    let (opened, image) = {
+    let (opened, image, checked) = {
         let _s = crate::profile::span("load");
         // Sealed pages files are decoded straight into the restored memory, except for a
         // post-copy restore (which reads them otherwise).
@@ -290,8 +291,13 @@ pub fn restore_with(
         // A decoded copy (of the image or of an ancestor) was checked whole while it was
         // written: no second crc pass.
         let trusted = |d: &std::path::Path| opened.verified(d) || verified_by_caller(opts, d);
-        let image = Image::load_trusting(opened.dir(), &trusted)?;
-        (opened, image)
+        // The crc of a large plain image is summed as its memory is filled (`checked.rs`),
+        // not for a post-copy restore (whose pages are read otherwise).
+        let fill_checks = opts.lazy.is_none() && !opts.lazy_local;
+        let fill_checks = fill_checks && opened.sealed_pages().is_empty();
+        let defer = |p: &ProcessImage| fill_checks && checked::while_filling(p);
+        let (image, unverified) = Image::load_deferring(opened.dir(), &trusted, &defer)?;
+        (opened, image, checked::Checked::new(unverified))
     };
     let lazy = crate::lazy::restore::plan(&image, opts.lazy.as_ref())?;
     let mounts = mnt::verify(&image, opts)?;
@@ -369,12 +375,15 @@ pub fn restore_with(
         lazy: post_copy.as_deref(),
         served: &served,
         sealed: opened.sealed_pages(),
+        checked: &checked,
         net_lock: match lock.pids.contains(&root) {
             true => lock.mode,
             false => crate::netlock::LockMode::Skip,
         },
     };
     let built = b.build().and_then(|pages| {
+        // Ordering requirements: the pages are checked before anything else may run.
+        checked.finish()?;
         remove_links(&image, &ghosts)?;
         if let Some(master) = b.orphan_master.take() {
             hooks
@@ -542,6 +551,8 @@ struct Builder<'a> {
     served: &'a HashMap<i32, Vec<(u64, u64)>>,
     /// The pages files left sealed, decoded into place (`sealed.rs`).
     sealed: &'a store::SealedPages,
+    /// The pages files whose crc the fill sums (`checked.rs`).
+    checked: &'a checked::Checked,
 }
 
 impl Builder<'_> {
@@ -707,7 +718,7 @@ impl Builder<'_> {
             Some(p) if !entry.shares_vm => {
                 let child = self.shell(pid);
                 let served = self.served.get(&pid).map_or(&[][..], |v| v);
-                let from = (self.ghosts, self.sealed, served);
+                let from = (self.ghosts, self.sealed, served, self.checked);
                 let filled = build_memory(child, self.image, p, parent, from)?;
                 if let Some(lazy) = self.lazy {
                     lazy.register(child, &p.mm)
@@ -1096,6 +1107,15 @@ fn at(stage: RestoreStage, pid: i32) -> impl Fn(RestoreError) -> RestoreError {
     }
 }
 
+/// Where [`build_memory`] finds pages besides the plain pages files, and the files whose
+/// crc it sums.
+type Sources<'a> = (
+    &'a files::Ghosts<'a>,
+    &'a store::SealedPages,
+    &'a [(u64, u64)],
+    &'a checked::Checked,
+);
+
 /// The address space and the memory of a live process: done before its children are
 /// forked from it (they keep what they still shared with it copy-on-write, so its memory
 /// must be exactly as saved when they are). One batch for most processes (see
@@ -1105,7 +1125,7 @@ fn build_memory(
     image: &Image,
     p: &ProcessImage,
     parent: Option<&ProcessImage>,
-    (ghosts, sealed, served): (&files::Ghosts, &store::SealedPages, &[(u64, u64)]),
+    (ghosts, sealed, served, checked): Sources,
 ) -> Result<memory::Filled, RestoreError> {
     let filled = memory::filled_vmas(&p.mm);
     let _s = crate::profile::span("address space+mappings+memory");
@@ -1130,7 +1150,9 @@ fn build_memory(
         let _s = crate::profile::span("memory fill");
         let in_child = |path: PathBuf| mnt::child_path(image.mounts.is_some(), &path);
         let parents = image.parent_pages.get(&p.task.pid).map_or(&[][..], |v| v);
-        filled_pages = memory::fill(s, &p.mm, &pages, parents, &in_child, sealed, served)?;
+        filled_pages = memory::fill(
+            s, &p.mm, &pages, parents, &in_child, sealed, served, checked,
+        )?;
         s.flush()?;
         aio::restore_rings(s.child(), &p.mm)
     })?;
