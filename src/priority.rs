@@ -40,3 +40,21 @@ impl Drop for Raised {
         let _ = set_nice(0, self.was);
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_raise_is_given_back_when_dropped() {
+        let before = nice(0).unwrap();
+        let Some(raised) = raise() else {
+            eprintln!("SKIP: a_raise_is_given_back_when_dropped: no CAP_SYS_NICE (or raised)");
+            return;
+        };
+        assert_eq!(nice(0).unwrap(), RAISED);
+        drop(raised);
+        assert_eq!(nice(0).unwrap(), before);
+    }
+}
