@@ -18,6 +18,7 @@ pub mod lazy;
 pub mod migrate;
 pub mod netlock;
 pub mod netns;
+pub mod priority;
 pub mod proc;
 pub mod profile;
 pub mod progress;

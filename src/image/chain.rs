@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -50,9 +51,12 @@ pub struct ParentRef {
 }
 
 /// Bytes `[addr, addr + len)` of a process come from `path` at `offset`.
+///
+/// A 2 GiB chain has hundreds of thousands of pieces in a handful of files: the pieces
+/// of one file share its path (a clone is a count, not a copy of the name).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Piece {
-    pub path: PathBuf,
+    pub path: Arc<Path>,
     pub addr: u64,
     pub len: u64,
     pub offset: u64,
@@ -159,10 +163,13 @@ pub fn resolve(
             return Err(ImageError::invalid(pdir.join(CHAIN), what));
         }
         let mm = load_mm(&pdir, pid)?;
-        for s in stored_stripes(&mm) {
-            files.insert(pdir.join(pages_name(pid, s)), mm.stripe_pages(s));
+        let paths: Vec<Arc<Path>> = (stored_stripes(&mm))
+            .map(|s| Arc::from(pdir.join(pages_name(pid, s))))
+            .collect();
+        for (s, path) in stored_stripes(&mm).zip(&paths) {
+            files.insert(path.to_path_buf(), mm.stripe_pages(s));
         }
-        let (pieces, next) = cover(&mm, &pending, &|s| pdir.join(pages_name(pid, s)));
+        let (pieces, next) = cover(&mm, &pending, &paths);
         if let Some(&(at, _)) = next.missing.first() {
             let what = format!("pid {pid}'s page at {at:#x} is in no parent image");
             return Err(ImageError::invalid(pdir.join(record_name("mm", pid)), what));
@@ -190,9 +197,9 @@ struct Left {
     missing: Vec<(u64, u64)>,
 }
 
-/// The pieces of `mm`'s pages files holding `wanted` (sorted, non-overlapping), and the
-/// parts it holds in its own parent runs or not at all.
-fn cover(mm: &MmImage, wanted: &[(u64, u64)], path: &dyn Fn(u8) -> PathBuf) -> (Vec<Piece>, Left) {
+/// The pieces of `mm`'s pages files (`paths`, by stripe) holding `wanted` (sorted,
+/// non-overlapping), and the parts it holds in its own parent runs or not at all.
+fn cover(mm: &MmImage, wanted: &[(u64, u64)], paths: &[Arc<Path>]) -> (Vec<Piece>, Left) {
     let mut offsets = [super::pages::PAGES_DATA_OFFSET; 256];
     let mut pieces = Vec::new();
     let mut left = Left::default();
@@ -213,7 +220,7 @@ fn cover(mm: &MmImage, wanted: &[(u64, u64)], path: &dyn Fn(u8) -> PathBuf) -> (
                 left.further.push((a, b));
             } else {
                 pieces.push(Piece {
-                    path: path(run.stripe),
+                    path: paths[usize::from(run.stripe)].clone(),
                     addr: a,
                     len: b - a,
                     offset: at + (a - start),
@@ -251,7 +258,8 @@ mod tests {
             ..MmImage::default()
         };
         let wanted = [(0x2000, 0x5000), (0x9000, 0xb000), (0xc000, 0xd000)];
-        let (pieces, left) = cover(&mm, &wanted, &|s| PathBuf::from(format!("p{s}")));
+        let paths: Vec<Arc<Path>> = vec![Arc::from(Path::new("p0")), Arc::from(Path::new("p1"))];
+        let (pieces, left) = cover(&mm, &wanted, &paths);
         let got: Vec<(String, u64, u64, u64)> = pieces
             .iter()
             .map(|p| (p.path.display().to_string(), p.addr, p.len, p.offset))

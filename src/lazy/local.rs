@@ -86,7 +86,7 @@ const CHECKERS: usize = 2;
 /// comes on the channel returned, as soon as it is known.
 fn check_all(pages: &LocalPages) -> std::io::Result<Receiver<(PathBuf, Result<Checked, String>)>> {
     let mut paths: Vec<PathBuf> = (pages.processes.iter())
-        .flat_map(|(_, v)| v.iter().map(|p| p.path.clone()))
+        .flat_map(|(_, v)| v.iter().map(|p| p.path.to_path_buf()))
         .collect();
     paths.sort();
     paths.dedup();
@@ -323,7 +323,8 @@ pub fn served(image: &crate::image::Image, origins: &std::collections::HashSet<i
             .filter(|&(s, e)| !touched.iter().any(|&a| s <= a && a <= e))
             .collect();
         let parents = image.parent_pages.get(&pid).map_or(&[][..], |v| v);
-        let mut pieces = within(&located(image, pid, &p.mm, parents), &lazy);
+        let own = located(image, pid, &p.mm);
+        let mut pieces = within(parents.iter().chain(&own), &lazy);
         pieces.sort_by_key(|p| p.addr);
         if !pieces.is_empty() {
             out.processes.push((pid, pieces));
@@ -332,21 +333,20 @@ pub fn served(image: &crate::image::Image, origins: &std::collections::HashSet<i
     out
 }
 
-/// Every saved page of `mm` with its file and offset: the image's own pages files (runs
-/// of one stripe follow each other in its file) and the ancestors' `parents`.
-fn located(
-    image: &crate::image::Image,
-    pid: i32,
-    mm: &crate::image::mm::MmImage,
-    parents: &[Piece],
-) -> Vec<Piece> {
+/// Every page of `mm` saved in the image's own pages files, with its file and offset
+/// (runs of one stripe follow each other in its file); those kept in ancestors are
+/// `image.parent_pages`.
+fn located(image: &crate::image::Image, pid: i32, mm: &crate::image::mm::MmImage) -> Vec<Piece> {
     use crate::image::mm::PARENT_STRIPE;
+    let paths: Vec<Arc<Path>> = (0..mm.stripes())
+        .map(|s| Arc::from(image.pages_path(pid, s)))
+        .collect();
     let mut at = [PAGES_DATA_OFFSET; 256];
-    let mut out = parents.to_vec();
+    let mut out = Vec::new();
     for r in mm.page_runs.iter().filter(|r| r.stripe != PARENT_STRIPE) {
         let len = r.pages * crate::abi::PAGE_SIZE;
         out.push(Piece {
-            path: image.pages_path(pid, r.stripe),
+            path: paths[usize::from(r.stripe)].clone(),
             addr: r.addr,
             len,
             offset: at[usize::from(r.stripe)],
@@ -356,11 +356,16 @@ fn located(
     out
 }
 
-/// The parts of `pieces` inside `ranges` (sorted, not overlapping).
-fn within(pieces: &[Piece], ranges: &[(u64, u64)]) -> Vec<Piece> {
+/// The parts of `pieces` inside `ranges` (sorted, not overlapping): each piece is cut
+/// by the ranges from the first one ending after its start (a binary search; a 2 GiB
+/// chain has hundreds of thousands of pieces).
+fn within<'a>(pieces: impl Iterator<Item = &'a Piece>, ranges: &[(u64, u64)]) -> Vec<Piece> {
     let mut out = Vec::new();
     for p in pieces {
-        for (a, b) in crate::ranges::intersect(&[(p.addr, p.addr + p.len)], ranges) {
+        let end = p.addr + p.len;
+        let first = ranges.partition_point(|&(_, e)| e <= p.addr);
+        for &(s, e) in ranges[first..].iter().take_while(|&&(s, _)| s < end) {
+            let (a, b) = (s.max(p.addr), e.min(end));
             out.push(Piece {
                 path: p.path.clone(),
                 addr: a,
@@ -379,12 +384,12 @@ mod tests {
     #[test]
     fn pieces_are_cut_to_the_ranges_with_their_offsets() {
         let p = Piece {
-            path: PathBuf::from("pages-1.img"),
+            path: Arc::from(Path::new("pages-1.img")),
             addr: 0x1000,
             len: 0x4000,
             offset: 0x1000,
         };
-        let got = within(&[p], &[(0x2000, 0x3000), (0x4000, 0x9000)]);
+        let got = within([p].iter(), &[(0x2000, 0x3000), (0x4000, 0x9000)]);
         let at: Vec<(u64, u64, u64)> = got.iter().map(|p| (p.addr, p.len, p.offset)).collect();
         assert_eq!(at, vec![(0x2000, 0x1000, 0x2000), (0x4000, 0x1000, 0x4000)]);
     }

@@ -172,7 +172,11 @@ fn finish(opts: &MigrateOptions, summary: &mut MigrateSummary) -> Result<(), Mig
         filling: false,
     };
     let dopts = final_options(opts, n, RemoteSink(sink.clone()));
-    let s = dump_with(&dopts, &mut hand)?;
+    // The tree is frozen from here until the receiver's tree runs: the downtime.
+    let raised = crate::priority::raise();
+    let s = dump_with(&dopts, &mut hand);
+    drop(raised);
+    let s = s?;
     if let (Some(f), Some(r)) = (hand.frozen_at, hand.running_at) {
         summary.downtime_ms = r.duration_since(f).as_secs_f64() * 1e3;
     }

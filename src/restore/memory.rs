@@ -283,21 +283,20 @@ impl Work {
 /// One batch per run of pieces that follow each other in one ancestor's pages file (at
 /// most `MAX_IOVS` pieces and `BATCH_BYTES`), each file added to `paths` once.
 ///
-/// A 2 GiB chain has hundreds of thousands of pieces: paths are compared as bytes (the
-/// pieces' paths are made alike; `Path`'s component-wise `==` took tens of ms) and each
-/// batch's bytes are counted as it grows, not summed again for each piece.
+/// A 2 GiB chain has hundreds of thousands of pieces: the file of a piece whose path is
+/// shared with the previous piece's is the previous one's, other paths are compared as
+/// bytes (the pieces' paths are made alike; `Path`'s component-wise `==` took tens of
+/// ms), and each batch's bytes are counted as it grows, not summed again for each piece.
 fn parent_batches(parents: &[Piece], paths: &mut Vec<PathBuf>) -> Vec<Batch> {
     let mut out: Vec<Batch> = Vec::new();
     let (mut next_offset, mut bytes) = (0, 0);
+    let mut last: Option<(&Piece, usize)> = None;
     for p in parents {
-        let same = |q: &PathBuf| q.as_os_str() == p.path.as_os_str();
-        let file = match paths.iter().position(same) {
-            Some(i) => i,
-            None => {
-                paths.push(p.path.clone());
-                paths.len() - 1
-            }
+        let file = match last.filter(|(q, _)| std::sync::Arc::ptr_eq(&q.path, &p.path)) {
+            Some((_, i)) => i,
+            None => file_index(paths, &p.path),
         };
+        last = Some((p, file));
         let iov = IoVec {
             base: p.addr,
             len: p.len,
@@ -324,6 +323,18 @@ fn parent_batches(parents: &[Piece], paths: &mut Vec<PathBuf>) -> Vec<Batch> {
         next_offset = p.offset + p.len;
     }
     out
+}
+
+/// The index of `path` in `paths`, added if missing.
+fn file_index(paths: &mut Vec<PathBuf>, path: &Path) -> usize {
+    let same = |q: &PathBuf| q.as_os_str() == path.as_os_str();
+    match paths.iter().position(same) {
+        Some(i) => i,
+        None => {
+            paths.push(path.to_path_buf());
+            paths.len() - 1
+        }
+    }
 }
 
 /// `batches` without the pages at `served` (sorted, not overlapping; filled later by

@@ -346,6 +346,9 @@ pub fn restore_with(
         )),
         None => crate::lazy::restore::begin(lazy, tree_pids)?,
     };
+    // Ordering requirements: after the post-copy's threads started (they keep their
+    // priority), until the tree runs.
+    let raised = post_copy.as_ref().and_then(|_| crate::priority::raise());
     let fds = image.processes.iter().flat_map(|p| &p.files.fds);
     let ghosts = files::Ghosts::new(&image.ghosts, fds).with_homes(&image.ghost_homes, root);
     if mounts.is_none() {
@@ -416,7 +419,9 @@ pub fn restore_with(
     let built = match built {
         Ok(pages) => {
             let _s = crate::profile::span("resume");
-            b.resume()
+            let resumed = b.resume();
+            drop(raised);
+            resumed
                 .and_then(|()| cgroups.as_ref().map_or(Ok(()), cgroup::Placed::freeze))
                 .map(|()| pages)
         }
