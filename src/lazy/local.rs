@@ -6,7 +6,7 @@
 //! remaps and the background fill work exactly as for post-copy.
 //!
 //! Nothing is served unverified. Every pages file is read whole once, by two threads
-//! started when the tree runs (or at the first page asked for; the smallest files first): the crc32
+//! started when the tree is about to run (`Started`, or at the first page asked for; the smallest files first): the crc32
 //! of each [`CHUNK`] of its data is kept and their combination must match the crc32 in
 //! the file's header; no page of a file is served before its check ended. Each page served later is read
 //! again with its whole chunk, whose crc32 must match the one kept. A file that fails

@@ -175,6 +175,9 @@ pub struct Daemon {
     woken: OwnedFd,
     /// The restore waiting for the source's `Go`.
     claim: Option<Sender<()>>,
+    /// The restore asked to resume the tree: background requests may start (before,
+    /// only faults are served, leaving the CPU to the restore).
+    claimed: bool,
     watchdog: Arc<Watchdog>,
     spaces: BTreeMap<u64, Space>,
     next_space: u64,
@@ -210,6 +213,7 @@ impl Daemon {
             rx,
             woken,
             claim: None,
+            claimed: false,
             watchdog,
             spaces: BTreeMap::new(),
             next_space: 0,
@@ -249,7 +253,7 @@ impl Daemon {
                     self.add_space(pid, uffd, Remaining::new(&runs));
                 }
                 Ok(Msg::Claim(answer)) => {
-                    self.claim = Some(answer);
+                    (self.claim, self.claimed) = (Some(answer), true);
                     self.send(Header::new(Kind::Started))?;
                 }
                 Ok(Msg::Started) => self.started = Some(Instant::now()),
@@ -321,7 +325,7 @@ impl Daemon {
 
     /// Asks for the next pages in address order, space after space, up to the window.
     fn ask_background(&mut self) -> Result<(), LazyError> {
-        if !self.pushed {
+        if !self.pushed || !self.claimed {
             return Ok(());
         }
         let keys: Vec<u64> = self.spaces.keys().copied().collect();
