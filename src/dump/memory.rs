@@ -22,6 +22,11 @@ use crate::sys::pagemap::{
 
 /// Bytes read from the task per batch.
 pub(super) const CHUNK: usize = 4 << 20;
+/// Bytes read per batch when the pages go to a page server (`PagesWriter::remote`): small
+/// enough that a batch stays in the CPU's cache from the read through the zero-page
+/// check and the checksum to the copy into the socket (a 1 GiB stop-and-copy through a
+/// loopback page server took 670 ms instead of 735 with [`CHUNK`], medians of 4).
+const REMOTE_CHUNK: usize = 512 << 10;
 /// `IOV_MAX`.
 const MAX_IOVS: usize = 1024;
 
@@ -129,7 +134,11 @@ pub fn dump(
     drop(_span);
     let progress = Phase::begin("dumping pages", total);
     let stage = from.stage && total <= STAGE_MAX;
-    let batches = batches(&ranges);
+    let chunk = match files.first().is_some_and(PagesWriter::is_remote) {
+        true => REMOTE_CHUNK,
+        false => CHUNK,
+    };
+    let batches = batches(&ranges, chunk);
     let (mut runs, mut stats, staged) =
         super::stripes::write(pid, &batches, files, &progress, from.running, stage)?;
     runs.extend(parent.iter().map(|&(start, end)| PageRun {
@@ -376,23 +385,23 @@ fn coalesce(ranges: Vec<Range>) -> Vec<Range> {
     out
 }
 
-/// Splits ranges into batches of at most CHUNK bytes and MAX_IOVS pieces, each batch all
+/// Splits ranges into batches of at most `chunk` bytes and MAX_IOVS pieces, each batch all
 /// readable or a single unreadable piece.
-fn batches(ranges: &[Range]) -> Vec<Vec<Range>> {
+fn batches(ranges: &[Range], chunk: usize) -> Vec<Vec<Range>> {
     let mut out = Vec::new();
     let mut cur: Vec<Range> = Vec::new();
     let mut bytes = 0u64;
     for r in ranges {
         let mut start = r.start;
         while start < r.end {
-            if bytes == CHUNK as u64
+            if bytes == chunk as u64
                 || cur.len() == MAX_IOVS
                 || (!cur.is_empty() && cur[0].readable != r.readable)
             {
                 out.push(std::mem::take(&mut cur));
                 bytes = 0;
             }
-            let end = r.end.min(start + (CHUNK as u64 - bytes));
+            let end = r.end.min(start + (chunk as u64 - bytes));
             cur.push(Range { start, end, ..*r });
             bytes += end - start;
             start = end;
@@ -483,7 +492,7 @@ mod tests {
     #[test]
     fn batches_split_at_chunk_size() {
         let big = r(0, 3 * CHUNK as u64);
-        let b = batches(&[big]);
+        let b = batches(&[big], CHUNK);
         assert_eq!(b.len(), 3);
         assert!(b
             .iter()
@@ -494,7 +503,7 @@ mod tests {
     fn unreadable_ranges_are_alone() {
         let mut u = r(0x10000, 0x12000);
         u.readable = false;
-        let b = batches(&[r(0, 0x1000), u, r(0x20000, 0x21000)]);
+        let b = batches(&[r(0, 0x1000), u, r(0x20000, 0x21000)], CHUNK);
         assert_eq!(b.len(), 3);
     }
 

@@ -113,6 +113,11 @@ impl PagesWriter {
         })
     }
 
+    /// True when the pages go to a sink (a page server), not to a local file.
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
+    }
+
     /// From now on writes the pages past the page cache (`O_DIRECT`) when the file is a
     /// plain local one on a filesystem with writeback (not tmpfs) that accepts it; the
     /// caller hands over page-aligned memory then (other pieces still go through the

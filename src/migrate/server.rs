@@ -2,8 +2,10 @@
 //! Each connection carries one image, written into a temporary sibling of its target as
 //! the frames come (`ImageWriter`), checked (every frame, the digest of the whole stream,
 //! the crc32 of each pages file against its header) and made durable before it is
-//! renamed into place and acknowledged. A connection that breaks or lies leaves nothing
-//! under the target's name. The server ends after the image marked last (or the first
+//! renamed into place and acknowledged. A large DATA frame is written piece by piece as
+//! it is read, before its crc32 is checked: only into the temporary directory, which a
+//! failed check discards. A connection that breaks or lies leaves nothing under the
+//! target's name. The server ends after the image marked last (or the first
 //! failure); `stasis receive` then restores it and tells the sender.
 
 use std::collections::HashMap;
@@ -273,9 +275,21 @@ fn receive(conn: &mut Conn, dir: &Path) -> Result<Received, MigrateError> {
     let mut files: HashMap<u32, Incoming> = HashMap::new();
     let mut lazy = None;
     let mut spool = Spool::start()?;
+    let mut scratch = Vec::new();
     loop {
         let at = conn.received;
-        let (crc, data_crc) = conn.recv(&mut buf, DATA_HEAD)?;
+        let (crc, data_crc) = match conn.recv_start(&mut buf, DATA_HEAD, Some(tag::DATA))? {
+            wire::Start::Whole(crc, data_crc) => (crc, data_crc),
+            wire::Start::Body(body) => {
+                let body_len = body.rest;
+                let len = DATA_HEAD + body_len;
+                let (crc, data_crc, piece) =
+                    streamed(conn, &buf, body, at, &files, &mut spool, &mut scratch)?;
+                account(&mut files, &buf, data_crc, body_len, &piece);
+                conn.count(len, crc);
+                continue;
+            }
+        };
         let len = buf.len();
         match buf.first() {
             Some(&tag::END) => {
@@ -294,7 +308,9 @@ fn receive(conn: &mut Conn, dir: &Path) -> Result<Received, MigrateError> {
             Some(&tag::LAZY) => lazy = Some(lazy_source(conn, &buf, at, last)?),
             Some(&tag::OPEN) => open(conn, &buf, at, writer.temp_path(), &mut files)?,
             Some(&tag::DATA) => {
-                let (target, offset) = data(conn, &buf, at, data_crc, &mut files)?;
+                let data_len = len.saturating_sub(DATA_HEAD);
+                let (target, offset) = locate(conn, &buf, at, data_len, &files)?;
+                account(&mut files, &buf, data_crc, data_len, &buf[DATA_HEAD..]);
                 let full = std::mem::replace(&mut buf, spool.spare());
                 spool.write(&target, offset, full, DATA_HEAD)?;
             }
@@ -369,40 +385,75 @@ fn open(
     Ok(())
 }
 
-/// Checks a DATA frame (its file, its range) and counts it into its pages file's
-/// crc32; the file and offset to write its bytes (from [`DATA_HEAD`] on) at.
-fn data(
+/// Checks a DATA frame whose data is `len` bytes (its file, its range, from the frame's
+/// first [`DATA_HEAD`] bytes `p`): the file and offset to write the data at.
+fn locate(
     conn: &Conn,
     p: &[u8],
     at: u64,
-    crc: u32,
-    files: &mut HashMap<u32, Incoming>,
+    len: usize,
+    files: &HashMap<u32, Incoming>,
 ) -> Result<(Arc<spool::Target>, u64), MigrateError> {
-    let mut i = 1;
-    let (Some(id), Some(offset)) = (u32_at(p, &mut i), u64_at(p, &mut i)) else {
-        return Err(conn.corrupt(at, "malformed data frame".into()));
-    };
-    let bytes = &p[i..];
-    let Some(f) = files.get_mut(&id) else {
+    let (id, offset) =
+        data_head(p).ok_or_else(|| conn.corrupt(at, "malformed data frame".into()))?;
+    let Some(f) = files.get(&id) else {
         return Err(conn.corrupt(at, format!("data for file {id}, never opened")));
     };
-    if offset.saturating_add(bytes.len() as u64) > MAX_OFFSET {
+    if offset.saturating_add(len as u64) > MAX_OFFSET {
         return Err(conn.corrupt(at, format!("offset {offset} out of range")));
     }
-    if let Some(c) = f.pages.as_mut() {
-        if offset == 0 {
-            c.head = Some(bytes[..bytes.len().min(HEADER_LEN)].to_vec());
-        } else if offset == c.next {
-            c.crc.combine(&crc32fast::Hasher::new_with_initial_len(
-                crc,
-                bytes.len() as u64,
-            ));
-            c.next += bytes.len() as u64;
-        } else {
-            c.in_order = false;
-        }
-    }
     Ok((f.target.clone(), offset))
+}
+
+/// A DATA frame's file id and offset.
+fn data_head(p: &[u8]) -> Option<(u32, u64)> {
+    let mut i = 1;
+    Some((u32_at(p, &mut i)?, u64_at(p, &mut i)?))
+}
+
+/// Counts a checked DATA frame (head `p`, `len` data bytes of crc32 `crc`, the first of
+/// which are `first`) into its pages file's crc32.
+fn account(files: &mut HashMap<u32, Incoming>, p: &[u8], crc: u32, len: usize, first: &[u8]) {
+    let Some((id, offset)) = data_head(p) else {
+        return;
+    };
+    let Some(c) = files.get_mut(&id).and_then(|f| f.pages.as_mut()) else {
+        return;
+    };
+    if offset == 0 {
+        c.head = Some(first[..first.len().min(HEADER_LEN)].to_vec());
+    } else if offset == c.next {
+        let summed = crc32fast::Hasher::new_with_initial_len(crc, len as u64);
+        c.crc.combine(&summed);
+        c.next += len as u64;
+    } else {
+        c.in_order = false;
+    }
+}
+
+/// Receives the data of a streamed DATA frame (head `p`) into its file, piece by piece;
+/// the frame's crc32, that of its data, and the data's first bytes (a pages file's
+/// header at offset 0).
+fn streamed(
+    conn: &mut Conn,
+    p: &[u8],
+    body: wire::Body,
+    at: u64,
+    files: &HashMap<u32, Incoming>,
+    spool: &mut Spool,
+    scratch: &mut Vec<u8>,
+) -> Result<(u32, u32, Vec<u8>), MigrateError> {
+    let (target, offset) = locate(conn, p, at, body.rest, files)?;
+    let mut first = Vec::new();
+    let each = |piece: &mut Vec<u8>, done: u64| -> Result<(), MigrateError> {
+        if done == 0 {
+            first.extend_from_slice(&piece[..piece.len().min(HEADER_LEN)]);
+        }
+        let full = std::mem::replace(piece, spool.spare());
+        spool.write(&target, offset + done, full, 0)
+    };
+    let (crc, data_crc) = conn.recv_body(body, scratch, each)?;
+    Ok((crc, data_crc, first))
 }
 
 /// The end of an image: the file count and the digest of every frame, then each pages

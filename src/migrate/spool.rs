@@ -1,7 +1,9 @@
 //! The page server's writer thread: the receiving thread checks each frame and hands its
-//! buffer here, to be written at its offset while the next frame is received, so that
-//! reading the socket and writing the files overlap instead of taking turns. Buffers go
-//! back to the receiving thread once written. It owns the writing of received bytes, not
+//! buffer here (a large DATA frame piece by piece as it is read, before the frame's
+//! crc32 is checked: a failed check discards the whole image, `server.rs`), to be
+//! written at its offset while the next is received, so that reading the socket and
+//! writing the files overlap instead of taking turns. Buffers go back to the receiving
+//! thread once written. It owns the writing of received bytes, not
 //! their checking (`server.rs`).
 //!
 //! At most [`DEPTH`] frames wait: a disk slower than the link stops the receiving, and

@@ -2,7 +2,10 @@
 //! pre-shared key, and the frames, each checked on its own (crc32, or XChaCha20-Poly1305
 //! with the key) and all of them together (a BLAKE3 digest of every frame's length and
 //! crc32, sent at the end of an image). It owns bytes on the socket, not what frames mean
-//! (`client.rs`, `server.rs`).
+//! (`client.rs`, `server.rs`). A large plain frame can be read in pieces of
+//! [`STREAM_PIECE`] bytes, each summed while it is in the CPU's cache, the frame's crc32
+//! checked after the last ([`Conn::recv_start`], [`Conn::recv_body`]); a sealed frame is
+//! always read and opened whole.
 //!
 //! ```text
 //! hello (each side, client first): magic "\x89STPAGE\n", version u32 = 1, flags u32
@@ -45,6 +48,30 @@ pub const IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 /// (a large tree's preparation before its first page); a dead sender's connection is
 /// reset by its kernel anyway.
 pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A streamed frame ([`Conn::recv_start`]) holds more than this many bytes past its head.
+pub const STREAM_MIN: usize = 64 << 10;
+/// What a streamed frame is read in: a piece stays in the CPU's cache while it is summed
+/// and written.
+pub const STREAM_PIECE: usize = 256 << 10;
+
+/// A frame begun by [`Conn::recv_start`].
+pub enum Start {
+    /// Read whole and checked: its crc32 and that of the payload past the head.
+    Whole(u32, u32),
+    /// Its head is read; the rest is left for [`Conn::recv_body`].
+    Body(Body),
+}
+
+/// The unread rest of a streamed frame.
+pub struct Body {
+    /// Where the frame began on the connection.
+    at: u64,
+    /// Payload bytes left.
+    pub rest: usize,
+    /// The crc32 of the payload read so far.
+    crc: crc32fast::Hasher,
+}
 
 /// Frame types: the first byte of a payload.
 pub mod tag {
@@ -342,6 +369,21 @@ impl Conn {
     /// [`Conn::count`]) and the crc32 of the payload past its first `head` bytes (the data
     /// of a DATA frame), so that no byte is summed twice.
     pub fn recv(&mut self, buf: &mut Vec<u8>, head: usize) -> Result<(u32, u32), MigrateError> {
+        match self.recv_start(buf, head, None)? {
+            Start::Whole(crc, rest) => Ok((crc, rest)),
+            Start::Body(_) => unreachable!("recv_start streams only the tag it is given"),
+        }
+    }
+
+    /// Like [`Conn::recv`], but a plain frame whose payload starts with `stream` (a tag)
+    /// and holds more than [`STREAM_MIN`] bytes past `head` is left in the socket after
+    /// its first `head` bytes: its [`Body`] is read with [`Conn::recv_body`].
+    pub fn recv_start(
+        &mut self,
+        buf: &mut Vec<u8>,
+        head: usize,
+        stream: Option<u8>,
+    ) -> Result<Start, MigrateError> {
         let at = self.received;
         let mut len = [0u8; 4];
         self.take(&mut len)?;
@@ -349,8 +391,33 @@ impl Conn {
         if !(4..=MAX_FRAME).contains(&n) {
             return Err(self.corrupt(at, format!("frame length {n} out of range")));
         }
-        buf.resize(n, 0);
+        let streams = self.keys.is_none() && stream.is_some() && n - 4 > head + STREAM_MIN;
+        let first = if streams { head } else { n };
+        buf.resize(first, 0);
         self.take(buf)?;
+        if streams && buf.first() == stream.as_ref() {
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(buf);
+            let rest = n - 4 - head;
+            return Ok(Start::Body(Body { at, rest, crc }));
+        }
+        if streams {
+            buf.resize(n, 0);
+            self.take(&mut buf[head..])?;
+        }
+        self.check_whole(buf, &len, head, at)
+            .map(|(c, r)| Start::Whole(c, r))
+    }
+
+    /// The rest of a frame read whole (`buf`, its length field `len`), checked.
+    fn check_whole(
+        &mut self,
+        buf: &mut Vec<u8>,
+        len: &[u8; 4],
+        head: usize,
+        at: u64,
+    ) -> Result<(u32, u32), MigrateError> {
+        let n = buf.len();
         let want = match self.keys.as_mut() {
             None => {
                 let body = n - 4;
@@ -361,7 +428,7 @@ impl Conn {
             }
             Some((_, recv)) => {
                 let nonce = recv.nonce();
-                if recv.cipher.decrypt_in_place(&nonce, &len, buf).is_err() {
+                if recv.cipher.decrypt_in_place(&nonce, len, buf).is_err() {
                     return Err(self.corrupt(at, "frame authentication failed".into()));
                 }
                 None
@@ -379,6 +446,39 @@ impl Conn {
             return Err(self.corrupt(at, "frame checksum mismatch".into()));
         }
         Ok((crc, rest_crc))
+    }
+
+    /// Reads the rest of a streamed frame piece by piece into `scratch` (each piece
+    /// checksummed while it is still in the CPU's cache) and hands each to `each` with its
+    /// offset in the rest; then checks the frame's crc32. Pieces are handed over before
+    /// the frame is checked: the caller writes them where a failed check discards them.
+    /// Returns the frame's crc32 and that of the rest, like [`Conn::recv`].
+    pub fn recv_body(
+        &mut self,
+        body: Body,
+        scratch: &mut Vec<u8>,
+        mut each: impl FnMut(&mut Vec<u8>, u64) -> Result<(), MigrateError>,
+    ) -> Result<(u32, u32), MigrateError> {
+        let Body { at, rest, mut crc } = body;
+        let mut data = crc32fast::Hasher::new();
+        let mut done = 0;
+        while done < rest {
+            let piece = (rest - done).min(STREAM_PIECE);
+            scratch.resize(piece, 0);
+            self.take(scratch)?;
+            data.update(scratch);
+            each(scratch, done as u64)?;
+            done += piece;
+        }
+        let mut want = [0u8; 4];
+        self.take(&mut want)?;
+        let data_crc = data.clone().finalize();
+        crc.combine(&data);
+        let crc = crc.finalize();
+        if u32::from_le_bytes(want) != crc {
+            return Err(self.corrupt(at, "frame checksum mismatch".into()));
+        }
+        Ok((crc, data_crc))
     }
 
     /// Counts a frame into the digest: its payload length and crc32.
@@ -567,4 +667,100 @@ pub fn name_at(p: &[u8], at: &mut usize) -> Option<String> {
 pub fn put_name(out: &mut Vec<u8>, name: &str) {
     out.extend_from_slice(&(name.len() as u16).to_le_bytes());
     out.extend_from_slice(name.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plain connection over loopback: (client, server).
+    fn pair() -> (Conn, Conn) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let server = std::thread::spawn(move || {
+            let (s, _) = listener.accept().expect("accept");
+            Conn::accept(s, &Security::Plain).expect("server handshake")
+        });
+        let client = Conn::connect(&addr, &Security::Plain).expect("client handshake");
+        (client, server.join().expect("server thread"))
+    }
+
+    /// A DATA frame's head (tag, file 7, offset 4096) and `n` bytes of data.
+    fn data_frame(n: usize) -> (Vec<u8>, Vec<u8>) {
+        let mut head = vec![tag::DATA];
+        head.extend_from_slice(&7u32.to_le_bytes());
+        head.extend_from_slice(&4096u64.to_le_bytes());
+        let data = (0..n).map(|i| (i * 31 + i / 4096) as u8).collect();
+        (head, data)
+    }
+
+    /// Reads the next frame, streaming DATA frames; the data (from the head on) and
+    /// the crc32s `recv` would give.
+    fn read_frame(server: &mut Conn) -> Result<(Vec<u8>, u32, u32), MigrateError> {
+        let mut buf = Vec::new();
+        match server.recv_start(&mut buf, 13, Some(tag::DATA))? {
+            Start::Whole(crc, rest) => Ok((buf, crc, rest)),
+            Start::Body(body) => {
+                let mut got = buf.clone();
+                let mut scratch = Vec::new();
+                let (crc, rest) = server.recv_body(body, &mut scratch, |p, at| {
+                    assert_eq!(got.len() as u64, 13 + at, "pieces come in order");
+                    got.extend_from_slice(p);
+                    Ok(())
+                })?;
+                Ok((got, crc, rest))
+            }
+        }
+    }
+
+    #[test]
+    fn streamed_frames_read_as_whole_ones() {
+        let (mut client, mut server) = pair();
+        let (head, data) = data_frame(3 * STREAM_PIECE + 4096 * 5);
+        let (small_head, small) = data_frame(4096);
+        let big_open = [vec![tag::OPEN], vec![1u8; 2 * STREAM_MIN]].concat();
+        let sender = std::thread::spawn(move || {
+            client.send(&head, &[&data], None).expect("send");
+            client.send(&small_head, &[&small], None).expect("send");
+            client.send(&big_open, &[], None).expect("send");
+            (head, data, small_head, small, big_open)
+        });
+        let streamed = read_frame(&mut server).expect("streamed frame");
+        let small_frame = read_frame(&mut server).expect("small frame");
+        let other = read_frame(&mut server).expect("large frame of another tag");
+        let (head, data, small_head, small, big_open) = sender.join().expect("sender");
+        let whole = |h: &[u8], d: &[u8]| {
+            let mut rest = crc32fast::Hasher::new();
+            rest.update(d);
+            let mut all = crc32fast::Hasher::new();
+            all.update(h);
+            all.combine(&rest);
+            (all.finalize(), rest.finalize())
+        };
+        assert_eq!(streamed.0, [&head[..], &data].concat());
+        assert_eq!((streamed.1, streamed.2), whole(&head, &data));
+        assert_eq!(small_frame.0, [&small_head[..], &small].concat());
+        assert_eq!((small_frame.1, small_frame.2), whole(&small_head, &small));
+        assert_eq!(other.0, big_open);
+    }
+
+    #[test]
+    fn a_corrupt_streamed_frame_is_refused() {
+        let (mut client, mut server) = pair();
+        let (head, mut data) = data_frame(2 * STREAM_PIECE);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&head);
+        crc.update(&data);
+        let crc = crc.finalize();
+        // A bit flipped on the way, in the last piece.
+        data[STREAM_PIECE + 100] ^= 4;
+        let len = ((head.len() + data.len() + 4) as u32).to_le_bytes();
+        client
+            .put_all(&[&len, &head, &data, &crc.to_le_bytes()])
+            .expect("send");
+        match read_frame(&mut server) {
+            Err(MigrateError::Corrupt { what, .. }) => assert!(what.contains("checksum")),
+            other => panic!("a corrupt frame was taken: {:?}", other.map(|o| o.1)),
+        }
+    }
 }
