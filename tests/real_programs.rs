@@ -1073,8 +1073,11 @@ fn bash_job_in_tmux_continues() {
     tmux.keys("2", &["echo answer-$((6*7))", "Enter"]);
     tmux.wait_screen("2", "answer-42");
     tmux.keys("2", &["sleep 1000", "Enter"]);
+    // Once the job exec'd sleep: a SIGINT before lands in bash's forked child, which
+    // may still hold bash's own handler and go on to exec sleep.
     let job = wait_for("a foreground sleep", Duration::from_secs(10), || {
-        tpgid(bash).filter(|&g| g != bash && fs::metadata(format!("/proc/{g}")).is_ok())
+        let comm = |g: i32| fs::read_to_string(format!("/proc/{g}/comm")).unwrap_or_default();
+        tpgid(bash).filter(|&g| g != bash && comm(g).trim() == "sleep")
     });
     tmux.keys("2", &["C-c"]);
     wait_for(
