@@ -6,7 +6,7 @@
 //! remaps and the background fill work exactly as for post-copy.
 //!
 //! Nothing is served unverified. Every pages file is read whole once, by two threads
-//! started when the tree is about to run (`Started`, or at the first page asked for; the smallest files first): the crc32
+//! started when the tree runs (`Resumed`, or at the first page asked for; the smallest files first): the crc32
 //! of each [`CHUNK`] of its data is kept and their combination must match the crc32 in
 //! the file's header; no page of a file is served before its check ended. Each page served later is read
 //! again with its whole chunk, whose crc32 must match the one kept. A file that fails
@@ -138,7 +138,7 @@ impl Server {
         let mut buf = Vec::new();
         loop {
             let h = proto::recv(&mut rx)?;
-            if self.checked.is_none() && matches!(h.kind, Kind::Get | Kind::Started) {
+            if self.checked.is_none() && matches!(h.kind, Kind::Get | Kind::Resumed) {
                 self.checked = Some(check_all(&self.pages)?);
             }
             match h.kind {
@@ -159,6 +159,7 @@ impl Server {
                     }
                 },
                 Kind::Started => proto::send(&mut tx, Header::new(Kind::Go), &[])?,
+                Kind::Resumed => {}
                 Kind::Done => return proto::send(&mut tx, Header::new(Kind::Bye), &[]),
                 other => {
                     let why = format!("unexpected message {other:?}");

@@ -4,9 +4,9 @@
 //! checked by the crc32 the header carries; a refusal's reason follows a `Refused` one.
 //!
 //! ```text
-//! target → source: Hello(session, VERSION) · Get(id, pid, addr, len)* · Started · Done
+//! target → source: Hello(session, VERSION) · Get(id, pid, addr, len)* · Started · Resumed · Done
 //! source → target: Welcome(lazy bytes) | Refused(reason) · Pages(id, pid, addr, len, crc) data*
-//!                  · Go · (from Started on, between answers) Pages(0, ...) data* · Pushed · Bye
+//!                  · Go · (from Resumed on, between answers) Pages(0, ...) data* · Pushed · Bye
 //! ```
 //!
 //! `Started` and `Go` are a handshake: the target asks before it resumes its tree, and
@@ -15,8 +15,8 @@
 //! unstarted and the source's frozen: never both running, never both lost for good
 //! (stopping the source resumes its tree).
 //!
-//! The source answers requests first (a fault waits for its page) and, from `Started`
-//! on, pushes every served page once in address order between them, so the bulk of the
+//! The source answers requests first (a fault waits for its page) and, from `Resumed`
+//! on (the target's tree runs: until then the CPU is the restore's), pushes every served page once in address order between them, so the bulk of the
 //! memory flows without a round trip per chunk.
 
 use std::io::{IoSlice, Read, Write};
@@ -48,11 +48,13 @@ pub enum Kind {
     Refused = 7,
     /// The source's tree is gone.
     Bye = 8,
-    /// The source pushed every page once (unasked `Pages`, `id` 0, sent from `Started`
+    /// The source pushed every page once (unasked `Pages`, `id` 0, sent from `Resumed`
     /// on, in address order); what is still missing must be asked for.
     Pushed = 9,
     /// The answer to `Started`: the source will not resume its tree; the target's may run.
     Go = 10,
+    /// The target's tree runs: the source starts pushing.
+    Resumed = 11,
 }
 
 impl Kind {
@@ -68,6 +70,7 @@ impl Kind {
             8 => Kind::Bye,
             9 => Kind::Pushed,
             10 => Kind::Go,
+            11 => Kind::Resumed,
             _ => return None,
         })
     }

@@ -184,18 +184,20 @@ impl Link {
         let mut pushed = false;
         loop {
             // Requests first: a thread of the target waits for each.
-            let pushing = self.started.is_some() && !pushed;
+            let pushing = push.is_some() && !pushed;
             if !pushing || self.asked().map_err(|e| e.to_string())? {
                 let h = proto::recv(&mut self.rx).map_err(|e| e.to_string())?;
                 match h.kind {
                     Kind::Get => *served += self.answer(image, h)?,
                     Kind::Started => {
                         self.started = Some(Instant::now());
-                        push = Some(Reader::start(image)?);
                         if let Some(d) = go_delay() {
                             std::thread::sleep(d);
                         }
                         self.send(Header::new(Kind::Go), false)?;
+                    }
+                    Kind::Resumed if self.started.is_some() && push.is_none() => {
+                        push = Some(Reader::start(image)?);
                     }
                     Kind::Done => return self.send(Header::new(Kind::Bye), false),
                     other => return self.refuse(&format!("unexpected message {other:?}")),

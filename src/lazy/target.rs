@@ -175,9 +175,6 @@ pub struct Daemon {
     woken: OwnedFd,
     /// The restore waiting for the source's `Go`.
     claim: Option<Sender<()>>,
-    /// The restore asked to resume the tree: background requests may start (before,
-    /// only faults are served, leaving the CPU to the restore).
-    claimed: bool,
     watchdog: Arc<Watchdog>,
     spaces: BTreeMap<u64, Space>,
     next_space: u64,
@@ -213,7 +210,6 @@ impl Daemon {
             rx,
             woken,
             claim: None,
-            claimed: false,
             watchdog,
             spaces: BTreeMap::new(),
             next_space: 0,
@@ -253,10 +249,13 @@ impl Daemon {
                     self.add_space(pid, uffd, Remaining::new(&runs));
                 }
                 Ok(Msg::Claim(answer)) => {
-                    (self.claim, self.claimed) = (Some(answer), true);
+                    self.claim = Some(answer);
                     self.send(Header::new(Kind::Started))?;
                 }
-                Ok(Msg::Started) => self.started = Some(Instant::now()),
+                Ok(Msg::Started) => {
+                    self.started = Some(Instant::now());
+                    self.send(Header::new(Kind::Resumed))?;
+                }
                 Err(TryRecvError::Empty) => return Ok(true),
                 Err(TryRecvError::Disconnected) => return Ok(self.started.is_some()),
             }
@@ -325,7 +324,8 @@ impl Daemon {
 
     /// Asks for the next pages in address order, space after space, up to the window.
     fn ask_background(&mut self) -> Result<(), LazyError> {
-        if !self.pushed || !self.claimed {
+        // Once the tree runs: before, only faults are served, the CPU left to the restore.
+        if !self.pushed || self.started.is_none() {
             return Ok(());
         }
         let keys: Vec<u64> = self.spaces.keys().copied().collect();
