@@ -282,7 +282,7 @@ impl Unverified {
     /// other (in any order); otherwise reads the whole file as [`verify_pages`] does.
     pub fn check(&self, mut sums: Vec<Sum>) -> Result<(), ImageError> {
         sums.sort_by_key(|s| s.at);
-        let mut crc = crc32fast::Hasher::new();
+        let mut crc = crate::sys::cpu::crc32();
         let mut at = 0;
         for s in sums.iter().filter(|s| s.len > 0) {
             if s.at != at {

@@ -396,7 +396,7 @@ impl Conn {
         buf.resize(first, 0);
         self.take(buf)?;
         if streams && buf.first() == stream.as_ref() {
-            let mut crc = crc32fast::Hasher::new();
+            let mut crc = crate::sys::cpu::crc32();
             crc.update(buf);
             let rest = n - 4 - head;
             return Ok(Start::Body(Body { at, rest, crc }));
@@ -460,7 +460,7 @@ impl Conn {
         mut each: impl FnMut(&mut Vec<u8>, u64) -> Result<(), MigrateError>,
     ) -> Result<(u32, u32), MigrateError> {
         let Body { at, rest, mut crc } = body;
-        let mut data = crc32fast::Hasher::new();
+        let mut data = crate::sys::cpu::crc32();
         let mut done = 0;
         while done < rest {
             let piece = (rest - done).min(STREAM_PIECE);

@@ -441,7 +441,7 @@ impl Here {
         sums: Option<Sums>,
     ) -> Result<u64, RestoreError> {
         let (file, path) = (&self.files[b.stripe], &paths[b.stripe]);
-        let mut crc = sums.map(|_| crc32fast::Hasher::new());
+        let mut crc = sums.map(|_| crate::sys::cpu::crc32());
         let mut offset = b.offset;
         for piece in pieces(&b.iovs, HELPER_CHUNK as u64) {
             let len: u64 = piece.iter().map(|i| i.len).sum();
